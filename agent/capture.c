@@ -1,0 +1,655 @@
+/* capture: user-space half of the transparent capture. Loads
+ * bpf/vigil.bpf.c (skeleton), writes the configuration, attaches every
+ * program to one cgroup2 directory with bpf_link, and serves the maps to
+ * the agent (targets, origins of accepted connections, bypass of the
+ * agent's own upstream sockets, kernel events).
+ *
+ * Fail open: the links live only in this process, so a crash detaches them
+ * and applications connect directly. Fail closed: links and maps are pinned
+ * under pin_dir; while no agent listens the connect hook refuses target
+ * connections; a new agent takes the pinned links over with
+ * BPF_LINK_UPDATE (no instant where traffic goes direct) and reuses the
+ * pinned maps (target set, origins and undelivered events survive).
+ *
+ * Must never: leave programs attached after capture_free, unpin anything in
+ * capture_release, or attach to anything that is not a cgroup2 directory. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <linux/magic.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include "capture.h"
+#include "log.h"
+#include "sockdiag.h"
+#include "vigil.skel.h"
+
+#ifndef SO_COOKIE
+#define SO_COOKIE 57
+#endif
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+#define BPFFS_ROOT "/sys/fs/bpf"
+
+/* Attach order: bookkeeping first, the redirecting hooks last, so that no
+ * connection is redirected before the programs that track it are in place.
+ * Detach goes in reverse. */
+enum { P_RELEASE, P_SOCKOPS, P_PEER4, P_PEER6, P_SEND4, P_SEND6, P_CONN4, P_CONN6, P_COUNT };
+static const char *const prog_names[P_COUNT] = {
+	"sock_release", "sockops", "getpeername4", "getpeername6",
+	"sendmsg4", "sendmsg6", "connect4", "connect6",
+};
+
+struct capture {
+	struct vigil_bpf *skel;
+	struct bpf_link *links[P_COUNT];
+	struct bpf_program *progs[P_COUNT];
+	struct ring_buffer *rb;
+	struct sockdiag *diag;       /* NULL if sock_diag is unavailable */
+	capture_event_fn ev_fn;      /* valid only during capture_events_poll */
+	void *ev_arg;
+	int cgroup_fd;
+	bool pinned;                 /* links and maps pinned under pin_dir */
+	char cgroup_path[PATH_MAX];
+	char pin_dir[PATH_MAX];      /* "" = no pin directory */
+};
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* libbpf talks a lot at debug level (verifier logs on failure come as
+ * warnings): route it through our logger instead of raw stderr. */
+static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	char line[1024];
+	size_t n;
+
+	if (level == LIBBPF_DEBUG && log_get_level() < LOG_DEBUG)
+		return 0;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	n = strlen(line);
+	while (n && line[n - 1] == '\n')
+		line[--n] = '\0';
+	log_msg(level == LIBBPF_WARN ? LOG_WARN : LOG_DEBUG, "libbpf: %s", line);
+	return 0;
+}
+
+static void addr_to_key(const struct sockaddr *sa, uint8_t out[16], int *ok)
+{
+	*ok = 1;
+	if (sa->sa_family == AF_INET) {
+		memset(out, 0, 10);
+		out[10] = 0xff;
+		out[11] = 0xff;
+		memcpy(out + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	} else if (sa->sa_family == AF_INET6) {
+		memcpy(out, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+	} else {
+		*ok = 0;
+	}
+}
+
+static uint16_t addr_port(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)sa)->sin_port);
+	return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+}
+
+static int mkdir_p(const char *path)
+{
+	char buf[PATH_MAX];
+	size_t n = strlen(path);
+
+	if (n == 0 || n >= sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, path, n + 1);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static bool is_fs(const char *path, long magic)
+{
+	struct statfs st;
+
+	return statfs(path, &st) == 0 && (long)st.f_type == magic;
+}
+
+/* The pin directory must live on bpffs. Debian does not always mount it
+ * (containers, minimal systems): mount the standard one when the pin
+ * directory is below it. */
+static int prepare_pin_dir(const char *dir, char *err, size_t errlen)
+{
+	int rc;
+
+	if (strncmp(dir, BPFFS_ROOT "/", sizeof(BPFFS_ROOT)) == 0 && !is_fs(BPFFS_ROOT, BPF_FS_MAGIC)) {
+		if (mount("bpffs", BPFFS_ROOT, "bpf", 0, "mode=0700") < 0) {
+			rc = -errno;
+			seterr(err, errlen, "cannot mount bpffs at %s: %s", BPFFS_ROOT, strerror(-rc));
+			return rc;
+		}
+		log_info("mounted bpffs at %s", BPFFS_ROOT);
+	}
+	rc = mkdir_p(dir);
+	if (rc < 0) {
+		seterr(err, errlen, "cannot create pin directory %s: %s", dir, strerror(-rc));
+		return rc;
+	}
+	if (!is_fs(dir, BPF_FS_MAGIC)) {
+		seterr(err, errlen, "pin directory %s is not on a bpf filesystem", dir);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int pin_path(char *buf, size_t len, const char *dir, const char *prefix, const char *name)
+{
+	int n = snprintf(buf, len, "%s/%s%s", dir, prefix, name);
+
+	return (n < 0 || (size_t)n >= len) ? -ENAMETOOLONG : 0;
+}
+
+static bool link_pins_exist(const char *dir)
+{
+	char p[PATH_MAX];
+
+	for (int i = 0; i < P_COUNT; i++)
+		if (pin_path(p, sizeof(p), dir, "", prog_names[i]) == 0 && access(p, F_OK) == 0)
+			return true;
+	return false;
+}
+
+/* cgroup2 file handles are the 64-bit cgroup id. */
+static uint64_t cgroup_id_of(const char *path)
+{
+	union {
+		struct file_handle fh;
+		char buf[sizeof(struct file_handle) + sizeof(uint64_t)];
+	} h;
+	uint64_t id;
+	int mount_id;
+
+	h.fh.handle_bytes = sizeof(id);
+	if (name_to_handle_at(AT_FDCWD, path, &h.fh, &mount_id, 0) < 0 || h.fh.handle_bytes != sizeof(id))
+		return 0;
+	memcpy(&id, h.buf + sizeof(struct file_handle), sizeof(id));
+	return id;
+}
+
+static void set_map_pins(struct capture *c, bool on)
+{
+	struct bpf_map *m;
+	char p[PATH_MAX];
+
+	bpf_object__for_each_map(m, c->skel->obj) {
+		if (!on || pin_path(p, sizeof(p), c->pin_dir, "map_", bpf_map__name(m)) < 0) {
+			bpf_map__set_pin_path(m, NULL);
+			continue;
+		}
+		bpf_map__set_pin_path(m, p);
+	}
+}
+
+static void unlink_map_pins(struct capture *c)
+{
+	struct bpf_map *m;
+	char p[PATH_MAX];
+
+	bpf_object__for_each_map(m, c->skel->obj)
+		if (pin_path(p, sizeof(p), c->pin_dir, "map_", bpf_map__name(m)) == 0)
+			unlink(p);
+}
+
+static void collect_progs(struct capture *c)
+{
+	c->progs[P_RELEASE] = c->skel->progs.vigil_sock_release;
+	c->progs[P_SOCKOPS] = c->skel->progs.vigil_sockops;
+	c->progs[P_PEER4] = c->skel->progs.vigil_getpeername4;
+	c->progs[P_PEER6] = c->skel->progs.vigil_getpeername6;
+	c->progs[P_SEND4] = c->skel->progs.vigil_sendmsg4;
+	c->progs[P_SEND6] = c->skel->progs.vigil_sendmsg6;
+	c->progs[P_CONN4] = c->skel->progs.vigil_connect4;
+	c->progs[P_CONN6] = c->skel->progs.vigil_connect6;
+}
+
+/* Opens and loads the skeleton; with use_pins, maps pinned by a previous
+ * agent are reused. A pinned map whose definition changed (upgrade) makes
+ * the load fail: then the stale map pins are dropped and fresh maps made. */
+static int load_skel(struct capture *c, bool use_pins, char *err, size_t errlen)
+{
+	int rc;
+
+	for (int attempt = 0; attempt < 2; attempt++) {
+		c->skel = vigil_bpf__open();
+		if (!c->skel) {
+			rc = -errno;
+			seterr(err, errlen, "cannot open BPF object: %s", strerror(-rc));
+			return rc;
+		}
+		set_map_pins(c, use_pins);
+		rc = vigil_bpf__load(c->skel);
+		if (rc == 0) {
+			collect_progs(c);
+			return 0;
+		}
+		vigil_bpf__destroy(c->skel);
+		c->skel = NULL;
+		if (!use_pins || attempt)
+			break;
+		log_warn("capture: pinned maps in %s do not match this build, recreating them", c->pin_dir);
+		unlink_map_pins(c);
+	}
+	seterr(err, errlen, "cannot load BPF programs: %s (needs Linux >= 5.18 with BTF)", strerror(-rc));
+	return rc;
+}
+
+static int write_config(struct capture *c, const struct capture_opts *o)
+{
+	struct vigil_config cfg;
+	uint32_t zero = 0;
+
+	memset(&cfg, 0, sizeof(cfg));
+	if (o->listen4.sin_family == AF_INET && o->listen4.sin_port) {
+		cfg.listen4_addr = o->listen4.sin_addr.s_addr;
+		cfg.listen4_port = ntohs(o->listen4.sin_port);
+	}
+	if (o->listen6.sin6_family == AF_INET6 && o->listen6.sin6_port) {
+		memcpy(cfg.listen6_addr, &o->listen6.sin6_addr, 16);
+		cfg.listen6_port = ntohs(o->listen6.sin6_port);
+	}
+	cfg.host_netns_cookie = o->host_netns_cookie;
+	cfg.fail_closed = o->fail_closed ? 1 : 0;
+	return bpf_map__update_elem(c->skel->maps.settings, &zero, sizeof(zero), &cfg, sizeof(cfg), BPF_ANY);
+}
+
+/* A pinned link from a previous agent: keep it (swap in our program) if
+ * it is attached where we want to be, otherwise drop it. Returns the link
+ * or NULL (errno set) when the caller must attach fresh. */
+static struct bpf_link *take_over(struct capture *c, int i, const char *path, uint64_t cg_id)
+{
+	struct bpf_link_info info;
+	uint32_t len = sizeof(info);
+	struct bpf_link *l = bpf_link__open(path);
+	int rc;
+
+	if (!l) {
+		log_warn("capture: cannot open pinned link %s (%s), replacing it", path, strerror(errno));
+		unlink(path);
+		return NULL;
+	}
+	memset(&info, 0, sizeof(info));
+	rc = bpf_obj_get_info_by_fd(bpf_link__fd(l), &info, &len);
+	if (rc == 0 && info.type == BPF_LINK_TYPE_CGROUP && info.cgroup.cgroup_id == cg_id &&
+	    info.cgroup.attach_type == bpf_program__expected_attach_type(c->progs[i])) {
+		rc = bpf_link__update_program(l, c->progs[i]);
+		if (rc == 0) {
+			log_info("capture: took over pinned %s link", prog_names[i]);
+			return l;
+		}
+		log_warn("capture: cannot update pinned %s link: %s", prog_names[i], strerror(-rc));
+	} else {
+		log_warn("capture: pinned link %s is attached elsewhere, detaching it", path);
+	}
+	bpf_link__unpin(l);
+	bpf_link__detach(l);
+	bpf_link__destroy(l);
+	errno = ENOENT;
+	return NULL;
+}
+
+static int attach_all(struct capture *c, bool takeover, char *err, size_t errlen)
+{
+	uint64_t cg_id = cgroup_id_of(c->cgroup_path);
+	char path[PATH_MAX];
+	int rc;
+
+	for (int i = 0; i < P_COUNT; i++) {
+		struct bpf_link *l = NULL;
+
+		if (c->pin_dir[0] && pin_path(path, sizeof(path), c->pin_dir, "", prog_names[i]) < 0) {
+			seterr(err, errlen, "pin path too long under %s", c->pin_dir);
+			return -ENAMETOOLONG;
+		}
+		if (takeover && access(path, F_OK) == 0)
+			l = take_over(c, i, path, cg_id);
+		if (!l) {
+			l = bpf_program__attach_cgroup(c->progs[i], c->cgroup_fd);
+			if (!l) {
+				rc = -errno;
+				seterr(err, errlen, "cannot attach %s to %s: %s", prog_names[i], c->cgroup_path,
+				       strerror(-rc));
+				return rc;
+			}
+			if (c->pinned) {
+				rc = bpf_link__pin(l, path);
+				if (rc < 0) {
+					c->links[i] = l;
+					seterr(err, errlen, "cannot pin %s link at %s: %s", prog_names[i], path,
+					       strerror(-rc));
+					return rc;
+				}
+			}
+		}
+		c->links[i] = l;
+	}
+	return 0;
+}
+
+/* Fail-open after a fail-closed agent: we hold the links now, the pins
+ * (which would keep them attached after our death) must go. */
+static void drop_pins(struct capture *c)
+{
+	for (int i = 0; i < P_COUNT; i++)
+		if (c->links[i] && bpf_link__pin_path(c->links[i]))
+			bpf_link__unpin(c->links[i]);
+	if (c->skel)
+		bpf_object__unpin_maps(c->skel->obj, NULL);
+	if (c->pin_dir[0])
+		rmdir(c->pin_dir);
+}
+
+static int on_kevent(void *ctx, void *data, size_t size);
+
+int capture_open(const struct capture_opts *o, struct capture **out, char *err, size_t errlen)
+{
+	struct capture *c;
+	bool takeover = false;
+	int rc;
+
+	if (!o || !out || !o->cgroup_path) {
+		seterr(err, errlen, "capture: no cgroup path");
+		return -EINVAL;
+	}
+	if (o->fail_closed && (!o->pin_dir || !o->pin_dir[0])) {
+		seterr(err, errlen, "fail-closed mode needs a pin directory on bpffs");
+		return -EINVAL;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		seterr(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	c->cgroup_fd = -1;
+	libbpf_set_print(libbpf_log);
+	if (snprintf(c->cgroup_path, sizeof(c->cgroup_path), "%s", o->cgroup_path) >= (int)sizeof(c->cgroup_path) ||
+	    (o->pin_dir && snprintf(c->pin_dir, sizeof(c->pin_dir), "%s", o->pin_dir) >= (int)sizeof(c->pin_dir))) {
+		seterr(err, errlen, "path too long");
+		rc = -ENAMETOOLONG;
+		goto err;
+	}
+	c->cgroup_fd = open(o->cgroup_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (c->cgroup_fd < 0) {
+		rc = -errno;
+		seterr(err, errlen, "cannot open cgroup %s: %s", o->cgroup_path, strerror(-rc));
+		goto err;
+	}
+	if (!is_fs(o->cgroup_path, CGROUP2_SUPER_MAGIC)) {
+		seterr(err, errlen, "%s is not a cgroup2 directory", o->cgroup_path);
+		rc = -ENOTDIR;
+		goto err;
+	}
+	if (c->pin_dir[0]) {
+		if (o->fail_closed) {
+			rc = prepare_pin_dir(c->pin_dir, err, errlen);
+			if (rc < 0)
+				goto err;
+		}
+		takeover = is_fs(c->pin_dir, BPF_FS_MAGIC) && link_pins_exist(c->pin_dir);
+	}
+	c->pinned = o->fail_closed;
+	rc = load_skel(c, c->pinned || takeover, err, errlen);
+	if (rc < 0)
+		goto err;
+	rc = write_config(c, o);
+	if (rc < 0) {
+		seterr(err, errlen, "cannot write BPF config: %s", strerror(-rc));
+		goto err;
+	}
+	rc = attach_all(c, takeover, err, errlen);
+	if (rc < 0)
+		goto err;
+	if (!c->pinned && takeover)
+		drop_pins(c);
+	c->rb = ring_buffer__new(bpf_map__fd(c->skel->maps.kevents), on_kevent, c, NULL);
+	if (!c->rb) {
+		rc = -errno;
+		seterr(err, errlen, "cannot open kernel event ring buffer: %s", strerror(-rc));
+		goto err;
+	}
+	rc = sockdiag_new(&c->diag);
+	if (rc < 0) {
+		log_warn("capture: sock_diag unavailable (%s): lookups rely on the tuple map only", strerror(-rc));
+		c->diag = NULL;
+	}
+	*out = c;
+	return 0;
+err:
+	/* A half-done open leaves nothing attached and no new pins; pins we
+	 * only took over stay (the previous agent's protection holds). */
+	for (int i = P_COUNT - 1; i >= 0; i--) {
+		if (!c->links[i])
+			continue;
+		if (c->pinned && !takeover)
+			bpf_link__unpin(c->links[i]);
+		bpf_link__destroy(c->links[i]);
+		c->links[i] = NULL;
+	}
+	if (c->pinned && !takeover && c->skel)
+		bpf_object__unpin_maps(c->skel->obj, NULL);
+	c->pinned = false;
+	capture_release(c);
+	return rc;
+}
+
+/* Frees everything in user space; links that are still pinned stay. */
+static void close_all(struct capture *c)
+{
+	for (int i = P_COUNT - 1; i >= 0; i--)
+		bpf_link__destroy(c->links[i]);
+	ring_buffer__free(c->rb);
+	sockdiag_free(c->diag);
+	vigil_bpf__destroy(c->skel);
+	if (c->cgroup_fd >= 0)
+		close(c->cgroup_fd);
+	free(c);
+}
+
+void capture_free(struct capture *c)
+{
+	if (!c)
+		return;
+	/* Connect hooks go first so nothing is redirected to a listener
+	 * that is about to close while the bookkeeping hooks are gone. */
+	for (int i = P_COUNT - 1; i >= 0; i--) {
+		if (!c->links[i])
+			continue;
+		if (bpf_link__pin_path(c->links[i]))
+			bpf_link__unpin(c->links[i]);
+		bpf_link__detach(c->links[i]);
+	}
+	if (c->pinned && c->skel) {
+		bpf_object__unpin_maps(c->skel->obj, NULL);
+		rmdir(c->pin_dir);
+	}
+	close_all(c);
+}
+
+void capture_release(struct capture *c)
+{
+	if (!c)
+		return;
+	close_all(c);
+}
+
+static int target_key(const struct sockaddr *addr, uint16_t port, struct vigil_target_key *k)
+{
+	int ok;
+
+	if (!addr)
+		return -EINVAL;
+	memset(k, 0, sizeof(*k));
+	addr_to_key(addr, k->addr, &ok);
+	if (!ok)
+		return -EAFNOSUPPORT;
+	k->port = port;
+	return 0;
+}
+
+int capture_target_add(struct capture *c, const struct sockaddr *addr, uint16_t port)
+{
+	struct vigil_target_key k;
+	uint8_t one = 1;
+	int rc = target_key(addr, port, &k);
+
+	if (rc < 0)
+		return rc;
+	return bpf_map__update_elem(c->skel->maps.targets, &k, sizeof(k), &one, sizeof(one), BPF_ANY);
+}
+
+int capture_target_del(struct capture *c, const struct sockaddr *addr, uint16_t port)
+{
+	struct vigil_target_key k;
+	int rc = target_key(addr, port, &k);
+
+	if (rc < 0)
+		return rc;
+	return bpf_map__delete_elem(c->skel->maps.targets, &k, sizeof(k), 0);
+}
+
+int capture_lookup(struct capture *c, const struct sockaddr *peer, const struct sockaddr *local,
+		   struct vigil_origin *out)
+{
+	struct vigil_tuple_key k;
+	uint64_t cookie;
+	int ok, rc;
+
+	if (!c || !peer || !out)
+		return -EINVAL;
+	memset(&k, 0, sizeof(k));
+	addr_to_key(peer, k.addr, &ok);
+	if (!ok)
+		return -EAFNOSUPPORT;
+	k.port = addr_port(peer);
+	if (bpf_map__lookup_elem(c->skel->maps.tuples, &k, sizeof(k), out, sizeof(*out), 0) == 0) {
+		bpf_map__delete_elem(c->skel->maps.tuples, &k, sizeof(k), 0);
+		return 0;
+	}
+	/* No tuple entry (sockops missed it, or the LRU evicted it): ask
+	 * the kernel which socket is the other end of this connection. */
+	if (!c->diag || !local)
+		return -ENOENT;
+	rc = sockdiag_tcp_cookie(c->diag, peer, local, &cookie);
+	if (rc < 0)
+		return -ENOENT;
+	if (bpf_map__lookup_elem(c->skel->maps.origins, &cookie, sizeof(cookie), out, sizeof(*out), 0) < 0)
+		return -ENOENT;
+	if (!(out->flags & VIGIL_ORIGIN_REDIRECTED))
+		return -ENOENT;
+	return 0;
+}
+
+static int sock_cookie(int fd, uint64_t *cookie)
+{
+	socklen_t len = sizeof(*cookie);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, cookie, &len) < 0)
+		return -errno;
+	return 0;
+}
+
+int capture_bypass_add(struct capture *c, int fd)
+{
+	uint64_t cookie;
+	uint8_t one = 1;
+	int rc = sock_cookie(fd, &cookie);
+
+	if (rc < 0)
+		return rc;
+	return bpf_map__update_elem(c->skel->maps.bypass, &cookie, sizeof(cookie), &one, sizeof(one), BPF_ANY);
+}
+
+int capture_bypass_del(struct capture *c, int fd)
+{
+	uint64_t cookie;
+	int rc = sock_cookie(fd, &cookie);
+
+	if (rc < 0)
+		return rc;
+	rc = bpf_map__delete_elem(c->skel->maps.bypass, &cookie, sizeof(cookie), 0);
+	return rc == -ENOENT ? 0 : rc;
+}
+
+int capture_events_fd(struct capture *c)
+{
+	return ring_buffer__epoll_fd(c->rb);
+}
+
+static int on_kevent(void *ctx, void *data, size_t size)
+{
+	struct capture *c = ctx;
+	struct vigil_kevent ev;
+
+	if (size < sizeof(ev) || !c->ev_fn)
+		return 0;
+	/* Copy out: the record lives in the shared ring, which the kernel
+	 * may reuse once we return. */
+	memcpy(&ev, data, sizeof(ev));
+	c->ev_fn(c->ev_arg, &ev);
+	return 0;
+}
+
+int capture_events_poll(struct capture *c, capture_event_fn fn, void *arg)
+{
+	int n;
+
+	if (!c || !c->rb)
+		return -EINVAL;
+	c->ev_fn = fn;
+	c->ev_arg = arg;
+	n = ring_buffer__consume(c->rb);
+	c->ev_fn = NULL;
+	c->ev_arg = NULL;
+	return n;
+}
+
+uint64_t capture_netns_cookie(void)
+{
+	uint64_t cookie = 0;
+	socklen_t len = sizeof(cookie);
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return 0;
+	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) < 0)
+		cookie = 0;
+	close(fd);
+	return cookie;
+}

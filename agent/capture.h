@@ -1,0 +1,69 @@
+/* capture: loads the BPF programs (bpf/vigil.bpf.c), attaches them to a
+ * cgroup2 directory, and gives the agent the maps: the target set, the
+ * origin records of redirected sockets, the bypass set for the agent's own
+ * upstream sockets, and the ring buffer of kernel events (bypass/refusal).
+ *
+ * Fail modes: open = links held only by this process (killed -> the kernel
+ * detaches, traffic goes direct); closed = links pinned under pin_dir, the
+ * connect hook refuses target connections while no agent listener exists,
+ * and a restarted agent takes over the pinned links (program replaced
+ * atomically, no window where traffic goes direct). */
+#ifndef VIGIL_CAPTURE_H
+#define VIGIL_CAPTURE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include "vigil.h"
+
+struct capture;
+
+struct capture_opts {
+	const char *cgroup_path;          /* cgroup2 directory to attach at (borrowed) */
+	const char *pin_dir;              /* bpffs dir for pinned links in closed mode (borrowed) */
+	bool fail_closed;
+	struct sockaddr_in listen4;       /* agent listener for IPv4 sockets (port 0 = none) */
+	struct sockaddr_in6 listen6;      /* agent listener for IPv6 sockets (port 0 = none) */
+	uint64_t host_netns_cookie;       /* 0 = redirect in every netns */
+};
+
+/* Kernel event callback: a target connection that did not reach the agent. */
+typedef void (*capture_event_fn)(void *arg, const struct vigil_kevent *ev);
+
+/* Loads, configures and attaches. On error returns -errno and writes a
+ * human-readable reason into err (errlen bytes). */
+int capture_open(const struct capture_opts *o, struct capture **out, char *err, size_t errlen);
+
+/* Detaches (removes pins too) and frees. Accepts NULL. */
+void capture_free(struct capture *c);
+
+/* Closes the agent's references without detaching pinned links (closed mode
+ * crash simulation / exec restart). Accepts NULL. */
+void capture_release(struct capture *c);
+
+/* Target set. addr is AF_INET or AF_INET6; port in host order. */
+int capture_target_add(struct capture *c, const struct sockaddr *addr, uint16_t port);
+int capture_target_del(struct capture *c, const struct sockaddr *addr, uint16_t port);
+
+/* Finds the origin of an accepted connection by its peer (the application's
+ * address and port). Tries the tuple map first, then asks sock_diag for the
+ * application socket's cookie (local = the listener address it reached).
+ * Returns 0 and fills out, or -ENOENT. Deletes the tuple entry it used. */
+int capture_lookup(struct capture *c, const struct sockaddr *peer, const struct sockaddr *local,
+		   struct vigil_origin *out);
+
+/* Marks a socket the agent created (before connect) as never redirected;
+ * capture_bypass_del when the socket is connected or closed. */
+int capture_bypass_add(struct capture *c, int fd);
+int capture_bypass_del(struct capture *c, int fd);
+
+/* Ring buffer of kernel events: its fd for epoll, and a non-blocking drain. */
+int capture_events_fd(struct capture *c);
+int capture_events_poll(struct capture *c, capture_event_fn fn, void *arg);
+
+/* The netns cookie of the calling process's network namespace (0 if the
+ * kernel cannot tell). */
+uint64_t capture_netns_cookie(void);
+
+#endif

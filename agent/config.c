@@ -1,0 +1,572 @@
+/* config: YAML -> struct config. Every key is checked here, unknown keys are
+ * errors (a typo in a security tool's config must not silently mean "off"),
+ * and every message carries file:line. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include "config.h"
+#include "log.h"
+#include "ytree.h"
+
+const char *const config_default_endpoints[] = {
+	"api.openai.com",
+	"api.anthropic.com",
+	"generativelanguage.googleapis.com",
+	"*.openai.azure.com",
+	"bedrock-runtime.us-east-1.amazonaws.com",
+	"bedrock-runtime.us-west-2.amazonaws.com",
+	"bedrock-runtime.eu-central-1.amazonaws.com",
+	"api.mistral.ai",
+	"api.cohere.com",
+	"api.cohere.ai",
+	"api.groq.com",
+	"api.together.xyz",
+	"api.deepseek.com",
+	"api.x.ai",
+	"openrouter.ai",
+	"api.perplexity.ai",
+	"api.fireworks.ai",
+	NULL,
+};
+
+void config_free(struct config *c)
+{
+	if (!c)
+		return;
+	free(c->path);
+	free(c->cgroup);
+	free(c->pin_dir);
+	free(c->ca_cert);
+	free(c->ca_key);
+	free(c->upstream_ca);
+	for (size_t i = 0; i < c->n_endpoints; i++)
+		free(c->endpoints[i]);
+	free(c->endpoints);
+	for (size_t i = 0; i < c->n_passthrough; i++)
+		free(c->passthrough[i]);
+	free(c->passthrough);
+	free(c->target_ports);
+	free(c->target_addrs);
+	free(c->policy);
+	free(c->audit_log);
+	free(c->spool_dir);
+	free(c->agent_id);
+	free(c->collector.address);
+	free(c->collector.ca);
+	free(c->collector.cert);
+	free(c->collector.key);
+	free(c);
+}
+
+int config_cgroup2_root(char *out, size_t outlen)
+{
+	FILE *f = fopen("/proc/mounts", "re");
+	char dev[256], dir[4096], type[64];
+	int ret = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (fscanf(f, "%255s %4095s %63s %*[^\n]", dev, dir, type) == 3) {
+		if (!strcmp(type, "cgroup2")) {
+			if (snprintf(out, outlen, "%s", dir) < (int)outlen)
+				ret = 0;
+			break;
+		}
+	}
+	fclose(f);
+	return ret;
+}
+
+bool config_host_watched(const char *const *list, size_t n, const char *host)
+{
+	size_t hl = strlen(host);
+	for (size_t i = 0; i < n; i++) {
+		const char *e = list[i];
+		if (e[0] == '*' && e[1] == '.') {
+			size_t sl = strlen(e + 1); /* ".suffix" */
+			if (hl > sl && !strcasecmp(host + hl - sl, e + 1))
+				return true;
+		} else if (!strcasecmp(e, host)) {
+			return true;
+		}
+	}
+	return false;
+}
+
+/* "a.b.c.d:port" */
+static int parse_listen4(const char *file, const struct ynode *n, struct sockaddr_in *sa, char *err,
+			 size_t errlen)
+{
+	char host[64];
+	const char *colon;
+	char *end;
+	unsigned long port;
+
+	if (n->kind != YNODE_SCALAR)
+		goto bad;
+	colon = strrchr(n->str, ':');
+	if (!colon || (size_t)(colon - n->str) >= sizeof(host))
+		goto bad;
+	memcpy(host, n->str, (size_t)(colon - n->str));
+	host[colon - n->str] = 0;
+	errno = 0;
+	port = strtoul(colon + 1, &end, 10);
+	if (errno || *end || port == 0 || port > 65535 || colon[1] == 0)
+		goto bad;
+	memset(sa, 0, sizeof(*sa));
+	sa->sin_family = AF_INET;
+	sa->sin_port = htons((uint16_t)port);
+	if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
+		goto bad;
+	return 0;
+bad:
+	snprintf(err, errlen, "%s:%d: expected IPv4ADDRESS:PORT such as 127.0.0.1:15001", file, n->line);
+	return -EINVAL;
+}
+
+/* "[v6]:port" or "none" */
+static int parse_listen6(const char *file, const struct ynode *n, struct sockaddr_in6 *sa, char *err,
+			 size_t errlen)
+{
+	char host[64];
+	const char *close;
+	char *end;
+	unsigned long port;
+
+	memset(sa, 0, sizeof(*sa));
+	sa->sin6_family = AF_INET6;
+	if (n->kind != YNODE_SCALAR)
+		goto bad;
+	if (!strcmp(n->str, "none"))
+		return 0;
+	close = strchr(n->str, ']');
+	if (n->str[0] != '[' || !close || close[1] != ':' || (size_t)(close - n->str) >= sizeof(host))
+		goto bad;
+	memcpy(host, n->str + 1, (size_t)(close - n->str - 1));
+	host[close - n->str - 1] = 0;
+	errno = 0;
+	port = strtoul(close + 2, &end, 10);
+	if (errno || *end || port == 0 || port > 65535 || close[2] == 0)
+		goto bad;
+	sa->sin6_port = htons((uint16_t)port);
+	if (inet_pton(AF_INET6, host, &sa->sin6_addr) != 1)
+		goto bad;
+	return 0;
+bad:
+	snprintf(err, errlen, "%s:%d: expected [IPv6ADDRESS]:PORT such as [::1]:15001, or none", file,
+		 n->line);
+	return -EINVAL;
+}
+
+static int set_str(const char *file, const struct ynode *n, char **dst, char *err, size_t errlen)
+{
+	if (n->kind != YNODE_SCALAR || !n->str[0]) {
+		snprintf(err, errlen, "%s:%d: expected a non-empty string", file, n->line);
+		return -EINVAL;
+	}
+	free(*dst);
+	*dst = strdup(n->str);
+	return *dst ? 0 : -ENOMEM;
+}
+
+/* A domain pattern: a DNS name, or "*." followed by one. */
+static bool valid_domain_pattern(const char *s)
+{
+	size_t len, label = 0;
+	if (s[0] == '*' && s[1] == '.')
+		s += 2;
+	len = strlen(s);
+	if (len == 0 || len > 253 || !strchr(s, '.'))
+		return false;
+	for (const char *p = s; *p; p++) {
+		if (*p == '.') {
+			if (label == 0 || p[-1] == '-')
+				return false;
+			label = 0;
+			continue;
+		}
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+		      (*p == '-' && label > 0)))
+			return false;
+		if (++label > 63)
+			return false;
+	}
+	return label > 0 && s[len - 1] != '-';
+}
+
+static int set_domains(const char *file, const struct ynode *n, char ***dst, size_t *cnt, char *err,
+		       size_t errlen)
+{
+	const char **list;
+	size_t len;
+	int ret = ytree_strlist(file, n, &list, &len, err, errlen);
+	if (ret)
+		return ret;
+	char **v = calloc(len + 1, sizeof(*v));
+	if (!v) {
+		free(list);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < len; i++) {
+		const struct ynode *item = n->kind == YNODE_SEQ ? n->kids[i] : n;
+		if (!valid_domain_pattern(list[i])) {
+			snprintf(err, errlen, "%s:%d: '%s' is not a domain name or *.domain pattern", file,
+				 item->line, list[i]);
+			ret = -EINVAL;
+			goto fail;
+		}
+		if (!(v[i] = strdup(list[i]))) {
+			ret = -ENOMEM;
+			goto fail;
+		}
+	}
+	free(list);
+	for (size_t i = 0; i < *cnt; i++)
+		free((*dst)[i]);
+	free(*dst);
+	*dst = v;
+	*cnt = len;
+	return 0;
+fail:
+	for (size_t i = 0; i < len; i++)
+		free(v[i]);
+	free(v);
+	free(list);
+	return ret;
+}
+
+static int set_ports(const char *file, const struct ynode *n, struct config *c, char *err,
+		     size_t errlen)
+{
+	size_t cnt = n->kind == YNODE_SCALAR ? 1 : n->nkids;
+	uint16_t *v;
+
+	if (n->kind == YNODE_MAP || cnt == 0 || cnt > 64) {
+		snprintf(err, errlen, "%s:%d: expected a port or a list of 1 to 64 ports", file, n->line);
+		return -EINVAL;
+	}
+	v = calloc(cnt, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < cnt; i++) {
+		unsigned long long p;
+		const struct ynode *item = n->kind == YNODE_SEQ ? n->kids[i] : n;
+		if (ytree_u64(file, item, 1, 65535, &p, err, errlen)) {
+			free(v);
+			return -EINVAL;
+		}
+		v[i] = (uint16_t)p;
+	}
+	free(c->target_ports);
+	c->target_ports = v;
+	c->n_target_ports = cnt;
+	return 0;
+}
+
+static int set_addrs(const char *file, const struct ynode *n, struct config *c, char *err,
+		     size_t errlen)
+{
+	const char **list;
+	size_t len;
+	int ret = ytree_strlist(file, n, &list, &len, err, errlen);
+	if (ret)
+		return ret;
+	struct sockaddr_storage *v = calloc(len ? len : 1, sizeof(*v));
+	if (!v) {
+		free(list);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < len; i++) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&v[i];
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&v[i];
+		if (inet_pton(AF_INET, list[i], &s4->sin_addr) == 1) {
+			s4->sin_family = AF_INET;
+		} else if (inet_pton(AF_INET6, list[i], &s6->sin6_addr) == 1) {
+			s6->sin6_family = AF_INET6;
+		} else {
+			snprintf(err, errlen, "%s:%d: '%s' is not an IPv4 or IPv6 address", file,
+				 n->kind == YNODE_SEQ ? n->kids[i]->line : n->line, list[i]);
+			free(list);
+			free(v);
+			return -EINVAL;
+		}
+	}
+	free(list);
+	free(c->target_addrs);
+	c->target_addrs = v;
+	c->n_target_addrs = len;
+	return 0;
+}
+
+static int set_u32(const char *file, const struct ynode *n, unsigned long long min,
+		   unsigned long long max, uint32_t *dst, char *err, size_t errlen)
+{
+	unsigned long long v;
+	int ret = ytree_u64(file, n, min, max, &v, err, errlen);
+	if (!ret)
+		*dst = (uint32_t)v;
+	return ret;
+}
+
+static int set_ms(const char *file, const struct ynode *n, uint32_t *dst, char *err, size_t errlen)
+{
+	unsigned long long v;
+	int ret = ytree_duration_ms(file, n, &v, err, errlen);
+	if (ret)
+		return ret;
+	if (v == 0 || v > 24ULL * 3600 * 1000) {
+		snprintf(err, errlen, "%s:%d: duration must be between 1ms and 24h", file, n->line);
+		return -ERANGE;
+	}
+	*dst = (uint32_t)v;
+	return 0;
+}
+
+static int load_limits(const char *file, const struct ynode *m, struct config *c, char *err,
+		       size_t errlen)
+{
+	if (m->kind != YNODE_MAP) {
+		snprintf(err, errlen, "%s:%d: limits must be a mapping", file, m->line);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < ytree_map_len(m); i++) {
+		const char *k = ytree_map_key(m, i)->str;
+		const struct ynode *v = ytree_map_val(m, i);
+		unsigned long long sz;
+		int ret;
+		if (!strcmp(k, "max_header_bytes")) {
+			if ((ret = ytree_size(file, v, &sz, err, errlen)))
+				return ret;
+			if (sz < 1024 || sz > (1u << 20)) {
+				snprintf(err, errlen, "%s:%d: max_header_bytes must be 1k..1M", file, v->line);
+				return -ERANGE;
+			}
+			c->max_head_bytes = (uint32_t)sz;
+		} else if (!strcmp(k, "max_headers")) {
+			if ((ret = set_u32(file, v, 8, 128, &c->max_headers, err, errlen)))
+				return ret;
+		} else if (!strcmp(k, "max_body_bytes")) {
+			if ((ret = ytree_size(file, v, &sz, err, errlen)))
+				return ret;
+			if (sz < 1024 || sz > (1ULL << 30)) {
+				snprintf(err, errlen, "%s:%d: max_body_bytes must be 1k..1G", file, v->line);
+				return -ERANGE;
+			}
+			c->max_body_bytes = sz;
+		} else if (!strcmp(k, "header_timeout")) {
+			if ((ret = set_ms(file, v, &c->header_timeout_ms, err, errlen)))
+				return ret;
+		} else if (!strcmp(k, "idle_timeout")) {
+			if ((ret = set_ms(file, v, &c->idle_timeout_ms, err, errlen)))
+				return ret;
+		} else if (!strcmp(k, "upstream_timeout")) {
+			if ((ret = set_ms(file, v, &c->upstream_timeout_ms, err, errlen)))
+				return ret;
+		} else if (!strcmp(k, "max_connections")) {
+			if ((ret = set_u32(file, v, 16, 1000000, &c->max_connections, err, errlen)))
+				return ret;
+		} else {
+			snprintf(err, errlen, "%s:%d: unknown key 'limits.%s'", file,
+				 ytree_map_key(m, i)->line, k);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int load_collector(const char *file, const struct ynode *m, struct config *c, char *err,
+			  size_t errlen)
+{
+	if (m->kind != YNODE_MAP) {
+		snprintf(err, errlen, "%s:%d: collector must be a mapping", file, m->line);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < ytree_map_len(m); i++) {
+		const char *k = ytree_map_key(m, i)->str;
+		const struct ynode *v = ytree_map_val(m, i);
+		char **dst = !strcmp(k, "address") ? &c->collector.address :
+			     !strcmp(k, "ca") ? &c->collector.ca :
+			     !strcmp(k, "cert") ? &c->collector.cert :
+			     !strcmp(k, "key") ? &c->collector.key : NULL;
+		if (!dst) {
+			snprintf(err, errlen, "%s:%d: unknown key 'collector.%s'", file,
+				 ytree_map_key(m, i)->line, k);
+			return -EINVAL;
+		}
+		int ret = set_str(file, v, dst, err, errlen);
+		if (ret)
+			return ret;
+	}
+	if (!c->collector.address || !c->collector.ca || !c->collector.cert || !c->collector.key) {
+		snprintf(err, errlen, "%s:%d: collector needs address, ca, cert and key", file, m->line);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int set_defaults(struct config *c)
+{
+	char host[256];
+	size_t n = 0;
+
+	c->listen4.sin_family = AF_INET;
+	c->listen4.sin_port = htons(15001);
+	c->listen4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	c->listen6.sin6_family = AF_INET6;
+	c->listen6.sin6_addr = in6addr_loopback;
+	c->max_head_bytes = 32768;
+	c->max_headers = 100;
+	c->max_body_bytes = 16ULL << 20;
+	c->header_timeout_ms = 10000;
+	c->idle_timeout_ms = 120000;
+	c->upstream_timeout_ms = 30000;
+	c->max_connections = 10000;
+	c->dns_min_ttl_s = 30;
+	c->dns_max_ttl_s = 3600;
+	c->log_level = LOG_INFO;
+	while (config_default_endpoints[n])
+		n++;
+	c->endpoints = calloc(n + 1, sizeof(char *));
+	if (!c->endpoints)
+		return -ENOMEM;
+	for (c->n_endpoints = 0; c->n_endpoints < n; c->n_endpoints++)
+		if (!(c->endpoints[c->n_endpoints] = strdup(config_default_endpoints[c->n_endpoints])))
+			return -ENOMEM;
+	c->target_ports = calloc(1, sizeof(uint16_t));
+	if (!c->target_ports)
+		return -ENOMEM;
+	c->target_ports[0] = 443;
+	c->n_target_ports = 1;
+	if (gethostname(host, sizeof(host)) != 0)
+		snprintf(host, sizeof(host), "unknown");
+	host[sizeof(host) - 1] = 0;
+	if (!(c->cgroup = strdup("auto")) || !(c->pin_dir = strdup("/sys/fs/bpf/vigil")) ||
+	    !(c->upstream_ca = strdup("system")) || !(c->spool_dir = strdup("/var/lib/vigil/spool")) ||
+	    !(c->agent_id = strdup(host)))
+		return -ENOMEM;
+	return 0;
+}
+
+int config_load(const char *path, struct config **out, char *err, size_t errlen)
+{
+	struct ynode *root = NULL;
+	struct config *c;
+	const struct ynode *listen6 = NULL;
+	int ret;
+
+	*out = NULL;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	if ((ret = set_defaults(c)) || !(c->path = strdup(path))) {
+		ret = ret ? ret : -ENOMEM;
+		goto err;
+	}
+	if ((ret = ytree_load(path, &root, err, errlen)))
+		goto err;
+
+	for (size_t i = 0; root && i < ytree_map_len(root); i++) {
+		const struct ynode *kn = ytree_map_key(root, i), *v = ytree_map_val(root, i);
+		const char *k = kn->str;
+
+		if (!strcmp(k, "listen"))
+			ret = parse_listen4(path, v, &c->listen4, err, errlen);
+		else if (!strcmp(k, "listen6"))
+			listen6 = v;
+		else if (!strcmp(k, "cgroup"))
+			ret = set_str(path, v, &c->cgroup, err, errlen);
+		else if (!strcmp(k, "fail_mode")) {
+			if (v->kind == YNODE_SCALAR && !strcmp(v->str, "open"))
+				c->fail_closed = false;
+			else if (v->kind == YNODE_SCALAR && !strcmp(v->str, "closed"))
+				c->fail_closed = true;
+			else {
+				snprintf(err, errlen, "%s:%d: fail_mode must be open or closed", path, v->line);
+				ret = -EINVAL;
+			}
+		} else if (!strcmp(k, "pin_dir"))
+			ret = set_str(path, v, &c->pin_dir, err, errlen);
+		else if (!strcmp(k, "ca_cert"))
+			ret = set_str(path, v, &c->ca_cert, err, errlen);
+		else if (!strcmp(k, "ca_key"))
+			ret = set_str(path, v, &c->ca_key, err, errlen);
+		else if (!strcmp(k, "upstream_ca"))
+			ret = set_str(path, v, &c->upstream_ca, err, errlen);
+		else if (!strcmp(k, "endpoints"))
+			ret = set_domains(path, v, &c->endpoints, &c->n_endpoints, err, errlen);
+		else if (!strcmp(k, "passthrough"))
+			ret = set_domains(path, v, &c->passthrough, &c->n_passthrough, err, errlen);
+		else if (!strcmp(k, "target_addresses"))
+			ret = set_addrs(path, v, c, err, errlen);
+		else if (!strcmp(k, "target_ports"))
+			ret = set_ports(path, v, c, err, errlen);
+		else if (!strcmp(k, "policy"))
+			ret = set_str(path, v, &c->policy, err, errlen);
+		else if (!strcmp(k, "audit_log"))
+			ret = set_str(path, v, &c->audit_log, err, errlen);
+		else if (!strcmp(k, "spool_dir"))
+			ret = set_str(path, v, &c->spool_dir, err, errlen);
+		else if (!strcmp(k, "agent_id"))
+			ret = set_str(path, v, &c->agent_id, err, errlen);
+		else if (!strcmp(k, "collector"))
+			ret = load_collector(path, v, c, err, errlen);
+		else if (!strcmp(k, "limits"))
+			ret = load_limits(path, v, c, err, errlen);
+		else if (!strcmp(k, "log_level")) {
+			static const char *const lv[] = { "error", "warning", "info", "debug" };
+			ret = -EINVAL;
+			for (int l = 0; v->kind == YNODE_SCALAR && l < 4; l++)
+				if (!strcmp(v->str, lv[l])) {
+					c->log_level = l;
+					ret = 0;
+				}
+			if (ret)
+				snprintf(err, errlen, "%s:%d: log_level must be error, warning, info or debug",
+					 path, v->line);
+		} else {
+			snprintf(err, errlen, "%s:%d: unknown key '%s'", path, kn->line, k);
+			ret = -EINVAL;
+		}
+		if (ret)
+			goto err;
+	}
+
+	/* listen6 defaults to [::1] on the IPv4 listener's port. */
+	if (listen6) {
+		if ((ret = parse_listen6(path, listen6, &c->listen6, err, errlen)))
+			goto err;
+	} else {
+		c->listen6.sin6_port = c->listen4.sin_port;
+	}
+	if (!strcmp(c->cgroup, "auto")) {
+		char root_path[4096];
+		if (config_cgroup2_root(root_path, sizeof(root_path)) == 0) {
+			free(c->cgroup);
+			if (!(c->cgroup = strdup(root_path))) {
+				ret = -ENOMEM;
+				goto err;
+			}
+		}
+	}
+	if (!c->ca_cert != !c->ca_key) {
+		snprintf(err, errlen, "%s: ca_cert and ca_key go together", path);
+		ret = -EINVAL;
+		goto err;
+	}
+	if (c->header_timeout_ms > c->idle_timeout_ms) {
+		snprintf(err, errlen, "%s: limits.header_timeout is longer than limits.idle_timeout", path);
+		ret = -EINVAL;
+		goto err;
+	}
+	ytree_free(root);
+	*out = c;
+	return 0;
+err:
+	ytree_free(root);
+	config_free(c);
+	return ret;
+}

@@ -1,0 +1,103 @@
+/* findings: the one list of finding types (what a detector can report) and
+ * their stable names. Policy files, audit events, metrics and the inspector
+ * all use this table, so a type has exactly one spelling everywhere. The
+ * table is header-only (no state). Never add raw values here: a finding is
+ * a type and a count, the value stays in the request. */
+#ifndef VIGIL_FINDINGS_H
+#define VIGIL_FINDINGS_H
+
+#include <stdbool.h>
+#include <string.h>
+#include <strings.h>
+
+enum finding_type {
+	FINDING_EMAIL = 0,
+	FINDING_PHONE,
+	FINDING_CREDIT_CARD,
+	FINDING_US_SSN,
+	FINDING_IBAN,
+	FINDING_IP_ADDRESS,
+	FINDING_AWS_ACCESS_KEY,
+	FINDING_AWS_SECRET_KEY,
+	FINDING_GITHUB_TOKEN,
+	FINDING_OPENAI_API_KEY,
+	FINDING_ANTHROPIC_API_KEY,
+	FINDING_SLACK_TOKEN,
+	FINDING_PRIVATE_KEY,
+	FINDING_JWT,
+	FINDING_GOOGLE_API_KEY,
+	FINDING_GITLAB_TOKEN,
+	FINDING_STRIPE_KEY,
+	FINDING_HUGGINGFACE_TOKEN,
+	FINDING_AZURE_KEY,
+	FINDING_PASSWORD_ASSIGNMENT,
+	FINDING_CONNECTION_STRING,
+	FINDING_PROMPT_INJECTION,
+	FINDING_CUSTOM,
+	/* Not a detector: the body claimed to be JSON but is not. Counted so
+	 * policy and audit can see it; such a body is never rewritten. */
+	FINDING_INVALID_JSON,
+	FINDING__COUNT
+};
+
+enum finding_class { FINDING_CLASS_PII, FINDING_CLASS_SECRET, FINDING_CLASS_OTHER };
+
+struct finding_info {
+	const char *name;
+	enum finding_class cls;
+};
+
+static const struct finding_info finding_table[FINDING__COUNT] = {
+	[FINDING_EMAIL]               = { "EMAIL", FINDING_CLASS_PII },
+	[FINDING_PHONE]               = { "PHONE", FINDING_CLASS_PII },
+	[FINDING_CREDIT_CARD]         = { "CREDIT_CARD", FINDING_CLASS_PII },
+	[FINDING_US_SSN]              = { "US_SSN", FINDING_CLASS_PII },
+	[FINDING_IBAN]                = { "IBAN", FINDING_CLASS_PII },
+	[FINDING_IP_ADDRESS]          = { "IP_ADDRESS", FINDING_CLASS_PII },
+	[FINDING_AWS_ACCESS_KEY]      = { "AWS_ACCESS_KEY", FINDING_CLASS_SECRET },
+	[FINDING_AWS_SECRET_KEY]      = { "AWS_SECRET_KEY", FINDING_CLASS_SECRET },
+	[FINDING_GITHUB_TOKEN]        = { "GITHUB_TOKEN", FINDING_CLASS_SECRET },
+	[FINDING_OPENAI_API_KEY]      = { "OPENAI_API_KEY", FINDING_CLASS_SECRET },
+	[FINDING_ANTHROPIC_API_KEY]   = { "ANTHROPIC_API_KEY", FINDING_CLASS_SECRET },
+	[FINDING_SLACK_TOKEN]         = { "SLACK_TOKEN", FINDING_CLASS_SECRET },
+	[FINDING_PRIVATE_KEY]         = { "PRIVATE_KEY", FINDING_CLASS_SECRET },
+	[FINDING_JWT]                 = { "JWT", FINDING_CLASS_SECRET },
+	[FINDING_GOOGLE_API_KEY]      = { "GOOGLE_API_KEY", FINDING_CLASS_SECRET },
+	[FINDING_GITLAB_TOKEN]        = { "GITLAB_TOKEN", FINDING_CLASS_SECRET },
+	[FINDING_STRIPE_KEY]          = { "STRIPE_KEY", FINDING_CLASS_SECRET },
+	[FINDING_HUGGINGFACE_TOKEN]   = { "HUGGINGFACE_TOKEN", FINDING_CLASS_SECRET },
+	[FINDING_AZURE_KEY]           = { "AZURE_KEY", FINDING_CLASS_SECRET },
+	[FINDING_PASSWORD_ASSIGNMENT] = { "PASSWORD_ASSIGNMENT", FINDING_CLASS_SECRET },
+	[FINDING_CONNECTION_STRING]   = { "CONNECTION_STRING", FINDING_CLASS_SECRET },
+	[FINDING_PROMPT_INJECTION]    = { "PROMPT_INJECTION", FINDING_CLASS_OTHER },
+	[FINDING_CUSTOM]              = { "CUSTOM", FINDING_CLASS_OTHER },
+	[FINDING_INVALID_JSON]        = { "INVALID_JSON", FINDING_CLASS_OTHER },
+};
+
+/* Stable upper-case name ("EMAIL"); "UNKNOWN" for an out-of-range value.
+ * The string is static. */
+static inline const char *finding_name(enum finding_type t)
+{
+	return ((unsigned)t < FINDING__COUNT) ? finding_table[t].name : "UNKNOWN";
+}
+
+/* Name (case-insensitive) to type; -1 if the name is not a finding type. */
+static inline int finding_from_name(const char *name)
+{
+	for (int i = 0; i < FINDING__COUNT; i++)
+		if (name && strcasecmp(name, finding_table[i].name) == 0)
+			return i;
+	return -1;
+}
+
+static inline bool finding_is_secret(enum finding_type t)
+{
+	return (unsigned)t < FINDING__COUNT && finding_table[t].cls == FINDING_CLASS_SECRET;
+}
+
+static inline bool finding_is_pii(enum finding_type t)
+{
+	return (unsigned)t < FINDING__COUNT && finding_table[t].cls == FINDING_CLASS_PII;
+}
+
+#endif

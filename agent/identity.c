@@ -1,0 +1,68 @@
+/* identity: /proc lookups are best effort: a short-lived client may have
+ * exited by the time the agent looks, and then the kernel-recorded fields
+ * (uid, pid, comm, cgroup id) still stand. */
+#include <arpa/inet.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include "identity.h"
+
+static void read_cgroup(int tgid, char *out, size_t outlen)
+{
+	char path[64], line[1024];
+	FILE *f;
+	snprintf(path, sizeof(path), "/proc/%d/cgroup", tgid);
+	out[0] = 0;
+	if (!(f = fopen(path, "re")))
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		/* cgroup v2 line: "0::/path" */
+		if (!strncmp(line, "0::", 3)) {
+			line[strcspn(line, "\n")] = 0;
+			snprintf(out, outlen, "%s", line + 3);
+			break;
+		}
+	}
+	fclose(f);
+}
+
+void identity_from_origin(struct identity *id, const struct vigil_origin *o)
+{
+	char path[64];
+	ssize_t n;
+
+	memset(id, 0, sizeof(*id));
+	id->uid = id->gid = id->pid = id->tid = -1;
+	if (!o)
+		return;
+	id->uid = o->uid;
+	id->gid = o->gid;
+	id->pid = o->tgid;
+	id->tid = o->pid;
+	memcpy(id->comm, o->comm, VIGIL_COMM_LEN);
+	id->comm[VIGIL_COMM_LEN] = 0;
+	id->dst_port = o->orig_port;
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	if (!memcmp(o->orig_addr, mapped, 12))
+		inet_ntop(AF_INET, o->orig_addr + 12, id->dst_ip, sizeof(id->dst_ip));
+	else
+		inet_ntop(AF_INET6, o->orig_addr, id->dst_ip, sizeof(id->dst_ip));
+
+	snprintf(path, sizeof(path), "/proc/%u/exe", o->tgid);
+	n = readlink(path, id->exe, sizeof(id->exe) - 1);
+	id->exe[n > 0 ? n : 0] = 0;
+	read_cgroup((int)o->tgid, id->cgroup, sizeof(id->cgroup));
+
+	struct passwd pw, *res = NULL;
+	char buf[4096];
+	if (getpwuid_r(o->uid, &pw, buf, sizeof(buf), &res) == 0 && res) {
+		snprintf(id->user, sizeof(id->user), "%s", pw.pw_name);
+		id->ngroups = (int)(sizeof(id->groups) / sizeof(id->groups[0]));
+		if (getgrouplist(pw.pw_name, pw.pw_gid, id->groups, &id->ngroups) < 0)
+			id->ngroups = 0;
+	} else {
+		snprintf(id->user, sizeof(id->user), "%u", o->uid);
+	}
+}

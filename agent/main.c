@@ -1,0 +1,328 @@
+/* vigil-agent: loads the capture programs, listens for redirected
+ * connections and serves them until SIGTERM. Start-up failures are fatal
+ * with a clear message; after "vigil-agent ready" nothing a client or an
+ * upstream does can stop the process. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "agent.h"
+#include "audit.h"
+#include "capture.h"
+#include "conn.h"
+#include "log.h"
+#include "loop.h"
+#include "targets.h"
+
+#define VIGIL_VERSION "0.1.0"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: vigil-agent [--config FILE] [--check] [--log-level LEVEL]\n"
+		"\n"
+		"Puts every connection to a watched LLM endpoint under Vigil's control: eBPF\n"
+		"programs at the configured cgroup redirect them to this agent, which\n"
+		"identifies the process and user behind each one and relays or intercepts it.\n"
+		"\n"
+		"Options:\n"
+		"  -c, --config FILE      agent configuration (default /etc/vigil/agent.yaml)\n"
+		"      --check            validate the configuration and exit: 0 if valid,\n"
+		"                         2 with FILE:LINE: reason if not\n"
+		"  -l, --log-level LEVEL  error | warning | info | debug (overrides log_level:)\n"
+		"  -V, --version          print the version and exit\n"
+		"  -h, --help             this help\n"
+		"\n"
+		"Signals: SIGHUP reloads the configuration's domains and reopens the audit\n"
+		"log; SIGTERM or SIGINT detaches the programs and exits 0.\n"
+		"Prints \"vigil-agent ready\" on stderr once attached and accepting.\n");
+}
+
+static int listen_on(const struct sockaddr *sa, socklen_t len, char *err, size_t errlen)
+{
+	char addr[INET6_ADDRSTRLEN + 8];
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int one = 1;
+
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, addr, sizeof(addr));
+	else
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, addr, sizeof(addr));
+	if (fd < 0)
+		goto fail;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (sa->sa_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, sa, len) || listen(fd, 4096))
+		goto fail;
+	return fd;
+fail:
+	snprintf(err, errlen, "cannot listen on %s port %u: %s", addr,
+		 ntohs(sa->sa_family == AF_INET ? ((const struct sockaddr_in *)sa)->sin_port :
+						  ((const struct sockaddr_in6 *)sa)->sin6_port),
+		 strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+static int apply_target(void *arg, const struct sockaddr *addr, bool add)
+{
+	struct agent *ag = arg;
+	int ret = 0;
+	for (size_t i = 0; i < ag->cfg->n_target_ports; i++) {
+		int r = add ? capture_target_add(ag->cap, addr, ag->cfg->target_ports[i]) :
+			      capture_target_del(ag->cap, addr, ag->cfg->target_ports[i]);
+		if (r)
+			ret = r;
+	}
+	return ret;
+}
+
+static void kernel_event(void *arg, const struct vigil_kevent *kev)
+{
+	struct agent *ag = arg;
+	struct identity id;
+	struct audit_event ev;
+
+	identity_from_origin(&id, &kev->origin);
+	audit_event_init(&ev, "bypass");
+	ev.user = id.user;
+	ev.uid = id.uid;
+	ev.gid = id.gid;
+	ev.pid = id.pid;
+	ev.tid = id.tid;
+	ev.comm = id.comm;
+	ev.exe = id.exe[0] ? id.exe : NULL;
+	ev.cgroup = id.cgroup[0] ? id.cgroup : NULL;
+	ev.dst_ip = id.dst_ip;
+	ev.dst_port = id.dst_port;
+	ev.action = kev->reason == VIGIL_ORIGIN_REFUSED ? "block" : "allow";
+	ev.reason = kev->reason == VIGIL_ORIGIN_REFUSED ? (kev->proto == IPPROTO_UDP ? "udp_refused" : "agent_down_fail_closed") :
+		    kev->reason == VIGIL_ORIGIN_BYPASS_NETNS ? "other_netns" :
+		    kev->reason == VIGIL_ORIGIN_BYPASS_DOWN ? "agent_down_fail_open" : "bypass";
+	audit_emit(ag->audit, &ev);
+}
+
+struct runtime {
+	struct agent *ag;
+	struct loop_watch sigw;
+	struct loop_watch kevw;
+	const char *config_path;
+};
+
+static void reload(struct runtime *rt)
+{
+	struct config *nc;
+	char err[512];
+	if (config_load(rt->config_path, &nc, err, sizeof(err))) {
+		log_err("reload refused, keeping the running configuration: %s", err);
+		return;
+	}
+	targets_set_domains(rt->ag->targets, (const char *const *)nc->endpoints, nc->n_endpoints);
+	/* Domain lists are read by the loop thread only; swap them under it. */
+	struct config *old = rt->ag->cfg;
+	char **e = old->endpoints, **p = old->passthrough;
+	size_t ne = old->n_endpoints, np = old->n_passthrough;
+	old->endpoints = nc->endpoints, old->n_endpoints = nc->n_endpoints;
+	old->passthrough = nc->passthrough, old->n_passthrough = nc->n_passthrough;
+	nc->endpoints = e, nc->n_endpoints = ne;
+	nc->passthrough = p, nc->n_passthrough = np;
+	config_free(nc);
+	audit_reopen(rt->ag->audit);
+	log_info("configuration reloaded (domains, audit log)");
+}
+
+static void signal_event(struct loop_watch *w, uint32_t events)
+{
+	struct runtime *rt = (struct runtime *)((char *)w - offsetof(struct runtime, sigw));
+	struct signalfd_siginfo si;
+	(void)events;
+	while (read(w->fd, &si, sizeof(si)) == sizeof(si)) {
+		if (si.ssi_signo == SIGHUP)
+			reload(rt);
+		else
+			loop_stop(rt->ag->loop);
+	}
+}
+
+static void kev_event(struct loop_watch *w, uint32_t events)
+{
+	struct runtime *rt = (struct runtime *)((char *)w - offsetof(struct runtime, kevw));
+	(void)events;
+	capture_events_poll(rt->ag->cap, kernel_event, rt->ag);
+}
+
+static void tick(void *arg, uint64_t now)
+{
+	conn_tick(arg, now);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check", no_argument, NULL, 'k' },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	const char *config_path = "/etc/vigil/agent.yaml", *level = NULL;
+	bool check = false;
+	struct agent ag = { 0 };
+	struct runtime rt = { .ag = &ag };
+	char err[1024];
+	int opt, ret = 1, lfd4 = -1, lfd6 = -1;
+	sigset_t mask;
+
+	log_set_prog("vigil-agent");
+	while ((opt = getopt_long(argc, argv, "c:l:Vh", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'c': config_path = optarg; break;
+		case 'k': check = true; break;
+		case 'l': level = optarg; break;
+		case 'V': printf("vigil-agent %s\n", VIGIL_VERSION); return 0;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	if (config_load(config_path, &ag.cfg, err, sizeof(err))) {
+		fprintf(stderr, "%s\n", err);
+		return 2;
+	}
+	if (check) {
+		printf("%s: ok\n", config_path);
+		config_free(ag.cfg);
+		return 0;
+	}
+	log_set_level((enum log_level)ag.cfg->log_level);
+	if (level) {
+		static const char *const lv[] = { "error", "warning", "info", "debug" };
+		for (int i = 0; i < 4; i++)
+			if (!strcmp(level, lv[i]))
+				log_set_level((enum log_level)i);
+	}
+	rt.config_path = config_path;
+	signal(SIGPIPE, SIG_IGN);
+	/* Core dumps would contain the interception CA key. */
+	setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 });
+
+	struct audit_opts ao = { .agent_id = ag.cfg->agent_id, .log_path = ag.cfg->audit_log,
+				 .state_dir = ag.cfg->spool_dir };
+	if (audit_open(&ao, &ag.audit, err, sizeof(err))) {
+		log_err("audit: %s", err);
+		goto out;
+	}
+	if (!(ag.loop = loop_new())) {
+		log_err("cannot create the event loop");
+		goto out;
+	}
+	if ((lfd4 = listen_on((struct sockaddr *)&ag.cfg->listen4, sizeof(ag.cfg->listen4), err,
+			      sizeof(err))) < 0) {
+		log_err("%s", err);
+		goto out;
+	}
+	if (ag.cfg->listen6.sin6_port &&
+	    (lfd6 = listen_on((struct sockaddr *)&ag.cfg->listen6, sizeof(ag.cfg->listen6), err,
+			      sizeof(err))) < 0) {
+		log_err("%s", err);
+		goto out;
+	}
+	if (intercept_init(&ag, err, sizeof(err))) {
+		log_err("%s", err);
+		goto out;
+	}
+
+	struct capture_opts co = {
+		.cgroup_path = ag.cfg->cgroup,
+		.pin_dir = ag.cfg->pin_dir,
+		.fail_closed = ag.cfg->fail_closed,
+		.listen4 = ag.cfg->listen4,
+		.listen6 = ag.cfg->listen6,
+		.host_netns_cookie = capture_netns_cookie(),
+	};
+	if (capture_open(&co, &ag.cap, err, sizeof(err))) {
+		log_err("capture: %s", err);
+		goto out;
+	}
+	struct targets_opts to = { .apply = apply_target, .arg = &ag,
+				   .min_ttl_s = ag.cfg->dns_min_ttl_s, .max_ttl_s = ag.cfg->dns_max_ttl_s };
+	if (!(ag.targets = targets_new(&to))) {
+		log_err("out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < ag.cfg->n_target_addrs; i++)
+		if ((ret = targets_add_static(ag.targets, (struct sockaddr *)&ag.cfg->target_addrs[i]))) {
+			log_err("cannot add a target address: %s", strerror(-ret));
+			ret = 1;
+			goto out;
+		}
+	targets_set_domains(ag.targets, (const char *const *)ag.cfg->endpoints, ag.cfg->n_endpoints);
+	/* Resolve once before announcing readiness, so that the first
+	 * connection after "ready" is already captured. */
+	targets_refresh(ag.targets, loop_now_ms() / 1000);
+	if ((ret = targets_start(ag.targets))) {
+		log_err("cannot start the resolver: %s", strerror(-ret));
+		ret = 1;
+		goto out;
+	}
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	rt.sigw.fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	rt.sigw.fn = signal_event;
+	rt.kevw.fd = capture_events_fd(ag.cap);
+	rt.kevw.fn = kev_event;
+	if (rt.sigw.fd < 0 || loop_add(ag.loop, &rt.sigw, EPOLLIN) ||
+	    (rt.kevw.fd >= 0 && loop_add(ag.loop, &rt.kevw, EPOLLIN)) ||
+	    conn_listen(&ag, lfd4) || (lfd6 >= 0 && conn_listen(&ag, lfd6))) {
+		log_err("event loop setup failed: %s", strerror(errno));
+		ret = 1;
+		goto out;
+	}
+	loop_set_tick(ag.loop, 100, tick, &ag);
+
+	struct audit_event ev;
+	audit_event_init(&ev, "agent_start");
+	ev.reason = ag.cfg->fail_closed ? "fail_mode=closed" : "fail_mode=open";
+	audit_emit(ag.audit, &ev);
+	log_info("watching %zu domains (%zu addresses) at %s, fail_mode %s, interception %s",
+		 ag.cfg->n_endpoints, targets_count(ag.targets), ag.cfg->cgroup,
+		 ag.cfg->fail_closed ? "closed" : "open", ag.certgen ? "on" : "off (no ca_cert)");
+	fprintf(stderr, "vigil-agent ready\n");
+	fflush(stderr);
+
+	ret = loop_run(ag.loop) ? 1 : 0;
+	log_info("stopping");
+	audit_event_init(&ev, "agent_stop");
+	audit_emit(ag.audit, &ev);
+	conn_close_all(&ag);
+out:
+	targets_free(ag.targets);
+	capture_free(ag.cap);
+	intercept_shutdown(&ag);
+	if (lfd4 >= 0)
+		close(lfd4);
+	if (lfd6 >= 0)
+		close(lfd6);
+	loop_free(ag.loop);
+	audit_close(ag.audit);
+	config_free(ag.cfg);
+	return ret;
+}

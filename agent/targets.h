@@ -1,0 +1,62 @@
+/* targets: turns the watched domain list into the set of (address, port)
+ * pairs the connect hook redirects, and keeps it current: each domain is
+ * re-resolved when its DNS TTL runs out (bounded by min/max TTL), and an
+ * address stays in the set for a grace period after it was last seen, so
+ * that clients holding a slightly older DNS answer are still captured.
+ *
+ * Resolution uses getaddrinfo (what applications use: /etc/hosts, then
+ * DNS) and res_query for the TTL where DNS answers. Wildcard domains
+ * (*.openai.azure.com) cannot be resolved up front; their connections are
+ * caught by address only once learned. Resolution runs on its own thread so
+ * the event loop never blocks on DNS. */
+#ifndef VIGIL_TARGETS_H
+#define VIGIL_TARGETS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct targets;
+
+/* Called (from the resolver thread, or from targets_* callers) to add or
+ * remove one address; the set is applied for every configured port by the
+ * callee. Returns 0 or -errno. */
+typedef int (*targets_apply_fn)(void *arg, const struct sockaddr *addr, bool add);
+/* Resolves one name: fills up to max addresses, returns the count or
+ * -errno, sets *ttl_s (0 if unknown). Replaceable for tests. */
+typedef int (*targets_resolve_fn)(const char *name, struct sockaddr_storage *addrs, int max,
+				  uint32_t *ttl_s);
+
+struct targets_opts {
+	targets_apply_fn apply;
+	void *arg;
+	targets_resolve_fn resolve;   /* NULL = targets_resolve_system */
+	uint32_t min_ttl_s, max_ttl_s;
+	uint32_t grace_s;             /* keep an address this long after it was last seen */
+};
+
+struct targets *targets_new(const struct targets_opts *o);
+/* Stops the resolver thread (if started) and frees. Accepts NULL. */
+void targets_free(struct targets *t);
+
+/* Replaces the domain list (copied). Wildcards are kept for matching only. */
+int targets_set_domains(struct targets *t, const char *const *domains, size_t n);
+/* Addresses that are always targets (copied), e.g. from target_addresses:. */
+int targets_add_static(struct targets *t, const struct sockaddr *addr);
+
+/* Resolves every domain that is due at now (monotonic seconds), applies the
+ * differences, and returns the next time something is due. Blocking. */
+uint64_t targets_refresh(struct targets *t, uint64_t now);
+/* Starts the resolver thread: targets_refresh at each due time. */
+int targets_start(struct targets *t);
+
+/* Number of addresses currently in the set. */
+size_t targets_count(struct targets *t);
+/* True if addr is in the set now. */
+bool targets_contains(struct targets *t, const struct sockaddr *addr);
+
+int targets_resolve_system(const char *name, struct sockaddr_storage *addrs, int max,
+			   uint32_t *ttl_s);
+
+#endif

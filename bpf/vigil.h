@@ -1,0 +1,77 @@
+/* Types shared by the BPF programs (bpf/vigil.bpf.c) and user space
+ * (agent/capture.c). Fixed-width types only, explicit padding, no pointers:
+ * the layout must be identical for clang -target bpf and gcc x86_64.
+ *
+ * Addresses are always 16 bytes: IPv6 as is, IPv4 as v4-mapped
+ * (::ffff:a.b.c.d), network byte order. Ports are host byte order. */
+#ifndef VIGIL_BPF_SHARED_H
+#define VIGIL_BPF_SHARED_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#define VIGIL_COMM_LEN 16
+#define VIGIL_MAX_TARGETS 65536
+#define VIGIL_MAX_ORIGINS 65536
+#define VIGIL_MAX_BYPASS 16384            /* agent upstream sockets in flight */
+#define VIGIL_KEVENTS_BYTES (256 * 1024)  /* ring buffer, power of two pages */
+
+/* Key of the target set: one (address, port) a watched endpoint resolves to. */
+struct vigil_target_key {
+	__u8  addr[16];
+	__u16 port;
+	__u16 pad;
+};
+
+/* What the connect hook recorded for one redirected (or bypassed) socket. */
+struct vigil_origin {
+	__u8  orig_addr[16];     /* the address the application dialled */
+	__u16 orig_port;
+	__u16 family;            /* AF_INET or AF_INET6 of the application's socket */
+	__u32 flags;             /* VIGIL_ORIGIN_* */
+	__u32 tgid;              /* process id */
+	__u32 pid;               /* thread id */
+	__u32 uid;
+	__u32 gid;
+	__u64 cgroup_id;
+	__u64 cookie;            /* socket cookie of the application's socket */
+	__u64 netns_cookie;
+	__u64 ktime_ns;          /* bpf_ktime_get_ns() at connect */
+	char  comm[VIGIL_COMM_LEN];
+};
+
+#define VIGIL_ORIGIN_REDIRECTED   0x1  /* rewritten to the agent */
+#define VIGIL_ORIGIN_BYPASS_NETNS 0x2  /* target, but agent unreachable from that netns */
+#define VIGIL_ORIGIN_BYPASS_DOWN  0x4  /* target, but no agent listener (fail open) */
+#define VIGIL_ORIGIN_REFUSED      0x8  /* target refused (fail closed, or UDP/443) */
+
+/* Key of the tuple map: the application's side of a redirected TCP
+ * connection as the agent sees it on accept (its peer address and port). */
+struct vigil_tuple_key {
+	__u8  addr[16];
+	__u16 port;
+	__u16 pad;
+};
+
+/* Single-entry configuration, written by the agent before attach. */
+struct vigil_config {
+	__u8  listen6_addr[16];  /* agent listener for IPv6 sockets (e.g. ::1) */
+	__u32 listen4_addr;      /* agent listener for IPv4 sockets, network order */
+	__u16 listen4_port;      /* host order; 0 = not listening on IPv4 */
+	__u16 listen6_port;      /* host order; 0 = not listening on IPv6 */
+	__u64 host_netns_cookie; /* redirect only sockets in this netns (0 = any) */
+	__u32 fail_closed;       /* 1: refuse target connections when the listener is gone */
+	__u32 pad;
+};
+
+/* Events the kernel side reports to the agent (ring buffer): bypasses and
+ * refusals, so that every connection that did not reach the agent is still
+ * audited. */
+struct vigil_kevent {
+	struct vigil_origin origin;
+	__u32 reason;            /* VIGIL_ORIGIN_* flag that applied */
+	__u32 proto;             /* IPPROTO_TCP or IPPROTO_UDP */
+};
+
+#endif

@@ -1,0 +1,32 @@
+/* cli: the `vigil` admin/SOC tool. main.c dispatches argv[1] through the
+ * table cli_commands[]; each subcommand lives in its own file (ca.c,
+ * later query.c, verify.c, policy.c, status.c) and exposes one entry point
+ * declared here.
+ *
+ * Conventions every subcommand follows: `--help` prints usage to stdout
+ * and exits 0; errors go to stderr prefixed "vigil <cmd>: "; exit status 0
+ * on success, CLI_EXIT_FAIL (1) on failure, CLI_EXIT_USAGE (2) on a usage
+ * error. argv[0] of the entry point is the subcommand name. */
+#ifndef VIGIL_CLI_H
+#define VIGIL_CLI_H
+
+#define CLI_EXIT_OK 0
+#define CLI_EXIT_FAIL 1
+#define CLI_EXIT_USAGE 2
+
+struct cli_command {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *help; /* one line for `vigil --help` */
+};
+
+/* NULL-name-terminated; defined in main.c. */
+extern const struct cli_command cli_commands[];
+
+/* ca.c: `vigil ca init|trust|untrust` */
+int cli_ca_main(int argc, char **argv);
+
+/* Add the entry points of new subcommands here (query, verify, policy,
+ * status), then one row in cli_commands[] in main.c. */
+
+#endif

@@ -1,0 +1,185 @@
+/* jsonw: one buffer, doubled on demand; an allocation failure sets oom and
+ * turns further writes into no-ops, so callers check once at the end. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "jsonw.h"
+
+void jsonw_init(struct jsonw *w) { memset(w, 0, sizeof(*w)); }
+void jsonw_free(struct jsonw *w) { free(w->buf); memset(w, 0, sizeof(*w)); }
+void jsonw_reset(struct jsonw *w) { w->len = 0; w->need_comma = false; w->oom = false; }
+
+static bool reserve(struct jsonw *w, size_t n)
+{
+	if (w->oom)
+		return false;
+	if (w->len + n + 1 <= w->cap)
+		return true;
+	size_t cap = w->cap ? w->cap : 256;
+	while (cap < w->len + n + 1)
+		cap *= 2;
+	char *nb = realloc(w->buf, cap);
+	if (!nb) {
+		w->oom = true;
+		return false;
+	}
+	w->buf = nb;
+	w->cap = cap;
+	return true;
+}
+
+void jsonw_raw(struct jsonw *w, const char *s, size_t n)
+{
+	if (!reserve(w, n))
+		return;
+	memcpy(w->buf + w->len, s, n);
+	w->len += n;
+	w->buf[w->len] = 0;
+}
+
+static void put(struct jsonw *w, const char *s) { jsonw_raw(w, s, strlen(s)); }
+
+/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+	unsigned c = s[0];
+	size_t len;
+	unsigned cp;
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		len = 2, cp = c & 0x1f;
+	else if (c >= 0xe0 && c <= 0xef)
+		len = 3, cp = c & 0x0f;
+	else if (c >= 0xf0 && c <= 0xf4)
+		len = 4, cp = c & 0x07;
+	else
+		return 0;
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return len;
+}
+
+void jsonw_escape(struct jsonw *w, const char *str, size_t n)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	size_t i = 0, run = 0;
+	while (i < n) {
+		unsigned char c = s[i];
+		size_t l;
+		if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+			run++, i++;
+			continue;
+		}
+		if (run)
+			jsonw_raw(w, (const char *)s + i - run, run);
+		run = 0;
+		if (c == '"')
+			put(w, "\\\"");
+		else if (c == '\\')
+			put(w, "\\\\");
+		else if (c == '\n')
+			put(w, "\\n");
+		else if (c == '\r')
+			put(w, "\\r");
+		else if (c == '\t')
+			put(w, "\\t");
+		else if (c < 0x20) {
+			char esc[8];
+			snprintf(esc, sizeof(esc), "\\u%04x", c);
+			put(w, esc);
+		} else if ((l = utf8_len(s + i, n - i))) {
+			jsonw_raw(w, (const char *)s + i, l);
+			i += l;
+			continue;
+		} else {
+			put(w, "\\ufffd");
+		}
+		i++;
+	}
+	if (run)
+		jsonw_raw(w, (const char *)s + n - run, run);
+}
+
+void jsonw_key(struct jsonw *w, const char *key)
+{
+	if (w->need_comma)
+		put(w, ",");
+	w->need_comma = true;
+	if (key) {
+		put(w, "\"");
+		jsonw_escape(w, key, strlen(key));
+		put(w, "\":");
+	}
+}
+
+void jsonw_obj_open(struct jsonw *w)
+{
+	if (w->need_comma)
+		put(w, ",");
+	put(w, "{");
+	w->need_comma = false;
+}
+
+void jsonw_obj_close(struct jsonw *w) { put(w, "}"); w->need_comma = true; }
+
+void jsonw_arr_open(struct jsonw *w, const char *key)
+{
+	jsonw_key(w, key);
+	put(w, "[");
+	w->need_comma = false;
+}
+
+void jsonw_arr_close(struct jsonw *w) { put(w, "]"); w->need_comma = true; }
+
+void jsonw_strn(struct jsonw *w, const char *key, const char *val, size_t n)
+{
+	jsonw_key(w, key);
+	put(w, "\"");
+	jsonw_escape(w, val, n);
+	put(w, "\"");
+}
+
+void jsonw_str(struct jsonw *w, const char *key, const char *val)
+{
+	if (!val) {
+		jsonw_null(w, key);
+		return;
+	}
+	jsonw_strn(w, key, val, strlen(val));
+}
+
+void jsonw_u64(struct jsonw *w, const char *key, uint64_t v)
+{
+	char b[32];
+	jsonw_key(w, key);
+	snprintf(b, sizeof(b), "%llu", (unsigned long long)v);
+	put(w, b);
+}
+
+void jsonw_i64(struct jsonw *w, const char *key, int64_t v)
+{
+	char b[32];
+	jsonw_key(w, key);
+	snprintf(b, sizeof(b), "%lld", (long long)v);
+	put(w, b);
+}
+
+void jsonw_double(struct jsonw *w, const char *key, double v)
+{
+	char b[64];
+	jsonw_key(w, key);
+	snprintf(b, sizeof(b), "%.4g", v);
+	put(w, b);
+}
+
+void jsonw_bool(struct jsonw *w, const char *key, bool v) { jsonw_key(w, key); put(w, v ? "true" : "false"); }
+void jsonw_null(struct jsonw *w, const char *key) { jsonw_key(w, key); put(w, "null"); }

@@ -1,0 +1,1 @@
+test_capture_DEPS := agent/sockdiag.c

@@ -1,0 +1,148 @@
+/* config: every mistake is reported with the file and the line it is on,
+ * and a valid file yields exactly the values written in it. */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <unistd.h>
+#include "check.h"
+#include "config.h"
+
+static char path[64];
+
+static int load_text(const char *text, struct config **c, char *err, size_t errlen)
+{
+	snprintf(path, sizeof(path), "/tmp/vigil-test-config-%d.yaml", (int)getpid());
+	FILE *f = fopen(path, "w");
+	fputs(text, f);
+	fclose(f);
+	int ret = config_load(path, c, err, errlen);
+	unlink(path);
+	return ret;
+}
+
+/* Expects the load to fail with "<path>:<line>: ..." mentioning needle. */
+static int fails_at(const char *text, int line, const char *needle, char *err, size_t errlen)
+{
+	struct config *c = NULL;
+	char want[128];
+	if (load_text(text, &c, err, errlen) == 0) {
+		config_free(c);
+		snprintf(err, errlen, "(loaded without error)");
+		return 0;
+	}
+	snprintf(want, sizeof(want), "%s:%d: ", path, line);
+	return strncmp(err, want, strlen(want)) == 0 && strstr(err, needle) != NULL;
+}
+
+TEST(full_config_is_read)
+{
+	struct config *c;
+	char err[512];
+	int ret = load_text("listen: 127.0.0.1:16001\n"
+			    "listen6: \"[::1]:16002\"\n"
+			    "cgroup: /sys/fs/cgroup/unified/test\n"
+			    "fail_mode: closed\n"
+			    "ca_cert: /tmp/ca.crt\n"
+			    "ca_key: /tmp/ca.key\n"
+			    "upstream_ca: /tmp/up.pem\n"
+			    "endpoints: [api.openai.com, \"*.openai.azure.com\"]\n"
+			    "passthrough:\n  - pinned.example.com\n"
+			    "target_addresses: [127.0.0.2, \"::1\"]\n"
+			    "target_ports: [443, 8443]\n"
+			    "policy: /etc/vigil/policy.yaml\n"
+			    "audit_log: /tmp/events.jsonl\n"
+			    "spool_dir: /tmp/spool\n"
+			    "agent_id: ws-42\n"
+			    "limits:\n  max_header_bytes: 16k\n  max_body_bytes: 8M\n  header_timeout: 2s\n"
+			    "  idle_timeout: 5m\n  max_connections: 500\n"
+			    "collector:\n  address: c.example:7443\n  ca: /a\n  cert: /b\n  key: /c\n",
+			    &c, err, sizeof(err));
+	CHECK(ret == 0, "valid config refused: %s", err);
+	CHECK(ntohs(c->listen4.sin_port) == 16001, "listen port %u", ntohs(c->listen4.sin_port));
+	CHECK(ntohs(c->listen6.sin6_port) == 16002, "listen6 port %u", ntohs(c->listen6.sin6_port));
+	CHECK(c->fail_closed, "fail_mode closed not applied");
+	CHECK(!strcmp(c->cgroup, "/sys/fs/cgroup/unified/test"), "cgroup %s", c->cgroup);
+	CHECK(c->n_endpoints == 2 && !strcmp(c->endpoints[1], "*.openai.azure.com"), "endpoints");
+	CHECK(c->n_passthrough == 1, "passthrough count %zu", c->n_passthrough);
+	CHECK(c->n_target_addrs == 2 && c->target_addrs[1].ss_family == AF_INET6, "target_addresses");
+	CHECK(c->n_target_ports == 2 && c->target_ports[1] == 8443, "target_ports");
+	CHECK(c->max_head_bytes == 16384, "max_header_bytes %u", c->max_head_bytes);
+	CHECK(c->max_body_bytes == 8ULL << 20, "max_body_bytes %llu", (unsigned long long)c->max_body_bytes);
+	CHECK(c->header_timeout_ms == 2000 && c->idle_timeout_ms == 300000, "timeouts %u %u",
+	      c->header_timeout_ms, c->idle_timeout_ms);
+	CHECK(c->max_connections == 500, "max_connections");
+	CHECK(!strcmp(c->collector.address, "c.example:7443"), "collector address");
+	CHECK(!strcmp(c->agent_id, "ws-42"), "agent_id");
+	config_free(c);
+}
+
+TEST(defaults_when_keys_absent)
+{
+	struct config *c;
+	char err[512];
+	CHECK(load_text("audit_log: /tmp/x.jsonl\n", &c, err, sizeof(err)) == 0, "%s", err);
+	CHECK(ntohs(c->listen4.sin_port) == 15001, "default listen port");
+	CHECK(c->listen4.sin_addr.s_addr == htonl(INADDR_LOOPBACK), "default listen address");
+	CHECK(ntohs(c->listen6.sin6_port) == 15001, "listen6 follows listen's port");
+	CHECK(!c->fail_closed, "default fail_mode is open");
+	CHECK(c->n_endpoints > 5, "built-in catalog used when endpoints absent");
+	CHECK(config_host_watched((const char *const *)c->endpoints, c->n_endpoints, "api.openai.com"),
+	      "catalog lacks api.openai.com");
+	CHECK(c->n_target_ports == 1 && c->target_ports[0] == 443, "default port 443");
+	CHECK(c->cgroup[0] == '/', "cgroup auto resolved to a path: %s", c->cgroup);
+	config_free(c);
+}
+
+TEST(empty_file_is_all_defaults)
+{
+	struct config *c;
+	char err[512];
+	CHECK(load_text("", &c, err, sizeof(err)) == 0, "%s", err);
+	config_free(c);
+}
+
+TEST(errors_name_file_and_line)
+{
+	char err[512];
+	CHECK(fails_at("listen: 127.0.0.1:1\nbogus: 1\n", 2, "unknown key 'bogus'", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("listen: 127.0.0.1\n", 1, "IPv4ADDRESS:PORT", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("listen: 300.0.0.1:80\n", 1, "IPv4ADDRESS:PORT", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("listen: 127.0.0.1:70000\n", 1, "IPv4ADDRESS:PORT", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("\nlisten6: \"::1:80\"\n", 2, "[IPv6ADDRESS]:PORT", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("fail_mode: sometimes\n", 1, "open or closed", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("endpoints:\n  - api.openai.com\n  - bad_domain!\n", 3, "not a domain", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("endpoints: [\"http://x.com\"]\n", 1, "not a domain", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("target_ports: [443, 0]\n", 1, "out of range", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("target_addresses:\n  - 127.0.0.2\n  - api.openai.com\n", 3, "not an IPv4 or IPv6", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("limits:\n  header_timeout: soon\n", 2, "duration", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("limits:\n  max_body_bytes: 12Q\n", 2, "size", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("limits:\n  max_body_bytes: 10\n", 2, "1k..1G", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("limits:\n  nonsense: 1\n", 2, "limits.nonsense", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("collector:\n  address: x:1\n", 2, "needs address, ca, cert and key", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("collector:\n  address: x:1\n  port: 2\n", 3, "collector.port", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("audit_log: /a\naudit_log: /b\n", 2, "duplicate key", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("listen: [unclosed\n", 2, "", err, sizeof(err)) ||
+	      fails_at("listen: [unclosed\n", 1, "", err, sizeof(err)), "YAML syntax error without line: %s", err);
+	CHECK(fails_at("- a\n- b\n", 1, "mapping", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("a: &x 1\nb: *x\n", 1, "anchors", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("log_level: loud\n", 1, "log_level", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("audit_log: \"\"\n", 1, "non-empty", err, sizeof(err)), "%s", err);
+}
+
+TEST(missing_file_is_an_error)
+{
+	struct config *c;
+	char err[512];
+	int ret = config_load("/nonexistent/vigil.yaml", &c, err, sizeof(err));
+	CHECK(ret == -ENOENT, "ret %d", ret);
+	CHECK(strstr(err, "/nonexistent/vigil.yaml") != NULL, "error names the file: %s", err);
+}
+
+TEST(wildcard_matching)
+{
+	const char *list[] = { "api.openai.com", "*.openai.azure.com" };
+	CHECK(config_host_watched(list, 2, "API.OpenAI.com"), "case-insensitive exact match");
+	CHECK(config_host_watched(list, 2, "myco.openai.azure.com"), "wildcard match");
+	CHECK(!config_host_watched(list, 2, "openai.azure.com"), "wildcard must not match the bare suffix");
+	CHECK(!config_host_watched(list, 2, "evilopenai.azure.com"), "wildcard must match a label boundary");
+	CHECK(!config_host_watched(list, 2, "api.openai.com.evil.net"), "exact entry matched a longer name");
+}

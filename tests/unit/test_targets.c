@@ -1,0 +1,127 @@
+/* targets: the domain list becomes an address set that follows DNS:
+ * new answers are added, addresses no longer returned leave after the grace
+ * period, static addresses never leave, and wildcards are not resolved. */
+#include <arpa/inet.h>
+#include "check.h"
+#include "targets.h"
+
+static int applied_adds, applied_dels;
+static char answer[4][64];   /* what the fake resolver returns for api.test.com */
+static int resolve_calls;
+static char last_resolved[256];
+
+static int fake_apply(void *arg, const struct sockaddr *addr, bool add)
+{
+	(void)arg, (void)addr;
+	if (add)
+		applied_adds++;
+	else
+		applied_dels++;
+	return 0;
+}
+
+static int fake_resolve(const char *name, struct sockaddr_storage *addrs, int max, uint32_t *ttl)
+{
+	int n = 0;
+	resolve_calls++;
+	snprintf(last_resolved, sizeof(last_resolved), "%s", name);
+	*ttl = 60;
+	if (strcmp(name, "api.test.com"))
+		return -2;
+	for (int i = 0; i < 4 && n < max; i++) {
+		if (!answer[i][0])
+			continue;
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&addrs[n];
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&addrs[n];
+		memset(&addrs[n], 0, sizeof(addrs[n]));
+		if (inet_pton(AF_INET, answer[i], &s4->sin_addr) == 1)
+			s4->sin_family = AF_INET;
+		else if (inet_pton(AF_INET6, answer[i], &s6->sin6_addr) == 1)
+			s6->sin6_family = AF_INET6;
+		n++;
+	}
+	return n;
+}
+
+static struct sockaddr_storage addr_of(const char *s)
+{
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof(ss));
+	if (inet_pton(AF_INET, s, &((struct sockaddr_in *)&ss)->sin_addr) == 1)
+		ss.ss_family = AF_INET;
+	else if (inet_pton(AF_INET6, s, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1)
+		ss.ss_family = AF_INET6;
+	return ss;
+}
+
+TEST(follows_dns_with_ttl_and_grace)
+{
+	struct targets_opts o = { .apply = fake_apply, .resolve = fake_resolve,
+				  .min_ttl_s = 30, .max_ttl_s = 300, .grace_s = 100 };
+	struct targets *t = targets_new(&o);
+	const char *domains[] = { "api.test.com", "*.wild.test.com" };
+	applied_adds = applied_dels = resolve_calls = 0;
+	strcpy(answer[0], "10.0.0.1");
+	strcpy(answer[1], "2001:db8::1");
+	answer[2][0] = answer[3][0] = 0;
+
+	CHECK(targets_set_domains(t, domains, 2) == 0, "set_domains");
+	uint64_t next = targets_refresh(t, 1000);
+	CHECK(resolve_calls == 1, "wildcard must not be resolved (calls %d, last %s)", resolve_calls, last_resolved);
+	CHECK(next == 1060, "next refresh at the TTL: %llu", (unsigned long long)next);
+	CHECK(targets_count(t) == 2 && applied_adds == 2, "v4 and v6 added (%zu, %d)", targets_count(t), applied_adds);
+	struct sockaddr_storage a = addr_of("2001:db8::1");
+	CHECK(targets_contains(t, (struct sockaddr *)&a), "IPv6 answer in the set");
+
+	/* Not due yet: no query. */
+	targets_refresh(t, 1030);
+	CHECK(resolve_calls == 1, "resolved before the TTL ran out");
+
+	/* DNS moves to a new address: added at once, the old one kept for grace. */
+	strcpy(answer[0], "10.0.0.2");
+	answer[1][0] = 0;
+	targets_refresh(t, 1060);
+	CHECK(targets_count(t) == 3, "new address added, old kept during grace (%zu)", targets_count(t));
+	CHECK(applied_dels == 0, "removed too early");
+	targets_refresh(t, 1060 + 60 + 101);
+	a = addr_of("10.0.0.1");
+	CHECK(!targets_contains(t, (struct sockaddr *)&a), "stale address still present after grace");
+	CHECK(applied_dels == 2, "stale v4 and v6 removed (%d)", applied_dels);
+	a = addr_of("10.0.0.2");
+	CHECK(targets_contains(t, (struct sockaddr *)&a), "current address lost");
+	targets_free(t);
+}
+
+TEST(static_addresses_never_expire)
+{
+	struct targets_opts o = { .apply = fake_apply, .resolve = fake_resolve, .grace_s = 1 };
+	struct targets *t = targets_new(&o);
+	struct sockaddr_storage a = addr_of("127.0.0.2");
+	applied_adds = applied_dels = 0;
+	CHECK(targets_add_static(t, (struct sockaddr *)&a) == 0, "add_static");
+	CHECK(applied_adds == 1, "static address applied at once");
+	targets_refresh(t, 1000000);
+	CHECK(targets_contains(t, (struct sockaddr *)&a) && applied_dels == 0, "static address expired");
+	CHECK(targets_add_static(t, (struct sockaddr *)&a) == 0 && targets_count(t) == 1, "duplicate static added twice");
+	targets_free(t);
+}
+
+TEST(unresolvable_retried_at_min_ttl)
+{
+	struct targets_opts o = { .apply = fake_apply, .resolve = fake_resolve, .min_ttl_s = 30, .max_ttl_s = 300 };
+	struct targets *t = targets_new(&o);
+	const char *domains[] = { "nx.test.com" };
+	targets_set_domains(t, domains, 1);
+	uint64_t next = targets_refresh(t, 500);
+	CHECK(next == 530, "retry time %llu", (unsigned long long)next);
+	CHECK(targets_count(t) == 0, "no address for an unresolvable name");
+	targets_free(t);
+}
+
+TEST(system_resolver_reads_hosts_file)
+{
+	struct sockaddr_storage addrs[8];
+	uint32_t ttl;
+	int n = targets_resolve_system("localhost", addrs, 8, &ttl);
+	CHECK(n >= 1, "localhost not resolved (%d)", n);
+}
