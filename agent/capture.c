@@ -544,6 +544,29 @@ int capture_target_del(struct capture *c, const struct sockaddr *addr, uint16_t 
 	return bpf_map__delete_elem(c->skel->maps.targets, &k, sizeof(k), 0);
 }
 
+int capture_target_list(struct capture *c, struct vigil_target_key *out, size_t max)
+{
+	struct vigil_target_key k, next;
+	const struct vigil_target_key *prev = NULL;
+	size_t n = 0;
+	int fd;
+
+	if (!c || (max && !out))
+		return -EINVAL;
+	fd = bpf_map__fd(c->skel->maps.targets);
+	/* Bounded: a concurrent delete of prev restarts the walk. */
+	while (n <= VIGIL_MAX_TARGETS && bpf_map_get_next_key(fd, prev, &next) == 0) {
+		if (n < max)
+			out[n] = next;
+		n++;
+		k = next;
+		prev = &k;
+	}
+	if (n <= VIGIL_MAX_TARGETS && errno != ENOENT)
+		return -errno;
+	return (int)n;
+}
+
 int capture_lookup(struct capture *c, const struct sockaddr *peer, const struct sockaddr *local,
 		   struct vigil_origin *out)
 {

@@ -46,10 +46,18 @@ void capture_release(struct capture *c);
 int capture_target_add(struct capture *c, const struct sockaddr *addr, uint16_t port);
 int capture_target_del(struct capture *c, const struct sockaddr *addr, uint16_t port);
 
+/* Copies up to max keys of the target set into out (caller's array) and
+ * returns how many there are in total (may exceed max), or -errno. In
+ * fail-closed mode the set survives a restart (pinned map): a new agent
+ * lists it to delete entries its endpoints no longer resolve to. */
+int capture_target_list(struct capture *c, struct vigil_target_key *out, size_t max);
+
 /* Finds the origin of an accepted connection by its peer (the application's
  * address and port). Tries the tuple map first, then asks sock_diag for the
  * application socket's cookie (local = the listener address it reached).
- * Returns 0 and fills out, or -ENOENT. Deletes the tuple entry it used. */
+ * Returns 0 and fills out, or -ENOENT. Deletes the tuple entry it used.
+ * local (the accepted socket's getsockname) may be NULL: then no sock_diag
+ * fallback. Not thread-safe (one netlink socket per capture). */
 int capture_lookup(struct capture *c, const struct sockaddr *peer, const struct sockaddr *local,
 		   struct vigil_origin *out);
 
@@ -58,7 +66,10 @@ int capture_lookup(struct capture *c, const struct sockaddr *peer, const struct 
 int capture_bypass_add(struct capture *c, int fd);
 int capture_bypass_del(struct capture *c, int fd);
 
-/* Ring buffer of kernel events: its fd for epoll, and a non-blocking drain. */
+/* Ring buffer of kernel events: its fd for epoll, and a non-blocking drain
+ * that calls fn for each event (fn NULL = discard) and returns the number
+ * of events consumed or -errno. In fail-closed mode the ring is pinned:
+ * events from while the agent was down are delivered after a restart. */
 int capture_events_fd(struct capture *c);
 int capture_events_poll(struct capture *c, capture_event_fn fn, void *arg);
 

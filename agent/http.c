@@ -829,7 +829,11 @@ static bool hop_by_hop(const struct http_request *req, const struct http_header 
 	case 17: if (NAME_IS(h, "transfer-encoding")) return true; break;
 	default: break;
 	}
-	/* RFC 9110 7.6.1: fields named in Connection are for this hop only. */
+	/* RFC 9110 7.6.1: fields named in Connection are for this hop only.
+	 * Except Host: "Connection: host" must not strip the authority (the
+	 * forwarded HTTP/1.1 request would be invalid, or routed by default). */
+	if (NAME_IS(h, "host"))
+		return false;
 	for (unsigned i = 0; i < req->nheaders; i++) {
 		const struct http_header *c = &req->headers[i];
 		if (!NAME_IS(c, "connection"))

@@ -217,6 +217,13 @@ int main(int argc, char **argv)
 	}
 	rt.config_path = config_path;
 	signal(SIGPIPE, SIG_IGN);
+	/* Block the signals we handle before any thread exists, so every thread
+	 * inherits the mask and they arrive only through the signalfd. */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
 	/* Core dumps would contain the interception CA key. */
 	setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 });
 
@@ -280,11 +287,6 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigaddset(&mask, SIGHUP);
-	sigprocmask(SIG_BLOCK, &mask, NULL);
 	rt.sigw.fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	rt.sigw.fn = signal_event;
 	rt.kevw.fd = capture_events_fd(ag.cap);

@@ -86,6 +86,18 @@ static void cache_put(struct upstream_state *st, const char *host, SSL_SESSION *
 		SSL_SESSION_free(sess);
 		return;
 	}
+	/* A TLS 1.3 ticket stays valid however the connection that got it
+	 * ends, but OpenSSL marks the connection's SSL_SESSION object not
+	 * resumable when an SSL is freed without a close_notify: keep a
+	 * private copy. TLS 1.2 sessions stay shared so that marking (a
+	 * truncation defence) still applies to them. */
+	if (SSL_SESSION_get_protocol_version(sess) >= TLS1_3_VERSION) {
+		SSL_SESSION *copy = SSL_SESSION_dup(sess);
+		SSL_SESSION_free(sess);
+		if (!copy)
+			return;
+		sess = copy;
+	}
 	pthread_mutex_lock(&st->lock);
 	/* Same host first, then an empty slot, then the least recently used. */
 	for (int i = 0; i < TLS_SESSION_SLOTS && !slot; i++)
@@ -262,6 +274,14 @@ int tls_upstream_distrust(SSL_CTX *ctx, const char *ca_cert_path, char *err, siz
 	rc = pki_certs_load(ca_cert_path, &certs, err, errlen);
 	if (rc < 0)
 		return rc;
+	/* Sessions verified before this call skipped the check: drop them,
+	 * or a resumption would bypass it. */
+	pthread_mutex_lock(&st->lock);
+	for (int i = 0; i < TLS_SESSION_SLOTS; i++) {
+		SSL_SESSION_free(st->slots[i].sess);
+		st->slots[i].sess = NULL;
+	}
+	pthread_mutex_unlock(&st->lock);
 	if (!st->distrust) {
 		st->distrust = certs;
 		return 0;

@@ -11,7 +11,7 @@
 // (--max-retries, default 0).
 //
 // Usage: node anthropic_msg.mjs --message TEXT [--stream] [--model M]
-//          [--count N] [--max-retries N] [--timeout-ms N] [--base-url URL]
+//          [--count N [--gap-ms MS]] [--max-retries N] [--timeout-ms N] [--base-url URL]
 // Prints ONE JSON line on stdout:
 //   {"content", "usage", "model", "calls", "contents"?, "chunks"?, "first_ms"?, "last_ms"?}
 // On failure: {"error": {"status", "type", "code", "message", "body"}} on stdout,
@@ -19,7 +19,7 @@
 import Anthropic from '@anthropic-ai/sdk';
 
 function parseArgs(argv) {
-  const o = { message: null, stream: false, model: 'claude-sonnet-4-5', count: 1,
+  const o = { message: null, stream: false, model: 'claude-haiku-4-5', count: 1, gapMs: 20,
     maxRetries: 0, timeoutMs: 30000, baseURL: 'https://api.anthropic.com',
     apiKey: 'sk-ant-test', maxTokens: 1024 };
   for (let i = 0; i < argv.length; i++) {
@@ -32,6 +32,7 @@ function parseArgs(argv) {
     else if (a === '--stream') o.stream = true;
     else if (a === '--model') o.model = val();
     else if (a === '--count') o.count = parseInt(val(), 10);
+    else if (a === '--gap-ms') o.gapMs = parseInt(val(), 10);
     else if (a === '--max-retries') o.maxRetries = parseInt(val(), 10);
     else if (a === '--timeout-ms') o.timeoutMs = parseInt(val(), 10);
     else if (a === '--base-url') o.baseURL = val();
@@ -45,7 +46,7 @@ function parseArgs(argv) {
 
 function usage(why) {
   process.stderr.write(`anthropic_msg: ${why}\nusage: node anthropic_msg.mjs --message TEXT ` +
-    '[--stream] [--model M] [--count N] [--max-retries N] [--timeout-ms N] [--base-url URL]\n');
+    '[--stream] [--model M] [--count N [--gap-ms MS]] [--max-retries N] [--timeout-ms N] [--base-url URL]\n');
   process.exit(2);
 }
 
@@ -99,7 +100,12 @@ async function main() {
     maxRetries: o.maxRetries, timeout: o.timeoutMs });
   const results = [];
   try {
-    for (let i = 0; i < o.count; i++) results.push(await once(client, o));
+    for (let i = 0; i < o.count; i++) {
+      // undici hands a request issued in the same tick as the previous
+      // response's end to a second connection; a short gap keeps one.
+      if (i && o.gapMs > 0) await new Promise((r) => setTimeout(r, o.gapMs));
+      results.push(await once(client, o));
+    }
   } catch (e) {
     const err = {
       status: e?.status ?? null,

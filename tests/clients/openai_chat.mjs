@@ -11,7 +11,7 @@
 // multiply requests in the fake's record).
 //
 // Usage: node openai_chat.mjs --message TEXT [--stream] [--model M]
-//          [--count N] [--api chat|responses] [--max-retries N]
+//          [--count N [--gap-ms MS]] [--api chat|responses] [--max-retries N]
 //          [--timeout-ms N] [--base-url URL] [--api-key K]
 // Prints ONE JSON line on stdout:
 //   {"content", "usage", "model", "calls", "contents"?, "chunks"?, "first_ms"?, "last_ms"?}
@@ -20,7 +20,7 @@
 import OpenAI from 'openai';
 
 function parseArgs(argv) {
-  const o = { message: null, stream: false, model: 'gpt-4o-mini', count: 1, api: 'chat',
+  const o = { message: null, stream: false, model: 'gpt-4o-mini', count: 1, gapMs: 20, api: 'chat',
     maxRetries: 0, timeoutMs: 30000, baseURL: 'https://api.openai.com/v1', apiKey: 'sk-test' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -32,6 +32,7 @@ function parseArgs(argv) {
     else if (a === '--stream') o.stream = true;
     else if (a === '--model') o.model = val();
     else if (a === '--count') o.count = parseInt(val(), 10);
+    else if (a === '--gap-ms') o.gapMs = parseInt(val(), 10);
     else if (a === '--api') o.api = val();
     else if (a === '--max-retries') o.maxRetries = parseInt(val(), 10);
     else if (a === '--timeout-ms') o.timeoutMs = parseInt(val(), 10);
@@ -47,7 +48,7 @@ function parseArgs(argv) {
 
 function usage(why) {
   process.stderr.write(`openai_chat: ${why}\nusage: node openai_chat.mjs --message TEXT ` +
-    '[--stream] [--model M] [--count N] [--api chat|responses] [--max-retries N] ' +
+    '[--stream] [--model M] [--count N [--gap-ms MS]] [--api chat|responses] [--max-retries N] ' +
     '[--timeout-ms N] [--base-url URL]\n');
   process.exit(2);
 }
@@ -127,7 +128,12 @@ async function main() {
   const once = o.api === 'chat' ? chatOnce : responsesOnce;
   const results = [];
   try {
-    for (let i = 0; i < o.count; i++) results.push(await once(client, o));
+    for (let i = 0; i < o.count; i++) {
+      // undici hands a request issued in the same tick as the previous
+      // response's end to a second connection; a short gap keeps one.
+      if (i && o.gapMs > 0) await new Promise((r) => setTimeout(r, o.gapMs));
+      results.push(await once(client, o));
+    }
   } catch (e) {
     const err = {
       status: e?.status ?? null,

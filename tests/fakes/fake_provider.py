@@ -316,9 +316,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header(k, v)
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD" and status not in (204, 304) and body:
-            self.wfile.write(body)
+        if self.command == "HEAD" or status in (204, 304):
+            body = b""
+        # Head and body in one write, as real front ends do (one TLS record
+        # for a small answer).
+        self._headers_buffer.append(b"\r\n")
+        data = b"".join(self._headers_buffer) + body
+        self._headers_buffer = []
+        self.wfile.write(data)
 
     def send_json(self, status, obj, extra=None):
         hdrs = dict(self.provider_headers())

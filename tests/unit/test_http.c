@@ -760,3 +760,12 @@ TEST(format_enospc_exact_boundary)
 		CHECK(out[k] == '#', "outlen %zd: wrote past the end", k);
 	}
 }
+
+TEST(format_connection_cannot_strip_host)
+{
+	CHECK(preq("GET / HTTP/1.1\r\nHost: h\r\nConnection: Host, X-A\r\nX-A: 1\r\nX-B: 2\r\n\r\n") > 0, "parse");
+	char out[256];
+	ssize_t n = http_format_request_head(&rq, out, sizeof(out), 0);
+	const char *want = "GET / HTTP/1.1\r\nHost: h\r\nX-B: 2\r\n\r\n";
+	CHECK(n == (ssize_t)strlen(want) && memcmp(out, want, (size_t)n) == 0, "Host kept, X-A dropped: %.*s", (int)n, out);
+}

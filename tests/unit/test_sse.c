@@ -104,7 +104,7 @@ TEST(sse_comments_unknown_fields_and_retry)
 	      "a type without data is forgotten at the blank line: [%s]", r.log);
 }
 
-TEST(sse_last_event_id)
+TEST(sse_last_event_id_tracking)
 {
 	struct sse_parser *p = sse_new(64);
 	struct rec r = { .len = 0 };

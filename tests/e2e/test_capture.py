@@ -1,0 +1,247 @@
+"""End-to-end: transparent capture with the real BPF programs.
+
+A scratch cgroup gets the agent's programs; clients inside it (as user
+nobody) connect to target addresses and must land in the agent, be
+attributed to the right pid/uid/exe, see the address they dialled, and
+reach the real server through the agent's relay. Clients outside the
+cgroup or to other addresses are untouched; UDP/443 to targets is refused;
+the fail modes do what they promise when the agent is killed.
+"""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import lib
+from lib import check, test
+
+PY = "/usr/bin/python3"
+TMP = tempfile.mkdtemp(prefix="vigil-e2e-capture-")
+os.chmod(TMP, 0o755)
+lib.at_cleanup(lambda: shutil.rmtree(TMP, ignore_errors=True))
+TOOLS = os.path.join(TMP, "tcp_tools.py")
+shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "tcp_tools.py"), TOOLS)
+os.chmod(TOOLS, 0o755)
+
+CG = lib.Scratch("capture")
+TARGET4, OTHER4, PORT = "127.0.0.2", "127.0.0.3", 443
+TARGET6 = "::1"
+SERVERS = {}
+
+
+def start_echo(host, port):
+    log = os.path.join(TMP, "echo-%s-%d.jsonl" % (host.replace(":", "_"), port))
+    p = lib.spawn([PY, TOOLS, "echo", host, str(port), log], stdout=subprocess.PIPE, text=True)
+    check(p.stdout.readline().strip() == "echo ready", "echo server on %s:%d did not start" % (host, port))
+    SERVERS[(host, port)] = log
+    return log
+
+
+def echo_peers(host, port):
+    try:
+        with open(SERVERS[(host, port)]) as f:
+            return [json.loads(l) for l in f]
+    except FileNotFoundError:
+        return []
+
+
+def client(host, port, data="hello", cgroup=True, uid=lib.NOBODY, sni=None, timeout=5.0):
+    argv = [PY, TOOLS, "client", host, str(port), data, "--timeout", str(timeout)]
+    if sni:
+        argv += ["--hello", sni]
+    p = lib.run(argv, cgroup=CG.path if cgroup else None, uid=uid, timeout=30)
+    check(p.returncode == 0 and p.stdout.strip(), "client failed: %s %s" % (p.stdout, p.stderr))
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+for h, prt in ((TARGET4, PORT), (OTHER4, PORT), (TARGET6, PORT)):
+    start_echo(h, prt)
+
+AGENT = lib.Agent(TMP, CG.path, extra="target_addresses: [%s, \"%s\"]\nendpoints: [api.openai.com]\n" % (TARGET4, TARGET6))
+
+
+def went_through_agent(res, host, port):
+    """True if the server saw a different TCP connection than the client made."""
+    peers = echo_peers(host, port)
+    mine = [p for p in peers if p["peer"][1] == res["local"][1]]
+    return not mine
+
+
+@test
+def agent_starts_and_reports_ready():
+    AGENT.start()
+    check(AGENT.wait_events(lambda e: True, kind="agent_start"), "no agent_start event")
+
+
+@test
+def redirected_connection_reaches_server_with_identity():
+    res = client(TARGET4, PORT, "hello-capture")
+    check("error" not in res, "client error: %s" % res)
+    check(res["reply_tail"] == "hello-capture", "reply did not come back through the relay: %s" % res)
+    check(went_through_agent(res, TARGET4, PORT), "server saw the client's own socket: not redirected")
+    evs = AGENT.wait_events(lambda e: e.get("pid") == res["pid"], kind="connection")
+    check(evs, "no connection event for pid %d; events: %s" % (res["pid"], AGENT.events()))
+    ev = evs[0]
+    check(ev["uid"] == lib.NOBODY, "uid %s, expected %d" % (ev["uid"], lib.NOBODY))
+    check(ev["exe"] == os.path.realpath(PY), "exe %s, expected %s" % (ev["exe"], os.path.realpath(PY)))
+    check(ev["comm"].startswith("python3"), "comm %s" % ev["comm"])
+    check(ev["dst_ip"] == TARGET4 and ev["dst_port"] == PORT, "destination %s:%s" % (ev["dst_ip"], ev["dst_port"]))
+    check(ev["bytes_up"] == res["sent"], "bytes_up %s, client sent %s" % (ev["bytes_up"], res["sent"]))
+    check(ev["bytes_down"] == res["reply_len"], "bytes_down %s, client got %s" % (ev["bytes_down"], res["reply_len"]))
+    check(ev["cgroup"] and os.path.basename(CG.path) in ev["cgroup"], "cgroup %s" % ev["cgroup"])
+    for k in ("time", "event_id", "agent_id", "host", "seq", "user", "prev_hash", "hash"):
+        check(ev.get(k) not in (None, ""), "event lacks %s: %s" % (k, ev))
+
+
+@test
+def application_sees_the_address_it_dialled():
+    res = client(TARGET4, PORT, "x")
+    check(res["peer"] == [TARGET4, PORT], "getpeername returned %s, expected %s:%d" % (res["peer"], TARGET4, PORT))
+
+
+@test
+def sni_recorded_from_client_hello():
+    res = client(TARGET4, PORT, "after-hello", sni="example.org")
+    check("error" not in res, "client error %s" % res)
+    check(res["reply_tail"] == "after-hello", "hello+data not relayed intact: %s" % res)
+    evs = AGENT.wait_events(lambda e: e.get("pid") == res["pid"], kind="connection")
+    check(evs and evs[0]["sni"] == "example.org", "sni not recorded: %s" % evs)
+
+
+@test
+def process_outside_cgroup_untouched():
+    before = len(AGENT.events("connection"))
+    res = client(TARGET4, PORT, "outside", cgroup=False)
+    check(res["reply_tail"] == "outside", "client outside the cgroup failed: %s" % res)
+    check(not went_through_agent(res, TARGET4, PORT), "a process outside the cgroup was redirected")
+    time.sleep(0.2)
+    check(len(AGENT.events("connection")) == before, "agent audited a connection it should not have seen")
+
+
+@test
+def non_target_address_untouched():
+    res = client(OTHER4, PORT, "other")
+    check(res["reply_tail"] == "other", "non-target connection broken: %s" % res)
+    check(not went_through_agent(res, OTHER4, PORT), "non-target address was redirected")
+
+
+@test
+def ipv6_target_redirected():
+    res = client(TARGET6, PORT, "v6")
+    check("error" not in res, "v6 client error %s" % res)
+    check(res["reply_tail"] == "v6", "v6 relay failed: %s" % res)
+    check(went_through_agent(res, TARGET6, PORT), "IPv6 target not redirected")
+    check(res["peer"][0] == TARGET6 and res["peer"][1] == PORT, "v6 getpeername %s" % res["peer"])
+    evs = AGENT.wait_events(lambda e: e.get("pid") == res["pid"], kind="connection")
+    check(evs and evs[0]["dst_ip"] == TARGET6, "v6 event: %s" % evs)
+
+
+@test
+def v4_mapped_ipv6_socket_redirected():
+    res = client("::ffff:" + TARGET4, PORT, "mapped")
+    check("error" not in res, "v4-mapped client error %s" % res)
+    check(res["reply_tail"] == "mapped", "v4-mapped relay failed: %s" % res)
+    check(went_through_agent(res, TARGET4, PORT), "v4-mapped target not redirected")
+    evs = AGENT.wait_events(lambda e: e.get("pid") == res["pid"], kind="connection")
+    check(evs and evs[0]["dst_ip"] == TARGET4, "v4-mapped event: %s" % evs)
+
+
+@test
+def udp_443_to_target_refused():
+    p = lib.run([PY, TOOLS, "udp", TARGET4, str(PORT)], cgroup=CG.path, uid=lib.NOBODY)
+    res = json.loads(p.stdout)
+    check(res["connect"] == 111 or res["sendto"] == 111, "UDP/443 not refused with ECONNREFUSED: %s" % res)
+    check(res["sendto"] == 111, "sendto to target:443 not refused: %s" % res)
+    p = lib.run([PY, TOOLS, "udp", OTHER4, str(PORT)], cgroup=CG.path, uid=lib.NOBODY)
+    res = json.loads(p.stdout)
+    check(res["sendto"] == 0, "UDP to a non-target refused: %s" % res)
+
+
+@test
+def agent_upstream_not_looped():
+    evs = AGENT.events("connection")
+    bad = [e for e in evs if e.get("error") and "origin" in e["error"]]
+    check(not bad, "agent saw connections without origin (its own upstream looped back?): %s" % bad)
+    check(all(e["dst_port"] == PORT for e in evs), "an event has a destination other than the targets: %s" % evs)
+
+
+@test
+def half_close_and_large_transfer():
+    n = 3000000
+    res = client(TARGET4, PORT, "@%d" % n, timeout=20)
+    check(res.get("reply_len") == n + 5, "large relay lost bytes: %s" % {k: res.get(k) for k in ("reply_len", "error")})
+
+
+@test
+def sigterm_detaches_and_exits_zero():
+    rc = AGENT.stop()
+    check(rc == 0, "agent exit status %s after SIGTERM; log: %s" % (rc, AGENT.log_tail()))
+    out = subprocess.run(["bpftool", "cgroup", "show", CG.path], capture_output=True, text=True).stdout
+    check(out.strip() == "" or "connect" not in out, "programs still attached after SIGTERM: %s" % out)
+    check(AGENT.events("agent_stop"), "no agent_stop event")
+    res = client(TARGET4, PORT, "after-stop")
+    check(res["reply_tail"] == "after-stop" and not went_through_agent(res, TARGET4, PORT), "traffic after stop: %s" % res)
+
+
+@test
+def fail_open_kill9_goes_direct():
+    a = lib.Agent(TMP, CG.path, name="open", extra="target_addresses: [%s]\nfail_mode: open\n" % TARGET4).start()
+    res = client(TARGET4, PORT, "before-kill")
+    check(went_through_agent(res, TARGET4, PORT), "not redirected before kill")
+    a.kill9()
+    t0 = time.time()
+    while True:
+        res = client(TARGET4, PORT, "after-kill", timeout=2)
+        if res.get("reply_tail") == "after-kill" and not went_through_agent(res, TARGET4, PORT):
+            break
+        check(time.time() - t0 < 1.0, "traffic not direct within 1 s of kill -9: %s" % res)
+        time.sleep(0.05)
+
+
+@test
+def fail_closed_refuses_fast_then_recovers():
+    a = lib.Agent(TMP, CG.path, name="closed", extra="target_addresses: [%s]\nfail_mode: closed\n" % TARGET4)
+    a.start()
+    res = client(TARGET4, PORT, "closed-1")
+    check(went_through_agent(res, TARGET4, PORT), "not redirected in closed mode")
+    a.kill9()
+    res = client(TARGET4, PORT, "closed-2", timeout=3)
+    check(res.get("error") == 111, "target connect with the agent dead did not fail with ECONNREFUSED: %s" % res)
+    check(res["connect_ms"] < 500, "refusal was not immediate: %.0f ms" % res["connect_ms"])
+    res = client(OTHER4, PORT, "closed-other")
+    check(res.get("reply_tail") == "closed-other", "non-target broken in closed mode: %s" % res)
+    a.start()
+    res = client(TARGET4, PORT, "closed-3")
+    check(res.get("reply_tail") == "closed-3" and went_through_agent(res, TARGET4, PORT),
+          "not working through the restarted agent: %s" % res)
+    rc = a.stop()
+    check(rc == 0, "closed-mode agent exit %s" % rc)
+    check(not os.path.exists(a.pin_dir) or not os.listdir(a.pin_dir), "pins left after SIGTERM")
+    res = client(TARGET4, PORT, "closed-4")
+    check(res.get("reply_tail") == "closed-4", "traffic broken after clean stop in closed mode: %s" % res)
+
+
+@test
+def check_flag_reports_file_and_line():
+    bad = os.path.join(TMP, "bad.yaml")
+    with open(bad, "w") as f:
+        f.write("listen: 127.0.0.1:15001\nfail_mode: maybe\n")
+    p = subprocess.run([lib.AGENT, "--check", "--config", bad], capture_output=True, text=True)
+    check(p.returncode == 2, "--check exit %d for a bad config" % p.returncode)
+    check(p.stderr.startswith(bad + ":2: "), "--check did not name file:line: %r" % p.stderr)
+    p = subprocess.run([lib.AGENT, "--check", "--config", AGENT.config], capture_output=True, text=True)
+    check(p.returncode == 0, "--check refused a good config: %s" % p.stderr)
+
+
+@test
+def help_documents_options():
+    p = subprocess.run([lib.AGENT, "--help"], capture_output=True, text=True)
+    check(p.returncode == 0, "--help exit %d" % p.returncode)
+    for opt in ("--config", "--check", "--log-level", "--version", "--help"):
+        check(opt in p.stdout, "--help lacks %s" % opt)
+
+
+if __name__ == "__main__":
+    lib.main()

