@@ -39,6 +39,7 @@ struct certgen {
 	STACK_OF(X509) *chain;    /* issuing CA first, then its parents: served after the leaf */
 	EVP_PKEY *ca_key;
 	EVP_PKEY *leaf_key;       /* shared by every forged leaf */
+	X509 *leaf_tmpl;          /* leaf_key's certificate skeleton (see forge) */
 	time_t ca_not_after;
 
 	pthread_mutex_t lock;     /* guards everything below */
@@ -143,6 +144,14 @@ int certgen_new(const char *ca_cert_path, const char *ca_key_path, size_t cache_
 	rc = pki_key_generate(PKI_KEY_EC_P256, &cg->leaf_key, err, errlen);
 	if (rc < 0)
 		goto err;
+	{
+		/* Extensions, issuer and public key are the same for every
+		 * leaf: build them once, personalize copies per host. */
+		struct pki_leaf_opts o = { .server_auth = true, .days = CERTGEN_LEAF_DAYS };
+		rc = pki_leaf_issue(cg->ca, cg->ca_key, cg->leaf_key, &o, &cg->leaf_tmpl, err, errlen);
+		if (rc < 0)
+			goto err;
+	}
 
 	cg->cap = cache_size ? cache_size : CERTGEN_DEFAULT_CACHE;
 	cg->nbuckets = 16;
@@ -174,6 +183,7 @@ void certgen_free(struct certgen *cg)
 		SSL_CTX_free(e->ctx);
 	free(cg->entries);
 	free(cg->buckets);
+	X509_free(cg->leaf_tmpl);
 	EVP_PKEY_free(cg->leaf_key);
 	EVP_PKEY_free(cg->ca_key);
 	X509_free(cg->ca);
@@ -217,7 +227,7 @@ static X509 *forge(struct certgen *cg, const char *host, time_t now, time_t *not
 
 	if (o.not_after > cg->ca_not_after)
 		o.not_after = cg->ca_not_after;
-	if (pki_leaf_issue(cg->ca, cg->ca_key, cg->leaf_key, &o, &x, err, sizeof(err)) < 0) {
+	if (pki_leaf_from_template(cg->leaf_tmpl, cg->ca, cg->ca_key, &o, &x, err, sizeof(err)) < 0) {
 		errno = EIO;
 		return NULL;
 	}

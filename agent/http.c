@@ -73,6 +73,58 @@ static const unsigned char cls[256] = {
 	[0x80 ... 0xff] = C_FVAL,
 };
 
+/* Word-at-a-time scanning (SWAR, portable C): values and targets are most
+ * of a head's bytes, and one table lookup per byte was the hot spot.
+ * ONES * n broadcasts a byte; the tests are exact as booleans. */
+#define ONES  0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+/* Any byte < n (n <= 128): the lowest such byte always wraps to >= 0x80. */
+#define HAS_LESS(w, n) (((w) - ONES * (n)) & ~(w) & HIGHS)
+#define HAS_BYTE(w, b) HAS_LESS((w) ^ (ONES * (b)), 1)
+
+static inline uint64_t load64(const unsigned char *p)
+{
+	uint64_t w;
+	memcpy(&w, p, 8);
+	return w;
+}
+
+/* Advance over field-value bytes (C_FVAL): stop at the first other byte or e. */
+static const unsigned char *scan_fval(const unsigned char *p, const unsigned char *e)
+{
+	for (;;) {
+		/* Fast path: no control byte and no DEL in 8 bytes. HTAB is
+		 * valid but takes the byte loop for those 8 bytes. */
+		while (e - p >= 8) {
+			uint64_t w = load64(p);
+			if (HAS_LESS(w, 0x20) | HAS_BYTE(w, 0x7f))
+				break;
+			p += 8;
+		}
+		const unsigned char *lim = e - p > 8 ? p + 8 : e;
+		while (p < lim && (cls[*p] & C_FVAL))
+			p++;
+		if (p < lim || p == e)
+			return p;
+	}
+}
+
+/* Advance over request-target bytes (VCHAR: 0x21..0x7e). */
+static const unsigned char *scan_target(const unsigned char *p, const unsigned char *e)
+{
+	while (e - p >= 8) {
+		uint64_t w = load64(p);
+		/* b >= 0x7f: b or b+1 has the high bit (carries only leave
+		 * 0xff bytes, which are caught themselves). */
+		if (HAS_LESS(w, 0x21) | ((w | (w + ONES)) & HIGHS))
+			break;
+		p += 8;
+	}
+	while (p < e && (cls[*p] & C_TARGET))
+		p++;
+	return p;
+}
+
 static inline unsigned char lower(unsigned char c)
 {
 	return (c >= 'A' && c <= 'Z') ? (unsigned char)(c | 0x20) : c;
@@ -377,8 +429,7 @@ static int parse_header_line(const unsigned char **pp, const unsigned char *e,
 	while (p < e && is_ows(*p))
 		p++;
 	const unsigned char *val = p;
-	while (p < e && (cls[*p] & C_FVAL))
-		p++;
+	p = scan_fval(p, e);
 	if (p == e)
 		return 0;
 	const unsigned char *val_end = p;
@@ -401,6 +452,24 @@ static bool host_valid(const char *v, size_t n)
 		if (!(cls[(unsigned char)v[i]] & C_HOST))
 			return false;
 	return true;
+}
+
+bool http_head_may_be_complete(const char *buf, size_t len, size_t from)
+{
+	/* A head ends in "\n\r\n"; a bare-LF head ("\n\n") is worth a parse
+	 * too, to reject it now. Back up 2 bytes for a marker split across reads. */
+	size_t i = from > 2 ? from - 2 : 0;
+	while (i < len) {
+		const char *nl = memchr(buf + i, '\n', len - i);
+		if (!nl)
+			return false;
+		i = (size_t)(nl - buf) + 1;
+		if (i < len && buf[i] == '\n')
+			return true;
+		if (i + 1 < len && buf[i] == '\r' && buf[i + 1] == '\n')
+			return true;
+	}
+	return false;
 }
 
 /* ---- requests -------------------------------------------------------- */
@@ -444,8 +513,7 @@ static int parse_request(const char *buf, size_t len, const struct http_limits *
 	req->method = (const char *)m;
 	req->method_len = (size_t)(p - m);
 	const unsigned char *t = ++p;
-	while (p < e && (cls[*p] & C_TARGET))
-		p++;
+	p = scan_target(p, e);
 	if (p == e) {
 		rc = 0;
 		goto out;
@@ -582,9 +650,7 @@ static int parse_response(const char *buf, size_t len, const struct http_limits 
 	if (p == e)
 		goto more;
 	if (*p == ' ') {
-		p++;
-		while (p < e && (cls[*p] & C_FVAL))
-			p++;
+		p = scan_fval(p + 1, e);
 	}
 	if ((rc = expect_crlf(&p, e)) <= 0)
 		goto out;
@@ -817,23 +883,49 @@ ssize_t http_chunked_feed(struct http_chunked *c, const char *in, size_t len,
 
 /* ---- forwarding ------------------------------------------------------ */
 
-static bool hop_by_hop(const struct http_request *req, const struct http_header *h)
+/* Tokens of every Connection field, collected once per forwarded head so
+ * the hop-by-hop test is not a scan of all headers per header. */
+#define CONN_TOKENS_MAX 32
+struct conn_tokens {
+	const char *p[CONN_TOKENS_MAX];
+	size_t len[CONN_TOKENS_MAX];
+	unsigned n;
+	bool overflow;   /* more tokens than fit: fall back to rescanning */
+};
+
+static void conn_tokens_collect(const struct http_request *req, struct conn_tokens *t)
 {
-	switch (h->name_len) {
-	case 2:  if (NAME_IS(h, "te")) return true; break;
-	case 6:  if (NAME_IS(h, "expect")) return true; break;
-	case 7:  if (NAME_IS(h, "upgrade") || NAME_IS(h, "trailer")) return true; break;
-	case 10: if (NAME_IS(h, "connection") || NAME_IS(h, "keep-alive")) return true; break;
-	case 14: if (NAME_IS(h, "content-length")) return true; break;
-	case 16: if (NAME_IS(h, "proxy-connection")) return true; break;
-	case 17: if (NAME_IS(h, "transfer-encoding")) return true; break;
-	default: break;
+	t->n = 0;
+	t->overflow = false;
+	for (unsigned i = 0; i < req->nheaders; i++) {
+		const struct http_header *c = &req->headers[i];
+		if (!NAME_IS(c, "connection"))
+			continue;
+		struct list_iter it = { c->value, c->value + c->value_len };
+		const char *el;
+		size_t el_len;
+		while (list_next(&it, &el, &el_len)) {
+			if (el_len == 0)
+				continue;
+			if (t->n == CONN_TOKENS_MAX) {
+				t->overflow = true;
+				return;
+			}
+			t->p[t->n] = el;
+			t->len[t->n++] = el_len;
+		}
 	}
-	/* RFC 9110 7.6.1: fields named in Connection are for this hop only.
-	 * Except Host: "Connection: host" must not strip the authority (the
-	 * forwarded HTTP/1.1 request would be invalid, or routed by default). */
-	if (NAME_IS(h, "host"))
+}
+
+static bool named_in_connection(const struct http_request *req, const struct conn_tokens *t,
+				const struct http_header *h)
+{
+	if (!t->overflow) {
+		for (unsigned i = 0; i < t->n; i++)
+			if (t->len[i] == h->name_len && ci_eq2(t->p[i], h->name, h->name_len))
+				return true;
 		return false;
+	}
 	for (unsigned i = 0; i < req->nheaders; i++) {
 		const struct http_header *c = &req->headers[i];
 		if (!NAME_IS(c, "connection"))
@@ -846,6 +938,26 @@ static bool hop_by_hop(const struct http_request *req, const struct http_header 
 				return true;
 	}
 	return false;
+}
+
+static bool hop_by_hop(const struct http_request *req, const struct conn_tokens *t,
+		       const struct http_header *h)
+{
+	switch (h->name_len) {
+	case 2:  if (NAME_IS(h, "te")) return true; break;
+	/* "Connection: host" must not strip the authority (the forwarded
+	 * HTTP/1.1 request would be invalid, or routed by default). */
+	case 4:  if (NAME_IS(h, "host")) return false; break;
+	case 6:  if (NAME_IS(h, "expect")) return true; break;
+	case 7:  if (NAME_IS(h, "upgrade") || NAME_IS(h, "trailer")) return true; break;
+	case 10: if (NAME_IS(h, "connection") || NAME_IS(h, "keep-alive")) return true; break;
+	case 14: if (NAME_IS(h, "content-length")) return true; break;
+	case 16: if (NAME_IS(h, "proxy-connection")) return true; break;
+	case 17: if (NAME_IS(h, "transfer-encoding")) return true; break;
+	default: break;
+	}
+	/* RFC 9110 7.6.1: fields named in Connection are for this hop only. */
+	return named_in_connection(req, t, h);
 }
 
 struct out { char *p; size_t left; bool full; };
@@ -866,6 +978,9 @@ ssize_t http_format_request_head(const struct http_request *req, char *out, size
 				 uint64_t new_len)
 {
 	struct out o = { out, outlen, false };
+	struct conn_tokens ct;
+
+	conn_tokens_collect(req, &ct);
 
 	put(&o, req->method, req->method_len);
 	PUT_LIT(&o, " ");
@@ -876,7 +991,7 @@ ssize_t http_format_request_head(const struct http_request *req, char *out, size
 		PUT_LIT(&o, " HTTP/1.0\r\n");
 	for (unsigned i = 0; i < req->nheaders; i++) {
 		const struct http_header *h = &req->headers[i];
-		if (hop_by_hop(req, h))
+		if (hop_by_hop(req, &ct, h))
 			continue;
 		put(&o, h->name, h->name_len);
 		PUT_LIT(&o, ": ");

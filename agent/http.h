@@ -98,6 +98,15 @@ int http_parse_response(const char *buf, size_t len, const struct http_limits *l
 			const char *req_method, size_t req_method_len,
 			struct http_response *resp);
 
+/* Cheap pre-check for a head arriving in pieces: whether buf[0..len) may
+ * hold a complete head, looking only at bytes from offset `from` (the
+ * length already checked; pass 0 the first time). Each parse starts over,
+ * so a peer sending one byte per segment would cost O(head^2) if the caller
+ * parsed on every read; calling http_parse_* only when this returns true,
+ * or when len >= max_head_bytes (to get the 431), keeps the work linear.
+ * False positives are harmless (the parse returns 0). */
+bool http_head_may_be_complete(const char *buf, size_t len, size_t from);
+
 /* First header named name (case-insensitive), or NULL. */
 const struct http_header *http_find_header(const struct http_header *h, unsigned n,
 					   const char *name);

@@ -196,19 +196,25 @@ static bool card_prefix_ok(const char *d, size_t nd)
 static bool card_ok(const char *t, size_t s, size_t e)
 {
 	char d[19];
-	size_t nd = 0;
+	size_t nd = 0, grp = 0;
 	char sep = 0;
 	for (size_t i = s; i < e; i++) {
 		if (is_digit((unsigned char)t[i])) {
 			if (nd >= sizeof(d))
 				return false;
 			d[nd++] = t[i];
+			grp++;
 		} else {
-			if (sep && sep != t[i])
+			/* printed cards group 4-4-4-4(-3), 4-6-5 or 4-6-4: a run of
+			 * digits followed by another number is not one card */
+			if ((sep && sep != t[i]) || (grp != 4 && grp != 6))
 				return false;
 			sep = t[i];
+			grp = 0;
 		}
 	}
+	if (sep && (grp < 3 || grp > 5))
+		return false;
 	return nd >= 13 && card_prefix_ok(d, nd) && inspect_luhn_ok(t + s, e - s);
 }
 
@@ -410,7 +416,9 @@ static bool placeholder(const char *v, size_t l)
 /* password = value: the span is the value only */
 static bool v_password(const char *t, size_t n, size_t *s, size_t *e)
 {
-	(void)n;
+	/* the value must be whole: "getPassword()" is not "getP" */
+	if (*e < n && !strchr(" \t\r\n\"',;", t[*e]))
+		return false;
 	/* no boundary check before the keyword: db_password, PG_PASSWORD and
 	 * userPassword are still passwords */
 	size_t i = *s;
@@ -1252,6 +1260,7 @@ int inspect_text(struct inspect_scratch *s, const char *text, size_t len,
 /* --------------------------------------------------------------- stream */
 
 #define STREAM_PIECE 16384
+#define STREAM_MARGIN 256
 
 struct inspect_stream {
 	struct inspect_scratch *s;
@@ -1259,6 +1268,7 @@ struct inspect_stream {
 	size_t len;
 	unsigned long long base;  /* absolute offset of buf[0] */
 	unsigned long long counted_upto, last_end;
+	size_t unscanned;         /* bytes appended since the last scan */
 	uint32_t counts[FINDING__COUNT];
 	struct inspect_result r;
 };
@@ -1278,14 +1288,18 @@ struct inspect_stream *inspect_stream_new(struct inspect_scratch *s)
 }
 
 /* Count findings that end after what was already counted and do not
- * overlap a counted one; findings touching the end of the buffer wait for
- * more text (unless final), since the value may continue. */
+ * overlap a counted one; findings near the end of the buffer wait for
+ * more text (unless final). */
 static int stream_scan(struct inspect_stream *st, bool final)
 {
 	int rc = inspect_text(st->s, st->buf, st->len, &st->r);
 	if (rc)
 		return rc;
-	unsigned long long limit = st->base + st->len - (final ? 0 : 1);
+	/* hold back the last STREAM_MARGIN bytes: a value may still grow, and
+	 * a longer, higher-priority one (a card around a phone-like run) may
+	 * still appear */
+	size_t margin = final ? 0 : (st->len < STREAM_MARGIN ? st->len : STREAM_MARGIN);
+	unsigned long long limit = st->base + st->len - margin;
 	for (size_t i = 0; i < st->r.nspans; i++) {
 		unsigned long long as = st->base + st->r.spans[i].start;
 		unsigned long long ae = st->base + st->r.spans[i].end;
@@ -1311,8 +1325,13 @@ int inspect_stream_feed(struct inspect_stream *st, const char *text, size_t len)
 		}
 		memcpy(st->buf + st->len, text, take);
 		st->len += take;
+		st->unscanned += take;
 		text += take;
 		len -= take;
+		/* SSE deltas are a few bytes each: scan once enough has arrived */
+		if (st->unscanned < STREAM_MARGIN)
+			continue;
+		st->unscanned = 0;
 		int rc = stream_scan(st, false);
 		if (rc)
 			return rc;

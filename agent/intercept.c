@@ -1,20 +1,771 @@
-/* intercept: placeholder until the TLS interceptor lands in this file. */
+/* intercept: the TLS man-in-the-middle for watched LLM hosts. Each
+ * intercepted connection runs on its own thread with non-blocking sockets
+ * and poll() deadlines: an HTTP exchange is a sequence (request head, body,
+ * upstream, response head, streamed body), and sequential code makes every
+ * limit and every error path visible. A workstation has tens of concurrent
+ * LLM connections, so a thread each (small stack) costs little; pass-through
+ * traffic, which can be plentiful, stays on the event loop (conn.c).
+ *
+ * What this file must never do: forward a request it could not frame
+ * exactly as the server will (smuggling), hold a response whole, trust an
+ * upstream certificate the system store (plus upstream_ca) does not, or
+ * write a header value, body or query string into a log. */
 #include <errno.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include "agent.h"
+#include "audit.h"
+#include "certgen.h"
+#include "exchange.h"
+#include "http.h"
+#include "log.h"
+#include "loop.h"
+#include "tls.h"
+
+#define IO_CHUNK (64 * 1024)
+#define THREAD_STACK (256 * 1024)
+#define POOL_MAX 32
+#define POOL_PER_KEY 4
+#define POOL_IDLE_MS 30000
+
+/* ---- I/O with deadlines over non-blocking sockets ---- */
+
+static int wait_fd(int fd, short events, uint64_t deadline)
+{
+	uint64_t now = loop_now_ms();
+	struct pollfd p = { .fd = fd, .events = events };
+	if (now >= deadline)
+		return -ETIMEDOUT;
+	int n = poll(&p, 1, (int)(deadline - now));
+	if (n < 0)
+		return errno == EINTR ? 0 : -errno;
+	return n == 0 ? -ETIMEDOUT : 0;
+}
+
+/* One SSL_read: > 0 bytes, 0 clean EOF, < 0 -errno. */
+static ssize_t tls_read(SSL *ssl, int fd, void *buf, size_t len, uint64_t deadline)
+{
+	for (;;) {
+		ERR_clear_error();
+		int n = SSL_read(ssl, buf, (int)(len > INT32_MAX ? INT32_MAX : len));
+		if (n > 0)
+			return n;
+		int e = SSL_get_error(ssl, n), ret;
+		if (e == SSL_ERROR_WANT_READ)
+			ret = wait_fd(fd, POLLIN, deadline);
+		else if (e == SSL_ERROR_WANT_WRITE)
+			ret = wait_fd(fd, POLLOUT, deadline);
+		else if (e == SSL_ERROR_ZERO_RETURN)
+			return 0;
+		else if (e == SSL_ERROR_SYSCALL && errno == 0)
+			return 0;
+		else
+			return -EIO;
+		if (ret)
+			return ret;
+	}
+}
+
+static int tls_write_all(SSL *ssl, int fd, const void *buf, size_t len, uint64_t deadline)
+{
+	const char *p = buf;
+	while (len) {
+		size_t w = 0;
+		ERR_clear_error();
+		if (SSL_write_ex(ssl, p, len, &w) == 1) {
+			p += w;
+			len -= w;
+			continue;
+		}
+		int e = SSL_get_error(ssl, 0), ret;
+		if (e == SSL_ERROR_WANT_WRITE)
+			ret = wait_fd(fd, POLLOUT, deadline);
+		else if (e == SSL_ERROR_WANT_READ)
+			ret = wait_fd(fd, POLLIN, deadline);
+		else
+			return -EIO;
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+static int tls_handshake(SSL *ssl, int fd, bool server, uint64_t deadline)
+{
+	for (;;) {
+		ERR_clear_error();
+		int n = server ? SSL_accept(ssl) : SSL_connect(ssl);
+		if (n == 1)
+			return 0;
+		int e = SSL_get_error(ssl, n), ret;
+		if (e == SSL_ERROR_WANT_READ)
+			ret = wait_fd(fd, POLLIN, deadline);
+		else if (e == SSL_ERROR_WANT_WRITE)
+			ret = wait_fd(fd, POLLOUT, deadline);
+		else
+			return -EPROTO;
+		if (ret)
+			return ret;
+	}
+}
+
+/* ---- upstream pool: idle, verified TLS connections per (destination, SNI) ---- */
+
+struct upstream {
+	int fd;
+	SSL *ssl;
+	uint8_t addr[16];
+	uint16_t port;
+	char sni[256];
+	uint64_t idle_since;
+};
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct upstream pool[POOL_MAX];
+static int pool_n;
+
+static void upstream_close(struct upstream *u)
+{
+	if (u->ssl) {
+		SSL_shutdown(u->ssl);
+		SSL_free(u->ssl);
+	}
+	if (u->fd >= 0)
+		close(u->fd);
+	u->ssl = NULL;
+	u->fd = -1;
+}
+
+/* An idle upstream that has become readable was closed by the server (or
+ * sent bytes nobody asked for): either way it is not reusable. */
+static bool upstream_alive(const struct upstream *u)
+{
+	struct pollfd p = { .fd = u->fd, .events = POLLIN };
+	return poll(&p, 1, 0) == 0;
+}
+
+static bool pool_take(const struct vigil_origin *o, const char *sni, struct upstream *out)
+{
+	bool found = false;
+	uint64_t now = loop_now_ms();
+	pthread_mutex_lock(&pool_lock);
+	for (int i = pool_n - 1; i >= 0; i--) {
+		struct upstream *u = &pool[i];
+		bool match = !memcmp(u->addr, o->orig_addr, 16) && u->port == o->orig_port &&
+			     !strcmp(u->sni, sni);
+		bool stale = now - u->idle_since > POOL_IDLE_MS;
+		if (!match && !stale)
+			continue;
+		struct upstream tmp = *u;
+		pool[i] = pool[--pool_n];
+		if (match && !stale && !found && upstream_alive(&tmp)) {
+			*out = tmp;
+			found = true;
+		} else {
+			upstream_close(&tmp);
+		}
+	}
+	pthread_mutex_unlock(&pool_lock);
+	return found;
+}
+
+static void pool_put(struct upstream *u)
+{
+	int same = 0;
+	pthread_mutex_lock(&pool_lock);
+	for (int i = 0; i < pool_n; i++)
+		if (!memcmp(pool[i].addr, u->addr, 16) && pool[i].port == u->port &&
+		    !strcmp(pool[i].sni, u->sni))
+			same++;
+	if (pool_n < POOL_MAX && same < POOL_PER_KEY) {
+		u->idle_since = loop_now_ms();
+		pool[pool_n++] = *u;
+		u->ssl = NULL;
+		u->fd = -1;
+	}
+	pthread_mutex_unlock(&pool_lock);
+	upstream_close(u);
+}
+
+/* ---- one intercepted client connection ---- */
+
+struct ic {
+	struct agent *ag;
+	struct conn_info info;
+	int cfd;
+	SSL *cssl;
+	struct upstream up;
+	bool up_reusable;
+	char *in;                  /* client bytes: head + body + pipelined rest */
+	size_t in_len, in_cap;
+	char *body;                /* decoded request body */
+	size_t body_len, body_cap;
+	char *rbuf;                /* upstream response bytes */
+	size_t rlen, rcap;
+	char *fwd;                 /* head forwarded upstream */
+	size_t fwd_cap;
+	unsigned nreq;
+};
+
+static int grow(char **buf, size_t *cap, size_t need, size_t limit)
+{
+	if (need <= *cap)
+		return 0;
+	if (need > limit)
+		return -E2BIG;
+	size_t nc = *cap ? *cap : 16384;
+	while (nc < need)
+		nc *= 2;
+	if (nc > limit)
+		nc = limit;
+	char *nb = realloc(*buf, nc);
+	if (!nb)
+		return -ENOMEM;
+	*buf = nb;
+	*cap = nc;
+	return 0;
+}
+
+static void fill_identity(struct audit_event *ev, const struct conn_info *info)
+{
+	const struct identity *id = &info->id;
+	ev->user = id->user[0] ? id->user : NULL;
+	ev->uid = id->uid;
+	ev->gid = id->gid;
+	ev->pid = id->pid;
+	ev->tid = id->tid;
+	ev->comm = id->comm[0] ? id->comm : NULL;
+	ev->exe = id->exe[0] ? id->exe : NULL;
+	ev->cgroup = id->cgroup[0] ? id->cgroup : NULL;
+	ev->dst_ip = id->dst_ip[0] ? id->dst_ip : NULL;
+	ev->dst_port = id->dst_port;
+	ev->sni = info->sni[0] ? info->sni : NULL;
+}
+
+/* Reads more client bytes into ic->in. > 0 read, 0 EOF, < 0 error. */
+static ssize_t client_fill(struct ic *ic, size_t limit, uint64_t deadline)
+{
+	int ret = grow(&ic->in, &ic->in_cap, ic->in_len + IO_CHUNK, limit + IO_CHUNK);
+	if (ret)
+		return ret;
+	return tls_read(ic->cssl, ic->cfd, ic->in + ic->in_len, ic->in_cap - ic->in_len, deadline);
+}
+
+static int send_client(struct ic *ic, const void *buf, size_t len)
+{
+	return tls_write_all(ic->cssl, ic->cfd, buf, len,
+			     loop_now_ms() + ic->ag->cfg->idle_timeout_ms);
+}
+
+/* An error answered by the agent itself, in the provider's error shape. */
+static void send_error(struct ic *ic, struct exchange *ex, int status, const char *code,
+		       const char *msg)
+{
+	char body[1024], head[512];
+	int blen = exchange_error_body(ex, status, code, msg, body, sizeof(body));
+	int hlen = snprintf(head, sizeof(head),
+			    "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+			    "Content-Length: %d\r\nConnection: close\r\nX-Vigil-Error: %s\r\n\r\n",
+			    status, exchange_status_text(status), blen, code);
+	if (send_client(ic, head, (size_t)hlen) == 0)
+		send_client(ic, body, (size_t)blen);
+	ex->status = status;
+	ex->bytes_down += (uint64_t)hlen + (uint64_t)blen;
+}
+
+static int chunk_to_body(void *arg, const char *data, size_t len)
+{
+	struct ic *ic = arg;
+	int ret = grow(&ic->body, &ic->body_cap, ic->body_len + len, ic->ag->cfg->max_body_bytes + 1);
+	if (ret)
+		return 413;
+	memcpy(ic->body + ic->body_len, data, len);
+	ic->body_len += len;
+	return 0;
+}
+
+/* Reads one request (head and whole body) from the client. Returns 1 with
+ * the request parsed, 0 on a clean close between requests, or a negative
+ * HTTP status / -errno. *consumed gets the bytes of ic->in it used. */
+static int read_request(struct ic *ic, struct http_request *req, size_t *consumed)
+{
+	const struct config *cfg = ic->ag->cfg;
+	struct http_limits lim = { .max_head_bytes = cfg->max_head_bytes,
+				   .max_headers = cfg->max_headers,
+				   .max_body_bytes = cfg->max_body_bytes };
+	uint64_t deadline = loop_now_ms() + (ic->nreq ? cfg->idle_timeout_ms : cfg->header_timeout_ms);
+	bool started = ic->in_len > 0;
+	int hl;
+
+	for (;;) {
+		hl = ic->in_len ? http_parse_request(ic->in, ic->in_len, &lim, req) : 0;
+		if (hl != 0)
+			break;
+		if (ic->in_len >= cfg->max_head_bytes)
+			return -431;
+		ssize_t n = client_fill(ic, cfg->max_head_bytes, deadline);
+		if (n == 0 && !started)
+			return 0;
+		if (n == 0)
+			return -400;
+		if (n == -ETIMEDOUT)
+			return started ? -408 : 0;
+		if (n < 0)
+			return (int)n;
+		ic->in_len += (size_t)n;
+		if (!started) {
+			/* The header timeout runs from the first byte of a request. */
+			started = true;
+			deadline = loop_now_ms() + cfg->header_timeout_ms;
+		}
+	}
+	if (hl < 0)
+		return hl;
+
+	ic->body_len = 0;
+	if (req->expect_continue && req->body != HTTP_BODY_NONE &&
+	    !(req->body == HTTP_BODY_LENGTH && req->content_length == 0) && ic->in_len == (size_t)hl) {
+		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+		if (send_client(ic, cont, sizeof(cont) - 1))
+			return -EIO;
+	}
+	deadline = loop_now_ms() + cfg->idle_timeout_ms;
+	size_t off = (size_t)hl;
+	const char *head_at = ic->in;
+	if (req->body == HTTP_BODY_LENGTH) {
+		uint64_t need = req->content_length;
+		/* The head must stay where it is (req points into it): grow around it. */
+		while (ic->in_len - off < need) {
+			ssize_t n;
+			if (grow(&ic->in, &ic->in_cap, off + need, off + cfg->max_body_bytes + IO_CHUNK))
+				return -413;
+			n = tls_read(ic->cssl, ic->cfd, ic->in + ic->in_len, off + need - ic->in_len, deadline);
+			if (n <= 0)
+				return n == -ETIMEDOUT ? -408 : -400;
+			ic->in_len += (size_t)n;
+		}
+		if (grow(&ic->body, &ic->body_cap, need ? need : 1, cfg->max_body_bytes + 1))
+			return -413;
+		memcpy(ic->body, ic->in + off, need);
+		ic->body_len = need;
+		off += need;
+	} else if (req->body == HTTP_BODY_CHUNKED) {
+		struct http_chunked ch;
+		http_chunked_init(&ch, cfg->max_body_bytes, 8192);
+		for (;;) {
+			if (off < ic->in_len) {
+				ssize_t used = http_chunked_feed(&ch, ic->in + off, ic->in_len - off,
+								 chunk_to_body, ic);
+				if (used < 0)
+					return used == -413 ? -413 : -400;
+				off += (size_t)used;
+				if (http_chunked_done(&ch))
+					break;
+			}
+			/* Framing bytes are bounded by the body limit plus overhead. */
+			if (ic->in_len > (size_t)hl + cfg->max_body_bytes * 2 + 65536)
+				return -413;
+			ssize_t n = client_fill(ic, (size_t)hl + cfg->max_body_bytes * 2 + 65536, deadline);
+			if (n <= 0)
+				return n == -ETIMEDOUT ? -408 : -400;
+			ic->in_len += (size_t)n;
+		}
+	}
+	/* Reading the body may have moved the buffer the request points into. */
+	if (ic->in != head_at && http_parse_request(ic->in, (size_t)hl, &lim, req) != hl)
+		return -400;
+	*consumed = off;
+	return 1;
+}
+
+static int upstream_connect(struct ic *ic, struct exchange *ex)
+{
+	const struct config *cfg = ic->ag->cfg;
+	uint64_t deadline = loop_now_ms() + cfg->upstream_timeout_ms;
+	int fd, ret, err = 0;
+	socklen_t elen = sizeof(err);
+
+	if (pool_take(&ic->info.origin, ic->info.sni, &ic->up)) {
+		ex->upstream_reused = true;
+		return 0;
+	}
+	fd = agent_connect_upstream(ic->ag, &ic->info.origin, true);
+	if (fd < 0) {
+		ex->error = "upstream connect failed";
+		return fd;
+	}
+	ic->up.fd = fd;
+	memcpy(ic->up.addr, ic->info.origin.orig_addr, 16);
+	ic->up.port = ic->info.origin.orig_port;
+	snprintf(ic->up.sni, sizeof(ic->up.sni), "%s", ic->info.sni);
+	if ((ret = wait_fd(fd, POLLOUT, deadline)) ||
+	    (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen), err)) {
+		ex->error = ret == -ETIMEDOUT ? "upstream connect timed out" : "upstream connect refused";
+		upstream_close(&ic->up);
+		return ret ? ret : -err;
+	}
+	ic->up.ssl = tls_upstream_new(ic->ag->upstream_ctx, fd, ic->info.sni);
+	if (!ic->up.ssl) {
+		ex->error = "upstream TLS setup failed";
+		upstream_close(&ic->up);
+		return -ENOMEM;
+	}
+	SSL_set_options(ic->up.ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	if ((ret = tls_handshake(ic->up.ssl, fd, false, deadline))) {
+		const char *why = tls_verify_reason(ic->up.ssl);
+		if (SSL_get_verify_result(ic->up.ssl) != X509_V_OK && strcmp(why, "ok")) {
+			snprintf(ex->error_buf, sizeof(ex->error_buf), "upstream certificate rejected: %s", why);
+			ex->reason = "upstream_cert_invalid";
+		} else {
+			snprintf(ex->error_buf, sizeof(ex->error_buf), "upstream TLS handshake failed");
+			ex->reason = "upstream_tls_failed";
+		}
+		ex->error = ex->error_buf;
+		upstream_close(&ic->up);
+		return -EPROTO;
+	}
+	tls_upstream_save_session(ic->up.ssl, ic->info.sni);
+	return 0;
+}
+
+/* Reads from upstream into rbuf (appending). */
+static ssize_t upstream_fill(struct ic *ic, size_t limit, uint64_t deadline)
+{
+	int ret = grow(&ic->rbuf, &ic->rcap, ic->rlen + IO_CHUNK, limit + IO_CHUNK);
+	if (ret)
+		return ret;
+	return tls_read(ic->up.ssl, ic->up.fd, ic->rbuf + ic->rlen, ic->rcap - ic->rlen, deadline);
+}
+
+struct fwd_ctx {
+	struct ic *ic;
+	struct exchange *ex;
+};
+
+static int on_response_data(void *arg, const char *data, size_t len)
+{
+	struct fwd_ctx *f = arg;
+	exchange_response_data(f->ex, data, len);
+	return 0;
+}
+
+/* Sends the request upstream and streams the response back. Returns 0 if
+ * the client connection may carry another request, 1 if it must close,
+ * < 0 on failure (client gets an error if nothing was sent yet). */
+static int proxy_exchange(struct ic *ic, struct http_request *req, struct exchange *ex)
+{
+	const struct config *cfg = ic->ag->cfg;
+	struct http_limits rlim = { .max_head_bytes = cfg->max_head_bytes, .max_headers = 128 };
+	struct http_response resp;
+	uint64_t deadline;
+	ssize_t hl;
+	int ret;
+	bool retried = false;
+	const char *body = exchange_body(ex, ic->body, &ic->body_len);
+
+	if (grow(&ic->fwd, &ic->fwd_cap, req->head_len + 64, req->head_len + 64))
+		return -ENOMEM;
+again:
+	if (!ic->up.ssl && (ret = upstream_connect(ic, ex))) {
+		send_error(ic, ex, 502, ex->reason ? ex->reason : "upstream_unreachable", ex->error);
+		return 1;
+	}
+	hl = http_format_request_head(req, ic->fwd, ic->fwd_cap, ic->body_len);
+	if (hl < 0)
+		return -ENOSPC;
+	deadline = loop_now_ms() + cfg->upstream_timeout_ms;
+	if ((ret = tls_write_all(ic->up.ssl, ic->up.fd, ic->fwd, (size_t)hl, deadline)) ||
+	    (ic->body_len && (ret = tls_write_all(ic->up.ssl, ic->up.fd, body, ic->body_len, deadline)))) {
+		upstream_close(&ic->up);
+		/* A pooled connection may have been closed by the server just now:
+		 * retry once on a fresh one (nothing reached the client yet). */
+		if (ex->upstream_reused && !retried) {
+			retried = true;
+			ex->upstream_reused = false;
+			goto again;
+		}
+		ex->error = "upstream write failed";
+		send_error(ic, ex, 502, "upstream_write_failed", ex->error);
+		return 1;
+	}
+
+	/* Response head(s): 1xx interim responses are forwarded, then the final one. */
+	ic->rlen = 0;
+	for (;;) {
+		int phl;
+		for (;;) {
+			phl = ic->rlen ? http_parse_response(ic->rbuf, ic->rlen, &rlim, req->method,
+							     req->method_len, &resp) : 0;
+			if (phl != 0)
+				break;
+			ssize_t n = upstream_fill(ic, cfg->max_head_bytes, deadline);
+			if (n <= 0) {
+				upstream_close(&ic->up);
+				if (n == 0 && ic->rlen == 0 && ex->upstream_reused && !retried) {
+					retried = true;
+					ex->upstream_reused = false;
+					goto again;
+				}
+				ex->error = n == -ETIMEDOUT ? "upstream response timed out" :
+					    "upstream closed before responding";
+				send_error(ic, ex, n == -ETIMEDOUT ? 504 : 502, "upstream_no_response", ex->error);
+				return 1;
+			}
+			ic->rlen += (size_t)n;
+		}
+		if (phl < 0) {
+			upstream_close(&ic->up);
+			ex->error = "malformed upstream response";
+			send_error(ic, ex, 502, "upstream_malformed", ex->error);
+			return 1;
+		}
+		if (resp.status >= 100 && resp.status < 200) {
+			if (resp.status == 101) {
+				upstream_close(&ic->up);
+				ex->error = "protocol upgrade is not supported";
+				send_error(ic, ex, 502, "upgrade_refused", ex->error);
+				return 1;
+			}
+			if ((ret = send_client(ic, ic->rbuf, (size_t)phl)))
+				return -EIO;
+			memmove(ic->rbuf, ic->rbuf + phl, ic->rlen - (size_t)phl);
+			ic->rlen -= (size_t)phl;
+			continue;
+		}
+		hl = phl;
+		break;
+	}
+	ex->status = resp.status;
+	exchange_response_head(ex, &resp);
+	if ((ret = send_client(ic, ic->rbuf, (size_t)hl)))
+		return -EIO;
+	ex->bytes_down += (uint64_t)hl;
+	ex->t_first_byte_ms = loop_now_ms();
+
+	/* Body: forwarded as it arrives, never held whole. */
+	struct fwd_ctx fc = { ic, ex };
+	struct http_chunked ch;
+	uint64_t left = resp.content_length;
+	size_t have = ic->rlen - (size_t)hl;
+	char *p = ic->rbuf + hl;
+	bool done = resp.body == HTTP_BODY_NONE || (resp.body == HTTP_BODY_LENGTH && left == 0);
+	if (resp.body == HTTP_BODY_CHUNKED)
+		http_chunked_init(&ch, UINT64_MAX, 65536);
+	ic->up_reusable = resp.keep_alive;
+	deadline = loop_now_ms() + cfg->idle_timeout_ms;
+	while (!done) {
+		size_t fwd = have;
+		if (have) {
+			if (resp.body == HTTP_BODY_LENGTH) {
+				if (fwd > left) {
+					fwd = (size_t)left;
+					ic->up_reusable = false;   /* bytes beyond the response */
+				}
+				on_response_data(&fc, p, fwd);
+				left -= fwd;
+				done = left == 0;
+			} else if (resp.body == HTTP_BODY_CHUNKED) {
+				ssize_t used = http_chunked_feed(&ch, p, have, on_response_data, &fc);
+				if (used < 0) {
+					ex->error = "malformed chunked response";
+					upstream_close(&ic->up);
+					return 1;   /* head already sent: the client sees a cut */
+				}
+				fwd = (size_t)used;
+				done = http_chunked_done(&ch);
+				if (done && fwd < have)
+					ic->up_reusable = false;
+			} else {
+				on_response_data(&fc, p, fwd);
+			}
+			if (fwd && send_client(ic, p, fwd))
+				return -EIO;
+			ex->bytes_down += fwd;
+			if (done)
+				break;
+		}
+		ssize_t n = tls_read(ic->up.ssl, ic->up.fd, ic->rbuf, ic->rcap, deadline);
+		if (n == 0 && resp.body == HTTP_BODY_EOF)
+			break;
+		if (n <= 0) {
+			ex->error = n == -ETIMEDOUT ? "upstream stalled mid-response" :
+				    "upstream closed mid-response";
+			upstream_close(&ic->up);
+			return 1;
+		}
+		p = ic->rbuf;
+		have = (size_t)n;
+		deadline = loop_now_ms() + cfg->idle_timeout_ms;
+	}
+	exchange_response_end(ex);
+	if (resp.body == HTTP_BODY_EOF || !ic->up_reusable)
+		upstream_close(&ic->up);
+	return resp.keep_alive && resp.body != HTTP_BODY_EOF ? 0 : 1;
+}
+
+static void emit_request_event(struct ic *ic, struct exchange *ex)
+{
+	struct audit_event ev;
+	audit_event_init(&ev, "request");
+	fill_identity(&ev, &ic->info);
+	exchange_fill_event(ex, &ev);
+	audit_emit(ic->ag->audit, &ev);
+}
+
+static void serve(struct ic *ic)
+{
+	const struct config *cfg = ic->ag->cfg;
+	SSL_CTX *ctx = certgen_ctx(ic->ag->certgen, ic->info.sni, strlen(ic->info.sni));
+	int ret;
+
+	if (!ctx || !(ic->cssl = SSL_new(ctx)) || !SSL_set_fd(ic->cssl, ic->cfd)) {
+		SSL_CTX_free(ctx);
+		return;
+	}
+	SSL_CTX_free(ctx);
+	SSL_set_options(ic->cssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	if ((ret = tls_handshake(ic->cssl, ic->cfd, true, loop_now_ms() + cfg->header_timeout_ms))) {
+		/* Usually a client that does not trust the interception CA (or pins
+		 * its provider's key): audit it so IT can add a passthrough entry. */
+		struct audit_event ev;
+		audit_event_init(&ev, "connection");
+		fill_identity(&ev, &ic->info);
+		ev.action = "intercept";
+		ev.reason = ret == -ETIMEDOUT ? "client_handshake_timeout" : "client_rejected_interception";
+		ev.error = ret == -ETIMEDOUT ? "client TLS handshake timed out" :
+					       "client TLS handshake failed (CA not trusted or pinned client?)";
+		ev.latency_ms = loop_now_ms() - ic->info.t_start_ms;
+		audit_emit(ic->ag->audit, &ev);
+		return;
+	}
+
+	for (;;) {
+		struct http_request req;
+		struct exchange ex;
+		size_t consumed = 0;
+
+		exchange_init(&ex, ic->ag, &ic->info);
+		ret = read_request(ic, &req, &consumed);
+		if (ret == 0)
+			break;
+		ex.t_start_ms = loop_now_ms();
+		if (ret < 0) {
+			int status = ret <= -400 && ret >= -599 ? -ret : 400;
+			ex.error = status == 408 ? "request timed out" :
+				   status == 413 ? "request body too large" :
+				   status == 431 ? "request head too large" : "malformed request";
+			ex.reason = "bad_request";
+			ex.action = "block";
+			send_error(ic, &ex, status, "bad_request", ex.error);
+			emit_request_event(ic, &ex);
+			exchange_free(&ex);
+			break;
+		}
+		ic->nreq++;
+		ex.bytes_up = consumed;
+		exchange_request(&ex, &req, ic->body, ic->body_len);
+		if (ex.blocked) {
+			send_error(ic, &ex, ex.block_status, ex.block_code, ex.block_message);
+			emit_request_event(ic, &ex);
+			exchange_free(&ex);
+			break;
+		}
+		ret = proxy_exchange(ic, &req, &ex);
+		ex.latency_ms = loop_now_ms() - ex.t_start_ms;
+		emit_request_event(ic, &ex);
+		exchange_free(&ex);
+		if (ret != 0 || !req.keep_alive)
+			break;
+		/* Keep pipelined bytes that followed this request. */
+		memmove(ic->in, ic->in + consumed, ic->in_len - consumed);
+		ic->in_len -= consumed;
+	}
+	if (ic->up.ssl && ic->up_reusable)
+		pool_put(&ic->up);
+	else
+		upstream_close(&ic->up);
+	SSL_shutdown(ic->cssl);
+}
+
+static void *ic_main(void *arg)
+{
+	struct ic *ic = arg;
+	serve(ic);
+	SSL_free(ic->cssl);
+	upstream_close(&ic->up);
+	close(ic->cfd);
+	free(ic->in);
+	free(ic->body);
+	free(ic->rbuf);
+	free(ic->fwd);
+	atomic_fetch_sub(&ic->ag->stats.active, 1);
+	free(ic);
+	OPENSSL_thread_stop();
+	return NULL;
+}
 
 int intercept_start(struct agent *ag, int cfd, const struct conn_info *info)
 {
-	(void)ag, (void)cfd, (void)info;
-	return -ENOSYS;
+	pthread_attr_t attr;
+	pthread_t tid;
+	struct ic *ic;
+	int ret;
+
+	if (!ag->certgen)
+		return -ENOSYS;
+	if (!(ic = calloc(1, sizeof(*ic))))
+		return -ENOMEM;
+	ic->ag = ag;
+	ic->info = *info;
+	ic->cfd = cfd;
+	ic->up.fd = -1;
+	atomic_fetch_add(&ag->stats.active, 1);
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, THREAD_STACK);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	ret = pthread_create(&tid, &attr, ic_main, ic);
+	pthread_attr_destroy(&attr);
+	if (ret) {
+		atomic_fetch_sub(&ag->stats.active, 1);
+		free(ic);
+		return -ret;
+	}
+	return 0;
 }
 
 int intercept_init(struct agent *ag, char *err, size_t errlen)
 {
-	(void)ag, (void)err, (void)errlen;
-	return 0;
+	const struct config *cfg = ag->cfg;
+	int ret;
+
+	if (!cfg->ca_cert)
+		return 0;
+	if ((ret = certgen_new(cfg->ca_cert, cfg->ca_key, 1024, &ag->certgen, err, errlen)))
+		return ret;
+	if (!(ag->upstream_ctx = tls_upstream_ctx_new(cfg->upstream_ca, err, errlen)))
+		return -EINVAL;
+	if ((ret = tls_upstream_distrust(ag->upstream_ctx, cfg->ca_cert, err, errlen)))
+		return ret;
+	return exchange_global_init(ag, err, errlen);
 }
 
 void intercept_shutdown(struct agent *ag)
 {
-	(void)ag;
+	pthread_mutex_lock(&pool_lock);
+	while (pool_n)
+		upstream_close(&pool[--pool_n]);
+	pthread_mutex_unlock(&pool_lock);
+	exchange_global_free(ag);
+	SSL_CTX_free(ag->upstream_ctx);
+	ag->upstream_ctx = NULL;
+	certgen_free(ag->certgen);
+	ag->certgen = NULL;
 }

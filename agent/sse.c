@@ -175,9 +175,22 @@ static int end_line(struct sse_parser *p, sse_event_fn fn, void *arg, bool *e2bi
 	return rc;
 }
 
+/* Length of the run before the first CR or LF. Word at a time: event data
+ * (JSON deltas) is nearly all of an event-stream's bytes. */
+#define ONES  0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+#define HAS_ZERO(w) (((w) - ONES) & ~(w) & HIGHS)
+
 static size_t run_to_eol(const char *s, size_t n)
 {
 	size_t i = 0;
+	while (n - i >= 8) {
+		uint64_t w;
+		memcpy(&w, s + i, 8);
+		if (HAS_ZERO(w ^ (ONES * '\n')) | HAS_ZERO(w ^ (ONES * '\r')))
+			break;
+		i += 8;
+	}
 	while (i < n && s[i] != '\n' && s[i] != '\r')
 		i++;
 	return i;

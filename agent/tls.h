@@ -24,7 +24,8 @@ SSL_CTX *tls_upstream_ctx_new(const char *upstream_ca, char *err, size_t errlen)
 /* Refuses any upstream chain containing a certificate with the same
  * public key as a certificate in ca_cert_path (the interception CA chain):
  * a redirect loop or a local attacker holding our CA key must not look
- * like a trusted provider. Call before the context is shared between
+ * like a trusted provider. Drops sessions cached so far (they were
+ * verified without this check). Call before the context is shared between
  * threads. 0 or -errno (err filled). */
 int tls_upstream_distrust(SSL_CTX *ctx, const char *ca_cert_path, char *err, size_t errlen);
 

@@ -109,11 +109,13 @@ void jsonw_escape(struct jsonw *w, const char *str, size_t n)
 		jsonw_raw(w, (const char *)s + n - run, run);
 }
 
+/* need_comma is true after a complete value; a key resets it, so the value
+ * that follows a key (scalar, object or array) never gets a comma. */
 void jsonw_key(struct jsonw *w, const char *key)
 {
 	if (w->need_comma)
 		put(w, ",");
-	w->need_comma = true;
+	w->need_comma = false;
 	if (key) {
 		put(w, "\"");
 		jsonw_escape(w, key, strlen(key));
@@ -146,6 +148,7 @@ void jsonw_strn(struct jsonw *w, const char *key, const char *val, size_t n)
 	put(w, "\"");
 	jsonw_escape(w, val, n);
 	put(w, "\"");
+	w->need_comma = true;
 }
 
 void jsonw_str(struct jsonw *w, const char *key, const char *val)
@@ -163,6 +166,7 @@ void jsonw_u64(struct jsonw *w, const char *key, uint64_t v)
 	jsonw_key(w, key);
 	snprintf(b, sizeof(b), "%llu", (unsigned long long)v);
 	put(w, b);
+	w->need_comma = true;
 }
 
 void jsonw_i64(struct jsonw *w, const char *key, int64_t v)
@@ -171,6 +175,7 @@ void jsonw_i64(struct jsonw *w, const char *key, int64_t v)
 	jsonw_key(w, key);
 	snprintf(b, sizeof(b), "%lld", (long long)v);
 	put(w, b);
+	w->need_comma = true;
 }
 
 void jsonw_double(struct jsonw *w, const char *key, double v)
@@ -179,7 +184,19 @@ void jsonw_double(struct jsonw *w, const char *key, double v)
 	jsonw_key(w, key);
 	snprintf(b, sizeof(b), "%.4g", v);
 	put(w, b);
+	w->need_comma = true;
 }
 
-void jsonw_bool(struct jsonw *w, const char *key, bool v) { jsonw_key(w, key); put(w, v ? "true" : "false"); }
-void jsonw_null(struct jsonw *w, const char *key) { jsonw_key(w, key); put(w, "null"); }
+void jsonw_bool(struct jsonw *w, const char *key, bool v)
+{
+	jsonw_key(w, key);
+	put(w, v ? "true" : "false");
+	w->need_comma = true;
+}
+
+void jsonw_null(struct jsonw *w, const char *key)
+{
+	jsonw_key(w, key);
+	put(w, "null");
+	w->need_comma = true;
+}

@@ -92,6 +92,13 @@ struct pki_leaf_opts {
 int pki_leaf_issue(X509 *issuer, EVP_PKEY *issuer_key, EVP_PKEY *key,
 		   const struct pki_leaf_opts *o, X509 **out, char *err, size_t errlen);
 
+/* Same as pki_leaf_issue for the key, issuer and extensions of tmpl (a
+ * leaf made by pki_leaf_issue with this issuer), with o's subject, SAN,
+ * validity and a new serial; o's EKU flags are ignored (tmpl's are kept).
+ * The hot path for certgen: ~15x cheaper than building from scratch. */
+int pki_leaf_from_template(X509 *tmpl, X509 *issuer, EVP_PKEY *issuer_key,
+			   const struct pki_leaf_opts *o, X509 **out, char *err, size_t errlen);
+
 /* Fills err with the OpenSSL error queue's last reason (after prefix) and
  * clears the queue. Exposed for certgen/tls which share the convention. */
 void pki_ssl_err(char *err, size_t errlen, const char *prefix);

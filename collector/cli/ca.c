@@ -164,7 +164,7 @@ static int ca_init(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *dir = NULL, *pcert = NULL, *pkey = NULL, *name = DEFAULT_CA_NAME;
+	const char *dir = NULL, *pcert = NULL, *pkey = NULL, *name = NULL;
 	int days = DEFAULT_CA_DAYS, c, rc = CLI_EXIT_FAIL;
 	bool force = false, constrained = false, key_written = false;
 	char cert_path[PATH_MAX], key_path[PATH_MAX], err[512];

@@ -11,7 +11,7 @@
 // (--max-retries, default 0).
 //
 // Usage: node anthropic_msg.mjs --message TEXT [--stream] [--model M]
-//          [--count N [--gap-ms MS]] [--max-retries N] [--timeout-ms N] [--base-url URL]
+//          [--count N [--gap-ms MS]] [--header "K: V" ...] [--max-retries N] [--timeout-ms N] [--base-url URL]
 // Prints ONE JSON line on stdout:
 //   {"content", "usage", "model", "calls", "contents"?, "chunks"?, "first_ms"?, "last_ms"?}
 // On failure: {"error": {"status", "type", "code", "message", "body"}} on stdout,
@@ -19,7 +19,7 @@
 import Anthropic from '@anthropic-ai/sdk';
 
 function parseArgs(argv) {
-  const o = { message: null, stream: false, model: 'claude-haiku-4-5', count: 1, gapMs: 20,
+  const o = { message: null, stream: false, model: 'claude-haiku-4-5', count: 1, gapMs: 20, headers: {},
     maxRetries: 0, timeoutMs: 30000, baseURL: 'https://api.anthropic.com',
     apiKey: 'sk-ant-test', maxTokens: 1024 };
   for (let i = 0; i < argv.length; i++) {
@@ -32,7 +32,11 @@ function parseArgs(argv) {
     else if (a === '--stream') o.stream = true;
     else if (a === '--model') o.model = val();
     else if (a === '--count') o.count = parseInt(val(), 10);
-    else if (a === '--gap-ms') o.gapMs = parseInt(val(), 10);
+    else if (a === '--header') {
+      const h = val(), i2 = h.indexOf(':');
+      if (i2 < 1) usage(`--header wants 'Name: value', got ${h}`);
+      o.headers[h.slice(0, i2).trim()] = h.slice(i2 + 1).trim();
+    } else if (a === '--gap-ms') o.gapMs = parseInt(val(), 10);
     else if (a === '--max-retries') o.maxRetries = parseInt(val(), 10);
     else if (a === '--timeout-ms') o.timeoutMs = parseInt(val(), 10);
     else if (a === '--base-url') o.baseURL = val();
@@ -46,7 +50,7 @@ function parseArgs(argv) {
 
 function usage(why) {
   process.stderr.write(`anthropic_msg: ${why}\nusage: node anthropic_msg.mjs --message TEXT ` +
-    '[--stream] [--model M] [--count N [--gap-ms MS]] [--max-retries N] [--timeout-ms N] [--base-url URL]\n');
+    '[--stream] [--model M] [--count N [--gap-ms MS]] [--header "K: V" ...] [--max-retries N] [--timeout-ms N] [--base-url URL]\n');
   process.exit(2);
 }
 
@@ -97,7 +101,7 @@ async function once(client, o) {
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   const client = new Anthropic({ apiKey: o.apiKey, authToken: null, baseURL: o.baseURL,
-    maxRetries: o.maxRetries, timeout: o.timeoutMs });
+    maxRetries: o.maxRetries, timeout: o.timeoutMs, defaultHeaders: o.headers });
   const results = [];
   try {
     for (let i = 0; i < o.count; i++) {

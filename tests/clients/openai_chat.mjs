@@ -11,7 +11,7 @@
 // multiply requests in the fake's record).
 //
 // Usage: node openai_chat.mjs --message TEXT [--stream] [--model M]
-//          [--count N [--gap-ms MS]] [--api chat|responses] [--max-retries N]
+//          [--count N [--gap-ms MS]] [--header "K: V" ...] [--api chat|responses] [--max-retries N]
 //          [--timeout-ms N] [--base-url URL] [--api-key K]
 // Prints ONE JSON line on stdout:
 //   {"content", "usage", "model", "calls", "contents"?, "chunks"?, "first_ms"?, "last_ms"?}
@@ -20,7 +20,7 @@
 import OpenAI from 'openai';
 
 function parseArgs(argv) {
-  const o = { message: null, stream: false, model: 'gpt-4o-mini', count: 1, gapMs: 20, api: 'chat',
+  const o = { message: null, stream: false, model: 'gpt-4o-mini', count: 1, gapMs: 20, headers: {}, api: 'chat',
     maxRetries: 0, timeoutMs: 30000, baseURL: 'https://api.openai.com/v1', apiKey: 'sk-test' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -32,7 +32,11 @@ function parseArgs(argv) {
     else if (a === '--stream') o.stream = true;
     else if (a === '--model') o.model = val();
     else if (a === '--count') o.count = parseInt(val(), 10);
-    else if (a === '--gap-ms') o.gapMs = parseInt(val(), 10);
+    else if (a === '--header') {
+      const h = val(), i2 = h.indexOf(':');
+      if (i2 < 1) usage(`--header wants 'Name: value', got ${h}`);
+      o.headers[h.slice(0, i2).trim()] = h.slice(i2 + 1).trim();
+    } else if (a === '--gap-ms') o.gapMs = parseInt(val(), 10);
     else if (a === '--api') o.api = val();
     else if (a === '--max-retries') o.maxRetries = parseInt(val(), 10);
     else if (a === '--timeout-ms') o.timeoutMs = parseInt(val(), 10);
@@ -48,7 +52,7 @@ function parseArgs(argv) {
 
 function usage(why) {
   process.stderr.write(`openai_chat: ${why}\nusage: node openai_chat.mjs --message TEXT ` +
-    '[--stream] [--model M] [--count N [--gap-ms MS]] [--api chat|responses] [--max-retries N] ' +
+    '[--stream] [--model M] [--count N [--gap-ms MS]] [--header "K: V" ...] [--api chat|responses] [--max-retries N] ' +
     '[--timeout-ms N] [--base-url URL]\n');
   process.exit(2);
 }
@@ -124,7 +128,7 @@ async function responsesOnce(client, o) {
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   const client = new OpenAI({ apiKey: o.apiKey, baseURL: o.baseURL, organization: null,
-    project: null, maxRetries: o.maxRetries, timeout: o.timeoutMs });
+    project: null, maxRetries: o.maxRetries, timeout: o.timeoutMs, defaultHeaders: o.headers });
   const once = o.api === 'chat' ? chatOnce : responsesOnce;
   const results = [];
   try {

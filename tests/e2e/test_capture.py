@@ -154,6 +154,9 @@ def udp_443_to_target_refused():
     res = json.loads(p.stdout)
     check(res["connect"] == 111 or res["sendto"] == 111, "UDP/443 not refused with ECONNREFUSED: %s" % res)
     check(res["sendto"] == 111, "sendto to target:443 not refused: %s" % res)
+    evs = AGENT.wait_events(lambda e: e.get("reason") == "udp_refused", kind="bypass")
+    check(evs and evs[0]["uid"] == lib.NOBODY and evs[0]["dst_ip"] == TARGET4,
+          "UDP refusal not audited as a bypass event with identity: %s" % evs[:1])
     p = lib.run([PY, TOOLS, "udp", OTHER4, str(PORT)], cgroup=CG.path, uid=lib.NOBODY)
     res = json.loads(p.stdout)
     check(res["sendto"] == 0, "UDP to a non-target refused: %s" % res)

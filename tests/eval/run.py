@@ -161,11 +161,16 @@ def eval_secrets():
                 covered.update(hit)
             else:
                 stats[ty][1] += 1
+                if os.environ.get("VIGIL_EVAL_DUMP") == "secrets":
+                    print("   FP %s %s:%d %r" % (ty, f, l0, t[s:e][:80]))
         for x in exp:
             if x in covered:
                 stats[x[1]][0] += 1
             else:
                 stats[x[1]][2] += 1
+                if os.environ.get("VIGIL_EVAL_DUMP") == "secrets":
+                    lines = t.split("\n")
+                    print("   FN %s %s:%d %r" % (x[1], f, x[0], lines[x[0] - 1][:120] if x[0] <= len(lines) else ""))
     table("Credentials: credsweeper_samples (line level, vs credsweeper_expected_findings)", dict(stats),
           "CredSweeper rules mapped to Vigil types as in SECRET_MAP (AWS Multi split by value shape); "
           f"{sum(unmapped.values())} expected findings of {len(unmapped)} other rules (vendor tokens "
@@ -217,6 +222,10 @@ def eval_injection():
 
 
 if __name__ == "__main__":
+    only = os.environ.get("VIGIL_EVAL_ONLY")
+    if only:
+        globals()["eval_" + only]()
+        sys.exit(0)
     eval_presidio()
     eval_synth()
     eval_secrets()

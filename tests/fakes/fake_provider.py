@@ -244,13 +244,32 @@ class Handler(http.server.BaseHTTPRequestHandler):
             tls._fake_conn = self  # read back by the SNI callback
             try:
                 tls.do_handshake()
-            except (ssl.SSLError, OSError):
+            except (ssl.SSLError, OSError) as e:
+                # Expected in certificate tests (the client refuses our
+                # certificate); one line so a test log shows why.
+                sys.stderr.write("fake-provider: conn %d from %s sni %r: handshake failed:"
+                                 " %s\n" % (self.conn_id, self.peer, self.sni, e))
+                sys.stderr.flush()
                 tls.close()
                 raise
             self.request = tls
             self.tls_version = tls.version()
             self.alpn = tls.selected_alpn_protocol()
         super().setup()
+
+    def finish(self):
+        # socketserver closes the raw socket it accepted, but wrap_socket
+        # detached that one: close the TLS socket ourselves, or the
+        # connection lingers (the handler <-> socket reference cycle keeps
+        # it alive until the garbage collector runs).
+        try:
+            super().finish()
+        finally:
+            if self.server.ssl_ctx is not None and isinstance(self.request, ssl.SSLSocket):
+                try:
+                    self.request.close()
+                except OSError:
+                    pass
 
     def version_string(self):
         return self.server_version

@@ -45,6 +45,7 @@ static int up4 = -1, up4b = -1, up6 = -1;
 static uint16_t agent4_port, agent6_port;
 static int env_ok;
 static pid_t children[MAX_CHILDREN];
+static pid_t main_pid;               /* only the test process cleans up */
 static int go_fds[MAX_CHILDREN];
 
 /* ---- environment ---------------------------------------------------- */
@@ -116,7 +117,7 @@ static void cleanup(void)
 {
 	static int done;
 
-	if (done || !cg_path[0])
+	if (done || !cg_path[0] || getpid() != main_pid)
 		return;
 	done = 1;
 	reap_children();
@@ -217,6 +218,7 @@ static const char *env_init(void)
 		cg_path[0] = '\0';
 		return why;
 	}
+	main_pid = getpid();
 	atexit(cleanup);
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
@@ -375,6 +377,7 @@ static void child_main(const struct child_req *rq, int res_fd, int go_fd)
 	memset(&r, 0, sizeof(r));
 	r.pid = getpid();
 	alarm(20);
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	prctl(PR_SET_NAME, CHILD_COMM);
 	/* The socket's cgroup is fixed when it is created: join first. */
 	if (!rq->outside && join_cgroup() < 0) {
@@ -1125,6 +1128,33 @@ TEST(fail_closed_takeover_after_release)
 	      attached_connect4_progs());
 }
 
+TEST(open_errors_are_explained)
+{
+	struct capture_opts o;
+	struct capture *c = NULL;
+	char err[256] = "";
+	const char *why = env_init();
+	int rc;
+
+	CHECK(!why, "environment: %s", why);
+	memset(&o, 0, sizeof(o));
+	sa4(&o.listen4, "127.0.0.1", 1);
+	o.cgroup_path = "/tmp";
+	rc = capture_open(&o, &c, err, sizeof(err));
+	CHECK(rc < 0 && !c && strstr(err, "/tmp is not a cgroup2 directory"), "rc %d err '%s'", rc, err);
+	o.cgroup_path = "/nonexistent/vigil";
+	rc = capture_open(&o, &c, err, sizeof(err));
+	CHECK(rc == -ENOENT && strstr(err, "cannot open cgroup /nonexistent/vigil"), "rc %d err '%s'", rc, err);
+	o.cgroup_path = cg_path;
+	o.fail_closed = true;
+	rc = capture_open(&o, &c, err, sizeof(err));
+	CHECK(rc == -EINVAL && strstr(err, "pin directory"), "fail-closed without pin_dir: rc %d err '%s'", rc, err);
+	o.pin_dir = "/tmp/vigil-not-bpffs";
+	rc = capture_open(&o, &c, err, sizeof(err));
+	rmdir("/tmp/vigil-not-bpffs");
+	CHECK(rc < 0 && strstr(err, "not on a bpf filesystem"), "pin_dir on tmpfs: rc %d err '%s'", rc, err);
+}
+
 TEST(fail_open_links_vanish_on_release)
 {
 	SETUP(K_DEFAULT, 0);
@@ -1235,6 +1265,7 @@ TEST(measure_connect_latency)
 	if (pid == 0) {
 		double r[4] = { -1, -1, -1, -1 };
 
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (join_cgroup() == 0) {
 			timed_loop(&agent, agent4, &r[0]);  /* hook runs, not a target */
 			timed_loop(&target, agent4, &r[2]); /* hook redirects */
@@ -1243,11 +1274,13 @@ TEST(measure_connect_latency)
 			_exit(1);
 		_exit(0);
 	}
+	children[0] = pid; /* killed by cleanup if we are interrupted */
 	close(p[1]);
 	if (read(p[0], &res[1], sizeof(double) * 4) != sizeof(double) * 4)
 		res[1] = res[3] = -1;
 	close(p[0]);
 	waitpid(pid, NULL, 0);
+	children[0] = 0;
 	prog_stats(BPF_CGROUP_SOCK_OPS, &sns, &scnt);
 	prog_stats(BPF_CGROUP_INET_SOCK_RELEASE, &rns, &rcnt);
 	if (stats_fd >= 0)

@@ -301,6 +301,93 @@ TEST(forged_leaf_verifies_against_ca)
 	X509_free(leaf);
 }
 
+TEST(leaf_never_outlives_ca)
+{
+	struct pki_ca_opts o = { .common_name = "Short CA", .days = 2, .pathlen = 0 };
+	char crt[160], key[160], err[256];
+	struct certgen *c2 = NULL;
+	EVP_PKEY *k = NULL;
+	X509 *ca = NULL, *leaf;
+
+	snprintf(crt, sizeof(crt), "%s/short.crt", dir);
+	snprintf(key, sizeof(key), "%s/short.key", dir);
+	CHECK(pki_key_generate(PKI_KEY_EC_P256, &k, err, sizeof(err)) == 0 &&
+	      pki_ca_self_signed(k, &o, &ca, err, sizeof(err)) == 0 &&
+	      pki_key_save(key, k, false, err, sizeof(err)) == 0 &&
+	      pki_certs_save(crt, &ca, 1, false, err, sizeof(err)) == 0, "setup: %s", err);
+	CHECK(certgen_new(crt, key, 4, &c2, err, sizeof(err)) == 0, "certgen_new: %s", err);
+	leaf = certgen_forge(c2, "api.openai.com", 14);
+	CHECK(leaf != NULL, "forge failed");
+	CHECK(ASN1_TIME_compare(X509_get0_notAfter(leaf), X509_get0_notAfter(ca)) == 0,
+	      "leaf notAfter is not clamped to the CA's (2 days)");
+	X509_free(leaf);
+	certgen_free(c2);
+	X509_free(ca);
+	EVP_PKEY_free(k);
+}
+
+/* The deployment shape: a name-constrained intermediate whose file holds
+ * [intermediate, root]; the client trusts only the root. */
+TEST(handshake_through_constrained_intermediate)
+{
+	struct pki_ca_opts ro = { .common_name = "Corp Root", .days = 30, .pathlen = 1 };
+	struct pki_ca_opts io = { .common_name = "Vigil Sub", .days = 30, .pathlen = 0,
+				  .permitted_dns = pki_llm_domains };
+	char root_crt[160], sub_crt[160], sub_key[160], err[256];
+	EVP_PKEY *rk = NULL, *ik = NULL;
+	X509 *root = NULL, *inter = NULL, *both[2];
+	struct certgen *c2 = NULL;
+	SSL_CTX *sctx, *cctx;
+	SSL *c, *s;
+	int rc;
+
+	snprintf(root_crt, sizeof(root_crt), "%s/corp-root.crt", dir);
+	snprintf(sub_crt, sizeof(sub_crt), "%s/sub.crt", dir);
+	snprintf(sub_key, sizeof(sub_key), "%s/sub.key", dir);
+	CHECK(pki_key_generate(PKI_KEY_EC_P256, &rk, err, sizeof(err)) == 0 &&
+	      pki_key_generate(PKI_KEY_EC_P256, &ik, err, sizeof(err)) == 0 &&
+	      pki_ca_self_signed(rk, &ro, &root, err, sizeof(err)) == 0 &&
+	      pki_ca_issue(root, rk, ik, &io, &inter, err, sizeof(err)) == 0, "setup: %s", err);
+	both[0] = inter;
+	both[1] = root;
+	CHECK(pki_certs_save(root_crt, &root, 1, false, err, sizeof(err)) == 0 &&
+	      pki_certs_save(sub_crt, both, 2, false, err, sizeof(err)) == 0 &&
+	      pki_key_save(sub_key, ik, false, err, sizeof(err)) == 0, "files: %s", err);
+	CHECK(certgen_new(sub_crt, sub_key, 4, &c2, err, sizeof(err)) == 0, "certgen_new: %s", err);
+
+	cctx = test_client_ctx(root_crt, 0);
+	sctx = certgen_ctx(c2, "api.anthropic.com", 17);
+	pair_open();
+	c = client_on(cctx, sp[0], "api.anthropic.com", NULL, 0);
+	s = server_on(sctx, sp[1]);
+	rc = handshake(c, s);
+	CHECK(rc == 0, "handshake via intermediate failed: %s",
+	      X509_verify_cert_error_string(SSL_get_verify_result(c)));
+	CHECK(sk_X509_num(SSL_get_peer_cert_chain(c)) == 3, "chain has %d certs, want 3",
+	      sk_X509_num(SSL_get_peer_cert_chain(c)));
+	SSL_free(c); SSL_free(s);
+	pair_close();
+	SSL_CTX_free(sctx);
+
+	/* a host outside the constraints is forged but no client accepts it */
+	sctx = certgen_ctx(c2, "www.example.com", 15);
+	CHECK(sctx != NULL, "certgen_ctx(www.example.com) failed");
+	pair_open();
+	c = client_on(cctx, sp[0], "www.example.com", NULL, 0);
+	s = server_on(sctx, sp[1]);
+	rc = handshake(c, s);
+	CHECK(rc != 0, "client accepted a forged leaf outside the name constraints");
+	CHECK(SSL_get_verify_result(c) == X509_V_ERR_PERMITTED_VIOLATION, "refused for: %s",
+	      X509_verify_cert_error_string(SSL_get_verify_result(c)));
+	SSL_free(c); SSL_free(s);
+	pair_close();
+	SSL_CTX_free(sctx);
+	SSL_CTX_free(cctx);
+	certgen_free(c2);
+	X509_free(root); X509_free(inter);
+	EVP_PKEY_free(rk); EVP_PKEY_free(ik);
+}
+
 /* ---------------- the cache ---------------- */
 
 TEST(cache_hit_costs_no_signature)

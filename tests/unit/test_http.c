@@ -211,6 +211,7 @@ TEST(req_version_rules)
 	CHECK(preq("GET / http/1.1\r\nHost: a\r\n\r\n") == -400, "version is case-sensitive");
 	CHECK(preq("GET / HTTP/1.10\r\nHost: a\r\n\r\n") == -400, "two-digit minor");
 	CHECK(preq("GET / HTTP/11\r\nHost: a\r\n\r\n") == -400, "missing dot");
+	CHECK(preq("GET / HTTP/2.00\r\nHost: a\r\n\r\n") == -400, "malformed version is 400, not 505");
 	CHECK(preq("GET / HTTP/1.1 \r\nHost: a\r\n\r\n") == -400, "trailing space after version");
 	CHECK(preq("GET /\r\nHost: a\r\n\r\n") == -400, "HTTP/0.9-style request line");
 	CHECK(preq("GET / HTTP/1.0\r\n\r\n") > 0 && rq.minor == 0, "1.0 minor");
@@ -275,6 +276,7 @@ TEST(req_malformed_table)
 		C("TE xchunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", -400),
 		C("TE quoted", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \"chunked\"\r\n\r\n", -400),
 		C("TE in HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", -400),
+		C("TE parameter on an earlier coding", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip;l=1, chunked\r\n\r\n", -400),
 		C("TE gzip, chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", -501),
 		C("TE over two lines", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", -501),
 		C("TE unknown coding", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: foo, chunked\r\n\r\n", -501),
@@ -641,6 +643,10 @@ TEST(chunked_malformed)
 		C("trailer space before colon", "0\r\nA : b\r\n\r\n", -400),
 		C("trailer bare LF", "0\r\nA: b\n\r\n", -400),
 		C("trailer NUL", "0\r\nA: \0\r\n\r\n", -400),
+		C("trailer starting with space", "0\r\n X: y\r\n\r\n", -400),
+		C("trailer starting with bare LF", "0\r\n\nX: y\r\n\r\n", -400),
+		C("LF LF after data", "1\r\nx\n\n0\r\n\r\n", -400),
+		C("junk then LF after data", "1\r\nxy\n0\r\n\r\n", -400),
 		C("final CR not LF", "0\r\n\r\r", -400),
 #undef C
 	};
@@ -768,4 +774,73 @@ TEST(format_connection_cannot_strip_host)
 	ssize_t n = http_format_request_head(&rq, out, sizeof(out), 0);
 	const char *want = "GET / HTTP/1.1\r\nHost: h\r\nX-B: 2\r\n\r\n";
 	CHECK(n == (ssize_t)strlen(want) && memcmp(out, want, (size_t)n) == 0, "Host kept, X-A dropped: %.*s", (int)n, out);
+}
+
+TEST(head_may_be_complete_precheck)
+{
+	const char *s = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+	size_t n = strlen(s);
+	CHECK(http_head_may_be_complete(s, n, 0), "complete head");
+	CHECK(!http_head_may_be_complete(s, n - 1, 0), "missing final LF");
+	CHECK(!http_head_may_be_complete(s, 17, 0), "only the request line");
+	/* Byte by byte with `from` = previous length: true exactly once, at the end. */
+	int hits = 0;
+	for (size_t k = 1; k <= n; k++) {
+		bool r = http_head_may_be_complete(s, k, k - 1);
+		hits += r;
+		CHECK(!r || k == n, "false alarm at %zu", k);
+	}
+	CHECK(hits == 1, "the end of head must be seen when it arrives byte by byte (%d)", hits);
+	CHECK(http_head_may_be_complete(s, n, n - 1), "marker split across reads is found");
+	CHECK(http_head_may_be_complete("GET / HTTP/1.1\nHost: a\n\n", 25, 0), "bare-LF head triggers a parse (to reject it)");
+	CHECK(!http_head_may_be_complete("", 0, 0), "empty");
+}
+
+TEST(format_many_connection_tokens)
+{
+	/* More Connection tokens than the fast path holds: same result. */
+	char in[2048], out[2048];
+	size_t o = (size_t)snprintf(in, sizeof(in), "GET / HTTP/1.1\r\nHost: h\r\nConnection: ");
+	for (int i = 0; i < 40; i++)
+		o += (size_t)snprintf(in + o, sizeof(in) - o, "%sx-%d", i ? ", " : "", i);
+	o += (size_t)snprintf(in + o, sizeof(in) - o, "\r\nX-39: drop\r\nX-0: drop\r\nX-40: keep\r\n\r\n");
+	CHECK(http_parse_request(in, o, NULL, &rq) == (int)o, "parse");
+	ssize_t n = http_format_request_head(&rq, out, sizeof(out), 0);
+	const char *want = "GET / HTTP/1.1\r\nHost: h\r\nX-40: keep\r\n\r\n";
+	CHECK(n == (ssize_t)strlen(want) && memcmp(out, want, (size_t)n) == 0, "40 tokens: %.*s", (int)(n > 0 ? n : 0), out);
+	CHECK(preq("GET / HTTP/1.1\r\nHost: h\r\nConnection: x-a,, ,X-B\r\nx-a: 1\r\nX-b: 2\r\nX-c: 3\r\n\r\n") > 0, "parse");
+	n = http_format_request_head(&rq, out, sizeof(out), 0);
+	want = "GET / HTTP/1.1\r\nHost: h\r\nX-c: 3\r\n\r\n";
+	CHECK(n == (ssize_t)strlen(want) && memcmp(out, want, (size_t)n) == 0, "empty list elements: %.*s", (int)(n > 0 ? n : 0), out);
+}
+
+TEST(value_scanner_every_byte_every_position)
+{
+	/* The word-at-a-time scan must agree with the byte rule for every
+	 * byte value at every offset within and across 8-byte words. */
+	char buf[128];
+	for (int pos = 0; pos < 20; pos++) {
+		for (int b = 0; b < 256; b++) {
+			size_t o = (size_t)snprintf(buf, sizeof(buf), "GET /p HTTP/1.1\r\nHost: a\r\nX: ");
+			memset(buf + o, 'v', 20);
+			buf[o + (size_t)pos] = (char)b;
+			o += 20;
+			memcpy(buf + o, "\r\n\r\n", 4);
+			o += 4;
+			bool valid = b == '\t' || (b >= 0x20 && b != 0x7f);
+			if (b == ' ' || b == '\t')
+				valid = true;
+			int rc = http_parse_request(buf, o, NULL, &rq);
+			CHECK(valid ? rc == (int)o : rc == -400, "value byte 0x%02x at %d: rc %d", b, pos, rc);
+			/* Same for the request target. */
+			o = (size_t)snprintf(buf, sizeof(buf), "GET /");
+			memset(buf + o, 't', 20);
+			buf[o + (size_t)pos] = (char)b;
+			o += 20;
+			o += (size_t)snprintf(buf + o, sizeof(buf) - o, " HTTP/1.1\r\nHost: a\r\n\r\n");
+			rc = http_parse_request(buf, o, NULL, &rq);
+			bool tvalid = b > 0x20 && b < 0x7f;
+			CHECK(tvalid ? rc == (int)o : rc == -400, "target byte 0x%02x at %d: rc %d", b, pos, rc);
+		}
+	}
 }

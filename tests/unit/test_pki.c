@@ -183,6 +183,15 @@ TEST(name_constrained_intermediate)
 		      "mismatched parent key accepted");
 		CHECK(bad == NULL, "output set on failure");
 	}
+	/* a parent with pathlen:0 cannot have an intermediate below it */
+	{
+		X509 *p0 = NULL, *bad = NULL;
+		struct pki_ca_opts o0 = { .common_name = "Leaf-only Root", .days = 3, .pathlen = 0 };
+		CHECK(pki_ca_self_signed(rk, &o0, &p0, err, sizeof(err)) == 0, "%s", err);
+		CHECK(pki_ca_issue(p0, rk, lk, &io, &bad, err, sizeof(err)) == -EINVAL,
+		      "intermediate under a pathlen:0 parent accepted");
+		X509_free(p0);
+	}
 	/* an intermediate named like its parent is refused */
 	{
 		X509 *bad = NULL;

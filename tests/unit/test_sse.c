@@ -53,6 +53,8 @@ TEST(sse_basic_and_default_type)
 	CHECK(r.n == 1 && strcmp(r.log, "message|hello\n") == 0, "got [%s]", r.log);
 	CHECK(RUN("event: delta\ndata: {\"x\":1}\n\n", 1024, &r) == 0, "feed");
 	CHECK(strcmp(r.log, "delta|{\"x\":1}\n") == 0, "named event: [%s]", r.log);
+	CHECK(RUN("event: a\nevent: b\ndata: 0\n\n", 1024, &r) == 0 && strcmp(r.log, "b|0\n") == 0,
+	      "a second event: field replaces the type: [%s]", r.log);
 	CHECK(RUN("event: a\ndata: 1\n\ndata: 2\n\n", 1024, &r) == 0, "feed");
 	CHECK(strcmp(r.log, "a|1\nmessage|2\n") == 0, "event type does not carry over: [%s]", r.log);
 }
@@ -136,6 +138,14 @@ TEST(sse_bom_handling)
 	CHECK(sse_feed(p, "\xef", 1, rec_fn, &r) == 0 && sse_feed(p, "\xbb", 1, rec_fn, &r) == 0, "feed");
 	CHECK(sse_feed(p, "\xbf" "data: b\n\n", 10, rec_fn, &r) == 0, "feed");
 	CHECK(strcmp(r.log, "message|b\n") == 0, "split BOM: [%s]", r.log);
+	/* A partial BOM is not a BOM: its bytes are replayed as the start of
+	 * the field name, which then is not "data". */
+	sse_reset(p);
+	memset(&r, 0, sizeof(r));
+	CHECK(sse_feed(p, "\xef", 1, rec_fn, &r) == 0 && sse_feed(p, "data: c\n\n", 9, rec_fn, &r) == 0, "feed");
+	CHECK(r.n == 0, "\\xef before data must stay part of the name (%d events: [%s])", r.n, r.log);
+	CHECK(RUN("\xef\xbb" "data: c\n\ndata: d\n\n", 64, &r) == 0 && strcmp(r.log, "message|d\n") == 0,
+	      "two BOM bytes replayed: [%s]", r.log);
 	sse_reset(p);
 	memset(&r, 0, sizeof(r));
 	CHECK(sse_feed(p, "data: \xef", 7, rec_fn, &r) == 0, "a BOM byte inside data is data");

@@ -1,0 +1,88 @@
+/* exchange: what the agent knows and decides about one HTTP exchange on an
+ * intercepted connection: provider, model, stream flag, the decision and
+ * its rule, token usage read from the response (JSON or SSE, streamed usage
+ * included), byte counts and timings; and the agent's own error replies in
+ * each provider's error shape, so SDKs surface them readably.
+ *
+ * intercept.c drives it: exchange_request() when a whole request is in
+ * hand, exchange_response_*() as the response streams through, then
+ * exchange_fill_event() for the audit record. */
+#ifndef VIGIL_EXCHANGE_H
+#define VIGIL_EXCHANGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "agent.h"
+#include "audit.h"
+#include "http.h"
+#include "providers.h"
+
+struct sse_parser;
+
+struct exchange {
+	struct agent *ag;                 /* borrowed */
+	const struct conn_info *info;     /* borrowed */
+	uint64_t t_start_ms, t_first_byte_ms, latency_ms;
+	char method[16];
+	char path[256];                   /* query string removed: it can carry API keys */
+	enum provider_id provider;
+	char model[PROVIDER_MODEL_MAX];
+	bool stream;
+	int status;
+	uint64_t bytes_up, bytes_down;
+	int64_t prompt_tokens, completion_tokens;
+	const char *action, *rule, *reason, *error;
+	char error_buf[256];
+	bool upstream_reused;
+	/* decision */
+	bool blocked;
+	int block_status;
+	const char *block_code;
+	char block_message[256];
+	/* request body replacement (redaction); owned */
+	char *new_body;
+	size_t new_body_len;
+	/* findings for the event */
+	struct audit_finding findings[AUDIT_MAX_FINDING_TYPES];
+	unsigned n_findings;
+	double injection_score;
+	/* response side */
+	bool event_stream;
+	struct sse_parser *sse;           /* owned */
+	char *resp_copy;                  /* bounded copy of a JSON response, for usage */
+	size_t resp_len, resp_cap;
+	bool resp_copy_full;
+};
+
+int exchange_global_init(struct agent *ag, char *err, size_t errlen);
+void exchange_global_free(struct agent *ag);
+
+void exchange_init(struct exchange *ex, struct agent *ag, const struct conn_info *info);
+void exchange_free(struct exchange *ex);
+
+/* A whole request: identify provider and model, inspect, decide. Sets
+ * ex->blocked (with status, code, message) if it must not be forwarded. */
+void exchange_request(struct exchange *ex, const struct http_request *req, const char *body,
+		      size_t len);
+/* The body to forward: the original or its rewritten version; *len is
+ * updated to the length to send. */
+const char *exchange_body(struct exchange *ex, const char *body, size_t *len);
+
+void exchange_response_head(struct exchange *ex, const struct http_response *resp);
+/* Decoded response payload as it passes (chunked framing removed). */
+void exchange_response_data(struct exchange *ex, const char *data, size_t len);
+void exchange_response_end(struct exchange *ex);
+
+void exchange_fill_event(const struct exchange *ex, struct audit_event *ev);
+
+/* The JSON error body in the exchange's provider's shape. Returns its length. */
+int exchange_error_body(const struct exchange *ex, int status, const char *code, const char *msg,
+			char *out, size_t outlen);
+const char *exchange_status_text(int status);
+
+/* Usage counters found in one JSON document (or SSE data payload): the
+ * last value of each known key wins. Exposed for tests. */
+void exchange_scan_usage(const char *doc, size_t len, int64_t *prompt, int64_t *completion);
+
+#endif

@@ -1,0 +1,424 @@
+/* redact: replacement of findings in a request body, and the token vault.
+ *
+ * JSON correctness comes from never editing raw bytes inside a string:
+ * a string holding findings is decoded, edited as UTF-8 and re-encoded
+ * with json_encode, and spliced between the untouched bytes around it.
+ * Values seen during a call live only in this call's memory (wiped on
+ * return); the vault keeps tokenized values until vault_free wipes them.
+ */
+#include "redact.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+/* ------------------------------------------------------------------ vault */
+
+struct vault_entry {
+	char tok[VAULT_TOKEN_MAX + 1];
+	unsigned char digest[32];   /* HMAC(key, type|value): finds the entry by value */
+	char *value;
+	size_t vlen;
+};
+
+struct vault {
+	unsigned char key[32];
+	struct vault_entry *e;
+	size_t n, cap, max;
+};
+
+struct vault *vault_new(const unsigned char *key, size_t keylen, size_t max_entries)
+{
+	struct vault *v = calloc(1, sizeof(*v));
+	if (!v)
+		return NULL;
+	if (key) {
+		unsigned int l = 0;
+		/* normalise any key length to 32 bytes */
+		if (!EVP_Digest(key, keylen, v->key, &l, EVP_sha256(), NULL))
+			goto err;
+	} else if (RAND_bytes(v->key, sizeof(v->key)) != 1) {
+		goto err;
+	}
+	v->max = max_entries ? max_entries : 4096;
+	return v;
+err:
+	free(v);
+	return NULL;
+}
+
+void vault_free(struct vault *v)
+{
+	if (!v)
+		return;
+	for (size_t i = 0; i < v->n; i++) {
+		OPENSSL_cleanse(v->e[i].value, v->e[i].vlen);
+		free(v->e[i].value);
+	}
+	free(v->e);
+	OPENSSL_cleanse(v, sizeof(*v));
+	free(v);
+}
+
+size_t vault_count(const struct vault *v)
+{
+	return v ? v->n : 0;
+}
+
+static int keyed_digest(const unsigned char *key, size_t keylen, enum finding_type type,
+			uint32_t salt, const char *value, size_t n, unsigned char out[32])
+{
+	const char *name = finding_name(type);
+	size_t nl = strlen(name);
+	size_t tot = nl + 1 + 4 + n;
+	unsigned char *buf = malloc(tot ? tot : 1);
+	unsigned int ol = 0;
+	if (!buf)
+		return -ENOMEM;
+	memcpy(buf, name, nl);
+	buf[nl] = 0;
+	memcpy(buf + nl + 1, &salt, 4);
+	memcpy(buf + nl + 5, value, n);
+	unsigned char *r = HMAC(EVP_sha256(), key, (int)keylen, buf, tot, out, &ol);
+	OPENSSL_cleanse(buf, tot);
+	free(buf);
+	return r ? 0 : -EIO;
+}
+
+int vault_tokenize(struct vault *v, enum finding_type type, const char *value, size_t n,
+		   char tok[VAULT_TOKEN_MAX + 1])
+{
+	unsigned char d[32];
+	int rc = keyed_digest(v->key, sizeof(v->key), type, 0, value, n, d);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < v->n; i++)
+		if (!memcmp(v->e[i].digest, d, 32) && v->e[i].vlen == n &&
+		    !memcmp(v->e[i].value, value, n)) {
+			memcpy(tok, v->e[i].tok, VAULT_TOKEN_MAX + 1);
+			return 0;
+		}
+	if (v->n >= v->max)
+		return -ENOSPC;
+	if (v->n == v->cap) {
+		size_t nc = v->cap ? v->cap * 2 : 16;
+		struct vault_entry *p = realloc(v->e, nc * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		v->e = p;
+		v->cap = nc;
+	}
+	/* 24 bits of the keyed digest; on a collision with another value,
+	 * derive again with a salt so a token always names one value */
+	unsigned char td[32];
+	memcpy(td, d, 32);
+	for (uint32_t salt = 1;; salt++) {
+		snprintf(tok, VAULT_TOKEN_MAX + 1, VAULT_TOKEN_PREFIX "%s_%02x%02x%02x]]",
+			 finding_name(type), td[0], td[1], td[2]);
+		bool clash = false;
+		for (size_t i = 0; i < v->n && !clash; i++)
+			clash = strcmp(v->e[i].tok, tok) == 0;
+		if (!clash)
+			break;
+		if (salt > 64)
+			return -ENOSPC;
+		if ((rc = keyed_digest(v->key, sizeof(v->key), type, salt, value, n, td)))
+			return rc;
+	}
+	struct vault_entry *e = &v->e[v->n];
+	e->value = malloc(n ? n : 1);
+	if (!e->value)
+		return -ENOMEM;
+	memcpy(e->value, value, n);
+	e->vlen = n;
+	memcpy(e->digest, d, 32);
+	memcpy(e->tok, tok, VAULT_TOKEN_MAX + 1);
+	v->n++;
+	return 0;
+}
+
+const char *vault_lookup(const struct vault *v, const char *tok, size_t toklen, size_t *vlen)
+{
+	if (!v || toklen > VAULT_TOKEN_MAX)
+		return NULL;
+	for (size_t i = 0; i < v->n; i++)
+		if (strlen(v->e[i].tok) == toklen && !memcmp(v->e[i].tok, tok, toklen)) {
+			if (vlen)
+				*vlen = v->e[i].vlen;
+			return v->e[i].value;
+		}
+	return NULL;
+}
+
+/* -------------------------------------------------------------- redaction */
+
+const char *redact_action_name(enum redact_action a)
+{
+	switch (a) {
+	case REDACT_KEEP: return "keep";
+	case REDACT_PLACEHOLDER: return "redact";
+	case REDACT_MASK: return "mask";
+	case REDACT_HASH: return "hash";
+	case REDACT_TOKENIZE: return "tokenize";
+	}
+	return "keep";
+}
+
+int redact_action_from_name(const char *name)
+{
+	static const char *const n[] = { "keep", "redact", "mask", "hash", "tokenize" };
+	for (int i = 0; i < 5; i++)
+		if (name && strcmp(name, n[i]) == 0)
+			return i;
+	return -1;
+}
+
+/* distinct values seen in this body, for [TYPE_n] numbering */
+struct seen {
+	unsigned char digest[32];
+	enum finding_type type;
+	unsigned num;
+};
+
+struct rctx {
+	const struct redact_policy *pol;
+	struct seen *seen;
+	size_t nseen, capseen;
+	unsigned next_num[FINDING__COUNT];
+	unsigned char nkey[32];   /* per-call key for the numbering digest */
+	size_t replaced;
+};
+
+static bool alnum_c(char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static int mask_value(enum finding_type type, const char *v, size_t n, struct json_buf *o)
+{
+	int rc;
+	if (type == FINDING_EMAIL) {
+		const char *at = memrchr(v, '@', n);
+		if (at && at > v) {
+			if ((rc = json_buf_append(o, v, 1)) || (rc = json_buf_append(o, "***", 3)))
+				return rc;
+			return json_buf_append(o, at, (size_t)(v + n - at));
+		}
+	}
+	if (finding_is_secret(type) || type == FINDING_CUSTOM) {
+		/* a secret keeps only a short prefix (sk-p, AKIA, ghp_) */
+		size_t keep = n >= 16 ? 4 : 0;
+		if ((rc = json_buf_append(o, v, keep)))
+			return rc;
+		return json_buf_append(o, "****", 4);
+	}
+	/* PII: keep separators and the last 4 alphanumerics (IBAN: also the
+	 * country code) so the model still sees what kind of value it was */
+	size_t total = 0;
+	for (size_t i = 0; i < n; i++)
+		total += alnum_c(v[i]);
+	size_t seen = 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = v[i];
+		if (alnum_c(c)) {
+			seen++;
+			bool keep = seen + 4 > total || (type == FINDING_IBAN && seen <= 2);
+			if (type == FINDING_IP_ADDRESS)
+				keep = false;
+			if (!keep)
+				c = '*';
+		}
+		if ((rc = json_buf_append(o, &c, 1)))
+			return rc;
+	}
+	return 0;
+}
+
+/* Append the replacement for value v of type t (decoded UTF-8) to o. */
+static int replacement(struct rctx *c, enum finding_type t, const char *v, size_t n,
+		       struct json_buf *o)
+{
+	const struct redact_policy *pol = c->pol;
+	char tmp[96];
+	unsigned char d[32];
+	int rc;
+	switch (pol->action[t]) {
+	case REDACT_KEEP:
+		return json_buf_append(o, v, n);
+	case REDACT_MASK:
+		return mask_value(t, v, n, o);
+	case REDACT_HASH:
+		if (!pol->hash_key || !pol->hash_key_len)
+			return -EINVAL;
+		if ((rc = keyed_digest(pol->hash_key, pol->hash_key_len, t, 0, v, n, d)))
+			return rc;
+		snprintf(tmp, sizeof(tmp), "[%s:%02x%02x%02x%02x]", finding_name(t), d[0], d[1], d[2], d[3]);
+		return json_buf_append(o, tmp, strlen(tmp));
+	case REDACT_TOKENIZE: {
+		char tok[VAULT_TOKEN_MAX + 1];
+		if (!pol->vault)
+			return -EINVAL;
+		if ((rc = vault_tokenize(pol->vault, t, v, n, tok)))
+			return rc;
+		return json_buf_append(o, tok, strlen(tok));
+	}
+	case REDACT_PLACEHOLDER:
+	default: {
+		if ((rc = keyed_digest(c->nkey, sizeof(c->nkey), t, 0, v, n, d)))
+			return rc;
+		unsigned num = 0;
+		for (size_t i = 0; i < c->nseen && !num; i++)
+			if (c->seen[i].type == t && !memcmp(c->seen[i].digest, d, 32))
+				num = c->seen[i].num;
+		if (!num) {
+			if (c->nseen == c->capseen) {
+				size_t nc = c->capseen ? c->capseen * 2 : 16;
+				struct seen *p = realloc(c->seen, nc * sizeof(*p));
+				if (!p)
+					return -ENOMEM;
+				c->seen = p;
+				c->capseen = nc;
+			}
+			num = ++c->next_num[t];
+			c->seen[c->nseen].type = t;
+			c->seen[c->nseen].num = num;
+			memcpy(c->seen[c->nseen].digest, d, 32);
+			c->nseen++;
+		}
+		snprintf(tmp, sizeof(tmp), "[%s_%u]", finding_name(t), num);
+		return json_buf_append(o, tmp, strlen(tmp));
+	}
+	}
+}
+
+/* first decoded index whose raw offset is >= raw */
+static size_t dec_index(const struct json_text *t, size_t raw)
+{
+	size_t lo = 0, hi = t->len;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (t->map[mid] < raw)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Rewrite spans [i, j) that all lie in the JSON string at str_off. */
+static int redact_string(struct rctx *c, const char *body, const struct inspect_span *sp,
+			 size_t nsp, struct json_buf *out, struct json_text *t, struct json_buf *dec)
+{
+	size_t off = sp[0].str_off, len = sp[0].str_len;
+	int rc = json_decode(body + off, len, t);
+	if (rc)
+		return rc;
+	dec->len = 0;
+	size_t pos = 0;
+	for (size_t k = 0; k < nsp; k++) {
+		size_t ds = dec_index(t, sp[k].start - off);
+		size_t de = dec_index(t, sp[k].end - off);
+		if (ds < pos || de <= ds || de > t->len)
+			continue;                           /* overlapping or empty: skip */
+		if ((rc = json_buf_append(dec, t->data + pos, ds - pos)))
+			return rc;
+		if ((rc = replacement(c, sp[k].type, t->data + ds, de - ds, dec)))
+			return rc;
+		if (c->pol->action[sp[k].type] != REDACT_KEEP)
+			c->replaced++;
+		pos = de;
+	}
+	if ((rc = json_buf_append(dec, t->data + pos, t->len - pos)))
+		return rc;
+	rc = json_encode(dec->data ? dec->data : "", dec->len, out);
+	OPENSSL_cleanse(t->data, t->len);
+	if (dec->data)
+		OPENSSL_cleanse(dec->data, dec->len);
+	return rc;
+}
+
+int redact_body(const char *body, size_t len, const struct inspect_result *r,
+		const struct redact_policy *pol, struct json_buf *out, size_t *replaced)
+{
+	struct rctx c = { .pol = pol };
+	struct json_buf tmp = { 0 }, dec = { 0 };
+	struct json_text t = { 0 };
+	size_t orig_len = out->len;
+	int rc = 0;
+
+	if (replaced)
+		*replaced = 0;
+	if (r->info.invalid_json)
+		return REDACT_INVALID_JSON;
+	bool any = false;
+	for (size_t i = 0; i < r->nspans; i++)
+		any |= pol->action[r->spans[i].type] != REDACT_KEEP;
+	if (!any)
+		return REDACT_UNCHANGED;
+	if (RAND_bytes(c.nkey, sizeof(c.nkey)) != 1)
+		return -EIO;
+
+	size_t pos = 0, i = 0;
+	while (i < r->nspans) {
+		const struct inspect_span *sp = &r->spans[i];
+		if (sp->start < pos || sp->end > len || sp->start >= sp->end) {
+			i++;
+			continue;
+		}
+		if (!sp->in_json) {
+			/* plain text body: replace raw bytes directly */
+			if ((rc = json_buf_append(&tmp, body + pos, sp->start - pos)) ||
+			    (rc = replacement(&c, sp->type, body + sp->start, sp->end - sp->start, &tmp)))
+				goto done;
+			if (pol->action[sp->type] != REDACT_KEEP)
+				c.replaced++;
+			pos = sp->end;
+			i++;
+			continue;
+		}
+		size_t j = i + 1;
+		while (j < r->nspans && r->spans[j].in_json && r->spans[j].str_off == sp->str_off)
+			j++;
+		bool act = false;
+		for (size_t k = i; k < j; k++)
+			act |= pol->action[r->spans[k].type] != REDACT_KEEP;
+		if (!act || sp->str_off < pos || sp->str_off + sp->str_len > len) {
+			i = j;
+			continue;
+		}
+		if ((rc = json_buf_append(&tmp, body + pos, sp->str_off - pos)) ||
+		    (rc = redact_string(&c, body, sp, j - i, &tmp, &t, &dec)))
+			goto done;
+		pos = sp->str_off + sp->str_len;
+		i = j;
+	}
+	if ((rc = json_buf_append(&tmp, body + pos, len - pos)))
+		goto done;
+	if (c.replaced == 0) {
+		rc = REDACT_UNCHANGED;
+		goto done;
+	}
+	if ((rc = json_buf_append(out, tmp.data, tmp.len)))
+		goto done;
+	rc = REDACT_CHANGED;
+done:
+	if (rc < 0)
+		out->len = orig_len;
+	if (replaced)
+		*replaced = c.replaced;
+	if (tmp.data)
+		OPENSSL_cleanse(tmp.data, tmp.len);
+	json_buf_free(&tmp);
+	if (dec.data)
+		OPENSSL_cleanse(dec.data, dec.cap);
+	json_buf_free(&dec);
+	json_text_free(&t);
+	free(c.seen);
+	OPENSSL_cleanse(c.nkey, sizeof(c.nkey));
+	return rc;
+}

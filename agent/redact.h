@@ -1,0 +1,82 @@
+/* redact: rewrite a request body so findings no longer leave the machine,
+ * and the vault of reversible tokens that detok.h restores in responses.
+ *
+ * Owns: replacement formats (placeholder, mask, keyed hash, vault token)
+ * and JSON-correct splicing. Never logs values; the vault is the only
+ * place raw values are kept, in memory, and it wipes them on free.
+ */
+#ifndef VIGIL_REDACT_H
+#define VIGIL_REDACT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "findings.h"
+#include "inspect.h"
+#include "json.h"
+
+/* ------------------------------------------------------------------ vault */
+
+/* "[[VGL_" TYPE "_" 6 hex "]]": at most 6 + 19 + 1 + 6 + 2 bytes */
+#define VAULT_TOKEN_MAX 40
+#define VAULT_TOKEN_PREFIX "[[VGL_"
+
+struct vault;
+
+/* A vault for one conversation or connection. key (borrowed, copied) keys
+ * the token derivation; NULL draws a random key. max_entries bounds memory
+ * (0 = 4096). NULL on ENOMEM. */
+struct vault *vault_new(const unsigned char *key, size_t keylen, size_t max_entries);
+void vault_free(struct vault *v);             /* wipes stored values; NULL ok */
+
+/* Token for value (same value and type -> same token). tok receives a
+ * NUL-terminated token of at most VAULT_TOKEN_MAX bytes. Returns 0,
+ * -ENOSPC (vault full), -ENOMEM. The value is copied. */
+int vault_tokenize(struct vault *v, enum finding_type type, const char *value, size_t n,
+		   char tok[VAULT_TOKEN_MAX + 1]);
+
+/* Original value of a token (borrowed from the vault, valid until
+ * vault_free), or NULL if unknown. */
+const char *vault_lookup(const struct vault *v, const char *tok, size_t toklen, size_t *vlen);
+size_t vault_count(const struct vault *v);
+
+/* -------------------------------------------------------------- redaction */
+
+enum redact_action {
+	REDACT_KEEP = 0,      /* leave the value */
+	REDACT_PLACEHOLDER,   /* [EMAIL_1], numbered per distinct value in the body */
+	REDACT_MASK,          /* format-preserving: ****1881, j***@example.com */
+	REDACT_HASH,          /* [EMAIL:3f2a9c1b]: HMAC-SHA256(key, type|value), 32 bits */
+	REDACT_TOKENIZE,      /* [[VGL_EMAIL_7f3a2b]], reversible through the vault */
+};
+
+struct redact_policy {
+	enum redact_action action[FINDING__COUNT];   /* per finding type */
+	const unsigned char *hash_key;               /* borrowed; required for HASH */
+	size_t hash_key_len;
+	struct vault *vault;                         /* borrowed; required for TOKENIZE */
+};
+
+enum redact_status {
+	REDACT_UNCHANGED = 0,     /* nothing replaced: forward the original bytes */
+	REDACT_CHANGED = 1,       /* out holds the new body (valid JSON if the input was) */
+	REDACT_INVALID_JSON = 2,  /* body is not valid JSON: left untouched, audit it */
+};
+
+/* Apply pol to the findings r found in body (r from inspect_request on the
+ * same bytes). Only JSON string contents are rewritten (decoded, replaced,
+ * re-encoded with JSON escaping); every byte outside them is copied as is.
+ * A non-JSON body is rewritten as text. out (caller-owned, appended to)
+ * is only written when the result is REDACT_CHANGED; *replaced (may be
+ * NULL) gets the number of values replaced. Returns a redact_status or
+ * -EINVAL (HASH without key, TOKENIZE without vault), -ENOSPC, -ENOMEM. */
+int redact_body(const char *body, size_t len, const struct inspect_result *r,
+		const struct redact_policy *pol, struct json_buf *out, size_t *replaced);
+
+/* Name of an action ("keep", "redact", "mask", "hash", "tokenize") and the
+ * reverse (-1 if unknown) for config parsing. */
+const char *redact_action_name(enum redact_action a);
+int redact_action_from_name(const char *name);
+
+#endif

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# make eval: precision/recall of the detectors on the public labeled data
+# in ../shared/eval (referenced, never copied). Builds the small C driver
+# (tests/eval/eval.c + the inspection modules) and lets run.py score it.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+DATA=${VIGIL_EVAL_DATA:-../shared/eval}
+if [ ! -d "$DATA" ]; then
+	echo "eval: data directory $DATA not found (set VIGIL_EVAL_DATA)" >&2
+	exit 2
+fi
+mkdir -p "$BUILD/eval"
+${CC:-gcc} -std=gnu11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
+	-Wshadow -Wformat=2 -Iagent -Icommon $(pkg-config --cflags libhs) \
+	tests/eval/eval.c agent/inspect.c agent/json.c agent/providers.c \
+	-o "$BUILD/eval/eval" $(pkg-config --libs libhs)
+VIGIL_EVAL_DATA="$DATA" python3 tests/eval/run.py "$BUILD/eval/eval"

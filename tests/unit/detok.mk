@@ -1,0 +1,1 @@
+test_detok_DEPS := agent/json.c agent/redact.c

@@ -1,0 +1,1 @@
+test_providers_DEPS := agent/json.c

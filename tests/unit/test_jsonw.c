@@ -1,0 +1,42 @@
+/* jsonw: what it writes is valid JSON whatever the input bytes, so nothing
+ * a client sends can split or forge an audit line. */
+#include "check.h"
+#include "jsonw.h"
+
+TEST(nested_objects_and_arrays)
+{
+	struct jsonw w;
+	jsonw_init(&w);
+	jsonw_obj_open(&w);
+	jsonw_str(&w, "a", "x");
+	jsonw_key(&w, "o");
+	jsonw_obj_open(&w);
+	jsonw_i64(&w, "n", -5);
+	jsonw_obj_close(&w);
+	jsonw_arr_open(&w, "l");
+	jsonw_obj_open(&w);
+	jsonw_u64(&w, "k", 1);
+	jsonw_obj_close(&w);
+	jsonw_obj_open(&w);
+	jsonw_bool(&w, "b", true);
+	jsonw_null(&w, "z");
+	jsonw_obj_close(&w);
+	jsonw_arr_close(&w);
+	jsonw_double(&w, "d", 0.5);
+	jsonw_obj_close(&w);
+	CHECK(!strcmp(w.buf, "{\"a\":\"x\",\"o\":{\"n\":-5},\"l\":[{\"k\":1},{\"b\":true,\"z\":null}],\"d\":0.5}"),
+	      "got %s", w.buf);
+	jsonw_free(&w);
+}
+
+TEST(hostile_strings_escaped)
+{
+	struct jsonw w;
+	const char evil[] = "a\"b\\c\nd\r\x01\x7f\xff\xc3\x28 \xe2\x82\xac \xed\xa0\x80";
+	jsonw_init(&w);
+	jsonw_strn(&w, NULL, evil, sizeof(evil) - 1);
+	CHECK(!strcmp(w.buf, "\"a\\\"b\\\\c\\nd\\r\\u0001\x7f\\ufffd\\ufffd( \xe2\x82\xac \\ufffd\\ufffd\\ufffd\""),
+	      "got %s", w.buf);
+	CHECK(!strchr(w.buf, '\n'), "raw newline in output");
+	jsonw_free(&w);
+}
