@@ -60,6 +60,9 @@ LIBAGENT  := $(BUILD)/libagent.a
 
 BINS := $(BUILD)/vigil-agent $(BUILD)/vigil-collector $(BUILD)/vigil
 
+# Keep intermediate BPF objects (make would delete them after the skeleton).
+.SECONDARY:
+
 .PHONY: all test unit e2e demo bench eval fuzz install clean deps
 all: $(BINS)
 

@@ -13,6 +13,7 @@
  * signing, or hand out a cached context whose leaf is about to expire. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>

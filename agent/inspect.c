@@ -92,7 +92,7 @@ bool inspect_iban_ok(const char *s, size_t n)
 	char c[40];
 	size_t k = 0;
 	for (size_t i = 0; i < n; i++) {
-		if (s[i] == ' ')
+		if (s[i] == ' ' || s[i] == '-')
 			continue;
 		if (k >= sizeof(c) || !(is_digit((unsigned char)s[i]) || (s[i] >= 'A' && s[i] <= 'Z')))
 			return false;
@@ -137,6 +137,12 @@ bool inspect_ssn_ok(const char *s, size_t n)
 	if (k != 9)
 		return false;
 	/* SSA rules: no area 000, 666 or 9xx; no group 00; no serial 0000 */
+	/* "17031 2202 Rissik St": one space in a 9-digit run is an address */
+	int nsep = 0;
+	for (size_t i = 0; i < n; i++)
+		nsep += !is_digit((unsigned char)s[i]);
+	if (nsep == 1 && sep == ' ')
+		return false;
 	if (!memcmp(d, "000", 3) || !memcmp(d, "666", 3) || d[0] == '9')
 		return false;
 	if (!memcmp(d + 3, "00", 2) || !memcmp(d + 5, "0000", 4))
@@ -154,13 +160,79 @@ bool inspect_ssn_ok(const char *s, size_t n)
 
 typedef bool (*validate_fn)(const char *t, size_t n, size_t *s, size_t *e);
 
+/* Documentation and test values are not secrets: "EXAMPLE" keys, runs
+ * like 0123456 or 76543210, xxxxxxxx fillers, bodies without a letter.
+ * Real tokens are random, so this costs no recall on real ones. */
+static bool looks_fake(const char *v, size_t n)
+{
+	bool letter = false;
+	unsigned up = 1, down = 1, same = 1;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)v[i];
+		letter |= isalpha(ch) != 0;
+		if (i && is_alnum(ch) && is_alnum((unsigned char)v[i - 1])) {
+			int d = ch - (unsigned char)v[i - 1];
+			up = d == 1 ? up + 1 : 1;
+			down = d == -1 ? down + 1 : 1;
+			same = d == 0 ? same + 1 : 1;
+		} else {
+			up = down = same = 1;
+		}
+		if (up >= 6 || down >= 6 || same >= 8)
+			return true;
+	}
+	return !letter || memmem(v, n, "EXAMPLE", 7);
+}
+
+/* GitHub tokens (ghp_, gho_, ...: 30 random base62 + 6 base62 CRC32) carry
+ * a checksum: a valid one is a real token even if it looks synthetic. */
+static bool github_checksum_ok(const char *v, size_t n)
+{
+	static const char b62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+	if (n != 40 || v[0] != 'g' || v[1] != 'h' || v[3] != '_')
+		return false;
+	uint32_t crc = 0xFFFFFFFFu;
+	for (size_t i = 4; i < 34; i++) {
+		crc ^= (unsigned char)v[i];
+		for (int k = 0; k < 8; k++)
+			crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1)));
+	}
+	crc = ~crc;
+	char enc[7];
+	for (int i = 5; i >= 0; i--) {
+		enc[i] = b62[crc % 62];
+		crc /= 62;
+	}
+	return memcmp(enc, v + 34, 6) == 0;
+}
+
+/* Azure keys of the 2023 format: 52 random + "JQQJ9" + fixed fields (runs
+ * of 'A' are part of the format, so only the random part is judged) */
+static bool v_azure_jqqj(const char *t, size_t n, size_t *s, size_t *e)
+{
+	if (prev_is(t, *s, is_alnum) || next_is(t, n, *e, is_alnum))
+		return false;
+	return !looks_fake(t + *s, 52);
+}
+
 /* token-like values: not glued to other word characters */
 static bool v_token(const char *t, size_t n, size_t *s, size_t *e)
 {
+	/* judge the longest run only: a shorter end would cut a token */
+	if (prev_is(t, *s, is_alnum) || next_is(t, n, *e, is_tokch))
+		return false;
 	while (*e > *s && (t[*e - 1] == '.' || t[*e - 1] == '-'))
 		(*e)--;
-	return !prev_is(t, *s, is_alnum) && !next_is(t, n, *e, is_alnum) &&
-	       !(*e < n && t[*e] == '_');
+	if (github_checksum_ok(t + *s, *e - *s))
+		return true;
+	/* skip a vendor prefix (sk-proj-, ghp_, AKIA) before judging the body */
+	size_t b = *s, k = 0;
+	for (size_t i = *s; i < *e && i < *s + 12; i++)
+		if (t[i] == '_' || t[i] == '-')
+			b = i + 1, k++;
+	if (!k && *e - *s > 4)
+		b = *s + 4;
+	return !looks_fake(t + b, *e - b);
 }
 
 static bool v_tail(const char *t, size_t n, size_t *s, size_t *e)
@@ -183,6 +255,16 @@ static bool card_prefix_ok(const char *d, size_t nd)
 {
 	int p2 = (d[0] - '0') * 10 + (d[1] - '0');
 	int p4 = p2 * 100 + (d[2] - '0') * 10 + (d[3] - '0');
+	static const int maestro12[] = { 5018, 5020, 5038, 5893, 6304, 6759, 6761, 6762, 6763 };
+	if (nd == 12) {
+		/* 12 digits only for Maestro ranges that issue them */
+		for (size_t i = 0; i < sizeof(maestro12) / sizeof(maestro12[0]); i++)
+			if (p4 == maestro12[i])
+				return true;
+		return false;
+	}
+	if ((p4 == 2131 || p4 == 1800) && nd == 15)
+		return true;                             /* legacy JCB */
 	switch (d[0]) {
 	case '1': return nd == 15;                       /* UATP */
 	case '2': return p4 >= 2221 && p4 <= 2720;       /* Mastercard 2-series */
@@ -215,7 +297,7 @@ static bool card_ok(const char *t, size_t s, size_t e)
 	}
 	if (sep && (grp < 3 || grp > 5))
 		return false;
-	return nd >= 13 && card_prefix_ok(d, nd) && inspect_luhn_ok(t + s, e - s);
+	return nd >= 12 && card_prefix_ok(d, nd) && inspect_luhn_ok(t + s, e - s);
 }
 
 /* Start-of-match is leftmost, which may swallow a stray digit group in
@@ -259,7 +341,7 @@ static bool v_iban(const char *t, size_t n, size_t *s, size_t *e)
 	/* take exactly the country's length, so trailing words do not count */
 	size_t i = *s, k = 0;
 	while (i < *e && k < (size_t)want) {
-		if (t[i] != ' ')
+		if (t[i] != ' ' && t[i] != '-')
 			k++;
 		i++;
 	}
@@ -286,7 +368,16 @@ static bool v_phone(const char *t, size_t n, size_t *s, size_t *e)
 		unsigned nd = 0, groups = 0, cur = 0, first = 0, minmid = 99;
 		char sep = 0;
 		bool mixed = false, dots = false;
-		for (size_t i = st; i < *e; i++) {
+		size_t pe = *e;
+		/* an extension ("x123", "ext. 12") is part of the number */
+		for (size_t i = st; i < *e; i++)
+			if (t[i] == 'x' || t[i] == 'e') {
+				pe = i;
+				while (pe > st && t[pe - 1] == ' ')
+					pe--;
+				break;
+			}
+		for (size_t i = st; i < pe; i++) {
 			char c = t[i];
 			if (is_digit((unsigned char)c)) {
 				nd++;
@@ -315,13 +406,17 @@ static bool v_phone(const char *t, size_t n, size_t *s, size_t *e)
 		if (cur)
 			groups++;
 		bool ok;
+		bool trunk = t[st] == '0';        /* national format: 0xx xxx xx xx */
+		bool dialout = trunk && t[st + 1] == '0';
 		if (plus)
 			ok = nd >= 8 && nd <= 15;
 		else if (paren)
-			ok = nd >= 10 && nd <= 11;
+			ok = nd >= 8 && nd <= 11;
 		else if (groups >= 2)
-			ok = nd >= 9 && nd <= 12 && groups <= 4 && first >= 2 && first <= 4 &&
-			     last >= 4 && (groups == 2 || minmid >= 2) && !(dots && mixed);
+			ok = nd >= 9 && nd <= (dialout ? 13u : 12u) && groups <= (dialout ? 5u : 4u) &&
+			     first >= 2 && (first <= 4 || (trunk && first <= 5)) && !(dots && mixed) &&
+			     (groups == 2 || minmid >= 2) &&
+			     (last >= 4 || (trunk && !mixed && groups >= 3 && last >= 2));
 		else
 			ok = nd == 11 && t[st] == '1' && t[st + 1] >= '3' && t[st + 1] <= '9';
 		if (ok) {
@@ -368,7 +463,11 @@ static bool v_jwt(const char *t, size_t n, size_t *s, size_t *e)
 		}
 	}
 	hdr[o] = '\0';
-	return o > 2 && hdr[0] == '{' && strstr(hdr, "\"alg\"") != NULL;
+	if (!(o > 2 && hdr[0] == '{' && strstr(hdr, "\"alg\"") != NULL))
+		return false;
+	/* the payload is a JSON object too: base64url of '{' then '"' or ws */
+	const char *p = dot + 1;
+	return (size_t)(t + *e - p) > 3 && p[0] == 'e' && (p[1] == 'y' || p[1] == 'w');
 }
 
 static bool v_last40(const char *t, size_t n, size_t *s, size_t *e)
@@ -417,14 +516,26 @@ static bool placeholder(const char *v, size_t l)
 static bool v_password(const char *t, size_t n, size_t *s, size_t *e)
 {
 	/* the value must be whole: "getPassword()" is not "getP" */
-	if (*e < n && !strchr(" \t\r\n\"',;", t[*e]))
+	if (*e < n && !strchr(" \t\r\n\"',;()<>&", t[*e]))
 		return false;
-	/* no boundary check before the keyword: db_password, PG_PASSWORD and
-	 * userPassword are still passwords */
+	/* db_password, PG_PASSWORD, MYSQLPASS and userPassword are passwords;
+	 * bypass and compass are not */
+	if (*s > 0 && isalpha((unsigned char)t[*s - 1])) {
+		bool upper_run = isupper((unsigned char)t[*s - 1]) && isupper((unsigned char)t[*s]);
+		bool camel = islower((unsigned char)t[*s - 1]) && isupper((unsigned char)t[*s]);
+		if (!upper_run && !camel)
+			return false;
+	}
 	size_t i = *s;
-	while (i < *e && t[i] != ':' && t[i] != '=')
+	while (i < *e && !strchr(":=!,\"' \t", t[i]))
 		i++;
-	while (i < *e && strchr(":=> \t\"'", t[i]))
+	while (i < *e && strchr(":=>!, \t\"'", t[i]))
+		i++;
+	/* "password is X" */
+	if (*e - i > 3 && !strncasecmp(t + i, "is ", 3))
+		for (i += 3; i < *e && strchr(" \t\"'", t[i]); i++)
+			;
+	if (i < *e && (t[i] == '"' || t[i] == '\''))
 		i++;
 	if (*e - i < 4)
 		return false;
@@ -456,7 +567,7 @@ static bool v_connstr(const char *t, size_t n, size_t *s, size_t *e)
 
 /* --------------------------------------------------------------- detectors */
 
-enum extractor { EX_SOM, EX_IP, EX_PEM };
+enum extractor { EX_SOM, EX_IP, EX_PEM, EX_AWS_PAIR };
 
 struct det {
 	enum finding_type type;
@@ -475,7 +586,7 @@ static const struct det builtin[] = {
 	{ FINDING_PRIVATE_KEY, NULL,
 	  "-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----", 0, NULL, EX_PEM },
 	{ FINDING_CONNECTION_STRING,
-	  "[A-Za-z][A-Za-z0-9+.\\-]+://[^\\s:/@\"'<>]+:[^\\s@/\"'<>]+@[A-Za-z0-9.\\-_]+",
+	  "[A-Za-z][A-Za-z0-9+.\\-]+://[^\\s:/\"'<>]+:[^\\s@/\"'<>]+@[A-Za-z0-9.\\-_]+",
 	  NULL, 0, v_connstr, EX_SOM },
 	{ FINDING_ANTHROPIC_API_KEY, "sk-ant-(?:api|admin|oat|sid)\\d{2}-[A-Za-z0-9_\\-]{20,}",
 	  NULL, 0, v_token, EX_SOM },
@@ -486,24 +597,29 @@ static const struct det builtin[] = {
 	{ FINDING_GITHUB_TOKEN, "gh[pousr]_[A-Za-z0-9_.\\-]{30,}|github_pat_[A-Za-z0-9_]{50,}",
 	  NULL, 0, v_token, EX_SOM },
 	{ FINDING_GITLAB_TOKEN,
-	  "gl(?:pat|dt|rt|ptt|oas|cbt|ft|imt|soat|ffct|agent)-[0-9A-Za-z_.\\-]{20,}",
+	  "gl(?:pat|dt|rt|rtr|ptt|oas|cbt|ft|imt|soat|ffct|agent|wt|sst|cit)-[0-9A-Za-z_.\\-]{20,}"
+	  "|GR1348941[0-9A-Za-z_\\-]{20,}|_gitlab_session=[0-9a-f]{32}",
 	  NULL, 0, v_token, EX_SOM },
 	{ FINDING_SLACK_TOKEN,
 	  "xox[abposre]-[0-9A-Za-z\\-]{10,}|xapp-\\d-[0-9A-Za-z\\-]{10,}"
 	  "|hooks\\.slack\\.com/services/T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{16,}",
 	  NULL, 0, v_token, EX_SOM },
-	{ FINDING_STRIPE_KEY, "(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{10,}", NULL, 0, v_token, EX_SOM },
+	{ FINDING_STRIPE_KEY, "(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{10,}|whsec_[A-Za-z0-9]{24,}",
+	  NULL, 0, v_token, EX_SOM },
 	{ FINDING_HUGGINGFACE_TOKEN, "hf_[A-Za-z0-9]{30,}|api_org_[A-Za-z0-9]{30,}",
 	  NULL, 0, v_token, EX_SOM },
 	{ FINDING_GOOGLE_API_KEY, "AIza[0-9A-Za-z_\\-]{35}", NULL, 0, v_token, EX_SOM },
 	{ FINDING_AWS_ACCESS_KEY, "(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}",
 	  NULL, 0, v_token, EX_SOM },
 	{ FINDING_AWS_SECRET_KEY,
-	  "aws[A-Za-z0-9_.\\-]{0,20}(?:secret|private)[A-Za-z0-9_.\\-]{0,20}[\"']?\\s{0,5}"
+	  "(?:aws[A-Za-z0-9_.\\-]{0,20}(?:secret|private)|secret_?access_?key)[A-Za-z0-9_.\\-]{0,20}[\"']?\\s{0,5}"
 	  "(?::|=|:=|=>)\\s{0,5}[\"']?[A-Za-z0-9/+]{40}", NULL, CL, v_last40, EX_SOM },
+	/* a 40-character secret written near an access key id, whatever its
+	 * variable is called (config snippets: key = AKIA..., secret = ...) */
+	{ FINDING_AWS_SECRET_KEY, NULL, "(?:A3T[A-Z0-9]|AKIA|ASIA)[A-Z0-9]{16}", 0, NULL, EX_AWS_PAIR },
 	{ FINDING_AZURE_KEY, "AccountKey=[A-Za-z0-9+/]{86}==", NULL, 0, v_tail, EX_SOM },
 	{ FINDING_AZURE_KEY, "[A-Za-z0-9]{52}JQQJ9[9DH][A-Za-z0-9+/]{10,40}={0,2}",
-	  NULL, 0, v_token, EX_SOM },
+	  NULL, 0, v_azure_jqqj, EX_SOM },
 	{ FINDING_AZURE_KEY, "[A-Za-z0-9_~.\\-]{3}\\dQ~[A-Za-z0-9_~.\\-]{31,34}",
 	  NULL, 0, v_token, EX_SOM },
 	{ FINDING_AZURE_KEY,
@@ -512,10 +628,14 @@ static const struct det builtin[] = {
 	{ FINDING_JWT, "eyJ[A-Za-z0-9_\\-]{5,}\\.[A-Za-z0-9_\\-]{5,}\\.[A-Za-z0-9_\\-]*",
 	  NULL, 0, v_jwt, EX_SOM },
 	{ FINDING_PASSWORD_ASSIGNMENT,
-	  "(?:password|passwd|passphrase|pwd)[\"']?\\s{0,5}(?::|=|:=|=>)\\s{0,5}[\"']?[^\\s\"',;]{4,}",
+	  "(?:(?:pass(?:w(?:or)?d|wrd|phrase)?s?|pa?s{1,2}w?o?r?d)[A-Za-z_]{0,8}|pwd|pw)[\"')]?\\s{0,5}"
+	  "(?::=|:|=>|={1,3}|!={1,2})\\s{0,5}[\"']?[^\\s\"',;()<>&]{4,}",
 	  NULL, CL, v_password, EX_SOM },
-	{ FINDING_CREDIT_CARD, "\\d(?:[ \\-]?\\d){12,18}", NULL, 0, v_card, EX_SOM },
-	{ FINDING_IBAN, "[A-Z]{2}\\d{2}(?: ?[A-Z0-9]){11,32}", NULL, 0, v_iban, EX_SOM },
+	{ FINDING_PASSWORD_ASSIGNMENT,
+	  "(?:password|passwd|pwd)[\"']?\\s{0,3}(?:,|\\s(?:is\\s)?)\\s{0,3}[\"'][^\\s\"',;()<>&]{4,}",
+	  NULL, CL, v_password, EX_SOM },
+	{ FINDING_IBAN, "[A-Z]{2}\\d{2}(?:[ \\-]?[A-Z0-9]){11,32}", NULL, 0, v_iban, EX_SOM },
+	{ FINDING_CREDIT_CARD, "\\d(?:[ \\-]?\\d){11,18}", NULL, 0, v_card, EX_SOM },
 	{ FINDING_US_SSN, "\\d{3}[ .\\-]?\\d{2}[ .\\-]?\\d{4}", NULL, 0, v_ssn, EX_SOM },
 	{ FINDING_EMAIL,
 	  "[A-Za-z0-9._%+\\-]+@[A-Za-z0-9\\-]+(?:\\.[A-Za-z0-9\\-]+)*\\.(?:[A-Za-z]{2,24}|xn--[A-Za-z0-9]{2,20})",
@@ -523,7 +643,8 @@ static const struct det builtin[] = {
 	{ FINDING_IP_ADDRESS, NULL,
 	  "\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:", 0, NULL, EX_IP },
 	{ FINDING_PHONE,
-	  "(?:\\+\\d{1,3}[ .\\-]?)?(?:\\(\\d{1,4}\\)[ .\\-]?)?\\d{1,11}(?:[ .\\-]\\d{1,10}){0,5}",
+	  "(?:\\+\\d{1,3}[ .\\-]?)?(?:\\(\\d{1,4}\\)[ .\\-]?)?\\d{1,11}(?:[ .\\-]\\d{1,10}){0,5}"
+	  "(?: ?(?:x|ext\\.?) ?\\d{1,5})?",
 	  "\\+\\d{1,3}[ .\\-]?\\(?\\d{1,4}|\\(\\d{2,4}\\)\\s?\\d{3}|\\d{2,4}[ .\\-]\\d{3,8}"
 	  "|1[3-9]\\d{9}", 0, v_phone, EX_SOM },
 };
@@ -1029,7 +1150,8 @@ static int extract_pem(struct inspect_scratch *s, const char *t, size_t n, uint3
 			break;
 		size_t bs = (size_t)(b - t);
 		const char *hdr_end = memmem(b + 10, n - bs - 10, "-----", 5);
-		if (!hdr_end || hdr_end - b > 80 || !memmem(b, (size_t)(hdr_end - b), "PRIVATE KEY", 11)) {
+		if (!hdr_end || hdr_end - b > 80 || !memmem(b, (size_t)(hdr_end - b), "PRIVATE KEY", 11) ||
+		    memmem(b, (size_t)(hdr_end - b), "FAKE", 4) || memmem(b, (size_t)(hdr_end - b), "EXAMPLE", 7)) {
 			i = bs + 10;
 			continue;
 		}
@@ -1052,6 +1174,46 @@ static int extract_pem(struct inspect_scratch *s, const char *t, size_t n, uint3
 	return 0;
 }
 
+static bool b64ch(int c) { return is_alnum(c) || c == '/' || c == '+'; }
+
+/* A 40-character base64 run with upper, lower and digits within 300 bytes
+ * after an access key id: the classic key-id/secret pair. */
+static int extract_aws_pair(struct inspect_scratch *s, const char *t, size_t n, uint32_t det)
+{
+	static const char *const pfx[] = { "AKIA", "ASIA", "A3T" };
+	for (size_t i = 0; i + 20 <= n; i++) {
+		bool hit = false;
+		for (int k = 0; k < 3 && !hit; k++)
+			hit = !strncmp(t + i, pfx[k], strlen(pfx[k]));
+		if (!hit || prev_is(t, i, is_alnum))
+			continue;
+		size_t lim = i + 20 + 300 < n ? i + 20 + 300 : n;
+		for (size_t j = i + 20; j + 40 <= lim; j++) {
+			if (!b64ch((unsigned char)t[j]) || b64ch((unsigned char)t[j - 1]))
+				continue;
+			size_t k = j;
+			while (k < n && b64ch((unsigned char)t[k]))
+				k++;
+			if (k - j == 40) {
+				bool up = false, lo = false, dg = false;
+				for (size_t q = j; q < k; q++) {
+					up |= isupper((unsigned char)t[q]) != 0;
+					lo |= islower((unsigned char)t[q]) != 0;
+					dg |= is_digit((unsigned char)t[q]);
+				}
+				if (up && lo && dg && !looks_fake(t + j, 40)) {
+					int rc = push_cand(&s->acc, &s->nacc, &s->capacc, j, k, det);
+					if (rc)
+						return rc;
+				}
+			}
+			j = k;
+		}
+		i += 19;
+	}
+	return 0;
+}
+
 static int run_som(struct inspect_scratch *s, const char *t, size_t n, uint32_t det)
 {
 	const struct det_rt *d = &s->ins->dets[det];
@@ -1066,9 +1228,13 @@ static int run_som(struct inspect_scratch *s, const char *t, size_t n, uint32_t 
 	size_t last_end = 0;
 	for (size_t i = 0; i < s->nc; i++) {
 		size_t st = s->c[i].s, en = s->c[i].e;
-		if (st < last_end || en <= st)
+		if (en <= last_end || en <= st)
 			continue;
+		/* a leftmost start may reach into the previous finding; the
+		 * validator may move it to a later group start */
 		if (d->validate && !d->validate(t, n, &st, &en))
+			continue;
+		if (st < last_end)
 			continue;
 		int rc = push_cand(&s->acc, &s->nacc, &s->capacc, st, en, det);
 		if (rc)
@@ -1173,6 +1339,7 @@ static int scan_decoded(struct inspect_scratch *s, const struct scan_target *tg,
 		case EX_SOM: rc = run_som(s, t, n, d); break;
 		case EX_IP:  rc = extract_ip(s, t, n, d); break;
 		case EX_PEM: rc = extract_pem(s, t, n, d); break;
+		case EX_AWS_PAIR: rc = extract_aws_pair(s, t, n, d); break;
 		default:     rc = 0;
 		}
 		if (rc)

@@ -312,14 +312,16 @@ static int read_request(struct ic *ic, struct http_request *req, size_t *consume
 		if (ic->in_len >= cfg->max_head_bytes)
 			return -431;
 		ssize_t n = client_fill(ic, cfg->max_head_bytes, deadline);
-		if (n == 0 && !started)
+		/* Between requests, any end of the connection (close, reset, a
+		 * missing close_notify, the idle timeout) is a normal close. */
+		if (n <= 0 && !started)
 			return 0;
 		if (n == 0)
 			return -400;
 		if (n == -ETIMEDOUT)
-			return started ? -408 : 0;
+			return -408;
 		if (n < 0)
-			return (int)n;
+			return -400;
 		ic->in_len += (size_t)n;
 		if (!started) {
 			/* The header timeout runs from the first byte of a request. */

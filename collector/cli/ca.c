@@ -224,6 +224,9 @@ static int ca_init(int argc, char **argv)
 		cmd_err("init", "%s: %s", dir, strerror(-c));
 		return CLI_EXIT_FAIL;
 	}
+	if (stat(dir, &st) == 0 && (st.st_mode & 0077))
+		fprintf(stderr, "vigil ca init: warning: %s is accessible by group/others (mode %03o); "
+				"the key file itself is 0600\n", dir, (unsigned)(st.st_mode & 0777));
 	if (!force && lstat(key_path, &st) == 0) {
 		cmd_err("init", "%s already exists; use --force to replace the CA", key_path);
 		return CLI_EXIT_FAIL;

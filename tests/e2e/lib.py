@@ -163,7 +163,7 @@ def free_port(host="127.0.0.1"):
 class Agent:
     """The real vigil-agent, started from build/ with a generated config."""
 
-    def __init__(self, tmpdir, cgroup, extra="", name="agent", port=None):
+    def __init__(self, tmpdir, cgroup, extra="", name="agent", port=None, log_level="debug"):
         self.dir = os.path.join(tmpdir, name)
         os.makedirs(self.dir, exist_ok=True)
         self.port = port or free_port()
@@ -177,7 +177,7 @@ class Agent:
             f.write("pin_dir: %s\n" % self.pin_dir)
             f.write("audit_log: %s\n" % self.audit_log)
             f.write("spool_dir: %s\n" % os.path.join(self.dir, "spool"))
-            f.write("log_level: debug\n")
+            f.write("log_level: %s\n" % log_level)
             f.write(extra)
         self.proc = None
         self.stderr_path = os.path.join(self.dir, "stderr.log")

@@ -106,6 +106,13 @@ def eval_synth():
             exp = [(s["start_position"], s["end_position"]) for s in r["spans"] if s["entity_type"] == pty]
             found = [(s, e) for t, s, e in spans if t == ty]
             score_spans(stats, exp, found, ty)
+            if os.environ.get("VIGIL_EVAL_DUMP") == "synth":
+                for x in exp:
+                    if not any(overlap(x, f) for f in found):
+                        print("   FN %s %r" % (ty, r["full_text"][x[0]:x[1]]))
+                for f in found:
+                    if not any(overlap(x, f) for x in exp):
+                        print("   FP %s %r in %r" % (ty, r["full_text"][f[0]:f[1]], r["full_text"][:100]))
     table("PII: presidio_research_synth_dataset_v2.json (all 1,500 sentences; FP = finding on no labeled span)",
           stats, "Out of scope: " + ", ".join(f"{k} ({v})" for k, v in sorted(oos.items())) + ".")
     return stats
@@ -121,6 +128,8 @@ SECRET_MAP = {
     "Stripe Credentials": "STRIPE_KEY", "Hugging Face User Access Token": "HUGGINGFACE_TOKEN",
     "Azure Storage Account Key": "AZURE_KEY", "Azure Secret Value": "AZURE_KEY",
     "URL Credentials": "CONNECTION_STRING", "Password": "PASSWORD_ASSIGNMENT",
+    "SQL Password": "PASSWORD_ASSIGNMENT", "CMD Password": "PASSWORD_ASSIGNMENT",
+    "CURL User Password": "PASSWORD_ASSIGNMENT",
 }
 
 

@@ -844,3 +844,34 @@ TEST(value_scanner_every_byte_every_position)
 		}
 	}
 }
+
+TEST(req_te_obfuscation_variants)
+{
+	/* Classic TE.TE / CL.TE desync payloads (PortSwigger's list and
+	 * friends), each with a Content-Length too: none may parse. */
+	static const char *te[] = {
+		"Transfer-Encoding: xchunked", "Transfer-Encoding : chunked", "Transfer-Encoding:\x0b" "chunked",
+		"Transfer-Encoding: chunked\x0b", "Transfer-Encoding: \x0c" "chunked", " Transfer-Encoding: chunked",
+		"X: X\nTransfer-Encoding: chunked", "Transfer-Encoding\r\n : chunked", "Transfer-Encoding: chunk",
+		"Transfer-Encoding: chunked\r\nTransfer-encoding: x",
+		"Transfer-Encoding: chunked\x00", "Transfer-Encoding: \"chunked\"", "Transfer-Encoding: chunked, cow",
+		"Transfer-Encoding: cow, chunked", "Transfer-Encoding: chunked\r", "Transfer-Encoding: identity, chunked",
+	};
+	char buf[512];
+	for (size_t i = 0; i < sizeof(te) / sizeof(te[0]); i++) {
+		size_t tl = strlen(te[i]);
+		if (i == 10)
+			tl++;   /* include the NUL */
+		size_t o = (size_t)snprintf(buf, sizeof(buf), "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n");
+		memcpy(buf + o, te[i], tl);
+		o += tl;
+		memcpy(buf + o, "\r\n\r\n", 4);
+		o += 4;
+		int rc = http_parse_request(buf, o, NULL, &rq);
+		CHECK(rc == -400 || rc == -501, "variant %zu must be refused, got %d", i, rc);
+	}
+	/* Transfer_Encoding is just another field name (forwarded as is): it
+	 * must never set the framing. */
+	CHECK(preq("POST / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\n\r\n") > 0 && rq.body == HTTP_BODY_NONE,
+	      "an unknown header never sets the framing");
+}

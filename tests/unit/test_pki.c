@@ -296,12 +296,13 @@ TEST(certs_roundtrip_chain_file)
 	EVP_PKEY_free(k);
 }
 
-TEST(cleanup_tmpdir)
+__attribute__((destructor)) static void teardown(void)
 {
 	char cmd[128];
 
 	if (tmpdir[0]) {
 		snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
-		CHECK(system(cmd) == 0, "cannot remove %s", tmpdir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "cannot remove %s\n", tmpdir);
 	}
 }
