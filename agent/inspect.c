@@ -1240,9 +1240,6 @@ static int run_som(struct inspect_scratch *s, const char *t, size_t n, uint32_t 
 		if (rc)
 			return rc;
 		last_end = en;
-		/* skip the other ends reported for this start */
-		while (i + 1 < s->nc && s->c[i + 1].s < en)
-			i++;
 	}
 	return 0;
 }

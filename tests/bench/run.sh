@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Vigil benchmarks (`make bench`; not part of `make test`).
+#
+# Owns: running the proxy comparison (tests/bench/proxy_bench.py: direct vs
+# nginx vs mitmdump vs the agent, see its header) and, when present, the
+# inspection micro-benchmark tests/bench/bench_inspect.c (built here with one
+# gcc line against the agent's objects). Must never: install anything (make
+# bench runs scripts/deps.sh first), or fail because a performance target is
+# missed: targets print PASS/MISS; the exit status is non-zero only when a
+# measurement could not be taken.
+#
+# Environment: BUILD (default build/) selects the binaries, as for the e2e
+# tests; BENCH_ARGS passes options to proxy_bench.py (e.g. "--duration 5").
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+export BUILD="${BUILD:-$PWD/build}"
+case "$BUILD" in /*) ;; *) BUILD="$PWD/$BUILD" ;; esac
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "bench: needs root (BPF, cgroups, mount namespaces, port 443)" >&2
+	exit 1
+fi
+for t in nginx wrk python3 unshare; do
+	command -v "$t" >/dev/null || { echo "bench: $t missing (run scripts/deps.sh bench)" >&2; exit 1; }
+done
+# 500 idle connections through a proxy need ~1000 descriptors in the proxy.
+ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
+
+rc=0
+if [ -f tests/bench/bench_inspect.c ]; then
+	echo "== bench_inspect (tests/bench/bench_inspect.c)"
+	out="$BUILD/bench_inspect"
+	lib="$BUILD/libagent.a"
+	[ -f "$lib" ] || lib=""
+	# shellcheck disable=SC2046
+	if gcc -std=gnu11 -O2 -Wall -Wextra -Iagent -Icommon -I"$BUILD" tests/bench/bench_inspect.c \
+		$lib "$BUILD/libcommon.a" -o "$out" $(pkg-config --cflags --libs libhs libpcre2-8) \
+		$(pkg-config --libs libssl libcrypto yaml-0.1 2>/dev/null) -lm; then
+		"$out" || { echo "bench: bench_inspect exited $?" >&2; rc=1; }
+	else
+		echo "bench: bench_inspect.c did not build; skipped" >&2
+		rc=1
+	fi
+	echo
+else
+	echo "bench: tests/bench/bench_inspect.c absent; inspection micro-benchmark skipped"
+fi
+
+# shellcheck disable=SC2086
+python3 tests/bench/proxy_bench.py ${BENCH_ARGS:-} || rc=1
+exit $rc
