@@ -30,7 +30,7 @@ endif
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
            -Wshadow -Wformat=2 -Wno-format-truncation -fno-strict-aliasing -MMD -MP $(SANFLAGS) \
-           -I$(BUILD) -Ibpf -Icommon -Iagent -Icollector $(PKG_CFLAGS)
+           -I$(BUILD) -I$(BUILD)/gen -Ibpf -Icommon -Iagent -Icollector $(PKG_CFLAGS)
 LDFLAGS += $(SANFLAGS)
 LDLIBS  += $(PKG_LIBS) -lresolv -lpthread -lm
 
@@ -49,7 +49,7 @@ COMMON_OBJS    := $(call obj,$(COMMON_SRCS))
 AGENT_OBJS     := $(call obj,$(AGENT_SRCS))
 COLLECTOR_OBJS := $(call obj,$(COLLECTOR_SRCS))
 CLI_OBJS       := $(call obj,$(CLI_SRCS))
-PROTO_GEN_C    := $(patsubst proto/%.proto,$(BUILD)/%.pb-c.c,$(PROTO_SRCS))
+PROTO_GEN_C    := $(patsubst proto/%.proto,$(BUILD)/gen/%.pb-c.c,$(PROTO_SRCS))
 PROTO_OBJS     := $(patsubst $(BUILD)/%.c,$(BUILD)/obj/%.o,$(PROTO_GEN_C))
 SKELS          := $(patsubst bpf/%.bpf.c,$(BUILD)/%.skel.h,$(BPF_SRCS))
 GENERATED      := $(SKELS) $(PROTO_GEN_C)
@@ -79,10 +79,10 @@ $(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
 	$(call msg,GEN-SKEL,$@)
 	$(Q)$(BPFTOOL) gen skeleton $< name $(subst -,_,$*)_bpf > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/%.pb-c.c $(BUILD)/%.pb-c.h: proto/%.proto
+$(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: proto/%.proto
 	$(call msg,PROTOC,$@)
-	$(Q)mkdir -p $(BUILD)
-	$(Q)$(PROTOC_C) --proto_path=proto --c_out=$(BUILD) $<
+	$(Q)mkdir -p $(BUILD)/gen
+	$(Q)$(PROTOC_C) --proto_path=proto --c_out=$(BUILD)/gen $<
 
 $(BUILD)/obj/%.o: $(BUILD)/%.c
 	$(call msg,CC,$@)

@@ -516,7 +516,7 @@ static bool placeholder(const char *v, size_t l)
 static bool v_password(const char *t, size_t n, size_t *s, size_t *e)
 {
 	/* the value must be whole: "getPassword()" is not "getP" */
-	if (*e < n && !strchr(" \t\r\n\"',;()<>&", t[*e]))
+	if (*e < n && !strchr(" \t\r\n\"',;()<>", t[*e]))
 		return false;
 	/* db_password, PG_PASSWORD, MYSQLPASS and userPassword are passwords;
 	 * bypass and compass are not */
@@ -537,6 +537,14 @@ static bool v_password(const char *t, size_t n, size_t *s, size_t *e)
 			;
 	if (i < *e && (t[i] == '"' || t[i] == '\''))
 		i++;
+	/* HTML-escaped markup ends the value: pass=abc&lt;/div&gt; */
+	for (size_t k = i; k + 3 < *e; k++)
+		if (t[k] == '&' && (!strncmp(t + k, "&lt;", 4) || !strncmp(t + k, "&gt;", 4) ||
+				    !strncmp(t + k, "&quot;", 6 < *e - k ? 6 : *e - k) ||
+				    !strncmp(t + k, "&amp;", 5 < *e - k ? 5 : *e - k) || t[k + 1] == '#')) {
+			*e = k;
+			break;
+		}
 	if (*e - i < 4)
 		return false;
 	if (placeholder(t + i, *e - i))
@@ -629,10 +637,10 @@ static const struct det builtin[] = {
 	  NULL, 0, v_jwt, EX_SOM },
 	{ FINDING_PASSWORD_ASSIGNMENT,
 	  "(?:(?:pass(?:w(?:or)?d|wrd|phrase)?s?|pa?s{1,2}w?o?r?d)[A-Za-z_]{0,8}|pwd|pw)[\"')]?\\s{0,5}"
-	  "(?::=|:|=>|={1,3}|!={1,2})\\s{0,5}[\"']?[^\\s\"',;()<>&]{4,}",
+	  "(?::=|:|=>|={1,3}|!={1,2})\\s{0,5}[\"']?[^\\s\"',;()<>]{4,}",
 	  NULL, CL, v_password, EX_SOM },
 	{ FINDING_PASSWORD_ASSIGNMENT,
-	  "(?:password|passwd|pwd)[\"']?\\s{0,3}(?:,|\\s(?:is\\s)?)\\s{0,3}[\"'][^\\s\"',;()<>&]{4,}",
+	  "(?:password|passwd|pwd)[\"']?\\s{0,3}(?:,|\\s(?:is\\s)?)\\s{0,3}[\"'][^\\s\"',;()<>]{4,}",
 	  NULL, CL, v_password, EX_SOM },
 	{ FINDING_IBAN, "[A-Z]{2}\\d{2}(?:[ \\-]?[A-Z0-9]){11,32}", NULL, 0, v_iban, EX_SOM },
 	{ FINDING_CREDIT_CARD, "\\d(?:[ \\-]?\\d){11,18}", NULL, 0, v_card, EX_SOM },

@@ -156,8 +156,10 @@ http {{
 }}
 """
 
-UPSTREAM_SERVER = """  server {{
+UPSTREAM_SERVER = """  log_format conn '$connection';
+  server {{
     listen {addr}:443 ssl;
+    access_log {dir}/conns.log conn buffer=256k flush=1s;
     server_name {host};
     ssl_certificate {cert};
     ssl_certificate_key {key};
@@ -204,6 +206,29 @@ class Nginx:
             f.write(NGINX_MAIN.format(dir=self.dir, body=server_conf))
         self.proc = lib.spawn(["nginx", "-p", self.dir, "-c", conf, "-e", os.path.join(self.dir, "error.log")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        lib.at_cleanup(self.stop)  # runs before spawn's SIGKILL, which would orphan the worker
+
+    def stop(self):
+        """SIGTERM the master (it stops its workers), then SIGKILL any worker left, by pid."""
+        if self.proc.poll() is not None:
+            return
+        workers = children(self.proc.pid)
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for w in workers:
+            for _ in range(50):
+                if not os.path.exists("/proc/%d" % w):
+                    break
+                time.sleep(0.1)
+            else:
+                try:
+                    os.kill(w, 9)
+                except ProcessLookupError:
+                    pass
 
     def pids(self):
         return [self.proc.pid] + children(self.proc.pid)
@@ -391,6 +416,13 @@ class Bench:
         self.results = {}
         self.notes = []
 
+    def upstream_log_lines(self):
+        try:
+            with open(os.path.join(self.tmp, "upstream", "conns.log")) as f:
+                return f.read().split()
+        except FileNotFoundError:
+            return []
+
     def hosts(self, addr, name):
         d = os.path.join(self.tmp, "hosts-" + name)
         os.makedirs(d)
@@ -458,17 +490,28 @@ class Bench:
         print("   1 connection: %.0f req/s p50 %d us p99 %d us errors %d" %
               (r["c1"]["rps"], r["c1"]["p50"], r["c1"]["p99"], r["c1"]["errors"]), flush=True)
         up_pids = self.upstream.pids()
+        time.sleep(1.2)  # the upstream access log flushes every second
+        l0 = self.upstream_log_lines()
         c0, s0, u0 = task_cpu_ns(proxy_pids), stat_cpu_ns(proxy_pids), task_cpu_ns(up_pids)
         r["load"] = w = self.wrk(hosts, cgroup, conns, duration)
         c1, s1, u1 = task_cpu_ns(proxy_pids), stat_cpu_ns(proxy_pids), task_cpu_ns(up_pids)
+        time.sleep(1.2)
+        conn_ids = self.upstream_log_lines()[len(l0):]
+        r["upstream_requests"] = len(conn_ids)
+        r["upstream_conns"] = len(set(conn_ids))
         n = max(1, w["requests"])
-        r["cpu_us"] = (c1 - c0) / 1000.0 / n
-        r["cpu_us_stat"] = (s1 - s0) / 1000.0 / n
+        # utime+stime covers threads that exited during the run (the agent
+        # runs a thread per connection); the schedstat sum over live threads
+        # is ns-exact but misses those, so it is the cross-check.
+        r["cpu_us"] = (s1 - s0) / 1000.0 / n
+        r["cpu_us_schedstat"] = (c1 - c0) / 1000.0 / n
         r["upstream_cpu_us"] = (u1 - u0) / 1000.0 / n
         r["conns"] = conns
-        print("   %d connections: %.0f req/s p50 %d us p99 %d us errors %d; CPU %.1f us/req (stat %.1f), "
+        print("   %d connections: %.0f req/s p50 %d us p99 %d us errors %d; CPU %.1f us/req (live-thread schedstat %.1f), "
               "upstream %.1f us/req" % (conns, w["rps"], w["p50"], w["p99"], w["errors"], r["cpu_us"],
-                                        r["cpu_us_stat"], r["upstream_cpu_us"]), flush=True)
+                                        r["cpu_us_schedstat"], r["upstream_cpu_us"]), flush=True)
+        print("   upstream saw %d requests on %d connections during the loaded run" % (
+            r["upstream_requests"], r["upstream_conns"]), flush=True)
         if w["errors"]:
             self.notes.append("%s: wrk errors %s" % (name, {k: w[k] for k in ("connect", "read", "write", "status", "timeout")}))
         self.results[name] = r
@@ -479,7 +522,7 @@ class Bench:
         answer = make_response_body()
         self.upstream = Nginx(lib, self.tmp, "upstream", UPSTREAM_SERVER.format(
             addr=UPSTREAM, host=HOST, cert=pki["good_cert"], key=pki["good_key"], path=PATH,
-            answer=answer)).ready(UPSTREAM)
+            answer=answer, dir=os.path.join(self.tmp, "upstream"))).ready(UPSTREAM)
         self.sse_server = SseServer(SSE_UP, pki["good_cert"], pki["good_key"])
         lib.at_cleanup(self.sse_server.close)
 
@@ -494,8 +537,7 @@ class Bench:
             addr=NGINX_PROXY, up=UPSTREAM, host=HOST, cert=pki["good_cert"], key=pki["good_key"],
             ca=pki["ca_cert"])).ready(NGINX_PROXY)
         self.measure("nginx", self.hosts(NGINX_PROXY, "nginx"), None, proxy.pids(), a.conns, a.duration)
-        proxy.proc.terminate()
-        proxy.proc.wait(10)
+        proxy.stop()
 
         # mitmdump, reverse mode, verifying the upstream against the test CA
         # (it resolves api.openai.com to the upstream through its own hosts file).
@@ -576,7 +618,8 @@ limits:
         print("Vigil proxy benchmark: keep-alive POST, 1.5 KB JSON body, 1 KB JSON answer, TLS 1.3 on every hop")
         print("wrk -t1 on 2 cores; loaded runs: -c%d (mitmdump -c%d) for %ds; unloaded: -c1" %
               (self.args.conns, self.args.mitm_conns, self.args.duration))
-        print("CPU/req: proxy process only (all threads, schedstat); for 'direct' the upstream nginx itself")
+        print("CPU/req: proxy process only (all threads, /proc/PID/stat utime+stime); for 'direct' the upstream nginx"
+              " itself; 'upstr us': the upstream nginx's CPU/req in the same run")
         print()
         hdr = "%-9s %10s %9s %9s %12s %12s %9s %9s %11s %10s" % (
             "target", "req/s", "p50 us", "p99 us", "+p50 us c1", "+p99 us c1", "+p50 load", "CPU us/req",

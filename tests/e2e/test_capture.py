@@ -26,8 +26,8 @@ shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "tcp_tools.
 os.chmod(TOOLS, 0o755)
 
 CG = lib.Scratch("capture")
-TARGET4, OTHER4, PORT = "127.0.0.2", "127.0.0.3", 443
-TARGET6 = "::1"
+TARGET4, OTHER4, PORT = "127.0.10.2", "127.0.10.3", 443
+TARGET6, PORT6 = "::1", 4436   # ::1 is shared: a port of its own
 SERVERS = {}
 
 
@@ -56,10 +56,10 @@ def client(host, port, data="hello", cgroup=True, uid=lib.NOBODY, sni=None, time
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-for h, prt in ((TARGET4, PORT), (OTHER4, PORT), (TARGET6, PORT)):
+for h, prt in ((TARGET4, PORT), (OTHER4, PORT), (TARGET6, PORT6)):
     start_echo(h, prt)
 
-AGENT = lib.Agent(TMP, CG.path, extra="target_addresses: [%s, \"%s\"]\nendpoints: [api.openai.com]\n" % (TARGET4, TARGET6))
+AGENT = lib.Agent(TMP, CG.path, extra="target_addresses: [%s, \"%s\"]\ntarget_ports: [%d, %d]\nendpoints: [api.openai.com]\n" % (TARGET4, TARGET6, PORT, PORT6))
 
 
 def went_through_agent(res, host, port):
@@ -129,11 +129,11 @@ def non_target_address_untouched():
 
 @test
 def ipv6_target_redirected():
-    res = client(TARGET6, PORT, "v6")
+    res = client(TARGET6, PORT6, "v6")
     check("error" not in res, "v6 client error %s" % res)
     check(res["reply_tail"] == "v6", "v6 relay failed: %s" % res)
-    check(went_through_agent(res, TARGET6, PORT), "IPv6 target not redirected")
-    check(res["peer"][0] == TARGET6 and res["peer"][1] == PORT, "v6 getpeername %s" % res["peer"])
+    check(went_through_agent(res, TARGET6, PORT6), "IPv6 target not redirected")
+    check(res["peer"][0] == TARGET6 and res["peer"][1] == PORT6, "v6 getpeername %s" % res["peer"])
     evs = AGENT.wait_events(lambda e: e.get("pid") == res["pid"], kind="connection")
     check(evs and evs[0]["dst_ip"] == TARGET6, "v6 event: %s" % evs)
 
@@ -167,7 +167,7 @@ def agent_upstream_not_looped():
     evs = AGENT.events("connection")
     bad = [e for e in evs if e.get("error") and "origin" in e["error"]]
     check(not bad, "agent saw connections without origin (its own upstream looped back?): %s" % bad)
-    check(all(e["dst_port"] == PORT for e in evs), "an event has a destination other than the targets: %s" % evs)
+    check(all(e["dst_port"] in (PORT, PORT6) for e in evs), "an event has a destination other than the targets: %s" % evs)
 
 
 @test

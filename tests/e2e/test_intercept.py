@@ -31,7 +31,7 @@ TMP = tempfile.mkdtemp(prefix="vigil-e2e-intercept-")
 os.chmod(TMP, 0o755)
 lib.at_cleanup(lambda: shutil.rmtree(TMP, ignore_errors=True))
 
-GOOD, EXPIRED, WRONGHOST = "127.0.0.2", "127.0.0.4", "127.0.0.5"
+GOOD, EXPIRED, WRONGHOST = "127.0.20.2", "127.0.20.4", "127.0.20.5"
 HOSTS = lib.hosts_file({
     "api.openai.com": GOOD,
     "api.anthropic.com": GOOD,

@@ -75,12 +75,12 @@ static const struct vec vecs[] = {
 	{ "Version 1.2.3 time 12:34:56 std::cout 300.1.1.1 aa:bb:cc:dd:ee:ff", FINDING_IP_ADDRESS, 0, NULL },
 	{ "call (415) 555-0132 or +44 20 7123 4567", FINDING_PHONE, 2, "(415) 555-0132" },
 	{ "build 10.0.19041.1234 on 2024-01-15 ts 1700000000", FINDING_PHONE, 0, NULL },
-	{ "key AKIAIOSFODNN7EXAMPLE here", FINDING_AWS_ACCESS_KEY, 1, "AKIAIOSFODNN7EXAMPLE" },
-	{ "XAKIAIOSFODNN7EXAMPLE1", FINDING_AWS_ACCESS_KEY, 0, NULL },
+	{ "key AKIA2OGYBAH6TQJ5V3XL here", FINDING_AWS_ACCESS_KEY, 1, "AKIA2OGYBAH6TQJ5V3XL" },
+	{ "XAKIA2OGYBAH6TQJ5V3XL1", FINDING_AWS_ACCESS_KEY, 0, NULL },
 	{ "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", FINDING_AWS_SECRET_KEY, 1,
 	  "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY" },
-	{ "tok ghp_0123456789abcdefghijABCDEFGHIJ012345.", FINDING_GITHUB_TOKEN, 1,
-	  "ghp_0123456789abcdefghijABCDEFGHIJ012345" },
+	{ "tok ghp_R8x2Kd9QwLm4Tz7Vb1Nc5Hy3Pj6Fg0Ua2Se8.", FINDING_GITHUB_TOKEN, 1,
+	  "ghp_R8x2Kd9QwLm4Tz7Vb1Nc5Hy3Pj6Fg0Ua2Se8" },
 	{ "k sk-proj-qa25MV9c7Qu0EjDIEWdcT3BlbkFJ83uCF0K4yw7RzpY39bio", FINDING_OPENAI_API_KEY, 1,
 	  "sk-proj-qa25MV9c7Qu0EjDIEWdcT3BlbkFJ83uCF0K4yw7RzpY39bio" },
 	{ "k sk-ant-api03-gigCtxD_mMUnJuUOwVtpBmPFdG0-ybrcBb1EcgpJblpcw", FINDING_ANTHROPIC_API_KEY, 1, NULL },
@@ -93,7 +93,7 @@ static const struct vec vecs[] = {
 	  FINDING_JWT, 1, NULL },
 	{ "eyJub3RhbGciOjF9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.abcdefghijkl", FINDING_JWT, 0, NULL },
 	{ "AIzaSyDdI0hCZtE6vySjMm-WEfRq3CPzqKqqsHI", FINDING_GOOGLE_API_KEY, 1, NULL },
-	{ "glpat-xxxxxxxxxxxxxxxxxxxx1234", FINDING_GITLAB_TOKEN, 1, NULL },
+	{ "glpat-Z7fK2mQ9xWb4Lr8Tn3Vc", FINDING_GITLAB_TOKEN, 1, NULL },
 	{ "sk_live_4eC39HqLyjWDarjtT1zdp7dc", FINDING_STRIPE_KEY, 1, NULL },
 	{ "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", FINDING_HUGGINGFACE_TOKEN, 1, NULL },
 	{ "secret qpF8Q~PCM5MhMoyTFc5TYEomnzRUKim9UJhe8a2P", FINDING_AZURE_KEY, 1, NULL },
@@ -197,7 +197,7 @@ TEST(inspect_injection_only_in_model_visible_text)
 TEST(inspect_stream_counts_values_split_across_chunks)
 {
 	const char *text = "Sure! Contact jane.roe@example.org or use card 4111 1111 1111 1111; "
-			   "key AKIAIOSFODNN7EXAMPLE. Done.";
+			   "key AKIA2OGYBAH6TQJ5V3XL. Done.";
 	size_t n = strlen(text);
 	setup();
 	for (size_t step = 1; step <= 9; step += 4) {

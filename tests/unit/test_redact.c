@@ -107,7 +107,7 @@ static const struct shape shapes[] = {
 	{ "api.openai.com", "/v1/chat/completions",
 	  "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"card 4111 1111 1111 1111\"}]}]}",
 	  "card [CREDIT_CARD_1]" },
-	{ "api.openai.com", "/v1/responses", "{\"model\":\"o3\",\"input\":\"key AKIAIOSFODNN7EXAMPLE\"}",
+	{ "api.openai.com", "/v1/responses", "{\"model\":\"o3\",\"input\":\"key AKIA2OGYBAH6TQJ5V3XL\"}",
 	  "key [AWS_ACCESS_KEY_1]" },
 	{ "api.anthropic.com", "/v1/messages",
 	  "{\"model\":\"claude\",\"system\":\"x\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"t1\",\"content\":\"ssn 078-05-1123\"}]}],\"max_tokens\":10}",
