@@ -87,6 +87,35 @@ static int apply_target(void *arg, const struct sockaddr *addr, bool add)
 	return ret;
 }
 
+/* In closed mode the target map survives a restart (pinned): remove what
+ * the new configuration no longer watches, so a dropped endpoint is not
+ * redirected forever. */
+static void drop_stale_targets(struct agent *ag)
+{
+	static struct vigil_target_key keys[4096];
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	int n = capture_target_list(ag->cap, keys, sizeof(keys) / sizeof(keys[0]));
+
+	for (int i = 0; i < n && i < (int)(sizeof(keys) / sizeof(keys[0])); i++) {
+		struct sockaddr_storage ss;
+		bool port_ok = false;
+		memset(&ss, 0, sizeof(ss));
+		if (!memcmp(keys[i].addr, mapped, 12)) {
+			struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+			s4->sin_family = AF_INET;
+			memcpy(&s4->sin_addr, keys[i].addr + 12, 4);
+		} else {
+			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+			s6->sin6_family = AF_INET6;
+			memcpy(&s6->sin6_addr, keys[i].addr, 16);
+		}
+		for (size_t p = 0; p < ag->cfg->n_target_ports; p++)
+			port_ok |= ag->cfg->target_ports[p] == keys[i].port;
+		if (!port_ok || !targets_contains(ag->targets, (struct sockaddr *)&ss))
+			capture_target_del(ag->cap, (struct sockaddr *)&ss, keys[i].port);
+	}
+}
+
 static void kernel_event(void *arg, const struct vigil_kevent *kev)
 {
 	struct agent *ag = arg;
@@ -281,6 +310,7 @@ int main(int argc, char **argv)
 	/* Resolve once before announcing readiness, so that the first
 	 * connection after "ready" is already captured. */
 	targets_refresh(ag.targets, loop_now_ms() / 1000);
+	drop_stale_targets(&ag);
 	if ((ret = targets_start(ag.targets))) {
 		log_err("cannot start the resolver: %s", strerror(-ret));
 		ret = 1;

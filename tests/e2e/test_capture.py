@@ -227,6 +227,26 @@ def fail_closed_refuses_fast_then_recovers():
 
 
 @test
+def fail_closed_restart_drops_targets_no_longer_configured():
+    a = lib.Agent(TMP, CG.path, name="closed2",
+                  extra="target_addresses: [%s, %s]\nfail_mode: closed\n" % (TARGET4, OTHER4)).start()
+    res = client(OTHER4, PORT, "watched-other")
+    check(went_through_agent(res, OTHER4, PORT), "second target not redirected")
+    a.kill9()
+    with open(a.config) as f:
+        text = f.read().replace("target_addresses: [%s, %s]" % (TARGET4, OTHER4), "target_addresses: [%s]" % TARGET4)
+    with open(a.config, "w") as f:
+        f.write(text)
+    a.start()
+    res = client(OTHER4, PORT, "unwatched-now")
+    check(res.get("reply_tail") == "unwatched-now" and not went_through_agent(res, OTHER4, PORT),
+          "address dropped from the config still redirected after restart: %s" % res)
+    res = client(TARGET4, PORT, "still-watched")
+    check(went_through_agent(res, TARGET4, PORT), "remaining target lost after restart")
+    check(a.stop() == 0, "agent exit status")
+
+
+@test
 def check_flag_reports_file_and_line():
     bad = os.path.join(TMP, "bad.yaml")
     with open(bad, "w") as f:
