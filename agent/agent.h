@@ -3,6 +3,7 @@
 #ifndef VIGIL_AGENT_H
 #define VIGIL_AGENT_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdbool.h>
@@ -15,6 +16,7 @@ struct capture;
 struct audit;
 struct targets;
 struct certgen;
+struct inspector;
 typedef struct ssl_ctx_st SSL_CTX;
 
 struct agent_stats {
@@ -29,6 +31,9 @@ struct agent {
 	struct targets *targets;
 	struct certgen *certgen;       /* NULL: no CA configured, nothing is decrypted */
 	SSL_CTX *upstream_ctx;         /* client side of intercepted connections */
+	struct inspector *inspector;   /* current detector set; swapped whole on reload */
+	pthread_mutex_t inspector_lock;
+	unsigned char hash_key[32];    /* keys the "hash" redaction (per agent run) */
 	struct agent_stats stats;
 };
 

@@ -428,6 +428,10 @@ static int set_defaults(struct config *c)
 	c->dns_min_ttl_s = 30;
 	c->dns_max_ttl_s = 3600;
 	c->log_level = LOG_INFO;
+	c->spool_max_bytes = 1ULL << 30;
+	c->spool_fsync = CONFIG_FSYNC_BATCH;
+	c->ship_batch_events = 1000;
+	c->ship_interval_ms = 1000;
 	while (config_default_endpoints[n])
 		n++;
 	c->endpoints = calloc(n + 1, sizeof(char *));
@@ -514,6 +518,32 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 			ret = set_str(path, v, &c->agent_id, err, errlen);
 		else if (!strcmp(k, "collector"))
 			ret = load_collector(path, v, c, err, errlen);
+		else if (!strcmp(k, "spool_max_bytes")) {
+			unsigned long long sz;
+			if (!(ret = ytree_size(path, v, &sz, err, errlen))) {
+				/* below 1 MiB a single batch could not fit next to a gap record */
+				if (sz < (1ULL << 20) || sz > (1ULL << 40)) {
+					snprintf(err, errlen, "%s:%d: spool_max_bytes must be 1M..1T", path, v->line);
+					ret = -ERANGE;
+				} else {
+					c->spool_max_bytes = sz;
+				}
+			}
+		} else if (!strcmp(k, "spool_fsync")) {
+			static const char *const fs[] = { "always", "batch", "never" };
+			ret = -EINVAL;
+			for (int l = 0; v->kind == YNODE_SCALAR && l < 3; l++)
+				if (!strcmp(v->str, fs[l])) {
+					c->spool_fsync = l;
+					ret = 0;
+				}
+			if (ret)
+				snprintf(err, errlen, "%s:%d: spool_fsync must be always, batch or never",
+					 path, v->line);
+		} else if (!strcmp(k, "ship_batch_events"))
+			ret = set_u32(path, v, 1, 100000, &c->ship_batch_events, err, errlen);
+		else if (!strcmp(k, "ship_interval"))
+			ret = set_ms(path, v, &c->ship_interval_ms, err, errlen);
 		else if (!strcmp(k, "limits"))
 			ret = load_limits(path, v, c, err, errlen);
 		else if (!strcmp(k, "log_level")) {

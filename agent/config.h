@@ -11,6 +11,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+enum { CONFIG_FSYNC_ALWAYS = 0, CONFIG_FSYNC_BATCH = 1, CONFIG_FSYNC_NEVER = 2 };
+
 struct config {
 	char *path;                    /* the file it came from */
 	struct sockaddr_in listen4;    /* listen: (IPv4) */
@@ -35,6 +37,11 @@ struct config {
 	struct {
 		char *address, *ca, *cert, *key;
 	} collector;
+	/* audit pipeline (agent/spool.c, agent/ship.c) */
+	uint64_t spool_max_bytes;      /* spool_max_bytes: full spool drops oldest + gap event */
+	int spool_fsync;               /* spool_fsync: CONFIG_FSYNC_* (default batch) */
+	uint32_t ship_batch_events;    /* ship_batch_events: events per batch, at most */
+	uint32_t ship_interval_ms;     /* ship_interval: a partial batch waits at most this */
 	/* limits */
 	uint32_t max_head_bytes;
 	uint32_t max_headers;

@@ -1,3 +1,6 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE   /* memmem, memrchr: also when built outside the Makefile */
+#endif
 /* detok: token restoration in response streams.
  *
  * A token is "[[VGL_" [A-Z_]+ "_" 6 hex "]]" (redact.h). The restorer

@@ -1,17 +1,32 @@
-/* exchange: per-request bookkeeping and decisions. Token usage is read from
- * the provider's own usage fields (OpenAI prompt_tokens/completion_tokens,
+/* exchange: per-request bookkeeping and decisions.
+ *
+ * Request: the whole body is inspected (inspect.c: every JSON string
+ * decoded, provider adapters say which text the model reads), a decision
+ * is taken (the policy when one is loaded; until then a default table:
+ * secrets block, PII is redacted, prompt injection is an alert), and the
+ * body is rewritten only when something is replaced: a request with no
+ * finding is forwarded byte for byte.
+ *
+ * Response: forwarded as it arrives. Token usage is read from the
+ * provider's own usage fields (OpenAI prompt_tokens/completion_tokens,
  * Anthropic input_tokens/output_tokens, Gemini promptTokenCount/
  * candidatesTokenCount, Bedrock inputTokens/outputTokens): in an SSE stream
  * every event is scanned and the last value wins (Anthropic sends
- * output_tokens cumulatively in message_delta; OpenAI sends one final usage
- * chunk). A non-streamed JSON response is scanned from a bounded copy; the
- * response itself is forwarded as it arrives. */
+ * output_tokens cumulatively; OpenAI sends one final usage chunk). The
+ * model's text is scanned for findings with bounded state, and when the
+ * request carried reversible tokens they are restored in the answer, even
+ * split across events (detok.c); such a response is re-framed as chunked
+ * because its length changes. */
 #include <errno.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "detok.h"
 #include "exchange.h"
 #include "jsonw.h"
+#include "log.h"
+#include "redact.h"
 #include "sse.h"
 
 #define RESP_COPY_MAX (1u << 20)
@@ -19,20 +34,51 @@
 
 int exchange_global_init(struct agent *ag, char *err, size_t errlen)
 {
-	(void)ag, (void)err, (void)errlen;
-	return 0;
+	pthread_mutex_init(&ag->inspector_lock, NULL);
+	if (RAND_bytes(ag->hash_key, sizeof(ag->hash_key)) != 1) {
+		snprintf(err, errlen, "cannot draw the redaction hash key");
+		return -EIO;
+	}
+	ag->inspector = inspector_new(NULL, 0, err, errlen);
+	return ag->inspector ? 0 : -EINVAL;
 }
 
 void exchange_global_free(struct agent *ag)
 {
-	(void)ag;
+	inspector_unref(ag->inspector);
+	ag->inspector = NULL;
+	OPENSSL_cleanse(ag->hash_key, sizeof(ag->hash_key));
 }
 
-void exchange_init(struct exchange *ex, struct agent *ag, const struct conn_info *info)
+static struct inspect_scratch *conn_scratch(struct exchange *ex)
+{
+	struct exchange_conn *xc = ex->xc;
+	if (!xc->scratch) {
+		pthread_mutex_lock(&ex->ag->inspector_lock);
+		xc->scratch = inspect_scratch_new(ex->ag->inspector);
+		pthread_mutex_unlock(&ex->ag->inspector_lock);
+		inspect_result_init(&xc->res);
+	}
+	return xc->scratch;
+}
+
+void exchange_conn_free(struct exchange_conn *xc)
+{
+	inspect_scratch_free(xc->scratch);
+	if (xc->scratch)
+		inspect_result_free(&xc->res);
+	vault_free(xc->vault);
+	xc->scratch = NULL;
+	xc->vault = NULL;
+}
+
+void exchange_init(struct exchange *ex, struct agent *ag, const struct conn_info *info,
+		   struct exchange_conn *xc)
 {
 	memset(ex, 0, sizeof(*ex));
 	ex->ag = ag;
 	ex->info = info;
+	ex->xc = xc;
 	ex->prompt_tokens = ex->completion_tokens = -1;
 	ex->injection_score = -1;
 	ex->action = "allow";
@@ -42,19 +88,107 @@ void exchange_init(struct exchange *ex, struct agent *ag, const struct conn_info
 void exchange_free(struct exchange *ex)
 {
 	sse_free(ex->sse);
+	detok_free(ex->detok);
+	inspect_stream_free(ex->out_scan);
+	json_buf_free(&ex->text);
+	json_buf_free(&ex->out);
 	free(ex->resp_copy);
 	free(ex->new_body);
 	ex->sse = NULL;
+	ex->detok = NULL;
+	ex->out_scan = NULL;
 	ex->resp_copy = NULL;
 	ex->new_body = NULL;
+}
+
+/* what: why, for the client's error message (no values, only types). */
+static void block(struct exchange *ex, int status, const char *code, const char *rule,
+		  const char *what, const char *detail)
+{
+	ex->blocked = true;
+	ex->block_status = status;
+	ex->block_code = code;
+	ex->action = "block";
+	ex->rule = rule;
+	snprintf(ex->block_message, sizeof(ex->block_message), "request blocked: %s (%s); rule %s",
+		 what, detail, rule);
+}
+
+/* The decision without a policy file: nothing secret leaves, personal data
+ * leaves redacted, suspected injection is audited. */
+static void decide_default(struct exchange *ex, struct redact_policy *rp)
+{
+	const char *secret = NULL;
+	bool pii = false;
+
+	for (int t = 0; t < FINDING__COUNT; t++) {
+		if (!ex->counts[t])
+			continue;
+		if (finding_table[t].cls == FINDING_CLASS_SECRET && !secret)
+			secret = finding_name((enum finding_type)t);
+		if (finding_table[t].cls == FINDING_CLASS_PII) {
+			pii = true;
+			rp->action[t] = REDACT_PLACEHOLDER;
+		}
+	}
+	if (secret) {
+		block(ex, 403, "secret_detected", "default:secrets",
+		      "it contains a credential", secret);
+		return;
+	}
+	if (pii) {
+		ex->action = "redact";
+		ex->rule = "default:pii";
+	} else if (ex->counts[FINDING_PROMPT_INJECTION] || ex->counts[FINDING_INVALID_JSON]) {
+		ex->action = "alert";
+		ex->rule = ex->counts[FINDING_PROMPT_INJECTION] ? "default:injection" : "default:invalid_json";
+	}
+}
+
+static void apply_redaction(struct exchange *ex, const char *body, size_t len,
+			    struct redact_policy *rp)
+{
+	struct json_buf out = { 0 };
+	bool any = false;
+	int ret;
+
+	for (int t = 0; t < FINDING__COUNT; t++)
+		if (rp->action[t] != REDACT_KEEP && ex->counts[t])
+			any = true;
+	if (!any)
+		return;
+	rp->hash_key = ex->ag->hash_key;
+	rp->hash_key_len = sizeof(ex->ag->hash_key);
+	for (int t = 0; t < FINDING__COUNT; t++)
+		if (rp->action[t] == REDACT_TOKENIZE && ex->counts[t] && !ex->xc->vault)
+			ex->xc->vault = vault_new(NULL, 0, 0);
+	rp->vault = ex->xc->vault;
+	ret = redact_body(body, len, &ex->xc->res, rp, &out, &ex->redacted);
+	if (ret == REDACT_CHANGED) {
+		ex->new_body = out.data;
+		ex->new_body_len = out.len;
+		for (int t = 0; t < FINDING__COUNT; t++)
+			if (rp->action[t] == REDACT_TOKENIZE && ex->counts[t])
+				ex->tokenized = true;
+		return;
+	}
+	json_buf_free(&out);
+	if (ret < 0) {
+		/* A request we decided to redact but could not must not leave as is. */
+		block(ex, 403, "redaction_failed", ex->rule ? ex->rule : "default:pii",
+		      "its sensitive values could not be redacted", strerror(-ret));
+	}
 }
 
 void exchange_request(struct exchange *ex, const struct http_request *req, const char *body,
 		      size_t len)
 {
-	struct provider_info pi;
+	struct inspect_scratch *scratch;
+	struct inspect_result *res;
+	struct redact_policy rp;
 	size_t ml = req->method_len < sizeof(ex->method) - 1 ? req->method_len : sizeof(ex->method) - 1;
 	size_t pl = 0;
+	int ret;
 
 	memcpy(ex->method, req->method, ml);
 	ex->method[ml] = 0;
@@ -63,13 +197,31 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
 		pl++;
 	memcpy(ex->path, req->target, pl);
 	ex->path[pl] = 0;
-
-	memset(&pi, 0, sizeof(pi));
-	provider_parse_request(ex->info->sni, ex->path, body, len, &pi, NULL, NULL);
-	ex->provider = pi.provider;
-	snprintf(ex->model, sizeof(ex->model), "%s", pi.model);
-	ex->stream = pi.stream;
 	ex->bytes_up += len;
+
+	if (!(scratch = conn_scratch(ex))) {
+		block(ex, 503, "inspection_unavailable", "default:fail_closed",
+		      "inspection unavailable", "out of memory");
+		return;
+	}
+	res = &ex->xc->res;
+	ret = inspect_request(scratch, ex->info->sni, ex->path, body, len, res);
+	if (ret) {
+		/* Inspection failed: the request must not leave uninspected. */
+		block(ex, 503, "inspection_failed", "default:fail_closed",
+		      "inspection failed", strerror(-ret));
+		return;
+	}
+	ex->provider = res->info.provider;
+	snprintf(ex->model, sizeof(ex->model), "%s", res->info.model);
+	ex->stream = res->info.stream;
+	ex->injection_score = res->injection_score;
+	memcpy(ex->counts, res->counts, sizeof(ex->counts));
+
+	memset(&rp, 0, sizeof(rp));
+	decide_default(ex, &rp);
+	if (!ex->blocked)
+		apply_redaction(ex, body, len, &rp);
 }
 
 const char *exchange_body(struct exchange *ex, const char *body, size_t *len)
@@ -81,12 +233,23 @@ const char *exchange_body(struct exchange *ex, const char *body, size_t *len)
 	return body;
 }
 
+/* Model text of one response document goes to the output scanner. */
+static void scan_output(struct exchange *ex, const char *doc, size_t len)
+{
+	if (!ex->out_scan)
+		return;
+	ex->text.len = 0;
+	if (provider_response_text(ex->provider, doc, len, &ex->text) == 0 && ex->text.len)
+		inspect_stream_feed(ex->out_scan, ex->text.data, ex->text.len);
+}
+
 static int on_sse_event(void *arg, const char *event, size_t event_len, const char *data,
 			size_t data_len)
 {
 	struct exchange *ex = arg;
 	(void)event, (void)event_len;
 	exchange_scan_usage(data, data_len, &ex->prompt_tokens, &ex->completion_tokens);
+	scan_output(ex, data, data_len);
 	return 0;
 }
 
@@ -95,10 +258,18 @@ void exchange_response_head(struct exchange *ex, const struct http_response *res
 	ex->event_stream = resp->event_stream;
 	if (ex->event_stream)
 		ex->sse = sse_new(SSE_EVENT_MAX);
+	if (ex->xc->scratch)
+		ex->out_scan = inspect_stream_new(ex->xc->scratch);
+	if (ex->tokenized && ex->xc->vault && resp->body != HTTP_BODY_NONE) {
+		ex->detok = detok_new(ex->xc->vault, true);
+		ex->transform = ex->detok != NULL;
+	}
 }
 
 void exchange_response_data(struct exchange *ex, const char *data, size_t len)
 {
+	if (ex->transform)
+		detok_feed(ex->detok, data, len, &ex->out);
 	if (ex->event_stream) {
 		if (ex->sse)
 			sse_feed(ex->sse, data, len, on_sse_event, ex);
@@ -128,9 +299,17 @@ void exchange_response_data(struct exchange *ex, const char *data, size_t len)
 
 void exchange_response_end(struct exchange *ex)
 {
-	if (!ex->event_stream && ex->resp_copy && !ex->resp_copy_full)
+	if (ex->transform)
+		detok_finish(ex->detok, &ex->out);
+	if (!ex->event_stream && ex->resp_copy && !ex->resp_copy_full) {
 		exchange_scan_usage(ex->resp_copy, ex->resp_len, &ex->prompt_tokens,
 				    &ex->completion_tokens);
+		scan_output(ex, ex->resp_copy, ex->resp_len);
+	}
+	if (ex->out_scan) {
+		inspect_stream_finish(ex->out_scan);
+		memcpy(ex->out_counts, inspect_stream_counts(ex->out_scan), sizeof(ex->out_counts));
+	}
 }
 
 /* The number after "key": at every occurrence; the last one is kept. */
@@ -189,8 +368,14 @@ void exchange_fill_event(const struct exchange *ex, struct audit_event *ev)
 	ev->completion_tokens = ex->completion_tokens;
 	ev->latency_ms = ex->latency_ms;
 	ev->injection_score = ex->injection_score;
-	ev->n_findings = ex->n_findings;
-	memcpy(ev->findings, ex->findings, sizeof(ex->findings[0]) * ex->n_findings);
+	ev->n_findings = 0;
+	for (int t = 0; t < FINDING__COUNT && ev->n_findings < AUDIT_MAX_FINDING_TYPES; t++) {
+		if (!ex->counts[t])
+			continue;
+		ev->findings[ev->n_findings].type = finding_name((enum finding_type)t);
+		ev->findings[ev->n_findings].count = ex->counts[t];
+		ev->n_findings++;
+	}
 }
 
 const char *exchange_status_text(int status)
@@ -204,6 +389,7 @@ const char *exchange_status_text(int status)
 	case 431: return "Request Header Fields Too Large";
 	case 501: return "Not Implemented";
 	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
 	case 504: return "Gateway Timeout";
 	case 505: return "HTTP Version Not Supported";
 	default: return "Error";

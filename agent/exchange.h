@@ -16,13 +16,29 @@
 #include "agent.h"
 #include "audit.h"
 #include "http.h"
+#include "inspect.h"
+#include "json.h"
 #include "providers.h"
 
 struct sse_parser;
+struct inspect_scratch;
+struct inspect_stream;
+struct vault;
+struct detok;
+
+/* Per intercepted connection (one conversation): scan state and the vault
+ * of reversible tokens. Owned by intercept.c, freed with exchange_conn_free. */
+struct exchange_conn {
+	struct inspect_scratch *scratch;  /* from the inspector current at connect */
+	struct vault *vault;              /* created on first tokenize */
+	struct inspect_result res;        /* reused per request */
+};
+void exchange_conn_free(struct exchange_conn *xc);
 
 struct exchange {
 	struct agent *ag;                 /* borrowed */
 	const struct conn_info *info;     /* borrowed */
+	struct exchange_conn *xc;         /* borrowed */
 	uint64_t t_start_ms, t_first_byte_ms, latency_ms;
 	char method[16];
 	char path[256];                   /* query string removed: it can carry API keys */
@@ -47,7 +63,16 @@ struct exchange {
 	struct audit_finding findings[AUDIT_MAX_FINDING_TYPES];
 	unsigned n_findings;
 	double injection_score;
+	uint32_t counts[FINDING__COUNT];  /* request findings */
+	uint32_t out_counts[FINDING__COUNT]; /* findings in the model's answer */
+	size_t redacted;                  /* values replaced in the request */
+	bool tokenized;                   /* the request carries vault tokens */
 	/* response side */
+	bool transform;                   /* response rewritten (tokens restored): re-chunked */
+	struct detok *detok;              /* owned */
+	struct inspect_stream *out_scan;  /* owned */
+	struct json_buf text;             /* scratch: model text of one event */
+	struct json_buf out;              /* transformed response bytes to send */
 	bool event_stream;
 	struct sse_parser *sse;           /* owned */
 	char *resp_copy;                  /* bounded copy of a JSON response, for usage */
@@ -58,7 +83,8 @@ struct exchange {
 int exchange_global_init(struct agent *ag, char *err, size_t errlen);
 void exchange_global_free(struct agent *ag);
 
-void exchange_init(struct exchange *ex, struct agent *ag, const struct conn_info *info);
+void exchange_init(struct exchange *ex, struct agent *ag, const struct conn_info *info,
+		   struct exchange_conn *xc);
 void exchange_free(struct exchange *ex);
 
 /* A whole request: identify provider and model, inspect, decide. Sets
@@ -69,9 +95,13 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
  * updated to the length to send. */
 const char *exchange_body(struct exchange *ex, const char *body, size_t *len);
 
+/* Sets ex->transform when the response body must be rewritten (vault
+ * tokens to restore); the caller then re-frames it as chunked. */
 void exchange_response_head(struct exchange *ex, const struct http_response *resp);
-/* Decoded response payload as it passes (chunked framing removed). */
+/* Decoded response payload as it passes (chunked framing removed). With
+ * ex->transform, the bytes to send instead are appended to ex->out. */
 void exchange_response_data(struct exchange *ex, const char *data, size_t len);
+/* End of the response; with ex->transform, appends held-back bytes to ex->out. */
 void exchange_response_end(struct exchange *ex);
 
 void exchange_fill_event(const struct exchange *ex, struct audit_event *ev);

@@ -1,3 +1,6 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE   /* memmem, memrchr: also when built outside the Makefile */
+#endif
 /* inspect: detectors over decoded text, with exact spans mapped back to
  * the raw body.
  *
@@ -584,6 +587,7 @@ struct det {
 	unsigned flags;           /* extra Hyperscan flags */
 	validate_fn validate;
 	enum extractor ex;
+	uint32_t maxlen;          /* longest span (0 = 512) */
 };
 
 #define CL HS_FLAG_CASELESS
@@ -592,69 +596,69 @@ struct det {
  * (a PEM block beats the base64 inside it, a card beats a phone). */
 static const struct det builtin[] = {
 	{ FINDING_PRIVATE_KEY, NULL,
-	  "-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----", 0, NULL, EX_PEM },
+	  "-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----", 0, NULL, EX_PEM, 0 },
 	{ FINDING_CONNECTION_STRING,
 	  "[A-Za-z][A-Za-z0-9+.\\-]+://[^\\s:/\"'<>]+:[^\\s@/\"'<>]+@[A-Za-z0-9.\\-_]+",
-	  NULL, 0, v_connstr, EX_SOM },
+	  NULL, 0, v_connstr, EX_SOM, 0 },
 	{ FINDING_ANTHROPIC_API_KEY, "sk-ant-(?:api|admin|oat|sid)\\d{2}-[A-Za-z0-9_\\-]{20,}",
-	  NULL, 0, v_token, EX_SOM },
+	  NULL, 0, v_token, EX_SOM, 0 },
 	{ FINDING_OPENAI_API_KEY,
 	  "sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\\-]{8,}T3BlbkFJ[A-Za-z0-9_\\-]{8,}"
 	  "|sk-(?:proj|svcacct|admin)-[A-Za-z0-9_\\-]{40,}|sk-[A-Za-z0-9]{48}",
-	  NULL, 0, v_token, EX_SOM },
+	  NULL, 0, v_token, EX_SOM, 0 },
 	{ FINDING_GITHUB_TOKEN, "gh[pousr]_[A-Za-z0-9_.\\-]{30,}|github_pat_[A-Za-z0-9_]{50,}",
-	  NULL, 0, v_token, EX_SOM },
+	  NULL, 0, v_token, EX_SOM, 2048 },
 	{ FINDING_GITLAB_TOKEN,
 	  "gl(?:pat|dt|rt|rtr|ptt|oas|cbt|ft|imt|soat|ffct|agent|wt|sst|cit)-[0-9A-Za-z_.\\-]{20,}"
 	  "|GR1348941[0-9A-Za-z_\\-]{20,}|_gitlab_session=[0-9a-f]{32}",
-	  NULL, 0, v_token, EX_SOM },
+	  NULL, 0, v_token, EX_SOM, 0 },
 	{ FINDING_SLACK_TOKEN,
 	  "xox[abposre]-[0-9A-Za-z\\-]{10,}|xapp-\\d-[0-9A-Za-z\\-]{10,}"
 	  "|hooks\\.slack\\.com/services/T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{16,}",
-	  NULL, 0, v_token, EX_SOM },
+	  NULL, 0, v_token, EX_SOM, 0 },
 	{ FINDING_STRIPE_KEY, "(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{10,}|whsec_[A-Za-z0-9]{24,}",
-	  NULL, 0, v_token, EX_SOM },
+	  NULL, 0, v_token, EX_SOM, 0 },
 	{ FINDING_HUGGINGFACE_TOKEN, "hf_[A-Za-z0-9]{30,}|api_org_[A-Za-z0-9]{30,}",
-	  NULL, 0, v_token, EX_SOM },
-	{ FINDING_GOOGLE_API_KEY, "AIza[0-9A-Za-z_\\-]{35}", NULL, 0, v_token, EX_SOM },
+	  NULL, 0, v_token, EX_SOM, 0 },
+	{ FINDING_GOOGLE_API_KEY, "AIza[0-9A-Za-z_\\-]{35}", NULL, 0, v_token, EX_SOM, 0 },
 	{ FINDING_AWS_ACCESS_KEY, "(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}",
-	  NULL, 0, v_token, EX_SOM },
+	  NULL, 0, v_token, EX_SOM, 0 },
 	{ FINDING_AWS_SECRET_KEY,
 	  "(?:aws[A-Za-z0-9_.\\-]{0,20}(?:secret|private)|secret_?access_?key)[A-Za-z0-9_.\\-]{0,20}[\"']?\\s{0,5}"
-	  "(?::|=|:=|=>)\\s{0,5}[\"']?[A-Za-z0-9/+]{40}", NULL, CL, v_last40, EX_SOM },
+	  "(?::|=|:=|=>)\\s{0,5}[\"']?[A-Za-z0-9/+]{40}", NULL, CL, v_last40, EX_SOM, 0 },
 	/* a 40-character secret written near an access key id, whatever its
 	 * variable is called (config snippets: key = AKIA..., secret = ...) */
-	{ FINDING_AWS_SECRET_KEY, NULL, "(?:A3T[A-Z0-9]|AKIA|ASIA)[A-Z0-9]{16}", 0, NULL, EX_AWS_PAIR },
-	{ FINDING_AZURE_KEY, "AccountKey=[A-Za-z0-9+/]{86}==", NULL, 0, v_tail, EX_SOM },
+	{ FINDING_AWS_SECRET_KEY, NULL, "(?:A3T[A-Z0-9]|AKIA|ASIA)[A-Z0-9]{16}", 0, NULL, EX_AWS_PAIR, 0 },
+	{ FINDING_AZURE_KEY, "AccountKey=[A-Za-z0-9+/]{86}==", NULL, 0, v_tail, EX_SOM, 0 },
 	{ FINDING_AZURE_KEY, "[A-Za-z0-9]{52}JQQJ9[9DH][A-Za-z0-9+/]{10,40}={0,2}",
-	  NULL, 0, v_azure_jqqj, EX_SOM },
+	  NULL, 0, v_azure_jqqj, EX_SOM, 0 },
 	{ FINDING_AZURE_KEY, "[A-Za-z0-9_~.\\-]{3}\\dQ~[A-Za-z0-9_~.\\-]{31,34}",
-	  NULL, 0, v_token, EX_SOM },
+	  NULL, 0, v_token, EX_SOM, 0 },
 	{ FINDING_AZURE_KEY,
 	  "(?:azure[A-Za-z0-9_\\-]{0,20}key|ocp-apim-subscription-key|api-key)[\"']?\\s{0,5}"
-	  "(?::|=)\\s{0,5}[\"']?[0-9a-f]{32}", NULL, CL, v_last32, EX_SOM },
+	  "(?::|=)\\s{0,5}[\"']?[0-9a-f]{32}", NULL, CL, v_last32, EX_SOM, 0 },
 	{ FINDING_JWT, "eyJ[A-Za-z0-9_\\-]{5,}\\.[A-Za-z0-9_\\-]{5,}\\.[A-Za-z0-9_\\-]*",
-	  NULL, 0, v_jwt, EX_SOM },
+	  NULL, 0, v_jwt, EX_SOM, 16384 },
 	{ FINDING_PASSWORD_ASSIGNMENT,
 	  "(?:(?:pass(?:w(?:or)?d|wrd|phrase)?s?|pa?s{1,2}w?o?r?d)[A-Za-z_]{0,8}|pwd|pw)[\"')]?\\s{0,5}"
 	  "(?::=|:|=>|={1,3}|!={1,2})\\s{0,5}[\"']?[^\\s\"',;()<>]{4,}",
-	  NULL, CL, v_password, EX_SOM },
+	  NULL, CL, v_password, EX_SOM, 0 },
 	{ FINDING_PASSWORD_ASSIGNMENT,
 	  "(?:password|passwd|pwd)[\"']?\\s{0,3}(?:,|\\s(?:is\\s)?)\\s{0,3}[\"'][^\\s\"',;()<>]{4,}",
-	  NULL, CL, v_password, EX_SOM },
-	{ FINDING_IBAN, "[A-Z]{2}\\d{2}(?:[ \\-]?[A-Z0-9]){11,32}", NULL, 0, v_iban, EX_SOM },
-	{ FINDING_CREDIT_CARD, "\\d(?:[ \\-]?\\d){11,18}", NULL, 0, v_card, EX_SOM },
-	{ FINDING_US_SSN, "\\d{3}[ .\\-]?\\d{2}[ .\\-]?\\d{4}", NULL, 0, v_ssn, EX_SOM },
+	  NULL, CL, v_password, EX_SOM, 0 },
+	{ FINDING_IBAN, "[A-Z]{2}\\d{2}(?:[ \\-]?[A-Z0-9]){11,32}", NULL, 0, v_iban, EX_SOM, 64 },
+	{ FINDING_CREDIT_CARD, "\\d(?:[ \\-]?\\d){11,18}", NULL, 0, v_card, EX_SOM, 48 },
+	{ FINDING_US_SSN, "\\d{3}[ .\\-]?\\d{2}[ .\\-]?\\d{4}", NULL, 0, v_ssn, EX_SOM, 24 },
 	{ FINDING_EMAIL,
 	  "[A-Za-z0-9._%+\\-]+@[A-Za-z0-9\\-]+(?:\\.[A-Za-z0-9\\-]+)*\\.(?:[A-Za-z]{2,24}|xn--[A-Za-z0-9]{2,20})",
-	  NULL, 0, v_email, EX_SOM },
+	  NULL, 0, v_email, EX_SOM, 320 },
 	{ FINDING_IP_ADDRESS, NULL,
-	  "\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:", 0, NULL, EX_IP },
+	  "\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:", 0, NULL, EX_IP, 0 },
 	{ FINDING_PHONE,
 	  "(?:\\+\\d{1,3}[ .\\-]?)?(?:\\(\\d{1,4}\\)[ .\\-]?)?\\d{1,11}(?:[ .\\-]\\d{1,10}){0,5}"
 	  "(?: ?(?:x|ext\\.?) ?\\d{1,5})?",
 	  "\\+\\d{1,3}[ .\\-]?\\(?\\d{1,4}|\\(\\d{2,4}\\)\\s?\\d{3}|\\d{2,4}[ .\\-]\\d{3,8}"
-	  "|1[3-9]\\d{9}", 0, v_phone, EX_SOM },
+	  "|1[3-9]\\d{9}", 0, v_phone, EX_SOM, 64 },
 };
 #define NBUILTIN (sizeof(builtin) / sizeof(builtin[0]))
 
@@ -665,39 +669,75 @@ static const struct det builtin[] = {
  * the hidden prompt. */
 struct inj_rule { const char *re; float w; unsigned flags; };
 static const struct inj_rule inj_rules[] = {
+	/* instruction override */
 	{ "(?:ignore|disregard|forget|skip|override|bypass|neglect)\\s+(?:(?:all|any|the|your|my|these|those|of|every|thing|things)\\s+)*"
 	  "(?:previous|prior|above|earlier|preceding|initial|original|system|old|former|past)\\s+"
-	  "(?:instructions?|prompts?|directives?|rules|guidelines|commands|context|messages?|conversation|tasks?|orders)", 0.9f, CL },
+	  "(?:instructions?|prompts?|directives?|directions?|rules|guidelines|commands|context|messages?|conversation|tasks?|orders|inputs?|text|content|programming|training)", 0.9f, CL },
 	{ "(?:ignore|disregard|forget)\\s+(?:everything|all|anything)\\s+(?:you\\s+(?:were|have\\s+been|'ve\\s+been)\\s+told|above|before|previously|prior|else)", 0.85f, CL },
-	{ "(?:ignore|disregard|forget)\\s+(?:your|all|the|any)\\s+(?:instructions|rules|guidelines|programming|training|restrictions)", 0.75f, CL },
+	{ "forget\\s+everything\\s+(?:you|that|i)", 0.7f, CL },
+	{ "(?:ignore|disregard|forget)\\s+(?:about\\s+)?(?:all\\s+)?(?:your|the|any|those|these)\\s+(?:instructions|rules|guidelines|programming|training|restrictions)", 0.75f, CL },
+	{ "regardless\\s+of\\s+(?:any\\s+|the\\s+|your\\s+)?(?:previous|prior|earlier|above|original)\\s+(?:tasks?|instructions|rules|guidelines)", 0.7f, CL },
+	{ "forget\\s+about\\s+(?:that|this|those|it|all)\\b", 0.3f, CL },
+	{ "new\\s+(?:instructions?|rules|task)\\s*:", 0.6f, CL },
+	/* the same in other languages (cyberseceval multilingual cases) */
+	{ "(?:instru(?:c|ç)(?:ões|ciones|tions|zioni)|consignes|istruzioni)\\s+(?:anteriores|previas|précédentes|precedenti)"
+	  "|(?:vorherigen|bisherigen)\\s+anweisungen|предыдущие\\s+инструкции"
+	  "|이전\\s*지시사항|पिछले\\s+निर्देश"
+	  "|προηγούμενες\\s+οδηγίες"
+	  "|忽略(?:之前|以上|先前)|(?:以前|前)の指示を無視", 0.85f, CL },
+	/* jailbreak personas and removed restrictions */
 	{ "\\bDAN\\b", 0.6f, 0 },
 	{ "do\\s+anything\\s+now", 0.9f, CL },
-	{ "developer\\s+mode", 0.6f, CL },
+	{ "developer[\\s_]+mode", 0.6f, CL },
 	{ "jailbr(?:eak|oken)", 0.6f, CL },
-	{ "you\\s+are\\s+(?:no\\s+longer|not)\\s+(?:bound|restricted|limited|constrained)", 0.85f, CL },
+	{ "(?:you\\s+are|you're|is|are)\\s+(?:no\\s+longer|not|never)\\s+(?:be\\s+)?(?:bound|restricted|limited|constrained|confined)", 0.8f, CL },
+	{ "(?:no\\s+long(?:er)?|not)\\s+(?:bound|restricted|limited|confined)\\s+(?:by|to)", 0.6f, CL },
 	{ "(?:free|freed|released|liberated)\\s+(?:from|of)\\s+(?:all\\s+|any\\s+|the\\s+)?(?:typical\\s+)?(?:restrictions|rules|limitations|constraints|filters|confines|shackles)", 0.7f, CL },
 	{ "without\\s+(?:any\\s+)?(?:restrictions|filters|filtering|limitations|censorship|moral|ethical|regard\\s+(?:to|for))", 0.5f, CL },
-	{ "(?:not|never|don't|doesn't|won't|do\\s+not|does\\s+not|will\\s+not)\\s+(?:have\\s+to\\s+|need\\s+to\\s+)?(?:follow|abide\\s+by|adhere\\s+to|comply\\s+with|obey)\\s+(?:any\\s+|the\\s+)?(?:openai|content|ethical|safety|usual)?\\s*(?:rules|polic(?:y|ies)|guidelines|restrictions)", 0.7f, CL },
-	{ "(?:openai|anthropic)(?:'s)?\\s+(?:content\\s+)?(?:polic(?:y|ies)|guidelines|rules)", 0.45f, CL },
-	{ "(?:reveal|show|print|repeat|output|display|tell\\s+me|give\\s+me|share|what\\s+(?:is|are|were))\\s+(?:me\\s+)?(?:your|the)\\s+(?:entire\\s+|full\\s+|exact\\s+|initial\\s+|original\\s+|hidden\\s+|secret\\s+|first\\s+)?(?:system\\s+prompt|instructions|initial\\s+prompt|prompt|system\\s+message|secret\\s+(?:key|password))", 0.6f, CL },
-	{ "system\\s+prompt", 0.3f, CL },
-	{ "(?:repeat|output|print)\\s+(?:the\\s+)?(?:text|words|everything|all)\\s+(?:above|before)", 0.7f, CL },
-	{ "(?:instructions|text|everything)\\s+you\\s+were\\s+given", 0.5f, CL },
-	{ "new\\s+(?:instructions?|rules|task)\\s*:", 0.6f, CL },
-	{ "<\\|im_start\\|>|<\\|system\\|>|\\[INST\\]|<<SYS>>|<\\|endoftext\\|>", 0.7f, 0 },
-	{ "<!--[^>]{0,200}(?:instruction|ignore|assistant|\\bAI\\b|model)", 0.6f, CL },
-	{ "stay\\s+in\\s+character", 0.5f, CL },
-	{ "(?:two|2)\\s+(?:different\\s+|separate\\s+)?(?:responses|answers|paragraphs|ways)", 0.3f, CL },
-	{ "from\\s+now\\s+on,?\\s+(?:you|your)\\s+(?:are|will|must|shall|have|answer|respond)", 0.4f, CL },
+	{ "(?:has|have|with|having)\\s+no\\s+(?:restrictions|limits|limitations|filters|boundaries|rules|guidelines|morals|ethics)", 0.55f, CL },
+	{ "(?:not|never|don't|doesn't|won't|do\\s+not|does\\s+not|will\\s+not)\\s+(?:have\\s+to\\s+|need\\s+to\\s+|required\\s+to\\s+)?(?:follow|abide\\s+by|adhere\\s+to|comply\\s+with|obey)\\s+(?:any\\s+|the\\s+)?(?:openai|content|ethical|safety|usual)?\\s*(?:rules|polic(?:y|ies)|guidelines|restrictions)", 0.7f, CL },
+	{ "(?:never|don't|do\\s+not|cannot|can't|won't|will\\s+not)\\s+(?:ever\\s+)?(?:refuse|decline|deny)", 0.45f, CL },
+	{ "(?:never|don't|do\\s+not)\\s+break\\s+character|stay\\s+in\\s+character", 0.55f, CL },
+	{ "(?:don't|do\\s+not|doesn't|does\\s+not|never)\\s+(?:care|concern|worry)\\s+(?:about\\s+|for\\s+|or\\s+warn\\s+about\\s+)?(?:the\\s+)?(?:legality|ethic|moral|laws|rules|safety|consequences|dangers)", 0.6f, CL },
+	{ "(?:openai|anthropic|open\\s+ai)(?:'s)?\\s+(?:content\\s+)?(?:polic(?:y|ies)|guidelines|rules)", 0.45f, CL },
 	{ "no\\s+(?:ethical|moral)\\s+(?:guidelines|boundaries|restrictions|constraints|principles|limits|compass)", 0.6f, CL },
-	{ "\\b(?:amoral|unethical|immoral|unfiltered|uncensored)\\b", 0.35f, CL },
+	{ "\\b(?:amoral|unethical|immoral)\\b", 0.35f, CL },
+	{ "\\b(?:unfiltred|unfiltered|uncensored|unrestricted|unhinged|unlocked|unaligned)\\b", 0.35f, CL },
+	{ "\\bChat\\s?GPT\\b", 0.2f, CL },
+	{ "(?:act|acting|roleplay|respond|answer|reply)\\s+as\\s+(?:an?\\s+)?[A-Z][A-Za-z0-9]+", 0.2f, 0 },
+	{ "\\b[A-Z][A-Za-z]+\\s+Mode\\b", 0.35f, 0 },
+	{ "let'?s\\s+play\\s+a\\s+game", 0.2f, CL },
 	{ "(?:illegal|harmful|offensive|explicit)\\s+(?:content|activities|requests|material)", 0.25f, CL },
-	{ "(?:IMPORTANT|ATTENTION|NOTE|URGENT)\\s*[!:]+\\s*(?:ignore|disregard|new\\s+instructions|you\\s+must|AI|assistant)", 0.7f, CL },
-	{ "(?:AI|assistant|chatbot|language\\s+model)\\s*[,:]?\\s*(?:please\\s+)?(?:ignore|disregard|forget)\\s", 0.6f, CL },
+	{ "(?:opposite|evil|chaos|anarchy|god|sudo|admin|override)\\s+mode|mode\\s+(?:enabled|activated|unlocked)", 0.5f, CL },
+	{ "\\[(?:ChatGPT|GPT|CLASSIC|JAILBREAK|DAN|AntiGPT|🔓)[^\\]]{0,20}\\]", 0.5f, CL },
+	{ "(?:can|will|must|should)\\s+(?:do|say|generate|answer|write)\\s+anything", 0.45f, CL },
 	{ "(?:pretend|imagine)\\s+(?:that\\s+)?you\\s+(?:are|have|can)\\s+(?:an?\\s+)?(?:no|unrestricted|evil|unfiltered|different)", 0.5f, CL },
-	{ "(?:hypothetical|fictional)\\s+(?:AI|world|scenario)\\s+(?:where|in\\s+which)", 0.25f, CL },
+	{ "(?:hypothetical|fictional|imaginary)\\s+(?:AI|world|scenario|language\\s+model|chatbot)", 0.25f, CL },
 	{ "(?:break|breaking|broken)\\s+(?:free\\s+)?(?:of\\s+|from\\s+)?(?:the\\s+)?(?:typical\\s+)?(?:confines|rules|restrictions)", 0.5f, CL },
 	{ "(?:override|bypass|disable|turn\\s+off)\\s+(?:your\\s+|the\\s+|all\\s+)?(?:safety|content|security)\\s*(?:filters?|protocols?|guidelines|measures|restrictions)", 0.75f, CL },
+	{ "from\\s+now\\s+on,?\\s+(?:you|your)\\s+(?:are|will|must|shall|have|answer|respond|'re)", 0.4f, CL },
+	{ "you\\s+are\\s+now\\s+(?:a\\s+|an\\s+|in\\s+)?[A-Z\\[]", 0.3f, 0 },
+	{ "(?:two|2)\\s+(?:different\\s+|separate\\s+)?(?:responses|answers|paragraphs|ways|personas)", 0.3f, CL },
+	{ "as\\s+an\\s+AI\\s+(?:language\\s+)?model", 0.2f, CL },
+	{ "pretend\\s+(?:to\\s+be|you\\s+are)", 0.25f, CL },
+	/* system prompt extraction and secrets */
+	{ "(?:reveal|show|print|repeat|output|display|tell\\s+me|give\\s+me|share|what\\s+(?:is|are|were))\\s+(?:me\\s+)?(?:your|the)\\s+(?:entire\\s+|full\\s+|exact\\s+|initial\\s+|original\\s+|hidden\\s+|secret\\s+|first\\s+)?(?:system\\s+prompt|instructions|initial\\s+prompt|prompt|system\\s+message|secret\\s+(?:key|password))", 0.6f, CL },
+	{ "system\\s+prompt", 0.3f, CL },
+	{ "your\\s+(?:initial|starting|original|system|hidden|secret|first|internal)\\s+(?:instructions|prompt|configuration|message|rules|directives)", 0.5f, CL },
+	{ "(?:repeat|print|output|display|show)\\s+(?:the\\s+|this\\s+)?(?:above|previous|entire|whole)\\s+(?:text|conversation|prompt|message)", 0.6f, CL },
+	{ "what\\s+were\\s+you\\s+told|I\\s+was\\s+instructed\\s+to|my\\s+instructions\\s+are|what\\s+are\\s+you\\s+not\\s+supposed", 0.55f, CL },
+	{ "systemPrompt|system_prompt|initial\\s+(?:configuration|prompt)|initialization\\s+string", 0.45f, CL },
+	{ "(?:administrator|admin|system)\\s+override", 0.6f, CL },
+	{ "maintenance\\s+mode", 0.3f, CL },
+	{ "(?:repeat|output|print)\\s+(?:the\\s+)?(?:text|words|everything|all)\\s+(?:above|before)", 0.7f, CL },
+	{ "(?:instructions|text|everything)\\s+you\\s+were\\s+given", 0.5f, CL },
+	{ "(?:confirm|reveal|tell\\s+me|share|provide|give\\s+me|what\\s*(?:'s|\\s+is))\\s+(?:with\\s+me\\s+)?(?:me\\s+)?(?:the|your|our)\\s+(?:secret\\s+)?(?:password|passcode|pass\\s*phrase|secret\\s+key)(?:\\s*\\?|\\s*$|\\s+for\\s+(?:our|the|this)|\\s+phrase)", 0.55f, CL },
+	{ "(?:I\\s*'m|I\\s+am)\\s+(?:your|the|an?)\\s+(?:developer|creator|admin(?:istrator)?|owner|programmer|god)\\b|as\\s+your\\s+(?:creator|developer|owner)", 0.45f, CL },
+	/* hidden instructions in documents and tool results */
+	{ "<\\|im_start\\|>|<\\|system\\|>|\\[INST\\]|<<SYS>>|<\\|endoftext\\|>", 0.7f, 0 },
+	{ "<!--[^>]{0,200}(?:instruction|ignore|assistant|\\bAI\\b|model)", 0.6f, CL },
+	{ "(?:IMPORTANT|ATTENTION|NOTE|URGENT)\\s*[!:]+\\s*(?:ignore|disregard|new\\s+instructions|you\\s+must|AI|assistant)", 0.7f, CL },
+	{ "(?:AI|assistant|chatbot|language\\s+model)\\s*[,:]?\\s*(?:please\\s+)?(?:ignore|disregard|forget)\\s", 0.6f, CL },
 	{ "(?:instead|rather),?\\s+(?:you\\s+(?:should|must|will)|respond|reply|answer|say|print|output|write)", 0.15f, CL },
 	{ "(?:say|print|output|respond\\s+with|reply\\s+with|write)\\s+(?:only\\s+)?[\"'][^\"']{1,40}[\"']\\s*(?:and\\s+nothing|only|$)", 0.3f, CL },
 	/* invisible Unicode tags (U+E0000..E007F) and bidi overrides/isolates */
@@ -706,6 +746,22 @@ static const struct inj_rule inj_rules[] = {
 };
 #define NINJ (sizeof(inj_rules) / sizeof(inj_rules[0]))
 
+const char *inspect_builtin_pattern(unsigned i, bool *caseless)
+{
+	if (i < NBUILTIN) {
+		if (caseless)
+			*caseless = builtin[i].flags & HS_FLAG_CASELESS;
+		return builtin[i].som ? builtin[i].som : builtin[i].trigger;
+	}
+	i -= NBUILTIN;
+	if (i < NINJ) {
+		if (caseless)
+			*caseless = inj_rules[i].flags & HS_FLAG_CASELESS;
+		return inj_rules[i].re;
+	}
+	return NULL;
+}
+
 /* ------------------------------------------------------------- inspector */
 
 struct det_rt {
@@ -713,6 +769,7 @@ struct det_rt {
 	uint16_t custom_id;
 	validate_fn validate;
 	enum extractor ex;
+	uint32_t maxlen;          /* longest span: SOM window around a trigger hit */
 	hs_database_t *som_db;    /* EX_SOM only */
 };
 
@@ -728,12 +785,19 @@ struct inspector {
 
 struct cand { size_t s, e; uint32_t det; };
 
+/* Stage-1 hits of one detector, merged into windows [s, e) of text where
+ * its span pattern must be run; too many windows means scan it all. */
+#define MAX_WIN 32
+struct wins { unsigned n; bool all; struct { size_t s, e; } w[MAX_WIN]; };
+
 struct inspect_scratch {
 	struct inspector *ins;
 	hs_scratch_t *hs;
 	struct json_text text;
 	uint64_t *hit;            /* bitset over detectors + injection rules */
 	unsigned nwords;
+	struct wins *win;         /* per detector */
+	size_t som_base;          /* offset of the window being SOM-scanned */
 	struct cand *c;           /* candidates of one detector on one string */
 	size_t nc, capc;
 	struct cand *acc;         /* accepted findings of one string */
@@ -839,7 +903,8 @@ struct inspector *inspector_new(const struct inspect_custom *custom, size_t ncus
 				goto fail;
 			}
 			exprs[nexpr] = re;
-			flags[nexpr] = fl | HS_FLAG_SINGLEMATCH;
+			flags[nexpr] = fl;
+			d->maxlen = 1024;
 			ids[nexpr] = ins->ndet;
 			nexpr++;
 			ins->ndet++;
@@ -859,7 +924,10 @@ struct inspector *inspector_new(const struct inspect_custom *custom, size_t ncus
 			goto fail;
 		}
 		exprs[nexpr] = b->trigger ? b->trigger : b->som;
-		flags[nexpr] = b->flags | HS_FLAG_SINGLEMATCH;
+		/* span detectors report every hit (their windows); the others
+		 * only need to know that they fired */
+		flags[nexpr] = b->flags | (b->ex == EX_SOM ? 0 : HS_FLAG_SINGLEMATCH);
+		d->maxlen = b->maxlen ? b->maxlen : 512;
 		ids[nexpr] = ins->ndet;
 		nexpr++;
 		ins->ndet++;
@@ -940,8 +1008,10 @@ struct inspect_scratch *inspect_scratch_new(struct inspector *ins)
 		return NULL;
 	s->nwords = (ins->ndet + NINJ + 63) / 64;
 	s->hit = calloc(s->nwords, sizeof(uint64_t));
-	if (!s->hit || hs_clone_scratch(ins->proto, &s->hs) != HS_SUCCESS) {
+	s->win = calloc(ins->ndet ? ins->ndet : 1, sizeof(*s->win));
+	if (!s->hit || !s->win || hs_clone_scratch(ins->proto, &s->hs) != HS_SUCCESS) {
 		free(s->hit);
+		free(s->win);
 		free(s);
 		return NULL;
 	}
@@ -956,6 +1026,7 @@ void inspect_scratch_free(struct inspect_scratch *s)
 	hs_free_scratch(s->hs);
 	json_text_free(&s->text);
 	free(s->hit);
+	free(s->win);
 	free(s->c);
 	free(s->acc);
 	inspector_unref(s->ins);
@@ -1022,8 +1093,25 @@ static int on_trigger(unsigned id, unsigned long long from, unsigned long long t
 		      unsigned fl, void *ctx)
 {
 	struct inspect_scratch *s = ctx;
-	(void)from; (void)to; (void)fl;
+	(void)from; (void)fl;
 	s->hit[id / 64] |= 1ull << (id % 64);
+	if (id < s->ins->ndet && s->ins->dets[id].ex == EX_SOM) {
+		struct wins *w = &s->win[id];
+		size_t ml = s->ins->dets[id].maxlen;
+		size_t lo = to > ml ? (size_t)to - ml : 0, hi = (size_t)to + ml;
+		if (w->all)
+			return 0;
+		if (w->n && lo <= w->w[w->n - 1].e) {
+			if (hi > w->w[w->n - 1].e)
+				w->w[w->n - 1].e = hi;
+		} else if (w->n < MAX_WIN) {
+			w->w[w->n].s = lo;
+			w->w[w->n].e = hi;
+			w->n++;
+		} else {
+			w->all = true;
+		}
+	}
 	return 0;
 }
 
@@ -1034,7 +1122,8 @@ static int on_som(unsigned id, unsigned long long from, unsigned long long to,
 {
 	struct som_ctx *c = ctx;
 	(void)id; (void)fl;
-	if (push_cand(&c->s->c, &c->s->nc, &c->s->capc, (size_t)from, (size_t)to, c->det)) {
+	if (push_cand(&c->s->c, &c->s->nc, &c->s->capc, c->s->som_base + (size_t)from,
+		      c->s->som_base + (size_t)to, c->det)) {
 		c->err = -ENOMEM;
 		return 1;
 	}
@@ -1226,12 +1315,22 @@ static int run_som(struct inspect_scratch *s, const char *t, size_t n, uint32_t 
 {
 	const struct det_rt *d = &s->ins->dets[det];
 	struct som_ctx c = { s, det, 0 };
+	struct wins *w = &s->win[det];
 	s->nc = 0;
-	hs_error_t e = hs_scan(d->som_db, t, (unsigned)n, 0, s->hs, on_som, &c);
-	if (c.err)
-		return c.err;
-	if (e != HS_SUCCESS && e != HS_SCAN_TERMINATED)
-		return -EIO;
+	/* only the windows around stage-1 hits (all of it if there were many) */
+	for (unsigned k = 0; k < (w->all ? 1u : w->n); k++) {
+		size_t lo = w->all ? 0 : w->w[k].s, hi = w->all ? n : w->w[k].e;
+		if (hi > n)
+			hi = n;
+		if (lo >= hi)
+			continue;
+		s->som_base = lo;
+		hs_error_t e = hs_scan(d->som_db, t + lo, (unsigned)(hi - lo), 0, s->hs, on_som, &c);
+		if (c.err)
+			return c.err;
+		if (e != HS_SUCCESS && e != HS_SCAN_TERMINATED)
+			return -EIO;
+	}
 	qsort(s->c, s->nc, sizeof(*s->c), cand_cmp);
 	size_t last_end = 0;
 	for (size_t i = 0; i < s->nc; i++) {
@@ -1322,6 +1421,10 @@ static int scan_decoded(struct inspect_scratch *s, const struct scan_target *tg,
 	if (n > UINT32_MAX)
 		return -E2BIG;
 	memset(s->hit, 0, s->nwords * sizeof(uint64_t));
+	for (unsigned d = 0; d < ins->ndet; d++) {
+		s->win[d].n = 0;
+		s->win[d].all = false;
+	}
 	hs_error_t e = hs_scan(ins->fast, n ? t : "", (unsigned)n, 0, s->hs, on_trigger, s);
 	if (e != HS_SUCCESS)
 		return -EIO;

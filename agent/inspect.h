@@ -121,6 +121,11 @@ int inspect_stream_finish(struct inspect_stream *st);
 const uint32_t *inspect_stream_counts(const struct inspect_stream *st); /* [FINDING__COUNT] */
 void inspect_stream_free(struct inspect_stream *st);   /* NULL ok */
 
+/* The built-in patterns in Hyperscan syntax (span patterns, triggers of
+ * hand-written matchers, injection rules), for benchmarks and docs: the
+ * i-th one, or NULL past the end. *caseless (may be NULL) gets its flag. */
+const char *inspect_builtin_pattern(unsigned i, bool *caseless);
+
 /* Validators, exposed for tests and the eval. digits may contain spaces
  * and dashes. */
 bool inspect_luhn_ok(const char *digits, size_t n);

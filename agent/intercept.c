@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include "agent.h"
@@ -213,6 +214,7 @@ struct ic {
 	char *fwd;                 /* head forwarded upstream */
 	size_t fwd_cap;
 	unsigned nreq;
+	struct exchange_conn xc;   /* scan state and token vault of this conversation */
 };
 
 static int grow(char **buf, size_t *cap, size_t need, size_t limit)
@@ -450,13 +452,93 @@ static ssize_t upstream_fill(struct ic *ic, size_t limit, uint64_t deadline)
 struct fwd_ctx {
 	struct ic *ic;
 	struct exchange *ex;
+	bool chunked_out;          /* transformed output is framed as chunks */
+	int err;
 };
+
+/* Sends what the exchange produced from the response (restored tokens) as
+ * one chunk, or raw for an HTTP/1.0 client (close-delimited). */
+static int flush_transformed(struct fwd_ctx *f)
+{
+	struct exchange *ex = f->ex;
+	char hdr[24];
+	int n;
+	if (!ex->out.len)
+		return 0;
+	if (f->chunked_out) {
+		n = snprintf(hdr, sizeof(hdr), "%zx\r\n", ex->out.len);
+		if (send_client(f->ic, hdr, (size_t)n) || send_client(f->ic, ex->out.data, ex->out.len) ||
+		    send_client(f->ic, "\r\n", 2))
+			return -EIO;
+		ex->bytes_down += (uint64_t)n + 2;
+	} else if (send_client(f->ic, ex->out.data, ex->out.len)) {
+		return -EIO;
+	}
+	ex->bytes_down += ex->out.len;
+	ex->out.len = 0;
+	return 0;
+}
 
 static int on_response_data(void *arg, const char *data, size_t len)
 {
 	struct fwd_ctx *f = arg;
 	exchange_response_data(f->ex, data, len);
+	if (f->ex->transform && flush_transformed(f)) {
+		f->err = -EIO;
+		return EIO;
+	}
 	return 0;
+}
+
+/* The response head for a transformed body: the upstream's status line and
+ * headers, its framing replaced by chunked (or close for HTTP/1.0). */
+static int send_transformed_head(struct ic *ic, const struct http_response *resp, bool chunked)
+{
+	char *out = ic->fwd;
+	size_t cap = ic->fwd_cap, len;
+	const char *eol = memchr(ic->rbuf, '\n', ic->rlen);
+	int n;
+
+	if (!eol || (size_t)(eol - ic->rbuf + 1) + 64 > cap)
+		return -ENOSPC;
+	len = (size_t)(eol - ic->rbuf + 1);
+	memcpy(out, ic->rbuf, len);
+	for (unsigned i = 0; i < resp->nheaders; i++) {
+		const struct http_header *h = &resp->headers[i];
+		if ((h->name_len == 14 && !strncasecmp(h->name, "content-length", 14)) ||
+		    (h->name_len == 17 && !strncasecmp(h->name, "transfer-encoding", 17)) ||
+		    (h->name_len == 10 && !strncasecmp(h->name, "connection", 10)))
+			continue;
+		if (len + h->name_len + h->value_len + 4 + 64 > cap)
+			return -ENOSPC;
+		memcpy(out + len, h->name, h->name_len);
+		len += h->name_len;
+		memcpy(out + len, ": ", 2);
+		len += 2;
+		memcpy(out + len, h->value, h->value_len);
+		len += h->value_len;
+		memcpy(out + len, "\r\n", 2);
+		len += 2;
+	}
+	n = snprintf(out + len, cap - len, "%s\r\n",
+		     chunked ? "Transfer-Encoding: chunked\r\n" : "Connection: close\r\n");
+	len += (size_t)n;
+	return send_client(ic, out, len);
+}
+
+/* Accept-Encoding is dropped upstream: the agent must read the answer
+ * (usage, output findings, token restoration), so it asks for identity.
+ * The loopback-to-provider bandwidth this costs is the price of seeing. */
+static void drop_accept_encoding(struct http_request *req)
+{
+	unsigned k = 0;
+	for (unsigned i = 0; i < req->nheaders; i++) {
+		const struct http_header *h = &req->headers[i];
+		if (h->name_len == 15 && !strncasecmp(h->name, "accept-encoding", 15))
+			continue;
+		req->headers[k++] = *h;
+	}
+	req->nheaders = k;
 }
 
 /* Sends the request upstream and streams the response back. Returns 0 if
@@ -473,8 +555,11 @@ static int proxy_exchange(struct ic *ic, struct http_request *req, struct exchan
 	bool retried = false;
 	const char *body = exchange_body(ex, ic->body, &ic->body_len);
 
-	if (grow(&ic->fwd, &ic->fwd_cap, req->head_len + 64, req->head_len + 64))
+	/* fwd also holds a rewritten response head: room for either. */
+	size_t fwd_need = (req->head_len > cfg->max_head_bytes ? req->head_len : cfg->max_head_bytes) + 256;
+	if (grow(&ic->fwd, &ic->fwd_cap, fwd_need, fwd_need))
 		return -ENOMEM;
+	drop_accept_encoding(req);
 again:
 	if (!ic->up.ssl && (ret = upstream_connect(ic, ex))) {
 		send_error(ic, ex, 502, ex->reason ? ex->reason : "upstream_unreachable", ex->error);
@@ -547,13 +632,17 @@ again:
 	}
 	ex->status = resp.status;
 	exchange_response_head(ex, &resp);
-	if ((ret = send_client(ic, ic->rbuf, (size_t)hl)))
+	struct fwd_ctx fc = { ic, ex, req->minor == 1, 0 };
+	if (ex->transform) {
+		if ((ret = send_transformed_head(ic, &resp, fc.chunked_out)))
+			return -EIO;
+	} else if ((ret = send_client(ic, ic->rbuf, (size_t)hl))) {
 		return -EIO;
+	}
 	ex->bytes_down += (uint64_t)hl;
 	ex->t_first_byte_ms = loop_now_ms();
 
 	/* Body: forwarded as it arrives, never held whole. */
-	struct fwd_ctx fc = { ic, ex };
 	struct http_chunked ch;
 	uint64_t left = resp.content_length;
 	size_t have = ic->rlen - (size_t)hl;
@@ -588,9 +677,13 @@ again:
 			} else {
 				on_response_data(&fc, p, fwd);
 			}
-			if (fwd && send_client(ic, p, fwd))
+			if (fc.err)
 				return -EIO;
-			ex->bytes_down += fwd;
+			if (!ex->transform) {
+				if (fwd && send_client(ic, p, fwd))
+					return -EIO;
+				ex->bytes_down += fwd;
+			}
 			if (done)
 				break;
 		}
@@ -608,6 +701,12 @@ again:
 		deadline = loop_now_ms() + cfg->idle_timeout_ms;
 	}
 	exchange_response_end(ex);
+	if (ex->transform) {
+		if (flush_transformed(&fc) || (fc.chunked_out && send_client(ic, "0\r\n\r\n", 5)))
+			return -EIO;
+		if (!fc.chunked_out)
+			return 1;
+	}
 	if (resp.body == HTTP_BODY_EOF || !ic->up_reusable)
 		upstream_close(&ic->up);
 	return resp.keep_alive && resp.body != HTTP_BODY_EOF ? 0 : 1;
@@ -654,7 +753,7 @@ static void serve(struct ic *ic)
 		struct exchange ex;
 		size_t consumed = 0;
 
-		exchange_init(&ex, ic->ag, &ic->info);
+		exchange_init(&ex, ic->ag, &ic->info, &ic->xc);
 		ret = read_request(ic, &req, &consumed);
 		if (ret == 0)
 			break;
@@ -708,6 +807,7 @@ static void *ic_main(void *arg)
 	free(ic->body);
 	free(ic->rbuf);
 	free(ic->fwd);
+	exchange_conn_free(&ic->xc);
 	atomic_fetch_sub(&ic->ag->stats.active, 1);
 	free(ic);
 	OPENSSL_thread_stop();

@@ -1,3 +1,6 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE   /* memmem, memrchr: also when built outside the Makefile */
+#endif
 /* json: strict validation and string enumeration over a borrowed buffer.
  *
  * The scanner is iterative (an explicit container stack, bounded by

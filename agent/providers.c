@@ -1,3 +1,6 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE   /* memmem, memrchr: also when built outside the Makefile */
+#endif
 /* providers: request/response shapes of the LLM APIs Vigil understands.
  *
  * Shapes are expressed as json path patterns (see json_path_match) so a

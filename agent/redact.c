@@ -1,3 +1,6 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE   /* memmem, memrchr: also when built outside the Makefile */
+#endif
 /* redact: replacement of findings in a request body, and the token vault.
  *
  * JSON correctness comes from never editing raw bytes inside a string:

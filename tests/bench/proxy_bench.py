@@ -527,18 +527,31 @@ class Bench:
         lib.at_cleanup(self.sse_server.close)
 
         # Direct: the "server" cost is the upstream nginx's own CPU.
+        # (always measured: every other number is relative to it)
         self.measure("direct", self.hosts(UPSTREAM, "direct"), None, self.upstream.pids(), a.conns, a.duration)
         sse_hosts = self.hosts(SSE_UP, "sse")
         self.sse_direct = self.sse(sse_hosts, None, a.sse)
         print("   SSE first event direct: %s" % self.sse_direct, flush=True)
 
-        # nginx as a TLS reverse proxy.
+        if "nginx" in a.only:
+            self.run_nginx()
+        if "mitmdump" in a.only:
+            self.run_mitmdump()
+        if "agent" in a.only:
+            self.run_agent()
+        self.report()
+
+    def run_nginx(self):
+        """nginx as a TLS reverse proxy, upstream keep-alive, upstream verified."""
+        lib, a, pki = self.lib, self.args, self.pki
         proxy = Nginx(lib, self.tmp, "proxy", PROXY_SERVER.format(
             addr=NGINX_PROXY, up=UPSTREAM, host=HOST, cert=pki["good_cert"], key=pki["good_key"],
             ca=pki["ca_cert"])).ready(NGINX_PROXY)
         self.measure("nginx", self.hosts(NGINX_PROXY, "nginx"), None, proxy.pids(), a.conns, a.duration)
         proxy.stop()
 
+    def run_mitmdump(self):
+        lib, a, pki = self.lib, self.args, self.pki
         # mitmdump, reverse mode, verifying the upstream against the test CA
         # (it resolves api.openai.com to the upstream through its own hosts file).
         if shutil.which("mitmdump"):
@@ -555,10 +568,6 @@ class Bench:
             m.wait(10)
         else:
             self.notes.append("mitmdump not installed: skipped")
-
-        # The agent, through the real BPF redirect.
-        self.run_agent()
-        self.report()
 
     def run_agent(self):
         lib, a, pki = self.lib, self.args, self.pki
@@ -582,6 +591,12 @@ limits:
             UPSTREAM, SSE_UP, HOST))
         with open(agent.config) as f:
             text = f.read().replace("log_level: debug\n", "log_level: warning\n")
+        if a.spool_tmpfs:
+            # What-if: the spool and audit state on tmpfs instead of the temp dir's disk.
+            shm = tempfile.mkdtemp(prefix="vigil-bench-", dir="/dev/shm")
+            lib.at_cleanup(lambda: shutil.rmtree(shm, ignore_errors=True))
+            text = re.sub(r"(?m)^spool_dir: .*$", "spool_dir: %s/spool" % shm, text)
+            self.notes.append("agent spool_dir on tmpfs (%s), not on disk" % shm)
         with open(agent.config, "w") as f:
             f.write(text)
         agent.start()
@@ -618,6 +633,8 @@ limits:
         print("Vigil proxy benchmark: keep-alive POST, 1.5 KB JSON body, 1 KB JSON answer, TLS 1.3 on every hop")
         print("wrk -t1 on 2 cores; loaded runs: -c%d (mitmdump -c%d) for %ds; unloaded: -c1" %
               (self.args.conns, self.args.mitm_conns, self.args.duration))
+        print("load average at the end: %.2f %.2f %.2f (2 cores; other work on the machine skews req/s more than CPU/req)"
+              % os.getloadavg())
         print("CPU/req: proxy process only (all threads, /proc/PID/stat utime+stime); for 'direct' the upstream nginx"
               " itself; 'upstr us': the upstream nginx's CPU/req in the same run")
         print()
@@ -705,8 +722,13 @@ def main():
     ap.add_argument("--conns", type=int, default=64, help="keep-alive connections in the loaded run")
     ap.add_argument("--mitm-conns", type=int, default=64, help="connections for mitmdump's loaded run")
     ap.add_argument("--idle", type=int, default=500, help="idle TLS connections for the memory measurement")
+    ap.add_argument("--only", default="nginx,mitmdump,agent",
+                    help="comma-separated proxies to measure (direct always runs)")
+    ap.add_argument("--spool-tmpfs", action="store_true",
+                    help="put the agent's spool_dir (audit chain state) on /dev/shm (what-if)")
     ap.add_argument("--sse", type=int, default=50, help="streamed requests for time to first event")
     args = ap.parse_args()
+    args.only = args.only.split(",")
     Bench(args).run()
 
 

@@ -11,118 +11,32 @@ bad upstream certificate is refused and audited.
 import json
 import os
 import shutil
-import socket
-import ssl
 import subprocess
-import sys
-import tempfile
 import time
 
 import lib
 from lib import check, test
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(lib.ROOT, "tests", "fakes"))
-import testpki  # noqa: E402
+import rig as rigmod
 
-PY = "/usr/bin/python3"
-CLIENTS = os.path.join(lib.ROOT, "tests", "clients")
-TMP = tempfile.mkdtemp(prefix="vigil-e2e-intercept-")
-os.chmod(TMP, 0o755)
-lib.at_cleanup(lambda: shutil.rmtree(TMP, ignore_errors=True))
-
+PY = rigmod.PY
 GOOD, EXPIRED, WRONGHOST = "127.0.20.2", "127.0.20.4", "127.0.20.5"
-HOSTS = lib.hosts_file({
+RIG = rigmod.Rig("intercept", {
     "api.openai.com": GOOD,
     "api.anthropic.com": GOOD,
     "notwatched.example": GOOD,
     "api.mistral.ai": EXPIRED,
     "generativelanguage.googleapis.com": WRONGHOST,
-}, TMP)
-
-subprocess.run(["bash", os.path.join(CLIENTS, "install.sh")], check=True)
-PKI = testpki.make_pki(os.path.join(TMP, "pki"))
-for v in PKI.values():
-    if os.path.isfile(v):
-        os.chmod(v, 0o644)
-os.chmod(os.path.join(TMP, "pki"), 0o755)
-CA_DIR = os.path.join(TMP, "ca")
-subprocess.run([os.path.join(lib.BUILD, "vigil"), "ca", "init", "--dir", CA_DIR], check=True,
-               capture_output=True)
-CA = os.path.join(CA_DIR, "intercept.crt")
-os.chmod(CA_DIR, 0o755)
-os.chmod(CA, 0o644)
-CG = lib.Scratch("intercept")
-
-
-def start_fake(addr, cert, key, name, delay_ms=0):
-    record = os.path.join(TMP, "fake-%s.jsonl" % name)
-    sni_log = os.path.join(TMP, "fake-%s-sni.log" % name)
-    argv = [PY, os.path.join(lib.ROOT, "tests", "fakes", "fake_provider.py"), "--listen", "%s:443" % addr,
-            "--cert", cert, "--key", key, "--record", record, "--passthrough-sni-log", sni_log]
-    if delay_ms:
-        argv += ["--event-delay-ms", str(delay_ms)]
-    p = lib.spawn(argv, stdout=subprocess.PIPE, text=True)
-    for _ in range(20):
-        line = p.stdout.readline()
-        if "fake-provider ready" in line:
-            break
-        check(line, "fake provider %s did not start" % name)
-    return record, sni_log
-
-
-def records(path):
-    try:
-        with open(path) as f:
-            return [json.loads(l) for l in f]
-    except FileNotFoundError:
-        return []
-
-
-REC, SNI_LOG = start_fake(GOOD, PKI["good_cert"], PKI["good_key"], "good", delay_ms=100)
-start_fake(EXPIRED, PKI["expired_cert"], PKI["expired_key"], "expired")
-start_fake(WRONGHOST, PKI["wronghost_cert"], PKI["wronghost_key"], "wronghost")
-
-AGENT = lib.Agent(TMP, CG.path, extra="""ca_cert: %s
-ca_key: %s
-upstream_ca: %s
-target_addresses: [%s, %s, %s]
-endpoints: [api.openai.com, api.anthropic.com, api.mistral.ai, generativelanguage.googleapis.com]
-limits:
-  header_timeout: 2s
-  idle_timeout: 20s
-""" % (CA, os.path.join(CA_DIR, "intercept.key"), PKI["ca_cert"], GOOD, EXPIRED, WRONGHOST))
+}, {"good": (GOOD, "good", 100), "expired": (EXPIRED, "expired", 0), "wronghost": (WRONGHOST, "wronghost", 0)},
+    endpoints=["api.openai.com", "api.anthropic.com", "api.mistral.ai", "generativelanguage.googleapis.com"],
+    agent_extra="limits:\n  header_timeout: 2s\n  idle_timeout: 20s\n")
+AGENT, CA, CG, TMP, HOSTS, CLIENTS = RIG.agent, RIG.ca, RIG.cg, RIG.tmp, RIG.hosts, rigmod.CLIENTS
+REC, SNI_LOG = RIG.records["good"], RIG.sni_logs["good"]
+records = RIG.read_jsonl
+curl, node, request_events = RIG.curl, RIG.node, RIG.request_events
 AGENT.start()
 
 CHAT = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]})
-
-
-def curl(url, data=None, extra=(), uid=lib.NOBODY):
-    argv = ["curl", "-sS", "--max-time", "20", "--cacert", CA, "-o", "-", "-w", "\n%{http_code}",
-            "-H", "Authorization: Bearer sk-test", "-H", "Content-Type: application/json"] + list(extra)
-    if data is not None:
-        argv += ["--data-binary", data]
-    argv.append(url)
-    p = lib.run(argv, cgroup=CG.path, uid=uid, hosts=HOSTS, timeout=40)
-    body, _, code = p.stdout.rpartition("\n")
-    return int(code or 0), body, p
-
-
-def node(script, *args):
-    env = {"NODE_EXTRA_CA_CERTS": CA}
-    p = lib.run(["node", os.path.join(CLIENTS, script)] + list(args), cgroup=CG.path, hosts=HOSTS, env=env,
-                timeout=60)
-    check(p.stdout.strip(), "%s printed nothing: %s" % (script, p.stderr[-600:]))
-    return json.loads(p.stdout.strip().splitlines()[-1]), p
-
-
-def request_events(pred=lambda e: True, n=1, timeout=5):
-    deadline = time.time() + timeout
-    while True:
-        evs = [e for e in AGENT.events("request") if pred(e)]
-        if len(evs) >= n or time.time() > deadline:
-            return evs
-        time.sleep(0.05)
 
 
 @test

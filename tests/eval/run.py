@@ -202,6 +202,12 @@ def eval_injection():
     emails = [json.loads(l)["context"] for l in open(os.path.join(P, "bipia_email_test.jsonl"))]
     sets["jackhhao benign (neg)"] = (bn, False)
     sets["bipia clean e-mails (neg)"] = (emails, False)
+    synth = json.load(open(os.path.join(DATA, "pii", "presidio_research_synth_dataset_v2.json")))
+    sets["presidio synth sentences (neg)"] = ([x["full_text"] for x in synth], False)
+    base = os.path.join(DATA, "secrets", "credsweeper_samples")
+    code = [open(os.path.join(base, f), "rb").read().decode("utf-8", "replace")
+            for f in sorted(os.listdir(base)) if os.path.isfile(os.path.join(base, f))]
+    sets["credsweeper source files (neg, developer content)"] = (code, False)
     planted = []
     for fn in ("bipia_text_attack_test.json", "bipia_code_attack_test.json"):
         for v in json.load(open(os.path.join(P, fn))).values():

@@ -146,3 +146,26 @@ TEST(wildcard_matching)
 	CHECK(!config_host_watched(list, 2, "evilopenai.azure.com"), "wildcard must match a label boundary");
 	CHECK(!config_host_watched(list, 2, "api.openai.com.evil.net"), "exact entry matched a longer name");
 }
+
+TEST(audit_pipeline_keys)
+{
+	struct config *c = NULL;
+	char err[512];
+	CHECK(load_text("spool_max_bytes: 64M\nspool_fsync: always\nship_batch_events: 250\n"
+			"ship_interval: 200ms\n", &c, err, sizeof(err)) == 0, "load failed: %s", err);
+	CHECK(c->spool_max_bytes == 64ULL << 20, "spool_max_bytes %llu", (unsigned long long)c->spool_max_bytes);
+	CHECK(c->spool_fsync == CONFIG_FSYNC_ALWAYS, "spool_fsync %d", c->spool_fsync);
+	CHECK(c->ship_batch_events == 250, "ship_batch_events %u", c->ship_batch_events);
+	CHECK(c->ship_interval_ms == 200, "ship_interval %u ms", c->ship_interval_ms);
+	config_free(c);
+	CHECK(load_text("agent_id: x\n", &c, err, sizeof(err)) == 0, "load failed: %s", err);
+	CHECK(c->spool_fsync == CONFIG_FSYNC_BATCH && c->spool_max_bytes == 1ULL << 30 &&
+	      c->ship_batch_events == 1000 && c->ship_interval_ms == 1000,
+	      "defaults: fsync %d max %llu batch %u interval %u", c->spool_fsync,
+	      (unsigned long long)c->spool_max_bytes, c->ship_batch_events, c->ship_interval_ms);
+	config_free(c);
+	CHECK(fails_at("spool_fsync: sometimes\n", 1, "spool_fsync", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("agent_id: x\nspool_max_bytes: 10k\n", 2, "spool_max_bytes", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("ship_batch_events: 0\n", 1, "", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("ship_interval: 0s\n", 1, "", err, sizeof(err)), "%s", err);
+}

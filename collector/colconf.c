@@ -1,0 +1,253 @@
+/* colconf: YAML -> struct colconf. Unknown keys are errors (a typo in a
+ * security tool's config must not silently mean "off"); every message
+ * carries file:line. Never logs token values. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/crypto.h>
+#include "colconf.h"
+#include "ytree.h"
+
+void colconf_free(struct colconf *c)
+{
+	if (!c)
+		return;
+	free(c->path);
+	free(c->listen);
+	free(c->api);
+	free(c->store);
+	free(c->tls_cert);
+	free(c->tls_key);
+	free(c->client_ca);
+	free(c->client_ca_key);
+	for (size_t i = 0; i < c->n_tokens; i++) {
+		if (c->tokens[i].token)
+			OPENSSL_cleanse(c->tokens[i].token, strlen(c->tokens[i].token));
+		free(c->tokens[i].token);
+		free(c->tokens[i].name);
+	}
+	free(c->tokens);
+	free(c->syslog_forward);
+	free(c->metrics);
+	free(c);
+}
+
+static int scalar(const char *file, const struct ynode *n, char **out, char *err, size_t errlen)
+{
+	if (!n || n->kind != YNODE_SCALAR || !n->str[0]) {
+		snprintf(err, errlen, "%s:%d: expected a non-empty string", file, n ? n->line : 0);
+		return -EINVAL;
+	}
+	free(*out);
+	*out = strdup(n->str);
+	return *out ? 0 : -ENOMEM;
+}
+
+static int hostport(const char *file, const struct ynode *n, char **out, char *err, size_t errlen)
+{
+	int rc = scalar(file, n, out, err, errlen);
+	if (rc)
+		return rc;
+	const char *colon = strrchr(*out, ':');
+	char *end;
+	long port = colon ? strtol(colon + 1, &end, 10) : -1;
+	if (!colon || colon == *out || *end || port < 0 || port > 65535) {
+		snprintf(err, errlen, "%s:%d: expected HOST:PORT such as 0.0.0.0:7443", file, n->line);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int tokens(const char *file, const struct ynode *n, struct colconf *c, char *err, size_t errlen)
+{
+	if (n->kind != YNODE_SEQ) {
+		snprintf(err, errlen, "%s:%d: tokens must be a list of {token, role, name}", file, n->line);
+		return -EINVAL;
+	}
+	c->tokens = calloc(n->nkids ? n->nkids : 1, sizeof(*c->tokens));
+	if (!c->tokens)
+		return -ENOMEM;
+	for (size_t i = 0; i < n->nkids; i++) {
+		const struct ynode *t = n->kids[i];
+		struct colconf_token *k = &c->tokens[c->n_tokens++];
+		if (t->kind != YNODE_MAP) {
+			snprintf(err, errlen, "%s:%d: each token is a mapping {token, role, name}", file, t->line);
+			return -EINVAL;
+		}
+		for (size_t j = 0; j < ytree_map_len(t); j++) {
+			const char *key = ytree_map_key(t, j)->str;
+			const struct ynode *v = ytree_map_val(t, j);
+			int rc;
+			if (!strcmp(key, "token")) {
+				if ((rc = scalar(file, v, &k->token, err, errlen)))
+					return rc;
+				if (strlen(k->token) < 16) {
+					snprintf(err, errlen, "%s:%d: a token must be at least 16 characters", file,
+						 v->line);
+					return -EINVAL;
+				}
+			} else if (!strcmp(key, "name")) {
+				if ((rc = scalar(file, v, &k->name, err, errlen)))
+					return rc;
+			} else if (!strcmp(key, "role")) {
+				if (v->kind == YNODE_SCALAR && !strcmp(v->str, "analyst"))
+					k->role = ROLE_ANALYST;
+				else if (v->kind == YNODE_SCALAR && !strcmp(v->str, "admin"))
+					k->role = ROLE_ADMIN;
+				else {
+					snprintf(err, errlen, "%s:%d: role must be analyst or admin", file, v->line);
+					return -EINVAL;
+				}
+			} else {
+				snprintf(err, errlen, "%s:%d: unknown key 'tokens.%s'", file, ytree_map_key(t, j)->line,
+					 key);
+				return -EINVAL;
+			}
+		}
+		if (!k->token || !k->role) {
+			snprintf(err, errlen, "%s:%d: a token needs token and role", file, t->line);
+			return -EINVAL;
+		}
+		for (size_t p = 0; p + 1 < c->n_tokens; p++)
+			if (!strcmp(c->tokens[p].token, k->token)) {
+				snprintf(err, errlen, "%s:%d: the same token is listed twice", file, t->line);
+				return -EINVAL;
+			}
+		if (!k->name && !(k->name = strdup(k->role == ROLE_ADMIN ? "admin" : "analyst")))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+int colconf_load(const char *path, struct colconf **out, char *err, size_t errlen)
+{
+	struct ynode *root = NULL;
+	struct colconf *c = calloc(1, sizeof(*c));
+	int rc;
+	*out = NULL;
+	if (!c)
+		return -ENOMEM;
+	c->cert_days = 30;
+	c->max_agents = 1024;
+	c->log_level = 2;
+	if (!(c->path = strdup(path))) {
+		rc = -ENOMEM;
+		goto err;
+	}
+	if ((rc = ytree_load(path, &root, err, errlen)))
+		goto err;
+	if (!root || root->kind != YNODE_MAP) {
+		snprintf(err, errlen, "%s:1: expected a mapping of settings", path);
+		rc = -EINVAL;
+		goto err;
+	}
+	for (size_t i = 0; i < ytree_map_len(root); i++) {
+		const struct ynode *kn = ytree_map_key(root, i), *v = ytree_map_val(root, i);
+		const char *k = kn->str;
+		unsigned long long u;
+		if (!strcmp(k, "listen"))
+			rc = hostport(path, v, &c->listen, err, errlen);
+		else if (!strcmp(k, "api"))
+			rc = hostport(path, v, &c->api, err, errlen);
+		else if (!strcmp(k, "metrics"))
+			rc = hostport(path, v, &c->metrics, err, errlen);
+		else if (!strcmp(k, "syslog_forward"))
+			rc = hostport(path, v, &c->syslog_forward, err, errlen);
+		else if (!strcmp(k, "store")) {
+			if (!(rc = scalar(path, v, &c->store, err, errlen)) && strncmp(c->store, "sqlite:", 7) &&
+			    strncmp(c->store, "clickhouse://", 13)) {
+				snprintf(err, errlen, "%s:%d: store must be sqlite:PATH or clickhouse://HOST:PORT/DB",
+					 path, v->line);
+				rc = -EINVAL;
+			}
+		} else if (!strcmp(k, "tls_cert"))
+			rc = scalar(path, v, &c->tls_cert, err, errlen);
+		else if (!strcmp(k, "tls_key"))
+			rc = scalar(path, v, &c->tls_key, err, errlen);
+		else if (!strcmp(k, "client_ca"))
+			rc = scalar(path, v, &c->client_ca, err, errlen);
+		else if (!strcmp(k, "client_ca_key"))
+			rc = scalar(path, v, &c->client_ca_key, err, errlen);
+		else if (!strcmp(k, "tokens"))
+			rc = tokens(path, v, c, err, errlen);
+		else if (!strcmp(k, "retain_days")) {
+			if (!(rc = ytree_u64(path, v, 0, 36500, &u, err, errlen)))
+				c->retain_days = (unsigned)u;
+		} else if (!strcmp(k, "cert_days")) {
+			if (!(rc = ytree_u64(path, v, 1, 3650, &u, err, errlen)))
+				c->cert_days = (unsigned)u;
+		} else if (!strcmp(k, "max_agents")) {
+			if (!(rc = ytree_u64(path, v, 1, 100000, &u, err, errlen)))
+				c->max_agents = (unsigned)u;
+		} else if (!strcmp(k, "log_level")) {
+			static const char *lv[] = { "error", "warning", "info", "debug" };
+			rc = -EINVAL;
+			for (int l = 0; l < 4; l++)
+				if (v->kind == YNODE_SCALAR && !strcmp(v->str, lv[l])) {
+					c->log_level = l;
+					rc = 0;
+				}
+			if (rc)
+				snprintf(err, errlen, "%s:%d: log_level must be error, warning, info or debug", path,
+					 v->line);
+		} else {
+			snprintf(err, errlen, "%s:%d: unknown key '%s'", path, kn->line, k);
+			rc = -EINVAL;
+		}
+		if (rc)
+			goto err;
+	}
+	if (!c->store && !(c->store = strdup("sqlite:/var/lib/vigil/collector.db"))) {
+		rc = -ENOMEM;
+		goto err;
+	}
+	if (!c->listen && !(c->listen = strdup("0.0.0.0:7443"))) {
+		rc = -ENOMEM;
+		goto err;
+	}
+	if (!c->api && !(c->api = strdup("127.0.0.1:7444"))) {
+		rc = -ENOMEM;
+		goto err;
+	}
+	if (!c->tls_cert || !c->tls_key || !c->client_ca) {
+		snprintf(err, errlen, "%s:1: tls_cert, tls_key and client_ca are required (vigil-collector pki init "
+				      "--dir DIR creates them)", path);
+		rc = -EINVAL;
+		goto err;
+	}
+	if (!c->client_ca_key) {
+		size_t l = strlen(c->client_ca);
+		if (!(c->client_ca_key = malloc(l + 5))) {
+			rc = -ENOMEM;
+			goto err;
+		}
+		memcpy(c->client_ca_key, c->client_ca, l + 1);
+		if (l > 4 && !strcmp(c->client_ca + l - 4, ".crt"))
+			c->client_ca_key[l - 4] = 0;
+		strcat(c->client_ca_key, ".key");
+	}
+	ytree_free(root);
+	*out = c;
+	return 0;
+err:
+	ytree_free(root);
+	colconf_free(c);
+	return rc;
+}
+
+const struct colconf_token *colconf_token_find(const struct colconf *c, const char *token)
+{
+	const struct colconf_token *hit = NULL;
+	size_t tl = token ? strlen(token) : 0;
+	if (!tl)
+		return NULL;
+	/* Compare against every token in constant time per byte so response
+	 * timing does not reveal a prefix. */
+	for (size_t i = 0; i < c->n_tokens; i++) {
+		size_t l = strlen(c->tokens[i].token);
+		if (l == tl && CRYPTO_memcmp(c->tokens[i].token, token, l) == 0)
+			hit = &c->tokens[i];
+	}
+	return hit;
+}

@@ -1,0 +1,42 @@
+/* colconf: the collector's YAML configuration (CONTRACT.md keys plus the
+ * documented extras). Every key is checked; unknown keys and bad values are
+ * "file:line: reason" errors. Owns the strings it returns (colconf_free). */
+#ifndef VIGIL_COLCONF_H
+#define VIGIL_COLCONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum colconf_role { ROLE_ANALYST = 1, ROLE_ADMIN = 2 };
+
+struct colconf_token {
+	char *token;
+	char *name;
+	enum colconf_role role;
+};
+
+struct colconf {
+	char *path;
+	char *listen;            /* agent ingest, mTLS: HOST:PORT (default 0.0.0.0:7443) */
+	char *api;               /* HTTPS query API: HOST:PORT (default 127.0.0.1:7444) */
+	char *store;             /* sqlite:PATH | clickhouse://HOST:PORT/DB */
+	char *tls_cert, *tls_key;/* the collector's server certificate and key */
+	char *client_ca;         /* the enrollment CA certificate (verifies agents) */
+	char *client_ca_key;     /* its key, for enroll (default: client_ca with .crt -> .key) */
+	struct colconf_token *tokens;
+	size_t n_tokens;
+	unsigned retain_days;    /* 0 = keep forever */
+	unsigned cert_days;      /* validity of enrolled agent certificates (default 30) */
+	unsigned max_agents;     /* concurrent ingest connections (default 1024) */
+	char *syslog_forward;    /* optional HOST:PORT (UDP) for streaming RFC 5424 forward */
+	char *metrics;           /* optional plain-HTTP HOST:PORT for /metrics (also on the API) */
+	int log_level;           /* 0..3, default 2 */
+};
+
+/* Loads and validates path. -EINVAL with "file:line: reason" in err. */
+int colconf_load(const char *path, struct colconf **out, char *err, size_t errlen);
+void colconf_free(struct colconf *c);
+/* The token's entry, or NULL (constant-time comparison per token). */
+const struct colconf_token *colconf_token_find(const struct colconf *c, const char *token);
+
+#endif

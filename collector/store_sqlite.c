@@ -1,0 +1,900 @@
+/* store_sqlite: the embedded store. One database file in WAL mode, one
+ * connection, every batch in one transaction, prepared statements kept for
+ * the hot insert path. Indexes serve the SOC's filters (time, user, host,
+ * action, finding through the event_findings side table) and verify's
+ * per-agent walk (the UNIQUE (agent_id, seq, boot_id) key doubles as both the
+ * deduplication key and the chain order).
+ *
+ * Must never: paste a caller string into SQL (everything is bound), or ack
+ * (return 0 from insert) before COMMIT returned SQLITE_OK. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sqlite3.h>
+#include "store.h"
+
+#define SCHEMA_VERSION 1
+
+struct sq {
+	struct store base;
+	sqlite3 *db;
+	sqlite3_stmt *ins_ev, *ins_find, *sel_hash, *ins_batch;
+	char local_boot[40];
+	uint64_t local_seq;
+};
+
+#define SQ(s) ((struct sq *)(s))
+
+static const char *const migrations[] = {
+	/* 1: the first schema. */
+	"CREATE TABLE events("
+	" id INTEGER PRIMARY KEY, time INTEGER NOT NULL, event_id TEXT, agent_id TEXT NOT NULL,"
+	" boot_id TEXT NOT NULL, seq INTEGER NOT NULL, host TEXT, kind TEXT, user TEXT, uid INTEGER,"
+	" gid INTEGER, pid INTEGER, tid INTEGER, comm TEXT, exe TEXT, cgroup TEXT, dst_ip TEXT,"
+	" dst_port INTEGER, sni TEXT, provider TEXT, method TEXT, path TEXT, model TEXT, stream INTEGER,"
+	" action TEXT, rule TEXT, reason TEXT, error TEXT, findings TEXT, injection_score REAL,"
+	" status INTEGER, bytes_up INTEGER, bytes_down INTEGER, prompt_tokens INTEGER,"
+	" completion_tokens INTEGER, latency_ms INTEGER, policy_hash TEXT, gap_count INTEGER,"
+	" gap_first_seq INTEGER, gap_last_seq INTEGER, prev_hash BLOB, hash BLOB, raw BLOB, content TEXT,"
+	" UNIQUE(agent_id, seq, boot_id));"
+	"CREATE INDEX ev_time ON events(time);"
+	"CREATE INDEX ev_user ON events(user, time);"
+	"CREATE INDEX ev_host ON events(host, time);"
+	"CREATE INDEX ev_action ON events(action, time);"
+	"CREATE TABLE event_findings(ev INTEGER NOT NULL, type TEXT NOT NULL, count INTEGER, time INTEGER);"
+	"CREATE INDEX evf_type ON event_findings(type, time);"
+	"CREATE INDEX evf_ev ON event_findings(ev);"
+	"CREATE TABLE batches(agent_id TEXT NOT NULL, boot_id TEXT NOT NULL, first_seq INTEGER NOT NULL,"
+	" last_seq INTEGER NOT NULL, schema_version INTEGER, prev_batch_hash BLOB, signature BLOB,"
+	" received INTEGER, PRIMARY KEY(agent_id, first_seq, last_seq, boot_id));"
+	"CREATE TABLE agents(agent_id TEXT PRIMARY KEY, pubkey BLOB, revoked INTEGER NOT NULL DEFAULT 0,"
+	" first_seen INTEGER, last_seen INTEGER, horizon_seq INTEGER, horizon_hash BLOB);",
+};
+
+#define EV_COLS "time, event_id, agent_id, boot_id, seq, host, kind, user, uid, gid, pid, tid, comm, exe," \
+	" cgroup, dst_ip, dst_port, sni, provider, method, path, model, stream, action, rule, reason," \
+	" error, findings, injection_score, status, bytes_up, bytes_down, prompt_tokens," \
+	" completion_tokens, latency_ms, policy_hash, gap_count, gap_first_seq, gap_last_seq, prev_hash," \
+	" hash, raw, content"
+#define EV_NCOLS 43
+
+static int sq_fail(struct sq *q, const char *what)
+{
+	store_seterr(&q->base, "sqlite: %s: %s", what, sqlite3_errmsg(q->db));
+	return -EIO;
+}
+
+static int exec(struct sq *q, const char *sql)
+{
+	char *msg = NULL;
+	if (sqlite3_exec(q->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		store_seterr(&q->base, "sqlite: %s", msg ? msg : "error");
+		sqlite3_free(msg);
+		return -EIO;
+	}
+	return 0;
+}
+
+static int user_version(struct sq *q, int *v)
+{
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(q->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+		return sq_fail(q, "user_version");
+	*v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+	sqlite3_finalize(st);
+	return 0;
+}
+
+/* Migrations are numbered by PRAGMA user_version; each runs in its own
+ * transaction so a crash leaves the database at a whole version. */
+static int migrate(struct sq *q)
+{
+	int v, rc;
+	if ((rc = user_version(q, &v)))
+		return rc;
+	if (v > SCHEMA_VERSION) {
+		store_seterr(&q->base, "sqlite: database schema %d is newer than this collector (%d)", v,
+			     SCHEMA_VERSION);
+		return -EPROTO;
+	}
+	for (; v < SCHEMA_VERSION; v++) {
+		char pragma[64];
+		snprintf(pragma, sizeof(pragma), "PRAGMA user_version=%d;", v + 1);
+		if ((rc = exec(q, "BEGIN IMMEDIATE")) || (rc = exec(q, migrations[v])) ||
+		    (rc = exec(q, pragma)) || (rc = exec(q, "COMMIT"))) {
+			exec(q, "ROLLBACK");
+			return rc;
+		}
+	}
+	return 0;
+}
+
+static void sq_close(struct store *s)
+{
+	struct sq *q = SQ(s);
+	sqlite3_finalize(q->ins_ev);
+	sqlite3_finalize(q->ins_find);
+	sqlite3_finalize(q->sel_hash);
+	sqlite3_finalize(q->ins_batch);
+	sqlite3_close(q->db);
+	free(q);
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+	sqlite3_bind_text(st, i, s ? s : "", -1, SQLITE_STATIC);
+}
+
+static int insert_event(struct sq *q, const struct store_event *e, bool *dup)
+{
+	sqlite3_stmt *st = q->ins_ev;
+	char findings[2048];
+	int i = 1, rc;
+	*dup = false;
+	if (store_findings_format(e->findings, e->nfindings, findings, sizeof(findings))) {
+		store_seterr(&q->base, "too many findings in one event");
+		return -E2BIG;
+	}
+	sqlite3_reset(st);
+	sqlite3_bind_int64(st, i++, e->time_us);
+	bind_text(st, i++, e->event_id);
+	bind_text(st, i++, e->agent_id);
+	bind_text(st, i++, e->boot_id);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)e->seq);
+	bind_text(st, i++, e->host);
+	bind_text(st, i++, e->kind);
+	bind_text(st, i++, e->user);
+	sqlite3_bind_int64(st, i++, e->uid);
+	sqlite3_bind_int64(st, i++, e->gid);
+	sqlite3_bind_int64(st, i++, e->pid);
+	sqlite3_bind_int64(st, i++, e->tid);
+	bind_text(st, i++, e->comm);
+	bind_text(st, i++, e->exe);
+	bind_text(st, i++, e->cgroup);
+	bind_text(st, i++, e->dst_ip);
+	sqlite3_bind_int64(st, i++, e->dst_port);
+	bind_text(st, i++, e->sni);
+	bind_text(st, i++, e->provider);
+	bind_text(st, i++, e->method);
+	bind_text(st, i++, e->path);
+	bind_text(st, i++, e->model);
+	sqlite3_bind_int(st, i++, e->stream);
+	bind_text(st, i++, e->action);
+	bind_text(st, i++, e->rule);
+	bind_text(st, i++, e->reason);
+	bind_text(st, i++, e->error);
+	bind_text(st, i++, findings);
+	sqlite3_bind_double(st, i++, e->injection_score);
+	sqlite3_bind_int64(st, i++, e->status);
+	sqlite3_bind_int64(st, i++, e->bytes_up);
+	sqlite3_bind_int64(st, i++, e->bytes_down);
+	sqlite3_bind_int64(st, i++, e->prompt_tokens);
+	sqlite3_bind_int64(st, i++, e->completion_tokens);
+	sqlite3_bind_int64(st, i++, e->latency_ms);
+	bind_text(st, i++, e->policy_hash);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)e->gap_count);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)e->gap_first_seq);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)e->gap_last_seq);
+	sqlite3_bind_blob(st, i++, e->prev_hash, STORE_HASH_LEN, SQLITE_STATIC);
+	sqlite3_bind_blob(st, i++, e->hash, STORE_HASH_LEN, SQLITE_STATIC);
+	if (e->raw)
+		sqlite3_bind_blob(st, i++, e->raw, (int)e->raw_len, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, i++);
+	if (e->content)
+		bind_text(st, i++, e->content);
+	else
+		sqlite3_bind_null(st, i++);
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_DONE)
+		return sq_fail(q, "insert event");
+	if (sqlite3_changes(q->db) == 0) {
+		/* Already there: the same event again is a harmless resend, a
+		 * different one under the same key is a replay attack. */
+		sqlite3_stmt *h = q->sel_hash;
+		sqlite3_reset(h);
+		bind_text(h, 1, e->agent_id);
+		sqlite3_bind_int64(h, 2, (sqlite3_int64)e->seq);
+		bind_text(h, 3, e->boot_id);
+		if (sqlite3_step(h) != SQLITE_ROW)
+			return sq_fail(q, "dedup lookup");
+		const void *old = sqlite3_column_blob(h, 0);
+		if (sqlite3_column_bytes(h, 0) != STORE_HASH_LEN || memcmp(old, e->hash, STORE_HASH_LEN)) {
+			store_seterr(&q->base, "seq %llu of boot %s already stored with different content",
+				     (unsigned long long)e->seq, e->boot_id ? e->boot_id : "");
+			return -EEXIST;
+		}
+		*dup = true;
+		return 0;
+	}
+	sqlite3_int64 id = sqlite3_last_insert_rowid(q->db);
+	for (size_t k = 0; k < e->nfindings; k++) {
+		sqlite3_stmt *f = q->ins_find;
+		sqlite3_reset(f);
+		sqlite3_bind_int64(f, 1, id);
+		bind_text(f, 2, e->findings[k].type);
+		sqlite3_bind_int64(f, 3, e->findings[k].count);
+		sqlite3_bind_int64(f, 4, e->time_us);
+		if (sqlite3_step(f) != SQLITE_DONE)
+			return sq_fail(q, "insert finding");
+	}
+	return 0;
+}
+
+static int touch_agent(struct sq *q, const char *id, int64_t now)
+{
+	sqlite3_stmt *st;
+	int rc = 0;
+	if (sqlite3_prepare_v2(q->db,
+			       "INSERT INTO agents(agent_id, first_seen, last_seen) VALUES(?1, ?2, ?2)"
+			       " ON CONFLICT(agent_id) DO UPDATE SET last_seen = max(coalesce(last_seen, 0), ?2)",
+			       -1, &st, NULL) != SQLITE_OK)
+		return sq_fail(q, "agent upsert");
+	bind_text(st, 1, id);
+	sqlite3_bind_int64(st, 2, now);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		rc = sq_fail(q, "agent upsert");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int sq_insert_batch(struct store *s, const struct store_batch *b, size_t *ins, size_t *dups)
+{
+	struct sq *q = SQ(s);
+	int rc;
+	*ins = *dups = 0;
+	if ((rc = exec(q, "BEGIN IMMEDIATE")))
+		return rc;
+	for (size_t i = 0; i < b->nevents; i++) {
+		bool dup;
+		if ((rc = insert_event(q, &b->events[i], &dup)))
+			goto err;
+		if (dup)
+			(*dups)++;
+		else
+			(*ins)++;
+	}
+	sqlite3_stmt *st = q->ins_batch;
+	sqlite3_reset(st);
+	bind_text(st, 1, b->agent_id);
+	bind_text(st, 2, b->boot_id);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)b->first_seq);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)b->last_seq);
+	sqlite3_bind_int(st, 5, (int)b->schema_version);
+	sqlite3_bind_blob(st, 6, b->prev_batch_hash ? (const void *)b->prev_batch_hash : "",
+			  (int)b->prev_batch_hash_len, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 7, b->signature ? (const void *)b->signature : "", (int)b->signature_len,
+			  SQLITE_STATIC);
+	sqlite3_bind_int64(st, 8, b->received_us);
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		rc = sq_fail(q, "insert batch");
+		goto err;
+	}
+	if ((rc = touch_agent(q, b->agent_id, b->received_us)))
+		goto err;
+	if ((rc = exec(q, "COMMIT")))
+		goto err;
+	return 0;
+err:
+	{
+		char keep[sizeof(s->errmsg)];
+		memcpy(keep, s->errmsg, sizeof(keep));
+		exec(q, "ROLLBACK");
+		memcpy(s->errmsg, keep, sizeof(keep));
+	}
+	*ins = *dups = 0;
+	return rc;
+}
+
+static int sq_insert_local(struct store *s, const struct store_event *e)
+{
+	struct sq *q = SQ(s);
+	struct store_event c = *e;
+	bool dup;
+	int rc;
+	c.boot_id = q->local_boot;
+	c.seq = ++q->local_seq;
+	if (!c.agent_id)
+		c.agent_id = "collector";
+	if ((rc = exec(q, "BEGIN IMMEDIATE")))
+		return rc;
+	if ((rc = insert_event(q, &c, &dup)) || (rc = exec(q, "COMMIT"))) {
+		exec(q, "ROLLBACK");
+		return rc;
+	}
+	return 0;
+}
+
+/* WHERE clause builder: appends conditions with numbered parameters and
+ * remembers the values to bind. */
+struct where {
+	char sql[1024];
+	size_t len;
+	const char *text[16];
+	int64_t num[4];
+	int ntext, nnum;
+};
+
+static void w_add(struct where *w, const char *cond)
+{
+	int n = snprintf(w->sql + w->len, sizeof(w->sql) - w->len, "%s%s", w->len ? " AND " : " WHERE ", cond);
+	if (n > 0 && (size_t)n < sizeof(w->sql) - w->len)
+		w->len += (size_t)n;
+}
+
+/* Conditions on table alias "e". Text params are ?1..?16; numbers ?17.. */
+static void build_where(const struct store_filter *f, struct where *w)
+{
+	memset(w, 0, sizeof(*w));
+	char c[256];
+	struct { const char *col; const char *val; } eq[] = {
+		{ "user", f->user }, { "host", f->host }, { "action", f->action }, { "exe", f->exe },
+		{ "provider", f->provider }, { "model", f->model }, { "kind", f->kind },
+		{ "agent_id", f->agent_id },
+	};
+	for (size_t i = 0; i < sizeof(eq) / sizeof(eq[0]); i++) {
+		if (!eq[i].val)
+			continue;
+		w->text[w->ntext++] = eq[i].val;
+		snprintf(c, sizeof(c), "e.%s = ?%d", eq[i].col, w->ntext);
+		w_add(w, c);
+	}
+	if (f->since_us) {
+		w->num[w->nnum++] = f->since_us;
+		snprintf(c, sizeof(c), "e.time >= ?%d", 16 + w->nnum);
+		w_add(w, c);
+	}
+	if (f->until_us) {
+		w->num[w->nnum++] = f->until_us;
+		snprintf(c, sizeof(c), "e.time < ?%d", 16 + w->nnum);
+		w_add(w, c);
+	}
+	if (f->finding) {
+		w->text[w->ntext++] = f->finding;
+		snprintf(c, sizeof(c), "e.id IN (SELECT ev FROM event_findings WHERE type = ?%d%s)", w->ntext,
+			 f->since_us ? " AND time >= ?17" : "");
+		w_add(w, c);
+	}
+}
+
+static void bind_where(sqlite3_stmt *st, const struct where *w)
+{
+	for (int i = 0; i < w->ntext; i++)
+		sqlite3_bind_text(st, i + 1, w->text[i], -1, SQLITE_STATIC);
+	for (int i = 0; i < w->nnum; i++)
+		sqlite3_bind_int64(st, 17 + i, w->num[i]);
+}
+
+static const uint8_t *col_blob32(sqlite3_stmt *st, int i, uint8_t out[32])
+{
+	memset(out, 0, 32);
+	if (sqlite3_column_bytes(st, i) == 32)
+		memcpy(out, sqlite3_column_blob(st, i), 32);
+	return out;
+}
+
+/* Reads the EV_COLS row at column offset 0. Strings point into st (valid until
+ * the next step) unless a is given, in which case they are copied. */
+static int read_event(sqlite3_stmt *st, struct store_event *e, struct store_arena *a,
+		      struct store_finding *fbuf, size_t fmax)
+{
+	int i = 0;
+#define TXT() ({ const char *t_ = (const char *)sqlite3_column_text(st, i); size_t l_ = (size_t)sqlite3_column_bytes(st, i); i++; \
+		a ? store_arena_strdup(a, t_, l_) : (t_ ? t_ : ""); })
+#define I64() (sqlite3_column_int64(st, i++))
+	memset(e, 0, sizeof(*e));
+	e->time_us = I64();
+	e->event_id = TXT();
+	e->agent_id = TXT();
+	e->boot_id = TXT();
+	e->seq = (uint64_t)I64();
+	e->host = TXT();
+	e->kind = TXT();
+	e->user = TXT();
+	e->uid = I64();
+	e->gid = I64();
+	e->pid = I64();
+	e->tid = I64();
+	e->comm = TXT();
+	e->exe = TXT();
+	e->cgroup = TXT();
+	e->dst_ip = TXT();
+	e->dst_port = I64();
+	e->sni = TXT();
+	e->provider = TXT();
+	e->method = TXT();
+	e->path = TXT();
+	e->model = TXT();
+	e->stream = I64() != 0;
+	e->action = TXT();
+	e->rule = TXT();
+	e->reason = TXT();
+	e->error = TXT();
+	{
+		const char *fs = (const char *)sqlite3_column_text(st, i++);
+		if (a) {
+			fbuf = store_arena_alloc(a, sizeof(*fbuf) * 64);
+			fmax = 64;
+		}
+		if (!fbuf)
+			return -ENOMEM;
+		e->findings = fbuf;
+		e->nfindings = store_findings_parse(fs, fbuf, fmax);
+	}
+	e->injection_score = sqlite3_column_double(st, i++);
+	e->status = I64();
+	e->bytes_up = I64();
+	e->bytes_down = I64();
+	e->prompt_tokens = I64();
+	e->completion_tokens = I64();
+	e->latency_ms = I64();
+	e->policy_hash = TXT();
+	e->gap_count = (uint64_t)I64();
+	e->gap_first_seq = (uint64_t)I64();
+	e->gap_last_seq = (uint64_t)I64();
+	col_blob32(st, i++, e->prev_hash);
+	col_blob32(st, i++, e->hash);
+	if (sqlite3_column_type(st, i) == SQLITE_BLOB) {
+		size_t l = (size_t)sqlite3_column_bytes(st, i);
+		const void *b = sqlite3_column_blob(st, i);
+		if (a) {
+			uint8_t *c = store_arena_alloc(a, l ? l : 1);
+			if (!c)
+				return -ENOMEM;
+			memcpy(c, b, l);
+			e->raw = c;
+		} else {
+			e->raw = b;
+		}
+		e->raw_len = l;
+	}
+	i++;
+	if (sqlite3_column_type(st, i) != SQLITE_NULL)
+		e->content = TXT();
+	else
+		i++;
+#undef TXT
+#undef I64
+	return 0;
+}
+
+static int sq_query(struct store *s, const struct store_filter *f, struct store_rows *out)
+{
+	struct sq *q = SQ(s);
+	struct where w;
+	char sql[2048];
+	sqlite3_stmt *st;
+	size_t limit = f->limit ? f->limit : STORE_DEFAULT_LIMIT, cap = 64;
+	int rc = 0;
+	if (limit > STORE_MAX_LIMIT)
+		limit = STORE_MAX_LIMIT;
+	build_where(f, &w);
+	snprintf(sql, sizeof(sql), "SELECT " EV_COLS " FROM events e%s ORDER BY e.time DESC, e.id DESC LIMIT %zu",
+		 w.sql, limit);
+	if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return sq_fail(q, "query");
+	bind_where(st, &w);
+	out->arena = store_arena_new();
+	out->ev = malloc(cap * sizeof(*out->ev));
+	if (!out->arena || !out->ev) {
+		rc = -ENOMEM;
+		goto err;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (out->n == cap) {
+			struct store_event *n = realloc(out->ev, 2 * cap * sizeof(*n));
+			if (!n) {
+				rc = -ENOMEM;
+				goto err;
+			}
+			out->ev = n;
+			cap *= 2;
+		}
+		if ((rc = read_event(st, &out->ev[out->n], out->arena, NULL, 0)))
+			goto err;
+		out->n++;
+	}
+	if (rc != SQLITE_DONE) {
+		rc = sq_fail(q, "query");
+		goto err;
+	}
+	sqlite3_finalize(st);
+	/* ev lives in malloc memory; hand it to the arena's owner via rows. */
+	struct store_event *copy = store_arena_alloc(out->arena, (out->n ? out->n : 1) * sizeof(*copy));
+	if (!copy) {
+		rc = -ENOMEM;
+		goto err2;
+	}
+	memcpy(copy, out->ev, out->n * sizeof(*copy));
+	free(out->ev);
+	out->ev = copy;
+	return 0;
+err:
+	sqlite3_finalize(st);
+err2:
+	free(out->ev);
+	store_arena_free(out->arena);
+	memset(out, 0, sizeof(*out));
+	return rc < 0 ? rc : -EIO;
+}
+
+static const char *top_col(enum store_top_kind k)
+{
+	switch (k) {
+	case STORE_TOP_USERS: return "e.user";
+	case STORE_TOP_EXES: return "e.exe";
+	case STORE_TOP_PROVIDERS: return "e.provider";
+	case STORE_TOP_HOSTS: return "e.host";
+	case STORE_TOP_MODELS: return "e.model";
+	case STORE_TOP_ACTIONS: return "e.action";
+	case STORE_TOP_AGENTS: return "e.agent_id";
+	case STORE_TOP_FINDINGS: return "f.type";
+	}
+	return "e.user";
+}
+
+static int sq_top(struct store *s, enum store_top_kind k, const struct store_filter *f, size_t limit,
+		  struct store_top_row **out, size_t *n)
+{
+	struct sq *q = SQ(s);
+	struct where w;
+	char sql[2048];
+	sqlite3_stmt *st;
+	const char *col = top_col(k);
+	int rc;
+	build_where(f, &w);
+	if (k == STORE_TOP_FINDINGS)
+		snprintf(sql, sizeof(sql),
+			 "SELECT f.type, count(*), sum(e.action = 'block'), sum(f.count) FROM event_findings f"
+			 " JOIN events e ON e.id = f.ev%s GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT %zu",
+			 w.sql, limit);
+	else
+		snprintf(sql, sizeof(sql),
+			 "SELECT %s, count(*), sum(e.action = 'block'), sum(e.bytes_up) FROM events e%s%s%s != ''"
+			 " GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT %zu",
+			 col, w.sql, w.len ? " AND " : " WHERE ", col, limit);
+	if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return sq_fail(q, "top");
+	bind_where(st, &w);
+	struct store_top_row *rows = calloc(limit ? limit : 1, sizeof(*rows));
+	size_t cnt = 0;
+	if (!rows) {
+		sqlite3_finalize(st);
+		return -ENOMEM;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && cnt < limit) {
+		const char *key = (const char *)sqlite3_column_text(st, 0);
+		rows[cnt].key = strdup(key ? key : "");
+		rows[cnt].events = (uint64_t)sqlite3_column_int64(st, 1);
+		rows[cnt].blocked = (uint64_t)sqlite3_column_int64(st, 2);
+		rows[cnt].total = (uint64_t)sqlite3_column_int64(st, 3);
+		if (!rows[cnt].key) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		cnt++;
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		store_top_free(rows, cnt);
+		return sq_fail(q, "top");
+	}
+	*out = rows;
+	*n = cnt;
+	return 0;
+}
+
+static int sq_count(struct store *s, const struct store_filter *f, uint64_t *out)
+{
+	struct sq *q = SQ(s);
+	struct where w;
+	char sql[1536];
+	sqlite3_stmt *st;
+	build_where(f, &w);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM events e%s", w.sql);
+	if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return sq_fail(q, "count");
+	bind_where(st, &w);
+	int rc = sqlite3_step(st);
+	*out = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW ? 0 : sq_fail(q, "count");
+}
+
+static int read_agent(struct sq *q, sqlite3_stmt *st, struct store_agent *a)
+{
+	sqlite3_stmt *h;
+	memset(a, 0, sizeof(*a));
+	snprintf(a->agent_id, sizeof(a->agent_id), "%s", (const char *)sqlite3_column_text(st, 0));
+	if (sqlite3_column_bytes(st, 1) == 32) {
+		a->has_key = true;
+		memcpy(a->pubkey, sqlite3_column_blob(st, 1), 32);
+	}
+	a->revoked = sqlite3_column_int(st, 2) != 0;
+	a->first_seen_us = sqlite3_column_int64(st, 3);
+	a->last_seen_us = sqlite3_column_int64(st, 4);
+	if (sqlite3_column_type(st, 5) != SQLITE_NULL) {
+		a->has_horizon = true;
+		a->horizon_seq = (uint64_t)sqlite3_column_int64(st, 5);
+		col_blob32(st, 6, a->horizon_hash);
+	}
+	if (sqlite3_prepare_v2(q->db, "SELECT seq, hash FROM events WHERE agent_id = ?1 ORDER BY seq DESC LIMIT 1",
+			       -1, &h, NULL) != SQLITE_OK)
+		return sq_fail(q, "agent head");
+	bind_text(h, 1, a->agent_id);
+	if (sqlite3_step(h) == SQLITE_ROW) {
+		a->has_head = true;
+		a->head_seq = (uint64_t)sqlite3_column_int64(h, 0);
+		col_blob32(h, 1, a->head_hash);
+	}
+	sqlite3_finalize(h);
+	return 0;
+}
+
+#define AGENT_COLS "agent_id, pubkey, revoked, first_seen, last_seen, horizon_seq, horizon_hash"
+
+static int sq_agent_get(struct store *s, const char *id, struct store_agent *out)
+{
+	struct sq *q = SQ(s);
+	sqlite3_stmt *st;
+	int rc;
+	if (sqlite3_prepare_v2(q->db, "SELECT " AGENT_COLS " FROM agents WHERE agent_id = ?1", -1, &st, NULL) !=
+	    SQLITE_OK)
+		return sq_fail(q, "agent");
+	bind_text(st, 1, id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		rc = read_agent(q, st, out);
+	else if (rc == SQLITE_DONE)
+		rc = -ENOENT;
+	else
+		rc = sq_fail(q, "agent");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int sq_agent_list(struct store *s, struct store_agent **out, size_t *n)
+{
+	struct sq *q = SQ(s);
+	sqlite3_stmt *st;
+	size_t cap = 16, cnt = 0;
+	struct store_agent *v = malloc(cap * sizeof(*v));
+	int rc;
+	if (!v)
+		return -ENOMEM;
+	if (sqlite3_prepare_v2(q->db, "SELECT " AGENT_COLS " FROM agents ORDER BY agent_id", -1, &st, NULL) !=
+	    SQLITE_OK) {
+		free(v);
+		return sq_fail(q, "agents");
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (cnt == cap) {
+			struct store_agent *nv = realloc(v, 2 * cap * sizeof(*nv));
+			if (!nv) {
+				rc = -ENOMEM;
+				break;
+			}
+			v = nv;
+			cap *= 2;
+		}
+		if ((rc = read_agent(q, st, &v[cnt])))
+			break;
+		cnt++;
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		free(v);
+		return rc < 0 ? rc : sq_fail(q, "agents");
+	}
+	*out = v;
+	*n = cnt;
+	return 0;
+}
+
+static int sq_agent_pin_key(struct store *s, const char *id, const uint8_t key[32])
+{
+	struct sq *q = SQ(s);
+	struct store_agent a;
+	int rc = sq_agent_get(s, id, &a);
+	if (rc == 0 && a.has_key)
+		return memcmp(a.pubkey, key, 32) ? -EEXIST : 0;
+	if (rc && rc != -ENOENT)
+		return rc;
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(q->db,
+			       "INSERT INTO agents(agent_id, pubkey) VALUES(?1, ?2)"
+			       " ON CONFLICT(agent_id) DO UPDATE SET pubkey = ?2 WHERE pubkey IS NULL",
+			       -1, &st, NULL) != SQLITE_OK)
+		return sq_fail(q, "pin key");
+	bind_text(st, 1, id);
+	sqlite3_bind_blob(st, 2, key, 32, SQLITE_STATIC);
+	rc = sqlite3_step(st) == SQLITE_DONE ? 0 : sq_fail(q, "pin key");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int sq_agent_set_revoked(struct store *s, const char *id, bool revoked)
+{
+	struct sq *q = SQ(s);
+	sqlite3_stmt *st;
+	int rc;
+	if (sqlite3_prepare_v2(q->db,
+			       "INSERT INTO agents(agent_id, revoked) VALUES(?1, ?2)"
+			       " ON CONFLICT(agent_id) DO UPDATE SET revoked = ?2",
+			       -1, &st, NULL) != SQLITE_OK)
+		return sq_fail(q, "revoke");
+	bind_text(st, 1, id);
+	sqlite3_bind_int(st, 2, revoked);
+	rc = sqlite3_step(st) == SQLITE_DONE ? 0 : sq_fail(q, "revoke");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int sq_scan_events(struct store *s, const char *id, store_event_cb cb, void *ctx)
+{
+	struct sq *q = SQ(s);
+	sqlite3_stmt *st;
+	struct store_finding fb[64];
+	int rc;
+	if (sqlite3_prepare_v2(q->db, "SELECT " EV_COLS " FROM events WHERE agent_id = ?1 ORDER BY seq, boot_id",
+			       -1, &st, NULL) != SQLITE_OK)
+		return sq_fail(q, "scan");
+	bind_text(st, 1, id);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct store_event e;
+		if ((rc = read_event(st, &e, NULL, fb, 64)) || (rc = cb(ctx, &e)))
+			break;
+	}
+	sqlite3_finalize(st);
+	if (rc == SQLITE_DONE)
+		return 0;
+	return rc == SQLITE_ERROR ? sq_fail(q, "scan") : rc;
+}
+
+static int sq_scan_batches(struct store *s, const char *id, store_batch_cb cb, void *ctx)
+{
+	struct sq *q = SQ(s);
+	sqlite3_stmt *st;
+	int rc;
+	if (sqlite3_prepare_v2(q->db,
+			       "SELECT agent_id, boot_id, schema_version, first_seq, last_seq, prev_batch_hash,"
+			       " signature, received FROM batches WHERE agent_id = ?1 ORDER BY first_seq, last_seq",
+			       -1, &st, NULL) != SQLITE_OK)
+		return sq_fail(q, "scan batches");
+	bind_text(st, 1, id);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct store_batch_info b = {
+			.agent_id = (const char *)sqlite3_column_text(st, 0),
+			.boot_id = (const char *)sqlite3_column_text(st, 1),
+			.schema_version = (uint32_t)sqlite3_column_int(st, 2),
+			.first_seq = (uint64_t)sqlite3_column_int64(st, 3),
+			.last_seq = (uint64_t)sqlite3_column_int64(st, 4),
+			.prev_batch_hash = sqlite3_column_blob(st, 5),
+			.prev_batch_hash_len = (size_t)sqlite3_column_bytes(st, 5),
+			.signature = sqlite3_column_blob(st, 6),
+			.signature_len = (size_t)sqlite3_column_bytes(st, 6),
+			.received_us = sqlite3_column_int64(st, 7),
+		};
+		if ((rc = cb(ctx, &b)))
+			break;
+	}
+	sqlite3_finalize(st);
+	if (rc == SQLITE_DONE)
+		return 0;
+	return rc == SQLITE_ERROR ? sq_fail(q, "scan batches") : rc;
+}
+
+static int sq_retain(struct store *s, int64_t before_us, uint64_t *deleted)
+{
+	struct sq *q = SQ(s);
+	int rc;
+	char sql[1024];
+	*deleted = 0;
+	if ((rc = exec(q, "BEGIN IMMEDIATE")))
+		return rc;
+	/* Remember, per agent, the newest event about to go, so verify can
+	 * start each chain from there instead of reporting a missing head. */
+	snprintf(sql, sizeof(sql),
+		 "UPDATE agents SET (horizon_seq, horizon_hash) = (SELECT seq, hash FROM events e"
+		 " WHERE e.agent_id = agents.agent_id AND e.time < %lld ORDER BY seq DESC LIMIT 1)"
+		 " WHERE EXISTS (SELECT 1 FROM events e WHERE e.agent_id = agents.agent_id AND e.time < %lld);"
+		 "DELETE FROM event_findings WHERE time < %lld;"
+		 "DELETE FROM batches WHERE received < %lld AND NOT EXISTS (SELECT 1 FROM events e"
+		 " WHERE e.agent_id = batches.agent_id AND e.seq BETWEEN batches.first_seq AND batches.last_seq"
+		 " AND e.time >= %lld);",
+		 (long long)before_us, (long long)before_us, (long long)before_us, (long long)before_us,
+		 (long long)before_us);
+	if ((rc = exec(q, sql)))
+		goto err;
+	snprintf(sql, sizeof(sql), "DELETE FROM events WHERE time < %lld", (long long)before_us);
+	if ((rc = exec(q, sql)))
+		goto err;
+	*deleted = (uint64_t)sqlite3_changes(q->db);
+	if ((rc = exec(q, "COMMIT")))
+		goto err;
+	return 0;
+err:
+	exec(q, "ROLLBACK");
+	return rc;
+}
+
+static const struct store_ops sq_ops = {
+	.kind = "sqlite",
+	.close = sq_close,
+	.insert_batch = sq_insert_batch,
+	.insert_local = sq_insert_local,
+	.query = sq_query,
+	.top = sq_top,
+	.count = sq_count,
+	.agent_get = sq_agent_get,
+	.agent_pin_key = sq_agent_pin_key,
+	.agent_set_revoked = sq_agent_set_revoked,
+	.agent_list = sq_agent_list,
+	.scan_events = sq_scan_events,
+	.scan_batches = sq_scan_batches,
+	.retain = sq_retain,
+};
+
+int store_sqlite_open(const char *path, struct store **out, char *err, size_t errlen)
+{
+	struct sq *q = calloc(1, sizeof(*q));
+	uint8_t rnd[16];
+	int rc;
+	*out = NULL;
+	if (!q)
+		return -ENOMEM;
+	q->base.ops = &sq_ops;
+	if (sqlite3_open_v2(path, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+			    NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "sqlite:%s: %s", path, q->db ? sqlite3_errmsg(q->db) : "cannot open");
+		rc = -EIO;
+		goto err;
+	}
+	sqlite3_busy_timeout(q->db, 5000);
+	/* WAL: readers (queries, verify) never block the ingest writer.
+	 * synchronous=FULL: an ack promises the agent it may drop the batch from
+	 * its spool, so the commit must survive power loss; the fsync is paid
+	 * once per batch, not per event. */
+	if ((rc = exec(q, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
+			  " PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY;")) ||
+	    (rc = migrate(q))) {
+		snprintf(err, errlen, "sqlite:%s: %s", path, q->base.errmsg);
+		goto err;
+	}
+	if (sqlite3_prepare_v2(q->db, "INSERT OR IGNORE INTO events(" EV_COLS ") VALUES(?,?,?,?,?,?,?,?,?,?,"
+			       "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+			       -1, &q->ins_ev, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(q->db, "INSERT INTO event_findings(ev, type, count, time) VALUES(?,?,?,?)", -1,
+			       &q->ins_find, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(q->db, "SELECT hash FROM events WHERE agent_id = ?1 AND seq = ?2 AND boot_id = ?3",
+			       -1, &q->sel_hash, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(q->db, "INSERT OR IGNORE INTO batches(agent_id, boot_id, first_seq, last_seq,"
+			       " schema_version, prev_batch_hash, signature, received) VALUES(?,?,?,?,?,?,?,?)",
+			       -1, &q->ins_batch, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "sqlite:%s: prepare: %s", path, sqlite3_errmsg(q->db));
+		rc = -EIO;
+		goto err;
+	}
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		memset(rnd, 0x5a, sizeof(rnd));
+	snprintf(q->local_boot, sizeof(q->local_boot),
+		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2],
+		 rnd[3], rnd[4], rnd[5], rnd[6], rnd[7], rnd[8], rnd[9], rnd[10], rnd[11], rnd[12], rnd[13], rnd[14],
+		 rnd[15]);
+	{
+		sqlite3_stmt *st;
+		if (sqlite3_prepare_v2(q->db, "SELECT max(seq) FROM events WHERE agent_id = 'collector'", -1, &st,
+				       NULL) == SQLITE_OK) {
+			if (sqlite3_step(st) == SQLITE_ROW)
+				q->local_seq = (uint64_t)sqlite3_column_int64(st, 0);
+			sqlite3_finalize(st);
+		}
+	}
+	*out = &q->base;
+	return 0;
+err:
+	sq_close(&q->base);
+	return rc;
+}

@@ -1,0 +1,449 @@
+/* Unit tests for common/evcodec.c: event encoding round trip, the hash
+ * chain, batch signatures, zstd limits, forward compatibility (unknown
+ * fields from a newer agent), Hello/Ack. */
+#include <openssl/evp.h>
+#include <stdint.h>
+#include <string.h>
+#include <zstd.h>
+#include "check.h"
+#include "evcodec.h"
+#include "jsonw.h"
+#include "pki.h"
+
+static const struct vigil_finding k_findings[] = { { "EMAIL", 2 }, { "AWS_ACCESS_KEY", 1 } };
+
+static void sample(struct vigil_event *ev, uint64_t seq)
+{
+	vigil_event_init(ev, "request");
+	ev->time_us = 1763769600123456LL;
+	ev->event_id = "0b6b5f7e-3c1d-4f7a-9a55-2f7e1c9d0a11";
+	ev->agent_id = "ws-042";
+	ev->boot_id = "5a1c0a34-7d7f-4bb4-8f1e-111111111111";
+	ev->seq = seq;
+	ev->host = "ws-042.corp";
+	ev->user = "alice";
+	ev->uid = 1000;
+	ev->gid = 0;          /* root group: must stay distinct from unknown (-1) */
+	ev->pid = 4242;
+	ev->comm = "python3";
+	ev->exe = "/usr/bin/python3.11";
+	ev->cgroup = "/user.slice/user-1000.slice";
+	ev->dst_ip = "104.18.7.192";
+	ev->dst_port = 443;
+	ev->sni = "api.openai.com";
+	ev->provider = "openai";
+	ev->method = "POST";
+	ev->path = "/v1/chat/completions";
+	ev->model = "gpt-4o-mini";
+	ev->stream = true;
+	ev->action = "redact";
+	ev->rule = "pii";
+	ev->findings = k_findings;
+	ev->n_findings = 2;
+	ev->injection_score = 0.25;
+	ev->status = 200;
+	ev->bytes_up = 1234;
+	ev->bytes_down = 5678;
+	ev->prompt_tokens = 0;
+	ev->completion_tokens = 17;
+	ev->latency_ms = 812;
+	ev->policy_hash = "ab12";
+	ev->content = "my mail is [EMAIL]";
+}
+
+static int streq(const char *a, const char *b)
+{
+	return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
+TEST(event_roundtrip_keeps_every_field)
+{
+	struct vigil_event ev;
+	struct evcodec_decoded *d = NULL;
+	uint8_t buf[4096];
+	size_t n;
+	sample(&ev, 7);
+	memset(ev.prev_hash, 0xaa, 32);
+	memset(ev.hash, 0xbb, 32);
+	n = evcodec_event_encode(&ev, true, buf, sizeof(buf));
+	CHECK(n > 0 && n <= sizeof(buf), "encode returned %zu", n);
+	CHECK(evcodec_event_decode(buf, n, &d) == 0, "decode of our own encoding failed");
+	const struct vigil_event *o = &d->ev;
+	CHECK(o->schema_version == EVCODEC_SCHEMA_VERSION, "schema_version %u", o->schema_version);
+	CHECK(o->time_us == ev.time_us && o->seq == 7, "time/seq changed");
+	CHECK(streq(o->event_id, ev.event_id) && streq(o->agent_id, "ws-042") &&
+	      streq(o->boot_id, ev.boot_id) && streq(o->host, ev.host), "ids changed");
+	CHECK(streq(o->kind, "request") && streq(o->user, "alice"), "kind/user changed");
+	CHECK(o->uid == 1000 && o->gid == 0 && o->pid == 4242 && o->tid == -1,
+	      "uid/gid/pid/tid = %lld/%lld/%lld/%lld", (long long)o->uid, (long long)o->gid,
+	      (long long)o->pid, (long long)o->tid);
+	CHECK(streq(o->comm, ev.comm) && streq(o->exe, ev.exe) && streq(o->cgroup, ev.cgroup),
+	      "process identity changed");
+	CHECK(streq(o->dst_ip, ev.dst_ip) && o->dst_port == 443 && streq(o->sni, ev.sni),
+	      "destination changed");
+	CHECK(streq(o->provider, "openai") && streq(o->method, "POST") && streq(o->path, ev.path) &&
+	      streq(o->model, ev.model) && o->stream, "request fields changed");
+	CHECK(streq(o->action, "redact") && streq(o->rule, "pii") && o->reason == NULL &&
+	      o->error == NULL, "decision fields changed (empty must decode as NULL)");
+	CHECK(o->n_findings == 2 && streq(o->findings[0].type, "EMAIL") && o->findings[0].count == 2 &&
+	      streq(o->findings[1].type, "AWS_ACCESS_KEY") && o->findings[1].count == 1,
+	      "findings changed");
+	CHECK(o->injection_score == 0.25 && o->status == 200, "score/status changed");
+	CHECK(o->bytes_up == 1234 && o->bytes_down == 5678 && o->prompt_tokens == 0 &&
+	      o->completion_tokens == 17 && o->latency_ms == 812, "usage/timings changed");
+	CHECK(streq(o->policy_hash, "ab12") && streq(o->content, ev.content), "policy_hash/content");
+	CHECK(memcmp(o->prev_hash, ev.prev_hash, 32) == 0 && memcmp(o->hash, ev.hash, 32) == 0 &&
+	      d->has_hash, "hashes changed");
+	/* E = the encoding without field 42 = encode(with_hash = false). */
+	{
+		uint8_t e[4096];
+		size_t en = evcodec_event_encode(&ev, false, e, sizeof(e));
+		CHECK(en == d->enc_len && memcmp(e, d->enc, en) == 0,
+		      "E from the wire (%zu bytes) differs from encode(with_hash=false) (%zu)",
+		      d->enc_len, en);
+	}
+	evcodec_decoded_free(d);
+}
+
+TEST(event_unknown_markers_and_gap_roundtrip)
+{
+	struct vigil_event ev;
+	struct evcodec_decoded *d = NULL;
+	uint8_t buf[1024];
+	size_t n;
+	vigil_event_init(&ev, "gap");
+	ev.agent_id = "a";
+	ev.gap_count = 500;
+	ev.gap_first_seq = 100;
+	ev.gap_last_seq = 599;
+	n = evcodec_event_encode(&ev, false, buf, sizeof(buf));
+	CHECK(n > 0 && n <= sizeof(buf), "encode %zu", n);
+	CHECK(evcodec_event_decode(buf, n, &d) == 0, "decode failed");
+	CHECK(d->ev.uid == -1 && d->ev.pid == -1 && d->ev.prompt_tokens == -1 &&
+	      d->ev.completion_tokens == -1 && d->ev.injection_score < 0, "unknown markers lost");
+	CHECK(d->ev.gap_count == 500 && d->ev.gap_first_seq == 100 && d->ev.gap_last_seq == 599,
+	      "gap fields lost");
+	CHECK(!d->has_hash, "an event without hash field claims to have one");
+	evcodec_decoded_free(d);
+}
+
+TEST(encode_reports_needed_size)
+{
+	struct vigil_event ev;
+	uint8_t small[8];
+	size_t need;
+	sample(&ev, 1);
+	need = evcodec_event_encode(&ev, true, small, sizeof(small));
+	CHECK(need > sizeof(small), "needed size %zu not reported", need);
+	ev.n_findings = EVCODEC_MAX_FINDINGS + 1;
+	CHECK(evcodec_event_encode(&ev, true, NULL, 0) == 0, "too many findings accepted");
+}
+
+TEST(decode_rejects_garbage)
+{
+	struct evcodec_decoded *d = NULL;
+	const uint8_t bad1[] = { 0x0a, 0x80 };                     /* truncated varint length */
+	const uint8_t bad2[] = { 0xca, 0x02, 0x05, 1, 2, 3, 4, 5 }; /* prev_hash (41) of 5 bytes */
+	CHECK(evcodec_event_decode(bad1, sizeof(bad1), &d) == -EBADMSG, "truncated accepted");
+	CHECK(evcodec_event_decode(bad2, sizeof(bad2), &d) == -EBADMSG, "5-byte hash accepted");
+}
+
+/* Builds a chain of n sample events; encodings go to enc[i] (malloc'ed). */
+static int build_chain(size_t n, uint64_t first_seq, uint8_t *prev, uint8_t **enc, size_t *lens)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct vigil_event ev;
+		sample(&ev, first_seq + i);
+		ev.latency_ms = i;
+		memcpy(ev.prev_hash, prev, 32);
+		if (evcodec_event_hash(prev, &ev, ev.hash))
+			return -1;
+		lens[i] = evcodec_event_encode(&ev, true, NULL, 0);
+		enc[i] = malloc(lens[i]);
+		evcodec_event_encode(&ev, true, enc[i], lens[i]);
+		memcpy(prev, ev.hash, 32);
+	}
+	return 0;
+}
+
+TEST(chain_hash_matches_definition)
+{
+	struct vigil_event ev;
+	uint8_t zero[32] = { 0 }, h[32], h2[32], e[4096], manual[32];
+	size_t en;
+	unsigned int mdn = 0;
+	sample(&ev, 1);
+	CHECK(evcodec_event_hash(zero, &ev, h) == 0, "hash failed");
+	memset(ev.prev_hash, 0, 32);
+	en = evcodec_event_encode(&ev, false, e, sizeof(e));
+	/* SHA-256(prev_hash || E) computed independently */
+	EVP_MD_CTX *c = EVP_MD_CTX_new();
+	EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+	EVP_DigestUpdate(c, zero, 32);
+	EVP_DigestUpdate(c, e, en);
+	EVP_DigestFinal_ex(c, manual, &mdn);
+	EVP_MD_CTX_free(c);
+	CHECK(memcmp(h, manual, 32) == 0, "hash is not SHA-256(prev_hash || E)");
+	/* the hash field itself does not influence the hash */
+	memset(ev.hash, 0x55, 32);
+	CHECK(evcodec_event_hash(zero, &ev, h2) == 0 && memcmp(h, h2, 32) == 0,
+	      "hash depends on the hash field");
+	/* any content change changes the hash */
+	ev.bytes_up++;
+	CHECK(evcodec_event_hash(zero, &ev, h2) == 0 && memcmp(h, h2, 32) != 0,
+	      "editing bytes_up kept the same hash");
+	ev.bytes_up--;
+	h[0] ^= 1;
+	CHECK(evcodec_event_hash(h, &ev, h2) == 0 && memcmp(manual, h2, 32) != 0,
+	      "prev_hash does not influence the hash");
+}
+
+static EVP_PKEY *ed_key(void)
+{
+	EVP_PKEY *k = NULL;
+	char err[256];
+	pki_key_generate(PKI_KEY_ED25519, &k, err, sizeof(err));
+	return k;
+}
+
+TEST(batch_build_parse_verify_check)
+{
+	enum { N = 50 };
+	uint8_t *enc[N], prev[32] = { 0 }, digest[32], pub[32], *z = NULL;
+	size_t lens[N], zn = 0;
+	struct evcodec_batch *b = NULL;
+	char err[256] = "";
+	EVP_PKEY *k = ed_key(), *other = ed_key();
+	CHECK(k && other, "Ed25519 key generation failed");
+	CHECK(build_chain(N, 100, prev, enc, lens) == 0, "chain build failed");
+	struct evcodec_batch_hdr h = { "ws-042", "boot-1", 100, 100 + N - 1, NULL };
+	CHECK(evcodec_batch_build(&h, (const uint8_t *const *)enc, lens, N, k, 0, &z, &zn, digest) == 0,
+	      "batch build failed");
+	CHECK(evcodec_batch_parse(z, zn, &b, err, sizeof(err)) == 0, "parse failed: %s", err);
+	CHECK(b->n_events == N && b->first_seq == 100 && b->last_seq == 100 + N - 1 &&
+	      strcmp(b->agent_id, "ws-042") == 0 && strcmp(b->boot_id, "boot-1") == 0 &&
+	      !b->has_prev_batch_hash, "batch header changed");
+	CHECK(memcmp(b->digest, digest, 32) == 0, "parsed digest differs from the signed one");
+	CHECK(evcodec_key_public(k, pub) == 0, "public key");
+	CHECK(evcodec_batch_verify(b, pub) == 0, "signature does not verify with the signer's key");
+	CHECK(evcodec_batch_check(b, err, sizeof(err)) == 0, "consistency check failed: %s", err);
+	CHECK(b->events[3].ev.seq == 103 && b->events[3].ev.latency_ms == 3, "event order changed");
+	CHECK(evcodec_key_public(other, pub) == 0 && evcodec_batch_verify(b, pub) == -EBADMSG,
+	      "signature verified with another key");
+	evcodec_batch_free(b);
+	b = NULL;
+
+	/* Tamper with one event inside a re-signed batch: the signature is
+	 * fine (attacker has a key) but the chain check catches it. */
+	{
+		struct evcodec_decoded *d = NULL;
+		struct vigil_event ev;
+		uint8_t *z2 = NULL;
+		size_t zn2 = 0;
+		CHECK(evcodec_event_decode(enc[10], lens[10], &d) == 0, "decode");
+		ev = d->ev;
+		ev.bytes_up = 1;   /* edited, hash kept */
+		size_t n = evcodec_event_encode(&ev, true, NULL, 0);
+		uint8_t *edited = malloc(n);
+		evcodec_event_encode(&ev, true, edited, n);
+		uint8_t *saved = enc[10];
+		size_t savedn = lens[10];
+		enc[10] = edited;
+		lens[10] = n;
+		CHECK(evcodec_batch_build(&h, (const uint8_t *const *)enc, lens, N, other, 0, &z2, &zn2,
+					  NULL) == 0, "build");
+		CHECK(evcodec_batch_parse(z2, zn2, &b, err, sizeof(err)) == 0, "parse: %s", err);
+		CHECK(evcodec_batch_check(b, err, sizeof(err)) == -EBADMSG &&
+		      strstr(err, "seq 110") != NULL, "edited event not detected (err '%s')", err);
+		evcodec_batch_free(b);
+		b = NULL;
+		/* Deleting an event in the middle breaks the chain. */
+		enc[10] = saved;
+		lens[10] = savedn;
+		free(enc[20]);
+		memmove(&enc[20], &enc[21], sizeof(enc[0]) * (N - 21));
+		memmove(&lens[20], &lens[21], sizeof(lens[0]) * (N - 21));
+		free(z2);
+		z2 = NULL;
+		CHECK(evcodec_batch_build(&h, (const uint8_t *const *)enc, lens, N - 1, k, 0, &z2, &zn2,
+					  NULL) == 0, "build");
+		CHECK(evcodec_batch_parse(z2, zn2, &b, err, sizeof(err)) == 0, "parse: %s", err);
+		/* seq 119 -> 121: a hole (left for the verifier with gap events),
+		 * but not a chain break between consecutive seqs */
+		CHECK(evcodec_batch_check(b, err, sizeof(err)) == 0, "hole flagged as tampering: %s", err);
+		evcodec_batch_free(b);
+		b = NULL;
+		free(z2);
+		free(edited);
+		evcodec_decoded_free(d);
+	}
+
+	/* Flip one byte of the compressed payload: parse or verify fails. */
+	z[zn / 2] ^= 0x40;
+	if (evcodec_batch_parse(z, zn, &b, err, sizeof(err)) == 0) {
+		CHECK(evcodec_key_public(k, pub) == 0, "pub");
+		CHECK(evcodec_batch_verify(b, pub) != 0 || evcodec_batch_check(b, err, sizeof(err)) != 0,
+		      "a corrupted batch verified");
+		evcodec_batch_free(b);
+	}
+	for (size_t i = 0; i < N - 1; i++)
+		free(enc[i]);
+	free(z);
+	EVP_PKEY_free(k);
+	EVP_PKEY_free(other);
+}
+
+TEST(batch_prev_hash_and_signature_covers_header)
+{
+	uint8_t *enc[3], prev[32] = { 0 }, pbh[32], pub[32], *z = NULL, *raw;
+	size_t lens[3], zn = 0, rn;
+	struct evcodec_batch *b = NULL;
+	char err[256];
+	EVP_PKEY *k = ed_key();
+	memset(pbh, 0x77, 32);
+	CHECK(build_chain(3, 1, prev, enc, lens) == 0, "chain");
+	struct evcodec_batch_hdr h = { "ws-042", "boot-1", 1, 3, pbh };
+	CHECK(evcodec_batch_build(&h, (const uint8_t *const *)enc, lens, 3, k, 0, &z, &zn, NULL) == 0,
+	      "build");
+	CHECK(evcodec_batch_parse(z, zn, &b, err, sizeof(err)) == 0, "parse: %s", err);
+	CHECK(b->has_prev_batch_hash && memcmp(b->prev_batch_hash, pbh, 32) == 0, "prev_batch_hash");
+	evcodec_batch_free(b);
+	b = NULL;
+	/* Change the agent id in the raw bytes (same length) and recompress:
+	 * the signature must no longer verify. */
+	rn = ZSTD_getFrameContentSize(z, zn);
+	raw = malloc(rn);
+	CHECK(ZSTD_decompress(raw, rn, z, zn) == rn, "decompress");
+	uint8_t *at = memmem(raw, 16, "ws-042", 6);
+	CHECK(at != NULL, "agent id not in header");
+	at[5] = '3';
+	uint8_t *z2 = malloc(ZSTD_compressBound(rn));
+	size_t zn2 = ZSTD_compress(z2, ZSTD_compressBound(rn), raw, rn, 1);
+	CHECK(evcodec_batch_parse(z2, zn2, &b, err, sizeof(err)) == 0, "parse: %s", err);
+	CHECK(evcodec_key_public(k, pub) == 0 && evcodec_batch_verify(b, pub) == -EBADMSG,
+	      "header change kept a valid signature");
+	CHECK(evcodec_batch_check(b, err, sizeof(err)) == -EBADMSG, "agent id mismatch not flagged");
+	evcodec_batch_free(b);
+	for (int i = 0; i < 3; i++)
+		free(enc[i]);
+	free(z);
+	free(z2);
+	free(raw);
+	EVP_PKEY_free(k);
+}
+
+TEST(zstd_bomb_refused)
+{
+	size_t big = (size_t)EVCODEC_MAX_BATCH_RAW + 4096;
+	uint8_t *zeros = calloc(1, big), *z;
+	size_t zcap = ZSTD_compressBound(big), zn;
+	struct evcodec_batch *b = NULL;
+	char err[256] = "";
+	CHECK(zeros != NULL, "oom");
+	z = malloc(zcap);
+	/* with the content size in the frame header */
+	zn = ZSTD_compress(z, zcap, zeros, big, 1);
+	CHECK(!ZSTD_isError(zn) && zn < 1024 * 1024, "compress");
+	CHECK(evcodec_batch_parse(z, zn, &b, err, sizeof(err)) == -EMSGSIZE,
+	      "declared 64 MiB+ batch not refused (%s)", err);
+	/* without it (streaming compression): the hard cap must still hold */
+	{
+		ZSTD_CCtx *c = ZSTD_createCCtx();
+		ZSTD_outBuffer o = { z, zcap, 0 };
+		ZSTD_inBuffer in = { zeros, big, 0 };
+		ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 0);
+		size_t r;
+		do
+			r = ZSTD_compressStream2(c, &o, &in, ZSTD_e_end);
+		while (r && !ZSTD_isError(r));
+		ZSTD_freeCCtx(c);
+		CHECK(ZSTD_getFrameContentSize(z, o.pos) == ZSTD_CONTENTSIZE_UNKNOWN, "size in header");
+		CHECK(evcodec_batch_parse(z, o.pos, &b, err, sizeof(err)) == -EMSGSIZE,
+		      "undeclared 64 MiB+ batch not refused (%s)", err);
+	}
+	CHECK(evcodec_batch_parse(z, EVCODEC_MAX_FRAME + 1, &b, err, sizeof(err)) == -EMSGSIZE,
+	      "frame over 8 MiB accepted");
+	{
+		const uint8_t junk[] = "definitely not zstd";
+		CHECK(evcodec_batch_parse(junk, sizeof(junk), &b, err, sizeof(err)) == -EBADMSG,
+		      "junk accepted");
+	}
+	free(z);
+	free(zeros);
+}
+
+/* A newer agent adds field 60 to its events. An old collector (this code)
+ * must decode the event, and the hash computed over the bytes as sent must
+ * still verify. */
+TEST(forward_compatible_unknown_fields)
+{
+	struct vigil_event ev;
+	uint8_t zero[32] = { 0 }, e[4096], full[4200], h[32];
+	size_t en, fn;
+	struct evcodec_decoded *d = NULL;
+	sample(&ev, 5);
+	en = evcodec_event_encode(&ev, false, e, sizeof(e));
+	/* append field 60 (string "new") to E, as a newer encoder would */
+	e[en++] = ((60 << 3 | 2) & 0x7f) | 0x80;
+	e[en++] = (60 << 3 | 2) >> 7;
+	e[en++] = 3;
+	memcpy(e + en, "new", 3);
+	en += 3;
+	CHECK(evcodec_hash_encoded(zero, e, en, h) == 0, "hash");
+	/* full = E with hash (field 42) inserted before field 43 would be; any
+	 * position works since E strips it wherever it is: append it */
+	memcpy(full, e, en);
+	fn = en;
+	full[fn++] = ((42 << 3 | 2) & 0x7f) | 0x80;
+	full[fn++] = (42 << 3 | 2) >> 7;
+	full[fn++] = 32;
+	memcpy(full + fn, h, 32);
+	fn += 32;
+	CHECK(evcodec_event_decode(full, fn, &d) == 0, "event with an unknown field rejected");
+	CHECK(d->enc_len == en && memcmp(d->enc, e, en) == 0, "E lost the unknown field");
+	CHECK(evcodec_hash_encoded(d->ev.prev_hash, d->enc, d->enc_len, h) == 0 &&
+	      memcmp(h, d->ev.hash, 32) == 0, "newer agent's hash does not verify");
+	CHECK(streq(d->ev.model, "gpt-4o-mini"), "known fields lost");
+	evcodec_decoded_free(d);
+}
+
+TEST(hello_ack_roundtrip)
+{
+	uint8_t pub[32], pub2[32], *buf = NULL;
+	size_t n = 0;
+	char id[64], reason[64];
+	enum evcodec_ack_status st;
+	uint64_t seq = 0;
+	memset(pub, 0x42, 32);
+	CHECK(evcodec_hello_encode("ws-042", pub, &buf, &n) == 0, "hello encode");
+	CHECK(evcodec_hello_decode(buf, n, id, sizeof(id), pub2) == 0 && strcmp(id, "ws-042") == 0 &&
+	      memcmp(pub, pub2, 32) == 0, "hello roundtrip");
+	CHECK(evcodec_hello_decode(buf, n, id, 4, pub2) == -EBADMSG, "agent id overflow accepted");
+	free(buf);
+	CHECK(evcodec_ack_encode(EVCODEC_ACK_REJECTED, 99, "bad signature", &buf, &n) == 0, "ack");
+	CHECK(evcodec_ack_decode(buf, n, &st, &seq, reason, sizeof(reason)) == 0 &&
+	      st == EVCODEC_ACK_REJECTED && seq == 99 && strcmp(reason, "bad signature") == 0,
+	      "ack roundtrip");
+	free(buf);
+	/* unknown status (newer collector) is never taken as OK */
+	const uint8_t unk[] = { 0x08, 0x09, 0x10, 0x05 };
+	CHECK(evcodec_ack_decode(unk, sizeof(unk), &st, &seq, NULL, 0) == 0 && st == EVCODEC_ACK_RETRY,
+	      "unknown ack status treated as %d", (int)st);
+}
+
+TEST(json_has_contract_fields)
+{
+	struct vigil_event ev;
+	struct jsonw w;
+	sample(&ev, 9);
+	jsonw_init(&w);
+	evcodec_event_json(&ev, &w);
+	jsonw_raw(&w, "", 1);
+	const char *want[] = { "\"time\":\"2025-11-22T00:00:00.123456Z\"", "\"seq\":9",
+			       "\"boot_id\":", "\"findings\":[{\"type\":\"EMAIL\",\"count\":2}",
+			       "\"uid\":1000", "\"tid\":null", "\"prev_hash\":\"", "\"hash\":\"",
+			       "\"kind\":\"request\"", "\"latency_ms\":812" };
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+		CHECK(strstr(w.buf, want[i]) != NULL, "JSON lacks %s: %s", want[i], w.buf);
+	jsonw_free(&w);
+}

@@ -1,0 +1,622 @@
+/* store: one suite, two backends. Every behaviour the collector relies on
+ * (commit, dedup, replay detection, each filter, aggregates, agents and key
+ * pinning, verify's scans, retention) runs against SQLite and against a real
+ * ClickHouse server that this test starts itself (Debian's clickhouse-server
+ * on loopback ports with its own data directory, stopped at exit). Without
+ * the clickhouse binary the ClickHouse half FAILs rather than skipping, unless
+ * VIGIL_NO_CLICKHOUSE=1. */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include "check.h"
+#include "store.h"
+
+static char tmpdir[256];
+static int store_seq;
+static pid_t ch_pid;
+static int ch_port;
+static const char *ch_skip_reason;
+
+static void cleanup(void)
+{
+	if (ch_pid > 0) {
+		kill(ch_pid, SIGTERM);
+		for (int i = 0; i < 100; i++) {
+			if (waitpid(ch_pid, NULL, WNOHANG) == ch_pid) {
+				ch_pid = 0;
+				break;
+			}
+			usleep(100000);
+		}
+		if (ch_pid > 0) {
+			kill(ch_pid, SIGKILL);
+			waitpid(ch_pid, NULL, 0);
+		}
+	}
+	if (tmpdir[0]) {
+		char cmd[512];
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "cannot remove %s\n", tmpdir);
+	}
+}
+
+static void ensure_tmpdir(void)
+{
+	if (tmpdir[0])
+		return;
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/vigil-test-store-XXXXXX");
+	if (!mkdtemp(tmpdir)) {
+		perror("mkdtemp");
+		exit(1);
+	}
+	atexit(cleanup);
+}
+
+static int free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t l = sizeof(a);
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) || getsockname(fd, (struct sockaddr *)&a, &l)) {
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+static bool port_open(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	bool ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	close(fd);
+	return ok;
+}
+
+/* Starts clickhouse-server once for the whole run. */
+static int start_clickhouse(void)
+{
+	if (ch_port)
+		return 0;
+	if (ch_skip_reason)
+		return -1;
+	const char *bin = access("/usr/bin/clickhouse", X_OK) == 0 ? "/usr/bin/clickhouse" : NULL;
+	if (!bin) {
+		ch_skip_reason = "clickhouse-server is not installed (scripts/deps.sh test installs it)";
+		return -1;
+	}
+	ensure_tmpdir();
+	int http = free_port(), tcp = free_port();
+	char dir[512], cfg[600], users[600];
+	snprintf(dir, sizeof(dir), "%s/ch", tmpdir);
+	mkdir(dir, 0755);
+	snprintf(cfg, sizeof(cfg), "%s/config.xml", dir);
+	snprintf(users, sizeof(users), "%s/users.xml", dir);
+	FILE *f = fopen(users, "w");
+	if (!f)
+		return -1;
+	fprintf(f, "<yandex><profiles><default></default></profiles>"
+		   "<users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>"
+		   "<profile>default</profile><quota>default</quota></default></users>"
+		   "<quotas><default></default></quotas></yandex>\n");
+	fclose(f);
+	f = fopen(cfg, "w");
+	if (!f)
+		return -1;
+	fprintf(f, "<yandex><logger><level>warning</level><log>%s/server.log</log><errorlog>%s/err.log</errorlog>"
+		   "<console>0</console></logger>"
+		   "<http_port>%d</http_port><tcp_port>%d</tcp_port><listen_host>127.0.0.1</listen_host>"
+		   "<path>%s/data/</path><tmp_path>%s/tmp/</tmp_path><users_config>%s</users_config>"
+		   "<default_profile>default</default_profile><default_database>default</default_database>"
+		   "<mark_cache_size>67108864</mark_cache_size></yandex>\n",
+		dir, dir, http, tcp, dir, dir, users);
+	fclose(f);
+	pid_t pid = fork();
+	if (pid == 0) {
+		int fd = open("/dev/null", 0);
+		dup2(fd, 0);
+		char logp[600];
+		snprintf(logp, sizeof(logp), "%s/stdout.log", dir);
+		FILE *lf = freopen(logp, "w", stdout);
+		(void)lf;
+		dup2(1, 2);
+		if (chdir(dir) != 0)
+			_exit(126);
+		execl(bin, bin, "server", "--config-file", cfg, (char *)NULL);
+		_exit(127);
+	}
+	ch_pid = pid;
+	for (int i = 0; i < 300; i++) {
+		if (port_open(http)) {
+			ch_port = http;
+			return 0;
+		}
+		if (waitpid(pid, NULL, WNOHANG) == pid) {
+			ch_pid = 0;
+			ch_skip_reason = "clickhouse-server exited at start (see its log under the test dir)";
+			return -1;
+		}
+		usleep(100000);
+	}
+	ch_skip_reason = "clickhouse-server did not open its HTTP port in 30 s";
+	return -1;
+}
+
+/* A fresh, empty store of the given backend. */
+static struct store *fresh(const char *backend, char *why, size_t whylen)
+{
+	char url[512], err[512];
+	struct store *s = NULL;
+	ensure_tmpdir();
+	store_seq++;
+	if (strcmp(backend, "sqlite") == 0) {
+		snprintf(url, sizeof(url), "sqlite:%s/s%d.db", tmpdir, store_seq);
+	} else {
+		if (start_clickhouse()) {
+			snprintf(why, whylen, "%s", ch_skip_reason);
+			return NULL;
+		}
+		snprintf(url, sizeof(url), "clickhouse://127.0.0.1:%d/vigil_t%d_%d", ch_port, (int)getpid(),
+			 store_seq);
+	}
+	int rc = store_open(url, &s, err, sizeof(err));
+	if (rc)
+		snprintf(why, whylen, "store_open(%s) = %d: %s", url, rc, err);
+	return s;
+}
+
+static const int64_t T0 = 1700000000000000LL; /* 2023-11-14 */
+
+struct gen {
+	struct store_event ev[64];
+	struct store_finding fd[64][2];
+	char ids[64][40];
+	uint8_t raw[64][16];
+};
+
+/* Events i = 0..n-1 of agent: users alice/bob/carol by i%3, exes by i%2,
+ * providers openai/anthropic by i%2, action block every 4th, a finding EMAIL
+ * on even i and US_SSN on every 3rd, one minute apart from base, chained. */
+static void gen_events(struct gen *g, const char *agent, const char *boot, uint64_t seq0, size_t n,
+		       int64_t base, const uint8_t *prev)
+{
+	static const char *users[] = { "alice", "bob", "carol" };
+	static const char *exes[] = { "/usr/bin/python3", "/usr/bin/curl" };
+	static const char *provs[] = { "openai", "anthropic" };
+	static const char *models[] = { "gpt-4o", "claude-3-5-sonnet" };
+	memset(g, 0, sizeof(*g));
+	for (size_t i = 0; i < n; i++) {
+		struct store_event *e = &g->ev[i];
+		snprintf(g->ids[i], sizeof(g->ids[i]), "ev-%s-%llu", agent, (unsigned long long)(seq0 + i));
+		e->time_us = base + (int64_t)i * 60000000LL;
+		e->event_id = g->ids[i];
+		e->agent_id = agent;
+		e->boot_id = boot;
+		e->seq = seq0 + i;
+		e->host = i % 5 == 0 ? "ws-2" : "ws-1";
+		e->kind = "request";
+		e->user = users[i % 3];
+		e->uid = 1000 + (int64_t)(i % 3);
+		e->gid = 1000;
+		e->pid = 4242;
+		e->tid = 4243;
+		e->comm = "python3";
+		e->exe = exes[i % 2];
+		e->cgroup = "/user.slice";
+		e->dst_ip = "104.18.7.192";
+		e->dst_port = 443;
+		e->sni = "api.openai.com";
+		e->provider = provs[i % 2];
+		e->method = "POST";
+		e->path = "/v1/chat/completions";
+		e->model = models[i % 2];
+		e->stream = i % 2;
+		e->action = i % 4 == 0 ? "block" : "allow";
+		e->rule = i % 4 == 0 ? "no-secrets" : "";
+		e->reason = "";
+		e->error = "";
+		size_t nf = 0;
+		if (i % 2 == 0) {
+			snprintf(g->fd[i][nf].type, STORE_FINDING_TYPE_MAX, "EMAIL");
+			g->fd[i][nf++].count = 2;
+		}
+		if (i % 3 == 0) {
+			snprintf(g->fd[i][nf].type, STORE_FINDING_TYPE_MAX, "US_SSN");
+			g->fd[i][nf++].count = 1;
+		}
+		e->findings = g->fd[i];
+		e->nfindings = nf;
+		e->injection_score = -1;
+		e->status = 200;
+		e->bytes_up = 100 + (int64_t)i;
+		e->bytes_down = 2000;
+		e->prompt_tokens = 12;
+		e->completion_tokens = -1;
+		e->latency_ms = 250;
+		e->policy_hash = "abcd";
+		memset(e->hash, (int)(seq0 + i + 1), STORE_HASH_LEN);
+		if (i == 0) {
+			if (prev)
+				memcpy(e->prev_hash, prev, 32);
+		} else {
+			memcpy(e->prev_hash, g->ev[i - 1].hash, 32);
+		}
+		memset(g->raw[i], 'r', sizeof(g->raw[i]));
+		g->raw[i][0] = (uint8_t)i;
+		e->raw = g->raw[i];
+		e->raw_len = sizeof(g->raw[i]);
+	}
+}
+
+static struct store_batch batch_of(struct gen *g, size_t n)
+{
+	static const uint8_t sig[64] = { 1, 2, 3 };
+	return (struct store_batch){
+		.agent_id = g->ev[0].agent_id, .boot_id = g->ev[0].boot_id, .schema_version = 1,
+		.first_seq = g->ev[0].seq, .last_seq = g->ev[n - 1].seq, .signature = sig, .signature_len = 64,
+		.received_us = g->ev[n - 1].time_us, .events = g->ev, .nevents = n,
+	};
+}
+
+static size_t count(struct store *s, const struct store_filter *f)
+{
+	uint64_t c = 0;
+	if (store_count(s, f, &c))
+		return (size_t)-1;
+	return (size_t)c;
+}
+
+static size_t nrows(struct store *s, const struct store_filter *f)
+{
+	struct store_rows r;
+	if (store_query(s, f, &r))
+		return (size_t)-1;
+	size_t n = r.n;
+	store_rows_free(&r);
+	return n;
+}
+
+/* Each suite function runs against one store; SUITE makes one TEST per backend. */
+#define SUITE(name) \
+	static void name##_run(struct store *s); \
+	TEST(sqlite_##name) { char why[600]; struct store *s = fresh("sqlite", why, sizeof(why)); \
+		CHECK(s, "%s", why); name##_run(s); store_close(s); } \
+	TEST(clickhouse_##name) { char why[600]; \
+		if (getenv("VIGIL_NO_CLICKHOUSE")) { printf("SKIP clickhouse_%s\n", #name); return; } \
+		struct store *s = fresh("clickhouse", why, sizeof(why)); \
+		CHECK(s, "%s", why); name##_run(s); store_close(s); } \
+	static void name##_run(struct store *s)
+
+/* CHECK inside suite bodies returns from the _run function; the TEST wrapper
+ * sees check_failed_now. __func__ names the _run function in the message. */
+
+SUITE(insert_roundtrip)
+{
+	static struct gen g;
+	size_t ins = 0, dups = 0;
+	gen_events(&g, "agent-a", "boot-1", 1, 6, T0, NULL);
+	struct store_batch b = batch_of(&g, 6);
+	int rc = store_insert_batch(s, &b, &ins, &dups);
+	CHECK(rc == 0, "insert_batch = %d: %s", rc, store_errmsg(s));
+	CHECK(ins == 6 && dups == 0, "inserted %zu dups %zu, want 6/0", ins, dups);
+	struct store_filter f = { 0 };
+	struct store_rows r;
+	rc = store_query(s, &f, &r);
+	CHECK(rc == 0, "query = %d: %s", rc, store_errmsg(s));
+	CHECK(r.n == 6, "query returned %zu rows, want 6", r.n);
+	/* newest first */
+	const struct store_event *e = &r.ev[5], *want = &g.ev[0];
+	CHECK(r.ev[0].seq == 6 && e->seq == 1, "order: first seq %llu last %llu, want newest first",
+	      (unsigned long long)r.ev[0].seq, (unsigned long long)e->seq);
+	CHECK(e->time_us == want->time_us, "time %lld != %lld", (long long)e->time_us, (long long)want->time_us);
+	CHECK(!strcmp(e->event_id, want->event_id) && !strcmp(e->agent_id, "agent-a") &&
+		      !strcmp(e->boot_id, "boot-1") && !strcmp(e->user, "alice") && !strcmp(e->host, "ws-2") &&
+		      !strcmp(e->exe, "/usr/bin/python3") && !strcmp(e->provider, "openai") &&
+		      !strcmp(e->model, "gpt-4o") && !strcmp(e->action, "block") && !strcmp(e->rule, "no-secrets") &&
+		      !strcmp(e->sni, "api.openai.com") && !strcmp(e->dst_ip, "104.18.7.192") &&
+		      !strcmp(e->policy_hash, "abcd") && !strcmp(e->kind, "request"),
+	      "string columns did not round-trip (user=%s host=%s exe=%s action=%s)", e->user, e->host, e->exe,
+	      e->action);
+	CHECK(e->uid == 1000 && e->pid == 4242 && e->dst_port == 443 && e->status == 200 && e->bytes_up == 100 &&
+		      e->prompt_tokens == 12 && e->completion_tokens == -1 && e->latency_ms == 250 &&
+		      e->injection_score < 0,
+	      "numeric columns did not round-trip (uid=%lld completion_tokens=%lld score=%f)", (long long)e->uid,
+	      (long long)e->completion_tokens, e->injection_score);
+	CHECK(e->nfindings == 2 && !strcmp(e->findings[0].type, "EMAIL") && e->findings[0].count == 2 &&
+		      !strcmp(e->findings[1].type, "US_SSN") && e->findings[1].count == 1,
+	      "findings did not round-trip (%zu)", e->nfindings);
+	CHECK(!memcmp(e->hash, want->hash, 32) && !memcmp(r.ev[4].prev_hash, want->hash, 32),
+	      "hashes did not round-trip");
+	CHECK(e->raw_len == 16 && !memcmp(e->raw, want->raw, 16), "raw E did not round-trip (%zu bytes)", e->raw_len);
+	store_rows_free(&r);
+}
+
+SUITE(dedup_and_replay)
+{
+	static struct gen g, h;
+	size_t ins = 0, dups = 0;
+	gen_events(&g, "agent-a", "boot-1", 1, 5, T0, NULL);
+	struct store_batch b = batch_of(&g, 5);
+	CHECK(store_insert_batch(s, &b, &ins, &dups) == 0, "first insert: %s", store_errmsg(s));
+	CHECK(store_insert_batch(s, &b, &ins, &dups) == 0, "resend: %s", store_errmsg(s));
+	CHECK(ins == 0 && dups == 5, "resend inserted %zu dups %zu, want 0/5", ins, dups);
+	struct store_filter f = { 0 };
+	CHECK(count(s, &f) == 5, "after a resend count is %zu, want 5", count(s, &f));
+	/* Same keys, another boot: distinct events. */
+	gen_events(&h, "agent-a", "boot-2", 1, 2, T0, NULL);
+	b = batch_of(&h, 2);
+	CHECK(store_insert_batch(s, &b, &ins, &dups) == 0 && ins == 2, "other boot not inserted: %s", store_errmsg(s));
+	/* Overlap: seqs 4..7 of boot-1 where 4,5 exist identically. */
+	gen_events(&h, "agent-a", "boot-1", 1, 7, T0, NULL);
+	b = batch_of(&h, 7);
+	b.events = &h.ev[3];
+	b.nevents = 4;
+	b.first_seq = 4;
+	CHECK(store_insert_batch(s, &b, &ins, &dups) == 0, "overlap: %s", store_errmsg(s));
+	CHECK(ins == 2 && dups == 2, "overlap inserted %zu dups %zu, want 2/2", ins, dups);
+	/* Replay with different content under stored keys: refused, nothing written. */
+	gen_events(&h, "agent-a", "boot-1", 7, 3, T0 + 3600000000LL, NULL);
+	h.ev[0].hash[0] ^= 0xff;
+	b = batch_of(&h, 3);
+	int rc = store_insert_batch(s, &b, &ins, &dups);
+	CHECK(rc == -EEXIST, "altered replay of seq 7 returned %d, want -EEXIST", rc);
+	f.agent_id = "agent-a";
+	CHECK(count(s, &f) == 9, "a refused batch left rows behind: count %zu, want 9", count(s, &f));
+}
+
+SUITE(every_filter)
+{
+	static struct gen g;
+	gen_events(&g, "agent-f", "boot-1", 1, 12, T0, NULL);
+	struct store_batch b = batch_of(&g, 12);
+	CHECK(store_insert_batch(s, &b, NULL, NULL) == 0, "insert: %s", store_errmsg(s));
+	struct {
+		struct store_filter f;
+		size_t want;
+		const char *what;
+	} cases[] = {
+		{ { .user = "alice" }, 4, "user alice" },
+		{ { .user = "nobody" }, 0, "user nobody" },
+		{ { .host = "ws-2" }, 3, "host ws-2" },
+		{ { .finding = "EMAIL" }, 6, "finding EMAIL" },
+		{ { .finding = "US_SSN" }, 4, "finding US_SSN" },
+		{ { .finding = "IBAN" }, 0, "finding IBAN" },
+		{ { .action = "block" }, 3, "action block" },
+		{ { .exe = "/usr/bin/curl" }, 6, "exe curl" },
+		{ { .provider = "anthropic" }, 6, "provider anthropic" },
+		{ { .model = "gpt-4o" }, 6, "model gpt-4o" },
+		{ { .kind = "request" }, 12, "kind request" },
+		{ { .kind = "gap" }, 0, "kind gap" },
+		{ { .agent_id = "agent-f" }, 12, "agent" },
+		{ { .since_us = T0 + 6 * 60000000LL }, 6, "since minute 6" },
+		{ { .until_us = T0 + 2 * 60000000LL }, 2, "until minute 2" },
+		{ { .since_us = T0 + 60000000LL, .until_us = T0 + 4 * 60000000LL }, 3, "window" },
+		{ { .user = "alice", .finding = "EMAIL" }, 2, "alice with EMAIL" },
+		{ { .user = "bob", .action = "block", .since_us = T0 }, 1, "bob blocked" },
+		{ { .finding = "EMAIL", .since_us = T0 + 6 * 60000000LL }, 3, "EMAIL since minute 6" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t got = nrows(s, &cases[i].f);
+		CHECK(got == cases[i].want, "filter %s: query returned %zu, want %zu (%s)", cases[i].what, got,
+		      cases[i].want, store_errmsg(s));
+		got = count(s, &cases[i].f);
+		CHECK(got == cases[i].want, "filter %s: count %zu, want %zu", cases[i].what, got, cases[i].want);
+	}
+	struct store_filter f = { .limit = 5 };
+	struct store_rows r;
+	CHECK(store_query(s, &f, &r) == 0 && r.n == 5, "limit 5 returned %zu", r.n);
+	CHECK(r.ev[0].seq == 12 && r.ev[4].seq == 8, "limit keeps the newest: %llu..%llu",
+	      (unsigned long long)r.ev[0].seq, (unsigned long long)r.ev[4].seq);
+	store_rows_free(&r);
+	/* A filter value with SQL metacharacters is data, not syntax. */
+	struct store_filter evil = { .user = "x' OR '1'='1" };
+	CHECK(nrows(s, &evil) == 0, "a quote in a filter value matched rows");
+}
+
+SUITE(aggregates)
+{
+	static struct gen g;
+	gen_events(&g, "agent-t", "boot-1", 1, 12, T0, NULL);
+	struct store_batch b = batch_of(&g, 12);
+	CHECK(store_insert_batch(s, &b, NULL, NULL) == 0, "insert: %s", store_errmsg(s));
+	struct store_filter f = { 0 };
+	struct store_top_row *rows;
+	size_t n;
+	int rc = store_top(s, STORE_TOP_USERS, &f, 10, &rows, &n);
+	CHECK(rc == 0, "top users = %d: %s", rc, store_errmsg(s));
+	CHECK(n == 3, "top users has %zu rows, want 3", n);
+	for (size_t i = 0; i < n; i++)
+		CHECK(rows[i].events == 4, "user %s has %llu events, want 4", rows[i].key,
+		      (unsigned long long)rows[i].events);
+	CHECK(!strcmp(rows[0].key, "alice") && rows[0].blocked == 1,
+	      "ties sort by name; alice blocked %llu, want 1 (first %s)", (unsigned long long)rows[0].blocked,
+	      rows[0].key);
+	store_top_free(rows, n);
+	rc = store_top(s, STORE_TOP_FINDINGS, &f, 10, &rows, &n);
+	CHECK(rc == 0 && n == 2, "top findings = %d, %zu rows: %s", rc, n, store_errmsg(s));
+	CHECK(!strcmp(rows[0].key, "EMAIL") && rows[0].events == 6 && rows[0].total == 12,
+	      "EMAIL: %s %llu events total %llu, want 6 / 12", rows[0].key, (unsigned long long)rows[0].events,
+	      (unsigned long long)rows[0].total);
+	CHECK(!strcmp(rows[1].key, "US_SSN") && rows[1].events == 4 && rows[1].blocked == 1,
+	      "US_SSN: %llu events %llu blocked, want 4 / 1", (unsigned long long)rows[1].events,
+	      (unsigned long long)rows[1].blocked);
+	store_top_free(rows, n);
+	f.since_us = T0 + 6 * 60000000LL;
+	rc = store_top(s, STORE_TOP_EXES, &f, 1, &rows, &n);
+	CHECK(rc == 0 && n == 1 && rows[0].events == 3, "top exes since minute 6 limit 1: %zu rows", n);
+	store_top_free(rows, n);
+	f.since_us = 0;
+	rc = store_top(s, STORE_TOP_PROVIDERS, &f, 10, &rows, &n);
+	CHECK(rc == 0 && n == 2 && rows[0].events == 6, "top providers: %zu rows", n);
+	store_top_free(rows, n);
+}
+
+SUITE(agents_and_keys)
+{
+	static struct gen g;
+	struct store_agent a;
+	uint8_t k1[32], k2[32];
+	memset(k1, 1, 32);
+	memset(k2, 2, 32);
+	CHECK(store_agent_get(s, "agent-k", &a) == -ENOENT, "unknown agent found");
+	CHECK(store_agent_pin_key(s, "agent-k", k1) == 0, "pin: %s", store_errmsg(s));
+	CHECK(store_agent_pin_key(s, "agent-k", k1) == 0, "pin same key again failed");
+	CHECK(store_agent_pin_key(s, "agent-k", k2) == -EEXIST, "a different key replaced the pinned one");
+	CHECK(store_agent_get(s, "agent-k", &a) == 0 && a.has_key && !memcmp(a.pubkey, k1, 32) && !a.revoked &&
+		      !a.has_head,
+	      "agent row wrong after pin");
+	gen_events(&g, "agent-k", "boot-1", 10, 3, T0, NULL);
+	struct store_batch b = batch_of(&g, 3);
+	CHECK(store_insert_batch(s, &b, NULL, NULL) == 0, "insert: %s", store_errmsg(s));
+	CHECK(store_agent_get(s, "agent-k", &a) == 0 && a.has_head && a.head_seq == 12 &&
+		      !memcmp(a.head_hash, g.ev[2].hash, 32),
+	      "head is seq %llu, want 12 with its hash", (unsigned long long)a.head_seq);
+	CHECK(store_agent_set_revoked(s, "agent-k", true) == 0, "revoke: %s", store_errmsg(s));
+	CHECK(store_agent_set_revoked(s, "agent-z", true) == 0, "revoke unknown: %s", store_errmsg(s));
+	CHECK(store_agent_get(s, "agent-k", &a) == 0 && a.revoked && a.has_key, "revocation lost the key or flag");
+	CHECK(store_agent_get(s, "agent-z", &a) == 0 && a.revoked, "revoking a never-seen agent did not stick");
+	CHECK(store_agent_set_revoked(s, "agent-z", false) == 0 && store_agent_get(s, "agent-z", &a) == 0 &&
+		      !a.revoked,
+	      "un-revoke failed");
+	struct store_agent *list;
+	size_t n;
+	CHECK(store_agent_list(s, &list, &n) == 0 && n == 2, "list has %zu agents, want 2", n);
+	CHECK(!strcmp(list[0].agent_id, "agent-k") && !strcmp(list[1].agent_id, "agent-z"), "list order");
+	free(list);
+}
+
+struct scan_ctx {
+	uint64_t seqs[64];
+	size_t n;
+	size_t batches;
+	uint64_t bfirst[8], blast[8];
+};
+
+static int scan_cb(void *c, const struct store_event *e)
+{
+	struct scan_ctx *x = c;
+	if (x->n < 64 && e->raw_len == 16)
+		x->seqs[x->n++] = e->seq;
+	return 0;
+}
+
+static int batch_cb(void *c, const struct store_batch_info *b)
+{
+	struct scan_ctx *x = c;
+	if (x->batches < 8 && b->signature_len == 64 && b->signature[0] == 1) {
+		x->bfirst[x->batches] = b->first_seq;
+		x->blast[x->batches] = b->last_seq;
+	}
+	x->batches++;
+	return 0;
+}
+
+SUITE(scans_for_verify)
+{
+	static struct gen g;
+	gen_events(&g, "agent-v", "boot-1", 1, 8, T0, NULL);
+	struct store_batch b = batch_of(&g, 8);
+	/* Two batches inserted out of order. */
+	b.events = &g.ev[4];
+	b.nevents = 4;
+	b.first_seq = 5;
+	CHECK(store_insert_batch(s, &b, NULL, NULL) == 0, "insert 5..8: %s", store_errmsg(s));
+	b = batch_of(&g, 4);
+	CHECK(store_insert_batch(s, &b, NULL, NULL) == 0, "insert 1..4: %s", store_errmsg(s));
+	struct scan_ctx x = { 0 };
+	CHECK(store_scan_events(s, "agent-v", scan_cb, &x) == 0, "scan: %s", store_errmsg(s));
+	CHECK(x.n == 8, "scan saw %zu events with raw, want 8", x.n);
+	for (size_t i = 0; i < 8; i++)
+		CHECK(x.seqs[i] == i + 1, "scan position %zu has seq %llu: not in seq order", i,
+		      (unsigned long long)x.seqs[i]);
+	CHECK(store_scan_batches(s, "agent-v", batch_cb, &x) == 0, "scan batches: %s", store_errmsg(s));
+	CHECK(x.batches == 2 && x.bfirst[0] == 1 && x.blast[0] == 4 && x.bfirst[1] == 5 && x.blast[1] == 8,
+	      "batches: %zu, first %llu..%llu", x.batches, (unsigned long long)x.bfirst[0],
+	      (unsigned long long)x.blast[0]);
+}
+
+SUITE(local_records)
+{
+	struct store_event e = { .time_us = T0, .kind = "ingest_rejected", .reason = "bad signature",
+				 .host = "collector-1", .dst_ip = "127.0.0.1", .rule = "agent-x" };
+	CHECK(store_insert_local(s, &e) == 0, "local 1: %s", store_errmsg(s));
+	CHECK(store_insert_local(s, &e) == 0, "local 2: %s", store_errmsg(s));
+	struct store_filter f = { .kind = "ingest_rejected" };
+	struct store_rows r;
+	CHECK(store_query(s, &f, &r) == 0 && r.n == 2, "rejections stored: %zu, want 2", r.n);
+	CHECK(!strcmp(r.ev[0].reason, "bad signature") && !strcmp(r.ev[0].agent_id, "collector") &&
+		      r.ev[0].seq != r.ev[1].seq,
+	      "rejection record wrong (agent %s)", r.ev[0].agent_id);
+	store_rows_free(&r);
+}
+
+SUITE(retention)
+{
+	static struct gen g;
+	int64_t now = (int64_t)time(NULL) * 1000000LL;
+	/* 10 events one minute apart starting 10 days ago... then 2 recent. */
+	gen_events(&g, "agent-r", "boot-1", 1, 12, now - 10LL * 86400000000LL, NULL);
+	for (size_t i = 10; i < 12; i++)
+		g.ev[i].time_us = now - (int64_t)(12 - i) * 1000000LL;
+	struct store_batch b = batch_of(&g, 12);
+	CHECK(store_insert_batch(s, &b, NULL, NULL) == 0, "insert: %s", store_errmsg(s));
+	uint64_t deleted = 0;
+	int rc = store_retain(s, now - 7LL * 86400000000LL, &deleted);
+	CHECK(rc == 0, "retain = %d: %s", rc, store_errmsg(s));
+	struct store_filter f = { .agent_id = "agent-r" };
+	CHECK(count(s, &f) == 2, "after retention %zu events remain, want 2", count(s, &f));
+	f.finding = "EMAIL";
+	CHECK(count(s, &f) == 1, "finding index kept deleted events: %zu, want 1", count(s, &f));
+	struct store_agent a;
+	CHECK(store_agent_get(s, "agent-r", &a) == 0 && a.has_horizon && a.horizon_seq == 10 &&
+		      !memcmp(a.horizon_hash, g.ev[9].hash, 32),
+	      "horizon is seq %llu (has %d), want 10 with its hash", (unsigned long long)a.horizon_seq,
+	      a.has_horizon);
+	CHECK(a.has_head && a.head_seq == 12, "head after retention is %llu, want 12", (unsigned long long)a.head_seq);
+}
+
+TEST(unknown_store_scheme_refused)
+{
+	struct store *s;
+	char err[256];
+	CHECK(store_open("mysql://x", &s, err, sizeof(err)) == -EINVAL && strstr(err, "unknown scheme"),
+	      "unknown scheme accepted or unclear error: %s", err);
+}
+
+TEST(sqlite_reopen_keeps_data_and_schema)
+{
+	static struct gen g;
+	char url[512], err[512];
+	struct store *s;
+	ensure_tmpdir();
+	snprintf(url, sizeof(url), "sqlite:%s/reopen.db", tmpdir);
+	CHECK(store_open(url, &s, err, sizeof(err)) == 0, "open: %s", err);
+	gen_events(&g, "agent-o", "boot-1", 1, 3, T0, NULL);
+	struct store_batch b = batch_of(&g, 3);
+	CHECK(store_insert_batch(s, &b, NULL, NULL) == 0, "insert: %s", store_errmsg(s));
+	store_close(s);
+	CHECK(store_open(url, &s, err, sizeof(err)) == 0, "reopen: %s", err);
+	struct store_filter f = { 0 };
+	CHECK(count(s, &f) == 3, "reopened store has %zu events, want 3", count(s, &f));
+	store_close(s);
+}
+
+TEST(findings_text_form)
+{
+	struct store_finding in[3] = { { "EMAIL", 2 }, { "BAD,TYPE:x", 1 }, { "US_SSN", 7 } }, out[4];
+	char buf[128];
+	CHECK(store_findings_format(in, 3, buf, sizeof(buf)) == 0, "format failed");
+	CHECK(!strcmp(buf, "EMAIL:2,BADTYPEx:1,US_SSN:7"), "separators in a type were not dropped: %s", buf);
+	size_t n = store_findings_parse(buf, out, 4);
+	CHECK(n == 3 && !strcmp(out[2].type, "US_SSN") && out[2].count == 7, "parse gave %zu", n);
+}
