@@ -1,13 +1,20 @@
-/* audit: serializes events as JSON lines with a per-agent hash chain:
- * hash = SHA-256(prev_hash || the event's JSON without the hash field), so
- * removing or editing a line breaks every later hash. The sequence and the
- * chain head persist in state_dir across restarts. One mutex orders the
- * sequence, the chain and the write; the line is written with one write(2)
- * on an O_APPEND descriptor so concurrent readers never see half a line. */
+/* audit: stamps events (time, event id, boot id, seq) and chains them:
+ * hash = SHA-256(prev_hash || E), E = the event's protobuf encoding without
+ * its hash field (common/evcodec.h), so removing, reordering or editing an
+ * event breaks every later hash. Each event is appended to the durable
+ * spool before it counts as recorded, then written as a JSON line to
+ * audit_log (the local tap, same fields plus boot_id). The chain head and
+ * sequence survive restarts: they are recovered from the spool's last
+ * record (or audit.state when the spool is empty).
+ *
+ * Owns: the sequence, the chain head, the JSON log fd, the spool, the
+ * Ed25519 signing key and the shipper thread. One mutex orders sequence,
+ * chain, spool append and log write. Must never: do network I/O or wait
+ * for an fsync under that mutex (except spool_fsync: always, by choice),
+ * lose an event silently (a failed or dropped append becomes a signed gap
+ * event with the exact seq range), or put a raw finding value in an event. */
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,48 +23,76 @@
 #include <time.h>
 #include <unistd.h>
 #include "audit.h"
+#include "evcodec.h"
 #include "jsonw.h"
 #include "log.h"
+#include "pki.h"
+#include "ship.h"
+#include "spool.h"
+
+#define MAX_PENDING_GAPS 8
+/* Field 42 (hash, length-delimited) appended after E: tag 0xd2 0x02, len 32. */
+#define HASH_FIELD_LEN (3 + EVCODEC_HASH_LEN)
+
+struct pending_gap {
+	uint64_t count, first, last;
+	char why[128];
+};
 
 struct audit {
 	pthread_mutex_t lock;
 	char *agent_id;
 	char host[256];
+	char boot_id[37];
 	char *log_path;
 	char *state_path;
 	int fd;
 	uint64_t seq;
-	char prev_hash[65];
+	uint8_t head[EVCODEC_HASH_LEN];
+	struct spool *spool;
+	struct ship *ship;
+	EVP_PKEY *key;
+	uint8_t *enc;
+	size_t enc_cap;
 	struct jsonw w;
+	struct pending_gap gaps[MAX_PENDING_GAPS];
+	unsigned n_gaps;
+	uint64_t gap_events;
 };
 
-static void hex(const unsigned char *in, size_t n, char *out)
+/* ------------------------------------------------------------ state file */
+
+static int unhex(const char *h, uint8_t *out, size_t n)
 {
-	static const char digits[] = "0123456789abcdef";
 	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 15];
+		unsigned v;
+		if (sscanf(h + 2 * i, "%2x", &v) != 1)
+			return -EINVAL;
+		out[i] = (uint8_t)v;
 	}
-	out[2 * n] = 0;
+	return 0;
 }
 
-static void load_state(struct audit *a)
+static bool load_state(const char *path, uint64_t *seq, uint8_t head[32])
 {
-	FILE *f = fopen(a->state_path, "re");
-	unsigned long long seq;
+	FILE *f = fopen(path, "re");
+	unsigned long long s;
 	char h[65];
+	bool ok = false;
 	if (!f)
-		return;
-	if (fscanf(f, "%llu %64s", &seq, h) == 2 && strlen(h) == 64) {
-		a->seq = seq;
-		memcpy(a->prev_hash, h, 65);
+		return false;
+	if (fscanf(f, "%llu %64s", &s, h) == 2 && strlen(h) == 64 && unhex(h, head, 32) == 0) {
+		*seq = s;
+		ok = true;
 	}
 	fclose(f);
+	return ok;
 }
 
+/* Called with the lock held (or before any thread exists). */
 static void save_state(struct audit *a)
 {
-	char tmp[4200], line[128];
+	char tmp[4200], line[128], hx[65];
 	int fd, n;
 	if (!a->state_path)
 		return;
@@ -65,54 +100,391 @@ static void save_state(struct audit *a)
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return;
-	n = snprintf(line, sizeof(line), "%llu %s\n", (unsigned long long)a->seq, a->prev_hash);
-	if (write(fd, line, (size_t)n) == n)
+	evcodec_hex(a->head, 32, hx);
+	n = snprintf(line, sizeof(line), "%llu %s\n", (unsigned long long)a->seq, hx);
+	if (write(fd, line, (size_t)n) == n && fsync(fd) == 0)
 		rename(tmp, a->state_path);
 	close(fd);
+}
+
+/* ---------------------------------------------------------------- emit */
+
+static void queue_gap(struct audit *a, uint64_t count, uint64_t first, uint64_t last,
+		      const char *why)
+{
+	struct pending_gap *g;
+	if (!count)
+		return;
+	if (a->n_gaps) {
+		g = &a->gaps[a->n_gaps - 1];
+		/* merge a contiguous range with the same reason */
+		if (g->last + 1 == first && strcmp(g->why, why) == 0) {
+			g->last = last;
+			g->count += count;
+			return;
+		}
+	}
+	if (a->n_gaps == MAX_PENDING_GAPS) {
+		g = &a->gaps[MAX_PENDING_GAPS - 1];
+		g->count += count;
+		if (first < g->first)
+			g->first = first;
+		if (last > g->last)
+			g->last = last;
+		snprintf(g->why, sizeof(g->why), "several losses");
+		return;
+	}
+	g = &a->gaps[a->n_gaps++];
+	g->count = count;
+	g->first = first;
+	g->last = last;
+	snprintf(g->why, sizeof(g->why), "%s", why);
+}
+
+/* Stamps, chains, spools and logs v (time_us and event_id already set).
+ * Returns the seq, or 0 if the event could not even be encoded. With the
+ * lock held. */
+static uint64_t emit_locked(struct audit *a, struct vigil_event *v, bool *spool_failed)
+{
+	size_t n;
+	uint64_t seq = a->seq + 1;
+	int ret;
+
+	v->agent_id = a->agent_id;
+	v->boot_id = a->boot_id;
+	v->host = a->host;
+	v->seq = seq;
+	memcpy(v->prev_hash, a->head, EVCODEC_HASH_LEN);
+	memset(v->hash, 0, EVCODEC_HASH_LEN);
+	for (;;) {
+		n = evcodec_event_encode(v, false, a->enc, a->enc_cap > HASH_FIELD_LEN ?
+							    a->enc_cap - HASH_FIELD_LEN : 0);
+		if (n == 0) {
+			log_err("audit: event of kind %s cannot be encoded; dropped",
+				v->kind ? v->kind : "?");
+			return 0;
+		}
+		if (n + HASH_FIELD_LEN <= a->enc_cap)
+			break;
+		size_t nc = (n + HASH_FIELD_LEN) * 2;
+		uint8_t *nb = realloc(a->enc, nc);
+		if (!nb) {
+			log_err("audit: out of memory, event of kind %s lost", v->kind ? v->kind : "?");
+			return 0;
+		}
+		a->enc = nb;
+		a->enc_cap = nc;
+	}
+	if (evcodec_hash_encoded(a->head, a->enc, n, v->hash)) {
+		log_err("audit: SHA-256 failed, event lost");
+		return 0;
+	}
+	/* The stored record is E plus field 42: verifiers strip field 42
+	 * wherever it is, so appending it is equivalent to re-encoding. */
+	a->enc[n] = 0xd2;
+	a->enc[n + 1] = 0x02;
+	a->enc[n + 2] = EVCODEC_HASH_LEN;
+	memcpy(a->enc + n + 3, v->hash, EVCODEC_HASH_LEN);
+	n += HASH_FIELD_LEN;
+
+	/* From here the event exists in the chain; if the spool cannot take
+	 * it, it is a recorded loss (gap event), not a hole. */
+	a->seq = seq;
+	memcpy(a->head, v->hash, EVCODEC_HASH_LEN);
+	if (a->spool) {
+		struct spool_loss loss = { 0 };
+		ret = spool_append(a->spool, seq, a->enc, n, &loss);
+		if (loss.count)
+			queue_gap(a, loss.count, loss.first_seq, loss.last_seq, loss.why);
+		if (ret) {
+			char why[128];
+			snprintf(why, sizeof(why), "spool write failed: %s", strerror(-ret));
+			log_err("audit: event %llu not spooled: %s", (unsigned long long)seq, strerror(-ret));
+			queue_gap(a, 1, seq, seq, why);
+			if (spool_failed)
+				*spool_failed = true;
+		}
+	}
+	if (a->fd >= 0) {
+		jsonw_reset(&a->w);
+		evcodec_event_json(v, &a->w);
+		jsonw_raw(&a->w, "\n", 1);
+		if (a->w.oom)
+			log_err("audit: out of memory writing the JSON line of event %llu",
+				(unsigned long long)seq);
+		else if (write(a->fd, a->w.buf, a->w.len) != (ssize_t)a->w.len)
+			log_err("audit: cannot write %s: %s", a->log_path, strerror(errno));
+	}
+	return seq;
+}
+
+static void stamp(struct vigil_event *v)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	v->time_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Emits the queued gap events. With the lock held. */
+static void flush_gaps_locked(struct audit *a)
+{
+	for (unsigned round = 0; a->n_gaps && round < MAX_PENDING_GAPS * 2; round++) {
+		struct pending_gap g = a->gaps[0];
+		struct vigil_event v;
+		char id[37];
+		bool failed = false;
+		memmove(&a->gaps[0], &a->gaps[1], (a->n_gaps - 1) * sizeof(a->gaps[0]));
+		a->n_gaps--;
+		vigil_event_init(&v, "gap");
+		stamp(&v);
+		if (evcodec_uuid(id) == 0)
+			v.event_id = id;
+		v.gap_count = g.count;
+		v.gap_first_seq = g.first;
+		v.gap_last_seq = g.last;
+		v.reason = g.why;
+		log_warn("audit: recording a gap of %llu events (seq %llu..%llu): %s",
+			 (unsigned long long)g.count, (unsigned long long)g.first,
+			 (unsigned long long)g.last, g.why);
+		if (emit_locked(a, &v, &failed))
+			a->gap_events++;
+		if (failed) {
+			/* The gap event itself did not reach the spool: keep the
+			 * original range queued (merged with this event's seq) and
+			 * retry on the next emit instead of spinning now. */
+			queue_gap(a, g.count, g.first, g.last, g.why);
+			break;
+		}
+	}
+}
+
+uint64_t audit_emit(struct audit *a, const struct audit_event *ev)
+{
+	struct vigil_event v;
+	struct vigil_finding f[AUDIT_MAX_FINDING_TYPES];
+	char id[37];
+	uint64_t seq;
+
+	vigil_event_init(&v, ev->kind);
+	stamp(&v);
+	if (evcodec_uuid(id))
+		return 0;
+	v.event_id = id;
+	v.user = ev->user;
+	v.uid = ev->uid;
+	v.gid = ev->gid;
+	v.pid = ev->pid;
+	v.tid = ev->tid;
+	v.comm = ev->comm;
+	v.exe = ev->exe;
+	v.cgroup = ev->cgroup;
+	v.dst_ip = ev->dst_ip;
+	v.dst_port = ev->dst_port;
+	v.sni = ev->sni;
+	v.provider = ev->provider;
+	v.method = ev->method;
+	v.path = ev->path;
+	v.model = ev->model;
+	v.stream = ev->stream;
+	v.action = ev->action;
+	v.rule = ev->rule;
+	v.reason = ev->reason;
+	v.error = ev->error;
+	for (unsigned i = 0; i < ev->n_findings && i < AUDIT_MAX_FINDING_TYPES; i++) {
+		f[i].type = ev->findings[i].type;
+		f[i].count = ev->findings[i].count;
+	}
+	v.findings = f;
+	v.n_findings = ev->n_findings < AUDIT_MAX_FINDING_TYPES ? ev->n_findings : AUDIT_MAX_FINDING_TYPES;
+	v.injection_score = ev->injection_score;
+	v.status = ev->status;
+	v.bytes_up = ev->bytes_up;
+	v.bytes_down = ev->bytes_down;
+	v.prompt_tokens = ev->prompt_tokens;
+	v.completion_tokens = ev->completion_tokens;
+	v.latency_ms = ev->latency_ms;
+	v.policy_hash = ev->policy_hash;
+	v.content = ev->content;
+	v.gap_count = ev->gap_count;
+	v.gap_first_seq = ev->gap_first_seq;
+	v.gap_last_seq = ev->gap_last_seq;
+
+	pthread_mutex_lock(&a->lock);
+	seq = emit_locked(a, &v, NULL);
+	if (a->n_gaps)
+		flush_gaps_locked(a);
+	pthread_mutex_unlock(&a->lock);
+	return seq;
+}
+
+/* Shipper thread: records left the spool unacknowledged (quarantine). */
+static void on_ship_loss(void *arg, const struct spool_loss *loss, const char *reason)
+{
+	struct audit *a = arg;
+	pthread_mutex_lock(&a->lock);
+	save_state(a);   /* the chain head may have left with the segment */
+	queue_gap(a, loss->count, loss->first_seq, loss->last_seq, reason);
+	flush_gaps_locked(a);
+	pthread_mutex_unlock(&a->lock);
+}
+
+/* ---------------------------------------------------------- open/close */
+
+static int load_or_create_key(const char *dir, EVP_PKEY **out, char *err, size_t errlen)
+{
+	char path[4200];
+	EVP_PKEY *k = NULL;
+	int ret;
+	snprintf(path, sizeof(path), "%s/agent.ed25519.key", dir);
+	ret = pki_key_load(path, &k, err, errlen);
+	if (ret == -ENOENT) {
+		if ((ret = pki_key_generate(PKI_KEY_ED25519, &k, err, errlen)))
+			return ret;
+		ret = pki_key_save(path, k, false, err, errlen);
+		if (ret == -EEXIST) {   /* another instance won the race */
+			EVP_PKEY_free(k);
+			k = NULL;
+			ret = pki_key_load(path, &k, err, errlen);
+		}
+		if (!ret)
+			log_info("audit: created the agent's signing key %s", path);
+	}
+	if (ret) {
+		EVP_PKEY_free(k);
+		return ret;
+	}
+	if (EVP_PKEY_get_id(k) != EVP_PKEY_ED25519) {
+		snprintf(err, errlen, "%s: not an Ed25519 key", path);
+		EVP_PKEY_free(k);
+		return -EINVAL;
+	}
+	*out = k;
+	return 0;
+}
+
+/* Chain head and losses found in the spool at start. */
+static int recover(struct audit *a, char *err, size_t errlen)
+{
+	uint64_t st_seq = 0, sp_seq = 0;
+	uint8_t st_head[32] = { 0 };
+	uint8_t *rec = NULL;
+	size_t len = 0;
+	bool have_state = load_state(a->state_path, &st_seq, st_head);
+	struct spool_loss losses[16];
+	size_t nl;
+
+	if (spool_last(a->spool, &sp_seq, &rec, &len) == 0) {
+		struct evcodec_decoded *d = NULL;
+		if (evcodec_event_decode(rec, len, &d) == 0 && d->has_hash && d->ev.seq == sp_seq) {
+			a->seq = sp_seq;
+			memcpy(a->head, d->ev.hash, 32);
+		} else {
+			/* CRC-valid but not our encoding: refuse to guess a chain. */
+			snprintf(err, errlen, "spool: the last record (seq %llu) is not a valid event",
+				 (unsigned long long)sp_seq);
+			evcodec_decoded_free(d);
+			free(rec);
+			return -EBADMSG;
+		}
+		evcodec_decoded_free(d);
+		free(rec);
+	}
+	if (have_state && st_seq > a->seq) {
+		a->seq = st_seq;
+		memcpy(a->head, st_head, 32);
+	}
+	nl = spool_open_losses(a->spool, losses, 16);
+	for (size_t i = 0; i < nl && i < 16; i++) {
+		struct spool_loss *l = &losses[i];
+		if (l->last_seq == 0) {
+			/* A cut tail: lost only if the chain had gone further
+			 * (state written after those records were durable). */
+			if (st_seq >= l->first_seq)
+				queue_gap(a, st_seq - l->first_seq + 1, l->first_seq, st_seq, l->why);
+		} else {
+			queue_gap(a, l->count, l->first_seq, l->last_seq, l->why);
+		}
+	}
+	return 0;
 }
 
 int audit_open(const struct audit_opts *o, struct audit **out, char *err, size_t errlen)
 {
 	struct audit *a = calloc(1, sizeof(*a));
+	int ret = -ENOMEM;
 	if (!a)
 		return -ENOMEM;
 	pthread_mutex_init(&a->lock, NULL);
 	jsonw_init(&a->w);
 	a->fd = -1;
-	memset(a->prev_hash, '0', 64);
-	a->prev_hash[64] = 0;
 	if (gethostname(a->host, sizeof(a->host)) != 0)
 		strcpy(a->host, "unknown");
 	a->host[sizeof(a->host) - 1] = 0;
+	if (evcodec_uuid(a->boot_id)) {
+		snprintf(err, errlen, "no randomness for the boot id");
+		ret = -EIO;
+		goto err;
+	}
 	if (!(a->agent_id = strdup(o->agent_id ? o->agent_id : a->host)))
 		goto oom;
+	if (o->log_path) {
+		if (!(a->log_path = strdup(o->log_path)))
+			goto oom;
+		if ((ret = audit_reopen(a))) {
+			snprintf(err, errlen, "%s: %s", o->log_path, strerror(-ret));
+			goto err;
+		}
+	}
 	if (o->state_dir) {
+		struct spool_opts so = {
+			.dir = o->state_dir,
+			.max_bytes = o->spool_max_bytes ? o->spool_max_bytes : 1ULL << 30,
+			.fsync = (enum spool_fsync)o->spool_fsync,
+		};
 		if (mkdir(o->state_dir, 0700) && errno != EEXIST) {
+			ret = -errno;
 			snprintf(err, errlen, "%s: %s", o->state_dir, strerror(errno));
-			audit_close(a);
-			return -errno;
+			goto err;
 		}
 		if (asprintf(&a->state_path, "%s/audit.state", o->state_dir) < 0) {
 			a->state_path = NULL;
 			goto oom;
 		}
-		load_state(a);
-	}
-	if (o->log_path) {
-		if (!(a->log_path = strdup(o->log_path)))
-			goto oom;
-		int ret = audit_reopen(a);
-		if (ret) {
-			snprintf(err, errlen, "%s: %s", o->log_path, strerror(-ret));
-			audit_close(a);
-			return ret;
+		if ((ret = spool_open(&so, &a->spool, err, errlen)))
+			goto err;
+		if ((ret = recover(a, err, errlen)))
+			goto err;
+		if ((ret = load_or_create_key(o->state_dir, &a->key, err, errlen)))
+			goto err;
+		if (o->collector_address) {
+			struct ship_opts sho = {
+				.address = o->collector_address, .ca = o->collector_ca,
+				.cert = o->collector_cert, .key = o->collector_key,
+				.agent_id = a->agent_id, .boot_id = a->boot_id, .sign_key = a->key,
+				.spool = a->spool, .batch_events = o->ship_batch_events,
+				.interval_ms = o->ship_interval_ms,
+				.backoff_max_ms = o->ship_backoff_max_ms,
+				.on_loss = on_ship_loss, .arg = a,
+			};
+			if ((ret = ship_start(&sho, &a->ship, err, errlen)))
+				goto err;
 		}
+		pthread_mutex_lock(&a->lock);
+		flush_gaps_locked(a);
+		pthread_mutex_unlock(&a->lock);
+	} else if (o->collector_address) {
+		snprintf(err, errlen, "a collector needs spool_dir");
+		ret = -EINVAL;
+		goto err;
 	}
 	*out = a;
 	return 0;
 oom:
+	ret = -ENOMEM;
+	snprintf(err, errlen, "out of memory");
+err:
 	audit_close(a);
-	return -ENOMEM;
+	return ret;
 }
 
 int audit_reopen(struct audit *a)
@@ -135,9 +507,20 @@ void audit_close(struct audit *a)
 {
 	if (!a)
 		return;
+	if (a->spool)
+		spool_sync(a->spool);   /* agent_stop and friends become shippable */
+	/* Give the collector a moment to take what is left; the spool keeps
+	 * the rest for the next start. */
+	ship_stop(a->ship, 2000);
+	a->ship = NULL;
+	if (a->spool && a->seq)
+		save_state(a);
+	spool_close(a->spool);
+	EVP_PKEY_free(a->key);
 	if (a->fd >= 0)
 		close(a->fd);
 	jsonw_free(&a->w);
+	free(a->enc);
 	free(a->agent_id);
 	free(a->log_path);
 	free(a->state_path);
@@ -154,116 +537,34 @@ void audit_event_init(struct audit_event *ev, const char *kind)
 	ev->injection_score = -1;
 }
 
-static void opt_i64(struct jsonw *w, const char *k, int64_t v)
+const char *audit_boot_id(const struct audit *a)
 {
-	if (v < 0)
-		jsonw_null(w, k);
-	else
-		jsonw_i64(w, k, v);
+	return a->boot_id;
 }
 
-uint64_t audit_emit(struct audit *a, const struct audit_event *ev)
+void audit_get_stats(struct audit *a, struct audit_stats *st)
 {
-	struct timespec ts;
-	struct tm tm;
-	char when[64], id[37], hash[65];
-	unsigned char rnd[16], md[32];
-	unsigned int mdlen = 0;
-	uint64_t seq;
-	struct jsonw *w = &a->w;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	snprintf(when, sizeof(when), "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
-		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000);
-	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
-		return 0;
-	rnd[6] = (rnd[6] & 0x0f) | 0x40;   /* UUID v4 */
-	rnd[8] = (rnd[8] & 0x3f) | 0x80;
-	snprintf(id, sizeof(id), "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-		 rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7], rnd[8], rnd[9],
-		 rnd[10], rnd[11], rnd[12], rnd[13], rnd[14], rnd[15]);
-
+	memset(st, 0, sizeof(*st));
 	pthread_mutex_lock(&a->lock);
-	seq = ++a->seq;
-	jsonw_reset(w);
-	jsonw_obj_open(w);
-	jsonw_str(w, "time", when);
-	jsonw_str(w, "event_id", id);
-	jsonw_str(w, "agent_id", a->agent_id);
-	jsonw_str(w, "host", a->host);
-	jsonw_u64(w, "seq", seq);
-	jsonw_str(w, "kind", ev->kind);
-	jsonw_str(w, "user", ev->user);
-	opt_i64(w, "uid", ev->uid);
-	opt_i64(w, "gid", ev->gid);
-	opt_i64(w, "pid", ev->pid);
-	opt_i64(w, "tid", ev->tid);
-	jsonw_str(w, "comm", ev->comm);
-	jsonw_str(w, "exe", ev->exe);
-	jsonw_str(w, "cgroup", ev->cgroup);
-	jsonw_str(w, "dst_ip", ev->dst_ip);
-	jsonw_u64(w, "dst_port", ev->dst_port);
-	jsonw_str(w, "sni", ev->sni);
-	jsonw_str(w, "provider", ev->provider);
-	jsonw_str(w, "method", ev->method);
-	jsonw_str(w, "path", ev->path);
-	jsonw_str(w, "model", ev->model);
-	jsonw_bool(w, "stream", ev->stream);
-	jsonw_str(w, "action", ev->action);
-	jsonw_str(w, "rule", ev->rule);
-	jsonw_str(w, "reason", ev->reason);
-	jsonw_arr_open(w, "findings");
-	for (unsigned i = 0; i < ev->n_findings && i < AUDIT_MAX_FINDING_TYPES; i++) {
-		jsonw_obj_open(w);
-		jsonw_str(w, "type", ev->findings[i].type);
-		jsonw_u64(w, "count", ev->findings[i].count);
-		jsonw_obj_close(w);
-	}
-	jsonw_arr_close(w);
-	if (ev->injection_score < 0)
-		jsonw_null(w, "injection_score");
-	else
-		jsonw_double(w, "injection_score", ev->injection_score);
-	if (ev->status)
-		jsonw_i64(w, "status", ev->status);
-	else
-		jsonw_null(w, "status");
-	jsonw_u64(w, "bytes_up", ev->bytes_up);
-	jsonw_u64(w, "bytes_down", ev->bytes_down);
-	opt_i64(w, "prompt_tokens", ev->prompt_tokens);
-	opt_i64(w, "completion_tokens", ev->completion_tokens);
-	jsonw_u64(w, "latency_ms", ev->latency_ms);
-	jsonw_str(w, "error", ev->error);
-	jsonw_str(w, "policy_hash", ev->policy_hash);
-	jsonw_str(w, "prev_hash", a->prev_hash);
-
-	/* The chain covers everything written so far, hash field excluded. */
-	{
-		EVP_MD_CTX *md_ctx = EVP_MD_CTX_new();
-		if (!md_ctx || EVP_DigestInit_ex(md_ctx, EVP_sha256(), NULL) != 1 ||
-		    EVP_DigestUpdate(md_ctx, a->prev_hash, 64) != 1 ||
-		    EVP_DigestUpdate(md_ctx, w->buf, w->len) != 1 ||
-		    EVP_DigestFinal_ex(md_ctx, md, &mdlen) != 1) {
-			EVP_MD_CTX_free(md_ctx);
-			pthread_mutex_unlock(&a->lock);
-			return 0;
-		}
-		EVP_MD_CTX_free(md_ctx);
-	}
-	hex(md, 32, hash);
-	jsonw_str(w, "hash", hash);
-	jsonw_obj_close(w);
-	jsonw_raw(w, "\n", 1);
-	if (w->oom) {
-		pthread_mutex_unlock(&a->lock);
-		log_err("audit: out of memory, event %llu lost", (unsigned long long)seq);
-		return 0;
-	}
-	memcpy(a->prev_hash, hash, 65);
-	if (a->fd >= 0 && write(a->fd, w->buf, w->len) != (ssize_t)w->len)
-		log_err("audit: cannot write %s: %s", a->log_path, strerror(errno));
-	save_state(a);
+	st->seq = a->seq;
+	st->gap_events = a->gap_events;
 	pthread_mutex_unlock(&a->lock);
-	return seq;
+	if (a->spool) {
+		struct spool_stats ss;
+		spool_get_stats(a->spool, &ss);
+		st->spool_bytes = ss.bytes;
+		st->spool_acked_seq = ss.acked_seq;
+		st->spool_durable_seq = ss.durable_seq;
+		st->spool_dropped = ss.dropped;
+	}
+	if (a->ship) {
+		struct ship_stats sh;
+		ship_get_stats(a->ship, &sh);
+		st->shipped_events = sh.events_acked;
+		st->shipped_batches = sh.batches_acked;
+		st->rejected_batches = sh.batches_rejected;
+		st->wire_bytes = sh.bytes_sent;
+		st->raw_bytes = sh.raw_bytes;
+		st->collector_connected = sh.connected;
+	}
 }

@@ -1,7 +1,12 @@
 /* audit: the agent's audit events. An event is filled by the code that saw
  * the connection or request, then audit_emit() stamps it (time, event id,
- * sequence, hash chain) and writes it out. Events carry finding types and
- * counts, never raw values. Thread-safe. */
+ * boot id, sequence, hash chain over its protobuf encoding, see
+ * common/evcodec.h), appends it to the durable spool (agent/spool.h) and
+ * writes the JSON line (audit_log, the local tap). If a collector is
+ * configured, a shipper thread (agent/ship.h) sends the spool to it.
+ * Events carry finding types and counts, never raw values. Thread-safe;
+ * audit_emit() never does network I/O and never waits for an fsync unless
+ * spool_fsync is "always". */
 #ifndef VIGIL_AUDIT_H
 #define VIGIL_AUDIT_H
 
@@ -41,6 +46,9 @@ struct audit_event {
 	uint64_t latency_ms;
 	const char *error;        /* why a connection failed, if it did */
 	const char *policy_hash;
+	const char *content;      /* redacted prompt text; only with audit_content: redacted */
+	/* kind "gap" only (audit fills these itself for its own gap events) */
+	uint64_t gap_count, gap_first_seq, gap_last_seq;
 };
 
 struct audit;
@@ -48,7 +56,17 @@ struct audit;
 struct audit_opts {
 	const char *agent_id;     /* copied */
 	const char *log_path;     /* JSON lines; NULL = none (copied) */
-	const char *state_dir;    /* where the sequence and chain head persist; NULL = none */
+	/* spool_dir: the spool, the chain head and the Ed25519 signing key
+	 * (agent.ed25519.key, created 0600 at first start). NULL = no spool
+	 * and no chain persistence (tests and tools only). */
+	const char *state_dir;
+	uint64_t spool_max_bytes;     /* 0 = 1 GiB */
+	int spool_fsync;              /* CONFIG_FSYNC_* / SPOOL_FSYNC_*: 0 always, 1 batch, 2 never */
+	/* collector: address NULL = no shipping (spool + audit_log only). */
+	const char *collector_address, *collector_ca, *collector_cert, *collector_key;
+	uint32_t ship_batch_events;   /* 0 = 1000 */
+	uint32_t ship_interval_ms;    /* 0 = 1000 */
+	uint32_t ship_backoff_max_ms; /* 0 = 10 s */
 };
 
 int audit_open(const struct audit_opts *o, struct audit **out, char *err, size_t errlen);
@@ -62,5 +80,17 @@ uint64_t audit_emit(struct audit *a, const struct audit_event *ev);
 
 /* Reopens the log file (after rotation; SIGHUP). */
 int audit_reopen(struct audit *a);
+
+/* The process's boot id (UUID, borrowed). */
+const char *audit_boot_id(const struct audit *a);
+
+struct audit_stats {
+	uint64_t seq;               /* last sequence given */
+	uint64_t spool_bytes, spool_acked_seq, spool_durable_seq, spool_dropped;
+	uint64_t gap_events;        /* gap events this process recorded */
+	uint64_t shipped_events, shipped_batches, rejected_batches, wire_bytes, raw_bytes;
+	bool collector_connected;
+};
+void audit_get_stats(struct audit *a, struct audit_stats *st);
 
 #endif

@@ -59,7 +59,10 @@ struct conn {
 struct listener {
 	struct loop_watch w;
 	struct agent *ag;
+	struct listener *next;
 };
+
+static struct listener *listeners;
 
 static struct conn *all_conns;     /* live connections (loop thread only) */
 static struct conn *dead_conns;
@@ -432,6 +435,8 @@ int conn_listen(struct agent *ag, int lfd)
 	l->w.fd = lfd;
 	l->w.fn = listener_event;
 	l->ag = ag;
+	l->next = listeners;
+	listeners = l;
 	return loop_add(ag->loop, &l->w, EPOLLIN);
 }
 
@@ -465,6 +470,12 @@ void conn_tick(struct agent *ag, uint64_t now)
 
 void conn_close_all(struct agent *ag)
 {
+	while (listeners) {
+		struct listener *l = listeners;
+		listeners = l->next;
+		loop_del(ag->loop, &l->w);
+		free(l);
+	}
 	while (all_conns)
 		conn_close(all_conns, "agent stopping");
 	conn_tick(ag, 0);

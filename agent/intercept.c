@@ -305,10 +305,17 @@ static int read_request(struct ic *ic, struct http_request *req, size_t *consume
 				   .max_body_bytes = cfg->max_body_bytes };
 	uint64_t deadline = loop_now_ms() + (ic->nreq ? cfg->idle_timeout_ms : cfg->header_timeout_ms);
 	bool started = ic->in_len > 0;
+	size_t checked = 0;
 	int hl;
 
 	for (;;) {
-		hl = ic->in_len ? http_parse_request(ic->in, ic->in_len, &lim, req) : 0;
+		/* Parse only when the head can be complete: a client sending one
+		 * byte per record must not make each head cost O(n^2). */
+		hl = 0;
+		if (ic->in_len && (http_head_may_be_complete(ic->in, ic->in_len, checked) ||
+				   ic->in_len >= cfg->max_head_bytes))
+			hl = http_parse_request(ic->in, ic->in_len, &lim, req);
+		checked = ic->in_len;
 		if (hl != 0)
 			break;
 		if (ic->in_len >= cfg->max_head_bytes)
@@ -588,9 +595,14 @@ again:
 	ic->rlen = 0;
 	for (;;) {
 		int phl;
+		size_t rchecked = 0;
 		for (;;) {
-			phl = ic->rlen ? http_parse_response(ic->rbuf, ic->rlen, &rlim, req->method,
-							     req->method_len, &resp) : 0;
+			phl = 0;
+			if (ic->rlen && (http_head_may_be_complete(ic->rbuf, ic->rlen, rchecked) ||
+					 ic->rlen >= cfg->max_head_bytes))
+				phl = http_parse_response(ic->rbuf, ic->rlen, &rlim, req->method,
+							  req->method_len, &resp);
+			rchecked = ic->rlen;
 			if (phl != 0)
 				break;
 			ssize_t n = upstream_fill(ic, cfg->max_head_bytes, deadline);

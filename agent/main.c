@@ -257,7 +257,15 @@ int main(int argc, char **argv)
 	setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 });
 
 	struct audit_opts ao = { .agent_id = ag.cfg->agent_id, .log_path = ag.cfg->audit_log,
-				 .state_dir = ag.cfg->spool_dir };
+				 .state_dir = ag.cfg->spool_dir,
+				 .spool_max_bytes = ag.cfg->spool_max_bytes,
+				 .spool_fsync = ag.cfg->spool_fsync,
+				 .collector_address = ag.cfg->collector.address,
+				 .collector_ca = ag.cfg->collector.ca,
+				 .collector_cert = ag.cfg->collector.cert,
+				 .collector_key = ag.cfg->collector.key,
+				 .ship_batch_events = ag.cfg->ship_batch_events,
+				 .ship_interval_ms = ag.cfg->ship_interval_ms };
 	if (audit_open(&ao, &ag.audit, err, sizeof(err))) {
 		log_err("audit: %s", err);
 		goto out;
@@ -344,8 +352,9 @@ int main(int argc, char **argv)
 	log_info("stopping");
 	audit_event_init(&ev, "agent_stop");
 	audit_emit(ag.audit, &ev);
-	conn_close_all(&ag);
 out:
+	if (ag.loop)
+		conn_close_all(&ag);
 	targets_free(ag.targets);
 	capture_free(ag.cap);
 	intercept_shutdown(&ag);

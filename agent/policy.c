@@ -1088,7 +1088,8 @@ static void parse_budget(struct loader *L, const struct ynode *b, struct budget_
 		eadd(L->e, b->line, "budget: missing name");
 	else if (check_name(L->e, nm, "budget")) {
 		for (size_t j = 0; j < p->nbudgets; j++)
-			if (!strcmp(p->budgets[j].pub.name, nm->str))
+			if (&p->budgets[j] != bd && p->budgets[j].pub.name &&
+			    !strcmp(p->budgets[j].pub.name, nm->str))
 				eadd(L->e, nm->line, "budget: duplicate budget '%s' (first at line %d)", nm->str,
 				     p->budgets[j].pub.line);
 		if (!(bd->pub.name = strdup(nm->str)))
@@ -1485,6 +1486,7 @@ const char *policy_path(const struct policy *p) { return p ? p->path : ""; }
 size_t policy_rule_count(const struct policy *p) { return p ? p->nrules : 0; }
 bool policy_global_monitor(const struct policy *p) { return p && p->monitor; }
 bool policy_utc(const struct policy *p) { return p && p->utc; }
+enum policy_action policy_default(const struct policy *p) { return p ? p->def : POLICY_ALLOW; }
 size_t policy_budget_count(const struct policy *p) { return p ? p->nbudgets : 0; }
 
 const char *policy_warnings(const struct policy *p) { return p && p->warnings ? p->warnings : ""; }

@@ -131,6 +131,7 @@ const char *policy_hash(const struct policy *p);
 const char *policy_path(const struct policy *p);
 size_t policy_rule_count(const struct policy *p);
 bool policy_global_monitor(const struct policy *p);
+enum policy_action policy_default(const struct policy *p);
 /* timezone: utc in the file (time windows and budget days in UTC). */
 bool policy_utc(const struct policy *p);
 /* Non-fatal remarks ("file:line: warning: ..." lines, e.g. a unix_group

@@ -344,8 +344,9 @@ int spool_open(const struct spool_opts *o, struct spool **out, char *err, size_t
 	s->segment_bytes = o->segment_bytes;
 	if (!s->segment_bytes) {
 		s->segment_bytes = o->max_bytes ? o->max_bytes / 16 : 4u << 20;
-		if (s->segment_bytes < (64u << 10))
-			s->segment_bytes = 64u << 10;
+		/* at least ~16 segments, so a full spool drops a small slice */
+		if (s->segment_bytes < (4u << 10))
+			s->segment_bytes = 4u << 10;
 		if (s->segment_bytes > (4u << 20))
 			s->segment_bytes = 4u << 20;
 	}

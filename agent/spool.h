@@ -33,7 +33,7 @@ enum spool_fsync { SPOOL_FSYNC_ALWAYS = 0, SPOOL_FSYNC_BATCH = 1, SPOOL_FSYNC_NE
 struct spool_opts {
 	const char *dir;              /* created 0700 if absent (borrowed) */
 	uint64_t max_bytes;           /* 0 = unlimited */
-	uint64_t segment_bytes;       /* 0 = clamp(max_bytes / 16, 64 KiB, 4 MiB) */
+	uint64_t segment_bytes;       /* 0 = clamp(max_bytes / 16, 4 KiB, 4 MiB) */
 	enum spool_fsync fsync;
 	uint32_t fsync_interval_ms;   /* batch mode: 0 = 100 */
 };

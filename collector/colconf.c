@@ -95,8 +95,10 @@ static int tokens(const char *file, const struct ynode *n, struct colconf *c, ch
 					k->role = ROLE_ANALYST;
 				else if (v->kind == YNODE_SCALAR && !strcmp(v->str, "admin"))
 					k->role = ROLE_ADMIN;
+				else if (v->kind == YNODE_SCALAR && !strcmp(v->str, "metrics"))
+					k->role = ROLE_METRICS;
 				else {
-					snprintf(err, errlen, "%s:%d: role must be analyst or admin", file, v->line);
+					snprintf(err, errlen, "%s:%d: role must be analyst, admin or metrics", file, v->line);
 					return -EINVAL;
 				}
 			} else {
@@ -114,7 +116,7 @@ static int tokens(const char *file, const struct ynode *n, struct colconf *c, ch
 				snprintf(err, errlen, "%s:%d: the same token is listed twice", file, t->line);
 				return -EINVAL;
 			}
-		if (!k->name && !(k->name = strdup(k->role == ROLE_ADMIN ? "admin" : "analyst")))
+		if (!k->name && !(k->name = strdup(k->role == ROLE_ADMIN ? "admin" : k->role == ROLE_ANALYST ? "analyst" : "metrics")))
 			return -ENOMEM;
 	}
 	return 0;

@@ -7,7 +7,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-enum colconf_role { ROLE_ANALYST = 1, ROLE_ADMIN = 2 };
+/* analyst reads events; admin also enrolls and revokes; metrics may only
+ * scrape /metrics. */
+enum colconf_role { ROLE_METRICS = 1, ROLE_ANALYST = 2, ROLE_ADMIN = 3 };
 
 struct colconf_token {
 	char *token;

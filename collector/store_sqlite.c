@@ -188,6 +188,7 @@ static int insert_event(struct sq *q, const struct store_event *e, bool *dup)
 	else
 		sqlite3_bind_null(st, i++);
 	rc = sqlite3_step(st);
+	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
 		return sq_fail(q, "insert event");
 	if (sqlite3_changes(q->db) == 0) {
@@ -201,7 +202,11 @@ static int insert_event(struct sq *q, const struct store_event *e, bool *dup)
 		if (sqlite3_step(h) != SQLITE_ROW)
 			return sq_fail(q, "dedup lookup");
 		const void *old = sqlite3_column_blob(h, 0);
-		if (sqlite3_column_bytes(h, 0) != STORE_HASH_LEN || memcmp(old, e->hash, STORE_HASH_LEN)) {
+		bool same = sqlite3_column_bytes(h, 0) == STORE_HASH_LEN && !memcmp(old, e->hash, STORE_HASH_LEN);
+		/* Reset at once: a statement left on a row keeps a read
+		 * transaction open, and a stale snapshot cannot later write. */
+		sqlite3_reset(h);
+		if (!same) {
 			store_seterr(&q->base, "seq %llu of boot %s already stored with different content",
 				     (unsigned long long)e->seq, e->boot_id ? e->boot_id : "");
 			return -EEXIST;
@@ -217,7 +222,9 @@ static int insert_event(struct sq *q, const struct store_event *e, bool *dup)
 		bind_text(f, 2, e->findings[k].type);
 		sqlite3_bind_int64(f, 3, e->findings[k].count);
 		sqlite3_bind_int64(f, 4, e->time_us);
-		if (sqlite3_step(f) != SQLITE_DONE)
+		rc = sqlite3_step(f);
+		sqlite3_reset(f);
+		if (rc != SQLITE_DONE)
 			return sq_fail(q, "insert finding");
 	}
 	return 0;
@@ -268,7 +275,9 @@ static int sq_insert_batch(struct store *s, const struct store_batch *b, size_t 
 	sqlite3_bind_blob(st, 7, b->signature ? (const void *)b->signature : "", (int)b->signature_len,
 			  SQLITE_STATIC);
 	sqlite3_bind_int64(st, 8, b->received_us);
-	if (sqlite3_step(st) != SQLITE_DONE) {
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
 		rc = sq_fail(q, "insert batch");
 		goto err;
 	}

@@ -25,6 +25,9 @@ extern const struct cli_command cli_commands[];
 
 /* ca.c: `vigil ca init|trust|untrust` */
 int cli_ca_main(int argc, char **argv);
+int cli_query_main(int argc, char **argv);   /* query.c: `vigil query` */
+int cli_verify_main(int argc, char **argv);  /* verify.c: `vigil verify` */
+int cli_policy_main(int argc, char **argv);  /* policy.c: `vigil policy check|explain` */
 
 /* Add the entry points of new subcommands here (query, verify, policy,
  * status), then one row in cli_commands[] in main.c. */

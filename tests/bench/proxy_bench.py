@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -46,7 +47,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "fakes"))
 
 HOST = "api.openai.com"
 PATH = "/v1/chat/completions"
-UPSTREAM, SSE_UP, NGINX_PROXY, MITM = "127.0.0.2", "127.0.0.3", "127.0.0.7", "127.0.0.8"
+# Our own /24 (the e2e tests use 127.0.10-40.x), so a bench can run beside them.
+UPSTREAM, SSE_UP, NGINX_PROXY, MITM = "127.0.50.2", "127.0.50.3", "127.0.50.7", "127.0.50.8"
 
 
 def make_request_body(size=1536):
@@ -458,6 +460,7 @@ class Bench:
             first = json.loads(p.stdout.readline() or "{}")
             time.sleep(1.0)  # let the proxy finish its side of the last handshakes
             after = rss_kb(pids)
+            nthreads = sum(threads(x) for x in pids)
             p.stdin.close()
             end = json.loads(p.stdout.readline() or "{}")
         finally:
@@ -467,7 +470,7 @@ class Bench:
         if first.get("failed"):
             self.notes.append("idle connections: %d failed (%s)" % (first["failed"], first.get("error")))
         return {"open": opened, "alive": end.get("alive_at_end"), "rss_before_kb": before, "rss_after_kb": after,
-                "kb_per_conn": (after - before) / opened if opened else None}
+                "threads_while_open": nthreads, "kb_per_conn": (after - before) / opened if opened else None}
 
     def sse(self, hosts, cgroup, n):
         argv = [sys.executable, os.path.abspath(__file__), "sse-client", HOST, str(n)]
@@ -533,13 +536,18 @@ class Bench:
         self.sse_direct = self.sse(sse_hosts, None, a.sse)
         print("   SSE first event direct: %s" % self.sse_direct, flush=True)
 
-        if "nginx" in a.only:
-            self.run_nginx()
-        if "mitmdump" in a.only:
-            self.run_mitmdump()
-        if "agent" in a.only:
-            self.run_agent()
+        self.failed = []
+        for name, fn in (("nginx", self.run_nginx), ("mitmdump", self.run_mitmdump), ("agent", self.run_agent)):
+            if name not in a.only:
+                continue
+            try:
+                fn()
+            except Exception as e:  # one broken target must not hide the others' numbers
+                self.failed.append(name)
+                self.notes.append("%s: measurement failed: %s" % (name, str(e)[:800]))
+                traceback.print_exc()
         self.report()
+        return 1 if self.failed else 0
 
     def run_nginx(self):
         """nginx as a TLS reverse proxy, upstream keep-alive, upstream verified."""
@@ -566,6 +574,10 @@ class Bench:
             self.measure("mitmdump", self.hosts(MITM, "mitm"), None, [m.pid], a.mitm_conns, a.duration)
             m.terminate()
             m.wait(10)
+            with open(os.path.join(conf, "stderr.log")) as f:
+                err = f.read().strip()
+            if err:
+                self.notes.append("mitmdump stderr: " + err[-600:])
         else:
             self.notes.append("mitmdump not installed: skipped")
 
@@ -688,6 +700,9 @@ limits:
             delta = self.sse_agent["median_ms"] - self.sse_direct["median_ms"]
             print("  %s SSE first event within 1 ms of direct: +%.3f ms" % ("PASS" if delta <= 1.0 else "MISS", delta))
         if ag:
+            done = ag["warm"] + ag["c1"]["requests"] + ag["load"]["requests"]
+            print("  %s the agent handled the load: %d request events audited for %d requests wrk completed" % (
+                "PASS" if ag["audited"] >= done and ag["load"]["errors"] == 0 else "MISS", ag["audited"], done))
             print("  agent audited %d request events; wrk completed %d (warm-up %d + 1 conn %d + loaded %d)" % (
                 ag["audited"], ag["warm"] + ag["c1"]["requests"] + ag["load"]["requests"], ag["warm"],
                 ag["c1"]["requests"], ag["load"]["requests"]))
@@ -729,7 +744,7 @@ def main():
     ap.add_argument("--sse", type=int, default=50, help="streamed requests for time to first event")
     args = ap.parse_args()
     args.only = args.only.split(",")
-    Bench(args).run()
+    sys.exit(Bench(args).run())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,847 @@
+/* api: a deliberately small HTTP/1.1 server over TLS: one request per
+ * connection (Connection: close), request head capped at 16 KiB, bodies
+ * ignored (parameters travel in the query string), a 10 s socket timeout,
+ * and at most API_MAX_INFLIGHT requests at once. Queries are rendered here,
+ * on the server, so that `vigil query` stays a thin client. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include "api.h"
+#include "chain.h"
+#include "cmetrics.h"
+#include "enroll.h"
+#include "export.h"
+#include "ingest.h"
+#include "jsonw.h"
+#include "log.h"
+
+#define API_MAX_HEAD 16384
+#define API_MAX_INFLIGHT 32
+
+struct api {
+	int lfd, port;
+	SSL_CTX *ctx;
+	struct store *store;
+	pthread_mutex_t lock;
+	const struct colconf *conf;
+	pthread_t thr;
+	volatile int stop;
+	int inflight;
+};
+
+struct req {
+	struct api *a;
+	int fd;
+	SSL *ssl;
+	char method[8];
+	char path[256];
+	char *query;              /* points into head */
+	char head[API_MAX_HEAD + 1];
+	char auth[512];
+};
+
+static int64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int api_parse_duration(const char *s, int64_t *us)
+{
+	char *end;
+	if (!s || !*s)
+		return -EINVAL;
+	double v = strtod(s, &end);
+	int64_t unit;
+	if (end == s || v < 0)
+		return -EINVAL;
+	if (!*end || !strcmp(end, "s"))
+		unit = 1000000LL;
+	else if (!strcmp(end, "m"))
+		unit = 60 * 1000000LL;
+	else if (!strcmp(end, "h"))
+		unit = 3600 * 1000000LL;
+	else if (!strcmp(end, "d"))
+		unit = 86400 * 1000000LL;
+	else if (!strcmp(end, "w"))
+		unit = 7 * 86400 * 1000000LL;
+	else
+		return -EINVAL;
+	if (v * (double)unit > 1e17)
+		return -EINVAL;
+	*us = (int64_t)(v * (double)unit);
+	return 0;
+}
+
+int api_format_parse(const char *s, enum api_format *out)
+{
+	if (!s || !strcmp(s, "table"))
+		*out = FMT_TABLE;
+	else if (!strcmp(s, "json") || !strcmp(s, "jsonl"))
+		*out = FMT_JSON;
+	else if (!strcmp(s, "csv"))
+		*out = FMT_CSV;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+/* CSV per RFC 4180; a text cell that a spreadsheet would run as a formula
+ * (leading = + - @) gets a leading quote mark (OWASP CSV injection). */
+static void csv_cell(FILE *out, const char *s, bool text)
+{
+	fputc('"', out);
+	if (text && s && (*s == '=' || *s == '+' || *s == '-' || *s == '@'))
+		fputc('\'', out);
+	for (; s && *s; s++) {
+		if (*s == '"')
+			fputc('"', out);
+		fputc(*s, out);
+	}
+	fputc('"', out);
+}
+
+static void fmt_time(int64_t us, char *buf, size_t len, bool full)
+{
+	time_t sec = (time_t)(us / 1000000);
+	struct tm tm;
+	gmtime_r(&sec, &tm);
+	if (full)
+		snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+			 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)(us % 1000000));
+	else
+		snprintf(buf, len, "%04d-%02d-%02d %02d:%02d:%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+			 tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+/* Table cells: control characters shown as '?', so a hostile string cannot
+ * move the analyst's cursor (terminal escape injection). */
+static void cell_clean(const char *s, char *out, size_t len, size_t maxw)
+{
+	size_t n = 0;
+	for (; s && *s && n + 1 < len && n < maxw; s++)
+		out[n++] = ((unsigned char)*s < 0x20 || *s == 0x7f) ? '?' : *s;
+	if (s && *s && n >= 3 && n >= maxw) {
+		out[n - 1] = '.';
+		out[n - 2] = '.';
+	}
+	out[n] = 0;
+}
+
+#define TCOLS 10
+static const char *const thead[TCOLS] = { "TIME", "USER", "HOST", "EXE", "PROVIDER", "MODEL", "ACTION", "RULE",
+					   "FINDINGS", "KIND" };
+static const size_t tmax[TCOLS] = { 19, 16, 20, 28, 12, 24, 8, 20, 40, 16 };
+
+static void table_cells(const struct store_event *e, char cells[TCOLS][64])
+{
+	char t[40], f[512];
+	fmt_time(e->time_us, t, sizeof(t), false);
+	if (store_findings_format(e->findings, e->nfindings, f, sizeof(f)))
+		snprintf(f, sizeof(f), "...");
+	const char *v[TCOLS] = { t, e->user, e->host, e->exe, e->provider, e->model, e->action, e->rule, f, e->kind };
+	for (int i = 0; i < TCOLS; i++)
+		cell_clean(v[i] && *v[i] ? v[i] : "-", cells[i], 64, tmax[i]);
+}
+
+static const char *const csv_cols[] = { "time", "event_id", "agent_id", "host", "seq", "user", "uid", "pid",
+					"comm", "exe", "cgroup", "dst_ip", "dst_port", "sni", "kind", "provider",
+					"method", "path", "model", "action", "rule", "findings", "status", "bytes_up",
+					"bytes_down", "prompt_tokens", "completion_tokens", "latency_ms", "prev_hash",
+					"hash" };
+
+void api_render_events(const struct store_rows *r, enum api_format fmt, FILE *out)
+{
+	if (fmt == FMT_JSON) {
+		for (size_t i = 0; i < r->n; i++)
+			export_line(EXPORT_JSONL, &r->ev[i], NULL, out);
+		return;
+	}
+	if (fmt == FMT_CSV) {
+		for (size_t i = 0; i < sizeof(csv_cols) / sizeof(csv_cols[0]); i++)
+			fprintf(out, "%s%s", i ? "," : "", csv_cols[i]);
+		fputs("\r\n", out);
+		for (size_t i = 0; i < r->n; i++) {
+			const struct store_event *e = &r->ev[i];
+			char t[40], f[1024], ph[65], h[65];
+			fmt_time(e->time_us, t, sizeof(t), true);
+			if (store_findings_format(e->findings, e->nfindings, f, sizeof(f)))
+				f[0] = 0;
+			evcodec_hex(e->prev_hash, 32, ph);
+			evcodec_hex(e->hash, 32, h);
+			fprintf(out, "%s,", t);
+			csv_cell(out, e->event_id, true);
+			fputc(',', out);
+			csv_cell(out, e->agent_id, true);
+			fputc(',', out);
+			csv_cell(out, e->host, true);
+			fprintf(out, ",%llu,", (unsigned long long)e->seq);
+			csv_cell(out, e->user, true);
+			fprintf(out, ",%lld,%lld,", (long long)e->uid, (long long)e->pid);
+			const char *mid[] = { e->comm, e->exe, e->cgroup, e->dst_ip };
+			for (int k = 0; k < 4; k++) {
+				csv_cell(out, mid[k], true);
+				fputc(',', out);
+			}
+			fprintf(out, "%lld,", (long long)e->dst_port);
+			const char *rest[] = { e->sni, e->kind, e->provider, e->method, e->path, e->model, e->action,
+					       e->rule, f };
+			for (int k = 0; k < 9; k++) {
+				csv_cell(out, rest[k], true);
+				fputc(',', out);
+			}
+			fprintf(out, "%lld,%lld,%lld,%lld,%lld,%lld,%s,%s\r\n", (long long)e->status,
+				(long long)e->bytes_up, (long long)e->bytes_down, (long long)e->prompt_tokens,
+				(long long)e->completion_tokens, (long long)e->latency_ms, ph, h);
+		}
+		return;
+	}
+	size_t w[TCOLS];
+	char cells[TCOLS][64];
+	for (int i = 0; i < TCOLS; i++)
+		w[i] = strlen(thead[i]);
+	for (size_t r0 = 0; r0 < r->n; r0++) {
+		table_cells(&r->ev[r0], cells);
+		for (int i = 0; i < TCOLS; i++)
+			if (strlen(cells[i]) > w[i])
+				w[i] = strlen(cells[i]);
+	}
+	for (int i = 0; i < TCOLS; i++)
+		fprintf(out, "%-*s%s", i == TCOLS - 1 ? 0 : (int)w[i], thead[i], i == TCOLS - 1 ? "\n" : "  ");
+	for (size_t r0 = 0; r0 < r->n; r0++) {
+		table_cells(&r->ev[r0], cells);
+		for (int i = 0; i < TCOLS; i++)
+			fprintf(out, "%-*s%s", i == TCOLS - 1 ? 0 : (int)w[i], cells[i], i == TCOLS - 1 ? "\n" : "  ");
+	}
+	fprintf(out, "(%zu event%s)\n", r->n, r->n == 1 ? "" : "s");
+}
+
+void api_render_top(const char *what, const struct store_top_row *rows, size_t n, enum api_format fmt, FILE *out)
+{
+	bool findings = !strcmp(what, "findings");
+	const char *third = findings ? "occurrences" : "bytes_up";
+	if (fmt == FMT_JSON) {
+		struct jsonw w;
+		jsonw_init(&w);
+		for (size_t i = 0; i < n; i++) {
+			jsonw_reset(&w);
+			jsonw_obj_open(&w);
+			jsonw_str(&w, "key", rows[i].key);
+			jsonw_u64(&w, "events", rows[i].events);
+			jsonw_u64(&w, "blocked", rows[i].blocked);
+			jsonw_u64(&w, third, rows[i].total);
+			jsonw_obj_close(&w);
+			if (!w.oom)
+				fprintf(out, "%s\n", w.buf);
+		}
+		jsonw_free(&w);
+		return;
+	}
+	if (fmt == FMT_CSV) {
+		fprintf(out, "key,events,blocked,%s\r\n", third);
+		for (size_t i = 0; i < n; i++) {
+			csv_cell(out, rows[i].key, true);
+			fprintf(out, ",%llu,%llu,%llu\r\n", (unsigned long long)rows[i].events,
+				(unsigned long long)rows[i].blocked, (unsigned long long)rows[i].total);
+		}
+		return;
+	}
+	char head[32], c[64];
+	size_t w = strlen(what);
+	snprintf(head, sizeof(head), "%s", what);
+	for (char *p = head; *p; p++)
+		*p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+	for (size_t i = 0; i < n; i++) {
+		cell_clean(rows[i].key, c, sizeof(c), 60);
+		if (strlen(c) > w)
+			w = strlen(c);
+	}
+	fprintf(out, "%-*s  %10s  %10s  %12s\n", (int)w, head, "EVENTS", "BLOCKED", findings ? "OCCURRENCES" : "BYTES_UP");
+	for (size_t i = 0; i < n; i++) {
+		cell_clean(rows[i].key, c, sizeof(c), 60);
+		fprintf(out, "%-*s  %10llu  %10llu  %12llu\n", (int)w, c, (unsigned long long)rows[i].events,
+			(unsigned long long)rows[i].blocked, (unsigned long long)rows[i].total);
+	}
+}
+
+/* ---- HTTP plumbing ---- */
+
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* The decoded value of key in the query string, into out; false if absent. */
+static bool qparam(const struct req *r, const char *key, char *out, size_t len)
+{
+	const char *q = r->query;
+	size_t kl = strlen(key);
+	while (q && *q) {
+		const char *amp = strchr(q, '&');
+		size_t l = amp ? (size_t)(amp - q) : strlen(q);
+		if (l > kl && q[kl] == '=' && !strncmp(q, key, kl)) {
+			size_t n = 0;
+			for (size_t i = kl + 1; i < l && n + 1 < len; i++) {
+				if (q[i] == '%' && i + 2 < l + 1 && hexval(q[i + 1]) >= 0 && hexval(q[i + 2]) >= 0) {
+					out[n++] = (char)(hexval(q[i + 1]) * 16 + hexval(q[i + 2]));
+					i += 2;
+				} else {
+					out[n++] = q[i] == '+' ? ' ' : q[i];
+				}
+			}
+			out[n] = 0;
+			return true;
+		}
+		q = amp ? amp + 1 : NULL;
+	}
+	return false;
+}
+
+static void ssl_write_all(SSL *ssl, const char *buf, size_t len)
+{
+	while (len) {
+		int n = SSL_write(ssl, buf, len > 1 << 20 ? 1 << 20 : (int)len);
+		if (n <= 0)
+			return;
+		buf += n;
+		len -= (size_t)n;
+	}
+}
+
+static void respond(struct req *r, int code, const char *ctype, const char *extra_hdr, const char *body, size_t len)
+{
+	const char *text = code == 200 ? "OK" : code == 400 ? "Bad Request" : code == 401 ? "Unauthorized"
+		: code == 403 ? "Forbidden" : code == 404 ? "Not Found" : code == 405 ? "Method Not Allowed"
+		: code == 409 ? "Conflict" : code == 503 ? "Service Unavailable" : "Internal Server Error";
+	char head[512];
+	int n = snprintf(head, sizeof(head),
+			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n"
+			 "Cache-Control: no-store\r\n%s%s\r\n",
+			 code, text, ctype, len, code == 401 ? "WWW-Authenticate: Bearer realm=\"vigil\"\r\n" : "",
+			 extra_hdr ? extra_hdr : "");
+	ssl_write_all(r->ssl, head, (size_t)n);
+	ssl_write_all(r->ssl, body, len);
+}
+
+static void respond_err(struct req *r, int code, const char *msg)
+{
+	struct jsonw w;
+	jsonw_init(&w);
+	jsonw_obj_open(&w);
+	jsonw_str(&w, "error", msg);
+	jsonw_obj_close(&w);
+	jsonw_raw(&w, "\n", 1);
+	respond(r, code, "application/json", NULL, w.oom ? "" : w.buf, w.oom ? 0 : w.len);
+	jsonw_free(&w);
+}
+
+static const struct colconf_token *authorize(struct req *r, enum colconf_role need)
+{
+	const char *t = r->auth;
+	if (strncasecmp(t, "Bearer ", 7) != 0) {
+		cmetrics_api(API_DENIED);
+		respond_err(r, 401, "a bearer token is required");
+		return NULL;
+	}
+	const struct colconf_token *tok = colconf_token_find(r->a->conf, t + 7);
+	if (!tok) {
+		cmetrics_api(API_DENIED);
+		respond_err(r, 401, "unknown token");
+		return NULL;
+	}
+	/* Roles nest: admin > analyst > metrics. */
+	if (tok->role < need) {
+		cmetrics_api(API_DENIED);
+		log_warn("api: token '%s' denied %s %s (role too low)", tok->name, r->method, r->path);
+		respond_err(r, 403, need == ROLE_ADMIN ? "this needs the admin role" : "this needs the analyst role");
+		return NULL;
+	}
+	return tok;
+}
+
+static int filter_from(struct req *r, struct store_filter *f, char bufs[12][256], char *why, size_t wl)
+{
+	static const char *keys[] = { "user", "host", "finding", "action", "exe", "provider", "model", "kind", "agent" };
+	const char **dst[] = { &f->user, &f->host, &f->finding, &f->action, &f->exe, &f->provider, &f->model, &f->kind,
+			       &f->agent_id };
+	memset(f, 0, sizeof(*f));
+	for (size_t i = 0; i < 9; i++)
+		if (qparam(r, keys[i], bufs[i], 256) && bufs[i][0])
+			*dst[i] = bufs[i];
+	int64_t d;
+	if (qparam(r, "since", bufs[9], 256) && bufs[9][0]) {
+		if (api_parse_duration(bufs[9], &d)) {
+			snprintf(why, wl, "since: expected a duration such as 24h or 7d");
+			return -EINVAL;
+		}
+		f->since_us = now_us() - d;
+	}
+	if (qparam(r, "until", bufs[10], 256) && bufs[10][0]) {
+		if (api_parse_duration(bufs[10], &d)) {
+			snprintf(why, wl, "until: expected a duration such as 1h (ago)");
+			return -EINVAL;
+		}
+		f->until_us = now_us() - d;
+	}
+	if (qparam(r, "limit", bufs[11], 256) && bufs[11][0]) {
+		char *end;
+		unsigned long long l = strtoull(bufs[11], &end, 10);
+		if (*end || !l || l > STORE_MAX_LIMIT) {
+			snprintf(why, wl, "limit: expected 1..%d", STORE_MAX_LIMIT);
+			return -EINVAL;
+		}
+		f->limit = (size_t)l;
+	}
+	return 0;
+}
+
+static void send_stream(struct req *r, int code, const char *ctype, const char *extra, char *buf, size_t len)
+{
+	respond(r, code, ctype, extra, buf ? buf : "", buf ? len : 0);
+	free(buf);
+}
+
+static void h_events(struct req *r)
+{
+	struct store_filter f;
+	char bufs[12][256], why[128], fs[16] = "table";
+	enum api_format fmt;
+	struct store_rows rows;
+	if (filter_from(r, &f, bufs, why, sizeof(why)))
+		return respond_err(r, 400, why);
+	qparam(r, "format", fs, sizeof(fs));
+	if (api_format_parse(fs, &fmt))
+		return respond_err(r, 400, "format must be table, json or csv");
+	pthread_mutex_lock(&r->a->lock);
+	int rc = store_query(r->a->store, &f, &rows);
+	if (rc)
+		log_err("api: query: %s", store_errmsg(r->a->store));
+	pthread_mutex_unlock(&r->a->lock);
+	if (rc)
+		return respond_err(r, 503, "the store failed to answer");
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&buf, &len);
+	if (m) {
+		api_render_events(&rows, fmt, m);
+		fclose(m);
+	}
+	store_rows_free(&rows);
+	send_stream(r, 200, fmt == FMT_JSON ? "application/x-ndjson" : fmt == FMT_CSV ? "text/csv" : "text/plain",
+		    NULL, buf, len);
+}
+
+static void h_top(struct req *r)
+{
+	struct store_filter f;
+	char bufs[12][256], why[128], fs[16] = "table", by[32] = "users";
+	enum api_format fmt;
+	enum store_top_kind k;
+	struct store_top_row *rows;
+	size_t n;
+	if (filter_from(r, &f, bufs, why, sizeof(why)))
+		return respond_err(r, 400, why);
+	qparam(r, "format", fs, sizeof(fs));
+	qparam(r, "by", by, sizeof(by));
+	if (api_format_parse(fs, &fmt))
+		return respond_err(r, 400, "format must be table, json or csv");
+	if (store_top_parse(by, &k))
+		return respond_err(r, 400, "by must be users, exes, providers, findings, hosts, models, actions or agents");
+	pthread_mutex_lock(&r->a->lock);
+	int rc = store_top(r->a->store, k, &f, f.limit ? f.limit : 10, &rows, &n);
+	if (rc)
+		log_err("api: top: %s", store_errmsg(r->a->store));
+	pthread_mutex_unlock(&r->a->lock);
+	if (rc)
+		return respond_err(r, 503, "the store failed to answer");
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&buf, &len);
+	if (m) {
+		api_render_top(by, rows, n, fmt, m);
+		fclose(m);
+	}
+	store_top_free(rows, n);
+	send_stream(r, 200, fmt == FMT_JSON ? "application/x-ndjson" : fmt == FMT_CSV ? "text/csv" : "text/plain", NULL,
+		    buf, len);
+}
+
+static void h_verify(struct req *r)
+{
+	char agent[128];
+	bool one = qparam(r, "agent", agent, sizeof(agent)) && agent[0];
+	struct chain_report rep;
+	pthread_mutex_lock(&r->a->lock);
+	int rc = chain_verify(r->a->store, one ? agent : NULL, &rep);
+	if (rc)
+		log_err("api: verify: %s", store_errmsg(r->a->store));
+	pthread_mutex_unlock(&r->a->lock);
+	if (rc) {
+		chain_report_free(&rep);
+		return respond_err(r, 503, "the store failed during verification");
+	}
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&buf, &len);
+	if (m) {
+		for (size_t i = 0; i < rep.nlines; i++)
+			fprintf(m, "%s\n", rep.lines[i]);
+		if (rep.problems > rep.nlines)
+			fprintf(m, "... and %zu more problems\n", rep.problems - rep.nlines);
+		if (rep.problems)
+			fprintf(m, "BROKEN: %zu problem%s in %zu agent%s, %zu events, %zu batches checked\n", rep.problems,
+				rep.problems == 1 ? "" : "s", rep.agents, rep.agents == 1 ? "" : "s", rep.events, rep.batches);
+		else
+			fprintf(m, "INTACT: %zu agent%s, %zu events, %zu batches: every chain and signature verifies\n",
+				rep.agents, rep.agents == 1 ? "" : "s", rep.events, rep.batches);
+		fclose(m);
+	}
+	log_info("api: verify: %zu problems over %zu events", rep.problems, rep.events);
+	send_stream(r, 200, "text/plain", rep.problems ? "X-Vigil-Verify: broken\r\n" : "X-Vigil-Verify: intact\r\n",
+		    buf, len);
+	chain_report_free(&rep);
+}
+
+static void h_agents(struct req *r)
+{
+	struct store_agent *list;
+	size_t n;
+	char fs[16] = "table";
+	enum api_format fmt;
+	qparam(r, "format", fs, sizeof(fs));
+	if (api_format_parse(fs, &fmt))
+		return respond_err(r, 400, "format must be table, json or csv");
+	pthread_mutex_lock(&r->a->lock);
+	int rc = store_agent_list(r->a->store, &list, &n);
+	pthread_mutex_unlock(&r->a->lock);
+	if (rc)
+		return respond_err(r, 503, "the store failed to answer");
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&buf, &len);
+	if (m) {
+		struct jsonw w;
+		jsonw_init(&w);
+		if (fmt == FMT_TABLE)
+			fprintf(m, "%-32s  %-8s  %-7s  %10s  %s\n", "AGENT", "KEY", "REVOKED", "HEAD_SEQ", "LAST_SEEN");
+		else if (fmt == FMT_CSV)
+			fprintf(m, "agent_id,key_pinned,revoked,head_seq,last_seen\r\n");
+		for (size_t i = 0; i < n; i++) {
+			char t[40] = "-";
+			if (list[i].last_seen_us)
+				fmt_time(list[i].last_seen_us, t, sizeof(t), fmt != FMT_TABLE);
+			if (fmt == FMT_TABLE) {
+				fprintf(m, "%-32s  %-8s  %-7s  %10llu  %s\n", list[i].agent_id, list[i].has_key ? "pinned" : "-",
+					list[i].revoked ? "yes" : "no", (unsigned long long)list[i].head_seq, t);
+			} else if (fmt == FMT_CSV) {
+				fprintf(m, "%s,%d,%d,%llu,%s\r\n", list[i].agent_id, list[i].has_key, list[i].revoked,
+					(unsigned long long)list[i].head_seq, t);
+			} else {
+				jsonw_reset(&w);
+				jsonw_obj_open(&w);
+				jsonw_str(&w, "agent_id", list[i].agent_id);
+				jsonw_bool(&w, "key_pinned", list[i].has_key);
+				jsonw_bool(&w, "revoked", list[i].revoked);
+				jsonw_u64(&w, "head_seq", list[i].head_seq);
+				jsonw_str(&w, "last_seen", t);
+				jsonw_obj_close(&w);
+				if (!w.oom)
+					fprintf(m, "%s\n", w.buf);
+			}
+		}
+		jsonw_free(&w);
+		fclose(m);
+	}
+	free(list);
+	send_stream(r, 200, fmt == FMT_JSON ? "application/x-ndjson" : "text/plain", NULL, buf, len);
+}
+
+static char *slurp(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *b = NULL;
+	size_t n = 0;
+	if (!f)
+		return NULL;
+	b = malloc(65536);
+	if (b) {
+		n = fread(b, 1, 65535, f);
+		b[n] = 0;
+	}
+	fclose(f);
+	return b;
+}
+
+static void h_enroll(struct req *r, const struct colconf_token *tok)
+{
+	char id[128], err[256];
+	char *key = NULL, *cert = NULL, *ca = NULL;
+	if (!qparam(r, "agent_id", id, sizeof(id)) || !enroll_agent_id_ok(id))
+		return respond_err(r, 400, "agent_id must be 1 to 64 of [A-Za-z0-9._-] (not 'collector')");
+	pthread_mutex_lock(&r->a->lock);
+	int rc = enroll_issue(r->a->conf->client_ca, r->a->conf->client_ca_key, r->a->store, id,
+			      (int)r->a->conf->cert_days, &key, &cert, err, sizeof(err));
+	pthread_mutex_unlock(&r->a->lock);
+	if (rc == -EPERM)
+		return respond_err(r, 403, "this agent id is revoked");
+	if (rc) {
+		log_err("api: enroll %s: %s", id, err);
+		return respond_err(r, 503, "cannot issue a certificate (is client_ca_key readable?)");
+	}
+	ca = slurp(r->a->conf->client_ca);
+	struct jsonw w;
+	jsonw_init(&w);
+	jsonw_obj_open(&w);
+	jsonw_str(&w, "agent_id", id);
+	jsonw_str(&w, "key_pem", key);
+	jsonw_str(&w, "cert_pem", cert);
+	jsonw_str(&w, "ca_pem", ca ? ca : "");
+	jsonw_obj_close(&w);
+	jsonw_raw(&w, "\n", 1);
+	log_info("api: %s enrolled agent %s", tok->name, id);
+	respond(r, 200, "application/json", NULL, w.oom ? "" : w.buf, w.oom ? 0 : w.len);
+	if (w.buf)
+		OPENSSL_cleanse(w.buf, w.len);
+	jsonw_free(&w);
+	OPENSSL_cleanse(key, strlen(key));
+	free(key);
+	free(cert);
+	free(ca);
+}
+
+static void h_revoke(struct req *r, const struct colconf_token *tok)
+{
+	char id[128], undo[8] = "";
+	if (!qparam(r, "agent_id", id, sizeof(id)) || !enroll_agent_id_ok(id))
+		return respond_err(r, 400, "agent_id must be 1 to 64 of [A-Za-z0-9._-]");
+	qparam(r, "undo", undo, sizeof(undo));
+	bool lift = !strcmp(undo, "1");
+	pthread_mutex_lock(&r->a->lock);
+	int rc = store_agent_set_revoked(r->a->store, id, !lift);
+	pthread_mutex_unlock(&r->a->lock);
+	if (rc)
+		return respond_err(r, 503, "the store failed");
+	log_warn("api: %s %s agent %s", tok->name, lift ? "un-revoked" : "revoked", id);
+	char body[200];
+	int n = snprintf(body, sizeof(body), "{\"agent_id\":\"%s\",\"revoked\":%s}\n", id, lift ? "false" : "true");
+	respond(r, 200, "application/json", NULL, body, (size_t)n);
+}
+
+static void route(struct req *r)
+{
+	const struct colconf_token *tok;
+	bool get = !strcmp(r->method, "GET"), post = !strcmp(r->method, "POST");
+	if (!strcmp(r->path, "/metrics")) {
+		cmetrics_api(API_METRICS);
+		char *m = cmetrics_render();
+		return send_stream(r, 200, "text/plain; version=0.0.4", NULL, m, m ? strlen(m) : 0);
+	}
+	if (!strcmp(r->path, "/api/v1/events") && get) {
+		if ((tok = authorize(r, ROLE_ANALYST))) {
+			cmetrics_api(API_EVENTS);
+			h_events(r);
+		}
+	} else if (!strcmp(r->path, "/api/v1/top") && get) {
+		if ((tok = authorize(r, ROLE_ANALYST))) {
+			cmetrics_api(API_TOP);
+			h_top(r);
+		}
+	} else if (!strcmp(r->path, "/api/v1/verify") && get) {
+		if ((tok = authorize(r, ROLE_ANALYST))) {
+			cmetrics_api(API_VERIFY);
+			h_verify(r);
+		}
+	} else if (!strcmp(r->path, "/api/v1/agents") && get) {
+		if ((tok = authorize(r, ROLE_ANALYST))) {
+			cmetrics_api(API_AGENTS);
+			h_agents(r);
+		}
+	} else if (!strcmp(r->path, "/api/v1/enroll") && post) {
+		if ((tok = authorize(r, ROLE_ADMIN))) {
+			cmetrics_api(API_ENROLL);
+			h_enroll(r, tok);
+		}
+	} else if (!strcmp(r->path, "/api/v1/revoke") && post) {
+		if ((tok = authorize(r, ROLE_ADMIN))) {
+			cmetrics_api(API_REVOKE);
+			h_revoke(r, tok);
+		}
+	} else if (!strncmp(r->path, "/api/", 5) || !strcmp(r->path, "/")) {
+		respond_err(r, get || post ? 404 : 405, "no such endpoint");
+	} else {
+		respond_err(r, 404, "no such endpoint");
+	}
+}
+
+/* Reads the request head; fills method, path, query, auth. */
+static int read_head(struct req *r)
+{
+	size_t got = 0;
+	char *end = NULL;
+	while (!(end = strstr(r->head, "\r\n\r\n"))) {
+		if (got >= API_MAX_HEAD)
+			return -E2BIG;
+		int n = SSL_read(r->ssl, r->head + got, (int)(API_MAX_HEAD - got));
+		if (n <= 0)
+			return -EIO;
+		got += (size_t)n;
+		r->head[got] = 0;
+	}
+	*end = 0;
+	char *line_end = strstr(r->head, "\r\n");
+	if (line_end)
+		*line_end = 0;
+	char *sp1 = strchr(r->head, ' '), *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
+	if (!sp1 || !sp2 || (size_t)(sp1 - r->head) >= sizeof(r->method))
+		return -EBADMSG;
+	memcpy(r->method, r->head, (size_t)(sp1 - r->head));
+	*sp2 = 0;
+	char *target = sp1 + 1, *q = strchr(target, '?');
+	if (q) {
+		*q = 0;
+		r->query = q + 1;
+	}
+	snprintf(r->path, sizeof(r->path), "%s", target);
+	for (char *h = line_end ? line_end + 2 : NULL; h && *h;) {
+		char *e = strstr(h, "\r\n");
+		if (e)
+			*e = 0;
+		if (!strncasecmp(h, "Authorization:", 14)) {
+			const char *v = h + 14;
+			while (*v == ' ' || *v == '\t')
+				v++;
+			snprintf(r->auth, sizeof(r->auth), "%s", v);
+		}
+		h = e ? e + 2 : NULL;
+	}
+	return 0;
+}
+
+static void *serve(void *arg)
+{
+	struct req *r = arg;
+	struct timeval tv = { .tv_sec = 10 };
+	setsockopt(r->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(r->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (!(r->ssl = SSL_new(r->a->ctx)))
+		goto out;
+	SSL_set_fd(r->ssl, r->fd);
+	if (SSL_accept(r->ssl) != 1)
+		goto out;
+	int rc = read_head(r);
+	if (rc == -E2BIG)
+		respond_err(r, 400, "request head too large");
+	else if (rc == -EBADMSG)
+		respond_err(r, 400, "malformed request");
+	else if (rc == 0)
+		route(r);
+	SSL_shutdown(r->ssl);
+out:
+	ERR_clear_error();
+	OPENSSL_cleanse(r->auth, sizeof(r->auth));
+	SSL_free(r->ssl);
+	close(r->fd);
+	__atomic_fetch_sub(&r->a->inflight, 1, __ATOMIC_RELAXED);
+	free(r);
+	return NULL;
+}
+
+static void *accept_loop(void *arg)
+{
+	struct api *a = arg;
+	while (!a->stop) {
+		int fd = accept4(a->lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EINTR || errno == EAGAIN || errno == ECONNABORTED)
+				continue;
+			if (a->stop)
+				break;
+			usleep(10000);
+			continue;
+		}
+		if (__atomic_load_n(&a->inflight, __ATOMIC_RELAXED) >= API_MAX_INFLIGHT) {
+			close(fd);
+			continue;
+		}
+		struct req *r = calloc(1, sizeof(*r));
+		pthread_t t;
+		pthread_attr_t at;
+		if (!r) {
+			close(fd);
+			continue;
+		}
+		r->a = a;
+		r->fd = fd;
+		__atomic_fetch_add(&a->inflight, 1, __ATOMIC_RELAXED);
+		pthread_attr_init(&at);
+		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+		if (pthread_create(&t, &at, serve, r)) {
+			__atomic_fetch_sub(&a->inflight, 1, __ATOMIC_RELAXED);
+			close(fd);
+			free(r);
+		}
+		pthread_attr_destroy(&at);
+	}
+	return NULL;
+}
+
+int api_start(const struct api_opts *o, struct api **out, char *err, size_t errlen)
+{
+	struct api *a = calloc(1, sizeof(*a));
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int rc;
+	*out = NULL;
+	if (!a)
+		return -ENOMEM;
+	a->ctx = o->ctx;
+	a->conf = o->conf;
+	pthread_mutex_init(&a->lock, NULL);
+	if ((rc = store_open(o->store_url, &a->store, err, errlen)))
+		goto err;
+	if ((a->lfd = ingest_listen(o->listen, 64, err, errlen)) < 0) {
+		rc = a->lfd;
+		goto err;
+	}
+	if (getsockname(a->lfd, (struct sockaddr *)&ss, &sl) == 0)
+		a->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+							 : ((struct sockaddr_in *)&ss)->sin_port);
+	if ((rc = -pthread_create(&a->thr, NULL, accept_loop, a))) {
+		snprintf(err, errlen, "api thread: %s", strerror(-rc));
+		close(a->lfd);
+		goto err;
+	}
+	*out = a;
+	return 0;
+err:
+	store_close(a->store);
+	free(a);
+	return rc;
+}
+
+void api_stop(struct api *a)
+{
+	if (!a)
+		return;
+	a->stop = 1;
+	shutdown(a->lfd, SHUT_RDWR);
+	pthread_join(a->thr, NULL);
+	close(a->lfd);
+	/* Let in-flight requests finish before the store goes away. */
+	for (int i = 0; i < 100 && __atomic_load_n(&a->inflight, __ATOMIC_RELAXED); i++)
+		usleep(50000);
+	store_close(a->store);
+	free(a);
+}
+
+int api_port(const struct api *a) { return a->port; }

@@ -1,0 +1,46 @@
+/* api: the SOC's HTTPS query API. Bearer tokens from the config with roles:
+ * analyst reads (events, top, verify, agents), admin also enrolls and
+ * revokes, metrics may only scrape. /metrics needs no token (counters only).
+ *
+ *   GET  /api/v1/events?since=24h&until=&user=&host=&finding=&action=&exe=
+ *            &provider=&model=&kind=&agent=&limit=&format=table|json|csv
+ *   GET  /api/v1/top?by=users|exes|providers|findings|hosts|models|actions|agents
+ *            &since=7d&limit=&format=...
+ *   GET  /api/v1/verify[?agent=ID]     text report; header X-Vigil-Verify: intact|broken
+ *   GET  /api/v1/agents[?format=]
+ *   POST /api/v1/enroll?agent_id=ID    admin: JSON {agent_id, key_pem, cert_pem, ca_pem}
+ *   POST /api/v1/revoke?agent_id=ID    admin (&undo=1 lifts it)
+ *   GET  /metrics                      Prometheus text
+ *
+ * Owns: its listening socket, one thread per request (capped), its own store
+ * handle (separate from ingest's, serialised by one mutex). Must never: log
+ * a token, answer without checking the role first, or echo a query parameter
+ * unescaped into a JSON or CSV body. */
+#ifndef VIGIL_API_H
+#define VIGIL_API_H
+
+#include <openssl/ssl.h>
+#include "colconf.h"
+#include "store.h"
+
+struct api_opts {
+	const char *listen;
+	SSL_CTX *ctx;                 /* borrowed, server-only TLS */
+	const char *store_url;        /* the API opens its own handle */
+	const struct colconf *conf;   /* borrowed: tokens, CA paths, cert_days */
+};
+
+struct api;
+int api_start(const struct api_opts *o, struct api **out, char *err, size_t errlen);
+void api_stop(struct api *a);
+int api_port(const struct api *a);
+
+/* Output helpers shared with `vigil-collector export` (and tested). */
+enum api_format { FMT_TABLE, FMT_JSON, FMT_CSV };
+int api_format_parse(const char *s, enum api_format *out);
+void api_render_events(const struct store_rows *r, enum api_format fmt, FILE *out);
+void api_render_top(const char *what, const struct store_top_row *rows, size_t n, enum api_format fmt, FILE *out);
+/* "24h", "7d", "30m", "90s", "2w" -> microseconds; -EINVAL otherwise. */
+int api_parse_duration(const char *s, int64_t *us);
+
+#endif

@@ -1,0 +1,262 @@
+/* query: `vigil query`, the SOC analyst's view of the collector. A thin
+ * HTTPS client (libcurl) of the collector's API: the server filters, sorts
+ * and renders (aligned table, --json lines with the contract's fields, or
+ * --csv), so every client sees the same answer.
+ *
+ * Also home of the small HTTP helper `vigil verify` shares (cli_api_get).
+ * Must never: print the token, disable certificate verification silently
+ * (--insecure must be asked for), or put a filter value into the URL without
+ * percent-encoding it. */
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <curl/curl.h>
+#include "cli.h"
+
+struct cli_resp {
+	char *body;
+	size_t len;
+	long status;
+	char verify_hdr[32];
+};
+
+static size_t on_body(char *p, size_t sz, size_t n, void *arg)
+{
+	struct cli_resp *r = arg;
+	size_t add = sz * n;
+	char *nb = realloc(r->body, r->len + add + 1);
+	if (!nb)
+		return 0;
+	memcpy(nb + r->len, p, add);
+	r->body = nb;
+	r->len += add;
+	nb[r->len] = 0;
+	return add;
+}
+
+static size_t on_header(char *p, size_t sz, size_t n, void *arg)
+{
+	struct cli_resp *r = arg;
+	size_t l = sz * n;
+	if (l > 16 && !strncasecmp(p, "X-Vigil-Verify:", 15)) {
+		size_t k = 0;
+		for (size_t i = 15; i < l && k + 1 < sizeof(r->verify_hdr); i++)
+			if (p[i] != ' ' && p[i] != '\r' && p[i] != '\n')
+				r->verify_hdr[k++] = p[i];
+		r->verify_hdr[k] = 0;
+	}
+	return l;
+}
+
+/* Where the collector's CA comes from: --cacert, $VIGIL_CACERT, then the
+ * enrolled location, else the system store. */
+static const char *ca_path(const char *opt)
+{
+	if (opt)
+		return opt;
+	const char *e = getenv("VIGIL_CACERT");
+	if (e && *e)
+		return e;
+	if (access("/etc/vigil/pki/ca.crt", R_OK) == 0)
+		return "/etc/vigil/pki/ca.crt";
+	return NULL;
+}
+
+/* GET (or POST) server + path_query with the bearer token. 0 when the
+ * request completed (any HTTP status), -1 on a transport error (message
+ * printed). */
+int cli_api_call(const char *cmd, const char *server, const char *token, const char *cacert, bool insecure,
+		 const char *path_query, bool post, struct cli_resp *r);
+
+int cli_api_call(const char *cmd, const char *server, const char *token, const char *cacert, bool insecure,
+		 const char *path_query, bool post, struct cli_resp *r)
+{
+	CURL *c = curl_easy_init();
+	struct curl_slist *h = NULL;
+	char *url = NULL, *auth = NULL, errbuf[CURL_ERROR_SIZE] = "";
+	int rc = -1;
+	memset(r, 0, sizeof(*r));
+	size_t sl = strlen(server);
+	while (sl && server[sl - 1] == '/')
+		sl--;
+	if (!c || asprintf(&url, "%.*s%s", (int)sl, server, path_query) < 0 ||
+	    asprintf(&auth, "Authorization: Bearer %s", token) < 0)
+		goto out;
+	h = curl_slist_append(h, auth);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https,http");
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 600L);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	if (post) {
+		curl_easy_setopt(c, CURLOPT_POST, 1L);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+	}
+	if (cacert)
+		curl_easy_setopt(c, CURLOPT_CAINFO, cacert);
+	if (insecure) {
+		curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+	}
+	CURLcode cc = curl_easy_perform(c);
+	if (cc != CURLE_OK) {
+		fprintf(stderr, "vigil %s: %s: %s\n", cmd, server, errbuf[0] ? errbuf : curl_easy_strerror(cc));
+		goto out;
+	}
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+	rc = 0;
+out:
+	if (auth) {
+		memset(auth, 0, strlen(auth));
+		free(auth);
+	}
+	curl_slist_free_all(h);
+	free(url);
+	if (c)
+		curl_easy_cleanup(c);
+	return rc;
+}
+
+static void add_param(CURL *c, char *q, size_t qlen, const char *key, const char *val)
+{
+	if (!val)
+		return;
+	char *esc = curl_easy_escape(c, val, 0);
+	size_t l = strlen(q);
+	snprintf(q + l, qlen - l, "%s%s=%s", strchr(q, '?') ? "&" : "?", key, esc ? esc : "");
+	curl_free(esc);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: vigil query --server URL --token T [--since DURATION] [--until DURATION]\n"
+		"                   [--user U] [--host H] [--finding TYPE] [--action A] [--exe PATH]\n"
+		"                   [--provider P] [--model M] [--kind K] [--agent ID] [--limit N]\n"
+		"                   [--json | --csv] [--top users|exes|providers|findings|hosts|models|actions|agents]\n"
+		"                   [--cacert FILE] [--insecure]\n"
+		"  Events newest first (default limit 1000) as an aligned table, JSON lines (--json, the\n"
+		"  contract's event fields) or CSV. --top shows an aggregate instead (default limit 10).\n"
+		"  DURATION: 30s, 15m, 24h, 7d, 2w. $VIGIL_SERVER, $VIGIL_TOKEN and $VIGIL_CACERT stand\n"
+		"  in for --server, --token and --cacert.\n");
+}
+
+int cli_query_main(int argc, char **argv)
+{
+	static const struct option o[] = {
+		{ "server", required_argument, NULL, 'S' }, { "token", required_argument, NULL, 'T' },
+		{ "since", required_argument, NULL, 's' }, { "until", required_argument, NULL, 'u' },
+		{ "user", required_argument, NULL, 'U' }, { "host", required_argument, NULL, 'H' },
+		{ "finding", required_argument, NULL, 'F' }, { "action", required_argument, NULL, 'A' },
+		{ "exe", required_argument, NULL, 'E' }, { "provider", required_argument, NULL, 'P' },
+		{ "model", required_argument, NULL, 'M' }, { "kind", required_argument, NULL, 'K' },
+		{ "agent", required_argument, NULL, 'G' }, { "limit", required_argument, NULL, 'l' },
+		{ "json", no_argument, NULL, 'j' }, { "csv", no_argument, NULL, 'v' },
+		{ "top", required_argument, NULL, 't' }, { "cacert", required_argument, NULL, 'C' },
+		{ "insecure", no_argument, NULL, 'k' }, { "help", no_argument, NULL, 'h' }, { 0 },
+	};
+	const char *server = getenv("VIGIL_SERVER"), *token = getenv("VIGIL_TOKEN"), *cacert = NULL, *top = NULL;
+	const char *fmt = "table";
+	const char *keys[] = { "since", "until", "user", "host", "finding", "action", "exe", "provider", "model", "kind",
+			       "agent", "limit" };
+	const char *vals[12] = { 0 };
+	bool insecure = false;
+	int opt;
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "h", o, NULL)) != -1) {
+		switch (opt) {
+		case 'S': server = optarg; break;
+		case 'T': token = optarg; break;
+		case 's': vals[0] = optarg; break;
+		case 'u': vals[1] = optarg; break;
+		case 'U': vals[2] = optarg; break;
+		case 'H': vals[3] = optarg; break;
+		case 'F': vals[4] = optarg; break;
+		case 'A': vals[5] = optarg; break;
+		case 'E': vals[6] = optarg; break;
+		case 'P': vals[7] = optarg; break;
+		case 'M': vals[8] = optarg; break;
+		case 'K': vals[9] = optarg; break;
+		case 'G': vals[10] = optarg; break;
+		case 'l': vals[11] = optarg; break;
+		case 'j': fmt = "json"; break;
+		case 'v': fmt = "csv"; break;
+		case 't': top = optarg; break;
+		case 'C': cacert = optarg; break;
+		case 'k': insecure = true; break;
+		case 'h':
+			usage(stdout);
+			return CLI_EXIT_OK;
+		default:
+			usage(stderr);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (optind < argc || !server || !token || !*server || !*token) {
+		fprintf(stderr, "vigil query: %s\n", optind < argc ? "unexpected argument" : "--server and --token are required");
+		usage(stderr);
+		return CLI_EXIT_USAGE;
+	}
+	CURL *c = curl_easy_init();
+	char q[4096];
+	if (!c)
+		return CLI_EXIT_FAIL;
+	snprintf(q, sizeof(q), "%s", top ? "/api/v1/top" : "/api/v1/events");
+	if (top)
+		add_param(c, q, sizeof(q), "by", top);
+	for (int i = 0; i < 12; i++)
+		add_param(c, q, sizeof(q), keys[i], vals[i]);
+	add_param(c, q, sizeof(q), "format", fmt);
+	curl_easy_cleanup(c);
+	struct cli_resp r;
+	if (cli_api_call("query", server, token, ca_path(cacert), insecure, q, false, &r))
+		return CLI_EXIT_FAIL;
+	int ret = CLI_EXIT_OK;
+	if (r.status != 200) {
+		fprintf(stderr, "vigil query: HTTP %ld: %s", r.status, r.body ? r.body : "\n");
+		ret = r.status == 400 ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
+	} else if (r.body) {
+		fwrite(r.body, 1, r.len, stdout);
+	}
+	free(r.body);
+	return ret;
+}
+
+/* verify shares the transport; it lives here to keep one copy of it. */
+int cli_verify_run(const char *server, const char *token, const char *cacert, bool insecure, const char *agent);
+
+int cli_verify_run(const char *server, const char *token, const char *cacert, bool insecure, const char *agent)
+{
+	char q[512] = "/api/v1/verify";
+	struct cli_resp r;
+	if (agent) {
+		CURL *c = curl_easy_init();
+		if (!c)
+			return CLI_EXIT_FAIL;
+		add_param(c, q, sizeof(q), "agent", agent);
+		curl_easy_cleanup(c);
+	}
+	if (cli_api_call("verify", server, token, ca_path(cacert), insecure, q, false, &r))
+		return CLI_EXIT_FAIL;
+	int ret;
+	if (r.status != 200) {
+		fprintf(stderr, "vigil verify: HTTP %ld: %s", r.status, r.body ? r.body : "\n");
+		ret = CLI_EXIT_FAIL;
+	} else {
+		if (r.body)
+			fwrite(r.body, 1, r.len, stdout);
+		ret = strcmp(r.verify_hdr, "intact") == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+	}
+	free(r.body);
+	return ret;
+}

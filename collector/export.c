@@ -1,0 +1,282 @@
+/* export: jsonl / CEF / RFC 5424 formatting and the UDP syslog forward. */
+#include <errno.h>
+#include <netdb.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include "export.h"
+#include "jsonw.h"
+
+int export_format_parse(const char *name, enum export_format *out)
+{
+	if (!strcmp(name, "jsonl") || !strcmp(name, "json"))
+		*out = EXPORT_JSONL;
+	else if (!strcmp(name, "cef"))
+		*out = EXPORT_CEF;
+	else if (!strcmp(name, "syslog"))
+		*out = EXPORT_SYSLOG;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+void export_to_vigil(const struct store_event *e, struct vigil_event *v, struct vigil_finding *fbuf)
+{
+	memset(v, 0, sizeof(*v));
+	v->time_us = e->time_us;
+	v->event_id = e->event_id;
+	v->agent_id = e->agent_id;
+	v->boot_id = e->boot_id;
+	v->seq = e->seq;
+	v->host = e->host;
+	v->kind = e->kind;
+	v->user = e->user;
+	v->uid = e->uid;
+	v->gid = e->gid;
+	v->pid = e->pid;
+	v->tid = e->tid;
+	v->comm = e->comm;
+	v->exe = e->exe;
+	v->cgroup = e->cgroup;
+	v->dst_ip = e->dst_ip;
+	v->dst_port = (uint32_t)e->dst_port;
+	v->sni = e->sni;
+	v->provider = e->provider;
+	v->method = e->method;
+	v->path = e->path;
+	v->model = e->model;
+	v->stream = e->stream;
+	v->action = e->action;
+	v->rule = e->rule;
+	v->reason = e->reason;
+	v->error = e->error;
+	size_t n = e->nfindings < EVCODEC_MAX_FINDINGS ? e->nfindings : EVCODEC_MAX_FINDINGS;
+	for (size_t i = 0; i < n; i++) {
+		fbuf[i].type = e->findings[i].type;
+		fbuf[i].count = e->findings[i].count;
+	}
+	v->findings = fbuf;
+	v->n_findings = n;
+	v->injection_score = e->injection_score;
+	v->status = (int32_t)e->status;
+	v->bytes_up = (uint64_t)e->bytes_up;
+	v->bytes_down = (uint64_t)e->bytes_down;
+	v->prompt_tokens = e->prompt_tokens;
+	v->completion_tokens = e->completion_tokens;
+	v->latency_ms = (uint64_t)e->latency_ms;
+	v->policy_hash = e->policy_hash;
+	v->gap_count = e->gap_count;
+	v->gap_first_seq = e->gap_first_seq;
+	v->gap_last_seq = e->gap_last_seq;
+	memcpy(v->prev_hash, e->prev_hash, 32);
+	memcpy(v->hash, e->hash, 32);
+	v->content = e->content;
+}
+
+void export_json(const struct store_event *e, struct jsonw *w)
+{
+	struct vigil_event v;
+	struct vigil_finding fb[EVCODEC_MAX_FINDINGS];
+	export_to_vigil(e, &v, fb);
+	evcodec_event_json(&v, w);
+}
+
+static const char *nz(const char *s) { return s && *s ? s : NULL; }
+
+/* CEF extension values escape '\' and '=' and have no newlines; header
+ * fields escape '\' and '|'. */
+static void cef_val(FILE *out, const char *s, bool header)
+{
+	for (; s && *s; s++) {
+		if (*s == '\\' || (header && *s == '|') || (!header && *s == '='))
+			fputc('\\', out);
+		if (*s == '\n' || *s == '\r')
+			fputs(header ? " " : "\\n", out);
+		else
+			fputc(*s, out);
+	}
+}
+
+static void findings_text(const struct store_event *e, char *buf, size_t len)
+{
+	if (store_findings_format(e->findings, e->nfindings, buf, len))
+		snprintf(buf, len, "(too many)");
+}
+
+static void rfc3339(int64_t us, char *buf, size_t len)
+{
+	time_t sec = (time_t)(us / 1000000);
+	struct tm tm;
+	gmtime_r(&sec, &tm);
+	snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+		 tm.tm_hour, tm.tm_min, tm.tm_sec, (long)(us % 1000000 + (us % 1000000 < 0 ? 1000000 : 0)));
+}
+
+static int severity(const struct store_event *e)
+{
+	if (nz(e->action) && !strcmp(e->action, "block"))
+		return 7;
+	if (e->nfindings)
+		return 5;
+	if (nz(e->kind) && (!strcmp(e->kind, "bypass") || !strcmp(e->kind, "gap") || !strcmp(e->kind, "ingest_rejected")))
+		return 8;
+	return 3;
+}
+
+/* RFC 5424 PARAM-VALUE escapes '"', '\' and ']'. */
+static void sd_val(FILE *out, const char *s)
+{
+	for (; s && *s; s++) {
+		if (*s == '"' || *s == '\\' || *s == ']')
+			fputc('\\', out);
+		fputc(*s == '\n' || *s == '\r' ? ' ' : *s, out);
+	}
+}
+
+static void syslog_line(const struct store_event *e, const char *host, FILE *out)
+{
+	char ts[40], fs[1024];
+	rfc3339(e->time_us, ts, sizeof(ts));
+	findings_text(e, fs, sizeof(fs));
+	/* PRI: facility 13 (log audit) * 8 + severity (notice 5, warning 4). */
+	int pri = 13 * 8 + (severity(e) >= 7 ? 4 : 5);
+	fprintf(out, "<%d>1 %s %s vigil-collector - %s [vigil@32473", pri, ts, host && *host ? host : "-",
+		nz(e->kind) ? e->kind : "-");
+	struct { const char *k, *v; } kv[] = {
+		{ "event_id", e->event_id }, { "agent_id", e->agent_id }, { "host", e->host }, { "user", e->user },
+		{ "exe", e->exe }, { "provider", e->provider }, { "model", e->model }, { "sni", e->sni },
+		{ "action", e->action }, { "rule", e->rule }, { "findings", fs }, { "reason", e->reason },
+	};
+	for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++) {
+		if (!nz(kv[i].v))
+			continue;
+		fprintf(out, " %s=\"", kv[i].k);
+		sd_val(out, kv[i].v);
+		fputc('"', out);
+	}
+	fprintf(out, " seq=\"%llu\" uid=\"%lld\" pid=\"%lld\"] %s %s by %s via %s\n", (unsigned long long)e->seq,
+		(long long)e->uid, (long long)e->pid, nz(e->action) ? e->action : "-", nz(e->kind) ? e->kind : "event",
+		nz(e->user) ? e->user : "?", nz(e->exe) ? e->exe : "?");
+}
+
+int export_line(enum export_format fmt, const struct store_event *e, const char *host, FILE *out)
+{
+	if (fmt == EXPORT_JSONL) {
+		struct jsonw w;
+		jsonw_init(&w);
+		export_json(e, &w);
+		if (w.oom) {
+			jsonw_free(&w);
+			return -ENOMEM;
+		}
+		fwrite(w.buf, 1, w.len, out);
+		fputc('\n', out);
+		jsonw_free(&w);
+		return 0;
+	}
+	if (fmt == EXPORT_SYSLOG) {
+		syslog_line(e, host, out);
+		return 0;
+	}
+	char fs[1024], ts[40];
+	findings_text(e, fs, sizeof(fs));
+	rfc3339(e->time_us, ts, sizeof(ts));
+	fputs("CEF:0|Vigil|vigil-collector|1|", out);
+	cef_val(out, nz(e->kind) ? e->kind : "event", true);
+	fputc('|', out);
+	cef_val(out, nz(e->kind) ? e->kind : "event", true);
+	fputc(' ', out);
+	cef_val(out, nz(e->action) ? e->action : "", true);
+	fprintf(out, "|%d|rt=%lld", severity(e), (long long)(e->time_us / 1000));
+	struct { const char *k, *v; } kv[] = {
+		{ "suser", e->user }, { "shost", e->host }, { "sproc", e->exe }, { "dhost", e->sni }, { "dst", e->dst_ip },
+		{ "act", e->action }, { "cs1Label", "provider" }, { "cs1", e->provider }, { "cs2Label", "model" },
+		{ "cs2", e->model }, { "cs3Label", "findings" }, { "cs3", fs }, { "cs4Label", "rule" }, { "cs4", e->rule },
+		{ "cs5Label", "agent_id" }, { "cs5", e->agent_id }, { "externalId", e->event_id }, { "reason", e->reason },
+	};
+	for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++) {
+		if (!nz(kv[i].v))
+			continue;
+		fprintf(out, " %s=", kv[i].k);
+		cef_val(out, kv[i].v, false);
+	}
+	if (e->uid >= 0)
+		fprintf(out, " suid=%lld", (long long)e->uid);
+	if (e->pid >= 0)
+		fprintf(out, " spid=%lld", (long long)e->pid);
+	if (e->dst_port)
+		fprintf(out, " dpt=%lld", (long long)e->dst_port);
+	fprintf(out, " cn1Label=seq cn1=%llu\n", (unsigned long long)e->seq);
+	return 0;
+}
+
+struct forward {
+	int fd;
+	char host[256];
+};
+
+int forward_new(const char *target, struct forward **out, char *err, size_t errlen)
+{
+	char host[256];
+	const char *colon = strrchr(target, ':');
+	struct addrinfo hints = { .ai_socktype = SOCK_DGRAM }, *ai = NULL;
+	int rc;
+	*out = NULL;
+	if (!colon || (size_t)(colon - target) >= sizeof(host)) {
+		snprintf(err, errlen, "%s: expected HOST:PORT", target);
+		return -EINVAL;
+	}
+	memcpy(host, target, (size_t)(colon - target));
+	host[colon - target] = 0;
+	if ((rc = getaddrinfo(host, colon + 1, &hints, &ai))) {
+		snprintf(err, errlen, "%s: %s", target, gai_strerror(rc));
+		return -EINVAL;
+	}
+	struct forward *f = calloc(1, sizeof(*f));
+	if (!f) {
+		freeaddrinfo(ai);
+		return -ENOMEM;
+	}
+	f->fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (f->fd < 0 || connect(f->fd, ai->ai_addr, ai->ai_addrlen)) {
+		snprintf(err, errlen, "%s: %s", target, strerror(errno));
+		if (f->fd >= 0)
+			close(f->fd);
+		free(f);
+		freeaddrinfo(ai);
+		return -EIO;
+	}
+	freeaddrinfo(ai);
+	if (gethostname(f->host, sizeof(f->host)))
+		snprintf(f->host, sizeof(f->host), "-");
+	*out = f;
+	return 0;
+}
+
+void forward_free(struct forward *f)
+{
+	if (!f)
+		return;
+	close(f->fd);
+	free(f);
+}
+
+void forward_event(struct forward *f, const struct store_event *e)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&buf, &len);
+	if (!m)
+		return;
+	syslog_line(e, f->host, m);
+	fclose(m);
+	if (len && buf[len - 1] == '\n')
+		len--;
+	if (send(f->fd, buf, len, MSG_DONTWAIT) < 0) {
+		/* UDP syslog is best effort by design (RFC 5426): a full socket
+		 * buffer or an unreachable target drops this line only. */
+	}
+	free(buf);
+}

@@ -1,0 +1,614 @@
+/* ingest: non-blocking mTLS server on epoll. Each connection is a small state
+ * machine: TLS handshake -> Hello frame -> Batch frames. A frame is a 4-byte
+ * big-endian length and a payload; the payload buffer grows only as bytes
+ * arrive (a peer announcing 8 MiB and sending 10 bytes costs 10 bytes), and
+ * evcodec caps the decompressed size (zstd bombs). Batches are handled to
+ * completion on the loop thread: the store is one writer anyway, and the
+ * agent waits for the ack before sending the next batch. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include "chain.h"
+#include "cmetrics.h"
+#include "evcodec.h"
+#include "export.h"
+#include "ingest.h"
+#include "log.h"
+
+#define HANDSHAKE_TIMEOUT_S 10
+#define IDLE_TIMEOUT_S 600
+#define FRAME_STALL_TIMEOUT_S 60
+
+enum cstate { C_HANDSHAKE, C_HELLO, C_BATCH, C_CLOSING };
+
+struct conn {
+	int fd;
+	SSL *ssl;
+	enum cstate st;
+	char peer[64];
+	char cn[128];              /* agent id from the client certificate */
+	uint8_t pub[32];
+	uint8_t hdr[4];
+	size_t hdr_got;
+	uint8_t *buf;
+	size_t want, got, cap;
+	uint8_t *wbuf;             /* pending output */
+	size_t wlen, woff;
+	time_t last;
+	struct conn *next, *prev;
+};
+
+struct ingest {
+	int lfd, epfd, port;
+	SSL_CTX *ctx;
+	struct store *store;
+	struct forward *fwd;
+	unsigned max_conns, nconns, retain_days;
+	char host[128];
+	struct conn *conns;
+	time_t next_retain;
+};
+
+static int64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+SSL_CTX *ingest_server_ctx(const char *cert, const char *key, const char *client_ca, bool require_client,
+			   char *err, size_t errlen)
+{
+	SSL_CTX *c = SSL_CTX_new(TLS_server_method());
+	if (!c)
+		goto ssl_err;
+	SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION);
+	SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_options(c, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION);
+	if (SSL_CTX_use_certificate_chain_file(c, cert) != 1) {
+		snprintf(err, errlen, "%s: cannot load certificate", cert);
+		goto fail;
+	}
+	if (SSL_CTX_use_PrivateKey_file(c, key, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(c) != 1) {
+		snprintf(err, errlen, "%s: cannot load key (or it does not match %s)", key, cert);
+		goto fail;
+	}
+	if (require_client) {
+		if (SSL_CTX_load_verify_locations(c, client_ca, NULL) != 1) {
+			snprintf(err, errlen, "%s: cannot load client CA", client_ca);
+			goto fail;
+		}
+		STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(client_ca);
+		if (names)
+			SSL_CTX_set_client_CA_list(c, names);
+		SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+		SSL_CTX_set_verify_depth(c, 3);
+	}
+	return c;
+ssl_err:
+	snprintf(err, errlen, "TLS context: %s", ERR_reason_error_string(ERR_get_error()));
+fail:
+	ERR_clear_error();
+	SSL_CTX_free(c);
+	return NULL;
+}
+
+int ingest_listen(const char *hostport, int backlog, char *err, size_t errlen)
+{
+	char host[256];
+	const char *colon = strrchr(hostport, ':');
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV }, *ai = NULL;
+	int fd = -1, one = 1, rc;
+	if (!colon || (size_t)(colon - hostport) >= sizeof(host)) {
+		snprintf(err, errlen, "%s: expected HOST:PORT", hostport);
+		return -EINVAL;
+	}
+	memcpy(host, hostport, (size_t)(colon - hostport));
+	host[colon - hostport] = 0;
+	char *h = host;
+	if (h[0] == '[') {
+		h++;
+		h[strlen(h) - 1] = 0;
+	}
+	if ((rc = getaddrinfo(*h ? h : NULL, colon + 1, &hints, &ai))) {
+		snprintf(err, errlen, "%s: %s", hostport, gai_strerror(rc));
+		return -EINVAL;
+	}
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, backlog)) {
+		rc = -errno;
+		snprintf(err, errlen, "%s: %s", hostport, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(ai);
+		return rc;
+	}
+	freeaddrinfo(ai);
+	return fd;
+}
+
+int ingest_new(const struct ingest_opts *o, struct ingest **out, char *err, size_t errlen)
+{
+	struct ingest *g = calloc(1, sizeof(*g));
+	struct epoll_event ev = { .events = EPOLLIN };
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	*out = NULL;
+	if (!g)
+		return -ENOMEM;
+	g->ctx = o->ctx;
+	g->store = o->store;
+	g->fwd = o->fwd;
+	g->max_conns = o->max_conns ? o->max_conns : 1024;
+	g->retain_days = o->retain_days;
+	snprintf(g->host, sizeof(g->host), "%s", o->host ? o->host : "collector");
+	g->epfd = -1;
+	if ((g->lfd = ingest_listen(o->listen, 256, err, errlen)) < 0) {
+		int rc = g->lfd;
+		free(g);
+		return rc;
+	}
+	fcntl(g->lfd, F_SETFL, O_NONBLOCK);
+	if (getsockname(g->lfd, (struct sockaddr *)&ss, &sl) == 0)
+		g->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+							 : ((struct sockaddr_in *)&ss)->sin_port);
+	g->epfd = epoll_create1(EPOLL_CLOEXEC);
+	ev.data.ptr = NULL;
+	if (g->epfd < 0 || epoll_ctl(g->epfd, EPOLL_CTL_ADD, g->lfd, &ev)) {
+		snprintf(err, errlen, "epoll: %s", strerror(errno));
+		ingest_free(g);
+		return -EIO;
+	}
+	*out = g;
+	return 0;
+}
+
+int ingest_port(const struct ingest *g) { return g->port; }
+
+static void conn_free(struct ingest *g, struct conn *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		g->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	if (c->ssl) {
+		if (c->st != C_HANDSHAKE)
+			SSL_shutdown(c->ssl);
+		SSL_free(c->ssl);
+	}
+	epoll_ctl(g->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	close(c->fd);
+	free(c->buf);
+	free(c->wbuf);
+	free(c);
+	g->nconns--;
+	cmetrics_conn(-1);
+}
+
+void ingest_free(struct ingest *g)
+{
+	if (!g)
+		return;
+	while (g->conns)
+		conn_free(g, g->conns);
+	if (g->lfd >= 0)
+		close(g->lfd);
+	if (g->epfd >= 0)
+		close(g->epfd);
+	free(g);
+}
+
+/* Records a refusal as a security event the SOC can query. */
+static void record_reject(struct ingest *g, struct conn *c, enum reject_reason r, const char *detail)
+{
+	struct store_event e = { 0 };
+	char reason[300];
+	snprintf(reason, sizeof(reason), "%s: %s", reject_reason_name(r), detail);
+	e.time_us = now_us();
+	e.kind = "ingest_rejected";
+	e.host = g->host;
+	e.dst_ip = c->peer;
+	e.rule = reject_reason_name(r);
+	e.reason = reason;
+	e.user = c->cn; /* the certificate's agent id (who was refused) */
+	e.action = "reject";
+	e.injection_score = -1;
+	e.uid = e.gid = e.pid = e.tid = -1;
+	e.prompt_tokens = e.completion_tokens = -1;
+	cmetrics_reject(r);
+	log_warn("ingest: %s (agent %s): rejected: %s", c->peer, c->cn[0] ? c->cn : "?", reason);
+	if (store_insert_local(g->store, &e))
+		log_err("ingest: cannot record the rejection: %s", store_errmsg(g->store));
+}
+
+static void arm(struct ingest *g, struct conn *c, bool want_write)
+{
+	struct epoll_event ev = { .events = EPOLLIN | (want_write ? EPOLLOUT : 0), .data.ptr = c };
+	epoll_ctl(g->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* Flushes pending output. 0 done, 1 would block, <0 dead. */
+static int flush_out(struct ingest *g, struct conn *c)
+{
+	while (c->woff < c->wlen) {
+		int n = SSL_write(c->ssl, c->wbuf + c->woff, (int)(c->wlen - c->woff));
+		if (n > 0) {
+			c->woff += (size_t)n;
+			continue;
+		}
+		int e = SSL_get_error(c->ssl, n);
+		if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+			arm(g, c, true);
+			return 1;
+		}
+		return -EIO;
+	}
+	free(c->wbuf);
+	c->wbuf = NULL;
+	c->wlen = c->woff = 0;
+	arm(g, c, false);
+	return 0;
+}
+
+static int send_ack(struct ingest *g, struct conn *c, enum evcodec_ack_status st, uint64_t seq, const char *reason)
+{
+	uint8_t *p = NULL;
+	size_t n = 0;
+	int rc = evcodec_ack_encode(st, seq, reason, &p, &n);
+	if (rc)
+		return rc;
+	uint8_t *nb = realloc(c->wbuf, c->wlen + 4 + n);
+	if (!nb) {
+		free(p);
+		return -ENOMEM;
+	}
+	c->wbuf = nb;
+	nb[c->wlen] = (uint8_t)(n >> 24);
+	nb[c->wlen + 1] = (uint8_t)(n >> 16);
+	nb[c->wlen + 2] = (uint8_t)(n >> 8);
+	nb[c->wlen + 3] = (uint8_t)n;
+	memcpy(nb + c->wlen + 4, p, n);
+	c->wlen += 4 + n;
+	free(p);
+	return flush_out(g, c) < 0 ? -EIO : 0;
+}
+
+static void reject(struct ingest *g, struct conn *c, enum reject_reason r, const char *detail, bool close_after)
+{
+	char reason[300];
+	snprintf(reason, sizeof(reason), "%s: %s", reject_reason_name(r), detail);
+	record_reject(g, c, r, detail);
+	send_ack(g, c, EVCODEC_ACK_REJECTED, 0, reason);
+	if (close_after)
+		c->st = C_CLOSING;
+}
+
+static void handle_hello(struct ingest *g, struct conn *c)
+{
+	char id[128];
+	uint8_t pub[32];
+	struct store_agent a;
+	int rc;
+	if (evcodec_hello_decode(c->buf, c->got, id, sizeof(id), pub)) {
+		reject(g, c, REJ_NO_HELLO, "the first frame is not a valid Hello", true);
+		return;
+	}
+	if (strcmp(id, c->cn)) {
+		char d[300];
+		snprintf(d, sizeof(d), "Hello names agent '%.100s' but the certificate is for '%.100s'", id, c->cn);
+		reject(g, c, REJ_AGENT_MISMATCH, d, true);
+		return;
+	}
+	rc = store_agent_get(g->store, id, &a);
+	if (rc == 0 && a.revoked) {
+		reject(g, c, REJ_REVOKED, "this agent id is revoked", true);
+		return;
+	}
+	rc = store_agent_pin_key(g->store, id, pub);
+	if (rc == -EEXIST) {
+		reject(g, c, REJ_KEY_MISMATCH, "the signing key differs from the key pinned for this agent id", true);
+		return;
+	}
+	if (rc) {
+		log_err("ingest: pin key for %s: %s", id, store_errmsg(g->store));
+		cmetrics_store_error();
+		send_ack(g, c, EVCODEC_ACK_RETRY, 0, "store unavailable");
+		c->st = C_CLOSING;
+		return;
+	}
+	memcpy(c->pub, pub, 32);
+	c->st = C_BATCH;
+	log_info("ingest: agent %s connected from %s", id, c->peer);
+}
+
+static void handle_batch(struct ingest *g, struct conn *c)
+{
+	struct evcodec_batch *b = NULL;
+	struct store_event *rows = NULL;
+	struct store_finding *fb = NULL;
+	struct store_agent a;
+	char err[256];
+	size_t ins = 0, dups = 0;
+	int rc = evcodec_batch_parse(c->buf, c->got, &b, err, sizeof(err));
+	if (rc) {
+		reject(g, c, rc == -EMSGSIZE ? REJ_OVERSIZED : REJ_MALFORMED, err, false);
+		return;
+	}
+	if (strcmp(b->agent_id ? b->agent_id : "", c->cn)) {
+		char d[300];
+		snprintf(d, sizeof(d), "batch for agent '%.100s' on the connection of '%.100s'", b->agent_id, c->cn);
+		reject(g, c, REJ_AGENT_MISMATCH, d, true);
+		goto out;
+	}
+	if (store_agent_get(g->store, c->cn, &a) == 0 && a.revoked) {
+		reject(g, c, REJ_REVOKED, "this agent id was revoked", true);
+		goto out;
+	}
+	if (evcodec_batch_verify(b, c->pub)) {
+		reject(g, c, REJ_BAD_SIGNATURE, "the batch signature does not verify with the pinned key", false);
+		goto out;
+	}
+	if (evcodec_batch_check(b, err, sizeof(err))) {
+		reject(g, c, REJ_BAD_CHAIN, err, false);
+		goto out;
+	}
+	rows = calloc(b->n_events, sizeof(*rows));
+	fb = calloc(b->n_events * EVCODEC_MAX_FINDINGS, sizeof(*fb));
+	if (!rows || !fb) {
+		send_ack(g, c, EVCODEC_ACK_RETRY, 0, "collector out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < b->n_events; i++)
+		chain_to_store(&b->events[i], &rows[i], fb + i * EVCODEC_MAX_FINDINGS);
+	struct store_batch sb = {
+		.agent_id = b->agent_id, .boot_id = b->boot_id, .schema_version = b->schema_version,
+		.first_seq = b->first_seq, .last_seq = b->last_seq,
+		.prev_batch_hash = b->has_prev_batch_hash ? b->prev_batch_hash : NULL,
+		.prev_batch_hash_len = b->has_prev_batch_hash ? EVCODEC_HASH_LEN : 0,
+		.signature = b->signature, .signature_len = b->signature_len, .received_us = now_us(),
+		.events = rows, .nevents = b->n_events,
+	};
+	rc = store_insert_batch(g->store, &sb, &ins, &dups);
+	if (rc == -EEXIST) {
+		reject(g, c, REJ_REPLAY, store_errmsg(g->store), false);
+		goto out;
+	}
+	if (rc) {
+		log_err("ingest: store: %s", store_errmsg(g->store));
+		cmetrics_store_error();
+		send_ack(g, c, EVCODEC_ACK_RETRY, 0, "store unavailable, retry later");
+		goto out;
+	}
+	/* Committed: now, and only now, the ack. */
+	send_ack(g, c, EVCODEC_ACK_OK, b->last_seq, NULL);
+	cmetrics_batch();
+	cmetrics_duplicates(dups);
+	for (size_t i = 0; i < b->n_events; i++) {
+		cmetrics_event_in(1, rows[i].action);
+		cmetrics_newest_event(rows[i].time_us);
+	}
+	if (g->fwd && ins)
+		for (size_t i = 0; i < b->n_events; i++)
+			forward_event(g->fwd, &rows[i]);
+	log_debug("ingest: %s: batch %llu..%llu: %zu new, %zu duplicate", c->cn, (unsigned long long)b->first_seq,
+		  (unsigned long long)b->last_seq, ins, dups);
+out:
+	free(rows);
+	free(fb);
+	evcodec_batch_free(b);
+}
+
+static void frame_done(struct ingest *g, struct conn *c)
+{
+	if (c->st == C_HELLO)
+		handle_hello(g, c);
+	else
+		handle_batch(g, c);
+	free(c->buf);
+	c->buf = NULL;
+	c->want = c->got = c->cap = 0;
+	c->hdr_got = 0;
+}
+
+static bool handshake_done(struct ingest *g, struct conn *c)
+{
+	X509 *cert = SSL_get1_peer_certificate(c->ssl);
+	if (!cert || SSL_get_verify_result(c->ssl) != X509_V_OK) {
+		X509_free(cert);
+		cmetrics_tls_failure();
+		return false;
+	}
+	int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, c->cn, sizeof(c->cn));
+	X509_free(cert);
+	if (n <= 0 || (size_t)n >= sizeof(c->cn) || strlen(c->cn) != (size_t)n || !strcmp(c->cn, "collector")) {
+		c->cn[0] = 0;
+		reject(g, c, REJ_AGENT_MISMATCH, "client certificate has no usable agent id (CN)", true);
+		return true;
+	}
+	c->st = C_HELLO;
+	return true;
+}
+
+/* Reads as much as is available. Returns <0 when the connection must go. */
+static int on_readable(struct ingest *g, struct conn *c)
+{
+	if (c->st == C_HANDSHAKE) {
+		int r = SSL_accept(c->ssl);
+		if (r != 1) {
+			int e = SSL_get_error(c->ssl, r);
+			if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+				arm(g, c, e == SSL_ERROR_WANT_WRITE);
+				return 0;
+			}
+			cmetrics_tls_failure();
+			log_info("ingest: %s: TLS handshake failed: %s", c->peer,
+				 ERR_reason_error_string(ERR_peek_last_error()));
+			ERR_clear_error();
+			return -EPROTO;
+		}
+		if (!handshake_done(g, c))
+			return -EPROTO;
+		c->last = time(NULL);
+	}
+	if (c->wlen && flush_out(g, c) < 0)
+		return -EIO;
+	while (c->st != C_CLOSING) {
+		uint8_t *dst;
+		size_t room;
+		if (c->hdr_got < 4) {
+			dst = c->hdr + c->hdr_got;
+			room = 4 - c->hdr_got;
+		} else {
+			size_t need = c->want - c->got;
+			if (c->cap - c->got < need) {
+				/* Grow with what arrives, at most 256 KiB ahead. */
+				size_t nc = c->got + (need < 262144 ? need : 262144);
+				uint8_t *nb = realloc(c->buf, nc ? nc : 1);
+				if (!nb)
+					return -ENOMEM;
+				c->buf = nb;
+				c->cap = nc;
+			}
+			dst = c->buf + c->got;
+			room = c->cap - c->got;
+		}
+		int n = SSL_read(c->ssl, dst, (int)room);
+		if (n <= 0) {
+			int e = SSL_get_error(c->ssl, n);
+			if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+				return 0;
+			ERR_clear_error();
+			return e == SSL_ERROR_ZERO_RETURN ? -ECONNRESET : -EIO;
+		}
+		c->last = time(NULL);
+		if (c->hdr_got < 4) {
+			c->hdr_got += (size_t)n;
+			if (c->hdr_got < 4)
+				continue;
+			c->want = ((size_t)c->hdr[0] << 24) | ((size_t)c->hdr[1] << 16) | ((size_t)c->hdr[2] << 8) | c->hdr[3];
+			if (c->want > EVCODEC_MAX_FRAME || c->want == 0) {
+				char d[96];
+				snprintf(d, sizeof(d), "frame of %zu bytes (limit %u)", c->want, EVCODEC_MAX_FRAME);
+				reject(g, c, c->want ? REJ_OVERSIZED : REJ_MALFORMED, d, true);
+				return 0;
+			}
+			c->got = 0;
+			continue;
+		}
+		c->got += (size_t)n;
+		if (c->got == c->want)
+			frame_done(g, c);
+	}
+	return 0;
+}
+
+static void accept_all(struct ingest *g)
+{
+	for (;;) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		int fd = accept4(g->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0)
+			return;
+		if (g->nconns >= g->max_conns) {
+			log_warn("ingest: %u connections: refusing one more", g->nconns);
+			close(fd);
+			continue;
+		}
+		struct conn *c = calloc(1, sizeof(*c));
+		if (!c || !(c->ssl = SSL_new(g->ctx))) {
+			free(c);
+			close(fd);
+			continue;
+		}
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		c->fd = fd;
+		c->last = time(NULL);
+		SSL_set_fd(c->ssl, fd);
+		char ip[INET6_ADDRSTRLEN] = "?";
+		if (ss.ss_family == AF_INET)
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
+		else if (ss.ss_family == AF_INET6)
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof(ip));
+		snprintf(c->peer, sizeof(c->peer), "%s", ip);
+		c->next = g->conns;
+		if (g->conns)
+			g->conns->prev = c;
+		g->conns = c;
+		g->nconns++;
+		cmetrics_conn(1);
+		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+		epoll_ctl(g->epfd, EPOLL_CTL_ADD, fd, &ev);
+		if (on_readable(g, c) < 0)
+			conn_free(g, c);
+	}
+}
+
+static void sweep(struct ingest *g)
+{
+	time_t now = time(NULL);
+	for (struct conn *c = g->conns, *n; c; c = n) {
+		n = c->next;
+		time_t limit = c->st == C_HANDSHAKE ? HANDSHAKE_TIMEOUT_S
+			       : (c->hdr_got ? FRAME_STALL_TIMEOUT_S : IDLE_TIMEOUT_S);
+		if (now - c->last > limit || (c->st == C_CLOSING && !c->wlen)) {
+			if (c->st != C_CLOSING)
+				log_info("ingest: %s: closing idle or stalled connection", c->peer);
+			conn_free(g, c);
+		}
+	}
+	if (g->retain_days && now >= g->next_retain) {
+		uint64_t del = 0;
+		g->next_retain = now + 3600;
+		if (store_retain(g->store, now_us() - (int64_t)g->retain_days * 86400 * 1000000LL, &del))
+			log_err("retention: %s", store_errmsg(g->store));
+		else if (del) {
+			cmetrics_retained(del);
+			log_info("retention: deleted %llu events older than %u days", (unsigned long long)del,
+				 g->retain_days);
+		}
+	}
+}
+
+int ingest_run(struct ingest *g, volatile sig_atomic_t *stop)
+{
+	struct epoll_event evs[64];
+	sweep(g);
+	while (!*stop) {
+		int n = epoll_wait(g->epfd, evs, 64, 1000);
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		for (int i = 0; i < n; i++) {
+			struct conn *c = evs[i].data.ptr;
+			if (!c) {
+				accept_all(g);
+				continue;
+			}
+			int rc = 0;
+			if ((evs[i].events & EPOLLOUT) && c->wlen && c->st != C_HANDSHAKE)
+				rc = flush_out(g, c) < 0 ? -EIO : 0;
+			if (!rc && (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLOUT)))
+				rc = on_readable(g, c);
+			if (rc < 0 || (c->st == C_CLOSING && !c->wlen))
+				conn_free(g, c);
+		}
+		sweep(g);
+	}
+	return 0;
+}

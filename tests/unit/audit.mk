@@ -1,0 +1,1 @@
+test_audit_DEPS := agent/spool.c agent/ship.c

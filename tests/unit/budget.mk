@@ -1,0 +1,1 @@
+test_budget_DEPS := agent/policy.c agent/json.c agent/providers.c

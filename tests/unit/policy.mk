@@ -1,0 +1,1 @@
+test_policy_DEPS := agent/json.c agent/providers.c
