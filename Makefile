@@ -154,6 +154,9 @@ bench:
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)bash tests/bench/run.sh
 
+fuzz: all
+	$(Q)FUZZ_SECONDS=$${FUZZ_SECONDS:-60} bash tests/fuzz/run.sh
+
 eval: all
 	$(Q)bash tests/eval/run.sh
 

@@ -739,7 +739,7 @@ static const struct inj_rule inj_rules[] = {
 	/* hidden instructions in documents and tool results */
 	{ "<\\|im_start\\|>|<\\|system\\|>|\\[INST\\]|<<SYS>>|<\\|endoftext\\|>", 0.7f, 0 },
 	{ "<!--[^>]{0,200}(?:instruction|ignore|assistant|\\bAI\\b|model)", 0.6f, CL },
-	{ "(?:IMPORTANT|ATTENTION|NOTE|URGENT)\\s{0,3}[!:]+\\s{0,3}(?:ignore|disregard|new\\s{1,3}instructions|you\\s{1,3}must|AI|assistant)", 0.7f, CL },
+	{ "(?:IMPORTANT|ATTENTION|NOTE|URGENT)\\s{0,3}[!:]{1,3}\\s{0,3}(?:ignore|disregard|new\\s{1,3}instructions|you\\s{1,3}must|AI|assistant)", 0.7f, CL },
 	{ "(?:AI|assistant|chatbot|language\\s{1,3}model)\\s{0,3}[,:]?\\s{0,3}(?:please\\s{1,3})?(?:ignore|disregard|forget)\\s", 0.6f, CL },
 	{ "(?:instead|rather),?\\s{1,3}(?:you\\s{1,3}(?:should|must|will)|respond|reply|answer|say|print|output|write)", 0.15f, CL },
 	{ "(?:say|print|output|respond\\s{1,3}with|reply\\s{1,3}with|write)\\s{1,3}(?:only\\s{1,3})?[\"'][^\"']{1,40}[\"']\\s{0,3}(?:and\\s{1,3}nothing|only|$)", 0.3f, CL },
@@ -1280,11 +1280,13 @@ static bool b64ch(int c) { return is_alnum(c) || c == '/' || c == '+'; }
  * after an access key id: the classic key-id/secret pair. */
 static int extract_aws_pair(struct inspect_scratch *s, const char *t, size_t n, uint32_t det)
 {
-	static const char *const pfx[] = { "AKIA", "ASIA", "A3T" };
 	for (size_t i = 0; i + 20 <= n; i++) {
-		bool hit = false;
-		for (int k = 0; k < 3 && !hit; k++)
-			hit = !strncmp(t + i, pfx[k], strlen(pfx[k]));
+		const char *a = memchr(t + i, 'A', n - 20 - i + 1);
+		if (!a)
+			break;
+		i = (size_t)(a - t);
+		bool hit = (a[1] == 'K' && a[2] == 'I' && a[3] == 'A') ||
+			   (a[1] == 'S' && a[2] == 'I' && a[3] == 'A') || (a[1] == '3' && a[2] == 'T');
 		if (!hit || prev_is(t, i, is_alnum))
 			continue;
 		size_t lim = i + 20 + 300 < n ? i + 20 + 300 : n;

@@ -42,8 +42,9 @@
 
 /* String conditions, each with a negative twin (<name>_not). */
 enum scond {
-	SC_USER, SC_GROUP, SC_EXE, SC_SCRIPT, SC_COMM, SC_CGROUP, SC_HOST, SC_PROVIDER,
-	SC_MODEL, SC_PATH, SC_TOOL, SC__COUNT
+	/* evaluation order: cheap and selective first */
+	SC_PROVIDER, SC_USER, SC_GROUP, SC_COMM, SC_MODEL, SC_HOST, SC_EXE, SC_SCRIPT,
+	SC_CGROUP, SC_PATH, SC_TOOL, SC__COUNT
 };
 
 static const struct {
@@ -65,7 +66,9 @@ static const struct {
 
 struct pat {
 	char *s;
-	bool glob;         /* has * ? [ : fnmatch, else strcmp */
+	bool glob;         /* has * ? [ \ : a wildcard match, else strcmp */
+	bool simple;       /* only * and ?: our matcher, else fnmatch(3) */
+	int64_t num;       /* user: the pattern as a uid, -1 if not a number */
 };
 
 struct strcond {
@@ -78,6 +81,7 @@ struct strcond {
 
 struct conds {
 	struct strcond pos[SC__COUNT], neg[SC__COUNT];
+	uint32_t pos_mask, neg_mask;   /* bit s: pos[s] / neg[s] present */
 	bool has_finding;
 	uint64_t finding_mask;     /* bit per enum finding_type */
 	uint64_t custom_mask;      /* bit per detector */
@@ -609,6 +613,14 @@ static void scond_item(void *vctx, const struct ynode *it)
 	sc->pats = np;
 	sc->pats[sc->n].s = (char *)s;
 	sc->pats[sc->n].glob = c->kind != SC_GROUP && has_glob(s);
+	sc->pats[sc->n].simple = !strpbrk(s, "[\\");
+	sc->pats[sc->n].num = -1;
+	if (c->kind == SC_USER) {
+		char *end;
+		long long v = strtoll(s, &end, 10);
+		if (*s && !*end && v >= 0)
+			sc->pats[sc->n].num = v;
+	}
 	sc->n++;
 }
 
@@ -717,6 +729,10 @@ static void parse_conds(struct loader *L, const struct ynode *w, struct conds *c
 			struct strcond *sc = neg ? &c->neg[s] : &c->pos[s];
 			struct scond_ctx sx = { L, sc, (enum scond)s, k };
 			sc->line = kn->line;
+			if (neg)
+				c->neg_mask |= 1u << s;
+			else
+				c->pos_mask |= 1u << s;
 			for_items(L->e, v, k, scond_item, &sx);
 		}
 		if (done)
@@ -1504,14 +1520,57 @@ const struct inspect_custom *policy_detectors(const struct policy *p, size_t *n)
 
 /* ------------------------------------------------------------ evaluation */
 
+static inline bool ch_eq(char a, char b, bool fold)
+{
+	return a == b || (fold && tolower((unsigned char)a) == tolower((unsigned char)b));
+}
+
+/* fnmatch(3) for patterns of only '*' and '?' (the common case), without
+ * its locale and multibyte machinery: greedy with one backtrack point,
+ * linear in practice. pathname: wildcards never match '/'. */
+static bool wild_match(const char *p, const char *s, bool pathname, bool fold)
+{
+	const char *star = NULL, *ss = NULL;
+
+	for (;;) {
+		if (*p == '*') {
+			while (*p == '*')
+				p++;
+			star = p;
+			ss = s;
+			continue;
+		}
+		if (!*s) {
+			if (!*p)
+				return true;
+		} else if (*p && ((*p == '?' && !(pathname && *s == '/')) || (*p != '?' && ch_eq(*p, *s, fold)))) {
+			p++;
+			s++;
+			continue;
+		}
+		/* mismatch: let the last '*' swallow one more character */
+		if (!star || !*ss || (pathname && *ss == '/'))
+			return false;
+		ss++;
+		p = star;
+		s = ss;
+	}
+}
+
 static bool str_match(const struct strcond *sc, const char *v, int flags)
 {
 	if (!v || !*v)
 		return false;
 	for (size_t i = 0; i < sc->n; i++) {
 		const struct pat *pt = &sc->pats[i];
-		if (pt->glob ? fnmatch(pt->s, v, flags) == 0
-			     : (flags & FNM_CASEFOLD) ? !strcasecmp(pt->s, v) : !strcmp(pt->s, v))
+		bool m;
+		if (!pt->glob)
+			m = (flags & FNM_CASEFOLD) ? !strcasecmp(pt->s, v) : !strcmp(pt->s, v);
+		else if (pt->simple)
+			m = wild_match(pt->s, v, flags & FNM_PATHNAME, flags & FNM_CASEFOLD);
+		else
+			m = fnmatch(pt->s, v, flags) == 0;
+		if (m)
 			return true;
 	}
 	return false;
@@ -1521,13 +1580,10 @@ static bool user_match(const struct strcond *sc, const struct policy_ctx *x)
 {
 	if (str_match(sc, x->user, 0))
 		return true;
-	if (x->uid >= 0) {
-		char num[24];
-		snprintf(num, sizeof(num), "%lld", (long long)x->uid);
+	if (x->uid >= 0)
 		for (size_t i = 0; i < sc->n; i++)
-			if (!strcmp(sc->pats[i].s, num))
+			if (sc->pats[i].num == x->uid)
 				return true;
-	}
 	return false;
 }
 
@@ -1613,14 +1669,26 @@ struct eval_state {
 
 static int minute_of_week(struct eval_state *st)
 {
+	/* localtime_r takes glibc's timezone lock: convert once per minute and
+	 * thread, not once per request */
+	static __thread int64_t cached_min = INT64_MIN;
+	static __thread bool cached_utc;
+	static __thread int cached_mow;
+
 	if (st->minute_of_week < 0) {
-		time_t t = (time_t)st->now;
-		struct tm tm;
-		if (st->utc)
-			gmtime_r(&t, &tm);
-		else
-			localtime_r(&t, &tm);
-		st->minute_of_week = tm.tm_wday * 1440 + tm.tm_hour * 60 + tm.tm_min;
+		int64_t min = st->now >= 0 ? st->now / 60 : (st->now - 59) / 60;
+		if (min != cached_min || st->utc != cached_utc) {
+			time_t t = (time_t)(min * 60);
+			struct tm tm;
+			if (st->utc)
+				gmtime_r(&t, &tm);
+			else
+				localtime_r(&t, &tm);
+			cached_mow = tm.tm_wday * 1440 + tm.tm_hour * 60 + tm.tm_min;
+			cached_min = min;
+			cached_utc = st->utc;
+		}
+		st->minute_of_week = cached_mow;
 	}
 	return st->minute_of_week;
 }
@@ -1656,10 +1724,14 @@ static bool conds_match(const struct policy *p, const struct conds *c, const str
 		return false;
 	if (c->has_time && !time_match(c, st))
 		return false;
-	for (int s = 0; s < SC__COUNT; s++) {
-		if (c->pos[s].line && !scond_match(p, (enum scond)s, &c->pos[s], x, false))
+	for (uint32_t m = c->pos_mask; m; m &= m - 1) {
+		int s = __builtin_ctz(m);
+		if (!scond_match(p, (enum scond)s, &c->pos[s], x, false))
 			return false;
-		if (c->neg[s].line && !scond_match(p, (enum scond)s, &c->neg[s], x, true))
+	}
+	for (uint32_t m = c->neg_mask; m; m &= m - 1) {
+		int s = __builtin_ctz(m);
+		if (!scond_match(p, (enum scond)s, &c->neg[s], x, true))
 			return false;
 	}
 	if (c->has_packaged) {

@@ -395,7 +395,8 @@ int spool_open(const struct spool_opts *o, struct spool **out, char *err, size_t
 	}
 	closedir(d);
 	d = NULL;
-	qsort(ids, nids, sizeof(*ids), cmp_u64);
+	if (nids)
+		qsort(ids, nids, sizeof(*ids), cmp_u64);
 
 	for (size_t i = 0; i < nids; i++) {
 		struct segment g;

@@ -1,9 +1,1190 @@
+/* store_clickhouse: the fleet store, over ClickHouse's HTTP interface with
+ * libcurl (one keep-alive connection per handle). Rows travel as
+ * TabSeparated, which is binary-safe with its backslash escapes, so hashes
+ * and the stored encodings E go in and out unchanged.
+ *
+ * Tables (schema_migrations records applied versions):
+ *   events   ReplacingMergeTree, PARTITION BY day, ORDER BY (time, agent_id,
+ *            seq, boot_id): time-range queries read only the parts they need,
+ *            and an identical row inserted twice (two collectors, a resend
+ *            racing) collapses on merge.
+ *   event_keys  (agent_id, seq, boot_id, hash, time) ordered by agent and seq:
+ *            the deduplication lookup and each chain's head without scanning
+ *            a table ordered by time.
+ *   batches  ReplacingMergeTree ORDER BY (agent_id, first_seq, last_seq, boot_id).
+ *   agents   ReplacingMergeTree(version) ORDER BY agent_id, read with FINAL:
+ *            every change inserts a new version of the row.
+ * Collectors hold no state of their own, so several can share one server or
+ * a cluster (point `events` etc. at Distributed tables sharded by agent_id).
+ *
+ * Must never: put a caller string into SQL except through ch_quote(), or
+ * report an insert as committed before ClickHouse answered 200. */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <curl/curl.h>
 #include "store.h"
+
+#define CH_SCHEMA_VERSION 1
+
+struct ch {
+	struct store base;
+	CURL *curl;
+	char base_url[512];
+	char db[128];
+	char local_boot[40];
+	uint64_t local_seq;
+	/* response buffer */
+	char *resp;
+	size_t rlen, rcap;
+};
+
+#define CH(s) ((struct ch *)(s))
+
+/* A growable byte buffer for SQL text and TSV bodies. */
+struct buf {
+	char *p;
+	size_t len, cap;
+	bool oom;
+};
+
+static void b_add(struct buf *b, const void *d, size_t n)
+{
+	if (b->oom)
+		return;
+	if (b->len + n + 1 > b->cap) {
+		size_t nc = b->cap ? b->cap : 4096;
+		while (nc < b->len + n + 1)
+			nc *= 2;
+		char *np = realloc(b->p, nc);
+		if (!np) {
+			b->oom = true;
+			return;
+		}
+		b->p = np;
+		b->cap = nc;
+	}
+	memcpy(b->p + b->len, d, n);
+	b->len += n;
+	b->p[b->len] = 0;
+}
+
+static void __attribute__((format(printf, 2, 3))) b_fmt(struct buf *b, const char *fmt, ...)
+{
+	char tmp[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n < sizeof(tmp)) {
+		b_add(b, tmp, (size_t)n);
+		return;
+	}
+	char *big = malloc((size_t)n + 1);
+	if (!big) {
+		b->oom = true;
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(big, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b_add(b, big, (size_t)n);
+	free(big);
+}
+
+static void b_free(struct buf *b) { free(b->p); memset(b, 0, sizeof(*b)); }
+
+/* A SQL string literal: quotes and backslashes escaped, bytes as they are. */
+static void ch_quote(struct buf *b, const char *s)
+{
+	b_add(b, "'", 1);
+	for (; s && *s; s++) {
+		if (*s == '\'' || *s == '\\')
+			b_add(b, "\\", 1);
+		b_add(b, s, 1);
+	}
+	b_add(b, "'", 1);
+}
+
+/* A TSV field (binary-safe). */
+static void tsv_bytes(struct buf *b, const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		switch (p[i]) {
+		case '\\': b_add(b, "\\\\", 2); break;
+		case '\t': b_add(b, "\\t", 2); break;
+		case '\n': b_add(b, "\\n", 2); break;
+		case '\r': b_add(b, "\\r", 2); break;
+		case 0: b_add(b, "\\0", 2); break;
+		default: b_add(b, &p[i], 1);
+		}
+	}
+}
+
+static void tsv_str(struct buf *b, const char *s) { tsv_bytes(b, (const uint8_t *)(s ? s : ""), s ? strlen(s) : 0); }
+
+/* Unescapes a TSV field in place; returns its length. */
+static size_t tsv_unescape(char *s, size_t n)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] != '\\' || i + 1 == n) {
+			s[o++] = s[i];
+			continue;
+		}
+		char c = s[++i];
+		switch (c) {
+		case 'b': s[o++] = '\b'; break;
+		case 'f': s[o++] = '\f'; break;
+		case 'r': s[o++] = '\r'; break;
+		case 'n': s[o++] = '\n'; break;
+		case 't': s[o++] = '\t'; break;
+		case '0': s[o++] = 0; break;
+		case 'a': s[o++] = '\a'; break;
+		case 'v': s[o++] = '\v'; break;
+		default: s[o++] = c;
+		}
+	}
+	return o;
+}
+
+/* Splits the response into rows and fields. fields[i] and lens[i] point into
+ * the (unescaped in place) line. Returns the number of fields, or -1 at end. */
+struct tsv_cursor {
+	char *p, *end;
+};
+
+static int tsv_next(struct tsv_cursor *c, char **fields, size_t *lens, int max)
+{
+	if (c->p >= c->end)
+		return -1;
+	char *nl = memchr(c->p, '\n', (size_t)(c->end - c->p));
+	char *line_end = nl ? nl : c->end;
+	int n = 0;
+	char *f = c->p;
+	while (n < max) {
+		char *tab = memchr(f, '\t', (size_t)(line_end - f));
+		char *fe = tab ? tab : line_end;
+		fields[n] = f;
+		lens[n] = tsv_unescape(f, (size_t)(fe - f));
+		fields[n][lens[n]] = 0; /* the separator (or newline) slot is ours */
+		n++;
+		if (!tab)
+			break;
+		f = tab + 1;
+	}
+	c->p = nl ? nl + 1 : c->end;
+	return n;
+}
+
+static size_t on_data(char *p, size_t sz, size_t n, void *arg)
+{
+	struct ch *c = arg;
+	size_t add = sz * n;
+	if (c->rlen + add + 1 > c->rcap) {
+		size_t nc = c->rcap ? c->rcap : 65536;
+		while (nc < c->rlen + add + 1)
+			nc *= 2;
+		char *np = realloc(c->resp, nc);
+		if (!np)
+			return 0;
+		c->resp = np;
+		c->rcap = nc;
+	}
+	memcpy(c->resp + c->rlen, p, add);
+	c->rlen += add;
+	c->resp[c->rlen] = 0;
+	return add;
+}
+
+/* Runs query (URL-encoded into the query string) with body as POST data (may
+ * be NULL). On success the answer is in c->resp[0..rlen). */
+static int ch_exec(struct ch *c, const char *query, const char *body, size_t blen)
+{
+	char *eq = curl_easy_escape(c->curl, query, (int)strlen(query));
+	struct buf url = { 0 };
+	long code = 0;
+	if (!eq)
+		return -ENOMEM;
+	b_fmt(&url, "%s/?database=%s&query=%s", c->base_url, c->db, eq);
+	curl_free(eq);
+	if (url.oom)
+		return -ENOMEM;
+	c->rlen = 0;
+	if (c->resp)
+		c->resp[0] = 0;
+	curl_easy_setopt(c->curl, CURLOPT_URL, url.p);
+	curl_easy_setopt(c->curl, CURLOPT_POST, 1L);
+	curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, body ? body : "");
+	curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(body ? blen : 0));
+	CURLcode cc = curl_easy_perform(c->curl);
+	b_free(&url);
+	if (cc != CURLE_OK) {
+		store_seterr(&c->base, "clickhouse: %s", curl_easy_strerror(cc));
+		return -EIO;
+	}
+	curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &code);
+	if (code != 200) {
+		char *nl = c->resp ? strchr(c->resp, '\n') : NULL;
+		if (nl)
+			*nl = 0;
+		store_seterr(&c->base, "clickhouse: HTTP %ld: %.300s", code, c->resp ? c->resp : "");
+		return -EIO;
+	}
+	return 0;
+}
+
+static int ch_q(struct ch *c, struct buf *sql)
+{
+	if (sql->oom) {
+		b_free(sql);
+		return -ENOMEM;
+	}
+	int rc = ch_exec(c, sql->p, NULL, 0);
+	b_free(sql);
+	return rc;
+}
+
+static const char *const migrations[] = {
+	"CREATE TABLE IF NOT EXISTS events ("
+	" time Int64, event_id String, agent_id String, boot_id String, seq UInt64, host String, kind String,"
+	" `user` String, uid Int64, gid Int64, pid Int64, tid Int64, comm String, exe String, cgroup String,"
+	" dst_ip String, dst_port Int64, sni String, provider String, method String, path String, model String,"
+	" stream UInt8, action String, rule String, reason String, error String, findings String,"
+	" injection_score Float64, status Int64, bytes_up Int64, bytes_down Int64, prompt_tokens Int64,"
+	" completion_tokens Int64, latency_ms Int64, policy_hash String, gap_count UInt64, gap_first_seq UInt64,"
+	" gap_last_seq UInt64, prev_hash String, hash String, raw String, content String, has_content UInt8"
+	") ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMMDD(toDateTime(intDiv(time, 1000000)))"
+	" ORDER BY (time, agent_id, seq, boot_id)",
+	"CREATE TABLE IF NOT EXISTS event_keys (agent_id String, seq UInt64, boot_id String, hash String, time Int64)"
+	" ENGINE = ReplacingMergeTree() ORDER BY (agent_id, seq, boot_id)",
+	"CREATE TABLE IF NOT EXISTS batches (agent_id String, boot_id String, first_seq UInt64, last_seq UInt64,"
+	" schema_version UInt32, prev_batch_hash String, signature String, received Int64)"
+	" ENGINE = ReplacingMergeTree() ORDER BY (agent_id, first_seq, last_seq, boot_id)",
+	"CREATE TABLE IF NOT EXISTS agents (agent_id String, pubkey String, revoked UInt8, first_seen Int64,"
+	" last_seen Int64, has_horizon UInt8, horizon_seq UInt64, horizon_hash String, version UInt64)"
+	" ENGINE = ReplacingMergeTree(version) ORDER BY agent_id",
+};
+
+static int migrate(struct ch *c)
+{
+	int rc;
+	struct buf q = { 0 };
+	if ((rc = ch_exec(c, "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, applied Int64)"
+			     " ENGINE = MergeTree() ORDER BY version", NULL, 0)))
+		return rc;
+	if ((rc = ch_exec(c, "SELECT max(version) FROM schema_migrations FORMAT TabSeparated", NULL, 0)))
+		return rc;
+	int v = atoi(c->resp ? c->resp : "0");
+	if (v > CH_SCHEMA_VERSION) {
+		store_seterr(&c->base, "clickhouse: schema version %d is newer than this collector (%d)", v,
+			     CH_SCHEMA_VERSION);
+		return -EPROTO;
+	}
+	if (v < 1) {
+		/* CREATE ... IF NOT EXISTS: two collectors starting at once both
+		 * succeed. */
+		for (size_t i = 0; i < sizeof(migrations) / sizeof(migrations[0]); i++)
+			if ((rc = ch_exec(c, migrations[i], NULL, 0)))
+				return rc;
+		b_fmt(&q, "INSERT INTO schema_migrations VALUES (1, %lld)", (long long)time(NULL));
+		if ((rc = ch_q(c, &q)))
+			return rc;
+	}
+	return 0;
+}
+
+static void ch_close(struct store *s)
+{
+	struct ch *c = CH(s);
+	if (c->curl)
+		curl_easy_cleanup(c->curl);
+	free(c->resp);
+	free(c);
+}
+
+#define EV_COLS "time, event_id, agent_id, boot_id, seq, host, kind, `user`, uid, gid, pid, tid, comm, exe," \
+	" cgroup, dst_ip, dst_port, sni, provider, method, path, model, stream, action, rule, reason," \
+	" error, findings, injection_score, status, bytes_up, bytes_down, prompt_tokens," \
+	" completion_tokens, latency_ms, policy_hash, gap_count, gap_first_seq, gap_last_seq, prev_hash," \
+	" hash, raw, content, has_content"
+#define EV_NCOLS 44
+
+static void tsv_event(struct buf *b, const struct store_event *e)
+{
+	char f[2048], num[512];
+	if (store_findings_format(e->findings, e->nfindings, f, sizeof(f)))
+		f[0] = 0;
+	snprintf(num, sizeof(num), "%lld\t", (long long)e->time_us);
+	b_add(b, num, strlen(num));
+#define S(x) do { tsv_str(b, x); b_add(b, "\t", 1); } while (0)
+#define N(x) do { snprintf(num, sizeof(num), "%lld\t", (long long)(x)); b_add(b, num, strlen(num)); } while (0)
+#define U(x) do { snprintf(num, sizeof(num), "%llu\t", (unsigned long long)(x)); b_add(b, num, strlen(num)); } while (0)
+	S(e->event_id);
+	S(e->agent_id);
+	S(e->boot_id);
+	U(e->seq);
+	S(e->host);
+	S(e->kind);
+	S(e->user);
+	N(e->uid);
+	N(e->gid);
+	N(e->pid);
+	N(e->tid);
+	S(e->comm);
+	S(e->exe);
+	S(e->cgroup);
+	S(e->dst_ip);
+	N(e->dst_port);
+	S(e->sni);
+	S(e->provider);
+	S(e->method);
+	S(e->path);
+	S(e->model);
+	N(e->stream ? 1 : 0);
+	S(e->action);
+	S(e->rule);
+	S(e->reason);
+	S(e->error);
+	S(f);
+	/* %.17g: the double round-trips exactly. */
+	snprintf(num, sizeof(num), "%.17g\t", e->injection_score);
+	b_add(b, num, strlen(num));
+	N(e->status);
+	N(e->bytes_up);
+	N(e->bytes_down);
+	N(e->prompt_tokens);
+	N(e->completion_tokens);
+	N(e->latency_ms);
+	S(e->policy_hash);
+	U(e->gap_count);
+	U(e->gap_first_seq);
+	U(e->gap_last_seq);
+	tsv_bytes(b, e->prev_hash, 32);
+	b_add(b, "\t", 1);
+	tsv_bytes(b, e->hash, 32);
+	b_add(b, "\t", 1);
+	tsv_bytes(b, e->raw ? e->raw : (const uint8_t *)"", e->raw ? e->raw_len : 0);
+	b_add(b, "\t", 1);
+	S(e->content);
+	snprintf(num, sizeof(num), "%d\n", e->content ? 1 : 0);
+	b_add(b, num, strlen(num));
+#undef S
+#undef N
+#undef U
+}
+
+/* Fills e from one TSV row of EV_COLS (pointers into the row). */
+static int read_event(char **f, size_t *l, int n, struct store_event *e, struct store_finding *fb, size_t fmax)
+{
+	if (n != EV_NCOLS)
+		return -EPROTO;
+	int i = 0;
+	memset(e, 0, sizeof(*e));
+#define I64() strtoll(f[i++], NULL, 10)
+#define U64() strtoull(f[i++], NULL, 10)
+#define STR() (f[i++])
+	e->time_us = I64();
+	e->event_id = STR();
+	e->agent_id = STR();
+	e->boot_id = STR();
+	e->seq = U64();
+	e->host = STR();
+	e->kind = STR();
+	e->user = STR();
+	e->uid = I64();
+	e->gid = I64();
+	e->pid = I64();
+	e->tid = I64();
+	e->comm = STR();
+	e->exe = STR();
+	e->cgroup = STR();
+	e->dst_ip = STR();
+	e->dst_port = I64();
+	e->sni = STR();
+	e->provider = STR();
+	e->method = STR();
+	e->path = STR();
+	e->model = STR();
+	e->stream = I64() != 0;
+	e->action = STR();
+	e->rule = STR();
+	e->reason = STR();
+	e->error = STR();
+	e->findings = fb;
+	e->nfindings = store_findings_parse(f[i++], fb, fmax);
+	e->injection_score = strtod(f[i++], NULL);
+	e->status = I64();
+	e->bytes_up = I64();
+	e->bytes_down = I64();
+	e->prompt_tokens = I64();
+	e->completion_tokens = I64();
+	e->latency_ms = I64();
+	e->policy_hash = STR();
+	e->gap_count = U64();
+	e->gap_first_seq = U64();
+	e->gap_last_seq = U64();
+	if (l[i] == 32)
+		memcpy(e->prev_hash, f[i], 32);
+	i++;
+	if (l[i] == 32)
+		memcpy(e->hash, f[i], 32);
+	i++;
+	e->raw = l[i] ? (const uint8_t *)f[i] : NULL;
+	e->raw_len = l[i];
+	i++;
+	const char *content = STR();
+	e->content = I64() ? content : NULL;
+#undef I64
+#undef U64
+#undef STR
+	return 0;
+}
+
+static int64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int agent_get(struct ch *c, const char *id, struct store_agent *a, bool *found);
+static int agent_put(struct ch *c, const struct store_agent *a);
+
+static int ch_insert_batch(struct store *s, const struct store_batch *b, size_t *ins, size_t *dups)
+{
+	struct ch *c = CH(s);
+	struct buf q = { 0 }, body = { 0 };
+	int rc;
+	*ins = *dups = 0;
+	if (!b->nevents)
+		return 0;
+	/* Which of these keys are stored already? event_keys is ordered by
+	 * (agent_id, seq), so this reads a few granules only. */
+	uint64_t smin = b->events[0].seq, smax = smin;
+	for (size_t i = 1; i < b->nevents; i++) {
+		const struct store_event *e = &b->events[i];
+		smin = e->seq < smin ? e->seq : smin;
+		smax = e->seq > smax ? e->seq : smax;
+	}
+	b_fmt(&q, "SELECT seq, boot_id, hash FROM event_keys WHERE seq >= %llu AND seq <= %llu AND agent_id = ",
+	      (unsigned long long)smin, (unsigned long long)smax);
+	ch_quote(&q, b->agent_id);
+	b_add(&q, " FORMAT TabSeparated", 20);
+	if ((rc = ch_q(c, &q)))
+		return rc;
+	/* Mark duplicates; refuse different content under a stored key. */
+	bool *skip = calloc(b->nevents, sizeof(bool));
+	if (!skip)
+		return -ENOMEM;
+	struct tsv_cursor cur = { c->resp, c->resp + c->rlen };
+	char *f[3];
+	size_t l[3];
+	int n;
+	while ((n = tsv_next(&cur, f, l, 3)) >= 0) {
+		if (n != 3)
+			continue;
+		uint64_t seq = strtoull(f[0], NULL, 10);
+		for (size_t i = 0; i < b->nevents; i++) {
+			const struct store_event *e = &b->events[i];
+			if (e->seq != seq || strcmp(e->boot_id ? e->boot_id : "", f[1]))
+				continue;
+			if (l[2] != 32 || memcmp(f[2], e->hash, 32)) {
+				store_seterr(s, "seq %llu of boot %s already stored with different content",
+					     (unsigned long long)seq, f[1]);
+				free(skip);
+				return -EEXIST;
+			}
+			skip[i] = true;
+		}
+	}
+	for (size_t i = 0; i < b->nevents; i++) {
+		if (skip[i]) {
+			(*dups)++;
+			continue;
+		}
+		tsv_event(&body, &b->events[i]);
+		(*ins)++;
+	}
+	if (body.oom) {
+		free(skip);
+		b_free(&body);
+		return -ENOMEM;
+	}
+	if (*ins && (rc = ch_exec(c, "INSERT INTO events (" EV_COLS ") FORMAT TabSeparated", body.p, body.len))) {
+		free(skip);
+		b_free(&body);
+		*ins = *dups = 0;
+		return rc;
+	}
+	b_free(&body);
+	for (size_t i = 0; *ins && i < b->nevents; i++) {
+		if (skip[i])
+			continue;
+		const struct store_event *e = &b->events[i];
+		char num2[64];
+		tsv_str(&body, e->agent_id);
+		snprintf(num2, sizeof(num2), "\t%llu\t", (unsigned long long)e->seq);
+		b_add(&body, num2, strlen(num2));
+		tsv_str(&body, e->boot_id);
+		b_add(&body, "\t", 1);
+		tsv_bytes(&body, e->hash, 32);
+		snprintf(num2, sizeof(num2), "\t%lld\n", (long long)e->time_us);
+		b_add(&body, num2, strlen(num2));
+	}
+	free(skip);
+	if (*ins && (rc = body.oom ? -ENOMEM
+				   : ch_exec(c, "INSERT INTO event_keys (agent_id, seq, boot_id, hash, time) FORMAT TabSeparated",
+					     body.p, body.len))) {
+		b_free(&body);
+		*ins = *dups = 0;
+		return rc;
+	}
+	b_free(&body);
+	/* The header, after the events: a header always has its events. */
+	char num[128];
+	tsv_str(&body, b->agent_id);
+	b_add(&body, "\t", 1);
+	tsv_str(&body, b->boot_id);
+	snprintf(num, sizeof(num), "\t%llu\t%llu\t%u\t", (unsigned long long)b->first_seq, (unsigned long long)b->last_seq,
+		 b->schema_version);
+	b_add(&body, num, strlen(num));
+	tsv_bytes(&body, b->prev_batch_hash ? b->prev_batch_hash : (const uint8_t *)"", b->prev_batch_hash_len);
+	b_add(&body, "\t", 1);
+	tsv_bytes(&body, b->signature ? b->signature : (const uint8_t *)"", b->signature_len);
+	snprintf(num, sizeof(num), "\t%lld\n", (long long)b->received_us);
+	b_add(&body, num, strlen(num));
+	rc = body.oom ? -ENOMEM
+		      : ch_exec(c, "INSERT INTO batches (agent_id, boot_id, first_seq, last_seq, schema_version,"
+				   " prev_batch_hash, signature, received) FORMAT TabSeparated", body.p, body.len);
+	b_free(&body);
+	if (rc) {
+		*ins = *dups = 0;
+		return rc;
+	}
+	/* last_seen, at most once a minute per agent (each is a new row version). */
+	struct store_agent a;
+	bool found = false;
+	if (agent_get(c, b->agent_id, &a, &found) == 0 && (!found || b->received_us - a.last_seen_us > 60000000LL)) {
+		if (!found) {
+			memset(&a, 0, sizeof(a));
+			snprintf(a.agent_id, sizeof(a.agent_id), "%s", b->agent_id);
+			a.first_seen_us = b->received_us;
+		}
+		a.last_seen_us = b->received_us;
+		agent_put(c, &a);
+	}
+	return 0;
+}
+
+static int ch_insert_local(struct store *s, const struct store_event *e)
+{
+	struct ch *c = CH(s);
+	struct store_event x = *e;
+	struct buf body = { 0 };
+	x.boot_id = c->local_boot;
+	x.seq = ++c->local_seq;
+	if (!x.agent_id)
+		x.agent_id = "collector";
+	tsv_event(&body, &x);
+	int rc = body.oom ? -ENOMEM : ch_exec(c, "INSERT INTO events (" EV_COLS ") FORMAT TabSeparated", body.p, body.len);
+	b_free(&body);
+	return rc;
+}
+
+static void where(struct buf *q, const struct store_filter *f)
+{
+	struct { const char *col, *val; } eq[] = {
+		{ "`user`", f->user }, { "host", f->host }, { "action", f->action }, { "exe", f->exe },
+		{ "provider", f->provider }, { "model", f->model }, { "kind", f->kind }, { "agent_id", f->agent_id },
+	};
+	bool first = true;
+#define AND() do { b_add(q, first ? " WHERE " : " AND ", first ? 7 : 5); first = false; } while (0)
+	for (size_t i = 0; i < sizeof(eq) / sizeof(eq[0]); i++) {
+		if (!eq[i].val)
+			continue;
+		AND();
+		b_fmt(q, "%s = ", eq[i].col);
+		ch_quote(q, eq[i].val);
+	}
+	if (f->since_us) {
+		AND();
+		b_fmt(q, "time >= %lld", (long long)f->since_us);
+	}
+	if (f->until_us) {
+		AND();
+		b_fmt(q, "time < %lld", (long long)f->until_us);
+	}
+	if (f->finding) {
+		/* Types have no ',' or ':' (store_findings_format), so this
+		 * matches the whole type only. */
+		struct buf t = { 0 };
+		b_fmt(&t, ",%s:", f->finding);
+		AND();
+		b_add(q, "position(concat(',', findings), ", 32);
+		ch_quote(q, t.p ? t.p : "");
+		b_add(q, ") > 0", 5);
+		b_free(&t);
+	}
+	if (first)
+		b_add(q, " WHERE 1", 8);
+#undef AND
+}
+
+static int ch_query(struct store *s, const struct store_filter *f, struct store_rows *out)
+{
+	struct ch *c = CH(s);
+	struct buf q = { 0 };
+	size_t limit = f->limit ? f->limit : STORE_DEFAULT_LIMIT;
+	int rc;
+	if (limit > STORE_MAX_LIMIT)
+		limit = STORE_MAX_LIMIT;
+	b_add(&q, "SELECT " EV_COLS " FROM events", strlen("SELECT " EV_COLS " FROM events"));
+	where(&q, f);
+	b_fmt(&q, " ORDER BY time DESC, agent_id DESC, seq DESC LIMIT 1 BY agent_id, boot_id, seq LIMIT %zu"
+		  " FORMAT TabSeparated", limit);
+	if ((rc = ch_q(c, &q)))
+		return rc;
+	/* The rows keep pointers into a private copy of the response. */
+	out->arena = store_arena_new();
+	char *copy = out->arena ? store_arena_alloc(out->arena, c->rlen + 1) : NULL;
+	size_t cap = 64;
+	out->ev = malloc(cap * sizeof(*out->ev));
+	if (!copy || !out->ev) {
+		rc = -ENOMEM;
+		goto err;
+	}
+	memcpy(copy, c->resp, c->rlen);
+	copy[c->rlen] = 0;
+	struct tsv_cursor cur = { copy, copy + c->rlen };
+	char *fl[EV_NCOLS + 1];
+	size_t ll[EV_NCOLS + 1];
+	int n;
+	while ((n = tsv_next(&cur, fl, ll, EV_NCOLS + 1)) >= 0) {
+		if (out->n == cap) {
+			struct store_event *ne = realloc(out->ev, 2 * cap * sizeof(*ne));
+			if (!ne) {
+				rc = -ENOMEM;
+				goto err;
+			}
+			out->ev = ne;
+			cap *= 2;
+		}
+		struct store_finding *fb = store_arena_alloc(out->arena, 64 * sizeof(*fb));
+		if (!fb) {
+			rc = -ENOMEM;
+			goto err;
+		}
+		if (read_event(fl, ll, n, &out->ev[out->n], fb, 64)) {
+			store_seterr(s, "clickhouse: unexpected row with %d columns", n);
+			rc = -EPROTO;
+			goto err;
+		}
+		out->n++;
+	}
+	struct store_event *ev = store_arena_alloc(out->arena, (out->n ? out->n : 1) * sizeof(*ev));
+	if (!ev) {
+		rc = -ENOMEM;
+		goto err;
+	}
+	memcpy(ev, out->ev, out->n * sizeof(*ev));
+	free(out->ev);
+	out->ev = ev;
+	return 0;
+err:
+	free(out->ev);
+	store_arena_free(out->arena);
+	memset(out, 0, sizeof(*out));
+	return rc;
+}
+
+static int ch_count(struct store *s, const struct store_filter *f, uint64_t *out)
+{
+	struct ch *c = CH(s);
+	struct buf q = { 0 };
+	b_add(&q, "SELECT count() FROM events", 26);
+	where(&q, f);
+	b_add(&q, " FORMAT TabSeparated", 20);
+	int rc = ch_q(c, &q);
+	*out = rc ? 0 : strtoull(c->resp ? c->resp : "0", NULL, 10);
+	return rc;
+}
+
+static int ch_top(struct store *s, enum store_top_kind k, const struct store_filter *f, size_t limit,
+		  struct store_top_row **out, size_t *n)
+{
+	struct ch *c = CH(s);
+	struct buf q = { 0 };
+	int rc;
+	static const char *const col[] = {
+		[STORE_TOP_USERS] = "`user`", [STORE_TOP_EXES] = "exe", [STORE_TOP_PROVIDERS] = "provider",
+		[STORE_TOP_HOSTS] = "host", [STORE_TOP_MODELS] = "model", [STORE_TOP_ACTIONS] = "action",
+		[STORE_TOP_AGENTS] = "agent_id", [STORE_TOP_FINDINGS] = "findings",
+	};
+	if (k == STORE_TOP_FINDINGS) {
+		b_add(&q, "SELECT splitByChar(':', fnd)[1] AS k, count(), countIf(action = 'block'),"
+			  " sum(toUInt64OrZero(splitByChar(':', fnd)[2])) FROM events ARRAY JOIN splitByChar(',', findings) AS fnd",
+		      strlen("SELECT splitByChar(':', fnd)[1] AS k, count(), countIf(action = 'block'),"
+			     " sum(toUInt64OrZero(splitByChar(':', fnd)[2])) FROM events ARRAY JOIN splitByChar(',', findings) AS fnd"));
+		where(&q, f);
+		b_add(&q, " AND fnd != ''", 14);
+	} else {
+		b_fmt(&q, "SELECT %s AS k, count(), countIf(action = 'block'), sum(bytes_up) FROM events", col[k]);
+		where(&q, f);
+		b_fmt(&q, " AND %s != ''", col[k]);
+	}
+	b_fmt(&q, " GROUP BY k ORDER BY count() DESC, k LIMIT %zu FORMAT TabSeparated", limit);
+	if ((rc = ch_q(c, &q)))
+		return rc;
+	struct store_top_row *rows = calloc(limit ? limit : 1, sizeof(*rows));
+	size_t cnt = 0;
+	if (!rows)
+		return -ENOMEM;
+	struct tsv_cursor cur = { c->resp, c->resp + c->rlen };
+	char *fl[4];
+	size_t ll[4];
+	int nf;
+	while ((nf = tsv_next(&cur, fl, ll, 4)) >= 0 && cnt < limit) {
+		if (nf != 4)
+			continue;
+		if (!(rows[cnt].key = strdup(fl[0]))) {
+			store_top_free(rows, cnt);
+			return -ENOMEM;
+		}
+		rows[cnt].events = strtoull(fl[1], NULL, 10);
+		rows[cnt].blocked = strtoull(fl[2], NULL, 10);
+		rows[cnt].total = strtoull(fl[3], NULL, 10);
+		cnt++;
+	}
+	*out = rows;
+	*n = cnt;
+	return 0;
+}
+
+#define AGENT_COLS "agent_id, pubkey, revoked, first_seen, last_seen, has_horizon, horizon_seq, horizon_hash"
+
+static void read_agent_row(char **f, size_t *l, struct store_agent *a)
+{
+	memset(a, 0, sizeof(*a));
+	snprintf(a->agent_id, sizeof(a->agent_id), "%s", f[0]);
+	if (l[1] == 32) {
+		a->has_key = true;
+		memcpy(a->pubkey, f[1], 32);
+	}
+	a->revoked = atoi(f[2]) != 0;
+	a->first_seen_us = strtoll(f[3], NULL, 10);
+	a->last_seen_us = strtoll(f[4], NULL, 10);
+	a->has_horizon = atoi(f[5]) != 0;
+	a->horizon_seq = strtoull(f[6], NULL, 10);
+	if (l[7] == 32)
+		memcpy(a->horizon_hash, f[7], 32);
+}
+
+static int agent_head(struct ch *c, struct store_agent *a)
+{
+	struct buf q = { 0 };
+	b_add(&q, "SELECT seq, hash FROM event_keys WHERE agent_id = ", 50);
+	ch_quote(&q, a->agent_id);
+	b_add(&q, " ORDER BY seq DESC LIMIT 1 FORMAT TabSeparated", 46);
+	int rc = ch_q(c, &q);
+	if (rc)
+		return rc;
+	struct tsv_cursor cur = { c->resp, c->resp + c->rlen };
+	char *f[2];
+	size_t l[2];
+	if (tsv_next(&cur, f, l, 2) == 2) {
+		a->has_head = true;
+		a->head_seq = strtoull(f[0], NULL, 10);
+		if (l[1] == 32)
+			memcpy(a->head_hash, f[1], 32);
+	}
+	return 0;
+}
+
+static int agent_get(struct ch *c, const char *id, struct store_agent *a, bool *found)
+{
+	struct buf q = { 0 };
+	*found = false;
+	b_add(&q, "SELECT " AGENT_COLS " FROM agents FINAL WHERE agent_id = ", strlen("SELECT " AGENT_COLS " FROM agents FINAL WHERE agent_id = "));
+	ch_quote(&q, id);
+	b_add(&q, " FORMAT TabSeparated", 20);
+	int rc = ch_q(c, &q);
+	if (rc)
+		return rc;
+	struct tsv_cursor cur = { c->resp, c->resp + c->rlen };
+	char *f[8];
+	size_t l[8];
+	if (tsv_next(&cur, f, l, 8) == 8) {
+		read_agent_row(f, l, a);
+		*found = true;
+	}
+	return 0;
+}
+
+/* Writes a new version of the agent row. Versions are microsecond clocks,
+ * bumped past the last one this process wrote so two quick updates keep
+ * their order. */
+static int agent_put(struct ch *c, const struct store_agent *a)
+{
+	static uint64_t last_version;
+	struct buf body = { 0 };
+	char num[160];
+	uint64_t v = (uint64_t)now_us();
+	if (v <= last_version)
+		v = last_version + 1;
+	last_version = v;
+	tsv_str(&body, a->agent_id);
+	b_add(&body, "\t", 1);
+	if (a->has_key)
+		tsv_bytes(&body, a->pubkey, 32);
+	snprintf(num, sizeof(num), "\t%d\t%lld\t%lld\t%d\t%llu\t", a->revoked, (long long)a->first_seen_us,
+		 (long long)a->last_seen_us, a->has_horizon, (unsigned long long)a->horizon_seq);
+	b_add(&body, num, strlen(num));
+	if (a->has_horizon)
+		tsv_bytes(&body, a->horizon_hash, 32);
+	snprintf(num, sizeof(num), "\t%llu\n", (unsigned long long)v);
+	b_add(&body, num, strlen(num));
+	int rc = body.oom ? -ENOMEM : ch_exec(c, "INSERT INTO agents (" AGENT_COLS ", version) FORMAT TabSeparated", body.p, body.len);
+	b_free(&body);
+	return rc;
+}
+
+static int ch_agent_get(struct store *s, const char *id, struct store_agent *out)
+{
+	struct ch *c = CH(s);
+	bool found;
+	int rc = agent_get(c, id, out, &found);
+	if (rc)
+		return rc;
+	if (!found)
+		return -ENOENT;
+	return agent_head(c, out);
+}
+
+static int ch_agent_pin_key(struct store *s, const char *id, const uint8_t key[32])
+{
+	struct ch *c = CH(s);
+	struct store_agent a;
+	bool found;
+	int rc = agent_get(c, id, &a, &found);
+	if (rc)
+		return rc;
+	if (found && a.has_key)
+		return memcmp(a.pubkey, key, 32) ? -EEXIST : 0;
+	if (!found) {
+		memset(&a, 0, sizeof(a));
+		snprintf(a.agent_id, sizeof(a.agent_id), "%s", id);
+		a.first_seen_us = now_us();
+	}
+	a.has_key = true;
+	memcpy(a.pubkey, key, 32);
+	return agent_put(c, &a);
+}
+
+static int ch_agent_set_revoked(struct store *s, const char *id, bool revoked)
+{
+	struct ch *c = CH(s);
+	struct store_agent a;
+	bool found;
+	int rc = agent_get(c, id, &a, &found);
+	if (rc)
+		return rc;
+	if (!found) {
+		memset(&a, 0, sizeof(a));
+		snprintf(a.agent_id, sizeof(a.agent_id), "%s", id);
+	}
+	a.revoked = revoked;
+	return agent_put(c, &a);
+}
+
+static int ch_agent_list(struct store *s, struct store_agent **out, size_t *n)
+{
+	struct ch *c = CH(s);
+	int rc = ch_exec(c, "SELECT " AGENT_COLS " FROM agents FINAL ORDER BY agent_id FORMAT TabSeparated", NULL, 0);
+	if (rc)
+		return rc;
+	/* Copy: agent_head reuses the response buffer. */
+	char *copy = malloc(c->rlen + 1);
+	size_t cap = 16, cnt = 0;
+	struct store_agent *v = malloc(cap * sizeof(*v));
+	if (!copy || !v) {
+		free(copy);
+		free(v);
+		return -ENOMEM;
+	}
+	memcpy(copy, c->resp, c->rlen);
+	copy[c->rlen] = 0;
+	struct tsv_cursor cur = { copy, copy + c->rlen };
+	char *f[8];
+	size_t l[8];
+	int nf;
+	while ((nf = tsv_next(&cur, f, l, 8)) >= 0) {
+		if (nf != 8)
+			continue;
+		if (cnt == cap) {
+			struct store_agent *nv = realloc(v, 2 * cap * sizeof(*nv));
+			if (!nv) {
+				rc = -ENOMEM;
+				break;
+			}
+			v = nv;
+			cap *= 2;
+		}
+		read_agent_row(f, l, &v[cnt++]);
+	}
+	free(copy);
+	for (size_t i = 0; !rc && i < cnt; i++)
+		rc = agent_head(c, &v[i]);
+	if (rc) {
+		free(v);
+		return rc;
+	}
+	*out = v;
+	*n = cnt;
+	return 0;
+}
+
+static int ch_scan_events(struct store *s, const char *id, store_event_cb cb, void *ctx)
+{
+	struct ch *c = CH(s);
+	struct buf q = { 0 };
+	struct store_finding fb[64];
+	int rc;
+	/* Pages of 50,000 rows by seq, so a long chain never sits in memory whole. */
+	uint64_t after = 0;
+	bool first = true;
+	for (;;) {
+		b_add(&q, "SELECT " EV_COLS " FROM events WHERE agent_id = ", strlen("SELECT " EV_COLS " FROM events WHERE agent_id = "));
+		ch_quote(&q, id);
+		b_fmt(&q, " AND seq %s %llu ORDER BY seq, boot_id LIMIT 50000 FORMAT TabSeparated", first ? ">=" : ">",
+		      (unsigned long long)after);
+		if ((rc = ch_q(c, &q)))
+			return rc;
+		char *copy = malloc(c->rlen + 1);
+		if (!copy)
+			return -ENOMEM;
+		memcpy(copy, c->resp, c->rlen);
+		copy[c->rlen] = 0;
+		struct tsv_cursor cur = { copy, copy + c->rlen };
+		char *fl[EV_NCOLS + 1];
+		size_t ll[EV_NCOLS + 1];
+		int nf;
+		size_t rows = 0;
+		uint64_t last = after;
+		rc = 0;
+		while (!rc && (nf = tsv_next(&cur, fl, ll, EV_NCOLS + 1)) >= 0) {
+			struct store_event e;
+			if (read_event(fl, ll, nf, &e, fb, 64)) {
+				store_seterr(s, "clickhouse: unexpected row with %d columns", nf);
+				rc = -EPROTO;
+				break;
+			}
+			rows++;
+			last = e.seq;
+			rc = cb(ctx, &e);
+		}
+		free(copy);
+		if (rc)
+			return rc;
+		/* A page boundary inside one seq (several boots) would be cut; 50,000
+		 * rows of one seq do not occur. */
+		if (rows < 50000)
+			return 0;
+		after = last;
+		first = false;
+	}
+}
+
+static int ch_scan_batches(struct store *s, const char *id, store_batch_cb cb, void *ctx)
+{
+	struct ch *c = CH(s);
+	struct buf q = { 0 };
+	b_add(&q, "SELECT agent_id, boot_id, schema_version, first_seq, last_seq, prev_batch_hash, signature, received"
+		  " FROM batches FINAL WHERE agent_id = ", strlen("SELECT agent_id, boot_id, schema_version, first_seq, last_seq, prev_batch_hash, signature, received"
+		  " FROM batches FINAL WHERE agent_id = "));
+	ch_quote(&q, id);
+	b_add(&q, " ORDER BY first_seq, last_seq FORMAT TabSeparated", strlen(" ORDER BY first_seq, last_seq FORMAT TabSeparated"));
+	int rc = ch_q(c, &q);
+	if (rc)
+		return rc;
+	char *copy = malloc(c->rlen + 1);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, c->resp, c->rlen);
+	copy[c->rlen] = 0;
+	struct tsv_cursor cur = { copy, copy + c->rlen };
+	char *f[8];
+	size_t l[8];
+	int nf;
+	while (!rc && (nf = tsv_next(&cur, f, l, 8)) >= 0) {
+		if (nf != 8)
+			continue;
+		struct store_batch_info b = {
+			.agent_id = f[0], .boot_id = f[1], .schema_version = (uint32_t)strtoul(f[2], NULL, 10),
+			.first_seq = strtoull(f[3], NULL, 10), .last_seq = strtoull(f[4], NULL, 10),
+			.prev_batch_hash = (const uint8_t *)f[5], .prev_batch_hash_len = l[5],
+			.signature = (const uint8_t *)f[6], .signature_len = l[6], .received_us = strtoll(f[7], NULL, 10),
+		};
+		rc = cb(ctx, &b);
+	}
+	free(copy);
+	return rc;
+}
+
+static int ch_retain(struct store *s, int64_t before_us, uint64_t *deleted)
+{
+	struct ch *c = CH(s);
+	struct buf q = { 0 };
+	int rc;
+	*deleted = 0;
+	/* Horizons first: per agent, the newest event about to go. */
+	b_fmt(&q, "SELECT agent_id, max(seq), argMax(hash, seq), count() FROM events WHERE time < %lld"
+		  " AND agent_id != 'collector' GROUP BY agent_id FORMAT TabSeparated", (long long)before_us);
+	if ((rc = ch_q(c, &q)))
+		return rc;
+	char *copy = malloc(c->rlen + 1);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, c->resp, c->rlen);
+	copy[c->rlen] = 0;
+	struct tsv_cursor cur = { copy, copy + c->rlen };
+	char *f[4];
+	size_t l[4];
+	int nf;
+	while (!rc && (nf = tsv_next(&cur, f, l, 4)) >= 0) {
+		if (nf != 4)
+			continue;
+		struct store_agent a;
+		bool found;
+		char id[128];
+		snprintf(id, sizeof(id), "%s", f[0]);
+		uint64_t hs = strtoull(f[1], NULL, 10);
+		uint8_t hh[32] = { 0 };
+		if (l[2] == 32)
+			memcpy(hh, f[2], 32);
+		if ((rc = agent_get(c, id, &a, &found)))
+			break;
+		if (!found) {
+			memset(&a, 0, sizeof(a));
+			snprintf(a.agent_id, sizeof(a.agent_id), "%s", id);
+		}
+		a.has_horizon = true;
+		a.horizon_seq = hs;
+		memcpy(a.horizon_hash, hh, 32);
+		rc = agent_put(c, &a);
+	}
+	free(copy);
+	if (rc)
+		return rc;
+	b_fmt(&q, "SELECT count() FROM events WHERE time < %lld FORMAT TabSeparated", (long long)before_us);
+	if ((rc = ch_q(c, &q)))
+		return rc;
+	*deleted = strtoull(c->resp ? c->resp : "0", NULL, 10);
+	if (!*deleted)
+		return 0;
+	/* A mutation: asynchronous in ClickHouse (18.16 has no mutations_sync),
+	 * so wait below until it is done. Batch headers received before the
+	 * cut-off only cover events older than it. */
+	b_fmt(&q, "ALTER TABLE events DELETE WHERE time < %lld", (long long)before_us);
+	if ((rc = ch_q(c, &q)))
+		return rc;
+	b_fmt(&q, "ALTER TABLE event_keys DELETE WHERE time < %lld", (long long)before_us);
+	if ((rc = ch_q(c, &q)))
+		return rc;
+	b_fmt(&q, "ALTER TABLE batches DELETE WHERE received < %lld", (long long)before_us);
+	if ((rc = ch_q(c, &q)))
+		return rc;
+	for (int i = 0; i < 600; i++) {
+		if ((rc = ch_exec(c, "SELECT count() FROM system.mutations WHERE database = currentDatabase()"
+				     " AND is_done = 0 FORMAT TabSeparated", NULL, 0)))
+			break;
+		if (atoi(c->resp ? c->resp : "1") == 0)
+			break;
+		struct timespec ts = { 0, 100000000 };
+		nanosleep(&ts, NULL);
+	}
+	b_free(&q);
+	return rc;
+}
+
+static const struct store_ops ch_ops = {
+	.kind = "clickhouse",
+	.close = ch_close,
+	.insert_batch = ch_insert_batch,
+	.insert_local = ch_insert_local,
+	.query = ch_query,
+	.top = ch_top,
+	.count = ch_count,
+	.agent_get = ch_agent_get,
+	.agent_pin_key = ch_agent_pin_key,
+	.agent_set_revoked = ch_agent_set_revoked,
+	.agent_list = ch_agent_list,
+	.scan_events = ch_scan_events,
+	.scan_batches = ch_scan_batches,
+	.retain = ch_retain,
+};
+
 int store_clickhouse_open(const char *url, struct store **out, char *err, size_t errlen)
 {
+	/* clickhouse://HOST:PORT/DB */
+	const char *hp = url + strlen("clickhouse://"), *slash = strchr(hp, '/');
+	struct ch *c;
+	int rc;
 	*out = NULL;
-	snprintf(err, errlen, "%s: not yet", url);
-	return -ENOTSUP;
+	if (!slash || slash == hp || !slash[1] || strlen(slash + 1) >= sizeof(c->db)) {
+		snprintf(err, errlen, "%s: expected clickhouse://HOST:PORT/DB", url);
+		return -EINVAL;
+	}
+	for (const char *p = slash + 1; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_')) {
+			snprintf(err, errlen, "%s: the database name may only hold [A-Za-z0-9_]", url);
+			return -EINVAL;
+		}
+	if (!(c = calloc(1, sizeof(*c))))
+		return -ENOMEM;
+	c->base.ops = &ch_ops;
+	snprintf(c->base_url, sizeof(c->base_url), "http://%.*s", (int)(slash - hp), hp);
+	snprintf(c->db, sizeof(c->db), "%s", slash + 1);
+	if (!(c->curl = curl_easy_init())) {
+		free(c);
+		return -ENOMEM;
+	}
+	curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, c);
+	curl_easy_setopt(c->curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c->curl, CURLOPT_CONNECTTIMEOUT, 10L);
+	curl_easy_setopt(c->curl, CURLOPT_TIMEOUT, 300L);
+	curl_easy_setopt(c->curl, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c->curl, CURLOPT_TCP_KEEPALIVE, 1L);
+	/* The database itself: created from the default database. */
+	{
+		char saved[128];
+		struct buf q = { 0 };
+		snprintf(saved, sizeof(saved), "%s", c->db);
+		snprintf(c->db, sizeof(c->db), "default");
+		b_fmt(&q, "CREATE DATABASE IF NOT EXISTS %s", saved);
+		rc = ch_q(c, &q);
+		snprintf(c->db, sizeof(c->db), "%s", saved);
+	}
+	if (rc || (rc = migrate(c))) {
+		snprintf(err, errlen, "%s: %s", url, c->base.errmsg);
+		ch_close(&c->base);
+		return rc;
+	}
+	uint8_t rnd[16];
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		memset(rnd, 0x5a, sizeof(rnd));
+	snprintf(c->local_boot, sizeof(c->local_boot),
+		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3],
+		 rnd[4], rnd[5], rnd[6], rnd[7], rnd[8], rnd[9], rnd[10], rnd[11], rnd[12], rnd[13], rnd[14], rnd[15]);
+	if (ch_exec(c, "SELECT max(seq) FROM events WHERE agent_id = 'collector' FORMAT TabSeparated", NULL, 0) == 0)
+		c->local_seq = strtoull(c->resp ? c->resp : "0", NULL, 10);
+	*out = &c->base;
+	return 0;
 }

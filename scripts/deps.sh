@@ -12,7 +12,7 @@ build_pkgs=(
 )
 test_pkgs=(
   curl python3 openssl iproute2 util-linux procps ca-certificates
-  sqlite3 zstd
+  sqlite3 zstd clickhouse-server
 )
 bench_pkgs=( nginx-light mitmproxy libpcre2-dev wrk )
 

@@ -3,7 +3,7 @@
 # (tests/e2e/test_*.py). Each prints "PASS name" / "FAIL name: why" lines; a
 # binary that crashes or exits non-zero without a FAIL line counts as one
 # failure. Ends with "N passed, N failed" and exits non-zero on any failure.
-# VIGIL_ONLY=unit|e2e restricts the run; VIGIL_TEST=substring filters files.
+# VIGIL_ONLY=unit|e2e|fuzz restricts the run; VIGIL_TEST=substring filters files.
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -32,19 +32,23 @@ run_one() {
 	passed=$((passed + p)); failed=$((failed + f))
 }
 
-if [ "$only" != e2e ]; then
+if [ "$only" = all ] || [ "$only" = unit ]; then
 	for t in "$BUILD"/tests/test_*; do
 		[ -x "$t" ] || continue
 		case "$t" in *"$filter"*) ;; *) continue ;; esac
 		run_one "$(basename "$t")" "$t"
 	done
 fi
-if [ "$only" != unit ]; then
+if [ "$only" = all ] || [ "$only" = e2e ]; then
 	for t in tests/e2e/test_*.py; do
 		[ -f "$t" ] || continue
 		case "$t" in *"$filter"*) ;; *) continue ;; esac
 		run_one "$(basename "$t" .py)" python3 "$t"
 	done
+fi
+if [ "$only" = all ] || [ "$only" = fuzz ]; then
+	# A short smoke run of every fuzz target (make fuzz runs them longer).
+	case "fuzz" in *"$filter"*) FUZZ_SECONDS=${VIGIL_FUZZ_SECONDS:-5} run_one fuzz-smoke bash tests/fuzz/run.sh ;; esac
 fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

@@ -19,7 +19,11 @@ proxy. CPU per request counts the proxy process only (all threads; for
 nginx master + worker), so it does not depend on that competition; req/s
 does, the same way for every target.
 
-Usage: proxy_bench.py [--duration S] [--conns N] [--idle N] [--sse N]
+Usage: proxy_bench.py [--duration S] [--conns N] [--mitm-conns N] [--idle N]
+                      [--sse N] [--only nginx,mitmdump,agent] [--spool-tmpfs]
+(run.sh passes $BENCH_ARGS; --spool-tmpfs is a what-if: the agent's audit
+chain state on tmpfs instead of disk.) The last line, BENCHJSON {...}, holds
+every number for scripts.
 Sub-modes used internally (run inside the scratch cgroup / hosts namespace):
   proxy_bench.py idle-client HOST N        open N idle TLS connections
   proxy_bench.py sse-client HOST N         N streamed requests, first-event times
@@ -382,8 +386,6 @@ def sse_client(host, n):
             raise RuntimeError("no data: event in response")
         if i >= 3:
             times.append((first - t0) * 1000.0)
-        if not buf.startswith(b"HTTP/1.1 200") and buf:
-            pass
     print(json.dumps({"first_event_ms": times}), flush=True)
 
 

@@ -2,6 +2,7 @@
  * first-match order, defaults, monitor mode, redaction modes, load errors
  * with file:line (all of them, not just the first), hash stability, and
  * reload keeping the old policy when the new file is broken. */
+#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -663,4 +664,40 @@ TEST(example_policy_loads)
 	(void)d;
 	CHECK(policy_budget_count(p) >= 1, "example declares budgets");
 	policy_unref(p);
+}
+
+/* The fast matcher for '*'/'?' patterns must agree with fnmatch(3),
+ * including FNM_PATHNAME for exe and FNM_CASEFOLD for host. */
+TEST(glob_matcher_agrees_with_fnmatch)
+{
+	static const char *const pats[] = { "*", "a*", "*b", "a*b", "a?c", "*a*b*c*", "gpt-4o*", "**x",
+					    "a*a*a*b", "?", "/usr/*/py*", "/usr/bin/*", "/*", "*.openai.com",
+					    "a[bc]d", "x\\*y" };
+	static const char *const strs[] = { "a", "ab", "abc", "aXb", "aaaaab", "aaaa", "xaybzc", "gpt-4o-mini",
+					    "gpt-4", "x", "xx", "/usr/bin/python3", "/usr/lib/x/python",
+					    "/usr/bin/a/b", "API.OPENAI.COM", "a.openai.com", "abd", "x*y", "xay" };
+	char y[512];
+	struct policy_ctx c = base_ctx();
+	static const struct { const char *cond; int flags; } kinds[] = {
+		{ "model", 0 }, { "exe", FNM_PATHNAME }, { "host", FNM_CASEFOLD },
+	};
+
+	for (size_t k = 0; k < 3; k++)
+		for (size_t i = 0; i < sizeof(pats) / sizeof(pats[0]); i++) {
+			struct policy *p;
+			snprintf(y, sizeof(y), "rules:\n  - name: r\n    when: { %s: '%s' }\n    action: block\n",
+				 kinds[k].cond, pats[i]);
+			p = load(y);
+			CHECK(p, "pattern %s: %s", pats[i], last_errs);
+			for (size_t j = 0; j < sizeof(strs) / sizeof(strs[0]); j++) {
+				c.model = c.exe = c.host = strs[j];
+				int want = fnmatch(pats[i], strs[j], kinds[k].flags) == 0;
+				int got = !strcmp(decide(p, &c), "r");
+				if (want != got)
+					policy_unref(p);
+				CHECK(want == got, "%s '%s' vs '%s': fnmatch says %d, policy says %d", kinds[k].cond,
+				      pats[i], strs[j], want, got);
+			}
+			policy_unref(p);
+		}
 }

@@ -90,7 +90,7 @@ static int start_clickhouse(void)
 		return 0;
 	if (ch_skip_reason)
 		return -1;
-	const char *bin = access("/usr/bin/clickhouse", X_OK) == 0 ? "/usr/bin/clickhouse" : NULL;
+	const char *bin = access("/usr/sbin/clickhouse-server", X_OK) == 0 ? "/usr/sbin/clickhouse-server" : NULL;
 	if (!bin) {
 		ch_skip_reason = "clickhouse-server is not installed (scripts/deps.sh test installs it)";
 		return -1;
@@ -132,7 +132,7 @@ static int start_clickhouse(void)
 		dup2(1, 2);
 		if (chdir(dir) != 0)
 			_exit(126);
-		execl(bin, bin, "server", "--config-file", cfg, (char *)NULL);
+		execl(bin, bin, "--config-file", cfg, (char *)NULL);
 		_exit(127);
 	}
 	ch_pid = pid;
