@@ -410,7 +410,7 @@ static bool v_phone(const char *t, size_t n, size_t *s, size_t *e)
 			groups++;
 		bool ok;
 		bool trunk = t[st] == '0';        /* national format: 0xx xxx xx xx */
-		bool dialout = trunk && t[st + 1] == '0';
+		bool dialout = trunk && st + 1 < pe && t[st + 1] == '0';
 		if (plus)
 			ok = nd >= 8 && nd <= 15;
 		else if (paren)

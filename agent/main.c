@@ -20,6 +20,7 @@
 #include "conn.h"
 #include "log.h"
 #include "loop.h"
+#include "privs.h"
 #include "targets.h"
 
 #define VIGIL_VERSION "0.1.0"
@@ -337,6 +338,12 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	loop_set_tick(ag.loop, 100, tick, &ag);
+	/* Everything privileged is done: attached, listening, keys read. */
+	if (privs_drop(err, sizeof(err))) {
+		log_err("cannot drop privileges: %s", err);
+		ret = 1;
+		goto out;
+	}
 
 	struct audit_event ev;
 	audit_event_init(&ev, "agent_start");

@@ -261,14 +261,17 @@ int provider_parse_request(const char *host, const char *path,
 	size_t i = 0;
 	while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
 		i++;
-	if (i == len || (body[i] != '{' && body[i] != '['))
-		return 0;                                /* not JSON: text */
+	if (i == len)
+		return 0;                                /* empty: nothing to inspect */
 	/* Validate first so the callback never sees strings of a body that
-	 * turns out to be invalid (the redactor must not touch it). */
+	 * turns out to be invalid (the redactor must not touch it). Any valid
+	 * JSON (even a bare number) is JSON: rewriting it as text could make
+	 * it invalid. */
 	int rc = json_scan(body, len, NULL, NULL);
 	if (rc == -EINVAL || rc == -E2BIG) {
-		info->invalid_json = true;
-		return 0;
+		if (i < len && (body[i] == '{' || body[i] == '['))
+			info->invalid_json = true;
+		return 0;                                /* else: not JSON, text */
 	}
 	info->is_json = true;
 	return json_scan(body, len, parse_cb, &c);

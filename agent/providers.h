@@ -54,10 +54,10 @@ enum provider_id provider_identify(const char *host, const char *path);
 typedef int (*provider_string_fn)(void *ctx, size_t off, size_t len, bool visible);
 
 /* Parse a request: fill *info and call fn (may be NULL) for every string
- * value of a JSON body, in order. A body that is not JSON (no leading '{'
- * or '[') sets is_json = false and reports nothing: inspect it as text. A
- * body that starts like JSON but fails validation sets invalid_json and
- * reports nothing. Returns 0, or fn's non-zero result. host, path, body
+ * value of a valid JSON body (any JSON value), in order. A body that is
+ * not JSON sets is_json = false and reports nothing: inspect it as text;
+ * if it starts like JSON ('{' or '[') but fails validation, invalid_json
+ * is set too. Returns 0, or fn's non-zero result. host, path, body
  * are borrowed. */
 int provider_parse_request(const char *host, const char *path,
 			   const char *body, size_t len,

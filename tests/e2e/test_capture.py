@@ -76,6 +76,17 @@ def agent_starts_and_reports_ready():
 
 
 @test
+def agent_drops_privileges_once_attached():
+    with open("/proc/%d/status" % AGENT.proc.pid) as f:
+        st = dict(l.rstrip("\n").split(":\t", 1) for l in f if ":\t" in l)
+    want = "%016x" % (1 << 19)   # CAP_SYS_PTRACE only: reads /proc/<pid>/exe of other users
+    check(st["CapEff"] == want and st["CapPrm"] == want, "effective/permitted caps %s/%s, want %s" %
+          (st["CapEff"], st["CapPrm"], want))
+    check(st["CapBnd"] == want, "bounding set %s still allows regaining privileges" % st["CapBnd"])
+    check(st["NoNewPrivs"] == "1", "no_new_privs not set")
+
+
+@test
 def redirected_connection_reaches_server_with_identity():
     res = client(TARGET4, PORT, "hello-capture")
     check("error" not in res, "client error: %s" % res)

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -267,7 +268,8 @@ def export_formats_and_syslog_forward():
         check(p.returncode == 0 and probe in p.stdout, "export %s: exit %d %s %s" % (fmt, p.returncode, p.stderr, p.stdout[:200]))
         if fmt == "syslog":
             line = [l for l in p.stdout.splitlines() if "nobody" in l][0]
-            check(line.startswith("<") and ">1 " in line[:6], "not RFC 5424: %r" % line[:80])
+            check(re.match(r"^<\d{1,3}>1 \d{4}-\d\d-\d\dT[0-9:.]+Z \S+ vigil-collector - request \[vigil@32473 ", line),
+                  "not RFC 5424: %r" % line[:100])
     deadline = time.time() + 5
     while time.time() < deadline and not any("nobody" in l for l in COL.syslog_lines):
         time.sleep(0.1)

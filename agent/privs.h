@@ -1,0 +1,23 @@
+/* privs: once the BPF programs are attached, the maps open, the listeners
+ * bound and the keys read, the agent no longer needs to be all-powerful.
+ * privs_drop() keeps only what serving needs and can never get the rest
+ * back. */
+#ifndef VIGIL_PRIVS_H
+#define VIGIL_PRIVS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Capabilities kept while serving: CAP_SYS_PTRACE, to read
+ * /proc/<pid>/exe of other users' processes (the identity on every event).
+ * Everything else (CAP_BPF, CAP_SYS_ADMIN, CAP_NET_ADMIN, ...) is dropped
+ * from the effective, permitted, inheritable, ambient and bounding sets;
+ * no_new_privs is set and the process is made non-dumpable (no core file
+ * with the CA key, no ptrace by other processes of the same user).
+ * Returns 0 or -errno with a reason in err. */
+int privs_drop(char *err, size_t errlen);
+
+/* The effective capability set of this process, as in /proc/self/status. */
+uint64_t privs_effective(void);
+
+#endif
