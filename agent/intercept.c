@@ -36,6 +36,7 @@
 #define POOL_MAX 32
 #define POOL_PER_KEY 4
 #define POOL_IDLE_MS 30000
+#define COALESCE_MAX (64 * 1024)
 
 /* ---- I/O with deadlines over non-blocking sockets ---- */
 
@@ -430,6 +431,8 @@ static int upstream_connect(struct ic *ic, struct exchange *ex)
 		return -ENOMEM;
 	}
 	SSL_set_options(ic->up.ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	SSL_set_read_ahead(ic->up.ssl, 1);
+	SSL_set_mode(ic->up.ssl, SSL_MODE_RELEASE_BUFFERS);
 	if ((ret = tls_handshake(ic->up.ssl, fd, false, deadline))) {
 		const char *why = tls_verify_reason(ic->up.ssl);
 		if (SSL_get_verify_result(ic->up.ssl) != X509_V_OK && strcmp(why, "ok")) {
@@ -576,8 +579,16 @@ again:
 	if (hl < 0)
 		return -ENOSPC;
 	deadline = loop_now_ms() + cfg->upstream_timeout_ms;
-	if ((ret = tls_write_all(ic->up.ssl, ic->up.fd, ic->fwd, (size_t)hl, deadline)) ||
-	    (ic->body_len && (ret = tls_write_all(ic->up.ssl, ic->up.fd, body, ic->body_len, deadline)))) {
+	/* A small body goes in the same TLS record as the head. */
+	size_t together = 0;
+	if (ic->body_len && ic->body_len <= COALESCE_MAX &&
+	    !grow(&ic->fwd, &ic->fwd_cap, (size_t)hl + ic->body_len, (size_t)hl + COALESCE_MAX)) {
+		memcpy(ic->fwd + hl, body, ic->body_len);
+		together = ic->body_len;
+	}
+	if ((ret = tls_write_all(ic->up.ssl, ic->up.fd, ic->fwd, (size_t)hl + together, deadline)) ||
+	    (ic->body_len && !together &&
+	     (ret = tls_write_all(ic->up.ssl, ic->up.fd, body, ic->body_len, deadline)))) {
 		upstream_close(&ic->up);
 		/* A pooled connection may have been closed by the server just now:
 		 * retry once on a fresh one (nothing reached the client yet). */
@@ -648,9 +659,10 @@ again:
 	if (ex->transform) {
 		if ((ret = send_transformed_head(ic, &resp, fc.chunked_out)))
 			return -EIO;
-	} else if ((ret = send_client(ic, ic->rbuf, (size_t)hl))) {
-		return -EIO;
 	}
+	/* Untransformed, the head goes out with the first body bytes (one TLS
+	 * record, one write): head_pending counts the head bytes still to send. */
+	size_t head_pending = ex->transform ? 0 : (size_t)hl;
 	ex->bytes_down += (uint64_t)hl;
 	ex->t_first_byte_ms = loop_now_ms();
 
@@ -660,6 +672,8 @@ again:
 	size_t have = ic->rlen - (size_t)hl;
 	char *p = ic->rbuf + hl;
 	bool done = resp.body == HTTP_BODY_NONE || (resp.body == HTTP_BODY_LENGTH && left == 0);
+	if (done && head_pending && send_client(ic, ic->rbuf, head_pending))
+		return -EIO;
 	if (resp.body == HTTP_BODY_CHUNKED)
 		http_chunked_init(&ch, UINT64_MAX, 65536);
 	ic->up_reusable = resp.keep_alive;
@@ -692,12 +706,20 @@ again:
 			if (fc.err)
 				return -EIO;
 			if (!ex->transform) {
-				if (fwd && send_client(ic, p, fwd))
+				if ((fwd || head_pending) &&
+				    send_client(ic, p - head_pending, fwd + head_pending))
 					return -EIO;
+				head_pending = 0;
 				ex->bytes_down += fwd;
 			}
 			if (done)
 				break;
+		}
+		if (head_pending) {
+			/* The head arrived alone: send it now, the body may take a while. */
+			if (send_client(ic, ic->rbuf, head_pending))
+				return -EIO;
+			head_pending = 0;
 		}
 		ssize_t n = tls_read(ic->up.ssl, ic->up.fd, ic->rbuf, ic->rcap, deadline);
 		if (n == 0 && resp.body == HTTP_BODY_EOF)
@@ -745,6 +767,9 @@ static void serve(struct ic *ic)
 	}
 	SSL_CTX_free(ctx);
 	SSL_set_options(ic->cssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	/* Read whole records in one syscall; give buffers back while idle. */
+	SSL_set_read_ahead(ic->cssl, 1);
+	SSL_set_mode(ic->cssl, SSL_MODE_RELEASE_BUFFERS);
 	if ((ret = tls_handshake(ic->cssl, ic->cfd, true, loop_now_ms() + cfg->header_timeout_ms))) {
 		/* Usually a client that does not trust the interception CA (or pins
 		 * its provider's key): audit it so IT can add a passthrough entry. */

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -215,6 +216,8 @@ int main(int argc, char **argv)
 	sigset_t mask;
 
 	log_set_prog("vigil-agent");
+	/* One malloc arena per intercepting thread would multiply idle memory. */
+	mallopt(M_ARENA_MAX, 2);
 	while ((opt = getopt_long(argc, argv, "c:l:Vh", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'c': config_path = optarg; break;

@@ -355,14 +355,14 @@ static int send_batch(struct ship *sh)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = '?';
 	if (status == EVCODEC_ACK_OK && acked >= sh->last_seq) {
-		spool_ack(sh->spool, sh->last_seq);
-		memcpy(sh->prev_digest, sh->digest, 32);
-		sh->have_prev = true;
 		pthread_mutex_lock(&sh->lock);
 		sh->st.batches_acked++;
 		sh->st.events_acked += sh->n_events;
 		sh->st.acked_seq = sh->last_seq;
 		pthread_mutex_unlock(&sh->lock);
+		spool_ack(sh->spool, sh->last_seq);
+		memcpy(sh->prev_digest, sh->digest, 32);
+		sh->have_prev = true;
 		drop_inflight(sh);
 		return 0;
 	}

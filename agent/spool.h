@@ -121,4 +121,8 @@ int spool_read(struct spool_reader *r, size_t max_records, size_t max_bytes, str
 /* True if durable records exist after the reader's position. */
 bool spool_reader_pending(struct spool_reader *r);
 
+/* CRC32C of p[0..n) as records use it; software = force the table path
+ * (tests check both paths agree; not thread-safe with software = true). */
+uint32_t spool_crc32c(const void *p, size_t n, bool software);
+
 #endif

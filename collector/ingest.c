@@ -492,6 +492,9 @@ static int on_readable(struct ingest *g, struct conn *c)
 			int e = SSL_get_error(c->ssl, n);
 			if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
 				return 0;
+			if (e != SSL_ERROR_ZERO_RETURN)
+				log_info("ingest: %s (%s): connection lost (TLS error %d: %s, errno %d)", c->peer, c->cn, e,
+					 ERR_reason_error_string(ERR_peek_last_error()), errno);
 			ERR_clear_error();
 			return e == SSL_ERROR_ZERO_RETURN ? -ECONNRESET : -EIO;
 		}

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,15 +37,37 @@ void evcodec_hex(const uint8_t *in, size_t n, char *out)
 
 int evcodec_uuid(char out[37])
 {
+	static const char digits[] = "0123456789abcdef";
 	unsigned char r[16];
+	size_t o = 0;
 	if (RAND_bytes(r, sizeof(r)) != 1)
 		return -EIO;
 	r[6] = (r[6] & 0x0f) | 0x40;   /* version 4 */
 	r[8] = (r[8] & 0x3f) | 0x80;   /* RFC 4122 variant */
-	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-		 r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12],
-		 r[13], r[14], r[15]);
+	for (int i = 0; i < 16; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[o++] = '-';
+		out[o++] = digits[r[i] >> 4];
+		out[o++] = digits[r[i] & 15];
+	}
+	out[o] = 0;
 	return 0;
+}
+
+/* SHA-256 fetched once: the implicit fetch behind EVP_sha256() takes a
+ * lock and a lookup on every call in OpenSSL 3 (it showed in profiles). */
+static EVP_MD *g_sha256;
+static pthread_once_t g_sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+	g_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+static const EVP_MD *sha256(void)
+{
+	pthread_once(&g_sha256_once, sha256_fetch);
+	return g_sha256 ? g_sha256 : EVP_sha256();
 }
 
 static char *pstr(const char *s)
@@ -247,7 +270,7 @@ int evcodec_hash_encoded(const uint8_t prev_hash[EVCODEC_HASH_LEN], const uint8_
 	EVP_MD_CTX *c = EVP_MD_CTX_new();
 	unsigned int n = 0;
 	int ret = -EIO;
-	if (c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
+	if (c && EVP_DigestInit_ex(c, sha256(), NULL) == 1 &&
 	    EVP_DigestUpdate(c, prev_hash, EVCODEC_HASH_LEN) == 1 &&
 	    EVP_DigestUpdate(c, e, len) == 1 && EVP_DigestFinal_ex(c, out, &n) == 1 &&
 	    n == EVCODEC_HASH_LEN)
@@ -562,7 +585,7 @@ int evcodec_batch_build(const struct evcodec_batch_hdr *h, const uint8_t *const 
 	{
 		unsigned int dn = 0;
 		EVP_MD_CTX *c = EVP_MD_CTX_new();
-		ret = (c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
+		ret = (c && EVP_DigestInit_ex(c, sha256(), NULL) == 1 &&
 		       EVP_DigestUpdate(c, raw, pos) == 1 && EVP_DigestFinal_ex(c, dg, &dn) == 1)
 			      ? 0
 			      : -EIO;
@@ -702,7 +725,7 @@ int evcodec_batch_parse(const uint8_t *zbuf, size_t zlen, struct evcodec_batch *
 		goto err;
 	b->priv_ = p;
 	b->raw_len = rawlen;
-	if (!(c = EVP_MD_CTX_new()) || EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1)
+	if (!(c = EVP_MD_CTX_new()) || EVP_DigestInit_ex(c, sha256(), NULL) != 1)
 		goto err;
 	/* Digest: every top-level field but the signature, as received. */
 	while (pos < rawlen) {

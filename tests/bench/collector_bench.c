@@ -107,8 +107,13 @@ static void *send_thread(void *arg)
 		enum evcodec_ack_status st;
 		uint64_t seq;
 		char reason[200];
-		if (write_all(ssl, sd->frames[i], sd->lens[i]) || evcodec_frame_read(ssl, &ack, &al, 4096))
+		int wr = write_all(ssl, sd->frames[i], sd->lens[i]), rr = wr ? 0 : evcodec_frame_read(ssl, &ack, &al, 4096);
+		if (wr || rr) {
+			fprintf(stderr, "bench: agent %d: connection lost at batch %zu (write %d read %d ssl %d)\n", sd->idx, i, wr, rr,
+				SSL_get_error(ssl, -1));
+			ERR_print_errors_fp(stderr);
 			goto out;
+		}
 		int rc = evcodec_ack_decode(ack, al, &st, &seq, reason, sizeof(reason));
 		free(ack);
 		if (rc || st != EVCODEC_ACK_OK) {
@@ -447,7 +452,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--no-clickhouse"))
 			with_ch = false;
 	}
-	log_set_level(LOG_ERR);
+	log_set_level(getenv("BENCH_DEBUG") ? LOG_INFO : LOG_ERR);
 	signal(SIGPIPE, SIG_IGN);
 	snprintf(dir, sizeof(dir), "/tmp/vigil-collector-bench-XXXXXX");
 	if (!mkdtemp(dir))

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "check.h"
@@ -378,4 +379,51 @@ TEST(read_respects_limits)
 	spool_reader_free(r);
 	spool_close(s);
 	rm_rf(dir);
+}
+
+TEST(crc32c_known_vectors_hw_and_software_agree)
+{
+	uint8_t buf[1031];
+	CHECK(spool_crc32c("123456789", 9, false) == 0xe3069283u, "CRC32C check value: %08x",
+	      spool_crc32c("123456789", 9, false));
+	CHECK(spool_crc32c("123456789", 9, true) == 0xe3069283u, "software CRC32C check value: %08x",
+	      spool_crc32c("123456789", 9, true));
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (uint8_t)(i * 7 + 3);
+	for (size_t n = 0; n < sizeof(buf); n += 97)
+		CHECK(spool_crc32c(buf + 1, n, false) == spool_crc32c(buf + 1, n, true),
+		      "paths disagree at length %zu", n);
+}
+
+/* A disk that fills up before spool_max_bytes: appends keep working by
+ * dropping the oldest segment, and every drop is reported. Needs root for
+ * a private 192 KiB tmpfs; without root it says so and checks nothing. */
+TEST(disk_full_drops_oldest_and_reports)
+{
+	const char *dir = fresh_dir("enospc");
+	struct spool *s = NULL;
+	struct spool_loss total = { 0 };
+	struct spool_stats st;
+	const char *m;
+	if (geteuid() != 0) {
+		printf("SKIP disk_full_drops_oldest_and_reports: needs root for a tmpfs\n");
+		return;
+	}
+	CHECK(mkdir(dir, 0700) == 0, "mkdir");
+	CHECK(mount("vigil-test", dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=192k") == 0,
+	      "mount tmpfs: %s", strerror(errno));
+	CHECK(open_sp(dir, 0, 16384, SPOOL_FSYNC_NEVER, &s) == 0, "open");
+	int ret = append_range(s, 1, 5000, &total);
+	spool_get_stats(s, &st);
+	spool_close(s);
+	umount2(dir, MNT_DETACH);
+	rm_rf(dir);
+	CHECK(ret == 0, "append failed on a full disk instead of dropping: %s", strerror(-ret));
+	CHECK(total.count > 0 && total.first_seq == 1 && total.last_seq + 1 == st.first_seq,
+	      "drops %llu..%llu (count %llu) vs oldest kept %llu", (unsigned long long)total.first_seq,
+	      (unsigned long long)total.last_seq, (unsigned long long)total.count,
+	      (unsigned long long)st.first_seq);
+	CHECK(st.last_seq == 5000 && st.bytes < 192 * 1024, "last %llu, %llu bytes",
+	      (unsigned long long)st.last_seq, (unsigned long long)st.bytes);
+	(void)m;
 }
