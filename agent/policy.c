@@ -310,7 +310,7 @@ static int finding_ref(const struct policy *p, const char *s, uint64_t *mask, ui
 		const char *ln = s + 1;
 		if (!strcmp(ln, "all")) {
 			*mask |= (1ull << FINDING__COUNT) - 1;
-			*custom |= p->ndets ? (p->ndets >= 64 ? ~0ull : (1ull << p->ndets) - 1) : 0;
+			*custom = ~0ull;    /* every detector, see CUSTOM below */
 			return 0;
 		}
 		if (!strcmp(ln, "all_secrets") || !strcmp(ln, "all_pii")) {
@@ -329,6 +329,10 @@ static int finding_ref(const struct policy *p, const char *s, uint64_t *mask, ui
 	}
 	if ((t = finding_from_name(s)) >= 0) {
 		*mask |= 1ull << t;
+		/* the type CUSTOM means any custom detector: all bits set, which
+		 * conds_match also takes as "any CUSTOM count" */
+		if (t == FINDING_CUSTOM)
+			*custom = ~0ull;
 		return 0;
 	}
 	for (size_t i = 0; i < p->ndets; i++)
@@ -1715,8 +1719,7 @@ static bool conds_match(const struct policy *p, const struct conds *c, const str
 		return true;
 	if (c->has_finding && !((st->found & c->finding_mask & ~(1ull << FINDING_CUSTOM)) ||
 				(x->custom_hits & c->custom_mask) ||
-				((c->finding_mask & (1ull << FINDING_CUSTOM)) && !c->custom_mask &&
-				 (st->found & (1ull << FINDING_CUSTOM)))))
+				(c->custom_mask == ~0ull && (st->found & (1ull << FINDING_CUSTOM)))))
 		return false;
 	if (c->has_score && !(x->injection_score >= c->min_score))
 		return false;

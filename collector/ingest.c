@@ -189,6 +189,10 @@ static void conn_free(struct ingest *g, struct conn *c)
 	if (c->ssl) {
 		if (c->st != C_HANDSHAKE)
 			SSL_shutdown(c->ssl);
+		/* The error queue is per thread and SSL_get_error() reads it:
+		 * anything left here would turn another connection's WANT_READ
+		 * into a fatal error. */
+		ERR_clear_error();
 		SSL_free(c->ssl);
 	}
 	epoll_ctl(g->epfd, EPOLL_CTL_DEL, c->fd, NULL);
@@ -246,6 +250,7 @@ static void arm(struct ingest *g, struct conn *c, bool want_write)
 static int flush_out(struct ingest *g, struct conn *c)
 {
 	while (c->woff < c->wlen) {
+		ERR_clear_error();
 		int n = SSL_write(c->ssl, c->wbuf + c->woff, (int)(c->wlen - c->woff));
 		if (n > 0) {
 			c->woff += (size_t)n;
@@ -448,6 +453,7 @@ static bool handshake_done(struct ingest *g, struct conn *c)
 static int on_readable(struct ingest *g, struct conn *c)
 {
 	if (c->st == C_HANDSHAKE) {
+		ERR_clear_error();
 		int r = SSL_accept(c->ssl);
 		if (r != 1) {
 			int e = SSL_get_error(c->ssl, r);
@@ -487,6 +493,7 @@ static int on_readable(struct ingest *g, struct conn *c)
 			dst = c->buf + c->got;
 			room = c->cap - c->got;
 		}
+		ERR_clear_error();
 		int n = SSL_read(c->ssl, dst, (int)room);
 		if (n <= 0) {
 			int e = SSL_get_error(c->ssl, n);

@@ -233,11 +233,30 @@ TEST(cond_finding_types_lists_detectors)
 	CHECK(!strcmp(decide(p, &c), "internal"), "custom ticket via @internal, got %s", decide(p, &c));
 	c.custom_hits = 1u << 0;     /* falcon */
 	CHECK(!strcmp(decide(p, &c), "falcon"), "custom falcon, got %s", decide(p, &c));
+	c.custom_hits = 0;
+	counts[FINDING_CUSTOM] = 0;
 	size_t n = 0;
 	const struct inspect_custom *cu = policy_detectors(p, &n);
 	CHECK(n == 2 && !strcmp(cu[0].name, "falcon") && cu[0].nkeywords == 1 &&
 	      !strcmp(cu[0].keywords[0], "falcon") && !cu[0].regex && !strcmp(cu[1].regex, "TICKET-[0-9]{6}"),
 	      "detectors exposed in file order as inspect_custom (n=%zu)", n);
+	policy_unref(p);
+}
+
+TEST(cond_finding_custom_type_means_any_detector)
+{
+	struct policy_ctx c = base_ctx();
+	uint32_t counts[FINDING__COUNT] = { 0 };
+	struct policy *p = load("detectors:\n  - name: a\n    keywords: [x]\n  - name: b\n    keywords: [y]\n"
+				"rules:\n  - name: r\n    when: { finding: [CUSTOM, a] }\n    action: alert\n");
+	CHECK(p, "load: %s", last_errs);
+	c.counts = counts;
+	CHECK(!strcmp(decide(p, &c), "default"), "no custom hit");
+	c.custom_hits = 1u << 1;
+	CHECK(!strcmp(decide(p, &c), "r"), "CUSTOM matches detector b too");
+	c.custom_hits = 0;
+	counts[FINDING_CUSTOM] = 1;   /* counted, spans truncated */
+	CHECK(!strcmp(decide(p, &c), "r"), "CUSTOM matches a bare CUSTOM count");
 	policy_unref(p);
 }
 
