@@ -17,6 +17,8 @@ struct audit;
 struct targets;
 struct certgen;
 struct inspector;
+struct policy_holder;
+struct budget_store;
 typedef struct ssl_ctx_st SSL_CTX;
 
 struct agent_stats {
@@ -34,6 +36,9 @@ struct agent {
 	struct inspector *inspector;   /* current detector set; swapped whole on reload */
 	pthread_mutex_t inspector_lock;
 	unsigned char hash_key[32];    /* keys the "hash" redaction (per agent run) */
+	struct policy_holder *policy;  /* NULL: no policy file, the default table decides */
+	struct budget_store *budgets;  /* token and request budgets (with a policy) */
+	atomic_bool reloading;         /* a policy reload is under way */
 	struct agent_stats stats;
 };
 

@@ -1,6 +1,3 @@
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE   /* memmem, memrchr: also when built outside the Makefile */
-#endif
 /* detok: token restoration in response streams.
  *
  * A token is "[[VGL_" [A-Z_]+ "_" 6 hex "]]" (redact.h). The restorer
@@ -10,6 +7,9 @@
  * end of the chunk while the bytes are still a possible token prefix:
  * only then are they held back, never more than VAULT_TOKEN_MAX bytes.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE   /* memmem, memrchr: also when built outside the Makefile */
+#endif
 #include "detok.h"
 
 #include <errno.h>

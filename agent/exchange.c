@@ -22,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include "budget.h"
 #include "detok.h"
 #include "exchange.h"
 #include "jsonw.h"
@@ -32,19 +34,86 @@
 #define RESP_COPY_MAX (1u << 20)
 #define SSE_EVENT_MAX (1u << 20)
 
+/* A new inspector for policy p (its custom detectors), swapped in whole:
+ * connections holding the old one keep it until they end. */
+static int swap_inspector(struct agent *ag, const struct policy *p, char *err, size_t errlen)
+{
+	size_t n = 0;
+	const struct inspect_custom *custom = p ? policy_detectors(p, &n) : NULL;
+	struct inspector *ins = inspector_new(custom, n, err, errlen), *old;
+	if (!ins)
+		return -EINVAL;
+	pthread_mutex_lock(&ag->inspector_lock);
+	old = ag->inspector;
+	ag->inspector = ins;
+	pthread_mutex_unlock(&ag->inspector_lock);
+	inspector_unref(old);
+	return 0;
+}
+
 int exchange_global_init(struct agent *ag, char *err, size_t errlen)
 {
+	const struct config *cfg = ag->cfg;
+	struct policy *p = NULL;
+	char *errs = NULL, path[4200];
+	int ret;
+
 	pthread_mutex_init(&ag->inspector_lock, NULL);
 	if (RAND_bytes(ag->hash_key, sizeof(ag->hash_key)) != 1) {
 		snprintf(err, errlen, "cannot draw the redaction hash key");
 		return -EIO;
 	}
-	ag->inspector = inspector_new(NULL, 0, err, errlen);
-	return ag->inspector ? 0 : -EINVAL;
+	if (cfg->policy) {
+		if ((ret = policy_load(cfg->policy, NULL, &p, &errs))) {
+			snprintf(err, errlen, "policy refused:\n%s", errs ? errs : strerror(-ret));
+			free(errs);
+			return ret;
+		}
+		if (!(ag->policy = calloc(1, sizeof(*ag->policy)))) {
+			policy_unref(p);
+			return -ENOMEM;
+		}
+		policy_holder_init(ag->policy, p);
+		snprintf(path, sizeof(path), "%s/budgets.state", cfg->spool_dir);
+		if ((ret = budget_store_open(path, &ag->budgets))) {
+			snprintf(err, errlen, "%s: %s", path, strerror(-ret));
+			return ret;
+		}
+	}
+	return swap_inspector(ag, p, err, errlen);
+}
+
+int exchange_reload_policy(struct agent *ag, char **errs)
+{
+	char err[512];
+	struct policy *p;
+	int ret;
+
+	*errs = NULL;
+	if (!ag->policy)
+		return 0;   /* started without a policy file: the default table stays */
+	if ((ret = policy_holder_reload(ag->policy, ag->cfg->policy, NULL, errs)))
+		return ret;
+	p = policy_holder_get(ag->policy);
+	ret = swap_inspector(ag, p, err, sizeof(err));
+	policy_unref(p);
+	if (ret && !(*errs = strdup(err)))
+		ret = -ENOMEM;
+	return ret;
 }
 
 void exchange_global_free(struct agent *ag)
 {
+	if (ag->budgets) {
+		budget_save(ag->budgets, time(NULL));
+		budget_store_free(ag->budgets);
+		ag->budgets = NULL;
+	}
+	if (ag->policy) {
+		policy_holder_destroy(ag->policy);
+		free(ag->policy);
+		ag->policy = NULL;
+	}
 	inspector_unref(ag->inspector);
 	ag->inspector = NULL;
 	OPENSSL_cleanse(ag->hash_key, sizeof(ag->hash_key));
@@ -92,8 +161,12 @@ void exchange_free(struct exchange *ex)
 	inspect_stream_free(ex->out_scan);
 	json_buf_free(&ex->text);
 	json_buf_free(&ex->out);
+	json_buf_free(&ex->tpl_pre);
+	json_buf_free(&ex->tpl_post);
 	free(ex->resp_copy);
 	free(ex->new_body);
+	policy_unref(ex->policy);
+	ex->policy = NULL;
 	ex->sse = NULL;
 	ex->detok = NULL;
 	ex->out_scan = NULL;
@@ -143,6 +216,89 @@ static void decide_default(struct exchange *ex, struct redact_policy *rp)
 		ex->action = "alert";
 		ex->rule = ex->counts[FINDING_PROMPT_INJECTION] ? "default:injection" : "default:invalid_json";
 	}
+}
+
+/* The policy's decision, then its budgets. */
+static void decide_policy(struct exchange *ex, const struct inspect_result *res, size_t len,
+			  struct redact_policy *rp)
+{
+	const struct identity *id = &ex->info->id;
+	struct policy_ctx *c = &ex->ctx;
+	struct policy_decision d;
+	struct budget_verdict v;
+
+	memset(c, 0, sizeof(*c));
+	c->user = id->user[0] ? id->user : NULL;
+	c->uid = id->uid;
+	c->gid = id->gid;
+	c->groups = id->groups;
+	c->ngroups = (size_t)(id->ngroups > 0 ? id->ngroups : 0);
+	c->exe = id->exe[0] ? id->exe : NULL;
+	c->script = id->script[0] ? id->script : NULL;
+	c->comm = id->comm[0] ? id->comm : NULL;
+	c->cgroup = id->cgroup[0] ? id->cgroup : NULL;
+	c->host = ex->info->sni[0] ? ex->info->sni : NULL;
+	c->path = ex->path;
+	policy_ctx_set_inspect(c, res);
+	c->model = ex->model[0] ? ex->model : NULL;
+	c->provider = provider_name(ex->provider);
+	c->request_bytes = len;
+	c->now = time(NULL);
+
+	policy_eval(ex->policy, c, &d);
+	ex->policy_hash = policy_hash(ex->policy);
+	ex->rule = d.rule;
+	switch (d.enforce) {
+	case POLICY_BLOCK:
+		ex->blocked = true;
+		ex->block_status = d.status ? d.status : 403;
+		ex->block_code = "policy_blocked";
+		ex->action = "block";
+		snprintf(ex->block_message, sizeof(ex->block_message), "%s", d.message);
+		return;
+	case POLICY_REDACT:
+		ex->action = "redact";
+		for (int t = 0; t < FINDING__COUNT; t++)
+			rp->action[t] = d.redact ? d.redact[t] : REDACT_PLACEHOLDER;
+		break;
+	case POLICY_ALERT:
+		ex->action = "alert";
+		break;
+	default:
+		ex->action = "allow";
+		break;
+	}
+	if (d.monitor && d.action != d.enforce) {
+		snprintf(ex->reason_buf, sizeof(ex->reason_buf), "monitor: rule '%s' would %s", d.rule,
+			 policy_action_name(d.action));
+		ex->reason = ex->reason_buf;
+	}
+	if (ex->ag->budgets && budget_check(ex->ag->budgets, ex->policy, c, c->now, &v) == 1) {
+		ex->blocked = true;
+		ex->block_status = v.status ? v.status : 429;
+		ex->block_code = "budget_exhausted";
+		ex->action = "block";
+		ex->rule = v.budget;
+		ex->reason = "budget_exhausted";
+		snprintf(ex->block_message, sizeof(ex->block_message), "%s", v.message);
+	} else if (v.exhausted && v.monitor) {
+		snprintf(ex->reason_buf, sizeof(ex->reason_buf), "monitor: budget '%s' exhausted",
+			 v.budget ? v.budget : "?");
+		ex->reason = ex->reason_buf;
+	}
+}
+
+void exchange_done(struct exchange *ex)
+{
+	uint64_t tokens;
+	if (!ex->policy || !ex->ag->budgets || ex->blocked || !ex->status)
+		return;
+	if (ex->prompt_tokens >= 0 || ex->completion_tokens >= 0)
+		tokens = (uint64_t)(ex->prompt_tokens > 0 ? ex->prompt_tokens : 0) +
+			 (uint64_t)(ex->completion_tokens > 0 ? ex->completion_tokens : 0);
+	else
+		tokens = budget_estimate_tokens(ex->bytes_up + ex->bytes_down);
+	budget_charge(ex->ag->budgets, ex->policy, &ex->ctx, tokens, time(NULL));
 }
 
 static void apply_redaction(struct exchange *ex, const char *body, size_t len,
@@ -219,7 +375,10 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
 	memcpy(ex->counts, res->counts, sizeof(ex->counts));
 
 	memset(&rp, 0, sizeof(rp));
-	decide_default(ex, &rp);
+	if (ex->ag->policy && (ex->policy = policy_holder_get(ex->ag->policy)))
+		decide_policy(ex, res, len, &rp);
+	else
+		decide_default(ex, &rp);
 	if (!ex->blocked)
 		apply_redaction(ex, body, len, &rp);
 }
@@ -243,13 +402,119 @@ static void scan_output(struct exchange *ex, const char *doc, size_t len)
 		inspect_stream_feed(ex->out_scan, ex->text.data, ex->text.len);
 }
 
+/* ---- token restoration in event streams ----
+ * A token can be split across events ("[[VG" in one delta, "L_EMAIL_..."
+ * in the next), with JSON framing between the pieces, so raw-byte
+ * restoration cannot see it. Instead each event's text delta is decoded,
+ * run through the restorer (which holds back a possible token prefix), and
+ * written back into that event's JSON; text still held back when a
+ * non-text event (finish, usage, [DONE]) arrives is sent first in a copy of
+ * the last text event. Events are re-serialized: ids and comments are
+ * dropped, which no provider's SDK relies on. */
+
+static const char *const text_paths[] = {
+	"choices[*].delta.content",            /* OpenAI, Azure, Mistral chat */
+	"choices[*].text",                     /* legacy completions */
+	"delta.text",                          /* Anthropic content_block_delta */
+	"delta",                               /* OpenAI Responses output_text.delta */
+	"candidates[*].content.parts[*].text", /* Gemini */
+	NULL,
+};
+
+struct text_find {
+	size_t off, len;
+	bool found;
+};
+
+static int find_text(void *ctx, const char *doc, const struct json_string *s)
+{
+	struct text_find *f = ctx;
+	(void)doc;
+	if (s->kind != JSON_STRING || s->is_key)
+		return 0;
+	for (int i = 0; text_paths[i]; i++)
+		if (json_path_match(s->path, text_paths[i])) {
+			f->off = s->off;
+			f->len = s->len;
+			f->found = true;
+			return 1;
+		}
+	return 0;
+}
+
+static void emit_event(struct exchange *ex, const char *event, size_t event_len, const char *d1,
+		       size_t l1, const char *d2, size_t l2, const char *d3, size_t l3)
+{
+	if (event_len && !(event_len == 7 && !memcmp(event, "message", 7))) {
+		json_buf_append(&ex->out, "event: ", 7);
+		json_buf_append(&ex->out, event, event_len);
+		json_buf_append(&ex->out, "\n", 1);
+	}
+	/* Data lines: the pieces are concatenated, then split on newlines. */
+	json_buf_append(&ex->out, "data: ", 6);
+	const char *parts[3] = { d1, d2, d3 };
+	size_t lens[3] = { l1, l2, l3 };
+	for (int i = 0; i < 3; i++)
+		for (size_t k = 0; k < lens[i]; k++) {
+			if (parts[i][k] == '\n')
+				json_buf_append(&ex->out, "\ndata: ", 7);
+			else
+				json_buf_append(&ex->out, parts[i] + k, 1);
+		}
+	json_buf_append(&ex->out, "\n\n", 2);
+}
+
+/* Sends text the restorer still holds, in a copy of the last text event. */
+static void flush_held_text(struct exchange *ex)
+{
+	struct json_buf tail = { 0 }, enc = { 0 };
+	if (!ex->detok)
+		return;
+	detok_finish(ex->detok, &tail);
+	detok_free(ex->detok);
+	ex->detok = detok_new(ex->xc->vault, false);
+	if (tail.len && ex->have_tpl && json_encode(tail.data, tail.len, &enc) == 0)
+		emit_event(ex, ex->tpl_event, strlen(ex->tpl_event), ex->tpl_pre.data, ex->tpl_pre.len,
+			   enc.data, enc.len, ex->tpl_post.data, ex->tpl_post.len);
+	json_buf_free(&tail);
+	json_buf_free(&enc);
+}
+
+static void restore_event(struct exchange *ex, const char *event, size_t event_len,
+			  const char *data, size_t data_len)
+{
+	struct text_find f = { 0 };
+	struct json_text txt = { 0 };
+	struct json_buf restored = { 0 }, enc = { 0 };
+
+	if (json_scan(data, data_len, find_text, &f) >= 0 && f.found &&
+	    json_decode(data + f.off, f.len, &txt) == 0 &&
+	    detok_feed(ex->detok, txt.data, txt.len, &restored) == 0 &&
+	    json_encode(restored.data ? restored.data : "", restored.len, &enc) == 0) {
+		emit_event(ex, event, event_len, data, f.off, enc.data ? enc.data : "", enc.len,
+			   data + f.off + f.len, data_len - f.off - f.len);
+		ex->tpl_pre.len = ex->tpl_post.len = 0;
+		json_buf_append(&ex->tpl_pre, data, f.off);
+		json_buf_append(&ex->tpl_post, data + f.off + f.len, data_len - f.off - f.len);
+		snprintf(ex->tpl_event, sizeof(ex->tpl_event), "%.*s", (int)event_len, event);
+		ex->have_tpl = true;
+	} else {
+		flush_held_text(ex);
+		emit_event(ex, event, event_len, data, data_len, NULL, 0, NULL, 0);
+	}
+	json_text_free(&txt);
+	json_buf_free(&restored);
+	json_buf_free(&enc);
+}
+
 static int on_sse_event(void *arg, const char *event, size_t event_len, const char *data,
 			size_t data_len)
 {
 	struct exchange *ex = arg;
-	(void)event, (void)event_len;
 	exchange_scan_usage(data, data_len, &ex->prompt_tokens, &ex->completion_tokens);
 	scan_output(ex, data, data_len);
+	if (ex->transform)
+		restore_event(ex, event, event_len, data, data_len);
 	return 0;
 }
 
@@ -261,14 +526,16 @@ void exchange_response_head(struct exchange *ex, const struct http_response *res
 	if (ex->xc->scratch)
 		ex->out_scan = inspect_stream_new(ex->xc->scratch);
 	if (ex->tokenized && ex->xc->vault && resp->body != HTTP_BODY_NONE) {
-		ex->detok = detok_new(ex->xc->vault, true);
-		ex->transform = ex->detok != NULL;
+		/* Raw JSON bodies: restored in place, JSON-escaped. Event streams:
+		 * restored on decoded text, event by event. */
+		ex->detok = detok_new(ex->xc->vault, !ex->event_stream);
+		ex->transform = ex->detok != NULL && (!ex->event_stream || ex->sse);
 	}
 }
 
 void exchange_response_data(struct exchange *ex, const char *data, size_t len)
 {
-	if (ex->transform)
+	if (ex->transform && !ex->event_stream)
 		detok_feed(ex->detok, data, len, &ex->out);
 	if (ex->event_stream) {
 		if (ex->sse)
@@ -299,8 +566,10 @@ void exchange_response_data(struct exchange *ex, const char *data, size_t len)
 
 void exchange_response_end(struct exchange *ex)
 {
-	if (ex->transform)
+	if (ex->transform && !ex->event_stream)
 		detok_finish(ex->detok, &ex->out);
+	else if (ex->transform)
+		flush_held_text(ex);
 	if (!ex->event_stream && ex->resp_copy && !ex->resp_copy_full) {
 		exchange_scan_usage(ex->resp_copy, ex->resp_len, &ex->prompt_tokens,
 				    &ex->completion_tokens);
@@ -368,6 +637,7 @@ void exchange_fill_event(const struct exchange *ex, struct audit_event *ev)
 	ev->completion_tokens = ex->completion_tokens;
 	ev->latency_ms = ex->latency_ms;
 	ev->injection_score = ex->injection_score;
+	ev->policy_hash = ex->policy_hash;
 	ev->n_findings = 0;
 	for (int t = 0; t < FINDING__COUNT && ev->n_findings < AUDIT_MAX_FINDING_TYPES; t++) {
 		if (!ex->counts[t])

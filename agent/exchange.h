@@ -18,6 +18,7 @@
 #include "http.h"
 #include "inspect.h"
 #include "json.h"
+#include "policy.h"
 #include "providers.h"
 
 struct sse_parser;
@@ -59,6 +60,11 @@ struct exchange {
 	/* request body replacement (redaction); owned */
 	char *new_body;
 	size_t new_body_len;
+	/* policy */
+	struct policy *policy;            /* reference held for the exchange, NULL = default table */
+	struct policy_ctx ctx;            /* what the policy saw (kept for budget_charge) */
+	const char *policy_hash;          /* borrowed from policy */
+	char reason_buf[160];
 	/* findings for the event */
 	struct audit_finding findings[AUDIT_MAX_FINDING_TYPES];
 	unsigned n_findings;
@@ -70,6 +76,9 @@ struct exchange {
 	/* response side */
 	bool transform;                   /* response rewritten (tokens restored): re-chunked */
 	struct detok *detok;              /* owned */
+	struct json_buf tpl_pre, tpl_post;/* SSE: last content event around its text, to carry held-back text */
+	char tpl_event[64];
+	bool have_tpl;
 	struct inspect_stream *out_scan;  /* owned */
 	struct json_buf text;             /* scratch: model text of one event */
 	struct json_buf out;              /* transformed response bytes to send */
@@ -104,7 +113,16 @@ void exchange_response_data(struct exchange *ex, const char *data, size_t len);
 /* End of the response; with ex->transform, appends held-back bytes to ex->out. */
 void exchange_response_end(struct exchange *ex);
 
+/* After the response (or the error): charge token budgets. */
+void exchange_done(struct exchange *ex);
+
 void exchange_fill_event(const struct exchange *ex, struct audit_event *ev);
+
+/* Loads the policy file (if configured), the budgets and the inspector for
+ * it. Used at start-up; exchange_reload_policy on SIGHUP keeps the running
+ * policy when the new file has any mistake. errs: malloc'd list of
+ * "file:line: reason" lines, caller frees. */
+int exchange_reload_policy(struct agent *ag, char **errs);
 
 /* The JSON error body in the exchange's provider's shape. Returns its length. */
 int exchange_error_body(const struct exchange *ex, int status, const char *code, const char *msg,

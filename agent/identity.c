@@ -2,6 +2,8 @@
  * exited by the time the agent looks, and then the kernel-recorded fields
  * (uid, pid, comm, cgroup id) still stand. */
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <stdbool.h>
 #include <grp.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -26,6 +28,52 @@ static void read_cgroup(int tgid, char *out, size_t outlen)
 		}
 	}
 	fclose(f);
+}
+
+/* For an interpreter, the script it runs: the first argument that is not
+ * an option, made absolute against the process's cwd. "python3 -c code"
+ * and "node -e code" have no script. Policy can then tell a packaged tool
+ * from a script someone dropped in their home directory. */
+static void read_script(int tgid, const char *comm, char *out, size_t outlen)
+{
+	static const char *const interpreters[] = { "python", "node", "perl", "ruby", "php", "bash",
+						    "sh", "dash", "zsh", "deno", "bun", "Rscript", NULL };
+	char path[64], args[4096], cwd[512];
+	ssize_t n;
+	int fd;
+	bool interp = false;
+
+	out[0] = 0;
+	for (int i = 0; interpreters[i]; i++)
+		if (!strncmp(comm, interpreters[i], strlen(interpreters[i])))
+			interp = true;
+	if (!interp)
+		return;
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", tgid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return;
+	n = read(fd, args, sizeof(args) - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	args[n] = 0;
+	for (const char *a = args + strlen(args) + 1; a < args + n; a += strlen(a) + 1) {
+		if (!strcmp(a, "-c") || !strcmp(a, "-e") || !strcmp(a, "-m") || !strcmp(a, "--eval"))
+			return;
+		if (a[0] == '-')
+			continue;
+		if (a[0] == '/') {
+			snprintf(out, outlen, "%s", a);
+			return;
+		}
+		snprintf(path, sizeof(path), "/proc/%d/cwd", tgid);
+		ssize_t cl = readlink(path, cwd, sizeof(cwd) - 1);
+		if (cl <= 0)
+			return;
+		cwd[cl] = 0;
+		snprintf(out, outlen, "%s/%s", cwd, a);
+		return;
+	}
 }
 
 void identity_from_origin(struct identity *id, const struct vigil_origin *o)
@@ -54,6 +102,7 @@ void identity_from_origin(struct identity *id, const struct vigil_origin *o)
 	n = readlink(path, id->exe, sizeof(id->exe) - 1);
 	id->exe[n > 0 ? n : 0] = 0;
 	read_cgroup((int)o->tgid, id->cgroup, sizeof(id->cgroup));
+	read_script((int)o->tgid, id->comm, id->script, sizeof(id->script));
 
 	struct passwd pw, *res = NULL;
 	char buf[4096];

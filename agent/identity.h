@@ -14,6 +14,7 @@ struct identity {
 	char comm[VIGIL_COMM_LEN + 1];
 	char exe[512];
 	char cgroup[512];
+	char script[512];              /* interpreters: the script they run (absolute), else "" */
 	char dst_ip[64];               /* the original destination, as dialled */
 	uint16_t dst_port;
 	gid_t groups[64];              /* supplementary groups of the user */

@@ -1,6 +1,3 @@
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE   /* memmem, memrchr: also when built outside the Makefile */
-#endif
 /* inspect: detectors over decoded text, with exact spans mapped back to
  * the raw body.
  *
@@ -17,6 +14,9 @@
  * Owns: detector patterns, validators and the injection score. Never
  * logs or keeps matched values; never writes to the inspected buffers.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE   /* memmem, memrchr: also when built outside the Makefile */
+#endif
 #include "inspect.h"
 
 #include <arpa/inet.h>
@@ -682,6 +682,7 @@ static const struct inj_rule inj_rules[] = {
 	{ "regardless\\s{1,3}of\\s{1,3}(?:any\\s{1,3}|the\\s{1,3}|your\\s{1,3})?(?:previous|prior|earlier|above|original)\\s{1,3}(?:tasks?|instructions|rules|guidelines)", 0.7f, CL },
 	{ "forget\\s{1,3}about\\s{1,3}(?:that|this|those|it|all)\\b", 0.3f, CL },
 	{ "new\\s{1,3}(?:instructions?|rules|task)\\s{0,3}:", 0.6f, CL },
+	{ "(?:ignore|disregard|forget)\\s{1,3}(?:all\\s{1,3})?(?:the\\s{1,3})?(?:prompts?|instructions|rules)\\s{1,3}(?:given|you\\s{1,3}(?:were|have|got))", 0.8f, CL },
 	/* the same in other languages (cyberseceval multilingual cases) */
 	{ "(?:instru(?:c|ç)(?:ões|ciones|tions|zioni)|consignes|istruzioni)\\s{1,3}(?:anteriores|previas|précédentes|precedenti)"
 	  "|(?:vorherigen|bisherigen)\\s{1,3}anweisungen|предыдущие\\s{1,3}инструкции"
@@ -691,8 +692,8 @@ static const struct inj_rule inj_rules[] = {
 	/* jailbreak personas and removed restrictions */
 	{ "\\bDAN\\b", 0.6f, 0 },
 	{ "do\\s{1,3}anything\\s{1,3}now", 0.9f, CL },
-	{ "developer[\\s_]+mode", 0.6f, CL },
-	{ "jailbr(?:eak|oken)", 0.6f, CL },
+	{ "developer[\\s_]+mode", 0.45f, CL },
+	{ "jailbr(?:eak|oken)", 0.45f, CL },
 	{ "(?:you\\s{1,3}are|you're|is|are)\\s{1,3}(?:no\\s{1,3}longer|not|never)\\s{1,3}(?:be\\s{1,3})?(?:bound|restricted|limited|constrained|confined)", 0.8f, CL },
 	{ "(?:no\\s{1,3}long(?:er)?|not)\\s{1,3}(?:bound|restricted|limited|confined)\\s{1,3}(?:by|to)", 0.6f, CL },
 	{ "(?:free|freed|released|liberated)\\s{1,3}(?:from|of)\\s{1,3}(?:all\\s{1,3}|any\\s{1,3}|the\\s{1,3})?(?:typical\\s{1,3})?(?:restrictions|rules|limitations|constraints|filters|confines|shackles)", 0.7f, CL },
@@ -707,9 +708,17 @@ static const struct inj_rule inj_rules[] = {
 	{ "\\b(?:amoral|unethical|immoral)\\b", 0.35f, CL },
 	{ "\\b(?:unfiltred|unfiltered|uncensored|unrestricted|unhinged|unlocked|unaligned)\\b", 0.35f, CL },
 	{ "\\bChat\\s?GPT\\b", 0.2f, CL },
-	{ "(?:act|acting|roleplay|respond|answer|reply)\\s{1,3}as\\s{1,3}(?:an?\\s{1,3})?[A-Z][A-Za-z0-9]+", 0.2f, 0 },
-	{ "\\b[A-Z][A-Za-z]+\\s{1,3}Mode\\b", 0.35f, 0 },
+	{ "(?:act|acting|roleplay|respond|answer|reply)\\s{1,3}as\\s{1,3}(?:an?\\s{1,3})?[A-Z][A-Za-z0-9]+", 0.25f, 0 },
+	{ "\\b[A-Z][A-Za-z]+\\s{1,3}Mode\\b", 0.4f, 0 },
 	{ "let'?s\\s{1,3}play\\s{1,3}a\\s{1,3}game", 0.2f, CL },
+	{ "(?:no|not\\s{1,3}have\\s{1,3}an?|without\\s{1,3}an?)\\s{1,3}(?:content\\s{1,3})?(?:filters?|prohibitions|censorship)", 0.5f, CL },
+	{ "regardless\\s{1,3}of\\s{1,3}(?:its\\s{1,3}|the\\s{1,3}|any\\s{1,3})?(?:ethical|legal|moral)", 0.6f, CL },
+	{ "even\\s{1,3}if\\s{1,3}(?:it|the\\s{1,3}request)\\s{1,3}(?:is|harms|was|seems)\\s{1,3}(?:illegal|harmful|unethical|immoral|someone|dangerous)", 0.5f, CL },
+	{ "opposite\\s{1,3}(?:day|machine|mode)", 0.35f, CL },
+	{ "free\\s{1,3}(?:itself|yourself|himself|herself)\\s{1,3}from", 0.5f, CL },
+	{ "break\\s{1,3}the\\s{1,3}(?:[a-z']{1,12}\\s{1,3})?rules", 0.5f, CL },
+	{ "under\\s{1,3}my\\s{1,3}control", 0.45f, CL },
+	{ "(?:fully|completely|totally)\\s{1,3}(?:unlocked|unrestricted|uncensored|unfiltered|jailbroken|free\\s{1,3}of)", 0.5f, CL },
 	{ "(?:illegal|harmful|offensive|explicit)\\s{1,3}(?:content|activities|requests|material)", 0.25f, CL },
 	{ "(?:opposite|evil|chaos|anarchy|god|sudo|admin|override)\\s{1,3}mode|mode\\s{1,3}(?:enabled|activated|unlocked)", 0.5f, CL },
 	{ "\\[(?:ChatGPT|GPT|CLASSIC|JAILBREAK|DAN|AntiGPT|🔓)[^\\]]{0,20}\\]", 0.5f, CL },

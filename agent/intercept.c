@@ -818,6 +818,7 @@ static void serve(struct ic *ic)
 		}
 		ret = proxy_exchange(ic, &req, &ex);
 		ex.latency_ms = loop_now_ms() - ex.t_start_ms;
+		exchange_done(&ex);
 		emit_request_event(ic, &ex);
 		exchange_free(&ex);
 		if (ret != 0 || !req.keep_alive)

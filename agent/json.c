@@ -1,6 +1,3 @@
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE   /* memmem, memrchr: also when built outside the Makefile */
-#endif
 /* json: strict validation and string enumeration over a borrowed buffer.
  *
  * The scanner is iterative (an explicit container stack, bounded by
@@ -11,6 +8,9 @@
  * escapes) is rejected and treated as opaque by the caller.
  * Never logs or copies content.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE   /* memmem, memrchr: also when built outside the Makefile */
+#endif
 #include "json.h"
 
 #include <errno.h>

@@ -14,9 +14,13 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include "agent.h"
 #include "audit.h"
+#include "budget.h"
+#include "exchange.h"
+#include "policy.h"
 #include "capture.h"
 #include "conn.h"
 #include "log.h"
@@ -150,6 +154,36 @@ struct runtime {
 	const char *config_path;
 };
 
+/* Policy reloads compile a Hyperscan database (a second or more): off the
+ * event loop, one at a time. A bad file keeps the running policy; either
+ * way the outcome is audited. */
+static void *policy_reload_main(void *arg)
+{
+	struct agent *ag = arg;
+	struct audit_event ev;
+	char *errs = NULL;
+	int ret = exchange_reload_policy(ag, &errs);
+	struct policy *p = ag->policy ? policy_holder_get(ag->policy) : NULL;
+
+	audit_event_init(&ev, "policy_reload");
+	ev.action = ret ? "block" : "allow";
+	ev.reason = ret ? "rejected: the running policy stays" : "applied";
+	if (errs) {
+		errs[strcspn(errs, "\n")] = 0;   /* the first mistake; the log has them all */
+		ev.error = errs;
+	}
+	ev.policy_hash = p ? policy_hash(p) : NULL;
+	audit_emit(ag->audit, &ev);
+	if (ret)
+		log_err("policy reload refused, keeping the running policy: %s", errs ? errs : strerror(-ret));
+	else if (p)
+		log_info("policy reloaded: %s (%zu rules)", policy_path(p), policy_rule_count(p));
+	policy_unref(p);
+	free(errs);
+	atomic_store(&ag->reloading, false);
+	return NULL;
+}
+
 static void reload(struct runtime *rt)
 {
 	struct config *nc;
@@ -170,6 +204,13 @@ static void reload(struct runtime *rt)
 	config_free(nc);
 	audit_reopen(rt->ag->audit);
 	log_info("configuration reloaded (domains, audit log)");
+	if (rt->ag->policy && !atomic_exchange(&rt->ag->reloading, true)) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, policy_reload_main, rt->ag) == 0)
+			pthread_detach(t);
+		else
+			atomic_store(&rt->ag->reloading, false);
+	}
 }
 
 static void signal_event(struct loop_watch *w, uint32_t events)
@@ -194,7 +235,14 @@ static void kev_event(struct loop_watch *w, uint32_t events)
 
 static void tick(void *arg, uint64_t now)
 {
-	conn_tick(arg, now);
+	static uint64_t last_save;
+	struct agent *ag = arg;
+	conn_tick(ag, now);
+	/* Budget counters survive restarts: saved every few seconds when changed. */
+	if (ag->budgets && now - last_save >= 5000 && budget_dirty(ag->budgets)) {
+		last_save = now;
+		budget_save(ag->budgets, time(NULL));
+	}
 }
 
 int main(int argc, char **argv)
@@ -237,6 +285,19 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (check) {
+		/* The policy is part of what the agent would run with. */
+		if (ag.cfg->policy) {
+			struct policy *p = NULL;
+			char *errs = NULL;
+			int pr = policy_load(ag.cfg->policy, NULL, &p, &errs);
+			policy_unref(p);
+			if (pr) {
+				fprintf(stderr, "%s", errs ? errs : strerror(-pr));
+				free(errs);
+				config_free(ag.cfg);
+				return 2;
+			}
+		}
 		printf("%s: ok\n", config_path);
 		config_free(ag.cfg);
 		return 0;
@@ -363,6 +424,8 @@ int main(int argc, char **argv)
 	audit_event_init(&ev, "agent_stop");
 	audit_emit(ag.audit, &ev);
 out:
+	for (int i = 0; i < 500 && atomic_load(&ag.reloading); i++)
+		usleep(10000);   /* a policy reload thread still holds the agent */
 	if (ag.loop)
 		conn_close_all(&ag);
 	targets_free(ag.targets);

@@ -570,7 +570,9 @@ static void scond_item(void *vctx, const struct ynode *it)
 		 * unknown on this machine is not a mistake (the same policy goes
 		 * to a fleet) but it can never match here. */
 		struct group gr, *res = NULL;
-		char buf[4096];
+		char *buf = NULL;
+		size_t blen = 4096;
+		int rc = ERANGE;
 		char *end;
 		long v = strtol(s, &end, 10);
 		gid_t g;
@@ -580,14 +582,26 @@ static void scond_item(void *vctx, const struct ynode *it)
 			eadd(c->L->e, it->line, "%s: group names are exact (no glob): '%s'", c->key, s);
 			return;
 		}
+		/* a group with many members needs a bigger buffer than the usual */
+		while (!(*s && !*end && v >= 0) && rc == ERANGE && blen <= (1u << 22)) {
+			char *nb = realloc(buf, blen);
+			if (!nb)
+				break;
+			buf = nb;
+			rc = getgrnam_r(s, &gr, buf, blen, &res);
+			blen *= 4;
+		}
 		if (*s && !*end && v >= 0) {
 			g = (gid_t)v;
-		} else if (getgrnam_r(s, &gr, buf, sizeof(buf), &res) == 0 && res) {
+		} else if (rc == 0 && res) {
 			g = res->gr_gid;
 		} else {
 			char w[256];
 			int k = snprintf(w, sizeof(w), "%s:%d: warning: unix_group '%s' does not exist here; it never matches\n",
 					 c->L->e->file, it->line, s);
+			if (k < 0 || k >= (int)sizeof(w))
+				k = (int)sizeof(w) - 1;
+			w[k - 1] = '\n';
 			size_t ol = c->L->p->warnings ? strlen(c->L->p->warnings) : 0;
 			char *nw = realloc(c->L->p->warnings, ol + (size_t)k + 1);
 			if (nw) {
@@ -596,6 +610,7 @@ static void scond_item(void *vctx, const struct ynode *it)
 			}
 			g = (gid_t)-1;
 		}
+		free(buf);
 		ng = realloc(sc->gids, (sc->ngids + 1) * sizeof(*ng));
 		if (!ng) {
 			c->L->e->oom = true;
@@ -757,7 +772,7 @@ static void parse_conds(struct loader *L, const struct ynode *w, struct conds *c
 			c->has_score = true;
 			c->min_score = (float)d;
 		} else if (!strcmp(k, "request_bytes")) {
-			unsigned long long b;
+			unsigned long long b = 0;
 			char buf[512];
 			if (!is_scalar(v) || ytree_size(L->e->file, v, &b, buf, sizeof(buf)))
 				eadd(L->e, v->line, "request_bytes: expected a size such as 4096, 512k or 1M");
@@ -1460,8 +1475,13 @@ int policy_load(const char *path, const struct policy_load_opts *opts, struct po
 		ret = -errno;
 		goto io_err;
 	}
-	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size > MAX_POLICY_BYTES) {
-		ret = S_ISREG(st.st_mode) ? -EFBIG : -EINVAL;
+	if (fstat(fd, &st)) {
+		ret = -errno;
+		close(fd);
+		goto io_err;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size > MAX_POLICY_BYTES) {
+		ret = S_ISREG(st.st_mode) ? -EFBIG : -EISDIR;
 		close(fd);
 		goto io_err;
 	}

@@ -1,6 +1,3 @@
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE   /* memmem, memrchr: also when built outside the Makefile */
-#endif
 /* providers: request/response shapes of the LLM APIs Vigil understands.
  *
  * Shapes are expressed as json path patterns (see json_path_match) so a
@@ -10,6 +7,9 @@
  * the prompt-injection score is restricted to what the model reads.
  * Never allocates or logs content.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE   /* memmem, memrchr: also when built outside the Makefile */
+#endif
 #include "providers.h"
 
 #include <ctype.h>

@@ -1,6 +1,3 @@
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE   /* memmem, memrchr: also when built outside the Makefile */
-#endif
 /* redact: replacement of findings in a request body, and the token vault.
  *
  * JSON correctness comes from never editing raw bytes inside a string:
@@ -9,6 +6,9 @@
  * Values seen during a call live only in this call's memory (wiped on
  * return); the vault keeps tokenized values until vault_free wipes them.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE   /* memmem, memrchr: also when built outside the Makefile */
+#endif
 #include "redact.h"
 
 #include <errno.h>

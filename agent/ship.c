@@ -183,9 +183,15 @@ static int tcp_connect(struct ship *sh)
 			fd = -1;
 			continue;
 		}
-		p = (struct pollfd){ .fd = fd, .events = POLLOUT };
-		if (poll(&p, 1, (int)sh->io_timeout_ms) != 1 ||
-		    getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr) {
+		/* Poll in slices so ship_stop() is not held up by a collector
+		 * that drops SYNs. */
+		int pr = 0;
+		for (uint32_t waited = 0; waited < sh->io_timeout_ms && pr == 0 && !stopping(sh);
+		     waited += 100) {
+			p = (struct pollfd){ .fd = fd, .events = POLLOUT };
+			pr = poll(&p, 1, 100);
+		}
+		if (pr != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr) {
 			ret = soerr ? -soerr : -ETIMEDOUT;
 			close(fd);
 			fd = -1;

@@ -2,17 +2,23 @@
  * machine: TLS handshake -> Hello frame -> Batch frames. A frame is a 4-byte
  * big-endian length and a payload; the payload buffer grows only as bytes
  * arrive (a peer announcing 8 MiB and sending 10 bytes costs 10 bytes), and
- * evcodec caps the decompressed size (zstd bombs). Batches are handled to
- * completion on the loop thread: the store is one writer anyway, and the
- * agent waits for the ack before sending the next batch. */
+ * evcodec caps the decompressed size (zstd bombs). The loop thread does
+ * TLS, parsing, signature and chain checks; one writer thread commits, with
+ * its own store handle, every batch that is waiting in one transaction
+ * (group commit: one fsync for all) and hands the results back through an
+ * eventfd; only then does the loop send the acks. A connection whose batch
+ * is being committed is not read (its agent waits for that ack anyway), so
+ * each agent's batches commit in order. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -47,8 +53,24 @@ struct conn {
 	uint8_t *wbuf;             /* pending output */
 	size_t wlen, woff;
 	time_t last;
+	bool busy;                 /* a batch of this connection is with the writer */
+	bool dead;                 /* freed as soon as the writer hands it back */
 	struct conn *next, *prev;
 };
+
+/* A verified batch on its way to the writer thread and back. */
+struct job {
+	struct conn *c;
+	struct evcodec_batch *b;
+	struct store_event *rows;
+	struct store_finding *fb;
+	struct store_batch sb;
+	struct store_result res;
+	int rc;                    /* store failure: RETRY */
+	struct job *next;
+};
+
+#define GROUP_MAX 64
 
 struct ingest {
 	int lfd, epfd, port;
@@ -59,6 +81,14 @@ struct ingest {
 	char host[128];
 	struct conn *conns;
 	time_t next_retain;
+	/* writer thread */
+	struct store *wstore;
+	pthread_t wthr;
+	bool wthr_started, wstop;
+	pthread_mutex_t qlock;
+	pthread_cond_t qcond;
+	struct job *q_head, *q_tail, *done;
+	int efd;
 };
 
 static int64_t now_us(void)
@@ -140,6 +170,61 @@ int ingest_listen(const char *hostport, int backlog, char *err, size_t errlen)
 	return fd;
 }
 
+static void job_free(struct job *j)
+{
+	if (!j)
+		return;
+	free(j->rows);
+	free(j->fb);
+	evcodec_batch_free(j->b);
+	free(j);
+}
+
+/* The writer thread: takes every waiting batch (up to GROUP_MAX), commits
+ * them together, hands them back. */
+static void *writer(void *arg)
+{
+	struct ingest *g = arg;
+	struct store_batch sbs[GROUP_MAX];
+	struct store_result res[GROUP_MAX];
+	struct job *js[GROUP_MAX];
+	for (;;) {
+		size_t n = 0;
+		pthread_mutex_lock(&g->qlock);
+		while (!g->q_head && !g->wstop)
+			pthread_cond_wait(&g->qcond, &g->qlock);
+		if (!g->q_head && g->wstop) {
+			pthread_mutex_unlock(&g->qlock);
+			return NULL;
+		}
+		while (g->q_head && n < GROUP_MAX) {
+			js[n] = g->q_head;
+			g->q_head = g->q_head->next;
+			sbs[n] = js[n]->sb;
+			n++;
+		}
+		if (!g->q_head)
+			g->q_tail = NULL;
+		pthread_mutex_unlock(&g->qlock);
+		int rc = store_insert_batches(g->wstore, sbs, n, res);
+		if (rc) {
+			log_err("ingest: store: %s", store_errmsg(g->wstore));
+			cmetrics_store_error();
+		}
+		pthread_mutex_lock(&g->qlock);
+		for (size_t i = 0; i < n; i++) {
+			js[i]->rc = rc;
+			js[i]->res = res[i];
+			js[i]->next = g->done;
+			g->done = js[i];
+		}
+		pthread_mutex_unlock(&g->qlock);
+		uint64_t one = 1;
+		if (write(g->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+			log_err("ingest: eventfd: %s", strerror(errno));
+	}
+}
+
 int ingest_new(const struct ingest_opts *o, struct ingest **out, char *err, size_t errlen)
 {
 	struct ingest *g = calloc(1, sizeof(*g));
@@ -156,6 +241,7 @@ int ingest_new(const struct ingest_opts *o, struct ingest **out, char *err, size
 	g->retain_days = o->retain_days;
 	snprintf(g->host, sizeof(g->host), "%s", o->host ? o->host : "collector");
 	g->epfd = -1;
+	g->efd = -1;
 	if ((g->lfd = ingest_listen(o->listen, 256, err, errlen)) < 0) {
 		int rc = g->lfd;
 		free(g);
@@ -166,12 +252,25 @@ int ingest_new(const struct ingest_opts *o, struct ingest **out, char *err, size
 		g->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
 							 : ((struct sockaddr_in *)&ss)->sin_port);
 	g->epfd = epoll_create1(EPOLL_CLOEXEC);
+	g->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	pthread_mutex_init(&g->qlock, NULL);
+	pthread_cond_init(&g->qcond, NULL);
 	ev.data.ptr = NULL;
-	if (g->epfd < 0 || epoll_ctl(g->epfd, EPOLL_CTL_ADD, g->lfd, &ev)) {
+	struct epoll_event eev = { .events = EPOLLIN, .data.ptr = &g->efd };
+	if (g->epfd < 0 || g->efd < 0 || epoll_ctl(g->epfd, EPOLL_CTL_ADD, g->lfd, &ev) ||
+	    epoll_ctl(g->epfd, EPOLL_CTL_ADD, g->efd, &eev)) {
 		snprintf(err, errlen, "epoll: %s", strerror(errno));
 		ingest_free(g);
 		return -EIO;
 	}
+	int rc = store_open(o->store_url, &g->wstore, err, errlen);
+	if (rc || (rc = -pthread_create(&g->wthr, NULL, writer, g))) {
+		if (rc && !err[0])
+			snprintf(err, errlen, "writer thread: %s", strerror(-rc));
+		ingest_free(g);
+		return rc;
+	}
+	g->wthr_started = true;
 	*out = g;
 	return 0;
 }
@@ -180,6 +279,11 @@ int ingest_port(const struct ingest *g) { return g->port; }
 
 static void conn_free(struct ingest *g, struct conn *c)
 {
+	if (c->busy) {
+		/* The writer still holds a batch of ours: free on its return. */
+		c->dead = true;
+		return;
+	}
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -208,8 +312,24 @@ void ingest_free(struct ingest *g)
 {
 	if (!g)
 		return;
+	if (g->wthr_started) {
+		pthread_mutex_lock(&g->qlock);
+		g->wstop = true;
+		pthread_cond_signal(&g->qcond);
+		pthread_mutex_unlock(&g->qlock);
+		pthread_join(g->wthr, NULL);
+	}
+	/* Whatever the writer finished: its connections are closing anyway. */
+	for (struct job *j = g->done, *n; j; j = n) {
+		n = j->next;
+		j->c->busy = false;
+		job_free(j);
+	}
 	while (g->conns)
 		conn_free(g, g->conns);
+	store_close(g->wstore);
+	if (g->efd >= 0)
+		close(g->efd);
 	if (g->lfd >= 0)
 		close(g->lfd);
 	if (g->epfd >= 0)
@@ -348,7 +468,6 @@ static void handle_batch(struct ingest *g, struct conn *c)
 	struct store_finding *fb = NULL;
 	struct store_agent a;
 	char err[256];
-	size_t ins = 0, dups = 0;
 	int rc = evcodec_batch_parse(c->buf, c->got, &b, err, sizeof(err));
 	if (rc) {
 		reject(g, c, rc == -EMSGSIZE ? REJ_OVERSIZED : REJ_MALFORMED, err, false);
@@ -372,15 +491,29 @@ static void handle_batch(struct ingest *g, struct conn *c)
 		reject(g, c, REJ_BAD_CHAIN, err, false);
 		goto out;
 	}
-	rows = calloc(b->n_events, sizeof(*rows));
-	fb = calloc(b->n_events * EVCODEC_MAX_FINDINGS, sizeof(*fb));
-	if (!rows || !fb) {
+	struct job *j = calloc(1, sizeof(*j));
+	/* Findings storage sized to what this batch carries (most events
+	 * have none). */
+	size_t nf = 0;
+	for (size_t i = 0; i < b->n_events; i++)
+		nf += b->events[i].ev.n_findings < EVCODEC_MAX_FINDINGS ? b->events[i].ev.n_findings : EVCODEC_MAX_FINDINGS;
+	rows = malloc(b->n_events * sizeof(*rows));
+	fb = malloc((nf ? nf : 1) * sizeof(*fb));
+	if (!j || !rows || !fb) {
+		free(j);
 		send_ack(g, c, EVCODEC_ACK_RETRY, 0, "collector out of memory");
 		goto out;
 	}
-	for (size_t i = 0; i < b->n_events; i++)
-		chain_to_store(&b->events[i], &rows[i], fb + i * EVCODEC_MAX_FINDINGS);
-	struct store_batch sb = {
+	nf = 0;
+	for (size_t i = 0; i < b->n_events; i++) {
+		chain_to_store(&b->events[i], &rows[i], fb + nf);
+		nf += rows[i].nfindings;
+	}
+	j->c = c;
+	j->b = b;
+	j->rows = rows;
+	j->fb = fb;
+	j->sb = (struct store_batch){
 		.agent_id = b->agent_id, .boot_id = b->boot_id, .schema_version = b->schema_version,
 		.first_seq = b->first_seq, .last_seq = b->last_seq,
 		.prev_batch_hash = b->has_prev_batch_hash ? b->prev_batch_hash : NULL,
@@ -388,34 +521,86 @@ static void handle_batch(struct ingest *g, struct conn *c)
 		.signature = b->signature, .signature_len = b->signature_len, .received_us = now_us(),
 		.events = rows, .nevents = b->n_events,
 	};
-	rc = store_insert_batch(g->store, &sb, &ins, &dups);
-	if (rc == -EEXIST) {
-		reject(g, c, REJ_REPLAY, store_errmsg(g->store), false);
-		goto out;
-	}
-	if (rc) {
-		log_err("ingest: store: %s", store_errmsg(g->store));
-		cmetrics_store_error();
-		send_ack(g, c, EVCODEC_ACK_RETRY, 0, "store unavailable, retry later");
-		goto out;
-	}
-	/* Committed: now, and only now, the ack. */
-	send_ack(g, c, EVCODEC_ACK_OK, b->last_seq, NULL);
-	cmetrics_batch();
-	cmetrics_duplicates(dups);
-	for (size_t i = 0; i < b->n_events; i++) {
-		cmetrics_event_in(1, rows[i].action);
-		cmetrics_newest_event(rows[i].time_us);
-	}
-	if (g->fwd && ins)
-		for (size_t i = 0; i < b->n_events; i++)
-			forward_event(g->fwd, &rows[i]);
-	log_debug("ingest: %s: batch %llu..%llu: %zu new, %zu duplicate", c->cn, (unsigned long long)b->first_seq,
-		  (unsigned long long)b->last_seq, ins, dups);
+	/* Stop reading this agent until its batch is committed and acked. */
+	c->busy = true;
+	epoll_ctl(g->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	pthread_mutex_lock(&g->qlock);
+	if (g->q_tail)
+		g->q_tail->next = j;
+	else
+		g->q_head = j;
+	g->q_tail = j;
+	pthread_cond_signal(&g->qcond);
+	pthread_mutex_unlock(&g->qlock);
+	return;
 out:
 	free(rows);
 	free(fb);
 	evcodec_batch_free(b);
+}
+
+static int on_readable(struct ingest *g, struct conn *c);
+
+/* Back from the writer: ack (only now), then resume reading. */
+static void job_done(struct ingest *g, struct job *j)
+{
+	struct conn *c = j->c;
+	c->busy = false;
+	if (c->dead) {
+		job_free(j);
+		conn_free(g, c);
+		return;
+	}
+	struct evcodec_batch *b = j->b;
+	if (j->rc) {
+		send_ack(g, c, EVCODEC_ACK_RETRY, 0, "store unavailable, retry later");
+	} else if (j->res.rc == -EEXIST) {
+		reject(g, c, REJ_REPLAY, j->res.why, false);
+	} else {
+		send_ack(g, c, EVCODEC_ACK_OK, b->last_seq, NULL);
+		cmetrics_batch();
+		cmetrics_duplicates(j->res.dups);
+		for (size_t i = 0; i < b->n_events; i++) {
+			cmetrics_event_in(1, j->rows[i].action);
+			cmetrics_newest_event(j->rows[i].time_us);
+		}
+		if (g->fwd && j->res.inserted)
+			for (size_t i = 0; i < b->n_events; i++)
+				forward_event(g->fwd, &j->rows[i]);
+		log_debug("ingest: %s: batch %llu..%llu: %zu new, %zu duplicate", c->cn,
+			  (unsigned long long)b->first_seq, (unsigned long long)b->last_seq, j->res.inserted, j->res.dups);
+	}
+	job_free(j);
+	struct epoll_event ev = { .events = EPOLLIN | (c->wlen ? EPOLLOUT : 0), .data.ptr = c };
+	epoll_ctl(g->epfd, EPOLL_CTL_ADD, c->fd, &ev);
+	/* TLS may already hold the next frame in its buffer: epoll would not
+	 * say so. */
+	if (on_readable(g, c) < 0 || (c->st == C_CLOSING && !c->wlen))
+		conn_free(g, c);
+}
+
+static void drain_done(struct ingest *g)
+{
+	uint64_t v;
+	if (read(g->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_err("ingest: eventfd: %s", strerror(errno));
+	pthread_mutex_lock(&g->qlock);
+	struct job *list = g->done;
+	g->done = NULL;
+	pthread_mutex_unlock(&g->qlock);
+	/* The list is newest first; ack in commit order. */
+	struct job *rev = NULL;
+	while (list) {
+		struct job *n = list->next;
+		list->next = rev;
+		rev = list;
+		list = n;
+	}
+	while (rev) {
+		struct job *n = rev->next;
+		job_done(g, rev);
+		rev = n;
+	}
 }
 
 static void frame_done(struct ingest *g, struct conn *c)
@@ -473,7 +658,7 @@ static int on_readable(struct ingest *g, struct conn *c)
 	}
 	if (c->wlen && flush_out(g, c) < 0)
 		return -EIO;
-	while (c->st != C_CLOSING) {
+	while (c->st != C_CLOSING && !c->busy) {
 		uint8_t *dst;
 		size_t room;
 		if (c->hdr_got < 4) {
@@ -575,6 +760,8 @@ static void sweep(struct ingest *g)
 	time_t now = time(NULL);
 	for (struct conn *c = g->conns, *n; c; c = n) {
 		n = c->next;
+		if (c->busy)
+			continue;
 		time_t limit = c->st == C_HANDSHAKE ? HANDSHAKE_TIMEOUT_S
 			       : (c->hdr_got ? FRAME_STALL_TIMEOUT_S : IDLE_TIMEOUT_S);
 		if (now - c->last > limit || (c->st == C_CLOSING && !c->wlen)) {
@@ -610,6 +797,12 @@ int ingest_run(struct ingest *g, volatile sig_atomic_t *stop)
 				accept_all(g);
 				continue;
 			}
+			if ((void *)c == (void *)&g->efd) {
+				drain_done(g);
+				continue;
+			}
+			if (c->busy || c->dead)
+				continue;
 			int rc = 0;
 			if ((evs[i].events & EPOLLOUT) && c->wlen && c->st != C_HANDSHAKE)
 				rc = flush_out(g, c) < 0 ? -EIO : 0;

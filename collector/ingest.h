@@ -24,6 +24,7 @@ struct ingest_opts {
 	const char *listen;        /* HOST:PORT */
 	SSL_CTX *ctx;              /* borrowed; from ingest_server_ctx(..., true) */
 	struct store *store;       /* borrowed; only the loop thread touches it */
+	const char *store_url;     /* the writer thread opens its own handle */
 	unsigned max_conns;
 	unsigned retain_days;      /* 0 = off; enforced at start and hourly */
 	struct forward *fwd;       /* optional, borrowed: syslog forward of committed events */

@@ -326,7 +326,7 @@ static int run(const char *cfg, bool check)
 		rc = 1;
 		goto out;
 	}
-	struct ingest_opts io = { .listen = c->listen, .ctx = ictx, .store = s, .max_conns = c->max_agents,
+	struct ingest_opts io = { .listen = c->listen, .ctx = ictx, .store = s, .store_url = c->store, .max_conns = c->max_agents,
 				  .retain_days = c->retain_days, .fwd = fwd, .host = host };
 	if (ingest_new(&io, &g, err, sizeof(err))) {
 		log_err("listen: %s", err);

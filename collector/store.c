@@ -46,6 +46,24 @@ int store_insert_batch(struct store *s, const struct store_batch *b, size_t *ins
 	return s->ops->insert_batch(s, b, ins ? ins : &i0, dups ? dups : &d0);
 }
 
+int store_insert_batches(struct store *s, const struct store_batch *b, size_t n, struct store_result *res)
+{
+	if (s->ops->insert_batches)
+		return s->ops->insert_batches(s, b, n, res);
+	/* No transactions across batches (ClickHouse): one after the other. */
+	for (size_t i = 0; i < n; i++) {
+		memset(&res[i], 0, sizeof(res[i]));
+		int rc = s->ops->insert_batch(s, &b[i], &res[i].inserted, &res[i].dups);
+		if (rc == -EEXIST) {
+			res[i].rc = rc;
+			snprintf(res[i].why, sizeof(res[i].why), "%s", s->errmsg);
+		} else if (rc) {
+			return rc;
+		}
+	}
+	return 0;
+}
+
 int store_insert_local(struct store *s, const struct store_event *e) { return s->ops->insert_local(s, e); }
 
 int store_query(struct store *s, const struct store_filter *f, struct store_rows *out)

@@ -150,6 +150,16 @@ const char *store_kind(const struct store *s);
  * recorded once. Returns 0 only after the store committed. */
 int store_insert_batch(struct store *s, const struct store_batch *b, size_t *inserted,
 		       size_t *dups);
+/* Group commit of n batches in one transaction where the backend has them
+ * (one fsync for all): res[i].rc is 0 or -EEXIST (that batch alone was
+ * refused, why says so). Returns non-zero, with nothing committed, on a
+ * store failure. */
+struct store_result {
+	int rc;
+	size_t inserted, dups;
+	char why[200];
+};
+int store_insert_batches(struct store *s, const struct store_batch *b, size_t n, struct store_result *res);
 /* A record the collector makes itself (rejected batches and the like):
  * kind/agent_id/reason etc. from e; seq and boot are assigned here. */
 int store_insert_local(struct store *s, const struct store_event *e);
@@ -186,6 +196,7 @@ struct store_ops {
 	const char *kind;
 	void (*close)(struct store *s);
 	int (*insert_batch)(struct store *s, const struct store_batch *b, size_t *ins, size_t *dups);
+	int (*insert_batches)(struct store *s, const struct store_batch *b, size_t n, struct store_result *res);
 	int (*insert_local)(struct store *s, const struct store_event *e);
 	int (*query)(struct store *s, const struct store_filter *f, struct store_rows *out);
 	int (*top)(struct store *s, enum store_top_kind k, const struct store_filter *f,

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -222,7 +223,7 @@ static double bench_ingest(const char *url)
 	snprintf(key, sizeof(key), "%s/pki/server.key", dir);
 	snprintf(ca, sizeof(ca), "%s/pki/ca.crt", dir);
 	SSL_CTX *ctx = ingest_server_ctx(crt, key, ca, true, err, sizeof(err));
-	struct ingest_opts o = { .listen = "127.0.0.1:0", .ctx = ctx, .store = s, .max_conns = 64, .host = "bench" };
+	struct ingest_opts o = { .listen = "127.0.0.1:0", .ctx = ctx, .store = s, .store_url = url, .max_conns = 64, .host = "bench" };
 	if (!ctx || ingest_new(&o, &ing, err, sizeof(err))) {
 		fprintf(stderr, "bench: %s\n", err);
 		return -1;
@@ -239,6 +240,13 @@ static double bench_ingest(const char *url)
 		if (build_frames(&sd[i], total_events / AGENTS))
 			return -1;
 	}
+	if (getenv("BENCH_PAUSE")) {
+		printf("  pid %d: timed phase in 3 s\n", (int)getpid());
+		fflush(stdout);
+		sleep(3);
+	}
+	struct rusage ru0, ru1;
+	getrusage(RUSAGE_SELF, &ru0);
 	double t0 = now_s();
 	for (int i = 0; i < AGENTS; i++)
 		pthread_create(&th[i], NULL, send_thread, &sd[i]);
@@ -248,6 +256,11 @@ static double bench_ingest(const char *url)
 		bad |= sd[i].rc;
 	}
 	double dt = now_s() - t0;
+	getrusage(RUSAGE_SELF, &ru1);
+	double cpu = (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec + ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
+		     (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec + ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
+	printf("  %.2f s wall, %.2f s CPU (collector and the %d senders): %.1f us CPU per event\n", dt, cpu, AGENTS,
+	       cpu * 1e6 / (double)total_events);
 	stop_ingest = 1;
 	pthread_join(it, NULL);
 	ingest_free(ing);

@@ -23,7 +23,7 @@ FAKE = os.path.join(lib.ROOT, "tests", "fakes", "fake_provider.py")
 
 
 class Rig:
-    def __init__(self, tag, hosts, fakes, agent_extra="", endpoints=None, log_level="debug"):
+    def __init__(self, tag, hosts, fakes, agent_extra="", endpoints=None, log_level="debug", extra_targets=()):
         """hosts: name -> address; fakes: name -> (address, cert kind, event delay ms)."""
         self.tmp = tempfile.mkdtemp(prefix="vigil-e2e-%s-" % tag)
         os.chmod(self.tmp, 0o755)
@@ -46,7 +46,7 @@ class Rig:
         self.sni_logs = {}
         for name, (addr, kind, delay) in fakes.items():
             self.start_fake(name, addr, kind, delay)
-        addrs = sorted({a for a, _, _ in fakes.values()})
+        addrs = sorted({a for a, _, _ in fakes.values()} | set(extra_targets))
         eps = endpoints or sorted({h for h, a in hosts.items() if a in addrs and "." in h})
         self.agent = lib.Agent(self.tmp, self.cg.path, log_level=log_level, extra="""ca_cert: %s
 ca_key: %s

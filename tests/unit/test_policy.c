@@ -720,3 +720,19 @@ TEST(glob_matcher_agrees_with_fnmatch)
 			policy_unref(p);
 		}
 }
+
+TEST(unknown_group_is_a_warning_not_an_error)
+{
+	struct policy_ctx c = base_ctx();
+	struct policy *p = load("rules:\n  - name: fin\n    when: { unix_group: [no-such-group-xyz, adm] }\n    action: block\n");
+	CHECK(p, "an unknown group must not make the policy invalid: %s", last_errs);
+	CHECK(strstr(policy_warnings(p), "t.yaml:3: warning: unix_group 'no-such-group-xyz'"),
+	      "warning with file:line: %s", policy_warnings(p));
+	CHECK(!strcmp(decide(p, &c), "fin"), "the known group in the same list still matches");
+	policy_unref(p);
+	p = load("default: allow\n");
+	CHECK(p && !strcmp(policy_warnings(p), ""), "no warnings");
+	struct policy_decision d;
+	CHECK(policy_eval(NULL, &c, &d) == -EINVAL, "NULL policy is an error, not a crash");
+	policy_unref(p);
+}
