@@ -521,6 +521,9 @@ static bool v_password(const char *t, size_t n, size_t *s, size_t *e)
 	/* the value must be whole: "getPassword()" is not "getP" */
 	if (*e < n && !strchr(" \t\r\n\"',;()<>", t[*e]))
 		return false;
+	/* a call, not a literal: password: getPassword() */
+	if (*e < n && t[*e] == '(')
+		return false;
 	/* db_password, PG_PASSWORD, MYSQLPASS and userPassword are passwords;
 	 * bypass and compass are not */
 	if (*s > 0 && isalpha((unsigned char)t[*s - 1])) {

@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include "api.h"
 #include "chain.h"
@@ -229,7 +230,6 @@ void api_render_events(const struct store_rows *r, enum api_format fmt, FILE *ou
 void api_render_top(const char *what, const struct store_top_row *rows, size_t n, enum api_format fmt, FILE *out)
 {
 	bool findings = !strcmp(what, "findings");
-	const char *third = findings ? "occurrences" : "bytes_up";
 	if (fmt == FMT_JSON) {
 		struct jsonw w;
 		jsonw_init(&w);
@@ -239,7 +239,8 @@ void api_render_top(const char *what, const struct store_top_row *rows, size_t n
 			jsonw_str(&w, "key", rows[i].key);
 			jsonw_u64(&w, "events", rows[i].events);
 			jsonw_u64(&w, "blocked", rows[i].blocked);
-			jsonw_u64(&w, third, rows[i].total);
+			if (findings)
+				jsonw_u64(&w, "occurrences", rows[i].total);
 			jsonw_obj_close(&w);
 			if (!w.oom)
 				fprintf(out, "%s\n", w.buf);
@@ -248,11 +249,13 @@ void api_render_top(const char *what, const struct store_top_row *rows, size_t n
 		return;
 	}
 	if (fmt == FMT_CSV) {
-		fprintf(out, "key,events,blocked,%s\r\n", third);
+		fprintf(out, "key,events,blocked%s\r\n", findings ? ",occurrences" : "");
 		for (size_t i = 0; i < n; i++) {
 			csv_cell(out, rows[i].key, true);
-			fprintf(out, ",%llu,%llu,%llu\r\n", (unsigned long long)rows[i].events,
-				(unsigned long long)rows[i].blocked, (unsigned long long)rows[i].total);
+			fprintf(out, ",%llu,%llu", (unsigned long long)rows[i].events, (unsigned long long)rows[i].blocked);
+			if (findings)
+				fprintf(out, ",%llu", (unsigned long long)rows[i].total);
+			fputs("\r\n", out);
 		}
 		return;
 	}
@@ -266,11 +269,14 @@ void api_render_top(const char *what, const struct store_top_row *rows, size_t n
 		if (strlen(c) > w)
 			w = strlen(c);
 	}
-	fprintf(out, "%-*s  %10s  %10s  %12s\n", (int)w, head, "EVENTS", "BLOCKED", findings ? "OCCURRENCES" : "BYTES_UP");
+	fprintf(out, "%-*s  %10s  %10s%s\n", (int)w, head, "EVENTS", "BLOCKED", findings ? "  OCCURRENCES" : "");
 	for (size_t i = 0; i < n; i++) {
 		cell_clean(rows[i].key, c, sizeof(c), 60);
-		fprintf(out, "%-*s  %10llu  %10llu  %12llu\n", (int)w, c, (unsigned long long)rows[i].events,
-			(unsigned long long)rows[i].blocked, (unsigned long long)rows[i].total);
+		fprintf(out, "%-*s  %10llu  %10llu", (int)w, c, (unsigned long long)rows[i].events,
+			(unsigned long long)rows[i].blocked);
+		if (findings)
+			fprintf(out, "  %11llu", (unsigned long long)rows[i].total);
+		fputc('\n', out);
 	}
 }
 
@@ -753,6 +759,7 @@ out:
 	close(r->fd);
 	__atomic_fetch_sub(&r->a->inflight, 1, __ATOMIC_RELAXED);
 	free(r);
+	OPENSSL_thread_stop();
 	return NULL;
 }
 

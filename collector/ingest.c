@@ -24,6 +24,7 @@
 #include <unistd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include "chain.h"
@@ -107,6 +108,8 @@ SSL_CTX *ingest_server_ctx(const char *cert, const char *key, const char *client
 	SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION);
 	SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	SSL_CTX_set_options(c, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION);
+	/* Agents hold long connections: no resumption, no session cache. */
+	SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
 	if (SSL_CTX_use_certificate_chain_file(c, cert) != 1) {
 		snprintf(err, errlen, "%s: cannot load certificate", cert);
 		goto fail;
@@ -195,6 +198,7 @@ static void *writer(void *arg)
 			pthread_cond_wait(&g->qcond, &g->qlock);
 		if (!g->q_head && g->wstop) {
 			pthread_mutex_unlock(&g->qlock);
+			OPENSSL_thread_stop();
 			return NULL;
 		}
 		while (g->q_head && n < GROUP_MAX) {

@@ -129,7 +129,7 @@ struct store_top_row {
 	char *key;
 	uint64_t events;                 /* events (for findings: events with it) */
 	uint64_t blocked;                /* of which action == block */
-	uint64_t total;                  /* findings: summed counts; else bytes_up */
+	uint64_t total;                  /* findings: summed counts; else 0 */
 };
 
 struct store;

@@ -735,7 +735,7 @@ static int ch_top(struct store *s, enum store_top_kind k, const struct store_fil
 		where(&q, f);
 		b_add(&q, " AND fnd != ''", 14);
 	} else {
-		b_fmt(&q, "SELECT %s AS k, count(), countIf(action = 'block'), sum(bytes_up) FROM events", col[k]);
+		b_fmt(&q, "SELECT %s AS k, count(), countIf(action = 'block'), 0 FROM events", col[k]);
 		where(&q, f);
 		b_fmt(&q, " AND %s != ''", col[k]);
 	}

@@ -5,6 +5,8 @@
  * per-agent walk (the UNIQUE (agent_id, seq, boot_id) key doubles as both the
  * deduplication key and the chain order).
  *
+ * ev_user and ev_host carry action too, so "top users/hosts" (count and
+ * blocked) is answered from the index alone.
  * Row ids are time-ordered (time_us * 1024 + a counter), so a time range is
  * a range of the table's own B-tree: no separate time index to maintain on
  * every insert, and "newest first" is the table order. The action index is
@@ -47,8 +49,8 @@ static const char *const migrations[] = {
 	" completion_tokens INTEGER, latency_ms INTEGER, policy_hash TEXT, gap_count INTEGER,"
 	" gap_first_seq INTEGER, gap_last_seq INTEGER, prev_hash BLOB, hash BLOB, content TEXT,"
 	" UNIQUE(agent_id, seq, boot_id));"
-	"CREATE INDEX ev_user ON events(user, time);"
-	"CREATE INDEX ev_host ON events(host, time);"
+	"CREATE INDEX ev_user ON events(user, time, action);"
+	"CREATE INDEX ev_host ON events(host, time, action);"
 	"CREATE INDEX ev_action ON events(action, time) WHERE action != 'allow';"
 	"CREATE TABLE event_raw(id INTEGER PRIMARY KEY, raw BLOB);"
 	"CREATE TABLE event_findings(ev INTEGER NOT NULL, type TEXT NOT NULL, count INTEGER, time INTEGER);"
@@ -635,7 +637,7 @@ static int sq_top(struct store *s, enum store_top_kind k, const struct store_fil
 			 w.sql, limit);
 	else
 		snprintf(sql, sizeof(sql),
-			 "SELECT %s, count(*), sum(e.action = 'block'), sum(e.bytes_up) FROM events e%s%s%s != ''"
+			 "SELECT %s, count(*), sum(e.action = 'block'), 0 FROM events e%s%s%s != ''"
 			 " GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT %zu",
 			 col, w.sql, w.len ? " AND " : " WHERE ", col, limit);
 	if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)

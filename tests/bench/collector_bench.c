@@ -12,7 +12,8 @@
  *
  * Targets (issue 7): >= 50,000 events/s ingested on SQLite (2 cores); a
  * filtered query over 1M events < 100 ms. Prints PASS/MISS per target.
- * Usage: collector_bench [--events N] [--store-events N] [--no-clickhouse] */
+ * Usage: collector_bench [--events N] [--store-events N] [--no-clickhouse] [--no-sqlite]
+ *        [--keep: leave the stores and the ClickHouse server running for a look] */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -377,6 +378,7 @@ static int bench_queries(const char *url, double *q_user_ms, double *q_top_ms, s
 }
 
 static pid_t ch_pid;
+static bool keep;
 static void stop_ch(void)
 {
 	if (ch_pid > 0) {
@@ -427,7 +429,8 @@ static int start_clickhouse(char *url, size_t len)
 		execl(bin, bin, "--config-file", cfg, (char *)NULL);
 		_exit(127);
 	}
-	atexit(stop_ch);
+	if (!keep)
+		atexit(stop_ch);
 	for (int i = 0; i < 300; i++) {
 		int fd = socket(AF_INET, SOCK_STREAM, 0);
 		struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)http),
@@ -446,6 +449,10 @@ static int start_clickhouse(char *url, size_t len)
 static void cleanup(void)
 {
 	char cmd[300];
+	if (keep) {
+		printf("kept %s (clickhouse pid %d)\n", dir, (int)ch_pid);
+		return;
+	}
 	stop_ch();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	if (system(cmd))
@@ -455,7 +462,7 @@ static void cleanup(void)
 int main(int argc, char **argv)
 {
 	char err[512], url[400], p[300];
-	bool with_ch = true;
+	bool with_ch = true, with_sqlite = true;
 	int rc = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--events") && i + 1 < argc)
@@ -464,6 +471,10 @@ int main(int argc, char **argv)
 			store_events = strtoull(argv[++i], NULL, 10);
 		else if (!strcmp(argv[i], "--no-clickhouse"))
 			with_ch = false;
+		else if (!strcmp(argv[i], "--no-sqlite"))
+			with_sqlite = false;
+		else if (!strcmp(argv[i], "--keep"))
+			keep = true;
 	}
 	log_set_level(getenv("BENCH_DEBUG") ? LOG_INFO : LOG_ERR);
 	signal(SIGPIPE, SIG_IGN);
@@ -487,8 +498,10 @@ int main(int argc, char **argv)
 	}
 	struct { const char *name; char url[400]; } stores[2];
 	int ns = 0;
-	stores[ns].name = "sqlite";
-	snprintf(stores[ns++].url, sizeof(stores[0].url), "sqlite:%s/ingest.db", dir);
+	if (with_sqlite) {
+		stores[ns].name = "sqlite";
+		snprintf(stores[ns++].url, sizeof(stores[0].url), "sqlite:%s/ingest.db", dir);
+	}
 	const char *ch_env = getenv("CH_URL");
 	if (with_ch && (ch_env || start_clickhouse(url, sizeof(url)) == 0)) {
 		stores[ns].name = "clickhouse";

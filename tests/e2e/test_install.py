@@ -30,8 +30,14 @@ def installs_binaries_configs_and_units():
         full = os.path.join(DEST, path)
         check(os.path.exists(full), "%s not installed" % path)
         check(os.stat(full).st_mode & 0o777 == mode, "%s mode %o, want %o" % (path, os.stat(full).st_mode & 0o777, mode))
-    p = subprocess.run([os.path.join(DEST, "usr/local/sbin/vigil-agent"), "--check", "--config",
-                        os.path.join(DEST, "etc/vigil/agent.yaml")], capture_output=True, text=True)
+    # Check the example as installed, its paths pointed into the staged root.
+    staged = os.path.join(TMP, "agent.yaml")
+    with open(os.path.join(DEST, "etc/vigil/agent.yaml")) as f:
+        text = f.read().replace("/etc/vigil/", os.path.join(DEST, "etc/vigil/") + "/")
+    with open(staged, "w") as f:
+        f.write(text)
+    p = subprocess.run([os.path.join(DEST, "usr/local/sbin/vigil-agent"), "--check", "--config", staged],
+                       capture_output=True, text=True)
     check(p.returncode == 0, "the installed example agent.yaml does not pass --check: %s" % p.stderr)
 
 

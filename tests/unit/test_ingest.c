@@ -33,8 +33,11 @@ static volatile sig_atomic_t stop;
 static pthread_t thr;
 static int port;
 static EVP_PKEY *key_a, *key_b, *key_x;
+static SSL_CTX *sctx;
+static uint8_t *captured;     /* a batch of agent-a as sent */
+static size_t captured_len;
 
-static void *loop(void *arg) { (void)arg; ingest_run(ing, &stop); return NULL; }
+static void *loop(void *arg) { (void)arg; ingest_run(ing, &stop); OPENSSL_thread_stop(); return NULL; }
 
 static void teardown(void)
 {
@@ -45,6 +48,11 @@ static void teardown(void)
 	}
 	store_close(ist);
 	store_close(qst);
+	SSL_CTX_free(sctx);
+	EVP_PKEY_free(key_a);
+	EVP_PKEY_free(key_b);
+	EVP_PKEY_free(key_x);
+	free(captured);
 	char cmd[400];
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	if (system(cmd))
@@ -113,7 +121,7 @@ static void setup(void)
 	path(crt, sizeof(crt), "pki/server.crt");
 	path(key, sizeof(key), "pki/server.key");
 	path(ca, sizeof(ca), "pki/ca.crt");
-	SSL_CTX *ctx = ingest_server_ctx(crt, key, ca, true, err, sizeof(err));
+	SSL_CTX *ctx = sctx = ingest_server_ctx(crt, key, ca, true, err, sizeof(err));
 	struct ingest_opts o = { .listen = "127.0.0.1:0", .ctx = ctx, .store = ist, .store_url = url, .max_conns = 64, .host = "test" };
 	if (!ctx || ingest_new(&o, &ing, err, sizeof(err))) {
 		fprintf(stderr, "ingest: %s\n", err);
@@ -264,8 +272,6 @@ static size_t count_where(const char *agent, const char *kind)
 static uint8_t chain_a[32];   /* agent-a's chain head as the tests advance it */
 static uint64_t next_a = 1;
 
-static uint8_t *captured;     /* a batch of agent-a as sent */
-static size_t captured_len;
 
 TEST(authentic_batch_committed_then_acked)
 {
