@@ -29,7 +29,7 @@
 struct sq {
 	struct store base;
 	sqlite3 *db;
-	sqlite3_stmt *ins_ev, *ins_find, *sel_hash, *ins_batch, *ins_raw;
+	sqlite3_stmt *ins_ev, *ins_find, *sel_hash, *ins_batch;
 	uint64_t idctr;
 	char local_boot[40];
 	uint64_t local_seq;
@@ -47,12 +47,11 @@ static const char *const migrations[] = {
 	" action TEXT, rule TEXT, reason TEXT, error TEXT, findings TEXT, injection_score REAL,"
 	" status INTEGER, bytes_up INTEGER, bytes_down INTEGER, prompt_tokens INTEGER,"
 	" completion_tokens INTEGER, latency_ms INTEGER, policy_hash TEXT, gap_count INTEGER,"
-	" gap_first_seq INTEGER, gap_last_seq INTEGER, prev_hash BLOB, hash BLOB, content TEXT,"
+	" gap_first_seq INTEGER, gap_last_seq INTEGER, prev_hash BLOB, hash BLOB, content TEXT, raw BLOB,"
 	" UNIQUE(agent_id, seq, boot_id));"
 	"CREATE INDEX ev_user ON events(user, time, action);"
 	"CREATE INDEX ev_host ON events(host, time, action);"
 	"CREATE INDEX ev_action ON events(action, time) WHERE action != 'allow';"
-	"CREATE TABLE event_raw(id INTEGER PRIMARY KEY, raw BLOB);"
 	"CREATE TABLE event_findings(ev INTEGER NOT NULL, type TEXT NOT NULL, count INTEGER, time INTEGER);"
 	"CREATE INDEX evf_type ON event_findings(type, time);"
 	"CREATE TABLE batches(agent_id TEXT NOT NULL, boot_id TEXT NOT NULL, first_seq INTEGER NOT NULL,"
@@ -67,10 +66,9 @@ static const char *const migrations[] = {
 	" error, findings, injection_score, status, bytes_up, bytes_down, prompt_tokens," \
 	" completion_tokens, latency_ms, policy_hash, gap_count, gap_first_seq, gap_last_seq, prev_hash," \
 	" hash"
-/* The encodings E live in event_raw (same id): they are read only by verify
- * and the row views, and keeping them out makes the events rows small, so
- * the SOC's aggregate scans read a third of the pages. */
-#define EV_COLS EV_COLS_A ", (SELECT raw FROM event_raw r WHERE r.id = e.id), e.content"
+/* raw (E) is the last column: a scan that does not ask for it stops
+ * decoding the record before it (and never touches its overflow pages). */
+#define EV_COLS EV_COLS_A ", e.raw, e.content"
 #define EV_NCOLS 43
 
 static int sq_fail(struct sq *q, const char *what)
@@ -131,7 +129,6 @@ static void sq_close(struct store *s)
 	sqlite3_finalize(q->ins_find);
 	sqlite3_finalize(q->sel_hash);
 	sqlite3_finalize(q->ins_batch);
-	sqlite3_finalize(q->ins_raw);
 	sqlite3_close(q->db);
 	free(q);
 }
@@ -199,6 +196,10 @@ static int insert_event(struct sq *q, const struct store_event *e, bool *dup)
 		bind_text(st, i++, e->content);
 	else
 		sqlite3_bind_null(st, i++);
+	if (e->raw)
+		sqlite3_bind_blob(st, i++, e->raw, (int)e->raw_len, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, i++);
 	rc = sqlite3_step(st);
 	int xrc = sqlite3_extended_errcode(q->db);
 	sqlite3_reset(st);
@@ -235,16 +236,6 @@ static int insert_event(struct sq *q, const struct store_event *e, bool *dup)
 		return 0;
 	}
 	sqlite3_int64 id = sqlite3_last_insert_rowid(q->db);
-	if (e->raw) {
-		sqlite3_stmt *r = q->ins_raw;
-		sqlite3_reset(r);
-		sqlite3_bind_int64(r, 1, id);
-		sqlite3_bind_blob(r, 2, e->raw, (int)e->raw_len, SQLITE_STATIC);
-		rc = sqlite3_step(r);
-		sqlite3_reset(r);
-		if (rc != SQLITE_DONE)
-			return sq_fail(q, "insert raw");
-	}
 	for (size_t k = 0; k < e->nfindings; k++) {
 		sqlite3_stmt *f = q->ins_find;
 		sqlite3_reset(f);
@@ -893,10 +884,6 @@ static int sq_retain(struct store *s, int64_t before_us, uint64_t *deleted)
 		 (long long)before_us);
 	if ((rc = exec(q, sql)))
 		goto err;
-	snprintf(sql, sizeof(sql), "DELETE FROM event_raw WHERE id IN (SELECT id FROM events WHERE id < %lld AND time < %lld)",
-		 (long long)((before_us < 0 ? 0 : before_us) << 10), (long long)before_us);
-	if ((rc = exec(q, sql)))
-		goto err;
 	snprintf(sql, sizeof(sql), "DELETE FROM events WHERE id < %lld AND time < %lld",
 		 (long long)((before_us < 0 ? 0 : before_us) << 10), (long long)before_us);
 	if ((rc = exec(q, sql)))
@@ -964,10 +951,9 @@ int store_sqlite_open(const char *path, struct store **out, char *err, size_t er
 		snprintf(err, errlen, "sqlite:%s: %s", path, q->base.errmsg);
 		goto err;
 	}
-	if (sqlite3_prepare_v2(q->db, "INSERT INTO events(id, " EV_COLS_A ", content) VALUES(?,?,?,?,?,?,?,?,?,?,?,"
-			       "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+	if (sqlite3_prepare_v2(q->db, "INSERT INTO events(id, " EV_COLS_A ", content, raw) VALUES(?,?,?,?,?,?,?,?,?,?,?,"
+			       "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 			       -1, &q->ins_ev, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(q->db, "INSERT INTO event_raw(id, raw) VALUES(?, ?)", -1, &q->ins_raw, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(q->db, "INSERT INTO event_findings(ev, type, count, time) VALUES(?,?,?,?)", -1,
 			       &q->ins_find, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(q->db, "SELECT hash FROM events WHERE agent_id = ?1 AND seq = ?2 AND boot_id = ?3",

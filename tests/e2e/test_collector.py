@@ -133,9 +133,71 @@ tokens:
         return int(code or 0), body
 
 
-GOOD = "127.0.60.2"
-RIG = rigmod.Rig("collector", {"api.openai.com": GOOD, "api.anthropic.com": GOOD}, {"good": (GOOD, "good", 0)})
-COL = Collector(RIG.tmp)
+class ClickHouse:
+    """Debian's clickhouse-server on loopback ports with its own data directory, stopped at exit."""
+
+    def __init__(self, tmp):
+        self.dir = os.path.join(tmp, "clickhouse")
+        os.makedirs(self.dir, exist_ok=True)
+        self.http, tcp = lib.free_port(), lib.free_port()
+        users = os.path.join(self.dir, "users.xml")
+        with open(users, "w") as f:
+            f.write("<yandex><profiles><default></default></profiles><users><default><password></password>"
+                    "<networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota>"
+                    "</default></users><quotas><default></default></quotas></yandex>\n")
+        cfg = os.path.join(self.dir, "config.xml")
+        with open(cfg, "w") as f:
+            f.write("<yandex><logger><level>warning</level><log>%s/server.log</log><errorlog>%s/err.log</errorlog>"
+                    "<console>0</console></logger><http_port>%d</http_port><tcp_port>%d</tcp_port>"
+                    "<listen_host>127.0.0.1</listen_host><path>%s/data/</path><tmp_path>%s/tmp/</tmp_path>"
+                    "<users_config>%s</users_config><default_profile>default</default_profile>"
+                    "<default_database>default</default_database><mark_cache_size>67108864</mark_cache_size></yandex>\n"
+                    % (self.dir, self.dir, self.http, tcp, self.dir, self.dir, users))
+        check(os.access("/usr/sbin/clickhouse-server", os.X_OK), "clickhouse-server is not installed (scripts/deps.sh test)")
+        self.proc = subprocess.Popen(["/usr/sbin/clickhouse-server", "--config-file", cfg], cwd=self.dir,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        lib.at_cleanup(self.stop)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.http), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("clickhouse-server did not start")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def sql(self, query, db="vigil"):
+        import urllib.request
+        import urllib.parse
+        url = "http://127.0.0.1:%d/?database=%s" % (self.http, db)
+        with urllib.request.urlopen(urllib.request.Request(url, data=query.encode())) as r:
+            return r.read().decode()
+
+    def mutate(self, query):
+        """ALTER ... UPDATE/DELETE, waiting until the mutation is applied."""
+        self.sql(query)
+        deadline = time.time() + 30
+        while self.sql("SELECT count() FROM system.mutations WHERE is_done = 0").strip() != "0":
+            check(time.time() < deadline, "mutation did not finish")
+            time.sleep(0.1)
+
+
+# VIGIL_COLLECTOR_STORE=clickhouse (tests/e2e/test_collector_clickhouse.py) runs
+# this whole file against a ClickHouse server: same questions, same answers.
+STORE_KIND = os.environ.get("VIGIL_COLLECTOR_STORE", "sqlite")
+GOOD = "127.0.60.2" if STORE_KIND == "sqlite" else "127.0.61.2"
+RIG = rigmod.Rig("collector-" + STORE_KIND, {"api.openai.com": GOOD, "api.anthropic.com": GOOD}, {"good": (GOOD, "good", 0)})
+CH = ClickHouse(RIG.tmp) if STORE_KIND == "clickhouse" else None
+COL = Collector(RIG.tmp, store="clickhouse://127.0.0.1:%d/vigil" % CH.http if CH else None)
 COL.start()
 AGENT_PKI = os.path.join(RIG.tmp, "agent-pki")
 _p = COL.enroll(AGENT_ID, AGENT_PKI)
@@ -281,21 +343,33 @@ def export_formats_and_syslog_forward():
 def verify_passes_then_names_altered_and_deleted_rows():
     p = COL.vigil("verify")
     check(p.returncode == 0 and "INTACT" in p.stdout, "verify on an intact store: exit %d %s %s" % (p.returncode, p.stdout, p.stderr))
-    db = sqlite3.connect(COL.db, timeout=10)
-    seq, user = db.execute("SELECT seq, user FROM events WHERE agent_id = ? AND kind = 'request' ORDER BY seq LIMIT 1",
-                           (AGENT_ID,)).fetchone()
-    db.execute("UPDATE events SET user = 'root' WHERE agent_id = ? AND seq = ?", (AGENT_ID, seq))
-    db.commit()
+    if CH:
+        seq, user = CH.sql("SELECT seq, `user` FROM events WHERE agent_id = '%s' AND kind = 'request' ORDER BY seq"
+                           " LIMIT 1 FORMAT TabSeparated" % AGENT_ID).split()
+        seq = int(seq)
+        alter = lambda u: CH.mutate("ALTER TABLE events UPDATE `user` = '%s' WHERE agent_id = '%s' AND seq = %d"
+                                    % (u, AGENT_ID, seq))
+        delete = lambda: CH.mutate("ALTER TABLE events DELETE WHERE agent_id = '%s' AND seq = %d" % (AGENT_ID, seq))
+    else:
+        db = sqlite3.connect(COL.db, timeout=10)
+        seq, user = db.execute("SELECT seq, user FROM events WHERE agent_id = ? AND kind = 'request' ORDER BY seq LIMIT 1",
+                               (AGENT_ID,)).fetchone()
+
+        def alter(u):
+            db.execute("UPDATE events SET user = ? WHERE agent_id = ? AND seq = ?", (u, AGENT_ID, seq))
+            db.commit()
+
+        def delete():
+            db.execute("DELETE FROM events WHERE agent_id = ? AND seq = ?", (AGENT_ID, seq))
+            db.commit()
+    alter("root")
     p = COL.vigil("verify")
     check(p.returncode == 1 and ("seq %d altered" % seq) in p.stdout and "column user" in p.stdout,
           "altered row: exit %d %s" % (p.returncode, p.stdout))
-    db.execute("UPDATE events SET user = ? WHERE agent_id = ? AND seq = ?", (user, AGENT_ID, seq))
-    db.commit()
+    alter(user)
     p = COL.vigil("verify")
     check(p.returncode == 0, "restored row still fails: %s" % p.stdout)
-    db.execute("DELETE FROM events WHERE agent_id = ? AND seq = ?", (AGENT_ID, seq))
-    db.commit()
-    db.close()
+    delete()
     p = COL.vigil("verify")
     check(p.returncode == 1 and ("events %d..%d missing" % (seq, seq)) in p.stdout,
           "deleted row: exit %d %s" % (p.returncode, p.stdout))

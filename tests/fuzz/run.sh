@@ -18,7 +18,7 @@ fi
 pkgs="libhs openssl yaml-0.1 libzstd libprotobuf-c"
 rc=0
 for n in "${names[@]}"; do
-	deps=$(cat "tests/fuzz/$n.deps" 2>/dev/null)
+	deps=$(sed "s|@BUILD@|$BUILD|g" "tests/fuzz/$n.deps" 2>/dev/null)
 	bin=$out/fuzz_$n
 	if ! clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 		-D_GNU_SOURCE -Iagent -Icommon -Ibpf -I"$BUILD" -I"$BUILD/gen" $(pkg-config --cflags $pkgs) \

@@ -86,6 +86,8 @@ static void setup(void)
 	snprintf(dir, sizeof(dir), "/tmp/vigil-test-ingest-XXXXXX");
 	if (!mkdtemp(dir))
 		exit(1);
+	/* OpenSSL's own atexit cleanup must run after ours (LIFO). */
+	OPENSSL_init_ssl(0, NULL);
 	atexit(teardown);
 	path(crt, sizeof(crt), "pki");
 	if (enroll_pki_init(crt, NULL, 0, err, sizeof(err))) {
