@@ -2,9 +2,10 @@
 # Vigil benchmarks (`make bench`; not part of `make test`).
 #
 # Owns: running the proxy comparison (tests/bench/proxy_bench.py: direct vs
-# nginx vs mitmdump vs the agent, see its header) and, when present, the
-# inspection micro-benchmark tests/bench/bench_inspect.c (built here with one
-# gcc line against the agent's objects). Must never: install anything (make
+# nginx vs mitmdump vs the agent, see its header), the inspection and policy
+# micro-benchmarks (bench_inspect.c, bench_policy.c, built here with one gcc
+# line against the agent's objects), the audit pipeline and collector
+# benchmarks (pipeline_bench.sh, collector_bench.sh). Must never: install anything (make
 # bench runs scripts/deps.sh first), or fail because a performance target is
 # missed: targets print PASS/MISS; the exit status is non-zero only when a
 # measurement could not be taken.
@@ -27,24 +28,31 @@ done
 ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
 
 rc=0
-if [ -f tests/bench/bench_inspect.c ]; then
-	echo "== bench_inspect (tests/bench/bench_inspect.c)"
-	out="$BUILD/bench_inspect"
-	# The Makefile's libraries (libagent.a pulls only the objects it needs).
-	pkgs="libbpf openssl libhs libprotobuf-c libnl-3.0 libnl-idiag-3.0 libzstd yaml-0.1 sqlite3 libcurl libpcre2-8"
+# Micro-benchmarks of one module each, linked against the agent's objects.
+pkgs="libbpf openssl libhs libprotobuf-c libnl-3.0 libnl-idiag-3.0 libzstd yaml-0.1 sqlite3 libcurl libpcre2-8"
+for name in bench_inspect bench_policy; do
+	src=tests/bench/$name.c
+	[ -f "$src" ] || { echo "bench: $src absent; skipped"; continue; }
+	echo "== $name ($src)"
 	# shellcheck disable=SC2046
-	if gcc -std=gnu11 -D_GNU_SOURCE -O2 -Wall -Wextra -Iagent -Icommon -I"$BUILD" \
-		tests/bench/bench_inspect.c "$BUILD/libagent.a" "$BUILD/libcommon.a" -o "$out" \
+	if gcc -std=gnu11 -D_GNU_SOURCE -O2 -Wall -Wextra -Iagent -Icommon -I"$BUILD" -I"$BUILD/gen" \
+		"$src" "$BUILD/libagent.a" "$BUILD/libcommon.a" -o "$BUILD/$name" \
 		$(pkg-config --cflags --libs $pkgs) -lresolv -lpthread -lm; then
-		"$out" || { echo "bench: bench_inspect exited $?" >&2; rc=1; }
+		"$BUILD/$name" || { echo "bench: $name exited $?" >&2; rc=1; }
 	else
-		echo "bench: bench_inspect.c did not build; skipped" >&2
+		echo "bench: $src did not build" >&2
 		rc=1
 	fi
 	echo
-else
-	echo "bench: tests/bench/bench_inspect.c absent; inspection micro-benchmark skipped"
-fi
+done
+
+# The audit pipeline (agent -> collector) and the collector's stores.
+for script in tests/bench/pipeline_bench.sh tests/bench/collector_bench.sh; do
+	[ -f "$script" ] || continue
+	echo "== $script"
+	bash "$script" || rc=1
+	echo
+done
 
 # shellcheck disable=SC2086
 python3 tests/bench/proxy_bench.py ${BENCH_ARGS:-} || rc=1
