@@ -72,5 +72,58 @@ def units_are_hardened_and_valid():
             check(p.returncode == 0 and not p.stderr.strip(), "systemd rejects %s: %s" % (unit, p.stderr))
 
 
+def tree(root):
+    out = set()
+    for d, dirs, files in os.walk(root):
+        for n in dirs + files:
+            out.add(os.path.relpath(os.path.join(d, n), root))
+    return out
+
+
+@test
+def fleet_installer_is_idempotent_and_reversible():
+    stage = os.path.join(TMP, "fleet")
+    os.makedirs(os.path.join(stage, "etc"))
+    before = tree(stage)
+    ca = os.path.join(TMP, "fleet-ca")
+    subprocess.run([os.path.join(lib.BUILD, "vigil"), "ca", "init", "--dir", ca], check=True, capture_output=True)
+    enroll = os.path.join(TMP, "enroll")
+    os.makedirs(enroll)
+    for f in ("agent.crt", "agent.key", "ca.crt"):
+        with open(os.path.join(enroll, f), "w") as fh:
+            fh.write("test %s\n" % f)
+    argv = ["bash", os.path.join(lib.ROOT, "scripts", "install-agent.sh"), "--root", stage, "--ca-dir", ca,
+            "--enroll", enroll, "--collector", "collector.example:7443", "--fail-mode", "closed",
+            "--bin-dir", lib.BUILD]
+    for run in (1, 2):
+        p = subprocess.run(argv, capture_output=True, text=True)
+        check(p.returncode == 0, "install run %d failed: %s" % (run, p.stderr))
+    etc = os.path.join(stage, "etc/vigil")
+    for path, mode in (("ca", 0o700), ("ca/intercept.key", 0o600), ("pki", 0o700), ("pki/agent.key", 0o600),
+                       ("agent.yaml", 0o644)):
+        st = os.stat(os.path.join(etc, path))
+        check(st.st_mode & 0o777 == mode, "%s mode %o, want %o" % (path, st.st_mode & 0o777, mode))
+    with open(os.path.join(etc, "agent.yaml")) as f:
+        conf = f.read()
+    check("fail_mode: closed" in conf and "address: collector.example:7443" in conf, "config: %s" % conf)
+    check(os.path.exists(os.path.join(stage, "usr/local/share/ca-certificates/vigil-intercept.crt")),
+          "the CA was not put in the system store")
+    p = subprocess.run(["bash", os.path.join(lib.ROOT, "scripts", "install-agent.sh"), "--uninstall", "--root", stage],
+                       capture_output=True, text=True)
+    check(p.returncode == 0, "uninstall failed: %s" % p.stderr)
+    left = tree(stage) - before
+    # Directories the installer created for binaries and units may stay
+    # (shared with other packages); no file may.
+    files = [f for f in left if os.path.isfile(os.path.join(stage, f))]
+    check(not files, "uninstall left files behind: %s" % sorted(files))
+
+
+@test
+def fleet_installer_refuses_bad_arguments():
+    p = subprocess.run(["bash", os.path.join(lib.ROOT, "scripts", "install-agent.sh"), "--root", TMP,
+                        "--collector", "x:1"], capture_output=True, text=True)
+    check(p.returncode == 2 and "--ca-dir" in p.stderr, "missing --ca-dir accepted: %s" % p.stderr)
+
+
 if __name__ == "__main__":
     lib.main()
