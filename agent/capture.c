@@ -676,3 +676,20 @@ uint64_t capture_netns_cookie(void)
 	close(fd);
 	return cookie;
 }
+
+int capture_links_detached(struct capture *c)
+{
+	int n = 0;
+	for (int i = 0; i < P_COUNT; i++) {
+		struct bpf_link_info info;
+		__u32 len = sizeof(info);
+		if (!c->links[i])
+			continue;
+		memset(&info, 0, sizeof(info));
+		/* A detached cgroup link reports no cgroup any more. */
+		if (bpf_obj_get_info_by_fd(bpf_link__fd(c->links[i]), &info, &len) ||
+		    info.type != BPF_LINK_TYPE_CGROUP || info.cgroup.cgroup_id == 0)
+			n++;
+	}
+	return n;
+}

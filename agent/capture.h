@@ -73,6 +73,10 @@ int capture_bypass_del(struct capture *c, int fd);
 int capture_events_fd(struct capture *c);
 int capture_events_poll(struct capture *c, capture_event_fn fn, void *arg);
 
+/* Tamper check: how many of the agent's links are no longer attached
+ * (someone ran `bpftool link detach`, or removed the cgroup). */
+int capture_links_detached(struct capture *c);
+
 /* The netns cookie of the calling process's network namespace (0 if the
  * kernel cannot tell). */
 uint64_t capture_netns_cookie(void);

@@ -14,6 +14,7 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include "agent.h"
@@ -154,6 +155,79 @@ struct runtime {
 	const char *config_path;
 };
 
+/* Tamper signals: what an attacker with root (or a careless admin) would
+ * change to get around the agent. Each change is audited once. */
+#define TRUST_ANCHOR "/usr/local/share/ca-certificates/vigil-intercept.crt"
+
+struct watched_file {
+	const char *path;
+	struct timespec mtime;
+	bool present;
+};
+
+static struct {
+	struct watched_file files[3];   /* config, policy, trust anchor */
+	int detached_reported;
+	bool anchor_reported;
+} tamper;
+
+static void watch_file(struct watched_file *w, const char *path)
+{
+	struct stat st;
+	w->path = path;
+	w->present = path && stat(path, &st) == 0;
+	if (w->present)
+		w->mtime = st.st_mtim;
+}
+
+static void tamper_init(struct agent *ag, const char *config_path)
+{
+	watch_file(&tamper.files[0], config_path);
+	watch_file(&tamper.files[1], ag->cfg->policy);
+	watch_file(&tamper.files[2], TRUST_ANCHOR);
+}
+
+static void tamper_event(struct agent *ag, const char *reason, const char *error)
+{
+	struct audit_event ev;
+	audit_event_init(&ev, "tamper");
+	ev.action = "alert";
+	ev.reason = reason;
+	ev.error = error;
+	audit_emit(ag->audit, &ev);
+	log_err("tamper: %s", error);
+}
+
+static void tamper_check(struct agent *ag)
+{
+	char msg[512];
+	int detached = capture_links_detached(ag->cap);
+	struct stat st;
+
+	if (detached > tamper.detached_reported) {
+		snprintf(msg, sizeof(msg), "%d of the agent's BPF links were detached from %s", detached,
+			 ag->cfg->cgroup);
+		tamper_event(ag, "programs_detached", msg);
+	}
+	tamper.detached_reported = detached;
+	for (int i = 0; i < 2; i++) {
+		struct watched_file *w = &tamper.files[i];
+		if (!w->path || stat(w->path, &st) != 0 || !w->present)
+			continue;
+		if (st.st_mtim.tv_sec != w->mtime.tv_sec || st.st_mtim.tv_nsec != w->mtime.tv_nsec) {
+			w->mtime = st.st_mtim;
+			snprintf(msg, sizeof(msg), "%s changed while the agent runs (not yet applied: SIGHUP applies it)",
+				 w->path);
+			tamper_event(ag, "config_changed", msg);
+		}
+	}
+	/* The interception CA was trusted when the agent started, and is not now. */
+	if (tamper.files[2].present && stat(TRUST_ANCHOR, &st) != 0 && !tamper.anchor_reported) {
+		tamper.anchor_reported = true;
+		tamper_event(ag, "ca_untrusted", "the interception CA was removed from the system trust store");
+	}
+}
+
 /* Policy reloads compile a Hyperscan database (a second or more): off the
  * event loop, one at a time. A bad file keeps the running policy; either
  * way the outcome is audited. */
@@ -203,6 +277,8 @@ static void reload(struct runtime *rt)
 	nc->passthrough = p, nc->n_passthrough = np;
 	config_free(nc);
 	audit_reopen(rt->ag->audit);
+	watch_file(&tamper.files[0], rt->config_path);
+	watch_file(&tamper.files[1], rt->ag->cfg->policy);
 	log_info("configuration reloaded (domains, audit log)");
 	if (rt->ag->policy && !atomic_exchange(&rt->ag->reloading, true)) {
 		pthread_t t;
@@ -235,9 +311,13 @@ static void kev_event(struct loop_watch *w, uint32_t events)
 
 static void tick(void *arg, uint64_t now)
 {
-	static uint64_t last_save;
+	static uint64_t last_save, last_tamper;
 	struct agent *ag = arg;
 	conn_tick(ag, now);
+	if (now - last_tamper >= 1000) {
+		last_tamper = now;
+		tamper_check(ag);
+	}
 	/* Budget counters survive restarts: saved every few seconds when changed. */
 	if (ag->budgets && now - last_save >= 5000 && budget_dirty(ag->budgets)) {
 		last_save = now;
@@ -401,6 +481,7 @@ int main(int argc, char **argv)
 		ret = 1;
 		goto out;
 	}
+	tamper_init(&ag, config_path);
 	loop_set_tick(ag.loop, 100, tick, &ag);
 	/* Everything privileged is done: attached, listening, keys read. */
 	if (privs_drop(err, sizeof(err))) {

@@ -36,6 +36,8 @@ struct ch {
 	CURL *curl;
 	char base_url[512];
 	char db[128];
+	char cluster[128];         /* "" = single server */
+	const char *local;         /* suffix of the tables that hold data: "" or "_local" */
 	char local_boot[40];
 	uint64_t local_seq;
 	/* response buffer */
@@ -212,7 +214,10 @@ static int ch_exec(struct ch *c, const char *query, const char *body, size_t ble
 	long code = 0;
 	if (!eq)
 		return -ENOMEM;
-	b_fmt(&url, "%s/?database=%s&query=%s", c->base_url, c->db, eq);
+	/* With a cluster, an INSERT into a Distributed table returns only once
+	 * every shard has the rows: the ack still means committed. */
+	b_fmt(&url, "%s/?database=%s%s&query=%s", c->base_url, c->db, c->cluster[0] ? "&insert_distributed_sync=1" : "",
+	      eq);
 	curl_free(eq);
 	if (url.oom)
 		return -ENOMEM;
@@ -251,8 +256,9 @@ static int ch_q(struct ch *c, struct buf *sql)
 	return rc;
 }
 
+/* Version 1. %s is the data tables' suffix ("" or "_local"). */
 static const char *const migrations[] = {
-	"CREATE TABLE IF NOT EXISTS events ("
+	"CREATE TABLE IF NOT EXISTS events%s ("
 	" time Int64, event_id String, agent_id String, boot_id String, seq UInt64, host String, kind String,"
 	" `user` String, uid Int64, gid Int64, pid Int64, tid Int64, comm String, exe String, cgroup String,"
 	" dst_ip String, dst_port Int64, sni String, provider String, method String, path String, model String,"
@@ -262,12 +268,12 @@ static const char *const migrations[] = {
 	" gap_last_seq UInt64, prev_hash String, hash String, raw String, content String, has_content UInt8"
 	") ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMMDD(toDateTime(intDiv(time, 1000000)))"
 	" ORDER BY (time, agent_id, seq, boot_id)",
-	"CREATE TABLE IF NOT EXISTS event_keys (agent_id String, seq UInt64, boot_id String, hash String, time Int64)"
+	"CREATE TABLE IF NOT EXISTS event_keys%s (agent_id String, seq UInt64, boot_id String, hash String, time Int64)"
 	" ENGINE = ReplacingMergeTree() ORDER BY (agent_id, seq, boot_id)",
-	"CREATE TABLE IF NOT EXISTS batches (agent_id String, boot_id String, first_seq UInt64, last_seq UInt64,"
+	"CREATE TABLE IF NOT EXISTS batches%s (agent_id String, boot_id String, first_seq UInt64, last_seq UInt64,"
 	" schema_version UInt32, prev_batch_hash String, signature String, received Int64)"
 	" ENGINE = ReplacingMergeTree() ORDER BY (agent_id, first_seq, last_seq, boot_id)",
-	"CREATE TABLE IF NOT EXISTS agents (agent_id String, pubkey String, revoked UInt8, first_seen Int64,"
+	"CREATE TABLE IF NOT EXISTS agents%s (agent_id String, pubkey String, revoked UInt8, first_seen Int64,"
 	" last_seen Int64, has_horizon UInt8, horizon_seq UInt64, horizon_hash String, version UInt64)"
 	" ENGINE = ReplacingMergeTree(version) ORDER BY agent_id",
 };
@@ -290,9 +296,23 @@ static int migrate(struct ch *c)
 	if (v < 1) {
 		/* CREATE ... IF NOT EXISTS: two collectors starting at once both
 		 * succeed. */
-		for (size_t i = 0; i < sizeof(migrations) / sizeof(migrations[0]); i++)
-			if ((rc = ch_exec(c, migrations[i], NULL, 0)))
+		static const char *const names[] = { "events", "event_keys", "batches", "agents" };
+		for (size_t i = 0; i < sizeof(migrations) / sizeof(migrations[0]); i++) {
+			b_fmt(&q, migrations[i], c->local);
+			if ((rc = ch_q(c, &q)))
 				return rc;
+			/* A cluster: the collectors read and write Distributed
+			 * tables sharded by agent, so one agent's chain, keys and
+			 * row versions live on one shard (dedup and FINAL stay
+			 * exact). Each shard gets its _local tables from the
+			 * collectors that connect to it. */
+			if (c->cluster[0]) {
+				b_fmt(&q, "CREATE TABLE IF NOT EXISTS %s AS %s_local ENGINE = Distributed(%s, %s, %s_local,"
+					  " sipHash64(agent_id))", names[i], names[i], c->cluster, c->db, names[i]);
+				if ((rc = ch_q(c, &q)))
+					return rc;
+			}
+		}
 		b_fmt(&q, "INSERT INTO schema_migrations VALUES (1, %lld)", (long long)time(NULL));
 		if ((rc = ch_q(c, &q)))
 			return rc;
@@ -1091,13 +1111,13 @@ static int ch_retain(struct store *s, int64_t before_us, uint64_t *deleted)
 	/* A mutation: asynchronous in ClickHouse (18.16 has no mutations_sync),
 	 * so wait below until it is done. Batch headers received before the
 	 * cut-off only cover events older than it. */
-	b_fmt(&q, "ALTER TABLE events DELETE WHERE time < %lld", (long long)before_us);
+	b_fmt(&q, "ALTER TABLE events%s DELETE WHERE time < %lld", c->local, (long long)before_us);
 	if ((rc = ch_q(c, &q)))
 		return rc;
-	b_fmt(&q, "ALTER TABLE event_keys DELETE WHERE time < %lld", (long long)before_us);
+	b_fmt(&q, "ALTER TABLE event_keys%s DELETE WHERE time < %lld", c->local, (long long)before_us);
 	if ((rc = ch_q(c, &q)))
 		return rc;
-	b_fmt(&q, "ALTER TABLE batches DELETE WHERE received < %lld", (long long)before_us);
+	b_fmt(&q, "ALTER TABLE batches%s DELETE WHERE received < %lld", c->local, (long long)before_us);
 	if ((rc = ch_q(c, &q)))
 		return rc;
 	for (int i = 0; i < 600; i++) {
@@ -1133,24 +1153,41 @@ static const struct store_ops ch_ops = {
 int store_clickhouse_open(const char *url, struct store **out, char *err, size_t errlen)
 {
 	/* clickhouse://HOST:PORT/DB */
+	/* clickhouse://HOST:PORT/DB[?cluster=NAME] */
 	const char *hp = url + strlen("clickhouse://"), *slash = strchr(hp, '/');
+	const char *qm = slash ? strchr(slash, '?') : NULL, *cluster = "";
 	struct ch *c;
 	int rc;
 	*out = NULL;
-	if (!slash || slash == hp || !slash[1] || strlen(slash + 1) >= sizeof(c->db)) {
-		snprintf(err, errlen, "%s: expected clickhouse://HOST:PORT/DB", url);
-		return -EINVAL;
-	}
-	for (const char *p = slash + 1; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_')) {
-			snprintf(err, errlen, "%s: the database name may only hold [A-Za-z0-9_]", url);
+	size_t dblen = slash ? (qm ? (size_t)(qm - slash - 1) : strlen(slash + 1)) : 0;
+	if (qm) {
+		if (strncmp(qm, "?cluster=", 9) || !qm[9]) {
+			snprintf(err, errlen, "%s: the only option is ?cluster=NAME", url);
 			return -EINVAL;
 		}
+		cluster = qm + 9;
+	}
+	if (!slash || slash == hp || !dblen || dblen >= sizeof(c->db) || strlen(cluster) >= sizeof(c->cluster)) {
+		snprintf(err, errlen, "%s: expected clickhouse://HOST:PORT/DB[?cluster=NAME]", url);
+		return -EINVAL;
+	}
+	for (const char *p = slash + 1; *p; p++) {
+		if (p == qm) {
+			p += 8;
+			continue;
+		}
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_')) {
+			snprintf(err, errlen, "%s: database and cluster names may only hold [A-Za-z0-9_]", url);
+			return -EINVAL;
+		}
+	}
 	if (!(c = calloc(1, sizeof(*c))))
 		return -ENOMEM;
 	c->base.ops = &ch_ops;
 	snprintf(c->base_url, sizeof(c->base_url), "http://%.*s", (int)(slash - hp), hp);
-	snprintf(c->db, sizeof(c->db), "%s", slash + 1);
+	snprintf(c->db, sizeof(c->db), "%.*s", (int)dblen, slash + 1);
+	snprintf(c->cluster, sizeof(c->cluster), "%s", cluster);
+	c->local = c->cluster[0] ? "_local" : "";
 	if (!(c->curl = curl_easy_init())) {
 		free(c);
 		return -ENOMEM;

@@ -189,6 +189,25 @@ def half_close_and_large_transfer():
 
 
 @test
+def tamper_signals_are_audited():
+    # Someone edits the config under the running agent...
+    os.utime(AGENT.config, None)
+    evs = AGENT.wait_events(lambda e: e.get("reason") == "config_changed", kind="tamper", timeout=5)
+    check(evs and AGENT.config in evs[0]["error"], "config change not audited: %s" % evs)
+    # ...and detaches one of its programs.
+    out = subprocess.run(["bpftool", "-j", "cgroup", "show", CG.path], capture_output=True, text=True).stdout
+    progs = json.loads(out or "[]")
+    check(progs, "no programs attached to %s" % CG.path)
+    links = json.loads(subprocess.run(["bpftool", "-j", "link", "show"], capture_output=True, text=True).stdout)
+    ids = [l["id"] for l in links if l.get("type") == "cgroup" and l.get("attach_type") == "cgroup_inet4_connect"
+           and l.get("cgroup_id") == os.stat(CG.path).st_ino]
+    check(ids, "the agent's connect4 link not found: %s" % links)
+    subprocess.run(["bpftool", "link", "detach", "id", str(ids[0])], check=True)
+    evs = AGENT.wait_events(lambda e: e.get("reason") == "programs_detached", kind="tamper", timeout=5)
+    check(evs, "a detached program was not noticed")
+
+
+@test
 def sigterm_detaches_and_exits_zero():
     rc = AGENT.stop()
     check(rc == 0, "agent exit status %s after SIGTERM; log: %s" % (rc, AGENT.log_tail()))
