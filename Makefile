@@ -137,13 +137,13 @@ deps:
 
 test: deps
 	$(Q)$(MAKE) --no-print-directory all $(UNIT_BINS)
-	$(Q)bash tests/run.sh
+	$(Q)BUILD=$(BUILD) bash tests/run.sh
 
 unit: all $(UNIT_BINS)
-	$(Q)VIGIL_ONLY=unit bash tests/run.sh
+	$(Q)BUILD=$(BUILD) VIGIL_ONLY=unit bash tests/run.sh
 
 e2e: all $(UNIT_BINS)
-	$(Q)VIGIL_ONLY=e2e bash tests/run.sh
+	$(Q)BUILD=$(BUILD) VIGIL_ONLY=e2e bash tests/run.sh
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all

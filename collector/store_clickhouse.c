@@ -256,9 +256,10 @@ static int ch_q(struct ch *c, struct buf *sql)
 	return rc;
 }
 
-/* Version 1. %s is the data tables' suffix ("" or "_local"). */
-static const char *const migrations[] = {
-	"CREATE TABLE IF NOT EXISTS events%s ("
+/* Version 1: table name, then the definition; the data tables get the
+ * suffix "" or "_local" (cluster) between the two. */
+static const char *const migrations[][2] = {
+	{ "events", " ("
 	" time Int64, event_id String, agent_id String, boot_id String, seq UInt64, host String, kind String,"
 	" `user` String, uid Int64, gid Int64, pid Int64, tid Int64, comm String, exe String, cgroup String,"
 	" dst_ip String, dst_port Int64, sni String, provider String, method String, path String, model String,"
@@ -267,15 +268,15 @@ static const char *const migrations[] = {
 	" completion_tokens Int64, latency_ms Int64, policy_hash String, gap_count UInt64, gap_first_seq UInt64,"
 	" gap_last_seq UInt64, prev_hash String, hash String, raw String, content String, has_content UInt8"
 	") ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMMDD(toDateTime(intDiv(time, 1000000)))"
-	" ORDER BY (time, agent_id, seq, boot_id)",
-	"CREATE TABLE IF NOT EXISTS event_keys%s (agent_id String, seq UInt64, boot_id String, hash String, time Int64)"
-	" ENGINE = ReplacingMergeTree() ORDER BY (agent_id, seq, boot_id)",
-	"CREATE TABLE IF NOT EXISTS batches%s (agent_id String, boot_id String, first_seq UInt64, last_seq UInt64,"
+	" ORDER BY (time, agent_id, seq, boot_id)" },
+	{ "event_keys", " (agent_id String, seq UInt64, boot_id String, hash String, time Int64)"
+	" ENGINE = ReplacingMergeTree() ORDER BY (agent_id, seq, boot_id)" },
+	{ "batches", " (agent_id String, boot_id String, first_seq UInt64, last_seq UInt64,"
 	" schema_version UInt32, prev_batch_hash String, signature String, received Int64)"
-	" ENGINE = ReplacingMergeTree() ORDER BY (agent_id, first_seq, last_seq, boot_id)",
-	"CREATE TABLE IF NOT EXISTS agents%s (agent_id String, pubkey String, revoked UInt8, first_seen Int64,"
+	" ENGINE = ReplacingMergeTree() ORDER BY (agent_id, first_seq, last_seq, boot_id)" },
+	{ "agents", " (agent_id String, pubkey String, revoked UInt8, first_seen Int64,"
 	" last_seen Int64, has_horizon UInt8, horizon_seq UInt64, horizon_hash String, version UInt64)"
-	" ENGINE = ReplacingMergeTree(version) ORDER BY agent_id",
+	" ENGINE = ReplacingMergeTree(version) ORDER BY agent_id" },
 };
 
 static int migrate(struct ch *c)
@@ -296,9 +297,9 @@ static int migrate(struct ch *c)
 	if (v < 1) {
 		/* CREATE ... IF NOT EXISTS: two collectors starting at once both
 		 * succeed. */
-		static const char *const names[] = { "events", "event_keys", "batches", "agents" };
 		for (size_t i = 0; i < sizeof(migrations) / sizeof(migrations[0]); i++) {
-			b_fmt(&q, migrations[i], c->local);
+			b_fmt(&q, "CREATE TABLE IF NOT EXISTS %s%s", migrations[i][0], c->local);
+			b_add(&q, migrations[i][1], strlen(migrations[i][1]));
 			if ((rc = ch_q(c, &q)))
 				return rc;
 			/* A cluster: the collectors read and write Distributed
@@ -308,7 +309,8 @@ static int migrate(struct ch *c)
 			 * collectors that connect to it. */
 			if (c->cluster[0]) {
 				b_fmt(&q, "CREATE TABLE IF NOT EXISTS %s AS %s_local ENGINE = Distributed(%s, %s, %s_local,"
-					  " sipHash64(agent_id))", names[i], names[i], c->cluster, c->db, names[i]);
+					  " sipHash64(agent_id))", migrations[i][0], migrations[i][0], c->cluster, c->db,
+				      migrations[i][0]);
 				if ((rc = ch_q(c, &q)))
 					return rc;
 			}

@@ -7,6 +7,9 @@
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
+mkdir -p "$BUILD"
+BUILD=$(cd "$BUILD" && pwd)
+export BUILD
 only=${VIGIL_ONLY:-all}
 filter=${VIGIL_TEST:-}
 passed=0 failed=0
