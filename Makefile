@@ -137,7 +137,7 @@ deps:
 
 test: deps
 	$(Q)$(MAKE) --no-print-directory all $(UNIT_BINS)
-	$(Q)BUILD=$(BUILD) bash tests/run.sh
+	$(Q)BUILD=$(BUILD) SAN=$(SAN) bash tests/run.sh
 
 unit: all $(UNIT_BINS)
 	$(Q)BUILD=$(BUILD) VIGIL_ONLY=unit bash tests/run.sh

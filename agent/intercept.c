@@ -755,6 +755,26 @@ static void emit_request_event(struct ic *ic, struct exchange *ex)
 	audit_emit(ic->ag->audit, &ev);
 }
 
+/* After refusing a request the client may still be sending its body:
+ * closing at once would make the kernel answer with a reset that can
+ * destroy our error response before the client reads it. Say we are done
+ * (close_notify, FIN), then read and discard for a bounded time. */
+static void linger(struct ic *ic)
+{
+	char buf[16384];
+	uint64_t deadline = loop_now_ms() + 2000;
+	size_t drained = 0;
+
+	SSL_shutdown(ic->cssl);
+	shutdown(ic->cfd, SHUT_WR);
+	while (drained < (8u << 20)) {
+		ssize_t n = tls_read(ic->cssl, ic->cfd, buf, sizeof(buf), deadline);
+		if (n <= 0)
+			break;
+		drained += (size_t)n;
+	}
+}
+
 static void serve(struct ic *ic)
 {
 	const struct config *cfg = ic->ag->cfg;
@@ -805,6 +825,7 @@ static void serve(struct ic *ic)
 			send_error(ic, &ex, status, "bad_request", ex.error);
 			emit_request_event(ic, &ex);
 			exchange_free(&ex);
+			linger(ic);
 			break;
 		}
 		ic->nreq++;

@@ -219,6 +219,11 @@ static int batch_cb(void *c, const struct store_batch_info *bi)
 			return -ENOMEM;
 		x->b = nb;
 	}
+	/* A batch reaching back to or behind the retention horizon lost
+	 * events to retention: its signature cannot be checked any more (the
+	 * chain from the horizon on still is). */
+	if (x->a->has_horizon && bi->first_seq <= x->a->horizon_seq)
+		return 0;
 	struct vbatch *b = &x->b[x->nb];
 	memset(b, 0, sizeof(*b));
 	b->first_seq = bi->first_seq;

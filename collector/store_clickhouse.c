@@ -479,130 +479,159 @@ static int64_t now_us(void)
 static int agent_get(struct ch *c, const char *id, struct store_agent *a, bool *found);
 static int agent_put(struct ch *c, const struct store_agent *a);
 
-static int ch_insert_batch(struct store *s, const struct store_batch *b, size_t *ins, size_t *dups)
+/* n batches in one round: one lookup of the keys already stored, then one
+ * INSERT each into events, event_keys and batches (ClickHouse prefers few
+ * large inserts: each one is a new part to merge). A batch with a key
+ * stored under a different hash is refused alone (res[i].rc = -EEXIST). */
+static int ch_insert_batches(struct store *s, const struct store_batch *bs, size_t n, struct store_result *res)
 {
 	struct ch *c = CH(s);
-	struct buf q = { 0 }, body = { 0 };
-	int rc;
-	*ins = *dups = 0;
-	if (!b->nevents)
-		return 0;
-	/* Which of these keys are stored already? event_keys is ordered by
-	 * (agent_id, seq), so this reads a few granules only. */
-	uint64_t smin = b->events[0].seq, smax = smin;
-	for (size_t i = 1; i < b->nevents; i++) {
-		const struct store_event *e = &b->events[i];
-		smin = e->seq < smin ? e->seq : smin;
-		smax = e->seq > smax ? e->seq : smax;
-	}
-	b_fmt(&q, "SELECT seq, boot_id, hash FROM event_keys WHERE seq >= %llu AND seq <= %llu AND agent_id = ",
-	      (unsigned long long)smin, (unsigned long long)smax);
-	ch_quote(&q, b->agent_id);
-	b_add(&q, " FORMAT TabSeparated", 20);
-	if ((rc = ch_q(c, &q)))
-		return rc;
-	/* Mark duplicates; refuse different content under a stored key. */
-	bool *skip = calloc(b->nevents, sizeof(bool));
+	struct buf q = { 0 }, ev = { 0 }, keys = { 0 }, hdr = { 0 };
+	bool **skip = calloc(n ? n : 1, sizeof(*skip));
+	size_t total = 0;
+	int rc = 0;
 	if (!skip)
 		return -ENOMEM;
-	struct tsv_cursor cur = { c->resp, c->resp + c->rlen };
-	char *f[3];
-	size_t l[3];
-	int n;
-	while ((n = tsv_next(&cur, f, l, 3)) >= 0) {
-		if (n != 3)
+	for (size_t k = 0; k < n; k++) {
+		memset(&res[k], 0, sizeof(res[k]));
+		if (!(skip[k] = calloc(bs[k].nevents ? bs[k].nevents : 1, sizeof(bool)))) {
+			rc = -ENOMEM;
+			goto out;
+		}
+	}
+	/* Which keys are stored already? event_keys is ordered by (agent_id,
+	 * seq), so each range reads a few granules only. */
+	b_add(&q, "SELECT agent_id, seq, boot_id, hash FROM event_keys WHERE 0", 59);
+	for (size_t k = 0; k < n; k++) {
+		const struct store_batch *b = &bs[k];
+		if (!b->nevents)
 			continue;
-		uint64_t seq = strtoull(f[0], NULL, 10);
+		uint64_t smin = b->events[0].seq, smax = smin;
+		for (size_t i = 1; i < b->nevents; i++) {
+			smin = b->events[i].seq < smin ? b->events[i].seq : smin;
+			smax = b->events[i].seq > smax ? b->events[i].seq : smax;
+		}
+		b_fmt(&q, " OR (seq >= %llu AND seq <= %llu AND agent_id = ", (unsigned long long)smin, (unsigned long long)smax);
+		ch_quote(&q, b->agent_id);
+		b_add(&q, ")", 1);
+	}
+	b_add(&q, " FORMAT TabSeparated", 20);
+	if ((rc = ch_q(c, &q)))
+		goto out;
+	struct tsv_cursor cur = { c->resp, c->resp + c->rlen };
+	char *f[4];
+	size_t l[4];
+	int nf;
+	while ((nf = tsv_next(&cur, f, l, 4)) >= 0) {
+		if (nf != 4)
+			continue;
+		uint64_t seq = strtoull(f[1], NULL, 10);
+		for (size_t k = 0; k < n; k++) {
+			if (res[k].rc || strcmp(bs[k].agent_id ? bs[k].agent_id : "", f[0]))
+				continue;
+			for (size_t i = 0; i < bs[k].nevents; i++) {
+				const struct store_event *e = &bs[k].events[i];
+				if (e->seq != seq || strcmp(e->boot_id ? e->boot_id : "", f[2]))
+					continue;
+				if (l[3] != 32 || memcmp(f[3], e->hash, 32)) {
+					res[k].rc = -EEXIST;
+					snprintf(res[k].why, sizeof(res[k].why),
+						 "seq %llu of boot %s already stored with different content",
+						 (unsigned long long)seq, f[2]);
+				}
+				skip[k][i] = true;
+			}
+		}
+	}
+	for (size_t k = 0; k < n; k++) {
+		const struct store_batch *b = &bs[k];
+		char num[128];
+		if (res[k].rc)
+			continue;
 		for (size_t i = 0; i < b->nevents; i++) {
 			const struct store_event *e = &b->events[i];
-			if (e->seq != seq || strcmp(e->boot_id ? e->boot_id : "", f[1]))
+			if (skip[k][i]) {
+				res[k].dups++;
 				continue;
-			if (l[2] != 32 || memcmp(f[2], e->hash, 32)) {
-				store_seterr(s, "seq %llu of boot %s already stored with different content",
-					     (unsigned long long)seq, f[1]);
-				free(skip);
-				return -EEXIST;
 			}
-			skip[i] = true;
+			res[k].inserted++;
+			total++;
+			tsv_event(&ev, e);
+			tsv_str(&keys, e->agent_id);
+			snprintf(num, sizeof(num), "\t%llu\t", (unsigned long long)e->seq);
+			b_add(&keys, num, strlen(num));
+			tsv_str(&keys, e->boot_id);
+			b_add(&keys, "\t", 1);
+			tsv_bytes(&keys, e->hash, 32);
+			snprintf(num, sizeof(num), "\t%lld\n", (long long)e->time_us);
+			b_add(&keys, num, strlen(num));
 		}
+		tsv_str(&hdr, b->agent_id);
+		b_add(&hdr, "\t", 1);
+		tsv_str(&hdr, b->boot_id);
+		snprintf(num, sizeof(num), "\t%llu\t%llu\t%u\t", (unsigned long long)b->first_seq,
+			 (unsigned long long)b->last_seq, b->schema_version);
+		b_add(&hdr, num, strlen(num));
+		tsv_bytes(&hdr, b->prev_batch_hash ? b->prev_batch_hash : (const uint8_t *)"", b->prev_batch_hash_len);
+		b_add(&hdr, "\t", 1);
+		tsv_bytes(&hdr, b->signature ? b->signature : (const uint8_t *)"", b->signature_len);
+		snprintf(num, sizeof(num), "\t%lld\n", (long long)b->received_us);
+		b_add(&hdr, num, strlen(num));
 	}
-	for (size_t i = 0; i < b->nevents; i++) {
-		if (skip[i]) {
-			(*dups)++;
-			continue;
-		}
-		tsv_event(&body, &b->events[i]);
-		(*ins)++;
+	if (ev.oom || keys.oom || hdr.oom) {
+		rc = -ENOMEM;
+		goto out;
 	}
-	if (body.oom) {
-		free(skip);
-		b_free(&body);
-		return -ENOMEM;
-	}
-	if (*ins && (rc = ch_exec(c, "INSERT INTO events (" EV_COLS ") FORMAT TabSeparated", body.p, body.len))) {
-		free(skip);
-		b_free(&body);
-		*ins = *dups = 0;
-		return rc;
-	}
-	b_free(&body);
-	for (size_t i = 0; *ins && i < b->nevents; i++) {
-		if (skip[i])
-			continue;
-		const struct store_event *e = &b->events[i];
-		char num2[64];
-		tsv_str(&body, e->agent_id);
-		snprintf(num2, sizeof(num2), "\t%llu\t", (unsigned long long)e->seq);
-		b_add(&body, num2, strlen(num2));
-		tsv_str(&body, e->boot_id);
-		b_add(&body, "\t", 1);
-		tsv_bytes(&body, e->hash, 32);
-		snprintf(num2, sizeof(num2), "\t%lld\n", (long long)e->time_us);
-		b_add(&body, num2, strlen(num2));
-	}
-	free(skip);
-	if (*ins && (rc = body.oom ? -ENOMEM
-				   : ch_exec(c, "INSERT INTO event_keys (agent_id, seq, boot_id, hash, time) FORMAT TabSeparated",
-					     body.p, body.len))) {
-		b_free(&body);
-		*ins = *dups = 0;
-		return rc;
-	}
-	b_free(&body);
-	/* The header, after the events: a header always has its events. */
-	char num[128];
-	tsv_str(&body, b->agent_id);
-	b_add(&body, "\t", 1);
-	tsv_str(&body, b->boot_id);
-	snprintf(num, sizeof(num), "\t%llu\t%llu\t%u\t", (unsigned long long)b->first_seq, (unsigned long long)b->last_seq,
-		 b->schema_version);
-	b_add(&body, num, strlen(num));
-	tsv_bytes(&body, b->prev_batch_hash ? b->prev_batch_hash : (const uint8_t *)"", b->prev_batch_hash_len);
-	b_add(&body, "\t", 1);
-	tsv_bytes(&body, b->signature ? b->signature : (const uint8_t *)"", b->signature_len);
-	snprintf(num, sizeof(num), "\t%lld\n", (long long)b->received_us);
-	b_add(&body, num, strlen(num));
-	rc = body.oom ? -ENOMEM
-		      : ch_exec(c, "INSERT INTO batches (agent_id, boot_id, first_seq, last_seq, schema_version,"
-				   " prev_batch_hash, signature, received) FORMAT TabSeparated", body.p, body.len);
-	b_free(&body);
-	if (rc) {
-		*ins = *dups = 0;
-		return rc;
-	}
+	/* Events, then their keys, then the headers: a header always has its
+	 * events, and a key always its event. */
+	if (total && ((rc = ch_exec(c, "INSERT INTO events (" EV_COLS ") FORMAT TabSeparated", ev.p, ev.len)) ||
+		      (rc = ch_exec(c, "INSERT INTO event_keys (agent_id, seq, boot_id, hash, time) FORMAT TabSeparated",
+				    keys.p, keys.len))))
+		goto out;
+	if (hdr.len && (rc = ch_exec(c, "INSERT INTO batches (agent_id, boot_id, first_seq, last_seq, schema_version,"
+				       " prev_batch_hash, signature, received) FORMAT TabSeparated", hdr.p, hdr.len)))
+		goto out;
 	/* last_seen, at most once a minute per agent (each is a new row version). */
-	struct store_agent a;
-	bool found = false;
-	if (agent_get(c, b->agent_id, &a, &found) == 0 && (!found || b->received_us - a.last_seen_us > 60000000LL)) {
+	for (size_t k = 0; k < n; k++) {
+		struct store_agent a;
+		bool found = false, seen = false;
+		if (res[k].rc)
+			continue;
+		for (size_t j = 0; j < k; j++)
+			seen |= !res[j].rc && !strcmp(bs[j].agent_id, bs[k].agent_id);
+		if (seen || agent_get(c, bs[k].agent_id, &a, &found))
+			continue;
+		if (found && bs[k].received_us - a.last_seen_us <= 60000000LL)
+			continue;
 		if (!found) {
 			memset(&a, 0, sizeof(a));
-			snprintf(a.agent_id, sizeof(a.agent_id), "%s", b->agent_id);
-			a.first_seen_us = b->received_us;
+			snprintf(a.agent_id, sizeof(a.agent_id), "%s", bs[k].agent_id);
+			a.first_seen_us = bs[k].received_us;
 		}
-		a.last_seen_us = b->received_us;
+		a.last_seen_us = bs[k].received_us;
 		agent_put(c, &a);
 	}
-	return 0;
+out:
+	for (size_t k = 0; k < n; k++)
+		free(skip[k]);
+	free(skip);
+	b_free(&ev);
+	b_free(&keys);
+	b_free(&hdr);
+	return rc;
+}
+
+static int ch_insert_batch(struct store *s, const struct store_batch *b, size_t *ins, size_t *dups)
+{
+	struct store_result r;
+	int rc = ch_insert_batches(s, b, 1, &r);
+	*ins = rc ? 0 : r.inserted;
+	*dups = rc ? 0 : r.dups;
+	if (!rc && r.rc) {
+		store_seterr(s, "%s", r.why);
+		return r.rc;
+	}
+	return rc;
 }
 
 static int ch_insert_local(struct store *s, const struct store_event *e)
@@ -833,7 +862,8 @@ static int agent_get(struct ch *c, const char *id, struct store_agent *a, bool *
 {
 	struct buf q = { 0 };
 	*found = false;
-	b_add(&q, "SELECT " AGENT_COLS " FROM agents FINAL WHERE agent_id = ", strlen("SELECT " AGENT_COLS " FROM agents FINAL WHERE agent_id = "));
+	b_add(&q, "SELECT " AGENT_COLS ", version FROM agents FINAL WHERE agent_id = ",
+	      strlen("SELECT " AGENT_COLS ", version FROM agents FINAL WHERE agent_id = "));
 	ch_quote(&q, id);
 	b_add(&q, " FORMAT TabSeparated", 20);
 	int rc = ch_q(c, &q);
@@ -928,7 +958,9 @@ static int ch_agent_set_revoked(struct store *s, const char *id, bool revoked)
 static int ch_agent_list(struct store *s, struct store_agent **out, size_t *n)
 {
 	struct ch *c = CH(s);
-	int rc = ch_exec(c, "SELECT " AGENT_COLS " FROM agents FINAL ORDER BY agent_id FORMAT TabSeparated", NULL, 0);
+	/* version is selected (and ignored) because FINAL through a Distributed
+	 * table in ClickHouse 18.16 fails without it. */
+	int rc = ch_exec(c, "SELECT " AGENT_COLS ", version FROM agents FINAL ORDER BY agent_id FORMAT TabSeparated", NULL, 0);
 	if (rc)
 		return rc;
 	/* Copy: agent_head reuses the response buffer. */
@@ -1139,6 +1171,7 @@ static const struct store_ops ch_ops = {
 	.kind = "clickhouse",
 	.close = ch_close,
 	.insert_batch = ch_insert_batch,
+	.insert_batches = ch_insert_batches,
 	.insert_local = ch_insert_local,
 	.query = ch_query,
 	.top = ch_top,

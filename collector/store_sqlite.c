@@ -877,11 +877,9 @@ static int sq_retain(struct store *s, int64_t before_us, uint64_t *deleted)
 		 " WHERE e.agent_id = agents.agent_id AND e.time < %lld ORDER BY seq DESC LIMIT 1)"
 		 " WHERE EXISTS (SELECT 1 FROM events e WHERE e.agent_id = agents.agent_id AND e.time < %lld);"
 		 "DELETE FROM event_findings WHERE time < %lld;"
-		 "DELETE FROM batches WHERE received < %lld AND NOT EXISTS (SELECT 1 FROM events e"
-		 " WHERE e.agent_id = batches.agent_id AND e.seq BETWEEN batches.first_seq AND batches.last_seq"
-		 " AND e.time >= %lld);",
-		 (long long)before_us, (long long)before_us, (long long)before_us, (long long)before_us,
-		 (long long)before_us);
+		 "DELETE FROM batches WHERE last_seq <= (SELECT horizon_seq FROM agents a"
+		 " WHERE a.agent_id = batches.agent_id);",
+		 (long long)before_us, (long long)before_us, (long long)before_us);
 	if ((rc = exec(q, sql)))
 		goto err;
 	snprintf(sql, sizeof(sql), "DELETE FROM events WHERE id < %lld AND time < %lld",

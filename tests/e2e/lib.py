@@ -24,6 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BUILD = os.environ.get("BUILD", os.path.join(ROOT, "build"))
 AGENT = os.path.join(BUILD, "vigil-agent")
 NOBODY = 65534
+SAN = os.environ.get("SAN") == "1"   # binaries built with ASan/UBSan (memory figures do not apply)
 
 _cleanups = []
 

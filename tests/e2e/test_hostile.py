@@ -191,7 +191,8 @@ limits:
           % (base, peak, per_conn, opened["secs"]), flush=True)
     code, body, _ = RIG.curl(URL, CHAT)
     check(code == 200, "not served while 5000 idle connections are open (status %s)" % code)
-    check(per_conn < 100, "%.1f KB per idle connection: memory not bounded" % per_conn)
+    if not lib.SAN:   # ASan gives every thread its own shadow and fake stacks
+        check(per_conn < 100, "%.1f KB per idle connection: memory not bounded" % per_conn)
     p.wait(timeout=120)
     check(a.stop() == 0, "agent exit status after the idle flood")
 

@@ -222,6 +222,8 @@ static int read_ack(struct client *c, uint64_t *seq, char *reason, size_t rl)
 	return rc ? -1 : (int)st;
 }
 
+static int64_t time_shift_us; /* added to every event's time */
+
 /* n chained events seq0.. for agent, continuing from prev (updated). */
 static int make_batch(const char *agent, const char *boot, uint64_t seq0, size_t n, uint8_t prev[32],
 		      EVP_PKEY *k, const char *user, uint8_t **out, size_t *outlen)
@@ -234,7 +236,7 @@ static int make_batch(const char *agent, const char *boot, uint64_t seq0, size_t
 		char id[40];
 		vigil_event_init(&ev, "request");
 		snprintf(id, sizeof(id), "e-%s-%llu", agent, (unsigned long long)(seq0 + i));
-		ev.time_us = (int64_t)time(NULL) * 1000000 - 1000000 + (int64_t)i;
+		ev.time_us = (int64_t)time(NULL) * 1000000 - 1000000 + (int64_t)i + time_shift_us;
 		ev.event_id = id;
 		ev.agent_id = agent;
 		ev.boot_id = boot;
@@ -621,4 +623,41 @@ TEST(rejections_are_security_events)
 	CHECK(rejections("bad_signature") >= 1 && rejections("replay") >= 1 && rejections("oversized") >= 2,
 	      "reasons missing: bad_signature %zu replay %zu oversized %zu", rejections("bad_signature"), rejections("replay"),
 	      rejections("oversized"));
+}
+
+TEST(verify_accepts_a_chain_cut_by_retention)
+{
+	struct client c;
+	char reason[256] = "";
+	uint8_t *b, prev[32] = { 0 };
+	size_t bl;
+	struct chain_report r;
+	setup();
+	CHECK(client_open(&c, "b") == 0, "connect");
+	CHECK(send_hello(&c, "agent-b", key_b) == 0, "hello");
+	/* Ten days old, then fresh: retention of 7 days removes the first batch. */
+	time_shift_us = -10LL * 86400 * 1000000;
+	CHECK(make_batch("agent-b", "boot-1", 1, 4, prev, key_b, "olga", &b, &bl) == 0, "build old");
+	time_shift_us = 0;
+	CHECK(evcodec_frame_write(c.ssl, b, bl) == 0, "send old");
+	free(b);
+	CHECK(read_ack(&c, NULL, reason, sizeof(reason)) == EVCODEC_ACK_OK, "old batch: %s", reason);
+	CHECK(make_batch("agent-b", "boot-1", 5, 3, prev, key_b, "olga", &b, &bl) == 0, "build new");
+	CHECK(evcodec_frame_write(c.ssl, b, bl) == 0, "send new");
+	free(b);
+	CHECK(read_ack(&c, NULL, reason, sizeof(reason)) == EVCODEC_ACK_OK, "new batch: %s", reason);
+	client_close(&c);
+	uint64_t del = 0;
+	CHECK(store_retain(qst, (int64_t)time(NULL) * 1000000 - 7LL * 86400 * 1000000, &del) == 0 && del == 4,
+	      "retention deleted %llu events, want 4: %s", (unsigned long long)del, store_errmsg(qst));
+	CHECK(chain_verify(qst, "agent-b", &r) == 0, "verify ran");
+	CHECK(r.problems == 0 && r.events == 3 && r.batches == 1, "after retention: %zu problems (first: %s), %zu events, %zu batches",
+	      r.problems, r.nlines ? r.lines[0] : "", r.events, r.batches);
+	chain_report_free(&r);
+	/* Deleting the first event after the horizon is still caught. */
+	CHECK(sql("DELETE FROM events WHERE agent_id = 'agent-b' AND seq = 5") == 1, "delete");
+	CHECK(chain_verify(qst, "agent-b", &r) == 0, "verify ran");
+	CHECK(report_has(&r, "agent-b: events 5..5 missing after the retention horizon"),
+	      "a deleted row right after the horizon was not named (first: %s)", r.nlines ? r.lines[0] : "");
+	chain_report_free(&r);
 }

@@ -20,26 +20,36 @@
 
 static char tmpdir[256];
 static int store_seq;
-static pid_t ch_pid;
-static int ch_port;
+/* Two ClickHouse servers: the first serves the single-server backend; both
+ * together form the cluster "vigil_test" (one shard each) for the
+ * Distributed backend. */
+static pid_t ch_pid[2];
+static int ch_http[2], ch_tcp[2];
 static const char *ch_skip_reason;
+static struct store *shard2;   /* the cluster backend's handle on the second shard */
+
+static void stop_server(pid_t *pid)
+{
+	if (*pid <= 0)
+		return;
+	kill(*pid, SIGTERM);
+	for (int i = 0; i < 100; i++) {
+		if (waitpid(*pid, NULL, WNOHANG) == *pid) {
+			*pid = 0;
+			return;
+		}
+		usleep(100000);
+	}
+	kill(*pid, SIGKILL);
+	waitpid(*pid, NULL, 0);
+	*pid = 0;
+}
 
 static void cleanup(void)
 {
-	if (ch_pid > 0) {
-		kill(ch_pid, SIGTERM);
-		for (int i = 0; i < 100; i++) {
-			if (waitpid(ch_pid, NULL, WNOHANG) == ch_pid) {
-				ch_pid = 0;
-				break;
-			}
-			usleep(100000);
-		}
-		if (ch_pid > 0) {
-			kill(ch_pid, SIGKILL);
-			waitpid(ch_pid, NULL, 0);
-		}
-	}
+	store_close(shard2);
+	stop_server(&ch_pid[0]);
+	stop_server(&ch_pid[1]);
 	if (tmpdir[0]) {
 		char cmd[512];
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
@@ -83,22 +93,10 @@ static bool port_open(int port)
 	return ok;
 }
 
-/* Starts clickhouse-server once for the whole run. */
-static int start_clickhouse(void)
+static int spawn_server(int i, const char *bin)
 {
-	if (ch_port)
-		return 0;
-	if (ch_skip_reason)
-		return -1;
-	const char *bin = access("/usr/sbin/clickhouse-server", X_OK) == 0 ? "/usr/sbin/clickhouse-server" : NULL;
-	if (!bin) {
-		ch_skip_reason = "clickhouse-server is not installed (scripts/deps.sh test installs it)";
-		return -1;
-	}
-	ensure_tmpdir();
-	int http = free_port(), tcp = free_port();
 	char dir[512], cfg[600], users[600];
-	snprintf(dir, sizeof(dir), "%s/ch", tmpdir);
+	snprintf(dir, sizeof(dir), "%s/ch%d", tmpdir, i);
 	mkdir(dir, 0755);
 	snprintf(cfg, sizeof(cfg), "%s/config.xml", dir);
 	snprintf(users, sizeof(users), "%s/users.xml", dir);
@@ -118,8 +116,12 @@ static int start_clickhouse(void)
 		   "<http_port>%d</http_port><tcp_port>%d</tcp_port><listen_host>127.0.0.1</listen_host>"
 		   "<path>%s/data/</path><tmp_path>%s/tmp/</tmp_path><users_config>%s</users_config>"
 		   "<default_profile>default</default_profile><default_database>default</default_database>"
-		   "<mark_cache_size>67108864</mark_cache_size></yandex>\n",
-		dir, dir, http, tcp, dir, dir, users);
+		   "<mark_cache_size>67108864</mark_cache_size>"
+		   "<remote_servers><vigil_test>"
+		   "<shard><replica><host>127.0.0.1</host><port>%d</port></replica></shard>"
+		   "<shard><replica><host>127.0.0.1</host><port>%d</port></replica></shard>"
+		   "</vigil_test></remote_servers></yandex>\n",
+		dir, dir, ch_http[i], ch_tcp[i], dir, dir, users, ch_tcp[0], ch_tcp[1]);
 	fclose(f);
 	pid_t pid = fork();
 	if (pid == 0) {
@@ -135,28 +137,55 @@ static int start_clickhouse(void)
 		execl(bin, bin, "--config-file", cfg, (char *)NULL);
 		_exit(127);
 	}
-	ch_pid = pid;
+	ch_pid[i] = pid;
+	return 0;
+}
+
+/* Starts both clickhouse-servers once for the whole run. */
+static int start_clickhouse(void)
+{
+	static bool up;
+	if (up)
+		return 0;
+	if (ch_skip_reason)
+		return -1;
+	const char *bin = access("/usr/sbin/clickhouse-server", X_OK) == 0 ? "/usr/sbin/clickhouse-server" : NULL;
+	if (!bin) {
+		ch_skip_reason = "clickhouse-server is not installed (scripts/deps.sh test installs it)";
+		return -1;
+	}
+	ensure_tmpdir();
+	for (int i = 0; i < 2; i++) {
+		ch_http[i] = free_port();
+		ch_tcp[i] = free_port();
+	}
+	for (int i = 0; i < 2; i++)
+		if (spawn_server(i, bin))
+			return -1;
 	for (int i = 0; i < 300; i++) {
-		if (port_open(http)) {
-			ch_port = http;
+		if (port_open(ch_http[0]) && port_open(ch_http[1]) && port_open(ch_tcp[0]) && port_open(ch_tcp[1])) {
+			up = true;
 			return 0;
 		}
-		if (waitpid(pid, NULL, WNOHANG) == pid) {
-			ch_pid = 0;
-			ch_skip_reason = "clickhouse-server exited at start (see its log under the test dir)";
-			return -1;
-		}
+		for (int k = 0; k < 2; k++)
+			if (waitpid(ch_pid[k], NULL, WNOHANG) == ch_pid[k]) {
+				ch_pid[k] = 0;
+				ch_skip_reason = "clickhouse-server exited at start (see its log under the test dir)";
+				return -1;
+			}
 		usleep(100000);
 	}
-	ch_skip_reason = "clickhouse-server did not open its HTTP port in 30 s";
+	ch_skip_reason = "clickhouse-server did not open its ports in 30 s";
 	return -1;
 }
 
-/* A fresh, empty store of the given backend. */
+/* A fresh, empty store of the given backend: sqlite, clickhouse, or
+ * clickhouse_cluster (Distributed tables over two shards). */
 static struct store *fresh(const char *backend, char *why, size_t whylen)
 {
 	char url[512], err[512];
 	struct store *s = NULL;
+	int rc;
 	ensure_tmpdir();
 	store_seq++;
 	if (strcmp(backend, "sqlite") == 0) {
@@ -166,10 +195,23 @@ static struct store *fresh(const char *backend, char *why, size_t whylen)
 			snprintf(why, whylen, "%s", ch_skip_reason);
 			return NULL;
 		}
-		snprintf(url, sizeof(url), "clickhouse://127.0.0.1:%d/vigil_t%d_%d", ch_port, (int)getpid(),
-			 store_seq);
+		bool cluster = !strcmp(backend, "clickhouse_cluster");
+		if (cluster) {
+			/* Each shard gets its _local tables from a collector that
+			 * connects to it: here, a handle on the second server. */
+			store_close(shard2);
+			shard2 = NULL;
+			snprintf(url, sizeof(url), "clickhouse://127.0.0.1:%d/vigil_t%d_%d?cluster=vigil_test", ch_http[1],
+				 (int)getpid(), store_seq);
+			if ((rc = store_open(url, &shard2, err, sizeof(err)))) {
+				snprintf(why, whylen, "store_open(%s) = %d: %s", url, rc, err);
+				return NULL;
+			}
+		}
+		snprintf(url, sizeof(url), "clickhouse://127.0.0.1:%d/vigil_t%d_%d%s", ch_http[0], (int)getpid(), store_seq,
+			 cluster ? "?cluster=vigil_test" : "");
 	}
-	int rc = store_open(url, &s, err, sizeof(err));
+	rc = store_open(url, &s, err, sizeof(err));
 	if (rc)
 		snprintf(why, whylen, "store_open(%s) = %d: %s", url, rc, err);
 	return s;
@@ -294,6 +336,10 @@ static size_t nrows(struct store *s, const struct store_filter *f)
 	TEST(clickhouse_##name) { char why[600]; \
 		if (getenv("VIGIL_NO_CLICKHOUSE")) { printf("SKIP clickhouse_%s\n", #name); return; } \
 		struct store *s = fresh("clickhouse", why, sizeof(why)); \
+		CHECK(s, "%s", why); name##_run(s); store_close(s); } \
+	TEST(clickhouse_cluster_##name) { char why[600]; \
+		if (getenv("VIGIL_NO_CLICKHOUSE")) { printf("SKIP clickhouse_cluster_%s\n", #name); return; } \
+		struct store *s = fresh("clickhouse_cluster", why, sizeof(why)); \
 		CHECK(s, "%s", why); name##_run(s); store_close(s); } \
 	static void name##_run(struct store *s)
 
@@ -573,6 +619,12 @@ SUITE(retention)
 	uint64_t deleted = 0;
 	int rc = store_retain(s, now - 7LL * 86400000000LL, &deleted);
 	CHECK(rc == 0, "retain = %d: %s", rc, store_errmsg(s));
+	/* A cluster: retention deletes on the shard a collector is connected
+	 * to; every shard's collector runs it (here: the second shard's). */
+	if (shard2 && strstr(__func__, "retention")) {
+		rc = store_retain(shard2, now - 7LL * 86400000000LL, &deleted);
+		CHECK(rc == 0, "retain on shard 2 = %d: %s", rc, store_errmsg(shard2));
+	}
 	struct store_filter f = { .agent_id = "agent-r" };
 	CHECK(count(s, &f) == 2, "after retention %zu events remain, want 2", count(s, &f));
 	f.finding = "EMAIL";
