@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,6 +27,20 @@ import lib  # noqa: E402
 import testpki  # noqa: E402
 
 PY = "/usr/bin/python3"
+AWS_KEY = "AKIA" + "Z7QW3RT5YU2IO4PL"   # a made-up key, split so this file is not itself a finding
+DEMO_POLICY = """version: 1
+default: allow
+redaction: { default: redact, EMAIL: tokenize, CREDIT_CARD: mask }
+budgets:
+  - { name: daily-tokens, per: user, tokens: 200k, window: day }
+rules:
+  - name: no-secrets
+    when: { finding: ['@all_secrets'] }
+    action: block
+  - name: personal-data
+    when: { finding: ['@all_pii'] }
+    action: redact
+"""
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 
 
@@ -58,6 +73,32 @@ def main():
     while "fake-provider ready" not in fake.stdout.readline():
         pass
 
+    say("Starting vigil-collector (SQLite store): PKI, enrollment of this workstation's agent")
+    collector = os.path.join(lib.BUILD, "vigil-collector")
+    cdir = os.path.join(tmp, "collector")
+    os.makedirs(cdir)
+    subprocess.run([collector, "pki", "init", "--dir", os.path.join(cdir, "pki")], check=True, capture_output=True)
+    ingest_port, api_port = lib.free_port(), lib.free_port()
+    token = "demo-soc-token-" + os.urandom(8).hex()
+    ccfg = os.path.join(cdir, "collector.yaml")
+    with open(ccfg, "w") as f:
+        f.write("listen: 127.0.0.1:%d\napi: 127.0.0.1:%d\nstore: sqlite:%s/events.db\n"
+                "tls_cert: %s/pki/server.crt\ntls_key: %s/pki/server.key\nclient_ca: %s/pki/ca.crt\n"
+                "log_level: warning\ntokens:\n  - { name: soc, role: analyst, token: %s }\n"
+                % (ingest_port, api_port, cdir, cdir, cdir, cdir, token))
+    col = lib.spawn([collector, "--config", ccfg], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while "vigil-collector ready" not in col.stderr.readline():
+        if col.poll() is not None:
+            raise SystemExit("vigil-collector did not start")
+    threading.Thread(target=lambda: col.stderr.read(), daemon=True).start()   # keep its log pipe drained
+    bundle = os.path.join(tmp, "enroll")
+    subprocess.run([collector, "enroll", "--agent-id", "demo-workstation", "--out", bundle, "--config", ccfg],
+                   check=True, capture_output=True)
+    policy = os.path.join(tmp, "policy.yaml")
+    with open(policy, "w") as f:
+        f.write(DEMO_POLICY)
+    print("%spolicy: %s%s" % (DIM, policy, RESET))
+
     cg = lib.Scratch("demo")
     hosts = lib.hosts_file({"api.openai.com": "127.0.0.2", "api.anthropic.com": "127.0.0.2",
                             "example.org": "127.0.0.2"}, tmp)
@@ -67,7 +108,16 @@ ca_key: %s
 upstream_ca: %s
 target_addresses: [127.0.0.2]
 endpoints: [api.openai.com, api.anthropic.com]
-""" % (ca, os.path.join(ca_dir, "intercept.key"), pki["ca_cert"]), log_level="warning")
+policy: %s
+agent_id: demo-workstation
+ship_interval: 200ms
+collector:
+  address: 127.0.0.1:%d
+  ca: %s/ca.crt
+  cert: %s/agent.crt
+  key: %s/agent.key
+""" % (ca, os.path.join(ca_dir, "intercept.key"), pki["ca_cert"], policy, ingest_port, bundle, bundle, bundle),
+        log_level="warning")
     agent.start()
     print("%sconfig: %s%s" % (DIM, agent.config, RESET))
 
@@ -85,6 +135,18 @@ endpoints: [api.openai.com, api.anthropic.com]
          None, {"NODE_EXTRA_CA_CERTS": ca}),
         ("official @anthropic-ai/sdk (Node)", ["node", os.path.join(clients, "anthropic_msg.mjs"),
                                                "--message", "Hello Claude"], None, {"NODE_EXTRA_CA_CERTS": ca}),
+        ("official openai SDK, streaming, prompt with an e-mail address (tokenized, restored in the answer)",
+         ["node", os.path.join(clients, "openai_chat.mjs"), "--message",
+          "Draft a reply to maria.garcia@example.com about the invoice", "--stream"], None,
+         {"NODE_EXTRA_CA_CERTS": ca}),
+        ("curl, prompt with a card number (masked)", ["curl", "-sS", "--cacert", ca,
+         "https://api.openai.com/v1/chat/completions", "-H", "Authorization: Bearer sk-demo",
+         "-H", "Content-Type: application/json", "-d",
+         json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content":
+                     "Refund card 4111 1111 1111 1111 please"}]})], lib.NOBODY, {}),
+        ("official @anthropic-ai/sdk, prompt with an AWS key (blocked: never leaves the machine)",
+         ["node", os.path.join(clients, "anthropic_msg.mjs"), "--message", "Why does %s fail?" % AWS_KEY], None,
+         {"NODE_EXTRA_CA_CERTS": ca}),
         ("curl to a host that is NOT watched (passed through, never decrypted)",
          ["curl", "-sS", "-k", "-o", "/dev/null", "-w", "HTTP %{http_code}\n", "https://example.org/",
           "-H", "Connection: close"], lib.NOBODY, {}),
@@ -97,8 +159,29 @@ endpoints: [api.openai.com, api.anthropic.com]
         out = (p.stdout.strip() or p.stderr.strip())
         print("%s%s%s" % (DIM, out[:400], RESET))
 
+    say("What the provider actually received (the fake provider's record)")
+    with open(record) as f:
+        for line in f:
+            r = json.loads(line)
+            try:
+                msgs = json.loads(r["body"]).get("messages", [])
+                text = msgs[-1]["content"] if msgs else ""
+            except (ValueError, KeyError, IndexError, TypeError):
+                text = r["body"][:80]
+            print("%s%-22s %s%s" % (DIM, r["path"], str(text)[:90], RESET))
+
     time.sleep(0.5)
     agent.stop()
+    time.sleep(1)
+    vigil = os.path.join(lib.BUILD, "vigil")
+    soc = ["--server", "https://127.0.0.1:%d" % api_port, "--token", token, "--cacert",
+           os.path.join(cdir, "pki", "ca.crt")]
+    say("SOC: vigil query --since 1h   (the collector's view: signed, hash-chained, shipped over mTLS)")
+    subprocess.run([vigil, "query", "--since", "1h", "--kind", "request"] + soc)
+    say("SOC: vigil query --top findings --since 1h")
+    subprocess.run([vigil, "query", "--top", "findings", "--since", "1h"] + soc)
+    say("SOC: vigil verify   (every agent's chain and signatures, end to end)")
+    subprocess.run([vigil, "verify"] + soc)
     say("What the SOC sees: the agent's audit events (%s)" % agent.audit_log)
     cols = [("kind", 10), ("user", 7), ("exe", 18), ("sni", 18), ("provider", 9), ("model", 17),
             ("action", 11), ("status", 6), ("tokens", 9), ("bytes", 12)]
