@@ -23,6 +23,7 @@ typedef struct ssl_ctx_st SSL_CTX;
 
 struct agent_stats {
 	atomic_ulong accepted, passthrough, intercepted, no_origin, upstream_fail, active;
+	atomic_ulong requests[4];      /* by action: allow, alert, redact, block */
 };
 
 struct agent {

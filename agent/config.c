@@ -479,6 +479,8 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 
 		if (!strcmp(k, "listen"))
 			ret = parse_listen4(path, v, &c->listen4, err, errlen);
+		else if (!strcmp(k, "metrics"))
+			ret = parse_listen4(path, v, &c->metrics, err, errlen);
 		else if (!strcmp(k, "listen6"))
 			listen6 = v;
 		else if (!strcmp(k, "cgroup"))

@@ -17,6 +17,7 @@ struct config {
 	char *path;                    /* the file it came from */
 	struct sockaddr_in listen4;    /* listen: (IPv4) */
 	struct sockaddr_in6 listen6;   /* listen6: (port 0 = no IPv6 listener) */
+	struct sockaddr_in metrics;    /* metrics: Prometheus endpoint (port 0 = off) */
 	char *cgroup;                  /* "auto" resolved to the cgroup2 mount */
 	bool fail_closed;              /* fail_mode: closed */
 	char *pin_dir;                 /* pin_dir: bpffs folder for closed mode */

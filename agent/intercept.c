@@ -29,6 +29,7 @@
 #include "http.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "tls.h"
 
 #define IO_CHUNK (64 * 1024)
@@ -753,6 +754,7 @@ static void emit_request_event(struct ic *ic, struct exchange *ex)
 	fill_identity(&ev, &ic->info);
 	exchange_fill_event(ex, &ev);
 	audit_emit(ic->ag->audit, &ev);
+	metrics_count_action(ic->ag, ev.action);
 }
 
 /* After refusing a request the client may still be sending its body:

@@ -26,6 +26,7 @@
 #include "conn.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "privs.h"
 #include "targets.h"
 
@@ -340,7 +341,7 @@ int main(int argc, char **argv)
 	struct agent ag = { 0 };
 	struct runtime rt = { .ag = &ag };
 	char err[1024];
-	int opt, ret = 1, lfd4 = -1, lfd6 = -1;
+	int opt, ret = 1, lfd4 = -1, lfd6 = -1, lfdm = -1;
 	sigset_t mask;
 
 	log_set_prog("vigil-agent");
@@ -430,6 +431,12 @@ int main(int argc, char **argv)
 		log_err("%s", err);
 		goto out;
 	}
+	if (ag.cfg->metrics.sin_port &&
+	    (lfdm = listen_on((struct sockaddr *)&ag.cfg->metrics, sizeof(ag.cfg->metrics), err,
+			      sizeof(err))) < 0) {
+		log_err("metrics: %s", err);
+		goto out;
+	}
 	if (intercept_init(&ag, err, sizeof(err))) {
 		log_err("%s", err);
 		goto out;
@@ -476,7 +483,8 @@ int main(int argc, char **argv)
 	rt.kevw.fn = kev_event;
 	if (rt.sigw.fd < 0 || loop_add(ag.loop, &rt.sigw, EPOLLIN) ||
 	    (rt.kevw.fd >= 0 && loop_add(ag.loop, &rt.kevw, EPOLLIN)) ||
-	    conn_listen(&ag, lfd4) || (lfd6 >= 0 && conn_listen(&ag, lfd6))) {
+	    conn_listen(&ag, lfd4) || (lfd6 >= 0 && conn_listen(&ag, lfd6)) ||
+	    (lfdm >= 0 && metrics_listen(&ag, lfdm))) {
 		log_err("event loop setup failed: %s", strerror(errno));
 		ret = 1;
 		goto out;
@@ -516,6 +524,8 @@ out:
 		close(lfd4);
 	if (lfd6 >= 0)
 		close(lfd6);
+	if (lfdm >= 0)
+		close(lfdm);
 	loop_free(ag.loop);
 	audit_close(ag.audit);
 	config_free(ag.cfg);

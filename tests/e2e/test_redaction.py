@@ -12,7 +12,9 @@ from lib import check, test
 import rig as rigmod
 
 GOOD = "127.0.40.2"
-RIG = rigmod.Rig("redact", {"api.openai.com": GOOD, "api.anthropic.com": GOOD}, {"good": (GOOD, "good", 0)})
+METRICS_PORT = lib.free_port()
+RIG = rigmod.Rig("redact", {"api.openai.com": GOOD, "api.anthropic.com": GOOD}, {"good": (GOOD, "good", 0)},
+                 agent_extra="metrics: 127.0.0.1:%d\n" % METRICS_PORT)
 RIG.agent.start()
 AWS_KEY = "AKIA" + "Z7QW3RT5YU2IO4PL"   # split so this file itself is not a credential finding
 
@@ -84,6 +86,24 @@ def streaming_request_with_pii_redacted():
     got = last_received()
     check("4111 1111 1111 1111" not in got["body"], "card number reached the provider")
     check(res["content"] == "echo: call [CREDIT_CARD_1] now", "streamed answer %r" % res["content"])
+
+
+@test
+def agent_metrics_count_requests_by_action():
+    import urllib.request
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % METRICS_PORT, timeout=5).read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, v = line.rpartition(" ")
+            values[name] = float(v)
+    evs = RIG.agent.events("request")
+    for action in ("allow", "redact", "block"):
+        want = len([e for e in evs if e["action"] == action])
+        got = values.get('vigil_agent_requests_total{action="%s"}' % action)
+        check(got == want, "metrics say %s %s requests, the audit log %d" % (got, action, want))
+    check(values.get('vigil_agent_connections_total{outcome="intercepted"}', 0) >= 1, "no intercepted connections")
+    check("vigil_agent_spool_bytes" in values and "vigil_agent_ship_lag_events" in values, "spool metrics missing")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,120 @@
+/* metrics: Prometheus text exposition format 0.0.4. The request is not
+ * parsed beyond waiting for its end: whatever path is asked, the answer is
+ * the metrics page (the endpoint serves nothing else). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "audit.h"
+#include "loop.h"
+#include "metrics.h"
+
+struct metrics_listener {
+	struct loop_watch w;
+	struct agent *ag;
+};
+
+static const char *const actions[] = { "allow", "alert", "redact", "block" };
+
+void metrics_count_action(struct agent *ag, const char *action)
+{
+	for (int i = 0; i < 4; i++)
+		if (action && !strcmp(action, actions[i])) {
+			atomic_fetch_add(&ag->stats.requests[i], 1);
+			return;
+		}
+}
+
+size_t metrics_render(struct agent *ag, char *out, size_t outlen)
+{
+	struct audit_stats st;
+	size_t n = 0;
+#define EMIT(...) do { int k = snprintf(out + n, outlen - n, __VA_ARGS__); \
+	if (k > 0) n = n + (size_t)k < outlen ? n + (size_t)k : outlen - 1; } while (0)
+
+	memset(&st, 0, sizeof(st));
+	if (ag->audit)
+		audit_get_stats(ag->audit, &st);
+	EMIT("# HELP vigil_agent_connections_total Redirected connections by outcome.\n"
+	     "# TYPE vigil_agent_connections_total counter\n");
+	EMIT("vigil_agent_connections_total{outcome=\"accepted\"} %lu\n", atomic_load(&ag->stats.accepted));
+	EMIT("vigil_agent_connections_total{outcome=\"passthrough\"} %lu\n", atomic_load(&ag->stats.passthrough));
+	EMIT("vigil_agent_connections_total{outcome=\"intercepted\"} %lu\n", atomic_load(&ag->stats.intercepted));
+	EMIT("vigil_agent_connections_total{outcome=\"no_origin\"} %lu\n", atomic_load(&ag->stats.no_origin));
+	EMIT("vigil_agent_connections_total{outcome=\"upstream_failed\"} %lu\n", atomic_load(&ag->stats.upstream_fail));
+	EMIT("# HELP vigil_agent_connections_active Connections open now.\n"
+	     "# TYPE vigil_agent_connections_active gauge\n"
+	     "vigil_agent_connections_active %lu\n", atomic_load(&ag->stats.active));
+	EMIT("# HELP vigil_agent_requests_total Intercepted HTTP requests by the action taken.\n"
+	     "# TYPE vigil_agent_requests_total counter\n");
+	for (int i = 0; i < 4; i++)
+		EMIT("vigil_agent_requests_total{action=\"%s\"} %lu\n", actions[i],
+		     atomic_load(&ag->stats.requests[i]));
+	EMIT("# HELP vigil_agent_audit_seq Sequence number of the last audit event.\n"
+	     "# TYPE vigil_agent_audit_seq counter\nvigil_agent_audit_seq %llu\n", (unsigned long long)st.seq);
+	EMIT("# HELP vigil_agent_spool_bytes Bytes in the audit spool.\n"
+	     "# TYPE vigil_agent_spool_bytes gauge\nvigil_agent_spool_bytes %llu\n",
+	     (unsigned long long)st.spool_bytes);
+	EMIT("# HELP vigil_agent_ship_lag_events Audit events not yet acknowledged by the collector.\n"
+	     "# TYPE vigil_agent_ship_lag_events gauge\nvigil_agent_ship_lag_events %llu\n",
+	     (unsigned long long)(st.seq > st.spool_acked_seq ? st.seq - st.spool_acked_seq : 0));
+	EMIT("# HELP vigil_agent_shipped_events_total Audit events acknowledged by the collector.\n"
+	     "# TYPE vigil_agent_shipped_events_total counter\nvigil_agent_shipped_events_total %llu\n",
+	     (unsigned long long)st.shipped_events);
+	EMIT("# HELP vigil_agent_rejected_batches_total Batches the collector rejected (quarantined).\n"
+	     "# TYPE vigil_agent_rejected_batches_total counter\nvigil_agent_rejected_batches_total %llu\n",
+	     (unsigned long long)st.rejected_batches);
+	EMIT("# HELP vigil_agent_dropped_events_total Events dropped from a full spool (recorded as gaps).\n"
+	     "# TYPE vigil_agent_dropped_events_total counter\nvigil_agent_dropped_events_total %llu\n",
+	     (unsigned long long)st.spool_dropped);
+	EMIT("# HELP vigil_agent_collector_connected 1 if connected to the collector.\n"
+	     "# TYPE vigil_agent_collector_connected gauge\nvigil_agent_collector_connected %d\n",
+	     st.collector_connected ? 1 : 0);
+#undef EMIT
+	return n;
+}
+
+static void metrics_event(struct loop_watch *w, uint32_t events)
+{
+	struct metrics_listener *l = (struct metrics_listener *)w;
+	static char body[8192], resp[8448];
+	(void)events;
+	for (;;) {
+		int fd = accept4(w->fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			return;
+		/* A scraper's request is one small packet; do not wait for more
+		 * than a moment for it (this runs on the event loop). */
+		struct timeval tv = { 0, 200000 };
+		char req[2048];
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		if (recv(fd, req, sizeof(req), 0) > 0) {
+			size_t bl = metrics_render(l->ag, body, sizeof(body));
+			int hl = snprintf(resp, sizeof(resp),
+					  "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+					  "Content-Length: %zu\r\nConnection: close\r\n\r\n", bl);
+			if (hl > 0 && (size_t)hl + bl < sizeof(resp)) {
+				memcpy(resp + hl, body, bl);
+				/* A scraper that went away gets nothing: no retry. */
+				(void)!send(fd, resp, (size_t)hl + bl, MSG_NOSIGNAL);
+			}
+		}
+		close(fd);
+	}
+}
+
+int metrics_listen(struct agent *ag, int lfd)
+{
+	struct metrics_listener *l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->w.fd = lfd;
+	l->w.fn = metrics_event;
+	l->ag = ag;
+	/* Owned by the loop for the life of the process. */
+	return loop_add(ag->loop, &l->w, EPOLLIN);
+}
