@@ -13,6 +13,7 @@
  *
  * Must never: leave programs attached after capture_free, unpin anything in
  * capture_release, or attach to anything that is not a cgroup2 directory. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -60,6 +61,9 @@ struct capture {
 	void *ev_arg;
 	int cgroup_fd;
 	bool pinned;                 /* links and maps pinned under pin_dir */
+	int pin_dirfd;               /* pin_dir, opened while privileged: unpinning after
+				      * a switch to an unprivileged user cannot walk
+				      * the root-only bpffs mount by path */
 	char cgroup_path[PATH_MAX];
 	char pin_dir[PATH_MAX];      /* "" = no pin directory */
 };
@@ -398,6 +402,7 @@ int capture_open(const struct capture_opts *o, struct capture **out, char *err, 
 		return -ENOMEM;
 	}
 	c->cgroup_fd = -1;
+	c->pin_dirfd = -1;
 	libbpf_set_print(libbpf_log);
 	if (snprintf(c->cgroup_path, sizeof(c->cgroup_path), "%s", o->cgroup_path) >= (int)sizeof(c->cgroup_path) ||
 	    (o->pin_dir && snprintf(c->pin_dir, sizeof(c->pin_dir), "%s", o->pin_dir) >= (int)sizeof(c->pin_dir))) {
@@ -438,6 +443,8 @@ int capture_open(const struct capture_opts *o, struct capture **out, char *err, 
 		goto err;
 	if (!c->pinned && takeover)
 		drop_pins(c);
+	if (c->pinned)
+		c->pin_dirfd = open(c->pin_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	c->rb = ring_buffer__new(bpf_map__fd(c->skel->maps.kevents), on_kevent, c, NULL);
 	if (!c->rb) {
 		rc = -errno;
@@ -479,6 +486,8 @@ static void close_all(struct capture *c)
 	vigil_bpf__destroy(c->skel);
 	if (c->cgroup_fd >= 0)
 		close(c->cgroup_fd);
+	if (c->pin_dirfd >= 0)
+		close(c->pin_dirfd);
 	free(c);
 }
 
@@ -497,6 +506,17 @@ void capture_free(struct capture *c)
 	}
 	if (c->pinned && c->skel) {
 		bpf_object__unpin_maps(c->skel->obj, NULL);
+		/* Whatever the paths could not reach (no longer root), by fd. */
+		int dfd = c->pin_dirfd >= 0 ? dup(c->pin_dirfd) : -1;
+		DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+		struct dirent *e;
+		while (d && (e = readdir(d)))
+			if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+				unlinkat(c->pin_dirfd, e->d_name, 0);
+		if (d)
+			closedir(d);
+		else if (dfd >= 0)
+			close(dfd);
 		rmdir(c->pin_dir);
 	}
 	close_all(c);

@@ -55,6 +55,7 @@ void config_free(struct config *c)
 	free(c->audit_log);
 	free(c->spool_dir);
 	free(c->agent_id);
+	free(c->user);
 	free(c->collector.address);
 	free(c->collector.ca);
 	free(c->collector.cert);
@@ -516,6 +517,8 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 			ret = set_str(path, v, &c->audit_log, err, errlen);
 		else if (!strcmp(k, "spool_dir"))
 			ret = set_str(path, v, &c->spool_dir, err, errlen);
+		else if (!strcmp(k, "user"))
+			ret = set_str(path, v, &c->user, err, errlen);
 		else if (!strcmp(k, "agent_id"))
 			ret = set_str(path, v, &c->agent_id, err, errlen);
 		else if (!strcmp(k, "collector"))

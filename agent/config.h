@@ -35,6 +35,7 @@ struct config {
 	char *audit_log;               /* NULL = none */
 	char *spool_dir;
 	char *agent_id;                /* default: hostname */
+	char *user;                    /* run as this user once attached (NULL = stay root, capabilities dropped) */
 	struct {
 		char *address, *ca, *cert, *key;
 	} collector;

@@ -492,6 +492,15 @@ int main(int argc, char **argv)
 	tamper_init(&ag, config_path);
 	loop_set_tick(ag.loop, 100, tick, &ag);
 	/* Everything privileged is done: attached, listening, keys read. */
+	if (ag.cfg->user) {
+		const char *paths[] = { ag.cfg->spool_dir, ag.cfg->audit_log,
+					ag.cfg->fail_closed ? ag.cfg->pin_dir : NULL, NULL };
+		if (privs_become(ag.cfg->user, paths, err, sizeof(err))) {
+			log_err("%s", err);
+			ret = 1;
+			goto out;
+		}
+	}
 	if (privs_drop(err, sizeof(err))) {
 		log_err("cannot drop privileges: %s", err);
 		ret = 1;

@@ -17,6 +17,13 @@
  * Returns 0 or -errno with a reason in err. */
 int privs_drop(char *err, size_t errlen);
 
+/* Before privs_drop when the config names a `user:`: hands the paths the
+ * agent still writes (spool, audit log, pins; NULL-terminated list,
+ * directories recursively) to that user, then switches uid, gid and
+ * supplementary groups to it, keeping CAP_SYS_PTRACE across the switch.
+ * Returns 0 or -errno with a reason in err. */
+int privs_become(const char *user, const char *const *paths, char *err, size_t errlen);
+
 /* The effective capability set of this process, as in /proc/self/status. */
 uint64_t privs_effective(void);
 

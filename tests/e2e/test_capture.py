@@ -277,6 +277,23 @@ def fail_closed_restart_drops_targets_no_longer_configured():
 
 
 @test
+def runs_as_unprivileged_user_when_configured():
+    a = lib.Agent(TMP, CG.path, name="asuser",
+                  extra="target_addresses: [%s]\nfail_mode: closed\nuser: nobody\n" % TARGET4).start()
+    with open("/proc/%d/status" % a.proc.pid) as f:
+        st = dict(l.rstrip("\n").split(":\t", 1) for l in f if ":\t" in l)
+    check(st["Uid"].split()[:3] == ["65534"] * 3, "agent uid %s, want nobody" % st["Uid"])
+    check(st["CapEff"] == "%016x" % (1 << 19), "caps as nobody: %s" % st["CapEff"])
+    res = client(TARGET4, PORT, "as-user", uid=60001)
+    check(res.get("reply_tail") == "as-user" and went_through_agent(res, TARGET4, PORT), "relay as nobody: %s" % res)
+    evs = a.wait_events(lambda e: e.get("pid") == res["pid"], kind="connection")
+    check(evs and evs[0]["exe"] == os.path.realpath(PY) and evs[0]["uid"] == 60001,
+          "identity of another user's process not resolved: %s" % evs)
+    check(a.stop() == 0, "agent running as nobody did not exit 0")
+    check(not os.path.exists(a.pin_dir) or not os.listdir(a.pin_dir), "pins left by an agent running as nobody")
+
+
+@test
 def check_flag_reports_file_and_line():
     bad = os.path.join(TMP, "bad.yaml")
     with open(bad, "w") as f:
