@@ -643,6 +643,40 @@ static void h_revoke(struct req *r, const struct colconf_token *tok)
 	respond(r, 200, "application/json", NULL, body, (size_t)n);
 }
 
+/* Agents that went silent: enrolled, not revoked, and no batch for
+ * SILENT_AFTER_S. An agent that stops shipping is either off, broken or
+ * tampered with; the SOC alerts on this gauge. Takes ownership of base. */
+#define SILENT_AFTER_S (15 * 60)
+static char *silent_agents_metrics(struct api *a, char *base)
+{
+	struct store_agent *list = NULL;
+	size_t n = 0, silent = 0, active = 0;
+	char *out = NULL;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	int64_t now_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+	pthread_mutex_lock(&a->lock);
+	int rc = store_agent_list(a->store, &list, &n);
+	pthread_mutex_unlock(&a->lock);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		if (list[i].revoked)
+			continue;
+		if (now_us - list[i].last_seen_us > (int64_t)SILENT_AFTER_S * 1000000)
+			silent++;
+		else
+			active++;
+	}
+	free(list);
+	if (asprintf(&out, "%s# HELP vigil_collector_agents Enrolled agents by whether they shipped in the last %d s.\n"
+		     "# TYPE vigil_collector_agents gauge\nvigil_collector_agents{state=\"active\"} %zu\n"
+		     "vigil_collector_agents{state=\"silent\"} %zu\n", base ? base : "", SILENT_AFTER_S, active,
+		     silent) < 0)
+		return base;
+	free(base);
+	return out;
+}
+
 static void route(struct req *r)
 {
 	const struct colconf_token *tok;
@@ -650,7 +684,8 @@ static void route(struct req *r)
 	if (!strcmp(r->path, "/metrics")) {
 		cmetrics_api(API_METRICS);
 		char *m = cmetrics_render();
-		return send_stream(r, 200, "text/plain; version=0.0.4", NULL, m, m ? strlen(m) : 0);
+		char *all = silent_agents_metrics(r->a, m);
+		return send_stream(r, 200, "text/plain; version=0.0.4", NULL, all, all ? strlen(all) : 0);
 	}
 	if (!strcmp(r->path, "/api/v1/events") && get) {
 		if ((tok = authorize(r, ROLE_ANALYST))) {

@@ -311,6 +311,10 @@ def api_roles_enforced():
     code, body = COL.http("GET", "/metrics")
     check(code == 200 and 'vigil_collector_events_total{action="block"}' in body and "vigil_collector_lag_seconds" in body,
           "metrics: %d %s" % (code, body[:300]))
+    # The agent shipping right now is active; silent agents are a gauge the SOC alerts on.
+    m = re.search(r'vigil_collector_agents\{state="active"\} (\d+)', body)
+    check(m and int(m.group(1)) >= 1 and 'vigil_collector_agents{state="silent"}' in body,
+          "silent/active agent gauge missing: %s" % body[-400:])
 
 
 @test
