@@ -827,7 +827,10 @@ static void serve(struct ic *ic)
 			send_error(ic, &ex, status, "bad_request", ex.error);
 			emit_request_event(ic, &ex);
 			exchange_free(&ex);
-			linger(ic);
+			/* Only a refused body may still be in flight; a slow or
+			 * malformed client gets no more of our time. */
+			if (status == 413)
+				linger(ic);
 			break;
 		}
 		ic->nreq++;
