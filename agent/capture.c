@@ -29,6 +29,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include "capture.h"
+#include "osutil.h"
 #include "log.h"
 #include "sockdiag.h"
 #include "vigil.skel.h"
@@ -68,17 +69,6 @@ struct capture {
 	char pin_dir[PATH_MAX];      /* "" = no pin directory */
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* libbpf talks a lot at debug level (verifier logs on failure come as
  * warnings): route it through our logger instead of raw stderr. */
@@ -119,26 +109,6 @@ static uint16_t addr_port(const struct sockaddr *sa)
 	return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
 }
 
-static int mkdir_p(const char *path)
-{
-	char buf[PATH_MAX];
-	size_t n = strlen(path);
-
-	if (n == 0 || n >= sizeof(buf))
-		return -ENAMETOOLONG;
-	memcpy(buf, path, n + 1);
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
 
 static bool is_fs(const char *path, long magic)
 {
@@ -157,18 +127,18 @@ static int prepare_pin_dir(const char *dir, char *err, size_t errlen)
 	if (strncmp(dir, BPFFS_ROOT "/", sizeof(BPFFS_ROOT)) == 0 && !is_fs(BPFFS_ROOT, BPF_FS_MAGIC)) {
 		if (mount("bpffs", BPFFS_ROOT, "bpf", 0, "mode=0700") < 0) {
 			rc = -errno;
-			seterr(err, errlen, "cannot mount bpffs at %s: %s", BPFFS_ROOT, strerror(-rc));
+			osutil_errf(err, errlen, "cannot mount bpffs at %s: %s", BPFFS_ROOT, strerror(-rc));
 			return rc;
 		}
 		log_info("mounted bpffs at %s", BPFFS_ROOT);
 	}
-	rc = mkdir_p(dir);
+	rc = osutil_mkdir_p(dir, 0700, 0700);
 	if (rc < 0) {
-		seterr(err, errlen, "cannot create pin directory %s: %s", dir, strerror(-rc));
+		osutil_errf(err, errlen, "cannot create pin directory %s: %s", dir, strerror(-rc));
 		return rc;
 	}
 	if (!is_fs(dir, BPF_FS_MAGIC)) {
-		seterr(err, errlen, "pin directory %s is not on a bpf filesystem", dir);
+		osutil_errf(err, errlen, "pin directory %s is not on a bpf filesystem", dir);
 		return -EINVAL;
 	}
 	return 0;
@@ -255,7 +225,7 @@ static int load_skel(struct capture *c, bool use_pins, char *err, size_t errlen)
 		c->skel = vigil_bpf__open();
 		if (!c->skel) {
 			rc = -errno;
-			seterr(err, errlen, "cannot open BPF object: %s", strerror(-rc));
+			osutil_errf(err, errlen, "cannot open BPF object: %s", strerror(-rc));
 			return rc;
 		}
 		set_map_pins(c, use_pins);
@@ -271,7 +241,7 @@ static int load_skel(struct capture *c, bool use_pins, char *err, size_t errlen)
 		log_warn("capture: pinned maps in %s do not match this build, recreating them", c->pin_dir);
 		unlink_map_pins(c);
 	}
-	seterr(err, errlen, "cannot load BPF programs: %s (needs Linux >= 5.18 with BTF)", strerror(-rc));
+	osutil_errf(err, errlen, "cannot load BPF programs: %s (needs Linux >= 5.18 with BTF)", strerror(-rc));
 	return rc;
 }
 
@@ -339,7 +309,7 @@ static int attach_all(struct capture *c, bool takeover, char *err, size_t errlen
 		struct bpf_link *l = NULL;
 
 		if (c->pin_dir[0] && pin_path(path, sizeof(path), c->pin_dir, "", prog_names[i]) < 0) {
-			seterr(err, errlen, "pin path too long under %s", c->pin_dir);
+			osutil_errf(err, errlen, "pin path too long under %s", c->pin_dir);
 			return -ENAMETOOLONG;
 		}
 		if (takeover && access(path, F_OK) == 0)
@@ -348,7 +318,7 @@ static int attach_all(struct capture *c, bool takeover, char *err, size_t errlen
 			l = bpf_program__attach_cgroup(c->progs[i], c->cgroup_fd);
 			if (!l) {
 				rc = -errno;
-				seterr(err, errlen, "cannot attach %s to %s: %s", prog_names[i], c->cgroup_path,
+				osutil_errf(err, errlen, "cannot attach %s to %s: %s", prog_names[i], c->cgroup_path,
 				       strerror(-rc));
 				return rc;
 			}
@@ -356,7 +326,7 @@ static int attach_all(struct capture *c, bool takeover, char *err, size_t errlen
 				rc = bpf_link__pin(l, path);
 				if (rc < 0) {
 					c->links[i] = l;
-					seterr(err, errlen, "cannot pin %s link at %s: %s", prog_names[i], path,
+					osutil_errf(err, errlen, "cannot pin %s link at %s: %s", prog_names[i], path,
 					       strerror(-rc));
 					return rc;
 				}
@@ -389,16 +359,16 @@ int capture_open(const struct capture_opts *o, struct capture **out, char *err, 
 	int rc;
 
 	if (!o || !out || !o->cgroup_path) {
-		seterr(err, errlen, "capture: no cgroup path");
+		osutil_errf(err, errlen, "capture: no cgroup path");
 		return -EINVAL;
 	}
 	if (o->fail_closed && (!o->pin_dir || !o->pin_dir[0])) {
-		seterr(err, errlen, "fail-closed mode needs a pin directory on bpffs");
+		osutil_errf(err, errlen, "fail-closed mode needs a pin directory on bpffs");
 		return -EINVAL;
 	}
 	c = calloc(1, sizeof(*c));
 	if (!c) {
-		seterr(err, errlen, "out of memory");
+		osutil_errf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	c->cgroup_fd = -1;
@@ -406,18 +376,18 @@ int capture_open(const struct capture_opts *o, struct capture **out, char *err, 
 	libbpf_set_print(libbpf_log);
 	if (snprintf(c->cgroup_path, sizeof(c->cgroup_path), "%s", o->cgroup_path) >= (int)sizeof(c->cgroup_path) ||
 	    (o->pin_dir && snprintf(c->pin_dir, sizeof(c->pin_dir), "%s", o->pin_dir) >= (int)sizeof(c->pin_dir))) {
-		seterr(err, errlen, "path too long");
+		osutil_errf(err, errlen, "path too long");
 		rc = -ENAMETOOLONG;
 		goto err;
 	}
 	c->cgroup_fd = open(o->cgroup_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (c->cgroup_fd < 0) {
 		rc = -errno;
-		seterr(err, errlen, "cannot open cgroup %s: %s", o->cgroup_path, strerror(-rc));
+		osutil_errf(err, errlen, "cannot open cgroup %s: %s", o->cgroup_path, strerror(-rc));
 		goto err;
 	}
 	if (!is_fs(o->cgroup_path, CGROUP2_SUPER_MAGIC)) {
-		seterr(err, errlen, "%s is not a cgroup2 directory", o->cgroup_path);
+		osutil_errf(err, errlen, "%s is not a cgroup2 directory", o->cgroup_path);
 		rc = -ENOTDIR;
 		goto err;
 	}
@@ -435,7 +405,7 @@ int capture_open(const struct capture_opts *o, struct capture **out, char *err, 
 		goto err;
 	rc = write_config(c, o);
 	if (rc < 0) {
-		seterr(err, errlen, "cannot write BPF config: %s", strerror(-rc));
+		osutil_errf(err, errlen, "cannot write BPF config: %s", strerror(-rc));
 		goto err;
 	}
 	rc = attach_all(c, takeover, err, errlen);
@@ -448,7 +418,7 @@ int capture_open(const struct capture_opts *o, struct capture **out, char *err, 
 	c->rb = ring_buffer__new(bpf_map__fd(c->skel->maps.kevents), on_kevent, c, NULL);
 	if (!c->rb) {
 		rc = -errno;
-		seterr(err, errlen, "cannot open kernel event ring buffer: %s", strerror(-rc));
+		osutil_errf(err, errlen, "cannot open kernel event ring buffer: %s", strerror(-rc));
 		goto err;
 	}
 	rc = sockdiag_new(&c->diag);

@@ -18,6 +18,7 @@
 #define _GNU_SOURCE   /* memmem, memrchr: also when built outside the Makefile */
 #endif
 #include "inspect.h"
+#include "osutil.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -820,16 +821,6 @@ struct inspect_scratch {
 	bool inj_hit[NINJ];
 };
 
-static void __attribute__((format(printf, 3, 4)))
-set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static char *escape_literal(const char *kw)
 {
@@ -883,7 +874,7 @@ struct inspector *inspector_new(const struct inspect_custom *custom, size_t ncus
 	/* custom rules first: an operator's rule outranks a built-in one */
 	for (size_t i = 0; i < ncustom; i++) {
 		if (!custom[i].name || (!custom[i].regex && !custom[i].nkeywords)) {
-			set_err(err, errlen, "custom rule %s%s: needs a name and a regex or keywords",
+			osutil_errf(err, errlen, "custom rule %s%s: needs a name and a regex or keywords",
 				custom[i].name ? custom[i].name : "(unnamed)", "");
 			goto fail;
 		}
@@ -899,7 +890,7 @@ struct inspector *inspector_new(const struct inspect_custom *custom, size_t ncus
 				re = custom[i].regex;
 			} else {
 				if (!custom[i].keywords[k] || !custom[i].keywords[k][0]) {
-					set_err(err, errlen, "custom rule '%s'%s: empty keyword", custom[i].name, "");
+					osutil_errf(err, errlen, "custom rule '%s'%s: empty keyword", custom[i].name, "");
 					goto fail;
 				}
 				if (!(owned[nowned] = escape_literal(custom[i].keywords[k])))
@@ -913,7 +904,7 @@ struct inspector *inspector_new(const struct inspect_custom *custom, size_t ncus
 			d->ex = EX_SOM;
 			if (hs_compile(re, fl | HS_FLAG_SOM_LEFTMOST,
 				       HS_MODE_BLOCK, NULL, &d->som_db, &cerr) != HS_SUCCESS) {
-				set_err(err, errlen, "custom rule '%s': %s", custom[i].name,
+				osutil_errf(err, errlen, "custom rule '%s': %s", custom[i].name,
 					cerr ? cerr->message : "compile error");
 				goto fail;
 			}
@@ -934,7 +925,7 @@ struct inspector *inspector_new(const struct inspect_custom *custom, size_t ncus
 		if (b->ex == EX_SOM &&
 		    hs_compile(b->som, b->flags | HS_FLAG_SOM_LEFTMOST, HS_MODE_BLOCK, NULL,
 			       &d->som_db, &cerr) != HS_SUCCESS) {
-			set_err(err, errlen, "built-in detector %s: %s", finding_name(b->type),
+			osutil_errf(err, errlen, "built-in detector %s: %s", finding_name(b->type),
 				cerr ? cerr->message : "compile error");
 			goto fail;
 		}
@@ -957,7 +948,7 @@ struct inspector *inspector_new(const struct inspect_custom *custom, size_t ncus
 			     &ins->fast, &cerr) != HS_SUCCESS) {
 		char idx[32];
 		snprintf(idx, sizeof(idx), "%d", cerr ? cerr->expression : -1);
-		set_err(err, errlen, "trigger database (expression %s): %s", idx,
+		osutil_errf(err, errlen, "trigger database (expression %s): %s", idx,
 			cerr ? cerr->message : "compile error");
 		goto fail;
 	}
@@ -975,7 +966,7 @@ struct inspector *inspector_new(const struct inspect_custom *custom, size_t ncus
 	return ins;
 
 enomem:
-	set_err(err, errlen, "%s%s", "out of memory", "");
+	osutil_errf(err, errlen, "%s%s", "out of memory", "");
 fail:
 	if (cerr)
 		hs_free_compile_error(cerr);

@@ -18,6 +18,7 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
+#include "osutil.h"
 #include "pki.h"
 
 /* The LLM provider endpoints a name-constrained interception CA may
@@ -60,18 +61,6 @@ void pki_ssl_err(char *err, size_t errlen, const char *prefix)
 	}
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* ---- keys ---- */
 
@@ -85,7 +74,7 @@ int pki_key_generate(enum pki_key_type type, EVP_PKEY **out, char *err, size_t e
 	else if (type == PKI_KEY_ED25519)
 		k = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
 	else {
-		set_err(err, errlen, "key generation: unknown key type %d", (int)type);
+		osutil_errf(err, errlen, "key generation: unknown key type %d", (int)type);
 		return -EINVAL;
 	}
 	if (!k) {
@@ -132,12 +121,12 @@ static int write_file_atomic(const char *path, const void *data, size_t len, mod
 
 	for (tries = 0; tries < 16; tries++) {
 		if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
-			set_err(err, errlen, "%s: no randomness", path);
+			osutil_errf(err, errlen, "%s: no randomness", path);
 			return -EIO;
 		}
 		if (snprintf(tmp, sizeof(tmp), "%s.tmp-%02x%02x%02x%02x%02x%02x", path, rnd[0],
 			     rnd[1], rnd[2], rnd[3], rnd[4], rnd[5]) >= (int)sizeof(tmp)) {
-			set_err(err, errlen, "%s: path too long", path);
+			osutil_errf(err, errlen, "%s: path too long", path);
 			return -ENAMETOOLONG;
 		}
 		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
@@ -146,7 +135,7 @@ static int write_file_atomic(const char *path, const void *data, size_t len, mod
 	}
 	if (fd < 0) {
 		rc = -errno;
-		set_err(err, errlen, "%s: %s", tmp, strerror(errno));
+		osutil_errf(err, errlen, "%s: %s", tmp, strerror(errno));
 		return rc;
 	}
 	while (len > 0) {
@@ -155,7 +144,7 @@ static int write_file_atomic(const char *path, const void *data, size_t len, mod
 			if (errno == EINTR)
 				continue;
 			rc = -errno;
-			set_err(err, errlen, "%s: %s", tmp, strerror(errno));
+			osutil_errf(err, errlen, "%s: %s", tmp, strerror(errno));
 			goto err;
 		}
 		p += n;
@@ -163,7 +152,7 @@ static int write_file_atomic(const char *path, const void *data, size_t len, mod
 	}
 	if (fsync(fd) < 0) {
 		rc = -errno;
-		set_err(err, errlen, "%s: %s", tmp, strerror(errno));
+		osutil_errf(err, errlen, "%s: %s", tmp, strerror(errno));
 		goto err;
 	}
 	close(fd);
@@ -171,14 +160,14 @@ static int write_file_atomic(const char *path, const void *data, size_t len, mod
 	if (replace) {
 		if (rename(tmp, path) < 0) {
 			rc = -errno;
-			set_err(err, errlen, "%s: %s", path, strerror(errno));
+			osutil_errf(err, errlen, "%s: %s", path, strerror(errno));
 			goto err;
 		}
 	} else {
 		/* link(2) fails if path exists: no check-then-create race. */
 		if (link(tmp, path) < 0) {
 			rc = -errno;
-			set_err(err, errlen, "%s: %s", path,
+			osutil_errf(err, errlen, "%s: %s", path,
 				errno == EEXIST ? "already exists" : strerror(errno));
 			goto err;
 		}
@@ -203,7 +192,7 @@ static int bio_to_file(BIO *mem, const char *path, mode_t mode, bool replace, ch
 
 	BIO_get_mem_ptr(mem, &bm);
 	if (!bm) {
-		set_err(err, errlen, "%s: out of memory", path);
+		osutil_errf(err, errlen, "%s: out of memory", path);
 		return -ENOMEM;
 	}
 	rc = write_file_atomic(path, bm->data, bm->length, mode, replace, err, errlen);
@@ -219,7 +208,7 @@ int pki_key_save(const char *path, EVP_PKEY *key, bool replace, char *err, size_
 	if (!mem)
 		mem = BIO_new(BIO_s_mem());
 	if (!mem) {
-		set_err(err, errlen, "%s: out of memory", path);
+		osutil_errf(err, errlen, "%s: out of memory", path);
 		return -ENOMEM;
 	}
 	if (!PEM_write_bio_PrivateKey(mem, key, NULL, NULL, 0, NULL, NULL)) {
@@ -249,7 +238,7 @@ int pki_key_load(const char *path, EVP_PKEY **out, char *err, size_t errlen)
 	b = BIO_new_file(path, "r");
 	if (!b) {
 		int e = errno ? errno : ENOENT;
-		set_err(err, errlen, "%s: %s", path, strerror(e));
+		osutil_errf(err, errlen, "%s: %s", path, strerror(e));
 		ERR_clear_error();
 		return -e;
 	}
@@ -270,7 +259,7 @@ int pki_certs_save(const char *path, X509 *const *certs, size_t n, bool replace,
 	int rc;
 
 	if (!mem) {
-		set_err(err, errlen, "%s: out of memory", path);
+		osutil_errf(err, errlen, "%s: out of memory", path);
 		return -ENOMEM;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -297,21 +286,21 @@ int pki_certs_load(const char *path, STACK_OF(X509) **out, char *err, size_t err
 	b = BIO_new_file(path, "r");
 	if (!b) {
 		int e = errno ? errno : ENOENT;
-		set_err(err, errlen, "%s: %s", path, strerror(e));
+		osutil_errf(err, errlen, "%s: %s", path, strerror(e));
 		ERR_clear_error();
 		return -e;
 	}
 	sk = sk_X509_new_null();
 	if (!sk) {
 		rc = -ENOMEM;
-		set_err(err, errlen, "%s: out of memory", path);
+		osutil_errf(err, errlen, "%s: out of memory", path);
 		goto err;
 	}
 	while ((x = PEM_read_bio_X509(b, NULL, no_passphrase, NULL)) != NULL) {
 		if (!sk_X509_push(sk, x)) {
 			X509_free(x);
 			rc = -ENOMEM;
-			set_err(err, errlen, "%s: out of memory", path);
+			osutil_errf(err, errlen, "%s: out of memory", path);
 			goto err;
 		}
 	}
@@ -489,13 +478,13 @@ static int build_ca(X509 *issuer, EVP_PKEY *issuer_key, EVP_PKEY *key,
 
 	*out = NULL;
 	if (!o || !o->common_name || !*o->common_name || o->days <= 0 || o->days > 36500) {
-		set_err(err, errlen, "CA: common name and 1..36500 days required");
+		osutil_errf(err, errlen, "CA: common name and 1..36500 days required");
 		return -EINVAL;
 	}
 	if (o->permitted_dns) {
 		for (size_t i = 0; o->permitted_dns[i]; i++) {
 			if (!dns_chars_ok(o->permitted_dns[i], true)) {
-				set_err(err, errlen, "CA: invalid name constraint \"%s\"",
+				osutil_errf(err, errlen, "CA: invalid name constraint \"%s\"",
 					o->permitted_dns[i]);
 				return -EINVAL;
 			}
@@ -513,7 +502,7 @@ static int build_ca(X509 *issuer, EVP_PKEY *issuer_key, EVP_PKEY *key,
 	/* An intermediate named like its parent looks self-issued: chain
 	 * building and name-constraint processing would treat it as such. */
 	if (issuer && X509_NAME_cmp(X509_get_subject_name(x), X509_get_subject_name(issuer)) == 0) {
-		set_err(err, errlen, "CA: subject name equals the parent's; choose another name");
+		osutil_errf(err, errlen, "CA: subject name equals the parent's; choose another name");
 		X509_free(x);
 		return -EINVAL;
 	}
@@ -555,17 +544,17 @@ int pki_ca_issue(X509 *parent, EVP_PKEY *parent_key, EVP_PKEY *key,
 	*out = NULL;
 	if (X509_check_private_key(parent, parent_key) != 1) {
 		ERR_clear_error();
-		set_err(err, errlen, "parent key does not match the parent certificate");
+		osutil_errf(err, errlen, "parent key does not match the parent certificate");
 		return -EINVAL;
 	}
 	if (X509_check_ca(parent) == 0) {
-		set_err(err, errlen, "parent certificate is not a CA");
+		osutil_errf(err, errlen, "parent certificate is not a CA");
 		return -EINVAL;
 	}
 	/* pathlen:0 (what `vigil ca init` gives a root) forbids any CA
 	 * below it: the chain would be rejected by every client. */
 	if (X509_get_pathlen(parent) == 0) {
-		set_err(err, errlen, "parent CA has pathlen:0 and cannot issue an intermediate");
+		osutil_errf(err, errlen, "parent CA has pathlen:0 and cannot issue an intermediate");
 		return -EINVAL;
 	}
 	return build_ca(parent, parent_key, key, o, out, err, errlen);
@@ -579,7 +568,7 @@ static int leaf_opts_check(const struct pki_leaf_opts *o, size_t *ndns, time_t *
 
 	*ndns = 0;
 	if (!o) {
-		set_err(err, errlen, "leaf: no options");
+		osutil_errf(err, errlen, "leaf: no options");
 		return -EINVAL;
 	}
 	if (o->dns) {
@@ -589,7 +578,7 @@ static int leaf_opts_check(const struct pki_leaf_opts *o, size_t *ndns, time_t *
 				n++;
 		for (size_t i = 0; i < n; i++) {
 			if (!o->dns[i] || !dns_chars_ok(o->dns[i], false)) {
-				set_err(err, errlen, "leaf: invalid DNS name");
+				osutil_errf(err, errlen, "leaf: invalid DNS name");
 				return -EINVAL;
 			}
 		}
@@ -600,7 +589,7 @@ static int leaf_opts_check(const struct pki_leaf_opts *o, size_t *ndns, time_t *
 		*na = o->not_after;
 	} else {
 		if (o->days <= 0 || o->days > 36500) {
-			set_err(err, errlen, "leaf: 1..36500 days required");
+			osutil_errf(err, errlen, "leaf: 1..36500 days required");
 			return -EINVAL;
 		}
 		*nb = now - 3600;

@@ -30,6 +30,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include "cli.h"
+#include "osutil.h"
 #include "pki.h"
 
 #define DEFAULT_CA_DIR "/etc/vigil/ca"
@@ -100,34 +101,6 @@ static void init_usage(FILE *f)
 		DEFAULT_CA_DAYS);
 }
 
-/* mkdir -p with the last component at mode; parents 0755. */
-static int mkdir_p(const char *path, mode_t mode)
-{
-	char buf[PATH_MAX];
-	size_t n = strlen(path);
-
-	if (n == 0 || n >= sizeof(buf))
-		return -ENAMETOOLONG;
-	memcpy(buf, path, n + 1);
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(buf, mode) < 0) {
-		struct stat st;
-		if (errno != EEXIST)
-			return -errno;
-		if (stat(buf, &st) < 0)
-			return -errno;
-		if (!S_ISDIR(st.st_mode))
-			return -ENOTDIR;
-	}
-	return 0;
-}
 
 static void print_cert(const char *what, X509 *x)
 {
@@ -219,7 +192,7 @@ static int ca_init(int argc, char **argv)
 		return CLI_EXIT_USAGE;
 	}
 
-	c = mkdir_p(dir, 0700);
+	c = osutil_mkdir_p(dir, 0755, 0700);
 	if (c < 0) {
 		cmd_err("init", "%s: %s", dir, strerror(-c));
 		return CLI_EXIT_FAIL;

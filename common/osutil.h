@@ -1,0 +1,16 @@
+/* osutil: two small things several modules need: writing a formatted error
+ * into a caller's buffer, and creating a directory path. */
+#ifndef VIGIL_OSUTIL_H
+#define VIGIL_OSUTIL_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* snprintf into err[errlen]; does nothing when err is NULL or errlen 0. */
+void osutil_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* mkdir -p: parents created with parent_mode, the last component with
+ * mode; existing directories are fine. 0 or -errno. */
+int osutil_mkdir_p(const char *path, mode_t parent_mode, mode_t mode);
+
+#endif
