@@ -256,6 +256,21 @@ static int ch_q(struct ch *c, struct buf *sql)
 	return rc;
 }
 
+/* A NUL-terminated copy of the last response, set up for tsv_next() in
+ * cur: callers that query again while walking rows must not read c->resp.
+ * The caller frees the copy; NULL on ENOMEM. */
+static char *ch_resp_copy(struct ch *c, struct tsv_cursor *cur)
+{
+	char *copy = malloc(c->rlen + 1);
+	if (!copy)
+		return NULL;
+	memcpy(copy, c->resp, c->rlen);
+	copy[c->rlen] = 0;
+	cur->p = copy;
+	cur->end = copy + c->rlen;
+	return copy;
+}
+
 /* Version 1: table name, then the definition; the data tables get the
  * suffix "" or "_local" (cluster) between the two. */
 static const char *const migrations[][2] = {
@@ -964,7 +979,8 @@ static int ch_agent_list(struct store *s, struct store_agent **out, size_t *n)
 	if (rc)
 		return rc;
 	/* Copy: agent_head reuses the response buffer. */
-	char *copy = malloc(c->rlen + 1);
+	struct tsv_cursor cur;
+	char *copy = ch_resp_copy(c, &cur);
 	size_t cap = 16, cnt = 0;
 	struct store_agent *v = malloc(cap * sizeof(*v));
 	if (!copy || !v) {
@@ -972,9 +988,6 @@ static int ch_agent_list(struct store *s, struct store_agent **out, size_t *n)
 		free(v);
 		return -ENOMEM;
 	}
-	memcpy(copy, c->resp, c->rlen);
-	copy[c->rlen] = 0;
-	struct tsv_cursor cur = { copy, copy + c->rlen };
 	char *f[8];
 	size_t l[8];
 	int nf;
@@ -1020,12 +1033,10 @@ static int ch_scan_events(struct store *s, const char *id, store_event_cb cb, vo
 		      (unsigned long long)after);
 		if ((rc = ch_q(c, &q)))
 			return rc;
-		char *copy = malloc(c->rlen + 1);
+		struct tsv_cursor cur;
+		char *copy = ch_resp_copy(c, &cur);
 		if (!copy)
 			return -ENOMEM;
-		memcpy(copy, c->resp, c->rlen);
-		copy[c->rlen] = 0;
-		struct tsv_cursor cur = { copy, copy + c->rlen };
 		char *fl[EV_NCOLS + 1];
 		size_t ll[EV_NCOLS + 1];
 		int nf;
@@ -1067,12 +1078,10 @@ static int ch_scan_batches(struct store *s, const char *id, store_batch_cb cb, v
 	int rc = ch_q(c, &q);
 	if (rc)
 		return rc;
-	char *copy = malloc(c->rlen + 1);
+	struct tsv_cursor cur;
+	char *copy = ch_resp_copy(c, &cur);
 	if (!copy)
 		return -ENOMEM;
-	memcpy(copy, c->resp, c->rlen);
-	copy[c->rlen] = 0;
-	struct tsv_cursor cur = { copy, copy + c->rlen };
 	char *f[8];
 	size_t l[8];
 	int nf;
@@ -1102,12 +1111,10 @@ static int ch_retain(struct store *s, int64_t before_us, uint64_t *deleted)
 		  " AND agent_id != 'collector' GROUP BY agent_id FORMAT TabSeparated", (long long)before_us);
 	if ((rc = ch_q(c, &q)))
 		return rc;
-	char *copy = malloc(c->rlen + 1);
+	struct tsv_cursor cur;
+	char *copy = ch_resp_copy(c, &cur);
 	if (!copy)
 		return -ENOMEM;
-	memcpy(copy, c->resp, c->rlen);
-	copy[c->rlen] = 0;
-	struct tsv_cursor cur = { copy, copy + c->rlen };
 	char *f[4];
 	size_t l[4];
 	int nf;
