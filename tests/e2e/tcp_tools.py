@@ -5,6 +5,7 @@
                                           connect, send, half-close, read the answer; print JSON
   tcp_tools.py udp HOST PORT              UDP connect and sendto; print the errors as JSON
 """
+import ipaddress
 import json
 import os
 import socket
@@ -49,17 +50,42 @@ def echo(host, port, log):
                 if not b:
                     break
                 data += b
+        except OSError:
+            pass
+        # logged before the answer, so a client that has its answer can
+        # rely on finding its connection in the log
+        with lock, open(log, "a") as f:
+            f.write(json.dumps({"peer": [peer[0], peer[1]], "n": len(data)}) + "\n")
+        try:
             c.sendall(b"echo:" + data)
         except OSError:
             pass
         finally:
             c.close()
-        with lock, open(log, "a") as f:
-            f.write(json.dumps({"peer": [peer[0], peer[1]], "n": len(data)}) + "\n")
 
     while True:
         c, peer = srv.accept()
         threading.Thread(target=serve, args=(c, peer), daemon=True).start()
+
+
+def kernel_peer(s):
+    """The address the kernel connected s to, read from /proc/net/tcp{,6} by
+    the socket's inode: getpeername() is rewritten by the BPF programs, this
+    is not."""
+    ino = os.fstat(s.fileno()).st_ino
+    for name, width in (("tcp", 8), ("tcp6", 32)):
+        with open("/proc/self/net/" + name) as f:
+            next(f)
+            for line in f:
+                col = line.split()
+                if int(col[9]) != ino:
+                    continue
+                addr, port = col[2].split(":")
+                raw = bytes.fromhex(addr)
+                # each 32-bit word is in host (little-endian) order
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, width // 2, 4))
+                return [str(ipaddress.ip_address(raw)), int(port, 16)]
+    return None
 
 
 def client(host, port, data, sni=None, timeout=5.0):
@@ -74,6 +100,7 @@ def client(host, port, data, sni=None, timeout=5.0):
         res["connect_ms"] = (time.time() - t0) * 1000
         res["local"] = list(s.getsockname()[:2])
         res["peer"] = list(s.getpeername()[:2])
+        res["kernel_peer"] = kernel_peer(s)
         payload = (client_hello(sni) if sni else b"") + data.encode()
         s.sendall(payload)
         s.shutdown(socket.SHUT_WR)

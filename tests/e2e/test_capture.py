@@ -7,6 +7,7 @@ reach the real server through the agent's relay. Clients outside the
 cgroup or to other addresses are untouched; UDP/443 to targets is refused;
 the fail modes do what they promise when the agent is killed.
 """
+import ipaddress
 import json
 import os
 import shutil
@@ -63,10 +64,22 @@ AGENT = lib.Agent(TMP, CG.path, extra="target_addresses: [%s, \"%s\"]\ntarget_po
 
 
 def went_through_agent(res, host, port):
-    """True if the server saw a different TCP connection than the client made."""
-    peers = echo_peers(host, port)
-    mine = [p for p in peers if p["peer"][1] == res["local"][1]]
-    return not mine
+    """True if the client's socket is really connected elsewhere than the
+    address it dialled (the kernel's view, not the rewritten getpeername),
+    and the server never saw the client's own socket."""
+    kp = res.get("kernel_peer")
+    check(kp, "client could not find its socket in /proc/net/tcp: %s" % res)
+    dialled = ipaddress.ip_address(host)
+    if dialled.version == 6 and dialled.ipv4_mapped:
+        dialled = dialled.ipv4_mapped
+    real = ipaddress.ip_address(kp[0])
+    if real.version == 6 and real.ipv4_mapped:
+        real = real.ipv4_mapped
+    redirected = (real, kp[1]) != (dialled, port)
+    if not redirected:
+        mine = [p for p in echo_peers(host, port) if p["peer"][1] == res["local"][1]]
+        check(mine, "direct connection but the server never saw it: %s" % res)
+    return redirected
 
 
 @test
