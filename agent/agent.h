@@ -24,6 +24,8 @@ typedef struct ssl_ctx_st SSL_CTX;
 struct agent_stats {
 	atomic_ulong accepted, passthrough, intercepted, no_origin, upstream_fail, active;
 	atomic_ulong requests[4];      /* by action: allow, alert, redact, block */
+	atomic_ulong dns_answers;      /* DNS answers seen by the ingress program */
+	atomic_ulong dns_learned;      /* target addresses first learned from one */
 };
 
 struct agent {

@@ -46,9 +46,9 @@
 /* Attach order: bookkeeping first, the redirecting hooks last, so that no
  * connection is redirected before the programs that track it are in place.
  * Detach goes in reverse. */
-enum { P_RELEASE, P_SOCKOPS, P_PEER4, P_PEER6, P_SEND4, P_SEND6, P_CONN4, P_CONN6, P_COUNT };
+enum { P_RELEASE, P_SOCKOPS, P_DNS, P_PEER4, P_PEER6, P_SEND4, P_SEND6, P_CONN4, P_CONN6, P_COUNT };
 static const char *const prog_names[P_COUNT] = {
-	"sock_release", "sockops", "getpeername4", "getpeername6",
+	"sock_release", "sockops", "dns_ingress", "getpeername4", "getpeername6",
 	"sendmsg4", "sendmsg6", "connect4", "connect6",
 };
 
@@ -60,6 +60,8 @@ struct capture {
 	struct sockdiag *diag;       /* NULL if sock_diag is unavailable */
 	capture_event_fn ev_fn;      /* valid only during capture_events_poll */
 	void *ev_arg;
+	capture_dns_fn dns_fn;       /* NULL: DNS answers are not copied */
+	void *dns_arg;
 	int cgroup_fd;
 	bool pinned;                 /* links and maps pinned under pin_dir */
 	int pin_dirfd;               /* pin_dir, opened while privileged: unpinning after
@@ -70,11 +72,14 @@ struct capture {
 };
 
 
+static int on_kevent(void *ctx, void *data, size_t size);
+static int on_dns(void *ctx, void *data, size_t size);
+
 /* libbpf talks a lot at debug level (verifier logs on failure come as
  * warnings): route it through our logger instead of raw stderr. */
 static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
-	char line[1024];
+	char line[16384];
 	size_t n;
 
 	if (level == LIBBPF_DEBUG && log_get_level() < LOG_DEBUG)
@@ -206,6 +211,7 @@ static void collect_progs(struct capture *c)
 {
 	c->progs[P_RELEASE] = c->skel->progs.vigil_sock_release;
 	c->progs[P_SOCKOPS] = c->skel->progs.vigil_sockops;
+	c->progs[P_DNS] = c->dns_fn ? c->skel->progs.vigil_dns_ingress : NULL;
 	c->progs[P_PEER4] = c->skel->progs.vigil_getpeername4;
 	c->progs[P_PEER6] = c->skel->progs.vigil_getpeername6;
 	c->progs[P_SEND4] = c->skel->progs.vigil_sendmsg4;
@@ -219,9 +225,10 @@ static void collect_progs(struct capture *c)
  * the load fail: then the stale map pins are dropped and fresh maps made. */
 static int load_skel(struct capture *c, bool use_pins, char *err, size_t errlen)
 {
+	bool pins_reset = false;
 	int rc;
 
-	for (int attempt = 0; attempt < 2; attempt++) {
+	for (int attempt = 0; attempt < 3; attempt++) {
 		c->skel = vigil_bpf__open();
 		if (!c->skel) {
 			rc = -errno;
@@ -229,6 +236,7 @@ static int load_skel(struct capture *c, bool use_pins, char *err, size_t errlen)
 			return rc;
 		}
 		set_map_pins(c, use_pins);
+		bpf_program__set_autoload(c->skel->progs.vigil_dns_ingress, c->dns_fn != NULL);
 		rc = vigil_bpf__load(c->skel);
 		if (rc == 0) {
 			collect_progs(c);
@@ -236,10 +244,19 @@ static int load_skel(struct capture *c, bool use_pins, char *err, size_t errlen)
 		}
 		vigil_bpf__destroy(c->skel);
 		c->skel = NULL;
-		if (!use_pins || attempt)
+		if (use_pins && !pins_reset) {
+			log_warn("capture: pinned maps in %s do not match this build, recreating them", c->pin_dir);
+			unlink_map_pins(c);
+			pins_reset = true;
+		} else if (c->dns_fn) {
+			/* DNS learning is an addition: a kernel that refuses
+			 * its program still gets the capture. */
+			log_warn("capture: the DNS answer program does not load here (%s): DNS learning is off",
+				 strerror(-rc));
+			c->dns_fn = NULL;
+		} else {
 			break;
-		log_warn("capture: pinned maps in %s do not match this build, recreating them", c->pin_dir);
-		unlink_map_pins(c);
+		}
 	}
 	osutil_errf(err, errlen, "cannot load BPF programs: %s (needs Linux >= 5.18 with BTF)", strerror(-rc));
 	return rc;
@@ -308,6 +325,17 @@ static int attach_all(struct capture *c, bool takeover, char *err, size_t errlen
 	for (int i = 0; i < P_COUNT; i++) {
 		struct bpf_link *l = NULL;
 
+		if (!c->progs[i]) {
+			/* Not wanted (DNS learning off): a pinned link of a
+			 * previous agent that had it goes. */
+			if (c->pin_dir[0] && pin_path(path, sizeof(path), c->pin_dir, "", prog_names[i]) == 0 &&
+			    (l = bpf_link__open(path))) {
+				bpf_link__unpin(l);
+				bpf_link__detach(l);
+				bpf_link__destroy(l);
+			}
+			continue;
+		}
 		if (c->pin_dir[0] && pin_path(path, sizeof(path), c->pin_dir, "", prog_names[i]) < 0) {
 			osutil_errf(err, errlen, "pin path too long under %s", c->pin_dir);
 			return -ENAMETOOLONG;
@@ -350,7 +378,6 @@ static void drop_pins(struct capture *c)
 		rmdir(c->pin_dir);
 }
 
-static int on_kevent(void *ctx, void *data, size_t size);
 
 int capture_open(const struct capture_opts *o, struct capture **out, char *err, size_t errlen)
 {
@@ -400,6 +427,8 @@ int capture_open(const struct capture_opts *o, struct capture **out, char *err, 
 		takeover = is_fs(c->pin_dir, BPF_FS_MAGIC) && link_pins_exist(c->pin_dir);
 	}
 	c->pinned = o->fail_closed;
+	c->dns_fn = o->dns_fn;
+	c->dns_arg = o->dns_arg;
 	rc = load_skel(c, c->pinned || takeover, err, errlen);
 	if (rc < 0)
 		goto err;
@@ -419,6 +448,10 @@ int capture_open(const struct capture_opts *o, struct capture **out, char *err, 
 	if (!c->rb) {
 		rc = -errno;
 		osutil_errf(err, errlen, "cannot open kernel event ring buffer: %s", strerror(-rc));
+		goto err;
+	}
+	if (c->dns_fn && (rc = ring_buffer__add(c->rb, bpf_map__fd(c->skel->maps.dnsmsgs), on_dns, c)) < 0) {
+		osutil_errf(err, errlen, "cannot open the DNS answer ring buffer: %s", strerror(-rc));
 		goto err;
 	}
 	rc = sockdiag_new(&c->diag);
@@ -636,6 +669,19 @@ static int on_kevent(void *ctx, void *data, size_t size)
 	 * may reuse once we return. */
 	memcpy(&ev, data, sizeof(ev));
 	c->ev_fn(c->ev_arg, &ev);
+	return 0;
+}
+
+static int on_dns(void *ctx, void *data, size_t size)
+{
+	struct capture *c = ctx;
+	const struct vigil_dns_msg *m = data;
+
+	/* The parser reads the ring's record in place: it copies what it
+	 * keeps before we return. */
+	if (size < sizeof(*m) || m->len > VIGIL_DNS_MAX)
+		return 0;
+	c->dns_fn(c->dns_arg, m->data, m->len);
 	return 0;
 }
 

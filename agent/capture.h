@@ -1,7 +1,8 @@
 /* capture: loads the BPF programs (bpf/vigil.bpf.c), attaches them to a
  * cgroup2 directory, and gives the agent the maps: the target set, the
  * origin records of redirected sockets, the bypass set for the agent's own
- * upstream sockets, and the ring buffer of kernel events (bypass/refusal).
+ * upstream sockets, the ring buffer of kernel events (bypass/refusal), and
+ * (optionally) the ring of DNS answers the cgroup's processes receive.
  *
  * Fail modes: open = links held only by this process (killed -> the kernel
  * detaches, traffic goes direct); closed = links pinned under pin_dir, the
@@ -19,6 +20,10 @@
 
 struct capture;
 
+/* A DNS answer a process in the cgroup received (UDP payload, at most
+ * VIGIL_DNS_MAX bytes, hostile: parse with dnsmsg). Borrowed for the call. */
+typedef void (*capture_dns_fn)(void *arg, const uint8_t *msg, size_t len);
+
 struct capture_opts {
 	const char *cgroup_path;          /* cgroup2 directory to attach at (borrowed) */
 	const char *pin_dir;              /* bpffs dir for pinned links in closed mode (borrowed) */
@@ -26,6 +31,8 @@ struct capture_opts {
 	struct sockaddr_in listen4;       /* agent listener for IPv4 sockets (port 0 = none) */
 	struct sockaddr_in6 listen6;      /* agent listener for IPv6 sockets (port 0 = none) */
 	uint64_t host_netns_cookie;       /* 0 = redirect in every netns */
+	capture_dns_fn dns_fn;            /* NULL = do not copy DNS answers (no ingress program) */
+	void *dns_arg;                    /* called from capture_events_poll */
 };
 
 /* Kernel event callback: a target connection that did not reach the agent. */

@@ -427,6 +427,7 @@ static int set_defaults(struct config *c)
 	c->upstream_timeout_ms = 30000;
 	c->max_connections = 10000;
 	c->dns_min_ttl_s = 30;
+	c->dns_learning = true;
 	c->dns_max_ttl_s = 3600;
 	c->log_level = LOG_INFO;
 	c->spool_max_bytes = 1ULL << 30;
@@ -493,6 +494,15 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 				c->fail_closed = true;
 			else {
 				snprintf(err, errlen, "%s:%d: fail_mode must be open or closed", path, v->line);
+				ret = -EINVAL;
+			}
+		} else if (!strcmp(k, "dns_learning")) {
+			if (v->kind == YNODE_SCALAR && (!strcmp(v->str, "on") || !strcmp(v->str, "true")))
+				c->dns_learning = true;
+			else if (v->kind == YNODE_SCALAR && (!strcmp(v->str, "off") || !strcmp(v->str, "false")))
+				c->dns_learning = false;
+			else {
+				snprintf(err, errlen, "%s:%d: dns_learning must be on or off", path, v->line);
 				ret = -EINVAL;
 			}
 		} else if (!strcmp(k, "pin_dir"))

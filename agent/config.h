@@ -53,6 +53,7 @@ struct config {
 	uint32_t upstream_timeout_ms;  /* connect + TLS handshake + response head */
 	uint32_t max_connections;
 	uint32_t dns_min_ttl_s, dns_max_ttl_s;
+	bool dns_learning;             /* dns_learning: learn target addresses from clients' DNS answers */
 	int log_level;
 };
 

@@ -24,6 +24,7 @@
 #include "policy.h"
 #include "capture.h"
 #include "conn.h"
+#include "dnsmsg.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
@@ -122,6 +123,32 @@ static void drop_stale_targets(struct agent *ag)
 		if (!port_ok || !targets_contains(ag->targets, (struct sockaddr *)&ss))
 			capture_target_del(ag->cap, (struct sockaddr *)&ss, keys[i].port);
 	}
+}
+
+static void dns_learned(void *arg, const char *qname, const struct sockaddr *addr, uint32_t ttl)
+{
+	struct agent *ag = arg;
+	char ip[INET6_ADDRSTRLEN] = "?";
+
+	if (targets_learn(ag->targets, qname, addr, ttl, loop_now_ms() / 1000) != 1)
+		return;
+	atomic_fetch_add(&ag->stats.dns_learned, 1);
+	inet_ntop(addr->sa_family,
+		  addr->sa_family == AF_INET ? (const void *)&((const struct sockaddr_in *)addr)->sin_addr
+					     : (const void *)&((const struct sockaddr_in6 *)addr)->sin6_addr,
+		  ip, sizeof(ip));
+	log_info("learned target %s for %s from a client's DNS answer", ip, qname);
+}
+
+/* A DNS answer a watched process received (kernel copy, hostile bytes). */
+static void dns_answer(void *arg, const uint8_t *msg, size_t len)
+{
+	struct agent *ag = arg;
+
+	if (!ag->targets)
+		return;
+	atomic_fetch_add(&ag->stats.dns_answers, 1);
+	dnsmsg_addresses(msg, len, dns_learned, ag);
 }
 
 static void kernel_event(void *arg, const struct vigil_kevent *kev)
@@ -449,6 +476,8 @@ int main(int argc, char **argv)
 		.listen4 = ag.cfg->listen4,
 		.listen6 = ag.cfg->listen6,
 		.host_netns_cookie = capture_netns_cookie(),
+		.dns_fn = ag.cfg->dns_learning ? dns_answer : NULL,
+		.dns_arg = &ag,
 	};
 	if (capture_open(&co, &ag.cap, err, sizeof(err))) {
 		log_err("capture: %s", err);

@@ -11,6 +11,7 @@
 #include "audit.h"
 #include "loop.h"
 #include "metrics.h"
+#include "targets.h"
 
 struct metrics_listener {
 	struct loop_watch w;
@@ -45,6 +46,15 @@ size_t metrics_render(struct agent *ag, char *out, size_t outlen)
 	EMIT("vigil_agent_connections_total{outcome=\"intercepted\"} %lu\n", atomic_load(&ag->stats.intercepted));
 	EMIT("vigil_agent_connections_total{outcome=\"no_origin\"} %lu\n", atomic_load(&ag->stats.no_origin));
 	EMIT("vigil_agent_connections_total{outcome=\"upstream_failed\"} %lu\n", atomic_load(&ag->stats.upstream_fail));
+	EMIT("# HELP vigil_agent_dns_answers_total DNS answers received by watched processes and parsed.\n"
+	     "# TYPE vigil_agent_dns_answers_total counter\nvigil_agent_dns_answers_total %lu\n",
+	     atomic_load(&ag->stats.dns_answers));
+	EMIT("# HELP vigil_agent_dns_learned_total Target addresses learned from clients' DNS answers.\n"
+	     "# TYPE vigil_agent_dns_learned_total counter\nvigil_agent_dns_learned_total %lu\n",
+	     atomic_load(&ag->stats.dns_learned));
+	EMIT("# HELP vigil_agent_targets Addresses in the target set now.\n"
+	     "# TYPE vigil_agent_targets gauge\nvigil_agent_targets %zu\n",
+	     ag->targets ? targets_count(ag->targets) : (size_t)0);
 	EMIT("# HELP vigil_agent_connections_active Connections open now.\n"
 	     "# TYPE vigil_agent_connections_active gauge\n"
 	     "vigil_agent_connections_active %lu\n", atomic_load(&ag->stats.active));

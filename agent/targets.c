@@ -16,10 +16,13 @@
 
 #define MAX_ADDRS_PER_NAME 32
 
+#define MAX_LEARNED 4096   /* addresses learned from DNS answers at once */
+
 struct entry {
 	struct sockaddr_storage addr;
 	uint64_t last_seen;   /* 0 = static, never expires */
 	bool applied;
+	bool learned;         /* first seen in a client's DNS answer */
 };
 
 struct domain {
@@ -35,6 +38,10 @@ struct targets {
 	bool running, stop;
 	struct domain *domains;
 	size_t n_domains;
+	char **patterns;      /* every watched domain, wildcards included */
+	size_t n_patterns;
+	size_t n_learned;
+	bool learn_full_warned;
 	struct entry *entries;
 	size_t n_entries, cap_entries;
 };
@@ -85,6 +92,11 @@ static void free_domains(struct targets *t)
 	free(t->domains);
 	t->domains = NULL;
 	t->n_domains = 0;
+	for (size_t i = 0; i < t->n_patterns; i++)
+		free(t->patterns[i]);
+	free(t->patterns);
+	t->patterns = NULL;
+	t->n_patterns = 0;
 }
 
 void targets_free(struct targets *t)
@@ -108,27 +120,64 @@ void targets_free(struct targets *t)
 int targets_set_domains(struct targets *t, const char *const *domains, size_t n)
 {
 	struct domain *d = calloc(n ? n : 1, sizeof(*d));
-	size_t k = 0;
-	if (!d)
-		return -ENOMEM;
+	char **pat = calloc(n ? n : 1, sizeof(*pat));
+	size_t k = 0, np = 0;
+	if (!d || !pat)
+		goto nomem;
 	for (size_t i = 0; i < n; i++) {
+		if (!(pat[np] = strdup(domains[i])))
+			goto nomem;
+		np++;
 		if (domains[i][0] == '*')
 			continue; /* wildcards cannot be resolved up front */
-		if (!(d[k].name = strdup(domains[i]))) {
-			while (k)
-				free(d[--k].name);
-			free(d);
-			return -ENOMEM;
-		}
+		if (!(d[k].name = strdup(domains[i])))
+			goto nomem;
 		d[k++].due = 0;
 	}
 	pthread_mutex_lock(&t->lock);
 	free_domains(t);
 	t->domains = d;
 	t->n_domains = k;
+	t->patterns = pat;
+	t->n_patterns = np;
 	pthread_cond_signal(&t->wake);
 	pthread_mutex_unlock(&t->lock);
 	return 0;
+nomem:
+	while (k)
+		free(d[--k].name);
+	while (np)
+		free(pat[--np]);
+	free(d);
+	free(pat);
+	return -ENOMEM;
+}
+
+/* True if addr is in the table; caller holds the lock. */
+static bool targets_has(const struct targets *t, const struct sockaddr *addr)
+{
+	for (size_t i = 0; i < t->n_entries; i++)
+		if (same_addr((const struct sockaddr *)&t->entries[i].addr, addr))
+			return true;
+	return false;
+}
+
+/* Exact (case-insensitive) or "*.suffix" matching one or more labels, as
+ * the SNI decision does (config_host_watched); caller holds the lock. */
+static bool watched(const struct targets *t, const char *name)
+{
+	size_t nl = strlen(name);
+	for (size_t i = 0; i < t->n_patterns; i++) {
+		const char *p = t->patterns[i];
+		if (p[0] == '*' && p[1] == '.') {
+			size_t sl = strlen(p + 1);
+			if (nl > sl && !strcasecmp(name + nl - sl, p + 1))
+				return true;
+		} else if (!strcasecmp(p, name)) {
+			return true;
+		}
+	}
+	return false;
 }
 
 /* Adds or refreshes addr; caller holds the lock. */
@@ -157,7 +206,7 @@ static int upsert(struct targets *t, const struct sockaddr *addr, uint64_t seen)
 	memcpy(&e->addr, addr, addr->sa_family == AF_INET ? sizeof(struct sockaddr_in) :
 							   sizeof(struct sockaddr_in6));
 	e->last_seen = seen;
-	return 0;
+	return 1;
 }
 
 /* Pushes pending adds and expired removals to the callback; caller holds the lock. */
@@ -168,6 +217,8 @@ static void apply_changes(struct targets *t, uint64_t now)
 		if (e->last_seen && now > e->last_seen + t->o.grace_s) {
 			if (e->applied && t->o.apply)
 				t->o.apply(t->o.arg, (struct sockaddr *)&e->addr, false);
+			if (e->learned)
+				t->n_learned--;
 			*e = t->entries[--t->n_entries];
 			continue;
 		}
@@ -189,8 +240,43 @@ int targets_add_static(struct targets *t, const struct sockaddr *addr)
 		return -EAFNOSUPPORT;
 	pthread_mutex_lock(&t->lock);
 	ret = upsert(t, addr, 0);
-	if (!ret)
+	if (ret >= 0)
 		apply_changes(t, mono_s());
+	pthread_mutex_unlock(&t->lock);
+	return ret < 0 ? ret : 0;
+}
+
+int targets_learn(struct targets *t, const char *name, const struct sockaddr *addr, uint32_t ttl_s,
+		  uint64_t now)
+{
+	int ret = 0;
+
+	if (addr->sa_family != AF_INET && addr->sa_family != AF_INET6)
+		return -EAFNOSUPPORT;
+	if (ttl_s > t->o.max_ttl_s)
+		ttl_s = t->o.max_ttl_s;
+	pthread_mutex_lock(&t->lock);
+	if (!watched(t, name))
+		goto out;
+	if (!targets_has(t, addr) && t->n_learned >= MAX_LEARNED) {
+		if (!t->learn_full_warned)
+			log_warn("targets: %d addresses learned from DNS answers, ignoring more until some expire",
+				 MAX_LEARNED);
+		t->learn_full_warned = true;
+		ret = -ENOSPC;
+		goto out;
+	}
+	/* The client may use the answer for its TTL; the grace period runs
+	 * from the end of it. */
+	ret = upsert(t, addr, now + ttl_s);
+	if (ret == 1) {
+		t->entries[t->n_entries - 1].learned = true;
+		t->n_learned++;
+		t->learn_full_warned = false;
+	}
+	if (ret >= 0)
+		apply_changes(t, now);
+out:
 	pthread_mutex_unlock(&t->lock);
 	return ret;
 }
@@ -292,10 +378,9 @@ size_t targets_count(struct targets *t)
 
 bool targets_contains(struct targets *t, const struct sockaddr *addr)
 {
-	bool found = false;
+	bool found;
 	pthread_mutex_lock(&t->lock);
-	for (size_t i = 0; i < t->n_entries && !found; i++)
-		found = same_addr((struct sockaddr *)&t->entries[i].addr, addr);
+	found = targets_has(t, addr);
 	pthread_mutex_unlock(&t->lock);
 	return found;
 }

@@ -6,9 +6,11 @@
  *
  * Resolution uses getaddrinfo (what applications use: /etc/hosts, then
  * DNS) and res_query for the TTL where DNS answers. Wildcard domains
- * (*.openai.azure.com) cannot be resolved up front; their connections are
- * caught by address only once learned. Resolution runs on its own thread so
- * the event loop never blocks on DNS. */
+ * (*.openai.azure.com) cannot be resolved up front; their addresses are
+ * learned from the DNS answers the workstation's clients receive
+ * (targets_learn, fed by the kernel's copy of UDP/53 responses), which also
+ * catches CDN answers that differ from the agent's own. Resolution runs on
+ * its own thread so the event loop never blocks on DNS. */
 #ifndef VIGIL_TARGETS_H
 #define VIGIL_TARGETS_H
 
@@ -44,6 +46,15 @@ void targets_free(struct targets *t);
 int targets_set_domains(struct targets *t, const char *const *domains, size_t n);
 /* Addresses that are always targets (copied), e.g. from target_addresses:. */
 int targets_add_static(struct targets *t, const struct sockaddr *addr);
+
+/* A client received addr for name in a DNS answer: if name is watched
+ * (exact or wildcard), addr joins the set until ttl_s (capped at max_ttl_s)
+ * plus the grace period after now (monotonic seconds, the clock of
+ * targets_refresh). At most 4096 learned addresses at once (a flood of
+ * forged answers cannot fill the kernel map). Returns 1 if addr is new, 0
+ * if it was known or name is not watched, -ENOSPC at the cap, -errno. */
+int targets_learn(struct targets *t, const char *name, const struct sockaddr *addr, uint32_t ttl_s,
+		  uint64_t now);
 
 /* Resolves every domain that is due at now (monotonic seconds), applies the
  * differences, and returns the next time something is due. Blocking. */

@@ -6,7 +6,9 @@
  * check for fail-open/fail-closed), UDP/443 refusal (QUIC falls back to
  * TCP), the sockops hook that keys the origin by the application's local
  * address+port before the SYN leaves, getpeername rewriting (the
- * application sees what it dialled), and cleanup on socket release.
+ * application sees what it dialled), cleanup on socket release, and a copy
+ * of the DNS answers the cgroup's processes receive (dnsmsgs ring) so the
+ * agent learns the addresses watched names resolve to for them.
  *
  * Must never: touch a connection that is not to a target, redirect a socket
  * the agent owns (bypass map), redirect a socket whose network namespace
@@ -29,6 +31,11 @@
  * changed it), 1 lets the (possibly rewritten) call proceed. */
 #define VERDICT_REJECT 0
 #define VERDICT_PASS   1
+
+#define ETH_P_IP      0x0800
+#define ETH_P_IPV6    0x86DD
+#define DNS_PORT      53
+#define DNS_HEADER    12
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -71,6 +78,11 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, VIGIL_KEVENTS_BYTES);
 } kevents SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, VIGIL_DNS_BYTES);
+} dnsmsgs SEC(".maps");
 
 static __always_inline const struct vigil_config *get_config(void)
 {
@@ -463,6 +475,79 @@ int vigil_sock_release(struct bpf_sock *sk)
 
 	bpf_map_delete_elem(&origins, &cookie);
 	bpf_map_delete_elem(&bypass, &cookie);
+	return 1;
+}
+
+/* Copies UDP/53 responses to the dnsmsgs ring; never drops a packet. The
+ * agent parses them (agent/dnsmsg.c): here only the cheap filters (UDP,
+ * source port 53, not a fragment, QR bit set) so that other traffic costs a
+ * few loads. cgroup_skb programs see the packet from its network header. A
+ * full ring loses the copy, not the packet: learning is an addition to the
+ * agent's own resolution, not a condition for it. */
+SEC("cgroup_skb/ingress")
+int vigil_dns_ingress(struct __sk_buff *skb)
+{
+	struct vigil_dns_msg *m;
+	struct udphdr uh;
+	__u64 off, len;   /* 64-bit: no zero-extended copies for clang to check instead */
+	__u8 flags;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
+			return 1;
+		if (ip.protocol != IPPROTO_UDP || (ip.frag_off & bpf_htons(0x3fff)))
+			return 1;
+		off = (__u64)ip.ihl * 4;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		/* Extension headers before UDP are not followed: DNS
+		 * answers do not carry them in practice. */
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) || ip6.nexthdr != IPPROTO_UDP)
+			return 1;
+		off = sizeof(ip6);
+	} else {
+		return 1;
+	}
+	if (off < 20 || off > 60 || bpf_skb_load_bytes(skb, off, &uh, sizeof(uh)))
+		return 1;
+	if (uh.source != bpf_htons(DNS_PORT))
+		return 1;
+	off += sizeof(uh);
+	if (skb->len <= off + DNS_HEADER || bpf_skb_load_bytes(skb, off + 2, &flags, 1) || !(flags & 0x80))
+		return 1;
+	len = skb->len - off;
+	if (bpf_ntohs(uh.len) < sizeof(uh))
+		return 1;
+	if (len > (__u64)bpf_ntohs(uh.len) - sizeof(uh))
+		len = (__u64)bpf_ntohs(uh.len) - sizeof(uh);
+	if (len > VIGIL_DNS_MAX)
+		len = VIGIL_DNS_MAX;
+	m = bpf_ringbuf_reserve(&dnsmsgs, sizeof(*m), 0);
+	if (!m)
+		return 1;
+	/* The verifier needs the copy length bounded on the register that is
+	 * passed: the barriers keep clang from folding the two checks into
+	 * one range check on a temporary (which leaves len unbounded). */
+	asm volatile("" : "+r"(len));
+	if (len <= DNS_HEADER) {
+		bpf_ringbuf_discard(m, 0);
+		return 1;
+	}
+	asm volatile("" : "+r"(len));
+	if (len > VIGIL_DNS_MAX) {
+		bpf_ringbuf_discard(m, 0);
+		return 1;
+	}
+	m->len = len;
+	m->pad = 0;
+	if (bpf_skb_load_bytes(skb, off, m->data, len)) {
+		bpf_ringbuf_discard(m, 0);
+		return 1;
+	}
+	bpf_ringbuf_submit(m, 0);
 	return 1;
 }
 

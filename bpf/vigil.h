@@ -16,6 +16,8 @@
 #define VIGIL_MAX_ORIGINS 65536
 #define VIGIL_MAX_BYPASS 16384            /* agent upstream sockets in flight */
 #define VIGIL_KEVENTS_BYTES (256 * 1024)  /* ring buffer, power of two pages */
+#define VIGIL_DNS_BYTES (256 * 1024)      /* ring buffer of DNS answers */
+#define VIGIL_DNS_MAX 1232                /* bytes of a DNS answer copied (the usual EDNS UDP size) */
 
 /* Key of the target set: one (address, port) a watched endpoint resolves to. */
 struct vigil_target_key {
@@ -72,6 +74,15 @@ struct vigil_kevent {
 	struct vigil_origin origin;
 	__u32 reason;            /* VIGIL_ORIGIN_* flag that applied */
 	__u32 proto;             /* IPPROTO_TCP or IPPROTO_UDP */
+};
+
+/* A DNS response (UDP source port 53) delivered to a process of the
+ * cgroup: the first len bytes of its payload, so the agent learns the
+ * addresses watched domains resolve to for the clients themselves. */
+struct vigil_dns_msg {
+	__u32 len;
+	__u32 pad;
+	__u8  data[VIGIL_DNS_MAX];
 };
 
 #endif

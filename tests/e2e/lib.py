@@ -89,11 +89,14 @@ class Scratch:
         raise RuntimeError("cannot remove scratch cgroup %s" % self.path)
 
 
-def wrap(argv, cgroup=None, uid=None, gid=None, hosts=None):
-    """The command line that runs argv inside cgroup, as uid, with hosts as /etc/hosts."""
+def wrap(argv, cgroup=None, uid=None, gid=None, hosts=None, resolv=None):
+    """The command line that runs argv inside cgroup, as uid, with hosts as
+    /etc/hosts and resolv as /etc/resolv.conf (private mount namespace)."""
     script = ""
     if hosts:
         script += 'mount --bind "$VIGIL_HOSTS" /etc/hosts || exit 97; '
+    if resolv:
+        script += 'mount --bind "$VIGIL_RESOLV" /etc/resolv.conf || exit 96; '
     if cgroup:
         script += 'echo $$ > "$VIGIL_CG/cgroup.procs" || exit 98; '
     script += 'exec "$@"'
@@ -102,7 +105,7 @@ def wrap(argv, cgroup=None, uid=None, gid=None, hosts=None):
         g = gid if gid is not None else uid
         inner = ["setpriv", "--reuid=%d" % uid, "--regid=%d" % g, "--clear-groups", "--"] + argv
     cmd = ["sh", "-c", script, "sh"] + inner
-    if hosts:
+    if hosts or resolv:
         cmd = ["unshare", "-m", "--propagation", "private"] + cmd
     return cmd
 
@@ -118,7 +121,8 @@ def hosts_file(mapping, tmpdir):
     return path
 
 
-def run(argv, cgroup=None, uid=None, gid=None, hosts=None, env=None, timeout=60, input=None, check=False):
+def run(argv, cgroup=None, uid=None, gid=None, hosts=None, env=None, timeout=60, input=None, check=False,
+        resolv=None):
     e = dict(os.environ)
     if env:
         e.update(env)
@@ -126,7 +130,9 @@ def run(argv, cgroup=None, uid=None, gid=None, hosts=None, env=None, timeout=60,
         e["VIGIL_CG"] = cgroup
     if hosts:
         e["VIGIL_HOSTS"] = hosts
-    p = subprocess.run(wrap(argv, cgroup, uid, gid, hosts), env=e, capture_output=True, text=True,
+    if resolv:
+        e["VIGIL_RESOLV"] = resolv
+    p = subprocess.run(wrap(argv, cgroup, uid, gid, hosts, resolv), env=e, capture_output=True, text=True,
                        timeout=timeout, input=input)
     if check and p.returncode != 0:
         raise AssertionError("%s exited %d: %s" % (argv[:3], p.returncode, p.stderr.strip()[-800:]))

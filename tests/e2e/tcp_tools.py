@@ -4,6 +4,7 @@
   tcp_tools.py client HOST PORT DATA [--hello SNI] [--timeout S]
                                           connect, send, half-close, read the answer; print JSON
   tcp_tools.py udp HOST PORT              UDP connect and sendto; print the errors as JSON
+  tcp_tools.py resolve NAME...            getaddrinfo (IPv4) each name; print {name: address or error}
 """
 import ipaddress
 import json
@@ -120,6 +121,16 @@ def client(host, port, data, sni=None, timeout=5.0):
     print(json.dumps(res), flush=True)
 
 
+def resolve(names):
+    out = {}
+    for name in names:
+        try:
+            out[name] = socket.getaddrinfo(name, 443, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+        except OSError as e:
+            out[name] = "error: %s" % e
+    print(json.dumps(out), flush=True)
+
+
 def udp(host, port):
     res = {}
     s = socket.socket(family(host), socket.SOCK_DGRAM)
@@ -158,3 +169,5 @@ if __name__ == "__main__":
         client(args[0], args[1], args[2], sni, timeout)
     elif cmd == "udp":
         udp(sys.argv[2], sys.argv[3])
+    elif cmd == "resolve":
+        resolve(sys.argv[2:])

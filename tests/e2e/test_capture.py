@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.request
 
 import lib
 from lib import check, test
@@ -30,6 +31,22 @@ CG = lib.Scratch("capture")
 TARGET4, OTHER4, PORT = "127.0.10.2", "127.0.10.3", 443
 TARGET6, PORT6 = "::1", 4436   # ::1 is shared: a port of its own
 SERVERS = {}
+
+# DNS learning: a fake server on loopback answers the clients (private
+# /etc/resolv.conf); the agent never resolves these names itself.
+DNS = "127.0.10.53"
+LEARNED, VIA_CNAME, WILD, UNWATCHED, NOT_LEARNING = "127.0.10.4", "127.0.10.5", "127.0.10.6", "127.0.10.7", "127.0.10.8"
+ZONE = {
+    "api.learned.test": ["A", LEARNED, 60],
+    "chat.cname.test": ["CNAME", "edge.cdn.test", 300],
+    "edge.cdn.test": ["A", VIA_CNAME, 30],
+    "x.y.wild.test": ["A", WILD, 60],
+    "other.test": ["A", UNWATCHED, 60],
+    "loop.wild.test": ["LOOP"],
+    "api.off.test": ["A", NOT_LEARNING, 60],
+}
+WATCHED = "[api.openai.com, api.learned.test, chat.cname.test, \"*.wild.test\"]"
+METRICS_PORT = lib.free_port()
 
 
 def start_echo(host, port):
@@ -57,10 +74,37 @@ def client(host, port, data="hello", cgroup=True, uid=lib.NOBODY, sni=None, time
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-for h, prt in ((TARGET4, PORT), (OTHER4, PORT), (TARGET6, PORT6)):
+for h, prt in ((TARGET4, PORT), (OTHER4, PORT), (TARGET6, PORT6), (LEARNED, PORT), (VIA_CNAME, PORT),
+               (WILD, PORT), (UNWATCHED, PORT), (NOT_LEARNING, PORT)):
     start_echo(h, prt)
 
-AGENT = lib.Agent(TMP, CG.path, extra="target_addresses: [%s, \"%s\"]\ntarget_ports: [%d, %d]\nendpoints: [api.openai.com]\n" % (TARGET4, TARGET6, PORT, PORT6))
+
+def start_dns():
+    zone = os.path.join(TMP, "zone.json")
+    with open(zone, "w") as f:
+        json.dump(ZONE, f)
+    p = lib.spawn([PY, os.path.join(lib.ROOT, "tests", "fakes", "fake_dns.py"), DNS, zone],
+                  stdout=subprocess.PIPE, text=True)
+    check(p.stdout.readline().strip() == "dns ready", "fake DNS server did not start")
+    path = os.path.join(TMP, "resolv.conf")
+    with open(path, "w") as f:
+        f.write("nameserver %s\noptions timeout:2 attempts:1\n" % DNS)
+    os.chmod(path, 0o644)
+    return path
+
+
+RESOLV = start_dns()
+
+
+def resolve(*names):
+    """getaddrinfo in a client of the cgroup whose resolver is the fake DNS server."""
+    p = lib.run([PY, TOOLS, "resolve"] + list(names), cgroup=CG.path, uid=lib.NOBODY, resolv=RESOLV, timeout=30)
+    check(p.returncode == 0 and p.stdout.strip(), "resolver client failed: %s %s" % (p.stdout, p.stderr))
+    return json.loads(p.stdout)
+
+
+AGENT = lib.Agent(TMP, CG.path, extra="target_addresses: [%s, \"%s\"]\ntarget_ports: [%d, %d]\nendpoints: %s\n"
+                  "metrics: 127.0.0.1:%d\n" % (TARGET4, TARGET6, PORT, PORT6, WATCHED, METRICS_PORT))
 
 
 def went_through_agent(res, host, port):
@@ -201,6 +245,57 @@ def half_close_and_large_transfer():
     check(res.get("reply_len") == n + 5, "large relay lost bytes: %s" % {k: res.get(k) for k in ("reply_len", "error")})
 
 
+def redirected_soon(host, data, within=2.0):
+    """Learning is asynchronous (kernel copy -> agent -> map): the answer's
+    address is captured once the agent has read it, a few ms later."""
+    t0 = time.time()
+    while True:
+        res = client(host, PORT, data)
+        if went_through_agent(res, host, PORT):
+            return res
+        if time.time() - t0 > within:
+            return None
+        time.sleep(0.02)
+
+
+@test
+def dns_answers_teach_watched_addresses():
+    res = client(LEARNED, PORT, "before-dns")
+    check(res.get("reply_tail") == "before-dns" and not went_through_agent(res, LEARNED, PORT),
+          "address redirected before any DNS answer named it: %s" % res)
+    got = resolve("api.learned.test", "chat.cname.test", "x.y.wild.test", "other.test")
+    want = {"api.learned.test": LEARNED, "chat.cname.test": VIA_CNAME, "x.y.wild.test": WILD, "other.test": UNWATCHED}
+    check(got == want, "fake DNS answers %s, expected %s" % (got, want))
+    for name, ip in (("api.learned.test", LEARNED), ("chat.cname.test (via CNAME)", VIA_CNAME),
+                     ("*.wild.test", WILD)):
+        res = redirected_soon(ip, "learned")
+        check(res, "%s answered %s but connections to it are not captured; agent log: %s" % (name, ip, AGENT.log_tail(8)))
+        check(res["peer"] == [ip, PORT], "getpeername %s for a learned address" % res["peer"])
+        evs = AGENT.wait_events(lambda e: e.get("pid") == res["pid"], kind="connection")
+        check(evs and evs[0]["dst_ip"] == ip, "no connection event to learned %s: %s" % (ip, evs))
+    time.sleep(0.2)
+    res = client(UNWATCHED, PORT, "unwatched")
+    check(res.get("reply_tail") == "unwatched" and not went_through_agent(res, UNWATCHED, PORT),
+          "an unwatched name's address was learned: %s" % res)
+
+
+@test
+def hostile_dns_answer_changes_nothing():
+    got = resolve("loop.wild.test")
+    check(got["loop.wild.test"].startswith("error"), "the looping answer resolved: %s" % got)
+    time.sleep(0.2)
+    check(AGENT.proc.poll() is None, "agent died on a hostile DNS answer: %s" % AGENT.log_tail())
+    res = client(TARGET4, PORT, "after-hostile-dns")
+    check(res.get("reply_tail") == "after-hostile-dns" and went_through_agent(res, TARGET4, PORT),
+          "agent not serving after a hostile DNS answer: %s" % res)
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % METRICS_PORT, timeout=5).read().decode()
+    vals = dict(l.rsplit(" ", 1) for l in text.splitlines() if l and not l.startswith("#"))
+    check(int(vals.get("vigil_agent_dns_answers_total", 0)) >= 5, "DNS answers not counted: %s" %
+          vals.get("vigil_agent_dns_answers_total"))
+    check(vals.get("vigil_agent_dns_learned_total") == "3", "learned %s addresses, expected 3" %
+          vals.get("vigil_agent_dns_learned_total"))
+
+
 @test
 def tamper_signals_are_audited():
     # Someone edits the config under the running agent...
@@ -229,6 +324,20 @@ def sigterm_detaches_and_exits_zero():
     check(AGENT.events("agent_stop"), "no agent_stop event")
     res = client(TARGET4, PORT, "after-stop")
     check(res["reply_tail"] == "after-stop" and not went_through_agent(res, TARGET4, PORT), "traffic after stop: %s" % res)
+
+
+@test
+def dns_learning_off_learns_nothing():
+    a = lib.Agent(TMP, CG.path, name="nodns", extra="target_addresses: [%s]\nendpoints: [api.off.test]\n"
+                  "dns_learning: off\n" % TARGET4).start()
+    out = subprocess.run(["bpftool", "-j", "cgroup", "show", CG.path], capture_output=True, text=True).stdout
+    check("ingress" not in out, "DNS copy program attached with dns_learning: off: %s" % out)
+    check(resolve("api.off.test") == {"api.off.test": NOT_LEARNING}, "fake DNS did not answer api.off.test")
+    time.sleep(0.3)
+    res = client(NOT_LEARNING, PORT, "off")
+    check(res.get("reply_tail") == "off" and not went_through_agent(res, NOT_LEARNING, PORT),
+          "address learned with dns_learning: off: %s" % res)
+    check(a.stop() == 0, "agent exit status")
 
 
 @test

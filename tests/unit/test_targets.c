@@ -125,3 +125,58 @@ TEST(system_resolver_reads_hosts_file)
 	int n = targets_resolve_system("localhost", addrs, 8, &ttl);
 	CHECK(n >= 1, "localhost not resolved (%d)", n);
 }
+
+TEST(learns_watched_names_from_dns_answers)
+{
+	struct targets_opts o = { .apply = fake_apply, .resolve = fake_resolve,
+				  .min_ttl_s = 30, .max_ttl_s = 300, .grace_s = 100 };
+	struct targets *t = targets_new(&o);
+	const char *domains[] = { "api.test.com", "*.wild.test.com" };
+	struct sockaddr_storage a = addr_of("10.9.0.1"), b = addr_of("2001:db8::9"), c = addr_of("10.9.0.3");
+	applied_adds = applied_dels = 0;
+	targets_set_domains(t, domains, 2);
+
+	CHECK(targets_learn(t, "API.test.com", (struct sockaddr *)&a, 60, 1000) == 1, "exact name (any case) not learned");
+	CHECK(targets_learn(t, "x.y.wild.test.com", (struct sockaddr *)&b, 60, 1000) == 1, "wildcard name not learned");
+	CHECK(applied_adds == 2, "learned addresses not applied to the map at once (%d)", applied_adds);
+	CHECK(targets_learn(t, "wild.test.com", (struct sockaddr *)&c, 60, 1000) == 0, "*.wild.test.com matched its apex");
+	CHECK(targets_learn(t, "evilapi.test.com", (struct sockaddr *)&c, 60, 1000) == 0, "unwatched name learned");
+	CHECK(targets_learn(t, "api.test.com.evil", (struct sockaddr *)&c, 60, 1000) == 0, "suffixed name learned");
+	CHECK(!targets_contains(t, (struct sockaddr *)&c), "an unwatched name's address joined the set");
+	CHECK(targets_learn(t, "api.test.com", (struct sockaddr *)&a, 60, 1000) == 0, "known address counted as new");
+
+	/* Kept for the answer's TTL plus the grace period, then dropped. */
+	targets_refresh(t, 1000 + 60 + 100);
+	CHECK(targets_contains(t, (struct sockaddr *)&a), "learned address dropped before TTL + grace");
+	targets_refresh(t, 1000 + 60 + 101);
+	CHECK(!targets_contains(t, (struct sockaddr *)&a) && !targets_contains(t, (struct sockaddr *)&b),
+	      "learned addresses kept after TTL + grace");
+	CHECK(applied_dels == 2, "expired learned addresses not removed from the map (%d)", applied_dels);
+
+	/* A forged TTL cannot pin an address for days. */
+	targets_learn(t, "api.test.com", (struct sockaddr *)&a, 86400 * 30, 2000);
+	targets_refresh(t, 2000 + 300 + 101);
+	CHECK(!targets_contains(t, (struct sockaddr *)&a), "TTL not capped at max_ttl");
+	targets_free(t);
+}
+
+TEST(learned_addresses_are_capped)
+{
+	struct targets_opts o = { .apply = fake_apply, .resolve = fake_resolve };
+	struct targets *t = targets_new(&o);
+	const char *domains[] = { "*.flood.test" };
+	int added = 0, refused = 0;
+	targets_set_domains(t, domains, 1);
+	for (int i = 0; i < 5000; i++) {
+		struct sockaddr_in s4 = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(0x0a000000u + (uint32_t)i) };
+		int r = targets_learn(t, "a.flood.test", (struct sockaddr *)&s4, 60, 10);
+		added += r == 1;
+		refused += r == -ENOSPC;
+	}
+	CHECK(added == 4096 && refused == 5000 - 4096, "cap not enforced: %d added, %d refused", added, refused);
+	/* A static address is still accepted at the cap. */
+	struct sockaddr_storage s = addr_of("192.0.2.1");
+	CHECK(targets_add_static(t, (struct sockaddr *)&s) == 0 && targets_contains(t, (struct sockaddr *)&s),
+	      "static address refused when the learned set is full");
+	targets_free(t);
+}
