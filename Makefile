@@ -63,7 +63,7 @@ BINS := $(BUILD)/vigil-agent $(BUILD)/vigil-collector $(BUILD)/vigil
 # Keep intermediate BPF objects (make would delete them after the skeleton).
 .SECONDARY:
 
-.PHONY: all test unit e2e demo bench eval fuzz install clean deps
+.PHONY: all test unit e2e demo bench eval fuzz install deb clean deps
 all: $(BINS)
 
 $(BUILD)/vmlinux.h:
@@ -162,6 +162,10 @@ eval: all
 
 install: all
 	$(Q)bash scripts/install.sh "$(DESTDIR)" "$(PREFIX)"
+
+# A Debian package (build/vigil_VERSION_ARCH.deb) of the same files, prefix /usr.
+deb: all
+	$(Q)BUILD=$(BUILD) bash scripts/deb.sh
 
 clean:
 	$(Q)rm -rf $(BUILD)

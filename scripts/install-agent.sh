@@ -18,6 +18,9 @@
 #   --root R          install under R instead of / (staging, tests): no
 #                     systemctl, no update-ca-certificates
 #   --no-start        install but do not enable/start the service
+#   --packaged        the binaries and unit come from the vigil Debian
+#                     package (`make deb`, /usr/sbin, /usr/bin): configure
+#                     only (CA, enrollment, config, trust, service)
 #
 # It writes /etc/vigil/agent.yaml (managed: rewritten on every run), keeps an
 # existing /etc/vigil/policy.yaml, installs keys at mode 0600 in 0700
@@ -26,7 +29,7 @@
 # what it installed, restoring the trust store.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-root=/ ca_dir= enroll= collector= fail_mode=open policy= bin_dir=$here/build start=1 uninstall=0
+root=/ ca_dir= enroll= collector= fail_mode=open policy= bin_dir=$here/build start=1 uninstall=0 packaged=0
 die() { echo "install-agent.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -38,6 +41,7 @@ while [ $# -gt 0 ]; do
 	--bin-dir) bin_dir=$2; shift 2 ;;
 	--root) root=$2; shift 2 ;;
 	--no-start) start=0; shift ;;
+	--packaged) packaged=1; shift ;;
 	--uninstall) uninstall=1; shift ;;
 	-h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) die "unknown option $1 (see --help)" ;;
@@ -48,13 +52,16 @@ R=${root%/}
 live=0; [ -z "$R" ] && live=1
 has_systemd=0; [ "$live" = 1 ] && [ -d /run/systemd/system ] && has_systemd=1
 sbin=$R/usr/local/sbin bin=$R/usr/local/bin etc=$R/etc/vigil unit=$R/lib/systemd/system/vigil-agent.service
+if [ "$packaged" = 1 ]; then sbin=$R/usr/sbin bin=$R/usr/bin bin_dir=$R/usr/sbin; fi
 manifest=$etc/install-agent.manifest
 
 if [ "$uninstall" = 1 ]; then
 	if [ "$has_systemd" = 1 ]; then
 		systemctl disable --now vigil-agent.service >/dev/null 2>&1 || true
 	fi
-	if [ -x "$bin/vigil" ]; then "$bin/vigil" ca untrust --root "${R:-/}" >/dev/null; fi
+	vig=$bin/vigil
+	[ -x "$vig" ] || vig=$R/usr/bin/vigil   # installed with --packaged
+	if [ -x "$vig" ]; then "$vig" ca untrust --root "${R:-/}" >/dev/null; fi
 	if [ -f "$manifest" ]; then
 		while read -r f; do rm -f "$R$f"; done <"$manifest"
 		rm -f "$manifest"
@@ -72,7 +79,13 @@ if [ -n "$collector" ]; then
 	[ -n "$enroll" ] || die "--collector needs --enroll"
 	for f in agent.crt agent.key ca.crt; do [ -f "$enroll/$f" ] || die "$enroll lacks $f"; done
 fi
-for b in vigil-agent vigil; do [ -x "$bin_dir/$b" ] || die "$bin_dir/$b not found (build first, or --bin-dir)"; done
+if [ "$packaged" = 1 ]; then
+	for b in "$sbin/vigil-agent" "$bin/vigil" "$unit"; do
+		[ -e "$b" ] || die "$b not found: install the vigil package first"
+	done
+else
+	for b in vigil-agent vigil; do [ -x "$bin_dir/$b" ] || die "$bin_dir/$b not found (build first, or --bin-dir)"; done
+fi
 
 installed=()
 put() { # put MODE SRC DEST
@@ -82,8 +95,10 @@ put() { # put MODE SRC DEST
 umask 077
 install -d -m 0755 "$etc" "$sbin" "$bin" "$(dirname "$unit")"
 install -d -m 0700 "$etc/ca" "$etc/pki"
-put 0755 "$bin_dir/vigil-agent" "$sbin/vigil-agent"
-put 0755 "$bin_dir/vigil" "$bin/vigil"
+if [ "$packaged" = 0 ]; then
+	put 0755 "$bin_dir/vigil-agent" "$sbin/vigil-agent"
+	put 0755 "$bin_dir/vigil" "$bin/vigil"
+fi
 put 0644 "$ca_dir/intercept.crt" "$etc/ca/intercept.crt"
 put 0600 "$ca_dir/intercept.key" "$etc/ca/intercept.key"
 if [ -n "$enroll" ]; then
@@ -118,10 +133,12 @@ tmp=$(mktemp)
 } >"$tmp"
 put 0644 "$tmp" "$etc/agent.yaml"
 rm -f "$tmp"
-sed -e "s|@BINDIR@|/usr/local/bin|g" -e "s|@SBINDIR@|/usr/local/sbin|g" \
-	"$here/scripts/systemd/vigil-agent.service" >"$unit"
-chmod 0644 "$unit"
-installed+=("${unit#"$R"}")
+if [ "$packaged" = 0 ]; then
+	sed -e "s|@BINDIR@|/usr/local/bin|g" -e "s|@SBINDIR@|/usr/local/sbin|g" \
+		-e "s|@DOCDIR@|/usr/local/share/doc/vigil|g" "$here/scripts/systemd/vigil-agent.service" >"$unit"
+	chmod 0644 "$unit"
+	installed+=("${unit#"$R"}")
+fi
 if [ "$live" = 1 ]; then "$sbin/vigil-agent" --check --config "$etc/agent.yaml" >/dev/null; fi
 "$bin/vigil" ca trust --dir "$etc/ca" --root "${R:-/}" >/dev/null
 # The manifest accumulates over runs: a file installed by an earlier run

@@ -29,7 +29,8 @@ for f in agent.yaml:scripts/etc/agent.yaml policy.yaml:scripts/policy.example.ya
 	fi
 done
 for u in vigil-agent vigil-collector; do
-	sed -e "s|@BINDIR@|$bindir|g" -e "s|@SBINDIR@|$sbindir|g" "scripts/systemd/$u.service" \
+	sed -e "s|@BINDIR@|$bindir|g" -e "s|@SBINDIR@|$sbindir|g" -e "s|@DOCDIR@|$PREFIX/share/doc/vigil|g" \
+		"scripts/systemd/$u.service" \
 		>"$DESTDIR$unitdir/$u.service"
 	chmod 0644 "$DESTDIR$unitdir/$u.service"
 done

@@ -125,5 +125,66 @@ def fleet_installer_refuses_bad_arguments():
     check(p.returncode == 2 and "--ca-dir" in p.stderr, "missing --ca-dir accepted: %s" % p.stderr)
 
 
+@test
+def deb_package_is_complete_and_installable():
+    out = os.path.join(TMP, "deb")
+    p = subprocess.run(["bash", os.path.join(lib.ROOT, "scripts", "deb.sh"), out], capture_output=True, text=True,
+                       env=dict(os.environ, BUILD=lib.BUILD))
+    check(p.returncode == 0, "deb.sh failed: %s" % p.stderr)
+    deb = p.stdout.strip().splitlines()[-1]
+    check(os.path.isfile(deb) and deb.endswith(".deb"), "no package: %r" % p.stdout)
+    info = subprocess.run(["dpkg-deb", "-f", deb], capture_output=True, text=True).stdout
+    fields = dict(l.split(": ", 1) for l in info.splitlines() if ": " in l and not l.startswith(" "))
+    check(fields.get("Package") == "vigil", "control: %s" % info)
+    for lib_pkg in ("libbpf1", "libssl3", "libhyperscan5", "libprotobuf-c1", "libzstd1", "libsqlite3-0"):
+        check(lib_pkg in fields.get("Depends", ""), "Depends lacks %s: %s" % (lib_pkg, fields.get("Depends")))
+    listing = subprocess.run(["dpkg-deb", "-c", deb], capture_output=True, text=True).stdout
+    paths = {l.split()[-1] for l in listing.splitlines() if l.strip()}
+    for path in ("./usr/sbin/vigil-agent", "./usr/bin/vigil-collector", "./usr/bin/vigil",
+                 "./lib/systemd/system/vigil-agent.service", "./etc/vigil/policy.yaml"):
+        check(path in paths, "package lacks %s" % path)
+    ca = [l for l in listing.splitlines() if l.rstrip().endswith("./etc/vigil/ca/")]
+    check(ca and ca[0].startswith("drwx------ root/root"), "/etc/vigil/ca not 0700 root: %s" % ca)
+    x = os.path.join(TMP, "deb-x")
+    subprocess.run(["dpkg-deb", "-R", deb, x], check=True)
+    with open(os.path.join(x, "DEBIAN", "conffiles")) as f:
+        conffiles = f.read().split()
+    check(set(conffiles) >= {"/etc/vigil/agent.yaml", "/etc/vigil/policy.yaml", "/etc/vigil/collector.yaml"},
+          "configuration not marked as conffiles (an upgrade would overwrite the admin's edits): %s" % conffiles)
+    with open(os.path.join(x, "lib/systemd/system/vigil-agent.service")) as f:
+        unit = f.read()
+    check("ExecStart=/usr/sbin/vigil-agent " in unit and "/usr/local" not in unit, "unit paths: %s" % unit[:400])
+    v = subprocess.run([os.path.join(x, "usr/sbin/vigil-agent"), "--version"], capture_output=True, text=True)
+    check(v.returncode == 0 and v.stdout.startswith("vigil-agent "), "packaged agent does not run: %s %s" %
+          (v.stdout, v.stderr))
+    # The fleet installer configures a packaged agent: it neither copies
+    # binaries nor replaces the package's unit, and removes only its own files.
+    stage = os.path.join(TMP, "pkgroot")
+    subprocess.run(["dpkg-deb", "-x", deb, stage], check=True)
+    with open(os.path.join(stage, "lib/systemd/system/vigil-agent.service")) as f:
+        packaged_unit = f.read()
+    before = tree(stage)
+    ca = os.path.join(TMP, "pkg-ca")
+    subprocess.run([os.path.join(lib.BUILD, "vigil"), "ca", "init", "--dir", ca], check=True, capture_output=True)
+    p = subprocess.run(["bash", os.path.join(lib.ROOT, "scripts", "install-agent.sh"), "--root", stage, "--ca-dir", ca,
+                        "--packaged"], capture_output=True, text=True)
+    check(p.returncode == 0, "install-agent.sh --packaged failed: %s" % p.stderr)
+    check(not os.path.exists(os.path.join(stage, "usr/local/sbin/vigil-agent")), "binaries copied beside the package's")
+    with open(os.path.join(stage, "lib/systemd/system/vigil-agent.service")) as f:
+        check(f.read() == packaged_unit, "the package's unit was rewritten")
+    with open(os.path.join(stage, "etc/vigil/agent.yaml")) as f:
+        check("ca_key: /etc/vigil/ca/intercept.key" in f.read(), "agent.yaml not written")
+    p = subprocess.run(["bash", os.path.join(lib.ROOT, "scripts", "install-agent.sh"), "--uninstall", "--root", stage],
+                       capture_output=True, text=True)
+    check(p.returncode == 0, "uninstall failed: %s" % p.stderr)
+    left = [f for f in tree(stage) - before if os.path.isfile(os.path.join(stage, f))]
+    check(not left, "uninstall left files behind: %s" % sorted(left))
+    check(os.path.exists(os.path.join(stage, "usr/sbin/vigil-agent")), "uninstall removed the package's binary")
+    # Every dependency resolves against this Debian release.
+    sim = subprocess.run(["apt-get", "install", "-s", "-q", deb], capture_output=True, text=True)
+    check(sim.returncode == 0 and "Inst vigil" in sim.stdout, "apt cannot install the package: %s %s" %
+          (sim.stdout[-600:], sim.stderr[-600:]))
+
+
 if __name__ == "__main__":
     lib.main()
