@@ -12,6 +12,7 @@
 #define _GNU_SOURCE   /* memmem, memrchr: also when built outside the Makefile */
 #endif
 #include "json.h"
+#include "jsonw.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -80,6 +81,9 @@ static int scan_string(struct scanner *s, size_t *off, size_t *len, bool *esc)
 	*esc = false;
 	*off = i;
 	while (i < s->len) {
+		i += jsonw_plain_prefix(s->p + i, s->len - i);
+		if (i >= s->len)
+			break;
 		unsigned char c = s->p[i];
 		if (c == '"') {
 			*len = i - *off;

@@ -191,6 +191,7 @@ static void *writer(void *arg)
 	struct store_batch sbs[GROUP_MAX];
 	struct store_result res[GROUP_MAX];
 	struct job *js[GROUP_MAX];
+	pthread_setname_np(pthread_self(), "vigil-writer");
 	for (;;) {
 		size_t n = 0;
 		pthread_mutex_lock(&g->qlock);

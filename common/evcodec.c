@@ -35,13 +35,32 @@ void evcodec_hex(const uint8_t *in, size_t n, char *out)
 	out[2 * n] = 0;
 }
 
+/* Event ids must be unique, not secret: a per-thread splitmix64 stream
+ * seeded once from the CSPRNG. RAND_bytes per event took OpenSSL's DRBG
+ * lock on every call and showed in the proxy's profile under load. */
+static uint64_t splitmix64(uint64_t *x)
+{
+	uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
 int evcodec_uuid(char out[37])
 {
 	static const char digits[] = "0123456789abcdef";
+	static __thread uint64_t state;
+	static __thread bool seeded;
 	unsigned char r[16];
 	size_t o = 0;
-	if (RAND_bytes(r, sizeof(r)) != 1)
-		return -EIO;
+	if (!seeded) {
+		if (RAND_bytes((unsigned char *)&state, sizeof(state)) != 1)
+			return -EIO;
+		seeded = true;
+	}
+	uint64_t a = splitmix64(&state), b = splitmix64(&state);
+	memcpy(r, &a, 8);
+	memcpy(r + 8, &b, 8);
 	r[6] = (r[6] & 0x0f) | 0x40;   /* version 4 */
 	r[8] = (r[8] & 0x3f) | 0x80;   /* RFC 4122 variant */
 	for (int i = 0; i < 16; i++) {

@@ -73,12 +73,13 @@ void jsonw_escape(struct jsonw *w, const char *str, size_t n)
 	const unsigned char *s = (const unsigned char *)str;
 	size_t i = 0, run = 0;
 	while (i < n) {
+		size_t plain = jsonw_plain_prefix(s + i, n - i);
+		run += plain;
+		i += plain;
+		if (i == n)
+			break;
 		unsigned char c = s[i];
 		size_t l;
-		if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
-			run++, i++;
-			continue;
-		}
 		if (run)
 			jsonw_raw(w, (const char *)s + i - run, run);
 		run = 0;

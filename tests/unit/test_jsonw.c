@@ -40,3 +40,25 @@ TEST(hostile_strings_escaped)
 	CHECK(!strchr(w.buf, '\n'), "raw newline in output");
 	jsonw_free(&w);
 }
+
+/* The word-at-a-time run finder agrees with the byte rule for every byte
+ * value at every lane, next to any other byte (borrows between lanes). */
+TEST(plain_prefix_matches_the_byte_rule)
+{
+	unsigned char buf[24];
+	for (int pos = 0; pos < 24; pos++)
+		for (int b = 0; b < 256; b++)
+			for (int nb = 0; nb < 256; nb += 17) {
+				memset(buf, 'a', sizeof(buf));
+				buf[pos] = (unsigned char)b;
+				if (pos + 1 < 24)
+					buf[pos + 1] = (unsigned char)nb;
+				size_t want = 0;
+				while (want < sizeof(buf) && buf[want] >= 0x20 && buf[want] < 0x80 &&
+				       buf[want] != '"' && buf[want] != '\\')
+					want++;
+				size_t got = jsonw_plain_prefix(buf, sizeof(buf));
+				CHECK(got == want, "byte 0x%02x at %d before 0x%02x: prefix %zu, want %zu", b, pos, nb,
+				      got, want);
+			}
+}
