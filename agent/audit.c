@@ -31,8 +31,6 @@
 #include "spool.h"
 
 #define MAX_PENDING_GAPS 8
-/* Field 42 (hash, length-delimited) appended after E: tag 0xd2 0x02, len 32. */
-#define HASH_FIELD_LEN (3 + EVCODEC_HASH_LEN)
 
 struct pending_gap {
 	uint64_t count, first, last;
@@ -157,16 +155,16 @@ static uint64_t emit_locked(struct audit *a, struct vigil_event *v, bool *spool_
 	memcpy(v->prev_hash, a->head, EVCODEC_HASH_LEN);
 	memset(v->hash, 0, EVCODEC_HASH_LEN);
 	for (;;) {
-		n = evcodec_event_encode(v, false, a->enc, a->enc_cap > HASH_FIELD_LEN ?
-							    a->enc_cap - HASH_FIELD_LEN : 0);
+		n = evcodec_event_encode(v, false, a->enc, a->enc_cap > EVCODEC_HASH_FIELD_LEN ?
+							    a->enc_cap - EVCODEC_HASH_FIELD_LEN : 0);
 		if (n == 0) {
 			log_err("audit: event of kind %s cannot be encoded; dropped",
 				v->kind ? v->kind : "?");
 			return 0;
 		}
-		if (n + HASH_FIELD_LEN <= a->enc_cap)
+		if (n + EVCODEC_HASH_FIELD_LEN <= a->enc_cap)
 			break;
-		size_t nc = (n + HASH_FIELD_LEN) * 2;
+		size_t nc = (n + EVCODEC_HASH_FIELD_LEN) * 2;
 		uint8_t *nb = realloc(a->enc, nc);
 		if (!nb) {
 			log_err("audit: out of memory, event of kind %s lost", v->kind ? v->kind : "?");
@@ -179,13 +177,13 @@ static uint64_t emit_locked(struct audit *a, struct vigil_event *v, bool *spool_
 		log_err("audit: SHA-256 failed, event lost");
 		return 0;
 	}
-	/* The stored record is E plus field 42: verifiers strip field 42
-	 * wherever it is, so appending it is equivalent to re-encoding. */
-	a->enc[n] = 0xd2;
-	a->enc[n + 1] = 0x02;
-	a->enc[n + 2] = EVCODEC_HASH_LEN;
-	memcpy(a->enc + n + 3, v->hash, EVCODEC_HASH_LEN);
-	n += HASH_FIELD_LEN;
+	/* The stored record is E with field 42 where an encoder would put it
+	 * (before 43, 44): the collector's verifier rebuilds the signed batch
+	 * that way from the E it stores. */
+	if (!(n = evcodec_insert_hash(a->enc, n, v->hash))) {
+		log_err("audit: event of kind %s encoded invalidly; dropped", v->kind ? v->kind : "?");
+		return 0;
+	}
 
 	/* From here the event exists in the chain; if the spool cannot take
 	 * it, it is a recorded loss (gap event), not a hole. */
@@ -261,7 +259,7 @@ static void flush_gaps_locked(struct audit *a)
 uint64_t audit_emit(struct audit *a, const struct audit_event *ev)
 {
 	struct vigil_event v;
-	struct vigil_finding f[AUDIT_MAX_FINDING_TYPES];
+	struct vigil_finding f[AUDIT_MAX_FINDING_TYPES], of[AUDIT_MAX_FINDING_TYPES];
 	char id[37];
 	uint64_t seq;
 
@@ -296,6 +294,13 @@ uint64_t audit_emit(struct audit *a, const struct audit_event *ev)
 	}
 	v.findings = f;
 	v.n_findings = ev->n_findings < AUDIT_MAX_FINDING_TYPES ? ev->n_findings : AUDIT_MAX_FINDING_TYPES;
+	for (unsigned i = 0; i < ev->n_output_findings && i < AUDIT_MAX_FINDING_TYPES; i++) {
+		of[i].type = ev->output_findings[i].type;
+		of[i].count = ev->output_findings[i].count;
+	}
+	v.output_findings = of;
+	v.n_output_findings = ev->n_output_findings < AUDIT_MAX_FINDING_TYPES ? ev->n_output_findings :
+										 AUDIT_MAX_FINDING_TYPES;
 	v.injection_score = ev->injection_score;
 	v.status = ev->status;
 	v.bytes_up = ev->bytes_up;

@@ -39,6 +39,8 @@ struct audit_event {
 	const char *action, *rule, *reason;
 	struct audit_finding findings[AUDIT_MAX_FINDING_TYPES];
 	unsigned n_findings;
+	struct audit_finding output_findings[AUDIT_MAX_FINDING_TYPES];   /* in the model's answer */
+	unsigned n_output_findings;
 	double injection_score;   /* < 0 = not computed */
 	int status;               /* HTTP status, 0 = none */
 	uint64_t bytes_up, bytes_down;

@@ -329,7 +329,7 @@ static int attach_all(struct capture *c, bool takeover, char *err, size_t errlen
 			/* Not wanted (DNS learning off): a pinned link of a
 			 * previous agent that had it goes. */
 			if (c->pin_dir[0] && pin_path(path, sizeof(path), c->pin_dir, "", prog_names[i]) == 0 &&
-			    (l = bpf_link__open(path))) {
+			    access(path, F_OK) == 0 && (l = bpf_link__open(path))) {
 				bpf_link__unpin(l);
 				bpf_link__detach(l);
 				bpf_link__destroy(l);

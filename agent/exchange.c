@@ -646,6 +646,14 @@ void exchange_fill_event(const struct exchange *ex, struct audit_event *ev)
 		ev->findings[ev->n_findings].count = ex->counts[t];
 		ev->n_findings++;
 	}
+	ev->n_output_findings = 0;
+	for (int t = 0; t < FINDING__COUNT && ev->n_output_findings < AUDIT_MAX_FINDING_TYPES; t++) {
+		if (!ex->out_counts[t])
+			continue;
+		ev->output_findings[ev->n_output_findings].type = finding_name((enum finding_type)t);
+		ev->output_findings[ev->n_output_findings].count = ex->out_counts[t];
+		ev->n_output_findings++;
+	}
 }
 
 const char *exchange_status_text(int status)

@@ -95,58 +95,6 @@ static void __attribute__((format(printf, 2, 3))) problem(struct chain_report *r
 	va_end(ap);
 }
 
-/* Offset in E where protobuf-c would have written field 42: before the first
- * record whose field number is above 42, else the end. -1 if E is not a
- * well-formed sequence of records. */
-static long field42_offset(const uint8_t *p, size_t len)
-{
-	size_t i = 0;
-	while (i < len) {
-		uint64_t key = 0, v = 0;
-		size_t start = i;
-		for (int sh = 0;; sh += 7) {
-			if (i >= len || sh > 63)
-				return -1;
-			key |= (uint64_t)(p[i] & 0x7f) << sh;
-			if (!(p[i++] & 0x80))
-				break;
-		}
-		if ((key >> 3) > 42)
-			return (long)start;
-		switch (key & 7) {
-		case 0:
-			while (i < len && (p[i] & 0x80))
-				i++;
-			if (i++ >= len)
-				return -1;
-			break;
-		case 1:
-			i += 8;
-			break;
-		case 5:
-			i += 4;
-			break;
-		case 2:
-			for (int sh = 0;; sh += 7) {
-				if (i >= len || sh > 63)
-					return -1;
-				v |= (uint64_t)(p[i] & 0x7f) << sh;
-				if (!(p[i++] & 0x80))
-					break;
-			}
-			if (v > len - i)
-				return -1;
-			i += v;
-			break;
-		default:
-			return -1;
-		}
-		if (i > len)
-			return -1;
-	}
-	return (long)len;
-}
-
 static size_t put_varint(uint8_t *b, uint64_t v)
 {
 	size_t n = 0;
@@ -389,18 +337,15 @@ ok:
 			x->err = -ENOMEM;
 	{
 		/* Rebuild the full encoding (E + field 42) for the batch digests. */
-		long off = field42_offset(e->raw, e->raw_len);
-		uint8_t *full = off >= 0 ? malloc(e->raw_len + 35) : NULL;
+		uint8_t *full = malloc(e->raw_len + EVCODEC_HASH_FIELD_LEN);
+		size_t fl = 0;
 		if (full) {
-			memcpy(full, e->raw, (size_t)off);
-			full[off] = 0xd2;
-			full[off + 1] = 0x02;
-			full[off + 2] = 32;
-			memcpy(full + off + 3, e->hash, 32);
-			memcpy(full + off + 35, e->raw + off, e->raw_len - (size_t)off);
-			feed_batches(x, e, full, e->raw_len + 35);
-			free(full);
+			memcpy(full, e->raw, e->raw_len);
+			fl = evcodec_insert_hash(full, e->raw_len, e->hash);
 		}
+		if (fl)
+			feed_batches(x, e, full, fl);
+		free(full);
 	}
 chain:
 	/* Chain continuity. */

@@ -206,11 +206,13 @@ void vigil_event_init(struct vigil_event *ev, const char *kind)
 	ev->injection_score = -1;
 }
 
-/* Fills m from ev; fbuf/fptr hold the findings (EVCODEC_MAX_FINDINGS). */
+/* Fills m from ev; fbuf/fptr hold the findings, then the output findings
+ * (2 * EVCODEC_MAX_FINDINGS). */
 static int to_msg(const struct vigil_event *ev, const uint8_t *prev_hash, bool with_hash,
 		  Vigil__Audit__Event *m, Vigil__Audit__Finding *fbuf, Vigil__Audit__Finding **fptr)
 {
-	if (ev->n_findings > EVCODEC_MAX_FINDINGS || (ev->n_findings && !ev->findings))
+	if (ev->n_findings > EVCODEC_MAX_FINDINGS || (ev->n_findings && !ev->findings) ||
+	    ev->n_output_findings > EVCODEC_MAX_FINDINGS || (ev->n_output_findings && !ev->output_findings))
 		return -EINVAL;
 	vigil__audit__event__init(m);
 	m->schema_version = ev->schema_version ? ev->schema_version : EVCODEC_SCHEMA_VERSION;
@@ -249,6 +251,15 @@ static int to_msg(const struct vigil_event *ev, const uint8_t *prev_hash, bool w
 	}
 	m->n_findings = ev->n_findings;
 	m->findings = ev->n_findings ? fptr : NULL;
+	for (size_t i = 0; i < ev->n_output_findings; i++) {
+		Vigil__Audit__Finding *f = &fbuf[EVCODEC_MAX_FINDINGS + i];
+		vigil__audit__finding__init(f);
+		f->type = pstr(ev->output_findings[i].type);
+		f->count = ev->output_findings[i].count;
+		fptr[EVCODEC_MAX_FINDINGS + i] = f;
+	}
+	m->n_output_findings = ev->n_output_findings;
+	m->output_findings = ev->n_output_findings ? fptr + EVCODEC_MAX_FINDINGS : NULL;
 	m->injection_score = ev->injection_score;
 	m->status = ev->status;
 	m->bytes_up = ev->bytes_up;
@@ -273,7 +284,7 @@ static int to_msg(const struct vigil_event *ev, const uint8_t *prev_hash, bool w
 size_t evcodec_event_encode(const struct vigil_event *ev, bool with_hash, uint8_t *buf, size_t cap)
 {
 	Vigil__Audit__Event m;
-	Vigil__Audit__Finding fbuf[EVCODEC_MAX_FINDINGS], *fptr[EVCODEC_MAX_FINDINGS];
+	Vigil__Audit__Finding fbuf[2 * EVCODEC_MAX_FINDINGS], *fptr[2 * EVCODEC_MAX_FINDINGS];
 	size_t need;
 	if (to_msg(ev, ev->prev_hash, with_hash, &m, fbuf, fptr))
 		return 0;
@@ -302,7 +313,7 @@ int evcodec_event_hash(const uint8_t prev_hash[EVCODEC_HASH_LEN], const struct v
 		       uint8_t out[EVCODEC_HASH_LEN])
 {
 	Vigil__Audit__Event m;
-	Vigil__Audit__Finding fbuf[EVCODEC_MAX_FINDINGS], *fptr[EVCODEC_MAX_FINDINGS];
+	Vigil__Audit__Finding fbuf[2 * EVCODEC_MAX_FINDINGS], *fptr[2 * EVCODEC_MAX_FINDINGS];
 	uint8_t stackbuf[2048], *buf = stackbuf;
 	size_t need;
 	int ret;
@@ -318,14 +329,15 @@ int evcodec_event_hash(const uint8_t prev_hash[EVCODEC_HASH_LEN], const struct v
 	return ret;
 }
 
-/* Points ev at m's data. -EBADMSG on hashes of the wrong size or too many
- * findings. */
+/* Points ev at m's data; fbuf takes the findings then the output findings
+ * (m->n_findings + m->n_output_findings entries). -EBADMSG on hashes of
+ * the wrong size or too many findings. */
 static int from_msg(const Vigil__Audit__Event *m, struct vigil_event *ev,
 		    struct vigil_finding *fbuf, bool *has_hash)
 {
 	if ((m->prev_hash.len != 0 && m->prev_hash.len != EVCODEC_HASH_LEN) ||
 	    (m->hash.len != 0 && m->hash.len != EVCODEC_HASH_LEN) ||
-	    m->n_findings > EVCODEC_MAX_FINDINGS)
+	    m->n_findings > EVCODEC_MAX_FINDINGS || m->n_output_findings > EVCODEC_MAX_FINDINGS)
 		return -EBADMSG;
 	memset(ev, 0, sizeof(*ev));
 	ev->schema_version = m->schema_version;
@@ -362,6 +374,12 @@ static int from_msg(const Vigil__Audit__Event *m, struct vigil_event *ev,
 	}
 	ev->findings = m->n_findings ? fbuf : NULL;
 	ev->n_findings = m->n_findings;
+	for (size_t i = 0; i < m->n_output_findings; i++) {
+		fbuf[m->n_findings + i].type = vstr(m->output_findings[i]->type);
+		fbuf[m->n_findings + i].count = m->output_findings[i]->count;
+	}
+	ev->output_findings = m->n_output_findings ? fbuf + m->n_findings : NULL;
+	ev->n_output_findings = m->n_output_findings;
 	ev->injection_score = m->injection_score;
 	ev->status = m->status;
 	ev->bytes_up = m->bytes_up;
@@ -382,10 +400,36 @@ static int from_msg(const Vigil__Audit__Event *m, struct vigil_event *ev,
 	return 0;
 }
 
+long evcodec_hash_field_offset(const uint8_t *e, size_t len)
+{
+	size_t pos = 0;
+	struct wire_field f;
+	while (pos < len) {
+		if (wire_next(e, len, &pos, &f))
+			return -EBADMSG;
+		if (f.number > FIELD_EVENT_HASH)
+			return (long)f.start;
+	}
+	return (long)len;
+}
+
+size_t evcodec_insert_hash(uint8_t *e, size_t len, const uint8_t hash[EVCODEC_HASH_LEN])
+{
+	long off = evcodec_hash_field_offset(e, len);
+	if (off < 0)
+		return 0;
+	memmove(e + off + EVCODEC_HASH_FIELD_LEN, e + off, len - (size_t)off);
+	e[off] = (uint8_t)((((FIELD_EVENT_HASH << 3) | 2) & 0x7f) | 0x80);   /* 0xd2 0x02 */
+	e[off + 1] = (uint8_t)(((FIELD_EVENT_HASH << 3) | 2) >> 7);
+	e[off + 2] = EVCODEC_HASH_LEN;
+	memcpy(e + off + 3, hash, EVCODEC_HASH_LEN);
+	return len + EVCODEC_HASH_FIELD_LEN;
+}
+
 struct decoded_priv {
 	Vigil__Audit__Event *msg;
 	uint8_t *ebuf;
-	struct vigil_finding findings[EVCODEC_MAX_FINDINGS];
+	struct vigil_finding findings[2 * EVCODEC_MAX_FINDINGS];
 };
 
 int evcodec_event_decode(const uint8_t *buf, size_t len, struct evcodec_decoded **out)
@@ -490,6 +534,14 @@ void evcodec_event_json(const struct vigil_event *ev, struct jsonw *w)
 		jsonw_obj_open(w);
 		jsonw_str(w, "type", ev->findings[i].type);
 		jsonw_u64(w, "count", ev->findings[i].count);
+		jsonw_obj_close(w);
+	}
+	jsonw_arr_close(w);
+	jsonw_arr_open(w, "output_findings");
+	for (size_t i = 0; i < ev->n_output_findings; i++) {
+		jsonw_obj_open(w);
+		jsonw_str(w, "type", ev->output_findings[i].type);
+		jsonw_u64(w, "count", ev->output_findings[i].count);
 		jsonw_obj_close(w);
 	}
 	jsonw_arr_close(w);
@@ -772,7 +824,7 @@ int evcodec_batch_parse(const uint8_t *zbuf, size_t zlen, struct evcodec_batch *
 		goto err;
 	}
 	for (size_t i = 0; i < nev; i++)
-		nfind += p->msg->events[i]->n_findings;
+		nfind += p->msg->events[i]->n_findings + p->msg->events[i]->n_output_findings;
 	ret = -ENOMEM;
 	if (!(b->events = calloc(nev ? nev : 1, sizeof(*b->events))) ||
 	    !(p->findings = calloc(nfind ? nfind : 1, sizeof(*p->findings))) ||
@@ -794,7 +846,7 @@ int evcodec_batch_parse(const uint8_t *zbuf, size_t zlen, struct evcodec_batch *
 			ret = -EBADMSG;
 			goto err;
 		}
-		fi += p->msg->events[ei]->n_findings;
+		fi += p->msg->events[ei]->n_findings + p->msg->events[ei]->n_output_findings;
 		d->enc = p->ebuf + epos;
 		d->enc_len = (size_t)n;
 		epos += (size_t)n;

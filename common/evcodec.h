@@ -76,6 +76,8 @@ struct vigil_event {
 	uint8_t prev_hash[EVCODEC_HASH_LEN];
 	uint8_t hash[EVCODEC_HASH_LEN];
 	const char *content;              /* redacted prompt text; NULL unless policy says so */
+	const struct vigil_finding *output_findings;   /* in the model's answer */
+	size_t n_output_findings;         /* <= EVCODEC_MAX_FINDINGS */
 };
 
 /* Zeroes ev and sets the "unknown" markers (ids -1, tokens -1, score -1). */
@@ -84,7 +86,7 @@ void vigil_event_init(struct vigil_event *ev, const char *kind);
 /* Encodes ev into buf[0..cap). with_hash false leaves field 42 out (that is
  * E). Returns the encoded length; if it is > cap nothing was written and
  * the caller retries with a buffer that large (snprintf-style). Returns 0
- * if ev is invalid (n_findings > EVCODEC_MAX_FINDINGS). */
+ * if ev is invalid (n_findings or n_output_findings > EVCODEC_MAX_FINDINGS). */
 size_t evcodec_event_encode(const struct vigil_event *ev, bool with_hash, uint8_t *buf, size_t cap);
 
 /* out = SHA-256(prev_hash || E) where E is ev encoded with prev_hash
@@ -94,6 +96,17 @@ int evcodec_event_hash(const uint8_t prev_hash[EVCODEC_HASH_LEN], const struct v
 /* out = SHA-256(prev_hash || e[0..len)) for an E already encoded (stored). */
 int evcodec_hash_encoded(const uint8_t prev_hash[EVCODEC_HASH_LEN], const uint8_t *e, size_t len,
 			 uint8_t out[EVCODEC_HASH_LEN]);
+
+/* Field 42 (the event's hash) as encoded: tag (2 bytes), length, 32 bytes. */
+#define EVCODEC_HASH_FIELD_LEN (3 + EVCODEC_HASH_LEN)
+/* Where field 42 goes in E: before the first field numbered above it (the
+ * order a protobuf encoder writes), else at the end; -EBADMSG if E is not
+ * a valid encoding. The batch signature covers the events with field 42
+ * in that place, so agent and verifier must agree on it. */
+long evcodec_hash_field_offset(const uint8_t *e, size_t len);
+/* Inserts field 42 with hash into E in place (e needs len +
+ * EVCODEC_HASH_FIELD_LEN bytes). Returns the new length, 0 if E is invalid. */
+size_t evcodec_insert_hash(uint8_t *e, size_t len, const uint8_t hash[EVCODEC_HASH_LEN]);
 
 /* A decoded event. ev's pointers point into this object. enc/enc_len is E
  * (the bytes as received with field 42 removed): store it, and verify with

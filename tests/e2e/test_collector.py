@@ -239,8 +239,13 @@ def events_reach_collector_with_identity_findings_and_actions():
     check(code == 200, "email request: %s" % code)
     code, _, _ = chat("my key is " + AWS_KEY)
     check(code == 403, "credential request not blocked: %s" % code)
-    rows = wait_rows(lambda r: r["kind"] == "request" and r["user"] == "nobody", 3, "--user", "nobody")
-    check(len(rows) >= 3, "collector has %d request events of nobody after 30 s; collector log: %s; agent log: %s"
+    body = json.loads(json.dumps(CHAT))
+    body["messages"][0]["content"] = "and the answer?"
+    code, _, _ = RIG.curl("https://api.openai.com/v1/chat/completions", json.dumps(body),
+                          extra=["-H", "x-fake-answer: reach carol@example.net"])
+    check(code == 200, "request with a PII answer: %s" % code)
+    rows = wait_rows(lambda r: r["kind"] == "request" and r["user"] == "nobody", 4, "--user", "nobody")
+    check(len(rows) >= 4, "collector has %d request events of nobody after 30 s; collector log: %s; agent log: %s"
           % (len(rows), COL.tail(8), RIG.agent.log_tail(8)))
     for r in rows:
         check(r["agent_id"] == AGENT_ID and r["uid"] == lib.NOBODY, "identity %s/%s" % (r["agent_id"], r["uid"]))
@@ -253,12 +258,16 @@ def events_reach_collector_with_identity_findings_and_actions():
           "blocked event with AWS_ACCESS_KEY missing: %s" % [(r["action"], r["findings"]) for r in rows])
     redacted = [r for r in rows if r["action"] == "redact"]
     check(redacted and redacted[0]["findings"] == [{"type": "EMAIL", "count": 1}], "redact event: %s" % redacted)
+    answered = [r for r in rows if r.get("output_findings")]
+    check(answered and answered[0]["output_findings"] == [{"type": "EMAIL", "count": 1}] and
+          answered[0]["findings"] == [], "findings in the answer not at the collector: %s" %
+          [(r["action"], r.get("output_findings")) for r in rows])
     # The collector's rows are the agent's events, field for field.
     local = {e["event_id"]: e for e in RIG.agent.events("request")}
     for r in rows:
         e = local.get(r["event_id"])
         check(e is not None, "event %s is not in the agent's audit log" % r["event_id"])
-        for k in ("hash", "prev_hash", "seq", "user", "action", "findings", "time", "exe", "pid"):
+        for k in ("hash", "prev_hash", "seq", "user", "action", "findings", "output_findings", "time", "exe", "pid"):
             check(e[k] == r[k], "field %s differs: agent %r collector %r" % (k, e[k], r[k]))
 
 

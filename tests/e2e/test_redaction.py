@@ -49,6 +49,37 @@ def email_redacted_before_it_leaves():
 
 
 @test
+def findings_in_the_answer_are_audited_streamed_or_not():
+    """The model's answer is scanned as it passes (the client still gets it
+    whole): what it contains is reported in output_findings, by type and
+    count, never the values; the request's own findings stay separate."""
+    answer = "Sure: write to bob.smith@example.org, key %s" % AWS_KEY
+    for stream in (False, True):
+        tag = "out-%s" % stream
+        body = json.dumps({"model": "gpt-4o-mini", "stream": stream,
+                           "messages": [{"role": "user", "content": "who do I contact? " + tag}]})
+        # 3-character SSE pieces: the e-mail and the key are split across events.
+        code, out, p = RIG.curl("https://api.openai.com/v1/chat/completions", body,
+                                extra=["-H", "x-fake-answer: " + answer, "-H", "x-fake-split: 3"])
+        check(code == 200, "status %s %s" % (code, p.stderr))
+        if stream:
+            chunks = [json.loads(l[6:]) for l in out.splitlines() if l.startswith("data: {")]
+            got_text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+        else:
+            got_text = json.loads(out)["choices"][0]["message"]["content"]
+        check(got_text == answer, "the answer did not reach the client intact (stream=%s): %r" % (stream, got_text))
+        evs = RIG.request_events(lambda e: e.get("output_findings") and e.get("stream") == stream)
+        check(evs, "no event with output findings (stream=%s): %s" % (stream, RIG.agent.events("request")[-1:]))
+        ev = evs[-1]
+        got = {f["type"]: f["count"] for f in ev["output_findings"]}
+        check(got == {"EMAIL": 1, "AWS_ACCESS_KEY": 1}, "output findings %s (stream=%s)" % (got, stream))
+        check(ev["findings"] == [] and ev["action"] == "allow", "the clean request got findings: %s" % ev)
+    with open(RIG.agent.audit_log) as f:
+        text = f.read()
+    check("bob.smith@example.org" not in text and AWS_KEY not in text, "a value from the answer reached the audit log")
+
+
+@test
 def escaped_email_is_still_found():
     body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"write to john\\u0040example.com"}]}'
     code, out, p = RIG.curl("https://api.openai.com/v1/chat/completions", body)

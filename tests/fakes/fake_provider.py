@@ -44,6 +44,7 @@ Test controls (request headers; the real APIs ignore them):
   x-fake-delay-ms: N        delay between SSE events (overrides --event-delay-ms)
   x-fake-split: N           stream N-character pieces instead of words
   x-fake-abort-after: N     close the connection after N SSE events
+  x-fake-answer: TEXT       answer TEXT instead of the echo (output inspection)
   x-fake-header-delay-ms: N wait before sending the response headers
   path /slow-headers        reads the request, records it, never answers
 
@@ -623,7 +624,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return ""
 
     def answer(self, user_text):
-        text = "echo: " + user_text[:ECHO_LIMIT]
+        text = self.headers.get("x-fake-answer") or "echo: " + user_text[:ECHO_LIMIT]
         usage = (len(self.body) // 4, len(text.split()))
         split = self._int_hdr("x-fake-split")
         if split and split > 0:

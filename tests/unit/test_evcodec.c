@@ -447,3 +447,60 @@ TEST(json_has_contract_fields)
 		CHECK(strstr(w.buf, want[i]) != NULL, "JSON lacks %s: %s", want[i], w.buf);
 	jsonw_free(&w);
 }
+
+/* Findings in the model's answer travel in their own field and come back
+ * apart from the request's. */
+TEST(output_findings_roundtrip_and_json)
+{
+	static const struct vigil_finding out[] = { { "AWS_ACCESS_KEY", 1 }, { "EMAIL", 3 } };
+	struct vigil_event ev;
+	uint8_t buf[4096];
+	struct evcodec_decoded *d = NULL;
+	sample(&ev, 9);
+	ev.output_findings = out;
+	ev.n_output_findings = 2;
+	size_t n = evcodec_event_encode(&ev, true, buf, sizeof(buf));
+	CHECK(n > 0 && n <= sizeof(buf), "encode %zu", n);
+	CHECK(evcodec_event_decode(buf, n, &d) == 0, "decode");
+	CHECK(d->ev.n_findings == 2 && d->ev.n_output_findings == 2, "counts %zu/%zu", d->ev.n_findings,
+	      d->ev.n_output_findings);
+	CHECK(!strcmp(d->ev.output_findings[0].type, "AWS_ACCESS_KEY") && d->ev.output_findings[1].count == 3,
+	      "output findings changed in transit");
+	CHECK(!strcmp(d->ev.findings[0].type, k_findings[0].type), "request findings mixed with output findings");
+	struct jsonw w;
+	jsonw_init(&w);
+	evcodec_event_json(&d->ev, &w);
+	CHECK(!w.oom && strstr(w.buf, "\"output_findings\":[{\"type\":\"AWS_ACCESS_KEY\",\"count\":1},"
+				      "{\"type\":\"EMAIL\",\"count\":3}]"), "JSON: %.*s", (int)w.len, w.buf);
+	jsonw_free(&w);
+	evcodec_decoded_free(d);
+	ev.n_output_findings = EVCODEC_MAX_FINDINGS + 1;
+	CHECK(evcodec_event_encode(&ev, true, buf, sizeof(buf)) == 0, "too many output findings encoded");
+}
+
+/* The agent stores E with field 42 inserted; the verifier rebuilds the
+ * signed bytes the same way. Both must equal what an encoder writes with
+ * the hash set, whatever fields above 42 (content, output findings) exist. */
+TEST(hash_insertion_equals_encoding_with_hash)
+{
+	static const struct vigil_finding out[] = { { "EMAIL", 1 } };
+	for (int variant = 0; variant < 4; variant++) {
+		struct vigil_event ev;
+		uint8_t e[4096], full[4096];
+		sample(&ev, 5);
+		memset(ev.hash, 0x5a, sizeof(ev.hash));
+		if (!(variant & 1))
+			ev.content = NULL;
+		if (variant & 2) {
+			ev.output_findings = out;
+			ev.n_output_findings = 1;
+		}
+		size_t n = evcodec_event_encode(&ev, false, e, sizeof(e) - EVCODEC_HASH_FIELD_LEN);
+		size_t fn = evcodec_event_encode(&ev, true, full, sizeof(full));
+		CHECK(n && fn == n + EVCODEC_HASH_FIELD_LEN, "sizes %zu %zu", n, fn);
+		CHECK(evcodec_insert_hash(e, n, ev.hash) == fn && !memcmp(e, full, fn),
+		      "field 42 inserted elsewhere than an encoder puts it (variant %d)", variant);
+	}
+	uint8_t junk[8 + EVCODEC_HASH_FIELD_LEN] = { 0x0a, 0x50 };
+	CHECK(evcodec_insert_hash(junk, 2, junk) == 0, "invalid E accepted");
+}
