@@ -39,6 +39,27 @@ void jsonw_raw(struct jsonw *w, const char *s, size_t n)
 
 static void put(struct jsonw *w, const char *s) { jsonw_raw(w, s, strlen(s)); }
 
+static void put1(struct jsonw *w, char c)
+{
+	if (!reserve(w, 1))
+		return;
+	w->buf[w->len++] = c;
+	w->buf[w->len] = 0;
+}
+
+/* Decimal digits of v, right-aligned at the end of b[0..24); returns the
+ * first. snprintf("%llu") costs a format parse and a FILE set-up per call:
+ * an audit event has a dozen numbers. */
+static char *fmt_u64(char b[24], uint64_t v)
+{
+	char *p = b + 24;
+	do {
+		*--p = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	return p;
+}
+
 /* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid. */
 static size_t utf8_len(const unsigned char *s, size_t n)
 {
@@ -115,12 +136,16 @@ void jsonw_escape(struct jsonw *w, const char *str, size_t n)
 void jsonw_key(struct jsonw *w, const char *key)
 {
 	if (w->need_comma)
-		put(w, ",");
+		put1(w, ',');
 	w->need_comma = false;
 	if (key) {
-		put(w, "\"");
-		jsonw_escape(w, key, strlen(key));
-		put(w, "\":");
+		size_t n = strlen(key);
+		put1(w, '"');
+		if (jsonw_plain_prefix((const unsigned char *)key, n) == n)
+			jsonw_raw(w, key, n);     /* the usual case: a literal name */
+		else
+			jsonw_escape(w, key, n);
+		jsonw_raw(w, "\":", 2);
 	}
 }
 
@@ -146,9 +171,9 @@ void jsonw_arr_close(struct jsonw *w) { put(w, "]"); w->need_comma = true; }
 void jsonw_strn(struct jsonw *w, const char *key, const char *val, size_t n)
 {
 	jsonw_key(w, key);
-	put(w, "\"");
+	put1(w, '"');
 	jsonw_escape(w, val, n);
-	put(w, "\"");
+	put1(w, '"');
 	w->need_comma = true;
 }
 
@@ -163,19 +188,19 @@ void jsonw_str(struct jsonw *w, const char *key, const char *val)
 
 void jsonw_u64(struct jsonw *w, const char *key, uint64_t v)
 {
-	char b[32];
+	char b[24], *p = fmt_u64(b, v);
 	jsonw_key(w, key);
-	snprintf(b, sizeof(b), "%llu", (unsigned long long)v);
-	put(w, b);
+	jsonw_raw(w, p, (size_t)(b + sizeof(b) - p));
 	w->need_comma = true;
 }
 
 void jsonw_i64(struct jsonw *w, const char *key, int64_t v)
 {
-	char b[32];
+	char b[24], *p = fmt_u64(b, v < 0 ? 0 - (uint64_t)v : (uint64_t)v);
+	if (v < 0)
+		*--p = '-';
 	jsonw_key(w, key);
-	snprintf(b, sizeof(b), "%lld", (long long)v);
-	put(w, b);
+	jsonw_raw(w, p, (size_t)(b + sizeof(b) - p));
 	w->need_comma = true;
 }
 

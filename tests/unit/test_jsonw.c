@@ -62,3 +62,20 @@ TEST(plain_prefix_matches_the_byte_rule)
 				      got, want);
 			}
 }
+
+TEST(integers_at_the_limits)
+{
+	struct jsonw w;
+	jsonw_init(&w);
+	jsonw_obj_open(&w);
+	jsonw_i64(&w, "a", INT64_MIN);
+	jsonw_i64(&w, "b", INT64_MAX);
+	jsonw_i64(&w, "c", 0);
+	jsonw_u64(&w, "d", UINT64_MAX);
+	jsonw_u64(&w, "e", 0);
+	jsonw_i64(&w, "f", -1);
+	jsonw_obj_close(&w);
+	CHECK(!strcmp(w.buf, "{\"a\":-9223372036854775808,\"b\":9223372036854775807,\"c\":0,"
+			     "\"d\":18446744073709551615,\"e\":0,\"f\":-1}"), "%s", w.buf);
+	jsonw_free(&w);
+}
