@@ -3,7 +3,7 @@
 # (tests/e2e/test_*.py). Each prints "PASS name" / "FAIL name: why" lines; a
 # binary that crashes or exits non-zero without a FAIL line counts as one
 # failure. Ends with "N passed, N failed" and exits non-zero on any failure.
-# VIGIL_ONLY=unit|e2e|fuzz restricts the run; VIGIL_TEST=substring filters files.
+# VIGIL_ONLY=unit|e2e|tools|fuzz restricts the run; VIGIL_TEST=substring filters files.
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -48,6 +48,9 @@ if [ "$only" = all ] || [ "$only" = e2e ]; then
 		case "$t" in *"$filter"*) ;; *) continue ;; esac
 		run_one "$(basename "$t" .py)" python3 "$t"
 	done
+fi
+if [ "$only" = all ] || [ "$only" = tools ]; then
+	case "tools" in *"$filter"*) run_one tools-build bash tests/tools_build.sh ;; esac
 fi
 if [ "$only" = all ] || [ "$only" = fuzz ]; then
 	# A short smoke run of every fuzz target (make fuzz runs them longer).

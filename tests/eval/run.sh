@@ -6,13 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 DATA=${VIGIL_EVAL_DATA:-../shared/eval}
+mkdir -p "$BUILD/eval"
+san=; [ "${SAN:-}" = 1 ] && san="-fsanitize=address,undefined"
+# shellcheck disable=SC2086
+${CC:-gcc} $san -std=gnu11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
+	-Wshadow -Wformat=2 -Iagent -Icommon $(pkg-config --cflags libhs) \
+	tests/eval/eval.c agent/inspect.c agent/json.c agent/providers.c "$BUILD/libcommon.a" \
+	-o "$BUILD/eval/eval" $(pkg-config --libs libhs)
+[ -n "${VIGIL_BUILD_ONLY:-}" ] && exit 0   # make test checks that it still builds
 if [ ! -d "$DATA" ]; then
 	echo "eval: data directory $DATA not found (set VIGIL_EVAL_DATA)" >&2
 	exit 2
 fi
-mkdir -p "$BUILD/eval"
-${CC:-gcc} -std=gnu11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
-	-Wshadow -Wformat=2 -Iagent -Icommon $(pkg-config --cflags libhs) \
-	tests/eval/eval.c agent/inspect.c agent/json.c agent/providers.c \
-	-o "$BUILD/eval/eval" $(pkg-config --libs libhs)
 VIGIL_EVAL_DATA="$DATA" python3 tests/eval/run.py "$BUILD/eval/eval"
