@@ -619,6 +619,21 @@ void exchange_scan_usage(const char *doc, size_t len, int64_t *prompt, int64_t *
 	scan_key(doc, len, "\"outputTokens\"", completion);
 }
 
+/* The non-zero per-type counts as audit findings (type name + count). */
+static unsigned counts_to_findings(const uint32_t counts[FINDING__COUNT],
+				   struct audit_finding out[AUDIT_MAX_FINDING_TYPES])
+{
+	unsigned n = 0;
+	for (int t = 0; t < FINDING__COUNT && n < AUDIT_MAX_FINDING_TYPES; t++) {
+		if (!counts[t])
+			continue;
+		out[n].type = finding_name((enum finding_type)t);
+		out[n].count = counts[t];
+		n++;
+	}
+	return n;
+}
+
 void exchange_fill_event(const struct exchange *ex, struct audit_event *ev)
 {
 	ev->provider = provider_name(ex->provider);
@@ -638,22 +653,8 @@ void exchange_fill_event(const struct exchange *ex, struct audit_event *ev)
 	ev->latency_ms = ex->latency_ms;
 	ev->injection_score = ex->injection_score;
 	ev->policy_hash = ex->policy_hash;
-	ev->n_findings = 0;
-	for (int t = 0; t < FINDING__COUNT && ev->n_findings < AUDIT_MAX_FINDING_TYPES; t++) {
-		if (!ex->counts[t])
-			continue;
-		ev->findings[ev->n_findings].type = finding_name((enum finding_type)t);
-		ev->findings[ev->n_findings].count = ex->counts[t];
-		ev->n_findings++;
-	}
-	ev->n_output_findings = 0;
-	for (int t = 0; t < FINDING__COUNT && ev->n_output_findings < AUDIT_MAX_FINDING_TYPES; t++) {
-		if (!ex->out_counts[t])
-			continue;
-		ev->output_findings[ev->n_output_findings].type = finding_name((enum finding_type)t);
-		ev->output_findings[ev->n_output_findings].count = ex->out_counts[t];
-		ev->n_output_findings++;
-	}
+	ev->n_findings = counts_to_findings(ex->counts, ev->findings);
+	ev->n_output_findings = counts_to_findings(ex->out_counts, ev->output_findings);
 }
 
 const char *exchange_status_text(int status)

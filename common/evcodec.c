@@ -489,6 +489,19 @@ static void opt_i64(struct jsonw *w, const char *k, int64_t v)
 		jsonw_i64(w, k, v);
 }
 
+/* key: [{"type": T, "count": N}, ...] */
+static void json_findings(struct jsonw *w, const char *key, const struct vigil_finding *f, size_t n)
+{
+	jsonw_arr_open(w, key);
+	for (size_t i = 0; i < n; i++) {
+		jsonw_obj_open(w);
+		jsonw_str(w, "type", f[i].type);
+		jsonw_u64(w, "count", f[i].count);
+		jsonw_obj_close(w);
+	}
+	jsonw_arr_close(w);
+}
+
 void evcodec_event_json(const struct vigil_event *ev, struct jsonw *w)
 {
 	char when[64], hx[2 * EVCODEC_HASH_LEN + 1];
@@ -529,22 +542,8 @@ void evcodec_event_json(const struct vigil_event *ev, struct jsonw *w)
 	jsonw_str(w, "action", ev->action);
 	jsonw_str(w, "rule", ev->rule);
 	jsonw_str(w, "reason", ev->reason);
-	jsonw_arr_open(w, "findings");
-	for (size_t i = 0; i < ev->n_findings; i++) {
-		jsonw_obj_open(w);
-		jsonw_str(w, "type", ev->findings[i].type);
-		jsonw_u64(w, "count", ev->findings[i].count);
-		jsonw_obj_close(w);
-	}
-	jsonw_arr_close(w);
-	jsonw_arr_open(w, "output_findings");
-	for (size_t i = 0; i < ev->n_output_findings; i++) {
-		jsonw_obj_open(w);
-		jsonw_str(w, "type", ev->output_findings[i].type);
-		jsonw_u64(w, "count", ev->output_findings[i].count);
-		jsonw_obj_close(w);
-	}
-	jsonw_arr_close(w);
+	json_findings(w, "findings", ev->findings, ev->n_findings);
+	json_findings(w, "output_findings", ev->output_findings, ev->n_output_findings);
 	if (ev->injection_score < 0)
 		jsonw_null(w, "injection_score");
 	else
