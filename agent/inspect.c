@@ -357,6 +357,32 @@ static bool v_iban(const char *t, size_t n, size_t *s, size_t *e)
 	return true;
 }
 
+/* True if the words just before st say a phone number follows ("Phone:",
+ * "call me on", "Mobile:", "fax"). Short local numbers (7-8 digits) and
+ * unseparated ones look like any other number; next to such a word they
+ * are phone numbers. Looks back at most 40 bytes. */
+static bool phone_context(const char *t, size_t st)
+{
+	static const char *const words[] = {
+		"phone", "tel", "mobile", "cell", "fax", "call", "dial", "reach", "answering",
+		"desk", "whatsapp", "sms", "contact",
+	};
+	char w[41];
+	size_t from = st > 40 ? st - 40 : 0, n = st - from;
+	for (size_t i = 0; i < n; i++)
+		w[i] = (char)tolower((unsigned char)t[from + i]);
+	w[n] = 0;
+	for (size_t k = 0; k < sizeof(words) / sizeof(words[0]); k++) {
+		size_t kl = strlen(words[k]);
+		for (const char *p = w; (p = memmem(p, n - (size_t)(p - w), words[k], kl)); p++) {
+			/* a word start: "tel" in "hotel" does not count */
+			if (p == w ? from == 0 || !isalpha((unsigned char)t[from - 1]) : !isalpha((unsigned char)p[-1]))
+				return true;
+		}
+	}
+	return false;
+}
+
 static bool v_phone(const char *t, size_t n, size_t *s, size_t *e)
 {
 	if (next_is(t, n, *e, is_alnum))
@@ -423,6 +449,11 @@ static bool v_phone(const char *t, size_t n, size_t *s, size_t *e)
 			     (last >= 4 || (trunk && !mixed && groups >= 3 && last >= 2));
 		else
 			ok = nd == 11 && t[st] == '1' && t[st + 1] >= '3' && t[st + 1] <= '9';
+		/* Next to "phone", "call me on", ...: local and unseparated numbers. */
+		bool date = groups == 3 && nd == 8 && (first == 4 || last == 4);   /* 2024-01-15 */
+		if (!ok && !plus && !date && nd >= 7 && nd <= 12 && groups <= 5 && !(dots && mixed) &&
+		    (groups == 1 ? nd >= 10 : last >= 2) && phone_context(t, st))
+			ok = true;
 		if (ok) {
 			*s = st;
 			return true;
@@ -662,7 +693,7 @@ static const struct det builtin[] = {
 	  "(?:\\+\\d{1,3}[ .\\-]?)?(?:\\(\\d{1,4}\\)[ .\\-]?)?\\d{1,11}(?:[ .\\-]\\d{1,10}){0,5}"
 	  "(?: ?(?:x|ext\\.?) ?\\d{1,5})?",
 	  "\\+\\d{1,3}[ .\\-]?\\(?\\d{1,4}|\\(\\d{2,4}\\)\\s?\\d{3}|\\d{2,4}[ .\\-]\\d{3,8}"
-	  "|1[3-9]\\d{9}", 0, v_phone, EX_SOM, 64 },
+	  "|1[3-9]\\d{9}|\\d{2}[\\-.]\\d{2}[\\-.]\\d{2}[\\-.]\\d{2}|\\d{10}", 0, v_phone, EX_SOM, 64 },
 };
 #define NBUILTIN (sizeof(builtin) / sizeof(builtin[0]))
 
