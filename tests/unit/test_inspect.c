@@ -80,6 +80,7 @@ static const struct vec vecs[] = {
 	{ "Can someone call me on 9472 7916?", FINDING_PHONE, 1, "9472 7916" },
 	{ "Personal Info:\nPhone:\n60-56-85-91", FINDING_PHONE, 1, "60-56-85-91" },
 	{ "Fax: 9498777106", FINDING_PHONE, 1, "9498777106" },
+	{ "ring 0490 75 40 81 tomorrow", FINDING_PHONE, 1, "0490 75 40 81" },
 	{ "order 467 3395 and batch 9472 7916, ts 1700000000", FINDING_PHONE, 0, NULL },
 	{ "hotel 9472 7916 room", FINDING_PHONE, 0, NULL },
 	{ "call me on 2024-01-15 or 15.01.2024", FINDING_PHONE, 0, NULL },
