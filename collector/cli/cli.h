@@ -10,6 +10,8 @@
 #ifndef VIGIL_CLI_H
 #define VIGIL_CLI_H
 
+#include <stdbool.h>
+
 #define CLI_EXIT_OK 0
 #define CLI_EXIT_FAIL 1
 #define CLI_EXIT_USAGE 2
@@ -28,6 +30,21 @@ int cli_ca_main(int argc, char **argv);
 int cli_query_main(int argc, char **argv);   /* query.c: `vigil query` */
 int cli_verify_main(int argc, char **argv);  /* verify.c: `vigil verify` */
 int cli_policy_main(int argc, char **argv);  /* policy.c: `vigil policy check|explain` */
+
+/* query.c: the collector API connection that `vigil query` and `vigil
+ * verify` share: --server/--token/--cacert/--insecure, with $VIGIL_SERVER
+ * and $VIGIL_TOKEN as defaults. */
+struct cli_server {
+	const char *server, *token, *cacert;
+	bool insecure;
+};
+void cli_server_init(struct cli_server *s);
+/* Takes getopt's opt ('S', 'T', 'C', 'k'); false if opt is not one of them. */
+bool cli_server_opt(struct cli_server *s, int opt, const char *arg);
+/* True if server and token are both set and non-empty. */
+bool cli_server_ready(const struct cli_server *s);
+/* verify's request and report (query.c keeps the one copy of the transport). */
+int cli_verify_run(const struct cli_server *s, const char *agent);
 
 /* Add the entry points of new subcommands here (query, verify, policy,
  * status), then one row in cli_commands[] in main.c. */

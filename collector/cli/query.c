@@ -165,18 +165,19 @@ int cli_query_main(int argc, char **argv)
 		{ "top", required_argument, NULL, 't' }, { "cacert", required_argument, NULL, 'C' },
 		{ "insecure", no_argument, NULL, 'k' }, { "help", no_argument, NULL, 'h' }, { 0 },
 	};
-	const char *server = getenv("VIGIL_SERVER"), *token = getenv("VIGIL_TOKEN"), *cacert = NULL, *top = NULL;
+	struct cli_server sv;
+	const char *top = NULL;
 	const char *fmt = "table";
 	const char *keys[] = { "since", "until", "user", "host", "finding", "action", "exe", "provider", "model", "kind",
 			       "agent", "limit" };
 	const char *vals[12] = { 0 };
-	bool insecure = false;
 	int opt;
+	cli_server_init(&sv);
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "h", o, NULL)) != -1) {
+		if (cli_server_opt(&sv, opt, optarg))
+			continue;
 		switch (opt) {
-		case 'S': server = optarg; break;
-		case 'T': token = optarg; break;
 		case 's': vals[0] = optarg; break;
 		case 'u': vals[1] = optarg; break;
 		case 'U': vals[2] = optarg; break;
@@ -192,8 +193,6 @@ int cli_query_main(int argc, char **argv)
 		case 'j': fmt = "json"; break;
 		case 'v': fmt = "csv"; break;
 		case 't': top = optarg; break;
-		case 'C': cacert = optarg; break;
-		case 'k': insecure = true; break;
 		case 'h':
 			usage(stdout);
 			return CLI_EXIT_OK;
@@ -202,7 +201,7 @@ int cli_query_main(int argc, char **argv)
 			return CLI_EXIT_USAGE;
 		}
 	}
-	if (optind < argc || !server || !token || !*server || !*token) {
+	if (optind < argc || !cli_server_ready(&sv)) {
 		fprintf(stderr, "vigil query: %s\n", optind < argc ? "unexpected argument" : "--server and --token are required");
 		usage(stderr);
 		return CLI_EXIT_USAGE;
@@ -219,7 +218,7 @@ int cli_query_main(int argc, char **argv)
 	add_param(c, q, sizeof(q), "format", fmt);
 	curl_easy_cleanup(c);
 	struct cli_resp r;
-	if (cli_api_call("query", server, token, ca_path(cacert), insecure, q, false, &r))
+	if (cli_api_call("query", sv.server, sv.token, ca_path(sv.cacert), sv.insecure, q, false, &r))
 		return CLI_EXIT_FAIL;
 	int ret = CLI_EXIT_OK;
 	if (r.status != 200) {
@@ -232,10 +231,32 @@ int cli_query_main(int argc, char **argv)
 	return ret;
 }
 
-/* verify shares the transport; it lives here to keep one copy of it. */
-int cli_verify_run(const char *server, const char *token, const char *cacert, bool insecure, const char *agent);
+void cli_server_init(struct cli_server *s)
+{
+	s->server = getenv("VIGIL_SERVER");
+	s->token = getenv("VIGIL_TOKEN");
+	s->cacert = NULL;
+	s->insecure = false;
+}
 
-int cli_verify_run(const char *server, const char *token, const char *cacert, bool insecure, const char *agent)
+bool cli_server_opt(struct cli_server *s, int opt, const char *arg)
+{
+	switch (opt) {
+	case 'S': s->server = arg; return true;
+	case 'T': s->token = arg; return true;
+	case 'C': s->cacert = arg; return true;
+	case 'k': s->insecure = true; return true;
+	default: return false;
+	}
+}
+
+bool cli_server_ready(const struct cli_server *s)
+{
+	return s->server && s->token && *s->server && *s->token;
+}
+
+/* verify shares the transport; it lives here to keep one copy of it. */
+int cli_verify_run(const struct cli_server *s, const char *agent)
 {
 	char q[512] = "/api/v1/verify";
 	struct cli_resp r;
@@ -246,7 +267,7 @@ int cli_verify_run(const char *server, const char *token, const char *cacert, bo
 		add_param(c, q, sizeof(q), "agent", agent);
 		curl_easy_cleanup(c);
 	}
-	if (cli_api_call("verify", server, token, ca_path(cacert), insecure, q, false, &r))
+	if (cli_api_call("verify", s->server, s->token, ca_path(s->cacert), s->insecure, q, false, &r))
 		return CLI_EXIT_FAIL;
 	int ret;
 	if (r.status != 200) {

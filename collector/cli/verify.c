@@ -10,8 +10,6 @@
 #include <stdlib.h>
 #include "cli.h"
 
-int cli_verify_run(const char *server, const char *token, const char *cacert, bool insecure, const char *agent);
-
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: vigil verify --server URL --token T [--agent ID] [--cacert FILE] [--insecure]\n"
@@ -27,17 +25,16 @@ int cli_verify_main(int argc, char **argv)
 		{ "agent", required_argument, NULL, 'G' }, { "cacert", required_argument, NULL, 'C' },
 		{ "insecure", no_argument, NULL, 'k' }, { "help", no_argument, NULL, 'h' }, { 0 },
 	};
-	const char *server = getenv("VIGIL_SERVER"), *token = getenv("VIGIL_TOKEN"), *cacert = NULL, *agent = NULL;
-	bool insecure = false;
+	struct cli_server sv;
+	const char *agent = NULL;
 	int opt;
+	cli_server_init(&sv);
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "h", o, NULL)) != -1) {
+		if (cli_server_opt(&sv, opt, optarg))
+			continue;
 		switch (opt) {
-		case 'S': server = optarg; break;
-		case 'T': token = optarg; break;
 		case 'G': agent = optarg; break;
-		case 'C': cacert = optarg; break;
-		case 'k': insecure = true; break;
 		case 'h':
 			usage(stdout);
 			return CLI_EXIT_OK;
@@ -46,10 +43,10 @@ int cli_verify_main(int argc, char **argv)
 			return CLI_EXIT_USAGE;
 		}
 	}
-	if (optind < argc || !server || !token || !*server || !*token) {
+	if (optind < argc || !cli_server_ready(&sv)) {
 		fprintf(stderr, "vigil verify: --server and --token are required\n");
 		usage(stderr);
 		return CLI_EXIT_USAGE;
 	}
-	return cli_verify_run(server, token, cacert, insecure, agent);
+	return cli_verify_run(&sv, agent);
 }
