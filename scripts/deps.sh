@@ -9,10 +9,12 @@ build_pkgs=(
   libssl-dev libhyperscan-dev libprotobuf-c-dev protobuf-c-compiler
   libnl-3-dev libnl-idiag-3-dev libnl-route-3-dev libzstd-dev libyaml-dev
   libsqlite3-dev libcurl4-openssl-dev
+  libnghttp2-dev libbrotli-dev
 )
 test_pkgs=(
   curl python3 openssl iproute2 util-linux procps ca-certificates
   sqlite3 zstd clickhouse-server slowhttptest testssl.sh libclang-rt-14-dev dpkg-dev
+  nghttp2-client
 )
 bench_pkgs=( nginx-light mitmproxy libpcre2-dev wrk )
 
