@@ -13,7 +13,8 @@
 	X(CLIENTHELLO_INVALID, "clienthello_invalid", "malformed ClientHello or invalid server name") \
 	X(UNWATCHED_SNI, "unwatched_sni", "unwatched server name on an LLM endpoint address")     \
 	X(PLAIN_HTTP, "plain_http", "plain HTTP to an LLM endpoint address: HTTPS is required")   \
-	X(HOST_MISMATCH, "host_mismatch", "HTTP Host is not the TLS server name")
+	X(HOST_MISMATCH, "host_mismatch", "HTTP Host is not the TLS server name")                  \
+	X(INTERCEPT_UNAVAILABLE, "intercept_unavailable", "interception could not start (out of resources)")
 
 enum reason {
 	REASON_NONE = 0,
