@@ -104,6 +104,7 @@ void classify_first_flight(const uint8_t *buf, size_t len, bool final, bool full
 {
 	memset(r, 0, sizeof(*r));
 	r->kind = CLASSIFY_NEED_MORE;
+	final = final || full;             /* nothing more will fit: decide now */
 	if (len == 0) {
 		if (final)
 			refuse(r, REASON_CLIENTHELLO_TIMEOUT);

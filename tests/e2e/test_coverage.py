@@ -16,6 +16,7 @@ do what they say.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 import urllib.request
@@ -306,11 +307,16 @@ def unwatched_sni_block_mode():
 
 @test
 def unwatched_sni_passthrough_mode_relays_and_audits():
+    # switched by SIGHUP: classification settings reload with the domains
     with open(AGENT.config) as f:
-        text = f.read().replace("unwatched_sni: block\n", "")
+        text = f.read().replace("unwatched_sni: block\n", "unwatched_sni: passthrough\n")
     with open(AGENT.config, "w") as f:
         f.write(text)
-    restart_with("unwatched_sni: passthrough")
+    AGENT.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 5
+    while "unwatched_sni, clienthello_timeout" not in AGENT.log_tail(5):
+        check(time.time() < deadline, "no reload logged: %s" % AGENT.log_tail(5))
+        time.sleep(0.05)
     since = last_seq()
     n = len(RIG.received())
     # The operator accepted fronting: the request is relayed undecrypted
