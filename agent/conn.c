@@ -30,6 +30,7 @@
 #include <unistd.h>
 #include "audit.h"
 #include "capture.h"
+#include "certgen.h"
 #include "classify.h"
 #include "conn.h"
 #include "exchange.h"
@@ -410,6 +411,14 @@ static void intercept(struct conn *c)
 
 	if (!ag->certgen) {
 		start_passthrough(c);
+		return;
+	}
+	/* A name the agent will not put in a certificate (an IP literal, one
+	 * label, '_'; see certgen_valid_sni) cannot be intercepted, and must
+	 * not be relayed either: refuse it here, on record, rather than let
+	 * the interceptor fail without an event. */
+	if (!certgen_valid_sni(c->info.sni, strlen(c->info.sni))) {
+		refuse(c, REASON_CLIENTHELLO_INVALID, true, 0);
 		return;
 	}
 	loop_del(ag->loop, &c->cw.w);

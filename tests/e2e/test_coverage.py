@@ -249,6 +249,18 @@ def plain_http_with_unwatched_host_refused_by_default():
 
 
 @test
+def name_that_cannot_be_forged_refused_on_record():
+    # "localhost" (one label) is a valid SNI but no certificate is forged for
+    # it: under the default it must be refused with an event, not dropped
+    # silently or relayed.
+    since = last_seq()
+    res = tool("tls", RIG.ca, GOOD, 443, "localhost", http_request("api.openai.com", CHAT).hex(), "--insecure", 1)
+    check(not res.get("handshake") and res["elapsed"] < DEADLINE, "a one-label SNI was served or held: %s" % res)
+    refusal("clienthello_invalid", "python3", since, sni="localhost")
+    secret_never_received()
+
+
+@test
 def not_tls_garbage_closed():
     since = last_seq()
     res = tool("raw", GOOD, 443, ("\x00\x01garbage " + SECRET + "\r\n").encode().hex())
