@@ -343,6 +343,28 @@ def unwatched_sni_passthrough_mode_relays_and_audits():
     check(evs and evs[-1]["uid"] == lib.NOBODY and evs[-1]["exe"].endswith("curl"), "not audited: %s" % evs[-1:])
     check(not [e for e in AGENT.events("request") if e.get("seq", 0) > since and e.get("sni") == "cdn-other.example"],
           "passthrough mode decrypted the unwatched name")
+    # plain HTTP: another site's Host is relayed in passthrough mode (only
+    # its first request is seen), a watched Host is still refused
+    site = os.path.join(RIG.tmp, "site")
+    os.makedirs(site, exist_ok=True)
+    with open(os.path.join(site, "marker.txt"), "w") as f:
+        f.write("plain-site-ok")
+    srv = lib.spawn([PY, "-m", "http.server", "80", "--bind", GOOD, "--directory", site],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 10
+    while subprocess.run(["curl", "-s", "-o", "/dev/null", "http://%s/" % GOOD]).returncode != 0:
+        check(time.time() < deadline and srv.poll() is None, "the plain-HTTP site did not start")
+        time.sleep(0.1)
+    since = last_seq()
+    code, body, p = RIG.curl("http://cdn-other.example/marker.txt?x=1")
+    check(code == 200 and body == "plain-site-ok", "plain HTTP to another site not relayed: %s %s" % (code, body[:200]))
+    evs = AGENT.wait_events(lambda e: e.get("seq", 0) > since and e.get("action") == "passthrough" and
+                            e.get("dst_port") == 80, kind="connection")
+    check(evs and evs[-1]["sni"] == "cdn-other.example" and evs[-1]["path"] == "/marker.txt" and
+          evs[-1]["method"] == "GET" and evs[-1]["uid"] == lib.NOBODY, "relay not audited: %s" % evs[-1:])
+    code, body, p = RIG.curl("http://api.openai.com/v1/chat/completions", CHAT)
+    check(code == 403, "plain HTTP to a watched host in passthrough mode: %s" % code)
+    srv.kill()
     # no SNI is still refused in passthrough mode
     since = last_seq()
     code, body, p = RIG.curl("https://%s/v1/chat/completions" % GOOD, CHAT, extra=["-k"])
