@@ -288,6 +288,7 @@ def silent_client_closed_at_the_deadline():
 def refusals_counted_by_reason():
     text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % METRICS_PORT, timeout=5).read().decode()
     vals = dict(l.rsplit(" ", 1) for l in text.splitlines() if l and not l.startswith("#"))
+    check("vigil_agent_collector_connected" in vals, "the metrics page was cut short (%d bytes)" % len(text))
     for reason, at_least in (("no_sni", 2), ("plain_http", 3), ("host_mismatch", 2), ("not_tls", 2),
                              ("clienthello_timeout", 2)):
         got = int(vals.get('vigil_agent_refused_total{reason="%s"}' % reason, "0"))
