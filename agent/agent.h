@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include "config.h"
 #include "identity.h"
+#include "reason.h"
 
 struct loop;
 struct capture;
@@ -26,6 +27,7 @@ struct agent_stats {
 	atomic_ulong requests[4];      /* by action: allow, alert, redact, block */
 	atomic_ulong dns_answers;      /* DNS answers seen by the ingress program */
 	atomic_ulong dns_learned;      /* target addresses first learned from one */
+	atomic_ulong refused[REASON__COUNT]; /* connections and requests refused, by reason */
 };
 
 struct agent {

@@ -85,17 +85,44 @@ int config_cgroup2_root(char *out, size_t outlen)
 bool config_host_watched(const char *const *list, size_t n, const char *host)
 {
 	size_t hl = strlen(host);
+	/* Callers pass names normalised by sni_host_normalise; the trailing
+	 * dot is dropped here too so that no caller can forget it. */
+	if (hl > 1 && host[hl - 1] == '.')
+		hl--;
 	for (size_t i = 0; i < n; i++) {
 		const char *e = list[i];
 		if (e[0] == '*' && e[1] == '.') {
 			size_t sl = strlen(e + 1); /* ".suffix" */
-			if (hl > sl && !strcasecmp(host + hl - sl, e + 1))
+			if (hl > sl && !strncasecmp(host + hl - sl, e + 1, sl))
 				return true;
-		} else if (!strcasecmp(e, host)) {
+		} else if (strlen(e) == hl && !strncasecmp(e, host, hl)) {
 			return true;
 		}
 	}
 	return false;
+}
+
+static const char *const unwatched_names[] = {
+	[CONFIG_UNWATCHED_INTERCEPT] = "intercept",
+	[CONFIG_UNWATCHED_PASSTHROUGH] = "passthrough",
+	[CONFIG_UNWATCHED_BLOCK] = "block",
+};
+
+const char *config_unwatched_name(int mode)
+{
+	return mode >= 0 && mode < 3 ? unwatched_names[mode] : "?";
+}
+
+static int set_unwatched(const char *file, const struct ynode *n, struct config *c, char *err,
+			 size_t errlen)
+{
+	for (int m = 0; n->kind == YNODE_SCALAR && m < 3; m++)
+		if (!strcmp(n->str, unwatched_names[m])) {
+			c->unwatched_sni = m;
+			return 0;
+		}
+	snprintf(err, errlen, "%s:%d: unwatched_sni must be intercept, passthrough or block", file, n->line);
+	return -EINVAL;
 }
 
 /* "a.b.c.d:port" */
@@ -361,6 +388,16 @@ static int load_limits(const char *file, const struct ynode *m, struct config *c
 		} else if (!strcmp(k, "header_timeout")) {
 			if ((ret = set_ms(file, v, &c->header_timeout_ms, err, errlen)))
 				return ret;
+		} else if (!strcmp(k, "clienthello_timeout")) {
+			if ((ret = set_ms(file, v, &c->clienthello_timeout_ms, err, errlen)))
+				return ret;
+			/* Longer than a minute only widens the window an idle
+			 * socket holds a slot; a real client sends at once. */
+			if (c->clienthello_timeout_ms > 60000) {
+				snprintf(err, errlen, "%s:%d: clienthello_timeout must be at most 60s", file,
+					 v->line);
+				return -ERANGE;
+			}
 		} else if (!strcmp(k, "idle_timeout")) {
 			if ((ret = set_ms(file, v, &c->idle_timeout_ms, err, errlen)))
 				return ret;
@@ -423,6 +460,10 @@ static int set_defaults(struct config *c)
 	c->max_headers = 100;
 	c->max_body_bytes = 16ULL << 20;
 	c->header_timeout_ms = 10000;
+	/* A client writes its ClientHello right after connect(); three
+	 * seconds covers a loaded machine, and nothing is relayed meanwhile. */
+	c->clienthello_timeout_ms = 3000;
+	c->unwatched_sni = CONFIG_UNWATCHED_INTERCEPT;
 	c->idle_timeout_ms = 120000;
 	c->upstream_timeout_ms = 30000;
 	c->max_connections = 10000;
@@ -442,11 +483,14 @@ static int set_defaults(struct config *c)
 	for (c->n_endpoints = 0; c->n_endpoints < n; c->n_endpoints++)
 		if (!(c->endpoints[c->n_endpoints] = strdup(config_default_endpoints[c->n_endpoints])))
 			return -ENOMEM;
-	c->target_ports = calloc(1, sizeof(uint16_t));
+	/* 80 too: plain HTTP to an endpoint must reach the agent to be refused,
+	 * not leave the machine unseen. */
+	c->target_ports = calloc(2, sizeof(uint16_t));
 	if (!c->target_ports)
 		return -ENOMEM;
 	c->target_ports[0] = 443;
-	c->n_target_ports = 1;
+	c->target_ports[1] = 80;
+	c->n_target_ports = 2;
 	if (gethostname(host, sizeof(host)) != 0)
 		snprintf(host, sizeof(host), "unknown");
 	host[sizeof(host) - 1] = 0;
@@ -521,6 +565,8 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 			ret = set_addrs(path, v, c, err, errlen);
 		else if (!strcmp(k, "target_ports"))
 			ret = set_ports(path, v, c, err, errlen);
+		else if (!strcmp(k, "unwatched_sni"))
+			ret = set_unwatched(path, v, c, err, errlen);
 		else if (!strcmp(k, "policy"))
 			ret = set_str(path, v, &c->policy, err, errlen);
 		else if (!strcmp(k, "audit_log"))

@@ -13,6 +13,14 @@
 
 enum { CONFIG_FSYNC_ALWAYS = 0, CONFIG_FSYNC_BATCH = 1, CONFIG_FSYNC_NEVER = 2 };
 
+/* unwatched_sni: what a TLS connection to an endpoint address gets when its
+ * server name is not watched (CDNs host other sites on the same address). */
+enum config_unwatched {
+	CONFIG_UNWATCHED_INTERCEPT = 0,   /* decrypt; each request's Host must be the SNI (default) */
+	CONFIG_UNWATCHED_PASSTHROUGH = 1, /* relay undecrypted, audited (accepts domain fronting) */
+	CONFIG_UNWATCHED_BLOCK = 2,       /* refuse with a TLS alert, audited */
+};
+
 struct config {
 	char *path;                    /* the file it came from */
 	struct sockaddr_in listen4;    /* listen: (IPv4) */
@@ -29,8 +37,9 @@ struct config {
 	size_t n_passthrough;
 	struct sockaddr_storage *target_addrs;  /* target_addresses: always redirected */
 	size_t n_target_addrs;
-	uint16_t *target_ports;        /* ports redirected on target addresses */
+	uint16_t *target_ports;        /* ports redirected on target addresses (default 443, 80) */
 	size_t n_target_ports;
+	int unwatched_sni;             /* unwatched_sni: enum config_unwatched */
 	char *policy;
 	char *audit_log;               /* NULL = none */
 	char *spool_dir;
@@ -49,6 +58,7 @@ struct config {
 	uint32_t max_headers;
 	uint64_t max_body_bytes;
 	uint32_t header_timeout_ms;
+	uint32_t clienthello_timeout_ms; /* limits.clienthello_timeout: first flight must be complete by then */
 	uint32_t idle_timeout_ms;
 	uint32_t upstream_timeout_ms;  /* connect + TLS handshake + response head */
 	uint32_t max_connections;
@@ -64,6 +74,9 @@ void config_free(struct config *c);
 
 /* True if sni is watched (exact, or matches a "*.suffix" entry). */
 bool config_host_watched(const char *const *list, size_t n, const char *host);
+
+/* The keyword of an unwatched_sni mode ("intercept", ...). */
+const char *config_unwatched_name(int mode);
 
 /* The built-in catalog of LLM API hosts used when endpoints: is absent. */
 extern const char *const config_default_endpoints[];

@@ -1,4 +1,13 @@
-/* conn: redirected connections on the event loop. Pass-through bytes move
+/* conn: redirected connections on the event loop. The first flight is
+ * classified (classify.c) before anything is decided: a watched server name
+ * is intercepted, an unwatched one follows unwatched_sni, and everything
+ * that is not a complete ClientHello with a valid server name (or a plain-
+ * HTTP head) within clienthello_timeout is refused and audited, never
+ * relayed. A refused client gets a prompt answer it understands: a fatal
+ * TLS alert where it spoke TLS, an HTTP error in its provider's shape where
+ * it spoke HTTP, otherwise the connection is closed.
+ *
+ * Pass-through bytes move
  * kernel to kernel with splice(2) through one pipe per direction, so a
  * relayed connection never holds more than two pipe buffers and never
  * copies through user space. Half-close is propagated (shutdown(SHUT_WR)
@@ -21,15 +30,25 @@
 #include <unistd.h>
 #include "audit.h"
 #include "capture.h"
+#include "certgen.h"
+#include "classify.h"
 #include "conn.h"
+#include "exchange.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
+#include "providers.h"
 #include "sni.h"
 
 #define PIPE_SIZE (64 * 1024)
 #define PEEK_BUF (SNI_MAX_HELLO + 1024)
+#define LINGER_MS 2000             /* a refused client's last bytes are read this long */
+#define LINGER_MAX (1u << 20)      /* ... and at most this much */
 
-enum conn_state { ST_PEEK, ST_CONNECTING, ST_RELAY, ST_DEAD };
+/* ST_LINGER: refused, answer sent and write side shut; reading and
+ * discarding what the client still sends, so that closing does not reset
+ * the connection before the client has read the answer. */
+enum conn_state { ST_PEEK, ST_CONNECTING, ST_RELAY, ST_LINGER, ST_DEAD };
 
 struct conn;
 
@@ -53,6 +72,11 @@ struct conn {
 	struct dir up, down;           /* up: client -> upstream */
 	uint64_t deadline_ms;          /* peek/connect deadline, or idle deadline while relaying */
 	const char *error;
+	enum reason reason;            /* refused: why (audit, log, metrics) */
+	bool audited;                  /* the connection event is written already */
+	int status;                    /* HTTP status answered to a refused plain-HTTP client */
+	char method[16], path[256];    /* plain HTTP: the request line, query removed */
+	size_t lingered;
 	struct conn *next, *prev;
 };
 
@@ -95,8 +119,11 @@ static void emit_connection_event(struct conn *c)
 	ev.dst_ip = id->dst_ip[0] ? id->dst_ip : NULL;
 	ev.dst_port = id->dst_port;
 	ev.sni = c->info.sni[0] ? c->info.sni : NULL;
-	ev.action = "passthrough";
-	ev.reason = c->error ? "error" : NULL;
+	ev.method = c->method[0] ? c->method : NULL;
+	ev.path = c->method[0] ? c->path : NULL;
+	ev.status = c->status;
+	ev.action = c->reason ? "block" : "passthrough";
+	ev.reason = c->reason ? reason_name(c->reason) : c->error ? "error" : NULL;
 	ev.error = c->error;
 	ev.bytes_up = c->up.bytes;
 	ev.bytes_down = c->down.bytes;
@@ -119,7 +146,8 @@ static void conn_close(struct conn *c, const char *error)
 		return;
 	if (error && !c->error)
 		c->error = error;
-	emit_connection_event(c);
+	if (!c->audited)
+		emit_connection_event(c);
 	loop_del(c->ag->loop, &c->cw.w);
 	loop_del(c->ag->loop, &c->uw.w);
 	if (c->cw.w.fd >= 0)
@@ -294,38 +322,174 @@ static void start_passthrough(struct conn *c)
 	loop_mod(c->ag->loop, &c->cw.w, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
 }
 
-static void decide(struct conn *c, enum sni_status st)
+/* Reads and drops what the client sent. Returns true at EOF or error. */
+static bool discard_input(struct conn *c)
+{
+	static char sink[16384];
+	while (c->lingered < LINGER_MAX) {
+		ssize_t n = recv(c->cw.w.fd, sink, sizeof(sink), MSG_DONTWAIT);
+		if (n > 0) {
+			c->lingered += (size_t)n;
+			continue;
+		}
+		return n == 0 || (errno != EAGAIN && errno != EINTR);
+	}
+	return true;
+}
+
+/* The fatal alert a refused TLS client gets (RFC 8446 6.2): it is sent
+ * before any key exists, so in the clear, and the client reports it at once
+ * instead of waiting for a ServerHello. */
+static void send_alert(int fd, enum reason why)
+{
+	uint8_t desc = why == REASON_NO_SNI || why == REASON_UNWATCHED_SNI ? 112 :   /* unrecognized_name */
+		       why == REASON_CLIENTHELLO_INVALID ? 50 :                       /* decode_error */
+		       why == REASON_INTERCEPT_UNAVAILABLE ? 80 :                     /* internal_error */
+		       40;                                                            /* handshake_failure */
+	const uint8_t rec[7] = { 21, 3, 3, 0, 2, 2, desc };
+	(void)!send(fd, rec, sizeof(rec), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* A plain-HTTP client's answer, in the shape of the provider its Host
+ * names (an SDK shows it), saying that HTTPS is required. */
+static void send_http_refusal(struct conn *c, int status)
+{
+	char msg[320], resp[2048];
+	int n;
+
+	if (status == 403)
+		snprintf(msg, sizeof(msg), "plain HTTP to %s is refused: HTTPS is required",
+			 c->info.sni[0] ? c->info.sni : "this address");
+	else
+		snprintf(msg, sizeof(msg), "%s plain-HTTP request refused: HTTPS is required",
+			 status == 408 ? "incomplete" : status == 431 ? "oversized" : "malformed");
+	n = exchange_error_response(provider_identify(c->info.sni[0] ? c->info.sni : NULL, c->path),
+				    status, reason_name(REASON_PLAIN_HTTP), msg, resp, sizeof(resp));
+	if (n > 0)
+		(void)!send(c->cw.w.fd, resp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* Refuses the connection: audit, count, answer in the client's protocol,
+ * then linger (or close at once when the client spoke neither TLS nor
+ * HTTP: there is nothing it could read). */
+static void refuse(struct conn *c, enum reason why, bool tls, int http_status)
 {
 	struct agent *ag = c->ag;
-	const struct config *cfg = ag->cfg;
 
-	if (st == SNI_FOUND && ag->certgen &&
-	    config_host_watched((const char *const *)cfg->endpoints, cfg->n_endpoints, c->info.sni) &&
-	    !config_host_watched((const char *const *)cfg->passthrough, cfg->n_passthrough, c->info.sni)) {
-		int cfd = c->cw.w.fd;
-		loop_del(ag->loop, &c->cw.w);
-		if (intercept_start(ag, cfd, &c->info) == 0) {
-			atomic_fetch_add(&ag->stats.intercepted, 1);
-			/* The interceptor owns the socket and audits the exchange now. */
-			c->cw.w.fd = -1;
-			c->state = ST_DEAD;
-			conn_unlink(c);
-			c->next = dead_conns;
-			dead_conns = c;
-			atomic_fetch_sub(&ag->stats.active, 1);
-			return;
-		}
-		loop_add(ag->loop, &c->cw.w, EPOLLIN | EPOLLRDHUP | EPOLLET);
-		log_warn("cannot start interception for %s; passing through", c->info.sni);
+	c->reason = why;
+	c->status = http_status;
+	metrics_count_reason(ag, why);
+	log_info("refused connection of pid %lld (%s) to %s:%u%s%s: %s", (long long)c->info.id.pid,
+		 c->info.id.comm, c->info.id.dst_ip, c->info.id.dst_port, c->info.sni[0] ? " for " : "",
+		 c->info.sni, reason_text(why));
+	/* Audit first: the refusal is on record even if the answer is lost. */
+	emit_connection_event(c);
+	c->audited = true;
+	/* Read what is queued first: closing with unread bytes would reset
+	 * the connection and could destroy the answer before it is read. */
+	bool eof = discard_input(c);
+	if (http_status)
+		send_http_refusal(c, http_status);
+	else if (tls)
+		send_alert(c->cw.w.fd, why);
+	if (eof || (!tls && !http_status)) {
+		conn_close(c, NULL);
+		return;
 	}
-	start_passthrough(c);
+	shutdown(c->cw.w.fd, SHUT_WR);
+	c->state = ST_LINGER;
+	c->deadline_ms = loop_now_ms() + LINGER_MS;
+}
+
+/* Hands a watched (or, with unwatched_sni: intercept, an unwatched)
+ * connection to the interceptor. Without a CA nothing is decrypted (an
+ * audit-only agent) and the connection is relayed as before. */
+static void intercept(struct conn *c)
+{
+	struct agent *ag = c->ag;
+	int cfd = c->cw.w.fd;
+
+	if (!ag->certgen) {
+		start_passthrough(c);
+		return;
+	}
+	/* A name the agent will not put in a certificate (an IP literal, one
+	 * label, '_'; see certgen_valid_sni) cannot be intercepted, and must
+	 * not be relayed either: refuse it here, on record, rather than let
+	 * the interceptor fail without an event. */
+	if (!certgen_valid_sni(c->info.sni, strlen(c->info.sni))) {
+		refuse(c, REASON_CLIENTHELLO_INVALID, true, 0);
+		return;
+	}
+	loop_del(ag->loop, &c->cw.w);
+	if (intercept_start(ag, cfd, &c->info) == 0) {
+		atomic_fetch_add(&ag->stats.intercepted, 1);
+		/* The interceptor owns the socket and audits the exchange now. */
+		c->cw.w.fd = -1;
+		c->state = ST_DEAD;
+		conn_unlink(c);
+		c->next = dead_conns;
+		dead_conns = c;
+		atomic_fetch_sub(&ag->stats.active, 1);
+		return;
+	}
+	loop_add(ag->loop, &c->cw.w, EPOLLIN | EPOLLRDHUP | EPOLLET);
+	/* Relaying a watched connection uninspected is what this agent exists
+	 * to prevent: refuse it, the client retries. */
+	refuse(c, REASON_INTERCEPT_UNAVAILABLE, true, 0);
+}
+
+/* What a classified first flight gets: intercept, relay or refusal. */
+static void decide(struct conn *c, const struct classify_result *r)
+{
+	const struct config *cfg = c->ag->cfg;
+	const char *const *endpoints = (const char *const *)cfg->endpoints;
+	bool watched;
+
+	snprintf(c->info.sni, sizeof(c->info.sni), "%s", r->name);
+	watched = r->name[0] && config_host_watched(endpoints, cfg->n_endpoints, r->name);
+	if (r->kind == CLASSIFY_REFUSE) {
+		refuse(c, r->reason, r->tls, r->http ? r->http_status : 0);
+		return;
+	}
+	if (r->kind == CLASSIFY_HTTP) {
+		snprintf(c->method, sizeof(c->method), "%s", r->method);
+		snprintf(c->path, sizeof(c->path), "%s", r->path);
+		/* Plain HTTP cannot be intercepted and a watched API must not get
+		 * it in the clear. Another site's Host is relayed only where the
+		 * site accepts fronting (passthrough); intercept and block cannot
+		 * look inside a plain-HTTP relay, so they refuse it too. */
+		if (watched || cfg->unwatched_sni != CONFIG_UNWATCHED_PASSTHROUGH)
+			refuse(c, REASON_PLAIN_HTTP, false, 403);
+		else
+			start_passthrough(c);
+		return;
+	}
+	if (watched) {
+		if (config_host_watched((const char *const *)cfg->passthrough, cfg->n_passthrough, r->name))
+			start_passthrough(c);
+		else
+			intercept(c);
+		return;
+	}
+	switch (cfg->unwatched_sni) {
+	case CONFIG_UNWATCHED_PASSTHROUGH:
+		start_passthrough(c);
+		break;
+	case CONFIG_UNWATCHED_BLOCK:
+		refuse(c, REASON_UNWATCHED_SNI, true, 0);
+		break;
+	default:
+		intercept(c);
+		break;
+	}
 }
 
 static void try_peek(struct conn *c, bool deadline_passed)
 {
 	static uint8_t buf[PEEK_BUF];
+	struct classify_result r;
 	ssize_t n = recv(c->cw.w.fd, buf, sizeof(buf), MSG_PEEK);
-	enum sni_status st;
 
 	if (n == 0) {
 		conn_close(c, "client closed before sending");
@@ -336,16 +500,17 @@ static void try_peek(struct conn *c, bool deadline_passed)
 			conn_close(c, "client read failed");
 			return;
 		}
-		if (deadline_passed)
-			start_passthrough(c);   /* a protocol where the server speaks first */
-		return;
+		n = 0;
 	}
-	st = sni_parse(buf, (size_t)n, c->info.sni, sizeof(c->info.sni));
-	if (st == SNI_NEED_MORE && (size_t)n < sizeof(buf) && !deadline_passed)
-		return;
-	if (st != SNI_FOUND)
-		c->info.sni[0] = 0;
-	decide(c, st);
+	classify_first_flight(buf, (size_t)n, deadline_passed, (size_t)n == sizeof(buf), &r);
+	if (r.kind != CLASSIFY_NEED_MORE)
+		decide(c, &r);
+}
+
+static void linger_read(struct conn *c)
+{
+	if (discard_input(c))
+		conn_close(c, NULL);
 }
 
 static void client_event(struct loop_watch *w, uint32_t events)
@@ -353,6 +518,8 @@ static void client_event(struct loop_watch *w, uint32_t events)
 	struct conn *c = ((struct side_watch *)w)->c;
 	if (c->state == ST_PEEK)
 		try_peek(c, false);
+	else if (c->state == ST_LINGER)
+		linger_read(c);
 	else if (c->state == ST_RELAY)
 		relay(c);
 	else if (c->state == ST_CONNECTING && (events & (EPOLLERR | EPOLLHUP)) &&
@@ -403,7 +570,7 @@ static void accept_one(struct agent *ag, int fd)
 	c->info.have_origin = true;
 	identity_from_origin(&c->info.id, &c->info.origin);
 	c->state = ST_PEEK;
-	c->deadline_ms = c->info.t_start_ms + ag->cfg->header_timeout_ms;
+	c->deadline_ms = c->info.t_start_ms + ag->cfg->clienthello_timeout_ms;
 	if (loop_add(ag->loop, &c->cw.w, EPOLLIN | EPOLLRDHUP | EPOLLET)) {
 		conn_close(c, "epoll failed");
 		return;
@@ -461,6 +628,9 @@ void conn_tick(struct agent *ag, uint64_t now)
 			break;
 		case ST_RELAY:
 			conn_close(c, "idle timeout");
+			break;
+		case ST_LINGER:
+			conn_close(c, NULL);
 			break;
 		default:
 			break;

@@ -336,15 +336,10 @@ static void apply_redaction(struct exchange *ex, const char *body, size_t len,
 	}
 }
 
-void exchange_request(struct exchange *ex, const struct http_request *req, const char *body,
-		      size_t len)
+static void set_method_path(struct exchange *ex, const struct http_request *req)
 {
-	struct inspect_scratch *scratch;
-	struct inspect_result *res;
-	struct redact_policy rp;
 	size_t ml = req->method_len < sizeof(ex->method) - 1 ? req->method_len : sizeof(ex->method) - 1;
 	size_t pl = 0;
-	int ret;
 
 	memcpy(ex->method, req->method, ml);
 	ex->method[ml] = 0;
@@ -353,6 +348,17 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
 		pl++;
 	memcpy(ex->path, req->target, pl);
 	ex->path[pl] = 0;
+}
+
+void exchange_request(struct exchange *ex, const struct http_request *req, const char *body,
+		      size_t len)
+{
+	struct inspect_scratch *scratch;
+	struct inspect_result *res;
+	struct redact_policy rp;
+	int ret;
+
+	set_method_path(ex, req);
 	ex->bytes_up += len;
 
 	if (!(scratch = conn_scratch(ex))) {
@@ -664,6 +670,7 @@ const char *exchange_status_text(int status)
 	case 403: return "Forbidden";
 	case 408: return "Request Timeout";
 	case 413: return "Content Too Large";
+	case 421: return "Misdirected Request";
 	case 429: return "Too Many Requests";
 	case 431: return "Request Header Fields Too Large";
 	case 501: return "Not Implemented";
@@ -678,6 +685,37 @@ const char *exchange_status_text(int status)
 int exchange_error_body(const struct exchange *ex, int status, const char *code, const char *msg,
 			char *out, size_t outlen)
 {
+	return exchange_error_body_for(ex->provider, status, code, msg, out, outlen);
+}
+
+int exchange_error_response(enum provider_id provider, int status, const char *code, const char *msg,
+			    char *out, size_t outlen)
+{
+	char body[1024];
+	int blen = exchange_error_body_for(provider, status, code, msg, body, sizeof(body));
+	int n = snprintf(out, outlen,
+			 "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+			 "Content-Length: %d\r\nConnection: close\r\nX-Vigil-Error: %s\r\n\r\n%s",
+			 status, exchange_status_text(status), blen, code, body);
+	return n < 0 || (size_t)n >= outlen ? -ENOSPC : n;
+}
+
+void exchange_refuse(struct exchange *ex, const struct http_request *req, int status, enum reason why,
+		     const char *msg)
+{
+	set_method_path(ex, req);
+	ex->provider = provider_identify(ex->info->sni, ex->path);
+	ex->blocked = true;
+	ex->block_status = status;
+	ex->block_code = reason_name(why);
+	ex->action = "block";
+	ex->reason = reason_name(why);
+	snprintf(ex->block_message, sizeof(ex->block_message), "%s", msg);
+}
+
+int exchange_error_body_for(enum provider_id provider, int status, const char *code, const char *msg,
+			    char *out, size_t outlen)
+{
 	struct jsonw w;
 	char full[512];
 	int n;
@@ -685,7 +723,7 @@ int exchange_error_body(const struct exchange *ex, int status, const char *code,
 	snprintf(full, sizeof(full), "Vigil: %s", msg ? msg : exchange_status_text(status));
 	jsonw_init(&w);
 	jsonw_obj_open(&w);
-	switch (ex->provider) {
+	switch (provider) {
 	case PROVIDER_ANTHROPIC: {
 		const char *type = status == 403 ? "permission_error" : status == 429 ? "rate_limit_error" :
 				   status == 413 ? "request_too_large" : status < 500 ? "invalid_request_error" :

@@ -20,6 +20,7 @@
 #include "json.h"
 #include "policy.h"
 #include "providers.h"
+#include "reason.h"
 
 struct sse_parser;
 struct inspect_scratch;
@@ -124,9 +125,21 @@ void exchange_fill_event(const struct exchange *ex, struct audit_event *ev);
  * "file:line: reason" lines, caller frees. */
 int exchange_reload_policy(struct agent *ag, char **errs);
 
+/* A request refused before inspection (reason why, e.g. host_mismatch):
+ * fills method, path and provider from req and sets ex->blocked. */
+void exchange_refuse(struct exchange *ex, const struct http_request *req, int status, enum reason why,
+		     const char *msg);
+
 /* The JSON error body in the exchange's provider's shape. Returns its length. */
 int exchange_error_body(const struct exchange *ex, int status, const char *code, const char *msg,
 			char *out, size_t outlen);
+/* The same for a provider named directly. */
+int exchange_error_body_for(enum provider_id provider, int status, const char *code, const char *msg,
+			    char *out, size_t outlen);
+/* A whole error response (head, "Connection: close", body in the
+ * provider's shape), as the agent sends it. Returns its length or -ENOSPC. */
+int exchange_error_response(enum provider_id provider, int status, const char *code, const char *msg,
+			    char *out, size_t outlen);
 const char *exchange_status_text(int status);
 
 /* Usage counters found in one JSON document (or SSE data payload): the

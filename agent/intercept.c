@@ -30,6 +30,8 @@
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
+#include "reason.h"
+#include "sni.h"
 #include "tls.h"
 
 #define IO_CHUNK (64 * 1024)
@@ -282,16 +284,27 @@ static int send_client(struct ic *ic, const void *buf, size_t len)
 static void send_error(struct ic *ic, struct exchange *ex, int status, const char *code,
 		       const char *msg)
 {
-	char body[1024], head[512];
-	int blen = exchange_error_body(ex, status, code, msg, body, sizeof(body));
-	int hlen = snprintf(head, sizeof(head),
-			    "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-			    "Content-Length: %d\r\nConnection: close\r\nX-Vigil-Error: %s\r\n\r\n",
-			    status, exchange_status_text(status), blen, code);
-	if (send_client(ic, head, (size_t)hlen) == 0)
-		send_client(ic, body, (size_t)blen);
+	char resp[2048];
+	int n = exchange_error_response(ex->provider, status, code, msg, resp, sizeof(resp));
+	if (n > 0 && send_client(ic, resp, (size_t)n) == 0)
+		ex->bytes_down += (uint64_t)n;
 	ex->status = status;
-	ex->bytes_down += (uint64_t)hlen + (uint64_t)blen;
+}
+
+/* Whether the request's Host names the host the connection was opened
+ * for. Checked on every intercepted request, watched SNI or not: the
+ * connection goes to the address and certificate of the SNI, while a CDN
+ * routes by Host, so a mismatch (domain fronting, in either direction)
+ * would make the audit's sni, policy's host and the provider identified
+ * describe one service while the request goes to another. 421 is the
+ * status RFC 9110 15.5.20 gives a request sent on a connection not
+ * authoritative for it; clients that coalesce connections retry on a new
+ * one. */
+static bool host_is_sni(const struct http_request *req, const char *sni)
+{
+	char host[256];
+	return req->host && sni[0] && sni_authority_host(req->host, req->host_len, host, sizeof(host)) == 0 &&
+	       !strcmp(host, sni);
 }
 
 static int chunk_to_body(void *arg, const char *data, size_t len)
@@ -850,7 +863,16 @@ static void serve(struct ic *ic)
 		}
 		ic->nreq++;
 		ex.bytes_up = consumed;
-		exchange_request(&ex, &req, ic->body, ic->body_len);
+		if (host_is_sni(&req, ic->info.sni)) {
+			exchange_request(&ex, &req, ic->body, ic->body_len);
+		} else {
+			exchange_refuse(&ex, &req, 421, REASON_HOST_MISMATCH,
+					"request refused: its Host is not the server name this connection "
+					"was opened for (421 Misdirected Request)");
+			metrics_count_reason(ic->ag, REASON_HOST_MISMATCH);
+			log_info("refused %s request of pid %lld: %s", ic->info.sni, (long long)ic->info.id.pid,
+				 reason_text(REASON_HOST_MISMATCH));
+		}
 		if (ex.blocked) {
 			send_error(ic, &ex, ex.block_status, ex.block_code, ex.block_message);
 			emit_request_event(ic, &ex);

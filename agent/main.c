@@ -303,11 +303,14 @@ static void reload(struct runtime *rt)
 	old->passthrough = nc->passthrough, old->n_passthrough = nc->n_passthrough;
 	nc->endpoints = e, nc->n_endpoints = ne;
 	nc->passthrough = p, nc->n_passthrough = np;
+	/* Classification settings go with the domain lists (loop thread only). */
+	old->unwatched_sni = nc->unwatched_sni;
+	old->clienthello_timeout_ms = nc->clienthello_timeout_ms;
 	config_free(nc);
 	audit_reopen(rt->ag->audit);
 	watch_file(&tamper.files[0], rt->config_path);
 	watch_file(&tamper.files[1], rt->ag->cfg->policy);
-	log_info("configuration reloaded (domains, audit log)");
+	log_info("configuration reloaded (domains, unwatched_sni, clienthello_timeout, audit log)");
 	if (rt->ag->policy && !atomic_exchange(&rt->ag->reloading, true)) {
 		pthread_t t;
 		if (pthread_create(&t, NULL, policy_reload_main, rt->ag) == 0)

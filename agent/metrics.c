@@ -29,6 +29,12 @@ void metrics_count_action(struct agent *ag, const char *action)
 		}
 }
 
+void metrics_count_reason(struct agent *ag, enum reason why)
+{
+	if (why > REASON_NONE && why < REASON__COUNT)
+		atomic_fetch_add(&ag->stats.refused[why], 1);
+}
+
 size_t metrics_render(struct agent *ag, char *out, size_t outlen)
 {
 	struct audit_stats st;
@@ -46,6 +52,11 @@ size_t metrics_render(struct agent *ag, char *out, size_t outlen)
 	EMIT("vigil_agent_connections_total{outcome=\"intercepted\"} %lu\n", atomic_load(&ag->stats.intercepted));
 	EMIT("vigil_agent_connections_total{outcome=\"no_origin\"} %lu\n", atomic_load(&ag->stats.no_origin));
 	EMIT("vigil_agent_connections_total{outcome=\"upstream_failed\"} %lu\n", atomic_load(&ag->stats.upstream_fail));
+	EMIT("# HELP vigil_agent_refused_total Connections and requests the agent refused, by reason.\n"
+	     "# TYPE vigil_agent_refused_total counter\n");
+	for (int r = REASON_NONE + 1; r < REASON__COUNT; r++)
+		EMIT("vigil_agent_refused_total{reason=\"%s\"} %lu\n", reason_name((enum reason)r),
+		     atomic_load(&ag->stats.refused[r]));
 	EMIT("# HELP vigil_agent_dns_answers_total DNS answers received by watched processes and parsed.\n"
 	     "# TYPE vigil_agent_dns_answers_total counter\nvigil_agent_dns_answers_total %lu\n",
 	     atomic_load(&ag->stats.dns_answers));

@@ -11,6 +11,8 @@
 int metrics_listen(struct agent *ag, int lfd);
 /* Counts one audited request by its action ("allow", "alert", "redact", "block"). */
 void metrics_count_action(struct agent *ag, const char *action);
+/* Counts one refusal (a connection closed or a request refused) by reason. */
+void metrics_count_reason(struct agent *ag, enum reason why);
 /* The exposition text (for tests); returns its length, out NUL-terminated. */
 size_t metrics_render(struct agent *ag, char *out, size_t outlen);
 

@@ -52,16 +52,23 @@ static int rd_sub(struct rd *r, size_t n, struct rd *sub)
 	return 0;
 }
 
-static int valid_host(const uint8_t *s, size_t len, char *out, size_t outlen)
+int sni_host_normalise(const char *host, size_t len, char *out, size_t outlen)
 {
+	const uint8_t *s = (const uint8_t *)host;
 	size_t label = 0;
+
+	/* One trailing dot is the same name (absolute form, RFC 1034 3.1):
+	 * "api.openai.com." must match, be forged for and sent upstream as
+	 * "api.openai.com", or a client could choose "not watched" by adding it. */
+	if (len > 1 && s[len - 1] == '.')
+		len--;
 	if (len == 0 || len > 253 || len + 1 > outlen)
-		return 0;
+		return -1;
 	for (size_t i = 0; i < len; i++) {
 		uint8_t c = s[i];
 		if (c == '.') {
 			if (label == 0)
-				return 0;
+				return -1;
 			label = 0;
 		} else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_') {
 			label++;
@@ -69,14 +76,34 @@ static int valid_host(const uint8_t *s, size_t len, char *out, size_t outlen)
 			c = (uint8_t)(c + 32);
 			label++;
 		} else {
-			return 0;
+			return -1;
 		}
 		if (label > 63)
-			return 0;
+			return -1;
 		out[i] = (char)c;
 	}
+	if (label == 0)
+		return -1;
 	out[len] = 0;
-	return 1;
+	return 0;
+}
+
+int sni_authority_host(const char *auth, size_t len, char *out, size_t outlen)
+{
+	/* host ":" port (RFC 9110 7.2); a bracketed IPv6 literal has colons
+	 * of its own and is not a name, so it fails normalisation anyway. */
+	for (size_t i = len; i > 0; i--) {
+		char c = auth[i - 1];
+		if (c == ':') {
+			if (i == len)
+				return -1;        /* "host:" with an empty port */
+			len = i - 1;
+			break;
+		}
+		if (c < '0' || c > '9')
+			break;
+	}
+	return sni_host_normalise(auth, len, out, outlen);
 }
 
 static enum sni_status parse_hello(const uint8_t *msg, size_t len, char *name, size_t namelen)
@@ -111,7 +138,8 @@ static enum sni_status parse_hello(const uint8_t *msg, size_t len, char *name, s
 			if (rd_u8(&sess, &nt) || rd_u16(&sess, &nl) || sess.left < nl)
 				return SNI_MALFORMED;
 			if (nt == 0)
-				return valid_host(sess.p, nl, name, namelen) ? SNI_FOUND : SNI_ABSENT;
+				return sni_host_normalise((const char *)sess.p, nl, name, namelen) ?
+					       SNI_BAD_NAME : SNI_FOUND;
 			rd_skip(&sess, nl);
 		}
 		return SNI_ABSENT;

@@ -29,7 +29,10 @@ RIG = rigmod.Rig("intercept", {
     "generativelanguage.googleapis.com": WRONGHOST,
 }, {"good": (GOOD, "good", 100), "expired": (EXPIRED, "expired", 0), "wronghost": (WRONGHOST, "wronghost", 0)},
     endpoints=["api.openai.com", "api.anthropic.com", "api.mistral.ai", "generativelanguage.googleapis.com"],
-    agent_extra="limits:\n  header_timeout: 2s\n  idle_timeout: 20s\n")
+    # notwatched.example shares the provider's address: this file checks
+    # that such a name is relayed undecrypted, which is unwatched_sni:
+    # passthrough (the default intercepts it, see test_coverage.py).
+    agent_extra="unwatched_sni: passthrough\nlimits:\n  header_timeout: 2s\n  idle_timeout: 20s\n")
 AGENT, CA, CG, TMP, HOSTS, CLIENTS = RIG.agent, RIG.ca, RIG.cg, RIG.tmp, RIG.hosts, rigmod.CLIENTS
 REC, SNI_LOG = RIG.records["good"], RIG.sni_logs["good"]
 records = RIG.read_jsonl

@@ -90,7 +90,10 @@ TEST(defaults_when_keys_absent)
 	CHECK(c->n_endpoints > 5, "built-in catalog used when endpoints absent");
 	CHECK(config_host_watched((const char *const *)c->endpoints, c->n_endpoints, "api.openai.com"),
 	      "catalog lacks api.openai.com");
-	CHECK(c->n_target_ports == 1 && c->target_ports[0] == 443, "default port 443");
+	CHECK(c->n_target_ports == 2 && c->target_ports[0] == 443 && c->target_ports[1] == 80,
+	      "default ports 443 and 80 (plain HTTP must reach the agent to be refused)");
+	CHECK(c->unwatched_sni == CONFIG_UNWATCHED_INTERCEPT, "default unwatched_sni is intercept");
+	CHECK(c->clienthello_timeout_ms == 3000, "default clienthello_timeout %u", c->clienthello_timeout_ms);
 	CHECK(c->cgroup[0] == '/', "cgroup auto resolved to a path: %s", c->cgroup);
 	config_free(c);
 }
@@ -130,6 +133,28 @@ TEST(errors_name_file_and_line)
 	CHECK(fails_at("a: &x 1\nb: *x\n", 1, "anchors", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("log_level: loud\n", 1, "log_level", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("audit_log: \"\"\n", 1, "non-empty", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("listen: 127.0.0.1:1\nunwatched_sni: relay\n", 2, "intercept, passthrough or block", err,
+		       sizeof(err)), "%s", err);
+	CHECK(fails_at("unwatched_sni: [block]\n", 1, "intercept, passthrough or block", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("limits:\n  clienthello_timeout: later\n", 2, "duration", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("limits:\n  clienthello_timeout: 0s\n", 2, "between 1ms and 24h", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("limits:\n  idle_timeout: 5m\n  clienthello_timeout: 2m\n", 3, "at most 60s", err, sizeof(err)),
+	      "%s", err);
+}
+
+TEST(classification_keys)
+{
+	static const char *const modes[] = { "intercept", "passthrough", "block" };
+	for (int m = 0; m < 3; m++) {
+		struct config *c = NULL;
+		char err[512], text[128];
+		snprintf(text, sizeof(text), "unwatched_sni: %s\nlimits:\n  clienthello_timeout: 1500ms\n", modes[m]);
+		CHECK(load_text(text, &c, err, sizeof(err)) == 0, "%s refused: %s", modes[m], err);
+		CHECK(c->unwatched_sni == m && !strcmp(config_unwatched_name(c->unwatched_sni), modes[m]),
+		      "unwatched_sni %s read as %d", modes[m], c->unwatched_sni);
+		CHECK(c->clienthello_timeout_ms == 1500, "clienthello_timeout %u", c->clienthello_timeout_ms);
+		config_free(c);
+	}
 }
 
 TEST(missing_file_is_an_error)
@@ -149,6 +174,10 @@ TEST(wildcard_matching)
 	CHECK(!config_host_watched(list, 2, "openai.azure.com"), "wildcard must not match the bare suffix");
 	CHECK(!config_host_watched(list, 2, "evilopenai.azure.com"), "wildcard must match a label boundary");
 	CHECK(!config_host_watched(list, 2, "api.openai.com.evil.net"), "exact entry matched a longer name");
+	CHECK(config_host_watched(list, 2, "api.openai.com."), "one trailing dot is the same name");
+	CHECK(config_host_watched(list, 2, "x.OpenAI.Azure.com."), "trailing dot with a wildcard entry");
+	CHECK(!config_host_watched(list, 2, "api.openai.com.."), "two trailing dots are not the name");
+	CHECK(!config_host_watched(list, 2, "api.openai.co"), "a prefix of an entry matched");
 }
 
 TEST(audit_pipeline_keys)

@@ -110,30 +110,68 @@ TEST(malformed_lengths_refused)
 	CHECK(sni_parse(huge, sizeof(huge), name, sizeof(name)) == SNI_MALFORMED, "oversized hello");
 }
 
-TEST(hostile_names_are_absent)
+/* Hand-built minimal hello whose server_name is exactly name. */
+static size_t hand_hello(const char *nm, uint8_t *h)
 {
-	/* Hand-built minimal hello with a chosen server_name. */
-	const char *names[] = { "a b.com", "x.com\nHost:", "a..com", ".a.com", "\x01\x02", "" };
+	size_t nl = strlen(nm), p = 0;
+	size_t ext_len = 4 + 2 + 1 + 2 + nl;
+	size_t body = 2 + 32 + 1 + 2 + 2 + 1 + 1 + 2 + ext_len;
+	h[p++] = 22; h[p++] = 3; h[p++] = 1;
+	h[p++] = (uint8_t)((body + 4) >> 8); h[p++] = (uint8_t)(body + 4);
+	h[p++] = 1; h[p++] = 0; h[p++] = (uint8_t)(body >> 8); h[p++] = (uint8_t)body;
+	h[p++] = 3; h[p++] = 3; memset(h + p, 0, 32); p += 32;
+	h[p++] = 0;                              /* session id */
+	h[p++] = 0; h[p++] = 2; h[p++] = 0x13; h[p++] = 0x01; /* one suite */
+	h[p++] = 1; h[p++] = 0;                  /* compression */
+	h[p++] = (uint8_t)(ext_len >> 8); h[p++] = (uint8_t)ext_len;
+	h[p++] = 0; h[p++] = 0;                  /* server_name */
+	h[p++] = (uint8_t)((ext_len - 4) >> 8); h[p++] = (uint8_t)(ext_len - 4);
+	h[p++] = (uint8_t)((nl + 3) >> 8); h[p++] = (uint8_t)(nl + 3);
+	h[p++] = 0; h[p++] = (uint8_t)(nl >> 8); h[p++] = (uint8_t)nl;
+	memcpy(h + p, nm, nl); p += nl;
+	return p;
+}
+
+TEST(hostile_names_are_bad_names)
+{
+	/* Refused as clienthello_invalid by the agent, never taken as "no SNI". */
+	const char *names[] = { "a b.com", "x.com\nHost:", "a..com", ".a.com", "\x01\x02", "", ".",
+				"api.openai.com.." };
 	for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
 		uint8_t h[512];
-		size_t nl = strlen(names[k]), p = 0;
 		char name[256];
-		size_t ext_len = 4 + 2 + 1 + 2 + nl;
-		size_t body = 2 + 32 + 1 + 2 + 2 + 1 + 1 + 2 + ext_len;
-		h[p++] = 22; h[p++] = 3; h[p++] = 1;
-		h[p++] = (uint8_t)((body + 4) >> 8); h[p++] = (uint8_t)(body + 4);
-		h[p++] = 1; h[p++] = 0; h[p++] = (uint8_t)(body >> 8); h[p++] = (uint8_t)body;
-		h[p++] = 3; h[p++] = 3; memset(h + p, 0, 32); p += 32;
-		h[p++] = 0;                              /* session id */
-		h[p++] = 0; h[p++] = 2; h[p++] = 0x13; h[p++] = 0x01; /* one suite */
-		h[p++] = 1; h[p++] = 0;                  /* compression */
-		h[p++] = (uint8_t)(ext_len >> 8); h[p++] = (uint8_t)ext_len;
-		h[p++] = 0; h[p++] = 0;                  /* server_name */
-		h[p++] = (uint8_t)((ext_len - 4) >> 8); h[p++] = (uint8_t)(ext_len - 4);
-		h[p++] = (uint8_t)((nl + 3) >> 8); h[p++] = (uint8_t)(nl + 3);
-		h[p++] = 0; h[p++] = (uint8_t)(nl >> 8); h[p++] = (uint8_t)nl;
-		memcpy(h + p, names[k], nl); p += nl;
+		size_t p = hand_hello(names[k], h);
 		enum sni_status st = sni_parse(h, p, name, sizeof(name));
-		CHECK(st == SNI_ABSENT, "hostile name #%zu gave status %d", k, st);
+		CHECK(st == SNI_BAD_NAME, "hostile name #%zu gave status %d", k, st);
 	}
+}
+
+TEST(trailing_dot_and_case_normalised)
+{
+	uint8_t h[512], buf[4096];
+	char name[256];
+	size_t p = hand_hello("API.OpenAI.COM.", h);
+	CHECK(sni_parse(h, p, name, sizeof(name)) == SNI_FOUND, "absolute name refused");
+	CHECK(!strcmp(name, "api.openai.com"), "absolute name read as '%s'", name);
+	/* What OpenSSL itself sends for an absolute name (Python's ssl does the same). */
+	size_t n = make_hello("api.openai.com.", buf, sizeof(buf));
+	CHECK(sni_parse(buf, n, name, sizeof(name)) == SNI_FOUND && !strcmp(name, "api.openai.com"),
+	      "real hello for api.openai.com. read as '%s'", name);
+}
+
+TEST(host_normalisation)
+{
+	char out[256];
+	CHECK(sni_host_normalise("Api.OpenAI.com.", 15, out, sizeof(out)) == 0 && !strcmp(out, "api.openai.com"),
+	      "normalise gave '%s'", out);
+	CHECK(sni_host_normalise("a.com..", 7, out, sizeof(out)) == -1, "two trailing dots accepted");
+	CHECK(sni_host_normalise(".", 1, out, sizeof(out)) == -1, "root name accepted");
+	CHECK(sni_host_normalise("a.com", 5, out, 5) == -1, "name longer than the output accepted");
+	CHECK(sni_authority_host("API.openai.com:443", 18, out, sizeof(out)) == 0 && !strcmp(out, "api.openai.com"),
+	      "authority with port gave '%s'", out);
+	CHECK(sni_authority_host("api.openai.com.:8443", 20, out, sizeof(out)) == 0 && !strcmp(out, "api.openai.com"),
+	      "absolute authority with port gave '%s'", out);
+	CHECK(sni_authority_host("api.openai.com:", 15, out, sizeof(out)) == -1, "empty port accepted");
+	CHECK(sni_authority_host("[::1]:443", 9, out, sizeof(out)) == -1, "IPv6 literal taken as a name");
+	CHECK(sni_authority_host("a.com:x", 7, out, sizeof(out)) == -1, "non-numeric port accepted");
 }
