@@ -27,6 +27,7 @@
 #include "detok.h"
 #include "exchange.h"
 #include "jsonw.h"
+#include "loop.h"
 #include "log.h"
 #include "redact.h"
 #include "sse.h"
@@ -59,6 +60,10 @@ int exchange_global_init(struct agent *ag, char *err, size_t errlen)
 	int ret;
 
 	pthread_mutex_init(&ag->inspector_lock, NULL);
+	if (!(ag->vaults = vault_store_new(cfg->vault_ttl_ms, cfg->vault_max_entries, loop_now_ms))) {
+		snprintf(err, errlen, "cannot allocate the token vault");
+		return -ENOMEM;
+	}
 	if (RAND_bytes(ag->hash_key, sizeof(ag->hash_key)) != 1) {
 		snprintf(err, errlen, "cannot draw the redaction hash key");
 		return -EIO;
@@ -116,7 +121,38 @@ void exchange_global_free(struct agent *ag)
 	}
 	inspector_unref(ag->inspector);
 	ag->inspector = NULL;
+	vault_store_free(ag->vaults);   /* wipes every tokenized value */
+	ag->vaults = NULL;
 	OPENSSL_cleanse(ag->hash_key, sizeof(ag->hash_key));
+}
+
+/* The vault of this connection's user and program (uid, executable,
+ * script), shared with their other connections, so a conversation that
+ * reconnects still gets its values back. NULL on ENOMEM. */
+static struct vault *conn_vault(struct exchange *ex)
+{
+	const struct identity *id = &ex->info->id;
+	char owner[sizeof(id->exe) + sizeof(id->script) + 24];
+	int n;
+	if (ex->xc->vault || !ex->ag->vaults)
+		return ex->xc->vault;
+	if (id->uid < 0) {
+		/* nobody known to share with: this connection's own vault */
+		ex->xc->vault = vault_new(NULL, 0, ex->ag->cfg->vault_max_entries);
+		return ex->xc->vault;
+	}
+	n = snprintf(owner, sizeof(owner), "%lld", (long long)id->uid);
+	if (n < 0 || (size_t)n >= sizeof(owner))
+		return NULL;
+	size_t len = (size_t)n + 1, el = strnlen(id->exe, sizeof(id->exe)),
+	       sl = strnlen(id->script, sizeof(id->script));
+	memcpy(owner + len, id->exe, el);
+	len += el;
+	owner[len++] = 0;
+	memcpy(owner + len, id->script, sl);
+	len += sl;
+	ex->xc->vault = vault_store_get(ex->ag->vaults, owner, len);
+	return ex->xc->vault;
 }
 
 static struct inspect_scratch *conn_scratch(struct exchange *ex)
@@ -316,8 +352,8 @@ static void apply_redaction(struct exchange *ex, const char *body, size_t len,
 	rp->hash_key = ex->ag->hash_key;
 	rp->hash_key_len = sizeof(ex->ag->hash_key);
 	for (int t = 0; t < FINDING__COUNT; t++)
-		if (rp->action[t] == REDACT_TOKENIZE && ex->counts[t] && !ex->xc->vault)
-			ex->xc->vault = vault_new(NULL, 0, 0);
+		if (rp->action[t] == REDACT_TOKENIZE && ex->counts[t])
+			conn_vault(ex);
 	rp->vault = ex->xc->vault;
 	ret = redact_body(body, len, &ex->xc->res, rp, &out, &ex->redacted);
 	if (ret == REDACT_CHANGED) {
@@ -525,7 +561,11 @@ void exchange_response_head(struct exchange *ex, const struct http_response *res
 		ex->sse = sse_new(SSE_EVENT_MAX);
 	if (ex->xc->scratch)
 		ex->out_scan = inspect_stream_new(ex->xc->scratch);
-	if (ex->tokenized && ex->xc->vault && resp->body != HTTP_BODY_NONE) {
+	/* Tokens are restored whenever this user and program has values in
+	 * the vault, not only when this request carried tokens: a reconnected
+	 * conversation, or one the provider keeps server-side (Responses API
+	 * previous_response_id), answers with tokens from earlier requests. */
+	if (resp->body != HTTP_BODY_NONE && conn_vault(ex) && vault_count(ex->xc->vault)) {
 		/* Raw JSON bodies: restored in place, JSON-escaped. Event streams:
 		 * restored on decoded text, event by event. */
 		ex->detok = detok_new(ex->xc->vault, !ex->event_stream);

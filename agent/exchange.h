@@ -31,7 +31,8 @@ struct detok;
  * of reversible tokens. Owned by intercept.c, freed with exchange_conn_free. */
 struct exchange_conn {
 	struct inspect_scratch *scratch;  /* from the inspector current at connect */
-	struct vault *vault;              /* created on first tokenize */
+	struct vault *vault;              /* a reference to the user's and program's
+					   * vault (vault.h), taken on first use */
 	struct inspect_result res;        /* reused per request */
 };
 void exchange_conn_free(struct exchange_conn *xc);
