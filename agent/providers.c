@@ -293,6 +293,11 @@ static const char *const response_text[] = {
 	"completion", "outputText", "generation", "results[*].outputText", NULL
 };
 
+bool provider_response_text_path(const struct json_path *p)
+{
+	return any_match(p, response_text);
+}
+
 struct resp_ctx {
 	struct json_buf *out;
 	struct json_text t;

@@ -162,6 +162,52 @@ static int replacement(struct rctx *c, enum finding_type t, const char *v, size_
 	}
 }
 
+struct redact_session {
+	struct rctx c;
+};
+
+struct redact_session *redact_session_new(const struct redact_policy *pol)
+{
+	struct redact_session *rs = calloc(1, sizeof(*rs));
+	if (!rs)
+		return NULL;
+	rs->c.pol = pol;
+	if (RAND_bytes(rs->c.nkey, sizeof(rs->c.nkey)) != 1) {
+		free(rs);
+		return NULL;
+	}
+	return rs;
+}
+
+void redact_session_free(struct redact_session *rs)
+{
+	if (!rs)
+		return;
+	free(rs->c.seen);
+	OPENSSL_cleanse(rs, sizeof(*rs));
+	free(rs);
+}
+
+int redact_text(struct redact_session *rs, const char *text, size_t n,
+		const struct inspect_span *sp, size_t nsp, struct json_buf *out, size_t *replaced)
+{
+	size_t pos = 0, before = rs->c.replaced;
+	int rc;
+	for (size_t k = 0; k < nsp; k++) {
+		if (sp[k].start < pos || sp[k].end <= sp[k].start || sp[k].end > n)
+			continue;
+		if ((rc = json_buf_append(out, text + pos, sp[k].start - pos)) ||
+		    (rc = replacement(&rs->c, sp[k].type, text + sp[k].start, sp[k].end - sp[k].start, out)))
+			return rc;
+		if (rs->c.pol->action[sp[k].type] != REDACT_KEEP)
+			rs->c.replaced++;
+		pos = sp[k].end;
+	}
+	if (replaced)
+		*replaced = rs->c.replaced - before;
+	return json_buf_append(out, text + pos, n - pos);
+}
+
 /* first decoded index whose raw offset is >= raw */
 static size_t dec_index(const struct json_text *t, size_t raw)
 {

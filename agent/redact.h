@@ -50,6 +50,19 @@ enum redact_status {
 int redact_body(const char *body, size_t len, const struct inspect_result *r,
 		const struct redact_policy *pol, struct json_buf *out, size_t *replaced);
 
+/* Text redaction across calls (one streamed answer): [EMAIL_n] numbering
+ * stays consistent from one call to the next. pol borrowed, must outlive
+ * the session. NULL on ENOMEM or when the random numbering key fails. */
+struct redact_session;
+struct redact_session *redact_session_new(const struct redact_policy *pol);
+void redact_session_free(struct redact_session *rs);   /* NULL ok */
+/* Appends text[0..n) to out with the spans (offsets into text, sorted by
+ * start; in_json ignored) replaced as the policy says; overlapping spans
+ * after the first are skipped. *replaced (may be NULL) gets the number of
+ * values replaced. Returns 0 or -EINVAL, -ENOSPC, -ENOMEM. */
+int redact_text(struct redact_session *rs, const char *text, size_t n,
+		const struct inspect_span *sp, size_t nsp, struct json_buf *out, size_t *replaced);
+
 /* Name of an action ("keep", "redact", "mask", "hash", "tokenize") and the
  * reverse (-1 if unknown) for config parsing. */
 const char *redact_action_name(enum redact_action a);
