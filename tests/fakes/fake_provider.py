@@ -43,6 +43,7 @@ Test controls (request headers; the real APIs ignore them):
                             204/304 without body)
   x-fake-delay-ms: N        delay between SSE events (overrides --event-delay-ms)
   x-fake-split: N           stream N-character pieces instead of words
+  x-fake-split-at: K[,K...] stream pieces cut at these character offsets
   x-fake-abort-after: N     close the connection after N SSE events
   x-fake-answer: TEXT       answer TEXT instead of the echo (output inspection)
   x-fake-header-delay-ms: N wait before sending the response headers
@@ -627,7 +628,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         text = self.headers.get("x-fake-answer") or "echo: " + user_text[:ECHO_LIMIT]
         usage = (len(self.body) // 4, len(text.split()))
         split = self._int_hdr("x-fake-split")
-        if split and split > 0:
+        cuts = self.headers.get("x-fake-split-at")
+        if cuts:
+            at = sorted({min(max(int(k), 0), len(text)) for k in cuts.split(",") if k.strip().isdigit()})
+            bounds = [0] + at + [len(text)]
+            pieces = [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+        elif split and split > 0:
             pieces = [text[i:i + split] for i in range(0, len(text), split)]
         else:
             pieces = re.findall(r"\s*\S+", text)
