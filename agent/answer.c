@@ -71,6 +71,8 @@ const uint32_t *answer_counts(const struct answer *a)
 
 static int append(struct answer *a, const char *text, size_t n)
 {
+	if (!n)
+		return 0;   /* an empty delta may come with no buffer at all */
 	if (a->len + n > a->cap) {
 		size_t nc = a->cap ? a->cap : 1024;
 		while (nc < a->len + n)

@@ -223,5 +223,16 @@ def vault_values_expire():
     check(email not in out and tok in out, "a value past vault_ttl was restored: %r" % out[:300])
 
 
+@test
+def agent_exits_cleanly():
+    """SIGTERM frees the vault store (values wiped); under ASan/UBSan a
+    leak or a sanitizer report makes this fail."""
+    rc = RIG.agent.stop()
+    log = RIG.agent.log_tail(400)
+    check(rc == 0, "agent exit status %s: %s" % (rc, log[-1500:]))
+    check("runtime error" not in log and "AddressSanitizer" not in log and "LeakSanitizer" not in log,
+          "sanitizer report: %s" % log[-1500:])
+
+
 if __name__ == "__main__":
     lib.main()
