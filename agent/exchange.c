@@ -487,18 +487,32 @@ static const char *const text_paths[] = {
 	"delta.text",                          /* Anthropic content_block_delta */
 	"delta",                               /* OpenAI Responses output_text.delta */
 	"candidates[*].content.parts[*].text", /* Gemini */
+	/* JSON text (tool-call arguments): restored values are JSON-escaped */
+	"choices[*].delta.tool_calls[*].function.arguments",
+	"delta.partial_json",                  /* Anthropic input_json_delta */
 	NULL,
 };
+#define TEXT_PATHS_JSON 5                  /* text_paths[i >= this] carry JSON */
 
+/* The text field of an event and its channel: the field and the last
+ * "index" before it (OpenAI tool_calls[].index, Anthropic's block index),
+ * so parallel tool calls or content blocks are told apart. */
 struct text_find {
 	size_t off, len;
-	bool found;
+	bool found, json;
+	long index;
+	char chan[96];
 };
 
 static int find_text(void *ctx, const char *doc, const struct json_string *s)
 {
 	struct text_find *f = ctx;
-	(void)doc;
+	const struct json_path *p = s->path;
+	if (s->kind == JSON_NUMBER && p->depth && p->elem[p->depth - 1].key &&
+	    json_raw_equals(p->elem[p->depth - 1].key, p->elem[p->depth - 1].key_len, "index")) {
+		f->index = s->len < 10 ? strtol(doc + s->off, NULL, 10) : -1;
+		return 0;
+	}
 	if (s->kind != JSON_STRING || s->is_key)
 		return 0;
 	for (int i = 0; text_paths[i]; i++)
@@ -506,6 +520,8 @@ static int find_text(void *ctx, const char *doc, const struct json_string *s)
 			f->off = s->off;
 			f->len = s->len;
 			f->found = true;
+			f->json = i >= TEXT_PATHS_JSON;
+			snprintf(f->chan, sizeof(f->chan), "%d:%ld", i, f->index);
 			return 1;
 		}
 	return 0;
@@ -596,6 +612,7 @@ static void flush_held_text(struct exchange *ex)
 		detok_free(ex->detok);
 		ex->detok = detok_new(ex->xc->vault, false);
 	}
+	ex->tpl_chan[0] = 0;
 	if (rc == ANSWER_OVERRUN || rc < 0)
 		cut_stream(ex);
 	else if (tail.len && ex->have_tpl && json_encode(tail.data, tail.len, &enc) == 0)
@@ -624,8 +641,21 @@ static void rewrite_event(struct exchange *ex, const char *event, size_t event_l
 
 	if (ex->answer_cut)
 		return;
+	f.index = -1;
 	if (json_scan(data, data_len, find_text, &f) >= 0 && f.found &&
 	    json_decode(data + f.off, f.len, &txt) == 0) {
+		if (strcmp(f.chan, ex->tpl_chan)) {
+			/* another channel (a tool call's arguments after the text, a
+			 * second content block): what the last one holds is its own */
+			flush_held_text(ex);
+			if (ex->answer_cut)
+				goto out;
+			snprintf(ex->tpl_chan, sizeof(ex->tpl_chan), "%s", f.chan);
+			if (ex->detok && f.json) {
+				detok_free(ex->detok);
+				ex->detok = detok_new(ex->xc->vault, true);
+			}
+		}
 		rc = text_through(ex, txt.data, txt.len, &done);
 		if (rc == ANSWER_OVERRUN || (rc < 0 && ex->ans)) {
 			cut_stream(ex);

@@ -80,6 +80,7 @@ struct exchange {
 	struct detok *detok;              /* owned */
 	struct json_buf tpl_pre, tpl_post;/* SSE: last content event around its text, to carry held-back text */
 	char tpl_event[64];
+	char tpl_chan[96];                /* text field and index of the last text event */
 	bool have_tpl;
 	struct inspect_stream *out_scan;  /* owned */
 	struct json_buf text;             /* scratch: model text of one event */

@@ -157,6 +157,30 @@ def answer_email_redacted_in_sse_split_at_every_byte():
     check(EMAIL not in audit_text(), "the raw value reached the audit log")
 
 
+def tool_args_of(out, stream):
+    if not stream:
+        return json.loads(out)["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+    args = ""
+    for _, d in sse_events(out):
+        if d != "[DONE]":
+            for c in json.loads(d).get("choices") or []:
+                for tc in c.get("delta", {}).get("tool_calls") or []:
+                    args += tc.get("function", {}).get("arguments") or ""
+    return args
+
+
+@test
+def tool_call_arguments_redacted_streamed_or_not():
+    for stream in (False, True):
+        code, out, p = RIG.curl(OPENAI, chat("send it", stream),
+                                extra=["-H", "x-fake-answer: " + ANSWER, "-H", "x-fake-tool-call: send_mail",
+                                       "-H", "x-fake-split: 1"])
+        check(code == 200, "status %s %s" % (code, p.stderr))
+        args = tool_args_of(out, stream)
+        check(json.loads(args) == {"text": WANT}, "tool arguments (stream=%s): %r" % (stream, args))
+        check(EMAIL not in out, "the raw value reached the client in the tool call (stream=%s)" % stream)
+
+
 @test
 def answer_value_too_long_to_hold_cuts_the_stream():
     key = "-----BEGIN RSA PRIVATE KEY-----\\n" + "MIIEpAIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM9Oi8dKMDvs3QyZh\\n" * 180 + \
@@ -193,6 +217,12 @@ def token_restored_on_a_second_connection_same_user_and_program():
         check(code == 200, "status %s" % code)
         text = openai_stream_text(out) if stream else json.loads(out)["choices"][0]["message"]["content"]
         check(text == "Your address is %s." % email, "not restored on a new connection (stream=%s): %r" % (stream, text))
+    # and in a streamed tool call's arguments (JSON text: the value is restored JSON-escaped)
+    code, out, p = RIG.curl(OPENAI, chat("mail it", True), uid=60101,
+                            extra=["-H", "x-fake-answer: to %s" % tok, "-H", "x-fake-tool-call: send_mail",
+                                   "-H", "x-fake-split: 5"])
+    args = tool_args_of(out, True)
+    check(json.loads(args) == {"text": "to %s" % email}, "tool arguments not restored: %r" % args)
 
 
 @test
