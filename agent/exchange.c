@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include "answer.h"
 #include "budget.h"
@@ -697,6 +698,26 @@ static int on_sse_event(void *arg, const char *event, size_t event_len, const ch
 	return 0;
 }
 
+/* Whether a non-stream answer is text the detectors can read (JSON or
+ * any text type, or no type at all); audio, images and files pass as they are. */
+static bool resp_is_text(const struct http_response *resp)
+{
+	for (unsigned i = 0; i < resp->nheaders; i++) {
+		const struct http_header *h = &resp->headers[i];
+		if (h->name_len != 12 || strncasecmp(h->name, "content-type", 12))
+			continue;
+		size_t n = h->value_len;
+		const char *v = h->value;
+		const char *semi = memchr(v, ';', n);
+		if (semi)
+			n = (size_t)(semi - v);
+		return (n >= 5 && !strncasecmp(v, "text/", 5)) ||
+		       (n == 16 && !strncasecmp(v, "application/json", 16)) ||
+		       (n > 5 && !strncasecmp(v + n - 5, "+json", 5));
+	}
+	return true;
+}
+
 void exchange_response_head(struct exchange *ex, const struct http_response *resp)
 {
 	ex->event_stream = resp->event_stream;
@@ -722,7 +743,7 @@ void exchange_response_head(struct exchange *ex, const struct http_response *res
 			ex->transform = ex->sse != NULL;
 			if (!ex->ans)
 				ex->cut = true;   /* cannot redact: send nothing rather than the raw answer */
-		} else {
+		} else if (resp_is_text(resp)) {
 			ex->resp_doc = true;  /* buffered whole (bounded), rewritten at the end */
 			ex->transform = true;
 		}
