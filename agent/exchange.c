@@ -936,6 +936,7 @@ void exchange_fill_event(const struct exchange *ex, struct audit_event *ev)
 	ev->policy_hash = ex->policy_hash;
 	ev->n_findings = counts_to_findings(ex->counts, ev->findings);
 	ev->n_output_findings = counts_to_findings(ex->out_counts, ev->output_findings);
+	ev->n_output_redacted = counts_to_findings(ex->ans_counts, ev->output_redacted);
 }
 
 const char *exchange_status_text(int status)

@@ -118,6 +118,7 @@ def answer_email_redacted_in_json():
     check("answer redacted by rule 'answers-pii': EMAIL 1" in (ev.get("reason") or ""),
           "the event does not say what was redacted: %s" % ev.get("reason"))
     check({"type": "EMAIL", "count": 1} in ev.get("output_findings", []), "output_findings %s" % ev)
+    check(ev.get("output_redacted") == [{"type": "EMAIL", "count": 1}], "output_redacted %s" % ev.get("output_redacted"))
     check(EMAIL not in audit_text(), "the raw value reached the audit log")
 
 
