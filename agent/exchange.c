@@ -740,8 +740,8 @@ void exchange_response_head(struct exchange *ex, const struct http_response *res
 	if (ex->redact_answer && ex->xc->scratch) {
 		if (ex->event_stream) {
 			ex->ans = answer_new(ex->xc->scratch, &ex->answer_rp);
-			ex->transform = ex->sse != NULL;
-			if (!ex->ans)
+			ex->transform = true;
+			if (!ex->ans || !ex->sse)
 				ex->cut = true;   /* cannot redact: send nothing rather than the raw answer */
 		} else if (resp_is_text(resp)) {
 			ex->resp_doc = true;  /* buffered whole (bounded), rewritten at the end */
