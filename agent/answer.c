@@ -192,6 +192,7 @@ int answer_finish(struct answer *a, struct json_buf *out)
 
 struct doc_ctx {
 	struct inspect_scratch *s;
+	answer_text_fn is_text;
 	const struct redact_policy *pol;
 	struct inspect_result *all;   /* spans in raw document offsets */
 	struct inspect_result one;    /* one decoded string */
@@ -216,7 +217,7 @@ static int doc_string(void *vctx, const char *doc, const struct json_string *s)
 {
 	struct doc_ctx *c = vctx;
 	int rc;
-	if (s->kind != JSON_STRING || s->is_key || !provider_response_text_path(s->path))
+	if (s->kind != JSON_STRING || s->is_key || !c->is_text(s->path))
 		return 0;
 	if ((rc = json_decode(doc + s->off, s->len, &c->t)) ||
 	    (rc = inspect_text(c->s, c->t.data, c->t.len, &c->one)))
@@ -238,7 +239,8 @@ static int doc_string(void *vctx, const char *doc, const struct json_string *s)
 }
 
 int answer_redact_doc(struct inspect_scratch *scratch, const struct redact_policy *pol,
-		      const char *doc, size_t len, struct json_buf *out, uint32_t *counts)
+		      answer_text_fn is_text, const char *doc, size_t len, struct json_buf *out,
+		      uint32_t *counts)
 {
 	struct inspect_result all;
 	struct doc_ctx c;
@@ -248,6 +250,7 @@ int answer_redact_doc(struct inspect_scratch *scratch, const struct redact_polic
 	c.s = scratch;
 	c.pol = pol;
 	c.all = &all;
+	c.is_text = is_text ? is_text : provider_response_text_path;
 	inspect_result_init(&all);
 	inspect_result_init(&c.one);
 	if (json_valid(doc, len)) {

@@ -60,12 +60,16 @@ int answer_finish(struct answer *a, struct json_buf *out);
 /* Values replaced so far, per finding type ([FINDING__COUNT]). */
 const uint32_t *answer_counts(const struct answer *a);
 
-/* A whole answer document: rewrites its model text fields (a document
- * that is not JSON is treated as text). Appends the new document to out
- * and returns REDACT_CHANGED, or REDACT_UNCHANGED (out untouched: send
- * the original), or -errno. counts[FINDING__COUNT] is incremented per
- * value replaced. */
+/* Which strings of a document are model text (a json_path predicate). */
+typedef bool (*answer_text_fn)(const struct json_path *p);
+
+/* A whole answer document: rewrites its model text fields, those is_text
+ * accepts (NULL: provider_response_text_path); a document that is not
+ * JSON is treated as text. Appends the new document to out and returns
+ * REDACT_CHANGED, or REDACT_UNCHANGED (out untouched: send the original),
+ * or -errno. counts[FINDING__COUNT] is incremented per value replaced. */
 int answer_redact_doc(struct inspect_scratch *scratch, const struct redact_policy *pol,
-		      const char *doc, size_t len, struct json_buf *out, uint32_t *counts);
+		      answer_text_fn is_text, const char *doc, size_t len, struct json_buf *out,
+		      uint32_t *counts);
 
 #endif

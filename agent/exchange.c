@@ -625,6 +625,38 @@ static void flush_held_text(struct exchange *ex)
 	json_buf_free(&enc);
 }
 
+/* Events that repeat the whole text so far (OpenAI Responses:
+ * output_text.done, content_part.done, output_item.done, completed)
+ * carry no delta: with answer redaction on, their text fields are
+ * redacted whole (the values were counted in the deltas already). */
+static bool sse_whole_text_path(const struct json_path *p)
+{
+	static const char *const paths[] = { "text", "part.text", "item.content[*].text",
+					     "response.output[*].content[*].text", NULL };
+	for (int i = 0; paths[i]; i++)
+		if (json_path_match(p, paths[i]))
+			return true;
+	return false;
+}
+
+static void emit_whole_text_event(struct exchange *ex, const char *event, size_t event_len,
+				  const char *data, size_t data_len)
+{
+	struct json_buf red = { 0 };
+	uint32_t again[FINDING__COUNT] = { 0 };
+	int rc = ex->ans ? answer_redact_doc(ex->xc->scratch, &ex->answer_rp, sse_whole_text_path, data,
+					     data_len, &red, again) : REDACT_UNCHANGED;
+	if (rc < 0)
+		cut_stream(ex);
+	else if (rc == REDACT_CHANGED)
+		emit_event(ex, event, event_len, red.data, red.len, NULL, 0, NULL, 0);
+	else
+		emit_event(ex, event, event_len, data, data_len, NULL, 0, NULL, 0);
+	if (red.data)
+		OPENSSL_cleanse(red.data, red.cap);
+	json_buf_free(&red);
+}
+
 /* Anthropic's keep-alive: it carries no text and does not end a block, so
  * held text waits across it instead of being released early. */
 static bool is_ping(const char *event, size_t event_len)
@@ -675,7 +707,7 @@ static void rewrite_event(struct exchange *ex, const char *event, size_t event_l
 		if (!is_ping(event, event_len))
 			flush_held_text(ex);
 		if (!ex->answer_cut)
-			emit_event(ex, event, event_len, data, data_len, NULL, 0, NULL, 0);
+			emit_whole_text_event(ex, event, event_len, data, data_len);
 	}
 out:
 	if (txt.data)
@@ -793,7 +825,7 @@ static void finish_doc(struct exchange *ex)
 	struct json_buf red = { 0 };
 	const char *doc = ex->resp_copy ? ex->resp_copy : "";
 	size_t len = ex->resp_len;
-	int rc = answer_redact_doc(ex->xc->scratch, &ex->answer_rp, doc, len, &red, ex->ans_counts);
+	int rc = answer_redact_doc(ex->xc->scratch, &ex->answer_rp, NULL, doc, len, &red, ex->ans_counts);
 	if (rc < 0) {
 		ex->cut = true;   /* decided to redact, could not: the raw answer stays here */
 		ex->error = "answer_redaction_failed";

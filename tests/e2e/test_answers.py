@@ -28,6 +28,10 @@ default: allow
 redaction:
   EMAIL: tokenize
 rules:
+  - name: answers-watch
+    when: { output_finding: [EMAIL], user: ['60120'] }
+    action: redact
+    mode: monitor
   - name: answers-pii
     when: { output_finding: [EMAIL, PHONE, PRIVATE_KEY] }
     action: redact
@@ -36,7 +40,8 @@ rules:
     action: redact
 """
 
-RIG = rigmod.Rig("answers", {"api.openai.com": GOOD, "api.anthropic.com": GOOD}, {"good": (GOOD, "good", 0)},
+RIG = rigmod.Rig("answers", {"api.openai.com": GOOD, "api.anthropic.com": GOOD,
+                             "generativelanguage.googleapis.com": GOOD}, {"good": (GOOD, "good", 0)},
                  agent_extra="vault_ttl: %ds\n" % VAULT_TTL_S)
 POLICY_PATH = os.path.join(RIG.tmp, "policy.yaml")
 with open(POLICY_PATH, "w") as f:
@@ -84,6 +89,15 @@ def openai_stream_text(out):
     return text
 
 
+def responses_stream_text(out):
+    return "".join(json.loads(d)["delta"] for e, d in sse_events(out) if e == "response.output_text.delta")
+
+
+def gemini_stream_text(out):
+    return "".join(p.get("text", "") for _, d in sse_events(out)
+                   for c in json.loads(d).get("candidates") or [] for p in c["content"]["parts"])
+
+
 def anthropic_stream_text(out):
     return "".join(json.loads(d)["delta"].get("text", "") for e, d in sse_events(out)
                    if e == "content_block_delta")
@@ -123,6 +137,16 @@ def answer_email_redacted_in_json():
 
 
 @test
+def monitor_answer_rule_only_reports():
+    code, out, p = RIG.curl(OPENAI, chat("who? (monitored)"), uid=60120, extra=["-H", "x-fake-answer: " + ANSWER])
+    check(code == 200, "status %s" % code)
+    check(json.loads(out)["choices"][0]["message"]["content"] == ANSWER, "a monitor rule altered the answer")
+    ev = last_event()
+    check("monitor: answer rule 'answers-watch' would redact" in (ev.get("reason") or "") and
+          not ev.get("output_redacted"), "monitor decision not reported: %s" % ev.get("reason"))
+
+
+@test
 def sdk_gets_redacted_answer_streamed_or_not():
     for extra in ([], ["--stream", "--header", "x-fake-split: 2"]):
         res, p = RIG.node("openai_chat.mjs", "--message", "who?", "--header", "x-fake-answer: " + ANSWER, *extra)
@@ -137,7 +161,12 @@ def answer_email_redacted_in_sse_split_at_every_byte():
             (OPENAI, chat("who?", True), [], openai_stream_text),
             (ANTHROPIC, json.dumps({"model": "claude-haiku-4-5", "max_tokens": 50, "stream": True,
                                     "messages": [{"role": "user", "content": "who?"}]}),
-             ["-H", "x-api-key: k", "-H", "anthropic-version: 2023-06-01"], anthropic_stream_text)):
+             ["-H", "x-api-key: k", "-H", "anthropic-version: 2023-06-01"], anthropic_stream_text),
+            ("https://api.openai.com/v1/responses", json.dumps({"model": "gpt-4o-mini", "stream": True, "input": "who?"}),
+             [], responses_stream_text),
+            ("https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+             json.dumps({"contents": [{"role": "user", "parts": [{"text": "who?"}]}]}),
+             ["-H", "x-goog-api-key: k"], gemini_stream_text)):
         code, out, p = RIG.curl(url, body, extra=["-H", "x-fake-answer: " + ANSWER, "-H", "x-fake-split: 1"] + extra)
         check(code == 200, "status %s %s" % (code, p.stderr))
         check(EMAIL not in out and "ann.lee" not in text_of(out), "raw value in the stream")

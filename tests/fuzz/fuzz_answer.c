@@ -52,7 +52,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	answer_free(a);
 	out.len = 0;
 
-	rc = answer_redact_doc(scr, &pol, text, len, &out, counts);
+	rc = answer_redact_doc(scr, &pol, NULL, text, len, &out, counts);
 	if (rc == REDACT_CHANGED && json_valid(text, len) && !json_valid(out.data, out.len))
 		abort();   /* rewriting broke a valid JSON answer */
 	json_buf_free(&out);

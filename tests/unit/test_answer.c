@@ -177,7 +177,7 @@ static const char *doc_redact(const char *doc, enum redact_action a, int *rc, ui
 	pol.action[FINDING_EMAIL] = a;
 	pol.action[FINDING_PHONE] = a;
 	memset(counts, 0, FINDING__COUNT * sizeof(uint32_t));
-	*rc = answer_redact_doc(scr, &pol, doc, strlen(doc), &out, counts);
+	*rc = answer_redact_doc(scr, &pol, NULL, doc, strlen(doc), &out, counts);
 	snprintf(buf, sizeof(buf), "%.*s", (int)out.len, out.data ? out.data : "");
 	json_buf_free(&out);
 	return buf;
