@@ -639,22 +639,40 @@ static bool sse_whole_text_path(const struct json_path *p)
 	return false;
 }
 
+/* A non-text event: its repeated whole text redacted, then its tokens
+ * restored (JSON-escaped in place, as in a whole JSON answer). */
 static void emit_whole_text_event(struct exchange *ex, const char *event, size_t event_len,
 				  const char *data, size_t data_len)
 {
-	struct json_buf red = { 0 };
+	struct json_buf red = { 0 }, restored = { 0 };
 	uint32_t again[FINDING__COUNT] = { 0 };
+	struct detok *d;
 	int rc = ex->ans ? answer_redact_doc(ex->xc->scratch, &ex->answer_rp, sse_whole_text_path, data,
 					     data_len, &red, again) : REDACT_UNCHANGED;
-	if (rc < 0)
+	if (rc < 0) {
 		cut_stream(ex);
-	else if (rc == REDACT_CHANGED)
-		emit_event(ex, event, event_len, red.data, red.len, NULL, 0, NULL, 0);
-	else
-		emit_event(ex, event, event_len, data, data_len, NULL, 0, NULL, 0);
+		goto out;
+	}
+	if (rc == REDACT_CHANGED) {
+		data = red.data;
+		data_len = red.len;
+	}
+	if (ex->detok && (d = detok_new(ex->xc->vault, true))) {
+		if (detok_feed(d, data, data_len, &restored) == 0 && detok_finish(d, &restored) == 0 &&
+		    detok_restored(d)) {
+			data = restored.data;
+			data_len = restored.len;
+		}
+		detok_free(d);
+	}
+	emit_event(ex, event, event_len, data, data_len, NULL, 0, NULL, 0);
+out:
 	if (red.data)
 		OPENSSL_cleanse(red.data, red.cap);
+	if (restored.data)
+		OPENSSL_cleanse(restored.data, restored.cap);
 	json_buf_free(&red);
+	json_buf_free(&restored);
 }
 
 /* Anthropic's keep-alive: it carries no text and does not end a block, so

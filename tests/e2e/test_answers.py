@@ -247,6 +247,14 @@ def token_restored_on_a_second_connection_same_user_and_program():
         check(code == 200, "status %s" % code)
         text = openai_stream_text(out) if stream else json.loads(out)["choices"][0]["message"]["content"]
         check(text == "Your address is %s." % email, "not restored on a new connection (stream=%s): %r" % (stream, text))
+    # a Responses stream: the deltas and the events repeating the whole text
+    code, out, p = RIG.curl("https://api.openai.com/v1/responses",
+                            json.dumps({"model": "gpt-4o-mini", "stream": True, "input": "what was it?"}), uid=60101,
+                            extra=["-H", "x-fake-answer: Your address is %s." % tok, "-H", "x-fake-split: 4"])
+    check(responses_stream_text(out) == "Your address is %s." % email, "Responses deltas: %r" % responses_stream_text(out))
+    done = [json.loads(d) for e, d in sse_events(out) if e == "response.completed"]
+    check(done and done[0]["response"]["output"][0]["content"][0]["text"] == "Your address is %s." % email,
+          "response.completed not restored: %r" % out[-400:])
     # and in a streamed tool call's arguments (JSON text: the value is restored JSON-escaped)
     code, out, p = RIG.curl(OPENAI, chat("mail it", True), uid=60101,
                             extra=["-H", "x-fake-answer: to %s" % tok, "-H", "x-fake-tool-call: send_mail",
