@@ -20,6 +20,7 @@ struct certgen;
 struct inspector;
 struct policy_holder;
 struct budget_store;
+struct vault_store;
 typedef struct ssl_ctx_st SSL_CTX;
 
 struct agent_stats {
@@ -43,6 +44,7 @@ struct agent {
 	unsigned char hash_key[32];    /* keys the "hash" redaction (per agent run) */
 	struct policy_holder *policy;  /* NULL: no policy file, the default table decides */
 	struct budget_store *budgets;  /* token and request budgets (with a policy) */
+	struct vault_store *vaults;    /* reversible tokens per user and program */
 	atomic_bool reloading;         /* a policy reload is under way */
 	struct agent_stats stats;
 };

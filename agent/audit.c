@@ -256,10 +256,22 @@ static void flush_gaps_locked(struct audit *a)
 	}
 }
 
+/* One of the event's finding lists in the codec's form; returns its length. */
+static size_t copy_findings(const struct audit_finding *in, unsigned n, struct vigil_finding *out)
+{
+	size_t k = n < AUDIT_MAX_FINDING_TYPES ? n : AUDIT_MAX_FINDING_TYPES;
+	for (size_t i = 0; i < k; i++) {
+		out[i].type = in[i].type;
+		out[i].count = in[i].count;
+	}
+	return k;
+}
+
 uint64_t audit_emit(struct audit *a, const struct audit_event *ev)
 {
 	struct vigil_event v;
-	struct vigil_finding f[AUDIT_MAX_FINDING_TYPES], of[AUDIT_MAX_FINDING_TYPES];
+	struct vigil_finding f[AUDIT_MAX_FINDING_TYPES], of[AUDIT_MAX_FINDING_TYPES],
+		rf[AUDIT_MAX_FINDING_TYPES];
 	char id[37];
 	uint64_t seq;
 
@@ -288,19 +300,12 @@ uint64_t audit_emit(struct audit *a, const struct audit_event *ev)
 	v.rule = ev->rule;
 	v.reason = ev->reason;
 	v.error = ev->error;
-	for (unsigned i = 0; i < ev->n_findings && i < AUDIT_MAX_FINDING_TYPES; i++) {
-		f[i].type = ev->findings[i].type;
-		f[i].count = ev->findings[i].count;
-	}
 	v.findings = f;
-	v.n_findings = ev->n_findings < AUDIT_MAX_FINDING_TYPES ? ev->n_findings : AUDIT_MAX_FINDING_TYPES;
-	for (unsigned i = 0; i < ev->n_output_findings && i < AUDIT_MAX_FINDING_TYPES; i++) {
-		of[i].type = ev->output_findings[i].type;
-		of[i].count = ev->output_findings[i].count;
-	}
+	v.n_findings = copy_findings(ev->findings, ev->n_findings, f);
 	v.output_findings = of;
-	v.n_output_findings = ev->n_output_findings < AUDIT_MAX_FINDING_TYPES ? ev->n_output_findings :
-										 AUDIT_MAX_FINDING_TYPES;
+	v.n_output_findings = copy_findings(ev->output_findings, ev->n_output_findings, of);
+	v.output_redacted = rf;
+	v.n_output_redacted = copy_findings(ev->output_redacted, ev->n_output_redacted, rf);
 	v.injection_score = ev->injection_score;
 	v.status = ev->status;
 	v.bytes_up = ev->bytes_up;

@@ -41,6 +41,8 @@ struct audit_event {
 	unsigned n_findings;
 	struct audit_finding output_findings[AUDIT_MAX_FINDING_TYPES];   /* in the model's answer */
 	unsigned n_output_findings;
+	struct audit_finding output_redacted[AUDIT_MAX_FINDING_TYPES];   /* replaced in the answer */
+	unsigned n_output_redacted;
 	double injection_score;   /* < 0 = not computed */
 	int status;               /* HTTP status, 0 = none */
 	uint64_t bytes_up, bytes_down;

@@ -475,6 +475,8 @@ static int set_defaults(struct config *c)
 	c->spool_fsync = CONFIG_FSYNC_BATCH;
 	c->ship_batch_events = 1000;
 	c->ship_interval_ms = 1000;
+	c->vault_ttl_ms = 3600u * 1000u;
+	c->vault_max_entries = 4096;
 	while (config_default_endpoints[n])
 		n++;
 	c->endpoints = calloc(n + 1, sizeof(char *));
@@ -607,6 +609,10 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 			ret = set_ms(path, v, &c->ship_interval_ms, err, errlen);
 		else if (!strcmp(k, "limits"))
 			ret = load_limits(path, v, c, err, errlen);
+		else if (!strcmp(k, "vault_ttl"))
+			ret = set_ms(path, v, &c->vault_ttl_ms, err, errlen);
+		else if (!strcmp(k, "vault_max_entries"))
+			ret = set_u32(path, v, 1, 1000000, &c->vault_max_entries, err, errlen);
 		else if (!strcmp(k, "log_level")) {
 			static const char *const lv[] = { "error", "warning", "info", "debug" };
 			ret = -EINVAL;

@@ -65,6 +65,9 @@ struct config {
 	uint32_t dns_min_ttl_s, dns_max_ttl_s;
 	bool dns_learning;             /* dns_learning: learn target addresses from clients' DNS answers */
 	int log_level;
+	/* reversible tokens (agent/vault.c), kept per user and program */
+	uint32_t vault_ttl_ms;         /* vault_ttl: a value unused this long is wiped */
+	uint32_t vault_max_entries;    /* vault_max_entries: values per user and program */
 };
 
 /* Loads and validates path. Returns 0 and a new config, or -errno with

@@ -15,17 +15,19 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/crypto.h>
 
 struct detok {
-	const struct vault *v;
+	struct vault *v;
 	bool json;
 	char held[VAULT_TOKEN_MAX];
 	size_t nheld;
 	size_t restored;
 	struct json_buf work;
+	struct json_buf val;     /* a restored value, copied out of the vault; wiped */
 };
 
-struct detok *detok_new(const struct vault *v, bool json_escape)
+struct detok *detok_new(struct vault *v, bool json_escape)
 {
 	struct detok *d = calloc(1, sizeof(*d));
 	if (!d)
@@ -40,6 +42,9 @@ void detok_free(struct detok *d)
 	if (!d)
 		return;
 	json_buf_free(&d->work);
+	if (d->val.data)
+		OPENSSL_cleanse(d->val.data, d->val.cap);
+	json_buf_free(&d->val);
 	free(d);
 }
 
@@ -114,14 +119,18 @@ static int process(struct detok *d, const char *buf, size_t n, bool final, struc
 			memmove(d->held, buf + i, d->nheld);
 			return 0;
 		}
-		size_t vlen;
-		const char *val = vault_lookup(d->v, buf + i, (size_t)m, &vlen);
-		if (!val) {
+		d->val.len = 0;
+		if ((rc = vault_lookup(d->v, buf + i, (size_t)m, &d->val)) < 0)
+			return rc;
+		if (rc == 0) {
 			i += (size_t)m;
 			continue;
 		}
-		if ((rc = json_buf_append(out, buf + run, i - run)) ||
-		    (rc = emit_value(d, val, vlen, out)))
+		rc = json_buf_append(out, buf + run, i - run);
+		if (!rc)
+			rc = emit_value(d, d->val.data, d->val.len, out);
+		OPENSSL_cleanse(d->val.data, d->val.len);
+		if (rc)
 			return rc;
 		d->restored++;
 		i += (size_t)m;

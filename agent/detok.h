@@ -16,10 +16,10 @@
 
 struct detok;
 
-/* vault: borrowed, must outlive the restorer. json_escape: the stream
+/* vault: borrowed (the caller holds a reference), must outlive the restorer. json_escape: the stream
  * carries JSON strings (SSE data with JSON payloads, JSON bodies), so a
  * restored value is written JSON-escaped. NULL on ENOMEM. */
-struct detok *detok_new(const struct vault *v, bool json_escape);
+struct detok *detok_new(struct vault *v, bool json_escape);
 void detok_free(struct detok *d);             /* NULL ok */
 
 /* Append to out the restored form of in[0..n): everything except a

@@ -22,11 +22,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
+#include "answer.h"
 #include "budget.h"
 #include "detok.h"
 #include "exchange.h"
 #include "jsonw.h"
+#include "loop.h"
 #include "log.h"
 #include "redact.h"
 #include "sse.h"
@@ -59,6 +62,10 @@ int exchange_global_init(struct agent *ag, char *err, size_t errlen)
 	int ret;
 
 	pthread_mutex_init(&ag->inspector_lock, NULL);
+	if (!(ag->vaults = vault_store_new(cfg->vault_ttl_ms, cfg->vault_max_entries, loop_now_ms))) {
+		snprintf(err, errlen, "cannot allocate the token vault");
+		return -ENOMEM;
+	}
 	if (RAND_bytes(ag->hash_key, sizeof(ag->hash_key)) != 1) {
 		snprintf(err, errlen, "cannot draw the redaction hash key");
 		return -EIO;
@@ -116,7 +123,38 @@ void exchange_global_free(struct agent *ag)
 	}
 	inspector_unref(ag->inspector);
 	ag->inspector = NULL;
+	vault_store_free(ag->vaults);   /* wipes every tokenized value */
+	ag->vaults = NULL;
 	OPENSSL_cleanse(ag->hash_key, sizeof(ag->hash_key));
+}
+
+/* The vault of this connection's user and program (uid, executable,
+ * script), shared with their other connections, so a conversation that
+ * reconnects still gets its values back. NULL on ENOMEM. */
+static struct vault *conn_vault(struct exchange *ex)
+{
+	const struct identity *id = &ex->info->id;
+	char owner[sizeof(id->exe) + sizeof(id->script) + 24];
+	int n;
+	if (ex->xc->vault || !ex->ag->vaults)
+		return ex->xc->vault;
+	if (id->uid < 0) {
+		/* nobody known to share with: this connection's own vault */
+		ex->xc->vault = vault_new(NULL, 0, ex->ag->cfg->vault_max_entries);
+		return ex->xc->vault;
+	}
+	n = snprintf(owner, sizeof(owner), "%lld", (long long)id->uid);
+	if (n < 0 || (size_t)n >= sizeof(owner))
+		return NULL;
+	size_t len = (size_t)n + 1, el = strnlen(id->exe, sizeof(id->exe)),
+	       sl = strnlen(id->script, sizeof(id->script));
+	memcpy(owner + len, id->exe, el);
+	len += el;
+	owner[len++] = 0;
+	memcpy(owner + len, id->script, sl);
+	len += sl;
+	ex->xc->vault = vault_store_get(ex->ag->vaults, owner, len);
+	return ex->xc->vault;
 }
 
 static struct inspect_scratch *conn_scratch(struct exchange *ex)
@@ -158,17 +196,24 @@ void exchange_free(struct exchange *ex)
 {
 	sse_free(ex->sse);
 	detok_free(ex->detok);
+	answer_free(ex->ans);
+	if (ex->stage.data)
+		OPENSSL_cleanse(ex->stage.data, ex->stage.cap);
+	json_buf_free(&ex->stage);
 	inspect_stream_free(ex->out_scan);
 	json_buf_free(&ex->text);
 	json_buf_free(&ex->out);
 	json_buf_free(&ex->tpl_pre);
 	json_buf_free(&ex->tpl_post);
+	if (ex->resp_copy)
+		OPENSSL_cleanse(ex->resp_copy, ex->resp_len);
 	free(ex->resp_copy);
 	free(ex->new_body);
 	policy_unref(ex->policy);
 	ex->policy = NULL;
 	ex->sse = NULL;
 	ex->detok = NULL;
+	ex->ans = NULL;
 	ex->out_scan = NULL;
 	ex->resp_copy = NULL;
 	ex->new_body = NULL;
@@ -288,6 +333,29 @@ static void decide_policy(struct exchange *ex, const struct inspect_result *res,
 	}
 }
 
+/* The answer rule, chosen when the request is decided (a streamed answer
+ * is redacted as it passes). Without a policy file answers are only
+ * scanned and reported (output_findings), never rewritten. */
+static void decide_answer(struct exchange *ex)
+{
+	struct policy_answer a;
+	if (!ex->policy || !policy_eval_answer(ex->policy, &ex->ctx, &a))
+		return;
+	ex->answer_rule = a.rule;
+	if (a.monitor) {
+		snprintf(ex->answer_reason, sizeof(ex->answer_reason),
+			 "monitor: answer rule '%s' would redact", a.rule);
+		return;
+	}
+	for (int t = 0; t < FINDING__COUNT; t++) {
+		ex->answer_rp.action[t] = (enum redact_action)a.redact[t];
+		if (a.redact[t] != REDACT_KEEP)
+			ex->redact_answer = true;
+	}
+	ex->answer_rp.hash_key = ex->ag->hash_key;
+	ex->answer_rp.hash_key_len = sizeof(ex->ag->hash_key);
+}
+
 void exchange_done(struct exchange *ex)
 {
 	uint64_t tokens;
@@ -316,8 +384,8 @@ static void apply_redaction(struct exchange *ex, const char *body, size_t len,
 	rp->hash_key = ex->ag->hash_key;
 	rp->hash_key_len = sizeof(ex->ag->hash_key);
 	for (int t = 0; t < FINDING__COUNT; t++)
-		if (rp->action[t] == REDACT_TOKENIZE && ex->counts[t] && !ex->xc->vault)
-			ex->xc->vault = vault_new(NULL, 0, 0);
+		if (rp->action[t] == REDACT_TOKENIZE && ex->counts[t])
+			conn_vault(ex);
 	rp->vault = ex->xc->vault;
 	ret = redact_body(body, len, &ex->xc->res, rp, &out, &ex->redacted);
 	if (ret == REDACT_CHANGED) {
@@ -386,6 +454,8 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
 	else
 		decide_default(ex, &rp);
 	if (!ex->blocked)
+		decide_answer(ex);
+	if (!ex->blocked)
 		apply_redaction(ex, body, len, &rp);
 }
 
@@ -424,18 +494,32 @@ static const char *const text_paths[] = {
 	"delta.text",                          /* Anthropic content_block_delta */
 	"delta",                               /* OpenAI Responses output_text.delta */
 	"candidates[*].content.parts[*].text", /* Gemini */
+	/* JSON text (tool-call arguments): restored values are JSON-escaped */
+	"choices[*].delta.tool_calls[*].function.arguments",
+	"delta.partial_json",                  /* Anthropic input_json_delta */
 	NULL,
 };
+#define TEXT_PATHS_JSON 5                  /* text_paths[i >= this] carry JSON */
 
+/* The text field of an event and its channel: the field and the last
+ * "index" before it (OpenAI tool_calls[].index, Anthropic's block index),
+ * so parallel tool calls or content blocks are told apart. */
 struct text_find {
 	size_t off, len;
-	bool found;
+	bool found, json;
+	long index;
+	char chan[96];
 };
 
 static int find_text(void *ctx, const char *doc, const struct json_string *s)
 {
 	struct text_find *f = ctx;
-	(void)doc;
+	const struct json_path *p = s->path;
+	if (s->kind == JSON_NUMBER && p->depth && p->elem[p->depth - 1].key &&
+	    json_raw_equals(p->elem[p->depth - 1].key, p->elem[p->depth - 1].key_len, "index")) {
+		f->index = s->len < 10 ? strtol(doc + s->off, NULL, 10) : -1;
+		return 0;
+	}
 	if (s->kind != JSON_STRING || s->is_key)
 		return 0;
 	for (int i = 0; text_paths[i]; i++)
@@ -443,6 +527,8 @@ static int find_text(void *ctx, const char *doc, const struct json_string *s)
 			f->off = s->off;
 			f->len = s->len;
 			f->found = true;
+			f->json = i >= TEXT_PATHS_JSON;
+			snprintf(f->chan, sizeof(f->chan), "%d:%ld", i, f->index);
 			return 1;
 		}
 	return 0;
@@ -470,33 +556,170 @@ static void emit_event(struct exchange *ex, const char *event, size_t event_len,
 	json_buf_append(&ex->out, "\n\n", 2);
 }
 
-/* Sends text the restorer still holds, in a copy of the last text event. */
+/* Model text of one event on its way to the client: answer redaction
+ * (which holds back a possible value), then token restoration (which
+ * holds back a possible token prefix). Returns 0, ANSWER_OVERRUN, -errno. */
+static int text_through(struct exchange *ex, const char *in, size_t n, struct json_buf *out)
+{
+	int rc;
+	if (ex->ans) {
+		ex->stage.len = 0;
+		if ((rc = answer_feed(ex->ans, in, n, &ex->stage)))
+			return rc;
+		in = ex->stage.data ? ex->stage.data : "";
+		n = ex->stage.len;
+	}
+	if (ex->detok)
+		return detok_feed(ex->detok, in, n, out);
+	return json_buf_append(out, in, n);
+}
+
+/* Everything both stages hold, released. */
+static int text_flush(struct exchange *ex, struct json_buf *out)
+{
+	int rc;
+	if (ex->ans) {
+		ex->stage.len = 0;
+		if ((rc = answer_finish(ex->ans, &ex->stage)))
+			return rc;
+		rc = ex->detok ? detok_feed(ex->detok, ex->stage.data ? ex->stage.data : "", ex->stage.len, out)
+			       : json_buf_append(out, ex->stage.data, ex->stage.len);
+		if (rc)
+			return rc;
+	}
+	return ex->detok ? detok_finish(ex->detok, out) : 0;
+}
+
+/* A value in the answer grew past what the redactor may hold back: the
+ * rest is not sent. The client gets an error event in its provider's
+ * shape (the SDKs raise it) and then the end of the stream. */
+static void cut_stream(struct exchange *ex)
+{
+	char body[512];
+	int n;
+	if (ex->answer_cut)
+		return;
+	ex->answer_cut = true;
+	ex->error = "answer_redaction_limit: a value in the answer was longer than the redaction hold-back; stream cut";
+	n = exchange_error_body(ex, 502, "answer_redaction_limit",
+				"a value in the answer could not be redacted whole; the answer was cut", body,
+				sizeof(body));
+	emit_event(ex, "error", 5, body, (size_t)n, NULL, 0, NULL, 0);
+}
+
+/* Sends text the stages still hold, in a copy of the last text event. */
 static void flush_held_text(struct exchange *ex)
 {
 	struct json_buf tail = { 0 }, enc = { 0 };
-	if (!ex->detok)
+	int rc;
+	if (!ex->detok && !ex->ans)
 		return;
-	detok_finish(ex->detok, &tail);
-	detok_free(ex->detok);
-	ex->detok = detok_new(ex->xc->vault, false);
-	if (tail.len && ex->have_tpl && json_encode(tail.data, tail.len, &enc) == 0)
+	rc = text_flush(ex, &tail);
+	if (ex->detok) {
+		detok_free(ex->detok);
+		ex->detok = detok_new(ex->xc->vault, false);
+	}
+	ex->tpl_chan[0] = 0;
+	if (rc == ANSWER_OVERRUN || rc < 0)
+		cut_stream(ex);
+	else if (tail.len && ex->have_tpl && json_encode(tail.data, tail.len, &enc) == 0)
 		emit_event(ex, ex->tpl_event, strlen(ex->tpl_event), ex->tpl_pre.data, ex->tpl_pre.len,
 			   enc.data, enc.len, ex->tpl_post.data, ex->tpl_post.len);
+	if (tail.data)
+		OPENSSL_cleanse(tail.data, tail.cap);
 	json_buf_free(&tail);
 	json_buf_free(&enc);
 }
 
-static void restore_event(struct exchange *ex, const char *event, size_t event_len,
+/* Events that repeat the whole text so far (OpenAI Responses:
+ * output_text.done, content_part.done, output_item.done, completed)
+ * carry no delta: with answer redaction on, their text fields are
+ * redacted whole (the values were counted in the deltas already). */
+static bool sse_whole_text_path(const struct json_path *p)
+{
+	static const char *const paths[] = { "text", "part.text", "item.content[*].text",
+					     "response.output[*].content[*].text", NULL };
+	for (int i = 0; paths[i]; i++)
+		if (json_path_match(p, paths[i]))
+			return true;
+	return false;
+}
+
+/* A non-text event: its repeated whole text redacted, then its tokens
+ * restored (JSON-escaped in place, as in a whole JSON answer). */
+static void emit_whole_text_event(struct exchange *ex, const char *event, size_t event_len,
+				  const char *data, size_t data_len)
+{
+	struct json_buf red = { 0 }, restored = { 0 };
+	uint32_t again[FINDING__COUNT] = { 0 };
+	struct detok *d;
+	int rc = ex->ans ? answer_redact_doc(ex->xc->scratch, &ex->answer_rp, sse_whole_text_path, data,
+					     data_len, &red, again) : REDACT_UNCHANGED;
+	if (rc < 0) {
+		cut_stream(ex);
+		goto out;
+	}
+	if (rc == REDACT_CHANGED) {
+		data = red.data;
+		data_len = red.len;
+	}
+	if (ex->detok && (d = detok_new(ex->xc->vault, true))) {
+		if (detok_feed(d, data, data_len, &restored) == 0 && detok_finish(d, &restored) == 0 &&
+		    detok_restored(d)) {
+			data = restored.data;
+			data_len = restored.len;
+		}
+		detok_free(d);
+	}
+	emit_event(ex, event, event_len, data, data_len, NULL, 0, NULL, 0);
+out:
+	if (red.data)
+		OPENSSL_cleanse(red.data, red.cap);
+	if (restored.data)
+		OPENSSL_cleanse(restored.data, restored.cap);
+	json_buf_free(&red);
+	json_buf_free(&restored);
+}
+
+/* Anthropic's keep-alive: it carries no text and does not end a block, so
+ * held text waits across it instead of being released early. */
+static bool is_ping(const char *event, size_t event_len)
+{
+	return event_len == 4 && !memcmp(event, "ping", 4);
+}
+
+static void rewrite_event(struct exchange *ex, const char *event, size_t event_len,
 			  const char *data, size_t data_len)
 {
 	struct text_find f = { 0 };
 	struct json_text txt = { 0 };
-	struct json_buf restored = { 0 }, enc = { 0 };
+	struct json_buf done = { 0 }, enc = { 0 };
+	int rc = -EINVAL;
 
+	if (ex->answer_cut)
+		return;
+	f.index = -1;
 	if (json_scan(data, data_len, find_text, &f) >= 0 && f.found &&
-	    json_decode(data + f.off, f.len, &txt) == 0 &&
-	    detok_feed(ex->detok, txt.data, txt.len, &restored) == 0 &&
-	    json_encode(restored.data ? restored.data : "", restored.len, &enc) == 0) {
+	    json_decode(data + f.off, f.len, &txt) == 0) {
+		if (strcmp(f.chan, ex->tpl_chan)) {
+			/* another channel (a tool call's arguments after the text, a
+			 * second content block): what the last one holds is its own */
+			flush_held_text(ex);
+			if (ex->answer_cut)
+				goto out;
+			snprintf(ex->tpl_chan, sizeof(ex->tpl_chan), "%s", f.chan);
+			if (ex->detok && f.json) {
+				detok_free(ex->detok);
+				ex->detok = detok_new(ex->xc->vault, true);
+			}
+		}
+		rc = text_through(ex, txt.data, txt.len, &done);
+		if (rc == ANSWER_OVERRUN || (rc < 0 && ex->ans)) {
+			cut_stream(ex);
+			goto out;
+		}
+	}
+	if (rc == 0 && json_encode(done.data ? done.data : "", done.len, &enc) == 0) {
 		emit_event(ex, event, event_len, data, f.off, enc.data ? enc.data : "", enc.len,
 			   data + f.off + f.len, data_len - f.off - f.len);
 		ex->tpl_pre.len = ex->tpl_post.len = 0;
@@ -505,11 +728,18 @@ static void restore_event(struct exchange *ex, const char *event, size_t event_l
 		snprintf(ex->tpl_event, sizeof(ex->tpl_event), "%.*s", (int)event_len, event);
 		ex->have_tpl = true;
 	} else {
-		flush_held_text(ex);
-		emit_event(ex, event, event_len, data, data_len, NULL, 0, NULL, 0);
+		if (!is_ping(event, event_len))
+			flush_held_text(ex);
+		if (!ex->answer_cut)
+			emit_whole_text_event(ex, event, event_len, data, data_len);
 	}
+out:
+	if (txt.data)
+		OPENSSL_cleanse(txt.data, txt.len);
 	json_text_free(&txt);
-	json_buf_free(&restored);
+	if (done.data)
+		OPENSSL_cleanse(done.data, done.cap);
+	json_buf_free(&done);
 	json_buf_free(&enc);
 }
 
@@ -520,8 +750,28 @@ static int on_sse_event(void *arg, const char *event, size_t event_len, const ch
 	exchange_scan_usage(data, data_len, &ex->prompt_tokens, &ex->completion_tokens);
 	scan_output(ex, data, data_len);
 	if (ex->transform)
-		restore_event(ex, event, event_len, data, data_len);
+		rewrite_event(ex, event, event_len, data, data_len);
 	return 0;
+}
+
+/* Whether a non-stream answer is text the detectors can read (JSON or
+ * any text type, or no type at all); audio, images and files pass as they are. */
+static bool resp_is_text(const struct http_response *resp)
+{
+	for (unsigned i = 0; i < resp->nheaders; i++) {
+		const struct http_header *h = &resp->headers[i];
+		if (h->name_len != 12 || strncasecmp(h->name, "content-type", 12))
+			continue;
+		size_t n = h->value_len;
+		const char *v = h->value;
+		const char *semi = memchr(v, ';', n);
+		if (semi)
+			n = (size_t)(semi - v);
+		return (n >= 5 && !strncasecmp(v, "text/", 5)) ||
+		       (n == 16 && !strncasecmp(v, "application/json", 16)) ||
+		       (n > 5 && !strncasecmp(v + n - 5, "+json", 5));
+	}
+	return true;
 }
 
 void exchange_response_head(struct exchange *ex, const struct http_response *resp)
@@ -531,17 +781,34 @@ void exchange_response_head(struct exchange *ex, const struct http_response *res
 		ex->sse = sse_new(SSE_EVENT_MAX);
 	if (ex->xc->scratch)
 		ex->out_scan = inspect_stream_new(ex->xc->scratch);
-	if (ex->tokenized && ex->xc->vault && resp->body != HTTP_BODY_NONE) {
-		/* Raw JSON bodies: restored in place, JSON-escaped. Event streams:
-		 * restored on decoded text, event by event. */
+	if (resp->body == HTTP_BODY_NONE)
+		return;
+	/* Tokens are restored whenever this user and program has values in
+	 * the vault, not only when this request carried tokens: a reconnected
+	 * conversation, or one the provider keeps server-side (Responses API
+	 * previous_response_id), answers with tokens from earlier requests.
+	 * Raw JSON bodies: restored in place, JSON-escaped. Event streams:
+	 * restored on decoded text, event by event. */
+	if (conn_vault(ex) && vault_count(ex->xc->vault)) {
 		ex->detok = detok_new(ex->xc->vault, !ex->event_stream);
 		ex->transform = ex->detok != NULL && (!ex->event_stream || ex->sse);
+	}
+	if (ex->redact_answer && ex->xc->scratch) {
+		if (ex->event_stream) {
+			ex->ans = answer_new(ex->xc->scratch, &ex->answer_rp);
+			ex->transform = true;
+			if (!ex->ans || !ex->sse)
+				ex->cut = true;   /* cannot redact: send nothing rather than the raw answer */
+		} else if (resp_is_text(resp)) {
+			ex->resp_doc = true;  /* buffered whole (bounded), rewritten at the end */
+			ex->transform = true;
+		}
 	}
 }
 
 void exchange_response_data(struct exchange *ex, const char *data, size_t len)
 {
-	if (ex->transform && !ex->event_stream)
+	if (ex->transform && !ex->event_stream && !ex->resp_doc)
 		detok_feed(ex->detok, data, len, &ex->out);
 	if (ex->event_stream) {
 		if (ex->sse)
@@ -552,6 +819,11 @@ void exchange_response_data(struct exchange *ex, const char *data, size_t len)
 		return;
 	if (ex->resp_len + len > RESP_COPY_MAX) {
 		ex->resp_copy_full = true;   /* too large to be a usage-bearing answer we parse */
+		if (ex->resp_doc) {
+			/* nothing of it was sent; the rest cannot be checked */
+			ex->cut = true;
+			ex->error = "answer_redaction_limit: the answer is over 1 MiB and could not be redacted; connection cut";
+		}
 		return;
 	}
 	if (ex->resp_len + len > ex->resp_cap) {
@@ -561,6 +833,7 @@ void exchange_response_data(struct exchange *ex, const char *data, size_t len)
 		char *nb = realloc(ex->resp_copy, cap);
 		if (!nb) {
 			ex->resp_copy_full = true;
+			ex->cut = ex->resp_doc;
 			return;
 		}
 		ex->resp_copy = nb;
@@ -570,11 +843,68 @@ void exchange_response_data(struct exchange *ex, const char *data, size_t len)
 	ex->resp_len += len;
 }
 
+/* The buffered answer, redacted, then its tokens restored, into ex->out. */
+static void finish_doc(struct exchange *ex)
+{
+	struct json_buf red = { 0 };
+	const char *doc = ex->resp_copy ? ex->resp_copy : "";
+	size_t len = ex->resp_len;
+	int rc = answer_redact_doc(ex->xc->scratch, &ex->answer_rp, NULL, doc, len, &red, ex->ans_counts);
+	if (rc < 0) {
+		ex->cut = true;   /* decided to redact, could not: the raw answer stays here */
+		ex->error = "answer_redaction_failed";
+	} else {
+		if (rc == REDACT_CHANGED) {
+			doc = red.data;
+			len = red.len;
+		}
+		if (ex->detok) {
+			detok_feed(ex->detok, doc, len, &ex->out);
+			detok_finish(ex->detok, &ex->out);
+		} else {
+			json_buf_append(&ex->out, doc, len);
+		}
+	}
+	if (red.data)
+		OPENSSL_cleanse(red.data, red.cap);
+	json_buf_free(&red);
+}
+
+/* "answer redacted by rule 'x': EMAIL 2, PHONE 1" (types and counts only),
+ * after any reason the request already had. */
+static void answer_summary(struct exchange *ex)
+{
+	char *b = ex->answer_reason;
+	size_t cap = sizeof(ex->answer_reason), n;
+	bool any = false;
+	if (ex->ans)
+		for (int t = 0; t < FINDING__COUNT; t++)
+			ex->ans_counts[t] += answer_counts(ex->ans)[t];
+	for (int t = 0; t < FINDING__COUNT; t++)
+		any |= ex->ans_counts[t] != 0;
+	if (any) {
+		n = (size_t)snprintf(b, cap, "%s%sanswer redacted by rule '%s':", ex->reason ? ex->reason : "",
+				     ex->reason ? "; " : "", ex->answer_rule ? ex->answer_rule : "?");
+		for (int t = 0; t < FINDING__COUNT && n < cap; t++)
+			if (ex->ans_counts[t])
+				n += (size_t)snprintf(b + n, cap - n, " %s %u", finding_name((enum finding_type)t),
+						      ex->ans_counts[t]);
+	} else if (b[0] && ex->reason) {
+		char tmp[sizeof(ex->answer_reason)];
+		snprintf(tmp, sizeof(tmp), "%s", b);
+		snprintf(b, cap, "%s; %s", ex->reason, tmp);
+	}
+	if (b[0])
+		ex->reason = b;
+}
+
 void exchange_response_end(struct exchange *ex)
 {
-	if (ex->transform && !ex->event_stream)
+	if (ex->resp_doc && !ex->cut)
+		finish_doc(ex);
+	else if (ex->transform && !ex->event_stream && !ex->resp_doc)
 		detok_finish(ex->detok, &ex->out);
-	else if (ex->transform)
+	else if (ex->transform && ex->event_stream)
 		flush_held_text(ex);
 	if (!ex->event_stream && ex->resp_copy && !ex->resp_copy_full) {
 		exchange_scan_usage(ex->resp_copy, ex->resp_len, &ex->prompt_tokens,
@@ -585,6 +915,7 @@ void exchange_response_end(struct exchange *ex)
 		inspect_stream_finish(ex->out_scan);
 		memcpy(ex->out_counts, inspect_stream_counts(ex->out_scan), sizeof(ex->out_counts));
 	}
+	answer_summary(ex);
 }
 
 /* The number after "key": at every occurrence; the last one is kept. */
@@ -661,6 +992,7 @@ void exchange_fill_event(const struct exchange *ex, struct audit_event *ev)
 	ev->policy_hash = ex->policy_hash;
 	ev->n_findings = counts_to_findings(ex->counts, ev->findings);
 	ev->n_output_findings = counts_to_findings(ex->out_counts, ev->output_findings);
+	ev->n_output_redacted = counts_to_findings(ex->ans_counts, ev->output_redacted);
 }
 
 const char *exchange_status_text(int status)

@@ -27,12 +27,14 @@ struct inspect_scratch;
 struct inspect_stream;
 struct vault;
 struct detok;
+struct answer;
 
 /* Per intercepted connection (one conversation): scan state and the vault
  * of reversible tokens. Owned by intercept.c, freed with exchange_conn_free. */
 struct exchange_conn {
 	struct inspect_scratch *scratch;  /* from the inspector current at connect */
-	struct vault *vault;              /* created on first tokenize */
+	struct vault *vault;              /* a reference to the user's and program's
+					   * vault (vault.h), taken on first use */
 	struct inspect_result res;        /* reused per request */
 };
 void exchange_conn_free(struct exchange_conn *xc);
@@ -79,6 +81,7 @@ struct exchange {
 	struct detok *detok;              /* owned */
 	struct json_buf tpl_pre, tpl_post;/* SSE: last content event around its text, to carry held-back text */
 	char tpl_event[64];
+	char tpl_chan[96];                /* text field and index of the last text event */
 	bool have_tpl;
 	struct inspect_stream *out_scan;  /* owned */
 	struct json_buf text;             /* scratch: model text of one event */
@@ -88,6 +91,17 @@ struct exchange {
 	char *resp_copy;                  /* bounded copy of a JSON response, for usage */
 	size_t resp_len, resp_cap;
 	bool resp_copy_full;
+	/* answer redaction (a policy answer rule, see answer.h) */
+	bool redact_answer;               /* the rule redacts some type */
+	const char *answer_rule;          /* borrowed from the policy */
+	struct redact_policy answer_rp;
+	struct answer *ans;               /* SSE: the streaming redactor; owned */
+	struct json_buf stage;            /* SSE: redacted text on its way to detok */
+	bool resp_doc;                    /* whole answer buffered in resp_copy, redacted at the end */
+	bool answer_cut;                  /* SSE: error event sent, later events dropped */
+	bool cut;                         /* the client connection must be cut now */
+	uint32_t ans_counts[FINDING__COUNT]; /* values replaced in the answer */
+	char answer_reason[256];
 };
 
 int exchange_global_init(struct agent *ag, char *err, size_t errlen);
@@ -106,12 +120,16 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
 const char *exchange_body(struct exchange *ex, const char *body, size_t *len);
 
 /* Sets ex->transform when the response body must be rewritten (vault
- * tokens to restore); the caller then re-frames it as chunked. */
+ * tokens to restore, or an answer rule redacts it); the caller then
+ * re-frames it as chunked. */
 void exchange_response_head(struct exchange *ex, const struct http_response *resp);
 /* Decoded response payload as it passes (chunked framing removed). With
- * ex->transform, the bytes to send instead are appended to ex->out. */
+ * ex->transform, the bytes to send instead are appended to ex->out. If
+ * ex->cut is set on return, the caller must close the client connection
+ * without finishing the response (an answer that could not be redacted). */
 void exchange_response_data(struct exchange *ex, const char *data, size_t len);
-/* End of the response; with ex->transform, appends held-back bytes to ex->out. */
+/* End of the response; with ex->transform, appends held-back bytes (or
+ * the whole redacted answer) to ex->out; may set ex->cut, as above. */
 void exchange_response_end(struct exchange *ex);
 
 /* After the response (or the error): charge token budgets. */

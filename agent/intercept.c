@@ -516,6 +516,13 @@ static int on_response_data(void *arg, const char *data, size_t len)
 {
 	struct fwd_ctx *f = arg;
 	exchange_response_data(f->ex, data, len);
+	if (f->ex->cut) {
+		/* an answer that could not be redacted: the client sees a cut
+		 * response, never the raw one; the upstream is mid-response */
+		f->ic->up_reusable = false;
+		f->err = -EIO;
+		return EIO;
+	}
 	if (f->ex->transform && flush_transformed(f)) {
 		f->err = -EIO;
 		return EIO;
@@ -684,6 +691,12 @@ again:
 	}
 	ex->status = resp.status;
 	exchange_response_head(ex, &resp);
+	if (ex->cut) {
+		upstream_close(&ic->up);
+		ex->error = "answer_redaction_failed";
+		send_error(ic, ex, 502, "answer_redaction_failed", "the answer could not be redacted");
+		return 1;
+	}
 	struct fwd_ctx fc = { ic, ex, req->minor == 1, 0 };
 	if (ex->transform) {
 		if ((ret = send_transformed_head(ic, &resp, fc.chunked_out)))
@@ -764,6 +777,8 @@ again:
 		deadline = loop_now_ms() + cfg->idle_timeout_ms;
 	}
 	exchange_response_end(ex);
+	if (ex->cut)
+		return -EIO;
 	if (ex->transform) {
 		if (flush_transformed(&fc) || (fc.chunked_out && send_client(ic, "0\r\n\r\n", 5)))
 			return -EIO;

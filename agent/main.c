@@ -30,6 +30,7 @@
 #include "metrics.h"
 #include "privs.h"
 #include "targets.h"
+#include "vault.h"
 
 #define VIGIL_VERSION "0.1.0"
 
@@ -348,6 +349,9 @@ static void tick(void *arg, uint64_t now)
 	if (now - last_tamper >= 1000) {
 		last_tamper = now;
 		tamper_check(ag);
+		/* expired vault values are wiped within a second of their ttl */
+		if (ag->vaults)
+			vault_store_sweep(ag->vaults);
 	}
 	/* Budget counters survive restarts: saved every few seconds when changed. */
 	if (ag->budgets && now - last_save >= 5000 && budget_dirty(ag->budgets)) {

@@ -84,6 +84,8 @@ struct conds {
 	uint32_t pos_mask, neg_mask;   /* bit s: pos[s] / neg[s] present */
 	bool has_finding;
 	uint64_t finding_mask;     /* bit per enum finding_type */
+	bool has_output;           /* output_finding: an answer rule */
+	uint64_t output_mask;      /* types it redacts in the answer */
 	uint64_t custom_mask;      /* bit per detector */
 	bool has_score;
 	float min_score;
@@ -764,6 +766,12 @@ static void parse_conds(struct loader *L, const struct ynode *w, struct conds *c
 			struct fref_ctx fx = { L, &c->finding_mask, &c->custom_mask, k };
 			c->has_finding = true;
 			for_items(L->e, v, k, fref_item, &fx);
+		} else if (!strcmp(k, "output_finding")) {
+			/* answers are scanned per type: a custom detector counts as CUSTOM */
+			uint64_t custom = 0;
+			struct fref_ctx fx = { L, &c->output_mask, &custom, k };
+			c->has_output = true;
+			for_items(L->e, v, k, fref_item, &fx);
 		} else if (!strcmp(k, "injection_score")) {
 			char *end;
 			double d = is_scalar(v) ? strtod(v->str, &end) : -1;
@@ -791,7 +799,7 @@ static void parse_conds(struct loader *L, const struct ynode *w, struct conds *c
 			L->p->uses_time = true;
 		} else {
 			eadd(L->e, kn->line,
-			     "when: unknown condition '%s' (user, unix_group, exe, script, comm, cgroup, host, provider, model, path, tool, each also as <name>_not; finding, injection_score, request_bytes, packaged, time)",
+			     "when: unknown condition '%s' (user, unix_group, exe, script, comm, cgroup, host, provider, model, path, tool, each also as <name>_not; finding, output_finding, injection_score, request_bytes, packaged, time)",
 			     k);
 		}
 	}
@@ -992,6 +1000,39 @@ static bool parse_mode(struct loader *L, const struct ynode *v, bool *monitor)
 	return true;
 }
 
+/* An answer rule (when: output_finding): it redacts the model's answer,
+ * so its action is redact, and its modes apply to the types it names. A
+ * token in an answer would reach the user, never the model: tokenize is
+ * refused in the rule's own map and, inherited from `redaction:`, falls
+ * back to the placeholder. */
+static void answer_rule_modes(struct loader *L, struct rule *ru, const struct ynode *act,
+			      const uint8_t *modes, const bool *set, int def)
+{
+	const char *nm = ru->name ? ru->name : "?";
+	if (act && is_scalar(act) && ru->action != POLICY_REDACT)
+		eadd(L->e, act->line,
+		     "rule '%s': a rule on output_finding redacts the answer: action must be redact", nm);
+	if (!ru->c.output_mask)
+		eadd(L->e, ru->line, "rule '%s' can never match: its output_finding list is empty", nm);
+	for (int t = 0; t < FINDING__COUNT; t++) {
+		int m;
+		if (set[t])
+			m = modes[t];
+		else if (!(ru->c.output_mask & (1ull << t)))
+			m = REDACT_KEEP;
+		else
+			m = def >= 0 ? def : modes[t];
+		if (m == REDACT_TOKENIZE) {
+			if (set[t] || def == REDACT_TOKENIZE)
+				eadd(L->e, ru->line,
+				     "rule '%s': tokenize cannot apply to an answer (the token would reach the user); use redact, mask or hash",
+				     nm);
+			m = REDACT_PLACEHOLDER;
+		}
+		ru->redact[t] = (uint8_t)m;
+	}
+}
+
 static void parse_rule(struct loader *L, const struct ynode *r, struct rule *ru)
 {
 	struct policy *p = L->p;
@@ -1046,6 +1087,10 @@ static void parse_rule(struct loader *L, const struct ynode *r, struct rule *ru)
 		if (act && is_scalar(act) && strcmp(act->str, "redact"))
 			eadd(L->e, red->line, "redact: only meaningful with action: redact");
 		parse_redact_map(L, red, modes, set, &def);
+	}
+	if (ru->c.has_output) {
+		answer_rule_modes(L, ru, act, modes, set, def);
+		return;
 	}
 	for (int t = 0; t < FINDING__COUNT; t++) {
 		if (set[t])
@@ -1371,7 +1416,8 @@ static void parse_root(struct loader *L, const struct ynode *root)
 	for (size_t j = 0; j < p->nrules; j++) {
 		check_contradictions(L, &p->rules[j]);
 		for (size_t i = 0; i < j; i++)
-			if (conds_cover(&p->rules[i].c, &p->rules[j].c)) {
+			if (p->rules[i].c.has_output == p->rules[j].c.has_output &&
+			    conds_cover(&p->rules[i].c, &p->rules[j].c)) {
 				eadd(L->e, p->rules[j].line,
 				     "rule '%s' can never match: shadowed by the earlier rule '%s' (line %d), which matches every request it matches",
 				     p->rules[j].name ? p->rules[j].name : "?",
@@ -1794,7 +1840,7 @@ int policy_eval(const struct policy *p, const struct policy_ctx *x, struct polic
 		return -EINVAL;
 	eval_state_init(p, x, &st);
 	for (size_t i = 0; i < p->nrules; i++)
-		if (conds_match(p, &p->rules[i].c, x, &st)) {
+		if (!p->rules[i].c.has_output && conds_match(p, &p->rules[i].c, x, &st)) {
 			r = &p->rules[i];
 			break;
 		}
@@ -1822,6 +1868,26 @@ int policy_eval(const struct policy *p, const struct policy_ctx *x, struct polic
 		snprintf(d->message, sizeof(d->message), "policy rule '%s': %s%s%s", d->rule,
 			 policy_action_name(d->action), r && r->message ? ": " : "",
 			 r && r->message ? r->message : "");
+	return 0;
+}
+
+int policy_eval_answer(const struct policy *p, const struct policy_ctx *x, struct policy_answer *a)
+{
+	struct eval_state st;
+
+	memset(a, 0, sizeof(*a));
+	if (!p || !x)
+		return 0;
+	eval_state_init(p, x, &st);
+	for (size_t i = 0; i < p->nrules; i++) {
+		const struct rule *r = &p->rules[i];
+		if (!r->c.has_output || !conds_match(p, &r->c, x, &st))
+			continue;
+		a->rule = r->name;
+		a->monitor = p->monitor || r->monitor;
+		a->redact = r->redact;
+		return 1;
+	}
 	return 0;
 }
 

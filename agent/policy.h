@@ -89,6 +89,22 @@ struct policy_decision {
 	char message[224];              /* "blocked by policy rule 'x'" ... (no values) */
 };
 
+struct policy;
+
+/* The answer rule for a request: rules whose `when` has output_finding
+ * are chosen apart from the request rules (first match wins among them),
+ * on the same context, when the request is decided, because a streamed
+ * answer must be redacted as it passes. */
+struct policy_answer {
+	const char *rule;               /* borrowed from the policy */
+	bool monitor;                   /* audit only: do not redact */
+	const uint8_t *redact;          /* [FINDING__COUNT] enum redact_action, never TOKENIZE */
+};
+
+/* Fills a and returns 1 if an answer rule matches, else 0 (a zeroed).
+ * Never allocates or blocks. */
+int policy_eval_answer(const struct policy *p, const struct policy_ctx *ctx, struct policy_answer *a);
+
 /* What policy_load reads besides the file. NULL opts = defaults. */
 struct policy_load_opts {
 	const char *dpkg_info_dir;      /* NULL = /var/lib/dpkg/info */

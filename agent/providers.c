@@ -286,12 +286,17 @@ static const char *const response_text[] = {
 	"delta", "output[*].content[*].text", "output_text",
 	/* Anthropic */
 	"content[*].text", "delta.text", "delta.partial_json", "content_block.text",
-	/* Gemini */
-	"candidates[*].content.parts[*].text",
+	/* Gemini (whole, SSE chunks, and the JSON-array stream without alt=sse) */
+	"candidates[*].content.parts[*].text", "[*].candidates[*].content.parts[*].text",
 	/* Bedrock Converse */
 	"output.message.content[*].text", "contentBlockDelta.delta.text",
 	"completion", "outputText", "generation", "results[*].outputText", NULL
 };
+
+bool provider_response_text_path(const struct json_path *p)
+{
+	return any_match(p, response_text);
+}
 
 struct resp_ctx {
 	struct json_buf *out;

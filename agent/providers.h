@@ -72,4 +72,8 @@ int provider_parse_request(const char *host, const char *path,
 int provider_response_text(enum provider_id p, const char *doc, size_t len,
 			   struct json_buf *out);
 
+/* Whether a string at path p of a response document is text the model
+ * produced (the fields provider_response_text collects). */
+bool provider_response_text_path(const struct json_path *p);
+
 #endif

@@ -1,10 +1,11 @@
-/* redact: replacement of findings in a request body, and the token vault.
+/* redact: replacement of findings in a request body (vault.c keeps the
+ * reversible tokens).
  *
  * JSON correctness comes from never editing raw bytes inside a string:
  * a string holding findings is decoded, edited as UTF-8 and re-encoded
  * with json_encode, and spliced between the untouched bytes around it.
  * Values seen during a call live only in this call's memory (wiped on
- * return); the vault keeps tokenized values until vault_free wipes them.
+ * return); the vault keeps tokenized values until it wipes them.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE   /* memmem, memrchr: also when built outside the Makefile */
@@ -19,144 +20,6 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
-
-/* ------------------------------------------------------------------ vault */
-
-struct vault_entry {
-	char tok[VAULT_TOKEN_MAX + 1];
-	unsigned char digest[32];   /* HMAC(key, type|value): finds the entry by value */
-	char *value;
-	size_t vlen;
-};
-
-struct vault {
-	unsigned char key[32];
-	struct vault_entry *e;
-	size_t n, cap, max;
-};
-
-struct vault *vault_new(const unsigned char *key, size_t keylen, size_t max_entries)
-{
-	struct vault *v = calloc(1, sizeof(*v));
-	if (!v)
-		return NULL;
-	if (key) {
-		unsigned int l = 0;
-		/* normalise any key length to 32 bytes */
-		if (!EVP_Digest(key, keylen, v->key, &l, EVP_sha256(), NULL))
-			goto err;
-	} else if (RAND_bytes(v->key, sizeof(v->key)) != 1) {
-		goto err;
-	}
-	v->max = max_entries ? max_entries : 4096;
-	return v;
-err:
-	free(v);
-	return NULL;
-}
-
-void vault_free(struct vault *v)
-{
-	if (!v)
-		return;
-	for (size_t i = 0; i < v->n; i++) {
-		OPENSSL_cleanse(v->e[i].value, v->e[i].vlen);
-		free(v->e[i].value);
-	}
-	free(v->e);
-	OPENSSL_cleanse(v, sizeof(*v));
-	free(v);
-}
-
-size_t vault_count(const struct vault *v)
-{
-	return v ? v->n : 0;
-}
-
-static int keyed_digest(const unsigned char *key, size_t keylen, enum finding_type type,
-			uint32_t salt, const char *value, size_t n, unsigned char out[32])
-{
-	const char *name = finding_name(type);
-	size_t nl = strlen(name);
-	size_t tot = nl + 1 + 4 + n;
-	unsigned char *buf = malloc(tot ? tot : 1);
-	unsigned int ol = 0;
-	if (!buf)
-		return -ENOMEM;
-	memcpy(buf, name, nl);
-	buf[nl] = 0;
-	memcpy(buf + nl + 1, &salt, 4);
-	memcpy(buf + nl + 5, value, n);
-	unsigned char *r = HMAC(EVP_sha256(), key, (int)keylen, buf, tot, out, &ol);
-	OPENSSL_cleanse(buf, tot);
-	free(buf);
-	return r ? 0 : -EIO;
-}
-
-int vault_tokenize(struct vault *v, enum finding_type type, const char *value, size_t n,
-		   char tok[VAULT_TOKEN_MAX + 1])
-{
-	unsigned char d[32];
-	int rc = keyed_digest(v->key, sizeof(v->key), type, 0, value, n, d);
-	if (rc)
-		return rc;
-	for (size_t i = 0; i < v->n; i++)
-		if (!memcmp(v->e[i].digest, d, 32) && v->e[i].vlen == n &&
-		    !memcmp(v->e[i].value, value, n)) {
-			memcpy(tok, v->e[i].tok, VAULT_TOKEN_MAX + 1);
-			return 0;
-		}
-	if (v->n >= v->max)
-		return -ENOSPC;
-	if (v->n == v->cap) {
-		size_t nc = v->cap ? v->cap * 2 : 16;
-		struct vault_entry *p = realloc(v->e, nc * sizeof(*p));
-		if (!p)
-			return -ENOMEM;
-		v->e = p;
-		v->cap = nc;
-	}
-	/* 24 bits of the keyed digest; on a collision with another value,
-	 * derive again with a salt so a token always names one value */
-	unsigned char td[32];
-	memcpy(td, d, 32);
-	for (uint32_t salt = 1;; salt++) {
-		snprintf(tok, VAULT_TOKEN_MAX + 1, VAULT_TOKEN_PREFIX "%s_%02x%02x%02x]]",
-			 finding_name(type), td[0], td[1], td[2]);
-		bool clash = false;
-		for (size_t i = 0; i < v->n && !clash; i++)
-			clash = strcmp(v->e[i].tok, tok) == 0;
-		if (!clash)
-			break;
-		if (salt > 64)
-			return -ENOSPC;
-		if ((rc = keyed_digest(v->key, sizeof(v->key), type, salt, value, n, td)))
-			return rc;
-	}
-	struct vault_entry *e = &v->e[v->n];
-	e->value = malloc(n ? n : 1);
-	if (!e->value)
-		return -ENOMEM;
-	memcpy(e->value, value, n);
-	e->vlen = n;
-	memcpy(e->digest, d, 32);
-	memcpy(e->tok, tok, VAULT_TOKEN_MAX + 1);
-	v->n++;
-	return 0;
-}
-
-const char *vault_lookup(const struct vault *v, const char *tok, size_t toklen, size_t *vlen)
-{
-	if (!v || toklen > VAULT_TOKEN_MAX)
-		return NULL;
-	for (size_t i = 0; i < v->n; i++)
-		if (strlen(v->e[i].tok) == toklen && !memcmp(v->e[i].tok, tok, toklen)) {
-			if (vlen)
-				*vlen = v->e[i].vlen;
-			return v->e[i].value;
-		}
-	return NULL;
-}
 
 /* -------------------------------------------------------------- redaction */
 
@@ -258,7 +121,7 @@ static int replacement(struct rctx *c, enum finding_type t, const char *v, size_
 	case REDACT_HASH:
 		if (!pol->hash_key || !pol->hash_key_len)
 			return -EINVAL;
-		if ((rc = keyed_digest(pol->hash_key, pol->hash_key_len, t, 0, v, n, d)))
+		if ((rc = vault_keyed_digest(pol->hash_key, pol->hash_key_len, t, 0, v, n, d)))
 			return rc;
 		snprintf(tmp, sizeof(tmp), "[%s:%02x%02x%02x%02x]", finding_name(t), d[0], d[1], d[2], d[3]);
 		return json_buf_append(o, tmp, strlen(tmp));
@@ -272,7 +135,7 @@ static int replacement(struct rctx *c, enum finding_type t, const char *v, size_
 	}
 	case REDACT_PLACEHOLDER:
 	default: {
-		if ((rc = keyed_digest(c->nkey, sizeof(c->nkey), t, 0, v, n, d)))
+		if ((rc = vault_keyed_digest(c->nkey, sizeof(c->nkey), t, 0, v, n, d)))
 			return rc;
 		unsigned num = 0;
 		for (size_t i = 0; i < c->nseen && !num; i++)
@@ -297,6 +160,52 @@ static int replacement(struct rctx *c, enum finding_type t, const char *v, size_
 		return json_buf_append(o, tmp, strlen(tmp));
 	}
 	}
+}
+
+struct redact_session {
+	struct rctx c;
+};
+
+struct redact_session *redact_session_new(const struct redact_policy *pol)
+{
+	struct redact_session *rs = calloc(1, sizeof(*rs));
+	if (!rs)
+		return NULL;
+	rs->c.pol = pol;
+	if (RAND_bytes(rs->c.nkey, sizeof(rs->c.nkey)) != 1) {
+		free(rs);
+		return NULL;
+	}
+	return rs;
+}
+
+void redact_session_free(struct redact_session *rs)
+{
+	if (!rs)
+		return;
+	free(rs->c.seen);
+	OPENSSL_cleanse(rs, sizeof(*rs));
+	free(rs);
+}
+
+int redact_text(struct redact_session *rs, const char *text, size_t n,
+		const struct inspect_span *sp, size_t nsp, struct json_buf *out, size_t *replaced)
+{
+	size_t pos = 0, before = rs->c.replaced;
+	int rc;
+	for (size_t k = 0; k < nsp; k++) {
+		if (sp[k].start < pos || sp[k].end <= sp[k].start || sp[k].end > n)
+			continue;
+		if ((rc = json_buf_append(out, text + pos, sp[k].start - pos)) ||
+		    (rc = replacement(&rs->c, sp[k].type, text + sp[k].start, sp[k].end - sp[k].start, out)))
+			return rc;
+		if (rs->c.pol->action[sp[k].type] != REDACT_KEEP)
+			rs->c.replaced++;
+		pos = sp[k].end;
+	}
+	if (replaced)
+		*replaced = rs->c.replaced - before;
+	return json_buf_append(out, text + pos, n - pos);
 }
 
 /* first decoded index whose raw offset is >= raw */

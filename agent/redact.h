@@ -1,9 +1,9 @@
-/* redact: rewrite a request body so findings no longer leave the machine,
- * and the vault of reversible tokens that detok.h restores in responses.
+/* redact: rewrite a request body so findings no longer leave the machine
+ * (reversible tokens come from vault.h and are restored by detok.h).
  *
  * Owns: replacement formats (placeholder, mask, keyed hash, vault token)
  * and JSON-correct splicing. Never logs values; the vault is the only
- * place raw values are kept, in memory, and it wipes them on free.
+ * place raw values are kept.
  */
 #ifndef VIGIL_REDACT_H
 #define VIGIL_REDACT_H
@@ -15,31 +15,7 @@
 #include "findings.h"
 #include "inspect.h"
 #include "json.h"
-
-/* ------------------------------------------------------------------ vault */
-
-/* "[[VGL_" TYPE "_" 6 hex "]]": at most 6 + 19 + 1 + 6 + 2 bytes */
-#define VAULT_TOKEN_MAX 40
-#define VAULT_TOKEN_PREFIX "[[VGL_"
-
-struct vault;
-
-/* A vault for one conversation or connection. key (borrowed, copied) keys
- * the token derivation; NULL draws a random key. max_entries bounds memory
- * (0 = 4096). NULL on ENOMEM. */
-struct vault *vault_new(const unsigned char *key, size_t keylen, size_t max_entries);
-void vault_free(struct vault *v);             /* wipes stored values; NULL ok */
-
-/* Token for value (same value and type -> same token). tok receives a
- * NUL-terminated token of at most VAULT_TOKEN_MAX bytes. Returns 0,
- * -ENOSPC (vault full), -ENOMEM. The value is copied. */
-int vault_tokenize(struct vault *v, enum finding_type type, const char *value, size_t n,
-		   char tok[VAULT_TOKEN_MAX + 1]);
-
-/* Original value of a token (borrowed from the vault, valid until
- * vault_free), or NULL if unknown. */
-const char *vault_lookup(const struct vault *v, const char *tok, size_t toklen, size_t *vlen);
-size_t vault_count(const struct vault *v);
+#include "vault.h"
 
 /* -------------------------------------------------------------- redaction */
 
@@ -73,6 +49,19 @@ enum redact_status {
  * -EINVAL (HASH without key, TOKENIZE without vault), -ENOSPC, -ENOMEM. */
 int redact_body(const char *body, size_t len, const struct inspect_result *r,
 		const struct redact_policy *pol, struct json_buf *out, size_t *replaced);
+
+/* Text redaction across calls (one streamed answer): [EMAIL_n] numbering
+ * stays consistent from one call to the next. pol borrowed, must outlive
+ * the session. NULL on ENOMEM or when the random numbering key fails. */
+struct redact_session;
+struct redact_session *redact_session_new(const struct redact_policy *pol);
+void redact_session_free(struct redact_session *rs);   /* NULL ok */
+/* Appends text[0..n) to out with the spans (offsets into text, sorted by
+ * start; in_json ignored) replaced as the policy says; overlapping spans
+ * after the first are skipped. *replaced (may be NULL) gets the number of
+ * values replaced. Returns 0 or -EINVAL, -ENOSPC, -ENOMEM. */
+int redact_text(struct redact_session *rs, const char *text, size_t n,
+		const struct inspect_span *sp, size_t nsp, struct json_buf *out, size_t *replaced);
 
 /* Name of an action ("keep", "redact", "mask", "hash", "tokenize") and the
  * reverse (-1 if unknown) for config parsing. */

@@ -81,11 +81,13 @@ void export_json(const struct store_event *e, struct jsonw *w)
 	struct vigil_finding fb[EVCODEC_MAX_FINDINGS];
 	struct evcodec_decoded *d = NULL;
 	export_to_vigil(e, &v, fb);
-	/* Fields the stores keep no column for (output findings) come from
-	 * the event as the agent signed it. */
+	/* Fields the stores keep no column for (output findings, output
+	 * redactions) come from the event as the agent signed it. */
 	if (e->raw && e->raw_len && evcodec_event_decode(e->raw, e->raw_len, &d) == 0) {
 		v.output_findings = d->ev.output_findings;
 		v.n_output_findings = d->ev.n_output_findings;
+		v.output_redacted = d->ev.output_redacted;
+		v.n_output_redacted = d->ev.n_output_redacted;
 	}
 	evcodec_event_json(&v, w);
 	evcodec_decoded_free(d);

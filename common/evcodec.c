@@ -206,13 +206,17 @@ void vigil_event_init(struct vigil_event *ev, const char *kind)
 	ev->injection_score = -1;
 }
 
-/* Fills m from ev; fbuf/fptr hold the findings, then the output findings
- * (2 * EVCODEC_MAX_FINDINGS). */
+/* The finding lists of an event, in the order fbuf/fptr hold them. */
+#define EVCODEC_FINDING_LISTS 3
+
+/* Fills m from ev; fbuf/fptr hold the findings, then the output findings,
+ * then the output redactions (EVCODEC_FINDING_LISTS * EVCODEC_MAX_FINDINGS). */
 static int to_msg(const struct vigil_event *ev, const uint8_t *prev_hash, bool with_hash,
 		  Vigil__Audit__Event *m, Vigil__Audit__Finding *fbuf, Vigil__Audit__Finding **fptr)
 {
 	if (ev->n_findings > EVCODEC_MAX_FINDINGS || (ev->n_findings && !ev->findings) ||
-	    ev->n_output_findings > EVCODEC_MAX_FINDINGS || (ev->n_output_findings && !ev->output_findings))
+	    ev->n_output_findings > EVCODEC_MAX_FINDINGS || (ev->n_output_findings && !ev->output_findings) ||
+	    ev->n_output_redacted > EVCODEC_MAX_FINDINGS || (ev->n_output_redacted && !ev->output_redacted))
 		return -EINVAL;
 	vigil__audit__event__init(m);
 	m->schema_version = ev->schema_version ? ev->schema_version : EVCODEC_SCHEMA_VERSION;
@@ -260,6 +264,15 @@ static int to_msg(const struct vigil_event *ev, const uint8_t *prev_hash, bool w
 	}
 	m->n_output_findings = ev->n_output_findings;
 	m->output_findings = ev->n_output_findings ? fptr + EVCODEC_MAX_FINDINGS : NULL;
+	for (size_t i = 0; i < ev->n_output_redacted; i++) {
+		Vigil__Audit__Finding *f = &fbuf[2 * EVCODEC_MAX_FINDINGS + i];
+		vigil__audit__finding__init(f);
+		f->type = pstr(ev->output_redacted[i].type);
+		f->count = ev->output_redacted[i].count;
+		fptr[2 * EVCODEC_MAX_FINDINGS + i] = f;
+	}
+	m->n_output_redacted = ev->n_output_redacted;
+	m->output_redacted = ev->n_output_redacted ? fptr + 2 * EVCODEC_MAX_FINDINGS : NULL;
 	m->injection_score = ev->injection_score;
 	m->status = ev->status;
 	m->bytes_up = ev->bytes_up;
@@ -284,7 +297,8 @@ static int to_msg(const struct vigil_event *ev, const uint8_t *prev_hash, bool w
 size_t evcodec_event_encode(const struct vigil_event *ev, bool with_hash, uint8_t *buf, size_t cap)
 {
 	Vigil__Audit__Event m;
-	Vigil__Audit__Finding fbuf[2 * EVCODEC_MAX_FINDINGS], *fptr[2 * EVCODEC_MAX_FINDINGS];
+	Vigil__Audit__Finding fbuf[EVCODEC_FINDING_LISTS * EVCODEC_MAX_FINDINGS],
+		*fptr[EVCODEC_FINDING_LISTS * EVCODEC_MAX_FINDINGS];
 	size_t need;
 	if (to_msg(ev, ev->prev_hash, with_hash, &m, fbuf, fptr))
 		return 0;
@@ -313,7 +327,8 @@ int evcodec_event_hash(const uint8_t prev_hash[EVCODEC_HASH_LEN], const struct v
 		       uint8_t out[EVCODEC_HASH_LEN])
 {
 	Vigil__Audit__Event m;
-	Vigil__Audit__Finding fbuf[2 * EVCODEC_MAX_FINDINGS], *fptr[2 * EVCODEC_MAX_FINDINGS];
+	Vigil__Audit__Finding fbuf[EVCODEC_FINDING_LISTS * EVCODEC_MAX_FINDINGS],
+		*fptr[EVCODEC_FINDING_LISTS * EVCODEC_MAX_FINDINGS];
 	uint8_t stackbuf[2048], *buf = stackbuf;
 	size_t need;
 	int ret;
@@ -329,15 +344,23 @@ int evcodec_event_hash(const uint8_t prev_hash[EVCODEC_HASH_LEN], const struct v
 	return ret;
 }
 
-/* Points ev at m's data; fbuf takes the findings then the output findings
- * (m->n_findings + m->n_output_findings entries). -EBADMSG on hashes of
+/* Points ev at m's data; fbuf takes the findings, the output findings and
+ * the output redactions (msg_findings(m) entries). -EBADMSG on hashes of
  * the wrong size or too many findings. */
+/* Entries of every finding list of m (each already bounded by from_msg's
+ * checks when it is called; sums of three size_t stay small anyway). */
+static size_t msg_findings(const Vigil__Audit__Event *m)
+{
+	return m->n_findings + m->n_output_findings + m->n_output_redacted;
+}
+
 static int from_msg(const Vigil__Audit__Event *m, struct vigil_event *ev,
 		    struct vigil_finding *fbuf, bool *has_hash)
 {
 	if ((m->prev_hash.len != 0 && m->prev_hash.len != EVCODEC_HASH_LEN) ||
 	    (m->hash.len != 0 && m->hash.len != EVCODEC_HASH_LEN) ||
-	    m->n_findings > EVCODEC_MAX_FINDINGS || m->n_output_findings > EVCODEC_MAX_FINDINGS)
+	    m->n_findings > EVCODEC_MAX_FINDINGS || m->n_output_findings > EVCODEC_MAX_FINDINGS ||
+	    m->n_output_redacted > EVCODEC_MAX_FINDINGS)
 		return -EBADMSG;
 	memset(ev, 0, sizeof(*ev));
 	ev->schema_version = m->schema_version;
@@ -380,6 +403,13 @@ static int from_msg(const Vigil__Audit__Event *m, struct vigil_event *ev,
 	}
 	ev->output_findings = m->n_output_findings ? fbuf + m->n_findings : NULL;
 	ev->n_output_findings = m->n_output_findings;
+	struct vigil_finding *rb = fbuf + m->n_findings + m->n_output_findings;
+	for (size_t i = 0; i < m->n_output_redacted; i++) {
+		rb[i].type = vstr(m->output_redacted[i]->type);
+		rb[i].count = m->output_redacted[i]->count;
+	}
+	ev->output_redacted = m->n_output_redacted ? rb : NULL;
+	ev->n_output_redacted = m->n_output_redacted;
 	ev->injection_score = m->injection_score;
 	ev->status = m->status;
 	ev->bytes_up = m->bytes_up;
@@ -429,7 +459,7 @@ size_t evcodec_insert_hash(uint8_t *e, size_t len, const uint8_t hash[EVCODEC_HA
 struct decoded_priv {
 	Vigil__Audit__Event *msg;
 	uint8_t *ebuf;
-	struct vigil_finding findings[2 * EVCODEC_MAX_FINDINGS];
+	struct vigil_finding findings[EVCODEC_FINDING_LISTS * EVCODEC_MAX_FINDINGS];
 };
 
 int evcodec_event_decode(const uint8_t *buf, size_t len, struct evcodec_decoded **out)
@@ -544,6 +574,7 @@ void evcodec_event_json(const struct vigil_event *ev, struct jsonw *w)
 	jsonw_str(w, "reason", ev->reason);
 	json_findings(w, "findings", ev->findings, ev->n_findings);
 	json_findings(w, "output_findings", ev->output_findings, ev->n_output_findings);
+	json_findings(w, "output_redacted", ev->output_redacted, ev->n_output_redacted);
 	if (ev->injection_score < 0)
 		jsonw_null(w, "injection_score");
 	else
@@ -823,7 +854,7 @@ int evcodec_batch_parse(const uint8_t *zbuf, size_t zlen, struct evcodec_batch *
 		goto err;
 	}
 	for (size_t i = 0; i < nev; i++)
-		nfind += p->msg->events[i]->n_findings + p->msg->events[i]->n_output_findings;
+		nfind += msg_findings(p->msg->events[i]);
 	ret = -ENOMEM;
 	if (!(b->events = calloc(nev ? nev : 1, sizeof(*b->events))) ||
 	    !(p->findings = calloc(nfind ? nfind : 1, sizeof(*p->findings))) ||
@@ -845,7 +876,7 @@ int evcodec_batch_parse(const uint8_t *zbuf, size_t zlen, struct evcodec_batch *
 			ret = -EBADMSG;
 			goto err;
 		}
-		fi += p->msg->events[ei]->n_findings + p->msg->events[ei]->n_output_findings;
+		fi += msg_findings(p->msg->events[ei]);
 		d->enc = p->ebuf + epos;
 		d->enc_len = (size_t)n;
 		epos += (size_t)n;

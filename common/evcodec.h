@@ -78,6 +78,8 @@ struct vigil_event {
 	const char *content;              /* redacted prompt text; NULL unless policy says so */
 	const struct vigil_finding *output_findings;   /* in the model's answer */
 	size_t n_output_findings;         /* <= EVCODEC_MAX_FINDINGS */
+	const struct vigil_finding *output_redacted;   /* replaced in the answer */
+	size_t n_output_redacted;         /* <= EVCODEC_MAX_FINDINGS */
 };
 
 /* Zeroes ev and sets the "unknown" markers (ids -1, tokens -1, score -1). */
@@ -86,7 +88,8 @@ void vigil_event_init(struct vigil_event *ev, const char *kind);
 /* Encodes ev into buf[0..cap). with_hash false leaves field 42 out (that is
  * E). Returns the encoded length; if it is > cap nothing was written and
  * the caller retries with a buffer that large (snprintf-style). Returns 0
- * if ev is invalid (n_findings or n_output_findings > EVCODEC_MAX_FINDINGS). */
+ * if ev is invalid (n_findings, n_output_findings or n_output_redacted >
+ * EVCODEC_MAX_FINDINGS). */
 size_t evcodec_event_encode(const struct vigil_event *ev, bool with_hash, uint8_t *buf, size_t cap);
 
 /* out = SHA-256(prev_hash || E) where E is ev encoded with prev_hash

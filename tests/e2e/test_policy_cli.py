@@ -62,7 +62,7 @@ def main():
 
     # ---- check
     r = vigil("policy", "check", EXAMPLE)
-    result("check_example_ok", r.returncode == 0 and "OK: 8 rules" in r.stdout and "hash " in r.stdout,
+    result("check_example_ok", r.returncode == 0 and "OK: 9 rules" in r.stdout and "hash " in r.stdout,
            f"rc={r.returncode} out={r.stdout!r} err={r.stderr!r}")
 
     broken = write("broken.yaml", "\n".join([

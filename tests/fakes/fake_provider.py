@@ -43,6 +43,10 @@ Test controls (request headers; the real APIs ignore them):
                             204/304 without body)
   x-fake-delay-ms: N        delay between SSE events (overrides --event-delay-ms)
   x-fake-split: N           stream N-character pieces instead of words
+  x-fake-split-at: K[,K...] stream pieces cut at these character offsets
+  x-fake-tool-call: NAME    OpenAI chat / Anthropic: answer with a call of tool
+                            NAME whose arguments are {"text": <answer>}, the
+                            arguments JSON streamed in the same pieces
   x-fake-abort-after: N     close the connection after N SSE events
   x-fake-answer: TEXT       answer TEXT instead of the echo (output inspection)
   x-fake-header-delay-ms: N wait before sending the response headers
@@ -627,7 +631,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         text = self.headers.get("x-fake-answer") or "echo: " + user_text[:ECHO_LIMIT]
         usage = (len(self.body) // 4, len(text.split()))
         split = self._int_hdr("x-fake-split")
-        if split and split > 0:
+        cuts = self.headers.get("x-fake-split-at")
+        if cuts:
+            at = sorted({min(max(int(k), 0), len(text)) for k in cuts.split(",") if k.strip().isdigit()})
+            bounds = [0] + at + [len(text)]
+            pieces = [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+        elif split and split > 0:
             pieces = [text[i:i + split] for i in range(0, len(text), split)]
         else:
             pieces = re.findall(r"\s*\S+", text)
@@ -638,6 +647,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 else:
                     pieces = [tail]
         return text, pieces, usage
+
+    def tool_arguments(self, text, pieces):
+        """The arguments JSON of a fake tool call carrying text, cut like pieces."""
+        args = json.dumps({"text": text})
+        split = self._int_hdr("x-fake-split")
+        if split and split > 0:
+            return args, [args[i:i + split] for i in range(0, len(args), split)]
+        return args, [args]
 
     def openai_chat(self):
         req = self.parse_json()
@@ -656,12 +673,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
         text, pieces, (pt, ct) = self.answer(self.last_user(req["messages"]))
         usage = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
         cid = "chatcmpl-fake%06d" % self.req_id
+        tool = self.headers.get("x-fake-tool-call")
+        if tool:
+            text, pieces = self.tool_arguments(text, pieces)
         if not req.get("stream"):
+            msg = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
+            if tool:
+                msg["content"] = None
+                msg["tool_calls"] = [{"id": "call_fake1", "type": "function",
+                                      "function": {"name": tool, "arguments": text}}]
             return self.send_json(200, {
                 "id": cid, "object": "chat.completion", "created": CREATED, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
-                                                     "refusal": None, "annotations": []},
-                             "logprobs": None, "finish_reason": "stop"}],
+                "choices": [{"index": 0, "message": msg,
+                             "logprobs": None, "finish_reason": "tool_calls" if tool else "stop"}],
                 "usage": usage, "service_tier": "default", "system_fingerprint": "fp_fake"})
         inc = bool((req.get("stream_options") or {}).get("include_usage"))
 
@@ -678,10 +702,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
 
         def events():
-            yield None, chunk(choice({"role": "assistant", "content": "", "refusal": None}))
-            for p in pieces:
-                yield None, chunk(choice({"content": p}))
-            yield None, chunk(choice({}, "stop"))
+            if tool:
+                yield None, chunk(choice({"role": "assistant", "content": None, "tool_calls": [
+                    {"index": 0, "id": "call_fake1", "type": "function",
+                     "function": {"name": tool, "arguments": ""}}]}))
+                for p in pieces:
+                    yield None, chunk(choice({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}))
+                yield None, chunk(choice({}, "tool_calls"))
+            else:
+                yield None, chunk(choice({"role": "assistant", "content": "", "refusal": None}))
+                for p in pieces:
+                    yield None, chunk(choice({"content": p}))
+                yield None, chunk(choice({}, "stop"))
             if inc:
                 yield None, chunk([], usage=usage)
             yield None, "[DONE]"

@@ -1,1 +1,1 @@
-test_detok_DEPS := agent/json.c agent/redact.c
+test_detok_DEPS := agent/json.c agent/redact.c agent/vault.c

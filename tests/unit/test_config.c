@@ -202,3 +202,23 @@ TEST(audit_pipeline_keys)
 	CHECK(fails_at("ship_batch_events: 0\n", 1, "", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("ship_interval: 0s\n", 1, "", err, sizeof(err)), "%s", err);
 }
+
+TEST(vault_keys)
+{
+	struct config *c = NULL;
+	char err[512];
+	CHECK(load_text("agent_id: x\n", &c, err, sizeof(err)) == 0, "load failed: %s", err);
+	CHECK(c->vault_ttl_ms == 3600000 && c->vault_max_entries == 4096, "defaults: ttl %u max %u",
+	      c->vault_ttl_ms, c->vault_max_entries);
+	config_free(c);
+	CHECK(load_text("vault_ttl: 10m\nvault_max_entries: 100\n", &c, err, sizeof(err)) == 0,
+	      "load failed: %s", err);
+	CHECK(c->vault_ttl_ms == 600000 && c->vault_max_entries == 100, "ttl %u max %u",
+	      c->vault_ttl_ms, c->vault_max_entries);
+	config_free(c);
+	CHECK(fails_at("agent_id: x\nvault_ttl: 0s\n", 2, "duration", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("vault_ttl: 25h\n", 1, "duration", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("vault_ttl: soon\n", 1, "", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("agent_id: x\n\nvault_max_entries: 0\n", 3, "", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("vault_max_entries: lots\n", 1, "", err, sizeof(err)), "%s", err);
+}

@@ -478,6 +478,38 @@ TEST(output_findings_roundtrip_and_json)
 	CHECK(evcodec_event_encode(&ev, true, buf, sizeof(buf)) == 0, "too many output findings encoded");
 }
 
+/* What an answer rule replaced travels in a third list, apart from what
+ * was found in the answer and in the request. */
+TEST(output_redacted_roundtrip_and_json)
+{
+	static const struct vigil_finding found[] = { { "EMAIL", 3 } };
+	static const struct vigil_finding red[] = { { "EMAIL", 2 } };
+	struct vigil_event ev;
+	uint8_t buf[4096];
+	struct evcodec_decoded *d = NULL;
+	sample(&ev, 10);
+	ev.output_findings = found;
+	ev.n_output_findings = 1;
+	ev.output_redacted = red;
+	ev.n_output_redacted = 1;
+	size_t n = evcodec_event_encode(&ev, true, buf, sizeof(buf));
+	CHECK(n > 0 && n <= sizeof(buf), "encode %zu", n);
+	CHECK(evcodec_event_decode(buf, n, &d) == 0, "decode");
+	CHECK(d->ev.n_findings == 2 && d->ev.n_output_findings == 1 && d->ev.n_output_redacted == 1,
+	      "counts %zu/%zu/%zu", d->ev.n_findings, d->ev.n_output_findings, d->ev.n_output_redacted);
+	CHECK(!strcmp(d->ev.output_redacted[0].type, "EMAIL") && d->ev.output_redacted[0].count == 2 &&
+	      d->ev.output_findings[0].count == 3, "lists mixed in transit");
+	struct jsonw w;
+	jsonw_init(&w);
+	evcodec_event_json(&d->ev, &w);
+	CHECK(!w.oom && strstr(w.buf, "\"output_redacted\":[{\"type\":\"EMAIL\",\"count\":2}]"),
+	      "JSON: %.*s", (int)w.len, w.buf);
+	jsonw_free(&w);
+	evcodec_decoded_free(d);
+	ev.n_output_redacted = EVCODEC_MAX_FINDINGS + 1;
+	CHECK(evcodec_event_encode(&ev, true, buf, sizeof(buf)) == 0, "too many output redactions encoded");
+}
+
 /* The agent stores E with field 42 inserted; the verifier rebuilds the
  * signed bytes the same way. Both must equal what an encoder writes with
  * the hash set, whatever fields above 42 (content, output findings) exist. */

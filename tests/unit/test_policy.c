@@ -736,3 +736,66 @@ TEST(unknown_group_is_a_warning_not_an_error)
 	CHECK(policy_eval(NULL, &c, &d) == -EINVAL, "NULL policy is an error, not a crash");
 	policy_unref(p);
 }
+
+TEST(answer_rules_are_chosen_apart_from_request_rules)
+{
+	struct policy_ctx c = base_ctx();
+	struct policy_decision d;
+	struct policy_answer a;
+	struct policy *p = load("redaction: { EMAIL: tokenize }\n"
+				"rules:\n"
+				"  - name: alice-answers\n"
+				"    when: { user: alice, output_finding: [EMAIL, PHONE] }\n"
+				"    action: redact\n"
+				"    redact: { PHONE: mask }\n"
+				"  - name: everyone-answers\n"
+				"    when: { output_finding: ['@all_pii'] }\n"
+				"    action: redact\n"
+				"  - name: block-all\n"
+				"    action: block\n");
+	CHECK(p, "load: %s", last_errs);
+	policy_eval(p, &c, &d);
+	CHECK(!strcmp(d.rule, "block-all"), "request decision must skip answer rules: %s", d.rule);
+	CHECK(policy_eval_answer(p, &c, &a) == 1 && !strcmp(a.rule, "alice-answers") && !a.monitor, "answer rule");
+	CHECK(a.redact[FINDING_EMAIL] == REDACT_PLACEHOLDER,
+	      "tokenize inherited from redaction: falls back to the placeholder in answers (%d)", a.redact[FINDING_EMAIL]);
+	CHECK(a.redact[FINDING_PHONE] == REDACT_MASK, "rule map: PHONE mask");
+	CHECK(a.redact[FINDING_IBAN] == REDACT_KEEP, "types the rule does not name are kept");
+	c.user = "bob";
+	c.uid = 1001;
+	CHECK(policy_eval_answer(p, &c, &a) == 1 && !strcmp(a.rule, "everyone-answers") &&
+	      a.redact[FINDING_IBAN] == REDACT_PLACEHOLDER && a.redact[FINDING_AWS_ACCESS_KEY] == REDACT_KEEP,
+	      "@all_pii answer rule for bob");
+	policy_unref(p);
+	p = load("rules:\n  - name: r\n    when: { finding: [EMAIL] }\n    action: redact\n");
+	CHECK(p && policy_eval_answer(p, &c, &a) == 0 && !a.rule && !a.redact, "no answer rule: nothing to redact");
+	policy_unref(p);
+}
+
+TEST(answer_rule_errors)
+{
+	const char *y =
+		"rules:\n"                                             /* 1 */
+		"  - name: a\n"                                        /* 2 */
+		"    when: { output_finding: [EMAIL] }\n"              /* 3 */
+		"    action: block\n"                                  /* 4 action must be redact */
+		"  - name: b\n"                                        /* 5 */
+		"    when: { output_finding: [EMAIL] }\n"              /* 6 */
+		"    action: redact\n"                                 /* 7 */
+		"    redact: { EMAIL: tokenize }\n"                    /* 8 */
+		"  - name: c\n"                                        /* 9 */
+		"    when: { output_finding: [NOT_A_TYPE] }\n"         /* 10 */
+		"    action: redact\n";                                /* 11 */
+	CHECK(!load(y), "a broken policy must not load");
+	CHECK(has_err(4, "must be redact"), "block on an answer rule at line 4: %s", last_errs);
+	CHECK(has_err(5, "tokenize cannot apply"), "tokenize in an answer rule (rule b, line 5): %s", last_errs);
+	CHECK(has_err(10, "NOT_A_TYPE"), "unknown type at line 10: %s", last_errs);
+	/* request and answer rules do not shadow each other; answer rules do */
+	struct policy *p = load("rules:\n  - name: all\n    action: block\n"
+				"  - name: ans\n    when: { output_finding: [EMAIL] }\n    action: redact\n");
+	CHECK(p, "an answer rule after a catch-all request rule is not shadowed: %s", last_errs);
+	policy_unref(p);
+	CHECK(!load("rules:\n  - name: a1\n    when: { output_finding: [EMAIL] }\n    action: redact\n"
+		    "  - name: a2\n    when: { output_finding: [PHONE], user: bob }\n    action: redact\n") &&
+	      has_err(5, "shadowed"), "a later answer rule covered by an earlier one: %s", last_errs);
+}

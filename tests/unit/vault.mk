@@ -1,0 +1,1 @@
+test_vault_DEPS := agent/json.c
