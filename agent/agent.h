@@ -19,6 +19,8 @@ struct certgen;
 struct inspector;
 struct policy_holder;
 struct budget_store;
+struct proxyconn_set;
+struct audit_event;
 typedef struct ssl_ctx_st SSL_CTX;
 
 struct agent_stats {
@@ -41,6 +43,7 @@ struct agent {
 	unsigned char hash_key[32];    /* keys the "hash" redaction (per agent run) */
 	struct policy_holder *policy;  /* NULL: no policy file, the default table decides */
 	struct budget_store *budgets;  /* token and request budgets (with a policy) */
+	struct proxyconn_set *proxies; /* addresses of the proxies: (NULL = none) */
 	atomic_bool reloading;         /* a policy reload is under way */
 	struct agent_stats stats;
 };
@@ -52,7 +55,17 @@ struct conn_info {
 	bool have_origin;
 	char sni[256];                 /* "" if none */
 	uint64_t t_start_ms;           /* monotonic */
+	/* A tunnel the client asked its explicit proxy for (proxies:), which
+	 * the agent answered itself: the CONNECT target, and the client's
+	 * Proxy-Authorization to replay to that proxy (never logged). The
+	 * upstream then goes through the same proxy (origin). Port 0 = none. */
+	char tunnel_host[256];
+	uint16_t tunnel_port;
+	char tunnel_auth[512];
 };
+
+/* The identity and destination fields of an audit event (borrowed from info). */
+void conn_info_fill_event(const struct conn_info *info, struct audit_event *ev);
 
 /* Opens a socket to the connection's original destination that the connect
  * hook will not redirect (the agent's own upstream). Non-blocking if

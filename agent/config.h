@@ -13,6 +13,12 @@
 
 enum { CONFIG_FSYNC_ALWAYS = 0, CONFIG_FSYNC_BATCH = 1, CONFIG_FSYNC_NEVER = 2 };
 
+/* A proxy address from the configuration: host normalised (see proxyhead.h). */
+struct config_hostport {
+	char *host;                    /* a DNS name or an address literal (IPv6 without brackets) */
+	uint16_t port;
+};
+
 struct config {
 	char *path;                    /* the file it came from */
 	struct sockaddr_in listen4;    /* listen: (IPv4) */
@@ -31,6 +37,12 @@ struct config {
 	size_t n_target_addrs;
 	uint16_t *target_ports;        /* ports redirected on target addresses */
 	size_t n_target_ports;
+	struct config_hostport *proxies;   /* proxies: explicit HTTP proxies the clients use */
+	size_t n_proxies;
+	struct config_hostport upstream_proxy;   /* upstream_proxy: agent's own egress (host NULL = direct) */
+	/* "Basic <base64>" from upstream_proxy_auth:, never logged; NULL = none.
+	 * Read at load (the agent may drop privileges later). */
+	char *upstream_proxy_auth;
 	char *policy;
 	char *audit_log;               /* NULL = none */
 	char *spool_dir;

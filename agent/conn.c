@@ -24,12 +24,15 @@
 #include "conn.h"
 #include "log.h"
 #include "loop.h"
+#include "proxyconn.h"
 #include "sni.h"
 
 #define PIPE_SIZE (64 * 1024)
 #define PEEK_BUF (SNI_MAX_HELLO + 1024)
 
-enum conn_state { ST_PEEK, ST_CONNECTING, ST_RELAY, ST_DEAD };
+/* ST_PROXY_HEAD and ST_TUNNEL_HELLO: a connection to an explicit proxy
+ * (proxyconn.c) before its decision. */
+enum conn_state { ST_PEEK, ST_PROXY_HEAD, ST_TUNNEL_HELLO, ST_CONNECTING, ST_RELAY, ST_DEAD };
 
 struct conn;
 
@@ -53,6 +56,7 @@ struct conn {
 	struct dir up, down;           /* up: client -> upstream */
 	uint64_t deadline_ms;          /* peek/connect deadline, or idle deadline while relaying */
 	const char *error;
+	bool audited;                  /* its event is written already (a proxyconn refusal) */
 	struct conn *next, *prev;
 };
 
@@ -119,7 +123,9 @@ static void conn_close(struct conn *c, const char *error)
 		return;
 	if (error && !c->error)
 		c->error = error;
-	emit_connection_event(c);
+	if (!c->audited)
+		emit_connection_event(c);
+	explicit_bzero(c->info.tunnel_auth, sizeof(c->info.tunnel_auth));
 	loop_del(c->ag->loop, &c->cw.w);
 	loop_del(c->ag->loop, &c->uw.w);
 	if (c->cw.w.fd >= 0)
@@ -230,48 +236,6 @@ static void upstream_event(struct loop_watch *w, uint32_t events)
 
 static void client_event(struct loop_watch *w, uint32_t events);
 
-int agent_connect_upstream(struct agent *ag, const struct vigil_origin *o, bool nonblock)
-{
-	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-	struct sockaddr_storage ss;
-	socklen_t sslen;
-	int fd, ret;
-
-	memset(&ss, 0, sizeof(ss));
-	if (!memcmp(o->orig_addr, mapped, 12)) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-		sin->sin_family = AF_INET;
-		memcpy(&sin->sin_addr, o->orig_addr + 12, 4);
-		sin->sin_port = htons(o->orig_port);
-		sslen = sizeof(*sin);
-	} else {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-		sin6->sin6_family = AF_INET6;
-		memcpy(&sin6->sin6_addr, o->orig_addr, 16);
-		sin6->sin6_port = htons(o->orig_port);
-		sslen = sizeof(*sin6);
-	}
-	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
-	if (fd < 0)
-		return -errno;
-	/* The agent's own socket must never be redirected back to itself. */
-	if ((ret = capture_bypass_add(ag->cap, fd))) {
-		close(fd);
-		return ret;
-	}
-	int one = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	ret = connect(fd, (struct sockaddr *)&ss, sslen);
-	if (ret && errno != EINPROGRESS) {
-		ret = -errno;
-		capture_bypass_del(ag->cap, fd);
-		close(fd);
-		return ret;
-	}
-	capture_bypass_del(ag->cap, fd);
-	return fd;
-}
-
 static void start_passthrough(struct conn *c)
 {
 	int fd;
@@ -294,6 +258,30 @@ static void start_passthrough(struct conn *c)
 	loop_mod(c->ag->loop, &c->cw.w, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
 }
 
+/* Hands the client socket to the interceptor. Returns false (socket still
+ * ours, back on the loop) if it could not start. */
+static bool hand_to_interceptor(struct conn *c)
+{
+	struct agent *ag = c->ag;
+	int cfd = c->cw.w.fd;
+
+	loop_del(ag->loop, &c->cw.w);
+	if (intercept_start(ag, cfd, &c->info) == 0) {
+		atomic_fetch_add(&ag->stats.intercepted, 1);
+		/* The interceptor owns the socket and audits the exchange now. */
+		c->cw.w.fd = -1;
+		c->state = ST_DEAD;
+		explicit_bzero(c->info.tunnel_auth, sizeof(c->info.tunnel_auth));
+		conn_unlink(c);
+		c->next = dead_conns;
+		dead_conns = c;
+		atomic_fetch_sub(&ag->stats.active, 1);
+		return true;
+	}
+	loop_add(ag->loop, &c->cw.w, EPOLLIN | EPOLLRDHUP | EPOLLET);
+	return false;
+}
+
 static void decide(struct conn *c, enum sni_status st)
 {
 	struct agent *ag = c->ag;
@@ -302,23 +290,48 @@ static void decide(struct conn *c, enum sni_status st)
 	if (st == SNI_FOUND && ag->certgen &&
 	    config_host_watched((const char *const *)cfg->endpoints, cfg->n_endpoints, c->info.sni) &&
 	    !config_host_watched((const char *const *)cfg->passthrough, cfg->n_passthrough, c->info.sni)) {
-		int cfd = c->cw.w.fd;
-		loop_del(ag->loop, &c->cw.w);
-		if (intercept_start(ag, cfd, &c->info) == 0) {
-			atomic_fetch_add(&ag->stats.intercepted, 1);
-			/* The interceptor owns the socket and audits the exchange now. */
-			c->cw.w.fd = -1;
-			c->state = ST_DEAD;
-			conn_unlink(c);
-			c->next = dead_conns;
-			dead_conns = c;
-			atomic_fetch_sub(&ag->stats.active, 1);
+		if (hand_to_interceptor(c))
 			return;
-		}
-		loop_add(ag->loop, &c->cw.w, EPOLLIN | EPOLLRDHUP | EPOLLET);
 		log_warn("cannot start interception for %s; passing through", c->info.sni);
 	}
 	start_passthrough(c);
+}
+
+/* A connection to an explicit proxy: the client's request to it, then for
+ * a tunnel the agent answered, the ClientHello inside (proxyconn.c). */
+static void proxy_step(struct conn *c, bool deadline_passed)
+{
+	const char *error = NULL;
+	enum proxyconn_step st =
+		c->state == ST_PROXY_HEAD ?
+			proxyconn_head(c->ag, c->cw.w.fd, &c->info, deadline_passed, &error) :
+			proxyconn_hello(c->ag, c->cw.w.fd, &c->info, deadline_passed, &error);
+
+	switch (st) {
+	case PROXYCONN_MORE:
+		return;
+	case PROXYCONN_TUNNEL:
+		c->state = ST_TUNNEL_HELLO;
+		c->deadline_ms = loop_now_ms() + c->ag->cfg->header_timeout_ms;
+		proxy_step(c, false);   /* the ClientHello may be here already (edge-triggered) */
+		return;
+	case PROXYCONN_INTERCEPT:
+		/* The client holds our 200: relaying its TLS to the proxy
+		 * without a CONNECT of our own is not an option. */
+		if (!hand_to_interceptor(c))
+			conn_close(c, "cannot start interception for a proxy tunnel");
+		return;
+	case PROXYCONN_FORWARD:
+		start_passthrough(c);
+		return;
+	case PROXYCONN_REFUSED:
+		c->audited = true;
+		conn_close(c, NULL);
+		return;
+	case PROXYCONN_GONE:
+		conn_close(c, error);
+		return;
+	}
 }
 
 static void try_peek(struct conn *c, bool deadline_passed)
@@ -353,6 +366,8 @@ static void client_event(struct loop_watch *w, uint32_t events)
 	struct conn *c = ((struct side_watch *)w)->c;
 	if (c->state == ST_PEEK)
 		try_peek(c, false);
+	else if (c->state == ST_PROXY_HEAD || c->state == ST_TUNNEL_HELLO)
+		proxy_step(c, false);
 	else if (c->state == ST_RELAY)
 		relay(c);
 	else if (c->state == ST_CONNECTING && (events & (EPOLLERR | EPOLLHUP)) &&
@@ -402,13 +417,16 @@ static void accept_one(struct agent *ag, int fd)
 	}
 	c->info.have_origin = true;
 	identity_from_origin(&c->info.id, &c->info.origin);
-	c->state = ST_PEEK;
+	c->state = proxyconn_is_proxy(ag, &c->info.origin) ? ST_PROXY_HEAD : ST_PEEK;
 	c->deadline_ms = c->info.t_start_ms + ag->cfg->header_timeout_ms;
 	if (loop_add(ag->loop, &c->cw.w, EPOLLIN | EPOLLRDHUP | EPOLLET)) {
 		conn_close(c, "epoll failed");
 		return;
 	}
-	try_peek(c, false);
+	if (c->state == ST_PROXY_HEAD)
+		proxy_step(c, false);
+	else
+		try_peek(c, false);
 }
 
 static void listener_event(struct loop_watch *w, uint32_t events)
@@ -455,6 +473,10 @@ void conn_tick(struct agent *ag, uint64_t now)
 		switch (c->state) {
 		case ST_PEEK:
 			try_peek(c, true);
+			break;
+		case ST_PROXY_HEAD:
+		case ST_TUNNEL_HELLO:
+			proxy_step(c, true);
 			break;
 		case ST_CONNECTING:
 			conn_close(c, "upstream connect timed out");

@@ -29,6 +29,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "privs.h"
+#include "proxyconn.h"
 #include "targets.h"
 
 #define VIGIL_VERSION "0.1.0"
@@ -120,6 +121,8 @@ static void drop_stale_targets(struct agent *ag)
 		}
 		for (size_t p = 0; p < ag->cfg->n_target_ports; p++)
 			port_ok |= ag->cfg->target_ports[p] == keys[i].port;
+		if (proxyconn_is_proxy_addr(ag, (struct sockaddr *)&ss, keys[i].port))
+			continue;
 		if (!port_ok || !targets_contains(ag->targets, (struct sockaddr *)&ss))
 			capture_target_del(ag->cap, (struct sockaddr *)&ss, keys[i].port);
 	}
@@ -495,6 +498,12 @@ int main(int argc, char **argv)
 			ret = 1;
 			goto out;
 		}
+	err[0] = 0;
+	if ((ret = proxyconn_init(&ag, err, sizeof(err)))) {
+		log_err("%s", err[0] ? err : strerror(-ret));
+		ret = 1;
+		goto out;
+	}
 	targets_set_domains(ag.targets, (const char *const *)ag.cfg->endpoints, ag.cfg->n_endpoints);
 	/* Resolve once before announcing readiness, so that the first
 	 * connection after "ready" is already captured. */
@@ -556,6 +565,7 @@ out:
 	if (ag.loop)
 		conn_close_all(&ag);
 	targets_free(ag.targets);
+	proxyconn_free(&ag);
 	capture_free(ag.cap);
 	intercept_shutdown(&ag);
 	if (lfd4 >= 0)

@@ -1,0 +1,355 @@
+/* proxyconn: the client's side of an explicit proxy (see proxyconn.h).
+ *
+ * The proxy addresses live in the same kernel target set as the LLM
+ * endpoints, keyed by (address, proxy port), and are kept current by one
+ * targets.c resolver per port (a proxy's name resolves like an endpoint's).
+ *
+ * Bytes are only peeked until the decision: a connection forwarded to the
+ * real proxy then carries the client's request exactly as sent. For a
+ * tunnel the agent answers itself, the CONNECT head (and only it) is
+ * consumed before the 200, so the ClientHello that follows is the first
+ * byte the interceptor reads. Why the ClientHello must name the CONNECT
+ * host: the decision to intercept was taken on that host; a client that
+ * asks for api.openai.com and then says "example.org" in its SNI wants the
+ * agent to pick the wrong branch, so it is refused, never relayed. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "audit.h"
+#include "capture.h"
+#include "exchange.h"
+#include "log.h"
+#include "loop.h"
+#include "providers.h"
+#include "proxyconn.h"
+#include "proxyhead.h"
+#include "sni.h"
+#include "targets.h"
+
+#define HEAD_MAX (16 * 1024)            /* a request to a proxy: request line and a few headers */
+#define HELLO_MAX (SNI_MAX_HELLO + 1024)
+
+struct proxy_port {
+	struct agent *ag;
+	uint16_t port;
+	struct targets *targets;
+};
+
+struct proxyconn_set {
+	size_t n;
+	struct proxy_port ports[];
+};
+
+static int apply_proxy(void *arg, const struct sockaddr *addr, bool add)
+{
+	struct proxy_port *p = arg;
+	return add ? capture_target_add(p->ag->cap, addr, p->port) :
+		     capture_target_del(p->ag->cap, addr, p->port);
+}
+
+/* An address literal as a sockaddr (port 0), or false for a name. */
+static bool literal(const char *host, struct sockaddr_storage *ss)
+{
+	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		return true;
+	}
+	if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		return true;
+	}
+	return false;
+}
+
+/* One port's resolver: its literal addresses now, its names resolved once
+ * before the agent says ready (as endpoints are), then kept current. */
+static int start_port(struct agent *ag, struct proxy_port *pp, char *err, size_t errlen)
+{
+	const struct config *cfg = ag->cfg;
+	const char *names[64];
+	size_t nn = 0;
+	struct targets_opts to = { .apply = apply_proxy, .arg = pp, .min_ttl_s = cfg->dns_min_ttl_s,
+				   .max_ttl_s = cfg->dns_max_ttl_s };
+	int ret;
+
+	if (!(pp->targets = targets_new(&to)))
+		return -ENOMEM;
+	for (size_t i = 0; i < cfg->n_proxies; i++) {
+		struct sockaddr_storage ss;
+		if (cfg->proxies[i].port != pp->port)
+			continue;
+		if (!literal(cfg->proxies[i].host, &ss)) {
+			names[nn++] = cfg->proxies[i].host;
+			continue;
+		}
+		if ((ret = targets_add_static(pp->targets, (struct sockaddr *)&ss))) {
+			snprintf(err, errlen, "proxies: cannot add %s: %s", cfg->proxies[i].host,
+				 strerror(-ret));
+			return ret;
+		}
+	}
+	if (!nn)
+		return 0;
+	if ((ret = targets_set_domains(pp->targets, names, nn)))
+		return ret;
+	targets_refresh(pp->targets, loop_now_ms() / 1000);
+	if ((ret = targets_start(pp->targets))) {
+		snprintf(err, errlen, "proxies: cannot start the resolver: %s", strerror(-ret));
+		return ret;
+	}
+	return 0;
+}
+
+int proxyconn_init(struct agent *ag, char *err, size_t errlen)
+{
+	const struct config *cfg = ag->cfg;
+	struct proxyconn_set *s;
+	int ret;
+
+	if (!cfg->n_proxies)
+		return 0;
+	if (!(s = calloc(1, sizeof(*s) + cfg->n_proxies * sizeof(s->ports[0]))))
+		return -ENOMEM;
+	ag->proxies = s;
+	for (size_t i = 0; i < cfg->n_proxies; i++) {
+		bool seen = false;
+		for (size_t k = 0; k < s->n; k++)
+			seen |= s->ports[k].port == cfg->proxies[i].port;
+		if (seen)
+			continue;
+		struct proxy_port *pp = &s->ports[s->n++];
+		pp->ag = ag;
+		pp->port = cfg->proxies[i].port;
+		if ((ret = start_port(ag, pp, err, errlen)))
+			return ret;
+	}
+	return 0;
+}
+
+void proxyconn_free(struct agent *ag)
+{
+	if (!ag->proxies)
+		return;
+	for (size_t i = 0; i < ag->proxies->n; i++)
+		targets_free(ag->proxies->ports[i].targets);
+	free(ag->proxies);
+	ag->proxies = NULL;
+}
+
+bool proxyconn_is_proxy_addr(struct agent *ag, const struct sockaddr *addr, uint16_t port)
+{
+	if (!ag->proxies)
+		return false;
+	for (size_t i = 0; i < ag->proxies->n; i++)
+		if (ag->proxies->ports[i].port == port && ag->proxies->ports[i].targets)
+			return targets_contains(ag->proxies->ports[i].targets, addr);
+	return false;
+}
+
+bool proxyconn_is_proxy(struct agent *ag, const struct vigil_origin *o)
+{
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	struct sockaddr_storage ss;
+
+	if (!ag->proxies)
+		return false;
+	memset(&ss, 0, sizeof(ss));
+	if (!memcmp(o->orig_addr, mapped, 12)) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+		s4->sin_family = AF_INET;
+		memcpy(&s4->sin_addr, o->orig_addr + 12, 4);
+	} else {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+		s6->sin6_family = AF_INET6;
+		memcpy(&s6->sin6_addr, o->orig_addr, 16);
+	}
+	return proxyconn_is_proxy_addr(ag, (struct sockaddr *)&ss, o->orig_port);
+}
+
+/* ---- refusals ---- */
+
+/* Reads and drops what the client already sent (bounded), so that closing
+ * does not answer with a reset that could destroy the reply in flight. */
+static void drain(int cfd)
+{
+	char buf[4096];
+	for (int i = 0; i < 16; i++)
+		if (recv(cfd, buf, sizeof(buf), MSG_DONTWAIT) <= 0)
+			break;
+}
+
+static void audit_refusal(struct agent *ag, const struct conn_info *info, const char *reason,
+			  const char *error, int status)
+{
+	struct audit_event ev;
+	audit_event_init(&ev, "connection");
+	conn_info_fill_event(info, &ev);
+	ev.action = "block";
+	ev.reason = reason;
+	ev.error = error;
+	ev.status = status;
+	ev.latency_ms = loop_now_ms() - info->t_start_ms;
+	audit_emit(ag->audit, &ev);
+	log_info("proxy client %s (uid %lld, pid %lld) refused: %s", info->id.comm,
+		 (long long)info->id.uid, (long long)info->id.pid, error);
+}
+
+/* An HTTP error in the shape of the provider the host belongs to (what the
+ * SDK in front of the user knows how to show), then close. */
+static enum proxyconn_step refuse_http(struct agent *ag, int cfd, const struct conn_info *info,
+				       int status, const char *code, const char *msg)
+{
+	struct exchange ex = { .provider = provider_identify(info->sni[0] ? info->sni : NULL, NULL) };
+	char body[1024], out[1536];
+	int blen = exchange_error_body(&ex, status, code, msg, body, sizeof(body));
+	int n = snprintf(out, sizeof(out),
+			 "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+			 "Connection: close\r\nX-Vigil-Error: %s\r\n\r\n%s",
+			 status, exchange_status_text(status), blen, code, body);
+
+	drain(cfd);
+	if (send(cfd, out, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		log_debug("proxy client: cannot send the refusal: %s", strerror(errno));
+	shutdown(cfd, SHUT_WR);
+	audit_refusal(ag, info, code, msg, status);
+	return PROXYCONN_REFUSED;
+}
+
+/* Inside a tunnel the client already speaks TLS: a fatal alert, then close. */
+static enum proxyconn_step refuse_tls(struct agent *ag, int cfd, const struct conn_info *info,
+				      unsigned char alert, const char *reason, const char *msg)
+{
+	unsigned char rec[7] = { 0x15, 0x03, 0x03, 0x00, 0x02, 0x02, alert };
+	drain(cfd);
+	if (send(cfd, rec, sizeof(rec), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		log_debug("proxy client: cannot send the alert: %s", strerror(errno));
+	shutdown(cfd, SHUT_WR);
+	audit_refusal(ag, info, reason, msg, 0);
+	return PROXYCONN_REFUSED;
+}
+
+/* ---- the client's request to its proxy ---- */
+
+static bool intercepted_host(struct agent *ag, const char *host)
+{
+	const struct config *cfg = ag->cfg;
+	return ag->certgen &&
+	       config_host_watched((const char *const *)cfg->endpoints, cfg->n_endpoints, host) &&
+	       !config_host_watched((const char *const *)cfg->passthrough, cfg->n_passthrough, host);
+}
+
+static enum proxyconn_step answer_tunnel(struct agent *ag, int cfd, struct conn_info *info,
+					 const struct proxyhead *ph)
+{
+	static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+	char sink[HEAD_MAX];
+
+	if (ph->auth && ph->auth_len >= sizeof(info->tunnel_auth))
+		return refuse_http(ag, cfd, info, 431, "proxy_bad_request",
+				   "Proxy-Authorization too long to replay");
+	/* Consume exactly the head: what follows is the tunnel. */
+	if (recv(cfd, sink, ph->head_len, 0) != (ssize_t)ph->head_len)
+		return refuse_http(ag, cfd, info, 400, "proxy_bad_request", "cannot read the CONNECT head");
+	snprintf(info->tunnel_host, sizeof(info->tunnel_host), "%s", ph->host);
+	info->tunnel_port = ph->port;
+	if (ph->auth) {
+		memcpy(info->tunnel_auth, ph->auth, ph->auth_len);
+		info->tunnel_auth[ph->auth_len] = 0;
+	}
+	explicit_bzero(sink, ph->head_len);
+	if (send(cfd, ok, sizeof(ok) - 1, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof(ok) - 1)
+		return PROXYCONN_GONE;
+	return PROXYCONN_TUNNEL;
+}
+
+enum proxyconn_step proxyconn_head(struct agent *ag, int cfd, struct conn_info *info,
+				   bool deadline_passed, const char **error)
+{
+	static char buf[HEAD_MAX];   /* loop thread only */
+	size_t max = ag->cfg->max_head_bytes < HEAD_MAX ? ag->cfg->max_head_bytes : HEAD_MAX;
+	struct proxyhead ph;
+	ssize_t n = recv(cfd, buf, max, MSG_PEEK);
+	int hl;
+
+	if (n == 0) {
+		*error = "client closed before sending";
+		return PROXYCONN_GONE;
+	}
+	if (n < 0 && errno != EAGAIN && errno != EINTR) {
+		*error = "client read failed";
+		return PROXYCONN_GONE;
+	}
+	hl = n > 0 ? proxyhead_parse(buf, (size_t)n, max, &ph) : 0;
+	if (hl == 0 && !deadline_passed)
+		return PROXYCONN_MORE;
+	if (hl == 0)
+		return refuse_http(ag, cfd, info, 408, "proxy_request_timeout",
+				   "no complete proxy request in time");
+	if (hl < 0)
+		return refuse_http(ag, cfd, info, -hl, "proxy_bad_request",
+				   hl == -431 ? "proxy request head too large" :
+				   "malformed proxy request (bad host, port or syntax)");
+	snprintf(info->sni, sizeof(info->sni), "%s", ph.host);
+	if (ph.kind == PROXYHEAD_FORWARD) {
+		const struct config *cfg = ag->cfg;
+		/* Plain HTTP to an LLM API puts the key and the prompt on the wire
+		 * in clear, and past inspection: refused, whatever the path. */
+		if (config_host_watched((const char *const *)cfg->endpoints, cfg->n_endpoints, ph.host))
+			return refuse_http(ag, cfd, info, 403, "https_required",
+					   "plain HTTP to this API is refused; use https://");
+		return PROXYCONN_FORWARD;
+	}
+	if (!intercepted_host(ag, ph.host))
+		return PROXYCONN_FORWARD;
+	return answer_tunnel(ag, cfd, info, &ph);
+}
+
+enum proxyconn_step proxyconn_hello(struct agent *ag, int cfd, struct conn_info *info,
+				    bool deadline_passed, const char **error)
+{
+	static uint8_t buf[HELLO_MAX];   /* loop thread only */
+	char name[256], msg[600];
+	ssize_t n = recv(cfd, buf, sizeof(buf), MSG_PEEK);
+	enum sni_status st;
+
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+		*error = "client closed the tunnel before TLS";
+		return PROXYCONN_GONE;
+	}
+	st = n > 0 ? sni_parse(buf, (size_t)n, name, sizeof(name)) : SNI_NEED_MORE;
+	if (st == SNI_NEED_MORE && (n < 0 || (size_t)n < sizeof(buf)) && !deadline_passed)
+		return PROXYCONN_MORE;
+	switch (st) {
+	case SNI_FOUND: {
+		size_t len = strlen(name);
+		if (len && name[len - 1] == '.')
+			name[len - 1] = 0;   /* compared as the CONNECT host was normalised */
+		if (!strcmp(name, info->tunnel_host)) {
+			snprintf(info->sni, sizeof(info->sni), "%s", name);
+			return PROXYCONN_INTERCEPT;
+		}
+		snprintf(msg, sizeof(msg), "ClientHello names %s, the CONNECT named %s", name,
+			 info->tunnel_host);
+		return refuse_tls(ag, cfd, info, 112, "tunnel_sni_mismatch", msg);
+	}
+	case SNI_ABSENT:
+		return refuse_tls(ag, cfd, info, 112, "tunnel_no_sni",
+				  "ClientHello in the tunnel has no server name");
+	case SNI_NOT_TLS:
+		return refuse_tls(ag, cfd, info, 10, "tunnel_not_tls",
+				  "the tunnel to a watched host does not carry TLS");
+	case SNI_MALFORMED:
+		return refuse_tls(ag, cfd, info, 50, "tunnel_clienthello_invalid",
+				  "malformed ClientHello in the tunnel");
+	default:
+		return refuse_tls(ag, cfd, info, 40, "tunnel_clienthello_timeout",
+				  "no complete ClientHello in the tunnel in time");
+	}
+}

@@ -1,0 +1,51 @@
+/* proxyconn: connections the clients open to an explicit HTTP proxy
+ * (proxies:). The connect hook redirects them like target connections;
+ * the agent then reads the client's first request to its proxy:
+ *  - CONNECT to a watched host: the agent answers 200 itself, requires the
+ *    ClientHello in the tunnel to name that same host, and hands the
+ *    connection to the interceptor, whose upstream goes through the
+ *    client's proxy (egress.c);
+ *  - CONNECT to any other host, or a plain-HTTP request for an unwatched
+ *    host: forwarded to the real proxy untouched (the bytes read were only
+ *    peeked) and relayed like any pass-through, audited with the host;
+ *  - plain HTTP to a watched host (credentials and prompts in clear):
+ *    refused with a provider-shaped 403;
+ *  - anything malformed, too large or too slow: refused with an HTTP error.
+ * Every refusal is audited here with the client's identity. Runs on the
+ * event loop (conn.c calls it); never blocks. */
+#ifndef VIGIL_PROXYCONN_H
+#define VIGIL_PROXYCONN_H
+
+#include <stdbool.h>
+#include "agent.h"
+
+enum proxyconn_step {
+	PROXYCONN_MORE,        /* wait for more bytes (or the deadline) */
+	PROXYCONN_TUNNEL,      /* 200 sent: read the ClientHello next (proxyconn_hello) */
+	PROXYCONN_INTERCEPT,   /* ClientHello matches the tunnel: intercept (info->sni set) */
+	PROXYCONN_FORWARD,     /* relay to the real proxy (the origin), bytes untouched */
+	PROXYCONN_REFUSED,     /* answered, audited: close without another event */
+	PROXYCONN_GONE,        /* the client went away: close with *error */
+};
+
+/* Resolves the configured proxies (names through targets.c, like
+ * endpoints; literals at once) into the capture's target set, each with its
+ * own port. Call after capture_open. Returns 0 or -errno with err. */
+int proxyconn_init(struct agent *ag, char *err, size_t errlen);
+void proxyconn_free(struct agent *ag);
+
+/* True if o (a redirected connection's original destination) is one of
+ * the configured proxies. */
+bool proxyconn_is_proxy(struct agent *ag, const struct vigil_origin *o);
+/* True if addr:port (a target-set key) belongs to a configured proxy. */
+bool proxyconn_is_proxy_addr(struct agent *ag, const struct sockaddr *addr, uint16_t port);
+
+/* The client's request to its proxy, peeked from cfd. Fills info (sni =
+ * the requested host; tunnel_* for a tunnel the agent answered). */
+enum proxyconn_step proxyconn_head(struct agent *ag, int cfd, struct conn_info *info,
+				   bool deadline_passed, const char **error);
+/* The ClientHello inside a tunnel the agent answered, peeked from cfd. */
+enum proxyconn_step proxyconn_hello(struct agent *ag, int cfd, struct conn_info *info,
+				    bool deadline_passed, const char **error);
+
+#endif
