@@ -22,6 +22,7 @@
 #include "audit.h"
 #include "capture.h"
 #include "conn.h"
+#include "egress.h"
 #include "log.h"
 #include "loop.h"
 #include "proxyconn.h"
@@ -32,7 +33,8 @@
 
 /* ST_PROXY_HEAD and ST_TUNNEL_HELLO: a connection to an explicit proxy
  * (proxyconn.c) before its decision. */
-enum conn_state { ST_PEEK, ST_PROXY_HEAD, ST_TUNNEL_HELLO, ST_CONNECTING, ST_RELAY, ST_DEAD };
+enum conn_state { ST_PEEK, ST_PROXY_HEAD, ST_TUNNEL_HELLO, ST_CONNECTING, ST_UPSTREAM_CONNECT,
+		  ST_RELAY, ST_DEAD };   /* ST_UPSTREAM_CONNECT: CONNECT to upstream_proxy sent */
 
 struct conn;
 
@@ -57,6 +59,7 @@ struct conn {
 	uint64_t deadline_ms;          /* peek/connect deadline, or idle deadline while relaying */
 	const char *error;
 	bool audited;                  /* its event is written already (a proxyconn refusal) */
+	bool via_proxy;                /* upstream through upstream_proxy (egress.c) */
 	struct conn *next, *prev;
 };
 
@@ -208,6 +211,17 @@ static int make_pipe(struct dir *d)
 	return 0;
 }
 
+/* Returns 0, or -1 with the connection closed. */
+static int start_relay(struct conn *c)
+{
+	if (make_pipe(&c->up) || make_pipe(&c->down)) {
+		conn_close(c, "out of pipes");
+		return -1;
+	}
+	c->state = ST_RELAY;
+	return 0;
+}
+
 static void upstream_event(struct loop_watch *w, uint32_t events)
 {
 	struct conn *c = ((struct side_watch *)w)->c;
@@ -225,11 +239,31 @@ static void upstream_event(struct loop_watch *w, uint32_t events)
 			conn_close(c, "upstream connect failed");
 			return;
 		}
-		if (make_pipe(&c->up) || make_pipe(&c->down)) {
-			conn_close(c, "out of pipes");
+		if (c->via_proxy) {
+			if (egress_passthrough_connect(c->ag, w->fd, &c->info)) {
+				conn_close(c, "upstream proxy CONNECT failed");
+				return;
+			}
+			c->state = ST_UPSTREAM_CONNECT;
 			return;
 		}
-		c->state = ST_RELAY;
+		if (start_relay(c))
+			return;
+	}
+	if (c->state == ST_UPSTREAM_CONNECT) {
+		int status = egress_passthrough_reply(w->fd);
+		if (status == 0)
+			return;
+		if (status < 200 || status > 299) {
+			atomic_fetch_add(&c->ag->stats.upstream_fail, 1);
+			log_info("upstream proxy CONNECT %s:%u: %s %d", c->info.id.dst_ip, c->info.id.dst_port,
+				 status < 0 ? "failed" : "answered", status < 0 ? -status : status);
+			conn_close(c, status < 0 ? "upstream proxy CONNECT failed" :
+						   "upstream proxy refused CONNECT");
+			return;
+		}
+		if (start_relay(c))
+			return;
 	}
 	relay(c);
 }
@@ -240,7 +274,7 @@ static void start_passthrough(struct conn *c)
 {
 	int fd;
 	atomic_fetch_add(&c->ag->stats.passthrough, 1);
-	fd = agent_connect_upstream(c->ag, &c->info.origin, true);
+	fd = egress_passthrough_open(c->ag, &c->info, c->state == ST_PROXY_HEAD, &c->via_proxy);
 	if (fd < 0) {
 		log_info("upstream %s:%u: %s", c->info.id.dst_ip, c->info.id.dst_port, strerror(-fd));
 		atomic_fetch_add(&c->ag->stats.upstream_fail, 1);
@@ -370,7 +404,8 @@ static void client_event(struct loop_watch *w, uint32_t events)
 		proxy_step(c, false);
 	else if (c->state == ST_RELAY)
 		relay(c);
-	else if (c->state == ST_CONNECTING && (events & (EPOLLERR | EPOLLHUP)) &&
+	else if ((c->state == ST_CONNECTING || c->state == ST_UPSTREAM_CONNECT) &&
+		 (events & (EPOLLERR | EPOLLHUP)) &&
 		 !(events & EPOLLIN))
 		conn_close(c, "client reset while connecting upstream");
 }
@@ -480,6 +515,9 @@ void conn_tick(struct agent *ag, uint64_t now)
 			break;
 		case ST_CONNECTING:
 			conn_close(c, "upstream connect timed out");
+			break;
+		case ST_UPSTREAM_CONNECT:
+			conn_close(c, "upstream proxy CONNECT timed out");
 			break;
 		case ST_RELAY:
 			conn_close(c, "idle timeout");

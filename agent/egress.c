@@ -9,14 +9,112 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 #include "capture.h"
 #include "egress.h"
+#include "log.h"
 #include "loop.h"
+#include "targets.h"
 
 #define REPLY_MAX 8192   /* a proxy's answer head; more is a broken or hostile proxy */
+
+/* upstream_proxy's current addresses, kept by a targets.c resolver. */
+#define UP_ADDRS 8
+static struct {
+	pthread_mutex_t lock;
+	struct targets *targets;
+	uint16_t port;
+	struct sockaddr_storage addrs[UP_ADDRS];
+	size_t n;
+} up = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static socklen_t sa_len(const struct sockaddr *sa)
+{
+	return sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+}
+
+static int up_apply(void *arg, const struct sockaddr *addr, bool add)
+{
+	(void)arg;
+	pthread_mutex_lock(&up.lock);
+	for (size_t i = 0; i < up.n; i++)
+		if (targets_same_addr((struct sockaddr *)&up.addrs[i], addr)) {
+			if (!add)
+				up.addrs[i] = up.addrs[--up.n];
+			pthread_mutex_unlock(&up.lock);
+			return 0;
+		}
+	if (add && up.n < UP_ADDRS) {
+		memset(&up.addrs[up.n], 0, sizeof(up.addrs[0]));
+		memcpy(&up.addrs[up.n], addr, sa_len(addr));
+		/* targets.c hands out addresses without a port */
+		if (addr->sa_family == AF_INET)
+			((struct sockaddr_in *)&up.addrs[up.n])->sin_port = htons(up.port);
+		else
+			((struct sockaddr_in6 *)&up.addrs[up.n])->sin6_port = htons(up.port);
+		up.n++;
+	}
+	pthread_mutex_unlock(&up.lock);
+	return 0;
+}
+
+/* The first current address of upstream_proxy. */
+static int up_addr(struct sockaddr_storage *ss, socklen_t *len)
+{
+	int ret = -EHOSTUNREACH;
+	pthread_mutex_lock(&up.lock);
+	if (up.n) {
+		*ss = up.addrs[0];
+		*len = sa_len((struct sockaddr *)ss);
+		ret = 0;
+	}
+	pthread_mutex_unlock(&up.lock);
+	return ret;
+}
+
+int egress_init(struct agent *ag, char *err, size_t errlen)
+{
+	const struct config *cfg = ag->cfg;
+	struct targets_opts to = { .apply = up_apply, .min_ttl_s = cfg->dns_min_ttl_s,
+				   .max_ttl_s = cfg->dns_max_ttl_s };
+	struct sockaddr_storage ss;
+	const char *name = cfg->upstream_proxy.host;
+	int ret;
+
+	if (!name)
+		return 0;
+	up.port = cfg->upstream_proxy.port;
+	if (!(up.targets = targets_new(&to)))
+		return -ENOMEM;
+	memset(&ss, 0, sizeof(ss));
+	if (inet_pton(AF_INET, name, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
+		ss.ss_family = AF_INET;
+		return targets_add_static(up.targets, (struct sockaddr *)&ss);
+	}
+	if (inet_pton(AF_INET6, name, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
+		ss.ss_family = AF_INET6;
+		return targets_add_static(up.targets, (struct sockaddr *)&ss);
+	}
+	if ((ret = targets_set_domains(up.targets, &name, 1)))
+		return ret;
+	targets_refresh(up.targets, loop_now_ms() / 1000);
+	if (!up.n)
+		log_warn("upstream_proxy %s does not resolve yet; upstream connections fail until it does",
+			 name);
+	if ((ret = targets_start(up.targets)))
+		snprintf(err, errlen, "upstream_proxy: cannot start the resolver: %s", strerror(-ret));
+	return ret;
+}
+
+void egress_free(void)
+{
+	targets_free(up.targets);
+	up.targets = NULL;
+	up.n = 0;
+}
 
 int egress_socket(struct agent *ag, const struct sockaddr *sa, socklen_t len, bool nonblock)
 {
@@ -70,21 +168,6 @@ int agent_connect_upstream(struct agent *ag, const struct vigil_origin *o, bool 
 	return egress_socket(ag, (struct sockaddr *)&ss, len, nonblock);
 }
 
-static int resolve(const char *host, uint16_t port, struct sockaddr_storage *ss, socklen_t *len)
-{
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC }, *res;
-	char serv[8];
-	int ret;
-
-	snprintf(serv, sizeof(serv), "%u", port);
-	if ((ret = getaddrinfo(host, serv, &hints, &res)))
-		return -EHOSTUNREACH;
-	memcpy(ss, res->ai_addr, res->ai_addrlen);
-	*len = res->ai_addrlen;
-	freeaddrinfo(res);
-	return 0;
-}
-
 int egress_route_for(struct agent *ag, const struct conn_info *info, struct egress_route *r,
 		     char *err, size_t errlen)
 {
@@ -103,7 +186,7 @@ int egress_route_for(struct agent *ag, const struct conn_info *info, struct egre
 		origin_sockaddr(&info->origin, &r->addr, &r->addrlen);
 		return 0;
 	}
-	if (resolve(cfg->upstream_proxy.host, cfg->upstream_proxy.port, &r->addr, &r->addrlen)) {
+	if (up_addr(&r->addr, &r->addrlen)) {
 		snprintf(err, errlen, "cannot resolve upstream_proxy %s", cfg->upstream_proxy.host);
 		return -EHOSTUNREACH;
 	}
@@ -222,4 +305,59 @@ int egress_open(struct agent *ag, const struct egress_route *r, uint64_t deadlin
 	snprintf(err, errlen, "upstream proxy CONNECT %s:%u failed: %s", r->host, r->port,
 		 ret == -ETIMEDOUT ? "timed out" : ret == -EPROTO ? "malformed answer" : strerror(-ret));
 	return ret;
+}
+
+/* ---- pass-through on the event loop ---- */
+
+int egress_passthrough_open(struct agent *ag, const struct conn_info *info, bool to_client_proxy,
+			    bool *via_proxy)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int ret;
+
+	*via_proxy = false;
+	if (!ag->cfg->upstream_proxy.host || to_client_proxy)
+		return agent_connect_upstream(ag, &info->origin, true);
+	if ((ret = up_addr(&ss, &len)))
+		return ret;
+	*via_proxy = true;
+	return egress_socket(ag, (struct sockaddr *)&ss, len, true);
+}
+
+int egress_passthrough_connect(struct agent *ag, int fd, const struct conn_info *info)
+{
+	const char *auth = ag->cfg->upstream_proxy_auth;
+	char req[1024];
+	int n = proxyhead_connect_request(req, sizeof(req), info->id.dst_ip, info->id.dst_port, auth,
+					  auth ? strlen(auth) : 0);
+	ssize_t w;
+
+	if (n < 0)
+		return n;
+	w = send(fd, req, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	explicit_bzero(req, sizeof(req));
+	return w == n ? 0 : w < 0 ? -errno : -EAGAIN;
+}
+
+int egress_passthrough_reply(int fd)
+{
+	char reply[REPLY_MAX];
+	int status = 0;
+	ssize_t got = recv(fd, reply, sizeof(reply), MSG_PEEK | MSG_DONTWAIT);
+	int hl;
+
+	if (got == 0)
+		return -ECONNRESET;
+	if (got < 0)
+		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+	hl = proxyhead_connect_reply(reply, (size_t)got, sizeof(reply), &status);
+	if (hl < 0 || (hl == 0 && (size_t)got == sizeof(reply)))
+		return -EPROTO;
+	if (hl == 0)
+		return 0;
+	/* Exactly the head: the relay carries everything after it. */
+	if (recv(fd, reply, (size_t)hl, MSG_DONTWAIT) != hl)
+		return -EIO;
+	return status;
 }

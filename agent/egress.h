@@ -25,6 +25,12 @@ struct egress_route {
 	const char *auth;               /* Proxy-Authorization value, borrowed; NULL = none */
 };
 
+/* Resolves upstream_proxy (a name through targets.c, refreshed at its
+ * TTL; a literal at once) before the agent says ready. Returns 0 or -errno
+ * with err. egress_free stops the resolver. */
+int egress_init(struct agent *ag, char *err, size_t errlen);
+void egress_free(void);
+
 /* Opens a TCP socket to sa that the connect hook will not redirect (the
  * agent's own), non-blocking if nonblock. Returns the fd (connect in
  * progress or done) or -errno. */
@@ -44,5 +50,18 @@ int egress_route_for(struct agent *ag, const struct conn_info *info, struct egre
  * upstream_proxy_refused, upstream_proxy_failed) and a message in err. */
 int egress_open(struct agent *ag, const struct egress_route *r, uint64_t deadline,
 		const char **reason, char *err, size_t errlen);
+
+/* Pass-through on the event loop (never blocks). Opens the upstream of a
+ * relayed connection: to its origin, or with upstream_proxy (and unless
+ * to_client_proxy: a client's own proxy is reached directly) to that
+ * proxy, with *via_proxy set. Returns a non-blocking fd, or -errno. */
+int egress_passthrough_open(struct agent *ag, const struct conn_info *info, bool to_client_proxy,
+			    bool *via_proxy);
+/* Once that socket is connected: sends CONNECT to the original
+ * address:port (fits the socket buffer; a short write is an error). */
+int egress_passthrough_connect(struct agent *ag, int fd, const struct conn_info *info);
+/* Reads the proxy's answer (peeked, then exactly its head consumed).
+ * Returns the status (> 0), 0 if incomplete, or -errno. */
+int egress_passthrough_reply(int fd);
 
 #endif

@@ -25,6 +25,7 @@
 #include "capture.h"
 #include "conn.h"
 #include "dnsmsg.h"
+#include "egress.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
@@ -499,7 +500,7 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	err[0] = 0;
-	if ((ret = proxyconn_init(&ag, err, sizeof(err)))) {
+	if ((ret = proxyconn_init(&ag, err, sizeof(err))) || (ret = egress_init(&ag, err, sizeof(err)))) {
 		log_err("%s", err[0] ? err : strerror(-ret));
 		ret = 1;
 		goto out;
@@ -566,6 +567,7 @@ out:
 		conn_close_all(&ag);
 	targets_free(ag.targets);
 	proxyconn_free(&ag);
+	egress_free();
 	capture_free(ag.cap);
 	intercept_shutdown(&ag);
 	if (lfd4 >= 0)

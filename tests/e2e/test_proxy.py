@@ -248,7 +248,7 @@ def upstream_proxy_with_credentials():
     os.chmod(auth, 0o600)
     log = os.path.join(tmp, "upstream-proxy.jsonl")
     start_proxy("%s:3129" % UP_PROXY, log, require_auth="vigil:s3cret-pass")
-    rig2 = rigmod.Rig("upproxy", {"api.openai.com": UP_GOOD}, {"good": (UP_GOOD, "good", 0)},
+    rig2 = rigmod.Rig("upproxy", {"api.openai.com": UP_GOOD, "other.example": UP_GOOD}, {"good": (UP_GOOD, "good", 0)},
                       endpoints=["api.openai.com"],
                       agent_extra="upstream_proxy: %s:3129\nupstream_proxy_auth: %s\n" % (UP_PROXY, auth))
     rig2.agent.start()
@@ -261,6 +261,17 @@ def upstream_proxy_with_credentials():
           and seen[-1]["authorized"], "the upstream proxy log: %s" % seen)
     evs = rig2.request_events(lambda e: e["uid"] == lib.NOBODY)
     check(evs and evs[-1]["dst_ip"] == UP_GOOD, "request event %s" % evs[-1:])
+    # Pass-through (an unwatched name on a target address) leaves through
+    # the proxy too: direct egress is what such networks block.
+    before = len(RIG.read_jsonl(log))
+    code, body, p = rig2.curl("https://other.example/v1/models", extra=["-k"])
+    check(code == 200, "pass-through status %s %s" % (code, p.stderr[-200:]))
+    seen = RIG.read_jsonl(log)[before:]
+    check([(r["target"], r["user"]) for r in seen] == [("%s:443" % UP_GOOD, "vigil")],
+          "pass-through did not CONNECT through the proxy: %s" % seen)
+    evs = rig2.agent.wait_events(lambda e: e.get("sni") == "other.example", kind="connection")
+    check(evs and evs[-1]["action"] == "passthrough" and evs[-1]["bytes_down"] > 0 and not evs[-1].get("error"),
+          "pass-through event %s" % evs[-1:])
     with open(rig2.agent.stderr_path) as f, open(rig2.agent.audit_log) as g:
         text = f.read() + g.read()
     check("s3cret" not in text and "dmlnaWw6czNjcmV0" not in text, "the proxy credentials were logged")
@@ -271,7 +282,8 @@ def upstream_proxy_refusal_is_a_provider_shaped_502():
     # A proxy that wants credentials the agent does not have.
     log = os.path.join(RIG.tmp, "strict-proxy.jsonl")
     start_proxy("127.12.1.4:3130", log, require_auth="someone:else")
-    rig3 = rigmod.Rig("upproxy407", {"api.openai.com": "127.12.1.5"}, {"good": ("127.12.1.5", "good", 0)},
+    rig3 = rigmod.Rig("upproxy407", {"api.openai.com": "127.12.1.5", "other.example": "127.12.1.5"},
+                      {"good": ("127.12.1.5", "good", 0)},
                       endpoints=["api.openai.com"], agent_extra="upstream_proxy: 127.12.1.4:3130\n")
     rig3.agent.start()
     code, body, p = rig3.curl("https://api.openai.com/v1/chat/completions", CHAT)
@@ -281,6 +293,13 @@ def upstream_proxy_refusal_is_a_provider_shaped_502():
     check(not rig3.received(), "the provider was reached")
     evs = rig3.request_events(lambda e: e.get("reason") == "upstream_proxy_refused")
     check(evs and evs[-1]["status"] == 502, "not audited: %s" % rig3.agent.events("request")[-1:])
+    # A pass-through the proxy refuses: closed at once and audited, never relayed direct.
+    t0 = time.time()
+    code, body, p = rig3.curl("https://other.example/v1/models", extra=["-k"])
+    check(code == 0 and time.time() - t0 < 10, "refused pass-through answered %s" % code)
+    evs = rig3.agent.wait_events(lambda e: e.get("sni") == "other.example", kind="connection")
+    check(evs and evs[-1]["error"] == "upstream proxy refused CONNECT", "pass-through refusal %s" % evs[-1:])
+    check(not rig3.received(), "the provider was reached directly")
 
 
 @test
