@@ -143,6 +143,22 @@ def python_urllib_honours_https_proxy():
 
 
 @test
+def openai_sdk_through_https_proxy():
+    """The official Node SDK, routed through HTTPS_PROXY with CONNECT
+    (tests/clients/proxy_fetch.mjs), plain and streaming."""
+    before = len(proxy_log())
+    for stream in (False, True):
+        args = ["--message", "sdk via proxy", "--proxy-from-env"] + (["--stream"] if stream else [])
+        res, p = RIG.node("openai_chat.mjs", *args, env=PROXY_ENV, uid=lib.NOBODY)
+        check("error" not in res, "SDK through the proxy (stream %s): %s %s" % (stream, res, p.stderr[-400:]))
+        check(res["content"] == "echo: sdk via proxy", "content %r" % res["content"])
+    evs = RIG.request_events(lambda e: e["exe"] and e["exe"].endswith("node") and e["dst_port"] == 3128, n=2)
+    check(len(evs) >= 2 and evs[-1]["stream"] and evs[-1]["completion_tokens"] > 0,
+          "SDK requests not audited as proxied: %s" % evs[-2:])
+    check(all(r["target"] == "api.openai.com:443" for r in proxy_log()[before:]), "proxy saw %s" % proxy_log()[before:])
+
+
+@test
 def connect_to_unwatched_host_is_spliced_to_the_real_proxy():
     before, cbefore = len(proxy_log()), conn_count()
     data = "opaque bytes \x01\x02 through the tunnel " * 50
