@@ -32,9 +32,12 @@
 #define PEEK_BUF (SNI_MAX_HELLO + 1024)
 
 /* ST_PROXY_HEAD and ST_TUNNEL_HELLO: a connection to an explicit proxy
- * (proxyconn.c) before its decision. */
+ * (proxyconn.c) before its decision; ST_TUNNEL_REPLY and ST_TUNNEL_FIRST:
+ * a CONNECT replayed to the real proxy, waiting for its answer, then for
+ * the first flight in the tunnel. ST_UPSTREAM_CONNECT: our CONNECT to
+ * upstream_proxy is sent (egress.c). */
 enum conn_state { ST_PEEK, ST_PROXY_HEAD, ST_TUNNEL_HELLO, ST_CONNECTING, ST_UPSTREAM_CONNECT,
-		  ST_RELAY, ST_DEAD };   /* ST_UPSTREAM_CONNECT: CONNECT to upstream_proxy sent */
+		  ST_TUNNEL_REPLY, ST_TUNNEL_FIRST, ST_RELAY, ST_DEAD };
 
 struct conn;
 
@@ -60,6 +63,7 @@ struct conn {
 	const char *error;
 	bool audited;                  /* its event is written already (a proxyconn refusal) */
 	bool via_proxy;                /* upstream through upstream_proxy (egress.c) */
+	size_t replay_len;             /* CONNECT head to replay to the client's real proxy */
 	struct conn *next, *prev;
 };
 
@@ -222,6 +226,27 @@ static int start_relay(struct conn *c)
 	return 0;
 }
 
+/* The first flight in a tunnel the real proxy opened (proxyconn.c). */
+static void tunnel_first(struct conn *c, bool deadline_passed)
+{
+	const char *error = NULL;
+	switch (proxyconn_tunnel_first(c->ag, c->cw.w.fd, c->uw.w.fd, &c->info, deadline_passed, &error)) {
+	case PROXYCONN_MORE:
+		return;
+	case PROXYCONN_REFUSED:
+		c->audited = true;
+		conn_close(c, NULL);
+		return;
+	case PROXYCONN_GONE:
+		conn_close(c, error);
+		return;
+	default:
+		if (!start_relay(c))
+			relay(c);
+		return;
+	}
+}
+
 static void upstream_event(struct loop_watch *w, uint32_t events)
 {
 	struct conn *c = ((struct side_watch *)w)->c;
@@ -239,6 +264,15 @@ static void upstream_event(struct loop_watch *w, uint32_t events)
 			conn_close(c, "upstream connect failed");
 			return;
 		}
+		if (c->replay_len) {
+			if (proxyconn_replay_head(c->cw.w.fd, w->fd, c->replay_len)) {
+				conn_close(c, "cannot replay the CONNECT to the proxy");
+				return;
+			}
+			c->up.bytes += c->replay_len;
+			c->state = ST_TUNNEL_REPLY;
+			return;
+		}
 		if (c->via_proxy) {
 			if (egress_passthrough_connect(c->ag, w->fd, &c->info)) {
 				conn_close(c, "upstream proxy CONNECT failed");
@@ -249,6 +283,29 @@ static void upstream_event(struct loop_watch *w, uint32_t events)
 		}
 		if (start_relay(c))
 			return;
+	}
+	if (c->state == ST_TUNNEL_REPLY) {
+		size_t passed = 0;
+		int status = proxyconn_pass_reply(w->fd, c->cw.w.fd, &passed);
+		if (status == 0)
+			return;
+		c->down.bytes += passed;
+		if (status < 0) {
+			conn_close(c, "the proxy's answer to CONNECT is malformed");
+			return;
+		}
+		if (status >= 200 && status < 300) {
+			c->state = ST_TUNNEL_FIRST;
+			c->deadline_ms = loop_now_ms() + c->ag->cfg->header_timeout_ms;
+			tunnel_first(c, false);
+			return;
+		}
+		if (start_relay(c))   /* a refusal: its body goes to the client as is */
+			return;
+	}
+	if (c->state == ST_TUNNEL_FIRST) {
+		tunnel_first(c, false);
+		return;
 	}
 	if (c->state == ST_UPSTREAM_CONNECT) {
 		int status = egress_passthrough_reply(w->fd);
@@ -338,7 +395,8 @@ static void proxy_step(struct conn *c, bool deadline_passed)
 	const char *error = NULL;
 	enum proxyconn_step st =
 		c->state == ST_PROXY_HEAD ?
-			proxyconn_head(c->ag, c->cw.w.fd, &c->info, deadline_passed, &error) :
+			proxyconn_head(c->ag, c->cw.w.fd, &c->info, deadline_passed, &c->replay_len,
+				       &error) :
 			proxyconn_hello(c->ag, c->cw.w.fd, &c->info, deadline_passed, &error);
 
 	switch (st) {
@@ -402,9 +460,12 @@ static void client_event(struct loop_watch *w, uint32_t events)
 		try_peek(c, false);
 	else if (c->state == ST_PROXY_HEAD || c->state == ST_TUNNEL_HELLO)
 		proxy_step(c, false);
+	else if (c->state == ST_TUNNEL_FIRST)
+		tunnel_first(c, false);
 	else if (c->state == ST_RELAY)
 		relay(c);
-	else if ((c->state == ST_CONNECTING || c->state == ST_UPSTREAM_CONNECT) &&
+	else if ((c->state == ST_CONNECTING || c->state == ST_UPSTREAM_CONNECT ||
+		  c->state == ST_TUNNEL_REPLY) &&
 		 (events & (EPOLLERR | EPOLLHUP)) &&
 		 !(events & EPOLLIN))
 		conn_close(c, "client reset while connecting upstream");
@@ -517,7 +578,11 @@ void conn_tick(struct agent *ag, uint64_t now)
 			conn_close(c, "upstream connect timed out");
 			break;
 		case ST_UPSTREAM_CONNECT:
+		case ST_TUNNEL_REPLY:
 			conn_close(c, "upstream proxy CONNECT timed out");
+			break;
+		case ST_TUNNEL_FIRST:
+			tunnel_first(c, true);
 			break;
 		case ST_RELAY:
 			conn_close(c, "idle timeout");

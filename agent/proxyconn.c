@@ -270,7 +270,7 @@ static enum proxyconn_step answer_tunnel(struct agent *ag, int cfd, struct conn_
 }
 
 enum proxyconn_step proxyconn_head(struct agent *ag, int cfd, struct conn_info *info,
-				   bool deadline_passed, const char **error)
+				   bool deadline_passed, size_t *replay_len, const char **error)
 {
 	static char buf[HEAD_MAX];   /* loop thread only */
 	size_t max = ag->cfg->max_head_bytes < HEAD_MAX ? ag->cfg->max_head_bytes : HEAD_MAX;
@@ -297,6 +297,7 @@ enum proxyconn_step proxyconn_head(struct agent *ag, int cfd, struct conn_info *
 				   hl == -431 ? "proxy request head too large" :
 				   "malformed proxy request (bad host, port or syntax)");
 	snprintf(info->sni, sizeof(info->sni), "%s", ph.host);
+	*replay_len = 0;
 	if (ph.kind == PROXYHEAD_FORWARD) {
 		const struct config *cfg = ag->cfg;
 		/* Plain HTTP to an LLM API puts the key and the prompt on the wire
@@ -306,8 +307,10 @@ enum proxyconn_step proxyconn_head(struct agent *ag, int cfd, struct conn_info *
 					   "plain HTTP to this API is refused; use https://");
 		return PROXYCONN_FORWARD;
 	}
-	if (!intercepted_host(ag, ph.host))
+	if (!intercepted_host(ag, ph.host)) {
+		*replay_len = ph.head_len;
 		return PROXYCONN_FORWARD;
+	}
 	return answer_tunnel(ag, cfd, info, &ph);
 }
 
@@ -352,4 +355,86 @@ enum proxyconn_step proxyconn_hello(struct agent *ag, int cfd, struct conn_info 
 		return refuse_tls(ag, cfd, info, 40, "tunnel_clienthello_timeout",
 				  "no complete ClientHello in the tunnel in time");
 	}
+}
+
+/* ---- a CONNECT forwarded to the real proxy ---- */
+
+int proxyconn_replay_head(int cfd, int ufd, size_t len)
+{
+	char buf[HEAD_MAX];
+	ssize_t n;
+
+	if (len > sizeof(buf))
+		return -E2BIG;
+	if (recv(cfd, buf, len, MSG_DONTWAIT) != (ssize_t)len)
+		return -EIO;
+	/* A fresh socket's send buffer takes a head this small whole. */
+	n = send(ufd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	explicit_bzero(buf, len);   /* it may carry the client's proxy credentials */
+	return n == (ssize_t)len ? 0 : n < 0 ? -errno : -EAGAIN;
+}
+
+int proxyconn_pass_reply(int ufd, int cfd, size_t *passed)
+{
+	char buf[8192];
+	int status = 0, hl;
+	ssize_t n = recv(ufd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+
+	if (n == 0)
+		return -ECONNRESET;
+	if (n < 0)
+		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+	hl = proxyhead_connect_reply(buf, (size_t)n, sizeof(buf), &status);
+	if (hl < 0 || (hl == 0 && (size_t)n == sizeof(buf)))
+		return -EPROTO;
+	if (hl == 0)
+		return 0;
+	if (recv(ufd, buf, (size_t)hl, MSG_DONTWAIT) != hl ||
+	    send(cfd, buf, (size_t)hl, MSG_DONTWAIT | MSG_NOSIGNAL) != hl)
+		return -EIO;
+	*passed = (size_t)hl;
+	return status;
+}
+
+enum proxyconn_step proxyconn_tunnel_first(struct agent *ag, int cfd, int ufd,
+					   struct conn_info *info, bool deadline_passed,
+					   const char **error)
+{
+	static uint8_t buf[HELLO_MAX];   /* loop thread only */
+	const struct config *cfg = ag->cfg;
+	char name[256], msg[600];
+	enum sni_status st;
+	ssize_t n;
+
+	/* The server speaks first (SSH, SMTP banners): not a TLS client
+	 * naming a host, so nothing to look for. */
+	if (recv(ufd, buf, 1, MSG_PEEK | MSG_DONTWAIT) > 0)
+		return PROXYCONN_FORWARD;
+	n = recv(cfd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+		*error = n == 0 ? NULL : "client read failed";
+		return PROXYCONN_GONE;
+	}
+	st = n > 0 ? sni_parse(buf, (size_t)n, name, sizeof(name)) : SNI_NEED_MORE;
+	if (st == SNI_NEED_MORE && (n < 0 || (size_t)n < sizeof(buf)) && !deadline_passed)
+		return PROXYCONN_MORE;
+	if (st == SNI_FOUND) {
+		size_t len = strlen(name);
+		if (len && name[len - 1] == '.')
+			name[len - 1] = 0;
+		if (!config_host_watched((const char *const *)cfg->endpoints, cfg->n_endpoints, name))
+			return PROXYCONN_FORWARD;
+		snprintf(msg, sizeof(msg), "ClientHello names watched %s inside a tunnel to %s", name,
+			 info->sni);
+		return refuse_tls(ag, cfd, info, 112, "tunnel_watched_sni", msg);
+	}
+	if (st == SNI_MALFORMED)
+		return refuse_tls(ag, cfd, info, 50, "tunnel_clienthello_invalid",
+				  "malformed ClientHello in the tunnel");
+	if (st == SNI_NEED_MORE)
+		/* Silence on both sides, or a ClientHello trickled past the
+		 * deadline: a late name could be a watched one. */
+		return refuse_tls(ag, cfd, info, 40, "tunnel_first_flight_timeout",
+				  "nothing classifiable in the tunnel in time");
+	return PROXYCONN_FORWARD;   /* no SNI, or not TLS: no host a CDN could route by */
 }

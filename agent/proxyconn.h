@@ -5,9 +5,13 @@
  *    ClientHello in the tunnel to name that same host, and hands the
  *    connection to the interceptor, whose upstream goes through the
  *    client's proxy (egress.c);
- *  - CONNECT to any other host, or a plain-HTTP request for an unwatched
- *    host: forwarded to the real proxy untouched (the bytes read were only
- *    peeked) and relayed like any pass-through, audited with the host;
+ *  - CONNECT to any other host: the head is replayed to the real proxy,
+ *    whose answer goes back to the client; once the tunnel is open, the
+ *    client's first flight is looked at before the relay starts: a
+ *    ClientHello naming a watched host (fronting through a shared CDN) is
+ *    refused; then relayed like any pass-through, audited with the host;
+ *  - a plain-HTTP request for an unwatched host: forwarded to the real
+ *    proxy untouched (the bytes read were only peeked) and relayed;
  *  - plain HTTP to a watched host (credentials and prompts in clear):
  *    refused with a provider-shaped 403;
  *  - anything malformed, too large or too slow: refused with an HTTP error.
@@ -41,9 +45,27 @@ bool proxyconn_is_proxy(struct agent *ag, const struct vigil_origin *o);
 bool proxyconn_is_proxy_addr(struct agent *ag, const struct sockaddr *addr, uint16_t port);
 
 /* The client's request to its proxy, peeked from cfd. Fills info (sni =
- * the requested host; tunnel_* for a tunnel the agent answered). */
+ * the requested host; tunnel_* for a tunnel the agent answered). On
+ * PROXYCONN_FORWARD, *replay_len is the length of a CONNECT head to
+ * replay with proxyconn_replay_head once the real proxy is reached (0 for
+ * a plain-HTTP request, relayed as is). */
 enum proxyconn_step proxyconn_head(struct agent *ag, int cfd, struct conn_info *info,
-				   bool deadline_passed, const char **error);
+				   bool deadline_passed, size_t *replay_len, const char **error);
+
+/* Moves the CONNECT head (len bytes, peeked earlier) from cfd to ufd.
+ * Returns 0 or -errno. */
+int proxyconn_replay_head(int cfd, int ufd, size_t len);
+/* Passes the real proxy's answer head from ufd to cfd once complete
+ * (*passed = its length). Returns its status (> 0), 0 if incomplete, or
+ * -errno. */
+int proxyconn_pass_reply(int ufd, int cfd, size_t *passed);
+/* The first flight inside a forwarded tunnel: PROXYCONN_MORE, then
+ * PROXYCONN_FORWARD (relay: the server spoke first, or the client's first
+ * bytes name no watched host), PROXYCONN_REFUSED (audited, TLS alert
+ * sent), or PROXYCONN_GONE. */
+enum proxyconn_step proxyconn_tunnel_first(struct agent *ag, int cfd, int ufd,
+					   struct conn_info *info, bool deadline_passed,
+					   const char **error);
 /* The ClientHello inside a tunnel the agent answered, peeked from cfd. */
 enum proxyconn_step proxyconn_hello(struct agent *ag, int cfd, struct conn_info *info,
 				    bool deadline_passed, const char **error);

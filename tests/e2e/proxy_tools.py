@@ -1,14 +1,15 @@
 """A raw client of an explicit HTTP proxy, for the proxy tests (runs as a
 test user inside the scratch cgroup, so its connection is redirected).
 
-  proxy_tools.py HOST PORT HEAD [--hello SNI] [--data TEXT] [--timeout S] [--silent]
+  proxy_tools.py HOST PORT HEAD [--hello SNI] [--data TEXT] [--read-first] [--timeout S] [--silent]
 
 HEAD is sent as given ("\\r\\n" escapes are turned into CRLF; "@Nx" inside
 it repeats x N times). Then the answer head is read (until CRLFCRLF, close,
 or timeout). With --hello SNI, a real ClientHello for SNI follows the 200;
 with --data TEXT, TEXT is sent and the connection half-closed. Whatever
-comes back until the peer closes is reported. --silent sends nothing at
-all and waits. Prints one JSON line: status (int or null), head, after
+comes back until the peer closes is reported. --read-first waits for the
+far end to speak before sending (a server-first protocol). --silent sends
+nothing at all and waits. Prints one JSON line: status (int or null), head, after
 (text of what came after the head), closed (the peer closed before the
 timeout), error.
 """
@@ -52,6 +53,9 @@ def main():
     silent = "--silent" in args
     if silent:
         args.remove("--silent")
+    read_first = "--read-first" in args
+    if read_first:
+        args.remove("--read-first")
     for k in list(opts):
         if k in args:
             i = args.index(k)
@@ -82,6 +86,9 @@ def main():
         res["head"] = hd.decode("latin-1")
         m = re.match(r"HTTP/1\.[01] (\d{3})", res["head"])
         res["status"] = int(m.group(1)) if m else None
+        if res["status"] == 200 and read_first and not rest:
+            s.settimeout(max(0.05, deadline - time.time()))
+            rest = s.recv(65536)
         if res["status"] == 200 and (opts["--hello"] or opts["--data"]):
             payload = client_hello(opts["--hello"]) if opts["--hello"] else opts["--data"].encode()
             s.sendall(payload)

@@ -23,14 +23,14 @@ from lib import check, test
 import rig as rigmod
 
 PY = rigmod.PY
-GOOD, PROXY, ECHO = "127.12.0.2", "127.12.0.3", "127.12.0.4"
+GOOD, PROXY, ECHO, AUTH_PROXY = "127.12.0.2", "127.12.0.3", "127.12.0.4", "127.12.0.6"
 PROXY_URL = "http://%s:3128" % PROXY
 AWS_KEY = "AKIA" + "Z7QW3RT5YU2IO4PL"   # split so this file itself is not a credential finding
 CHAT = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello through the proxy"}]})
 
 RIG = rigmod.Rig("proxy", {"api.openai.com": GOOD, "notwatched.example": ECHO, "proxy.test": PROXY},
                  {"good": (GOOD, "good", 0)}, endpoints=["api.openai.com"],
-                 agent_extra="proxies: [\"%s:3128\"]\nlimits:\n  header_timeout: 2s\n" % PROXY)
+                 agent_extra="proxies: [\"%s:3128\", \"%s:3128\"]\nlimits:\n  header_timeout: 2s\n" % (PROXY, AUTH_PROXY))
 TOOLS = os.path.join(RIG.tmp, "proxy_tools.py")
 for name in ("proxy_tools.py", "tcp_tools.py"):
     shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), name), os.path.join(RIG.tmp, name))
@@ -56,6 +56,8 @@ def start_echo(host, port, log):
 PROXY_LOG = os.path.join(RIG.tmp, "proxy.jsonl")
 ECHO_LOG = os.path.join(RIG.tmp, "echo.jsonl")
 start_proxy("%s:3128" % PROXY, PROXY_LOG, hosts=RIG.hosts)
+AUTH_PROXY_LOG = os.path.join(RIG.tmp, "auth-proxy.jsonl")
+start_proxy("%s:3128" % AUTH_PROXY, AUTH_PROXY_LOG, require_auth="carol:pw", hosts=RIG.hosts)
 start_echo(ECHO, 443, ECHO_LOG)
 RIG.agent.start()
 PROXY_ENV = {"HTTPS_PROXY": PROXY_URL, "https_proxy": PROXY_URL, "HTTP_PROXY": PROXY_URL,
@@ -77,9 +79,9 @@ def curl(url, data=None, extra=(), env=None):
     return int(code or 0), body, p
 
 
-def raw(head, *opts, timeout=5):
+def raw(head, *opts, timeout=5, proxy=PROXY):
     """proxy_tools.py as nobody in the cgroup, to the proxy address."""
-    p = lib.run([PY, TOOLS, PROXY, "3128", head, "--timeout", str(timeout)] + list(opts), cgroup=RIG.cg.path,
+    p = lib.run([PY, TOOLS, proxy, "3128", head, "--timeout", str(timeout)] + list(opts), cgroup=RIG.cg.path,
                 uid=lib.NOBODY, hosts=RIG.hosts, timeout=timeout + 20)
     check(p.stdout.strip(), "proxy_tools printed nothing: %s" % p.stderr[-400:])
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -172,6 +174,88 @@ def connect_to_unwatched_host_is_spliced_to_the_real_proxy():
                                 kind="connection")
     check(evs and evs[-1]["action"] == "passthrough" and evs[-1]["bytes_up"] > len(data),
           "pass-through not audited: %s" % RIG.agent.events("connection")[cbefore:])
+
+
+@test
+def watched_sni_inside_an_unwatched_tunnel_is_refused():
+    """CONNECT to an innocent name, then a ClientHello for the watched host:
+    through a CDN that hosts both, that would reach the provider
+    un-inspected (fronting). The real proxy answered, but the hello never
+    leaves the machine."""
+    before = len(RIG.read_jsonl(ECHO_LOG))
+    res = raw("CONNECT notwatched.example:443 HTTP/1.1\\r\\nHost: notwatched.example:443\\r\\n\\r\\n",
+              "--hello", "API.openai.com")
+    check(res["status"] == 200 and res["closed"] and res["after"].startswith("\x15\x03"),
+          "fronting attempt not refused with an alert: %s" % res)
+    evs = RIG.agent.wait_events(lambda e: e.get("reason") == "tunnel_watched_sni", kind="connection")
+    check(evs and evs[-1]["uid"] == lib.NOBODY and evs[-1]["sni"] == "notwatched.example" and
+          "api.openai.com" in evs[-1]["error"], "fronting not audited: %s" % evs[-1:])
+    time.sleep(0.3)
+    got = RIG.read_jsonl(ECHO_LOG)[before:]
+    check(got and all(r["n"] == 0 for r in got), "the hello reached the far end: %s" % got)
+    # The provider by address: the name is only in the hello, refused the same way.
+    rbefore = len(RIG.received())
+    res = raw("CONNECT %s:443 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n" % GOOD, "--hello", "api.openai.com")
+    check(res["status"] == 200 and res["closed"] and res["after"].startswith("\x15\x03"),
+          "CONNECT by address with a watched hello: %s" % res)
+    check(RIG.agent.wait_events(lambda e: e.get("reason") == "tunnel_watched_sni" and e["sni"] == GOOD,
+                                kind="connection"), "CONNECT by address not audited")
+    check(len(RIG.received()) == rbefore, "the provider was reached")
+    # An unwatched name in the hello goes through (and reaches the far end).
+    res = raw("CONNECT notwatched.example:443 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n", "--hello", "notwatched.example",
+              timeout=3)
+    time.sleep(0.3)
+    got = RIG.read_jsonl(ECHO_LOG)[before:]
+    check(res["status"] == 200 and any(r["n"] > 100 for r in got), "unwatched hello not relayed: %s %s" % (res, got))
+
+
+@test
+def server_first_protocol_in_a_tunnel_is_relayed():
+    """SSH through the proxy: the server speaks first, nothing to classify."""
+    import socket
+    import threading
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.12.0.7", 2222))
+    srv.listen(4)
+    lib.at_cleanup(srv.close)
+
+    def serve():
+        c, _ = srv.accept()
+        c.sendall(b"SSH-2.0-fake\r\n")
+        c.settimeout(5)
+        data = b""
+        while not data.endswith(b"\n"):
+            b = c.recv(4096)
+            if not b:
+                break
+            data += b
+        c.sendall(b"got:" + data)
+        c.close()
+    threading.Thread(target=serve, daemon=True).start()
+    res = raw("CONNECT 127.12.0.7:2222 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n", "--read-first", "--data", "SSH-2.0-client\n")
+    check(res["status"] == 200 and res["after"] == "SSH-2.0-fake\r\ngot:SSH-2.0-client\n",
+          "server-first tunnel: %s" % res)
+
+
+@test
+def client_proxy_credentials_are_kept():
+    """A proxy that wants credentials: its 407 reaches the client of a
+    forwarded CONNECT, and the agent's own CONNECT for an intercepted
+    tunnel carries the client's Proxy-Authorization."""
+    res = raw("CONNECT notwatched.example:443 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n", proxy=AUTH_PROXY)
+    check(res["status"] == 407 and res["closed"], "the proxy's 407 did not reach the client: %s" % res)
+    url = "http://carol:pw@%s:3128" % AUTH_PROXY
+    env = dict(PROXY_ENV, HTTPS_PROXY=url, https_proxy=url)
+    before = len(RIG.read_jsonl(AUTH_PROXY_LOG))
+    code, body, p = curl("https://api.openai.com/v1/chat/completions", CHAT, env=env)
+    check(code == 200, "status %s %s" % (code, p.stderr[-200:]))
+    new = RIG.read_jsonl(AUTH_PROXY_LOG)[before:]
+    check([(r["target"], r["user"], r["authorized"]) for r in new] == [("api.openai.com:443", "carol", True)],
+          "the agent's CONNECT for the client: %s" % new)
+    with open(RIG.agent.audit_log) as f, open(RIG.agent.stderr_path) as g:
+        text = f.read() + g.read()
+    check("Y2Fyb2w6cHc=" not in text, "the client's proxy credentials were logged")
 
 
 @test
