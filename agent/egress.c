@@ -124,20 +124,22 @@ int egress_socket(struct agent *ag, const struct sockaddr *sa, socklen_t len, bo
 	if (fd < 0)
 		return -errno;
 	/* The agent's own socket must never be redirected back to itself,
-	 * even when its peer is a proxy the clients' connections are taken from. */
-	if ((ret = capture_bypass_add(ag->cap, fd))) {
+	 * even when its peer is a proxy the clients' connections are taken
+	 * from. (No capture: a tool or a unit test, nothing is redirected.) */
+	if (ag->cap && (ret = capture_bypass_add(ag->cap, fd))) {
 		close(fd);
 		return ret;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	ret = connect(fd, sa, len);
-	if (ret && errno != EINPROGRESS) {
-		ret = -errno;
+	if (ret)
+		ret = errno == EINPROGRESS ? 0 : -errno;
+	if (ag->cap)
 		capture_bypass_del(ag->cap, fd);
+	if (ret < 0) {
 		close(fd);
 		return ret;
 	}
-	capture_bypass_del(ag->cap, fd);
 	return fd;
 }
 
