@@ -51,6 +51,12 @@ struct dir {
 	size_t in_pipe;
 	bool src_eof, shut;
 	uint64_t bytes;
+	/* A direction that carries only `left` more bytes (one request or one
+	 * refusal forwarded for an explicit proxy's client); no_shut: at its
+	 * end, stop reading without a FIN (a proxy may take a half-close for
+	 * an abort). */
+	bool limited, no_shut;
+	uint64_t left;
 };
 
 struct conn {
@@ -63,7 +69,8 @@ struct conn {
 	const char *error;
 	bool audited;                  /* its event is written already (a proxyconn refusal) */
 	bool via_proxy;                /* upstream through upstream_proxy (egress.c) */
-	size_t replay_len;             /* CONNECT head to replay to the client's real proxy */
+	bool forward;                  /* replay fwd's head to the client's real proxy */
+	struct proxyconn_fwd fwd;
 	struct conn *next, *prev;
 };
 
@@ -167,11 +174,20 @@ static int pump(struct conn *c, struct dir *d, int src, int dst)
 				return -1;
 			}
 		}
+		if (d->limited && !d->left && !d->src_eof) {
+			d->src_eof = true;
+			progress = true;
+		}
 		if (!d->src_eof && d->in_pipe < PIPE_SIZE) {
-			ssize_t n = splice(src, NULL, d->pipe[1], NULL, PIPE_SIZE - d->in_pipe,
+			size_t want = PIPE_SIZE - d->in_pipe;
+			if (d->limited && want > d->left)
+				want = (size_t)d->left;
+			ssize_t n = splice(src, NULL, d->pipe[1], NULL, want,
 					   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 			if (n > 0) {
 				d->in_pipe += (size_t)n;
+				if (d->limited)
+					d->left -= (uint64_t)n;
 				progress = true;
 			} else if (n == 0) {
 				d->src_eof = true;
@@ -185,7 +201,8 @@ static int pump(struct conn *c, struct dir *d, int src, int dst)
 			}
 		}
 		if (d->src_eof && !d->in_pipe && !d->shut) {
-			shutdown(dst, SHUT_WR);
+			if (!d->no_shut)
+				shutdown(dst, SHUT_WR);
 			d->shut = true;
 		}
 		if (!progress)
@@ -264,14 +281,21 @@ static void upstream_event(struct loop_watch *w, uint32_t events)
 			conn_close(c, "upstream connect failed");
 			return;
 		}
-		if (c->replay_len) {
-			if (proxyconn_replay_head(c->cw.w.fd, w->fd, c->replay_len)) {
-				conn_close(c, "cannot replay the CONNECT to the proxy");
+		if (c->forward) {
+			int sent = proxyconn_replay_head(c->cw.w.fd, w->fd, &c->fwd);
+			if (sent < 0) {
+				conn_close(c, "cannot replay the request to the proxy");
 				return;
 			}
-			c->up.bytes += c->replay_len;
-			c->state = ST_TUNNEL_REPLY;
-			return;
+			c->up.bytes += (uint64_t)sent;
+			if (c->fwd.tunnel) {
+				c->state = ST_TUNNEL_REPLY;
+				return;
+			}
+			/* One plain-HTTP request: its body, then nothing more from
+			 * the client; the proxy closes after its answer. */
+			c->up.limited = c->up.no_shut = true;
+			c->up.left = c->fwd.body_len;
 		}
 		if (c->via_proxy) {
 			if (egress_passthrough_connect(c->ag, w->fd, &c->info)) {
@@ -286,7 +310,8 @@ static void upstream_event(struct loop_watch *w, uint32_t events)
 	}
 	if (c->state == ST_TUNNEL_REPLY) {
 		size_t passed = 0;
-		int status = proxyconn_pass_reply(w->fd, c->cw.w.fd, &passed);
+		int64_t body = -1;
+		int status = proxyconn_pass_reply(w->fd, c->cw.w.fd, &passed, &body);
 		if (status == 0)
 			return;
 		c->down.bytes += passed;
@@ -300,7 +325,13 @@ static void upstream_event(struct loop_watch *w, uint32_t events)
 			tunnel_first(c, false);
 			return;
 		}
-		if (start_relay(c))   /* a refusal: its body goes to the client as is */
+		/* A refusal (407, 403): its body goes to the client, then the
+		 * connection ends, so a second CONNECT cannot follow unread. */
+		c->up.limited = c->up.no_shut = true;
+		c->up.left = 0;
+		c->down.limited = true;
+		c->down.left = body > 0 ? (uint64_t)body : 0;
+		if (start_relay(c))
 			return;
 	}
 	if (c->state == ST_TUNNEL_FIRST) {
@@ -395,8 +426,7 @@ static void proxy_step(struct conn *c, bool deadline_passed)
 	const char *error = NULL;
 	enum proxyconn_step st =
 		c->state == ST_PROXY_HEAD ?
-			proxyconn_head(c->ag, c->cw.w.fd, &c->info, deadline_passed, &c->replay_len,
-				       &error) :
+			proxyconn_head(c->ag, c->cw.w.fd, &c->info, deadline_passed, &c->fwd, &error) :
 			proxyconn_hello(c->ag, c->cw.w.fd, &c->info, deadline_passed, &error);
 
 	switch (st) {
@@ -414,6 +444,7 @@ static void proxy_step(struct conn *c, bool deadline_passed)
 			conn_close(c, "cannot start interception for a proxy tunnel");
 		return;
 	case PROXYCONN_FORWARD:
+		c->forward = true;
 		start_passthrough(c);
 		return;
 	case PROXYCONN_REFUSED:

@@ -265,7 +265,7 @@ static int connect_handshake(int fd, const struct egress_route *r, uint64_t dead
 			continue;
 		}
 		have += (size_t)got;
-		int hl = proxyhead_connect_reply(reply, have, sizeof(reply), &status);
+		int hl = proxyhead_connect_reply(reply, have, sizeof(reply), &status, NULL);
 		if (hl < 0 || (hl == 0 && have == sizeof(reply)))
 			return -EPROTO;
 		if (hl > 0)   /* a refusal may carry a body: only its status matters */
@@ -353,7 +353,7 @@ int egress_passthrough_reply(int fd)
 		return -ECONNRESET;
 	if (got < 0)
 		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
-	hl = proxyhead_connect_reply(reply, (size_t)got, sizeof(reply), &status);
+	hl = proxyhead_connect_reply(reply, (size_t)got, sizeof(reply), &status, NULL);
 	if (hl < 0 || (hl == 0 && (size_t)got == sizeof(reply)))
 		return -EPROTO;
 	if (hl == 0)

@@ -270,7 +270,8 @@ static enum proxyconn_step answer_tunnel(struct agent *ag, int cfd, struct conn_
 }
 
 enum proxyconn_step proxyconn_head(struct agent *ag, int cfd, struct conn_info *info,
-				   bool deadline_passed, size_t *replay_len, const char **error)
+				   bool deadline_passed, struct proxyconn_fwd *fwd,
+				   const char **error)
 {
 	static char buf[HEAD_MAX];   /* loop thread only */
 	size_t max = ag->cfg->max_head_bytes < HEAD_MAX ? ag->cfg->max_head_bytes : HEAD_MAX;
@@ -295,9 +296,12 @@ enum proxyconn_step proxyconn_head(struct agent *ag, int cfd, struct conn_info *
 	if (hl < 0)
 		return refuse_http(ag, cfd, info, -hl, "proxy_bad_request",
 				   hl == -431 ? "proxy request head too large" :
+				   hl == -411 ? "chunked request bodies are not forwarded" :
 				   "malformed proxy request (bad host, port or syntax)");
 	snprintf(info->sni, sizeof(info->sni), "%s", ph.host);
-	*replay_len = 0;
+	fwd->head_len = ph.head_len;
+	fwd->tunnel = ph.kind == PROXYHEAD_CONNECT;
+	fwd->body_len = ph.body_len;
 	if (ph.kind == PROXYHEAD_FORWARD) {
 		const struct config *cfg = ag->cfg;
 		/* Plain HTTP to an LLM API puts the key and the prompt on the wire
@@ -307,10 +311,8 @@ enum proxyconn_step proxyconn_head(struct agent *ag, int cfd, struct conn_info *
 					   "plain HTTP to this API is refused; use https://");
 		return PROXYCONN_FORWARD;
 	}
-	if (!intercepted_host(ag, ph.host)) {
-		*replay_len = ph.head_len;
+	if (!intercepted_host(ag, ph.host))
 		return PROXYCONN_FORWARD;
-	}
 	return answer_tunnel(ag, cfd, info, &ph);
 }
 
@@ -359,22 +361,32 @@ enum proxyconn_step proxyconn_hello(struct agent *ag, int cfd, struct conn_info 
 
 /* ---- a CONNECT forwarded to the real proxy ---- */
 
-int proxyconn_replay_head(int cfd, int ufd, size_t len)
+int proxyconn_replay_head(int cfd, int ufd, const struct proxyconn_fwd *fwd)
 {
-	char buf[HEAD_MAX];
+	char buf[HEAD_MAX], out[HEAD_MAX + 32];
+	const char *send_buf = buf;
 	ssize_t n;
+	int len = (int)fwd->head_len;
 
-	if (len > sizeof(buf))
+	if (fwd->head_len > sizeof(buf))
 		return -E2BIG;
-	if (recv(cfd, buf, len, MSG_DONTWAIT) != (ssize_t)len)
+	if (recv(cfd, buf, fwd->head_len, MSG_DONTWAIT) != (ssize_t)fwd->head_len)
 		return -EIO;
+	if (!fwd->tunnel) {
+		len = proxyhead_close_after(buf, fwd->head_len, out, sizeof(out));
+		send_buf = out;
+	}
 	/* A fresh socket's send buffer takes a head this small whole. */
-	n = send(ufd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-	explicit_bzero(buf, len);   /* it may carry the client's proxy credentials */
-	return n == (ssize_t)len ? 0 : n < 0 ? -errno : -EAGAIN;
+	n = len < 0 ? len : send(ufd, send_buf, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	/* it may carry the client's proxy credentials */
+	explicit_bzero(buf, fwd->head_len);
+	explicit_bzero(out, sizeof(out));
+	if (n < 0)
+		return len < 0 ? len : -errno;
+	return n == len ? len : -EAGAIN;
 }
 
-int proxyconn_pass_reply(int ufd, int cfd, size_t *passed)
+int proxyconn_pass_reply(int ufd, int cfd, size_t *passed, int64_t *body_len)
 {
 	char buf[8192];
 	int status = 0, hl;
@@ -384,7 +396,7 @@ int proxyconn_pass_reply(int ufd, int cfd, size_t *passed)
 		return -ECONNRESET;
 	if (n < 0)
 		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
-	hl = proxyhead_connect_reply(buf, (size_t)n, sizeof(buf), &status);
+	hl = proxyhead_connect_reply(buf, (size_t)n, sizeof(buf), &status, body_len);
 	if (hl < 0 || (hl == 0 && (size_t)n == sizeof(buf)))
 		return -EPROTO;
 	if (hl == 0)

@@ -11,7 +11,9 @@
  *    ClientHello naming a watched host (fronting through a shared CDN) is
  *    refused; then relayed like any pass-through, audited with the host;
  *  - a plain-HTTP request for an unwatched host: forwarded to the real
- *    proxy untouched (the bytes read were only peeked) and relayed;
+ *    proxy with "Connection: close", and only that one request (its
+ *    Content-Length body) is relayed: the next one must come on a new
+ *    connection, where it is read again;
  *  - plain HTTP to a watched host (credentials and prompts in clear):
  *    refused with a provider-shaped 403;
  *  - anything malformed, too large or too slow: refused with an HTTP error.
@@ -44,21 +46,32 @@ bool proxyconn_is_proxy(struct agent *ag, const struct vigil_origin *o);
 /* True if addr:port (a target-set key) belongs to a configured proxy. */
 bool proxyconn_is_proxy_addr(struct agent *ag, const struct sockaddr *addr, uint16_t port);
 
-/* The client's request to its proxy, peeked from cfd. Fills info (sni =
- * the requested host; tunnel_* for a tunnel the agent answered). On
- * PROXYCONN_FORWARD, *replay_len is the length of a CONNECT head to
- * replay with proxyconn_replay_head once the real proxy is reached (0 for
- * a plain-HTTP request, relayed as is). */
-enum proxyconn_step proxyconn_head(struct agent *ag, int cfd, struct conn_info *info,
-				   bool deadline_passed, size_t *replay_len, const char **error);
+/* What is replayed to the real proxy for a forwarded request. */
+struct proxyconn_fwd {
+	size_t head_len;       /* the client's head, still in its socket (peeked) */
+	bool tunnel;           /* CONNECT: wait for the answer, then the first flight */
+	uint64_t body_len;     /* plain HTTP: request body bytes after the head */
+};
 
-/* Moves the CONNECT head (len bytes, peeked earlier) from cfd to ufd.
- * Returns 0 or -errno. */
-int proxyconn_replay_head(int cfd, int ufd, size_t len);
+/* The client's request to its proxy, peeked from cfd. Fills info (sni =
+ * the requested host; tunnel_* for a tunnel the agent answered), and fwd
+ * on PROXYCONN_FORWARD. */
+enum proxyconn_step proxyconn_head(struct agent *ag, int cfd, struct conn_info *info,
+				   bool deadline_passed, struct proxyconn_fwd *fwd,
+				   const char **error);
+
+/* Moves the client's head from cfd to ufd once the real proxy is reached:
+ * a CONNECT as it was, a plain-HTTP request with "Connection: close" added
+ * (one request per connection: a second one on it would pass unread).
+ * Returns the bytes sent, or -errno. */
+int proxyconn_replay_head(int cfd, int ufd, const struct proxyconn_fwd *fwd);
 /* Passes the real proxy's answer head from ufd to cfd once complete
- * (*passed = its length). Returns its status (> 0), 0 if incomplete, or
- * -errno. */
-int proxyconn_pass_reply(int ufd, int cfd, size_t *passed);
+ * (*passed = its length; *body_len = the body after it, -1 unknown).
+ * Returns its status (> 0), 0 if incomplete, or -errno. */
+int proxyconn_pass_reply(int ufd, int cfd, size_t *passed, int64_t *body_len);
+/* The ClientHello inside a tunnel the agent answered, peeked from cfd. */
+enum proxyconn_step proxyconn_hello(struct agent *ag, int cfd, struct conn_info *info,
+				    bool deadline_passed, const char **error);
 /* The first flight inside a forwarded tunnel: PROXYCONN_MORE, then
  * PROXYCONN_FORWARD (relay: the server spoke first, or the client's first
  * bytes name no watched host), PROXYCONN_REFUSED (audited, TLS alert
@@ -66,8 +79,5 @@ int proxyconn_pass_reply(int ufd, int cfd, size_t *passed);
 enum proxyconn_step proxyconn_tunnel_first(struct agent *ag, int cfd, int ufd,
 					   struct conn_info *info, bool deadline_passed,
 					   const char **error);
-/* The ClientHello inside a tunnel the agent answered, peeked from cfd. */
-enum proxyconn_step proxyconn_hello(struct agent *ag, int cfd, struct conn_info *info,
-				    bool deadline_passed, const char **error);
 
 #endif

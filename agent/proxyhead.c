@@ -162,6 +162,11 @@ int proxyhead_parse(const char *buf, size_t len, size_t max_head, struct proxyhe
 			return -400;   /* origin-form: not a request a proxy can route */
 		if (absolute_authority(req.target, req.target_len, out))
 			return -400;
+		/* The agent forwards exactly one request per connection and must
+		 * know where it ends. */
+		if (req.body == HTTP_BODY_CHUNKED)
+			return -411;
+		out->body_len = req.body == HTTP_BODY_LENGTH ? req.content_length : 0;
 	}
 	if ((h = http_find_header(req.headers, req.nheaders, "proxy-authorization"))) {
 		out->auth = h->value;
@@ -196,7 +201,8 @@ int proxyhead_connect_request(char *out, size_t cap, const char *host, uint16_t 
 	return n + 2;
 }
 
-int proxyhead_connect_reply(const char *buf, size_t len, size_t max, int *status)
+int proxyhead_connect_reply(const char *buf, size_t len, size_t max, int *status,
+			    int64_t *body_len)
 {
 	struct http_response resp;
 	struct http_limits lim = { .max_head_bytes = max, .max_headers = 64 };
@@ -207,7 +213,22 @@ int proxyhead_connect_reply(const char *buf, size_t len, size_t max, int *status
 	hl = http_parse_response(buf, len, &lim, "CONNECT", 7, &resp);
 	if (hl < 0)
 		return -EPROTO;
-	if (hl > 0)
+	if (hl > 0) {
 		*status = resp.status;
+		if (body_len)
+			*body_len = resp.body == HTTP_BODY_NONE ? 0 :
+				    resp.body == HTTP_BODY_LENGTH ? (int64_t)resp.content_length : -1;
+	}
 	return hl;
+}
+
+int proxyhead_close_after(const char *buf, size_t head_len, char *out, size_t cap)
+{
+	static const char conn[] = "Connection: close\r\n\r\n";
+
+	if (head_len < 2 || head_len - 2 + sizeof(conn) > cap)
+		return -ENOSPC;
+	memcpy(out, buf, head_len - 2);   /* all but the final CRLF */
+	memcpy(out + head_len - 2, conn, sizeof(conn) - 1);
+	return (int)(head_len - 2 + sizeof(conn) - 1);
 }

@@ -29,13 +29,16 @@ struct proxyhead {
 	const char *auth;          /* Proxy-Authorization value, BORROWED from the buffer; NULL if none */
 	size_t auth_len;
 	size_t head_len;           /* bytes of the head (the tunnel starts after them) */
+	uint64_t body_len;         /* PROXYHEAD_FORWARD: Content-Length of the request body */
 };
 
 /* Parses the client's first request to its proxy from buf[0..len), at most
  * max_head bytes of head. Returns the head length (> 0), 0 if more bytes
  * are needed, or a negative HTTP status to refuse with: -400 malformed
  * (bad host characters, missing or out-of-range port, userinfo, a CONNECT
- * with a body, origin-form), -431 head too large, -505 bad version. */
+ * with a body, origin-form), -411 a chunked request body (only
+ * Content-Length framing is forwarded), -431 head too large, -505 bad
+ * version. */
 int proxyhead_parse(const char *buf, size_t len, size_t max_head, struct proxyhead *out);
 
 /* Validates and normalises one host (a DNS name, an IPv4 literal, or an
@@ -56,7 +59,17 @@ int proxyhead_connect_request(char *out, size_t cap, const char *host, uint16_t 
 
 /* Parses a proxy's answer to CONNECT in buf[0..len), at most max bytes.
  * Returns the head length (> 0) with *status set, 0 if more bytes are
- * needed, or -EPROTO (malformed or larger than max). */
-int proxyhead_connect_reply(const char *buf, size_t len, size_t max, int *status);
+ * needed, or -EPROTO (malformed or larger than max). body_len (may be
+ * NULL) gets the length of the body after a refusal's head: its
+ * Content-Length, 0 for none, -1 if it is chunked or runs to the close. */
+int proxyhead_connect_reply(const char *buf, size_t len, size_t max, int *status,
+			    int64_t *body_len);
+
+/* The head of a forwarded plain-HTTP request (head_len bytes of buf, as
+ * parsed) rewritten to end the proxy connection after its answer
+ * ("Connection: close" added before the final CRLF), so that a second
+ * request on the same connection cannot pass unread. Returns the length
+ * or -ENOSPC. */
+int proxyhead_close_after(const char *buf, size_t head_len, char *out, size_t cap);
 
 #endif

@@ -28,7 +28,8 @@ PROXY_URL = "http://%s:3128" % PROXY
 AWS_KEY = "AKIA" + "Z7QW3RT5YU2IO4PL"   # split so this file itself is not a credential finding
 CHAT = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello through the proxy"}]})
 
-RIG = rigmod.Rig("proxy", {"api.openai.com": GOOD, "notwatched.example": ECHO, "proxy.test": PROXY},
+RIG = rigmod.Rig("proxy", {"api.openai.com": GOOD, "notwatched.example": ECHO, "proxy.test": PROXY,
+                           "plain.example": "127.12.0.8"},
                  {"good": (GOOD, "good", 0)}, endpoints=["api.openai.com"],
                  agent_extra="proxies: [\"%s:3128\", \"%s:3128\"]\nlimits:\n  header_timeout: 2s\n" % (PROXY, AUTH_PROXY))
 TOOLS = os.path.join(RIG.tmp, "proxy_tools.py")
@@ -297,6 +298,76 @@ def plain_http_to_other_host_is_forwarded():
     new = proxy_log()[before:]
     check([(r["method"], r["target"]) for r in new] == [("GET", "http://notwatched.example:443/x")],
           "the real proxy saw %s (client got %s)" % (new, res))
+
+
+PLAIN = "127.12.0.8"
+PLAIN_LOG = []
+
+
+def start_plain_origin():
+    """A plain-HTTP origin behind the proxy that records every byte it gets
+    on a connection and answers the first request (then closes, as asked)."""
+    import socket
+    import threading
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((PLAIN, 80))
+    srv.listen(16)
+    lib.at_cleanup(srv.close)
+
+    def serve(c):
+        c.settimeout(1.5)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                b = c.recv(4096)
+                if not b:
+                    break
+                data += b
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            while True:   # whatever else arrives on this connection
+                b = c.recv(4096)
+                if not b:
+                    break
+                data += b
+        except OSError:
+            pass
+        PLAIN_LOG.append(data.decode("latin-1"))
+        c.close()
+
+    def loop():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
+    threading.Thread(target=loop, daemon=True).start()
+
+
+@test
+def one_request_per_forwarded_connection():
+    """A second request pipelined (or kept alive) behind a forwarded one
+    must not pass unread: after a plain-HTTP request, and after a proxy's
+    407, the connection ends and the next request is read on a new one."""
+    start_plain_origin()
+    before = len(proxy_log())
+    res = raw("GET http://plain.example/a HTTP/1.1\\r\\nHost: plain.example\\r\\n\\r\\n"
+              "CONNECT api.openai.com:443 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n", timeout=5)
+    check(res["status"] == 200 and res["after"] == "ok" and res["closed"], "first answer %s" % res)
+    time.sleep(1.8)
+    check(PLAIN_LOG and "connection: close" in PLAIN_LOG[-1].lower(), "Connection: close not added: %s" % PLAIN_LOG)
+    check(all("CONNECT" not in d for d in PLAIN_LOG), "the pipelined CONNECT went through: %s" % PLAIN_LOG)
+    check([r["method"] for r in proxy_log()[before:]] == ["GET"], "proxy saw %s" % proxy_log()[before:])
+    # The authenticating proxy keeps a 407 connection open for a retry; the
+    # retry (here: authorized, to a watched host) must not ride on it.
+    abefore = len(RIG.read_jsonl(AUTH_PROXY_LOG))
+    res = raw("CONNECT notwatched.example:443 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"
+              "CONNECT api.openai.com:443 HTTP/1.1\\r\\nHost: x\\r\\nProxy-Authorization: Basic Y2Fyb2w6cHc=\\r\\n\\r\\n",
+              proxy=AUTH_PROXY)
+    check(res["status"] == 407 and res["after"] == "auth pls\n" and res["closed"], "407 answer %s" % res)
+    seen = RIG.read_jsonl(AUTH_PROXY_LOG)[abefore:]
+    check([r["target"] for r in seen] == ["notwatched.example:443"], "the retry rode on the 407 connection: %s" % seen)
 
 
 @test

@@ -8,7 +8,8 @@ Absolute-form requests (GET http://host/path): forwarded in origin form.
 Each request is logged as one JSON line before it is served: method,
 target, whether Proxy-Authorization was given, and the user it names
 (never the password). With --require-auth, anything without those Basic
-credentials gets 407. Names resolve through /etc/hosts (run it in the
+credentials gets 407, and the connection stays open for a retry on it
+(as squid does). Names resolve through /etc/hosts (run it in the
 test's hosts namespace). Prints "fake-proxy ready" once listening.
 """
 import argparse
@@ -26,8 +27,7 @@ def parse_listen(s):
     return host.strip("[]"), int(port)
 
 
-def read_head(sock):
-    data = b""
+def read_head(sock, data=b""):
     while b"\r\n\r\n" not in data:
         b = sock.recv(4096)
         if not b:
@@ -64,18 +64,26 @@ def split_authority(a, default):
 
 class Handler(socketserver.BaseRequestHandler):
     def handle(self):
+        # Like squid, a 407 keeps the connection: the client may retry on it.
+        rest = b""
+        while rest is not None:
+            rest = self.one(rest)
+
+    def one(self, pending):
+        """Serves one request; returns the bytes already read after a 407
+        (the connection stays open for the next request), else None."""
         srv = self.server
         c = self.request
         c.settimeout(20)
-        head, rest = read_head(c)
+        head, rest = read_head(c, pending)
         if head is None:
-            return
+            return None
         lines = head.split("\r\n")
         try:
             method, target, _version = lines[0].split(" ")
         except ValueError:
             c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-            return
+            return None
         headers = {}
         for ln in lines[1:]:
             k, _, v = ln.partition(":")
@@ -93,8 +101,8 @@ class Handler(socketserver.BaseRequestHandler):
                                 "authorized": ok, "peer": self.client_address[0]}) + "\n")
         if not ok:
             c.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"t\"\r\n"
-                      b"Content-Length: 0\r\nConnection: close\r\n\r\n")
-            return
+                      b"Content-Length: 9\r\n\r\nauth pls\n")
+            return rest
         if method == "CONNECT":
             host, port = split_authority(target, 0)
         else:
@@ -106,7 +114,7 @@ class Handler(socketserver.BaseRequestHandler):
             up = socket.create_connection((host, port), timeout=10)
         except OSError:
             c.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            return
+            return None
         if method == "CONNECT":
             c.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
             if rest:
@@ -122,6 +130,7 @@ class Handler(socketserver.BaseRequestHandler):
         pipe(c, up)
         t.join(30)
         up.close()
+        return None
 
 
 class Server(socketserver.ThreadingTCPServer):

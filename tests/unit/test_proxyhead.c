@@ -139,14 +139,36 @@ TEST(connect_reply_status_and_length)
 {
 	int status = 0;
 	const char *ok = "HTTP/1.1 200 Connection established\r\n\r\n";
-	CHECK(proxyhead_connect_reply(ok, strlen(ok), 8192, &status) == (int)strlen(ok) && status == 200,
+	CHECK(proxyhead_connect_reply(ok, strlen(ok), 8192, &status, NULL) == (int)strlen(ok) && status == 200,
 	      "200 reply");
-	CHECK(proxyhead_connect_reply(ok, 10, 8192, &status) == 0, "prefix not 'more'");
+	CHECK(proxyhead_connect_reply(ok, 10, 8192, &status, NULL) == 0, "prefix not 'more'");
 	const char *deny = "HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n";
-	CHECK(proxyhead_connect_reply(deny, strlen(deny), 8192, &status) > 0 && status == 407, "407");
-	CHECK(proxyhead_connect_reply("SSH-2.0-x\r\n\r\n", 13, 8192, &status) == -EPROTO, "garbage");
+	CHECK(proxyhead_connect_reply(deny, strlen(deny), 8192, &status, NULL) > 0 && status == 407, "407");
+	CHECK(proxyhead_connect_reply("SSH-2.0-x\r\n\r\n", 13, 8192, &status, NULL) == -EPROTO, "garbage");
 	static char big[9000];
 	memset(big, 'a', sizeof(big));
 	memcpy(big, "HTTP/1.1 200 OK\r\nX: ", 20);
-	CHECK(proxyhead_connect_reply(big, sizeof(big), 8192, &status) == -EPROTO, "endless head");
+	CHECK(proxyhead_connect_reply(big, sizeof(big), 8192, &status, NULL) == -EPROTO, "endless head");
+}
+
+TEST(forwarded_request_framing)
+{
+	struct proxyhead ph;
+	char out[512];
+	const char *s = "POST http://example.org/x HTTP/1.1\r\nHost: example.org\r\nContent-Length: 5\r\n\r\nhello";
+	int hl = parse(s, &ph);
+	CHECK(hl > 0 && ph.body_len == 5, "body_len %llu", (unsigned long long)ph.body_len);
+	int n = proxyhead_close_after(s, (size_t)hl, out, sizeof(out));
+	CHECK(n == hl + 19, "rewritten length %d", n);
+	out[n] = 0;
+	CHECK(!strcmp(out, "POST http://example.org/x HTTP/1.1\r\nHost: example.org\r\nContent-Length: 5\r\n"
+			   "Connection: close\r\n\r\n"), "rewritten %s", out);
+	CHECK(parse("POST http://example.org/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", &ph) ==
+	      -411, "chunked body to forward not refused");
+	int64_t body = 7;
+	int status;
+	const char *r = "HTTP/1.1 407 No\r\nTransfer-Encoding: chunked\r\n\r\n";
+	CHECK(proxyhead_connect_reply(r, strlen(r), 8192, &status, &body) > 0 && body == -1, "chunked refusal");
+	r = "HTTP/1.1 403 No\r\nContent-Length: 12\r\n\r\n";
+	CHECK(proxyhead_connect_reply(r, strlen(r), 8192, &status, &body) > 0 && body == 12, "CL refusal");
 }
