@@ -55,13 +55,17 @@ struct conn_info {
 	bool have_origin;
 	char sni[256];                 /* "" if none */
 	uint64_t t_start_ms;           /* monotonic */
-	/* A tunnel the client asked its explicit proxy for (proxies:), which
-	 * the agent answered itself: the CONNECT target, and the client's
-	 * Proxy-Authorization to replay to that proxy (never logged). The
-	 * upstream then goes through the same proxy (origin). Port 0 = none. */
+	/* A tunnel to a watched host that the client opened through its
+	 * explicit proxy (proxies:): the CONNECT target, the client's
+	 * Proxy-Authorization (never logged) to open another one through the
+	 * same proxy (origin) if the upstream must reconnect, and the tunnel
+	 * itself, already open: the interceptor's first upstream, which it
+	 * owns (closes) once started. Port 0 = none. */
 	char tunnel_host[256];
 	uint16_t tunnel_port;
 	char tunnel_auth[512];
+	bool have_tunnel_fd;
+	int tunnel_fd;
 };
 
 /* The identity and destination fields of an audit event (borrowed from info). */

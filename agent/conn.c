@@ -31,13 +31,14 @@
 #define PIPE_SIZE (64 * 1024)
 #define PEEK_BUF (SNI_MAX_HELLO + 1024)
 
-/* ST_PROXY_HEAD and ST_TUNNEL_HELLO: a connection to an explicit proxy
- * (proxyconn.c) before its decision; ST_TUNNEL_REPLY and ST_TUNNEL_FIRST:
- * a CONNECT replayed to the real proxy, waiting for its answer, then for
- * the first flight in the tunnel. ST_UPSTREAM_CONNECT: our CONNECT to
- * upstream_proxy is sent (egress.c). */
-enum conn_state { ST_PEEK, ST_PROXY_HEAD, ST_TUNNEL_HELLO, ST_CONNECTING, ST_UPSTREAM_CONNECT,
-		  ST_TUNNEL_REPLY, ST_TUNNEL_FIRST, ST_RELAY, ST_DEAD };
+/* A connection to an explicit proxy (proxyconn.c): ST_PROXY_HEAD, the
+ * client's request; ST_TUNNEL_REPLY, the real proxy's answer to the
+ * replayed CONNECT; ST_REFUSAL_BODY, the body of a refusal on its way
+ * back, before the next request; ST_TUNNEL_FIRST, the first flight in an
+ * open tunnel. ST_UPSTREAM_CONNECT: our CONNECT to upstream_proxy is sent
+ * (egress.c). */
+enum conn_state { ST_PEEK, ST_PROXY_HEAD, ST_CONNECTING, ST_UPSTREAM_CONNECT, ST_TUNNEL_REPLY,
+		  ST_REFUSAL_BODY, ST_TUNNEL_FIRST, ST_RELAY, ST_DEAD };
 
 struct conn;
 
@@ -235,13 +236,16 @@ static int make_pipe(struct dir *d)
 /* Returns 0, or -1 with the connection closed. */
 static int start_relay(struct conn *c)
 {
-	if (make_pipe(&c->up) || make_pipe(&c->down)) {
+	if ((c->up.pipe[0] < 0 && make_pipe(&c->up)) || (c->down.pipe[0] < 0 && make_pipe(&c->down))) {
 		conn_close(c, "out of pipes");
 		return -1;
 	}
 	c->state = ST_RELAY;
 	return 0;
 }
+
+static bool hand_to_interceptor(struct conn *c);
+static void proxy_step(struct conn *c, bool deadline_passed);
 
 /* The first flight in a tunnel the real proxy opened (proxyconn.c). */
 static void tunnel_first(struct conn *c, bool deadline_passed)
@@ -250,6 +254,20 @@ static void tunnel_first(struct conn *c, bool deadline_passed)
 	switch (proxyconn_tunnel_first(c->ag, c->cw.w.fd, c->uw.w.fd, &c->info, deadline_passed, &error)) {
 	case PROXYCONN_MORE:
 		return;
+	case PROXYCONN_INTERCEPT: {
+		/* The tunnel becomes the interceptor's first upstream. */
+		int ufd = c->uw.w.fd;
+		loop_del(c->ag->loop, &c->uw.w);
+		c->uw.w.fd = -1;
+		c->info.tunnel_fd = ufd;
+		c->info.have_tunnel_fd = true;
+		if (!hand_to_interceptor(c)) {
+			close(ufd);
+			c->info.have_tunnel_fd = false;
+			conn_close(c, "cannot start interception for a proxy tunnel");
+		}
+		return;
+	}
 	case PROXYCONN_REFUSED:
 		c->audited = true;
 		conn_close(c, NULL);
@@ -264,81 +282,135 @@ static void tunnel_first(struct conn *c, bool deadline_passed)
 	}
 }
 
+/* The client's head goes to its real proxy, connected now (or still
+ * connected after a refusal). */
+static void replay_to_proxy(struct conn *c)
+{
+	int sent = proxyconn_replay_head(c->cw.w.fd, c->uw.w.fd, &c->fwd);
+
+	if (sent < 0) {
+		conn_close(c, "cannot replay the request to the proxy");
+		return;
+	}
+	c->up.bytes += (uint64_t)sent;
+	if (c->fwd.tunnel) {
+		c->state = ST_TUNNEL_REPLY;
+		c->deadline_ms = loop_now_ms() + c->ag->cfg->upstream_timeout_ms;
+		return;
+	}
+	/* One plain-HTTP request: its body, then nothing more from the
+	 * client; the proxy closes after its answer (Connection: close). */
+	c->up.limited = c->up.no_shut = true;
+	c->up.left = c->fwd.body_len;
+	if (!start_relay(c))
+		relay(c);
+}
+
+/* A refusal's body on its way to the client; then the client may answer
+ * it (a 407 challenge) with a new request on this same connection, which
+ * is read and decided like the first: auth handshakes such as NTLM need
+ * the connection, and nothing on it passes unread. */
+static void refusal_body(struct conn *c)
+{
+	if (pump(c, &c->down, c->uw.w.fd, c->cw.w.fd)) {
+		conn_close(c, c->error);
+		return;
+	}
+	if (c->down.left || c->down.in_pipe)
+		return;
+	c->down.src_eof = c->down.shut = c->down.limited = c->down.no_shut = false;
+	c->forward = false;
+	c->state = ST_PROXY_HEAD;
+	c->deadline_ms = loop_now_ms() + c->ag->cfg->header_timeout_ms;
+	proxy_step(c, false);
+}
+
+/* The real proxy's answer to a replayed CONNECT, passed to the client. */
+static void tunnel_reply(struct conn *c)
+{
+	size_t passed = 0;
+	int64_t body = -1;
+	int status = proxyconn_pass_reply(c->uw.w.fd, c->cw.w.fd, &passed, &body);
+
+	if (status == 0)
+		return;
+	c->down.bytes += passed;
+	if (status < 0) {
+		conn_close(c, "the proxy's answer to CONNECT is malformed");
+		return;
+	}
+	if (status >= 200 && status < 300) {
+		c->state = ST_TUNNEL_FIRST;
+		c->deadline_ms = loop_now_ms() + c->ag->cfg->header_timeout_ms;
+		tunnel_first(c, false);
+		return;
+	}
+	if (body < 0) {
+		/* No length: the rest of the answer until the proxy closes,
+		 * and nothing more from the client. */
+		c->up.limited = c->up.no_shut = true;
+		c->up.left = 0;
+		if (!start_relay(c))
+			relay(c);
+		return;
+	}
+	c->down.limited = c->down.no_shut = true;
+	c->down.left = (uint64_t)body;
+	if (start_relay(c))
+		return;
+	c->state = ST_REFUSAL_BODY;
+	c->deadline_ms = loop_now_ms() + c->ag->cfg->idle_timeout_ms;
+	refusal_body(c);
+}
+
+/* Returns true once the upstream connect finished (false: wait, or closed). */
+static bool upstream_connected(struct conn *c, uint32_t events)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+		return false;
+	getsockopt(c->uw.w.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+	if (err) {
+		atomic_fetch_add(&c->ag->stats.upstream_fail, 1);
+		log_info("upstream %s:%u: %s", c->info.id.dst_ip, c->info.id.dst_port, strerror(err));
+		conn_close(c, "upstream connect failed");
+		return false;
+	}
+	return true;
+}
+
 static void upstream_event(struct loop_watch *w, uint32_t events)
 {
 	struct conn *c = ((struct side_watch *)w)->c;
-	if (c->state == ST_DEAD)
-		return;
-	if (c->state == ST_CONNECTING) {
-		int err = 0;
-		socklen_t len = sizeof(err);
-		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+
+	switch (c->state) {
+	case ST_CONNECTING:
+		if (!upstream_connected(c, events))
 			return;
-		getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-		if (err) {
-			atomic_fetch_add(&c->ag->stats.upstream_fail, 1);
-			log_info("upstream %s:%u: %s", c->info.id.dst_ip, c->info.id.dst_port, strerror(err));
-			conn_close(c, "upstream connect failed");
-			return;
-		}
 		if (c->forward) {
-			int sent = proxyconn_replay_head(c->cw.w.fd, w->fd, &c->fwd);
-			if (sent < 0) {
-				conn_close(c, "cannot replay the request to the proxy");
-				return;
-			}
-			c->up.bytes += (uint64_t)sent;
-			if (c->fwd.tunnel) {
-				c->state = ST_TUNNEL_REPLY;
-				return;
-			}
-			/* One plain-HTTP request: its body, then nothing more from
-			 * the client; the proxy closes after its answer. */
-			c->up.limited = c->up.no_shut = true;
-			c->up.left = c->fwd.body_len;
-		}
-		if (c->via_proxy) {
+			replay_to_proxy(c);
+		} else if (c->via_proxy) {
 			if (egress_passthrough_connect(c->ag, w->fd, &c->info)) {
 				conn_close(c, "upstream proxy CONNECT failed");
 				return;
 			}
 			c->state = ST_UPSTREAM_CONNECT;
-			return;
+		} else if (!start_relay(c)) {
+			relay(c);
 		}
-		if (start_relay(c))
-			return;
-	}
-	if (c->state == ST_TUNNEL_REPLY) {
-		size_t passed = 0;
-		int64_t body = -1;
-		int status = proxyconn_pass_reply(w->fd, c->cw.w.fd, &passed, &body);
-		if (status == 0)
-			return;
-		c->down.bytes += passed;
-		if (status < 0) {
-			conn_close(c, "the proxy's answer to CONNECT is malformed");
-			return;
-		}
-		if (status >= 200 && status < 300) {
-			c->state = ST_TUNNEL_FIRST;
-			c->deadline_ms = loop_now_ms() + c->ag->cfg->header_timeout_ms;
-			tunnel_first(c, false);
-			return;
-		}
-		/* A refusal (407, 403): its body goes to the client, then the
-		 * connection ends, so a second CONNECT cannot follow unread. */
-		c->up.limited = c->up.no_shut = true;
-		c->up.left = 0;
-		c->down.limited = true;
-		c->down.left = body > 0 ? (uint64_t)body : 0;
-		if (start_relay(c))
-			return;
-	}
-	if (c->state == ST_TUNNEL_FIRST) {
+		return;
+	case ST_TUNNEL_REPLY:
+		tunnel_reply(c);
+		return;
+	case ST_REFUSAL_BODY:
+		refusal_body(c);
+		return;
+	case ST_TUNNEL_FIRST:
 		tunnel_first(c, false);
 		return;
-	}
-	if (c->state == ST_UPSTREAM_CONNECT) {
+	case ST_UPSTREAM_CONNECT: {
 		int status = egress_passthrough_reply(w->fd);
 		if (status == 0)
 			return;
@@ -350,10 +422,16 @@ static void upstream_event(struct loop_watch *w, uint32_t events)
 						   "upstream proxy refused CONNECT");
 			return;
 		}
-		if (start_relay(c))
-			return;
+		if (!start_relay(c))
+			relay(c);
+		return;
 	}
-	relay(c);
+	case ST_RELAY:
+		relay(c);
+		return;
+	default:
+		return;   /* ST_PROXY_HEAD after a refusal: the client's turn */
+	}
 }
 
 static void client_event(struct loop_watch *w, uint32_t events);
@@ -393,6 +471,8 @@ static bool hand_to_interceptor(struct conn *c)
 		/* The interceptor owns the socket and audits the exchange now. */
 		c->cw.w.fd = -1;
 		c->state = ST_DEAD;
+		dir_close(&c->up);
+		dir_close(&c->down);
 		explicit_bzero(c->info.tunnel_auth, sizeof(c->info.tunnel_auth));
 		conn_unlink(c);
 		c->next = dead_conns;
@@ -419,39 +499,26 @@ static void decide(struct conn *c, enum sni_status st)
 	start_passthrough(c);
 }
 
-/* A connection to an explicit proxy: the client's request to it, then for
- * a tunnel the agent answered, the ClientHello inside (proxyconn.c). */
+/* A connection to an explicit proxy: the client's request to it. */
 static void proxy_step(struct conn *c, bool deadline_passed)
 {
 	const char *error = NULL;
-	enum proxyconn_step st =
-		c->state == ST_PROXY_HEAD ?
-			proxyconn_head(c->ag, c->cw.w.fd, &c->info, deadline_passed, &c->fwd, &error) :
-			proxyconn_hello(c->ag, c->cw.w.fd, &c->info, deadline_passed, &error);
 
-	switch (st) {
+	switch (proxyconn_head(c->ag, c->cw.w.fd, &c->info, deadline_passed, &c->fwd, &error)) {
 	case PROXYCONN_MORE:
-		return;
-	case PROXYCONN_TUNNEL:
-		c->state = ST_TUNNEL_HELLO;
-		c->deadline_ms = loop_now_ms() + c->ag->cfg->header_timeout_ms;
-		proxy_step(c, false);   /* the ClientHello may be here already (edge-triggered) */
-		return;
-	case PROXYCONN_INTERCEPT:
-		/* The client holds our 200: relaying its TLS to the proxy
-		 * without a CONNECT of our own is not an option. */
-		if (!hand_to_interceptor(c))
-			conn_close(c, "cannot start interception for a proxy tunnel");
 		return;
 	case PROXYCONN_FORWARD:
 		c->forward = true;
-		start_passthrough(c);
+		if (c->uw.w.fd >= 0)
+			replay_to_proxy(c);   /* the same proxy connection, after a refusal */
+		else
+			start_passthrough(c);
 		return;
 	case PROXYCONN_REFUSED:
 		c->audited = true;
 		conn_close(c, NULL);
 		return;
-	case PROXYCONN_GONE:
+	default:
 		conn_close(c, error);
 		return;
 	}
@@ -489,10 +556,12 @@ static void client_event(struct loop_watch *w, uint32_t events)
 	struct conn *c = ((struct side_watch *)w)->c;
 	if (c->state == ST_PEEK)
 		try_peek(c, false);
-	else if (c->state == ST_PROXY_HEAD || c->state == ST_TUNNEL_HELLO)
+	else if (c->state == ST_PROXY_HEAD)
 		proxy_step(c, false);
 	else if (c->state == ST_TUNNEL_FIRST)
 		tunnel_first(c, false);
+	else if (c->state == ST_REFUSAL_BODY)
+		refusal_body(c);
 	else if (c->state == ST_RELAY)
 		relay(c);
 	else if ((c->state == ST_CONNECTING || c->state == ST_UPSTREAM_CONNECT ||
@@ -602,7 +671,6 @@ void conn_tick(struct agent *ag, uint64_t now)
 			try_peek(c, true);
 			break;
 		case ST_PROXY_HEAD:
-		case ST_TUNNEL_HELLO:
 			proxy_step(c, true);
 			break;
 		case ST_CONNECTING:
@@ -611,6 +679,9 @@ void conn_tick(struct agent *ag, uint64_t now)
 		case ST_UPSTREAM_CONNECT:
 		case ST_TUNNEL_REPLY:
 			conn_close(c, "upstream proxy CONNECT timed out");
+			break;
+		case ST_REFUSAL_BODY:
+			conn_close(c, "idle timeout");
 			break;
 		case ST_TUNNEL_FIRST:
 			tunnel_first(c, true);

@@ -422,15 +422,24 @@ static int upstream_connect(struct ic *ic, struct exchange *ex)
 		ex->upstream_reused = true;
 		return 0;
 	}
-	if ((ret = egress_route_for(ic->ag, &ic->info, &route, ex->error_buf, sizeof(ex->error_buf)))) {
-		ex->error = ex->error_buf;
-		ex->reason = "upstream_unreachable";
-		return ret;
-	}
-	fd = egress_open(ic->ag, &route, deadline, &ex->reason, ex->error_buf, sizeof(ex->error_buf));
-	if (fd < 0) {
-		ex->error = ex->error_buf;
-		return fd;
+	if (ic->info.have_tunnel_fd) {
+		/* The client's own tunnel through its proxy, opened before the
+		 * hand-over: the first upstream, used once. */
+		fd = ic->info.tunnel_fd;
+		ic->info.have_tunnel_fd = false;
+	} else {
+		if ((ret = egress_route_for(ic->ag, &ic->info, &route, ex->error_buf,
+					    sizeof(ex->error_buf)))) {
+			ex->error = ex->error_buf;
+			ex->reason = "upstream_unreachable";
+			return ret;
+		}
+		fd = egress_open(ic->ag, &route, deadline, &ex->reason, ex->error_buf,
+				 sizeof(ex->error_buf));
+		if (fd < 0) {
+			ex->error = ex->error_buf;
+			return fd;
+		}
 	}
 	ic->up.fd = fd;
 	memcpy(ic->up.addr, ic->info.origin.orig_addr, 16);
@@ -893,6 +902,8 @@ static void *ic_main(void *arg)
 	free(ic->fwd);
 	exchange_conn_free(&ic->xc);
 	explicit_bzero(ic->info.tunnel_auth, sizeof(ic->info.tunnel_auth));
+	if (ic->info.have_tunnel_fd)
+		close(ic->info.tunnel_fd);
 	atomic_fetch_sub(&ic->ag->stats.active, 1);
 	free(ic);
 	OPENSSL_thread_stop();

@@ -245,30 +245,6 @@ static bool intercepted_host(struct agent *ag, const char *host)
 	       !config_host_watched((const char *const *)cfg->passthrough, cfg->n_passthrough, host);
 }
 
-static enum proxyconn_step answer_tunnel(struct agent *ag, int cfd, struct conn_info *info,
-					 const struct proxyhead *ph)
-{
-	static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
-	char sink[HEAD_MAX];
-
-	if (ph->auth && ph->auth_len >= sizeof(info->tunnel_auth))
-		return refuse_http(ag, cfd, info, 431, "proxy_bad_request",
-				   "Proxy-Authorization too long to replay");
-	/* Consume exactly the head: what follows is the tunnel. */
-	if (recv(cfd, sink, ph->head_len, 0) != (ssize_t)ph->head_len)
-		return refuse_http(ag, cfd, info, 400, "proxy_bad_request", "cannot read the CONNECT head");
-	snprintf(info->tunnel_host, sizeof(info->tunnel_host), "%s", ph->host);
-	info->tunnel_port = ph->port;
-	if (ph->auth) {
-		memcpy(info->tunnel_auth, ph->auth, ph->auth_len);
-		info->tunnel_auth[ph->auth_len] = 0;
-	}
-	explicit_bzero(sink, ph->head_len);
-	if (send(cfd, ok, sizeof(ok) - 1, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof(ok) - 1)
-		return PROXYCONN_GONE;
-	return PROXYCONN_TUNNEL;
-}
-
 enum proxyconn_step proxyconn_head(struct agent *ag, int cfd, struct conn_info *info,
 				   bool deadline_passed, struct proxyconn_fwd *fwd,
 				   const char **error)
@@ -311,52 +287,21 @@ enum proxyconn_step proxyconn_head(struct agent *ag, int cfd, struct conn_info *
 					   "plain HTTP to this API is refused; use https://");
 		return PROXYCONN_FORWARD;
 	}
-	if (!intercepted_host(ag, ph.host))
-		return PROXYCONN_FORWARD;
-	return answer_tunnel(ag, cfd, info, &ph);
-}
-
-enum proxyconn_step proxyconn_hello(struct agent *ag, int cfd, struct conn_info *info,
-				    bool deadline_passed, const char **error)
-{
-	static uint8_t buf[HELLO_MAX];   /* loop thread only */
-	char name[256], msg[600];
-	ssize_t n = recv(cfd, buf, sizeof(buf), MSG_PEEK);
-	enum sni_status st;
-
-	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-		*error = "client closed the tunnel before TLS";
-		return PROXYCONN_GONE;
-	}
-	st = n > 0 ? sni_parse(buf, (size_t)n, name, sizeof(name)) : SNI_NEED_MORE;
-	if (st == SNI_NEED_MORE && (n < 0 || (size_t)n < sizeof(buf)) && !deadline_passed)
-		return PROXYCONN_MORE;
-	switch (st) {
-	case SNI_FOUND: {
-		size_t len = strlen(name);
-		if (len && name[len - 1] == '.')
-			name[len - 1] = 0;   /* compared as the CONNECT host was normalised */
-		if (!strcmp(name, info->tunnel_host)) {
-			snprintf(info->sni, sizeof(info->sni), "%s", name);
-			return PROXYCONN_INTERCEPT;
+	/* A CONNECT is replayed to the real proxy whatever the host: its
+	 * answer (a 407 challenge, a refusal) is the client's business. For a
+	 * host to intercept, remember the target (and the credentials, for a
+	 * reconnect) to check the ClientHello against once the tunnel is up. */
+	info->tunnel_port = 0;
+	explicit_bzero(info->tunnel_auth, sizeof(info->tunnel_auth));
+	if (intercepted_host(ag, ph.host)) {
+		snprintf(info->tunnel_host, sizeof(info->tunnel_host), "%s", ph.host);
+		info->tunnel_port = ph.port;
+		if (ph.auth && ph.auth_len < sizeof(info->tunnel_auth)) {
+			memcpy(info->tunnel_auth, ph.auth, ph.auth_len);
+			info->tunnel_auth[ph.auth_len] = 0;
 		}
-		snprintf(msg, sizeof(msg), "ClientHello names %s, the CONNECT named %s", name,
-			 info->tunnel_host);
-		return refuse_tls(ag, cfd, info, 112, "tunnel_sni_mismatch", msg);
 	}
-	case SNI_ABSENT:
-		return refuse_tls(ag, cfd, info, 112, "tunnel_no_sni",
-				  "ClientHello in the tunnel has no server name");
-	case SNI_NOT_TLS:
-		return refuse_tls(ag, cfd, info, 10, "tunnel_not_tls",
-				  "the tunnel to a watched host does not carry TLS");
-	case SNI_MALFORMED:
-		return refuse_tls(ag, cfd, info, 50, "tunnel_clienthello_invalid",
-				  "malformed ClientHello in the tunnel");
-	default:
-		return refuse_tls(ag, cfd, info, 40, "tunnel_clienthello_timeout",
-				  "no complete ClientHello in the tunnel in time");
-	}
+	return PROXYCONN_FORWARD;
 }
 
 /* ---- a CONNECT forwarded to the real proxy ---- */
@@ -408,6 +353,41 @@ int proxyconn_pass_reply(int ufd, int cfd, size_t *passed, int64_t *body_len)
 	return status;
 }
 
+/* The ClientHello in a tunnel to a host to intercept: it must name that
+ * host, the decision was taken on it. */
+static enum proxyconn_step watched_hello(struct agent *ag, int cfd, struct conn_info *info,
+					 enum sni_status st, char *name)
+{
+	char msg[600];
+
+	switch (st) {
+	case SNI_FOUND: {
+		size_t len = strlen(name);
+		if (len && name[len - 1] == '.')
+			name[len - 1] = 0;   /* compared as the CONNECT host was normalised */
+		if (!strcmp(name, info->tunnel_host)) {
+			snprintf(info->sni, sizeof(info->sni), "%s", name);
+			return PROXYCONN_INTERCEPT;
+		}
+		snprintf(msg, sizeof(msg), "ClientHello names %s, the CONNECT named %s", name,
+			 info->tunnel_host);
+		return refuse_tls(ag, cfd, info, 112, "tunnel_sni_mismatch", msg);
+	}
+	case SNI_ABSENT:
+		return refuse_tls(ag, cfd, info, 112, "tunnel_no_sni",
+				  "ClientHello in the tunnel has no server name");
+	case SNI_NOT_TLS:
+		return refuse_tls(ag, cfd, info, 10, "tunnel_not_tls",
+				  "the tunnel to a watched host does not carry TLS");
+	case SNI_MALFORMED:
+		return refuse_tls(ag, cfd, info, 50, "tunnel_clienthello_invalid",
+				  "malformed ClientHello in the tunnel");
+	default:
+		return refuse_tls(ag, cfd, info, 40, "tunnel_clienthello_timeout",
+				  "no complete ClientHello in the tunnel in time");
+	}
+}
+
 enum proxyconn_step proxyconn_tunnel_first(struct agent *ag, int cfd, int ufd,
 					   struct conn_info *info, bool deadline_passed,
 					   const char **error)
@@ -418,10 +398,14 @@ enum proxyconn_step proxyconn_tunnel_first(struct agent *ag, int cfd, int ufd,
 	enum sni_status st;
 	ssize_t n;
 
+	name[0] = 0;
 	/* The server speaks first (SSH, SMTP banners): not a TLS client
-	 * naming a host, so nothing to look for. */
+	 * naming a host, so nothing to look for; but a TLS server never
+	 * speaks first, so not in a tunnel to a host we intercept. */
 	if (recv(ufd, buf, 1, MSG_PEEK | MSG_DONTWAIT) > 0)
-		return PROXYCONN_FORWARD;
+		return info->tunnel_port ? refuse_tls(ag, cfd, info, 10, "tunnel_not_tls",
+						      "the far end of a tunnel to a watched host spoke first") :
+					   PROXYCONN_FORWARD;
 	n = recv(cfd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
 	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
 		*error = n == 0 ? NULL : "client read failed";
@@ -430,6 +414,8 @@ enum proxyconn_step proxyconn_tunnel_first(struct agent *ag, int cfd, int ufd,
 	st = n > 0 ? sni_parse(buf, (size_t)n, name, sizeof(name)) : SNI_NEED_MORE;
 	if (st == SNI_NEED_MORE && (n < 0 || (size_t)n < sizeof(buf)) && !deadline_passed)
 		return PROXYCONN_MORE;
+	if (info->tunnel_port)
+		return watched_hello(ag, cfd, info, st, name);
 	if (st == SNI_FOUND) {
 		size_t len = strlen(name);
 		if (len && name[len - 1] == '.')

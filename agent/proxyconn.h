@@ -1,15 +1,15 @@
 /* proxyconn: connections the clients open to an explicit HTTP proxy
  * (proxies:). The connect hook redirects them like target connections;
  * the agent then reads the client's first request to its proxy:
- *  - CONNECT to a watched host: the agent answers 200 itself, requires the
- *    ClientHello in the tunnel to name that same host, and hands the
- *    connection to the interceptor, whose upstream goes through the
- *    client's proxy (egress.c);
- *  - CONNECT to any other host: the head is replayed to the real proxy,
- *    whose answer goes back to the client; once the tunnel is open, the
- *    client's first flight is looked at before the relay starts: a
- *    ClientHello naming a watched host (fronting through a shared CDN) is
- *    refused; then relayed like any pass-through, audited with the host;
+ *  - CONNECT: the head is replayed to the real proxy, whose answer goes
+ *    back to the client (a 407 challenge included: the client may answer
+ *    it on the same connection, whose next request is read again). Once
+ *    the tunnel is up, the client's first flight is read before anything
+ *    else happens: for a watched host it must be a ClientHello naming that
+ *    host, and both sockets go to the interceptor (its upstream TLS runs
+ *    over the tunnel); for another host, a ClientHello naming a watched
+ *    one (fronting through a shared CDN) is refused, anything else is
+ *    relayed like any pass-through, audited with the host;
  *  - a plain-HTTP request for an unwatched host: forwarded to the real
  *    proxy with "Connection: close", and only that one request (its
  *    Content-Length body) is relayed: the next one must come on a new
@@ -27,9 +27,8 @@
 
 enum proxyconn_step {
 	PROXYCONN_MORE,        /* wait for more bytes (or the deadline) */
-	PROXYCONN_TUNNEL,      /* 200 sent: read the ClientHello next (proxyconn_hello) */
 	PROXYCONN_INTERCEPT,   /* ClientHello matches the tunnel: intercept (info->sni set) */
-	PROXYCONN_FORWARD,     /* relay to the real proxy (the origin), bytes untouched */
+	PROXYCONN_FORWARD,     /* replay to the real proxy (the origin), then relay */
 	PROXYCONN_REFUSED,     /* answered, audited: close without another event */
 	PROXYCONN_GONE,        /* the client went away: close with *error */
 };
@@ -69,12 +68,11 @@ int proxyconn_replay_head(int cfd, int ufd, const struct proxyconn_fwd *fwd);
  * (*passed = its length; *body_len = the body after it, -1 unknown).
  * Returns its status (> 0), 0 if incomplete, or -errno. */
 int proxyconn_pass_reply(int ufd, int cfd, size_t *passed, int64_t *body_len);
-/* The ClientHello inside a tunnel the agent answered, peeked from cfd. */
-enum proxyconn_step proxyconn_hello(struct agent *ag, int cfd, struct conn_info *info,
-				    bool deadline_passed, const char **error);
-/* The first flight inside a forwarded tunnel: PROXYCONN_MORE, then
+/* The first flight inside a tunnel the real proxy opened: PROXYCONN_MORE,
+ * then for a host to intercept (info->tunnel_port) PROXYCONN_INTERCEPT if
+ * the ClientHello names it (info->sni set); for another host
  * PROXYCONN_FORWARD (relay: the server spoke first, or the client's first
- * bytes name no watched host), PROXYCONN_REFUSED (audited, TLS alert
+ * bytes name no watched host); else PROXYCONN_REFUSED (audited, TLS alert
  * sent), or PROXYCONN_GONE. */
 enum proxyconn_step proxyconn_tunnel_first(struct agent *ag, int cfd, int ufd,
 					   struct conn_info *info, bool deadline_passed,

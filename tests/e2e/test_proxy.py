@@ -109,11 +109,10 @@ def curl_through_https_proxy_is_intercepted():
     ev = evs[-1]
     check(ev["exe"].endswith("curl") and ev["dst_ip"] == PROXY and ev["dst_port"] == 3128,
           "event identity/destination %s" % ev)
-    # The client's CONNECT was answered by the agent; the real proxy saw the
-    # agent's own CONNECT for the same host (and only that).
+    # The client's CONNECT reached the real proxy (once); the intercepted
+    # TLS ran inside that tunnel.
     new = proxy_log()[before:]
     check([r["target"] for r in new] == ["api.openai.com:443"], "proxy saw %s" % new)
-    check(new[0]["peer"] != PROXY, "proxy peer %s" % new)
 
 
 @test
@@ -254,6 +253,19 @@ def client_proxy_credentials_are_kept():
     new = RIG.read_jsonl(AUTH_PROXY_LOG)[before:]
     check([(r["target"], r["user"], r["authorized"]) for r in new] == [("api.openai.com:443", "carol", True)],
           "the agent's CONNECT for the client: %s" % new)
+    # A watched host too: the proxy's challenge reaches the client, which
+    # answers it on the same connection (curl --proxy-anyauth), and the
+    # retry is intercepted like the first request would have been.
+    res = raw("CONNECT api.openai.com:443 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n", proxy=AUTH_PROXY)
+    check(res["status"] == 407 and "Proxy-Authenticate" in res["head"], "no 407 for a watched host: %s" % res)
+    before = len(RIG.read_jsonl(AUTH_PROXY_LOG))
+    rbefore = len(RIG.agent.events("request"))
+    code, body, p = curl("https://api.openai.com/v1/chat/completions", CHAT, env=env, extra=["--proxy-anyauth"])
+    check(code == 200, "status after a 407 challenge %s %s" % (code, p.stderr[-200:]))
+    new = RIG.read_jsonl(AUTH_PROXY_LOG)[before:]
+    check([(r["user"], r["authorized"]) for r in new] == [(None, False), ("carol", True)],
+          "the challenge and its answer: %s" % new)
+    check(len(RIG.agent.events("request")) > rbefore, "the retried request was not intercepted")
     with open(RIG.agent.audit_log) as f, open(RIG.agent.stderr_path) as g:
         text = f.read() + g.read()
     check("Y2Fyb2w6cHc=" not in text, "the client's proxy credentials were logged")
@@ -261,7 +273,7 @@ def client_proxy_credentials_are_kept():
 
 @test
 def tunnel_sni_must_match_the_connect_host():
-    before, cbefore = len(proxy_log()), conn_count()
+    cbefore, sbefore = conn_count(), len(RIG.read_jsonl(RIG.sni_logs["good"]))
     res = raw("CONNECT api.openai.com:443 HTTP/1.1\\r\\nHost: api.openai.com:443\\r\\n\\r\\n",
               "--hello", "example.org")
     check(res["status"] == 200, "CONNECT to a watched host not answered: %s" % res)
@@ -270,7 +282,8 @@ def tunnel_sni_must_match_the_connect_host():
     evs = RIG.agent.wait_events(lambda e: e.get("reason") == "tunnel_sni_mismatch", kind="connection")
     check(evs and evs[-1]["uid"] == lib.NOBODY and evs[-1]["action"] == "block" and
           "example.org" in evs[-1]["error"], "mismatch not audited: %s" % RIG.agent.events("connection")[cbefore:])
-    check(len(proxy_log()) == before, "the proxy was contacted: %s" % proxy_log()[before:])
+    time.sleep(0.3)
+    check(len(RIG.read_jsonl(RIG.sni_logs["good"])) == sbefore, "a ClientHello reached the provider")
     # No SNI at all, and not TLS at all: refused the same way.
     res = raw("CONNECT api.openai.com:443 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n", "--data", "GET / HTTP/1.1\r\n\r\n")
     check(res["closed"], "plain bytes in a watched tunnel were not refused: %s" % res)
@@ -360,14 +373,16 @@ def one_request_per_forwarded_connection():
     check(all("CONNECT" not in d for d in PLAIN_LOG), "the pipelined CONNECT went through: %s" % PLAIN_LOG)
     check([r["method"] for r in proxy_log()[before:]] == ["GET"], "proxy saw %s" % proxy_log()[before:])
     # The authenticating proxy keeps a 407 connection open for a retry; the
-    # retry (here: authorized, to a watched host) must not ride on it.
-    abefore = len(RIG.read_jsonl(AUTH_PROXY_LOG))
+    # retry on it (here: authorized, to a watched host) is read and decided
+    # like a first request, never relayed blind: with no ClientHello after
+    # it, it is refused.
+    cbefore = conn_count()
     res = raw("CONNECT notwatched.example:443 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"
               "CONNECT api.openai.com:443 HTTP/1.1\\r\\nHost: x\\r\\nProxy-Authorization: Basic Y2Fyb2w6cHc=\\r\\n\\r\\n",
-              proxy=AUTH_PROXY)
-    check(res["status"] == 407 and res["after"] == "auth pls\n" and res["closed"], "407 answer %s" % res)
-    seen = RIG.read_jsonl(AUTH_PROXY_LOG)[abefore:]
-    check([r["target"] for r in seen] == ["notwatched.example:443"], "the retry rode on the 407 connection: %s" % seen)
+              proxy=AUTH_PROXY, timeout=6)
+    check(res["status"] == 407 and res["after"].startswith("auth pls\nHTTP/1.1 200") and res["closed"],
+          "407 then the retry's answer: %s" % res)
+    check(refusals("tunnel_clienthello_timeout", cbefore), "the retry on the 407 connection was not classified")
 
 
 @test
