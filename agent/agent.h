@@ -81,8 +81,9 @@ int agent_connect_upstream(struct agent *ag, const struct vigil_origin *o, bool 
 int intercept_init(struct agent *ag, char *err, size_t errlen);
 void intercept_shutdown(struct agent *ag);
 
-/* Takes ownership of cfd: decrypts and proxies HTTP on its own thread.
- * Returns 0, or -errno (cfd untouched: caller falls back). */
+/* Takes ownership of cfd (and of info->tunnel_fd if have_tunnel_fd):
+ * decrypts and proxies HTTP on its own thread. Returns 0, or -errno (both
+ * untouched: caller falls back). */
 int intercept_start(struct agent *ag, int cfd, const struct conn_info *info);
 
 #endif

@@ -4,14 +4,16 @@
  * endpoints, keyed by (address, proxy port), and are kept current by one
  * targets.c resolver per port (a proxy's name resolves like an endpoint's).
  *
- * Bytes are only peeked until the decision: a connection forwarded to the
- * real proxy then carries the client's request exactly as sent. For a
- * tunnel the agent answers itself, the CONNECT head (and only it) is
- * consumed before the 200, so the ClientHello that follows is the first
- * byte the interceptor reads. Why the ClientHello must name the CONNECT
- * host: the decision to intercept was taken on that host; a client that
- * asks for api.openai.com and then says "example.org" in its SNI wants the
- * agent to pick the wrong branch, so it is refused, never relayed. */
+ * The client's head is only peeked until it is decided, then replayed to
+ * the real proxy exactly as sent (a CONNECT), or with "Connection: close"
+ * (plain HTTP, one request per connection). Nothing the client sends after
+ * it moves before the proxy answered and, for a tunnel, before its first
+ * flight was read here. Why a ClientHello in a tunnel to a watched host
+ * must name that host: the decision to intercept was taken on it; a client
+ * that asks for api.openai.com and then says "example.org" in its SNI wants
+ * the agent to pick the wrong branch, so it is refused, never relayed. And
+ * why a ClientHello naming a watched host is refused in a tunnel to any
+ * other name: behind a CDN that hosts both, the SNI is what routes. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
