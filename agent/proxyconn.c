@@ -32,7 +32,7 @@
 #include "sni.h"
 #include "targets.h"
 
-#define HEAD_MAX (16 * 1024)            /* a request to a proxy: request line and a few headers */
+#define HEAD_MAX (32 * 1024)            /* a request to a proxy (the default max_header_bytes) */
 #define HELLO_MAX (SNI_MAX_HELLO + 1024)
 
 struct proxy_port {
