@@ -21,6 +21,8 @@ struct inspector;
 struct policy_holder;
 struct budget_store;
 struct vault_store;
+struct proxyconn_set;
+struct audit_event;
 typedef struct ssl_ctx_st SSL_CTX;
 
 struct agent_stats {
@@ -45,6 +47,7 @@ struct agent {
 	struct policy_holder *policy;  /* NULL: no policy file, the default table decides */
 	struct budget_store *budgets;  /* token and request budgets (with a policy) */
 	struct vault_store *vaults;    /* reversible tokens per user and program */
+	struct proxyconn_set *proxies; /* addresses of the proxies: (NULL = none) */
 	atomic_bool reloading;         /* a policy reload is under way */
 	struct agent_stats stats;
 };
@@ -56,7 +59,21 @@ struct conn_info {
 	bool have_origin;
 	char sni[256];                 /* "" if none */
 	uint64_t t_start_ms;           /* monotonic */
+	/* A tunnel to a watched host that the client opened through its
+	 * explicit proxy (proxies:): the CONNECT target, the client's
+	 * Proxy-Authorization (never logged) to open another one through the
+	 * same proxy (origin) if the upstream must reconnect, and the tunnel
+	 * itself, already open: the interceptor's first upstream, which it
+	 * owns (closes) once started. Port 0 = none. */
+	char tunnel_host[256];
+	uint16_t tunnel_port;
+	char tunnel_auth[512];
+	bool have_tunnel_fd;
+	int tunnel_fd;
 };
+
+/* The identity and destination fields of an audit event (borrowed from info). */
+void conn_info_fill_event(const struct conn_info *info, struct audit_event *ev);
 
 /* Opens a socket to the connection's original destination that the connect
  * hook will not redirect (the agent's own upstream). Non-blocking if
@@ -68,8 +85,9 @@ int agent_connect_upstream(struct agent *ag, const struct vigil_origin *o, bool 
 int intercept_init(struct agent *ag, char *err, size_t errlen);
 void intercept_shutdown(struct agent *ag);
 
-/* Takes ownership of cfd: decrypts and proxies HTTP on its own thread.
- * Returns 0, or -errno (cfd untouched: caller falls back). */
+/* Takes ownership of cfd (and of info->tunnel_fd if have_tunnel_fd):
+ * decrypts and proxies HTTP on its own thread. Returns 0, or -errno (both
+ * untouched: caller falls back). */
 int intercept_start(struct agent *ag, int cfd, const struct conn_info *info);
 
 #endif

@@ -3,13 +3,17 @@
  * and every message carries file:line. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "config.h"
 #include "log.h"
+#include "proxyhead.h"
 #include "ytree.h"
 
 const char *const config_default_endpoints[] = {
@@ -51,6 +55,14 @@ void config_free(struct config *c)
 	free(c->passthrough);
 	free(c->target_ports);
 	free(c->target_addrs);
+	for (size_t i = 0; i < c->n_proxies; i++)
+		free(c->proxies[i].host);
+	free(c->proxies);
+	free(c->upstream_proxy.host);
+	if (c->upstream_proxy_auth) {
+		explicit_bzero(c->upstream_proxy_auth, strlen(c->upstream_proxy_auth));
+		free(c->upstream_proxy_auth);
+	}
 	free(c->policy);
 	free(c->audit_log);
 	free(c->spool_dir);
@@ -330,6 +342,117 @@ static int set_addrs(const char *file, const struct ynode *n, struct config *c, 
 	return 0;
 }
 
+/* HOST:PORT of a proxy: a name, an IPv4 address or [IPv6], and a port. */
+static int parse_hostport(const char *file, const struct ynode *n, struct config_hostport *hp,
+			  char *err, size_t errlen)
+{
+	char host[PROXYHEAD_HOST_MAX];
+	bool is_ip;
+
+	if (n->kind != YNODE_SCALAR ||
+	    proxyhead_authority(n->str, strlen(n->str), 0, host, &hp->port, &is_ip)) {
+		snprintf(err, errlen, "%s:%d: expected HOST:PORT such as proxy.corp.example:3128 "
+			 "or [::1]:3128", file, n->line);
+		return -EINVAL;
+	}
+	free(hp->host);
+	return (hp->host = strdup(host)) ? 0 : -ENOMEM;
+}
+
+static int set_proxies(const char *file, const struct ynode *n, struct config *c, char *err,
+		       size_t errlen)
+{
+	size_t cnt = n->kind == YNODE_SCALAR ? 1 : n->nkids;
+	struct config_hostport *v;
+
+	if (n->kind == YNODE_MAP || cnt > 64) {
+		snprintf(err, errlen, "%s:%d: expected a list of at most 64 HOST:PORT", file, n->line);
+		return -EINVAL;
+	}
+	if (!(v = calloc(cnt ? cnt : 1, sizeof(*v))))
+		return -ENOMEM;
+	for (size_t i = 0; i < cnt; i++) {
+		int ret = parse_hostport(file, n->kind == YNODE_SEQ ? n->kids[i] : n, &v[i], err, errlen);
+		if (ret) {
+			while (i)
+				free(v[--i].host);
+			free(v);
+			return ret;
+		}
+	}
+	for (size_t i = 0; i < c->n_proxies; i++)
+		free(c->proxies[i].host);
+	free(c->proxies);
+	c->proxies = v;
+	c->n_proxies = cnt;
+	return 0;
+}
+
+/* upstream_proxy_auth: a file holding "user:password" (one line), owned
+ * by whoever runs the agent and readable by nobody else: a credential the
+ * whole company's egress may trust must not be one `cat` away for every
+ * local user. Kept as the ready header value; the file text is wiped. */
+static int set_proxy_auth(const char *file, const struct ynode *n, struct config *c, char *err,
+			  size_t errlen)
+{
+	char buf[1024], *enc = NULL;
+	struct stat st;
+	ssize_t len;
+	int fd, ret = -EINVAL;
+
+	if (n->kind != YNODE_SCALAR || !n->str[0]) {
+		snprintf(err, errlen, "%s:%d: expected the path of a file holding user:password", file,
+			 n->line);
+		return -EINVAL;
+	}
+	if ((fd = open(n->str, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
+		snprintf(err, errlen, "%s:%d: cannot open %s: %s", file, n->line, n->str, strerror(errno));
+		return -errno;
+	}
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s:%d: %s is not a regular file", file, n->line, n->str);
+		goto out;
+	}
+	if (st.st_mode & 077) {
+		snprintf(err, errlen, "%s:%d: %s is accessible by group or others (mode %03o): "
+			 "chmod 600 it", file, n->line, n->str, (unsigned)(st.st_mode & 0777));
+		goto out;
+	}
+	len = read(fd, buf, sizeof(buf) - 1);
+	if (len < 0)
+		len = 0;
+	buf[len] = 0;
+	if ((size_t)len == sizeof(buf) - 1) {
+		snprintf(err, errlen, "%s:%d: %s is too long for user:password", file, n->line, n->str);
+		goto out;
+	}
+	len = (ssize_t)strcspn(buf, "\r\n");
+	buf[len] = 0;
+	for (ssize_t i = 0; i < len; i++)
+		if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f)
+			len = -1;
+	if (len <= 0 || !strchr(buf, ':') || buf[0] == ':') {
+		snprintf(err, errlen, "%s:%d: %s must hold one line user:password", file, n->line, n->str);
+		goto out;
+	}
+	if (!(enc = malloc(6 + 4 * ((size_t)len / 3 + 1) + 1))) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	memcpy(enc, "Basic ", 6);
+	EVP_EncodeBlock((unsigned char *)enc + 6, (unsigned char *)buf, (int)len);
+	if (c->upstream_proxy_auth) {
+		explicit_bzero(c->upstream_proxy_auth, strlen(c->upstream_proxy_auth));
+		free(c->upstream_proxy_auth);
+	}
+	c->upstream_proxy_auth = enc;
+	ret = 0;
+out:
+	explicit_bzero(buf, sizeof(buf));
+	close(fd);
+	return ret;
+}
+
 static int set_u32(const char *file, const struct ynode *n, unsigned long long min,
 		   unsigned long long max, uint32_t *dst, char *err, size_t errlen)
 {
@@ -508,7 +631,7 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 	struct ynode *root = NULL;
 	struct config *c;
 	const struct ynode *listen6 = NULL;
-	int ret;
+	int ret, auth_line = 0;
 
 	*out = NULL;
 	c = calloc(1, sizeof(*c));
@@ -569,7 +692,14 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 			ret = set_ports(path, v, c, err, errlen);
 		else if (!strcmp(k, "unwatched_sni"))
 			ret = set_unwatched(path, v, c, err, errlen);
-		else if (!strcmp(k, "policy"))
+		else if (!strcmp(k, "proxies"))
+			ret = set_proxies(path, v, c, err, errlen);
+		else if (!strcmp(k, "upstream_proxy"))
+			ret = parse_hostport(path, v, &c->upstream_proxy, err, errlen);
+		else if (!strcmp(k, "upstream_proxy_auth")) {
+			ret = set_proxy_auth(path, v, c, err, errlen);
+			auth_line = v->line;
+		} else if (!strcmp(k, "policy"))
 			ret = set_str(path, v, &c->policy, err, errlen);
 		else if (!strcmp(k, "audit_log"))
 			ret = set_str(path, v, &c->audit_log, err, errlen);
@@ -651,6 +781,11 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 	}
 	if (!c->ca_cert != !c->ca_key) {
 		snprintf(err, errlen, "%s: ca_cert and ca_key go together", path);
+		ret = -EINVAL;
+		goto err;
+	}
+	if (c->upstream_proxy_auth && !c->upstream_proxy.host) {
+		snprintf(err, errlen, "%s:%d: upstream_proxy_auth needs upstream_proxy", path, auth_line);
 		ret = -EINVAL;
 		goto err;
 	}

@@ -21,6 +21,12 @@ enum config_unwatched {
 	CONFIG_UNWATCHED_BLOCK = 2,       /* refuse with a TLS alert, audited */
 };
 
+/* A proxy address from the configuration: host normalised (see proxyhead.h). */
+struct config_hostport {
+	char *host;                    /* a DNS name or an address literal (IPv6 without brackets) */
+	uint16_t port;
+};
+
 struct config {
 	char *path;                    /* the file it came from */
 	struct sockaddr_in listen4;    /* listen: (IPv4) */
@@ -40,6 +46,12 @@ struct config {
 	uint16_t *target_ports;        /* ports redirected on target addresses (default 443, 80) */
 	size_t n_target_ports;
 	int unwatched_sni;             /* unwatched_sni: enum config_unwatched */
+	struct config_hostport *proxies;   /* proxies: explicit HTTP proxies the clients use */
+	size_t n_proxies;
+	struct config_hostport upstream_proxy;   /* upstream_proxy: agent's own egress (host NULL = direct) */
+	/* "Basic <base64>" from upstream_proxy_auth:, never logged; NULL = none.
+	 * Read at load (the agent may drop privileges later). */
+	char *upstream_proxy_auth;
 	char *policy;
 	char *audit_log;               /* NULL = none */
 	char *spool_dir;

@@ -33,11 +33,13 @@
 #include "certgen.h"
 #include "classify.h"
 #include "conn.h"
+#include "egress.h"
 #include "exchange.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
 #include "providers.h"
+#include "proxyconn.h"
 #include "sni.h"
 
 #define PIPE_SIZE (64 * 1024)
@@ -47,8 +49,15 @@
 
 /* ST_LINGER: refused, answer sent and write side shut; reading and
  * discarding what the client still sends, so that closing does not reset
- * the connection before the client has read the answer. */
-enum conn_state { ST_PEEK, ST_CONNECTING, ST_RELAY, ST_LINGER, ST_DEAD };
+ * the connection before the client has read the answer.
+ * A connection to an explicit proxy (proxyconn.c): ST_PROXY_HEAD, the
+ * client's request; ST_TUNNEL_REPLY, the real proxy's answer to the
+ * replayed CONNECT; ST_REFUSAL_BODY, the body of a refusal on its way
+ * back, before the next request; ST_TUNNEL_FIRST, the first flight in an
+ * open tunnel. ST_UPSTREAM_CONNECT: our CONNECT to upstream_proxy is sent
+ * (egress.c). */
+enum conn_state { ST_PEEK, ST_PROXY_HEAD, ST_CONNECTING, ST_UPSTREAM_CONNECT, ST_TUNNEL_REPLY,
+		  ST_REFUSAL_BODY, ST_TUNNEL_FIRST, ST_RELAY, ST_LINGER, ST_DEAD };
 
 struct conn;
 
@@ -62,6 +71,12 @@ struct dir {
 	size_t in_pipe;
 	bool src_eof, shut;
 	uint64_t bytes;
+	/* A direction that carries only `left` more bytes (one request or one
+	 * refusal forwarded for an explicit proxy's client); no_shut: at its
+	 * end, stop reading without a FIN (a proxy may take a half-close for
+	 * an abort). */
+	bool limited, no_shut;
+	uint64_t left;
 };
 
 struct conn {
@@ -77,6 +92,9 @@ struct conn {
 	int status;                    /* HTTP status answered to a refused plain-HTTP client */
 	char method[16], path[256];    /* plain HTTP: the request line, query removed */
 	size_t lingered;
+	bool via_proxy;                /* upstream through upstream_proxy (egress.c) */
+	bool forward;                  /* replay fwd's head to the client's real proxy */
+	struct proxyconn_fwd fwd;
 	struct conn *next, *prev;
 };
 
@@ -148,6 +166,7 @@ static void conn_close(struct conn *c, const char *error)
 		c->error = error;
 	if (!c->audited)
 		emit_connection_event(c);
+	explicit_bzero(c->info.tunnel_auth, sizeof(c->info.tunnel_auth));
 	loop_del(c->ag->loop, &c->cw.w);
 	loop_del(c->ag->loop, &c->uw.w);
 	if (c->cw.w.fd >= 0)
@@ -182,11 +201,20 @@ static int pump(struct conn *c, struct dir *d, int src, int dst)
 				return -1;
 			}
 		}
+		if (d->limited && !d->left && !d->src_eof) {
+			d->src_eof = true;
+			progress = true;
+		}
 		if (!d->src_eof && d->in_pipe < PIPE_SIZE) {
-			ssize_t n = splice(src, NULL, d->pipe[1], NULL, PIPE_SIZE - d->in_pipe,
+			size_t want = PIPE_SIZE - d->in_pipe;
+			if (d->limited && want > d->left)
+				want = (size_t)d->left;
+			ssize_t n = splice(src, NULL, d->pipe[1], NULL, want,
 					   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 			if (n > 0) {
 				d->in_pipe += (size_t)n;
+				if (d->limited)
+					d->left -= (uint64_t)n;
 				progress = true;
 			} else if (n == 0) {
 				d->src_eof = true;
@@ -200,7 +228,8 @@ static int pump(struct conn *c, struct dir *d, int src, int dst)
 			}
 		}
 		if (d->src_eof && !d->in_pipe && !d->shut) {
-			shutdown(dst, SHUT_WR);
+			if (!d->no_shut)
+				shutdown(dst, SHUT_WR);
 			d->shut = true;
 		}
 		if (!progress)
@@ -230,81 +259,214 @@ static int make_pipe(struct dir *d)
 	return 0;
 }
 
+/* Returns 0, or -1 with the connection closed. */
+static int start_relay(struct conn *c)
+{
+	if ((c->up.pipe[0] < 0 && make_pipe(&c->up)) || (c->down.pipe[0] < 0 && make_pipe(&c->down))) {
+		conn_close(c, "out of pipes");
+		return -1;
+	}
+	c->state = ST_RELAY;
+	return 0;
+}
+
+static bool hand_to_interceptor(struct conn *c);
+static void proxy_step(struct conn *c, bool deadline_passed);
+
+/* The first flight in a tunnel the real proxy opened (proxyconn.c). */
+static void tunnel_first(struct conn *c, bool deadline_passed)
+{
+	const char *error = NULL;
+	switch (proxyconn_tunnel_first(c->ag, c->cw.w.fd, c->uw.w.fd, &c->info, deadline_passed, &error)) {
+	case PROXYCONN_MORE:
+		return;
+	case PROXYCONN_INTERCEPT: {
+		/* The tunnel becomes the interceptor's first upstream. */
+		int ufd = c->uw.w.fd;
+		loop_del(c->ag->loop, &c->uw.w);
+		c->uw.w.fd = -1;
+		c->info.tunnel_fd = ufd;
+		c->info.have_tunnel_fd = true;
+		if (!hand_to_interceptor(c)) {
+			close(ufd);
+			c->info.have_tunnel_fd = false;
+			conn_close(c, "cannot start interception for a proxy tunnel");
+		}
+		return;
+	}
+	case PROXYCONN_REFUSED:
+		c->audited = true;
+		conn_close(c, NULL);
+		return;
+	case PROXYCONN_GONE:
+		conn_close(c, error);
+		return;
+	default:
+		if (!start_relay(c))
+			relay(c);
+		return;
+	}
+}
+
+/* The client's head goes to its real proxy, connected now (or still
+ * connected after a refusal). */
+static void replay_to_proxy(struct conn *c)
+{
+	int sent = proxyconn_replay_head(c->cw.w.fd, c->uw.w.fd, &c->fwd);
+
+	if (sent < 0) {
+		conn_close(c, "cannot replay the request to the proxy");
+		return;
+	}
+	c->up.bytes += (uint64_t)sent;
+	if (c->fwd.tunnel) {
+		c->state = ST_TUNNEL_REPLY;
+		c->deadline_ms = loop_now_ms() + c->ag->cfg->upstream_timeout_ms;
+		return;
+	}
+	/* One plain-HTTP request: its body, then nothing more from the
+	 * client; the proxy closes after its answer (Connection: close). */
+	c->up.limited = c->up.no_shut = true;
+	c->up.left = c->fwd.body_len;
+	if (!start_relay(c))
+		relay(c);
+}
+
+/* A refusal's body on its way to the client; then the client may answer
+ * it (a 407 challenge) with a new request on this same connection, which
+ * is read and decided like the first: auth handshakes such as NTLM need
+ * the connection, and nothing on it passes unread. */
+static void refusal_body(struct conn *c)
+{
+	if (pump(c, &c->down, c->uw.w.fd, c->cw.w.fd)) {
+		conn_close(c, c->error);
+		return;
+	}
+	if (c->down.left || c->down.in_pipe)
+		return;
+	c->down.src_eof = c->down.shut = c->down.limited = c->down.no_shut = false;
+	c->forward = false;
+	c->state = ST_PROXY_HEAD;
+	c->deadline_ms = loop_now_ms() + c->ag->cfg->header_timeout_ms;
+	proxy_step(c, false);
+}
+
+/* The real proxy's answer to a replayed CONNECT, passed to the client. */
+static void tunnel_reply(struct conn *c)
+{
+	size_t passed = 0;
+	int64_t body = -1;
+	int status = proxyconn_pass_reply(c->uw.w.fd, c->cw.w.fd, &passed, &body);
+
+	if (status == 0)
+		return;
+	c->down.bytes += passed;
+	if (status < 0) {
+		conn_close(c, "the proxy's answer to CONNECT is malformed");
+		return;
+	}
+	if (status >= 200 && status < 300) {
+		c->state = ST_TUNNEL_FIRST;
+		c->deadline_ms = loop_now_ms() + c->ag->cfg->header_timeout_ms;
+		tunnel_first(c, false);
+		return;
+	}
+	if (body < 0) {
+		/* No length: the rest of the answer until the proxy closes,
+		 * and nothing more from the client. */
+		c->up.limited = c->up.no_shut = true;
+		c->up.left = 0;
+		if (!start_relay(c))
+			relay(c);
+		return;
+	}
+	c->down.limited = c->down.no_shut = true;
+	c->down.left = (uint64_t)body;
+	if (start_relay(c))
+		return;
+	c->state = ST_REFUSAL_BODY;
+	c->deadline_ms = loop_now_ms() + c->ag->cfg->idle_timeout_ms;
+	refusal_body(c);
+}
+
+/* Returns true once the upstream connect finished (false: wait, or closed). */
+static bool upstream_connected(struct conn *c, uint32_t events)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+		return false;
+	getsockopt(c->uw.w.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+	if (err) {
+		atomic_fetch_add(&c->ag->stats.upstream_fail, 1);
+		log_info("upstream %s:%u: %s", c->info.id.dst_ip, c->info.id.dst_port, strerror(err));
+		conn_close(c, "upstream connect failed");
+		return false;
+	}
+	return true;
+}
+
 static void upstream_event(struct loop_watch *w, uint32_t events)
 {
 	struct conn *c = ((struct side_watch *)w)->c;
-	if (c->state == ST_DEAD)
+
+	switch (c->state) {
+	case ST_CONNECTING:
+		if (!upstream_connected(c, events))
+			return;
+		if (c->forward) {
+			replay_to_proxy(c);
+		} else if (c->via_proxy) {
+			if (egress_passthrough_connect(c->ag, w->fd, &c->info)) {
+				conn_close(c, "upstream proxy CONNECT failed");
+				return;
+			}
+			c->state = ST_UPSTREAM_CONNECT;
+		} else if (!start_relay(c)) {
+			relay(c);
+		}
 		return;
-	if (c->state == ST_CONNECTING) {
-		int err = 0;
-		socklen_t len = sizeof(err);
-		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+	case ST_TUNNEL_REPLY:
+		tunnel_reply(c);
+		return;
+	case ST_REFUSAL_BODY:
+		refusal_body(c);
+		return;
+	case ST_TUNNEL_FIRST:
+		tunnel_first(c, false);
+		return;
+	case ST_UPSTREAM_CONNECT: {
+		int status = egress_passthrough_reply(w->fd);
+		if (status == 0)
 			return;
-		getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-		if (err) {
+		if (status < 200 || status > 299) {
 			atomic_fetch_add(&c->ag->stats.upstream_fail, 1);
-			log_info("upstream %s:%u: %s", c->info.id.dst_ip, c->info.id.dst_port, strerror(err));
-			conn_close(c, "upstream connect failed");
+			log_info("upstream proxy CONNECT %s:%u: %s %d", c->info.id.dst_ip, c->info.id.dst_port,
+				 status < 0 ? "failed" : "answered", status < 0 ? -status : status);
+			conn_close(c, status < 0 ? "upstream proxy CONNECT failed" :
+						   "upstream proxy refused CONNECT");
 			return;
 		}
-		if (make_pipe(&c->up) || make_pipe(&c->down)) {
-			conn_close(c, "out of pipes");
-			return;
-		}
-		c->state = ST_RELAY;
+		if (!start_relay(c))
+			relay(c);
+		return;
 	}
-	relay(c);
+	case ST_RELAY:
+		relay(c);
+		return;
+	default:
+		return;   /* ST_PROXY_HEAD after a refusal: the client's turn */
+	}
 }
 
 static void client_event(struct loop_watch *w, uint32_t events);
-
-int agent_connect_upstream(struct agent *ag, const struct vigil_origin *o, bool nonblock)
-{
-	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-	struct sockaddr_storage ss;
-	socklen_t sslen;
-	int fd, ret;
-
-	memset(&ss, 0, sizeof(ss));
-	if (!memcmp(o->orig_addr, mapped, 12)) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-		sin->sin_family = AF_INET;
-		memcpy(&sin->sin_addr, o->orig_addr + 12, 4);
-		sin->sin_port = htons(o->orig_port);
-		sslen = sizeof(*sin);
-	} else {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-		sin6->sin6_family = AF_INET6;
-		memcpy(&sin6->sin6_addr, o->orig_addr, 16);
-		sin6->sin6_port = htons(o->orig_port);
-		sslen = sizeof(*sin6);
-	}
-	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
-	if (fd < 0)
-		return -errno;
-	/* The agent's own socket must never be redirected back to itself. */
-	if ((ret = capture_bypass_add(ag->cap, fd))) {
-		close(fd);
-		return ret;
-	}
-	int one = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	ret = connect(fd, (struct sockaddr *)&ss, sslen);
-	if (ret && errno != EINPROGRESS) {
-		ret = -errno;
-		capture_bypass_del(ag->cap, fd);
-		close(fd);
-		return ret;
-	}
-	capture_bypass_del(ag->cap, fd);
-	return fd;
-}
 
 static void start_passthrough(struct conn *c)
 {
 	int fd;
 	atomic_fetch_add(&c->ag->stats.passthrough, 1);
-	fd = agent_connect_upstream(c->ag, &c->info.origin, true);
+	fd = egress_passthrough_open(c->ag, &c->info, c->state == ST_PROXY_HEAD, &c->via_proxy);
 	if (fd < 0) {
 		log_info("upstream %s:%u: %s", c->info.id.dst_ip, c->info.id.dst_port, strerror(-fd));
 		atomic_fetch_add(&c->ag->stats.upstream_fail, 1);
@@ -320,6 +482,32 @@ static void start_passthrough(struct conn *c)
 	}
 	/* From now on client readiness drives the relay. */
 	loop_mod(c->ag->loop, &c->cw.w, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
+}
+
+/* Hands the client socket to the interceptor. Returns false (socket still
+ * ours, back on the loop) if it could not start. */
+static bool hand_to_interceptor(struct conn *c)
+{
+	struct agent *ag = c->ag;
+	int cfd = c->cw.w.fd;
+
+	loop_del(ag->loop, &c->cw.w);
+	if (intercept_start(ag, cfd, &c->info) == 0) {
+		atomic_fetch_add(&ag->stats.intercepted, 1);
+		/* The interceptor owns the socket and audits the exchange now. */
+		c->cw.w.fd = -1;
+		c->state = ST_DEAD;
+		dir_close(&c->up);
+		dir_close(&c->down);
+		explicit_bzero(c->info.tunnel_auth, sizeof(c->info.tunnel_auth));
+		conn_unlink(c);
+		c->next = dead_conns;
+		dead_conns = c;
+		atomic_fetch_sub(&ag->stats.active, 1);
+		return true;
+	}
+	loop_add(ag->loop, &c->cw.w, EPOLLIN | EPOLLRDHUP | EPOLLET);
+	return false;
 }
 
 /* Reads and drops what the client sent. Returns true at EOF or error. */
@@ -406,10 +594,7 @@ static void refuse(struct conn *c, enum reason why, bool tls, int http_status)
  * audit-only agent) and the connection is relayed as before. */
 static void intercept(struct conn *c)
 {
-	struct agent *ag = c->ag;
-	int cfd = c->cw.w.fd;
-
-	if (!ag->certgen) {
+	if (!c->ag->certgen) {
 		start_passthrough(c);
 		return;
 	}
@@ -421,19 +606,8 @@ static void intercept(struct conn *c)
 		refuse(c, REASON_CLIENTHELLO_INVALID, true, 0);
 		return;
 	}
-	loop_del(ag->loop, &c->cw.w);
-	if (intercept_start(ag, cfd, &c->info) == 0) {
-		atomic_fetch_add(&ag->stats.intercepted, 1);
-		/* The interceptor owns the socket and audits the exchange now. */
-		c->cw.w.fd = -1;
-		c->state = ST_DEAD;
-		conn_unlink(c);
-		c->next = dead_conns;
-		dead_conns = c;
-		atomic_fetch_sub(&ag->stats.active, 1);
+	if (hand_to_interceptor(c))
 		return;
-	}
-	loop_add(ag->loop, &c->cw.w, EPOLLIN | EPOLLRDHUP | EPOLLET);
 	/* Relaying a watched connection uninspected is what this agent exists
 	 * to prevent: refuse it, the client retries. */
 	refuse(c, REASON_INTERCEPT_UNAVAILABLE, true, 0);
@@ -485,6 +659,31 @@ static void decide(struct conn *c, const struct classify_result *r)
 	}
 }
 
+/* A connection to an explicit proxy: the client's request to it. */
+static void proxy_step(struct conn *c, bool deadline_passed)
+{
+	const char *error = NULL;
+
+	switch (proxyconn_head(c->ag, c->cw.w.fd, &c->info, deadline_passed, &c->fwd, &error)) {
+	case PROXYCONN_MORE:
+		return;
+	case PROXYCONN_FORWARD:
+		c->forward = true;
+		if (c->uw.w.fd >= 0)
+			replay_to_proxy(c);   /* the same proxy connection, after a refusal */
+		else
+			start_passthrough(c);
+		return;
+	case PROXYCONN_REFUSED:
+		c->audited = true;
+		conn_close(c, NULL);
+		return;
+	default:
+		conn_close(c, error);
+		return;
+	}
+}
+
 static void try_peek(struct conn *c, bool deadline_passed)
 {
 	static uint8_t buf[PEEK_BUF];
@@ -520,9 +719,17 @@ static void client_event(struct loop_watch *w, uint32_t events)
 		try_peek(c, false);
 	else if (c->state == ST_LINGER)
 		linger_read(c);
+	else if (c->state == ST_PROXY_HEAD)
+		proxy_step(c, false);
+	else if (c->state == ST_TUNNEL_FIRST)
+		tunnel_first(c, false);
+	else if (c->state == ST_REFUSAL_BODY)
+		refusal_body(c);
 	else if (c->state == ST_RELAY)
 		relay(c);
-	else if (c->state == ST_CONNECTING && (events & (EPOLLERR | EPOLLHUP)) &&
+	else if ((c->state == ST_CONNECTING || c->state == ST_UPSTREAM_CONNECT ||
+		  c->state == ST_TUNNEL_REPLY) &&
+		 (events & (EPOLLERR | EPOLLHUP)) &&
 		 !(events & EPOLLIN))
 		conn_close(c, "client reset while connecting upstream");
 }
@@ -569,13 +776,17 @@ static void accept_one(struct agent *ag, int fd)
 	}
 	c->info.have_origin = true;
 	identity_from_origin(&c->info.id, &c->info.origin);
-	c->state = ST_PEEK;
-	c->deadline_ms = c->info.t_start_ms + ag->cfg->clienthello_timeout_ms;
+	c->state = proxyconn_is_proxy(ag, &c->info.origin) ? ST_PROXY_HEAD : ST_PEEK;
+	c->deadline_ms = c->info.t_start_ms + (c->state == ST_PEEK ? ag->cfg->clienthello_timeout_ms
+								     : ag->cfg->header_timeout_ms);
 	if (loop_add(ag->loop, &c->cw.w, EPOLLIN | EPOLLRDHUP | EPOLLET)) {
 		conn_close(c, "epoll failed");
 		return;
 	}
-	try_peek(c, false);
+	if (c->state == ST_PROXY_HEAD)
+		proxy_step(c, false);
+	else
+		try_peek(c, false);
 }
 
 static void listener_event(struct loop_watch *w, uint32_t events)
@@ -623,8 +834,21 @@ void conn_tick(struct agent *ag, uint64_t now)
 		case ST_PEEK:
 			try_peek(c, true);
 			break;
+		case ST_PROXY_HEAD:
+			proxy_step(c, true);
+			break;
 		case ST_CONNECTING:
 			conn_close(c, "upstream connect timed out");
+			break;
+		case ST_UPSTREAM_CONNECT:
+		case ST_TUNNEL_REPLY:
+			conn_close(c, "upstream proxy CONNECT timed out");
+			break;
+		case ST_REFUSAL_BODY:
+			conn_close(c, "idle timeout");
+			break;
+		case ST_TUNNEL_FIRST:
+			tunnel_first(c, true);
 			break;
 		case ST_RELAY:
 			conn_close(c, "idle timeout");

@@ -474,6 +474,31 @@ bool http_head_may_be_complete(const char *buf, size_t len, size_t from)
 
 /* ---- requests -------------------------------------------------------- */
 
+/* A target only a forward proxy accepts: authority-form (host chars only)
+ * for CONNECT and for nothing else; absolute-form ("scheme://", scheme =
+ * ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )) for every other method. The
+ * caller extracts and validates the authority itself. */
+static bool proxy_target_ok(const char *m, size_t mlen, const unsigned char *t,
+			    const unsigned char *e)
+{
+	if (mlen == 7 && !memcmp(m, "CONNECT", 7)) {
+		for (const unsigned char *q = t; q < e; q++)
+			if (!(cls[*q] & C_HOST))
+				return false;
+		return true;
+	}
+	if (!((*t | 0x20) >= 'a' && (*t | 0x20) <= 'z'))
+		return false;
+	for (const unsigned char *q = t + 1; q + 2 < e; q++) {
+		if (*q == ':')
+			return q[1] == '/' && q[2] == '/';
+		bool alpha = (*q | 0x20) >= 'a' && (*q | 0x20) <= 'z';
+		if (!alpha && !(*q >= '0' && *q <= '9') && *q != '+' && *q != '-' && *q != '.')
+			return false;
+	}
+	return false;
+}
+
 static int parse_request(const char *buf, size_t len, const struct http_limits *lim,
 			 struct http_request *req)
 {
@@ -521,8 +546,10 @@ static int parse_request(const char *buf, size_t len, const struct http_limits *
 	if (*p != ' ' || p == t)
 		return E_BAD;
 	/* Origin-form or "*" only: an absolute-form URI could name another
-	 * authority than Host, and we route and audit by Host/SNI. */
-	if (!(*t == '/' || (p - t == 1 && *t == '*')))
+	 * authority than Host, and we route and audit by Host/SNI. A forward
+	 * proxy's client (proxy_forms) names the authority in the target. */
+	if (!(*t == '/' || (p - t == 1 && *t == '*')) &&
+	    !(lim->proxy_forms && proxy_target_ok(req->method, req->method_len, t, p)))
 		return E_BAD;
 	req->target = (const char *)t;
 	req->target_len = (size_t)(p - t);

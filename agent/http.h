@@ -32,6 +32,9 @@ struct http_limits {
 	size_t max_head_bytes;     /* whole head incl. final CRLF; 0 = 32768 */
 	unsigned max_headers;      /* header lines; 0 = 100, capped at HTTP_MAX_HEADERS */
 	uint64_t max_body_bytes;   /* declared Content-Length bound; 0 = unlimited */
+	bool proxy_forms;          /* also accept what a forward proxy receives (RFC 9112
+	                            * 3.2.2-3): authority-form for CONNECT, absolute-form
+	                            * ("scheme://...") otherwise; origin-form still parses */
 };
 
 /* Points into the caller's buffer (borrowed). Value has OWS trimmed. */
@@ -52,7 +55,8 @@ enum http_body {
 struct http_request {
 	const char *method;
 	size_t method_len;
-	const char *target;        /* origin-form ("/...") or "*" */
+	const char *target;        /* origin-form ("/...") or "*"; with proxy_forms also
+	                            * authority-form (CONNECT) or absolute-form */
 	size_t target_len;
 	int minor;                 /* HTTP/1.<minor>: 0 or 1 */
 	struct http_header headers[HTTP_MAX_HEADERS];
@@ -85,7 +89,8 @@ struct http_response {
  * Content-Length above max_body_bytes, -501 unsupported transfer coding,
  * -505 version other than 1.0/1.1. lim may be NULL (defaults). Leading
  * empty lines (CRLF) before the request line are skipped and counted in
- * the returned length. Only origin-form targets and "*" are accepted. */
+ * the returned length. Only origin-form targets and "*" are accepted,
+ * unless lim->proxy_forms. */
 int http_parse_request(const char *buf, size_t len, const struct http_limits *lim,
 		       struct http_request *req);
 

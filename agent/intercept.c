@@ -25,6 +25,7 @@
 #include "agent.h"
 #include "audit.h"
 #include "certgen.h"
+#include "egress.h"
 #include "exchange.h"
 #include "http.h"
 #include "log.h"
@@ -138,6 +139,7 @@ struct upstream {
 	SSL *ssl;
 	uint8_t addr[16];
 	uint16_t port;
+	uint16_t tunnel_port;      /* CONNECT port through the client's proxy (0 = none) */
 	char sni[256];
 	uint64_t idle_since;
 };
@@ -166,7 +168,8 @@ static bool upstream_alive(const struct upstream *u)
 	return poll(&p, 1, 0) == 0;
 }
 
-static bool pool_take(const struct vigil_origin *o, const char *sni, struct upstream *out)
+static bool pool_take(const struct vigil_origin *o, const char *sni, uint16_t tunnel_port,
+		      struct upstream *out)
 {
 	bool found = false;
 	uint64_t now = loop_now_ms();
@@ -174,7 +177,7 @@ static bool pool_take(const struct vigil_origin *o, const char *sni, struct upst
 	for (int i = pool_n - 1; i >= 0; i--) {
 		struct upstream *u = &pool[i];
 		bool match = !memcmp(u->addr, o->orig_addr, 16) && u->port == o->orig_port &&
-			     !strcmp(u->sni, sni);
+			     u->tunnel_port == tunnel_port && !strcmp(u->sni, sni);
 		bool stale = now - u->idle_since > POOL_IDLE_MS;
 		if (!match && !stale)
 			continue;
@@ -197,7 +200,7 @@ static void pool_put(struct upstream *u)
 	pthread_mutex_lock(&pool_lock);
 	for (int i = 0; i < pool_n; i++)
 		if (!memcmp(pool[i].addr, u->addr, 16) && pool[i].port == u->port &&
-		    !strcmp(pool[i].sni, u->sni))
+		    pool[i].tunnel_port == u->tunnel_port && !strcmp(pool[i].sni, u->sni))
 			same++;
 	if (pool_n < POOL_MAX && same < POOL_PER_KEY) {
 		u->idle_since = loop_now_ms();
@@ -249,7 +252,7 @@ static int grow(char **buf, size_t *cap, size_t need, size_t limit)
 	return 0;
 }
 
-static void fill_identity(struct audit_event *ev, const struct conn_info *info)
+void conn_info_fill_event(const struct conn_info *info, struct audit_event *ev)
 {
 	const struct identity *id = &info->id;
 	ev->user = id->user[0] ? id->user : NULL;
@@ -425,28 +428,37 @@ static int upstream_connect(struct ic *ic, struct exchange *ex)
 {
 	const struct config *cfg = ic->ag->cfg;
 	uint64_t deadline = loop_now_ms() + cfg->upstream_timeout_ms;
-	int fd, ret, err = 0;
-	socklen_t elen = sizeof(err);
+	struct egress_route route;
+	int fd, ret;
 
-	if (pool_take(&ic->info.origin, ic->info.sni, &ic->up)) {
+	if (pool_take(&ic->info.origin, ic->info.sni, ic->info.tunnel_port, &ic->up)) {
 		ex->upstream_reused = true;
 		return 0;
 	}
-	fd = agent_connect_upstream(ic->ag, &ic->info.origin, true);
-	if (fd < 0) {
-		ex->error = "upstream connect failed";
-		return fd;
+	if (ic->info.have_tunnel_fd) {
+		/* The client's own tunnel through its proxy, opened before the
+		 * hand-over: the first upstream, used once. */
+		fd = ic->info.tunnel_fd;
+		ic->info.have_tunnel_fd = false;
+	} else {
+		if ((ret = egress_route_for(ic->ag, &ic->info, &route, ex->error_buf,
+					    sizeof(ex->error_buf)))) {
+			ex->error = ex->error_buf;
+			ex->reason = "upstream_unreachable";
+			return ret;
+		}
+		fd = egress_open(ic->ag, &route, deadline, &ex->reason, ex->error_buf,
+				 sizeof(ex->error_buf));
+		if (fd < 0) {
+			ex->error = ex->error_buf;
+			return fd;
+		}
 	}
 	ic->up.fd = fd;
 	memcpy(ic->up.addr, ic->info.origin.orig_addr, 16);
 	ic->up.port = ic->info.origin.orig_port;
+	ic->up.tunnel_port = ic->info.tunnel_port;
 	snprintf(ic->up.sni, sizeof(ic->up.sni), "%s", ic->info.sni);
-	if ((ret = wait_fd(fd, POLLOUT, deadline)) ||
-	    (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen), err)) {
-		ex->error = ret == -ETIMEDOUT ? "upstream connect timed out" : "upstream connect refused";
-		upstream_close(&ic->up);
-		return ret ? ret : -err;
-	}
 	ic->up.ssl = tls_upstream_new(ic->ag->upstream_ctx, fd, ic->info.sni);
 	if (!ic->up.ssl) {
 		ex->error = "upstream TLS setup failed";
@@ -794,7 +806,7 @@ static void emit_request_event(struct ic *ic, struct exchange *ex)
 {
 	struct audit_event ev;
 	audit_event_init(&ev, "request");
-	fill_identity(&ev, &ic->info);
+	conn_info_fill_event(&ic->info, &ev);
 	exchange_fill_event(ex, &ev);
 	audit_emit(ic->ag->audit, &ev);
 	metrics_count_action(ic->ag, ev.action);
@@ -840,7 +852,7 @@ static void serve(struct ic *ic)
 		 * its provider's key): audit it so IT can add a passthrough entry. */
 		struct audit_event ev;
 		audit_event_init(&ev, "connection");
-		fill_identity(&ev, &ic->info);
+		conn_info_fill_event(&ic->info, &ev);
 		ev.action = "intercept";
 		ev.reason = ret == -ETIMEDOUT ? "client_handshake_timeout" : "client_rejected_interception";
 		ev.error = ret == -ETIMEDOUT ? "client TLS handshake timed out" :
@@ -905,7 +917,9 @@ static void serve(struct ic *ic)
 		memmove(ic->in, ic->in + consumed, ic->in_len - consumed);
 		ic->in_len -= consumed;
 	}
-	if (ic->up.ssl && ic->up_reusable)
+	/* A tunnel opened with this client's proxy credentials is not lent to
+	 * another client: the proxy would log its requests under this user. */
+	if (ic->up.ssl && ic->up_reusable && !ic->info.tunnel_auth[0])
 		pool_put(&ic->up);
 	else
 		upstream_close(&ic->up);
@@ -924,6 +938,9 @@ static void *ic_main(void *arg)
 	free(ic->rbuf);
 	free(ic->fwd);
 	exchange_conn_free(&ic->xc);
+	explicit_bzero(ic->info.tunnel_auth, sizeof(ic->info.tunnel_auth));
+	if (ic->info.have_tunnel_fd)
+		close(ic->info.tunnel_fd);
 	atomic_fetch_sub(&ic->ag->stats.active, 1);
 	free(ic);
 	OPENSSL_thread_stop();

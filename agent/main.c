@@ -25,10 +25,12 @@
 #include "capture.h"
 #include "conn.h"
 #include "dnsmsg.h"
+#include "egress.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
 #include "privs.h"
+#include "proxyconn.h"
 #include "targets.h"
 #include "vault.h"
 
@@ -121,6 +123,8 @@ static void drop_stale_targets(struct agent *ag)
 		}
 		for (size_t p = 0; p < ag->cfg->n_target_ports; p++)
 			port_ok |= ag->cfg->target_ports[p] == keys[i].port;
+		if (proxyconn_is_proxy_addr(ag, (struct sockaddr *)&ss, keys[i].port))
+			continue;
 		if (!port_ok || !targets_contains(ag->targets, (struct sockaddr *)&ss))
 			capture_target_del(ag->cap, (struct sockaddr *)&ss, keys[i].port);
 	}
@@ -502,6 +506,12 @@ int main(int argc, char **argv)
 			ret = 1;
 			goto out;
 		}
+	err[0] = 0;
+	if ((ret = proxyconn_init(&ag, err, sizeof(err))) || (ret = egress_init(&ag, err, sizeof(err)))) {
+		log_err("%s", err[0] ? err : strerror(-ret));
+		ret = 1;
+		goto out;
+	}
 	targets_set_domains(ag.targets, (const char *const *)ag.cfg->endpoints, ag.cfg->n_endpoints);
 	/* Resolve once before announcing readiness, so that the first
 	 * connection after "ready" is already captured. */
@@ -563,6 +573,8 @@ out:
 	if (ag.loop)
 		conn_close_all(&ag);
 	targets_free(ag.targets);
+	proxyconn_free(&ag);
+	egress_free();
 	capture_free(ag.cap);
 	intercept_shutdown(&ag);
 	if (lfd4 >= 0)

@@ -66,6 +66,11 @@ static bool same_addr(const struct sockaddr *a, const struct sockaddr *b)
 	return false;
 }
 
+bool targets_same_addr(const struct sockaddr *a, const struct sockaddr *b)
+{
+	return same_addr(a, b);
+}
+
 struct targets *targets_new(const struct targets_opts *o)
 {
 	struct targets *t = calloc(1, sizeof(*t));

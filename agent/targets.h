@@ -67,6 +67,9 @@ size_t targets_count(struct targets *t);
 /* True if addr is in the set now. */
 bool targets_contains(struct targets *t, const struct sockaddr *addr);
 
+/* Same family and address (ports ignored). */
+bool targets_same_addr(const struct sockaddr *a, const struct sockaddr *b);
+
 int targets_resolve_system(const char *name, struct sockaddr_storage *addrs, int max,
 			   uint32_t *ttl_s);
 

@@ -12,16 +12,19 @@
 //
 // Usage: node openai_chat.mjs --message TEXT [--stream] [--model M]
 //          [--count N [--gap-ms MS]] [--header "K: V" ...] [--api chat|responses] [--max-retries N]
-//          [--timeout-ms N] [--base-url URL] [--api-key K]
+//          [--timeout-ms N] [--base-url URL] [--api-key K] [--proxy-from-env]
+// --proxy-from-env: go through the explicit proxy in HTTPS_PROXY (CONNECT
+// tunnels, tests/clients/proxy_fetch.mjs); without it HTTPS_PROXY is ignored.
 // Prints ONE JSON line on stdout:
 //   {"content", "usage", "model", "calls", "contents"?, "chunks"?, "first_ms"?, "last_ms"?}
 // On failure: {"error": {"status", "type", "code", "message", "body"}} on stdout,
 // a readable line on stderr, exit 1 (2 for bad usage).
 import OpenAI from 'openai';
+import { proxyFetch } from './proxy_fetch.mjs';
 
 function parseArgs(argv) {
   const o = { message: null, stream: false, model: 'gpt-4o-mini', count: 1, gapMs: 20, headers: {}, api: 'chat',
-    maxRetries: 0, timeoutMs: 30000, baseURL: 'https://api.openai.com/v1', apiKey: 'sk-test' };
+    maxRetries: 0, timeoutMs: 30000, baseURL: 'https://api.openai.com/v1', apiKey: 'sk-test', proxyFromEnv: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -42,9 +45,11 @@ function parseArgs(argv) {
     else if (a === '--timeout-ms') o.timeoutMs = parseInt(val(), 10);
     else if (a === '--base-url') o.baseURL = val();
     else if (a === '--api-key') o.apiKey = val();
+    else if (a === '--proxy-from-env') o.proxyFromEnv = true;
     else usage(`unknown argument ${a}`);
   }
   if (o.message === null) usage('--message is required');
+  if (o.proxyFromEnv && !(process.env.HTTPS_PROXY || process.env.https_proxy)) usage('--proxy-from-env without HTTPS_PROXY');
   if (!(o.count >= 1)) usage('--count must be >= 1');
   if (o.api !== 'chat' && o.api !== 'responses') usage('--api is chat or responses');
   return o;
@@ -128,7 +133,8 @@ async function responsesOnce(client, o) {
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   const client = new OpenAI({ apiKey: o.apiKey, baseURL: o.baseURL, organization: null,
-    project: null, maxRetries: o.maxRetries, timeout: o.timeoutMs, defaultHeaders: o.headers });
+    project: null, maxRetries: o.maxRetries, timeout: o.timeoutMs, defaultHeaders: o.headers,
+    ...(o.proxyFromEnv ? { fetch: proxyFetch(process.env.HTTPS_PROXY || process.env.https_proxy) } : {}) });
   const once = o.api === 'chat' ? chatOnce : responsesOnce;
   const results = [];
   try {

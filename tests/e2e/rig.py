@@ -94,8 +94,8 @@ endpoints: [%s]
         body, _, code = p.stdout.rpartition("\n")
         return int(code or 0), body, p
 
-    def node(self, script, *args, uid=None):
-        env = {"NODE_EXTRA_CA_CERTS": self.ca}
+    def node(self, script, *args, uid=None, env=None):
+        env = dict(env or {}, NODE_EXTRA_CA_CERTS=self.ca)
         p = lib.run(["node", os.path.join(CLIENTS, script)] + list(args), cgroup=self.cg.path, hosts=self.hosts,
                     env=env, uid=uid, timeout=60)
         check(p.stdout.strip(), "%s printed nothing: %s" % (script, p.stderr[-600:]))

@@ -2,6 +2,7 @@
  * and a valid file yields exactly the values written in it. */
 #include <arpa/inet.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "check.h"
 #include "config.h"
@@ -221,4 +222,46 @@ TEST(vault_keys)
 	CHECK(fails_at("vault_ttl: soon\n", 1, "", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("agent_id: x\n\nvault_max_entries: 0\n", 3, "", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("vault_max_entries: lots\n", 1, "", err, sizeof(err)), "%s", err);
+}
+
+TEST(proxy_keys)
+{
+	struct config *c;
+	char err[512], text[512], auth[64];
+	snprintf(auth, sizeof(auth), "/tmp/vigil-test-proxy-auth-%d", (int)getpid());
+	FILE *f = fopen(auth, "w");
+	fputs("alice:pa:ss\n", f);
+	fclose(f);
+	chmod(auth, 0600);
+	snprintf(text, sizeof(text),
+		 "proxies: [Proxy.Corp.example:3128, \"10.0.0.8:8080\", \"[fd00::1]:3128\", squid:3128]\n"
+		 "upstream_proxy: egress.corp.example:3128\nupstream_proxy_auth: %s\n", auth);
+	int ret = load_text(text, &c, err, sizeof(err));
+	CHECK(ret == 0, "valid proxy keys refused: %s", err);
+	CHECK(c->n_proxies == 4 && !strcmp(c->proxies[0].host, "proxy.corp.example") && c->proxies[0].port == 3128 &&
+	      !strcmp(c->proxies[1].host, "10.0.0.8") && c->proxies[1].port == 8080 &&
+	      !strcmp(c->proxies[2].host, "fd00::1") && !strcmp(c->proxies[3].host, "squid"), "proxies");
+	CHECK(!strcmp(c->upstream_proxy.host, "egress.corp.example") && c->upstream_proxy.port == 3128, "upstream");
+	/* base64("alice:pa:ss") */
+	CHECK(c->upstream_proxy_auth && !strcmp(c->upstream_proxy_auth, "Basic YWxpY2U6cGE6c3M="), "auth %s",
+	      c->upstream_proxy_auth ? "(wrong)" : "(none)");
+	config_free(c);
+
+	chmod(auth, 0644);
+	snprintf(text, sizeof(text), "upstream_proxy: e.x:1\n\nupstream_proxy_auth: %s\n", auth);
+	CHECK(fails_at(text, 3, "chmod 600", err, sizeof(err)), "%s", err);
+	chmod(auth, 0600);
+	snprintf(text, sizeof(text), "listen: 127.0.0.1:1\nupstream_proxy_auth: %s\n", auth);
+	CHECK(fails_at(text, 2, "needs upstream_proxy", err, sizeof(err)), "%s", err);
+	f = fopen(auth, "w");
+	fputs("no-colon\n", f);
+	fclose(f);
+	snprintf(text, sizeof(text), "upstream_proxy: e.x:1\nupstream_proxy_auth: %s\n", auth);
+	CHECK(fails_at(text, 2, "user:password", err, sizeof(err)), "%s", err);
+	unlink(auth);
+	CHECK(fails_at(text, 2, "cannot open", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("proxies: [\"proxy:99999\"]\n", 1, "HOST:PORT", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("proxies:\n  - proxy:3128\n  - proxy\n", 3, "HOST:PORT", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("proxies: [\"pro xy:3128\"]\n", 1, "HOST:PORT", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("upstream_proxy: [a:1]\n", 1, "HOST:PORT", err, sizeof(err)), "%s", err);
 }

@@ -1,0 +1,1 @@
+test_config_DEPS := agent/proxyhead.c agent/http.c

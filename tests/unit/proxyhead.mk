@@ -1,0 +1,1 @@
+test_proxyhead_DEPS := agent/http.c
