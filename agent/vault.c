@@ -141,9 +141,17 @@ static uint64_t vault_now(const struct vault *v)
 	return v->store ? v->store->clock() : 0;
 }
 
+/* now may be older than a use another thread recorded after now was read
+ * (sweep and get read the clock before taking their locks): that value is
+ * fresh, not 2^64 milliseconds old. */
+static bool idle_for(uint64_t now, uint64_t used_ms, uint64_t ttl_ms)
+{
+	return now > used_ms && now - used_ms >= ttl_ms;
+}
+
 static bool expired(const struct vault *v, const struct vault_entry *e, uint64_t now)
 {
-	return v->store && now - e->used_ms >= v->store->ttl_ms;
+	return v->store && idle_for(now, e->used_ms, v->store->ttl_ms);
 }
 
 size_t vault_count(struct vault *v)
@@ -390,7 +398,7 @@ size_t vault_store_sweep(struct vault_store *vs)
 				entry_drop(v, i);
 				wiped++;
 			}
-		bool idle = v->n == 0 && v->refs == 1 && now - v->used_ms >= vs->ttl_ms;
+		bool idle = v->n == 0 && v->refs == 1 && idle_for(now, v->used_ms, vs->ttl_ms);
 		pthread_mutex_unlock(&v->lock);
 		if (idle)
 			store_drop(vs, l);
