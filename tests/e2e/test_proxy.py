@@ -437,7 +437,8 @@ def upstream_proxy_with_credentials():
     start_proxy("%s:3129" % UP_PROXY, log, require_auth="vigil:s3cret-pass")
     rig2 = rigmod.Rig("upproxy", {"api.openai.com": UP_GOOD, "other.example": UP_GOOD}, {"good": (UP_GOOD, "good", 0)},
                       endpoints=["api.openai.com"],
-                      agent_extra="upstream_proxy: %s:3129\nupstream_proxy_auth: %s\n" % (UP_PROXY, auth))
+                      agent_extra="upstream_proxy: %s:3129\nupstream_proxy_auth: %s\n"
+                      "unwatched_sni: passthrough\n" % (UP_PROXY, auth))
     rig2.agent.start()
     code, body, p = rig2.curl("https://api.openai.com/v1/chat/completions", CHAT)
     check(code == 200, "status %s %s %s" % (code, body[:200], p.stderr[-200:]))
@@ -471,7 +472,8 @@ def upstream_proxy_refusal_is_a_provider_shaped_502():
     start_proxy("127.12.1.4:3130", log, require_auth="someone:else")
     rig3 = rigmod.Rig("upproxy407", {"api.openai.com": "127.12.1.5", "other.example": "127.12.1.5"},
                       {"good": ("127.12.1.5", "good", 0)},
-                      endpoints=["api.openai.com"], agent_extra="upstream_proxy: 127.12.1.4:3130\n")
+                      endpoints=["api.openai.com"],
+                      agent_extra="upstream_proxy: 127.12.1.4:3130\nunwatched_sni: passthrough\n")
     rig3.agent.start()
     code, body, p = rig3.curl("https://api.openai.com/v1/chat/completions", CHAT)
     check(code == 502, "status %s %s" % (code, body[:200]))
