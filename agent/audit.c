@@ -571,5 +571,6 @@ void audit_get_stats(struct audit *a, struct audit_stats *st)
 		st->wire_bytes = sh.bytes_sent;
 		st->raw_bytes = sh.raw_bytes;
 		st->collector_connected = sh.connected;
+		st->shipping_halted = sh.halted;
 	}
 }

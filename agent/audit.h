@@ -92,6 +92,7 @@ struct audit_stats {
 	uint64_t gap_events;        /* gap events this process recorded */
 	uint64_t shipped_events, shipped_batches, rejected_batches, wire_bytes, raw_bytes;
 	bool collector_connected;
+	bool shipping_halted;       /* the collector refuses this agent (see ship.h) */
 };
 void audit_get_stats(struct audit *a, struct audit_stats *st);
 

@@ -353,7 +353,8 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
 		pl++;
 	memcpy(ex->path, req->target, pl);
 	ex->path[pl] = 0;
-	ex->bytes_up += len;
+	/* bytes_up is the driver's count of the request as received (head
+	 * and body): adding the body here counted it twice. */
 
 	if (!(scratch = conn_scratch(ex))) {
 		block(ex, 503, "inspection_unavailable", "default:fail_closed",

@@ -392,6 +392,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		return 2;
 	}
+	if (config_resolve_identity(ag.cfg, err, sizeof(err))) {
+		fprintf(stderr, "%s\n", err);
+		config_free(ag.cfg);
+		return 2;
+	}
 	if (check) {
 		/* The policy is part of what the agent would run with. */
 		if (ag.cfg->policy) {

@@ -80,6 +80,10 @@ size_t metrics_render(struct agent *ag, char *out, size_t outlen)
 	EMIT("# HELP vigil_agent_dropped_events_total Events dropped from a full spool (recorded as gaps).\n"
 	     "# TYPE vigil_agent_dropped_events_total counter\nvigil_agent_dropped_events_total %llu\n",
 	     (unsigned long long)st.spool_dropped);
+	EMIT("# HELP vigil_agent_shipping_halted 1 if the collector refuses this agent's identity or key "
+	     "(shipping stopped, spool kept).\n"
+	     "# TYPE vigil_agent_shipping_halted gauge\nvigil_agent_shipping_halted %d\n",
+	     st.shipping_halted ? 1 : 0);
 	EMIT("# HELP vigil_agent_collector_connected 1 if connected to the collector.\n"
 	     "# TYPE vigil_agent_collector_connected gauge\nvigil_agent_collector_connected %d\n",
 	     st.collector_connected ? 1 : 0);
