@@ -48,7 +48,8 @@ def raw(ca, host, payload_hex):
     ctx = ssl.create_default_context(cafile=ca)
     s = socket.create_connection((host, 443), timeout=10)
     t = ctx.wrap_socket(s, server_hostname=host)
-    t.sendall(bytes.fromhex(payload_hex))
+    # "-": the hex comes on stdin (a large body does not fit in argv)
+    t.sendall(bytes.fromhex(sys.stdin.read().strip() if payload_hex == "-" else payload_hex))
     reply = b""
     try:
         while True:

@@ -1,0 +1,148 @@
+"""End-to-end: audit that survives faults on the workstation itself, and an
+agent whose identity cannot silently disagree with its certificate.
+
+The real agent (BPF redirect into a scratch cgroup, TLS interception of a
+fake provider) ships to the real vigil-collector over mutual TLS. Faults:
+kill -9 while a streamed answer flows (both fail modes), a spool on a tiny
+tmpfs that fills, clients that buffer huge bodies and stall; and
+configuration slips: an agent_id that is not the enrolled one, an agent
+revoked at the collector.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lib  # noqa: E402
+from lib import check, test  # noqa: E402
+import rig as rigmod  # noqa: E402
+from colrig import COLLECTOR, Collector, produce, seqs_report, chain_ok  # noqa: E402
+
+GOOD = "127.31.0.2"
+COL_HOST = "127.31.0.3"
+RIG = rigmod.Rig("durable", {"api.openai.com": GOOD}, {"good": (GOOD, "good", 0)},
+                 endpoints=["api.openai.com"])
+TOOLS = os.path.join(RIG.tmp, "hostile_tools.py")
+shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "hostile_tools.py"), TOOLS)
+os.chmod(TOOLS, 0o755)
+
+
+def collector_block(col, enrolled):
+    return ("ship_interval: 100ms\nspool_fsync: batch\ncollector:\n  address: %s:%d\n  ca: %s/ca.crt\n"
+            "  cert: %s/agent.crt\n  key: %s/agent.key\n" % (col.host, col.port, enrolled, enrolled, enrolled))
+
+
+def new_collector(tag):
+    tmp = tempfile.mkdtemp(prefix="vigil-durable-%s-" % tag)
+    os.chmod(tmp, 0o755)
+    lib.at_cleanup(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    return tmp, Collector(tmp, host=COL_HOST)
+
+
+def stored(col, agent_id, pred, timeout):
+    deadline = time.time() + timeout
+    while True:
+        evs = [e for e in col.events() if e.get("agent_id") == agent_id]
+        if pred(evs) or time.time() > deadline:
+            return evs
+        time.sleep(0.3)
+
+
+@test
+def bytes_up_counts_the_request_once():
+    RIG.agent.start() if RIG.agent.proc is None else None
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * (1 << 20)}]})
+    payload = ("POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nAuthorization: Bearer sk-test\r\n"
+               "Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+               % (len(body), body)).encode()
+    p = lib.run([rigmod.PY, TOOLS, "raw", RIG.ca, "api.openai.com", "-"], cgroup=RIG.cg.path,
+                uid=lib.NOBODY, hosts=RIG.hosts, timeout=60, input=payload.hex())
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    check(" 200 " in res["status_line"] + " ", "status %s" % res["status_line"])
+    evs = RIG.request_events(lambda e: e["path"] == "/v1/chat/completions" and e["bytes_up"] > (1 << 20))
+    check(evs, "no request event")
+    check(evs[-1]["bytes_up"] == len(payload),
+          "bytes_up %d, the client sent %d (head + body)" % (evs[-1]["bytes_up"], len(payload)))
+
+
+@test
+def agent_id_mismatch_refused_at_start():
+    tmp, col = new_collector("idm")
+    enrolled = col.enroll("ws-042")
+    cg = lib.Scratch("idm")
+    agent = lib.Agent(tmp, cg.path, name="idm", extra="agent_id: laptop-7\n" + collector_block(col, enrolled))
+    p = subprocess.run([lib.AGENT, "--config", agent.config, "--check"], capture_output=True, text=True, timeout=30)
+    check(p.returncode == 2, "--check exit %d: %s" % (p.returncode, p.stdout + p.stderr))
+    check("'laptop-7'" in p.stderr and "'ws-042'" in p.stderr and "%s:" % agent.config in p.stderr,
+          "--check does not name the file and both ids: %s" % p.stderr)
+    p = subprocess.run([lib.AGENT, "--config", agent.config], capture_output=True, text=True, timeout=30)
+    check(p.returncode == 2, "agent started (exit %d) with a mismatched agent_id" % p.returncode)
+    check("'laptop-7'" in p.stderr and "'ws-042'" in p.stderr, "start-up error: %s" % p.stderr[-400:])
+
+
+@test
+def unset_agent_id_taken_from_certificate():
+    tmp, col = new_collector("idc")
+    enrolled = col.enroll("ws-042")
+    col.start()
+    cg = lib.Scratch("idc")
+    agent = lib.Agent(tmp, cg.path, name="idc", extra=collector_block(col, enrolled)).start()
+    produce(agent.port, 20, threads=2)
+    check(agent.stop() == 0, "agent did not stop cleanly")
+    local = agent.events()
+    check(local and all(e["agent_id"] == "ws-042" for e in local),
+          "local events carry agent_id %s" % sorted({e["agent_id"] for e in local}))
+    evs = stored(col, "ws-042", lambda e: any(x["kind"] == "agent_stop" for x in e), 30)
+    check(len(evs) == len(local), "collector holds %d of %d events" % (len(evs), len(local)))
+    rc, out = col.verify()
+    check(rc == 0, "verify: %s" % out[-400:])
+
+
+@test
+def revoked_agent_stops_shipping_and_keeps_its_spool():
+    tmp, col = new_collector("rev")
+    enrolled = col.enroll("ws-rev")
+    col.start()
+    cg = lib.Scratch("rev")
+    mport = lib.free_port(COL_HOST)
+    agent = lib.Agent(tmp, cg.path, name="rev", extra="ship_batch_events: 5\nmetrics: %s:%d\n"
+                      % (COL_HOST, mport) + collector_block(col, enrolled)).start()
+    produce(agent.port, 10, threads=1)
+    stored(col, "ws-rev", lambda e: len(e) >= 10, 20)
+    subprocess.run([COLLECTOR, "revoke", "--agent-id", "ws-rev", "--config",
+                    col.config], check=True, capture_output=True)
+    time.sleep(0.5)   # a batch already on its way may still be committed
+    first_after = len(agent.events()) + 1
+    produce(agent.port, 200, threads=2)
+    time.sleep(3)
+    metrics = lib.run(["curl", "-sS", "http://%s:%d/metrics" % (COL_HOST, mport)], timeout=10).stdout
+    check(re.search(r"^vigil_agent_shipping_halted 1$", metrics, re.M),
+          "no shipping_halted gauge at 1: %s" % [l for l in metrics.splitlines() if "halted" in l])
+    qdir = os.path.join(agent.dir, "spool", "quarantine")
+    check(not os.listdir(qdir), "segments quarantined after a rejection about the agent: %s" % os.listdir(qdir))
+    log = open(agent.stderr_path).read()
+    check(len(re.findall(r"shipping stopped", log)) == 1, "shipping-stopped error logged %d times"
+          % len(re.findall(r"shipping stopped", log)))
+    gaps = [e for e in agent.events("gap")]
+    check(not gaps, "gap events for a kept spool: %s" % gaps[:2])
+    late = [e["seq"] for e in col.events() if e["seq"] >= first_after]
+    check(not late, "the collector stored events of a revoked agent: seqs %s" % late[:5])
+    # revocation undone + restart: everything kept arrives
+    subprocess.run([COLLECTOR, "revoke", "--undo", "--agent-id", "ws-rev",
+                    "--config", col.config], check=True, capture_output=True)
+    check(agent.stop() == 0, "agent did not stop cleanly")
+    agent.start()
+    evs = stored(col, "ws-rev", lambda e: len(e) >= len(agent.events()), 30)
+    local = agent.events()
+    seqs, dups, mx, missing = seqs_report(evs)
+    check(len(evs) == len(local) and not missing and not dups,
+          "collector holds %d of %d events, missing %s" % (len(evs), len(local), missing[:10]))
+
+
+if __name__ == "__main__":
+    lib.main()
