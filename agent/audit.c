@@ -56,6 +56,10 @@ struct audit {
 	struct pending_gap gaps[MAX_PENDING_GAPS];
 	unsigned n_gaps;
 	uint64_t gap_events;
+	/* The spool refuses appends (disk full of other data): said once when
+	 * it starts and once when it ends, with the count, never per event. */
+	bool spool_failing;
+	uint64_t spool_failed;
 };
 
 /* ------------------------------------------------------------ state file */
@@ -142,7 +146,7 @@ static void queue_gap(struct audit *a, uint64_t count, uint64_t first, uint64_t 
 /* Stamps, chains, spools and logs v (time_us and event_id already set).
  * Returns the seq, or 0 if the event could not even be encoded. With the
  * lock held. */
-static uint64_t emit_locked(struct audit *a, struct vigil_event *v, bool *spool_failed)
+static uint64_t emit_locked(struct audit *a, struct vigil_event *v, bool reserved, bool *spool_failed)
 {
 	size_t n;
 	uint64_t seq = a->seq + 1;
@@ -191,16 +195,27 @@ static uint64_t emit_locked(struct audit *a, struct vigil_event *v, bool *spool_
 	memcpy(a->head, v->hash, EVCODEC_HASH_LEN);
 	if (a->spool) {
 		struct spool_loss loss = { 0 };
-		ret = spool_append(a->spool, seq, a->enc, n, &loss);
+		ret = reserved ? spool_append_reserved(a->spool, seq, a->enc, n, &loss) :
+				 spool_append(a->spool, seq, a->enc, n, &loss);
 		if (loss.count)
 			queue_gap(a, loss.count, loss.first_seq, loss.last_seq, loss.why);
 		if (ret) {
 			char why[128];
 			snprintf(why, sizeof(why), "spool write failed: %s", strerror(-ret));
-			log_err("audit: event %llu not spooled: %s", (unsigned long long)seq, strerror(-ret));
+			if (!a->spool_failing)
+				log_err("audit: the spool refuses events from seq %llu on (%s); counting them "
+					"for one gap record once it takes events again",
+					(unsigned long long)seq, strerror(-ret));
+			a->spool_failing = true;
+			a->spool_failed++;
 			queue_gap(a, 1, seq, seq, why);
 			if (spool_failed)
 				*spool_failed = true;
+		} else if (a->spool_failing) {
+			log_warn("audit: the spool takes events again after %llu were refused",
+				 (unsigned long long)a->spool_failed);
+			a->spool_failing = false;
+			a->spool_failed = 0;
 		}
 	}
 	if (a->fd >= 0) {
@@ -221,6 +236,34 @@ static void stamp(struct vigil_event *v)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	v->time_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Puts g back at the head of the queue, merged with the entries that
+ * continue it (same reason, contiguous seqs): one contiguous loss stays one
+ * gap record, never two records or overlapping ones. */
+static void requeue_gap_front(struct audit *a, const struct pending_gap *g)
+{
+	struct pending_gap m = *g;
+	for (unsigned i = 0; i < a->n_gaps;) {
+		struct pending_gap *o = &a->gaps[i];
+		if (strcmp(o->why, m.why) == 0 && (o->first == m.last + 1 || o->last + 1 == m.first)) {
+			m.first = o->first < m.first ? o->first : m.first;
+			m.last = o->last > m.last ? o->last : m.last;
+			m.count += o->count;
+			memmove(o, o + 1, (a->n_gaps - i - 1) * sizeof(*o));
+			a->n_gaps--;
+			i = 0;
+			continue;
+		}
+		i++;
+	}
+	if (a->n_gaps == MAX_PENDING_GAPS) {   /* full: merge into the head */
+		queue_gap(a, m.count, m.first, m.last, m.why);
+		return;
+	}
+	memmove(&a->gaps[1], &a->gaps[0], a->n_gaps * sizeof(a->gaps[0]));
+	a->gaps[0] = m;
+	a->n_gaps++;
 }
 
 /* Emits the queued gap events. With the lock held. */
@@ -244,13 +287,14 @@ static void flush_gaps_locked(struct audit *a)
 		log_warn("audit: recording a gap of %llu events (seq %llu..%llu): %s",
 			 (unsigned long long)g.count, (unsigned long long)g.first,
 			 (unsigned long long)g.last, g.why);
-		if (emit_locked(a, &v, &failed))
+		if (emit_locked(a, &v, true, &failed))
 			a->gap_events++;
 		if (failed) {
-			/* The gap event itself did not reach the spool: keep the
-			 * original range queued (merged with this event's seq) and
-			 * retry on the next emit instead of spinning now. */
-			queue_gap(a, g.count, g.first, g.last, g.why);
+			/* The gap event did not reach the spool even with the
+			 * reserve: its own seq was queued as lost (at the end).
+			 * Put the range back first and retry on a later emit that
+			 * succeeds, instead of spinning now. */
+			requeue_gap_front(a, &g);
 			break;
 		}
 	}
@@ -315,8 +359,10 @@ uint64_t audit_emit(struct audit *a, const struct audit_event *ev)
 	v.gap_last_seq = ev->gap_last_seq;
 
 	pthread_mutex_lock(&a->lock);
-	seq = emit_locked(a, &v, NULL);
-	if (a->n_gaps)
+	seq = emit_locked(a, &v, false, NULL);
+	/* Gaps only once the spool takes events again: while it refuses them,
+	 * trying would add a gap line per event and split one loss in many. */
+	if (a->n_gaps && !a->spool_failing)
 		flush_gaps_locked(a);
 	pthread_mutex_unlock(&a->lock);
 	return seq;
