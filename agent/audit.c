@@ -24,6 +24,7 @@
 #include <unistd.h>
 #include "audit.h"
 #include "evcodec.h"
+#include "inflight.h"
 #include "jsonw.h"
 #include "log.h"
 #include "pki.h"
@@ -60,6 +61,11 @@ struct audit {
 	 * it starts and once when it ends, with the count, never per event. */
 	bool spool_failing;
 	uint64_t spool_failed;
+	/* exchanges in flight (spool_dir/inflight), and how the last run ended */
+	struct inflight *inflight;
+	char *running_path;          /* exists while an agent runs on this spool */
+	bool prev_unclean;
+	size_t prev_open;
 };
 
 /* ------------------------------------------------------------ state file */
@@ -146,7 +152,8 @@ static void queue_gap(struct audit *a, uint64_t count, uint64_t first, uint64_t 
 /* Stamps, chains, spools and logs v (time_us and event_id already set).
  * Returns the seq, or 0 if the event could not even be encoded. With the
  * lock held. */
-static uint64_t emit_locked(struct audit *a, struct vigil_event *v, bool reserved, bool *spool_failed)
+static uint64_t emit_locked(struct audit *a, struct vigil_event *v, bool reserved, int slot,
+			    bool *spool_failed)
 {
 	size_t n;
 	uint64_t seq = a->seq + 1;
@@ -193,6 +200,10 @@ static uint64_t emit_locked(struct audit *a, struct vigil_event *v, bool reserve
 	 * it, it is a recorded loss (gap event), not a hole. */
 	a->seq = seq;
 	memcpy(a->head, v->hash, EVCODEC_HASH_LEN);
+	/* Done before the append: after a crash, "done at seq" with seq not in
+	 * the spool still reports the exchange (see inflight.h). */
+	if (slot >= 0 && a->inflight)
+		inflight_done(a->inflight, slot, seq);
 	if (a->spool) {
 		struct spool_loss loss = { 0 };
 		ret = reserved ? spool_append_reserved(a->spool, seq, a->enc, n, &loss) :
@@ -287,7 +298,7 @@ static void flush_gaps_locked(struct audit *a)
 		log_warn("audit: recording a gap of %llu events (seq %llu..%llu): %s",
 			 (unsigned long long)g.count, (unsigned long long)g.first,
 			 (unsigned long long)g.last, g.why);
-		if (emit_locked(a, &v, true, &failed))
+		if (emit_locked(a, &v, true, -1, &failed))
 			a->gap_events++;
 		if (failed) {
 			/* The gap event did not reach the spool even with the
@@ -300,72 +311,164 @@ static void flush_gaps_locked(struct audit *a)
 	}
 }
 
-uint64_t audit_emit(struct audit *a, const struct audit_event *ev)
+/* The wire form of ev. f/of: room for its findings (borrowed by v). */
+static void to_vigil(const struct audit_event *ev, struct vigil_event *v, struct vigil_finding *f,
+		     struct vigil_finding *of)
 {
-	struct vigil_event v;
-	struct vigil_finding f[AUDIT_MAX_FINDING_TYPES], of[AUDIT_MAX_FINDING_TYPES];
-	char id[37];
-	uint64_t seq;
-
-	vigil_event_init(&v, ev->kind);
-	stamp(&v);
-	if (evcodec_uuid(id))
-		return 0;
-	v.event_id = id;
-	v.user = ev->user;
-	v.uid = ev->uid;
-	v.gid = ev->gid;
-	v.pid = ev->pid;
-	v.tid = ev->tid;
-	v.comm = ev->comm;
-	v.exe = ev->exe;
-	v.cgroup = ev->cgroup;
-	v.dst_ip = ev->dst_ip;
-	v.dst_port = ev->dst_port;
-	v.sni = ev->sni;
-	v.provider = ev->provider;
-	v.method = ev->method;
-	v.path = ev->path;
-	v.model = ev->model;
-	v.stream = ev->stream;
-	v.action = ev->action;
-	v.rule = ev->rule;
-	v.reason = ev->reason;
-	v.error = ev->error;
+	vigil_event_init(v, ev->kind);
+	v->user = ev->user;
+	v->uid = ev->uid;
+	v->gid = ev->gid;
+	v->pid = ev->pid;
+	v->tid = ev->tid;
+	v->comm = ev->comm;
+	v->exe = ev->exe;
+	v->cgroup = ev->cgroup;
+	v->dst_ip = ev->dst_ip;
+	v->dst_port = ev->dst_port;
+	v->sni = ev->sni;
+	v->provider = ev->provider;
+	v->method = ev->method;
+	v->path = ev->path;
+	v->model = ev->model;
+	v->stream = ev->stream;
+	v->action = ev->action;
+	v->rule = ev->rule;
+	v->reason = ev->reason;
+	v->error = ev->error;
 	for (unsigned i = 0; i < ev->n_findings && i < AUDIT_MAX_FINDING_TYPES; i++) {
 		f[i].type = ev->findings[i].type;
 		f[i].count = ev->findings[i].count;
 	}
-	v.findings = f;
-	v.n_findings = ev->n_findings < AUDIT_MAX_FINDING_TYPES ? ev->n_findings : AUDIT_MAX_FINDING_TYPES;
+	v->findings = f;
+	v->n_findings = ev->n_findings < AUDIT_MAX_FINDING_TYPES ? ev->n_findings : AUDIT_MAX_FINDING_TYPES;
 	for (unsigned i = 0; i < ev->n_output_findings && i < AUDIT_MAX_FINDING_TYPES; i++) {
 		of[i].type = ev->output_findings[i].type;
 		of[i].count = ev->output_findings[i].count;
 	}
-	v.output_findings = of;
-	v.n_output_findings = ev->n_output_findings < AUDIT_MAX_FINDING_TYPES ? ev->n_output_findings :
-										 AUDIT_MAX_FINDING_TYPES;
-	v.injection_score = ev->injection_score;
-	v.status = ev->status;
-	v.bytes_up = ev->bytes_up;
-	v.bytes_down = ev->bytes_down;
-	v.prompt_tokens = ev->prompt_tokens;
-	v.completion_tokens = ev->completion_tokens;
-	v.latency_ms = ev->latency_ms;
-	v.policy_hash = ev->policy_hash;
-	v.content = ev->content;
-	v.gap_count = ev->gap_count;
-	v.gap_first_seq = ev->gap_first_seq;
-	v.gap_last_seq = ev->gap_last_seq;
+	v->output_findings = of;
+	v->n_output_findings = ev->n_output_findings < AUDIT_MAX_FINDING_TYPES ? ev->n_output_findings :
+										  AUDIT_MAX_FINDING_TYPES;
+	v->injection_score = ev->injection_score;
+	v->status = ev->status;
+	v->bytes_up = ev->bytes_up;
+	v->bytes_down = ev->bytes_down;
+	v->prompt_tokens = ev->prompt_tokens;
+	v->completion_tokens = ev->completion_tokens;
+	v->latency_ms = ev->latency_ms;
+	v->policy_hash = ev->policy_hash;
+	v->content = ev->content;
+	v->gap_count = ev->gap_count;
+	v->gap_first_seq = ev->gap_first_seq;
+	v->gap_last_seq = ev->gap_last_seq;
+}
 
+/* Emits v (stamped here) and closes slot (-1 = none). */
+static uint64_t emit_one(struct audit *a, struct vigil_event *v, int slot)
+{
+	char id[37];
+	uint64_t seq;
+	stamp(v);
+	if (evcodec_uuid(id))
+		return 0;
+	v->event_id = id;
 	pthread_mutex_lock(&a->lock);
-	seq = emit_locked(a, &v, false, NULL);
+	seq = emit_locked(a, v, false, slot, NULL);
 	/* Gaps only once the spool takes events again: while it refuses them,
 	 * trying would add a gap line per event and split one loss in many. */
 	if (a->n_gaps && !a->spool_failing)
 		flush_gaps_locked(a);
 	pthread_mutex_unlock(&a->lock);
 	return seq;
+}
+
+uint64_t audit_emit(struct audit *a, const struct audit_event *ev)
+{
+	struct vigil_event v;
+	struct vigil_finding f[AUDIT_MAX_FINDING_TYPES], of[AUDIT_MAX_FINDING_TYPES];
+	to_vigil(ev, &v, f, of);
+	return emit_one(a, &v, -1);
+}
+
+uint64_t audit_begin(struct audit *a, const struct audit_event *ev)
+{
+	struct vigil_event v;
+	struct vigil_finding f[AUDIT_MAX_FINDING_TYPES], of[AUDIT_MAX_FINDING_TYPES];
+	uint8_t buf[INFLIGHT_MAX_RECORD];
+	size_t n;
+	int slot;
+	if (!a->inflight)
+		return 0;
+	to_vigil(ev, &v, f, of);
+	v.agent_id = a->agent_id;
+	v.boot_id = a->boot_id;
+	v.host = a->host;
+	stamp(&v);
+	n = evcodec_event_encode(&v, false, buf, sizeof(buf));
+	if (n > sizeof(buf)) {
+		/* long paths: the exchange matters more than where the binary lives */
+		v.exe = v.cgroup = NULL;
+		n = evcodec_event_encode(&v, false, buf, sizeof(buf));
+	}
+	if (n == 0 || n > sizeof(buf) || (slot = inflight_begin(a->inflight, buf, n)) < 0) {
+		log_warn("audit: the start of an exchange to %s could not be journaled; it goes on "
+			 "(its event is written when it ends)", ev->sni ? ev->sni : "?");
+		return 0;
+	}
+	return (uint64_t)slot + 1;
+}
+
+uint64_t audit_end(struct audit *a, uint64_t ticket, const struct audit_event *ev)
+{
+	struct vigil_event v;
+	struct vigil_finding f[AUDIT_MAX_FINDING_TYPES], of[AUDIT_MAX_FINDING_TYPES];
+	to_vigil(ev, &v, f, of);
+	return emit_one(a, &v, ticket ? (int)(ticket - 1) : -1);
+}
+
+/* One exchange the previous run left open: its start, now an incomplete
+ * request (CONTRACT: error agent_stopped). */
+static void emit_orphan(void *arg, const uint8_t *rec, size_t len)
+{
+	struct audit *a = arg;
+	struct evcodec_decoded *d = NULL;
+	if (evcodec_event_decode(rec, len, &d) != 0) {
+		log_err("audit: an in-flight record cannot be decoded; one exchange cannot be reported");
+		return;
+	}
+	struct vigil_event v = d->ev;
+	char started[64];
+	time_t t = (time_t)(v.time_us / 1000000);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(started, sizeof(started), "exchange started %Y-%m-%dT%H:%M:%SZ; the agent stopped before it ended", &tm);
+	v.kind = "request";
+	v.error = "agent_stopped";
+	v.reason = started;
+	v.status = 0;
+	emit_one(a, &v, -1);
+	evcodec_decoded_free(d);
+}
+
+size_t audit_report_interrupted(struct audit *a)
+{
+	size_t n;
+	if (!a->inflight)
+		return 0;
+	n = inflight_recover(a->inflight, a->seq, emit_orphan, a);
+	if (n) {
+		log_warn("audit: %zu exchanges were in flight when the previous run stopped; "
+			 "reported as incomplete requests (error agent_stopped)", n);
+		if (a->spool)
+			spool_sync(a->spool);
+	}
+	return n;
+}
+
+bool audit_previous_stop(const struct audit *a, size_t *open_exchanges)
+{
+	*open_exchanges = a->prev_open;
+	return a->prev_unclean;
 }
 
 /* Shipper thread: records left the spool unacknowledged (quarantine). */
@@ -459,6 +562,33 @@ static int recover(struct audit *a, char *err, size_t errlen)
 	return 0;
 }
 
+/* How the previous run ended (its running marker still there = it never
+ * reached audit_close), the exchanges it left open, and this run's marker
+ * and journal. The journal is synced by the spool's flusher, before it. */
+static int open_run_state(struct audit *a, const char *dir, bool sync_each, char *err, size_t errlen)
+{
+	char path[4200];
+	int fd, ret;
+	if (asprintf(&a->running_path, "%s/running", dir) < 0) {
+		a->running_path = NULL;
+		return -ENOMEM;
+	}
+	a->prev_unclean = access(a->running_path, F_OK) == 0;
+	fd = open(a->running_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "%s: %s", a->running_path, strerror(errno));
+		return ret;
+	}
+	close(fd);
+	snprintf(path, sizeof(path), "%s/inflight", dir);
+	if ((ret = inflight_open(path, sync_each, &a->inflight, err, errlen)))
+		return ret;
+	a->prev_open = inflight_pending(a->inflight, a->seq);
+	spool_set_companion(a->spool, inflight_fd(a->inflight));
+	return 0;
+}
+
 int audit_open(const struct audit_opts *o, struct audit **out, char *err, size_t errlen)
 {
 	struct audit *a = calloc(1, sizeof(*a));
@@ -506,6 +636,9 @@ int audit_open(const struct audit_opts *o, struct audit **out, char *err, size_t
 		if ((ret = recover(a, err, errlen)))
 			goto err;
 		if ((ret = load_or_create_key(o->state_dir, &a->key, err, errlen)))
+			goto err;
+		if ((ret = open_run_state(a, o->state_dir, o->spool_fsync == SPOOL_FSYNC_ALWAYS, err,
+					  errlen)))
 			goto err;
 		if (o->collector_address) {
 			struct ship_opts sho = {
@@ -567,6 +700,11 @@ void audit_close(struct audit *a)
 	if (a->spool && a->seq)
 		save_state(a);
 	spool_close(a->spool);
+	inflight_close(a->inflight);
+	/* Reached only by a clean stop (or a start-up error): say so. */
+	if (a->running_path)
+		unlink(a->running_path);
+	free(a->running_path);
 	EVP_PKEY_free(a->key);
 	if (a->fd >= 0)
 		close(a->fd);

@@ -762,14 +762,27 @@ again:
 	return resp.keep_alive && resp.body != HTTP_BODY_EOF ? 0 : 1;
 }
 
-static void emit_request_event(struct ic *ic, struct exchange *ex)
+/* ticket: from begin_request_event (0 = none). */
+static void emit_request_event(struct ic *ic, struct exchange *ex, uint64_t ticket)
 {
 	struct audit_event ev;
 	audit_event_init(&ev, "request");
 	fill_identity(&ev, &ic->info);
 	exchange_fill_event(ex, &ev);
-	audit_emit(ic->ag->audit, &ev);
+	audit_end(ic->ag->audit, ticket, &ev);
 	metrics_count_action(ic->ag, ev.action);
+}
+
+/* Audit before forwarding: what is known before the first byte goes
+ * upstream (identity, host, path, decision, findings) is journaled, so a
+ * crash mid-exchange still leaves an event. */
+static uint64_t begin_request_event(struct ic *ic, struct exchange *ex)
+{
+	struct audit_event ev;
+	audit_event_init(&ev, "request");
+	fill_identity(&ev, &ic->info);
+	exchange_fill_event(ex, &ev);
+	return audit_begin(ic->ag->audit, &ev);
 }
 
 /* After refusing a request the client may still be sending its body:
@@ -840,7 +853,7 @@ static void serve(struct ic *ic)
 			ex.reason = "bad_request";
 			ex.action = "block";
 			send_error(ic, &ex, status, "bad_request", ex.error);
-			emit_request_event(ic, &ex);
+			emit_request_event(ic, &ex, 0);
 			exchange_free(&ex);
 			/* Only a refused body may still be in flight; a slow or
 			 * malformed client gets no more of our time. */
@@ -853,14 +866,15 @@ static void serve(struct ic *ic)
 		exchange_request(&ex, &req, ic->body, ic->body_len);
 		if (ex.blocked) {
 			send_error(ic, &ex, ex.block_status, ex.block_code, ex.block_message);
-			emit_request_event(ic, &ex);
+			emit_request_event(ic, &ex, 0);
 			exchange_free(&ex);
 			break;
 		}
+		uint64_t ticket = begin_request_event(ic, &ex);
 		ret = proxy_exchange(ic, &req, &ex);
 		ex.latency_ms = loop_now_ms() - ex.t_start_ms;
 		exchange_done(&ex);
-		emit_request_event(ic, &ex);
+		emit_request_event(ic, &ex, ticket);
 		exchange_free(&ex);
 		if (ret != 0 || !req.keep_alive)
 			break;

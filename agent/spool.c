@@ -45,6 +45,7 @@ struct spool {
 	pthread_cond_t cond;
 	char *segdir, *qdir, *acked_path, *reserve_path;
 	bool have_reserve;             /* reserve_path holds RESERVE_BYTES */
+	int companion_fd;              /* synced before the segments (-1 = none) */
 	uint32_t reserve_retry;        /* appends until the next try to rebuild it */
 	enum spool_fsync fsync;
 	uint32_t interval_ms;
@@ -436,6 +437,7 @@ int spool_open(const struct spool_opts *o, struct spool **out, char *err, size_t
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
 	s->fd = -1;
+	s->companion_fd = -1;
 	s->fsync = o->fsync;
 	s->interval_ms = o->fsync_interval_ms ? o->fsync_interval_ms : 100;
 	s->max_bytes = o->max_bytes;
@@ -840,6 +842,8 @@ static int sync_once(struct spool *s)
 	pthread_mutex_unlock(&s->lock);
 	if (fd < 0)
 		return -errno;
+	if (s->companion_fd >= 0 && fdatasync(s->companion_fd) != 0)
+		ret = -errno;
 	if (fdatasync(fd) != 0)
 		ret = -errno;
 	close(fd);
@@ -853,6 +857,11 @@ static int sync_once(struct spool *s)
 	}
 	pthread_mutex_unlock(&s->lock);
 	return ret;
+}
+
+void spool_set_companion(struct spool *s, int fd)
+{
+	s->companion_fd = fd;
 }
 
 int spool_sync(struct spool *s)

@@ -74,6 +74,11 @@ int spool_append(struct spool *s, uint64_t seq, const void *rec, size_t len,
 int spool_append_reserved(struct spool *s, uint64_t seq, const void *rec, size_t len,
 			  struct spool_loss *loss);
 
+/* A file that must be durable no later than the records appended after
+ * it was written (the in-flight journal): the flusher and spool_sync
+ * fdatasync it first. -1 = none. Call before any append. */
+void spool_set_companion(struct spool *s, int fd);
+
 /* fdatasync the active segment now (any mode). */
 int spool_sync(struct spool *s);
 
