@@ -144,5 +144,71 @@ def revoked_agent_stops_shipping_and_keeps_its_spool():
           "collector holds %d of %d events, missing %s" % (len(evs), len(local), missing[:10]))
 
 
+def kill9_mid_stream(fail_mode, addr):
+    tmp, col = new_collector("k9" + fail_mode)
+    agent_id = "ws-k9-" + fail_mode
+    enrolled = col.enroll(agent_id)
+    col.start()
+    rig = rigmod.Rig("k9" + fail_mode, {"api.openai.com": addr}, {"good": (addr, "good", 0)},
+                     endpoints=["api.openai.com"],
+                     agent_extra="fail_mode: %s\n" % fail_mode + collector_block(col, enrolled))
+    agent = rig.agent.start()
+    for _ in range(3):
+        code, body, p = rig.curl("https://api.openai.com/v1/chat/completions", CHAT)
+        check(code == 200, "warm-up request: %s %s" % (code, p.stderr))
+    stream = json.dumps({"model": "gpt-4o-mini", "stream": True,
+                         "messages": [{"role": "user", "content": "one two three four five six seven"}]})
+    client = lib.spawn(["curl", "-sS", "-N", "--max-time", "30", "--cacert", rig.ca, "-H", "Authorization: Bearer sk-test",
+                        "-H", "Content-Type: application/json", "-H", "x-fake-delay-ms: 800", "--data-binary", stream,
+                        "https://api.openai.com/v1/chat/completions"], cgroup=rig.cg.path, uid=lib.NOBODY,
+                       hosts=rig.hosts, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 15
+    while len(rig.received()) < 4 and time.time() < deadline:
+        time.sleep(0.05)
+    check(len(rig.received()) == 4, "the streamed request did not reach the provider")
+    time.sleep(1.0)   # the answer is flowing
+    agent.kill9()
+    client.wait(40)
+    agent.start()
+    code, body, p = rig.curl("https://api.openai.com/v1/chat/completions", CHAT)
+    check(code == 200, "request after the restart: %s %s" % (code, p.stderr))
+    evs = stored(col, agent_id, lambda e: sum(x["kind"] == "request" for x in e) >= 5, 30)
+    check(agent.stop() == 0, "agent did not stop cleanly")
+    evs = stored(col, agent_id, lambda e: any(x["kind"] == "agent_stop" for x in e), 30)
+    reqs = [e for e in evs if e["kind"] == "request"]
+    received = rig.received()
+    check(len(reqs) == len(received) == 5, "%d request events for %d requests the provider received"
+          % (len(reqs), len(received)))
+    cut = [e for e in reqs if e.get("error") == "agent_stopped"]
+    check(len(cut) == 1, "incomplete requests: %s" % [(e.get("path"), e.get("error")) for e in reqs])
+    c = cut[0]
+    check(c["path"] == "/v1/chat/completions" and c["sni"] == "api.openai.com" and c["model"] == "gpt-4o-mini"
+          and c["uid"] == lib.NOBODY and c["exe"].endswith("curl") and c["action"],
+          "the incomplete request lacks what was known before forwarding: %s" % c)
+    starts = [e for e in evs if e["kind"] == "agent_start"]
+    check(len(starts) == 2, "%d agent_start events" % len(starts))
+    check(starts[1].get("error") == "unclean_stop" and "previous_stop=unclean" in starts[1]["reason"]
+          and "open_exchanges=1" in starts[1]["reason"], "restart's agent_start: %s / %s"
+          % (starts[1].get("error"), starts[1].get("reason")))
+    check(not starts[0].get("error"), "first start claims an unclean stop: %s" % starts[0].get("reason"))
+    seqs, dups, mx, missing = seqs_report(evs)
+    check(not dups and not missing, "dups %d, missing %s" % (dups, missing[:10]))
+    rc, out = col.verify()
+    check(rc == 0, "verify: %s" % out[-400:])
+
+
+CHAT = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]})
+
+
+@test
+def kill9_during_stream_fail_open():
+    kill9_mid_stream("open", "127.31.0.10")
+
+
+@test
+def kill9_during_stream_fail_closed():
+    kill9_mid_stream("closed", "127.31.0.11")
+
+
 if __name__ == "__main__":
     lib.main()
