@@ -359,6 +359,14 @@ static int load_limits(const char *file, const struct ynode *m, struct config *c
 				return -ERANGE;
 			}
 			c->max_body_bytes = sz;
+		} else if (!strcmp(k, "max_buffered_bytes")) {
+			if ((ret = ytree_size(file, v, &sz, err, errlen)))
+				return ret;
+			if (sz < (1ULL << 20) || sz > (1ULL << 40)) {
+				snprintf(err, errlen, "%s:%d: max_buffered_bytes must be 1M..1T", file, v->line);
+				return -ERANGE;
+			}
+			c->max_buffered_bytes = sz;
 		} else if (!strcmp(k, "header_timeout")) {
 			if ((ret = set_ms(file, v, &c->header_timeout_ms, err, errlen)))
 				return ret;
@@ -423,6 +431,7 @@ static int set_defaults(struct config *c)
 	c->max_head_bytes = 32768;
 	c->max_headers = 100;
 	c->max_body_bytes = 16ULL << 20;
+	c->max_buffered_bytes = 256ULL << 20;
 	c->header_timeout_ms = 10000;
 	c->idle_timeout_ms = 120000;
 	c->upstream_timeout_ms = 30000;

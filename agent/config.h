@@ -49,6 +49,7 @@ struct config {
 	uint32_t max_head_bytes;
 	uint32_t max_headers;
 	uint64_t max_body_bytes;
+	uint64_t max_buffered_bytes;   /* request bytes all connections may buffer together */
 	uint32_t header_timeout_ms;
 	uint32_t idle_timeout_ms;
 	uint32_t upstream_timeout_ms;  /* connect + TLS handshake + response head */

@@ -374,6 +374,11 @@ int main(int argc, char **argv)
 	log_set_prog("vigil-agent");
 	/* One malloc arena per intercepting thread would multiply idle memory. */
 	mallopt(M_ARENA_MAX, 2);
+	/* Request bodies (up to max_body_bytes each) must go back to the
+	 * system when freed: a fixed mmap threshold stops glibc from raising
+	 * it after the first big free and keeping later bodies in the heap,
+	 * where limits.max_buffered_bytes would no longer bound the RSS. */
+	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 	while ((opt = getopt_long(argc, argv, "c:l:Vh", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'c': config_path = optarg; break;

@@ -55,6 +55,12 @@ size_t metrics_render(struct agent *ag, char *out, size_t outlen)
 	EMIT("# HELP vigil_agent_targets Addresses in the target set now.\n"
 	     "# TYPE vigil_agent_targets gauge\nvigil_agent_targets %zu\n",
 	     ag->targets ? targets_count(ag->targets) : (size_t)0);
+	EMIT("# HELP vigil_agent_buffered_bytes Request buffer bytes charged to limits.max_buffered_bytes.\n"
+	     "# TYPE vigil_agent_buffered_bytes gauge\nvigil_agent_buffered_bytes %lu\n",
+	     atomic_load(&ag->stats.buffered));
+	EMIT("# HELP vigil_agent_buffer_refusals_total Requests refused (503) because the buffer budget was spent.\n"
+	     "# TYPE vigil_agent_buffer_refusals_total counter\nvigil_agent_buffer_refusals_total %lu\n",
+	     atomic_load(&ag->stats.buffer_refusals));
 	EMIT("# HELP vigil_agent_connections_active Connections open now.\n"
 	     "# TYPE vigil_agent_connections_active gauge\n"
 	     "vigil_agent_connections_active %lu\n", atomic_load(&ag->stats.active));

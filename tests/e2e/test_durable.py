@@ -53,9 +53,23 @@ def stored(col, agent_id, pred, timeout):
         time.sleep(0.3)
 
 
+def rig_agent():
+    if RIG.agent.proc is None or RIG.agent.proc.poll() is not None:
+        RIG.agent.start()
+    return RIG.agent
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 @test
 def bytes_up_counts_the_request_once():
-    RIG.agent.start() if RIG.agent.proc is None else None
+    rig_agent()
     body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * (1 << 20)}]})
     payload = ("POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nAuthorization: Bearer sk-test\r\n"
                "Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
@@ -208,6 +222,57 @@ def kill9_during_stream_fail_open():
 @test
 def kill9_during_stream_fail_closed():
     kill9_mid_stream("closed", "127.31.0.11")
+
+
+@test
+def stalled_huge_bodies_stay_within_the_buffer_budget():
+    """60 clients each announce a 15 MiB body, send 14 MiB and stall: the
+    agent buffers at most limits.max_buffered_bytes (default 256 MiB) of
+    them, answers the rest 503 with Retry-After, and serves a normal client
+    meanwhile; its RSS stays below the budget plus a fixed overhead."""
+    agent = rig_agent()
+    pid = agent.proc.pid
+    rss0 = rss_kb(pid)
+    peak = [rss0]
+    stop = []
+
+    def sample():
+        while not stop:
+            try:
+                peak[0] = max(peak[0], rss_kb(pid))
+            except OSError:
+                return
+            time.sleep(0.1)
+    import threading
+    t = threading.Thread(target=sample)
+    t.start()
+    p = lib.spawn([rigmod.PY, TOOLS, "stall", RIG.ca, "api.openai.com", "60", str(15 << 20), str(14 << 20), "60"],
+                  cgroup=RIG.cg.path, uid=lib.NOBODY, hosts=RIG.hosts, stdout=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    try:
+        res = json.loads(line)
+    except ValueError:
+        res = None
+    code, body, cp = RIG.curl("https://api.openai.com/v1/chat/completions", CHAT)
+    during = rss_kb(pid)
+    p.kill()
+    p.wait()
+    time.sleep(1.5)
+    after = rss_kb(pid)
+    stop.append(1)
+    t.join()
+    check(res and res["stalled"] == 60, "the stalling client did not finish sending: %r" % line[:200])
+    check(code == 200, "a normal client was not served while 60 bodies stalled: %s %s" % (code, cp.stderr))
+    refused = [a for a in res["answers"] if a.startswith("HTTP/1.1 503")]
+    check(len(refused) >= 40, "only %d of 60 stalled bodies refused: %s" % (len(refused), res["answers"][:3]))
+    check(all("Retry-After:" in a for a in refused), "503 without Retry-After: %s" % refused[0])
+    evs = agent.events("request")
+    check(sum(e.get("reason") == "overloaded" for e in evs) >= len(refused), "refusals not audited")
+    print("   RSS kB: before %d, peak %d, with 60 stalled %d, after they left %d" % (rss0, peak[0], during, after))
+    if not lib.SAN:
+        limit = rss0 + (256 << 10) + (64 << 10)
+        check(peak[0] < limit, "peak RSS %d kB above budget + overhead (%d kB)" % (peak[0], limit))
+        check(after < rss0 + (64 << 10), "buffers not given back: %d kB after, %d before" % (after, rss0))
 
 
 if __name__ == "__main__":
