@@ -117,6 +117,15 @@ static void save_state(struct audit *a)
 
 /* ---------------------------------------------------------------- emit */
 
+/* "a; b" when a contiguous loss had two causes (each named once). */
+static void merge_why(struct pending_gap *g, const char *why)
+{
+	size_t n = strlen(g->why);
+	if (strstr(g->why, why) || n + 2 + strlen(why) >= sizeof(g->why))
+		return;
+	snprintf(g->why + n, sizeof(g->why) - n, "; %s", why);
+}
+
 static void queue_gap(struct audit *a, uint64_t count, uint64_t first, uint64_t last,
 		      const char *why)
 {
@@ -125,10 +134,11 @@ static void queue_gap(struct audit *a, uint64_t count, uint64_t first, uint64_t 
 		return;
 	if (a->n_gaps) {
 		g = &a->gaps[a->n_gaps - 1];
-		/* merge a contiguous range with the same reason */
-		if (g->last + 1 == first && strcmp(g->why, why) == 0) {
+		/* a contiguous range is one loss, one record, whatever the causes */
+		if (g->last + 1 == first) {
 			g->last = last;
 			g->count += count;
+			merge_why(g, why);
 			return;
 		}
 	}
@@ -250,17 +260,18 @@ static void stamp(struct vigil_event *v)
 }
 
 /* Puts g back at the head of the queue, merged with the entries that
- * continue it (same reason, contiguous seqs): one contiguous loss stays one
- * gap record, never two records or overlapping ones. */
+ * continue it (contiguous seqs): one contiguous loss stays one gap record,
+ * never two records or overlapping ones. */
 static void requeue_gap_front(struct audit *a, const struct pending_gap *g)
 {
 	struct pending_gap m = *g;
 	for (unsigned i = 0; i < a->n_gaps;) {
 		struct pending_gap *o = &a->gaps[i];
-		if (strcmp(o->why, m.why) == 0 && (o->first == m.last + 1 || o->last + 1 == m.first)) {
+		if (o->first == m.last + 1 || o->last + 1 == m.first) {
 			m.first = o->first < m.first ? o->first : m.first;
 			m.last = o->last > m.last ? o->last : m.last;
 			m.count += o->count;
+			merge_why(&m, o->why);
 			memmove(o, o + 1, (a->n_gaps - i - 1) * sizeof(*o));
 			a->n_gaps--;
 			i = 0;

@@ -125,6 +125,27 @@ def stall(ca, host, n, announce, send, hold):
     time.sleep(hold)
 
 
+def burst(ca, host, n):
+    """n small chat requests on one keep-alive connection; prints how many
+    were answered 200 and how many were sent."""
+    import http.client
+    ctx = ssl.create_default_context(cafile=ca)
+    c = http.client.HTTPSConnection(host, 443, context=ctx, timeout=20)
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+    sent = ok = 0
+    for _ in range(int(n)):
+        try:
+            sent += 1
+            c.request("POST", "/v1/chat/completions", body, {"Authorization": "Bearer sk-test",
+                                                             "Content-Type": "application/json"})
+            r = c.getresponse()
+            r.read()
+            ok += r.status == 200
+        except (OSError, http.client.HTTPException):
+            break
+    print(json.dumps({"sent": sent, "ok": ok}), flush=True)
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "garbage-upstream":
@@ -133,5 +154,7 @@ if __name__ == "__main__":
         raw(*sys.argv[2:5])
     elif cmd == "idle":
         idle(*sys.argv[2:6])
+    elif cmd == "burst":
+        burst(*sys.argv[2:5])
     elif cmd == "stall":
         stall(*sys.argv[2:8])

@@ -275,5 +275,94 @@ def stalled_huge_bodies_stay_within_the_buffer_budget():
         check(after < rss0 + (64 << 10), "buffers not given back: %d kB after, %d before" % (after, rss0))
 
 
+@test
+def full_disk_is_one_exact_gap_per_loss():
+    """The spool on a 4 MiB tmpfs that another file fills while requests
+    flow, then frees: the agent serves throughout, and at the collector every
+    seq is delivered or inside exactly one gap range (ranges never overlap),
+    so delivered request events plus the requests inside gaps equal the
+    requests the provider received."""
+    tmp, col = new_collector("enospc")
+    agent_id = "ws-enospc"
+    enrolled = col.enroll(agent_id)
+    col.start()
+    fs = os.path.join(tmp, "fs")
+    os.makedirs(fs)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "vigil-test", fs], check=True)
+    lib.at_cleanup(lambda: subprocess.run(["umount", "-l", fs]))
+    rig = rigmod.Rig("enospc", {"api.openai.com": "127.31.0.12"}, {"good": ("127.31.0.12", "good", 0)},
+                     endpoints=["api.openai.com"], log_level="info",
+                     agent_extra=collector_block(col, enrolled))
+    with open(rig.agent.config) as f:
+        text = re.sub(r"(?m)^spool_dir: .*$", "spool_dir: %s/spool" % fs, f.read())
+    with open(rig.agent.config, "w") as f:
+        f.write(text)
+    agent = rig.agent.start()
+    check(os.path.isdir(os.path.join(fs, "spool", "segments")), "the spool is not on the tmpfs")
+    results, stop = [], []
+
+    def load():
+        while not stop:
+            p = lib.run([rigmod.PY, TOOLS, "burst", rig.ca, "api.openai.com", "40"], cgroup=rig.cg.path,
+                        uid=lib.NOBODY, hosts=rig.hosts, timeout=60)
+            try:
+                results.append(json.loads(p.stdout.strip().splitlines()[-1]))
+            except (IndexError, ValueError):
+                results.append({"sent": 1, "ok": 0, "stderr": p.stderr[-300:]})
+    import threading
+    t = threading.Thread(target=load)
+    t.start()
+    time.sleep(2)
+    filler = os.path.join(fs, "filler")
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    os.close(fd)
+    time.sleep(4)
+    os.unlink(filler)
+    time.sleep(2)
+    stop.append(1)
+    t.join()
+    sent = sum(r["sent"] for r in results)
+    ok = sum(r["ok"] for r in results)
+    check(ok == sent and sent > 100, "the agent did not serve throughout: %d of %d answered %s"
+          % (ok, sent, [r for r in results if r["ok"] != r["sent"]][:2]))
+    check(agent.stop() == 0, "agent did not stop cleanly")
+    agent.start()   # ships what the stop left
+    evs = stored(col, agent_id, lambda e: any(x["kind"] == "agent_stop" for x in e) and
+                 len([x for x in e if x["kind"] == "agent_start"]) == 2, 60)
+    check(agent.stop() == 0, "agent did not stop cleanly")
+    evs = stored(col, agent_id, lambda e: len([x for x in e if x["kind"] == "agent_stop"]) == 2, 60)
+    seqs, dups, mx, missing = seqs_report(evs)
+    check(not dups, "%d duplicates" % dups)
+    gaps = sorted((e["gap_first_seq"], e["gap_last_seq"], e["gap_count"]) for e in evs if e["kind"] == "gap")
+    check(gaps, "no gap recorded although the disk was full")
+    covered = {}
+    for a, b, n in gaps:
+        check(n == b - a + 1, "gap %d..%d says %d events" % (a, b, n))
+        for q in range(a, b + 1):
+            check(q not in covered, "seq %d in two gap ranges" % q)
+            check(q not in set(seqs), "seq %d both delivered and in a gap" % q)
+            covered[q] = True
+    for (a1, b1, _), (a2, b2, _) in zip(gaps, gaps[1:]):
+        check(b1 + 1 != a2, "one contiguous loss split into two gap records: %d..%d, %d..%d" % (a1, b1, a2, b2))
+    holes = [q for q in missing if q not in covered]
+    check(not holes, "seqs neither delivered nor in a gap: %s" % holes[:10])
+    local = {e["seq"]: e for e in agent.events()}
+    received = len(rig.received())
+    delivered = sum(1 for e in evs if e["kind"] == "request")
+    in_gaps = sum(1 for q in covered if local.get(q, {}).get("kind") == "request")
+    check(received == sent, "the provider received %d, the client sent %d" % (received, sent))
+    check(delivered + in_gaps == received, "%d delivered + %d in gaps != %d requests received"
+          % (delivered, in_gaps, received))
+    gap_lines = sum(1 for e in agent.events("gap"))
+    check(gap_lines == len(gaps), "%d gap lines in the JSON log for %d gap records" % (gap_lines, len(gaps)))
+    print("   %d requests, %d delivered, %d in %d gap ranges %s" % (received, delivered, in_gaps, len(gaps),
+                                                                     [(a, b) for a, b, _ in gaps][:6]))
+
+
 if __name__ == "__main__":
     lib.main()
