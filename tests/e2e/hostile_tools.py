@@ -94,6 +94,8 @@ def stall(ca, host, n, announce, send, hold):
     `send` of them, then stalling for `hold` seconds. Prints, per
     connection, what the agent answered before the stall (if anything)."""
     n, announce, send, hold = int(n), int(announce), int(send), float(hold)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     ctx = ssl.create_default_context(cafile=ca)
     conns = []
     for _ in range(n):

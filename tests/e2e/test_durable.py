@@ -364,5 +364,30 @@ def full_disk_is_one_exact_gap_per_loss():
                                                                      [(a, b) for a, b, _ in gaps][:6]))
 
 
+@test
+def thousand_slow_uploads_stay_bounded():
+    """1,000 connections each announce a 1 MiB body, send 64 KiB of it and
+    stall: memory stays within the buffer budget, plus the per-connection
+    allowance and thread, plus a fixed overhead."""
+    agent = rig_agent()
+    pid = agent.proc.pid
+    rss0 = rss_kb(pid)
+    p = lib.spawn([rigmod.PY, TOOLS, "stall", RIG.ca, "api.openai.com", "1000", str(1 << 20), str(64 << 10), "5"],
+                  cgroup=RIG.cg.path, uid=lib.NOBODY, hosts=RIG.hosts, stdout=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    during = rss_kb(pid)
+    code, body, cp = RIG.curl("https://api.openai.com/v1/chat/completions", CHAT)
+    p.wait(60)
+    time.sleep(1.5)
+    after = rss_kb(pid)
+    res = json.loads(line) if line.startswith("{") else {}
+    check(res.get("stalled") == 1000, "the client did not open 1000 uploads: %r" % line[:200])
+    check(code == 200, "a normal client was not served during 1000 slow uploads: %s" % code)
+    print("   RSS kB: before %d, with 1000 slow uploads %d, after %d" % (rss0, during, after))
+    if not lib.SAN:
+        limit = rss0 + (256 << 10) + 1000 * 192 + (64 << 10)
+        check(during < limit, "RSS %d kB above budget + allowance + overhead (%d kB)" % (during, limit))
+
+
 if __name__ == "__main__":
     lib.main()
