@@ -37,8 +37,9 @@ TEST(open_and_unsettled_exchanges_are_recovered_once)
 	CHECK(a >= 0 && b >= 0 && c >= 0 && a != b && b != c, "slots %d %d %d", a, b, c);
 	CHECK(inflight_done(j, b, 10) == 0, "done");
 	CHECK(inflight_open_count(j) == 2, "open count %zu", inflight_open_count(j));
-	/* a crash: the process goes without closing (the fd is all that held it) */
-	close(inflight_fd(j));
+	/* a crash, as far as the file goes: closing with exchanges still open
+	 * leaves them in it, as a killed process would */
+	inflight_close(j);
 	struct inflight *k = reopen();
 	CHECK(k, "reopen");
 	CHECK(inflight_pending(k, 10) == 2, "with seq 10 in the spool: %zu pending, want 2", inflight_pending(k, 10));
@@ -73,7 +74,7 @@ TEST(damaged_slot_is_skipped)
 	unlink(path);
 	CHECK(inflight_open(path, true, &j, err, sizeof(err)) == 0, "open: %s", err);
 	int a = inflight_begin(j, "alpha", 5), b = inflight_begin(j, "bravo", 5);
-	close(inflight_fd(j));
+	inflight_close(j);
 	int fd = open(path, O_WRONLY);
 	CHECK(fd >= 0 && pwrite(fd, "X", 1, (off_t)b * INFLIGHT_SLOT + 33) == 1, "corrupt");
 	close(fd);
