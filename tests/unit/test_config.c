@@ -232,3 +232,17 @@ TEST(agent_id_comes_from_the_enrolled_certificate)
 	config_free(c);
 	CHECK(ret < 0 && strstr(err, "collector.cert"), "unreadable certificate: %d %s", ret, err);
 }
+
+TEST(max_buffered_bytes_key)
+{
+	struct config *c = NULL;
+	char err[512];
+	CHECK(load_text("limits:\n  max_buffered_bytes: 64M\n", &c, err, sizeof(err)) == 0, "load failed: %s", err);
+	CHECK(c->max_buffered_bytes == 64ULL << 20, "max_buffered_bytes %llu", (unsigned long long)c->max_buffered_bytes);
+	config_free(c);
+	CHECK(load_text("agent_id: x\n", &c, err, sizeof(err)) == 0, "load failed: %s", err);
+	CHECK(c->max_buffered_bytes == 256ULL << 20, "default %llu, want 256M", (unsigned long long)c->max_buffered_bytes);
+	config_free(c);
+	CHECK(fails_at("limits:\n  max_buffered_bytes: 100k\n", 2, "max_buffered_bytes", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("limits:\n  max_buffered_bytes: lots\n", 2, "", err, sizeof(err)), "%s", err);
+}
