@@ -60,6 +60,11 @@ struct spool {
 	uint64_t durable_size;         /* of the active segment */
 	uint64_t durable_seq;
 	uint64_t dropped;
+	/* The reader's records are in the shipper's memory, resent from there
+	 * until acked: a drop does not lose them (read_seq). And a record a
+	 * drop reported lost is never handed to the reader (lost_seq), so a
+	 * seq is either delivered or inside a gap, never both. */
+	uint64_t read_seq, lost_seq;
 	bool dirty;
 
 	struct spool_loss open_losses[MAX_OPEN_LOSSES];
@@ -708,8 +713,11 @@ static bool drop_oldest(struct spool *s, struct spool_loss *loss)
 		s->durable_size = 0;
 		s->durable_seq = s->last_seq;
 	}
-	n = unacked_records(&s->segs[0], s->acked_seq, &first);
+	n = unacked_records(&s->segs[0], s->acked_seq > s->read_seq ? s->acked_seq : s->read_seq,
+			    &first);
 	loss_add(loss, n, first, s->segs[0].last_seq);
+	if (n && s->segs[0].last_seq > s->lost_seq)
+		s->lost_seq = s->segs[0].last_seq;
 	s->dropped += n;
 	seg_path(s, s->segs[0].id, path, sizeof(path));
 	unlink(path);
@@ -1023,6 +1031,7 @@ int spool_reader_new(struct spool *s, struct spool_reader **out)
 	pthread_mutex_lock(&s->lock);
 	r->seg_id = s->nseg ? s->segs[0].id : s->next_id;
 	r->after_seq = s->acked_seq;
+	s->read_seq = s->acked_seq;
 	pthread_mutex_unlock(&s->lock);
 	r->off = SEG_HDR;
 	*out = r;
@@ -1134,8 +1143,41 @@ void spool_batch_free(struct spool_batch *b)
 	memset(b, 0, sizeof(*b));
 }
 
+/* Publishes what the reader took (b->seq[n0..]) and takes back what a drop
+ * reported lost meanwhile (a prefix: drops go oldest first). */
+static void reader_settle(struct spool_reader *r, struct spool_batch *b, size_t n0)
+{
+	struct spool *s = r->s;
+	size_t k = n0;
+	pthread_mutex_lock(&s->lock);
+	while (k < b->n && b->seq[k] <= s->lost_seq)
+		k++;
+	if (k > n0) {
+		size_t keep = b->n - k;
+		memmove(b->seq + n0, b->seq + k, keep * sizeof(*b->seq));
+		memmove(b->off + n0, b->off + k, keep * sizeof(*b->off));
+		memmove(b->len + n0, b->len + k, keep * sizeof(*b->len));
+		b->n = n0 + keep;
+	}
+	if (b->n > n0 && b->seq[b->n - 1] > s->read_seq)
+		s->read_seq = b->seq[b->n - 1];
+	pthread_mutex_unlock(&s->lock);
+}
+
+static int read_records(struct spool_reader *r, size_t max_records, size_t max_bytes,
+			struct spool_batch *b, struct spool_loss *loss);
+
 int spool_read(struct spool_reader *r, size_t max_records, size_t max_bytes, struct spool_batch *b,
 	       struct spool_loss *loss)
+{
+	size_t n0 = b->n;
+	int ret = read_records(r, max_records, max_bytes, b, loss);
+	reader_settle(r, b, n0);
+	return ret;
+}
+
+static int read_records(struct spool_reader *r, size_t max_records, size_t max_bytes,
+			struct spool_batch *b, struct spool_loss *loss)
 {
 	size_t got = 0, bytes = 0;
 	if (loss)

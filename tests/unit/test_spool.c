@@ -510,3 +510,44 @@ TEST(disk_full_drops_active_segment_and_keeps_room_for_the_gap)
 	CHECK(again == 0, "appends after the disk was freed: %d", again);
 	CHECK(rebuilt, "reserve not rebuilt after the disk was freed");
 }
+
+/* A seq is either handed to the shipper or reported lost, never both:
+ * records the reader already took are in the shipper's memory (resent from
+ * there until acked), so a drop does not count them; records a drop
+ * counted are never handed out afterwards. */
+TEST(drop_and_reader_never_both_claim_a_seq)
+{
+	const char *dir = fresh_dir("dropread");
+	struct spool *s = NULL;
+	struct spool_reader *r = NULL;
+	struct spool_batch b = { 0 };
+	struct spool_loss total = { 0 };
+	static char seen[4001];
+	memset(seen, 0, sizeof(seen));
+	CHECK(open_sp(dir, 32768, 4096, SPOOL_FSYNC_NEVER, &s) == 0, "open");
+	CHECK(append_range(s, 1, 100, NULL) == 0, "append");
+	CHECK(spool_reader_new(s, &r) == 0, "reader");
+	CHECK(spool_read(r, 30, 1 << 20, &b, NULL) == 0 && b.n == 30, "first read: %zu", b.n);
+	for (size_t i = 0; i < b.n; i++)
+		seen[b.seq[i]] = 1;
+	CHECK(append_range(s, 101, 4000, &total) == 0, "append more");
+	spool_batch_reset(&b);
+	for (;;) {
+		size_t before = b.n;
+		CHECK(spool_read(r, 500, 1 << 20, &b, NULL) == 0, "read");
+		if (b.n == before)
+			break;
+	}
+	for (size_t i = 0; i < b.n; i++)
+		seen[b.seq[i]]++;
+	spool_batch_free(&b);
+	spool_reader_free(r);
+	spool_close(s);
+	rm_rf(dir);
+	CHECK(total.count > 0 && total.first_seq == 31, "loss starts at %llu, want 31 (1..30 are with the reader)",
+	      (unsigned long long)total.first_seq);
+	for (uint64_t q = 1; q <= 4000; q++) {
+		int lost = q >= total.first_seq && q <= total.last_seq;
+		CHECK(seen[q] + lost == 1, "seq %llu: handed out %d times, lost %d", (unsigned long long)q, seen[q], lost);
+	}
+}
