@@ -5,9 +5,14 @@
  * spool before it counts as recorded, then written as a JSON line to
  * audit_log (the local tap, same fields plus boot_id). The chain head and
  * sequence survive restarts: they are recovered from the spool's last
- * record (or audit.state when the spool is empty).
+ * record (or audit.state when the spool is empty). Exchanges going
+ * upstream are journaled first (audit_begin, agent/inflight.h) and settled
+ * by their complete event; what a crash left open is reported at the next
+ * start as incomplete requests (error agent_stopped).
  *
  * Owns: the sequence, the chain head, the JSON log fd, the spool, the
+ * in-flight journal, the running marker (spool_dir/running: present while
+ * an agent runs, so a start finds out the last stop was unclean), the
  * Ed25519 signing key and the shipper thread. One mutex orders sequence,
  * chain, spool append and log write. Must never: do network I/O or wait
  * for an fsync under that mutex (except spool_fsync: always, by choice),
@@ -16,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +72,7 @@ struct audit {
 	char *running_path;          /* exists while an agent runs on this spool */
 	bool prev_unclean;
 	size_t prev_open;
+	atomic_bool journal_failing;
 };
 
 /* ------------------------------------------------------------ state file */
@@ -407,7 +414,7 @@ uint64_t audit_begin(struct audit *a, const struct audit_event *ev)
 	struct vigil_finding f[AUDIT_MAX_FINDING_TYPES], of[AUDIT_MAX_FINDING_TYPES];
 	uint8_t buf[INFLIGHT_MAX_RECORD];
 	size_t n;
-	int slot;
+	int slot = -EMSGSIZE;
 	if (!a->inflight)
 		return 0;
 	to_vigil(ev, &v, f, of);
@@ -422,10 +429,15 @@ uint64_t audit_begin(struct audit *a, const struct audit_event *ev)
 		n = evcodec_event_encode(&v, false, buf, sizeof(buf));
 	}
 	if (n == 0 || n > sizeof(buf) || (slot = inflight_begin(a->inflight, buf, n)) < 0) {
-		log_warn("audit: the start of an exchange to %s could not be journaled; it goes on "
-			 "(its event is written when it ends)", ev->sni ? ev->sni : "?");
+		/* once per stretch of failures (a full disk), not per request */
+		if (!atomic_exchange(&a->journal_failing, true))
+			log_warn("audit: exchange starts cannot be journaled (%s); they go on, and "
+				 "their events are written when they end", n > sizeof(buf) ? "too large" :
+				 strerror(-slot));
 		return 0;
 	}
+	if (atomic_exchange(&a->journal_failing, false))
+		log_info("audit: exchange starts are journaled again");
 	return (uint64_t)slot + 1;
 }
 

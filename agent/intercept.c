@@ -230,17 +230,22 @@ struct ic {
 	struct exchange_conn xc;   /* scan state and token vault of this conversation */
 };
 
+/* The capacity grow() gives a buffer of cap bytes that must hold need. */
+static size_t grown_cap(size_t cap, size_t need, size_t limit)
+{
+	size_t nc = cap ? cap : 16384;
+	while (nc < need)
+		nc *= 2;
+	return nc > limit ? limit : nc;
+}
+
 static int grow(char **buf, size_t *cap, size_t need, size_t limit)
 {
 	if (need <= *cap)
 		return 0;
 	if (need > limit)
 		return -E2BIG;
-	size_t nc = *cap ? *cap : 16384;
-	while (nc < need)
-		nc *= 2;
-	if (nc > limit)
-		nc = limit;
+	size_t nc = grown_cap(*cap, need, limit);
 	char *nb = realloc(*buf, nc);
 	if (!nb)
 		return -ENOMEM;
@@ -285,16 +290,12 @@ static int charge(struct ic *ic, size_t in_cap, size_t body_cap)
 /* grow() for the request buffers (in, body), charged to the budget first. */
 static int grow_charged(struct ic *ic, char **buf, size_t *cap, size_t need, size_t limit)
 {
-	size_t nc = *cap ? *cap : 16384;
 	int ret;
 	if (need <= *cap)
 		return 0;
 	if (need > limit)
 		return -E2BIG;
-	while (nc < need)
-		nc *= 2;
-	if (nc > limit)
-		nc = limit;
+	size_t nc = grown_cap(*cap, need, limit);
 	bool in = buf == &ic->in;
 	if ((ret = charge(ic, in ? nc : ic->in_cap, in ? ic->body_cap : nc)))
 		return ret;
@@ -307,13 +308,13 @@ static int grow_charged(struct ic *ic, char **buf, size_t *cap, size_t need, siz
  * pipelined request), and the budget with them. */
 static void release_buffers(struct ic *ic)
 {
-	if (ic->in_cap > RELEASE_ABOVE && ic->in_len <= RELEASE_ABOVE / 2) {
-		char *nb = ic->in_len ? realloc(ic->in, RELEASE_ABOVE) : NULL;
-		if (!ic->in_len) {
-			free(ic->in);
-			ic->in = NULL;
-			ic->in_cap = 0;
-		} else if (nb) {
+	if (ic->in_cap > RELEASE_ABOVE && !ic->in_len) {
+		free(ic->in);
+		ic->in = NULL;
+		ic->in_cap = 0;
+	} else if (ic->in_cap > RELEASE_ABOVE && ic->in_len <= RELEASE_ABOVE / 2) {
+		char *nb = realloc(ic->in, RELEASE_ABOVE);
+		if (nb) {
 			ic->in = nb;
 			ic->in_cap = RELEASE_ABOVE;
 		}
