@@ -31,6 +31,8 @@ struct agent_stats {
 	atomic_ulong dns_answers;      /* DNS answers seen by the ingress program */
 	atomic_ulong dns_learned;      /* target addresses first learned from one */
 	atomic_ulong refused[REASON__COUNT]; /* connections and requests refused, by reason */
+	atomic_ulong buffered;         /* request buffer bytes charged to limits.max_buffered_bytes */
+	atomic_ulong buffer_refusals;  /* requests refused (503) because that budget was spent */
 };
 
 struct agent {

@@ -5,9 +5,14 @@
  * spool before it counts as recorded, then written as a JSON line to
  * audit_log (the local tap, same fields plus boot_id). The chain head and
  * sequence survive restarts: they are recovered from the spool's last
- * record (or audit.state when the spool is empty).
+ * record (or audit.state when the spool is empty). Exchanges going
+ * upstream are journaled first (audit_begin, agent/inflight.h) and settled
+ * by their complete event; what a crash left open is reported at the next
+ * start as incomplete requests (error agent_stopped).
  *
  * Owns: the sequence, the chain head, the JSON log fd, the spool, the
+ * in-flight journal, the running marker (spool_dir/running: present while
+ * an agent runs, so a start finds out the last stop was unclean), the
  * Ed25519 signing key and the shipper thread. One mutex orders sequence,
  * chain, spool append and log write. Must never: do network I/O or wait
  * for an fsync under that mutex (except spool_fsync: always, by choice),
@@ -16,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +30,7 @@
 #include <unistd.h>
 #include "audit.h"
 #include "evcodec.h"
+#include "inflight.h"
 #include "jsonw.h"
 #include "log.h"
 #include "pki.h"
@@ -56,6 +63,16 @@ struct audit {
 	struct pending_gap gaps[MAX_PENDING_GAPS];
 	unsigned n_gaps;
 	uint64_t gap_events;
+	/* The spool refuses appends (disk full of other data): said once when
+	 * it starts and once when it ends, with the count, never per event. */
+	bool spool_failing;
+	uint64_t spool_failed;
+	/* exchanges in flight (spool_dir/inflight), and how the last run ended */
+	struct inflight *inflight;
+	char *running_path;          /* exists while an agent runs on this spool */
+	bool prev_unclean;
+	size_t prev_open;
+	atomic_bool journal_failing;
 };
 
 /* ------------------------------------------------------------ state file */
@@ -107,6 +124,15 @@ static void save_state(struct audit *a)
 
 /* ---------------------------------------------------------------- emit */
 
+/* "a; b" when a contiguous loss had two causes (each named once). */
+static void merge_why(struct pending_gap *g, const char *why)
+{
+	size_t n = strlen(g->why);
+	if (strstr(g->why, why) || n + 2 + strlen(why) >= sizeof(g->why))
+		return;
+	snprintf(g->why + n, sizeof(g->why) - n, "; %s", why);
+}
+
 static void queue_gap(struct audit *a, uint64_t count, uint64_t first, uint64_t last,
 		      const char *why)
 {
@@ -115,10 +141,11 @@ static void queue_gap(struct audit *a, uint64_t count, uint64_t first, uint64_t 
 		return;
 	if (a->n_gaps) {
 		g = &a->gaps[a->n_gaps - 1];
-		/* merge a contiguous range with the same reason */
-		if (g->last + 1 == first && strcmp(g->why, why) == 0) {
+		/* a contiguous range is one loss, one record, whatever the causes */
+		if (g->last + 1 == first) {
 			g->last = last;
 			g->count += count;
+			merge_why(g, why);
 			return;
 		}
 	}
@@ -142,7 +169,8 @@ static void queue_gap(struct audit *a, uint64_t count, uint64_t first, uint64_t 
 /* Stamps, chains, spools and logs v (time_us and event_id already set).
  * Returns the seq, or 0 if the event could not even be encoded. With the
  * lock held. */
-static uint64_t emit_locked(struct audit *a, struct vigil_event *v, bool *spool_failed)
+static uint64_t emit_locked(struct audit *a, struct vigil_event *v, bool reserved, int slot,
+			    bool *spool_failed)
 {
 	size_t n;
 	uint64_t seq = a->seq + 1;
@@ -189,18 +217,33 @@ static uint64_t emit_locked(struct audit *a, struct vigil_event *v, bool *spool_
 	 * it, it is a recorded loss (gap event), not a hole. */
 	a->seq = seq;
 	memcpy(a->head, v->hash, EVCODEC_HASH_LEN);
+	/* Done before the append: after a crash, "done at seq" with seq not in
+	 * the spool still reports the exchange (see inflight.h). */
+	if (slot >= 0 && a->inflight)
+		inflight_done(a->inflight, slot, seq);
 	if (a->spool) {
 		struct spool_loss loss = { 0 };
-		ret = spool_append(a->spool, seq, a->enc, n, &loss);
+		ret = reserved ? spool_append_reserved(a->spool, seq, a->enc, n, &loss) :
+				 spool_append(a->spool, seq, a->enc, n, &loss);
 		if (loss.count)
 			queue_gap(a, loss.count, loss.first_seq, loss.last_seq, loss.why);
 		if (ret) {
 			char why[128];
 			snprintf(why, sizeof(why), "spool write failed: %s", strerror(-ret));
-			log_err("audit: event %llu not spooled: %s", (unsigned long long)seq, strerror(-ret));
+			if (!a->spool_failing)
+				log_err("audit: the spool refuses events from seq %llu on (%s); counting them "
+					"for one gap record once it takes events again",
+					(unsigned long long)seq, strerror(-ret));
+			a->spool_failing = true;
+			a->spool_failed++;
 			queue_gap(a, 1, seq, seq, why);
 			if (spool_failed)
 				*spool_failed = true;
+		} else if (a->spool_failing) {
+			log_warn("audit: the spool takes events again after %llu were refused",
+				 (unsigned long long)a->spool_failed);
+			a->spool_failing = false;
+			a->spool_failed = 0;
 		}
 	}
 	if (a->fd >= 0) {
@@ -221,6 +264,35 @@ static void stamp(struct vigil_event *v)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	v->time_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Puts g back at the head of the queue, merged with the entries that
+ * continue it (contiguous seqs): one contiguous loss stays one gap record,
+ * never two records or overlapping ones. */
+static void requeue_gap_front(struct audit *a, const struct pending_gap *g)
+{
+	struct pending_gap m = *g;
+	for (unsigned i = 0; i < a->n_gaps;) {
+		struct pending_gap *o = &a->gaps[i];
+		if (o->first == m.last + 1 || o->last + 1 == m.first) {
+			m.first = o->first < m.first ? o->first : m.first;
+			m.last = o->last > m.last ? o->last : m.last;
+			m.count += o->count;
+			merge_why(&m, o->why);
+			memmove(o, o + 1, (a->n_gaps - i - 1) * sizeof(*o));
+			a->n_gaps--;
+			i = 0;
+			continue;
+		}
+		i++;
+	}
+	if (a->n_gaps == MAX_PENDING_GAPS) {   /* full: merge into the head */
+		queue_gap(a, m.count, m.first, m.last, m.why);
+		return;
+	}
+	memmove(&a->gaps[1], &a->gaps[0], a->n_gaps * sizeof(a->gaps[0]));
+	a->gaps[0] = m;
+	a->n_gaps++;
 }
 
 /* Emits the queued gap events. With the lock held. */
@@ -244,17 +316,25 @@ static void flush_gaps_locked(struct audit *a)
 		log_warn("audit: recording a gap of %llu events (seq %llu..%llu): %s",
 			 (unsigned long long)g.count, (unsigned long long)g.first,
 			 (unsigned long long)g.last, g.why);
-		if (emit_locked(a, &v, &failed))
+		if (emit_locked(a, &v, true, -1, &failed))
 			a->gap_events++;
 		if (failed) {
-			/* The gap event itself did not reach the spool: keep the
-			 * original range queued (merged with this event's seq) and
-			 * retry on the next emit instead of spinning now. */
-			queue_gap(a, g.count, g.first, g.last, g.why);
+			/* The gap event did not reach the spool even with the
+			 * reserve: its own seq was queued as lost (at the end).
+			 * Put the range back first and retry on a later emit that
+			 * succeeds, instead of spinning now. */
+			requeue_gap_front(a, &g);
 			break;
 		}
 	}
 }
+
+/* Room for an event's finding lists in the codec's form (borrowed by the
+ * vigil_event built from it). */
+struct wire_findings {
+	struct vigil_finding in[AUDIT_MAX_FINDING_TYPES], out[AUDIT_MAX_FINDING_TYPES],
+		redacted[AUDIT_MAX_FINDING_TYPES];
+};
 
 /* One of the event's finding lists in the codec's form; returns its length. */
 static size_t copy_findings(const struct audit_finding *in, unsigned n, struct vigil_finding *out)
@@ -267,64 +347,161 @@ static size_t copy_findings(const struct audit_finding *in, unsigned n, struct v
 	return k;
 }
 
-uint64_t audit_emit(struct audit *a, const struct audit_event *ev)
+/* The wire form of ev; its finding lists go in wf (borrowed by v). */
+static void to_vigil(const struct audit_event *ev, struct vigil_event *v, struct wire_findings *wf)
 {
-	struct vigil_event v;
-	struct vigil_finding f[AUDIT_MAX_FINDING_TYPES], of[AUDIT_MAX_FINDING_TYPES],
-		rf[AUDIT_MAX_FINDING_TYPES];
+	vigil_event_init(v, ev->kind);
+	v->user = ev->user;
+	v->uid = ev->uid;
+	v->gid = ev->gid;
+	v->pid = ev->pid;
+	v->tid = ev->tid;
+	v->comm = ev->comm;
+	v->exe = ev->exe;
+	v->cgroup = ev->cgroup;
+	v->dst_ip = ev->dst_ip;
+	v->dst_port = ev->dst_port;
+	v->sni = ev->sni;
+	v->provider = ev->provider;
+	v->method = ev->method;
+	v->path = ev->path;
+	v->model = ev->model;
+	v->stream = ev->stream;
+	v->action = ev->action;
+	v->rule = ev->rule;
+	v->reason = ev->reason;
+	v->error = ev->error;
+	v->findings = wf->in;
+	v->n_findings = copy_findings(ev->findings, ev->n_findings, wf->in);
+	v->output_findings = wf->out;
+	v->n_output_findings = copy_findings(ev->output_findings, ev->n_output_findings, wf->out);
+	v->output_redacted = wf->redacted;
+	v->n_output_redacted = copy_findings(ev->output_redacted, ev->n_output_redacted, wf->redacted);
+	v->injection_score = ev->injection_score;
+	v->status = ev->status;
+	v->bytes_up = ev->bytes_up;
+	v->bytes_down = ev->bytes_down;
+	v->prompt_tokens = ev->prompt_tokens;
+	v->completion_tokens = ev->completion_tokens;
+	v->latency_ms = ev->latency_ms;
+	v->policy_hash = ev->policy_hash;
+	v->content = ev->content;
+	v->gap_count = ev->gap_count;
+	v->gap_first_seq = ev->gap_first_seq;
+	v->gap_last_seq = ev->gap_last_seq;
+}
+
+/* Emits v (stamped here) and closes slot (-1 = none). */
+static uint64_t emit_one(struct audit *a, struct vigil_event *v, int slot)
+{
 	char id[37];
 	uint64_t seq;
-
-	vigil_event_init(&v, ev->kind);
-	stamp(&v);
+	stamp(v);
 	if (evcodec_uuid(id))
 		return 0;
-	v.event_id = id;
-	v.user = ev->user;
-	v.uid = ev->uid;
-	v.gid = ev->gid;
-	v.pid = ev->pid;
-	v.tid = ev->tid;
-	v.comm = ev->comm;
-	v.exe = ev->exe;
-	v.cgroup = ev->cgroup;
-	v.dst_ip = ev->dst_ip;
-	v.dst_port = ev->dst_port;
-	v.sni = ev->sni;
-	v.provider = ev->provider;
-	v.method = ev->method;
-	v.path = ev->path;
-	v.model = ev->model;
-	v.stream = ev->stream;
-	v.action = ev->action;
-	v.rule = ev->rule;
-	v.reason = ev->reason;
-	v.error = ev->error;
-	v.findings = f;
-	v.n_findings = copy_findings(ev->findings, ev->n_findings, f);
-	v.output_findings = of;
-	v.n_output_findings = copy_findings(ev->output_findings, ev->n_output_findings, of);
-	v.output_redacted = rf;
-	v.n_output_redacted = copy_findings(ev->output_redacted, ev->n_output_redacted, rf);
-	v.injection_score = ev->injection_score;
-	v.status = ev->status;
-	v.bytes_up = ev->bytes_up;
-	v.bytes_down = ev->bytes_down;
-	v.prompt_tokens = ev->prompt_tokens;
-	v.completion_tokens = ev->completion_tokens;
-	v.latency_ms = ev->latency_ms;
-	v.policy_hash = ev->policy_hash;
-	v.content = ev->content;
-	v.gap_count = ev->gap_count;
-	v.gap_first_seq = ev->gap_first_seq;
-	v.gap_last_seq = ev->gap_last_seq;
-
+	v->event_id = id;
 	pthread_mutex_lock(&a->lock);
-	seq = emit_locked(a, &v, NULL);
-	if (a->n_gaps)
+	seq = emit_locked(a, v, false, slot, NULL);
+	/* Gaps only once the spool takes events again: while it refuses them,
+	 * trying would add a gap line per event and split one loss in many. */
+	if (a->n_gaps && !a->spool_failing)
 		flush_gaps_locked(a);
 	pthread_mutex_unlock(&a->lock);
 	return seq;
+}
+
+uint64_t audit_emit(struct audit *a, const struct audit_event *ev)
+{
+	struct vigil_event v;
+	struct wire_findings wf;
+	to_vigil(ev, &v, &wf);
+	return emit_one(a, &v, -1);
+}
+
+uint64_t audit_begin(struct audit *a, const struct audit_event *ev)
+{
+	struct vigil_event v;
+	struct wire_findings wf;
+	uint8_t buf[INFLIGHT_MAX_RECORD];
+	size_t n;
+	int slot = -EMSGSIZE;
+	if (!a->inflight)
+		return 0;
+	to_vigil(ev, &v, &wf);
+	v.agent_id = a->agent_id;
+	v.boot_id = a->boot_id;
+	v.host = a->host;
+	stamp(&v);
+	n = evcodec_event_encode(&v, false, buf, sizeof(buf));
+	if (n > sizeof(buf)) {
+		/* long paths: the exchange matters more than where the binary lives */
+		v.exe = v.cgroup = NULL;
+		n = evcodec_event_encode(&v, false, buf, sizeof(buf));
+	}
+	if (n == 0 || n > sizeof(buf) || (slot = inflight_begin(a->inflight, buf, n)) < 0) {
+		/* once per stretch of failures (a full disk), not per request */
+		if (!atomic_exchange(&a->journal_failing, true))
+			log_warn("audit: exchange starts cannot be journaled (%s); they go on, and "
+				 "their events are written when they end", n > sizeof(buf) ? "too large" :
+				 strerror(-slot));
+		return 0;
+	}
+	if (atomic_exchange(&a->journal_failing, false))
+		log_info("audit: exchange starts are journaled again");
+	return (uint64_t)slot + 1;
+}
+
+uint64_t audit_end(struct audit *a, uint64_t ticket, const struct audit_event *ev)
+{
+	struct vigil_event v;
+	struct wire_findings wf;
+	to_vigil(ev, &v, &wf);
+	return emit_one(a, &v, ticket ? (int)(ticket - 1) : -1);
+}
+
+/* One exchange the previous run left open: its start, now an incomplete
+ * request (CONTRACT: error agent_stopped). */
+static void emit_orphan(void *arg, const uint8_t *rec, size_t len)
+{
+	struct audit *a = arg;
+	struct evcodec_decoded *d = NULL;
+	if (evcodec_event_decode(rec, len, &d) != 0) {
+		log_err("audit: an in-flight record cannot be decoded; one exchange cannot be reported");
+		return;
+	}
+	struct vigil_event v = d->ev;
+	char started[64];
+	time_t t = (time_t)(v.time_us / 1000000);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(started, sizeof(started), "exchange started %Y-%m-%dT%H:%M:%SZ; the agent stopped before it ended", &tm);
+	v.kind = "request";
+	v.error = "agent_stopped";
+	v.reason = started;
+	v.status = 0;
+	emit_one(a, &v, -1);
+	evcodec_decoded_free(d);
+}
+
+size_t audit_report_interrupted(struct audit *a)
+{
+	size_t n;
+	if (!a->inflight)
+		return 0;
+	n = inflight_recover(a->inflight, a->seq, emit_orphan, a);
+	if (n) {
+		log_warn("audit: %zu exchanges were in flight when the previous run stopped; "
+			 "reported as incomplete requests (error agent_stopped)", n);
+		if (a->spool)
+			spool_sync(a->spool);
+	}
+	return n;
+}
+
+bool audit_previous_stop(const struct audit *a, size_t *open_exchanges)
+{
+	*open_exchanges = a->prev_open;
+	return a->prev_unclean;
 }
 
 /* Shipper thread: records left the spool unacknowledged (quarantine). */
@@ -418,6 +595,33 @@ static int recover(struct audit *a, char *err, size_t errlen)
 	return 0;
 }
 
+/* How the previous run ended (its running marker still there = it never
+ * reached audit_close), the exchanges it left open, and this run's marker
+ * and journal. The journal is synced by the spool's flusher, before it. */
+static int open_run_state(struct audit *a, const char *dir, bool sync_each, char *err, size_t errlen)
+{
+	char path[4200];
+	int fd, ret;
+	if (asprintf(&a->running_path, "%s/running", dir) < 0) {
+		a->running_path = NULL;
+		return -ENOMEM;
+	}
+	a->prev_unclean = access(a->running_path, F_OK) == 0;
+	fd = open(a->running_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "%s: %s", a->running_path, strerror(errno));
+		return ret;
+	}
+	close(fd);
+	snprintf(path, sizeof(path), "%s/inflight", dir);
+	if ((ret = inflight_open(path, sync_each, &a->inflight, err, errlen)))
+		return ret;
+	a->prev_open = inflight_pending(a->inflight, a->seq);
+	spool_set_companion(a->spool, inflight_fd(a->inflight));
+	return 0;
+}
+
 int audit_open(const struct audit_opts *o, struct audit **out, char *err, size_t errlen)
 {
 	struct audit *a = calloc(1, sizeof(*a));
@@ -465,6 +669,9 @@ int audit_open(const struct audit_opts *o, struct audit **out, char *err, size_t
 		if ((ret = recover(a, err, errlen)))
 			goto err;
 		if ((ret = load_or_create_key(o->state_dir, &a->key, err, errlen)))
+			goto err;
+		if ((ret = open_run_state(a, o->state_dir, o->spool_fsync == SPOOL_FSYNC_ALWAYS, err,
+					  errlen)))
 			goto err;
 		if (o->collector_address) {
 			struct ship_opts sho = {
@@ -526,6 +733,11 @@ void audit_close(struct audit *a)
 	if (a->spool && a->seq)
 		save_state(a);
 	spool_close(a->spool);
+	inflight_close(a->inflight);
+	/* Reached only by a clean stop (or a start-up error): say so. */
+	if (a->running_path)
+		unlink(a->running_path);
+	free(a->running_path);
 	EVP_PKEY_free(a->key);
 	if (a->fd >= 0)
 		close(a->fd);
@@ -576,5 +788,6 @@ void audit_get_stats(struct audit *a, struct audit_stats *st)
 		st->wire_bytes = sh.bytes_sent;
 		st->raw_bytes = sh.raw_bytes;
 		st->collector_connected = sh.connected;
+		st->shipping_halted = sh.halted;
 	}
 }

@@ -82,6 +82,27 @@ void audit_event_init(struct audit_event *ev, const char *kind);
 /* Stamps and writes ev. Returns the sequence number given, or 0 on error. */
 uint64_t audit_emit(struct audit *a, const struct audit_event *ev);
 
+/* Audit before forwarding (DESIGN.md decision 11): records that an
+ * exchange described by ev (identity, host, path, decision, findings) is
+ * about to go upstream, in the in-flight journal (inflight.h). Returns a
+ * ticket for audit_end, 0 if it could not be recorded (the exchange goes
+ * on; its complete event is still written at the end). Durable as
+ * spool_fsync says: always = on disk before return; batch = survives a
+ * killed agent at once, a power cut after the next flush (100 ms);
+ * never = survives a killed agent. */
+uint64_t audit_begin(struct audit *a, const struct audit_event *ev);
+/* The exchange's complete event: audit_emit that also closes the ticket
+ * (0 = none), so the exchange is never reported twice. */
+uint64_t audit_end(struct audit *a, uint64_t ticket, const struct audit_event *ev);
+
+/* Whether the previous run on this spool stopped without audit_close (a
+ * crash, kill -9, OOM kill), and how many exchanges it left open. */
+bool audit_previous_stop(const struct audit *a, size_t *open_exchanges);
+/* Emits one incomplete request (kind request, error agent_stopped) per
+ * exchange the previous run left open; call once, after agent_start.
+ * Returns how many. */
+size_t audit_report_interrupted(struct audit *a);
+
 /* Reopens the log file (after rotation; SIGHUP). */
 int audit_reopen(struct audit *a);
 
@@ -94,6 +115,7 @@ struct audit_stats {
 	uint64_t gap_events;        /* gap events this process recorded */
 	uint64_t shipped_events, shipped_batches, rejected_batches, wire_bytes, raw_bytes;
 	bool collector_connected;
+	bool shipping_halted;       /* the collector refuses this agent (see ship.h) */
 };
 void audit_get_stats(struct audit *a, struct audit_stats *st);
 

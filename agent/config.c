@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include "config.h"
 #include "log.h"
+#include "pki.h"
 #include "proxyhead.h"
 #include "ytree.h"
 
@@ -508,6 +509,14 @@ static int load_limits(const char *file, const struct ynode *m, struct config *c
 				return -ERANGE;
 			}
 			c->max_body_bytes = sz;
+		} else if (!strcmp(k, "max_buffered_bytes")) {
+			if ((ret = ytree_size(file, v, &sz, err, errlen)))
+				return ret;
+			if (sz < (1ULL << 20) || sz > (1ULL << 40)) {
+				snprintf(err, errlen, "%s:%d: max_buffered_bytes must be 1M..1T", file, v->line);
+				return -ERANGE;
+			}
+			c->max_buffered_bytes = sz;
 		} else if (!strcmp(k, "header_timeout")) {
 			if ((ret = set_ms(file, v, &c->header_timeout_ms, err, errlen)))
 				return ret;
@@ -582,6 +591,7 @@ static int set_defaults(struct config *c)
 	c->max_head_bytes = 32768;
 	c->max_headers = 100;
 	c->max_body_bytes = 16ULL << 20;
+	c->max_buffered_bytes = 256ULL << 20;
 	c->header_timeout_ms = 10000;
 	/* A client writes its ClientHello right after connect(); three
 	 * seconds covers a loaded machine, and nothing is relayed meanwhile. */
@@ -707,8 +717,10 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 			ret = set_str(path, v, &c->spool_dir, err, errlen);
 		else if (!strcmp(k, "user"))
 			ret = set_str(path, v, &c->user, err, errlen);
-		else if (!strcmp(k, "agent_id"))
+		else if (!strcmp(k, "agent_id")) {
 			ret = set_str(path, v, &c->agent_id, err, errlen);
+			c->agent_id_line = v->line;
+		}
 		else if (!strcmp(k, "collector"))
 			ret = load_collector(path, v, c, err, errlen);
 		else if (!strcmp(k, "spool_max_bytes")) {
@@ -801,4 +813,38 @@ err:
 	ytree_free(root);
 	config_free(c);
 	return ret;
+}
+
+int config_resolve_identity(struct config *c, char *err, size_t errlen)
+{
+	X509 *x = NULL;
+	char cn[128], perr[256];
+	int ret;
+
+	if (!c->collector.cert)
+		return 0;
+	if ((ret = pki_cert_load(c->collector.cert, &x, perr, sizeof(perr)))) {
+		snprintf(err, errlen, "%s: collector.cert: %s", c->path, perr);
+		return ret;
+	}
+	ret = pki_cert_cn(x, cn, sizeof(cn));
+	X509_free(x);
+	if (ret) {
+		snprintf(err, errlen, "%s: collector.cert %s names no usable agent id (CN)", c->path,
+			 c->collector.cert);
+		return -EINVAL;
+	}
+	if (c->agent_id_line) {
+		if (strcmp(c->agent_id, cn) != 0) {
+			snprintf(err, errlen,
+				 "%s:%d: agent_id '%s' differs from the agent id '%s' that collector.cert %s "
+				 "was enrolled for; the collector would refuse every batch (remove agent_id "
+				 "or enroll again)", c->path, c->agent_id_line, c->agent_id, cn,
+				 c->collector.cert);
+			return -EINVAL;
+		}
+		return 0;
+	}
+	free(c->agent_id);
+	return (c->agent_id = strdup(cn)) ? 0 : -ENOMEM;
 }

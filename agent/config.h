@@ -55,7 +55,8 @@ struct config {
 	char *policy;
 	char *audit_log;               /* NULL = none */
 	char *spool_dir;
-	char *agent_id;                /* default: hostname */
+	char *agent_id;                /* default: the enrolled certificate's CN, else hostname */
+	int agent_id_line;             /* line of agent_id: in the file, 0 = not set */
 	char *user;                    /* run as this user once attached (NULL = stay root, capabilities dropped) */
 	struct {
 		char *address, *ca, *cert, *key;
@@ -69,6 +70,7 @@ struct config {
 	uint32_t max_head_bytes;
 	uint32_t max_headers;
 	uint64_t max_body_bytes;
+	uint64_t max_buffered_bytes;   /* request bytes all connections may buffer together */
 	uint32_t header_timeout_ms;
 	uint32_t clienthello_timeout_ms; /* limits.clienthello_timeout: first flight must be complete by then */
 	uint32_t idle_timeout_ms;
@@ -86,6 +88,14 @@ struct config {
  * "file:line: reason" in err. */
 int config_load(const char *path, struct config **out, char *err, size_t errlen);
 void config_free(struct config *c);
+
+/* The agent's identity must be the one its collector certificate names
+ * (the collector refuses every batch otherwise): without agent_id, takes
+ * the CN of collector.cert; with one that differs, fails naming both.
+ * No collector: agent_id (or the hostname) stands. 0 or -errno with
+ * "file:line: reason" in err. Separate from config_load so that loading
+ * stays a pure parse (the certificate is a file of its own). */
+int config_resolve_identity(struct config *c, char *err, size_t errlen);
 
 /* True if sni is watched (exact, or matches a "*.suffix" entry). */
 bool config_host_watched(const char *const *list, size_t n, const char *host);

@@ -427,7 +427,8 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
 	int ret;
 
 	set_method_path(ex, req);
-	ex->bytes_up += len;
+	/* bytes_up is the driver's count of the request as received (head
+	 * and body): adding the body here counted it twice. */
 
 	if (!(scratch = conn_scratch(ex))) {
 		block(ex, 503, "inspection_unavailable", "default:fail_closed",
@@ -1027,8 +1028,9 @@ int exchange_error_response(enum provider_id provider, int status, const char *c
 	int blen = exchange_error_body_for(provider, status, code, msg, body, sizeof(body));
 	int n = snprintf(out, outlen,
 			 "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-			 "Content-Length: %d\r\nConnection: close\r\nX-Vigil-Error: %s\r\n\r\n%s",
-			 status, exchange_status_text(status), blen, code, body);
+			 "Content-Length: %d\r\nConnection: close\r\nX-Vigil-Error: %s\r\n%s\r\n%s",
+			 status, exchange_status_text(status), blen, code,
+			 status == 503 ? "Retry-After: 1\r\n" : "", body);
 	return n < 0 || (size_t)n >= outlen ? -ENOSPC : n;
 }
 

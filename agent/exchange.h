@@ -50,7 +50,7 @@ struct exchange {
 	char model[PROVIDER_MODEL_MAX];
 	bool stream;
 	int status;
-	uint64_t bytes_up, bytes_down;
+	uint64_t bytes_up, bytes_down;    /* set by the driver: bytes as received/sent on the wire */
 	int64_t prompt_tokens, completion_tokens;
 	const char *action, *rule, *reason, *error;
 	char error_buf[256];

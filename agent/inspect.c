@@ -1410,6 +1410,8 @@ static int acc_pos_cmp(const void *a, const void *b)
 
 static void resolve_overlaps(struct inspect_scratch *s)
 {
+	if (!s->nacc)
+		return;   /* acc may be NULL: qsort(NULL, 0) is undefined */
 	qsort(s->acc, s->nacc, sizeof(*s->acc), acc_prio_cmp);
 	size_t k = 0;
 	for (size_t i = 0; i < s->nacc; i++) {

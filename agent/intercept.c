@@ -223,8 +223,10 @@ struct ic {
 	bool up_reusable;
 	char *in;                  /* client bytes: head + body + pipelined rest */
 	size_t in_len, in_cap;
-	char *body;                /* decoded request body */
+	char *body;                /* decoded request body (chunked) */
 	size_t body_len, body_cap;
+	const char *bodyp;         /* the request body: in ic->in (Content-Length) or ic->body */
+	size_t charged;            /* bytes of in/body charged to the buffer budget */
 	char *rbuf;                /* upstream response bytes */
 	size_t rlen, rcap;
 	char *fwd;                 /* head forwarded upstream */
@@ -233,23 +235,106 @@ struct ic {
 	struct exchange_conn xc;   /* scan state and token vault of this conversation */
 };
 
+/* The capacity grow() gives a buffer of cap bytes that must hold need. */
+static size_t grown_cap(size_t cap, size_t need, size_t limit)
+{
+	size_t nc = cap ? cap : 16384;
+	while (nc < need)
+		nc *= 2;
+	return nc > limit ? limit : nc;
+}
+
 static int grow(char **buf, size_t *cap, size_t need, size_t limit)
 {
 	if (need <= *cap)
 		return 0;
 	if (need > limit)
 		return -E2BIG;
-	size_t nc = *cap ? *cap : 16384;
-	while (nc < need)
-		nc *= 2;
-	if (nc > limit)
-		nc = limit;
+	size_t nc = grown_cap(*cap, need, limit);
 	char *nb = realloc(*buf, nc);
 	if (!nb)
 		return -ENOMEM;
 	*buf = nb;
 	*cap = nc;
 	return 0;
+}
+
+/* The buffer budget (limits.max_buffered_bytes): the capacity of every
+ * connection's request buffers beyond BUDGET_FREE is charged to one global
+ * count, so clients that announce big bodies and stall cannot take the
+ * agent's memory (and with it, in fail_mode open, the audit): past the
+ * budget a new body gets a 503 instead of memory. The free allowance keeps
+ * heads and small requests working while the budget is spent. */
+#define BUDGET_FREE (128 * 1024)
+#define RELEASE_ABOVE (64 * 1024)
+
+static size_t chargeable(size_t in_cap, size_t body_cap)
+{
+	return in_cap + body_cap > BUDGET_FREE ? in_cap + body_cap - BUDGET_FREE : 0;
+}
+
+/* Adjusts ic->charged to the buffers' capacities now. -ENOBUFS if that
+ * would pass the budget (nothing charged then). */
+static int charge(struct ic *ic, size_t in_cap, size_t body_cap)
+{
+	size_t want = chargeable(in_cap, body_cap);
+	atomic_ulong *b = &ic->ag->stats.buffered;
+	if (want > ic->charged) {
+		size_t d = want - ic->charged;
+		if (atomic_fetch_add(b, d) + d > ic->ag->cfg->max_buffered_bytes) {
+			atomic_fetch_sub(b, d);
+			return -ENOBUFS;
+		}
+	} else {
+		atomic_fetch_sub(b, ic->charged - want);
+	}
+	ic->charged = want;
+	return 0;
+}
+
+/* grow() for the request buffers (in, body), charged to the budget first. */
+static int grow_charged(struct ic *ic, char **buf, size_t *cap, size_t need, size_t limit)
+{
+	int ret;
+	if (need <= *cap)
+		return 0;
+	if (need > limit)
+		return -E2BIG;
+	size_t nc = grown_cap(*cap, need, limit);
+	bool in = buf == &ic->in;
+	if ((ret = charge(ic, in ? nc : ic->in_cap, in ? ic->body_cap : nc)))
+		return ret;
+	if ((ret = grow(buf, cap, need, limit)))
+		charge(ic, ic->in_cap, ic->body_cap);   /* give back what was not taken */
+	return ret;
+}
+
+/* Between requests: large buffers go back (keep bytes already read of a
+ * pipelined request), and the budget with them. */
+static void release_buffers(struct ic *ic)
+{
+	if (ic->in_cap > RELEASE_ABOVE && !ic->in_len) {
+		free(ic->in);
+		ic->in = NULL;
+		ic->in_cap = 0;
+	} else if (ic->in_cap > RELEASE_ABOVE && ic->in_len <= RELEASE_ABOVE / 2) {
+		char *nb = realloc(ic->in, RELEASE_ABOVE);
+		if (nb) {
+			ic->in = nb;
+			ic->in_cap = RELEASE_ABOVE;
+		}
+	}
+	if (ic->body_cap > RELEASE_ABOVE) {
+		free(ic->body);
+		ic->body = NULL;
+		ic->body_cap = 0;
+	}
+	if (ic->rcap > RELEASE_ABOVE && !ic->rlen) {
+		free(ic->rbuf);
+		ic->rbuf = NULL;
+		ic->rcap = 0;
+	}
+	charge(ic, ic->in_cap, ic->body_cap);
 }
 
 void conn_info_fill_event(const struct conn_info *info, struct audit_event *ev)
@@ -271,7 +356,7 @@ void conn_info_fill_event(const struct conn_info *info, struct audit_event *ev)
 /* Reads more client bytes into ic->in. > 0 read, 0 EOF, < 0 error. */
 static ssize_t client_fill(struct ic *ic, size_t limit, uint64_t deadline)
 {
-	int ret = grow(&ic->in, &ic->in_cap, ic->in_len + IO_CHUNK, limit + IO_CHUNK);
+	int ret = grow_charged(ic, &ic->in, &ic->in_cap, ic->in_len + IO_CHUNK, limit + IO_CHUNK);
 	if (ret)
 		return ret;
 	return tls_read(ic->cssl, ic->cfd, ic->in + ic->in_len, ic->in_cap - ic->in_len, deadline);
@@ -313,9 +398,10 @@ static bool host_is_sni(const struct http_request *req, const char *sni)
 static int chunk_to_body(void *arg, const char *data, size_t len)
 {
 	struct ic *ic = arg;
-	int ret = grow(&ic->body, &ic->body_cap, ic->body_len + len, ic->ag->cfg->max_body_bytes + 1);
+	int ret = grow_charged(ic, &ic->body, &ic->body_cap, ic->body_len + len,
+			       ic->ag->cfg->max_body_bytes + 1);
 	if (ret)
-		return 413;
+		return ret == -ENOBUFS ? 503 : 413;
 	memcpy(ic->body + ic->body_len, data, len);
 	ic->body_len += len;
 	return 0;
@@ -383,27 +469,29 @@ static int read_request(struct ic *ic, struct http_request *req, size_t *consume
 		/* The head must stay where it is (req points into it): grow around it. */
 		while (ic->in_len - off < need) {
 			ssize_t n;
-			if (grow(&ic->in, &ic->in_cap, off + need, off + cfg->max_body_bytes + IO_CHUNK))
-				return -413;
+			int g = grow_charged(ic, &ic->in, &ic->in_cap, off + need,
+					     off + cfg->max_body_bytes + IO_CHUNK);
+			if (g)
+				return g == -ENOBUFS ? -503 : -413;
 			n = tls_read(ic->cssl, ic->cfd, ic->in + ic->in_len, off + need - ic->in_len, deadline);
 			if (n <= 0)
 				return n == -ETIMEDOUT ? -408 : -400;
 			ic->in_len += (size_t)n;
 		}
-		if (grow(&ic->body, &ic->body_cap, need ? need : 1, cfg->max_body_bytes + 1))
-			return -413;
-		memcpy(ic->body, ic->in + off, need);
+		/* The body stays where it was read: no second copy of it. */
+		ic->bodyp = ic->in + off;
 		ic->body_len = need;
 		off += need;
 	} else if (req->body == HTTP_BODY_CHUNKED) {
 		struct http_chunked ch;
+		ic->bodyp = NULL;
 		http_chunked_init(&ch, cfg->max_body_bytes, 8192);
 		for (;;) {
 			if (off < ic->in_len) {
 				ssize_t used = http_chunked_feed(&ch, ic->in + off, ic->in_len - off,
 								 chunk_to_body, ic);
 				if (used < 0)
-					return used == -413 ? -413 : -400;
+					return used == -413 ? -413 : used == -503 ? -503 : -400;
 				off += (size_t)used;
 				if (http_chunked_done(&ch))
 					break;
@@ -413,10 +501,14 @@ static int read_request(struct ic *ic, struct http_request *req, size_t *consume
 				return -413;
 			ssize_t n = client_fill(ic, (size_t)hl + cfg->max_body_bytes * 2 + 65536, deadline);
 			if (n <= 0)
-				return n == -ETIMEDOUT ? -408 : -400;
+				return n == -ETIMEDOUT ? -408 : n == -ENOBUFS ? -503 : -400;
 			ic->in_len += (size_t)n;
 		}
 	}
+	if (req->body == HTTP_BODY_CHUNKED)
+		ic->bodyp = ic->body;
+	else if (req->body != HTTP_BODY_LENGTH)
+		ic->bodyp = NULL;
 	/* Reading the body may have moved the buffer the request points into. */
 	if (ic->in != head_at && http_parse_request(ic->in, (size_t)hl, &lim, req) != hl)
 		return -400;
@@ -605,7 +697,7 @@ static int proxy_exchange(struct ic *ic, struct http_request *req, struct exchan
 	ssize_t hl;
 	int ret;
 	bool retried = false;
-	const char *body = exchange_body(ex, ic->body, &ic->body_len);
+	const char *body = exchange_body(ex, ic->bodyp, &ic->body_len);
 
 	/* fwd also holds a rewritten response head: room for either. */
 	size_t fwd_need = (req->head_len > cfg->max_head_bytes ? req->head_len : cfg->max_head_bytes) + 256;
@@ -802,14 +894,27 @@ again:
 	return resp.keep_alive && resp.body != HTTP_BODY_EOF ? 0 : 1;
 }
 
-static void emit_request_event(struct ic *ic, struct exchange *ex)
+/* ticket: from begin_request_event (0 = none). */
+static void emit_request_event(struct ic *ic, struct exchange *ex, uint64_t ticket)
 {
 	struct audit_event ev;
 	audit_event_init(&ev, "request");
 	conn_info_fill_event(&ic->info, &ev);
 	exchange_fill_event(ex, &ev);
-	audit_emit(ic->ag->audit, &ev);
+	audit_end(ic->ag->audit, ticket, &ev);
 	metrics_count_action(ic->ag, ev.action);
+}
+
+/* Audit before forwarding: what is known before the first byte goes
+ * upstream (identity, host, path, decision, findings) is journaled, so a
+ * crash mid-exchange still leaves an event. */
+static uint64_t begin_request_event(struct ic *ic, struct exchange *ex)
+{
+	struct audit_event ev;
+	audit_event_init(&ev, "request");
+	conn_info_fill_event(&ic->info, &ev);
+	exchange_fill_event(ex, &ev);
+	return audit_begin(ic->ag->audit, &ev);
 }
 
 /* After refusing a request the client may still be sending its body:
@@ -876,22 +981,33 @@ static void serve(struct ic *ic)
 			int status = ret <= -400 && ret >= -599 ? -ret : 400;
 			ex.error = status == 408 ? "request timed out" :
 				   status == 413 ? "request body too large" :
-				   status == 431 ? "request head too large" : "malformed request";
-			ex.reason = "bad_request";
+				   status == 431 ? "request head too large" :
+				   status == 503 ? "the agent's buffer for request bodies is full; retry shortly" :
+						   "malformed request";
+			ex.reason = status == 503 ? "overloaded" : "bad_request";
 			ex.action = "block";
-			send_error(ic, &ex, status, "bad_request", ex.error);
-			emit_request_event(ic, &ex);
+			if (status == 503) {
+				atomic_fetch_add(&ic->ag->stats.buffer_refusals, 1);
+				/* the provider's own error shape, from what the head says */
+				char path[256];
+				size_t pl = req.target_len < sizeof(path) - 1 ? req.target_len : sizeof(path) - 1;
+				memcpy(path, req.target, pl);
+				path[pl] = 0;
+				ex.provider = provider_identify(ic->info.sni, path);
+			}
+			send_error(ic, &ex, status, ex.reason, ex.error);
+			emit_request_event(ic, &ex, 0);
 			exchange_free(&ex);
 			/* Only a refused body may still be in flight; a slow or
 			 * malformed client gets no more of our time. */
-			if (status == 413)
+			if (status == 413 || status == 503)
 				linger(ic);
 			break;
 		}
 		ic->nreq++;
 		ex.bytes_up = consumed;
 		if (host_is_sni(&req, ic->info.sni)) {
-			exchange_request(&ex, &req, ic->body, ic->body_len);
+			exchange_request(&ex, &req, ic->bodyp, ic->body_len);
 		} else {
 			exchange_refuse(&ex, &req, 421, REASON_HOST_MISMATCH,
 					"request refused: its Host is not the server name this connection "
@@ -902,20 +1018,22 @@ static void serve(struct ic *ic)
 		}
 		if (ex.blocked) {
 			send_error(ic, &ex, ex.block_status, ex.block_code, ex.block_message);
-			emit_request_event(ic, &ex);
+			emit_request_event(ic, &ex, 0);
 			exchange_free(&ex);
 			break;
 		}
+		uint64_t ticket = begin_request_event(ic, &ex);
 		ret = proxy_exchange(ic, &req, &ex);
 		ex.latency_ms = loop_now_ms() - ex.t_start_ms;
 		exchange_done(&ex);
-		emit_request_event(ic, &ex);
+		emit_request_event(ic, &ex, ticket);
 		exchange_free(&ex);
 		if (ret != 0 || !req.keep_alive)
 			break;
 		/* Keep pipelined bytes that followed this request. */
 		memmove(ic->in, ic->in + consumed, ic->in_len - consumed);
 		ic->in_len -= consumed;
+		release_buffers(ic);
 	}
 	/* A tunnel opened with this client's proxy credentials is not lent to
 	 * another client: the proxy would log its requests under this user. */
@@ -933,6 +1051,7 @@ static void *ic_main(void *arg)
 	SSL_free(ic->cssl);
 	upstream_close(&ic->up);
 	close(ic->cfd);
+	charge(ic, 0, 0);
 	free(ic->in);
 	free(ic->body);
 	free(ic->rbuf);

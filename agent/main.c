@@ -385,6 +385,11 @@ int main(int argc, char **argv)
 	log_set_prog("vigil-agent");
 	/* One malloc arena per intercepting thread would multiply idle memory. */
 	mallopt(M_ARENA_MAX, 2);
+	/* Request bodies (up to max_body_bytes each) must go back to the
+	 * system when freed: a fixed mmap threshold stops glibc from raising
+	 * it after the first big free and keeping later bodies in the heap,
+	 * where limits.max_buffered_bytes would no longer bound the RSS. */
+	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 	while ((opt = getopt_long(argc, argv, "c:l:Vh", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'c': config_path = optarg; break;
@@ -401,6 +406,11 @@ int main(int argc, char **argv)
 	}
 	if (config_load(config_path, &ag.cfg, err, sizeof(err))) {
 		fprintf(stderr, "%s\n", err);
+		return 2;
+	}
+	if (config_resolve_identity(ag.cfg, err, sizeof(err))) {
+		fprintf(stderr, "%s\n", err);
+		config_free(ag.cfg);
 		return 2;
 	}
 	if (check) {
@@ -554,9 +564,19 @@ int main(int argc, char **argv)
 	}
 
 	struct audit_event ev;
+	char start_reason[160];
+	size_t left_open = 0;
+	bool unclean = audit_previous_stop(ag.audit, &left_open);
+	/* A crash loop shows as agent_start after agent_start saying so. */
+	snprintf(start_reason, sizeof(start_reason), "fail_mode=%s previous_stop=%s open_exchanges=%zu",
+		 ag.cfg->fail_closed ? "closed" : "open", unclean ? "unclean" : "clean", left_open);
 	audit_event_init(&ev, "agent_start");
-	ev.reason = ag.cfg->fail_closed ? "fail_mode=closed" : "fail_mode=open";
+	ev.reason = start_reason;
+	ev.error = unclean ? "unclean_stop" : NULL;
+	if (unclean)
+		log_warn("the previous run stopped uncleanly, leaving %zu exchanges open", left_open);
 	audit_emit(ag.audit, &ev);
+	audit_report_interrupted(ag.audit);
 	log_info("watching %zu domains (%zu addresses) at %s, fail_mode %s, interception %s",
 		 ag.cfg->n_endpoints, targets_count(ag.targets), ag.cfg->cgroup,
 		 ag.cfg->fail_closed ? "closed" : "open", ag.certgen ? "on" : "off (no ca_cert)");

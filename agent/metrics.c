@@ -66,6 +66,12 @@ size_t metrics_render(struct agent *ag, char *out, size_t outlen)
 	EMIT("# HELP vigil_agent_targets Addresses in the target set now.\n"
 	     "# TYPE vigil_agent_targets gauge\nvigil_agent_targets %zu\n",
 	     ag->targets ? targets_count(ag->targets) : (size_t)0);
+	EMIT("# HELP vigil_agent_buffered_bytes Request buffer bytes charged to limits.max_buffered_bytes.\n"
+	     "# TYPE vigil_agent_buffered_bytes gauge\nvigil_agent_buffered_bytes %lu\n",
+	     atomic_load(&ag->stats.buffered));
+	EMIT("# HELP vigil_agent_buffer_refusals_total Requests refused (503) because the buffer budget was spent.\n"
+	     "# TYPE vigil_agent_buffer_refusals_total counter\nvigil_agent_buffer_refusals_total %lu\n",
+	     atomic_load(&ag->stats.buffer_refusals));
 	EMIT("# HELP vigil_agent_connections_active Connections open now.\n"
 	     "# TYPE vigil_agent_connections_active gauge\n"
 	     "vigil_agent_connections_active %lu\n", atomic_load(&ag->stats.active));
@@ -91,6 +97,10 @@ size_t metrics_render(struct agent *ag, char *out, size_t outlen)
 	EMIT("# HELP vigil_agent_dropped_events_total Events dropped from a full spool (recorded as gaps).\n"
 	     "# TYPE vigil_agent_dropped_events_total counter\nvigil_agent_dropped_events_total %llu\n",
 	     (unsigned long long)st.spool_dropped);
+	EMIT("# HELP vigil_agent_shipping_halted 1 if the collector refuses this agent's identity or key "
+	     "(shipping stopped, spool kept).\n"
+	     "# TYPE vigil_agent_shipping_halted gauge\nvigil_agent_shipping_halted %d\n",
+	     st.shipping_halted ? 1 : 0);
 	EMIT("# HELP vigil_agent_collector_connected 1 if connected to the collector.\n"
 	     "# TYPE vigil_agent_collector_connected gauge\nvigil_agent_collector_connected %d\n",
 	     st.collector_connected ? 1 : 0);

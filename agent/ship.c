@@ -334,6 +334,22 @@ static void drop_inflight(struct ship *sh)
 	sh->zlen = 0;
 }
 
+/* A rejection about who the agent is (not about this batch's bytes) will
+ * come back for every batch: the collector's reason starts with the name of
+ * its reject reason (collector/cmetrics.c). bad_signature: the key the
+ * collector pinned for this id is not ours, for every batch alike. */
+static bool rejection_repeats(const char *reason)
+{
+	static const char *const repeats[] = { "agent_mismatch", "revoked", "key_mismatch",
+					       "no_hello", "bad_signature" };
+	for (size_t i = 0; i < sizeof(repeats) / sizeof(repeats[0]); i++) {
+		size_t n = strlen(repeats[i]);
+		if (!strncmp(reason, repeats[i], n) && (reason[n] == ':' || !reason[n]))
+			return true;
+	}
+	return false;
+}
+
 /* Sends the in-flight batch and waits for its ack. Returns 0 when the
  * batch is settled (acked or quarantined), -EAGAIN for RETRY, another
  * -errno on a connection failure. */
@@ -371,6 +387,19 @@ static int send_batch(struct ship *sh)
 		sh->have_prev = true;
 		drop_inflight(sh);
 		return 0;
+	}
+	if (status == EVCODEC_ACK_REJECTED && rejection_repeats(reason)) {
+		/* Quarantining would empty the whole spool one batch at a time
+		 * for a configuration slip; keep it for when the slip is fixed. */
+		log_err("ship: collector %s refuses this agent (%s); shipping stopped, the spool is kept "
+			"(seq %llu onwards) until the configuration is fixed and the agent restarted",
+			sh->address, reason, (unsigned long long)sh->first_seq);
+		pthread_mutex_lock(&sh->lock);
+		sh->st.halted = true;
+		snprintf(sh->st.halted_reason, sizeof(sh->st.halted_reason), "%s", reason);
+		sh->st.batches_rejected++;
+		pthread_mutex_unlock(&sh->lock);
+		return -EPERM;
 	}
 	if (status == EVCODEC_ACK_REJECTED) {
 		struct spool_loss loss = { 0 };
@@ -454,6 +483,15 @@ static void *ship_main(void *arg)
 			continue;
 		}
 		ret = send_batch(sh);
+		if (ret == -EPERM) {
+			disconnect(sh);
+			/* Nothing to do until a restart with a fixed config. */
+			pthread_mutex_lock(&sh->lock);
+			while (!sh->stop)
+				pthread_cond_wait(&sh->cond, &sh->lock);
+			pthread_mutex_unlock(&sh->lock);
+			break;
+		}
 		if (ret == 0) {
 			sh->failures_in_row = 0;
 			continue;

@@ -7,7 +7,10 @@
  * deduplicates on agent/boot/seq, so a resend after "committed but the ack
  * was lost" stores nothing twice); the spool forgets only acked seqs. A
  * REJECTED batch is quarantined (spool_quarantine) and reported through
- * on_loss, never retried forever. RETRY and every network error back off
+ * on_loss, never retried forever; unless the rejection is about the agent
+ * itself (agent_mismatch, revoked, key_mismatch, bad_signature, ...): every
+ * batch would get it, so shipping stops with an error and the spool is
+ * kept for a restart with the configuration fixed (ship_stats.halted). RETRY and every network error back off
  * exponentially (capped, with jitter) and retry.
  *
  * Never touches the proxy's hot path: its own thread, its own connection;
@@ -61,6 +64,8 @@ struct ship_stats {
 	uint64_t connects, failures;
 	uint64_t acked_seq;
 	bool connected;
+	bool halted;                    /* the collector refuses this agent: not shipping */
+	char halted_reason[256];        /* the collector's words */
 };
 void ship_get_stats(struct ship *sh, struct ship_stats *st);
 

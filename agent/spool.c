@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,6 +28,10 @@
 #define REC_HDR 16
 #define MAX_SEG_FILE (256u << 20)     /* a segment file larger than this is not ours */
 #define MAX_OPEN_LOSSES 16
+/* Kept free on the spool's filesystem for the gap record that reports a
+ * loss: a disk full of someone else's data must not also swallow the
+ * record saying what it cost (one gap event is well under 1 KiB). */
+#define RESERVE_BYTES (64u << 10)
 
 struct segment {
 	uint64_t id;
@@ -38,7 +43,10 @@ struct segment {
 struct spool {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	char *segdir, *qdir, *acked_path;
+	char *segdir, *qdir, *acked_path, *reserve_path;
+	bool have_reserve;             /* reserve_path holds RESERVE_BYTES */
+	int companion_fd;              /* synced before the segments (-1 = none) */
+	uint32_t reserve_retry;        /* appends until the next try to rebuild it */
 	enum spool_fsync fsync;
 	uint32_t interval_ms;
 	uint64_t max_bytes, segment_bytes;
@@ -52,6 +60,11 @@ struct spool {
 	uint64_t durable_size;         /* of the active segment */
 	uint64_t durable_seq;
 	uint64_t dropped;
+	/* The reader's records are in the shipper's memory, resent from there
+	 * until acked: a drop does not lose them (read_seq). And a record a
+	 * drop reported lost is never handed to the reader (lost_seq), so a
+	 * seq is either delivered or inside a gap, never both. */
+	uint64_t read_seq, lost_seq;
 	bool dirty;
 
 	struct spool_loss open_losses[MAX_OPEN_LOSSES];
@@ -283,6 +296,42 @@ static void loss_add(struct spool_loss *l, uint64_t count, uint64_t first, uint6
 	l->count += count;
 }
 
+/* The reserve: a file of RESERVE_BYTES given back to the filesystem only
+ * for an append that reports a loss (spool_append_reserved). Built at open
+ * and rebuilt after use once there is room. */
+static void reserve_build(struct spool *s)
+{
+	int fd = open(s->reserve_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return;
+	if (posix_fallocate(fd, 0, RESERVE_BYTES) == 0) {
+		s->have_reserve = true;
+	} else {
+		/* no room yet: leave nothing half-built behind */
+		unlink(s->reserve_path);
+		s->reserve_retry = 64;
+	}
+	close(fd);
+}
+
+static bool reserve_release(struct spool *s)
+{
+	if (!s->have_reserve)
+		return false;
+	s->have_reserve = false;
+	s->reserve_retry = 64;
+	return unlink(s->reserve_path) == 0;
+}
+
+/* Segment size for a small filesystem: a full disk drops a slice, not all. */
+static uint64_t fs_segment_cap(const char *dir)
+{
+	struct statvfs v;
+	if (statvfs(dir, &v) != 0 || !v.f_blocks)
+		return UINT64_MAX;
+	return (uint64_t)v.f_blocks * v.f_frsize / 16;
+}
+
 /* ------------------------------------------------------------- open */
 
 static int cmp_u64(const void *a, const void *b)
@@ -393,6 +442,7 @@ int spool_open(const struct spool_opts *o, struct spool **out, char *err, size_t
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
 	s->fd = -1;
+	s->companion_fd = -1;
 	s->fsync = o->fsync;
 	s->interval_ms = o->fsync_interval_ms ? o->fsync_interval_ms : 100;
 	s->max_bytes = o->max_bytes;
@@ -407,7 +457,8 @@ int spool_open(const struct spool_opts *o, struct spool **out, char *err, size_t
 	}
 	if (asprintf(&s->segdir, "%s/segments", o->dir) < 0 ||
 	    asprintf(&s->qdir, "%s/quarantine", o->dir) < 0 ||
-	    asprintf(&s->acked_path, "%s/segments/acked", o->dir) < 0)
+	    asprintf(&s->acked_path, "%s/segments/acked", o->dir) < 0 ||
+	    asprintf(&s->reserve_path, "%s/reserve", o->dir) < 0)
 		goto err;
 	if ((ret = mkdir_p(o->dir)) || (ret = mkdir_p(s->segdir)) || (ret = mkdir_p(s->qdir))) {
 		snprintf(err, errlen, "%s: %s", o->dir, strerror(-ret));
@@ -422,6 +473,10 @@ int spool_open(const struct spool_opts *o, struct spool **out, char *err, size_t
 			fclose(f);
 		}
 	}
+	if (!o->segment_bytes && fs_segment_cap(o->dir) < s->segment_bytes)
+		s->segment_bytes = fs_segment_cap(o->dir) < (4u << 10) ? 4u << 10 : fs_segment_cap(o->dir);
+	unlink(s->reserve_path);   /* rebuilt whole: a crash may have left it short */
+	reserve_build(s);
 	if (!(d = opendir(s->segdir))) {
 		ret = -errno;
 		snprintf(err, errlen, "%s: %s", s->segdir, strerror(errno));
@@ -643,15 +698,26 @@ static int new_segment(struct spool *s)
 	return 0;
 }
 
-/* Drops the oldest sealed segment. Returns false if there is none. */
+/* Drops the oldest segment; the active one too when it is the only one
+ * left (a disk that fills before max_bytes must still lose its oldest
+ * records, not the newest). Returns false if nothing holds a record. */
 static bool drop_oldest(struct spool *s, struct spool_loss *loss)
 {
 	char path[4200];
 	uint64_t first = 0, n;
-	if (s->nseg == 0 || is_active(s, 0))
+	if (s->nseg == 0 || (is_active(s, 0) && !s->segs[0].records))
 		return false;
-	n = unacked_records(&s->segs[0], s->acked_seq, &first);
+	if (is_active(s, 0)) {
+		close(s->fd);
+		s->fd = -1;
+		s->durable_size = 0;
+		s->durable_seq = s->last_seq;
+	}
+	n = unacked_records(&s->segs[0], s->acked_seq > s->read_seq ? s->acked_seq : s->read_seq,
+			    &first);
 	loss_add(loss, n, first, s->segs[0].last_seq);
+	if (n && s->segs[0].last_seq > s->lost_seq)
+		s->lost_seq = s->segs[0].last_seq;
 	s->dropped += n;
 	seg_path(s, s->segs[0].id, path, sizeof(path));
 	unlink(path);
@@ -659,8 +725,13 @@ static bool drop_oldest(struct spool *s, struct spool_loss *loss)
 	return true;
 }
 
-int spool_append(struct spool *s, uint64_t seq, const void *rec, size_t len,
-		 struct spool_loss *loss)
+static bool no_space(int ret)
+{
+	return ret == -ENOSPC || ret == -EDQUOT;
+}
+
+static int append(struct spool *s, uint64_t seq, const void *rec, size_t len,
+		  struct spool_loss *loss, bool reserved)
 {
 	uint8_t hdr[REC_HDR];
 	struct spool_loss l = { .why = "spool full: oldest records dropped" };
@@ -688,24 +759,30 @@ int spool_append(struct spool *s, uint64_t seq, const void *rec, size_t len,
 	while (s->max_bytes && s->total_bytes + need + (s->fd < 0 ? SEG_HDR : 0) > s->max_bytes &&
 	       drop_oldest(s, &l))
 		;
-	/* A disk that fills before max_bytes: make room the same way. */
-	while (s->fd < 0 && (ret = new_segment(s))) {
-		if ((ret != -ENOSPC && ret != -EDQUOT) || !drop_oldest(s, &l))
-			goto out;
-	}
+	/* A disk that fills before max_bytes: make room the same way, and for
+	 * a loss report, with the reserve as a last resort. */
 	for (int attempt = 0;; attempt++) {
-		struct segment *g = &s->segs[s->nseg - 1];
-		struct iovec iov[2] = { { hdr, REC_HDR }, { (void *)rec, len } };
-		ssize_t w = pwritev(s->fd, iov, 2, (off_t)g->size);
-		if (w == (ssize_t)need)
-			break;
-		ret = w < 0 ? -errno : -ENOSPC;
-		/* Never leave half a record behind a good one. */
-		if (ftruncate(s->fd, (off_t)g->size) != 0)
-			log_err("spool: cannot cut a partial record: %s", strerror(errno));
-		if ((ret != -ENOSPC && ret != -EDQUOT) || attempt > 64 || !drop_oldest(s, &l))
+		if (s->fd < 0)
+			ret = new_segment(s);
+		if (s->fd >= 0) {
+			struct segment *g = &s->segs[s->nseg - 1];
+			struct iovec iov[2] = { { hdr, REC_HDR }, { (void *)rec, len } };
+			ssize_t w = pwritev(s->fd, iov, 2, (off_t)g->size);
+			if (w == (ssize_t)need) {
+				ret = 0;
+				break;
+			}
+			ret = w < 0 ? -errno : -ENOSPC;
+			/* Never leave half a record behind a good one. */
+			if (ftruncate(s->fd, (off_t)g->size) != 0)
+				log_err("spool: cannot cut a partial record: %s", strerror(errno));
+		}
+		if (!no_space(ret) || attempt > 64)
 			goto out;
-		ret = 0;
+		if (drop_oldest(s, &l))
+			continue;
+		if (!reserved || !reserve_release(s))
+			goto out;
 	}
 	{
 		struct segment *g = &s->segs[s->nseg - 1];
@@ -728,6 +805,9 @@ int spool_append(struct spool *s, uint64_t seq, const void *rec, size_t len,
 	} else {
 		s->dirty = true;
 	}
+	/* Rebuild a used reserve now and then, once the disk has room again. */
+	if (!s->have_reserve && (!s->reserve_retry || !--s->reserve_retry))
+		reserve_build(s);
 out:
 	pthread_mutex_unlock(&s->lock);
 	if (loss)
@@ -737,6 +817,18 @@ out:
 			 (unsigned long long)l.count, (unsigned long long)l.first_seq,
 			 (unsigned long long)l.last_seq);
 	return ret;
+}
+
+int spool_append(struct spool *s, uint64_t seq, const void *rec, size_t len,
+		 struct spool_loss *loss)
+{
+	return append(s, seq, rec, len, loss, false);
+}
+
+int spool_append_reserved(struct spool *s, uint64_t seq, const void *rec, size_t len,
+			  struct spool_loss *loss)
+{
+	return append(s, seq, rec, len, loss, true);
 }
 
 /* fsync outside the lock: a dup of the active fd, then publish the size
@@ -758,6 +850,8 @@ static int sync_once(struct spool *s)
 	pthread_mutex_unlock(&s->lock);
 	if (fd < 0)
 		return -errno;
+	if (s->companion_fd >= 0 && fdatasync(s->companion_fd) != 0)
+		ret = -errno;
 	if (fdatasync(fd) != 0)
 		ret = -errno;
 	close(fd);
@@ -771,6 +865,11 @@ static int sync_once(struct spool *s)
 	}
 	pthread_mutex_unlock(&s->lock);
 	return ret;
+}
+
+void spool_set_companion(struct spool *s, int fd)
+{
+	s->companion_fd = fd;
 }
 
 int spool_sync(struct spool *s)
@@ -827,6 +926,7 @@ void spool_close(struct spool *s)
 	free(s->segdir);
 	free(s->qdir);
 	free(s->acked_path);
+	free(s->reserve_path);
 	pthread_cond_destroy(&s->cond);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
@@ -931,6 +1031,7 @@ int spool_reader_new(struct spool *s, struct spool_reader **out)
 	pthread_mutex_lock(&s->lock);
 	r->seg_id = s->nseg ? s->segs[0].id : s->next_id;
 	r->after_seq = s->acked_seq;
+	s->read_seq = s->acked_seq;
 	pthread_mutex_unlock(&s->lock);
 	r->off = SEG_HDR;
 	*out = r;
@@ -1042,8 +1143,41 @@ void spool_batch_free(struct spool_batch *b)
 	memset(b, 0, sizeof(*b));
 }
 
+/* Publishes what the reader took (b->seq[n0..]) and takes back what a drop
+ * reported lost meanwhile (a prefix: drops go oldest first). */
+static void reader_settle(struct spool_reader *r, struct spool_batch *b, size_t n0)
+{
+	struct spool *s = r->s;
+	size_t k = n0;
+	pthread_mutex_lock(&s->lock);
+	while (k < b->n && b->seq[k] <= s->lost_seq)
+		k++;
+	if (k > n0) {
+		size_t keep = b->n - k;
+		memmove(b->seq + n0, b->seq + k, keep * sizeof(*b->seq));
+		memmove(b->off + n0, b->off + k, keep * sizeof(*b->off));
+		memmove(b->len + n0, b->len + k, keep * sizeof(*b->len));
+		b->n = n0 + keep;
+	}
+	if (b->n > n0 && b->seq[b->n - 1] > s->read_seq)
+		s->read_seq = b->seq[b->n - 1];
+	pthread_mutex_unlock(&s->lock);
+}
+
+static int read_records(struct spool_reader *r, size_t max_records, size_t max_bytes,
+			struct spool_batch *b, struct spool_loss *loss);
+
 int spool_read(struct spool_reader *r, size_t max_records, size_t max_bytes, struct spool_batch *b,
 	       struct spool_loss *loss)
+{
+	size_t n0 = b->n;
+	int ret = read_records(r, max_records, max_bytes, b, loss);
+	reader_settle(r, b, n0);
+	return ret;
+}
+
+static int read_records(struct spool_reader *r, size_t max_records, size_t max_bytes,
+			struct spool_batch *b, struct spool_loss *loss)
 {
 	size_t got = 0, bytes = 0;
 	if (loss)

@@ -11,7 +11,8 @@
  * batch = within fsync_interval_ms, never = left to the kernel). A torn or
  * corrupt record is detected by its CRC at open and cut, with the loss
  * reported; a full spool (max_bytes, or ENOSPC) drops its oldest segment
- * and reports exactly which seqs went, never silently. The reader only
+ * (the active one too when it is the only one) and reports exactly which
+ * seqs went, never silently. The reader only
  * sees durable records, so nothing the collector acknowledged can vanish
  * from the agent's history after a power cut. Records are deleted only by
  * spool_ack() (after the collector committed them), a drop, or quarantine.
@@ -65,6 +66,18 @@ int spool_last(struct spool *s, uint64_t *seq, uint8_t **rec, size_t *len);
  * even dropping everything old left no room, other -errno from the disk. */
 int spool_append(struct spool *s, uint64_t seq, const void *rec, size_t len,
 		 struct spool_loss *loss);
+
+/* The same for a record that reports a loss (a gap event): when the disk
+ * is full and nothing older is left to drop, it may take the space kept in
+ * reserve (<dir>/reserve, 64 KiB, rebuilt once there is room again), so
+ * the record saying what was lost is not lost itself. */
+int spool_append_reserved(struct spool *s, uint64_t seq, const void *rec, size_t len,
+			  struct spool_loss *loss);
+
+/* A file that must be durable no later than the records appended after
+ * it was written (the in-flight journal): the flusher and spool_sync
+ * fdatasync it first. -1 = none. Call before any append. */
+void spool_set_companion(struct spool *s, int fd);
 
 /* fdatasync the active segment now (any mode). */
 int spool_sync(struct spool *s);

@@ -33,6 +33,7 @@
 #include "export.h"
 #include "ingest.h"
 #include "log.h"
+#include "pki.h"
 
 #define HANDSHAKE_TIMEOUT_S 10
 #define IDLE_TIMEOUT_S 600
@@ -628,9 +629,9 @@ static bool handshake_done(struct ingest *g, struct conn *c)
 		cmetrics_tls_failure();
 		return false;
 	}
-	int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, c->cn, sizeof(c->cn));
+	int n = pki_cert_cn(cert, c->cn, sizeof(c->cn));
 	X509_free(cert);
-	if (n <= 0 || (size_t)n >= sizeof(c->cn) || strlen(c->cn) != (size_t)n || !strcmp(c->cn, "collector")) {
+	if (n || !strcmp(c->cn, "collector")) {
 		c->cn[0] = 0;
 		reject(g, c, REJ_AGENT_MISMATCH, "client certificate has no usable agent id (CN)", true);
 		return true;

@@ -329,6 +329,21 @@ err:
 	return rc;
 }
 
+int pki_cert_cn(X509 *x, char *out, size_t outlen)
+{
+	int n = X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, out, (int)outlen);
+	if (n <= 0) {
+		if (outlen)
+			out[0] = 0;
+		return -ENOENT;
+	}
+	if ((size_t)n >= outlen || strlen(out) != (size_t)n) {
+		out[0] = 0;
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int pki_cert_load(const char *path, X509 **out, char *err, size_t errlen)
 {
 	STACK_OF(X509) *sk;

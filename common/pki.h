@@ -43,6 +43,10 @@ int pki_certs_save(const char *path, X509 *const *certs, size_t n, bool replace,
 		   char *err, size_t errlen);
 /* First certificate of a PEM file. */
 int pki_cert_load(const char *path, X509 **out, char *err, size_t errlen);
+/* The subject CN of x into out (NUL-terminated). -ENOENT if there is none,
+ * -EINVAL if it holds a NUL or does not fit: an identity must be exactly
+ * what the certificate says, never a truncation of it. */
+int pki_cert_cn(X509 *x, char *out, size_t outlen);
 /* Every certificate of a PEM file, in file order (at least one). */
 int pki_certs_load(const char *path, STACK_OF(X509) **out, char *err, size_t errlen);
 

@@ -48,7 +48,8 @@ def raw(ca, host, payload_hex):
     ctx = ssl.create_default_context(cafile=ca)
     s = socket.create_connection((host, 443), timeout=10)
     t = ctx.wrap_socket(s, server_hostname=host)
-    t.sendall(bytes.fromhex(payload_hex))
+    # "-": the hex comes on stdin (a large body does not fit in argv)
+    t.sendall(bytes.fromhex(sys.stdin.read().strip() if payload_hex == "-" else payload_hex))
     reply = b""
     try:
         while True:
@@ -88,6 +89,65 @@ def idle(ca, host, n, hold):
     print(json.dumps({"alive_after_hold": alive}), flush=True)
 
 
+def stall(ca, host, n, announce, send, hold):
+    """n connections each announcing a body of `announce` bytes, sending
+    `send` of them, then stalling for `hold` seconds. Prints, per
+    connection, what the agent answered before the stall (if anything)."""
+    n, announce, send, hold = int(n), int(announce), int(send), float(hold)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    ctx = ssl.create_default_context(cafile=ca)
+    conns = []
+    for _ in range(n):
+        s = socket.create_connection((host, 443), timeout=30)
+        conns.append(ctx.wrap_socket(s, server_hostname=host))
+    head = ("POST /v1/chat/completions HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer sk-test\r\n"
+            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (host, announce)).encode()
+    piece = b"x" * 65536
+    answers = []
+    for c in conns:
+        status = ""
+        try:
+            c.sendall(head)
+            left = send
+            while left > 0:
+                c.sendall(piece[:min(left, len(piece))])
+                left -= min(left, len(piece))
+        except OSError:
+            pass
+        c.setblocking(False)
+        try:
+            status = c.recv(4096).decode(errors="replace")
+        except (ssl.SSLWantReadError, BlockingIOError):
+            pass
+        except OSError:
+            pass
+        answers.append(status)
+    print(json.dumps({"stalled": n, "answers": [a.split("\r\n\r\n")[0] for a in answers]}), flush=True)
+    time.sleep(hold)
+
+
+def burst(ca, host, n):
+    """n small chat requests on one keep-alive connection; prints how many
+    were answered 200 and how many were sent."""
+    import http.client
+    ctx = ssl.create_default_context(cafile=ca)
+    c = http.client.HTTPSConnection(host, 443, context=ctx, timeout=20)
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+    sent = ok = 0
+    for _ in range(int(n)):
+        try:
+            sent += 1
+            c.request("POST", "/v1/chat/completions", body, {"Authorization": "Bearer sk-test",
+                                                             "Content-Type": "application/json"})
+            r = c.getresponse()
+            r.read()
+            ok += r.status == 200
+        except (OSError, http.client.HTTPException):
+            break
+    print(json.dumps({"sent": sent, "ok": ok}), flush=True)
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "garbage-upstream":
@@ -96,3 +156,7 @@ if __name__ == "__main__":
         raw(*sys.argv[2:5])
     elif cmd == "idle":
         idle(*sys.argv[2:6])
+    elif cmd == "burst":
+        burst(*sys.argv[2:5])
+    elif cmd == "stall":
+        stall(*sys.argv[2:8])

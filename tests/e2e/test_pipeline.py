@@ -32,103 +32,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lib  # noqa: E402
 from lib import check, test  # noqa: E402
 
-COLLECTOR = os.path.join(lib.BUILD, "vigil-collector")
+from colrig import COLLECTOR, Collector, chain_ok, produce, seqs_report  # noqa: E402
 AGENT_ID = "ws-pipeline"
-
-
-class Collector:
-    """The real vigil-collector with its own PKI and SQLite store."""
-
-    def __init__(self, tmpdir):
-        self.dir = os.path.join(tmpdir, "collector")
-        os.makedirs(self.dir, exist_ok=True)
-        self.pki = os.path.join(self.dir, "pki")
-        self.port = lib.free_port()
-        self.api_port = lib.free_port()
-        self.config = os.path.join(self.dir, "collector.yaml")
-        self.proc = None
-        self.log = os.path.join(self.dir, "collector.log")
-        subprocess.run([COLLECTOR, "pki", "init", "--dir", self.pki, "--name", "127.0.0.1",
-                        "--name", "localhost"], check=True, capture_output=True)
-        with open(self.config, "w") as f:
-            f.write("listen: 127.0.0.1:%d\n" % self.port)
-            f.write("api: 127.0.0.1:%d\n" % self.api_port)
-            f.write("store: sqlite:%s\n" % os.path.join(self.dir, "store.db"))
-            f.write("tls_cert: %s/server.crt\ntls_key: %s/server.key\n" % (self.pki, self.pki))
-            f.write("client_ca: %s/ca.crt\n" % self.pki)
-            f.write("tokens:\n  - {token: pipeline-test-token-0123456789, role: analyst, name: t}\n")
-        lib.at_cleanup(self.stop)
-
-    def enroll(self, agent_id):
-        out = os.path.join(self.dir, "enroll-" + agent_id)
-        subprocess.run([COLLECTOR, "enroll", "--agent-id", agent_id, "--out", out, "--config",
-                        self.config], check=True, capture_output=True)
-        return out
-
-    def start(self, timeout=15):
-        logf = open(self.log, "a")
-        self.proc = subprocess.Popen([COLLECTOR, "--config", self.config], stdout=logf,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.05)
-        raise AssertionError("collector did not start: %s" % self.tail())
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def tail(self, n=15):
-        try:
-            with open(self.log) as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
-
-    def events(self):
-        p = subprocess.run([COLLECTOR, "export", "--format", "jsonl", "--limit", "10000000",
-                            "--config", self.config], capture_output=True, text=True, timeout=120)
-        return [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
-
-    def verify(self):
-        p = subprocess.run([COLLECTOR, "verify", "--config", self.config], capture_output=True,
-                           text=True, timeout=120)
-        return p.returncode, (p.stdout + p.stderr).strip()
 
 
 def agent_extra(addr, enrolled, batch=500):
     return ("agent_id: %s\nship_interval: 100ms\nship_batch_events: %d\nspool_fsync: batch\n"
             "collector:\n  address: %s\n  ca: %s/ca.crt\n  cert: %s/agent.crt\n  key: %s/agent.key\n"
             % (AGENT_ID, batch, addr, enrolled, enrolled, enrolled))
-
-
-def produce(port, n, threads=4):
-    """n audited connections to the agent's listener."""
-    def worker(k):
-        for _ in range(k):
-            try:
-                s = socket.create_connection(("127.0.0.1", port), 5)
-                s.close()
-            except OSError:
-                pass
-    per = n // threads
-    ts = [threading.Thread(target=worker, args=(per + (n % threads if i == 0 else 0),))
-          for i in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
 
 
 def wait_stored(col, pred, timeout):
@@ -140,22 +51,6 @@ def wait_stored(col, pred, timeout):
             return evs
         time.sleep(0.5)
     return evs
-
-
-def seqs_report(evs):
-    seqs = [e["seq"] for e in evs]
-    dups = len(seqs) - len(set(seqs))
-    mx = max(seqs) if seqs else 0
-    missing = sorted(set(range(1, mx + 1)) - set(seqs))
-    return seqs, dups, mx, missing
-
-
-def chain_ok(evs):
-    by = {e["seq"]: e for e in evs}
-    for q in sorted(by):
-        if q > 1 and q - 1 in by and by[q]["prev_hash"] != by[q - 1]["hash"]:
-            return "seq %d does not chain to seq %d" % (q, q - 1)
-    return None
 
 
 def spool_events_count(agent):

@@ -1,1 +1,1 @@
-test_audit_DEPS := agent/spool.c agent/ship.c
+test_audit_DEPS := agent/spool.c agent/ship.c agent/inflight.c

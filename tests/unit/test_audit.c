@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -553,6 +554,84 @@ TEST(full_spool_records_signed_gap)
 		CHECK(covered[q], "seq %llu neither in the spool nor covered by a gap event",
 		      (unsigned long long)q);
 	rm_rf(dir);
+}
+
+/* A disk full of someone else's data with nothing of the spool left to
+ * drop: every refused event is counted into ONE gap record, written once
+ * the spool takes events again (the JSON log gets that one gap line, not
+ * one per failed write), and spool + gap cover every seq exactly once. */
+TEST(refused_writes_become_one_exact_gap)
+{
+	const char *dir = fresh_dir("refused");
+	char log[300], filler[300];
+	struct audit *a = NULL;
+	struct spool_batch b = { 0 };
+	static uint8_t zero[4096];
+	if (geteuid() != 0) {
+		printf("SKIP refused_writes_become_one_exact_gap: needs root for a tmpfs\n");
+		return;
+	}
+	CHECK(make_pki() == 0, "test PKI");
+	snprintf(log, sizeof(log), "%s.jsonl", dir);
+	unlink(log);
+	CHECK(mkdir(dir, 0700) == 0, "mkdir");
+	CHECK(mount("vigil-test", dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=512k") == 0, "mount: %s",
+	      strerror(errno));
+	int ret = open_audit(dir, log, 0, 0, &a);
+	snprintf(filler, sizeof(filler), "%s/filler", dir);
+	int fd = ret ? -1 : open(filler, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	while (fd >= 0 && write(fd, zero, sizeof(zero)) > 0)
+		;
+	while (fd >= 0 && write(fd, zero, 1) > 0)
+		;
+	if (fd >= 0)
+		close(fd);
+	for (unsigned i = 0; !ret && i < 300; i++)
+		emit_request(a, i);
+	unlink(filler);
+	for (unsigned i = 0; !ret && i < 20; i++)
+		emit_request(a, i);
+	audit_close(a);
+	size_t n = ret ? 0 : read_spool(dir, &b);
+	umount2(dir, MNT_DETACH);
+	rm_rf(dir);
+	CHECK(ret == 0, "audit_open");
+	static int cover[1000];
+	memset(cover, 0, sizeof(cover));
+	unsigned gaps = 0;
+	uint64_t last = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct evcodec_decoded *d = NULL;
+		CHECK(evcodec_event_decode(b.data + b.off[i], b.len[i], &d) == 0, "decode");
+		CHECK(d->ev.seq < 1000, "seq %llu", (unsigned long long)d->ev.seq);
+		cover[d->ev.seq]++;
+		last = d->ev.seq;
+		if (!strcmp(d->ev.kind, "gap")) {
+			gaps++;
+			CHECK(d->ev.gap_first_seq == 1 && d->ev.gap_last_seq == 300 && d->ev.gap_count == 300,
+			      "gap %llu..%llu count %llu, want 1..300 (300)", (unsigned long long)d->ev.gap_first_seq,
+			      (unsigned long long)d->ev.gap_last_seq, (unsigned long long)d->ev.gap_count);
+			for (uint64_t q = d->ev.gap_first_seq; q <= d->ev.gap_last_seq && q < 1000; q++)
+				cover[q]++;
+		}
+		evcodec_decoded_free(d);
+	}
+	spool_batch_free(&b);
+	CHECK(gaps == 1, "%u gap records for one contiguous loss", gaps);
+	CHECK(last == 321, "last seq %llu, want 321 (300 refused, 20 kept, 1 gap)", (unsigned long long)last);
+	for (uint64_t q = 1; q <= last; q++)
+		CHECK(cover[q] == 1, "seq %llu covered %d times", (unsigned long long)q, cover[q]);
+	FILE *f = fopen(log, "r");
+	char line[4096];
+	unsigned gap_lines = 0, lines = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		lines++;
+		gap_lines += strstr(line, "\"kind\":\"gap\"") != NULL;
+	}
+	if (f)
+		fclose(f);
+	unlink(log);
+	CHECK(gap_lines == 1 && lines == 321, "JSON log: %u gap lines, %u lines (want 1, 321)", gap_lines, lines);
 }
 
 TEST(collector_down_then_up_all_arrive_once)

@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include "check.h"
 #include "config.h"
+#include "pki.h"
 
 static char path[64];
 
@@ -264,4 +265,76 @@ TEST(proxy_keys)
 	CHECK(fails_at("proxies:\n  - proxy:3128\n  - proxy\n", 3, "HOST:PORT", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("proxies: [\"pro xy:3128\"]\n", 1, "HOST:PORT", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("upstream_proxy: [a:1]\n", 1, "HOST:PORT", err, sizeof(err)), "%s", err);
+}
+
+/* A certificate file whose subject CN is cn (self-signed is enough: only
+ * the name is read). */
+static int write_cert(const char *file, const char *cn)
+{
+	EVP_PKEY *k = NULL;
+	X509 *x = NULL;
+	char err[256];
+	int ret = pki_key_generate(PKI_KEY_EC_P256, &k, err, sizeof(err));
+	if (!ret)
+		ret = pki_ca_self_signed(k, &(struct pki_ca_opts){ .common_name = cn, .days = 1, .pathlen = -1 },
+					 &x, err, sizeof(err));
+	if (!ret)
+		ret = pki_certs_save(file, &x, 1, true, err, sizeof(err));
+	X509_free(x);
+	EVP_PKEY_free(k);
+	return ret;
+}
+
+TEST(agent_id_comes_from_the_enrolled_certificate)
+{
+	struct config *c = NULL;
+	char err[512], cert[64], text[512];
+	snprintf(cert, sizeof(cert), "/tmp/vigil-test-config-%d.crt", (int)getpid());
+	CHECK(write_cert(cert, "ws-042") == 0, "cannot make a certificate");
+	snprintf(text, sizeof(text), "collector:\n  address: c:1\n  ca: /a\n  cert: %s\n  key: /k\n", cert);
+	CHECK(load_text(text, &c, err, sizeof(err)) == 0, "load failed: %s", err);
+	CHECK(config_resolve_identity(c, err, sizeof(err)) == 0, "resolve failed: %s", err);
+	CHECK(!strcmp(c->agent_id, "ws-042"), "unset agent_id became '%s', not the certificate's", c->agent_id);
+	config_free(c);
+
+	/* The same name written out is fine. */
+	snprintf(text, sizeof(text), "agent_id: ws-042\ncollector:\n  address: c:1\n  ca: /a\n  cert: %s\n  key: /k\n",
+		 cert);
+	CHECK(load_text(text, &c, err, sizeof(err)) == 0, "load failed: %s", err);
+	CHECK(config_resolve_identity(c, err, sizeof(err)) == 0, "resolve failed: %s", err);
+	config_free(c);
+
+	/* A different one is refused, at its line, naming both. */
+	snprintf(text, sizeof(text), "listen: 127.0.0.1:1\nagent_id: laptop-7\ncollector:\n  address: c:1\n"
+		 "  ca: /a\n  cert: %s\n  key: /k\n", cert);
+	CHECK(load_text(text, &c, err, sizeof(err)) == 0, "load failed: %s", err);
+	int ret = config_resolve_identity(c, err, sizeof(err));
+	char want[128];
+	snprintf(want, sizeof(want), "%s:2: ", path);
+	config_free(c);
+	CHECK(ret == -EINVAL, "mismatch accepted (%d)", ret);
+	CHECK(!strncmp(err, want, strlen(want)) && strstr(err, "'laptop-7'") && strstr(err, "'ws-042'"),
+	      "message does not name the line and both ids: %s", err);
+
+	/* A certificate that cannot be read is an error too, never a guess. */
+	unlink(cert);
+	snprintf(text, sizeof(text), "collector:\n  address: c:1\n  ca: /a\n  cert: %s\n  key: /k\n", cert);
+	CHECK(load_text(text, &c, err, sizeof(err)) == 0, "load failed: %s", err);
+	ret = config_resolve_identity(c, err, sizeof(err));
+	config_free(c);
+	CHECK(ret < 0 && strstr(err, "collector.cert"), "unreadable certificate: %d %s", ret, err);
+}
+
+TEST(max_buffered_bytes_key)
+{
+	struct config *c = NULL;
+	char err[512];
+	CHECK(load_text("limits:\n  max_buffered_bytes: 64M\n", &c, err, sizeof(err)) == 0, "load failed: %s", err);
+	CHECK(c->max_buffered_bytes == 64ULL << 20, "max_buffered_bytes %llu", (unsigned long long)c->max_buffered_bytes);
+	config_free(c);
+	CHECK(load_text("agent_id: x\n", &c, err, sizeof(err)) == 0, "load failed: %s", err);
+	CHECK(c->max_buffered_bytes == 256ULL << 20, "default %llu, want 256M", (unsigned long long)c->max_buffered_bytes);
+	config_free(c);
+	CHECK(fails_at("limits:\n  max_buffered_bytes: 100k\n", 2, "max_buffered_bytes", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("limits:\n  max_buffered_bytes: lots\n", 2, "", err, sizeof(err)), "%s", err);
 }

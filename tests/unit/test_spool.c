@@ -427,3 +427,127 @@ TEST(disk_full_drops_oldest_and_reports)
 	      (unsigned long long)st.last_seq, (unsigned long long)st.bytes);
 	(void)m;
 }
+
+/* Fills the filesystem of dir with a file until ENOSPC. Returns its path's fd
+ * (closed) in path; 0 or -errno. */
+static int fill_disk(const char *dir, char *path, size_t n)
+{
+	static uint8_t zero[4096];
+	snprintf(path, n, "%s/filler", dir);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0)
+		return -errno;
+	while (write(fd, zero, sizeof(zero)) > 0)
+		;
+	while (write(fd, zero, 1) > 0)
+		;
+	close(fd);
+	return 0;
+}
+
+/* A disk filled by someone else while the only segment is the active one:
+ * the oldest records go (the active segment included), never the newest.
+ * Then an empty spool on a full disk: a plain append fails, but a loss
+ * report still fits (the reserve), and freed space brings the reserve back. */
+TEST(disk_full_drops_active_segment_and_keeps_room_for_the_gap)
+{
+	const char *dir = fresh_dir("reserve");
+	struct spool *s = NULL;
+	struct spool_loss total = { 0 };
+	struct spool_stats st;
+	char filler[300], rpath[300], cmd[400];
+	uint8_t buf[512];
+	struct stat sb;
+	int ret;
+	if (geteuid() != 0) {
+		printf("SKIP disk_full_drops_active_segment_and_keeps_room_for_the_gap: needs root\n");
+		return;
+	}
+	CHECK(mkdir(dir, 0700) == 0, "mkdir");
+	CHECK(mount("vigil-test", dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=256k") == 0,
+	      "mount tmpfs: %s", strerror(errno));
+	snprintf(rpath, sizeof(rpath), "%s/reserve", dir);
+	/* A: default segment size, so the filesystem's size decides (256k / 16) */
+	ret = open_sp(dir, 0, 0, SPOOL_FSYNC_NEVER, &s);
+	bool reserved = !ret && stat(rpath, &sb) == 0 && sb.st_size == 64 * 1024;
+	if (!ret)
+		ret = append_range(s, 1, 10, &total);
+	if (!ret)
+		ret = fill_disk(dir, filler, sizeof(filler));
+	if (!ret)
+		ret = append_range(s, 11, 3000, &total);
+	if (s)
+		spool_get_stats(s, &st);
+	spool_close(s);
+	s = NULL;
+	/* B: an empty spool on a full disk */
+	unlink(filler);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s/segments' '%s/quarantine'", dir, dir);
+	int b = system(cmd);
+	if (!b)
+		b = open_sp(dir, 0, 0, SPOOL_FSYNC_NEVER, &s);
+	if (!b)
+		b = fill_disk(dir, filler, sizeof(filler));
+	int plain = b ? b : spool_append(s, 1, buf, rec_for(1, buf), NULL);
+	int gap = b ? b : spool_append_reserved(s, 2, buf, rec_for(2, buf), NULL);
+	unlink(filler);
+	int again = b ? b : append_range(s, 3, 200, NULL);
+	bool rebuilt = stat(rpath, &sb) == 0 && sb.st_size == 64 * 1024;
+	spool_close(s);
+	umount2(dir, MNT_DETACH);
+	rm_rf(dir);
+	CHECK(reserved, "no 64 KiB reserve at open");
+	CHECK(ret == 0, "an append failed on a disk full of other data while old records were left: %s",
+	      strerror(-ret));
+	CHECK(total.count > 0 && total.first_seq == 1 && total.count == total.last_seq &&
+	      total.last_seq + 1 == st.first_seq && st.last_seq == 3000,
+	      "drops %llu..%llu (count %llu), spool keeps %llu..%llu: not the oldest first, or not exact",
+	      (unsigned long long)total.first_seq, (unsigned long long)total.last_seq,
+	      (unsigned long long)total.count, (unsigned long long)st.first_seq,
+	      (unsigned long long)st.last_seq);
+	CHECK(plain == -ENOSPC, "a plain append into an empty spool on a full disk: %d", plain);
+	CHECK(gap == 0, "the loss report did not fit in the reserve: %d", gap);
+	CHECK(again == 0, "appends after the disk was freed: %d", again);
+	CHECK(rebuilt, "reserve not rebuilt after the disk was freed");
+}
+
+/* A seq is either handed to the shipper or reported lost, never both:
+ * records the reader already took are in the shipper's memory (resent from
+ * there until acked), so a drop does not count them; records a drop
+ * counted are never handed out afterwards. */
+TEST(drop_and_reader_never_both_claim_a_seq)
+{
+	const char *dir = fresh_dir("dropread");
+	struct spool *s = NULL;
+	struct spool_reader *r = NULL;
+	struct spool_batch b = { 0 };
+	struct spool_loss total = { 0 };
+	static char seen[4001];
+	memset(seen, 0, sizeof(seen));
+	CHECK(open_sp(dir, 32768, 4096, SPOOL_FSYNC_NEVER, &s) == 0, "open");
+	CHECK(append_range(s, 1, 100, NULL) == 0, "append");
+	CHECK(spool_reader_new(s, &r) == 0, "reader");
+	CHECK(spool_read(r, 30, 1 << 20, &b, NULL) == 0 && b.n == 30, "first read: %zu", b.n);
+	for (size_t i = 0; i < b.n; i++)
+		seen[b.seq[i]] = 1;
+	CHECK(append_range(s, 101, 4000, &total) == 0, "append more");
+	spool_batch_reset(&b);
+	for (;;) {
+		size_t before = b.n;
+		CHECK(spool_read(r, 500, 1 << 20, &b, NULL) == 0, "read");
+		if (b.n == before)
+			break;
+	}
+	for (size_t i = 0; i < b.n; i++)
+		seen[b.seq[i]]++;
+	spool_batch_free(&b);
+	spool_reader_free(r);
+	spool_close(s);
+	rm_rf(dir);
+	CHECK(total.count > 0 && total.first_seq == 31, "loss starts at %llu, want 31 (1..30 are with the reader)",
+	      (unsigned long long)total.first_seq);
+	for (uint64_t q = 1; q <= 4000; q++) {
+		int lost = q >= total.first_seq && q <= total.last_seq;
+		CHECK(seen[q] + lost == 1, "seq %llu: handed out %d times, lost %d", (unsigned long long)q, seen[q], lost);
+	}
+}

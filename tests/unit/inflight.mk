@@ -1,0 +1,1 @@
+test_inflight_DEPS := agent/spool.c
