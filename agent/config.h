@@ -54,6 +54,7 @@ struct config {
 	uint32_t max_connections;
 	uint32_t dns_min_ttl_s, dns_max_ttl_s;
 	bool dns_learning;             /* dns_learning: learn target addresses from clients' DNS answers */
+	bool first_flight_guard;       /* first_flight_guard: refuse a watched name sent to an address not captured */
 	int log_level;
 };
 
