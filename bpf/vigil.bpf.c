@@ -993,13 +993,23 @@ static long head_walk_step(__u64 i, void *arg)
 	return 1;
 }
 
-static __always_inline bool prefix_ci(struct sk_msg_md *msg, __u32 pos, const char *lit, __u32 n)
+/* The first n (<= 8) bytes at pos, lower-cased, packed little-endian:
+ * compared with a constant below, so no string literal lands in a
+ * .rodata map (whose name cannot be pinned in fail-closed mode). */
+static __always_inline __u64 word_ci(struct sk_msg_md *msg, __u32 pos, __u32 n)
 {
+	__u64 w = 0;
+
 	for (__u32 k = 0; k < n && k < 8; k++)
-		if (lower(msg_byte(msg, pos + k)) != lit[k])
-			return false;
-	return true;
+		w |= (__u64)(__u8)lower(msg_byte(msg, pos + k)) << (8 * k);
+	return w;
 }
+
+#define PACK4(a, b, c, d) ((__u64)(a) | (__u64)(b) << 8 | (__u64)(c) << 16 | (__u64)(d) << 24)
+#define PACK8(a, b, c, d, e, f, g, h) (PACK4(a, b, c, d) | PACK4(e, f, g, h) << 32)
+#define WORD_HTTP   PACK8('h', 't', 't', 'p', ':', '/', '/', 0)        /* 7 bytes */
+#define WORD_HTTPS  PACK8('h', 't', 't', 'p', 's', ':', '/', '/')
+#define WORD_CONNECT PACK8('c', 'o', 'n', 'n', 'e', 'c', 't', 0)    /* 7 bytes */
 
 /* The authority of the request target, if the request line carries one:
  * 1 found (n filled), 0 none, -1 incomplete. */
@@ -1010,9 +1020,9 @@ static __always_inline int http_authority(struct sk_msg_md *msg, __u32 mlen, boo
 
 	if (connect) {
 		h.base = t;
-	} else if (prefix_ci(msg, t, "http://", 7)) {
+	} else if (word_ci(msg, t, 7) == WORD_HTTP) {
 		h.base = t + 7;
-	} else if (prefix_ci(msg, t, "https://", 8)) {
+	} else if (word_ci(msg, t, 8) == WORD_HTTPS) {
 		h.base = t + 8;
 	} else {
 		return 0;
@@ -1061,7 +1071,7 @@ GUARD_FUNC int guard_http(struct sk_msg_md *msg, __u32 size, struct guard_name *
 	}
 	if (mlen < 3)
 		return G_PASS;
-	r = http_authority(msg, mlen, mlen == 7 && prefix_ci(msg, 0, "connect", 7), n);
+	r = http_authority(msg, mlen, mlen == 7 && word_ci(msg, 0, 7) == WORD_CONNECT, n);
 	if (r < 0)
 		return http_incomplete(size, n);
 	if (r > 0) {
