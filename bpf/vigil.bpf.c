@@ -1013,10 +1013,9 @@ static __always_inline __u64 word_ci(struct sk_msg_md *msg, __u32 pos, __u32 n)
 
 /* The authority of the request target, if the request line carries one:
  * 1 found (n filled), 0 none, -1 incomplete. */
-static __always_inline int http_authority(struct sk_msg_md *msg, __u32 mlen, bool connect, struct guard_name *n)
+static __always_inline int http_authority(struct sk_msg_md *msg, __u32 t, bool connect, struct guard_name *n)
 {
 	struct host_walk h = { .msg = msg, .end = -1 };
-	__u32 t = mlen + 1;
 
 	if (connect) {
 		h.base = t;
@@ -1047,7 +1046,7 @@ static __always_inline int http_incomplete(__u32 size, struct guard_name *n)
 	return G_MORE;
 }
 
-GUARD_FUNC int guard_http(struct sk_msg_md *msg, __u32 size, struct guard_name *n)
+GUARD_FUNC int guard_http(struct sk_msg_md *msg, __u32 size, __u32 lead, struct guard_name *n)
 {
 	struct head_walk hw = { .msg = msg };
 	__u32 mlen = 0;
@@ -1058,7 +1057,7 @@ GUARD_FUNC int guard_http(struct sk_msg_md *msg, __u32 size, struct guard_name *
 	/* A request line starts with a method token of 3 to 7 upper-case
 	 * letters and a space; anything else is another protocol. */
 	for (__u32 k = 0; k < 8; k++) {
-		int c = msg_byte(msg, k);
+		int c = msg_byte(msg, lead + k);
 
 		if (c < 0)
 			return size < 8 ? http_incomplete(size, n) : G_PASS;
@@ -1071,7 +1070,7 @@ GUARD_FUNC int guard_http(struct sk_msg_md *msg, __u32 size, struct guard_name *
 	}
 	if (mlen < 3)
 		return G_PASS;
-	r = http_authority(msg, mlen, mlen == 7 && word_ci(msg, 0, 7) == WORD_CONNECT, n);
+	r = http_authority(msg, lead + mlen + 1, mlen == 7 && word_ci(msg, lead, 7) == WORD_CONNECT, n);
 	if (r < 0)
 		return http_incomplete(size, n);
 	if (r > 0) {
@@ -1079,7 +1078,7 @@ GUARD_FUNC int guard_http(struct sk_msg_md *msg, __u32 size, struct guard_name *
 		if (r)
 			return r > 0 ? G_REFUSE : G_UNPARSED;
 	}
-	hw.base = mlen + 1;
+	hw.base = lead + mlen + 1;
 	for (int round = 0; round < GUARD_MAX_HOSTS; round++) {
 		struct host_walk h = { .msg = msg, .end = -1, .header = 1 };
 
@@ -1183,12 +1182,25 @@ int vigil_guard_msg(struct sk_msg_md *msg)
 	__u32 size = msg->size;
 	int r = G_PASS, first;
 
-	if (bpf_msg_pull_data(msg, 0, size < GUARD_PULL ? size : GUARD_PULL, 0))
+	if (bpf_msg_pull_data(msg, 0, size < GUARD_PULL ? size : GUARD_PULL, 0)) {
 		r = G_UNPARSED;                 /* no memory to read it: not let through unread */
-	else if ((first = msg_byte(msg, 0)) == TLS_HANDSHAKE)
+	} else if ((first = msg_byte(msg, 0)) == TLS_HANDSHAKE) {
 		r = guard_tls(msg, size, &n);
-	else if (first >= 'A' && first <= 'Z')
-		r = guard_http(msg, size, &n);
+	} else {
+		/* HTTP servers and proxies skip empty lines before a request
+		 * line (RFC 9112 2.2): so does the guard, or "\r\nCONNECT"
+		 * would walk past it. */
+		__u32 lead = 0;
+
+		while (lead < 16 && (first == '\r' || first == '\n'))
+			first = msg_byte(msg, ++lead);
+		if (first < 0)
+			r = http_incomplete(size, &n);
+		else if (first == '\r' || first == '\n')
+			r = G_UNPARSED;         /* no client sends that many */
+		else if (first >= 'A' && first <= 'Z')
+			r = guard_http(msg, size, lead, &n);
+	}
 	if (r == G_MORE) {
 		/* Hold the bytes until the rest arrives; the program runs
 		 * again on everything gathered. */

@@ -67,7 +67,7 @@ def start_sink(host, port):
 
 # One port per refused case: a refusal puts its address:port in the target
 # set, so the next connection there is redirected to the agent.
-SINKS = {port: start_sink(SINK, port) for port in (3128, 3129, 3130, 8080, 8081, 8082, 8083, 8090)}
+SINKS = {port: start_sink(SINK, port) for port in (3128, 3129, 3130, 8080, 8081, 8082, 8083, 8084, 8090)}
 SINK_BULK = start_sink(BULK, 9000)
 
 
@@ -179,8 +179,10 @@ def plain_http_host_refused():
         ("GET http://user@api.openai.com/v1/models HTTP/1.1\r\nHost: example.org\r\n\r\n",),
         # a second Host header
         ("GET / HTTP/1.1\r\nHost: example.org\r\nhost:\tapi.openai.com\r\n\r\n",),
+        # empty lines before the request line (servers skip them)
+        ("\r\n\r\nCONNECT api.openai.com:443 HTTP/1.1\r\n\r\n",),
     ]
-    for port, chunks in zip((8080, 8081, 8082, 8083), cases):
+    for port, chunks in zip((8080, 8081, 8082, 8083, 8084), cases):
         res = send(SINK, port, *chunks)
         check(res.get("error") == 13, "plain HTTP %r not refused with EACCES: %s" % ("".join(chunks)[:60], res))
         time.sleep(0.2)
@@ -285,7 +287,7 @@ target_addresses: [%s]
 endpoints: [api.openai.com]
 first_flight_guard: off
 """ % (RIG.ca, os.path.join(RIG.ca_dir, "intercept.key"), RIG.pki["ca_cert"], PROVIDER))
-    RIG.agent.stop()
+    check(RIG.agent.stop() == 0, "the guarded agent did not exit 0 (a sanitizer report?): %s" % RIG.agent.log_tail(5))
     a.start()
     try:
         out = subprocess.run(["bpftool", "cgroup", "show", RIG.cg.path], capture_output=True, text=True).stdout
