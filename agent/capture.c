@@ -877,21 +877,20 @@ void capture_guard_get_stats(struct capture *c, struct capture_guard_stats *st)
 	if (!vals)
 		return;
 	fd = bpf_map__fd(c->skel->maps.guard_stats);
-	for (uint32_t i = 0; i < 4; i++) {
+	for (uint32_t i = 0; i < VIGIL_GUARD_STATS; i++) {
 		uint64_t sum = 0;
 
 		if (bpf_map_lookup_elem(fd, &i, vals) < 0)
 			continue;
 		for (int cpu = 0; cpu < ncpu; cpu++)
 			sum += vals[cpu];
-		/* order of enum guard_stat in bpf/vigil.bpf.c */
-		if (i == 0)
+		if (i == VIGIL_GUARD_STAT_ENROLLED)
 			st->enrolled = sum;
-		else if (i == 1)
+		else if (i == VIGIL_GUARD_STAT_FULL)
 			st->unguarded = sum;
-		else if (i == 2)
+		else if (i == VIGIL_GUARD_STAT_RELEASED)
 			st->released = sum;
-		else
+		else if (i == VIGIL_GUARD_STAT_REFUSED)
 			st->refused = sum;
 	}
 	free(vals);

@@ -587,7 +587,6 @@ int vigil_dns_ingress(struct __sk_buff *skb)
 #define TLS_HANDSHAKE     0x16
 #define TLS_CLIENT_HELLO  1
 
-enum guard_stat { GS_ENROLLED, GS_FULL, GS_RELEASED, GS_REFUSED, GS_COUNT };
 enum guard_result { G_PASS, G_MORE, G_REFUSE, G_UNPARSED };
 
 struct {
@@ -618,7 +617,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, GS_COUNT);
+	__uint(max_entries, VIGIL_GUARD_STATS);
 	__type(key, __u32);
 	__type(value, __u64);
 } guard_stats SEC(".maps");
@@ -689,10 +688,10 @@ static __always_inline void guard_enrol(struct bpf_sock_ops *skops)
 	/* A full map leaves this connection unguarded: counted, and the
 	 * agent reports it (vigil_agent_guard_unguarded_total). */
 	if (bpf_sock_hash_update(skops, &guard_socks, &cookie, BPF_NOEXIST)) {
-		guard_count(GS_FULL);
+		guard_count(VIGIL_GUARD_STAT_FULL);
 		return;
 	}
-	guard_count(GS_ENROLLED);
+	guard_count(VIGIL_GUARD_STAT_ENROLLED);
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_RTT_CB_FLAG);
 }
 
@@ -704,7 +703,7 @@ static __always_inline void guard_release(struct bpf_sock_ops *skops)
 	__u64 cookie = bpf_get_socket_cookie(skops);
 
 	if (bpf_map_delete_elem(&guard_socks, &cookie) == 0)
-		guard_count(GS_RELEASED);
+		guard_count(VIGIL_GUARD_STAT_RELEASED);
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTT_CB_FLAG);
 }
 
@@ -1132,7 +1131,7 @@ static __always_inline void guard_report(struct sk_msg_md *msg, __u32 reason, co
 	__u32 rport = msg->remote_port;
 	__u64 v;
 
-	guard_count(GS_REFUSED);
+	guard_count(VIGIL_GUARD_STAT_REFUSED);
 	if (!ev)
 		return;
 	o = &ev->origin;

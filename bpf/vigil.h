@@ -115,6 +115,13 @@ struct vigil_dns_msg {
 
 #define VIGIL_GUARD_SCAN 16384           /* bytes of a first flight examined, at most */
 
+/* Counters of the guard_stats per-CPU array (index). */
+#define VIGIL_GUARD_STAT_ENROLLED 0      /* entered the sockhash */
+#define VIGIL_GUARD_STAT_FULL     1      /* not guarded: the sockhash was full */
+#define VIGIL_GUARD_STAT_RELEASED 2      /* left it at the first ACK */
+#define VIGIL_GUARD_STAT_REFUSED  3
+#define VIGIL_GUARD_STATS         4
+
 /* A refusal, reported on the guard_events ring. origin.orig_addr/orig_port
  * are the peer the connection went to; identity fields are the sender's
  * (taken in sendmsg, task context). name is not NUL-terminated: name_len
