@@ -33,7 +33,8 @@ PROVIDER, PINNED, SINK, EXAMPLE, BULK, OFF_PINNED = ("127.13.0.2", "127.13.0.3",
 EMAIL = "jane.doe@example.com"
 METRICS_PORT = lib.free_port()
 RIG = rigmod.Rig("guard", {"api.openai.com": PROVIDER, "example.org": EXAMPLE}, {"good": (PROVIDER, "good", 0)},
-                 agent_extra="metrics: 127.0.0.1:%d\n" % METRICS_PORT)
+                 agent_extra="metrics: 127.0.0.1:%d\n" % METRICS_PORT,
+                 endpoints=["api.openai.com", '"*.openai.azure.com"'])
 RIG.start_fake("pinned", PINNED)
 RIG.start_fake("p8443", PROVIDER, port=8443)
 RIG.start_fake("offpinned", OFF_PINNED)
@@ -67,7 +68,7 @@ def start_sink(host, port):
 
 # One port per refused case: a refusal puts its address:port in the target
 # set, so the next connection there is redirected to the agent.
-SINKS = {port: start_sink(SINK, port) for port in (3128, 3129, 3130, 8080, 8081, 8082, 8083, 8084, 8090)}
+SINKS = {port: start_sink(SINK, port) for port in (3128, 3129, 3130, 3131, 8080, 8081, 8082, 8083, 8084, 8090, 4431, 4432, 4433, 4434, 4435)}
 SINK_BULK = start_sink(BULK, 9000)
 
 
@@ -164,6 +165,11 @@ def connect_line_refused():
         evs = refusals(lambda e: e.get("dst_port") == port)
         check(evs and evs[-1]["uid"] == lib.NOBODY and evs[-1]["sni"] == "api.openai.com" and
               evs[-1]["comm"].startswith("python3"), "CONNECT refusal not audited with identity: %s" % evs)
+    # An IPv6 socket reaching an IPv4 address (v4-mapped) goes through the same check.
+    res = send("::ffff:" + SINK, 3131, "CONNECT api.openai.com:443 HTTP/1.1\r\n\r\n")
+    check(res.get("error") == 13, "CONNECT from an IPv6 socket not refused: %s" % res)
+    evs = refusals(lambda e: e.get("dst_port") == 3131)
+    check(evs and evs[-1]["dst_ip"] == SINK, "v4-mapped refusal not audited with the IPv4 destination: %s" % evs)
     # Another host through a proxy address the guard never refused is untouched.
     res = send(SINK, 3130, "CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n")
     check(res.get("reply") == "ok", "CONNECT to an unwatched host broken: %s" % res)
@@ -193,6 +199,49 @@ def plain_http_host_refused():
     check(res.get("reply") == "ok", "plain HTTP to an unwatched host broken: %s" % res)
     got = sink_log(SINKS[8090])[-1]
     check(got["head"] == "GET / HTTP/1.1\r\nHost: example.org\r\n\r\n", "request altered: %r" % got["head"])
+
+
+def client_hello(sni):
+    p = subprocess.run([PY, TOOLS, "hello", sni], capture_output=True, text=True, check=True)
+    return bytes.fromhex(p.stdout.strip())
+
+
+@test
+def split_and_fragmented_client_hellos():
+    """The attacker's variants of a ClientHello: written in two pieces (the
+    kernel holds the first until the hello is whole), or split over two TLS
+    records (not read: refused rather than let through unread)."""
+    hello = client_hello("api.openai.com")
+    res = send(SINK, 4431, hello[:20].decode("latin-1"), hello[20:].decode("latin-1"))
+    check(res.get("error") == 13, "a ClientHello in two writes was not refused: %s" % res)
+    evs = refusals(lambda e: e.get("dst_port") == 4431)
+    check(evs and evs[-1]["sni"] == "api.openai.com", "split hello refusal not audited: %s" % evs)
+    # one handshake message, two records
+    body = hello[5:]
+    frag = b"\x16\x03\x01" + len(body[:40]).to_bytes(2, "big") + body[:40] + \
+        b"\x16\x03\x01" + len(body[40:]).to_bytes(2, "big") + body[40:]
+    res = send(SINK, 4432, frag.decode("latin-1"))
+    check(res.get("error") == 13, "a ClientHello over two records was not refused: %s" % res)
+    evs = RIG.agent.wait_events(lambda e: e.get("reason") == "first_flight_unparsed" and e.get("dst_port") == 4432,
+                                kind="connection")
+    check(evs and evs[-1]["action"] == "block" and evs[-1]["uid"] == lib.NOBODY,
+          "unreadable hello refusal not audited: %s" % evs)
+    time.sleep(0.2)
+    for port in (4431, 4432):
+        check(all(g["n"] == 0 for g in sink_log(SINKS[port])), "bytes of a refused hello reached port %d" % port)
+    # an unwatched hello in two writes passes whole, byte for byte
+    other = client_hello("example.org")
+    res = send(SINK, 4433, other[:20].decode("latin-1"), other[20:].decode("latin-1"))
+    check(res.get("reply") == "ok", "an unwatched split hello was broken: %s" % res)
+    got = sink_log(SINKS[4433])
+    check(got and got[-1]["n"] == len(other) and got[-1]["head"] == other[:256].decode("latin-1"),
+          "an unwatched hello did not arrive intact: %s" % got)
+    # a wildcard entry matches below it, not the bare suffix (as the agent's own matching)
+    hello = client_hello("x.y.openai.azure.com")
+    res = send(SINK, 4434, hello.decode("latin-1"))
+    check(res.get("error") == 13, "a name under a *.suffix entry was not refused: %s" % res)
+    res = send(SINK, 4435, client_hello("openai.azure.com").decode("latin-1"))
+    check(res.get("reply") == "ok", "the bare suffix of a *.suffix entry was refused: %s" % res)
 
 
 @test
