@@ -17,6 +17,7 @@ guard never touches them.
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -68,7 +69,7 @@ def start_sink(host, port):
 
 # One port per refused case: a refusal puts its address:port in the target
 # set, so the next connection there is redirected to the agent.
-SINKS = {port: start_sink(SINK, port) for port in (3128, 3129, 3130, 3131, 8080, 8081, 8082, 8083, 8084, 8090, 4431, 4432, 4433, 4434, 4435)}
+SINKS = {port: start_sink(SINK, port) for port in (3128, 3129, 3130, 3131, 8080, 8081, 8082, 8083, 8084, 8090, 4431, 4432, 4433, 4434, 4435, 4436, 4437)}
 SINK_BULK = start_sink(BULK, 9000)
 
 
@@ -325,6 +326,25 @@ def large_upload_unslowed_and_released():
         time.sleep(0.1)
     check(dump == [], "sockets left in the guard sockhash: %s" % dump)
     check(metrics()["vigil_agent_guard_sockets"] == "0", "the agent reports sockets left in the sockhash")
+
+
+@test
+def reload_updates_the_guards_names():
+    with open(RIG.agent.config) as f:
+        text = f.read()
+    old = 'endpoints: [api.openai.com, "*.openai.azure.com"]'
+    check(old in text, "unexpected agent config: %s" % text)
+    with open(RIG.agent.config, "w") as f:
+        f.write(text.replace(old, "endpoints: [api.openai.com, api.reload.test]"))
+    RIG.agent.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 5
+    while "configuration reloaded" not in RIG.agent.log_tail(50) and time.time() < deadline:
+        time.sleep(0.05)
+    check("configuration reloaded" in RIG.agent.log_tail(50), "no reload: %s" % RIG.agent.log_tail(5))
+    res = send(SINK, 4436, "CONNECT api.reload.test:443 HTTP/1.1\r\n\r\n")
+    check(res.get("error") == 13, "a name added by reload is not guarded: %s" % res)
+    res = send(SINK, 4437, client_hello("x.openai.azure.com").decode("latin-1"))
+    check(res.get("reply") == "ok", "a name removed by reload is still refused: %s" % res)
 
 
 @test
