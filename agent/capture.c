@@ -395,8 +395,16 @@ static void drop_pins(struct capture *c)
  * previous agent replaces its program. */
 static int guard_attach_msg(struct capture *c, char *err, size_t errlen)
 {
+	uint32_t zero = 0, on = c->guard_fn != NULL;
 	int rc;
 
+	/* Read by the connect hooks (loaded either way); written even when
+	 * off, over what a pinned map of a previous agent may say. */
+	rc = bpf_map__update_elem(c->skel->maps.guard_conf, &zero, sizeof(zero), &on, sizeof(on), BPF_ANY);
+	if (rc < 0) {
+		osutil_errf(err, errlen, "cannot configure the first-flight guard: %s", strerror(-rc));
+		return rc;
+	}
 	if (!c->guard_fn)
 		return 0;
 	rc = bpf_prog_attach(bpf_program__fd(c->skel->progs.vigil_guard_msg),

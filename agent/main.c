@@ -223,6 +223,9 @@ static void guard_refused(void *arg, const struct vigil_guard_event *g)
 	if (watched)
 		snprintf(why, sizeof(why), "%s %s sent to %s port %u, which the agent does not capture",
 			 via[g->via < 5 ? g->via : 0], name, id.dst_ip, id.dst_port);
+	else if (g->reason == VIGIL_GUARD_TFO)
+		snprintf(why, sizeof(why), "TCP Fast Open to %s port %u: data sent with the SYN cannot be checked",
+			 id.dst_ip, id.dst_port);
 	else
 		snprintf(why, sizeof(why), "a TLS or HTTP first flight the guard cannot read whole, to %s port %u",
 			 id.dst_ip, id.dst_port);
@@ -239,7 +242,7 @@ static void guard_refused(void *arg, const struct vigil_guard_event *g)
 	ev.dst_port = id.dst_port;
 	ev.sni = name[0] ? name : NULL;
 	ev.action = "block";
-	ev.reason = watched ? "first_flight" : "first_flight_unparsed";
+	ev.reason = watched ? "first_flight" : g->reason == VIGIL_GUARD_TFO ? "first_flight_tfo" : "first_flight_unparsed";
 	ev.error = why;
 	audit_emit(ag->audit, &ev);
 	log_warn("first-flight guard refused pid %lld (%s, uid %lld): %s", (long long)id.pid, id.comm,

@@ -18,6 +18,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 #include "vigil.h"
 
 #define AF_INET       2
@@ -25,6 +26,7 @@
 #define SOCK_STREAM   1
 #define SOCK_DGRAM    2
 #define ECONNREFUSED  111
+#define EOPNOTSUPP    95
 #define QUIC_PORT     443
 
 /* Verdicts of a connect program: 0 rejects (EPERM unless bpf_set_retval
@@ -223,6 +225,10 @@ static __always_inline bool bypassed(struct bpf_sock_addr *ctx)
 	return bpf_map_lookup_elem(&bypass, &cookie) != NULL;
 }
 
+/* First-flight guard, for a TCP connect that is not redirected (defined
+ * in the guard section below): VERDICT_PASS or a refusal. */
+static __always_inline int guard_connect(struct bpf_sock_addr *ctx, const __u8 *addr, __u16 port, __u16 family);
+
 SEC("cgroup/connect4")
 int vigil_connect4(struct bpf_sock_addr *ctx)
 {
@@ -240,7 +246,7 @@ int vigil_connect4(struct bpf_sock_addr *ctx)
 		return VERDICT_PASS;
 	addr_set_v4mapped(addr, dst);
 	if (!is_target(addr, port))
-		return VERDICT_PASS;
+		return type == SOCK_STREAM ? guard_connect(ctx, addr, port, AF_INET) : VERDICT_PASS;
 	if (bypassed(ctx))
 		return VERDICT_PASS;
 	cfg = get_config();
@@ -288,7 +294,7 @@ int vigil_connect6(struct bpf_sock_addr *ctx)
 	__builtin_memcpy(addr + 8, &w2, 4);
 	__builtin_memcpy(addr + 12, &w3, 4);
 	if (!is_target(addr, port))
-		return VERDICT_PASS;
+		return type == SOCK_STREAM ? guard_connect(ctx, addr, port, AF_INET6) : VERDICT_PASS;
 	if (bypassed(ctx))
 		return VERDICT_PASS;
 	cfg = get_config();
@@ -622,6 +628,15 @@ struct {
 	__type(value, __u64);
 } guard_stats SEC(".maps");
 
+/* [0]: 1 while the agent runs the guard (the connect hooks are loaded
+ * either way and must know). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} guard_conf SEC(".maps");
+
 /* The refusal being assembled (too big for the stack next to the parser). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -636,6 +651,40 @@ static __always_inline void guard_count(__u32 which)
 
 	if (v)
 		*v += 1;
+}
+
+/* TCP Fast Open sends the first flight with the SYN (or, without a cookie,
+ * right after the handshake but still inside the connect/sendto call),
+ * before the socket can enter the sockhash: the guard would never see it.
+ * So a Fast Open connect the guard would have to check is refused
+ * (EOPNOTSUPP) and audited; the client's plain connect is guarded as any.
+ * Both forms: sendto(MSG_FASTOPEN) (fastopen_req set when the hook runs)
+ * and TCP_FASTOPEN_CONNECT (flag set before connect()). */
+static __always_inline int guard_connect(struct bpf_sock_addr *ctx, const __u8 *addr, __u16 port, __u16 family)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct vigil_guard_event *ev;
+	struct tcp_sock *tp;
+	__u32 zero = 0, *on;
+
+	if (!sk || ctx->protocol != IPPROTO_TCP)
+		return VERDICT_PASS;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp || (!tp->fastopen_req && !BPF_CORE_READ_BITFIELD(tp, fastopen_connect)))
+		return VERDICT_PASS;
+	on = bpf_map_lookup_elem(&guard_conf, &zero);
+	if (!on || !*on || bypassed(ctx))
+		return VERDICT_PASS;
+	ev = bpf_ringbuf_reserve(&guard_events, sizeof(*ev), 0);
+	if (ev) {
+		__builtin_memset(ev, 0, sizeof(*ev));
+		fill_origin(ctx, &ev->origin, addr, port, family);
+		ev->reason = VIGIL_GUARD_TFO;
+		bpf_ringbuf_submit(ev, 0);
+	}
+	guard_count(VIGIL_GUARD_STAT_REFUSED);
+	bpf_set_retval(-EOPNOTSUPP);
+	return VERDICT_REJECT;
 }
 
 /* Is the peer the agent's own listener (an application talking to it

@@ -109,6 +109,8 @@ struct vigil_dns_msg {
 
 /* Why the guard refused (vigil_guard_event.reason). */
 #define VIGIL_GUARD_WATCHED  1           /* a watched name, to an address not captured */
+#define VIGIL_GUARD_TFO      3           /* TCP Fast Open: the first flight leaves with the SYN,
+					  * before the guard can see it */
 #define VIGIL_GUARD_UNPARSED 2           /* a TLS or HTTP first flight the guard cannot read
 					  * whole within its limits (fragmented ClientHello,
 					  * head over VIGIL_GUARD_SCAN bytes) */

@@ -7,6 +7,10 @@
   guard_tools.py bulk HOST PORT MBYTES    connect, send MBYTES MiB of non-protocol bytes, half-close, wait
                                           for the answer; print JSON with seconds and MiB/s
   guard_tools.py hello SNI                print a real TLS ClientHello for SNI (hex), from Python's ssl
+  guard_tools.py tfo HOST PORT HEX [defer]
+                                          TCP Fast Open: sendto(MSG_FASTOPEN) of HEX (connect and data
+                                          in one call), or with "defer" TCP_FASTOPEN_CONNECT + connect()
+                                          + send(); half-close, read the answer; print JSON
 """
 import json
 import os
@@ -81,6 +85,31 @@ def send(host, port, chunks):
     print(json.dumps(res), flush=True)
 
 
+def tfo(host, port, data, mode=""):
+    res = {"pid": os.getpid()}
+    s = socket.socket(family(host), socket.SOCK_STREAM)
+    try:
+        if mode == "defer":
+            s.setsockopt(socket.IPPROTO_TCP, 30, 1)     # TCP_FASTOPEN_CONNECT
+            s.connect((host, int(port)))
+            s.sendall(bytes.fromhex(data))
+        else:
+            s.sendto(bytes.fromhex(data), socket.MSG_FASTOPEN, (host, int(port)))   # blocking: connects too
+        s.settimeout(10)
+        s.shutdown(socket.SHUT_WR)
+        reply = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            reply += b
+        res["reply"] = reply.decode("latin-1")
+    except OSError as e:
+        res["error"] = e.errno
+        res["error_str"] = str(e)
+    print(json.dumps(res), flush=True)
+
+
 def bulk(host, port, mib):
     buf = bytes(range(256)) * 4096          # 1 MiB, starts with 0x00: no protocol
     s = socket.socket(family(host), socket.SOCK_STREAM)
@@ -114,5 +143,7 @@ if __name__ == "__main__":
         send(sys.argv[2], sys.argv[3], sys.argv[4:])
     elif cmd == "bulk":
         bulk(*sys.argv[2:5])
+    elif cmd == "tfo":
+        tfo(*sys.argv[2:6])
     elif cmd == "hello":
         hello(sys.argv[2])

@@ -69,7 +69,7 @@ def start_sink(host, port):
 
 # One port per refused case: a refusal puts its address:port in the target
 # set, so the next connection there is redirected to the agent.
-SINKS = {port: start_sink(SINK, port) for port in (3128, 3129, 3130, 3131, 8080, 8081, 8082, 8083, 8084, 8090, 4431, 4432, 4433, 4434, 4435, 4436, 4437)}
+SINKS = {port: start_sink(SINK, port) for port in (3128, 3129, 3130, 3131, 8080, 8081, 8082, 8083, 8084, 8090, 4431, 4432, 4433, 4434, 4435, 4436, 4437, 4438, 4439, 4440)}
 SINK_BULK = start_sink(BULK, 9000)
 
 
@@ -245,6 +245,28 @@ def split_and_fragmented_client_hellos():
     check(res.get("reply") == "ok", "the bare suffix of a *.suffix entry was refused: %s" % res)
 
 
+def tfo(port, data, mode=""):
+    p = lib.run([PY, TOOLS, "tfo", SINK, str(port), data.encode().hex()] + ([mode] if mode else []),
+                cgroup=RIG.cg.path, uid=lib.NOBODY, timeout=30)
+    check(p.returncode == 0 and p.stdout.strip(), "TFO client failed: %s %s" % (p.stdout, p.stderr))
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+@test
+def tcp_fast_open_refused():
+    """Fast Open data leaves with (or right behind) the SYN, inside the
+    connect call, before the guard can read it: refused, audited."""
+    for port, mode in ((4438, ""), (4439, "defer")):
+        res = tfo(port, "CONNECT api.openai.com:443 HTTP/1.1\r\n\r\n", mode)
+        check(res.get("error") == 95, "TCP Fast Open (%s) not refused with EOPNOTSUPP: %s" % (mode or "sendto", res))
+        evs = RIG.agent.wait_events(lambda e: e.get("reason") == "first_flight_tfo" and e.get("dst_port") == port,
+                                    kind="connection")
+        check(evs and evs[-1]["uid"] == lib.NOBODY and evs[-1]["action"] == "block",
+              "Fast Open refusal not audited with identity: %s" % evs)
+        time.sleep(0.2)
+        check(all(g["n"] == 0 for g in sink_log(SINKS[port])), "Fast Open data reached the server")
+
+
 @test
 def unwatched_https_unaffected():
     body = os.urandom(48).hex() * 40
@@ -366,6 +388,8 @@ first_flight_guard: off
         check(code == 200, "the pinned call failed with the guard off: %s %s" % (code, p.stderr.strip()[-300:]))
         got = RIG.received("offpinned")
         check(got and EMAIL in got[-1]["body"], "with the guard off the call should go direct, raw: %s" % got)
+        res = tfo(4440, "GET / HTTP/1.1\r\nHost: example.org\r\n\r\n")
+        check(res.get("reply") == "ok", "TCP Fast Open refused with the guard off: %s" % res)
     finally:
         check(a.stop() == 0, "guard-off agent exit status")
 
