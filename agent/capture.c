@@ -870,7 +870,7 @@ out:
 	return rc;
 }
 
-void capture_guard_get_stats(struct capture *c, struct capture_guard_stats *st)
+void capture_guard_get_stats(struct capture *c, struct capture_guard_stats *st, bool with_sockets)
 {
 	int ncpu = libbpf_num_possible_cpus();
 	uint64_t *vals, cookie, next;
@@ -903,7 +903,7 @@ void capture_guard_get_stats(struct capture *c, struct capture_guard_stats *st)
 	}
 	free(vals);
 	fd = bpf_map__fd(c->skel->maps.guard_socks);
-	while (st->sockets <= VIGIL_GUARD_MAX_SOCKS && bpf_map_get_next_key(fd, prev, &next) == 0) {
+	while (with_sockets && st->sockets <= VIGIL_GUARD_MAX_SOCKS && bpf_map_get_next_key(fd, prev, &next) == 0) {
 		st->sockets++;
 		cookie = next;
 		prev = &cookie;

@@ -104,9 +104,10 @@ struct capture_guard_stats {
 	uint64_t released;     /* left the sockhash at their first ACK */
 	uint64_t refused;
 	uint64_t unguarded;    /* not guarded: the sockhash was full */
-	uint64_t sockets;      /* in the sockhash now (verdict pending, or refused and open) */
+	uint64_t sockets;      /* in the sockhash now (verdict pending, or refused and open);
+				* counted only with_sockets (one syscall per socket) */
 };
-void capture_guard_get_stats(struct capture *c, struct capture_guard_stats *st);
+void capture_guard_get_stats(struct capture *c, struct capture_guard_stats *st, bool with_sockets);
 
 /* Tamper check: how many of the agent's links are no longer attached
  * (someone ran `bpftool link detach`, or removed the cgroup). */

@@ -287,6 +287,7 @@ struct watched_file {
 static struct {
 	struct watched_file files[3];   /* config, policy, trust anchor */
 	int detached_reported;
+	uint64_t unguarded_reported;
 	bool anchor_reported;
 } tamper;
 
@@ -329,6 +330,16 @@ static void tamper_check(struct agent *ag)
 		tamper_event(ag, "programs_detached", msg);
 	}
 	tamper.detached_reported = detached;
+	/* A full guard sockhash lets connections through unchecked: someone
+	 * holding 65536 connections open without sending is the likely cause. */
+	struct capture_guard_stats gs;
+	capture_guard_get_stats(ag->cap, &gs, false);
+	if (gs.unguarded > tamper.unguarded_reported) {
+		snprintf(msg, sizeof(msg), "%llu connections went unguarded by the first-flight guard (sockhash full)",
+			 (unsigned long long)(gs.unguarded - tamper.unguarded_reported));
+		tamper_event(ag, "guard_full", msg);
+		tamper.unguarded_reported = gs.unguarded;
+	}
 	for (int i = 0; i < 2; i++) {
 		struct watched_file *w = &tamper.files[i];
 		if (!w->path || stat(w->path, &st) != 0 || !w->present)

@@ -56,7 +56,7 @@ size_t metrics_render(struct agent *ag, char *out, size_t outlen)
 	if (ag->cap) {
 		struct capture_guard_stats g;
 
-		capture_guard_get_stats(ag->cap, &g);
+		capture_guard_get_stats(ag->cap, &g, true);
 		EMIT("# HELP vigil_agent_guard_connections_total Connections through the first-flight guard, by outcome.\n"
 		     "# TYPE vigil_agent_guard_connections_total counter\n"
 		     "vigil_agent_guard_connections_total{outcome=\"enrolled\"} %llu\n"
