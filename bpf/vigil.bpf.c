@@ -985,6 +985,7 @@ struct host_walk {
 	__u32 base, start;
 	int end;             /* offset of the terminator, -1 unknown */
 	int header;          /* a Host header value */
+	int out;             /* the first flight ended before a terminator */
 };
 
 static long host_walk_step(__u64 i, void *arg)
@@ -993,8 +994,10 @@ static long host_walk_step(__u64 i, void *arg)
 	__u32 pos = (w->base + (__u32)i) & GUARD_OFF_MASK;
 	int c = msg_byte(w->msg, pos);
 
-	if (c < 0)
+	if (c < 0) {
+		w->out = 1;
 		return 1;
+	}
 	if (c == ':' || c == '/' || c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '?' || c == '#') {
 		w->end = (int)pos;
 		return 1;
@@ -1094,33 +1097,87 @@ static __always_inline int http_incomplete(__u32 size, struct guard_name *n)
 	return G_MORE;
 }
 
+/* The end of the line starting at base: offset of its '\n', or -1. */
+struct line_walk {
+	struct sk_msg_md *msg;
+	__u32 base;
+	int end;
+};
+
+static long line_walk_step(__u64 i, void *arg)
+{
+	struct line_walk *w = arg;
+	__u32 pos = (w->base + (__u32)i) & GUARD_OFF_MASK;
+	int c = msg_byte(w->msg, pos);
+
+	if (c < 0)
+		return 1;
+	if (c == '\n') {
+		w->end = (int)pos;
+		return 1;
+	}
+	return 0;
+}
+
+/* Do the first `have` bytes w (lower-cased, packed) agree with method m
+ * of len bytes (its space included) as far as both go? */
+static __always_inline bool method_is(__u64 w, __u32 have, __u64 m, __u32 len)
+{
+	__u32 k = have < len ? have : len;
+	__u64 mask = k >= 8 ? ~0ULL : (1ULL << (8 * k)) - 1;
+
+	return (w & mask) == (m & mask);
+}
+
+/* The first bytes begin (or, when fewer arrived, may begin) one of the
+ * HTTP methods a client sends first, with its space. */
+static __always_inline bool http_method_prefix(__u64 w, __u32 have)
+{
+	return method_is(w, have, PACK4('g', 'e', 't', ' '), 4) || method_is(w, have, PACK4('p', 'u', 't', ' '), 4) ||
+	       method_is(w, have, PACK8('p', 'o', 's', 't', ' ', 0, 0, 0), 5) ||
+	       method_is(w, have, PACK8('h', 'e', 'a', 'd', ' ', 0, 0, 0), 5) ||
+	       method_is(w, have, PACK8('d', 'e', 'l', 'e', 't', 'e', ' ', 0), 7) ||
+	       method_is(w, have, PACK8('p', 'a', 't', 'c', 'h', ' ', 0, 0), 6) ||
+	       method_is(w, have, PACK8('t', 'r', 'a', 'c', 'e', ' ', 0, 0), 6) ||
+	       method_is(w, have, PACK8('o', 'p', 't', 'i', 'o', 'n', 's', ' '), 8) ||
+	       method_is(w, have, PACK8('c', 'o', 'n', 'n', 'e', 'c', 't', ' '), 8);
+}
+
 GUARD_FUNC int guard_http(struct sk_msg_md *msg, __u32 size, __u32 lead, struct guard_name *n)
 {
 	struct head_walk hw = { .msg = msg };
-	__u32 mlen = 0;
-	int r;
+	struct line_walk lw = { .msg = msg, .end = -1 };
+	__u32 mlen = 0, have, v;
+	int r, cr;
 
-	if (!msg || !n)
+	if (!msg || !n || lead >= size)
 		return G_UNPARSED;
-	/* A request line starts with a method token of 3 to 7 upper-case
-	 * letters and a space; anything else is another protocol. */
-	for (__u32 k = 0; k < 8; k++) {
-		int c = msg_byte(msg, lead + k);
-
-		if (c < 0)
-			return size < 8 ? http_incomplete(size, n) : G_PASS;
-		if (c == ' ') {
+	/* Only a request line of HTTP/1.x is held or parsed: other text
+	 * protocols (SMTP "EHLO", FTP "USER", Redis "GET key") must never wait
+	 * here for a head that will not come. First, a known method... */
+	have = size - lead < 8 ? size - lead : 8;
+	if (!http_method_prefix(word_ci(msg, lead, have), have))
+		return G_PASS;
+	for (__u32 k = 3; k < 8; k++)
+		if (msg_byte(msg, lead + k) == ' ') {
 			mlen = k;
 			break;
 		}
-		if (c < 'A' || c > 'Z')
-			return G_PASS;
-	}
-	if (mlen < 3)
+	if (!mlen)
+		return http_incomplete(size, n);
+	/* ...then a whole request line ending in HTTP/x.y. */
+	lw.base = lead + mlen + 1;
+	bpf_loop(VIGIL_GUARD_SCAN, line_walk_step, &lw, 0);
+	if (lw.end < 0)
+		return http_incomplete(size, n);
+	cr = msg_byte(msg, (__u32)lw.end - 1) == '\r';
+	v = (__u32)lw.end - (__u32)cr - 9;      /* " HTTP/x.y" */
+	if ((__u32)lw.end < lead + mlen + 10 ||
+	    word_ci(msg, v, 6) != PACK8(' ', 'h', 't', 't', 'p', '/', 0, 0))
 		return G_PASS;
 	r = http_authority(msg, lead + mlen + 1, mlen == 7 && word_ci(msg, lead, 7) == WORD_CONNECT, n);
 	if (r < 0)
-		return http_incomplete(size, n);
+		return G_UNPARSED;              /* the line is whole: a host that long is no host */
 	if (r > 0) {
 		r = guard_watched(msg, n->start, n->len);
 		if (r)
@@ -1139,7 +1196,7 @@ GUARD_FUNC int guard_http(struct sk_msg_md *msg, __u32 size, __u32 lead, struct 
 		h.base = h.start = hw.value_start;
 		bpf_loop(VIGIL_GUARD_NAME_MAX + 64, host_walk_step, &h, 0);
 		if (h.end < 0)
-			return http_incomplete(size, n);
+			return h.out ? http_incomplete(size, n) : G_UNPARSED;
 		n->start = h.start;
 		n->len = (__u32)h.end - h.start;
 		n->via = VIGIL_GUARD_VIA_HOST;

@@ -69,7 +69,7 @@ def start_sink(host, port):
 
 # One port per refused case: a refusal puts its address:port in the target
 # set, so the next connection there is redirected to the agent.
-SINKS = {port: start_sink(SINK, port) for port in (3128, 3129, 3130, 3131, 8080, 8081, 8082, 8083, 8084, 8090, 4431, 4432, 4433, 4434, 4435, 4436, 4437, 4438, 4439, 4440)}
+SINKS = {port: start_sink(SINK, port) for port in (3128, 3129, 3130, 3131, 8080, 8081, 8082, 8083, 8084, 8090, 4431, 4432, 4433, 4434, 4435, 4436, 4437, 4438, 4439, 4440, 4441)}
 SINK_BULK = start_sink(BULK, 9000)
 
 
@@ -205,6 +205,20 @@ def plain_http_host_refused():
 def client_hello(sni):
     p = subprocess.run([PY, TOOLS, "hello", sni], capture_output=True, text=True, check=True)
     return bytes.fromhex(p.stdout.strip())
+
+
+@test
+def other_text_protocols_are_not_held():
+    """Only HTTP/1.x request lines are parsed and, while incomplete, held:
+    an SMTP, FTP or Redis client that waits for an answer after one line
+    must get its bytes through at once, intact."""
+    # ("PUTS" shares a prefix with "PUT ": decided at its fourth byte)
+    for line in ("EHLO mail.example.org\r\n", "GET counter\r\n", "USER anonymous\r\n", "PUTS k v\r\n"):
+        before = len(sink_log(SINKS[4441]))
+        res = send(SINK, 4441, line)
+        check(res.get("reply") == "ok", "%r broken: %s" % (line, res))
+        got = sink_log(SINKS[4441])[before:]
+        check(got and got[-1]["head"] == line, "%r not delivered intact: %s" % (line, got))
 
 
 @test
