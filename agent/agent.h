@@ -26,7 +26,6 @@ struct agent_stats {
 	atomic_ulong requests[4];      /* by action: allow, alert, redact, block */
 	atomic_ulong dns_answers;      /* DNS answers seen by the ingress program */
 	atomic_ulong dns_learned;      /* target addresses first learned from one */
-	atomic_ulong guard_refused;    /* first flights the guard refused */
 };
 
 struct agent {

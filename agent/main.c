@@ -102,28 +102,38 @@ static int apply_target(void *arg, const struct sockaddr *addr, bool add)
 	return ret;
 }
 
+/* A kernel address (16 bytes, IPv4 as v4-mapped) and host-order port as a
+ * sockaddr: AF_INET for v4-mapped, AF_INET6 otherwise. */
+static void kernel_sockaddr(const uint8_t addr[16], uint16_t port, struct sockaddr_storage *ss)
+{
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+	memset(ss, 0, sizeof(*ss));
+	if (!memcmp(addr, mapped, 12)) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+		s4->sin_family = AF_INET;
+		memcpy(&s4->sin_addr, addr + 12, 4);
+		s4->sin_port = htons(port);
+	} else {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+		s6->sin6_family = AF_INET6;
+		memcpy(&s6->sin6_addr, addr, 16);
+		s6->sin6_port = htons(port);
+	}
+}
+
 /* In closed mode the target map survives a restart (pinned): remove what
  * the new configuration no longer watches, so a dropped endpoint is not
  * redirected forever. */
 static void drop_stale_targets(struct agent *ag)
 {
 	static struct vigil_target_key keys[4096];
-	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 	int n = capture_target_list(ag->cap, keys, sizeof(keys) / sizeof(keys[0]));
 
 	for (int i = 0; i < n && i < (int)(sizeof(keys) / sizeof(keys[0])); i++) {
 		struct sockaddr_storage ss;
 		bool port_ok = false;
-		memset(&ss, 0, sizeof(ss));
-		if (!memcmp(keys[i].addr, mapped, 12)) {
-			struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-			s4->sin_family = AF_INET;
-			memcpy(&s4->sin_addr, keys[i].addr + 12, 4);
-		} else {
-			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-			s6->sin6_family = AF_INET6;
-			memcpy(&s6->sin6_addr, keys[i].addr, 16);
-		}
+		kernel_sockaddr(keys[i].addr, 0, &ss);   /* port 0: the all-ports entry */
 		for (size_t p = 0; p < ag->cfg->n_target_ports; p++)
 			port_ok |= ag->cfg->target_ports[p] == keys[i].port;
 		if (!port_ok || !targets_contains(ag->targets, (struct sockaddr *)&ss))
@@ -203,64 +213,60 @@ static void guard_name(const struct vigil_guard_event *g, char *out, size_t outl
 		out[n - 1] = 0;
 }
 
-/* The first-flight guard refused a connection: audit it with the sender's
- * identity, and put the address:port it went to in the target set so that
- * the client's retry lands in the agent. */
-static void guard_refused(void *arg, const struct vigil_guard_event *g)
+/* Audits a first-flight refusal with the sender's identity. */
+static void guard_audit(struct agent *ag, const struct vigil_guard_event *g, const struct identity *id,
+			const char *name)
 {
 	static const char *const via[] = { "", "TLS server name", "HTTP CONNECT", "HTTP request target", "HTTP Host" };
+	char why[VIGIL_GUARD_NAME_MAX + 160];
+	struct audit_event ev;
+
+	if (g->reason == VIGIL_GUARD_WATCHED)
+		snprintf(why, sizeof(why), "%s %s sent to %s port %u, which the agent does not capture",
+			 via[g->via < 5 ? g->via : 0], name, id->dst_ip, id->dst_port);
+	else if (g->reason == VIGIL_GUARD_TFO)
+		snprintf(why, sizeof(why), "TCP Fast Open to %s port %u: data sent with the SYN cannot be checked",
+			 id->dst_ip, id->dst_port);
+	else
+		snprintf(why, sizeof(why), "a TLS or HTTP first flight the guard cannot read whole, to %s port %u",
+			 id->dst_ip, id->dst_port);
+	audit_event_init(&ev, "connection");
+	ev.user = id->user;
+	ev.uid = id->uid;
+	ev.gid = id->gid;
+	ev.pid = id->pid;
+	ev.tid = id->tid;
+	ev.comm = id->comm;
+	ev.exe = id->exe[0] ? id->exe : NULL;
+	ev.cgroup = id->cgroup[0] ? id->cgroup : NULL;
+	ev.dst_ip = id->dst_ip;
+	ev.dst_port = id->dst_port;
+	ev.sni = name[0] ? name : NULL;
+	ev.action = "block";
+	ev.reason = g->reason == VIGIL_GUARD_WATCHED ? "first_flight" :
+		    g->reason == VIGIL_GUARD_TFO ? "first_flight_tfo" : "first_flight_unparsed";
+	ev.error = why;
+	audit_emit(ag->audit, &ev);
+	log_warn("first-flight guard refused pid %lld (%s, uid %lld): %s", (long long)id->pid, id->comm,
+		 (long long)id->uid, why);
+}
+
+/* The first-flight guard refused a connection: audit it, and put the
+ * address:port a watched name went to in the target set so that the
+ * client's retry lands in the agent. */
+static void guard_refused(void *arg, const struct vigil_guard_event *g)
+{
 	struct agent *ag = arg;
 	struct sockaddr_storage ss;
 	struct identity id;
-	struct audit_event ev;
-	char name[VIGIL_GUARD_NAME_MAX + 1], why[VIGIL_GUARD_NAME_MAX + 160];
-	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-	bool watched = g->reason == VIGIL_GUARD_WATCHED;
+	char name[VIGIL_GUARD_NAME_MAX + 1];
 
-	atomic_fetch_add(&ag->stats.guard_refused, 1);
 	guard_name(g, name, sizeof(name));
 	identity_from_origin(&id, &g->origin);
-	if (watched)
-		snprintf(why, sizeof(why), "%s %s sent to %s port %u, which the agent does not capture",
-			 via[g->via < 5 ? g->via : 0], name, id.dst_ip, id.dst_port);
-	else if (g->reason == VIGIL_GUARD_TFO)
-		snprintf(why, sizeof(why), "TCP Fast Open to %s port %u: data sent with the SYN cannot be checked",
-			 id.dst_ip, id.dst_port);
-	else
-		snprintf(why, sizeof(why), "a TLS or HTTP first flight the guard cannot read whole, to %s port %u",
-			 id.dst_ip, id.dst_port);
-	audit_event_init(&ev, "connection");
-	ev.user = id.user;
-	ev.uid = id.uid;
-	ev.gid = id.gid;
-	ev.pid = id.pid;
-	ev.tid = id.tid;
-	ev.comm = id.comm;
-	ev.exe = id.exe[0] ? id.exe : NULL;
-	ev.cgroup = id.cgroup[0] ? id.cgroup : NULL;
-	ev.dst_ip = id.dst_ip;
-	ev.dst_port = id.dst_port;
-	ev.sni = name[0] ? name : NULL;
-	ev.action = "block";
-	ev.reason = watched ? "first_flight" : g->reason == VIGIL_GUARD_TFO ? "first_flight_tfo" : "first_flight_unparsed";
-	ev.error = why;
-	audit_emit(ag->audit, &ev);
-	log_warn("first-flight guard refused pid %lld (%s, uid %lld): %s", (long long)id.pid, id.comm,
-		 (long long)id.uid, why);
-	if (!watched || !ag->targets || !id.dst_port)
+	guard_audit(ag, g, &id, name);
+	if (g->reason != VIGIL_GUARD_WATCHED || !ag->targets || !id.dst_port)
 		return;
-	memset(&ss, 0, sizeof(ss));
-	if (!memcmp(g->origin.orig_addr, mapped, 12)) {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-		s4->sin_family = AF_INET;
-		memcpy(&s4->sin_addr, g->origin.orig_addr + 12, 4);
-		s4->sin_port = htons(id.dst_port);
-	} else {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-		s6->sin6_family = AF_INET6;
-		memcpy(&s6->sin6_addr, g->origin.orig_addr, 16);
-		s6->sin6_port = htons(id.dst_port);
-	}
+	kernel_sockaddr(g->origin.orig_addr, id.dst_port, &ss);
 	/* As long as a learned DNS answer may live: the client retries now. */
 	if (targets_learn_endpoint(ag->targets, name, (struct sockaddr *)&ss, ag->cfg->dns_max_ttl_s,
 				   loop_now_ms() / 1000) == 1)
