@@ -46,9 +46,9 @@
 /* Attach order: bookkeeping first, the redirecting hooks last, so that no
  * connection is redirected before the programs that track it are in place.
  * Detach goes in reverse. */
-enum { P_RELEASE, P_SOCKOPS, P_DNS, P_PEER4, P_PEER6, P_SEND4, P_SEND6, P_CONN4, P_CONN6, P_COUNT };
+enum { P_RELEASE, P_SOCKOPS, P_GUARD, P_DNS, P_PEER4, P_PEER6, P_SEND4, P_SEND6, P_CONN4, P_CONN6, P_COUNT };
 static const char *const prog_names[P_COUNT] = {
-	"sock_release", "sockops", "dns_ingress", "getpeername4", "getpeername6",
+	"sock_release", "sockops", "guard_sockops", "dns_ingress", "getpeername4", "getpeername6",
 	"sendmsg4", "sendmsg6", "connect4", "connect6",
 };
 
@@ -62,6 +62,9 @@ struct capture {
 	void *ev_arg;
 	capture_dns_fn dns_fn;       /* NULL: DNS answers are not copied */
 	void *dns_arg;
+	capture_guard_fn guard_fn;   /* NULL: no first-flight guard */
+	void *guard_arg;
+	bool guard_msg_attached;     /* sk_msg verdict attached to guard_socks */
 	int cgroup_fd;
 	bool pinned;                 /* links and maps pinned under pin_dir */
 	int pin_dirfd;               /* pin_dir, opened while privileged: unpinning after
@@ -74,6 +77,7 @@ struct capture {
 
 static int on_kevent(void *ctx, void *data, size_t size);
 static int on_dns(void *ctx, void *data, size_t size);
+static int on_guard(void *ctx, void *data, size_t size);
 
 /* libbpf talks a lot at debug level (verifier logs on failure come as
  * warnings): route it through our logger instead of raw stderr. */
@@ -211,6 +215,7 @@ static void collect_progs(struct capture *c)
 {
 	c->progs[P_RELEASE] = c->skel->progs.vigil_sock_release;
 	c->progs[P_SOCKOPS] = c->skel->progs.vigil_sockops;
+	c->progs[P_GUARD] = c->guard_fn ? c->skel->progs.vigil_guard_sockops : NULL;
 	c->progs[P_DNS] = c->dns_fn ? c->skel->progs.vigil_dns_ingress : NULL;
 	c->progs[P_PEER4] = c->skel->progs.vigil_getpeername4;
 	c->progs[P_PEER6] = c->skel->progs.vigil_getpeername6;
@@ -237,6 +242,8 @@ static int load_skel(struct capture *c, bool use_pins, char *err, size_t errlen)
 		}
 		set_map_pins(c, use_pins);
 		bpf_program__set_autoload(c->skel->progs.vigil_dns_ingress, c->dns_fn != NULL);
+		bpf_program__set_autoload(c->skel->progs.vigil_guard_sockops, c->guard_fn != NULL);
+		bpf_program__set_autoload(c->skel->progs.vigil_guard_msg, c->guard_fn != NULL);
 		rc = vigil_bpf__load(c->skel);
 		if (rc == 0) {
 			collect_progs(c);
@@ -248,6 +255,11 @@ static int load_skel(struct capture *c, bool use_pins, char *err, size_t errlen)
 			log_warn("capture: pinned maps in %s do not match this build, recreating them", c->pin_dir);
 			unlink_map_pins(c);
 			pins_reset = true;
+		} else if (c->guard_fn) {
+			/* Said loudly: without it, a watched name pinned to an
+			 * address the agent never learned goes direct. */
+			log_err("capture: the first-flight guard does not load here (%s): it is OFF", strerror(-rc));
+			c->guard_fn = NULL;
 		} else if (c->dns_fn) {
 			/* DNS learning is an addition: a kernel that refuses
 			 * its program still gets the capture. */
@@ -378,6 +390,41 @@ static void drop_pins(struct capture *c)
 		rmdir(c->pin_dir);
 }
 
+/* The verdict program hangs off the sockhash, not the cgroup: attach it
+ * before the sockops link fills the map. Re-attaching to a pinned map of a
+ * previous agent replaces its program. */
+static int guard_attach_msg(struct capture *c, char *err, size_t errlen)
+{
+	uint32_t zero = 0, on = c->guard_fn != NULL;
+	int rc;
+
+	/* Read by the connect hooks (loaded either way); written even when
+	 * off, over what a pinned map of a previous agent may say. */
+	rc = bpf_map__update_elem(c->skel->maps.guard_conf, &zero, sizeof(zero), &on, sizeof(on), BPF_ANY);
+	if (rc < 0) {
+		osutil_errf(err, errlen, "cannot configure the first-flight guard: %s", strerror(-rc));
+		return rc;
+	}
+	if (!c->guard_fn)
+		return 0;
+	rc = bpf_prog_attach(bpf_program__fd(c->skel->progs.vigil_guard_msg),
+			     bpf_map__fd(c->skel->maps.guard_socks), BPF_SK_MSG_VERDICT, 0);
+	if (rc < 0) {
+		osutil_errf(err, errlen, "cannot attach the first-flight verdict program: %s", strerror(-rc));
+		return rc;
+	}
+	c->guard_msg_attached = true;
+	return 0;
+}
+
+static void guard_detach_msg(struct capture *c)
+{
+	if (!c->guard_msg_attached)
+		return;
+	bpf_prog_detach2(bpf_program__fd(c->skel->progs.vigil_guard_msg),
+			 bpf_map__fd(c->skel->maps.guard_socks), BPF_SK_MSG_VERDICT);
+	c->guard_msg_attached = false;
+}
 
 int capture_open(const struct capture_opts *o, struct capture **out, char *err, size_t errlen)
 {
@@ -429,6 +476,8 @@ int capture_open(const struct capture_opts *o, struct capture **out, char *err, 
 	c->pinned = o->fail_closed;
 	c->dns_fn = o->dns_fn;
 	c->dns_arg = o->dns_arg;
+	c->guard_fn = o->guard_fn;
+	c->guard_arg = o->guard_arg;
 	rc = load_skel(c, c->pinned || takeover, err, errlen);
 	if (rc < 0)
 		goto err;
@@ -437,6 +486,9 @@ int capture_open(const struct capture_opts *o, struct capture **out, char *err, 
 		osutil_errf(err, errlen, "cannot write BPF config: %s", strerror(-rc));
 		goto err;
 	}
+	rc = guard_attach_msg(c, err, errlen);
+	if (rc < 0)
+		goto err;
 	rc = attach_all(c, takeover, err, errlen);
 	if (rc < 0)
 		goto err;
@@ -452,6 +504,10 @@ int capture_open(const struct capture_opts *o, struct capture **out, char *err, 
 	}
 	if (c->dns_fn && (rc = ring_buffer__add(c->rb, bpf_map__fd(c->skel->maps.dnsmsgs), on_dns, c)) < 0) {
 		osutil_errf(err, errlen, "cannot open the DNS answer ring buffer: %s", strerror(-rc));
+		goto err;
+	}
+	if (c->guard_fn && (rc = ring_buffer__add(c->rb, bpf_map__fd(c->skel->maps.guard_events), on_guard, c)) < 0) {
+		osutil_errf(err, errlen, "cannot open the guard event ring buffer: %s", strerror(-rc));
 		goto err;
 	}
 	rc = sockdiag_new(&c->diag);
@@ -507,6 +563,7 @@ void capture_free(struct capture *c)
 			bpf_link__unpin(c->links[i]);
 		bpf_link__detach(c->links[i]);
 	}
+	guard_detach_msg(c);
 	if (c->pinned && c->skel) {
 		bpf_object__unpin_maps(c->skel->obj, NULL);
 		/* Whatever the paths could not reach (no longer root), by fd. */
@@ -728,4 +785,127 @@ int capture_links_detached(struct capture *c)
 			n++;
 	}
 	return n;
+}
+
+static int on_guard(void *ctx, void *data, size_t size)
+{
+	struct capture *c = ctx;
+	struct vigil_guard_event ev;
+
+	if (size < sizeof(ev) || !c->guard_fn)
+		return 0;
+	memcpy(&ev, data, sizeof(ev));
+	if (ev.name_len > sizeof(ev.name))
+		ev.name_len = 0;
+	c->guard_fn(c->guard_arg, &ev);
+	return 0;
+}
+
+int capture_guard_key(const char *pattern, uint64_t *key, uint8_t *flag)
+{
+	size_t len;
+
+	*flag = VIGIL_GUARD_EXACT;
+	if (pattern[0] == '*' && pattern[1] == '.') {
+		/* "*.suffix": the BPF walk looks up the hash of what follows
+		 * each '.', so the key is the suffix without its dot. */
+		pattern += 2;
+		*flag = VIGIL_GUARD_SUFFIX;
+	}
+	len = strlen(pattern);
+	if (len && pattern[len - 1] == '.')
+		len--;
+	if (!len || len >= VIGIL_GUARD_NAME_MAX)
+		return -EINVAL;
+	*key = vigil_name_hash(pattern, (uint32_t)len);
+	return 0;
+}
+
+int capture_guard_set_names(struct capture *c, const char *const *names, size_t n)
+{
+	int fd, rc = 0;
+	uint64_t k, next, *keep;
+	size_t nkeep = 0;
+	const uint64_t *prev = NULL;
+
+	if (!c || !c->guard_fn)
+		return -EOPNOTSUPP;
+	if (n > VIGIL_GUARD_MAX_NAMES)
+		return -E2BIG;
+	fd = bpf_map__fd(c->skel->maps.guard_names);
+	keep = calloc(n ? n : 1, sizeof(*keep));
+	if (!keep)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		uint8_t flag, old = 0;
+		uint64_t key;
+
+		if (capture_guard_key(names[i], &key, &flag) < 0)
+			continue;
+		/* "a.b" and "*.a.b" share a key: both flags. */
+		if (bpf_map_lookup_elem(fd, &key, &old) == 0)
+			for (size_t j = 0; j < nkeep; j++)
+				if (keep[j] == key)
+					flag |= old;
+		if ((rc = bpf_map_update_elem(fd, &key, &flag, BPF_ANY)) < 0)
+			goto out;
+		keep[nkeep++] = key;
+	}
+	/* Stale keys go; a delete restarts the walk (bounded by the map size). */
+	for (int guard = 0; guard <= VIGIL_GUARD_MAX_NAMES && bpf_map_get_next_key(fd, prev, &next) == 0; guard++) {
+		bool wanted = false;
+
+		for (size_t j = 0; j < nkeep && !wanted; j++)
+			wanted = keep[j] == next;
+		if (!wanted) {
+			bpf_map_delete_elem(fd, &next);
+			prev = NULL;
+			continue;
+		}
+		k = next;
+		prev = &k;
+	}
+out:
+	free(keep);
+	return rc;
+}
+
+void capture_guard_get_stats(struct capture *c, struct capture_guard_stats *st, bool with_sockets)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	uint64_t *vals, cookie, next;
+	const uint64_t *prev = NULL;
+	int fd;
+
+	memset(st, 0, sizeof(*st));
+	if (!c || !c->guard_fn || ncpu <= 0)
+		return;
+	st->on = true;
+	vals = calloc((size_t)ncpu, sizeof(*vals));
+	if (!vals)
+		return;
+	fd = bpf_map__fd(c->skel->maps.guard_stats);
+	for (uint32_t i = 0; i < VIGIL_GUARD_STATS; i++) {
+		uint64_t sum = 0;
+
+		if (bpf_map_lookup_elem(fd, &i, vals) < 0)
+			continue;
+		for (int cpu = 0; cpu < ncpu; cpu++)
+			sum += vals[cpu];
+		if (i == VIGIL_GUARD_STAT_ENROLLED)
+			st->enrolled = sum;
+		else if (i == VIGIL_GUARD_STAT_FULL)
+			st->unguarded = sum;
+		else if (i == VIGIL_GUARD_STAT_RELEASED)
+			st->released = sum;
+		else if (i == VIGIL_GUARD_STAT_REFUSED)
+			st->refused = sum;
+	}
+	free(vals);
+	fd = bpf_map__fd(c->skel->maps.guard_socks);
+	while (with_sockets && st->sockets <= VIGIL_GUARD_MAX_SOCKS && bpf_map_get_next_key(fd, prev, &next) == 0) {
+		st->sockets++;
+		cookie = next;
+		prev = &cookie;
+	}
 }

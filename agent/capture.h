@@ -24,6 +24,11 @@ struct capture;
  * VIGIL_DNS_MAX bytes, hostile: parse with dnsmsg). Borrowed for the call. */
 typedef void (*capture_dns_fn)(void *arg, const uint8_t *msg, size_t len);
 
+/* A connection the first-flight guard refused (bpf/vigil.h): a watched
+ * name sent to an address:port the connect hook does not redirect. The
+ * record is copied; name bytes are raw from the wire. */
+typedef void (*capture_guard_fn)(void *arg, const struct vigil_guard_event *ev);
+
 struct capture_opts {
 	const char *cgroup_path;          /* cgroup2 directory to attach at (borrowed) */
 	const char *pin_dir;              /* bpffs dir for pinned links in closed mode (borrowed) */
@@ -33,6 +38,8 @@ struct capture_opts {
 	uint64_t host_netns_cookie;       /* 0 = redirect in every netns */
 	capture_dns_fn dns_fn;            /* NULL = do not copy DNS answers (no ingress program) */
 	void *dns_arg;                    /* called from capture_events_poll */
+	capture_guard_fn guard_fn;        /* NULL = no first-flight guard (programs not loaded) */
+	void *guard_arg;                  /* called from capture_events_poll */
 };
 
 /* Kernel event callback: a target connection that did not reach the agent. */
@@ -79,6 +86,28 @@ int capture_bypass_del(struct capture *c, int fd);
  * events from while the agent was down are delivered after a restart. */
 int capture_events_fd(struct capture *c);
 int capture_events_poll(struct capture *c, capture_event_fn fn, void *arg);
+
+/* The first-flight guard's watched names: exact names and "*.suffix"
+ * patterns (config endpoints). Replaces the previous set: new keys are
+ * added before stale ones go, so a reload never leaves a window with
+ * fewer names. Returns 0, -EOPNOTSUPP when the guard is off, or -errno. */
+int capture_guard_set_names(struct capture *c, const char *const *names, size_t n);
+
+/* The key capture_guard_set_names stores for one pattern (exposed for the
+ * unit test): *flag gets VIGIL_GUARD_EXACT or VIGIL_GUARD_SUFFIX. Returns
+ * 0, or -EINVAL for an empty name. */
+int capture_guard_key(const char *pattern, uint64_t *key, uint8_t *flag);
+
+struct capture_guard_stats {
+	bool on;
+	uint64_t enrolled;     /* connections that went through the guard */
+	uint64_t released;     /* left the sockhash at their first ACK */
+	uint64_t refused;
+	uint64_t unguarded;    /* not guarded: the sockhash was full */
+	uint64_t sockets;      /* in the sockhash now (verdict pending, or refused and open);
+				* counted only with_sockets (one syscall per socket) */
+};
+void capture_guard_get_stats(struct capture *c, struct capture_guard_stats *st, bool with_sockets);
 
 /* Tamper check: how many of the agent's links are no longer attached
  * (someone ran `bpftool link detach`, or removed the cgroup). */

@@ -454,6 +454,20 @@ out:
 	return ret;
 }
 
+/* on | off (true | false) */
+static int set_onoff(const char *file, const struct ynode *n, const char *key, bool *dst, char *err, size_t errlen)
+{
+	if (n->kind == YNODE_SCALAR && (!strcmp(n->str, "on") || !strcmp(n->str, "true")))
+		*dst = true;
+	else if (n->kind == YNODE_SCALAR && (!strcmp(n->str, "off") || !strcmp(n->str, "false")))
+		*dst = false;
+	else {
+		snprintf(err, errlen, "%s:%d: %s must be on or off", file, n->line, key);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static int set_u32(const char *file, const struct ynode *n, unsigned long long min,
 		   unsigned long long max, uint32_t *dst, char *err, size_t errlen)
 {
@@ -602,6 +616,7 @@ static int set_defaults(struct config *c)
 	c->max_connections = 10000;
 	c->dns_min_ttl_s = 30;
 	c->dns_learning = true;
+	c->first_flight_guard = true;
 	c->dns_max_ttl_s = 3600;
 	c->log_level = LOG_INFO;
 	c->spool_max_bytes = 1ULL << 30;
@@ -675,16 +690,11 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 				snprintf(err, errlen, "%s:%d: fail_mode must be open or closed", path, v->line);
 				ret = -EINVAL;
 			}
-		} else if (!strcmp(k, "dns_learning")) {
-			if (v->kind == YNODE_SCALAR && (!strcmp(v->str, "on") || !strcmp(v->str, "true")))
-				c->dns_learning = true;
-			else if (v->kind == YNODE_SCALAR && (!strcmp(v->str, "off") || !strcmp(v->str, "false")))
-				c->dns_learning = false;
-			else {
-				snprintf(err, errlen, "%s:%d: dns_learning must be on or off", path, v->line);
-				ret = -EINVAL;
-			}
-		} else if (!strcmp(k, "pin_dir"))
+		} else if (!strcmp(k, "dns_learning"))
+			ret = set_onoff(path, v, k, &c->dns_learning, err, errlen);
+		else if (!strcmp(k, "first_flight_guard"))
+			ret = set_onoff(path, v, k, &c->first_flight_guard, err, errlen);
+		else if (!strcmp(k, "pin_dir"))
 			ret = set_str(path, v, &c->pin_dir, err, errlen);
 		else if (!strcmp(k, "ca_cert"))
 			ret = set_str(path, v, &c->ca_cert, err, errlen);

@@ -78,6 +78,7 @@ struct config {
 	uint32_t max_connections;
 	uint32_t dns_min_ttl_s, dns_max_ttl_s;
 	bool dns_learning;             /* dns_learning: learn target addresses from clients' DNS answers */
+	bool first_flight_guard;       /* first_flight_guard: refuse a watched name sent to an address not captured */
 	int log_level;
 	/* reversible tokens (agent/vault.c), kept per user and program */
 	uint32_t vault_ttl_ms;         /* vault_ttl: a value unused this long is wiped */

@@ -89,7 +89,13 @@ fail:
 static int apply_target(void *arg, const struct sockaddr *addr, bool add)
 {
 	struct agent *ag = arg;
+	uint16_t port = ntohs(addr->sa_family == AF_INET ? ((const struct sockaddr_in *)addr)->sin_port :
+							   ((const struct sockaddr_in6 *)addr)->sin6_port);
 	int ret = 0;
+
+	/* One port: an address:port the first-flight guard caught. */
+	if (port)
+		return add ? capture_target_add(ag->cap, addr, port) : capture_target_del(ag->cap, addr, port);
 	for (size_t i = 0; i < ag->cfg->n_target_ports; i++) {
 		int r = add ? capture_target_add(ag->cap, addr, ag->cfg->target_ports[i]) :
 			      capture_target_del(ag->cap, addr, ag->cfg->target_ports[i]);
@@ -99,28 +105,38 @@ static int apply_target(void *arg, const struct sockaddr *addr, bool add)
 	return ret;
 }
 
+/* A kernel address (16 bytes, IPv4 as v4-mapped) and host-order port as a
+ * sockaddr: AF_INET for v4-mapped, AF_INET6 otherwise. */
+static void kernel_sockaddr(const uint8_t addr[16], uint16_t port, struct sockaddr_storage *ss)
+{
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+	memset(ss, 0, sizeof(*ss));
+	if (!memcmp(addr, mapped, 12)) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+		s4->sin_family = AF_INET;
+		memcpy(&s4->sin_addr, addr + 12, 4);
+		s4->sin_port = htons(port);
+	} else {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+		s6->sin6_family = AF_INET6;
+		memcpy(&s6->sin6_addr, addr, 16);
+		s6->sin6_port = htons(port);
+	}
+}
+
 /* In closed mode the target map survives a restart (pinned): remove what
  * the new configuration no longer watches, so a dropped endpoint is not
  * redirected forever. */
 static void drop_stale_targets(struct agent *ag)
 {
 	static struct vigil_target_key keys[4096];
-	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 	int n = capture_target_list(ag->cap, keys, sizeof(keys) / sizeof(keys[0]));
 
 	for (int i = 0; i < n && i < (int)(sizeof(keys) / sizeof(keys[0])); i++) {
 		struct sockaddr_storage ss;
 		bool port_ok = false;
-		memset(&ss, 0, sizeof(ss));
-		if (!memcmp(keys[i].addr, mapped, 12)) {
-			struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-			s4->sin_family = AF_INET;
-			memcpy(&s4->sin_addr, keys[i].addr + 12, 4);
-		} else {
-			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-			s6->sin6_family = AF_INET6;
-			memcpy(&s6->sin6_addr, keys[i].addr, 16);
-		}
+		kernel_sockaddr(keys[i].addr, 0, &ss);   /* port 0: the all-ports entry */
 		for (size_t p = 0; p < ag->cfg->n_target_ports; p++)
 			port_ok |= ag->cfg->target_ports[p] == keys[i].port;
 		if (proxyconn_is_proxy_addr(ag, (struct sockaddr *)&ss, keys[i].port))
@@ -181,6 +197,87 @@ static void kernel_event(void *arg, const struct vigil_kevent *kev)
 	audit_emit(ag->audit, &ev);
 }
 
+/* The name a refused first flight carried, printable for the event and
+ * the log: raw bytes from the wire, so anything outside a host name's
+ * alphabet makes it "?" rather than reaching a log line. */
+static void guard_name(const struct vigil_guard_event *g, char *out, size_t outlen)
+{
+	size_t n = g->name_len < outlen - 1 ? g->name_len : outlen - 1;
+
+	for (size_t i = 0; i < n; i++) {
+		char ch = g->name[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		      ch == '.' || ch == '-' || ch == '_')) {
+			snprintf(out, outlen, "?");
+			return;
+		}
+		out[i] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+	}
+	out[n] = 0;
+	if (n && out[n - 1] == '.')
+		out[n - 1] = 0;
+}
+
+/* Audits a first-flight refusal with the sender's identity. */
+static void guard_audit(struct agent *ag, const struct vigil_guard_event *g, const struct identity *id,
+			const char *name)
+{
+	static const char *const via[] = { "", "TLS server name", "HTTP CONNECT", "HTTP request target", "HTTP Host" };
+	char why[VIGIL_GUARD_NAME_MAX + 160];
+	struct audit_event ev;
+
+	if (g->reason == VIGIL_GUARD_WATCHED)
+		snprintf(why, sizeof(why), "%s %s sent to %s port %u, which the agent does not capture",
+			 via[g->via < 5 ? g->via : 0], name, id->dst_ip, id->dst_port);
+	else if (g->reason == VIGIL_GUARD_TFO)
+		snprintf(why, sizeof(why), "TCP Fast Open to %s port %u: data sent with the SYN cannot be checked",
+			 id->dst_ip, id->dst_port);
+	else
+		snprintf(why, sizeof(why), "a TLS or HTTP first flight the guard cannot read whole, to %s port %u",
+			 id->dst_ip, id->dst_port);
+	audit_event_init(&ev, "connection");
+	ev.user = id->user;
+	ev.uid = id->uid;
+	ev.gid = id->gid;
+	ev.pid = id->pid;
+	ev.tid = id->tid;
+	ev.comm = id->comm;
+	ev.exe = id->exe[0] ? id->exe : NULL;
+	ev.cgroup = id->cgroup[0] ? id->cgroup : NULL;
+	ev.dst_ip = id->dst_ip;
+	ev.dst_port = id->dst_port;
+	ev.sni = name[0] ? name : NULL;
+	ev.action = "block";
+	ev.reason = g->reason == VIGIL_GUARD_WATCHED ? "first_flight" :
+		    g->reason == VIGIL_GUARD_TFO ? "first_flight_tfo" : "first_flight_unparsed";
+	ev.error = why;
+	audit_emit(ag->audit, &ev);
+	log_warn("first-flight guard refused pid %lld (%s, uid %lld): %s", (long long)id->pid, id->comm,
+		 (long long)id->uid, why);
+}
+
+/* The first-flight guard refused a connection: audit it, and put the
+ * address:port a watched name went to in the target set so that the
+ * client's retry lands in the agent. */
+static void guard_refused(void *arg, const struct vigil_guard_event *g)
+{
+	struct agent *ag = arg;
+	struct sockaddr_storage ss;
+	struct identity id;
+	char name[VIGIL_GUARD_NAME_MAX + 1];
+
+	guard_name(g, name, sizeof(name));
+	identity_from_origin(&id, &g->origin);
+	guard_audit(ag, g, &id, name);
+	if (g->reason != VIGIL_GUARD_WATCHED || !ag->targets || !id.dst_port)
+		return;
+	kernel_sockaddr(g->origin.orig_addr, id.dst_port, &ss);
+	/* As long as a learned DNS answer may live: the client retries now. */
+	if (targets_learn_endpoint(ag->targets, name, (struct sockaddr *)&ss, ag->cfg->dns_max_ttl_s,
+				   loop_now_ms() / 1000) == 1)
+		log_info("target %s port %u added: %s was sent there", id.dst_ip, id.dst_port, name);
+}
+
 struct runtime {
 	struct agent *ag;
 	struct loop_watch sigw;
@@ -201,6 +298,7 @@ struct watched_file {
 static struct {
 	struct watched_file files[3];   /* config, policy, trust anchor */
 	int detached_reported;
+	uint64_t unguarded_reported;
 	bool anchor_reported;
 } tamper;
 
@@ -243,6 +341,16 @@ static void tamper_check(struct agent *ag)
 		tamper_event(ag, "programs_detached", msg);
 	}
 	tamper.detached_reported = detached;
+	/* A full guard sockhash lets connections through unchecked: someone
+	 * holding 65536 connections open without sending is the likely cause. */
+	struct capture_guard_stats gs;
+	capture_guard_get_stats(ag->cap, &gs, false);
+	if (gs.unguarded > tamper.unguarded_reported) {
+		snprintf(msg, sizeof(msg), "%llu connections went unguarded by the first-flight guard (sockhash full)",
+			 (unsigned long long)(gs.unguarded - tamper.unguarded_reported));
+		tamper_event(ag, "guard_full", msg);
+		tamper.unguarded_reported = gs.unguarded;
+	}
 	for (int i = 0; i < 2; i++) {
 		struct watched_file *w = &tamper.files[i];
 		if (!w->path || stat(w->path, &st) != 0 || !w->present)
@@ -300,6 +408,8 @@ static void reload(struct runtime *rt)
 		return;
 	}
 	targets_set_domains(rt->ag->targets, (const char *const *)nc->endpoints, nc->n_endpoints);
+	if (rt->ag->cfg->first_flight_guard)
+		capture_guard_set_names(rt->ag->cap, (const char *const *)nc->endpoints, nc->n_endpoints);
 	/* Domain lists are read by the loop thread only; swap them under it. */
 	struct config *old = rt->ag->cfg;
 	char **e = old->endpoints, **p = old->passthrough;
@@ -499,9 +609,18 @@ int main(int argc, char **argv)
 		.host_netns_cookie = capture_netns_cookie(),
 		.dns_fn = ag.cfg->dns_learning ? dns_answer : NULL,
 		.dns_arg = &ag,
+		.guard_fn = ag.cfg->first_flight_guard ? guard_refused : NULL,
+		.guard_arg = &ag,
 	};
 	if (capture_open(&co, &ag.cap, err, sizeof(err))) {
 		log_err("capture: %s", err);
+		goto out;
+	}
+	if (ag.cfg->first_flight_guard &&
+	    (ret = capture_guard_set_names(ag.cap, (const char *const *)ag.cfg->endpoints, ag.cfg->n_endpoints)) &&
+	    ret != -EOPNOTSUPP) {
+		log_err("cannot give the first-flight guard its names: %s", strerror(-ret));
+		ret = 1;
 		goto out;
 	}
 	struct targets_opts to = { .apply = apply_target, .arg = &ag,

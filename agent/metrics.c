@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "audit.h"
+#include "capture.h"
 #include "loop.h"
 #include "metrics.h"
 #include "targets.h"
@@ -63,6 +64,22 @@ size_t metrics_render(struct agent *ag, char *out, size_t outlen)
 	EMIT("# HELP vigil_agent_dns_learned_total Target addresses learned from clients' DNS answers.\n"
 	     "# TYPE vigil_agent_dns_learned_total counter\nvigil_agent_dns_learned_total %lu\n",
 	     atomic_load(&ag->stats.dns_learned));
+	if (ag->cap) {
+		struct capture_guard_stats g;
+
+		capture_guard_get_stats(ag->cap, &g, true);
+		EMIT("# HELP vigil_agent_guard_connections_total Connections through the first-flight guard, by outcome.\n"
+		     "# TYPE vigil_agent_guard_connections_total counter\n"
+		     "vigil_agent_guard_connections_total{outcome=\"enrolled\"} %llu\n"
+		     "vigil_agent_guard_connections_total{outcome=\"released\"} %llu\n"
+		     "vigil_agent_guard_connections_total{outcome=\"refused\"} %llu\n"
+		     "vigil_agent_guard_connections_total{outcome=\"unguarded\"} %llu\n",
+		     (unsigned long long)g.enrolled, (unsigned long long)g.released,
+		     (unsigned long long)g.refused, (unsigned long long)g.unguarded);
+		EMIT("# HELP vigil_agent_guard_sockets Connections in the guard's sockhash now (verdict pending).\n"
+		     "# TYPE vigil_agent_guard_sockets gauge\nvigil_agent_guard_sockets %llu\n",
+		     (unsigned long long)g.sockets);
+	}
 	EMIT("# HELP vigil_agent_targets Addresses in the target set now.\n"
 	     "# TYPE vigil_agent_targets gauge\nvigil_agent_targets %zu\n",
 	     ag->targets ? targets_count(ag->targets) : (size_t)0);

@@ -53,6 +53,23 @@ static uint64_t mono_s(void)
 	return (uint64_t)ts.tv_sec;
 }
 
+static uint16_t sa_port(const struct sockaddr *a)
+{
+	if (a->sa_family == AF_INET)
+		return ((const struct sockaddr_in *)a)->sin_port;
+	if (a->sa_family == AF_INET6)
+		return ((const struct sockaddr_in6 *)a)->sin6_port;
+	return 0;
+}
+
+static void sa_set_port(struct sockaddr *a, uint16_t port_be)
+{
+	if (a->sa_family == AF_INET)
+		((struct sockaddr_in *)a)->sin_port = port_be;
+	else if (a->sa_family == AF_INET6)
+		((struct sockaddr_in6 *)a)->sin6_port = port_be;
+}
+
 static bool same_addr(const struct sockaddr *a, const struct sockaddr *b)
 {
 	if (a->sa_family != b->sa_family)
@@ -158,11 +175,13 @@ nomem:
 	return -ENOMEM;
 }
 
-/* True if addr is in the table; caller holds the lock. */
+/* True if addr (with its port, 0 = all ports) is in the table; caller
+ * holds the lock. */
 static bool targets_has(const struct targets *t, const struct sockaddr *addr)
 {
 	for (size_t i = 0; i < t->n_entries; i++)
-		if (same_addr((const struct sockaddr *)&t->entries[i].addr, addr))
+		if (same_addr((const struct sockaddr *)&t->entries[i].addr, addr) &&
+		    sa_port((const struct sockaddr *)&t->entries[i].addr) == sa_port(addr))
 			return true;
 	return false;
 }
@@ -185,12 +204,15 @@ static bool watched(const struct targets *t, const char *name)
 	return false;
 }
 
-/* Adds or refreshes addr; caller holds the lock. */
+/* Adds or refreshes addr. Its port (network order) is part of the key:
+ * 0 stands for every configured target port (resolved, static and
+ * DNS-learned addresses), another value for that port only (addresses the
+ * first-flight guard saw a watched name go to); caller holds the lock. */
 static int upsert(struct targets *t, const struct sockaddr *addr, uint64_t seen)
 {
 	for (size_t i = 0; i < t->n_entries; i++) {
 		struct entry *e = &t->entries[i];
-		if (same_addr((struct sockaddr *)&e->addr, addr)) {
+		if (same_addr((struct sockaddr *)&e->addr, addr) && sa_port((struct sockaddr *)&e->addr) == sa_port(addr)) {
 			if (e->last_seen && seen > e->last_seen)
 				e->last_seen = seen;
 			if (!seen)
@@ -240,24 +262,51 @@ static void apply_changes(struct targets *t, uint64_t now)
 
 int targets_add_static(struct targets *t, const struct sockaddr *addr)
 {
+	struct sockaddr_storage a;
 	int ret;
 	if (addr->sa_family != AF_INET && addr->sa_family != AF_INET6)
 		return -EAFNOSUPPORT;
+	memcpy(&a, addr, addr->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
+	sa_set_port((struct sockaddr *)&a, 0);
 	pthread_mutex_lock(&t->lock);
-	ret = upsert(t, addr, 0);
+	ret = upsert(t, (struct sockaddr *)&a, 0);
 	if (ret >= 0)
 		apply_changes(t, mono_s());
 	pthread_mutex_unlock(&t->lock);
 	return ret < 0 ? ret : 0;
 }
 
+static int learn(struct targets *t, const char *name, const struct sockaddr *addr, uint32_t ttl_s, uint64_t now);
+
 int targets_learn(struct targets *t, const char *name, const struct sockaddr *addr, uint32_t ttl_s,
 		  uint64_t now)
 {
-	int ret = 0;
+	struct sockaddr_storage a;
 
 	if (addr->sa_family != AF_INET && addr->sa_family != AF_INET6)
 		return -EAFNOSUPPORT;
+	/* A DNS answer names an address, not a port: every target port. */
+	memcpy(&a, addr, addr->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
+	sa_set_port((struct sockaddr *)&a, 0);
+	return learn(t, name, (struct sockaddr *)&a, ttl_s, now);
+}
+
+int targets_learn_endpoint(struct targets *t, const char *name, const struct sockaddr *addr, uint32_t ttl_s,
+			   uint64_t now)
+{
+	if (addr->sa_family != AF_INET && addr->sa_family != AF_INET6)
+		return -EAFNOSUPPORT;
+	if (!sa_port(addr))
+		return -EINVAL;
+	return learn(t, name, addr, ttl_s, now);
+}
+
+/* Shared by both: the cap on learned entries bounds what a flood of forged
+ * DNS answers or of refused connections can put in the kernel map. */
+static int learn(struct targets *t, const char *name, const struct sockaddr *addr, uint32_t ttl_s, uint64_t now)
+{
+	int ret = 0;
+
 	if (ttl_s > t->o.max_ttl_s)
 		ttl_s = t->o.max_ttl_s;
 	pthread_mutex_lock(&t->lock);
@@ -315,8 +364,10 @@ uint64_t targets_refresh(struct targets *t, uint64_t now)
 		}
 		if (n < 0)
 			log_debug("cannot resolve %s: %s", name, n < -1000 || n > 0 ? strerror(-n) : gai_strerror(n));
-		for (int k = 0; k < n; k++)
+		for (int k = 0; k < n; k++) {
+			sa_set_port((struct sockaddr *)&addrs[k], 0);
 			upsert(t, (struct sockaddr *)&addrs[k], now);
+		}
 		if (ttl < t->o.min_ttl_s)
 			ttl = t->o.min_ttl_s;
 		if (ttl > t->o.max_ttl_s)

@@ -22,8 +22,9 @@
 struct targets;
 
 /* Called (from the resolver thread, or from targets_* callers) to add or
- * remove one address; the set is applied for every configured port by the
- * callee. Returns 0 or -errno. */
+ * remove one address. Its port (network order) 0 means every configured
+ * target port (the callee applies them); another port means that
+ * address:port only (targets_learn_endpoint). Returns 0 or -errno. */
 typedef int (*targets_apply_fn)(void *arg, const struct sockaddr *addr, bool add);
 /* Resolves one name: fills up to max addresses, returns the count or
  * -errno, sets *ttl_s (0 if unknown). Replaceable for tests. */
@@ -55,6 +56,14 @@ int targets_add_static(struct targets *t, const struct sockaddr *addr);
  * if it was known or name is not watched, -ENOSPC at the cap, -errno. */
 int targets_learn(struct targets *t, const char *name, const struct sockaddr *addr, uint32_t ttl_s,
 		  uint64_t now);
+
+/* The first-flight guard refused name sent to addr (its port set, network
+ * order): that address:port joins the set as targets_learn would add an
+ * address (same TTL, grace and cap, name checked the same way), so the
+ * client's retry is redirected. Returns as targets_learn; -EINVAL without
+ * a port. */
+int targets_learn_endpoint(struct targets *t, const char *name, const struct sockaddr *addr, uint32_t ttl_s,
+			   uint64_t now);
 
 /* Resolves every domain that is due at now (monotonic seconds), applies the
  * differences, and returns the next time something is due. Blocking. */

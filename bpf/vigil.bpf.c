@@ -18,6 +18,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 #include "vigil.h"
 
 #define AF_INET       2
@@ -25,6 +26,7 @@
 #define SOCK_STREAM   1
 #define SOCK_DGRAM    2
 #define ECONNREFUSED  111
+#define EOPNOTSUPP    95
 #define QUIC_PORT     443
 
 /* Verdicts of a connect program: 0 rejects (EPERM unless bpf_set_retval
@@ -223,6 +225,10 @@ static __always_inline bool bypassed(struct bpf_sock_addr *ctx)
 	return bpf_map_lookup_elem(&bypass, &cookie) != NULL;
 }
 
+/* First-flight guard, for a TCP connect that is not redirected (defined
+ * in the guard section below): VERDICT_PASS or a refusal. */
+static __always_inline int guard_connect(struct bpf_sock_addr *ctx, const __u8 *addr, __u16 port, __u16 family);
+
 SEC("cgroup/connect4")
 int vigil_connect4(struct bpf_sock_addr *ctx)
 {
@@ -240,7 +246,7 @@ int vigil_connect4(struct bpf_sock_addr *ctx)
 		return VERDICT_PASS;
 	addr_set_v4mapped(addr, dst);
 	if (!is_target(addr, port))
-		return VERDICT_PASS;
+		return type == SOCK_STREAM ? guard_connect(ctx, addr, port, AF_INET) : VERDICT_PASS;
 	if (bypassed(ctx))
 		return VERDICT_PASS;
 	cfg = get_config();
@@ -288,7 +294,7 @@ int vigil_connect6(struct bpf_sock_addr *ctx)
 	__builtin_memcpy(addr + 8, &w2, 4);
 	__builtin_memcpy(addr + 12, &w3, 4);
 	if (!is_target(addr, port))
-		return VERDICT_PASS;
+		return type == SOCK_STREAM ? guard_connect(ctx, addr, port, AF_INET6) : VERDICT_PASS;
 	if (bypassed(ctx))
 		return VERDICT_PASS;
 	cfg = get_config();
@@ -549,6 +555,768 @@ int vigil_dns_ingress(struct __sk_buff *skb)
 	}
 	bpf_ringbuf_submit(m, 0);
 	return 1;
+}
+
+/* ====================================================================
+ * First-flight guard: a watched name in the first bytes of ANY outgoing
+ * TCP connection of the cgroup that was not redirected is refused.
+ *
+ * Addresses, ports and DNS are the client's to choose (curl --resolve, a
+ * hosts entry, DoH, port 8443): the target set cannot be complete. So:
+ *  - sockops (vigil_guard_sockops, its own link, after the bookkeeping
+ *    one) puts each new active connection that was not redirected and is
+ *    not the agent's own into the guard_socks sockhash at
+ *    ACTIVE_ESTABLISHED, and asks for RTT callbacks;
+ *  - vigil_guard_msg (sk_msg, attached to guard_socks) runs in the sender's
+ *    sendmsg() on its first flight: TLS ClientHello SNI, HTTP CONNECT
+ *    authority, absolute-form authority, Host headers. A watched name (or
+ *    a TLS/HTTP first flight too malformed or large to read) is SK_DROP:
+ *    the sender gets EACCES, nothing leaves, and the refusal with the
+ *    sender's identity goes to the guard_events ring (the agent adds the
+ *    address:port to the target set, so the retry is captured). Anything
+ *    else passes; bpf_msg_apply_bytes keeps the program from running again;
+ *  - at the first RTT sample (the peer ACKed the first data, so the verdict
+ *    was given) the same sockops program deletes the socket from the
+ *    sockhash (sk_msg cannot): the connection is back on the plain TCP
+ *    send path with no per-byte cost, without a trip to user space.
+ * The agent's own sockets are marked at TCP_CONNECT_CB (the bypass map
+ * still holds them then) in guard_marks, a socket-local storage.
+ * Must never: hold a connection that is not a TLS/HTTP prefix, see a
+ * redirected connection (the agent classifies those), or run per byte. */
+#define GUARD_PULL        (VIGIL_GUARD_SCAN + 5)   /* a whole TLS record, header included */
+#define GUARD_OFF_MASK    0x7fff                   /* offsets < 32 KiB: bounded for the verifier */
+#define GUARD_APPLY_ALL   0xffffffffU              /* verdict holds for the rest of the connection */
+#define GUARD_MAX_EXTS    128                      /* ClientHello extensions walked */
+#define GUARD_MAX_LABELS  16                       /* suffix lookups per name, from the right */
+#define GUARD_MAX_HOSTS   4                        /* Host headers checked in one head */
+#define GUARD_EXEMPT      1
+#define TLS_HANDSHAKE     0x16
+#define TLS_CLIENT_HELLO  1
+
+enum guard_result { G_PASS, G_MORE, G_REFUSE, G_UNPARSED };
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, VIGIL_GUARD_MAX_SOCKS);
+	__type(key, __u64);                   /* socket cookie */
+	__type(value, __u64);
+} guard_socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, VIGIL_GUARD_MAX_NAMES);
+	__type(key, __u64);                   /* vigil_name_hash */
+	__type(value, __u8);                  /* VIGIL_GUARD_EXACT | VIGIL_GUARD_SUFFIX */
+} guard_names SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u32);
+} guard_marks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, VIGIL_GUARD_EVENTS_BYTES);
+} guard_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VIGIL_GUARD_STATS);
+	__type(key, __u32);
+	__type(value, __u64);
+} guard_stats SEC(".maps");
+
+/* [0]: 1 while the agent runs the guard (the connect hooks are loaded
+ * either way and must know). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} guard_conf SEC(".maps");
+
+/* The refusal being assembled (too big for the stack next to the parser). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vigil_guard_event);
+} guard_scratch SEC(".maps");
+
+static __always_inline void guard_count(__u32 which)
+{
+	__u64 *v = bpf_map_lookup_elem(&guard_stats, &which);
+
+	if (v)
+		*v += 1;
+}
+
+/* TCP Fast Open sends the first flight with the SYN (or, without a cookie,
+ * right after the handshake but still inside the connect/sendto call),
+ * before the socket can enter the sockhash: the guard would never see it.
+ * So a Fast Open connect the guard would have to check is refused
+ * (EOPNOTSUPP) and audited; the client's plain connect is guarded as any.
+ * Both forms: sendto(MSG_FASTOPEN) (fastopen_req set when the hook runs)
+ * and TCP_FASTOPEN_CONNECT (flag set before connect()). */
+static __always_inline int guard_connect(struct bpf_sock_addr *ctx, const __u8 *addr, __u16 port, __u16 family)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct vigil_guard_event *ev;
+	struct tcp_sock *tp;
+	__u32 zero = 0, *on;
+
+	if (!sk || ctx->protocol != IPPROTO_TCP)
+		return VERDICT_PASS;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp || (!tp->fastopen_req && !BPF_CORE_READ_BITFIELD(tp, fastopen_connect)))
+		return VERDICT_PASS;
+	on = bpf_map_lookup_elem(&guard_conf, &zero);
+	if (!on || !*on || bypassed(ctx))
+		return VERDICT_PASS;
+	ev = bpf_ringbuf_reserve(&guard_events, sizeof(*ev), 0);
+	if (ev) {
+		__builtin_memset(ev, 0, sizeof(*ev));
+		fill_origin(ctx, &ev->origin, addr, port, family);
+		ev->reason = VIGIL_GUARD_TFO;
+		bpf_ringbuf_submit(ev, 0);
+	}
+	guard_count(VIGIL_GUARD_STAT_REFUSED);
+	bpf_set_retval(-EOPNOTSUPP);
+	return VERDICT_REJECT;
+}
+
+/* Is the peer the agent's own listener (an application talking to it
+ * directly: the agent classifies that itself)? */
+static __always_inline bool guard_peer_is_agent(struct bpf_sock_ops *skops)
+{
+	const struct vigil_config *cfg = get_config();
+	__u16 rport = bpf_ntohs((__u16)(skops->remote_port >> 16));
+	__u32 r0, r1, r2, r3, l[4];
+
+	if (!cfg || !rport)
+		return false;
+	if (skops->family == AF_INET)
+		return rport == cfg->listen4_port && skops->remote_ip4 == cfg->listen4_addr;
+	r0 = skops->remote_ip6[0], r1 = skops->remote_ip6[1], r2 = skops->remote_ip6[2], r3 = skops->remote_ip6[3];
+	if (ip6_is_v4mapped(r0, r1, r2))
+		return rport == cfg->listen4_port && r3 == cfg->listen4_addr;
+	__builtin_memcpy(l, cfg->listen6_addr, 16);
+	return rport == cfg->listen6_port && r0 == l[0] && r1 == l[1] && r2 == l[2] && r3 == l[3];
+}
+
+static __always_inline void guard_mark_agent(struct bpf_sock_ops *skops)
+{
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct bpf_sock *sk;
+	__u32 *m;
+
+	if (!bpf_map_lookup_elem(&bypass, &cookie))
+		return;
+	sk = skops->sk;
+	if (!sk)
+		return;
+	m = bpf_sk_storage_get(&guard_marks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (m)
+		*m = GUARD_EXEMPT;
+}
+
+static __always_inline void guard_enrol(struct bpf_sock_ops *skops)
+{
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct vigil_origin *o = bpf_map_lookup_elem(&origins, &cookie);
+	struct bpf_sock *sk = skops->sk;
+
+	if (o && (o->flags & VIGIL_ORIGIN_REDIRECTED))
+		return;
+	if (!sk || bpf_sk_storage_get(&guard_marks, sk, 0, 0))
+		return;
+	if (guard_peer_is_agent(skops))
+		return;
+	/* A full map leaves this connection unguarded: counted, and the
+	 * agent reports it (vigil_agent_guard_unguarded_total). */
+	if (bpf_sock_hash_update(skops, &guard_socks, &cookie, BPF_NOEXIST)) {
+		guard_count(VIGIL_GUARD_STAT_FULL);
+		return;
+	}
+	guard_count(VIGIL_GUARD_STAT_ENROLLED);
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_RTT_CB_FLAG);
+}
+
+/* The first RTT sample after establishment is the ACK of our first data:
+ * the sk_msg verdict has run. Leave the sockhash (restores the plain TCP
+ * send path) and stop the RTT callbacks. */
+static __always_inline void guard_release(struct bpf_sock_ops *skops)
+{
+	__u64 cookie = bpf_get_socket_cookie(skops);
+
+	if (bpf_map_delete_elem(&guard_socks, &cookie) == 0)
+		guard_count(VIGIL_GUARD_STAT_RELEASED);
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTT_CB_FLAG);
+}
+
+SEC("sockops")
+int vigil_guard_sockops(struct bpf_sock_ops *skops)
+{
+	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		guard_mark_agent(skops);
+		break;
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		guard_enrol(skops);
+		break;
+	case BPF_SOCK_OPS_RTT_CB:
+		guard_release(skops);
+		break;
+	}
+	return 1;
+}
+
+/* One byte of the pulled first flight, or -1 past its end. */
+static __always_inline int msg_byte(struct sk_msg_md *msg, __u32 off)
+{
+	__u8 *d = msg->data, *e = msg->data_end;
+
+	off &= GUARD_OFF_MASK;
+	if (d + off + 1 > e)
+		return -1;
+	return d[off];
+}
+
+static __always_inline int msg_u16(struct sk_msg_md *msg, __u32 off)
+{
+	int a = msg_byte(msg, off), b = msg_byte(msg, off + 1);
+
+	if (a < 0 || b < 0)
+		return -1;
+	return a << 8 | b;
+}
+
+static __always_inline int lower(int c)
+{
+	return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
+}
+
+/* What a parser found: the name's place in the first flight, or how many
+ * bytes to wait for. */
+struct guard_name {
+	__u32 start, len, via;
+	__u32 need;
+};
+
+/* The parsers and the name check are global functions: the verifier checks
+ * each once, on its own, instead of once per path through the caller (the
+ * inlined version exceeded its complexity limit). */
+#define GUARD_FUNC __attribute__((noinline))
+
+/* Walks a name right to left (see vigil_name_hash): looks each suffix up
+ * at its '.', the whole name at the end. */
+struct name_walk {
+	struct sk_msg_md *msg;
+	__u32 last;          /* offset of the name's last byte */
+	__u32 lookups;
+	__u64 h;
+	int hit;             /* 1 watched, -1 unreadable */
+};
+
+static long name_walk_step(__u64 i, void *arg)
+{
+	struct name_walk *w = arg;
+	int c = msg_byte(w->msg, w->last - (__u32)i);
+
+	if (c < 0) {
+		w->hit = -1;
+		return 1;
+	}
+	if (c == '.' && w->lookups < GUARD_MAX_LABELS) {
+		__u8 *f = bpf_map_lookup_elem(&guard_names, &w->h);
+
+		w->lookups++;
+		if (f && (*f & VIGIL_GUARD_SUFFIX)) {
+			w->hit = 1;
+			return 1;
+		}
+	}
+	w->h = vigil_name_hash_step(w->h, (__u8)c);
+	return 0;
+}
+
+/* 1 if the name is watched, 0 if not, -1 if it cannot be read. One
+ * trailing dot is dropped ("api.openai.com." is api.openai.com). */
+GUARD_FUNC int guard_watched(struct sk_msg_md *msg, __u32 start, __u32 len)
+{
+	struct name_walk w = { .msg = msg, .h = VIGIL_NAME_HASH_INIT };
+	__u8 *f;
+
+	if (!msg)
+		return -1;
+	start &= GUARD_OFF_MASK;
+	if (len && msg_byte(msg, start + len - 1) == '.')
+		len--;
+	if (!len)
+		return 0;
+	if (len > VIGIL_GUARD_NAME_MAX - 3)
+		return -1;
+	w.last = start + len - 1;
+	bpf_loop(len, name_walk_step, &w, 0);
+	if (w.hit)
+		return w.hit;
+	f = bpf_map_lookup_elem(&guard_names, &w.h);
+	return f && (*f & VIGIL_GUARD_EXACT) ? 1 : 0;
+}
+
+/* ---- TLS: the server_name of a ClientHello in one record ---- */
+struct ext_walk {
+	struct sk_msg_md *msg;
+	__u32 pos, end;
+	__u32 sni_start, sni_len;
+	int result;          /* 0 walking, 1 SNI found, 2 no SNI, -1 malformed */
+};
+
+static long ext_walk_step(__u64 i, void *arg)
+{
+	struct ext_walk *w = arg;
+	int type, len, list, nlen;
+
+	if (w->pos == w->end) {
+		w->result = 2;
+		return 1;
+	}
+	type = msg_u16(w->msg, w->pos);
+	len = msg_u16(w->msg, w->pos + 2);
+	if (type < 0 || len < 0 || w->pos + 4 + (__u32)len > w->end) {
+		w->result = -1;
+		return 1;
+	}
+	if (type == 0) {
+		/* ServerNameList: the first entry, a host_name. */
+		list = msg_u16(w->msg, w->pos + 4);
+		nlen = msg_u16(w->msg, w->pos + 7);
+		if (len < 5 || list < 3 || msg_byte(w->msg, w->pos + 6) != 0 || nlen < 1 || 5 + nlen > len) {
+			w->result = -1;
+			return 1;
+		}
+		w->sni_start = w->pos + 9;
+		w->sni_len = (__u32)nlen;
+		w->result = 1;
+		return 1;
+	}
+	/* Masked (a no-op: pos <= end < 32 KiB here) so that the stored
+	 * cursor keeps one range: the verifier checks a bpf_loop callback
+	 * until its state converges, and a growing range never does. */
+	w->pos = (w->pos + 4 + (__u32)len) & GUARD_OFF_MASK;
+	return 0;
+}
+
+GUARD_FUNC int guard_tls(struct sk_msg_md *msg, __u32 size, struct guard_name *n)
+{
+	struct ext_walk w = { .msg = msg };
+	int rec, hs_hi, hs_lo, sid, cs, comp, exts;
+	__u32 hello_end, pos;
+
+	if (!msg || !n)
+		return G_UNPARSED;
+	if (size < 9) {
+		n->need = 9;
+		return G_MORE;
+	}
+	if (msg_byte(msg, 1) != 3 || msg_byte(msg, 5) != TLS_CLIENT_HELLO)
+		return G_PASS;   /* not a client's first TLS flight: nothing a server would take as one */
+	rec = msg_u16(msg, 3);
+	hs_hi = msg_byte(msg, 6);
+	hs_lo = msg_u16(msg, 7);
+	if (rec < 0 || hs_hi != 0 || hs_lo < 0)
+		return G_UNPARSED;
+	hello_end = 9 + (__u32)hs_lo;
+	/* A ClientHello split over several records: real clients do not send
+	 * one below 16 KiB, and reassembling here is not worth its cost. */
+	if (hello_end > 5 + (__u32)rec || hello_end > GUARD_PULL)
+		return G_UNPARSED;
+	if (size < hello_end) {
+		n->need = hello_end;
+		return G_MORE;
+	}
+	pos = 9 + 2 + 32;                       /* legacy_version, random */
+	sid = msg_byte(msg, pos);
+	if (sid < 0 || sid > 32)
+		return G_UNPARSED;
+	pos += 1 + (__u32)sid;
+	cs = msg_u16(msg, pos);
+	if (cs < 2)
+		return G_UNPARSED;
+	pos += 2 + (__u32)cs;
+	comp = msg_byte(msg, pos);
+	if (comp < 1)
+		return G_UNPARSED;
+	pos += 1 + (__u32)comp;
+	if (pos == hello_end)
+		return G_PASS;                  /* no extensions: no name */
+	exts = msg_u16(msg, pos);
+	if (exts < 0 || pos + 2 + (__u32)exts != hello_end)
+		return G_UNPARSED;
+	w.pos = pos + 2;
+	w.end = hello_end;
+	bpf_loop(GUARD_MAX_EXTS, ext_walk_step, &w, 0);
+	if (w.result == 2)
+		return G_PASS;                  /* no SNI: no name to refuse (the agent handles
+						 * SNI-less hellos on target addresses) */
+	if (w.result != 1)
+		return G_UNPARSED;              /* malformed, or more extensions than walked */
+	n->start = w.sni_start;
+	n->len = w.sni_len;
+	n->via = VIGIL_GUARD_VIA_SNI;
+	rec = guard_watched(msg, n->start, n->len);
+	return rec > 0 ? G_REFUSE : rec < 0 ? G_UNPARSED : G_PASS;
+}
+
+/* ---- HTTP/1.x: CONNECT / absolute-form authority, Host headers ---- */
+
+/* Cursors in the walks below are base + the loop index, never a value the
+ * callback carries from one iteration to the next: the verifier checks a
+ * bpf_loop callback until its state converges, which a cursor it knows
+ * exactly (a constant it increments) never does. */
+
+/* The end of a host starting at base: the first of ": /?#" or white
+ * space, -1 if the first flight ends before it. '@' restarts the host
+ * (userinfo) except in a Host header. */
+struct host_walk {
+	struct sk_msg_md *msg;
+	__u32 base, start;
+	int end;             /* offset of the terminator, -1 unknown */
+	int header;          /* a Host header value */
+	int out;             /* the first flight ended before a terminator */
+};
+
+static long host_walk_step(__u64 i, void *arg)
+{
+	struct host_walk *w = arg;
+	__u32 pos = (w->base + (__u32)i) & GUARD_OFF_MASK;
+	int c = msg_byte(w->msg, pos);
+
+	if (c < 0) {
+		w->out = 1;
+		return 1;
+	}
+	if (c == ':' || c == '/' || c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '?' || c == '#') {
+		w->end = (int)pos;
+		return 1;
+	}
+	if (c == '@' && !w->header)
+		w->start = (pos + 1) & GUARD_OFF_MASK;
+	return 0;
+}
+
+/* Finds the next Host header from base (inside a line: the request line
+ * or the value of the previous Host); stops at the end of the head. */
+struct head_walk {
+	struct sk_msg_md *msg;
+	__u32 base;
+	int found;           /* 1 Host at value_start, 2 end of head, 0 ran out */
+	__u32 value_start;
+};
+
+static long head_walk_step(__u64 i, void *arg)
+{
+	struct head_walk *w = arg;
+	__u32 pos = (w->base + (__u32)i) & GUARD_OFF_MASK, v;
+	int c = msg_byte(w->msg, pos);
+
+	if (c < 0)
+		return 1;
+	if (i == 0 || msg_byte(w->msg, pos - 1) != '\n')
+		return 0;                       /* not at a line start */
+	if (c == '\n' || (c == '\r' && msg_byte(w->msg, pos + 1) == '\n')) {
+		w->found = 2;
+		return 1;
+	}
+	if (lower(c) != 'h' || lower(msg_byte(w->msg, pos + 1)) != 'o' || lower(msg_byte(w->msg, pos + 2)) != 's' ||
+	    lower(msg_byte(w->msg, pos + 3)) != 't' || msg_byte(w->msg, pos + 4) != ':')
+		return 0;
+	v = pos + 5;
+	/* optional whitespace, bounded */
+	if (msg_byte(w->msg, v) == ' ' || msg_byte(w->msg, v) == '\t')
+		v++;
+	if (msg_byte(w->msg, v) == ' ' || msg_byte(w->msg, v) == '\t')
+		v++;
+	w->value_start = v & GUARD_OFF_MASK;
+	w->found = 1;
+	return 1;
+}
+
+/* The first n (<= 8) bytes at pos, lower-cased, packed little-endian:
+ * compared with a constant below, so no string literal lands in a
+ * .rodata map (whose name cannot be pinned in fail-closed mode). */
+static __always_inline __u64 word_ci(struct sk_msg_md *msg, __u32 pos, __u32 n)
+{
+	__u64 w = 0;
+
+	for (__u32 k = 0; k < n && k < 8; k++)
+		w |= (__u64)(__u8)lower(msg_byte(msg, pos + k)) << (8 * k);
+	return w;
+}
+
+#define PACK4(a, b, c, d) ((__u64)(a) | (__u64)(b) << 8 | (__u64)(c) << 16 | (__u64)(d) << 24)
+#define PACK8(a, b, c, d, e, f, g, h) (PACK4(a, b, c, d) | PACK4(e, f, g, h) << 32)
+#define WORD_HTTP   PACK8('h', 't', 't', 'p', ':', '/', '/', 0)        /* 7 bytes */
+#define WORD_HTTPS  PACK8('h', 't', 't', 'p', 's', ':', '/', '/')
+#define WORD_CONNECT PACK8('c', 'o', 'n', 'n', 'e', 'c', 't', 0)    /* 7 bytes */
+
+/* The authority of the request target, if the request line carries one:
+ * 1 found (n filled), 0 none, -1 incomplete. */
+static __always_inline int http_authority(struct sk_msg_md *msg, __u32 t, bool connect, struct guard_name *n)
+{
+	struct host_walk h = { .msg = msg, .end = -1 };
+
+	if (connect) {
+		h.base = t;
+	} else if (word_ci(msg, t, 7) == WORD_HTTP) {
+		h.base = t + 7;
+	} else if (word_ci(msg, t, 8) == WORD_HTTPS) {
+		h.base = t + 8;
+	} else {
+		return 0;
+	}
+	h.start = h.base;
+	bpf_loop(VIGIL_GUARD_NAME_MAX + 64, host_walk_step, &h, 0);
+	if (h.end < 0)
+		return -1;
+	n->start = h.start;
+	n->len = (__u32)h.end - h.start;
+	n->via = connect ? VIGIL_GUARD_VIA_CONNECT : VIGIL_GUARD_VIA_TARGET;
+	return 1;
+}
+
+static __always_inline int http_incomplete(__u32 size, struct guard_name *n)
+{
+	/* Wait for the next write, up to the scan limit; a head longer than
+	 * that is not read: refused rather than let through unread. */
+	if (size >= VIGIL_GUARD_SCAN)
+		return G_UNPARSED;
+	n->need = size + 1;
+	return G_MORE;
+}
+
+/* The end of the line starting at base: offset of its '\n', or -1. */
+struct line_walk {
+	struct sk_msg_md *msg;
+	__u32 base;
+	int end;
+};
+
+static long line_walk_step(__u64 i, void *arg)
+{
+	struct line_walk *w = arg;
+	__u32 pos = (w->base + (__u32)i) & GUARD_OFF_MASK;
+	int c = msg_byte(w->msg, pos);
+
+	if (c < 0)
+		return 1;
+	if (c == '\n') {
+		w->end = (int)pos;
+		return 1;
+	}
+	return 0;
+}
+
+/* Do the first `have` bytes w (lower-cased, packed) agree with method m
+ * of len bytes (its space included) as far as both go? */
+static __always_inline bool method_is(__u64 w, __u32 have, __u64 m, __u32 len)
+{
+	__u32 k = have < len ? have : len;
+	__u64 mask = k >= 8 ? ~0ULL : (1ULL << (8 * k)) - 1;
+
+	return (w & mask) == (m & mask);
+}
+
+/* The first bytes begin (or, when fewer arrived, may begin) one of the
+ * HTTP methods a client sends first, with its space. */
+static __always_inline bool http_method_prefix(__u64 w, __u32 have)
+{
+	return method_is(w, have, PACK4('g', 'e', 't', ' '), 4) || method_is(w, have, PACK4('p', 'u', 't', ' '), 4) ||
+	       method_is(w, have, PACK8('p', 'o', 's', 't', ' ', 0, 0, 0), 5) ||
+	       method_is(w, have, PACK8('h', 'e', 'a', 'd', ' ', 0, 0, 0), 5) ||
+	       method_is(w, have, PACK8('d', 'e', 'l', 'e', 't', 'e', ' ', 0), 7) ||
+	       method_is(w, have, PACK8('p', 'a', 't', 'c', 'h', ' ', 0, 0), 6) ||
+	       method_is(w, have, PACK8('t', 'r', 'a', 'c', 'e', ' ', 0, 0), 6) ||
+	       method_is(w, have, PACK8('o', 'p', 't', 'i', 'o', 'n', 's', ' '), 8) ||
+	       method_is(w, have, PACK8('c', 'o', 'n', 'n', 'e', 'c', 't', ' '), 8);
+}
+
+GUARD_FUNC int guard_http(struct sk_msg_md *msg, __u32 size, __u32 lead, struct guard_name *n)
+{
+	struct head_walk hw = { .msg = msg };
+	struct line_walk lw = { .msg = msg, .end = -1 };
+	__u32 mlen = 0, have, v;
+	int r, cr;
+
+	if (!msg || !n || lead >= size)
+		return G_UNPARSED;
+	/* Only a request line of HTTP/1.x is held or parsed: other text
+	 * protocols (SMTP "EHLO", FTP "USER", Redis "GET key") must never wait
+	 * here for a head that will not come. First, a known method... */
+	have = size - lead < 8 ? size - lead : 8;
+	if (!http_method_prefix(word_ci(msg, lead, have), have))
+		return G_PASS;
+	for (__u32 k = 3; k < 8; k++)
+		if (msg_byte(msg, lead + k) == ' ') {
+			mlen = k;
+			break;
+		}
+	if (!mlen)
+		return http_incomplete(size, n);
+	/* ...then a whole request line ending in HTTP/x.y. */
+	lw.base = lead + mlen + 1;
+	bpf_loop(VIGIL_GUARD_SCAN, line_walk_step, &lw, 0);
+	if (lw.end < 0)
+		return http_incomplete(size, n);
+	cr = msg_byte(msg, (__u32)lw.end - 1) == '\r';
+	v = (__u32)lw.end - (__u32)cr - 9;      /* " HTTP/x.y" */
+	if ((__u32)lw.end < lead + mlen + 10 ||
+	    word_ci(msg, v, 6) != PACK8(' ', 'h', 't', 't', 'p', '/', 0, 0))
+		return G_PASS;
+	r = http_authority(msg, lead + mlen + 1, mlen == 7 && word_ci(msg, lead, 7) == WORD_CONNECT, n);
+	if (r < 0)
+		return G_UNPARSED;              /* the line is whole: a host that long is no host */
+	if (r > 0) {
+		r = guard_watched(msg, n->start, n->len);
+		if (r)
+			return r > 0 ? G_REFUSE : G_UNPARSED;
+	}
+	hw.base = lead + mlen + 1;
+	for (int round = 0; round < GUARD_MAX_HOSTS; round++) {
+		struct host_walk h = { .msg = msg, .end = -1, .header = 1 };
+
+		hw.found = 0;
+		bpf_loop(VIGIL_GUARD_SCAN, head_walk_step, &hw, 0);
+		if (hw.found == 2)
+			return G_PASS;
+		if (hw.found == 0)
+			return http_incomplete(size, n);
+		h.base = h.start = hw.value_start;
+		bpf_loop(VIGIL_GUARD_NAME_MAX + 64, host_walk_step, &h, 0);
+		if (h.end < 0)
+			return h.out ? http_incomplete(size, n) : G_UNPARSED;
+		n->start = h.start;
+		n->len = (__u32)h.end - h.start;
+		n->via = VIGIL_GUARD_VIA_HOST;
+		r = guard_watched(msg, n->start, n->len);
+		if (r)
+			return r > 0 ? G_REFUSE : G_UNPARSED;
+		hw.base = (__u32)h.end;
+	}
+	return G_UNPARSED;   /* more Host headers than checked */
+}
+
+struct name_copy {
+	struct sk_msg_md *msg;
+	struct vigil_guard_event *ev;
+	__u32 start;
+};
+
+static long name_copy_step(__u64 i, void *arg)
+{
+	struct name_copy *nc = arg;
+	int c = msg_byte(nc->msg, nc->start + (__u32)i);
+
+	if (c < 0 || i >= VIGIL_GUARD_NAME_MAX)
+		return 1;
+	nc->ev->name[i & (VIGIL_GUARD_NAME_MAX - 1)] = (char)c;
+	nc->ev->name_len = (__u32)i + 1;
+	return 0;
+}
+
+/* Reports a refusal with the sender's identity: sk_msg runs in the
+ * sender's sendmsg(), so the current task is the one pushing the bytes. */
+static __always_inline void guard_report(struct sk_msg_md *msg, __u32 reason, const struct guard_name *n)
+{
+	__u32 zero = 0;
+	struct vigil_guard_event *ev = bpf_map_lookup_elem(&guard_scratch, &zero);
+	struct vigil_origin *o;
+	struct name_copy nc;
+	__u32 rport = msg->remote_port;
+	__u64 v;
+
+	guard_count(VIGIL_GUARD_STAT_REFUSED);
+	if (!ev)
+		return;
+	o = &ev->origin;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	if (msg->family == AF_INET) {
+		addr_set_v4mapped(o->orig_addr, msg->remote_ip4);
+	} else {
+		__u32 w[4];
+
+		w[0] = msg->remote_ip6[0];
+		w[1] = msg->remote_ip6[1];
+		w[2] = msg->remote_ip6[2];
+		w[3] = msg->remote_ip6[3];
+		__builtin_memcpy(o->orig_addr, w, 16);
+	}
+	/* network order, in the low or high half depending on the kernel's
+	 * ctx rewrite: a port fits in 16 bits either way */
+	if (rport > 0xffff)
+		rport >>= 16;
+	o->orig_port = bpf_ntohs((__u16)rport);
+	o->family = (__u16)msg->family;
+	v = bpf_get_current_pid_tgid();
+	o->tgid = v >> 32;
+	o->pid = (__u32)v;
+	v = bpf_get_current_uid_gid();
+	o->uid = (__u32)v;
+	o->gid = v >> 32;
+	o->cgroup_id = bpf_get_current_cgroup_id();
+	o->netns_cookie = bpf_get_netns_cookie(msg);
+	o->ktime_ns = bpf_ktime_get_ns();
+	bpf_get_current_comm(o->comm, sizeof(o->comm));
+	ev->reason = reason;
+	ev->via = n->via;
+	if (n->len && n->len < VIGIL_GUARD_NAME_MAX) {
+		nc.msg = msg;
+		nc.ev = ev;
+		nc.start = n->start;
+		bpf_loop(n->len, name_copy_step, &nc, 0);
+	}
+	bpf_ringbuf_output(&guard_events, ev, sizeof(*ev), 0);
+}
+
+SEC("sk_msg")
+int vigil_guard_msg(struct sk_msg_md *msg)
+{
+	struct guard_name n = {};
+	__u32 size = msg->size;
+	int r = G_PASS, first;
+
+	if (bpf_msg_pull_data(msg, 0, size < GUARD_PULL ? size : GUARD_PULL, 0)) {
+		r = G_UNPARSED;                 /* no memory to read it: not let through unread */
+	} else if ((first = msg_byte(msg, 0)) == TLS_HANDSHAKE) {
+		r = guard_tls(msg, size, &n);
+	} else {
+		/* HTTP servers and proxies skip empty lines before a request
+		 * line (RFC 9112 2.2): so does the guard, or "\r\nCONNECT"
+		 * would walk past it. */
+		__u32 lead = 0;
+
+		while (lead < 16 && (first == '\r' || first == '\n'))
+			first = msg_byte(msg, ++lead);
+		if (first < 0)
+			r = http_incomplete(size, &n);
+		else if (first == '\r' || first == '\n')
+			r = G_UNPARSED;         /* no client sends that many */
+		else if (first >= 'A' && first <= 'Z')
+			r = guard_http(msg, size, lead, &n);
+	}
+	if (r == G_MORE) {
+		/* Hold the bytes until the rest arrives; the program runs
+		 * again on everything gathered. */
+		bpf_msg_cork_bytes(msg, n.need);
+		return SK_PASS;
+	}
+	bpf_msg_apply_bytes(msg, GUARD_APPLY_ALL);
+	if (r == G_PASS)
+		return SK_PASS;
+	guard_report(msg, r == G_REFUSE ? VIGIL_GUARD_WATCHED : VIGIL_GUARD_UNPARSED, &n);
+	return SK_DROP;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -85,4 +85,84 @@ struct vigil_dns_msg {
 	__u8  data[VIGIL_DNS_MAX];
 };
 
+/* ---- First-flight guard (bpf/vigil.bpf.c "guard" section, agent/capture.c) ----
+ * Every new outgoing TCP connection of the cgroup that the connect hook did
+ * not redirect is put in a sockhash at ACTIVE_ESTABLISHED; an sk_msg program
+ * reads its first flight (TLS SNI, HTTP CONNECT authority, absolute-form
+ * authority, Host) and refuses it (SK_DROP: the sender gets EACCES, nothing
+ * leaves) when the name is watched. The socket leaves the sockhash at the
+ * first RTT sample (the ACK of its first data), from sockops. */
+#define VIGIL_GUARD_MAX_SOCKS 65536      /* connections between established and first ACK */
+#define VIGIL_GUARD_MAX_NAMES 4096       /* watched names and suffixes */
+#define VIGIL_GUARD_EVENTS_BYTES (256 * 1024)
+#define VIGIL_GUARD_NAME_MAX 256         /* a DNS name is at most 253 bytes */
+
+/* Value of the watched-name map (key: vigil_name_hash of the name). */
+#define VIGIL_GUARD_EXACT  0x1           /* the name itself is watched */
+#define VIGIL_GUARD_SUFFIX 0x2           /* "*.name": any name ending in ".name" */
+
+/* Where the name was found (vigil_guard_event.via). */
+#define VIGIL_GUARD_VIA_SNI     1        /* TLS ClientHello server_name */
+#define VIGIL_GUARD_VIA_CONNECT 2        /* HTTP CONNECT host:port */
+#define VIGIL_GUARD_VIA_TARGET  3        /* HTTP absolute-form request target */
+#define VIGIL_GUARD_VIA_HOST    4        /* HTTP Host header */
+
+/* Why the guard refused (vigil_guard_event.reason). */
+#define VIGIL_GUARD_WATCHED  1           /* a watched name, to an address not captured */
+#define VIGIL_GUARD_TFO      3           /* TCP Fast Open: the first flight leaves with the SYN,
+					  * before the guard can see it */
+#define VIGIL_GUARD_UNPARSED 2           /* a TLS or HTTP first flight the guard cannot read
+					  * whole within its limits (fragmented ClientHello,
+					  * head over VIGIL_GUARD_SCAN bytes) */
+
+#define VIGIL_GUARD_SCAN 16384           /* bytes of a first flight examined, at most */
+
+/* Counters of the guard_stats per-CPU array (index). */
+#define VIGIL_GUARD_STAT_ENROLLED 0      /* entered the sockhash */
+#define VIGIL_GUARD_STAT_FULL     1      /* not guarded: the sockhash was full */
+#define VIGIL_GUARD_STAT_RELEASED 2      /* left it at the first ACK */
+#define VIGIL_GUARD_STAT_REFUSED  3
+#define VIGIL_GUARD_STATS         4
+
+/* A refusal, reported on the guard_events ring. origin.orig_addr/orig_port
+ * are the peer the connection went to; identity fields are the sender's
+ * (taken in sendmsg, task context). name is not NUL-terminated: name_len
+ * bytes, raw from the wire (hostile: validate before use). */
+struct vigil_guard_event {
+	struct vigil_origin origin;
+	__u32 reason;                    /* VIGIL_GUARD_WATCHED | VIGIL_GUARD_UNPARSED */
+	__u32 via;                       /* VIGIL_GUARD_VIA_*, 0 if no name */
+	__u32 name_len;
+	__u32 pad;
+	char  name[VIGIL_GUARD_NAME_MAX];
+};
+
+/* The watched-name hash, shared by the BPF side and user space so both
+ * compute the same key: FNV-1a 64 over the name's bytes taken from the LAST
+ * to the first, ASCII lower-cased. Reversed so that one right-to-left pass
+ * over a name yields, at each '.', the hash of the suffix after it: the
+ * "*.suffix" entries are checked on the way with no second pass. Not
+ * collision-resistant: a collision can only make the guard refuse an
+ * unwatched name (a watched name always hashes to its key), never let a
+ * watched one through. */
+#define VIGIL_NAME_HASH_INIT 0xcbf29ce484222325ULL
+
+static inline __u64 vigil_name_hash_step(__u64 h, __u8 c)
+{
+	if (c >= 'A' && c <= 'Z')
+		c = (__u8)(c + ('a' - 'A'));
+	return (h ^ c) * 0x100000001b3ULL;
+}
+
+/* The key of name[0..len) (len without a terminating NUL). User space
+ * drops one trailing '.' before calling it, as the BPF side does. */
+static inline __u64 vigil_name_hash(const char *name, __u32 len)
+{
+	__u64 h = VIGIL_NAME_HASH_INIT;
+
+	while (len)
+		h = vigil_name_hash_step(h, (__u8)name[--len]);
+	return h;
+}
+
 #endif

@@ -5,13 +5,16 @@
 # nginx vs mitmdump vs the agent, see its header), the inspection and policy
 # micro-benchmarks (bench_inspect.c, bench_policy.c, built here with one gcc
 # line against the agent's objects), the audit pipeline and collector
-# benchmarks (pipeline_bench.sh, collector_bench.sh). Must never: install anything (make
+# benchmarks (pipeline_bench.sh, collector_bench.sh), the first-flight guard's
+# cost on non-LLM traffic (guard_bench.py with its driver guard_bench.c).
+# Must never: install anything (make
 # bench runs scripts/deps.sh first), or fail because a performance target is
 # missed: targets print PASS/MISS; the exit status is non-zero only when a
 # measurement could not be taken.
 #
 # Environment: BUILD (default build/) selects the binaries, as for the e2e
-# tests; BENCH_ARGS passes options to proxy_bench.py (e.g. "--duration 5").
+# tests; BENCH_ARGS passes options to proxy_bench.py (e.g. "--duration 5"),
+# GUARD_BENCH_ARGS to guard_bench.py (e.g. "--conns 1000 --rounds 2").
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export BUILD="${BUILD:-$PWD/build}"
@@ -53,6 +56,17 @@ for script in tests/bench/pipeline_bench.sh tests/bench/collector_bench.sh; do
 	bash "$script" || rc=1
 	echo
 done
+
+# The first-flight guard on non-LLM traffic, guard off vs on (real BPF).
+echo "== tests/bench/guard_bench.py"
+if gcc -std=gnu11 -D_GNU_SOURCE -O2 -Wall -Wextra tests/bench/guard_bench.c -o "$BUILD/guard_bench"; then
+	# shellcheck disable=SC2086
+	python3 tests/bench/guard_bench.py ${GUARD_BENCH_ARGS:-} || rc=1
+else
+	echo "bench: tests/bench/guard_bench.c did not build" >&2
+	rc=1
+fi
+echo
 
 # shellcheck disable=SC2086
 python3 tests/bench/proxy_bench.py ${BENCH_ARGS:-} || rc=1

@@ -56,10 +56,10 @@ endpoints: [%s]
 %s""" % (self.ca, os.path.join(self.ca_dir, "intercept.key"), self.pki["ca_cert"], ", ".join(addrs),
          ", ".join(eps), agent_extra))
 
-    def start_fake(self, name, addr, kind="good", delay_ms=0):
+    def start_fake(self, name, addr, kind="good", delay_ms=0, port=443):
         record = os.path.join(self.tmp, "fake-%s.jsonl" % name)
         sni_log = os.path.join(self.tmp, "fake-%s-sni.log" % name)
-        argv = [PY, FAKE, "--listen", "%s:443" % addr, "--cert", self.pki[kind + "_cert"],
+        argv = [PY, FAKE, "--listen", "%s:%d" % (addr, port), "--cert", self.pki[kind + "_cert"],
                 "--key", self.pki[kind + "_key"], "--record", record, "--passthrough-sni-log", sni_log]
         if delay_ms:
             argv += ["--event-delay-ms", str(delay_ms)]

@@ -1159,6 +1159,41 @@ TEST(open_errors_are_explained)
 	CHECK(rc < 0 && strstr(err, "not on a bpf filesystem"), "pin_dir on tmpfs: rc %d err '%s'", rc, err);
 }
 
+/* The guard's name keys: user space computes them with the same inline
+ * function (bpf/vigil.h) the BPF walk uses, so they agree by construction;
+ * checked here against FNV-1a 64 reference values of the reversed,
+ * lower-cased name, and for the normalisations both sides apply. */
+TEST(guard_name_keys)
+{
+	uint64_t k1, k2;
+	uint8_t f1, f2;
+
+	/* FNV-1a 64 of "" and of "a" (reference values of the algorithm) */
+	CHECK(vigil_name_hash("", 0) == 0xcbf29ce484222325ULL, "empty name hash");
+	CHECK(vigil_name_hash("a", 1) == 0xaf63dc4c8601ec8cULL, "FNV-1a 64 of \"a\": %llx",
+	      (unsigned long long)vigil_name_hash("a", 1));
+	/* taken right to left: "ab" hashes as FNV-1a("ba") */
+	CHECK(vigil_name_hash("ab", 2) == vigil_name_hash_step(vigil_name_hash_step(VIGIL_NAME_HASH_INIT, 'b'), 'a'),
+	      "not hashed from the last byte");
+	CHECK(capture_guard_key("api.openai.com", &k1, &f1) == 0 && f1 == VIGIL_GUARD_EXACT, "exact key");
+	CHECK(capture_guard_key("API.OpenAI.com.", &k2, &f2) == 0 && k1 == k2, "case and trailing dot change the key");
+	CHECK(capture_guard_key("*.openai.azure.com", &k1, &f1) == 0 && f1 == VIGIL_GUARD_SUFFIX, "suffix flag");
+	CHECK(k1 == vigil_name_hash("openai.azure.com", 16), "a suffix is keyed by what follows \"*.\"");
+	/* the BPF walk reaches a suffix's key at the '.' before it: the
+	 * running hash over "x.openai.azure.com" from the right, stopped
+	 * there, is the suffix key */
+	{
+		const char *n = "x.openai.azure.com";
+		uint64_t h = VIGIL_NAME_HASH_INIT;
+
+		for (size_t i = strlen(n); i > 2;)      /* down to the '.' after "x" */
+			h = vigil_name_hash_step(h, (uint8_t)n[--i]);
+		CHECK(h == k1, "running hash at the label boundary differs from the suffix key");
+	}
+	CHECK(capture_guard_key("", &k1, &f1) == -EINVAL && capture_guard_key("*.", &k1, &f1) == -EINVAL,
+	      "empty names accepted");
+}
+
 TEST(fail_open_links_vanish_on_release)
 {
 	SETUP(K_DEFAULT, 0);

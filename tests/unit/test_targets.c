@@ -160,6 +160,46 @@ TEST(learns_watched_names_from_dns_answers)
 	targets_free(t);
 }
 
+static uint16_t last_port;
+
+static int port_apply(void *arg, const struct sockaddr *addr, bool add)
+{
+	(void)arg;
+	if (add)
+		last_port = ntohs(((const struct sockaddr_in *)addr)->sin_port);
+	return fake_apply(arg, addr, add);
+}
+
+/* The first-flight guard caught a watched name sent to an address:port the
+ * agent did not capture: that pair (and only that port) joins the set,
+ * with the learned-address TTL, apart from the same address on all ports. */
+TEST(guard_learns_one_address_port)
+{
+	struct targets_opts o = { .apply = port_apply, .resolve = fake_resolve,
+				  .min_ttl_s = 30, .max_ttl_s = 300, .grace_s = 100 };
+	struct targets *t = targets_new(&o);
+	const char *domains[] = { "api.test.com" };
+	struct sockaddr_storage a = addr_of("10.9.1.1"), any = addr_of("10.9.1.1");
+	targets_set_domains(t, domains, 1);
+	((struct sockaddr_in *)&a)->sin_port = htons(8443);
+
+	CHECK(targets_learn_endpoint(t, "unwatched.test", (struct sockaddr *)&a, 60, 1000) == 0,
+	      "an unwatched name's address:port joined the set");
+	CHECK(targets_learn_endpoint(t, "api.test.com", (struct sockaddr *)&any, 60, 1000) == -EINVAL,
+	      "an endpoint without a port was accepted");
+	CHECK(targets_learn_endpoint(t, "api.test.com", (struct sockaddr *)&a, 60, 1000) == 1, "endpoint not learned");
+	CHECK(last_port == 8443, "applied for port %u, not the one the guard saw", last_port);
+	CHECK(targets_contains(t, (struct sockaddr *)&a), "address:port not in the set");
+	CHECK(!targets_contains(t, (struct sockaddr *)&any), "the guard's port widened to every target port");
+	CHECK(targets_learn(t, "api.test.com", (struct sockaddr *)&any, 60, 1000) == 1,
+	      "the same address from DNS (all ports) is a separate entry");
+	CHECK(targets_learn_endpoint(t, "api.test.com", (struct sockaddr *)&a, 60, 1000) == 0,
+	      "a known endpoint counted as new");
+	targets_refresh(t, 1000 + 60 + 101);
+	CHECK(!targets_contains(t, (struct sockaddr *)&a), "a guard-learned endpoint outlived its TTL + grace");
+	targets_free(t);
+}
+
 TEST(learned_addresses_are_capped)
 {
 	struct targets_opts o = { .apply = fake_apply, .resolve = fake_resolve };

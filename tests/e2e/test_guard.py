@@ -1,0 +1,422 @@
+"""End-to-end: the first-flight guard, through the real BPF programs.
+
+The connect hook only redirects address:port pairs in the target set, and
+addresses, ports and DNS are the client's to choose. Here a client in the
+watched cgroup (user nobody) pins api.openai.com to an address the agent
+never learned (curl --resolve), uses another port (8443), or names it in a
+CONNECT line or a plain-HTTP Host header to an unlisted address: each first
+flight is refused at once (EACCES in the client, nothing reaches the
+server), audited with the client's identity, and the address:port joins the
+target set so the retry is intercepted. Traffic to unwatched names passes
+untouched and leaves the guard's sockhash at its first ACK; with
+first_flight_guard: off the pinned call goes through (the guard is what
+refused it). The agent itself runs inside the watched cgroup, so its own
+upstream connections (SNI api.openai.com to the pinned address) prove the
+guard never touches them.
+"""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import lib
+from lib import check, test
+import rig as rigmod
+
+PY = "/usr/bin/python3"
+TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guard_tools.py")
+PROVIDER, PINNED, SINK, EXAMPLE, BULK, OFF_PINNED = ("127.13.0.2", "127.13.0.3", "127.13.0.4", "127.13.0.5",
+                                                     "127.13.0.6", "127.13.0.7")
+EMAIL = "jane.doe@example.com"
+METRICS_PORT = lib.free_port()
+RIG = rigmod.Rig("guard", {"api.openai.com": PROVIDER, "example.org": EXAMPLE}, {"good": (PROVIDER, "good", 0)},
+                 agent_extra="metrics: 127.0.0.1:%d\n" % METRICS_PORT,
+                 endpoints=["api.openai.com", '"*.openai.azure.com"'])
+RIG.start_fake("pinned", PINNED)
+RIG.start_fake("p8443", PROVIDER, port=8443)
+RIG.start_fake("offpinned", OFF_PINNED)
+
+
+def example_cert():
+    """A self-signed certificate for example.org (the unwatched site)."""
+    d = os.path.join(RIG.tmp, "example")
+    os.makedirs(d)
+    crt, key = os.path.join(d, "example.crt"), os.path.join(d, "example.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", key, "-out", crt, "-days", "2", "-subj", "/CN=example.org",
+                    "-addext", "subjectAltName=DNS:example.org"], check=True, capture_output=True)
+    os.chmod(d, 0o755)
+    os.chmod(crt, 0o644)
+    os.chmod(key, 0o644)
+    RIG.pki["exampleorg_cert"], RIG.pki["exampleorg_key"] = crt, key
+    return crt
+
+
+EXAMPLE_CRT = example_cert()
+RIG.start_fake("example", EXAMPLE, kind="exampleorg")
+
+
+def start_sink(host, port):
+    log = os.path.join(RIG.tmp, "sink-%s-%d.jsonl" % (host, port))
+    p = lib.spawn([PY, TOOLS, "sink", host, str(port), log], stdout=subprocess.PIPE, text=True)
+    check(p.stdout.readline().strip() == "sink ready", "sink on %s:%d did not start" % (host, port))
+    return log
+
+
+# One port per refused case: a refusal puts its address:port in the target
+# set, so the next connection there is redirected to the agent.
+SINKS = {port: start_sink(SINK, port) for port in (3128, 3129, 3130, 3131, 8080, 8081, 8082, 8083, 8084, 8090, 4431, 4432, 4433, 4434, 4435, 4436, 4437, 4438, 4439, 4440, 4441)}
+SINK_BULK = start_sink(BULK, 9000)
+
+
+def sink_log(path):
+    return RIG.read_jsonl(path)
+
+
+def send(host, port, *chunks, cgroup=True):
+    argv = [PY, TOOLS, "send", host, str(port)] + [c.encode("latin-1").hex() for c in chunks]
+    p = lib.run(argv, cgroup=RIG.cg.path if cgroup else None, uid=lib.NOBODY, timeout=30)
+    check(p.returncode == 0 and p.stdout.strip(), "client failed: %s %s" % (p.stdout, p.stderr))
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def chat(content):
+    return json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]})
+
+
+def refusals(pred=lambda e: True, timeout=5):
+    return RIG.agent.wait_events(lambda e: e.get("reason") == "first_flight" and pred(e), kind="connection",
+                                 timeout=timeout)
+
+
+def metrics():
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % METRICS_PORT, timeout=5).read().decode()
+    return dict(l.rsplit(" ", 1) for l in text.splitlines() if l and not l.startswith("#"))
+
+
+def check_refused_then_intercepted(url, resolve, fake, dst_ip, dst_port, tag):
+    """curl pinned somewhere the agent does not capture: refused at once,
+    audited, and the retry lands in the agent (redacted on its way)."""
+    extra = ["--resolve", resolve] if resolve else []
+    t0 = time.time()
+    code, _, p = RIG.curl(url, chat("first try %s, mail %s" % (tag, EMAIL)), extra=extra)
+    took = time.time() - t0
+    check(code == 0 and p.returncode != 0, "the first call was not refused: HTTP %s, curl exit %s, %s" %
+          (code, p.returncode, p.stderr.strip()[-300:]))
+    check(took < 5, "the refusal took %.1f s (must be prompt, not a timeout)" % took)
+    check(not RIG.received(fake), "the provider at %s:%d received the refused call: %s" %
+          (dst_ip, dst_port, RIG.received(fake)))
+    evs = refusals(lambda e: e.get("dst_ip") == dst_ip and e.get("dst_port") == dst_port)
+    check(evs, "no first_flight refusal audited for %s:%d: %s" % (dst_ip, dst_port, RIG.agent.events()[-3:]))
+    ev = evs[-1]
+    check(ev["action"] == "block" and ev["sni"] == "api.openai.com", "refusal event: %s" % ev)
+    check(ev["uid"] == lib.NOBODY and ev["comm"] == "curl" and ev.get("exe", "").endswith("curl"),
+          "the refusal does not name the client (uid %s, comm %s, exe %s)" % (ev["uid"], ev["comm"], ev.get("exe")))
+    deadline = time.time() + 3
+    while True:
+        code, out, p = RIG.curl(url, chat("retry %s, mail %s" % (tag, EMAIL)), extra=extra)
+        if code == 200 or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    check(code == 200, "the retry failed: HTTP %s %s; agent: %s" % (code, p.stderr.strip()[-300:],
+                                                                  RIG.agent.log_tail(6)))
+    got = RIG.received(fake)
+    check(got and all(EMAIL not in r["body"] for r in got), "the provider saw the raw secret: %s" % got)
+    check("[EMAIL_1]" in got[-1]["body"], "the retry was not inspected: %s" % got[-1]["body"])
+    evs = RIG.request_events(lambda e: e.get("dst_ip") == dst_ip and e.get("dst_port") == dst_port)
+    check(evs and evs[-1]["uid"] == lib.NOBODY and evs[-1]["action"] == "redact",
+          "no request event for the intercepted retry: %s" % evs[-1:])
+
+
+@test
+def agent_starts_inside_the_watched_cgroup():
+    RIG.agent.start()
+    # The agent's own upstream sockets are then in the cgroup too: the
+    # guard must leave them alone (the retries below depend on it).
+    with open(os.path.join(RIG.cg.path, "cgroup.procs"), "w") as f:
+        f.write(str(RIG.agent.proc.pid))
+    out = subprocess.run(["bpftool", "cgroup", "show", RIG.cg.path], capture_output=True, text=True).stdout
+    check("vigil_guard_sockops" in out, "guard sockops program not attached: %s" % out)
+
+
+@test
+def pinned_address_refused_then_intercepted():
+    check_refused_then_intercepted("https://api.openai.com/v1/chat/completions", "api.openai.com:443:" + PINNED,
+                                   "pinned", PINNED, 443, "pinned")
+
+
+@test
+def other_port_refused_then_intercepted():
+    check_refused_then_intercepted("https://api.openai.com:8443/v1/chat/completions", None, "p8443",
+                                   PROVIDER, 8443, "8443")
+
+
+@test
+def connect_line_refused():
+    for port, host in ((3128, "api.openai.com:443"), (3129, "API.OpenAI.com.:443")):
+        res = send(SINK, port, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (host, host))
+        check(res.get("error") == 13, "CONNECT %s not refused with EACCES: %s" % (host, res))
+        time.sleep(0.2)
+        got = sink_log(SINKS[port])
+        check(all(g["n"] == 0 for g in got), "the proxy received bytes of a refused CONNECT: %s" % got)
+        evs = refusals(lambda e: e.get("dst_port") == port)
+        check(evs and evs[-1]["uid"] == lib.NOBODY and evs[-1]["sni"] == "api.openai.com" and
+              evs[-1]["comm"].startswith("python3"), "CONNECT refusal not audited with identity: %s" % evs)
+    # An IPv6 socket reaching an IPv4 address (v4-mapped) goes through the same check.
+    res = send("::ffff:" + SINK, 3131, "CONNECT api.openai.com:443 HTTP/1.1\r\n\r\n")
+    check(res.get("error") == 13, "CONNECT from an IPv6 socket not refused: %s" % res)
+    evs = refusals(lambda e: e.get("dst_port") == 3131)
+    check(evs and evs[-1]["dst_ip"] == SINK, "v4-mapped refusal not audited with the IPv4 destination: %s" % evs)
+    # Another host through a proxy address the guard never refused is untouched.
+    res = send(SINK, 3130, "CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n")
+    check(res.get("reply") == "ok", "CONNECT to an unwatched host broken: %s" % res)
+
+
+@test
+def plain_http_host_refused():
+    cases = [
+        ("GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\n\r\n",),
+        # the head split over writes: the kernel holds it until the Host line is whole
+        ("POST /v1/chat HTTP/1.1\r\nUser-Agent: x\r\nHo", "st: api.openai.com:80\r\n\r\n{}"),
+        # an absolute-form target names the host even when Host does not
+        ("GET http://user@api.openai.com/v1/models HTTP/1.1\r\nHost: example.org\r\n\r\n",),
+        # a second Host header
+        ("GET / HTTP/1.1\r\nHost: example.org\r\nhost:\tapi.openai.com\r\n\r\n",),
+        # empty lines before the request line (servers skip them)
+        ("\r\n\r\nCONNECT api.openai.com:443 HTTP/1.1\r\n\r\n",),
+    ]
+    for port, chunks in zip((8080, 8081, 8082, 8083, 8084), cases):
+        res = send(SINK, port, *chunks)
+        check(res.get("error") == 13, "plain HTTP %r not refused with EACCES: %s" % ("".join(chunks)[:60], res))
+        time.sleep(0.2)
+        got = sink_log(SINKS[port])
+        check(all(g["n"] == 0 for g in got), "the server received a refused request: %s" % got)
+        check(refusals(lambda e: e.get("dst_port") == port), "plain-HTTP refusal on port %d not audited" % port)
+    res = send(SINK, 8090, "GET / HTTP/1.1\r\nHost: example.org\r\n\r\n")
+    check(res.get("reply") == "ok", "plain HTTP to an unwatched host broken: %s" % res)
+    got = sink_log(SINKS[8090])[-1]
+    check(got["head"] == "GET / HTTP/1.1\r\nHost: example.org\r\n\r\n", "request altered: %r" % got["head"])
+
+
+def client_hello(sni):
+    p = subprocess.run([PY, TOOLS, "hello", sni], capture_output=True, text=True, check=True)
+    return bytes.fromhex(p.stdout.strip())
+
+
+@test
+def other_text_protocols_are_not_held():
+    """Only HTTP/1.x request lines are parsed and, while incomplete, held:
+    an SMTP, FTP or Redis client that waits for an answer after one line
+    must get its bytes through at once, intact."""
+    # ("PUTS" shares a prefix with "PUT ": decided at its fourth byte)
+    for line in ("EHLO mail.example.org\r\n", "GET counter\r\n", "USER anonymous\r\n", "PUTS k v\r\n"):
+        before = len(sink_log(SINKS[4441]))
+        res = send(SINK, 4441, line)
+        check(res.get("reply") == "ok", "%r broken: %s" % (line, res))
+        got = sink_log(SINKS[4441])[before:]
+        check(got and got[-1]["head"] == line, "%r not delivered intact: %s" % (line, got))
+
+
+@test
+def split_and_fragmented_client_hellos():
+    """The attacker's variants of a ClientHello: written in two pieces (the
+    kernel holds the first until the hello is whole), or split over two TLS
+    records (not read: refused rather than let through unread)."""
+    hello = client_hello("api.openai.com")
+    res = send(SINK, 4431, hello[:20].decode("latin-1"), hello[20:].decode("latin-1"))
+    check(res.get("error") == 13, "a ClientHello in two writes was not refused: %s" % res)
+    evs = refusals(lambda e: e.get("dst_port") == 4431)
+    check(evs and evs[-1]["sni"] == "api.openai.com", "split hello refusal not audited: %s" % evs)
+    # one handshake message, two records
+    body = hello[5:]
+    frag = b"\x16\x03\x01" + len(body[:40]).to_bytes(2, "big") + body[:40] + \
+        b"\x16\x03\x01" + len(body[40:]).to_bytes(2, "big") + body[40:]
+    res = send(SINK, 4432, frag.decode("latin-1"))
+    check(res.get("error") == 13, "a ClientHello over two records was not refused: %s" % res)
+    evs = RIG.agent.wait_events(lambda e: e.get("reason") == "first_flight_unparsed" and e.get("dst_port") == 4432,
+                                kind="connection")
+    check(evs and evs[-1]["action"] == "block" and evs[-1]["uid"] == lib.NOBODY,
+          "unreadable hello refusal not audited: %s" % evs)
+    time.sleep(0.2)
+    for port in (4431, 4432):
+        check(all(g["n"] == 0 for g in sink_log(SINKS[port])), "bytes of a refused hello reached port %d" % port)
+    # an unwatched hello in two writes passes whole, byte for byte
+    other = client_hello("example.org")
+    res = send(SINK, 4433, other[:20].decode("latin-1"), other[20:].decode("latin-1"))
+    check(res.get("reply") == "ok", "an unwatched split hello was broken: %s" % res)
+    got = sink_log(SINKS[4433])
+    check(got and got[-1]["n"] == len(other) and got[-1]["head"] == other[:256].decode("latin-1"),
+          "an unwatched hello did not arrive intact: %s" % got)
+    # a wildcard entry matches below it, not the bare suffix (as the agent's own matching)
+    hello = client_hello("x.y.openai.azure.com")
+    res = send(SINK, 4434, hello.decode("latin-1"))
+    check(res.get("error") == 13, "a name under a *.suffix entry was not refused: %s" % res)
+    res = send(SINK, 4435, client_hello("openai.azure.com").decode("latin-1"))
+    check(res.get("reply") == "ok", "the bare suffix of a *.suffix entry was refused: %s" % res)
+
+
+def tfo(port, data, mode=""):
+    p = lib.run([PY, TOOLS, "tfo", SINK, str(port), data.encode().hex()] + ([mode] if mode else []),
+                cgroup=RIG.cg.path, uid=lib.NOBODY, timeout=30)
+    check(p.returncode == 0 and p.stdout.strip(), "TFO client failed: %s %s" % (p.stdout, p.stderr))
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+@test
+def tcp_fast_open_refused():
+    """Fast Open data leaves with (or right behind) the SYN, inside the
+    connect call, before the guard can read it: refused, audited."""
+    for port, mode in ((4438, ""), (4439, "defer")):
+        res = tfo(port, "CONNECT api.openai.com:443 HTTP/1.1\r\n\r\n", mode)
+        check(res.get("error") == 95, "TCP Fast Open (%s) not refused with EOPNOTSUPP: %s" % (mode or "sendto", res))
+        evs = RIG.agent.wait_events(lambda e: e.get("reason") == "first_flight_tfo" and e.get("dst_port") == port,
+                                    kind="connection")
+        check(evs and evs[-1]["uid"] == lib.NOBODY and evs[-1]["action"] == "block",
+              "Fast Open refusal not audited with identity: %s" % evs)
+        time.sleep(0.2)
+        check(all(g["n"] == 0 for g in sink_log(SINKS[port])), "Fast Open data reached the server")
+
+
+@test
+def unwatched_https_unaffected():
+    body = os.urandom(48).hex() * 40
+    want = hashlib.sha256(body.encode()).hexdigest()
+    before = len(RIG.received("example"))
+    for i in range(10):
+        p = lib.run(["curl", "-sS", "--max-time", "10", "--cacert", EXAMPLE_CRT, "-o", "-", "-H",
+                     "Content-Type: application/json", "--data-binary", body,
+                     "https://example.org/v1/embeddings"], cgroup=RIG.cg.path, uid=lib.NOBODY, hosts=RIG.hosts,
+                    timeout=30)
+        check(p.returncode == 0, "HTTPS to example.org failed on try %d: %s" % (i, p.stderr.strip()))
+    got = RIG.received("example")[before:]
+    check(len(got) == 10, "example.org server saw %d of 10 requests" % len(got))
+    check(all(hashlib.sha256(g["body"].encode()).hexdigest() == want for g in got),
+          "a request to an unwatched site was altered")
+    check(not refusals(lambda e: e.get("dst_ip") == EXAMPLE, timeout=0.3), "an unwatched site was refused")
+    check(not RIG.agent.events("request") or all(e.get("dst_ip") != EXAMPLE for e in RIG.agent.events("request")),
+          "an unwatched site was intercepted")
+
+
+def bulk(cgroup):
+    p = lib.run([PY, TOOLS, "bulk", BULK, "9000", "64"], cgroup=RIG.cg.path if cgroup else None, uid=lib.NOBODY,
+                timeout=120)
+    check(p.returncode == 0, "bulk upload failed: %s" % p.stderr.strip()[-300:])
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    check(res["reply"] == "ok", "bulk upload not answered: %s" % res)
+    return res["mib_s"]
+
+
+def guard_socks_map_ids():
+    """The agent's guard sockhash, found through its programs on our cgroup."""
+    progs = json.loads(subprocess.run(["bpftool", "-j", "cgroup", "show", RIG.cg.path], capture_output=True,
+                                      text=True).stdout or "[]")
+    ids = set()
+    for pr in progs:
+        if pr.get("name") != "vigil_guard_sockops":
+            continue
+        info = json.loads(subprocess.run(["bpftool", "-j", "prog", "show", "id", str(pr["id"])], capture_output=True,
+                                         text=True).stdout)
+        for mid in info.get("map_ids", []):
+            m = json.loads(subprocess.run(["bpftool", "-j", "map", "show", "id", str(mid)], capture_output=True,
+                                          text=True).stdout)
+            if m.get("name") == "guard_socks":
+                ids.add(mid)
+    return ids
+
+
+@test
+def large_upload_unslowed_and_released():
+    m0 = metrics()
+    inside, outside = [], []
+    for _ in range(3):          # interleaved: the machine's speed drifts
+        inside.append(bulk(True))
+        outside.append(bulk(False))
+    ratio = max(inside) / max(outside)
+    print("bulk 64 MiB: in the guarded cgroup %.0f MiB/s, outside %.0f MiB/s (ratio %.2f)" %
+          (max(inside), max(outside), ratio), flush=True)
+    # Loopback throughput on a shared 2-core machine swings by 2x between
+    # runs: this only catches a gross slowdown. The per-byte cost itself is
+    # ruled out below (the socket leaves the sockhash) and measured by
+    # tests/bench/guard_bench.py against the guard off.
+    check(ratio > 0.4, "uploads in the guarded cgroup are slower: %.0f vs %.0f MiB/s" % (max(inside), max(outside)))
+    m1 = metrics()
+    enrolled = int(m1['vigil_agent_guard_connections_total{outcome="enrolled"}']) - \
+        int(m0['vigil_agent_guard_connections_total{outcome="enrolled"}'])
+    released = int(m1['vigil_agent_guard_connections_total{outcome="released"}']) - \
+        int(m0['vigil_agent_guard_connections_total{outcome="released"}'])
+    check(enrolled >= 2 and released >= 2, "bulk connections not guarded then released: enrolled %d released %d" %
+          (enrolled, released))
+    ids = guard_socks_map_ids()
+    check(len(ids) == 1, "guard sockhash not found through the agent's programs: %s" % ids)
+    deadline = time.time() + 3
+    while True:
+        dump = json.loads(subprocess.run(["bpftool", "-j", "map", "dump", "id", str(next(iter(ids)))],
+                                         capture_output=True, text=True).stdout or "[]")
+        # refused connections stay until their sockets close: all are closed by now
+        if not dump or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    check(dump == [], "sockets left in the guard sockhash: %s" % dump)
+    check(metrics()["vigil_agent_guard_sockets"] == "0", "the agent reports sockets left in the sockhash")
+
+
+@test
+def reload_updates_the_guards_names():
+    with open(RIG.agent.config) as f:
+        text = f.read()
+    old = 'endpoints: [api.openai.com, "*.openai.azure.com"]'
+    check(old in text, "unexpected agent config: %s" % text)
+    with open(RIG.agent.config, "w") as f:
+        f.write(text.replace(old, "endpoints: [api.openai.com, api.reload.test]"))
+    RIG.agent.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 5
+    while "configuration reloaded" not in RIG.agent.log_tail(50) and time.time() < deadline:
+        time.sleep(0.05)
+    check("configuration reloaded" in RIG.agent.log_tail(50), "no reload: %s" % RIG.agent.log_tail(5))
+    res = send(SINK, 4436, "CONNECT api.reload.test:443 HTTP/1.1\r\n\r\n")
+    check(res.get("error") == 13, "a name added by reload is not guarded: %s" % res)
+    res = send(SINK, 4437, client_hello("x.openai.azure.com").decode("latin-1"))
+    check(res.get("reply") == "ok", "a name removed by reload is still refused: %s" % res)
+
+
+@test
+def guard_off_lets_the_pinned_call_through():
+    a = lib.Agent(RIG.tmp, RIG.cg.path, name="guardoff", extra="""ca_cert: %s
+ca_key: %s
+upstream_ca: %s
+target_addresses: [%s]
+endpoints: [api.openai.com]
+first_flight_guard: off
+""" % (RIG.ca, os.path.join(RIG.ca_dir, "intercept.key"), RIG.pki["ca_cert"], PROVIDER))
+    check(RIG.agent.stop() == 0, "the guarded agent did not exit 0 (a sanitizer report?): %s" % RIG.agent.log_tail(5))
+    a.start()
+    try:
+        out = subprocess.run(["bpftool", "cgroup", "show", RIG.cg.path], capture_output=True, text=True).stdout
+        check("vigil_guard" not in out, "guard attached with first_flight_guard: off: %s" % out)
+        code, _, p = RIG.curl("https://api.openai.com/v1/chat/completions", chat("unguarded, mail %s" % EMAIL),
+                              extra=["--cacert", RIG.pki["ca_cert"], "--resolve", "api.openai.com:443:" + OFF_PINNED])
+        check(code == 200, "the pinned call failed with the guard off: %s %s" % (code, p.stderr.strip()[-300:]))
+        got = RIG.received("offpinned")
+        check(got and EMAIL in got[-1]["body"], "with the guard off the call should go direct, raw: %s" % got)
+        res = tfo(4440, "GET / HTTP/1.1\r\nHost: example.org\r\n\r\n")
+        check(res.get("reply") == "ok", "TCP Fast Open refused with the guard off: %s" % res)
+    finally:
+        check(a.stop() == 0, "guard-off agent exit status")
+
+
+@test
+def bad_guard_key_names_file_and_line():
+    bad = os.path.join(RIG.tmp, "bad-guard.yaml")
+    with open(bad, "w") as f:
+        f.write("listen: 127.0.0.1:15001\nfirst_flight_guard: sometimes\n")
+    p = subprocess.run([lib.AGENT, "--check", "--config", bad], capture_output=True, text=True)
+    check(p.returncode == 2 and p.stderr.startswith(bad + ":2: ") and "on or off" in p.stderr,
+          "bad first_flight_guard: exit %d %r" % (p.returncode, p.stderr))
+
+
+if __name__ == "__main__":
+    lib.main()
