@@ -19,6 +19,7 @@ struct certgen;
 struct inspector;
 struct policy_holder;
 struct budget_store;
+struct netns_set;
 typedef struct ssl_ctx_st SSL_CTX;
 
 struct agent_stats {
@@ -41,6 +42,7 @@ struct agent {
 	unsigned char hash_key[32];    /* keys the "hash" redaction (per agent run) */
 	struct policy_holder *policy;  /* NULL: no policy file, the default table decides */
 	struct budget_store *budgets;  /* token and request budgets (with a policy) */
+	struct netns_set *netns;       /* listeners in containers' namespaces (netns.c) */
 	atomic_bool reloading;         /* a policy reload is under way */
 	struct agent_stats stats;
 };

@@ -393,8 +393,8 @@ static void accept_one(struct agent *ag, int fd)
 
 	if (getpeername(fd, (struct sockaddr *)&peer, &plen) ||
 	    getsockname(fd, (struct sockaddr *)&local, &llen) ||
-	    capture_lookup(ag->cap, (struct sockaddr *)&peer, (struct sockaddr *)&local,
-			   &c->info.origin)) {
+	    capture_lookup_in(ag->cap, capture_sock_netns_cookie(fd), (struct sockaddr *)&peer,
+			      (struct sockaddr *)&local, &c->info.origin)) {
 		atomic_fetch_add(&ag->stats.no_origin, 1);
 		identity_from_origin(&c->info.id, NULL);
 		conn_close(c, "no origin recorded for this connection");
@@ -438,6 +438,21 @@ int conn_listen(struct agent *ag, int lfd)
 	l->next = listeners;
 	listeners = l;
 	return loop_add(ag->loop, &l->w, EPOLLIN);
+}
+
+int conn_unlisten(struct agent *ag, int lfd)
+{
+	for (struct listener **p = &listeners; *p; p = &(*p)->next) {
+		struct listener *l = *p;
+
+		if (l->w.fd != lfd)
+			continue;
+		*p = l->next;
+		loop_del(ag->loop, &l->w);
+		free(l);
+		return 0;
+	}
+	return -ENOENT;
 }
 
 void conn_tick(struct agent *ag, uint64_t now)

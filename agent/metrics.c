@@ -11,6 +11,7 @@
 #include "audit.h"
 #include "loop.h"
 #include "metrics.h"
+#include "netns.h"
 #include "targets.h"
 
 struct metrics_listener {
@@ -55,6 +56,8 @@ size_t metrics_render(struct agent *ag, char *out, size_t outlen)
 	EMIT("# HELP vigil_agent_targets Addresses in the target set now.\n"
 	     "# TYPE vigil_agent_targets gauge\nvigil_agent_targets %zu\n",
 	     ag->targets ? targets_count(ag->targets) : (size_t)0);
+	EMIT("# HELP vigil_agent_netns_listeners Other network namespaces (containers) the agent listens in now.\n"
+	     "# TYPE vigil_agent_netns_listeners gauge\nvigil_agent_netns_listeners %zu\n", netns_count(ag->netns));
 	EMIT("# HELP vigil_agent_connections_active Connections open now.\n"
 	     "# TYPE vigil_agent_connections_active gauge\n"
 	     "vigil_agent_connections_active %lu\n", atomic_load(&ag->stats.active));

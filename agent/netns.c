@@ -1,0 +1,468 @@
+/* netns: see netns.h. Two halves: the helper process (fork, then a blocking
+ * request/reply loop with no other duty) and the agent side (a table of
+ * namespaces by netns cookie, driven by kernel reports and the loop tick). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "agent.h"
+#include "capture.h"
+#include "conn.h"
+#include "log.h"
+#include "loop.h"
+#include "netns.h"
+#include "osutil.h"
+#include "privs.h"
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+#define HELPER_FD 3
+
+/* One request: open the agent's listeners in the netns of tgid, which the
+ * kernel reported as netns_cookie. */
+struct netns_req {
+	uint32_t tgid;
+	uint32_t pad;
+	uint64_t cookie;
+};
+
+/* One reply, with n_fds listening sockets attached (SCM_RIGHTS). */
+struct netns_reply {
+	int32_t err;         /* 0 or -errno: why no listener was opened */
+	uint32_t tgid;
+	uint64_t cookie;     /* as asked */
+	uint64_t ino;        /* nsfs inode of the namespace entered */
+	uint32_t n_fds;      /* 0..2: IPv4 listener first, then IPv6 */
+	uint32_t pad;
+};
+
+/* ---- helper process -------------------------------------------------------- */
+
+struct helper_cfg {
+	struct sockaddr_in l4;
+	struct sockaddr_in6 l6;
+};
+
+/* Opens the listeners inside the namespace the thread is in now. The IPv6
+ * one is optional: many containers have IPv6 disabled. */
+static int open_listeners(const struct helper_cfg *hc, uint64_t cookie, int fds[2], uint32_t *n)
+{
+	char err[256];
+	uint64_t got = 0;
+	socklen_t len = sizeof(got);
+
+	*n = 0;
+	fds[0] = osutil_listen((const struct sockaddr *)&hc->l4, sizeof(hc->l4), err, sizeof(err));
+	if (fds[0] < 0)
+		return -errno;
+	/* The pid may have exited and been reused, or moved to another
+	 * namespace, between the kernel's report and now. */
+	if (getsockopt(fds[0], SOL_SOCKET, SO_NETNS_COOKIE, &got, &len) || got != cookie) {
+		close(fds[0]);
+		return -ESRCH;
+	}
+	*n = 1;
+	if (hc->l6.sin6_port) {
+		fds[1] = osutil_listen((const struct sockaddr *)&hc->l6, sizeof(hc->l6), err, sizeof(err));
+		if (fds[1] >= 0)
+			*n = 2;
+	}
+	return 0;
+}
+
+static void helper_reply(const struct netns_reply *r, const int *fds)
+{
+	char cbuf[CMSG_SPACE(2 * sizeof(int))];
+	struct iovec iov = { .iov_base = (void *)r, .iov_len = sizeof(*r) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+	memset(cbuf, 0, sizeof(cbuf));
+	if (r->n_fds) {
+		struct cmsghdr *cm;
+
+		mh.msg_control = cbuf;
+		mh.msg_controllen = CMSG_SPACE(r->n_fds * sizeof(int));
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(r->n_fds * sizeof(int));
+		memcpy(CMSG_DATA(cm), fds, r->n_fds * sizeof(int));
+	}
+	if (sendmsg(HELPER_FD, &mh, MSG_NOSIGNAL) < 0)
+		_exit(0);   /* the agent is gone */
+}
+
+static void helper_serve(const struct helper_cfg *hc, int host_ns)
+{
+	struct netns_req q;
+	struct netns_reply r;
+	char path[64];
+	struct stat st;
+	int fds[2] = { -1, -1 }, ns;
+
+	for (;;) {
+		ssize_t n = recv(HELPER_FD, &q, sizeof(q), 0);
+
+		if (n == 0 || (n < 0 && errno != EINTR))
+			_exit(0);
+		if (n != (ssize_t)sizeof(q))
+			continue;
+		memset(&r, 0, sizeof(r));
+		r.tgid = q.tgid;
+		r.cookie = q.cookie;
+		snprintf(path, sizeof(path), "/proc/%u/ns/net", q.tgid);
+		if (q.tgid == 0 || (ns = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+			r.err = q.tgid ? -errno : -EINVAL;
+			helper_reply(&r, fds);
+			continue;
+		}
+		if (fstat(ns, &st) == 0)
+			r.ino = st.st_ino;
+		if (setns(ns, CLONE_NEWNET)) {
+			r.err = -errno;
+		} else {
+			r.err = open_listeners(hc, q.cookie, fds, &r.n_fds);
+			/* Back home, or this process is useless (and the
+			 * next namespace would be entered from the wrong one). */
+			if (setns(host_ns, CLONE_NEWNET))
+				_exit(1);
+		}
+		close(ns);
+		helper_reply(&r, fds);
+		for (uint32_t i = 0; i < r.n_fds; i++)
+			close(fds[i]);
+	}
+}
+
+static void helper_main(int sock, const struct helper_cfg *hc, pid_t parent)
+{
+	uint64_t keep = 1ULL << CAP_SYS_ADMIN | 1ULL << CAP_SYS_PTRACE;
+	char err[256];
+	sigset_t all;
+	int host_ns;
+
+	prctl(PR_SET_NAME, "vigil-netns", 0, 0, 0);
+	/* Never outlive the agent (killed -9 included). */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != parent)
+		_exit(0);
+	sigfillset(&all);
+	sigprocmask(SIG_UNBLOCK, &all, NULL);
+	if (sock != HELPER_FD && (dup2(sock, HELPER_FD) < 0 || close(sock)))
+		_exit(1);
+	/* Nothing of the agent's (CA key, maps, sockets) stays here. */
+	if (close_range(HELPER_FD + 1, ~0U, 0))
+		_exit(1);
+	if ((host_ns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC)) < 0)
+		_exit(1);
+	if (ntohs(hc->l4.sin_port) < 1024 || (hc->l6.sin6_port && ntohs(hc->l6.sin6_port) < 1024))
+		keep |= 1ULL << CAP_NET_BIND_SERVICE;
+	if (privs_drop_keep(keep, err, sizeof(err))) {
+		fprintf(stderr, "vigil-netns: %s\n", err);
+		_exit(1);
+	}
+	helper_serve(hc, host_ns);
+}
+
+int netns_helper_spawn(const struct sockaddr_in *listen4, const struct sockaddr_in6 *listen6, int *fd,
+		       pid_t *pid, char *err, size_t errlen)
+{
+	struct helper_cfg hc;
+	pid_t parent = getpid(), child;
+	int sv[2];
+
+	memset(&hc, 0, sizeof(hc));
+	hc.l4 = *listen4;
+	if (listen6)
+		hc.l6 = *listen6;
+	/* SEQPACKET: one request, one reply, boundaries kept. */
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv)) {
+		osutil_errf(err, errlen, "netns helper: socketpair: %s", strerror(errno));
+		return -errno;
+	}
+	child = fork();
+	if (child < 0) {
+		int e = errno;
+
+		close(sv[0]);
+		close(sv[1]);
+		osutil_errf(err, errlen, "netns helper: fork: %s", strerror(e));
+		return -e;
+	}
+	if (child == 0) {
+		close(sv[0]);
+		helper_main(sv[1], &hc, parent);
+		_exit(0);
+	}
+	close(sv[1]);
+	*fd = sv[0];
+	*pid = child;
+	return 0;
+}
+
+/* ---- agent side ------------------------------------------------------------ */
+
+struct netns_entry {
+	uint64_t cookie;              /* netns cookie (the kernel's name for it) */
+	uint64_t ino;                 /* nsfs inode (the name /proc and lsns use) */
+	uint32_t tgid;                /* a process last seen in it */
+	int lfd[2];                   /* listeners, -1 = none */
+	uint64_t retry_ms;            /* no listener: not asked again before */
+	bool pending;                 /* a request is at the helper */
+	struct netns_entry *next;
+};
+
+struct netns_set {
+	struct loop_watch w;          /* the helper's socket; first member */
+	struct agent *ag;
+	pid_t helper;
+	struct netns_entry *list;
+	size_t n_open, n_entries;
+	uint64_t last_sweep;
+};
+
+uint64_t netns_inode_of(pid_t pid)
+{
+	char path[64];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)pid);
+	return stat(path, &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
+static struct netns_entry *find(struct netns_set *s, uint64_t cookie)
+{
+	for (struct netns_entry *e = s->list; e; e = e->next)
+		if (e->cookie == cookie)
+			return e;
+	return NULL;
+}
+
+static void close_listeners(struct netns_set *s, struct netns_entry *e)
+{
+	for (int i = 0; i < 2; i++) {
+		if (e->lfd[i] < 0)
+			continue;
+		conn_unlisten(s->ag, e->lfd[i]);
+		close(e->lfd[i]);
+		e->lfd[i] = -1;
+	}
+}
+
+static void unlink_entry(struct netns_set *s, struct netns_entry *e)
+{
+	for (struct netns_entry **p = &s->list; *p; p = &(*p)->next)
+		if (*p == e) {
+			*p = e->next;
+			break;
+		}
+	if (e->lfd[0] >= 0)
+		s->n_open--;
+	close_listeners(s, e);
+	s->n_entries--;
+	free(e);
+}
+
+/* Receives one reply and its fds; fds beyond what it announces, or for a
+ * namespace not asked, are closed. */
+static void take_reply(struct netns_set *s)
+{
+	char cbuf[CMSG_SPACE(4 * sizeof(int))];
+	struct netns_reply r;
+	struct iovec iov = { .iov_base = &r, .iov_len = sizeof(r) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			     .msg_controllen = sizeof(cbuf) };
+	int fds[4], nf = 0;
+	struct netns_entry *e;
+	ssize_t n = recvmsg(s->w.fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+
+	if (n <= 0) {
+		if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+			log_err("netns: the helper is gone: new namespaces stay refused");
+			loop_del(s->ag->loop, &s->w);
+			close(s->w.fd);
+			s->w.fd = -1;
+		}
+		return;
+	}
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+			size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+
+			for (size_t i = 0; i < k && nf < 4; i++)
+				memcpy(&fds[nf++], CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+		}
+	e = n == (ssize_t)sizeof(r) ? find(s, r.cookie) : NULL;
+	if (!e || !e->pending || r.n_fds > 2 || (int)r.n_fds != nf || (r.err == 0 && nf == 0)) {
+		for (int i = 0; i < nf; i++)
+			close(fds[i]);
+		if (e && e->pending && !r.err)
+			r.err = -EPROTO;
+		if (!e || !e->pending)
+			return;
+	}
+	e->pending = false;
+	if (r.err) {
+		e->retry_ms = loop_now_ms() + NETNS_RETRY_MS;
+		log_warn("netns: no listener in the network namespace of pid %u (net:[%llu]): %s%s; its target "
+			 "connections stay refused", r.tgid, (unsigned long long)r.ino, strerror(-r.err),
+			 r.err == -EADDRNOTAVAIL ? " (loopback down there?)" : "");
+		return;
+	}
+	e->ino = r.ino;
+	for (int i = 0; i < nf; i++) {
+		/* Marked before it accepts: the hook redirects only to a
+		 * listener carrying the agent's mark. */
+		if (capture_listener_mark(s->ag->cap, fds[i]) || conn_listen(s->ag, fds[i])) {
+			log_warn("netns: cannot serve a listener in net:[%llu]", (unsigned long long)r.ino);
+			close(fds[i]);
+			continue;
+		}
+		e->lfd[i] = fds[i];
+	}
+	if (e->lfd[0] >= 0) {
+		s->n_open++;
+		log_info("netns: listening in the network namespace of pid %u (net:[%llu], cookie %llu)", r.tgid,
+			 (unsigned long long)r.ino, (unsigned long long)r.cookie);
+	} else {
+		close_listeners(s, e);
+		e->retry_ms = loop_now_ms() + NETNS_RETRY_MS;
+	}
+}
+
+static void helper_event(struct loop_watch *w, uint32_t events)
+{
+	(void)events;
+	take_reply((struct netns_set *)w);
+}
+
+struct netns_set *netns_new(struct agent *ag, int helper_fd, pid_t helper_pid)
+{
+	struct netns_set *s = calloc(1, sizeof(*s));
+
+	if (!s) {
+		close(helper_fd);
+		return NULL;
+	}
+	s->ag = ag;
+	s->helper = helper_pid;
+	s->w.fd = helper_fd;
+	s->w.fn = helper_event;
+	if (loop_add(ag->loop, &s->w, EPOLLIN)) {
+		netns_free(s);
+		return NULL;
+	}
+	return s;
+}
+
+void netns_free(struct netns_set *s)
+{
+	if (!s)
+		return;
+	while (s->list)
+		unlink_entry(s, s->list);
+	if (s->w.fd >= 0) {
+		loop_del(s->ag->loop, &s->w);
+		close(s->w.fd);   /* the helper reads EOF and exits */
+	}
+	if (s->helper > 0)
+		waitpid(s->helper, NULL, 0);
+	free(s);
+}
+
+void netns_seen(struct netns_set *s, const struct vigil_origin *o)
+{
+	struct netns_entry *e;
+	struct netns_req q = { .tgid = o->tgid, .cookie = o->netns_cookie };
+	uint64_t now = loop_now_ms();
+
+	if (!s || s->w.fd < 0 || !o->netns_cookie || !o->tgid)
+		return;
+	e = find(s, o->netns_cookie);
+	if (e && (e->pending || e->lfd[0] >= 0 || now < e->retry_ms))
+		return;
+	if (!e) {
+		if (s->n_entries >= NETNS_MAX) {
+			log_warn("netns: %d namespaces already served; pid %u's stays refused", NETNS_MAX, o->tgid);
+			return;
+		}
+		if (!(e = calloc(1, sizeof(*e))))
+			return;
+		e->cookie = o->netns_cookie;
+		e->lfd[0] = e->lfd[1] = -1;
+		e->next = s->list;
+		s->list = e;
+		s->n_entries++;
+	}
+	e->tgid = o->tgid;
+	if (send(s->w.fd, &q, sizeof(q), MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof(q)) {
+		e->retry_ms = now + NETNS_RETRY_MS;
+		return;
+	}
+	e->pending = true;
+}
+
+/* Is some process still in e's namespace? The one last seen first (cheap),
+ * else a walk of /proc, remembering whoever is found. */
+static bool inhabited(struct netns_entry *e)
+{
+	struct dirent *d;
+	DIR *dir;
+	bool found = false;
+
+	if (!e->ino || netns_inode_of((pid_t)e->tgid) == e->ino)
+		return true;
+	if (!(dir = opendir("/proc")))
+		return true;   /* cannot tell: keep serving */
+	while (!found && (d = readdir(dir))) {
+		char *end;
+		unsigned long pid = strtoul(d->d_name, &end, 10);
+
+		if (*end || !pid)
+			continue;
+		if (netns_inode_of((pid_t)pid) == e->ino) {
+			e->tgid = (uint32_t)pid;
+			found = true;
+		}
+	}
+	closedir(dir);
+	return found;
+}
+
+void netns_tick(struct netns_set *s, uint64_t now)
+{
+	if (!s || now - s->last_sweep < NETNS_SWEEP_MS)
+		return;
+	s->last_sweep = now;
+	for (struct netns_entry *e = s->list, *next; e; e = next) {
+		next = e->next;
+		if (e->pending)
+			continue;
+		if (e->lfd[0] < 0 && now >= e->retry_ms) {
+			unlink_entry(s, e);   /* failed long ago: forget it */
+			continue;
+		}
+		if (e->lfd[0] >= 0 && !inhabited(e)) {
+			log_info("netns: no process left in net:[%llu]: closing its listeners",
+				 (unsigned long long)e->ino);
+			unlink_entry(s, e);
+		}
+	}
+}
+
+size_t netns_count(const struct netns_set *s)
+{
+	return s ? s->n_open : 0;
+}

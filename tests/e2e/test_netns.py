@@ -1,0 +1,226 @@
+"""End-to-end: clients in other network namespaces (what containers and pods
+are to the kernel) are intercepted like host processes.
+
+The test makes its own namespaces (`ip netns add`), each joined to the host
+by a veth pair routed to a fake provider that listens on the host side of
+the first pair (198.19.14.1, benchmarking range, interfaces this test
+creates and removes). Clients run as nobody, in the scratch cgroup (in a
+child cgroup named like a Docker container's scope) AND in a namespace:
+ - the first connection from a namespace never seen is refused (the agent
+   then opens a listener there) or captured, never direct; the retry is
+   intercepted, the secret does not reach the provider, and the event names
+   the client and its container;
+ - two namespaces at once, both clients on the same local port, do not get
+   each other's identity (origins are keyed by netns);
+ - a namespace with its loopback down stays refused, audited, never direct;
+ - a namespace removed: the agent closes its listener (metric).
+"""
+import json
+import os
+import subprocess
+import time
+import urllib.request
+
+import lib
+from lib import check, test
+
+import rig as rigmod
+
+PROVIDER = "198.19.14.1"
+TAG = "%05d" % (os.getpid() % 100000)
+AWS_KEY = "AKIA" + "Z7QW3RT5YU2IO4PL"   # split so this file itself is not a credential finding
+CONTAINER_ID = ("c0ffee%02d" % (os.getpid() % 100)) * 8   # 64 hex digits
+METRICS = "127.14.0.1:%d" % lib.free_port("127.14.0.1")
+
+
+def sh(*argv, check_rc=True):
+    p = subprocess.run(list(argv), capture_output=True, text=True)
+    if check_rc and p.returncode != 0:
+        raise AssertionError("%s: %s" % (" ".join(argv), p.stderr.strip()))
+    return p
+
+
+class Netns:
+    """A network namespace with a veth pair to the host: host side
+    198.19.14.(4n+1)/30, namespace side .(4n+2), default route via the
+    host side. Removed at exit."""
+
+    def __init__(self, n, lo_up=True):
+        self.pause = None
+        self.name = "vigil-t%s-%d" % (TAG, n)
+        self.host_if, self.ns_if = "vt%s%dh" % (TAG, n), "vt%s%dn" % (TAG, n)
+        self.host_ip, self.ns_ip = "198.19.14.%d" % (4 * n + 1), "198.19.14.%d" % (4 * n + 2)
+        sh("ip", "netns", "add", self.name)
+        lib.at_cleanup(self.remove)
+        sh("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
+        sh("ip", "link", "set", self.ns_if, "netns", self.name)
+        sh("ip", "addr", "add", self.host_ip + "/30", "dev", self.host_if)
+        sh("ip", "link", "set", self.host_if, "up")
+        self.ip("addr", "add", self.ns_ip + "/30", "dev", self.ns_if)
+        self.ip("link", "set", self.ns_if, "up")
+        self.ip("route", "add", "default", "via", self.host_ip)
+        if lo_up:
+            self.ip("link", "set", "lo", "up")
+        # What a pod's pause process is: something living in the namespace
+        # between client runs (the agent closes the listeners of a
+        # namespace with no process left).
+        self.pause = subprocess.Popen(["ip", "netns", "exec", self.name, "sleep", "600"])
+        lib.at_cleanup(lambda: lib._stop(self.pause))
+
+    def ip(self, *args):
+        return sh("ip", "-n", self.name, *args)
+
+    def remove(self):
+        if self.pause:
+            lib._stop(self.pause)
+        sh("ip", "link", "del", self.host_if, check_rc=False)
+        sh("ip", "netns", "del", self.name, check_rc=False)
+
+    def run(self, argv, uid=lib.NOBODY, cgroup=None, timeout=40, spawn=False):
+        cmd = ["nsenter", "--net=/run/netns/" + self.name] + lib.wrap(argv, cgroup or CONTAINER_CG, uid,
+                                                                     hosts=RIG.hosts)
+        env = dict(os.environ, VIGIL_CG=cgroup or CONTAINER_CG, VIGIL_HOSTS=RIG.hosts)
+        if spawn:
+            p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            lib.at_cleanup(lambda: lib._stop(p))
+            return p
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def curl_argv(body, extra=()):
+    return ["curl", "-sS", "--max-time", "20", "--cacert", RIG.ca, "-o", "-", "-w", "\n%{http_code}",
+            "-H", "Authorization: Bearer sk-test", "-H", "Content-Type: application/json"] + list(extra) + \
+        ["--data-binary", body, "https://api.openai.com/v1/chat/completions"]
+
+
+def chat(model, text):
+    return json.dumps({"model": model, "messages": [{"role": "user", "content": text}]})
+
+
+def metric(name):
+    with urllib.request.urlopen("http://%s/metrics" % METRICS, timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError("metric %s missing" % name)
+
+
+def provider_saw(needle):
+    return [r for r in RIG.received() if needle in r.get("body", "")]
+
+
+# The fake provider on the host side of the first veth pair: the namespaces
+# reach it over their veth, the agent (host netns) over its local address.
+NS = [Netns(0)]
+RIG = rigmod.Rig("netns", {"api.openai.com": PROVIDER}, {}, endpoints=["api.openai.com"],
+                 extra_targets=[PROVIDER], agent_extra="metrics: %s\n" % METRICS)
+RIG.start_fake("good", PROVIDER, "good")
+CONTAINER_CG = os.path.join(RIG.cg.path, "docker-%s.scope" % CONTAINER_ID)
+os.mkdir(CONTAINER_CG)
+lib.at_cleanup(lambda: os.path.isdir(CONTAINER_CG) and os.rmdir(CONTAINER_CG))
+AGENT = RIG.agent
+AGENT.start()
+
+
+@test
+def first_connection_from_new_netns_never_direct_retry_intercepted():
+    ns = NS[0]
+    secret = "debug this for me: %s" % AWS_KEY
+    before = len(RIG.received())
+    p = ns.run(curl_argv(chat("gpt-4o-mini", secret)))
+    body, _, code = p.stdout.rpartition("\n")
+    if code != "200":
+        # Refused: ECONNREFUSED (curl exit 7) at once, nothing sent.
+        check(p.returncode == 7, "first connection: curl exit %d, %s" % (p.returncode, p.stderr.strip()))
+        check(len(RIG.received()) == before, "a refused connection still reached the provider")
+        evs = AGENT.wait_events(lambda e: e.get("reason") == "netns_no_listener" and e.get("uid") == lib.NOBODY,
+                                kind="bypass")
+        check(evs and evs[-1]["action"] == "block", "refusal not audited: %s" % AGENT.events()[-3:])
+        check(evs[-1]["dst_ip"] == PROVIDER and evs[-1]["dst_port"] == 443, "refusal event %s" % evs[-1])
+        check(evs[-1].get("container_id") == CONTAINER_ID, "refusal event container_id %s" % evs[-1])
+        deadline = time.time() + 5
+        while metric("vigil_agent_netns_listeners") < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        p = ns.run(curl_argv(chat("gpt-4o-mini", secret)))
+        body, _, code = p.stdout.rpartition("\n")
+    check(code in ("200", "403"), "retry: status %s, %s %s" % (code, p.stderr.strip(), body[:200]))
+    check(not provider_saw(AWS_KEY), "the secret reached the provider from a namespace")
+    evs = RIG.request_events(lambda e: e["uid"] == lib.NOBODY and "AWS_ACCESS_KEY" in
+                             [f["type"] for f in e.get("findings") or []])
+    check(evs, "no request event with the finding: %s" % AGENT.events()[-3:])
+    ev = evs[-1]
+    check(ev["exe"].endswith("curl") and ev["comm"] == "curl", "client not named: %s" % ev)
+    check(ev["cgroup"].endswith("/docker-%s.scope" % CONTAINER_ID), "cgroup %s" % ev["cgroup"])
+    check(ev.get("container_id") == CONTAINER_ID, "container_id %s" % ev.get("container_id"))
+    check(ev["dst_ip"] == PROVIDER and ev["sni"] == "api.openai.com", "destination %s" % ev)
+    # A clean request from the namespace is answered through the agent.
+    p = ns.run(curl_argv(chat("gpt-4o-mini", "hello from a container")))
+    body, _, code = p.stdout.rpartition("\n")
+    check(code == "200" and json.loads(body)["choices"][0]["message"]["content"] == "echo: hello from a container",
+          "clean request: %s %s" % (code, body[:200]))
+
+
+@test
+def two_namespaces_same_client_port_do_not_collide():
+    NS.append(Netns(1))
+    ns_a, ns_b = NS
+    port = str(lib.free_port())
+    # Make sure both namespaces have a listener (the first call may be refused).
+    for ns in (ns_a, ns_b):
+        for _ in range(2):
+            if ns.run(curl_argv(chat("warmup", "hi"))).returncode == 0:
+                break
+    # Both clients hold their connection open at once (the provider waits
+    # before answering), from 127.0.0.1:port each, in different namespaces.
+    extra = ["--local-port", port, "-H", "x-fake-header-delay-ms: 800"]
+    pa = ns_a.run(curl_argv(chat("model-a", "I am A"), extra), uid=lib.NOBODY, spawn=True)
+    pb = ns_b.run(curl_argv(chat("model-b", "I am B"), extra), uid=lib.NOBODY - 1, spawn=True)
+    out_a, out_b = pa.communicate(timeout=40), pb.communicate(timeout=40)
+    for name, (o, e), want in (("A", out_a, "echo: I am A"), ("B", out_b, "echo: I am B")):
+        body, _, code = o.rpartition("\n")
+        check(code == "200" and json.loads(body)["choices"][0]["message"]["content"] == want,
+              "client %s: %s %s %s" % (name, code, body[:200], e.strip()))
+    for model, uid in (("model-a", lib.NOBODY), ("model-b", lib.NOBODY - 1)):
+        evs = RIG.request_events(lambda e, m=model: e.get("model") == m)
+        check(len(evs) == 1, "%d events for %s" % (len(evs), model))
+        check(evs[0]["uid"] == uid, "%s attributed to uid %s, want %s (origin from the other netns)" %
+              (model, evs[0]["uid"], uid))
+
+
+@test
+def loopback_down_namespace_stays_refused():
+    ns = Netns(2, lo_up=False)
+    before = len(RIG.received())
+    refusals = len(AGENT.events("bypass"))
+    for attempt in range(2):
+        p = ns.run(curl_argv(chat("gpt-4o-mini", "lo is down")))
+        check(p.returncode == 7, "attempt %d with lo down: curl exit %d (%s)" % (attempt, p.returncode,
+                                                                               p.stderr.strip()))
+        time.sleep(0.3)
+    check(len(RIG.received()) == before, "a client with loopback down reached the provider")
+    time.sleep(0.5)
+    evs = [e for e in AGENT.events("bypass")[refusals:] if e.get("reason") == "netns_no_listener"]
+    check(len(evs) >= 2 and all(e["uid"] == lib.NOBODY and e["action"] == "block" for e in evs),
+          "refusals not audited: %s" % evs)
+    ns.remove()
+
+
+@test
+def removed_namespace_listener_closed():
+    check(len(NS) == 2, "needs the namespaces of the tests above")
+    n = metric("vigil_agent_netns_listeners")
+    check(n >= 2, "listeners before removal: %s" % n)
+    NS[1].remove()
+    deadline = time.time() + 8
+    while metric("vigil_agent_netns_listeners") > n - 1 and time.time() < deadline:
+        time.sleep(0.1)
+    check(metric("vigil_agent_netns_listeners") == n - 1,
+          "listener of the removed namespace still open: %s" % AGENT.log_tail(5))
+    check("no process left in net:[" in AGENT.log_tail(40), "closing not logged")
+    # The namespace still in use keeps its listener and keeps working.
+    p = NS[0].run(curl_argv(chat("gpt-4o-mini", "still here")))
+    check(p.stdout.rpartition("\n")[2] == "200", "namespace A after B's removal: %s" % p.stderr.strip())
+
+
+if __name__ == "__main__":
+    lib.main()
