@@ -276,6 +276,7 @@ uint64_t audit_emit(struct audit *a, const struct audit_event *ev)
 	v.comm = ev->comm;
 	v.exe = ev->exe;
 	v.cgroup = ev->cgroup;
+	v.container_id = ev->container_id;
 	v.dst_ip = ev->dst_ip;
 	v.dst_port = ev->dst_port;
 	v.sni = ev->sni;

@@ -92,6 +92,7 @@ static void emit_connection_event(struct conn *c)
 	ev.comm = id->comm[0] ? id->comm : NULL;
 	ev.exe = id->exe[0] ? id->exe : NULL;
 	ev.cgroup = id->cgroup[0] ? id->cgroup : NULL;
+	ev.container_id = id->container_id[0] ? id->container_id : NULL;
 	ev.dst_ip = id->dst_ip[0] ? id->dst_ip : NULL;
 	ev.dst_port = id->dst_port;
 	ev.sni = c->info.sni[0] ? c->info.sni : NULL;

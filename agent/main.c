@@ -142,6 +142,7 @@ static void kernel_event(void *arg, const struct vigil_kevent *kev)
 	ev.comm = id.comm;
 	ev.exe = id.exe[0] ? id.exe : NULL;
 	ev.cgroup = id.cgroup[0] ? id.cgroup : NULL;
+	ev.container_id = id.container_id[0] ? id.container_id : NULL;
 	ev.dst_ip = id.dst_ip;
 	ev.dst_port = id.dst_port;
 	ev.action = kev->reason == VIGIL_ORIGIN_REFUSED || kev->reason == VIGIL_ORIGIN_NETNS_NEW ? "block" : "allow";
