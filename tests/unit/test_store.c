@@ -255,6 +255,7 @@ static void gen_events(struct gen *g, const char *agent, const char *boot, uint6
 		e->comm = "python3";
 		e->exe = exes[i % 2];
 		e->cgroup = "/user.slice";
+		e->container_id = i % 2 ? "" : "3f4e1c2b9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f";
 		e->dst_ip = "104.18.7.192";
 		e->dst_port = 443;
 		e->sni = "api.openai.com";
@@ -370,7 +371,8 @@ SUITE(insert_roundtrip)
 		      !strcmp(e->exe, "/usr/bin/python3") && !strcmp(e->provider, "openai") &&
 		      !strcmp(e->model, "gpt-4o") && !strcmp(e->action, "block") && !strcmp(e->rule, "no-secrets") &&
 		      !strcmp(e->sni, "api.openai.com") && !strcmp(e->dst_ip, "104.18.7.192") &&
-		      !strcmp(e->policy_hash, "abcd") && !strcmp(e->kind, "request"),
+		      !strcmp(e->policy_hash, "abcd") && !strcmp(e->kind, "request") &&
+		      !strcmp(e->container_id, want->container_id) && e->container_id[0],
 	      "string columns did not round-trip (user=%s host=%s exe=%s action=%s)", e->user, e->host, e->exe,
 	      e->action);
 	CHECK(e->uid == 1000 && e->pid == 4242 && e->dst_port == 443 && e->status == 200 && e->bytes_up == 100 &&
