@@ -2,6 +2,7 @@
  * request/reply loop with no other duty) and the agent side (a table of
  * namespaces by netns cookie, driven by kernel reports and the loop tick). */
 #include <dirent.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
@@ -105,6 +106,90 @@ static void helper_reply(const struct netns_reply *r, const int *fds)
 		_exit(0);   /* the agent is gone */
 }
 
+/* Enters ns, opens the listeners there (checking it is the netns the
+ * kernel named), comes back. Returns 0 or -errno; -ESRCH: another netns. */
+static int listen_in(const struct helper_cfg *hc, int ns, int host_ns, uint64_t cookie, int fds[2], uint32_t *n)
+{
+	int err;
+
+	*n = 0;
+	if (setns(ns, CLONE_NEWNET))
+		return -errno;
+	err = open_listeners(hc, cookie, fds, n);
+	/* Back home, or this process is useless (and the next namespace
+	 * would be entered from the wrong one). */
+	if (setns(host_ns, CLONE_NEWNET))
+		_exit(1);
+	return err;
+}
+
+/* The netns cookie of ns (0 if it cannot be told). */
+static uint64_t cookie_of(int ns, int host_ns)
+{
+	uint64_t cookie = 0;
+	socklen_t len = sizeof(cookie);
+	int fd;
+
+	if (setns(ns, CLONE_NEWNET))
+		return 0;
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0) {
+		if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len))
+			cookie = 0;
+		close(fd);
+	}
+	if (setns(host_ns, CLONE_NEWNET))
+		_exit(1);
+	return cookie;
+}
+
+/* The pid the kernel reported is gone (a client refused once often exits
+ * at once) or in another netns now: find a process still in the netns
+ * with that cookie (a container's init, a pod's pause process). Each
+ * distinct namespace is entered once; only on such a miss. Returns an fd
+ * of the namespace or -1. */
+static int find_ns(uint64_t cookie, int host_ns)
+{
+	static uint64_t seen[4096];
+	size_t n_seen = 0;
+	struct stat hst, st;
+	struct dirent *d;
+	DIR *dir = opendir("/proc");
+	int found = -1;
+
+	if (!dir || fstat(host_ns, &hst)) {
+		if (dir)
+			closedir(dir);
+		return -1;
+	}
+	while (found < 0 && (d = readdir(dir))) {
+		char path[64], *end;
+		unsigned long pid = strtoul(d->d_name, &end, 10);
+		bool dup = false;
+		int ns;
+
+		if (*end || !pid)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%lu/ns/net", pid);
+		if ((ns = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+			continue;
+		if (fstat(ns, &st) || st.st_ino == hst.st_ino) {
+			close(ns);
+			continue;
+		}
+		for (size_t i = 0; i < n_seen && !dup; i++)
+			dup = seen[i] == (uint64_t)st.st_ino;
+		if (!dup && n_seen < sizeof(seen) / sizeof(seen[0]))
+			seen[n_seen++] = st.st_ino;
+		if (!dup && cookie_of(ns, host_ns) == cookie)
+			found = ns;
+		else
+			close(ns);
+	}
+	closedir(dir);
+	return found;
+}
+
 static void helper_serve(const struct helper_cfg *hc, int host_ns)
 {
 	struct netns_req q;
@@ -123,24 +208,20 @@ static void helper_serve(const struct helper_cfg *hc, int host_ns)
 		memset(&r, 0, sizeof(r));
 		r.tgid = q.tgid;
 		r.cookie = q.cookie;
+		r.err = -ESRCH;
 		snprintf(path, sizeof(path), "/proc/%u/ns/net", q.tgid);
-		if (q.tgid == 0 || (ns = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-			r.err = q.tgid ? -errno : -EINVAL;
-			helper_reply(&r, fds);
-			continue;
+		if (q.tgid && (ns = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+			r.err = listen_in(hc, ns, host_ns, q.cookie, fds, &r.n_fds);
+			if (r.err != -ESRCH && fstat(ns, &st) == 0)
+				r.ino = st.st_ino;
+			close(ns);
 		}
-		if (fstat(ns, &st) == 0)
-			r.ino = st.st_ino;
-		if (setns(ns, CLONE_NEWNET)) {
-			r.err = -errno;
-		} else {
-			r.err = open_listeners(hc, q.cookie, fds, &r.n_fds);
-			/* Back home, or this process is useless (and the
-			 * next namespace would be entered from the wrong one). */
-			if (setns(host_ns, CLONE_NEWNET))
-				_exit(1);
+		if ((r.err == -ESRCH || r.err == -ENOENT) && (ns = find_ns(q.cookie, host_ns)) >= 0) {
+			r.err = listen_in(hc, ns, host_ns, q.cookie, fds, &r.n_fds);
+			if (fstat(ns, &st) == 0)
+				r.ino = st.st_ino;
+			close(ns);
 		}
-		close(ns);
 		helper_reply(&r, fds);
 		for (uint32_t i = 0; i < r.n_fds; i++)
 			close(fds[i]);
@@ -408,9 +489,12 @@ void netns_seen(struct netns_set *s, const struct vigil_origin *o)
 	}
 	e->tgid = o->tgid;
 	if (send(s->w.fd, &q, sizeof(q), MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof(q)) {
+		log_warn("netns: cannot ask the helper (%s): pid %u's namespace stays refused", strerror(errno), o->tgid);
 		e->retry_ms = now + NETNS_RETRY_MS;
 		return;
 	}
+	log_debug("netns: asked for a listener in the network namespace of pid %u (cookie %llu)", o->tgid,
+		  (unsigned long long)o->netns_cookie);
 	e->pending = true;
 }
 
