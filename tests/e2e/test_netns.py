@@ -257,5 +257,18 @@ def removed_namespace_listener_closed():
     check(p.stdout.rpartition("\n")[2] == "200", "namespace A after B's removal: %s" % p.stderr.strip())
 
 
+@test
+def agent_stops_cleanly_with_its_helper():
+    helpers = [k for k in open("/proc/%d/task/%d/children" % (AGENT.proc.pid, AGENT.proc.pid)).read().split()]
+    rc = AGENT.stop()
+    check(rc == 0, "agent exit status %s" % rc)
+    for k in helpers:
+        check(not os.path.exists("/proc/%s" % k) or "Z" in open("/proc/%s/stat" % k).read().split()[2],
+              "netns helper %s outlived the agent" % k)
+    log = open(AGENT.stderr_path).read()
+    for bad in ("Sanitizer", "runtime error"):
+        check(bad not in log, "%s in the agent's log: %s" % (bad, log[log.find(bad) - 200:][:1500]))
+
+
 if __name__ == "__main__":
     lib.main()
