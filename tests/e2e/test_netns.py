@@ -17,6 +17,7 @@ child cgroup named like a Docker container's scope) AND in a namespace:
 """
 import json
 import os
+import signal
 import subprocess
 import time
 import urllib.request
@@ -205,11 +206,18 @@ def two_namespaces_same_client_port_do_not_collide():
         for _ in range(2):
             if ns.run(curl_argv(chat("warmup", "hi"))).returncode == 0:
                 break
-    # Both clients hold their connection open at once (the provider waits
-    # before answering), from 127.0.0.1:port each, in different namespaces.
-    extra = ["--local-port", port, "-H", "x-fake-header-delay-ms: 800"]
-    pa = ns_a.run(curl_argv(chat("model-a", "I am A"), extra), uid=lib.NOBODY, spawn=True)
-    pb = ns_b.run(curl_argv(chat("model-b", "I am B"), extra), uid=lib.NOBODY - 1, spawn=True)
+    # Both clients connect from 127.0.0.1:port, each in its namespace,
+    # while the agent is stopped: both connections wait in the backlogs
+    # and both origins are recorded before the agent looks up either (an
+    # agent that accepted at once would hide a collision of the keys).
+    extra = ["--local-port", port]
+    os.kill(AGENT.proc.pid, signal.SIGSTOP)
+    try:
+        pa = ns_a.run(curl_argv(chat("model-a", "I am A"), extra), uid=lib.NOBODY, spawn=True)
+        pb = ns_b.run(curl_argv(chat("model-b", "I am B"), extra), uid=lib.NOBODY - 1, spawn=True)
+        time.sleep(1.5)
+    finally:
+        os.kill(AGENT.proc.pid, signal.SIGCONT)
     out_a, out_b = pa.communicate(timeout=40), pb.communicate(timeout=40)
     for name, (o, e), want in (("A", out_a, "echo: I am A"), ("B", out_b, "echo: I am B")):
         body, _, code = o.rpartition("\n")
