@@ -115,6 +115,23 @@ static void dns_learned(void *arg, const char *qname, const struct sockaddr *add
 	log_info("learned target %s for %s from a client's DNS answer", ip, qname);
 }
 
+/* The attached cgroup as /proc/PID/cgroup names it (relative to the
+ * cgroup2 mount), for netns_prime. A cgroup given outside that mount (a
+ * node's root mounted elsewhere in a Kubernetes pod) counts as every
+ * process: "/". */
+static const char *cgroup_prefix(const char *cgroup)
+{
+	static char root[512];
+	size_t rl;
+
+	if (config_cgroup2_root(root, sizeof(root)))
+		return "/";
+	rl = strlen(root);
+	if (strncmp(cgroup, root, rl) || (cgroup[rl] != '/' && cgroup[rl] != 0))
+		return "/";
+	return cgroup[rl] ? cgroup + rl : "/";
+}
+
 /* A DNS answer a watched process received (kernel copy, hostile bytes). */
 static void dns_answer(void *arg, const uint8_t *msg, size_t len)
 {
@@ -499,6 +516,7 @@ int main(int argc, char **argv)
 		nsfd = -1;
 		if (!ag.netns)
 			log_warn("netns: cannot watch the helper: other network namespaces will be refused");
+		netns_prime(ag.netns, cgroup_prefix(ag.cfg->cgroup));
 	}
 	rt.sigw.fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	rt.sigw.fn = signal_event;

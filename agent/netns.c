@@ -47,7 +47,7 @@ struct netns_reply {
 	uint64_t cookie;     /* as asked */
 	uint64_t ino;        /* nsfs inode of the namespace entered */
 	uint32_t n_fds;      /* 0..2: IPv4 listener first, then IPv6 */
-	uint32_t pad;
+	uint32_t primed;     /* 1: asked with cookie 0 (start-up scan); cookie is the netns's */
 };
 
 /* ---- helper process -------------------------------------------------------- */
@@ -59,7 +59,7 @@ struct helper_cfg {
 
 /* Opens the listeners inside the namespace the thread is in now. The IPv6
  * one is optional: many containers have IPv6 disabled. */
-static int open_listeners(const struct helper_cfg *hc, uint64_t cookie, int fds[2], uint32_t *n)
+static int open_listeners(const struct helper_cfg *hc, uint64_t *cookie, int fds[2], uint32_t *n)
 {
 	char err[256];
 	uint64_t got = 0;
@@ -70,11 +70,13 @@ static int open_listeners(const struct helper_cfg *hc, uint64_t cookie, int fds[
 	if (fds[0] < 0)
 		return -errno;
 	/* The pid may have exited and been reused, or moved to another
-	 * namespace, between the kernel's report and now. */
-	if (getsockopt(fds[0], SOL_SOCKET, SO_NETNS_COOKIE, &got, &len) || got != cookie) {
+	 * namespace, between the kernel's report and now. Cookie 0: the
+	 * agent's start-up scan, which asks for whatever netns pid is in. */
+	if (getsockopt(fds[0], SOL_SOCKET, SO_NETNS_COOKIE, &got, &len) || !got || (*cookie && got != *cookie)) {
 		close(fds[0]);
 		return -ESRCH;
 	}
+	*cookie = got;
 	*n = 1;
 	if (hc->l6.sin6_port) {
 		fds[1] = osutil_listen((const struct sockaddr *)&hc->l6, sizeof(hc->l6), err, sizeof(err));
@@ -108,7 +110,7 @@ static void helper_reply(const struct netns_reply *r, const int *fds)
 
 /* Enters ns, opens the listeners there (checking it is the netns the
  * kernel named), comes back. Returns 0 or -errno; -ESRCH: another netns. */
-static int listen_in(const struct helper_cfg *hc, int ns, int host_ns, uint64_t cookie, int fds[2], uint32_t *n)
+static int listen_in(const struct helper_cfg *hc, int ns, int host_ns, uint64_t *cookie, int fds[2], uint32_t *n)
 {
 	int err;
 
@@ -208,16 +210,17 @@ static void helper_serve(const struct helper_cfg *hc, int host_ns)
 		memset(&r, 0, sizeof(r));
 		r.tgid = q.tgid;
 		r.cookie = q.cookie;
+		r.primed = q.cookie == 0;
 		r.err = -ESRCH;
 		snprintf(path, sizeof(path), "/proc/%u/ns/net", q.tgid);
 		if (q.tgid && (ns = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
-			r.err = listen_in(hc, ns, host_ns, q.cookie, fds, &r.n_fds);
+			r.err = listen_in(hc, ns, host_ns, &r.cookie, fds, &r.n_fds);
 			if (r.err != -ESRCH && fstat(ns, &st) == 0)
 				r.ino = st.st_ino;
 			close(ns);
 		}
-		if ((r.err == -ESRCH || r.err == -ENOENT) && (ns = find_ns(q.cookie, host_ns)) >= 0) {
-			r.err = listen_in(hc, ns, host_ns, q.cookie, fds, &r.n_fds);
+		if (q.cookie && (r.err == -ESRCH || r.err == -ENOENT) && (ns = find_ns(q.cookie, host_ns)) >= 0) {
+			r.err = listen_in(hc, ns, host_ns, &r.cookie, fds, &r.n_fds);
 			if (fstat(ns, &st) == 0)
 				r.ino = st.st_ino;
 			close(ns);
@@ -311,6 +314,7 @@ struct netns_set {
 	pid_t helper;
 	struct netns_entry *list;
 	size_t n_open, n_entries;
+	size_t n_priming;             /* start-up requests not answered yet */
 	uint64_t last_sweep;
 };
 
@@ -356,6 +360,34 @@ static void unlink_entry(struct netns_set *s, struct netns_entry *e)
 	free(e);
 }
 
+/* A primed namespace (start-up scan): its entry exists only now that the
+ * helper named its cookie. NULL if it is served already or on ENOMEM. */
+static struct netns_entry *primed_entry(struct netns_set *s, const struct netns_reply *r)
+{
+	struct netns_entry *e;
+
+	if (s->n_priming)
+		s->n_priming--;
+	if (r->err || !r->cookie)
+		return NULL;
+	/* A kernel report for the same namespace got there first: these
+	 * listeners serve it (its own request will then find the port taken). */
+	if ((e = find(s, r->cookie)))
+		return e->pending ? e : NULL;
+	if (s->n_entries >= NETNS_MAX)
+		return NULL;
+	if (!(e = calloc(1, sizeof(*e))))
+		return NULL;
+	e->cookie = r->cookie;
+	e->tgid = r->tgid;
+	e->lfd[0] = e->lfd[1] = -1;
+	e->pending = true;
+	e->next = s->list;
+	s->list = e;
+	s->n_entries++;
+	return e;
+}
+
 /* Receives one reply and its fds; fds beyond what it announces, or for a
  * namespace not asked, are closed. */
 static void take_reply(struct netns_set *s)
@@ -366,7 +398,7 @@ static void take_reply(struct netns_set *s)
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
 			     .msg_controllen = sizeof(cbuf) };
 	int fds[4], nf = 0;
-	struct netns_entry *e;
+	struct netns_entry *e = NULL;
 	ssize_t n = recvmsg(s->w.fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 
 	if (n <= 0) {
@@ -385,7 +417,8 @@ static void take_reply(struct netns_set *s)
 			for (size_t i = 0; i < k && nf < 4; i++)
 				memcpy(&fds[nf++], CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
 		}
-	e = n == (ssize_t)sizeof(r) ? find(s, r.cookie) : NULL;
+	if (n == (ssize_t)sizeof(r))
+		e = r.primed ? primed_entry(s, &r) : find(s, r.cookie);
 	if (!e || !e->pending || r.n_fds > 2 || (int)r.n_fds != nf || (r.err == 0 && nf == 0)) {
 		for (int i = 0; i < nf; i++)
 			close(fds[i]);
@@ -415,8 +448,8 @@ static void take_reply(struct netns_set *s)
 	}
 	if (e->lfd[0] >= 0) {
 		s->n_open++;
-		log_info("netns: listening in the network namespace of pid %u (net:[%llu], cookie %llu)", r.tgid,
-			 (unsigned long long)r.ino, (unsigned long long)r.cookie);
+		log_info("netns: listening in the network namespace of pid %u (net:[%llu], cookie %llu%s)", r.tgid,
+			 (unsigned long long)r.ino, (unsigned long long)r.cookie, r.primed ? ", at start" : "");
 	} else {
 		close_listeners(s, e);
 		e->retry_ms = loop_now_ms() + NETNS_RETRY_MS;
@@ -496,6 +529,67 @@ void netns_seen(struct netns_set *s, const struct vigil_origin *o)
 	log_debug("netns: asked for a listener in the network namespace of pid %u (cookie %llu)", o->tgid,
 		  (unsigned long long)o->netns_cookie);
 	e->pending = true;
+}
+
+/* Is /proc/pid's cgroup (as /proc/pid/cgroup shows it) under prefix? */
+static bool cgroup_under(unsigned long pid, const char *prefix)
+{
+	char path[64], line[1024];
+	size_t pl = strlen(prefix);
+	bool under = false;
+	FILE *f;
+
+	if (!pl || !strcmp(prefix, "/"))
+		return true;
+	snprintf(path, sizeof(path), "/proc/%lu/cgroup", pid);
+	if (!(f = fopen(path, "re")))
+		return false;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "0::", 3)) {
+			const char *p = line + 3;
+
+			line[strcspn(line, "\n")] = 0;
+			under = !strncmp(p, prefix, pl) && (p[pl] == 0 || p[pl] == '/');
+			break;
+		}
+	fclose(f);
+	return under;
+}
+
+void netns_prime(struct netns_set *s, const char *cgroup_prefix)
+{
+	static uint64_t seen[NETNS_MAX];
+	size_t n_seen = 0;
+	uint64_t host = netns_inode_of(getpid());
+	struct dirent *d;
+	DIR *dir;
+
+	if (!s || s->w.fd < 0 || !(dir = opendir("/proc")))
+		return;
+	while ((d = readdir(dir)) && n_seen < NETNS_MAX) {
+		char *end;
+		unsigned long pid = strtoul(d->d_name, &end, 10);
+		uint64_t ino;
+		bool dup = false;
+		struct netns_req q = { .cookie = 0 };
+
+		if (*end || !pid || !(ino = netns_inode_of((pid_t)pid)) || ino == host)
+			continue;
+		for (size_t i = 0; i < n_seen && !dup; i++)
+			dup = seen[i] == ino;
+		if (dup || !cgroup_under(pid, cgroup_prefix))
+			continue;
+		seen[n_seen++] = ino;
+		q.tgid = (uint32_t)pid;
+		/* The helper answers one at a time; a full socket buffer
+		 * leaves the rest to the kernel's reports. */
+		if (send(s->w.fd, &q, sizeof(q), MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof(q))
+			break;
+		s->n_priming++;
+	}
+	closedir(dir);
+	if (n_seen)
+		log_info("netns: %zu network namespaces already under the cgroup: opening listeners there", n_seen);
 }
 
 /* Is some process still in e's namespace? The one last seen first (cheap),

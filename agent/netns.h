@@ -59,6 +59,13 @@ void netns_free(struct netns_set *s);
  * namespace again after NETNS_RETRY_MS). */
 void netns_seen(struct netns_set *s, const struct vigil_origin *origin);
 
+/* Start-up: asks for listeners in every network namespace (other than the
+ * agent's) that a process under cgroup_prefix already lives in (the path
+ * as /proc/PID/cgroup shows it; "/" or "" = every process), so that
+ * containers running before the agent have their first connection
+ * captured rather than refused. */
+void netns_prime(struct netns_set *s, const char *cgroup_prefix);
+
 /* Loop tick: closes the listeners of namespaces with no process left. */
 void netns_tick(struct netns_set *s, uint64_t now_ms);
 
