@@ -13,7 +13,13 @@ child cgroup named like a Docker container's scope) AND in a namespace:
  - two namespaces at once, both clients on the same local port, do not get
    each other's identity (origins are keyed by netns);
  - a namespace with its loopback down stays refused, audited, never direct;
- - a namespace removed: the agent closes its listener (metric).
+ - a namespace removed: the agent closes its listener (metric, log);
+ - a container already running when the agent starts: first connection
+   captured; a process squatting the agent's port in its namespace gets
+   nothing and nothing goes direct; a rootless user+network namespace
+   (what rootless Podman makes) is intercepted;
+ - all with the agent holding exactly the DaemonSet's capabilities
+   (scripts/k8s/vigil-agent.yaml), and stopping cleanly with its helper.
 """
 import json
 import os
@@ -289,6 +295,57 @@ def removed_namespace_listener_closed():
     # The namespace still in use keeps its listener and keeps working.
     p = NS[0].run(curl_argv(chat("gpt-4o-mini", "still here")))
     check(p.stdout.rpartition("\n")[2] == "200", "namespace A after B's removal: %s" % p.stderr.strip())
+
+
+@test
+def squatter_on_the_agents_port_in_a_namespace_gets_nothing():
+    """A process of the container binds the agent's address and port in its
+    netns first: the hook must not hand it its neighbours' (or its own)
+    target connections, and nothing may go direct either."""
+    ns = Netns(4)
+    squat = ns.run([rigmod.PY, "-c", (
+        "import socket,sys\n"
+        "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        "s.bind(('127.0.0.1', %d)); s.listen(); print('listening', flush=True)\n"
+        "c,_=s.accept(); print('GOT', c.recv(100), flush=True)\n") % AGENT.port], spawn=True)
+    if squat.stdout.readline().strip() != "listening":
+        squat.kill()
+        check(False, "squatter did not start: %s" % squat.communicate()[1])
+    before = len(RIG.received())
+    for attempt in range(2):
+        p = ns.run(curl_argv(chat("gpt-4o-mini", "squatted " + AWS_KEY)))
+        check(p.returncode == 7, "attempt %d: curl exit %d (%s)" % (attempt, p.returncode, p.stderr.strip()))
+        time.sleep(0.3)
+    check(len(RIG.received()) == before and not provider_saw(AWS_KEY), "a squatted namespace reached the provider")
+    squat.kill()
+    out = squat.communicate()[0]
+    check("GOT" not in out, "the squatter received a redirected connection: %s" % out)
+    ns.remove()
+
+
+@test
+def rootless_user_and_network_namespace_intercepted():
+    """What rootless Podman does: nobody makes a user namespace with its own
+    network namespace (no route anywhere) and brings its loopback up. The
+    first connection is refused, the retry reaches the provider only
+    through the agent, inspected."""
+    script = ('ip link set lo up || exit 90; '
+              'for i in 1 2 3; do curl -sS --max-time 20 --cacert "$0" -o /dev/null -w "%{http_code}\\n" '
+              '-H "Authorization: Bearer sk-test" -H "Content-Type: application/json" --data-binary "$1" '
+              'https://api.openai.com/v1/chat/completions && exit 0; sleep 0.3; done; exit 1')
+    secret_events = lambda: RIG.request_events(lambda e: e["uid"] == lib.NOBODY and "AWS_ACCESS_KEY" in
+                                               [f["type"] for f in e.get("findings") or []], timeout=0)
+    before = len(secret_events())
+    p = lib.run(["unshare", "-rn", "sh", "-c", script, RIG.ca, chat("gpt-4o-mini", "rootless " + AWS_KEY)],
+                cgroup=CONTAINER_CG, uid=lib.NOBODY, hosts=RIG.hosts, timeout=60)
+    check(p.returncode == 0 and p.stdout.strip().splitlines()[-1] in ("200", "403"),
+          "rootless client: exit %d, %s %s" % (p.returncode, p.stdout.strip(), p.stderr.strip()))
+    check(not provider_saw(AWS_KEY), "the secret reached the provider from a rootless namespace")
+    deadline = time.time() + 5
+    while len(secret_events()) <= before and time.time() < deadline:
+        time.sleep(0.05)
+    evs = secret_events()
+    check(len(evs) > before and evs[-1]["container_id"] == CONTAINER_ID, "rootless request not audited: %s" % evs[-1:])
 
 
 @test
