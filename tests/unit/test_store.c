@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sqlite3.h>
 #include "check.h"
 #include "store.h"
 
@@ -662,6 +663,46 @@ TEST(sqlite_reopen_keeps_data_and_schema)
 	CHECK(store_open(url, &s, err, sizeof(err)) == 0, "reopen: %s", err);
 	struct store_filter f = { 0 };
 	CHECK(count(s, &f) == 3, "reopened store has %zu events, want 3", count(s, &f));
+	store_close(s);
+}
+
+/* A database written by a collector before container_id existed (schema
+ * 1) is migrated on open: old rows read back with no container, new rows
+ * keep theirs. */
+TEST(sqlite_schema1_database_gains_container_id)
+{
+	static struct gen g;
+	char url[512], path[512], err[512];
+	struct store *s;
+	sqlite3 *db;
+
+	ensure_tmpdir();
+	snprintf(path, sizeof(path), "%s/schema1.db", tmpdir);
+	snprintf(url, sizeof(url), "sqlite:%s", path);
+	CHECK(store_open(url, &s, err, sizeof(err)) == 0, "open: %s", err);
+	gen_events(&g, "agent-m", "boot-1", 1, 4, T0, NULL);
+	struct store_batch b = batch_of(&g, 2);
+	CHECK(store_insert_batch(s, &b, NULL, NULL) == 0, "insert: %s", store_errmsg(s));
+	store_close(s);
+	/* Back to what schema 1 was. */
+	CHECK(sqlite3_open(path, &db) == SQLITE_OK, "sqlite3_open");
+	CHECK(sqlite3_exec(db, "ALTER TABLE events DROP COLUMN container_id; PRAGMA user_version=1;", NULL, NULL,
+			   NULL) == SQLITE_OK, "downgrade: %s", sqlite3_errmsg(db));
+	sqlite3_close(db);
+	CHECK(store_open(url, &s, err, sizeof(err)) == 0, "open of a schema 1 database: %s", err);
+	struct store_batch b2 = batch_of(&g, 4);
+	b2.events += 2;
+	b2.nevents = 2;
+	b2.first_seq = 3;
+	CHECK(store_insert_batch(s, &b2, NULL, NULL) == 0, "insert after migration: %s", store_errmsg(s));
+	struct store_filter f = { 0 };
+	struct store_rows r = { 0 };
+	CHECK(store_query(s, &f, &r) == 0 && r.n == 4, "query after migration: %zu rows", r.n);
+	/* newest first: seq 4, 3 are new (3 has an id), 2, 1 are old. */
+	CHECK(!strcmp(r.ev[1].container_id, g.ev[2].container_id) && r.ev[1].container_id[0],
+	      "new row lost its container_id: '%s'", r.ev[1].container_id);
+	CHECK(r.ev[2].container_id[0] == 0 && r.ev[3].container_id[0] == 0, "old rows got a container_id");
+	store_rows_free(&r);
 	store_close(s);
 }
 
