@@ -44,7 +44,7 @@ struct netns_req {
 struct netns_reply {
 	int32_t err;         /* 0 or -errno: why no listener was opened */
 	uint32_t tgid;
-	uint64_t cookie;     /* as asked */
+	uint64_t cookie;     /* the netns's cookie (as asked, or found for a start-up request) */
 	uint64_t ino;        /* nsfs inode of the namespace entered */
 	uint32_t n_fds;      /* 0..2: IPv4 listener first, then IPv6 */
 	uint32_t primed;     /* 1: asked with cookie 0 (start-up scan); cookie is the netns's */
@@ -388,18 +388,61 @@ static struct netns_entry *primed_entry(struct netns_set *s, const struct netns_
 	return e;
 }
 
-/* Receives one reply and its fds; fds beyond what it announces, or for a
- * namespace not asked, are closed. */
-static void take_reply(struct netns_set *s)
+/* Receives one reply and up to 4 fds (*nf). Returns the bytes received,
+ * 0 when the helper is gone, -1 with errno otherwise. */
+static ssize_t recv_reply(struct netns_set *s, struct netns_reply *r, int fds[4], int *nf)
 {
 	char cbuf[CMSG_SPACE(4 * sizeof(int))];
-	struct netns_reply r;
-	struct iovec iov = { .iov_base = &r, .iov_len = sizeof(r) };
+	struct iovec iov = { .iov_base = r, .iov_len = sizeof(*r) };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
 			     .msg_controllen = sizeof(cbuf) };
-	int fds[4], nf = 0;
-	struct netns_entry *e = NULL;
 	ssize_t n = recvmsg(s->w.fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+
+	*nf = 0;
+	if (n <= 0)
+		return n;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+			size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+
+			for (size_t i = 0; i < k && *nf < 4; i++)
+				memcpy(&fds[(*nf)++], CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+		}
+	return n;
+}
+
+/* Puts the listeners of a good reply on the loop, each marked for the hook
+ * before it can accept. Without the IPv4 one the namespace is not served. */
+static void serve(struct netns_set *s, struct netns_entry *e, const struct netns_reply *r, const int *fds, int nf)
+{
+	e->ino = r->ino;
+	for (int i = 0; i < nf; i++) {
+		if (capture_listener_mark(s->ag->cap, fds[i]) || conn_listen(s->ag, fds[i])) {
+			log_warn("netns: cannot serve a listener in net:[%llu]", (unsigned long long)r->ino);
+			conn_unlisten(s->ag, fds[i]);
+			close(fds[i]);
+			continue;
+		}
+		e->lfd[i] = fds[i];
+	}
+	if (e->lfd[0] < 0) {
+		close_listeners(s, e);
+		e->retry_ms = loop_now_ms() + NETNS_RETRY_MS;
+		return;
+	}
+	s->n_open++;
+	log_info("netns: listening in the network namespace of pid %u (net:[%llu], cookie %llu%s)", r->tgid,
+		 (unsigned long long)r->ino, (unsigned long long)r->cookie, r->primed ? ", at start" : "");
+}
+
+/* One reply: fds beyond what it announces, or for a namespace not asked,
+ * are closed. */
+static void take_reply(struct netns_set *s)
+{
+	struct netns_reply r;
+	struct netns_entry *e = NULL;
+	int fds[4], nf;
+	ssize_t n = recv_reply(s, &r, fds, &nf);
 
 	if (n <= 0) {
 		if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
@@ -410,22 +453,15 @@ static void take_reply(struct netns_set *s)
 		}
 		return;
 	}
-	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
-		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
-			size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-
-			for (size_t i = 0; i < k && nf < 4; i++)
-				memcpy(&fds[nf++], CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-		}
 	if (n == (ssize_t)sizeof(r))
 		e = r.primed ? primed_entry(s, &r) : find(s, r.cookie);
 	if (!e || !e->pending || r.n_fds > 2 || (int)r.n_fds != nf || (r.err == 0 && nf == 0)) {
 		for (int i = 0; i < nf; i++)
 			close(fds[i]);
-		if (e && e->pending && !r.err)
-			r.err = -EPROTO;
 		if (!e || !e->pending)
 			return;
+		if (!r.err)
+			r.err = -EPROTO;
 	}
 	e->pending = false;
 	if (r.err) {
@@ -435,25 +471,7 @@ static void take_reply(struct netns_set *s)
 			 r.err == -EADDRNOTAVAIL ? " (loopback down there?)" : "");
 		return;
 	}
-	e->ino = r.ino;
-	for (int i = 0; i < nf; i++) {
-		/* Marked before it accepts: the hook redirects only to a
-		 * listener carrying the agent's mark. */
-		if (capture_listener_mark(s->ag->cap, fds[i]) || conn_listen(s->ag, fds[i])) {
-			log_warn("netns: cannot serve a listener in net:[%llu]", (unsigned long long)r.ino);
-			close(fds[i]);
-			continue;
-		}
-		e->lfd[i] = fds[i];
-	}
-	if (e->lfd[0] >= 0) {
-		s->n_open++;
-		log_info("netns: listening in the network namespace of pid %u (net:[%llu], cookie %llu%s)", r.tgid,
-			 (unsigned long long)r.ino, (unsigned long long)r.cookie, r.primed ? ", at start" : "");
-	} else {
-		close_listeners(s, e);
-		e->retry_ms = loop_now_ms() + NETNS_RETRY_MS;
-	}
+	serve(s, e, &r, fds, nf);
 }
 
 static void helper_event(struct loop_watch *w, uint32_t events)
