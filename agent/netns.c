@@ -315,6 +315,7 @@ struct netns_set {
 	struct netns_entry *list;
 	size_t n_open, n_entries;
 	size_t n_priming;             /* start-up requests not answered yet */
+	bool full_warned;             /* NETNS_MAX reached, said since the last sweep */
 	uint64_t last_sweep;
 };
 
@@ -527,7 +528,12 @@ void netns_seen(struct netns_set *s, const struct vigil_origin *o)
 		return;
 	if (!e) {
 		if (s->n_entries >= NETNS_MAX) {
-			log_warn("netns: %d namespaces already served; pid %u's stays refused", NETNS_MAX, o->tgid);
+			/* Once per sweep: namespaces are cheap to make
+			 * (unshare -rn), a log line per refusal is not. */
+			if (!s->full_warned)
+				log_warn("netns: %d namespaces already served; pid %u's stays refused", NETNS_MAX,
+					 o->tgid);
+			s->full_warned = true;
 			return;
 		}
 		if (!(e = calloc(1, sizeof(*e))))
@@ -642,6 +648,7 @@ void netns_tick(struct netns_set *s, uint64_t now)
 	if (!s || now - s->last_sweep < NETNS_SWEEP_MS)
 		return;
 	s->last_sweep = now;
+	s->full_warned = false;
 	for (struct netns_entry *e = s->list, *next; e; e = next) {
 		next = e->next;
 		if (e->pending)
