@@ -23,6 +23,7 @@ struct budget_store;
 struct vault_store;
 struct proxyconn_set;
 struct audit_event;
+struct netns_set;
 typedef struct ssl_ctx_st SSL_CTX;
 
 struct agent_stats {
@@ -50,6 +51,7 @@ struct agent {
 	struct budget_store *budgets;  /* token and request budgets (with a policy) */
 	struct vault_store *vaults;    /* reversible tokens per user and program */
 	struct proxyconn_set *proxies; /* addresses of the proxies: (NULL = none) */
+	struct netns_set *netns;       /* listeners in containers' namespaces (netns.c) */
 	atomic_bool reloading;         /* a policy reload is under way */
 	struct agent_stats stats;
 };

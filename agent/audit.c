@@ -359,6 +359,7 @@ static void to_vigil(const struct audit_event *ev, struct vigil_event *v, struct
 	v->comm = ev->comm;
 	v->exe = ev->exe;
 	v->cgroup = ev->cgroup;
+	v->container_id = ev->container_id;
 	v->dst_ip = ev->dst_ip;
 	v->dst_port = ev->dst_port;
 	v->sni = ev->sni;

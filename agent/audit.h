@@ -29,6 +29,7 @@ struct audit_event {
 	int64_t uid, gid;     /* -1 = unknown */
 	int64_t pid, tid;
 	const char *comm, *exe, *cgroup;
+	const char *container_id;   /* from the cgroup path; NULL = not in a container */
 	/* destination */
 	const char *dst_ip;
 	uint32_t dst_port;

@@ -72,6 +72,7 @@ struct capture {
 				      * the root-only bpffs mount by path */
 	char cgroup_path[PATH_MAX];
 	char pin_dir[PATH_MAX];      /* "" = no pin directory */
+	uint64_t host_netns_cookie;  /* the agent's netns: where sock_diag can look */
 };
 
 
@@ -289,6 +290,9 @@ static int write_config(struct capture *c, const struct capture_opts *o)
 		cfg.listen6_port = ntohs(o->listen6.sin6_port);
 	}
 	cfg.host_netns_cookie = o->host_netns_cookie;
+	/* Where this process (its sock_diag socket, its host listeners) lives,
+	 * whatever the hook was told to treat as the host (tests pretend). */
+	c->host_netns_cookie = capture_netns_cookie();
 	cfg.fail_closed = o->fail_closed ? 1 : 0;
 	return bpf_map__update_elem(c->skel->maps.settings, &zero, sizeof(zero), &cfg, sizeof(cfg), BPF_ANY);
 }
@@ -650,6 +654,12 @@ int capture_target_list(struct capture *c, struct vigil_target_key *out, size_t 
 int capture_lookup(struct capture *c, const struct sockaddr *peer, const struct sockaddr *local,
 		   struct vigil_origin *out)
 {
+	return capture_lookup_in(c, c ? c->host_netns_cookie : 0, peer, local, out);
+}
+
+int capture_lookup_in(struct capture *c, uint64_t netns_cookie, const struct sockaddr *peer,
+		      const struct sockaddr *local, struct vigil_origin *out)
+{
 	struct vigil_tuple_key k;
 	uint64_t cookie;
 	int ok, rc;
@@ -661,13 +671,18 @@ int capture_lookup(struct capture *c, const struct sockaddr *peer, const struct 
 	if (!ok)
 		return -EAFNOSUPPORT;
 	k.port = addr_port(peer);
+	k.netns_cookie = netns_cookie;
 	if (bpf_map__lookup_elem(c->skel->maps.tuples, &k, sizeof(k), out, sizeof(*out), 0) == 0) {
 		bpf_map__delete_elem(c->skel->maps.tuples, &k, sizeof(k), 0);
-		return 0;
+		/* The key holds the netns already; a record that says
+		 * otherwise is not this connection's. */
+		return out->netns_cookie == netns_cookie ? 0 : -ENOENT;
 	}
 	/* No tuple entry (sockops missed it, or the LRU evicted it): ask
-	 * the kernel which socket is the other end of this connection. */
-	if (!c->diag || !local)
+	 * the kernel which socket is the other end of this connection. Our
+	 * netlink socket sees the agent's own netns only: a container's
+	 * 127.0.0.1:port there would name some other socket. */
+	if (!c->diag || !local || netns_cookie != c->host_netns_cookie)
 		return -ENOENT;
 	rc = sockdiag_tcp_cookie(c->diag, peer, local, &cookie);
 	if (rc < 0)
@@ -756,18 +771,35 @@ int capture_events_poll(struct capture *c, capture_event_fn fn, void *arg)
 	return n;
 }
 
-uint64_t capture_netns_cookie(void)
+uint64_t capture_sock_netns_cookie(int fd)
 {
 	uint64_t cookie = 0;
 	socklen_t len = sizeof(cookie);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) < 0)
+		return 0;
+	return cookie;
+}
+
+uint64_t capture_netns_cookie(void)
+{
+	uint64_t cookie;
 	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 
 	if (fd < 0)
 		return 0;
-	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) < 0)
-		cookie = 0;
+	cookie = capture_sock_netns_cookie(fd);
 	close(fd);
 	return cookie;
+}
+
+int capture_listener_mark(struct capture *c, int lfd)
+{
+	uint8_t one = 1;
+
+	if (!c || lfd < 0)
+		return -EINVAL;
+	return bpf_map__update_elem(c->skel->maps.agent_listeners, &lfd, sizeof(lfd), &one, sizeof(one), BPF_ANY);
 }
 
 int capture_links_detached(struct capture *c)

@@ -75,6 +75,19 @@ int capture_target_list(struct capture *c, struct vigil_target_key *out, size_t 
 int capture_lookup(struct capture *c, const struct sockaddr *peer, const struct sockaddr *local,
 		   struct vigil_origin *out);
 
+/* The same for a connection accepted on a listener in another network
+ * namespace: netns_cookie is the accepted socket's
+ * (capture_sock_netns_cookie), the tuple map is keyed by it, and the
+ * sock_diag fallback is used only for the agent's own netns. */
+int capture_lookup_in(struct capture *c, uint64_t netns_cookie, const struct sockaddr *peer,
+		      const struct sockaddr *local, struct vigil_origin *out);
+
+/* Marks lfd, a listener the agent opened in another network namespace, as
+ * the agent's: the connect hook redirects that namespace's target
+ * connections to it (and to no unmarked listener at the same address).
+ * The mark lives as long as the socket. Returns 0 or -errno. */
+int capture_listener_mark(struct capture *c, int lfd);
+
 /* Marks a socket the agent created (before connect) as never redirected;
  * capture_bypass_del when the socket is connected or closed. */
 int capture_bypass_add(struct capture *c, int fd);
@@ -116,5 +129,8 @@ int capture_links_detached(struct capture *c);
 /* The netns cookie of the calling process's network namespace (0 if the
  * kernel cannot tell). */
 uint64_t capture_netns_cookie(void);
+
+/* The netns cookie of socket fd's network namespace (0 if unknown). */
+uint64_t capture_sock_netns_cookie(int fd);
 
 #endif

@@ -134,6 +134,7 @@ static void emit_connection_event(struct conn *c)
 	ev.comm = id->comm[0] ? id->comm : NULL;
 	ev.exe = id->exe[0] ? id->exe : NULL;
 	ev.cgroup = id->cgroup[0] ? id->cgroup : NULL;
+	ev.container_id = id->container_id[0] ? id->container_id : NULL;
 	ev.dst_ip = id->dst_ip[0] ? id->dst_ip : NULL;
 	ev.dst_port = id->dst_port;
 	ev.sni = c->info.sni[0] ? c->info.sni : NULL;
@@ -767,8 +768,8 @@ static void accept_one(struct agent *ag, int fd)
 
 	if (getpeername(fd, (struct sockaddr *)&peer, &plen) ||
 	    getsockname(fd, (struct sockaddr *)&local, &llen) ||
-	    capture_lookup(ag->cap, (struct sockaddr *)&peer, (struct sockaddr *)&local,
-			   &c->info.origin)) {
+	    capture_lookup_in(ag->cap, capture_sock_netns_cookie(fd), (struct sockaddr *)&peer,
+			      (struct sockaddr *)&local, &c->info.origin)) {
 		atomic_fetch_add(&ag->stats.no_origin, 1);
 		identity_from_origin(&c->info.id, NULL);
 		conn_close(c, "no origin recorded for this connection");
@@ -816,6 +817,21 @@ int conn_listen(struct agent *ag, int lfd)
 	l->next = listeners;
 	listeners = l;
 	return loop_add(ag->loop, &l->w, EPOLLIN);
+}
+
+int conn_unlisten(struct agent *ag, int lfd)
+{
+	for (struct listener **p = &listeners; *p; p = &(*p)->next) {
+		struct listener *l = *p;
+
+		if (l->w.fd != lfd)
+			continue;
+		*p = l->next;
+		loop_del(ag->loop, &l->w);
+		free(l);
+		return 0;
+	}
+	return -ENOENT;
 }
 
 void conn_tick(struct agent *ag, uint64_t now)

@@ -9,6 +9,9 @@
 
 /* Starts accepting on the listening socket lfd (non-blocking). */
 int conn_listen(struct agent *ag, int lfd);
+/* Stops accepting on lfd (the caller closes it); connections already
+ * accepted go on. Returns 0 or -ENOENT. */
+int conn_unlisten(struct agent *ag, int lfd);
 /* Timeouts and reaping; called from the loop tick. */
 void conn_tick(struct agent *ag, uint64_t now_ms);
 /* Closes every connection (shutdown). */

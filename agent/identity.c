@@ -30,6 +30,64 @@ static void read_cgroup(int tgid, char *out, size_t outlen)
 	fclose(f);
 }
 
+/* Is s[0..n) exactly a container id (64 hex digits, as runtimes write it)? */
+static bool is_container_id(const char *s, size_t n)
+{
+	if (n != 64)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return true;
+}
+
+/* The id in one path component c[0..n), or NULL. */
+static const char *component_id(const char *c, size_t n)
+{
+	static const char *const prefixes[] = { "docker-", "libpod-", "cri-containerd-", "crio-", NULL };
+	static const char scope[] = ".scope";
+	const size_t sl = sizeof(scope) - 1;
+
+	if (is_container_id(c, n))
+		return c;
+	if (n <= sl || memcmp(c + n - sl, scope, sl))
+		return NULL;
+	n -= sl;
+	for (int i = 0; prefixes[i]; i++) {
+		size_t pl = strlen(prefixes[i]);
+
+		if (n > pl && !memcmp(c, prefixes[i], pl) && is_container_id(c + pl, n - pl))
+			return c + pl;
+	}
+	return NULL;
+}
+
+bool identity_container_id(const char *cgroup, char *out, size_t outlen)
+{
+	const char *end, *start, *id;
+
+	if (!out || outlen < 65)
+		return false;
+	out[0] = 0;
+	if (!cgroup)
+		return false;
+	/* From the last component back: the nearest runtime is the one that
+	 * runs this process. */
+	end = cgroup + strlen(cgroup);
+	while (end > cgroup) {
+		start = end;
+		while (start > cgroup && start[-1] != '/')
+			start--;
+		if ((id = component_id(start, (size_t)(end - start)))) {
+			memcpy(out, id, 64);
+			out[64] = 0;
+			return true;
+		}
+		end = start > cgroup ? start - 1 : cgroup;
+	}
+	return false;
+}
+
 /* For an interpreter, the script it runs: the first argument that is not
  * an option, made absolute against the process's cwd. "python3 -c code"
  * and "node -e code" have no script. Policy can then tell a packaged tool
@@ -102,6 +160,7 @@ void identity_from_origin(struct identity *id, const struct vigil_origin *o)
 	n = readlink(path, id->exe, sizeof(id->exe) - 1);
 	id->exe[n > 0 ? n : 0] = 0;
 	read_cgroup((int)o->tgid, id->cgroup, sizeof(id->cgroup));
+	identity_container_id(id->cgroup, id->container_id, sizeof(id->container_id));
 	read_script((int)o->tgid, id->comm, id->script, sizeof(id->script));
 
 	struct passwd pw, *res = NULL;

@@ -348,6 +348,7 @@ void conn_info_fill_event(const struct conn_info *info, struct audit_event *ev)
 	ev->comm = id->comm[0] ? id->comm : NULL;
 	ev->exe = id->exe[0] ? id->exe : NULL;
 	ev->cgroup = id->cgroup[0] ? id->cgroup : NULL;
+	ev->container_id = id->container_id[0] ? id->container_id : NULL;
 	ev->dst_ip = id->dst_ip[0] ? id->dst_ip : NULL;
 	ev->dst_port = id->dst_port;
 	ev->sni = info->sni[0] ? info->sni : NULL;

@@ -15,6 +15,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include "agent.h"
@@ -29,6 +30,8 @@
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
+#include "netns.h"
+#include "osutil.h"
 #include "privs.h"
 #include "proxyconn.h"
 #include "targets.h"
@@ -56,34 +59,6 @@ static void usage(FILE *f)
 		"Signals: SIGHUP reloads the configuration's domains and reopens the audit\n"
 		"log; SIGTERM or SIGINT detaches the programs and exits 0.\n"
 		"Prints \"vigil-agent ready\" on stderr once attached and accepting.\n");
-}
-
-static int listen_on(const struct sockaddr *sa, socklen_t len, char *err, size_t errlen)
-{
-	char addr[INET6_ADDRSTRLEN + 8];
-	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	int one = 1;
-
-	if (sa->sa_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, addr, sizeof(addr));
-	else
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, addr, sizeof(addr));
-	if (fd < 0)
-		goto fail;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (sa->sa_family == AF_INET6)
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(fd, sa, len) || listen(fd, 4096))
-		goto fail;
-	return fd;
-fail:
-	snprintf(err, errlen, "cannot listen on %s port %u: %s", addr,
-		 ntohs(sa->sa_family == AF_INET ? ((const struct sockaddr_in *)sa)->sin_port :
-						  ((const struct sockaddr_in6 *)sa)->sin6_port),
-		 strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	return -1;
 }
 
 static int apply_target(void *arg, const struct sockaddr *addr, bool add)
@@ -161,6 +136,23 @@ static void dns_learned(void *arg, const char *qname, const struct sockaddr *add
 	log_info("learned target %s for %s from a client's DNS answer", ip, qname);
 }
 
+/* The attached cgroup as /proc/PID/cgroup names it (relative to the
+ * cgroup2 mount), for netns_prime. A cgroup given outside that mount (a
+ * node's root mounted elsewhere in a Kubernetes pod) counts as every
+ * process: "/". */
+static const char *cgroup_prefix(const char *cgroup)
+{
+	static char root[512];
+	size_t rl;
+
+	if (config_cgroup2_root(root, sizeof(root)))
+		return "/";
+	rl = strlen(root);
+	if (strncmp(cgroup, root, rl) || (cgroup[rl] != '/' && cgroup[rl] != 0))
+		return "/";
+	return cgroup[rl] ? cgroup + rl : "/";
+}
+
 /* A DNS answer a watched process received (kernel copy, hostile bytes). */
 static void dns_answer(void *arg, const uint8_t *msg, size_t len)
 {
@@ -188,13 +180,19 @@ static void kernel_event(void *arg, const struct vigil_kevent *kev)
 	ev.comm = id.comm;
 	ev.exe = id.exe[0] ? id.exe : NULL;
 	ev.cgroup = id.cgroup[0] ? id.cgroup : NULL;
+	ev.container_id = id.container_id[0] ? id.container_id : NULL;
 	ev.dst_ip = id.dst_ip;
 	ev.dst_port = id.dst_port;
-	ev.action = kev->reason == VIGIL_ORIGIN_REFUSED ? "block" : "allow";
+	ev.action = kev->reason == VIGIL_ORIGIN_REFUSED || kev->reason == VIGIL_ORIGIN_NETNS_NEW ? "block" : "allow";
 	ev.reason = kev->reason == VIGIL_ORIGIN_REFUSED ? (kev->proto == IPPROTO_UDP ? "udp_refused" : "agent_down_fail_closed") :
+		    kev->reason == VIGIL_ORIGIN_NETNS_NEW ? "netns_no_listener" :
 		    kev->reason == VIGIL_ORIGIN_BYPASS_NETNS ? "other_netns" :
 		    kev->reason == VIGIL_ORIGIN_BYPASS_DOWN ? "agent_down_fail_open" : "bypass";
 	audit_emit(ag->audit, &ev);
+	/* A namespace with no listener of ours yet: open one, so the
+	 * client's retry lands in the agent. */
+	if (kev->reason == VIGIL_ORIGIN_NETNS_NEW)
+		netns_seen(ag->netns, &kev->origin);
 }
 
 /* The name a refused first flight carried, printable for the event and
@@ -460,6 +458,7 @@ static void tick(void *arg, uint64_t now)
 	static uint64_t last_save, last_tamper;
 	struct agent *ag = arg;
 	conn_tick(ag, now);
+	netns_tick(ag->netns, now);
 	if (now - last_tamper >= 1000) {
 		last_tamper = now;
 		tamper_check(ag);
@@ -489,7 +488,8 @@ int main(int argc, char **argv)
 	struct agent ag = { 0 };
 	struct runtime rt = { .ag = &ag };
 	char err[1024];
-	int opt, ret = 1, lfd4 = -1, lfd6 = -1, lfdm = -1;
+	int opt, ret = 1, lfd4 = -1, lfd6 = -1, lfdm = -1, nsfd = -1;
+	pid_t nspid = -1;
 	sigset_t mask;
 
 	log_set_prog("vigil-agent");
@@ -559,6 +559,11 @@ int main(int argc, char **argv)
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	/* Core dumps would contain the interception CA key. */
 	setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 });
+	/* The helper that opens listeners in containers' namespaces keeps
+	 * CAP_SYS_ADMIN, so it is forked now: before any key is read, any
+	 * map exists or any thread runs. */
+	if (netns_helper_spawn(&ag.cfg->listen4, &ag.cfg->listen6, &nsfd, &nspid, err, sizeof(err)))
+		log_warn("%s: target connections from other network namespaces will be refused", err);
 
 	struct audit_opts ao = { .agent_id = ag.cfg->agent_id, .log_path = ag.cfg->audit_log,
 				 .state_dir = ag.cfg->spool_dir,
@@ -578,19 +583,19 @@ int main(int argc, char **argv)
 		log_err("cannot create the event loop");
 		goto out;
 	}
-	if ((lfd4 = listen_on((struct sockaddr *)&ag.cfg->listen4, sizeof(ag.cfg->listen4), err,
+	if ((lfd4 = osutil_listen((struct sockaddr *)&ag.cfg->listen4, sizeof(ag.cfg->listen4), err,
 			      sizeof(err))) < 0) {
 		log_err("%s", err);
 		goto out;
 	}
 	if (ag.cfg->listen6.sin6_port &&
-	    (lfd6 = listen_on((struct sockaddr *)&ag.cfg->listen6, sizeof(ag.cfg->listen6), err,
+	    (lfd6 = osutil_listen((struct sockaddr *)&ag.cfg->listen6, sizeof(ag.cfg->listen6), err,
 			      sizeof(err))) < 0) {
 		log_err("%s", err);
 		goto out;
 	}
 	if (ag.cfg->metrics.sin_port &&
-	    (lfdm = listen_on((struct sockaddr *)&ag.cfg->metrics, sizeof(ag.cfg->metrics), err,
+	    (lfdm = osutil_listen((struct sockaddr *)&ag.cfg->metrics, sizeof(ag.cfg->metrics), err,
 			      sizeof(err))) < 0) {
 		log_err("metrics: %s", err);
 		goto out;
@@ -652,6 +657,13 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
+	if (nsfd >= 0) {
+		ag.netns = netns_new(&ag, nsfd, nspid);
+		nsfd = -1;
+		if (!ag.netns)
+			log_warn("netns: cannot watch the helper: other network namespaces will be refused");
+		netns_prime(ag.netns, cgroup_prefix(ag.cfg->cgroup));
+	}
 	rt.sigw.fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	rt.sigw.fn = signal_event;
 	rt.kevw.fd = capture_events_fd(ag.cap);
@@ -709,6 +721,11 @@ int main(int argc, char **argv)
 out:
 	for (int i = 0; i < 500 && atomic_load(&ag.reloading); i++)
 		usleep(10000);   /* a policy reload thread still holds the agent */
+	netns_free(ag.netns);
+	if (nsfd >= 0) {
+		close(nsfd);
+		waitpid(nspid, NULL, 0);
+	}
 	if (ag.loop)
 		conn_close_all(&ag);
 	targets_free(ag.targets);

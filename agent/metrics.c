@@ -1,6 +1,7 @@
 /* metrics: Prometheus text exposition format 0.0.4. The request is not
- * parsed beyond waiting for its end: whatever path is asked, the answer is
- * the metrics page (the endpoint serves nothing else). */
+ * parsed beyond its first line: GET /ready answers the readiness check
+ * (Kubernetes probes, scripts/k8s/), any other path the metrics page (the
+ * endpoint serves nothing else). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include "capture.h"
 #include "loop.h"
 #include "metrics.h"
+#include "netns.h"
 #include "targets.h"
 
 struct metrics_listener {
@@ -89,6 +91,11 @@ size_t metrics_render(struct agent *ag, char *out, size_t outlen)
 	EMIT("# HELP vigil_agent_buffer_refusals_total Requests refused (503) because the buffer budget was spent.\n"
 	     "# TYPE vigil_agent_buffer_refusals_total counter\nvigil_agent_buffer_refusals_total %lu\n",
 	     atomic_load(&ag->stats.buffer_refusals));
+	EMIT("# HELP vigil_agent_links_detached BPF links no longer attached to the watched cgroup.\n"
+	     "# TYPE vigil_agent_links_detached gauge\nvigil_agent_links_detached %d\n",
+	     ag->cap ? capture_links_detached(ag->cap) : 0);
+	EMIT("# HELP vigil_agent_netns_listeners Other network namespaces (containers) the agent listens in now.\n"
+	     "# TYPE vigil_agent_netns_listeners gauge\nvigil_agent_netns_listeners %zu\n", netns_count(ag->netns));
 	EMIT("# HELP vigil_agent_connections_active Connections open now.\n"
 	     "# TYPE vigil_agent_connections_active gauge\n"
 	     "vigil_agent_connections_active %lu\n", atomic_load(&ag->stats.active));
@@ -125,6 +132,24 @@ size_t metrics_render(struct agent *ag, char *out, size_t outlen)
 	return n;
 }
 
+/* Ready means what a node needs from the agent: this loop answers (so
+ * its listeners are served) and every BPF link is still attached (so
+ * connections are redirected). Anything less is 503 with the reason. */
+static size_t ready_render(struct agent *ag, char *out, size_t outlen, bool *ok)
+{
+	int detached = ag->cap ? capture_links_detached(ag->cap) : -1;
+	int n;
+
+	*ok = detached == 0;
+	if (detached < 0)
+		n = snprintf(out, outlen, "not ready: BPF programs not loaded\n");
+	else if (detached > 0)
+		n = snprintf(out, outlen, "not ready: %d BPF links detached\n", detached);
+	else
+		n = snprintf(out, outlen, "ready\n");
+	return n > 0 && (size_t)n < outlen ? (size_t)n : 0;
+}
+
 static void metrics_event(struct loop_watch *w, uint32_t events)
 {
 	struct metrics_listener *l = (struct metrics_listener *)w;
@@ -140,11 +165,16 @@ static void metrics_event(struct loop_watch *w, uint32_t events)
 		char req[2048];
 		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-		if (recv(fd, req, sizeof(req), 0) > 0) {
-			size_t bl = metrics_render(l->ag, body, sizeof(body));
+		ssize_t rn = recv(fd, req, sizeof(req), 0);
+		if (rn > 0) {
+			bool probe = (size_t)rn > 11 && !memcmp(req, "GET /ready ", 11);
+			bool ok = true;
+			size_t bl = probe ? ready_render(l->ag, body, sizeof(body), &ok) :
+					    metrics_render(l->ag, body, sizeof(body));
 			int hl = snprintf(resp, sizeof(resp),
-					  "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
-					  "Content-Length: %zu\r\nConnection: close\r\n\r\n", bl);
+					  "HTTP/1.1 %s\r\nContent-Type: text/plain; version=0.0.4\r\n"
+					  "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+					  ok ? "200 OK" : "503 Service Unavailable", bl);
 			if (hl > 0 && (size_t)hl + bl < sizeof(resp)) {
 				memcpy(resp + hl, body, bl);
 				/* A scraper that went away gets nothing: no retry. */

@@ -37,6 +37,11 @@ uint64_t privs_effective(void)
 
 int privs_drop(char *err, size_t errlen)
 {
+	return privs_drop_keep(KEEP_CAPS, err, errlen);
+}
+
+int privs_drop_keep(uint64_t keep, char *err, size_t errlen)
+{
 	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
 	struct __user_cap_data_struct d[2];
 	int last = CAP_LAST_CAP;
@@ -49,7 +54,7 @@ int privs_drop(char *err, size_t errlen)
 		fclose(f);
 	}
 	for (int c = 0; c <= last && c < 64; c++) {
-		if (KEEP_CAPS & (1ULL << c))
+		if (keep & (1ULL << c))
 			continue;
 		if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) && errno != EINVAL) {
 			snprintf(err, errlen, "cannot drop capability %d from the bounding set: %s", c,
@@ -59,8 +64,8 @@ int privs_drop(char *err, size_t errlen)
 	}
 	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
 	memset(d, 0, sizeof(d));
-	d[0].effective = d[0].permitted = (uint32_t)KEEP_CAPS;
-	d[1].effective = d[1].permitted = (uint32_t)(KEEP_CAPS >> 32);
+	d[0].effective = d[0].permitted = (uint32_t)keep;
+	d[1].effective = d[1].permitted = (uint32_t)(keep >> 32);
 	if (capset_raw(&h, d)) {
 		snprintf(err, errlen, "capset: %s", strerror(errno));
 		return -errno;

@@ -17,6 +17,11 @@
  * Returns 0 or -errno with a reason in err. */
 int privs_drop(char *err, size_t errlen);
 
+/* The same with another set to keep (a mask of 1 << CAP_x): the netns
+ * helper (netns.c) keeps CAP_SYS_ADMIN for setns() and nothing else that
+ * the agent does not keep itself. */
+int privs_drop_keep(uint64_t keep, char *err, size_t errlen);
+
 /* Before privs_drop when the config names a `user:`: hands the paths the
  * agent still writes (spool, audit log, pins; NULL-terminated list,
  * directories recursively) to that user, then switches uid, gid and

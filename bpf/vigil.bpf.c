@@ -11,8 +11,9 @@
  * agent learns the addresses watched names resolve to for them.
  *
  * Must never: touch a connection that is not to a target, redirect a socket
- * the agent owns (bypass map), redirect a socket whose network namespace
- * cannot reach the agent's loopback listener, or break a connection when
+ * the agent owns (bypass map), redirect a socket of another network
+ * namespace (container, pod) anywhere but to a listener the agent opened in
+ * that namespace, let such a socket go direct, or break a connection when
  * the agent is down in fail-open mode. Every target connection that does
  * not reach the agent is reported on the kevents ring buffer. */
 #include "vmlinux.h"
@@ -66,6 +67,18 @@ struct {
 	__type(key, __u64);
 	__type(value, __u8);
 } bypass SEC(".maps");
+
+/* The agent's listening sockets in other network namespaces, marked from
+ * user space (key: the socket's fd). A listener found at the agent's
+ * address in a container is redirected to only if it carries this mark:
+ * a process of the container that bound that port first must not receive
+ * its neighbours' redirected connections. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u8);
+} agent_listeners SEC(".maps");
 
 /* The single vigil_config entry. Named `settings` because vmlinux.h
  * already declares a typedef `config`. */
@@ -160,9 +173,20 @@ static __always_inline int refuse(void)
 	return VERDICT_REJECT;
 }
 
-/* Is there a TCP listener at addr:port in the caller's netns? With saddr
- * and sport zero only a listening socket can match. */
-static __always_inline bool listener4_up(struct bpf_sock_addr *ctx, __u32 addr_be, __u16 port)
+/* Does the socket a lookup found belong to the agent? In the host netns
+ * any listener at the configured address is the agent's (it bound it
+ * before attaching); in another netns only a marked one is. Releases sk. */
+static __always_inline bool agent_owns(struct bpf_sock *sk, bool need_mark)
+{
+	bool ok = !need_mark || bpf_sk_storage_get(&agent_listeners, sk, 0, 0) != NULL;
+
+	bpf_sk_release(sk);
+	return ok;
+}
+
+/* Is there an agent TCP listener at addr:port in the caller's netns? With
+ * saddr and sport zero only a listening socket can match. */
+static __always_inline bool listener4_up(struct bpf_sock_addr *ctx, __u32 addr_be, __u16 port, bool need_mark)
 {
 	struct bpf_sock_tuple t = {};
 	struct bpf_sock *sk;
@@ -174,11 +198,11 @@ static __always_inline bool listener4_up(struct bpf_sock_addr *ctx, __u32 addr_b
 	sk = bpf_sk_lookup_tcp(ctx, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
 	if (!sk)
 		return false;
-	bpf_sk_release(sk);
-	return true;
+	return agent_owns(sk, need_mark);
 }
 
-static __always_inline bool listener6_up(struct bpf_sock_addr *ctx, const __u8 *addr16, __u16 port)
+static __always_inline bool listener6_up(struct bpf_sock_addr *ctx, const __u8 *addr16, __u16 port,
+					 bool need_mark)
 {
 	struct bpf_sock_tuple t = {};
 	struct bpf_sock *sk;
@@ -190,21 +214,42 @@ static __always_inline bool listener6_up(struct bpf_sock_addr *ctx, const __u8 *
 	sk = bpf_sk_lookup_tcp(ctx, &t, sizeof(t.ipv6), BPF_F_CURRENT_NETNS, 0);
 	if (!sk)
 		return false;
-	bpf_sk_release(sk);
-	return true;
+	return agent_owns(sk, need_mark);
 }
 
 enum decision { D_PASS, D_REFUSE, D_REDIRECT };
+
+/* Is the caller in a network namespace other than the agent's (a
+ * container, a pod, `ip netns exec`)? 127.0.0.1 there is not the agent's. */
+static __always_inline bool foreign_netns(const struct vigil_config *cfg, const struct vigil_origin *o)
+{
+	return cfg->host_netns_cookie && o->netns_cookie != cfg->host_netns_cookie;
+}
+
+/* A target connection from another netns: redirected to the agent's
+ * listener in that netns (`up`: one exists and is marked), else refused
+ * and reported, so the agent opens a listener there and the client's retry
+ * is captured. Never direct: the namespace's first connection included,
+ * whatever the fail mode (in fail-open the programs go away with the agent,
+ * so refusing here never outlives it). */
+static __always_inline enum decision decide_foreign(struct vigil_origin *o, bool up)
+{
+	if (!up) {
+		emit(o, VIGIL_ORIGIN_NETNS_NEW, IPPROTO_TCP);
+		return D_REFUSE;
+	}
+	o->flags = VIGIL_ORIGIN_REDIRECTED;
+	bpf_map_update_elem(&origins, &o->cookie, o, BPF_ANY);
+	return D_REDIRECT;
+}
 
 /* Common policy for a TCP connect to a target, after the listener check.
  * Records the origin by cookie when redirecting. */
 static __always_inline enum decision decide_tcp(struct bpf_sock_addr *ctx, const struct vigil_config *cfg,
 						struct vigil_origin *o, bool up)
 {
-	if (cfg->host_netns_cookie && o->netns_cookie != cfg->host_netns_cookie) {
-		emit(o, VIGIL_ORIGIN_BYPASS_NETNS, IPPROTO_TCP);
-		return D_PASS;
-	}
+	if (foreign_netns(cfg, o))
+		return decide_foreign(o, up);
 	if (!up) {
 		if (cfg->fail_closed) {
 			emit(o, VIGIL_ORIGIN_REFUSED, IPPROTO_TCP);
@@ -261,7 +306,7 @@ int vigil_connect4(struct bpf_sock_addr *ctx)
 	}
 	if (ctx->protocol != IPPROTO_TCP)
 		return VERDICT_PASS;
-	d = decide_tcp(ctx, cfg, o, listener4_up(ctx, cfg->listen4_addr, cfg->listen4_port));
+	d = decide_tcp(ctx, cfg, o, listener4_up(ctx, cfg->listen4_addr, cfg->listen4_port, foreign_netns(cfg, o)));
 	if (d == D_REFUSE)
 		return refuse();
 	if (d == D_REDIRECT) {
@@ -310,9 +355,9 @@ int vigil_connect6(struct bpf_sock_addr *ctx)
 	/* A v4-mapped destination travels over IPv4: the agent's IPv4
 	 * listener is the one that must exist, addressed as ::ffff:a.b.c.d. */
 	if (mapped)
-		up = listener4_up(ctx, cfg->listen4_addr, cfg->listen4_port);
+		up = listener4_up(ctx, cfg->listen4_addr, cfg->listen4_port, foreign_netns(cfg, o));
 	else
-		up = listener6_up(ctx, cfg->listen6_addr, cfg->listen6_port);
+		up = listener6_up(ctx, cfg->listen6_addr, cfg->listen6_port, foreign_netns(cfg, o));
 	d = decide_tcp(ctx, cfg, o, up);
 	if (d == D_REFUSE)
 		return refuse();
@@ -403,6 +448,7 @@ static __always_inline void tuple_key(struct bpf_sock_ops *skops, struct vigil_t
 		}
 	}
 	k->port = (__u16)skops->local_port;
+	k->netns_cookie = bpf_get_netns_cookie(skops);
 }
 
 /* TCP_CONNECT_CB runs in tcp_connect(), after the local port is bound and

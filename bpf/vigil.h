@@ -44,16 +44,22 @@ struct vigil_origin {
 };
 
 #define VIGIL_ORIGIN_REDIRECTED   0x1  /* rewritten to the agent */
-#define VIGIL_ORIGIN_BYPASS_NETNS 0x2  /* target, but agent unreachable from that netns */
+#define VIGIL_ORIGIN_BYPASS_NETNS 0x2  /* no longer emitted: other netns are refused (NETNS_NEW) */
 #define VIGIL_ORIGIN_BYPASS_DOWN  0x4  /* target, but no agent listener (fail open) */
 #define VIGIL_ORIGIN_REFUSED      0x8  /* target refused (fail closed, or UDP/443) */
+#define VIGIL_ORIGIN_NETNS_NEW    0x10 /* target from another netns where the agent has no
+					* listener yet: refused, the agent opens one there */
 
 /* Key of the tuple map: the application's side of a redirected TCP
- * connection as the agent sees it on accept (its peer address and port). */
+ * connection as the agent sees it on accept (its peer address and port),
+ * and the network namespace it lives in: two containers both connect from
+ * 127.0.0.1 and may well pick the same ephemeral port. */
 struct vigil_tuple_key {
 	__u8  addr[16];
 	__u16 port;
 	__u16 pad;
+	__u32 pad2;
+	__u64 netns_cookie;
 };
 
 /* Single-entry configuration, written by the agent before attach. */
@@ -62,7 +68,9 @@ struct vigil_config {
 	__u32 listen4_addr;      /* agent listener for IPv4 sockets, network order */
 	__u16 listen4_port;      /* host order; 0 = not listening on IPv4 */
 	__u16 listen6_port;      /* host order; 0 = not listening on IPv6 */
-	__u64 host_netns_cookie; /* redirect only sockets in this netns (0 = any) */
+	__u64 host_netns_cookie; /* the agent's own netns (0 = treat every netns as the host's);
+				  * others are redirected only to a listener the agent
+				  * marked in agent_listeners, else refused and reported */
 	__u32 fail_closed;       /* 1: refuse target connections when the listener is gone */
 	__u32 pad;
 };

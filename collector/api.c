@@ -156,7 +156,7 @@ static void table_cells(const struct store_event *e, char cells[TCOLS][64])
 }
 
 static const char *const csv_cols[] = { "time", "event_id", "agent_id", "host", "seq", "user", "uid", "pid",
-					"comm", "exe", "cgroup", "dst_ip", "dst_port", "sni", "kind", "provider",
+					"comm", "exe", "cgroup", "container_id", "dst_ip", "dst_port", "sni", "kind", "provider",
 					"method", "path", "model", "action", "rule", "findings", "status", "bytes_up",
 					"bytes_down", "prompt_tokens", "completion_tokens", "latency_ms", "prev_hash",
 					"hash" };
@@ -189,8 +189,8 @@ void api_render_events(const struct store_rows *r, enum api_format fmt, FILE *ou
 			fprintf(out, ",%llu,", (unsigned long long)e->seq);
 			csv_cell(out, e->user, true);
 			fprintf(out, ",%lld,%lld,", (long long)e->uid, (long long)e->pid);
-			const char *mid[] = { e->comm, e->exe, e->cgroup, e->dst_ip };
-			for (int k = 0; k < 4; k++) {
+			const char *mid[] = { e->comm, e->exe, e->cgroup, e->container_id, e->dst_ip };
+			for (int k = 0; k < 5; k++) {
 				csv_cell(out, mid[k], true);
 				fputc(',', out);
 			}

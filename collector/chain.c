@@ -38,6 +38,7 @@ void chain_to_store(const struct evcodec_decoded *d, struct store_event *o, stru
 	o->comm = nz(v->comm);
 	o->exe = nz(v->exe);
 	o->cgroup = nz(v->cgroup);
+	o->container_id = nz(v->container_id);
 	o->dst_ip = nz(v->dst_ip);
 	o->dst_port = v->dst_port;
 	o->sni = nz(v->sni);
@@ -288,6 +289,7 @@ static int event_cb(void *c, const struct store_event *e)
 	CMP_STR(comm);
 	CMP_STR(exe);
 	CMP_STR(cgroup);
+	CMP_STR(container_id);
 	CMP_STR(dst_ip);
 	CMP_NUM(dst_port);
 	CMP_STR(sni);

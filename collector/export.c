@@ -40,6 +40,7 @@ void export_to_vigil(const struct store_event *e, struct vigil_event *v, struct 
 	v->comm = e->comm;
 	v->exe = e->exe;
 	v->cgroup = e->cgroup;
+	v->container_id = e->container_id;
 	v->dst_ip = e->dst_ip;
 	v->dst_port = (uint32_t)e->dst_port;
 	v->sni = e->sni;

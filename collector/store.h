@@ -43,6 +43,7 @@ struct store_event {
 	const char *host, *kind, *user;
 	int64_t uid, gid, pid, tid;
 	const char *comm, *exe, *cgroup, *dst_ip;
+	const char *container_id;     /* "" = not in a container (older events: absent) */
 	int64_t dst_port;
 	const char *sni, *provider, *method, *path, *model;
 	bool stream;

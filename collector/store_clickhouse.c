@@ -29,7 +29,7 @@
 #include <curl/curl.h>
 #include "store.h"
 
-#define CH_SCHEMA_VERSION 1
+#define CH_SCHEMA_VERSION 2
 
 struct ch {
 	struct store base;
@@ -281,7 +281,8 @@ static const char *const migrations[][2] = {
 	" stream UInt8, action String, rule String, reason String, error String, findings String,"
 	" injection_score Float64, status Int64, bytes_up Int64, bytes_down Int64, prompt_tokens Int64,"
 	" completion_tokens Int64, latency_ms Int64, policy_hash String, gap_count UInt64, gap_first_seq UInt64,"
-	" gap_last_seq UInt64, prev_hash String, hash String, raw String, content String, has_content UInt8"
+	" gap_last_seq UInt64, prev_hash String, hash String, raw String, content String, has_content UInt8,"
+	" container_id String"
 	") ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMMDD(toDateTime(intDiv(time, 1000000)))"
 	" ORDER BY (time, agent_id, seq, boot_id)" },
 	{ "event_keys", " (agent_id String, seq UInt64, boot_id String, hash String, time Int64)"
@@ -293,6 +294,28 @@ static const char *const migrations[][2] = {
 	" last_seen Int64, has_horizon UInt8, horizon_seq UInt64, horizon_hash String, version UInt64)"
 	" ENGINE = ReplacingMergeTree(version) ORDER BY agent_id" },
 };
+
+/* 2: container_id on events (older ClickHouse has no ADD COLUMN IF NOT
+ * EXISTS: a collector that finds the column added by another skips it). */
+static int migrate_v2(struct ch *c, struct buf *q)
+{
+	const char *const tables[2] = { c->local, c->cluster[0] ? "" : NULL };
+	int rc;
+
+	for (int i = 0; i < 2 && tables[i]; i++) {
+		b_fmt(q, "SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = 'events%s'"
+			 " AND name = 'container_id' FORMAT TabSeparated", tables[i]);
+		if ((rc = ch_q(c, q)))
+			return rc;
+		if (atoi(c->resp ? c->resp : "0") > 0)
+			continue;
+		b_fmt(q, "ALTER TABLE events%s ADD COLUMN container_id String", tables[i]);
+		if ((rc = ch_q(c, q)))
+			return rc;
+	}
+	b_fmt(q, "INSERT INTO schema_migrations VALUES (2, %lld)", (long long)time(NULL));
+	return ch_q(c, q);
+}
 
 static int migrate(struct ch *c)
 {
@@ -330,10 +353,12 @@ static int migrate(struct ch *c)
 					return rc;
 			}
 		}
-		b_fmt(&q, "INSERT INTO schema_migrations VALUES (1, %lld)", (long long)time(NULL));
-		if ((rc = ch_q(c, &q)))
-			return rc;
+		/* The tables above are already at the latest version. */
+		b_fmt(&q, "INSERT INTO schema_migrations VALUES (%d, %lld)", CH_SCHEMA_VERSION, (long long)time(NULL));
+		return ch_q(c, &q);
 	}
+	if (v < 2 && (rc = migrate_v2(c, &q)))
+		return rc;
 	return 0;
 }
 
@@ -350,8 +375,8 @@ static void ch_close(struct store *s)
 	" cgroup, dst_ip, dst_port, sni, provider, method, path, model, stream, action, rule, reason," \
 	" error, findings, injection_score, status, bytes_up, bytes_down, prompt_tokens," \
 	" completion_tokens, latency_ms, policy_hash, gap_count, gap_first_seq, gap_last_seq, prev_hash," \
-	" hash, raw, content, has_content"
-#define EV_NCOLS 44
+	" hash, raw, content, has_content, container_id"
+#define EV_NCOLS 45
 
 static void tsv_event(struct buf *b, const struct store_event *e)
 {
@@ -410,8 +435,10 @@ static void tsv_event(struct buf *b, const struct store_event *e)
 	tsv_bytes(b, e->raw ? e->raw : (const uint8_t *)"", e->raw ? e->raw_len : 0);
 	b_add(b, "\t", 1);
 	S(e->content);
-	snprintf(num, sizeof(num), "%d\n", e->content ? 1 : 0);
+	snprintf(num, sizeof(num), "%d\t", e->content ? 1 : 0);
 	b_add(b, num, strlen(num));
+	tsv_str(b, e->container_id);
+	b_add(b, "\n", 1);
 #undef S
 #undef N
 #undef U
@@ -478,6 +505,7 @@ static int read_event(char **f, size_t *l, int n, struct store_event *e, struct 
 	i++;
 	const char *content = STR();
 	e->content = I64() ? content : NULL;
+	e->container_id = STR();
 #undef I64
 #undef U64
 #undef STR

@@ -24,7 +24,7 @@
 #include <sqlite3.h>
 #include "store.h"
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 
 struct sq {
 	struct store base;
@@ -59,13 +59,17 @@ static const char *const migrations[] = {
 	" received INTEGER, PRIMARY KEY(agent_id, first_seq, last_seq, boot_id));"
 	"CREATE TABLE agents(agent_id TEXT PRIMARY KEY, pubkey BLOB, revoked INTEGER NOT NULL DEFAULT 0,"
 	" first_seen INTEGER, last_seen INTEGER, horizon_seq INTEGER, horizon_hash BLOB);",
+	/* 2: the container an event's process ran in. Added at the end of
+	 * the record (after raw): reading it walks past raw, which costs a
+	 * page only for the few events whose raw spills over one. */
+	"ALTER TABLE events ADD COLUMN container_id TEXT;",
 };
 
 #define EV_COLS_A "time, event_id, agent_id, boot_id, seq, host, kind, user, uid, gid, pid, tid, comm, exe," \
 	" cgroup, dst_ip, dst_port, sni, provider, method, path, model, stream, action, rule, reason," \
 	" error, findings, injection_score, status, bytes_up, bytes_down, prompt_tokens," \
 	" completion_tokens, latency_ms, policy_hash, gap_count, gap_first_seq, gap_last_seq, prev_hash," \
-	" hash"
+	" hash, container_id"
 /* raw (E) is the last column: a scan that does not ask for it stops
  * decoding the record before it (and never touches its overflow pages). */
 #define EV_COLS EV_COLS_A ", e.raw, e.content"
@@ -192,6 +196,7 @@ static int insert_event(struct sq *q, const struct store_event *e, bool *dup)
 	sqlite3_bind_int64(st, i++, (sqlite3_int64)e->gap_last_seq);
 	sqlite3_bind_blob(st, i++, e->prev_hash, STORE_HASH_LEN, SQLITE_STATIC);
 	sqlite3_bind_blob(st, i++, e->hash, STORE_HASH_LEN, SQLITE_STATIC);
+	bind_text(st, i++, e->container_id);
 	if (e->content)
 		bind_text(st, i++, e->content);
 	else
@@ -512,6 +517,7 @@ static int read_event(sqlite3_stmt *st, struct store_event *e, struct store_aren
 	e->gap_last_seq = (uint64_t)I64();
 	col_blob32(st, i++, e->prev_hash);
 	col_blob32(st, i++, e->hash);
+	e->container_id = TXT();
 	if (sqlite3_column_type(st, i) == SQLITE_BLOB) {
 		size_t l = (size_t)sqlite3_column_bytes(st, i);
 		const void *b = sqlite3_column_blob(st, i);
@@ -955,7 +961,7 @@ int store_sqlite_open(const char *path, struct store **out, char *err, size_t er
 		snprintf(err, errlen, "sqlite:%s: %s", path, q->base.errmsg);
 		goto err;
 	}
-	if (sqlite3_prepare_v2(q->db, "INSERT INTO events(id, " EV_COLS_A ", content, raw) VALUES(?,?,?,?,?,?,?,?,?,?,?,"
+	if (sqlite3_prepare_v2(q->db, "INSERT INTO events(id, " EV_COLS_A ", content, raw) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,"
 			       "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 			       -1, &q->ins_ev, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(q->db, "INSERT INTO event_findings(ev, type, count, time) VALUES(?,?,?,?)", -1,

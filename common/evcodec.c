@@ -235,6 +235,7 @@ static int to_msg(const struct vigil_event *ev, const uint8_t *prev_hash, bool w
 	m->comm = pstr(ev->comm);
 	m->exe = pstr(ev->exe);
 	m->cgroup = pstr(ev->cgroup);
+	m->container_id = pstr(ev->container_id);
 	m->dst_ip = pstr(ev->dst_ip);
 	m->dst_port = ev->dst_port;
 	m->sni = pstr(ev->sni);
@@ -379,6 +380,7 @@ static int from_msg(const Vigil__Audit__Event *m, struct vigil_event *ev,
 	ev->comm = vstr(m->comm);
 	ev->exe = vstr(m->exe);
 	ev->cgroup = vstr(m->cgroup);
+	ev->container_id = vstr(m->container_id);
 	ev->dst_ip = vstr(m->dst_ip);
 	ev->dst_port = m->dst_port;
 	ev->sni = vstr(m->sni);
@@ -561,6 +563,7 @@ void evcodec_event_json(const struct vigil_event *ev, struct jsonw *w)
 	jsonw_str(w, "comm", ev->comm);
 	jsonw_str(w, "exe", ev->exe);
 	jsonw_str(w, "cgroup", ev->cgroup);
+	jsonw_str(w, "container_id", ev->container_id);
 	jsonw_str(w, "dst_ip", ev->dst_ip);
 	jsonw_u64(w, "dst_port", ev->dst_port);
 	jsonw_str(w, "sni", ev->sni);

@@ -58,6 +58,7 @@ struct vigil_event {
 	const char *user;
 	int64_t uid, gid, pid, tid;       /* -1 = unknown */
 	const char *comm, *exe, *cgroup;
+	const char *container_id;         /* the runtime's id from the cgroup path */
 	const char *dst_ip;
 	uint32_t dst_port;
 	const char *sni;

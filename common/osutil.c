@@ -1,6 +1,10 @@
 /* osutil: see osutil.h. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -43,4 +47,35 @@ int osutil_mkdir_p(const char *path, mode_t parent_mode, mode_t mode)
 			return -ENOTDIR;
 	}
 	return 0;
+}
+
+int osutil_listen(const struct sockaddr *sa, unsigned len, char *err, size_t errlen)
+{
+	char addr[INET6_ADDRSTRLEN + 8];
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int one = 1;
+
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, addr, sizeof(addr));
+	else
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, addr, sizeof(addr));
+	if (fd < 0)
+		goto fail;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (sa->sa_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, sa, len) || listen(fd, 4096))
+		goto fail;
+	return fd;
+fail:
+	snprintf(err, errlen, "cannot listen on %s port %u: %s", addr,
+		 ntohs(sa->sa_family == AF_INET ? ((const struct sockaddr_in *)sa)->sin_port :
+						  ((const struct sockaddr_in6 *)sa)->sin6_port),
+		 strerror(errno));
+	if (fd >= 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+	}
+	return -1;
 }

@@ -13,4 +13,11 @@ void osutil_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((
  * mode; existing directories are fine. 0 or -errno. */
 int osutil_mkdir_p(const char *path, mode_t parent_mode, mode_t mode);
 
+struct sockaddr;
+
+/* A non-blocking close-on-exec TCP listener at sa (SO_REUSEADDR; IPv6
+ * only for AF_INET6). Returns the fd, or -1 with "cannot listen on ADDR
+ * port N: reason" in err (errno kept). */
+int osutil_listen(const struct sockaddr *sa, unsigned len, char *err, size_t errlen);
+
 #endif

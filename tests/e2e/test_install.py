@@ -186,5 +186,31 @@ def deb_package_is_complete_and_installable():
           (sim.stdout[-600:], sim.stderr[-600:]))
 
 
+@test
+def agent_starts_with_the_units_capability_bounding_set():
+    """The unit's CapabilityBoundingSet is all the agent gets under systemd:
+    with it, the agent must attach, drop to what it keeps, and say ready
+    (a set without CAP_SETPCAP made it exit at the privilege drop)."""
+    with open(os.path.join(lib.ROOT, "scripts", "systemd", "vigil-agent.service")) as f:
+        line = [l for l in f if l.startswith("CapabilityBoundingSet=")][0]
+    caps = [c[len("CAP_"):].lower() for c in line.split("=", 1)[1].split()]
+    wrapper = os.path.join(TMP, "agent-unit-caps.sh")
+    with open(wrapper, "w") as f:
+        f.write('#!/bin/sh\nexec setpriv --bounding-set=-all,%s --inh-caps=-all --ambient-caps=-all -- %s "$@"\n'
+                % (",".join("+" + c for c in caps), lib.AGENT))
+    os.chmod(wrapper, 0o755)
+    cg = lib.Scratch("unitcaps")
+    agent = lib.Agent(TMP, cg.path, name="unitcaps", log_level="info")
+    real, lib.AGENT = lib.AGENT, wrapper
+    try:
+        agent.start()
+    finally:
+        lib.AGENT = real
+    with open("/proc/%d/status" % agent.proc.pid) as f:
+        eff = int([l for l in f if l.startswith("CapEff:")][0].split()[1], 16)
+    check(eff == 1 << 19, "capabilities after the drop %x, want CAP_SYS_PTRACE only" % eff)
+    check(agent.stop() == 0, "SIGTERM did not exit 0")
+
+
 if __name__ == "__main__":
     lib.main()

@@ -5,7 +5,8 @@ Owns: a loopback HTTP/1.1 server that speaks the wire formats of the real
 providers (OpenAI, Azure OpenAI, Anthropic, Gemini, a little Bedrock), JSON
 and SSE, with deterministic answers, and records every request it receives
 so a test can assert what really reached "the provider" through the agent.
-Must never: listen on anything but loopback in tests, call out anywhere, or
+Must never: listen on anything but loopback (or a veth address a test made
+itself, tests/e2e/test_netns.py) in tests, call out anywhere, or
 buffer an SSE answer (each event is its own chunk, flushed at once, so a test
 can prove the agent streams).
 

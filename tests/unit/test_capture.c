@@ -959,26 +959,45 @@ TEST(lookup_falls_back_to_sock_diag)
 	CHECK(rc == -ENOENT, "lookup after the application closed gave %d, want -ENOENT", rc);
 }
 
-TEST(netns_mismatch_goes_direct_and_is_reported)
+/* A socket of another network namespace (here: the hook is told the
+ * agent lives elsewhere) is never let through direct: refused and reported
+ * while no marked agent listener exists in its netns, redirected to the
+ * marked one after, and its origin found under its own netns cookie. */
+TEST(netns_other_refused_then_redirected_to_marked_listener)
 {
 	struct child_req rq;
 	struct child ch;
 	struct sockaddr_storage peer;
 	socklen_t pl;
 	struct evlog log = { 0 };
-	int fd;
+	struct vigil_origin o;
+	int fd, rc;
 
 	SETUP(K_NETNS_OTHER, agent4_port);
 	req_tcp4(&rq, "127.0.0.2", UP_PORT);
-	CHECK(child_run(&rq, &ch) == 0 && ch.res.stage == 0 && ch.res.err == 0, "child connect failed: %s",
+	CHECK(child_run(&rq, &ch) == 0 && ch.res.stage == 0, "child failed");
+	CHECK(ch.res.err == ECONNREFUSED, "first connect from a foreign netns: %s, want ECONNREFUSED",
 	      strerror(ch.res.err));
-	fd = accept_within(up4, 2000, &peer, &pl);
-	CHECK(fd >= 0, "connection from a foreign netns should go direct (agent pending: %d)", pending(agent4));
-	close(fd);
+	fd = accept_within(up4, 300, &peer, &pl);
+	CHECK(fd < 0, "a connection from a foreign netns went direct to the upstream");
 	child_done(&ch);
 	capture_events_poll(cap, on_ev, &log);
-	CHECK(find_event(&log, VIGIL_ORIGIN_BYPASS_NETNS, IPPROTO_TCP, ch.pid), "no BYPASS_NETNS event (%d events)",
+	CHECK(find_event(&log, VIGIL_ORIGIN_NETNS_NEW, IPPROTO_TCP, ch.pid), "no NETNS_NEW event (%d events)",
 	      log.n);
+	/* An unmarked listener at the agent's address (a container process
+	 * squatting the port) is not enough: only the agent's mark is. */
+	CHECK(capture_listener_mark(cap, agent4) == 0, "capture_listener_mark failed");
+	CHECK(child_run(&rq, &ch) == 0 && ch.res.stage == 0 && ch.res.err == 0, "retry failed: %s",
+	      strerror(ch.res.err));
+	fd = accept_within(agent4, 2000, &peer, &pl);
+	CHECK(fd >= 0, "the retry was not redirected to the marked listener (upstream pending: %d)", pending(up4));
+	rc = capture_lookup_in(cap, capture_sock_netns_cookie(fd), (struct sockaddr *)&peer, NULL, &o);
+	CHECK(rc == 0 && o.tgid == (uint32_t)ch.res.pid, "lookup by netns cookie: %d (tgid %u, want %d)", rc,
+	      o.tgid, ch.res.pid);
+	rc = capture_lookup_in(cap, capture_sock_netns_cookie(fd) + 1, (struct sockaddr *)&peer, NULL, &o);
+	CHECK(rc == -ENOENT, "lookup under another netns cookie gave %d, want -ENOENT", rc);
+	close(fd);
+	child_done(&ch);
 }
 
 TEST(fail_open_without_listener_goes_direct)

@@ -28,6 +28,7 @@ static void sample(struct vigil_event *ev, uint64_t seq)
 	ev->comm = "python3";
 	ev->exe = "/usr/bin/python3.11";
 	ev->cgroup = "/user.slice/user-1000.slice";
+	ev->container_id = "3f4e1c2b9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f";
 	ev->dst_ip = "104.18.7.192";
 	ev->dst_port = 443;
 	ev->sni = "api.openai.com";
@@ -77,7 +78,8 @@ TEST(event_roundtrip_keeps_every_field)
 	CHECK(o->uid == 1000 && o->gid == 0 && o->pid == 4242 && o->tid == -1,
 	      "uid/gid/pid/tid = %lld/%lld/%lld/%lld", (long long)o->uid, (long long)o->gid,
 	      (long long)o->pid, (long long)o->tid);
-	CHECK(streq(o->comm, ev.comm) && streq(o->exe, ev.exe) && streq(o->cgroup, ev.cgroup),
+	CHECK(streq(o->comm, ev.comm) && streq(o->exe, ev.exe) && streq(o->cgroup, ev.cgroup) &&
+		      streq(o->container_id, ev.container_id),
 	      "process identity changed");
 	CHECK(streq(o->dst_ip, ev.dst_ip) && o->dst_port == 443 && streq(o->sni, ev.sni),
 	      "destination changed");

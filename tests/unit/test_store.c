@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sqlite3.h>
 #include "check.h"
 #include "store.h"
 
@@ -255,6 +256,7 @@ static void gen_events(struct gen *g, const char *agent, const char *boot, uint6
 		e->comm = "python3";
 		e->exe = exes[i % 2];
 		e->cgroup = "/user.slice";
+		e->container_id = i % 2 ? "" : "3f4e1c2b9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f";
 		e->dst_ip = "104.18.7.192";
 		e->dst_port = 443;
 		e->sni = "api.openai.com";
@@ -370,7 +372,8 @@ SUITE(insert_roundtrip)
 		      !strcmp(e->exe, "/usr/bin/python3") && !strcmp(e->provider, "openai") &&
 		      !strcmp(e->model, "gpt-4o") && !strcmp(e->action, "block") && !strcmp(e->rule, "no-secrets") &&
 		      !strcmp(e->sni, "api.openai.com") && !strcmp(e->dst_ip, "104.18.7.192") &&
-		      !strcmp(e->policy_hash, "abcd") && !strcmp(e->kind, "request"),
+		      !strcmp(e->policy_hash, "abcd") && !strcmp(e->kind, "request") &&
+		      !strcmp(e->container_id, want->container_id) && e->container_id[0],
 	      "string columns did not round-trip (user=%s host=%s exe=%s action=%s)", e->user, e->host, e->exe,
 	      e->action);
 	CHECK(e->uid == 1000 && e->pid == 4242 && e->dst_port == 443 && e->status == 200 && e->bytes_up == 100 &&
@@ -660,6 +663,46 @@ TEST(sqlite_reopen_keeps_data_and_schema)
 	CHECK(store_open(url, &s, err, sizeof(err)) == 0, "reopen: %s", err);
 	struct store_filter f = { 0 };
 	CHECK(count(s, &f) == 3, "reopened store has %zu events, want 3", count(s, &f));
+	store_close(s);
+}
+
+/* A database written by a collector before container_id existed (schema
+ * 1) is migrated on open: old rows read back with no container, new rows
+ * keep theirs. */
+TEST(sqlite_schema1_database_gains_container_id)
+{
+	static struct gen g;
+	char url[512], path[512], err[512];
+	struct store *s;
+	sqlite3 *db;
+
+	ensure_tmpdir();
+	snprintf(path, sizeof(path), "%s/schema1.db", tmpdir);
+	snprintf(url, sizeof(url), "sqlite:%s", path);
+	CHECK(store_open(url, &s, err, sizeof(err)) == 0, "open: %s", err);
+	gen_events(&g, "agent-m", "boot-1", 1, 4, T0, NULL);
+	struct store_batch b = batch_of(&g, 2);
+	CHECK(store_insert_batch(s, &b, NULL, NULL) == 0, "insert: %s", store_errmsg(s));
+	store_close(s);
+	/* Back to what schema 1 was. */
+	CHECK(sqlite3_open(path, &db) == SQLITE_OK, "sqlite3_open");
+	CHECK(sqlite3_exec(db, "ALTER TABLE events DROP COLUMN container_id; PRAGMA user_version=1;", NULL, NULL,
+			   NULL) == SQLITE_OK, "downgrade: %s", sqlite3_errmsg(db));
+	sqlite3_close(db);
+	CHECK(store_open(url, &s, err, sizeof(err)) == 0, "open of a schema 1 database: %s", err);
+	struct store_batch b2 = batch_of(&g, 4);
+	b2.events += 2;
+	b2.nevents = 2;
+	b2.first_seq = 3;
+	CHECK(store_insert_batch(s, &b2, NULL, NULL) == 0, "insert after migration: %s", store_errmsg(s));
+	struct store_filter f = { 0 };
+	struct store_rows r = { 0 };
+	CHECK(store_query(s, &f, &r) == 0 && r.n == 4, "query after migration: %zu rows", r.n);
+	/* newest first: seq 4, 3 are new (3 has an id), 2, 1 are old. */
+	CHECK(!strcmp(r.ev[1].container_id, g.ev[2].container_id) && r.ev[1].container_id[0],
+	      "new row lost its container_id: '%s'", r.ev[1].container_id);
+	CHECK(r.ev[2].container_id[0] == 0 && r.ev[3].container_id[0] == 0, "old rows got a container_id");
+	store_rows_free(&r);
 	store_close(s);
 }
 
