@@ -28,12 +28,24 @@
 #define API_MAX_HEAD 16384
 #define API_MAX_INFLIGHT 32
 
+/* A configuration as requests see it: SIGHUP swaps api->cur whole, and a
+ * request keeps the one it started with (its token entry points into it)
+ * until it ends; the last reference frees a replaced one. */
+struct confref {
+	struct colconf *c;
+	bool owned;               /* false for the start-up one, main() frees it */
+	int refs;
+};
+
 struct api {
 	int lfd, port;
 	SSL_CTX *ctx;
 	struct store *store;
-	pthread_mutex_t lock;
-	const struct colconf *conf;
+	char *store_url;          /* verify opens its own read handle from it */
+	pthread_mutex_t lock;     /* serialises a->store */
+	pthread_mutex_t state;    /* guards cur, refs and inflight */
+	pthread_cond_t idle;      /* signalled when inflight drops to 0 */
+	struct confref *cur;
 	pthread_t thr;
 	volatile int stop;
 	int inflight;
@@ -41,6 +53,8 @@ struct api {
 
 struct req {
 	struct api *a;
+	struct confref *ref;      /* the configuration this request runs under */
+	const struct colconf *conf;
 	int fd;
 	SSL *ssl;
 	char method[8];
@@ -359,7 +373,7 @@ static const struct colconf_token *authorize(struct req *r, enum colconf_role ne
 		respond_err(r, 401, "a bearer token is required");
 		return NULL;
 	}
-	const struct colconf_token *tok = colconf_token_find(r->a->conf, t + 7);
+	const struct colconf_token *tok = colconf_token_find(r->conf, t + 7);
 	if (!tok) {
 		cmetrics_api(API_DENIED);
 		respond_err(r, 401, "unknown token");
@@ -487,11 +501,20 @@ static void h_verify(struct req *r)
 	char agent[128];
 	bool one = qparam(r, "agent", agent, sizeof(agent)) && agent[0];
 	struct chain_report rep;
-	pthread_mutex_lock(&r->a->lock);
-	int rc = chain_verify(r->a->store, one ? agent : NULL, &rep);
+	struct store *s;
+	char err[512];
+	/* A full verify reads every event: on the shared handle it would hold
+	 * the API's store mutex for minutes and stall every other query. Its
+	 * own handle reads beside them (SQLite: a WAL snapshot that neither
+	 * blocks nor waits for the writer; ClickHouse: its own HTTP session). */
+	if (store_open(r->a->store_url, &s, err, sizeof(err))) {
+		log_err("api: verify: %s", err);
+		return respond_err(r, 503, "the store failed during verification");
+	}
+	int rc = chain_verify(s, one ? agent : NULL, &rep);
 	if (rc)
-		log_err("api: verify: %s", store_errmsg(r->a->store));
-	pthread_mutex_unlock(&r->a->lock);
+		log_err("api: verify: %s", store_errmsg(s));
+	store_close(s);
 	if (rc) {
 		chain_report_free(&rep);
 		return respond_err(r, 503, "the store failed during verification");
@@ -595,8 +618,8 @@ static void h_enroll(struct req *r, const struct colconf_token *tok)
 	if (!qparam(r, "agent_id", id, sizeof(id)) || !enroll_agent_id_ok(id))
 		return respond_err(r, 400, "agent_id must be 1 to 64 of [A-Za-z0-9._-] (not 'collector')");
 	pthread_mutex_lock(&r->a->lock);
-	int rc = enroll_issue(r->a->conf->client_ca, r->a->conf->client_ca_key, r->a->store, id,
-			      (int)r->a->conf->cert_days, &key, &cert, err, sizeof(err));
+	int rc = enroll_issue(r->conf->client_ca, r->conf->client_ca_key, r->a->store, id, (int)r->conf->cert_days,
+			      &key, &cert, err, sizeof(err));
 	pthread_mutex_unlock(&r->a->lock);
 	if (rc == -EPERM)
 		return respond_err(r, 403, "this agent id is revoked");
@@ -604,7 +627,7 @@ static void h_enroll(struct req *r, const struct colconf_token *tok)
 		log_err("api: enroll %s: %s", id, err);
 		return respond_err(r, 503, "cannot issue a certificate (is client_ca_key readable?)");
 	}
-	ca = slurp(r->a->conf->client_ca);
+	ca = slurp(r->conf->client_ca);
 	struct jsonw w;
 	jsonw_init(&w);
 	jsonw_obj_open(&w);
@@ -768,9 +791,39 @@ static int read_head(struct req *r)
 	return 0;
 }
 
+static void conf_get(struct req *r)
+{
+	pthread_mutex_lock(&r->a->state);
+	r->ref = r->a->cur;
+	r->ref->refs++;
+	r->conf = r->ref->c;
+	pthread_mutex_unlock(&r->a->state);
+}
+
+static void confref_drop(struct confref *ref)
+{
+	if (ref->owned)
+		colconf_free(ref->c);
+	free(ref);
+}
+
+/* Ends a request: drops its configuration (freeing a replaced one it was
+ * the last user of) and wakes api_stop when it was the last request. */
+static void req_done(struct req *r)
+{
+	struct api *a = r->a;
+	pthread_mutex_lock(&a->state);
+	if (r->ref && --r->ref->refs == 0 && r->ref != a->cur)
+		confref_drop(r->ref);
+	if (--a->inflight == 0)
+		pthread_cond_broadcast(&a->idle);
+	pthread_mutex_unlock(&a->state);
+}
+
 static void *serve(void *arg)
 {
 	struct req *r = arg;
+	conf_get(r);
 	struct timeval tv = { .tv_sec = 10 };
 	setsockopt(r->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(r->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
@@ -792,7 +845,7 @@ out:
 	OPENSSL_cleanse(r->auth, sizeof(r->auth));
 	SSL_free(r->ssl);
 	close(r->fd);
-	__atomic_fetch_sub(&r->a->inflight, 1, __ATOMIC_RELAXED);
+	req_done(r);
 	free(r);
 	OPENSSL_thread_stop();
 	return NULL;
@@ -811,25 +864,27 @@ static void *accept_loop(void *arg)
 			usleep(10000);
 			continue;
 		}
-		if (__atomic_load_n(&a->inflight, __ATOMIC_RELAXED) >= API_MAX_INFLIGHT) {
-			close(fd);
-			continue;
-		}
 		struct req *r = calloc(1, sizeof(*r));
 		pthread_t t;
 		pthread_attr_t at;
-		if (!r) {
+		bool full;
+		pthread_mutex_lock(&a->state);
+		full = !r || a->inflight >= API_MAX_INFLIGHT;
+		if (!full)
+			a->inflight++;
+		pthread_mutex_unlock(&a->state);
+		if (full) {
+			free(r);
 			close(fd);
 			continue;
 		}
 		r->a = a;
 		r->fd = fd;
-		__atomic_fetch_add(&a->inflight, 1, __ATOMIC_RELAXED);
 		pthread_attr_init(&at);
 		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
 		if (pthread_create(&t, &at, serve, r)) {
-			__atomic_fetch_sub(&a->inflight, 1, __ATOMIC_RELAXED);
 			close(fd);
+			req_done(r);
 			free(r);
 		}
 		pthread_attr_destroy(&at);
@@ -847,8 +902,16 @@ int api_start(const struct api_opts *o, struct api **out, char *err, size_t errl
 	if (!a)
 		return -ENOMEM;
 	a->ctx = o->ctx;
-	a->conf = o->conf;
 	pthread_mutex_init(&a->lock, NULL);
+	pthread_mutex_init(&a->state, NULL);
+	pthread_cond_init(&a->idle, NULL);
+	a->cur = calloc(1, sizeof(*a->cur));
+	a->store_url = strdup(o->store_url);
+	if (!a->cur || !a->store_url) {
+		rc = -ENOMEM;
+		goto err;
+	}
+	a->cur->c = (struct colconf *)o->conf;
 	if ((rc = store_open(o->store_url, &a->store, err, errlen)))
 		goto err;
 	if ((a->lfd = ingest_listen(o->listen, 64, err, errlen)) < 0) {
@@ -867,8 +930,30 @@ int api_start(const struct api_opts *o, struct api **out, char *err, size_t errl
 	return 0;
 err:
 	store_close(a->store);
+	free(a->cur);
+	free(a->store_url);
 	free(a);
 	return rc;
+}
+
+void api_reload(struct api *a, struct colconf *c)
+{
+	struct confref *ref = calloc(1, sizeof(*ref));
+	if (!ref) {
+		log_err("api: reload: out of memory, the previous configuration stays");
+		colconf_free(c);
+		return;
+	}
+	ref->c = c;
+	ref->owned = true;
+	pthread_mutex_lock(&a->state);
+	struct confref *old = a->cur;
+	a->cur = ref;
+	/* Otherwise the last request using it drops it (req_done). The
+	 * start-up one is never owned: main() frees it after api_stop. */
+	if (old->refs == 0)
+		confref_drop(old);
+	pthread_mutex_unlock(&a->state);
 }
 
 void api_stop(struct api *a)
@@ -879,10 +964,19 @@ void api_stop(struct api *a)
 	shutdown(a->lfd, SHUT_RDWR);
 	pthread_join(a->thr, NULL);
 	close(a->lfd);
-	/* Let in-flight requests finish before the store goes away. */
-	for (int i = 0; i < 100 && __atomic_load_n(&a->inflight, __ATOMIC_RELAXED); i++)
-		usleep(50000);
+	/* Request threads are detached and use a->store, a->state and their
+	 * configuration: nothing goes away until the last one ended. Each is
+	 * bounded (10 s socket timeouts; a verify on its own handle). */
+	pthread_mutex_lock(&a->state);
+	while (a->inflight)
+		pthread_cond_wait(&a->idle, &a->state);
+	pthread_mutex_unlock(&a->state);
 	store_close(a->store);
+	confref_drop(a->cur);
+	free(a->store_url);
+	pthread_mutex_destroy(&a->state);
+	pthread_cond_destroy(&a->idle);
+	pthread_mutex_destroy(&a->lock);
 	free(a);
 }
 

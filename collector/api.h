@@ -13,7 +13,8 @@
  *   GET  /metrics                      Prometheus text
  *
  * Owns: its listening socket, one thread per request (capped), its own store
- * handle (separate from ingest's, serialised by one mutex). Must never: log
+ * handle (separate from ingest's, serialised by one mutex; verify opens a
+ * further read handle so that it never holds that mutex). Must never: log
  * a token, answer without checking the role first, or echo a query parameter
  * unescaped into a JSON or CSV body. */
 #ifndef VIGIL_API_H
@@ -32,7 +33,12 @@ struct api_opts {
 
 struct api;
 int api_start(const struct api_opts *o, struct api **out, char *err, size_t errlen);
+/* Stops accepting, waits for every request thread to end, then closes the
+ * store. */
 void api_stop(struct api *a);
+/* Swaps in a reloaded configuration (takes ownership of c): new requests
+ * see its tokens at once, requests in flight finish under the old one. */
+void api_reload(struct api *a, struct colconf *c);
 int api_port(const struct api *a);
 
 /* Output helpers shared with `vigil-collector export` (and tested). */
