@@ -30,6 +30,18 @@ void colconf_free(struct colconf *c)
 	free(c->tokens);
 	free(c->syslog_forward);
 	free(c->metrics);
+	for (size_t i = 0; i < c->n_forwards; i++) {
+		struct colconf_forward *f = &c->forwards[i];
+		free(f->name);
+		free(f->url);
+		if (f->token)
+			OPENSSL_cleanse(f->token, strlen(f->token));
+		free(f->token);
+		free(f->address);
+		free(f->ca);
+	}
+	free(c->forwards);
+	free(c->forward_state);
 	free(c);
 }
 
@@ -122,6 +134,108 @@ static int tokens(const char *file, const struct ynode *n, struct colconf *c, ch
 	return 0;
 }
 
+static bool name_ok(const char *s)
+{
+	size_t n = strlen(s);
+	if (!n || n > 64)
+		return false;
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '.' ||
+		      *s == '_' || *s == '-'))
+			return false;
+	return s[-n] != '.';
+}
+
+static int fwd_key(const char *file, const char *key, const struct ynode *v, struct colconf_forward *f, char *err,
+		   size_t errlen)
+{
+	unsigned long long u;
+	int rc;
+	if (!strcmp(key, "name")) {
+		if (!(rc = scalar(file, v, &f->name, err, errlen)) && !name_ok(f->name)) {
+			snprintf(err, errlen, "%s:%d: a forward name is 1 to 64 of [A-Za-z0-9._-]", file, v->line);
+			rc = -EINVAL;
+		}
+		return rc;
+	}
+	if (!strcmp(key, "format")) {
+		static const char *const names[] = { "otlp", "ocsf", "hec", "syslog" };
+		for (int i = 0; v->kind == YNODE_SCALAR && i < 4; i++)
+			if (!strcmp(v->str, names[i])) {
+				f->format = (enum colconf_fwd_format)(i + 1);
+				return 0;
+			}
+		snprintf(err, errlen, "%s:%d: format must be otlp, ocsf, hec or syslog", file, v->line);
+		return -EINVAL;
+	}
+	if (!strcmp(key, "url")) {
+		if (!(rc = scalar(file, v, &f->url, err, errlen)) && strncmp(f->url, "http://", 7) &&
+		    strncmp(f->url, "https://", 8)) {
+			snprintf(err, errlen, "%s:%d: url must start with http:// or https://", file, v->line);
+			rc = -EINVAL;
+		}
+		return rc;
+	}
+	if (!strcmp(key, "token"))
+		return scalar(file, v, &f->token, err, errlen);
+	if (!strcmp(key, "address"))
+		return hostport(file, v, &f->address, err, errlen);
+	if (!strcmp(key, "ca"))
+		return scalar(file, v, &f->ca, err, errlen);
+	if (!strcmp(key, "transport")) {
+		if (v->kind == YNODE_SCALAR && (!strcmp(v->str, "tcp") || !strcmp(v->str, "tls"))) {
+			f->tls = !strcmp(v->str, "tls");
+			return 0;
+		}
+		snprintf(err, errlen, "%s:%d: transport must be tcp or tls (udp: syslog_forward)", file, v->line);
+		return -EINVAL;
+	}
+	if (!strcmp(key, "batch")) {
+		if (!(rc = ytree_u64(file, v, 1, 5000, &u, err, errlen)))
+			f->batch = (unsigned)u;
+		return rc;
+	}
+	snprintf(err, errlen, "%s:%d: unknown key 'forward.%s'", file, v->line, key);
+	return -EINVAL;
+}
+
+/* forward: a list of {name, format, url|address, token, transport, ca, batch}. */
+static int forwards(const char *file, const struct ynode *n, struct colconf *c, char *err, size_t errlen)
+{
+	if (n->kind != YNODE_SEQ) {
+		snprintf(err, errlen, "%s:%d: forward must be a list of targets", file, n->line);
+		return -EINVAL;
+	}
+	c->forwards = calloc(n->nkids ? n->nkids : 1, sizeof(*c->forwards));
+	if (!c->forwards)
+		return -ENOMEM;
+	for (size_t i = 0; i < n->nkids; i++) {
+		const struct ynode *t = n->kids[i];
+		struct colconf_forward *f = &c->forwards[c->n_forwards++];
+		int rc;
+		f->batch = 500;
+		if (t->kind != YNODE_MAP) {
+			snprintf(err, errlen, "%s:%d: each forward target is a mapping {name, format, ...}", file, t->line);
+			return -EINVAL;
+		}
+		for (size_t j = 0; j < ytree_map_len(t); j++)
+			if ((rc = fwd_key(file, ytree_map_key(t, j)->str, ytree_map_val(t, j), f, err, errlen)))
+				return rc;
+		const char *why = !f->name ? "needs a name" : !f->format ? "needs a format"
+				: f->format == FWD_SYSLOG && !f->address ? "syslog needs address: HOST:PORT"
+				: f->format != FWD_SYSLOG && !f->url ? "needs a url"
+				: f->format == FWD_HEC && !f->token ? "hec needs the HEC token" : NULL;
+		for (size_t p = 0; !why && p + 1 < c->n_forwards; p++)
+			if (!strcmp(c->forwards[p].name, f->name))
+				why = "the same name is used twice";
+		if (why) {
+			snprintf(err, errlen, "%s:%d: forward target %s", file, t->line, why);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 int colconf_load(const char *path, struct colconf **out, char *err, size_t errlen)
 {
 	struct ynode *root = NULL;
@@ -173,6 +287,10 @@ int colconf_load(const char *path, struct colconf **out, char *err, size_t errle
 			rc = scalar(path, v, &c->client_ca_key, err, errlen);
 		else if (!strcmp(k, "tokens"))
 			rc = tokens(path, v, c, err, errlen);
+		else if (!strcmp(k, "forward"))
+			rc = forwards(path, v, c, err, errlen);
+		else if (!strcmp(k, "forward_state"))
+			rc = scalar(path, v, &c->forward_state, err, errlen);
 		else if (!strcmp(k, "retain_days")) {
 			if (!(rc = ytree_u64(path, v, 0, 36500, &u, err, errlen)))
 				c->retain_days = (unsigned)u;

@@ -17,6 +17,19 @@ struct colconf_token {
 	enum colconf_role role;
 };
 
+/* One continuous forwarding target (forward: list). */
+enum colconf_fwd_format { FWD_OTLP = 1, FWD_OCSF, FWD_HEC, FWD_SYSLOG };
+struct colconf_forward {
+	char *name;               /* [A-Za-z0-9._-]{1,64}, unique: names its cursor file */
+	enum colconf_fwd_format format;
+	char *url;                /* otlp, ocsf, hec: http:// or https:// */
+	char *token;              /* hec: required (Splunk <token>); otlp/ocsf: optional Bearer */
+	char *address;            /* syslog: HOST:PORT */
+	bool tls;                 /* syslog: transport tls (RFC 5425) rather than tcp (RFC 6587) */
+	char *ca;                 /* trust anchor for https/tls (default: the system's) */
+	unsigned batch;           /* events per request (default 500) */
+};
+
 struct colconf {
 	char *path;
 	char *listen;            /* agent ingest, mTLS: HOST:PORT (default 0.0.0.0:7443) */
@@ -32,6 +45,9 @@ struct colconf {
 	unsigned max_agents;     /* concurrent ingest connections (default 1024) */
 	char *syslog_forward;    /* optional HOST:PORT (UDP) for streaming RFC 5424 forward */
 	char *metrics;           /* optional plain-HTTP HOST:PORT for /metrics (also on the API) */
+	struct colconf_forward *forwards;
+	size_t n_forwards;
+	char *forward_state;     /* directory of the forwarders' cursors (default: the SQLite store's) */
 	int log_level;           /* 0..3, default 2 */
 };
 

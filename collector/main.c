@@ -19,6 +19,7 @@
 #include "colconf.h"
 #include "enroll.h"
 #include "export.h"
+#include "forwarder.h"
 #include "ingest.h"
 #include "log.h"
 #include "store.h"
@@ -35,7 +36,7 @@ static void usage(FILE *f)
 		"       vigil-collector pki init --dir DIR [--name HOST_OR_IP]...\n"
 		"       vigil-collector enroll --agent-id ID --out DIR [--config FILE] [--days N]\n"
 		"       vigil-collector revoke --agent-id ID [--undo] [--config FILE]\n"
-		"       vigil-collector export --format jsonl|cef|syslog [--since 24h] [--until D] [--user U]\n"
+		"       vigil-collector export --format jsonl|cef|syslog|otlp|ocsf|hec [--since 24h] [--until D] [--user U]\n"
 		"                              [--host H] [--finding T] [--action A] [--kind K] [--limit N] [--config FILE]\n"
 		"       vigil-collector verify [--agent ID] [--config FILE]\n"
 		"\n"
@@ -262,7 +263,7 @@ static int cmd_export(int argc, char **argv)
 		}
 	}
 	if (export_format_parse(fmt_s, &fmt)) {
-		fprintf(stderr, "vigil-collector export: --format must be jsonl, cef or syslog\n");
+		fprintf(stderr, "vigil-collector export: --format must be jsonl, cef, syslog, otlp, ocsf or hec\n");
 		return 2;
 	}
 	struct colconf *c;
@@ -345,6 +346,7 @@ static int run(const char *cfg, bool check)
 	struct ingest *g = NULL;
 	struct api *a = NULL;
 	struct forward *fwd = NULL;
+	struct forwarder *fwr = NULL;
 	SSL_CTX *ictx = NULL, *actx = NULL;
 	struct reloader rl;
 	bool rl_started = false;
@@ -394,6 +396,11 @@ static int run(const char *cfg, bool check)
 		rc = 1;
 		goto out;
 	}
+	if (forwarder_start(c, &fwr, err, sizeof(err))) {
+		log_err("%s", err);
+		rc = 1;
+		goto out;
+	}
 	struct sigaction sa = { .sa_handler = on_signal };
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
@@ -412,6 +419,7 @@ out:
 	stop_flag = 1;
 	if (rl_started)
 		pthread_join(rl.thr, NULL);
+	forwarder_stop(fwr);
 	api_stop(a);
 	ingest_free(g);
 	forward_free(fwd);

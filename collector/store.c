@@ -72,6 +72,17 @@ int store_query(struct store *s, const struct store_filter *f, struct store_rows
 	return s->ops->query(s, f, out);
 }
 
+int store_feed(struct store *s, uint64_t after, size_t limit, struct store_rows *out, uint64_t *next)
+{
+	memset(out, 0, sizeof(*out));
+	*next = after;
+	if (!s->ops->feed) {
+		store_seterr(s, "the %s store keeps no commit order to forward from", s->ops->kind);
+		return -ENOTSUP;
+	}
+	return s->ops->feed(s, after, limit, out, next);
+}
+
 int store_top(struct store *s, enum store_top_kind k, const struct store_filter *f, size_t limit,
 	      struct store_top_row **out, size_t *n)
 {

@@ -165,6 +165,11 @@ int store_insert_batches(struct store *s, const struct store_batch *b, size_t n,
 int store_insert_local(struct store *s, const struct store_event *e);
 
 int store_query(struct store *s, const struct store_filter *f, struct store_rows *out);
+/* Up to limit events committed after cursor `after`, oldest commit first;
+ * *next is the cursor of the last one (after itself when none). Cursors
+ * only grow, so a forwarder that saves *next resumes exactly there.
+ * -ENOTSUP on a backend without a commit order (ClickHouse for now). */
+int store_feed(struct store *s, uint64_t after, size_t limit, struct store_rows *out, uint64_t *next);
 void store_rows_free(struct store_rows *r);
 int store_top(struct store *s, enum store_top_kind k, const struct store_filter *f,
 	      size_t limit, struct store_top_row **out, size_t *n);
@@ -199,6 +204,7 @@ struct store_ops {
 	int (*insert_batches)(struct store *s, const struct store_batch *b, size_t n, struct store_result *res);
 	int (*insert_local)(struct store *s, const struct store_event *e);
 	int (*query)(struct store *s, const struct store_filter *f, struct store_rows *out);
+	int (*feed)(struct store *s, uint64_t after, size_t limit, struct store_rows *out, uint64_t *next);
 	int (*top)(struct store *s, enum store_top_kind k, const struct store_filter *f,
 		   size_t limit, struct store_top_row **out, size_t *n);
 	int (*count)(struct store *s, const struct store_filter *f, uint64_t *out);

@@ -24,7 +24,7 @@
 #include <sqlite3.h>
 #include "store.h"
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 
 struct sq {
 	struct store base;
@@ -59,6 +59,13 @@ static const char *const migrations[] = {
 	" received INTEGER, PRIMARY KEY(agent_id, first_seq, last_seq, boot_id));"
 	"CREATE TABLE agents(agent_id TEXT PRIMARY KEY, pubkey BLOB, revoked INTEGER NOT NULL DEFAULT 0,"
 	" first_seen INTEGER, last_seen INTEGER, horizon_seq INTEGER, horizon_hash BLOB);",
+	/* 2: commit order for the forwarders (store_feed). id follows the
+	 * event's own time, so an agent's spool shipped late lands behind a
+	 * forwarder's cursor; ingest_seq grows with every commit instead.
+	 * Existing rows keep their id order. */
+	"ALTER TABLE events ADD COLUMN ingest_seq INTEGER;"
+	"UPDATE events SET ingest_seq = id;"
+	"CREATE UNIQUE INDEX ev_ingest ON events(ingest_seq);",
 };
 
 #define EV_COLS_A "time, event_id, agent_id, boot_id, seq, host, kind, user, uid, gid, pid, tid, comm, exe," \
@@ -536,22 +543,13 @@ static int read_event(sqlite3_stmt *st, struct store_event *e, struct store_aren
 	return 0;
 }
 
-static int sq_query(struct store *s, const struct store_filter *f, struct store_rows *out)
+/* Materialises every row of st (EV_COLS first) into out. With last_id, the
+ * statement's final column is the row id and the last one is returned. */
+static int sq_fetch(struct sq *q, sqlite3_stmt *st, struct store_rows *out, uint64_t *last_id)
 {
-	struct sq *q = SQ(s);
-	struct where w;
-	char sql[2048];
-	sqlite3_stmt *st;
-	size_t limit = f->limit ? f->limit : STORE_DEFAULT_LIMIT, cap = 64;
+	size_t cap = 64;
 	int rc = 0;
-	if (limit > STORE_MAX_LIMIT)
-		limit = STORE_MAX_LIMIT;
-	build_where(f, &w);
-	snprintf(sql, sizeof(sql), "SELECT " EV_COLS " FROM events e%s ORDER BY e.id DESC LIMIT %zu",
-		 w.sql, limit);
-	if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
-		return sq_fail(q, "query");
-	bind_where(st, &w);
+	memset(out, 0, sizeof(*out));
 	out->arena = store_arena_new();
 	out->ev = malloc(cap * sizeof(*out->ev));
 	if (!out->arena || !out->ev) {
@@ -570,6 +568,8 @@ static int sq_query(struct store *s, const struct store_filter *f, struct store_
 		}
 		if ((rc = read_event(st, &out->ev[out->n], out->arena, NULL, 0)))
 			goto err;
+		if (last_id)
+			*last_id = (uint64_t)sqlite3_column_int64(st, sqlite3_column_count(st) - 1);
 		out->n++;
 	}
 	if (rc != SQLITE_DONE) {
@@ -594,6 +594,40 @@ err2:
 	store_arena_free(out->arena);
 	memset(out, 0, sizeof(*out));
 	return rc < 0 ? rc : -EIO;
+}
+
+static int sq_query(struct store *s, const struct store_filter *f, struct store_rows *out)
+{
+	struct sq *q = SQ(s);
+	struct where w;
+	char sql[2048];
+	sqlite3_stmt *st;
+	size_t limit = f->limit ? f->limit : STORE_DEFAULT_LIMIT;
+	if (limit > STORE_MAX_LIMIT)
+		limit = STORE_MAX_LIMIT;
+	build_where(f, &w);
+	snprintf(sql, sizeof(sql), "SELECT " EV_COLS " FROM events e%s ORDER BY e.id DESC LIMIT %zu",
+		 w.sql, limit);
+	if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return sq_fail(q, "query");
+	bind_where(st, &w);
+	return sq_fetch(q, st, out, NULL);
+}
+
+/* ingest_seq is the commit order (migration 2); retention only removes
+ * rows, so the cursor never has to move back. */
+static int sq_feed(struct store *s, uint64_t after, size_t limit, struct store_rows *out, uint64_t *next)
+{
+	struct sq *q = SQ(s);
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(q->db, "SELECT " EV_COLS ", e.ingest_seq FROM events e WHERE e.ingest_seq > ?1"
+			       " ORDER BY e.ingest_seq LIMIT ?2",
+			       -1, &st, NULL) != SQLITE_OK)
+		return sq_fail(q, "feed");
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)after);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)limit);
+	*next = after;
+	return sq_fetch(q, st, out, next);
 }
 
 static const char *top_col(enum store_top_kind k)
@@ -902,6 +936,7 @@ static const struct store_ops sq_ops = {
 	.insert_batches = sq_insert_batches,
 	.insert_local = sq_insert_local,
 	.query = sq_query,
+	.feed = sq_feed,
 	.top = sq_top,
 	.count = sq_count,
 	.agent_get = sq_agent_get,
@@ -955,8 +990,11 @@ int store_sqlite_open(const char *path, struct store **out, char *err, size_t er
 		snprintf(err, errlen, "sqlite:%s: %s", path, q->base.errmsg);
 		goto err;
 	}
-	if (sqlite3_prepare_v2(q->db, "INSERT INTO events(id, " EV_COLS_A ", content, raw) VALUES(?,?,?,?,?,?,?,?,?,?,?,"
-			       "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+	/* ingest_seq: one writer at a time (SQLite's write lock), so MAX+1
+	 * inside the write transaction is the commit order. */
+	if (sqlite3_prepare_v2(q->db, "INSERT INTO events(id, " EV_COLS_A ", content, raw, ingest_seq) VALUES(?,?,?,?,?,?,?,?,"
+			       "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
+			       "(SELECT IFNULL(MAX(ingest_seq), 0) + 1 FROM events))",
 			       -1, &q->ins_ev, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(q->db, "INSERT INTO event_findings(ev, type, count, time) VALUES(?,?,?,?)", -1,
 			       &q->ins_find, NULL) != SQLITE_OK ||

@@ -151,5 +151,168 @@ def sighup_reloads_tokens_and_keeps_old_on_mistake():
     check(col.proc.returncode == 0, "exit %s: %s" % (col.proc.returncode, col.tail()))
 
 
+# ---- SIEM formats and forwarding ----
+
+def add_events(db, n, start=0, agent="fwd-agent"):
+    """n events as an agent would ship them: requests (some with PII, some
+    with an injection, some blocked), a pass-through connection and a bypass
+    record. Returns their event ids."""
+    con = sqlite3.connect(db, timeout=30)
+    con.execute("INSERT OR IGNORE INTO agents(agent_id, pubkey, first_seen, last_seen) VALUES(?, ?, 1, 1)",
+                (agent, bytes(32)))
+    now = int(time.time() * 1e6)
+    ids, rows = [], []
+    for i in range(start, start + n):
+        kind, findings, score, action, path = "request", "", -1.0, "allow", "/v1/chat/completions"
+        if i % 5 == 1:
+            findings = "EMAIL:2,AWS_ACCESS_KEY:1"
+        if i % 5 == 2:
+            findings, score = "PROMPT_INJECTION:1", 0.93
+        if i % 5 == 3:
+            action, findings = "block", "US_SSN:1"
+        if i % 7 == 4:
+            kind, path = "connection", ""
+        if i % 11 == 5:
+            kind = "bypass"
+        eid = "ev-%06d" % i
+        ids.append(eid)
+        rows.append(((now + i) << 10, now + i, eid, agent, i + 1, kind, "alice", 1000, 4242, "python3", "/usr/bin/python3",
+                     "162.159.140.245", 443, "api.openai.com", "openai", "POST", path, "gpt-4o-mini", action,
+                     findings, score, 200, 1200, 3400, 120 + i, 45, 800, bytes(32), bytes(32)))
+    con.executemany("INSERT INTO events(id, time, event_id, agent_id, boot_id, seq, kind, user, uid, pid, comm, exe,"
+                    " dst_ip, dst_port, sni, provider, method, path, model, action, findings, injection_score,"
+                    " status, bytes_up, bytes_down, prompt_tokens, completion_tokens, latency_ms, prev_hash, hash,"
+                    " host, ingest_seq) VALUES(?, ?, ?, ?, 'boot1', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                    " ?, ?, ?, ?, ?, ?, ?, ?, 'ws1', (SELECT IFNULL(MAX(ingest_seq), 0) + 1 FROM events))", rows)
+    con.commit()
+    con.close()
+    return ids
+
+
+GENAI_ATTRS = {"gen_ai.provider.name", "gen_ai.request.model", "gen_ai.usage.input_tokens",
+               "gen_ai.usage.output_tokens", "gen_ai.operation.name"}
+VIGIL_ATTRS = {"vigil.event_id", "vigil.agent_id", "vigil.user", "vigil.uid", "vigil.pid", "vigil.exe",
+               "vigil.host", "vigil.action", "vigil.kind", "vigil.seq"}
+
+
+def otlp_records(req):
+    """logRecords of one ExportLogsServiceRequest, checking its shape."""
+    out = []
+    for rl in req["resourceLogs"]:
+        check(any(a["key"] == "service.name" for a in rl["resource"]["attributes"]), "no service.name")
+        for sl in rl["scopeLogs"]:
+            out += sl["logRecords"]
+    return out
+
+
+def otlp_attrs(rec):
+    """{key: value} of a logRecord, checking each value's OTLP/JSON type."""
+    out = {}
+    for a in rec["attributes"]:
+        (typ, v), = a["value"].items()
+        check(typ in ("stringValue", "intValue", "doubleValue", "boolValue"), "attribute type %s" % typ)
+        if typ == "intValue":
+            check(isinstance(v, str) and v.lstrip("-").isdigit(), "intValue must be a decimal string: %r" % v)
+            v = int(v)
+        out[a["key"]] = v
+    return out
+
+
+def check_otlp(records, ids):
+    by_id = {}
+    for r in records:
+        check(r["timeUnixNano"].isdigit() and r["severityNumber"] in (9, 13), "record head %r" % r)
+        a = otlp_attrs(r)
+        by_id[a["vigil.event_id"]] = a
+    check(set(by_id) == set(ids), "OTLP records for %d of %d events" % (len(set(by_id) & set(ids)), len(ids)))
+    for eid, a in by_id.items():
+        missing = VIGIL_ATTRS - set(a)
+        check(not missing, "%s lacks %s" % (eid, missing))
+        if a["vigil.kind"] == "request":
+            missing = GENAI_ATTRS - set(a)
+            check(not missing, "%s lacks %s" % (eid, missing))
+            check(a["gen_ai.provider.name"] == "openai" and a["gen_ai.request.model"] == "gpt-4o-mini"
+                  and a["gen_ai.operation.name"] == "chat" and a["gen_ai.usage.output_tokens"] == 45, a)
+    bad = [k for a in by_id.values() for k in a if not (k.startswith(("gen_ai.", "vigil.", "server.", "http."))
+                                                         or k == "event.name")]
+    check(not bad, "attributes outside the conventions and vigil.*: %s" % set(bad))
+
+
+# OCSF 1.3.0 (schema.ocsf.io/1.3.0): the attributes each class marks required,
+# plus the ones we commit to for an analyst (actor, endpoints, http_request).
+OCSF_BASE = {"activity_id", "category_uid", "class_uid", "metadata", "severity_id", "time", "type_uid"}
+OCSF_REQUIRED = {
+    4002: OCSF_BASE | {"http_request", "actor", "src_endpoint", "dst_endpoint"},
+    4001: OCSF_BASE | {"src_endpoint", "dst_endpoint", "actor"},
+    2006: OCSF_BASE | {"finding_info", "actor", "src_endpoint", "dst_endpoint"},
+    2004: OCSF_BASE | {"finding_info", "actor", "src_endpoint"},
+}
+OCSF_CATEGORY = {4002: 4, 4001: 4, 2006: 2, 2004: 2}
+
+
+def check_ocsf(records, ids):
+    seen = {}
+    for r in records:
+        cls = r.get("class_uid")
+        check(cls in OCSF_REQUIRED, "unexpected class %r" % cls)
+        missing = OCSF_REQUIRED[cls] - set(k for k, v in r.items() if v is not None)
+        check(not missing, "class %d record lacks %s" % (cls, missing))
+        check(r["category_uid"] == OCSF_CATEGORY[cls], "category of %d: %r" % (cls, r["category_uid"]))
+        check(r["type_uid"] == cls * 100 + r["activity_id"], "type_uid %r" % r["type_uid"])
+        check(1 <= r["severity_id"] <= 6 and isinstance(r["time"], int), "severity/time %r" % r)
+        md = r["metadata"]
+        check(md["version"].startswith("1.") and md["product"]["name"] == "Vigil" and md["product"]["vendor_name"],
+              "metadata %r" % md)
+        if cls in (2004, 2006):
+            fi = r["finding_info"]
+            check(fi["uid"] and fi["title"] and fi["types"], "finding_info %r" % fi)
+        if cls == 4002:
+            check(r["http_request"]["http_method"] == "POST" and r["http_request"]["url"]["hostname"] ==
+                  "api.openai.com" and r["activity_id"] == 6, "http_request %r" % r["http_request"])
+        check(r["actor"]["process"]["file"]["path"] == "/usr/bin/python3" or cls == 2004, "actor %r" % r["actor"])
+        seen.setdefault(r["metadata"]["uid"], set()).add(cls)
+    check(set(seen) == set(ids), "OCSF records for %d of %d events" % (len(seen), len(ids)))
+    n = len(ids)
+    for i, eid in enumerate(ids):
+        want = set()
+        if i % 11 == 5:
+            want = {2004}
+        else:
+            want.add(4001 if i % 7 == 4 else 4002)
+            if i % 5 in (1, 3):
+                want.add(2006)
+            if i % 5 == 2:
+                want.add(2004)
+        check(seen[eid] == want, "%s: classes %s, expected %s (of %d)" % (eid, seen[eid], want, n))
+
+
+def export(col, fmt):
+    p = subprocess.run([lib.BUILD + "/vigil-collector", "export", "--format", fmt, "--since", "1d", "--config",
+                        col.config], capture_output=True, text=True, timeout=60)
+    check(p.returncode == 0, "export %s: %s" % (fmt, p.stderr))
+    return [__import__("json").loads(l) for l in p.stdout.splitlines()]
+
+
+@test
+def export_otlp_ocsf_hec():
+    col = Collector(TMP, host=HOST, name="export")
+    col.start()
+    col.stop()
+    ids = add_events(col.db, 40)
+    recs = []
+    for req in export(col, "otlp"):
+        recs += otlp_records(req)
+    check_otlp(recs, ids)
+    check_ocsf(export(col, "ocsf"), ids)
+    hec = export(col, "hec")
+    check(len(hec) == 40, "hec lines %d" % len(hec))
+    for h in hec:
+        check(set(h) == {"time", "host", "source", "sourcetype", "event"} and isinstance(h["time"], float)
+              and h["host"] == "ws1" and h["event"]["event_id"].startswith("ev-"), "hec event %r" % h)
+    p = subprocess.run([lib.BUILD + "/vigil-collector", "export", "--format", "xml", "--config", col.config],
+                       capture_output=True, text=True)
+    check(p.returncode == 2 and "otlp, ocsf or hec" in p.stderr, "bad format: %d %s" % (p.returncode, p.stderr))
+
+
 if __name__ == "__main__":
     lib.main()
