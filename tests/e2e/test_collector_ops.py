@@ -8,6 +8,7 @@ a mistake is refused with file:line while the running one stays.
 Listens on 127.41.0.0/16 only.
 """
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -312,6 +313,227 @@ def export_otlp_ocsf_hec():
     p = subprocess.run([lib.BUILD + "/vigil-collector", "export", "--format", "xml", "--config", col.config],
                        capture_output=True, text=True)
     check(p.returncode == 2 and "otlp, ocsf or hec" in p.stderr, "bad format: %d %s" % (p.returncode, p.stderr))
+
+
+class Receiver:
+    """A local HTTP endpoint (OTLP / OCSF / HEC collector stand-in) that
+    records every POST; fail_first answers that many requests with 503."""
+
+    def __init__(self, host, port=None, fail_first=0):
+        import http.server
+        self.posts, self.fail_left = [], fail_first
+        self.lock = threading.Lock()
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with outer.lock:
+                    fail = outer.fail_left > 0
+                    if fail:
+                        outer.fail_left -= 1
+                    else:
+                        outer.posts.append((self.path, dict(self.headers), body))
+                self.send_response(503 if fail else 200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"text":"Success","code":0}' if not fail else b"{}")
+
+            def log_message(self, *a):
+                pass
+        self.srv = http.server.ThreadingHTTPServer((host, port or 0), H)
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        lib.at_cleanup(self.close)
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+    def bodies(self, path):
+        with self.lock:
+            return [(h, b) for p, h, b in self.posts if p == path]
+
+
+def wait_for(pred, what, col, timeout=30):
+    deadline = time.time() + timeout
+    while not pred():
+        check(time.time() < deadline, "%s | %s" % (what, col.tail()))
+        time.sleep(0.2)
+
+
+def ndjson(bodies):
+    import json
+    return [json.loads(l) for _, b in bodies for l in b.decode().splitlines() if l.strip()]
+
+
+@test
+def forward_otlp_and_ocsf_over_http():
+    import json
+    rx = Receiver("127.41.0.2")
+    col = Collector(TMP, host=HOST, name="fwd-http", extra="""forward:
+  - { name: otel, format: otlp, url: "http://127.41.0.2:%d" }
+  - { name: ocsf-lake, format: ocsf, url: "http://127.41.0.2:%d/ocsf", token: ocsf-bearer-0123456789, batch: 7 }
+""" % (rx.port, rx.port))
+    col.start()
+    ids = add_events(col.db, 30)
+
+    def otlp():
+        return [r for h, b in rx.bodies("/v1/logs") for r in otlp_records(json.loads(b))]
+    wait_for(lambda: len(otlp()) >= 30 and len({r["metadata"]["uid"] for r in ndjson(rx.bodies("/ocsf"))}) >= 30,
+             "forwarded: otlp %d, ocsf posts %d" % (len(otlp()), len(rx.bodies("/ocsf"))), col)
+    check_otlp(otlp(), ids)
+    for h, _ in rx.bodies("/v1/logs"):
+        check(h.get("Content-Type") == "application/json" and "Authorization" not in h, "otlp headers %r" % h)
+    ocsf = rx.bodies("/ocsf")
+    check(all(h.get("Authorization") == "Bearer ocsf-bearer-0123456789" for h, _ in ocsf), "ocsf auth header")
+    check(len(ocsf) >= 30 // 7, "batch: 7 gave %d posts for 30 events" % len(ocsf))
+    check_ocsf(ndjson(ocsf), ids)
+    check("ocsf-bearer" not in open(col.log).read(), "a forward token reached the log")
+    col.stop()
+
+
+@test
+def forward_hec_retries_until_up_then_resumes_after_restart():
+    """The HEC endpoint is down (connection refused), then answers 503 once,
+    then accepts: every event arrives exactly once. Events stored while the
+    collector is stopped arrive after its restart, and nothing twice."""
+    import json
+    hec_host = "127.41.0.3"
+    port = lib.free_port(hec_host)
+    col = Collector(TMP, host=HOST, name="fwd-hec", extra="""forward:
+  - name: splunk
+    format: hec
+    url: "http://%s:%d"
+    token: 11111111-2222-3333-4444-555555555555
+""" % (hec_host, port))
+    col.start()
+    ids = add_events(col.db, 25)
+    wait_for(lambda: "forward splunk:" in col.tail(50) and "retrying" in col.tail(50), "no retry logged", col)
+    time.sleep(1.5)
+    rx = Receiver(hec_host, port, fail_first=1)
+
+    def got():
+        return [o["event"]["event_id"] for o in ndjson(rx.bodies("/services/collector/event"))]
+    wait_for(lambda: len(got()) >= 25, "HEC got %d of 25" % len(got()), col, timeout=60)
+    time.sleep(1.5)
+    check(sorted(got()) == sorted(ids), "HEC: %d events, %d distinct, expected 25" % (len(got()), len(set(got()))))
+    for h, b in rx.bodies("/services/collector/event"):
+        check(h.get("Authorization") == "Splunk 11111111-2222-3333-4444-555555555555", "HEC auth %r" % h)
+        for o in ndjson([(h, b)]):
+            check(set(o) == {"time", "host", "source", "sourcetype", "event"}, "HEC object %r" % o)
+    check(rx.fail_left == 0, "the 503 was never hit")
+    col.stop()
+    more = add_events(col.db, 10, start=25)
+    col.start()
+    wait_for(lambda: len(got()) >= 35, "after restart HEC got %d of 35" % len(got()), col)
+    time.sleep(1.5)
+    check(sorted(got()) == sorted(ids + more), "after restart: %d events, %d distinct" % (len(got()), len(set(got()))))
+    col.stop()
+
+
+class SyslogServer:
+    """RFC 5425 / 6587 receiver: octet-counted frames over TCP or TLS."""
+
+    def __init__(self, host, cert=None, key=None):
+        self.frames, self.errors = [], []
+        self.lsock = socket.socket()
+        self.lsock.bind((host, 0))
+        self.lsock.listen(4)
+        self.port = self.lsock.getsockname()[1]
+        self.ctx = None
+        if cert:
+            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ctx.load_cert_chain(cert, key)
+        threading.Thread(target=self._accept, daemon=True).start()
+        lib.at_cleanup(self.lsock.close)
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._read, args=(c,), daemon=True).start()
+
+    def _read(self, c):
+        try:
+            if self.ctx:
+                c = self.ctx.wrap_socket(c, server_side=True)
+            buf = b""
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    break
+                buf += d
+                while True:
+                    sp = buf.find(b" ")
+                    if sp < 0:
+                        break
+                    if not buf[:sp].isdigit():
+                        self.errors.append(buf[:40])
+                        return
+                    n = int(buf[:sp])
+                    if len(buf) < sp + 1 + n:
+                        break
+                    self.frames.append(buf[sp + 1:sp + 1 + n].decode())
+                    buf = buf[sp + 1 + n:]
+        except (OSError, ssl.SSLError) as e:
+            self.errors.append(repr(e))
+
+
+@test
+def forward_syslog_over_tcp_and_tls():
+    col = Collector(TMP, host=HOST, name="fwd-syslog")
+    tcp = SyslogServer("127.41.0.4")
+    tls = SyslogServer(HOST, os.path.join(col.pki, "server.crt"), os.path.join(col.pki, "server.key"))
+    with open(col.config, "a") as f:
+        f.write("""forward:
+  - { name: siem-tcp, format: syslog, address: "127.41.0.4:%d", transport: tcp }
+  - { name: siem-tls, format: syslog, address: "%s:%d", transport: tls, ca: %s/ca.crt }
+""" % (tcp.port, HOST, tls.port, col.pki))
+    col.start()
+    ids = add_events(col.db, 12)
+    wait_for(lambda: len(tcp.frames) >= 12 and len(tls.frames) >= 12,
+             "syslog frames tcp %d tls %d (errors %s %s)" % (len(tcp.frames), len(tls.frames), tcp.errors,
+                                                             tls.errors), col)
+    for name, srv in (("tcp", tcp), ("tls", tls)):
+        check(not srv.errors, "%s framing: %s" % (name, srv.errors))
+        got = []
+        for fr in srv.frames:
+            check(re.match(r"<\d{1,3}>1 \S+ ", fr) and "[vigil@32473" in fr and "\n" not in fr,
+                  "%s: not an RFC 5424 message: %r" % (name, fr[:120]))
+            got.append(fr.split('event_id="', 1)[1].split('"', 1)[0])
+        check(sorted(got) == sorted(ids), "%s: %d frames for %d events" % (name, len(got), len(ids)))
+    col.stop()
+
+
+@test
+def forward_config_errors_name_file_and_line():
+    col = Collector(TMP, host=HOST, name="fwd-bad")
+    with open(col.config) as f:
+        base = f.read()
+    cases = [
+        ("forward:\n  - { name: a, format: kafka, url: \"http://x:1\" }\n", "format must be otlp, ocsf, hec or syslog"),
+        ("forward:\n  - { name: a, format: hec, url: \"http://x:1\" }\n", "hec needs the HEC token"),
+        ("forward:\n  - { name: a, format: otlp, url: \"ftp://x\" }\n", "url must start with http"),
+        ("forward:\n  - { name: a, format: syslog, address: \"h:1\", transport: udp }\n", "transport must be tcp or tls"),
+        ("forward:\n  - { name: a, format: syslog }\n", "syslog needs address"),
+        ("forward:\n  - { name: ../x, format: otlp, url: \"http://x:1\" }\n", "forward name is 1 to 64"),
+        ("forward:\n  - { name: a, format: otlp, url: \"http://x:1\", batch: 0 }\n", ""),
+        ("forward:\n  - { name: a, format: otlp, url: \"http://x:1\", colour: red }\n", "unknown key 'forward.colour'"),
+        ("forward:\n  - { name: a, format: otlp, url: \"http://x:1\" }\n  - { name: a, format: ocsf, url: \"http://x:1\" }\n",
+         "the same name is used twice"),
+    ]
+    line = base.count("\n") + 2
+    for text, want in cases:
+        with open(col.config, "w") as f:
+            f.write(base + text)
+        p = subprocess.run([lib.BUILD + "/vigil-collector", "--config", col.config, "--check"], capture_output=True,
+                           text=True)
+        check(p.returncode == 2 and ("%s:" % col.config) in p.stderr and want in p.stderr,
+              "%r: exit %d %s" % (text, p.returncode, p.stderr))
+        check(":%d:" % line in p.stderr or ":%d:" % (line + 1) in p.stderr, "%r: wrong line: %s" % (text, p.stderr))
 
 
 if __name__ == "__main__":
