@@ -153,18 +153,30 @@ static void cell_clean(const char *s, char *out, size_t len, size_t maxw)
 	out[n] = 0;
 }
 
-#define TCOLS 10
+#define TCOLS 11
 static const char *const thead[TCOLS] = { "TIME", "USER", "HOST", "EXE", "PROVIDER", "MODEL", "ACTION", "RULE",
-					   "FINDINGS", "KIND" };
-static const size_t tmax[TCOLS] = { 19, 16, 20, 28, 12, 24, 8, 20, 40, 16 };
+					   "FINDINGS", "COST", "KIND" };
+static const size_t tmax[TCOLS] = { 19, 16, 20, 28, 12, 24, 8, 20, 40, 16, 16 };
 
-static void table_cells(const struct store_event *e, char cells[TCOLS][64])
+/* Cost is computed when the events are read, from the pricing table of the
+ * running configuration: a price corrected in collector.yaml (SIGHUP)
+ * applies to history too, and the signed events stay what the agent sent. */
+static bool event_cost(const struct colconf *c, const struct store_event *e, double *cost)
 {
-	char t[40], f[512];
+	return colconf_cost(c, e->provider, e->model, e->prompt_tokens, e->completion_tokens, cost);
+}
+
+static void table_cells(const struct store_event *e, const struct colconf *c, char cells[TCOLS][64])
+{
+	char t[40], f[512], cost[40] = "";
+	double d;
 	fmt_time(e->time_us, t, sizeof(t), false);
 	if (store_findings_format(e->findings, e->nfindings, f, sizeof(f)))
 		snprintf(f, sizeof(f), "...");
-	const char *v[TCOLS] = { t, e->user, e->host, e->exe, e->provider, e->model, e->action, e->rule, f, e->kind };
+	if (event_cost(c, e, &d))
+		snprintf(cost, sizeof(cost), "%.6f %s", d, c->currency);
+	const char *v[TCOLS] = { t, e->user, e->host, e->exe, e->provider, e->model, e->action, e->rule, f, cost,
+				 e->kind };
 	for (int i = 0; i < TCOLS; i++)
 		cell_clean(v[i] && *v[i] ? v[i] : "-", cells[i], 64, tmax[i]);
 }
@@ -175,17 +187,38 @@ static const char *const csv_cols[] = { "time", "event_id", "agent_id", "host", 
 					"bytes_down", "prompt_tokens", "completion_tokens", "latency_ms", "prev_hash",
 					"hash" };
 
-void api_render_events(const struct store_rows *r, enum api_format fmt, FILE *out)
+/* The contract's JSON event plus cost and currency when priced. */
+static void json_event(const struct store_event *e, const struct colconf *c, FILE *out)
+{
+	struct jsonw w;
+	double d;
+	jsonw_init(&w);
+	export_json(e, &w);
+	if (!w.oom && event_cost(c, e, &d) && w.len && w.buf[w.len - 1] == '}') {
+		w.len--;   /* reopen the object export_json closed */
+		w.need_comma = true;
+		jsonw_double(&w, "cost", d);
+		jsonw_str(&w, "currency", c->currency);
+		jsonw_obj_close(&w);
+	}
+	if (!w.oom) {
+		fwrite(w.buf, 1, w.len, out);
+		fputc('\n', out);
+	}
+	jsonw_free(&w);
+}
+
+void api_render_events(const struct store_rows *r, const struct colconf *c, enum api_format fmt, FILE *out)
 {
 	if (fmt == FMT_JSON) {
 		for (size_t i = 0; i < r->n; i++)
-			export_line(EXPORT_JSONL, &r->ev[i], NULL, out);
+			json_event(&r->ev[i], c, out);
 		return;
 	}
 	if (fmt == FMT_CSV) {
 		for (size_t i = 0; i < sizeof(csv_cols) / sizeof(csv_cols[0]); i++)
 			fprintf(out, "%s%s", i ? "," : "", csv_cols[i]);
-		fputs("\r\n", out);
+		fputs(",cost,currency\r\n", out);
 		for (size_t i = 0; i < r->n; i++) {
 			const struct store_event *e = &r->ev[i];
 			char t[40], f[1024], ph[65], h[65];
@@ -215,9 +248,14 @@ void api_render_events(const struct store_rows *r, enum api_format fmt, FILE *ou
 				csv_cell(out, rest[k], true);
 				fputc(',', out);
 			}
-			fprintf(out, "%lld,%lld,%lld,%lld,%lld,%lld,%s,%s\r\n", (long long)e->status,
+			fprintf(out, "%lld,%lld,%lld,%lld,%lld,%lld,%s,%s,", (long long)e->status,
 				(long long)e->bytes_up, (long long)e->bytes_down, (long long)e->prompt_tokens,
 				(long long)e->completion_tokens, (long long)e->latency_ms, ph, h);
+			double d;
+			if (event_cost(c, e, &d))
+				fprintf(out, "%.6f,%s\r\n", d, c->currency);
+			else
+				fputs(",\r\n", out);
 		}
 		return;
 	}
@@ -226,7 +264,7 @@ void api_render_events(const struct store_rows *r, enum api_format fmt, FILE *ou
 	for (int i = 0; i < TCOLS; i++)
 		w[i] = strlen(thead[i]);
 	for (size_t r0 = 0; r0 < r->n; r0++) {
-		table_cells(&r->ev[r0], cells);
+		table_cells(&r->ev[r0], c, cells);
 		for (int i = 0; i < TCOLS; i++)
 			if (strlen(cells[i]) > w[i])
 				w[i] = strlen(cells[i]);
@@ -234,14 +272,15 @@ void api_render_events(const struct store_rows *r, enum api_format fmt, FILE *ou
 	for (int i = 0; i < TCOLS; i++)
 		fprintf(out, "%-*s%s", i == TCOLS - 1 ? 0 : (int)w[i], thead[i], i == TCOLS - 1 ? "\n" : "  ");
 	for (size_t r0 = 0; r0 < r->n; r0++) {
-		table_cells(&r->ev[r0], cells);
+		table_cells(&r->ev[r0], c, cells);
 		for (int i = 0; i < TCOLS; i++)
 			fprintf(out, "%-*s%s", i == TCOLS - 1 ? 0 : (int)w[i], cells[i], i == TCOLS - 1 ? "\n" : "  ");
 	}
 	fprintf(out, "(%zu event%s)\n", r->n, r->n == 1 ? "" : "s");
 }
 
-void api_render_top(const char *what, const struct store_top_row *rows, size_t n, enum api_format fmt, FILE *out)
+void api_render_top(const char *what, const struct store_top_row *rows, size_t n, const double *cost,
+		    const char *currency, enum api_format fmt, FILE *out)
 {
 	bool findings = !strcmp(what, "findings");
 	if (fmt == FMT_JSON) {
@@ -255,6 +294,10 @@ void api_render_top(const char *what, const struct store_top_row *rows, size_t n
 			jsonw_u64(&w, "blocked", rows[i].blocked);
 			if (findings)
 				jsonw_u64(&w, "occurrences", rows[i].total);
+			if (cost) {
+				jsonw_double(&w, "cost", cost[i]);
+				jsonw_str(&w, "currency", currency);
+			}
 			jsonw_obj_close(&w);
 			if (!w.oom)
 				fprintf(out, "%s\n", w.buf);
@@ -263,19 +306,22 @@ void api_render_top(const char *what, const struct store_top_row *rows, size_t n
 		return;
 	}
 	if (fmt == FMT_CSV) {
-		fprintf(out, "key,events,blocked%s\r\n", findings ? ",occurrences" : "");
+		fprintf(out, "key,events,blocked%s%s\r\n", findings ? ",occurrences" : "", cost ? ",cost,currency" : "");
 		for (size_t i = 0; i < n; i++) {
 			csv_cell(out, rows[i].key, true);
 			fprintf(out, ",%llu,%llu", (unsigned long long)rows[i].events, (unsigned long long)rows[i].blocked);
 			if (findings)
 				fprintf(out, ",%llu", (unsigned long long)rows[i].total);
+			if (cost)
+				fprintf(out, ",%.6f,%s", cost[i], currency);
 			fputs("\r\n", out);
 		}
 		return;
 	}
-	char head[32], c[64];
+	char head[32], c[64], ch[24];
 	size_t w = strlen(what);
 	snprintf(head, sizeof(head), "%s", what);
+	snprintf(ch, sizeof(ch), "COST (%s)", currency ? currency : "");
 	for (char *p = head; *p; p++)
 		*p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
 	for (size_t i = 0; i < n; i++) {
@@ -283,15 +329,45 @@ void api_render_top(const char *what, const struct store_top_row *rows, size_t n
 		if (strlen(c) > w)
 			w = strlen(c);
 	}
-	fprintf(out, "%-*s  %10s  %10s%s\n", (int)w, head, "EVENTS", "BLOCKED", findings ? "  OCCURRENCES" : "");
+	fprintf(out, "%-*s  %10s  %10s%s", (int)w, head, "EVENTS", "BLOCKED", findings ? "  OCCURRENCES" : "");
+	if (cost)
+		fprintf(out, "  %14s", ch);
+	fputc('\n', out);
 	for (size_t i = 0; i < n; i++) {
 		cell_clean(rows[i].key, c, sizeof(c), 60);
 		fprintf(out, "%-*s  %10llu  %10llu", (int)w, c, (unsigned long long)rows[i].events,
 			(unsigned long long)rows[i].blocked);
 		if (findings)
 			fprintf(out, "  %11llu", (unsigned long long)rows[i].total);
+		if (cost)
+			fprintf(out, "  %14.4f", cost[i]);
 		fputc('\n', out);
 	}
+}
+
+/* Cost of each top row: token use by (key, provider, model) priced with the
+ * running table. NULL (no column) without a pricing table or on failure. */
+static double *top_costs(struct store *s, const struct colconf *c, enum store_top_kind k,
+			 const struct store_filter *f, const struct store_top_row *rows, size_t n)
+{
+	struct store_usage_row *u;
+	size_t nu;
+	if (!c->n_prices || !n || store_usage(s, k, f, &u, &nu))
+		return NULL;
+	double *cost = calloc(n, sizeof(*cost));
+	for (size_t j = 0; cost && j < nu; j++) {
+		double d;
+		if (!colconf_cost(c, u[j].provider, u[j].model, (int64_t)u[j].input_tokens, (int64_t)u[j].output_tokens,
+				  &d))
+			continue;
+		for (size_t i = 0; i < n; i++)
+			if (!strcmp(rows[i].key, u[j].key)) {
+				cost[i] += d;
+				break;
+			}
+	}
+	store_usage_free(u, nu);
+	return cost;
 }
 
 /* ---- HTTP plumbing ---- */
@@ -453,7 +529,7 @@ static void h_events(struct req *r)
 	size_t len = 0;
 	FILE *m = open_memstream(&buf, &len);
 	if (m) {
-		api_render_events(&rows, fmt, m);
+		api_render_events(&rows, r->conf, fmt, m);
 		fclose(m);
 	}
 	store_rows_free(&rows);
@@ -477,10 +553,13 @@ static void h_top(struct req *r)
 		return respond_err(r, 400, "format must be table, json or csv");
 	if (store_top_parse(by, &k))
 		return respond_err(r, 400, "by must be users, exes, providers, findings, hosts, models, actions or agents");
+	double *cost = NULL;
 	pthread_mutex_lock(&r->a->lock);
 	int rc = store_top(r->a->store, k, &f, f.limit ? f.limit : 10, &rows, &n);
 	if (rc)
 		log_err("api: top: %s", store_errmsg(r->a->store));
+	else
+		cost = top_costs(r->a->store, r->conf, k, &f, rows, n);
 	pthread_mutex_unlock(&r->a->lock);
 	if (rc)
 		return respond_err(r, 503, "the store failed to answer");
@@ -488,9 +567,10 @@ static void h_top(struct req *r)
 	size_t len = 0;
 	FILE *m = open_memstream(&buf, &len);
 	if (m) {
-		api_render_top(by, rows, n, fmt, m);
+		api_render_top(by, rows, n, cost, r->conf->currency, fmt, m);
 		fclose(m);
 	}
+	free(cost);
 	store_top_free(rows, n);
 	send_stream(r, 200, fmt == FMT_JSON ? "application/x-ndjson" : fmt == FMT_CSV ? "text/csv" : "text/plain", NULL,
 		    buf, len);

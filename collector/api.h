@@ -44,8 +44,11 @@ int api_port(const struct api *a);
 /* Output helpers shared with `vigil-collector export` (and tested). */
 enum api_format { FMT_TABLE, FMT_JSON, FMT_CSV };
 int api_format_parse(const char *s, enum api_format *out);
-void api_render_events(const struct store_rows *r, enum api_format fmt, FILE *out);
-void api_render_top(const char *what, const struct store_top_row *rows, size_t n, enum api_format fmt, FILE *out);
+/* c: the pricing table for the cost column (borrowed). */
+void api_render_events(const struct store_rows *r, const struct colconf *c, enum api_format fmt, FILE *out);
+/* cost: one per row, or NULL for no cost column. */
+void api_render_top(const char *what, const struct store_top_row *rows, size_t n, const double *cost,
+		    const char *currency, enum api_format fmt, FILE *out);
 /* "24h", "7d", "30m", "90s", "2w" -> microseconds; -EINVAL otherwise. */
 int api_parse_duration(const char *s, int64_t *us);
 

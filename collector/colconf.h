@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* analyst reads events; admin also enrolls and revokes; metrics may only
  * scrape /metrics. */
@@ -30,6 +31,13 @@ struct colconf_forward {
 	unsigned batch;           /* events per request (default 500) */
 };
 
+/* One row of the pricing table: prices per million tokens for a provider
+ * and a model glob (fnmatch), first match wins. */
+struct colconf_price {
+	char *provider, *model;
+	double input, output, cached_input;
+};
+
 struct colconf {
 	char *path;
 	char *listen;            /* agent ingest, mTLS: HOST:PORT (default 0.0.0.0:7443) */
@@ -47,7 +55,10 @@ struct colconf {
 	char *metrics;           /* optional plain-HTTP HOST:PORT for /metrics (also on the API) */
 	struct colconf_forward *forwards;
 	size_t n_forwards;
-	char *forward_state;     /* directory of the forwarders' cursors (default: the SQLite store's) */
+	char *forward_state;
+	struct colconf_price *prices;
+	size_t n_prices;
+	char currency[4];        /* ISO 4217 of every price (one table, one currency) */     /* directory of the forwarders' cursors (default: the SQLite store's) */
 	int log_level;           /* 0..3, default 2 */
 };
 
@@ -56,5 +67,10 @@ int colconf_load(const char *path, struct colconf **out, char *err, size_t errle
 void colconf_free(struct colconf *c);
 /* The token's entry, or NULL (constant-time comparison per token). */
 const struct colconf_token *colconf_token_find(const struct colconf *c, const char *token);
+
+/* Cost of input/output tokens (negative = unknown, counted as 0) at the
+ * first matching price; false when no price matches or no token is known. */
+bool colconf_cost(const struct colconf *c, const char *provider, const char *model, int64_t input_tokens,
+		  int64_t output_tokens, double *cost);
 
 #endif

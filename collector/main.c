@@ -47,7 +47,8 @@ static void usage(FILE *f)
 		"Config keys: listen (agent ingest, mTLS), api (HTTPS query API), store (sqlite:PATH |\n"
 		"clickhouse://HOST:PORT/DB), tls_cert, tls_key, client_ca, client_ca_key, tokens (list of\n"
 		"{token, role: analyst|admin|metrics, name}), retain_days, cert_days, max_agents,\n"
-		"syslog_forward (HOST:PORT, UDP RFC 5424), log_level. SIGHUP reloads the tokens (a\n"
+		"syslog_forward (HOST:PORT, UDP RFC 5424), forward (SIEM targets), forward_state, pricing,\n"
+		"log_level. SIGHUP reloads the tokens and the pricing (a\n"
 		"configuration with a mistake is refused with FILE:LINE and the running one stays).\n");
 }
 
@@ -80,7 +81,9 @@ static void reload_once(struct reloader *rl)
 	    str_differs(c->tls_key, rl->boot->tls_key) || str_differs(c->syslog_forward, rl->boot->syslog_forward))
 		log_warn("reload: listen, api, store, TLS and forwarding changes need a restart");
 	log_set_level((enum log_level)c->log_level);
-	log_info("reloaded %s: %zu token(s)", rl->path, c->n_tokens);
+	if (c->n_forwards != rl->boot->n_forwards)
+		log_warn("reload: forward targets change on restart only");
+	log_info("reloaded %s: %zu token(s), %zu price(s)", rl->path, c->n_tokens, c->n_prices);
 	api_reload(rl->api, c);
 }
 

@@ -72,6 +72,24 @@ int store_query(struct store *s, const struct store_filter *f, struct store_rows
 	return s->ops->query(s, f, out);
 }
 
+int store_usage(struct store *s, enum store_top_kind k, const struct store_filter *f, struct store_usage_row **out,
+		size_t *n)
+{
+	*out = NULL;
+	*n = 0;
+	return s->ops->usage(s, k, f, out, n);
+}
+
+void store_usage_free(struct store_usage_row *rows, size_t n)
+{
+	for (size_t i = 0; rows && i < n; i++) {
+		free(rows[i].key);
+		free(rows[i].provider);
+		free(rows[i].model);
+	}
+	free(rows);
+}
+
 int store_feed(struct store *s, uint64_t after, size_t limit, struct store_rows *out, uint64_t *next)
 {
 	memset(out, 0, sizeof(*out));

@@ -174,6 +174,17 @@ void store_rows_free(struct store_rows *r);
 int store_top(struct store *s, enum store_top_kind k, const struct store_filter *f,
 	      size_t limit, struct store_top_row **out, size_t *n);
 void store_top_free(struct store_top_row *rows, size_t n);
+/* Token use grouped by (key of k, provider, model) over the events matching
+ * f, for pricing the top views: unknown token counts (< 0) count as 0. At
+ * most STORE_USAGE_MAX rows. */
+struct store_usage_row {
+	char *key, *provider, *model;
+	uint64_t input_tokens, output_tokens;
+};
+#define STORE_USAGE_MAX 100000
+int store_usage(struct store *s, enum store_top_kind k, const struct store_filter *f, struct store_usage_row **out,
+		size_t *n);
+void store_usage_free(struct store_usage_row *rows, size_t n);
 /* Events matching f (ignores limit). */
 int store_count(struct store *s, const struct store_filter *f, uint64_t *out);
 
@@ -208,6 +219,8 @@ struct store_ops {
 	int (*top)(struct store *s, enum store_top_kind k, const struct store_filter *f,
 		   size_t limit, struct store_top_row **out, size_t *n);
 	int (*count)(struct store *s, const struct store_filter *f, uint64_t *out);
+	int (*usage)(struct store *s, enum store_top_kind k, const struct store_filter *f, struct store_usage_row **out,
+		     size_t *n);
 	int (*agent_get)(struct store *s, const char *id, struct store_agent *out);
 	int (*agent_pin_key)(struct store *s, const char *id, const uint8_t key[32]);
 	int (*agent_set_revoked)(struct store *s, const char *id, bool revoked);

@@ -833,6 +833,60 @@ static int ch_top(struct store *s, enum store_top_kind k, const struct store_fil
 	return 0;
 }
 
+static int ch_usage(struct store *s, enum store_top_kind k, const struct store_filter *f, struct store_usage_row **out,
+		    size_t *n)
+{
+	struct ch *c = CH(s);
+	struct buf q = { 0 };
+	int rc;
+	static const char *const col[] = {
+		[STORE_TOP_USERS] = "`user`", [STORE_TOP_EXES] = "exe", [STORE_TOP_PROVIDERS] = "provider",
+		[STORE_TOP_HOSTS] = "host", [STORE_TOP_MODELS] = "model", [STORE_TOP_ACTIONS] = "action",
+		[STORE_TOP_AGENTS] = "agent_id", [STORE_TOP_FINDINGS] = "splitByChar(':', fnd)[1]",
+	};
+	b_fmt(&q, "SELECT %s AS k, provider, model, sum(greatest(prompt_tokens, 0)), sum(greatest(completion_tokens, 0))"
+		  " FROM events%s", col[k], k == STORE_TOP_FINDINGS ? " ARRAY JOIN splitByChar(',', findings) AS fnd" : "");
+	where(&q, f);
+	b_fmt(&q, " AND %s != '' GROUP BY k, provider, model LIMIT %d FORMAT TabSeparated",
+	      k == STORE_TOP_FINDINGS ? "fnd" : col[k], STORE_USAGE_MAX);
+	if ((rc = ch_q(c, &q)))
+		return rc;
+	size_t cap = 64, cnt = 0;
+	struct store_usage_row *rows = calloc(cap, sizeof(*rows));
+	struct tsv_cursor cur = { c->resp, c->resp + c->rlen };
+	char *fl[5];
+	size_t ll[5];
+	int nf;
+	while (rows && (nf = tsv_next(&cur, fl, ll, 5)) >= 0) {
+		if (nf != 5)
+			continue;
+		if (cnt == cap) {
+			struct store_usage_row *nr = realloc(rows, 2 * cap * sizeof(*nr));
+			if (!nr) {
+				store_usage_free(rows, cnt);
+				return -ENOMEM;
+			}
+			rows = nr;
+			cap *= 2;
+		}
+		struct store_usage_row *r = &rows[cnt++];
+		r->key = strdup(fl[0]);
+		r->provider = strdup(fl[1]);
+		r->model = strdup(fl[2]);
+		r->input_tokens = strtoull(fl[3], NULL, 10);
+		r->output_tokens = strtoull(fl[4], NULL, 10);
+		if (!r->key || !r->provider || !r->model) {
+			store_usage_free(rows, cnt);
+			return -ENOMEM;
+		}
+	}
+	if (!rows)
+		return -ENOMEM;
+	*out = rows;
+	*n = cnt;
+	return 0;
+}
+
 #define AGENT_COLS "agent_id, pubkey, revoked, first_seen, last_seen, has_horizon, horizon_seq, horizon_hash"
 
 static void read_agent_row(char **f, size_t *l, struct store_agent *a)
@@ -1182,6 +1236,7 @@ static const struct store_ops ch_ops = {
 	.insert_local = ch_insert_local,
 	.query = ch_query,
 	.top = ch_top,
+	.usage = ch_usage,
 	.count = ch_count,
 	.agent_get = ch_agent_get,
 	.agent_pin_key = ch_agent_pin_key,

@@ -696,6 +696,58 @@ static int sq_top(struct store *s, enum store_top_kind k, const struct store_fil
 	return 0;
 }
 
+static int sq_usage(struct store *s, enum store_top_kind k, const struct store_filter *f, struct store_usage_row **out,
+		    size_t *n)
+{
+	struct sq *q = SQ(s);
+	struct where w;
+	char sql[2048];
+	sqlite3_stmt *st;
+	const char *col = top_col(k);
+	int rc;
+	build_where(f, &w);
+	snprintf(sql, sizeof(sql),
+		 "SELECT %s, e.provider, e.model, sum(max(e.prompt_tokens, 0)), sum(max(e.completion_tokens, 0))"
+		 " FROM %s%s%s%s != '' GROUP BY 1, 2, 3 LIMIT %d",
+		 col, k == STORE_TOP_FINDINGS ? "event_findings f JOIN events e ON e.id = f.ev" : "events e", w.sql,
+		 w.len ? " AND " : " WHERE ", col, STORE_USAGE_MAX);
+	if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return sq_fail(q, "usage");
+	bind_where(st, &w);
+	size_t cap = 64, cnt = 0;
+	struct store_usage_row *rows = calloc(cap, sizeof(*rows));
+	while (rows && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (cnt == cap) {
+			struct store_usage_row *nr = realloc(rows, 2 * cap * sizeof(*nr));
+			if (!nr)
+				break;
+			rows = nr;
+			cap *= 2;
+		}
+		struct store_usage_row *r = &rows[cnt++];
+		const char *t[3];
+		for (int i = 0; i < 3; i++)
+			t[i] = (const char *)sqlite3_column_text(st, i);
+		r->key = strdup(t[0] ? t[0] : "");
+		r->provider = strdup(t[1] ? t[1] : "");
+		r->model = strdup(t[2] ? t[2] : "");
+		r->input_tokens = (uint64_t)sqlite3_column_int64(st, 3);
+		r->output_tokens = (uint64_t)sqlite3_column_int64(st, 4);
+		if (!r->key || !r->provider || !r->model) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+	}
+	sqlite3_finalize(st);
+	if (!rows || rc != SQLITE_DONE) {
+		store_usage_free(rows, cnt);
+		return rows && rc != SQLITE_NOMEM && rc != SQLITE_ROW ? sq_fail(q, "usage") : -ENOMEM;
+	}
+	*out = rows;
+	*n = cnt;
+	return 0;
+}
+
 static int sq_count(struct store *s, const struct store_filter *f, uint64_t *out)
 {
 	struct sq *q = SQ(s);
@@ -936,6 +988,7 @@ static const struct store_ops sq_ops = {
 	.insert_batches = sq_insert_batches,
 	.insert_local = sq_insert_local,
 	.query = sq_query,
+	.usage = sq_usage,
 	.feed = sq_feed,
 	.top = sq_top,
 	.count = sq_count,

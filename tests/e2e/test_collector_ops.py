@@ -536,5 +536,56 @@ def forward_config_errors_name_file_and_line():
         check(":%d:" % line in p.stderr or ":%d:" % (line + 1) in p.stderr, "%r: wrong line: %s" % (text, p.stderr))
 
 
+PRICING = """pricing:
+  - { provider: openai, model: "gpt-4o-mini*", input: 0.15, output: 0.60, cached_input: 0.075, currency: USD }
+  - { provider: openai, model: "*", input: 2.50, output: 10.00 }
+"""
+
+
+@test
+def cost_in_query_json_table_and_top():
+    import json
+    col = Collector(TMP, host=HOST, name="cost", extra=PRICING)
+    col.start()
+    ids = add_events(col.db, 20)
+    add_events(col.db, 1, start=100, agent="other-agent")   # same model: priced too
+    p = col.vigil("query", "--json", "--since", "1d", "--limit", "1000")
+    check(p.returncode == 0, p.stderr)
+    rows = {r["event_id"]: r for r in map(json.loads, p.stdout.splitlines())}
+    check(set(ids) <= set(rows), "query rows")
+    total = 0.0
+    for i, eid in enumerate(ids):
+        want = ((120 + i) * 0.15 + 45 * 0.60) / 1e6
+        r = rows[eid]
+        check(r.get("currency") == "USD" and abs(r["cost"] - want) < 1e-12, "%s cost %r, want %.9f" % (eid, r.get("cost"), want))
+        total += want
+    p = col.vigil("query", "--top", "users", "--since", "1d")
+    check(p.returncode == 0 and "COST (USD)" in p.stdout, "top users table: %s %s" % (p.stdout, p.stderr))
+    alice = [l for l in p.stdout.splitlines() if l.startswith("alice")]
+    want_all = total + ((120 + 100) * 0.15 + 45 * 0.60) / 1e6
+    check(alice and abs(float(alice[0].split()[-1]) - want_all) < 1e-4, "alice cost: %s (want %.4f)" % (alice, want_all))
+    p = col.vigil("query", "--top", "models", "--json", "--since", "1d")
+    top = [json.loads(l) for l in p.stdout.splitlines()]
+    check(len(top) == 1 and top[0]["key"] == "gpt-4o-mini" and abs(top[0]["cost"] - want_all) < 1e-12,
+          "top models json: %s" % p.stdout)
+    p = col.vigil("query", "--since", "1d", "--user", "alice", "--limit", "3")
+    check(" USD" in p.stdout and "COST" in p.stdout.splitlines()[0], "table lacks cost: %s" % p.stdout)
+    # A price change applies on SIGHUP, to history too (cost is computed at read time).
+    with open(col.config) as f:
+        text = f.read()
+    with open(col.config, "w") as f:
+        f.write(text.replace("input: 0.15, output: 0.60", "input: 0.30, output: 1.20"))
+    col.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while True:
+        p = col.vigil("query", "--top", "models", "--json", "--since", "1d")
+        top = [json.loads(l) for l in p.stdout.splitlines()]
+        if top and abs(top[0]["cost"] - 2 * want_all) < 1e-12:
+            break
+        check(time.time() < deadline, "new prices not applied after SIGHUP: %s" % p.stdout)
+        time.sleep(0.2)
+    col.stop()
+
+
 if __name__ == "__main__":
     lib.main()

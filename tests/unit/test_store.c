@@ -637,6 +637,38 @@ SUITE(retention)
 	CHECK(a.has_head && a.head_seq == 12, "head after retention is %llu, want 12", (unsigned long long)a.head_seq);
 }
 
+/* store_usage: token sums by (key, provider, model), the input of the cost
+ * column of the top views; unknown counts (-1) add nothing. */
+SUITE(usage_by_key_provider_model)
+{
+	static struct gen g;
+	struct store_usage_row *u;
+	size_t n;
+	gen_events(&g, "agent-u", "boot-1", 1, 6, T0, NULL);
+	struct store_batch b = batch_of(&g, 6);
+	CHECK(store_insert_batch(s, &b, NULL, NULL) == 0, "insert: %s", store_errmsg(s));
+	struct store_filter f = { .since_us = T0 - 1 };
+	CHECK(store_usage(s, STORE_TOP_USERS, &f, &u, &n) == 0, "usage: %s", store_errmsg(s));
+	uint64_t in = 0, out = 0, alice_openai = 0;
+	for (size_t i = 0; i < n; i++) {
+		in += u[i].input_tokens;
+		out += u[i].output_tokens;
+		if (!strcmp(u[i].key, "alice") && !strcmp(u[i].provider, "openai") && !strcmp(u[i].model, "gpt-4o"))
+			alice_openai += u[i].input_tokens;
+	}
+	store_usage_free(u, n);
+	/* users by i%3, providers by i%2: 6 distinct (user, provider, model) */
+	CHECK(n == 6 && in == 72 && out == 0 && alice_openai == 12, "%zu rows, in %llu out %llu alice/openai %llu", n,
+	      (unsigned long long)in, (unsigned long long)out, (unsigned long long)alice_openai);
+	CHECK(store_usage(s, STORE_TOP_FINDINGS, &f, &u, &n) == 0, "usage findings: %s", store_errmsg(s));
+	uint64_t email = 0, ssn = 0;
+	for (size_t i = 0; i < n; i++)
+		*(!strcmp(u[i].key, "EMAIL") ? &email : !strcmp(u[i].key, "US_SSN") ? &ssn : &in) += u[i].input_tokens;
+	store_usage_free(u, n);
+	CHECK(email == 36 && ssn == 24, "EMAIL %llu (want 36), US_SSN %llu (want 24)", (unsigned long long)email,
+	      (unsigned long long)ssn);
+}
+
 /* store_feed: commit order, not event time (an agent's spool shipped late
  * must not fall behind a forwarder's cursor), resumable from any cursor. */
 SUITE(feed_in_commit_order)
