@@ -2,6 +2,7 @@
 config, SQLite or ClickHouse store) started and stopped by pid, and a
 scratch ClickHouse server. Shared by test_collector.py and
 test_collector_ops.py."""
+import json
 import os
 import socket
 import subprocess
