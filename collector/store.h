@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define STORE_HASH_LEN 32
 #define STORE_FINDING_TYPE_MAX 48
@@ -188,6 +189,27 @@ void store_usage_free(struct store_usage_row *rows, size_t n);
 /* Events matching f (ignores limit). */
 int store_count(struct store *s, const struct store_filter *f, uint64_t *out);
 
+/* The inventory of AI use: events grouped by (user, exe, service, host),
+ * where service is the provider, or the SNI for a connection that was
+ * passed through undecrypted; busiest first, at most STORE_USAGE_MAX. */
+struct store_inventory_row {
+	char *user, *exe, *provider, *host;
+	int64_t first_us, last_us;
+	uint64_t events, requests, tokens, findings, blocks;
+};
+int store_inventory(struct store *s, const struct store_filter *f, struct store_inventory_row **out, size_t *n);
+void store_inventory_free(struct store_inventory_row *rows, size_t n);
+
+/* Review state of a (program, provider) pair, set by an admin. */
+struct store_review {
+	char *exe, *provider, *state, *by;
+	int64_t at_us;
+};
+#define STORE_REVIEW_STATE_OK(s) (!strcmp(s, "unreviewed") || !strcmp(s, "approved") || !strcmp(s, "unapproved"))
+int store_review_set(struct store *s, const struct store_review *r);
+int store_review_list(struct store *s, struct store_review **out, size_t *n);
+void store_review_free(struct store_review *rows, size_t n);
+
 /* -ENOENT if the agent was never seen, enrolled or revoked. */
 int store_agent_get(struct store *s, const char *agent_id, struct store_agent *out);
 /* Creates the agent row if needed and pins key; -EEXIST if another key is pinned. */
@@ -221,6 +243,9 @@ struct store_ops {
 	int (*count)(struct store *s, const struct store_filter *f, uint64_t *out);
 	int (*usage)(struct store *s, enum store_top_kind k, const struct store_filter *f, struct store_usage_row **out,
 		     size_t *n);
+	int (*inventory)(struct store *s, const struct store_filter *f, struct store_inventory_row **out, size_t *n);
+	int (*review_set)(struct store *s, const struct store_review *r);
+	int (*review_list)(struct store *s, struct store_review **out, size_t *n);
 	int (*agent_get)(struct store *s, const char *id, struct store_agent *out);
 	int (*agent_pin_key)(struct store *s, const char *id, const uint8_t key[32]);
 	int (*agent_set_revoked)(struct store *s, const char *id, bool revoked);

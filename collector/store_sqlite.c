@@ -24,7 +24,7 @@
 #include <sqlite3.h>
 #include "store.h"
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 
 struct sq {
 	struct store base;
@@ -66,6 +66,9 @@ static const char *const migrations[] = {
 	"ALTER TABLE events ADD COLUMN ingest_seq INTEGER;"
 	"UPDATE events SET ingest_seq = id;"
 	"CREATE UNIQUE INDEX ev_ingest ON events(ingest_seq);",
+	/* 3: review states of (program, provider) pairs for the inventory. */
+	"CREATE TABLE reviews(exe TEXT NOT NULL, provider TEXT NOT NULL, state TEXT NOT NULL, reviewer TEXT,"
+	" reviewed_at INTEGER, PRIMARY KEY(exe, provider));",
 };
 
 #define EV_COLS_A "time, event_id, agent_id, boot_id, seq, host, kind, user, uid, gid, pid, tid, comm, exe," \
@@ -748,6 +751,122 @@ static int sq_usage(struct store *s, enum store_top_kind k, const struct store_f
 	return 0;
 }
 
+static char *col_dup(sqlite3_stmt *st, int i)
+{
+	const char *t = (const char *)sqlite3_column_text(st, i);
+	return strdup(t ? t : "");
+}
+
+#define SVC "COALESCE(NULLIF(e.provider, ''), e.sni, '')"
+
+static int sq_inventory(struct store *s, const struct store_filter *f, struct store_inventory_row **out, size_t *n)
+{
+	struct sq *q = SQ(s);
+	struct where w;
+	char sql[2048];
+	sqlite3_stmt *st;
+	int rc;
+	build_where(f, &w);
+	snprintf(sql, sizeof(sql),
+		 "SELECT e.user, e.exe, " SVC ", e.host, min(e.time), max(e.time), count(*), sum(e.kind = 'request'),"
+		 " sum(max(e.prompt_tokens, 0) + max(e.completion_tokens, 0)), sum(e.findings != ''),"
+		 " sum(e.action = 'block') FROM events e%s%s" SVC " != '' GROUP BY 1, 2, 3, 4 ORDER BY 7 DESC, 1, 2, 3, 4"
+		 " LIMIT %d",
+		 w.sql, w.len ? " AND " : " WHERE ", STORE_USAGE_MAX);
+	if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return sq_fail(q, "inventory");
+	bind_where(st, &w);
+	size_t cap = 64, cnt = 0;
+	struct store_inventory_row *rows = calloc(cap, sizeof(*rows));
+	while (rows && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (cnt == cap) {
+			struct store_inventory_row *nr = realloc(rows, 2 * cap * sizeof(*nr));
+			if (!nr)
+				break;
+			rows = nr;
+			cap *= 2;
+		}
+		struct store_inventory_row *r = &rows[cnt++];
+		r->user = col_dup(st, 0);
+		r->exe = col_dup(st, 1);
+		r->provider = col_dup(st, 2);
+		r->host = col_dup(st, 3);
+		r->first_us = sqlite3_column_int64(st, 4);
+		r->last_us = sqlite3_column_int64(st, 5);
+		r->events = (uint64_t)sqlite3_column_int64(st, 6);
+		r->requests = (uint64_t)sqlite3_column_int64(st, 7);
+		r->tokens = (uint64_t)sqlite3_column_int64(st, 8);
+		r->findings = (uint64_t)sqlite3_column_int64(st, 9);
+		r->blocks = (uint64_t)sqlite3_column_int64(st, 10);
+		if (!r->user || !r->exe || !r->provider || !r->host)
+			break;
+	}
+	sqlite3_finalize(st);
+	if (!rows || rc != SQLITE_DONE) {
+		store_inventory_free(rows, cnt);
+		store_seterr(s, "sqlite: inventory failed");
+		return -EIO;
+	}
+	*out = rows;
+	*n = cnt;
+	return 0;
+}
+
+static int sq_review_set(struct store *s, const struct store_review *r)
+{
+	struct sq *q = SQ(s);
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(q->db, "INSERT OR REPLACE INTO reviews(exe, provider, state, reviewer, reviewed_at) VALUES(?,?,?,?,?)",
+			       -1, &st, NULL) != SQLITE_OK)
+		return sq_fail(q, "review");
+	sqlite3_bind_text(st, 1, r->exe, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, r->provider, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, r->state, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, r->by ? r->by : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 5, r->at_us);
+	int rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : sq_fail(q, "review");
+}
+
+static int sq_review_list(struct store *s, struct store_review **out, size_t *n)
+{
+	struct sq *q = SQ(s);
+	sqlite3_stmt *st;
+	int rc;
+	if (sqlite3_prepare_v2(q->db, "SELECT exe, provider, state, reviewer, reviewed_at FROM reviews ORDER BY exe, provider", -1, &st,
+			       NULL) != SQLITE_OK)
+		return sq_fail(q, "reviews");
+	size_t cap = 16, cnt = 0;
+	struct store_review *rows = calloc(cap, sizeof(*rows));
+	while (rows && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (cnt == cap) {
+			struct store_review *nr = realloc(rows, 2 * cap * sizeof(*nr));
+			if (!nr)
+				break;
+			rows = nr;
+			cap *= 2;
+		}
+		struct store_review *r = &rows[cnt++];
+		r->exe = col_dup(st, 0);
+		r->provider = col_dup(st, 1);
+		r->state = col_dup(st, 2);
+		r->by = col_dup(st, 3);
+		r->at_us = sqlite3_column_int64(st, 4);
+		if (!r->exe || !r->provider || !r->state || !r->by)
+			break;
+	}
+	sqlite3_finalize(st);
+	if (!rows || rc != SQLITE_DONE) {
+		store_review_free(rows, cnt);
+		store_seterr(s, "sqlite: reviews failed");
+		return -EIO;
+	}
+	*out = rows;
+	*n = cnt;
+	return 0;
+}
+
 static int sq_count(struct store *s, const struct store_filter *f, uint64_t *out)
 {
 	struct sq *q = SQ(s);
@@ -988,6 +1107,9 @@ static const struct store_ops sq_ops = {
 	.insert_batches = sq_insert_batches,
 	.insert_local = sq_insert_local,
 	.query = sq_query,
+	.inventory = sq_inventory,
+	.review_set = sq_review_set,
+	.review_list = sq_review_list,
 	.usage = sq_usage,
 	.feed = sq_feed,
 	.top = sq_top,

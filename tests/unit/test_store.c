@@ -669,6 +669,63 @@ SUITE(usage_by_key_provider_model)
 	      (unsigned long long)ssn);
 }
 
+/* The inventory: one row per (user, exe, service, host) with counts, a
+ * pass-through connection (no provider) listed under its SNI; reviews
+ * replace the previous state of a (program, provider) pair. */
+SUITE(inventory_and_reviews)
+{
+	static struct gen g;
+	struct store_inventory_row *inv;
+	struct store_review *rv;
+	size_t n;
+	gen_events(&g, "agent-i", "boot-1", 1, 6, T0, NULL);
+	g.ev[5].kind = "connection";         /* passed through: no provider, no tokens */
+	g.ev[5].provider = "";
+	g.ev[5].sni = "api.mistral.ai";
+	g.ev[5].prompt_tokens = -1;
+	struct store_batch b = batch_of(&g, 6);
+	CHECK(store_insert_batch(s, &b, NULL, NULL) == 0, "insert: %s", store_errmsg(s));
+	struct store_filter f = { .since_us = T0 - 1 };
+	CHECK(store_inventory(s, &f, &inv, &n) == 0, "inventory: %s", store_errmsg(s));
+	/* i: user i%3, exe i%2, provider i%2, host ws-2 when i%5==0:
+	 * 0 alice/python/openai/ws-2, 1 bob/curl/anthropic, 2 carol/python/openai,
+	 * 3 alice/curl/anthropic, 4 bob/python/openai, 5 carol/curl/mistral(sni) */
+	bool mistral = false, alice_openai = false;
+	uint64_t events = 0, blocks = 0, findings = 0, requests = 0, tokens = 0;
+	for (size_t i = 0; i < n; i++) {
+		events += inv[i].events;
+		blocks += inv[i].blocks;
+		findings += inv[i].findings;
+		requests += inv[i].requests;
+		tokens += inv[i].tokens;
+		if (!strcmp(inv[i].provider, "api.mistral.ai"))
+			mistral = !strcmp(inv[i].user, "carol") && !strcmp(inv[i].exe, "/usr/bin/curl") && inv[i].requests == 0;
+		if (!strcmp(inv[i].user, "alice") && !strcmp(inv[i].provider, "openai"))
+			alice_openai = !strcmp(inv[i].host, "ws-2") && inv[i].first_us == T0 && inv[i].last_us == T0 &&
+				       inv[i].tokens == 12 && inv[i].blocks == 1 && inv[i].findings == 1;
+	}
+	store_inventory_free(inv, n);
+	/* blocks: i%4==0 (0, 4); findings: even i or i%3==0 (0, 2, 3, 4) */
+	CHECK(n == 6 && events == 6 && requests == 5 && tokens == 60 && blocks == 2 && findings == 4,
+	      "%zu rows: events %llu requests %llu tokens %llu blocks %llu findings %llu", n, (unsigned long long)events,
+	      (unsigned long long)requests, (unsigned long long)tokens, (unsigned long long)blocks,
+	      (unsigned long long)findings);
+	CHECK(mistral, "the pass-through connection is not listed under its SNI");
+	CHECK(alice_openai, "alice/openai row has wrong seen times or counts");
+	struct store_review r = { .exe = "/usr/bin/curl", .provider = "anthropic", .state = "approved", .by = "soc",
+				  .at_us = T0 };
+	CHECK(store_review_set(s, &r) == 0, "review: %s", store_errmsg(s));
+	r.state = "unapproved";
+	r.at_us = T0 + 1;
+	CHECK(store_review_set(s, &r) == 0, "review again: %s", store_errmsg(s));
+	r.state = "maybe";
+	CHECK(store_review_set(s, &r) == -EINVAL, "a state outside unreviewed|approved|unapproved was stored");
+	CHECK(store_review_list(s, &rv, &n) == 0, "reviews: %s", store_errmsg(s));
+	CHECK(n == 1 && !strcmp(rv[0].state, "unapproved") && !strcmp(rv[0].by, "soc") && rv[0].at_us == T0 + 1,
+	      "%zu reviews, state %s", n, n ? rv[0].state : "-");
+	store_review_free(rv, n);
+}
+
 /* store_feed: commit order, not event time (an agent's spool shipped late
  * must not fall behind a forwarder's cursor), resumable from any cursor. */
 SUITE(feed_in_commit_order)
