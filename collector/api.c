@@ -675,6 +675,152 @@ static void h_agents(struct req *r)
 	send_stream(r, 200, fmt == FMT_JSON ? "application/x-ndjson" : "text/plain", NULL, buf, len);
 }
 
+/* The review state of (exe, provider): "unreviewed" unless an admin set one. */
+static const char *review_of(const struct store_review *rv, size_t n, const char *exe, const char *provider)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(rv[i].exe, exe) && !strcmp(rv[i].provider, provider))
+			return rv[i].state;
+	return "unreviewed";
+}
+
+static void render_inventory(const struct store_inventory_row *v, size_t n, const struct store_review *rv, size_t nrv,
+			     enum api_format fmt, FILE *m)
+{
+	static const char *const head[] = { "USER", "EXE", "PROVIDER", "HOST", "FIRST_SEEN", "LAST_SEEN", "EVENTS",
+					    "REQUESTS", "TOKENS", "FINDINGS", "BLOCKS", "REVIEW" };
+	struct jsonw w;
+	jsonw_init(&w);
+	if (fmt == FMT_CSV)
+		fputs("user,exe,provider,host,first_seen,last_seen,events,requests,tokens,findings,blocks,review\r\n", m);
+	else if (fmt == FMT_TABLE)
+		fprintf(m, "%-12s  %-28s  %-16s  %-16s  %-19s  %-19s  %8s  %8s  %10s  %8s  %6s  %s\n", head[0], head[1],
+			head[2], head[3], head[4], head[5], head[6], head[7], head[8], head[9], head[10], head[11]);
+	for (size_t i = 0; i < n; i++) {
+		const struct store_inventory_row *r = &v[i];
+		const char *state = review_of(rv, nrv, r->exe, r->provider);
+		char f[40], l[40];
+		fmt_time(r->first_us, f, sizeof(f), fmt != FMT_TABLE);
+		fmt_time(r->last_us, l, sizeof(l), fmt != FMT_TABLE);
+		if (fmt == FMT_JSON) {
+			jsonw_reset(&w);
+			jsonw_obj_open(&w);
+			jsonw_str(&w, "user", r->user);
+			jsonw_str(&w, "exe", r->exe);
+			jsonw_str(&w, "provider", r->provider);
+			jsonw_str(&w, "host", r->host);
+			jsonw_str(&w, "first_seen", f);
+			jsonw_str(&w, "last_seen", l);
+			jsonw_u64(&w, "events", r->events);
+			jsonw_u64(&w, "requests", r->requests);
+			jsonw_u64(&w, "tokens", r->tokens);
+			jsonw_u64(&w, "findings", r->findings);
+			jsonw_u64(&w, "blocks", r->blocks);
+			jsonw_str(&w, "review", state);
+			jsonw_obj_close(&w);
+			if (!w.oom)
+				fprintf(m, "%s\n", w.buf);
+		} else if (fmt == FMT_CSV) {
+			const char *cells[] = { r->user, r->exe, r->provider, r->host };
+			for (int k = 0; k < 4; k++) {
+				csv_cell(m, cells[k], true);
+				fputc(',', m);
+			}
+			fprintf(m, "%s,%s,%llu,%llu,%llu,%llu,%llu,%s\r\n", f, l, (unsigned long long)r->events,
+				(unsigned long long)r->requests, (unsigned long long)r->tokens,
+				(unsigned long long)r->findings, (unsigned long long)r->blocks, state);
+		} else {
+			char c[4][64];
+			cell_clean(*r->user ? r->user : "-", c[0], 64, 12);
+			cell_clean(*r->exe ? r->exe : "-", c[1], 64, 28);
+			cell_clean(r->provider, c[2], 64, 16);
+			cell_clean(*r->host ? r->host : "-", c[3], 64, 16);
+			fprintf(m, "%-12s  %-28s  %-16s  %-16s  %-19s  %-19s  %8llu  %8llu  %10llu  %8llu  %6llu  %s\n", c[0],
+				c[1], c[2], c[3], f, l, (unsigned long long)r->events, (unsigned long long)r->requests,
+				(unsigned long long)r->tokens, (unsigned long long)r->findings,
+				(unsigned long long)r->blocks, state);
+		}
+	}
+	if (fmt == FMT_TABLE)
+		fprintf(m, "(%zu row%s)\n", n, n == 1 ? "" : "s");
+	jsonw_free(&w);
+}
+
+static void h_inventory(struct req *r)
+{
+	struct store_filter f;
+	char bufs[12][256], why[128], fs[16] = "table";
+	enum api_format fmt;
+	struct store_inventory_row *v = NULL;
+	struct store_review *rv = NULL;
+	size_t n = 0, nrv = 0;
+	if (filter_from(r, &f, bufs, why, sizeof(why)))
+		return respond_err(r, 400, why);
+	qparam(r, "format", fs, sizeof(fs));
+	if (api_format_parse(fs, &fmt))
+		return respond_err(r, 400, "format must be table, json or csv");
+	pthread_mutex_lock(&r->a->lock);
+	int rc = store_inventory(r->a->store, &f, &v, &n);
+	if (!rc)
+		rc = store_review_list(r->a->store, &rv, &nrv);
+	if (rc)
+		log_err("api: inventory: %s", store_errmsg(r->a->store));
+	pthread_mutex_unlock(&r->a->lock);
+	if (rc) {
+		store_inventory_free(v, n);
+		return respond_err(r, 503, "the store failed to answer");
+	}
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&buf, &len);
+	if (m) {
+		render_inventory(v, n, rv, nrv, fmt, m);
+		fclose(m);
+	}
+	store_inventory_free(v, n);
+	store_review_free(rv, nrv);
+	send_stream(r, 200, fmt == FMT_JSON ? "application/x-ndjson" : fmt == FMT_CSV ? "text/csv" : "text/plain", NULL,
+		    buf, len);
+}
+
+/* An admin sets the review state of a (program, provider) pair. The change
+ * is itself an audit record in the store (kind "review", queryable and
+ * exported like any event), naming who made it. */
+static void h_review(struct req *r, const struct colconf_token *tok)
+{
+	char exe[4096], prov[256], state[32];
+	if (!qparam(r, "exe", exe, sizeof(exe)) || !exe[0] || !qparam(r, "provider", prov, sizeof(prov)) || !prov[0] ||
+	    !qparam(r, "state", state, sizeof(state)) || !STORE_REVIEW_STATE_OK(state))
+		return respond_err(r, 400, "exe, provider and state (unreviewed, approved or unapproved) are required");
+	char reason[4500];
+	snprintf(reason, sizeof(reason), "%s set %s with %s to %s", tok->name, exe, prov, state);
+	struct store_review rv = { .exe = exe, .provider = prov, .state = state, .by = tok->name, .at_us = now_us() };
+	struct store_event ev = { .time_us = rv.at_us, .kind = "review", .agent_id = "collector", .exe = exe,
+				  .provider = prov, .action = state, .user = tok->name, .reason = reason,
+				  .injection_score = -1 };
+	pthread_mutex_lock(&r->a->lock);
+	int rc = store_review_set(r->a->store, &rv);
+	if (!rc)
+		rc = store_insert_local(r->a->store, &ev);
+	if (rc)
+		log_err("api: review: %s", store_errmsg(r->a->store));
+	pthread_mutex_unlock(&r->a->lock);
+	if (rc)
+		return respond_err(r, 503, "the store failed");
+	log_warn("api: %s", reason);
+	struct jsonw w;
+	jsonw_init(&w);
+	jsonw_obj_open(&w);
+	jsonw_str(&w, "exe", exe);
+	jsonw_str(&w, "provider", prov);
+	jsonw_str(&w, "review", state);
+	jsonw_str(&w, "by", tok->name);
+	jsonw_obj_close(&w);
+	jsonw_raw(&w, "\n", 1);
+	respond(r, 200, "application/json", NULL, w.oom ? "" : w.buf, w.oom ? 0 : w.len);
+	jsonw_free(&w);
+}
+
 static char *slurp(const char *path)
 {
 	FILE *f = fopen(path, "r");
@@ -810,6 +956,12 @@ static void route(struct req *r)
 			cmetrics_api(API_AGENTS);
 			h_agents(r);
 		}
+	} else if (!strcmp(r->path, "/api/v1/inventory") && get) {
+		if ((tok = authorize(r, ROLE_ANALYST)))
+			h_inventory(r);
+	} else if (!strcmp(r->path, "/api/v1/review") && post) {
+		if ((tok = authorize(r, ROLE_ADMIN)))
+			h_review(r, tok);
 	} else if (!strcmp(r->path, "/api/v1/enroll") && post) {
 		if ((tok = authorize(r, ROLE_ADMIN))) {
 			cmetrics_api(API_ENROLL);

@@ -8,6 +8,10 @@
  *            &since=7d&limit=&format=...
  *   GET  /api/v1/verify[?agent=ID]     text report; header X-Vigil-Verify: intact|broken
  *   GET  /api/v1/agents[?format=]
+ *   GET  /api/v1/inventory?since=&user=&host=&exe=&provider=&format=
+ *                                      (user, exe, provider, host) with counts and review state
+ *   POST /api/v1/review?exe=&provider=&state=unreviewed|approved|unapproved
+ *                                      admin; recorded as a kind "review" event
  *   POST /api/v1/enroll?agent_id=ID    admin: JSON {agent_id, key_pem, cert_pem, ca_pem}
  *   POST /api/v1/revoke?agent_id=ID    admin (&undo=1 lifts it)
  *   GET  /metrics                      Prometheus text

@@ -20,7 +20,7 @@ import time
 
 import lib
 from lib import check, test
-from collector_tools import ANALYST_T, Collector
+from collector_tools import ADMIN_T, ANALYST_T, Collector
 
 HOST = "127.41.0.1"
 TMP = tempfile.mkdtemp(prefix="vigil-colops-")
@@ -584,6 +584,68 @@ def cost_in_query_json_table_and_top():
             break
         check(time.time() < deadline, "new prices not applied after SIGHUP: %s" % p.stdout)
         time.sleep(0.2)
+    col.stop()
+
+
+def add_passthrough(db, user, exe, sni):
+    con = sqlite3.connect(db, timeout=30)
+    now = int(time.time() * 1e6)
+    con.execute("INSERT INTO events(id, time, event_id, agent_id, boot_id, seq, kind, user, exe, host, sni, provider,"
+                " action, findings, ingest_seq) VALUES(?, ?, 'pt-1', 'fwd-agent', 'boot2', 1, 'connection', ?, ?,"
+                " 'ws2', ?, '', 'passthrough', '', (SELECT IFNULL(MAX(ingest_seq), 0) + 1 FROM events))",
+                (now << 10, now, user, exe, sni))
+    con.commit()
+    con.close()
+
+
+@test
+def inventory_lists_use_and_admin_reviews_are_audited():
+    import json
+    col = Collector(TMP, host=HOST, name="inventory")
+    col.start()
+    n = 20
+    add_events(col.db, n)
+    add_passthrough(col.db, "bob", "/usr/bin/node", "api.mistral.ai")
+
+    def inventory():
+        p = col.vigil("inventory", "--json", "--since", "1d")
+        check(p.returncode == 0, "vigil inventory: %d %s" % (p.returncode, p.stderr))
+        return {(r["user"], r["exe"], r["provider"], r["host"]): r for r in map(json.loads, p.stdout.splitlines())}
+    inv = inventory()
+    check(set(inv) == {("alice", "/usr/bin/python3", "openai", "ws1"), ("bob", "/usr/bin/node", "api.mistral.ai", "ws2")},
+          "inventory keys %s" % list(inv))
+    a = inv[("alice", "/usr/bin/python3", "openai", "ws1")]
+    want_req = sum(1 for i in range(n) if i % 7 != 4 and i % 11 != 5)
+    want_fnd = sum(1 for i in range(n) if i % 5 in (1, 2, 3))
+    want_blk = sum(1 for i in range(n) if i % 5 == 3)
+    want_tok = sum(120 + i + 45 for i in range(n))
+    check(a["events"] == n and a["requests"] == want_req and a["findings"] == want_fnd and a["blocks"] == want_blk
+          and a["tokens"] == want_tok and a["review"] == "unreviewed" and a["first_seen"] < a["last_seen"],
+          "alice row %r" % a)
+    b = inv[("bob", "/usr/bin/node", "api.mistral.ai", "ws2")]
+    check(b["events"] == 1 and b["requests"] == 0, "pass-through row %r" % b)
+    # Only an admin sets a review state; the change is an audit record.
+    p = col.vigil("inventory", "--review", "approved", "--exe", "/usr/bin/python3", "--provider", "openai")
+    check(p.returncode == 1 and "403" in p.stderr, "analyst could review: %d %s" % (p.returncode, p.stderr))
+    p = col.vigil("inventory", "--review", "maybe", "--exe", "/usr/bin/python3", "--provider", "openai", token=ADMIN_T)
+    check(p.returncode == 2, "bad state accepted: %d %s" % (p.returncode, p.stderr))
+    p = col.vigil("inventory", "--review", "unapproved", "--exe", "/usr/bin/node", "--provider", "api.mistral.ai",
+                  token=ADMIN_T)
+    check(p.returncode == 0, "admin review: %d %s" % (p.returncode, p.stderr))
+    p = col.vigil("inventory", "--review", "approved", "--exe", "/usr/bin/python3", "--provider", "openai",
+                  token=ADMIN_T)
+    check(p.returncode == 0, "admin review: %d %s" % (p.returncode, p.stderr))
+    inv = inventory()
+    check(inv[("alice", "/usr/bin/python3", "openai", "ws1")]["review"] == "approved" and
+          inv[("bob", "/usr/bin/node", "api.mistral.ai", "ws2")]["review"] == "unapproved", "review states %r" % inv)
+    audit = col.query_json("--kind", "review", "--since", "1d")
+    check(len(audit) == 2 and all(r["user"] == "soc-admin" for r in audit) and
+          {r["action"] for r in audit} == {"approved", "unapproved"}, "review audit records %r" % audit)
+    p = col.vigil("inventory", "--since", "1d")
+    check(p.returncode == 0 and "REVIEW" in p.stdout and "approved" in p.stdout and "(2 rows)" in p.stdout,
+          "table: %s" % p.stdout)
+    p = col.vigil("inventory", "--csv", "--user", "bob")
+    check(p.stdout.startswith("user,exe,provider") and p.stdout.count("\n") == 2, "csv %r" % p.stdout)
     col.stop()
 
 
