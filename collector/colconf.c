@@ -323,6 +323,80 @@ static int pricing(const char *file, const struct ynode *n, struct colconf *c, c
 	return 0;
 }
 
+static int num_in(const char *file, const struct ynode *v, double lo, double hi, double *out, char *err, size_t errlen)
+{
+	char *end;
+	double d = v->kind == YNODE_SCALAR ? strtod(v->str, &end) : lo - 1;
+	if (v->kind != YNODE_SCALAR || end == v->str || *end || !isfinite(d) || d < lo || d > hi) {
+		snprintf(err, errlen, "%s:%d: expected a number from %g to %g", file, v->line, lo, hi);
+		return -EINVAL;
+	}
+	*out = d;
+	return 0;
+}
+
+/* alerts: {volume_window, volume_factor, ...}: see struct colconf_alerts. */
+static int alerts_conf(const char *file, const struct ynode *n, struct colconf_alerts *a, char *err, size_t errlen)
+{
+	if (n->kind != YNODE_MAP) {
+		if (n->kind == YNODE_SCALAR && !n->str[0])
+			return 0;   /* "alerts:" alone: the defaults */
+		snprintf(err, errlen, "%s:%d: alerts must be a mapping of thresholds", file, n->line);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < ytree_map_len(n); i++) {
+		const char *k = ytree_map_key(n, i)->str;
+		const struct ynode *v = ytree_map_val(n, i);
+		unsigned long long u;
+		int rc;
+		/* dur: a duration (30s, 5m, 1h, 7d), bounds in seconds. */
+		struct { const char *name; unsigned *dst; unsigned long long lo, hi; bool dur; } ints[] = {
+			{ "volume_window", &a->volume_window_s, 60, 86400 * 7, true },
+			{ "volume_history", &a->volume_history, 1, 10000, false },
+			{ "new_use_after", &a->new_use_after_s, 0, 86400 * 365, true },
+			{ "burst_count", &a->burst_count, 2, 1000, false },
+			{ "burst_window", &a->burst_window_s, 1, 86400, true },
+			{ "silent_after", &a->silent_after_s, 60, 86400 * 30, true },
+		};
+		struct { const char *name; double *dst; double lo, hi; } nums[] = {
+			{ "volume_factor", &a->volume_factor, 1, 1e6 },
+			{ "volume_sigma", &a->volume_sigma, 0, 1000 },
+			{ "injection_score", &a->injection_score, 0, 1 },
+		};
+		rc = 1;
+		for (size_t j = 0; rc == 1 && j < sizeof(ints) / sizeof(ints[0]); j++) {
+			if (strcmp(k, ints[j].name))
+				continue;
+			if (!ints[j].dur) {
+				rc = ytree_u64(file, v, ints[j].lo, ints[j].hi, &u, err, errlen);
+			} else if (!(rc = ytree_duration_ms(file, v, &u, err, errlen))) {
+				u /= 1000;
+				if (u < ints[j].lo || u > ints[j].hi) {
+					snprintf(err, errlen, "%s:%d: %s must be from %llus to %llus", file, v->line, k,
+						 ints[j].lo, ints[j].hi);
+					rc = -EINVAL;
+				}
+			}
+			if (!rc)
+				*ints[j].dst = (unsigned)u;
+		}
+		for (size_t j = 0; rc == 1 && j < sizeof(nums) / sizeof(nums[0]); j++)
+			if (!strcmp(k, nums[j].name))
+				rc = num_in(file, v, nums[j].lo, nums[j].hi, nums[j].dst, err, errlen);
+		if (rc == 1 && !strcmp(k, "volume_min_tokens")) {
+			if (!(rc = ytree_u64(file, v, 0, 1ULL << 40, &u, err, errlen)))
+				a->volume_min_tokens = u;
+		}
+		if (rc == 1) {
+			snprintf(err, errlen, "%s:%d: unknown key 'alerts.%s'", file, ytree_map_key(n, i)->line, k);
+			rc = -EINVAL;
+		}
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
 bool colconf_cost(const struct colconf *c, const char *provider, const char *model, int64_t input_tokens,
 		  int64_t output_tokens, double *cost)
 {
@@ -349,6 +423,10 @@ int colconf_load(const char *path, struct colconf **out, char *err, size_t errle
 		return -ENOMEM;
 	c->cert_days = 30;
 	c->max_agents = 1024;
+	c->alerts = (struct colconf_alerts){ .volume_window_s = 3600, .volume_factor = 5, .volume_sigma = 4,
+					     .volume_min_tokens = 20000, .volume_history = 6,
+					     .new_use_after_s = 86400, .burst_count = 5, .burst_window_s = 600,
+					     .injection_score = 0.8, .silent_after_s = 900 };
 	c->log_level = 2;
 	if (!(c->path = strdup(path))) {
 		rc = -ENOMEM;
@@ -392,7 +470,10 @@ int colconf_load(const char *path, struct colconf **out, char *err, size_t errle
 			rc = tokens(path, v, c, err, errlen);
 		else if (!strcmp(k, "forward"))
 			rc = forwards(path, v, c, err, errlen);
-		else if (!strcmp(k, "pricing"))
+		else if (!strcmp(k, "alerts")) {
+			c->alerts.enabled = true;
+			rc = alerts_conf(path, v, &c->alerts, err, errlen);
+		} else if (!strcmp(k, "pricing"))
 			rc = pricing(path, v, c, err, errlen);
 		else if (!strcmp(k, "forward_state"))
 			rc = scalar(path, v, &c->forward_state, err, errlen);

@@ -38,6 +38,21 @@ struct colconf_price {
 	double input, output, cached_input;
 };
 
+/* alerts: thresholds of the detectors (alerts.h); enabled by the section. */
+struct colconf_alerts {
+	bool enabled;
+	unsigned volume_window_s;     /* one volume window (default 3600) */
+	double volume_factor;         /* above factor x own mean (default 5) */
+	double volume_sigma;          /* and above mean + sigma x deviation (default 4) */
+	uint64_t volume_min_tokens;   /* and at least this many tokens (default 20000) */
+	unsigned volume_history;      /* past windows needed first (default 6) */
+	unsigned new_use_after_s;     /* a user's history needed for new_use (default 86400) */
+	unsigned burst_count;         /* blocks or findings (default 5) ... */
+	unsigned burst_window_s;      /* ... within this (default 600) */
+	double injection_score;       /* at or above (default 0.8) */
+	unsigned silent_after_s;      /* an agent's silence (default 900) */
+};
+
 struct colconf {
 	char *path;
 	char *listen;            /* agent ingest, mTLS: HOST:PORT (default 0.0.0.0:7443) */
@@ -58,7 +73,8 @@ struct colconf {
 	char *forward_state;
 	struct colconf_price *prices;
 	size_t n_prices;
-	char currency[4];        /* ISO 4217 of every price (one table, one currency) */     /* directory of the forwarders' cursors (default: the SQLite store's) */
+	char currency[4];        /* ISO 4217 of every price (one table, one currency) */
+	struct colconf_alerts alerts;     /* directory of the forwarders' cursors (default: the SQLite store's) */
 	int log_level;           /* 0..3, default 2 */
 };
 

@@ -20,6 +20,7 @@
 #include "enroll.h"
 #include "export.h"
 #include "forwarder.h"
+#include "alerts.h"
 #include "ingest.h"
 #include "log.h"
 #include "store.h"
@@ -350,6 +351,7 @@ static int run(const char *cfg, bool check)
 	struct api *a = NULL;
 	struct forward *fwd = NULL;
 	struct forwarder *fwr = NULL;
+	struct alerts_thread *alt = NULL;
 	SSL_CTX *ictx = NULL, *actx = NULL;
 	struct reloader rl;
 	bool rl_started = false;
@@ -399,7 +401,7 @@ static int run(const char *cfg, bool check)
 		rc = 1;
 		goto out;
 	}
-	if (forwarder_start(c, &fwr, err, sizeof(err))) {
+	if (forwarder_start(c, &fwr, err, sizeof(err)) || alerts_start(c, &alt, err, sizeof(err))) {
 		log_err("%s", err);
 		rc = 1;
 		goto out;
@@ -422,6 +424,7 @@ out:
 	stop_flag = 1;
 	if (rl_started)
 		pthread_join(rl.thr, NULL);
+	alerts_stop(alt);
 	forwarder_stop(fwr);
 	api_stop(a);
 	ingest_free(g);

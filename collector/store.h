@@ -192,7 +192,7 @@ int store_count(struct store *s, const struct store_filter *f, uint64_t *out);
 /* The inventory of AI use: events grouped by (user, exe, service, host),
  * where service is the provider, or the SNI for a connection that was
  * passed through undecrypted; busiest first, at most STORE_USAGE_MAX.
- * The collector's own "review" records are not use. */
+ * The collector's own "review" and "alert" records are not use. */
 struct store_inventory_row {
 	char *user, *exe, *provider, *host;
 	int64_t first_us, last_us;

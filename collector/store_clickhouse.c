@@ -917,7 +917,7 @@ static int ch_inventory(struct store *s, const struct store_filter *f, struct st
 		     " countIf(kind = 'request'), sum(greatest(prompt_tokens, 0) + greatest(completion_tokens, 0)),"
 		     " countIf(findings != ''), countIf(action = 'block') FROM events"));
 	where(&q, f);
-	b_fmt(&q, " AND if(provider != '', provider, sni) != '' AND kind != 'review' GROUP BY `user`, exe, svc, host"
+	b_fmt(&q, " AND if(provider != '', provider, sni) != '' AND kind NOT IN ('review', 'alert') GROUP BY `user`, exe, svc, host"
 		  " ORDER BY count() DESC, `user`, exe, svc, host LIMIT %d FORMAT TabSeparated", STORE_USAGE_MAX);
 	if ((rc = ch_q(c, &q)))
 		return rc;

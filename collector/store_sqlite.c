@@ -770,7 +770,7 @@ static int sq_inventory(struct store *s, const struct store_filter *f, struct st
 	snprintf(sql, sizeof(sql),
 		 "SELECT e.user, e.exe, " SVC ", e.host, min(e.time), max(e.time), count(*), sum(e.kind = 'request'),"
 		 " sum(max(e.prompt_tokens, 0) + max(e.completion_tokens, 0)), sum(e.findings != ''),"
-		 " sum(e.action = 'block') FROM events e%s%s" SVC " != '' AND e.kind != 'review'"
+		 " sum(e.action = 'block') FROM events e%s%s" SVC " != '' AND e.kind NOT IN ('review', 'alert')"
 		 " GROUP BY 1, 2, 3, 4 ORDER BY 7 DESC, 1, 2, 3, 4"
 		 " LIMIT %d",
 		 w.sql, w.len ? " AND " : " WHERE ", STORE_USAGE_MAX);
