@@ -465,12 +465,14 @@ static const struct colconf_token *authorize(struct req *r, enum colconf_role ne
 	return tok;
 }
 
-static int filter_from(struct req *r, struct store_filter *f, char bufs[12][256], char *why, size_t wl)
+static int filter_from(struct req *r, struct store_filter *f, char bufs[13][256], char *why, size_t wl)
 {
 	static const char *keys[] = { "user", "host", "finding", "action", "exe", "provider", "model", "kind", "agent" };
 	const char **dst[] = { &f->user, &f->host, &f->finding, &f->action, &f->exe, &f->provider, &f->model, &f->kind,
 			       &f->agent_id };
 	memset(f, 0, sizeof(*f));
+	if (qparam(r, "rule", bufs[12], 256) && bufs[12][0])
+		f->rule = bufs[12];
 	for (size_t i = 0; i < 9; i++)
 		if (qparam(r, keys[i], bufs[i], 256) && bufs[i][0])
 			*dst[i] = bufs[i];
@@ -510,7 +512,7 @@ static void send_stream(struct req *r, int code, const char *ctype, const char *
 static void h_events(struct req *r)
 {
 	struct store_filter f;
-	char bufs[12][256], why[128], fs[16] = "table";
+	char bufs[13][256], why[128], fs[16] = "table";
 	enum api_format fmt;
 	struct store_rows rows;
 	if (filter_from(r, &f, bufs, why, sizeof(why)))
@@ -540,7 +542,7 @@ static void h_events(struct req *r)
 static void h_top(struct req *r)
 {
 	struct store_filter f;
-	char bufs[12][256], why[128], fs[16] = "table", by[32] = "users";
+	char bufs[13][256], why[128], fs[16] = "table", by[32] = "users";
 	enum api_format fmt;
 	enum store_top_kind k;
 	struct store_top_row *rows;
@@ -749,7 +751,7 @@ static void render_inventory(const struct store_inventory_row *v, size_t n, cons
 static void h_inventory(struct req *r)
 {
 	struct store_filter f;
-	char bufs[12][256], why[128], fs[16] = "table";
+	char bufs[13][256], why[128], fs[16] = "table";
 	enum api_format fmt;
 	struct store_inventory_row *v = NULL;
 	struct store_review *rv = NULL;

@@ -3,7 +3,7 @@
  * revokes, metrics may only scrape. /metrics needs no token (counters only).
  *
  *   GET  /api/v1/events?since=24h&until=&user=&host=&finding=&action=&exe=
- *            &provider=&model=&kind=&agent=&limit=&format=table|json|csv
+ *            &provider=&model=&kind=&agent=&rule=&limit=&format=table|json|csv
  *   GET  /api/v1/top?by=users|exes|providers|findings|hosts|models|actions|agents
  *            &since=7d&limit=&format=...
  *   GET  /api/v1/verify[?agent=ID]     text report; header X-Vigil-Verify: intact|broken

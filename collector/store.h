@@ -106,7 +106,7 @@ struct store_agent {
 
 struct store_filter {
 	int64_t since_us, until_us;      /* 0 = unbounded */
-	const char *user, *host, *finding, *action, *exe, *provider, *model, *kind, *agent_id;
+	const char *user, *host, *finding, *action, *exe, *provider, *model, *kind, *agent_id, *rule;
 	size_t limit;                    /* 0 = STORE_DEFAULT_LIMIT */
 };
 #define STORE_DEFAULT_LIMIT 1000

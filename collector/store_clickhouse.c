@@ -687,6 +687,7 @@ static void where(struct buf *q, const struct store_filter *f)
 	struct { const char *col, *val; } eq[] = {
 		{ "`user`", f->user }, { "host", f->host }, { "action", f->action }, { "exe", f->exe },
 		{ "provider", f->provider }, { "model", f->model }, { "kind", f->kind }, { "agent_id", f->agent_id },
+		{ "rule", f->rule },
 	};
 	bool first = true;
 #define AND() do { b_add(q, first ? " WHERE " : " AND ", first ? 7 : 5); first = false; } while (0)

@@ -410,7 +410,7 @@ static void build_where(const struct store_filter *f, struct where *w)
 	struct { const char *col; const char *val; } eq[] = {
 		{ "user", f->user }, { "host", f->host }, { "action", f->action }, { "exe", f->exe },
 		{ "provider", f->provider }, { "model", f->model }, { "kind", f->kind },
-		{ "agent_id", f->agent_id },
+		{ "agent_id", f->agent_id }, { "rule", f->rule },
 	};
 	for (size_t i = 0; i < sizeof(eq) / sizeof(eq[0]); i++) {
 		if (!eq[i].val)

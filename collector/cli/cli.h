@@ -50,6 +50,7 @@ void cli_query_param(char *q, size_t qlen, const char *key, const char *val);
  * subcommand (2 for the server's 400, 1 for any other failure). */
 int cli_server_print(const struct cli_server *s, const char *cmd, const char *path_query, bool post);
 int cli_inventory_main(int argc, char **argv); /* inventory.c: `vigil inventory` */
+int cli_alerts_main(int argc, char **argv);    /* alerts.c: `vigil alerts` */
 /* verify's request and report (query.c keeps the one copy of the transport). */
 int cli_verify_run(const struct cli_server *s, const char *agent);
 

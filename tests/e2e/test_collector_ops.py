@@ -649,5 +649,43 @@ def inventory_lists_use_and_admin_reviews_are_audited():
     col.stop()
 
 
+@test
+def alerts_raised_stored_listed_and_exported():
+    """The detector thread on a running collector: an injection score over
+    the threshold, tamper-like bypass records and a burst of blocked and
+    finding events become kind alert events that `vigil alerts` lists with
+    their evidence and export carries (OCSF Detection Finding)."""
+    import json
+    col = Collector(TMP, host=HOST, name="alerts", extra="alerts:\n  injection_score: 0.9\n  burst_count: 5\n")
+    col.start()
+    wait_for(lambda: os.path.exists(os.path.join(col.dir, "alerts.cursor")), "the detector never caught up", col)
+    add_events(col.db, 20)
+
+    def alerts(*a):
+        p = col.vigil("alerts", "--json", "--since", "1d", *a)
+        check(p.returncode == 0, "vigil alerts: %d %s" % (p.returncode, p.stderr))
+        return [json.loads(l) for l in p.stdout.splitlines()]
+    wait_for(lambda: len(alerts()) >= 7, "alerts: %s" % [(a["rule"], a["reason"]) for a in alerts()], col)
+    time.sleep(1.5)
+    got = alerts()
+    rules = sorted(a["rule"] for a in got)
+    # injections at i % 5 == 2 (score 0.93): 2, 7, 12, 17; bypass at i % 11 == 5: 5, 16;
+    # one burst (the 5th bad event; later ones fall in the same window).
+    check(rules == ["burst", "injection", "injection", "injection", "injection", "tamper", "tamper"],
+          "alert rules %s" % rules)
+    check(all(a["kind"] == "alert" and a["user"] == "alice" and a["reason"] for a in got if a["rule"] != "tamper"),
+          "alert fields %r" % got)
+    inj = alerts("--rule", "injection")
+    check(len(inj) == 4 and all("0.93" in a["reason"] for a in inj), "rule filter / evidence %r" % inj)
+    p = col.vigil("alerts", "--since", "1d")
+    check(p.returncode == 0 and "injection" in p.stdout and "(7 events)" in p.stdout, "table %s" % p.stdout)
+    ocsf = export(col, "ocsf")
+    check(sum(1 for r in ocsf if r["class_uid"] == 2004 and r["unmapped"]["vigil.kind"] == "alert") == 7,
+          "alerts in the OCSF export")
+    inv = col.vigil("inventory", "--json", "--since", "1d").stdout
+    check(all(json.loads(l)["events"] == 20 for l in inv.splitlines()), "alerts counted as use: %s" % inv)
+    col.stop()
+
+
 if __name__ == "__main__":
     lib.main()

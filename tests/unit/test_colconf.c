@@ -105,6 +105,21 @@ TEST(pricing_table_and_cost)
 	colconf_free(c);
 }
 
+TEST(alert_thresholds_and_defaults)
+{
+	struct colconf *c;
+	char err[256] = "";
+	CHECK(load(BASE, &c, err, sizeof(err)) == 0 && !c->alerts.enabled && c->alerts.volume_factor == 5 &&
+	      c->alerts.silent_after_s == 900, "defaults: %s", err);
+	colconf_free(c);
+	CHECK(load(BASE "alerts:\n  volume_window: 30m\n  volume_factor: 8\n  burst_count: 3\n  silent_after: 1h\n"
+		       "  injection_score: 0.7\n", &c, err, sizeof(err)) == 0, "alerts refused: %s", err);
+	CHECK(c->alerts.enabled && c->alerts.volume_window_s == 1800 && c->alerts.volume_factor == 8 &&
+	      c->alerts.burst_count == 3 && c->alerts.silent_after_s == 3600 && c->alerts.injection_score == 0.7 &&
+	      c->alerts.burst_window_s == 600, "alerts parsed wrong");
+	colconf_free(c);
+}
+
 TEST(pricing_and_forward_mistakes_name_the_line)
 {
 	static const struct {
@@ -119,6 +134,11 @@ TEST(pricing_and_forward_mistakes_name_the_line)
 		{ "pricing:\n  - { provider: a, model: x, cost: 1 }\n", ":5: unknown key 'pricing.cost'" },
 		{ "pricing: free\n", ":4: pricing must be a list" },
 		{ "forward: x\n", ":4: forward must be a list" },
+		{ "alerts:\n  volume_factor: 0\n", ":5: expected a number from 1" },
+		{ "alerts:\n  burst_window: 2d\n", ":5: burst_window must be from" },
+		{ "alerts:\n  injection_score: high\n", ":5: expected a number from 0 to 1" },
+		{ "alerts:\n  volume: 1\n", ":5: unknown key 'alerts.volume'" },
+		{ "alerts: [1]\n", ":4: alerts must be a mapping" },
 		{ "forward:\n  - { name: a, format: hec, url: \"http://h:1\", batch: 9999 }\n", ":5:" },
 		{ "forward:\n  - { format: otlp, url: \"http://h:1\" }\n", ":5: forward target needs a name" },
 	};
