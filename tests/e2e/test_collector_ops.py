@@ -487,11 +487,17 @@ def forward_syslog_over_tcp_and_tls():
     col = Collector(TMP, host=HOST, name="fwd-syslog")
     tcp = SyslogServer("127.41.0.4")
     tls = SyslogServer(HOST, os.path.join(col.pki, "server.crt"), os.path.join(col.pki, "server.key"))
+    # The same server certificate checked against a CA that did not sign it:
+    # nothing may be sent (a man in the middle would look like this).
+    spoof = SyslogServer(HOST, os.path.join(col.pki, "server.crt"), os.path.join(col.pki, "server.key"))
+    other = os.path.join(col.dir, "other-pki")
+    subprocess.run([lib.BUILD + "/vigil-collector", "pki", "init", "--dir", other], check=True, capture_output=True)
     with open(col.config, "a") as f:
         f.write("""forward:
   - { name: siem-tcp, format: syslog, address: "127.41.0.4:%d", transport: tcp }
   - { name: siem-tls, format: syslog, address: "%s:%d", transport: tls, ca: %s/ca.crt }
-""" % (tcp.port, HOST, tls.port, col.pki))
+  - { name: siem-spoof, format: syslog, address: "%s:%d", transport: tls, ca: %s/ca.crt }
+""" % (tcp.port, HOST, tls.port, col.pki, HOST, spoof.port, other))
     col.start()
     ids = add_events(col.db, 12)
     wait_for(lambda: len(tcp.frames) >= 12 and len(tls.frames) >= 12,
@@ -505,6 +511,8 @@ def forward_syslog_over_tcp_and_tls():
                   "%s: not an RFC 5424 message: %r" % (name, fr[:120]))
             got.append(fr.split('event_id="', 1)[1].split('"', 1)[0])
         check(sorted(got) == sorted(ids), "%s: %d frames for %d events" % (name, len(got), len(ids)))
+    check(not spoof.frames and "forward siem-spoof: TLS" in open(col.log).read(),
+          "sent to a server the CA does not vouch for: %d frames | %s" % (len(spoof.frames), col.tail()))
     col.stop()
 
 
