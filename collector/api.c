@@ -28,12 +28,24 @@
 #define API_MAX_HEAD 16384
 #define API_MAX_INFLIGHT 32
 
+/* A configuration as requests see it: SIGHUP swaps api->cur whole, and a
+ * request keeps the one it started with (its token entry points into it)
+ * until it ends; the last reference frees a replaced one. */
+struct confref {
+	struct colconf *c;
+	bool owned;               /* false for the start-up one, main() frees it */
+	int refs;
+};
+
 struct api {
 	int lfd, port;
 	SSL_CTX *ctx;
 	struct store *store;
-	pthread_mutex_t lock;
-	const struct colconf *conf;
+	char *store_url;          /* verify opens its own read handle from it */
+	pthread_mutex_t lock;     /* serialises a->store */
+	pthread_mutex_t state;    /* guards cur, refs and inflight */
+	pthread_cond_t idle;      /* signalled when inflight drops to 0 */
+	struct confref *cur;
 	pthread_t thr;
 	volatile int stop;
 	int inflight;
@@ -41,6 +53,8 @@ struct api {
 
 struct req {
 	struct api *a;
+	struct confref *ref;      /* the configuration this request runs under */
+	const struct colconf *conf;
 	int fd;
 	SSL *ssl;
 	char method[8];
@@ -139,18 +153,30 @@ static void cell_clean(const char *s, char *out, size_t len, size_t maxw)
 	out[n] = 0;
 }
 
-#define TCOLS 10
+#define TCOLS 11
 static const char *const thead[TCOLS] = { "TIME", "USER", "HOST", "EXE", "PROVIDER", "MODEL", "ACTION", "RULE",
-					   "FINDINGS", "KIND" };
-static const size_t tmax[TCOLS] = { 19, 16, 20, 28, 12, 24, 8, 20, 40, 16 };
+					   "FINDINGS", "COST", "KIND" };
+static const size_t tmax[TCOLS] = { 19, 16, 20, 28, 12, 24, 8, 20, 40, 16, 16 };
 
-static void table_cells(const struct store_event *e, char cells[TCOLS][64])
+/* Cost is computed when the events are read, from the pricing table of the
+ * running configuration: a price corrected in collector.yaml (SIGHUP)
+ * applies to history too, and the signed events stay what the agent sent. */
+static bool event_cost(const struct colconf *c, const struct store_event *e, double *cost)
 {
-	char t[40], f[512];
+	return colconf_cost(c, e->provider, e->model, e->prompt_tokens, e->completion_tokens, cost);
+}
+
+static void table_cells(const struct store_event *e, const struct colconf *c, char cells[TCOLS][64])
+{
+	char t[40], f[512], cost[40] = "";
+	double d;
 	fmt_time(e->time_us, t, sizeof(t), false);
 	if (store_findings_format(e->findings, e->nfindings, f, sizeof(f)))
 		snprintf(f, sizeof(f), "...");
-	const char *v[TCOLS] = { t, e->user, e->host, e->exe, e->provider, e->model, e->action, e->rule, f, e->kind };
+	if (event_cost(c, e, &d))
+		snprintf(cost, sizeof(cost), "%.6f %s", d, c->currency);
+	const char *v[TCOLS] = { t, e->user, e->host, e->exe, e->provider, e->model, e->action, e->rule, f, cost,
+				 e->kind };
 	for (int i = 0; i < TCOLS; i++)
 		cell_clean(v[i] && *v[i] ? v[i] : "-", cells[i], 64, tmax[i]);
 }
@@ -161,17 +187,38 @@ static const char *const csv_cols[] = { "time", "event_id", "agent_id", "host", 
 					"bytes_down", "prompt_tokens", "completion_tokens", "latency_ms", "prev_hash",
 					"hash" };
 
-void api_render_events(const struct store_rows *r, enum api_format fmt, FILE *out)
+/* The contract's JSON event plus cost and currency when priced. */
+static void json_event(const struct store_event *e, const struct colconf *c, FILE *out)
+{
+	struct jsonw w;
+	double d;
+	jsonw_init(&w);
+	export_json(e, &w);
+	if (!w.oom && event_cost(c, e, &d) && w.len && w.buf[w.len - 1] == '}') {
+		w.len--;   /* reopen the object export_json closed */
+		w.need_comma = true;
+		jsonw_double(&w, "cost", d);
+		jsonw_str(&w, "currency", c->currency);
+		jsonw_obj_close(&w);
+	}
+	if (!w.oom) {
+		fwrite(w.buf, 1, w.len, out);
+		fputc('\n', out);
+	}
+	jsonw_free(&w);
+}
+
+void api_render_events(const struct store_rows *r, const struct colconf *c, enum api_format fmt, FILE *out)
 {
 	if (fmt == FMT_JSON) {
 		for (size_t i = 0; i < r->n; i++)
-			export_line(EXPORT_JSONL, &r->ev[i], NULL, out);
+			json_event(&r->ev[i], c, out);
 		return;
 	}
 	if (fmt == FMT_CSV) {
 		for (size_t i = 0; i < sizeof(csv_cols) / sizeof(csv_cols[0]); i++)
 			fprintf(out, "%s%s", i ? "," : "", csv_cols[i]);
-		fputs("\r\n", out);
+		fputs(",cost,currency\r\n", out);
 		for (size_t i = 0; i < r->n; i++) {
 			const struct store_event *e = &r->ev[i];
 			char t[40], f[1024], ph[65], h[65];
@@ -201,9 +248,14 @@ void api_render_events(const struct store_rows *r, enum api_format fmt, FILE *ou
 				csv_cell(out, rest[k], true);
 				fputc(',', out);
 			}
-			fprintf(out, "%lld,%lld,%lld,%lld,%lld,%lld,%s,%s\r\n", (long long)e->status,
+			fprintf(out, "%lld,%lld,%lld,%lld,%lld,%lld,%s,%s,", (long long)e->status,
 				(long long)e->bytes_up, (long long)e->bytes_down, (long long)e->prompt_tokens,
 				(long long)e->completion_tokens, (long long)e->latency_ms, ph, h);
+			double d;
+			if (event_cost(c, e, &d))
+				fprintf(out, "%.6f,%s\r\n", d, c->currency);
+			else
+				fputs(",\r\n", out);
 		}
 		return;
 	}
@@ -212,7 +264,7 @@ void api_render_events(const struct store_rows *r, enum api_format fmt, FILE *ou
 	for (int i = 0; i < TCOLS; i++)
 		w[i] = strlen(thead[i]);
 	for (size_t r0 = 0; r0 < r->n; r0++) {
-		table_cells(&r->ev[r0], cells);
+		table_cells(&r->ev[r0], c, cells);
 		for (int i = 0; i < TCOLS; i++)
 			if (strlen(cells[i]) > w[i])
 				w[i] = strlen(cells[i]);
@@ -220,14 +272,15 @@ void api_render_events(const struct store_rows *r, enum api_format fmt, FILE *ou
 	for (int i = 0; i < TCOLS; i++)
 		fprintf(out, "%-*s%s", i == TCOLS - 1 ? 0 : (int)w[i], thead[i], i == TCOLS - 1 ? "\n" : "  ");
 	for (size_t r0 = 0; r0 < r->n; r0++) {
-		table_cells(&r->ev[r0], cells);
+		table_cells(&r->ev[r0], c, cells);
 		for (int i = 0; i < TCOLS; i++)
 			fprintf(out, "%-*s%s", i == TCOLS - 1 ? 0 : (int)w[i], cells[i], i == TCOLS - 1 ? "\n" : "  ");
 	}
 	fprintf(out, "(%zu event%s)\n", r->n, r->n == 1 ? "" : "s");
 }
 
-void api_render_top(const char *what, const struct store_top_row *rows, size_t n, enum api_format fmt, FILE *out)
+void api_render_top(const char *what, const struct store_top_row *rows, size_t n, const double *cost,
+		    const char *currency, enum api_format fmt, FILE *out)
 {
 	bool findings = !strcmp(what, "findings");
 	if (fmt == FMT_JSON) {
@@ -241,6 +294,10 @@ void api_render_top(const char *what, const struct store_top_row *rows, size_t n
 			jsonw_u64(&w, "blocked", rows[i].blocked);
 			if (findings)
 				jsonw_u64(&w, "occurrences", rows[i].total);
+			if (cost) {
+				jsonw_double(&w, "cost", cost[i]);
+				jsonw_str(&w, "currency", currency);
+			}
 			jsonw_obj_close(&w);
 			if (!w.oom)
 				fprintf(out, "%s\n", w.buf);
@@ -249,19 +306,22 @@ void api_render_top(const char *what, const struct store_top_row *rows, size_t n
 		return;
 	}
 	if (fmt == FMT_CSV) {
-		fprintf(out, "key,events,blocked%s\r\n", findings ? ",occurrences" : "");
+		fprintf(out, "key,events,blocked%s%s\r\n", findings ? ",occurrences" : "", cost ? ",cost,currency" : "");
 		for (size_t i = 0; i < n; i++) {
 			csv_cell(out, rows[i].key, true);
 			fprintf(out, ",%llu,%llu", (unsigned long long)rows[i].events, (unsigned long long)rows[i].blocked);
 			if (findings)
 				fprintf(out, ",%llu", (unsigned long long)rows[i].total);
+			if (cost)
+				fprintf(out, ",%.6f,%s", cost[i], currency);
 			fputs("\r\n", out);
 		}
 		return;
 	}
-	char head[32], c[64];
+	char head[32], c[64], ch[24];
 	size_t w = strlen(what);
 	snprintf(head, sizeof(head), "%s", what);
+	snprintf(ch, sizeof(ch), "COST (%s)", currency ? currency : "");
 	for (char *p = head; *p; p++)
 		*p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
 	for (size_t i = 0; i < n; i++) {
@@ -269,15 +329,45 @@ void api_render_top(const char *what, const struct store_top_row *rows, size_t n
 		if (strlen(c) > w)
 			w = strlen(c);
 	}
-	fprintf(out, "%-*s  %10s  %10s%s\n", (int)w, head, "EVENTS", "BLOCKED", findings ? "  OCCURRENCES" : "");
+	fprintf(out, "%-*s  %10s  %10s%s", (int)w, head, "EVENTS", "BLOCKED", findings ? "  OCCURRENCES" : "");
+	if (cost)
+		fprintf(out, "  %14s", ch);
+	fputc('\n', out);
 	for (size_t i = 0; i < n; i++) {
 		cell_clean(rows[i].key, c, sizeof(c), 60);
 		fprintf(out, "%-*s  %10llu  %10llu", (int)w, c, (unsigned long long)rows[i].events,
 			(unsigned long long)rows[i].blocked);
 		if (findings)
 			fprintf(out, "  %11llu", (unsigned long long)rows[i].total);
+		if (cost)
+			fprintf(out, "  %14.4f", cost[i]);
 		fputc('\n', out);
 	}
+}
+
+/* Cost of each top row: token use by (key, provider, model) priced with the
+ * running table. NULL (no column) without a pricing table or on failure. */
+static double *top_costs(struct store *s, const struct colconf *c, enum store_top_kind k,
+			 const struct store_filter *f, const struct store_top_row *rows, size_t n)
+{
+	struct store_usage_row *u;
+	size_t nu;
+	if (!c->n_prices || !n || store_usage(s, k, f, &u, &nu))
+		return NULL;
+	double *cost = calloc(n, sizeof(*cost));
+	for (size_t j = 0; cost && j < nu; j++) {
+		double d;
+		if (!colconf_cost(c, u[j].provider, u[j].model, (int64_t)u[j].input_tokens, (int64_t)u[j].output_tokens,
+				  &d))
+			continue;
+		for (size_t i = 0; i < n; i++)
+			if (!strcmp(rows[i].key, u[j].key)) {
+				cost[i] += d;
+				break;
+			}
+	}
+	store_usage_free(u, nu);
+	return cost;
 }
 
 /* ---- HTTP plumbing ---- */
@@ -359,7 +449,7 @@ static const struct colconf_token *authorize(struct req *r, enum colconf_role ne
 		respond_err(r, 401, "a bearer token is required");
 		return NULL;
 	}
-	const struct colconf_token *tok = colconf_token_find(r->a->conf, t + 7);
+	const struct colconf_token *tok = colconf_token_find(r->conf, t + 7);
 	if (!tok) {
 		cmetrics_api(API_DENIED);
 		respond_err(r, 401, "unknown token");
@@ -375,12 +465,14 @@ static const struct colconf_token *authorize(struct req *r, enum colconf_role ne
 	return tok;
 }
 
-static int filter_from(struct req *r, struct store_filter *f, char bufs[12][256], char *why, size_t wl)
+static int filter_from(struct req *r, struct store_filter *f, char bufs[13][256], char *why, size_t wl)
 {
 	static const char *keys[] = { "user", "host", "finding", "action", "exe", "provider", "model", "kind", "agent" };
 	const char **dst[] = { &f->user, &f->host, &f->finding, &f->action, &f->exe, &f->provider, &f->model, &f->kind,
 			       &f->agent_id };
 	memset(f, 0, sizeof(*f));
+	if (qparam(r, "rule", bufs[12], 256) && bufs[12][0])
+		f->rule = bufs[12];
 	for (size_t i = 0; i < 9; i++)
 		if (qparam(r, keys[i], bufs[i], 256) && bufs[i][0])
 			*dst[i] = bufs[i];
@@ -420,7 +512,7 @@ static void send_stream(struct req *r, int code, const char *ctype, const char *
 static void h_events(struct req *r)
 {
 	struct store_filter f;
-	char bufs[12][256], why[128], fs[16] = "table";
+	char bufs[13][256], why[128], fs[16] = "table";
 	enum api_format fmt;
 	struct store_rows rows;
 	if (filter_from(r, &f, bufs, why, sizeof(why)))
@@ -439,7 +531,7 @@ static void h_events(struct req *r)
 	size_t len = 0;
 	FILE *m = open_memstream(&buf, &len);
 	if (m) {
-		api_render_events(&rows, fmt, m);
+		api_render_events(&rows, r->conf, fmt, m);
 		fclose(m);
 	}
 	store_rows_free(&rows);
@@ -450,7 +542,7 @@ static void h_events(struct req *r)
 static void h_top(struct req *r)
 {
 	struct store_filter f;
-	char bufs[12][256], why[128], fs[16] = "table", by[32] = "users";
+	char bufs[13][256], why[128], fs[16] = "table", by[32] = "users";
 	enum api_format fmt;
 	enum store_top_kind k;
 	struct store_top_row *rows;
@@ -463,10 +555,13 @@ static void h_top(struct req *r)
 		return respond_err(r, 400, "format must be table, json or csv");
 	if (store_top_parse(by, &k))
 		return respond_err(r, 400, "by must be users, exes, providers, findings, hosts, models, actions or agents");
+	double *cost = NULL;
 	pthread_mutex_lock(&r->a->lock);
 	int rc = store_top(r->a->store, k, &f, f.limit ? f.limit : 10, &rows, &n);
 	if (rc)
 		log_err("api: top: %s", store_errmsg(r->a->store));
+	else
+		cost = top_costs(r->a->store, r->conf, k, &f, rows, n);
 	pthread_mutex_unlock(&r->a->lock);
 	if (rc)
 		return respond_err(r, 503, "the store failed to answer");
@@ -474,9 +569,10 @@ static void h_top(struct req *r)
 	size_t len = 0;
 	FILE *m = open_memstream(&buf, &len);
 	if (m) {
-		api_render_top(by, rows, n, fmt, m);
+		api_render_top(by, rows, n, cost, r->conf->currency, fmt, m);
 		fclose(m);
 	}
+	free(cost);
 	store_top_free(rows, n);
 	send_stream(r, 200, fmt == FMT_JSON ? "application/x-ndjson" : fmt == FMT_CSV ? "text/csv" : "text/plain", NULL,
 		    buf, len);
@@ -487,11 +583,20 @@ static void h_verify(struct req *r)
 	char agent[128];
 	bool one = qparam(r, "agent", agent, sizeof(agent)) && agent[0];
 	struct chain_report rep;
-	pthread_mutex_lock(&r->a->lock);
-	int rc = chain_verify(r->a->store, one ? agent : NULL, &rep);
+	struct store *s;
+	char err[512];
+	/* A full verify reads every event: on the shared handle it would hold
+	 * the API's store mutex for minutes and stall every other query. Its
+	 * own handle reads beside them (SQLite: a WAL snapshot that neither
+	 * blocks nor waits for the writer; ClickHouse: its own HTTP session). */
+	if (store_open(r->a->store_url, &s, err, sizeof(err))) {
+		log_err("api: verify: %s", err);
+		return respond_err(r, 503, "the store failed during verification");
+	}
+	int rc = chain_verify(s, one ? agent : NULL, &rep);
 	if (rc)
-		log_err("api: verify: %s", store_errmsg(r->a->store));
-	pthread_mutex_unlock(&r->a->lock);
+		log_err("api: verify: %s", store_errmsg(s));
+	store_close(s);
 	if (rc) {
 		chain_report_free(&rep);
 		return respond_err(r, 503, "the store failed during verification");
@@ -572,6 +677,152 @@ static void h_agents(struct req *r)
 	send_stream(r, 200, fmt == FMT_JSON ? "application/x-ndjson" : "text/plain", NULL, buf, len);
 }
 
+/* The review state of (exe, provider): "unreviewed" unless an admin set one. */
+static const char *review_of(const struct store_review *rv, size_t n, const char *exe, const char *provider)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(rv[i].exe, exe) && !strcmp(rv[i].provider, provider))
+			return rv[i].state;
+	return "unreviewed";
+}
+
+static void render_inventory(const struct store_inventory_row *v, size_t n, const struct store_review *rv, size_t nrv,
+			     enum api_format fmt, FILE *m)
+{
+	static const char *const head[] = { "USER", "EXE", "PROVIDER", "HOST", "FIRST_SEEN", "LAST_SEEN", "EVENTS",
+					    "REQUESTS", "TOKENS", "FINDINGS", "BLOCKS", "REVIEW" };
+	struct jsonw w;
+	jsonw_init(&w);
+	if (fmt == FMT_CSV)
+		fputs("user,exe,provider,host,first_seen,last_seen,events,requests,tokens,findings,blocks,review\r\n", m);
+	else if (fmt == FMT_TABLE)
+		fprintf(m, "%-12s  %-28s  %-16s  %-16s  %-19s  %-19s  %8s  %8s  %10s  %8s  %6s  %s\n", head[0], head[1],
+			head[2], head[3], head[4], head[5], head[6], head[7], head[8], head[9], head[10], head[11]);
+	for (size_t i = 0; i < n; i++) {
+		const struct store_inventory_row *r = &v[i];
+		const char *state = review_of(rv, nrv, r->exe, r->provider);
+		char f[40], l[40];
+		fmt_time(r->first_us, f, sizeof(f), fmt != FMT_TABLE);
+		fmt_time(r->last_us, l, sizeof(l), fmt != FMT_TABLE);
+		if (fmt == FMT_JSON) {
+			jsonw_reset(&w);
+			jsonw_obj_open(&w);
+			jsonw_str(&w, "user", r->user);
+			jsonw_str(&w, "exe", r->exe);
+			jsonw_str(&w, "provider", r->provider);
+			jsonw_str(&w, "host", r->host);
+			jsonw_str(&w, "first_seen", f);
+			jsonw_str(&w, "last_seen", l);
+			jsonw_u64(&w, "events", r->events);
+			jsonw_u64(&w, "requests", r->requests);
+			jsonw_u64(&w, "tokens", r->tokens);
+			jsonw_u64(&w, "findings", r->findings);
+			jsonw_u64(&w, "blocks", r->blocks);
+			jsonw_str(&w, "review", state);
+			jsonw_obj_close(&w);
+			if (!w.oom)
+				fprintf(m, "%s\n", w.buf);
+		} else if (fmt == FMT_CSV) {
+			const char *cells[] = { r->user, r->exe, r->provider, r->host };
+			for (int k = 0; k < 4; k++) {
+				csv_cell(m, cells[k], true);
+				fputc(',', m);
+			}
+			fprintf(m, "%s,%s,%llu,%llu,%llu,%llu,%llu,%s\r\n", f, l, (unsigned long long)r->events,
+				(unsigned long long)r->requests, (unsigned long long)r->tokens,
+				(unsigned long long)r->findings, (unsigned long long)r->blocks, state);
+		} else {
+			char c[4][64];
+			cell_clean(*r->user ? r->user : "-", c[0], 64, 12);
+			cell_clean(*r->exe ? r->exe : "-", c[1], 64, 28);
+			cell_clean(r->provider, c[2], 64, 16);
+			cell_clean(*r->host ? r->host : "-", c[3], 64, 16);
+			fprintf(m, "%-12s  %-28s  %-16s  %-16s  %-19s  %-19s  %8llu  %8llu  %10llu  %8llu  %6llu  %s\n", c[0],
+				c[1], c[2], c[3], f, l, (unsigned long long)r->events, (unsigned long long)r->requests,
+				(unsigned long long)r->tokens, (unsigned long long)r->findings,
+				(unsigned long long)r->blocks, state);
+		}
+	}
+	if (fmt == FMT_TABLE)
+		fprintf(m, "(%zu row%s)\n", n, n == 1 ? "" : "s");
+	jsonw_free(&w);
+}
+
+static void h_inventory(struct req *r)
+{
+	struct store_filter f;
+	char bufs[13][256], why[128], fs[16] = "table";
+	enum api_format fmt;
+	struct store_inventory_row *v = NULL;
+	struct store_review *rv = NULL;
+	size_t n = 0, nrv = 0;
+	if (filter_from(r, &f, bufs, why, sizeof(why)))
+		return respond_err(r, 400, why);
+	qparam(r, "format", fs, sizeof(fs));
+	if (api_format_parse(fs, &fmt))
+		return respond_err(r, 400, "format must be table, json or csv");
+	pthread_mutex_lock(&r->a->lock);
+	int rc = store_inventory(r->a->store, &f, &v, &n);
+	if (!rc)
+		rc = store_review_list(r->a->store, &rv, &nrv);
+	if (rc)
+		log_err("api: inventory: %s", store_errmsg(r->a->store));
+	pthread_mutex_unlock(&r->a->lock);
+	if (rc) {
+		store_inventory_free(v, n);
+		return respond_err(r, 503, "the store failed to answer");
+	}
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&buf, &len);
+	if (m) {
+		render_inventory(v, n, rv, nrv, fmt, m);
+		fclose(m);
+	}
+	store_inventory_free(v, n);
+	store_review_free(rv, nrv);
+	send_stream(r, 200, fmt == FMT_JSON ? "application/x-ndjson" : fmt == FMT_CSV ? "text/csv" : "text/plain", NULL,
+		    buf, len);
+}
+
+/* An admin sets the review state of a (program, provider) pair. The change
+ * is itself an audit record in the store (kind "review", queryable and
+ * exported like any event), naming who made it. */
+static void h_review(struct req *r, const struct colconf_token *tok)
+{
+	char exe[4096], prov[256], state[32];
+	if (!qparam(r, "exe", exe, sizeof(exe)) || !exe[0] || !qparam(r, "provider", prov, sizeof(prov)) || !prov[0] ||
+	    !qparam(r, "state", state, sizeof(state)) || !STORE_REVIEW_STATE_OK(state))
+		return respond_err(r, 400, "exe, provider and state (unreviewed, approved or unapproved) are required");
+	char reason[4500];
+	snprintf(reason, sizeof(reason), "%s set %s with %s to %s", tok->name, exe, prov, state);
+	struct store_review rv = { .exe = exe, .provider = prov, .state = state, .by = tok->name, .at_us = now_us() };
+	struct store_event ev = { .time_us = rv.at_us, .kind = "review", .agent_id = "collector", .exe = exe,
+				  .provider = prov, .action = state, .user = tok->name, .reason = reason,
+				  .injection_score = -1 };
+	pthread_mutex_lock(&r->a->lock);
+	int rc = store_review_set(r->a->store, &rv);
+	if (!rc)
+		rc = store_insert_local(r->a->store, &ev);
+	if (rc)
+		log_err("api: review: %s", store_errmsg(r->a->store));
+	pthread_mutex_unlock(&r->a->lock);
+	if (rc)
+		return respond_err(r, 503, "the store failed");
+	log_warn("api: %s", reason);
+	struct jsonw w;
+	jsonw_init(&w);
+	jsonw_obj_open(&w);
+	jsonw_str(&w, "exe", exe);
+	jsonw_str(&w, "provider", prov);
+	jsonw_str(&w, "review", state);
+	jsonw_str(&w, "by", tok->name);
+	jsonw_obj_close(&w);
+	jsonw_raw(&w, "\n", 1);
+	respond(r, 200, "application/json", NULL, w.oom ? "" : w.buf, w.oom ? 0 : w.len);
+	jsonw_free(&w);
+}
+
 static char *slurp(const char *path)
 {
 	FILE *f = fopen(path, "r");
@@ -595,8 +846,8 @@ static void h_enroll(struct req *r, const struct colconf_token *tok)
 	if (!qparam(r, "agent_id", id, sizeof(id)) || !enroll_agent_id_ok(id))
 		return respond_err(r, 400, "agent_id must be 1 to 64 of [A-Za-z0-9._-] (not 'collector')");
 	pthread_mutex_lock(&r->a->lock);
-	int rc = enroll_issue(r->a->conf->client_ca, r->a->conf->client_ca_key, r->a->store, id,
-			      (int)r->a->conf->cert_days, &key, &cert, err, sizeof(err));
+	int rc = enroll_issue(r->conf->client_ca, r->conf->client_ca_key, r->a->store, id, (int)r->conf->cert_days,
+			      &key, &cert, err, sizeof(err));
 	pthread_mutex_unlock(&r->a->lock);
 	if (rc == -EPERM)
 		return respond_err(r, 403, "this agent id is revoked");
@@ -604,7 +855,7 @@ static void h_enroll(struct req *r, const struct colconf_token *tok)
 		log_err("api: enroll %s: %s", id, err);
 		return respond_err(r, 503, "cannot issue a certificate (is client_ca_key readable?)");
 	}
-	ca = slurp(r->a->conf->client_ca);
+	ca = slurp(r->conf->client_ca);
 	struct jsonw w;
 	jsonw_init(&w);
 	jsonw_obj_open(&w);
@@ -707,6 +958,12 @@ static void route(struct req *r)
 			cmetrics_api(API_AGENTS);
 			h_agents(r);
 		}
+	} else if (!strcmp(r->path, "/api/v1/inventory") && get) {
+		if ((tok = authorize(r, ROLE_ANALYST)))
+			h_inventory(r);
+	} else if (!strcmp(r->path, "/api/v1/review") && post) {
+		if ((tok = authorize(r, ROLE_ADMIN)))
+			h_review(r, tok);
 	} else if (!strcmp(r->path, "/api/v1/enroll") && post) {
 		if ((tok = authorize(r, ROLE_ADMIN))) {
 			cmetrics_api(API_ENROLL);
@@ -768,9 +1025,39 @@ static int read_head(struct req *r)
 	return 0;
 }
 
+static void conf_get(struct req *r)
+{
+	pthread_mutex_lock(&r->a->state);
+	r->ref = r->a->cur;
+	r->ref->refs++;
+	r->conf = r->ref->c;
+	pthread_mutex_unlock(&r->a->state);
+}
+
+static void confref_drop(struct confref *ref)
+{
+	if (ref->owned)
+		colconf_free(ref->c);
+	free(ref);
+}
+
+/* Ends a request: drops its configuration (freeing a replaced one it was
+ * the last user of) and wakes api_stop when it was the last request. */
+static void req_done(struct req *r)
+{
+	struct api *a = r->a;
+	pthread_mutex_lock(&a->state);
+	if (r->ref && --r->ref->refs == 0 && r->ref != a->cur)
+		confref_drop(r->ref);
+	if (--a->inflight == 0)
+		pthread_cond_broadcast(&a->idle);
+	pthread_mutex_unlock(&a->state);
+}
+
 static void *serve(void *arg)
 {
 	struct req *r = arg;
+	conf_get(r);
 	struct timeval tv = { .tv_sec = 10 };
 	setsockopt(r->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(r->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
@@ -792,7 +1079,7 @@ out:
 	OPENSSL_cleanse(r->auth, sizeof(r->auth));
 	SSL_free(r->ssl);
 	close(r->fd);
-	__atomic_fetch_sub(&r->a->inflight, 1, __ATOMIC_RELAXED);
+	req_done(r);
 	free(r);
 	OPENSSL_thread_stop();
 	return NULL;
@@ -811,25 +1098,27 @@ static void *accept_loop(void *arg)
 			usleep(10000);
 			continue;
 		}
-		if (__atomic_load_n(&a->inflight, __ATOMIC_RELAXED) >= API_MAX_INFLIGHT) {
-			close(fd);
-			continue;
-		}
 		struct req *r = calloc(1, sizeof(*r));
 		pthread_t t;
 		pthread_attr_t at;
-		if (!r) {
+		bool full;
+		pthread_mutex_lock(&a->state);
+		full = !r || a->inflight >= API_MAX_INFLIGHT;
+		if (!full)
+			a->inflight++;
+		pthread_mutex_unlock(&a->state);
+		if (full) {
+			free(r);
 			close(fd);
 			continue;
 		}
 		r->a = a;
 		r->fd = fd;
-		__atomic_fetch_add(&a->inflight, 1, __ATOMIC_RELAXED);
 		pthread_attr_init(&at);
 		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
 		if (pthread_create(&t, &at, serve, r)) {
-			__atomic_fetch_sub(&a->inflight, 1, __ATOMIC_RELAXED);
 			close(fd);
+			req_done(r);
 			free(r);
 		}
 		pthread_attr_destroy(&at);
@@ -847,8 +1136,16 @@ int api_start(const struct api_opts *o, struct api **out, char *err, size_t errl
 	if (!a)
 		return -ENOMEM;
 	a->ctx = o->ctx;
-	a->conf = o->conf;
 	pthread_mutex_init(&a->lock, NULL);
+	pthread_mutex_init(&a->state, NULL);
+	pthread_cond_init(&a->idle, NULL);
+	a->cur = calloc(1, sizeof(*a->cur));
+	a->store_url = strdup(o->store_url);
+	if (!a->cur || !a->store_url) {
+		rc = -ENOMEM;
+		goto err;
+	}
+	a->cur->c = (struct colconf *)o->conf;
 	if ((rc = store_open(o->store_url, &a->store, err, errlen)))
 		goto err;
 	if ((a->lfd = ingest_listen(o->listen, 64, err, errlen)) < 0) {
@@ -867,8 +1164,30 @@ int api_start(const struct api_opts *o, struct api **out, char *err, size_t errl
 	return 0;
 err:
 	store_close(a->store);
+	free(a->cur);
+	free(a->store_url);
 	free(a);
 	return rc;
+}
+
+void api_reload(struct api *a, struct colconf *c)
+{
+	struct confref *ref = calloc(1, sizeof(*ref));
+	if (!ref) {
+		log_err("api: reload: out of memory, the previous configuration stays");
+		colconf_free(c);
+		return;
+	}
+	ref->c = c;
+	ref->owned = true;
+	pthread_mutex_lock(&a->state);
+	struct confref *old = a->cur;
+	a->cur = ref;
+	/* Otherwise the last request using it drops it (req_done). The
+	 * start-up one is never owned: main() frees it after api_stop. */
+	if (old->refs == 0)
+		confref_drop(old);
+	pthread_mutex_unlock(&a->state);
 }
 
 void api_stop(struct api *a)
@@ -879,10 +1198,19 @@ void api_stop(struct api *a)
 	shutdown(a->lfd, SHUT_RDWR);
 	pthread_join(a->thr, NULL);
 	close(a->lfd);
-	/* Let in-flight requests finish before the store goes away. */
-	for (int i = 0; i < 100 && __atomic_load_n(&a->inflight, __ATOMIC_RELAXED); i++)
-		usleep(50000);
+	/* Request threads are detached and use a->store, a->state and their
+	 * configuration: nothing goes away until the last one ended. Each is
+	 * bounded (10 s socket timeouts; a verify on its own handle). */
+	pthread_mutex_lock(&a->state);
+	while (a->inflight)
+		pthread_cond_wait(&a->idle, &a->state);
+	pthread_mutex_unlock(&a->state);
 	store_close(a->store);
+	confref_drop(a->cur);
+	free(a->store_url);
+	pthread_mutex_destroy(&a->state);
+	pthread_cond_destroy(&a->idle);
+	pthread_mutex_destroy(&a->lock);
 	free(a);
 }
 

@@ -3,17 +3,22 @@
  * revokes, metrics may only scrape. /metrics needs no token (counters only).
  *
  *   GET  /api/v1/events?since=24h&until=&user=&host=&finding=&action=&exe=
- *            &provider=&model=&kind=&agent=&limit=&format=table|json|csv
+ *            &provider=&model=&kind=&agent=&rule=&limit=&format=table|json|csv
  *   GET  /api/v1/top?by=users|exes|providers|findings|hosts|models|actions|agents
  *            &since=7d&limit=&format=...
  *   GET  /api/v1/verify[?agent=ID]     text report; header X-Vigil-Verify: intact|broken
  *   GET  /api/v1/agents[?format=]
+ *   GET  /api/v1/inventory?since=&user=&host=&exe=&provider=&format=
+ *                                      (user, exe, provider, host) with counts and review state
+ *   POST /api/v1/review?exe=&provider=&state=unreviewed|approved|unapproved
+ *                                      admin; recorded as a kind "review" event
  *   POST /api/v1/enroll?agent_id=ID    admin: JSON {agent_id, key_pem, cert_pem, ca_pem}
  *   POST /api/v1/revoke?agent_id=ID    admin (&undo=1 lifts it)
  *   GET  /metrics                      Prometheus text
  *
  * Owns: its listening socket, one thread per request (capped), its own store
- * handle (separate from ingest's, serialised by one mutex). Must never: log
+ * handle (separate from ingest's, serialised by one mutex; verify opens a
+ * further read handle so that it never holds that mutex). Must never: log
  * a token, answer without checking the role first, or echo a query parameter
  * unescaped into a JSON or CSV body. */
 #ifndef VIGIL_API_H
@@ -32,14 +37,22 @@ struct api_opts {
 
 struct api;
 int api_start(const struct api_opts *o, struct api **out, char *err, size_t errlen);
+/* Stops accepting, waits for every request thread to end, then closes the
+ * store. */
 void api_stop(struct api *a);
+/* Swaps in a reloaded configuration (takes ownership of c): new requests
+ * see its tokens at once, requests in flight finish under the old one. */
+void api_reload(struct api *a, struct colconf *c);
 int api_port(const struct api *a);
 
 /* Output helpers shared with `vigil-collector export` (and tested). */
 enum api_format { FMT_TABLE, FMT_JSON, FMT_CSV };
 int api_format_parse(const char *s, enum api_format *out);
-void api_render_events(const struct store_rows *r, enum api_format fmt, FILE *out);
-void api_render_top(const char *what, const struct store_top_row *rows, size_t n, enum api_format fmt, FILE *out);
+/* c: the pricing table for the cost column (borrowed). */
+void api_render_events(const struct store_rows *r, const struct colconf *c, enum api_format fmt, FILE *out);
+/* cost: one per row, or NULL for no cost column. */
+void api_render_top(const char *what, const struct store_top_row *rows, size_t n, const double *cost,
+		    const char *currency, enum api_format fmt, FILE *out);
 /* "24h", "7d", "30m", "90s", "2w" -> microseconds; -EINVAL otherwise. */
 int api_parse_duration(const char *s, int64_t *us);
 

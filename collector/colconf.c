@@ -2,6 +2,8 @@
  * security tool's config must not silently mean "off"); every message
  * carries file:line. Never logs token values. */
 #include <errno.h>
+#include <fnmatch.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +32,23 @@ void colconf_free(struct colconf *c)
 	free(c->tokens);
 	free(c->syslog_forward);
 	free(c->metrics);
+	for (size_t i = 0; i < c->n_forwards; i++) {
+		struct colconf_forward *f = &c->forwards[i];
+		free(f->name);
+		free(f->url);
+		if (f->token)
+			OPENSSL_cleanse(f->token, strlen(f->token));
+		free(f->token);
+		free(f->address);
+		free(f->ca);
+	}
+	free(c->forwards);
+	free(c->forward_state);
+	for (size_t i = 0; i < c->n_prices; i++) {
+		free(c->prices[i].provider);
+		free(c->prices[i].model);
+	}
+	free(c->prices);
 	free(c);
 }
 
@@ -122,6 +141,278 @@ static int tokens(const char *file, const struct ynode *n, struct colconf *c, ch
 	return 0;
 }
 
+static bool name_ok(const char *s)
+{
+	size_t n = strlen(s);
+	if (!n || n > 64)
+		return false;
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '.' ||
+		      *s == '_' || *s == '-'))
+			return false;
+	return s[-n] != '.';
+}
+
+static int fwd_key(const char *file, const char *key, const struct ynode *v, struct colconf_forward *f, char *err,
+		   size_t errlen)
+{
+	unsigned long long u;
+	int rc;
+	if (!strcmp(key, "name")) {
+		if (!(rc = scalar(file, v, &f->name, err, errlen)) && !name_ok(f->name)) {
+			snprintf(err, errlen, "%s:%d: a forward name is 1 to 64 of [A-Za-z0-9._-]", file, v->line);
+			rc = -EINVAL;
+		}
+		return rc;
+	}
+	if (!strcmp(key, "format")) {
+		static const char *const names[] = { "otlp", "ocsf", "hec", "syslog" };
+		for (int i = 0; v->kind == YNODE_SCALAR && i < 4; i++)
+			if (!strcmp(v->str, names[i])) {
+				f->format = (enum colconf_fwd_format)(i + 1);
+				return 0;
+			}
+		snprintf(err, errlen, "%s:%d: format must be otlp, ocsf, hec or syslog", file, v->line);
+		return -EINVAL;
+	}
+	if (!strcmp(key, "url")) {
+		if (!(rc = scalar(file, v, &f->url, err, errlen)) && strncmp(f->url, "http://", 7) &&
+		    strncmp(f->url, "https://", 8)) {
+			snprintf(err, errlen, "%s:%d: url must start with http:// or https://", file, v->line);
+			rc = -EINVAL;
+		}
+		return rc;
+	}
+	if (!strcmp(key, "token"))
+		return scalar(file, v, &f->token, err, errlen);
+	if (!strcmp(key, "address"))
+		return hostport(file, v, &f->address, err, errlen);
+	if (!strcmp(key, "ca"))
+		return scalar(file, v, &f->ca, err, errlen);
+	if (!strcmp(key, "transport")) {
+		if (v->kind == YNODE_SCALAR && (!strcmp(v->str, "tcp") || !strcmp(v->str, "tls"))) {
+			f->tls = !strcmp(v->str, "tls");
+			return 0;
+		}
+		snprintf(err, errlen, "%s:%d: transport must be tcp or tls (udp: syslog_forward)", file, v->line);
+		return -EINVAL;
+	}
+	if (!strcmp(key, "batch")) {
+		if (!(rc = ytree_u64(file, v, 1, 5000, &u, err, errlen)))
+			f->batch = (unsigned)u;
+		return rc;
+	}
+	snprintf(err, errlen, "%s:%d: unknown key 'forward.%s'", file, v->line, key);
+	return -EINVAL;
+}
+
+/* forward: a list of {name, format, url|address, token, transport, ca, batch}. */
+static int forwards(const char *file, const struct ynode *n, struct colconf *c, char *err, size_t errlen)
+{
+	if (n->kind != YNODE_SEQ) {
+		snprintf(err, errlen, "%s:%d: forward must be a list of targets", file, n->line);
+		return -EINVAL;
+	}
+	c->forwards = calloc(n->nkids ? n->nkids : 1, sizeof(*c->forwards));
+	if (!c->forwards)
+		return -ENOMEM;
+	for (size_t i = 0; i < n->nkids; i++) {
+		const struct ynode *t = n->kids[i];
+		struct colconf_forward *f = &c->forwards[c->n_forwards++];
+		int rc;
+		f->batch = 500;
+		if (t->kind != YNODE_MAP) {
+			snprintf(err, errlen, "%s:%d: each forward target is a mapping {name, format, ...}", file, t->line);
+			return -EINVAL;
+		}
+		for (size_t j = 0; j < ytree_map_len(t); j++)
+			if ((rc = fwd_key(file, ytree_map_key(t, j)->str, ytree_map_val(t, j), f, err, errlen)))
+				return rc;
+		const char *why = !f->name ? "needs a name" : !f->format ? "needs a format"
+				: f->format == FWD_SYSLOG && !f->address ? "syslog needs address: HOST:PORT"
+				: f->format != FWD_SYSLOG && !f->url ? "needs a url"
+				: f->format == FWD_HEC && !f->token ? "hec needs the HEC token" : NULL;
+		for (size_t p = 0; !why && p + 1 < c->n_forwards; p++)
+			if (!strcmp(c->forwards[p].name, f->name))
+				why = "the same name is used twice";
+		if (why) {
+			snprintf(err, errlen, "%s:%d: forward target %s", file, t->line, why);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int price_num(const char *file, const struct ynode *v, double *out, char *err, size_t errlen)
+{
+	char *end;
+	double d = v->kind == YNODE_SCALAR ? strtod(v->str, &end) : -1;
+	if (v->kind != YNODE_SCALAR || end == v->str || *end || !isfinite(d) || d < 0 || d > 1e6) {
+		snprintf(err, errlen, "%s:%d: a price is a number of currency units per million tokens (0 to 1000000)",
+			 file, v->line);
+		return -EINVAL;
+	}
+	*out = d;
+	return 0;
+}
+
+static int price_key(const char *file, const char *key, const struct ynode *v, struct colconf *c,
+		     struct colconf_price *p, char *err, size_t errlen)
+{
+	if (!strcmp(key, "provider"))
+		return scalar(file, v, &p->provider, err, errlen);
+	if (!strcmp(key, "model"))
+		return scalar(file, v, &p->model, err, errlen);
+	if (!strcmp(key, "input"))
+		return price_num(file, v, &p->input, err, errlen);
+	if (!strcmp(key, "output"))
+		return price_num(file, v, &p->output, err, errlen);
+	if (!strcmp(key, "cached_input"))
+		return price_num(file, v, &p->cached_input, err, errlen);
+	if (!strcmp(key, "currency")) {
+		const char *s = v->kind == YNODE_SCALAR ? v->str : "";
+		bool ok = strlen(s) == 3;
+		for (int i = 0; ok && i < 3; i++)
+			ok = s[i] >= 'A' && s[i] <= 'Z';
+		if (!ok) {
+			snprintf(err, errlen, "%s:%d: currency is an ISO 4217 code such as USD", file, v->line);
+			return -EINVAL;
+		}
+		if (c->currency[0] && strcmp(c->currency, s)) {
+			snprintf(err, errlen, "%s:%d: every price must be in one currency (%s so far)", file, v->line,
+				 c->currency);
+			return -EINVAL;
+		}
+		memcpy(c->currency, s, 4);
+		return 0;
+	}
+	snprintf(err, errlen, "%s:%d: unknown key 'pricing.%s'", file, v->line, key);
+	return -EINVAL;
+}
+
+/* pricing: a list of {provider, model (glob), input, output, cached_input,
+ * currency}. */
+static int pricing(const char *file, const struct ynode *n, struct colconf *c, char *err, size_t errlen)
+{
+	if (n->kind != YNODE_SEQ) {
+		snprintf(err, errlen, "%s:%d: pricing must be a list of {provider, model, input, output, ...}", file,
+			 n->line);
+		return -EINVAL;
+	}
+	c->prices = calloc(n->nkids ? n->nkids : 1, sizeof(*c->prices));
+	if (!c->prices)
+		return -ENOMEM;
+	for (size_t i = 0; i < n->nkids; i++) {
+		const struct ynode *t = n->kids[i];
+		struct colconf_price *p = &c->prices[c->n_prices++];
+		int rc;
+		if (t->kind != YNODE_MAP) {
+			snprintf(err, errlen, "%s:%d: each price is a mapping {provider, model, input, output}", file,
+				 t->line);
+			return -EINVAL;
+		}
+		for (size_t j = 0; j < ytree_map_len(t); j++)
+			if ((rc = price_key(file, ytree_map_key(t, j)->str, ytree_map_val(t, j), c, p, err, errlen)))
+				return rc;
+		if (!p->provider || !p->model) {
+			snprintf(err, errlen, "%s:%d: a price needs provider and model (a glob such as gpt-4o*)", file,
+				 t->line);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int num_in(const char *file, const struct ynode *v, double lo, double hi, double *out, char *err, size_t errlen)
+{
+	char *end;
+	double d = v->kind == YNODE_SCALAR ? strtod(v->str, &end) : lo - 1;
+	if (v->kind != YNODE_SCALAR || end == v->str || *end || !isfinite(d) || d < lo || d > hi) {
+		snprintf(err, errlen, "%s:%d: expected a number from %g to %g", file, v->line, lo, hi);
+		return -EINVAL;
+	}
+	*out = d;
+	return 0;
+}
+
+/* alerts: {volume_window, volume_factor, ...}: see struct colconf_alerts. */
+static int alerts_conf(const char *file, const struct ynode *n, struct colconf_alerts *a, char *err, size_t errlen)
+{
+	if (n->kind != YNODE_MAP) {
+		if (n->kind == YNODE_SCALAR && !n->str[0])
+			return 0;   /* "alerts:" alone: the defaults */
+		snprintf(err, errlen, "%s:%d: alerts must be a mapping of thresholds", file, n->line);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < ytree_map_len(n); i++) {
+		const char *k = ytree_map_key(n, i)->str;
+		const struct ynode *v = ytree_map_val(n, i);
+		unsigned long long u;
+		int rc;
+		/* dur: a duration (30s, 5m, 1h, 7d), bounds in seconds. */
+		struct { const char *name; unsigned *dst; unsigned long long lo, hi; bool dur; } ints[] = {
+			{ "volume_window", &a->volume_window_s, 60, 86400 * 7, true },
+			{ "volume_history", &a->volume_history, 1, 10000, false },
+			{ "new_use_after", &a->new_use_after_s, 0, 86400 * 365, true },
+			{ "burst_count", &a->burst_count, 2, 1000, false },
+			{ "burst_window", &a->burst_window_s, 1, 86400, true },
+			{ "silent_after", &a->silent_after_s, 60, 86400 * 30, true },
+		};
+		struct { const char *name; double *dst; double lo, hi; } nums[] = {
+			{ "volume_factor", &a->volume_factor, 1, 1e6 },
+			{ "volume_sigma", &a->volume_sigma, 0, 1000 },
+			{ "injection_score", &a->injection_score, 0, 1 },
+		};
+		rc = 1;
+		for (size_t j = 0; rc == 1 && j < sizeof(ints) / sizeof(ints[0]); j++) {
+			if (strcmp(k, ints[j].name))
+				continue;
+			if (!ints[j].dur) {
+				rc = ytree_u64(file, v, ints[j].lo, ints[j].hi, &u, err, errlen);
+			} else if (!(rc = ytree_duration_ms(file, v, &u, err, errlen))) {
+				u /= 1000;
+				if (u < ints[j].lo || u > ints[j].hi) {
+					snprintf(err, errlen, "%s:%d: %s must be from %llus to %llus", file, v->line, k,
+						 ints[j].lo, ints[j].hi);
+					rc = -EINVAL;
+				}
+			}
+			if (!rc)
+				*ints[j].dst = (unsigned)u;
+		}
+		for (size_t j = 0; rc == 1 && j < sizeof(nums) / sizeof(nums[0]); j++)
+			if (!strcmp(k, nums[j].name))
+				rc = num_in(file, v, nums[j].lo, nums[j].hi, nums[j].dst, err, errlen);
+		if (rc == 1 && !strcmp(k, "volume_min_tokens")) {
+			if (!(rc = ytree_u64(file, v, 0, 1ULL << 40, &u, err, errlen)))
+				a->volume_min_tokens = u;
+		}
+		if (rc == 1) {
+			snprintf(err, errlen, "%s:%d: unknown key 'alerts.%s'", file, ytree_map_key(n, i)->line, k);
+			rc = -EINVAL;
+		}
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+bool colconf_cost(const struct colconf *c, const char *provider, const char *model, int64_t input_tokens,
+		  int64_t output_tokens, double *cost)
+{
+	if (!c || !provider || !model || (input_tokens <= 0 && output_tokens <= 0))
+		return false;
+	for (size_t i = 0; i < c->n_prices; i++) {
+		const struct colconf_price *p = &c->prices[i];
+		if (strcmp(p->provider, provider) || fnmatch(p->model, model, 0))
+			continue;
+		*cost = ((double)(input_tokens > 0 ? input_tokens : 0) * p->input +
+			 (double)(output_tokens > 0 ? output_tokens : 0) * p->output) / 1e6;
+		return true;
+	}
+	return false;
+}
+
 int colconf_load(const char *path, struct colconf **out, char *err, size_t errlen)
 {
 	struct ynode *root = NULL;
@@ -132,6 +423,10 @@ int colconf_load(const char *path, struct colconf **out, char *err, size_t errle
 		return -ENOMEM;
 	c->cert_days = 30;
 	c->max_agents = 1024;
+	c->alerts = (struct colconf_alerts){ .volume_window_s = 3600, .volume_factor = 5, .volume_sigma = 4,
+					     .volume_min_tokens = 20000, .volume_history = 6,
+					     .new_use_after_s = 86400, .burst_count = 5, .burst_window_s = 600,
+					     .injection_score = 0.8, .silent_after_s = 900 };
 	c->log_level = 2;
 	if (!(c->path = strdup(path))) {
 		rc = -ENOMEM;
@@ -173,6 +468,15 @@ int colconf_load(const char *path, struct colconf **out, char *err, size_t errle
 			rc = scalar(path, v, &c->client_ca_key, err, errlen);
 		else if (!strcmp(k, "tokens"))
 			rc = tokens(path, v, c, err, errlen);
+		else if (!strcmp(k, "forward"))
+			rc = forwards(path, v, c, err, errlen);
+		else if (!strcmp(k, "alerts")) {
+			c->alerts.enabled = true;
+			rc = alerts_conf(path, v, &c->alerts, err, errlen);
+		} else if (!strcmp(k, "pricing"))
+			rc = pricing(path, v, c, err, errlen);
+		else if (!strcmp(k, "forward_state"))
+			rc = scalar(path, v, &c->forward_state, err, errlen);
 		else if (!strcmp(k, "retain_days")) {
 			if (!(rc = ytree_u64(path, v, 0, 36500, &u, err, errlen)))
 				c->retain_days = (unsigned)u;
@@ -229,6 +533,8 @@ int colconf_load(const char *path, struct colconf **out, char *err, size_t errle
 			c->client_ca_key[l - 4] = 0;
 		strcat(c->client_ca_key, ".key");
 	}
+	if (c->n_prices && !c->currency[0])
+		memcpy(c->currency, "USD", 4);
 	ytree_free(root);
 	*out = c;
 	return 0;

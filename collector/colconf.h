@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* analyst reads events; admin also enrolls and revokes; metrics may only
  * scrape /metrics. */
@@ -15,6 +16,41 @@ struct colconf_token {
 	char *token;
 	char *name;
 	enum colconf_role role;
+};
+
+/* One continuous forwarding target (forward: list). */
+enum colconf_fwd_format { FWD_OTLP = 1, FWD_OCSF, FWD_HEC, FWD_SYSLOG };
+struct colconf_forward {
+	char *name;               /* [A-Za-z0-9._-]{1,64}, unique: names its cursor file */
+	enum colconf_fwd_format format;
+	char *url;                /* otlp, ocsf, hec: http:// or https:// */
+	char *token;              /* hec: required (Splunk <token>); otlp/ocsf: optional Bearer */
+	char *address;            /* syslog: HOST:PORT */
+	bool tls;                 /* syslog: transport tls (RFC 5425) rather than tcp (RFC 6587) */
+	char *ca;                 /* trust anchor for https/tls (default: the system's) */
+	unsigned batch;           /* events per request (default 500) */
+};
+
+/* One row of the pricing table: prices per million tokens for a provider
+ * and a model glob (fnmatch), first match wins. */
+struct colconf_price {
+	char *provider, *model;
+	double input, output, cached_input;
+};
+
+/* alerts: thresholds of the detectors (alerts.h); enabled by the section. */
+struct colconf_alerts {
+	bool enabled;
+	unsigned volume_window_s;     /* one volume window (default 3600) */
+	double volume_factor;         /* above factor x own mean (default 5) */
+	double volume_sigma;          /* and above mean + sigma x deviation (default 4) */
+	uint64_t volume_min_tokens;   /* and at least this many tokens (default 20000) */
+	unsigned volume_history;      /* past windows needed first (default 6) */
+	unsigned new_use_after_s;     /* a user's history needed for new_use (default 86400) */
+	unsigned burst_count;         /* blocks or findings (default 5) ... */
+	unsigned burst_window_s;      /* ... within this (default 600) */
+	double injection_score;       /* at or above (default 0.8) */
+	unsigned silent_after_s;      /* an agent's silence (default 900) */
 };
 
 struct colconf {
@@ -32,6 +68,13 @@ struct colconf {
 	unsigned max_agents;     /* concurrent ingest connections (default 1024) */
 	char *syslog_forward;    /* optional HOST:PORT (UDP) for streaming RFC 5424 forward */
 	char *metrics;           /* optional plain-HTTP HOST:PORT for /metrics (also on the API) */
+	struct colconf_forward *forwards;
+	size_t n_forwards;
+	char *forward_state;
+	struct colconf_price *prices;
+	size_t n_prices;
+	char currency[4];        /* ISO 4217 of every price (one table, one currency) */
+	struct colconf_alerts alerts;     /* directory of the forwarders' cursors (default: the SQLite store's) */
 	int log_level;           /* 0..3, default 2 */
 };
 
@@ -40,5 +83,10 @@ int colconf_load(const char *path, struct colconf **out, char *err, size_t errle
 void colconf_free(struct colconf *c);
 /* The token's entry, or NULL (constant-time comparison per token). */
 const struct colconf_token *colconf_token_find(const struct colconf *c, const char *token);
+
+/* Cost of input/output tokens (negative = unknown, counted as 0) at the
+ * first matching price; false when no price matches or no token is known. */
+bool colconf_cost(const struct colconf *c, const char *provider, const char *model, int64_t input_tokens,
+		  int64_t output_tokens, double *cost);
 
 #endif

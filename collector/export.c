@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include "export.h"
 #include "jsonw.h"
+#include "siem.h"
 
 int export_format_parse(const char *name, enum export_format *out)
 {
@@ -17,6 +18,12 @@ int export_format_parse(const char *name, enum export_format *out)
 		*out = EXPORT_CEF;
 	else if (!strcmp(name, "syslog"))
 		*out = EXPORT_SYSLOG;
+	else if (!strcmp(name, "otlp"))
+		*out = EXPORT_OTLP;
+	else if (!strcmp(name, "ocsf"))
+		*out = EXPORT_OCSF;
+	else if (!strcmp(name, "hec"))
+		*out = EXPORT_HEC;
 	else
 		return -EINVAL;
 	return 0;
@@ -172,21 +179,44 @@ static void syslog_line(const struct store_event *e, const char *host, FILE *out
 		nz(e->user) ? e->user : "?", nz(e->exe) ? e->exe : "?");
 }
 
+/* The JSON formats: each record one line. */
+static int json_lines(enum export_format fmt, const struct store_event *e, const char *host, FILE *out)
+{
+	struct jsonw w;
+	jsonw_init(&w);
+	if (fmt == EXPORT_JSONL) {
+		export_json(e, &w);
+	} else if (fmt == EXPORT_HEC) {
+		siem_hec_event(e, &w);
+	} else if (fmt == EXPORT_OTLP) {
+		siem_otlp_open(&w, host);
+		siem_otlp_record(e, &w);
+		siem_otlp_close(&w);
+	} else {
+		unsigned m = siem_ocsf_classes(e);
+		for (unsigned c = 1; c <= SIEM_OCSF_DETECTION; c <<= 1) {
+			if (!(m & c))
+				continue;
+			if (w.len)
+				jsonw_raw(&w, "\n", 1);
+			w.need_comma = false;
+			siem_ocsf_record(e, (enum siem_ocsf_class)c, &w);
+		}
+	}
+	if (w.oom) {
+		jsonw_free(&w);
+		return -ENOMEM;
+	}
+	fwrite(w.buf, 1, w.len, out);
+	fputc('\n', out);
+	jsonw_free(&w);
+	return 0;
+}
+
 int export_line(enum export_format fmt, const struct store_event *e, const char *host, FILE *out)
 {
-	if (fmt == EXPORT_JSONL) {
-		struct jsonw w;
-		jsonw_init(&w);
-		export_json(e, &w);
-		if (w.oom) {
-			jsonw_free(&w);
-			return -ENOMEM;
-		}
-		fwrite(w.buf, 1, w.len, out);
-		fputc('\n', out);
-		jsonw_free(&w);
-		return 0;
-	}
+	if (fmt == EXPORT_JSONL || fmt == EXPORT_HEC || fmt == EXPORT_OTLP || fmt == EXPORT_OCSF)
+		return json_lines(fmt, e, host, out);
 	if (fmt == EXPORT_SYSLOG) {
 		syslog_line(e, host, out);
 		return 0;

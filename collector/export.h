@@ -1,5 +1,5 @@
-/* export: events out of the collector for SIEMs. Three line formats, one
- * per event: jsonl (the contract's JSON event, as `vigil query --json`),
+/* export: events out of the collector for SIEMs. Line formats, one or more
+ * lines per event: otlp, ocsf and hec (siem.c), and jsonl (the contract's JSON event, as `vigil query --json`),
  * cef (ArcSight Common Event Format 0) and syslog (RFC 5424 with the event as
  * structured data), and a streaming forward of newly committed events to a
  * syslog target over UDP (RFC 5426). Must never: emit a raw finding value
@@ -14,7 +14,10 @@
 
 struct jsonw;
 
-enum export_format { EXPORT_JSONL, EXPORT_CEF, EXPORT_SYSLOG };
+/* otlp: one ExportLogsServiceRequest (OTLP/JSON) per line; ocsf: one OCSF
+ * record per line (an event may give several); hec: one Splunk HEC event
+ * object per line (see siem.h). */
+enum export_format { EXPORT_JSONL, EXPORT_CEF, EXPORT_SYSLOG, EXPORT_OTLP, EXPORT_OCSF, EXPORT_HEC };
 int export_format_parse(const char *name, enum export_format *out);
 
 /* Borrowing view of a stored row as the wire struct (fbuf holds the

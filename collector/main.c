@@ -6,6 +6,7 @@
  * protocol or storage logic of its own. */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,8 @@
 #include "colconf.h"
 #include "enroll.h"
 #include "export.h"
+#include "forwarder.h"
+#include "alerts.h"
 #include "ingest.h"
 #include "log.h"
 #include "store.h"
@@ -34,7 +37,7 @@ static void usage(FILE *f)
 		"       vigil-collector pki init --dir DIR [--name HOST_OR_IP]...\n"
 		"       vigil-collector enroll --agent-id ID --out DIR [--config FILE] [--days N]\n"
 		"       vigil-collector revoke --agent-id ID [--undo] [--config FILE]\n"
-		"       vigil-collector export --format jsonl|cef|syslog [--since 24h] [--until D] [--user U]\n"
+		"       vigil-collector export --format jsonl|cef|syslog|otlp|ocsf|hec [--since 24h] [--until D] [--user U]\n"
 		"                              [--host H] [--finding T] [--action A] [--kind K] [--limit N] [--config FILE]\n"
 		"       vigil-collector verify [--agent ID] [--config FILE]\n"
 		"\n"
@@ -45,7 +48,57 @@ static void usage(FILE *f)
 		"Config keys: listen (agent ingest, mTLS), api (HTTPS query API), store (sqlite:PATH |\n"
 		"clickhouse://HOST:PORT/DB), tls_cert, tls_key, client_ca, client_ca_key, tokens (list of\n"
 		"{token, role: analyst|admin|metrics, name}), retain_days, cert_days, max_agents,\n"
-		"syslog_forward (HOST:PORT, UDP RFC 5424), log_level.\n");
+		"syslog_forward (HOST:PORT, UDP RFC 5424), forward (SIEM targets), forward_state, pricing,\n"
+		"log_level. SIGHUP reloads the tokens and the pricing (a\n"
+		"configuration with a mistake is refused with FILE:LINE and the running one stays).\n");
+}
+
+/* SIGHUP: re-read the configuration. A dedicated thread waits for the
+ * signal (blocked everywhere else) so that the reload runs outside a signal
+ * handler and outside the ingest loop. A configuration with a mistake is
+ * refused whole with its file:line reason and the running one stays. */
+struct reloader {
+	const char *path;
+	const struct colconf *boot;   /* what listen/api/store started with */
+	struct api *api;
+	pthread_t thr;
+};
+
+static bool str_differs(const char *a, const char *b)
+{
+	return strcmp(a ? a : "", b ? b : "");
+}
+
+static void reload_once(struct reloader *rl)
+{
+	struct colconf *c;
+	char err[512];
+	if (colconf_load(rl->path, &c, err, sizeof(err))) {
+		log_err("reload refused, the running configuration stays: %s", err);
+		return;
+	}
+	if (str_differs(c->listen, rl->boot->listen) || str_differs(c->api, rl->boot->api) ||
+	    str_differs(c->store, rl->boot->store) || str_differs(c->tls_cert, rl->boot->tls_cert) ||
+	    str_differs(c->tls_key, rl->boot->tls_key) || str_differs(c->syslog_forward, rl->boot->syslog_forward))
+		log_warn("reload: listen, api, store, TLS and forwarding changes need a restart");
+	log_set_level((enum log_level)c->log_level);
+	if (c->n_forwards != rl->boot->n_forwards)
+		log_warn("reload: forward targets change on restart only");
+	log_info("reloaded %s: %zu token(s), %zu price(s)", rl->path, c->n_tokens, c->n_prices);
+	api_reload(rl->api, c);
+}
+
+static void *reload_loop(void *arg)
+{
+	struct reloader *rl = arg;
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	struct timespec tick = { .tv_sec = 1 };
+	while (!stop_flag)
+		if (sigtimedwait(&set, NULL, &tick) == SIGHUP)
+			reload_once(rl);
+	return NULL;
 }
 
 static int load_conf(const char *path, struct colconf **c)
@@ -214,7 +267,7 @@ static int cmd_export(int argc, char **argv)
 		}
 	}
 	if (export_format_parse(fmt_s, &fmt)) {
-		fprintf(stderr, "vigil-collector export: --format must be jsonl, cef or syslog\n");
+		fprintf(stderr, "vigil-collector export: --format must be jsonl, cef, syslog, otlp, ocsf or hec\n");
 		return 2;
 	}
 	struct colconf *c;
@@ -297,7 +350,11 @@ static int run(const char *cfg, bool check)
 	struct ingest *g = NULL;
 	struct api *a = NULL;
 	struct forward *fwd = NULL;
+	struct forwarder *fwr = NULL;
+	struct alerts_thread *alt = NULL;
 	SSL_CTX *ictx = NULL, *actx = NULL;
+	struct reloader rl;
+	bool rl_started = false;
 	char err[512], host[256] = "collector";
 	int rc;
 	if ((rc = load_conf(cfg, &c)))
@@ -316,6 +373,11 @@ static int run(const char *cfg, bool check)
 		goto out;
 	}
 	gethostname(host, sizeof(host));
+	/* Blocked before any thread starts, so only the reloader takes it. */
+	sigset_t hup;
+	sigemptyset(&hup);
+	sigaddset(&hup, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &hup, NULL);
 	if (store_open(c->store, &s, err, sizeof(err))) {
 		log_err("%s", err);
 		rc = 1;
@@ -339,16 +401,31 @@ static int run(const char *cfg, bool check)
 		rc = 1;
 		goto out;
 	}
+	if (forwarder_start(c, &fwr, err, sizeof(err)) || alerts_start(c, &alt, err, sizeof(err))) {
+		log_err("%s", err);
+		rc = 1;
+		goto out;
+	}
 	struct sigaction sa = { .sa_handler = on_signal };
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	rl = (struct reloader){ .path = cfg, .boot = c, .api = a };
+	if (pthread_create(&rl.thr, NULL, reload_loop, &rl) == 0)
+		rl_started = true;
+	else
+		log_warn("no reload thread: SIGHUP is ignored");
 	log_info("listening for agents on %s (port %d), API on %s (port %d), store %s", c->listen, ingest_port(g), c->api,
 		 api_port(a), store_kind(s));
 	fprintf(stderr, "vigil-collector ready\n");
 	rc = ingest_run(g, &stop_flag) ? 1 : 0;
 	log_info("stopping");
 out:
+	stop_flag = 1;
+	if (rl_started)
+		pthread_join(rl.thr, NULL);
+	alerts_stop(alt);
+	forwarder_stop(fwr);
 	api_stop(a);
 	ingest_free(g);
 	forward_free(fwd);

@@ -72,6 +72,80 @@ int store_query(struct store *s, const struct store_filter *f, struct store_rows
 	return s->ops->query(s, f, out);
 }
 
+int store_usage(struct store *s, enum store_top_kind k, const struct store_filter *f, struct store_usage_row **out,
+		size_t *n)
+{
+	*out = NULL;
+	*n = 0;
+	return s->ops->usage(s, k, f, out, n);
+}
+
+void store_usage_free(struct store_usage_row *rows, size_t n)
+{
+	for (size_t i = 0; rows && i < n; i++) {
+		free(rows[i].key);
+		free(rows[i].provider);
+		free(rows[i].model);
+	}
+	free(rows);
+}
+
+int store_inventory(struct store *s, const struct store_filter *f, struct store_inventory_row **out, size_t *n)
+{
+	*out = NULL;
+	*n = 0;
+	return s->ops->inventory(s, f, out, n);
+}
+
+void store_inventory_free(struct store_inventory_row *rows, size_t n)
+{
+	for (size_t i = 0; rows && i < n; i++) {
+		free(rows[i].user);
+		free(rows[i].exe);
+		free(rows[i].provider);
+		free(rows[i].host);
+	}
+	free(rows);
+}
+
+int store_review_set(struct store *s, const struct store_review *r)
+{
+	if (!r->exe || !r->provider || !r->state || !STORE_REVIEW_STATE_OK(r->state)) {
+		store_seterr(s, "a review needs exe, provider and a state unreviewed|approved|unapproved");
+		return -EINVAL;
+	}
+	return s->ops->review_set(s, r);
+}
+
+int store_review_list(struct store *s, struct store_review **out, size_t *n)
+{
+	*out = NULL;
+	*n = 0;
+	return s->ops->review_list(s, out, n);
+}
+
+void store_review_free(struct store_review *rows, size_t n)
+{
+	for (size_t i = 0; rows && i < n; i++) {
+		free(rows[i].exe);
+		free(rows[i].provider);
+		free(rows[i].state);
+		free(rows[i].by);
+	}
+	free(rows);
+}
+
+int store_feed(struct store *s, uint64_t after, size_t limit, struct store_rows *out, uint64_t *next)
+{
+	memset(out, 0, sizeof(*out));
+	*next = after;
+	if (!s->ops->feed) {
+		store_seterr(s, "the %s store keeps no commit order to forward from", s->ops->kind);
+		return -ENOTSUP;
+	}
+	return s->ops->feed(s, after, limit, out, next);
+}
+
 int store_top(struct store *s, enum store_top_kind k, const struct store_filter *f, size_t limit,
 	      struct store_top_row **out, size_t *n)
 {

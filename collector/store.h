@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define STORE_HASH_LEN 32
 #define STORE_FINDING_TYPE_MAX 48
@@ -106,7 +107,7 @@ struct store_agent {
 
 struct store_filter {
 	int64_t since_us, until_us;      /* 0 = unbounded */
-	const char *user, *host, *finding, *action, *exe, *provider, *model, *kind, *agent_id;
+	const char *user, *host, *finding, *action, *exe, *provider, *model, *kind, *agent_id, *rule;
 	size_t limit;                    /* 0 = STORE_DEFAULT_LIMIT */
 };
 #define STORE_DEFAULT_LIMIT 1000
@@ -166,12 +167,50 @@ int store_insert_batches(struct store *s, const struct store_batch *b, size_t n,
 int store_insert_local(struct store *s, const struct store_event *e);
 
 int store_query(struct store *s, const struct store_filter *f, struct store_rows *out);
+/* Up to limit events committed after cursor `after`, oldest commit first;
+ * *next is the cursor of the last one (after itself when none). Cursors
+ * only grow, so a forwarder that saves *next resumes exactly there.
+ * -ENOTSUP on a backend without a commit order (ClickHouse for now). */
+int store_feed(struct store *s, uint64_t after, size_t limit, struct store_rows *out, uint64_t *next);
 void store_rows_free(struct store_rows *r);
 int store_top(struct store *s, enum store_top_kind k, const struct store_filter *f,
 	      size_t limit, struct store_top_row **out, size_t *n);
 void store_top_free(struct store_top_row *rows, size_t n);
+/* Token use grouped by (key of k, provider, model) over the events matching
+ * f, for pricing the top views: unknown token counts (< 0) count as 0. At
+ * most STORE_USAGE_MAX rows. */
+struct store_usage_row {
+	char *key, *provider, *model;
+	uint64_t input_tokens, output_tokens;
+};
+#define STORE_USAGE_MAX 100000
+int store_usage(struct store *s, enum store_top_kind k, const struct store_filter *f, struct store_usage_row **out,
+		size_t *n);
+void store_usage_free(struct store_usage_row *rows, size_t n);
 /* Events matching f (ignores limit). */
 int store_count(struct store *s, const struct store_filter *f, uint64_t *out);
+
+/* The inventory of AI use: events grouped by (user, exe, service, host),
+ * where service is the provider, or the SNI for a connection that was
+ * passed through undecrypted; busiest first, at most STORE_USAGE_MAX.
+ * The collector's own "review" and "alert" records are not use. */
+struct store_inventory_row {
+	char *user, *exe, *provider, *host;
+	int64_t first_us, last_us;
+	uint64_t events, requests, tokens, findings, blocks;
+};
+int store_inventory(struct store *s, const struct store_filter *f, struct store_inventory_row **out, size_t *n);
+void store_inventory_free(struct store_inventory_row *rows, size_t n);
+
+/* Review state of a (program, provider) pair, set by an admin. */
+struct store_review {
+	char *exe, *provider, *state, *by;
+	int64_t at_us;
+};
+#define STORE_REVIEW_STATE_OK(s) (!strcmp(s, "unreviewed") || !strcmp(s, "approved") || !strcmp(s, "unapproved"))
+int store_review_set(struct store *s, const struct store_review *r);
+int store_review_list(struct store *s, struct store_review **out, size_t *n);
+void store_review_free(struct store_review *rows, size_t n);
 
 /* -ENOENT if the agent was never seen, enrolled or revoked. */
 int store_agent_get(struct store *s, const char *agent_id, struct store_agent *out);
@@ -200,9 +239,15 @@ struct store_ops {
 	int (*insert_batches)(struct store *s, const struct store_batch *b, size_t n, struct store_result *res);
 	int (*insert_local)(struct store *s, const struct store_event *e);
 	int (*query)(struct store *s, const struct store_filter *f, struct store_rows *out);
+	int (*feed)(struct store *s, uint64_t after, size_t limit, struct store_rows *out, uint64_t *next);
 	int (*top)(struct store *s, enum store_top_kind k, const struct store_filter *f,
 		   size_t limit, struct store_top_row **out, size_t *n);
 	int (*count)(struct store *s, const struct store_filter *f, uint64_t *out);
+	int (*usage)(struct store *s, enum store_top_kind k, const struct store_filter *f, struct store_usage_row **out,
+		     size_t *n);
+	int (*inventory)(struct store *s, const struct store_filter *f, struct store_inventory_row **out, size_t *n);
+	int (*review_set)(struct store *s, const struct store_review *r);
+	int (*review_list)(struct store *s, struct store_review **out, size_t *n);
 	int (*agent_get)(struct store *s, const char *id, struct store_agent *out);
 	int (*agent_pin_key)(struct store *s, const char *id, const uint8_t key[32]);
 	int (*agent_set_revoked)(struct store *s, const char *id, bool revoked);

@@ -29,7 +29,7 @@
 #include <curl/curl.h>
 #include "store.h"
 
-#define CH_SCHEMA_VERSION 2
+#define CH_SCHEMA_VERSION 3
 
 struct ch {
 	struct store base;
@@ -353,12 +353,32 @@ static int migrate(struct ch *c)
 					return rc;
 			}
 		}
-		/* The tables above are already at the latest version. */
-		b_fmt(&q, "INSERT INTO schema_migrations VALUES (%d, %lld)", CH_SCHEMA_VERSION, (long long)time(NULL));
-		return ch_q(c, &q);
+		/* The tables above already have migration 2's column. */
+		b_fmt(&q, "INSERT INTO schema_migrations VALUES (2, %lld)", (long long)time(NULL));
+		if ((rc = ch_q(c, &q)))
+			return rc;
+		v = 2;
 	}
 	if (v < 2 && (rc = migrate_v2(c, &q)))
 		return rc;
+	if (v < 3) {
+		/* 3: review states for the inventory; on a cluster sharded by
+		 * the pair, so FINAL sees every version of a row on one shard. */
+		b_fmt(&q, "CREATE TABLE IF NOT EXISTS reviews%s (exe String, provider String, state String, reviewer String,"
+			  " reviewed_at Int64, version UInt64) ENGINE = ReplacingMergeTree(version) ORDER BY (exe, provider)",
+		      c->local);
+		if ((rc = ch_q(c, &q)))
+			return rc;
+		if (c->cluster[0]) {
+			b_fmt(&q, "CREATE TABLE IF NOT EXISTS reviews AS reviews_local ENGINE = Distributed(%s, %s,"
+				  " reviews_local, sipHash64(concat(exe, '|', provider)))", c->cluster, c->db);
+			if ((rc = ch_q(c, &q)))
+				return rc;
+		}
+		b_fmt(&q, "INSERT INTO schema_migrations VALUES (3, %lld)", (long long)time(NULL));
+		if ((rc = ch_q(c, &q)))
+			return rc;
+	}
 	return 0;
 }
 
@@ -697,6 +717,7 @@ static void where(struct buf *q, const struct store_filter *f)
 	struct { const char *col, *val; } eq[] = {
 		{ "`user`", f->user }, { "host", f->host }, { "action", f->action }, { "exe", f->exe },
 		{ "provider", f->provider }, { "model", f->model }, { "kind", f->kind }, { "agent_id", f->agent_id },
+		{ "rule", f->rule },
 	};
 	bool first = true;
 #define AND() do { b_add(q, first ? " WHERE " : " AND ", first ? 7 : 5); first = false; } while (0)
@@ -856,6 +877,183 @@ static int ch_top(struct store *s, enum store_top_kind k, const struct store_fil
 		rows[cnt].total = strtoull(fl[3], NULL, 10);
 		cnt++;
 	}
+	*out = rows;
+	*n = cnt;
+	return 0;
+}
+
+static int ch_usage(struct store *s, enum store_top_kind k, const struct store_filter *f, struct store_usage_row **out,
+		    size_t *n)
+{
+	struct ch *c = CH(s);
+	struct buf q = { 0 };
+	int rc;
+	static const char *const col[] = {
+		[STORE_TOP_USERS] = "`user`", [STORE_TOP_EXES] = "exe", [STORE_TOP_PROVIDERS] = "provider",
+		[STORE_TOP_HOSTS] = "host", [STORE_TOP_MODELS] = "model", [STORE_TOP_ACTIONS] = "action",
+		[STORE_TOP_AGENTS] = "agent_id", [STORE_TOP_FINDINGS] = "splitByChar(':', fnd)[1]",
+	};
+	b_fmt(&q, "SELECT %s AS k, provider, model, sum(greatest(prompt_tokens, 0)), sum(greatest(completion_tokens, 0))"
+		  " FROM events%s", col[k], k == STORE_TOP_FINDINGS ? " ARRAY JOIN splitByChar(',', findings) AS fnd" : "");
+	where(&q, f);
+	b_fmt(&q, " AND %s != '' GROUP BY k, provider, model LIMIT %d FORMAT TabSeparated",
+	      k == STORE_TOP_FINDINGS ? "fnd" : col[k], STORE_USAGE_MAX);
+	if ((rc = ch_q(c, &q)))
+		return rc;
+	size_t cap = 64, cnt = 0;
+	struct store_usage_row *rows = calloc(cap, sizeof(*rows));
+	struct tsv_cursor cur = { c->resp, c->resp + c->rlen };
+	char *fl[5];
+	size_t ll[5];
+	int nf;
+	while (rows && (nf = tsv_next(&cur, fl, ll, 5)) >= 0) {
+		if (nf != 5)
+			continue;
+		if (cnt == cap) {
+			struct store_usage_row *nr = realloc(rows, 2 * cap * sizeof(*nr));
+			if (!nr) {
+				store_usage_free(rows, cnt);
+				return -ENOMEM;
+			}
+			rows = nr;
+			cap *= 2;
+		}
+		struct store_usage_row *r = &rows[cnt++];
+		r->key = strdup(fl[0]);
+		r->provider = strdup(fl[1]);
+		r->model = strdup(fl[2]);
+		r->input_tokens = strtoull(fl[3], NULL, 10);
+		r->output_tokens = strtoull(fl[4], NULL, 10);
+		if (!r->key || !r->provider || !r->model) {
+			store_usage_free(rows, cnt);
+			return -ENOMEM;
+		}
+	}
+	if (!rows)
+		return -ENOMEM;
+	*out = rows;
+	*n = cnt;
+	return 0;
+}
+
+static int ch_inventory(struct store *s, const struct store_filter *f, struct store_inventory_row **out, size_t *n)
+{
+	struct ch *c = CH(s);
+	struct buf q = { 0 };
+	int rc;
+	b_add(&q, "SELECT `user`, exe, if(provider != '', provider, sni) AS svc, host, min(time), max(time), count(),"
+		  " countIf(kind = 'request'), sum(greatest(prompt_tokens, 0) + greatest(completion_tokens, 0)),"
+		  " countIf(findings != ''), countIf(action = 'block') FROM events",
+	      strlen("SELECT `user`, exe, if(provider != '', provider, sni) AS svc, host, min(time), max(time), count(),"
+		     " countIf(kind = 'request'), sum(greatest(prompt_tokens, 0) + greatest(completion_tokens, 0)),"
+		     " countIf(findings != ''), countIf(action = 'block') FROM events"));
+	where(&q, f);
+	b_fmt(&q, " AND if(provider != '', provider, sni) != '' AND kind NOT IN ('review', 'alert') GROUP BY `user`, exe, svc, host"
+		  " ORDER BY count() DESC, `user`, exe, svc, host LIMIT %d FORMAT TabSeparated", STORE_USAGE_MAX);
+	if ((rc = ch_q(c, &q)))
+		return rc;
+	size_t cap = 64, cnt = 0;
+	struct store_inventory_row *rows = calloc(cap, sizeof(*rows));
+	struct tsv_cursor cur = { c->resp, c->resp + c->rlen };
+	char *fl[11];
+	size_t ll[11];
+	int nf;
+	while (rows && (nf = tsv_next(&cur, fl, ll, 11)) >= 0) {
+		if (nf != 11)
+			continue;
+		if (cnt == cap) {
+			struct store_inventory_row *nr = realloc(rows, 2 * cap * sizeof(*nr));
+			if (!nr)
+				break;
+			rows = nr;
+			cap *= 2;
+		}
+		struct store_inventory_row *r = &rows[cnt++];
+		r->user = strdup(fl[0]);
+		r->exe = strdup(fl[1]);
+		r->provider = strdup(fl[2]);
+		r->host = strdup(fl[3]);
+		r->first_us = strtoll(fl[4], NULL, 10);
+		r->last_us = strtoll(fl[5], NULL, 10);
+		r->events = strtoull(fl[6], NULL, 10);
+		r->requests = strtoull(fl[7], NULL, 10);
+		r->tokens = strtoull(fl[8], NULL, 10);
+		r->findings = strtoull(fl[9], NULL, 10);
+		r->blocks = strtoull(fl[10], NULL, 10);
+		if (!r->user || !r->exe || !r->provider || !r->host) {
+			store_inventory_free(rows, cnt);
+			return -ENOMEM;
+		}
+	}
+	if (!rows)
+		return -ENOMEM;
+	*out = rows;
+	*n = cnt;
+	return 0;
+}
+
+static int ch_review_set(struct store *s, const struct store_review *r)
+{
+	struct ch *c = CH(s);
+	static uint64_t last_version;
+	struct buf body = { 0 };
+	char num[64];
+	uint64_t v = (uint64_t)now_us();
+	if (v <= last_version)
+		v = last_version + 1;
+	last_version = v;
+	tsv_str(&body, r->exe);
+	b_add(&body, "\t", 1);
+	tsv_str(&body, r->provider);
+	b_add(&body, "\t", 1);
+	tsv_str(&body, r->state);
+	b_add(&body, "\t", 1);
+	tsv_str(&body, r->by ? r->by : "");
+	snprintf(num, sizeof(num), "\t%lld\t%llu\n", (long long)r->at_us, (unsigned long long)v);
+	b_add(&body, num, strlen(num));
+	int rc = body.oom ? -ENOMEM
+			  : ch_exec(c, "INSERT INTO reviews (exe, provider, state, reviewer, reviewed_at, version) FORMAT TabSeparated",
+				    body.p, body.len);
+	b_free(&body);
+	return rc;
+}
+
+static int ch_review_list(struct store *s, struct store_review **out, size_t *n)
+{
+	struct ch *c = CH(s);
+	int rc = ch_exec(c, "SELECT exe, provider, state, reviewer, reviewed_at, version FROM reviews FINAL ORDER BY exe, provider"
+			    " FORMAT TabSeparated", NULL, 0);
+	if (rc)
+		return rc;
+	size_t cap = 16, cnt = 0;
+	struct store_review *rows = calloc(cap, sizeof(*rows));
+	struct tsv_cursor cur = { c->resp, c->resp + c->rlen };
+	char *fl[6];
+	size_t ll[6];
+	int nf;
+	while (rows && (nf = tsv_next(&cur, fl, ll, 6)) >= 0) {
+		if (nf != 6)
+			continue;
+		if (cnt == cap) {
+			struct store_review *nr = realloc(rows, 2 * cap * sizeof(*nr));
+			if (!nr)
+				break;
+			rows = nr;
+			cap *= 2;
+		}
+		struct store_review *r = &rows[cnt++];
+		r->exe = strdup(fl[0]);
+		r->provider = strdup(fl[1]);
+		r->state = strdup(fl[2]);
+		r->by = strdup(fl[3]);
+		r->at_us = strtoll(fl[4], NULL, 10);
+		if (!r->exe || !r->provider || !r->state || !r->by) {
+			store_review_free(rows, cnt);
+			return -ENOMEM;
+		}
+	}
+	if (!rows)
+		return -ENOMEM;
 	*out = rows;
 	*n = cnt;
 	return 0;
@@ -1210,6 +1408,10 @@ static const struct store_ops ch_ops = {
 	.insert_local = ch_insert_local,
 	.query = ch_query,
 	.top = ch_top,
+	.inventory = ch_inventory,
+	.review_set = ch_review_set,
+	.review_list = ch_review_list,
+	.usage = ch_usage,
 	.count = ch_count,
 	.agent_get = ch_agent_get,
 	.agent_pin_key = ch_agent_pin_key,

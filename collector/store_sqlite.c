@@ -24,7 +24,7 @@
 #include <sqlite3.h>
 #include "store.h"
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 4
 
 struct sq {
 	struct store base;
@@ -63,6 +63,16 @@ static const char *const migrations[] = {
 	 * the record (after raw): reading it walks past raw, which costs a
 	 * page only for the few events whose raw spills over one. */
 	"ALTER TABLE events ADD COLUMN container_id TEXT;",
+	/* 3: commit order for the forwarders (store_feed). id follows the
+	 * event's own time, so an agent's spool shipped late lands behind a
+	 * forwarder's cursor; ingest_seq grows with every commit instead.
+	 * Existing rows keep their id order. */
+	"ALTER TABLE events ADD COLUMN ingest_seq INTEGER;"
+	"UPDATE events SET ingest_seq = id;"
+	"CREATE UNIQUE INDEX ev_ingest ON events(ingest_seq);",
+	/* 4: review states of (program, provider) pairs for the inventory. */
+	"CREATE TABLE reviews(exe TEXT NOT NULL, provider TEXT NOT NULL, state TEXT NOT NULL, reviewer TEXT,"
+	" reviewed_at INTEGER, PRIMARY KEY(exe, provider));",
 };
 
 #define EV_COLS_A "time, event_id, agent_id, boot_id, seq, host, kind, user, uid, gid, pid, tid, comm, exe," \
@@ -405,7 +415,7 @@ static void build_where(const struct store_filter *f, struct where *w)
 	struct { const char *col; const char *val; } eq[] = {
 		{ "user", f->user }, { "host", f->host }, { "action", f->action }, { "exe", f->exe },
 		{ "provider", f->provider }, { "model", f->model }, { "kind", f->kind },
-		{ "agent_id", f->agent_id },
+		{ "agent_id", f->agent_id }, { "rule", f->rule },
 	};
 	for (size_t i = 0; i < sizeof(eq) / sizeof(eq[0]); i++) {
 		if (!eq[i].val)
@@ -542,22 +552,13 @@ static int read_event(sqlite3_stmt *st, struct store_event *e, struct store_aren
 	return 0;
 }
 
-static int sq_query(struct store *s, const struct store_filter *f, struct store_rows *out)
+/* Materialises every row of st (EV_COLS first) into out. With last_id, the
+ * statement's final column is the row id and the last one is returned. */
+static int sq_fetch(struct sq *q, sqlite3_stmt *st, struct store_rows *out, uint64_t *last_id)
 {
-	struct sq *q = SQ(s);
-	struct where w;
-	char sql[2048];
-	sqlite3_stmt *st;
-	size_t limit = f->limit ? f->limit : STORE_DEFAULT_LIMIT, cap = 64;
+	size_t cap = 64;
 	int rc = 0;
-	if (limit > STORE_MAX_LIMIT)
-		limit = STORE_MAX_LIMIT;
-	build_where(f, &w);
-	snprintf(sql, sizeof(sql), "SELECT " EV_COLS " FROM events e%s ORDER BY e.id DESC LIMIT %zu",
-		 w.sql, limit);
-	if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
-		return sq_fail(q, "query");
-	bind_where(st, &w);
+	memset(out, 0, sizeof(*out));
 	out->arena = store_arena_new();
 	out->ev = malloc(cap * sizeof(*out->ev));
 	if (!out->arena || !out->ev) {
@@ -576,6 +577,8 @@ static int sq_query(struct store *s, const struct store_filter *f, struct store_
 		}
 		if ((rc = read_event(st, &out->ev[out->n], out->arena, NULL, 0)))
 			goto err;
+		if (last_id)
+			*last_id = (uint64_t)sqlite3_column_int64(st, sqlite3_column_count(st) - 1);
 		out->n++;
 	}
 	if (rc != SQLITE_DONE) {
@@ -600,6 +603,40 @@ err2:
 	store_arena_free(out->arena);
 	memset(out, 0, sizeof(*out));
 	return rc < 0 ? rc : -EIO;
+}
+
+static int sq_query(struct store *s, const struct store_filter *f, struct store_rows *out)
+{
+	struct sq *q = SQ(s);
+	struct where w;
+	char sql[2048];
+	sqlite3_stmt *st;
+	size_t limit = f->limit ? f->limit : STORE_DEFAULT_LIMIT;
+	if (limit > STORE_MAX_LIMIT)
+		limit = STORE_MAX_LIMIT;
+	build_where(f, &w);
+	snprintf(sql, sizeof(sql), "SELECT " EV_COLS " FROM events e%s ORDER BY e.id DESC LIMIT %zu",
+		 w.sql, limit);
+	if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return sq_fail(q, "query");
+	bind_where(st, &w);
+	return sq_fetch(q, st, out, NULL);
+}
+
+/* ingest_seq is the commit order (migration 2); retention only removes
+ * rows, so the cursor never has to move back. */
+static int sq_feed(struct store *s, uint64_t after, size_t limit, struct store_rows *out, uint64_t *next)
+{
+	struct sq *q = SQ(s);
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(q->db, "SELECT " EV_COLS ", e.ingest_seq FROM events e WHERE e.ingest_seq > ?1"
+			       " ORDER BY e.ingest_seq LIMIT ?2",
+			       -1, &st, NULL) != SQLITE_OK)
+		return sq_fail(q, "feed");
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)after);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)limit);
+	*next = after;
+	return sq_fetch(q, st, out, next);
 }
 
 static const char *top_col(enum store_top_kind k)
@@ -662,6 +699,175 @@ static int sq_top(struct store *s, enum store_top_kind k, const struct store_fil
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
 		store_top_free(rows, cnt);
 		return sq_fail(q, "top");
+	}
+	*out = rows;
+	*n = cnt;
+	return 0;
+}
+
+static int sq_usage(struct store *s, enum store_top_kind k, const struct store_filter *f, struct store_usage_row **out,
+		    size_t *n)
+{
+	struct sq *q = SQ(s);
+	struct where w;
+	char sql[2048];
+	sqlite3_stmt *st;
+	const char *col = top_col(k);
+	int rc;
+	build_where(f, &w);
+	snprintf(sql, sizeof(sql),
+		 "SELECT %s, e.provider, e.model, sum(max(e.prompt_tokens, 0)), sum(max(e.completion_tokens, 0))"
+		 " FROM %s%s%s%s != '' GROUP BY 1, 2, 3 LIMIT %d",
+		 col, k == STORE_TOP_FINDINGS ? "event_findings f JOIN events e ON e.id = f.ev" : "events e", w.sql,
+		 w.len ? " AND " : " WHERE ", col, STORE_USAGE_MAX);
+	if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return sq_fail(q, "usage");
+	bind_where(st, &w);
+	size_t cap = 64, cnt = 0;
+	struct store_usage_row *rows = calloc(cap, sizeof(*rows));
+	while (rows && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (cnt == cap) {
+			struct store_usage_row *nr = realloc(rows, 2 * cap * sizeof(*nr));
+			if (!nr)
+				break;
+			rows = nr;
+			cap *= 2;
+		}
+		struct store_usage_row *r = &rows[cnt++];
+		const char *t[3];
+		for (int i = 0; i < 3; i++)
+			t[i] = (const char *)sqlite3_column_text(st, i);
+		r->key = strdup(t[0] ? t[0] : "");
+		r->provider = strdup(t[1] ? t[1] : "");
+		r->model = strdup(t[2] ? t[2] : "");
+		r->input_tokens = (uint64_t)sqlite3_column_int64(st, 3);
+		r->output_tokens = (uint64_t)sqlite3_column_int64(st, 4);
+		if (!r->key || !r->provider || !r->model) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+	}
+	sqlite3_finalize(st);
+	if (!rows || rc != SQLITE_DONE) {
+		store_usage_free(rows, cnt);
+		return rows && rc != SQLITE_NOMEM && rc != SQLITE_ROW ? sq_fail(q, "usage") : -ENOMEM;
+	}
+	*out = rows;
+	*n = cnt;
+	return 0;
+}
+
+static char *col_dup(sqlite3_stmt *st, int i)
+{
+	const char *t = (const char *)sqlite3_column_text(st, i);
+	return strdup(t ? t : "");
+}
+
+#define SVC "COALESCE(NULLIF(e.provider, ''), e.sni, '')"
+
+static int sq_inventory(struct store *s, const struct store_filter *f, struct store_inventory_row **out, size_t *n)
+{
+	struct sq *q = SQ(s);
+	struct where w;
+	char sql[2048];
+	sqlite3_stmt *st;
+	int rc;
+	build_where(f, &w);
+	snprintf(sql, sizeof(sql),
+		 "SELECT e.user, e.exe, " SVC ", e.host, min(e.time), max(e.time), count(*), sum(e.kind = 'request'),"
+		 " sum(max(e.prompt_tokens, 0) + max(e.completion_tokens, 0)), sum(e.findings != ''),"
+		 " sum(e.action = 'block') FROM events e%s%s" SVC " != '' AND e.kind NOT IN ('review', 'alert')"
+		 " GROUP BY 1, 2, 3, 4 ORDER BY 7 DESC, 1, 2, 3, 4"
+		 " LIMIT %d",
+		 w.sql, w.len ? " AND " : " WHERE ", STORE_USAGE_MAX);
+	if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return sq_fail(q, "inventory");
+	bind_where(st, &w);
+	size_t cap = 64, cnt = 0;
+	struct store_inventory_row *rows = calloc(cap, sizeof(*rows));
+	while (rows && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (cnt == cap) {
+			struct store_inventory_row *nr = realloc(rows, 2 * cap * sizeof(*nr));
+			if (!nr)
+				break;
+			rows = nr;
+			cap *= 2;
+		}
+		struct store_inventory_row *r = &rows[cnt++];
+		r->user = col_dup(st, 0);
+		r->exe = col_dup(st, 1);
+		r->provider = col_dup(st, 2);
+		r->host = col_dup(st, 3);
+		r->first_us = sqlite3_column_int64(st, 4);
+		r->last_us = sqlite3_column_int64(st, 5);
+		r->events = (uint64_t)sqlite3_column_int64(st, 6);
+		r->requests = (uint64_t)sqlite3_column_int64(st, 7);
+		r->tokens = (uint64_t)sqlite3_column_int64(st, 8);
+		r->findings = (uint64_t)sqlite3_column_int64(st, 9);
+		r->blocks = (uint64_t)sqlite3_column_int64(st, 10);
+		if (!r->user || !r->exe || !r->provider || !r->host)
+			break;
+	}
+	sqlite3_finalize(st);
+	if (!rows || rc != SQLITE_DONE) {
+		store_inventory_free(rows, cnt);
+		store_seterr(s, "sqlite: inventory failed");
+		return -EIO;
+	}
+	*out = rows;
+	*n = cnt;
+	return 0;
+}
+
+static int sq_review_set(struct store *s, const struct store_review *r)
+{
+	struct sq *q = SQ(s);
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(q->db, "INSERT OR REPLACE INTO reviews(exe, provider, state, reviewer, reviewed_at) VALUES(?,?,?,?,?)",
+			       -1, &st, NULL) != SQLITE_OK)
+		return sq_fail(q, "review");
+	sqlite3_bind_text(st, 1, r->exe, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, r->provider, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, r->state, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, r->by ? r->by : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 5, r->at_us);
+	int rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : sq_fail(q, "review");
+}
+
+static int sq_review_list(struct store *s, struct store_review **out, size_t *n)
+{
+	struct sq *q = SQ(s);
+	sqlite3_stmt *st;
+	int rc;
+	if (sqlite3_prepare_v2(q->db, "SELECT exe, provider, state, reviewer, reviewed_at FROM reviews ORDER BY exe, provider", -1, &st,
+			       NULL) != SQLITE_OK)
+		return sq_fail(q, "reviews");
+	size_t cap = 16, cnt = 0;
+	struct store_review *rows = calloc(cap, sizeof(*rows));
+	while (rows && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (cnt == cap) {
+			struct store_review *nr = realloc(rows, 2 * cap * sizeof(*nr));
+			if (!nr)
+				break;
+			rows = nr;
+			cap *= 2;
+		}
+		struct store_review *r = &rows[cnt++];
+		r->exe = col_dup(st, 0);
+		r->provider = col_dup(st, 1);
+		r->state = col_dup(st, 2);
+		r->by = col_dup(st, 3);
+		r->at_us = sqlite3_column_int64(st, 4);
+		if (!r->exe || !r->provider || !r->state || !r->by)
+			break;
+	}
+	sqlite3_finalize(st);
+	if (!rows || rc != SQLITE_DONE) {
+		store_review_free(rows, cnt);
+		store_seterr(s, "sqlite: reviews failed");
+		return -EIO;
 	}
 	*out = rows;
 	*n = cnt;
@@ -908,6 +1114,11 @@ static const struct store_ops sq_ops = {
 	.insert_batches = sq_insert_batches,
 	.insert_local = sq_insert_local,
 	.query = sq_query,
+	.inventory = sq_inventory,
+	.review_set = sq_review_set,
+	.review_list = sq_review_list,
+	.usage = sq_usage,
+	.feed = sq_feed,
 	.top = sq_top,
 	.count = sq_count,
 	.agent_get = sq_agent_get,
@@ -961,8 +1172,11 @@ int store_sqlite_open(const char *path, struct store **out, char *err, size_t er
 		snprintf(err, errlen, "sqlite:%s: %s", path, q->base.errmsg);
 		goto err;
 	}
-	if (sqlite3_prepare_v2(q->db, "INSERT INTO events(id, " EV_COLS_A ", content, raw) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,"
-			       "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+	/* ingest_seq: one writer at a time (SQLite's write lock), so MAX+1
+	 * inside the write transaction is the commit order. */
+	if (sqlite3_prepare_v2(q->db, "INSERT INTO events(id, " EV_COLS_A ", content, raw, ingest_seq) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,"
+			       "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
+			       "(SELECT IFNULL(MAX(ingest_seq), 0) + 1 FROM events))",
 			       -1, &q->ins_ev, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(q->db, "INSERT INTO event_findings(ev, type, count, time) VALUES(?,?,?,?)", -1,
 			       &q->ins_find, NULL) != SQLITE_OK ||

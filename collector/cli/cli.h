@@ -11,6 +11,7 @@
 #define VIGIL_CLI_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #define CLI_EXIT_OK 0
 #define CLI_EXIT_FAIL 1
@@ -43,6 +44,13 @@ void cli_server_init(struct cli_server *s);
 bool cli_server_opt(struct cli_server *s, int opt, const char *arg);
 /* True if server and token are both set and non-empty. */
 bool cli_server_ready(const struct cli_server *s);
+/* Appends ?key=val or &key=val (percent-encoded; nothing when val is NULL). */
+void cli_query_param(char *q, size_t qlen, const char *key, const char *val);
+/* GET (or POST) path_query and print the body: the exit status of a
+ * subcommand (2 for the server's 400, 1 for any other failure). */
+int cli_server_print(const struct cli_server *s, const char *cmd, const char *path_query, bool post);
+int cli_inventory_main(int argc, char **argv); /* inventory.c: `vigil inventory` */
+int cli_alerts_main(int argc, char **argv);    /* alerts.c: `vigil alerts` */
 /* verify's request and report (query.c keeps the one copy of the transport). */
 int cli_verify_run(const struct cli_server *s, const char *agent);
 

@@ -11,6 +11,8 @@
 const struct cli_command cli_commands[] = {
 	{ "ca", cli_ca_main, "manage the interception CA (init, trust, untrust)" },
 	{ "query", cli_query_main, "query the collector's audit events (filters, --top, --json, --csv)" },
+	{ "inventory", cli_inventory_main, "who uses which AI service through which program; set review states" },
+	{ "alerts", cli_alerts_main, "alerts on unusual behaviour raised by the collector (volume, new use, ...)" },
 	{ "verify", cli_verify_main, "verify every agent's audit chain and signatures on the collector" },
 	{ "policy", cli_policy_main, "check a policy file, or dry-run a request against it (check, explain)" },
 	{ NULL, NULL, NULL },

@@ -217,18 +217,7 @@ int cli_query_main(int argc, char **argv)
 		add_param(c, q, sizeof(q), keys[i], vals[i]);
 	add_param(c, q, sizeof(q), "format", fmt);
 	curl_easy_cleanup(c);
-	struct cli_resp r;
-	if (cli_api_call("query", sv.server, sv.token, ca_path(sv.cacert), sv.insecure, q, false, &r))
-		return CLI_EXIT_FAIL;
-	int ret = CLI_EXIT_OK;
-	if (r.status != 200) {
-		fprintf(stderr, "vigil query: HTTP %ld: %s", r.status, r.body ? r.body : "\n");
-		ret = r.status == 400 ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
-	} else if (r.body) {
-		fwrite(r.body, 1, r.len, stdout);
-	}
-	free(r.body);
-	return ret;
+	return cli_server_print(&sv, "query", q, false);
 }
 
 void cli_server_init(struct cli_server *s)
@@ -253,6 +242,30 @@ bool cli_server_opt(struct cli_server *s, int opt, const char *arg)
 bool cli_server_ready(const struct cli_server *s)
 {
 	return s->server && s->token && *s->server && *s->token;
+}
+
+void cli_query_param(char *q, size_t qlen, const char *key, const char *val)
+{
+	CURL *c = curl_easy_init();
+	if (c)
+		add_param(c, q, qlen, key, val);
+	curl_easy_cleanup(c);
+}
+
+int cli_server_print(const struct cli_server *s, const char *cmd, const char *path_query, bool post)
+{
+	struct cli_resp r;
+	if (cli_api_call(cmd, s->server, s->token, ca_path(s->cacert), s->insecure, path_query, post, &r))
+		return CLI_EXIT_FAIL;
+	int ret = CLI_EXIT_OK;
+	if (r.status != 200) {
+		fprintf(stderr, "vigil %s: HTTP %ld: %s", cmd, r.status, r.body ? r.body : "\n");
+		ret = r.status == 400 ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
+	} else if (r.body) {
+		fwrite(r.body, 1, r.len, stdout);
+	}
+	free(r.body);
+	return ret;
 }
 
 /* verify shares the transport; it lives here to keep one copy of it. */

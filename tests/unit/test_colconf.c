@@ -77,3 +77,76 @@ TEST(mistakes_are_reported_with_file_and_line)
 		CHECK(!c, "a refused config was returned");
 	}
 }
+
+/* pricing: first matching (provider, model glob) row wins; unknown token
+ * counts are 0; no price or no tokens means no cost. */
+TEST(pricing_table_and_cost)
+{
+	struct colconf *c;
+	char err[256] = "";
+	CHECK(load(BASE "pricing:\n"
+		       "  - { provider: openai, model: \"gpt-4o-mini*\", input: 0.15, output: 0.60, cached_input: 0.075, currency: EUR }\n"
+		       "  - { provider: openai, model: \"gpt-4o*\", input: 2.50, output: 10 }\n"
+		       "  - { provider: anthropic, model: \"*\", input: 3, output: 15 }\n",
+		   &c, err, sizeof(err)) == 0, "pricing refused: %s", err);
+	double d = -1;
+	CHECK(c->n_prices == 3 && !strcmp(c->currency, "EUR"), "%zu prices, currency %s", c->n_prices, c->currency);
+	CHECK(colconf_cost(c, "openai", "gpt-4o-mini-2024-07-18", 1000000, 2000000, &d) && d > 1.3499 && d < 1.3501,
+	      "mini priced %f (want 0.15 + 1.20)", d);
+	CHECK(colconf_cost(c, "openai", "gpt-4o", 1000, 1000, &d) && d > 0.01249 && d < 0.01251, "gpt-4o %f", d);
+	CHECK(colconf_cost(c, "anthropic", "claude-3-5-sonnet", 100, -1, &d) && d > 0.000299 && d < 0.000301,
+	      "unknown output tokens not 0: %f", d);
+	CHECK(!colconf_cost(c, "gemini", "gemini-1.5-pro", 100, 100, &d), "a provider without a price got a cost");
+	CHECK(!colconf_cost(c, "openai", "gpt-4o", -1, -1, &d), "a cost without tokens");
+	CHECK(!colconf_cost(c, "openai", "o1", 10, 10, &d), "o1 matched no glob");
+	colconf_free(c);
+	CHECK(load(BASE, &c, err, sizeof(err)) == 0 && !colconf_cost(c, "openai", "gpt-4o", 10, 10, &d),
+	      "no table, no cost");
+	colconf_free(c);
+}
+
+TEST(alert_thresholds_and_defaults)
+{
+	struct colconf *c;
+	char err[256] = "";
+	CHECK(load(BASE, &c, err, sizeof(err)) == 0 && !c->alerts.enabled && c->alerts.volume_factor == 5 &&
+	      c->alerts.silent_after_s == 900, "defaults: %s", err);
+	colconf_free(c);
+	CHECK(load(BASE "alerts:\n  volume_window: 30m\n  volume_factor: 8\n  burst_count: 3\n  silent_after: 1h\n"
+		       "  injection_score: 0.7\n", &c, err, sizeof(err)) == 0, "alerts refused: %s", err);
+	CHECK(c->alerts.enabled && c->alerts.volume_window_s == 1800 && c->alerts.volume_factor == 8 &&
+	      c->alerts.burst_count == 3 && c->alerts.silent_after_s == 3600 && c->alerts.injection_score == 0.7 &&
+	      c->alerts.burst_window_s == 600, "alerts parsed wrong");
+	colconf_free(c);
+}
+
+TEST(pricing_and_forward_mistakes_name_the_line)
+{
+	static const struct {
+		const char *text, *want;
+	} cases[] = {
+		{ "pricing:\n  - { provider: openai, model: x, input: -1, output: 1 }\n", ":5: a price is a number" },
+		{ "pricing:\n  - { provider: openai, model: x, input: lots, output: 1 }\n", ":5: a price is a number" },
+		{ "pricing:\n  - { provider: openai, input: 1, output: 1 }\n", ":5: a price needs provider and model" },
+		{ "pricing:\n  - { provider: openai, model: x, input: 1, currency: usd }\n", ":5: currency is an ISO 4217" },
+		{ "pricing:\n  - { provider: a, model: x, currency: USD }\n  - { provider: b, model: y, currency: EUR }\n",
+		  ":6: every price must be in one currency" },
+		{ "pricing:\n  - { provider: a, model: x, cost: 1 }\n", ":5: unknown key 'pricing.cost'" },
+		{ "pricing: free\n", ":4: pricing must be a list" },
+		{ "forward: x\n", ":4: forward must be a list" },
+		{ "alerts:\n  volume_factor: 0\n", ":5: expected a number from 1" },
+		{ "alerts:\n  burst_window: 2d\n", ":5: burst_window must be from" },
+		{ "alerts:\n  injection_score: high\n", ":5: expected a number from 0 to 1" },
+		{ "alerts:\n  volume: 1\n", ":5: unknown key 'alerts.volume'" },
+		{ "alerts: [1]\n", ":4: alerts must be a mapping" },
+		{ "forward:\n  - { name: a, format: hec, url: \"http://h:1\", batch: 9999 }\n", ":5:" },
+		{ "forward:\n  - { format: otlp, url: \"http://h:1\" }\n", ":5: forward target needs a name" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct colconf *c = NULL;
+		char text[512], err[256] = "";
+		snprintf(text, sizeof(text), BASE "%s", cases[i].text);
+		CHECK(load(text, &c, err, sizeof(err)) != 0 && strstr(err, cases[i].want) && strstr(err, path),
+		      "case %zu: want '%s', got '%s'", i, cases[i].want, err);
+	}
+}

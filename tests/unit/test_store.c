@@ -640,6 +640,137 @@ SUITE(retention)
 	CHECK(a.has_head && a.head_seq == 12, "head after retention is %llu, want 12", (unsigned long long)a.head_seq);
 }
 
+/* store_usage: token sums by (key, provider, model), the input of the cost
+ * column of the top views; unknown counts (-1) add nothing. */
+SUITE(usage_by_key_provider_model)
+{
+	static struct gen g;
+	struct store_usage_row *u;
+	size_t n;
+	gen_events(&g, "agent-u", "boot-1", 1, 6, T0, NULL);
+	struct store_batch b = batch_of(&g, 6);
+	CHECK(store_insert_batch(s, &b, NULL, NULL) == 0, "insert: %s", store_errmsg(s));
+	struct store_filter f = { .since_us = T0 - 1 };
+	CHECK(store_usage(s, STORE_TOP_USERS, &f, &u, &n) == 0, "usage: %s", store_errmsg(s));
+	uint64_t in = 0, out = 0, alice_openai = 0;
+	for (size_t i = 0; i < n; i++) {
+		in += u[i].input_tokens;
+		out += u[i].output_tokens;
+		if (!strcmp(u[i].key, "alice") && !strcmp(u[i].provider, "openai") && !strcmp(u[i].model, "gpt-4o"))
+			alice_openai += u[i].input_tokens;
+	}
+	store_usage_free(u, n);
+	/* users by i%3, providers by i%2: 6 distinct (user, provider, model) */
+	CHECK(n == 6 && in == 72 && out == 0 && alice_openai == 12, "%zu rows, in %llu out %llu alice/openai %llu", n,
+	      (unsigned long long)in, (unsigned long long)out, (unsigned long long)alice_openai);
+	CHECK(store_usage(s, STORE_TOP_FINDINGS, &f, &u, &n) == 0, "usage findings: %s", store_errmsg(s));
+	uint64_t email = 0, ssn = 0;
+	for (size_t i = 0; i < n; i++)
+		*(!strcmp(u[i].key, "EMAIL") ? &email : !strcmp(u[i].key, "US_SSN") ? &ssn : &in) += u[i].input_tokens;
+	store_usage_free(u, n);
+	CHECK(email == 36 && ssn == 24, "EMAIL %llu (want 36), US_SSN %llu (want 24)", (unsigned long long)email,
+	      (unsigned long long)ssn);
+}
+
+/* The inventory: one row per (user, exe, service, host) with counts, a
+ * pass-through connection (no provider) listed under its SNI; reviews
+ * replace the previous state of a (program, provider) pair. */
+SUITE(inventory_and_reviews)
+{
+	static struct gen g;
+	struct store_inventory_row *inv;
+	struct store_review *rv;
+	size_t n;
+	gen_events(&g, "agent-i", "boot-1", 1, 6, T0, NULL);
+	g.ev[5].kind = "connection";         /* passed through: no provider, no tokens */
+	g.ev[5].provider = "";
+	g.ev[5].sni = "api.mistral.ai";
+	g.ev[5].prompt_tokens = -1;
+	struct store_batch b = batch_of(&g, 6);
+	CHECK(store_insert_batch(s, &b, NULL, NULL) == 0, "insert: %s", store_errmsg(s));
+	struct store_filter f = { .since_us = T0 - 1 };
+	CHECK(store_inventory(s, &f, &inv, &n) == 0, "inventory: %s", store_errmsg(s));
+	/* i: user i%3, exe i%2, provider i%2, host ws-2 when i%5==0:
+	 * 0 alice/python/openai/ws-2, 1 bob/curl/anthropic, 2 carol/python/openai,
+	 * 3 alice/curl/anthropic, 4 bob/python/openai, 5 carol/curl/mistral(sni) */
+	bool mistral = false, alice_openai = false;
+	uint64_t events = 0, blocks = 0, findings = 0, requests = 0, tokens = 0;
+	for (size_t i = 0; i < n; i++) {
+		events += inv[i].events;
+		blocks += inv[i].blocks;
+		findings += inv[i].findings;
+		requests += inv[i].requests;
+		tokens += inv[i].tokens;
+		if (!strcmp(inv[i].provider, "api.mistral.ai"))
+			mistral = !strcmp(inv[i].user, "carol") && !strcmp(inv[i].exe, "/usr/bin/curl") && inv[i].requests == 0;
+		if (!strcmp(inv[i].user, "alice") && !strcmp(inv[i].provider, "openai"))
+			alice_openai = !strcmp(inv[i].host, "ws-2") && inv[i].first_us == T0 && inv[i].last_us == T0 &&
+				       inv[i].tokens == 12 && inv[i].blocks == 1 && inv[i].findings == 1;
+	}
+	store_inventory_free(inv, n);
+	/* blocks: i%4==0 (0, 4); findings: even i or i%3==0 (0, 2, 3, 4) */
+	CHECK(n == 6 && events == 6 && requests == 5 && tokens == 60 && blocks == 2 && findings == 4,
+	      "%zu rows: events %llu requests %llu tokens %llu blocks %llu findings %llu", n, (unsigned long long)events,
+	      (unsigned long long)requests, (unsigned long long)tokens, (unsigned long long)blocks,
+	      (unsigned long long)findings);
+	CHECK(mistral, "the pass-through connection is not listed under its SNI");
+	CHECK(alice_openai, "alice/openai row has wrong seen times or counts");
+	struct store_review r = { .exe = "/usr/bin/curl", .provider = "anthropic", .state = "approved", .by = "soc",
+				  .at_us = T0 };
+	CHECK(store_review_set(s, &r) == 0, "review: %s", store_errmsg(s));
+	r.state = "unapproved";
+	r.at_us = T0 + 1;
+	CHECK(store_review_set(s, &r) == 0, "review again: %s", store_errmsg(s));
+	r.state = "maybe";
+	CHECK(store_review_set(s, &r) == -EINVAL, "a state outside unreviewed|approved|unapproved was stored");
+	CHECK(store_review_list(s, &rv, &n) == 0, "reviews: %s", store_errmsg(s));
+	CHECK(n == 1 && !strcmp(rv[0].state, "unapproved") && !strcmp(rv[0].by, "soc") && rv[0].at_us == T0 + 1,
+	      "%zu reviews, state %s", n, n ? rv[0].state : "-");
+	store_review_free(rv, n);
+}
+
+/* store_feed: commit order, not event time (an agent's spool shipped late
+ * must not fall behind a forwarder's cursor), resumable from any cursor. */
+SUITE(feed_in_commit_order)
+{
+	static struct gen a, b;
+	struct store_rows r;
+	uint64_t cur = 0, next;
+	if (strcmp(store_kind(s), "sqlite")) {
+		CHECK(store_feed(s, 0, 10, &r, &next) == -ENOTSUP && next == 0, "feed on %s", store_kind(s));
+		return;
+	}
+	gen_events(&a, "agent-now", "boot-1", 1, 5, T0 + 3600000000LL, NULL);
+	gen_events(&b, "agent-late", "boot-1", 1, 4, T0, NULL);   /* older events, committed later */
+	struct store_batch ba = batch_of(&a, 5), bb = batch_of(&b, 4);
+	CHECK(store_insert_batch(s, &ba, NULL, NULL) == 0, "insert: %s", store_errmsg(s));
+	CHECK(store_insert_batch(s, &bb, NULL, NULL) == 0, "insert: %s", store_errmsg(s));
+	const char *want[9];
+	for (int i = 0; i < 5; i++)
+		want[i] = a.ids[i];
+	for (int i = 0; i < 4; i++)
+		want[5 + i] = b.ids[i];
+	size_t got = 0;
+	for (int round = 0; round < 5 && got < 9; round++) {
+		CHECK(store_feed(s, cur, 4, &r, &next) == 0, "feed: %s", store_errmsg(s));
+		CHECK(r.n && next > cur, "round %d: %zu rows, cursor %llu -> %llu", round, r.n, (unsigned long long)cur,
+		      (unsigned long long)next);
+		for (size_t i = 0; i < r.n; i++, got++)
+			CHECK(got < 9 && !strcmp(r.ev[i].event_id, want[got]), "row %zu is %s, want %s", got,
+			      r.ev[i].event_id, got < 9 ? want[got] : "none");
+		store_rows_free(&r);
+		cur = next;
+	}
+	CHECK(got == 9, "fed %zu of 9", got);
+	CHECK(store_feed(s, cur, 4, &r, &next) == 0 && r.n == 0 && next == cur, "feed past the end: %zu rows", r.n);
+	store_rows_free(&r);
+	struct store_event local = { .time_us = T0, .kind = "ingest_rejected", .agent_id = "agent-x", .reason = "bad" };
+	CHECK(store_insert_local(s, &local) == 0, "insert_local: %s", store_errmsg(s));
+	CHECK(store_feed(s, cur, 4, &r, &next) == 0 && r.n == 1 && !strcmp(r.ev[0].kind, "ingest_rejected"),
+	      "the collector's own record is not fed: %zu rows", r.n);
+	store_rows_free(&r);
+}
+
 TEST(unknown_store_scheme_refused)
 {
 	struct store *s;
