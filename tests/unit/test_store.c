@@ -817,7 +817,8 @@ TEST(sqlite_schema1_database_gains_container_id)
 	store_close(s);
 	/* Back to what schema 1 was. */
 	CHECK(sqlite3_open(path, &db) == SQLITE_OK, "sqlite3_open");
-	CHECK(sqlite3_exec(db, "ALTER TABLE events DROP COLUMN container_id; PRAGMA user_version=1;", NULL, NULL,
+	CHECK(sqlite3_exec(db, "ALTER TABLE events DROP COLUMN container_id; DROP INDEX ev_ingest;"
+			   " ALTER TABLE events DROP COLUMN ingest_seq; DROP TABLE reviews; PRAGMA user_version=1;", NULL, NULL,
 			   NULL) == SQLITE_OK, "downgrade: %s", sqlite3_errmsg(db));
 	sqlite3_close(db);
 	CHECK(store_open(url, &s, err, sizeof(err)) == 0, "open of a schema 1 database: %s", err);
