@@ -47,9 +47,15 @@
 #define TRUST_ENV_D "/etc/environment.d/90-vigil.conf"
 #define TRUST_PROFILE "/etc/profile.d/vigil-ca.sh"
 #define TRUST_MANIFEST "/etc/vigil/ca-trust.manifest"
+/* systemd manager defaults: every service (and, for user.conf.d, every
+ * user-manager unit) started after the manager reads them gets the
+ * variables, which login shells alone never reach. */
+#define TRUST_SYSTEMD_SYS "/etc/systemd/system.conf.d/90-vigil-ca.conf"
+#define TRUST_SYSTEMD_USER "/etc/systemd/user.conf.d/90-vigil-ca.conf"
 #define SYSTEM_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
 
-static const char *const trust_files[] = { TRUST_CERT, TRUST_ENV_SH, TRUST_ENV_D, TRUST_PROFILE,
+static const char *const trust_files[] = { TRUST_CERT,	     TRUST_ENV_SH,	 TRUST_ENV_D,
+					   TRUST_PROFILE,    TRUST_SYSTEMD_SYS, TRUST_SYSTEMD_USER,
 					   NULL };
 
 static void cmd_err(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -378,8 +384,9 @@ static int write_text(const char *root, const char *abs, const char *text)
 	return rc;
 }
 
-/* Runs update-ca-certificates (no shell). Returns its exit status or -1. */
-static int run_update_ca_certificates(void)
+/* Runs argv (no shell), stdout/stderr inherited. Returns its exit status,
+ * 127 when it could not be executed, or -1. */
+static int run_cmd(const char *const argv[])
 {
 	pid_t pid;
 	int status;
@@ -390,7 +397,7 @@ static int run_update_ca_certificates(void)
 	if (pid < 0)
 		return -1;
 	if (pid == 0) {
-		execlp("update-ca-certificates", "update-ca-certificates", (char *)NULL);
+		execvp(argv[0], (char *const *)argv);
 		_exit(127);
 	}
 	while (waitpid(pid, &status, 0) < 0)
@@ -399,21 +406,52 @@ static int run_update_ca_certificates(void)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+/* The drop-ins change the system manager's DefaultEnvironment=, which it
+ * reads at start and on re-exec (daemon-reload re-reads units, not
+ * system.conf). Only when systemd really is PID 1 (sd_booted(3)'s test):
+ * these machines and containers often run another init, and then the
+ * drop-in simply applies at the next boot with systemd. A failure here is
+ * a warning: the files are installed either way. User managers read
+ * user.conf.d when they start, i.e. at the user's next login. */
+static void systemd_apply(const char *cmd)
+{
+	static const char *const reexec[] = { "systemctl", "daemon-reexec", NULL };
+	struct stat st;
+	int rc;
+
+	if (lstat("/run/systemd/system", &st) < 0 || !S_ISDIR(st.st_mode)) {
+		printf("systemd is not PID 1 here: the DefaultEnvironment drop-ins apply when a "
+		       "systemd manager next starts\n");
+		return;
+	}
+	rc = run_cmd(reexec);
+	if (rc != 0)
+		fprintf(stderr, "vigil ca %s: warning: systemctl daemon-reexec failed (status %d); "
+				"services get the new environment after a reboot\n", cmd, rc);
+	else
+		printf("ran systemctl daemon-reexec (services started from now on get the "
+		       "environment; running ones after their restart)\n");
+}
+
 static int finish_update(const char *cmd, const char *root)
 {
 	int st;
 
 	if (!root_is_slash(root)) {
-		printf("skipped update-ca-certificates (--root %s is not /); on the target run it "
-		       "after installing these files\n", root);
+		printf("skipped update-ca-certificates and systemctl (--root %s is not /); on the "
+		       "target run them after installing these files\n", root);
 		return CLI_EXIT_OK;
 	}
-	st = run_update_ca_certificates();
+	{
+		static const char *const argv[] = { "update-ca-certificates", NULL };
+		st = run_cmd(argv);
+	}
 	if (st != 0) {
 		cmd_err(cmd, "update-ca-certificates failed (status %d)", st);
 		return CLI_EXIT_FAIL;
 	}
 	printf("ran update-ca-certificates\n");
+	systemd_apply(cmd);
 	return CLI_EXIT_OK;
 }
 
@@ -426,7 +464,10 @@ static void trust_usage(FILE *f)
 		"(only when R is /), then writes R" TRUST_ENV_SH ", R" TRUST_ENV_D "\n"
 		"and R" TRUST_PROFILE " setting SSL_CERT_FILE and REQUESTS_CA_BUNDLE (the\n"
 		"system bundle " SYSTEM_BUNDLE ") and NODE_EXTRA_CA_CERTS\n"
-		"(the installed anchor) for runtimes that ignore the system store.\n"
+		"(the installed anchor) for runtimes that ignore the system store, and the\n"
+		"same as systemd DefaultEnvironment= drop-ins R" TRUST_SYSTEMD_SYS "\n"
+		"and R" TRUST_SYSTEMD_USER " for services (applied with systemctl\n"
+		"daemon-reexec when R is / and systemd is PID 1).\n"
 		"  --dir DIR   the CA directory (default " DEFAULT_CA_DIR ")\n"
 		"  --root R    install under this root instead of / (staging, tests)\n");
 }
@@ -532,8 +573,19 @@ static int ca_trust(int argc, char **argv)
 		static const char profile[] =
 			"# written by vigil ca trust; removed by vigil ca untrust\n"
 			"[ -r " TRUST_ENV_SH " ] && . " TRUST_ENV_SH "\n";
-		const char *files[][2] = { { TRUST_ENV_SH, sh }, { TRUST_ENV_D, envd },
-					   { TRUST_PROFILE, profile } };
+		/* systemd splits DefaultEnvironment= on spaces, honouring
+		 * quotes; each assignment quoted so a path with a space
+		 * would still be one. Drop-ins add to the main file. */
+		static const char sysd[] =
+			"# written by vigil ca trust: Vigil's interception CA for services that\n"
+			"# ignore the system trust store (Node, certifi). Removed by vigil ca untrust.\n"
+			"[Manager]\n"
+			"DefaultEnvironment=\"SSL_CERT_FILE=" SYSTEM_BUNDLE "\" "
+			"\"REQUESTS_CA_BUNDLE=" SYSTEM_BUNDLE "\" "
+			"\"NODE_EXTRA_CA_CERTS=" TRUST_CERT "\"\n";
+		const char *files[][2] = { { TRUST_ENV_SH, sh },	{ TRUST_ENV_D, envd },
+					   { TRUST_PROFILE, profile },	{ TRUST_SYSTEMD_SYS, sysd },
+					   { TRUST_SYSTEMD_USER, sysd } };
 		for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
 			c = write_text(root, files[i][0], files[i][1]);
 			if (c < 0) {
