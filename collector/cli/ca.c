@@ -29,6 +29,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include "ca_browser.h"
 #include "cli.h"
 #include "osutil.h"
 #include "pki.h"
@@ -52,11 +53,14 @@
  * variables, which login shells alone never reach. */
 #define TRUST_SYSTEMD_SYS "/etc/systemd/system.conf.d/90-vigil-ca.conf"
 #define TRUST_SYSTEMD_USER "/etc/systemd/user.conf.d/90-vigil-ca.conf"
+/* Login hook: a user's NSS database gets the CA at login if it lacks it
+ * (new users, and browsers first run after trust). */
+#define TRUST_NSS_HOOK "/etc/profile.d/vigil-ca-nss.sh"
 #define SYSTEM_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
 
 static const char *const trust_files[] = { TRUST_CERT,	     TRUST_ENV_SH,	 TRUST_ENV_D,
 					   TRUST_PROFILE,    TRUST_SYSTEMD_SYS, TRUST_SYSTEMD_USER,
-					   NULL };
+					   TRUST_NSS_HOOK,   NULL };
 
 static void cmd_err(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void cmd_err(const char *cmd, const char *fmt, ...)
@@ -278,7 +282,7 @@ out:
 /* ---------------- trust / untrust ---------------- */
 
 /* root + abs ("/" + "/etc/x" = "/etc/x"; "/tmp/r/" + "/etc/x" = "/tmp/r/etc/x"). */
-static int rooted(char *buf, size_t len, const char *root, const char *abs)
+int ca_rooted(char *buf, size_t len, const char *root, const char *abs)
 {
 	size_t rl = strlen(root);
 
@@ -328,7 +332,7 @@ static void manifest_read(const char *root, struct created_dirs *cd)
 	char path[PATH_MAX], line[PATH_MAX + 16];
 	FILE *f;
 
-	if (rooted(path, sizeof(path), root, TRUST_MANIFEST) < 0)
+	if (ca_rooted(path, sizeof(path), root, TRUST_MANIFEST) < 0)
 		return;
 	f = fopen(path, "re");
 	if (!f)
@@ -341,6 +345,23 @@ static void manifest_read(const char *root, struct created_dirs *cd)
 	fclose(f);
 }
 
+/* Does the existing manifest (if any) hold this exact line? */
+static bool manifest_has(const char *root, const char *want)
+{
+	char path[PATH_MAX], line[PATH_MAX + 16];
+	bool found = false;
+	FILE *f;
+
+	if (ca_rooted(path, sizeof(path), root, TRUST_MANIFEST) < 0 || !(f = fopen(path, "re")))
+		return false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		found = strcmp(line, want) == 0;
+	}
+	fclose(f);
+	return found;
+}
+
 /* Creates the parent directories of abs under root, recording the ones
  * that did not exist (so untrust can remove exactly those). */
 static int make_parents(const char *root, const char *abs, struct created_dirs *cd)
@@ -350,7 +371,7 @@ static int make_parents(const char *root, const char *abs, struct created_dirs *
 
 	while ((p = strchr(p + 1, '/')) != NULL) {
 		snprintf(sub, sizeof(sub), "%.*s", (int)(p - abs), abs);
-		if (rooted(full, sizeof(full), root, sub) < 0)
+		if (ca_rooted(full, sizeof(full), root, sub) < 0)
 			return -ENAMETOOLONG;
 		if (mkdir(full, 0755) == 0)
 			created_dirs_add(cd, sub);
@@ -361,13 +382,13 @@ static int make_parents(const char *root, const char *abs, struct created_dirs *
 }
 
 /* Writes text to root+abs atomically, mode 0644. */
-static int write_text(const char *root, const char *abs, const char *text)
+int ca_write_text(const char *root, const char *abs, const char *text)
 {
 	char path[PATH_MAX], tmp[PATH_MAX + 16];
 	size_t len = strlen(text);
 	int fd, rc = 0;
 
-	if (rooted(path, sizeof(path), root, abs) < 0)
+	if (ca_rooted(path, sizeof(path), root, abs) < 0)
 		return -ENAMETOOLONG;
 	snprintf(tmp, sizeof(tmp), "%s.tmp-%d", path, (int)getpid());
 	unlink(tmp);
@@ -487,7 +508,8 @@ static int ca_trust(int argc, char **argv)
 	X509 *anchor;
 	FILE *mf = NULL;
 	struct stat st;
-	int c, rc = CLI_EXIT_FAIL;
+	int c, rc = CLI_EXIT_FAIL, browser_failures;
+	bool policy_created;
 
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -531,13 +553,16 @@ static int ca_trust(int argc, char **argv)
 		}
 	}
 	c = make_parents(root, TRUST_MANIFEST, &cd);
+	if (c == 0)
+		c = make_parents(root, CA_FIREFOX_POLICY, &cd);
 	if (c < 0) {
-		cmd_err("trust", "%s%s: %s", root, TRUST_MANIFEST, strerror(-c));
+		cmd_err("trust", "%s: %s", root, strerror(-c));
 		goto out;
 	}
+	policy_created = manifest_has(root, "firefox-policy created");
 	/* The manifest goes first, so an interrupted trust can still be
 	 * undone. Only directories are recorded: the files are fixed. */
-	if (rooted(path, sizeof(path), root, TRUST_MANIFEST) < 0 || !(mf = fopen(path, "we"))) {
+	if (ca_rooted(path, sizeof(path), root, TRUST_MANIFEST) < 0 || !(mf = fopen(path, "we"))) {
 		cmd_err("trust", "%s: %s", path, strerror(errno));
 		goto out;
 	}
@@ -552,7 +577,7 @@ static int ca_trust(int argc, char **argv)
 	}
 	mf = NULL;
 
-	if (rooted(path, sizeof(path), root, TRUST_CERT) < 0 ||
+	if (ca_rooted(path, sizeof(path), root, TRUST_CERT) < 0 ||
 	    pki_certs_save(path, &anchor, 1, true, err, sizeof(err)) < 0) {
 		cmd_err("trust", "%s", err);
 		goto out;
@@ -583,20 +608,53 @@ static int ca_trust(int argc, char **argv)
 			"DefaultEnvironment=\"SSL_CERT_FILE=" SYSTEM_BUNDLE "\" "
 			"\"REQUESTS_CA_BUNDLE=" SYSTEM_BUNDLE "\" "
 			"\"NODE_EXTRA_CA_CERTS=" TRUST_CERT "\"\n";
+		/* Runs as the user in a login shell: creates ~/.pki/nssdb as
+		 * Chromium would (empty password) and adds the CA once. */
+		static const char nss_hook[] =
+			"# written by vigil ca trust: adds Vigil's interception CA to this user's\n"
+			"# NSS database (Chromium, Electron) at login if it is missing.\n"
+			"# Removed by vigil ca untrust.\n"
+			"if [ \"$(id -u)\" -ge 1000 ] && [ -n \"$HOME\" ] && [ -r " TRUST_CERT " ] &&\n"
+			"   command -v certutil >/dev/null 2>&1; then\n"
+			"\t_vigil_db=\"$HOME/.pki/nssdb\"\n"
+			"\tif [ ! -e \"$_vigil_db/cert9.db\" ]; then\n"
+			"\t\tmkdir -p -m 700 \"$HOME/.pki\" \"$_vigil_db\" &&\n"
+			"\t\tcertutil -N -d \"sql:$_vigil_db\" --empty-password >/dev/null 2>&1\n"
+			"\tfi\n"
+			"\tcertutil -L -d \"sql:$_vigil_db\" -n '" CA_NSS_NICK "' >/dev/null 2>&1 ||\n"
+			"\t\tcertutil -A -d \"sql:$_vigil_db\" -n '" CA_NSS_NICK "' -t C,, \\\n"
+			"\t\t\t-i " TRUST_CERT " >/dev/null 2>&1\n"
+			"\tunset _vigil_db\n"
+			"fi\n";
 		const char *files[][2] = { { TRUST_ENV_SH, sh },	{ TRUST_ENV_D, envd },
 					   { TRUST_PROFILE, profile },	{ TRUST_SYSTEMD_SYS, sysd },
-					   { TRUST_SYSTEMD_USER, sysd } };
+					   { TRUST_SYSTEMD_USER, sysd },	{ TRUST_NSS_HOOK, nss_hook } };
 		for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-			c = write_text(root, files[i][0], files[i][1]);
+			c = ca_write_text(root, files[i][0], files[i][1]);
 			if (c < 0) {
 				cmd_err("trust", "%s%s: %s", root, files[i][0], strerror(-c));
 				goto out;
 			}
-			rooted(path, sizeof(path), root, files[i][0]);
+			ca_rooted(path, sizeof(path), root, files[i][0]);
 			printf("wrote %s\n", path);
 		}
 	}
+	/* Browsers after the system store: a failure there leaves the
+	 * rest installed (and recorded) but is reported in the exit status. */
+	if (ca_rooted(path, sizeof(path), root, TRUST_MANIFEST) < 0 || !(mf = fopen(path, "ae"))) {
+		cmd_err("trust", "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	browser_failures = ca_browser_trust(root, TRUST_CERT, policy_created, mf);
+	c = fclose(mf);
+	mf = NULL;
+	if (c != 0) {
+		cmd_err("trust", "%s: %s", path, strerror(errno));
+		goto out;
+	}
 	rc = finish_update("trust", root);
+	if (rc == CLI_EXIT_OK && browser_failures)
+		rc = CLI_EXIT_FAIL;
 out:
 	if (mf)
 		fclose(mf);
@@ -655,8 +713,13 @@ static int ca_untrust(int argc, char **argv)
 		return CLI_EXIT_FAIL;
 	}
 	manifest_read(root, &cd);
+	/* Browsers first: they read the manifest, and the policy file sits in
+	 * a directory trust may have created. */
+	if (ca_rooted(path, sizeof(path), root, TRUST_MANIFEST) < 0 ||
+	    ca_browser_untrust(root, TRUST_CERT, path) > 0)
+		rc = CLI_EXIT_FAIL;
 	for (int i = 0; trust_files[i]; i++) {
-		if (rooted(path, sizeof(path), root, trust_files[i]) < 0)
+		if (ca_rooted(path, sizeof(path), root, trust_files[i]) < 0)
 			continue;
 		if (unlink(path) == 0) {
 			printf("removed %s\n", path);
@@ -666,7 +729,7 @@ static int ca_untrust(int argc, char **argv)
 			rc = CLI_EXIT_FAIL;
 		}
 	}
-	if (rooted(path, sizeof(path), root, TRUST_MANIFEST) == 0 && unlink(path) < 0 &&
+	if (ca_rooted(path, sizeof(path), root, TRUST_MANIFEST) == 0 && unlink(path) < 0 &&
 	    errno != ENOENT) {
 		cmd_err("untrust", "%s: %s", path, strerror(errno));
 		rc = CLI_EXIT_FAIL;
@@ -675,7 +738,7 @@ static int ca_untrust(int argc, char **argv)
 	 * else may have moved in since). */
 	qsort(cd.dir, (size_t)cd.n, sizeof(cd.dir[0]), dir_depth_cmp);
 	for (int i = 0; i < cd.n; i++) {
-		if (rooted(path, sizeof(path), root, cd.dir[i]) == 0 && rmdir(path) == 0)
+		if (ca_rooted(path, sizeof(path), root, cd.dir[i]) == 0 && rmdir(path) == 0)
 			printf("removed %s/\n", path);
 	}
 	created_dirs_free(&cd);
