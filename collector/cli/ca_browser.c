@@ -295,7 +295,7 @@ static void emit_level(struct jsonw *w, const char *key, const struct ynode *n, 
 			emit_level(w, k->str, v, level + 1, cert, add);
 	}
 	if (add && !found)
-		emit_fresh(w, level + 1, cert);
+		emit_fresh(w, level, cert);
 	jsonw_obj_close(w);
 }
 
