@@ -50,6 +50,7 @@ struct agent {
 	struct budget_store *budgets;  /* token and request budgets (with a policy) */
 	struct vault_store *vaults;    /* reversible tokens per user and program */
 	struct proxyconn_set *proxies; /* addresses of the proxies: (NULL = none) */
+	struct rejca *rejected_ca;     /* programs and hosts that refused the CA (with a CA) */
 	atomic_bool reloading;         /* a policy reload is under way */
 	struct agent_stats stats;
 };

@@ -310,12 +310,14 @@ static void reload(struct runtime *rt)
 	nc->passthrough = p, nc->n_passthrough = np;
 	/* Classification settings go with the domain lists (loop thread only). */
 	old->unwatched_sni = nc->unwatched_sni;
+	old->rejected_ca_passthrough = nc->rejected_ca_passthrough;
+	old->rejected_ca_ttl_ms = nc->rejected_ca_ttl_ms;
 	old->clienthello_timeout_ms = nc->clienthello_timeout_ms;
 	config_free(nc);
 	audit_reopen(rt->ag->audit);
 	watch_file(&tamper.files[0], rt->config_path);
 	watch_file(&tamper.files[1], rt->ag->cfg->policy);
-	log_info("configuration reloaded (domains, unwatched_sni, clienthello_timeout, audit log)");
+	log_info("configuration reloaded (domains, unwatched_sni, on_rejected_ca, clienthello_timeout, audit log)");
 	if (rt->ag->policy && !atomic_exchange(&rt->ag->reloading, true)) {
 		pthread_t t;
 		if (pthread_create(&t, NULL, policy_reload_main, rt->ag) == 0)
