@@ -3,15 +3,18 @@
  *
  * init creates the CA key and certificate (a self-signed root, or an
  * intermediate name-constrained to the LLM provider domains when given a
- * parent); trust installs the trust anchor in the system store and writes
+ * parent); trust installs the trust anchor in the system store, writes
  * the environment files for runtimes that ignore it (Python requests,
- * Node); untrust removes exactly what trust added.
+ * Node) for login shells, user sessions and, through systemd
+ * DefaultEnvironment= drop-ins, services; then the browsers' stores
+ * (ca_browser.c); untrust removes exactly what trust added.
  *
  * Must never: overwrite an existing CA key without --force, leave a key
  * readable by anyone but root even briefly (pki_key_save), remove files it
  * did not install (untrust only touches its fixed list of paths and the
  * directories its manifest says trust created), or run
- * update-ca-certificates against a staging root other than /. */
+ * update-ca-certificates or systemctl against a staging root other than /
+ * (nor systemctl where systemd is not PID 1). */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -488,7 +491,10 @@ static void trust_usage(FILE *f)
 		"(the installed anchor) for runtimes that ignore the system store, and the\n"
 		"same as systemd DefaultEnvironment= drop-ins R" TRUST_SYSTEMD_SYS "\n"
 		"and R" TRUST_SYSTEMD_USER " for services (applied with systemctl\n"
-		"daemon-reexec when R is / and systemd is PID 1).\n"
+		"daemon-reexec when R is / and systemd is PID 1), and R" TRUST_NSS_HOOK "\n"
+		"(adds the CA to a user's NSS db at login). Browsers: adds the CA to every\n"
+		"user's NSS databases (certutil, as that user) and to Firefox's\n"
+		"R" CA_FIREFOX_POLICY " (merged). Exit 1 if any of that failed.\n"
 		"  --dir DIR   the CA directory (default " DEFAULT_CA_DIR ")\n"
 		"  --root R    install under this root instead of / (staging, tests)\n");
 }
