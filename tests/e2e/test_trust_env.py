@@ -170,6 +170,75 @@ def python_stdlib_as_service_trusts_the_ca():
     check("error" in res, "control: urllib trusted the CA with a bundle that lacks it: %s" % res)
 
 
+def gnutls_get(staged):
+    req = "GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\nAuthorization: Bearer sk-test\r\nConnection: close\r\n\r\n"
+    argv = ["timeout", "8", shutil.which("gnutls-cli"), "--port", "443", "api.openai.com"]
+    mounts = ('mount --bind "$1" /etc/ssl/certs && mount --bind "$2" /usr/local/share/ca-certificates '
+              '&& shift 2 && exec "$@"') if staged else 'shift 2 && exec "$@"'
+    inner = ["sh", "-c", mounts, "sh", os.path.join(STAGE, "etc/ssl/certs"),
+             os.path.join(STAGE, "usr/local/share/ca-certificates"), "env", "-i"] + argv
+    return lib.run(inner, cgroup=RIG.cg.path, hosts=RIG.hosts, timeout=30, input=req)
+
+
+@test
+def gnutls_trusts_the_ca_through_the_system_store():
+    check(shutil.which("gnutls-cli"), "gnutls-cli (gnutls-bin) is not installed")
+    p = gnutls_get(staged=False)
+    check("HTTP/1.1 200" not in p.stdout, "control: GnuTLS trusted the CA without the staged store")
+    p = gnutls_get(staged=True)
+    check("HTTP/1.1 200" in p.stdout, "GnuTLS with the system store after trust: %s %s"
+          % (p.stdout[-300:], p.stderr[-300:]))
+
+
+JAVA_CLIENT = r"""
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+
+public class JavaClient {
+    public static void main(String[] a) throws Exception {
+        HttpClient c = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build();
+        HttpRequest r = HttpRequest.newBuilder(URI.create("https://api.openai.com/v1/chat/completions"))
+            .header("Authorization", "Bearer sk-test").header("Content-Type", "application/json")
+            .POST(HttpRequest.BodyPublishers.ofString(a[0])).build();
+        HttpResponse<String> resp = c.send(r, HttpResponse.BodyHandlers.ofString());
+        System.out.println(resp.statusCode());
+        System.out.println(resp.body());
+    }
+}
+"""
+CA_JAVA_JAR = "/usr/share/ca-certificates-java/ca-certificates-java.jar"
+
+
+@test
+def java_via_ca_certificates_java_trusts_the_ca():
+    java = shutil.which("java")
+    check(java and os.path.exists(CA_JAVA_JAR), "java or ca-certificates-java is not installed")
+    src = os.path.join(TMP, "JavaClient.java")
+    with open(src, "w") as f:
+        f.write(JAVA_CLIENT)
+    os.makedirs(os.path.join(STAGE, "etc/ssl/certs/java"), exist_ok=True)
+    shutil.copy("/etc/ssl/certs/java/cacerts", os.path.join(STAGE, "etc/ssl/certs/java/cacerts"))
+    p = as_service([java, src, CHAT], SERVICE_ENV)
+    check(p.returncode != 0 and "PKIX" in p.stderr,
+          "control: Java trusted the CA before its keystore had it: %s %s" % (p.stdout[-200:], p.stderr[-300:]))
+    # What Debian's update-ca-certificates hook leads to (its dpkg trigger
+    # runs this jar on the pending "+cert" lines): run by hand on the
+    # staged store, never through dpkg on this machine.
+    p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                        'mount --bind "$1" /etc/ssl/certs && mount --bind "$2" /usr/local/share/ca-certificates '
+                        '&& exec "$3" -Xmx64m -jar "$4" -storepass changeit', "sh",
+                        os.path.join(STAGE, "etc/ssl/certs"), os.path.join(STAGE, "usr/local/share/ca-certificates"),
+                        java, CA_JAVA_JAR],
+                       input="+/etc/ssl/certs/vigil-intercept.pem\n", capture_output=True, text=True, timeout=120)
+    check(p.returncode == 0, "ca-certificates-java: %s" % p.stderr[-400:])
+    p = as_service([java, src, CHAT], SERVICE_ENV)
+    out = p.stdout.strip().splitlines()
+    check(p.returncode == 0 and out and out[0] == "200" and "echo: from a service" in p.stdout,
+          "Java after the keystore update: rc=%d %s %s" % (p.returncode, p.stdout[-200:], p.stderr[-400:]))
+
+
 @test
 def untrust_removes_the_dropins():
     p = subprocess.run([VIGIL, "ca", "untrust", "--root", STAGE], capture_output=True, text=True, timeout=30)
