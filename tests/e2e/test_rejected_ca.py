@@ -20,7 +20,7 @@ import rig as rigmod
 
 GOOD, GOOD2 = "127.51.1.2", "127.51.1.3"
 PASS = rigmod.Rig("rejca-pass", {"api.openai.com": GOOD}, {"good": (GOOD, "good", 0)},
-                  endpoints=["api.openai.com"], agent_extra="on_rejected_ca: passthrough\nrejected_ca_ttl: 4s\n")
+                  endpoints=["api.openai.com"], agent_extra="on_rejected_ca: passthrough\nrejected_ca_ttl: 6s\n")
 PASS.agent.start()
 BLOCK = rigmod.Rig("rejca-block", {"api.openai.com": GOOD2}, {"good": (GOOD2, "good", 0)},
                    endpoints=["api.openai.com"])
@@ -91,7 +91,7 @@ def passthrough_relays_the_retry_for_a_while():
     lib_wait(lambda: len(rejections(PASS)) > n)
     check((rejections(PASS)[-1].get("exe") or "").endswith("othercurl"), "other program's rejection not audited")
     # After the ttl, curl is intercepted again.
-    time.sleep(max(0, t_reject + 4.5 - time.time()))
+    time.sleep(max(0, t_reject + 6.5 - time.time()))
     code, p = refusing_curl(PASS)
     check(code == 0 and p.returncode != 0, "the exception outlived rejected_ca_ttl: %s" % code)
 
