@@ -317,7 +317,7 @@ static void reload(struct runtime *rt)
 	audit_reopen(rt->ag->audit);
 	watch_file(&tamper.files[0], rt->config_path);
 	watch_file(&tamper.files[1], rt->ag->cfg->policy);
-	log_info("configuration reloaded (domains, unwatched_sni, on_rejected_ca, clienthello_timeout, audit log)");
+	log_info("configuration reloaded (domains, unwatched_sni, clienthello_timeout, audit log)");
 	if (rt->ag->policy && !atomic_exchange(&rt->ag->reloading, true)) {
 		pthread_t t;
 		if (pthread_create(&t, NULL, policy_reload_main, rt->ag) == 0)
