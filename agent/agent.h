@@ -52,6 +52,7 @@ struct agent {
 	struct vault_store *vaults;    /* reversible tokens per user and program */
 	struct proxyconn_set *proxies; /* addresses of the proxies: (NULL = none) */
 	struct netns_set *netns;       /* listeners in containers' namespaces (netns.c) */
+	struct rejca *rejected_ca;     /* programs and hosts that refused the CA (with a CA) */
 	atomic_bool reloading;         /* a policy reload is under way */
 	struct agent_stats stats;
 };

@@ -624,6 +624,7 @@ static int set_defaults(struct config *c)
 	c->ship_batch_events = 1000;
 	c->ship_interval_ms = 1000;
 	c->vault_ttl_ms = 3600u * 1000u;
+	c->rejected_ca_ttl_ms = 3600u * 1000u;
 	c->vault_max_entries = 4096;
 	while (config_default_endpoints[n])
 		n++;
@@ -765,6 +766,16 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 			ret = set_ms(path, v, &c->vault_ttl_ms, err, errlen);
 		else if (!strcmp(k, "vault_max_entries"))
 			ret = set_u32(path, v, 1, 1000000, &c->vault_max_entries, err, errlen);
+		else if (!strcmp(k, "on_rejected_ca")) {
+			ret = v->kind == YNODE_SCALAR && (!strcmp(v->str, "block") || !strcmp(v->str, "passthrough"))
+				      ? 0 : -EINVAL;
+			if (ret)
+				snprintf(err, errlen, "%s:%d: on_rejected_ca must be block or passthrough",
+					 path, v->line);
+			else
+				c->rejected_ca_passthrough = !strcmp(v->str, "passthrough");
+		} else if (!strcmp(k, "rejected_ca_ttl"))
+			ret = set_ms(path, v, &c->rejected_ca_ttl_ms, err, errlen);
 		else if (!strcmp(k, "log_level")) {
 			static const char *const lv[] = { "error", "warning", "info", "debug" };
 			ret = -EINVAL;

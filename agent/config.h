@@ -83,6 +83,12 @@ struct config {
 	/* reversible tokens (agent/vault.c), kept per user and program */
 	uint32_t vault_ttl_ms;         /* vault_ttl: a value unused this long is wiped */
 	uint32_t vault_max_entries;    /* vault_max_entries: values per user and program */
+	/* on_rejected_ca: after a program's client refused the interception
+	 * certificate for a host, block (keep intercepting: it keeps failing,
+	 * audited each time) or passthrough (relay that program and host
+	 * undecrypted for rejected_ca_ttl, audited as rejected_ca_exception). */
+	bool rejected_ca_passthrough;
+	uint32_t rejected_ca_ttl_ms;   /* rejected_ca_ttl (default 1h, at most 24h) */
 };
 
 /* Loads and validates path. Returns 0 and a new config, or -errno with

@@ -40,6 +40,7 @@
 #include "metrics.h"
 #include "providers.h"
 #include "proxyconn.h"
+#include "rejca.h"
 #include "sni.h"
 
 #define PIPE_SIZE (64 * 1024)
@@ -88,6 +89,7 @@ struct conn {
 	uint64_t deadline_ms;          /* peek/connect deadline, or idle deadline while relaying */
 	const char *error;
 	enum reason reason;            /* refused: why (audit, log, metrics) */
+	const char *exception;         /* relayed by exception (static string), else NULL */
 	bool audited;                  /* the connection event is written already */
 	int status;                    /* HTTP status answered to a refused plain-HTTP client */
 	char method[16], path[256];    /* plain HTTP: the request line, query removed */
@@ -142,7 +144,7 @@ static void emit_connection_event(struct conn *c)
 	ev.path = c->method[0] ? c->path : NULL;
 	ev.status = c->status;
 	ev.action = c->reason ? "block" : "passthrough";
-	ev.reason = c->reason ? reason_name(c->reason) : c->error ? "error" : NULL;
+	ev.reason = c->reason ? reason_name(c->reason) : c->exception ? c->exception : c->error ? "error" : NULL;
 	ev.error = c->error;
 	ev.bytes_up = c->up.bytes;
 	ev.bytes_down = c->down.bytes;
@@ -595,7 +597,21 @@ static void refuse(struct conn *c, enum reason why, bool tls, int http_status)
  * audit-only agent) and the connection is relayed as before. */
 static void intercept(struct conn *c)
 {
+	const struct config *cfg = c->ag->cfg;
+
 	if (!c->ag->certgen) {
+		start_passthrough(c);
+		return;
+	}
+	/* This program refused the CA for this host a moment ago: relay it
+	 * undecrypted for a while rather than break it (on_rejected_ca), on
+	 * record as an exception the SOC can list. */
+	if (cfg->rejected_ca_passthrough &&
+	    rejca_active(c->ag->rejected_ca, c->info.id.exe, c->info.sni, loop_now_ms(),
+			 cfg->rejected_ca_ttl_ms)) {
+		c->exception = "rejected_ca_exception";
+		log_info("relaying %s for %s undecrypted: it refused the interception CA (on_rejected_ca: "
+			 "passthrough)", c->info.sni, c->info.id.exe);
 		start_passthrough(c);
 		return;
 	}

@@ -32,6 +32,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "reason.h"
+#include "rejca.h"
 #include "sni.h"
 #include "tls.h"
 
@@ -964,6 +965,11 @@ static void serve(struct ic *ic)
 		ev.error = ret == -ETIMEDOUT ? "client TLS handshake timed out" :
 					       "client TLS handshake failed (CA not trusted or pinned client?)";
 		ev.latency_ms = loop_now_ms() - ic->info.t_start_ms;
+		/* Remembered whatever the mode (the loop thread reads the
+		 * mode, so a reload to passthrough applies to past refusals),
+		 * before the audit write so a quick retry finds it. */
+		if (ret != -ETIMEDOUT)
+			rejca_note(ic->ag->rejected_ca, ic->info.id.exe, ic->info.sni, loop_now_ms());
 		audit_emit(ic->ag->audit, &ev);
 		return;
 	}
@@ -1105,6 +1111,10 @@ int intercept_init(struct agent *ag, char *err, size_t errlen)
 		return 0;
 	if ((ret = certgen_new(cfg->ca_cert, cfg->ca_key, 1024, &ag->certgen, err, errlen)))
 		return ret;
+	if (!(ag->rejected_ca = rejca_new(1024))) {
+		snprintf(err, errlen, "cannot allocate the rejected-CA table");
+		return -ENOMEM;
+	}
 	if (!(ag->upstream_ctx = tls_upstream_ctx_new(cfg->upstream_ca, err, errlen)))
 		return -EINVAL;
 	if ((ret = tls_upstream_distrust(ag->upstream_ctx, cfg->ca_cert, err, errlen)))
@@ -1123,4 +1133,6 @@ void intercept_shutdown(struct agent *ag)
 	ag->upstream_ctx = NULL;
 	certgen_free(ag->certgen);
 	ag->certgen = NULL;
+	rejca_free(ag->rejected_ca);
+	ag->rejected_ca = NULL;
 }

@@ -418,6 +418,8 @@ static void reload(struct runtime *rt)
 	nc->passthrough = p, nc->n_passthrough = np;
 	/* Classification settings go with the domain lists (loop thread only). */
 	old->unwatched_sni = nc->unwatched_sni;
+	old->rejected_ca_passthrough = nc->rejected_ca_passthrough;
+	old->rejected_ca_ttl_ms = nc->rejected_ca_ttl_ms;
 	old->clienthello_timeout_ms = nc->clienthello_timeout_ms;
 	config_free(nc);
 	audit_reopen(rt->ag->audit);

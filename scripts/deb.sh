@@ -48,6 +48,7 @@ Section: net
 Priority: optional
 Installed-Size: $size
 Depends: $deps
+Recommends: ca-certificates, libnss3-tools
 Description: zero-trust control of LLM API calls
  vigil-agent steers every connection to a known LLM API (eBPF, cgroup
  hooks) into a local proxy that terminates TLS with the enterprise CA,

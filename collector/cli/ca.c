@@ -3,15 +3,18 @@
  *
  * init creates the CA key and certificate (a self-signed root, or an
  * intermediate name-constrained to the LLM provider domains when given a
- * parent); trust installs the trust anchor in the system store and writes
+ * parent); trust installs the trust anchor in the system store, writes
  * the environment files for runtimes that ignore it (Python requests,
- * Node); untrust removes exactly what trust added.
+ * Node) for login shells, user sessions and, through systemd
+ * DefaultEnvironment= drop-ins, services; then the browsers' stores
+ * (ca_browser.c); untrust removes exactly what trust added.
  *
  * Must never: overwrite an existing CA key without --force, leave a key
  * readable by anyone but root even briefly (pki_key_save), remove files it
  * did not install (untrust only touches its fixed list of paths and the
  * directories its manifest says trust created), or run
- * update-ca-certificates against a staging root other than /. */
+ * update-ca-certificates or systemctl against a staging root other than /
+ * (nor systemctl where systemd is not PID 1). */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -29,6 +32,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include "ca_browser.h"
 #include "cli.h"
 #include "osutil.h"
 #include "pki.h"
@@ -47,10 +51,19 @@
 #define TRUST_ENV_D "/etc/environment.d/90-vigil.conf"
 #define TRUST_PROFILE "/etc/profile.d/vigil-ca.sh"
 #define TRUST_MANIFEST "/etc/vigil/ca-trust.manifest"
+/* systemd manager defaults: every service (and, for user.conf.d, every
+ * user-manager unit) started after the manager reads them gets the
+ * variables, which login shells alone never reach. */
+#define TRUST_SYSTEMD_SYS "/etc/systemd/system.conf.d/90-vigil-ca.conf"
+#define TRUST_SYSTEMD_USER "/etc/systemd/user.conf.d/90-vigil-ca.conf"
+/* Login hook: a user's NSS database gets the CA at login if it lacks it
+ * (new users, and browsers first run after trust). */
+#define TRUST_NSS_HOOK "/etc/profile.d/vigil-ca-nss.sh"
 #define SYSTEM_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
 
-static const char *const trust_files[] = { TRUST_CERT, TRUST_ENV_SH, TRUST_ENV_D, TRUST_PROFILE,
-					   NULL };
+static const char *const trust_files[] = { TRUST_CERT,	     TRUST_ENV_SH,	 TRUST_ENV_D,
+					   TRUST_PROFILE,    TRUST_SYSTEMD_SYS, TRUST_SYSTEMD_USER,
+					   TRUST_NSS_HOOK,   NULL };
 
 static void cmd_err(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void cmd_err(const char *cmd, const char *fmt, ...)
@@ -272,7 +285,7 @@ out:
 /* ---------------- trust / untrust ---------------- */
 
 /* root + abs ("/" + "/etc/x" = "/etc/x"; "/tmp/r/" + "/etc/x" = "/tmp/r/etc/x"). */
-static int rooted(char *buf, size_t len, const char *root, const char *abs)
+int ca_rooted(char *buf, size_t len, const char *root, const char *abs)
 {
 	size_t rl = strlen(root);
 
@@ -322,7 +335,7 @@ static void manifest_read(const char *root, struct created_dirs *cd)
 	char path[PATH_MAX], line[PATH_MAX + 16];
 	FILE *f;
 
-	if (rooted(path, sizeof(path), root, TRUST_MANIFEST) < 0)
+	if (ca_rooted(path, sizeof(path), root, TRUST_MANIFEST) < 0)
 		return;
 	f = fopen(path, "re");
 	if (!f)
@@ -335,6 +348,23 @@ static void manifest_read(const char *root, struct created_dirs *cd)
 	fclose(f);
 }
 
+/* Does the existing manifest (if any) hold this exact line? */
+static bool manifest_has(const char *root, const char *want)
+{
+	char path[PATH_MAX], line[PATH_MAX + 16];
+	bool found = false;
+	FILE *f;
+
+	if (ca_rooted(path, sizeof(path), root, TRUST_MANIFEST) < 0 || !(f = fopen(path, "re")))
+		return false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		found = strcmp(line, want) == 0;
+	}
+	fclose(f);
+	return found;
+}
+
 /* Creates the parent directories of abs under root, recording the ones
  * that did not exist (so untrust can remove exactly those). */
 static int make_parents(const char *root, const char *abs, struct created_dirs *cd)
@@ -344,7 +374,7 @@ static int make_parents(const char *root, const char *abs, struct created_dirs *
 
 	while ((p = strchr(p + 1, '/')) != NULL) {
 		snprintf(sub, sizeof(sub), "%.*s", (int)(p - abs), abs);
-		if (rooted(full, sizeof(full), root, sub) < 0)
+		if (ca_rooted(full, sizeof(full), root, sub) < 0)
 			return -ENAMETOOLONG;
 		if (mkdir(full, 0755) == 0)
 			created_dirs_add(cd, sub);
@@ -355,13 +385,13 @@ static int make_parents(const char *root, const char *abs, struct created_dirs *
 }
 
 /* Writes text to root+abs atomically, mode 0644. */
-static int write_text(const char *root, const char *abs, const char *text)
+int ca_write_text(const char *root, const char *abs, const char *text)
 {
 	char path[PATH_MAX], tmp[PATH_MAX + 16];
 	size_t len = strlen(text);
 	int fd, rc = 0;
 
-	if (rooted(path, sizeof(path), root, abs) < 0)
+	if (ca_rooted(path, sizeof(path), root, abs) < 0)
 		return -ENAMETOOLONG;
 	snprintf(tmp, sizeof(tmp), "%s.tmp-%d", path, (int)getpid());
 	unlink(tmp);
@@ -378,8 +408,9 @@ static int write_text(const char *root, const char *abs, const char *text)
 	return rc;
 }
 
-/* Runs update-ca-certificates (no shell). Returns its exit status or -1. */
-static int run_update_ca_certificates(void)
+/* Runs argv (no shell), stdout/stderr inherited. Returns its exit status,
+ * 127 when it could not be executed, or -1. */
+static int run_cmd(const char *const argv[])
 {
 	pid_t pid;
 	int status;
@@ -390,7 +421,7 @@ static int run_update_ca_certificates(void)
 	if (pid < 0)
 		return -1;
 	if (pid == 0) {
-		execlp("update-ca-certificates", "update-ca-certificates", (char *)NULL);
+		execvp(argv[0], (char *const *)argv);
 		_exit(127);
 	}
 	while (waitpid(pid, &status, 0) < 0)
@@ -399,21 +430,52 @@ static int run_update_ca_certificates(void)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+/* The drop-ins change the system manager's DefaultEnvironment=, which it
+ * reads at start and on re-exec (daemon-reload re-reads units, not
+ * system.conf). Only when systemd really is PID 1 (sd_booted(3)'s test):
+ * these machines and containers often run another init, and then the
+ * drop-in simply applies at the next boot with systemd. A failure here is
+ * a warning: the files are installed either way. User managers read
+ * user.conf.d when they start, i.e. at the user's next login. */
+static void systemd_apply(const char *cmd)
+{
+	static const char *const reexec[] = { "systemctl", "daemon-reexec", NULL };
+	struct stat st;
+	int rc;
+
+	if (lstat("/run/systemd/system", &st) < 0 || !S_ISDIR(st.st_mode)) {
+		printf("systemd is not PID 1 here: the DefaultEnvironment drop-ins apply when a "
+		       "systemd manager next starts\n");
+		return;
+	}
+	rc = run_cmd(reexec);
+	if (rc != 0)
+		fprintf(stderr, "vigil ca %s: warning: systemctl daemon-reexec failed (status %d); "
+				"services get the new environment after a reboot\n", cmd, rc);
+	else
+		printf("ran systemctl daemon-reexec (services started from now on get the "
+		       "environment; running ones after their restart)\n");
+}
+
 static int finish_update(const char *cmd, const char *root)
 {
 	int st;
 
 	if (!root_is_slash(root)) {
-		printf("skipped update-ca-certificates (--root %s is not /); on the target run it "
-		       "after installing these files\n", root);
+		printf("skipped update-ca-certificates and systemctl (--root %s is not /); on the "
+		       "target run them after installing these files\n", root);
 		return CLI_EXIT_OK;
 	}
-	st = run_update_ca_certificates();
+	{
+		static const char *const argv[] = { "update-ca-certificates", NULL };
+		st = run_cmd(argv);
+	}
 	if (st != 0) {
 		cmd_err(cmd, "update-ca-certificates failed (status %d)", st);
 		return CLI_EXIT_FAIL;
 	}
 	printf("ran update-ca-certificates\n");
+	systemd_apply(cmd);
 	return CLI_EXIT_OK;
 }
 
@@ -426,7 +488,13 @@ static void trust_usage(FILE *f)
 		"(only when R is /), then writes R" TRUST_ENV_SH ", R" TRUST_ENV_D "\n"
 		"and R" TRUST_PROFILE " setting SSL_CERT_FILE and REQUESTS_CA_BUNDLE (the\n"
 		"system bundle " SYSTEM_BUNDLE ") and NODE_EXTRA_CA_CERTS\n"
-		"(the installed anchor) for runtimes that ignore the system store.\n"
+		"(the installed anchor) for runtimes that ignore the system store, and the\n"
+		"same as systemd DefaultEnvironment= drop-ins R" TRUST_SYSTEMD_SYS "\n"
+		"and R" TRUST_SYSTEMD_USER " for services (applied with systemctl\n"
+		"daemon-reexec when R is / and systemd is PID 1), and R" TRUST_NSS_HOOK "\n"
+		"(adds the CA to a user's NSS db at login). Browsers: adds the CA to every\n"
+		"user's NSS databases (certutil, as that user) and to Firefox's\n"
+		"R" CA_FIREFOX_POLICY " (merged). Exit 1 if any of that failed.\n"
 		"  --dir DIR   the CA directory (default " DEFAULT_CA_DIR ")\n"
 		"  --root R    install under this root instead of / (staging, tests)\n");
 }
@@ -446,7 +514,8 @@ static int ca_trust(int argc, char **argv)
 	X509 *anchor;
 	FILE *mf = NULL;
 	struct stat st;
-	int c, rc = CLI_EXIT_FAIL;
+	int c, rc = CLI_EXIT_FAIL, browser_failures;
+	bool policy_created;
 
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -490,13 +559,16 @@ static int ca_trust(int argc, char **argv)
 		}
 	}
 	c = make_parents(root, TRUST_MANIFEST, &cd);
+	if (c == 0)
+		c = make_parents(root, CA_FIREFOX_POLICY, &cd);
 	if (c < 0) {
-		cmd_err("trust", "%s%s: %s", root, TRUST_MANIFEST, strerror(-c));
+		cmd_err("trust", "%s: %s", root, strerror(-c));
 		goto out;
 	}
+	policy_created = manifest_has(root, "firefox-policy created");
 	/* The manifest goes first, so an interrupted trust can still be
 	 * undone. Only directories are recorded: the files are fixed. */
-	if (rooted(path, sizeof(path), root, TRUST_MANIFEST) < 0 || !(mf = fopen(path, "we"))) {
+	if (ca_rooted(path, sizeof(path), root, TRUST_MANIFEST) < 0 || !(mf = fopen(path, "we"))) {
 		cmd_err("trust", "%s: %s", path, strerror(errno));
 		goto out;
 	}
@@ -511,7 +583,7 @@ static int ca_trust(int argc, char **argv)
 	}
 	mf = NULL;
 
-	if (rooted(path, sizeof(path), root, TRUST_CERT) < 0 ||
+	if (ca_rooted(path, sizeof(path), root, TRUST_CERT) < 0 ||
 	    pki_certs_save(path, &anchor, 1, true, err, sizeof(err)) < 0) {
 		cmd_err("trust", "%s", err);
 		goto out;
@@ -532,19 +604,63 @@ static int ca_trust(int argc, char **argv)
 		static const char profile[] =
 			"# written by vigil ca trust; removed by vigil ca untrust\n"
 			"[ -r " TRUST_ENV_SH " ] && . " TRUST_ENV_SH "\n";
-		const char *files[][2] = { { TRUST_ENV_SH, sh }, { TRUST_ENV_D, envd },
-					   { TRUST_PROFILE, profile } };
+		/* systemd splits DefaultEnvironment= on spaces, honouring
+		 * quotes; each assignment quoted so a path with a space
+		 * would still be one. Drop-ins add to the main file. */
+		static const char sysd[] =
+			"# written by vigil ca trust: Vigil's interception CA for services that\n"
+			"# ignore the system trust store (Node, certifi). Removed by vigil ca untrust.\n"
+			"[Manager]\n"
+			"DefaultEnvironment=\"SSL_CERT_FILE=" SYSTEM_BUNDLE "\" "
+			"\"REQUESTS_CA_BUNDLE=" SYSTEM_BUNDLE "\" "
+			"\"NODE_EXTRA_CA_CERTS=" TRUST_CERT "\"\n";
+		/* Runs as the user in a login shell: creates ~/.pki/nssdb as
+		 * Chromium would (empty password) and adds the CA once. */
+		static const char nss_hook[] =
+			"# written by vigil ca trust: adds Vigil's interception CA to this user's\n"
+			"# NSS database (Chromium, Electron) at login if it is missing.\n"
+			"# Removed by vigil ca untrust.\n"
+			"if [ \"$(id -u)\" -ge 1000 ] && [ -n \"$HOME\" ] && [ -r " TRUST_CERT " ] &&\n"
+			"   command -v certutil >/dev/null 2>&1; then\n"
+			"\t_vigil_db=\"$HOME/.pki/nssdb\"\n"
+			"\tif [ ! -e \"$_vigil_db/cert9.db\" ]; then\n"
+			"\t\tmkdir -p -m 700 \"$HOME/.pki\" \"$_vigil_db\" &&\n"
+			"\t\tcertutil -N -d \"sql:$_vigil_db\" --empty-password >/dev/null 2>&1\n"
+			"\tfi\n"
+			"\tcertutil -L -d \"sql:$_vigil_db\" -n '" CA_NSS_NICK "' >/dev/null 2>&1 ||\n"
+			"\t\tcertutil -A -d \"sql:$_vigil_db\" -n '" CA_NSS_NICK "' -t C,, \\\n"
+			"\t\t\t-i " TRUST_CERT " >/dev/null 2>&1\n"
+			"\tunset _vigil_db\n"
+			"fi\n";
+		const char *files[][2] = { { TRUST_ENV_SH, sh },	{ TRUST_ENV_D, envd },
+					   { TRUST_PROFILE, profile },	{ TRUST_SYSTEMD_SYS, sysd },
+					   { TRUST_SYSTEMD_USER, sysd },	{ TRUST_NSS_HOOK, nss_hook } };
 		for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-			c = write_text(root, files[i][0], files[i][1]);
+			c = ca_write_text(root, files[i][0], files[i][1]);
 			if (c < 0) {
 				cmd_err("trust", "%s%s: %s", root, files[i][0], strerror(-c));
 				goto out;
 			}
-			rooted(path, sizeof(path), root, files[i][0]);
+			ca_rooted(path, sizeof(path), root, files[i][0]);
 			printf("wrote %s\n", path);
 		}
 	}
+	/* Browsers after the system store: a failure there leaves the
+	 * rest installed (and recorded) but is reported in the exit status. */
+	if (ca_rooted(path, sizeof(path), root, TRUST_MANIFEST) < 0 || !(mf = fopen(path, "ae"))) {
+		cmd_err("trust", "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	browser_failures = ca_browser_trust(root, TRUST_CERT, policy_created, mf);
+	c = fclose(mf);
+	mf = NULL;
+	if (c != 0) {
+		cmd_err("trust", "%s: %s", path, strerror(errno));
+		goto out;
+	}
 	rc = finish_update("trust", root);
+	if (rc == CLI_EXIT_OK && browser_failures)
+		rc = CLI_EXIT_FAIL;
 out:
 	if (mf)
 		fclose(mf);
@@ -603,8 +719,13 @@ static int ca_untrust(int argc, char **argv)
 		return CLI_EXIT_FAIL;
 	}
 	manifest_read(root, &cd);
+	/* Browsers first: they read the manifest, and the policy file sits in
+	 * a directory trust may have created. */
+	if (ca_rooted(path, sizeof(path), root, TRUST_MANIFEST) < 0 ||
+	    ca_browser_untrust(root, TRUST_CERT, path) > 0)
+		rc = CLI_EXIT_FAIL;
 	for (int i = 0; trust_files[i]; i++) {
-		if (rooted(path, sizeof(path), root, trust_files[i]) < 0)
+		if (ca_rooted(path, sizeof(path), root, trust_files[i]) < 0)
 			continue;
 		if (unlink(path) == 0) {
 			printf("removed %s\n", path);
@@ -614,7 +735,7 @@ static int ca_untrust(int argc, char **argv)
 			rc = CLI_EXIT_FAIL;
 		}
 	}
-	if (rooted(path, sizeof(path), root, TRUST_MANIFEST) == 0 && unlink(path) < 0 &&
+	if (ca_rooted(path, sizeof(path), root, TRUST_MANIFEST) == 0 && unlink(path) < 0 &&
 	    errno != ENOENT) {
 		cmd_err("untrust", "%s: %s", path, strerror(errno));
 		rc = CLI_EXIT_FAIL;
@@ -623,7 +744,7 @@ static int ca_untrust(int argc, char **argv)
 	 * else may have moved in since). */
 	qsort(cd.dir, (size_t)cd.n, sizeof(cd.dir[0]), dir_depth_cmp);
 	for (int i = 0; i < cd.n; i++) {
-		if (rooted(path, sizeof(path), root, cd.dir[i]) == 0 && rmdir(path) == 0)
+		if (ca_rooted(path, sizeof(path), root, cd.dir[i]) == 0 && rmdir(path) == 0)
 			printf("removed %s/\n", path);
 	}
 	created_dirs_free(&cd);

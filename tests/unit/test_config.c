@@ -230,6 +230,29 @@ TEST(vault_keys)
 	CHECK(fails_at("vault_max_entries: lots\n", 1, "", err, sizeof(err)), "%s", err);
 }
 
+TEST(rejected_ca_keys)
+{
+	struct config *c = NULL;
+	char err[512];
+	CHECK(load_text("agent_id: x\n", &c, err, sizeof(err)) == 0, "load failed: %s", err);
+	CHECK(!c->rejected_ca_passthrough && c->rejected_ca_ttl_ms == 3600000, "defaults: %d %u",
+	      c->rejected_ca_passthrough, c->rejected_ca_ttl_ms);
+	config_free(c);
+	CHECK(load_text("on_rejected_ca: passthrough\nrejected_ca_ttl: 10m\n", &c, err, sizeof(err)) == 0,
+	      "load failed: %s", err);
+	CHECK(c->rejected_ca_passthrough && c->rejected_ca_ttl_ms == 600000, "passthrough %d ttl %u",
+	      c->rejected_ca_passthrough, c->rejected_ca_ttl_ms);
+	config_free(c);
+	CHECK(load_text("on_rejected_ca: block\n", &c, err, sizeof(err)) == 0, "load failed: %s", err);
+	CHECK(!c->rejected_ca_passthrough, "block read as passthrough");
+	config_free(c);
+	CHECK(fails_at("agent_id: x\non_rejected_ca: allow\n", 2, "on_rejected_ca must be block or passthrough",
+		       err, sizeof(err)), "%s", err);
+	CHECK(fails_at("on_rejected_ca: [block]\n", 1, "on_rejected_ca", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("rejected_ca_ttl: 0s\n", 1, "duration", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("agent_id: x\nrejected_ca_ttl: 2d\n", 2, "duration", err, sizeof(err)), "%s", err);
+}
+
 TEST(proxy_keys)
 {
 	struct config *c;

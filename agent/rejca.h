@@ -1,0 +1,27 @@
+/* rejca: the programs and hosts whose clients refused the interception
+ * certificate, remembered for on_rejected_ca: passthrough. A bounded table
+ * (oldest rejection evicted first), safe across the interceptor threads
+ * that note rejections and the loop thread that looks them up. Keys are
+ * the program's executable path and the TLS server name; nothing else is
+ * stored. */
+#ifndef VIGIL_REJCA_H
+#define VIGIL_REJCA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct rejca;
+
+/* A table of at most cap entries; NULL on ENOMEM. */
+struct rejca *rejca_new(size_t cap);
+void rejca_free(struct rejca *t);
+
+/* exe (a program path, "" = unknown: not remembered) refused the CA for
+ * sni at now_ms. A repeated rejection refreshes the entry. */
+void rejca_note(struct rejca *t, const char *exe, const char *sni, uint64_t now_ms);
+
+/* Did exe refuse the CA for sni less than ttl_ms before now_ms? */
+bool rejca_active(struct rejca *t, const char *exe, const char *sni, uint64_t now_ms, uint64_t ttl_ms);
+
+#endif
