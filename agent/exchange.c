@@ -209,12 +209,19 @@ static void decide_default(struct exchange *ex, struct redact_policy *rp)
 		      "it contains a credential", secret);
 		return;
 	}
+	if (ex->counts[FINDING_INSPECTION_LIMIT]) {
+		block(ex, 403, "inspection_limit", "default:inspection_limit",
+		      "it could not be inspected whole", "INSPECTION_LIMIT");
+		return;
+	}
 	if (pii) {
 		ex->action = "redact";
 		ex->rule = "default:pii";
-	} else if (ex->counts[FINDING_PROMPT_INJECTION] || ex->counts[FINDING_INVALID_JSON]) {
+	} else if (ex->counts[FINDING_PROMPT_INJECTION] || ex->counts[FINDING_INVALID_JSON] ||
+		   ex->counts[FINDING_OPAQUE_CONTENT]) {
 		ex->action = "alert";
-		ex->rule = ex->counts[FINDING_PROMPT_INJECTION] ? "default:injection" : "default:invalid_json";
+		ex->rule = ex->counts[FINDING_PROMPT_INJECTION] ? "default:injection" :
+			   ex->counts[FINDING_INVALID_JSON] ? "default:invalid_json" : "default:opaque";
 	}
 }
 
@@ -379,6 +386,11 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
 		decide_policy(ex, res, len, &rp);
 	else
 		decide_default(ex, &rp);
+	/* A redaction over incomplete findings would forward the values past
+	 * the limit raw while the event says "redact": refuse it instead. */
+	if (!ex->blocked && ex->counts[FINDING_INSPECTION_LIMIT] && !strcmp(ex->action, "redact"))
+		block(ex, 403, "inspection_limit", ex->rule ? ex->rule : "default:inspection_limit",
+		      "it could not be inspected whole, so it cannot be redacted", "INSPECTION_LIMIT");
 	if (!ex->blocked)
 		apply_redaction(ex, body, len, &rp);
 }

@@ -850,6 +850,8 @@ struct inspect_scratch {
 	size_t nc, capc;
 	struct cand *acc;         /* accepted findings of one string */
 	size_t nacc, capacc;
+	size_t som_last_end;      /* end of the last accepted span of this detector */
+	bool limit;               /* a limit was reached: findings incomplete */
 	bool inj_hit[NINJ];
 };
 
@@ -1111,10 +1113,12 @@ uint32_t inspect_result_total(const struct inspect_result *r)
 
 #define MAX_CANDS 8192
 
+/* Returns 1 when the array is full: the caller reports INSPECTION_LIMIT
+ * (never a silent partial result). */
 static int push_cand(struct cand **v, size_t *n, size_t *cap, size_t s, size_t e, uint32_t det)
 {
 	if (*n >= MAX_CANDS)
-		return 0;          /* bounded: a pathological string keeps the first ones */
+		return 1;
 	if (*n == *cap) {
 		size_t nc = *cap ? *cap * 2 : 64;
 		struct cand *p = realloc(*v, nc * sizeof(*p));
@@ -1153,15 +1157,66 @@ static int on_trigger(unsigned id, unsigned long long from, unsigned long long t
 	return 0;
 }
 
-struct som_ctx { struct inspect_scratch *s; uint32_t det; int err; };
+struct som_ctx {
+	struct inspect_scratch *s;
+	const char *t;
+	size_t n;
+	uint32_t det;
+	int err;          /* < 0 error, 1 limit reached */
+};
+
+static int cand_cmp(const void *a, const void *b);
+
+/* Validate the candidates of detector det that start before upto (all of
+ * them for SIZE_MAX) and accept those that do not overlap an earlier one;
+ * the rest stay in s->c for later. Called when the candidate array is
+ * full, so that rejected look-alikes (8,000 copies of a documentation key)
+ * never crowd out a real value after them. Returns 0, 1 (accepted array
+ * full), or -ENOMEM. */
+static int som_drain(struct inspect_scratch *s, const char *t, size_t n, uint32_t det, size_t upto)
+{
+	const struct det_rt *d = &s->ins->dets[det];
+	size_t i = 0;
+	int rc = 0;
+	qsort(s->c, s->nc, sizeof(*s->c), cand_cmp);
+	for (; i < s->nc && s->c[i].s < upto; i++) {
+		size_t st = s->c[i].s, en = s->c[i].e;
+		if (en <= s->som_last_end || en <= st)
+			continue;
+		/* a leftmost start may reach into the previous finding; the
+		 * validator may move it to a later group start */
+		if (d->validate && !d->validate(t, n, &st, &en))
+			continue;
+		if (st < s->som_last_end)
+			continue;
+		if ((rc = push_cand(&s->acc, &s->nacc, &s->capacc, st, en, det)))
+			break;
+		s->som_last_end = en;
+	}
+	memmove(s->c, s->c + i, (s->nc - i) * sizeof(*s->c));
+	s->nc -= i;
+	return rc;
+}
 
 static int on_som(unsigned id, unsigned long long from, unsigned long long to,
 		  unsigned fl, void *ctx)
 {
 	struct som_ctx *c = ctx;
+	struct inspect_scratch *s = c->s;
 	(void)id; (void)fl;
-	if (push_cand(&c->s->c, &c->s->nc, &c->s->capc, c->s->som_base + (size_t)from,
-		      c->s->som_base + (size_t)to, c->det)) {
+	if (s->nc >= MAX_CANDS) {
+		/* Matches arrive by end offset: a later one cannot start before
+		 * to - maxlen, so every candidate starting earlier is final. */
+		size_t end = s->som_base + (size_t)to, ml = s->ins->dets[c->det].maxlen;
+		size_t before = s->nc;
+		c->err = som_drain(s, c->t, c->n, c->det, end > ml ? end - ml : 0);
+		if (!c->err && s->nc == before)
+			c->err = 1;   /* 8,192 candidates inside one span length */
+		if (c->err)
+			return 1;
+	}
+	if (push_cand(&s->c, &s->nc, &s->capc, s->som_base + (size_t)from,
+		      s->som_base + (size_t)to, c->det)) {
 		c->err = -ENOMEM;
 		return 1;
 	}
@@ -1354,9 +1409,10 @@ static int extract_aws_pair(struct inspect_scratch *s, const char *t, size_t n, 
 static int run_som(struct inspect_scratch *s, const char *t, size_t n, uint32_t det)
 {
 	const struct det_rt *d = &s->ins->dets[det];
-	struct som_ctx c = { s, det, 0 };
+	struct som_ctx c = { s, t, n, det, 0 };
 	struct wins *w = &s->win[det];
 	s->nc = 0;
+	s->som_last_end = 0;
 	/* only the windows around stage-1 hits (all of it if there were many) */
 	for (unsigned k = 0; k < (w->all ? 1u : w->n); k++) {
 		size_t lo = w->all ? 0 : w->w[k].s, hi = w->all ? n : w->w[k].e;
@@ -1367,28 +1423,15 @@ static int run_som(struct inspect_scratch *s, const char *t, size_t n, uint32_t 
 		s->som_base = lo;
 		hs_error_t e = hs_scan(d->som_db, t + lo, (unsigned)(hi - lo), 0, s->hs, on_som, &c);
 		if (c.err)
-			return c.err;
+			break;
 		if (e != HS_SUCCESS && e != HS_SCAN_TERMINATED)
 			return -EIO;
 	}
-	qsort(s->c, s->nc, sizeof(*s->c), cand_cmp);
-	size_t last_end = 0;
-	for (size_t i = 0; i < s->nc; i++) {
-		size_t st = s->c[i].s, en = s->c[i].e;
-		if (en <= last_end || en <= st)
-			continue;
-		/* a leftmost start may reach into the previous finding; the
-		 * validator may move it to a later group start */
-		if (d->validate && !d->validate(t, n, &st, &en))
-			continue;
-		if (st < last_end)
-			continue;
-		int rc = push_cand(&s->acc, &s->nacc, &s->capacc, st, en, det);
-		if (rc)
-			return rc;
-		last_end = en;
-	}
-	return 0;
+	if (c.err < 0)
+		return c.err;
+	/* after a limit, what was collected is still validated and reported */
+	int rc = som_drain(s, t, n, det, SIZE_MAX);
+	return rc ? rc : c.err;
 }
 
 /* Overlaps between detectors: the lower detector index (priority) wins. */
@@ -1490,6 +1533,10 @@ static int scan_decoded(struct inspect_scratch *s, const struct scan_target *tg,
 		case EX_AWS_PAIR: rc = extract_aws_pair(s, t, n, d); break;
 		default:     rc = 0;
 		}
+		if (rc > 0) {
+			s->limit = true;    /* this detector stopped early: say so */
+			rc = 0;
+		}
 		if (rc)
 			return rc;
 	}
@@ -1510,6 +1557,8 @@ static int scan_decoded(struct inspect_scratch *s, const struct scan_target *tg,
 
 static void finish_score(struct inspect_scratch *s, struct inspect_result *r)
 {
+	if (s->limit || r->spans_truncated)
+		r->counts[FINDING_INSPECTION_LIMIT] = 1;
 	float keep = 1.0f;
 	for (unsigned i = 0; i < NINJ; i++)
 		if (s->inj_hit[i])
@@ -1545,12 +1594,16 @@ int inspect_request(struct inspect_scratch *s, const char *host, const char *pat
 	int rc;
 	result_reset(out);
 	memset(s->inj_hit, 0, sizeof(s->inj_hit));
+	s->limit = false;
 	rc = provider_parse_request(host, path, body, len, &out->info, req_string, &c);
 	if (rc)
 		return rc < 0 ? rc : -EIO;
 	if (!out->info.is_json) {
 		struct scan_target tg = { body, 0, len, false, true };
-		if (out->info.invalid_json)
+		/* nested past JSON_MAX_DEPTH is a limit, not a malformed body */
+		if (out->info.invalid_json && json_scan(body, len, NULL, NULL) == -E2BIG)
+			s->limit = true;
+		else if (out->info.invalid_json)
 			out->counts[FINDING_INVALID_JSON] = 1;
 		if ((rc = scan_decoded(s, &tg, body, len, NULL, out)))
 			return rc;
@@ -1566,6 +1619,7 @@ int inspect_text(struct inspect_scratch *s, const char *text, size_t len,
 	int rc;
 	result_reset(out);
 	memset(s->inj_hit, 0, sizeof(s->inj_hit));
+	s->limit = false;
 	if ((rc = scan_decoded(s, &tg, text, len, NULL, out)))
 		return rc;
 	finish_score(s, out);

@@ -245,3 +245,89 @@ TEST(inspect_refcount_and_scratch)
 	      "second scratch does not work");
 	inspect_scratch_free(s2);
 }
+
+/* ---------------------------------------------------------------- limits */
+
+static char *repeat(const char *unit, size_t times, const char *tail, size_t *len)
+{
+	size_t ul = strlen(unit), tl = strlen(tail);
+	char *b = malloc(ul * times + tl + 1);
+	if (!b)
+		return NULL;
+	for (size_t i = 0; i < times; i++)
+		memcpy(b + i * ul, unit, ul);
+	memcpy(b + ul * times, tail, tl + 1);
+	*len = ul * times + tl;
+	return b;
+}
+
+static bool has_span_at(size_t start, enum finding_type t)
+{
+	for (size_t i = 0; i < res.nspans; i++)
+		if (res.spans[i].type == t && res.spans[i].start == start)
+			return true;
+	return false;
+}
+
+TEST(inspect_example_keys_do_not_consume_the_candidate_limit)
+{
+	size_t n;
+	char *b = repeat("AKIAIOSFODNN7EXAMPLE ", 8200, "real AKIA2OGYBAH6TQJ5V3XL end", &n);
+	CHECK(b, "oom");
+	setup();
+	int rc = inspect_text(scr, b, n, &res);
+	size_t at = (size_t)(strstr(b, "AKIA2OGY") - b);
+	CHECK(rc == 0, "inspect_text: %d", rc);
+	CHECK(res.counts[FINDING_AWS_ACCESS_KEY] == 1 && has_span_at(at, FINDING_AWS_ACCESS_KEY),
+	      "the real key after 8,200 documentation keys was not found (count %u)",
+	      res.counts[FINDING_AWS_ACCESS_KEY]);
+	CHECK(res.counts[FINDING_INSPECTION_LIMIT] == 0, "rejected look-alikes must not reach a limit");
+	free(b);
+}
+
+TEST(inspect_many_cards_then_a_real_one_found_or_limit)
+{
+	size_t n;
+	char *b = repeat("card 4111 1111 1111 1111; ", 600, "mine 4556 7375 8689 9855.", &n);
+	CHECK(b, "oom");
+	setup();
+	CHECK(inspect_text(scr, b, n, &res) == 0, "inspect_text failed");
+	size_t at = (size_t)(strstr(b, "4556 7375") - b);
+	CHECK(has_span_at(at, FINDING_CREDIT_CARD) || res.counts[FINDING_INSPECTION_LIMIT] == 1,
+	      "the last card is neither found nor reported as a limit");
+	CHECK(has_span_at(at, FINDING_CREDIT_CARD), "601 cards fit the limits: the last one must be found");
+	free(b);
+}
+
+TEST(inspect_span_limit_is_an_inspection_limit_finding)
+{
+	size_t n;
+	char *b = repeat("a@b.io ", 4100, "real jane.roe@example.org", &n);
+	CHECK(b, "oom");
+	setup();
+	CHECK(inspect_text(scr, b, n, &res) == 0, "inspect_text failed");
+	CHECK(res.spans_truncated && res.counts[FINDING_INSPECTION_LIMIT] == 1,
+	      "4,101 e-mails: spans_truncated %d, INSPECTION_LIMIT %u", res.spans_truncated,
+	      res.counts[FINDING_INSPECTION_LIMIT]);
+	CHECK(inspect_text(scr, "x a@b.io", 8, &res) == 0 && res.counts[FINDING_INSPECTION_LIMIT] == 0,
+	      "the limit flag leaked into the next scan");
+	free(b);
+}
+
+TEST(inspect_json_nested_too_deep_is_a_limit)
+{
+	char b[300];
+	size_t k = 0;
+	for (int i = 0; i < 100; i++)
+		b[k++] = '[';
+	memcpy(b + k, "\"a@b.io\"", 8);
+	k += 8;
+	for (int i = 0; i < 100; i++)
+		b[k++] = ']';
+	setup();
+	CHECK(inspect_request(scr, "api.openai.com", "/v1/chat/completions", b, k, &res) == 0,
+	      "inspect_request failed");
+	CHECK(res.counts[FINDING_INSPECTION_LIMIT] == 1 && res.counts[FINDING_INVALID_JSON] == 0,
+	      "100-deep JSON: INSPECTION_LIMIT %u INVALID_JSON %u", res.counts[FINDING_INSPECTION_LIMIT],
+	      res.counts[FINDING_INVALID_JSON]);
+}
