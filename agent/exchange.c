@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 #include "budget.h"
+#include "decode.h"
 #include "detok.h"
 #include "exchange.h"
 #include "jsonw.h"
@@ -165,6 +166,7 @@ void exchange_free(struct exchange *ex)
 	json_buf_free(&ex->tpl_post);
 	free(ex->resp_copy);
 	free(ex->new_body);
+	json_buf_free(&ex->decoded);
 	policy_unref(ex->policy);
 	ex->policy = NULL;
 	ex->sse = NULL;
@@ -343,6 +345,41 @@ static void apply_redaction(struct exchange *ex, const char *body, size_t len,
 	}
 }
 
+/* Undo the body's Content-Encoding for inspection. Returns false (and
+ * blocks) when it cannot be read: an unknown coding is 415 as a provider
+ * would answer, a bomb past the size cap is 413 with INSPECTION_LIMIT,
+ * corrupt data is 400 (the provider would read it differently, or not). */
+static bool decode_body(struct exchange *ex, const struct http_request *req, const char **body,
+			size_t *len)
+{
+	const struct http_header *ce = http_find_header(req->headers, req->nheaders, "content-encoding");
+	int ret;
+	if (!ce)
+		return true;
+	ret = decode_content(ce->value, ce->value_len, *body, *len, ex->ag->cfg->max_body_bytes,
+			     &ex->decoded);
+	if (ret == -ENOTSUP) {
+		block(ex, 415, "unsupported_content_encoding", "default:decode",
+		      "its Content-Encoding cannot be inspected", "use gzip, deflate, br or zstd");
+		return false;
+	}
+	if (ret == -E2BIG) {
+		ex->counts[FINDING_INSPECTION_LIMIT] = 1;
+		block(ex, 413, "inspection_limit", "default:inspection_limit",
+		      "its decoded body is over max_body_bytes", "INSPECTION_LIMIT");
+		return false;
+	}
+	if (ret) {
+		block(ex, ret == -ENOMEM ? 503 : 400, "undecodable_body", "default:decode",
+		      "its body does not decode as its Content-Encoding says",
+		      ret == -ENOMEM ? "out of memory" : "corrupt or truncated");
+		return false;
+	}
+	*body = ex->decoded.data ? ex->decoded.data : "";
+	*len = ex->decoded.len;
+	return true;
+}
+
 void exchange_request(struct exchange *ex, const struct http_request *req, const char *body,
 		      size_t len)
 {
@@ -367,6 +404,8 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
 		      "inspection unavailable", "out of memory");
 		return;
 	}
+	if (!decode_body(ex, req, &body, &len))
+		return;
 	res = &ex->xc->res;
 	ret = inspect_request(scratch, ex->info->sni, ex->path, body, len, res);
 	if (ret) {
@@ -393,6 +432,9 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
 		      "it could not be inspected whole, so it cannot be redacted", "INSPECTION_LIMIT");
 	if (!ex->blocked)
 		apply_redaction(ex, body, len, &rp);
+	/* the rewritten body is the decoded one: it goes out without coding */
+	if (ex->new_body && ex->decoded.data)
+		ex->drop_content_encoding = true;
 }
 
 const char *exchange_body(struct exchange *ex, const char *body, size_t *len)

@@ -60,6 +60,11 @@ struct exchange {
 	/* request body replacement (redaction); owned */
 	char *new_body;
 	size_t new_body_len;
+	/* the body with its Content-Encoding undone, when it had one; a
+	 * rewritten body is sent decoded and Content-Encoding is then dropped */
+	struct json_buf decoded;
+	bool drop_content_encoding;
+	char opaque_buf[96];              /* "opaque: image/png, 1234 bytes" */
 	/* policy */
 	struct policy *policy;            /* reference held for the exchange, NULL = default table */
 	struct policy_ctx ctx;            /* what the policy saw (kept for budget_charge) */

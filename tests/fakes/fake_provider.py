@@ -51,7 +51,8 @@ Test controls (request headers; the real APIs ignore them):
 Record (--record): one JSON line per request, written before the answer:
   {"seq","method","path","headers"(lower-cased; repeats joined by ", "),
    "body","body_len","sni","conn_id","tls_version","alpn","client_random",
-   "listen","peer","time"}
+   "listen","peer","time"}; with a Content-Encoding also "body_decoded"
+  (the body with its coding undone) or "decode_error"
 conn_id counts TCP connections (same id = keep-alive reuse).
 SNI log (--passthrough-sni-log): one JSON line per ClientHello:
   {"conn_id","sni","client_random"(hex, as in SSLKEYLOGFILE),"alpn_offered",
@@ -72,6 +73,9 @@ import sys
 import threading
 import time
 import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import content_codings  # noqa: E402
 
 CREATED = 1700000000  # fixed "created" stamp: answers are deterministic
 ECHO_LIMIT = 200
@@ -459,14 +463,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
         for k, v in self.headers.items():
             k = k.lower()
             headers[k] = headers[k] + ", " + v if k in headers else v
-        st.record({
+        rec_extra = {}
+        raw_body = body
+        if headers.get("content-encoding"):
+            # what the provider will read: the body with its coding undone
+            try:
+                body = content_codings.decompress(headers["content-encoding"], body)
+                rec_extra["body_decoded"] = body.decode("utf-8", "replace")
+            except Exception as e:  # noqa: BLE001 - any decoder error is the finding
+                rec_extra["decode_error"] = str(e)
+        st.record(dict(rec_extra, **{
             "seq": self.req_id, "method": self.command, "path": self.path,
-            "headers": headers, "body": body.decode("utf-8", "replace"),
-            "body_len": len(body), "sni": self.sni, "conn_id": self.conn_id,
+            "headers": headers, "body": raw_body.decode("utf-8", "replace"),
+            "body_len": len(raw_body), "sni": self.sni, "conn_id": self.conn_id,
             "tls_version": self.tls_version, "alpn": self.alpn,
             "client_random": self.hello.get("client_random"),
             "listen": self.server.listen_str, "peer": self.peer,
-            "time": round(time.time(), 3)})
+            "time": round(time.time(), 3)}))
         self.body = body
         if self.url_path.startswith("/slow-headers"):
             self.hang()

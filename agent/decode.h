@@ -1,0 +1,48 @@
+/* decode: the layers a request body can be wrapped in, undone so the
+ * inspector reads what the provider (and so the model) will read:
+ * Content-Encoding (gzip, deflate as zlib or raw, br, zstd, stacked in any
+ * order), base64, and the sniffing of binary content by its magic bytes.
+ *
+ * Owns: decompression with a hard cap on the decoded size (a bomb is
+ * stopped at the cap, never inflated whole) and the media-type guess for
+ * content the detectors cannot read. Never logs content; never writes to
+ * its input. Output buffers are caller-owned json_buf (appended to).
+ */
+#ifndef VIGIL_DECODE_H
+#define VIGIL_DECODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "json.h"
+
+/* Undo a Content-Encoding header value (a comma-separated list of
+ * codings, applied in order, so decoded last to first) on in[0..n),
+ * appending the result to out. "identity" is a no-op. Returns 0,
+ * -ENOTSUP (a coding the agent cannot decode: answer 415), -E2BIG (the
+ * decoded size would pass cap: a limit), -EINVAL (corrupt or truncated
+ * data), -ENOMEM. On error out->len is unchanged. */
+int decode_content(const char *coding, size_t coding_len, const char *in, size_t n,
+		   size_t cap, struct json_buf *out);
+
+/* Whether decode_content knows every coding in the list. */
+bool decode_content_known(const char *coding, size_t coding_len);
+
+/* Standard or URL-safe base64 (padding optional, ASCII whitespace
+ * skipped) appended to out. Returns 0, -EINVAL (not base64), -E2BIG
+ * (over cap), -ENOMEM. */
+int decode_base64(const char *in, size_t n, size_t cap, struct json_buf *out);
+
+/* What binary content is, from its first bytes: a media type such as
+ * "image/png", "application/pdf", "application/zip", or NULL when it
+ * looks like text (valid UTF-8 without NULs in the sampled prefix).
+ * Unknown binaries are "application/octet-stream". Static strings. */
+const char *decode_sniff(const char *p, size_t n);
+
+/* Whether a media type (parameters ignored, case-insensitive) names text
+ * the detectors can read: text/..., application/json, application/...+json,
+ * application/xml, application/x-ndjson, application/jsonl,
+ * application/x-www-form-urlencoded, application/javascript, application/yaml. */
+bool decode_media_is_text(const char *mt, size_t n);
+
+#endif
