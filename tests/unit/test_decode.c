@@ -1,0 +1,149 @@
+/* Unit tests for agent/decode.c: every content coding round-trips, hostile
+ * inputs (truncated gzip, bombs, trailing garbage, unknown codings, bad
+ * base64) are refused with the right error and leave the output as it
+ * was; magic-byte sniffing and text media types. */
+#include "check.h"
+
+#include <brotli/encode.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "decode.h"
+
+static const char text[] = "{\"messages\":[{\"content\":\"write to jane.doe@example.com\"}]}";
+
+/* windowbits as zlib's deflateInit2: 31 gzip, 15 zlib, -15 raw */
+static size_t zpack(const char *in, size_t n, int wbits, unsigned char *out, size_t cap)
+{
+	z_stream z;
+	memset(&z, 0, sizeof(z));
+	if (deflateInit2(&z, 6, Z_DEFLATED, wbits, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+		return 0;
+	z.next_in = (Bytef *)(uintptr_t)in;
+	z.avail_in = (uInt)n;
+	z.next_out = out;
+	z.avail_out = (uInt)cap;
+	int r = deflate(&z, Z_FINISH);
+	size_t got = cap - z.avail_out;
+	deflateEnd(&z);
+	return r == Z_STREAM_END ? got : 0;
+}
+
+static size_t pack(const char *coding, const char *in, size_t n, unsigned char *out, size_t cap)
+{
+	if (!strcmp(coding, "gzip"))
+		return zpack(in, n, 31, out, cap);
+	if (!strcmp(coding, "deflate"))
+		return zpack(in, n, 15, out, cap);
+	if (!strcmp(coding, "deflate-raw"))
+		return zpack(in, n, -15, out, cap);
+	if (!strcmp(coding, "br")) {
+		size_t o = cap;
+		return BrotliEncoderCompress(5, 22, BROTLI_MODE_GENERIC, n, (const uint8_t *)in, &o, out) ? o : 0;
+	}
+	size_t r = ZSTD_compress(out, cap, in, n, 3);
+	return ZSTD_isError(r) ? 0 : r;
+}
+
+TEST(decode_every_coding_round_trips)
+{
+	static const char *const codings[] = { "gzip", "deflate", "deflate-raw", "br", "zstd" };
+	unsigned char z[4096];
+	for (size_t i = 0; i < 5; i++) {
+		size_t zn = pack(codings[i], text, sizeof(text) - 1, z, sizeof(z));
+		const char *hdr = strcmp(codings[i], "deflate-raw") ? codings[i] : "deflate";
+		struct json_buf out = { 0 };
+		CHECK(zn > 0, "%s: pack failed", codings[i]);
+		int rc = decode_content(hdr, strlen(hdr), (char *)z, zn, 1 << 20, &out);
+		CHECK(rc == 0 && out.len == sizeof(text) - 1 && !memcmp(out.data, text, out.len),
+		      "%s: rc %d len %zu", codings[i], rc, out.len);
+		json_buf_free(&out);
+	}
+}
+
+TEST(decode_stacked_codings_and_identity)
+{
+	unsigned char a[4096], b[4096];
+	size_t an = pack("gzip", text, sizeof(text) - 1, a, sizeof(a));
+	size_t bn = pack("br", (char *)a, an, b, sizeof(b));
+	struct json_buf out = { 0 };
+	const char *h = "gzip, identity, br";
+	CHECK(decode_content(h, strlen(h), (char *)b, bn, 1 << 20, &out) == 0 &&
+	      out.len == sizeof(text) - 1 && !memcmp(out.data, text, out.len), "gzip then br did not decode");
+	out.len = 0;
+	CHECK(decode_content("identity", 8, "abc", 3, 10, &out) == 0 && out.len == 3, "identity");
+	json_buf_free(&out);
+}
+
+TEST(decode_refuses_hostile_input)
+{
+	unsigned char z[4096];
+	struct json_buf out = { 0 };
+	CHECK(json_buf_append(&out, "keep", 4) == 0, "oom");
+	size_t zn = pack("gzip", text, sizeof(text) - 1, z, sizeof(z));
+	CHECK(decode_content("gzip", 4, (char *)z, zn / 2, 1 << 20, &out) == -EINVAL && out.len == 4,
+	      "truncated gzip accepted");
+	memcpy(z + zn, "junk", 4);
+	CHECK(decode_content("gzip", 4, (char *)z, zn + 4, 1 << 20, &out) == -EINVAL && out.len == 4,
+	      "trailing garbage after gzip accepted");
+	CHECK(decode_content("compress", 8, (char *)z, zn, 1 << 20, &out) == -ENOTSUP && out.len == 4,
+	      "unknown coding not -ENOTSUP");
+	CHECK(!decode_content_known("gzip, lzma", 10) && decode_content_known("GZIP,br", 7),
+	      "decode_content_known");
+	CHECK(decode_content("zstd", 4, "not zstd at all", 15, 1 << 20, &out) == -EINVAL, "bad zstd");
+	CHECK(decode_content("br", 2, "\xff\xff\xff\xff", 4, 1 << 20, &out) == -EINVAL, "bad br");
+	CHECK(decode_content("gzip", 4, "", 0, 1 << 20, &out) == -EINVAL, "empty gzip");
+	CHECK(out.len == 4 && !memcmp(out.data, "keep", 4), "output changed on error");
+	json_buf_free(&out);
+}
+
+TEST(decode_bomb_stops_at_the_cap)
+{
+	static const char *const codings[] = { "gzip", "deflate", "br", "zstd" };
+	size_t n = 8 << 20;
+	char *zeros = calloc(1, n);
+	unsigned char *z = malloc(1 << 20);
+	CHECK(zeros && z, "oom");
+	memset(zeros, '0', n);
+	for (size_t i = 0; i < 4; i++) {
+		size_t zn = pack(codings[i], zeros, n, z, 1 << 20);
+		struct json_buf out = { 0 };
+		CHECK(zn > 0 && zn < n / 100, "%s: pack %zu", codings[i], zn);
+		int rc = decode_content(codings[i], strlen(codings[i]), (char *)z, zn, 1 << 20, &out);
+		CHECK(rc == -E2BIG && out.len == 0, "%s: bomb rc %d len %zu", codings[i], rc, out.len);
+		CHECK(out.cap <= (1 << 20) + 65536, "%s: allocated %zu past the cap", codings[i], out.cap);
+		json_buf_free(&out);
+	}
+	free(zeros);
+	free(z);
+}
+
+TEST(decode_base64_variants_and_errors)
+{
+	struct json_buf out = { 0 };
+	CHECK(decode_base64("aGVsbG8gd29ybGQ=", 16, 100, &out) == 0 && out.len == 11 &&
+	      !memcmp(out.data, "hello world", 11), "padded");
+	out.len = 0;
+	CHECK(decode_base64("aGVs\nbG8", 8, 100, &out) == 0 && out.len == 5, "unpadded with newline");
+	out.len = 0;
+	CHECK(decode_base64("-_-_", 4, 100, &out) == 0 && out.len == 3, "url-safe");
+	out.len = 0;
+	CHECK(decode_base64("aGVs*G8", 7, 100, &out) == -EINVAL && out.len == 0, "bad character accepted");
+	CHECK(decode_base64("aGVsbA==bG8", 11, 100, &out) == -EINVAL, "data after padding accepted");
+	CHECK(decode_base64("aGVsb", 5, 100, &out) == -EINVAL, "lone trailing character accepted");
+	CHECK(decode_base64("aGVsbG8gd29ybGQ=", 16, 4, &out) == -E2BIG && out.len == 0, "cap ignored");
+	json_buf_free(&out);
+}
+
+TEST(decode_sniff_and_media_types)
+{
+	CHECK(!strcmp(decode_sniff("\x89PNG\r\n\x1a\n....", 12), "image/png"), "png");
+	CHECK(!strcmp(decode_sniff("%PDF-1.7\n", 9), "application/pdf"), "pdf");
+	CHECK(!strcmp(decode_sniff("PK\x03\x04zz", 6), "application/zip"), "zip");
+	CHECK(!strcmp(decode_sniff("RIFF\x10\0\0\0WAVEfmt ", 16), "audio/wav"), "wav");
+	CHECK(!strcmp(decode_sniff("\x01\x02\x03\xfe", 4), "application/octet-stream"), "binary");
+	CHECK(decode_sniff("plain text, caf\xc3\xa9\n", 17) == NULL, "utf-8 text taken as binary");
+	CHECK(decode_media_is_text("text/plain; charset=utf-8", 25) && decode_media_is_text("application/json", 16) &&
+	      decode_media_is_text("application/vnd.api+json", 24) && !decode_media_is_text("image/png", 9) &&
+	      !decode_media_is_text("application/pdf", 15), "media types");
+}
