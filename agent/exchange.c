@@ -328,6 +328,17 @@ static void apply_redaction(struct exchange *ex, const char *body, size_t len,
 		if (rp->action[t] == REDACT_TOKENIZE && ex->counts[t] && !ex->xc->vault)
 			ex->xc->vault = vault_new(NULL, 0, 0);
 	rp->vault = ex->xc->vault;
+	/* base64 text (a data: URI, a document block) cannot be rewritten in
+	 * place without re-encoding a file the client built: refuse it */
+	for (size_t i = 0; i < ex->xc->res.nspans; i++) {
+		const struct inspect_span *sp = &ex->xc->res.spans[i];
+		if (sp->sealed && rp->action[sp->type] != REDACT_KEEP) {
+			block(ex, 403, "redaction_impossible", ex->rule ? ex->rule : "default:pii",
+			      "a value to redact is inside base64 content that cannot be rewritten",
+			      finding_name(sp->type));
+			return;
+		}
+	}
 	ret = redact_body(body, len, &ex->xc->res, rp, &out, &ex->redacted);
 	if (ret == REDACT_CHANGED) {
 		ex->new_body = out.data;
@@ -432,6 +443,12 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
 		      "it could not be inspected whole, so it cannot be redacted", "INSPECTION_LIMIT");
 	if (!ex->blocked)
 		apply_redaction(ex, body, len, &rp);
+	/* what could not be read is named in the event, never its bytes */
+	if (ex->counts[FINDING_OPAQUE_CONTENT] && !ex->reason) {
+		snprintf(ex->opaque_buf, sizeof(ex->opaque_buf), "opaque: %s, %zu bytes",
+			 res->opaque_type, res->opaque_bytes);
+		ex->reason = ex->opaque_buf;
+	}
 	/* the rewritten body is the decoded one: it goes out without coding */
 	if (ex->new_body && ex->decoded.data)
 		ex->drop_content_encoding = true;

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "decode.h"
 #include "json.h"
 
 /* ---------------------------------------------------------------- helpers */
@@ -852,6 +853,13 @@ struct inspect_scratch {
 	size_t nacc, capacc;
 	size_t som_last_end;      /* end of the last accepted span of this detector */
 	bool limit;               /* a limit was reached: findings incomplete */
+	/* decoded layers inside one string, one slot per depth (see scan_layers) */
+	struct json_text lt[INSPECT_MAX_LAYERS];
+	uint32_t *lmap[INSPECT_MAX_LAYERS];
+	size_t lmapcap[INSPECT_MAX_LAYERS];
+	struct json_buf b64[INSPECT_MAX_LAYERS];
+	bool seal;                /* inside base64: spans cover [seal_s, seal_e) */
+	size_t seal_s, seal_e;
 	bool inj_hit[NINJ];
 };
 
@@ -1065,6 +1073,11 @@ void inspect_scratch_free(struct inspect_scratch *s)
 		return;
 	hs_free_scratch(s->hs);
 	json_text_free(&s->text);
+	for (unsigned i = 0; i < INSPECT_MAX_LAYERS; i++) {
+		json_text_free(&s->lt[i]);
+		free(s->lmap[i]);
+		json_buf_free(&s->b64[i]);
+	}
 	free(s->hit);
 	free(s->win);
 	free(s->c);
@@ -1549,6 +1562,11 @@ static int scan_decoded(struct inspect_scratch *s, const struct scan_target *tg,
 		};
 		sp.start = tg->str_off + (map ? map[s->acc[i].s] : s->acc[i].s);
 		sp.end = tg->str_off + (map ? map[s->acc[i].e] : s->acc[i].e);
+		if (s->seal) {
+			sp.start = s->seal_s;
+			sp.end = s->seal_e;
+			sp.sealed = true;
+		}
 		if ((rc = add_span(r, &sp)))
 			return rc;
 	}
@@ -1574,17 +1592,223 @@ struct req_ctx {
 	const char *body;
 };
 
+/* ------------------------------------------------------- decoded layers */
+
+static uint32_t map_at(const uint32_t *map, size_t i)
+{
+	return map ? map[i] : (uint32_t)i;
+}
+
+static void add_opaque(struct inspect_result *r, const char *type, size_t size)
+{
+	if (r->counts[FINDING_OPAQUE_CONTENT] < UINT32_MAX)
+		r->counts[FINDING_OPAQUE_CONTENT]++;
+	if (size >= r->opaque_bytes) {
+		r->opaque_bytes = size;
+		snprintf(r->opaque_type, sizeof(r->opaque_type), "%s", type);
+	}
+}
+
+static int scan_layers(struct inspect_scratch *s, const struct scan_target *tg, const char *t,
+		       size_t n, const uint32_t *map, unsigned depth, struct inspect_result *r);
+
+struct layer_ctx {
+	struct inspect_scratch *s;
+	const struct scan_target *tg;
+	const uint32_t *map;      /* decoded -> raw map of the text being walked */
+	unsigned depth;
+	struct inspect_result *r;
+};
+
+/* A composed map for slot d: raw offset of every byte of a piece of the
+ * text at [off, ...) whose own map is inner (NULL: the piece is copied). */
+static int compose_map(struct layer_ctx *c, unsigned d, size_t off, const uint32_t *inner, size_t len)
+{
+	struct inspect_scratch *s = c->s;
+	if (len + 1 > s->lmapcap[d]) {
+		uint32_t *m = realloc(s->lmap[d], (len + 1) * sizeof(*m));
+		if (!m)
+			return -ENOMEM;
+		s->lmap[d] = m;
+		s->lmapcap[d] = len + 1;
+	}
+	for (size_t i = 0; i <= len; i++)
+		s->lmap[d][i] = map_at(c->map, off + (inner ? inner[i] : i));
+	return 0;
+}
+
+/* One scalar of JSON found inside a string: values are decoded and scanned
+ * again (they may hold more layers); numbers are scanned as they are (a
+ * card number written as a JSON number); keys are names, not content. */
+static int layer_scalar(void *vctx, const char *doc, const struct json_string *js)
+{
+	struct layer_ctx *c = vctx;
+	struct inspect_scratch *s = c->s;
+	unsigned d = c->depth;
+	int rc;
+	if (js->kind == JSON_NUMBER) {
+		if ((rc = compose_map(c, d, js->off, NULL, js->len)))
+			return rc;
+		return scan_decoded(s, c->tg, doc + js->off, js->len, s->lmap[d], c->r);
+	}
+	if (js->kind != JSON_STRING)
+		return 0;
+	if ((rc = json_decode(doc + js->off, js->len, &s->lt[d])) ||
+	    (rc = compose_map(c, d, js->off, s->lt[d].map, s->lt[d].len)))
+		return rc;
+	return scan_layers(s, c->tg, s->lt[d].data, s->lt[d].len, s->lmap[d], d + 1, c->r);
+}
+
+/* Base64 b[0..bn) standing for the raw bytes [raw_s, raw_e) of the string:
+ * text is scanned with its spans sealed to that range (the redactor cannot
+ * rewrite inside base64), anything else is OPAQUE_CONTENT. Returns 1 if b
+ * is not base64 (the caller scans it as text). */
+static int scan_base64(struct inspect_scratch *s, const struct scan_target *tg, const char *b,
+		       size_t bn, size_t raw_s, size_t raw_e, unsigned depth, struct inspect_result *r)
+{
+	struct json_buf *o = &s->b64[depth];
+	o->len = 0;
+	int rc = decode_base64(b, bn, bn, o);
+	if (rc == -ENOMEM)
+		return rc;
+	if (rc || !o->len)
+		return 1;
+	const char *type = decode_sniff(o->data, o->len);
+	if (type) {
+		add_opaque(r, type, o->len);
+		return 0;
+	}
+	bool was = s->seal;
+	if (!was) {
+		s->seal = true;
+		s->seal_s = tg->str_off + raw_s;
+		s->seal_e = tg->str_off + raw_e;
+	}
+	rc = scan_layers(s, tg, o->data, o->len, NULL, depth + 1, r);
+	s->seal = was;
+	return rc;
+}
+
+/* data:[<media type>][;base64],<data> (RFC 2397) */
+static int scan_data_uri(struct inspect_scratch *s, const struct scan_target *tg, const char *t,
+			 size_t n, const uint32_t *map, unsigned depth, struct inspect_result *r)
+{
+	const char *comma = memchr(t, ',', n < 256 ? n : 256);
+	if (comma && comma - t >= 7 && !strncasecmp(comma - 7, ";base64", 7)) {
+		size_t hl = (size_t)(comma - t) + 1;
+		int rc = scan_base64(s, tg, t + hl, n - hl, map_at(map, 0), map_at(map, n), depth, r);
+		if (rc <= 0)
+			return rc;
+	}
+	return scan_decoded(s, tg, t, n, map, r);
+}
+
+/* Whether the JSON string at body offset off is the value of a member
+ * named "data", "file_data" or "bytes" (base64 blocks: Anthropic document
+ * and image sources, OpenAI input_audio, Gemini inlineData, Bedrock). */
+static bool base64_member(const char *body, size_t off)
+{
+	static const char *const names[] = { "data", "file_data", "bytes" };
+	size_t p = off;
+	if (p < 2 || body[--p] != '"')
+		return false;
+	while (p > 0 && (body[p - 1] == ' ' || body[p - 1] == '\t' || body[p - 1] == '\n' || body[p - 1] == '\r'))
+		p--;
+	if (p == 0 || body[--p] != ':')
+		return false;
+	while (p > 0 && (body[p - 1] == ' ' || body[p - 1] == '\t' || body[p - 1] == '\n' || body[p - 1] == '\r'))
+		p--;
+	if (p == 0 || body[--p] != '"')
+		return false;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		size_t l = strlen(names[i]);
+		if (p >= l + 1 && body[p - l - 1] == '"' && !memcmp(body + p - l, names[i], l))
+			return true;
+	}
+	return false;
+}
+
+/* Scan decoded text t (map: to raw offsets relative to tg->str_off), first
+ * undoing the layers it may hold: JSON in the string is walked again so
+ * its escapes do not stay in the text; data: URIs are decoded. */
+static int scan_layers(struct inspect_scratch *s, const struct scan_target *tg, const char *t,
+		       size_t n, const uint32_t *map, unsigned depth, struct inspect_result *r)
+{
+	size_t i = 0;
+	while (i < n && (t[i] == ' ' || t[i] == '\n' || t[i] == '\r' || t[i] == '\t'))
+		i++;
+	if (i < n && (t[i] == '{' || t[i] == '[')) {
+		int v = json_scan(t, n, NULL, NULL);
+		if (v == 0 && depth < INSPECT_MAX_LAYERS) {
+			struct layer_ctx c = { s, tg, map, depth, r };
+			return json_scan(t, n, layer_scalar, &c);
+		}
+		if (v == 0 || v == -E2BIG)
+			s->limit = true;    /* read as text from here on: say so */
+	}
+	if (n > 5 && !strncasecmp(t, "data:", 5) && depth < INSPECT_MAX_LAYERS)
+		return scan_data_uri(s, tg, t, n, map, depth, r);
+	return scan_decoded(s, tg, t, n, map, r);
+}
+
 static int req_string(void *vctx, size_t off, size_t len, bool visible)
 {
 	struct req_ctx *c = vctx;
 	struct scan_target tg = { c->body, off, len, true, visible };
 	const char *raw = c->body + off;
-	if (!memchr(raw, '\\', len))
+	int rc;
+	if (len >= 8 && base64_member(c->body, off)) {
+		if ((rc = scan_base64(c->s, &tg, raw, len, 0, len, 0, c->r)) <= 0)
+			return rc;
+	}
+	if (!memchr(raw, '\\', len)) {
+		/* no escapes: nested JSON always has some; only data: URIs remain */
+		if (len > 5 && !strncasecmp(raw, "data:", 5))
+			return scan_data_uri(c->s, &tg, raw, len, NULL, 0, c->r);
 		return scan_decoded(c->s, &tg, raw, len, NULL, c->r);
-	int rc = json_decode(raw, len, &c->s->text);
-	if (rc)
+	}
+	if ((rc = json_decode(raw, len, &c->s->text)))
 		return rc;
-	return scan_decoded(c->s, &tg, c->s->text.data, c->s->text.len, c->s->text.map, c->r);
+	return scan_layers(c->s, &tg, c->s->text.data, c->s->text.len, c->s->text.map, 0, c->r);
+}
+
+struct jsonl_ctx { struct req_ctx *rc; size_t base; };
+
+static int jsonl_string(void *vctx, const char *doc, const struct json_string *js)
+{
+	struct jsonl_ctx *c = vctx;
+	(void)doc;
+	if (js->kind != JSON_STRING)
+		return 0;
+	return req_string(c->rc, c->base + js->off, js->len, true);
+}
+
+/* JSON lines (Batch API input files): every non-empty line one JSON
+ * value. Returns 1 if the body is not JSON lines (nothing scanned). */
+static int scan_jsonl(struct req_ctx *c, const char *body, size_t len)
+{
+	size_t lines = 0;
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < len;) {
+			const char *nl = memchr(body + i, '\n', len - i);
+			size_t e = nl ? (size_t)(nl - body) : len, ws = i;
+			while (ws < e && (body[ws] == ' ' || body[ws] == '\r' || body[ws] == '\t'))
+				ws++;
+			if (ws < e) {
+				struct jsonl_ctx jc = { c, i };
+				int rc = json_scan(body + i, e - i, pass ? jsonl_string : NULL, &jc);
+				if (!pass && rc)
+					return 1;
+				if (pass && rc)
+					return rc;
+				lines++;
+			}
+			i = e + 1;
+		}
+		if (lines < 2)
+			return 1;
+	}
+	return 0;
 }
 
 int inspect_request(struct inspect_scratch *s, const char *host, const char *path,
@@ -1598,6 +1822,12 @@ int inspect_request(struct inspect_scratch *s, const char *host, const char *pat
 	rc = provider_parse_request(host, path, body, len, &out->info, req_string, &c);
 	if (rc)
 		return rc < 0 ? rc : -EIO;
+	if (!out->info.is_json && out->info.invalid_json && (rc = scan_jsonl(&c, body, len)) <= 0) {
+		if (rc < 0)
+			return rc;
+		out->info.is_json = true;
+		out->info.invalid_json = false;
+	}
 	if (!out->info.is_json) {
 		struct scan_target tg = { body, 0, len, false, true };
 		/* nested past JSON_MAX_DEPTH is a limit, not a malformed body */

@@ -331,3 +331,114 @@ TEST(inspect_json_nested_too_deep_is_a_limit)
 	      "100-deep JSON: INSPECTION_LIMIT %u INVALID_JSON %u", res.counts[FINDING_INSPECTION_LIMIT],
 	      res.counts[FINDING_INVALID_JSON]);
 }
+
+/* ---------------------------------------------------------------- layers */
+
+static int req(const char *host, const char *path, const char *body)
+{
+	setup();
+	return inspect_request(scr, host, path, body, strlen(body), &res);
+}
+
+TEST(inspect_json_in_a_string_is_decoded_again)
+{
+	/* tool-call arguments: the key sits after an escaped newline, the
+	 * address is written with \u0040 inside the inner JSON */
+	const char *b = "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"type\":\"function\","
+			"\"function\":{\"name\":\"send\",\"arguments\":\"{\\\"to\\\":\\\"jane.roe\\\\u0040example.org\\\","
+			"\\\"body\\\":\\\"see\\\\nAKIA2OGYBAH6TQJ5V3XL\\\\n\\\",\\\"n\\\":4556737586899855}\"}}]}]}";
+	CHECK(req("api.openai.com", "/v1/chat/completions", b) == 0, "inspect_request failed");
+	CHECK(res.info.is_json, "body not JSON");
+	CHECK(res.counts[FINDING_EMAIL] == 1 && res.counts[FINDING_AWS_ACCESS_KEY] == 1 &&
+	      res.counts[FINDING_CREDIT_CARD] == 1,
+	      "nested: email %u aws %u card %u", res.counts[FINDING_EMAIL], res.counts[FINDING_AWS_ACCESS_KEY],
+	      res.counts[FINDING_CREDIT_CARD]);
+	for (size_t i = 0; i < res.nspans; i++) {
+		const struct inspect_span *sp = &res.spans[i];
+		const char *want = sp->type == FINDING_EMAIL ? "jane.roe\\\\u0040example.org" :
+				   sp->type == FINDING_AWS_ACCESS_KEY ? "AKIA2OGYBAH6TQJ5V3XL" : "4556737586899855";
+		CHECK(sp->in_json && !sp->sealed && sp->end - sp->start == strlen(want) &&
+		      !memcmp(b + sp->start, want, strlen(want)),
+		      "span of %s does not map to the raw bytes: %.*s", finding_name(sp->type),
+		      (int)(sp->end - sp->start), b + sp->start);
+	}
+}
+
+TEST(inspect_json_nested_in_strings_past_the_layer_limit)
+{
+	/* a string holding a string holding ... (INSPECT_MAX_LAYERS + 2 deep) */
+	char cur[4096] = "\"a@b.io\"", next[4096];
+	for (int d = 0; d < INSPECT_MAX_LAYERS + 2; d++) {
+		size_t k = 0;
+		next[k++] = '[';
+		next[k++] = '"';
+		for (const char *p = cur; *p && k < sizeof(next) - 8; p++) {
+			if (*p == '"' || *p == '\\')
+				next[k++] = '\\';
+			next[k++] = *p;
+		}
+		next[k++] = '"';
+		next[k++] = ']';
+		next[k] = 0;
+		memcpy(cur, next, k + 1);
+	}
+	CHECK(req("api.openai.com", "/v1/chat/completions", cur) == 0, "inspect_request failed");
+	CHECK(res.counts[FINDING_INSPECTION_LIMIT] == 1, "layers past the limit not reported");
+	CHECK(res.counts[FINDING_EMAIL] == 1, "the value past the limit must still be scanned as text");
+}
+
+TEST(inspect_base64_text_data_uri_and_document_block)
+{
+	/* "write to jane.roe@example.org" in base64 */
+	const char *b64 = "d3JpdGUgdG8gamFuZS5yb2VAZXhhbXBsZS5vcmc=";
+	char b[1024];
+	snprintf(b, sizeof(b), "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
+		 "\"image_url\":{\"url\":\"data:text/plain;base64,%s\"}}]}]}", b64);
+	CHECK(req("api.openai.com", "/v1/chat/completions", b) == 0, "inspect_request failed");
+	CHECK(res.counts[FINDING_EMAIL] == 1 && res.nspans == 1 && res.spans[0].sealed,
+	      "data URI: email %u spans %zu", res.counts[FINDING_EMAIL], res.nspans);
+	const char *uri = strstr(b, "data:text");
+	CHECK(res.spans[0].start == (size_t)(uri - b) && res.spans[0].end == (size_t)(strstr(uri, "\"") - b),
+	      "sealed span must cover the whole data URI");
+	snprintf(b, sizeof(b), "{\"model\":\"claude-3-5-sonnet\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":"
+		 "[{\"type\":\"document\",\"source\":{\"type\":\"base64\",\"media_type\":\"text/plain\",\"data\":\"%s\"}}]}]}", b64);
+	CHECK(req("api.anthropic.com", "/v1/messages", b) == 0, "inspect_request failed");
+	CHECK(res.counts[FINDING_EMAIL] == 1 && res.spans[0].sealed, "document block: email %u",
+	      res.counts[FINDING_EMAIL]);
+	/* a short plain value under "data" that happens to be base64 is text */
+	CHECK(req("api.openai.com", "/v1/x", "{\"data\":\"jane.roe@example.org\"}") == 0 &&
+	      res.counts[FINDING_EMAIL] == 1 && !res.spans[0].sealed, "plain data member");
+}
+
+TEST(inspect_opaque_content_by_magic_bytes)
+{
+	/* a 1x1 PNG header, then IHDR */
+	const char *png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+	char b[1024];
+	snprintf(b, sizeof(b), "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
+		 "\"image_url\":{\"url\":\"data:image/png;base64,%s\"}}]}]}", png);
+	CHECK(req("api.openai.com", "/v1/chat/completions", b) == 0, "inspect_request failed");
+	CHECK(res.counts[FINDING_OPAQUE_CONTENT] == 1 && !strcmp(res.opaque_type, "image/png") &&
+	      res.opaque_bytes == 70, "png: opaque %u type %s size %zu", res.counts[FINDING_OPAQUE_CONTENT],
+	      res.opaque_type, res.opaque_bytes);
+	CHECK(inspect_result_total(&res) == 1, "an image must give no other finding");
+	snprintf(b, sizeof(b), "{\"contents\":[{\"parts\":[{\"inlineData\":{\"mimeType\":\"application/pdf\",\"data\":\"%s\"}}]}]}",
+		 "JVBERi0xLjcKJcfs");
+	CHECK(req("generativelanguage.googleapis.com", "/v1beta/models/gemini-pro:generateContent", b) == 0 &&
+	      res.counts[FINDING_OPAQUE_CONTENT] == 1 && !strcmp(res.opaque_type, "application/pdf"), "pdf");
+}
+
+TEST(inspect_jsonl_batch_file_with_unicode_escapes)
+{
+	const char *b = "{\"custom_id\":\"1\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"messages\":"
+			"[{\"role\":\"user\",\"content\":\"hi\"}]}}\n"
+			"{\"custom_id\":\"2\",\"body\":{\"messages\":[{\"role\":\"user\",\"content\":"
+			"\"key \\u0041KIA2OGYBAH6TQJ5V3XL and jane\\u002eroe\\u0040example.org\"}]}}\n";
+	CHECK(req("api.openai.com", "/v1/files", b) == 0, "inspect_request failed");
+	CHECK(res.info.is_json && !res.info.invalid_json && res.counts[FINDING_INVALID_JSON] == 0,
+	      "JSON lines not recognised");
+	CHECK(res.counts[FINDING_AWS_ACCESS_KEY] == 1 && res.counts[FINDING_EMAIL] == 1,
+	      "jsonl: aws %u email %u", res.counts[FINDING_AWS_ACCESS_KEY], res.counts[FINDING_EMAIL]);
+	CHECK(req("api.openai.com", "/v1/files", "{\"a\":1}\n{broken\n") == 0 && res.counts[FINDING_INVALID_JSON] == 1,
+	      "a broken line must leave the body invalid JSON");
+}
