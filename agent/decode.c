@@ -12,6 +12,7 @@
 #include <brotli/decode.h>
 #include <ctype.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <zlib.h>
@@ -377,4 +378,112 @@ bool decode_media_is_text(const char *mt, size_t n)
 		if (strlen(text[i]) == e && !strncasecmp(mt, text[i], e))
 			return true;
 	return false;
+}
+
+/* -------------------------------------------------------------- normalise */
+
+/* UTF-8 sequence at p[0..n): code point and length, or -1 if invalid */
+static int32_t utf8_next(const unsigned char *p, size_t n, size_t *len)
+{
+	unsigned char c = p[0];
+	int k = c >= 0xf0 && c < 0xf5 ? 3 : c >= 0xe0 && c < 0xf0 ? 2 : c >= 0xc2 && c < 0xe0 ? 1 : -1;
+	if (k < 0 || (size_t)k >= n)
+		return -1;
+	int32_t cp = c & (0x3f >> k);
+	for (int j = 1; j <= k; j++) {
+		if ((p[j] & 0xc0) != 0x80)
+			return -1;
+		cp = (cp << 6) | (p[j] & 0x3f);
+	}
+	*len = (size_t)k + 1;
+	return cp;
+}
+
+/* What a non-ASCII code point becomes: -1 removed, 0 unchanged, else the
+ * ASCII character. */
+static int fold(int32_t cp)
+{
+	if (cp == 0xad || cp == 0x61c || cp == 0x180e || (cp >= 0x200b && cp <= 0x200f) ||
+	    (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2060 && cp <= 0x2064) ||
+	    (cp >= 0x2066 && cp <= 0x206f) || cp == 0xfeff)
+		return -1;
+	if (cp == 0xa0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 ||
+	    cp == 0x2029 || cp == 0x202f || cp == 0x205f || cp == 0x3000)
+		return ' ';
+	if ((cp >= 0x2010 && cp <= 0x2015) || cp == 0x2212)
+		return '-';
+	if (cp >= 0xff01 && cp <= 0xff5e)
+		return (int)(cp - 0xfee0);
+	if (cp >= 0x1d400 && cp <= 0x1d6a3) {     /* bold, italic, script, ... A-Z a-z */
+		int k = (int)((cp - 0x1d400) % 52);
+		return k < 26 ? 'A' + k : 'a' + (k - 26);
+	}
+	if (cp >= 0x1d7ce && cp <= 0x1d7ff)       /* bold, double-struck, ... digits */
+		return '0' + (int)((cp - 0x1d7ce) % 10);
+	return 0;
+}
+
+static bool all_ascii(const char *t, size_t n)
+{
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		uint64_t w;
+		memcpy(&w, t + i, 8);
+		if (w & 0x8080808080808080ull)
+			return false;
+	}
+	for (; i < n; i++)
+		if ((unsigned char)t[i] & 0x80)
+			return false;
+	return true;
+}
+
+int decode_normalize(const char *t, size_t n, struct json_buf *out, uint32_t **map, size_t *mapcap)
+{
+	const unsigned char *p = (const unsigned char *)t;
+	size_t i = 0, l;
+	bool change = false;
+	if (n >= UINT32_MAX)
+		return -E2BIG;
+	if (all_ascii(t, n))
+		return 1;
+	while (i < n && !change) {
+		int32_t cp = p[i] < 0x80 ? -1 : utf8_next(p + i, n - i, &l);
+		change = cp >= 0 && fold(cp) != 0;
+		i += cp >= 0 ? l : 1;
+	}
+	if (!change)
+		return 1;
+	out->len = 0;
+	if (json_buf_reserve(out, n + 1))
+		return -ENOMEM;
+	if (*mapcap < n + 1) {
+		uint32_t *m = realloc(*map, (n + 1) * sizeof(*m));
+		if (!m)
+			return -ENOMEM;
+		*map = m;
+		*mapcap = n + 1;
+	}
+	for (i = 0; i < n;) {
+		int32_t cp = p[i] < 0x80 ? -1 : utf8_next(p + i, n - i, &l);
+		int f = cp >= 0 ? fold(cp) : 0;
+		size_t step = cp >= 0 ? l : 1;
+		if (f < 0) {
+			i += step;
+			continue;
+		}
+		if (f > 0) {
+			(*map)[out->len] = (uint32_t)i;
+			out->data[out->len++] = (char)f;
+		} else {
+			for (size_t j = 0; j < step; j++) {
+				(*map)[out->len] = (uint32_t)(i + j);
+				out->data[out->len++] = t[i + j];
+			}
+		}
+		i += step;
+	}
+	(*map)[out->len] = (uint32_t)n;
+	out->data[out->len] = 0;
+	return 0;
 }

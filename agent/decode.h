@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "json.h"
 
@@ -45,4 +46,20 @@ const char *decode_sniff(const char *p, size_t n);
  * application/x-www-form-urlencoded, application/javascript, application/yaml. */
 bool decode_media_is_text(const char *mt, size_t n);
 
+
+
+/* Normalise text the way a model reads it, before matching:
+ *  - format characters (Cf: soft hyphen, zero-width space/joiners, bidi
+ *    controls, word joiner, BOM, ...) are removed;
+ *  - every Unicode space (NBSP, U+2000..U+200A, narrow NBSP, ideographic
+ *    space, ...) and the line/paragraph separators become ' ';
+ *  - fullwidth ASCII (U+FF01..U+FF5E, so '＠' and fullwidth digits) and
+ *    the mathematical alphanumerics (U+1D400..U+1D7FF) fold to ASCII as
+ *    NFKC does; Unicode dashes (U+2010..U+2015, U+2212) become '-'.
+ * Returns 1 when t needs no change (ASCII text answers this in one
+ * word-at-a-time pass and pays nothing else), 0 when out holds the
+ * normalised text and (*map)[i] the index in t of the character that
+ * produced out byte i ((*map)[out->len] == n), or -ENOMEM / -E2BIG.
+ * out is reset; *map is grown with realloc (caller frees). */
+int decode_normalize(const char *t, size_t n, struct json_buf *out, uint32_t **map, size_t *mapcap);
 #endif

@@ -860,6 +860,9 @@ struct inspect_scratch {
 	struct json_buf b64[INSPECT_MAX_LAYERS];
 	bool seal;                /* inside base64: spans cover [seal_s, seal_e) */
 	size_t seal_s, seal_e;
+	struct json_buf norm;     /* normalised text (decode_normalize) */
+	uint32_t *nmap;           /* its map to raw offsets */
+	size_t nmapcap;
 	bool inj_hit[NINJ];
 };
 
@@ -1073,6 +1076,8 @@ void inspect_scratch_free(struct inspect_scratch *s)
 		return;
 	hs_free_scratch(s->hs);
 	json_text_free(&s->text);
+	json_buf_free(&s->norm);
+	free(s->nmap);
 	for (unsigned i = 0; i < INSPECT_MAX_LAYERS; i++) {
 		json_text_free(&s->lt[i]);
 		free(s->lmap[i]);
@@ -1506,11 +1511,16 @@ static int add_span(struct inspect_result *r, const struct inspect_span *sp)
 	return 0;
 }
 
-/* Scan one decoded string t[0..n) (map: decoded -> raw offsets relative to
- * tg->str_off, NULL for identity). */
-static int scan_decoded(struct inspect_scratch *s, const struct scan_target *tg,
-			const char *t, size_t n, const uint32_t *map,
-			struct inspect_result *r)
+static uint32_t map_at(const uint32_t *map, size_t i)
+{
+	return map ? map[i] : (uint32_t)i;
+}
+
+/* Scan one decoded, normalised string t[0..n) (map: t -> raw offsets
+ * relative to tg->str_off, NULL for identity). */
+static int scan_text(struct inspect_scratch *s, const struct scan_target *tg,
+		     const char *t, size_t n, const uint32_t *map,
+		     struct inspect_result *r)
 {
 	struct inspector *ins = s->ins;
 	int rc;
@@ -1573,6 +1583,26 @@ static int scan_decoded(struct inspect_scratch *s, const struct scan_target *tg,
 	return 0;
 }
 
+/* Scan one decoded string t[0..n) (map as for scan_text) after folding
+ * what the model would not see as different (decode_normalize: format
+ * characters, Unicode spaces, fullwidth and mathematical forms). Spans
+ * come back in raw offsets through the composed map, so the redactor
+ * replaces the raw bytes, zero-width characters inside a value included.
+ * ASCII text is scanned as it is, with no copy. */
+static int scan_decoded(struct inspect_scratch *s, const struct scan_target *tg,
+			const char *t, size_t n, const uint32_t *map,
+			struct inspect_result *r)
+{
+	int rc = decode_normalize(t, n, &s->norm, &s->nmap, &s->nmapcap);
+	if (rc < 0)
+		return rc;
+	if (rc == 1)
+		return scan_text(s, tg, t, n, map, r);
+	for (size_t i = 0; i <= s->norm.len; i++)
+		s->nmap[i] = map_at(map, s->nmap[i]);
+	return scan_text(s, tg, s->norm.data, s->norm.len, s->nmap, r);
+}
+
 static void finish_score(struct inspect_scratch *s, struct inspect_result *r)
 {
 	if (s->limit || r->spans_truncated)
@@ -1593,11 +1623,6 @@ struct req_ctx {
 };
 
 /* ------------------------------------------------------- decoded layers */
-
-static uint32_t map_at(const uint32_t *map, size_t i)
-{
-	return map ? map[i] : (uint32_t)i;
-}
 
 static void add_opaque(struct inspect_result *r, const char *type, size_t size)
 {

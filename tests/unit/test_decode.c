@@ -147,3 +147,25 @@ TEST(decode_sniff_and_media_types)
 	      decode_media_is_text("application/vnd.api+json", 24) && !decode_media_is_text("image/png", 9) &&
 	      !decode_media_is_text("application/pdf", 15), "media types");
 }
+
+TEST(decode_normalize_folds_and_maps)
+{
+	struct json_buf out = { 0 };
+	uint32_t *map = NULL;
+	size_t cap = 0;
+	CHECK(decode_normalize("plain ascii", 11, &out, &map, &cap) == 1, "ASCII must need no change");
+	CHECK(decode_normalize("caf\xc3\xa9", 5, &out, &map, &cap) == 1, "accents are not folded");
+	/* a<ZWSP>b<NBSP>c<FULLWIDTH @>d<IDEOGRAPHIC SPACE> */
+	const char *t = "a\xe2\x80\x8b" "b\xc2\xa0" "c\xef\xbc\xa0" "d\xe3\x80\x80";
+	size_t n = strlen(t);
+	CHECK(decode_normalize(t, n, &out, &map, &cap) == 0, "nothing folded");
+	CHECK(out.len == 7 && !memcmp(out.data, "ab c@d ", 7), "folded to %.*s", (int)out.len, out.data);
+	static const uint32_t want[] = { 0, 4, 5, 7, 8, 11, 12, 15 };
+	for (size_t i = 0; i <= out.len; i++)
+		CHECK(map[i] == want[i], "map[%zu] = %u, want %u", i, map[i], want[i]);
+	/* invalid UTF-8 is copied byte for byte */
+	CHECK(decode_normalize("\xff\xe2\x80\x8b", 4, &out, &map, &cap) == 0 && out.len == 1 &&
+	      (unsigned char)out.data[0] == 0xff, "invalid byte not kept");
+	json_buf_free(&out);
+	free(map);
+}

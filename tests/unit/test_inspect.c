@@ -442,3 +442,55 @@ TEST(inspect_jsonl_batch_file_with_unicode_escapes)
 	CHECK(req("api.openai.com", "/v1/files", "{\"a\":1}\n{broken\n") == 0 && res.counts[FINDING_INVALID_JSON] == 1,
 	      "a broken line must leave the body invalid JSON");
 }
+
+/* --------------------------------------------------------- normalisation */
+
+/* the one span of type t must cover exactly want (raw bytes) */
+static bool span_is(const char *text, enum finding_type t, const char *want)
+{
+	if (inspect_text(scr, text, strlen(text), &res) != 0 || res.counts[t] != 1)
+		return false;
+	for (size_t i = 0; i < res.nspans; i++)
+		if (res.spans[i].type == t)
+			return res.spans[i].end - res.spans[i].start == strlen(want) &&
+			       !memcmp(text + res.spans[i].start, want, strlen(want));
+	return false;
+}
+
+TEST(inspect_normalises_what_the_model_reads)
+{
+	setup();
+	CHECK(span_is("mail jane.roe\xe2\x80\x8b@example.org now", FINDING_EMAIL, "jane.roe\xe2\x80\x8b@example.org"),
+	      "zero-width space inside an e-mail");
+	CHECK(span_is("key AKIA2OGY\xe2\x80\x8c" "BAH6TQJ5V3XL end", FINDING_AWS_ACCESS_KEY,
+		      "AKIA2OGY\xe2\x80\x8c" "BAH6TQJ5V3XL"), "zero-width non-joiner inside a key");
+	CHECK(span_is("mail jane.roe\xef\xbc\xa0" "example.org", FINDING_EMAIL, "jane.roe\xef\xbc\xa0" "example.org"),
+	      "fullwidth at sign");
+	/* fullwidth digits 4556 7375 8689 9855 */
+	const char *fw = "\xef\xbc\x94\xef\xbc\x95\xef\xbc\x95\xef\xbc\x96 \xef\xbc\x97\xef\xbc\x93\xef\xbc\x97\xef\xbc\x95 "
+			 "\xef\xbc\x98\xef\xbc\x96\xef\xbc\x98\xef\xbc\x99 \xef\xbc\x99\xef\xbc\x98\xef\xbc\x95\xef\xbc\x95";
+	char b[256];
+	snprintf(b, sizeof(b), "card %s.", fw);
+	CHECK(span_is(b, FINDING_CREDIT_CARD, fw), "fullwidth digits in a card");
+	CHECK(span_is("card 4556\xc2\xa0" "7375\xc2\xa0" "8689\xc2\xa0" "9855 ok", FINDING_CREDIT_CARD,
+		      "4556\xc2\xa0" "7375\xc2\xa0" "8689\xc2\xa0" "9855"), "NBSP separators in a card");
+	CHECK(span_is("call +1\xe2\x80\xaf" "415\xe2\x80\xaf" "555\xe2\x80\xaf" "2671 today", FINDING_PHONE,
+		      "+1\xe2\x80\xaf" "415\xe2\x80\xaf" "555\xe2\x80\xaf" "2671"), "narrow NBSP in a phone number");
+	/* mathematical bold "jane@example.org" local part */
+	CHECK(span_is("to \xf0\x9d\x90\xa3\xf0\x9d\x90\x9a\xf0\x9d\x90\xa7\xf0\x9d\x90\x9e@example.org", FINDING_EMAIL,
+		      "\xf0\x9d\x90\xa3\xf0\x9d\x90\x9a\xf0\x9d\x90\xa7\xf0\x9d\x90\x9e@example.org"),
+	      "mathematical bold letters");
+	CHECK(span_is("caf\xc3\xa9 jane.roe@example.org", FINDING_EMAIL, "jane.roe@example.org"),
+	      "other non-ASCII text keeps its offsets");
+}
+
+TEST(inspect_normalised_request_spans_map_to_escaped_raw_bytes)
+{
+	/* in JSON: the zero-width space written as \u200b */
+	const char *b = "{\"messages\":[{\"role\":\"user\",\"content\":\"to jane.roe\\u200b@example.org\"}]}";
+	CHECK(req("api.openai.com", "/v1/chat/completions", b) == 0 && res.counts[FINDING_EMAIL] == 1,
+	      "escaped zero-width space: email %u", res.counts[FINDING_EMAIL]);
+	const char *want = "jane.roe\\u200b@example.org";
+	CHECK(res.spans[0].end - res.spans[0].start == strlen(want) && !memcmp(b + res.spans[0].start, want, strlen(want)),
+	      "span %.*s", (int)(res.spans[0].end - res.spans[0].start), b + res.spans[0].start);
+}
