@@ -177,5 +177,117 @@ def many_cards_then_a_real_one_all_redacted():
         check(got.get("INSPECTION_LIMIT") == 1, "blocked without saying why: %s" % ev)
 
 
+def chat_parts(parts, model="gpt-4o"):
+    return json.dumps({"model": model, "messages": [{"role": "user", "content": parts}]})
+
+
+def b64(text):
+    import base64
+    return base64.b64encode(text.encode()).decode()
+
+
+@test
+def base64_text_data_uri_is_read():
+    tag = "b64uri"
+    for secret, want in ((AWS_KEY, "AWS_ACCESS_KEY"), (EMAIL, "EMAIL")):
+        body = chat_parts([{"type": "text", "text": tag},
+                           {"type": "image_url", "image_url": {"url": "data:text/plain;base64," + b64("use " + secret)}}])
+        code, out, p = post_file(body.encode())
+        check(code == 403, "%s in a base64 text data URI: status %s %s" % (want, code, out[:200]))
+        ev = last_event()
+        check(ev["action"] == "block" and {"type": want, "count": 1} in ev["findings"], "event %s" % ev)
+    # the e-mail cannot be rewritten inside base64: the reason says so
+    check("redaction_impossible" in out or "base64" in out, "the block does not say why: %s" % out[:300])
+    check(not any(tag in b for b in seen_by_provider()), "a base64 data URI with a finding reached the provider")
+
+
+@test
+def anthropic_document_block_is_read():
+    body = json.dumps({"model": "claude-3-5-sonnet-latest", "max_tokens": 50, "messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "base64", "media_type": "text/plain",
+                                        "data": b64("config: key " + AWS_KEY)}},
+        {"type": "text", "text": "summarise docblock"}]}]})
+    code, out, p = post_file(body.encode(), ["-H", "anthropic-version: 2023-06-01"],
+                             url="https://api.anthropic.com/v1/messages")
+    check(code == 403, "status %s %s" % (code, out[:200]))
+    check(json.loads(out).get("type") == "error", "not in Anthropic's error shape: %s" % out[:200])
+    check(not any("docblock" in b for b in seen_by_provider()), "the document reached the provider")
+    ev = last_event()
+    check({"type": "AWS_ACCESS_KEY", "count": 1} in ev["findings"], "event %s" % ev)
+
+
+@test
+def opaque_image_is_allowed_with_a_finding():
+    png = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
+    body = chat_parts([{"type": "text", "text": "what is in this picture opaque1"},
+                       {"type": "image_url", "image_url": {"url": "data:image/png;base64," + png}}])
+    code, out, p = post_file(body.encode())
+    check(code == 200, "status %s %s" % (code, out[:200]))
+    check(last_received()["body"] == body, "an image request without findings was altered")
+    ev = last_event()
+    check(ev["action"] == "alert" and ev["findings"] == [{"type": "OPAQUE_CONTENT", "count": 1}],
+          "event %s" % {k: ev.get(k) for k in ("action", "rule", "findings")})
+    check("image/png" in (ev.get("reason") or "") and "70 bytes" in ev["reason"],
+          "the event does not name the media type and size: %r" % ev.get("reason"))
+    check(png not in audit_text(), "image bytes in the audit log")
+
+
+@test
+def jsonl_batch_file_with_unicode_escapes():
+    line1 = json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+                        "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello jsonl"}]}})
+    line2 = ('{"custom_id": "b", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "gpt-4o-mini", '
+             '"messages": [{"role": "user", "content": "key \\u0041KIA%s"}]}}' % AWS_KEY[4:])
+    code, out, p = post_file((line1 + "\n" + line2 + "\n").encode(), ["-H", "Content-Type: application/jsonl"],
+                             url="https://api.openai.com/v1/files")
+    check(code == 403, "status %s %s" % (code, out[:200]))
+    check(not any("hello jsonl" in b for b in seen_by_provider()), "the batch file reached the provider")
+    ev = last_event()
+    check({"type": "AWS_ACCESS_KEY", "count": 1} in ev["findings"], "event %s" % ev)
+
+
+@test
+def tool_call_arguments_redacted_inside_nested_json():
+    args = json.dumps({"to": EMAIL, "note": "line one\nline two"})
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [
+        {"role": "user", "content": "send it nested1"},
+        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                                              "function": {"name": "send_mail", "arguments": args}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": json.dumps({"sent_to": EMAIL})}]})
+    code, out, p = post_file(body.encode())
+    check(code == 200, "status %s %s" % (code, out[:200]))
+    sent = json.loads(last_received()["body"])
+    inner = json.loads(sent["messages"][1]["tool_calls"][0]["function"]["arguments"])
+    check(inner == {"to": "[EMAIL_1]", "note": "line one\nline two"}, "arguments after redaction: %r" % inner)
+    check(json.loads(sent["messages"][2]["content"]) == {"sent_to": "[EMAIL_1]"}, "tool result %r" % sent["messages"][2])
+    ev = last_event()
+    check(ev["action"] == "redact" and ev["findings"] == [{"type": "EMAIL", "count": 2}], "event %s" % ev)
+
+
+@test
+def unicode_tricks_are_normalised():
+    cases = [
+        ("zwsp-mail", "write to jane.doe\u200b@example.com", "redact", "EMAIL"),
+        ("zwsp-key", "key AKIA\u200bZ7QW3RT5YU2IO4PL", "block", "AWS_ACCESS_KEY"),
+        ("fullwidth", "write to jane.doe\uff20example.com or card "
+         "\uff14\uff15\uff15\uff16 \uff17\uff13\uff17\uff15 \uff18\uff16\uff18\uff19 "
+         "\uff19\uff18\uff15\uff15", "redact", "CREDIT_CARD"),
+        ("nbsp-card", "card 4556\u00a07375\u00a08689\u00a09855 thanks", "redact", "CREDIT_CARD"),
+    ]
+    for tag, text, action, ftype in cases:
+        body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"%s %s"}]}' % (tag, text)
+        code, out, p = post_file(body.encode())
+        ev = last_event()
+        check(ev["action"] == action and any(f["type"] == ftype for f in ev["findings"]),
+              "%s: event %s" % (tag, {k: ev.get(k) for k in ("action", "findings")}))
+        if action == "block":
+            check(code == 403 and not any(tag in b for b in seen_by_provider()), "%s reached the provider" % tag)
+        else:
+            check(code == 200, "%s: status %s" % (tag, code))
+            got = json.loads(last_received()["body"])["messages"][0]["content"]
+            check(tag in got and "@" not in got.replace("[", "") and "7375" not in got and "\uff17" not in got,
+                  "%s: the provider read %r" % (tag, got))
+
+
 if __name__ == "__main__":
     lib.main()
