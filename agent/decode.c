@@ -487,3 +487,159 @@ int decode_normalize(const char *t, size_t n, struct json_buf *out, uint32_t **m
 	out->data[out->len] = 0;
 	return 0;
 }
+
+/* ------------------------------------------------------------ multipart */
+
+static bool is_bchar(unsigned char c)
+{
+	return isalnum(c) || strchr("'()+_,-./:=? ", c);
+}
+
+bool decode_multipart_boundary(const char *ct, size_t n, const char **b, size_t *blen)
+{
+	for (size_t i = 0; i + 9 <= n; i++) {
+		if (strncasecmp(ct + i, "boundary=", 9) || (i && ct[i - 1] != ';' && ct[i - 1] != ' '))
+			continue;
+		size_t s = i + 9, e;
+		if (s < n && ct[s] == '"') {
+			s++;
+			for (e = s; e < n && ct[e] != '"'; e++)
+				;
+			if (e >= n)
+				return false;
+		} else {
+			for (e = s; e < n && ct[e] != ';' && ct[e] != ' '; e++)
+				;
+		}
+		if (e == s || e - s > 70)
+			return false;
+		for (size_t k = s; k < e; k++)
+			if (!is_bchar((unsigned char)ct[k]))
+				return false;
+		*b = ct + s;
+		*blen = e - s;
+		return true;
+	}
+	return false;
+}
+
+/* Offset of the next delimiter line "--boundary" at a line start, at or
+ * after from; len if none. */
+static size_t find_delim(const char *body, size_t len, const char *b, size_t blen, size_t from)
+{
+	size_t i = from;
+	while (i + 2 + blen <= len) {
+		const char *d = memmem(body + i, len - i, "--", 2);
+		if (!d)
+			break;
+		size_t k = (size_t)(d - body);
+		if ((k == 0 || body[k - 1] == '\n') && k + 2 + blen <= len && !memcmp(body + k + 2, b, blen))
+			return k;
+		i = k + 1;
+	}
+	return len;
+}
+
+int decode_multipart_next(const char *body, size_t len, const char *b, size_t blen, size_t *pos,
+			  struct decode_part *part)
+{
+	size_t d = find_delim(body, len, b, blen, *pos);
+	if (d >= len)
+		return 0;
+	size_t after = d + 2 + blen;
+	if (after + 2 <= len && body[after] == '-' && body[after + 1] == '-')
+		return 0;                       /* close delimiter */
+	const char *nl = memchr(body + after, '\n', len - after);
+	if (!nl)
+		return 0;
+	size_t h = (size_t)(nl - body) + 1;
+	const char *sep;
+	size_t hs = 4;
+	if (len - h >= 2 && body[h] == '\r' && body[h + 1] == '\n') {
+		sep = body + h - 2;             /* no headers at all */
+	} else {
+		sep = memmem(body + h, len - h, "\r\n\r\n", 4);
+		const char *sep2 = memmem(body + h, len - h, "\n\n", 2);
+		if (!sep || (sep2 && sep2 < sep)) {
+			sep = sep2;
+			hs = 2;
+		}
+	}
+	if (!sep)
+		return -EINVAL;
+	part->hdr_off = h;
+	part->hdr_len = (size_t)(sep - body) >= h ? (size_t)(sep - body) - h : 0;
+	part->off = (size_t)(sep - body) + hs;
+	size_t next = find_delim(body, len, b, blen, part->off);
+	part->unterminated = next >= len;
+	size_t end = next;
+	/* the line break before the delimiter belongs to it (RFC 2046) */
+	if (!part->unterminated && end > part->off && body[end - 1] == '\n')
+		end -= (end - 1 > part->off && body[end - 2] == '\r') ? 2 : 1;
+	part->len = end - part->off;
+	*pos = next;
+	return 1;
+}
+
+bool decode_header_value(const char *hdr, size_t n, const char *name, const char **v, size_t *vlen)
+{
+	size_t nl = strlen(name);
+	for (size_t i = 0; i < n;) {
+		const char *eol = memchr(hdr + i, '\n', n - i);
+		size_t e = eol ? (size_t)(eol - hdr) : n;
+		if (e - i > nl && !strncasecmp(hdr + i, name, nl) && hdr[i + nl] == ':') {
+			size_t s = i + nl + 1;
+			while (s < e && (hdr[s] == ' ' || hdr[s] == '\t'))
+				s++;
+			size_t t = e;
+			while (t > s && (hdr[t - 1] == '\r' || hdr[t - 1] == ' ' || hdr[t - 1] == '\t'))
+				t--;
+			*v = hdr + s;
+			*vlen = t - s;
+			return true;
+		}
+		i = e + 1;
+	}
+	return false;
+}
+
+/* ----------------------------------------------------------------- forms */
+
+static int hexval(int c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
+	       c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+int decode_form(const char *in, size_t n, struct json_buf *out, uint32_t **map, size_t *mapcap)
+{
+	if (n >= UINT32_MAX)
+		return -E2BIG;
+	out->len = 0;
+	if (json_buf_reserve(out, n + 1))
+		return -ENOMEM;
+	if (*mapcap < n + 1) {
+		uint32_t *m = realloc(*map, (n + 1) * sizeof(*m));
+		if (!m)
+			return -ENOMEM;
+		*map = m;
+		*mapcap = n + 1;
+	}
+	for (size_t i = 0; i < n;) {
+		char c = in[i];
+		size_t step = 1;
+		if (c == '+') {
+			c = ' ';
+		} else if (c == '%' && i + 2 < n && hexval((unsigned char)in[i + 1]) >= 0 &&
+			   hexval((unsigned char)in[i + 2]) >= 0) {
+			c = (char)(hexval((unsigned char)in[i + 1]) * 16 + hexval((unsigned char)in[i + 2]));
+			step = 3;
+		}
+		(*map)[out->len] = (uint32_t)i;
+		out->data[out->len++] = c;
+		i += step;
+	}
+	(*map)[out->len] = (uint32_t)n;
+	out->data[out->len] = 0;
+	return 0;
+}

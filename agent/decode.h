@@ -62,4 +62,34 @@ bool decode_media_is_text(const char *mt, size_t n);
  * produced out byte i ((*map)[out->len] == n), or -ENOMEM / -E2BIG.
  * out is reset; *map is grown with realloc (caller frees). */
 int decode_normalize(const char *t, size_t n, struct json_buf *out, uint32_t **map, size_t *mapcap);
+/* ------------------------------------------------------------ multipart */
+
+/* The boundary parameter of a multipart Content-Type (quotes removed,
+ * 1..70 characters as RFC 2046 allows). Returns false if absent/invalid. */
+bool decode_multipart_boundary(const char *ctype, size_t n, const char **b, size_t *blen);
+
+/* One part of a multipart body: its header block and its content, as
+ * offsets into the body. */
+struct decode_part {
+	size_t hdr_off, hdr_len;
+	size_t off, len;
+	bool unterminated;        /* no closing delimiter: content runs to the end */
+};
+
+/* The part after *pos (0 to start); advances *pos. Returns 1 with *part
+ * filled, 0 at the end (after the close delimiter, or no delimiter at
+ * all), -EINVAL if a part has no header/body separator. */
+int decode_multipart_next(const char *body, size_t len, const char *b, size_t blen, size_t *pos,
+			  struct decode_part *part);
+
+/* Value of header name (case-insensitive) in a part's header block, OWS
+ * trimmed; false if absent. */
+bool decode_header_value(const char *hdr, size_t n, const char *name, const char **v, size_t *vlen);
+
+/* One application/x-www-form-urlencoded piece (a "key=value" pair) with
+ * '+' and %XX decoded; (*map)[i] is the index in in of the byte that
+ * produced out byte i ((*map)[out->len] == n). out is reset. Malformed
+ * escapes stay literal. Returns 0 or -ENOMEM / -E2BIG. */
+int decode_form(const char *in, size_t n, struct json_buf *out, uint32_t **map, size_t *mapcap);
+
 #endif

@@ -328,13 +328,13 @@ static void apply_redaction(struct exchange *ex, const char *body, size_t len,
 		if (rp->action[t] == REDACT_TOKENIZE && ex->counts[t] && !ex->xc->vault)
 			ex->xc->vault = vault_new(NULL, 0, 0);
 	rp->vault = ex->xc->vault;
-	/* base64 text (a data: URI, a document block) cannot be rewritten in
-	 * place without re-encoding a file the client built: refuse it */
+	/* base64 text (a data: URI, a document block) and a compressed
+	 * multipart part cannot be rewritten in place: refuse, never skip */
 	for (size_t i = 0; i < ex->xc->res.nspans; i++) {
 		const struct inspect_span *sp = &ex->xc->res.spans[i];
 		if (sp->sealed && rp->action[sp->type] != REDACT_KEEP) {
 			block(ex, 403, "redaction_impossible", ex->rule ? ex->rule : "default:pii",
-			      "a value to redact is inside base64 content that cannot be rewritten",
+			      "a value to redact is inside encoded content (base64, a compressed part)",
 			      finding_name(sp->type));
 			return;
 		}
@@ -418,7 +418,9 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
 	if (!decode_body(ex, req, &body, &len))
 		return;
 	res = &ex->xc->res;
-	ret = inspect_request(scratch, ex->info->sni, ex->path, body, len, res);
+	const struct http_header *ct = http_find_header(req->headers, req->nheaders, "content-type");
+	ret = inspect_request_typed(scratch, ex->info->sni, ex->path, ct ? ct->value : "",
+				    ct ? ct->value_len : 0, body, len, res);
 	if (ret) {
 		/* Inspection failed: the request must not leave uninspected. */
 		block(ex, 503, "inspection_failed", "default:fail_closed",

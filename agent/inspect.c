@@ -860,6 +860,9 @@ struct inspect_scratch {
 	struct json_buf b64[INSPECT_MAX_LAYERS];
 	bool seal;                /* inside base64: spans cover [seal_s, seal_e) */
 	size_t seal_s, seal_e;
+	struct json_buf part;     /* a decoded multipart part, a decoded form pair */
+	uint32_t *pmap;
+	size_t pmapcap;
 	struct json_buf norm;     /* normalised text (decode_normalize) */
 	uint32_t *nmap;           /* its map to raw offsets */
 	size_t nmapcap;
@@ -1078,6 +1081,8 @@ void inspect_scratch_free(struct inspect_scratch *s)
 	json_text_free(&s->text);
 	json_buf_free(&s->norm);
 	free(s->nmap);
+	json_buf_free(&s->part);
+	free(s->pmap);
 	for (unsigned i = 0; i < INSPECT_MAX_LAYERS; i++) {
 		json_text_free(&s->lt[i]);
 		free(s->lmap[i]);
@@ -1808,13 +1813,16 @@ static int jsonl_string(void *vctx, const char *doc, const struct json_string *j
 	return req_string(c->rc, c->base + js->off, js->len, true);
 }
 
-/* JSON lines (Batch API input files): every non-empty line one JSON
- * value. Returns 1 if the body is not JSON lines (nothing scanned). */
-static int scan_jsonl(struct req_ctx *c, const char *body, size_t len)
+/* JSON lines (Batch API input files): every non-empty line of
+ * c->body[off, off + len) one JSON value, at least min_lines of them.
+ * Returns 1 if it is not JSON lines (nothing scanned). */
+static int scan_jsonl(struct req_ctx *c, size_t off, size_t len, size_t min_lines)
 {
+	const char *body = c->body;
 	size_t lines = 0;
+	len += off;
 	for (int pass = 0; pass < 2; pass++) {
-		for (size_t i = 0; i < len;) {
+		for (size_t i = off; i < len;) {
 			const char *nl = memchr(body + i, '\n', len - i);
 			size_t e = nl ? (size_t)(nl - body) : len, ws = i;
 			while (ws < e && (body[ws] == ' ' || body[ws] == '\r' || body[ws] == '\t'))
@@ -1830,9 +1838,130 @@ static int scan_jsonl(struct req_ctx *c, const char *body, size_t len)
 			}
 			i = e + 1;
 		}
-		if (lines < 2)
+		if (lines < min_lines)
 			return 1;
 	}
+	return 0;
+}
+
+/* ------------------------------------------------- multipart and forms */
+
+#define PART_DECODED_MAX (64u << 20)
+
+/* One part's content at c->body[off, off + len): binaries are named
+ * OPAQUE_CONTENT, JSON (or JSON lines) is walked as a body, other text
+ * is scanned as text. */
+static int scan_part(struct req_ctx *c, size_t off, size_t len, const char *ctype, size_t ctlen)
+{
+	const char *sniff = decode_sniff(c->body + off, len);
+	if (sniff) {
+		char declared[64];
+		snprintf(declared, sizeof(declared), "%.*s", (int)(ctlen < 63 ? ctlen : 63), ctype ? ctype : "");
+		add_opaque(c->r, !strcmp(sniff, "application/octet-stream") && ctlen ? declared : sniff, len);
+		return 0;
+	}
+	int rc = scan_jsonl(c, off, len, 1);
+	if (rc <= 0)
+		return rc;
+	struct scan_target tg = { c->body, off, len, false, true };
+	return scan_decoded(c->s, &tg, c->body + off, len, NULL, c->r);
+}
+
+/* multipart/form-data (file uploads, /v1/files, audio transcriptions).
+ * A part with a Content-Encoding is decoded and scanned sealed: its
+ * findings cannot be redacted inside the compressed part, so a redaction
+ * is refused. */
+static int scan_multipart(struct inspect_scratch *s, struct inspect_result *r, const char *body,
+			  size_t len, const char *b, size_t blen)
+{
+	struct req_ctx c = { s, r, body };
+	struct decode_part part;
+	size_t pos = 0;
+	int rc, any = 0;
+	while ((rc = decode_multipart_next(body, len, b, blen, &pos, &part)) == 1) {
+		const char *ct = NULL, *ce = NULL;
+		size_t ctl = 0, cel = 0;
+		any = 1;
+		decode_header_value(body + part.hdr_off, part.hdr_len, "content-type", &ct, &ctl);
+		if (!decode_header_value(body + part.hdr_off, part.hdr_len, "content-encoding", &ce, &cel) ||
+		    (cel == 8 && !strncasecmp(ce, "identity", 8))) {
+			if ((rc = scan_part(&c, part.off, part.len, ct, ctl)))
+				return rc;
+			continue;
+		}
+		s->part.len = 0;
+		rc = decode_content(ce, cel, body + part.off, part.len, PART_DECODED_MAX, &s->part);
+		if (rc == -ENOMEM)
+			return rc;
+		if (rc == -E2BIG) {
+			s->limit = true;
+			continue;
+		}
+		if (rc) {
+			add_opaque(r, "application/octet-stream", part.len);   /* unreadable coding */
+			continue;
+		}
+		struct req_ctx pc = { s, r, s->part.data ? s->part.data : "" };
+		s->seal = true;
+		s->seal_s = part.off;
+		s->seal_e = part.off + part.len;
+		rc = scan_part(&pc, 0, s->part.len, ct, ctl);
+		s->seal = false;
+		if (rc)
+			return rc;
+	}
+	if (rc < 0 || !any) {
+		/* not the multipart it claims (from here on): read it as text */
+		size_t from = any ? pos : 0;
+		struct scan_target tg = { body, from, len - from, false, true };
+		return scan_decoded(s, &tg, body + from, len - from, NULL, r);
+	}
+	return 0;
+}
+
+/* application/x-www-form-urlencoded: each key=value pair decoded ('+',
+ * %XX) and scanned whole, so "password=..." keeps its key; spans map to
+ * the raw, still-encoded bytes. The redactor replaces those raw bytes:
+ * every replacement format ([EMAIL_1], masks, hashes, vault tokens) is
+ * made of characters a form decoder leaves as they are. */
+static int scan_form(struct inspect_scratch *s, struct inspect_result *r, const char *body, size_t len)
+{
+	for (size_t i = 0; i < len;) {
+		const char *amp = memchr(body + i, '&', len - i);
+		size_t e = amp ? (size_t)(amp - body) : len;
+		if (e > i) {
+			struct scan_target tg = { body, i, e - i, false, true };
+			int rc = decode_form(body + i, e - i, &s->part, &s->pmap, &s->pmapcap);
+			if (!rc)
+				rc = scan_decoded(s, &tg, s->part.data, s->part.len, s->pmap, r);
+			if (rc)
+				return rc;
+		}
+		i = e + 1;
+	}
+	return 0;
+}
+
+int inspect_request_typed(struct inspect_scratch *s, const char *host, const char *path,
+			  const char *ctype, size_t ctlen, const char *body, size_t len,
+			  struct inspect_result *out)
+{
+	const char *b;
+	size_t blen;
+	int rc;
+	bool mp = ctlen >= 19 && !strncasecmp(ctype, "multipart/form-data", 19) &&
+		  decode_multipart_boundary(ctype, ctlen, &b, &blen);
+	bool form = ctlen >= 33 && !strncasecmp(ctype, "application/x-www-form-urlencoded", 33);
+	if (!mp && !form)
+		return inspect_request(s, host, path, body, len, out);
+	result_reset(out);
+	memset(s->inj_hit, 0, sizeof(s->inj_hit));
+	s->limit = false;
+	out->info.provider = provider_identify(host, path);
+	rc = mp ? scan_multipart(s, out, body, len, b, blen) : scan_form(s, out, body, len);
+	if (rc)
+		return rc;
+	finish_score(s, out);
 	return 0;
 }
 
@@ -1847,7 +1976,7 @@ int inspect_request(struct inspect_scratch *s, const char *host, const char *pat
 	rc = provider_parse_request(host, path, body, len, &out->info, req_string, &c);
 	if (rc)
 		return rc < 0 ? rc : -EIO;
-	if (!out->info.is_json && out->info.invalid_json && (rc = scan_jsonl(&c, body, len)) <= 0) {
+	if (!out->info.is_json && out->info.invalid_json && (rc = scan_jsonl(&c, 0, len, 2)) <= 0) {
 		if (rc < 0)
 			return rc;
 		out->info.is_json = true;

@@ -120,6 +120,16 @@ struct inspector *inspect_scratch_inspector(const struct inspect_scratch *s);
 int inspect_request(struct inspect_scratch *s, const char *host, const char *path,
 		    const char *body, size_t len, struct inspect_result *out);
 
+/* As inspect_request, for a body of Content-Type ctype (borrowed, not
+ * NUL-terminated): multipart/form-data is read part by part (binary parts
+ * are OPAQUE_CONTENT, JSON and JSON-lines parts walked as JSON, a part
+ * with its own Content-Encoding decoded and its spans sealed) and
+ * application/x-www-form-urlencoded pair by pair, decoded; any other type
+ * is inspect_request. */
+int inspect_request_typed(struct inspect_scratch *s, const char *host, const char *path,
+			  const char *ctype, size_t ctlen, const char *body, size_t len,
+			  struct inspect_result *out);
+
 /* Inspect plain text (spans are offsets into text; injection scored over
  * all of it). info is left zeroed (provider GENERIC). */
 int inspect_text(struct inspect_scratch *s, const char *text, size_t len,

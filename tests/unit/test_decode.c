@@ -169,3 +169,43 @@ TEST(decode_normalize_folds_and_maps)
 	json_buf_free(&out);
 	free(map);
 }
+
+TEST(decode_multipart_parser)
+{
+	const char *b;
+	size_t bl, pos = 0;
+	struct decode_part p;
+	CHECK(decode_multipart_boundary("multipart/form-data; boundary=abc", 33, &b, &bl) && bl == 3, "plain");
+	CHECK(decode_multipart_boundary("multipart/form-data; boundary=\"a b\"", 35, &b, &bl) && bl == 3, "quoted");
+	CHECK(!decode_multipart_boundary("multipart/form-data", 19, &b, &bl), "missing");
+	CHECK(!decode_multipart_boundary("multipart/form-data; boundary=\"abc", 34, &b, &bl), "open quote");
+	const char *body = "pre\r\n--abc\r\nA: 1\r\n\r\none\r\n--abc\r\n\r\ntwo\r\n--abc--\r\n";
+	size_t n = strlen(body);
+	CHECK(decode_multipart_next(body, n, "abc", 3, &pos, &p) == 1 && p.len == 3 && !memcmp(body + p.off, "one", 3),
+	      "first part");
+	const char *v;
+	size_t vl;
+	CHECK(decode_header_value(body + p.hdr_off, p.hdr_len, "a", &v, &vl) && vl == 1 && *v == '1', "header");
+	CHECK(decode_multipart_next(body, n, "abc", 3, &pos, &p) == 1 && p.len == 3 && !memcmp(body + p.off, "two", 3),
+	      "second part without headers");
+	CHECK(decode_multipart_next(body, n, "abc", 3, &pos, &p) == 0, "close delimiter");
+	pos = 0;
+	body = "--abc\r\nA: 1\r\n\r\nunterminated";
+	CHECK(decode_multipart_next(body, strlen(body), "abc", 3, &pos, &p) == 1 && p.unterminated &&
+	      p.off + p.len == strlen(body), "unterminated part");
+	pos = 0;
+	body = "--abc\r\nA: 1 and no separator";
+	CHECK(decode_multipart_next(body, strlen(body), "abc", 3, &pos, &p) == -EINVAL, "no separator");
+}
+
+TEST(decode_form_pairs)
+{
+	struct json_buf out = { 0 };
+	uint32_t *map = NULL;
+	size_t cap = 0;
+	CHECK(decode_form("a%40b+c%2", 9, &out, &map, &cap) == 0 && out.len == 7 && !memcmp(out.data, "a@b c%2", 7),
+	      "decoded %.*s", (int)out.len, out.data);
+	CHECK(map[1] == 1 && map[2] == 4 && map[7] == 9, "map");
+	json_buf_free(&out);
+	free(map);
+}

@@ -494,3 +494,65 @@ TEST(inspect_normalised_request_spans_map_to_escaped_raw_bytes)
 	CHECK(res.spans[0].end - res.spans[0].start == strlen(want) && !memcmp(b + res.spans[0].start, want, strlen(want)),
 	      "span %.*s", (int)(res.spans[0].end - res.spans[0].start), b + res.spans[0].start);
 }
+
+/* ---------------------------------------------------- multipart and forms */
+
+static int typed(const char *ct, const char *body, size_t len)
+{
+	setup();
+	return inspect_request_typed(scr, "api.openai.com", "/v1/files", ct, strlen(ct), body, len, &res);
+}
+
+TEST(inspect_multipart_parts_text_json_binary)
+{
+	const char *ct = "multipart/form-data; boundary=----XyZ";
+	const char *b = "------XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"
+			"------XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.jsonl\"\r\n"
+			"Content-Type: application/octet-stream\r\n\r\n"
+			"{\"body\":{\"messages\":[{\"content\":\"mail jane\\u0040example.org\"}]}}\n"
+			"{\"body\":{\"messages\":[{\"content\":\"hi\"}]}}\n\r\n"
+			"------XyZ\r\nContent-Disposition: form-data; name=\"img\"; filename=\"a.png\"\r\n"
+			"Content-Type: image/png\r\n\r\n\x89PNG";
+	/* the PNG bytes hold NULs: build the body with an explicit length */
+	static const char tail[] = "\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\r\n------XyZ--\r\n";
+	char buf[2048];
+	size_t head = (size_t)(strstr(b, "\x89PNG") - b);
+	memcpy(buf, b, head);
+	memcpy(buf + head, tail, sizeof(tail) - 1);
+	size_t len = head + sizeof(tail) - 1;
+	CHECK(typed(ct, buf, len) == 0, "inspect failed");
+	CHECK(res.counts[FINDING_EMAIL] == 1 && res.counts[FINDING_OPAQUE_CONTENT] == 1 &&
+	      !strcmp(res.opaque_type, "image/png"), "multipart: email %u opaque %u (%s)",
+	      res.counts[FINDING_EMAIL], res.counts[FINDING_OPAQUE_CONTENT], res.opaque_type);
+	CHECK(res.spans[0].in_json && !res.spans[0].sealed &&
+	      !memcmp(buf + res.spans[0].start, "jane\\u0040example.org", 21), "span not on the raw JSON bytes");
+}
+
+TEST(inspect_multipart_hostile_shapes)
+{
+	const char *ct = "multipart/form-data; boundary=\"b1\"";
+	/* no closing delimiter: the last part runs to the end, still scanned */
+	const char *b = "--b1\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nkey AKIA2OGYBAH6TQJ5V3XL";
+	CHECK(typed(ct, b, strlen(b)) == 0 && res.counts[FINDING_AWS_ACCESS_KEY] == 1, "unterminated part");
+	/* no header/body separator: read as text from there */
+	b = "--b1\r\nContent-Disposition: x jane.roe@example.org";
+	CHECK(typed(ct, b, strlen(b)) == 0 && res.counts[FINDING_EMAIL] == 1, "part without separator");
+	/* no delimiter at all */
+	b = "just text jane.roe@example.org";
+	CHECK(typed(ct, b, strlen(b)) == 0 && res.counts[FINDING_EMAIL] == 1, "no delimiter");
+	/* a boundary that is not valid falls back to inspect_request */
+	CHECK(typed("multipart/form-data; boundary=", b, strlen(b)) == 0 && res.counts[FINDING_EMAIL] == 1,
+	      "empty boundary");
+}
+
+TEST(inspect_form_pairs_decoded)
+{
+	const char *b = "user=jane.roe%40example.org&note=card+4556+7375+8689+9855&password=Tr0ub4dor%263x";
+	CHECK(typed("application/x-www-form-urlencoded", b, strlen(b)) == 0, "inspect failed");
+	CHECK(res.counts[FINDING_EMAIL] == 1 && res.counts[FINDING_CREDIT_CARD] == 1,
+	      "form: email %u card %u", res.counts[FINDING_EMAIL], res.counts[FINDING_CREDIT_CARD]);
+	for (size_t i = 0; i < res.nspans; i++)
+		if (res.spans[i].type == FINDING_EMAIL)
+			CHECK(!memcmp(b + res.spans[i].start, "jane.roe%40example.org", 22) &&
+			      res.spans[i].end - res.spans[i].start == 22 && !res.spans[i].in_json, "form span");
+}
