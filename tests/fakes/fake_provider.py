@@ -542,6 +542,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return self.openai_responses()
             if m == "POST" and p == "/v1/completions":
                 return self.openai_legacy()
+            if m == "POST" and p == "/v1/files":
+                # uploads (multipart, or any body): accepted as they come
+                return self.send_json(200, {"id": "file-fake-%d" % self.req_id, "object": "file",
+                                            "bytes": len(self.body), "purpose": "batch"})
             if m in ("GET", "HEAD") and (p == "/v1/models" or p.startswith("/v1/models/")):
                 return self.models()
             return self.send_error_shape(404, "Invalid URL (%s %s)" % (m, p))
