@@ -583,6 +583,8 @@ static int proxy_exchange(struct ic *ic, struct http_request *req, struct exchan
 	size_t fwd_need = (req->head_len > cfg->max_head_bytes ? req->head_len : cfg->max_head_bytes) + 256;
 	if (grow(&ic->fwd, &ic->fwd_cap, fwd_need, fwd_need))
 		return -ENOMEM;
+	/* header indexes of the rewrite are those of the request as parsed */
+	exchange_rewrite_head(ex, req);
 	drop_accept_encoding(req, ex->drop_content_encoding);
 again:
 	if (!ic->up.ssl && (ret = upstream_connect(ic, ex))) {

@@ -21,7 +21,8 @@ sys.path.insert(0, os.path.join(lib.ROOT, "tests", "fakes"))
 import content_codings  # noqa: E402
 
 GOOD = "127.21.0.2"
-RIG = rigmod.Rig("content", {"api.openai.com": GOOD, "api.anthropic.com": GOOD}, {"good": (GOOD, "good", 0)})
+RIG = rigmod.Rig("content", {"api.openai.com": GOOD, "api.anthropic.com": GOOD,
+                             "generativelanguage.googleapis.com": GOOD}, {"good": (GOOD, "good", 0)})
 RIG.agent.start()
 AWS_KEY = "AKIA" + "Z7QW3RT5YU2IO4PL"   # split so this file itself is not a credential finding
 EMAIL = "jane.doe" + "@example.com"
@@ -345,6 +346,73 @@ def form_body_redacted_and_still_a_form():
     check(code == 200, "status %s %s" % (code, out[:200]))
     sent = urllib.parse.parse_qs(last_received()["body"])
     check(sent == {"prompt": ["formtag write to [EMAIL_1]"], "n": ["1"]}, "provider decoded %r" % sent)
+
+
+def get(url, extra=()):
+    _requests[0] += 1
+    return RIG.curl(url, None, extra=list(extra))
+
+
+def spool_bytes():
+    out = b""
+    for root, _, files in os.walk(os.path.join(RIG.agent.dir, "spool")):
+        for f in files:
+            with open(os.path.join(root, f), "rb") as fh:
+                out += fh.read()
+    return out
+
+
+@test
+def key_in_a_path_segment_is_blocked_and_never_logged():
+    code, out, p = get("https://api.openai.com/v1/models/" + AWS_KEY)
+    check(code == 403, "status %s %s" % (code, out[:200]))
+    check(not any(AWS_KEY in r["path"] for r in RIG.received()), "the key reached the provider")
+    ev = last_event()
+    check(ev["action"] == "block" and {"type": "AWS_ACCESS_KEY", "count": 1} in ev["findings"], "event %s" % ev)
+    check(ev["path"] == "/v1/models/[AWS_ACCESS_KEY]", "event path %r" % ev["path"])
+    check(AWS_KEY not in audit_text(), "the key is in the audit log")
+    check(AWS_KEY.encode() not in spool_bytes(), "the key is in the spool")
+    # percent-encoded, it is the same key
+    code, out, p = get("https://api.openai.com/v1/models/%41KIA" + AWS_KEY[4:])
+    check(code == 403, "percent-encoded key in the path: %s" % code)
+
+
+@test
+def email_in_path_query_and_header_is_redacted():
+    code, out, p = get("https://api.openai.com/v1/models/" + EMAIL.replace("@", "%40") + "?user=" + EMAIL +
+                       "&limit=2", ["-H", "X-Note: from " + EMAIL])
+    check(code == 200, "status %s %s" % (code, out[:200]))
+    got = last_received()
+    check(EMAIL not in json.dumps(got) and EMAIL.replace("@", "%40") not in got["path"],
+          "the e-mail reached the provider: %s %s" % (got["path"], got["headers"].get("x-note")))
+    check(got["path"] == "/v1/models/%5BEMAIL%5D?user=%5BEMAIL%5D&limit=2", "path %r" % got["path"])
+    check(got["headers"].get("x-note") == "from [EMAIL]", "header %r" % got["headers"].get("x-note"))
+    ev = last_event()
+    check(ev["action"] == "redact" and ev["findings"] == [{"type": "EMAIL", "count": 3}], "event %s" % ev)
+    check(ev["path"] == "/v1/models/[EMAIL]", "event path %r" % ev["path"])
+    check(EMAIL not in audit_text() and EMAIL.encode() not in spool_bytes(), "the e-mail was logged")
+
+
+@test
+def secret_in_a_header_value_is_blocked():
+    code, out, p = post_file(chat("hdrtag").encode(), ["-H", "X-Debug: aws " + AWS_KEY])
+    check(code == 403, "status %s %s" % (code, out[:200]))
+    check(not any("hdrtag" in b for b in seen_by_provider()), "the request reached the provider")
+
+
+@test
+def provider_credentials_in_their_place_are_not_findings():
+    gkey = "AIza" + "SyB7xQ2mN5pL8vR3tW6yZ9aC1dE4fG7hJ0k"
+    body = json.dumps({"contents": [{"parts": [{"text": "hello gemini"}]}]})
+    code, out, p = post_file(body.encode(), url="https://generativelanguage.googleapis.com/v1beta/models/"
+                             "gemini-1.5-flash:generateContent?key=" + gkey)
+    check(code == 200, "gemini ?key=: status %s %s" % (code, out[:200]))
+    ev = last_event()
+    check(ev["findings"] == [] and ev["action"] == "allow", "gemini key counted: %s" % ev)
+    check(gkey not in audit_text(), "the Gemini key is in the audit log")
+    code, out, p = post_file(chat("own key").encode(), ["-H", "x-goog-api-key: " + gkey, "-H", "api-key: " + "0" * 32])
+    ev = last_event()
+    check(code == 200 and ev["findings"] == [], "credential headers counted: %s %s" % (code, ev))
 
 
 if __name__ == "__main__":
