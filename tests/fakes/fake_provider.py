@@ -45,6 +45,8 @@ Test controls (request headers; the real APIs ignore them):
   x-fake-split: N           stream N-character pieces instead of words
   x-fake-abort-after: N     close the connection after N SSE events
   x-fake-answer: TEXT       answer TEXT instead of the echo (output inspection)
+  x-fake-answer-b64: B64    the same, base64: the agent inspects header values,
+                            so an answer holding a finding is sent this way
   x-fake-header-delay-ms: N wait before sending the response headers
   path /slow-headers        reads the request, records it, never answers
 
@@ -60,6 +62,7 @@ SNI log (--passthrough-sni-log): one JSON line per ClientHello:
   own ClientHello reached this server (compare with the client's key log).
 """
 import argparse
+import base64
 import http.server
 import itertools
 import json
@@ -641,7 +644,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return ""
 
     def answer(self, user_text):
-        text = self.headers.get("x-fake-answer") or "echo: " + user_text[:ECHO_LIMIT]
+        b64 = self.headers.get("x-fake-answer-b64")
+        text = (base64.b64decode(b64).decode("utf-8") if b64 else self.headers.get("x-fake-answer")) or \
+            "echo: " + user_text[:ECHO_LIMIT]
         usage = (len(self.body) // 4, len(text.split()))
         split = self._int_hdr("x-fake-split")
         if split and split > 0:
