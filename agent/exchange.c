@@ -1,7 +1,9 @@
 /* exchange: per-request bookkeeping and decisions.
  *
- * Request: the whole body is inspected (inspect.c: every JSON string
- * decoded, provider adapters say which text the model reads), a decision
+ * Request: the whole body is inspected (its Content-Encoding undone first,
+ * within max_body_bytes; inspect.c: every JSON string decoded, provider
+ * adapters say which text the model reads), and so are the path, the
+ * query and the header values except the provider credential; a decision
  * is taken (the policy when one is loaded; until then a default table:
  * secrets block, PII is redacted, prompt injection is an alert), and the
  * body is rewritten only when something is replaced: a request with no

@@ -11,6 +11,13 @@
  * validates them (checksums, structure, word boundaries) and resolves
  * overlaps by detector priority. Clean text never pays for stage 2.
  *
+ * Before stage 1, what the model would read is made readable: layers
+ * inside a string are undone (JSON in JSON, base64 text; binaries are
+ * named OPAQUE_CONTENT), multipart parts and form pairs are decoded, and
+ * the text is normalised (decode.h); every span still maps to raw body
+ * bytes through composed offset maps. A limit reached (spans, candidates,
+ * nesting, layers) is reported as INSPECTION_LIMIT, never silently.
+ *
  * Owns: detector patterns, validators and the injection score. Never
  * logs or keeps matched values; never writes to the inspected buffers.
  */
