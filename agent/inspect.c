@@ -1649,6 +1649,23 @@ static void add_opaque(struct inspect_result *r, const char *type, size_t size)
 static int scan_layers(struct inspect_scratch *s, const struct scan_target *tg, const char *t,
 		       size_t n, const uint32_t *map, unsigned depth, struct inspect_result *r);
 
+/* Opaque bytes are still scanned as text, sealed to [seal_s, seal_e) (raw
+ * offsets): a prefix of magic bytes must not hide a key that follows in
+ * plain text, and the redactor must not rewrite inside a binary. */
+static int scan_sealed(struct inspect_scratch *s, const struct scan_target *tg, const char *t,
+		       size_t n, size_t seal_s, size_t seal_e, struct inspect_result *r)
+{
+	bool was = s->seal;
+	if (!was) {
+		s->seal = true;
+		s->seal_s = seal_s;
+		s->seal_e = seal_e;
+	}
+	int rc = scan_decoded(s, tg, t, n, NULL, r);
+	s->seal = was;
+	return rc;
+}
+
 struct layer_ctx {
 	struct inspect_scratch *s;
 	const struct scan_target *tg;
@@ -1713,7 +1730,7 @@ static int scan_base64(struct inspect_scratch *s, const struct scan_target *tg, 
 	const char *type = decode_sniff(o->data, o->len);
 	if (type) {
 		add_opaque(r, type, o->len);
-		return 0;
+		return scan_sealed(s, tg, o->data, o->len, tg->str_off + raw_s, tg->str_off + raw_e, r);
 	}
 	bool was = s->seal;
 	if (!was) {
@@ -1865,7 +1882,8 @@ static int scan_part(struct req_ctx *c, size_t off, size_t len, const char *ctyp
 		char declared[64];
 		snprintf(declared, sizeof(declared), "%.*s", (int)(ctlen < 63 ? ctlen : 63), ctype ? ctype : "");
 		add_opaque(c->r, !strcmp(sniff, "application/octet-stream") && ctlen ? declared : sniff, len);
-		return 0;
+		struct scan_target tg = { c->body, off, len, false, true };
+		return scan_sealed(c->s, &tg, c->body + off, len, off, off + len, c->r);
 	}
 	int rc = scan_jsonl(c, off, len, 1);
 	if (rc <= 0)
@@ -1959,9 +1977,22 @@ int inspect_request_typed(struct inspect_scratch *s, const char *host, const cha
 	bool mp = ctlen >= 19 && !strncasecmp(ctype, "multipart/form-data", 19) &&
 		  decode_multipart_boundary(ctype, ctlen, &b, &blen);
 	bool form = ctlen >= 33 && !strncasecmp(ctype, "application/x-www-form-urlencoded", 33);
-	if (!mp && !form)
+	/* a binary body (raw audio, an image, an archive) is named, not read
+	 * as text; JSON bodies skip the check */
+	const char *opaque = !mp && !form && len && body[0] != '{' && body[0] != '[' ?
+			     decode_sniff(body, len) : NULL;
+	if (!mp && !form && !opaque)
 		return inspect_request(s, host, path, body, len, out);
 	result_reset(out);
+	if (opaque) {
+		struct scan_target tg = { body, 0, len, false, true };
+		out->info.provider = provider_identify(host, path);
+		add_opaque(out, opaque, len);
+		rc = scan_sealed(s, &tg, body, len, 0, len, out);
+		if (!rc)
+			finish_score(s, out);
+		return rc;
+	}
 	memset(s->inj_hit, 0, sizeof(s->inj_hit));
 	s->limit = false;
 	out->info.provider = provider_identify(host, path);

@@ -556,3 +556,29 @@ TEST(inspect_form_pairs_decoded)
 			CHECK(!memcmp(b + res.spans[i].start, "jane.roe%40example.org", 22) &&
 			      res.spans[i].end - res.spans[i].start == 22 && !res.spans[i].in_json, "form span");
 }
+
+TEST(inspect_binary_body_is_opaque_not_text)
+{
+	static const char wav[] = "RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00";
+	CHECK(typed("audio/wav", wav, sizeof(wav) - 1) == 0, "inspect failed");
+	CHECK(res.counts[FINDING_OPAQUE_CONTENT] == 1 && !strcmp(res.opaque_type, "audio/wav") &&
+	      res.opaque_bytes == sizeof(wav) - 1 && inspect_result_total(&res) == 1, "wav body: opaque %u %s",
+	      res.counts[FINDING_OPAQUE_CONTENT], res.opaque_type);
+	const char *txt = "plain text jane.roe@example.org";
+	CHECK(typed("text/plain", txt, strlen(txt)) == 0 && res.counts[FINDING_EMAIL] == 1 &&
+	      res.counts[FINDING_OPAQUE_CONTENT] == 0, "text body read as text");
+}
+
+TEST(inspect_magic_bytes_do_not_hide_text)
+{
+	/* a PDF header, then a key in plain text: opaque, and still found */
+	static const char pdf[] = "%PDF-1.4\n\x01\x02 AKIA2OGYBAH6TQJ5V3XL \n";
+	CHECK(typed("application/pdf", pdf, sizeof(pdf) - 1) == 0, "inspect failed");
+	CHECK(res.counts[FINDING_OPAQUE_CONTENT] == 1 && res.counts[FINDING_AWS_ACCESS_KEY] == 1 &&
+	      res.spans[0].sealed && res.spans[0].start == 0 && res.spans[0].end == sizeof(pdf) - 1,
+	      "pdf: opaque %u aws %u", res.counts[FINDING_OPAQUE_CONTENT], res.counts[FINDING_AWS_ACCESS_KEY]);
+	/* a control byte in front of text does not make it unreadable */
+	static const char ctl[] = "\x01 key AKIA2OGYBAH6TQJ5V3XL";
+	CHECK(typed("text/plain", ctl, sizeof(ctl) - 1) == 0 && res.counts[FINDING_AWS_ACCESS_KEY] == 1,
+	      "control byte prefix hid the key");
+}
