@@ -438,6 +438,35 @@ static bool all_ascii(const char *t, size_t n)
 	return true;
 }
 
+static bool value_char(unsigned char c)
+{
+	return isalnum(c) || c == '+' || c == '/' || c == '=' || c == '_' || c == '-' || c == '.' || c == '@';
+}
+
+/* Length of a soft line break at t[i]: a backslash-newline (LF or CRLF)
+ * with a value character right before and right after it. In shells,
+ * Makefiles, C and Python it joins the two halves of one token, so
+ * "AKIA2OGYBA\<newline>H6TQJ5V3XL" is the key; nowhere is it two values. */
+static size_t soft_break(const char *t, size_t n, size_t i)
+{
+	size_t k = i + 1;
+	if (t[i] != '\\' || i == 0 || !value_char((unsigned char)t[i - 1]))
+		return 0;
+	if (k < n && t[k] == '\r')
+		k++;
+	if (k >= n || t[k] != '\n' || k + 1 >= n || !value_char((unsigned char)t[k + 1]))
+		return 0;
+	return k + 1 - i;
+}
+
+static bool has_soft_break(const char *t, size_t n)
+{
+	for (const char *b = memchr(t, '\\', n); b; b = memchr(b + 1, '\\', n - (size_t)(b + 1 - t)))
+		if (soft_break(t, n, (size_t)(b - t)))
+			return true;
+	return false;
+}
+
 int decode_normalize(const char *t, size_t n, struct json_buf *out, uint32_t **map, size_t *mapcap)
 {
 	const unsigned char *p = (const unsigned char *)t;
@@ -445,11 +474,14 @@ int decode_normalize(const char *t, size_t n, struct json_buf *out, uint32_t **m
 	bool change = false;
 	if (n >= UINT32_MAX)
 		return -E2BIG;
-	if (all_ascii(t, n))
-		return 1;
+	if (all_ascii(t, n)) {
+		if (!has_soft_break(t, n))
+			return 1;
+		change = true;
+	}
 	while (i < n && !change) {
 		int32_t cp = p[i] < 0x80 ? -1 : utf8_next(p + i, n - i, &l);
-		change = cp >= 0 && fold(cp) != 0;
+		change = (cp >= 0 && fold(cp) != 0) || (p[i] == '\\' && soft_break(t, n, i));
 		i += cp >= 0 ? l : 1;
 	}
 	if (!change)
@@ -465,6 +497,11 @@ int decode_normalize(const char *t, size_t n, struct json_buf *out, uint32_t **m
 		*mapcap = n + 1;
 	}
 	for (i = 0; i < n;) {
+		size_t sb = p[i] == '\\' ? soft_break(t, n, i) : 0;
+		if (sb) {
+			i += sb;
+			continue;
+		}
 		int32_t cp = p[i] < 0x80 ? -1 : utf8_next(p + i, n - i, &l);
 		int f = cp >= 0 ? fold(cp) : 0;
 		size_t step = cp >= 0 ? l : 1;

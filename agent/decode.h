@@ -55,9 +55,14 @@ bool decode_media_is_text(const char *mt, size_t n);
  *    space, ...) and the line/paragraph separators become ' ';
  *  - fullwidth ASCII (U+FF01..U+FF5E, so '＠' and fullwidth digits) and
  *    the mathematical alphanumerics (U+1D400..U+1D7FF) fold to ASCII as
- *    NFKC does; Unicode dashes (U+2010..U+2015, U+2212) become '-'.
+ *    NFKC does; Unicode dashes (U+2010..U+2015, U+2212) become '-';
+ *  - a soft line break inside a value, a backslash-newline with a value
+ *    character ([A-Za-z0-9+/=_.@-]) on both sides, is removed (shell, C,
+ *    Makefile and Python continuation: one token, never two values).
+ *    Other line breaks stay: a newline between digit groups or words is
+ *    ambiguous (a list of numbers, two lines of prose).
  * Returns 1 when t needs no change (ASCII text answers this in one
- * word-at-a-time pass and pays nothing else), 0 when out holds the
+ * word-at-a-time pass and a memchr for backslashes), 0 when out holds the
  * normalised text and (*map)[i] the index in t of the character that
  * produced out byte i ((*map)[out->len] == n), or -ENOMEM / -E2BIG.
  * out is reset; *map is grown with realloc (caller frees). */

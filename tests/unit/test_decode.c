@@ -209,3 +209,21 @@ TEST(decode_form_pairs)
 	json_buf_free(&out);
 	free(map);
 }
+
+TEST(decode_normalize_soft_line_breaks)
+{
+	struct json_buf out = { 0 };
+	uint32_t *map = NULL;
+	size_t cap = 0;
+	const char *t = "k=AKIA2OGYBA\\\nH6TQJ5V3XL and AKIA\\\r\nX";
+	CHECK(decode_normalize(t, strlen(t), &out, &map, &cap) == 0, "soft breaks not joined");
+	CHECK(out.len == strlen("k=AKIA2OGYBAH6TQJ5V3XL and AKIAX") &&
+	      !memcmp(out.data, "k=AKIA2OGYBAH6TQJ5V3XL and AKIAX", out.len), "joined %.*s", (int)out.len, out.data);
+	CHECK(map[12] == 14, "map after the break: %u", map[12]);
+	/* not inside a value: before a space, at the start, at the end, a plain newline */
+	static const char *const keep[] = { "end of line \\\n next", "\\\nabc", "abc\\\n", "abc\\\n def", "4111\n1111", "a\\b" };
+	for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
+		CHECK(decode_normalize(keep[i], strlen(keep[i]), &out, &map, &cap) == 1, "changed: %s", keep[i]);
+	json_buf_free(&out);
+	free(map);
+}

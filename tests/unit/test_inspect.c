@@ -582,3 +582,10 @@ TEST(inspect_magic_bytes_do_not_hide_text)
 	CHECK(typed("text/plain", ctl, sizeof(ctl) - 1) == 0 && res.counts[FINDING_AWS_ACCESS_KEY] == 1,
 	      "control byte prefix hid the key");
 }
+
+TEST(inspect_key_wrapped_with_a_line_continuation)
+{
+	setup();
+	CHECK(span_is("export AWS_KEY=AKIA2OGYBA\\\nH6TQJ5V3XL\n", FINDING_AWS_ACCESS_KEY, "AKIA2OGYBA\\\nH6TQJ5V3XL"),
+	      "a key split by backslash-newline");
+}
