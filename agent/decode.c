@@ -529,7 +529,7 @@ int decode_normalize(const char *t, size_t n, struct json_buf *out, uint32_t **m
 
 static bool is_bchar(unsigned char c)
 {
-	return isalnum(c) || strchr("'()+_,-./:=? ", c);
+	return isalnum(c) || (c && strchr("'()+_,-./:=? ", c));
 }
 
 bool decode_multipart_boundary(const char *ct, size_t n, const char **b, size_t *blen)

@@ -368,12 +368,29 @@ static void apply_redaction(struct exchange *ex, const char *body, size_t len,
  * blocks) when it cannot be read: an unknown coding is 415 as a provider
  * would answer, a bomb past the size cap is 413 with INSPECTION_LIMIT,
  * corrupt data is 400 (the provider would read it differently, or not). */
+static unsigned header_count(const struct http_request *req, const char *name)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < req->nheaders; i++)
+		n += req->headers[i].name_len == strlen(name) &&
+		     !strncasecmp(req->headers[i].name, name, req->headers[i].name_len);
+	return n;
+}
+
 static bool decode_body(struct exchange *ex, const struct http_request *req, const char **body,
 			size_t *len)
 {
 	const struct http_header *ce = http_find_header(req->headers, req->nheaders, "content-encoding");
 	int ret;
-	if (!ce)
+	/* Two Content-Encoding or Content-Type lines: the provider may read
+	 * the other one (combine the codings, take the last type) than the
+	 * one inspected here. Refused rather than guessed. */
+	if (header_count(req, "content-encoding") > 1 || header_count(req, "content-type") > 1) {
+		block(ex, 400, "ambiguous_request", "default:decode",
+		      "it has more than one Content-Encoding or Content-Type", "send one of each");
+		return false;
+	}
+	if (!ce || !*len)
 		return true;
 	ret = decode_content(ce->value, ce->value_len, *body, *len, ex->ag->cfg->max_body_bytes,
 			     &ex->decoded);

@@ -142,6 +142,19 @@ def unknown_coding_is_415_and_corrupt_data_400():
 
 
 @test
+def two_content_encodings_are_refused():
+    """identity first for the agent, gzip second for the provider: the
+    provider would decode what the agent never read"""
+    before = len(RIG.received())
+    raw = content_codings.compress("gzip", chat("hidden " + AWS_KEY).encode())
+    code, out, p = post_file(raw, ["-H", "Content-Encoding: identity", "-H", "Content-Encoding: gzip"])
+    check(code == 400 and "ambiguous_request" in out, "status %s %s" % (code, out[:200]))
+    code, out, p = post_file(chat("typed twice").encode(), ["-H", "Content-Type: text/plain"])
+    check(code == 400, "two Content-Type lines: %s %s" % (code, out[:200]))
+    check(len(RIG.received()) == before, "an ambiguous request reached the provider")
+
+
+@test
 def span_limit_blocks_with_inspection_limit():
     text = "a@b.io " * 4100 + " and " + EMAIL
     code, out, p = post_file(chat(text).encode())
