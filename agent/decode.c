@@ -461,6 +461,8 @@ static size_t soft_break(const char *t, size_t n, size_t i)
 
 static bool has_soft_break(const char *t, size_t n)
 {
+	if (!n)
+		return false;         /* t may be NULL (an empty body) */
 	for (const char *b = memchr(t, '\\', n); b; b = memchr(b + 1, '\\', n - (size_t)(b + 1 - t)))
 		if (soft_break(t, n, (size_t)(b - t)))
 			return true;

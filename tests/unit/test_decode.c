@@ -227,3 +227,15 @@ TEST(decode_normalize_soft_line_breaks)
 	json_buf_free(&out);
 	free(map);
 }
+
+TEST(decode_empty_inputs)
+{
+	struct json_buf out = { 0 };
+	uint32_t *map = NULL;
+	size_t cap = 0;
+	CHECK(decode_normalize(NULL, 0, &out, &map, &cap) == 1, "empty text");
+	CHECK(decode_form("", 0, &out, &map, &cap) == 0 && out.len == 0 && map[0] == 0, "empty form pair");
+	CHECK(decode_sniff("", 0) == NULL, "empty sniff");
+	json_buf_free(&out);
+	free(map);
+}
