@@ -1,7 +1,9 @@
 /* exchange: per-request bookkeeping and decisions.
  *
- * Request: the whole body is inspected (inspect.c: every JSON string
- * decoded, provider adapters say which text the model reads), a decision
+ * Request: the whole body is inspected (its Content-Encoding undone first,
+ * within max_body_bytes; inspect.c: every JSON string decoded, provider
+ * adapters say which text the model reads), and so are the path, the
+ * query and the header values except the provider credential; a decision
  * is taken (the policy when one is loaded; until then a default table:
  * secrets block, PII is redacted, prompt injection is an alert), and the
  * body is rewritten only when something is replaced: a request with no
@@ -26,6 +28,7 @@
 #include <time.h>
 #include "answer.h"
 #include "budget.h"
+#include "decode.h"
 #include "detok.h"
 #include "exchange.h"
 #include "jsonw.h"
@@ -165,6 +168,7 @@ static struct inspect_scratch *conn_scratch(struct exchange *ex)
 		xc->scratch = inspect_scratch_new(ex->ag->inspector);
 		pthread_mutex_unlock(&ex->ag->inspector_lock);
 		inspect_result_init(&xc->res);
+		inspect_result_init(&xc->hres);
 	}
 	return xc->scratch;
 }
@@ -172,8 +176,10 @@ static struct inspect_scratch *conn_scratch(struct exchange *ex)
 void exchange_conn_free(struct exchange_conn *xc)
 {
 	inspect_scratch_free(xc->scratch);
-	if (xc->scratch)
+	if (xc->scratch) {
 		inspect_result_free(&xc->res);
+		inspect_result_free(&xc->hres);
+	}
 	vault_free(xc->vault);
 	xc->scratch = NULL;
 	xc->vault = NULL;
@@ -209,6 +215,10 @@ void exchange_free(struct exchange *ex)
 		OPENSSL_cleanse(ex->resp_copy, ex->resp_len);
 	free(ex->resp_copy);
 	free(ex->new_body);
+	json_buf_free(&ex->decoded);
+	free(ex->new_target);
+	for (unsigned i = 0; i < HTTP_MAX_HEADERS; i++)
+		free(ex->new_hdr[i]);
 	policy_unref(ex->policy);
 	ex->policy = NULL;
 	ex->sse = NULL;
@@ -254,12 +264,19 @@ static void decide_default(struct exchange *ex, struct redact_policy *rp)
 		      "it contains a credential", secret);
 		return;
 	}
+	if (ex->counts[FINDING_INSPECTION_LIMIT]) {
+		block(ex, 403, "inspection_limit", "default:inspection_limit",
+		      "it could not be inspected whole", "INSPECTION_LIMIT");
+		return;
+	}
 	if (pii) {
 		ex->action = "redact";
 		ex->rule = "default:pii";
-	} else if (ex->counts[FINDING_PROMPT_INJECTION] || ex->counts[FINDING_INVALID_JSON]) {
+	} else if (ex->counts[FINDING_PROMPT_INJECTION] || ex->counts[FINDING_INVALID_JSON] ||
+		   ex->counts[FINDING_OPAQUE_CONTENT]) {
 		ex->action = "alert";
-		ex->rule = ex->counts[FINDING_PROMPT_INJECTION] ? "default:injection" : "default:invalid_json";
+		ex->rule = ex->counts[FINDING_PROMPT_INJECTION] ? "default:injection" :
+			   ex->counts[FINDING_INVALID_JSON] ? "default:invalid_json" : "default:opaque";
 	}
 }
 
@@ -387,6 +404,17 @@ static void apply_redaction(struct exchange *ex, const char *body, size_t len,
 		if (rp->action[t] == REDACT_TOKENIZE && ex->counts[t])
 			conn_vault(ex);
 	rp->vault = ex->xc->vault;
+	/* base64 text (a data: URI, a document block) and a compressed
+	 * multipart part cannot be rewritten in place: refuse, never skip */
+	for (size_t i = 0; i < ex->xc->res.nspans; i++) {
+		const struct inspect_span *sp = &ex->xc->res.spans[i];
+		if (sp->sealed && rp->action[sp->type] != REDACT_KEEP) {
+			block(ex, 403, "redaction_impossible", ex->rule ? ex->rule : "default:pii",
+			      "a value to redact is inside encoded content (base64, a compressed part)",
+			      finding_name(sp->type));
+			return;
+		}
+	}
 	ret = redact_body(body, len, &ex->xc->res, rp, &out, &ex->redacted);
 	if (ret == REDACT_CHANGED) {
 		ex->new_body = out.data;
@@ -402,6 +430,232 @@ static void apply_redaction(struct exchange *ex, const char *body, size_t len,
 		block(ex, 403, "redaction_failed", ex->rule ? ex->rule : "default:pii",
 		      "its sensitive values could not be redacted", strerror(-ret));
 	}
+}
+
+/* Undo the body's Content-Encoding for inspection. Returns false (and
+ * blocks) when it cannot be read: an unknown coding is 415 as a provider
+ * would answer, a bomb past the size cap is 413 with INSPECTION_LIMIT,
+ * corrupt data is 400 (the provider would read it differently, or not). */
+static unsigned header_count(const struct http_request *req, const char *name)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < req->nheaders; i++)
+		n += req->headers[i].name_len == strlen(name) &&
+		     !strncasecmp(req->headers[i].name, name, req->headers[i].name_len);
+	return n;
+}
+
+static bool decode_body(struct exchange *ex, const struct http_request *req, const char **body,
+			size_t *len)
+{
+	const struct http_header *ce = http_find_header(req->headers, req->nheaders, "content-encoding");
+	int ret;
+	/* Two Content-Encoding or Content-Type lines: the provider may read
+	 * the other one (combine the codings, take the last type) than the
+	 * one inspected here. Refused rather than guessed. */
+	if (header_count(req, "content-encoding") > 1 || header_count(req, "content-type") > 1) {
+		block(ex, 400, "ambiguous_request", "default:decode",
+		      "it has more than one Content-Encoding or Content-Type", "send one of each");
+		return false;
+	}
+	if (!ce || !*len)
+		return true;
+	ret = decode_content(ce->value, ce->value_len, *body, *len, ex->ag->cfg->max_body_bytes,
+			     &ex->decoded);
+	if (ret == -ENOTSUP) {
+		block(ex, 415, "unsupported_content_encoding", "default:decode",
+		      "its Content-Encoding cannot be inspected", "use gzip, deflate, br or zstd");
+		return false;
+	}
+	if (ret == -E2BIG) {
+		ex->counts[FINDING_INSPECTION_LIMIT] = 1;
+		block(ex, 413, "inspection_limit", "default:inspection_limit",
+		      "its decoded body is over max_body_bytes", "INSPECTION_LIMIT");
+		return false;
+	}
+	if (ret) {
+		block(ex, ret == -ENOMEM ? 503 : 400, "undecodable_body", "default:decode",
+		      "its body does not decode as its Content-Encoding says",
+		      ret == -ENOMEM ? "out of memory" : "corrupt or truncated");
+		return false;
+	}
+	*body = ex->decoded.data ? ex->decoded.data : "";
+	*len = ex->decoded.len;
+	return true;
+}
+
+/* ------------------------------------------------------- request head */
+
+/* The provider credential in its designated place is the user's own key
+ * to that provider, not a leak: Authorization, x-api-key (Anthropic),
+ * x-goog-api-key (Gemini), api-key (Azure OpenAI). */
+static bool credential_header(const struct http_header *h)
+{
+	static const char *const names[] = { "authorization", "proxy-authorization", "x-api-key",
+					     "x-goog-api-key", "api-key" };
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (h->name_len == strlen(names[i]) && !strncasecmp(h->name, names[i], h->name_len))
+			return true;
+	return false;
+}
+
+/* Scan text t[0..n) (decoded; map to raw offsets, NULL = identity) of
+ * header hdr (-1: the target) and record its findings. */
+static int head_scan(struct exchange *ex, struct inspect_scratch *scratch, int hdr, const char *t,
+		     size_t n, const uint32_t *map)
+{
+	struct inspect_result *hr = &ex->xc->hres;
+	int ret = inspect_text(scratch, t, n, hr);
+	if (ret)
+		return ret;
+	for (int k = 0; k < FINDING__COUNT; k++)
+		if (k != FINDING_PROMPT_INJECTION)
+			ex->head_counts[k] += hr->counts[k];
+	for (size_t i = 0; i < hr->nspans; i++) {
+		if (ex->n_head_spans >= sizeof(ex->head_spans) / sizeof(ex->head_spans[0])) {
+			ex->head_counts[FINDING_INSPECTION_LIMIT] = 1;
+			break;
+		}
+		ex->head_spans[ex->n_head_spans++] = (struct head_span){
+			hdr, map ? map[hr->spans[i].start] : (uint32_t)hr->spans[i].start,
+			map ? map[hr->spans[i].end] : (uint32_t)hr->spans[i].end, hr->spans[i].type };
+	}
+	return 0;
+}
+
+/* Path, query pairs (percent-decoded) and header values. Gemini's ?key=
+ * is its API key in the designated place and is skipped. */
+static int inspect_head(struct exchange *ex, const struct http_request *req,
+			struct inspect_scratch *scratch)
+{
+	struct json_buf dec = { 0 };
+	uint32_t *map = NULL, *m2 = NULL;
+	size_t cap = 0, cap2 = 0;
+	bool gemini = provider_identify(ex->info->sni, ex->path) == PROVIDER_GEMINI;
+	const char *t = req->target;
+	size_t tl = req->target_len, q = 0;
+	int ret = 0;
+
+	while (q < tl && t[q] != '?' && t[q] != '#')
+		q++;
+	if ((ret = decode_form(t, q, &dec, &map, &cap)) ||
+	    (ret = head_scan(ex, scratch, -1, dec.data, dec.len, map)))
+		goto out;
+	for (size_t i = q + 1; q < tl && t[q] == '?' && i < tl;) {
+		size_t e = i;
+		while (e < tl && t[e] != '&' && t[e] != '#')
+			e++;
+		if (e > i && !(gemini && e - i >= 4 && !memcmp(t + i, "key=", 4))) {
+			if ((ret = decode_form(t + i, e - i, &dec, &m2, &cap2)))
+				goto out;
+			for (size_t k = 0; k <= dec.len; k++)
+				m2[k] += (uint32_t)i;
+			if ((ret = head_scan(ex, scratch, -1, dec.data, dec.len, m2)))
+				goto out;
+		}
+		if (e >= tl || t[e] == '#')
+			break;
+		i = e + 1;
+	}
+	for (unsigned h = 0; h < req->nheaders; h++) {
+		if (credential_header(&req->headers[h]))
+			continue;
+		if ((ret = head_scan(ex, scratch, (int)h, req->headers[h].value, req->headers[h].value_len, NULL)))
+			goto out;
+	}
+out:
+	json_buf_free(&dec);
+	free(map);
+	free(m2);
+	return ret;
+}
+
+/* src[0..n) with the head spans of hdr replaced by "[TYPE]" (pct: as
+ * "%5BTYPE%5D" for a URL), spans of types act says to keep left alone
+ * (act NULL: replace all, for the event). */
+static int head_redacted(const struct exchange *ex, int hdr, const char *src, size_t n, bool pct,
+			 const struct redact_policy *act, struct json_buf *out)
+{
+	size_t pos = 0;
+	int ret;
+	for (unsigned i = 0; i < ex->n_head_spans; i++) {
+		const struct head_span *sp = &ex->head_spans[i];
+		char rep[64];
+		if (sp->hdr != hdr || sp->start < pos || sp->end > n ||
+		    (act && act->action[sp->type] == REDACT_KEEP))
+			continue;
+		snprintf(rep, sizeof(rep), pct ? "%%5B%s%%5D" : "[%s]", finding_name(sp->type));
+		if ((ret = json_buf_append(out, src + pos, sp->start - pos)) ||
+		    (ret = json_buf_append(out, rep, strlen(rep))))
+			return ret;
+		pos = sp->end;
+	}
+	return json_buf_append(out, src + pos, n - pos);
+}
+
+/* The event's path: findings in it replaced by their type, so the audit
+ * log and the spool never hold the raw value. */
+static void head_event_path(struct exchange *ex, const struct http_request *req)
+{
+	struct json_buf out = { 0 };
+	size_t q = 0;
+	while (q < req->target_len && req->target[q] != '?' && req->target[q] != '#')
+		q++;
+	if (head_redacted(ex, -1, req->target, q, false, NULL, &out) == 0) {
+		size_t l = out.len < sizeof(ex->path) - 1 ? out.len : sizeof(ex->path) - 1;
+		memcpy(ex->path, out.data, l);
+		ex->path[l] = 0;
+	} else {
+		snprintf(ex->path, sizeof(ex->path), "[path withheld]");
+	}
+	json_buf_free(&out);
+}
+
+/* A redact decision rewrites the head too: the target's and the header
+ * values' findings are replaced before the request is forwarded. */
+static int head_plan_rewrite(struct exchange *ex, const struct http_request *req,
+			     const struct redact_policy *rp)
+{
+	struct json_buf out = { 0 };
+	bool any = false;
+	int ret;
+	for (unsigned i = 0; i < ex->n_head_spans; i++)
+		any |= rp->action[ex->head_spans[i].type] != REDACT_KEEP;
+	if (!any)
+		return 0;
+	if ((ret = head_redacted(ex, -1, req->target, req->target_len, true, rp, &out)))
+		goto err;
+	ex->new_target = out.data;
+	ex->new_target_len = out.len;
+	for (unsigned h = 0; h < req->nheaders && h < HTTP_MAX_HEADERS; h++) {
+		bool here = false;
+		for (unsigned i = 0; i < ex->n_head_spans; i++)
+			here |= ex->head_spans[i].hdr == (int)h && rp->action[ex->head_spans[i].type] != REDACT_KEEP;
+		if (!here)
+			continue;
+		memset(&out, 0, sizeof(out));
+		if ((ret = head_redacted(ex, (int)h, req->headers[h].value, req->headers[h].value_len, false, rp, &out)))
+			goto err;
+		ex->new_hdr[h] = out.data;
+		ex->new_hdr_len[h] = out.len;
+	}
+	return 0;
+err:
+	json_buf_free(&out);
+	return ret;
+}
+
+void exchange_rewrite_head(struct exchange *ex, struct http_request *req)
+{
+	if (ex->new_target) {
+		req->target = ex->new_target;
+		req->target_len = ex->new_target_len;
+	}
+	for (unsigned h = 0; h < req->nheaders && h < HTTP_MAX_HEADERS; h++)
+		if (ex->new_hdr[h]) {
+			req->headers[h].value = ex->new_hdr[h];
+			req->headers[h].value_len = ex->new_hdr_len[h];
+		}
 }
 
 static void set_method_path(struct exchange *ex, const struct http_request *req)
@@ -435,14 +689,31 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
 		      "inspection unavailable", "out of memory");
 		return;
 	}
+	if (!decode_body(ex, req, &body, &len))
+		return;
 	res = &ex->xc->res;
-	ret = inspect_request(scratch, ex->info->sni, ex->path, body, len, res);
+	const struct http_header *ct = http_find_header(req->headers, req->nheaders, "content-type");
+	ret = inspect_request_typed(scratch, ex->info->sni, ex->path, ct ? ct->value : "",
+				    ct ? ct->value_len : 0, body, len, res);
 	if (ret) {
 		/* Inspection failed: the request must not leave uninspected. */
 		block(ex, 503, "inspection_failed", "default:fail_closed",
 		      "inspection failed", strerror(-ret));
 		return;
 	}
+	if ((ret = inspect_head(ex, req, scratch))) {
+		block(ex, 503, "inspection_failed", "default:fail_closed",
+		      "inspection failed", strerror(-ret));
+		return;
+	}
+	if (ex->n_head_spans)
+		head_event_path(ex, req);
+	for (int t = 0; t < FINDING__COUNT; t++) {
+		uint64_t sum = (uint64_t)res->counts[t] + ex->head_counts[t];
+		res->counts[t] = sum > UINT32_MAX ? UINT32_MAX : (uint32_t)sum;
+	}
+	if (ex->head_counts[FINDING_INSPECTION_LIMIT])
+		res->counts[FINDING_INSPECTION_LIMIT] = 1;
 	ex->provider = res->info.provider;
 	snprintf(ex->model, sizeof(ex->model), "%s", res->info.model);
 	ex->stream = res->info.stream;
@@ -454,10 +725,27 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
 		decide_policy(ex, res, len, &rp);
 	else
 		decide_default(ex, &rp);
+	/* A redaction over incomplete findings would forward the values past
+	 * the limit raw while the event says "redact": refuse it instead. */
+	if (!ex->blocked && ex->counts[FINDING_INSPECTION_LIMIT] && !strcmp(ex->action, "redact"))
+		block(ex, 403, "inspection_limit", ex->rule ? ex->rule : "default:inspection_limit",
+		      "it could not be inspected whole, so it cannot be redacted", "INSPECTION_LIMIT");
+	if (!ex->blocked && !strcmp(ex->action, "redact") && head_plan_rewrite(ex, req, &rp))
+		block(ex, 503, "redaction_failed", ex->rule ? ex->rule : "default:pii",
+		      "its request head could not be redacted", "out of memory");
 	if (!ex->blocked)
 		decide_answer(ex);
 	if (!ex->blocked)
 		apply_redaction(ex, body, len, &rp);
+	/* what could not be read is named in the event, never its bytes */
+	if (ex->counts[FINDING_OPAQUE_CONTENT] && !ex->reason) {
+		snprintf(ex->opaque_buf, sizeof(ex->opaque_buf), "opaque: %s, %zu bytes",
+			 res->opaque_type, res->opaque_bytes);
+		ex->reason = ex->opaque_buf;
+	}
+	/* the rewritten body is the decoded one: it goes out without coding */
+	if (ex->new_body && ex->decoded.data)
+		ex->drop_content_encoding = true;
 }
 
 const char *exchange_body(struct exchange *ex, const char *body, size_t *len)
@@ -1037,7 +1325,15 @@ int exchange_error_response(enum provider_id provider, int status, const char *c
 void exchange_refuse(struct exchange *ex, const struct http_request *req, int status, enum reason why,
 		     const char *msg)
 {
+	struct inspect_scratch *scratch = conn_scratch(ex);
+
 	set_method_path(ex, req);
+	/* Refused unread, but its path still goes into the event: findings
+	 * in it are replaced there like on any other request. */
+	if (!scratch || inspect_head(ex, req, scratch))
+		snprintf(ex->path, sizeof(ex->path), "[path withheld]");
+	else if (ex->n_head_spans)
+		head_event_path(ex, req);
 	ex->provider = provider_identify(ex->info->sni, ex->path);
 	ex->blocked = true;
 	ex->block_status = status;

@@ -36,6 +36,7 @@ struct exchange_conn {
 	struct vault *vault;              /* a reference to the user's and program's
 					   * vault (vault.h), taken on first use */
 	struct inspect_result res;        /* reused per request */
+	struct inspect_result hres;       /* the request head's pieces, reused */
 };
 void exchange_conn_free(struct exchange_conn *xc);
 
@@ -63,6 +64,25 @@ struct exchange {
 	/* request body replacement (redaction); owned */
 	char *new_body;
 	size_t new_body_len;
+	/* the body with its Content-Encoding undone, when it had one; a
+	 * rewritten body is sent decoded and Content-Encoding is then dropped */
+	struct json_buf decoded;
+	bool drop_content_encoding;
+	char opaque_buf[96];              /* "opaque: image/png, 1234 bytes" */
+	/* findings in the request head (path, query, header values): where
+	 * they are, to name them in the event path and to rewrite them when
+	 * the decision is to redact */
+	struct head_span {
+		int hdr;                  /* header index, -1 = the request target */
+		uint32_t start, end;      /* raw offsets in the target or header value */
+		enum finding_type type;
+	} head_spans[32];
+	unsigned n_head_spans;
+	uint32_t head_counts[FINDING__COUNT];
+	char *new_target;                 /* rewritten request target (owned) */
+	size_t new_target_len;
+	char *new_hdr[HTTP_MAX_HEADERS];  /* rewritten header values (owned), NULL = as sent */
+	size_t new_hdr_len[HTTP_MAX_HEADERS];
 	/* policy */
 	struct policy *policy;            /* reference held for the exchange, NULL = default table */
 	struct policy_ctx ctx;            /* what the policy saw (kept for budget_charge) */
@@ -115,6 +135,10 @@ void exchange_free(struct exchange *ex);
  * ex->blocked (with status, code, message) if it must not be forwarded. */
 void exchange_request(struct exchange *ex, const struct http_request *req, const char *body,
 		      size_t len);
+/* Apply a head rewrite (redacted target or header values) to req before
+ * it is forwarded; the new strings are owned by ex. */
+void exchange_rewrite_head(struct exchange *ex, struct http_request *req);
+
 /* The body to forward: the original or its rewritten version; *len is
  * updated to the length to send. */
 const char *exchange_body(struct exchange *ex, const char *body, size_t *len);

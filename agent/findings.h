@@ -37,6 +37,13 @@ enum finding_type {
 	/* Not a detector: the body claimed to be JSON but is not. Counted so
 	 * policy and audit can see it; such a body is never rewritten. */
 	FINDING_INVALID_JSON,
+	/* Not detectors: what the inspector could not read. OPAQUE_CONTENT is
+	 * content it cannot see into (images, audio, PDFs, archives, unknown
+	 * binaries, named by media type and size only); INSPECTION_LIMIT says
+	 * a limit was reached (spans, candidates, nesting, decoded size), so
+	 * the findings are incomplete and a redaction would be partial. */
+	FINDING_OPAQUE_CONTENT,
+	FINDING_INSPECTION_LIMIT,
 	FINDING__COUNT
 };
 
@@ -72,6 +79,8 @@ static const struct finding_info finding_table[FINDING__COUNT] = {
 	[FINDING_PROMPT_INJECTION]    = { "PROMPT_INJECTION", FINDING_CLASS_OTHER },
 	[FINDING_CUSTOM]              = { "CUSTOM", FINDING_CLASS_OTHER },
 	[FINDING_INVALID_JSON]        = { "INVALID_JSON", FINDING_CLASS_OTHER },
+	[FINDING_OPAQUE_CONTENT]      = { "OPAQUE_CONTENT", FINDING_CLASS_OTHER },
+	[FINDING_INSPECTION_LIMIT]    = { "INSPECTION_LIMIT", FINDING_CLASS_OTHER },
 };
 
 /* Stable upper-case name ("EMAIL"); "UNKNOWN" for an out-of-range value.

@@ -11,6 +11,13 @@
  * validates them (checksums, structure, word boundaries) and resolves
  * overlaps by detector priority. Clean text never pays for stage 2.
  *
+ * Before stage 1, what the model would read is made readable: layers
+ * inside a string are undone (JSON in JSON, base64 text; binaries are
+ * named OPAQUE_CONTENT), multipart parts and form pairs are decoded, and
+ * the text is normalised (decode.h); every span still maps to raw body
+ * bytes through composed offset maps. A limit reached (spans, candidates,
+ * nesting, layers) is reported as INSPECTION_LIMIT, never silently.
+ *
  * Owns: detector patterns, validators and the injection score. Never
  * logs or keeps matched values; never writes to the inspected buffers.
  */
@@ -29,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "decode.h"
 #include "json.h"
 
 /* ---------------------------------------------------------------- helpers */
@@ -850,6 +858,21 @@ struct inspect_scratch {
 	size_t nc, capc;
 	struct cand *acc;         /* accepted findings of one string */
 	size_t nacc, capacc;
+	size_t som_last_end;      /* end of the last accepted span of this detector */
+	bool limit;               /* a limit was reached: findings incomplete */
+	/* decoded layers inside one string, one slot per depth (see scan_layers) */
+	struct json_text lt[INSPECT_MAX_LAYERS];
+	uint32_t *lmap[INSPECT_MAX_LAYERS];
+	size_t lmapcap[INSPECT_MAX_LAYERS];
+	struct json_buf b64[INSPECT_MAX_LAYERS];
+	bool seal;                /* inside base64: spans cover [seal_s, seal_e) */
+	size_t seal_s, seal_e;
+	struct json_buf part;     /* a decoded multipart part, a decoded form pair */
+	uint32_t *pmap;
+	size_t pmapcap;
+	struct json_buf norm;     /* normalised text (decode_normalize) */
+	uint32_t *nmap;           /* its map to raw offsets */
+	size_t nmapcap;
 	bool inj_hit[NINJ];
 };
 
@@ -1063,6 +1086,15 @@ void inspect_scratch_free(struct inspect_scratch *s)
 		return;
 	hs_free_scratch(s->hs);
 	json_text_free(&s->text);
+	json_buf_free(&s->norm);
+	free(s->nmap);
+	json_buf_free(&s->part);
+	free(s->pmap);
+	for (unsigned i = 0; i < INSPECT_MAX_LAYERS; i++) {
+		json_text_free(&s->lt[i]);
+		free(s->lmap[i]);
+		json_buf_free(&s->b64[i]);
+	}
 	free(s->hit);
 	free(s->win);
 	free(s->c);
@@ -1111,10 +1143,12 @@ uint32_t inspect_result_total(const struct inspect_result *r)
 
 #define MAX_CANDS 8192
 
+/* Returns 1 when the array is full: the caller reports INSPECTION_LIMIT
+ * (never a silent partial result). */
 static int push_cand(struct cand **v, size_t *n, size_t *cap, size_t s, size_t e, uint32_t det)
 {
 	if (*n >= MAX_CANDS)
-		return 0;          /* bounded: a pathological string keeps the first ones */
+		return 1;
 	if (*n == *cap) {
 		size_t nc = *cap ? *cap * 2 : 64;
 		struct cand *p = realloc(*v, nc * sizeof(*p));
@@ -1153,15 +1187,66 @@ static int on_trigger(unsigned id, unsigned long long from, unsigned long long t
 	return 0;
 }
 
-struct som_ctx { struct inspect_scratch *s; uint32_t det; int err; };
+struct som_ctx {
+	struct inspect_scratch *s;
+	const char *t;
+	size_t n;
+	uint32_t det;
+	int err;          /* < 0 error, 1 limit reached */
+};
+
+static int cand_cmp(const void *a, const void *b);
+
+/* Validate the candidates of detector det that start before upto (all of
+ * them for SIZE_MAX) and accept those that do not overlap an earlier one;
+ * the rest stay in s->c for later. Called when the candidate array is
+ * full, so that rejected look-alikes (8,000 copies of a documentation key)
+ * never crowd out a real value after them. Returns 0, 1 (accepted array
+ * full), or -ENOMEM. */
+static int som_drain(struct inspect_scratch *s, const char *t, size_t n, uint32_t det, size_t upto)
+{
+	const struct det_rt *d = &s->ins->dets[det];
+	size_t i = 0;
+	int rc = 0;
+	qsort(s->c, s->nc, sizeof(*s->c), cand_cmp);
+	for (; i < s->nc && s->c[i].s < upto; i++) {
+		size_t st = s->c[i].s, en = s->c[i].e;
+		if (en <= s->som_last_end || en <= st)
+			continue;
+		/* a leftmost start may reach into the previous finding; the
+		 * validator may move it to a later group start */
+		if (d->validate && !d->validate(t, n, &st, &en))
+			continue;
+		if (st < s->som_last_end)
+			continue;
+		if ((rc = push_cand(&s->acc, &s->nacc, &s->capacc, st, en, det)))
+			break;
+		s->som_last_end = en;
+	}
+	memmove(s->c, s->c + i, (s->nc - i) * sizeof(*s->c));
+	s->nc -= i;
+	return rc;
+}
 
 static int on_som(unsigned id, unsigned long long from, unsigned long long to,
 		  unsigned fl, void *ctx)
 {
 	struct som_ctx *c = ctx;
+	struct inspect_scratch *s = c->s;
 	(void)id; (void)fl;
-	if (push_cand(&c->s->c, &c->s->nc, &c->s->capc, c->s->som_base + (size_t)from,
-		      c->s->som_base + (size_t)to, c->det)) {
+	if (s->nc >= MAX_CANDS) {
+		/* Matches arrive by end offset: a later one cannot start before
+		 * to - maxlen, so every candidate starting earlier is final. */
+		size_t end = s->som_base + (size_t)to, ml = s->ins->dets[c->det].maxlen;
+		size_t before = s->nc;
+		c->err = som_drain(s, c->t, c->n, c->det, end > ml ? end - ml : 0);
+		if (!c->err && s->nc == before)
+			c->err = 1;   /* 8,192 candidates inside one span length */
+		if (c->err)
+			return 1;
+	}
+	if (push_cand(&s->c, &s->nc, &s->capc, s->som_base + (size_t)from,
+		      s->som_base + (size_t)to, c->det)) {
 		c->err = -ENOMEM;
 		return 1;
 	}
@@ -1354,9 +1439,10 @@ static int extract_aws_pair(struct inspect_scratch *s, const char *t, size_t n, 
 static int run_som(struct inspect_scratch *s, const char *t, size_t n, uint32_t det)
 {
 	const struct det_rt *d = &s->ins->dets[det];
-	struct som_ctx c = { s, det, 0 };
+	struct som_ctx c = { s, t, n, det, 0 };
 	struct wins *w = &s->win[det];
 	s->nc = 0;
+	s->som_last_end = 0;
 	/* only the windows around stage-1 hits (all of it if there were many) */
 	for (unsigned k = 0; k < (w->all ? 1u : w->n); k++) {
 		size_t lo = w->all ? 0 : w->w[k].s, hi = w->all ? n : w->w[k].e;
@@ -1367,28 +1453,15 @@ static int run_som(struct inspect_scratch *s, const char *t, size_t n, uint32_t 
 		s->som_base = lo;
 		hs_error_t e = hs_scan(d->som_db, t + lo, (unsigned)(hi - lo), 0, s->hs, on_som, &c);
 		if (c.err)
-			return c.err;
+			break;
 		if (e != HS_SUCCESS && e != HS_SCAN_TERMINATED)
 			return -EIO;
 	}
-	qsort(s->c, s->nc, sizeof(*s->c), cand_cmp);
-	size_t last_end = 0;
-	for (size_t i = 0; i < s->nc; i++) {
-		size_t st = s->c[i].s, en = s->c[i].e;
-		if (en <= last_end || en <= st)
-			continue;
-		/* a leftmost start may reach into the previous finding; the
-		 * validator may move it to a later group start */
-		if (d->validate && !d->validate(t, n, &st, &en))
-			continue;
-		if (st < last_end)
-			continue;
-		int rc = push_cand(&s->acc, &s->nacc, &s->capacc, st, en, det);
-		if (rc)
-			return rc;
-		last_end = en;
-	}
-	return 0;
+	if (c.err < 0)
+		return c.err;
+	/* after a limit, what was collected is still validated and reported */
+	int rc = som_drain(s, t, n, det, SIZE_MAX);
+	return rc ? rc : c.err;
 }
 
 /* Overlaps between detectors: the lower detector index (priority) wins. */
@@ -1452,11 +1525,16 @@ static int add_span(struct inspect_result *r, const struct inspect_span *sp)
 	return 0;
 }
 
-/* Scan one decoded string t[0..n) (map: decoded -> raw offsets relative to
- * tg->str_off, NULL for identity). */
-static int scan_decoded(struct inspect_scratch *s, const struct scan_target *tg,
-			const char *t, size_t n, const uint32_t *map,
-			struct inspect_result *r)
+static uint32_t map_at(const uint32_t *map, size_t i)
+{
+	return map ? map[i] : (uint32_t)i;
+}
+
+/* Scan one decoded, normalised string t[0..n) (map: t -> raw offsets
+ * relative to tg->str_off, NULL for identity). */
+static int scan_text(struct inspect_scratch *s, const struct scan_target *tg,
+		     const char *t, size_t n, const uint32_t *map,
+		     struct inspect_result *r)
 {
 	struct inspector *ins = s->ins;
 	int rc;
@@ -1492,6 +1570,10 @@ static int scan_decoded(struct inspect_scratch *s, const struct scan_target *tg,
 		case EX_AWS_PAIR: rc = extract_aws_pair(s, t, n, d); break;
 		default:     rc = 0;
 		}
+		if (rc > 0) {
+			s->limit = true;    /* this detector stopped early: say so */
+			rc = 0;
+		}
 		if (rc)
 			return rc;
 	}
@@ -1504,14 +1586,41 @@ static int scan_decoded(struct inspect_scratch *s, const struct scan_target *tg,
 		};
 		sp.start = tg->str_off + (map ? map[s->acc[i].s] : s->acc[i].s);
 		sp.end = tg->str_off + (map ? map[s->acc[i].e] : s->acc[i].e);
+		if (s->seal) {
+			sp.start = s->seal_s;
+			sp.end = s->seal_e;
+			sp.sealed = true;
+		}
 		if ((rc = add_span(r, &sp)))
 			return rc;
 	}
 	return 0;
 }
 
+/* Scan one decoded string t[0..n) (map as for scan_text) after folding
+ * what the model would not see as different (decode_normalize: format
+ * characters, Unicode spaces, fullwidth and mathematical forms). Spans
+ * come back in raw offsets through the composed map, so the redactor
+ * replaces the raw bytes, zero-width characters inside a value included.
+ * ASCII text is scanned as it is, with no copy. */
+static int scan_decoded(struct inspect_scratch *s, const struct scan_target *tg,
+			const char *t, size_t n, const uint32_t *map,
+			struct inspect_result *r)
+{
+	int rc = decode_normalize(t, n, &s->norm, &s->nmap, &s->nmapcap);
+	if (rc < 0)
+		return rc;
+	if (rc == 1)
+		return scan_text(s, tg, t, n, map, r);
+	for (size_t i = 0; i <= s->norm.len; i++)
+		s->nmap[i] = map_at(map, s->nmap[i]);
+	return scan_text(s, tg, s->norm.data, s->norm.len, s->nmap, r);
+}
+
 static void finish_score(struct inspect_scratch *s, struct inspect_result *r)
 {
+	if (s->limit || r->spans_truncated)
+		r->counts[FINDING_INSPECTION_LIMIT] = 1;
 	float keep = 1.0f;
 	for (unsigned i = 0; i < NINJ; i++)
 		if (s->inj_hit[i])
@@ -1527,17 +1636,373 @@ struct req_ctx {
 	const char *body;
 };
 
+/* ------------------------------------------------------- decoded layers */
+
+static void add_opaque(struct inspect_result *r, const char *type, size_t size)
+{
+	if (r->counts[FINDING_OPAQUE_CONTENT] < UINT32_MAX)
+		r->counts[FINDING_OPAQUE_CONTENT]++;
+	if (size >= r->opaque_bytes) {
+		r->opaque_bytes = size;
+		snprintf(r->opaque_type, sizeof(r->opaque_type), "%s", type);
+	}
+}
+
+static int scan_layers(struct inspect_scratch *s, const struct scan_target *tg, const char *t,
+		       size_t n, const uint32_t *map, unsigned depth, struct inspect_result *r);
+
+/* Opaque bytes are still scanned as text, sealed to [seal_s, seal_e) (raw
+ * offsets): a prefix of magic bytes must not hide a key that follows in
+ * plain text, and the redactor must not rewrite inside a binary. */
+static int scan_sealed(struct inspect_scratch *s, const struct scan_target *tg, const char *t,
+		       size_t n, size_t seal_s, size_t seal_e, struct inspect_result *r)
+{
+	bool was = s->seal;
+	if (!was) {
+		s->seal = true;
+		s->seal_s = seal_s;
+		s->seal_e = seal_e;
+	}
+	int rc = scan_decoded(s, tg, t, n, NULL, r);
+	s->seal = was;
+	return rc;
+}
+
+struct layer_ctx {
+	struct inspect_scratch *s;
+	const struct scan_target *tg;
+	const uint32_t *map;      /* decoded -> raw map of the text being walked */
+	unsigned depth;
+	struct inspect_result *r;
+};
+
+/* A composed map for slot d: raw offset of every byte of a piece of the
+ * text at [off, ...) whose own map is inner (NULL: the piece is copied). */
+static int compose_map(struct layer_ctx *c, unsigned d, size_t off, const uint32_t *inner, size_t len)
+{
+	struct inspect_scratch *s = c->s;
+	if (len + 1 > s->lmapcap[d]) {
+		uint32_t *m = realloc(s->lmap[d], (len + 1) * sizeof(*m));
+		if (!m)
+			return -ENOMEM;
+		s->lmap[d] = m;
+		s->lmapcap[d] = len + 1;
+	}
+	for (size_t i = 0; i <= len; i++)
+		s->lmap[d][i] = map_at(c->map, off + (inner ? inner[i] : i));
+	return 0;
+}
+
+/* One scalar of JSON found inside a string: values are decoded and scanned
+ * again (they may hold more layers); numbers are scanned as they are (a
+ * card number written as a JSON number); keys are names, not content. */
+static int layer_scalar(void *vctx, const char *doc, const struct json_string *js)
+{
+	struct layer_ctx *c = vctx;
+	struct inspect_scratch *s = c->s;
+	unsigned d = c->depth;
+	int rc;
+	if (js->kind == JSON_NUMBER) {
+		if ((rc = compose_map(c, d, js->off, NULL, js->len)))
+			return rc;
+		return scan_decoded(s, c->tg, doc + js->off, js->len, s->lmap[d], c->r);
+	}
+	if (js->kind != JSON_STRING)
+		return 0;
+	if ((rc = json_decode(doc + js->off, js->len, &s->lt[d])) ||
+	    (rc = compose_map(c, d, js->off, s->lt[d].map, s->lt[d].len)))
+		return rc;
+	return scan_layers(s, c->tg, s->lt[d].data, s->lt[d].len, s->lmap[d], d + 1, c->r);
+}
+
+/* Base64 b[0..bn) standing for the raw bytes [raw_s, raw_e) of the string:
+ * text is scanned with its spans sealed to that range (the redactor cannot
+ * rewrite inside base64), anything else is OPAQUE_CONTENT. Returns 1 if b
+ * is not base64 (the caller scans it as text). */
+static int scan_base64(struct inspect_scratch *s, const struct scan_target *tg, const char *b,
+		       size_t bn, size_t raw_s, size_t raw_e, unsigned depth, struct inspect_result *r)
+{
+	struct json_buf *o = &s->b64[depth];
+	o->len = 0;
+	int rc = decode_base64(b, bn, bn, o);
+	if (rc == -ENOMEM)
+		return rc;
+	if (rc || !o->len)
+		return 1;
+	const char *type = decode_sniff(o->data, o->len);
+	if (type) {
+		add_opaque(r, type, o->len);
+		return scan_sealed(s, tg, o->data, o->len, tg->str_off + raw_s, tg->str_off + raw_e, r);
+	}
+	bool was = s->seal;
+	if (!was) {
+		s->seal = true;
+		s->seal_s = tg->str_off + raw_s;
+		s->seal_e = tg->str_off + raw_e;
+	}
+	rc = scan_layers(s, tg, o->data, o->len, NULL, depth + 1, r);
+	s->seal = was;
+	return rc;
+}
+
+/* data:[<media type>][;base64],<data> (RFC 2397) */
+static int scan_data_uri(struct inspect_scratch *s, const struct scan_target *tg, const char *t,
+			 size_t n, const uint32_t *map, unsigned depth, struct inspect_result *r)
+{
+	const char *comma = memchr(t, ',', n < 256 ? n : 256);
+	if (comma && comma - t >= 7 && !strncasecmp(comma - 7, ";base64", 7)) {
+		size_t hl = (size_t)(comma - t) + 1;
+		int rc = scan_base64(s, tg, t + hl, n - hl, map_at(map, 0), map_at(map, n), depth, r);
+		if (rc <= 0)
+			return rc;
+	}
+	return scan_decoded(s, tg, t, n, map, r);
+}
+
+/* Whether the JSON string at body offset off is the value of a member
+ * named "data", "file_data" or "bytes" (base64 blocks: Anthropic document
+ * and image sources, OpenAI input_audio, Gemini inlineData, Bedrock). */
+static bool base64_member(const char *body, size_t off)
+{
+	static const char *const names[] = { "data", "file_data", "bytes" };
+	size_t p = off;
+	if (p < 2 || body[--p] != '"')
+		return false;
+	while (p > 0 && (body[p - 1] == ' ' || body[p - 1] == '\t' || body[p - 1] == '\n' || body[p - 1] == '\r'))
+		p--;
+	if (p == 0 || body[--p] != ':')
+		return false;
+	while (p > 0 && (body[p - 1] == ' ' || body[p - 1] == '\t' || body[p - 1] == '\n' || body[p - 1] == '\r'))
+		p--;
+	if (p == 0 || body[--p] != '"')
+		return false;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		size_t l = strlen(names[i]);
+		if (p >= l + 1 && body[p - l - 1] == '"' && !memcmp(body + p - l, names[i], l))
+			return true;
+	}
+	return false;
+}
+
+/* Scan decoded text t (map: to raw offsets relative to tg->str_off), first
+ * undoing the layers it may hold: JSON in the string is walked again so
+ * its escapes do not stay in the text; data: URIs are decoded. */
+static int scan_layers(struct inspect_scratch *s, const struct scan_target *tg, const char *t,
+		       size_t n, const uint32_t *map, unsigned depth, struct inspect_result *r)
+{
+	size_t i = 0;
+	while (i < n && (t[i] == ' ' || t[i] == '\n' || t[i] == '\r' || t[i] == '\t'))
+		i++;
+	if (i < n && (t[i] == '{' || t[i] == '[')) {
+		int v = json_scan(t, n, NULL, NULL);
+		if (v == 0 && depth < INSPECT_MAX_LAYERS) {
+			struct layer_ctx c = { s, tg, map, depth, r };
+			return json_scan(t, n, layer_scalar, &c);
+		}
+		if (v == 0 || v == -E2BIG)
+			s->limit = true;    /* read as text from here on: say so */
+	}
+	if (n > 5 && !strncasecmp(t, "data:", 5) && depth < INSPECT_MAX_LAYERS)
+		return scan_data_uri(s, tg, t, n, map, depth, r);
+	return scan_decoded(s, tg, t, n, map, r);
+}
+
 static int req_string(void *vctx, size_t off, size_t len, bool visible)
 {
 	struct req_ctx *c = vctx;
 	struct scan_target tg = { c->body, off, len, true, visible };
 	const char *raw = c->body + off;
-	if (!memchr(raw, '\\', len))
+	int rc;
+	if (len >= 8 && base64_member(c->body, off)) {
+		if ((rc = scan_base64(c->s, &tg, raw, len, 0, len, 0, c->r)) <= 0)
+			return rc;
+	}
+	if (!memchr(raw, '\\', len)) {
+		/* no escapes: nested JSON always has some; only data: URIs remain */
+		if (len > 5 && !strncasecmp(raw, "data:", 5))
+			return scan_data_uri(c->s, &tg, raw, len, NULL, 0, c->r);
 		return scan_decoded(c->s, &tg, raw, len, NULL, c->r);
-	int rc = json_decode(raw, len, &c->s->text);
+	}
+	if ((rc = json_decode(raw, len, &c->s->text)))
+		return rc;
+	return scan_layers(c->s, &tg, c->s->text.data, c->s->text.len, c->s->text.map, 0, c->r);
+}
+
+struct jsonl_ctx { struct req_ctx *rc; size_t base; };
+
+static int jsonl_string(void *vctx, const char *doc, const struct json_string *js)
+{
+	struct jsonl_ctx *c = vctx;
+	(void)doc;
+	if (js->kind != JSON_STRING)
+		return 0;
+	return req_string(c->rc, c->base + js->off, js->len, true);
+}
+
+/* JSON lines (Batch API input files): every non-empty line of
+ * c->body[off, off + len) one JSON value, at least min_lines of them.
+ * Returns 1 if it is not JSON lines (nothing scanned). */
+static int scan_jsonl(struct req_ctx *c, size_t off, size_t len, size_t min_lines)
+{
+	const char *body = c->body;
+	size_t lines = 0;
+	len += off;
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = off; i < len;) {
+			const char *nl = memchr(body + i, '\n', len - i);
+			size_t e = nl ? (size_t)(nl - body) : len, ws = i;
+			while (ws < e && (body[ws] == ' ' || body[ws] == '\r' || body[ws] == '\t'))
+				ws++;
+			if (ws < e) {
+				struct jsonl_ctx jc = { c, i };
+				int rc = json_scan(body + i, e - i, pass ? jsonl_string : NULL, &jc);
+				if (!pass && rc)
+					return 1;
+				if (pass && rc)
+					return rc;
+				lines++;
+			}
+			i = e + 1;
+		}
+		if (lines < min_lines)
+			return 1;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------- multipart and forms */
+
+#define PART_DECODED_MAX (64u << 20)
+
+/* One part's content at c->body[off, off + len): binaries are named
+ * OPAQUE_CONTENT, JSON (or JSON lines) is walked as a body, other text
+ * is scanned as text. */
+static int scan_part(struct req_ctx *c, size_t off, size_t len, const char *ctype, size_t ctlen)
+{
+	const char *sniff = decode_sniff(c->body + off, len);
+	if (sniff) {
+		char declared[64];
+		snprintf(declared, sizeof(declared), "%.*s", (int)(ctlen < 63 ? ctlen : 63), ctype ? ctype : "");
+		add_opaque(c->r, !strcmp(sniff, "application/octet-stream") && ctlen ? declared : sniff, len);
+		struct scan_target tg = { c->body, off, len, false, true };
+		return scan_sealed(c->s, &tg, c->body + off, len, off, off + len, c->r);
+	}
+	int rc = scan_jsonl(c, off, len, 1);
+	if (rc <= 0)
+		return rc;
+	struct scan_target tg = { c->body, off, len, false, true };
+	return scan_decoded(c->s, &tg, c->body + off, len, NULL, c->r);
+}
+
+/* multipart/form-data (file uploads, /v1/files, audio transcriptions).
+ * A part with a Content-Encoding is decoded and scanned sealed: its
+ * findings cannot be redacted inside the compressed part, so a redaction
+ * is refused. */
+static int scan_multipart(struct inspect_scratch *s, struct inspect_result *r, const char *body,
+			  size_t len, const char *b, size_t blen)
+{
+	struct req_ctx c = { s, r, body };
+	struct decode_part part;
+	size_t pos = 0;
+	int rc, any = 0;
+	while ((rc = decode_multipart_next(body, len, b, blen, &pos, &part)) == 1) {
+		const char *ct = NULL, *ce = NULL;
+		size_t ctl = 0, cel = 0;
+		any = 1;
+		decode_header_value(body + part.hdr_off, part.hdr_len, "content-type", &ct, &ctl);
+		if (!decode_header_value(body + part.hdr_off, part.hdr_len, "content-encoding", &ce, &cel) ||
+		    (cel == 8 && !strncasecmp(ce, "identity", 8))) {
+			if ((rc = scan_part(&c, part.off, part.len, ct, ctl)))
+				return rc;
+			continue;
+		}
+		s->part.len = 0;
+		rc = decode_content(ce, cel, body + part.off, part.len, PART_DECODED_MAX, &s->part);
+		if (rc == -ENOMEM)
+			return rc;
+		if (rc == -E2BIG) {
+			s->limit = true;
+			continue;
+		}
+		if (rc) {
+			add_opaque(r, "application/octet-stream", part.len);   /* unreadable coding */
+			continue;
+		}
+		struct req_ctx pc = { s, r, s->part.data ? s->part.data : "" };
+		s->seal = true;
+		s->seal_s = part.off;
+		s->seal_e = part.off + part.len;
+		rc = scan_part(&pc, 0, s->part.len, ct, ctl);
+		s->seal = false;
+		if (rc)
+			return rc;
+	}
+	if (rc < 0 || !any) {
+		/* not the multipart it claims (from here on): read it as text */
+		size_t from = any ? pos : 0;
+		struct scan_target tg = { body, from, len - from, false, true };
+		return scan_decoded(s, &tg, body + from, len - from, NULL, r);
+	}
+	return 0;
+}
+
+/* application/x-www-form-urlencoded: each key=value pair decoded ('+',
+ * %XX) and scanned whole, so "password=..." keeps its key; spans map to
+ * the raw, still-encoded bytes. The redactor replaces those raw bytes:
+ * every replacement format ([EMAIL_1], masks, hashes, vault tokens) is
+ * made of characters a form decoder leaves as they are. */
+static int scan_form(struct inspect_scratch *s, struct inspect_result *r, const char *body, size_t len)
+{
+	for (size_t i = 0; i < len;) {
+		const char *amp = memchr(body + i, '&', len - i);
+		size_t e = amp ? (size_t)(amp - body) : len;
+		if (e > i) {
+			struct scan_target tg = { body, i, e - i, false, true };
+			int rc = decode_form(body + i, e - i, &s->part, &s->pmap, &s->pmapcap);
+			if (!rc)
+				rc = scan_decoded(s, &tg, s->part.data, s->part.len, s->pmap, r);
+			if (rc)
+				return rc;
+		}
+		i = e + 1;
+	}
+	return 0;
+}
+
+int inspect_request_typed(struct inspect_scratch *s, const char *host, const char *path,
+			  const char *ctype, size_t ctlen, const char *body, size_t len,
+			  struct inspect_result *out)
+{
+	const char *b;
+	size_t blen;
+	int rc;
+	bool mp = ctlen >= 19 && !strncasecmp(ctype, "multipart/form-data", 19) &&
+		  decode_multipart_boundary(ctype, ctlen, &b, &blen);
+	bool form = ctlen >= 33 && !strncasecmp(ctype, "application/x-www-form-urlencoded", 33);
+	/* a binary body (raw audio, an image, an archive) is named, not read
+	 * as text; JSON bodies skip the check */
+	const char *opaque = !mp && !form && len && body[0] != '{' && body[0] != '[' ?
+			     decode_sniff(body, len) : NULL;
+	if (!mp && !form && !opaque)
+		return inspect_request(s, host, path, body, len, out);
+	result_reset(out);
+	if (opaque) {
+		struct scan_target tg = { body, 0, len, false, true };
+		out->info.provider = provider_identify(host, path);
+		add_opaque(out, opaque, len);
+		rc = scan_sealed(s, &tg, body, len, 0, len, out);
+		if (!rc)
+			finish_score(s, out);
+		return rc;
+	}
+	memset(s->inj_hit, 0, sizeof(s->inj_hit));
+	s->limit = false;
+	out->info.provider = provider_identify(host, path);
+	rc = mp ? scan_multipart(s, out, body, len, b, blen) : scan_form(s, out, body, len);
 	if (rc)
 		return rc;
-	return scan_decoded(c->s, &tg, c->s->text.data, c->s->text.len, c->s->text.map, c->r);
+	finish_score(s, out);
+	return 0;
 }
 
 int inspect_request(struct inspect_scratch *s, const char *host, const char *path,
@@ -1547,12 +2012,22 @@ int inspect_request(struct inspect_scratch *s, const char *host, const char *pat
 	int rc;
 	result_reset(out);
 	memset(s->inj_hit, 0, sizeof(s->inj_hit));
+	s->limit = false;
 	rc = provider_parse_request(host, path, body, len, &out->info, req_string, &c);
 	if (rc)
 		return rc < 0 ? rc : -EIO;
+	if (!out->info.is_json && out->info.invalid_json && (rc = scan_jsonl(&c, 0, len, 2)) <= 0) {
+		if (rc < 0)
+			return rc;
+		out->info.is_json = true;
+		out->info.invalid_json = false;
+	}
 	if (!out->info.is_json) {
 		struct scan_target tg = { body, 0, len, false, true };
-		if (out->info.invalid_json)
+		/* nested past JSON_MAX_DEPTH is a limit, not a malformed body */
+		if (out->info.invalid_json && json_scan(body, len, NULL, NULL) == -E2BIG)
+			s->limit = true;
+		else if (out->info.invalid_json)
 			out->counts[FINDING_INVALID_JSON] = 1;
 		if ((rc = scan_decoded(s, &tg, body, len, NULL, out)))
 			return rc;
@@ -1568,6 +2043,7 @@ int inspect_text(struct inspect_scratch *s, const char *text, size_t len,
 	int rc;
 	result_reset(out);
 	memset(s->inj_hit, 0, sizeof(s->inj_hit));
+	s->limit = false;
 	if ((rc = scan_decoded(s, &tg, text, len, NULL, out)))
 		return rc;
 	finish_score(s, out);

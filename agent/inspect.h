@@ -41,6 +41,10 @@ struct inspect_span {
 	enum finding_type type;
 	uint16_t custom_id;            /* index of the custom rule when type == CUSTOM */
 	bool in_json;                  /* inside a JSON string (escaping applies) */
+	/* found inside a layer the redactor cannot rewrite in place (base64
+	 * text in a data URI or a document block): [start, end) is then the
+	 * whole encoded string, and a redaction must be refused, not skipped */
+	bool sealed;
 	size_t start, end;
 	size_t str_off, str_len;
 };
@@ -50,6 +54,10 @@ struct inspect_result {
 	uint32_t counts[FINDING__COUNT];
 	float injection_score;         /* 0..1, see INSPECT_INJECTION_THRESHOLD */
 	bool spans_truncated;
+	/* the largest OPAQUE_CONTENT item: media type (from magic bytes, or
+	 * as declared) and decoded size; never its bytes */
+	char opaque_type[64];
+	size_t opaque_bytes;
 	struct inspect_span *spans;    /* owned by the result, sorted by start */
 	size_t nspans;
 	size_t cap;
@@ -92,15 +100,35 @@ struct inspect_scratch *inspect_scratch_new(struct inspector *ins);
 void inspect_scratch_free(struct inspect_scratch *s);  /* NULL ok */
 struct inspector *inspect_scratch_inspector(const struct inspect_scratch *s);
 
+/* Layers decoded inside one JSON string value before it is scanned: JSON
+ * nested in the string (tool-call arguments, tool results) and base64
+ * text (data: URIs, "data" members of document/image/audio blocks). Past
+ * this depth the rest is scanned as text and INSPECTION_LIMIT is counted. */
+#define INSPECT_MAX_LAYERS 6
+
 /* Inspect one request: identify the provider (providers.h), scan every
  * JSON string value decoded (prompt-injection scoring only on model-visible
- * text), or the whole body as text if it is not JSON. A body that starts
+ * text), or the whole body as text if it is not JSON. A string that is
+ * itself JSON is decoded again (its string values scanned, spans mapped to
+ * the raw body); a data: URI or a base64 "data" member is decoded: text is
+ * scanned (its spans sealed), anything else counts OPAQUE_CONTENT. A body
+ * of JSON lines (Batch API files) is scanned line by line as JSON. A body that starts
  * like JSON but is invalid counts one INVALID_JSON finding and is scanned
  * as text (its spans have in_json = false; the redactor leaves it alone).
  * host, path, body borrowed. Returns 0, -ENOMEM, or -EIO on a Hyperscan
  * error (treat the request as failed inspection). */
 int inspect_request(struct inspect_scratch *s, const char *host, const char *path,
 		    const char *body, size_t len, struct inspect_result *out);
+
+/* As inspect_request, for a body of Content-Type ctype (borrowed, not
+ * NUL-terminated): multipart/form-data is read part by part (binary parts
+ * are OPAQUE_CONTENT, JSON and JSON-lines parts walked as JSON, a part
+ * with its own Content-Encoding decoded and its spans sealed) and
+ * application/x-www-form-urlencoded pair by pair, decoded; any other type
+ * is inspect_request. */
+int inspect_request_typed(struct inspect_scratch *s, const char *host, const char *path,
+			  const char *ctype, size_t ctlen, const char *body, size_t len,
+			  struct inspect_result *out);
 
 /* Inspect plain text (spans are offsets into text; injection scored over
  * all of it). info is left zeroed (provider GENERIC). */

@@ -674,13 +674,17 @@ static int send_transformed_head(struct ic *ic, const struct http_response *resp
 
 /* Accept-Encoding is dropped upstream: the agent must read the answer
  * (usage, output findings, token restoration), so it asks for identity.
- * The loopback-to-provider bandwidth this costs is the price of seeing. */
-static void drop_accept_encoding(struct http_request *req)
+ * The loopback-to-provider bandwidth this costs is the price of seeing.
+ * A redacted body is forwarded decoded (exchange.c): its Content-Encoding
+ * goes too, and http_format_request_head writes the new Content-Length. */
+static void drop_accept_encoding(struct http_request *req, bool content_encoding)
 {
 	unsigned k = 0;
 	for (unsigned i = 0; i < req->nheaders; i++) {
 		const struct http_header *h = &req->headers[i];
 		if (h->name_len == 15 && !strncasecmp(h->name, "accept-encoding", 15))
+			continue;
+		if (content_encoding && h->name_len == 16 && !strncasecmp(h->name, "content-encoding", 16))
 			continue;
 		req->headers[k++] = *h;
 	}
@@ -702,10 +706,14 @@ static int proxy_exchange(struct ic *ic, struct http_request *req, struct exchan
 	const char *body = exchange_body(ex, ic->bodyp, &ic->body_len);
 
 	/* fwd also holds a rewritten response head: room for either. */
-	size_t fwd_need = (req->head_len > cfg->max_head_bytes ? req->head_len : cfg->max_head_bytes) + 256;
+	/* a redacted head grows by at most 64 bytes per replaced finding */
+	size_t fwd_need = (req->head_len > cfg->max_head_bytes ? req->head_len : cfg->max_head_bytes) + 256 +
+			  64 * (size_t)ex->n_head_spans;
 	if (grow(&ic->fwd, &ic->fwd_cap, fwd_need, fwd_need))
 		return -ENOMEM;
-	drop_accept_encoding(req);
+	/* header indexes of the rewrite are those of the request as parsed */
+	exchange_rewrite_head(ex, req);
+	drop_accept_encoding(req, ex->drop_content_encoding);
 again:
 	if (!ic->up.ssl && (ret = upstream_connect(ic, ex))) {
 		send_error(ic, ex, 502, ex->reason ? ex->reason : "upstream_unreachable", ex->error);

@@ -5,9 +5,9 @@
  * measurement fails.
  *
  * Standalone build (from the repository root):
- *   gcc -std=gnu11 -O2 -Iagent -Icommon tests/bench/bench_inspect.c agent/inspect.c \
+ *   gcc -std=gnu11 -O2 -Iagent -Icommon tests/bench/bench_inspect.c agent/inspect.c agent/decode.c \
  *       agent/providers.c agent/json.c -o /tmp/bench_inspect \
- *       $(pkg-config --cflags --libs libhs libpcre2-8)
+ *       $(pkg-config --cflags --libs libhs libpcre2-8 zlib libbrotlidec libzstd)
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>

@@ -32,7 +32,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
 
 rc=0
 # Micro-benchmarks of one module each, linked against the agent's objects.
-pkgs="libbpf openssl libhs libprotobuf-c libnl-3.0 libnl-idiag-3.0 libzstd yaml-0.1 sqlite3 libcurl libpcre2-8"
+pkgs="libbpf openssl libhs libprotobuf-c libnl-3.0 libnl-idiag-3.0 libzstd yaml-0.1 sqlite3 libcurl libpcre2-8 zlib libbrotlidec libbrotlienc"
 for name in bench_inspect bench_policy; do
 	src=tests/bench/$name.c
 	[ -f "$src" ] || { echo "bench: $src absent; skipped"; continue; }

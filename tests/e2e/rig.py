@@ -84,9 +84,9 @@ endpoints: [%s]
         """What the fake provider received, one dict per request."""
         return self.read_jsonl(self.records[name])
 
-    def curl(self, url, data=None, extra=(), uid=lib.NOBODY):
+    def curl(self, url, data=None, extra=(), uid=lib.NOBODY, ctype="application/json"):
         argv = ["curl", "-sS", "--max-time", "20", "--cacert", self.ca, "-o", "-", "-w", "\n%{http_code}",
-                "-H", "Authorization: Bearer sk-test", "-H", "Content-Type: application/json"] + list(extra)
+                "-H", "Authorization: Bearer sk-test", "-H", "Content-Type: " + ctype] + list(extra)
         if data is not None:
             argv += ["--data-binary", data]
         argv.append(url)

@@ -5,6 +5,7 @@ block the request (it never reaches the provider), personal data leaves
 redacted, and a request with no finding is forwarded byte for byte. The
 official SDKs must surface a block as a readable error naming the rule.
 """
+import base64
 import json
 
 import lib
@@ -60,7 +61,8 @@ def findings_in_the_answer_are_audited_streamed_or_not():
                            "messages": [{"role": "user", "content": "who do I contact? " + tag}]})
         # 3-character SSE pieces: the e-mail and the key are split across events.
         code, out, p = RIG.curl("https://api.openai.com/v1/chat/completions", body,
-                                extra=["-H", "x-fake-answer: " + answer, "-H", "x-fake-split: 3"])
+                                extra=["-H", "x-fake-answer-b64: " + base64.b64encode(answer.encode()).decode(),
+                                       "-H", "x-fake-split: 3"])
         check(code == 200, "status %s %s" % (code, p.stderr))
         if stream:
             chunks = [json.loads(l[6:]) for l in out.splitlines() if l.startswith("data: {")]

@@ -50,13 +50,16 @@ Test controls (request headers; the real APIs ignore them):
                             arguments JSON streamed in the same pieces
   x-fake-abort-after: N     close the connection after N SSE events
   x-fake-answer: TEXT       answer TEXT instead of the echo (output inspection)
+  x-fake-answer-b64: B64    the same, base64: the agent inspects header values,
+                            so an answer holding a finding is sent this way
   x-fake-header-delay-ms: N wait before sending the response headers
   path /slow-headers        reads the request, records it, never answers
 
 Record (--record): one JSON line per request, written before the answer:
   {"seq","method","path","headers"(lower-cased; repeats joined by ", "),
    "body","body_len","sni","conn_id","tls_version","alpn","client_random",
-   "listen","peer","time"}
+   "listen","peer","time"}; with a Content-Encoding also "body_decoded"
+  (the body with its coding undone) or "decode_error"
 conn_id counts TCP connections (same id = keep-alive reuse).
 SNI log (--passthrough-sni-log): one JSON line per ClientHello:
   {"conn_id","sni","client_random"(hex, as in SSLKEYLOGFILE),"alpn_offered",
@@ -64,6 +67,7 @@ SNI log (--passthrough-sni-log): one JSON line per ClientHello:
   own ClientHello reached this server (compare with the client's key log).
 """
 import argparse
+import base64
 import http.server
 import itertools
 import json
@@ -77,6 +81,9 @@ import sys
 import threading
 import time
 import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import content_codings  # noqa: E402
 
 CREATED = 1700000000  # fixed "created" stamp: answers are deterministic
 ECHO_LIMIT = 200
@@ -464,14 +471,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
         for k, v in self.headers.items():
             k = k.lower()
             headers[k] = headers[k] + ", " + v if k in headers else v
-        st.record({
+        rec_extra = {}
+        raw_body = body
+        if headers.get("content-encoding"):
+            # what the provider will read: the body with its coding undone
+            try:
+                body = content_codings.decompress(headers["content-encoding"], body)
+                rec_extra["body_decoded"] = body.decode("utf-8", "replace")
+            except Exception as e:  # noqa: BLE001 - any decoder error is the finding
+                rec_extra["decode_error"] = str(e)
+        st.record(dict(rec_extra, **{
             "seq": self.req_id, "method": self.command, "path": self.path,
-            "headers": headers, "body": body.decode("utf-8", "replace"),
-            "body_len": len(body), "sni": self.sni, "conn_id": self.conn_id,
+            "headers": headers, "body": raw_body.decode("utf-8", "replace"),
+            "body_len": len(raw_body), "sni": self.sni, "conn_id": self.conn_id,
             "tls_version": self.tls_version, "alpn": self.alpn,
             "client_random": self.hello.get("client_random"),
             "listen": self.server.listen_str, "peer": self.peer,
-            "time": round(time.time(), 3)})
+            "time": round(time.time(), 3)}))
         self.body = body
         if self.url_path.startswith("/slow-headers"):
             self.hang()
@@ -534,6 +550,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return self.openai_responses()
             if m == "POST" and p == "/v1/completions":
                 return self.openai_legacy()
+            if m == "POST" and p == "/v1/files":
+                # uploads (multipart, or any body): accepted as they come
+                return self.send_json(200, {"id": "file-fake-%d" % self.req_id, "object": "file",
+                                            "bytes": len(self.body), "purpose": "batch"})
             if m in ("GET", "HEAD") and (p == "/v1/models" or p.startswith("/v1/models/")):
                 return self.models()
             return self.send_error_shape(404, "Invalid URL (%s %s)" % (m, p))
@@ -629,7 +649,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return ""
 
     def answer(self, user_text):
-        text = self.headers.get("x-fake-answer") or "echo: " + user_text[:ECHO_LIMIT]
+        b64 = self.headers.get("x-fake-answer-b64")
+        text = (base64.b64decode(b64).decode("utf-8") if b64 else self.headers.get("x-fake-answer")) or \
+            "echo: " + user_text[:ECHO_LIMIT]
         usage = (len(self.body) // 4, len(text.split()))
         split = self._int_hdr("x-fake-split")
         cuts = self.headers.get("x-fake-split-at")

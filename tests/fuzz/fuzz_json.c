@@ -1,8 +1,10 @@
 /* fuzz_json: libFuzzer target for the request path on untrusted bytes:
  * json_scan, provider adapters, inspection and redaction.
- * Invariants: nothing crashes or leaks; a body that is valid JSON stays
+ * With the first byte's bits 7 and 1 set, the body is read as multipart or
+ * a form instead (inspect_request_typed).
+ * Invariants: nothing crashes or leaks; spans lie inside the body; a body that is valid JSON stays
  * valid JSON after redaction (placeholder, mask and tokenize actions); a
- * body that is not valid JSON is never rewritten.
+ * body that is invalid JSON (and not JSON lines) is never rewritten.
  *
  * Build and run (from the repository root):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Iagent -Icommon \
@@ -47,7 +49,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (int i = 0; i < FINDING__COUNT; i++)
 		pol.action[i] = (enum redact_action)(1 + (sel >> 2) % 4);
 	inspect_result_init(&r);
-	if (inspect_request(scr, hosts[sel % 3], "/v1/chat/completions", body, len, &r) == 0) {
+	/* bit 7 with bit 1: the body as multipart (boundary "b") or a form */
+	static const char *const ctypes[] = { "multipart/form-data; boundary=b",
+					       "application/x-www-form-urlencoded" };
+	if ((sel & 0x82) == 0x82) {
+		const char *ct = ctypes[(sel >> 2) & 1];
+		if (inspect_request_typed(scr, hosts[sel % 3], "/v1/files", ct, strlen(ct), body, len, &r) == 0) {
+			for (size_t i = 0; i < r.nspans; i++)
+				if (r.spans[i].end > len || r.spans[i].start > r.spans[i].end)
+					abort();       /* spans inside the body */
+			(void)redact_body(body, len, &r, &pol, &out, NULL);
+		}
+	} else if (inspect_request(scr, hosts[sel % 3], "/v1/chat/completions", body, len, &r) == 0) {
 		int st = redact_body(body, len, &r, &pol, &out, NULL);
 		if (st == REDACT_CHANGED && valid && !json_valid(out.data, out.len)) {
 			fprintf(stderr, "redaction produced invalid JSON from valid input\n");

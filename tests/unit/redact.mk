@@ -1,1 +1,1 @@
-test_redact_DEPS := agent/json.c agent/providers.c agent/inspect.c agent/vault.c
+test_redact_DEPS := agent/json.c agent/providers.c agent/inspect.c agent/vault.c agent/decode.c

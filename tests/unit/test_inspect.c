@@ -264,3 +264,347 @@ TEST(inspect_trigger_without_candidates_on_fresh_scratch)
 	inspect_result_free(&r);
 	inspect_scratch_free(fresh);
 }
+
+/* ---------------------------------------------------------------- limits */
+
+static char *repeat(const char *unit, size_t times, const char *tail, size_t *len)
+{
+	size_t ul = strlen(unit), tl = strlen(tail);
+	char *b = malloc(ul * times + tl + 1);
+	if (!b)
+		return NULL;
+	for (size_t i = 0; i < times; i++)
+		memcpy(b + i * ul, unit, ul);
+	memcpy(b + ul * times, tail, tl + 1);
+	*len = ul * times + tl;
+	return b;
+}
+
+static bool has_span_at(size_t start, enum finding_type t)
+{
+	for (size_t i = 0; i < res.nspans; i++)
+		if (res.spans[i].type == t && res.spans[i].start == start)
+			return true;
+	return false;
+}
+
+TEST(inspect_example_keys_do_not_consume_the_candidate_limit)
+{
+	size_t n;
+	char *b = repeat("AKIAIOSFODNN7EXAMPLE ", 8200, "real AKIA2OGYBAH6TQJ5V3XL end", &n);
+	CHECK(b, "oom");
+	setup();
+	int rc = inspect_text(scr, b, n, &res);
+	size_t at = (size_t)(strstr(b, "AKIA2OGY") - b);
+	CHECK(rc == 0, "inspect_text: %d", rc);
+	CHECK(res.counts[FINDING_AWS_ACCESS_KEY] == 1 && has_span_at(at, FINDING_AWS_ACCESS_KEY),
+	      "the real key after 8,200 documentation keys was not found (count %u)",
+	      res.counts[FINDING_AWS_ACCESS_KEY]);
+	CHECK(res.counts[FINDING_INSPECTION_LIMIT] == 0, "rejected look-alikes must not reach a limit");
+	free(b);
+}
+
+TEST(inspect_many_cards_then_a_real_one_found_or_limit)
+{
+	size_t n;
+	char *b = repeat("card 4111 1111 1111 1111; ", 600, "mine 4556 7375 8689 9855.", &n);
+	CHECK(b, "oom");
+	setup();
+	CHECK(inspect_text(scr, b, n, &res) == 0, "inspect_text failed");
+	size_t at = (size_t)(strstr(b, "4556 7375") - b);
+	CHECK(has_span_at(at, FINDING_CREDIT_CARD) || res.counts[FINDING_INSPECTION_LIMIT] == 1,
+	      "the last card is neither found nor reported as a limit");
+	CHECK(has_span_at(at, FINDING_CREDIT_CARD), "601 cards fit the limits: the last one must be found");
+	free(b);
+}
+
+TEST(inspect_span_limit_is_an_inspection_limit_finding)
+{
+	size_t n;
+	char *b = repeat("a@b.io ", 4100, "real jane.roe@example.org", &n);
+	CHECK(b, "oom");
+	setup();
+	CHECK(inspect_text(scr, b, n, &res) == 0, "inspect_text failed");
+	CHECK(res.spans_truncated && res.counts[FINDING_INSPECTION_LIMIT] == 1,
+	      "4,101 e-mails: spans_truncated %d, INSPECTION_LIMIT %u", res.spans_truncated,
+	      res.counts[FINDING_INSPECTION_LIMIT]);
+	CHECK(inspect_text(scr, "x a@b.io", 8, &res) == 0 && res.counts[FINDING_INSPECTION_LIMIT] == 0,
+	      "the limit flag leaked into the next scan");
+	free(b);
+}
+
+TEST(inspect_json_nested_too_deep_is_a_limit)
+{
+	char b[300];
+	size_t k = 0;
+	for (int i = 0; i < 100; i++)
+		b[k++] = '[';
+	memcpy(b + k, "\"a@b.io\"", 8);
+	k += 8;
+	for (int i = 0; i < 100; i++)
+		b[k++] = ']';
+	setup();
+	CHECK(inspect_request(scr, "api.openai.com", "/v1/chat/completions", b, k, &res) == 0,
+	      "inspect_request failed");
+	CHECK(res.counts[FINDING_INSPECTION_LIMIT] == 1 && res.counts[FINDING_INVALID_JSON] == 0,
+	      "100-deep JSON: INSPECTION_LIMIT %u INVALID_JSON %u", res.counts[FINDING_INSPECTION_LIMIT],
+	      res.counts[FINDING_INVALID_JSON]);
+}
+
+/* ---------------------------------------------------------------- layers */
+
+static int req(const char *host, const char *path, const char *body)
+{
+	setup();
+	return inspect_request(scr, host, path, body, strlen(body), &res);
+}
+
+TEST(inspect_json_in_a_string_is_decoded_again)
+{
+	/* tool-call arguments: the key sits after an escaped newline, the
+	 * address is written with \u0040 inside the inner JSON */
+	const char *b = "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"type\":\"function\","
+			"\"function\":{\"name\":\"send\",\"arguments\":\"{\\\"to\\\":\\\"jane.roe\\\\u0040example.org\\\","
+			"\\\"body\\\":\\\"see\\\\nAKIA2OGYBAH6TQJ5V3XL\\\\n\\\",\\\"n\\\":4556737586899855}\"}}]}]}";
+	CHECK(req("api.openai.com", "/v1/chat/completions", b) == 0, "inspect_request failed");
+	CHECK(res.info.is_json, "body not JSON");
+	CHECK(res.counts[FINDING_EMAIL] == 1 && res.counts[FINDING_AWS_ACCESS_KEY] == 1 &&
+	      res.counts[FINDING_CREDIT_CARD] == 1,
+	      "nested: email %u aws %u card %u", res.counts[FINDING_EMAIL], res.counts[FINDING_AWS_ACCESS_KEY],
+	      res.counts[FINDING_CREDIT_CARD]);
+	for (size_t i = 0; i < res.nspans; i++) {
+		const struct inspect_span *sp = &res.spans[i];
+		const char *want = sp->type == FINDING_EMAIL ? "jane.roe\\\\u0040example.org" :
+				   sp->type == FINDING_AWS_ACCESS_KEY ? "AKIA2OGYBAH6TQJ5V3XL" : "4556737586899855";
+		CHECK(sp->in_json && !sp->sealed && sp->end - sp->start == strlen(want) &&
+		      !memcmp(b + sp->start, want, strlen(want)),
+		      "span of %s does not map to the raw bytes: %.*s", finding_name(sp->type),
+		      (int)(sp->end - sp->start), b + sp->start);
+	}
+}
+
+TEST(inspect_json_nested_in_strings_past_the_layer_limit)
+{
+	/* a string holding a string holding ... (INSPECT_MAX_LAYERS + 2 deep) */
+	char cur[4096] = "\"a@b.io\"", next[4096];
+	for (int d = 0; d < INSPECT_MAX_LAYERS + 2; d++) {
+		size_t k = 0;
+		next[k++] = '[';
+		next[k++] = '"';
+		for (const char *p = cur; *p && k < sizeof(next) - 8; p++) {
+			if (*p == '"' || *p == '\\')
+				next[k++] = '\\';
+			next[k++] = *p;
+		}
+		next[k++] = '"';
+		next[k++] = ']';
+		next[k] = 0;
+		memcpy(cur, next, k + 1);
+	}
+	CHECK(req("api.openai.com", "/v1/chat/completions", cur) == 0, "inspect_request failed");
+	CHECK(res.counts[FINDING_INSPECTION_LIMIT] == 1, "layers past the limit not reported");
+	CHECK(res.counts[FINDING_EMAIL] == 1, "the value past the limit must still be scanned as text");
+}
+
+TEST(inspect_base64_text_data_uri_and_document_block)
+{
+	/* "write to jane.roe@example.org" in base64 */
+	const char *b64 = "d3JpdGUgdG8gamFuZS5yb2VAZXhhbXBsZS5vcmc=";
+	char b[1024];
+	snprintf(b, sizeof(b), "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
+		 "\"image_url\":{\"url\":\"data:text/plain;base64,%s\"}}]}]}", b64);
+	CHECK(req("api.openai.com", "/v1/chat/completions", b) == 0, "inspect_request failed");
+	CHECK(res.counts[FINDING_EMAIL] == 1 && res.nspans == 1 && res.spans[0].sealed,
+	      "data URI: email %u spans %zu", res.counts[FINDING_EMAIL], res.nspans);
+	const char *uri = strstr(b, "data:text");
+	CHECK(res.spans[0].start == (size_t)(uri - b) && res.spans[0].end == (size_t)(strstr(uri, "\"") - b),
+	      "sealed span must cover the whole data URI");
+	snprintf(b, sizeof(b), "{\"model\":\"claude-3-5-sonnet\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":"
+		 "[{\"type\":\"document\",\"source\":{\"type\":\"base64\",\"media_type\":\"text/plain\",\"data\":\"%s\"}}]}]}", b64);
+	CHECK(req("api.anthropic.com", "/v1/messages", b) == 0, "inspect_request failed");
+	CHECK(res.counts[FINDING_EMAIL] == 1 && res.spans[0].sealed, "document block: email %u",
+	      res.counts[FINDING_EMAIL]);
+	/* a short plain value under "data" that happens to be base64 is text */
+	CHECK(req("api.openai.com", "/v1/x", "{\"data\":\"jane.roe@example.org\"}") == 0 &&
+	      res.counts[FINDING_EMAIL] == 1 && !res.spans[0].sealed, "plain data member");
+}
+
+TEST(inspect_opaque_content_by_magic_bytes)
+{
+	/* a 1x1 PNG header, then IHDR */
+	const char *png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+	char b[1024];
+	snprintf(b, sizeof(b), "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
+		 "\"image_url\":{\"url\":\"data:image/png;base64,%s\"}}]}]}", png);
+	CHECK(req("api.openai.com", "/v1/chat/completions", b) == 0, "inspect_request failed");
+	CHECK(res.counts[FINDING_OPAQUE_CONTENT] == 1 && !strcmp(res.opaque_type, "image/png") &&
+	      res.opaque_bytes == 70, "png: opaque %u type %s size %zu", res.counts[FINDING_OPAQUE_CONTENT],
+	      res.opaque_type, res.opaque_bytes);
+	CHECK(inspect_result_total(&res) == 1, "an image must give no other finding");
+	snprintf(b, sizeof(b), "{\"contents\":[{\"parts\":[{\"inlineData\":{\"mimeType\":\"application/pdf\",\"data\":\"%s\"}}]}]}",
+		 "JVBERi0xLjcKJcfs");
+	CHECK(req("generativelanguage.googleapis.com", "/v1beta/models/gemini-pro:generateContent", b) == 0 &&
+	      res.counts[FINDING_OPAQUE_CONTENT] == 1 && !strcmp(res.opaque_type, "application/pdf"), "pdf");
+}
+
+TEST(inspect_jsonl_batch_file_with_unicode_escapes)
+{
+	const char *b = "{\"custom_id\":\"1\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"messages\":"
+			"[{\"role\":\"user\",\"content\":\"hi\"}]}}\n"
+			"{\"custom_id\":\"2\",\"body\":{\"messages\":[{\"role\":\"user\",\"content\":"
+			"\"key \\u0041KIA2OGYBAH6TQJ5V3XL and jane\\u002eroe\\u0040example.org\"}]}}\n";
+	CHECK(req("api.openai.com", "/v1/files", b) == 0, "inspect_request failed");
+	CHECK(res.info.is_json && !res.info.invalid_json && res.counts[FINDING_INVALID_JSON] == 0,
+	      "JSON lines not recognised");
+	CHECK(res.counts[FINDING_AWS_ACCESS_KEY] == 1 && res.counts[FINDING_EMAIL] == 1,
+	      "jsonl: aws %u email %u", res.counts[FINDING_AWS_ACCESS_KEY], res.counts[FINDING_EMAIL]);
+	CHECK(req("api.openai.com", "/v1/files", "{\"a\":1}\n{broken\n") == 0 && res.counts[FINDING_INVALID_JSON] == 1,
+	      "a broken line must leave the body invalid JSON");
+}
+
+/* --------------------------------------------------------- normalisation */
+
+/* the one span of type t must cover exactly want (raw bytes) */
+static bool span_is(const char *text, enum finding_type t, const char *want)
+{
+	if (inspect_text(scr, text, strlen(text), &res) != 0 || res.counts[t] != 1)
+		return false;
+	for (size_t i = 0; i < res.nspans; i++)
+		if (res.spans[i].type == t)
+			return res.spans[i].end - res.spans[i].start == strlen(want) &&
+			       !memcmp(text + res.spans[i].start, want, strlen(want));
+	return false;
+}
+
+TEST(inspect_normalises_what_the_model_reads)
+{
+	setup();
+	CHECK(span_is("mail jane.roe\xe2\x80\x8b@example.org now", FINDING_EMAIL, "jane.roe\xe2\x80\x8b@example.org"),
+	      "zero-width space inside an e-mail");
+	CHECK(span_is("key AKIA2OGY\xe2\x80\x8c" "BAH6TQJ5V3XL end", FINDING_AWS_ACCESS_KEY,
+		      "AKIA2OGY\xe2\x80\x8c" "BAH6TQJ5V3XL"), "zero-width non-joiner inside a key");
+	CHECK(span_is("mail jane.roe\xef\xbc\xa0" "example.org", FINDING_EMAIL, "jane.roe\xef\xbc\xa0" "example.org"),
+	      "fullwidth at sign");
+	/* fullwidth digits 4556 7375 8689 9855 */
+	const char *fw = "\xef\xbc\x94\xef\xbc\x95\xef\xbc\x95\xef\xbc\x96 \xef\xbc\x97\xef\xbc\x93\xef\xbc\x97\xef\xbc\x95 "
+			 "\xef\xbc\x98\xef\xbc\x96\xef\xbc\x98\xef\xbc\x99 \xef\xbc\x99\xef\xbc\x98\xef\xbc\x95\xef\xbc\x95";
+	char b[256];
+	snprintf(b, sizeof(b), "card %s.", fw);
+	CHECK(span_is(b, FINDING_CREDIT_CARD, fw), "fullwidth digits in a card");
+	CHECK(span_is("card 4556\xc2\xa0" "7375\xc2\xa0" "8689\xc2\xa0" "9855 ok", FINDING_CREDIT_CARD,
+		      "4556\xc2\xa0" "7375\xc2\xa0" "8689\xc2\xa0" "9855"), "NBSP separators in a card");
+	CHECK(span_is("call +1\xe2\x80\xaf" "415\xe2\x80\xaf" "555\xe2\x80\xaf" "2671 today", FINDING_PHONE,
+		      "+1\xe2\x80\xaf" "415\xe2\x80\xaf" "555\xe2\x80\xaf" "2671"), "narrow NBSP in a phone number");
+	/* mathematical bold "jane@example.org" local part */
+	CHECK(span_is("to \xf0\x9d\x90\xa3\xf0\x9d\x90\x9a\xf0\x9d\x90\xa7\xf0\x9d\x90\x9e@example.org", FINDING_EMAIL,
+		      "\xf0\x9d\x90\xa3\xf0\x9d\x90\x9a\xf0\x9d\x90\xa7\xf0\x9d\x90\x9e@example.org"),
+	      "mathematical bold letters");
+	CHECK(span_is("caf\xc3\xa9 jane.roe@example.org", FINDING_EMAIL, "jane.roe@example.org"),
+	      "other non-ASCII text keeps its offsets");
+}
+
+TEST(inspect_normalised_request_spans_map_to_escaped_raw_bytes)
+{
+	/* in JSON: the zero-width space written as \u200b */
+	const char *b = "{\"messages\":[{\"role\":\"user\",\"content\":\"to jane.roe\\u200b@example.org\"}]}";
+	CHECK(req("api.openai.com", "/v1/chat/completions", b) == 0 && res.counts[FINDING_EMAIL] == 1,
+	      "escaped zero-width space: email %u", res.counts[FINDING_EMAIL]);
+	const char *want = "jane.roe\\u200b@example.org";
+	CHECK(res.spans[0].end - res.spans[0].start == strlen(want) && !memcmp(b + res.spans[0].start, want, strlen(want)),
+	      "span %.*s", (int)(res.spans[0].end - res.spans[0].start), b + res.spans[0].start);
+}
+
+/* ---------------------------------------------------- multipart and forms */
+
+static int typed(const char *ct, const char *body, size_t len)
+{
+	setup();
+	return inspect_request_typed(scr, "api.openai.com", "/v1/files", ct, strlen(ct), body, len, &res);
+}
+
+TEST(inspect_multipart_parts_text_json_binary)
+{
+	const char *ct = "multipart/form-data; boundary=----XyZ";
+	const char *b = "------XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"
+			"------XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.jsonl\"\r\n"
+			"Content-Type: application/octet-stream\r\n\r\n"
+			"{\"body\":{\"messages\":[{\"content\":\"mail jane\\u0040example.org\"}]}}\n"
+			"{\"body\":{\"messages\":[{\"content\":\"hi\"}]}}\n\r\n"
+			"------XyZ\r\nContent-Disposition: form-data; name=\"img\"; filename=\"a.png\"\r\n"
+			"Content-Type: image/png\r\n\r\n\x89PNG";
+	/* the PNG bytes hold NULs: build the body with an explicit length */
+	static const char tail[] = "\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\r\n------XyZ--\r\n";
+	char buf[2048];
+	size_t head = (size_t)(strstr(b, "\x89PNG") - b);
+	memcpy(buf, b, head);
+	memcpy(buf + head, tail, sizeof(tail) - 1);
+	size_t len = head + sizeof(tail) - 1;
+	CHECK(typed(ct, buf, len) == 0, "inspect failed");
+	CHECK(res.counts[FINDING_EMAIL] == 1 && res.counts[FINDING_OPAQUE_CONTENT] == 1 &&
+	      !strcmp(res.opaque_type, "image/png"), "multipart: email %u opaque %u (%s)",
+	      res.counts[FINDING_EMAIL], res.counts[FINDING_OPAQUE_CONTENT], res.opaque_type);
+	CHECK(res.spans[0].in_json && !res.spans[0].sealed &&
+	      !memcmp(buf + res.spans[0].start, "jane\\u0040example.org", 21), "span not on the raw JSON bytes");
+}
+
+TEST(inspect_multipart_hostile_shapes)
+{
+	const char *ct = "multipart/form-data; boundary=\"b1\"";
+	/* no closing delimiter: the last part runs to the end, still scanned */
+	const char *b = "--b1\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nkey AKIA2OGYBAH6TQJ5V3XL";
+	CHECK(typed(ct, b, strlen(b)) == 0 && res.counts[FINDING_AWS_ACCESS_KEY] == 1, "unterminated part");
+	/* no header/body separator: read as text from there */
+	b = "--b1\r\nContent-Disposition: x jane.roe@example.org";
+	CHECK(typed(ct, b, strlen(b)) == 0 && res.counts[FINDING_EMAIL] == 1, "part without separator");
+	/* no delimiter at all */
+	b = "just text jane.roe@example.org";
+	CHECK(typed(ct, b, strlen(b)) == 0 && res.counts[FINDING_EMAIL] == 1, "no delimiter");
+	/* a boundary that is not valid falls back to inspect_request */
+	CHECK(typed("multipart/form-data; boundary=", b, strlen(b)) == 0 && res.counts[FINDING_EMAIL] == 1,
+	      "empty boundary");
+}
+
+TEST(inspect_form_pairs_decoded)
+{
+	const char *b = "user=jane.roe%40example.org&note=card+4556+7375+8689+9855&password=Tr0ub4dor%263x";
+	CHECK(typed("application/x-www-form-urlencoded", b, strlen(b)) == 0, "inspect failed");
+	CHECK(res.counts[FINDING_EMAIL] == 1 && res.counts[FINDING_CREDIT_CARD] == 1,
+	      "form: email %u card %u", res.counts[FINDING_EMAIL], res.counts[FINDING_CREDIT_CARD]);
+	for (size_t i = 0; i < res.nspans; i++)
+		if (res.spans[i].type == FINDING_EMAIL)
+			CHECK(!memcmp(b + res.spans[i].start, "jane.roe%40example.org", 22) &&
+			      res.spans[i].end - res.spans[i].start == 22 && !res.spans[i].in_json, "form span");
+}
+
+TEST(inspect_binary_body_is_opaque_not_text)
+{
+	static const char wav[] = "RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00";
+	CHECK(typed("audio/wav", wav, sizeof(wav) - 1) == 0, "inspect failed");
+	CHECK(res.counts[FINDING_OPAQUE_CONTENT] == 1 && !strcmp(res.opaque_type, "audio/wav") &&
+	      res.opaque_bytes == sizeof(wav) - 1 && inspect_result_total(&res) == 1, "wav body: opaque %u %s",
+	      res.counts[FINDING_OPAQUE_CONTENT], res.opaque_type);
+	const char *txt = "plain text jane.roe@example.org";
+	CHECK(typed("text/plain", txt, strlen(txt)) == 0 && res.counts[FINDING_EMAIL] == 1 &&
+	      res.counts[FINDING_OPAQUE_CONTENT] == 0, "text body read as text");
+}
+
+TEST(inspect_magic_bytes_do_not_hide_text)
+{
+	/* a PDF header, then a key in plain text: opaque, and still found */
+	static const char pdf[] = "%PDF-1.4\n\x01\x02 AKIA2OGYBAH6TQJ5V3XL \n";
+	CHECK(typed("application/pdf", pdf, sizeof(pdf) - 1) == 0, "inspect failed");
+	CHECK(res.counts[FINDING_OPAQUE_CONTENT] == 1 && res.counts[FINDING_AWS_ACCESS_KEY] == 1 &&
+	      res.spans[0].sealed && res.spans[0].start == 0 && res.spans[0].end == sizeof(pdf) - 1,
+	      "pdf: opaque %u aws %u", res.counts[FINDING_OPAQUE_CONTENT], res.counts[FINDING_AWS_ACCESS_KEY]);
+	/* a control byte in front of text does not make it unreadable */
+	static const char ctl[] = "\x01 key AKIA2OGYBAH6TQJ5V3XL";
+	CHECK(typed("text/plain", ctl, sizeof(ctl) - 1) == 0 && res.counts[FINDING_AWS_ACCESS_KEY] == 1,
+	      "control byte prefix hid the key");
+}
+
+TEST(inspect_key_wrapped_with_a_line_continuation)
+{
+	setup();
+	CHECK(span_is("export AWS_KEY=AKIA2OGYBA\\\nH6TQJ5V3XL\n", FINDING_AWS_ACCESS_KEY, "AKIA2OGYBA\\\nH6TQJ5V3XL"),
+	      "a key split by backslash-newline");
+}

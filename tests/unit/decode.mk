@@ -1,0 +1,1 @@
+test_decode_DEPS := agent/json.c

@@ -1,0 +1,241 @@
+/* Unit tests for agent/decode.c: every content coding round-trips, hostile
+ * inputs (truncated gzip, bombs, trailing garbage, unknown codings, bad
+ * base64) are refused with the right error and leave the output as it
+ * was; magic-byte sniffing and text media types. */
+#include "check.h"
+
+#include <brotli/encode.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "decode.h"
+
+static const char text[] = "{\"messages\":[{\"content\":\"write to jane.doe@example.com\"}]}";
+
+/* windowbits as zlib's deflateInit2: 31 gzip, 15 zlib, -15 raw */
+static size_t zpack(const char *in, size_t n, int wbits, unsigned char *out, size_t cap)
+{
+	z_stream z;
+	memset(&z, 0, sizeof(z));
+	if (deflateInit2(&z, 6, Z_DEFLATED, wbits, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+		return 0;
+	z.next_in = (Bytef *)(uintptr_t)in;
+	z.avail_in = (uInt)n;
+	z.next_out = out;
+	z.avail_out = (uInt)cap;
+	int r = deflate(&z, Z_FINISH);
+	size_t got = cap - z.avail_out;
+	deflateEnd(&z);
+	return r == Z_STREAM_END ? got : 0;
+}
+
+static size_t pack(const char *coding, const char *in, size_t n, unsigned char *out, size_t cap)
+{
+	if (!strcmp(coding, "gzip"))
+		return zpack(in, n, 31, out, cap);
+	if (!strcmp(coding, "deflate"))
+		return zpack(in, n, 15, out, cap);
+	if (!strcmp(coding, "deflate-raw"))
+		return zpack(in, n, -15, out, cap);
+	if (!strcmp(coding, "br")) {
+		size_t o = cap;
+		return BrotliEncoderCompress(5, 22, BROTLI_MODE_GENERIC, n, (const uint8_t *)in, &o, out) ? o : 0;
+	}
+	size_t r = ZSTD_compress(out, cap, in, n, 3);
+	return ZSTD_isError(r) ? 0 : r;
+}
+
+TEST(decode_every_coding_round_trips)
+{
+	static const char *const codings[] = { "gzip", "deflate", "deflate-raw", "br", "zstd" };
+	unsigned char z[4096];
+	for (size_t i = 0; i < 5; i++) {
+		size_t zn = pack(codings[i], text, sizeof(text) - 1, z, sizeof(z));
+		const char *hdr = strcmp(codings[i], "deflate-raw") ? codings[i] : "deflate";
+		struct json_buf out = { 0 };
+		CHECK(zn > 0, "%s: pack failed", codings[i]);
+		int rc = decode_content(hdr, strlen(hdr), (char *)z, zn, 1 << 20, &out);
+		CHECK(rc == 0 && out.len == sizeof(text) - 1 && !memcmp(out.data, text, out.len),
+		      "%s: rc %d len %zu", codings[i], rc, out.len);
+		json_buf_free(&out);
+	}
+}
+
+TEST(decode_stacked_codings_and_identity)
+{
+	unsigned char a[4096], b[4096];
+	size_t an = pack("gzip", text, sizeof(text) - 1, a, sizeof(a));
+	size_t bn = pack("br", (char *)a, an, b, sizeof(b));
+	struct json_buf out = { 0 };
+	const char *h = "gzip, identity, br";
+	CHECK(decode_content(h, strlen(h), (char *)b, bn, 1 << 20, &out) == 0 &&
+	      out.len == sizeof(text) - 1 && !memcmp(out.data, text, out.len), "gzip then br did not decode");
+	out.len = 0;
+	CHECK(decode_content("identity", 8, "abc", 3, 10, &out) == 0 && out.len == 3, "identity");
+	json_buf_free(&out);
+}
+
+TEST(decode_refuses_hostile_input)
+{
+	unsigned char z[4096];
+	struct json_buf out = { 0 };
+	CHECK(json_buf_append(&out, "keep", 4) == 0, "oom");
+	size_t zn = pack("gzip", text, sizeof(text) - 1, z, sizeof(z));
+	CHECK(decode_content("gzip", 4, (char *)z, zn / 2, 1 << 20, &out) == -EINVAL && out.len == 4,
+	      "truncated gzip accepted");
+	memcpy(z + zn, "junk", 4);
+	CHECK(decode_content("gzip", 4, (char *)z, zn + 4, 1 << 20, &out) == -EINVAL && out.len == 4,
+	      "trailing garbage after gzip accepted");
+	CHECK(decode_content("compress", 8, (char *)z, zn, 1 << 20, &out) == -ENOTSUP && out.len == 4,
+	      "unknown coding not -ENOTSUP");
+	CHECK(!decode_content_known("gzip, lzma", 10) && decode_content_known("GZIP,br", 7),
+	      "decode_content_known");
+	CHECK(decode_content("zstd", 4, "not zstd at all", 15, 1 << 20, &out) == -EINVAL, "bad zstd");
+	CHECK(decode_content("br", 2, "\xff\xff\xff\xff", 4, 1 << 20, &out) == -EINVAL, "bad br");
+	CHECK(decode_content("gzip", 4, "", 0, 1 << 20, &out) == -EINVAL, "empty gzip");
+	CHECK(out.len == 4 && !memcmp(out.data, "keep", 4), "output changed on error");
+	json_buf_free(&out);
+}
+
+TEST(decode_bomb_stops_at_the_cap)
+{
+	static const char *const codings[] = { "gzip", "deflate", "br", "zstd" };
+	size_t n = 8 << 20;
+	char *zeros = calloc(1, n);
+	unsigned char *z = malloc(1 << 20);
+	CHECK(zeros && z, "oom");
+	memset(zeros, '0', n);
+	for (size_t i = 0; i < 4; i++) {
+		size_t zn = pack(codings[i], zeros, n, z, 1 << 20);
+		struct json_buf out = { 0 };
+		CHECK(zn > 0 && zn < n / 100, "%s: pack %zu", codings[i], zn);
+		int rc = decode_content(codings[i], strlen(codings[i]), (char *)z, zn, 1 << 20, &out);
+		CHECK(rc == -E2BIG && out.len == 0, "%s: bomb rc %d len %zu", codings[i], rc, out.len);
+		CHECK(out.cap <= (1 << 20) + 65536, "%s: allocated %zu past the cap", codings[i], out.cap);
+		json_buf_free(&out);
+	}
+	free(zeros);
+	free(z);
+}
+
+TEST(decode_base64_variants_and_errors)
+{
+	struct json_buf out = { 0 };
+	CHECK(decode_base64("aGVsbG8gd29ybGQ=", 16, 100, &out) == 0 && out.len == 11 &&
+	      !memcmp(out.data, "hello world", 11), "padded");
+	out.len = 0;
+	CHECK(decode_base64("aGVs\nbG8", 8, 100, &out) == 0 && out.len == 5, "unpadded with newline");
+	out.len = 0;
+	CHECK(decode_base64("-_-_", 4, 100, &out) == 0 && out.len == 3, "url-safe");
+	out.len = 0;
+	CHECK(decode_base64("aGVs*G8", 7, 100, &out) == -EINVAL && out.len == 0, "bad character accepted");
+	CHECK(decode_base64("aGVsbA==bG8", 11, 100, &out) == -EINVAL, "data after padding accepted");
+	CHECK(decode_base64("aGVsb", 5, 100, &out) == -EINVAL, "lone trailing character accepted");
+	CHECK(decode_base64("aGVsbG8gd29ybGQ=", 16, 4, &out) == -E2BIG && out.len == 0, "cap ignored");
+	json_buf_free(&out);
+}
+
+TEST(decode_sniff_and_media_types)
+{
+	CHECK(!strcmp(decode_sniff("\x89PNG\r\n\x1a\n....", 12), "image/png"), "png");
+	CHECK(!strcmp(decode_sniff("%PDF-1.7\n", 9), "application/pdf"), "pdf");
+	CHECK(!strcmp(decode_sniff("PK\x03\x04zz", 6), "application/zip"), "zip");
+	CHECK(!strcmp(decode_sniff("RIFF\x10\0\0\0WAVEfmt ", 16), "audio/wav"), "wav");
+	CHECK(!strcmp(decode_sniff("\x01\x02\x03\xfe", 4), "application/octet-stream"), "binary");
+	CHECK(decode_sniff("plain text, caf\xc3\xa9\n", 17) == NULL, "utf-8 text taken as binary");
+	CHECK(decode_media_is_text("text/plain; charset=utf-8", 25) && decode_media_is_text("application/json", 16) &&
+	      decode_media_is_text("application/vnd.api+json", 24) && !decode_media_is_text("image/png", 9) &&
+	      !decode_media_is_text("application/pdf", 15), "media types");
+}
+
+TEST(decode_normalize_folds_and_maps)
+{
+	struct json_buf out = { 0 };
+	uint32_t *map = NULL;
+	size_t cap = 0;
+	CHECK(decode_normalize("plain ascii", 11, &out, &map, &cap) == 1, "ASCII must need no change");
+	CHECK(decode_normalize("caf\xc3\xa9", 5, &out, &map, &cap) == 1, "accents are not folded");
+	/* a<ZWSP>b<NBSP>c<FULLWIDTH @>d<IDEOGRAPHIC SPACE> */
+	const char *t = "a\xe2\x80\x8b" "b\xc2\xa0" "c\xef\xbc\xa0" "d\xe3\x80\x80";
+	size_t n = strlen(t);
+	CHECK(decode_normalize(t, n, &out, &map, &cap) == 0, "nothing folded");
+	CHECK(out.len == 7 && !memcmp(out.data, "ab c@d ", 7), "folded to %.*s", (int)out.len, out.data);
+	static const uint32_t want[] = { 0, 4, 5, 7, 8, 11, 12, 15 };
+	for (size_t i = 0; i <= out.len; i++)
+		CHECK(map[i] == want[i], "map[%zu] = %u, want %u", i, map[i], want[i]);
+	/* invalid UTF-8 is copied byte for byte */
+	CHECK(decode_normalize("\xff\xe2\x80\x8b", 4, &out, &map, &cap) == 0 && out.len == 1 &&
+	      (unsigned char)out.data[0] == 0xff, "invalid byte not kept");
+	json_buf_free(&out);
+	free(map);
+}
+
+TEST(decode_multipart_parser)
+{
+	const char *b;
+	size_t bl, pos = 0;
+	struct decode_part p;
+	CHECK(decode_multipart_boundary("multipart/form-data; boundary=abc", 33, &b, &bl) && bl == 3, "plain");
+	CHECK(decode_multipart_boundary("multipart/form-data; boundary=\"a b\"", 35, &b, &bl) && bl == 3, "quoted");
+	CHECK(!decode_multipart_boundary("multipart/form-data", 19, &b, &bl), "missing");
+	CHECK(!decode_multipart_boundary("multipart/form-data; boundary=\"abc", 34, &b, &bl), "open quote");
+	const char *body = "pre\r\n--abc\r\nA: 1\r\n\r\none\r\n--abc\r\n\r\ntwo\r\n--abc--\r\n";
+	size_t n = strlen(body);
+	CHECK(decode_multipart_next(body, n, "abc", 3, &pos, &p) == 1 && p.len == 3 && !memcmp(body + p.off, "one", 3),
+	      "first part");
+	const char *v;
+	size_t vl;
+	CHECK(decode_header_value(body + p.hdr_off, p.hdr_len, "a", &v, &vl) && vl == 1 && *v == '1', "header");
+	CHECK(decode_multipart_next(body, n, "abc", 3, &pos, &p) == 1 && p.len == 3 && !memcmp(body + p.off, "two", 3),
+	      "second part without headers");
+	CHECK(decode_multipart_next(body, n, "abc", 3, &pos, &p) == 0, "close delimiter");
+	pos = 0;
+	body = "--abc\r\nA: 1\r\n\r\nunterminated";
+	CHECK(decode_multipart_next(body, strlen(body), "abc", 3, &pos, &p) == 1 && p.unterminated &&
+	      p.off + p.len == strlen(body), "unterminated part");
+	pos = 0;
+	body = "--abc\r\nA: 1 and no separator";
+	CHECK(decode_multipart_next(body, strlen(body), "abc", 3, &pos, &p) == -EINVAL, "no separator");
+}
+
+TEST(decode_form_pairs)
+{
+	struct json_buf out = { 0 };
+	uint32_t *map = NULL;
+	size_t cap = 0;
+	CHECK(decode_form("a%40b+c%2", 9, &out, &map, &cap) == 0 && out.len == 7 && !memcmp(out.data, "a@b c%2", 7),
+	      "decoded %.*s", (int)out.len, out.data);
+	CHECK(map[1] == 1 && map[2] == 4 && map[7] == 9, "map");
+	json_buf_free(&out);
+	free(map);
+}
+
+TEST(decode_normalize_soft_line_breaks)
+{
+	struct json_buf out = { 0 };
+	uint32_t *map = NULL;
+	size_t cap = 0;
+	const char *t = "k=AKIA2OGYBA\\\nH6TQJ5V3XL and AKIA\\\r\nX";
+	CHECK(decode_normalize(t, strlen(t), &out, &map, &cap) == 0, "soft breaks not joined");
+	CHECK(out.len == strlen("k=AKIA2OGYBAH6TQJ5V3XL and AKIAX") &&
+	      !memcmp(out.data, "k=AKIA2OGYBAH6TQJ5V3XL and AKIAX", out.len), "joined %.*s", (int)out.len, out.data);
+	CHECK(map[12] == 14, "map after the break: %u", map[12]);
+	/* not inside a value: before a space, at the start, at the end, a plain newline */
+	static const char *const keep[] = { "end of line \\\n next", "\\\nabc", "abc\\\n", "abc\\\n def", "4111\n1111", "a\\b" };
+	for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
+		CHECK(decode_normalize(keep[i], strlen(keep[i]), &out, &map, &cap) == 1, "changed: %s", keep[i]);
+	json_buf_free(&out);
+	free(map);
+}
+
+TEST(decode_empty_inputs)
+{
+	struct json_buf out = { 0 };
+	uint32_t *map = NULL;
+	size_t cap = 0;
+	CHECK(decode_normalize(NULL, 0, &out, &map, &cap) == 1, "empty text");
+	CHECK(decode_form("", 0, &out, &map, &cap) == 0 && out.len == 0 && map[0] == 0, "empty form pair");
+	CHECK(decode_sniff("", 0) == NULL, "empty sniff");
+	json_buf_free(&out);
+	free(map);
+}
