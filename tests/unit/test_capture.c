@@ -735,25 +735,33 @@ TEST(stale_tuple_not_inherited_by_direct_connection)
 	int fd, rc;
 
 	SETUP(K_DEFAULT, 0);
-	req_tcp4(&rq, "127.0.0.2", UP_PORT);
-	CHECK(child_run(&rq, &a) == 0 && a.res.stage == 0 && a.res.err == 0, "first child failed");
-	fd = accept_within(agent4, 2000, &peer, &pl);
-	CHECK(fd >= 0, "not redirected");
-	port = ntohs(((struct sockaddr_in *)&peer)->sin_port);
-	/* Reset, not close: whichever side closed first would keep the
-	 * 4-tuple in TIME_WAIT, and the direct connection below reuses exactly
-	 * that 4-tuple (same client port, same listener). Closing "agent first"
-	 * raced with the child's exit and failed now and then. */
-	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-	CHECK(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0, "SO_LINGER: %s", strerror(errno));
-	close(fd);
-	usleep(20000);
-	child_done(&a);
-	usleep(20000);
+	/* The client port is an ephemeral one: another process on a busy
+	 * machine may bind it between the two connections (EADDRINUSE at the
+	 * bind). That says nothing about the agent: start over with a new port. */
+	for (int attempt = 0;; attempt++) {
+		req_tcp4(&rq, "127.0.0.2", UP_PORT);
+		CHECK(child_run(&rq, &a) == 0 && a.res.stage == 0 && a.res.err == 0, "first child failed");
+		fd = accept_within(agent4, 2000, &peer, &pl);
+		CHECK(fd >= 0, "not redirected");
+		port = ntohs(((struct sockaddr_in *)&peer)->sin_port);
+		/* Reset, not close: whichever side closed first would keep the
+		 * 4-tuple in TIME_WAIT, and the direct connection below reuses exactly
+		 * that 4-tuple (same client port, same listener). Closing "agent first"
+		 * raced with the child's exit and failed now and then. */
+		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+		CHECK(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0, "SO_LINGER: %s", strerror(errno));
+		close(fd);
+		usleep(20000);
+		child_done(&a);
+		usleep(20000);
 
-	req_tcp4(&rq, "127.0.0.1", agent4_port);
-	rq.bind_port = port;
-	CHECK(child_run(&rq, &b) == 0, "second child did not report");
+		req_tcp4(&rq, "127.0.0.1", agent4_port);
+		rq.bind_port = port;
+		CHECK(child_run(&rq, &b) == 0, "second child did not report");
+		if (b.res.stage != 7 || b.res.err != EADDRINUSE || attempt == 4)
+			break;
+		child_done(&b);
+	}
 	CHECK(b.res.stage == 0 && b.res.err == 0, "direct connect from port %u failed at stage %d: %s", port,
 	      b.res.stage, strerror(b.res.err));
 	fd = accept_within(agent4, 2000, &peer, &pl);
