@@ -12,7 +12,7 @@ san=; [ "${SAN:-}" = 1 ] && san="-fsanitize=address,undefined"
 ${CC:-gcc} $san -std=gnu11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wshadow -Wformat=2 -Iagent -Icommon $(pkg-config --cflags libhs) \
 	tests/eval/eval.c agent/inspect.c agent/json.c agent/providers.c "$BUILD/libcommon.a" \
-	-o "$BUILD/eval/eval" $(pkg-config --libs libhs)
+	-o "$BUILD/eval/eval" $(pkg-config --libs libhs) -lm
 [ -n "${VIGIL_BUILD_ONLY:-}" ] && exit 0   # make test checks that it still builds
 if [ ! -d "$DATA" ]; then
 	echo "eval: data directory $DATA not found (set VIGIL_EVAL_DATA)" >&2
