@@ -838,7 +838,8 @@ static bool v_password(const char *t, size_t n, size_t *s, size_t *e)
 	/* db_password, PG_PASSWORD, MYSQLPASS and userPassword are passwords;
 	 * bypass and compass are not */
 	if (*s > 0 && isalpha((unsigned char)t[*s - 1])) {
-		bool upper_run = isupper((unsigned char)t[*s - 1]) && isupper((unsigned char)t[*s]);
+		/* ANYpassword, DBpassword: an upper-case prefix */
+		bool upper_run = isupper((unsigned char)t[*s - 1]);
 		bool camel = islower((unsigned char)t[*s - 1]) && isupper((unsigned char)t[*s]);
 		if (!upper_run && !camel)
 			return false;
@@ -872,6 +873,24 @@ static bool v_password(const char *t, size_t n, size_t *s, size_t *e)
 	if (*e - i < 4)
 		return false;
 	if (placeholder(t + i, *e - i))
+		return false;
+	*s = i;
+	return true;
+}
+
+/* The password is the last word of the match: SQL `IDENTIFIED BY 'x'`,
+ * command lines `--password x` and `-u user:x`, typed parameters
+ * `passwd: str = "x"`. */
+static bool v_last_word(const char *t, size_t n, size_t *s, size_t *e)
+{
+	if (*e < n && !strchr(" \t\r\n\"'`;),", t[*e]))
+		return false;
+	size_t i = *e;
+	while (i > *s && !strchr(" \t\"'`:=", t[i - 1]))
+		i--;
+	size_t l = *e - i;
+	bool quoted = i > *s && strchr("\"'`", t[i - 1]);
+	if (l < 4 || placeholder(t + i, l) || (!quoted && code_value(t + i, l)))
 		return false;
 	*s = i;
 	return true;
@@ -1048,32 +1067,32 @@ static const struct det builtin[] = {
 	  "|do[opr]_v1_[a-f0-9]{64}"
 	  "|shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}"
 	  "|dapi[a-f0-9]{32}(?:-\\d)?"
-	  "|(?:SK|AC)[0-9a-f]{32}"
-	  "|key-[0-9a-f]{32}"
+	  "|(?:SK|AC)[0-9a-fA-F]{32}"
+	  "|key-[0-9a-f]{32}|[a-f0-9]{32}-[a-f0-9]{8}-[a-f0-9]{8}"
 	  "|pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\\-]{50,}"
 	  "|dckr_(?:pat|oat)_[A-Za-z0-9_\\-]{27,}"
 	  "|glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}|glc_[A-Za-z0-9+/]{32,400}={0,2}"
-	  "|ATATT3[A-Za-z0-9_\\-=]{186}|ATBB[A-Za-z0-9_\\-]{32}"
+	  "|ATATT3[A-Za-z0-9_\\-]{150,}(?:=|\\\\=|%3[Dd])[A-F0-9]{8}|ATBB[A-Za-z0-9_\\-]{32}"
 	  "|lin_api_[A-Za-z0-9]{40}"
 	  "|dp\\.(?:pt|st|sa|ct|scim|audit)\\.[A-Za-z0-9]{40,44}"
 	  "|hv[sb]\\.[A-Za-z0-9_\\-]{90,300}"
-	  "|PMAK-[a-fA-F0-9]{24}-[a-fA-F0-9]{34}"
-	  "|secret_[A-Za-z0-9]{43}|ntn_[0-9]{11}[A-Za-z0-9]{35}"
+	  "|PMAK-[a-fA-F0-9]{24}-[a-fA-F0-9]{34}|PMAT-[A-Z0-9]{26}"
+	  "|secret_[A-Za-z0-9]{43}|ntn_[A-Za-z0-9]{46}"
 	  "|\\d{8,10}:AA[A-Za-z0-9_\\-]{33}"
 	  "|[MNO][A-Za-z0-9_\\-]{23,25}\\.[A-Za-z0-9_\\-]{6}\\.[A-Za-z0-9_\\-]{27,38}"
 	  "|discord(?:app)?\\.com/api/webhooks/\\d{17,20}/[A-Za-z0-9_\\-]{60,68}"
-	  "|HRKU-[A-Za-z0-9_\\-]{60}"
-	  "|NRAK-[A-Z0-9]{27}|NRJS-[a-f0-9]{19}|NRII-[A-Za-z0-9\\-]{32}"
+	  "|HRKU-[A-Za-z0-9_\\-]{60}|HRKU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+	  "|NRAK-[A-Z0-9]{27}|NR(?:JS|BR)-[a-f0-9]{19}|NRII-[A-Za-z0-9_\\-]{20,32}|[a-z0-9]{36}NRAL"
 	  "|sntrys_eyJ[A-Za-z0-9+/=_\\-]{60,}|sntryu_[a-f0-9]{64}"
 	  "|sq0(?:atp|csp)-[0-9A-Za-z_\\-]{22,43}|EAAA[A-Za-z0-9_\\-+=]{60}"
 	  "|gsk_[A-Za-z0-9]{52}|r8_[A-Za-z0-9]{37}|pplx-[A-Za-z0-9]{48}|xai-[A-Za-z0-9]{80}|tvly-(?:dev-)?[A-Za-z0-9]{32}|sk-or-v1-[a-f0-9]{64}"
 	  "|AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}"
-	  "|figd_[A-Za-z0-9_\\-]{40}|nfp_[A-Za-z0-9]{36}|fo1_[A-Za-z0-9_\\-]{43}|pul-[a-f0-9]{40}|sbp_[a-f0-9]{40}"
+	  "|figd_[A-Za-z0-9_\\-]{40}|nfp_[A-Za-z0-9]{36}|fo1_[A-Za-z0-9_\\-]{43}|pul-[a-f0-9]{40}|sbp_(?:v0_)?[a-f0-9]{40}"
 	  "|[A-Za-z0-9]{14}\\.atlasv1\\.[A-Za-z0-9_\\-=]{60,70}"
 	  "|rubygems_[a-f0-9]{48}|oy2[a-z0-9]{43}|CLOJARS_[a-z0-9]{60}"
-	  "|[0-9a-f]{32}-us\\d{1,2}|xkeysib-[a-f0-9]{64}-[A-Za-z0-9]{16}"
-	  "|dt0c01\\.[A-Z0-9]{24}\\.[A-Z0-9]{64}|ops_eyJ[A-Za-z0-9+/=]{100,}"
-	  "|pscale_(?:tkn|pw|oauth)_[A-Za-z0-9_\\-.]{32,64}|ph[cx]_[A-Za-z0-9]{43}"
+	  "|[0-9A-Za-z]{32}-us\\d{1,2}|xkeysib-[a-f0-9]{64}-[A-Za-z0-9]{16}"
+	  "|dt0c01\\.[A-Z0-9]{24}\\.[A-Z0-9]{64}|ops_eyJ[A-Za-z0-9+/=_\\-]{100,}|eyJrIjoi[A-Za-z0-9+/]{50,}={0,2}"
+	  "|pscale_(?:tkn|pw|oauth)_[A-Za-z0-9_\\-.]{32,64}|ph[csrxa]_[A-Za-z0-9]{40,60}"
 	  "|GOCSPX-[A-Za-z0-9_\\-]{28}|ya29\\.[A-Za-z0-9_\\-]{30,}|1//0[A-Za-z0-9_\\-]{40,}",
 	  NULL, 0, v_vendor, EX_SOM, 0 },
 	{ FINDING_GOOGLE_API_KEY, "AIza[0-9A-Za-z_\\-]{35}", NULL, 0, v_token, EX_SOM, 0 },
@@ -1103,8 +1122,19 @@ static const struct det builtin[] = {
 	  "(?:password|passwd|pwd)[\"']?\\s{0,3}(?:,|\\s(?:is\\s)?)\\s{0,3}[\"'][^\\s\"',;()<>]{4,}",
 	  NULL, CL, v_password, EX_SOM, 0 },
 	{ FINDING_SECRET_ASSIGNMENT,
-	  "(?:api[_.\\-]?(?:key|token|secret)|apikey|access[_.\\-]?(?:key|token)|auth[_.\\-]?(?:key|token)|secret[_.\\-]?(?:key|token)|client[_.\\-]?secret|app[_.\\-]?secret|private[_.\\-]?key|(?:bearer|refresh|session|service|bot|personal[_.\\-]?access)[_.\\-]?token|signing[_.\\-]?(?:key|secret)|encryption[_.\\-]?key|master[_.\\-]?key|webhook[_.\\-]?secret|secret|token|credentials?)[\\\"']?\\s{0,3}(?::=|=>|=|:)\\s{0,3}[\\\"'`]?[^\\s\\\"'`,;<>(){}\\[\\]]{8,}|(?:requirepass|masterauth)\\s{1,5}[\\\"']?[^\\s\\\"']{6,}",
+	  "(?:api[_.\\-]?(?:key|token|secret)|apikey|access[_.\\-]?(?:key|token)|auth[_.\\-]?(?:key|token)|secret[_.\\- ]?(?:key|token)|client[_.\\-]?secret|app[_.\\-]?secret|private[_.\\-]?key|(?:bearer|refresh|session|service|bot|personal[_.\\-]?access)[_.\\-]?token|signing[_.\\-]?(?:key|secret)|encryption[_.\\-]?key|master[_.\\-]?key|webhook[_.\\-]?secret|secret|token|credentials?)(?:[_.\\-]?(?:value|val|str))?[\\\"']?\\s{0,3}(?::=|=>|=|:)\\s{0,3}[\\\"'`]?[^\\s\\\"'`,;<>(){}\\[\\]&]{8,}|(?:requirepass|masterauth)\\s{1,5}[\\\"']?[^\\s\\\"']{6,}",
 	  NULL, CL, v_secret_assign, EX_SOM, 0 },
+	/* SQL, command-line and typed-parameter passwords (v_last_word) */
+	{ FINDING_PASSWORD_ASSIGNMENT, "identified\\s{1,3}(?:with\\s{1,3}\\S{1,30}\\s{1,3})?by\\s{1,3}[\"'`]?[^\\s\"'`;)]{4,}",
+	  NULL, CL, v_last_word, EX_SOM, 0 },
+	{ FINDING_PASSWORD_ASSIGNMENT, "(?:login|with)\\s{1,3}(?:encrypted\\s{1,3})?password\\s{1,3}[\"'`]?[^\\s\"'`;)]{4,}",
+	  NULL, CL, v_last_word, EX_SOM, 0 },
+	{ FINDING_PASSWORD_ASSIGNMENT, "--?(?:password|passwd|passphrase|pass)\\s{1,3}[\"']?[^\\s\"'\\-][^\\s\"']{3,}",
+	  NULL, CL, v_last_word, EX_SOM, 0 },
+	{ FINDING_PASSWORD_ASSIGNMENT, "\\s(?:-u|--user)\\s[\"']?[A-Za-z0-9_.\\-]{1,24}:[^\\s\"'@]{4,}",
+	  NULL, CL, v_last_word, EX_SOM, 0 },
+	{ FINDING_PASSWORD_ASSIGNMENT, "(?:password|passwd|pwd|passphrase)\\s{0,3}:\\s{0,3}[A-Za-z\\[\\]]{1,20}\\s{0,3}=\\s{0,3}[\"'][^\\s\"']{4,}",
+	  NULL, CL, v_last_word, EX_SOM, 0 },
 	{ FINDING_IBAN, "[A-Z]{2}\\d{2}(?:[ \\-]?[A-Z0-9]){11,32}", NULL, 0, v_iban, EX_SOM, 64 },
 	{ FINDING_IBAN, "[A-Z]{2}\\d{2}(?:[ \\-]?[A-Z0-9]){11,32}", WRAP_TRIGGER, 0, v_iban, EX_WRAPPED, 0 },
 	{ FINDING_CREDIT_CARD, "\\d(?:[ \\-]?\\d){11,18}", NULL, 0, v_card, EX_SOM, 48 },
