@@ -303,6 +303,9 @@ static bool v_email(const char *t, size_t n, size_t *s, size_t *e)
 	const char *at = memchr(t + *s, '@', *e - *s);
 	if (!at || at == t + *s)
 		return false;
+	/* the domain goes on: a shorter match of a rejected longer one */
+	if (*e + 1 < n && t[*e] == '.' && is_alnum((unsigned char)t[*e + 1]))
+		return false;
 	/* git@github.com:org/repo.git, user@host:path: an scp-style remote */
 	if (*e + 1 < n && t[*e] == ':' && (is_alnum((unsigned char)t[*e + 1]) || strchr("~/_.", t[*e + 1])))
 		return false;
