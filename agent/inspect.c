@@ -151,8 +151,8 @@ bool inspect_ssn_ok(const char *s, size_t n)
 	int nsep = 0;
 	for (size_t i = 0; i < n; i++)
 		nsep += !is_digit((unsigned char)s[i]);
-	if (nsep == 1 && sep == ' ')
-		return false;
+	if (nsep == 1 && sep != '-')
+		return false;         /* 111.034236 (a coordinate), 17031 2202 */
 	if (!memcmp(d, "000", 3) || !memcmp(d, "666", 3) || d[0] == '9')
 		return false;
 	if (!memcmp(d + 3, "00", 2) || !memcmp(d + 5, "0000", 4))
@@ -366,6 +366,35 @@ static bool card_ok(const char *t, size_t s, size_t e)
 
 /* Start-of-match is leftmost, which may swallow a stray digit group in
  * front of the card ("ref 1 4111 1111 ..."): retry from each later group. */
+/* Is the card candidate [st, e) a slice of a longer chunked number: a
+ * parcel number in groups of four (9400 1000 0000 ...), the middle of an
+ * IBAN (FR14 5116 7441 ...)? A group follows with the same separator, or
+ * a four-character group precedes. "ref 7 4111 1111 1111 1111" is fine. */
+static bool card_slice(const char *t, size_t n, size_t st, size_t e)
+{
+	char sep = 0;            /* the candidate's own grouping */
+	for (size_t i = st; i < e && !sep; i++)
+		if (!is_digit((unsigned char)t[i]))
+			sep = t[i];
+	if (!sep)
+		return false;        /* 4012888888881881 4012-8888-...: a list */
+	if (e + 1 < n && t[e] == sep && is_digit((unsigned char)t[e + 1]))
+		return true;
+	if (st >= 2 && t[st - 1] == sep) {
+		size_t k = st - 1;
+		while (k > 0 && is_alnum((unsigned char)t[k - 1]))
+			k--;
+		bool digit = false;
+		for (size_t i = k; i < st - 1; i++)
+			digit |= is_digit((unsigned char)t[i]);
+		/* the group before is an IBAN's country and check digits, or
+		 * continues a run with the same separator */
+		return digit && st - 1 - k == 4 && (k == 0 || !is_alnum((unsigned char)t[k - 1])) &&
+		       (isalpha((unsigned char)t[k]) || (k >= 2 && t[k - 1] == sep && is_alnum((unsigned char)t[k - 2])));
+	}
+	return false;
+}
+
 static bool v_card(const char *t, size_t n, size_t *s, size_t *e)
 {
 	if (next_is(t, n, *e, is_digit))
@@ -374,7 +403,7 @@ static bool v_card(const char *t, size_t n, size_t *s, size_t *e)
 	for (size_t st = *s; st < *e; st++) {
 		if (st > *s && !(is_digit((unsigned char)t[st]) && !is_digit((unsigned char)t[st - 1])))
 			continue;
-		if (prev_is(t, st, is_alnum))
+		if (prev_is(t, st, is_alnum) || card_slice(t, n, st, *e))
 			continue;
 		if (card_ok(t, st, *e)) {
 			*s = st;
@@ -507,6 +536,29 @@ static bool street_after(const char *t, size_t n, size_t e)
 	return false;
 }
 
+/* "PO 6854798223", "Order No. 123-456-7890", "REF 037 526 486": the word
+ * before names an identifier, whatever its digits look like. */
+static bool id_label_before(const char *t, size_t st)
+{
+	static const char *const words[] = {
+		"po", "ref", "order", "invoice", "inv", "ticket", "case", "id", "no", "nr", "sku",
+		"account", "acct", "tracking", "serial", "build", "version", "isbn", "batch", "lot",
+		"firmware", "release", "rev", NULL
+	};
+	size_t i = st;
+	while (i > 0 && st - i < 4 && strchr(" :.#", t[i - 1]))
+		i--;
+	size_t we = i;
+	while (i > 0 && we - i < 10 && isalpha((unsigned char)t[i - 1]))
+		i--;
+	if (i == we || (i > 0 && is_alnum((unsigned char)t[i - 1])))
+		return false;
+	for (int k = 0; words[k]; k++)
+		if (strlen(words[k]) == we - i && !strncasecmp(t + i, words[k], we - i))
+			return true;
+	return false;
+}
+
 /* A phone number is never carved out of a longer identifier or digit run:
  * order ids (161-2727602-3471864), UUID and hash parts, tracking numbers
  * (7496 7984 3510), the rest of a card or IBAN. Before the start: a word
@@ -516,8 +568,8 @@ static bool phone_glued_before(const char *t, size_t st)
 	if (st == 0)
 		return false;
 	unsigned char c = (unsigned char)t[st - 1];
-	if (is_alnum(c) || c == '_')
-		return true;
+	if (is_alnum(c) || c == '_' || c == '#')
+		return true;          /* #0008-0636-08: an id */
 	if (st < 2)
 		return false;
 	unsigned char b = (unsigned char)t[st - 2];
@@ -545,6 +597,11 @@ static bool phone_glued_after(const char *t, size_t n, size_t e)
 	}
 	if (strchr("-./_:", c) && (is_alnum(a) || a == '_'))
 		return true;
+	if (c == ',' && is_digit(a))
+		return true;          /* 6.010.176,86: a decimal comma */
+	if (c == ' ' && (!strncmp(t + e + 1, "EUR", 3) || !strncmp(t + e + 1, "USD", 3) ||
+			 !strncmp(t + e + 1, "SEK", 3) || !strncmp(t + e + 1, "\xe2\x82\xac", 3)))
+		return true;          /* an amount: 768 307 880 EUR */
 	return c == ' ' && is_digit(a);
 }
 
@@ -613,10 +670,30 @@ static void phone_measure(const char *t, size_t st, size_t pe, struct phone_shap
  * (UK 020 7946 0958, DE 030/35291429, FR 01.54.66.36.16, SE 070-803 48 40,
  * JP 03-1234-5678), 00 dial-out (0049-30-...), +CC international, Chinese
  * mobiles 138 0013 8000, Brazilian (11) 91234-5678. */
+/* Shapes that are never a phone number, with or without a phone word
+ * nearby: decimals (116.411521), versions (21.18.11.14), ranges
+ * (4997-59530), chunks of four (0548-8015-8613). */
+static bool phone_shape_never(const char *t, size_t st, const struct phone_shape *ps)
+{
+	bool trunk = t[st] == '0';
+	if (ps->plus || ps->paren)
+		return false;
+	if (ps->all4 && ps->groups >= 3)
+		return true;
+	/* dotted: US 415.555.0132 or trunk numbers (01.54.66.36.16) only */
+	if (ps->dots && !trunk && !(ps->groups == 3 && ps->first == 3 && ps->last == 4))
+		return true;
+	if (!trunk && ps->groups == 2 && t[st + ps->first] == '-' && ps->last < 6)
+		return true;
+	return false;
+}
+
 static bool phone_shape_ok(const char *t, size_t st, size_t pe, const struct phone_shape *ps)
 {
 	bool trunk = t[st] == '0';
 	bool dialout = trunk && st + 1 < pe && t[st + 1] == '0';
+	if (phone_shape_never(t, st, ps))
+		return false;
 	if (ps->plus)
 		return ps->nd >= 8 && ps->nd <= 15 && !ps->slash;
 	if (ps->paren)
@@ -625,8 +702,10 @@ static bool phone_shape_ok(const char *t, size_t st, size_t pe, const struct pho
 		return false;            /* 12/25/2024, 3/4 */
 	if (ps->groups >= 2) {
 		/* 4-4-4 in groups of four: tracking, card and IBAN chunks */
-		if (!trunk && ps->all4 && ps->groups >= 3)
-			return false;
+		/* national numbers with a trunk 0 have 10 or more digits (FR, DE,
+		 * UK, JP, SE mobiles); "037 526 486" is a reference */
+		if (trunk && !dialout && ps->nd < 10 && !(ps->nd == 9 && ps->groups == 2 && ps->first == 2))
+			return false;     /* but IL 09-7625400 */
 		/* without a trunk 0, short middle groups are ids (2270-66-1551),
 		 * except the 9-digit mobiles of Spain and its neighbours
 		 * (699 956 915) */
@@ -652,7 +731,7 @@ static bool v_phone(const char *t, size_t n, size_t *s, size_t *e)
 				 (is_digit((unsigned char)t[st]) && !is_digit((unsigned char)t[st - 1]) &&
 				  t[st - 1] != '(')))
 			continue;
-		if (phone_glued_before(t, st))
+		if (phone_glued_before(t, st) || id_label_before(t, st))
 			continue;
 		size_t pe = *e;
 		/* an extension ("x123", "ext. 12") is part of the number */
@@ -670,8 +749,15 @@ static bool v_phone(const char *t, size_t n, size_t *s, size_t *e)
 		bool ok = phone_shape_ok(t, st, pe, &ps) && (ps.plus || ps.paren || !street_after(t, n, *e));
 		/* Next to "phone", "call me on", ...: local and unseparated numbers. */
 		bool date = ps.groups == 3 && ps.nd == 8 && (ps.first == 4 || ps.last == 4);   /* 2024-01-15 */
-		if (!ok && !ps.plus && !date && !ps.slash && ps.nd >= 7 && ps.nd <= 13 && ps.groups <= 6 &&
-		    !(ps.dots && ps.mixed) && (ps.groups == 1 ? ps.nd >= 10 : ps.last >= 2) &&
+		/* not: an epoch time (1617585323: no national number starts
+		 * with 1), a decimal (35.654434), a version (17.5.10.10),
+		 * chunks of four (0548-8015-8613) */
+		bool numeric = ps.groups == 1 ? ps.nd < 10 || t[st] == '1' :
+			       (ps.dots && ps.groups == 2) || ps.minmid < 2 || ps.first < 2 ||
+			       (ps.all4 && ps.groups >= 3) || (ps.last < 3 && ps.first != 2);
+		if (!ok && !ps.plus && !date && !ps.slash && !numeric && !phone_shape_never(t, st, &ps) &&
+		    ps.nd >= 7 && ps.nd <= 13 &&
+		    ps.groups <= 6 && !(ps.dots && ps.mixed) &&
 		    (phone_context(t, st) || phone_label_after(t, n, *e)))
 			ok = true;
 		if (ok) {
@@ -789,7 +875,9 @@ static bool code_value(const char *v, size_t l)
 	static const char *const types[] = {
 		"str", "string", "secretstr", "bytes", "char", "text", "varchar", "securestring",
 		"optional", "getpass", "input", "nil", "int", "any", "object", "number", "boolean",
-		"bool", "void", "self", "this", "os", NULL
+		"bool", "void", "self", "this", "os", "await", "async", "new", "yield", "function",
+		"lambda", "require", "import", "static", "final", "const", "let", "var", "return",
+		"prompt", "readline", NULL
 	};
 	static const char *const names[] = {
 		"pass", "pwd", "secret", "token", "key", "input", "hash", "value", "cred", "auth",
@@ -829,6 +917,18 @@ static bool is_comparison(const char *t, size_t from, size_t to)
 	return false;
 }
 
+/* A password that is a placeholder: "sk-xxxxxxxx", "<your password>",
+ * "REPLACE_ME", "sk-...". Narrower than placeholder_word: a real
+ * password may well contain "secret" or "token". */
+static bool placeholder_value(const char *v, size_t l)
+{
+	static const char *const words[] = {
+		"xxxx", "your", "replace", "changeme", "change_me", "...", "placeholder", "example",
+		"dummy", "redacted", "****", NULL
+	};
+	return has_word(v, l, words);
+}
+
 /* password = value: the span is the value only */
 static bool v_password(const char *t, size_t n, size_t *s, size_t *e)
 {
@@ -862,8 +962,13 @@ static bool v_password(const char *t, size_t n, size_t *s, size_t *e)
 		i++;
 	else if (i > *s && (t[i - 1] == '"' || t[i - 1] == '\''))
 		quoted = true;
-	/* code that handles a password without holding one */
-	if (!quoted && (is_comparison(t, op, i) || code_value(t + i, *e - i)))
+	/* code that handles a password without holding one: a comparison
+	 * around the key ("if a != password:"), a name for a value */
+	size_t back = op > 12 ? op - 12 : 0;
+	if (!quoted && (is_comparison(t, back, i) || code_value(t + i, *e - i)))
+		return false;
+	/* ("password", "x"): the tuple form needs the key quoted too */
+	if (memchr(t + op, ',', i - op) && (op == 0 || !strchr("\"'", t[op - 1])))
 		return false;
 	/* HTML-escaped markup ends the value: pass=abc&lt;/div&gt; */
 	for (size_t k = i; k + 3 < *e; k++)
@@ -873,9 +978,11 @@ static bool v_password(const char *t, size_t n, size_t *s, size_t *e)
 			*e = k;
 			break;
 		}
+	while (!quoted && *e > i && t[*e - 1] == '.')
+		(*e)--;                                        /* "password: str." ends a sentence */
 	if (*e - i < 4)
 		return false;
-	if (placeholder(t + i, *e - i))
+	if (placeholder(t + i, *e - i) || placeholder_value(t + i, *e - i))
 		return false;
 	*s = i;
 	return true;
@@ -893,7 +1000,7 @@ static bool v_last_word(const char *t, size_t n, size_t *s, size_t *e)
 		i--;
 	size_t l = *e - i;
 	bool quoted = i > *s && strchr("\"'`", t[i - 1]);
-	if (l < 4 || placeholder(t + i, l) || (!quoted && code_value(t + i, l)))
+	if (l < 4 || placeholder(t + i, l) || placeholder_value(t + i, l) || (!quoted && code_value(t + i, l)))
 		return false;
 	*s = i;
 	return true;
@@ -1022,7 +1129,7 @@ enum extractor { EX_SOM, EX_IP, EX_PEM, EX_AWS_PAIR, EX_WRAPPED };
 
 /* A line break inside a run of digits and capitals: a card or IBAN may
  * continue on the next line (EX_WRAPPED). */
-#define WRAP_TRIGGER "[0-9A-Z][ \\t]{0,3}\\r?\\n[ \\t]{0,16}[0-9A-Z]"
+#define WRAP_TRIGGER "[0-9A-Z\\-][ \\t]{0,3}\\r?\\n[ \\t]{0,16}[0-9A-Z\\-]"
 
 struct det {
 	enum finding_type type;
@@ -1118,14 +1225,14 @@ static const struct det builtin[] = {
 	{ FINDING_JWT, "eyJ[A-Za-z0-9_\\-]{5,}\\.[A-Za-z0-9_\\-]{5,}\\.[A-Za-z0-9_\\-]*",
 	  NULL, 0, v_jwt, EX_SOM, 16384 },
 	{ FINDING_PASSWORD_ASSIGNMENT,
-	  "(?:(?:pass(?:w(?:or)?d|wrd|phrase)?s?|pa?s{1,2}w?o?r?d)[A-Za-z_]{0,8}|pwd|pw)[\"')]?\\s{0,5}"
-	  "(?::=|:|=>|={1,3}|!={1,2})\\s{0,5}[\"']?[^\\s\"',;()<>]{4,}",
+	  "(?:(?:pass(?:w(?:or)?d|wrd|phrase)?s?|pa?s{1,2}w?o?r?d)[A-Za-z_]{0,8}|pwd|pw)[\"')]?[ \\t]{0,5}"
+	  "(?::=|:|=>|={1,3}|!={1,2})[ \\t]{0,5}[\"']?[^\\s\"',;()<>]{4,}",
 	  NULL, CL, v_password, EX_SOM, 0 },
 	{ FINDING_PASSWORD_ASSIGNMENT,
-	  "(?:password|passwd|pwd)[\"']?\\s{0,3}(?:,|\\s(?:is\\s)?)\\s{0,3}[\"'][^\\s\"',;()<>]{4,}",
+	  "(?:password|passwd|pwd)(?:[\"'][ \\t]{0,3},|[ \\t]is)[ \\t]{0,3}[\"'][^\\s\"',;()<>]{4,}",
 	  NULL, CL, v_password, EX_SOM, 0 },
 	{ FINDING_SECRET_ASSIGNMENT,
-	  "(?:api[_.\\-]?(?:key|token|secret)|apikey|access[_.\\-]?(?:key|token)|auth[_.\\-]?(?:key|token)|secret[_.\\- ]?(?:key|token)|client[_.\\-]?secret|app[_.\\-]?secret|private[_.\\-]?key|(?:bearer|refresh|session|service|bot|personal[_.\\-]?access)[_.\\-]?token|signing[_.\\-]?(?:key|secret)|encryption[_.\\-]?key|master[_.\\-]?key|webhook[_.\\-]?secret|secret|token|credentials?)(?:[_.\\-]?(?:value|val|str))?[\\\"']?\\s{0,3}(?::=|=>|=|:)\\s{0,3}[\\\"'`]?[^\\s\\\"'`,;<>(){}\\[\\]&]{8,}|(?:requirepass|masterauth)\\s{1,5}[\\\"']?[^\\s\\\"']{6,}",
+	  "(?:api[_.\\-]?(?:key|token|secret)|apikey|access[_.\\-]?(?:key|token)|auth[_.\\-]?(?:key|token)|secret[_.\\- ]?(?:key|token)|client[_.\\-]?secret|app[_.\\-]?secret|private[_.\\-]?key|(?:bearer|refresh|session|service|bot|personal[_.\\-]?access)[_.\\-]?token|signing[_.\\-]?(?:key|secret)|encryption[_.\\-]?key|master[_.\\-]?key|webhook[_.\\-]?secret|secret|token|credentials?)(?:[_.\\-]?(?:value|val|str))?[\\\"']?[ \\t]{0,3}(?::=|=>|=|:)[ \\t]{0,3}[\\\"'`]?[^\\s\\\"'`,;<>(){}\\[\\]&]{8,}|(?:requirepass|masterauth)[ \\t]{1,5}[\\\"']?[^\\s\\\"']{6,}",
 	  NULL, CL, v_secret_assign, EX_SOM, 0 },
 	/* SQL, command-line and typed-parameter passwords (v_last_word) */
 	{ FINDING_PASSWORD_ASSIGNMENT, "identified\\s{1,3}(?:with\\s{1,3}\\S{1,30}\\s{1,3})?by\\s{1,3}[\"'`]?[^\\s\"'`;)]{4,}",
@@ -1152,7 +1259,7 @@ static const struct det builtin[] = {
 	  "(?:\\+\\d{1,3}[ .\\-]?)?(?:\\(\\d{1,4}\\)[ .\\-]?)?\\d{1,11}(?:[ .\\-/]\\d{1,10}){0,5}"
 	  "(?: ?(?:x|ext\\.?) ?\\d{1,5})?",
 	  "\\+\\d{1,3}[ .\\-]?\\(?\\d{1,4}|\\(\\d{2,4}\\)\\s?\\d{3}|\\d{2,4}[ .\\-]\\d{3,8}"
-	  "|1[3-9]\\d{9}|\\d{2}[\\-.]\\d{2}[\\-.]\\d{2}[\\-.]\\d{2}|\\d{10}"
+	  "|1[3-9]\\d{9}|\\d{2}[ \\-.]\\d{2}[ \\-.]\\d{2}[ \\-.]\\d{2}|\\d{10}"
 	  "|0\\d{2,3}[ .\\-]\\d{2}[ .\\-]\\d{2}[ .\\-]\\d{2}|0\\d{1,4}/\\d{4,10}", 0, v_phone, EX_SOM, 64 },
 };
 #define NBUILTIN (sizeof(builtin) / sizeof(builtin[0]))
@@ -1875,13 +1982,15 @@ static bool rejected_claim(enum finding_type type, const char *t, size_t s, size
 
 static bool yields_to_claims(enum finding_type type)
 {
-	return type == FINDING_PHONE || type == FINDING_US_SSN;
+	return type == FINDING_PHONE || type == FINDING_US_SSN || type == FINDING_CREDIT_CARD;
 }
 
-static bool claimed(const struct inspect_scratch *s, size_t st, size_t en)
+/* claimed by a rejected span of another type (a card does not yield to
+ * a rejected card: it may be the valid shorter one) */
+static bool claimed(const struct inspect_scratch *s, size_t st, size_t en, enum finding_type type)
 {
 	for (size_t i = 0; i < s->nrej; i++)
-		if (st < s->rej[i].e && s->rej[i].s < en)
+		if (st < s->rej[i].e && s->rej[i].s < en && s->ins->dets[s->rej[i].det].type != type)
 			return true;
 	return false;
 }
@@ -1927,7 +2036,9 @@ static int extract_wrapped(struct inspect_scratch *s, const char *t, size_t n, u
 			a--;
 		while (b < n && (t[b] == ' ' || t[b] == '\t'))
 			b++;
-		if (a == 0 || b >= n || !is_alnum((unsigned char)t[a - 1]) || !is_alnum((unsigned char)t[b]))
+		/* "3738-\n   087447-51608": the separator may stay on either line */
+		if (a == 0 || b >= n || !(is_alnum((unsigned char)t[a - 1]) || t[a - 1] == '-') ||
+		    !(is_alnum((unsigned char)t[b]) || t[b] == '-'))
 			continue;
 		size_t l = a, r = b;
 		while (l > 0 && a - l < WRAP_SIDE && wrap_ch((unsigned char)t[l - 1]))
@@ -1935,6 +2046,8 @@ static int extract_wrapped(struct inspect_scratch *s, const char *t, size_t n, u
 		while (r < n && r - b < WRAP_SIDE && wrap_ch((unsigned char)t[r]))
 			r++;
 		char sep = memchr(t + l, '-', a - l) ? '-' : memchr(t + l, ' ', a - l) ? ' ' : 0;
+		if (t[a - 1] == '-' || t[b] == '-')
+			sep = 0;                           /* the break kept its separator */
 		for (int with_sep = 0; with_sep < (sep ? 2 : 1); with_sep++) {
 			size_t k = 0;
 			for (size_t i = l; i < a; i++, k++) {
@@ -1998,7 +2111,7 @@ static int run_som(struct inspect_scratch *s, const char *t, size_t n, uint32_t 
 		}
 		if (st < last_end)
 			continue;
-		if (yields_to_claims(d->type) && claimed(s, st, en))
+		if (yields_to_claims(d->type) && claimed(s, st, en, d->type))
 			continue;
 		int rc = push_cand(&s->acc, &s->nacc, &s->capacc, st, en, det);
 		if (rc)
