@@ -413,6 +413,25 @@ static bool v_card(const char *t, size_t n, size_t *s, size_t *e)
 	return false;
 }
 
+/* One of words (lower case) starts a word in the 40 bytes before st. */
+static bool word_before(const char *t, size_t st, const char *const *words)
+{
+	char w[41];
+	size_t from = st > 40 ? st - 40 : 0, n = st - from;
+	for (size_t i = 0; i < n; i++)
+		w[i] = (char)tolower((unsigned char)t[from + i]);
+	w[n] = 0;
+	for (size_t k = 0; words[k]; k++) {
+		size_t kl = strlen(words[k]);
+		for (const char *p = w; (p = memmem(p, n - (size_t)(p - w), words[k], kl)); p++) {
+			/* a word start: "tel" in "hotel" does not count */
+			if (p == w ? from == 0 || !isalpha((unsigned char)t[from - 1]) : !isalpha((unsigned char)p[-1]))
+				return true;
+		}
+	}
+	return false;
+}
+
 static bool v_ssn(const char *t, size_t n, size_t *s, size_t *e)
 {
 	if (prev_is(t, *s, is_alnum) || next_is(t, n, *e, is_alnum))
@@ -421,6 +440,11 @@ static bool v_ssn(const char *t, size_t n, size_t *s, size_t *e)
 	if (*s >= 2 && (t[*s - 1] == '-' || t[*s - 1] == '.') && is_digit((unsigned char)t[*s - 2]))
 		return false;
 	if (*e + 1 < n && (t[*e] == '-' || t[*e] == '.') && is_digit((unsigned char)t[*e + 1]))
+		return false;
+	/* nine bare digits are any id (ABA routing numbers, order and account
+	 * numbers): an SSN only where the text says so */
+	static const char *const words[] = { "ssn", "social security", "soc sec", "ss#", "ss no", "taxpayer", NULL };
+	if (*e - *s == 9 && !word_before(t, *s, words))
 		return false;
 	return inspect_ssn_ok(t + *s, *e - *s);
 }
@@ -457,21 +481,10 @@ static bool phone_context(const char *t, size_t st)
 	static const char *const words[] = {
 		"phone", "tel", "mobile", "cell", "fax", "call", "dial", "reach", "answering",
 		"desk", "whatsapp", "sms", "contact", "mob", "ph:", "ph.", "celular",
-		"m\xc3\xb3vil", "t\xc3\xa9l", "hotline",
+		"m\xc3\xb3vil", "t\xc3\xa9l", "hotline", NULL
 	};
-	char w[41];
-	size_t from = st > 40 ? st - 40 : 0, n = st - from;
-	for (size_t i = 0; i < n; i++)
-		w[i] = (char)tolower((unsigned char)t[from + i]);
-	w[n] = 0;
-	for (size_t k = 0; k < sizeof(words) / sizeof(words[0]); k++) {
-		size_t kl = strlen(words[k]);
-		for (const char *p = w; (p = memmem(p, n - (size_t)(p - w), words[k], kl)); p++) {
-			/* a word start: "tel" in "hotel" does not count */
-			if (p == w ? from == 0 || !isalpha((unsigned char)t[from - 1]) : !isalpha((unsigned char)p[-1]))
-				return true;
-		}
-	}
+	if (word_before(t, st, words))
+		return true;
 	/* a signature's one-letter label: "M: ", "T:", "P.", "F " at a word start */
 	size_t i = st;
 	while (i > 0 && i + 3 > st && t[i - 1] == ' ')
@@ -543,7 +556,7 @@ static bool id_label_before(const char *t, size_t st)
 	static const char *const words[] = {
 		"po", "ref", "order", "invoice", "inv", "ticket", "case", "id", "no", "nr", "sku",
 		"account", "acct", "tracking", "serial", "build", "version", "isbn", "batch", "lot",
-		"firmware", "release", "rev", NULL
+		"firmware", "release", "rev", "model", "part", "item", "room", "floor", NULL
 	};
 	size_t i = st;
 	while (i > 0 && st - i < 4 && strchr(" :.#", t[i - 1]))

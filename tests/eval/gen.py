@@ -260,7 +260,9 @@ PW_CODE = ["if new_password != confirm_password:", "password = getpass()", "pass
 
 
 def lookalike():
-    k = R.randrange(22)
+    k = R.randrange(30)
+    if k >= 22:
+        return more_lookalike(k)
     if k == 0:
         return "order_id", f"{d(3)}-{d(7)}-{d(7)}"
     if k == 1:
@@ -311,6 +313,37 @@ def lookalike():
     if k == 20:
         return "port_range", pick(f"{R.randint(1000, 9000)}-{R.randint(9001, 65000)}", f"localhost:{R.randint(1000, 65000)}")
     return "semver_pin", pick(f"numpy=={R.randint(1, 2)}.{R.randint(0, 30)}.{R.randint(0, 9)}", f"node@{R.randint(14, 22)}.{R.randint(0, 20)}.{R.randint(0, 9)}")
+
+
+def more_lookalike(k):
+    """the second half: identifiers next to words that usually announce a
+    value (call, tel, key, token, secret, password) or shaped like one"""
+    if k == 22:
+        return "near_phone_word", pick(f"Call ID: {d(4)}-{d(6)}", f"call #{d(7)}", f"cell {pick('A', 'B', 'C')}{d(2)}:{pick('D', 'E')}{d(3)}",
+                                       f"fax model {d(4)}-{d(3)}", f"Tel-Aviv office, floor {d(2)}", f"contact form v{d(1)}.{d(1)}.{d(2)}")
+    if k == 23:
+        return "bank_code", pick(f"sort code {d(2)}-{d(2)}-{d(2)}", f"routing {d(9)}", f"BIC DEUTDEFF{d(3)}", f"SWIFT {rs(8, string.ascii_uppercase)}")
+    if k == 24:
+        return "hex_addr", pick("0x" + rs(12, HEX), "Error 0x" + rs(8, "0123456789ABCDEF"), "at 0x" + rs(16, HEX))
+    if k == 25:
+        return "user_agent", pick(f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/{R.randint(100, 130)}.0.{d(4)}.{d(3)}",
+                                  f"curl/{R.randint(7, 8)}.{R.randint(0, 88)}.{R.randint(0, 9)}", f"python-requests/2.{R.randint(20, 32)}.{R.randint(0, 9)}")
+    if k == 26:
+        return "at_sign", pick("@babel/core", f"@{R.choice(LAST)}/{R.choice(FIRST)}", "HEAD@{1}", "@media (max-width: 600px)",
+                               f"image@sha256:{rs(64, HEX)}", "@dataclass(frozen=True)", f"{R.choice(FIRST)}@localhost")
+    if k == 27:
+        return "secret_word", pick(f"max_tokens={R.randint(100, 9000)}", f"token_count: {d(4)}", "secret_name: prod-db-credentials",
+                                   "SECRET_KEY = get_random_secret_key()", f"password_min_length = {R.randint(8, 16)}",
+                                   f"auth_token_ttl: {d(4)}", "tokenizer = AutoTokenizer.from_pretrained('bert-base-uncased')",
+                                   "API_KEY_HEADER = 'X-Api-Key'", "secret: true", f"api_key_id = {d(5)}",
+                                   "access_token_url = https://oauth2.googleapis.com/token", "client_secret_file: client_secret.json",
+                                   "private_key_path: ~/.ssh/id_ed25519", "token_type: Bearer", "password_reset_token_expiry: 3600",
+                                   f"KEY_ROTATION_DAYS={R.randint(30, 365)}", "secretRef:\n  name: api-credentials")
+    if k == 28:
+        return "hash_assign", pick(f"checksum = '{rs(32, HEX)}'", f"etag: \"{rs(40, HEX)}\"", f"commit: {rs(40, HEX)}",
+                                   f"\"integrity\": \"sha512-{base64.b64encode(bytes(R.randrange(256) for _ in range(64))).decode()}\"",
+                                   f"request_id = {uuid.UUID(int=R.getrandbits(128), version=4)}", f"sha256sum: {rs(64, HEX)}")
+    return "data_uri", "data:image/png;base64," + base64.b64encode(bytes(R.randrange(256) for _ in range(R.randint(40, 200)))).decode()
 
 
 # ------------------------------------------------------------ documents
