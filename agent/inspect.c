@@ -177,14 +177,24 @@ static bool placeholder_word(const char *v, size_t n)
 {
 	static const char *const words[] = {
 		"your", "xxxx", "example", "sample", "dummy", "placeholder", "insert", "changeme",
-		"change_me", "redacted", "replace", "token", "secret", "here", "fake", "0000", "todo",
+		"change_me", "redacted", "replace", "token", "secret", "here", "fake", "todo",
 		"abcdef", "aaaaaa", "test_key", "mykey", "my_key", "foobar", NULL
 	};
 	for (int i = 0; words[i]; i++) {
 		size_t l = strlen(words[i]);
-		for (size_t k = 0; k + l <= n; k++)
-			if (!strncasecmp(v + k, words[i], l))
+		for (size_t k = 0; k + l <= n; k++) {
+			if (strncasecmp(v + k, words[i], l))
+				continue;
+			/* short words count written in one case (your, YOUR): a
+			 * random body holds "faKE" in mixed case far more often */
+			bool up = true, low = true;
+			for (size_t j = 0; j < l; j++) {
+				up &= !islower((unsigned char)v[k + j]);
+				low &= !isupper((unsigned char)v[k + j]);
+			}
+			if (l > 5 || up || low)
 				return true;
+		}
 	}
 	return false;
 }
@@ -744,7 +754,8 @@ static bool v_phone(const char *t, size_t n, size_t *s, size_t *e)
 				 (is_digit((unsigned char)t[st]) && !is_digit((unsigned char)t[st - 1]) &&
 				  t[st - 1] != '(')))
 			continue;
-		if (phone_glued_before(t, st) || id_label_before(t, st))
+		/* a +CC number is a phone number whatever its label says */
+		if (phone_glued_before(t, st) || (t[st] != '+' && id_label_before(t, st)))
 			continue;
 		size_t pe = *e;
 		/* an extension ("x123", "ext. 12") is part of the number */
@@ -904,6 +915,14 @@ static bool code_value(const char *v, size_t l)
 		if (strlen(types[k]) == l && !strncasecmp(v, types[k], l))
 			return true;
 	bool sep = false;              /* snake_case, camelCase or a.member */
+	bool digit = false, upper = false, lower = false;
+	for (size_t i = 0; i < l; i++) {
+		digit |= is_digit((unsigned char)v[i]);
+		upper |= isupper((unsigned char)v[i]) != 0;
+		lower |= islower((unsigned char)v[i]) != 0;
+	}
+	if (digit && upper && lower)
+		return false;          /* lydzArgXSMk6: generated, not a name */
 	for (size_t i = 0; i < l; i++) {
 		unsigned char c = (unsigned char)v[i];
 		if (c == '.') {
@@ -978,6 +997,8 @@ static bool v_password(const char *t, size_t n, size_t *s, size_t *e)
 	/* code that handles a password without holding one: a comparison
 	 * around the key ("if a != password:"), a name for a value */
 	size_t back = op > 12 ? op - 12 : 0;
+	while (back < op && memchr(t + back, '\n', op - back))
+		back++;                                /* the same line only */
 	if (!quoted && (is_comparison(t, back, i) || code_value(t + i, *e - i)))
 		return false;
 	/* ("password", "x"): the tuple form needs the key quoted too */
@@ -1248,15 +1269,15 @@ static const struct det builtin[] = {
 	  "(?:api[_.\\-]?(?:key|token|secret)|apikey|access[_.\\-]?(?:key|token)|auth[_.\\-]?(?:key|token)|secret[_.\\- ]?(?:key|token)|client[_.\\-]?secret|app[_.\\-]?secret|private[_.\\-]?key|(?:bearer|refresh|session|service|bot|personal[_.\\-]?access)[_.\\-]?token|signing[_.\\-]?(?:key|secret)|encryption[_.\\-]?key|master[_.\\-]?key|webhook[_.\\-]?secret|secret|token|credentials?)(?:[_.\\-]?(?:value|val|str))?[\\\"']?[ \\t]{0,3}(?::=|=>|=|:)[ \\t]{0,3}[\\\"'`]?[^\\s\\\"'`,;<>(){}\\[\\]&]{8,}|(?:requirepass|masterauth)[ \\t]{1,5}[\\\"']?[^\\s\\\"']{6,}",
 	  NULL, CL, v_secret_assign, EX_SOM, 0 },
 	/* SQL, command-line and typed-parameter passwords (v_last_word) */
-	{ FINDING_PASSWORD_ASSIGNMENT, "identified\\s{1,3}(?:with\\s{1,3}\\S{1,30}\\s{1,3})?by\\s{1,3}[\"'`]?[^\\s\"'`;)]{4,}",
+	{ FINDING_PASSWORD_ASSIGNMENT, "identified[ \\t]{1,3}(?:with[ \\t]{1,3}\\S{1,30}[ \\t]{1,3})?by[ \\t]{1,3}[\"'`]?[^\\s\"'`;)]{4,}",
 	  NULL, CL, v_last_word, EX_SOM, 0 },
-	{ FINDING_PASSWORD_ASSIGNMENT, "(?:login|with)\\s{1,3}(?:encrypted\\s{1,3})?password\\s{1,3}[\"'`]?[^\\s\"'`;)]{4,}",
+	{ FINDING_PASSWORD_ASSIGNMENT, "(?:login|with)[ \\t]{1,3}(?:encrypted[ \\t]{1,3})?password[ \\t]{1,3}[\"'`]?[^\\s\"'`;)]{4,}",
 	  NULL, CL, v_last_word, EX_SOM, 0 },
-	{ FINDING_PASSWORD_ASSIGNMENT, "--?(?:password|passwd|passphrase|pass)\\s{1,3}[\"']?[^\\s\"'\\-][^\\s\"']{3,}",
+	{ FINDING_PASSWORD_ASSIGNMENT, "--?(?:password|passwd|passphrase|pass)[ \\t]{1,3}[\"']?[^\\s\"'\\-][^\\s\"']{3,}",
 	  NULL, CL, v_last_word, EX_SOM, 0 },
 	{ FINDING_PASSWORD_ASSIGNMENT, "\\s(?:-u|--user)\\s[\"']?[A-Za-z0-9_.\\-]{1,24}:[^\\s\"'@]{4,}",
 	  NULL, CL, v_last_word, EX_SOM, 0 },
-	{ FINDING_PASSWORD_ASSIGNMENT, "(?:password|passwd|pwd|passphrase)\\s{0,3}:\\s{0,3}[A-Za-z\\[\\]]{1,20}\\s{0,3}=\\s{0,3}[\"'][^\\s\"']{4,}",
+	{ FINDING_PASSWORD_ASSIGNMENT, "(?:password|passwd|pwd|passphrase)[ \\t]{0,3}:[ \\t]{0,3}[A-Za-z\\[\\]]{1,20}[ \\t]{0,3}=[ \\t]{0,3}[\"'][^\\s\"']{4,}",
 	  NULL, CL, v_last_word, EX_SOM, 0 },
 	{ FINDING_IBAN, "[A-Z]{2}\\d{2}(?:[ \\-]?[A-Z0-9]){11,32}", NULL, 0, v_iban, EX_SOM, 64 },
 	{ FINDING_IBAN, "[A-Z]{2}\\d{2}(?:[ \\-]?[A-Z0-9]){11,32}", WRAP_TRIGGER, 0, v_iban, EX_WRAPPED, 0 },

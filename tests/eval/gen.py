@@ -634,12 +634,12 @@ def main():
                 rec[kind][0] += ok
                 rec[kind][1] += 1
                 if not ok:
-                    misses.append((kind, genre, t[s:e], hit))
+                    misses.append((kind, genre, t[max(0, s - 40):e + 20], hit))
             else:
                 look[kind][0] += bool(hit)
                 look[kind][1] += 1
                 if hit:
-                    alters.append((kind, genre, t[s:e], hit))
+                    alters.append((kind, genre, t[max(0, s - 40):e + 10], hit))
         for ty, fs, fe in spans:
             if not any(fs < e and s < fe for _, _, s, e in doc.labels):
                 stray += 1
