@@ -376,6 +376,80 @@ static bool card_ok(const char *t, size_t s, size_t e)
 
 /* Start-of-match is leftmost, which may swallow a stray digit group in
  * front of the card ("ref 1 4111 1111 ..."): retry from each later group. */
+/* One of words (lower case) starts a word in the win (<= 40) bytes
+ * before st; a short window (an id's own label) stays on the line, the
+ * full one (a form's "Phone:" on the line above) does not. */
+static bool word_before_n(const char *t, size_t st, const char *const *words, size_t win)
+{
+	char w[41];
+	size_t from = st > win ? st - win : 0, n = st - from;
+	const char *nl = n && win < 40 ? memrchr(t + from, '\n', n) : NULL;
+	if (nl) {
+		from = (size_t)(nl - t) + 1;
+		n = st - from;
+	}
+	for (size_t i = 0; i < n; i++)
+		w[i] = (char)tolower((unsigned char)t[from + i]);
+	w[n] = 0;
+	for (size_t k = 0; words[k]; k++) {
+		size_t kl = strlen(words[k]);
+		for (const char *p = w; (p = memmem(p, n - (size_t)(p - w), words[k], kl)); p++) {
+			/* a word start: "tel" in "hotel" does not count */
+			if (p == w ? from == 0 || !isalpha((unsigned char)t[from - 1]) : !isalpha((unsigned char)p[-1]))
+				return true;
+		}
+	}
+	return false;
+}
+
+static bool word_before(const char *t, size_t st, const char *const *words)
+{
+	return word_before_n(t, st, words, 40);
+}
+
+/* "PO 6854798223", "Order No. 123-456-7890", "REF 037 526 486": the word
+ * before names an identifier, whatever its digits look like. */
+static bool id_label_before(const char *t, size_t st)
+{
+	static const char *const words[] = {
+		"po", "ref", "order", "invoice", "inv", "ticket", "case", "id", "no", "nr", "sku",
+		"account", "acct", "tracking", "serial", "build", "version", "isbn", "batch", "lot",
+		"firmware", "release", "rev", "model", "part", "item", "room", "floor", NULL
+	};
+	/* names of national, tax, health and product identifiers a little
+	 * further back: "NHS number 943 476 5919", "EIN 12-3456789" */
+	static const char *const ids[] = {
+		"nhs", "ein", "siren", "siret", "vat", "tax", "steuer", "imei", "ean", "gtin", "upc",
+		"isbn", "plz", "zip", "postcode", "bsn", "nino", "personnummer", NULL
+	};
+	if (word_before_n(t, st, ids, 24))
+		return true;
+	size_t i = st;
+	while (i > 0 && st - i < 4 && strchr(" :.#", t[i - 1]))
+		i--;
+	size_t we = i;
+	while (i > 0 && we - i < 10 && isalpha((unsigned char)t[i - 1]))
+		i--;
+	if (i == we || (i > 0 && is_alnum((unsigned char)t[i - 1])))
+		return false;
+	for (int k = 0; words[k]; k++)
+		if (strlen(words[k]) == we - i && !strncasecmp(t + i, words[k], we - i))
+			return true;
+	return false;
+}
+
+/* A product or order code's name just before a card-shaped number:
+ * "EAN 3957346762121", "GTIN 53307994442262", "order 4111...". */
+static bool product_label_before(const char *t, size_t st)
+{
+	static const char *const ids[] = {
+		"ean", "gtin", "upc", "isbn", "sku", "order", "invoice", "tracking", "imei", "serial", NULL
+	};
+	return word_before_n(t, st, ids, 16);
+}
+
+static bool rejected_claim(enum finding_type type, const char *t, size_t s, size_t e);
+
 /* Is the card candidate [st, e) a slice of a longer chunked number: a
  * parcel number in groups of four (9400 1000 0000 ...), the middle of an
  * IBAN (FR14 5116 7441 ...)? A group follows with the same separator, or
@@ -413,31 +487,17 @@ static bool v_card(const char *t, size_t n, size_t *s, size_t *e)
 	for (size_t st = *s; st < *e; st++) {
 		if (st > *s && !(is_digit((unsigned char)t[st]) && !is_digit((unsigned char)t[st - 1])))
 			continue;
-		if (prev_is(t, st, is_alnum) || card_slice(t, n, st, *e))
+		if (prev_is(t, st, is_alnum) || card_slice(t, n, st, *e) || product_label_before(t, st))
 			continue;
 		if (card_ok(t, st, *e)) {
 			*s = st;
 			return true;
 		}
-	}
-	return false;
-}
-
-/* One of words (lower case) starts a word in the 40 bytes before st. */
-static bool word_before(const char *t, size_t st, const char *const *words)
-{
-	char w[41];
-	size_t from = st > 40 ? st - 40 : 0, n = st - from;
-	for (size_t i = 0; i < n; i++)
-		w[i] = (char)tolower((unsigned char)t[from + i]);
-	w[n] = 0;
-	for (size_t k = 0; words[k]; k++) {
-		size_t kl = strlen(words[k]);
-		for (const char *p = w; (p = memmem(p, n - (size_t)(p - w), words[k], kl)); p++) {
-			/* a word start: "tel" in "hotel" does not count */
-			if (p == w ? from == 0 || !isalpha((unsigned char)t[from - 1]) : !isalpha((unsigned char)p[-1]))
-				return true;
-		}
+		/* a whole card-shaped number that failed its checksum: no
+		 * shorter card inside it (2663-5893-0545-4755 is not the
+		 * Maestro 5893-0545-4755) */
+		if (rejected_claim(FINDING_CREDIT_CARD, t, st, *e))
+			return false;
 	}
 	return false;
 }
@@ -559,29 +619,6 @@ static bool street_after(const char *t, size_t n, size_t e)
 	return false;
 }
 
-/* "PO 6854798223", "Order No. 123-456-7890", "REF 037 526 486": the word
- * before names an identifier, whatever its digits look like. */
-static bool id_label_before(const char *t, size_t st)
-{
-	static const char *const words[] = {
-		"po", "ref", "order", "invoice", "inv", "ticket", "case", "id", "no", "nr", "sku",
-		"account", "acct", "tracking", "serial", "build", "version", "isbn", "batch", "lot",
-		"firmware", "release", "rev", "model", "part", "item", "room", "floor", NULL
-	};
-	size_t i = st;
-	while (i > 0 && st - i < 4 && strchr(" :.#", t[i - 1]))
-		i--;
-	size_t we = i;
-	while (i > 0 && we - i < 10 && isalpha((unsigned char)t[i - 1]))
-		i--;
-	if (i == we || (i > 0 && is_alnum((unsigned char)t[i - 1])))
-		return false;
-	for (int k = 0; words[k]; k++)
-		if (strlen(words[k]) == we - i && !strncasecmp(t + i, words[k], we - i))
-			return true;
-	return false;
-}
-
 /* A phone number is never carved out of a longer identifier or digit run:
  * order ids (161-2727602-3471864), UUID and hash parts, tracking numbers
  * (7496 7984 3510), the rest of a card or IBAN. Before the start: a word
@@ -599,6 +636,18 @@ static bool phone_glued_before(const char *t, size_t st)
 	if (strchr("-./_:#", c) && (is_alnum(b) || b == '_'))
 		return c != ':' || is_digit(b);
 	return c == ' ' && is_digit(b);
+}
+
+/* A currency after a number: an ISO 4217 code (EUR, SEK), kr, Ft, zł, €. */
+static bool amount_unit(const char *t, size_t n, size_t i)
+{
+	if (i + 3 <= n && isupper((unsigned char)t[i]) && isupper((unsigned char)t[i + 1]) &&
+	    isupper((unsigned char)t[i + 2]) && (i + 3 == n || !isalpha((unsigned char)t[i + 3])))
+		return true;
+	if (i + 2 <= n && (!strncmp(t + i, "kr", 2) || !strncmp(t + i, "Ft", 2)) &&
+	    (i + 2 == n || !isalpha((unsigned char)t[i + 2])))
+		return true;
+	return i + 3 <= n && (!strncmp(t + i, "\xe2\x82\xac", 3) || !strncmp(t + i, "z\xc5\x82", 3));
 }
 
 static bool phone_glued_after(const char *t, size_t n, size_t e)
@@ -622,9 +671,8 @@ static bool phone_glued_after(const char *t, size_t n, size_t e)
 		return true;
 	if (c == ',' && is_digit(a))
 		return true;          /* 6.010.176,86: a decimal comma */
-	if (c == ' ' && (!strncmp(t + e + 1, "EUR", 3) || !strncmp(t + e + 1, "USD", 3) ||
-			 !strncmp(t + e + 1, "SEK", 3) || !strncmp(t + e + 1, "\xe2\x82\xac", 3)))
-		return true;          /* an amount: 768 307 880 EUR */
+	if (c == ' ' && amount_unit(t, n, e + 1))
+		return true;          /* an amount: 768 307 880 EUR, 62 595 067 kr */
 	return c == ' ' && is_digit(a);
 }
 
@@ -703,6 +751,8 @@ static bool phone_shape_never(const char *t, size_t st, const struct phone_shape
 		return false;
 	if (ps->all4 && ps->groups >= 3)
 		return true;
+	if (ps->slash && ps->mixed)
+		return true;          /* Steuernummer 05/938/72904, 12/25/2024 */
 	/* dotted: US 415.555.0132 or trunk numbers (01.54.66.36.16) only */
 	if (ps->dots && !trunk && !(ps->groups == 3 && ps->first == 3 && ps->last == 4))
 		return true;
@@ -994,6 +1044,8 @@ static bool v_password(const char *t, size_t n, size_t *s, size_t *e)
 		i++;
 	else if (i > *s && (t[i - 1] == '"' || t[i - 1] == '\''))
 		quoted = true;
+	while (!quoted && *e > i && t[*e - 1] == '.')
+		(*e)--;                                        /* "password: str." ends a sentence */
 	/* code that handles a password without holding one: a comparison
 	 * around the key ("if a != password:"), a name for a value */
 	size_t back = op > 12 ? op - 12 : 0;
@@ -1012,8 +1064,6 @@ static bool v_password(const char *t, size_t n, size_t *s, size_t *e)
 			*e = k;
 			break;
 		}
-	while (!quoted && *e > i && t[*e - 1] == '.')
-		(*e)--;                                        /* "password: str." ends a sentence */
 	if (*e - i < 4)
 		return false;
 	if (placeholder(t + i, *e - i) || placeholder_value(t + i, *e - i))
@@ -1114,8 +1164,17 @@ static bool random_value(const char *v, size_t l)
 		else if (!isalpha(c))
 			word = false;
 	}
-	/* my-app-secret, SomeName, production_key: words, not a secret */
-	if (word && (seps || !upper || !lower))
+	/* my-app-secret, SomeName, production_key: words, not a secret (a
+	 * generated value flips case every other letter or so) */
+	unsigned flips = 0, letters = 0;
+	for (size_t i = 0; i < l; i++)
+		if (isalpha((unsigned char)v[i])) {
+			letters++;
+			if (i && isalpha((unsigned char)v[i - 1]) &&
+			    !isupper((unsigned char)v[i]) != !isupper((unsigned char)v[i - 1]))
+				flips++;
+		}
+	if (word && flips * 3 < letters)
 		return false;
 	if (!lower && !upper)
 		return l >= 16 && entropy_bits(v, l) >= 3.0;   /* long digit secrets only */
@@ -1134,6 +1193,8 @@ static bool v_secret_assign(const char *t, size_t n, size_t *s, size_t *e)
 {
 	if (*e < n && (t[*e] == '(' || t[*e] == '['))
 		return false;                                  /* a call or an index */
+	if (*e < n && !strchr(" \t\r\n\"'`,;<>(){}[]&", t[*e]))
+		return false;                                  /* a prefix of a longer value */
 	size_t i = *s;
 	while (i < *e && !strchr(":=\"'` \t", t[i]))
 		i++;
@@ -2019,12 +2080,13 @@ static bool yields_to_claims(enum finding_type type)
 	return type == FINDING_PHONE || type == FINDING_US_SSN || type == FINDING_CREDIT_CARD;
 }
 
-/* claimed by a rejected span of another type (a card does not yield to
- * a rejected card: it may be the valid shorter one) */
+/* claimed by a rejected span of another type, or strictly inside a
+ * rejected one of its own ("5893-0545-4755" in "2663-5893-0545-4755") */
 static bool claimed(const struct inspect_scratch *s, size_t st, size_t en, enum finding_type type)
 {
 	for (size_t i = 0; i < s->nrej; i++)
-		if (st < s->rej[i].e && s->rej[i].s < en && s->ins->dets[s->rej[i].det].type != type)
+		if (st < s->rej[i].e && s->rej[i].s < en && (s->ins->dets[s->rej[i].det].type != type ||
+		    (s->rej[i].s <= st && en <= s->rej[i].e && en - st < s->rej[i].e - s->rej[i].s)))
 			return true;
 	return false;
 }

@@ -260,7 +260,9 @@ PW_CODE = ["if new_password != confirm_password:", "password = getpass()", "pass
 
 
 def lookalike():
-    k = R.randrange(30)
+    k = R.randrange(36)
+    if k >= 30:
+        return national_id_lookalike(k)
     if k >= 22:
         return more_lookalike(k)
     if k == 0:
@@ -346,6 +348,32 @@ def more_lookalike(k):
     return "data_uri", "data:image/png;base64," + base64.b64encode(bytes(R.randrange(256) for _ in range(R.randint(40, 200)))).decode()
 
 
+def national_id_lookalike(k):
+    """numbers with a name: company, tax, health and device identifiers,
+    code constants, encrypted or templated secrets"""
+    if k == 30:
+        return "national_id", pick(f"VAT DE{d(9)}", f"EIN {d(2)}-{d(7)}", f"SIREN {R.randint(1, 9)}{d(2)} {d(3)} {d(3)}",
+                                   f"NHS number {R.randint(4, 9)}{d(2)} {d(3)} {d(4)}", f"Steuernummer {d(2)}/{d(3)}/{d(5)}",
+                                   f"IMEI {d(2)}-{d(6)}-{d(6)}-{d(1)}")
+    if k == 31:
+        return "product_code", pick(f"EAN {d(13)}", f"GTIN {d(14)}", f"VIN 1HG{rs(14, 'ABCDEFGHJKLMNPRSTUVWXYZ0123456789')}",
+                                    f"ISO 3166-{R.randint(1, 3)}", f"RFC {d(4)}", f"PLZ {d(5)} Berlin", f"SKU-{d(6)}-{d(2)}")
+    if k == 32:
+        return "code_numbers", pick(f"time.sleep({d(4)})", f"range(0, {d(6)})", f"[{d(1)}, {d(2)}, {d(3)}, {d(4)}, {d(5)}]",
+                                    f"timeout_ms = {d(5)}", f"0o{R.randint(100, 777)}", f"1e-{R.randint(3, 12)}",
+                                    f"np.random.seed({d(9)})")
+    if k == 33:
+        return "templated_secret", pick("csrf_token: {{ csrf_token() }}", "api_key: !vault |", "password: ENC[AES256_GCM,data:" + rs(24, AL + "+/") + ",type:str]",
+                                        "secret: ref+vault://secret/data/app#/api_key", "token: ${{ secrets.GITHUB_TOKEN }}",
+                                        "DB_PASSWORD: {{ .Values.db.password | b64enc }}", "apiKey: process.env.STRIPE_SECRET_KEY ?? ''")
+    if k == 34:
+        return "dates_times", pick(f"{R.randint(1, 28)}/{R.randint(1, 12)}/20{R.randint(10, 30)}", f"20{R.randint(10, 30)}{R.randint(1, 12):02d}{R.randint(1, 28):02d}",
+                                   f"{R.randint(0, 23):02d}:{R.randint(0, 59):02d}:{R.randint(0, 59):02d}.{d(6)}", f"Q{R.randint(1, 4)} 20{R.randint(10, 30)}",
+                                   f"week {R.randint(1, 52)}, 20{R.randint(10, 30)}")
+    return "amounts", pick(f"{R.randint(1, 999)} {d(3)} {d(3)} kr", f"${R.randint(1, 999)},{d(3)},{d(3)}.{d(2)}", f"{R.randint(1, 99)}.{d(3)}.{d(3)} Ft",
+                           f"qty {d(3)} x {d(4)}", f"{R.randint(1, 99)} {d(3)} {d(3)},{d(2)} \u20ac")
+
+
 # ------------------------------------------------------------ documents
 
 class Doc:
@@ -429,6 +457,8 @@ def keyname(it):
         return R.choice(PASS_KEYS)
     if it[0] == "plant" and it[1] in ("assign", "vendor", "aws_secret"):
         return R.choice(SECRET_KEYS) if it[1] != "aws_secret" else pick("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY")
+    if it[0] == "plant":      # a value under a name that says what it is, or a neutral one
+        return pick("contact", "value", "owner", "note", "details", "customer", "notify", "billing")
     return pick("NOTE", "ref", "contact", "value", "ID", "owner_email", "build_id", "checksum", "remote", "endpoint")
 
 

@@ -19,3 +19,6 @@ if [ ! -d "$DATA" ]; then
 	exit 2
 fi
 VIGIL_EVAL_DATA="$DATA" python3 tests/eval/run.py "$BUILD/eval/eval"
+# Generated pasted content with planted values and look-alikes (seeded;
+# VIGIL_GEN_SEED replays a run, the seed is printed with the numbers).
+python3 tests/eval/gen.py "$BUILD/eval/eval"
