@@ -906,7 +906,7 @@ static bool placeholder(const char *v, size_t l)
 	static const char *const words[] = {
 		"null", "none", "true", "false", "undefined", "password", "passwd",
 		"your_password", "yourpassword", "example", "secret", "string", "empty",
-		"required", "optional", "redacted", "hidden", "changeit", NULL
+		"required", "optional", "redacted", "hidden", "changeit", "pass", "foobared", NULL
 	};
 	if (l == 0)
 		return true;
@@ -1011,6 +1011,48 @@ static bool placeholder_value(const char *v, size_t l)
 	return has_word(v, l, words);
 }
 
+/* The key names a password, not something else spelled with "pass"
+ * (passed, passing, passport, bypass) or a property of one (password_id,
+ * password_min_length, passwordHint). */
+static bool password_key(const char *k, size_t l)
+{
+	static const char *const props[] = {
+		"id", "len", "length", "min", "max", "count", "policy", "hint", "reset", "expiry",
+		"expires", "ttl", "field", "label", "prompt", "regex", "pattern", "rule", "rules",
+		"type", "file", "path", "url", "hash", "hashed", "strength", "changed", "required",
+		"enabled", "input", "confirm", "confirmation", "salt", NULL
+	};
+	const char *p = NULL;
+	for (size_t i = 0; i + 4 <= l; i++)
+		if (!strncasecmp(k + i, "pass", 4)) {
+			p = k + i;
+			break;
+		}
+	if (p) {
+		const char *a = p + 4;
+		size_t rest = l - (size_t)(a - k);
+		/* pass + lower-case letters that are not word/wd/wrd/phrase */
+		if (rest && islower((unsigned char)*a) &&
+		    strncmp(a, "word", 4) && strncmp(a, "wd", 2) && strncmp(a, "wrd", 3) &&
+		    strncmp(a, "phrase", 6) && !(rest == 1 && *a == 's'))
+			return false;
+	}
+	/* the last component of the key: db_password_min_length -> length */
+	size_t e = l;
+	while (e > 0 && strchr("\"')", k[e - 1]))
+		e--;
+	size_t b = e;
+	while (b > 0 && isalpha((unsigned char)k[b - 1]) &&
+	       !(b < e && isupper((unsigned char)k[b]) && islower((unsigned char)k[b - 1])))
+		b--;
+	if (b == 0)
+		return true;
+	for (int i = 0; props[i]; i++)
+		if (strlen(props[i]) == e - b && !strncasecmp(k + b, props[i], e - b))
+			return false;
+	return true;
+}
+
 /* password = value: the span is the value only */
 static bool v_password(const char *t, size_t n, size_t *s, size_t *e)
 {
@@ -1032,6 +1074,8 @@ static bool v_password(const char *t, size_t n, size_t *s, size_t *e)
 	size_t i = *s;
 	while (i < *e && !strchr(":=!,\"' \t", t[i]))
 		i++;
+	if (!password_key(t + *s, i - *s))
+		return false;
 	while (i < *e && strchr(":=>!, \t\"'", t[i]))
 		i++;
 	/* "password is X" */
@@ -1332,7 +1376,10 @@ static const struct det builtin[] = {
 	/* SQL, command-line and typed-parameter passwords (v_last_word) */
 	{ FINDING_PASSWORD_ASSIGNMENT, "identified[ \\t]{1,3}(?:with[ \\t]{1,3}\\S{1,30}[ \\t]{1,3})?by[ \\t]{1,3}[\"'`]?[^\\s\"'`;)]{4,}",
 	  NULL, CL, v_last_word, EX_SOM, 0 },
-	{ FINDING_PASSWORD_ASSIGNMENT, "(?:login|with)[ \\t]{1,3}(?:encrypted[ \\t]{1,3})?password[ \\t]{1,3}[\"'`]?[^\\s\"'`;)]{4,}",
+	{ FINDING_PASSWORD_ASSIGNMENT, "(?:login|with|role[ \\t][A-Za-z0-9_]{1,20})[ \\t]{1,3}(?:encrypted[ \\t]{1,3})?password[ \\t]{1,3}[\"'`]?[^\\s\"'`;)]{4,}",
+	  NULL, CL, v_last_word, EX_SOM, 0 },
+	/* #define PASSWORD "x", %global password "x", SET password "x" */
+	{ FINDING_PASSWORD_ASSIGNMENT, "(?:#define|%define|%global|\\bset)[ \\t]{1,4}[A-Za-z_]{0,12}pass(?:word|wd)?[A-Za-z_]{0,12}[ \\t]{1,4}[\"'][^\\s\"']{4,}",
 	  NULL, CL, v_last_word, EX_SOM, 0 },
 	{ FINDING_PASSWORD_ASSIGNMENT, "--?(?:password|passwd|passphrase|pass)[ \\t]{1,3}[\"']?[^\\s\"'\\-][^\\s\"']{3,}",
 	  NULL, CL, v_last_word, EX_SOM, 0 },

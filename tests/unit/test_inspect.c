@@ -175,6 +175,19 @@ static const struct vec lookalikes[] = {
 	{ "if (password === confirmPassword) {", FINDING_PASSWORD_ASSIGNMENT, 0, NULL },
 	{ "user.password = hashed_password", FINDING_PASSWORD_ASSIGNMENT, 0, NULL },
 	{ "password: String", FINDING_PASSWORD_ASSIGNMENT, 0, NULL },
+	{ "passed = \"cackle!\"; passport = \"X1234567\"; password_id = 2938479", FINDING_PASSWORD_ASSIGNMENT, 0, NULL },
+	{ "password_min_length = 12\npasswordHint: \"first pet\"", FINDING_PASSWORD_ASSIGNMENT, 0, NULL },
+	{ "new_password != confirm_password:\nID = \"1.563693, 42.928424\"", FINDING_PASSWORD_ASSIGNMENT, 0, NULL },
+	/* national, tax and product identifiers shaped like phones or cards */
+	{ "EIN 12-3456789, NHS number 943 476 5919, SIREN 732 829 320, VAT DE123456789", FINDING_PHONE, 0, NULL },
+	{ "EAN 3957346762121 and GTIN 53307994442262", FINDING_CREDIT_CARD, 0, NULL },
+	{ "total 768 307 880 EUR, 62 595 067 kr, 6.010.176,86", FINDING_PHONE, 0, NULL },
+	{ "version 17.5.10.10, lat/lon 116.411521, 35.654434, ports 4997-59530", FINDING_PHONE, 0, NULL },
+	{ "coordinates -111.034236 and routing 089269195", FINDING_US_SSN, 0, NULL },
+	{ "card 2663-5893-0545-4755 (a typo)", FINDING_CREDIT_CARD, 0, NULL },
+	{ "USPS 9400 1000 0000 0000 0000 00 and FR14 5116 7441 1307 4199 8954 988", FINDING_CREDIT_CARD, 0, NULL },
+	{ "secret: ref+vault://secret/data/app#/api_key", FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	{ "secret_name: prod-db-credentials\ntoken_type: Bearer\nmax_tokens=4096", FINDING_SECRET_ASSIGNMENT, 0, NULL },
 };
 
 /* What the issue says must be found, each next to the look-alikes above. */
@@ -183,6 +196,12 @@ static const struct vec positives[] = {
 	{ "CREATE USER app IDENTIFIED BY 'Xk29vLp0q';", FINDING_PASSWORD_ASSIGNMENT, 1, "Xk29vLp0q" },
 	{ "mysql -u root --password Sne3sd8AZjq", FINDING_PASSWORD_ASSIGNMENT, 1, "Sne3sd8AZjq" },
 	{ "def connect(passwd: str = \"cq2tPr1a2\"):", FINDING_PASSWORD_ASSIGNMENT, 1, "cq2tPr1a2" },
+	{ "ALTER ROLE postgres PASSWORD 'SqLpa5sW0rD';", FINDING_PASSWORD_ASSIGNMENT, 1, "SqLpa5sW0rD" },
+	{ "#define PASSWORD \"n84ASM54y4\"", FINDING_PASSWORD_ASSIGNMENT, 1, "n84ASM54y4" },
+	{ "userPassword: lydzArgXSMk6", FINDING_PASSWORD_ASSIGNMENT, 1, "lydzArgXSMk6" },
+	{ "ssn 078051121", FINDING_US_SSN, 1, "078051121" },
+	{ "ID: +31 6 71968784", FINDING_PHONE, 1, "+31 6 71968784" },
+	{ "x-api-key:I-qwjGGoMpBqzKSbkQyJCxLm", FINDING_SECRET_ASSIGNMENT, 1, "I-qwjGGoMpBqzKSbkQyJCxLm" },
 	/* national phone formats, in a signature */
 	{ "Best,\nAnna\nM: 070-803 48 40", FINDING_PHONE, 1, "070-803 48 40" },
 	{ "Tel. 030/35291429", FINDING_PHONE, 1, "030/35291429" },
