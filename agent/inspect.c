@@ -1167,8 +1167,11 @@ static bool v_vendor(const char *t, size_t n, size_t *s, size_t *e)
 	for (size_t i = *s; i < *e && i < *s + 16; i++)
 		if (strchr("_-.:", t[i]))
 			b = i + 1;
-	if (b == *s && *e - *s > 8)
+	if (b == *s && *e - *s > 8) {
+		if (looks_fake(t + *s, *e - *s))
+			return false;                  /* AC123456...: a test SID */
 		b = *s + 4;
+	}
 	/* a webhook URL's last segment, a Telegram bot's secret after ':' */
 	const char *sl = memrchr(t + b, '/', *e - b);
 	if (sl)
@@ -1342,8 +1345,41 @@ static const struct det builtin[] = {
 	  "|[0-9A-Za-z]{32}-us\\d{1,2}|xkeysib-[a-f0-9]{64}-[A-Za-z0-9]{16}"
 	  "|dt0c01\\.[A-Z0-9]{24}\\.[A-Z0-9]{64}|ops_eyJ[A-Za-z0-9+/=_\\-]{100,}|eyJrIjoi[A-Za-z0-9+/]{50,}={0,2}"
 	  "|pscale_(?:tkn|pw|oauth)_[A-Za-z0-9_\\-.]{32,64}|ph[csrxa]_[A-Za-z0-9]{40,60}"
-	  "|GOCSPX-[A-Za-z0-9_\\-]{28}|ya29\\.[A-Za-z0-9_\\-]{30,}|1//0[A-Za-z0-9_\\-]{40,}",
-	  NULL, 0, v_vendor, EX_SOM, 0 },
+	  "|GOCSPX-[A-Za-z0-9_\\-]{28}|ya29\\.[A-Za-z0-9_\\-]{30,}|1//0[A-Za-z0-9_\\-]{40,}"
+	  , /* trigger: the same with trailing repeats at their minimum */
+	  "npm_[A-Za-z0-9]{36}"
+	  "|SG\\.[A-Za-z0-9_\\-]{22}\\.[A-Za-z0-9_\\-]{43}"
+	  "|do[opr]_v1_[a-f0-9]{64}"
+	  "|shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}"
+	  "|dapi[a-f0-9]{32}(?:-\\d)?"
+	  "|(?:SK|AC)[0-9a-fA-F]{32}"
+	  "|key-[0-9a-f]{32}|[a-f0-9]{32}-[a-f0-9]{8}-[a-f0-9]{8}"
+	  "|pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\\-]{50}"
+	  "|dckr_(?:pat|oat)_[A-Za-z0-9_\\-]{27}"
+	  "|glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}|glc_[A-Za-z0-9+/]{32}"
+	  "|ATATT3[A-Za-z0-9_\\-]{150,}(?:=|\\\\=|%3[Dd])[A-F0-9]{8}|ATBB[A-Za-z0-9_\\-]{32}"
+	  "|lin_api_[A-Za-z0-9]{40}"
+	  "|dp\\.(?:pt|st|sa|ct|scim|audit)\\.[A-Za-z0-9]{40}"
+	  "|hv[sb]\\.[A-Za-z0-9_\\-]{90}"
+	  "|PMAK-[a-fA-F0-9]{24}-[a-fA-F0-9]{34}|PMAT-[A-Z0-9]{26}"
+	  "|secret_[A-Za-z0-9]{43}|ntn_[A-Za-z0-9]{46}"
+	  "|\\d{8,10}:AA[A-Za-z0-9_\\-]{33}"
+	  "|[MNO][A-Za-z0-9_\\-]{23,25}\\.[A-Za-z0-9_\\-]{6}\\.[A-Za-z0-9_\\-]{27}"
+	  "|discord(?:app)?\\.com/api/webhooks/\\d{17,20}/[A-Za-z0-9_\\-]{60}"
+	  "|HRKU-[A-Za-z0-9_\\-]{60}|HRKU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+	  "|NRAK-[A-Z0-9]{27}|NR(?:JS|BR)-[a-f0-9]{19}|NRII-[A-Za-z0-9_\\-]{20}|[a-z0-9]{36}NRAL"
+	  "|sntrys_eyJ[A-Za-z0-9+/=_\\-]{60}|sntryu_[a-f0-9]{64}"
+	  "|sq0(?:atp|csp)-[0-9A-Za-z_\\-]{22}|EAAA[A-Za-z0-9_\\-+=]{60}"
+	  "|gsk_[A-Za-z0-9]{52}|r8_[A-Za-z0-9]{37}|pplx-[A-Za-z0-9]{48}|xai-[A-Za-z0-9]{80}|tvly-(?:dev-)?[A-Za-z0-9]{32}|sk-or-v1-[a-f0-9]{64}"
+	  "|AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}"
+	  "|figd_[A-Za-z0-9_\\-]{40}|nfp_[A-Za-z0-9]{36}|fo1_[A-Za-z0-9_\\-]{43}|pul-[a-f0-9]{40}|sbp_(?:v0_)?[a-f0-9]{40}"
+	  "|[A-Za-z0-9]{14}\\.atlasv1\\.[A-Za-z0-9_\\-=]{60}"
+	  "|rubygems_[a-f0-9]{48}|oy2[a-z0-9]{43}|CLOJARS_[a-z0-9]{60}"
+	  "|[0-9A-Za-z]{32}-us\\d{1}|xkeysib-[a-f0-9]{64}-[A-Za-z0-9]{16}"
+	  "|dt0c01\\.[A-Z0-9]{24}\\.[A-Z0-9]{64}|ops_eyJ[A-Za-z0-9+/=_\\-]{100}|eyJrIjoi[A-Za-z0-9+/]{50}"
+	  "|pscale_(?:tkn|pw|oauth)_[A-Za-z0-9_\\-.]{32}|ph[csrxa]_[A-Za-z0-9]{40}"
+	  "|GOCSPX-[A-Za-z0-9_\\-]{28}|ya29\\.[A-Za-z0-9_\\-]{30}|1//0[A-Za-z0-9_\\-]{40}"
+	  , 0, v_vendor, EX_SOM, 2048 },
 	{ FINDING_GOOGLE_API_KEY, "AIza[0-9A-Za-z_\\-]{35}", NULL, 0, v_token, EX_SOM, 0 },
 	{ FINDING_AWS_ACCESS_KEY, "(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}",
 	  NULL, 0, v_token, EX_SOM, 0 },
@@ -1372,7 +1408,8 @@ static const struct det builtin[] = {
 	  NULL, CL, v_password, EX_SOM, 0 },
 	{ FINDING_SECRET_ASSIGNMENT,
 	  "(?:api[_.\\-]?(?:key|token|secret)|apikey|access[_.\\-]?(?:key|token)|auth[_.\\-]?(?:key|token)|secret[_.\\- ]?(?:key|token)|client[_.\\-]?secret|app[_.\\-]?secret|private[_.\\-]?key|(?:bearer|refresh|session|service|bot|personal[_.\\-]?access)[_.\\-]?token|signing[_.\\-]?(?:key|secret)|encryption[_.\\-]?key|master[_.\\-]?key|webhook[_.\\-]?secret|secret|token|credentials?)(?:[_.\\-]?(?:value|val|str))?[\\\"']?[ \\t]{0,3}(?::=|=>|=|:)[ \\t]{0,3}[\\\"'`]?[^\\s\\\"'`,;<>(){}\\[\\]&]{8,}|(?:requirepass|masterauth)[ \\t]{1,5}[\\\"']?[^\\s\\\"']{6,}",
-	  NULL, CL, v_secret_assign, EX_SOM, 0 },
+	  "(?:api[_.\\-]?(?:key|token|secret)|apikey|access[_.\\-]?(?:key|token)|auth[_.\\-]?(?:key|token)|secret[_.\\- ]?(?:key|token)|client[_.\\-]?secret|app[_.\\-]?secret|private[_.\\-]?key|(?:bearer|refresh|session|service|bot|personal[_.\\-]?access)[_.\\-]?token|signing[_.\\-]?(?:key|secret)|encryption[_.\\-]?key|master[_.\\-]?key|webhook[_.\\-]?secret|secret|token|credentials?)(?:[_.\\-]?(?:value|val|str))?[\\\"']?[ \\t]{0,3}(?::=|=>|=|:)[ \\t]{0,3}[\\\"'`]?[^\\s\\\"'`,;<>(){}\\[\\]&]{8}|(?:requirepass|masterauth)[ \\t]{1,5}",
+	  CL, v_secret_assign, EX_SOM, 256 },
 	/* SQL, command-line and typed-parameter passwords (v_last_word) */
 	{ FINDING_PASSWORD_ASSIGNMENT, "identified[ \\t]{1,3}(?:with[ \\t]{1,3}\\S{1,30}[ \\t]{1,3})?by[ \\t]{1,3}[\"'`]?[^\\s\"'`;)]{4,}",
 	  NULL, CL, v_last_word, EX_SOM, 0 },
@@ -2188,6 +2225,13 @@ static int extract_wrapped(struct inspect_scratch *s, const char *t, size_t n, u
 			l--;
 		while (r < n && r - b < WRAP_SIDE && wrap_ch((unsigned char)t[r]))
 			r++;
+		/* a card has 12 digits or more, an IBAN 10 or more: count
+		 * before paying for a scan (most line breaks are prose) */
+		size_t nd = 0;
+		for (size_t i = l; i < r; i++)
+			nd += is_digit((unsigned char)t[i]);
+		if (nd < 10)
+			continue;
 		char sep = memchr(t + l, '-', a - l) ? '-' : memchr(t + l, ' ', a - l) ? ' ' : 0;
 		if (t[a - 1] == '-' || t[b] == '-')
 			sep = 0;                           /* the break kept its separator */
