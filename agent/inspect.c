@@ -804,8 +804,7 @@ static bool v_phone(const char *t, size_t n, size_t *s, size_t *e)
 				 (is_digit((unsigned char)t[st]) && !is_digit((unsigned char)t[st - 1]) &&
 				  t[st - 1] != '(')))
 			continue;
-		/* a +CC number is a phone number whatever its label says */
-		if (phone_glued_before(t, st) || (t[st] != '+' && id_label_before(t, st)))
+		if (phone_glued_before(t, st))
 			continue;
 		size_t pe = *e;
 		/* an extension ("x123", "ext. 12") is part of the number */
@@ -834,7 +833,10 @@ static bool v_phone(const char *t, size_t n, size_t *s, size_t *e)
 		    ps.groups <= 6 && !(ps.dots && ps.mixed) &&
 		    (phone_context(t, st) || phone_label_after(t, n, *e)))
 			ok = true;
-		if (ok) {
+		/* the word-list checks last: they are the expensive part, and
+		 * most candidates (years, counts) fail on shape. A +CC number is
+		 * a phone number whatever its label says. */
+		if (ok && (t[st] == '+' || !id_label_before(t, st))) {
 			*s = st;
 			return true;
 		}
@@ -2183,6 +2185,8 @@ static bool claimed(const struct inspect_scratch *s, size_t st, size_t en, enum 
  * joint and validates is reported over the raw bytes. */
 #define WRAP_SIDE 40
 static bool wrap_ch(int c) { return is_alnum(c) || c == ' ' || c == '-'; }
+/* what may end a line inside a card or an IBAN, and start the next */
+static bool wrap_edge(int c) { return is_digit(c) || (c >= 'A' && c <= 'Z') || c == '-'; }
 
 static int wrapped_try(struct inspect_scratch *s, const char *buf, size_t k, size_t joint,
 		       const uint32_t *map, uint32_t det)
@@ -2217,8 +2221,7 @@ static int extract_wrapped(struct inspect_scratch *s, const char *t, size_t n, u
 		while (b < n && (t[b] == ' ' || t[b] == '\t'))
 			b++;
 		/* "3738-\n   087447-51608": the separator may stay on either line */
-		if (a == 0 || b >= n || !(is_alnum((unsigned char)t[a - 1]) || t[a - 1] == '-') ||
-		    !(is_alnum((unsigned char)t[b]) || t[b] == '-'))
+		if (a == 0 || b >= n || !wrap_edge((unsigned char)t[a - 1]) || !wrap_edge((unsigned char)t[b]))
 			continue;
 		size_t l = a, r = b;
 		while (l > 0 && a - l < WRAP_SIDE && wrap_ch((unsigned char)t[l - 1]))
