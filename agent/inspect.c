@@ -1200,6 +1200,8 @@ static double entropy_bits(const char *v, size_t l)
  * a name, a path or a number? */
 static bool random_value(const char *v, size_t l)
 {
+	if (!v || !l)
+		return false;          /* (and gcc's -Wnonnull under ASan wants it said) */
 	bool digit = false, upper = false, lower = false, other = false, word = true;
 	unsigned seps = 0;
 	for (size_t i = 0; i < l; i++) {
@@ -2200,7 +2202,8 @@ static int wrapped_try(struct inspect_scratch *s, const char *buf, size_t k, siz
 		return c.err;
 	if (e != HS_SUCCESS && e != HS_SCAN_TERMINATED)
 		return -EIO;
-	qsort(s->c, s->nc, sizeof(*s->c), cand_cmp);
+	if (s->nc)
+		qsort(s->c, s->nc, sizeof(*s->c), cand_cmp);
 	for (size_t i = 0; i < s->nc; i++) {
 		size_t st = s->c[i].s, en = s->c[i].e;
 		if (!(st < joint && en > joint) || !d->validate(buf, k, &st, &en) || !(st < joint && en > joint))
@@ -2284,7 +2287,8 @@ static int run_som(struct inspect_scratch *s, const char *t, size_t n, uint32_t 
 		if (e != HS_SUCCESS && e != HS_SCAN_TERMINATED)
 			return -EIO;
 	}
-	qsort(s->c, s->nc, sizeof(*s->c), cand_cmp);
+	if (s->nc)
+		qsort(s->c, s->nc, sizeof(*s->c), cand_cmp);
 	size_t last_end = 0;
 	int rc0;
 	for (size_t i = 0; i < s->nc; i++) {
@@ -2330,6 +2334,8 @@ static int acc_pos_cmp(const void *a, const void *b)
 
 static void resolve_overlaps(struct inspect_scratch *s)
 {
+	if (!s->nacc)
+		return;               /* acc may still be NULL: qsort(NULL, 0) is UB */
 	qsort(s->acc, s->nacc, sizeof(*s->acc), acc_prio_cmp);
 	size_t k = 0;
 	for (size_t i = 0; i < s->nacc; i++) {
