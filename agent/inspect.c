@@ -884,7 +884,11 @@ static bool v_jwt(const char *t, size_t n, size_t *s, size_t *e)
 		return false;
 	/* the payload is a JSON object too: base64url of '{' then '"' or ws */
 	const char *p = dot + 1;
-	return (size_t)(t + *e - p) > 3 && p[0] == 'e' && (p[1] == 'y' || p[1] == 'w');
+	if (!((size_t)(t + *e - p) > 3 && p[0] == 'e' && (p[1] == 'y' || p[1] == 'w')))
+		return false;
+	/* a documentation token signs with "EXAMPLEFAKESIG", "your-signature" */
+	const char *sig = memrchr(p, '.', (size_t)(t + *e - p));
+	return !sig || !placeholder_word(sig + 1, (size_t)(t + *e - sig - 1));
 }
 
 static bool v_last40(const char *t, size_t n, size_t *s, size_t *e)

@@ -187,6 +187,8 @@ static const struct vec lookalikes[] = {
 	{ "card 2663-5893-0545-4755 (a typo)", FINDING_CREDIT_CARD, 0, NULL },
 	{ "USPS 9400 1000 0000 0000 0000 00 and FR14 5116 7441 1307 4199 8954 988", FINDING_CREDIT_CARD, 0, NULL },
 	{ "secret: ref+vault://secret/data/app#/api_key", FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	{ "eyJhbGciOiAiSFMyNTYiLCAidHlwIjogIkpXVCJ9.eyJzdWIiOiAidGVzdCIsICJleHAiOiAyMDI2MDgxMTE4NDV9.99l-EXAMPLEFAKESIG",
+	  FINDING_JWT, 0, NULL },
 	{ "secret_name: prod-db-credentials\ntoken_type: Bearer\nmax_tokens=4096", FINDING_SECRET_ASSIGNMENT, 0, NULL },
 };
 
