@@ -439,11 +439,12 @@ static bool id_label_before(const char *t, size_t st)
 }
 
 /* A product or order code's name just before a card-shaped number:
- * "EAN 3957346762121", "GTIN 53307994442262", "order 4111...". */
+ * "EAN 3957346762121", "GTIN 53307994442262". (Not "order" or "invoice":
+ * the card that paid for one is written next to them.) */
 static bool product_label_before(const char *t, size_t st)
 {
 	static const char *const ids[] = {
-		"ean", "gtin", "upc", "isbn", "sku", "order", "invoice", "tracking", "imei", "serial", NULL
+		"ean", "gtin", "upc", "isbn", "sku", "tracking", "imei", "serial", NULL
 	};
 	return word_before_n(t, st, ids, 16);
 }
@@ -1077,6 +1078,9 @@ static bool v_password(const char *t, size_t n, size_t *s, size_t *e)
 		if (!upper_run && !camel)
 			return false;
 	}
+	/* "pw" and "pwd" glued to letters or digits are base64 ("...Xpw= ") */
+	if (*s > 0 && is_alnum((unsigned char)t[*s - 1]) && !strncasecmp(t + *s, "pw", 2))
+		return false;
 	size_t i = *s;
 	while (i < *e && !strchr(":=!,\"' \t", t[i]))
 		i++;
@@ -1240,6 +1244,29 @@ static bool random_value(const char *v, size_t l)
 	return l >= 12 ? h >= 3.0 : (h >= 2.5 && classes >= 2);
 }
 
+/* The key is the secret, not a property of it: api_key_id, token_type,
+ * secret_name, token_url, client_secret_file, SECRET_KEY_FALLBACKS. */
+static bool secret_key_ok(const char *k, size_t l)
+{
+	static const char *const props[] = {
+		"id", "ids", "type", "name", "names", "ref", "url", "uri", "path", "file", "dir", "env",
+		"count", "len", "length", "ttl", "expiry", "expires", "version", "header", "prefix",
+		"format", "hash", "sha", "endpoint", "store", "manager", "provider", "rotation", "days",
+		"limit", "max", "min", "size", "enabled", "required", "field", "label", "policy", NULL
+	};
+	size_t e = l;
+	while (e > 0 && strchr("\"')", k[e - 1]))
+		e--;
+	size_t b = e;
+	while (b > 0 && isalpha((unsigned char)k[b - 1]) &&
+	       !(b < e && isupper((unsigned char)k[b]) && islower((unsigned char)k[b - 1])))
+		b--;
+	for (int i = 0; props[i]; i++)
+		if (strlen(props[i]) == e - b && !strncasecmp(k + b, props[i], e - b))
+			return false;
+	return true;
+}
+
 /* key = value for a secret-like key (api_key, clientSecret, TOKEN,
  * requirepass): the span is the value, which must be a literal that looks
  * generated: `api_key = os.environ["X"]`, `token: ${TOKEN}`,
@@ -1254,9 +1281,15 @@ static bool v_secret_assign(const char *t, size_t n, size_t *s, size_t *e)
 	while (i < *e && !strchr(":=\"'` \t", t[i]))
 		i++;
 	size_t op = i;
+	if (!secret_key_ok(t + *s, op - *s))
+		return false;
 	while (i < *e && strchr(":=>\"'` \t", t[i]))
 		i++;
 	bool quoted = i > op && strchr("\"'`", t[i - 1]);
+	/* Authorization: Bearer <value> */
+	for (size_t k = i; k < *e; k++)
+		if (t[k] == ' ' || t[k] == '\t')
+			i = k + 1;
 	while (*e > i && !quoted && strchr(".:", t[*e - 1]))
 		(*e)--;                                        /* end of a sentence */
 	size_t l = *e - i;
@@ -1415,9 +1448,13 @@ static const struct det builtin[] = {
 	  "(?:password|passwd|pwd)(?:[\"'][ \\t]{0,3},|[ \\t]is)[ \\t]{0,3}[\"'][^\\s\"',;()<>]{4,}",
 	  NULL, CL, v_password, EX_SOM, 0 },
 	{ FINDING_SECRET_ASSIGNMENT,
-	  "(?:api[_.\\-]?(?:key|token|secret)|apikey|access[_.\\-]?(?:key|token)|auth[_.\\-]?(?:key|token)|secret[_.\\- ]?(?:key|token)|client[_.\\-]?secret|app[_.\\-]?secret|private[_.\\-]?key|(?:bearer|refresh|session|service|bot|personal[_.\\-]?access)[_.\\-]?token|signing[_.\\-]?(?:key|secret)|encryption[_.\\-]?key|master[_.\\-]?key|webhook[_.\\-]?secret|secret|token|credentials?)(?:[_.\\-]?(?:value|val|str))?[\\\"']?[ \\t]{0,3}(?::=|=>|=|:)[ \\t]{0,3}[\\\"'`]?[^\\s\\\"'`,;<>(){}\\[\\]&]{8,}|(?:requirepass|masterauth)[ \\t]{1,5}[\\\"']?[^\\s\\\"']{6,}",
-	  "(?:api[_.\\-]?(?:key|token|secret)|apikey|access[_.\\-]?(?:key|token)|auth[_.\\-]?(?:key|token)|secret[_.\\- ]?(?:key|token)|client[_.\\-]?secret|app[_.\\-]?secret|private[_.\\-]?key|(?:bearer|refresh|session|service|bot|personal[_.\\-]?access)[_.\\-]?token|signing[_.\\-]?(?:key|secret)|encryption[_.\\-]?key|master[_.\\-]?key|webhook[_.\\-]?secret|secret|token|credentials?)(?:[_.\\-]?(?:value|val|str))?[\\\"']?[ \\t]{0,3}(?::=|=>|=|:)[ \\t]{0,3}[\\\"'`]?[^\\s\\\"'`,;<>(){}\\[\\]&]{8}|(?:requirepass|masterauth)[ \\t]{1,5}",
+	  "(?:api[_.\\-]?(?:key|token|secret)|apikey|access[_.\\-]?(?:key|token)|auth[_.\\-]?(?:key|token)|secret[_.\\- ]?(?:key|token)|client[_.\\-]?secret|app[_.\\-]?secret|private[_.\\-]?key|(?:bearer|refresh|session|service|bot|personal[_.\\-]?access)[_.\\-]?token|signing[_.\\-]?(?:key|secret)|encryption[_.\\-]?key|master[_.\\-]?key|webhook[_.\\-]?secret|secret|token|credentials?)(?:[_.\\-]?[A-Za-z0-9]{1,12}){0,2}[\\\"']?[ \\t]{0,3}(?::=|=>|=|:)[ \\t]{0,3}[\\\"'`]?[^\\s\\\"'`,;<>(){}\\[\\]&]{8,}|(?:requirepass|masterauth)[ \\t]{1,5}[\\\"']?[^\\s\\\"']{6,}",
+	  "(?:api[_.\\-]?(?:key|token|secret)|apikey|access[_.\\-]?(?:key|token)|auth[_.\\-]?(?:key|token)|secret[_.\\- ]?(?:key|token)|client[_.\\-]?secret|app[_.\\-]?secret|private[_.\\-]?key|(?:bearer|refresh|session|service|bot|personal[_.\\-]?access)[_.\\-]?token|signing[_.\\-]?(?:key|secret)|encryption[_.\\-]?key|master[_.\\-]?key|webhook[_.\\-]?secret|secret|token|credentials?)(?:[_.\\-]?[A-Za-z0-9]{1,12}){0,2}[\\\"']?[ \\t]{0,3}(?::=|=>|=|:)[ \\t]{0,3}[\\\"'`]?[^\\s\\\"'`,;<>(){}\\[\\]&]{8}|(?:requirepass|masterauth)[ \\t]{1,5}",
 	  CL, v_secret_assign, EX_SOM, 256 },
+	/* an Authorization header pasted with a curl command or a log line */
+	{ FINDING_SECRET_ASSIGNMENT,
+	  "authorization[\"']?[ \\t]{0,3}[:=][ \\t]{0,3}[\"']?(?:(?:basic|bearer|ntlm|negotiate|token|digest)[ \\t]{1,3})?[A-Za-z0-9+/=_.~\\-]{12,}",
+	  NULL, CL, v_secret_assign, EX_SOM, 0 },
 	/* SQL, command-line and typed-parameter passwords (v_last_word) */
 	{ FINDING_PASSWORD_ASSIGNMENT, "identified[ \\t]{1,3}(?:with[ \\t]{1,3}\\S{1,30}[ \\t]{1,3})?by[ \\t]{1,3}[\"'`]?[^\\s\"'`;)]{4,}",
 	  NULL, CL, v_last_word, EX_SOM, 0 },

@@ -187,6 +187,9 @@ static const struct vec lookalikes[] = {
 	{ "card 2663-5893-0545-4755 (a typo)", FINDING_CREDIT_CARD, 0, NULL },
 	{ "USPS 9400 1000 0000 0000 0000 00 and FR14 5116 7441 1307 4199 8954 988", FINDING_CREDIT_CARD, 0, NULL },
 	{ "secret: ref+vault://secret/data/app#/api_key", FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	{ "curl -H \"Authorization: Bearer $OPENAI_API_KEY\"; Authorization: Bearer <token>", FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	{ "api_key_id: Xk29vLp0qZ7w, token_type: Bearer, token_url: https://a.b/c", FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	{ "blob R+QWEsI02ljom91K8QqfNEkfBMdpT3wXpw= pid=41974", FINDING_PASSWORD_ASSIGNMENT, 0, NULL },
 	{ "eyJhbGciOiAiSFMyNTYiLCAidHlwIjogIkpXVCJ9.eyJzdWIiOiAidGVzdCIsICJleHAiOiAyMDI2MDgxMTE4NDV9.99l-EXAMPLEFAKESIG",
 	  FINDING_JWT, 0, NULL },
 	{ "secret_name: prod-db-credentials\ntoken_type: Bearer\nmax_tokens=4096", FINDING_SECRET_ASSIGNMENT, 0, NULL },
@@ -252,6 +255,9 @@ static const struct vec positives[] = {
 	{ "auth_token: Hq2Wm9Lx4Zp7Vr1T", FINDING_SECRET_ASSIGNMENT, 1, "Hq2Wm9Lx4Zp7Vr1T" },
 	{ "apiKey := \"mQ4x9ZrT2vLp8WkB\"", FINDING_SECRET_ASSIGNMENT, 1, "mQ4x9ZrT2vLp8WkB" },
 	{ "redis://:Rp9xK2mW4q@cache:6379/0", FINDING_CONNECTION_STRING, 1, "Rp9xK2mW4q" },
+	{ "curl -H \"Authorization: Bearer eyJGRpVu1c2VzY2-823r_db32hbf4W1lbj\" http://x", FINDING_SECRET_ASSIGNMENT, 1,
+	  "eyJGRpVu1c2VzY2-823r_db32hbf4W1lbj" },
+	{ "invoice 3792 635792 59323 paid", FINDING_CREDIT_CARD, 1, "3792 635792 59323" },
 };
 
 /* a macro, so that a failure names the test that called it */
