@@ -322,7 +322,15 @@ static bool v_email(const char *t, size_t n, size_t *s, size_t *e)
 	/* ssh://git@host/..., https://user@host: URL user info, not a mailbox */
 	if (*s >= 3 && !memcmp(t + *s - 3, "://", 3))
 		return false;
-	return !(at - (t + *s) == 3 && !memcmp(t + *s, "git", 3));
+	if (at - (t + *s) == 3 && !memcmp(t + *s, "git", 3))
+		return false;
+	/* icon@2x.png, logo@3x.webp: an image's pixel density, not a domain */
+	static const char *const ext[] = { "png", "jpg", "jpeg", "gif", "webp", "svg", "ico", "bmp", "tiff", "avif", NULL };
+	const char *dot = memrchr(at, '.', (size_t)(t + *e - at));
+	for (int k = 0; dot && ext[k]; k++)
+		if (strlen(ext[k]) == (size_t)(t + *e - dot - 1) && !strncasecmp(dot + 1, ext[k], strlen(ext[k])))
+			return false;
+	return true;
 }
 
 static bool card_prefix_ok(const char *d, size_t nd)
@@ -639,9 +647,20 @@ static bool phone_glued_before(const char *t, size_t st)
 	return c == ' ' && is_digit(b);
 }
 
-/* A currency after a number: an ISO 4217 code (EUR, SEK), kr, Ft, zł, €. */
+/* A currency or a unit after a number: an ISO 4217 code (EUR, SEK), kr,
+ * Ft, zł, €, or a count or size (rows, B, MB, ms, items). */
 static bool amount_unit(const char *t, size_t n, size_t i)
 {
+	static const char *const units[] = {
+		"rows", "row", "b", "kb", "mb", "gb", "tb", "kib", "mib", "gib", "ms", "us", "ns",
+		"items", "records", "users", "bytes", "times", "requests", "events", "lines", NULL
+	};
+	size_t we = i;
+	while (we < n && isalpha((unsigned char)t[we]))
+		we++;
+	for (int k = 0; units[k] && we > i; k++)
+		if (strlen(units[k]) == we - i && !strncasecmp(t + i, units[k], we - i))
+			return true;
 	if (i + 3 <= n && isupper((unsigned char)t[i]) && isupper((unsigned char)t[i + 1]) &&
 	    isupper((unsigned char)t[i + 2]) && (i + 3 == n || !isalpha((unsigned char)t[i + 3])))
 		return true;
@@ -786,7 +805,7 @@ static bool phone_shape_ok(const char *t, size_t st, size_t pe, const struct pho
 		if (!trunk && ps->groups >= 3 && ps->minmid < 3)
 			return false;
 		if (!trunk && ps->groups == 3 && ps->nd == 9 && ps->first == 3 && ps->minmid == 3 &&
-		    ps->last == 3 && t[st] >= '6')
+		    ps->last == 3 && (t[st] == '6' || t[st] == '7'))
 			return true;
 		return ps->nd >= 9 && ps->nd <= (dialout ? 15u : 12u) &&
 		       ps->groups <= (dialout ? 6u : trunk ? 5u : 4u) &&

@@ -260,7 +260,9 @@ PW_CODE = ["if new_password != confirm_password:", "password = getpass()", "pass
 
 
 def lookalike():
-    k = R.randrange(36)
+    k = R.randrange(42)
+    if k >= 36:
+        return everyday_lookalike(k)
     if k >= 30:
         return national_id_lookalike(k)
     if k >= 22:
@@ -372,6 +374,29 @@ def national_id_lookalike(k):
                                    f"week {R.randint(1, 52)}, 20{R.randint(10, 30)}")
     return "amounts", pick(f"{R.randint(1, 999)} {d(3)} {d(3)} kr", f"${R.randint(1, 999)},{d(3)},{d(3)}.{d(2)}", f"{R.randint(1, 99)}.{d(3)}.{d(3)} Ft",
                            f"qty {d(3)} x {d(4)}", f"{R.randint(1, 99)} {d(3)} {d(3)},{d(2)} \u20ac")
+
+
+def everyday_lookalike(k):
+    """numbers and words of ordinary logs, SQL, tickets and prose"""
+    if k == 36:
+        return "log_numbers", pick(f"GET /api/v1/orders/{d(5)}/items?page={R.randint(1, 9)} 200 {d(4)} 0.0{d(2)}",
+                                   f"latency p99={d(4)}.{d(2)}ms", f"bytes={d(7)}", f"rss={d(3)} {d(3)} {d(3)} B",
+                                   f"[{d(2)}/{pick('Jan', 'Feb', 'Mar')}/2025:{d(2)}:{d(2)}:{d(2)} +0000]")
+    if k == 37:
+        return "sql_numbers", pick(f"WHERE id IN ({d(4)}, {d(4)}, {d(4)})", f"LIMIT {d(3)} OFFSET {d(4)}", "DECIMAL(10,2)",
+                                   f"'2024-0{R.randint(1, 9)}-1{R.randint(0, 9)} 12:00:00+02'", f"VALUES ({d(6)}, {d(3)}.{d(2)}, {d(2)})")
+    if k == 38:
+        return "ticket_ids", pick(f"Build #2024.{d(2)}.{d(2)}.{d(4)}", f"PR #{d(5)}", f"JIRA-{d(4)}", f"Case 5003k0000{rs(6)}",
+                                  f"Serial No. {d(4)}-{d(4)}-{d(2)}", f"Chassis 4T1BF1FK5CU{d(6)}", f"run {d(3)}-{d(3)}-{d(4)}-{d(2)}")
+    if k == 39:
+        return "secret_words", pick("the secret to good code is small functions", "a token bucket algorithm limits the rate",
+                                    "send it as a password protected zip", "key: value pairs in the config",
+                                    "public key infrastructure", "the password field is empty", "rotate the api key monthly")
+    if k == 40:
+        return "email_like", pick("icon@2x.png", "logo@3x.webp", "user at example dot com", f"@{R.choice(FIRST)}", "foo@bar",
+                                  "name@localhost", "git@localhost:repo")
+    return "number_words", pick(f"{R.randint(1, 999)} {d(3)} {d(3)} rows", f"top {d(2)} of {d(3)} {d(3)}", f"{d(2)}-{d(2)}-{d(4)} build",
+                                f"{R.randint(1, 999)},{d(3)},{d(3)} requests", f"{d(1)}.{d(2)}.{d(3)}.{d(2)}")
 
 
 # ------------------------------------------------------------ documents

@@ -184,6 +184,8 @@ static const struct vec lookalikes[] = {
 	{ "total 768 307 880 EUR, 62 595 067 kr, 6.010.176,86", FINDING_PHONE, 0, NULL },
 	{ "version 17.5.10.10, lat/lon 116.411521, 35.654434, ports 4997-59530", FINDING_PHONE, 0, NULL },
 	{ "coordinates -111.034236 and routing 089269195", FINDING_US_SSN, 0, NULL },
+	{ "<img src=\"icon@2x.png\"> and logo@3x.webp", FINDING_EMAIL, 0, NULL },
+	{ "rss=876 017 330 B, 536 977 720 rows, latency 812 345 678 ms", FINDING_PHONE, 0, NULL },
 	{ "card 2663-5893-0545-4755 (a typo)", FINDING_CREDIT_CARD, 0, NULL },
 	{ "USPS 9400 1000 0000 0000 0000 00 and FR14 5116 7441 1307 4199 8954 988", FINDING_CREDIT_CARD, 0, NULL },
 	{ "secret: ref+vault://secret/data/app#/api_key", FINDING_SECRET_ASSIGNMENT, 0, NULL },
