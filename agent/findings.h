@@ -32,6 +32,14 @@ enum finding_type {
 	FINDING_AZURE_KEY,
 	FINDING_PASSWORD_ASSIGNMENT,
 	FINDING_CONNECTION_STRING,
+	/* A credential in a well-known vendor format without a type of its
+	 * own (npm, SendGrid, DigitalOcean, Shopify, Databricks, ...): one type,
+	 * not one per vendor, because policy keeps a 64-bit mask of types and
+	 * the audit event at most AUDIT_MAX_FINDING_TYPES of them. */
+	FINDING_SECRET_TOKEN,
+	/* A random-looking value assigned to a secret-like key (api_key,
+	 * secret_key, token, requirepass, ...) in a config or code syntax. */
+	FINDING_SECRET_ASSIGNMENT,
 	FINDING_PROMPT_INJECTION,
 	FINDING_CUSTOM,
 	/* Not a detector: the body claimed to be JSON but is not. Counted so
@@ -76,6 +84,8 @@ static const struct finding_info finding_table[FINDING__COUNT] = {
 	[FINDING_AZURE_KEY]           = { "AZURE_KEY", FINDING_CLASS_SECRET },
 	[FINDING_PASSWORD_ASSIGNMENT] = { "PASSWORD_ASSIGNMENT", FINDING_CLASS_SECRET },
 	[FINDING_CONNECTION_STRING]   = { "CONNECTION_STRING", FINDING_CLASS_SECRET },
+	[FINDING_SECRET_TOKEN]        = { "SECRET_TOKEN", FINDING_CLASS_SECRET },
+	[FINDING_SECRET_ASSIGNMENT]   = { "SECRET_ASSIGNMENT", FINDING_CLASS_SECRET },
 	[FINDING_PROMPT_INJECTION]    = { "PROMPT_INJECTION", FINDING_CLASS_OTHER },
 	[FINDING_CUSTOM]              = { "CUSTOM", FINDING_CLASS_OTHER },
 	[FINDING_INVALID_JSON]        = { "INVALID_JSON", FINDING_CLASS_OTHER },

@@ -32,6 +32,7 @@
 #include <stdarg.h>
 #include <errno.h>
 #include <hs.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,13 +57,18 @@ static bool next_is(const char *t, size_t n, size_t e, bool (*f)(int))
 
 static bool is_tokch(int c) { return is_alnum(c) || c == '_' || c == '-'; }
 
+/* Separators inside a card number or IBAN: the printed ones, and the soft
+ * line break (newline plus indentation) of a value wrapped by a PDF copy
+ * or a psql table cell. */
+static bool is_valsep(int c) { return c == ' ' || c == '-' || c == '\n' || c == '\r' || c == '\t'; }
+
 /* ------------------------------------------------------------- validators */
 
 bool inspect_luhn_ok(const char *d, size_t n)
 {
 	int sum = 0, cnt = 0;
 	for (size_t i = n; i-- > 0;) {
-		if (d[i] == ' ' || d[i] == '-')
+		if (is_valsep(d[i]))
 			continue;
 		if (!is_digit((unsigned char)d[i]))
 			return false;
@@ -104,7 +110,7 @@ bool inspect_iban_ok(const char *s, size_t n)
 	char c[40];
 	size_t k = 0;
 	for (size_t i = 0; i < n; i++) {
-		if (s[i] == ' ' || s[i] == '-')
+		if (is_valsep(s[i]))
 			continue;
 		if (k >= sizeof(c) || !(is_digit((unsigned char)s[i]) || (s[i] >= 'A' && s[i] <= 'Z')))
 			return false;
@@ -153,8 +159,8 @@ bool inspect_ssn_ok(const char *s, size_t n)
 	int nsep = 0;
 	for (size_t i = 0; i < n; i++)
 		nsep += !is_digit((unsigned char)s[i]);
-	if (nsep == 1 && sep == ' ')
-		return false;
+	if (nsep == 1 && sep != '-')
+		return false;         /* 111.034236 (a coordinate), 17031 2202 */
 	if (!memcmp(d, "000", 3) || !memcmp(d, "666", 3) || d[0] == '9')
 		return false;
 	if (!memcmp(d + 3, "00", 2) || !memcmp(d + 5, "0000", 4))
@@ -171,6 +177,35 @@ bool inspect_ssn_ok(const char *s, size_t n)
 }
 
 typedef bool (*validate_fn)(const char *t, size_t n, size_t *s, size_t *e);
+
+/* Words that mark a placeholder inside a token-shaped value
+ * ("xoxb-your-token", "sk-xxxxxxxx", "ghp_REPLACE_ME"). A random base62
+ * body holds one of these 4+ letter words by chance about once in 10^5. */
+static bool placeholder_word(const char *v, size_t n)
+{
+	static const char *const words[] = {
+		"your", "xxxx", "example", "sample", "dummy", "placeholder", "insert", "changeme",
+		"change_me", "redacted", "replace", "token", "secret", "here", "fake", "todo",
+		"abcdef", "aaaaaa", "test_key", "mykey", "my_key", "foobar", NULL
+	};
+	for (int i = 0; words[i]; i++) {
+		size_t l = strlen(words[i]);
+		for (size_t k = 0; k + l <= n; k++) {
+			if (strncasecmp(v + k, words[i], l))
+				continue;
+			/* short words count written in one case (your, YOUR): a
+			 * random body holds "faKE" in mixed case far more often */
+			bool up = true, low = true;
+			for (size_t j = 0; j < l; j++) {
+				up &= !islower((unsigned char)v[k + j]);
+				low &= !isupper((unsigned char)v[k + j]);
+			}
+			if (l > 5 || up || low)
+				return true;
+		}
+	}
+	return false;
+}
 
 /* Documentation and test values are not secrets: "EXAMPLE" keys, runs
  * like 0123456 or 76543210, xxxxxxxx fillers, bodies without a letter.
@@ -193,7 +228,29 @@ static bool looks_fake(const char *v, size_t n)
 		if (up >= 6 || down >= 6 || same >= 8)
 			return true;
 	}
-	return !letter || memmem(v, n, "EXAMPLE", 7);
+	return !letter || memmem(v, n, "EXAMPLE", 7) || placeholder_word(v, n);
+}
+
+/* Values published in vendors' documentation (AWS, Stripe, GitHub, Slack
+ * docs): pasted from a tutorial, never a live credential. Compared whole. */
+static const char *const doc_examples[] = {
+	"AKIAIOSFODNN7EXAMPLE", "AKIAI44QH8DHBEXAMPLE",
+	"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY",
+	"sk_test_4eC39HqLyjWDarjtT1zdp7dc", "pk_test_TYooMQauvdEDq54NiTphI7jx",
+	"sk_test_BQokikJOvBiI2HlWgH4olfQ2", "rk_test_4eC39HqLyjWDarjtT1zdp7dc",
+	"whsec_1234567890abcdef", "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+	"xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy",
+	"xoxp-441416324535-441416324535-441416324535-ab1ac3c5c8b2cae1f0c8ad88dc5b5e5f",
+	"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",
+	NULL
+};
+
+static bool doc_example(const char *v, size_t n)
+{
+	for (int i = 0; doc_examples[i]; i++)
+		if (strlen(doc_examples[i]) == n && !memcmp(v, doc_examples[i], n))
+			return true;
+	return false;
 }
 
 /* GitHub tokens (ghp_, gho_, ...: 30 random base62 + 6 base62 CRC32) carry
@@ -235,6 +292,8 @@ static bool v_token(const char *t, size_t n, size_t *s, size_t *e)
 		return false;
 	while (*e > *s && (t[*e - 1] == '.' || t[*e - 1] == '-'))
 		(*e)--;
+	if (doc_example(t + *s, *e - *s))
+		return false;
 	if (github_checksum_ok(t + *s, *e - *s))
 		return true;
 	/* skip a vendor prefix (sk-proj-, ghp_, AKIA) before judging the body */
@@ -260,7 +319,26 @@ static bool v_email(const char *t, size_t n, size_t *s, size_t *e)
 	if (next_is(t, n, *e, is_alnum) || (*e < n && t[*e] == '-'))
 		return false;
 	const char *at = memchr(t + *s, '@', *e - *s);
-	return at && at > t + *s;
+	if (!at || at == t + *s)
+		return false;
+	/* the domain goes on: a shorter match of a rejected longer one */
+	if (*e + 1 < n && t[*e] == '.' && is_alnum((unsigned char)t[*e + 1]))
+		return false;
+	/* git@github.com:org/repo.git, user@host:path: an scp-style remote */
+	if (*e + 1 < n && t[*e] == ':' && (is_alnum((unsigned char)t[*e + 1]) || strchr("~/_.", t[*e + 1])))
+		return false;
+	/* ssh://git@host/..., https://user@host: URL user info, not a mailbox */
+	if (*s >= 3 && !memcmp(t + *s - 3, "://", 3))
+		return false;
+	if (at - (t + *s) == 3 && !memcmp(t + *s, "git", 3))
+		return false;
+	/* icon@2x.png, logo@3x.webp: an image's pixel density, not a domain */
+	static const char *const ext[] = { "png", "jpg", "jpeg", "gif", "webp", "svg", "ico", "bmp", "tiff", "avif", NULL };
+	const char *dot = memrchr(at, '.', (size_t)(t + *e - at));
+	for (int k = 0; dot && ext[k]; k++)
+		if (strlen(ext[k]) == (size_t)(t + *e - dot - 1) && !strncasecmp(dot + 1, ext[k], strlen(ext[k])))
+			return false;
+	return true;
 }
 
 static bool card_prefix_ok(const char *d, size_t nd)
@@ -314,19 +392,129 @@ static bool card_ok(const char *t, size_t s, size_t e)
 
 /* Start-of-match is leftmost, which may swallow a stray digit group in
  * front of the card ("ref 1 4111 1111 ..."): retry from each later group. */
+/* One of words (lower case) starts a word in the win (<= 40) bytes
+ * before st; a short window (an id's own label) stays on the line, the
+ * full one (a form's "Phone:" on the line above) does not. */
+static bool word_before_n(const char *t, size_t st, const char *const *words, size_t win)
+{
+	char w[41];
+	size_t from = st > win ? st - win : 0, n = st - from;
+	const char *nl = n && win < 40 ? memrchr(t + from, '\n', n) : NULL;
+	if (nl) {
+		from = (size_t)(nl - t) + 1;
+		n = st - from;
+	}
+	for (size_t i = 0; i < n; i++)
+		w[i] = (char)tolower((unsigned char)t[from + i]);
+	w[n] = 0;
+	for (size_t k = 0; words[k]; k++) {
+		size_t kl = strlen(words[k]);
+		for (const char *p = w; (p = memmem(p, n - (size_t)(p - w), words[k], kl)); p++) {
+			/* a word start: "tel" in "hotel" does not count */
+			if (p == w ? from == 0 || !isalpha((unsigned char)t[from - 1]) : !isalpha((unsigned char)p[-1]))
+				return true;
+		}
+	}
+	return false;
+}
+
+static bool word_before(const char *t, size_t st, const char *const *words)
+{
+	return word_before_n(t, st, words, 40);
+}
+
+/* "PO 6854798223", "Order No. 123-456-7890", "REF 037 526 486": the word
+ * before names an identifier, whatever its digits look like. */
+static bool id_label_before(const char *t, size_t st)
+{
+	static const char *const words[] = {
+		"po", "ref", "order", "invoice", "inv", "ticket", "case", "id", "no", "nr", "sku",
+		"account", "acct", "tracking", "serial", "build", "version", "isbn", "batch", "lot",
+		"firmware", "release", "rev", "model", "part", "item", "room", "floor", NULL
+	};
+	/* names of national, tax, health and product identifiers a little
+	 * further back: "NHS number 943 476 5919", "EIN 12-3456789" */
+	static const char *const ids[] = {
+		"nhs", "ein", "siren", "siret", "vat", "tax", "steuer", "imei", "ean", "gtin", "upc",
+		"isbn", "plz", "zip", "postcode", "bsn", "nino", "personnummer", NULL
+	};
+	if (word_before_n(t, st, ids, 24))
+		return true;
+	size_t i = st;
+	while (i > 0 && st - i < 4 && strchr(" :.#", t[i - 1]))
+		i--;
+	size_t we = i;
+	while (i > 0 && we - i < 10 && isalpha((unsigned char)t[i - 1]))
+		i--;
+	if (i == we || (i > 0 && is_alnum((unsigned char)t[i - 1])))
+		return false;
+	for (int k = 0; words[k]; k++)
+		if (strlen(words[k]) == we - i && !strncasecmp(t + i, words[k], we - i))
+			return true;
+	return false;
+}
+
+/* A product or order code's name just before a card-shaped number:
+ * "EAN 3957346762121", "GTIN 53307994442262". (Not "order" or "invoice":
+ * the card that paid for one is written next to them.) */
+static bool product_label_before(const char *t, size_t st)
+{
+	static const char *const ids[] = {
+		"ean", "gtin", "upc", "isbn", "sku", "tracking", "imei", "serial", NULL
+	};
+	return word_before_n(t, st, ids, 16);
+}
+
+static bool rejected_claim(enum finding_type type, const char *t, size_t s, size_t e);
+
+/* Is the card candidate [st, e) a slice of a longer chunked number: a
+ * parcel number in groups of four (9400 1000 0000 ...), the middle of an
+ * IBAN (FR14 5116 7441 ...)? A group follows with the same separator, or
+ * a four-character group precedes. "ref 7 4111 1111 1111 1111" is fine. */
+static bool card_slice(const char *t, size_t n, size_t st, size_t e)
+{
+	char sep = 0;            /* the candidate's own grouping */
+	for (size_t i = st; i < e && !sep; i++)
+		if (!is_digit((unsigned char)t[i]))
+			sep = t[i];
+	if (!sep)
+		return false;        /* 4012888888881881 4012-8888-...: a list */
+	if (e + 1 < n && t[e] == sep && is_digit((unsigned char)t[e + 1]))
+		return true;
+	if (st >= 2 && t[st - 1] == sep) {
+		size_t k = st - 1;
+		while (k > 0 && is_alnum((unsigned char)t[k - 1]))
+			k--;
+		bool digit = false;
+		for (size_t i = k; i < st - 1; i++)
+			digit |= is_digit((unsigned char)t[i]);
+		/* the group before is an IBAN's country and check digits, or
+		 * continues a run with the same separator */
+		return digit && st - 1 - k == 4 && (k == 0 || !is_alnum((unsigned char)t[k - 1])) &&
+		       (isalpha((unsigned char)t[k]) || (k >= 2 && t[k - 1] == sep && is_alnum((unsigned char)t[k - 2])));
+	}
+	return false;
+}
+
 static bool v_card(const char *t, size_t n, size_t *s, size_t *e)
 {
 	if (next_is(t, n, *e, is_digit))
 		return false;
+
 	for (size_t st = *s; st < *e; st++) {
 		if (st > *s && !(is_digit((unsigned char)t[st]) && !is_digit((unsigned char)t[st - 1])))
 			continue;
-		if (prev_is(t, st, is_alnum))
+		if (prev_is(t, st, is_alnum) || card_slice(t, n, st, *e) || product_label_before(t, st))
 			continue;
 		if (card_ok(t, st, *e)) {
 			*s = st;
 			return true;
 		}
+		/* a whole card-shaped number that failed its checksum: no
+		 * shorter card inside it (2663-5893-0545-4755 is not the
+		 * Maestro 5893-0545-4755) */
+		if (rejected_claim(FINDING_CREDIT_CARD, t, st, *e))
+			return false;
 	}
 	return false;
 }
@@ -339,6 +527,11 @@ static bool v_ssn(const char *t, size_t n, size_t *s, size_t *e)
 	if (*s >= 2 && (t[*s - 1] == '-' || t[*s - 1] == '.') && is_digit((unsigned char)t[*s - 2]))
 		return false;
 	if (*e + 1 < n && (t[*e] == '-' || t[*e] == '.') && is_digit((unsigned char)t[*e + 1]))
+		return false;
+	/* nine bare digits are any id (ABA routing numbers, order and account
+	 * numbers): an SSN only where the text says so */
+	static const char *const words[] = { "ssn", "social security", "soc sec", "ss#", "ss no", "taxpayer", NULL };
+	if (*e - *s == 9 && !word_before(t, *s, words))
 		return false;
 	return inspect_ssn_ok(t + *s, *e - *s);
 }
@@ -353,7 +546,7 @@ static bool v_iban(const char *t, size_t n, size_t *s, size_t *e)
 	/* take exactly the country's length, so trailing words do not count */
 	size_t i = *s, k = 0;
 	while (i < *e && k < (size_t)want) {
-		if (t[i] != ' ' && t[i] != '-')
+		if (!is_valsep(t[i]))
 			k++;
 		i++;
 	}
@@ -366,46 +559,281 @@ static bool v_iban(const char *t, size_t n, size_t *s, size_t *e)
 }
 
 /* True if the words just before st say a phone number follows ("Phone:",
- * "call me on", "Mobile:", "fax"). Short local numbers (7-8 digits) and
- * unseparated ones look like any other number; next to such a word they
- * are phone numbers. Looks back at most 40 bytes. */
+ * "call me on", "Mobile:", "fax", a signature's "M:" or "Tel."). Short
+ * local numbers (7-8 digits) and unseparated ones look like any other
+ * number; next to such a word they are phone numbers. Looks back at most
+ * 40 bytes. */
 static bool phone_context(const char *t, size_t st)
 {
 	static const char *const words[] = {
 		"phone", "tel", "mobile", "cell", "fax", "call", "dial", "reach", "answering",
-		"desk", "whatsapp", "sms", "contact",
+		"desk", "whatsapp", "sms", "contact", "mob", "ph:", "ph.", "celular",
+		"m\xc3\xb3vil", "t\xc3\xa9l", "hotline", NULL
 	};
-	char w[41];
-	size_t from = st > 40 ? st - 40 : 0, n = st - from;
-	for (size_t i = 0; i < n; i++)
-		w[i] = (char)tolower((unsigned char)t[from + i]);
-	w[n] = 0;
-	for (size_t k = 0; k < sizeof(words) / sizeof(words[0]); k++) {
-		size_t kl = strlen(words[k]);
-		for (const char *p = w; (p = memmem(p, n - (size_t)(p - w), words[k], kl)); p++) {
-			/* a word start: "tel" in "hotel" does not count */
-			if (p == w ? from == 0 || !isalpha((unsigned char)t[from - 1]) : !isalpha((unsigned char)p[-1]))
+	if (word_before(t, st, words))
+		return true;
+	/* a signature's one-letter label: "M: ", "T:", "P.", "F " at a word start */
+	size_t i = st;
+	while (i > 0 && i + 3 > st && t[i - 1] == ' ')
+		i--;
+	if (i > 0 && (t[i - 1] == ':' || t[i - 1] == '.'))
+		i--;
+	if (i > 0 && i < st && strchr("MTPFOCDWHmtpf", t[i - 1]) &&
+	    (i == 1 || !isalpha((unsigned char)t[i - 2])))
+		return true;
+	return false;
+}
+
+/* The word right after a number labels it: "781 1704 office",
+ * "3660170548-Fax", "416 60 039 (mobile)". */
+static bool phone_label_after(const char *t, size_t n, size_t e)
+{
+	static const char *const words[] = {
+		"office", "fax", "mobile", "cell", "home", "work", "tel", "phone", "mob", "landline",
+		"direct", "whatsapp", NULL
+	};
+	size_t i = e;
+	while (i < n && i - e < 3 && strchr(" -,(\t", t[i]))
+		i++;
+	if (i == e)
+		return false;
+	size_t we = i;
+	while (we < n && isalpha((unsigned char)t[we]))
+		we++;
+	for (int k = 0; words[k]; k++)
+		if (strlen(words[k]) == we - i && !strncasecmp(t + i, words[k], we - i))
+			return true;
+	return false;
+}
+
+/* "17031 2202 Rissik St", "03262 2437 Main St": a house number and the
+ * street after it. */
+static bool street_after(const char *t, size_t n, size_t e)
+{
+	static const char *const kinds[] = {
+		"St", "Street", "Rd", "Road", "Ave", "Avenue", "Blvd", "Lane", "Ln", "Dr", "Drive",
+		"Way", "Ct", "Court", "Pl", "Place", "Rue", "Str", "Strasse", NULL
+	};
+	size_t i = e;
+	if (i >= n || t[i] != ' ')
+		return false;
+	for (int words = 0; words < 3; words++) {
+		i++;
+		size_t we = i;
+		while (we < n && isalpha((unsigned char)t[we]))
+			we++;
+		if (we == i || !isupper((unsigned char)t[i]))
+			return false;
+		for (int k = 0; kinds[k]; k++)
+			if (strlen(kinds[k]) == we - i && !strncmp(t + i, kinds[k], we - i))
 				return true;
-		}
+		if (words == 0 && !strncmp(t + i, "Rue", 3))
+			return true;
+		i = we;
+		if (i >= n || t[i] != ' ')
+			return false;
 	}
 	return false;
 }
 
+/* A phone number is never carved out of a longer identifier or digit run:
+ * order ids (161-2727602-3471864), UUID and hash parts, tracking numbers
+ * (7496 7984 3510), the rest of a card or IBAN. Before the start: a word
+ * character, or a separator that joins it to one ("12-", "ab.", "7 "). */
+static bool phone_glued_before(const char *t, size_t st)
+{
+	if (st == 0)
+		return false;
+	unsigned char c = (unsigned char)t[st - 1];
+	if (is_alnum(c) || c == '_' || c == '#')
+		return true;          /* #0008-0636-08: an id */
+	if (st < 2)
+		return false;
+	unsigned char b = (unsigned char)t[st - 2];
+	if (strchr("-./_:#", c) && (is_alnum(b) || b == '_'))
+		return c != ':' || is_digit(b);
+	return c == ' ' && is_digit(b);
+}
+
+/* A currency or a unit after a number: an ISO 4217 code (EUR, SEK), kr,
+ * Ft, zł, €, or a count or size (rows, B, MB, ms, items). */
+static bool amount_unit(const char *t, size_t n, size_t i)
+{
+	static const char *const units[] = {
+		"rows", "row", "b", "kb", "mb", "gb", "tb", "kib", "mib", "gib", "ms", "us", "ns",
+		"items", "records", "users", "bytes", "times", "requests", "events", "lines", NULL
+	};
+	size_t we = i;
+	while (we < n && isalpha((unsigned char)t[we]))
+		we++;
+	for (int k = 0; units[k] && we > i; k++)
+		if (strlen(units[k]) == we - i && !strncasecmp(t + i, units[k], we - i))
+			return true;
+	if (i + 3 <= n && isupper((unsigned char)t[i]) && isupper((unsigned char)t[i + 1]) &&
+	    isupper((unsigned char)t[i + 2]) && (i + 3 == n || !isalpha((unsigned char)t[i + 3])))
+		return true;
+	if (i + 2 <= n && (!strncmp(t + i, "kr", 2) || !strncmp(t + i, "Ft", 2)) &&
+	    (i + 2 == n || !isalpha((unsigned char)t[i + 2])))
+		return true;
+	return i + 3 <= n && (!strncmp(t + i, "\xe2\x82\xac", 3) || !strncmp(t + i, "z\xc5\x82", 3));
+}
+
+static bool phone_glued_after(const char *t, size_t n, size_t e)
+{
+	if (e >= n)
+		return false;
+	unsigned char c = (unsigned char)t[e];
+	if (is_alnum(c) || c == '_')
+		return true;
+	if (e + 1 >= n)
+		return false;
+	unsigned char a = (unsigned char)t[e + 1];
+	if (c == '-' && isalpha(a)) {
+		/* "-Office" labels the number; "-e29b" continues a UUID */
+		for (size_t i = e + 1; i < n && is_alnum((unsigned char)t[i]); i++)
+			if (is_digit((unsigned char)t[i]))
+				return true;
+		return false;
+	}
+	if (strchr("-./_:", c) && (is_alnum(a) || a == '_'))
+		return true;
+	if (c == ',' && is_digit(a))
+		return true;          /* 6.010.176,86: a decimal comma */
+	if (c == ' ' && amount_unit(t, n, e + 1))
+		return true;          /* an amount: 768 307 880 EUR, 62 595 067 kr */
+	return c == ' ' && is_digit(a);
+}
+
+/* Digit groups of one phone candidate [st, pe). */
+struct phone_shape {
+	unsigned nd, groups, first, last, minmid;
+	bool plus, paren, mixed, dots, slash, all4;
+};
+
+static void phone_measure(const char *t, size_t st, size_t pe, struct phone_shape *ps)
+{
+	unsigned cur = 0, nsep = 0;
+	char sep1 = 0, sep = 0;
+	memset(ps, 0, sizeof(*ps));
+	ps->minmid = 99;
+	ps->plus = t[st] == '+';
+	ps->all4 = true;
+	for (size_t i = st; i < pe; i++) {
+		char c = t[i];
+		if (is_digit((unsigned char)c)) {
+			ps->nd++;
+			cur++;
+			continue;
+		}
+		if (c == '(' || c == ')')
+			ps->paren = true;
+		if (cur) {
+			if (!ps->groups)
+				ps->first = cur;
+			else if (cur < ps->minmid)
+				ps->minmid = cur;
+			ps->all4 &= cur == 4;
+			ps->groups++;
+			cur = 0;
+		}
+		if (c == ' ' || c == '-' || c == '.' || c == '/') {
+			/* the area code may have a separator of its own
+			 * ("070-803 48 40", "030/35291429"); the rest agree */
+			if (nsep++ == 0)
+				sep1 = c;
+			else if (sep && sep != c)
+				ps->mixed = true;
+			else if (!sep && nsep > 1)
+				sep = c;
+			if (c == '.')
+				ps->dots = true;
+			if (c == '/')
+				ps->slash = true;
+			if (c == '/' && nsep > 1)
+				ps->mixed = true;
+		}
+	}
+	if (sep && sep1 == '.' && sep != '.')
+		ps->mixed = true;
+	if (sep1 == '/' && sep == '.')
+		ps->mixed = true;
+	ps->last = cur;
+	if (cur) {
+		ps->all4 &= cur == 4;
+		ps->groups++;
+	}
+}
+
+/* Is [st, pe) a phone number by its shape alone? National formats of the
+ * largest economies: NANP (415) 555-0132, trunk-0 numbers in groups
+ * (UK 020 7946 0958, DE 030/35291429, FR 01.54.66.36.16, SE 070-803 48 40,
+ * JP 03-1234-5678), 00 dial-out (0049-30-...), +CC international, Chinese
+ * mobiles 138 0013 8000, Brazilian (11) 91234-5678. */
+/* Shapes that are never a phone number, with or without a phone word
+ * nearby: decimals (116.411521), versions (21.18.11.14), ranges
+ * (4997-59530), chunks of four (0548-8015-8613). */
+static bool phone_shape_never(const char *t, size_t st, const struct phone_shape *ps)
+{
+	bool trunk = t[st] == '0';
+	if (ps->plus || ps->paren)
+		return false;
+	if (ps->all4 && ps->groups >= 3)
+		return true;
+	if (ps->slash && ps->mixed)
+		return true;          /* Steuernummer 05/938/72904, 12/25/2024 */
+	/* dotted: US 415.555.0132 or trunk numbers (01.54.66.36.16) only */
+	if (ps->dots && !trunk && !(ps->groups == 3 && ps->first == 3 && ps->last == 4))
+		return true;
+	if (!trunk && ps->groups == 2 && t[st + ps->first] == '-' && ps->last < 6)
+		return true;
+	return false;
+}
+
+static bool phone_shape_ok(const char *t, size_t st, size_t pe, const struct phone_shape *ps)
+{
+	bool trunk = t[st] == '0';
+	bool dialout = trunk && st + 1 < pe && t[st + 1] == '0';
+	if (phone_shape_never(t, st, ps))
+		return false;
+	if (ps->plus)
+		return ps->nd >= 8 && ps->nd <= 15 && !ps->slash;
+	if (ps->paren)
+		return ps->nd >= 8 && ps->nd <= 11 && !ps->slash;
+	if (ps->slash && !trunk)
+		return false;            /* 12/25/2024, 3/4 */
+	if (ps->groups >= 2) {
+		/* 4-4-4 in groups of four: tracking, card and IBAN chunks */
+		/* national numbers with a trunk 0 have 10 or more digits (FR, DE,
+		 * UK, JP, SE mobiles); "037 526 486" is a reference */
+		if (trunk && !dialout && ps->nd < 10 && !(ps->nd == 9 && ps->groups == 2 && ps->first == 2))
+			return false;     /* but IL 09-7625400 */
+		/* without a trunk 0, short middle groups are ids (2270-66-1551),
+		 * except the 9-digit mobiles of Spain and its neighbours
+		 * (699 956 915) */
+		if (!trunk && ps->groups >= 3 && ps->minmid < 3)
+			return false;
+		if (!trunk && ps->groups == 3 && ps->nd == 9 && ps->first == 3 && ps->minmid == 3 &&
+		    ps->last == 3 && (t[st] == '6' || t[st] == '7'))
+			return true;
+		return ps->nd >= 9 && ps->nd <= (dialout ? 15u : 12u) &&
+		       ps->groups <= (dialout ? 6u : trunk ? 5u : 4u) &&
+		       ps->first >= 2 && (ps->first <= 4 || (trunk && ps->first <= 5)) &&
+		       !(ps->dots && ps->mixed) && !(ps->mixed && !trunk) &&
+		       (ps->groups == 2 || ps->minmid >= 2) &&
+		       (ps->last >= 4 || (trunk && ps->groups >= 3 && ps->last >= 2));
+	}
+	return ps->nd == 11 && t[st] == '1' && t[st + 1] >= '3' && t[st + 1] <= '9';
+}
+
 static bool v_phone(const char *t, size_t n, size_t *s, size_t *e)
 {
-	if (next_is(t, n, *e, is_alnum))
-		return false;
 	for (size_t st = *s; st < *e; st++) {
 		if (st > *s && !(t[st] == '+' || t[st] == '(' ||
 				 (is_digit((unsigned char)t[st]) && !is_digit((unsigned char)t[st - 1]) &&
 				  t[st - 1] != '(')))
 			continue;
-		if (prev_is(t, st, is_digit) || (st > 0 && (t[st - 1] == '.' || t[st - 1] == '-')))
+		if (phone_glued_before(t, st))
 			continue;
-		bool plus = t[st] == '+', paren = false;
-		unsigned nd = 0, groups = 0, cur = 0, first = 0, minmid = 99;
-		char sep = 0;
-		bool mixed = false, dots = false;
 		size_t pe = *e;
 		/* an extension ("x123", "ext. 12") is part of the number */
 		for (size_t i = st; i < *e; i++)
@@ -415,54 +843,28 @@ static bool v_phone(const char *t, size_t n, size_t *s, size_t *e)
 					pe--;
 				break;
 			}
-		for (size_t i = st; i < pe; i++) {
-			char c = t[i];
-			if (is_digit((unsigned char)c)) {
-				nd++;
-				cur++;
-				continue;
-			}
-			if (c == '(' || c == ')')
-				paren = true;
-			if (cur) {
-				if (!groups)
-					first = cur;
-				else if (cur < minmid)
-					minmid = cur;
-				groups++;
-				cur = 0;
-			}
-			if (c == ' ' || c == '-' || c == '.') {
-				if (sep && sep != c)
-					mixed = true;
-				sep = c;
-				if (c == '.')
-					dots = true;
-			}
-		}
-		unsigned last = cur;
-		if (cur)
-			groups++;
-		bool ok;
-		bool trunk = t[st] == '0';        /* national format: 0xx xxx xx xx */
-		bool dialout = trunk && st + 1 < pe && t[st + 1] == '0';
-		if (plus)
-			ok = nd >= 8 && nd <= 15;
-		else if (paren)
-			ok = nd >= 8 && nd <= 11;
-		else if (groups >= 2)
-			ok = nd >= 9 && nd <= (dialout ? 13u : 12u) && groups <= (dialout ? 5u : 4u) &&
-			     first >= 2 && (first <= 4 || (trunk && first <= 5)) && !(dots && mixed) &&
-			     (groups == 2 || minmid >= 2) &&
-			     (last >= 4 || (trunk && !mixed && groups >= 3 && last >= 2));
-		else
-			ok = nd == 11 && t[st] == '1' && t[st + 1] >= '3' && t[st + 1] <= '9';
+		if (phone_glued_after(t, n, *e))
+			return false;
+		struct phone_shape ps;
+		phone_measure(t, st, pe, &ps);
+		bool ok = phone_shape_ok(t, st, pe, &ps) && (ps.plus || ps.paren || !street_after(t, n, *e));
 		/* Next to "phone", "call me on", ...: local and unseparated numbers. */
-		bool date = groups == 3 && nd == 8 && (first == 4 || last == 4);   /* 2024-01-15 */
-		if (!ok && !plus && !date && nd >= 7 && nd <= 12 && groups <= 5 && !(dots && mixed) &&
-		    (groups == 1 ? nd >= 10 : last >= 2) && phone_context(t, st))
+		bool date = ps.groups == 3 && ps.nd == 8 && (ps.first == 4 || ps.last == 4);   /* 2024-01-15 */
+		/* not: an epoch time (1617585323: no national number starts
+		 * with 1), a decimal (35.654434), a version (17.5.10.10),
+		 * chunks of four (0548-8015-8613) */
+		bool numeric = ps.groups == 1 ? ps.nd < 10 || t[st] == '1' :
+			       (ps.dots && ps.groups == 2) || ps.minmid < 2 || ps.first < 2 ||
+			       (ps.all4 && ps.groups >= 3) || (ps.last < 3 && ps.first != 2);
+		if (!ok && !ps.plus && !date && !ps.slash && !numeric && !phone_shape_never(t, st, &ps) &&
+		    ps.nd >= 7 && ps.nd <= 13 &&
+		    ps.groups <= 6 && !(ps.dots && ps.mixed) &&
+		    (phone_context(t, st) || phone_label_after(t, n, *e)))
 			ok = true;
-		if (ok) {
+		/* the word-list checks last: they are the expensive part, and
+		 * most candidates (years, counts) fail on shape. A +CC number is
+		 * a phone number whatever its label says. */
+		if (ok && (t[st] == '+' || !id_label_before(t, st))) {
 			*s = st;
 			return true;
 		}
@@ -510,7 +912,11 @@ static bool v_jwt(const char *t, size_t n, size_t *s, size_t *e)
 		return false;
 	/* the payload is a JSON object too: base64url of '{' then '"' or ws */
 	const char *p = dot + 1;
-	return (size_t)(t + *e - p) > 3 && p[0] == 'e' && (p[1] == 'y' || p[1] == 'w');
+	if (!((size_t)(t + *e - p) > 3 && p[0] == 'e' && (p[1] == 'y' || p[1] == 'w')))
+		return false;
+	/* a documentation token signs with "EXAMPLEFAKESIG", "your-signature" */
+	const char *sig = memrchr(p, '.', (size_t)(t + *e - p));
+	return !sig || !placeholder_word(sig + 1, (size_t)(t + *e - sig - 1));
 }
 
 static bool v_last40(const char *t, size_t n, size_t *s, size_t *e)
@@ -518,7 +924,7 @@ static bool v_last40(const char *t, size_t n, size_t *s, size_t *e)
 	if (*e - *s < 40 || next_is(t, n, *e, is_alnum) || (*e < n && (t[*e] == '/' || t[*e] == '+')))
 		return false;
 	*s = *e - 40;
-	return true;
+	return !doc_example(t + *s, 40) && !looks_fake(t + *s, 40);
 }
 
 static bool v_last32(const char *t, size_t n, size_t *s, size_t *e)
@@ -534,7 +940,7 @@ static bool placeholder(const char *v, size_t l)
 	static const char *const words[] = {
 		"null", "none", "true", "false", "undefined", "password", "passwd",
 		"your_password", "yourpassword", "example", "secret", "string", "empty",
-		"required", "optional", "redacted", "hidden", "changeit", NULL
+		"required", "optional", "redacted", "hidden", "changeit", "pass", "foobared", NULL
 	};
 	if (l == 0)
 		return true;
@@ -555,6 +961,132 @@ static bool placeholder(const char *v, size_t l)
 	return false;
 }
 
+static bool ident_ch(int c) { return is_alnum(c) || c == '_'; }
+
+static bool has_word(const char *v, size_t l, const char *const *words)
+{
+	for (int k = 0; words[k]; k++) {
+		size_t wl = strlen(words[k]);
+		for (size_t i = 0; i + wl <= l; i++)
+			if (!strncasecmp(v + i, words[k], wl))
+				return true;
+	}
+	return false;
+}
+
+/* Is an unquoted value code rather than a literal? Password-handling code
+ * names the password without holding one: `if new_password !=
+ * confirm_password:`, `password = self.password`, `password: str`,
+ * `token = config.api_token`. A literal is quoted or looks random. */
+static bool code_value(const char *v, size_t l)
+{
+	static const char *const types[] = {
+		"str", "string", "secretstr", "bytes", "char", "text", "varchar", "securestring",
+		"optional", "getpass", "input", "nil", "int", "any", "object", "number", "boolean",
+		"bool", "void", "self", "this", "os", "await", "async", "new", "yield", "function",
+		"lambda", "require", "import", "static", "final", "const", "let", "var", "return",
+		"prompt", "readline", NULL
+	};
+	static const char *const names[] = {
+		"pass", "pwd", "secret", "token", "key", "input", "hash", "value", "cred", "auth",
+		"environ", "env", "config", "settings", "self.", "this.", "form", "request", "args",
+		"param", "data", "user", "option", "opts", "cfg", "conf", "vault", "ctx", "props",
+		"state", "field", "arg", NULL
+	};
+	if (!l || !(isalpha((unsigned char)v[0]) || v[0] == '_'))
+		return false;
+	for (int k = 0; types[k]; k++)
+		if (strlen(types[k]) == l && !strncasecmp(v, types[k], l))
+			return true;
+	bool sep = false;              /* snake_case, camelCase or a.member */
+	bool digit = false, upper = false, lower = false;
+	for (size_t i = 0; i < l; i++) {
+		digit |= is_digit((unsigned char)v[i]);
+		upper |= isupper((unsigned char)v[i]) != 0;
+		lower |= islower((unsigned char)v[i]) != 0;
+	}
+	if (digit && upper && lower)
+		return false;          /* lydzArgXSMk6: generated, not a name */
+	for (size_t i = 0; i < l; i++) {
+		unsigned char c = (unsigned char)v[i];
+		if (c == '.') {
+			if (i == 0 || i + 1 == l || !ident_ch((unsigned char)v[i - 1]) ||
+			    !(isalpha((unsigned char)v[i + 1]) || v[i + 1] == '_'))
+				return false;
+			sep = true;
+		} else if (!ident_ch(c)) {
+			return false;
+		}
+		if (c == '_' || (i && islower((unsigned char)v[i - 1]) && isupper(c)))
+			sep = true;
+	}
+	return sep && has_word(v, l, names);
+}
+
+/* The bytes between a key and its value hold a comparison, not an
+ * assignment: `password != confirm`, `token === other`. */
+static bool is_comparison(const char *t, size_t from, size_t to)
+{
+	for (size_t k = from; k + 1 < to; k++)
+		if ((t[k] == '=' || t[k] == '!') && t[k + 1] == '=')
+			return true;
+	return false;
+}
+
+/* A password that is a placeholder: "sk-xxxxxxxx", "<your password>",
+ * "REPLACE_ME", "sk-...". Narrower than placeholder_word: a real
+ * password may well contain "secret" or "token". */
+static bool placeholder_value(const char *v, size_t l)
+{
+	static const char *const words[] = {
+		"xxxx", "your", "replace", "changeme", "change_me", "...", "placeholder", "example",
+		"dummy", "redacted", "****", NULL
+	};
+	return has_word(v, l, words);
+}
+
+/* The key names a password, not something else spelled with "pass"
+ * (passed, passing, passport, bypass) or a property of one (password_id,
+ * password_min_length, passwordHint). */
+static bool password_key(const char *k, size_t l)
+{
+	static const char *const props[] = {
+		"id", "len", "length", "min", "max", "count", "policy", "hint", "reset", "expiry",
+		"expires", "ttl", "field", "label", "prompt", "regex", "pattern", "rule", "rules",
+		"type", "file", "path", "url", "hash", "hashed", "strength", "changed", "required",
+		"enabled", "input", "confirm", "confirmation", "salt", NULL
+	};
+	const char *p = NULL;
+	for (size_t i = 0; i + 4 <= l; i++)
+		if (!strncasecmp(k + i, "pass", 4)) {
+			p = k + i;
+			break;
+		}
+	if (p) {
+		const char *a = p + 4;
+		size_t rest = l - (size_t)(a - k);
+		/* pass + lower-case letters that are not word/wd/wrd/phrase */
+		if (rest && islower((unsigned char)*a) &&
+		    strncmp(a, "word", 4) && strncmp(a, "wd", 2) && strncmp(a, "wrd", 3) &&
+		    strncmp(a, "phrase", 6) && !(rest == 1 && *a == 's'))
+			return false;
+	}
+	/* the last component of the key: db_password_min_length -> length */
+	size_t e = l;
+	while (e > 0 && strchr("\"')", k[e - 1]))
+		e--;
+	size_t b = e;
+	while (b > 0 && isalpha((unsigned char)k[b - 1]) &&
+	       !(b < e && isupper((unsigned char)k[b]) && islower((unsigned char)k[b - 1])))
+		b--;
+	if (b == 0)
+		return true;
+	for (int i = 0; props[i]; i++)
+		if (strlen(props[i]) == e - b && !strncasecmp(k + b, props[i], e - b))
+			return false;
+	return true;
+}
+
 /* password = value: the span is the value only */
 static bool v_password(const char *t, size_t n, size_t *s, size_t *e)
 {
@@ -567,22 +1099,44 @@ static bool v_password(const char *t, size_t n, size_t *s, size_t *e)
 	/* db_password, PG_PASSWORD, MYSQLPASS and userPassword are passwords;
 	 * bypass and compass are not */
 	if (*s > 0 && isalpha((unsigned char)t[*s - 1])) {
-		bool upper_run = isupper((unsigned char)t[*s - 1]) && isupper((unsigned char)t[*s]);
+		/* ANYpassword, DBpassword: an upper-case prefix */
+		bool upper_run = isupper((unsigned char)t[*s - 1]);
 		bool camel = islower((unsigned char)t[*s - 1]) && isupper((unsigned char)t[*s]);
 		if (!upper_run && !camel)
 			return false;
 	}
+	/* "pw" and "pwd" glued to letters or digits are base64 ("...Xpw= ") */
+	if (*s > 0 && is_alnum((unsigned char)t[*s - 1]) && !strncasecmp(t + *s, "pw", 2))
+		return false;
 	size_t i = *s;
 	while (i < *e && !strchr(":=!,\"' \t", t[i]))
 		i++;
+	if (!password_key(t + *s, i - *s))
+		return false;
 	while (i < *e && strchr(":=>!, \t\"'", t[i]))
 		i++;
 	/* "password is X" */
 	if (*e - i > 3 && !strncasecmp(t + i, "is ", 3))
 		for (i += 3; i < *e && strchr(" \t\"'", t[i]); i++)
 			;
-	if (i < *e && (t[i] == '"' || t[i] == '\''))
+	size_t op = *s;
+	bool quoted = i < *e && (t[i] == '"' || t[i] == '\'');
+	if (quoted)
 		i++;
+	else if (i > *s && (t[i - 1] == '"' || t[i - 1] == '\''))
+		quoted = true;
+	while (!quoted && *e > i && t[*e - 1] == '.')
+		(*e)--;                                        /* "password: str." ends a sentence */
+	/* code that handles a password without holding one: a comparison
+	 * around the key ("if a != password:"), a name for a value */
+	size_t back = op > 12 ? op - 12 : 0;
+	while (back < op && memchr(t + back, '\n', op - back))
+		back++;                                /* the same line only */
+	if (!quoted && (is_comparison(t, back, i) || code_value(t + i, *e - i)))
+		return false;
+	/* ("password", "x"): the tuple form needs the key quoted too */
+	if (memchr(t + op, ',', i - op) && (op == 0 || !strchr("\"'", t[op - 1])))
+		return false;
 	/* HTML-escaped markup ends the value: pass=abc&lt;/div&gt; */
 	for (size_t k = i; k + 3 < *e; k++)
 		if (t[k] == '&' && (!strncmp(t + k, "&lt;", 4) || !strncmp(t + k, "&gt;", 4) ||
@@ -593,7 +1147,25 @@ static bool v_password(const char *t, size_t n, size_t *s, size_t *e)
 		}
 	if (*e - i < 4)
 		return false;
-	if (placeholder(t + i, *e - i))
+	if (placeholder(t + i, *e - i) || placeholder_value(t + i, *e - i))
+		return false;
+	*s = i;
+	return true;
+}
+
+/* The password is the last word of the match: SQL `IDENTIFIED BY 'x'`,
+ * command lines `--password x` and `-u user:x`, typed parameters
+ * `passwd: str = "x"`. */
+static bool v_last_word(const char *t, size_t n, size_t *s, size_t *e)
+{
+	if (*e < n && !strchr(" \t\r\n\"'`;),", t[*e]))
+		return false;
+	size_t i = *e;
+	while (i > *s && !strchr(" \t\"'`:=", t[i - 1]))
+		i--;
+	size_t l = *e - i;
+	bool quoted = i > *s && strchr("\"'`", t[i - 1]);
+	if (l < 4 || placeholder(t + i, l) || placeholder_value(t + i, l) || (!quoted && code_value(t + i, l)))
 		return false;
 	*s = i;
 	return true;
@@ -619,9 +1191,155 @@ static bool v_connstr(const char *t, size_t n, size_t *s, size_t *e)
 	return true;
 }
 
+/* Vendor token formats (gitleaks' and CredSweeper's rules): the prefix and
+ * length carry the evidence, so the body is judged only for placeholders
+ * ("npm_xxxxxxxx...", "dop_v1_<your token>") and documentation values. */
+static bool v_vendor(const char *t, size_t n, size_t *s, size_t *e)
+{
+	if (prev_is(t, *s, is_alnum) || (*s > 0 && t[*s - 1] == '_') || next_is(t, n, *e, is_tokch))
+		return false;
+	if (doc_example(t + *s, *e - *s))
+		return false;
+	size_t b = *s;
+	for (size_t i = *s; i < *e && i < *s + 16; i++)
+		if (strchr("_-.:", t[i]))
+			b = i + 1;
+	if (b == *s && *e - *s > 8) {
+		if (looks_fake(t + *s, *e - *s))
+			return false;                  /* AC123456...: a test SID */
+		b = *s + 4;
+	}
+	/* a webhook URL's last segment, a Telegram bot's secret after ':' */
+	const char *sl = memrchr(t + b, '/', *e - b);
+	if (sl)
+		b = (size_t)(sl - t) + 1;
+	return *e - b >= 8 && !looks_fake(t + b, *e - b);
+}
+
+/* Shannon entropy of v in bits per character. */
+static double entropy_bits(const char *v, size_t l)
+{
+	unsigned freq[256] = { 0 };
+	double h = 0;
+	for (size_t i = 0; i < l; i++)
+		freq[(unsigned char)v[i]]++;
+	for (int c = 0; c < 256; c++)
+		if (freq[c]) {
+			double p = (double)freq[c] / (double)l;
+			h -= p * log2(p);
+		}
+	return h;
+}
+
+/* Does an assigned value look like a generated secret rather than a word,
+ * a name, a path or a number? */
+static bool random_value(const char *v, size_t l)
+{
+	if (!v || !l)
+		return false;          /* (and gcc's -Wnonnull under ASan wants it said) */
+	bool digit = false, upper = false, lower = false, other = false, word = true;
+	unsigned seps = 0;
+	for (size_t i = 0; i < l; i++) {
+		unsigned char c = (unsigned char)v[i];
+		digit |= is_digit(c);
+		upper |= isupper(c) != 0;
+		lower |= islower(c) != 0;
+		other |= !is_alnum(c);
+		if (c == '-' || c == '_' || c == '.')
+			seps++;
+		else if (!isalpha(c))
+			word = false;
+	}
+	/* my-app-secret, SomeName, production_key: words, not a secret (a
+	 * generated value flips case every other letter or so) */
+	unsigned flips = 0, letters = 0;
+	for (size_t i = 0; i < l; i++)
+		if (isalpha((unsigned char)v[i])) {
+			letters++;
+			if (i && isalpha((unsigned char)v[i - 1]) &&
+			    !isupper((unsigned char)v[i]) != !isupper((unsigned char)v[i - 1]))
+				flips++;
+		}
+	if (word && flips * 3 < letters)
+		return false;
+	if (!lower && !upper)
+		return l >= 16 && entropy_bits(v, l) >= 3.0;   /* long digit secrets only */
+	if (v[0] == '/' || v[0] == '~' || memmem(v, l, "://", 3) || memmem(v, l, "...", 3))
+		return false;                                  /* a path, a URL, an ellipsis */
+	unsigned classes = digit + upper + lower + other;
+	double h = entropy_bits(v, l);
+	return l >= 12 ? h >= 3.0 : (h >= 2.5 && classes >= 2);
+}
+
+/* The key is the secret, not a property of it: api_key_id, token_type,
+ * secret_name, token_url, client_secret_file, SECRET_KEY_FALLBACKS. */
+static bool secret_key_ok(const char *k, size_t l)
+{
+	static const char *const props[] = {
+		"id", "ids", "type", "name", "names", "ref", "url", "uri", "path", "file", "dir", "env",
+		"count", "len", "length", "ttl", "expiry", "expires", "version", "header", "prefix",
+		"format", "hash", "sha", "endpoint", "store", "manager", "provider", "rotation", "days",
+		"limit", "max", "min", "size", "enabled", "required", "field", "label", "policy", NULL
+	};
+	size_t e = l;
+	while (e > 0 && strchr("\"')", k[e - 1]))
+		e--;
+	size_t b = e;
+	while (b > 0 && isalpha((unsigned char)k[b - 1]) &&
+	       !(b < e && isupper((unsigned char)k[b]) && islower((unsigned char)k[b - 1])))
+		b--;
+	for (int i = 0; props[i]; i++)
+		if (strlen(props[i]) == e - b && !strncasecmp(k + b, props[i], e - b))
+			return false;
+	return true;
+}
+
+/* key = value for a secret-like key (api_key, clientSecret, TOKEN,
+ * requirepass): the span is the value, which must be a literal that looks
+ * generated: `api_key = os.environ["X"]`, `token: ${TOKEN}`,
+ * `secret_key = "<your key>"` are not findings. */
+static bool v_secret_assign(const char *t, size_t n, size_t *s, size_t *e)
+{
+	if (*e < n && (t[*e] == '(' || t[*e] == '['))
+		return false;                                  /* a call or an index */
+	if (*e < n && !strchr(" \t\r\n\"'`,;<>(){}[]&", t[*e]))
+		return false;                                  /* a prefix of a longer value */
+	size_t i = *s;
+	while (i < *e && !strchr(":=\"'` \t", t[i]))
+		i++;
+	size_t op = i;
+	if (!secret_key_ok(t + *s, op - *s))
+		return false;
+	while (i < *e && strchr(":=>\"'` \t", t[i]))
+		i++;
+	bool quoted = i > op && strchr("\"'`", t[i - 1]);
+	/* Authorization: Bearer <value> */
+	for (size_t k = i; k < *e; k++)
+		if (t[k] == ' ' || t[k] == '\t')
+			i = k + 1;
+	while (*e > i && !quoted && strchr(".:", t[*e - 1]))
+		(*e)--;                                        /* end of a sentence */
+	size_t l = *e - i;
+	const char *v = t + i;
+	if (l < 6 || (l < 8 && !memmem(t + *s, op - *s, "pass", 4) && !memmem(t + *s, op - *s, "auth", 4)))
+		return false;
+	if (is_comparison(t, op, i) || placeholder(v, l) || placeholder_word(v, l) || doc_example(v, l))
+		return false;
+	if (!quoted && code_value(v, l))
+		return false;
+	if (!random_value(v, l))
+		return false;
+	*s = i;
+	return true;
+}
+
 /* --------------------------------------------------------------- detectors */
 
-enum extractor { EX_SOM, EX_IP, EX_PEM, EX_AWS_PAIR };
+enum extractor { EX_SOM, EX_IP, EX_PEM, EX_AWS_PAIR, EX_WRAPPED };
+
+/* A line break inside a run of digits and capitals: a card or IBAN may
+ * continue on the next line (EX_WRAPPED). */
+#define WRAP_TRIGGER "[0-9A-Z\\-][ \\t]{0,3}\\r?\\n[ \\t]{0,16}[0-9A-Z\\-]"
 
 struct det {
 	enum finding_type type;
@@ -641,7 +1359,7 @@ static const struct det builtin[] = {
 	{ FINDING_PRIVATE_KEY, NULL,
 	  "-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----", 0, NULL, EX_PEM, 0 },
 	{ FINDING_CONNECTION_STRING,
-	  "[A-Za-z][A-Za-z0-9+.\\-]+://[^\\s:/\"'<>]+:[^\\s@/\"'<>]+@[A-Za-z0-9.\\-_]+",
+	  "[A-Za-z][A-Za-z0-9+.\\-]+://[^\\s:/\"'<>]*:[^\\s@/\"'<>]+@[A-Za-z0-9.\\-_]+",
 	  NULL, 0, v_connstr, EX_SOM, 0 },
 	{ FINDING_ANTHROPIC_API_KEY, "sk-ant-(?:api|admin|oat|sid)\\d{2}-[A-Za-z0-9_\\-]{20,}",
 	  NULL, 0, v_token, EX_SOM, 0 },
@@ -663,6 +1381,73 @@ static const struct det builtin[] = {
 	  NULL, 0, v_token, EX_SOM, 0 },
 	{ FINDING_HUGGINGFACE_TOKEN, "hf_[A-Za-z0-9]{30,}|api_org_[A-Za-z0-9]{30,}",
 	  NULL, 0, v_token, EX_SOM, 0 },
+	{ FINDING_SECRET_TOKEN,
+	  "npm_[A-Za-z0-9]{36}"
+	  "|SG\\.[A-Za-z0-9_\\-]{22}\\.[A-Za-z0-9_\\-]{43}"
+	  "|do[opr]_v1_[a-f0-9]{64}"
+	  "|shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}"
+	  "|dapi[a-f0-9]{32}(?:-\\d)?"
+	  "|(?:SK|AC)[0-9a-fA-F]{32}"
+	  "|key-[0-9a-f]{32}|[a-f0-9]{32}-[a-f0-9]{8}-[a-f0-9]{8}"
+	  "|pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\\-]{50,}"
+	  "|dckr_(?:pat|oat)_[A-Za-z0-9_\\-]{27,}"
+	  "|glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}|glc_[A-Za-z0-9+/]{32,400}={0,2}"
+	  "|ATATT3[A-Za-z0-9_\\-]{150,}(?:=|\\\\=|%3[Dd])[A-F0-9]{8}|ATBB[A-Za-z0-9_\\-]{32}"
+	  "|lin_api_[A-Za-z0-9]{40}"
+	  "|dp\\.(?:pt|st|sa|ct|scim|audit)\\.[A-Za-z0-9]{40,44}"
+	  "|hv[sb]\\.[A-Za-z0-9_\\-]{90,300}"
+	  "|PMAK-[a-fA-F0-9]{24}-[a-fA-F0-9]{34}|PMAT-[A-Z0-9]{26}"
+	  "|secret_[A-Za-z0-9]{43}|ntn_[A-Za-z0-9]{46}"
+	  "|\\d{8,10}:AA[A-Za-z0-9_\\-]{33}"
+	  "|[MNO][A-Za-z0-9_\\-]{23,25}\\.[A-Za-z0-9_\\-]{6}\\.[A-Za-z0-9_\\-]{27,38}"
+	  "|discord(?:app)?\\.com/api/webhooks/\\d{17,20}/[A-Za-z0-9_\\-]{60,68}"
+	  "|HRKU-[A-Za-z0-9_\\-]{60}|HRKU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+	  "|NRAK-[A-Z0-9]{27}|NR(?:JS|BR)-[a-f0-9]{19}|NRII-[A-Za-z0-9_\\-]{20,32}|[a-z0-9]{36}NRAL"
+	  "|sntrys_eyJ[A-Za-z0-9+/=_\\-]{60,}|sntryu_[a-f0-9]{64}"
+	  "|sq0(?:atp|csp)-[0-9A-Za-z_\\-]{22,43}|EAAA[A-Za-z0-9_\\-+=]{60}"
+	  "|gsk_[A-Za-z0-9]{52}|r8_[A-Za-z0-9]{37}|pplx-[A-Za-z0-9]{48}|xai-[A-Za-z0-9]{80}|tvly-(?:dev-)?[A-Za-z0-9]{32}|sk-or-v1-[a-f0-9]{64}"
+	  "|AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}"
+	  "|figd_[A-Za-z0-9_\\-]{40}|nfp_[A-Za-z0-9]{36}|fo1_[A-Za-z0-9_\\-]{43}|pul-[a-f0-9]{40}|sbp_(?:v0_)?[a-f0-9]{40}"
+	  "|[A-Za-z0-9]{14}\\.atlasv1\\.[A-Za-z0-9_\\-=]{60,70}"
+	  "|rubygems_[a-f0-9]{48}|oy2[a-z0-9]{43}|CLOJARS_[a-z0-9]{60}"
+	  "|[0-9A-Za-z]{32}-us\\d{1,2}|xkeysib-[a-f0-9]{64}-[A-Za-z0-9]{16}"
+	  "|dt0c01\\.[A-Z0-9]{24}\\.[A-Z0-9]{64}|ops_eyJ[A-Za-z0-9+/=_\\-]{100,}|eyJrIjoi[A-Za-z0-9+/]{50,}={0,2}"
+	  "|pscale_(?:tkn|pw|oauth)_[A-Za-z0-9_\\-.]{32,64}|ph[csrxa]_[A-Za-z0-9]{40,60}"
+	  "|GOCSPX-[A-Za-z0-9_\\-]{28}|ya29\\.[A-Za-z0-9_\\-]{30,}|1//0[A-Za-z0-9_\\-]{40,}"
+	  , /* trigger: the same with trailing repeats at their minimum */
+	  "npm_[A-Za-z0-9]{36}"
+	  "|SG\\.[A-Za-z0-9_\\-]{22}\\.[A-Za-z0-9_\\-]{43}"
+	  "|do[opr]_v1_[a-f0-9]{64}"
+	  "|shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}"
+	  "|dapi[a-f0-9]{32}(?:-\\d)?"
+	  "|(?:SK|AC)[0-9a-fA-F]{32}"
+	  "|key-[0-9a-f]{32}|[a-f0-9]{32}-[a-f0-9]{8}-[a-f0-9]{8}"
+	  "|pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\\-]{50}"
+	  "|dckr_(?:pat|oat)_[A-Za-z0-9_\\-]{27}"
+	  "|glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}|glc_[A-Za-z0-9+/]{32}"
+	  "|ATATT3[A-Za-z0-9_\\-]{150,}(?:=|\\\\=|%3[Dd])[A-F0-9]{8}|ATBB[A-Za-z0-9_\\-]{32}"
+	  "|lin_api_[A-Za-z0-9]{40}"
+	  "|dp\\.(?:pt|st|sa|ct|scim|audit)\\.[A-Za-z0-9]{40}"
+	  "|hv[sb]\\.[A-Za-z0-9_\\-]{90}"
+	  "|PMAK-[a-fA-F0-9]{24}-[a-fA-F0-9]{34}|PMAT-[A-Z0-9]{26}"
+	  "|secret_[A-Za-z0-9]{43}|ntn_[A-Za-z0-9]{46}"
+	  "|\\d{8,10}:AA[A-Za-z0-9_\\-]{33}"
+	  "|[MNO][A-Za-z0-9_\\-]{23,25}\\.[A-Za-z0-9_\\-]{6}\\.[A-Za-z0-9_\\-]{27}"
+	  "|discord(?:app)?\\.com/api/webhooks/\\d{17,20}/[A-Za-z0-9_\\-]{60}"
+	  "|HRKU-[A-Za-z0-9_\\-]{60}|HRKU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+	  "|NRAK-[A-Z0-9]{27}|NR(?:JS|BR)-[a-f0-9]{19}|NRII-[A-Za-z0-9_\\-]{20}|[a-z0-9]{36}NRAL"
+	  "|sntrys_eyJ[A-Za-z0-9+/=_\\-]{60}|sntryu_[a-f0-9]{64}"
+	  "|sq0(?:atp|csp)-[0-9A-Za-z_\\-]{22}|EAAA[A-Za-z0-9_\\-+=]{60}"
+	  "|gsk_[A-Za-z0-9]{52}|r8_[A-Za-z0-9]{37}|pplx-[A-Za-z0-9]{48}|xai-[A-Za-z0-9]{80}|tvly-(?:dev-)?[A-Za-z0-9]{32}|sk-or-v1-[a-f0-9]{64}"
+	  "|AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}"
+	  "|figd_[A-Za-z0-9_\\-]{40}|nfp_[A-Za-z0-9]{36}|fo1_[A-Za-z0-9_\\-]{43}|pul-[a-f0-9]{40}|sbp_(?:v0_)?[a-f0-9]{40}"
+	  "|[A-Za-z0-9]{14}\\.atlasv1\\.[A-Za-z0-9_\\-=]{60}"
+	  "|rubygems_[a-f0-9]{48}|oy2[a-z0-9]{43}|CLOJARS_[a-z0-9]{60}"
+	  "|[0-9A-Za-z]{32}-us\\d{1}|xkeysib-[a-f0-9]{64}-[A-Za-z0-9]{16}"
+	  "|dt0c01\\.[A-Z0-9]{24}\\.[A-Z0-9]{64}|ops_eyJ[A-Za-z0-9+/=_\\-]{100}|eyJrIjoi[A-Za-z0-9+/]{50}"
+	  "|pscale_(?:tkn|pw|oauth)_[A-Za-z0-9_\\-.]{32}|ph[csrxa]_[A-Za-z0-9]{40}"
+	  "|GOCSPX-[A-Za-z0-9_\\-]{28}|ya29\\.[A-Za-z0-9_\\-]{30}|1//0[A-Za-z0-9_\\-]{40}"
+	  , 0, v_vendor, EX_SOM, 2048 },
 	{ FINDING_GOOGLE_API_KEY, "AIza[0-9A-Za-z_\\-]{35}", NULL, 0, v_token, EX_SOM, 0 },
 	{ FINDING_AWS_ACCESS_KEY, "(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}",
 	  NULL, 0, v_token, EX_SOM, 0 },
@@ -683,14 +1468,38 @@ static const struct det builtin[] = {
 	{ FINDING_JWT, "eyJ[A-Za-z0-9_\\-]{5,}\\.[A-Za-z0-9_\\-]{5,}\\.[A-Za-z0-9_\\-]*",
 	  NULL, 0, v_jwt, EX_SOM, 16384 },
 	{ FINDING_PASSWORD_ASSIGNMENT,
-	  "(?:(?:pass(?:w(?:or)?d|wrd|phrase)?s?|pa?s{1,2}w?o?r?d)[A-Za-z_]{0,8}|pwd|pw)[\"')]?\\s{0,5}"
-	  "(?::=|:|=>|={1,3}|!={1,2})\\s{0,5}[\"']?[^\\s\"',;()<>]{4,}",
+	  "(?:(?:pass(?:w(?:or)?d|wrd|phrase)?s?|pa?s{1,2}w?o?r?d)[A-Za-z_]{0,8}|pwd|pw)[\"')]?[ \\t]{0,5}"
+	  "(?::=|:|=>|={1,3}|!={1,2})[ \\t]{0,5}[\"']?[^\\s\"',;()<>]{4,}",
 	  NULL, CL, v_password, EX_SOM, 0 },
 	{ FINDING_PASSWORD_ASSIGNMENT,
-	  "(?:password|passwd|pwd)[\"']?\\s{0,3}(?:,|\\s(?:is\\s)?)\\s{0,3}[\"'][^\\s\"',;()<>]{4,}",
+	  "(?:password|passwd|pwd)(?:[\"'][ \\t]{0,3},|[ \\t]is)[ \\t]{0,3}[\"'][^\\s\"',;()<>]{4,}",
 	  NULL, CL, v_password, EX_SOM, 0 },
+	{ FINDING_SECRET_ASSIGNMENT,
+	  "(?:api[_.\\-]?(?:key|token|secret)|apikey|access[_.\\-]?(?:key|token)|auth[_.\\-]?(?:key|token)|secret[_.\\- ]?(?:key|token)|client[_.\\-]?secret|app[_.\\-]?secret|private[_.\\-]?key|(?:bearer|refresh|session|service|bot|personal[_.\\-]?access)[_.\\-]?token|signing[_.\\-]?(?:key|secret)|encryption[_.\\-]?key|master[_.\\-]?key|webhook[_.\\-]?secret|secret|token|credentials?)(?:[_.\\-]?(?:value|val|str))?[\\\"']?[ \\t]{0,3}(?::=|=>|=|:)[ \\t]{0,3}[\\\"'`]?[^\\s\\\"'`,;<>(){}\\[\\]&]{8,}|(?:requirepass|masterauth)[ \\t]{1,5}[\\\"']?[^\\s\\\"']{6,}",
+	  "(?:api[_.\\-]?(?:key|token|secret)|apikey|access[_.\\-]?(?:key|token)|auth[_.\\-]?(?:key|token)|secret[_.\\- ]?(?:key|token)|client[_.\\-]?secret|app[_.\\-]?secret|private[_.\\-]?key|(?:bearer|refresh|session|service|bot|personal[_.\\-]?access)[_.\\-]?token|signing[_.\\-]?(?:key|secret)|encryption[_.\\-]?key|master[_.\\-]?key|webhook[_.\\-]?secret|secret|token|credentials?)(?:[_.\\-]?(?:value|val|str))?[\\\"']?[ \\t]{0,3}(?::=|=>|=|:)[ \\t]{0,3}[\\\"'`]?[^\\s\\\"'`,;<>(){}\\[\\]&]{8}|(?:requirepass|masterauth)[ \\t]{1,5}",
+	  CL, v_secret_assign, EX_SOM, 256 },
+	/* an Authorization header pasted with a curl command or a log line */
+	{ FINDING_SECRET_ASSIGNMENT,
+	  "authorization[\"']?[ \\t]{0,3}[:=][ \\t]{0,3}[\"']?(?:(?:basic|bearer|ntlm|negotiate|token|digest)[ \\t]{1,3})?[A-Za-z0-9+/=_.~\\-]{12,}",
+	  NULL, CL, v_secret_assign, EX_SOM, 0 },
+	/* SQL, command-line and typed-parameter passwords (v_last_word) */
+	{ FINDING_PASSWORD_ASSIGNMENT, "identified[ \\t]{1,3}(?:with[ \\t]{1,3}\\S{1,30}[ \\t]{1,3})?by[ \\t]{1,3}[\"'`]?[^\\s\"'`;)]{4,}",
+	  NULL, CL, v_last_word, EX_SOM, 0 },
+	{ FINDING_PASSWORD_ASSIGNMENT, "(?:login|with|role[ \\t][A-Za-z0-9_]{1,20})[ \\t]{1,3}(?:encrypted[ \\t]{1,3})?password[ \\t]{1,3}[\"'`]?[^\\s\"'`;)]{4,}",
+	  NULL, CL, v_last_word, EX_SOM, 0 },
+	/* #define PASSWORD "x", %global password "x", SET password "x" */
+	{ FINDING_PASSWORD_ASSIGNMENT, "(?:#define|%define|%global|\\bset)[ \\t]{1,4}[A-Za-z_]{0,12}pass(?:word|wd)?[A-Za-z_]{0,12}[ \\t]{1,4}[\"'][^\\s\"']{4,}",
+	  NULL, CL, v_last_word, EX_SOM, 0 },
+	{ FINDING_PASSWORD_ASSIGNMENT, "--?(?:password|passwd|passphrase|pass)[ \\t]{1,3}[\"']?[^\\s\"'\\-][^\\s\"']{3,}",
+	  NULL, CL, v_last_word, EX_SOM, 0 },
+	{ FINDING_PASSWORD_ASSIGNMENT, "\\s(?:-u|--user)\\s[\"']?[A-Za-z0-9_.\\-]{1,24}:[^\\s\"'@]{4,}",
+	  NULL, CL, v_last_word, EX_SOM, 0 },
+	{ FINDING_PASSWORD_ASSIGNMENT, "(?:password|passwd|pwd|passphrase)[ \\t]{0,3}:[ \\t]{0,3}[A-Za-z\\[\\]]{1,20}[ \\t]{0,3}=[ \\t]{0,3}[\"'][^\\s\"']{4,}",
+	  NULL, CL, v_last_word, EX_SOM, 0 },
 	{ FINDING_IBAN, "[A-Z]{2}\\d{2}(?:[ \\-]?[A-Z0-9]){11,32}", NULL, 0, v_iban, EX_SOM, 64 },
+	{ FINDING_IBAN, "[A-Z]{2}\\d{2}(?:[ \\-]?[A-Z0-9]){11,32}", WRAP_TRIGGER, 0, v_iban, EX_WRAPPED, 0 },
 	{ FINDING_CREDIT_CARD, "\\d(?:[ \\-]?\\d){11,18}", NULL, 0, v_card, EX_SOM, 48 },
+	{ FINDING_CREDIT_CARD, "\\d(?:[ \\-]?\\d){11,18}", WRAP_TRIGGER, 0, v_card, EX_WRAPPED, 0 },
 	{ FINDING_US_SSN, "\\d{3}[ .\\-]?\\d{2}[ .\\-]?\\d{4}", NULL, 0, v_ssn, EX_SOM, 24 },
 	{ FINDING_EMAIL,
 	  "[A-Za-z0-9._%+\\-]+@[A-Za-z0-9\\-]+(?:\\.[A-Za-z0-9\\-]+)*\\.(?:[A-Za-z]{2,24}|xn--[A-Za-z0-9]{2,20})",
@@ -698,11 +1507,11 @@ static const struct det builtin[] = {
 	{ FINDING_IP_ADDRESS, NULL,
 	  "\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:", 0, NULL, EX_IP, 0 },
 	{ FINDING_PHONE,
-	  "(?:\\+\\d{1,3}[ .\\-]?)?(?:\\(\\d{1,4}\\)[ .\\-]?)?\\d{1,11}(?:[ .\\-]\\d{1,10}){0,5}"
+	  "(?:\\+\\d{1,3}[ .\\-]?)?(?:\\(\\d{1,4}\\)[ .\\-]?)?\\d{1,11}(?:[ .\\-/]\\d{1,10}){0,5}"
 	  "(?: ?(?:x|ext\\.?) ?\\d{1,5})?",
 	  "\\+\\d{1,3}[ .\\-]?\\(?\\d{1,4}|\\(\\d{2,4}\\)\\s?\\d{3}|\\d{2,4}[ .\\-]\\d{3,8}"
-	  "|1[3-9]\\d{9}|\\d{2}[\\-.]\\d{2}[\\-.]\\d{2}[\\-.]\\d{2}|\\d{10}"
-	  "|0\\d{2,3}[ .\\-]\\d{2}[ .\\-]\\d{2}[ .\\-]\\d{2}", 0, v_phone, EX_SOM, 64 },
+	  "|1[3-9]\\d{9}|\\d{2}[ \\-.]\\d{2}[ \\-.]\\d{2}[ \\-.]\\d{2}|\\d{10}"
+	  "|0\\d{2,3}[ .\\-]\\d{2}[ .\\-]\\d{2}[ .\\-]\\d{2}|0\\d{1,4}/\\d{4,10}", 0, v_phone, EX_SOM, 64 },
 };
 #define NBUILTIN (sizeof(builtin) / sizeof(builtin[0]))
 
@@ -873,6 +1682,8 @@ struct inspect_scratch {
 	struct json_buf norm;     /* normalised text (decode_normalize) */
 	uint32_t *nmap;           /* its map to raw offsets */
 	size_t nmapcap;
+	struct cand *rej;         /* card/IBAN-shaped spans whose checksum failed */
+	size_t nrej, caprej;
 	bool inj_hit[NINJ];
 };
 
@@ -977,7 +1788,7 @@ struct inspector *inspector_new(const struct inspect_custom *custom, size_t ncus
 		d->type = b->type;
 		d->validate = b->validate;
 		d->ex = b->ex;
-		if (b->ex == EX_SOM &&
+		if ((b->ex == EX_SOM || b->ex == EX_WRAPPED) &&
 		    hs_compile(b->som, b->flags | HS_FLAG_SOM_LEFTMOST, HS_MODE_BLOCK, NULL,
 			       &d->som_db, &cerr) != HS_SUCCESS) {
 			osutil_errf(err, errlen, "built-in detector %s: %s", finding_name(b->type),
@@ -1099,6 +1910,7 @@ void inspect_scratch_free(struct inspect_scratch *s)
 	free(s->win);
 	free(s->c);
 	free(s->acc);
+	free(s->rej);
 	inspector_unref(s->ins);
 	free(s);
 }
@@ -1197,6 +2009,9 @@ struct som_ctx {
 
 static int cand_cmp(const void *a, const void *b);
 
+static bool yields_to_claims(enum finding_type type);
+static bool claimed(const struct inspect_scratch *s, size_t st, size_t en, enum finding_type type);
+
 /* Validate the candidates of detector det that start before upto (all of
  * them for SIZE_MAX) and accept those that do not overlap an earlier one;
  * the rest stay in s->c for later. Called when the candidate array is
@@ -1215,9 +2030,17 @@ static int som_drain(struct inspect_scratch *s, const char *t, size_t n, uint32_
 			continue;
 		/* a leftmost start may reach into the previous finding; the
 		 * validator may move it to a later group start */
-		if (d->validate && !d->validate(t, n, &st, &en))
+		if (d->validate && !d->validate(t, n, &st, &en)) {
+			/* a rejected card or IBAN shape: no other detector may
+			 * take its leftover digits (see claimed) */
+			if (rejected_claim(d->type, t, st, en) &&
+			    (rc = push_cand(&s->rej, &s->nrej, &s->caprej, st, en, det)))
+				break;
 			continue;
+		}
 		if (st < s->som_last_end)
+			continue;
+		if (yields_to_claims(d->type) && claimed(s, st, en, d->type))
 			continue;
 		if ((rc = push_cand(&s->acc, &s->nacc, &s->capacc, st, en, det)))
 			break;
@@ -1292,6 +2115,35 @@ static bool ipv6_ok(const char *t, size_t n)
 	return inet_pton(AF_INET6, b, &a) == 1;
 }
 
+/* "version 1.2.3.4", "==10.0.0.1", "pkg@1.2.3.4": a four-part version
+ * number, not an address. Looks back over a few bytes of punctuation to
+ * the word before. */
+static bool version_context(const char *t, size_t p)
+{
+	static const char *const words[] = {
+		"version", "ver", "v", "release", "build", "firmware", "fw", "rev", "revision",
+		"kernel", "sdk", "patch", "tag", NULL
+	};
+	size_t i = p;
+	while (i > 0 && p - i < 4 && strchr(" \"'", t[i - 1]))
+		i--;
+	if (i >= 2 && strchr("=~<>", t[i - 1]) && strchr("=~<>!", t[i - 2]))
+		return true;                                  /* ==, >=, ~=, <= */
+	if (i >= 2 && t[i - 1] == '@' && is_alnum((unsigned char)t[i - 2]))
+		return true;                                  /* npm: pkg@1.2.3.4 */
+	while (i > 0 && p - i < 6 && (t[i - 1] == ' ' || t[i - 1] == ':' || t[i - 1] == '='))
+		i--;
+	size_t we = i;
+	while (i > 0 && we - i < 12 && isalpha((unsigned char)t[i - 1]))
+		i--;
+	if (i == we || (i > 0 && is_alnum((unsigned char)t[i - 1])))
+		return false;
+	for (int k = 0; words[k]; k++)
+		if (strlen(words[k]) == we - i && !strncasecmp(t + i, words[k], we - i))
+			return true;
+	return false;
+}
+
 /* IP addresses: hand-written because the interesting part (is this a valid
  * address, does it stop at a word boundary) is not a regular language in
  * any useful size. Runs of hex digits, ':' and '.' are candidates. */
@@ -1347,6 +2199,12 @@ static int extract_ip(struct inspect_scratch *s, const char *t, size_t n, uint32
 			while (q > p && t[q - 1] == '.')
 				q--;
 			if (q < n && is_digit((unsigned char)t[q]))
+				continue;
+			/* a fifth part: an SNMP OID (1.3.6.1.4.1.5516.3.4) or a
+			 * long version number, not an address */
+			if (q + 1 < n && t[q] == '.' && is_digit((unsigned char)t[q + 1]))
+				continue;
+			if (dots == 3 && version_context(t, p))
 				continue;
 			if (next_is(t, n, q, is_alnum) && !(q < en))
 				continue;
@@ -1432,6 +2290,135 @@ static int extract_aws_pair(struct inspect_scratch *s, const char *t, size_t n, 
 			j = k;
 		}
 		i += 19;
+	}
+	return 0;
+}
+
+/* A card- or IBAN-shaped span that its checksum rejected: 13-19 digits
+ * in one run or in even groups, or a known country code at its length.
+ * What a validator rightly rejected is still not a phone number or an
+ * SSN, so no other detector may claim part of it. */
+static bool rejected_claim(enum finding_type type, const char *t, size_t s, size_t e)
+{
+	if (type == FINDING_IBAN)
+		return e - s >= 15 && iban_country_len(t + s) != 0;
+	if (type != FINDING_CREDIT_CARD)
+		return false;
+	size_t nd = 0, grp = 0, seps = 0;
+	for (size_t i = s; i < e; i++) {
+		if (is_digit((unsigned char)t[i])) {
+			nd++;
+			grp++;
+		} else {
+			if (grp != 4)
+				return false;
+			grp = 0;
+			seps++;
+		}
+	}
+	return nd >= 13 && nd <= 19 && (seps == 0 || (grp >= 3 && grp <= 4));
+}
+
+static bool yields_to_claims(enum finding_type type)
+{
+	return type == FINDING_PHONE || type == FINDING_US_SSN || type == FINDING_CREDIT_CARD;
+}
+
+/* claimed by a rejected span of another type, or strictly inside a
+ * rejected one of its own ("5893-0545-4755" in "2663-5893-0545-4755") */
+static bool claimed(const struct inspect_scratch *s, size_t st, size_t en, enum finding_type type)
+{
+	for (size_t i = 0; i < s->nrej; i++)
+		if (st < s->rej[i].e && s->rej[i].s < en && (s->ins->dets[s->rej[i].det].type != type ||
+		    (s->rej[i].s <= st && en <= s->rej[i].e && en - st < s->rej[i].e - s->rej[i].s)))
+			return true;
+	return false;
+}
+
+/* A card or IBAN wrapped across lines (a PDF copy, a psql cell): at each
+ * line break with a word character on both sides, join up to WRAP_SIDE
+ * bytes of the number on each side (with and without a separator in place
+ * of the break, which may fall inside a group or between two) and run the
+ * detector's span pattern over the joined bytes; a value that crosses the
+ * joint and validates is reported over the raw bytes. */
+#define WRAP_SIDE 40
+static bool wrap_ch(int c) { return is_alnum(c) || c == ' ' || c == '-'; }
+/* what may end a line inside a card or an IBAN, and start the next */
+static bool wrap_edge(int c) { return is_digit(c) || (c >= 'A' && c <= 'Z') || c == '-'; }
+
+static int wrapped_try(struct inspect_scratch *s, const char *buf, size_t k, size_t joint,
+		       const uint32_t *map, uint32_t det)
+{
+	const struct det_rt *d = &s->ins->dets[det];
+	struct som_ctx c = { s, buf, k, det, 0 };
+	s->nc = 0;
+	s->som_base = 0;
+	hs_error_t e = hs_scan(d->som_db, buf, (unsigned)k, 0, s->hs, on_som, &c);
+	if (c.err)
+		return c.err;
+	if (e != HS_SUCCESS && e != HS_SCAN_TERMINATED)
+		return -EIO;
+	if (s->nc)
+		qsort(s->c, s->nc, sizeof(*s->c), cand_cmp);
+	for (size_t i = 0; i < s->nc; i++) {
+		size_t st = s->c[i].s, en = s->c[i].e;
+		if (!(st < joint && en > joint) || !d->validate(buf, k, &st, &en) || !(st < joint && en > joint))
+			continue;
+		return push_cand(&s->acc, &s->nacc, &s->capacc, map[st], map[en - 1] + 1, det);
+	}
+	return 0;
+}
+
+static int extract_wrapped(struct inspect_scratch *s, const char *t, size_t n, uint32_t det)
+{
+	char buf[2 * WRAP_SIDE + 1];
+	uint32_t map[2 * WRAP_SIDE + 1];
+	for (const char *nl = t; (nl = memchr(nl, '\n', n - (size_t)(nl - t))); nl++) {
+		size_t a = (size_t)(nl - t), b = a + 1;
+		while (a > 0 && (t[a - 1] == ' ' || t[a - 1] == '\t' || t[a - 1] == '\r'))
+			a--;
+		while (b < n && (t[b] == ' ' || t[b] == '\t'))
+			b++;
+		/* "3738-\n   087447-51608": the separator may stay on either line */
+		if (a == 0 || b >= n || !wrap_edge((unsigned char)t[a - 1]) || !wrap_edge((unsigned char)t[b]))
+			continue;
+		size_t l = a, r = b;
+		while (l > 0 && a - l < WRAP_SIDE && wrap_ch((unsigned char)t[l - 1]))
+			l--;
+		while (r < n && r - b < WRAP_SIDE && wrap_ch((unsigned char)t[r]))
+			r++;
+		/* a card has 12 digits or more, an IBAN 10 or more: count
+		 * before paying for a scan (most line breaks are prose) */
+		size_t nd = 0;
+		for (size_t i = l; i < r; i++)
+			nd += is_digit((unsigned char)t[i]);
+		if (nd < 10)
+			continue;
+		char sep = memchr(t + l, '-', a - l) ? '-' : memchr(t + l, ' ', a - l) ? ' ' : 0;
+		if (t[a - 1] == '-' || t[b] == '-')
+			sep = 0;                           /* the break kept its separator */
+		for (int with_sep = 0; with_sep < (sep ? 2 : 1); with_sep++) {
+			size_t k = 0;
+			for (size_t i = l; i < a; i++, k++) {
+				buf[k] = t[i];
+				map[k] = (uint32_t)i;
+			}
+			size_t joint = k;
+			if (with_sep) {
+				buf[k] = sep;
+				map[k++] = (uint32_t)b;
+			}
+			for (size_t i = b; i < r; i++, k++) {
+				buf[k] = t[i];
+				map[k] = (uint32_t)i;
+			}
+			size_t before = s->nacc;
+			int rc = wrapped_try(s, buf, k, joint, map, det);
+			if (rc)
+				return rc;
+			if (s->nacc > before)
+				break;
+		}
 	}
 	return 0;
 }
@@ -1560,6 +2547,7 @@ static int scan_text(struct inspect_scratch *s, const struct scan_target *tg,
 				s->inj_hit[i] = true;
 		}
 	s->nacc = 0;
+	s->nrej = 0;
 	for (unsigned d = 0; d < ins->ndet; d++) {
 		if (!(s->hit[d / 64] & (1ull << (d % 64))))
 			continue;
@@ -1568,6 +2556,7 @@ static int scan_text(struct inspect_scratch *s, const struct scan_target *tg,
 		case EX_IP:  rc = extract_ip(s, t, n, d); break;
 		case EX_PEM: rc = extract_pem(s, t, n, d); break;
 		case EX_AWS_PAIR: rc = extract_aws_pair(s, t, n, d); break;
+		case EX_WRAPPED: rc = extract_wrapped(s, t, n, d); break;
 		default:     rc = 0;
 		}
 		if (rc > 0) {

@@ -130,6 +130,30 @@ SECRET_MAP = {
     "URL Credentials": "CONNECTION_STRING", "Password": "PASSWORD_ASSIGNMENT",
     "SQL Password": "PASSWORD_ASSIGNMENT", "CMD Password": "PASSWORD_ASSIGNMENT",
     "CURL User Password": "PASSWORD_ASSIGNMENT",
+    # vendor formats Vigil reports as SECRET_TOKEN
+    "NPM Token": "SECRET_TOKEN", "SendGrid API Key": "SECRET_TOKEN", "Digital Ocean Token": "SECRET_TOKEN",
+    "Shopify Token": "SECRET_TOKEN", "Databricks Access Token": "SECRET_TOKEN",
+    "Twilio Credentials": "SECRET_TOKEN", "MailGun API Key": "SECRET_TOKEN", "PyPi API Token": "SECRET_TOKEN",
+    "Docker Access Token": "SECRET_TOKEN", "Grafana Provisioned API Key": "SECRET_TOKEN",
+    "Grafana Access Policy Token": "SECRET_TOKEN", "Grafana Service Account Token": "SECRET_TOKEN",
+    "Atlassian PAT token": "SECRET_TOKEN", "Linear API Key": "SECRET_TOKEN", "Doppler API Key": "SECRET_TOKEN",
+    "Hashicorp Vault Token": "SECRET_TOKEN", "Hashicorp Terraform Token": "SECRET_TOKEN",
+    "Postman Credentials": "SECRET_TOKEN", "Notion Integration Token": "SECRET_TOKEN",
+    "Telegram Bot API Token": "SECRET_TOKEN", "Discord Bot Token": "SECRET_TOKEN", "Discord Webhook": "SECRET_TOKEN",
+    "Heroku Credentials": "SECRET_TOKEN", "NewRelic Credentials": "SECRET_TOKEN",
+    "Sentry Organization Auth Token": "SECRET_TOKEN", "Sentry User Auth Token": "SECRET_TOKEN",
+    "Square Access Token": "SECRET_TOKEN", "Square Credentials": "SECRET_TOKEN", "Groq API Key": "SECRET_TOKEN",
+    "Perplexity API Key": "SECRET_TOKEN", "X AI API Key": "SECRET_TOKEN", "Tavily API Key": "SECRET_TOKEN",
+    "Age Secret Key": "SECRET_TOKEN", "Figma Personal Access Token": "SECRET_TOKEN", "Netlify Token": "SECRET_TOKEN",
+    "Supabase Credentials": "SECRET_TOKEN", "RubyGems API Key": "SECRET_TOKEN", "NuGet API key": "SECRET_TOKEN",
+    "Clojars Deploy Token": "SECRET_TOKEN", "Brevo API Key": "SECRET_TOKEN", "Dynatrace API Token": "SECRET_TOKEN",
+    "PlanetScale Credentials": "SECRET_TOKEN", "PostHog Credentials": "SECRET_TOKEN",
+    "Google OAuth Secret": "SECRET_TOKEN", "Google OAuth Access Token": "SECRET_TOKEN",
+    "Google OAuth Refresh Token": "SECRET_TOKEN", "Bitbucket App Password": "SECRET_TOKEN",
+    "1Password Account Token": "SECRET_TOKEN", "MailChimp API Key": "SECRET_TOKEN",
+    # a random value assigned to a secret-like key
+    "Secret": "SECRET_ASSIGNMENT", "Key": "SECRET_ASSIGNMENT", "Token": "SECRET_ASSIGNMENT",
+    "API": "SECRET_ASSIGNMENT", "Auth": "SECRET_ASSIGNMENT", "Credential": "SECRET_ASSIGNMENT",
 }
 
 

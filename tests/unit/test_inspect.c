@@ -86,8 +86,9 @@ static const struct vec vecs[] = {
 	{ "call me on 2024-01-15 or 15.01.2024", FINDING_PHONE, 0, NULL },
 	{ "key AKIA2OGYBAH6TQJ5V3XL here", FINDING_AWS_ACCESS_KEY, 1, "AKIA2OGYBAH6TQJ5V3XL" },
 	{ "XAKIA2OGYBAH6TQJ5V3XL1", FINDING_AWS_ACCESS_KEY, 0, NULL },
-	{ "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", FINDING_AWS_SECRET_KEY, 1,
-	  "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY" },
+	{ "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", FINDING_AWS_SECRET_KEY, 0, NULL },
+	{ "aws_secret_access_key = Zq3Vt8Rk2Lm9Xp4Wn7Bc1Hd6Jf5Gs0Ya8Ue3Ti2O", FINDING_AWS_SECRET_KEY, 1,
+	  "Zq3Vt8Rk2Lm9Xp4Wn7Bc1Hd6Jf5Gs0Ya8Ue3Ti2O" },
 	{ "tok ghp_R8x2Kd9QwLm4Tz7Vb1Nc5Hy3Pj6Fg0Ua2Se8.", FINDING_GITHUB_TOKEN, 1,
 	  "ghp_R8x2Kd9QwLm4Tz7Vb1Nc5Hy3Pj6Fg0Ua2Se8" },
 	{ "k sk-proj-qa25MV9c7Qu0EjDIEWdcT3BlbkFJ83uCF0K4yw7RzpY39bio", FINDING_OPENAI_API_KEY, 1,
@@ -103,7 +104,8 @@ static const struct vec vecs[] = {
 	{ "eyJub3RhbGciOjF9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.abcdefghijkl", FINDING_JWT, 0, NULL },
 	{ "AIzaSyDdI0hCZtE6vySjMm-WEfRq3CPzqKqqsHI", FINDING_GOOGLE_API_KEY, 1, NULL },
 	{ "glpat-Z7fK2mQ9xWb4Lr8Tn3Vc", FINDING_GITLAB_TOKEN, 1, NULL },
-	{ "sk_live_4eC39HqLyjWDarjtT1zdp7dc", FINDING_STRIPE_KEY, 1, NULL },
+	{ "sk_live_9fQ27HmRzkWEbqsuU4xcn8Lt", FINDING_STRIPE_KEY, 1, NULL },
+	{ "stripe docs: sk_test_4eC39HqLyjWDarjtT1zdp7dc", FINDING_STRIPE_KEY, 0, NULL },
 	{ "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", FINDING_HUGGINGFACE_TOKEN, 1, NULL },
 	{ "secret qpF8Q~PCM5MhMoyTFc5TYEomnzRUKim9UJhe8a2P", FINDING_AZURE_KEY, 1, NULL },
 	{ "db_password: \"Tr0ub4dor&3\"", FINDING_PASSWORD_ASSIGNMENT, 1, "Tr0ub4dor&3" },
@@ -125,6 +127,175 @@ TEST(inspect_detector_vectors)
 		if (vecs[i].span)
 			CHECK(!strcmp(span, vecs[i].span), "vector %zu: span '%s', expected '%s'", i, span,
 			      vecs[i].span);
+	}
+}
+
+/* Look-alikes the issue names: none of these may be altered or blocked. */
+static const struct vec lookalikes[] = {
+	/* PHONE carved out of longer numbers and identifiers */
+	{ "Order # 161-2727602-3471864 shipped", FINDING_PHONE, 0, NULL },
+	{ "order 161 2727602 3471864", FINDING_PHONE, 0, NULL },
+	{ "req 550e8400-e29b-41d4-a716-446655440000 and 12345678-1234-4abc-9def-123456789012", FINDING_PHONE, 0, NULL },
+	{ "Tracking: 7496 7984 3510 (DHL), 9400 1000 0000 0000 0000 00", FINDING_PHONE, 0, NULL },
+	{ "parcel 7496-7984-3510", FINDING_PHONE, 0, NULL },
+	{ "card 4111 1111 1111 1112 declined", FINDING_PHONE, 0, NULL },
+	{ "card 4111-1111-1111-1112 declined", FINDING_CREDIT_CARD, 0, NULL },
+	{ "card 4111-1111-1111-1112 declined", FINDING_PHONE, 0, NULL },
+	{ "iban DE89 3704 0044 0532 0130 01 (typo)", FINDING_PHONE, 0, NULL },
+	{ "iban DE89 3704 0044 0532 0130 01 (typo)", FINDING_US_SSN, 0, NULL },
+	{ "sha 3f2a9c1b 4455 6677 8899 abc", FINDING_PHONE, 0, NULL },
+	{ "license 2270-66-1551", FINDING_PHONE, 0, NULL },
+	{ "at 17031 2202 Rissik St", FINDING_PHONE, 0, NULL },
+	/* IP_ADDRESS inside dotted identifiers */
+	{ "snmpget -v2c host 1.3.6.1.4.1.5516.3.4 and iso.3.6.1.2.1.1.1.0", FINDING_IP_ADDRESS, 0, NULL },
+	{ "Windows 10.0.19041.1234.5, version 1.2.3.4, requests==2.31.0.1, pkg@1.0.0.1", FINDING_IP_ADDRESS, 0, NULL },
+	/* git remotes are not e-mail addresses */
+	{ "git clone git@github.com:org/repo.git; ssh://git@gitlab.com/a/b.git", FINDING_EMAIL, 0, NULL },
+	{ "remote: deploy@build-01.example.com:/srv/app", FINDING_EMAIL, 0, NULL },
+	/* documented example keys and placeholders */
+	{ "AKIAIOSFODNN7EXAMPLE", FINDING_AWS_ACCESS_KEY, 0, NULL },
+	{ "key AKIAIOSFODNN7EXAMPLE secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", FINDING_AWS_SECRET_KEY, 0, NULL },
+	{ "SLACK_BOT_TOKEN=xoxb-your-token", FINDING_SLACK_TOKEN, 0, NULL },
+	{ "SLACK_BOT_TOKEN=xoxb-your-token", FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	{ "ghp_16C7e42F292c6912E7710c838347Ae178B4a", FINDING_GITHUB_TOKEN, 0, NULL },
+	{ "OPENAI_API_KEY=sk-... or sk-xxxxxxxxxxxxxxxxxxxxxxxx", FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	{ "OPENAI_API_KEY=${OPENAI_API_KEY}", FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	{ "api_key: <your-api-key>", FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	{ "secret_key = \"changeme\"", FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	{ "token: aaaaaaaaaaaaaaaaaaaa", FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	{ "api_key = os.environ[\"OPENAI_API_KEY\"]", FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	{ "token = config.api_token", FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	{ "NPM_TOKEN=npm_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", FINDING_SECRET_TOKEN, 0, NULL },
+	{ "requirepass foobared", FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	/* password-handling code with no password in it */
+	{ "if new_password != confirm_password:", FINDING_PASSWORD_ASSIGNMENT, 0, NULL },
+	{ "password = getpass()", FINDING_PASSWORD_ASSIGNMENT, 0, NULL },
+	{ "def login(user: str, password: str) -> bool:", FINDING_PASSWORD_ASSIGNMENT, 0, NULL },
+	{ "password = self.password", FINDING_PASSWORD_ASSIGNMENT, 0, NULL },
+	{ "if (password === confirmPassword) {", FINDING_PASSWORD_ASSIGNMENT, 0, NULL },
+	{ "user.password = hashed_password", FINDING_PASSWORD_ASSIGNMENT, 0, NULL },
+	{ "password: String", FINDING_PASSWORD_ASSIGNMENT, 0, NULL },
+	{ "passed = \"cackle!\"; passport = \"X1234567\"; password_id = 2938479", FINDING_PASSWORD_ASSIGNMENT, 0, NULL },
+	{ "password_min_length = 12\npasswordHint: \"first pet\"", FINDING_PASSWORD_ASSIGNMENT, 0, NULL },
+	{ "new_password != confirm_password:\nID = \"1.563693, 42.928424\"", FINDING_PASSWORD_ASSIGNMENT, 0, NULL },
+	/* national, tax and product identifiers shaped like phones or cards */
+	{ "EIN 12-3456789, NHS number 943 476 5919, SIREN 732 829 320, VAT DE123456789", FINDING_PHONE, 0, NULL },
+	{ "EAN 3957346762121 and GTIN 53307994442262", FINDING_CREDIT_CARD, 0, NULL },
+	{ "total 768 307 880 EUR, 62 595 067 kr, 6.010.176,86", FINDING_PHONE, 0, NULL },
+	{ "version 17.5.10.10, lat/lon 116.411521, 35.654434, ports 4997-59530", FINDING_PHONE, 0, NULL },
+	{ "coordinates -111.034236 and routing 089269195", FINDING_US_SSN, 0, NULL },
+	{ "<img src=\"icon@2x.png\"> and logo@3x.webp", FINDING_EMAIL, 0, NULL },
+	{ "rss=876 017 330 B, 536 977 720 rows, latency 812 345 678 ms", FINDING_PHONE, 0, NULL },
+	{ "card 2663-5893-0545-4755 (a typo)", FINDING_CREDIT_CARD, 0, NULL },
+	{ "USPS 9400 1000 0000 0000 0000 00 and FR14 5116 7441 1307 4199 8954 988", FINDING_CREDIT_CARD, 0, NULL },
+	{ "secret: ref+vault://secret/data/app#/api_key", FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	{ "curl -H \"Authorization: Bearer $OPENAI_API_KEY\"; Authorization: Bearer <token>", FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	{ "api_key_id: Xk29vLp0qZ7w, token_type: Bearer, token_url: https://a.b/c", FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	{ "blob R+QWEsI02ljom91K8QqfNEkfBMdpT3wXpw= pid=41974", FINDING_PASSWORD_ASSIGNMENT, 0, NULL },
+	{ "eyJhbGciOiAiSFMyNTYiLCAidHlwIjogIkpXVCJ9.eyJzdWIiOiAidGVzdCIsICJleHAiOiAyMDI2MDgxMTE4NDV9.99l-EXAMPLEFAKESIG",
+	  FINDING_JWT, 0, NULL },
+	{ "secret_name: prod-db-credentials\ntoken_type: Bearer\nmax_tokens=4096", FINDING_SECRET_ASSIGNMENT, 0, NULL },
+};
+
+/* What the issue says must be found, each next to the look-alikes above. */
+static const struct vec positives[] = {
+	{ "password = \"hunter2!x9\"", FINDING_PASSWORD_ASSIGNMENT, 1, "hunter2!x9" },
+	{ "CREATE USER app IDENTIFIED BY 'Xk29vLp0q';", FINDING_PASSWORD_ASSIGNMENT, 1, "Xk29vLp0q" },
+	{ "mysql -u root --password Sne3sd8AZjq", FINDING_PASSWORD_ASSIGNMENT, 1, "Sne3sd8AZjq" },
+	{ "def connect(passwd: str = \"cq2tPr1a2\"):", FINDING_PASSWORD_ASSIGNMENT, 1, "cq2tPr1a2" },
+	{ "ALTER ROLE postgres PASSWORD 'SqLpa5sW0rD';", FINDING_PASSWORD_ASSIGNMENT, 1, "SqLpa5sW0rD" },
+	{ "#define PASSWORD \"n84ASM54y4\"", FINDING_PASSWORD_ASSIGNMENT, 1, "n84ASM54y4" },
+	{ "userPassword: lydzArgXSMk6", FINDING_PASSWORD_ASSIGNMENT, 1, "lydzArgXSMk6" },
+	{ "ssn 078051121", FINDING_US_SSN, 1, "078051121" },
+	{ "ID: +31 6 71968784", FINDING_PHONE, 1, "+31 6 71968784" },
+	{ "x-api-key:I-qwjGGoMpBqzKSbkQyJCxLm", FINDING_SECRET_ASSIGNMENT, 1, "I-qwjGGoMpBqzKSbkQyJCxLm" },
+	/* national phone formats, in a signature */
+	{ "Best,\nAnna\nM: 070-803 48 40", FINDING_PHONE, 1, "070-803 48 40" },
+	{ "Tel. 030/35291429", FINDING_PHONE, 1, "030/35291429" },
+	{ "T: 01.54.66.36.16", FINDING_PHONE, 1, "01.54.66.36.16" },
+	{ "M: 0049-30-12345678", FINDING_PHONE, 1, "0049-30-12345678" },
+	{ "call +44 20 7946 0958", FINDING_PHONE, 1, "+44 20 7946 0958" },
+	{ "office 03-1234-5678 (Tokyo)", FINDING_PHONE, 1, "03-1234-5678" },
+	{ "mobile +91 98765 43210", FINDING_PHONE, 1, "+91 98765 43210" },
+	{ "\xe7\x94\xb5\xe8\xaf\x9d 138 0013 8000", FINDING_PHONE, 1, "138 0013 8000" },
+	{ "fone (11) 91234-5678", FINDING_PHONE, 1, "(11) 91234-5678" },
+	{ "US (415) 555-0132", FINDING_PHONE, 1, "(415) 555-0132" },
+	{ "3660170548-Fax", FINDING_PHONE, 1, "3660170548" },
+	/* values wrapped across lines (PDF copy, psql cell) */
+	{ "card: 4111 1111\n      1111 1111 exp 12/29", FINDING_CREDIT_CARD, 1, "4111 1111\n      1111 1111" },
+	{ "| DE89 3704 0044\n|  0532 0130 00", FINDING_IBAN, 0, NULL },
+	{ "IBAN DE89 3704 0044\n     0532 0130 00 thanks", FINDING_IBAN, 1, "DE89 3704 0044\n     0532 0130 00" },
+	{ "4111111111111111\n4012888888881881\n", FINDING_CREDIT_CARD, 2, "4111111111111111" },
+	/* vendor token formats */
+	{ "npm_u8jzPde0IgxLd6GncfBAepfJBd0Kh8oOOL8d", FINDING_SECRET_TOKEN, 1, NULL },
+	{ "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", FINDING_SECRET_TOKEN, 1, NULL },
+	{ "DO=dop_v1_d5a4fd12aabfe228f219e9cb0eb53f16947ccf25ec84d8dbc74254770f58904d", FINDING_SECRET_TOKEN, 1,
+	  "dop_v1_d5a4fd12aabfe228f219e9cb0eb53f16947ccf25ec84d8dbc74254770f58904d" },
+	{ "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", FINDING_SECRET_TOKEN, 1, NULL },
+	{ "dapibbf33feff9243a8f506b40928b5b7a76", FINDING_SECRET_TOKEN, 1, NULL },
+	{ "twilio SK7c76fb008f86bebb2737f6a6f0fb23c6", FINDING_SECRET_TOKEN, 1, NULL },
+	{ "pypi-AgEIcHlwaS5vcmcE4lBYOvfZ8UzDzV8fUkkibjL5DZPjN0MEQ7wjJJibaZUPgHV7iB3m03nbqns", FINDING_SECRET_TOKEN, 1, NULL },
+	{ "dckr_pat_GpWLuqIA1id6Vw5DQL05HA064Gi", FINDING_SECRET_TOKEN, 1, NULL },
+	{ "glsa_IjHGb3CXlMaXZjljENUhJduRHHJEYXg4_176813e0", FINDING_SECRET_TOKEN, 1, NULL },
+	{ "lin_api_W56eCuNGMGmSrCGIZEG8pSH4487q7J58m1CiAhzC", FINDING_SECRET_TOKEN, 1, NULL },
+	{ "dp.pt.ueQpBenQtYh5Xj8TPQxjq4i9DoV8gz4FkQ1okTBGzvA", FINDING_SECRET_TOKEN, 1, NULL },
+	{ "VAULT_TOKEN=hvs.mwufUxbvJDCTbyvHNsG9eh6Yo4gfqrc5XlrWi0B26R08qzjI6GKFSufrdZSlB5er8bOfZqfM2oeq3hDavJA76rNicHTp8hk",
+	  FINDING_SECRET_TOKEN, 1, NULL },
+	{ "PMAK-81569969e58b081006f7e3df-c967a64cb14028d512c9791e558e08baa7", FINDING_SECRET_TOKEN, 1, NULL },
+	{ "ntn_c94tnwlavyfErGPmpGXafq0fjzLczbttOofL9H2WjQ5TY4", FINDING_SECRET_TOKEN, 1, NULL },
+	{ "bot 7234567891:AAMyWuUFjsUNPjc01T5GOBUSZGi6HWGK10Z", FINDING_SECRET_TOKEN, 1, NULL },
+	{ "NRAK-BOFBCIXGY29DB8P5QA3E68F7E4Q", FINDING_SECRET_TOKEN, 1, NULL },
+	{ "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", FINDING_SECRET_TOKEN, 1, NULL },
+	{ "sq0atp-ztUjAwyuh1vauWv1zh87mT", FINDING_SECRET_TOKEN, 1, NULL },
+	{ "GROQ_API_KEY=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", FINDING_SECRET_TOKEN, 1, NULL },
+	/* secrets named by their key, in the common syntaxes */
+	{ "requirepass S3cr3tRedisPw9", FINDING_SECRET_ASSIGNMENT, 1, "S3cr3tRedisPw9" },
+	{ "SECRET_KEY = 'k9#Lm2$vQx8!pR4z'", FINDING_SECRET_ASSIGNMENT, 1, "k9#Lm2$vQx8!pR4z" },
+	{ "api_key=\"21de49f145fda9988c79fc35526f7eae\"", FINDING_SECRET_ASSIGNMENT, 1, "21de49f145fda9988c79fc35526f7eae" },
+	{ "  \"clientSecret\": \"Qm7vT2xZ9pL4wK8nR3cB\",", FINDING_SECRET_ASSIGNMENT, 1, "Qm7vT2xZ9pL4wK8nR3cB" },
+	{ "export ACCESS_TOKEN=Zx81KqP0wLr5TnV3yB7m", FINDING_SECRET_ASSIGNMENT, 1, "Zx81KqP0wLr5TnV3yB7m" },
+	{ "auth_token: Hq2Wm9Lx4Zp7Vr1T", FINDING_SECRET_ASSIGNMENT, 1, "Hq2Wm9Lx4Zp7Vr1T" },
+	{ "apiKey := \"mQ4x9ZrT2vLp8WkB\"", FINDING_SECRET_ASSIGNMENT, 1, "mQ4x9ZrT2vLp8WkB" },
+	{ "redis://:Rp9xK2mW4q@cache:6379/0", FINDING_CONNECTION_STRING, 1, "Rp9xK2mW4q" },
+	{ "curl -H \"Authorization: Bearer eyJGRpVu1c2VzY2-823r_db32hbf4W1lbj\" http://x", FINDING_SECRET_ASSIGNMENT, 1,
+	  "eyJGRpVu1c2VzY2-823r_db32hbf4W1lbj" },
+	{ "invoice 3792 635792 59323 paid", FINDING_CREDIT_CARD, 1, "3792 635792 59323" },
+};
+
+/* a macro, so that a failure names the test that called it */
+#define check_vecs(v, nv, what) \
+	for (size_t i = 0; i < (nv); i++) { \
+		char span[256] = ""; \
+		int n = count((v)[i].text, (v)[i].type, span, sizeof(span)); \
+		CHECK(n == (v)[i].n, "%s %zu (%s): expected %d %s, got %d", what, i, (v)[i].text, \
+		      (v)[i].n, finding_name((v)[i].type), n); \
+		if ((v)[i].span && n > 0) \
+			CHECK(!strcmp(span, (v)[i].span), "%s %zu: span '%s', expected '%s'", what, i, \
+			      span, (v)[i].span); \
+	}
+
+TEST(inspect_lookalikes_are_not_findings)
+{
+	check_vecs(lookalikes, sizeof(lookalikes) / sizeof(lookalikes[0]), "look-alike");
+}
+
+TEST(inspect_new_formats_and_contexts_found)
+{
+	check_vecs(positives, sizeof(positives) / sizeof(positives[0]), "positive");
+}
+
+TEST(inspect_rejected_card_is_claimed_by_nobody)
+{
+	/* a Luhn-failing card in every grouping: no finding of any type */
+	static const char *const bad[] = {
+		"card 4111 1111 1111 1112.", "card 4111-1111-1111-1112.", "card 4111111111111112.",
+		"iban GB82 WEST 1234 5698 7654 33.", "iban GB82WEST12345698765433.",
+	};
+	setup();
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		CHECK(inspect_text(scr, bad[i], strlen(bad[i]), &res) == 0, "inspect_text failed");
+		CHECK(inspect_result_total(&res) == 0, "'%s': %u findings (first %s)", bad[i],
+		      inspect_result_total(&res), res.nspans ? finding_name(res.spans[0].type) : "-");
 	}
 }
 
