@@ -366,6 +366,9 @@ static void to_vigil(const struct audit_event *ev, struct vigil_event *v, struct
 	v->method = ev->method;
 	v->path = ev->path;
 	v->model = ev->model;
+	v->mcp_method = ev->mcp_method;
+	v->tool = ev->tool;
+	v->mcp_session = ev->mcp_session;
 	v->stream = ev->stream;
 	v->action = ev->action;
 	v->rule = ev->rule;

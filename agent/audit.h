@@ -35,6 +35,7 @@ struct audit_event {
 	const char *sni;
 	/* request */
 	const char *provider, *method, *path, *model;
+	const char *mcp_method, *tool, *mcp_session;   /* MCP: JSON-RPC method, tool/resource/prompt, session */
 	bool stream;
 	const char *action, *rule, *reason;
 	struct audit_finding findings[AUDIT_MAX_FINDING_TYPES];

@@ -51,6 +51,9 @@ void config_free(struct config *c)
 	for (size_t i = 0; i < c->n_endpoints; i++)
 		free(c->endpoints[i]);
 	free(c->endpoints);
+	for (size_t i = 0; i < c->n_mcp_servers; i++)
+		free(c->mcp_servers[i]);
+	free(c->mcp_servers);
 	for (size_t i = 0; i < c->n_passthrough; i++)
 		free(c->passthrough[i]);
 	free(c->passthrough);
@@ -278,6 +281,28 @@ fail:
 	free(v);
 	free(list);
 	return ret;
+}
+
+/* MCP servers are intercepted like LLM endpoints: they join the watched
+ * set (and so DNS learning and target resolution) whatever order the keys
+ * came in. */
+static int watch_mcp_servers(struct config *c)
+{
+	char **v;
+	if (!c->n_mcp_servers)
+		return 0;
+	v = realloc(c->endpoints, (c->n_endpoints + c->n_mcp_servers + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	c->endpoints = v;
+	for (size_t i = 0; i < c->n_mcp_servers; i++) {
+		if (config_host_watched((const char *const *)v, c->n_endpoints, c->mcp_servers[i]))
+			continue;
+		if (!(v[c->n_endpoints] = strdup(c->mcp_servers[i])))
+			return -ENOMEM;
+		v[++c->n_endpoints] = NULL;
+	}
+	return 0;
 }
 
 static int set_ports(const char *file, const struct ynode *n, struct config *c, char *err,
@@ -694,6 +719,8 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 			ret = set_str(path, v, &c->upstream_ca, err, errlen);
 		else if (!strcmp(k, "endpoints"))
 			ret = set_domains(path, v, &c->endpoints, &c->n_endpoints, err, errlen);
+		else if (!strcmp(k, "mcp_servers"))
+			ret = set_domains(path, v, &c->mcp_servers, &c->n_mcp_servers, err, errlen);
 		else if (!strcmp(k, "passthrough"))
 			ret = set_domains(path, v, &c->passthrough, &c->n_passthrough, err, errlen);
 		else if (!strcmp(k, "target_addresses"))
@@ -801,6 +828,8 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 		ret = -EINVAL;
 		goto err;
 	}
+	if ((ret = watch_mcp_servers(c)))
+		goto err;
 	if (c->header_timeout_ms > c->idle_timeout_ms) {
 		snprintf(err, errlen, "%s: limits.header_timeout is longer than limits.idle_timeout", path);
 		ret = -EINVAL;

@@ -39,6 +39,9 @@ struct config {
 	char *upstream_ca;             /* "system" or a PEM file */
 	char **endpoints;              /* watched domains (exact, or "*.suffix") */
 	size_t n_endpoints;
+	char **mcp_servers;            /* remote MCP servers (exact, or "*.suffix"); also
+					* appended to endpoints at load, so they are watched */
+	size_t n_mcp_servers;
 	char **passthrough;            /* watched domains never decrypted */
 	size_t n_passthrough;
 	struct sockaddr_storage *target_addrs;  /* target_addresses: always redirected */

@@ -30,6 +30,7 @@
 #include "exchange.h"
 #include "jsonw.h"
 #include "loop.h"
+#include "mcp.h"
 #include "log.h"
 #include "redact.h"
 #include "sse.h"
@@ -209,6 +210,8 @@ void exchange_free(struct exchange *ex)
 		OPENSSL_cleanse(ex->resp_copy, ex->resp_len);
 	free(ex->resp_copy);
 	free(ex->new_body);
+	mcp_free(ex->mcp);
+	ex->mcp = NULL;
 	policy_unref(ex->policy);
 	ex->policy = NULL;
 	ex->sse = NULL;
@@ -289,6 +292,7 @@ static void decide_policy(struct exchange *ex, const struct inspect_result *res,
 	c->provider = provider_name(ex->provider);
 	c->request_bytes = len;
 	c->now = time(NULL);
+	mcp_policy_ctx(ex, c);
 
 	policy_eval(ex->policy, c, &d);
 	ex->policy_hash = policy_hash(ex->policy);
@@ -427,6 +431,7 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
 	int ret;
 
 	set_method_path(ex, req);
+	mcp_request(ex, req, body, len);
 	/* bytes_up is the driver's count of the request as received (head
 	 * and body): adding the body here counted it twice. */
 
@@ -777,6 +782,9 @@ static bool resp_is_text(const struct http_response *resp)
 
 void exchange_response_head(struct exchange *ex, const struct http_response *resp)
 {
+	mcp_response_head(ex, resp);
+	if (ex->mcp && ex->transform)
+		return;   /* an MCP call's answer: held whole and judged by mcp.c */
 	ex->event_stream = resp->event_stream;
 	if (ex->event_stream)
 		ex->sse = sse_new(SSE_EVENT_MAX);
@@ -809,6 +817,8 @@ void exchange_response_head(struct exchange *ex, const struct http_response *res
 
 void exchange_response_data(struct exchange *ex, const char *data, size_t len)
 {
+	if (mcp_response_data(ex, data, len))
+		return;
 	if (ex->transform && !ex->event_stream && !ex->resp_doc)
 		detok_feed(ex->detok, data, len, &ex->out);
 	if (ex->event_stream) {
@@ -901,6 +911,8 @@ static void answer_summary(struct exchange *ex)
 
 void exchange_response_end(struct exchange *ex)
 {
+	if (mcp_response_end(ex))
+		return;
 	if (ex->resp_doc && !ex->cut)
 		finish_doc(ex);
 	else if (ex->transform && !ex->event_stream && !ex->resp_doc)
@@ -994,11 +1006,13 @@ void exchange_fill_event(const struct exchange *ex, struct audit_event *ev)
 	ev->n_findings = counts_to_findings(ex->counts, ev->findings);
 	ev->n_output_findings = counts_to_findings(ex->out_counts, ev->output_findings);
 	ev->n_output_redacted = counts_to_findings(ex->ans_counts, ev->output_redacted);
+	mcp_fill_event(ex, ev);
 }
 
 const char *exchange_status_text(int status)
 {
 	switch (status) {
+	case 200: return "OK";
 	case 400: return "Bad Request";
 	case 403: return "Forbidden";
 	case 408: return "Request Timeout";

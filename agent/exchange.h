@@ -28,6 +28,7 @@ struct inspect_stream;
 struct vault;
 struct detok;
 struct answer;
+struct mcp_exchange;
 
 /* Per intercepted connection (one conversation): scan state and the vault
  * of reversible tokens. Owned by intercept.c, freed with exchange_conn_free. */
@@ -102,6 +103,8 @@ struct exchange {
 	bool cut;                         /* the client connection must be cut now */
 	uint32_t ans_counts[FINDING__COUNT]; /* values replaced in the answer */
 	char answer_reason[256];
+	/* MCP: set when the host is under mcp_servers (mcp.h); owned */
+	struct mcp_exchange *mcp;
 };
 
 int exchange_global_init(struct agent *ag, char *err, size_t errlen);

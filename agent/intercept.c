@@ -30,6 +30,7 @@
 #include "http.h"
 #include "log.h"
 #include "loop.h"
+#include "mcp.h"
 #include "metrics.h"
 #include "reason.h"
 #include "sni.h"
@@ -373,7 +374,8 @@ static void send_error(struct ic *ic, struct exchange *ex, int status, const cha
 		       const char *msg)
 {
 	char resp[2048];
-	int n = exchange_error_response(ex->provider, status, code, msg, resp, sizeof(resp));
+	int n = ex->mcp ? mcp_error_response(ex, status, msg, resp, sizeof(resp)) :
+			  exchange_error_response(ex->provider, status, code, msg, resp, sizeof(resp));
 	if (n > 0 && send_client(ic, resp, (size_t)n) == 0)
 		ex->bytes_down += (uint64_t)n;
 	ex->status = status;

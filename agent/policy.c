@@ -44,7 +44,7 @@
 enum scond {
 	/* evaluation order: cheap and selective first */
 	SC_PROVIDER, SC_USER, SC_GROUP, SC_COMM, SC_MODEL, SC_HOST, SC_EXE, SC_SCRIPT,
-	SC_CGROUP, SC_PATH, SC_TOOL, SC__COUNT
+	SC_CGROUP, SC_PATH, SC_TOOL, SC_MCP_SERVER, SC_MCP_METHOD, SC__COUNT
 };
 
 static const struct {
@@ -62,6 +62,8 @@ static const struct {
 	[SC_MODEL] = { "model", 0 },
 	[SC_PATH] = { "path", 0 },
 	[SC_TOOL] = { "tool", 0 },
+	[SC_MCP_SERVER] = { "mcp_server", FNM_CASEFOLD },
+	[SC_MCP_METHOD] = { "mcp_method", 0 },
 };
 
 struct pat {
@@ -799,7 +801,7 @@ static void parse_conds(struct loader *L, const struct ynode *w, struct conds *c
 			L->p->uses_time = true;
 		} else {
 			eadd(L->e, kn->line,
-			     "when: unknown condition '%s' (user, unix_group, exe, script, comm, cgroup, host, provider, model, path, tool, each also as <name>_not; finding, output_finding, injection_score, request_bytes, packaged, time)",
+			     "when: unknown condition '%s' (user, unix_group, exe, script, comm, cgroup, host, provider, model, path, tool, mcp_server, mcp_method, each also as <name>_not; finding, output_finding, injection_score, request_bytes, packaged, time)",
 			     k);
 		}
 	}
@@ -1707,6 +1709,8 @@ static bool scond_match(const struct policy *p, enum scond s, const struct strco
 	case SC_HOST: v = x->host; break;
 	case SC_PROVIDER: v = x->provider; break;
 	case SC_MODEL: v = x->model; break;
+	case SC_MCP_SERVER: v = x->mcp_server; break;
+	case SC_MCP_METHOD: v = x->mcp_method; break;
 	case SC_PATH:
 		v = x->path;
 		if (v) {

@@ -61,8 +61,10 @@ struct policy_ctx {
 	uint64_t custom_hits;           /* bit i: custom detector i (policy order) fired */
 	float injection_score;          /* 0..1 */
 	uint64_t request_bytes;
-	const char (*tools)[PROVIDER_TOOL_NAME_MAX];   /* declared tool names */
+	const char (*tools)[PROVIDER_TOOL_NAME_MAX];   /* declared tool names, or the MCP tool called */
 	size_t ntools;
+	const char *mcp_server;         /* MCP: the server's host (NULL = not an MCP exchange) */
+	const char *mcp_method;         /* MCP: JSON-RPC method (tools/call, ...) */
 	int64_t now;                    /* unix seconds (time windows); 0 = time(NULL) */
 };
 

@@ -62,6 +62,7 @@ struct vigil_event {
 	uint32_t dst_port;
 	const char *sni;
 	const char *provider, *method, *path, *model;
+	const char *mcp_method, *tool, *mcp_session;   /* MCP (kind mcp) */
 	bool stream;
 	const char *action, *rule, *reason, *error;
 	const struct vigil_finding *findings;
