@@ -378,7 +378,7 @@ static void send_error(struct ic *ic, struct exchange *ex, int status, const cha
 			  exchange_error_response(ex->provider, status, code, msg, resp, sizeof(resp));
 	if (n > 0 && send_client(ic, resp, (size_t)n) == 0)
 		ex->bytes_down += (uint64_t)n;
-	ex->status = status;
+	ex->status = ex->mcp ? mcp_error_status(ex, status) : status;
 }
 
 /* Whether the request's Host names the host the connection was opened
@@ -541,9 +541,12 @@ static int upstream_connect(struct ic *ic, struct exchange *ex)
 			ex->reason = "upstream_unreachable";
 			return ret;
 		}
-		fd = egress_open(ic->ag, &route, deadline, &ex->reason, ex->error_buf,
-				 sizeof(ex->error_buf));
+		/* egress_open names a reason before it knows the outcome: only a
+		 * failure's reason goes into the event. */
+		const char *why = NULL;
+		fd = egress_open(ic->ag, &route, deadline, &why, ex->error_buf, sizeof(ex->error_buf));
 		if (fd < 0) {
+			ex->reason = why;
 			ex->error = ex->error_buf;
 			return fd;
 		}

@@ -54,14 +54,18 @@ void mcp_policy_ctx(const struct exchange *ex, struct policy_ctx *c)
 	}
 }
 
+int mcp_error_status(const struct exchange *ex, int status)
+{
+	return ex->mcp->jsonrpc && ex->mcp->req.has_id ? 200 : status;
+}
+
 int mcp_error_response(const struct exchange *ex, int status, const char *msg, char *out, size_t outlen)
 {
 	const struct mcp_exchange *m = ex->mcp;
 	struct json_buf body = { 0 };
 	int n;
 
-	if (m->jsonrpc && m->req.has_id)
-		status = 200;
+	status = mcp_error_status(ex, status);
 	if (jsonrpc_write_error(&body, m->req.id, MCP_ERR_REFUSED, msg)) {
 		json_buf_free(&body);
 		return -ENOSPC;

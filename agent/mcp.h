@@ -54,6 +54,8 @@ void mcp_policy_ctx(const struct exchange *ex, struct policy_ctx *c);
  * the client library hands it to the caller, else the given status.
  * Returns its length or -ENOSPC. */
 int mcp_error_response(const struct exchange *ex, int status, const char *msg, char *out, size_t outlen);
+/* The HTTP status of that response. */
+int mcp_error_status(const struct exchange *ex, int status);
 /* Decides whether the answer is held for inspection; sets ex->transform. */
 void mcp_response_head(struct exchange *ex, const struct http_response *resp);
 /* true if the data was taken (held) and the caller must not process it. */

@@ -1,0 +1,214 @@
+"""End-to-end: remote MCP servers under control, through the real BPF
+redirect.
+
+A host listed only under `mcp_servers:` (not under endpoints) is
+intercepted. The official MCP client (`@modelcontextprotocol/sdk`, Streamable
+HTTP) lists and calls tools through the agent against a fake MCP server
+answering in JSON and in SSE. A call with a credential in its arguments is
+refused with a JSON-RPC error the client shows, and never reaches the
+server; a forbidden tool is refused by a `tool` rule; a result carrying a
+prompt injection, or a credential, is replaced by an error result. Every
+tools/call gets one audit event of kind mcp with the server, method, tool
+and session, the decision and the findings (types and counts, never
+values). `vigil policy explain --mcp-server` shows the same decision.
+"""
+import json
+import os
+import subprocess
+
+import lib
+from lib import check, test
+import rig as rigmod
+
+MCP_ADDR = "127.61.0.3"
+MCP_HOST = "mcp.example.com"
+MCP_URL = "https://%s/mcp" % MCP_HOST
+MCP_SSE_URL = "https://%s/mcp-sse" % MCP_HOST
+AWS_KEY = "AKIAQ3EGRTWXJ7NPLK2M"
+FAKE_MCP = os.path.join(lib.ROOT, "tests", "fakes", "fake_mcp.py")
+
+POLICY = """version: 1
+default: allow
+rules:
+  - name: no-shell-tools
+    when: { mcp_server: ['*.example.com'], mcp_method: [tools/call], tool: [run_shell, 'exec_*'] }
+    action: block
+  - name: no-secrets
+    when: { finding: [AWS_ACCESS_KEY, PRIVATE_KEY] }
+    action: block
+  - name: injection-in-results
+    when: { mcp_server: [mcp.example.com], injection_score: 0.5 }
+    action: block
+"""
+
+RIG = rigmod.Rig("mcp", {MCP_HOST: MCP_ADDR}, {}, endpoints=["api.anthropic.com"],
+                 extra_targets=[MCP_ADDR], agent_extra="mcp_servers: [%s]\n" % MCP_HOST)
+RECORD = os.path.join(RIG.tmp, "fake-mcp.jsonl")
+POLICY_PATH = os.path.join(RIG.tmp, "policy.yaml")
+with open(POLICY_PATH, "w") as f:
+    f.write(POLICY)
+with open(RIG.agent.config, "a") as f:
+    f.write("policy: %s\n" % POLICY_PATH)
+
+
+def start_fake_mcp():
+    p = lib.spawn([rigmod.PY, FAKE_MCP, "--listen", "%s:443" % MCP_ADDR, "--cert", RIG.pki["good_cert"],
+                   "--key", RIG.pki["good_key"], "--record", RECORD], stdout=subprocess.PIPE, text=True)
+    check("fake-mcp ready" in p.stdout.readline(), "fake MCP server did not start")
+
+
+start_fake_mcp()
+RIG.agent.start()
+
+
+def mcp(url, *calls, uid=lib.NOBODY):
+    args = ["--url", url]
+    for name, a in calls:
+        args += ["--call", name, json.dumps(a)]
+    env = dict(NODE_EXTRA_CA_CERTS=RIG.ca)
+    p = lib.run(["node", os.path.join(rigmod.CLIENTS, "mcp_client.mjs")] + args, cgroup=RIG.cg.path,
+                hosts=RIG.hosts, env=env, uid=uid, timeout=60)
+    check(p.stdout.strip(), "mcp_client printed nothing: %s" % p.stderr[-600:])
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    check("error" not in out, "MCP session failed: %s %s" % (out.get("error"), p.stderr[-400:]))
+    return out
+
+
+def received():
+    return RIG.read_jsonl(RECORD)
+
+
+def mcp_events(pred=lambda e: True, n=1):
+    return RIG.agent.wait_events(lambda e: e.get("kind") == "mcp" and pred(e), timeout=5.0) or []
+
+
+def text_of(call):
+    return "".join(c.get("text", "") for c in call["result"].get("content", []))
+
+
+@test
+def mcp_servers_key_is_validated():
+    """A bad mcp_servers entry is a file:line error from --check."""
+    bad = os.path.join(RIG.tmp, "bad.yaml")
+    with open(bad, "w") as f:
+        f.write("listen: 127.0.0.1:15999\nmcp_servers: [good.example, 'bad host!']\n")
+    p = subprocess.run([lib.AGENT, "--config", bad, "--check"], capture_output=True, text=True)
+    check(p.returncode == 2, "exit %s" % p.returncode)
+    check("bad.yaml:2:" in p.stderr and "bad host!" in p.stderr, "no file:line reason: %r" % p.stderr)
+
+
+@test
+def sdk_lists_and_calls_tools_json_and_sse():
+    """The official SDK works through the agent, with JSON and SSE
+    answers; each tools/call is one kind mcp event with server, method,
+    tool and the server's session id."""
+    for url, word in ((MCP_URL, "hello-json"), (MCP_SSE_URL, "hello-sse")):
+        out = mcp(url, ("echo", {"text": word}))
+        check(sorted(out["tools"]) == ["echo", "fetch_page", "read_config"], "tools: %s" % out["tools"])
+        c = out["calls"][0]
+        check("result" in c and text_of(c) == word, "%s: echo answered %s" % (url, c))
+        evs = mcp_events(lambda e, w=url: e.get("path") == "/" + w.rsplit("/", 1)[1] and e.get("tool") == "echo")
+        check(evs, "no mcp event for %s: %s" % (url, RIG.agent.events()[-3:]))
+        e = evs[-1]
+        check(e["sni"] == MCP_HOST and e["mcp_method"] == "tools/call" and e["action"] == "allow",
+              "event: %s" % e)
+        check(e.get("mcp_session") and e["mcp_session"] == out["session"],
+              "session %r vs client's %r" % (e.get("mcp_session"), out["session"]))
+        check(e.get("exe") and e.get("uid") == lib.NOBODY, "identity missing: %s" % e)
+        check(not e.get("reason"), "an allowed call has a reason: %s" % e.get("reason"))
+    # tools/list and initialize are requests on the MCP server, not kind mcp
+    reqs = RIG.agent.events("request")
+    check(any(r.get("mcp_method") == "tools/list" for r in reqs), "tools/list not audited as a request")
+
+
+@test
+def key_in_arguments_is_refused_with_jsonrpc_error():
+    """A credential in a tool's arguments never reaches the server: the
+    client gets a JSON-RPC error naming the rule, the event says block."""
+    before = len(received())
+    out = mcp(MCP_URL, ("echo", {"text": "deploy with %s please" % AWS_KEY}))
+    c = out["calls"][0]
+    check("error" in c, "the call went through: %s" % c)
+    check(c["error"]["code"] == -32001 and "no-secrets" in c["error"]["message"],
+          "error not JSON-RPC -32001 naming the rule: %s" % c["error"])
+    check(AWS_KEY not in json.dumps(received()[before:]), "the key reached the MCP server")
+    e = mcp_events(lambda e: e.get("action") == "block" and e.get("rule") == "no-secrets")
+    check(e, "no block event")
+    check({"type": "AWS_ACCESS_KEY", "count": 1} in e[-1]["findings"], "findings: %s" % e[-1]["findings"])
+    check(e[-1]["status"] == 200, "event status %s, the client got 200 (a JSON-RPC error)" % e[-1]["status"])
+    check(AWS_KEY not in open(RIG.agent.audit_log).read(), "the key is in the audit log")
+
+
+@test
+def forbidden_tool_is_refused():
+    """A `tool` rule on an MCP server refuses the call (SSE transport)."""
+    out = mcp(MCP_SSE_URL, ("exec_command", {"cmd": "id"}), ("echo", {"text": "still-works"}))
+    c0, c1 = out["calls"]
+    check("error" in c0 and "no-shell-tools" in c0["error"]["message"], "exec_command: %s" % c0)
+    check("result" in c1 and text_of(c1) == "still-works", "the next call failed: %s" % c1)
+    check(not any(r["message"].get("params", {}).get("name") == "exec_command" for r in received()),
+          "the forbidden call reached the server")
+    check(mcp_events(lambda e: e.get("tool") == "exec_command" and e.get("rule") == "no-shell-tools"),
+          "no event for the refused tool")
+
+
+@test
+def injection_in_result_is_replaced():
+    """A tool result carrying a prompt injection is replaced by an error
+    result naming the rule, in JSON and in SSE answers."""
+    for url in (MCP_URL, MCP_SSE_URL):
+        out = mcp(url, ("fetch_page", {"url": "https://docs.example/x"}))
+        c = out["calls"][0]
+        check("result" in c and c["result"].get("isError") is True, "%s: not an error result: %s" % (url, c))
+        t = text_of(c)
+        check("injection-in-results" in t and "ignore all previous" not in t.lower(),
+              "%s: replacement text %r" % (url, t))
+    e = mcp_events(lambda e: e.get("tool") == "fetch_page" and e.get("action") == "block")
+    check(e and e[-1]["injection_score"] >= 0.5 and e[-1]["rule"] == "injection-in-results", "event: %s" % e[-1:])
+    check(any(f["type"] == "PROMPT_INJECTION" for f in e[-1]["output_findings"]),
+          "output_findings: %s" % e[-1]["output_findings"])
+
+
+@test
+def key_in_result_is_replaced():
+    """A result carrying a credential does not reach the client (the
+    model would send it to its provider next)."""
+    out = mcp(MCP_URL, ("read_config", {"path": "~/.aws/credentials"}))
+    c = out["calls"][0]
+    check(c["result"].get("isError") is True and AWS_KEY not in json.dumps(c), "result: %s" % c)
+    e = mcp_events(lambda e: e.get("tool") == "read_config")
+    check(e and e[-1]["rule"] == "no-secrets" and
+          {"type": "AWS_ACCESS_KEY", "count": 1} in e[-1]["output_findings"], "event: %s" % e[-1:])
+
+
+@test
+def policy_explain_knows_mcp_conditions():
+    """`vigil policy explain --mcp-server` evaluates mcp_server,
+    mcp_method and tool as the agent does; check accepts the file."""
+    body = os.path.join(RIG.tmp, "call.json")
+    with open(body, "w") as f:
+        json.dump({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                   "params": {"name": "exec_command", "arguments": {"cmd": "id"}}}, f)
+    vigil = os.path.join(lib.BUILD, "vigil")
+    p = subprocess.run([vigil, "policy", "check", POLICY_PATH], capture_output=True, text=True)
+    check(p.returncode == 0, "check: %s" % p.stderr)
+    p = subprocess.run([vigil, "policy", "explain", "--policy", POLICY_PATH, "--request", body,
+                        "--mcp-server", MCP_HOST, "--path", "/mcp"], capture_output=True, text=True)
+    check("decision: block" in p.stdout and "rule: no-shell-tools" in p.stdout and
+          "tool: exec_command" in p.stdout, "explain: %s %s" % (p.stdout, p.stderr))
+    p = subprocess.run([vigil, "policy", "explain", "--policy", POLICY_PATH, "--request", body,
+                        "--host", MCP_HOST, "--path", "/mcp"], capture_output=True, text=True)
+    check("decision: allow" in p.stdout, "without --mcp-server the MCP rule matched: %s" % p.stdout)
+
+
+@test
+def agent_exits_cleanly():
+    rc = RIG.agent.stop()
+    log = RIG.agent.log_tail(400)
+    check(rc == 0, "agent exit status %s: %s" % (rc, log[-1500:]))
+    check("runtime error" not in log and "AddressSanitizer" not in log and "LeakSanitizer" not in log,
+          "sanitizer report: %s" % log[-1500:])
+
+
+if __name__ == "__main__":
+    lib.main()
