@@ -31,6 +31,7 @@
 #include "jsonw.h"
 #include "loop.h"
 #include "mcp.h"
+#include "toolcall.h"
 #include "log.h"
 #include "redact.h"
 #include "sse.h"
@@ -212,6 +213,8 @@ void exchange_free(struct exchange *ex)
 	free(ex->new_body);
 	mcp_free(ex->mcp);
 	ex->mcp = NULL;
+	free(ex->calls);
+	ex->calls = NULL;
 	policy_unref(ex->policy);
 	ex->policy = NULL;
 	ex->sse = NULL;
@@ -749,12 +752,77 @@ out:
 	json_buf_free(&enc);
 }
 
+/* ---- tools the model asks to run (names and counts only) ---- */
+
+/* The rule that forbids the calls seen so far, if any: the request's
+ * context with the called tools in place of the declared ones. */
+static const char *tools_forbidden(struct exchange *ex)
+{
+	struct policy_ctx c;
+	struct policy_decision d;
+	if (!ex->policy || !ex->calls || !ex->calls->n)
+		return NULL;
+	c = ex->ctx;
+	c.tools = (const char (*)[PROVIDER_TOOL_NAME_MAX])ex->calls->names;
+	c.ntools = ex->calls->n;
+	policy_eval(ex->policy, &c, &d);
+	if (d.enforce != POLICY_BLOCK)
+		return NULL;
+	snprintf(ex->tools_msg, sizeof(ex->tools_msg), "%s", d.message);
+	return d.rule;
+}
+
+/* Records the calls of one answer document; true if one is forbidden and
+ * the answer is held (so it can still be refused). */
+static bool record_tool_calls(struct exchange *ex, const char *doc, size_t len)
+{
+	if (!ex->calls && memmem(doc, len, "\"name\"", 6) && !(ex->calls = calloc(1, sizeof(*ex->calls))))
+		return ex->hold_tools;   /* cannot tell: refuse what we hold rather than pass it */
+	if (!ex->calls || toolcall_scan(doc, len, ex->calls, NULL) <= 0)
+		return false;
+	const char *rule = ex->hold_tools ? tools_forbidden(ex) : NULL;
+	if (rule) {
+		ex->rule = rule;
+		ex->action = "block";
+		ex->reason = "tool_call_refused";
+	}
+	return rule != NULL;
+}
+
+/* Responses streams repeat a call in output_item.done and in the final
+ * response object: only output_item.added counts it. */
+static bool stream_tool_calls(struct exchange *ex, const char *event, size_t event_len, const char *data,
+			      size_t data_len)
+{
+	if (event_len > 9 && !memcmp(event, "response.", 9) &&
+	    !(event_len == 26 && !memcmp(event, "response.output_item.added", 26)))
+		return false;
+	return record_tool_calls(ex, data, data_len);
+}
+
+/* The stream ends with an error event in the provider's shape before the
+ * forbidden call's event; later events are dropped. */
+static void refuse_tool_call(struct exchange *ex)
+{
+	char body[512];
+	int n;
+	flush_held_text(ex);
+	ex->answer_cut = true;
+	n = exchange_error_body(ex, 403, "tool_call_refused", ex->tools_msg, body, sizeof(body));
+	if (n > 0)
+		emit_event(ex, "error", 5, body, (size_t)n, NULL, 0, NULL, 0);
+}
+
 static int on_sse_event(void *arg, const char *event, size_t event_len, const char *data,
 			size_t data_len)
 {
 	struct exchange *ex = arg;
 	exchange_scan_usage(data, data_len, &ex->prompt_tokens, &ex->completion_tokens);
 	scan_output(ex, data, data_len);
+	if (!ex->answer_cut && stream_tool_calls(ex, event, event_len, data, data_len)) {
+		refuse_tool_call(ex);
+		return 0;
+	}
 	if (ex->transform)
 		rewrite_event(ex, event, event_len, data, data_len);
 	return 0;
@@ -801,6 +869,17 @@ void exchange_response_head(struct exchange *ex, const struct http_response *res
 	if (conn_vault(ex) && vault_count(ex->xc->vault)) {
 		ex->detok = detok_new(ex->xc->vault, !ex->event_stream);
 		ex->transform = ex->detok != NULL && (!ex->event_stream || ex->sse);
+	}
+	if (ex->policy && policy_has_tool_rules(ex->policy) && ex->status < 300) {
+		/* whole events (streams) or the whole answer (JSON) are held so
+		 * that a forbidden tool call never reaches the client */
+		ex->hold_tools = true;
+		if (ex->event_stream)
+			ex->transform = ex->sse != NULL;
+		else if (resp_is_text(resp))
+			ex->resp_doc = ex->transform = true;
+		if (ex->event_stream && !ex->sse)
+			ex->cut = true;
 	}
 	if (ex->redact_answer && ex->xc->scratch) {
 		if (ex->event_stream) {
@@ -860,7 +939,9 @@ static void finish_doc(struct exchange *ex)
 	struct json_buf red = { 0 };
 	const char *doc = ex->resp_copy ? ex->resp_copy : "";
 	size_t len = ex->resp_len;
-	int rc = answer_redact_doc(ex->xc->scratch, &ex->answer_rp, NULL, doc, len, &red, ex->ans_counts);
+	/* held for tool calls only: nothing to redact */
+	int rc = ex->redact_answer ? answer_redact_doc(ex->xc->scratch, &ex->answer_rp, NULL, doc, len, &red,
+							ex->ans_counts) : 0;
 	if (rc < 0) {
 		ex->cut = true;   /* decided to redact, could not: the raw answer stays here */
 		ex->error = "answer_redaction_failed";
@@ -913,6 +994,13 @@ void exchange_response_end(struct exchange *ex)
 {
 	if (mcp_response_end(ex))
 		return;
+	if (!ex->event_stream && ex->resp_copy && !ex->resp_copy_full &&
+	    record_tool_calls(ex, ex->resp_copy, ex->resp_len) && ex->resp_doc) {
+		/* the head is out already: the client sees a cut answer, never the call */
+		ex->cut = true;
+		ex->error = "tool_call_refused: the answer calls a tool the policy forbids; answer cut";
+		return;
+	}
 	if (ex->resp_doc && !ex->cut)
 		finish_doc(ex);
 	else if (ex->transform && !ex->event_stream && !ex->resp_doc)
@@ -1007,6 +1095,8 @@ void exchange_fill_event(const struct exchange *ex, struct audit_event *ev)
 	ev->n_output_findings = counts_to_findings(ex->out_counts, ev->output_findings);
 	ev->n_output_redacted = counts_to_findings(ex->ans_counts, ev->output_redacted);
 	mcp_fill_event(ex, ev);
+	if (ex->calls && ex->calls->n)
+		ev->tool_calls = toolcall_summary(ex->calls);
 }
 
 const char *exchange_status_text(int status)

@@ -29,6 +29,7 @@ struct vault;
 struct detok;
 struct answer;
 struct mcp_exchange;
+struct toolcall_set;
 
 /* Per intercepted connection (one conversation): scan state and the vault
  * of reversible tokens. Owned by intercept.c, freed with exchange_conn_free. */
@@ -105,6 +106,10 @@ struct exchange {
 	char answer_reason[256];
 	/* MCP: set when the host is under mcp_servers (mcp.h); owned */
 	struct mcp_exchange *mcp;
+	/* tools the model asked to run (toolcall.h); owned, NULL until one is seen */
+	struct toolcall_set *calls;
+	bool hold_tools;                  /* answer held so a forbidden call can be refused */
+	char tools_msg[224];
 };
 
 int exchange_global_init(struct agent *ag, char *err, size_t errlen);

@@ -1572,6 +1572,14 @@ void policy_unref(struct policy *p)
 const char *policy_hash(const struct policy *p) { return p ? p->hash : ""; }
 const char *policy_path(const struct policy *p) { return p ? p->path : ""; }
 size_t policy_rule_count(const struct policy *p) { return p ? p->nrules : 0; }
+
+bool policy_has_tool_rules(const struct policy *p)
+{
+	for (size_t i = 0; p && i < p->nrules; i++)
+		if ((p->rules[i].c.pos_mask | p->rules[i].c.neg_mask) & (1u << SC_TOOL))
+			return true;
+	return false;
+}
 bool policy_global_monitor(const struct policy *p) { return p && p->monitor; }
 bool policy_utc(const struct policy *p) { return p && p->utc; }
 enum policy_action policy_default(const struct policy *p) { return p ? p->def : POLICY_ALLOW; }

@@ -148,6 +148,9 @@ int policy_eval(const struct policy *p, const struct policy_ctx *ctx, struct pol
 const char *policy_hash(const struct policy *p);
 const char *policy_path(const struct policy *p);
 size_t policy_rule_count(const struct policy *p);
+/* Whether a rule has a tool or tool_not condition (answers are then held
+ * event by event so a forbidden tool call can be refused before it leaves). */
+bool policy_has_tool_rules(const struct policy *p);
 bool policy_global_monitor(const struct policy *p);
 enum policy_action policy_default(const struct policy *p);
 /* timezone: utc in the file (time windows and budget days in UTC). */

@@ -20,6 +20,7 @@ import lib
 from lib import check, test
 import rig as rigmod
 
+LLM_ADDR = "127.61.0.2"
 MCP_ADDR = "127.61.0.3"
 MCP_HOST = "mcp.example.com"
 MCP_URL = "https://%s/mcp" % MCP_HOST
@@ -36,12 +37,16 @@ rules:
   - name: no-secrets
     when: { finding: [AWS_ACCESS_KEY, PRIVATE_KEY] }
     action: block
+  - name: no-shell-from-models
+    when: { tool: [run_shell] }
+    action: block
   - name: injection-in-results
     when: { mcp_server: [mcp.example.com], injection_score: 0.5 }
     action: block
 """
 
-RIG = rigmod.Rig("mcp", {MCP_HOST: MCP_ADDR}, {}, endpoints=["api.anthropic.com"],
+RIG = rigmod.Rig("mcp", {MCP_HOST: MCP_ADDR, "api.anthropic.com": LLM_ADDR, "api.openai.com": LLM_ADDR},
+                 {"good": (LLM_ADDR, "good", 0)}, endpoints=["api.anthropic.com", "api.openai.com"],
                  extra_targets=[MCP_ADDR], agent_extra="mcp_servers: [%s]\n" % MCP_HOST)
 RECORD = os.path.join(RIG.tmp, "fake-mcp.jsonl")
 POLICY_PATH = os.path.join(RIG.tmp, "policy.yaml")
@@ -199,6 +204,50 @@ def policy_explain_knows_mcp_conditions():
     p = subprocess.run([vigil, "policy", "explain", "--policy", POLICY_PATH, "--request", body,
                         "--host", MCP_HOST, "--path", "/mcp"], capture_output=True, text=True)
     check("decision: allow" in p.stdout, "without --mcp-server the MCP rule matched: %s" % p.stdout)
+
+
+def anthropic(tool, stream):
+    args = ["--message", "what is the weather", "--header", "x-fake-tool-call: %s" % tool]
+    if stream:
+        args.append("--stream")
+    p = lib.run(["node", os.path.join(rigmod.CLIENTS, "anthropic_msg.mjs")] + args, cgroup=RIG.cg.path,
+                hosts=RIG.hosts, env=dict(NODE_EXTRA_CA_CERTS=RIG.ca), uid=lib.NOBODY, timeout=60)
+    check(p.stdout.strip(), "anthropic_msg printed nothing: %s" % p.stderr[-600:])
+    return json.loads(p.stdout.strip().splitlines()[-1]), p
+
+
+@test
+def streamed_tool_use_is_recorded_and_a_forbidden_one_refused():
+    """The tools a model asks to run are in the event (names and counts);
+    a streamed answer whose tool_use is forbidden ends with an error event
+    the SDK raises, and the call's bytes never reach the client."""
+    out, _ = anthropic("get_weather", True)
+    check("error" not in out, "an allowed tool call was refused: %s" % out)
+    ev = RIG.request_events(lambda e: e.get("tool_calls") == "get_weather:1" and e.get("stream"))
+    check(ev and ev[-1]["action"] == "allow", "no event with tool_calls: %s" % RIG.agent.events("request")[-1:])
+    out, p = anthropic("run_shell", True)
+    check("error" in out, "the forbidden tool call went through: %s" % out)
+    check("no-shell-from-models" in json.dumps(out["error"]), "the error does not name the rule: %s" % out)
+    check("toolu_fake1" not in p.stdout + p.stderr, "the forbidden call's bytes reached the client")
+    ev = RIG.request_events(lambda e: e.get("tool_calls") == "run_shell:1")
+    check(ev and ev[-1]["action"] == "block" and ev[-1]["rule"] == "no-shell-from-models" and
+          ev[-1]["reason"] == "tool_call_refused", "event: %s" % ev[-1:])
+    check("what is the weather" not in json.dumps(ev[-1]), "arguments in the event")
+
+
+@test
+def json_answer_with_forbidden_tool_call_is_cut():
+    """A whole JSON answer calling a forbidden tool never reaches the
+    client (its head is out already: the client sees a cut answer); an
+    allowed one passes and is recorded (OpenAI chat tool_calls)."""
+    out, _ = anthropic("run_shell", False)
+    check("error" in out, "the forbidden tool call went through: %s" % out)
+    code, body, _ = RIG.curl("https://api.openai.com/v1/chat/completions",
+                             json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
+                             extra=["-H", "x-fake-tool-call: get_weather"])
+    check(code == 200 and "get_weather" in body, "allowed call: %s %s" % (code, body[:200]))
+    ev = RIG.request_events(lambda e: e.get("provider") == "openai" and e.get("tool_calls") == "get_weather:1")
+    check(ev, "no OpenAI event with tool_calls")
 
 
 @test
