@@ -49,6 +49,7 @@ struct agent {
 	struct policy_holder *policy;  /* NULL: no policy file, the default table decides */
 	struct budget_store *budgets;  /* token and request budgets (with a policy) */
 	struct vault_store *vaults;    /* reversible tokens per user and program */
+	struct justify *justify;       /* warn: warnings and exemptions (NULL: socket unavailable) */
 	struct proxyconn_set *proxies; /* addresses of the proxies: (NULL = none) */
 	atomic_bool reloading;         /* a policy reload is under way */
 	struct agent_stats stats;

@@ -51,6 +51,7 @@ void config_free(struct config *c)
 	for (size_t i = 0; i < c->n_endpoints; i++)
 		free(c->endpoints[i]);
 	free(c->endpoints);
+	free(c->justify_socket);
 	for (size_t i = 0; i < c->n_mcp_servers; i++)
 		free(c->mcp_servers[i]);
 	free(c->mcp_servers);
@@ -634,6 +635,9 @@ static int set_defaults(struct config *c)
 	c->ship_batch_events = 1000;
 	c->ship_interval_ms = 1000;
 	c->vault_ttl_ms = 3600u * 1000u;
+	c->justify_ttl_ms = 3600u * 1000u;
+	if (!(c->justify_socket = strdup(CONFIG_JUSTIFY_SOCKET)))
+		return -ENOMEM;
 	c->vault_max_entries = 4096;
 	while (config_default_endpoints[n])
 		n++;
@@ -778,7 +782,14 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 			ret = set_ms(path, v, &c->ship_interval_ms, err, errlen);
 		else if (!strcmp(k, "limits"))
 			ret = load_limits(path, v, c, err, errlen);
-		else if (!strcmp(k, "vault_ttl"))
+		else if (!strcmp(k, "justify_socket"))
+			ret = set_str(path, v, &c->justify_socket, err, errlen);
+		else if (!strcmp(k, "justify_ttl")) {
+			if (!(ret = set_ms(path, v, &c->justify_ttl_ms, err, errlen)) && !c->justify_ttl_ms) {
+				snprintf(err, errlen, "%s:%d: justify_ttl must be longer than 0", path, v->line);
+				ret = -EINVAL;
+			}
+		} else if (!strcmp(k, "vault_ttl"))
 			ret = set_ms(path, v, &c->vault_ttl_ms, err, errlen);
 		else if (!strcmp(k, "vault_max_entries"))
 			ret = set_u32(path, v, 1, 1000000, &c->vault_max_entries, err, errlen);

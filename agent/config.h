@@ -83,6 +83,8 @@ struct config {
 	bool dns_learning;             /* dns_learning: learn target addresses from clients' DNS answers */
 	int log_level;
 	/* reversible tokens (agent/vault.c), kept per user and program */
+	char *justify_socket;          /* justify_socket: where `vigil justify` reaches the agent */
+	uint32_t justify_ttl_ms;       /* justify_ttl: how long a justification exempts */
 	uint32_t vault_ttl_ms;         /* vault_ttl: a value unused this long is wiped */
 	uint32_t vault_max_entries;    /* vault_max_entries: values per user and program */
 };
@@ -105,6 +107,9 @@ bool config_host_watched(const char *const *list, size_t n, const char *host);
 
 /* The keyword of an unwatched_sni mode ("intercept", ...). */
 const char *config_unwatched_name(int mode);
+
+/* Where `vigil justify` reaches the agent unless justify_socket says otherwise. */
+#define CONFIG_JUSTIFY_SOCKET "/run/vigil/justify.sock"
 
 /* The built-in catalog of LLM API hosts used when endpoints: is absent. */
 extern const char *const config_default_endpoints[];

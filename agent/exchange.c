@@ -30,6 +30,7 @@
 #include "exchange.h"
 #include "jsonw.h"
 #include "loop.h"
+#include "justify.h"
 #include "mcp.h"
 #include "toolcall.h"
 #include "log.h"
@@ -54,6 +55,16 @@ static int swap_inspector(struct agent *ag, const struct policy *p, char *err, s
 	pthread_mutex_unlock(&ag->inspector_lock);
 	inspector_unref(old);
 	return 0;
+}
+
+/* The socket of `vigil justify` (warn rules). Without it a warn rule still
+ * refuses; its message then cannot offer a way on. */
+static void start_justify(struct agent *ag)
+{
+	char err[256];
+	const struct config *cfg = ag->cfg;
+	if (justify_start(ag, cfg->justify_socket, cfg->justify_ttl_ms, &ag->justify, err, sizeof(err)))
+		log_warn("warn rules cannot be justified: %s", err);
 }
 
 int exchange_global_init(struct agent *ag, char *err, size_t errlen)
@@ -83,6 +94,7 @@ int exchange_global_init(struct agent *ag, char *err, size_t errlen)
 			return -ENOMEM;
 		}
 		policy_holder_init(ag->policy, p);
+		start_justify(ag);
 		snprintf(path, sizeof(path), "%s/budgets.state", cfg->spool_dir);
 		if ((ret = budget_store_open(path, &ag->budgets))) {
 			snprintf(err, errlen, "%s: %s", path, strerror(-ret));
@@ -113,6 +125,8 @@ int exchange_reload_policy(struct agent *ag, char **errs)
 
 void exchange_global_free(struct agent *ag)
 {
+	justify_stop(ag->justify);
+	ag->justify = NULL;
 	if (ag->budgets) {
 		budget_save(ag->budgets, time(NULL));
 		budget_store_free(ag->budgets);
@@ -269,6 +283,35 @@ static void decide_default(struct exchange *ex, struct redact_policy *rp)
 	}
 }
 
+/* A warn rule: refused with a message saying how to continue, unless this
+ * user and program justified it (then allowed, and the event says so).
+ * Returns true if refused. */
+static bool decide_warn(struct exchange *ex, const struct policy_decision *d)
+{
+	const struct identity *id = &ex->info->id;
+	char jid[JUSTIFY_ID_LEN];
+
+	if (ex->ag->justify && justify_exempt(ex->ag->justify, id->uid, id->exe, d->rule, jid)) {
+		snprintf(ex->reason_buf, sizeof(ex->reason_buf), "justified: %s", jid);
+		ex->reason = ex->reason_buf;
+		return false;
+	}
+	ex->blocked = true;
+	ex->block_status = 403;
+	ex->block_code = "policy_warning";
+	ex->action = "warn";
+	if (!ex->ag->justify) {
+		snprintf(ex->block_message, sizeof(ex->block_message), "%s", d->message);
+		return true;
+	}
+	justify_warn(ex->ag->justify, id->uid, id->exe, d->rule, jid);
+	snprintf(ex->reason_buf, sizeof(ex->reason_buf), "warned: %s", jid);
+	ex->reason = ex->reason_buf;
+	snprintf(ex->block_message, sizeof(ex->block_message),
+		 "%s. To continue, run: vigil justify %s \"<why you need this>\" and retry", d->message, jid);
+	return true;
+}
+
 /* The policy's decision, then its budgets. */
 static void decide_policy(struct exchange *ex, const struct inspect_result *res, size_t len,
 			  struct redact_policy *rp)
@@ -308,6 +351,11 @@ static void decide_policy(struct exchange *ex, const struct inspect_result *res,
 		ex->action = "block";
 		snprintf(ex->block_message, sizeof(ex->block_message), "%s", d.message);
 		return;
+	case POLICY_WARN:
+		if (decide_warn(ex, &d))
+			return;
+		ex->action = "allow";
+		break;
 	case POLICY_REDACT:
 		ex->action = "redact";
 		for (int t = 0; t < FINDING__COUNT; t++)

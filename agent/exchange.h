@@ -61,7 +61,7 @@ struct exchange {
 	bool blocked;
 	int block_status;
 	const char *block_code;
-	char block_message[256];
+	char block_message[512];
 	/* request body replacement (redaction); owned */
 	char *new_body;
 	size_t new_body_len;

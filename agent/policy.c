@@ -168,6 +168,7 @@ const char *policy_action_name(enum policy_action a)
 	case POLICY_ALERT: return "alert";
 	case POLICY_REDACT: return "redact";
 	case POLICY_BLOCK: return "block";
+	case POLICY_WARN: return "warn";
 	}
 	return "unknown";
 }
@@ -279,8 +280,8 @@ static const char *glob_problem(const char *p)
 
 static int parse_action(const char *s, enum policy_action *a)
 {
-	static const char *const n[] = { "allow", "alert", "redact", "block" };
-	for (int i = 0; i < 4; i++)
+	static const char *const n[] = { "allow", "alert", "redact", "block", "warn" };
+	for (int i = 0; i < 5; i++)
 		if (!strcmp(s, n[i])) {
 			*a = (enum policy_action)i;
 			return 0;
@@ -1082,7 +1083,7 @@ static void parse_rule(struct loader *L, const struct ynode *r, struct rule *ru)
 	if (!act)
 		eadd(L->e, r->line, "rule '%s': missing action", nm && is_scalar(nm) ? nm->str : "?");
 	else if (!is_scalar(act) || parse_action(act->str, &ru->action))
-		eadd(L->e, act->line, "action: expected allow, block, redact or alert");
+		eadd(L->e, act->line, "action: expected allow, block, redact, alert or warn");
 	parse_conds(L, when, &ru->c, false);
 	memcpy(modes, p->base_redact, sizeof(modes));
 	if (red) {
@@ -1374,7 +1375,7 @@ static void parse_root(struct loader *L, const struct ynode *root)
 		eadd(L->e, v->line, "version: only version 1 is known");
 	p->def = POLICY_ALLOW;
 	if ((v = ytree_get(root, "default")) && (!is_scalar(v) || parse_action(v->str, &p->def) ||
-						 p->def == POLICY_REDACT))
+						 p->def == POLICY_REDACT || p->def == POLICY_WARN))
 		eadd(L->e, v->line, "default: expected allow, alert or block");
 	if ((v = ytree_get(root, "mode")))
 		parse_mode(L, v, &p->monitor);
@@ -1865,7 +1866,7 @@ int policy_eval(const struct policy *p, const struct policy_ctx *x, struct polic
 	d->enforce = d->action;
 	if (d->monitor && d->action != POLICY_ALLOW)
 		d->enforce = POLICY_ALERT;
-	d->status = d->enforce == POLICY_BLOCK ? 403 : 0;
+	d->status = d->enforce == POLICY_BLOCK || d->enforce == POLICY_WARN ? 403 : 0;
 	d->message[0] = 0;
 	if (d->action == POLICY_ALLOW)
 		return 0;
@@ -1876,6 +1877,9 @@ int policy_eval(const struct policy *p, const struct policy_ctx *x, struct polic
 		snprintf(d->message, sizeof(d->message), "blocked by policy %s '%s'%s%s",
 			 r ? "rule" : "default", d->rule, r && r->message ? ": " : "",
 			 r && r->message ? r->message : "");
+	else if (d->action == POLICY_WARN)
+		snprintf(d->message, sizeof(d->message), "%s (policy rule '%s')",
+			 r && r->message ? r->message : "this request needs a justification", d->rule);
 	else
 		snprintf(d->message, sizeof(d->message), "policy rule '%s': %s%s%s", d->rule,
 			 policy_action_name(d->action), r && r->message ? ": " : "",

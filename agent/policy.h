@@ -31,10 +31,11 @@
 #include "providers.h"
 #include "redact.h"
 
-/* Ordered by severity (allow < alert < redact < block). */
-enum policy_action { POLICY_ALLOW = 0, POLICY_ALERT, POLICY_REDACT, POLICY_BLOCK };
+/* Ordered by severity (allow < alert < redact < block); warn, added last,
+ * is a block that the user can lift with `vigil justify` (justify.h). */
+enum policy_action { POLICY_ALLOW = 0, POLICY_ALERT, POLICY_REDACT, POLICY_BLOCK, POLICY_WARN };
 
-/* "allow", "alert", "redact", "block" (static). */
+/* "allow", "alert", "redact", "block", "warn" (static). */
 const char *policy_action_name(enum policy_action a);
 
 /* At most this many custom detectors per policy (hits travel as a bitmask). */
@@ -81,7 +82,7 @@ struct policy_decision {
 	bool is_default;                /* no rule matched */
 	const char *rule;               /* rule name, or "default" (borrowed from the policy) */
 	int rule_line;                  /* line of the rule in the file, 0 for default */
-	int status;                     /* 403 when enforce == BLOCK, else 0 */
+	int status;                     /* 403 when enforce == BLOCK or WARN, else 0 */
 	/* Redaction mode per finding type (enum redact_action values) for
 	 * action == REDACT, borrowed from the policy: the rule's `redact:` map,
 	 * else the policy's `redaction:` map, else REDACT_PLACEHOLDER; types

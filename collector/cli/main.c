@@ -13,6 +13,7 @@ const struct cli_command cli_commands[] = {
 	{ "query", cli_query_main, "query the collector's audit events (filters, --top, --json, --csv)" },
 	{ "verify", cli_verify_main, "verify every agent's audit chain and signatures on the collector" },
 	{ "policy", cli_policy_main, "check a policy file, or dry-run a request against it (check, explain)" },
+	{ "justify", cli_justify_main, "justify a request a warn rule stopped: a bounded exemption, audited" },
 	{ NULL, NULL, NULL },
 };
 

@@ -14,7 +14,9 @@ values). `vigil policy explain --mcp-server` shows the same decision.
 """
 import json
 import os
+import re
 import subprocess
+import time
 
 import lib
 from lib import check, test
@@ -26,6 +28,8 @@ MCP_HOST = "mcp.example.com"
 MCP_URL = "https://%s/mcp" % MCP_HOST
 MCP_SSE_URL = "https://%s/mcp-sse" % MCP_HOST
 AWS_KEY = "AKIAQ3EGRTWXJ7NPLK2M"
+JUSTIFY_TTL_S = 4
+OTHER_UID = 60171
 FAKE_MCP = os.path.join(lib.ROOT, "tests", "fakes", "fake_mcp.py")
 
 POLICY = """version: 1
@@ -40,6 +44,10 @@ rules:
   - name: no-shell-from-models
     when: { tool: [run_shell] }
     action: block
+  - name: coach-unapproved-model
+    when: { model: [gpt-4o-unapproved] }
+    action: warn
+    message: gpt-4o-unapproved is not approved for company code
   - name: injection-in-results
     when: { mcp_server: [mcp.example.com], injection_score: 0.5 }
     action: block
@@ -47,13 +55,14 @@ rules:
 
 RIG = rigmod.Rig("mcp", {MCP_HOST: MCP_ADDR, "api.anthropic.com": LLM_ADDR, "api.openai.com": LLM_ADDR},
                  {"good": (LLM_ADDR, "good", 0)}, endpoints=["api.anthropic.com", "api.openai.com"],
-                 extra_targets=[MCP_ADDR], agent_extra="mcp_servers: [%s]\n" % MCP_HOST)
+                 extra_targets=[MCP_ADDR], agent_extra="mcp_servers: [%s]\njustify_ttl: %ds\n" % (MCP_HOST, JUSTIFY_TTL_S))
+JUSTIFY_SOCK = os.path.join(RIG.tmp, "justify.sock")
 RECORD = os.path.join(RIG.tmp, "fake-mcp.jsonl")
 POLICY_PATH = os.path.join(RIG.tmp, "policy.yaml")
 with open(POLICY_PATH, "w") as f:
     f.write(POLICY)
 with open(RIG.agent.config, "a") as f:
-    f.write("policy: %s\n" % POLICY_PATH)
+    f.write("policy: %s\njustify_socket: %s\n" % (POLICY_PATH, JUSTIFY_SOCK))
 
 
 def start_fake_mcp():
@@ -248,6 +257,62 @@ def json_answer_with_forbidden_tool_call_is_cut():
     check(code == 200 and "get_weather" in body, "allowed call: %s %s" % (code, body[:200]))
     ev = RIG.request_events(lambda e: e.get("provider") == "openai" and e.get("tool_calls") == "get_weather:1")
     check(ev, "no OpenAI event with tool_calls")
+
+
+def chat_unapproved(uid):
+    return RIG.curl("https://api.openai.com/v1/chat/completions",
+                    json.dumps({"model": "gpt-4o-unapproved", "messages": [{"role": "user", "content": "hi"}]}),
+                    uid=uid)
+
+
+def justify(wid, reason, uid):
+    return lib.run([os.path.join(lib.BUILD, "vigil"), "justify", "--socket", JUSTIFY_SOCK, wid, reason], uid=uid,
+                   timeout=20)
+
+
+@test
+def justify_keys_are_validated():
+    bad = os.path.join(RIG.tmp, "bad-justify.yaml")
+    with open(bad, "w") as f:
+        f.write("listen: 127.0.0.1:15999\njustify_ttl: 0s\n")
+    p = subprocess.run([lib.AGENT, "--config", bad, "--check"], capture_output=True, text=True)
+    check(p.returncode == 2 and "bad-justify.yaml:2:" in p.stderr, "justify_ttl 0: %s %r" % (p.returncode, p.stderr))
+
+
+@test
+def warn_then_justify_lets_the_retry_through_until_it_expires():
+    """A warn rule refuses with a provider-shaped 403 saying why and how to
+    continue; another user cannot justify it; the warned user can, the
+    retry passes (audited as justified), other users stay warned, and the
+    exemption expires after justify_ttl."""
+    code, body, _ = chat_unapproved(lib.NOBODY)
+    check(code == 403, "status %s: %s" % (code, body[:200]))
+    err = json.loads(body)["error"]
+    check("not approved for company code" in err["message"] and "vigil justify" in err["message"],
+          "message: %s" % err["message"])
+    m = re.search(r"vigil justify ([0-9a-f]{16})", err["message"])
+    check(m, "no id in %s" % err["message"])
+    wid = m.group(1)
+    ev = RIG.request_events(lambda e: e.get("reason") == "warned: %s" % wid)
+    check(ev and ev[-1]["action"] == "warn" and ev[-1]["rule"] == "coach-unapproved-model", "warn event: %s" % ev)
+    p = justify(wid, "I am someone else", OTHER_UID)
+    check(p.returncode == 1 and "another user" in p.stderr, "another user justified: %s %s" % (p.returncode, p.stderr))
+    check(chat_unapproved(lib.NOBODY)[0] == 403, "another user's justification lifted the warning")
+    p = justify(wid, "evaluating it for ticket SEC-42", lib.NOBODY)
+    check(p.returncode == 0 and "coach-unapproved-model" in p.stdout, "justify: %s %s" % (p.stdout, p.stderr))
+    j = RIG.agent.wait_events(lambda e: e.get("action") == "allow", kind="justification")
+    check(j and j[-1]["uid"] == lib.NOBODY and j[-1]["rule"] == "coach-unapproved-model" and
+          "SEC-42" in j[-1]["reason"], "justification event: %s" % j)
+    refused = RIG.agent.events("justification")
+    check(any(e["uid"] == OTHER_UID and e["action"] == "block" for e in refused), "the refused attempt is not audited")
+    code, body, _ = chat_unapproved(lib.NOBODY)
+    check(code == 200, "the retry after justify: %s %s" % (code, body[:200]))
+    ev = RIG.request_events(lambda e: (e.get("reason") or "").startswith("justified: "))
+    check(ev and ev[-1]["action"] == "allow", "justified request event: %s" % ev[-1:])
+    check(chat_unapproved(OTHER_UID)[0] == 403, "the exemption covered another user")
+    time.sleep(JUSTIFY_TTL_S + 1)
+    code, body, _ = chat_unapproved(lib.NOBODY)
+    check(code == 403 and "vigil justify" in body, "the exemption did not expire: %s" % code)
 
 
 @test
