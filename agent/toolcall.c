@@ -61,7 +61,7 @@ static int on_str(void *arg, const char *doc, const struct json_string *s)
 {
 	struct scan *sc = arg;
 	const struct json_path *p = s->path;
-	if (s->is_key || s->kind != JSON_STRING || p->depth < 2)
+	if (s->is_key || s->kind != JSON_STRING || p->depth < 1)
 		return 0;
 	if (key_at(p, 1, "type") && sc->nt < SLOTS &&
 	    (json_raw_equals(doc + s->off, s->len, "tool_use") ||
