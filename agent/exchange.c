@@ -811,6 +811,10 @@ static const char *tools_forbidden(struct exchange *ex)
 	if (!ex->policy || !ex->calls || !ex->calls->n)
 		return NULL;
 	c = ex->ctx;
+	c.ntools = 0;
+	policy_eval(ex->policy, &c, &d);
+	if (d.enforce == POLICY_BLOCK)
+		return NULL;   /* a refusal not about tools (the request passed an earlier rule) */
 	c.tools = (const char (*)[PROVIDER_TOOL_NAME_MAX])ex->calls->names;
 	c.ntools = ex->calls->n;
 	policy_eval(ex->policy, &c, &d);
