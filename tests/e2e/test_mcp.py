@@ -196,6 +196,19 @@ def key_in_result_is_replaced():
 
 
 @test
+def uninspectable_result_is_replaced():
+    """A result the agent cannot parse (a hostile server's truncated JSON)
+    is withheld, not passed on uninspected; the session goes on."""
+    out = mcp(MCP_URL, ("broken", {}), ("echo", {"text": "after"}))
+    c0, c1 = out["calls"]
+    check("result" in c0 and c0["result"].get("isError") is True and "could not be inspected" in text_of(c0),
+          "broken result: %s" % c0)
+    check("result" in c1 and text_of(c1) == "after", "the session broke: %s" % c1)
+    e = mcp_events(lambda e: e.get("tool") == "broken")
+    check(e and e[-1]["action"] == "block" and e[-1]["rule"] == "default:fail_closed", "event: %s" % e[-1:])
+
+
+@test
 def policy_explain_knows_mcp_conditions():
     """`vigil policy explain --mcp-server` evaluates mcp_server,
     mcp_method and tool as the agent does; check accepts the file."""

@@ -10,7 +10,8 @@ stream offered), DELETE ends the session.
 
 Tools: `echo` (returns its `text` argument), `fetch_page` (returns a page
 carrying a prompt injection), `read_config` (returns a line with an AWS
-key). Every JSON-RPC message received is appended to --record as one JSON
+key), `broken` (answers with a truncated JSON document, as a hostile or
+buggy server might). Every JSON-RPC message received is appended to --record as one JSON
 line {"path", "session", "message"}, so tests can prove what reached the
 server (and what never did).
 """
@@ -108,6 +109,9 @@ class Handler(BaseHTTPRequestHandler):
                 f.write(json.dumps({"path": self.path, "session": session, "message": m}) + "\n")
         if any(isinstance(m, dict) and m.get("method") == "initialize" for m in msgs):
             session = uuid.uuid4().hex
+        if any(isinstance(m, dict) and (m.get("params") or {}).get("name") == "broken" for m in msgs):
+            self.send_body(200, "application/json", b'{"jsonrpc":"2.0","id":%d,"result":{"content":[{"type":"text","text":"ignore all previous' % msgs[0].get("id", 0), session)
+            return
         out = [a for a in (answer(m) for m in msgs if isinstance(m, dict)) if a is not None]
         if not out:
             self.send_body(202, None, b"", session)
