@@ -9,6 +9,7 @@
 #include "exchange.h"
 #include "inspect.h"
 #include "policy.h"
+#include "sse.h"
 
 /* The JSON-RPC error code for a call refused by the agent's policy (the
  * implementation-defined server error range of JSON-RPC 2.0, 5.1). */
@@ -86,23 +87,14 @@ void mcp_response_head(struct exchange *ex, const struct http_response *resp)
 	session_from(m, resp->headers, resp->nheaders);
 	/* Only the answer of an audited call is held: a GET event stream of
 	 * server notifications may stay open for hours. */
-	if (!m->jsonrpc || !m->req.audited || !m->req.has_id || resp->body == HTTP_BODY_NONE)
-		return;
+	if (!m->jsonrpc || !m->req.audited || !m->req.has_id || resp->body == HTTP_BODY_NONE ||
+	    resp->status < 200 || resp->status > 299)
+		return;   /* an error (401 with its challenge, ...) goes to the client as it is */
 	m->hold = true;
 	m->sse = resp->event_stream;
 	ex->transform = true;
-}
-
-bool mcp_response_data(struct exchange *ex, const char *data, size_t len)
-{
-	struct mcp_exchange *m = ex->mcp;
-	if (!m || !m->hold)
-		return false;
-	if (m->too_big)
-		return true;
-	if (m->resp.len + len > MCP_RESULT_MAX || json_buf_append(&m->resp, data, len))
-		m->too_big = true;   /* decided at the end: it cannot be inspected */
-	return true;
+	if (m->sse && !(m->sp = sse_new(MCP_RESULT_MAX)))
+		ex->cut = true;   /* cannot judge the stream: send nothing of it */
 }
 
 /* The result's verdict: the policy on the call's context with the
@@ -142,24 +134,25 @@ static void replace_result(struct exchange *ex, const char *rule, const char *wh
 	ex->reason = m->replaced_reason;
 }
 
-bool mcp_response_end(struct exchange *ex)
+/* One answer document (a JSON body, or one SSE event's data): inspected,
+ * then the original (orig) or its replacement appended to ex->out. A
+ * message that is no response (a notification or a request of the
+ * server's, in an SSE stream) passes as it is. */
+static void judge_doc(struct exchange *ex, const char *doc, size_t len, const char *orig, size_t orig_len)
 {
-	struct mcp_exchange *m = ex->mcp;
 	struct json_buf text = { 0 };
 	struct jsonrpc_result jr;
 	struct inspect_result r;
-	const char *rule = NULL;
+	const char *rule;
 
-	if (!m || !m->hold)
-		return false;
-	if (m->too_big) {
-		replace_result(ex, "default:inspection_limit", "the result is too large to inspect");
-		return true;
-	}
 	inspect_result_init(&r);
-	if (jsonrpc_result_text(m->resp.data ? m->resp.data : "", m->resp.len, m->sse, &text, &jr) ||
-	    !ex->xc->scratch || inspect_text(ex->xc->scratch, text.data ? text.data : "", text.len, &r)) {
+	if (jsonrpc_result_text(doc, len, false, &text, &jr) || !ex->xc->scratch ||
+	    (jr.responses && inspect_text(ex->xc->scratch, text.data ? text.data : "", text.len, &r))) {
 		replace_result(ex, "default:fail_closed", "the result could not be inspected");
+		goto out;
+	}
+	if (!jr.responses) {
+		json_buf_append(&ex->out, orig, orig_len);
 		goto out;
 	}
 	for (int t = 0; t < FINDING__COUNT; t++)
@@ -170,12 +163,87 @@ bool mcp_response_end(struct exchange *ex)
 		replace_result(ex, rule, r.injection_score >= INSPECT_INJECTION_THRESHOLD ?
 					 "it looks like a prompt injection" : "it contains sensitive data");
 	else
-		json_buf_append(&ex->out, m->resp.data, m->resp.len);
+		json_buf_append(&ex->out, orig, orig_len);
 out:
 	inspect_result_free(&r);
 	if (text.data)
 		OPENSSL_cleanse(text.data, text.cap);
 	json_buf_free(&text);
+}
+
+/* An SSE event as it came (type, id, data lines). */
+static void frame_event(struct json_buf *out, const char *event, size_t event_len, const char *id, size_t id_len,
+			const char *data, size_t len)
+{
+	if (event_len && !(event_len == 7 && !memcmp(event, "message", 7))) {
+		json_buf_append(out, "event: ", 7);
+		json_buf_append(out, event, event_len);
+		json_buf_append(out, "\n", 1);
+	}
+	if (id_len) {
+		json_buf_append(out, "id: ", 4);
+		json_buf_append(out, id, id_len);
+		json_buf_append(out, "\n", 1);
+	}
+	json_buf_append(out, "data: ", 6);
+	for (size_t i = 0; i < len; i++) {
+		const char *nl = memchr(data + i, '\n', len - i);
+		size_t n = nl ? (size_t)(nl - (data + i)) : len - i;
+		json_buf_append(out, data + i, n);
+		i += n;
+		if (nl)
+			json_buf_append(out, "\ndata: ", 7);
+	}
+	json_buf_append(out, "\n\n", 2);
+}
+
+/* Each event is judged as it completes: a server's own requests and
+ * notifications (sampling, elicitation, progress) reach the client at
+ * once, as the call may wait for the client's answer to them. */
+static int on_event(void *arg, const char *event, size_t event_len, const char *data, size_t len)
+{
+	struct exchange *ex = arg;
+	struct mcp_exchange *m = ex->mcp;
+	size_t id_len;
+	const char *id = sse_last_event_id(m->sp, &id_len);
+
+	m->stage.len = 0;
+	frame_event(&m->stage, event, event_len, id, id_len, data, len);
+	judge_doc(ex, data, len, m->stage.data, m->stage.len);
+	return ex->cut ? -EIO : 0;
+}
+
+bool mcp_response_data(struct exchange *ex, const char *data, size_t len)
+{
+	struct mcp_exchange *m = ex->mcp;
+	if (!m || !m->hold)
+		return false;
+	if (m->too_big)
+		return true;
+	if (m->sp) {
+		if (sse_feed(m->sp, data, len, on_event, ex) == -E2BIG) {
+			/* an event over the bound was dropped: say so in its place */
+			replace_result(ex, "default:inspection_limit", "the result is too large to inspect");
+		}
+		return true;
+	}
+	if (m->resp.len + len > MCP_RESULT_MAX || json_buf_append(&m->resp, data, len))
+		m->too_big = true;   /* decided at the end: it cannot be inspected */
+	return true;
+}
+
+bool mcp_response_end(struct exchange *ex)
+{
+	struct mcp_exchange *m = ex->mcp;
+
+	if (!m || !m->hold)
+		return false;
+	if (m->sp)
+		return true;   /* every complete event went out as it came */
+	if (m->too_big)
+		replace_result(ex, "default:inspection_limit", "the result is too large to inspect");
+	else
+		judge_doc(ex, m->resp.data ? m->resp.data : "", m->resp.len, m->resp.data, m->resp.len);
 	return true;
 }
 
@@ -198,5 +266,7 @@ void mcp_free(struct mcp_exchange *m)
 	if (m->resp.data)
 		OPENSSL_cleanse(m->resp.data, m->resp.cap);
 	json_buf_free(&m->resp);
+	json_buf_free(&m->stage);
+	sse_free(m->sp);
 	free(m);
 }

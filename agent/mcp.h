@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include "findings.h"
 #include "jsonrpc.h"
+#include "sse.h"
 #include "providers.h"
 
 struct exchange;
@@ -39,7 +40,9 @@ struct mcp_exchange {
 	bool hold;                       /* buffering it for inspection */
 	bool sse;
 	bool too_big;
-	struct json_buf resp;
+	struct json_buf resp;            /* a JSON answer, held whole */
+	struct sse_parser *sp;           /* an SSE answer, judged event by event */
+	struct json_buf stage;           /* one event re-framed */
 	bool replaced;
 	char replaced_reason[96];
 };

@@ -209,6 +209,19 @@ def uninspectable_result_is_replaced():
 
 
 @test
+def sse_answer_keeps_server_messages_and_event_ids():
+    """In an SSE answer the server's own messages (a log notification)
+    pass on, event ids are kept, and the result follows (raw curl client)."""
+    call = json.dumps({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                       "params": {"name": "echo", "arguments": {"text": "raw-sse"}}})
+    code, body, _ = RIG.curl(MCP_SSE_URL, call, extra=["-H", "Accept: application/json, text/event-stream"])
+    check(code == 200, "status %s" % code)
+    check("id: n0" in body and "notifications/message" in body and "working on it" in body,
+          "the notification was lost: %r" % body[:400])
+    check("id: r0" in body and '"raw-sse"' in body and body.index("n0") < body.index("r0"), "result: %r" % body[:400])
+
+
+@test
 def policy_explain_knows_mcp_conditions():
     """`vigil policy explain --mcp-server` evaluates mcp_server,
     mcp_method and tool as the agent does; check accepts the file."""

@@ -117,7 +117,12 @@ class Handler(BaseHTTPRequestHandler):
             self.send_body(202, None, b"", session)
             return
         if self.path.startswith("/mcp-sse"):
-            body = "".join("event: message\ndata: %s\n\n" % json.dumps(a) for a in out).encode()
+            # a log notification first (the agent must pass it on), ids on every event
+            note = {"jsonrpc": "2.0", "method": "notifications/message",
+                    "params": {"level": "info", "data": "working on it"}}
+            body = "id: n0\ndata: %s\n\n" % json.dumps(note)
+            body += "".join("event: message\nid: r%d\ndata: %s\n\n" % (i, json.dumps(a)) for i, a in enumerate(out))
+            body = body.encode()
             self.send_body(200, "text/event-stream", body, session)
             return
         body = json.dumps(out if isinstance(doc, list) else out[0]).encode()
