@@ -177,6 +177,7 @@ struct res_scan {
 	struct json_buf *text;
 	struct jsonrpc_result *res;
 	bool batch;
+	bool have_id;
 	struct json_text tmp;
 };
 
@@ -192,6 +193,13 @@ static int on_res(void *arg, const char *doc, const struct json_string *s)
 		if (p->depth == base && (json_raw_equals(doc + s->off, s->len, "result") ||
 					 json_raw_equals(doc + s->off, s->len, "error")))
 			rs->res->responses++;
+		return 0;
+	}
+	if (p->depth == base + 1 && key_is(&p->elem[base], "id") && !rs->have_id) {
+		struct msg m;
+		set_id(&m, doc, s);
+		memcpy(rs->res->id, m.id, sizeof(m.id));
+		rs->have_id = true;
 		return 0;
 	}
 	if (p->depth <= base + 1 || !(key_is(&p->elem[base], "result") || key_is(&p->elem[base], "error")))
@@ -232,6 +240,7 @@ int jsonrpc_result_text(const char *body, size_t len, bool sse, struct json_buf 
 	int ret;
 
 	memset(res, 0, sizeof(*res));
+	snprintf(res->id, sizeof(res->id), "null");
 	if (!sse) {
 		ret = scan_doc(&rs, body, len);
 	} else {

@@ -49,6 +49,7 @@ bool jsonrpc_method_audited(const char *method);
 struct jsonrpc_result {
 	unsigned responses;             /* JSON-RPC responses seen (result or error) */
 	bool tool_error;                /* a result said isError: true */
+	char id[JSONRPC_ID_MAX];        /* the first response's id as a JSON token ("null" if none) */
 };
 
 /* Appends the decoded text of every string value under "result" or

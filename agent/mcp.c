@@ -36,6 +36,8 @@ void mcp_request(struct exchange *ex, const struct http_request *req, const char
 	if (!m->jsonrpc)
 		snprintf(m->req.id, sizeof(m->req.id), "null");
 	session_from(m, req->headers, req->nheaders);
+	const struct http_header *acc = http_find_header(req->headers, req->nheaders, "accept");
+	m->streamable = acc && memmem(acc->value, acc->value_len, "text/event-stream", 17);
 	if (m->jsonrpc && m->req.name[0] && !strcmp(m->req.method, "tools/call"))
 		snprintf(m->tool[0], sizeof(m->tool[0]), "%s", m->req.name);
 	ex->mcp = m;
@@ -57,7 +59,7 @@ void mcp_policy_ctx(const struct exchange *ex, struct policy_ctx *c)
 
 int mcp_error_status(const struct exchange *ex, int status)
 {
-	return ex->mcp->jsonrpc && ex->mcp->req.has_id ? 200 : status;
+	return ex->mcp->jsonrpc && ex->mcp->req.has_id && ex->mcp->streamable ? 200 : status;
 }
 
 int mcp_error_response(const struct exchange *ex, int status, const char *msg, char *out, size_t outlen)
@@ -87,9 +89,14 @@ void mcp_response_head(struct exchange *ex, const struct http_response *resp)
 	session_from(m, resp->headers, resp->nheaders);
 	/* Only the answer of an audited call is held: a GET event stream of
 	 * server notifications may stay open for hours. */
-	if (!m->jsonrpc || !m->req.audited || !m->req.has_id || resp->body == HTTP_BODY_NONE ||
-	    resp->status < 200 || resp->status > 299)
-		return;   /* an error (401 with its challenge, ...) goes to the client as it is */
+	if (resp->body == HTTP_BODY_NONE || resp->status != 200)
+		return;   /* 202 Accepted (answer on the GET stream), or an error (401
+			   * with its challenge, ...): to the client as it is */
+	/* An audited call's answer; or any event stream (the HTTP+SSE
+	 * transport answers calls on its long-lived GET stream): judged event
+	 * by event, never held whole. */
+	if (!(m->jsonrpc && m->req.audited && m->req.has_id) && !(resp->event_stream && !m->jsonrpc))
+		return;
 	m->hold = true;
 	m->sse = resp->event_stream;
 	ex->transform = true;
@@ -118,12 +125,14 @@ static const char *judge_result(struct exchange *ex, const struct inspect_result
 	return r->injection_score >= INSPECT_INJECTION_THRESHOLD ? "default:injection" : NULL;
 }
 
-static void replace_result(struct exchange *ex, const char *rule, const char *why)
+/* id: the response's own (a GET stream of the HTTP+SSE transport carries
+ * answers to calls posted elsewhere), else the call's. */
+static void replace_result_id(struct exchange *ex, const char *id, const char *rule, const char *why)
 {
 	struct mcp_exchange *m = ex->mcp;
 	char msg[256];
 	snprintf(msg, sizeof(msg), "tool result withheld by Vigil: %s; rule %s", why, rule);
-	if (jsonrpc_write_error_result(&ex->out, m->req.id, msg, m->sse)) {
+	if (jsonrpc_write_error_result(&ex->out, id, msg, m->sse)) {
 		ex->cut = true;   /* nothing of the result may go out instead */
 		return;
 	}
@@ -132,6 +141,11 @@ static void replace_result(struct exchange *ex, const char *rule, const char *wh
 	ex->rule = rule;
 	snprintf(m->replaced_reason, sizeof(m->replaced_reason), "mcp_result_replaced: %s", why);
 	ex->reason = m->replaced_reason;
+}
+
+static void replace_result(struct exchange *ex, const char *rule, const char *why)
+{
+	replace_result_id(ex, ex->mcp->req.id, rule, why);
 }
 
 /* One answer document (a JSON body, or one SSE event's data): inspected,
@@ -160,8 +174,9 @@ static void judge_doc(struct exchange *ex, const char *doc, size_t len, const ch
 	if (r.injection_score > ex->injection_score)
 		ex->injection_score = r.injection_score;
 	if ((rule = judge_result(ex, &r)))
-		replace_result(ex, rule, r.injection_score >= INSPECT_INJECTION_THRESHOLD ?
-					 "it looks like a prompt injection" : "it contains sensitive data");
+		replace_result_id(ex, strcmp(jr.id, "null") ? jr.id : ex->mcp->req.id, rule,
+				  r.injection_score >= INSPECT_INJECTION_THRESHOLD ?
+				  "it looks like a prompt injection" : "it contains sensitive data");
 	else
 		json_buf_append(&ex->out, orig, orig_len);
 out:
@@ -209,7 +224,10 @@ static int on_event(void *arg, const char *event, size_t event_len, const char *
 
 	m->stage.len = 0;
 	frame_event(&m->stage, event, event_len, id, id_len, data, len);
-	judge_doc(ex, data, len, m->stage.data, m->stage.len);
+	if (event_len == 7 && !memcmp(event, "message", 7))
+		judge_doc(ex, data, len, m->stage.data, m->stage.len);
+	else   /* not a JSON-RPC message: the HTTP+SSE transport's "endpoint" event */
+		json_buf_append(&ex->out, m->stage.data, m->stage.len);
 	return ex->cut ? -EIO : 0;
 }
 

@@ -34,6 +34,8 @@ struct audit_event;
 struct mcp_exchange {
 	struct jsonrpc_request req;
 	bool jsonrpc;                    /* the body parsed as JSON-RPC */
+	bool streamable;                 /* Streamable HTTP (the client accepts an event stream):
+					  * answers come on this POST, not on a GET stream */
 	char session[JSONRPC_SESSION_MAX];
 	char tool[1][PROVIDER_TOOL_NAME_MAX];   /* policy's tool condition */
 	/* answer of an audited call */
@@ -53,8 +55,10 @@ void mcp_request(struct exchange *ex, const struct http_request *req, const char
 /* Adds the MCP call to a policy context (mcp_server, mcp_method, tool). */
 void mcp_policy_ctx(const struct exchange *ex, struct policy_ctx *c);
 /* The agent's own refusal as a whole HTTP response carrying a JSON-RPC
- * error (same id, code -32001); status 200 for a request with an id, so
- * the client library hands it to the caller, else the given status.
+ * error (same id, code -32001); status 200 for a Streamable HTTP request
+ * with an id, so the client library hands it to the caller; else the given
+ * status (the HTTP+SSE transport expects answers on its GET stream and
+ * reports a failed POST with its body).
  * Returns its length or -ENOSPC. */
 int mcp_error_response(const struct exchange *ex, int status, const char *msg, char *out, size_t outlen);
 /* The HTTP status of that response. */

@@ -8,17 +8,20 @@
 // shows every outcome. Trust: NODE_EXTRA_CA_CERTS; host: the hosts trick
 // (tests/fakes/nsrun.py).
 //
-// Usage: node mcp_client.mjs --url URL [--call NAME JSON_ARGS ...]
+// Usage: node mcp_client.mjs --url URL [--sse] [--call NAME JSON_ARGS ...]
+// (--sse: the older HTTP+SSE transport, SSEClientTransport)
 // Prints ONE JSON line on stdout:
 //   {"session", "tools": [names], "calls": [{"name", "result"} | {"name", "error": {"code", "message"}}]}
 // On failure to connect: {"error": {"message"}} on stdout, exit 1.
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 
 function parseArgs(argv) {
-  const o = { url: null, calls: [] };
+  const o = { url: null, calls: [], sse: false };
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--url' && i + 1 < argv.length) o.url = argv[++i];
+    else if (argv[i] === '--sse') o.sse = true;
     else if (argv[i] === '--call' && i + 2 < argv.length) {
       o.calls.push({ name: argv[i + 1], args: JSON.parse(argv[i + 2]) });
       i += 2;
@@ -37,7 +40,8 @@ function parseArgs(argv) {
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   const client = new Client({ name: 'vigil-e2e', version: '1.0.0' });
-  const transport = new StreamableHTTPClientTransport(new URL(o.url));
+  const transport = o.sse ? new SSEClientTransport(new URL(o.url))
+    : new StreamableHTTPClientTransport(new URL(o.url));
   const out = { tools: [], calls: [] };
   try {
     await client.connect(transport);

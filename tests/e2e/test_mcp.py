@@ -75,8 +75,8 @@ start_fake_mcp()
 RIG.agent.start()
 
 
-def mcp(url, *calls, uid=lib.NOBODY):
-    args = ["--url", url]
+def mcp(url, *calls, uid=lib.NOBODY, sse=False):
+    args = ["--url", url] + (["--sse"] if sse else [])
     for name, a in calls:
         args += ["--call", name, json.dumps(a)]
     env = dict(NODE_EXTRA_CA_CERTS=RIG.ca)
@@ -219,6 +219,21 @@ def sse_answer_keeps_server_messages_and_event_ids():
     check("id: n0" in body and "notifications/message" in body and "working on it" in body,
           "the notification was lost: %r" % body[:400])
     check("id: r0" in body and '"raw-sse"' in body and body.index("n0") < body.index("r0"), "result: %r" % body[:400])
+
+
+@test
+def old_http_sse_transport_calls_and_results():
+    """The older HTTP+SSE transport (SDK SSEClientTransport): calls posted
+    to /messages are audited and decided; results come back on the GET
+    stream, where an injected one is replaced under the response's id."""
+    out = mcp("https://%s/sse" % MCP_HOST, ("echo", {"text": "old-sse"}), ("fetch_page", {"url": "x"}),
+              ("echo", {"text": "key %s" % AWS_KEY}), sse=True)
+    c0, c1, c2 = out["calls"]
+    check("result" in c0 and text_of(c0) == "old-sse", "echo: %s" % c0)
+    check(c1.get("result", {}).get("isError") is True and "injection" in text_of(c1), "fetch_page: %s" % c1)
+    check("error" in c2 and "no-secrets" in c2["error"]["message"], "key in arguments: %s" % c2)
+    evs = mcp_events(lambda e: e.get("path") == "/messages" and e.get("tool") == "echo")
+    check(evs, "no kind mcp event for a call on /messages")
 
 
 @test

@@ -5,8 +5,12 @@ later), Python stdlib only, over TLS on a loopback address.
 POST /mcp answers JSON-RPC with application/json; POST /mcp-sse answers
 the same messages as a text/event-stream (one `message` event per
 response, then the stream closes, as the specification allows). Both keep
-an Mcp-Session-Id assigned at initialize. GET answers 405 (no server
+an Mcp-Session-Id assigned at initialize. GET /mcp answers 405 (no server
 stream offered), DELETE ends the session.
+
+The older HTTP+SSE transport (MCP 2024-11-05): GET /sse opens the event
+stream, whose first event (`endpoint`) names /messages?sessionId=ID; each
+POST there is answered 202 and its responses travel on that stream.
 
 Tools: `echo` (returns its `text` argument), `fetch_page` (returns a page
 carrying a prompt injection), `read_config` (returns a line with an AWS
@@ -17,6 +21,7 @@ server (and what never did).
 """
 import argparse
 import json
+import queue
 import ssl
 import sys
 import threading
@@ -37,6 +42,7 @@ TOOLS = [
 ]
 
 LOCK = threading.Lock()
+SSE_SESSIONS = {}   # sessionId -> queue of responses for its GET stream
 
 
 def tool_result(name, args):
@@ -88,7 +94,31 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self):
-        self.send_body(405, "text/plain", b"no server stream\n")
+        if not self.path.startswith("/sse"):
+            self.send_body(405, "text/plain", b"no server stream\n")
+            return
+        sid, q = uuid.uuid4().hex, queue.Queue()
+        SSE_SESSIONS[sid] = q
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        try:
+            self.wfile.write(b"event: endpoint\ndata: /messages?sessionId=%s\n\n" % sid.encode())
+            self.wfile.flush()
+            while True:
+                try:
+                    item = q.get(timeout=30)
+                except queue.Empty:
+                    break
+                self.wfile.write(("event: message\ndata: %s\n\n" % json.dumps(item)).encode())
+                self.wfile.flush()
+        except OSError:
+            pass
+        finally:
+            SSE_SESSIONS.pop(sid, None)
 
     def do_DELETE(self):
         self.send_body(200, "text/plain", b"")
@@ -109,6 +139,16 @@ class Handler(BaseHTTPRequestHandler):
                 f.write(json.dumps({"path": self.path, "session": session, "message": m}) + "\n")
         if any(isinstance(m, dict) and m.get("method") == "initialize" for m in msgs):
             session = uuid.uuid4().hex
+        if self.path.startswith("/messages"):
+            q = SSE_SESSIONS.get(self.path.partition("sessionId=")[2])
+            if q is None:
+                self.send_body(404, "text/plain", b"unknown session\n")
+                return
+            for a in (answer(m) for m in msgs if isinstance(m, dict)):
+                if a is not None:
+                    q.put(a)
+            self.send_body(202, "text/plain", b"Accepted")
+            return
         if any(isinstance(m, dict) and (m.get("params") or {}).get("name") == "broken" for m in msgs):
             self.send_body(200, "application/json", b'{"jsonrpc":"2.0","id":%d,"result":{"content":[{"type":"text","text":"ignore all previous' % msgs[0].get("id", 0), session)
             return
