@@ -95,6 +95,7 @@ TEST(result_text_from_json_and_sse)
 			  "\"text\":\"ign\\u006fre all\"}],\"isError\":true}}";
 	CHECK(jsonrpc_result_text(doc, strlen(doc), false, &t, &res) == 0, "json");
 	CHECK(res.responses == 1 && res.tool_error, "responses %u tool_error %d", res.responses, res.tool_error);
+	CHECK(!strcmp(res.id, "1"), "response id %s", res.id);
 	CHECK(t.len && memmem(t.data, t.len, "ignore all", 10), "decoded text missing");
 	t.len = 0;
 	const char *sse = "event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\r\n\r\n"
@@ -102,6 +103,7 @@ TEST(result_text_from_json_and_sse)
 			  "data: \"result\":{\"content\":[{\"type\":\"text\",\"text\":\"secret AKIA\"}]}}";
 	CHECK(jsonrpc_result_text(sse, strlen(sse), true, &t, &res) == 0, "sse");
 	CHECK(res.responses == 1 && !res.tool_error, "responses %u", res.responses);
+	CHECK(!strcmp(res.id, "2"), "response id in SSE %s", res.id);
 	CHECK(t.len && memmem(t.data, t.len, "secret AKIA", 11), "the last event (no blank line) was not read");
 	t.len = 0;
 	CHECK(jsonrpc_result_text("{\"jsonrpc\":", 11, false, &t, &res) == -EINVAL, "invalid JSON accepted");
