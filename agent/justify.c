@@ -232,7 +232,20 @@ int justify_start(struct agent *ag, const char *path, uint64_t ttl_ms, struct ju
 	pthread_mutex_init(&j->lock, NULL);
 	snprintf(j->path, sizeof(j->path), "%s", path);
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-	unlink(path);   /* a socket left by an agent that was killed */
+	/* the default lives in /run/vigil, which a fresh boot does not have */
+	char dir[sizeof(j->path)];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = 0;
+		if (mkdir(dir, 0755) && errno != EEXIST)
+			log_debug("justify: cannot create %s: %s", dir, strerror(errno));
+	}
+	/* a socket left by an agent that was killed; never anything else (a
+	 * mistyped path must not cost the file it names) */
+	struct stat st;
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(path);
 	if ((j->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
 	    bind(j->fd, (struct sockaddr *)&sa, sizeof(sa)) || chmod(path, 0666) || listen(j->fd, 16)) {
 		snprintf(err, errlen, "justify_socket %s: %s", path, strerror(errno));
