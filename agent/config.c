@@ -784,12 +784,9 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 			ret = load_limits(path, v, c, err, errlen);
 		else if (!strcmp(k, "justify_socket"))
 			ret = set_str(path, v, &c->justify_socket, err, errlen);
-		else if (!strcmp(k, "justify_ttl")) {
-			if (!(ret = set_ms(path, v, &c->justify_ttl_ms, err, errlen)) && !c->justify_ttl_ms) {
-				snprintf(err, errlen, "%s:%d: justify_ttl must be longer than 0", path, v->line);
-				ret = -EINVAL;
-			}
-		} else if (!strcmp(k, "vault_ttl"))
+		else if (!strcmp(k, "justify_ttl"))
+			ret = set_ms(path, v, &c->justify_ttl_ms, err, errlen);
+		else if (!strcmp(k, "vault_ttl"))
 			ret = set_ms(path, v, &c->vault_ttl_ms, err, errlen);
 		else if (!strcmp(k, "vault_max_entries"))
 			ret = set_u32(path, v, 1, 1000000, &c->vault_max_entries, err, errlen);
