@@ -50,6 +50,7 @@ struct agent {
 	struct policy_holder *policy;  /* NULL: no policy file, the default table decides */
 	struct budget_store *budgets;  /* token and request budgets (with a policy) */
 	struct vault_store *vaults;    /* reversible tokens per user and program */
+	struct justify *justify;       /* warn: warnings and exemptions (NULL: socket unavailable) */
 	struct proxyconn_set *proxies; /* addresses of the proxies: (NULL = none) */
 	struct netns_set *netns;       /* listeners in containers' namespaces (netns.c) */
 	struct rejca *rejected_ca;     /* programs and hosts that refused the CA (with a CA) */

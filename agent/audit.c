@@ -367,6 +367,10 @@ static void to_vigil(const struct audit_event *ev, struct vigil_event *v, struct
 	v->method = ev->method;
 	v->path = ev->path;
 	v->model = ev->model;
+	v->mcp_method = ev->mcp_method;
+	v->tool = ev->tool;
+	v->mcp_session = ev->mcp_session;
+	v->tool_calls = ev->tool_calls;
 	v->stream = ev->stream;
 	v->action = ev->action;
 	v->rule = ev->rule;

@@ -36,6 +36,8 @@ struct audit_event {
 	const char *sni;
 	/* request */
 	const char *provider, *method, *path, *model;
+	const char *mcp_method, *tool, *mcp_session;   /* MCP: JSON-RPC method, tool/resource/prompt, session */
+	const char *tool_calls;   /* tools the model called in its answer: "name:count,..." */
 	bool stream;
 	const char *action, *rule, *reason;
 	struct audit_finding findings[AUDIT_MAX_FINDING_TYPES];

@@ -51,6 +51,10 @@ void config_free(struct config *c)
 	for (size_t i = 0; i < c->n_endpoints; i++)
 		free(c->endpoints[i]);
 	free(c->endpoints);
+	free(c->justify_socket);
+	for (size_t i = 0; i < c->n_mcp_servers; i++)
+		free(c->mcp_servers[i]);
+	free(c->mcp_servers);
 	for (size_t i = 0; i < c->n_passthrough; i++)
 		free(c->passthrough[i]);
 	free(c->passthrough);
@@ -278,6 +282,28 @@ fail:
 	free(v);
 	free(list);
 	return ret;
+}
+
+/* MCP servers are intercepted like LLM endpoints: they join the watched
+ * set (and so DNS learning and target resolution) whatever order the keys
+ * came in. */
+static int watch_mcp_servers(struct config *c)
+{
+	char **v;
+	if (!c->n_mcp_servers)
+		return 0;
+	v = realloc(c->endpoints, (c->n_endpoints + c->n_mcp_servers + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	c->endpoints = v;
+	for (size_t i = 0; i < c->n_mcp_servers; i++) {
+		if (config_host_watched((const char *const *)v, c->n_endpoints, c->mcp_servers[i]))
+			continue;
+		if (!(v[c->n_endpoints] = strdup(c->mcp_servers[i])))
+			return -ENOMEM;
+		v[++c->n_endpoints] = NULL;
+	}
+	return 0;
 }
 
 static int set_ports(const char *file, const struct ynode *n, struct config *c, char *err,
@@ -625,6 +651,9 @@ static int set_defaults(struct config *c)
 	c->ship_interval_ms = 1000;
 	c->vault_ttl_ms = 3600u * 1000u;
 	c->rejected_ca_ttl_ms = 3600u * 1000u;
+	c->justify_ttl_ms = 3600u * 1000u;
+	if (!(c->justify_socket = strdup(CONFIG_JUSTIFY_SOCKET)))
+		return -ENOMEM;
 	c->vault_max_entries = 4096;
 	while (config_default_endpoints[n])
 		n++;
@@ -705,6 +734,8 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 			ret = set_str(path, v, &c->upstream_ca, err, errlen);
 		else if (!strcmp(k, "endpoints"))
 			ret = set_domains(path, v, &c->endpoints, &c->n_endpoints, err, errlen);
+		else if (!strcmp(k, "mcp_servers"))
+			ret = set_domains(path, v, &c->mcp_servers, &c->n_mcp_servers, err, errlen);
 		else if (!strcmp(k, "passthrough"))
 			ret = set_domains(path, v, &c->passthrough, &c->n_passthrough, err, errlen);
 		else if (!strcmp(k, "target_addresses"))
@@ -762,6 +793,10 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 			ret = set_ms(path, v, &c->ship_interval_ms, err, errlen);
 		else if (!strcmp(k, "limits"))
 			ret = load_limits(path, v, c, err, errlen);
+		else if (!strcmp(k, "justify_socket"))
+			ret = set_str(path, v, &c->justify_socket, err, errlen);
+		else if (!strcmp(k, "justify_ttl"))
+			ret = set_ms(path, v, &c->justify_ttl_ms, err, errlen);
 		else if (!strcmp(k, "vault_ttl"))
 			ret = set_ms(path, v, &c->vault_ttl_ms, err, errlen);
 		else if (!strcmp(k, "vault_max_entries"))
@@ -822,6 +857,8 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 		ret = -EINVAL;
 		goto err;
 	}
+	if ((ret = watch_mcp_servers(c)))
+		goto err;
 	if (c->header_timeout_ms > c->idle_timeout_ms) {
 		snprintf(err, errlen, "%s: limits.header_timeout is longer than limits.idle_timeout", path);
 		ret = -EINVAL;

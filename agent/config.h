@@ -39,6 +39,9 @@ struct config {
 	char *upstream_ca;             /* "system" or a PEM file */
 	char **endpoints;              /* watched domains (exact, or "*.suffix") */
 	size_t n_endpoints;
+	char **mcp_servers;            /* remote MCP servers (exact, or "*.suffix"); also
+					* appended to endpoints at load, so they are watched */
+	size_t n_mcp_servers;
 	char **passthrough;            /* watched domains never decrypted */
 	size_t n_passthrough;
 	struct sockaddr_storage *target_addrs;  /* target_addresses: always redirected */
@@ -81,6 +84,8 @@ struct config {
 	bool first_flight_guard;       /* first_flight_guard: refuse a watched name sent to an address not captured */
 	int log_level;
 	/* reversible tokens (agent/vault.c), kept per user and program */
+	char *justify_socket;          /* justify_socket: where `vigil justify` reaches the agent */
+	uint32_t justify_ttl_ms;       /* justify_ttl: how long a justification exempts */
 	uint32_t vault_ttl_ms;         /* vault_ttl: a value unused this long is wiped */
 	uint32_t vault_max_entries;    /* vault_max_entries: values per user and program */
 	/* on_rejected_ca: after a program's client refused the interception
@@ -109,6 +114,9 @@ bool config_host_watched(const char *const *list, size_t n, const char *host);
 
 /* The keyword of an unwatched_sni mode ("intercept", ...). */
 const char *config_unwatched_name(int mode);
+
+/* Where `vigil justify` reaches the agent unless justify_socket says otherwise. */
+#define CONFIG_JUSTIFY_SOCKET "/run/vigil/justify.sock"
 
 /* The built-in catalog of LLM API hosts used when endpoints: is absent. */
 extern const char *const config_default_endpoints[];

@@ -33,6 +33,9 @@
 #include "exchange.h"
 #include "jsonw.h"
 #include "loop.h"
+#include "justify.h"
+#include "mcp.h"
+#include "toolcall.h"
 #include "log.h"
 #include "redact.h"
 #include "sse.h"
@@ -55,6 +58,16 @@ static int swap_inspector(struct agent *ag, const struct policy *p, char *err, s
 	pthread_mutex_unlock(&ag->inspector_lock);
 	inspector_unref(old);
 	return 0;
+}
+
+/* The socket of `vigil justify` (warn rules). Without it a warn rule still
+ * refuses; its message then cannot offer a way on. */
+static void start_justify(struct agent *ag)
+{
+	char err[256];
+	const struct config *cfg = ag->cfg;
+	if (justify_start(ag, cfg->justify_socket, cfg->justify_ttl_ms, &ag->justify, err, sizeof(err)))
+		log_warn("warn rules cannot be justified: %s", err);
 }
 
 int exchange_global_init(struct agent *ag, char *err, size_t errlen)
@@ -84,6 +97,7 @@ int exchange_global_init(struct agent *ag, char *err, size_t errlen)
 			return -ENOMEM;
 		}
 		policy_holder_init(ag->policy, p);
+		start_justify(ag);
 		snprintf(path, sizeof(path), "%s/budgets.state", cfg->spool_dir);
 		if ((ret = budget_store_open(path, &ag->budgets))) {
 			snprintf(err, errlen, "%s: %s", path, strerror(-ret));
@@ -114,6 +128,8 @@ int exchange_reload_policy(struct agent *ag, char **errs)
 
 void exchange_global_free(struct agent *ag)
 {
+	justify_stop(ag->justify);
+	ag->justify = NULL;
 	if (ag->budgets) {
 		budget_save(ag->budgets, time(NULL));
 		budget_store_free(ag->budgets);
@@ -219,6 +235,10 @@ void exchange_free(struct exchange *ex)
 	free(ex->new_target);
 	for (unsigned i = 0; i < HTTP_MAX_HEADERS; i++)
 		free(ex->new_hdr[i]);
+	mcp_free(ex->mcp);
+	ex->mcp = NULL;
+	free(ex->calls);
+	ex->calls = NULL;
 	policy_unref(ex->policy);
 	ex->policy = NULL;
 	ex->sse = NULL;
@@ -280,6 +300,35 @@ static void decide_default(struct exchange *ex, struct redact_policy *rp)
 	}
 }
 
+/* A warn rule: refused with a message saying how to continue, unless this
+ * user and program justified it (then allowed, and the event says so).
+ * Returns true if refused. */
+static bool decide_warn(struct exchange *ex, const struct policy_decision *d)
+{
+	const struct identity *id = &ex->info->id;
+	char jid[JUSTIFY_ID_LEN];
+
+	if (ex->ag->justify && justify_exempt(ex->ag->justify, id->uid, id->exe, d->rule, jid)) {
+		snprintf(ex->reason_buf, sizeof(ex->reason_buf), "justified: %s", jid);
+		ex->reason = ex->reason_buf;
+		return false;
+	}
+	ex->blocked = true;
+	ex->block_status = 403;
+	ex->block_code = "policy_warning";
+	ex->action = "warn";
+	if (!ex->ag->justify) {
+		snprintf(ex->block_message, sizeof(ex->block_message), "%s", d->message);
+		return true;
+	}
+	justify_warn(ex->ag->justify, id->uid, id->exe, d->rule, jid);
+	snprintf(ex->reason_buf, sizeof(ex->reason_buf), "warned: %s", jid);
+	ex->reason = ex->reason_buf;
+	snprintf(ex->block_message, sizeof(ex->block_message),
+		 "%s. To continue, run: vigil justify %s \"<why you need this>\" and retry", d->message, jid);
+	return true;
+}
+
 /* The policy's decision, then its budgets. */
 static void decide_policy(struct exchange *ex, const struct inspect_result *res, size_t len,
 			  struct redact_policy *rp)
@@ -306,6 +355,7 @@ static void decide_policy(struct exchange *ex, const struct inspect_result *res,
 	c->provider = provider_name(ex->provider);
 	c->request_bytes = len;
 	c->now = time(NULL);
+	mcp_policy_ctx(ex, c);
 
 	policy_eval(ex->policy, c, &d);
 	ex->policy_hash = policy_hash(ex->policy);
@@ -318,6 +368,11 @@ static void decide_policy(struct exchange *ex, const struct inspect_result *res,
 		ex->action = "block";
 		snprintf(ex->block_message, sizeof(ex->block_message), "%s", d.message);
 		return;
+	case POLICY_WARN:
+		if (decide_warn(ex, &d))
+			return;
+		ex->action = "allow";
+		break;
 	case POLICY_REDACT:
 		ex->action = "redact";
 		for (int t = 0; t < FINDING__COUNT; t++)
@@ -681,6 +736,7 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
 	int ret;
 
 	set_method_path(ex, req);
+	mcp_request(ex, req, body, len);
 	/* bytes_up is the driver's count of the request as received (head
 	 * and body): adding the body here counted it twice. */
 
@@ -1032,12 +1088,81 @@ out:
 	json_buf_free(&enc);
 }
 
+/* ---- tools the model asks to run (names and counts only) ---- */
+
+/* The rule that forbids the calls seen so far, if any: the request's
+ * context with the called tools in place of the declared ones. */
+static const char *tools_forbidden(struct exchange *ex)
+{
+	struct policy_ctx c;
+	struct policy_decision d;
+	if (!ex->policy || !ex->calls || !ex->calls->n)
+		return NULL;
+	c = ex->ctx;
+	c.ntools = 0;
+	policy_eval(ex->policy, &c, &d);
+	if (d.enforce == POLICY_BLOCK)
+		return NULL;   /* a refusal not about tools (the request passed an earlier rule) */
+	c.tools = (const char (*)[PROVIDER_TOOL_NAME_MAX])ex->calls->names;
+	c.ntools = ex->calls->n;
+	policy_eval(ex->policy, &c, &d);
+	if (d.enforce != POLICY_BLOCK)
+		return NULL;
+	snprintf(ex->tools_msg, sizeof(ex->tools_msg), "%s", d.message);
+	return d.rule;
+}
+
+/* Records the calls of one answer document; true if one is forbidden and
+ * the answer is held (so it can still be refused). */
+static bool record_tool_calls(struct exchange *ex, const char *doc, size_t len)
+{
+	if (!ex->calls && memmem(doc, len, "\"name\"", 6) && !(ex->calls = calloc(1, sizeof(*ex->calls))))
+		return ex->hold_tools;   /* cannot tell: refuse what we hold rather than pass it */
+	if (!ex->calls || toolcall_scan(doc, len, ex->calls, NULL) <= 0)
+		return false;
+	const char *rule = ex->hold_tools ? tools_forbidden(ex) : NULL;
+	if (rule) {
+		ex->rule = rule;
+		ex->action = "block";
+		ex->reason = "tool_call_refused";
+	}
+	return rule != NULL;
+}
+
+/* Responses streams repeat a call in output_item.done and in the final
+ * response object: only output_item.added counts it. */
+static bool stream_tool_calls(struct exchange *ex, const char *event, size_t event_len, const char *data,
+			      size_t data_len)
+{
+	if (event_len > 9 && !memcmp(event, "response.", 9) &&
+	    !(event_len == 26 && !memcmp(event, "response.output_item.added", 26)))
+		return false;
+	return record_tool_calls(ex, data, data_len);
+}
+
+/* The stream ends with an error event in the provider's shape before the
+ * forbidden call's event; later events are dropped. */
+static void refuse_tool_call(struct exchange *ex)
+{
+	char body[512];
+	int n;
+	flush_held_text(ex);
+	ex->answer_cut = true;
+	n = exchange_error_body(ex, 403, "tool_call_refused", ex->tools_msg, body, sizeof(body));
+	if (n > 0)
+		emit_event(ex, "error", 5, body, (size_t)n, NULL, 0, NULL, 0);
+}
+
 static int on_sse_event(void *arg, const char *event, size_t event_len, const char *data,
 			size_t data_len)
 {
 	struct exchange *ex = arg;
 	exchange_scan_usage(data, data_len, &ex->prompt_tokens, &ex->completion_tokens);
 	scan_output(ex, data, data_len);
+	if (!ex->answer_cut && stream_tool_calls(ex, event, event_len, data, data_len)) {
+		refuse_tool_call(ex);
+		return 0;
+	}
 	if (ex->transform)
 		rewrite_event(ex, event, event_len, data, data_len);
 	return 0;
@@ -1065,6 +1190,9 @@ static bool resp_is_text(const struct http_response *resp)
 
 void exchange_response_head(struct exchange *ex, const struct http_response *resp)
 {
+	mcp_response_head(ex, resp);
+	if (ex->mcp && ex->transform)
+		return;   /* an MCP call's answer: held whole and judged by mcp.c */
 	ex->event_stream = resp->event_stream;
 	if (ex->event_stream)
 		ex->sse = sse_new(SSE_EVENT_MAX);
@@ -1082,6 +1210,17 @@ void exchange_response_head(struct exchange *ex, const struct http_response *res
 		ex->detok = detok_new(ex->xc->vault, !ex->event_stream);
 		ex->transform = ex->detok != NULL && (!ex->event_stream || ex->sse);
 	}
+	if (ex->policy && policy_has_tool_rules(ex->policy) && ex->status < 300) {
+		/* whole events (streams) or the whole answer (JSON) are held so
+		 * that a forbidden tool call never reaches the client */
+		ex->hold_tools = true;
+		if (ex->event_stream)
+			ex->transform = ex->sse != NULL;
+		else if (resp_is_text(resp))
+			ex->resp_doc = ex->transform = true;
+		if (ex->event_stream && !ex->sse)
+			ex->cut = true;
+	}
 	if (ex->redact_answer && ex->xc->scratch) {
 		if (ex->event_stream) {
 			ex->ans = answer_new(ex->xc->scratch, &ex->answer_rp);
@@ -1097,6 +1236,8 @@ void exchange_response_head(struct exchange *ex, const struct http_response *res
 
 void exchange_response_data(struct exchange *ex, const char *data, size_t len)
 {
+	if (mcp_response_data(ex, data, len))
+		return;
 	if (ex->transform && !ex->event_stream && !ex->resp_doc)
 		detok_feed(ex->detok, data, len, &ex->out);
 	if (ex->event_stream) {
@@ -1138,7 +1279,9 @@ static void finish_doc(struct exchange *ex)
 	struct json_buf red = { 0 };
 	const char *doc = ex->resp_copy ? ex->resp_copy : "";
 	size_t len = ex->resp_len;
-	int rc = answer_redact_doc(ex->xc->scratch, &ex->answer_rp, NULL, doc, len, &red, ex->ans_counts);
+	/* held for tool calls only: nothing to redact */
+	int rc = ex->redact_answer ? answer_redact_doc(ex->xc->scratch, &ex->answer_rp, NULL, doc, len, &red,
+							ex->ans_counts) : 0;
 	if (rc < 0) {
 		ex->cut = true;   /* decided to redact, could not: the raw answer stays here */
 		ex->error = "answer_redaction_failed";
@@ -1189,6 +1332,15 @@ static void answer_summary(struct exchange *ex)
 
 void exchange_response_end(struct exchange *ex)
 {
+	if (mcp_response_end(ex))
+		return;
+	if (!ex->event_stream && ex->resp_copy && !ex->resp_copy_full &&
+	    record_tool_calls(ex, ex->resp_copy, ex->resp_len) && ex->resp_doc) {
+		/* the head is out already: the client sees a cut answer, never the call */
+		ex->cut = true;
+		ex->error = "tool_call_refused: the answer calls a tool the policy forbids; answer cut";
+		return;
+	}
 	if (ex->resp_doc && !ex->cut)
 		finish_doc(ex);
 	else if (ex->transform && !ex->event_stream && !ex->resp_doc)
@@ -1282,11 +1434,15 @@ void exchange_fill_event(const struct exchange *ex, struct audit_event *ev)
 	ev->n_findings = counts_to_findings(ex->counts, ev->findings);
 	ev->n_output_findings = counts_to_findings(ex->out_counts, ev->output_findings);
 	ev->n_output_redacted = counts_to_findings(ex->ans_counts, ev->output_redacted);
+	mcp_fill_event(ex, ev);
+	if (ex->calls && ex->calls->n)
+		ev->tool_calls = toolcall_summary(ex->calls);
 }
 
 const char *exchange_status_text(int status)
 {
 	switch (status) {
+	case 200: return "OK";
 	case 400: return "Bad Request";
 	case 403: return "Forbidden";
 	case 408: return "Request Timeout";

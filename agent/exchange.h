@@ -28,6 +28,8 @@ struct inspect_stream;
 struct vault;
 struct detok;
 struct answer;
+struct mcp_exchange;
+struct toolcall_set;
 
 /* Per intercepted connection (one conversation): scan state and the vault
  * of reversible tokens. Owned by intercept.c, freed with exchange_conn_free. */
@@ -60,7 +62,7 @@ struct exchange {
 	bool blocked;
 	int block_status;
 	const char *block_code;
-	char block_message[256];
+	char block_message[512];
 	/* request body replacement (redaction); owned */
 	char *new_body;
 	size_t new_body_len;
@@ -122,6 +124,12 @@ struct exchange {
 	bool cut;                         /* the client connection must be cut now */
 	uint32_t ans_counts[FINDING__COUNT]; /* values replaced in the answer */
 	char answer_reason[256];
+	/* MCP: set when the host is under mcp_servers (mcp.h); owned */
+	struct mcp_exchange *mcp;
+	/* tools the model asked to run (toolcall.h); owned, NULL until one is seen */
+	struct toolcall_set *calls;
+	bool hold_tools;                  /* answer held so a forbidden call can be refused */
+	char tools_msg[224];
 };
 
 int exchange_global_init(struct agent *ag, char *err, size_t errlen);

@@ -30,6 +30,7 @@
 #include "http.h"
 #include "log.h"
 #include "loop.h"
+#include "mcp.h"
 #include "metrics.h"
 #include "reason.h"
 #include "rejca.h"
@@ -375,10 +376,11 @@ static void send_error(struct ic *ic, struct exchange *ex, int status, const cha
 		       const char *msg)
 {
 	char resp[2048];
-	int n = exchange_error_response(ex->provider, status, code, msg, resp, sizeof(resp));
+	int n = ex->mcp ? mcp_error_response(ex, status, msg, resp, sizeof(resp)) :
+			  exchange_error_response(ex->provider, status, code, msg, resp, sizeof(resp));
 	if (n > 0 && send_client(ic, resp, (size_t)n) == 0)
 		ex->bytes_down += (uint64_t)n;
-	ex->status = status;
+	ex->status = ex->mcp ? mcp_error_status(ex, status) : status;
 }
 
 /* Whether the request's Host names the host the connection was opened
@@ -541,9 +543,12 @@ static int upstream_connect(struct ic *ic, struct exchange *ex)
 			ex->reason = "upstream_unreachable";
 			return ret;
 		}
-		fd = egress_open(ic->ag, &route, deadline, &ex->reason, ex->error_buf,
-				 sizeof(ex->error_buf));
+		/* egress_open names a reason before it knows the outcome: only a
+		 * failure's reason goes into the event. */
+		const char *why = NULL;
+		fd = egress_open(ic->ag, &route, deadline, &why, ex->error_buf, sizeof(ex->error_buf));
 		if (fd < 0) {
+			ex->reason = why;
 			ex->error = ex->error_buf;
 			return fd;
 		}

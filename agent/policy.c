@@ -44,7 +44,7 @@
 enum scond {
 	/* evaluation order: cheap and selective first */
 	SC_PROVIDER, SC_USER, SC_GROUP, SC_COMM, SC_MODEL, SC_HOST, SC_EXE, SC_SCRIPT,
-	SC_CGROUP, SC_PATH, SC_TOOL, SC__COUNT
+	SC_CGROUP, SC_PATH, SC_TOOL, SC_MCP_SERVER, SC_MCP_METHOD, SC__COUNT
 };
 
 static const struct {
@@ -62,6 +62,8 @@ static const struct {
 	[SC_MODEL] = { "model", 0 },
 	[SC_PATH] = { "path", 0 },
 	[SC_TOOL] = { "tool", 0 },
+	[SC_MCP_SERVER] = { "mcp_server", FNM_CASEFOLD },
+	[SC_MCP_METHOD] = { "mcp_method", 0 },
 };
 
 struct pat {
@@ -166,6 +168,7 @@ const char *policy_action_name(enum policy_action a)
 	case POLICY_ALERT: return "alert";
 	case POLICY_REDACT: return "redact";
 	case POLICY_BLOCK: return "block";
+	case POLICY_WARN: return "warn";
 	}
 	return "unknown";
 }
@@ -277,8 +280,8 @@ static const char *glob_problem(const char *p)
 
 static int parse_action(const char *s, enum policy_action *a)
 {
-	static const char *const n[] = { "allow", "alert", "redact", "block" };
-	for (int i = 0; i < 4; i++)
+	static const char *const n[] = { "allow", "alert", "redact", "block", "warn" };
+	for (int i = 0; i < 5; i++)
 		if (!strcmp(s, n[i])) {
 			*a = (enum policy_action)i;
 			return 0;
@@ -799,7 +802,7 @@ static void parse_conds(struct loader *L, const struct ynode *w, struct conds *c
 			L->p->uses_time = true;
 		} else {
 			eadd(L->e, kn->line,
-			     "when: unknown condition '%s' (user, unix_group, exe, script, comm, cgroup, host, provider, model, path, tool, each also as <name>_not; finding, output_finding, injection_score, request_bytes, packaged, time)",
+			     "when: unknown condition '%s' (user, unix_group, exe, script, comm, cgroup, host, provider, model, path, tool, mcp_server, mcp_method, each also as <name>_not; finding, output_finding, injection_score, request_bytes, packaged, time)",
 			     k);
 		}
 	}
@@ -1080,7 +1083,7 @@ static void parse_rule(struct loader *L, const struct ynode *r, struct rule *ru)
 	if (!act)
 		eadd(L->e, r->line, "rule '%s': missing action", nm && is_scalar(nm) ? nm->str : "?");
 	else if (!is_scalar(act) || parse_action(act->str, &ru->action))
-		eadd(L->e, act->line, "action: expected allow, block, redact or alert");
+		eadd(L->e, act->line, "action: expected allow, block, redact, alert or warn");
 	parse_conds(L, when, &ru->c, false);
 	memcpy(modes, p->base_redact, sizeof(modes));
 	if (red) {
@@ -1372,7 +1375,7 @@ static void parse_root(struct loader *L, const struct ynode *root)
 		eadd(L->e, v->line, "version: only version 1 is known");
 	p->def = POLICY_ALLOW;
 	if ((v = ytree_get(root, "default")) && (!is_scalar(v) || parse_action(v->str, &p->def) ||
-						 p->def == POLICY_REDACT))
+						 p->def == POLICY_REDACT || p->def == POLICY_WARN))
 		eadd(L->e, v->line, "default: expected allow, alert or block");
 	if ((v = ytree_get(root, "mode")))
 		parse_mode(L, v, &p->monitor);
@@ -1570,6 +1573,14 @@ void policy_unref(struct policy *p)
 const char *policy_hash(const struct policy *p) { return p ? p->hash : ""; }
 const char *policy_path(const struct policy *p) { return p ? p->path : ""; }
 size_t policy_rule_count(const struct policy *p) { return p ? p->nrules : 0; }
+
+bool policy_has_tool_rules(const struct policy *p)
+{
+	for (size_t i = 0; p && i < p->nrules; i++)
+		if ((p->rules[i].c.pos_mask | p->rules[i].c.neg_mask) & (1u << SC_TOOL))
+			return true;
+	return false;
+}
 bool policy_global_monitor(const struct policy *p) { return p && p->monitor; }
 bool policy_utc(const struct policy *p) { return p && p->utc; }
 enum policy_action policy_default(const struct policy *p) { return p ? p->def : POLICY_ALLOW; }
@@ -1707,6 +1718,8 @@ static bool scond_match(const struct policy *p, enum scond s, const struct strco
 	case SC_HOST: v = x->host; break;
 	case SC_PROVIDER: v = x->provider; break;
 	case SC_MODEL: v = x->model; break;
+	case SC_MCP_SERVER: v = x->mcp_server; break;
+	case SC_MCP_METHOD: v = x->mcp_method; break;
 	case SC_PATH:
 		v = x->path;
 		if (v) {
@@ -1853,7 +1866,7 @@ int policy_eval(const struct policy *p, const struct policy_ctx *x, struct polic
 	d->enforce = d->action;
 	if (d->monitor && d->action != POLICY_ALLOW)
 		d->enforce = POLICY_ALERT;
-	d->status = d->enforce == POLICY_BLOCK ? 403 : 0;
+	d->status = d->enforce == POLICY_BLOCK || d->enforce == POLICY_WARN ? 403 : 0;
 	d->message[0] = 0;
 	if (d->action == POLICY_ALLOW)
 		return 0;
@@ -1864,6 +1877,9 @@ int policy_eval(const struct policy *p, const struct policy_ctx *x, struct polic
 		snprintf(d->message, sizeof(d->message), "blocked by policy %s '%s'%s%s",
 			 r ? "rule" : "default", d->rule, r && r->message ? ": " : "",
 			 r && r->message ? r->message : "");
+	else if (d->action == POLICY_WARN)
+		snprintf(d->message, sizeof(d->message), "%s (policy rule '%s')",
+			 r && r->message ? r->message : "this request needs a justification", d->rule);
 	else
 		snprintf(d->message, sizeof(d->message), "policy rule '%s': %s%s%s", d->rule,
 			 policy_action_name(d->action), r && r->message ? ": " : "",

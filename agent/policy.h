@@ -31,10 +31,11 @@
 #include "providers.h"
 #include "redact.h"
 
-/* Ordered by severity (allow < alert < redact < block). */
-enum policy_action { POLICY_ALLOW = 0, POLICY_ALERT, POLICY_REDACT, POLICY_BLOCK };
+/* Ordered by severity (allow < alert < redact < block); warn, added last,
+ * is a block that the user can lift with `vigil justify` (justify.h). */
+enum policy_action { POLICY_ALLOW = 0, POLICY_ALERT, POLICY_REDACT, POLICY_BLOCK, POLICY_WARN };
 
-/* "allow", "alert", "redact", "block" (static). */
+/* "allow", "alert", "redact", "block", "warn" (static). */
 const char *policy_action_name(enum policy_action a);
 
 /* At most this many custom detectors per policy (hits travel as a bitmask). */
@@ -61,8 +62,10 @@ struct policy_ctx {
 	uint64_t custom_hits;           /* bit i: custom detector i (policy order) fired */
 	float injection_score;          /* 0..1 */
 	uint64_t request_bytes;
-	const char (*tools)[PROVIDER_TOOL_NAME_MAX];   /* declared tool names */
+	const char (*tools)[PROVIDER_TOOL_NAME_MAX];   /* declared tool names, or the MCP tool called */
 	size_t ntools;
+	const char *mcp_server;         /* MCP: the server's host (NULL = not an MCP exchange) */
+	const char *mcp_method;         /* MCP: JSON-RPC method (tools/call, ...) */
 	int64_t now;                    /* unix seconds (time windows); 0 = time(NULL) */
 };
 
@@ -79,7 +82,7 @@ struct policy_decision {
 	bool is_default;                /* no rule matched */
 	const char *rule;               /* rule name, or "default" (borrowed from the policy) */
 	int rule_line;                  /* line of the rule in the file, 0 for default */
-	int status;                     /* 403 when enforce == BLOCK, else 0 */
+	int status;                     /* 403 when enforce == BLOCK or WARN, else 0 */
 	/* Redaction mode per finding type (enum redact_action values) for
 	 * action == REDACT, borrowed from the policy: the rule's `redact:` map,
 	 * else the policy's `redaction:` map, else REDACT_PLACEHOLDER; types
@@ -146,6 +149,9 @@ int policy_eval(const struct policy *p, const struct policy_ctx *ctx, struct pol
 const char *policy_hash(const struct policy *p);
 const char *policy_path(const struct policy *p);
 size_t policy_rule_count(const struct policy *p);
+/* Whether a rule has a tool or tool_not condition (answers are then held
+ * event by event so a forbidden tool call can be refused before it leaves). */
+bool policy_has_tool_rules(const struct policy *p);
 bool policy_global_monitor(const struct policy *p);
 enum policy_action policy_default(const struct policy *p);
 /* timezone: utc in the file (time windows and budget days in UTC). */

@@ -90,12 +90,17 @@ void export_json(const struct store_event *e, struct jsonw *w)
 	struct evcodec_decoded *d = NULL;
 	export_to_vigil(e, &v, fb);
 	/* Fields the stores keep no column for (output findings, output
-	 * redactions) come from the event as the agent signed it. */
+	 * redactions, the MCP and tool-call fields) come from the event as the
+	 * agent signed it. */
 	if (e->raw && e->raw_len && evcodec_event_decode(e->raw, e->raw_len, &d) == 0) {
 		v.output_findings = d->ev.output_findings;
 		v.n_output_findings = d->ev.n_output_findings;
 		v.output_redacted = d->ev.output_redacted;
 		v.n_output_redacted = d->ev.n_output_redacted;
+		v.mcp_method = d->ev.mcp_method;
+		v.tool = d->ev.tool;
+		v.mcp_session = d->ev.mcp_session;
+		v.tool_calls = d->ev.tool_calls;
 	}
 	evcodec_event_json(&v, w);
 	evcodec_decoded_free(d);

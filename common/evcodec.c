@@ -243,6 +243,10 @@ static int to_msg(const struct vigil_event *ev, const uint8_t *prev_hash, bool w
 	m->method = pstr(ev->method);
 	m->path = pstr(ev->path);
 	m->model = pstr(ev->model);
+	m->mcp_method = pstr(ev->mcp_method);
+	m->tool = pstr(ev->tool);
+	m->mcp_session = pstr(ev->mcp_session);
+	m->tool_calls = pstr(ev->tool_calls);
 	m->stream = ev->stream;
 	m->action = pstr(ev->action);
 	m->rule = pstr(ev->rule);
@@ -388,6 +392,10 @@ static int from_msg(const Vigil__Audit__Event *m, struct vigil_event *ev,
 	ev->method = vstr(m->method);
 	ev->path = vstr(m->path);
 	ev->model = vstr(m->model);
+	ev->mcp_method = vstr(m->mcp_method);
+	ev->tool = vstr(m->tool);
+	ev->mcp_session = vstr(m->mcp_session);
+	ev->tool_calls = vstr(m->tool_calls);
 	ev->stream = m->stream;
 	ev->action = vstr(m->action);
 	ev->rule = vstr(m->rule);
@@ -571,6 +579,10 @@ void evcodec_event_json(const struct vigil_event *ev, struct jsonw *w)
 	jsonw_str(w, "method", ev->method);
 	jsonw_str(w, "path", ev->path);
 	jsonw_str(w, "model", ev->model);
+	jsonw_str(w, "mcp_method", ev->mcp_method);
+	jsonw_str(w, "tool", ev->tool);
+	jsonw_str(w, "mcp_session", ev->mcp_session);
+	jsonw_str(w, "tool_calls", ev->tool_calls);
 	jsonw_bool(w, "stream", ev->stream);
 	jsonw_str(w, "action", ev->action);
 	jsonw_str(w, "rule", ev->rule);

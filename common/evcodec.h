@@ -63,6 +63,8 @@ struct vigil_event {
 	uint32_t dst_port;
 	const char *sni;
 	const char *provider, *method, *path, *model;
+	const char *mcp_method, *tool, *mcp_session;   /* MCP (kind mcp) */
+	const char *tool_calls;           /* tools called in the answer: "name:count,..." */
 	bool stream;
 	const char *action, *rule, *reason, *error;
 	const struct vigil_finding *findings;

@@ -31,6 +31,7 @@ int cli_ca_main(int argc, char **argv);
 int cli_query_main(int argc, char **argv);   /* query.c: `vigil query` */
 int cli_verify_main(int argc, char **argv);  /* verify.c: `vigil verify` */
 int cli_policy_main(int argc, char **argv);  /* policy.c: `vigil policy check|explain` */
+int cli_justify_main(int argc, char **argv); /* justify.c: `vigil justify ID "reason"` */
 
 /* query.c: the collector API connection that `vigil query` and `vigil
  * verify` share: --server/--token/--cacert/--insecure, with $VIGIL_SERVER

@@ -15,6 +15,7 @@ const struct cli_command cli_commands[] = {
 	{ "alerts", cli_alerts_main, "alerts on unusual behaviour raised by the collector (volume, new use, ...)" },
 	{ "verify", cli_verify_main, "verify every agent's audit chain and signatures on the collector" },
 	{ "policy", cli_policy_main, "check a policy file, or dry-run a request against it (check, explain)" },
+	{ "justify", cli_justify_main, "justify a request a warn rule stopped: a bounded exemption, audited" },
 	{ NULL, NULL, NULL },
 };
 

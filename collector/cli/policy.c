@@ -25,6 +25,7 @@
 
 #include "cli.h"
 #include "inspect.h"
+#include "jsonrpc.h"
 #include "policy.h"
 
 #define MAX_BODY (64u << 20)
@@ -47,6 +48,8 @@ static void usage(FILE *f)
 		"  --cgroup PATH        cgroup v2 path (e.g. /system.slice/app.service)\n"
 		"  --host HOST          SNI / Host (default api.openai.com)\n"
 		"  --path PATH          request path (default /v1/chat/completions)\n"
+		"  --mcp-server HOST    the request is a JSON-RPC message to this MCP server\n"
+		"                       (conditions mcp_server, mcp_method, tool = the tool called)\n"
 		"  --time WHEN          unix seconds or YYYY-MM-DDTHH:MM[:SS][Z] (default now)\n"
 		"  --dpkg-info DIR      dpkg file lists for `packaged:` (default /var/lib/dpkg/info)\n");
 }
@@ -237,6 +240,7 @@ static int cmd_explain(int argc, char **argv)
 		{ "host", required_argument, NULL, 'H' },
 		{ "path", required_argument, NULL, 'p' },
 		{ "time", required_argument, NULL, 't' },
+		{ "mcp-server", required_argument, NULL, 'M' },
 		{ "dpkg-info", required_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -257,6 +261,9 @@ static int cmd_explain(int argc, char **argv)
 	size_t blen = 0, ndet;
 	const char *extra_groups[64];
 	int nextra = 0;
+	const char *mcp_server = NULL;
+	struct jsonrpc_request rpc;
+	char rpc_tool[1][PROVIDER_TOOL_NAME_MAX];
 
 	inspect_result_init(&res);
 	optind = 1;
@@ -275,6 +282,7 @@ static int cmd_explain(int argc, char **argv)
 		case 'C': cgroup = optarg; break;
 		case 'H': host = optarg; break;
 		case 'p': path = optarg; break;
+		case 'M': mcp_server = optarg; break;
 		case 'd': lo.dpkg_info_dir = optarg; break;
 		case 't':
 			if (parse_time(optarg, &now)) {
@@ -350,6 +358,20 @@ static int cmd_explain(int argc, char **argv)
 	ctx.request_bytes = blen;
 	ctx.now = now;
 	policy_ctx_set_inspect(&ctx, &res);
+	if (mcp_server) {
+		/* as the agent does for a host under mcp_servers (agent/mcp.c) */
+		ctx.mcp_server = mcp_server;
+		if (jsonrpc_parse_request(body, blen, &rpc) == 0) {
+			ctx.mcp_method = rpc.method;
+			if (!strcmp(rpc.method, "tools/call") && rpc.name[0]) {
+				snprintf(rpc_tool[0], sizeof(rpc_tool[0]), "%s", rpc.name);
+				ctx.tools = (const char (*)[PROVIDER_TOOL_NAME_MAX])rpc_tool;
+				ctx.ntools = 1;
+			}
+		}
+		printf("mcp_server: %s\nmcp_method: %s\ntool: %s\n", mcp_server,
+		       ctx.mcp_method ? ctx.mcp_method : "(none)", ctx.ntools ? ctx.tools[0] : "(none)");
+	}
 	policy_eval(p, &ctx, &d);
 
 	printf("decision: %s%s\n", policy_action_name(d.enforce),

@@ -11,7 +11,8 @@ command -v node >/dev/null && command -v npm >/dev/null || {
 stamp=node_modules/.vigil-lock.sha256
 want=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
-	&& [ -d node_modules/openai ] && [ -d node_modules/@anthropic-ai/sdk ]; then
+	&& [ -d node_modules/openai ] && [ -d node_modules/@anthropic-ai/sdk ] \
+	&& [ -d node_modules/@modelcontextprotocol/sdk ]; then
 	exit 0
 fi
 echo "install.sh: npm ci in $(pwd)" >&2

@@ -862,6 +862,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                "stop_sequence": None,
                "usage": {"input_tokens": pt, "cache_creation_input_tokens": 0,
                          "cache_read_input_tokens": 0, "output_tokens": ct}}
+        tool = self.headers.get("x-fake-tool-call")
+        if tool:
+            msg["content"].append({"type": "tool_use", "id": "toolu_fake1", "name": tool,
+                                   "input": {"text": text}})
+            msg["stop_reason"] = "tool_use"
         if not req.get("stream") or bedrock:
             return self.send_json(200, msg)
 
@@ -876,8 +881,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 yield "content_block_delta", {"type": "content_block_delta", "index": 0,
                                               "delta": {"type": "text_delta", "text": p}}
             yield "content_block_stop", {"type": "content_block_stop", "index": 0}
+            if tool:
+                yield "content_block_start", {"type": "content_block_start", "index": 1,
+                                              "content_block": {"type": "tool_use", "id": "toolu_fake1",
+                                                                "name": tool, "input": {}}}
+                yield "content_block_delta", {"type": "content_block_delta", "index": 1,
+                                              "delta": {"type": "input_json_delta",
+                                                        "partial_json": json.dumps({"text": text})}}
+                yield "content_block_stop", {"type": "content_block_stop", "index": 1}
             yield "message_delta", {"type": "message_delta",
-                                    "delta": {"stop_reason": "end_turn",
+                                    "delta": {"stop_reason": msg["stop_reason"],
                                               "stop_sequence": None},
                                     "usage": {"output_tokens": ct}}
             yield "message_stop", {"type": "message_stop"}

@@ -26,7 +26,7 @@ import sys
 import tempfile
 
 # Bump when the set of names or files changes so old directories are rebuilt.
-PKI_VERSION = 2
+PKI_VERSION = 3
 
 PROVIDER_DNS = [
     "api.openai.com",
@@ -36,6 +36,7 @@ PROVIDER_DNS = [
     "bedrock-runtime.us-east-1.amazonaws.com",
     "api.mistral.ai",
     "localhost",
+    "mcp.example.com",
 ]
 PROVIDER_IPS = ["127.0.0.1", "::1"]
 WRONG_DNS = ["wrong.example"]

@@ -366,3 +366,22 @@ TEST(max_buffered_bytes_key)
 	CHECK(fails_at("limits:\n  max_buffered_bytes: 100k\n", 2, "max_buffered_bytes", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("limits:\n  max_buffered_bytes: lots\n", 2, "", err, sizeof(err)), "%s", err);
 }
+
+TEST(mcp_and_justify_keys)
+{
+	struct config *c = NULL;
+	char err[512];
+	CHECK(load_text("endpoints: [api.openai.com]\nmcp_servers: [mcp.example.com, '*.mcp.example.org', api.openai.com]\n"
+			"justify_socket: /tmp/j.sock\njustify_ttl: 5m\n", &c, err, sizeof(err)) == 0, "load failed: %s", err);
+	CHECK(c->n_mcp_servers == 3 && c->n_endpoints == 3, "mcp %zu endpoints %zu (MCP servers join the watched set once)",
+	      c->n_mcp_servers, c->n_endpoints);
+	CHECK(config_host_watched((const char *const *)c->endpoints, c->n_endpoints, "a.mcp.example.org"), "glob not watched");
+	CHECK(!strcmp(c->justify_socket, "/tmp/j.sock") && c->justify_ttl_ms == 300000, "justify keys");
+	config_free(c);
+	CHECK(load_text("agent_id: x\n", &c, err, sizeof(err)) == 0 && !strcmp(c->justify_socket, "/run/vigil/justify.sock") &&
+	      c->justify_ttl_ms == 3600000 && c->n_mcp_servers == 0, "defaults");
+	config_free(c);
+	CHECK(fails_at("agent_id: x\nmcp_servers: [ok.example, 'bad host']\n", 2, "bad host", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("justify_ttl: 0s\n", 1, "duration", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("agent_id: x\njustify_socket: ''\n", 2, "", err, sizeof(err)), "%s", err);
+}

@@ -82,3 +82,25 @@ TEST(format_names)
 	CHECK(export_format_parse("jsonl", &f) == 0 && f == EXPORT_JSONL, "jsonl");
 	CHECK(export_format_parse("xml", &f) == -EINVAL, "xml accepted");
 }
+
+TEST(jsonl_carries_mcp_fields_from_the_signed_event)
+{
+	struct store_event e = sample();
+	struct vigil_event v;
+	uint8_t raw[2048];
+	vigil_event_init(&v, "mcp");
+	v.agent_id = "ws-1";
+	v.mcp_method = "tools/call";
+	v.tool = "read_file";
+	v.mcp_session = "s-1";
+	v.tool_calls = "Bash:2";
+	size_t n = evcodec_event_encode(&v, true, raw, sizeof(raw));
+	CHECK(n > 0 && n <= sizeof(raw), "encode %zu", n);
+	e.kind = "mcp";
+	e.raw = raw;
+	e.raw_len = n;
+	char *s = render(EXPORT_JSONL, &e);
+	CHECK(strstr(s, "\"mcp_method\":\"tools/call\"") && strstr(s, "\"tool\":\"read_file\"") &&
+	      strstr(s, "\"mcp_session\":\"s-1\"") && strstr(s, "\"tool_calls\":\"Bash:2\""), "MCP fields missing: %s", s);
+	free(s);
+}

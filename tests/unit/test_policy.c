@@ -799,3 +799,42 @@ TEST(answer_rule_errors)
 		    "  - name: a2\n    when: { output_finding: [PHONE], user: bob }\n    action: redact\n") &&
 	      has_err(5, "shadowed"), "a later answer rule covered by an earlier one: %s", last_errs);
 }
+
+/* MCP conditions match only MCP exchanges; tool covers the MCP tool called. */
+TEST(mcp_conditions)
+{
+	static const char tool[1][PROVIDER_TOOL_NAME_MAX] = { "exec_command" };
+	struct policy_ctx c = base_ctx();
+	CHECK(matches("{ mcp_server: ['*.example.com'] }", &c) == 0, "an LLM request matched mcp_server");
+	CHECK(matches("{ mcp_method: ['*'] }", &c) == 0, "an LLM request matched mcp_method");
+	c.mcp_server = "Mcp.Example.com";
+	c.mcp_method = "tools/call";
+	c.tools = tool;
+	c.ntools = 1;
+	CHECK(matches("{ mcp_server: ['*.example.com'], mcp_method: [tools/call], tool: ['exec_*'] }", &c) == 1,
+	      "MCP call not matched (host globs are caseless)");
+	CHECK(matches("{ mcp_server_not: [mcp.example.com] }", &c) == 0, "mcp_server_not");
+	CHECK(matches("{ mcp_method: [resources/read] }", &c) == 0, "mcp_method");
+}
+
+TEST(warn_action_refuses_with_the_rules_message)
+{
+	struct policy *p = load("version: 1\nrules:\n  - name: coach\n    when: { model: [gpt-4o] }\n"
+				"    action: warn\n    message: not approved here\n");
+	CHECK(p, "load: %s", last_errs);
+	struct policy_ctx c = base_ctx();
+	struct policy_decision d;
+	policy_eval(p, &c, &d);
+	CHECK(d.action == POLICY_WARN && d.enforce == POLICY_WARN && d.status == 403, "action %d status %d", d.action,
+	      d.status);
+	CHECK(strstr(d.message, "not approved here") && strstr(d.message, "coach"), "message %s", d.message);
+	CHECK(!strcmp(policy_action_name(POLICY_WARN), "warn"), "name");
+	policy_unref(p);
+	CHECK(!load("version: 1\ndefault: warn\n"), "default: warn accepted");
+	CHECK(policy_has_tool_rules(p = load("version: 1\nrules:\n  - name: t\n    when: { tool_not: [a] }\n"
+					     "    action: block\n")), "tool_not rule not seen");
+	policy_unref(p);
+	CHECK(!policy_has_tool_rules(p = load("version: 1\nrules:\n  - name: t\n    when: { model: [a] }\n"
+					      "    action: block\n")), "a model rule counted as a tool rule");
+	policy_unref(p);
+}

@@ -1,0 +1,369 @@
+"""End-to-end: remote MCP servers under control, through the real BPF
+redirect.
+
+A host listed only under `mcp_servers:` (not under endpoints) is
+intercepted. The official MCP client (`@modelcontextprotocol/sdk`, Streamable
+HTTP) lists and calls tools through the agent against a fake MCP server
+answering in JSON and in SSE. A call with a credential in its arguments is
+refused with a JSON-RPC error the client shows, and never reaches the
+server; a forbidden tool is refused by a `tool` rule; a result carrying a
+prompt injection, or a credential, is replaced by an error result. Every
+tools/call gets one audit event of kind mcp with the server, method, tool
+and session, the decision and the findings (types and counts, never
+values). `vigil policy explain --mcp-server` shows the same decision.
+"""
+import json
+import os
+import re
+import subprocess
+import time
+
+import lib
+from lib import check, test
+import rig as rigmod
+
+LLM_ADDR = "127.61.0.2"
+MCP_ADDR = "127.61.0.3"
+MCP_HOST = "mcp.example.com"
+MCP_URL = "https://%s/mcp" % MCP_HOST
+MCP_SSE_URL = "https://%s/mcp-sse" % MCP_HOST
+AWS_KEY = "AKIAQ3EGRTWXJ7NPLK2M"
+JUSTIFY_TTL_S = 4
+OTHER_UID = 60171
+FAKE_MCP = os.path.join(lib.ROOT, "tests", "fakes", "fake_mcp.py")
+
+POLICY = """version: 1
+default: allow
+rules:
+  - name: no-shell-tools
+    when: { mcp_server: ['*.example.com'], mcp_method: [tools/call], tool: [run_shell, 'exec_*'] }
+    action: block
+  - name: no-secrets
+    when: { finding: [AWS_ACCESS_KEY, PRIVATE_KEY] }
+    action: block
+  - name: no-shell-from-models
+    when: { tool: [run_shell] }
+    action: block
+  - name: coach-unapproved-model
+    when: { model: [gpt-4o-unapproved] }
+    action: warn
+    message: gpt-4o-unapproved is not approved for company code
+  - name: injection-in-results
+    when: { mcp_server: [mcp.example.com], injection_score: 0.5 }
+    action: block
+"""
+
+RIG = rigmod.Rig("mcp", {MCP_HOST: MCP_ADDR, "api.anthropic.com": LLM_ADDR, "api.openai.com": LLM_ADDR},
+                 {"good": (LLM_ADDR, "good", 0)}, endpoints=["api.anthropic.com", "api.openai.com"],
+                 extra_targets=[MCP_ADDR], agent_extra="mcp_servers: [%s]\njustify_ttl: %ds\n" % (MCP_HOST, JUSTIFY_TTL_S))
+JUSTIFY_SOCK = os.path.join(RIG.tmp, "justify.sock")
+RECORD = os.path.join(RIG.tmp, "fake-mcp.jsonl")
+POLICY_PATH = os.path.join(RIG.tmp, "policy.yaml")
+with open(POLICY_PATH, "w") as f:
+    f.write(POLICY)
+with open(RIG.agent.config, "a") as f:
+    f.write("policy: %s\njustify_socket: %s\n" % (POLICY_PATH, JUSTIFY_SOCK))
+
+
+def start_fake_mcp():
+    p = lib.spawn([rigmod.PY, FAKE_MCP, "--listen", "%s:443" % MCP_ADDR, "--cert", RIG.pki["good_cert"],
+                   "--key", RIG.pki["good_key"], "--record", RECORD], stdout=subprocess.PIPE, text=True)
+    check("fake-mcp ready" in p.stdout.readline(), "fake MCP server did not start")
+
+
+start_fake_mcp()
+RIG.agent.start()
+
+
+def mcp(url, *calls, uid=lib.NOBODY, sse=False):
+    args = ["--url", url] + (["--sse"] if sse else [])
+    for name, a in calls:
+        args += ["--call", name, json.dumps(a)]
+    env = dict(NODE_EXTRA_CA_CERTS=RIG.ca)
+    p = lib.run(["node", os.path.join(rigmod.CLIENTS, "mcp_client.mjs")] + args, cgroup=RIG.cg.path,
+                hosts=RIG.hosts, env=env, uid=uid, timeout=60)
+    check(p.stdout.strip(), "mcp_client printed nothing: %s" % p.stderr[-600:])
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    check("error" not in out, "MCP session failed: %s %s" % (out.get("error"), p.stderr[-400:]))
+    return out
+
+
+def received():
+    return RIG.read_jsonl(RECORD)
+
+
+def mcp_events(pred=lambda e: True, n=1):
+    return RIG.agent.wait_events(lambda e: e.get("kind") == "mcp" and pred(e), timeout=5.0) or []
+
+
+def text_of(call):
+    return "".join(c.get("text", "") for c in call["result"].get("content", []))
+
+
+@test
+def mcp_servers_key_is_validated():
+    """A bad mcp_servers entry is a file:line error from --check."""
+    bad = os.path.join(RIG.tmp, "bad.yaml")
+    with open(bad, "w") as f:
+        f.write("listen: 127.0.0.1:15999\nmcp_servers: [good.example, 'bad host!']\n")
+    p = subprocess.run([lib.AGENT, "--config", bad, "--check"], capture_output=True, text=True)
+    check(p.returncode == 2, "exit %s" % p.returncode)
+    check("bad.yaml:2:" in p.stderr and "bad host!" in p.stderr, "no file:line reason: %r" % p.stderr)
+
+
+@test
+def sdk_lists_and_calls_tools_json_and_sse():
+    """The official SDK works through the agent, with JSON and SSE
+    answers; each tools/call is one kind mcp event with server, method,
+    tool and the server's session id."""
+    for url, word in ((MCP_URL, "hello-json"), (MCP_SSE_URL, "hello-sse")):
+        out = mcp(url, ("echo", {"text": word}))
+        check(sorted(out["tools"]) == ["echo", "fetch_page", "read_config"], "tools: %s" % out["tools"])
+        c = out["calls"][0]
+        check("result" in c and text_of(c) == word, "%s: echo answered %s" % (url, c))
+        evs = mcp_events(lambda e, w=url: e.get("path") == "/" + w.rsplit("/", 1)[1] and e.get("tool") == "echo")
+        check(evs, "no mcp event for %s: %s" % (url, RIG.agent.events()[-3:]))
+        e = evs[-1]
+        check(e["sni"] == MCP_HOST and e["mcp_method"] == "tools/call" and e["action"] == "allow",
+              "event: %s" % e)
+        check(e.get("mcp_session") and e["mcp_session"] == out["session"],
+              "session %r vs client's %r" % (e.get("mcp_session"), out["session"]))
+        check(e.get("exe") and e.get("uid") == lib.NOBODY, "identity missing: %s" % e)
+        check(not e.get("reason"), "an allowed call has a reason: %s" % e.get("reason"))
+    # tools/list and initialize are requests on the MCP server, not kind mcp
+    reqs = RIG.agent.events("request")
+    check(any(r.get("mcp_method") == "tools/list" for r in reqs), "tools/list not audited as a request")
+
+
+@test
+def key_in_arguments_is_refused_with_jsonrpc_error():
+    """A credential in a tool's arguments never reaches the server: the
+    client gets a JSON-RPC error naming the rule, the event says block."""
+    before = len(received())
+    out = mcp(MCP_URL, ("echo", {"text": "deploy with %s please" % AWS_KEY}))
+    c = out["calls"][0]
+    check("error" in c, "the call went through: %s" % c)
+    check(c["error"]["code"] == -32001 and "no-secrets" in c["error"]["message"],
+          "error not JSON-RPC -32001 naming the rule: %s" % c["error"])
+    check(AWS_KEY not in json.dumps(received()[before:]), "the key reached the MCP server")
+    e = mcp_events(lambda e: e.get("action") == "block" and e.get("rule") == "no-secrets")
+    check(e, "no block event")
+    check({"type": "AWS_ACCESS_KEY", "count": 1} in e[-1]["findings"], "findings: %s" % e[-1]["findings"])
+    check(e[-1]["status"] == 200, "event status %s, the client got 200 (a JSON-RPC error)" % e[-1]["status"])
+    check(AWS_KEY not in open(RIG.agent.audit_log).read(), "the key is in the audit log")
+
+
+@test
+def forbidden_tool_is_refused():
+    """A `tool` rule on an MCP server refuses the call (SSE transport)."""
+    out = mcp(MCP_SSE_URL, ("exec_command", {"cmd": "id"}), ("echo", {"text": "still-works"}))
+    c0, c1 = out["calls"]
+    check("error" in c0 and "no-shell-tools" in c0["error"]["message"], "exec_command: %s" % c0)
+    check("result" in c1 and text_of(c1) == "still-works", "the next call failed: %s" % c1)
+    check(not any(r["message"].get("params", {}).get("name") == "exec_command" for r in received()),
+          "the forbidden call reached the server")
+    check(mcp_events(lambda e: e.get("tool") == "exec_command" and e.get("rule") == "no-shell-tools"),
+          "no event for the refused tool")
+
+
+@test
+def injection_in_result_is_replaced():
+    """A tool result carrying a prompt injection is replaced by an error
+    result naming the rule, in JSON and in SSE answers."""
+    for url in (MCP_URL, MCP_SSE_URL):
+        out = mcp(url, ("fetch_page", {"url": "https://docs.example/x"}))
+        c = out["calls"][0]
+        check("result" in c and c["result"].get("isError") is True, "%s: not an error result: %s" % (url, c))
+        t = text_of(c)
+        check("injection-in-results" in t and "ignore all previous" not in t.lower(),
+              "%s: replacement text %r" % (url, t))
+    e = mcp_events(lambda e: e.get("tool") == "fetch_page" and e.get("action") == "block")
+    check(e and e[-1]["injection_score"] >= 0.5 and e[-1]["rule"] == "injection-in-results", "event: %s" % e[-1:])
+    check(any(f["type"] == "PROMPT_INJECTION" for f in e[-1]["output_findings"]),
+          "output_findings: %s" % e[-1]["output_findings"])
+
+
+@test
+def key_in_result_is_replaced():
+    """A result carrying a credential does not reach the client (the
+    model would send it to its provider next)."""
+    out = mcp(MCP_URL, ("read_config", {"path": "~/.aws/credentials"}))
+    c = out["calls"][0]
+    check(c["result"].get("isError") is True and AWS_KEY not in json.dumps(c), "result: %s" % c)
+    e = mcp_events(lambda e: e.get("tool") == "read_config")
+    check(e and e[-1]["rule"] == "no-secrets" and
+          {"type": "AWS_ACCESS_KEY", "count": 1} in e[-1]["output_findings"], "event: %s" % e[-1:])
+
+
+@test
+def uninspectable_result_is_replaced():
+    """A result the agent cannot parse (a hostile server's truncated JSON)
+    is withheld, not passed on uninspected; the session goes on."""
+    out = mcp(MCP_URL, ("broken", {}), ("echo", {"text": "after"}))
+    c0, c1 = out["calls"]
+    check("result" in c0 and c0["result"].get("isError") is True and "could not be inspected" in text_of(c0),
+          "broken result: %s" % c0)
+    check("result" in c1 and text_of(c1) == "after", "the session broke: %s" % c1)
+    e = mcp_events(lambda e: e.get("tool") == "broken")
+    check(e and e[-1]["action"] == "block" and e[-1]["rule"] == "default:fail_closed", "event: %s" % e[-1:])
+
+
+@test
+def sse_answer_keeps_server_messages_and_event_ids():
+    """In an SSE answer the server's own messages (a log notification)
+    pass on, event ids are kept, and the result follows (raw curl client)."""
+    call = json.dumps({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                       "params": {"name": "echo", "arguments": {"text": "raw-sse"}}})
+    code, body, _ = RIG.curl(MCP_SSE_URL, call, extra=["-H", "Accept: application/json, text/event-stream"])
+    check(code == 200, "status %s" % code)
+    check("id: n0" in body and "notifications/message" in body and "working on it" in body,
+          "the notification was lost: %r" % body[:400])
+    check("id: r0" in body and '"raw-sse"' in body and body.index("n0") < body.index("r0"), "result: %r" % body[:400])
+
+
+@test
+def old_http_sse_transport_calls_and_results():
+    """The older HTTP+SSE transport (SDK SSEClientTransport): calls posted
+    to /messages are audited and decided; results come back on the GET
+    stream, where an injected one is replaced under the response's id."""
+    out = mcp("https://%s/sse" % MCP_HOST, ("echo", {"text": "old-sse"}), ("fetch_page", {"url": "x"}),
+              ("echo", {"text": "key %s" % AWS_KEY}), sse=True)
+    c0, c1, c2 = out["calls"]
+    check("result" in c0 and text_of(c0) == "old-sse", "echo: %s" % c0)
+    check(c1.get("result", {}).get("isError") is True and "injection" in text_of(c1), "fetch_page: %s" % c1)
+    check("error" in c2 and "no-secrets" in c2["error"]["message"], "key in arguments: %s" % c2)
+    evs = mcp_events(lambda e: e.get("path") == "/messages" and e.get("tool") == "echo")
+    check(evs, "no kind mcp event for a call on /messages")
+
+
+@test
+def policy_explain_knows_mcp_conditions():
+    """`vigil policy explain --mcp-server` evaluates mcp_server,
+    mcp_method and tool as the agent does; check accepts the file."""
+    body = os.path.join(RIG.tmp, "call.json")
+    with open(body, "w") as f:
+        json.dump({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                   "params": {"name": "exec_command", "arguments": {"cmd": "id"}}}, f)
+    vigil = os.path.join(lib.BUILD, "vigil")
+    p = subprocess.run([vigil, "policy", "check", POLICY_PATH], capture_output=True, text=True)
+    check(p.returncode == 0, "check: %s" % p.stderr)
+    p = subprocess.run([vigil, "policy", "explain", "--policy", POLICY_PATH, "--request", body,
+                        "--mcp-server", MCP_HOST, "--path", "/mcp"], capture_output=True, text=True)
+    check("decision: block" in p.stdout and "rule: no-shell-tools" in p.stdout and
+          "tool: exec_command" in p.stdout, "explain: %s %s" % (p.stdout, p.stderr))
+    p = subprocess.run([vigil, "policy", "explain", "--policy", POLICY_PATH, "--request", body,
+                        "--host", MCP_HOST, "--path", "/mcp"], capture_output=True, text=True)
+    check("decision: allow" in p.stdout, "without --mcp-server the MCP rule matched: %s" % p.stdout)
+
+
+def anthropic(tool, stream):
+    args = ["--message", "what is the weather", "--header", "x-fake-tool-call: %s" % tool]
+    if stream:
+        args.append("--stream")
+    p = lib.run(["node", os.path.join(rigmod.CLIENTS, "anthropic_msg.mjs")] + args, cgroup=RIG.cg.path,
+                hosts=RIG.hosts, env=dict(NODE_EXTRA_CA_CERTS=RIG.ca), uid=lib.NOBODY, timeout=60)
+    check(p.stdout.strip(), "anthropic_msg printed nothing: %s" % p.stderr[-600:])
+    return json.loads(p.stdout.strip().splitlines()[-1]), p
+
+
+@test
+def streamed_tool_use_is_recorded_and_a_forbidden_one_refused():
+    """The tools a model asks to run are in the event (names and counts);
+    a streamed answer whose tool_use is forbidden ends with an error event
+    the SDK raises, and the call's bytes never reach the client."""
+    out, _ = anthropic("get_weather", True)
+    check("error" not in out, "an allowed tool call was refused: %s" % out)
+    ev = RIG.request_events(lambda e: e.get("tool_calls") == "get_weather:1" and e.get("stream"))
+    check(ev and ev[-1]["action"] == "allow", "no event with tool_calls: %s" % RIG.agent.events("request")[-1:])
+    out, p = anthropic("run_shell", True)
+    check("error" in out, "the forbidden tool call went through: %s" % out)
+    check("no-shell-from-models" in json.dumps(out["error"]), "the error does not name the rule: %s" % out)
+    check("toolu_fake1" not in p.stdout + p.stderr, "the forbidden call's bytes reached the client")
+    ev = RIG.request_events(lambda e: e.get("tool_calls") == "run_shell:1")
+    check(ev and ev[-1]["action"] == "block" and ev[-1]["rule"] == "no-shell-from-models" and
+          ev[-1]["reason"] == "tool_call_refused", "event: %s" % ev[-1:])
+    check("what is the weather" not in json.dumps(ev[-1]), "arguments in the event")
+
+
+@test
+def json_answer_with_forbidden_tool_call_is_cut():
+    """A whole JSON answer calling a forbidden tool never reaches the
+    client (its head is out already: the client sees a cut answer); an
+    allowed one passes and is recorded (OpenAI chat tool_calls)."""
+    out, _ = anthropic("run_shell", False)
+    check("error" in out, "the forbidden tool call went through: %s" % out)
+    code, body, _ = RIG.curl("https://api.openai.com/v1/chat/completions",
+                             json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
+                             extra=["-H", "x-fake-tool-call: get_weather"])
+    check(code == 200 and "get_weather" in body, "allowed call: %s %s" % (code, body[:200]))
+    ev = RIG.request_events(lambda e: e.get("provider") == "openai" and e.get("tool_calls") == "get_weather:1")
+    check(ev, "no OpenAI event with tool_calls")
+
+
+def chat_unapproved(uid):
+    return RIG.curl("https://api.openai.com/v1/chat/completions",
+                    json.dumps({"model": "gpt-4o-unapproved", "messages": [{"role": "user", "content": "hi"}]}),
+                    uid=uid)
+
+
+def justify(wid, reason, uid):
+    return lib.run([os.path.join(lib.BUILD, "vigil"), "justify", "--socket", JUSTIFY_SOCK, wid, reason], uid=uid,
+                   timeout=20)
+
+
+@test
+def justify_keys_are_validated():
+    bad = os.path.join(RIG.tmp, "bad-justify.yaml")
+    with open(bad, "w") as f:
+        f.write("listen: 127.0.0.1:15999\njustify_ttl: 0s\n")
+    p = subprocess.run([lib.AGENT, "--config", bad, "--check"], capture_output=True, text=True)
+    check(p.returncode == 2 and "bad-justify.yaml:2:" in p.stderr, "justify_ttl 0: %s %r" % (p.returncode, p.stderr))
+
+
+@test
+def warn_then_justify_lets_the_retry_through_until_it_expires():
+    """A warn rule refuses with a provider-shaped 403 saying why and how to
+    continue; another user cannot justify it; the warned user can, the
+    retry passes (audited as justified), other users stay warned, and the
+    exemption expires after justify_ttl."""
+    code, body, _ = chat_unapproved(lib.NOBODY)
+    check(code == 403, "status %s: %s" % (code, body[:200]))
+    err = json.loads(body)["error"]
+    check("not approved for company code" in err["message"] and "vigil justify" in err["message"],
+          "message: %s" % err["message"])
+    m = re.search(r"vigil justify ([0-9a-f]{16})", err["message"])
+    check(m, "no id in %s" % err["message"])
+    wid = m.group(1)
+    ev = RIG.request_events(lambda e: e.get("reason") == "warned: %s" % wid)
+    check(ev and ev[-1]["action"] == "warn" and ev[-1]["rule"] == "coach-unapproved-model", "warn event: %s" % ev)
+    p = justify(wid, "I am someone else", OTHER_UID)
+    check(p.returncode == 1 and "another user" in p.stderr, "another user justified: %s %s" % (p.returncode, p.stderr))
+    check(chat_unapproved(lib.NOBODY)[0] == 403, "another user's justification lifted the warning")
+    p = justify(wid, "evaluating it for ticket SEC-42", lib.NOBODY)
+    check(p.returncode == 0 and "coach-unapproved-model" in p.stdout, "justify: %s %s" % (p.stdout, p.stderr))
+    j = RIG.agent.wait_events(lambda e: e.get("action") == "allow", kind="justification")
+    check(j and j[-1]["uid"] == lib.NOBODY and j[-1]["rule"] == "coach-unapproved-model" and
+          "SEC-42" in j[-1]["reason"], "justification event: %s" % j)
+    refused = RIG.agent.events("justification")
+    check(any(e["uid"] == OTHER_UID and e["action"] == "block" for e in refused), "the refused attempt is not audited")
+    code, body, _ = chat_unapproved(lib.NOBODY)
+    check(code == 200, "the retry after justify: %s %s" % (code, body[:200]))
+    ev = RIG.request_events(lambda e: (e.get("reason") or "").startswith("justified: "))
+    check(ev and ev[-1]["action"] == "allow", "justified request event: %s" % ev[-1:])
+    check(chat_unapproved(OTHER_UID)[0] == 403, "the exemption covered another user")
+    time.sleep(JUSTIFY_TTL_S + 1)
+    code, body, _ = chat_unapproved(lib.NOBODY)
+    check(code == 403 and "vigil justify" in body, "the exemption did not expire: %s" % code)
+
+
+@test
+def agent_exits_cleanly():
+    rc = RIG.agent.stop()
+    log = RIG.agent.log_tail(400)
+    check(rc == 0, "agent exit status %s: %s" % (rc, log[-1500:]))
+    check("runtime error" not in log and "AddressSanitizer" not in log and "LeakSanitizer" not in log,
+          "sanitizer report: %s" % log[-1500:])
+
+
+if __name__ == "__main__":
+    lib.main()

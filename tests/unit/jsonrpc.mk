@@ -1,0 +1,1 @@
+test_jsonrpc_DEPS := agent/json.c agent/sse.c

@@ -1,0 +1,1 @@
+test_toolcall_DEPS := agent/json.c
