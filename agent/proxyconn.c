@@ -218,24 +218,27 @@ static bool learned_proxy(struct targets *learned, const struct sockaddr *addr, 
 	return targets_contains(learned, (struct sockaddr *)&ss);
 }
 
+static bool listed_proxy(struct proxyconn_set *s, const struct sockaddr *addr, uint16_t port)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (s->ports[i].port == port && s->ports[i].targets && targets_contains(s->ports[i].targets, addr))
+			return true;
+	return false;
+}
+
 bool proxyconn_is_proxy_addr(struct agent *ag, const struct sockaddr *addr, uint16_t port)
 {
 	if (!ag->proxies)
 		return false;
-	for (size_t i = 0; i < ag->proxies->n; i++)
-		if (ag->proxies->ports[i].port == port && ag->proxies->ports[i].targets &&
-		    targets_contains(ag->proxies->ports[i].targets, addr))
-			return true;
-	return learned_proxy(ag->proxies->learned, addr, port);
+	return listed_proxy(ag->proxies, addr, port) || learned_proxy(ag->proxies->learned, addr, port);
 }
 
-bool proxyconn_is_proxy(struct agent *ag, const struct vigil_origin *o)
+/* The original destination's address (port 0; v4-mapped as AF_INET). */
+static void origin_addr(const struct vigil_origin *o, struct sockaddr_storage *out)
 {
 	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 	struct sockaddr_storage ss;
 
-	if (!ag->proxies)
-		return false;
 	memset(&ss, 0, sizeof(ss));
 	if (!memcmp(o->orig_addr, mapped, 12)) {
 		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
@@ -246,7 +249,28 @@ bool proxyconn_is_proxy(struct agent *ag, const struct vigil_origin *o)
 		s6->sin6_family = AF_INET6;
 		memcpy(&s6->sin6_addr, o->orig_addr, 16);
 	}
+	*out = ss;
+}
+
+bool proxyconn_is_proxy(struct agent *ag, const struct vigil_origin *o)
+{
+	struct sockaddr_storage ss;
+
+	if (!ag->proxies)
+		return false;
+	origin_addr(o, &ss);
 	return proxyconn_is_proxy_addr(ag, (struct sockaddr *)&ss, o->orig_port);
+}
+
+bool proxyconn_is_learned(struct agent *ag, const struct vigil_origin *o)
+{
+	struct sockaddr_storage ss;
+
+	if (!ag->proxies || !ag->proxies->learned)
+		return false;
+	origin_addr(o, &ss);
+	return !listed_proxy(ag->proxies, (struct sockaddr *)&ss, o->orig_port) &&
+	       learned_proxy(ag->proxies->learned, (struct sockaddr *)&ss, o->orig_port);
 }
 
 /* ---- refusals ---- */

@@ -55,6 +55,11 @@ int proxyconn_set_names(struct agent *ag, const char *const *names, size_t n);
 /* True if o (a redirected connection's original destination) is one of
  * the configured or learned proxies. */
 bool proxyconn_is_proxy(struct agent *ag, const struct vigil_origin *o);
+/* True if o is a learned proxy only (proxyconn_learn), not a listed one:
+ * what the guard saw was a CONNECT line sent there, which anyone can send
+ * to any server, so its clients that speak TLS are classified as on a
+ * target address rather than refused as bad proxy requests. */
+bool proxyconn_is_learned(struct agent *ag, const struct vigil_origin *o);
 /* True if addr:port (a target-set key; addr's own port ignored) belongs to
  * a configured or learned proxy. */
 bool proxyconn_is_proxy_addr(struct agent *ag, const struct sockaddr *addr, uint16_t port);

@@ -76,7 +76,7 @@ def start_sink(host, port):
 
 # One port per refused case: a refusal puts its address:port in the target
 # set, so the next connection there is redirected to the agent.
-SINKS = {port: start_sink(SINK, port) for port in (3128, 3129, 3130, 3131, 8080, 8081, 8082, 8083, 8084, 8090, 4431, 4432, 4433, 4434, 4435, 4436, 4437, 4438, 4439, 4440, 4441)}
+SINKS = {port: start_sink(SINK, port) for port in (3128, 3129, 3130, 3131, 8080, 8081, 8082, 8083, 8084, 8090, 4431, 4432, 4433, 4434, 4435, 4436, 4437, 4438, 4439, 4440, 4441, 4442)}
 SINK_BULK = start_sink(BULK, 9000)
 
 
@@ -231,6 +231,28 @@ def unlisted_proxy_refused_then_used_as_a_proxy():
     check(len(got) == 1 and got[0]["body"] == body, "example.org did not get the request untouched: %s" % got)
     check(any(r.get("method") == "CONNECT" and r.get("target") == "example.org:443"
               for r in RIG.read_jsonl(UNLISTED_PROXY_LOG)), "example.org did not go through the real proxy")
+
+
+@test
+def connect_line_to_a_tls_server_keeps_it_tls():
+    """Anyone in the cgroup can send a CONNECT line to any server: the
+    address:port then joins the learned proxies, but a client of that
+    server whose first bytes are TLS is classified by its SNI as on any
+    target address (here the default unwatched_sni: intercept), not
+    refused as a bad proxy request."""
+    res = send(SINK, 4442, "CONNECT api.openai.com:443 HTTP/1.1\r\n\r\n")
+    check(res.get("error") == 13, "CONNECT to the TLS server not refused: %s" % res)
+    deadline = time.time() + 3
+    while "proxy %s port 4442 added" % SINK not in RIG.agent.log_tail(200) and time.time() < deadline:
+        time.sleep(0.05)
+    check("proxy %s port 4442 added" % SINK in RIG.agent.log_tail(200), "the address did not join the learned proxies: %s"
+          % RIG.agent.log_tail(5))
+    res = send(SINK, 4442, client_hello("example.org").decode("latin-1"))
+    check(res.get("reply", "").startswith("\x16\x03"), "the TLS client was not answered in TLS: %s" % str(res)[:200])
+    evs = RIG.agent.wait_events(lambda e: e.get("dst_port") == 4442 and e.get("sni") == "example.org",
+                                kind="connection")
+    check(evs and evs[-1]["action"] == "intercept" and evs[-1]["uid"] == lib.NOBODY,
+          "the TLS client was not classified by its SNI: %s" % evs[-1:])
 
 
 @test
