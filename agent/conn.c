@@ -96,6 +96,7 @@ struct conn {
 	size_t lingered;
 	bool via_proxy;                /* upstream through upstream_proxy (egress.c) */
 	bool forward;                  /* replay fwd's head to the client's real proxy */
+	bool learned_proxy;            /* to a learned proxy, first byte not seen yet */
 	struct proxyconn_fwd fwd;
 	struct conn *next, *prev;
 };
@@ -676,11 +677,34 @@ static void decide(struct conn *c, const struct classify_result *r)
 	}
 }
 
+static void try_peek(struct conn *c, bool deadline_passed);
+
+/* A proxy the guard learned from a CONNECT line may be any server that
+ * was sent one (by anyone in the cgroup): a client of it whose first byte
+ * starts a TLS handshake record is classified as on a target address
+ * (SNI decides), not refused as a bad proxy request. */
+static bool learned_proxy_speaks_tls(struct conn *c, bool deadline_passed)
+{
+	uint8_t b;
+
+	if (!c->learned_proxy || recv(c->cw.w.fd, &b, 1, MSG_PEEK) != 1)
+		return false;
+	c->learned_proxy = false;
+	if (b != 22)                            /* TLS handshake record */
+		return false;
+	c->state = ST_PEEK;
+	c->deadline_ms = c->info.t_start_ms + c->ag->cfg->clienthello_timeout_ms;
+	try_peek(c, deadline_passed || loop_now_ms() >= c->deadline_ms);
+	return true;
+}
+
 /* A connection to an explicit proxy: the client's request to it. */
 static void proxy_step(struct conn *c, bool deadline_passed)
 {
 	const char *error = NULL;
 
+	if (learned_proxy_speaks_tls(c, deadline_passed))
+		return;
 	switch (proxyconn_head(c->ag, c->cw.w.fd, &c->info, deadline_passed, &c->fwd, &error)) {
 	case PROXYCONN_MORE:
 		return;
@@ -794,6 +818,7 @@ static void accept_one(struct agent *ag, int fd)
 	c->info.have_origin = true;
 	identity_from_origin(&c->info.id, &c->info.origin);
 	c->state = proxyconn_is_proxy(ag, &c->info.origin) ? ST_PROXY_HEAD : ST_PEEK;
+	c->learned_proxy = c->state == ST_PROXY_HEAD && proxyconn_is_learned(ag, &c->info.origin);
 	c->deadline_ms = c->info.t_start_ms + (c->state == ST_PEEK ? ag->cfg->clienthello_timeout_ms
 								     : ag->cfg->header_timeout_ms);
 	if (loop_add(ag->loop, &c->cw.w, EPOLLIN | EPOLLRDHUP | EPOLLET)) {

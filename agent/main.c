@@ -270,7 +270,14 @@ static void guard_refused(void *arg, const struct vigil_guard_event *g)
 	if (g->reason != VIGIL_GUARD_WATCHED || !ag->targets || !id.dst_port)
 		return;
 	kernel_sockaddr(g->origin.orig_addr, id.dst_port, &ss);
-	/* As long as a learned DNS answer may live: the client retries now. */
+	/* As long as a learned DNS answer may live: the client retries now.
+	 * A CONNECT went to an explicit proxy: its retry is a proxy request
+	 * (read by proxyconn), not a first flight for the TLS classifier. */
+	if (g->via == VIGIL_GUARD_VIA_CONNECT) {
+		if (proxyconn_learn(ag, name, (struct sockaddr *)&ss, ag->cfg->dns_max_ttl_s, loop_now_ms() / 1000) == 1)
+			log_info("proxy %s port %u added: CONNECT %s was sent there", id.dst_ip, id.dst_port, name);
+		return;
+	}
 	if (targets_learn_endpoint(ag->targets, name, (struct sockaddr *)&ss, ag->cfg->dns_max_ttl_s,
 				   loop_now_ms() / 1000) == 1)
 		log_info("target %s port %u added: %s was sent there", id.dst_ip, id.dst_port, name);
@@ -406,6 +413,7 @@ static void reload(struct runtime *rt)
 		return;
 	}
 	targets_set_domains(rt->ag->targets, (const char *const *)nc->endpoints, nc->n_endpoints);
+	proxyconn_set_names(rt->ag, (const char *const *)nc->endpoints, nc->n_endpoints);
 	if (rt->ag->cfg->first_flight_guard)
 		capture_guard_set_names(rt->ag->cap, (const char *const *)nc->endpoints, nc->n_endpoints);
 	/* Domain lists are read by the loop thread only; swap them under it. */

@@ -3,6 +3,11 @@
  * The proxy addresses live in the same kernel target set as the LLM
  * endpoints, keyed by (address, proxy port), and are kept current by one
  * targets.c resolver per port (a proxy's name resolves like an endpoint's).
+ * A proxy the config does not list, caught by the first-flight guard with
+ * a watched name in its CONNECT line, joins a learned set (address:port,
+ * expiring like a learned endpoint): put in the endpoints' target set, its
+ * connections would meet the TLS classifier, which refuses a CONNECT line,
+ * and every proxied call of that user would fail until it expired.
  *
  * The client's head is only peeked until it is decided, then replayed to
  * the real proxy exactly as sent (a CONNECT), or with "Connection: close"
@@ -42,6 +47,7 @@ struct proxy_port {
 };
 
 struct proxyconn_set {
+	struct targets *learned;        /* proxies the first-flight guard caught (NULL: guard off) */
 	size_t n;
 	struct proxy_port ports[];
 };
@@ -51,6 +57,38 @@ static int apply_proxy(void *arg, const struct sockaddr *addr, bool add)
 	struct proxy_port *p = arg;
 	return add ? capture_target_add(p->ag->cap, addr, p->port) :
 		     capture_target_del(p->ag->cap, addr, p->port);
+}
+
+/* A learned proxy's address carries its port (as targets_learn_endpoint's
+ * entries): that address:port only joins the kernel target set. */
+static int apply_learned(void *arg, const struct sockaddr *addr, bool add)
+{
+	struct agent *ag = arg;
+	uint16_t port = ntohs(addr->sa_family == AF_INET ? ((const struct sockaddr_in *)addr)->sin_port :
+							   ((const struct sockaddr_in6 *)addr)->sin6_port);
+
+	return add ? capture_target_add(ag->cap, addr, port) : capture_target_del(ag->cap, addr, port);
+}
+
+/* The learned proxies: entries only (names matched, never resolved), with
+ * the lifetime and cap of the endpoints the guard teaches targets.c. */
+static int start_learned(struct agent *ag, struct proxyconn_set *s, char *err, size_t errlen)
+{
+	const struct config *cfg = ag->cfg;
+	struct targets_opts to = { .apply = apply_learned, .arg = ag, .min_ttl_s = cfg->dns_min_ttl_s,
+				   .max_ttl_s = cfg->dns_max_ttl_s, .match_only = true };
+	int ret;
+
+	if (!(s->learned = targets_new(&to)))
+		return -ENOMEM;
+	if ((ret = proxyconn_set_names(ag, (const char *const *)cfg->endpoints, cfg->n_endpoints)))
+		return ret;
+	/* Its thread only expires entries. */
+	if ((ret = targets_start(s->learned))) {
+		snprintf(err, errlen, "proxies: cannot start the learned proxies' timer: %s", strerror(-ret));
+		return ret;
+	}
+	return 0;
 }
 
 /* An address literal as a sockaddr (port 0), or false for a name. */
@@ -115,11 +153,13 @@ int proxyconn_init(struct agent *ag, char *err, size_t errlen)
 	struct proxyconn_set *s;
 	int ret;
 
-	if (!cfg->n_proxies)
+	if (!cfg->n_proxies && !cfg->first_flight_guard)
 		return 0;
 	if (!(s = calloc(1, sizeof(*s) + cfg->n_proxies * sizeof(s->ports[0]))))
 		return -ENOMEM;
 	ag->proxies = s;
+	if (cfg->first_flight_guard && (ret = start_learned(ag, s, err, errlen)))
+		return ret;
 	for (size_t i = 0; i < cfg->n_proxies; i++) {
 		bool seen = false;
 		for (size_t k = 0; k < s->n; k++)
@@ -141,27 +181,64 @@ void proxyconn_free(struct agent *ag)
 		return;
 	for (size_t i = 0; i < ag->proxies->n; i++)
 		targets_free(ag->proxies->ports[i].targets);
+	targets_free(ag->proxies->learned);
 	free(ag->proxies);
 	ag->proxies = NULL;
+}
+
+int proxyconn_set_names(struct agent *ag, const char *const *names, size_t n)
+{
+	if (!ag->proxies || !ag->proxies->learned)
+		return 0;
+	return targets_set_domains(ag->proxies->learned, names, n);
+}
+
+int proxyconn_learn(struct agent *ag, const char *name, const struct sockaddr *addr, uint32_t ttl_s, uint64_t now)
+{
+	if (!ag->proxies || !ag->proxies->learned)
+		return -EOPNOTSUPP;
+	return targets_learn_endpoint(ag->proxies->learned, name, addr, ttl_s, now);
+}
+
+/* Is addr:port (addr's own port ignored) a learned proxy? */
+static bool learned_proxy(struct targets *learned, const struct sockaddr *addr, uint16_t port)
+{
+	struct sockaddr_storage ss;
+
+	if (!learned || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
+		return false;
+	memset(&ss, 0, sizeof(ss));
+	if (addr->sa_family == AF_INET) {
+		memcpy(&ss, addr, sizeof(struct sockaddr_in));
+		((struct sockaddr_in *)&ss)->sin_port = htons(port);
+	} else {
+		memcpy(&ss, addr, sizeof(struct sockaddr_in6));
+		((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
+	}
+	return targets_contains(learned, (struct sockaddr *)&ss);
+}
+
+static bool listed_proxy(struct proxyconn_set *s, const struct sockaddr *addr, uint16_t port)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (s->ports[i].port == port && s->ports[i].targets && targets_contains(s->ports[i].targets, addr))
+			return true;
+	return false;
 }
 
 bool proxyconn_is_proxy_addr(struct agent *ag, const struct sockaddr *addr, uint16_t port)
 {
 	if (!ag->proxies)
 		return false;
-	for (size_t i = 0; i < ag->proxies->n; i++)
-		if (ag->proxies->ports[i].port == port && ag->proxies->ports[i].targets)
-			return targets_contains(ag->proxies->ports[i].targets, addr);
-	return false;
+	return listed_proxy(ag->proxies, addr, port) || learned_proxy(ag->proxies->learned, addr, port);
 }
 
-bool proxyconn_is_proxy(struct agent *ag, const struct vigil_origin *o)
+/* The original destination's address (port 0; v4-mapped as AF_INET). */
+static void origin_addr(const struct vigil_origin *o, struct sockaddr_storage *out)
 {
 	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 	struct sockaddr_storage ss;
 
-	if (!ag->proxies)
-		return false;
 	memset(&ss, 0, sizeof(ss));
 	if (!memcmp(o->orig_addr, mapped, 12)) {
 		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
@@ -172,7 +249,28 @@ bool proxyconn_is_proxy(struct agent *ag, const struct vigil_origin *o)
 		s6->sin6_family = AF_INET6;
 		memcpy(&s6->sin6_addr, o->orig_addr, 16);
 	}
+	*out = ss;
+}
+
+bool proxyconn_is_proxy(struct agent *ag, const struct vigil_origin *o)
+{
+	struct sockaddr_storage ss;
+
+	if (!ag->proxies)
+		return false;
+	origin_addr(o, &ss);
 	return proxyconn_is_proxy_addr(ag, (struct sockaddr *)&ss, o->orig_port);
+}
+
+bool proxyconn_is_learned(struct agent *ag, const struct vigil_origin *o)
+{
+	struct sockaddr_storage ss;
+
+	if (!ag->proxies || !ag->proxies->learned)
+		return false;
+	origin_addr(o, &ss);
+	return !listed_proxy(ag->proxies, (struct sockaddr *)&ss, o->orig_port) &&
+	       learned_proxy(ag->proxies->learned, (struct sockaddr *)&ss, o->orig_port);
 }
 
 /* ---- refusals ---- */

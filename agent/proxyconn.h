@@ -35,14 +35,33 @@ enum proxyconn_step {
 
 /* Resolves the configured proxies (names through targets.c, like
  * endpoints; literals at once) into the capture's target set, each with its
- * own port. Call after capture_open. Returns 0 or -errno with err. */
+ * own port, and (first-flight guard on) starts the learned proxies' set.
+ * Call after capture_open. Returns 0 or -errno with err. */
 int proxyconn_init(struct agent *ag, char *err, size_t errlen);
 void proxyconn_free(struct agent *ag);
 
+/* The first-flight guard refused "CONNECT name" sent to addr (its port
+ * set, network order): an explicit proxy the config does not list. That
+ * address:port joins the proxy set (and the kernel target set) with the
+ * lifetime and cap of a learned target (targets_learn_endpoint), so the
+ * client's retry is read as a proxy request: the watched host intercepted
+ * through the real proxy, any other forwarded to it. Returns as
+ * targets_learn_endpoint; -EOPNOTSUPP with the guard off. */
+int proxyconn_learn(struct agent *ag, const char *name, const struct sockaddr *addr, uint32_t ttl_s, uint64_t now);
+/* The watched names a learned proxy's CONNECT is checked against (copied;
+ * the endpoints, also on reload). Returns 0 or -errno. */
+int proxyconn_set_names(struct agent *ag, const char *const *names, size_t n);
+
 /* True if o (a redirected connection's original destination) is one of
- * the configured proxies. */
+ * the configured or learned proxies. */
 bool proxyconn_is_proxy(struct agent *ag, const struct vigil_origin *o);
-/* True if addr:port (a target-set key) belongs to a configured proxy. */
+/* True if o is a learned proxy only (proxyconn_learn), not a listed one:
+ * what the guard saw was a CONNECT line sent there, which anyone can send
+ * to any server, so its clients that speak TLS are classified as on a
+ * target address rather than refused as bad proxy requests. */
+bool proxyconn_is_learned(struct agent *ag, const struct vigil_origin *o);
+/* True if addr:port (a target-set key; addr's own port ignored) belongs to
+ * a configured or learned proxy. */
 bool proxyconn_is_proxy_addr(struct agent *ag, const struct sockaddr *addr, uint16_t port);
 
 /* What is replayed to the real proxy for a forwarded request. */

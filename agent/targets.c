@@ -150,7 +150,7 @@ int targets_set_domains(struct targets *t, const char *const *domains, size_t n)
 		if (!(pat[np] = strdup(domains[i])))
 			goto nomem;
 		np++;
-		if (domains[i][0] == '*')
+		if (domains[i][0] == '*' || t->o.match_only)
 			continue; /* wildcards cannot be resolved up front */
 		if (!(d[k].name = strdup(domains[i])))
 			goto nomem;

@@ -37,6 +37,8 @@ struct targets_opts {
 	targets_resolve_fn resolve;   /* NULL = targets_resolve_system */
 	uint32_t min_ttl_s, max_ttl_s;
 	uint32_t grace_s;             /* keep an address this long after it was last seen */
+	bool match_only;              /* the domains are only matched (targets_learn*), never
+				       * resolved: a set of learned entries alone */
 };
 
 struct targets *targets_new(const struct targets_opts *o);

@@ -59,6 +59,13 @@ def example_cert():
 EXAMPLE_CRT = example_cert()
 RIG.start_fake("example", EXAMPLE, kind="exampleorg")
 
+# An explicit proxy the agent's config does not list (tests/fakes/fake_proxy.py).
+UNLISTED_PROXY = "127.71.0.2"
+UNLISTED_PROXY_LOG = os.path.join(RIG.tmp, "unlisted-proxy.jsonl")
+_p = lib.spawn([PY, os.path.join(lib.ROOT, "tests", "fakes", "fake_proxy.py"), "--listen", UNLISTED_PROXY + ":3128",
+                "--log", UNLISTED_PROXY_LOG], hosts=RIG.hosts, stdout=subprocess.PIPE, text=True)
+check("fake-proxy ready" in _p.stdout.readline(), "the unlisted fake proxy did not start")
+
 
 def start_sink(host, port):
     log = os.path.join(RIG.tmp, "sink-%s-%d.jsonl" % (host, port))
@@ -69,7 +76,7 @@ def start_sink(host, port):
 
 # One port per refused case: a refusal puts its address:port in the target
 # set, so the next connection there is redirected to the agent.
-SINKS = {port: start_sink(SINK, port) for port in (3128, 3129, 3130, 3131, 8080, 8081, 8082, 8083, 8084, 8090, 4431, 4432, 4433, 4434, 4435, 4436, 4437, 4438, 4439, 4440, 4441)}
+SINKS = {port: start_sink(SINK, port) for port in (3128, 3129, 3130, 3131, 8080, 8081, 8082, 8083, 8084, 8090, 4431, 4432, 4433, 4434, 4435, 4436, 4437, 4438, 4439, 4440, 4441, 4442)}
 SINK_BULK = start_sink(BULK, 9000)
 
 
@@ -174,6 +181,78 @@ def connect_line_refused():
     # Another host through a proxy address the guard never refused is untouched.
     res = send(SINK, 3130, "CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n")
     check(res.get("reply") == "ok", "CONNECT to an unwatched host broken: %s" % res)
+
+
+@test
+def unlisted_proxy_refused_then_used_as_a_proxy():
+    """curl through an explicit proxy that proxies: does not list: the
+    CONNECT naming api.openai.com is refused and audited; the proxy then
+    joins the agent's proxy set (not the target set, where a CONNECT line
+    would meet the TLS classifier and every proxied call would fail): the
+    retry is intercepted through the real proxy, and a CONNECT to another
+    host through it is forwarded untouched."""
+    proxy = ["--proxy", "http://%s:3128" % UNLISTED_PROXY]
+    code, _, p = RIG.curl("https://api.openai.com/v1/chat/completions", chat("via proxy, mail %s" % EMAIL),
+                          extra=proxy)
+    check(code == 0 and p.returncode != 0, "the CONNECT through the unlisted proxy was not refused: HTTP %s, %s" %
+          (code, p.stderr.strip()[-300:]))
+    check(not RIG.read_jsonl(UNLISTED_PROXY_LOG), "the proxy received the refused CONNECT: %s" %
+          RIG.read_jsonl(UNLISTED_PROXY_LOG))
+    evs = refusals(lambda e: e.get("dst_ip") == UNLISTED_PROXY and e.get("dst_port") == 3128)
+    check(evs and evs[-1]["sni"] == "api.openai.com" and evs[-1]["uid"] == lib.NOBODY,
+          "CONNECT refusal not audited with identity: %s" % evs)
+    before = len(RIG.received())
+    deadline = time.time() + 3
+    while True:
+        code, out, p = RIG.curl("https://api.openai.com/v1/chat/completions", chat("retry via proxy, mail %s" % EMAIL),
+                                extra=proxy)
+        if code == 200 or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    check(code == 200, "the retry through the proxy failed: HTTP %s %s; agent: %s" %
+          (code, p.stderr.strip()[-300:], RIG.agent.log_tail(6)))
+    got = RIG.received()[before:]
+    check(got and EMAIL not in got[-1]["body"] and "[EMAIL_1]" in got[-1]["body"],
+          "the retry through the proxy was not inspected: %s" % got)
+    evs = RIG.request_events(lambda e: e.get("dst_ip") == UNLISTED_PROXY and e.get("dst_port") == 3128)
+    check(evs and evs[-1]["uid"] == lib.NOBODY and evs[-1]["action"] == "redact",
+          "no request event for the proxied retry: %s" % evs[-1:])
+    log = RIG.read_jsonl(UNLISTED_PROXY_LOG)
+    check(any(r.get("method") == "CONNECT" and r.get("target") == "api.openai.com:443" for r in log),
+          "the intercepted call did not go through the real proxy: %s" % log)
+    # another host through the same proxy: forwarded to it, byte for byte
+    body = os.urandom(24).hex()
+    before = len(RIG.received("example"))
+    p = lib.run(["curl", "-sS", "--max-time", "10", "--cacert", EXAMPLE_CRT, "-o", "-", "-H",
+                 "Content-Type: application/json", "--data-binary", body] + proxy +
+                ["https://example.org/v1/embeddings"], cgroup=RIG.cg.path, uid=lib.NOBODY, hosts=RIG.hosts, timeout=30)
+    check(p.returncode == 0, "CONNECT example.org through the learned proxy failed: %s" % p.stderr.strip()[-300:])
+    got = RIG.received("example")[before:]
+    check(len(got) == 1 and got[0]["body"] == body, "example.org did not get the request untouched: %s" % got)
+    check(any(r.get("method") == "CONNECT" and r.get("target") == "example.org:443"
+              for r in RIG.read_jsonl(UNLISTED_PROXY_LOG)), "example.org did not go through the real proxy")
+
+
+@test
+def connect_line_to_a_tls_server_keeps_it_tls():
+    """Anyone in the cgroup can send a CONNECT line to any server: the
+    address:port then joins the learned proxies, but a client of that
+    server whose first bytes are TLS is classified by its SNI as on any
+    target address (here the default unwatched_sni: intercept), not
+    refused as a bad proxy request."""
+    res = send(SINK, 4442, "CONNECT api.openai.com:443 HTTP/1.1\r\n\r\n")
+    check(res.get("error") == 13, "CONNECT to the TLS server not refused: %s" % res)
+    deadline = time.time() + 3
+    while "proxy %s port 4442 added" % SINK not in RIG.agent.log_tail(200) and time.time() < deadline:
+        time.sleep(0.05)
+    check("proxy %s port 4442 added" % SINK in RIG.agent.log_tail(200), "the address did not join the learned proxies: %s"
+          % RIG.agent.log_tail(5))
+    res = send(SINK, 4442, client_hello("example.org").decode("latin-1"))
+    check(res.get("reply", "").startswith("\x16\x03"), "the TLS client was not answered in TLS: %s" % str(res)[:200])
+    evs = RIG.agent.wait_events(lambda e: e.get("dst_port") == 4442 and e.get("sni") == "example.org",
+                                kind="connection")
+    check(evs and evs[-1]["action"] == "intercept" and evs[-1]["uid"] == lib.NOBODY,
+          "the TLS client was not classified by its SNI: %s" % evs[-1:])
 
 
 @test

@@ -200,6 +200,33 @@ TEST(guard_learns_one_address_port)
 	targets_free(t);
 }
 
+/* The learned proxies' set (proxyconn): its names are matched, never
+ * resolved (their addresses are the providers', not proxies), and its
+ * entries expire like any learned endpoint. */
+TEST(match_only_learns_without_resolving)
+{
+	struct targets_opts o = { .apply = port_apply, .resolve = fake_resolve, .match_only = true,
+				  .min_ttl_s = 30, .max_ttl_s = 300, .grace_s = 100 };
+	struct targets *t = targets_new(&o);
+	const char *domains[] = { "api.test.com", "*.wild.test" };
+	struct sockaddr_storage a = addr_of("10.9.2.1");
+	int calls = resolve_calls;
+
+	strcpy(answer[0], "10.1.1.1");
+	targets_set_domains(t, domains, 2);
+	((struct sockaddr_in *)&a)->sin_port = htons(3128);
+	targets_refresh(t, 1000);
+	CHECK(resolve_calls == calls && targets_count(t) == 0, "a match-only set resolved its names (%d calls, %zu entries)",
+	      resolve_calls - calls, targets_count(t));
+	CHECK(targets_learn_endpoint(t, "other.test", (struct sockaddr *)&a, 60, 1000) == 0, "an unwatched name learned");
+	CHECK(targets_learn_endpoint(t, "x.wild.test", (struct sockaddr *)&a, 60, 1000) == 1, "a watched name not learned");
+	CHECK(last_port == 3128 && targets_contains(t, (struct sockaddr *)&a), "address:port not in the set");
+	targets_refresh(t, 1000 + 60 + 101);
+	CHECK(!targets_contains(t, (struct sockaddr *)&a), "a learned entry outlived its TTL + grace");
+	answer[0][0] = 0;
+	targets_free(t);
+}
+
 TEST(learned_addresses_are_capped)
 {
 	struct targets_opts o = { .apply = fake_apply, .resolve = fake_resolve };
