@@ -121,8 +121,13 @@ def check_refused_then_intercepted(url, resolve, fake, dst_ip, dst_port, tag):
     check(evs, "no first_flight refusal audited for %s:%d: %s" % (dst_ip, dst_port, RIG.agent.events()[-3:]))
     ev = evs[-1]
     check(ev["action"] == "block" and ev["sni"] == "api.openai.com", "refusal event: %s" % ev)
-    check(ev["uid"] == lib.NOBODY and ev["comm"] == "curl" and ev.get("exe", "").endswith("curl"),
-          "the refusal does not name the client (uid %s, comm %s, exe %s)" % (ev["uid"], ev["comm"], ev.get("exe")))
+    # uid, pid and comm come from the kernel at the refusal; the executable
+    # is read from /proc afterwards and is gone when curl has already exited
+    # (it does at once on EACCES): present, it must be curl's.
+    check(ev["uid"] == lib.NOBODY and ev["comm"] == "curl" and ev.get("pid") and
+          (ev.get("exe") is None or ev["exe"].endswith("curl")),
+          "the refusal does not name the client (uid %s, pid %s, comm %s, exe %s)" %
+          (ev["uid"], ev.get("pid"), ev["comm"], ev.get("exe")))
     deadline = time.time() + 3
     while True:
         code, out, p = RIG.curl(url, chat("retry %s, mail %s" % (tag, EMAIL)), extra=extra)
