@@ -627,7 +627,7 @@ static bool street_after(const char *t, size_t n, size_t e)
 		for (int k = 0; kinds[k]; k++)
 			if (strlen(kinds[k]) == we - i && !strncmp(t + i, kinds[k], we - i))
 				return true;
-		if (words == 0 && !strncmp(t + i, "Rue", 3))
+		if (words == 0 && we - i >= 3 && !memcmp(t + i, "Rue", 3))
 			return true;
 		i = we;
 		if (i >= n || t[i] != ' ')
@@ -1106,7 +1106,7 @@ static bool v_password(const char *t, size_t n, size_t *s, size_t *e)
 			return false;
 	}
 	/* "pw" and "pwd" glued to letters or digits are base64 ("...Xpw= ") */
-	if (*s > 0 && is_alnum((unsigned char)t[*s - 1]) && !strncasecmp(t + *s, "pw", 2))
+	if (*s > 0 && *e - *s >= 2 && is_alnum((unsigned char)t[*s - 1]) && !strncasecmp(t + *s, "pw", 2))
 		return false;
 	size_t i = *s;
 	while (i < *e && !strchr(":=!,\"' \t", t[i]))
