@@ -72,6 +72,13 @@ def main():
                      stdout=subprocess.PIPE, text=True)
     while "fake-provider ready" not in fake.stdout.readline():
         pass
+    # An ordinary web site on an address no watched endpoint uses: the
+    # agent never sees it (the first-flight guard reads its SNI and lets it go).
+    site = lib.spawn([PY, os.path.join(ROOT, "tests", "fakes", "fake_provider.py"), "--listen", "127.0.0.3:443",
+                      "--cert", pki["good_cert"], "--key", pki["good_key"],
+                      "--record", os.path.join(tmp, "site-received.jsonl")], stdout=subprocess.PIPE, text=True)
+    while "fake-provider ready" not in site.stdout.readline():
+        pass
 
     say("Starting vigil-collector (SQLite store): PKI, enrollment of this workstation's agent")
     collector = os.path.join(lib.BUILD, "vigil-collector")
@@ -101,7 +108,7 @@ def main():
 
     cg = lib.Scratch("demo")
     hosts = lib.hosts_file({"api.openai.com": "127.0.0.2", "api.anthropic.com": "127.0.0.2",
-                            "example.org": "127.0.0.2"}, tmp)
+                            "example.org": "127.0.0.3"}, tmp)
     say("Starting vigil-agent: eBPF programs attached to the scratch cgroup %s" % cg.path)
     agent = lib.Agent(tmp, cg.path, extra="""ca_cert: %s
 ca_key: %s
@@ -147,7 +154,7 @@ collector:
         ("official @anthropic-ai/sdk, prompt with an AWS key (blocked: never leaves the machine)",
          ["node", os.path.join(clients, "anthropic_msg.mjs"), "--message", "Why does %s fail?" % AWS_KEY], None,
          {"NODE_EXTRA_CA_CERTS": ca}),
-        ("curl to a host that is NOT watched (passed through, never decrypted)",
+        ("curl to a site that is NOT watched (untouched: never decrypted, not even redirected)",
          ["curl", "-sS", "-k", "-o", "/dev/null", "-w", "HTTP %{http_code}\n", "https://example.org/",
           "-H", "Connection: close"], lib.NOBODY, {}),
     ]
