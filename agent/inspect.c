@@ -395,9 +395,20 @@ static bool card_ok(const char *t, size_t s, size_t e)
 /* One of words (lower case) starts a word in the win (<= 40) bytes
  * before st; a short window (an id's own label) stays on the line, the
  * full one (a form's "Phone:" on the line above) does not. */
+/* Whether w[0..len) is one of words (NULL-terminated), ignoring case. */
+static bool word_is_one_of(const char *w, size_t len, const char *const *words)
+{
+	for (int k = 0; words[k]; k++)
+		if (strlen(words[k]) == len && !strncasecmp(w, words[k], len))
+			return true;
+	return false;
+}
+
 static bool word_before_n(const char *t, size_t st, const char *const *words, size_t win)
 {
 	char w[41];
+	if (win > sizeof(w) - 1)
+		win = sizeof(w) - 1;                   /* w holds the window */
 	size_t from = st > win ? st - win : 0, n = st - from;
 	const char *nl = n && win < 40 ? memrchr(t + from, '\n', n) : NULL;
 	if (nl) {
@@ -448,10 +459,7 @@ static bool id_label_before(const char *t, size_t st)
 		i--;
 	if (i == we || (i > 0 && is_alnum((unsigned char)t[i - 1])))
 		return false;
-	for (int k = 0; words[k]; k++)
-		if (strlen(words[k]) == we - i && !strncasecmp(t + i, words[k], we - i))
-			return true;
-	return false;
+	return word_is_one_of(t + i, we - i, words);
 }
 
 /* A product or order code's name just before a card-shaped number:
@@ -600,10 +608,7 @@ static bool phone_label_after(const char *t, size_t n, size_t e)
 	size_t we = i;
 	while (we < n && isalpha((unsigned char)t[we]))
 		we++;
-	for (int k = 0; words[k]; k++)
-		if (strlen(words[k]) == we - i && !strncasecmp(t + i, words[k], we - i))
-			return true;
-	return false;
+	return word_is_one_of(t + i, we - i, words);
 }
 
 /* "17031 2202 Rissik St", "03262 2437 Main St": a house number and the
@@ -2138,10 +2143,7 @@ static bool version_context(const char *t, size_t p)
 		i--;
 	if (i == we || (i > 0 && is_alnum((unsigned char)t[i - 1])))
 		return false;
-	for (int k = 0; words[k]; k++)
-		if (strlen(words[k]) == we - i && !strncasecmp(t + i, words[k], we - i))
-			return true;
-	return false;
+	return word_is_one_of(t + i, we - i, words);
 }
 
 /* IP addresses: hand-written because the interesting part (is this a valid
