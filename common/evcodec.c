@@ -513,6 +513,101 @@ static void json_findings(struct jsonw *w, const char *key, const struct vigil_f
 	jsonw_arr_close(w);
 }
 
+/* ---------------------------------------------------- the list vs the proto */
+
+#define EVF_PB_STR PROTOBUF_C_TYPE_STRING
+#define EVF_PB_U32 PROTOBUF_C_TYPE_UINT32
+#define EVF_PB_U64 PROTOBUF_C_TYPE_UINT64
+#define EVF_PB_I32 PROTOBUF_C_TYPE_INT32
+#define EVF_PB_I64 PROTOBUF_C_TYPE_INT64
+#define EVF_PB_S64 PROTOBUF_C_TYPE_SINT64
+#define EVF_PB_BOOL PROTOBUF_C_TYPE_BOOL
+#define EVF_PB_DOUBLE PROTOBUF_C_TYPE_DOUBLE
+#define EVF_PB_FINDINGS PROTOBUF_C_TYPE_MESSAGE
+#define EVF_PB_HASH PROTOBUF_C_TYPE_BYTES
+
+static const char *const pb_type_names[] = {
+	[PROTOBUF_C_TYPE_INT32] = "int32", [PROTOBUF_C_TYPE_SINT32] = "sint32",
+	[PROTOBUF_C_TYPE_SFIXED32] = "sfixed32", [PROTOBUF_C_TYPE_INT64] = "int64",
+	[PROTOBUF_C_TYPE_SINT64] = "sint64", [PROTOBUF_C_TYPE_SFIXED64] = "sfixed64",
+	[PROTOBUF_C_TYPE_UINT32] = "uint32", [PROTOBUF_C_TYPE_FIXED32] = "fixed32",
+	[PROTOBUF_C_TYPE_UINT64] = "uint64", [PROTOBUF_C_TYPE_FIXED64] = "fixed64",
+	[PROTOBUF_C_TYPE_FLOAT] = "float", [PROTOBUF_C_TYPE_DOUBLE] = "double",
+	[PROTOBUF_C_TYPE_BOOL] = "bool", [PROTOBUF_C_TYPE_ENUM] = "enum",
+	[PROTOBUF_C_TYPE_STRING] = "string", [PROTOBUF_C_TYPE_BYTES] = "bytes",
+	[PROTOBUF_C_TYPE_MESSAGE] = "message",
+};
+
+static const char *pb_type_name(ProtobufCType t)
+{
+	size_t i = (size_t)t;
+	return i < sizeof(pb_type_names) / sizeof(pb_type_names[0]) && pb_type_names[i] ?
+		       pb_type_names[i] : "?";
+}
+
+struct evf_spec {
+	const char *name;
+	unsigned number;
+	ProtobufCType type;
+	bool repeated;
+};
+#define EVF_SPEC(f, num, kind, json, store) \
+	{ #f, num, EVF_PB_##kind, EVF_IS_FINDINGS_##kind },
+static const struct evf_spec evf_specs[] = { EVFIELDS(EVF_SPEC) };
+
+/* One field of the list against the descriptor's: same number, type and
+ * cardinality (a repeated field is a list of Finding). */
+static int check_field(const ProtobufCMessageDescriptor *d, const struct evf_spec *s, char *err,
+		       size_t errlen)
+{
+	const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(d, s->name);
+	if (!f) {
+		snprintf(err, errlen, "field %s (%u) of common/evfields.h is not in %s", s->name,
+			 s->number, d->name);
+		return -EINVAL;
+	}
+	if (f->id != s->number || f->type != s->type ||
+	    (f->label == PROTOBUF_C_LABEL_REPEATED) != s->repeated ||
+	    (s->repeated && f->descriptor != &vigil__audit__finding__descriptor)) {
+		snprintf(err, errlen, "field %s: common/evfields.h says %s%s = %u, %s says %s%s = %u",
+			 s->name, s->repeated ? "repeated " : "", pb_type_name(s->type), s->number,
+			 d->name, f->label == PROTOBUF_C_LABEL_REPEATED ? "repeated " : "",
+			 pb_type_name(f->type), f->id);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int evcodec_fields_check_desc(const ProtobufCMessageDescriptor *d, char *err, size_t errlen)
+{
+	size_t n = sizeof(evf_specs) / sizeof(evf_specs[0]);
+	for (size_t i = 0; i < n; i++)
+		if (check_field(d, &evf_specs[i], err, errlen))
+			return -EINVAL;
+	/* Every list field is in the proto, numbers are unique there: equal
+	 * counts leave no proto field outside the list. */
+	if (d->n_fields != n) {
+		for (unsigned i = 0; i < d->n_fields; i++) {
+			size_t j = 0;
+			while (j < n && strcmp(evf_specs[j].name, d->fields[i].name))
+				j++;
+			if (j == n) {
+				snprintf(err, errlen, "field %s (%u) of %s is not in common/evfields.h",
+					 d->fields[i].name, d->fields[i].id, d->name);
+				return -EINVAL;
+			}
+		}
+		snprintf(err, errlen, "%s has %u fields, common/evfields.h %zu", d->name, d->n_fields, n);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int evcodec_fields_check(char *err, size_t errlen)
+{
+	return evcodec_fields_check_desc(&vigil__audit__event__descriptor, err, errlen);
+}
+
 /* "time": RFC 3339 in UTC with microseconds. */
 static void json_time(struct jsonw *w, int64_t time_us)
 {

@@ -64,6 +64,15 @@ struct vigil_event {
 	EVFIELDS(EVCODEC_MEMBER)
 };
 
+/* 0 if common/evfields.h and the protoc-c descriptor of Event (from
+ * proto/vigil/audit.proto) agree on every field's name, number, type and
+ * cardinality; -EINVAL with the first disagreement in err. The build runs it
+ * (common/evfields_check.c) before linking any binary. _desc takes another
+ * descriptor (tests). */
+struct ProtobufCMessageDescriptor;
+int evcodec_fields_check(char *err, size_t errlen);
+int evcodec_fields_check_desc(const struct ProtobufCMessageDescriptor *d, char *err, size_t errlen);
+
 /* Zeroes ev and sets the "unknown" markers (ids -1, tokens -1, score -1). */
 void vigil_event_init(struct vigil_event *ev, const char *kind);
 
