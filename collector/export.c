@@ -83,24 +83,22 @@ void export_to_vigil(const struct store_event *e, struct vigil_event *v, struct 
 	v->content = e->content;
 }
 
+#define EXPORT_RAW_COL(kind, f)
+#define EXPORT_RAW_RAW(kind, f) EVCODEC_COPY_##kind(&v, r, f)
+#define EXPORT_FROM_RAW(f, num, kind, json, store) EXPORT_RAW_##store(kind, f)
+
 void export_json(const struct store_event *e, struct jsonw *w)
 {
 	struct vigil_event v;
 	struct vigil_finding fb[EVCODEC_MAX_FINDINGS];
 	struct evcodec_decoded *d = NULL;
 	export_to_vigil(e, &v, fb);
-	/* Fields the stores keep no column for (output findings, output
-	 * redactions, the MCP and tool-call fields) come from the event as the
-	 * agent signed it. */
+	/* Fields the stores keep no column for (store RAW in common/evfields.h:
+	 * output findings, output redactions, the MCP and tool-call fields)
+	 * come from the event as the agent signed it. */
 	if (e->raw && e->raw_len && evcodec_event_decode(e->raw, e->raw_len, &d) == 0) {
-		v.output_findings = d->ev.output_findings;
-		v.n_output_findings = d->ev.n_output_findings;
-		v.output_redacted = d->ev.output_redacted;
-		v.n_output_redacted = d->ev.n_output_redacted;
-		v.mcp_method = d->ev.mcp_method;
-		v.tool = d->ev.tool;
-		v.mcp_session = d->ev.mcp_session;
-		v.tool_calls = d->ev.tool_calls;
+		const struct vigil_event *r = &d->ev;
+		EVFIELDS(EXPORT_FROM_RAW)
 	}
 	evcodec_event_json(&v, w);
 	evcodec_decoded_free(d);

@@ -64,6 +64,20 @@ struct vigil_event {
 	EVFIELDS(EVCODEC_MEMBER)
 };
 
+/* EVCODEC_COPY_<kind>(dst, src, field): one field of a vigil_event to
+ * another (pointers stay borrowed from src's owner). */
+#define EVCODEC_COPY_ANY(d, s, f) (d)->f = (s)->f;
+#define EVCODEC_COPY_STR EVCODEC_COPY_ANY
+#define EVCODEC_COPY_U32 EVCODEC_COPY_ANY
+#define EVCODEC_COPY_U64 EVCODEC_COPY_ANY
+#define EVCODEC_COPY_I32 EVCODEC_COPY_ANY
+#define EVCODEC_COPY_I64 EVCODEC_COPY_ANY
+#define EVCODEC_COPY_S64 EVCODEC_COPY_ANY
+#define EVCODEC_COPY_BOOL EVCODEC_COPY_ANY
+#define EVCODEC_COPY_DOUBLE EVCODEC_COPY_ANY
+#define EVCODEC_COPY_FINDINGS(d, s, f) (d)->f = (s)->f; (d)->n_##f = (s)->n_##f;
+#define EVCODEC_COPY_HASH(d, s, f) memcpy((d)->f, (s)->f, EVCODEC_HASH_LEN);
+
 /* 0 if common/evfields.h and the protoc-c descriptor of Event (from
  * proto/vigil/audit.proto) agree on every field's name, number, type and
  * cardinality; -EINVAL with the first disagreement in err. The build runs it

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <zstd.h>
 #include "check.h"
+#include "evfill.h"
 #include "evcodec.h"
 #include "jsonw.h"
 #include "pki.h"
@@ -557,25 +558,6 @@ TEST(field_check_names_a_disagreement)
 	      "Batch accepted as the Event, or the first difference misnamed: %s", err);
 }
 
-/* Every field of the list set to a value of its kind (a gap event, so the
- * gap fields are written too). */
-#define FILL_STR(f) ev->f = #f;
-#define FILL_U32(f) ev->f = 7;
-#define FILL_U64(f) ev->f = 7;
-#define FILL_I32(f) ev->f = 7;
-#define FILL_I64(f) ev->f = 7;
-#define FILL_S64(f) ev->f = 7;
-#define FILL_BOOL(f) ev->f = true;
-#define FILL_DOUBLE(f) ev->f = 0.5;
-#define FILL_FINDINGS(f) ev->f = k_findings, ev->n_##f = 2;
-#define FILL_HASH(f) memset(ev->f, 0x5a, EVCODEC_HASH_LEN);
-#define FILL(f, num, kind, json, store) FILL_##kind(f)
-static void fill_every_field(struct vigil_event *ev)
-{
-	vigil_event_init(ev, NULL);
-	EVFIELDS(FILL)
-}
-
 /* "key": for a field the JSON line carries, NULL for one it never does. */
 #define JKEY_NONE(f) NULL
 #define JKEY_TIME(f) "\"time\":"
@@ -599,7 +581,7 @@ TEST(json_line_carries_every_field_in_list_order_and_survives_the_codec)
 	struct evcodec_decoded *d = NULL;
 	struct jsonw w, w2;
 	uint8_t buf[8192];
-	fill_every_field(&ev);
+	evfill_every_field(&ev, k_findings);
 	jsonw_init(&w);
 	evcodec_event_json(&ev, &w);
 	jsonw_raw(&w, "", 1);
