@@ -218,7 +218,7 @@ void vigil_event_init(struct vigil_event *ev, const char *kind)
 #define EVF_IS_FINDINGS_BOOL 0
 #define EVF_IS_FINDINGS_DOUBLE 0
 #define EVF_IS_FINDINGS_HASH 0
-#define EVF_COUNT_FINDINGS(f, num, kind, json, store) + EVF_IS_FINDINGS_##kind
+#define EVF_COUNT_FINDINGS(f, num, kind, json, store, origin) + EVF_IS_FINDINGS_##kind
 /* The finding lists of an event (findings, output findings, output
  * redactions: every FINDINGS field, in list order as fbuf/fptr hold them). */
 #define EVCODEC_FINDING_LISTS (0 EVFIELDS(EVF_COUNT_FINDINGS))
@@ -253,10 +253,10 @@ static void to_msg_findings(const struct vigil_finding *in, size_t n, Vigil__Aud
 #define EVF_TO_HASH(f)                        \
 	m->f.len = EVCODEC_HASH_LEN;          \
 	m->f.data = (uint8_t *)ev->f;
-#define EVF_TO(f, num, kind, json, store) EVF_TO_##kind(f)
+#define EVF_TO(f, num, kind, json, store, origin) EVF_TO_##kind(f)
 
 #define EVF_BAD_FINDINGS(f) || ev->n_##f > EVCODEC_MAX_FINDINGS || (ev->n_##f && !ev->f)
-#define EVF_BAD(f, num, kind, json, store) EVF_BAD_##kind(f)
+#define EVF_BAD(f, num, kind, json, store, origin) EVF_BAD_##kind(f)
 #define EVF_BAD_STR(f)
 #define EVF_BAD_U32(f)
 #define EVF_BAD_U64(f)
@@ -342,7 +342,7 @@ int evcodec_event_hash(const uint8_t prev_hash[EVCODEC_HASH_LEN], const struct v
 /* Entries of every finding list of m (each already bounded by from_msg's
  * checks when it is called; sums of a few size_t stay small anyway). */
 #define EVF_SUM_FINDINGS(f) + m->n_##f
-#define EVF_SUM(f, num, kind, json, store) EVF_SUM_##kind(f)
+#define EVF_SUM(f, num, kind, json, store, origin) EVF_SUM_##kind(f)
 #define EVF_SUM_STR(f)
 #define EVF_SUM_U32(f)
 #define EVF_SUM_U64(f)
@@ -383,9 +383,9 @@ static const struct vigil_finding *from_msg_findings(Vigil__Audit__Finding *cons
 #define EVF_FROM_HASH(f)          \
 	if (m->f.len)             \
 		memcpy(ev->f, m->f.data, EVCODEC_HASH_LEN);
-#define EVF_FROM(f, num, kind, json, store) EVF_FROM_##kind(f)
+#define EVF_FROM(f, num, kind, json, store, origin) EVF_FROM_##kind(f)
 
-#define EVF_MSGBAD(f, num, kind, json, store) EVF_MSGBAD_##kind(f)
+#define EVF_MSGBAD(f, num, kind, json, store, origin) EVF_MSGBAD_##kind(f)
 #define EVF_MSGBAD_FINDINGS(f) || m->n_##f > EVCODEC_MAX_FINDINGS
 #define EVF_MSGBAD_HASH(f) || (m->f.len != 0 && m->f.len != EVCODEC_HASH_LEN)
 #define EVF_MSGBAD_STR(f)
@@ -551,7 +551,7 @@ struct evf_spec {
 	ProtobufCType type;
 	bool repeated;
 };
-#define EVF_SPEC(f, num, kind, json, store) \
+#define EVF_SPEC(f, num, kind, json, store, origin) \
 	{ #f, num, EVF_PB_##kind, EVF_IS_FINDINGS_##kind },
 static const struct evf_spec evf_specs[] = { EVFIELDS(EVF_SPEC) };
 
@@ -653,7 +653,7 @@ static void json_time(struct jsonw *w, int64_t time_us)
 #define EVF_JSON_HEX(f)                                  \
 	evcodec_hex(ev->f, EVCODEC_HASH_LEN, hx);        \
 	jsonw_str(w, #f, hx);
-#define EVF_JSON(f, num, kind, json, store) EVF_JSON_##json(f)
+#define EVF_JSON(f, num, kind, json, store, origin) EVF_JSON_##json(f)
 
 void evcodec_event_json(const struct vigil_event *ev, struct jsonw *w)
 {

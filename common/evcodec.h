@@ -59,7 +59,7 @@ struct vigil_finding {
 #define EVCODEC_CTYPE_DOUBLE(n) double n;
 #define EVCODEC_CTYPE_FINDINGS(n) const struct vigil_finding *n; size_t n_##n;
 #define EVCODEC_CTYPE_HASH(n) uint8_t n[EVCODEC_HASH_LEN];
-#define EVCODEC_MEMBER(name, num, kind, json, store) EVCODEC_CTYPE_##kind(name)
+#define EVCODEC_MEMBER(name, num, kind, json, store, origin) EVCODEC_CTYPE_##kind(name)
 struct vigil_event {
 	EVFIELDS(EVCODEC_MEMBER)
 };

@@ -18,7 +18,7 @@
 #define EVFILL_DOUBLE(f) ev->f = 0.5;
 #define EVFILL_FINDINGS(f) ev->f = two, ev->n_##f = 2;
 #define EVFILL_HASH(f) memset(ev->f, 0x5a, EVCODEC_HASH_LEN);
-#define EVFILL(f, num, kind, json, store) EVFILL_##kind(f)
+#define EVFILL(f, num, kind, json, store, origin) EVFILL_##kind(f)
 
 static inline void evfill_every_field(struct vigil_event *ev, const struct vigil_finding two[2])
 {

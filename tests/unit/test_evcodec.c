@@ -572,7 +572,7 @@ TEST(field_check_names_a_disagreement)
 #define JKEY_GAP JKEY_ANY
 #define JKEY_OMIT JKEY_ANY
 #define JKEY_HEX JKEY_ANY
-#define JKEY(f, num, kind, json, store) JKEY_##json(f),
+#define JKEY(f, num, kind, json, store, origin) JKEY_##json(f),
 static const char *const k_json_keys[] = { EVFIELDS(JKEY) };
 
 TEST(json_line_carries_every_field_in_list_order_and_survives_the_codec)
