@@ -208,17 +208,18 @@ void vigil_event_init(struct vigil_event *ev, const char *kind)
 
 /* The mapping struct vigil_event <-> Vigil__Audit__Event is generated from
  * common/evfields.h, one macro per kind: EVF_<step>_<kind>(field). */
-#define EVF_IS_FINDINGS_FINDINGS 1
-#define EVF_IS_FINDINGS_STR 0
-#define EVF_IS_FINDINGS_U32 0
-#define EVF_IS_FINDINGS_U64 0
-#define EVF_IS_FINDINGS_I32 0
-#define EVF_IS_FINDINGS_I64 0
-#define EVF_IS_FINDINGS_S64 0
-#define EVF_IS_FINDINGS_BOOL 0
-#define EVF_IS_FINDINGS_DOUBLE 0
-#define EVF_IS_FINDINGS_HASH 0
-#define EVF_COUNT_FINDINGS(f, num, kind, json, store, origin) + EVF_IS_FINDINGS_##kind
+/* EVF_FINDINGS_ONLY_<kind>(x): x for a FINDINGS field, nothing for the others. */
+#define EVF_FINDINGS_ONLY_FINDINGS(x) x
+#define EVF_FINDINGS_ONLY_STR(x)
+#define EVF_FINDINGS_ONLY_U32(x)
+#define EVF_FINDINGS_ONLY_U64(x)
+#define EVF_FINDINGS_ONLY_I32(x)
+#define EVF_FINDINGS_ONLY_I64(x)
+#define EVF_FINDINGS_ONLY_S64(x)
+#define EVF_FINDINGS_ONLY_BOOL(x)
+#define EVF_FINDINGS_ONLY_DOUBLE(x)
+#define EVF_FINDINGS_ONLY_HASH(x)
+#define EVF_COUNT_FINDINGS(f, num, kind, json, store, origin) EVF_FINDINGS_ONLY_##kind(+1)
 /* The finding lists of an event (findings, output findings, output
  * redactions: every FINDINGS field, in list order as fbuf/fptr hold them). */
 #define EVCODEC_FINDING_LISTS (0 EVFIELDS(EVF_COUNT_FINDINGS))
@@ -255,17 +256,8 @@ static void to_msg_findings(const struct vigil_finding *in, size_t n, Vigil__Aud
 	m->f.data = (uint8_t *)ev->f;
 #define EVF_TO(f, num, kind, json, store, origin) EVF_TO_##kind(f)
 
-#define EVF_BAD_FINDINGS(f) || ev->n_##f > EVCODEC_MAX_FINDINGS || (ev->n_##f && !ev->f)
-#define EVF_BAD(f, num, kind, json, store, origin) EVF_BAD_##kind(f)
-#define EVF_BAD_STR(f)
-#define EVF_BAD_U32(f)
-#define EVF_BAD_U64(f)
-#define EVF_BAD_I32(f)
-#define EVF_BAD_I64(f)
-#define EVF_BAD_S64(f)
-#define EVF_BAD_BOOL(f)
-#define EVF_BAD_DOUBLE(f)
-#define EVF_BAD_HASH(f)
+#define EVF_BAD(f, num, kind, json, store, origin) \
+	EVF_FINDINGS_ONLY_##kind(|| ev->n_##f > EVCODEC_MAX_FINDINGS || (ev->n_##f && !ev->f))
 
 /* Fills m from ev; fbuf/fptr hold the finding lists
  * (EVCODEC_FINDING_LISTS * EVCODEC_MAX_FINDINGS). */
@@ -341,17 +333,7 @@ int evcodec_event_hash(const uint8_t prev_hash[EVCODEC_HASH_LEN], const struct v
 
 /* Entries of every finding list of m (each already bounded by from_msg's
  * checks when it is called; sums of a few size_t stay small anyway). */
-#define EVF_SUM_FINDINGS(f) + m->n_##f
-#define EVF_SUM(f, num, kind, json, store, origin) EVF_SUM_##kind(f)
-#define EVF_SUM_STR(f)
-#define EVF_SUM_U32(f)
-#define EVF_SUM_U64(f)
-#define EVF_SUM_I32(f)
-#define EVF_SUM_I64(f)
-#define EVF_SUM_S64(f)
-#define EVF_SUM_BOOL(f)
-#define EVF_SUM_DOUBLE(f)
-#define EVF_SUM_HASH(f)
+#define EVF_SUM(f, num, kind, json, store, origin) EVF_FINDINGS_ONLY_##kind(+ m->n_##f)
 static size_t msg_findings(const Vigil__Audit__Event *m)
 {
 	return 0 EVFIELDS(EVF_SUM);
@@ -552,7 +534,7 @@ struct evf_spec {
 	bool repeated;
 };
 #define EVF_SPEC(f, num, kind, json, store, origin) \
-	{ #f, num, EVF_PB_##kind, EVF_IS_FINDINGS_##kind },
+	{ #f, num, EVF_PB_##kind, 0 EVF_FINDINGS_ONLY_##kind(+1) },
 static const struct evf_spec evf_specs[] = { EVFIELDS(EVF_SPEC) };
 
 /* One field of the list against the descriptor's: same number, type and
