@@ -37,7 +37,7 @@ LDLIBS  += $(PKG_LIBS) -lresolv -lpthread -lm
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -I$(BUILD) -Ibpf -Wall -Werror
 
-COMMON_SRCS    := $(wildcard common/*.c)
+COMMON_SRCS    := $(filter-out common/evfields_check.c,$(wildcard common/*.c))
 AGENT_SRCS     := $(wildcard agent/*.c)
 COLLECTOR_SRCS := $(wildcard collector/*.c)
 CLI_SRCS       := $(wildcard collector/cli/*.c)
@@ -118,6 +118,18 @@ $(BUILD)/vigil-collector: $(COLLECTOR_OBJS) $(LIBCOMMON)
 $(BUILD)/vigil: $(CLI_OBJS) $(LIBAGENT) $(LIBCOMMON)
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+# The event's field list (common/evfields.h) against audit.proto: a field
+# added, renumbered or retyped in one place only fails the build here.
+$(BUILD)/evfields-check: $(BUILD)/obj/common/evfields_check.o $(LIBCOMMON)
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/evfields.ok: $(BUILD)/evfields-check
+	$(call msg,CHECK,evfields)
+	$(Q)$< && touch $@
+
+$(BINS): | $(BUILD)/evfields.ok
 
 # Unit tests: tests/unit/test_X.c links the module X (agent/X.c, common/X.c
 # or collector/X.c) plus what tests/unit/X.mk adds to test_X_DEPS.

@@ -330,10 +330,20 @@ static void flush_gaps_locked(struct audit *a)
 }
 
 /* Room for an event's finding lists in the codec's form (borrowed by the
- * vigil_event built from it). */
+ * vigil_event built from it): one array per FINDINGS field of the list. */
+#define WIRE_FINDINGS_FINDINGS(f) struct vigil_finding f[AUDIT_MAX_FINDING_TYPES];
+#define WIRE_FINDINGS_STR(f)
+#define WIRE_FINDINGS_U32(f)
+#define WIRE_FINDINGS_U64(f)
+#define WIRE_FINDINGS_I32(f)
+#define WIRE_FINDINGS_I64(f)
+#define WIRE_FINDINGS_S64(f)
+#define WIRE_FINDINGS_BOOL(f)
+#define WIRE_FINDINGS_DOUBLE(f)
+#define WIRE_FINDINGS_HASH(f)
+#define WIRE_FINDINGS(f, num, kind, json, store, origin) WIRE_FINDINGS_##kind(f)
 struct wire_findings {
-	struct vigil_finding in[AUDIT_MAX_FINDING_TYPES], out[AUDIT_MAX_FINDING_TYPES],
-		redacted[AUDIT_MAX_FINDING_TYPES];
+	EVFIELDS(WIRE_FINDINGS)
 };
 
 /* One of the event's finding lists in the codec's form; returns its length. */
@@ -347,53 +357,26 @@ static size_t copy_findings(const struct audit_finding *in, unsigned n, struct v
 	return k;
 }
 
-/* The wire form of ev; its finding lists go in wf (borrowed by v). */
+/* The wire form of ev (every EV field of common/evfields.h); its finding
+ * lists go in wf (borrowed by v). */
+#define TO_VIGIL_FINDINGS(f)  \
+	v->f = wf->f;         \
+	v->n_##f = copy_findings(ev->f, ev->n_##f, wf->f);
+#define TO_VIGIL_STR(f) v->f = ev->f;
+#define TO_VIGIL_U32 TO_VIGIL_STR
+#define TO_VIGIL_U64 TO_VIGIL_STR
+#define TO_VIGIL_I32 TO_VIGIL_STR
+#define TO_VIGIL_I64 TO_VIGIL_STR
+#define TO_VIGIL_S64 TO_VIGIL_STR
+#define TO_VIGIL_BOOL TO_VIGIL_STR
+#define TO_VIGIL_DOUBLE TO_VIGIL_STR
+#define TO_VIGIL_EV(kind, f) TO_VIGIL_##kind(f)
+#define TO_VIGIL_STAMP(kind, f)
+#define TO_VIGIL(f, num, kind, json, store, origin) TO_VIGIL_##origin(kind, f)
 static void to_vigil(const struct audit_event *ev, struct vigil_event *v, struct wire_findings *wf)
 {
 	vigil_event_init(v, ev->kind);
-	v->user = ev->user;
-	v->uid = ev->uid;
-	v->gid = ev->gid;
-	v->pid = ev->pid;
-	v->tid = ev->tid;
-	v->comm = ev->comm;
-	v->exe = ev->exe;
-	v->cgroup = ev->cgroup;
-	v->container_id = ev->container_id;
-	v->dst_ip = ev->dst_ip;
-	v->dst_port = ev->dst_port;
-	v->sni = ev->sni;
-	v->provider = ev->provider;
-	v->method = ev->method;
-	v->path = ev->path;
-	v->model = ev->model;
-	v->mcp_method = ev->mcp_method;
-	v->tool = ev->tool;
-	v->mcp_session = ev->mcp_session;
-	v->tool_calls = ev->tool_calls;
-	v->stream = ev->stream;
-	v->action = ev->action;
-	v->rule = ev->rule;
-	v->reason = ev->reason;
-	v->error = ev->error;
-	v->findings = wf->in;
-	v->n_findings = copy_findings(ev->findings, ev->n_findings, wf->in);
-	v->output_findings = wf->out;
-	v->n_output_findings = copy_findings(ev->output_findings, ev->n_output_findings, wf->out);
-	v->output_redacted = wf->redacted;
-	v->n_output_redacted = copy_findings(ev->output_redacted, ev->n_output_redacted, wf->redacted);
-	v->injection_score = ev->injection_score;
-	v->status = ev->status;
-	v->bytes_up = ev->bytes_up;
-	v->bytes_down = ev->bytes_down;
-	v->prompt_tokens = ev->prompt_tokens;
-	v->completion_tokens = ev->completion_tokens;
-	v->latency_ms = ev->latency_ms;
-	v->policy_hash = ev->policy_hash;
-	v->content = ev->content;
-	v->gap_count = ev->gap_count;
-	v->gap_first_seq = ev->gap_first_seq;
-	v->gap_last_seq = ev->gap_last_seq;
+	EVFIELDS(TO_VIGIL)
 }
 
 /* Emits v (stamped here) and closes slot (-1 = none). */

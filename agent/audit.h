@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "evfields.h"
 
 #define AUDIT_MAX_FINDING_TYPES 32
 
@@ -21,41 +22,24 @@ struct audit_finding {
 	uint32_t count;
 };
 
-/* All string pointers are borrowed for the duration of audit_emit(). */
+/* An event as the code that saw the connection or request fills it: the
+ * fields of common/evfields.h with origin EV (their comments are there),
+ * generated. All string pointers are borrowed for the duration of
+ * audit_emit(). Finding lists hold up to AUDIT_MAX_FINDING_TYPES. */
+#define AUDIT_CTYPE_STR(f) const char *f;
+#define AUDIT_CTYPE_U32(f) uint32_t f;
+#define AUDIT_CTYPE_U64(f) uint64_t f;
+#define AUDIT_CTYPE_I32(f) int32_t f;
+#define AUDIT_CTYPE_I64(f) int64_t f;
+#define AUDIT_CTYPE_S64(f) int64_t f;
+#define AUDIT_CTYPE_BOOL(f) bool f;
+#define AUDIT_CTYPE_DOUBLE(f) double f;
+#define AUDIT_CTYPE_FINDINGS(f) struct audit_finding f[AUDIT_MAX_FINDING_TYPES]; unsigned n_##f;
+#define AUDIT_MEMBER_EV(kind, f) AUDIT_CTYPE_##kind(f)
+#define AUDIT_MEMBER_STAMP(kind, f)
+#define AUDIT_MEMBER(f, num, kind, json, store, origin) AUDIT_MEMBER_##origin(kind, f)
 struct audit_event {
-	const char *kind;     /* request | connection | bypass | gap | agent_start | agent_stop | ... */
-	/* identity (from the kernel) */
-	const char *user;
-	int64_t uid, gid;     /* -1 = unknown */
-	int64_t pid, tid;
-	const char *comm, *exe, *cgroup;
-	const char *container_id;   /* from the cgroup path; NULL = not in a container */
-	/* destination */
-	const char *dst_ip;
-	uint32_t dst_port;
-	const char *sni;
-	/* request */
-	const char *provider, *method, *path, *model;
-	const char *mcp_method, *tool, *mcp_session;   /* MCP: JSON-RPC method, tool/resource/prompt, session */
-	const char *tool_calls;   /* tools the model called in its answer: "name:count,..." */
-	bool stream;
-	const char *action, *rule, *reason;
-	struct audit_finding findings[AUDIT_MAX_FINDING_TYPES];
-	unsigned n_findings;
-	struct audit_finding output_findings[AUDIT_MAX_FINDING_TYPES];   /* in the model's answer */
-	unsigned n_output_findings;
-	struct audit_finding output_redacted[AUDIT_MAX_FINDING_TYPES];   /* replaced in the answer */
-	unsigned n_output_redacted;
-	double injection_score;   /* < 0 = not computed */
-	int status;               /* HTTP status, 0 = none */
-	uint64_t bytes_up, bytes_down;
-	int64_t prompt_tokens, completion_tokens;   /* -1 = unknown */
-	uint64_t latency_ms;
-	const char *error;        /* why a connection failed, if it did */
-	const char *policy_hash;
-	const char *content;      /* redacted prompt text; only with audit_content: redacted */
-	/* kind "gap" only (audit fills these itself for its own gap events) */
-	uint64_t gap_count, gap_first_seq, gap_last_seq;
+	EVFIELDS(AUDIT_MEMBER)
 };
 
 struct audit;

@@ -19,61 +19,45 @@
 
 static const char *nz(const char *s) { return s ? s : ""; }
 
+/* decoded event -> row: every store COL field of common/evfields.h.
+ * Strings absent on the wire become "" (a column holds no NULL) except
+ * those the JSON line omits when absent (content), which stay NULL. The
+ * stores keep one finding list as a column (findings, nfindings). */
+#define TO_ROW_STRV_STR(x) nz(x)
+#define TO_ROW_STRV_OMIT(x) (x)
+#define TO_ROW_STR(f, json) o->f = TO_ROW_STRV_##json(v->f);
+#define TO_ROW_NUM(f, json) o->f = v->f;
+#define TO_ROW_U32 TO_ROW_NUM
+#define TO_ROW_U64 TO_ROW_NUM
+#define TO_ROW_I32 TO_ROW_NUM
+#define TO_ROW_I64 TO_ROW_NUM
+#define TO_ROW_S64 TO_ROW_NUM
+#define TO_ROW_BOOL TO_ROW_NUM
+#define TO_ROW_DOUBLE TO_ROW_NUM
+#define TO_ROW_FINDINGS(f, json) o->nfindings = row_findings(v->f, v->n_##f, fbuf), o->f = fbuf;
+#define TO_ROW_HASH(f, json) memcpy(o->f, v->f, STORE_HASH_LEN);
+#define TO_ROW_COL(kind, f, json) TO_ROW_##kind(f, json)
+#define TO_ROW_RAW(kind, f, json)
+#define TO_ROW(f, num, kind, json, store, origin) TO_ROW_##store(kind, f, json)
+
+static size_t row_findings(const struct vigil_finding *in, size_t n, struct store_finding *fbuf)
+{
+	if (n > EVCODEC_MAX_FINDINGS)
+		n = EVCODEC_MAX_FINDINGS;
+	for (size_t i = 0; i < n; i++) {
+		snprintf(fbuf[i].type, sizeof(fbuf[i].type), "%s", nz(in[i].type));
+		fbuf[i].count = in[i].count;
+	}
+	return n;
+}
+
 void chain_to_store(const struct evcodec_decoded *d, struct store_event *o, struct store_finding *fbuf)
 {
 	const struct vigil_event *v = &d->ev;
 	memset(o, 0, sizeof(*o));
-	o->time_us = v->time_us;
-	o->event_id = nz(v->event_id);
-	o->agent_id = nz(v->agent_id);
-	o->boot_id = nz(v->boot_id);
-	o->seq = v->seq;
-	o->host = nz(v->host);
-	o->kind = nz(v->kind);
-	o->user = nz(v->user);
-	o->uid = v->uid;
-	o->gid = v->gid;
-	o->pid = v->pid;
-	o->tid = v->tid;
-	o->comm = nz(v->comm);
-	o->exe = nz(v->exe);
-	o->cgroup = nz(v->cgroup);
-	o->container_id = nz(v->container_id);
-	o->dst_ip = nz(v->dst_ip);
-	o->dst_port = v->dst_port;
-	o->sni = nz(v->sni);
-	o->provider = nz(v->provider);
-	o->method = nz(v->method);
-	o->path = nz(v->path);
-	o->model = nz(v->model);
-	o->stream = v->stream;
-	o->action = nz(v->action);
-	o->rule = nz(v->rule);
-	o->reason = nz(v->reason);
-	o->error = nz(v->error);
-	size_t n = v->n_findings < EVCODEC_MAX_FINDINGS ? v->n_findings : EVCODEC_MAX_FINDINGS;
-	for (size_t i = 0; i < n; i++) {
-		snprintf(fbuf[i].type, sizeof(fbuf[i].type), "%s", nz(v->findings[i].type));
-		fbuf[i].count = v->findings[i].count;
-	}
-	o->findings = fbuf;
-	o->nfindings = n;
-	o->injection_score = v->injection_score;
-	o->status = v->status;
-	o->bytes_up = (int64_t)v->bytes_up;
-	o->bytes_down = (int64_t)v->bytes_down;
-	o->prompt_tokens = v->prompt_tokens;
-	o->completion_tokens = v->completion_tokens;
-	o->latency_ms = (int64_t)v->latency_ms;
-	o->policy_hash = nz(v->policy_hash);
-	o->gap_count = v->gap_count;
-	o->gap_first_seq = v->gap_first_seq;
-	o->gap_last_seq = v->gap_last_seq;
-	memcpy(o->prev_hash, v->prev_hash, STORE_HASH_LEN);
-	memcpy(o->hash, v->hash, STORE_HASH_LEN);
+	EVFIELDS(TO_ROW)
 	o->raw = d->enc;
 	o->raw_len = d->enc_len;
-	o->content = v->content;
 }
 
 void chain_report_free(struct chain_report *r)
@@ -238,8 +222,34 @@ static void feed_batches(struct vctx *x, const struct store_event *e, const uint
 	}
 }
 
-#define CMP_STR(f) do { if (strcmp(nz(e->f), nz(want.f))) { bad = #f; goto diff; } } while (0)
-#define CMP_NUM(f) do { if (e->f != want.f) { bad = #f; goto diff; } } while (0)
+/* A stored row against the row made from its raw event: every store COL
+ * field of common/evfields.h (a score < 0 is "none" however stored). */
+#define CMP_STR(f) do { if (strcmp(nz(e->f), nz(want.f))) { bad = #f; goto diff; } } while (0);
+#define CMP_NUM(f) do { if (e->f != want.f) { bad = #f; goto diff; } } while (0);
+#define CMP_U32 CMP_NUM
+#define CMP_U64 CMP_NUM
+#define CMP_I32 CMP_NUM
+#define CMP_I64 CMP_NUM
+#define CMP_S64 CMP_NUM
+#define CMP_BOOL CMP_NUM
+#define CMP_DOUBLE(f) \
+	do { if (!(e->f == want.f || (e->f < 0 && want.f < 0))) { bad = #f; goto diff; } } while (0);
+#define CMP_FINDINGS(f) \
+	do { if (!same_findings(e->f, e->nfindings, want.f, want.nfindings)) { bad = #f; goto diff; } } while (0);
+#define CMP_HASH(f) do { if (memcmp(e->f, want.f, STORE_HASH_LEN)) { bad = #f; goto diff; } } while (0);
+#define CMP_COL(kind, f) CMP_##kind(f)
+#define CMP_RAW(kind, f)
+#define CMP(f, num, kind, json, store, origin) CMP_##store(kind, f)
+
+static bool same_findings(const struct store_finding *a, size_t na, const struct store_finding *b, size_t nb)
+{
+	if (na != nb)
+		return false;
+	for (size_t i = 0; i < na; i++)
+		if (strcmp(a[i].type, b[i].type) || a[i].count != b[i].count)
+			return false;
+	return true;
+}
 
 static int event_cb(void *c, const struct store_event *e)
 {
@@ -274,62 +284,7 @@ static int event_cb(void *c, const struct store_event *e)
 	}
 	memcpy(d->ev.hash, e->hash, 32);
 	chain_to_store(d, &want, fb);
-	CMP_NUM(time_us);
-	CMP_STR(event_id);
-	CMP_STR(agent_id);
-	CMP_STR(boot_id);
-	CMP_NUM(seq);
-	CMP_STR(host);
-	CMP_STR(kind);
-	CMP_STR(user);
-	CMP_NUM(uid);
-	CMP_NUM(gid);
-	CMP_NUM(pid);
-	CMP_NUM(tid);
-	CMP_STR(comm);
-	CMP_STR(exe);
-	CMP_STR(cgroup);
-	CMP_STR(container_id);
-	CMP_STR(dst_ip);
-	CMP_NUM(dst_port);
-	CMP_STR(sni);
-	CMP_STR(provider);
-	CMP_STR(method);
-	CMP_STR(path);
-	CMP_STR(model);
-	CMP_NUM(stream);
-	CMP_STR(action);
-	CMP_STR(rule);
-	CMP_STR(reason);
-	CMP_STR(error);
-	CMP_NUM(status);
-	CMP_NUM(bytes_up);
-	CMP_NUM(bytes_down);
-	CMP_NUM(prompt_tokens);
-	CMP_NUM(completion_tokens);
-	CMP_NUM(latency_ms);
-	CMP_STR(policy_hash);
-	CMP_NUM(gap_count);
-	CMP_NUM(gap_first_seq);
-	CMP_NUM(gap_last_seq);
-	CMP_STR(content);
-	if (!(e->injection_score == want.injection_score || (e->injection_score < 0 && want.injection_score < 0))) {
-		bad = "injection_score";
-		goto diff;
-	}
-	if (memcmp(e->prev_hash, want.prev_hash, 32)) {
-		bad = "prev_hash";
-		goto diff;
-	}
-	if (e->nfindings != want.nfindings) {
-		bad = "findings";
-		goto diff;
-	}
-	for (size_t i = 0; i < e->nfindings; i++)
-		if (strcmp(e->findings[i].type, want.findings[i].type) || e->findings[i].count != want.findings[i].count) {
-			bad = "findings";
-			goto diff;
-		}
+	EVFIELDS(CMP)
 	goto ok;
 diff:
 	problem(r, "agent %s: seq %llu altered: column %s differs from what the agent signed", x->agent, seq, bad);

@@ -29,59 +29,43 @@ int export_format_parse(const char *name, enum export_format *out)
 	return 0;
 }
 
+/* row -> wire struct: every store COL field of common/evfields.h (the
+ * stores keep one finding list as a column: findings, nfindings). */
+#define FROM_ROW_ANY(f) v->f = e->f;
+#define FROM_ROW_STR FROM_ROW_ANY
+#define FROM_ROW_U32 FROM_ROW_ANY
+#define FROM_ROW_U64 FROM_ROW_ANY
+#define FROM_ROW_I32 FROM_ROW_ANY
+#define FROM_ROW_I64 FROM_ROW_ANY
+#define FROM_ROW_S64 FROM_ROW_ANY
+#define FROM_ROW_BOOL FROM_ROW_ANY
+#define FROM_ROW_DOUBLE FROM_ROW_ANY
+#define FROM_ROW_FINDINGS(f) v->n_##f = wire_findings(e->f, e->nfindings, fbuf), v->f = fbuf;
+#define FROM_ROW_HASH(f) memcpy(v->f, e->f, EVCODEC_HASH_LEN);
+#define FROM_ROW_COL(kind, f) FROM_ROW_##kind(f)
+#define FROM_ROW_RAW(kind, f)
+#define FROM_ROW(f, num, kind, json, store, origin) FROM_ROW_##store(kind, f)
+
+static size_t wire_findings(const struct store_finding *in, size_t n, struct vigil_finding *fbuf)
+{
+	if (n > EVCODEC_MAX_FINDINGS)
+		n = EVCODEC_MAX_FINDINGS;
+	for (size_t i = 0; i < n; i++) {
+		fbuf[i].type = in[i].type;
+		fbuf[i].count = in[i].count;
+	}
+	return n;
+}
+
 void export_to_vigil(const struct store_event *e, struct vigil_event *v, struct vigil_finding *fbuf)
 {
 	memset(v, 0, sizeof(*v));
-	v->time_us = e->time_us;
-	v->event_id = e->event_id;
-	v->agent_id = e->agent_id;
-	v->boot_id = e->boot_id;
-	v->seq = e->seq;
-	v->host = e->host;
-	v->kind = e->kind;
-	v->user = e->user;
-	v->uid = e->uid;
-	v->gid = e->gid;
-	v->pid = e->pid;
-	v->tid = e->tid;
-	v->comm = e->comm;
-	v->exe = e->exe;
-	v->cgroup = e->cgroup;
-	v->container_id = e->container_id;
-	v->dst_ip = e->dst_ip;
-	v->dst_port = (uint32_t)e->dst_port;
-	v->sni = e->sni;
-	v->provider = e->provider;
-	v->method = e->method;
-	v->path = e->path;
-	v->model = e->model;
-	v->stream = e->stream;
-	v->action = e->action;
-	v->rule = e->rule;
-	v->reason = e->reason;
-	v->error = e->error;
-	size_t n = e->nfindings < EVCODEC_MAX_FINDINGS ? e->nfindings : EVCODEC_MAX_FINDINGS;
-	for (size_t i = 0; i < n; i++) {
-		fbuf[i].type = e->findings[i].type;
-		fbuf[i].count = e->findings[i].count;
-	}
-	v->findings = fbuf;
-	v->n_findings = n;
-	v->injection_score = e->injection_score;
-	v->status = (int32_t)e->status;
-	v->bytes_up = (uint64_t)e->bytes_up;
-	v->bytes_down = (uint64_t)e->bytes_down;
-	v->prompt_tokens = e->prompt_tokens;
-	v->completion_tokens = e->completion_tokens;
-	v->latency_ms = (uint64_t)e->latency_ms;
-	v->policy_hash = e->policy_hash;
-	v->gap_count = e->gap_count;
-	v->gap_first_seq = e->gap_first_seq;
-	v->gap_last_seq = e->gap_last_seq;
-	memcpy(v->prev_hash, e->prev_hash, 32);
-	memcpy(v->hash, e->hash, 32);
-	v->content = e->content;
+	EVFIELDS(FROM_ROW)
 }
+
+#define EXPORT_RAW_COL(kind, f)
+#define EXPORT_RAW_RAW(kind, f) EVCODEC_COPY_##kind(&v, r, f)
+#define EXPORT_FROM_RAW(f, num, kind, json, store, origin) EXPORT_RAW_##store(kind, f)
 
 void export_json(const struct store_event *e, struct jsonw *w)
 {
@@ -89,18 +73,12 @@ void export_json(const struct store_event *e, struct jsonw *w)
 	struct vigil_finding fb[EVCODEC_MAX_FINDINGS];
 	struct evcodec_decoded *d = NULL;
 	export_to_vigil(e, &v, fb);
-	/* Fields the stores keep no column for (output findings, output
-	 * redactions, the MCP and tool-call fields) come from the event as the
-	 * agent signed it. */
+	/* Fields the stores keep no column for (store RAW in common/evfields.h:
+	 * output findings, output redactions, the MCP and tool-call fields)
+	 * come from the event as the agent signed it. */
 	if (e->raw && e->raw_len && evcodec_event_decode(e->raw, e->raw_len, &d) == 0) {
-		v.output_findings = d->ev.output_findings;
-		v.n_output_findings = d->ev.n_output_findings;
-		v.output_redacted = d->ev.output_redacted;
-		v.n_output_redacted = d->ev.n_output_redacted;
-		v.mcp_method = d->ev.mcp_method;
-		v.tool = d->ev.tool;
-		v.mcp_session = d->ev.mcp_session;
-		v.tool_calls = d->ev.tool_calls;
+		const struct vigil_event *r = &d->ev;
+		EVFIELDS(EXPORT_FROM_RAW)
 	}
 	evcodec_event_json(&v, w);
 	evcodec_decoded_free(d);

@@ -206,96 +206,78 @@ void vigil_event_init(struct vigil_event *ev, const char *kind)
 	ev->injection_score = -1;
 }
 
-/* The finding lists of an event, in the order fbuf/fptr hold them. */
-#define EVCODEC_FINDING_LISTS 3
+/* The mapping struct vigil_event <-> Vigil__Audit__Event is generated from
+ * common/evfields.h, one macro per kind: EVF_<step>_<kind>(field). */
+/* EVF_FINDINGS_ONLY_<kind>(x): x for a FINDINGS field, nothing for the others. */
+#define EVF_FINDINGS_ONLY_FINDINGS(x) x
+#define EVF_FINDINGS_ONLY_STR(x)
+#define EVF_FINDINGS_ONLY_U32(x)
+#define EVF_FINDINGS_ONLY_U64(x)
+#define EVF_FINDINGS_ONLY_I32(x)
+#define EVF_FINDINGS_ONLY_I64(x)
+#define EVF_FINDINGS_ONLY_S64(x)
+#define EVF_FINDINGS_ONLY_BOOL(x)
+#define EVF_FINDINGS_ONLY_DOUBLE(x)
+#define EVF_FINDINGS_ONLY_HASH(x)
+#define EVF_COUNT_FINDINGS(f, num, kind, json, store, origin) EVF_FINDINGS_ONLY_##kind(+1)
+/* The finding lists of an event (findings, output findings, output
+ * redactions: every FINDINGS field, in list order as fbuf/fptr hold them). */
+#define EVCODEC_FINDING_LISTS (0 EVFIELDS(EVF_COUNT_FINDINGS))
 
-/* Fills m from ev; fbuf/fptr hold the findings, then the output findings,
- * then the output redactions (EVCODEC_FINDING_LISTS * EVCODEC_MAX_FINDINGS). */
+/* Encode: a FINDINGS field takes the next EVCODEC_MAX_FINDINGS slots of
+ * fbuf/fptr; the hashes point at the event's (to_msg overrides both). */
+static void to_msg_findings(const struct vigil_finding *in, size_t n, Vigil__Audit__Finding ***out,
+			    size_t *nout, Vigil__Audit__Finding *fbuf, Vigil__Audit__Finding **fptr)
+{
+	for (size_t i = 0; i < n; i++) {
+		vigil__audit__finding__init(&fbuf[i]);
+		fbuf[i].type = pstr(in[i].type);
+		fbuf[i].count = in[i].count;
+		fptr[i] = &fbuf[i];
+	}
+	*nout = n;
+	*out = n ? fptr : NULL;
+}
+
+#define EVF_TO_STR(f) m->f = pstr(ev->f);
+#define EVF_TO_U32(f) m->f = ev->f;
+#define EVF_TO_U64(f) m->f = ev->f;
+#define EVF_TO_I32(f) m->f = ev->f;
+#define EVF_TO_I64(f) m->f = ev->f;
+#define EVF_TO_S64(f) m->f = ev->f;
+#define EVF_TO_BOOL(f) m->f = ev->f;
+#define EVF_TO_DOUBLE(f) m->f = ev->f;
+#define EVF_TO_FINDINGS(f)                                                              \
+	to_msg_findings(ev->f, ev->n_##f, &m->f, &m->n_##f, fbuf + lists * EVCODEC_MAX_FINDINGS, \
+			fptr + lists * EVCODEC_MAX_FINDINGS);                                   \
+	lists++;
+#define EVF_TO_HASH(f)                        \
+	m->f.len = EVCODEC_HASH_LEN;          \
+	m->f.data = (uint8_t *)ev->f;
+#define EVF_TO(f, num, kind, json, store, origin) EVF_TO_##kind(f)
+
+#define EVF_BAD(f, num, kind, json, store, origin) \
+	EVF_FINDINGS_ONLY_##kind(|| ev->n_##f > EVCODEC_MAX_FINDINGS || (ev->n_##f && !ev->f))
+
+/* Fills m from ev; fbuf/fptr hold the finding lists
+ * (EVCODEC_FINDING_LISTS * EVCODEC_MAX_FINDINGS). */
 static int to_msg(const struct vigil_event *ev, const uint8_t *prev_hash, bool with_hash,
 		  Vigil__Audit__Event *m, Vigil__Audit__Finding *fbuf, Vigil__Audit__Finding **fptr)
 {
-	if (ev->n_findings > EVCODEC_MAX_FINDINGS || (ev->n_findings && !ev->findings) ||
-	    ev->n_output_findings > EVCODEC_MAX_FINDINGS || (ev->n_output_findings && !ev->output_findings) ||
-	    ev->n_output_redacted > EVCODEC_MAX_FINDINGS || (ev->n_output_redacted && !ev->output_redacted))
+	size_t lists = 0;
+	if (0 EVFIELDS(EVF_BAD))
 		return -EINVAL;
 	vigil__audit__event__init(m);
-	m->schema_version = ev->schema_version ? ev->schema_version : EVCODEC_SCHEMA_VERSION;
-	m->time_us = ev->time_us;
-	m->event_id = pstr(ev->event_id);
-	m->agent_id = pstr(ev->agent_id);
-	m->boot_id = pstr(ev->boot_id);
-	m->seq = ev->seq;
-	m->host = pstr(ev->host);
-	m->kind = pstr(ev->kind);
-	m->user = pstr(ev->user);
-	m->uid = ev->uid;
-	m->gid = ev->gid;
-	m->pid = ev->pid;
-	m->tid = ev->tid;
-	m->comm = pstr(ev->comm);
-	m->exe = pstr(ev->exe);
-	m->cgroup = pstr(ev->cgroup);
-	m->container_id = pstr(ev->container_id);
-	m->dst_ip = pstr(ev->dst_ip);
-	m->dst_port = ev->dst_port;
-	m->sni = pstr(ev->sni);
-	m->provider = pstr(ev->provider);
-	m->method = pstr(ev->method);
-	m->path = pstr(ev->path);
-	m->model = pstr(ev->model);
-	m->mcp_method = pstr(ev->mcp_method);
-	m->tool = pstr(ev->tool);
-	m->mcp_session = pstr(ev->mcp_session);
-	m->tool_calls = pstr(ev->tool_calls);
-	m->stream = ev->stream;
-	m->action = pstr(ev->action);
-	m->rule = pstr(ev->rule);
-	m->reason = pstr(ev->reason);
-	m->error = pstr(ev->error);
-	for (size_t i = 0; i < ev->n_findings; i++) {
-		vigil__audit__finding__init(&fbuf[i]);
-		fbuf[i].type = pstr(ev->findings[i].type);
-		fbuf[i].count = ev->findings[i].count;
-		fptr[i] = &fbuf[i];
-	}
-	m->n_findings = ev->n_findings;
-	m->findings = ev->n_findings ? fptr : NULL;
-	for (size_t i = 0; i < ev->n_output_findings; i++) {
-		Vigil__Audit__Finding *f = &fbuf[EVCODEC_MAX_FINDINGS + i];
-		vigil__audit__finding__init(f);
-		f->type = pstr(ev->output_findings[i].type);
-		f->count = ev->output_findings[i].count;
-		fptr[EVCODEC_MAX_FINDINGS + i] = f;
-	}
-	m->n_output_findings = ev->n_output_findings;
-	m->output_findings = ev->n_output_findings ? fptr + EVCODEC_MAX_FINDINGS : NULL;
-	for (size_t i = 0; i < ev->n_output_redacted; i++) {
-		Vigil__Audit__Finding *f = &fbuf[2 * EVCODEC_MAX_FINDINGS + i];
-		vigil__audit__finding__init(f);
-		f->type = pstr(ev->output_redacted[i].type);
-		f->count = ev->output_redacted[i].count;
-		fptr[2 * EVCODEC_MAX_FINDINGS + i] = f;
-	}
-	m->n_output_redacted = ev->n_output_redacted;
-	m->output_redacted = ev->n_output_redacted ? fptr + 2 * EVCODEC_MAX_FINDINGS : NULL;
-	m->injection_score = ev->injection_score;
-	m->status = ev->status;
-	m->bytes_up = ev->bytes_up;
-	m->bytes_down = ev->bytes_down;
-	m->prompt_tokens = ev->prompt_tokens;
-	m->completion_tokens = ev->completion_tokens;
-	m->latency_ms = ev->latency_ms;
-	m->policy_hash = pstr(ev->policy_hash);
-	m->gap_count = ev->gap_count;
-	m->gap_first_seq = ev->gap_first_seq;
-	m->gap_last_seq = ev->gap_last_seq;
-	m->prev_hash.len = EVCODEC_HASH_LEN;
+	EVFIELDS(EVF_TO)
+	if (!m->schema_version)
+		m->schema_version = EVCODEC_SCHEMA_VERSION;
+	/* E is encoded with the prev_hash given (evcodec_event_hash) and
+	 * without field 42 unless asked. */
 	m->prev_hash.data = (uint8_t *)prev_hash;
-	if (with_hash) {
-		m->hash.len = EVCODEC_HASH_LEN;
-		m->hash.data = (uint8_t *)ev->hash;
+	if (!with_hash) {
+		m->hash.len = 0;
+		m->hash.data = NULL;
 	}
-	m->content = pstr(ev->content);
 	return 0;
 }
 
@@ -349,93 +331,64 @@ int evcodec_event_hash(const uint8_t prev_hash[EVCODEC_HASH_LEN], const struct v
 	return ret;
 }
 
-/* Points ev at m's data; fbuf takes the findings, the output findings and
- * the output redactions (msg_findings(m) entries). -EBADMSG on hashes of
- * the wrong size or too many findings. */
 /* Entries of every finding list of m (each already bounded by from_msg's
- * checks when it is called; sums of three size_t stay small anyway). */
+ * checks when it is called; sums of a few size_t stay small anyway). */
+#define EVF_SUM(f, num, kind, json, store, origin) EVF_FINDINGS_ONLY_##kind(+ m->n_##f)
 static size_t msg_findings(const Vigil__Audit__Event *m)
 {
-	return m->n_findings + m->n_output_findings + m->n_output_redacted;
+	return 0 EVFIELDS(EVF_SUM);
 }
 
+/* Decode: findings packed one list after the other into fbuf. */
+static const struct vigil_finding *from_msg_findings(Vigil__Audit__Finding *const *in, size_t n,
+						     struct vigil_finding *fbuf)
+{
+	for (size_t i = 0; i < n; i++) {
+		fbuf[i].type = vstr(in[i]->type);
+		fbuf[i].count = in[i]->count;
+	}
+	return n ? fbuf : NULL;
+}
+
+#define EVF_FROM_STR(f) ev->f = vstr(m->f);
+#define EVF_FROM_U32(f) ev->f = m->f;
+#define EVF_FROM_U64(f) ev->f = m->f;
+#define EVF_FROM_I32(f) ev->f = m->f;
+#define EVF_FROM_I64(f) ev->f = m->f;
+#define EVF_FROM_S64(f) ev->f = m->f;
+#define EVF_FROM_BOOL(f) ev->f = m->f;
+#define EVF_FROM_DOUBLE(f) ev->f = m->f;
+#define EVF_FROM_FINDINGS(f)                                  \
+	ev->f = from_msg_findings(m->f, m->n_##f, fbuf + off); \
+	ev->n_##f = m->n_##f;                                  \
+	off += m->n_##f;
+#define EVF_FROM_HASH(f)          \
+	if (m->f.len)             \
+		memcpy(ev->f, m->f.data, EVCODEC_HASH_LEN);
+#define EVF_FROM(f, num, kind, json, store, origin) EVF_FROM_##kind(f)
+
+#define EVF_MSGBAD(f, num, kind, json, store, origin) EVF_MSGBAD_##kind(f)
+#define EVF_MSGBAD_FINDINGS(f) || m->n_##f > EVCODEC_MAX_FINDINGS
+#define EVF_MSGBAD_HASH(f) || (m->f.len != 0 && m->f.len != EVCODEC_HASH_LEN)
+#define EVF_MSGBAD_STR(f)
+#define EVF_MSGBAD_U32(f)
+#define EVF_MSGBAD_U64(f)
+#define EVF_MSGBAD_I32(f)
+#define EVF_MSGBAD_I64(f)
+#define EVF_MSGBAD_S64(f)
+#define EVF_MSGBAD_BOOL(f)
+#define EVF_MSGBAD_DOUBLE(f)
+
+/* Points ev at m's data; fbuf takes the finding lists (msg_findings(m)
+ * entries). -EBADMSG on hashes of the wrong size or too many findings. */
 static int from_msg(const Vigil__Audit__Event *m, struct vigil_event *ev,
 		    struct vigil_finding *fbuf, bool *has_hash)
 {
-	if ((m->prev_hash.len != 0 && m->prev_hash.len != EVCODEC_HASH_LEN) ||
-	    (m->hash.len != 0 && m->hash.len != EVCODEC_HASH_LEN) ||
-	    m->n_findings > EVCODEC_MAX_FINDINGS || m->n_output_findings > EVCODEC_MAX_FINDINGS ||
-	    m->n_output_redacted > EVCODEC_MAX_FINDINGS)
+	size_t off = 0;
+	if (0 EVFIELDS(EVF_MSGBAD))
 		return -EBADMSG;
 	memset(ev, 0, sizeof(*ev));
-	ev->schema_version = m->schema_version;
-	ev->time_us = m->time_us;
-	ev->event_id = vstr(m->event_id);
-	ev->agent_id = vstr(m->agent_id);
-	ev->boot_id = vstr(m->boot_id);
-	ev->seq = m->seq;
-	ev->host = vstr(m->host);
-	ev->kind = vstr(m->kind);
-	ev->user = vstr(m->user);
-	ev->uid = m->uid;
-	ev->gid = m->gid;
-	ev->pid = m->pid;
-	ev->tid = m->tid;
-	ev->comm = vstr(m->comm);
-	ev->exe = vstr(m->exe);
-	ev->cgroup = vstr(m->cgroup);
-	ev->container_id = vstr(m->container_id);
-	ev->dst_ip = vstr(m->dst_ip);
-	ev->dst_port = m->dst_port;
-	ev->sni = vstr(m->sni);
-	ev->provider = vstr(m->provider);
-	ev->method = vstr(m->method);
-	ev->path = vstr(m->path);
-	ev->model = vstr(m->model);
-	ev->mcp_method = vstr(m->mcp_method);
-	ev->tool = vstr(m->tool);
-	ev->mcp_session = vstr(m->mcp_session);
-	ev->tool_calls = vstr(m->tool_calls);
-	ev->stream = m->stream;
-	ev->action = vstr(m->action);
-	ev->rule = vstr(m->rule);
-	ev->reason = vstr(m->reason);
-	ev->error = vstr(m->error);
-	for (size_t i = 0; i < m->n_findings; i++) {
-		fbuf[i].type = vstr(m->findings[i]->type);
-		fbuf[i].count = m->findings[i]->count;
-	}
-	ev->findings = m->n_findings ? fbuf : NULL;
-	ev->n_findings = m->n_findings;
-	for (size_t i = 0; i < m->n_output_findings; i++) {
-		fbuf[m->n_findings + i].type = vstr(m->output_findings[i]->type);
-		fbuf[m->n_findings + i].count = m->output_findings[i]->count;
-	}
-	ev->output_findings = m->n_output_findings ? fbuf + m->n_findings : NULL;
-	ev->n_output_findings = m->n_output_findings;
-	struct vigil_finding *rb = fbuf + m->n_findings + m->n_output_findings;
-	for (size_t i = 0; i < m->n_output_redacted; i++) {
-		rb[i].type = vstr(m->output_redacted[i]->type);
-		rb[i].count = m->output_redacted[i]->count;
-	}
-	ev->output_redacted = m->n_output_redacted ? rb : NULL;
-	ev->n_output_redacted = m->n_output_redacted;
-	ev->injection_score = m->injection_score;
-	ev->status = m->status;
-	ev->bytes_up = m->bytes_up;
-	ev->bytes_down = m->bytes_down;
-	ev->prompt_tokens = m->prompt_tokens;
-	ev->completion_tokens = m->completion_tokens;
-	ev->latency_ms = m->latency_ms;
-	ev->policy_hash = vstr(m->policy_hash);
-	ev->gap_count = m->gap_count;
-	ev->gap_first_seq = m->gap_first_seq;
-	ev->gap_last_seq = m->gap_last_seq;
-	if (m->prev_hash.len)
-		memcpy(ev->prev_hash, m->prev_hash.data, EVCODEC_HASH_LEN);
-	if (m->hash.len)
-		memcpy(ev->hash, m->hash.data, EVCODEC_HASH_LEN);
-	ev->content = vstr(m->content);
+	EVFIELDS(EVF_FROM)
 	*has_hash = m->prev_hash.len && m->hash.len;
 	return 0;
 }
@@ -542,11 +495,107 @@ static void json_findings(struct jsonw *w, const char *key, const struct vigil_f
 	jsonw_arr_close(w);
 }
 
-void evcodec_event_json(const struct vigil_event *ev, struct jsonw *w)
+/* ---------------------------------------------------- the list vs the proto */
+
+#define EVF_PB_STR PROTOBUF_C_TYPE_STRING
+#define EVF_PB_U32 PROTOBUF_C_TYPE_UINT32
+#define EVF_PB_U64 PROTOBUF_C_TYPE_UINT64
+#define EVF_PB_I32 PROTOBUF_C_TYPE_INT32
+#define EVF_PB_I64 PROTOBUF_C_TYPE_INT64
+#define EVF_PB_S64 PROTOBUF_C_TYPE_SINT64
+#define EVF_PB_BOOL PROTOBUF_C_TYPE_BOOL
+#define EVF_PB_DOUBLE PROTOBUF_C_TYPE_DOUBLE
+#define EVF_PB_FINDINGS PROTOBUF_C_TYPE_MESSAGE
+#define EVF_PB_HASH PROTOBUF_C_TYPE_BYTES
+
+static const char *const pb_type_names[] = {
+	[PROTOBUF_C_TYPE_INT32] = "int32", [PROTOBUF_C_TYPE_SINT32] = "sint32",
+	[PROTOBUF_C_TYPE_SFIXED32] = "sfixed32", [PROTOBUF_C_TYPE_INT64] = "int64",
+	[PROTOBUF_C_TYPE_SINT64] = "sint64", [PROTOBUF_C_TYPE_SFIXED64] = "sfixed64",
+	[PROTOBUF_C_TYPE_UINT32] = "uint32", [PROTOBUF_C_TYPE_FIXED32] = "fixed32",
+	[PROTOBUF_C_TYPE_UINT64] = "uint64", [PROTOBUF_C_TYPE_FIXED64] = "fixed64",
+	[PROTOBUF_C_TYPE_FLOAT] = "float", [PROTOBUF_C_TYPE_DOUBLE] = "double",
+	[PROTOBUF_C_TYPE_BOOL] = "bool", [PROTOBUF_C_TYPE_ENUM] = "enum",
+	[PROTOBUF_C_TYPE_STRING] = "string", [PROTOBUF_C_TYPE_BYTES] = "bytes",
+	[PROTOBUF_C_TYPE_MESSAGE] = "message",
+};
+
+static const char *pb_type_name(ProtobufCType t)
 {
-	char when[64], hx[2 * EVCODEC_HASH_LEN + 1];
-	time_t sec = (time_t)(ev->time_us / 1000000);
-	long usec = (long)(ev->time_us % 1000000);
+	size_t i = (size_t)t;
+	return i < sizeof(pb_type_names) / sizeof(pb_type_names[0]) && pb_type_names[i] ?
+		       pb_type_names[i] : "?";
+}
+
+struct evf_spec {
+	const char *name;
+	unsigned number;
+	ProtobufCType type;
+	bool repeated;
+};
+#define EVF_SPEC(f, num, kind, json, store, origin) \
+	{ #f, num, EVF_PB_##kind, 0 EVF_FINDINGS_ONLY_##kind(+1) },
+static const struct evf_spec evf_specs[] = { EVFIELDS(EVF_SPEC) };
+
+/* One field of the list against the descriptor's: same number, type and
+ * cardinality (a repeated field is a list of Finding). */
+static int check_field(const ProtobufCMessageDescriptor *d, const struct evf_spec *s, char *err,
+		       size_t errlen)
+{
+	const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(d, s->name);
+	if (!f) {
+		snprintf(err, errlen, "field %s (%u) of common/evfields.h is not in %s", s->name,
+			 s->number, d->name);
+		return -EINVAL;
+	}
+	if (f->id != s->number || f->type != s->type ||
+	    (f->label == PROTOBUF_C_LABEL_REPEATED) != s->repeated ||
+	    (s->repeated && f->descriptor != &vigil__audit__finding__descriptor)) {
+		snprintf(err, errlen, "field %s: common/evfields.h says %s%s = %u, %s says %s%s = %u",
+			 s->name, s->repeated ? "repeated " : "", pb_type_name(s->type), s->number,
+			 d->name, f->label == PROTOBUF_C_LABEL_REPEATED ? "repeated " : "",
+			 pb_type_name(f->type), f->id);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int evcodec_fields_check_desc(const ProtobufCMessageDescriptor *d, char *err, size_t errlen)
+{
+	size_t n = sizeof(evf_specs) / sizeof(evf_specs[0]);
+	for (size_t i = 0; i < n; i++)
+		if (check_field(d, &evf_specs[i], err, errlen))
+			return -EINVAL;
+	/* Every list field is in the proto, numbers are unique there: equal
+	 * counts leave no proto field outside the list. */
+	if (d->n_fields != n) {
+		for (unsigned i = 0; i < d->n_fields; i++) {
+			size_t j = 0;
+			while (j < n && strcmp(evf_specs[j].name, d->fields[i].name))
+				j++;
+			if (j == n) {
+				snprintf(err, errlen, "field %s (%u) of %s is not in common/evfields.h",
+					 d->fields[i].name, d->fields[i].id, d->name);
+				return -EINVAL;
+			}
+		}
+		snprintf(err, errlen, "%s has %u fields, common/evfields.h %zu", d->name, d->n_fields, n);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int evcodec_fields_check(char *err, size_t errlen)
+{
+	return evcodec_fields_check_desc(&vigil__audit__event__descriptor, err, errlen);
+}
+
+/* "time": RFC 3339 in UTC with microseconds. */
+static void json_time(struct jsonw *w, int64_t time_us)
+{
+	char when[64];
+	time_t sec = (time_t)(time_us / 1000000);
+	long usec = (long)(time_us % 1000000);
 	struct tm tm;
 	if (usec < 0) {
 		usec += 1000000;
@@ -555,67 +604,45 @@ void evcodec_event_json(const struct vigil_event *ev, struct jsonw *w)
 	gmtime_r(&sec, &tm);
 	snprintf(when, sizeof(when), "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
 		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, usec);
-	jsonw_obj_open(w);
 	jsonw_str(w, "time", when);
-	jsonw_str(w, "event_id", ev->event_id);
-	jsonw_str(w, "agent_id", ev->agent_id);
-	jsonw_str(w, "boot_id", ev->boot_id);
-	jsonw_str(w, "host", ev->host);
-	jsonw_u64(w, "seq", ev->seq);
-	jsonw_str(w, "kind", ev->kind);
-	jsonw_str(w, "user", ev->user);
-	opt_i64(w, "uid", ev->uid);
-	opt_i64(w, "gid", ev->gid);
-	opt_i64(w, "pid", ev->pid);
-	opt_i64(w, "tid", ev->tid);
-	jsonw_str(w, "comm", ev->comm);
-	jsonw_str(w, "exe", ev->exe);
-	jsonw_str(w, "cgroup", ev->cgroup);
-	jsonw_str(w, "container_id", ev->container_id);
-	jsonw_str(w, "dst_ip", ev->dst_ip);
-	jsonw_u64(w, "dst_port", ev->dst_port);
-	jsonw_str(w, "sni", ev->sni);
-	jsonw_str(w, "provider", ev->provider);
-	jsonw_str(w, "method", ev->method);
-	jsonw_str(w, "path", ev->path);
-	jsonw_str(w, "model", ev->model);
-	jsonw_str(w, "mcp_method", ev->mcp_method);
-	jsonw_str(w, "tool", ev->tool);
-	jsonw_str(w, "mcp_session", ev->mcp_session);
-	jsonw_str(w, "tool_calls", ev->tool_calls);
-	jsonw_bool(w, "stream", ev->stream);
-	jsonw_str(w, "action", ev->action);
-	jsonw_str(w, "rule", ev->rule);
-	jsonw_str(w, "reason", ev->reason);
-	json_findings(w, "findings", ev->findings, ev->n_findings);
-	json_findings(w, "output_findings", ev->output_findings, ev->n_output_findings);
-	json_findings(w, "output_redacted", ev->output_redacted, ev->n_output_redacted);
-	if (ev->injection_score < 0)
-		jsonw_null(w, "injection_score");
-	else
-		jsonw_double(w, "injection_score", ev->injection_score);
-	if (ev->status)
-		jsonw_i64(w, "status", ev->status);
-	else
-		jsonw_null(w, "status");
-	jsonw_u64(w, "bytes_up", ev->bytes_up);
-	jsonw_u64(w, "bytes_down", ev->bytes_down);
-	opt_i64(w, "prompt_tokens", ev->prompt_tokens);
-	opt_i64(w, "completion_tokens", ev->completion_tokens);
-	jsonw_u64(w, "latency_ms", ev->latency_ms);
-	jsonw_str(w, "error", ev->error);
-	jsonw_str(w, "policy_hash", ev->policy_hash);
-	if (ev->gap_count || (ev->kind && strcmp(ev->kind, "gap") == 0)) {
-		jsonw_u64(w, "gap_count", ev->gap_count);
-		jsonw_u64(w, "gap_first_seq", ev->gap_first_seq);
-		jsonw_u64(w, "gap_last_seq", ev->gap_last_seq);
-	}
-	if (ev->content)
-		jsonw_str(w, "content", ev->content);
-	evcodec_hex(ev->prev_hash, EVCODEC_HASH_LEN, hx);
-	jsonw_str(w, "prev_hash", hx);
-	evcodec_hex(ev->hash, EVCODEC_HASH_LEN, hx);
-	jsonw_str(w, "hash", hx);
+}
+
+/* The JSON line: keys in the order of common/evfields.h, written by the
+ * field's json rendering. */
+#define EVF_JSON_NONE(f)
+#define EVF_JSON_TIME(f) json_time(w, ev->f);
+#define EVF_JSON_STR(f) jsonw_str(w, #f, ev->f);
+#define EVF_JSON_U64(f) jsonw_u64(w, #f, ev->f);
+#define EVF_JSON_OPT(f) opt_i64(w, #f, ev->f);
+#define EVF_JSON_NZ(f)                       \
+	if (ev->f)                           \
+		jsonw_i64(w, #f, ev->f);     \
+	else                                 \
+		jsonw_null(w, #f);
+#define EVF_JSON_SCORE(f)                    \
+	if (ev->f < 0)                       \
+		jsonw_null(w, #f);           \
+	else                                 \
+		jsonw_double(w, #f, ev->f);
+#define EVF_JSON_BOOL(f) jsonw_bool(w, #f, ev->f);
+#define EVF_JSON_FINDINGS(f) json_findings(w, #f, ev->f, ev->n_##f);
+#define EVF_JSON_GAP(f)                      \
+	if (gap)                             \
+		jsonw_u64(w, #f, ev->f);
+#define EVF_JSON_OMIT(f)                     \
+	if (ev->f)                           \
+		jsonw_str(w, #f, ev->f);
+#define EVF_JSON_HEX(f)                                  \
+	evcodec_hex(ev->f, EVCODEC_HASH_LEN, hx);        \
+	jsonw_str(w, #f, hx);
+#define EVF_JSON(f, num, kind, json, store, origin) EVF_JSON_##json(f)
+
+void evcodec_event_json(const struct vigil_event *ev, struct jsonw *w)
+{
+	char hx[2 * EVCODEC_HASH_LEN + 1];
+	bool gap = ev->gap_count || (ev->kind && strcmp(ev->kind, "gap") == 0);
+	jsonw_obj_open(w);
+	EVFIELDS(EVF_JSON)
 	jsonw_obj_close(w);
 }
 

@@ -28,6 +28,7 @@
 #include <stdint.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
+#include "evfields.h"
 
 struct jsonw;
 
@@ -43,47 +44,48 @@ struct vigil_finding {
 	uint32_t count;
 };
 
-/* The C view of one event. Strings: NULL and "" mean the same (absent).
- * Pointers are borrowed: for encoding, from the caller; for decoded
- * events, from the evcodec_decoded / evcodec_batch that returned them. */
+/* The C view of one event, generated from common/evfields.h (the
+ * comments on each field are there). Strings: NULL and "" mean the same
+ * (absent). Pointers are borrowed: for encoding, from the caller; for
+ * decoded events, from the evcodec_decoded / evcodec_batch that returned
+ * them. */
+#define EVCODEC_CTYPE_STR(n) const char *n;
+#define EVCODEC_CTYPE_U32(n) uint32_t n;
+#define EVCODEC_CTYPE_U64(n) uint64_t n;
+#define EVCODEC_CTYPE_I32(n) int32_t n;
+#define EVCODEC_CTYPE_I64(n) int64_t n;
+#define EVCODEC_CTYPE_S64(n) int64_t n;
+#define EVCODEC_CTYPE_BOOL(n) bool n;
+#define EVCODEC_CTYPE_DOUBLE(n) double n;
+#define EVCODEC_CTYPE_FINDINGS(n) const struct vigil_finding *n; size_t n_##n;
+#define EVCODEC_CTYPE_HASH(n) uint8_t n[EVCODEC_HASH_LEN];
+#define EVCODEC_MEMBER(name, num, kind, json, store, origin) EVCODEC_CTYPE_##kind(name)
 struct vigil_event {
-	uint32_t schema_version;          /* 0 on encode = EVCODEC_SCHEMA_VERSION */
-	int64_t time_us;                  /* unix microseconds */
-	const char *event_id;             /* UUID */
-	const char *agent_id;
-	const char *boot_id;
-	uint64_t seq;
-	const char *host;
-	const char *kind;                 /* request|connection|bypass|gap|policy_reload|agent_start|agent_stop|... */
-	const char *user;
-	int64_t uid, gid, pid, tid;       /* -1 = unknown */
-	const char *comm, *exe, *cgroup;
-	const char *container_id;         /* the runtime's id from the cgroup path */
-	const char *dst_ip;
-	uint32_t dst_port;
-	const char *sni;
-	const char *provider, *method, *path, *model;
-	const char *mcp_method, *tool, *mcp_session;   /* MCP (kind mcp) */
-	const char *tool_calls;           /* tools called in the answer: "name:count,..." */
-	bool stream;
-	const char *action, *rule, *reason, *error;
-	const struct vigil_finding *findings;
-	size_t n_findings;                /* <= EVCODEC_MAX_FINDINGS */
-	double injection_score;           /* < 0 = not computed */
-	int32_t status;                   /* HTTP status, 0 = none */
-	uint64_t bytes_up, bytes_down;
-	int64_t prompt_tokens, completion_tokens;   /* -1 = unknown */
-	uint64_t latency_ms;
-	const char *policy_hash;
-	uint64_t gap_count, gap_first_seq, gap_last_seq;   /* kind gap */
-	uint8_t prev_hash[EVCODEC_HASH_LEN];
-	uint8_t hash[EVCODEC_HASH_LEN];
-	const char *content;              /* redacted prompt text; NULL unless policy says so */
-	const struct vigil_finding *output_findings;   /* in the model's answer */
-	size_t n_output_findings;         /* <= EVCODEC_MAX_FINDINGS */
-	const struct vigil_finding *output_redacted;   /* replaced in the answer */
-	size_t n_output_redacted;         /* <= EVCODEC_MAX_FINDINGS */
+	EVFIELDS(EVCODEC_MEMBER)
 };
+
+/* EVCODEC_COPY_<kind>(dst, src, field): one field of a vigil_event to
+ * another (pointers stay borrowed from src's owner). */
+#define EVCODEC_COPY_ANY(d, s, f) (d)->f = (s)->f;
+#define EVCODEC_COPY_STR EVCODEC_COPY_ANY
+#define EVCODEC_COPY_U32 EVCODEC_COPY_ANY
+#define EVCODEC_COPY_U64 EVCODEC_COPY_ANY
+#define EVCODEC_COPY_I32 EVCODEC_COPY_ANY
+#define EVCODEC_COPY_I64 EVCODEC_COPY_ANY
+#define EVCODEC_COPY_S64 EVCODEC_COPY_ANY
+#define EVCODEC_COPY_BOOL EVCODEC_COPY_ANY
+#define EVCODEC_COPY_DOUBLE EVCODEC_COPY_ANY
+#define EVCODEC_COPY_FINDINGS(d, s, f) (d)->f = (s)->f; (d)->n_##f = (s)->n_##f;
+#define EVCODEC_COPY_HASH(d, s, f) memcpy((d)->f, (s)->f, EVCODEC_HASH_LEN);
+
+/* 0 if common/evfields.h and the protoc-c descriptor of Event (from
+ * proto/vigil/audit.proto) agree on every field's name, number, type and
+ * cardinality; -EINVAL with the first disagreement in err. The build runs it
+ * (common/evfields_check.c) before linking any binary. _desc takes another
+ * descriptor (tests). */
+struct ProtobufCMessageDescriptor;
+int evcodec_fields_check(char *err, size_t errlen);
+int evcodec_fields_check_desc(const struct ProtobufCMessageDescriptor *d, char *err, size_t errlen);
 
 /* Zeroes ev and sets the "unknown" markers (ids -1, tokens -1, score -1). */
 void vigil_event_init(struct vigil_event *ev, const char *kind);

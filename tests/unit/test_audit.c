@@ -505,6 +505,58 @@ TEST(chain_over_protobuf_and_restart_continuity)
 	rm_rf(dir);
 }
 
+/* Every field the code that saw an exchange fills (origin EV in
+ * common/evfields.h) reaches the signed, spooled event unchanged. */
+#define AFILL_STR(f) ev.f = #f;
+#define AFILL_U32(f) ev.f = 7;
+#define AFILL_U64(f) ev.f = 7;
+#define AFILL_I32(f) ev.f = 7;
+#define AFILL_I64(f) ev.f = 7;
+#define AFILL_S64(f) ev.f = 7;
+#define AFILL_BOOL(f) ev.f = true;
+#define AFILL_DOUBLE(f) ev.f = 0.5;
+#define AFILL_FINDINGS(f) ev.f[0] = (struct audit_finding){ "EMAIL", 2 }, ev.n_##f = 1;
+#define AFILL_EV(kind, f) AFILL_##kind(f)
+#define AFILL_STAMP(kind, f)
+#define AFILL(f, num, kind, json, store, origin) AFILL_##origin(kind, f)
+#define ASAME_STR(f) if (!o->f || strcmp(o->f, ev.f)) bad = #f;
+#define ASAME_NUM(f) if (o->f != ev.f) bad = #f;
+#define ASAME_U32 ASAME_NUM
+#define ASAME_U64 ASAME_NUM
+#define ASAME_I32 ASAME_NUM
+#define ASAME_I64 ASAME_NUM
+#define ASAME_S64 ASAME_NUM
+#define ASAME_BOOL ASAME_NUM
+#define ASAME_DOUBLE ASAME_NUM
+#define ASAME_FINDINGS(f) \
+	if (o->n_##f != 1 || !o->f[0].type || strcmp(o->f[0].type, "EMAIL") || o->f[0].count != 2) bad = #f;
+#define ASAME_EV(kind, f) ASAME_##kind(f)
+#define ASAME_STAMP(kind, f)
+#define ASAME(f, num, kind, json, store, origin) ASAME_##origin(kind, f)
+
+TEST(every_event_field_reaches_the_spool)
+{
+	const char *dir = fresh_dir("fields");
+	struct audit *a = NULL;
+	struct spool_batch b = { 0 };
+	struct evcodec_decoded *d = NULL;
+	struct audit_event ev;
+	const char *bad = NULL;
+	CHECK(make_pki() == 0, "test PKI");
+	CHECK(open_audit(dir, NULL, 0, 0, &a) == 0, "audit_open");
+	audit_event_init(&ev, "request");
+	EVFIELDS(AFILL)
+	CHECK(audit_emit(a, &ev) == 1, "emit");
+	audit_close(a);
+	CHECK(read_spool(dir, &b) == 1, "spool holds %zu records, want 1", b.n);
+	CHECK(evcodec_event_decode(b.data + b.off[0], b.len[0], &d) == 0, "decode");
+	const struct vigil_event *o = &d->ev;
+	EVFIELDS(ASAME)
+	evcodec_decoded_free(d);
+	spool_batch_free(&b);
+	CHECK(bad == NULL, "field %s of the agent's event did not reach the spooled event", bad);
+}
+
 TEST(full_spool_records_signed_gap)
 {
 	const char *dir = fresh_dir("full");

@@ -6,9 +6,11 @@
 #include <string.h>
 #include <zstd.h>
 #include "check.h"
+#include "evfill.h"
 #include "evcodec.h"
 #include "jsonw.h"
 #include "pki.h"
+#include "vigil/audit.pb-c.h"
 
 static const struct vigil_finding k_findings[] = { { "EMAIL", 2 }, { "AWS_ACCESS_KEY", 1 } };
 
@@ -537,4 +539,129 @@ TEST(hash_insertion_equals_encoding_with_hash)
 	}
 	uint8_t junk[8 + EVCODEC_HASH_FIELD_LEN] = { 0x0a, 0x50 };
 	CHECK(evcodec_insert_hash(junk, 2, junk) == 0, "invalid E accepted");
+}
+
+/* ---- the field list (common/evfields.h) against the proto and the JSON line */
+
+TEST(field_list_matches_the_proto)
+{
+	char err[256] = "";
+	CHECK(evcodec_fields_check(err, sizeof(err)) == 0, "common/evfields.h vs audit.proto: %s", err);
+}
+
+/* The checker really compares: another message's descriptor fails it. */
+TEST(field_check_names_a_disagreement)
+{
+	char err[256] = "";
+	CHECK(evcodec_fields_check_desc(&vigil__audit__batch__descriptor, err, sizeof(err)) == -EINVAL &&
+		      strstr(err, "schema_version") == NULL && strstr(err, "time_us") != NULL,
+	      "Batch accepted as the Event, or the first difference misnamed: %s", err);
+}
+
+/* "key": for a field the JSON line carries, NULL for one it never does. */
+#define JKEY_NONE(f) NULL
+#define JKEY_TIME(f) "\"time\":"
+#define JKEY_ANY(f) "\"" #f "\":"
+#define JKEY_STR JKEY_ANY
+#define JKEY_U64 JKEY_ANY
+#define JKEY_OPT JKEY_ANY
+#define JKEY_NZ JKEY_ANY
+#define JKEY_SCORE JKEY_ANY
+#define JKEY_BOOL JKEY_ANY
+#define JKEY_FINDINGS JKEY_ANY
+#define JKEY_GAP JKEY_ANY
+#define JKEY_OMIT JKEY_ANY
+#define JKEY_HEX JKEY_ANY
+#define JKEY(f, num, kind, json, store, origin) JKEY_##json(f),
+static const char *const k_json_keys[] = { EVFIELDS(JKEY) };
+
+TEST(json_line_carries_every_field_in_list_order_and_survives_the_codec)
+{
+	struct vigil_event ev;
+	struct evcodec_decoded *d = NULL;
+	struct jsonw w, w2;
+	uint8_t buf[8192];
+	evfill_every_field(&ev, k_findings);
+	jsonw_init(&w);
+	evcodec_event_json(&ev, &w);
+	jsonw_raw(&w, "", 1);
+	const char *at = w.buf;
+	for (size_t i = 0; i < sizeof(k_json_keys) / sizeof(k_json_keys[0]); i++) {
+		if (!k_json_keys[i])
+			continue;
+		const char *p = strstr(w.buf, k_json_keys[i]);
+		CHECK(p != NULL, "JSON line lacks %s: %s", k_json_keys[i], w.buf);
+		CHECK(p >= at, "%s out of the list's order: %s", k_json_keys[i], w.buf);
+		at = p;
+	}
+	size_t n = evcodec_event_encode(&ev, true, buf, sizeof(buf));
+	CHECK(n > 0 && n <= sizeof(buf) && evcodec_event_decode(buf, n, &d) == 0, "round trip failed");
+	jsonw_init(&w2);
+	evcodec_event_json(&d->ev, &w2);
+	jsonw_raw(&w2, "", 1);
+	CHECK(strcmp(w.buf, w2.buf) == 0, "a field changed through the protobuf mapping:\n%s\n%s", w.buf, w2.buf);
+	CHECK(d->ev.schema_version == 7, "schema_version (not in the JSON) lost: %u", d->ev.schema_version);
+	evcodec_decoded_free(d);
+	jsonw_free(&w);
+	jsonw_free(&w2);
+}
+
+/* The JSON line is part of the contract: names, order, null and absent
+ * fields byte for byte (this is the line the code wrote before the field
+ * list was generated). */
+#define GOLDEN_FULL \
+	"{\"time\":\"2023-11-14T22:13:20.123456Z\",\"event_id\":\"e-1\",\"agent_id\":\"a\",\"boot_id\":\"b\"," \
+	"\"host\":\"h\",\"seq\":7,\"kind\":\"request\",\"user\":\"u\",\"uid\":1000,\"gid\":0,\"pid\":4,\"tid\":5," \
+	"\"comm\":\"curl\",\"exe\":\"/usr/bin/curl\",\"cgroup\":\"/x\",\"container_id\":\"c1\",\"dst_ip\":\"1.2.3.4\"," \
+	"\"dst_port\":443,\"sni\":\"api\",\"provider\":\"openai\",\"method\":\"POST\",\"path\":\"/v1\"," \
+	"\"model\":\"gpt\",\"mcp_method\":\"tools/call\",\"tool\":\"t\",\"mcp_session\":\"s\",\"tool_calls\":\"x:1\"," \
+	"\"stream\":true,\"action\":\"allow\",\"rule\":\"r\",\"reason\":\"why\",\"findings\":[{\"type\":\"EMAIL\"," \
+	"\"count\":2},{\"type\":\"AWS_ACCESS_KEY\",\"count\":1}],\"output_findings\":[{\"type\":\"PHONE\"," \
+	"\"count\":3}],\"output_redacted\":[{\"type\":\"SSN\",\"count\":1}],\"injection_score\":0.5," \
+	"\"status\":200,\"bytes_up\":10,\"bytes_down\":20,\"prompt_tokens\":3,\"completion_tokens\":4," \
+	"\"latency_ms\":99,\"error\":\"err\",\"policy_hash\":\"ph\",\"content\":\"hello\"," \
+	"\"prev_hash\":\"abababababababababababababababababababababababababababababababab\"," \
+	"\"hash\":\"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd\"}"
+#define GOLDEN_GAP \
+	"{\"time\":\"1970-01-01T00:00:00.000000Z\",\"event_id\":null,\"agent_id\":null,\"boot_id\":null," \
+	"\"host\":null,\"seq\":0,\"kind\":\"gap\",\"user\":null,\"uid\":null,\"gid\":null,\"pid\":null,\"tid\":null," \
+	"\"comm\":null,\"exe\":null,\"cgroup\":null,\"container_id\":null,\"dst_ip\":null,\"dst_port\":0," \
+	"\"sni\":null,\"provider\":null,\"method\":null,\"path\":null,\"model\":null,\"mcp_method\":null," \
+	"\"tool\":null,\"mcp_session\":null,\"tool_calls\":null,\"stream\":false,\"action\":null," \
+	"\"rule\":null,\"reason\":null,\"findings\":[],\"output_findings\":[],\"output_redacted\":[]," \
+	"\"injection_score\":null,\"status\":null,\"bytes_up\":0,\"bytes_down\":0,\"prompt_tokens\":null," \
+	"\"completion_tokens\":null,\"latency_ms\":0,\"error\":null,\"policy_hash\":null,\"gap_count\":3," \
+	"\"gap_first_seq\":1,\"gap_last_seq\":3," \
+	"\"prev_hash\":\"0000000000000000000000000000000000000000000000000000000000000000\"," \
+	"\"hash\":\"0000000000000000000000000000000000000000000000000000000000000000\"}"
+TEST(json_line_is_the_contract_byte_for_byte)
+{
+	static const struct vigil_finding of[] = { { "PHONE", 3 } }, orr[] = { { "SSN", 1 } };
+	struct vigil_event ev;
+	struct jsonw w;
+	vigil_event_init(&ev, "request");
+	ev.time_us = 1700000000123456; ev.event_id = "e-1"; ev.agent_id = "a"; ev.boot_id = "b";
+	ev.seq = 7; ev.host = "h"; ev.user = "u"; ev.uid = 1000; ev.gid = 0; ev.pid = 4; ev.tid = 5;
+	ev.comm = "curl"; ev.exe = "/usr/bin/curl"; ev.cgroup = "/x"; ev.container_id = "c1";
+	ev.dst_ip = "1.2.3.4"; ev.dst_port = 443; ev.sni = "api"; ev.provider = "openai";
+	ev.method = "POST"; ev.path = "/v1"; ev.model = "gpt"; ev.mcp_method = "tools/call";
+	ev.tool = "t"; ev.mcp_session = "s"; ev.tool_calls = "x:1"; ev.stream = true;
+	ev.action = "allow"; ev.rule = "r"; ev.reason = "why"; ev.error = "err";
+	ev.findings = k_findings; ev.n_findings = 2; ev.output_findings = of; ev.n_output_findings = 1;
+	ev.output_redacted = orr; ev.n_output_redacted = 1; ev.injection_score = 0.5; ev.status = 200;
+	ev.bytes_up = 10; ev.bytes_down = 20; ev.prompt_tokens = 3; ev.completion_tokens = 4;
+	ev.latency_ms = 99; ev.policy_hash = "ph"; ev.gap_first_seq = 1; ev.gap_last_seq = 5;
+	ev.content = "hello"; memset(ev.prev_hash, 0xab, 32); memset(ev.hash, 0xcd, 32);
+	jsonw_init(&w);
+	evcodec_event_json(&ev, &w);
+	jsonw_raw(&w, "", 1);
+	CHECK(strcmp(w.buf, GOLDEN_FULL) == 0, "JSON line changed:\n%s\nwant\n%s", w.buf, GOLDEN_FULL);
+	/* A gap event writes the gap fields; unknowns are null, no content. */
+	vigil_event_init(&ev, "gap");
+	ev.gap_count = 3; ev.gap_first_seq = 1; ev.gap_last_seq = 3;
+	jsonw_reset(&w);
+	evcodec_event_json(&ev, &w);
+	jsonw_raw(&w, "", 1);
+	CHECK(strcmp(w.buf, GOLDEN_GAP) == 0, "gap JSON line changed:\n%s\nwant\n%s", w.buf, GOLDEN_GAP);
+	jsonw_free(&w);
 }
