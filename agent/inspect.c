@@ -1429,6 +1429,26 @@ static bool v_secret_assign(const char *t, size_t n, size_t *s, size_t *e)
 	return true;
 }
 
+/* token%3Dvalue: a secret parameter inside a percent-encoded URL (a
+ * redirect or callback URL carried in another URL's query). The value is
+ * the run of unreserved characters, everything else being %XX there. */
+static bool v_urlenc_secret(const char *t, size_t n, size_t *s, size_t *e)
+{
+	if (*s > 0 && isalpha((unsigned char)t[*s - 1]))
+		return false;                          /* mytoken%3D: another name */
+	if (*e < n && (is_alnum((unsigned char)t[*e]) || strchr("_.~-", t[*e])))
+		return false;
+	const char *pct = memmem(t + *s, *e - *s, "%3", 2);
+	if (!pct || !secret_key_ok(t + *s, (size_t)(pct - (t + *s))))
+		return false;
+	size_t v = (size_t)(pct - t) + 3, l = *e - v;
+	if (l < 8 || placeholder(t + v, l) || placeholder_word(t + v, l) || doc_example(t + v, l) ||
+	    !random_value(t + v, l))
+		return false;
+	*s = v;
+	return true;
+}
+
 /* #define API_TOKEN "x", %define token x: the last word, if generated */
 static bool v_define_secret(const char *t, size_t n, size_t *s, size_t *e)
 {
@@ -1592,6 +1612,9 @@ static const struct det builtin[] = {
 	/* #define PASSWORD "x", %global password "x", SET password "x" */
 	{ FINDING_PASSWORD_ASSIGNMENT, "(?:#define|%define|%global|\\bset)[ \\t]{1,4}[A-Za-z_]{0,12}pass(?:word|wd)?[A-Za-z_]{0,12}[ \\t]{1,4}[\"'][^\\s\"']{4,}",
 	  NULL, CL, v_last_word, EX_SOM, 0 },
+	{ FINDING_SECRET_ASSIGNMENT,
+	  "(?:api[_.\\-]?(?:key|token|secret)|apikey|access[_.\\-]?token|auth[_.\\-]?token|client[_.\\-]?secret|secret|token)"
+	  "%3[Dd][A-Za-z0-9_.~\\-]{8,}", NULL, CL, v_urlenc_secret, EX_SOM, 0 },
 	{ FINDING_SECRET_ASSIGNMENT, "(?:#define|%define|%global)[ \\t]{1,4}[A-Za-z_]{0,12}(?:token|secret|api_?key)[A-Za-z_]{0,12}[ \\t]{1,4}[\"']?[^\\s\"']{8,}",
 	  NULL, CL, v_define_secret, EX_SOM, 0 },
 	{ FINDING_PASSWORD_ASSIGNMENT, "--?(?:password|passwd|passphrase|pass)[ \\t]{1,3}[\"']?[^\\s\"'\\-][^\\s\"']{3,}",

@@ -307,6 +307,11 @@ static const struct vec credsweeper_cases[] = {
 	{ "#define API_TOKEN \"Qm7vT2xZ9pL4wK8nR3cB\"", FINDING_SECRET_ASSIGNMENT, 1, "Qm7vT2xZ9pL4wK8nR3cB" },
 	{ "#define TOKEN_SEPARATOR \"::\"\n#define SECRET_NAME \"my_secret_name\"\n#define TOKEN_MAX_LENGTH 4096",
 	  FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	/* a token parameter inside a percent-encoded URL */
+	{ "u = \"https://x.example/cb?26ts%3D1395782596%26token%3Dh1d3Me4ch534d801sl3jdk%26v%3D3\"",
+	  FINDING_SECRET_ASSIGNMENT, 1, "h1d3Me4ch534d801sl3jdk" },
+	{ "next=%2Flogin%3Ftoken%3Dyour-token-here%26a%3D1 x?mytoken%3Dh1d3Me4ch534d801sl3jdk token%3Dexpired_session",
+	  FINDING_SECRET_ASSIGNMENT, 0, NULL },
 	/* HTML markup after a password key, the entity cut before its ';' */
 	{ "&gt;- password: String&lt;/div&gt;&lt;div&gt;- hash: String&lt;/div&gt;", FINDING_PASSWORD_ASSIGNMENT, 0, NULL },
 	{ "&gt;- password: Pq7xL2mZ&lt;/div&gt;", FINDING_PASSWORD_ASSIGNMENT, 1, "Pq7xL2mZ" },
