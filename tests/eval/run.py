@@ -152,7 +152,7 @@ def eval_presidio():
           ", ".join(f"{k} ({v})" for k, v in sorted(out_of_scope.items())) +
           ". They need context words, NER or country-specific registries.", adj)
     print_excluded(excluded)
-    return adj
+    return stats, adj
 
 
 def eval_synth():
@@ -380,7 +380,18 @@ def eval_secrets():
         # an exclusion that no longer matches anything: the detector changed; keep the list honest
         print("\nExclusions that matched nothing (remove them from SECRET_EXCLUDE): " +
               ", ".join("%s:%d %s" % k for k in sorted(stale)))
-    return dict(adj)
+    return dict(stats), dict(adj)
+
+
+def below(sets, floor=0.95):
+    """'set TYPE p/r' for every type whose precision or recall is under floor."""
+    out = []
+    for name, st in sets:
+        for ty in sorted(st):
+            p, r = pr(*st[ty])
+            if (p == p and p < floor) or (r == r and r < floor):
+                out.append(f"{name} {ty} {p:.3f}/{r:.3f}")
+    return ", ".join(out) or "none"
 
 
 def eval_injection():
@@ -445,7 +456,11 @@ if __name__ == "__main__":
     if only:
         globals()["eval_" + only]()
         sys.exit(0)
-    eval_presidio()
-    eval_synth()
-    eval_secrets()
+    pr_raw, pr_adj = eval_presidio()
+    synth = eval_synth()
+    cs_raw, cs_adj = eval_secrets()
+    print("\nTypes under 0.95 precision or recall (precision/recall): raw: " +
+          below([("presidio", pr_raw), ("synth", synth), ("credsweeper", cs_raw)]) +
+          "; adjusted (exclusions listed above): " +
+          below([("presidio", pr_adj), ("synth", synth), ("credsweeper", cs_adj)]) + ".")
     eval_injection()
