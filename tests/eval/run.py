@@ -111,8 +111,8 @@ def score_spans(stats, expected, found, ty, skip=(), log=None):
 PRESIDIO_EXCLUDE = {
     ("US_SSN", "078051121"):
         "a bare 9-digit run with no SSN context word: Vigil requires separators or a context word "
-        "(order, invoice and account numbers are bare 9-digit runs too); Presidio's own recognizer gives "
-        "this pattern its lowest ('very weak') score",
+        "(order, invoice and account numbers are bare 9-digit runs too); Presidio's own UsSsnRecognizer "
+        "scores a bare 9-digit run only 'weak' or 'very weak' (by version) without a context word",
 }
 
 PRESIDIO_CONTESTED = (
