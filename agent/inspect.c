@@ -1050,6 +1050,70 @@ static bool placeholder_value(const char *v, size_t l)
 	return has_word(v, l, words);
 }
 
+/* An HTML entity starts at v (l bytes left): &lt; &gt; &quot; &amp; &#..;
+ * with or without the ';' (a value pattern may stop just before it). */
+static bool html_entity_at(const char *v, size_t l)
+{
+	static const char *const ents[] = { "&lt", "&gt", "&quot", "&amp", NULL };
+	if (l >= 2 && v[1] == '#')
+		return true;
+	for (int k = 0; ents[k]; k++) {
+		size_t el = strlen(ents[k]);
+		if (l >= el && !strncmp(v, ents[k], el))
+			return true;
+	}
+	return false;
+}
+
+/* 0x1f2E...: a C integer constant of at most 64 bits (CredSweeper's
+ * samples: password = "0xAb19D82E7f546cC3", #define PASSWORD 0x0dead1...),
+ * a number in code, not a typed password. */
+static bool hex_literal(const char *v, size_t l)
+{
+	if (l < 3 || l > 18 || v[0] != '0' || (v[1] != 'x' && v[1] != 'X'))
+		return false;
+	for (size_t k = 2; k < l; k++)
+		if (!isxdigit((unsigned char)v[k]))
+			return false;
+	return true;
+}
+
+/* The line [b, e) is a full uuencoded body line: 'M' (45 bytes) then 60
+ * characters between ' ' and '`'. */
+static bool uu_line(const char *t, size_t b, size_t e)
+{
+	if (e > b && t[e - 1] == '\r')
+		e--;
+	if (e - b != 61 || t[b] != 'M')
+		return false;
+	for (size_t k = b; k < e; k++)
+		if ((unsigned char)t[k] < ' ' || (unsigned char)t[k] > '`')
+			return false;
+	return true;
+}
+
+/* The line holding offset at is inside a uuencoded block (it and a line
+ * next to it are body lines): its random capitals spell "PW:" now and then
+ * ("M[@%]PW:2Z.Q?2M^S;..."). One such line alone may be a line of
+ * upper-case config that happens to be 61 characters long. */
+static bool uuencoded_line(const char *t, size_t n, size_t at)
+{
+	size_t b = at, e = at;
+	while (b > 0 && t[b - 1] != '\n')
+		b--;
+	while (e < n && t[e] != '\n')
+		e++;
+	if (!uu_line(t, b, e))
+		return false;
+	size_t pb = b, ne = e + 1;
+	if (b > 0)
+		for (pb = b - 1; pb > 0 && t[pb - 1] != '\n'; pb--)
+			;
+	while (ne < n && t[ne] != '\n')
+		ne++;
+	return (b > 0 && uu_line(t, pb, b - 1)) || (e < n && uu_line(t, e + 1, ne));
+}
+
 /* The key names a password, not something else spelled with "pass"
  * (passed, passing, passport, bypass) or a property of one (password_id,
  * password_min_length, passwordHint). */
@@ -1132,6 +1196,14 @@ static bool v_password(const char *t, size_t n, size_t *s, size_t *e)
 		quoted = true;
 	while (!quoted && *e > i && t[*e - 1] == '.')
 		(*e)--;                                        /* "password: str." ends a sentence */
+	/* HTML-escaped markup ends the value: pass=abc&lt;/div&gt;, and the
+	 * value class stops at ';', so "password: String&lt" ends in a cut
+	 * entity. Trimmed before the code check, which then sees "String". */
+	for (size_t k = i; k < *e; k++)
+		if (t[k] == '&' && html_entity_at(t + k, *e - k)) {
+			*e = k;
+			break;
+		}
 	/* code that handles a password without holding one: a comparison
 	 * around the key ("if a != password:"), a name for a value */
 	size_t back = op > 12 ? op - 12 : 0;
@@ -1142,17 +1214,11 @@ static bool v_password(const char *t, size_t n, size_t *s, size_t *e)
 	/* ("password", "x"): the tuple form needs the key quoted too */
 	if (memchr(t + op, ',', i - op) && (op == 0 || !strchr("\"'", t[op - 1])))
 		return false;
-	/* HTML-escaped markup ends the value: pass=abc&lt;/div&gt; */
-	for (size_t k = i; k + 3 < *e; k++)
-		if (t[k] == '&' && (!strncmp(t + k, "&lt;", 4) || !strncmp(t + k, "&gt;", 4) ||
-				    !strncmp(t + k, "&quot;", 6 < *e - k ? 6 : *e - k) ||
-				    !strncmp(t + k, "&amp;", 5 < *e - k ? 5 : *e - k) || t[k + 1] == '#')) {
-			*e = k;
-			break;
-		}
 	if (*e - i < 4)
 		return false;
-	if (placeholder(t + i, *e - i) || placeholder_value(t + i, *e - i))
+	if (placeholder(t + i, *e - i) || placeholder_value(t + i, *e - i) || hex_literal(t + i, *e - i))
+		return false;
+	if (uuencoded_line(t, n, op))
 		return false;
 	*s = i;
 	return true;
@@ -1303,21 +1369,46 @@ static bool secret_key_ok(const char *k, size_t l)
  * requirepass): the span is the value, which must be a literal that looks
  * generated: `api_key = os.environ["X"]`, `token: ${TOKEN}`,
  * `secret_key = "<your key>"` are not findings. */
+#define SECRET_VALUE_MAX 16384
+
 static bool v_secret_assign(const char *t, size_t n, size_t *s, size_t *e)
 {
+	/* The value class of the pattern stops only at these; a value running
+	 * on was cut by the span window (a 5 KB credential): take it whole,
+	 * up to SECRET_VALUE_MAX, rather than miss it. */
+	static const char stop[] = " \t\r\n\"'`,;<>(){}[]&";
+	while (*e < n && *e - *s < SECRET_VALUE_MAX && t[*e] && !strchr(stop, t[*e]))
+		(*e)++;
 	if (*e < n && (t[*e] == '(' || t[*e] == '['))
 		return false;                                  /* a call or an index */
-	if (*e < n && !strchr(" \t\r\n\"'`,;<>(){}[]&", t[*e]))
-		return false;                                  /* a prefix of a longer value */
+	if (*e < n && t[*e] && !strchr(stop, t[*e]))
+		return false;                                  /* longer than any secret */
 	size_t i = *s;
 	while (i < *e && !strchr(":=\"'` \t", t[i]))
 		i++;
+	/* a key of two words: "access key: x", "Authentication key = x" */
+	for (size_t k = i; k < *e && (t[k] == ' ' || t[k] == '\t'); ) {
+		while (k < *e && (t[k] == ' ' || t[k] == '\t'))
+			k++;
+		size_t w = k;
+		while (k < *e && isalpha((unsigned char)t[k]))
+			k++;
+		while (k < *e && (t[k] == ' ' || t[k] == '\t'))
+			k++;
+		if (k > w && k < *e && (t[k] == ':' || t[k] == '='))
+			i = k;
+		break;
+	}
 	size_t op = i;
 	if (!secret_key_ok(t + *s, op - *s))
 		return false;
 	while (i < *e && strchr(":=>\"'` \t", t[i]))
 		i++;
 	bool quoted = i > op && strchr("\"'`", t[i - 1]);
+	if (*e - i > 6 && !strncmp(t + i, "&quot;", 6)) {
+		i += 6;                                /* HTML: href="?token=&quot;x&quot;" */
+		quoted = true;
+	}
 	/* Authorization: Bearer <value> */
 	for (size_t k = i; k < *e; k++)
 		if (t[k] == ' ' || t[k] == '\t')
@@ -1336,6 +1427,32 @@ static bool v_secret_assign(const char *t, size_t n, size_t *s, size_t *e)
 		return false;
 	*s = i;
 	return true;
+}
+
+/* token%3Dvalue: a secret parameter inside a percent-encoded URL (a
+ * redirect or callback URL carried in another URL's query). The value is
+ * the run of unreserved characters, everything else being %XX there. */
+static bool v_urlenc_secret(const char *t, size_t n, size_t *s, size_t *e)
+{
+	if (*s > 0 && isalpha((unsigned char)t[*s - 1]))
+		return false;                          /* mytoken%3D: another name */
+	if (*e < n && (is_alnum((unsigned char)t[*e]) || strchr("_.~-", t[*e])))
+		return false;
+	const char *pct = memmem(t + *s, *e - *s, "%3", 2);
+	if (!pct || !secret_key_ok(t + *s, (size_t)(pct - (t + *s))))
+		return false;
+	size_t v = (size_t)(pct - t) + 3, l = *e - v;
+	if (l < 8 || placeholder(t + v, l) || placeholder_word(t + v, l) || doc_example(t + v, l) ||
+	    !random_value(t + v, l))
+		return false;
+	*s = v;
+	return true;
+}
+
+/* #define API_TOKEN "x", %define token x: the last word, if generated */
+static bool v_define_secret(const char *t, size_t n, size_t *s, size_t *e)
+{
+	return v_last_word(t, n, s, e) && random_value(t + *s, *e - *s) && !doc_example(t + *s, *e - *s);
 }
 
 /* --------------------------------------------------------------- detectors */
@@ -1480,8 +1597,8 @@ static const struct det builtin[] = {
 	  "(?:password|passwd|pwd)(?:[\"'][ \\t]{0,3},|[ \\t]is)[ \\t]{0,3}[\"'][^\\s\"',;()<>]{4,}",
 	  NULL, CL, v_password, EX_SOM, 0 },
 	{ FINDING_SECRET_ASSIGNMENT,
-	  "(?:api[_.\\-]?(?:key|token|secret)|apikey|access[_.\\-]?(?:key|token)|auth[_.\\-]?(?:key|token)|secret[_.\\- ]?(?:key|token)|client[_.\\-]?secret|app[_.\\-]?secret|private[_.\\-]?key|(?:bearer|refresh|session|service|bot|personal[_.\\-]?access)[_.\\-]?token|signing[_.\\-]?(?:key|secret)|encryption[_.\\-]?key|master[_.\\-]?key|webhook[_.\\-]?secret|secret|token|credentials?)(?:[_.\\-]?(?:value|val|str))?[\\\"']?[ \\t]{0,3}(?::=|=>|=|:)[ \\t]{0,3}[\\\"'`]?[^\\s\\\"'`,;<>(){}\\[\\]&]{8,}|(?:requirepass|masterauth)[ \\t]{1,5}[\\\"']?[^\\s\\\"']{6,}",
-	  "(?:api[_.\\-]?(?:key|token|secret)|apikey|access[_.\\-]?(?:key|token)|auth[_.\\-]?(?:key|token)|secret[_.\\- ]?(?:key|token)|client[_.\\-]?secret|app[_.\\-]?secret|private[_.\\-]?key|(?:bearer|refresh|session|service|bot|personal[_.\\-]?access)[_.\\-]?token|signing[_.\\-]?(?:key|secret)|encryption[_.\\-]?key|master[_.\\-]?key|webhook[_.\\-]?secret|secret|token|credentials?)(?:[_.\\-]?(?:value|val|str))?[\\\"']?[ \\t]{0,3}(?::=|=>|=|:)[ \\t]{0,3}[\\\"'`]?[^\\s\\\"'`,;<>(){}\\[\\]&]{8}|(?:requirepass|masterauth)[ \\t]{1,5}",
+	  "(?:api[_.\\-]?(?:key|token|secret)|apikey|access[_.\\- ]?(?:key|token)|auth(?:entication)?[_.\\- ]?(?:key|token)|authentication|secret[_.\\- ]?(?:[A-Za-z]{1,12}[_.\\-]?)?(?:key|token)|client[_.\\-]?secret|app[_.\\-]?secret|private[_.\\-]?key|(?:bearer|refresh|session|service|bot|personal[_.\\-]?access)[_.\\-]?token|signing[_.\\-]?(?:key|secret)|encryption[_.\\-]?key|master[_.\\-]?key|webhook[_.\\-]?secret|secret|token|credentials?)(?:[_.\\-]?(?:value|val|str))?[\\\"']?[ \\t]{0,3}(?::=|=>|=|:)[ \\t]{0,3}(?:[\\\"'`]|&quot;)?[^\\s\\\"'`,;<>(){}\\[\\]&]{8,}|(?:requirepass|masterauth)[ \\t]{1,5}[\\\"']?[^\\s\\\"']{6,}",
+	  "(?:api[_.\\-]?(?:key|token|secret)|apikey|access[_.\\- ]?(?:key|token)|auth(?:entication)?[_.\\- ]?(?:key|token)|authentication|secret[_.\\- ]?(?:[A-Za-z]{1,12}[_.\\-]?)?(?:key|token)|client[_.\\-]?secret|app[_.\\-]?secret|private[_.\\-]?key|(?:bearer|refresh|session|service|bot|personal[_.\\-]?access)[_.\\-]?token|signing[_.\\-]?(?:key|secret)|encryption[_.\\-]?key|master[_.\\-]?key|webhook[_.\\-]?secret|secret|token|credentials?)(?:[_.\\-]?(?:value|val|str))?[\\\"']?[ \\t]{0,3}(?::=|=>|=|:)[ \\t]{0,3}(?:[\\\"'`]|&quot;)?[^\\s\\\"'`,;<>(){}\\[\\]&]{8}|(?:requirepass|masterauth)[ \\t]{1,5}",
 	  CL, v_secret_assign, EX_SOM, 256 },
 	/* an Authorization header pasted with a curl command or a log line */
 	{ FINDING_SECRET_ASSIGNMENT,
@@ -1495,6 +1612,11 @@ static const struct det builtin[] = {
 	/* #define PASSWORD "x", %global password "x", SET password "x" */
 	{ FINDING_PASSWORD_ASSIGNMENT, "(?:#define|%define|%global|\\bset)[ \\t]{1,4}[A-Za-z_]{0,12}pass(?:word|wd)?[A-Za-z_]{0,12}[ \\t]{1,4}[\"'][^\\s\"']{4,}",
 	  NULL, CL, v_last_word, EX_SOM, 0 },
+	{ FINDING_SECRET_ASSIGNMENT,
+	  "(?:api[_.\\-]?(?:key|token|secret)|apikey|access[_.\\-]?token|auth[_.\\-]?token|client[_.\\-]?secret|secret|token)"
+	  "%3[Dd][A-Za-z0-9_.~\\-]{8,}", NULL, CL, v_urlenc_secret, EX_SOM, 0 },
+	{ FINDING_SECRET_ASSIGNMENT, "(?:#define|%define|%global)[ \\t]{1,4}[A-Za-z_]{0,12}(?:token|secret|api_?key)[A-Za-z_]{0,12}[ \\t]{1,4}[\"']?[^\\s\"']{8,}",
+	  NULL, CL, v_define_secret, EX_SOM, 0 },
 	{ FINDING_PASSWORD_ASSIGNMENT, "--?(?:password|passwd|passphrase|pass)[ \\t]{1,3}[\"']?[^\\s\"'\\-][^\\s\"']{3,}",
 	  NULL, CL, v_last_word, EX_SOM, 0 },
 	{ FINDING_PASSWORD_ASSIGNMENT, "\\s(?:-u|--user)\\s[\"']?[A-Za-z0-9_.\\-]{1,24}:[^\\s\"'@]{4,}",

@@ -284,6 +284,83 @@ TEST(inspect_new_formats_and_contexts_found)
 	check_vecs(positives, sizeof(positives) / sizeof(positives[0]), "positive");
 }
 
+/* CredSweeper's samples (make eval): the cases the detectors missed or
+ * took wrongly, each next to the look-alike that must stay quiet. */
+static const struct vec credsweeper_cases[] = {
+	/* a qualified key name written with a space, "authentication" */
+	{ "access key:AIhq5Xyb1Gga9Q26", FINDING_SECRET_ASSIGNMENT, 1, "AIhq5Xyb1Gga9Q26" },
+	{ "Authentication key:AIhq5Xyb1Gga9Q35", FINDING_SECRET_ASSIGNMENT, 1, "AIhq5Xyb1Gga9Q35" },
+	{ "secret-ANYkey:AIhq5Xyb1Gga9Q30", FINDING_SECRET_ASSIGNMENT, 1, "AIhq5Xyb1Gga9Q30" },
+	{ "\"kerberos_authentication\": \"YI7IB6wYJgaMgHAgIKoZI2AQBuIh2cSA0IB1qA\"", FINDING_SECRET_ASSIGNMENT, 1,
+	  "YI7IB6wYJgaMgHAgIKoZI2AQBuIh2cSA0IB1qA" },
+	{ "authentication: required", FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	{ "access key: see the team vault", FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	{ "secret_sort_key: created_at_desc", FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	{ "sort_key = \"Zx81KqP0wLr5TnV3yB7m\"", FINDING_SECRET_ASSIGNMENT, 0, NULL },   /* a bare key: out of scope */
+	/* an HTML-escaped quote opens the value */
+	{ "<a href=\"http://example.com?token=&quot;g1re0g1T0keN3zWx&quot;\">x</a>", FINDING_SECRET_ASSIGNMENT, 1,
+	  "g1re0g1T0keN3zWx" },
+	{ "<a href=\"/login?token=&quot;your-token&quot;\">x</a>", FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	/* #define / %define of a token */
+	{ "%define token 4b9a6d8b4bc56fbfa1c638eb0c6cab3746bf32ac7bfa89a6d8b638eb0c619ff2", FINDING_SECRET_ASSIGNMENT, 1,
+	  "4b9a6d8b4bc56fbfa1c638eb0c6cab3746bf32ac7bfa89a6d8b638eb0c619ff2" },
+	{ "#define API_TOKEN \"Qm7vT2xZ9pL4wK8nR3cB\"", FINDING_SECRET_ASSIGNMENT, 1, "Qm7vT2xZ9pL4wK8nR3cB" },
+	{ "#define TOKEN_SEPARATOR \"::\"\n#define SECRET_NAME \"my_secret_name\"\n#define TOKEN_MAX_LENGTH 4096",
+	  FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	/* a token parameter inside a percent-encoded URL */
+	{ "u = \"https://x.example/cb?26ts%3D1395782596%26token%3Dh1d3Me4ch534d801sl3jdk%26v%3D3\"",
+	  FINDING_SECRET_ASSIGNMENT, 1, "h1d3Me4ch534d801sl3jdk" },
+	{ "next=%2Flogin%3Ftoken%3Dyour-token-here%26a%3D1 x?mytoken%3Dh1d3Me4ch534d801sl3jdk token%3Dexpired_session",
+	  FINDING_SECRET_ASSIGNMENT, 0, NULL },
+	/* HTML markup after a password key, the entity cut before its ';' */
+	{ "&gt;- password: String&lt;/div&gt;&lt;div&gt;- hash: String&lt;/div&gt;", FINDING_PASSWORD_ASSIGNMENT, 0, NULL },
+	{ "&gt;- password: Pq7xL2mZ&lt;/div&gt;", FINDING_PASSWORD_ASSIGNMENT, 1, "Pq7xL2mZ" },
+	/* a 64-bit hex constant is a number, a longer mixed string is not */
+	{ "password = \"0xAb19D82E7f546cC3\"", FINDING_PASSWORD_ASSIGNMENT, 0, NULL },
+	{ "password = \"0xAb19D82E7f546cC3zz\"", FINDING_PASSWORD_ASSIGNMENT, 1, "0xAb19D82E7f546cC3zz" },
+	/* uuencoded lines spell PW: by chance; one upper-case line of 61 does not make a block */
+	{ "M[@%]PW:2Z.Q?2M^S;`4G?E0C.@V&?0KY]]\"H3Y@6$#I4V*R^\"+B,2P6`A)UL\n"
+	  "M>1D!ZT;JA?AD9%I_+YD/,6X7/D-LCAWT\\/Y<+1-JL*\"1UX/I731CLB<\\Q=CZ\n", FINDING_PASSWORD_ASSIGNMENT, 0, NULL },
+	{ "MYSQL_DATABASE_USER=CRED;MYSQL_DATABASE_PASSWORD=2IWJD88FH4Y;", FINDING_PASSWORD_ASSIGNMENT, 1, "2IWJD88FH4Y" },
+};
+
+TEST(inspect_credsweeper_cases)
+{
+	check_vecs(credsweeper_cases, sizeof(credsweeper_cases) / sizeof(credsweeper_cases[0]), "credsweeper");
+}
+
+/* A value longer than the span window (a 5 KB credential in a doc) is
+ * taken whole, not dropped as "a prefix of a longer value"; past
+ * SECRET_VALUE_MAX it is not a secret value at all. */
+TEST(inspect_long_secret_value_taken_whole)
+{
+	static const char b64[] = "AgV4TakqXDSaUSruBPiKENLUg+aN/Z5HzG4y5q21GOWteXBNZSVXAh1G8ZCdf8AKaa73";
+	for (size_t vl = 5000; vl <= 40000; vl += 35000) {
+		char *t = malloc(vl + 32);
+		CHECK(t != NULL, "malloc");
+		if (!t)
+			return;
+		size_t k = (size_t)sprintf(t, "LONG_CREDENTIAL: ");
+		for (size_t i = 0; i < vl; i++)
+			t[k + i] = b64[i % (sizeof(b64) - 1)];
+		strcpy(t + k + vl, "\nnext line");
+		setup();
+		CHECK(inspect_text(scr, t, strlen(t), &res) == 0, "inspect_text failed");
+		int n = 0;
+		size_t len = 0;
+		for (size_t i = 0; i < res.nspans; i++)
+			if (res.spans[i].type == FINDING_SECRET_ASSIGNMENT) {
+				n++;
+				len = res.spans[i].end - res.spans[i].start;
+			}
+		if (vl == 5000)
+			CHECK(n == 1 && len == vl, "%zu-byte credential: %d findings, span %zu bytes", vl, n, len);
+		else
+			CHECK(n == 0, "%zu-byte value: %d SECRET_ASSIGNMENT findings, expected none", vl, n);
+		free(t);
+	}
+}
+
 TEST(inspect_rejected_card_is_claimed_by_nobody)
 {
 	/* a Luhn-failing card in every grouping: no finding of any type */
