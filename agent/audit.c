@@ -715,9 +715,23 @@ void audit_close(struct audit *a)
 	if (a->spool)
 		spool_sync(a->spool);   /* agent_stop and friends become shippable */
 	/* Give the collector a moment to take what is left; the spool keeps
-	 * the rest for the next start. */
-	ship_stop(a->ship, 2000);
+	 * the rest for the next start. Records a full disk dropped while the
+	 * shipper held them exist only in its memory: give those longer. */
+	struct spool_loss held[8];
+	ship_stop(a->ship, a->spool && spool_held_lost(a->spool, held, 8) ? 12000 : 2000);
 	a->ship = NULL;
+	/* What the shipper still held is lost now: said, never silent. */
+	if (a->spool) {
+		size_t n = spool_held_lost(a->spool, held, 8);
+		if (n) {
+			pthread_mutex_lock(&a->lock);
+			for (size_t i = 0; i < n; i++)
+				queue_gap(a, held[i].count, held[i].first_seq, held[i].last_seq, held[i].why);
+			flush_gaps_locked(a);
+			pthread_mutex_unlock(&a->lock);
+			spool_sync(a->spool);
+		}
+	}
 	if (a->spool && a->seq)
 		save_state(a);
 	spool_close(a->spool);

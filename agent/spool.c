@@ -28,6 +28,7 @@
 #define REC_HDR 16
 #define MAX_SEG_FILE (256u << 20)     /* a segment file larger than this is not ours */
 #define MAX_OPEN_LOSSES 16
+#define MAX_HELD_RANGES 64
 /* Kept free on the spool's filesystem for the gap record that reports a
  * loss: a disk full of someone else's data must not also swallow the
  * record saying what it cost (one gap event is well under 1 KiB). */
@@ -65,6 +66,11 @@ struct spool {
 	 * drop reported lost is never handed to the reader (lost_seq), so a
 	 * seq is either delivered or inside a gap, never both. */
 	uint64_t read_seq, lost_seq;
+	/* Records the shipper holds whose segment a drop removed: they exist
+	 * only in its memory now. Delivered, they are acked; not delivered by
+	 * the stop, they are a loss the caller must report (spool_held_lost). */
+	struct spool_loss held[MAX_HELD_RANGES];
+	size_t n_held;
 	bool dirty;
 
 	struct spool_loss open_losses[MAX_OPEN_LOSSES];
@@ -698,6 +704,53 @@ static int new_segment(struct spool *s)
 	return 0;
 }
 
+/* The part of segment g the shipper holds (read, not acked) becomes a held
+ * range: lost with the segment unless the shipper delivers it. Ranges it
+ * has delivered since are forgotten first. */
+static void held_add(struct spool *s, const struct segment *g)
+{
+	uint64_t lo = g->first_seq > s->acked_seq ? g->first_seq : s->acked_seq + 1;
+	uint64_t hi = g->last_seq < s->read_seq ? g->last_seq : s->read_seq;
+	size_t k = 0;
+	for (size_t i = 0; i < s->n_held; i++)
+		if (s->held[i].last_seq > s->acked_seq)
+			s->held[k++] = s->held[i];
+	s->n_held = k;
+	if (!g->records || hi < lo)
+		return;
+	if (s->n_held && s->held[s->n_held - 1].last_seq + 1 == lo) {
+		/* the next segment of the same batch: one range */
+		s->held[s->n_held - 1].last_seq = hi;
+		s->held[s->n_held - 1].count += hi - lo + 1;
+		return;
+	}
+	if (s->n_held == MAX_HELD_RANGES) {
+		/* never reached with one batch in flight; keep the bound */
+		s->held[s->n_held - 1].last_seq = hi;
+		return;
+	}
+	s->held[s->n_held++] = (struct spool_loss){ .count = hi - lo + 1, .first_seq = lo, .last_seq = hi,
+						    .why = "spool full: records the shipper held were dropped "
+							   "from disk and not delivered before the agent stopped" };
+}
+
+size_t spool_held_lost(struct spool *s, struct spool_loss *out, size_t max)
+{
+	size_t n = 0;
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < s->n_held && n < max; i++) {
+		struct spool_loss l = s->held[i];
+		if (l.last_seq <= s->acked_seq)
+			continue;
+		if (l.first_seq <= s->acked_seq)
+			l.first_seq = s->acked_seq + 1;
+		l.count = l.last_seq - l.first_seq + 1;
+		out[n++] = l;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
 /* Drops the oldest segment; the active one too when it is the only one
  * left (a disk that fills before max_bytes must still lose its oldest
  * records, not the newest). Returns false if nothing holds a record. */
@@ -713,6 +766,7 @@ static bool drop_oldest(struct spool *s, struct spool_loss *loss)
 		s->durable_size = 0;
 		s->durable_seq = s->last_seq;
 	}
+	held_add(s, &s->segs[0]);
 	n = unacked_records(&s->segs[0], s->acked_seq > s->read_seq ? s->acked_seq : s->read_seq,
 			    &first);
 	loss_add(loss, n, first, s->segs[0].last_seq);

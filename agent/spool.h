@@ -86,6 +86,11 @@ int spool_sync(struct spool *s);
  * committed them) and persists the watermark. */
 int spool_ack(struct spool *s, uint64_t seq);
 
+/* Records the reader handed out, not acked, whose segment a full disk
+ * dropped meanwhile: after the shipper stopped, they exist nowhere and are
+ * a loss to report. Fills out (at most max ranges, oldest first). */
+size_t spool_held_lost(struct spool *s, struct spool_loss *out, size_t max);
+
 /* Moves every segment holding a seq in [first_seq, last_seq] to
  * <dir>/quarantine/ and describes the records that left the queue in
  * *loss. -ENOENT if none matched. */

@@ -551,3 +551,36 @@ TEST(drop_and_reader_never_both_claim_a_seq)
 		CHECK(seen[q] + lost == 1, "seq %llu: handed out %d times, lost %d", (unsigned long long)q, seen[q], lost);
 	}
 }
+
+/* Records the reader took before a full disk dropped their segment exist
+ * only in the shipper's memory: delivered (acked) they are fine, else the
+ * spool names them for a gap record, never both and never neither. */
+TEST(held_records_dropped_from_disk_are_named_until_acked)
+{
+	const char *dir = fresh_dir("held");
+	struct spool *s = NULL;
+	struct spool_reader *r = NULL;
+	struct spool_batch b = { 0 };
+	struct spool_loss total = { 0 }, held[8];
+	CHECK(open_sp(dir, 32768, 4096, SPOOL_FSYNC_NEVER, &s) == 0, "open");
+	CHECK(append_range(s, 1, 100, NULL) == 0, "append");
+	CHECK(spool_reader_new(s, &r) == 0, "reader");
+	CHECK(spool_read(r, 30, 1 << 20, &b, NULL) == 0 && b.n == 30, "first read: %zu", b.n);
+	CHECK(spool_held_lost(s, held, 8) == 0, "nothing dropped yet, nothing held-lost");
+	CHECK(append_range(s, 101, 4000, &total) == 0, "append more");
+	size_t n = spool_held_lost(s, held, 8);
+	CHECK(n == 1 && held[0].first_seq == 1 && held[0].last_seq == 30 && held[0].count == 30,
+	      "held-lost ranges %zu: %llu..%llu", n, n ? (unsigned long long)held[0].first_seq : 0ull,
+	      n ? (unsigned long long)held[0].last_seq : 0ull);
+	CHECK(total.first_seq == 31, "the drop itself counted from %llu", (unsigned long long)total.first_seq);
+	CHECK(spool_ack(s, 10) == 0, "ack");
+	n = spool_held_lost(s, held, 8);
+	CHECK(n == 1 && held[0].first_seq == 11 && held[0].count == 20, "after ack 10: %zu ranges from %llu",
+	      n, n ? (unsigned long long)held[0].first_seq : 0ull);
+	CHECK(spool_ack(s, 30) == 0, "ack");
+	CHECK(spool_held_lost(s, held, 8) == 0, "all delivered: nothing held-lost");
+	spool_batch_free(&b);
+	spool_reader_free(r);
+	spool_close(s);
+	rm_rf(dir);
+}
