@@ -12,7 +12,8 @@ stamp=node_modules/.vigil-lock.sha256
 want=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
 	&& [ -d node_modules/openai ] && [ -d node_modules/@anthropic-ai/sdk ] \
-	&& [ -d node_modules/@modelcontextprotocol/sdk ]; then
+	&& [ -d node_modules/@modelcontextprotocol/sdk ] && [ -d node_modules/puppeteer-core ] \
+	&& [ -d node_modules/ws ] && [ -d node_modules/@grpc/grpc-js ]; then
 	exit 0
 fi
 echo "install.sh: npm ci in $(pwd)" >&2
