@@ -38,7 +38,7 @@ ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -I$(BUILD) -Ibpf -Wall -Werror
 
 COMMON_SRCS    := $(filter-out common/evfields_check.c,$(wildcard common/*.c))
-AGENT_SRCS     := $(wildcard agent/*.c)
+AGENT_SRCS     := $(wildcard agent/*.c agent/*/*.c)
 COLLECTOR_SRCS := $(wildcard collector/*.c)
 CLI_SRCS       := $(wildcard collector/cli/*.c)
 BPF_SRCS       := $(wildcard bpf/*.bpf.c)
@@ -96,7 +96,7 @@ $(BUILD)/obj/%.o: %.c
 
 # First build only: objects that include generated headers wait for them
 # (after that, -MMD dependency files take over).
-$(BUILD)/obj/agent/capture.o $(BUILD)/obj/agent/main.o: | $(SKELS)
+$(BUILD)/obj/agent/kernel/capture.o $(BUILD)/obj/agent/main.o: | $(SKELS)
 $(COMMON_OBJS) $(AGENT_OBJS) $(COLLECTOR_OBJS) $(CLI_OBJS): | $(PROTO_GEN_C)
 
 $(LIBCOMMON): $(COMMON_OBJS) $(PROTO_OBJS)
@@ -136,7 +136,7 @@ $(BINS): | $(BUILD)/evfields.ok
 -include $(wildcard tests/unit/*.mk)
 UNIT_SRCS  := $(wildcard tests/unit/test_*.c)
 UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
-modobj = $(call obj,$(wildcard agent/$(1).c common/$(1).c collector/$(1).c))
+modobj = $(call obj,$(wildcard agent/$(1).c agent/*/$(1).c common/$(1).c collector/$(1).c))
 
 .SECONDEXPANSION:
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $$(call modobj,$$*) $$(call obj,$$(test_$$*_DEPS)) $(LIBCOMMON)

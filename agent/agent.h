@@ -9,8 +9,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "config.h"
-#include "identity.h"
-#include "reason.h"
+#include "kernel/identity.h"
+#include "audit/reason.h"
 
 struct loop;
 struct capture;

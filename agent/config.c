@@ -14,7 +14,7 @@
 #include "config.h"
 #include "log.h"
 #include "pki.h"
-#include "proxyhead.h"
+#include "proxy/proxyhead.h"
 #include "ytree.h"
 
 const char *const config_default_endpoints[] = {

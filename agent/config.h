@@ -64,7 +64,7 @@ struct config {
 	struct {
 		char *address, *ca, *cert, *key;
 	} collector;
-	/* audit pipeline (agent/spool.c, agent/ship.c) */
+	/* audit pipeline (agent/audit/spool.c, agent/audit/ship.c) */
 	uint64_t spool_max_bytes;      /* spool_max_bytes: full spool drops oldest + gap event */
 	int spool_fsync;               /* spool_fsync: CONFIG_FSYNC_* (default batch) */
 	uint32_t ship_batch_events;    /* ship_batch_events: events per batch, at most */
@@ -83,7 +83,7 @@ struct config {
 	bool dns_learning;             /* dns_learning: learn target addresses from clients' DNS answers */
 	bool first_flight_guard;       /* first_flight_guard: refuse a watched name sent to an address not captured */
 	int log_level;
-	/* reversible tokens (agent/vault.c), kept per user and program */
+	/* reversible tokens (agent/content/vault.c), kept per user and program */
 	char *justify_socket;          /* justify_socket: where `vigil justify` reaches the agent */
 	uint32_t justify_ttl_ms;       /* justify_ttl: how long a justification exempts */
 	uint32_t vault_ttl_ms;         /* vault_ttl: a value unused this long is wiped */

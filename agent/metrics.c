@@ -9,12 +9,12 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include "audit.h"
-#include "capture.h"
-#include "loop.h"
+#include "audit/audit.h"
+#include "kernel/capture.h"
+#include "net/loop.h"
 #include "metrics.h"
-#include "netns.h"
-#include "targets.h"
+#include "net/netns.h"
+#include "kernel/targets.h"
 
 struct metrics_listener {
 	struct loop_watch w;

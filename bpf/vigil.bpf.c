@@ -531,7 +531,7 @@ int vigil_sock_release(struct bpf_sock *sk)
 }
 
 /* Copies UDP/53 responses to the dnsmsgs ring; never drops a packet. The
- * agent parses them (agent/dnsmsg.c): here only the cheap filters (UDP,
+ * agent parses them (agent/kernel/dnsmsg.c): here only the cheap filters (UDP,
  * source port 53, not a fragment, QR bit set) so that other traffic costs a
  * few loads. cgroup_skb programs see the packet from its network header. A
  * full ring loses the copy, not the packet: learning is an addition to the

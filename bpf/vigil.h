@@ -1,5 +1,5 @@
 /* Types shared by the BPF programs (bpf/vigil.bpf.c) and user space
- * (agent/capture.c). Fixed-width types only, explicit padding, no pointers:
+ * (agent/kernel/capture.c). Fixed-width types only, explicit padding, no pointers:
  * the layout must be identical for clang -target bpf and gcc x86_64.
  *
  * Addresses are always 16 bytes: IPv6 as is, IPv4 as v4-mapped
@@ -93,7 +93,7 @@ struct vigil_dns_msg {
 	__u8  data[VIGIL_DNS_MAX];
 };
 
-/* ---- First-flight guard (bpf/vigil.bpf.c "guard" section, agent/capture.c) ----
+/* ---- First-flight guard (bpf/vigil.bpf.c "guard" section, agent/kernel/capture.c) ----
  * Every new outgoing TCP connection of the cgroup that the connect hook did
  * not redirect is put in a sockhash at ACTIVE_ESTABLISHED; an sk_msg program
  * reads its first flight (TLS SNI, HTTP CONNECT authority, absolute-form

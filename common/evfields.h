@@ -5,7 +5,7 @@
  * from the protoc-c Vigil__Audit__Event (common/evcodec.c); the JSON line
  * (its key order IS the order of this list, part of CONTRACT.md); the
  * agent's struct audit_event and its copy into the codec's form
- * (agent/audit.c); which fields the export takes from the stored raw event
+ * (agent/audit/audit.c); which fields the export takes from the stored raw event
  * (collector/export.c). Checked against it: audit.proto, by the build
  * (common/evfields_check.c runs evcodec_fields_check() on protoc-c's
  * descriptor: a field on one side only, or with another number or type,
@@ -33,7 +33,7 @@
  *         events (kind gap or gap_count set); OMIT only when set; HEX.
  *   store: COL a column of its own in the stores; RAW only in raw.
  *   origin: EV set by the code that saw the exchange (a member of the
- *         agent's struct audit_event, agent/audit.h); STAMP set by
+ *         agent's struct audit_event, agent/audit/audit.h); STAMP set by
  *         audit_emit itself (time, ids, sequence, chain).
  */
 #ifndef VIGIL_EVFIELDS_H

@@ -24,7 +24,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "ca_browser.h"
-#include "../../agent/json.h"
+#include "../../agent/content/json.h"
 #include "jsonw.h"
 #include "ytree.h"
 

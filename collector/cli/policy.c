@@ -1,7 +1,7 @@
 /* policy: `vigil policy check FILE...` and `vigil policy explain`, the
  * admin's tools for the policy file before it reaches the agents.
  *
- * check loads each file exactly as the agent does (agent/policy.c), prints
+ * check loads each file exactly as the agent does (agent/policy/policy.c), prints
  * every mistake as "file:line: reason" and exits 2 if there was any; it also
  * compiles the custom detectors with the agent's inspector so a regex that
  * Hyperscan refuses is caught here, not at reload.
@@ -24,9 +24,9 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "inspect.h"
-#include "jsonrpc.h"
-#include "policy.h"
+#include "content/inspect.h"
+#include "proxy/jsonrpc.h"
+#include "policy/policy.h"
 
 #define MAX_BODY (64u << 20)
 
@@ -359,7 +359,7 @@ static int cmd_explain(int argc, char **argv)
 	ctx.now = now;
 	policy_ctx_set_inspect(&ctx, &res);
 	if (mcp_server) {
-		/* as the agent does for a host under mcp_servers (agent/mcp.c) */
+		/* as the agent does for a host under mcp_servers (agent/proxy/mcp.c) */
 		ctx.mcp_server = mcp_server;
 		if (jsonrpc_parse_request(body, blen, &rpc) == 0) {
 			ctx.mcp_method = rpc.method;

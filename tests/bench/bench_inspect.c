@@ -5,8 +5,8 @@
  * measurement fails.
  *
  * Standalone build (from the repository root):
- *   gcc -std=gnu11 -O2 -Iagent -Icommon tests/bench/bench_inspect.c agent/inspect.c agent/decode.c \
- *       agent/providers.c agent/json.c -o /tmp/bench_inspect \
+ *   gcc -std=gnu11 -O2 -Iagent -Icommon tests/bench/bench_inspect.c agent/content/inspect.c agent/content/decode.c \
+ *       agent/providers/providers.c agent/content/json.c -o /tmp/bench_inspect \
  *       $(pkg-config --cflags --libs libhs libpcre2-8 zlib libbrotlidec libzstd)
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -16,7 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "inspect.h"
+#include "content/inspect.h"
 
 static double now(void)
 {

@@ -19,7 +19,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "policy.h"
+#include "policy/policy.h"
 
 #define TARGET_NS 5000.0
 

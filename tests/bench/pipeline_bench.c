@@ -1,4 +1,4 @@
-/* pipeline_bench: drives the agent's audit pipeline (agent/audit.c ->
+/* pipeline_bench: drives the agent's audit pipeline (agent/audit/audit.c ->
  * spool -> ship) with typical request events and reports what the issue
  * asks of `make bench`: events per second from audit_emit() to
  * committed-at-collector (acked), bytes per event on the wire after zstd,
@@ -17,7 +17,7 @@
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
-#include "audit.h"
+#include "audit/audit.h"
 
 static double now_s(void)
 {

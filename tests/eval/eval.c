@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "inspect.h"
-#include "json.h"
+#include "content/inspect.h"
+#include "content/json.h"
 
 int main(void)
 {

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "answer.h"
+#include "content/answer.h"
 
 static struct inspector *ins;
 static struct inspect_scratch *scr;

@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include "classify.h"
+#include "net/classify.h"
 
 static void check_name(const char *n)
 {

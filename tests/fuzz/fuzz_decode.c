@@ -1,4 +1,4 @@
-/* fuzz_decode: libFuzzer target for agent/decode.c on untrusted bytes.
+/* fuzz_decode: libFuzzer target for agent/content/decode.c on untrusted bytes.
  * The first byte picks a coding list (gzip, deflate, br, zstd, stacked,
  * unknown), base64, sniffing, the normaliser, the multipart parser or the
  * form decoder; the rest is the input.
@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "decode.h"
+#include "content/decode.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

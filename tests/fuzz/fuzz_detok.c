@@ -5,8 +5,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include "detok.h"
-#include "redact.h"
+#include "content/detok.h"
+#include "content/redact.h"
 
 static struct vault *vault;
 static char tok[VAULT_TOKEN_MAX + 1];

@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include "dnsmsg.h"
+#include "kernel/dnsmsg.h"
 
 static void check_addr(void *arg, const char *qname, const struct sockaddr *addr, uint32_t ttl)
 {

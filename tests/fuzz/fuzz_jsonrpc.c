@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include "jsonrpc.h"
+#include "proxy/jsonrpc.h"
 
 static void clean(const char *s, size_t cap)
 {

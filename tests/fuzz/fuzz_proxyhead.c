@@ -1,4 +1,4 @@
-/* libFuzzer target for agent/proxyhead.c: a client's request to its proxy
+/* libFuzzer target for agent/proxy/proxyhead.c: a client's request to its proxy
  * and a proxy's answer to the agent's CONNECT, both hostile bytes.
  * Properties, aborting on a violation:
  *  - every prefix of an accepted head answers 0 (more) or the same length;
@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxyhead.h"
+#include "proxy/proxyhead.h"
 
 #define REQUIRE(c) do { if (!(c)) abort(); } while (0)
 

@@ -1,1 +1,1 @@
-test_answer_DEPS := agent/inspect.c agent/decode.c agent/json.c agent/providers.c agent/redact.c agent/vault.c
+test_answer_DEPS := agent/content/inspect.c agent/content/decode.c agent/content/json.c agent/providers/providers.c agent/content/redact.c agent/content/vault.c

@@ -1,1 +1,1 @@
-test_audit_DEPS := agent/spool.c agent/ship.c agent/inflight.c
+test_audit_DEPS := agent/audit/spool.c agent/audit/ship.c agent/audit/inflight.c

@@ -1,1 +1,1 @@
-test_capture_DEPS := agent/sockdiag.c
+test_capture_DEPS := agent/kernel/sockdiag.c

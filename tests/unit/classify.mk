@@ -1,1 +1,1 @@
-test_classify_DEPS := agent/sni.c agent/http.c agent/reason.c
+test_classify_DEPS := agent/net/sni.c agent/proxy/http.c agent/audit/reason.c

@@ -1,1 +1,1 @@
-test_decode_DEPS := agent/json.c
+test_decode_DEPS := agent/content/json.c

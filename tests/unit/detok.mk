@@ -1,1 +1,1 @@
-test_detok_DEPS := agent/json.c agent/redact.c agent/vault.c
+test_detok_DEPS := agent/content/json.c agent/content/redact.c agent/content/vault.c

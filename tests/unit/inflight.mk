@@ -1,1 +1,1 @@
-test_inflight_DEPS := agent/spool.c
+test_inflight_DEPS := agent/audit/spool.c

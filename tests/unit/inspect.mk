@@ -1,1 +1,1 @@
-test_inspect_DEPS := agent/json.c agent/providers.c agent/decode.c
+test_inspect_DEPS := agent/content/json.c agent/providers/providers.c agent/content/decode.c

@@ -1,1 +1,1 @@
-test_jsonrpc_DEPS := agent/json.c agent/sse.c
+test_jsonrpc_DEPS := agent/content/json.c agent/proxy/sse.c

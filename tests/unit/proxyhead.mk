@@ -1,1 +1,1 @@
-test_proxyhead_DEPS := agent/http.c
+test_proxyhead_DEPS := agent/proxy/http.c

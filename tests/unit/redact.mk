@@ -1,1 +1,1 @@
-test_redact_DEPS := agent/json.c agent/providers.c agent/inspect.c agent/vault.c agent/decode.c
+test_redact_DEPS := agent/content/json.c agent/providers/providers.c agent/content/inspect.c agent/content/vault.c agent/content/decode.c

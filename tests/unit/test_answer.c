@@ -1,11 +1,11 @@
-/* Unit tests for agent/answer.c: a streamed answer redacted the same
+/* Unit tests for agent/content/answer.c: a streamed answer redacted the same
  * whatever its chunking (every split point of the value, one-byte
  * pieces), numbering stable across the stream, bounded hold-back, a value
  * too long to hold cut (never sent past the point it was seen), and whole
  * JSON answers of each provider rewritten in place, still valid JSON. */
 #include "check.h"
 
-#include "answer.h"
+#include "content/answer.h"
 
 static struct inspector *ins;
 static struct inspect_scratch *scr;

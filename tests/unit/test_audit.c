@@ -1,5 +1,5 @@
-/* Unit and fault tests for the agent's audit pipeline (agent/audit.c with
- * agent/spool.c and agent/ship.c): the chain over protobuf encodings, the
+/* Unit and fault tests for the agent's audit pipeline (agent/audit/audit.c with
+ * agent/audit/spool.c and agent/audit/ship.c): the chain over protobuf encodings, the
  * restart continuity, the full-spool gap record, the JSON tap, and
  * shipping to a test collector that speaks the real protocol (mutual TLS
  * 1.3, Hello, zstd batches, signature + chain checks, commit then ack):
@@ -31,11 +31,11 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include "audit.h"
+#include "audit/audit.h"
 #include "check.h"
 #include "evcodec.h"
 #include "pki.h"
-#include "spool.h"
+#include "audit/spool.h"
 
 #define AGENT_ID "agent-test"
 #define MAX_SEQ 200000

@@ -1,4 +1,4 @@
-/* Unit tests for agent/budget.c: fixed windows (injected clock), token and
+/* Unit tests for agent/policy/budget.c: fixed windows (injected clock), token and
  * request budgets, keys per user / group / exe / all, `when` filters,
  * monitor budgets, persistence across a restart (and windows that passed
  * while the agent was down), counters surviving a policy reload, and
@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "budget.h"
+#include "policy/budget.h"
 #include "check.h"
 
 /* 2023-11-14 00:00:00 UTC, a day boundary */

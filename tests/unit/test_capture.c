@@ -1,4 +1,4 @@
-/* Tests for capture (agent/capture.c + bpf/vigil.bpf.c) on the real kernel:
+/* Tests for capture (agent/kernel/capture.c + bpf/vigil.bpf.c) on the real kernel:
  * the programs are loaded and attached to a scratch cgroup2 directory;
  * child processes moved into it connect to loopback "endpoints" and must
  * land on a test listener that plays the agent. Needs root.
@@ -26,7 +26,7 @@
 #include <sys/wait.h>
 #include <bpf/bpf.h>
 #include "check.h"
-#include "capture.h"
+#include "kernel/capture.h"
 
 #define UP_PORT      4443
 #define NONTARGET    4444

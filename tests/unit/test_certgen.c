@@ -1,5 +1,5 @@
-/* Unit tests for agent/certgen.c (forged leaves, per-SNI server contexts,
- * the LRU) and agent/tls.c (upstream verification), with in-memory TLS
+/* Unit tests for agent/net/certgen.c (forged leaves, per-SNI server contexts,
+ * the LRU) and agent/net/tls.c (upstream verification), with in-memory TLS
  * handshakes over socketpairs. */
 #include <errno.h>
 #include <fcntl.h>
@@ -11,9 +11,9 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include "check.h"
-#include "certgen.h"
+#include "net/certgen.h"
 #include "pki.h"
-#include "tls.h"
+#include "net/tls.h"
 
 static char dir[64];
 static char ca_crt[128], ca_key[128];       /* the interception CA */

@@ -3,7 +3,7 @@
  * to wait for, or a refusal with the right reason; never "unknown". */
 #include <openssl/ssl.h>
 #include "check.h"
-#include "classify.h"
+#include "net/classify.h"
 
 static size_t make_hello(const char *host, uint8_t *out, size_t outlen)
 {

@@ -1,4 +1,4 @@
-/* Unit tests for agent/decode.c: every content coding round-trips, hostile
+/* Unit tests for agent/content/decode.c: every content coding round-trips, hostile
  * inputs (truncated gzip, bombs, trailing garbage, unknown codings, bad
  * base64) are refused with the right error and leave the output as it
  * was; magic-byte sniffing and text media types. */
@@ -8,7 +8,7 @@
 #include <zlib.h>
 #include <zstd.h>
 
-#include "decode.h"
+#include "content/decode.h"
 
 static const char text[] = "{\"messages\":[{\"content\":\"write to jane.doe@example.com\"}]}";
 

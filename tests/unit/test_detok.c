@@ -1,8 +1,8 @@
-/* Unit tests for agent/detok.c: tokens restored across every possible
+/* Unit tests for agent/content/detok.c: tokens restored across every possible
  * chunk split, bounded hold-back, JSON escaping, unknown tokens. */
 #include "check.h"
 
-#include "detok.h"
+#include "content/detok.h"
 
 static struct vault *v;
 static char tok_email[VAULT_TOKEN_MAX + 1], tok_quote[VAULT_TOKEN_MAX + 1];

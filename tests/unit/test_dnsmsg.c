@@ -4,7 +4,7 @@
  * for other names, truncated messages. */
 #include <arpa/inet.h>
 #include "check.h"
-#include "dnsmsg.h"
+#include "kernel/dnsmsg.h"
 
 struct got {
 	int n;

@@ -9,8 +9,8 @@
 #include <unistd.h>
 #include "check.h"
 #include "config.h"
-#include "egress.h"
-#include "loop.h"
+#include "net/egress.h"
+#include "net/loop.h"
 
 struct fake {
 	int lfd;

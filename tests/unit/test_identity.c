@@ -4,7 +4,7 @@
  * one (a conmon monitor, a short or upper-case id, a crafted unit name). */
 #include <unistd.h>
 #include "check.h"
-#include "identity.h"
+#include "kernel/identity.h"
 
 #define ID "3f4e1c2b9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f"
 #define ID2 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "check.h"
-#include "inflight.h"
+#include "audit/inflight.h"
 
 static char path[128];
 static char got[8][64];

@@ -1,9 +1,9 @@
-/* Unit tests for agent/inspect.c: every detector's positives and
+/* Unit tests for agent/content/inspect.c: every detector's positives and
  * negatives, validators, decoded scanning, custom rules, injection score,
  * response stream counting. */
 #include "check.h"
 
-#include "inspect.h"
+#include "content/inspect.h"
 
 static struct inspector *ins;
 static struct inspect_scratch *scr;

@@ -1,10 +1,10 @@
-/* Unit tests for agent/json.c: strict validation, string enumeration with
+/* Unit tests for agent/content/json.c: strict validation, string enumeration with
  * paths, decoding with offset maps, encoding. */
 #include "check.h"
 
 #include <errno.h>
 
-#include "json.h"
+#include "content/json.h"
 
 struct collect {
 	int n;

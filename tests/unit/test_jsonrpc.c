@@ -1,8 +1,8 @@
-/* Unit tests for agent/jsonrpc.c: JSON-RPC 2.0 requests, notifications and
+/* Unit tests for agent/proxy/jsonrpc.c: JSON-RPC 2.0 requests, notifications and
  * batches as MCP clients send them, hostile names and ids, result text
  * from JSON and SSE answers, and the replies the agent writes. */
 #include "check.h"
-#include "jsonrpc.h"
+#include "proxy/jsonrpc.h"
 
 static int parse(const char *s, struct jsonrpc_request *r)
 {

@@ -1,8 +1,8 @@
-/* Unit tests for agent/providers.c: identification, model/stream/tools
+/* Unit tests for agent/providers/providers.c: identification, model/stream/tools
  * extraction and which strings are model-visible, per provider shape. */
 #include "check.h"
 
-#include "providers.h"
+#include "providers/providers.h"
 
 struct vis {
 	const char *body;

@@ -3,8 +3,8 @@
  * refused with the status the client gets, and the agent's own CONNECT
  * and the proxy's answer are framed so not one tunnel byte is taken. */
 #include "check.h"
-#include "http.h"
-#include "proxyhead.h"
+#include "proxy/http.h"
+#include "proxy/proxyhead.h"
 
 static int parse(const char *s, struct proxyhead *ph)
 {

@@ -1,11 +1,11 @@
-/* Unit tests for agent/redact.c: every action, every provider's request
+/* Unit tests for agent/content/redact.c: every action, every provider's request
  * shape (output parsed back: replaced text as expected, every other byte
  * untouched), "unchanged" and invalid-JSON reporting, the vault. */
 #include "check.h"
 
 #include <errno.h>
 
-#include "redact.h"
+#include "content/redact.h"
 
 static struct inspector *ins;
 static struct inspect_scratch *scr;

@@ -3,7 +3,7 @@
  * drops its oldest rejection and never grows. */
 #include <stdio.h>
 #include "check.h"
-#include "rejca.h"
+#include "net/rejca.h"
 
 TEST(remembered_per_program_and_host_for_ttl)
 {

@@ -3,7 +3,7 @@
  * refused without reading out of bounds (run under SAN=1 to prove it). */
 #include <openssl/ssl.h>
 #include "check.h"
-#include "sni.h"
+#include "net/sni.h"
 
 /* A real ClientHello from OpenSSL for host (NULL = no SNI). */
 static size_t make_hello(const char *host, uint8_t *out, size_t outlen)

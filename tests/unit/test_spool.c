@@ -1,4 +1,4 @@
-/* Unit tests for agent/spool.c: append/replay, torn-tail recovery at every
+/* Unit tests for agent/audit/spool.c: append/replay, torn-tail recovery at every
  * byte of the last record, CRC corruption, full spool drops with an exact
  * loss report, ack, quarantine, and "the reader sees only durable data". */
 #include <dirent.h>
@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "check.h"
-#include "spool.h"
+#include "audit/spool.h"
 
 static char g_dir[256];
 

@@ -1,8 +1,8 @@
-/* Unit tests for agent/sse.c: WHATWG event-stream interpretation, line
+/* Unit tests for agent/proxy/sse.c: WHATWG event-stream interpretation, line
  * endings split across feeds, the event bound, and a property test that
  * any split of a stream into 2 or 3 feeds yields the same events. */
 #include "check.h"
-#include "sse.h"
+#include "proxy/sse.h"
 
 #include <errno.h>
 

@@ -3,7 +3,7 @@
  * period, static addresses never leave, and wildcards are not resolved. */
 #include <arpa/inet.h>
 #include "check.h"
-#include "targets.h"
+#include "kernel/targets.h"
 
 static int applied_adds, applied_dels;
 static char answer[4][64];   /* what the fake resolver returns for api.test.com */

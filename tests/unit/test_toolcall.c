@@ -1,7 +1,7 @@
-/* Unit tests for agent/toolcall.c: tool calls in each provider's answer
+/* Unit tests for agent/content/toolcall.c: tool calls in each provider's answer
  * shape, JSON and streamed, names only, hostile names. */
 #include "check.h"
-#include "toolcall.h"
+#include "content/toolcall.h"
 
 static int scan(const char *doc, struct toolcall_set *s)
 {

@@ -1,4 +1,4 @@
-/* Unit tests for agent/vault.c: tokens stable per owner and distinct across
+/* Unit tests for agent/content/vault.c: tokens stable per owner and distinct across
  * owners, bounded size (least recently used value evicted), expiry after
  * the ttl (lazy and by sweep), a vault outliving its store, and several
  * threads tokenizing and restoring in one vault at once. */
@@ -6,7 +6,7 @@
 
 #include <pthread.h>
 
-#include "vault.h"
+#include "content/vault.h"
 
 static uint64_t fake_now;
 static uint64_t fake_clock(void) { return fake_now; }

@@ -1,1 +1,1 @@
-test_toolcall_DEPS := agent/json.c
+test_toolcall_DEPS := agent/content/json.c

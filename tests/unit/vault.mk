@@ -1,1 +1,1 @@
-test_vault_DEPS := agent/json.c
+test_vault_DEPS := agent/content/json.c

@@ -1,0 +1,282 @@
+/* answer: redaction of the model's answer, whole or streamed.
+ *
+ * Stream: the buffer holds up to ANSWER_CONTEXT_BYTES of text already
+ * released (left context, so a detector that looks behind a value still
+ * sees it) followed by the pending text. Every ANSWER_HOLD_BYTES of new
+ * text the buffer is scanned whole (inspect_text) and the pending text is
+ * released up to a cut ANSWER_HOLD_BYTES before its end, moved back to
+ * the start of any value that crosses it. Scanning ~3x the text (context,
+ * held and new bytes) keeps the cost per byte bounded whatever the event
+ * size: one-byte deltas do not rescan per byte.
+ *
+ * Whole documents: every model text field is decoded, scanned, and its
+ * spans mapped back to raw offsets; redact_body then rewrites only those
+ * strings, so the rest of the document is copied byte for byte.
+ */
+#include "content/answer.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/crypto.h>
+
+#include "providers/providers.h"
+
+struct answer {
+	struct inspect_scratch *s;
+	const struct redact_policy *pol;
+	struct redact_session *rs;
+	char *buf;
+	size_t len, cap;
+	size_t rel;                 /* buf[0..rel) was released (context) */
+	bool overrun;
+	struct inspect_result r;
+	struct inspect_span *sp;    /* spans to replace in one release */
+	size_t nsp, capsp;
+	uint32_t counts[FINDING__COUNT];
+};
+
+struct answer *answer_new(struct inspect_scratch *scratch, const struct redact_policy *pol)
+{
+	struct answer *a = calloc(1, sizeof(*a));
+	if (!a)
+		return NULL;
+	a->s = scratch;
+	a->pol = pol;
+	inspect_result_init(&a->r);
+	if (!(a->rs = redact_session_new(pol))) {
+		free(a);
+		return NULL;
+	}
+	return a;
+}
+
+void answer_free(struct answer *a)
+{
+	if (!a)
+		return;
+	if (a->buf)
+		OPENSSL_cleanse(a->buf, a->cap);
+	free(a->buf);
+	free(a->sp);
+	inspect_result_free(&a->r);
+	redact_session_free(a->rs);
+	free(a);
+}
+
+const uint32_t *answer_counts(const struct answer *a)
+{
+	return a->counts;
+}
+
+static int append(struct answer *a, const char *text, size_t n)
+{
+	if (!n)
+		return 0;   /* an empty delta may come with no buffer at all */
+	if (a->len + n > a->cap) {
+		size_t nc = a->cap ? a->cap : 1024;
+		while (nc < a->len + n)
+			nc *= 2;
+		char *nb = malloc(nc);
+		if (!nb)
+			return -ENOMEM;
+		if (a->buf) {
+			memcpy(nb, a->buf, a->len);
+			OPENSSL_cleanse(a->buf, a->cap);   /* no stale copy of held text */
+			free(a->buf);
+		}
+		a->buf = nb;
+		a->cap = nc;
+	}
+	memcpy(a->buf + a->len, text, n);
+	a->len += n;
+	return 0;
+}
+
+static bool acts_on(const struct answer *a, enum finding_type t)
+{
+	return (unsigned)t < FINDING__COUNT && a->pol->action[t] != REDACT_KEEP;
+}
+
+/* Where released text may end: before the last ANSWER_HOLD_BYTES (all of
+ * it if final), and never inside a value. Sets a->overrun if a value
+ * reaches back into text already released. */
+static size_t find_cut(struct answer *a, bool final)
+{
+	size_t cut = final ? a->len : a->len - ANSWER_HOLD_BYTES;
+	bool moved = true;
+	while (moved) {
+		moved = false;
+		for (size_t i = 0; i < a->r.nspans; i++) {
+			const struct inspect_span *sp = &a->r.spans[i];
+			if (sp->end <= a->rel || !acts_on(a, sp->type))
+				continue;      /* context, or a type left as is */
+			if (sp->start < a->rel) {
+				a->overrun = true;
+				return a->rel;
+			}
+			if (sp->start < cut && sp->end > cut) {
+				cut = sp->start;
+				moved = true;
+			}
+		}
+	}
+	return cut;
+}
+
+static int release(struct answer *a, bool final, struct json_buf *out)
+{
+	int rc = inspect_text(a->s, a->buf, a->len, &a->r);
+	size_t cut, replaced;
+	if (rc)
+		return rc;
+	cut = find_cut(a, final);
+	if (a->overrun || (!final && a->len - cut > ANSWER_MAX_HELD)) {
+		a->overrun = true;   /* a value longer than we may hold */
+		return ANSWER_OVERRUN;
+	}
+	a->nsp = 0;
+	for (size_t i = 0; i < a->r.nspans; i++) {
+		struct inspect_span sp = a->r.spans[i];
+		if (sp.start < a->rel || sp.end > cut || !acts_on(a, sp.type))
+			continue;
+		if (a->nsp == a->capsp) {
+			size_t nc = a->capsp ? a->capsp * 2 : 16;
+			struct inspect_span *p = realloc(a->sp, nc * sizeof(*p));
+			if (!p)
+				return -ENOMEM;
+			a->sp = p;
+			a->capsp = nc;
+		}
+		sp.start -= a->rel;
+		sp.end -= a->rel;
+		a->sp[a->nsp++] = sp;
+	}
+	if ((rc = redact_text(a->rs, a->buf + a->rel, cut - a->rel, a->sp, a->nsp, out, &replaced)))
+		return rc;
+	for (size_t i = 0; i < a->nsp; i++)
+		a->counts[a->sp[i].type]++;
+	a->rel = cut;
+	if (a->rel > ANSWER_CONTEXT_BYTES) {
+		size_t drop = a->rel - ANSWER_CONTEXT_BYTES;
+		memmove(a->buf, a->buf + drop, a->len - drop);
+		OPENSSL_cleanse(a->buf + a->len - drop, drop);
+		a->len -= drop;
+		a->rel -= drop;
+	}
+	return 0;
+}
+
+int answer_feed(struct answer *a, const char *text, size_t n, struct json_buf *out)
+{
+	int rc;
+	if (a->overrun)
+		return ANSWER_OVERRUN;
+	if ((rc = append(a, text, n)))
+		return rc;
+	if (a->len - a->rel < 2 * ANSWER_HOLD_BYTES)
+		return 0;
+	return release(a, false, out);
+}
+
+int answer_finish(struct answer *a, struct json_buf *out)
+{
+	if (a->overrun)
+		return ANSWER_OVERRUN;
+	if (a->len == a->rel)
+		return 0;
+	return release(a, true, out);
+}
+
+/* ---------------------------------------------------------- documents */
+
+struct doc_ctx {
+	struct inspect_scratch *s;
+	answer_text_fn is_text;
+	const struct redact_policy *pol;
+	struct inspect_result *all;   /* spans in raw document offsets */
+	struct inspect_result one;    /* one decoded string */
+	struct json_text t;
+};
+
+static int push_span(struct inspect_result *r, const struct inspect_span *sp)
+{
+	if (r->nspans == r->cap) {
+		size_t nc = r->cap ? r->cap * 2 : 16;
+		struct inspect_span *p = realloc(r->spans, nc * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		r->spans = p;
+		r->cap = nc;
+	}
+	r->spans[r->nspans++] = *sp;
+	return 0;
+}
+
+static int doc_string(void *vctx, const char *doc, const struct json_string *s)
+{
+	struct doc_ctx *c = vctx;
+	int rc;
+	if (s->kind != JSON_STRING || s->is_key || !c->is_text(s->path))
+		return 0;
+	if ((rc = json_decode(doc + s->off, s->len, &c->t)) ||
+	    (rc = inspect_text(c->s, c->t.data, c->t.len, &c->one)))
+		return rc;
+	for (size_t i = 0; i < c->one.nspans; i++) {
+		const struct inspect_span *d = &c->one.spans[i];
+		if (c->pol->action[d->type] == REDACT_KEEP)
+			continue;
+		struct inspect_span sp = *d;
+		sp.in_json = true;
+		sp.start = s->off + c->t.map[d->start];
+		sp.end = s->off + c->t.map[d->end];
+		sp.str_off = s->off;
+		sp.str_len = s->len;
+		if ((rc = push_span(c->all, &sp)))
+			return rc;
+	}
+	return 0;
+}
+
+int answer_redact_doc(struct inspect_scratch *scratch, const struct redact_policy *pol,
+		      answer_text_fn is_text, const char *doc, size_t len, struct json_buf *out,
+		      uint32_t *counts)
+{
+	struct inspect_result all;
+	struct doc_ctx c;
+	int rc;
+
+	memset(&c, 0, sizeof(c));
+	c.s = scratch;
+	c.pol = pol;
+	c.all = &all;
+	c.is_text = is_text ? is_text : provider_response_text_path;
+	inspect_result_init(&all);
+	inspect_result_init(&c.one);
+	if (json_valid(doc, len)) {
+		rc = json_scan(doc, len, doc_string, &c);
+	} else {
+		/* not JSON (a text/plain answer): the whole body is model text */
+		rc = inspect_text(scratch, doc, len, &all);
+		size_t k = 0;
+		for (size_t i = 0; i < all.nspans; i++)
+			if (pol->action[all.spans[i].type] != REDACT_KEEP)
+				all.spans[k++] = all.spans[i];
+		all.nspans = k;
+		memset(&all.info, 0, sizeof(all.info));
+	}
+	if (rc == 0 && all.nspans) {
+		rc = redact_body(doc, len, &all, pol, out, NULL);
+		if (rc == REDACT_CHANGED)
+			for (size_t i = 0; i < all.nspans; i++)
+				counts[all.spans[i].type]++;
+		else if (rc == REDACT_INVALID_JSON)
+			rc = REDACT_UNCHANGED;
+	}
+	if (c.t.data)
+		OPENSSL_cleanse(c.t.data, c.t.len);
+	json_text_free(&c.t);
+	inspect_result_free(&c.one);
+	inspect_result_free(&all);
+	return rc;
+}

@@ -1,0 +1,100 @@
+/* decode: the layers a request body can be wrapped in, undone so the
+ * inspector reads what the provider (and so the model) will read:
+ * Content-Encoding (gzip, deflate as zlib or raw, br, zstd, stacked in any
+ * order), base64, and the sniffing of binary content by its magic bytes.
+ *
+ * Owns: decompression with a hard cap on the decoded size (a bomb is
+ * stopped at the cap, never inflated whole) and the media-type guess for
+ * content the detectors cannot read. Never logs content; never writes to
+ * its input. Output buffers are caller-owned json_buf (appended to).
+ */
+#ifndef VIGIL_DECODE_H
+#define VIGIL_DECODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "content/json.h"
+
+/* Undo a Content-Encoding header value (a comma-separated list of
+ * codings, applied in order, so decoded last to first) on in[0..n),
+ * appending the result to out. "identity" is a no-op. Returns 0,
+ * -ENOTSUP (a coding the agent cannot decode: answer 415), -E2BIG (the
+ * decoded size would pass cap: a limit), -EINVAL (corrupt or truncated
+ * data), -ENOMEM. On error out->len is unchanged. */
+int decode_content(const char *coding, size_t coding_len, const char *in, size_t n,
+		   size_t cap, struct json_buf *out);
+
+/* Whether decode_content knows every coding in the list. */
+bool decode_content_known(const char *coding, size_t coding_len);
+
+/* Standard or URL-safe base64 (padding optional, ASCII whitespace
+ * skipped) appended to out. Returns 0, -EINVAL (not base64), -E2BIG
+ * (over cap), -ENOMEM. */
+int decode_base64(const char *in, size_t n, size_t cap, struct json_buf *out);
+
+/* What binary content is, from its first bytes: a media type such as
+ * "image/png", "application/pdf", "application/zip", or NULL when it
+ * looks like text (valid UTF-8 without NULs in the sampled prefix).
+ * Unknown binaries are "application/octet-stream". Static strings. */
+const char *decode_sniff(const char *p, size_t n);
+
+/* Whether a media type (parameters ignored, case-insensitive) names text
+ * the detectors can read: text/..., application/json, application/...+json,
+ * application/xml, application/x-ndjson, application/jsonl,
+ * application/x-www-form-urlencoded, application/javascript, application/yaml. */
+bool decode_media_is_text(const char *mt, size_t n);
+
+
+
+/* Normalise text the way a model reads it, before matching:
+ *  - format characters (Cf: soft hyphen, zero-width space/joiners, bidi
+ *    controls, word joiner, BOM, ...) are removed;
+ *  - every Unicode space (NBSP, U+2000..U+200A, narrow NBSP, ideographic
+ *    space, ...) and the line/paragraph separators become ' ';
+ *  - fullwidth ASCII (U+FF01..U+FF5E, so '＠' and fullwidth digits) and
+ *    the mathematical alphanumerics (U+1D400..U+1D7FF) fold to ASCII as
+ *    NFKC does; Unicode dashes (U+2010..U+2015, U+2212) become '-';
+ *  - a soft line break inside a value, a backslash-newline with a value
+ *    character ([A-Za-z0-9+/=_.@-]) on both sides, is removed (shell, C,
+ *    Makefile and Python continuation: one token, never two values).
+ *    Other line breaks stay: a newline between digit groups or words is
+ *    ambiguous (a list of numbers, two lines of prose).
+ * Returns 1 when t needs no change (ASCII text answers this in one
+ * word-at-a-time pass and a memchr for backslashes), 0 when out holds the
+ * normalised text and (*map)[i] the index in t of the character that
+ * produced out byte i ((*map)[out->len] == n), or -ENOMEM / -E2BIG.
+ * out is reset; *map is grown with realloc (caller frees). */
+int decode_normalize(const char *t, size_t n, struct json_buf *out, uint32_t **map, size_t *mapcap);
+/* ------------------------------------------------------------ multipart */
+
+/* The boundary parameter of a multipart Content-Type (quotes removed,
+ * 1..70 characters as RFC 2046 allows). Returns false if absent/invalid. */
+bool decode_multipart_boundary(const char *ctype, size_t n, const char **b, size_t *blen);
+
+/* One part of a multipart body: its header block and its content, as
+ * offsets into the body. */
+struct decode_part {
+	size_t hdr_off, hdr_len;
+	size_t off, len;
+	bool unterminated;        /* no closing delimiter: content runs to the end */
+};
+
+/* The part after *pos (0 to start); advances *pos. Returns 1 with *part
+ * filled, 0 at the end (after the close delimiter, or no delimiter at
+ * all), -EINVAL if a part has no header/body separator. */
+int decode_multipart_next(const char *body, size_t len, const char *b, size_t blen, size_t *pos,
+			  struct decode_part *part);
+
+/* Value of header name (case-insensitive) in a part's header block, OWS
+ * trimmed; false if absent. */
+bool decode_header_value(const char *hdr, size_t n, const char *name, const char **v, size_t *vlen);
+
+/* One application/x-www-form-urlencoded piece (a "key=value" pair) with
+ * '+' and %XX decoded; (*map)[i] is the index in in of the byte that
+ * produced out byte i ((*map)[out->len] == n). out is reset. Malformed
+ * escapes stay literal. Returns 0 or -ENOMEM / -E2BIG. */
+int decode_form(const char *in, size_t n, struct json_buf *out, uint32_t **map, size_t *mapcap);
+
+#endif
