@@ -287,6 +287,7 @@ struct runtime {
 	struct agent *ag;
 	struct loop_watch sigw;
 	struct loop_watch kevw;
+	struct loop_timer housekeeping;
 	const char *config_path;
 };
 
@@ -463,19 +464,19 @@ static void kev_event(struct loop_watch *w, uint32_t events)
 	capture_events_poll(rt->ag->cap, kernel_event, rt->ag);
 }
 
-static void tick(void *arg, uint64_t now)
+/* Housekeeping, once a second: the agent's only periodic wake-up
+ * (connection deadlines are timers of their own). */
+static void housekeeping(struct loop_timer *t, uint64_t now)
 {
-	static uint64_t last_save, last_tamper;
-	struct agent *ag = arg;
-	conn_tick(ag, now);
+	static uint64_t last_save;
+	struct runtime *rt = (struct runtime *)((char *)t - offsetof(struct runtime, housekeeping));
+	struct agent *ag = rt->ag;
+	loop_timer_set(ag->loop, t, now + 1000);
 	netns_tick(ag->netns, now);
-	if (now - last_tamper >= 1000) {
-		last_tamper = now;
-		tamper_check(ag);
-		/* expired vault values are wiped within a second of their ttl */
-		if (ag->vaults)
-			vault_store_sweep(ag->vaults);
-	}
+	tamper_check(ag);
+	/* expired vault values are wiped within a second of their ttl */
+	if (ag->vaults)
+		vault_store_sweep(ag->vaults);
 	/* Budget counters survive restarts: saved every few seconds when changed. */
 	if (ag->budgets && now - last_save >= 5000 && budget_dirty(ag->budgets)) {
 		last_save = now;
@@ -687,7 +688,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	tamper_init(&ag, config_path);
-	loop_set_tick(ag.loop, 100, tick, &ag);
+	rt.housekeeping.fn = housekeeping;
+	loop_timer_set(ag.loop, &rt.housekeeping, loop_now_ms() + 1000);
 	/* Everything privileged is done: attached, listening, keys read. */
 	if (ag.cfg->user) {
 		const char *paths[] = { ag.cfg->spool_dir, ag.cfg->audit_log,

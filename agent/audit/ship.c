@@ -85,6 +85,14 @@ static void wait_ms_locked(struct ship *sh, uint64_t ms)
 	sh->kicked = false;
 }
 
+/* How long a partial batch still waits for more records (at least 1 ms:
+ * 0 would mean no timeout to spool_wait). */
+static uint32_t partial_due_ms(struct ship *sh, uint64_t first_wait)
+{
+	uint64_t now = now_ms(), due = first_wait + sh->interval_ms;
+	return due > now ? (uint32_t)(due - now) : 1;
+}
+
 static bool stopping(struct ship *sh)
 {
 	pthread_mutex_lock(&sh->lock);
@@ -451,6 +459,10 @@ static void *ship_main(void *arg)
 	while (!stopping(sh)) {
 		int ret;
 		if (!sh->zbuf) {
+			uint64_t seen_seq, seen_gen;
+			/* Before reading: a record made durable after the read
+			 * ends the wait below at once. */
+			spool_snapshot(sh->spool, &seen_seq, &seen_gen);
 			ret = build_batch(sh, &first_wait);
 			if (ret < 0) {
 				log_err("ship: cannot build a batch: %s", strerror(-ret));
@@ -465,8 +477,16 @@ static void *ship_main(void *arg)
 					pthread_mutex_unlock(&sh->lock);
 					break;
 				}
-				wait_ms_locked(sh, ret < 0 ? backoff_ms(sh) : (sh->recs.n ? 20 : 50));
+				if (ret < 0) {
+					wait_ms_locked(sh, backoff_ms(sh));
+					pthread_mutex_unlock(&sh->lock);
+					continue;
+				}
 				pthread_mutex_unlock(&sh->lock);
+				/* Nothing to send yet: sleep until more is durable, a
+				 * partial batch is due, or ship_stop(); never on a tick. */
+				spool_wait(sh->spool, seen_seq, seen_gen,
+					   sh->recs.n ? partial_due_ms(sh, first_wait) : 0);
 				continue;
 			}
 		}
@@ -614,6 +634,7 @@ void ship_kick(struct ship *sh)
 	sh->kicked = true;
 	pthread_cond_signal(&sh->cond);
 	pthread_mutex_unlock(&sh->lock);
+	spool_wake(sh->spool);
 }
 
 void ship_stop(struct ship *sh, uint32_t drain_ms)
@@ -628,6 +649,7 @@ void ship_stop(struct ship *sh, uint32_t drain_ms)
 			sh->stop = true;
 		pthread_cond_broadcast(&sh->cond);
 		pthread_mutex_unlock(&sh->lock);
+		spool_wake(sh->spool);
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_sec += drain_ms / 1000;
 		ts.tv_nsec += (long)(drain_ms % 1000) * 1000000L;
@@ -643,6 +665,7 @@ void ship_stop(struct ship *sh, uint32_t drain_ms)
 				shutdown(sh->fd, SHUT_RDWR);
 			pthread_cond_broadcast(&sh->cond);
 			pthread_mutex_unlock(&sh->lock);
+			spool_wake(sh->spool);
 			pthread_join(sh->thread, NULL);
 		}
 	}

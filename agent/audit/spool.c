@@ -43,7 +43,9 @@ struct segment {
 
 struct spool {
 	pthread_mutex_t lock;
-	pthread_cond_t cond;
+	pthread_cond_t cond;           /* the flusher's */
+	pthread_cond_t durable_cond;   /* readers waiting for records (spool_wait) */
+	uint64_t wake_gen;             /* spool_wake() calls */
 	char *segdir, *qdir, *acked_path, *reserve_path;
 	bool have_reserve;             /* reserve_path holds RESERVE_BYTES */
 	int companion_fd;              /* synced before the segments (-1 = none) */
@@ -447,6 +449,7 @@ int spool_open(const struct spool_opts *o, struct spool **out, char *err, size_t
 		return -ENOMEM;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
+	pthread_cond_init(&s->durable_cond, NULL);
 	s->fd = -1;
 	s->companion_fd = -1;
 	s->fsync = o->fsync;
@@ -853,10 +856,14 @@ static int append(struct spool *s, uint64_t seq, const void *rec, size_t len,
 			log_warn("spool: fdatasync: %s", strerror(errno));
 		s->durable_size = s->segs[s->nseg - 1].size;
 		s->durable_seq = seq;
+		pthread_cond_broadcast(&s->durable_cond);
 	} else if (s->fsync == SPOOL_FSYNC_NEVER) {
 		s->durable_size = s->segs[s->nseg - 1].size;
 		s->durable_seq = seq;
+		pthread_cond_broadcast(&s->durable_cond);
 	} else {
+		if (!s->dirty)
+			pthread_cond_signal(&s->cond);   /* the flusher sleeps while clean */
 		s->dirty = true;
 	}
 	/* Rebuild a used reserve now and then, once the disk has room again. */
@@ -916,6 +923,7 @@ static int sync_once(struct spool *s)
 		s->durable_size = size;
 		if (seq > s->durable_seq)
 			s->durable_seq = seq;
+		pthread_cond_broadcast(&s->durable_cond);
 	}
 	pthread_mutex_unlock(&s->lock);
 	return ret;
@@ -935,11 +943,18 @@ int spool_sync(struct spool *s)
 	return sync_once(s);
 }
 
+/* Sleeps while the spool is clean (an idle agent does not wake for it);
+ * once a record is written, waits interval_ms so one fdatasync covers the
+ * records of that interval. */
 static void *flusher_main(void *arg)
 {
 	struct spool *s = arg;
 	pthread_mutex_lock(&s->lock);
 	while (!s->stop) {
+		if (!s->dirty) {
+			pthread_cond_wait(&s->cond, &s->lock);
+			continue;
+		}
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += (long)s->interval_ms * 1000000L;
@@ -982,6 +997,7 @@ void spool_close(struct spool *s)
 	free(s->acked_path);
 	free(s->reserve_path);
 	pthread_cond_destroy(&s->cond);
+	pthread_cond_destroy(&s->durable_cond);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
@@ -1042,6 +1058,42 @@ int spool_quarantine(struct spool *s, uint64_t first_seq, uint64_t last_seq,
 	if (loss)
 		*loss = l;
 	return any ? 0 : -ENOENT;
+}
+
+void spool_snapshot(struct spool *s, uint64_t *durable_seq, uint64_t *wake_gen)
+{
+	pthread_mutex_lock(&s->lock);
+	*durable_seq = s->durable_seq;
+	*wake_gen = s->wake_gen;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void spool_wait(struct spool *s, uint64_t durable_seq, uint64_t wake_gen, uint32_t timeout_ms)
+{
+	struct timespec ts;
+	if (timeout_ms) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += timeout_ms / 1000;
+		ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+		ts.tv_sec += ts.tv_nsec / 1000000000L;
+		ts.tv_nsec %= 1000000000L;
+	}
+	pthread_mutex_lock(&s->lock);
+	while (s->durable_seq == durable_seq && s->wake_gen == wake_gen) {
+		if (!timeout_ms)
+			pthread_cond_wait(&s->durable_cond, &s->lock);
+		else if (pthread_cond_timedwait(&s->durable_cond, &s->lock, &ts) == ETIMEDOUT)
+			break;
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+void spool_wake(struct spool *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->wake_gen++;
+	pthread_cond_broadcast(&s->durable_cond);
+	pthread_mutex_unlock(&s->lock);
 }
 
 void spool_get_stats(struct spool *s, struct spool_stats *st)

@@ -106,6 +106,14 @@ struct spool_stats {
 	uint64_t acked_seq;
 	uint64_t dropped;        /* records dropped since open */
 };
+
+/* For a reader that has read everything: spool_snapshot() before reading,
+ * then spool_wait() blocks until a record beyond that durable seq is
+ * durable, spool_wake() is called, or timeout_ms passes (0: no timeout).
+ * Nothing wakes a reader that has nothing to read. */
+void spool_snapshot(struct spool *s, uint64_t *durable_seq, uint64_t *wake_gen);
+void spool_wait(struct spool *s, uint64_t durable_seq, uint64_t wake_gen, uint32_t timeout_ms);
+void spool_wake(struct spool *s);
 void spool_get_stats(struct spool *s, struct spool_stats *st);
 
 /* ---- reader (one thread) ---- */

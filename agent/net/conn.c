@@ -87,6 +87,7 @@ struct conn {
 	struct conn_info info;
 	struct dir up, down;           /* up: client -> upstream */
 	uint64_t deadline_ms;          /* peek/connect deadline, or idle deadline while relaying */
+	struct loop_timer timer;       /* due at deadline_ms or before (see set_deadline) */
 	const char *error;
 	enum reason reason;            /* refused: why (audit, log, metrics) */
 	const char *exception;         /* relayed by exception (static string), else NULL */
@@ -111,7 +112,6 @@ static struct listener *listeners;
 
 static struct conn *all_conns;     /* live connections (loop thread only) */
 static struct conn *dead_conns;
-
 static void conn_unlink(struct conn *c)
 {
 	if (c->prev)
@@ -121,6 +121,30 @@ static void conn_unlink(struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	c->next = c->prev = NULL;
+}
+
+static struct loop_timer reaper;   /* frees dead_conns after the loop's event batch */
+static void reap(struct loop_timer *t, uint64_t now);
+static void conn_timeout(struct loop_timer *t, uint64_t now);
+
+/* Moves the deadline. Relaying moves it on every read, so the timer is
+ * moved only when the deadline comes earlier; a timer that fires before the
+ * deadline sets itself again (conn_timeout). */
+static void set_deadline(struct conn *c, uint64_t ms)
+{
+	c->deadline_ms = ms;
+	if (!loop_timer_is_set(&c->timer) || ms < c->timer.due_ms)
+		loop_timer_set(c->ag->loop, &c->timer, ms);
+}
+
+static void bury(struct conn *c)
+{
+	loop_timer_cancel(c->ag->loop, &c->timer);
+	conn_unlink(c);
+	c->next = dead_conns;
+	dead_conns = c;
+	reaper.fn = reap;
+	loop_timer_set(c->ag->loop, &reaper, 0);
 }
 
 static void emit_connection_event(struct conn *c)
@@ -181,9 +205,7 @@ static void conn_close(struct conn *c, const char *error)
 	dir_close(&c->up);
 	dir_close(&c->down);
 	c->state = ST_DEAD;
-	conn_unlink(c);
-	c->next = dead_conns;
-	dead_conns = c;
+	bury(c);
 	atomic_fetch_sub(&c->ag->stats.active, 1);
 }
 
@@ -252,7 +274,7 @@ static void relay(struct conn *c)
 		conn_close(c, NULL);
 		return;
 	}
-	c->deadline_ms = loop_now_ms() + c->ag->cfg->idle_timeout_ms;
+	set_deadline(c, loop_now_ms() + c->ag->cfg->idle_timeout_ms);
 }
 
 static int make_pipe(struct dir *d)
@@ -325,7 +347,7 @@ static void replay_to_proxy(struct conn *c)
 	c->up.bytes += (uint64_t)sent;
 	if (c->fwd.tunnel) {
 		c->state = ST_TUNNEL_REPLY;
-		c->deadline_ms = loop_now_ms() + c->ag->cfg->upstream_timeout_ms;
+		set_deadline(c, loop_now_ms() + c->ag->cfg->upstream_timeout_ms);
 		return;
 	}
 	/* One plain-HTTP request: its body, then nothing more from the
@@ -351,7 +373,7 @@ static void refusal_body(struct conn *c)
 	c->down.src_eof = c->down.shut = c->down.limited = c->down.no_shut = false;
 	c->forward = false;
 	c->state = ST_PROXY_HEAD;
-	c->deadline_ms = loop_now_ms() + c->ag->cfg->header_timeout_ms;
+	set_deadline(c, loop_now_ms() + c->ag->cfg->header_timeout_ms);
 	proxy_step(c, false);
 }
 
@@ -371,7 +393,7 @@ static void tunnel_reply(struct conn *c)
 	}
 	if (status >= 200 && status < 300) {
 		c->state = ST_TUNNEL_FIRST;
-		c->deadline_ms = loop_now_ms() + c->ag->cfg->header_timeout_ms;
+		set_deadline(c, loop_now_ms() + c->ag->cfg->header_timeout_ms);
 		tunnel_first(c, false);
 		return;
 	}
@@ -389,7 +411,7 @@ static void tunnel_reply(struct conn *c)
 	if (start_relay(c))
 		return;
 	c->state = ST_REFUSAL_BODY;
-	c->deadline_ms = loop_now_ms() + c->ag->cfg->idle_timeout_ms;
+	set_deadline(c, loop_now_ms() + c->ag->cfg->idle_timeout_ms);
 	refusal_body(c);
 }
 
@@ -479,7 +501,7 @@ static void start_passthrough(struct conn *c)
 	}
 	c->uw.w.fd = fd;
 	c->state = ST_CONNECTING;
-	c->deadline_ms = loop_now_ms() + c->ag->cfg->upstream_timeout_ms;
+	set_deadline(c, loop_now_ms() + c->ag->cfg->upstream_timeout_ms);
 	if (loop_add(c->ag->loop, &c->uw.w, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
 		conn_close(c, "epoll failed");
 		return;
@@ -504,9 +526,7 @@ static bool hand_to_interceptor(struct conn *c)
 		dir_close(&c->up);
 		dir_close(&c->down);
 		explicit_bzero(c->info.tunnel_auth, sizeof(c->info.tunnel_auth));
-		conn_unlink(c);
-		c->next = dead_conns;
-		dead_conns = c;
+		bury(c);
 		atomic_fetch_sub(&ag->stats.active, 1);
 		return true;
 	}
@@ -590,7 +610,7 @@ static void refuse(struct conn *c, enum reason why, bool tls, int http_status)
 	}
 	shutdown(c->cw.w.fd, SHUT_WR);
 	c->state = ST_LINGER;
-	c->deadline_ms = loop_now_ms() + LINGER_MS;
+	set_deadline(c, loop_now_ms() + LINGER_MS);
 }
 
 /* Hands a watched (or, with unwatched_sni: intercept, an unwatched)
@@ -693,7 +713,7 @@ static bool learned_proxy_speaks_tls(struct conn *c, bool deadline_passed)
 	if (b != 22)                            /* TLS handshake record */
 		return false;
 	c->state = ST_PEEK;
-	c->deadline_ms = c->info.t_start_ms + c->ag->cfg->clienthello_timeout_ms;
+	set_deadline(c, c->info.t_start_ms + c->ag->cfg->clienthello_timeout_ms);
 	try_peek(c, deadline_passed || loop_now_ms() >= c->deadline_ms);
 	return true;
 }
@@ -793,6 +813,7 @@ static void accept_one(struct agent *ag, int fd)
 		return;
 	}
 	c->ag = ag;
+	c->timer.fn = conn_timeout;
 	c->cw.c = c->uw.c = c;
 	c->cw.w.fd = fd;
 	c->cw.w.fn = client_event;
@@ -819,8 +840,8 @@ static void accept_one(struct agent *ag, int fd)
 	identity_from_origin(&c->info.id, &c->info.origin);
 	c->state = proxyconn_is_proxy(ag, &c->info.origin) ? ST_PROXY_HEAD : ST_PEEK;
 	c->learned_proxy = c->state == ST_PROXY_HEAD && proxyconn_is_learned(ag, &c->info.origin);
-	c->deadline_ms = c->info.t_start_ms + (c->state == ST_PEEK ? ag->cfg->clienthello_timeout_ms
-								     : ag->cfg->header_timeout_ms);
+	set_deadline(c, c->info.t_start_ms + (c->state == ST_PEEK ? ag->cfg->clienthello_timeout_ms
+								     : ag->cfg->header_timeout_ms));
 	if (loop_add(ag->loop, &c->cw.w, EPOLLIN | EPOLLRDHUP | EPOLLET)) {
 		conn_close(c, "epoll failed");
 		return;
@@ -875,47 +896,52 @@ int conn_unlisten(struct agent *ag, int lfd)
 	return -ENOENT;
 }
 
-void conn_tick(struct agent *ag, uint64_t now)
+static void reap(struct loop_timer *t, uint64_t now)
 {
-	(void)ag;
+	(void)t;
+	(void)now;
 	while (dead_conns) {
 		struct conn *c = dead_conns;
 		dead_conns = c->next;
 		free(c);
 	}
-	for (struct conn *c = all_conns, *next; c; c = next) {
-		next = c->next;
-		if (now < c->deadline_ms)
-			continue;
-		switch (c->state) {
-		case ST_PEEK:
-			try_peek(c, true);
-			break;
-		case ST_PROXY_HEAD:
-			proxy_step(c, true);
-			break;
-		case ST_CONNECTING:
-			conn_close(c, "upstream connect timed out");
-			break;
-		case ST_UPSTREAM_CONNECT:
-		case ST_TUNNEL_REPLY:
-			conn_close(c, "upstream proxy CONNECT timed out");
-			break;
-		case ST_REFUSAL_BODY:
-			conn_close(c, "idle timeout");
-			break;
-		case ST_TUNNEL_FIRST:
-			tunnel_first(c, true);
-			break;
-		case ST_RELAY:
-			conn_close(c, "idle timeout");
-			break;
-		case ST_LINGER:
-			conn_close(c, NULL);
-			break;
-		default:
-			break;
-		}
+}
+
+static void conn_timeout(struct loop_timer *t, uint64_t now)
+{
+	struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, timer));
+	if (now < c->deadline_ms) {   /* moved later since the timer was set */
+		loop_timer_set(c->ag->loop, &c->timer, c->deadline_ms);
+		return;
+	}
+	switch (c->state) {
+	case ST_PEEK:
+		try_peek(c, true);
+		break;
+	case ST_PROXY_HEAD:
+		proxy_step(c, true);
+		break;
+	case ST_CONNECTING:
+		conn_close(c, "upstream connect timed out");
+		break;
+	case ST_UPSTREAM_CONNECT:
+	case ST_TUNNEL_REPLY:
+		conn_close(c, "upstream proxy CONNECT timed out");
+		break;
+	case ST_REFUSAL_BODY:
+		conn_close(c, "idle timeout");
+		break;
+	case ST_TUNNEL_FIRST:
+		tunnel_first(c, true);
+		break;
+	case ST_RELAY:
+		conn_close(c, "idle timeout");
+		break;
+	case ST_LINGER:
+		conn_close(c, NULL);
+		break;
+	default:
+		break;
 	}
 }
 
@@ -929,5 +955,6 @@ void conn_close_all(struct agent *ag)
 	}
 	while (all_conns)
 		conn_close(all_conns, "agent stopping");
-	conn_tick(ag, 0);
+	reap(&reaper, 0);
+	loop_timer_cancel(ag->loop, &reaper);
 }

@@ -13,7 +13,6 @@ int conn_listen(struct agent *ag, int lfd);
  * accepted go on. Returns 0 or -ENOENT. */
 int conn_unlisten(struct agent *ag, int lfd);
 /* Timeouts and reaping; called from the loop tick. */
-void conn_tick(struct agent *ag, uint64_t now_ms);
 /* Closes every connection (shutdown). */
 void conn_close_all(struct agent *ag);
 

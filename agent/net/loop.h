@@ -1,6 +1,8 @@
-/* loop: the agent's epoll event loop. Watches are embedded in their owners
- * (no allocation per registration); a periodic tick drives timeouts. One
- * thread runs the loop; other threads talk to it only through fds. */
+/* loop: the agent's epoll event loop. Watches and timers are embedded in
+ * their owners (no allocation per registration). Timers sit in a binary
+ * heap: the loop sleeps until the earliest one is due, so an idle agent
+ * does not wake for nothing and no tick scans every connection. One thread
+ * runs the loop; other threads talk to it only through fds. */
 #ifndef VIGIL_LOOP_H
 #define VIGIL_LOOP_H
 
@@ -22,8 +24,19 @@ void loop_free(struct loop *l);
 int loop_add(struct loop *l, struct loop_watch *w, uint32_t events);
 int loop_mod(struct loop *l, struct loop_watch *w, uint32_t events);
 void loop_del(struct loop *l, struct loop_watch *w);
-/* Called every tick_ms with the monotonic time in ms. */
-void loop_set_tick(struct loop *l, unsigned tick_ms, void (*fn)(void *arg, uint64_t now_ms), void *arg);
+/* A one-shot timer: fn runs on the loop thread once loop_now_ms() >= due_ms,
+ * after the epoll events of the same turn (so an owner freed by a timer is
+ * never named by a later event of that turn). fn may set the timer again. */
+struct loop_timer {
+	uint64_t due_ms;
+	size_t slot;                   /* 1 + index in the heap; 0: not set */
+	void (*fn)(struct loop_timer *t, uint64_t now_ms);
+};
+
+/* Sets (or moves) t to due_ms. Returns 0 or -ENOMEM. */
+int loop_timer_set(struct loop *l, struct loop_timer *t, uint64_t due_ms);
+void loop_timer_cancel(struct loop *l, struct loop_timer *t);
+static inline bool loop_timer_is_set(const struct loop_timer *t) { return t->slot != 0; }
 /* Runs until loop_stop(). Returns 0 or -errno. */
 int loop_run(struct loop *l);
 void loop_stop(struct loop *l);

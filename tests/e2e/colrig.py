@@ -86,6 +86,19 @@ class Collector:
         return p.returncode, (p.stdout + p.stderr).strip()
 
 
+def wait_stored(col, agent_id, pred, timeout):
+    """The collector's events of agent_id once pred(events) holds, or what
+    it has at the timeout."""
+    deadline = time.time() + timeout
+    evs = []
+    while time.time() < deadline:
+        evs = [e for e in col.events() if e.get("agent_id") == agent_id]
+        if pred(evs):
+            return evs
+        time.sleep(0.2)
+    return evs
+
+
 def produce(port, n, threads=4):
     """n audited connections to the agent's listener."""
     def worker(k):

@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lib  # noqa: E402
 from lib import check, test  # noqa: E402
 
-from colrig import COLLECTOR, Collector, chain_ok, produce, seqs_report  # noqa: E402
+from colrig import COLLECTOR, Collector, chain_ok, produce, seqs_report, wait_stored as _wait_stored  # noqa: E402
 AGENT_ID = "ws-pipeline"
 
 
@@ -43,14 +43,7 @@ def agent_extra(addr, enrolled, batch=500):
 
 
 def wait_stored(col, pred, timeout):
-    deadline = time.time() + timeout
-    evs = []
-    while time.time() < deadline:
-        evs = [e for e in col.events() if e.get("agent_id") == AGENT_ID]
-        if pred(evs):
-            return evs
-        time.sleep(0.5)
-    return evs
+    return _wait_stored(col, AGENT_ID, pred, timeout)
 
 
 def spool_events_count(agent):
