@@ -5,7 +5,7 @@
  * measurement fails.
  *
  * Standalone build (from the repository root):
- *   gcc -std=gnu11 -O2 -Iagent -Icommon tests/bench/bench_inspect.c agent/content/inspect.c agent/content/decode.c \
+ *   gcc -std=gnu11 -O2 -Iagent -Icommon tests/bench/bench_inspect.c agent/content/inspect.c agent/content/validators.c agent/content/detectors.c agent/content/decode.c \
  *       agent/providers/providers.c agent/content/json.c -o /tmp/bench_inspect \
  *       $(pkg-config --cflags --libs libhs libpcre2-8 zlib libbrotlidec libzstd)
  */

@@ -8,7 +8,7 @@
  *
  * Build and run (from the repository root):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Iagent -Icommon \
- *       tests/fuzz/fuzz_json.c agent/content/json.c agent/providers/providers.c agent/content/inspect.c agent/content/redact.c \
+ *       tests/fuzz/fuzz_json.c agent/content/json.c agent/providers/providers.c agent/content/inspect.c agent/content/validators.c agent/content/detectors.c agent/content/redact.c \
  *       -o build/fuzz_json $(pkg-config --cflags --libs libhs libcrypto) -lstdc++ -lm
  *   build/fuzz_json -max_total_time=60
  */

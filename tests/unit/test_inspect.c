@@ -1,4 +1,4 @@
-/* Unit tests for agent/content/inspect.c: every detector's positives and
+/* Unit tests for agent/content/inspect.c, validators.c and detectors.c: every detector's positives and
  * negatives, validators, decoded scanning, custom rules, injection score,
  * response stream counting. */
 #include "check.h"
