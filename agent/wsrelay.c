@@ -457,7 +457,9 @@ static void note_decision(struct session *s, const struct exchange *ex)
 		s->redacted = true;
 	else if (!strcmp(ex->action, "alert"))
 		s->alerted = true;
-	if (strcmp(ex->action, "allow") && ex->rule) {
+	/* a blocked message has its own event: the session's rule is the
+	 * last one that redacted or alerted on what passed */
+	if (!ex->blocked && strcmp(ex->action, "allow") && ex->rule) {
 		/* the rule's name belongs to the policy snapshot ex holds, which a
 		 * reload may free before the session ends: copied into a buffer
 		 * of hs that an allowed handshake does not use */
