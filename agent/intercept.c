@@ -821,7 +821,9 @@ again:
 				return relay_websocket(ic, req, ex, (size_t)phl);
 			if (resp.status == 101) {
 				upstream_close(&ic->up);
-				ex->error = "protocol upgrade is not supported";
+				ex->error = ex->kind ? "the server's WebSocket answer negotiated an extension (or no websocket upgrade): "
+						       "the agent cannot read such frames" :
+						       "protocol upgrade is not supported";
 				send_error(ic, ex, 502, "upgrade_refused", ex->error);
 				return 1;
 			}

@@ -243,6 +243,52 @@ def upgrade_to_unknown_path_refused():
 
 
 @test
+def official_sdk_realtime_with_deflate_offer():
+    """The official openai package's OpenAIRealtimeWS (over `ws`), offering
+    permessage-deflate: the e-mail leaves tokenized, the text deltas bring
+    it back, and a credential comes back as the SDK's error event."""
+    res, _ = RIG.node("openai_realtime.mjs", "--message", "write to %s please" % EMAIL, "--deflate")
+    check(not res.get("error"), "SDK session failed: %s" % res)
+    check(res["text"] == "echo: write to %s please" % EMAIL, "SDK text %r" % res["text"])
+    check(res["usage"] and res["usage"]["output_tokens"] == 7, "usage %s" % res["usage"])
+    got = received()
+    check(EMAIL not in json.dumps(got), "the server received the raw e-mail address")
+    hs = [r for r in got if r["kind"] == "handshake"]
+    check(hs and "sec-websocket-extensions" not in hs[-1]["headers"], "the deflate offer reached the server")
+    res, _ = RIG.node("openai_realtime.mjs", "--message", "key %s" % AWS_KEY)
+    check(res["errors"] and res["errors"][0].get("code") == "policy_blocked", "SDK error %s" % res)
+    check(AWS_KEY not in json.dumps(received()), "the server received the credential")
+
+
+@test
+def instructions_are_inspected():
+    out, got = session([
+        {"event": {"type": "session.update", "event_id": "evt_s", "session": {"instructions": "use key %s" % AWS_KEY}}},
+        {"wait": "error"},
+        {"event": {"type": "response.create", "response": {"instructions": "cc %s on replies" % EMAIL}}},
+        {"wait": "response.done"},
+        {"close": 1000},
+    ])
+    check(AWS_KEY not in json.dumps(got), "session.update instructions with a credential reached the server")
+    check(not [t for t in texts(got) if t["type"] == "session.update"], "the blocked session.update was forwarded")
+    rc = [t for t in texts(got) if t["type"] == "response.create"]
+    check(rc and EMAIL not in rc[0]["response"]["instructions"] and
+          TOKEN_RE.search(rc[0]["response"]["instructions"]), "response.create instructions: %s" % rc)
+
+
+@test
+def answer_findings_are_reported():
+    phone = "+1 415 555 0132"
+    n = len(ws_events(timeout=0))
+    out, got = session([user_item("call me at %s" % phone), {"wait": "conversation.item.created"},
+                        {"event": {"type": "response.create"}}, {"wait": "response.done"}, {"close": 1000}])
+    evs = ws_events(n=n + 1)
+    check(len(evs) > n, "no session event")
+    check(any(f["type"] == "PHONE" for f in evs[-1].get("output_findings") or []),
+          "the phone number in the answer is not in output_findings: %s" % evs[-1].get("output_findings"))
+
+
+@test
 def agent_survived():
     out, got = session([user_item("still there?"), {"wait": "conversation.item.created"}, {"close": 1000}])
     check(out["status"] == 101 and out["close_code"] == 1000, "after the attacks: %s" % out)
