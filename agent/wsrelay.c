@@ -41,6 +41,7 @@
  * event; a larger one cannot be restored or redacted. */
 #define WSRELAY_EVENT_MAX ((1u << 20) - 64)
 #define USAGE_MAX 512
+#define WSRELAY_READ 16384
 
 /* ---- the handshake ---- */
 
@@ -136,6 +137,7 @@ struct session {
 	bool client_closed, server_closed;
 	bool done;
 	unsigned n_events;
+	uint8_t rbuf[WSRELAY_READ];     /* bytes as read from either side */
 };
 
 static uint64_t deadline(const struct session *s)
@@ -574,7 +576,7 @@ static int feed(struct session *s, bool from_client, const uint8_t *buf, size_t 
 
 static void relay(struct session *s, struct wsrelay_io *io)
 {
-	static __thread uint8_t buf[16384];
+	uint8_t *buf = s->rbuf;
 	uint64_t idle = s->hs->ag->cfg->idle_timeout_ms;
 
 	if (io->upend_len)
@@ -586,7 +588,7 @@ static void relay(struct session *s, struct wsrelay_io *io)
 		for (int side = 0; side < 2 && !s->done; side++) {
 			SSL *ssl = side ? io->ussl : io->cssl;
 			ssize_t n;
-			while (!s->done && (n = try_read(ssl, buf, sizeof(buf))) != 0) {
+			while (!s->done && (n = try_read(ssl, buf, WSRELAY_READ)) != 0) {
 				if (n < 0) {
 					end(s, WS_CLOSE_INTERNAL, WS_CLOSE_INTERNAL, "peer went away", NULL);
 					break;
@@ -612,15 +614,15 @@ static void relay(struct session *s, struct wsrelay_io *io)
  * reset that destroys the close frame before the client reads it. Say we
  * are done, then read and discard for a bounded time (as intercept.c does
  * after refusing a request). */
-static void linger_client(struct wsrelay_io *io)
+static void linger_client(struct session *s, struct wsrelay_io *io)
 {
-	static __thread uint8_t buf[16384];
+	uint8_t *buf = s->rbuf;
 	uint64_t until = loop_now_ms() + 2000;
 	size_t drained = 0;
 	SSL_shutdown(io->cssl);
 	shutdown(io->cfd, SHUT_WR);
 	while (drained < (8u << 20)) {
-		ssize_t n = try_read(io->cssl, buf, sizeof(buf));
+		ssize_t n = try_read(io->cssl, buf, WSRELAY_READ);
 		if (n < 0)
 			break;
 		if (n > 0) {
@@ -648,7 +650,7 @@ void wsrelay_run(struct exchange *hs, struct wsrelay_io *io)
 	ws_parser_init(&s->ps, WS_FROM_SERVER, cfg->ws_max_frame, cfg->ws_max_message);
 	relay(s, io);
 	finish_current(s);
-	linger_client(io);
+	linger_client(s, io);
 	if (s->usage_len) {
 		hs->prompt_tokens = s->prompt_sum;
 		hs->completion_tokens = s->completion_sum;
@@ -665,6 +667,7 @@ void wsrelay_run(struct exchange *hs, struct wsrelay_io *io)
 	}
 	ws_parser_free(&s->pc);
 	ws_parser_free(&s->ps);
+	explicit_bzero(s->rbuf, sizeof(s->rbuf));
 	json_buf_free(&s->tx);
 	if (s->wrap.data)
 		explicit_bzero(s->wrap.data, s->wrap.cap);

@@ -17,6 +17,8 @@ Steps (a JSON list), each one of:
   {"ping": "payload"}              a masked ping
   {"raw_b64": "..."}               these bytes as they are (bad frames)
   {"big": N}                       one masked text frame of N bytes
+  {"rtt": N, "text": "..."}        N timed round trips (user item -> created),
+                                   in "rtt_us"
   {"wait": "type"}                 read until an event of that type
   {"wait_binary": 1}               read until a binary message
   {"wait_pong": 1}                 read until a pong (or timeout)
@@ -32,6 +34,7 @@ import socket
 import ssl
 import struct
 import sys
+import time
 
 
 class Client:
@@ -184,6 +187,18 @@ def main():
                 s.sendall(base64.b64decode(st["raw_b64"]))
             elif "big" in st:
                 c.send(1, b"x" * st["big"])
+            elif "rtt" in st:
+                # round trips of one user item each, timed (benchmarks)
+                ev = {"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+                      "content": [{"type": "input_text", "text": st.get("text", "hello")}]}}
+                body = json.dumps(ev).encode()
+                rtt = c.out.setdefault("rtt_us", [])
+                for _ in range(st["rtt"]):
+                    t0 = time.perf_counter()
+                    c.send(1, body)
+                    c.wait_for("text:conversation.item.created")
+                    rtt.append(int((time.perf_counter() - t0) * 1e6))
+                c.out["events"] = []
             elif "wait" in st:
                 c.wait_for("text:" + st["wait"])
             elif "wait_binary" in st:

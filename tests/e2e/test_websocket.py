@@ -292,8 +292,16 @@ def answer_findings_are_reported():
 def agent_survived():
     out, got = session([user_item("still there?"), {"wait": "conversation.item.created"}, {"close": 1000}])
     check(out["status"] == 101 and out["close_code"] == 1000, "after the attacks: %s" % out)
-    log = open(RIG.agent.stderr_path).read()
-    check("runtime error" not in log and "AddressSanitizer" not in log, "sanitizer report: %s" % log[-1500:])
+
+
+@test
+def agent_exits_cleanly():
+    """Under ASan/UBSan a leak of a session or a sanitizer report fails this."""
+    rc = RIG.agent.stop()
+    log = RIG.agent.log_tail(400)
+    check(rc == 0, "agent exit status %s: %s" % (rc, log[-1500:]))
+    check("runtime error" not in log and "AddressSanitizer" not in log and "LeakSanitizer" not in log,
+          "sanitizer report: %s" % log[-1500:])
 
 
 if __name__ == "__main__":
