@@ -193,11 +193,19 @@ static void end(struct session *s, uint16_t to_client, uint16_t to_server, const
 struct event_keys {
 	const char *type, *id;
 	size_t type_len, id_len;
+	bool other;                     /* a top-level member besides type, event_id, audio */
 };
 
 static int find_keys(void *ctx, const char *doc, const struct json_string *js)
 {
 	struct event_keys *k = ctx;
+	if (js->is_key && js->path->depth == 0) {
+		const char *kn = doc + js->off;
+		if (!json_raw_equals(kn, js->len, "type") && !json_raw_equals(kn, js->len, "event_id") &&
+		    !json_raw_equals(kn, js->len, "audio"))
+			k->other = true;
+		return 0;
+	}
 	if (js->kind != JSON_STRING || js->is_key || js->path->depth != 1)
 		return 0;
 	if (json_path_match(js->path, "type")) {
@@ -207,7 +215,7 @@ static int find_keys(void *ctx, const char *doc, const struct json_string *js)
 		k->id = doc + js->off;
 		k->id_len = js->len;
 	}
-	return k->type && k->id;
+	return 0;
 }
 
 static void event_keys(const uint8_t *data, size_t len, struct event_keys *k)
@@ -480,8 +488,10 @@ static int client_text(struct session *s, enum ws_opcode op, const uint8_t *data
 
 	if (op == WS_TEXT) {
 		event_keys(data, len, &k);
-		if (type_is(&k, "input_audio_buffer.append"))
-			return send_frame(s, true, WS_TEXT, data, len);   /* audio, base64: untouched */
+		/* audio, base64: untouched; an append that carries anything
+		 * else is read whole (no side channel next to the audio) */
+		if (type_is(&k, "input_audio_buffer.append") && !k.other)
+			return send_frame(s, true, WS_TEXT, data, len);
 	} else {
 		memset(&k, 0, sizeof(k));
 	}

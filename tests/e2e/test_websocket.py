@@ -181,6 +181,18 @@ def audio_passes_byte_for_byte():
 
 
 @test
+def audio_append_is_no_side_channel():
+    """An audio append that carries another member is read whole: a
+    credential next to the audio does not ride along uninspected."""
+    out, got = session([
+        {"event": {"type": "input_audio_buffer.append", "audio": "AAAA", "note": "key %s" % AWS_KEY}},
+        {"wait": "error"}, {"close": 1000},
+    ])
+    check(AWS_KEY not in json.dumps(got), "the credential beside the audio reached the server")
+    check(any(e["type"] == "error" for e in out["events"]), "no error event: %s" % out)
+
+
+@test
 def deflate_offer_is_stripped():
     out, got = session([user_item("hi"), {"wait": "conversation.item.created"}, {"close": 1000}], deflate=True)
     check(out["status"] == 101, "a client offering permessage-deflate failed: %s" % out)
