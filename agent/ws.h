@@ -34,6 +34,7 @@ enum ws_opcode {
 /* Close codes the agent sends (RFC 6455 7.4.1). */
 enum ws_close {
 	WS_CLOSE_NORMAL = 1000,
+	WS_CLOSE_GOING_AWAY = 1001,
 	WS_CLOSE_PROTOCOL = 1002,
 	WS_CLOSE_BAD_DATA = 1007,     /* text that is not UTF-8 */
 	WS_CLOSE_POLICY = 1008,

@@ -1,6 +1,10 @@
 /* wsrelay: the WebSocket (Realtime API) session through the agent; see
  * wsrelay.h. The framing is ws.c's, the decisions exchange.c's: this file
- * only maps Realtime events onto them and moves frames.
+ * only maps Realtime events onto them and moves frames. The session's
+ * handlers never do I/O: fed bytes, they append frames to one buffer per
+ * direction; relay() is the only code that reads and writes (blocking
+ * with deadlines, on the connection's thread), so the session moves to
+ * the event loop by replacing relay() alone.
  *
  * Choices a reviewer should know:
  * - Every message is re-framed as one frame (RFC 6455 5.4 lets an
@@ -127,7 +131,7 @@ struct session {
 	struct exchange *cur;           /* the last client event that passed: its answer rule
 					 * and token restoration apply to what the server sends */
 	bool cur_head;
-	struct json_buf tx;             /* one frame on its way out */
+	struct json_buf out[2];         /* frames to send: [0] to the client, [1] to the server */
 	struct json_buf wrap;           /* a server event framed as an SSE event */
 	bool redacted, alerted;
 	unsigned blocked;
@@ -140,31 +144,22 @@ struct session {
 	uint8_t rbuf[WSRELAY_READ];     /* bytes as read from either side */
 };
 
-static uint64_t deadline(const struct session *s)
-{
-	return loop_now_ms() + s->hs->ag->cfg->idle_timeout_ms;
-}
-
+/* A frame for one side, appended to what goes out after this feed: the
+ * session decides, the relay loop writes (so the same session code can
+ * later run on the event loop). */
 static int send_frame(struct session *s, bool to_server, enum ws_opcode op, const void *data, size_t len)
 {
 	uint8_t head[WS_HEADER_MAX], mask[4];
+	struct json_buf *out = &s->out[to_server];
 	if (to_server && RAND_bytes(mask, 4) != 1)
 		return -EIO;
 	size_t hn = ws_frame_head(head, op, true, to_server ? mask : NULL, len);
-	s->tx.len = 0;
-	if (json_buf_append(&s->tx, head, hn) || json_buf_append(&s->tx, data, len))
+	size_t at = out->len;
+	if (json_buf_append(out, head, hn) || json_buf_append(out, data, len))
 		return -ENOMEM;
 	if (to_server)
-		ws_mask((uint8_t *)s->tx.data + hn, len, mask, 0);
-	int rc = to_server ? s->io->write_all(s->io->ussl, s->io->ufd, s->tx.data, s->tx.len, deadline(s)) :
-			     s->io->write_all(s->io->cssl, s->io->cfd, s->tx.data, s->tx.len, deadline(s));
-	if (!rc && to_server)
-		s->hs->bytes_up += s->tx.len;
-	else if (!rc)
-		s->hs->bytes_down += s->tx.len;
-	if (op == WS_TEXT && s->tx.data)
-		explicit_bzero(s->tx.data, s->tx.len);   /* may be a prompt */
-	return rc;
+		ws_mask((uint8_t *)out->data + at + hn, len, mask, 0);
+	return 0;
 }
 
 static void send_close(struct session *s, bool to_server, uint16_t code, const char *why)
@@ -565,6 +560,34 @@ static ssize_t try_read(SSL *ssl, void *buf, size_t cap)
 	return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -1;
 }
 
+/* Writes what the session produced, both ways; a failed write ends it. */
+static void flush(struct session *s)
+{
+	struct wsrelay_io *io = s->io;
+	uint64_t deadline = loop_now_ms() + s->hs->ag->cfg->idle_timeout_ms;
+	for (int to_server = 0; to_server < 2; to_server++) {
+		struct json_buf *b = &s->out[to_server];
+		if (!b->len)
+			continue;
+		int rc = to_server ? io->write_all(io->ussl, io->ufd, b->data, b->len, deadline) :
+				     io->write_all(io->cssl, io->cfd, b->data, b->len, deadline);
+		if (rc) {
+			s->client_closed = s->server_closed = s->done = true;
+			if (!s->hs->error)
+				s->hs->error = to_server ? "websocket: write to the server failed" :
+							   "websocket: write to the client failed";
+		} else if (to_server) {
+			s->hs->bytes_up += b->len;
+		} else {
+			s->hs->bytes_down += b->len;
+		}
+		explicit_bzero(b->data, b->len);   /* may be a prompt or an answer */
+		b->len = 0;
+		if (b->cap > 64 * 1024)
+			json_buf_free(b);
+	}
+}
+
 /* Feeds bytes from one side; a violation ends the session. */
 static int feed(struct session *s, bool from_client, const uint8_t *buf, size_t n)
 {
@@ -579,10 +602,15 @@ static int feed(struct session *s, bool from_client, const uint8_t *buf, size_t 
 		end(s, from_client ? p->close_code : WS_CLOSE_INTERNAL, from_client ? WS_CLOSE_INTERNAL : p->close_code,
 		    p->error, why);
 	} else if (rc && !s->done) {
-		end(s, WS_CLOSE_INTERNAL, WS_CLOSE_INTERNAL, "relay failed", "websocket: relay write failed");
+		end(s, WS_CLOSE_INTERNAL, WS_CLOSE_INTERNAL, "relay failed", "websocket: out of memory");
 	}
+	flush(s);
 	return rc;
 }
+
+/* RFC 6455 7.1.1: after a close each side waits for the other's, but not
+ * forever: a peer that never answers our forwarded close is left. */
+#define CLOSE_WAIT_MS 5000
 
 static void relay(struct session *s, struct wsrelay_io *io)
 {
@@ -600,7 +628,9 @@ static void relay(struct session *s, struct wsrelay_io *io)
 			ssize_t n;
 			while (!s->done && (n = try_read(ssl, buf, WSRELAY_READ)) != 0) {
 				if (n < 0) {
-					end(s, WS_CLOSE_INTERNAL, WS_CLOSE_INTERNAL, "peer went away", NULL);
+					/* that side is gone: the other hears 1001, going away */
+					*(side ? &s->server_closed : &s->client_closed) = true;
+					end(s, WS_CLOSE_GOING_AWAY, WS_CLOSE_GOING_AWAY, "peer went away", NULL);
 					break;
 				}
 				any = true;
@@ -610,13 +640,16 @@ static void relay(struct session *s, struct wsrelay_io *io)
 		if (s->done || any)
 			continue;
 		struct pollfd pf[2] = { { .fd = io->cfd, .events = POLLIN }, { .fd = io->ufd, .events = POLLIN } };
-		int r = poll(pf, 2, (int)idle);
-		if (r == 0) {
+		bool closing = s->client_closed || s->server_closed;
+		int r = poll(pf, 2, (int)(closing && idle > CLOSE_WAIT_MS ? CLOSE_WAIT_MS : idle));
+		if (r == 0 && closing)
+			end(s, WS_CLOSE_NORMAL, WS_CLOSE_NORMAL, "close not answered", NULL);
+		else if (r == 0)
 			end(s, WS_CLOSE_NORMAL, WS_CLOSE_NORMAL, "idle", "websocket: idle timeout");
-		} else if (r < 0 && errno != EINTR) {
+		else if (r < 0 && errno != EINTR)
 			end(s, WS_CLOSE_INTERNAL, WS_CLOSE_INTERNAL, "poll failed", "websocket: poll failed");
-		}
 	}
+	flush(s);
 }
 
 /* After our close frame the client may still be sending (the rest of an
@@ -678,7 +711,8 @@ void wsrelay_run(struct exchange *hs, struct wsrelay_io *io)
 	ws_parser_free(&s->pc);
 	ws_parser_free(&s->ps);
 	explicit_bzero(s->rbuf, sizeof(s->rbuf));
-	json_buf_free(&s->tx);
+	json_buf_free(&s->out[0]);
+	json_buf_free(&s->out[1]);
 	if (s->wrap.data)
 		explicit_bzero(s->wrap.data, s->wrap.cap);
 	json_buf_free(&s->wrap);
