@@ -24,6 +24,7 @@ import rig as rigmod
 
 ADDR = "127.82.0.2"
 HOST = "api.openai.com"
+AZURE = "vigil-test.openai.azure.com"
 PATH = "/v1/realtime?model=gpt-4o-realtime-preview"
 POLICY = """version: 1
 default: allow
@@ -41,7 +42,7 @@ AWS_KEY = "AKIA" + "Z7QW3RT5YU2IO4PL"   # split so this file itself is not a fin
 EMAIL = "ann.lee@corp-mail.example"
 TOKEN_RE = re.compile(r"\[\[VGL_EMAIL_[0-9a-f]{6}\]\]")
 
-RIG = rigmod.Rig("ws", {HOST: ADDR}, {}, extra_targets=[ADDR],
+RIG = rigmod.Rig("ws", {HOST: ADDR, AZURE: ADDR}, {}, extra_targets=[ADDR],
                  agent_extra="limits:\n  ws_max_frame: 64k\n  ws_max_message: 256k\n")
 POLICY_PATH = os.path.join(RIG.tmp, "policy.yaml")
 with open(POLICY_PATH, "w") as f:
@@ -60,11 +61,11 @@ def received():
     return RIG.read_jsonl(RECORD)
 
 
-def session(steps, path=PATH, deflate=False, uid=lib.NOBODY):
+def session(steps, path=PATH, deflate=False, uid=lib.NOBODY, host=HOST):
     """Runs the client in the scratch cgroup; returns (its output, what the
     server received in this session)."""
     before = len(received())
-    argv = [rigmod.PY, os.path.join(rigmod.CLIENTS, "ws_realtime.py"), "--host", HOST, "--path", path,
+    argv = [rigmod.PY, os.path.join(rigmod.CLIENTS, "ws_realtime.py"), "--host", host, "--path", path,
             "--cafile", RIG.ca, "--steps", json.dumps(steps)]
     if deflate:
         argv.append("--deflate")
@@ -298,6 +299,18 @@ def answer_findings_are_reported():
     check(len(evs) > n, "no session event")
     check(any(f["type"] == "PHONE" for f in evs[-1].get("output_findings") or []),
           "the phone number in the answer is not in output_findings: %s" % evs[-1].get("output_findings"))
+
+
+@test
+def azure_realtime_path_allowed_others_refused():
+    out, got = session([user_item("to %s" % EMAIL), {"wait": "conversation.item.created"}, {"close": 1000}],
+                       host=AZURE, path="/openai/v1/realtime?model=gpt-realtime")
+    check(out["status"] == 101, "Azure GA Realtime path refused: %s" % out)
+    check(EMAIL not in json.dumps(got) and texts(got), "Azure session not inspected: %s" % got)
+    ev = ws_events(lambda e: e.get("provider") == "azure_openai" and e["status"] == 101)
+    check(ev, "no Azure session event")
+    out, got = session([], host=AZURE, path="/openai/deployments/gpt4/chat/completions?api-version=2024-10-21")
+    check(out["status"] == 403 and not got, "a WebSocket to an Azure chat path was not refused: %s" % out)
 
 
 @test
