@@ -549,6 +549,15 @@ static int load_limits(const char *file, const struct ynode *m, struct config *c
 				return -ERANGE;
 			}
 			c->max_body_bytes = sz;
+		} else if (!strcmp(k, "ws_max_frame") || !strcmp(k, "ws_max_message")) {
+			/* WebSocket (ws.c): past either, the session closes with 1009 */
+			if ((ret = ytree_size(file, v, &sz, err, errlen)))
+				return ret;
+			if (sz < 1024 || sz > (1ULL << 30)) {
+				snprintf(err, errlen, "%s:%d: %s must be 1k..1G", file, v->line, k);
+				return -ERANGE;
+			}
+			*(k[7] == 'f' ? &c->ws_max_frame : &c->ws_max_message) = sz;
 		} else if (!strcmp(k, "max_buffered_bytes")) {
 			if ((ret = ytree_size(file, v, &sz, err, errlen)))
 				return ret;
@@ -631,6 +640,8 @@ static int set_defaults(struct config *c)
 	c->max_head_bytes = 32768;
 	c->max_headers = 100;
 	c->max_body_bytes = 16ULL << 20;
+	c->ws_max_frame = 16ULL << 20;
+	c->ws_max_message = 16ULL << 20;
 	c->max_buffered_bytes = 256ULL << 20;
 	c->header_timeout_ms = 10000;
 	/* A client writes its ClientHello right after connect(); three

@@ -73,6 +73,7 @@ struct config {
 	uint32_t max_head_bytes;
 	uint32_t max_headers;
 	uint64_t max_body_bytes;
+	uint64_t ws_max_frame, ws_max_message; /* WebSocket limits (ws.h) */
 	uint64_t max_buffered_bytes;   /* request bytes all connections may buffer together */
 	uint32_t header_timeout_ms;
 	uint32_t clienthello_timeout_ms; /* limits.clienthello_timeout: first flight must be complete by then */

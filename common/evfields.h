@@ -68,6 +68,7 @@
 	X(tool, 51, STR, STR, RAW, EV)                                                          \
 	X(mcp_session, 52, STR, STR, RAW, EV)                                                   \
 	X(tool_calls, 53, STR, STR, RAW, EV)  /* tools called in the answer: "name:count,..." */ \
+	X(ws_usage, 54, STR, OMIT, RAW, EV)  /* WebSocket session: tokens per response "in/out,..." */ \
 	X(stream, 24, BOOL, BOOL, COL, EV)                                                      \
 	X(action, 25, STR, STR, COL, EV)                                                        \
 	X(rule, 26, STR, STR, COL, EV)                                                          \

@@ -239,6 +239,8 @@ void exchange_free(struct exchange *ex)
 	ex->mcp = NULL;
 	free(ex->calls);
 	ex->calls = NULL;
+	free(ex->ws_usage);
+	ex->ws_usage = NULL;
 	policy_unref(ex->policy);
 	ex->policy = NULL;
 	ex->sse = NULL;
@@ -1414,6 +1416,9 @@ static unsigned counts_to_findings(const uint32_t counts[FINDING__COUNT],
 
 void exchange_fill_event(const struct exchange *ex, struct audit_event *ev)
 {
+	if (ex->kind)
+		ev->kind = ex->kind;
+	ev->ws_usage = ex->ws_usage;
 	ev->provider = provider_name(ex->provider);
 	ev->method = ex->method[0] ? ex->method : NULL;
 	ev->path = ex->path[0] ? ex->path : NULL;

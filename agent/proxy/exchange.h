@@ -130,6 +130,10 @@ struct exchange {
 	struct toolcall_set *calls;
 	bool hold_tools;                  /* answer held so a forbidden call can be refused */
 	char tools_msg[224];
+	/* a WebSocket session (wsrelay.h): its event kind and usage per
+	 * response ("in/out,..."; owned); NULL for a plain request */
+	const char *kind;
+	char *ws_usage;
 };
 
 int exchange_global_init(struct agent *ag, char *err, size_t errlen);

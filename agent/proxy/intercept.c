@@ -36,6 +36,7 @@
 #include "net/rejca.h"
 #include "net/sni.h"
 #include "net/tls.h"
+#include "proxy/wsrelay.h"
 
 #define IO_CHUNK (64 * 1024)
 #define THREAD_STACK (256 * 1024)
@@ -696,6 +697,27 @@ static void drop_accept_encoding(struct http_request *req, bool content_encoding
 	req->nheaders = k;
 }
 
+/* A 101 to a WebSocket upgrade wsrelay allowed: the head goes to the
+ * client, then the connection is a frame relay until the session ends;
+ * the upstream is never pooled after it. */
+static int relay_websocket(struct ic *ic, const struct http_request *req, struct exchange *ex, size_t phl)
+{
+	struct wsrelay_io io = {
+		.cssl = ic->cssl, .ussl = ic->up.ssl, .cfd = ic->cfd, .ufd = ic->up.fd,
+		.write_all = tls_write_all,
+		.cpend = ic->in + req->head_len, .cpend_len = ic->in_len - req->head_len,
+		.upend = ic->rbuf + phl, .upend_len = ic->rlen - phl,
+	};
+	ex->status = 101;
+	if (send_client(ic, ic->rbuf, phl) == 0) {
+		ex->bytes_down += phl;
+		ex->t_first_byte_ms = loop_now_ms();
+		wsrelay_run(ex, &io);
+	}
+	upstream_close(&ic->up);
+	return 1;
+}
+
 /* Sends the request upstream and streams the response back. Returns 0 if
  * the client connection may carry another request, 1 if it must close,
  * < 0 on failure (client gets an error if nothing was sent yet). */
@@ -725,6 +747,8 @@ again:
 		return 1;
 	}
 	hl = http_format_request_head(req, ic->fwd, ic->fwd_cap, ic->body_len);
+	if (hl > 0 && ex->kind)
+		hl = wsrelay_request_head(ic->fwd, ic->fwd_cap, (size_t)hl);
 	if (hl < 0)
 		return -ENOSPC;
 	deadline = loop_now_ms() + cfg->upstream_timeout_ms;
@@ -793,9 +817,13 @@ again:
 			return 1;
 		}
 		if (resp.status >= 100 && resp.status < 200) {
+			if (resp.status == 101 && ex->kind && wsrelay_response_ok(&resp))
+				return relay_websocket(ic, req, ex, (size_t)phl);
 			if (resp.status == 101) {
 				upstream_close(&ic->up);
-				ex->error = "protocol upgrade is not supported";
+				ex->error = ex->kind ? "the server's WebSocket answer negotiated an extension (or no websocket upgrade): "
+						       "the agent cannot read such frames" :
+						       "protocol upgrade is not supported";
 				send_error(ic, ex, 502, "upgrade_refused", ex->error);
 				return 1;
 			}
@@ -1028,6 +1056,7 @@ static void serve(struct ic *ic)
 		ex.bytes_up = consumed;
 		if (host_is_sni(&req, ic->info.sni)) {
 			exchange_request(&ex, &req, ic->bodyp, ic->body_len);
+			wsrelay_upgrade(&ex, &req);
 		} else {
 			exchange_refuse(&ex, &req, 421, REASON_HOST_MISMATCH,
 					"request refused: its Host is not the server name this connection "

@@ -56,7 +56,7 @@ TEST(full_config_is_read)
 			    "audit_log: /tmp/events.jsonl\n"
 			    "spool_dir: /tmp/spool\n"
 			    "agent_id: ws-42\n"
-			    "limits:\n  max_header_bytes: 16k\n  max_body_bytes: 8M\n  header_timeout: 2s\n"
+			    "limits:\n  max_header_bytes: 16k\n  max_body_bytes: 8M\n  ws_max_frame: 64k\n  header_timeout: 2s\n"
 			    "  idle_timeout: 5m\n  max_connections: 500\n"
 			    "collector:\n  address: c.example:7443\n  ca: /a\n  cert: /b\n  key: /c\n",
 			    &c, err, sizeof(err));
@@ -73,6 +73,8 @@ TEST(full_config_is_read)
 	CHECK(c->n_target_ports == 2 && c->target_ports[1] == 8443, "target_ports");
 	CHECK(c->max_head_bytes == 16384, "max_header_bytes %u", c->max_head_bytes);
 	CHECK(c->max_body_bytes == 8ULL << 20, "max_body_bytes %llu", (unsigned long long)c->max_body_bytes);
+	CHECK(c->ws_max_frame == 64u << 10 && c->ws_max_message == 16u << 20, "ws limits %llu %llu",
+	      (unsigned long long)c->ws_max_frame, (unsigned long long)c->ws_max_message);
 	CHECK(c->header_timeout_ms == 2000 && c->idle_timeout_ms == 300000, "timeouts %u %u",
 	      c->header_timeout_ms, c->idle_timeout_ms);
 	CHECK(c->max_connections == 500, "max_connections");
@@ -130,6 +132,9 @@ TEST(errors_name_file_and_line)
 	CHECK(fails_at("limits:\n  header_timeout: soon\n", 2, "duration", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("limits:\n  max_body_bytes: 12Q\n", 2, "size", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("limits:\n  max_body_bytes: 10\n", 2, "1k..1G", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("limits:\n  ws_max_frame: 100\n", 2, "ws_max_frame must be 1k..1G", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("limits:\n  ws_max_message: 2G\n", 2, "ws_max_message must be 1k..1G", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("limits:\n  ws_max_frame: lots\n", 2, "size", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("limits:\n  nonsense: 1\n", 2, "limits.nonsense", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("collector:\n  address: x:1\n", 2, "needs address, ca, cert and key", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("collector:\n  address: x:1\n  port: 2\n", 3, "collector.port", err, sizeof(err)), "%s", err);
