@@ -106,7 +106,8 @@ struct store_agent {
 };
 
 /* One stored event named by its chain position (agent, boot, seq), plus
- * its time: the console's keyset cursor and its link to one event. */
+ * its time (used by the cursor only): the console's keyset cursor and its
+ * link to one event. */
 struct store_evref {
 	int64_t time_us;
 	const char *agent_id, *boot_id;

@@ -751,8 +751,10 @@ static void where(struct buf *q, const struct store_filter *f)
 		/* ch_query's order is (time, agent_id, seq) descending. */
 		const struct store_evref *r = f->before ? f->before : f->at;
 		AND();
-		b_fmt(q, f->at ? "(time, agent_id, seq, boot_id) = (%lld, " : "(time, agent_id, seq) < (%lld, ",
-		      (long long)r->time_us);
+		if (f->at)
+			b_add(q, "(agent_id, seq, boot_id) = (", 28);
+		else
+			b_fmt(q, "(time, agent_id, seq) < (%lld, ", (long long)r->time_us);
 		ch_quote(q, r->agent_id ? r->agent_id : "");
 		b_fmt(q, ", %llu", (unsigned long long)r->seq);
 		if (f->at) {
