@@ -641,7 +641,13 @@ static int sq_query(struct store *s, const struct store_filter *f, struct store_
 	if (limit > STORE_MAX_LIMIT)
 		limit = STORE_MAX_LIMIT;
 	build_where(f, &w);
-	snprintf(sql, sizeof(sql), "SELECT " EV_COLS " FROM events e%s ORDER BY e.id DESC LIMIT %zu",
+	/* The page's ids first, then its rows: on an indexed filter (user,
+	 * host) the inner query sorts ids out of the index alone, and only the
+	 * page's rows are read, not every match of a busy user (1M events:
+	 * 1.6 s -> see tests/bench/console_bench.py). */
+	snprintf(sql, sizeof(sql),
+		 "SELECT " EV_COLS " FROM events e WHERE e.id IN (SELECT e.id FROM events e%s ORDER BY e.id DESC"
+		 " LIMIT %zu) ORDER BY e.id DESC",
 		 w.sql, limit);
 	if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
 		return sq_fail(q, "query");
