@@ -294,5 +294,18 @@ def browser_console_end_to_end():
           "a response without the security headers: %r" % [r for r in docs if r["csp"] != CSP][:3])
 
 
+@test
+def collector_stops_clean():
+    """Last: the collector that served all of the above stops without a
+    sanitizer report (SAN=1 builds) or a crash."""
+    fill()
+    COL.stop()
+    check(COL.proc.returncode == 0, "collector exited %s: %s" % (COL.proc.returncode, COL.tail(10)))
+    with open(COL.log) as f:
+        log = f.read()
+    for bad in ("AddressSanitizer", "LeakSanitizer", "runtime error", "UndefinedBehaviorSanitizer"):
+        check(bad not in log, "collector log has %s: %s" % (bad, log[log.find(bad) - 200:][:1200]))
+
+
 if __name__ == "__main__":
     lib.main()
