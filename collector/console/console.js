@@ -92,6 +92,7 @@ async function login(ev) {
 	try {
 		await start();
 	} catch (e) {
+		sessionStorage.removeItem(KEY);   /* e.g. a metrics token: 403 */
 		if (!(e instanceof AuthError))
 			$('login-error').textContent = e.message;
 	}

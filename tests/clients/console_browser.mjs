@@ -67,6 +67,17 @@ const browser = await puppeteer.launch({
 });
 try {
 	const page = await newPage(browser);
+	// 0. A deep link without a token: the login page, and no API call made.
+	await page.goto(spec.url + '/#inventory', { waitUntil: 'networkidle0' });
+	out.deep_link = await page.evaluate(() => ({ app_hidden: document.querySelector('#app').hidden,
+		login_visible: !document.querySelector('#login').hidden,
+		rows: document.querySelectorAll('tbody tr').length }));
+	out.api_before_login = out.responses.filter((r) => r.url.includes('/api/')).length;
+	// A metrics token is refused by the console and not kept.
+	await login(page, spec.metrics);
+	await page.waitForFunction(() => document.querySelector('#login-error').textContent.length > 0, { timeout: 10000 });
+	out.metrics_login = await page.evaluate(() => ({ error: document.querySelector('#login-error').textContent,
+		kept: sessionStorage.getItem('vigil.token'), app_hidden: document.querySelector('#app').hidden }));
 	// 1. The login page, then a wrong token stays there.
 	await login(page, 'not-a-token-0123456789');
 	await page.waitForFunction(() => document.querySelector('#login-error').textContent.length > 0, { timeout: 10000 });

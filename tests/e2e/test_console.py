@@ -28,7 +28,7 @@ import rig as rigmod
 from collector_tools import ADMIN_T, ANALYST_T, METRICS_T, Collector
 
 HOST, GOOD = "127.84.0.1", "127.84.0.2"
-AGENT_ID, GEN_AGENT = "console-ws1", "console-gen"
+AGENT_ID, GEN_AGENT, SICK_AGENT = "console-ws1", "console-gen", "console-sick"
 AWS_KEY = "AKIA" + "Z7QW3RT5YU2IO4PL"   # split so this file itself is not a credential finding
 XSS_NAME = "<img src=x onerror=window.__xss=1>"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -87,6 +87,18 @@ def add_generated(n):
                     " model, action, findings, injection_score, prompt_tokens, completion_tokens, prev_hash, hash,"
                     " ingest_seq) VALUES(?, ?, ?, ?, 'boot-gen', ?, 'request', ?, ?, 'ws-gen', ?, ?, 'allow', ?, ?,"
                     " ?, ?, zeroblob(32), zeroblob(32), (SELECT IFNULL(MAX(ingest_seq), 0) + 1 FROM events))", rows)
+    # A third agent with a troubled life: two starts (the older one after an
+    # unclean stop), a tamper record, two gap records (5 + 2 lost seqs).
+    con.execute("INSERT OR IGNORE INTO agents(agent_id, pubkey, first_seen, last_seen) VALUES(?, ?, 1, ?)",
+                (SICK_AGENT, bytes(32), now + 10**6))
+    sick = [("agent_start", "version=0.0.9 fail_mode=open previous_stop=unclean", "unclean_stop", 0),
+            ("tamper", "bpf program detached", "", 0), ("gap", "spool full", "", 5),
+            ("agent_start", "version=0.1.0 fail_mode=open previous_stop=clean", "", 0), ("gap", "disk full", "", 2)]
+    con.executemany("INSERT INTO events(id, time, event_id, agent_id, boot_id, seq, kind, reason, error, gap_count,"
+                    " prev_hash, hash, ingest_seq) VALUES(?, ?, ?, ?, 'boot-sick', ?, ?, ?, ?, ?, zeroblob(32),"
+                    " zeroblob(32), (SELECT IFNULL(MAX(ingest_seq), 0) + 1 FROM events))",
+                    [((now + 10**6 + i) << 10, now + 10**6 + i, "sick-%d" % i, SICK_AGENT, i + 1, k, r, e, g)
+                     for i, (k, r, e, g) in enumerate(sick)])
     con.commit()
     con.close()
 
@@ -236,12 +248,16 @@ def console_endpoints_check_token_role_and_origin():
     check(ag[AGENT_ID]["version"] == "0.1.0" and not ag[AGENT_ID]["silent"] and ag[AGENT_ID]["tamper"] == 0 and
           ag[AGENT_ID]["unclean_stops"] == 0 and ag[AGENT_ID]["gaps"] == 0, "agent %r" % ag.get(AGENT_ID))
     check(ag[GEN_AGENT]["silent"], "an agent last seen in 1970 is not silent: %r" % ag.get(GEN_AGENT))
+    sick = ag[SICK_AGENT]
+    check(sick["version"] == "0.1.0" and sick["unclean_stops"] == 1 and sick["tamper"] == 1 and sick["gaps"] == 2
+          and sick["missing_seqs"] == 7, "troubled agent %r" % sick)
 
 
 @test
 def browser_console_end_to_end():
     fill()
-    spec = {"url": "https://%s:%d" % (HOST, COL.api_port), "admin": ADMIN_T, "analyst": ANALYST_T, "user": "nobody",
+    spec = {"url": "https://%s:%d" % (HOST, COL.api_port), "admin": ADMIN_T, "analyst": ANALYST_T,
+            "metrics": METRICS_T, "user": "nobody",
             "agent": AGENT_ID, "gen_agent": GEN_AGENT, "xss_exe": XSS_EXE, "block_exe": "/usr/bin/curl",
             "key": AWS_KEY}
     p = subprocess.run(["node", os.path.join(rigmod.CLIENTS, "console_browser.mjs"), json.dumps(spec)],
@@ -250,6 +266,10 @@ def browser_console_end_to_end():
     check(lines, "console_browser.mjs printed nothing: %s" % p.stderr[-800:])
     out = json.loads(lines[-1])
     check(not out.get("error"), "browser run failed after %s: %s" % (out["steps"], out.get("error", "")[:900]))
+    check(out["deep_link"] == {"app_hidden": True, "login_visible": True, "rows": 0} and out["api_before_login"] == 0,
+          "a deep link without a token: %r, %d API calls" % (out["deep_link"], out["api_before_login"]))
+    check(out["metrics_login"]["app_hidden"] and out["metrics_login"]["kept"] is None and
+          "analyst" in out["metrics_login"]["error"], "a metrics token in the console: %r" % out["metrics_login"])
     check(out["wrong_token_app_hidden"], "a wrong token showed the app")
     check(out["who"] == "soc-admin (admin)", "who %r" % out["who"])
     check(len(out["blocked_rows"]) == 3, "filtered blocked rows %r" % out["blocked_rows"])
@@ -274,7 +294,7 @@ def browser_console_end_to_end():
     # so, and find nothing wrong with the real agent's chain.
     v = out["verify"]
     check(v["status"] == "BROKEN" and "agent %s: seq 1 altered" % GEN_AGENT in v["text"] and
-          "agent %s:" % AGENT_ID not in v["text"] and "160 problems in 2 agents" in v["text"],
+          "agent %s:" % AGENT_ID not in v["text"] and "agent %s: seq 1 altered" % SICK_AGENT in v["text"],
           "verify %s %r" % (v["status"], v["text"][-300:]))
     row = [r for r in out["inventory"] if r[1] == "/usr/bin/curl" and r[2] == "openai"][0]
     check(row[12] == "unreviewed" and row[11].endswith(" USD") and float(row[11].split()[0]) > 0,
