@@ -434,12 +434,14 @@ static void respond(struct req *r, int code, const char *ctype, const char *extr
 	const char *text = code == 200 ? "OK" : code == 400 ? "Bad Request" : code == 401 ? "Unauthorized"
 		: code == 403 ? "Forbidden" : code == 404 ? "Not Found" : code == 405 ? "Method Not Allowed"
 		: code == 409 ? "Conflict" : code == 503 ? "Service Unavailable" : "Internal Server Error";
-	char head[1024];
+	char head[2048];          /* security headers + an X-Vigil-Next of < 700 */
 	int n = snprintf(head, sizeof(head),
 			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n"
 			 "Cache-Control: no-store\r\n" API_SECURITY_HEADERS "%s%s\r\n",
 			 code, text, ctype, len, code == 401 ? "WWW-Authenticate: Bearer realm=\"vigil\"\r\n" : "",
 			 extra_hdr ? extra_hdr : "");
+	if (n < 0 || (size_t)n >= sizeof(head))
+		return;   /* cannot happen with the headers above; never send a cut head */
 	ssl_write_all(r->ssl, head, (size_t)n);
 	ssl_write_all(r->ssl, body, len);
 }
