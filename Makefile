@@ -111,7 +111,14 @@ $(BUILD)/vigil-agent: $(BUILD)/obj/agent/main.o $(LIBAGENT) $(LIBCOMMON)
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
-$(BUILD)/vigil-collector: $(COLLECTOR_OBJS) $(LIBCOMMON)
+# The web console's files, embedded in the collector (collector/console.h).
+CONSOLE_FILES := $(sort $(wildcard collector/console/*.html collector/console/*.js collector/console/*.css))
+$(BUILD)/gen/console_assets.c: scripts/embed.sh $(CONSOLE_FILES)
+	$(call msg,GEN,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)sh scripts/embed.sh $(CONSOLE_FILES) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/vigil-collector: $(COLLECTOR_OBJS) $(BUILD)/obj/gen/console_assets.o $(LIBCOMMON)
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 

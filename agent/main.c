@@ -711,8 +711,9 @@ int main(int argc, char **argv)
 	size_t left_open = 0;
 	bool unclean = audit_previous_stop(ag.audit, &left_open);
 	/* A crash loop shows as agent_start after agent_start saying so. */
-	snprintf(start_reason, sizeof(start_reason), "fail_mode=%s previous_stop=%s open_exchanges=%zu",
-		 ag.cfg->fail_closed ? "closed" : "open", unclean ? "unclean" : "clean", left_open);
+	/* version= first: the collector's console shows it per agent. */
+	snprintf(start_reason, sizeof(start_reason), "version=%s fail_mode=%s previous_stop=%s open_exchanges=%zu",
+		 VIGIL_VERSION, ag.cfg->fail_closed ? "closed" : "open", unclean ? "unclean" : "clean", left_open);
 	audit_event_init(&ev, "agent_start");
 	ev.reason = start_reason;
 	ev.error = unclean ? "unclean_stop" : NULL;

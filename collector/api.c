@@ -19,6 +19,7 @@
 #include "api.h"
 #include "chain.h"
 #include "cmetrics.h"
+#include "console.h"
 #include "enroll.h"
 #include "export.h"
 #include "ingest.h"
@@ -62,6 +63,9 @@ struct req {
 	char *query;              /* points into head */
 	char head[API_MAX_HEAD + 1];
 	char auth[512];
+	char origin[256];         /* Origin and Host: the CSRF check of state changes */
+	char host[256];
+	char fetch_site[32];      /* Sec-Fetch-Site */
 };
 
 static int64_t now_us(void)
@@ -414,17 +418,30 @@ static void ssl_write_all(SSL *ssl, const char *buf, size_t len)
 	}
 }
 
+/* On every response, page or JSON: the console's page may load only its
+ * own script and style sheet (no inline script or style, no eval, nothing
+ * from elsewhere), talk only to this server, and never be framed
+ * (clickjacking of the review buttons); no MIME sniffing of a JSON body
+ * into a page; no URL with filters leaks through a Referer. */
+#define API_SECURITY_HEADERS \
+	"Content-Security-Policy: default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self';" \
+	" connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'\r\n" \
+	"X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\nX-Frame-Options: DENY\r\n" \
+	"Cross-Origin-Opener-Policy: same-origin\r\nCross-Origin-Resource-Policy: same-origin\r\n"
+
 static void respond(struct req *r, int code, const char *ctype, const char *extra_hdr, const char *body, size_t len)
 {
 	const char *text = code == 200 ? "OK" : code == 400 ? "Bad Request" : code == 401 ? "Unauthorized"
 		: code == 403 ? "Forbidden" : code == 404 ? "Not Found" : code == 405 ? "Method Not Allowed"
 		: code == 409 ? "Conflict" : code == 503 ? "Service Unavailable" : "Internal Server Error";
-	char head[512];
+	char head[2048];          /* security headers + an X-Vigil-Next of < 700 */
 	int n = snprintf(head, sizeof(head),
 			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n"
-			 "Cache-Control: no-store\r\n%s%s\r\n",
+			 "Cache-Control: no-store\r\n" API_SECURITY_HEADERS "%s%s\r\n",
 			 code, text, ctype, len, code == 401 ? "WWW-Authenticate: Bearer realm=\"vigil\"\r\n" : "",
 			 extra_hdr ? extra_hdr : "");
+	if (n < 0 || (size_t)n >= sizeof(head))
+		return;   /* cannot happen with the headers above; never send a cut head */
 	ssl_write_all(r->ssl, head, (size_t)n);
 	ssl_write_all(r->ssl, body, len);
 }
@@ -509,17 +526,70 @@ static void send_stream(struct req *r, int code, const char *ctype, const char *
 	free(buf);
 }
 
+/* The console's paging cursor, "TIME.SEQ.BOOT.AGENT" with boot and agent
+ * in hex: the API hands it out in X-Vigil-Next and takes it back in
+ * cursor=. Hex because those ids come from agents, and a header value must
+ * never carry their bytes (CR LF would split the response). */
+static void cursor_format(const struct store_event *e, char *out, size_t len)
+{
+	int n = snprintf(out, len, "%lld.%llu.", (long long)e->time_us, (unsigned long long)e->seq);
+	const char *ids[2] = { e->boot_id ? e->boot_id : "", e->agent_id ? e->agent_id : "" };
+	for (int k = 0; k < 2 && n > 0; k++) {
+		for (const unsigned char *p = (const unsigned char *)ids[k]; *p && (size_t)n + 3 < len; p++)
+			n += snprintf(out + n, len - (size_t)n, "%02x", *p);
+		if (!k && (size_t)n + 2 < len)
+			out[n++] = '.', out[n] = 0;
+	}
+}
+
+static bool unhex(const char *s, size_t l, char *out, size_t len)
+{
+	if (l % 2 || l / 2 >= len)
+		return false;
+	for (size_t i = 0; i < l; i += 2) {
+		if (hexval(s[i]) < 0 || hexval(s[i + 1]) < 0)
+			return false;
+		out[i / 2] = (char)(hexval(s[i]) * 16 + hexval(s[i + 1]));
+	}
+	out[l / 2] = 0;
+	return true;
+}
+
+static bool cursor_parse(const char *s, struct store_evref *ref, char *boot, char *agent, size_t idlen)
+{
+	char *end;
+	long long t = strtoll(s, &end, 10);
+	if (end == s || *end != '.')
+		return false;
+	s = end + 1;
+	unsigned long long seq = strtoull(s, &end, 10);
+	if (end == s || *end != '.')
+		return false;
+	s = end + 1;
+	const char *dot = strchr(s, '.');
+	if (!dot || !unhex(s, (size_t)(dot - s), boot, idlen) || !unhex(dot + 1, strlen(dot + 1), agent, idlen))
+		return false;
+	*ref = (struct store_evref){ .time_us = t, .agent_id = agent, .boot_id = boot, .seq = seq };
+	return true;
+}
+
 static void h_events(struct req *r)
 {
 	struct store_filter f;
-	char bufs[13][256], why[128], fs[16] = "table";
+	char bufs[13][256], why[128], fs[16] = "table", cur[600], boot[128], agent[128], next[700];
 	enum api_format fmt;
 	struct store_rows rows;
+	struct store_evref before;
 	if (filter_from(r, &f, bufs, why, sizeof(why)))
 		return respond_err(r, 400, why);
 	qparam(r, "format", fs, sizeof(fs));
 	if (api_format_parse(fs, &fmt))
 		return respond_err(r, 400, "format must be table, json or csv");
+	if (qparam(r, "cursor", cur, sizeof(cur)) && cur[0]) {
+		if (!cursor_parse(cur, &before, boot, agent, sizeof(boot)))
+			return respond_err(r, 400, "cursor: not one this server handed out (X-Vigil-Next)");
+		f.before = &before;
+	}
 	pthread_mutex_lock(&r->a->lock);
 	int rc = store_query(r->a->store, &f, &rows);
 	if (rc)
@@ -534,9 +604,91 @@ static void h_events(struct req *r)
 		api_render_events(&rows, r->conf, fmt, m);
 		fclose(m);
 	}
+	/* A full page may have a next one: its cursor is the last row. */
+	next[0] = 0;
+	if (rows.n && rows.n == (f.limit ? f.limit : STORE_DEFAULT_LIMIT)) {
+		int n = snprintf(next, sizeof(next), "X-Vigil-Next: ");
+		cursor_format(&rows.ev[rows.n - 1], next + n, sizeof(next) - (size_t)n - 2);
+		strcat(next, "\r\n");
+	}
 	store_rows_free(&rows);
 	send_stream(r, 200, fmt == FMT_JSON ? "application/x-ndjson" : fmt == FMT_CSV ? "text/csv" : "text/plain",
-		    NULL, buf, len);
+		    next[0] ? next : NULL, buf, len);
+}
+
+/* One event by its chain position (agent, boot, seq), for the console's
+ * detail view: the event as JSON (findings are types and counts; the
+ * store never had more) and where it sits in its agent's chain. */
+static void h_event(struct req *r)
+{
+	char agent[128], boot[128], seqs[24], *end;
+	if (!qparam(r, "agent", agent, sizeof(agent)) || !agent[0] || !qparam(r, "boot", boot, sizeof(boot)) ||
+	    !qparam(r, "seq", seqs, sizeof(seqs)) || !seqs[0])
+		return respond_err(r, 400, "agent, boot and seq are required");
+	unsigned long long seq = strtoull(seqs, &end, 10);
+	if (*end)
+		return respond_err(r, 400, "seq: expected a number");
+	struct store_evref ref = { .agent_id = agent, .boot_id = boot, .seq = seq };
+	struct store_filter f = { .at = &ref, .limit = 1 };
+	struct store_rows rows;
+	struct store_agent ag;
+	pthread_mutex_lock(&r->a->lock);
+	int rc = store_query(r->a->store, &f, &rows);
+	if (rc)
+		log_err("api: event: %s", store_errmsg(r->a->store));
+	else if (store_agent_get(r->a->store, agent, &ag))
+		memset(&ag, 0, sizeof(ag));
+	pthread_mutex_unlock(&r->a->lock);
+	if (rc)
+		return respond_err(r, 503, "the store failed to answer");
+	if (!rows.n) {
+		store_rows_free(&rows);
+		return respond_err(r, 404, "no such event");
+	}
+	const struct store_event *e = &rows.ev[0];
+	char *buf = NULL, ph[65], h[65];
+	size_t len = 0;
+	FILE *m = open_memstream(&buf, &len);
+	if (m) {
+		fputs("{\"event\":", m);
+		json_event(e, r->conf, m);
+		struct jsonw w;
+		jsonw_init(&w);
+		evcodec_hex(e->prev_hash, 32, ph);
+		evcodec_hex(e->hash, 32, h);
+		jsonw_obj_open(&w);
+		jsonw_str(&w, "agent_id", e->agent_id);
+		jsonw_str(&w, "boot_id", e->boot_id);
+		jsonw_u64(&w, "seq", e->seq);
+		jsonw_str(&w, "prev_hash", ph);
+		jsonw_str(&w, "hash", h);
+		jsonw_bool(&w, "signed", e->raw_len > 0);
+		if (ag.has_head)
+			jsonw_u64(&w, "head_seq", ag.head_seq);
+		if (ag.has_horizon)
+			jsonw_u64(&w, "horizon_seq", ag.horizon_seq);
+		jsonw_obj_close(&w);
+		fprintf(m, ",\"chain\":%s}\n", w.oom ? "null" : w.buf);
+		jsonw_free(&w);
+		fclose(m);
+	}
+	store_rows_free(&rows);
+	send_stream(r, 200, "application/json", NULL, buf, len);
+}
+
+/* Who the console is logged in as: its token's name and role. */
+static void h_whoami(struct req *r, const struct colconf_token *tok)
+{
+	struct jsonw w;
+	jsonw_init(&w);
+	jsonw_obj_open(&w);
+	jsonw_str(&w, "name", tok->name);
+	jsonw_str(&w, "role", tok->role == ROLE_ADMIN ? "admin" : tok->role == ROLE_ANALYST ? "analyst" : "metrics");
+	jsonw_str(&w, "currency", r->conf->currency);
+	jsonw_obj_close(&w);
+	jsonw_raw(&w, "\n", 1);
+	respond(r, 200, "application/json", NULL, w.oom ? "" : w.buf, w.oom ? 0 : w.len);
+	jsonw_free(&w);
 }
 
 static void h_top(struct req *r)
@@ -623,6 +775,61 @@ static void h_verify(struct req *r)
 	chain_report_free(&rep);
 }
 
+/* What the console shows per agent beyond the agents table: its version
+ * (from its newest agent_start), unclean stops, tamper reports and gap
+ * records (missing seqs). One scan per kind, not per agent; the list is
+ * sorted by agent_id (store_agent_list), so each row finds its agent by
+ * bisection. */
+struct agent_health {
+	char version[32];
+	uint64_t unclean, tamper, gaps, missing;
+};
+#define HEALTH_SCAN_MAX 100000
+
+static int agent_cmp(const void *key, const void *elem)
+{
+	return strcmp(key, ((const struct store_agent *)elem)->agent_id);
+}
+
+static void health_add(const struct store_event *e, const struct store_agent *list, size_t n, struct agent_health *h)
+{
+	const struct store_agent *a = e->agent_id ? bsearch(e->agent_id, list, n, sizeof(*list), agent_cmp) : NULL;
+	if (!a)
+		return;
+	struct agent_health *x = &h[a - list];
+	if (!strcmp(e->kind, "tamper")) {
+		x->tamper++;
+	} else if (!strcmp(e->kind, "gap")) {
+		x->gaps++;
+		x->missing += e->gap_count;
+	} else {
+		if (e->error && !strcmp(e->error, "unclean_stop"))
+			x->unclean++;
+		/* Newest first: the first start seen carries the running version. */
+		const char *v = e->reason && !strncmp(e->reason, "version=", 8) ? e->reason + 8 : NULL;
+		if (v && !x->version[0]) {
+			size_t l = strcspn(v, " ");
+			snprintf(x->version, sizeof(x->version), "%.*s", (int)(l < 31 ? l : 31), v);
+		}
+	}
+}
+
+static int agents_health(struct store *s, const struct store_agent *list, size_t n, struct agent_health *h)
+{
+	static const char *const kinds[] = { "agent_start", "tamper", "gap" };
+	for (size_t k = 0; k < 3; k++) {
+		struct store_filter f = { .kind = kinds[k], .limit = HEALTH_SCAN_MAX };
+		struct store_rows rows;
+		int rc = store_query(s, &f, &rows);
+		if (rc)
+			return rc;
+		for (size_t i = 0; i < rows.n; i++)
+			health_add(&rows.ev[i], list, n, h);
+		store_rows_free(&rows);
+	}
+	return 0;
+}
+
 static void h_agents(struct req *r)
 {
 	struct store_agent *list;
@@ -632,11 +839,19 @@ static void h_agents(struct req *r)
 	qparam(r, "format", fs, sizeof(fs));
 	if (api_format_parse(fs, &fmt))
 		return respond_err(r, 400, "format must be table, json or csv");
+	struct agent_health *health = NULL;
 	pthread_mutex_lock(&r->a->lock);
 	int rc = store_agent_list(r->a->store, &list, &n);
+	if (!rc && fmt == FMT_JSON && n && (health = calloc(n, sizeof(*health))) &&
+	    agents_health(r->a->store, list, n, health)) {
+		log_err("api: agents: %s", store_errmsg(r->a->store));
+		free(health);
+		health = NULL;
+	}
 	pthread_mutex_unlock(&r->a->lock);
 	if (rc)
 		return respond_err(r, 503, "the store failed to answer");
+	int64_t silent_us = (int64_t)r->conf->alerts.silent_after_s * 1000000, now = now_us();
 	char *buf = NULL;
 	size_t len = 0;
 	FILE *m = open_memstream(&buf, &len);
@@ -665,6 +880,15 @@ static void h_agents(struct req *r)
 				jsonw_bool(&w, "revoked", list[i].revoked);
 				jsonw_u64(&w, "head_seq", list[i].head_seq);
 				jsonw_str(&w, "last_seen", t);
+				jsonw_bool(&w, "silent", !list[i].revoked && silent_us &&
+						   now - list[i].last_seen_us > silent_us);
+				if (health) {
+					jsonw_str(&w, "version", health[i].version);
+					jsonw_u64(&w, "unclean_stops", health[i].unclean);
+					jsonw_u64(&w, "tamper", health[i].tamper);
+					jsonw_u64(&w, "gaps", health[i].gaps);
+					jsonw_u64(&w, "missing_seqs", health[i].missing);
+				}
 				jsonw_obj_close(&w);
 				if (!w.oom)
 					fprintf(m, "%s\n", w.buf);
@@ -674,6 +898,7 @@ static void h_agents(struct req *r)
 		fclose(m);
 	}
 	free(list);
+	free(health);
 	send_stream(r, 200, fmt == FMT_JSON ? "application/x-ndjson" : "text/plain", NULL, buf, len);
 }
 
@@ -686,8 +911,33 @@ static const char *review_of(const struct store_review *rv, size_t n, const char
 	return "unreviewed";
 }
 
+/* Cost per inventory row, for the console: the priced token use of the
+ * row's (program, provider) pair, the unit an admin reviews, over every
+ * user and host in the window (store_usage groups by one key, so a row of
+ * several users shows their pair's total). NULL without a pricing table. */
+static double *inventory_costs(struct store *s, const struct colconf *c, const struct store_filter *f,
+			       const struct store_inventory_row *v, size_t n)
+{
+	struct store_usage_row *u;
+	size_t nu;
+	if (!c->n_prices || !n || store_usage(s, STORE_TOP_EXES, f, &u, &nu))
+		return NULL;
+	double *cost = calloc(n, sizeof(*cost));
+	for (size_t j = 0; cost && j < nu; j++) {
+		double d;
+		if (!colconf_cost(c, u[j].provider, u[j].model, (int64_t)u[j].input_tokens, (int64_t)u[j].output_tokens,
+				  &d))
+			continue;
+		for (size_t i = 0; i < n; i++)
+			if (!strcmp(v[i].exe, u[j].key) && !strcmp(v[i].provider, u[j].provider))
+				cost[i] += d;
+	}
+	store_usage_free(u, nu);
+	return cost;
+}
+
 static void render_inventory(const struct store_inventory_row *v, size_t n, const struct store_review *rv, size_t nrv,
-			     enum api_format fmt, FILE *m)
+			     const double *cost, const char *currency, enum api_format fmt, FILE *m)
 {
 	static const char *const head[] = { "USER", "EXE", "PROVIDER", "HOST", "FIRST_SEEN", "LAST_SEEN", "EVENTS",
 					    "REQUESTS", "TOKENS", "FINDINGS", "BLOCKS", "REVIEW" };
@@ -719,6 +969,10 @@ static void render_inventory(const struct store_inventory_row *v, size_t n, cons
 			jsonw_u64(&w, "findings", r->findings);
 			jsonw_u64(&w, "blocks", r->blocks);
 			jsonw_str(&w, "review", state);
+			if (cost) {
+				jsonw_double(&w, "pair_cost", cost[i]);
+				jsonw_str(&w, "currency", currency);
+			}
 			jsonw_obj_close(&w);
 			if (!w.oom)
 				fprintf(m, "%s\n", w.buf);
@@ -762,9 +1016,12 @@ static void h_inventory(struct req *r)
 	if (api_format_parse(fs, &fmt))
 		return respond_err(r, 400, "format must be table, json or csv");
 	pthread_mutex_lock(&r->a->lock);
+	double *cost = NULL;
 	int rc = store_inventory(r->a->store, &f, &v, &n);
 	if (!rc)
 		rc = store_review_list(r->a->store, &rv, &nrv);
+	if (!rc && fmt == FMT_JSON)
+		cost = inventory_costs(r->a->store, r->conf, &f, v, n);
 	if (rc)
 		log_err("api: inventory: %s", store_errmsg(r->a->store));
 	pthread_mutex_unlock(&r->a->lock);
@@ -776,9 +1033,10 @@ static void h_inventory(struct req *r)
 	size_t len = 0;
 	FILE *m = open_memstream(&buf, &len);
 	if (m) {
-		render_inventory(v, n, rv, nrv, fmt, m);
+		render_inventory(v, n, rv, nrv, cost, r->conf->currency, fmt, m);
 		fclose(m);
 	}
+	free(cost);
 	store_inventory_free(v, n);
 	store_review_free(rv, nrv);
 	send_stream(r, 200, fmt == FMT_JSON ? "application/x-ndjson" : fmt == FMT_CSV ? "text/csv" : "text/plain", NULL,
@@ -928,10 +1186,37 @@ static char *silent_agents_metrics(struct api *a, char *base)
 	return out;
 }
 
+/* A state change from a browser. The bearer token in the Authorization
+ * header is what makes the console CSRF-safe: a browser never attaches it
+ * on its own (unlike a cookie), and a page of another origin cannot set it
+ * without a CORS preflight, which this server never grants. As a second
+ * lock, a request the browser marks as coming from elsewhere (an Origin
+ * other than this server, Sec-Fetch-Site cross-site or same-site) is
+ * refused before its token is looked at. The CLI sends neither header. */
+static bool same_origin(const struct req *r)
+{
+	if (r->fetch_site[0] && strcmp(r->fetch_site, "same-origin") && strcmp(r->fetch_site, "none"))
+		return false;
+	if (!r->origin[0])
+		return true;
+	char want[300];
+	snprintf(want, sizeof(want), "https://%s", r->host);
+	return r->host[0] && !strcasecmp(r->origin, want);
+}
+
 static void route(struct req *r)
 {
 	const struct colconf_token *tok;
+	const struct console_file *cf;
 	bool get = !strcmp(r->method, "GET"), post = !strcmp(r->method, "POST");
+	if (post && !same_origin(r)) {
+		log_warn("api: refused %s %s from another origin (cross-site)", r->method, r->path);
+		return respond_err(r, 403, "cross-origin request refused");
+	}
+	/* The console's page and its two files, the only things served
+	 * without a token: they hold no data (console.h). */
+	if (get && (cf = console_lookup(r->path)))
+		return respond(r, 200, console_ctype(cf), NULL, (const char *)cf->data, cf->len);
 	if (!strcmp(r->path, "/metrics")) {
 		cmetrics_api(API_METRICS);
 		char *m = cmetrics_render();
@@ -958,6 +1243,14 @@ static void route(struct req *r)
 			cmetrics_api(API_AGENTS);
 			h_agents(r);
 		}
+	} else if (!strcmp(r->path, "/api/v1/event") && get) {
+		if ((tok = authorize(r, ROLE_ANALYST))) {
+			cmetrics_api(API_EVENTS);
+			h_event(r);
+		}
+	} else if (!strcmp(r->path, "/api/v1/whoami") && get) {
+		if ((tok = authorize(r, ROLE_ANALYST)))
+			h_whoami(r, tok);
 	} else if (!strcmp(r->path, "/api/v1/inventory") && get) {
 		if ((tok = authorize(r, ROLE_ANALYST)))
 			h_inventory(r);
@@ -981,7 +1274,14 @@ static void route(struct req *r)
 	}
 }
 
-/* Reads the request head; fills method, path, query, auth. */
+static void head_value(const char *v, char *out, size_t len)
+{
+	while (*v == ' ' || *v == '\t')
+		v++;
+	snprintf(out, len, "%s", v);
+}
+
+/* Reads the request head; fills method, path, query, auth, origin, host. */
 static int read_head(struct req *r)
 {
 	size_t got = 0;
@@ -1014,12 +1314,14 @@ static int read_head(struct req *r)
 		char *e = strstr(h, "\r\n");
 		if (e)
 			*e = 0;
-		if (!strncasecmp(h, "Authorization:", 14)) {
-			const char *v = h + 14;
-			while (*v == ' ' || *v == '\t')
-				v++;
-			snprintf(r->auth, sizeof(r->auth), "%s", v);
-		}
+		if (!strncasecmp(h, "Authorization:", 14))
+			head_value(h + 14, r->auth, sizeof(r->auth));
+		else if (!strncasecmp(h, "Origin:", 7))
+			head_value(h + 7, r->origin, sizeof(r->origin));
+		else if (!strncasecmp(h, "Host:", 5))
+			head_value(h + 5, r->host, sizeof(r->host));
+		else if (!strncasecmp(h, "Sec-Fetch-Site:", 15))
+			head_value(h + 15, r->fetch_site, sizeof(r->fetch_site));
 		h = e ? e + 2 : NULL;
 	}
 	return 0;

@@ -3,11 +3,14 @@
  * revokes, metrics may only scrape. /metrics needs no token (counters only).
  *
  *   GET  /api/v1/events?since=24h&until=&user=&host=&finding=&action=&exe=
- *            &provider=&model=&kind=&agent=&rule=&limit=&format=table|json|csv
+ *            &provider=&model=&kind=&agent=&rule=&limit=&format=table|json|csv&cursor=
+ *                                      a full page carries X-Vigil-Next: the cursor= of the next
  *   GET  /api/v1/top?by=users|exes|providers|findings|hosts|models|actions|agents
  *            &since=7d&limit=&format=...
  *   GET  /api/v1/verify[?agent=ID]     text report; header X-Vigil-Verify: intact|broken
- *   GET  /api/v1/agents[?format=]
+ *   GET  /api/v1/event?agent=&boot=&seq=  one event (JSON) with its chain position
+ *   GET  /api/v1/whoami                the token's name and role (the console's login)
+ *   GET  /api/v1/agents[?format=]      json adds version, silent, unclean_stops, tamper, gaps
  *   GET  /api/v1/inventory?since=&user=&host=&exe=&provider=&format=
  *                                      (user, exe, provider, host) with counts and review state
  *   POST /api/v1/review?exe=&provider=&state=unreviewed|approved|unapproved
@@ -15,6 +18,8 @@
  *   POST /api/v1/enroll?agent_id=ID    admin: JSON {agent_id, key_pem, cert_pem, ca_pem}
  *   POST /api/v1/revoke?agent_id=ID    admin (&undo=1 lifts it)
  *   GET  /metrics                      Prometheus text
+ *   GET  /, /index.html, /console.js, /console.css   the web console (console.h), no token
+ *   POST from a browser: refused unless same-origin (Origin, Sec-Fetch-Site)
  *
  * Owns: its listening socket, one thread per request (capped), its own store
  * handle (separate from ingest's, serialised by one mutex; verify opens a

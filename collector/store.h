@@ -105,10 +105,23 @@ struct store_agent {
 	uint8_t horizon_hash[STORE_HASH_LEN];
 };
 
+/* One stored event named by its chain position (agent, boot, seq), plus
+ * its time (used by the cursor only): the console's keyset cursor and its
+ * link to one event. */
+struct store_evref {
+	int64_t time_us;
+	const char *agent_id, *boot_id;
+	uint64_t seq;
+};
+
 struct store_filter {
 	int64_t since_us, until_us;      /* 0 = unbounded */
 	const char *user, *host, *finding, *action, *exe, *provider, *model, *kind, *agent_id, *rule;
 	size_t limit;                    /* 0 = STORE_DEFAULT_LIMIT */
+	/* Keyset paging (never OFFSET, which re-reads every skipped row):
+	 * before keeps only the events that come after that one in query
+	 * order (older); at keeps that one event only. NULL = unused. */
+	const struct store_evref *before, *at;
 };
 #define STORE_DEFAULT_LIMIT 1000
 #define STORE_MAX_LIMIT 1000000

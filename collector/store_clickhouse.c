@@ -747,6 +747,22 @@ static void where(struct buf *q, const struct store_filter *f)
 		b_add(q, ") > 0", 5);
 		b_free(&t);
 	}
+	if (f->before || f->at) {
+		/* ch_query's order is (time, agent_id, seq) descending. */
+		const struct store_evref *r = f->before ? f->before : f->at;
+		AND();
+		if (f->at)
+			b_add(q, "(agent_id, seq, boot_id) = (", 28);
+		else
+			b_fmt(q, "(time, agent_id, seq) < (%lld, ", (long long)r->time_us);
+		ch_quote(q, r->agent_id ? r->agent_id : "");
+		b_fmt(q, ", %llu", (unsigned long long)r->seq);
+		if (f->at) {
+			b_add(q, ", ", 2);
+			ch_quote(q, r->boot_id ? r->boot_id : "");
+		}
+		b_add(q, ")", 1);
+	}
 	if (first)
 		b_add(q, " WHERE 1", 8);
 #undef AND

@@ -6,7 +6,8 @@
 # micro-benchmarks (bench_inspect.c, bench_policy.c, built here with one gcc
 # line against the agent's objects), the audit pipeline and collector
 # benchmarks (pipeline_bench.sh, collector_bench.sh), the first-flight guard's
-# cost on non-LLM traffic (guard_bench.py with its driver guard_bench.c).
+# cost on non-LLM traffic (guard_bench.py with its driver guard_bench.c),
+# the web console's events view over 1M events (console_bench.py).
 # Must never: install anything (make
 # bench runs scripts/deps.sh first), or fail because a performance target is
 # missed: targets print PASS/MISS; the exit status is non-zero only when a
@@ -56,6 +57,11 @@ for script in tests/bench/pipeline_bench.sh tests/bench/collector_bench.sh; do
 	bash "$script" || rc=1
 	echo
 done
+
+# The web console's events view over 1M SQLite events (headless chromium).
+echo "== tests/bench/console_bench.py"
+python3 tests/bench/console_bench.py || rc=1
+echo
 
 # The first-flight guard on non-LLM traffic, guard off vs on (real BPF).
 echo "== tests/bench/guard_bench.py"
