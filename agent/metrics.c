@@ -13,7 +13,6 @@
 #include "kernel/capture.h"
 #include "net/loop.h"
 #include "metrics.h"
-#include "net/netns.h"
 #include "kernel/targets.h"
 
 struct metrics_listener {
@@ -95,7 +94,7 @@ size_t metrics_render(struct agent *ag, char *out, size_t outlen)
 	     "# TYPE vigil_agent_links_detached gauge\nvigil_agent_links_detached %d\n",
 	     ag->cap ? capture_links_detached(ag->cap) : 0);
 	EMIT("# HELP vigil_agent_netns_listeners Other network namespaces (containers) the agent listens in now.\n"
-	     "# TYPE vigil_agent_netns_listeners gauge\nvigil_agent_netns_listeners %zu\n", netns_count(ag->netns));
+	     "# TYPE vigil_agent_netns_listeners gauge\nvigil_agent_netns_listeners %lu\n", atomic_load(&ag->stats.netns_listeners));
 	EMIT("# HELP vigil_agent_connections_active Connections open now.\n"
 	     "# TYPE vigil_agent_connections_active gauge\n"
 	     "vigil_agent_connections_active %lu\n", atomic_load(&ag->stats.active));

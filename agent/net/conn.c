@@ -150,21 +150,9 @@ static void bury(struct conn *c)
 static void emit_connection_event(struct conn *c)
 {
 	struct audit_event ev;
-	const struct identity *id = &c->info.id;
 
 	audit_event_init(&ev, "connection");
-	ev.user = id->user[0] ? id->user : NULL;
-	ev.uid = id->uid;
-	ev.gid = id->gid;
-	ev.pid = id->pid;
-	ev.tid = id->tid;
-	ev.comm = id->comm[0] ? id->comm : NULL;
-	ev.exe = id->exe[0] ? id->exe : NULL;
-	ev.cgroup = id->cgroup[0] ? id->cgroup : NULL;
-	ev.container_id = id->container_id[0] ? id->container_id : NULL;
-	ev.dst_ip = id->dst_ip[0] ? id->dst_ip : NULL;
-	ev.dst_port = id->dst_port;
-	ev.sni = c->info.sni[0] ? c->info.sni : NULL;
+	conn_info_fill_event(&c->info, &ev);
 	ev.method = c->method[0] ? c->method : NULL;
 	ev.path = c->method[0] ? c->path : NULL;
 	ev.status = c->status;

@@ -354,8 +354,10 @@ static void unlink_entry(struct netns_set *s, struct netns_entry *e)
 			*p = e->next;
 			break;
 		}
-	if (e->lfd[0] >= 0)
+	if (e->lfd[0] >= 0) {
 		s->n_open--;
+		atomic_fetch_sub(&s->ag->stats.netns_listeners, 1);
+	}
 	close_listeners(s, e);
 	s->n_entries--;
 	free(e);
@@ -432,6 +434,7 @@ static void serve(struct netns_set *s, struct netns_entry *e, const struct netns
 		return;
 	}
 	s->n_open++;
+	atomic_fetch_add(&s->ag->stats.netns_listeners, 1);
 	log_info("netns: listening in the network namespace of pid %u (net:[%llu], cookie %llu%s)", r->tgid,
 		 (unsigned long long)r->ino, (unsigned long long)r->cookie, r->primed ? ", at start" : "");
 }
@@ -663,9 +666,4 @@ void netns_tick(struct netns_set *s, uint64_t now)
 			unlink_entry(s, e);
 		}
 	}
-}
-
-size_t netns_count(const struct netns_set *s)
-{
-	return s ? s->n_open : 0;
 }

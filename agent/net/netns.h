@@ -69,9 +69,6 @@ void netns_prime(struct netns_set *s, const char *cgroup_prefix);
 /* Loop tick: closes the listeners of namespaces with no process left. */
 void netns_tick(struct netns_set *s, uint64_t now_ms);
 
-/* Namespaces with an open listener now (metrics, tests). */
-size_t netns_count(const struct netns_set *s);
-
 /* The nsfs inode of pid's network namespace (as `lsns` and
  * /proc/PID/ns/net show it), 0 if unknown. */
 uint64_t netns_inode_of(pid_t pid);

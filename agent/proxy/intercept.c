@@ -340,23 +340,6 @@ static void release_buffers(struct ic *ic)
 	charge(ic, ic->in_cap, ic->body_cap);
 }
 
-void conn_info_fill_event(const struct conn_info *info, struct audit_event *ev)
-{
-	const struct identity *id = &info->id;
-	ev->user = id->user[0] ? id->user : NULL;
-	ev->uid = id->uid;
-	ev->gid = id->gid;
-	ev->pid = id->pid;
-	ev->tid = id->tid;
-	ev->comm = id->comm[0] ? id->comm : NULL;
-	ev->exe = id->exe[0] ? id->exe : NULL;
-	ev->cgroup = id->cgroup[0] ? id->cgroup : NULL;
-	ev->container_id = id->container_id[0] ? id->container_id : NULL;
-	ev->dst_ip = id->dst_ip[0] ? id->dst_ip : NULL;
-	ev->dst_port = id->dst_port;
-	ev->sni = info->sni[0] ? info->sni : NULL;
-}
-
 /* Reads more client bytes into ic->in. > 0 read, 0 EOF, < 0 error. */
 static ssize_t client_fill(struct ic *ic, size_t limit, uint64_t deadline)
 {

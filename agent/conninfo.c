@@ -1,0 +1,22 @@
+/* conninfo: a redirected connection's identity and destination as audit
+ * event fields, for every handler that audits it (the relay, the
+ * interceptor, explicit proxies, WebSocket sessions). */
+#include "agent.h"
+#include "audit/audit.h"
+
+void conn_info_fill_event(const struct conn_info *info, struct audit_event *ev)
+{
+	const struct identity *id = &info->id;
+	ev->user = id->user[0] ? id->user : NULL;
+	ev->uid = id->uid;
+	ev->gid = id->gid;
+	ev->pid = id->pid;
+	ev->tid = id->tid;
+	ev->comm = id->comm[0] ? id->comm : NULL;
+	ev->exe = id->exe[0] ? id->exe : NULL;
+	ev->cgroup = id->cgroup[0] ? id->cgroup : NULL;
+	ev->container_id = id->container_id[0] ? id->container_id : NULL;
+	ev->dst_ip = id->dst_ip[0] ? id->dst_ip : NULL;
+	ev->dst_port = id->dst_port;
+	ev->sni = info->sni[0] ? info->sni : NULL;
+}
