@@ -12,7 +12,6 @@ int conn_listen(struct agent *ag, int lfd);
 /* Stops accepting on lfd (the caller closes it); connections already
  * accepted go on. Returns 0 or -ENOENT. */
 int conn_unlisten(struct agent *ag, int lfd);
-/* Timeouts and reaping; called from the loop tick. */
 /* Closes every connection (shutdown). */
 void conn_close_all(struct agent *ag);
 

@@ -1,6 +1,6 @@
 /* netns: see netns.h. Two halves: the helper process (fork, then a blocking
  * request/reply loop with no other duty) and the agent side (a table of
- * namespaces by netns cookie, driven by kernel reports and the loop tick). */
+ * namespaces by netns cookie, driven by kernel reports and housekeeping). */
 #include <dirent.h>
 #include <stdbool.h>
 #include <errno.h>

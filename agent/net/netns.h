@@ -66,7 +66,8 @@ void netns_seen(struct netns_set *s, const struct vigil_origin *origin);
  * captured rather than refused. */
 void netns_prime(struct netns_set *s, const char *cgroup_prefix);
 
-/* Loop tick: closes the listeners of namespaces with no process left. */
+/* Housekeeping (once a second): closes the listeners of namespaces with no
+ * process left. */
 void netns_tick(struct netns_set *s, uint64_t now_ms);
 
 /* The nsfs inode of pid's network namespace (as `lsns` and
