@@ -15,9 +15,9 @@
  * whose origin the kernel did not record is refused: without it the agent
  * cannot know where it was going and must not guess.
  *
- * Connections are freed by a timer after the epoll batch, never inside a
- * callback,
- * because a later event of the same batch may still name them. */
+ * Connections are freed by a timer that runs after the epoll batch, never
+ * inside a callback, because a later event of the same batch may still
+ * name them. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
