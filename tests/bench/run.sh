@@ -7,7 +7,8 @@
 # line against the agent's objects), the audit pipeline and collector
 # benchmarks (pipeline_bench.sh, collector_bench.sh), the first-flight guard's
 # cost on non-LLM traffic (guard_bench.py with its driver guard_bench.c),
-# the web console's events view over 1M events (console_bench.py).
+# the web console's events view over 1M events (console_bench.py), one
+# Realtime WebSocket message through the agent vs direct (ws_bench.py).
 # Must never: install anything (make
 # bench runs scripts/deps.sh first), or fail because a performance target is
 # missed: targets print PASS/MISS; the exit status is non-zero only when a
@@ -61,6 +62,11 @@ done
 # The web console's events view over 1M SQLite events (headless chromium).
 echo "== tests/bench/console_bench.py"
 python3 tests/bench/console_bench.py || rc=1
+echo
+
+# One Realtime (WebSocket) message through the agent vs direct.
+echo "== tests/bench/ws_bench.py"
+python3 tests/bench/ws_bench.py || rc=1
 echo
 
 # The first-flight guard on non-LLM traffic, guard off vs on (real BPF).
