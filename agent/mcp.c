@@ -272,6 +272,7 @@ void mcp_fill_event(const struct exchange *ex, struct audit_event *ev)
 		return;
 	if (m->jsonrpc && m->req.audited)
 		ev->kind = "mcp";
+	ev->mcp_server = ex->info->sni[0] ? ex->info->sni : NULL;
 	ev->mcp_method = m->jsonrpc && m->req.method[0] ? m->req.method : NULL;
 	ev->tool = m->jsonrpc && m->req.name[0] ? m->req.name : NULL;
 	ev->mcp_session = m->session[0] ? m->session : NULL;

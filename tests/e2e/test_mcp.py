@@ -10,8 +10,12 @@ server; a forbidden tool is refused by a `tool` rule; a result carrying a
 prompt injection, or a credential, is replaced by an error result. Every
 tools/call gets one audit event of kind mcp with the server, method, tool
 and session, the decision and the findings (types and counts, never
-values). `vigil policy explain --mcp-server` shows the same decision.
+values). `vigil policy explain --mcp-server` shows the same decision. The
+events reach a collector, where `vigil query` filters and groups them by
+MCP server, method, tool and session.
 """
+import csv
+import io
 import json
 import os
 import re
@@ -21,6 +25,7 @@ import time
 import lib
 from lib import check, test
 import rig as rigmod
+from collector_tools import Collector
 
 LLM_ADDR = "127.61.0.2"
 MCP_ADDR = "127.61.0.3"
@@ -63,6 +68,15 @@ with open(POLICY_PATH, "w") as f:
     f.write(POLICY)
 with open(RIG.agent.config, "a") as f:
     f.write("policy: %s\njustify_socket: %s\n" % (POLICY_PATH, JUSTIFY_SOCK))
+# A collector (SQLite) the SOC questions are asked of.
+COL = Collector(RIG.tmp, host="127.86.0.2")
+COL.start()
+_p = COL.enroll("e2e-mcp", os.path.join(RIG.tmp, "agent-pki"))
+check(_p.returncode == 0, "enroll: %s" % _p.stderr)
+with open(RIG.agent.config, "a") as f:
+    f.write("agent_id: e2e-mcp\nship_interval: 200ms\ncollector:\n  address: %s:%d\n"
+            "  ca: {0}/ca.crt\n  cert: {0}/agent.crt\n  key: {0}/agent.key\n".format(os.path.join(RIG.tmp, "agent-pki"))
+            % (COL.host, COL.port))
 
 
 def start_fake_mcp():
@@ -356,9 +370,60 @@ def warn_then_justify_lets_the_retry_through_until_it_expires():
     check(code == 403 and "vigil justify" in body, "the exemption did not expire: %s" % code)
 
 
+def col_rows(*args, n=1, timeout=30):
+    deadline = time.time() + timeout
+    while True:
+        rows = COL.query_json(*args)
+        if len(rows) >= n or time.time() > deadline:
+            return rows
+        time.sleep(0.3)
+
+
+@test
+def soc_queries_mcp_calls_by_server_tool_and_session():
+    """The SOC asks the collector which programs of which users called
+    which tools on which servers: `vigil query --mcp-server/--mcp-method/
+    --tool/--mcp-session` filter the kind mcp events, `--top tools` and
+    `--top mcp_servers` group them, CSV carries the columns."""
+    out = mcp(MCP_URL, ("echo", {"text": "for-the-soc"}), ("echo", {"text": "again"}),
+              ("exec_command", {"cmd": "id"}))
+    sess = out["session"]
+    rows = col_rows("--mcp-session", sess, "--kind", "mcp", n=3)
+    check(len(rows) == 3 and all(r["mcp_session"] == sess for r in rows),
+          "--mcp-session %s: %d rows %s; collector: %s" % (sess, len(rows), rows[:1], COL.tail(5)))
+    check(all(r["kind"] == "mcp" and r["mcp_server"] == MCP_HOST and r["mcp_method"] == "tools/call" and
+              r["uid"] == lib.NOBODY and r["exe"] for r in rows), "rows: %s" % rows)
+    rows = COL.query_json("--mcp-session", sess, "--tool", "exec_command")
+    check(len(rows) == 1 and rows[0]["action"] == "block" and rows[0]["rule"] == "no-shell-tools",
+          "--tool exec_command: %s" % rows)
+    rows = COL.query_json("--mcp-server", MCP_HOST, "--tool", "echo", "--kind", "mcp")
+    check(len(rows) >= 2 and all(r["tool"] == "echo" and r["mcp_server"] == MCP_HOST for r in rows),
+          "--mcp-server --tool echo: %s" % rows[:2])
+    check(COL.query_json("--mcp-server", "other.example.com") == [], "--mcp-server matched another server")
+    check(COL.query_json("--mcp-method", "tools/list", "--mcp-session", sess, "--kind", "request"),
+          "--mcp-method tools/list: the session's tools/list request is not found")
+    p = COL.vigil("query", "--top", "tools", "--mcp-server", MCP_HOST, "--json")
+    top = {t["key"]: t for t in (json.loads(l) for l in p.stdout.splitlines())}
+    check(p.returncode == 0 and top.get("echo", {}).get("events", 0) >= 2 and
+          top.get("exec_command", {}).get("blocked", 0) >= 1, "--top tools: %s %s" % (top, p.stderr))
+    p = COL.vigil("query", "--top", "mcp_servers", "--json")
+    top = {t["key"]: t for t in (json.loads(l) for l in p.stdout.splitlines())}
+    check(p.returncode == 0 and top.get(MCP_HOST, {}).get("events", 0) >= 3 and "api.anthropic.com" not in top,
+          "--top mcp_servers: %s %s" % (top, p.stderr))
+    p = COL.vigil("query", "--top", "mcp_sessions", "--tool", "exec_command")
+    check(p.returncode == 0 and sess in p.stdout, "--top mcp_sessions: %s %s" % (p.stdout, p.stderr))
+    p = COL.vigil("query", "--csv", "--mcp-session", sess, "--tool", "exec_command")
+    table = list(csv.DictReader(io.StringIO(p.stdout)))
+    check(len(table) == 1 and table[0]["tool"] == "exec_command" and table[0]["mcp_server"] == MCP_HOST and
+          table[0]["mcp_session"] == sess, "csv: %s" % table)
+    p = COL.vigil("query", "--top", "tool")
+    check(p.returncode != 0 and "mcp_servers" in (p.stdout + p.stderr), "a bad --top: %s %s" % (p.stdout, p.stderr))
+
+
 @test
 def agent_exits_cleanly():
     rc = RIG.agent.stop()
+    COL.stop()
     log = RIG.agent.log_tail(400)
     check(rc == 0, "agent exit status %s: %s" % (rc, log[-1500:]))
     check("runtime error" not in log and "AddressSanitizer" not in log and "LeakSanitizer" not in log,
