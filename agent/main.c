@@ -29,6 +29,8 @@
 #include "egress.h"
 #include "log.h"
 #include "loop.h"
+#include "mcpexec.h"
+#include "mcplaunch.h"
 #include "metrics.h"
 #include "netns.h"
 #include "osutil.h"
@@ -162,6 +164,15 @@ static void dns_answer(void *arg, const uint8_t *msg, size_t len)
 		return;
 	atomic_fetch_add(&ag->stats.dns_answers, 1);
 	dnsmsg_addresses(msg, len, dns_learned, ag);
+}
+
+/* The programs whose exec the kernel stops for mcplaunch: the built-in
+ * launchers and mcp_commands (reloaded with the config). */
+static int watch_launches(struct agent *ag)
+{
+	const char *names[VIGIL_EXEC_MAX_NAMES];
+	size_t n = mcplaunch_watch_names(ag->cfg, names, VIGIL_EXEC_MAX_NAMES);
+	return capture_exec_set_names(ag->cap, names, n);
 }
 
 static void kernel_event(void *arg, const struct vigil_kevent *kev)
@@ -626,6 +637,8 @@ int main(int argc, char **argv)
 		.dns_arg = &ag,
 		.guard_fn = ag.cfg->first_flight_guard ? guard_refused : NULL,
 		.guard_arg = &ag,
+		.exec_fn = mcpexec_event,
+		.exec_arg = &ag,
 	};
 	if (capture_open(&co, &ag.cap, err, sizeof(err))) {
 		log_err("capture: %s", err);
@@ -635,6 +648,11 @@ int main(int argc, char **argv)
 	    (ret = capture_guard_set_names(ag.cap, (const char *const *)ag.cfg->endpoints, ag.cfg->n_endpoints)) &&
 	    ret != -EOPNOTSUPP) {
 		log_err("cannot give the first-flight guard its names: %s", strerror(-ret));
+		ret = 1;
+		goto out;
+	}
+	if ((ret = watch_launches(&ag)) && ret != -EOPNOTSUPP) {
+		log_err("cannot give the exec watch its program names: %s", strerror(-ret));
 		ret = 1;
 		goto out;
 	}

@@ -1844,6 +1844,12 @@ static void eval_state_init(const struct policy *p, const struct policy_ctx *x, 
 	st->utc = p->utc;
 }
 
+static bool names_mcp(const struct conds *c)
+{
+	uint32_t mcp = (1u << SC_MCP_SERVER) | (1u << SC_MCP_METHOD);
+	return ((c->pos_mask | c->neg_mask) & mcp) != 0;
+}
+
 int policy_eval(const struct policy *p, const struct policy_ctx *x, struct policy_decision *d)
 {
 	struct eval_state st;
@@ -1853,11 +1859,12 @@ int policy_eval(const struct policy *p, const struct policy_ctx *x, struct polic
 		return -EINVAL;
 	eval_state_init(p, x, &st);
 	for (size_t i = 0; i < p->nrules; i++)
-		if (!p->rules[i].c.has_output && conds_match(p, &p->rules[i].c, x, &st)) {
+		if (!p->rules[i].c.has_output && (!x->mcp_rules_only || names_mcp(&p->rules[i].c)) &&
+		    conds_match(p, &p->rules[i].c, x, &st)) {
 			r = &p->rules[i];
 			break;
 		}
-	d->action = r ? r->action : p->def;
+	d->action = r ? r->action : x->mcp_rules_only ? POLICY_ALLOW : p->def;
 	d->monitor = p->monitor || (r && r->monitor);
 	d->is_default = !r;
 	d->rule = r ? r->name : "default";

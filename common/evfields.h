@@ -69,6 +69,7 @@
 	X(tool, 51, STR, STR, COL, EV)                                                          \
 	X(mcp_session, 52, STR, STR, COL, EV)                                                   \
 	X(tool_calls, 53, STR, STR, RAW, EV)  /* tools called in the answer: "name:count,..." */ \
+	X(parent_exe, 55, STR, STR, RAW, EV)  /* stdio MCP launch: the client that started it */ \
 	X(stream, 24, BOOL, BOOL, COL, EV)                                                      \
 	X(action, 25, STR, STR, COL, EV)                                                        \
 	X(rule, 26, STR, STR, COL, EV)                                                          \

@@ -40,6 +40,9 @@ FAKE_MCP = os.path.join(lib.ROOT, "tests", "fakes", "fake_mcp.py")
 POLICY = """version: 1
 default: allow
 rules:
+  - name: no-fs-server
+    when: { mcp_server: ['@modelcontextprotocol/server-filesystem', corp-tools-server], mcp_method: [stdio_launch] }
+    action: block
   - name: no-shell-tools
     when: { mcp_server: ['*.example.com'], mcp_method: [tools/call], tool: [run_shell, 'exec_*'] }
     action: block
@@ -60,7 +63,8 @@ rules:
 
 RIG = rigmod.Rig("mcp", {MCP_HOST: MCP_ADDR, "api.anthropic.com": LLM_ADDR, "api.openai.com": LLM_ADDR},
                  {"good": (LLM_ADDR, "good", 0)}, endpoints=["api.anthropic.com", "api.openai.com"],
-                 extra_targets=[MCP_ADDR], agent_extra="mcp_servers: [%s]\njustify_ttl: %ds\n" % (MCP_HOST, JUSTIFY_TTL_S))
+                 extra_targets=[MCP_ADDR], agent_extra="mcp_servers: [%s]\njustify_ttl: %ds\nmcp_commands: [corp-tools-server]\n"
+                 % (MCP_HOST, JUSTIFY_TTL_S))
 JUSTIFY_SOCK = os.path.join(RIG.tmp, "justify.sock")
 RECORD = os.path.join(RIG.tmp, "fake-mcp.jsonl")
 POLICY_PATH = os.path.join(RIG.tmp, "policy.yaml")
@@ -368,6 +372,94 @@ def warn_then_justify_lets_the_retry_through_until_it_expires():
     time.sleep(JUSTIFY_TTL_S + 1)
     code, body, _ = chat_unapproved(lib.NOBODY)
     check(code == 403 and "vigil justify" in body, "the exemption did not expire: %s" % code)
+
+
+# Local (stdio) MCP servers: fake launchers and servers, shell scripts that
+# say they ran (stdout and a marker file) as a real server would speak on
+# its stdout. Named like the real ones: the agent knows them by name only.
+LAUNCH_BIN = os.path.join(RIG.tmp, "launch-bin")
+MARKS = os.path.join(RIG.tmp, "launch-marks")
+SECRET_ARG = "sk-launch-" + "Q9x7Zr4T"
+
+
+def fake_program(name):
+    os.makedirs(LAUNCH_BIN, exist_ok=True)
+    os.makedirs(MARKS, exist_ok=True)
+    os.chmod(MARKS, 0o777)
+    path = os.path.join(LAUNCH_BIN, name)
+    with open(path, "w") as f:
+        f.write('#!/bin/sh\necho "spoke %s"\ntouch "%s/%s"\n' % (name, MARKS, name))
+    os.chmod(path, 0o755)
+
+
+def launch(cmdline):
+    """cmdline run by a shell in the watched cgroup (an MCP client's spawn)."""
+    for n in ("npx", "uvx", "docker", "mcp-server-fakefs", "corp-tools-server"):
+        fake_program(n)
+    return lib.run(["/bin/sh", "-c", "PATH=%s:$PATH; %s; echo exit=$?" % (LAUNCH_BIN, cmdline)],
+                   cgroup=RIG.cg.path, uid=lib.NOBODY, timeout=30)
+
+
+def launch_events(server):
+    return RIG.agent.wait_events(lambda e: e.get("kind") == "mcp" and e.get("mcp_method") == "stdio_launch" and
+                                 e.get("mcp_server") == server, timeout=5.0)
+
+
+@test
+def stdio_server_launches_are_audited_without_arguments():
+    """A stdio MCP server started in the watched cgroup (a program named
+    mcp-server-*, an npx MCP package, a docker mcp/ image) is one kind mcp
+    event, method stdio_launch, with the package and the program, the
+    user, and the client that launched it; it runs; its arguments (where
+    tokens go) are nowhere. A launcher running something else is not an
+    event."""
+    for cmd, server, program in (
+            ("mcp-server-fakefs --token %s /srv" % SECRET_ARG, "mcp-server-fakefs", "mcp-server-fakefs"),
+            ("npx -y @modelcontextprotocol/server-github@2025.1 --token=%s" % SECRET_ARG,
+             "@modelcontextprotocol/server-github", "npx"),
+            ("docker run -i --rm -e GITHUB_TOKEN=%s mcp/github:latest" % SECRET_ARG, "mcp/github", "docker")):
+        p = launch(cmd)
+        check("spoke " + program in p.stdout and "exit=0" in p.stdout, "%s did not run: %r %r" % (program, p.stdout, p.stderr))
+        evs = launch_events(server)
+        check(evs, "no stdio_launch event for %s: %s" % (server, RIG.agent.events("mcp")[-2:]))
+        e = evs[-1]
+        check(e["action"] == "allow" and e["comm"] == program and e["uid"] == lib.NOBODY and e["user"] == "nobody",
+              "event: %s" % e)
+        check(e.get("parent_exe", "").endswith("sh"), "parent_exe %r, want the shell that launched it" % e.get("parent_exe"))
+    p = launch("npx cowsay moo")
+    check("spoke npx" in p.stdout, "a non-MCP npx did not run: %r" % p.stdout)
+    check(not launch_events("cowsay"), "npx cowsay was audited as an MCP server")
+    log = open(RIG.agent.audit_log).read()
+    check(SECRET_ARG not in log and "/srv" not in log, "a launch argument reached the audit log")
+    check(SECRET_ARG not in RIG.agent.log_tail(400), "a launch argument reached the agent's log")
+
+
+@test
+def stdio_server_launch_refused_by_policy_never_runs():
+    """A policy rule on mcp_server (the package) with mcp_method
+    stdio_launch kills the launch before its first line runs (no output,
+    no marker file), npx and a configured mcp_commands program alike; the
+    event says block with the rule. Rules written for LLM traffic do not
+    touch launches."""
+    for cmd, server, program in (
+            ("npx -y @modelcontextprotocol/server-filesystem@1.2 /home --api-key=%s" % SECRET_ARG,
+             "@modelcontextprotocol/server-filesystem", "npx"),
+            ("corp-tools-server --stdio", "corp-tools-server", "corp-tools-server")):
+        mark = os.path.join(MARKS, program)
+        if os.path.exists(mark):
+            os.unlink(mark)
+        p = launch(cmd)
+        check("spoke" not in p.stdout, "%s ran: %r" % (program, p.stdout))
+        check("exit=137" in p.stdout, "%s was not killed: %r %r" % (program, p.stdout, p.stderr))
+        check(not os.path.exists(mark), "%s ran a line before it was killed" % program)
+        evs = launch_events(server)
+        check(evs and evs[-1]["action"] == "block" and evs[-1]["rule"] == "no-fs-server" and
+              evs[-1]["comm"] == program, "event: %s" % evs[-1:])
+    check(SECRET_ARG not in open(RIG.agent.audit_log).read(), "a launch argument reached the audit log")
+    # The same user's LLM traffic and other servers are unaffected.
+    p = launch("uvx mcp-server-time --local-timezone UTC")
+    check("spoke uvx" in p.stdout, "an allowed uvx server did not run: %r" % p.stdout)
+    check(launch_events("mcp-server-time"), "no event for uvx mcp-server-time")
 
 
 def col_rows(*args, n=1, timeout=30):

@@ -817,6 +817,35 @@ TEST(mcp_conditions)
 	CHECK(matches("{ mcp_method: [resources/read] }", &c) == 0, "mcp_method");
 }
 
+/* A stdio MCP launch (mcp_rules_only): rules that do not name mcp_server
+ * or mcp_method, and the default, never decide it. */
+TEST(stdio_launches_see_only_mcp_rules)
+{
+	struct policy *p = load("version: 1\ndefault: block\nrules:\n"
+				"  - name: alice-blocked\n    when: { user: [alice] }\n    action: block\n"
+				"  - name: no-fs\n    when: { mcp_server: ['@modelcontextprotocol/server-filesystem'],"
+				" mcp_method: [stdio_launch] }\n    action: block\n"
+				"  - name: watch-docker\n    when: { mcp_server: ['mcp/*'] }\n    action: alert\n");
+	CHECK(p, "load: %s", last_errs);
+	struct policy_ctx c = { .user = "alice", .uid = 1000, .gid = 1000, .exe = "/usr/bin/node", .comm = "npx",
+				.mcp_server = "@modelcontextprotocol/server-filesystem", .mcp_method = "stdio_launch",
+				.now = 1700000000, .mcp_rules_only = true };
+	struct policy_decision d;
+	CHECK(policy_eval(p, &c, &d) == 0 && d.enforce == POLICY_BLOCK && !strcmp(d.rule, "no-fs"),
+	      "filesystem server: %s", d.rule);
+	c.mcp_server = "mcp/github";
+	CHECK(policy_eval(p, &c, &d) == 0 && d.enforce == POLICY_ALERT && !strcmp(d.rule, "watch-docker"),
+	      "docker image: %s", d.rule);
+	c.mcp_server = "mcp-server-git";
+	CHECK(policy_eval(p, &c, &d) == 0 && d.enforce == POLICY_ALLOW && d.is_default,
+	      "no MCP rule matches: the launch is allowed whatever the default (got %s)", d.rule);
+	/* The same identity on an LLM request: the user rule applies. */
+	c.mcp_rules_only = false;
+	c.mcp_server = c.mcp_method = NULL;
+	CHECK(policy_eval(p, &c, &d) == 0 && !strcmp(d.rule, "alice-blocked"), "LLM request: %s", d.rule);
+	policy_unref(p);
+}
+
 TEST(warn_action_refuses_with_the_rules_message)
 {
 	struct policy *p = load("version: 1\nrules:\n  - name: coach\n    when: { model: [gpt-4o] }\n"
