@@ -29,6 +29,7 @@
 #include "egress.h"
 #include "log.h"
 #include "loop.h"
+#include "mcp.h"
 #include "mcpexec.h"
 #include "mcplaunch.h"
 #include "metrics.h"
@@ -435,6 +436,15 @@ static void reload(struct runtime *rt)
 	old->passthrough = nc->passthrough, old->n_passthrough = nc->n_passthrough;
 	nc->endpoints = e, nc->n_endpoints = ne;
 	nc->passthrough = p, nc->n_passthrough = np;
+	/* MCP servers and stdio MCP programs follow, like the domains. */
+	mcp_swap_servers(old, nc);
+	char **mc = old->mcp_commands;
+	size_t nmc = old->n_mcp_commands;
+	old->mcp_commands = nc->mcp_commands, old->n_mcp_commands = nc->n_mcp_commands;
+	nc->mcp_commands = mc, nc->n_mcp_commands = nmc;
+	int wret = watch_launches(rt->ag);
+	if (wret && wret != -EOPNOTSUPP)
+		log_err("reload: cannot give the exec watch its program names: %s", strerror(-wret));
 	/* Classification settings go with the domain lists (loop thread only). */
 	old->unwatched_sni = nc->unwatched_sni;
 	old->rejected_ca_passthrough = nc->rejected_ca_passthrough;
@@ -444,7 +454,7 @@ static void reload(struct runtime *rt)
 	audit_reopen(rt->ag->audit);
 	watch_file(&tamper.files[0], rt->config_path);
 	watch_file(&tamper.files[1], rt->ag->cfg->policy);
-	log_info("configuration reloaded (domains, unwatched_sni, clienthello_timeout, audit log)");
+	log_info("configuration reloaded (domains, mcp_servers, mcp_commands, unwatched_sni, clienthello_timeout, audit log)");
 	if (rt->ag->policy && !atomic_exchange(&rt->ag->reloading, true)) {
 		pthread_t t;
 		if (pthread_create(&t, NULL, policy_reload_main, rt->ag) == 0)

@@ -1012,9 +1012,10 @@ static void answer_rule_modes(struct loader *L, struct rule *ru, const struct yn
 			      const uint8_t *modes, const bool *set, int def)
 {
 	const char *nm = ru->name ? ru->name : "?";
-	if (act && is_scalar(act) && ru->action != POLICY_REDACT)
+	if (act && is_scalar(act) && ru->action != POLICY_REDACT && ru->action != POLICY_WARN)
 		eadd(L->e, act->line,
-		     "rule '%s': a rule on output_finding redacts the answer: action must be redact", nm);
+		     "rule '%s': a rule on output_finding redacts the answer or warns: action must be redact or warn",
+		     nm);
 	if (!ru->c.output_mask)
 		eadd(L->e, ru->line, "rule '%s' can never match: its output_finding list is empty", nm);
 	for (int t = 0; t < FINDING__COUNT; t++) {
@@ -1908,6 +1909,7 @@ int policy_eval_answer(const struct policy *p, const struct policy_ctx *x, struc
 			continue;
 		a->rule = r->name;
 		a->monitor = p->monitor || r->monitor;
+		a->warn = r->action == POLICY_WARN;
 		a->redact = r->redact;
 		return 1;
 	}

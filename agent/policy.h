@@ -106,6 +106,9 @@ struct policy;
 struct policy_answer {
 	const char *rule;               /* borrowed from the policy */
 	bool monitor;                   /* audit only: do not redact */
+	bool warn;                      /* action warn: the answer passes unchanged and its
+					 * event says warn when it carries a type of the rule
+					 * (those whose redact[] is not REDACT_KEEP) */
 	const uint8_t *redact;          /* [FINDING__COUNT] enum redact_action, never TOKENIZE */
 };
 

@@ -14,11 +14,13 @@ values). `vigil policy explain --mcp-server` shows the same decision. The
 events reach a collector, where `vigil query` filters and groups them by
 MCP server, method, tool and session.
 """
+import base64
 import csv
 import io
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 
@@ -59,6 +61,12 @@ rules:
   - name: injection-in-results
     when: { mcp_server: [mcp.example.com], injection_score: 0.5 }
     action: block
+  - name: coach-contact-results
+    when: { mcp_server: [mcp.example.com], finding: [EMAIL] }
+    action: warn
+  - name: coach-answers-email
+    when: { output_finding: [EMAIL] }
+    action: warn
 """
 
 RIG = rigmod.Rig("mcp", {MCP_HOST: MCP_ADDR, "api.anthropic.com": LLM_ADDR, "api.openai.com": LLM_ADDR},
@@ -510,6 +518,93 @@ def soc_queries_mcp_calls_by_server_tool_and_session():
           table[0]["mcp_session"] == sess, "csv: %s" % table)
     p = COL.vigil("query", "--top", "tool")
     check(p.returncode != 0 and "mcp_servers" in (p.stdout + p.stderr), "a bad --top: %s %s" % (p.stdout, p.stderr))
+
+
+@test
+def warn_on_a_tool_result_passes_it_and_audits():
+    """A tool result matched by a warn rule (an e-mail address only the
+    result carries) reaches the client unchanged; the call's event says
+    warn with the rule, and the result's findings."""
+    out = mcp(MCP_URL, ("lookup_contact", {"name": "jane"}))
+    c = out["calls"][0]
+    check("result" in c and not c["result"].get("isError") and "jane.roe@example.org" in text_of(c),
+          "the warned result did not pass unchanged: %s" % c)
+    e = mcp_events(lambda e: e.get("tool") == "lookup_contact")
+    check(e and e[-1]["action"] == "warn" and e[-1]["rule"] == "coach-contact-results" and
+          (e[-1].get("reason") or "").startswith("mcp_result_warned"), "event: %s" % e[-1:])
+    check({"type": "EMAIL", "count": 1} in e[-1]["output_findings"], "output_findings: %s" % e[-1]["output_findings"])
+    check("jane.roe" not in open(RIG.agent.audit_log).read(), "the address reached the audit log")
+
+
+@test
+def warn_answer_rule_lets_the_answer_through_and_audits():
+    """An answer rule with action warn: the model's answer carrying its
+    type reaches the client unchanged (nothing redacted, no error); the
+    event says warn, the rule and the types and counts found. An answer
+    without the type is a plain allow."""
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "who to ask?"}]})
+    code, text, _ = RIG.curl("https://api.openai.com/v1/chat/completions", body,
+                             extra=["-H", "x-fake-answer-b64: " + base64.b64encode(b"ask carol@example.net").decode()])
+    check(code == 200 and "carol@example.net" in text, "the warned answer did not pass unchanged: %s %s" % (code, text[:300]))
+    evs = RIG.agent.wait_events(lambda e: e.get("rule") == "coach-answers-email", kind="request")
+    check(evs and evs[-1]["action"] == "warn" and "answer warned by rule 'coach-answers-email': EMAIL 1" in evs[-1]["reason"]
+          and evs[-1]["output_redacted"] == [], "event: %s" % evs[-1:])
+    n = len(RIG.agent.events("request"))
+    code, text, _ = RIG.curl("https://api.openai.com/v1/chat/completions", body,
+                             extra=["-H", "x-fake-answer-b64: " + base64.b64encode(b"ask the front desk").decode()])
+    check(code == 200, "plain answer: %s" % code)
+    plain = wait_more("request", n)
+    check(plain and plain[-1]["action"] == "allow", "an answer without the type: %s" % plain[-1:])
+
+
+def wait_more(kind, n, timeout=5.0):
+    """The events of kind after the first n, once there is one."""
+    deadline = time.time() + timeout
+    while len(RIG.agent.events(kind)) <= n and time.time() < deadline:
+        time.sleep(0.05)
+    return RIG.agent.events(kind)[n:]
+
+
+def sighup_with(old, new):
+    with open(RIG.agent.config) as f:
+        text = f.read()
+    check(old in text, "config has no %r" % old)
+    with open(RIG.agent.config, "w") as f:
+        f.write(text.replace(old, new))
+    before = RIG.agent.log_tail(2000).count("configuration reloaded")
+    RIG.agent.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while RIG.agent.log_tail(2000).count("configuration reloaded") <= before:
+        check(time.time() < deadline, "no reload after SIGHUP: %s" % RIG.agent.log_tail(5))
+        time.sleep(0.05)
+
+
+@test
+def mcp_servers_and_commands_reload_on_sighup():
+    """SIGHUP applies mcp_servers and mcp_commands like the domains: a
+    server taken off the list is no longer treated as MCP (its calls are
+    not kind mcp events), one put back is again; a program added to
+    mcp_commands is audited as a stdio server from then on."""
+    fake_program("other-tool-srv")
+    was = "mcp_servers: [%s]" % MCP_HOST
+    sighup_with(was, "mcp_servers: [other-mcp.example.net]")
+    sighup_with("mcp_commands: [corp-tools-server]", "mcp_commands: [corp-tools-server, other-tool-srv]")
+    n = len(RIG.agent.events("mcp"))
+    out = mcp(MCP_URL, ("echo", {"text": "off-the-list"}))
+    check(text_of(out["calls"][0]) == "off-the-list", "the call failed: %s" % out["calls"][0])
+    time.sleep(1.0)
+    check(len(RIG.agent.events("mcp")) == n, "a server taken off mcp_servers still gives kind mcp events: %s"
+          % RIG.agent.events("mcp")[n:])
+    p = lib.run(["/bin/sh", "-c", "%s/other-tool-srv --stdio; echo exit=$?" % LAUNCH_BIN], cgroup=RIG.cg.path,
+                uid=lib.NOBODY, timeout=30)
+    check("spoke other-tool-srv" in p.stdout, "other-tool-srv did not run: %r" % p.stdout)
+    check(launch_events("other-tool-srv"), "a program added to mcp_commands by SIGHUP is not audited")
+    sighup_with("mcp_servers: [other-mcp.example.net]", was)
+    out = mcp(MCP_URL, ("echo", {"text": "back-on-the-list"}))
+    check(text_of(out["calls"][0]) == "back-on-the-list", "the call failed: %s" % out["calls"][0])
+    back = wait_more("mcp", n)
+    check(back and back[-1].get("tool") == "echo" and back[-1]["mcp_server"] == MCP_HOST,
+          "the server put back on mcp_servers gives no kind mcp event: %s" % back[-1:])
 
 
 @test

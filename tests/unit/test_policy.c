@@ -772,13 +772,30 @@ TEST(answer_rules_are_chosen_apart_from_request_rules)
 	policy_unref(p);
 }
 
+/* An answer rule with action warn: no redaction, the rule's types named. */
+TEST(answer_rule_warn)
+{
+	struct policy *p = load("rules:\n  - name: coach\n    when: { output_finding: [EMAIL, PHONE] }\n    action: warn\n");
+	struct policy_ctx c = base_ctx();
+	struct policy_answer a;
+	CHECK(p, "an answer rule with action warn does not load: %s", last_errs);
+	CHECK(policy_eval_answer(p, &c, &a) == 1 && a.warn && !strcmp(a.rule, "coach"), "warn answer rule not found");
+	CHECK(a.redact[FINDING_EMAIL] != REDACT_KEEP && a.redact[FINDING_PHONE] != REDACT_KEEP &&
+		      a.redact[FINDING_US_SSN] == REDACT_KEEP,
+	      "the rule's types are not the ones it names");
+	policy_unref(p);
+	p = load("rules:\n  - name: r\n    when: { output_finding: [EMAIL] }\n    action: redact\n");
+	CHECK(p && policy_eval_answer(p, &c, &a) == 1 && !a.warn, "a redact answer rule reads as warn");
+	policy_unref(p);
+}
+
 TEST(answer_rule_errors)
 {
 	const char *y =
 		"rules:\n"                                             /* 1 */
 		"  - name: a\n"                                        /* 2 */
 		"    when: { output_finding: [EMAIL] }\n"              /* 3 */
-		"    action: block\n"                                  /* 4 action must be redact */
+		"    action: block\n"                                  /* 4 action must be redact or warn */
 		"  - name: b\n"                                        /* 5 */
 		"    when: { output_finding: [EMAIL] }\n"              /* 6 */
 		"    action: redact\n"                                 /* 7 */
@@ -787,7 +804,7 @@ TEST(answer_rule_errors)
 		"    when: { output_finding: [NOT_A_TYPE] }\n"         /* 10 */
 		"    action: redact\n";                                /* 11 */
 	CHECK(!load(y), "a broken policy must not load");
-	CHECK(has_err(4, "must be redact"), "block on an answer rule at line 4: %s", last_errs);
+	CHECK(has_err(4, "must be redact or warn"), "block on an answer rule at line 4: %s", last_errs);
 	CHECK(has_err(5, "tokenize cannot apply"), "tokenize in an answer rule (rule b, line 5): %s", last_errs);
 	CHECK(has_err(10, "NOT_A_TYPE"), "unknown type at line 10: %s", last_errs);
 	/* request and answer rules do not shadow each other; answer rules do */
