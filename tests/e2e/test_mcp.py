@@ -468,6 +468,15 @@ def stdio_server_launch_refused_by_policy_never_runs():
     p = launch("uvx mcp-server-time --local-timezone UTC")
     check("spoke uvx" in p.stdout, "an allowed uvx server did not run: %r" % p.stdout)
     check(launch_events("mcp-server-time"), "no event for uvx mcp-server-time")
+    # `vigil policy explain --stdio-launch` decides a command line as the agent does.
+    vigil = os.path.join(lib.BUILD, "vigil")
+    p = subprocess.run([vigil, "policy", "explain", "--policy", POLICY_PATH, "--stdio-launch",
+                        "npx -y @modelcontextprotocol/server-filesystem@1.2 /home"], capture_output=True, text=True)
+    check("decision: block" in p.stdout and "rule: no-fs-server" in p.stdout and
+          "mcp_server: @modelcontextprotocol/server-filesystem" in p.stdout, "explain: %s %s" % (p.stdout, p.stderr))
+    p = subprocess.run([vigil, "policy", "explain", "--policy", POLICY_PATH, "--stdio-launch", "uvx mcp-server-time"],
+                       capture_output=True, text=True)
+    check("decision: allow" in p.stdout, "explain of an allowed launch: %s" % p.stdout)
 
 
 def col_rows(*args, n=1, timeout=30):
