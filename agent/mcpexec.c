@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include "mcpexec.h"
@@ -60,6 +61,21 @@ static void parent_exe(int pid, char *out, size_t outlen)
 	out[n > 0 ? n : 0] = 0;
 }
 
+/* Through the pidfd taken before anything was read: the signal reaches
+ * the process whose command line was judged, never a later one that got
+ * its pid (a stopped process cannot exit by itself, but another user's
+ * SIGKILL can end it while we look). */
+static void signal_launch(int pidfd, int pid, int sig)
+{
+	/* without a pidfd (out of descriptors), by pid: a stopped launch must
+	 * never be left stopped */
+	if ((pidfd >= 0 ? syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) : kill(pid, sig)) == 0)
+		return;
+	if (errno != ESRCH)
+		log_warn("mcp: cannot signal the stdio server launch pid %d (%s): %s", pid,
+			 sig == SIGKILL ? "kill" : "continue", strerror(errno));
+}
+
 /* The policy's word on the launch: block kills it; anything else lets it
  * run (warn and alert are recorded as such: a launch has no one to show
  * a message to). */
@@ -107,13 +123,14 @@ void mcpexec_event(void *arg, const struct vigil_exec_event *ev)
 	struct audit_event ae;
 	const char *action;
 	int pid = (int)ev->tgid;
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 
 	size_t argc = read_argv(pid, buf, sizeof(buf), argv, MCPLAUNCH_MAX_ARGS);
 	if (!mcplaunch_classify(ev->comm, argv, argc, (const char *const *)ag->cfg->mcp_commands,
 				ag->cfg->n_mcp_commands, &l)) {
 		if (ev->stopped)
-			kill(pid, SIGCONT);
-		return;
+			signal_launch(pidfd, pid, SIGCONT);
+		goto out;
 	}
 	memset(&o, 0, sizeof(o));
 	o.tgid = ev->tgid;
@@ -125,13 +142,8 @@ void mcpexec_event(void *arg, const struct vigil_exec_event *ev)
 	identity_from_origin(&id, &o);
 	parent_exe(pid, parent, sizeof(parent));
 	action = decide(ag, &id, &l, rule, sizeof(rule));
-	if (!strcmp(action, "block")) {
-		/* SIGKILL ends a stopped process too: it never runs a line. */
-		if (kill(pid, SIGKILL) && errno != ESRCH)
-			log_warn("mcp: cannot kill the stdio server launch pid %d: %s", pid, strerror(errno));
-	} else if (ev->stopped) {
-		kill(pid, SIGCONT);
-	}
+	/* Audited first, as a request is before it is forwarded: the process
+	 * is stopped meanwhile. */
 	audit_event_init(&ae, "mcp");
 	ae.user = id.user;
 	ae.uid = id.uid;
@@ -149,8 +161,16 @@ void mcpexec_event(void *arg, const struct vigil_exec_event *ev)
 	ae.rule = rule[0] ? rule : NULL;
 	ae.reason = !strcmp(action, "block") ? "mcp_stdio_launch_killed" : NULL;
 	audit_emit(ag->audit, &ae);
+	/* SIGKILL ends a stopped process too: it never runs a line. */
+	if (!strcmp(action, "block"))
+		signal_launch(pidfd, pid, SIGKILL);
+	else if (ev->stopped)
+		signal_launch(pidfd, pid, SIGCONT);
 	log_info("mcp: stdio server %s (%s) launched by uid %lld: %s%s%s", l.package, l.program, (long long)id.uid,
 		 action, rule[0] ? " by rule " : "", rule);
+out:
 	/* the command line may hold tokens */
 	explicit_bzero(buf, sizeof(buf));
+	if (pidfd >= 0)
+		close(pidfd);
 }
