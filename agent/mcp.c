@@ -158,11 +158,13 @@ static enum policy_action judge_result(struct exchange *ex, const struct inspect
 
 /* A result a warn (or alert) rule matched went to the client as it was:
  * the call's event says so, unless the call itself was refused or
- * flagged, or another result of it was replaced. */
+ * flagged, another result of it was replaced, or the rule is the one the
+ * call already answered to (a warn the user justified: the exemption
+ * covers the call and its result). */
 static void note_result(struct exchange *ex, enum policy_action a, const char *rule, const char *why)
 {
 	struct mcp_exchange *m = ex->mcp;
-	if (m->replaced || !ex->action || strcmp(ex->action, "allow"))
+	if (m->replaced || !ex->action || strcmp(ex->action, "allow") || (rule && ex->rule && !strcmp(rule, ex->rule)))
 		return;
 	ex->action = a == POLICY_WARN ? "warn" : "alert";
 	ex->rule = rule;
