@@ -558,6 +558,18 @@ def warn_answer_rule_lets_the_answer_through_and_audits():
     evs = RIG.agent.wait_events(lambda e: e.get("rule") == "coach-answers-email", kind="request")
     check(evs and evs[-1]["action"] == "warn" and "answer warned by rule 'coach-answers-email': EMAIL 1" in evs[-1]["reason"]
           and evs[-1]["output_redacted"] == [], "event: %s" % evs[-1:])
+    # streamed: the address split across events still reaches the client whole
+    n = len(RIG.agent.events("request"))
+    sbody = json.dumps({"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "who?"}]})
+    code, text, _ = RIG.curl("https://api.openai.com/v1/chat/completions", sbody,
+                             extra=["-H", "x-fake-answer-b64: " + base64.b64encode(b"ask carol@example.net").decode(),
+                                    "-H", "x-fake-split: 3"])
+    deltas = "".join(json.loads(l[6:])["choices"][0]["delta"].get("content", "") for l in text.splitlines()
+                     if l.startswith("data: {") and json.loads(l[6:]).get("choices"))
+    check(code == 200 and "carol@example.net" in deltas, "streamed warned answer: %s %r" % (code, deltas))
+    ev = wait_more("request", n)
+    check(ev and ev[-1]["action"] == "warn" and ev[-1]["stream"] and "EMAIL 1" in ev[-1]["reason"],
+          "streamed event: %s" % ev[-1:])
     n = len(RIG.agent.events("request"))
     code, text, _ = RIG.curl("https://api.openai.com/v1/chat/completions", body,
                              extra=["-H", "x-fake-answer-b64: " + base64.b64encode(b"ask the front desk").decode()])
