@@ -2,6 +2,7 @@
  * errors (a typo in a security tool's config must not silently mean "off"),
  * and every message carries file:line. */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -55,6 +56,9 @@ void config_free(struct config *c)
 	for (size_t i = 0; i < c->n_mcp_servers; i++)
 		free(c->mcp_servers[i]);
 	free(c->mcp_servers);
+	for (size_t i = 0; i < c->n_mcp_commands; i++)
+		free(c->mcp_commands[i]);
+	free(c->mcp_commands);
 	for (size_t i = 0; i < c->n_passthrough; i++)
 		free(c->passthrough[i]);
 	free(c->passthrough);
@@ -243,8 +247,10 @@ static bool valid_domain_pattern(const char *s)
 	return label > 0 && s[len - 1] != '-';
 }
 
-static int set_domains(const char *file, const struct ynode *n, char ***dst, size_t *cnt, char *err,
-		       size_t errlen)
+/* A list of strings, each checked by valid (else "FILE:LINE: 'x' is not
+ * <what>"), replacing *dst. */
+static int set_list(const char *file, const struct ynode *n, char ***dst, size_t *cnt, bool (*valid)(const char *),
+		    const char *what, char *err, size_t errlen)
 {
 	const char **list;
 	size_t len;
@@ -258,9 +264,8 @@ static int set_domains(const char *file, const struct ynode *n, char ***dst, siz
 	}
 	for (size_t i = 0; i < len; i++) {
 		const struct ynode *item = n->kind == YNODE_SEQ ? n->kids[i] : n;
-		if (!valid_domain_pattern(list[i])) {
-			snprintf(err, errlen, "%s:%d: '%s' is not a domain name or *.domain pattern", file,
-				 item->line, list[i]);
+		if (!valid(list[i])) {
+			snprintf(err, errlen, "%s:%d: '%s' is not %s", file, item->line, list[i], what);
 			ret = -EINVAL;
 			goto fail;
 		}
@@ -282,6 +287,25 @@ fail:
 	free(v);
 	free(list);
 	return ret;
+}
+
+static int set_domains(const char *file, const struct ynode *n, char ***dst, size_t *cnt, char *err,
+		       size_t errlen)
+{
+	return set_list(file, n, dst, cnt, valid_domain_pattern, "a domain name or *.domain pattern", err, errlen);
+}
+
+/* A program's file name (mcp_commands): what exec's comm shows, so no
+ * '/', and the characters of package and command names only. */
+static bool valid_command_name(const char *s)
+{
+	size_t n = strlen(s);
+	if (!n || n > CONFIG_COMMAND_MAX || s[0] == '.' || s[0] == '-')
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("._+-", *s))
+			return false;
+	return true;
 }
 
 /* MCP servers are intercepted like LLM endpoints: they join the watched
@@ -747,6 +771,9 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 			ret = set_domains(path, v, &c->endpoints, &c->n_endpoints, err, errlen);
 		else if (!strcmp(k, "mcp_servers"))
 			ret = set_domains(path, v, &c->mcp_servers, &c->n_mcp_servers, err, errlen);
+		else if (!strcmp(k, "mcp_commands"))
+			ret = set_list(path, v, &c->mcp_commands, &c->n_mcp_commands, valid_command_name,
+				       "a program file name (letters, digits, '.', '_', '+', '-')", err, errlen);
 		else if (!strcmp(k, "passthrough"))
 			ret = set_domains(path, v, &c->passthrough, &c->n_passthrough, err, errlen);
 		else if (!strcmp(k, "target_addresses"))

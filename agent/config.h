@@ -42,6 +42,9 @@ struct config {
 	char **mcp_servers;            /* remote MCP servers (exact, or "*.suffix"); also
 					* appended to endpoints at load, so they are watched */
 	size_t n_mcp_servers;
+	char **mcp_commands;           /* programs that are local (stdio) MCP servers, by file
+					* name, besides the built-in launchers (mcplaunch.c) */
+	size_t n_mcp_commands;
 	char **passthrough;            /* watched domains never decrypted */
 	size_t n_passthrough;
 	struct sockaddr_storage *target_addrs;  /* target_addresses: always redirected */
@@ -118,6 +121,7 @@ const char *config_unwatched_name(int mode);
 
 /* Where `vigil justify` reaches the agent unless justify_socket says otherwise. */
 #define CONFIG_JUSTIFY_SOCKET "/run/vigil/justify.sock"
+#define CONFIG_COMMAND_MAX 64           /* mcp_commands: a file name, at most */
 
 /* The built-in catalog of LLM API hosts used when endpoints: is absent. */
 extern const char *const config_default_endpoints[];

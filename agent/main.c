@@ -29,6 +29,9 @@
 #include "net/egress.h"
 #include "log.h"
 #include "net/loop.h"
+#include "proxy/mcp.h"
+#include "kernel/mcpexec.h"
+#include "content/mcplaunch.h"
 #include "metrics.h"
 #include "net/netns.h"
 #include "osutil.h"
@@ -162,6 +165,15 @@ static void dns_answer(void *arg, const uint8_t *msg, size_t len)
 		return;
 	atomic_fetch_add(&ag->stats.dns_answers, 1);
 	dnsmsg_addresses(msg, len, dns_learned, ag);
+}
+
+/* The programs whose exec the kernel stops for mcplaunch: the built-in
+ * launchers and mcp_commands (reloaded with the config). */
+static int watch_launches(struct agent *ag)
+{
+	const char *names[VIGIL_EXEC_MAX_NAMES];
+	size_t n = mcplaunch_watch_names(ag->cfg, names, VIGIL_EXEC_MAX_NAMES);
+	return capture_exec_set_names(ag->cap, names, n);
 }
 
 static void kernel_event(void *arg, const struct vigil_kevent *kev)
@@ -425,6 +437,15 @@ static void reload(struct runtime *rt)
 	old->passthrough = nc->passthrough, old->n_passthrough = nc->n_passthrough;
 	nc->endpoints = e, nc->n_endpoints = ne;
 	nc->passthrough = p, nc->n_passthrough = np;
+	/* MCP servers and stdio MCP programs follow, like the domains. */
+	mcp_swap_servers(old, nc);
+	char **mc = old->mcp_commands;
+	size_t nmc = old->n_mcp_commands;
+	old->mcp_commands = nc->mcp_commands, old->n_mcp_commands = nc->n_mcp_commands;
+	nc->mcp_commands = mc, nc->n_mcp_commands = nmc;
+	int wret = watch_launches(rt->ag);
+	if (wret && wret != -EOPNOTSUPP)
+		log_err("reload: cannot give the exec watch its program names: %s", strerror(-wret));
 	/* Classification settings go with the domain lists (loop thread only). */
 	old->unwatched_sni = nc->unwatched_sni;
 	old->rejected_ca_passthrough = nc->rejected_ca_passthrough;
@@ -434,7 +455,7 @@ static void reload(struct runtime *rt)
 	audit_reopen(rt->ag->audit);
 	watch_file(&tamper.files[0], rt->config_path);
 	watch_file(&tamper.files[1], rt->ag->cfg->policy);
-	log_info("configuration reloaded (domains, unwatched_sni, clienthello_timeout, audit log)");
+	log_info("configuration reloaded (domains, mcp_servers, mcp_commands, unwatched_sni, clienthello_timeout, audit log)");
 	if (rt->ag->policy && !atomic_exchange(&rt->ag->reloading, true)) {
 		pthread_t t;
 		if (pthread_create(&t, NULL, policy_reload_main, rt->ag) == 0)
@@ -627,6 +648,8 @@ int main(int argc, char **argv)
 		.dns_arg = &ag,
 		.guard_fn = ag.cfg->first_flight_guard ? guard_refused : NULL,
 		.guard_arg = &ag,
+		.exec_fn = mcpexec_event,
+		.exec_arg = &ag,
 	};
 	if (capture_open(&co, &ag.cap, err, sizeof(err))) {
 		log_err("capture: %s", err);
@@ -636,6 +659,11 @@ int main(int argc, char **argv)
 	    (ret = capture_guard_set_names(ag.cap, (const char *const *)ag.cfg->endpoints, ag.cfg->n_endpoints)) &&
 	    ret != -EOPNOTSUPP) {
 		log_err("cannot give the first-flight guard its names: %s", strerror(-ret));
+		ret = 1;
+		goto out;
+	}
+	if ((ret = watch_launches(&ag)) && ret != -EOPNOTSUPP) {
+		log_err("cannot give the exec watch its program names: %s", strerror(-ret));
 		ret = 1;
 		goto out;
 	}

@@ -14,7 +14,9 @@
 #include <unistd.h>
 #include "privs.h"
 
-#define KEEP_CAPS (1ULL << CAP_SYS_PTRACE)
+/* CAP_KILL: the exec watch stops a stdio MCP launch of any user and the
+ * agent must continue or kill it (mcpexec.c). */
+#define KEEP_CAPS (1ULL << CAP_SYS_PTRACE | 1ULL << CAP_KILL)
 
 static int capget_raw(struct __user_cap_header_struct *h, struct __user_cap_data_struct *d)
 {

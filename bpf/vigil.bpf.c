@@ -1365,4 +1365,75 @@ int vigil_guard_msg(struct sk_msg_md *msg)
 	return SK_DROP;
 }
 
+/* ---- stdio MCP server launches (see vigil.h) ---- */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} exec_cgroup SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, VIGIL_EXEC_MAX_NAMES);
+	__type(key, struct vigil_exec_name);
+	__type(value, __u8);
+} exec_names SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, VIGIL_EXEC_EVENTS_BYTES);
+} exec_events SEC(".maps");
+
+#define VIGIL_SIGSTOP 19
+
+static __always_inline bool exec_prefixed(const char *comm)
+{
+	const char pre[] = VIGIL_EXEC_PREFIX;
+
+#pragma unroll
+	for (int i = 0; i < VIGIL_EXEC_PREFIX_LEN; i++)
+		if (comm[i] != pre[i])
+			return false;
+	return true;
+}
+
+/* Runs in the context of the task that just exec'd, after the point of no
+ * return: comm is already the new program's. Every exec of the machine
+ * comes here, so the cheap tests go first. A launch the ring cannot
+ * report is not stopped: a stop nobody knows of would hang it forever.
+ * A raw tracepoint: it attaches by name (bpf_raw_tracepoint_open), with
+ * no tracefs mounted (this VM has none; a classic tracepoint needs its
+ * events/.../id file). */
+SEC("raw_tracepoint/sched_process_exec")
+int vigil_exec(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct vigil_exec_name k = {};
+	struct vigil_exec_event *ev;
+	__u64 v;
+
+	if (bpf_current_task_under_cgroup(&exec_cgroup, 0) != 1)
+		return 0;
+	bpf_get_current_comm(k.comm, sizeof(k.comm));
+	if (!bpf_map_lookup_elem(&exec_names, &k) && !exec_prefixed(k.comm))
+		return 0;
+	ev = bpf_ringbuf_reserve(&exec_events, sizeof(*ev), 0);
+	if (!ev)
+		return 0;
+	v = bpf_get_current_pid_tgid();
+	ev->tgid = v >> 32;
+	ev->pid = (__u32)v;
+	v = bpf_get_current_uid_gid();
+	ev->uid = (__u32)v;
+	ev->gid = v >> 32;
+	ev->cgroup_id = bpf_get_current_cgroup_id();
+	ev->ktime_ns = bpf_ktime_get_ns();
+	__builtin_memcpy(ev->comm, k.comm, sizeof(ev->comm));
+	ev->stopped = bpf_send_signal(VIGIL_SIGSTOP) == 0;
+	ev->pad = 0;
+	bpf_ringbuf_submit(ev, 0);
+	return 0;
+}
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

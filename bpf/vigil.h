@@ -93,6 +93,32 @@ struct vigil_dns_msg {
 	__u8  data[VIGIL_DNS_MAX];
 };
 
+/* ---- stdio MCP server launches (bpf/vigil.bpf.c "exec", agent/content/mcplaunch.c) ----
+ * MCP clients start local servers as child processes speaking JSON-RPC on
+ * stdin/stdout, which no socket hook sees. An exec in the cgroup whose new
+ * comm (the basename of the file executed, 15 bytes) is a watched launcher
+ * (npx, uvx, docker, configured commands: exec_names) or starts with
+ * "mcp-server-" is stopped (SIGSTOP, delivered before the new program's
+ * first instruction in user space) and reported; the agent reads its
+ * command line, decides, audits, and continues (SIGCONT) or kills it. */
+#define VIGIL_EXEC_EVENTS_BYTES (64 * 1024)
+#define VIGIL_EXEC_MAX_NAMES 256
+#define VIGIL_EXEC_PREFIX "mcp-server-"
+#define VIGIL_EXEC_PREFIX_LEN 11
+
+struct vigil_exec_name {
+	char comm[VIGIL_COMM_LEN];       /* zero-padded */
+};
+
+struct vigil_exec_event {
+	__u32 tgid, pid, uid, gid;
+	__u64 cgroup_id;
+	__u64 ktime_ns;
+	char  comm[VIGIL_COMM_LEN];
+	__u32 stopped;                   /* 1: SIGSTOP was sent; the agent must continue or kill */
+	__u32 pad;
+};
+
 /* ---- First-flight guard (bpf/vigil.bpf.c "guard" section, agent/kernel/capture.c) ----
  * Every new outgoing TCP connection of the cgroup that the connect hook did
  * not redirect is put in a sockhash at ACTIVE_ESTABLISHED; an sk_msg program

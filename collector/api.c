@@ -189,7 +189,7 @@ static const char *const csv_cols[] = { "time", "event_id", "agent_id", "host", 
 					"comm", "exe", "cgroup", "container_id", "dst_ip", "dst_port", "sni", "kind", "provider",
 					"method", "path", "model", "action", "rule", "findings", "status", "bytes_up",
 					"bytes_down", "prompt_tokens", "completion_tokens", "latency_ms", "prev_hash",
-					"hash" };
+					"hash", "mcp_server", "mcp_method", "tool", "mcp_session" };
 
 /* The contract's JSON event plus cost and currency when priced. */
 static void json_event(const struct store_event *e, const struct colconf *c, FILE *out)
@@ -255,6 +255,11 @@ void api_render_events(const struct store_rows *r, const struct colconf *c, enum
 			fprintf(out, "%lld,%lld,%lld,%lld,%lld,%lld,%s,%s,", (long long)e->status,
 				(long long)e->bytes_up, (long long)e->bytes_down, (long long)e->prompt_tokens,
 				(long long)e->completion_tokens, (long long)e->latency_ms, ph, h);
+			const char *mcp[] = { e->mcp_server, e->mcp_method, e->tool, e->mcp_session };
+			for (int k = 0; k < 4; k++) {
+				csv_cell(out, mcp[k], true);
+				fputc(',', out);
+			}
 			double d;
 			if (event_cost(c, e, &d))
 				fprintf(out, "%.6f,%s\r\n", d, c->currency);
@@ -482,17 +487,26 @@ static const struct colconf_token *authorize(struct req *r, enum colconf_role ne
 	return tok;
 }
 
-static int filter_from(struct req *r, struct store_filter *f, char bufs[13][256], char *why, size_t wl)
+/* bufs: 0..8 the text filters, 9 since, 10 until, 11 limit, 12 rule,
+ * 13..16 the MCP filters. */
+#define FILTER_BUFS 17
+
+static int filter_from(struct req *r, struct store_filter *f, char bufs[FILTER_BUFS][256], char *why, size_t wl)
 {
 	static const char *keys[] = { "user", "host", "finding", "action", "exe", "provider", "model", "kind", "agent" };
+	static const char *mcp_keys[] = { "mcp_server", "mcp_method", "tool", "mcp_session" };
 	const char **dst[] = { &f->user, &f->host, &f->finding, &f->action, &f->exe, &f->provider, &f->model, &f->kind,
 			       &f->agent_id };
+	const char **mcp_dst[] = { &f->mcp_server, &f->mcp_method, &f->tool, &f->mcp_session };
 	memset(f, 0, sizeof(*f));
 	if (qparam(r, "rule", bufs[12], 256) && bufs[12][0])
 		f->rule = bufs[12];
 	for (size_t i = 0; i < 9; i++)
 		if (qparam(r, keys[i], bufs[i], 256) && bufs[i][0])
 			*dst[i] = bufs[i];
+	for (size_t i = 0; i < 4; i++)
+		if (qparam(r, mcp_keys[i], bufs[13 + i], 256) && bufs[13 + i][0])
+			*mcp_dst[i] = bufs[13 + i];
 	int64_t d;
 	if (qparam(r, "since", bufs[9], 256) && bufs[9][0]) {
 		if (api_parse_duration(bufs[9], &d)) {
@@ -576,7 +590,7 @@ static bool cursor_parse(const char *s, struct store_evref *ref, char *boot, cha
 static void h_events(struct req *r)
 {
 	struct store_filter f;
-	char bufs[13][256], why[128], fs[16] = "table", cur[600], boot[128], agent[128], next[700];
+	char bufs[FILTER_BUFS][256], why[128], fs[16] = "table", cur[600], boot[128], agent[128], next[700];
 	enum api_format fmt;
 	struct store_rows rows;
 	struct store_evref before;
@@ -694,7 +708,7 @@ static void h_whoami(struct req *r, const struct colconf_token *tok)
 static void h_top(struct req *r)
 {
 	struct store_filter f;
-	char bufs[13][256], why[128], fs[16] = "table", by[32] = "users";
+	char bufs[FILTER_BUFS][256], why[128], fs[16] = "table", by[32] = "users";
 	enum api_format fmt;
 	enum store_top_kind k;
 	struct store_top_row *rows;
@@ -706,7 +720,8 @@ static void h_top(struct req *r)
 	if (api_format_parse(fs, &fmt))
 		return respond_err(r, 400, "format must be table, json or csv");
 	if (store_top_parse(by, &k))
-		return respond_err(r, 400, "by must be users, exes, providers, findings, hosts, models, actions or agents");
+		return respond_err(r, 400, "by must be users, exes, providers, findings, hosts, models, actions, agents, tools,"
+				  " mcp_servers, mcp_methods or mcp_sessions");
 	double *cost = NULL;
 	pthread_mutex_lock(&r->a->lock);
 	int rc = store_top(r->a->store, k, &f, f.limit ? f.limit : 10, &rows, &n);
@@ -1005,7 +1020,7 @@ static void render_inventory(const struct store_inventory_row *v, size_t n, cons
 static void h_inventory(struct req *r)
 {
 	struct store_filter f;
-	char bufs[13][256], why[128], fs[16] = "table";
+	char bufs[FILTER_BUFS][256], why[128], fs[16] = "table";
 	enum api_format fmt;
 	struct store_inventory_row *v = NULL;
 	struct store_review *rv = NULL;

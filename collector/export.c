@@ -149,6 +149,8 @@ static void syslog_line(const struct store_event *e, const char *host, FILE *out
 		{ "event_id", e->event_id }, { "agent_id", e->agent_id }, { "host", e->host }, { "user", e->user },
 		{ "exe", e->exe }, { "provider", e->provider }, { "model", e->model }, { "sni", e->sni },
 		{ "action", e->action }, { "rule", e->rule }, { "findings", fs }, { "reason", e->reason },
+		{ "mcp_server", e->mcp_server }, { "mcp_method", e->mcp_method }, { "tool", e->tool },
+		{ "mcp_session", e->mcp_session },
 	};
 	for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++) {
 		if (!nz(kv[i].v))
@@ -219,6 +221,9 @@ int export_line(enum export_format fmt, const struct store_event *e, const char 
 		{ "act", e->action }, { "cs1Label", "provider" }, { "cs1", e->provider }, { "cs2Label", "model" },
 		{ "cs2", e->model }, { "cs3Label", "findings" }, { "cs3", fs }, { "cs4Label", "rule" }, { "cs4", e->rule },
 		{ "cs5Label", "agent_id" }, { "cs5", e->agent_id }, { "externalId", e->event_id }, { "reason", e->reason },
+		{ "cs6Label", nz(e->tool) ? "tool" : NULL }, { "cs6", e->tool },
+		{ "flexString1Label", nz(e->mcp_server) ? "mcp_server" : NULL }, { "flexString1", e->mcp_server },
+		{ "flexString2Label", nz(e->mcp_method) ? "mcp_method" : NULL }, { "flexString2", e->mcp_method },
 	};
 	for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++) {
 		if (!nz(kv[i].v))

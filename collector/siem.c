@@ -176,6 +176,11 @@ void siem_otlp_record(const struct store_event *e, struct jsonw *w)
 	attr_str(w, "vigil.reason", e->reason);
 	attr_str(w, "vigil.error", e->error);
 	attr_str(w, "vigil.findings", fs);
+	/* OpenTelemetry's MCP and GenAI tool conventions. */
+	attr_str(w, "mcp.method.name", e->mcp_method);
+	attr_str(w, "mcp.session.id", e->mcp_session);
+	attr_str(w, "gen_ai.tool.name", e->tool);
+	attr_str(w, "vigil.mcp_server", e->mcp_server);
 	if (e->injection_score >= 0)
 		attr_double(w, "vigil.injection_score", e->injection_score);
 	if (e->latency_ms)
@@ -263,6 +268,12 @@ static void ocsf_unmapped(const struct store_event *e, struct jsonw *w)
 	jsonw_str(w, "vigil.model", e->model);
 	jsonw_str(w, "vigil.rule", e->rule);
 	jsonw_str(w, "vigil.findings", fs);
+	if (has(e->mcp_server) || has(e->mcp_method) || has(e->tool)) {
+		jsonw_str(w, "vigil.mcp_server", e->mcp_server);
+		jsonw_str(w, "vigil.mcp_method", e->mcp_method);
+		jsonw_str(w, "vigil.tool", e->tool);
+		jsonw_str(w, "vigil.mcp_session", e->mcp_session);
+	}
 	jsonw_i64(w, "vigil.prompt_tokens", e->prompt_tokens);
 	jsonw_i64(w, "vigil.completion_tokens", e->completion_tokens);
 	jsonw_str(w, "vigil.agent_id", e->agent_id);

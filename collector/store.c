@@ -184,7 +184,9 @@ int store_retain(struct store *s, int64_t before_us, uint64_t *deleted)
 static const char *const top_names[] = {
 	[STORE_TOP_USERS] = "users", [STORE_TOP_EXES] = "exes", [STORE_TOP_PROVIDERS] = "providers",
 	[STORE_TOP_FINDINGS] = "findings", [STORE_TOP_HOSTS] = "hosts", [STORE_TOP_MODELS] = "models",
-	[STORE_TOP_ACTIONS] = "actions", [STORE_TOP_AGENTS] = "agents",
+	[STORE_TOP_ACTIONS] = "actions", [STORE_TOP_AGENTS] = "agents", [STORE_TOP_TOOLS] = "tools",
+	[STORE_TOP_MCP_SERVERS] = "mcp_servers", [STORE_TOP_MCP_METHODS] = "mcp_methods",
+	[STORE_TOP_MCP_SESSIONS] = "mcp_sessions",
 };
 
 int store_top_parse(const char *name, enum store_top_kind *out)

@@ -59,6 +59,10 @@ struct store_event {
 	const uint8_t *raw;              /* E; NULL for records the collector made itself */
 	size_t raw_len;
 	const char *content;             /* optional redacted prompt text */
+	/* MCP (kind mcp, and requests on an MCP server; older events: ""): the
+	 * server (remote host or stdio package), JSON-RPC method, tool /
+	 * resource / prompt named, and session id. */
+	const char *mcp_server, *mcp_method, *tool, *mcp_session;
 };
 
 /* One signed batch: what the signature covers besides the events. */
@@ -117,6 +121,7 @@ struct store_evref {
 struct store_filter {
 	int64_t since_us, until_us;      /* 0 = unbounded */
 	const char *user, *host, *finding, *action, *exe, *provider, *model, *kind, *agent_id, *rule;
+	const char *mcp_server, *mcp_method, *tool, *mcp_session;
 	size_t limit;                    /* 0 = STORE_DEFAULT_LIMIT */
 	/* Keyset paging (never OFFSET, which re-reads every skipped row):
 	 * before keeps only the events that come after that one in query
@@ -135,6 +140,7 @@ struct store_rows {
 enum store_top_kind {
 	STORE_TOP_USERS, STORE_TOP_EXES, STORE_TOP_PROVIDERS, STORE_TOP_FINDINGS,
 	STORE_TOP_HOSTS, STORE_TOP_MODELS, STORE_TOP_ACTIONS, STORE_TOP_AGENTS,
+	STORE_TOP_TOOLS, STORE_TOP_MCP_SERVERS, STORE_TOP_MCP_METHODS, STORE_TOP_MCP_SESSIONS,
 };
 /* "users" -> STORE_TOP_USERS ...; -EINVAL if unknown. */
 int store_top_parse(const char *name, enum store_top_kind *out);

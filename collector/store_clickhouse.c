@@ -29,7 +29,7 @@
 #include <curl/curl.h>
 #include "store.h"
 
-#define CH_SCHEMA_VERSION 3
+#define CH_SCHEMA_VERSION 4
 
 struct ch {
 	struct store base;
@@ -295,27 +295,43 @@ static const char *const migrations[][2] = {
 	" ENGINE = ReplacingMergeTree(version) ORDER BY agent_id" },
 };
 
-/* 2: container_id on events (older ClickHouse has no ADD COLUMN IF NOT
- * EXISTS: a collector that finds the column added by another skips it). */
-static int migrate_v2(struct ch *c, struct buf *q)
+/* A String column added to events (the data table and, on a cluster, its
+ * Distributed table). Older ClickHouse has no ADD COLUMN IF NOT EXISTS: a
+ * collector that finds the column added by another skips it. */
+static int add_event_column(struct ch *c, struct buf *q, const char *name)
 {
 	const char *const tables[2] = { c->local, c->cluster[0] ? "" : NULL };
 	int rc;
 
 	for (int i = 0; i < 2 && tables[i]; i++) {
 		b_fmt(q, "SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = 'events%s'"
-			 " AND name = 'container_id' FORMAT TabSeparated", tables[i]);
+			 " AND name = '%s' FORMAT TabSeparated", tables[i], name);
 		if ((rc = ch_q(c, q)))
 			return rc;
 		if (atoi(c->resp ? c->resp : "0") > 0)
 			continue;
-		b_fmt(q, "ALTER TABLE events%s ADD COLUMN container_id String", tables[i]);
+		b_fmt(q, "ALTER TABLE events%s ADD COLUMN %s String", tables[i], name);
 		if ((rc = ch_q(c, q)))
 			return rc;
 	}
-	b_fmt(q, "INSERT INTO schema_migrations VALUES (2, %lld)", (long long)time(NULL));
+	return 0;
+}
+
+/* Migration v: the String columns names (NULL-terminated) on events. */
+static int migrate_columns(struct ch *c, struct buf *q, int v, const char *const *names)
+{
+	int rc;
+	for (; *names; names++)
+		if ((rc = add_event_column(c, q, *names)))
+			return rc;
+	b_fmt(q, "INSERT INTO schema_migrations VALUES (%d, %lld)", v, (long long)time(NULL));
 	return ch_q(c, q);
 }
+
+/* 2: container_id. */
+static const char *const v2_columns[] = { "container_id", NULL };
+/* 4: the MCP fields, for the SOC's filters and top views. */
+static const char *const v4_columns[] = { "mcp_server", "mcp_method", "tool", "mcp_session", NULL };
 
 static int migrate(struct ch *c)
 {
@@ -359,7 +375,7 @@ static int migrate(struct ch *c)
 			return rc;
 		v = 2;
 	}
-	if (v < 2 && (rc = migrate_v2(c, &q)))
+	if (v < 2 && (rc = migrate_columns(c, &q, 2, v2_columns)))
 		return rc;
 	if (v < 3) {
 		/* 3: review states for the inventory; on a cluster sharded by
@@ -379,6 +395,8 @@ static int migrate(struct ch *c)
 		if ((rc = ch_q(c, &q)))
 			return rc;
 	}
+	if (v < 4 && (rc = migrate_columns(c, &q, 4, v4_columns)))
+		return rc;
 	return 0;
 }
 
@@ -395,8 +413,8 @@ static void ch_close(struct store *s)
 	" cgroup, dst_ip, dst_port, sni, provider, method, path, model, stream, action, rule, reason," \
 	" error, findings, injection_score, status, bytes_up, bytes_down, prompt_tokens," \
 	" completion_tokens, latency_ms, policy_hash, gap_count, gap_first_seq, gap_last_seq, prev_hash," \
-	" hash, raw, content, has_content, container_id"
-#define EV_NCOLS 45
+	" hash, raw, content, has_content, container_id, mcp_server, mcp_method, tool, mcp_session"
+#define EV_NCOLS 49
 
 static void tsv_event(struct buf *b, const struct store_event *e)
 {
@@ -457,7 +475,11 @@ static void tsv_event(struct buf *b, const struct store_event *e)
 	S(e->content);
 	snprintf(num, sizeof(num), "%d\t", e->content ? 1 : 0);
 	b_add(b, num, strlen(num));
-	tsv_str(b, e->container_id);
+	S(e->container_id);
+	S(e->mcp_server);
+	S(e->mcp_method);
+	S(e->tool);
+	tsv_str(b, e->mcp_session);
 	b_add(b, "\n", 1);
 #undef S
 #undef N
@@ -526,6 +548,10 @@ static int read_event(char **f, size_t *l, int n, struct store_event *e, struct 
 	const char *content = STR();
 	e->content = I64() ? content : NULL;
 	e->container_id = STR();
+	e->mcp_server = STR();
+	e->mcp_method = STR();
+	e->tool = STR();
+	e->mcp_session = STR();
 #undef I64
 #undef U64
 #undef STR
@@ -717,7 +743,8 @@ static void where(struct buf *q, const struct store_filter *f)
 	struct { const char *col, *val; } eq[] = {
 		{ "`user`", f->user }, { "host", f->host }, { "action", f->action }, { "exe", f->exe },
 		{ "provider", f->provider }, { "model", f->model }, { "kind", f->kind }, { "agent_id", f->agent_id },
-		{ "rule", f->rule },
+		{ "rule", f->rule }, { "mcp_server", f->mcp_server }, { "mcp_method", f->mcp_method },
+		{ "tool", f->tool }, { "mcp_session", f->mcp_session },
 	};
 	bool first = true;
 #define AND() do { b_add(q, first ? " WHERE " : " AND ", first ? 7 : 5); first = false; } while (0)
@@ -856,7 +883,9 @@ static int ch_top(struct store *s, enum store_top_kind k, const struct store_fil
 	static const char *const col[] = {
 		[STORE_TOP_USERS] = "`user`", [STORE_TOP_EXES] = "exe", [STORE_TOP_PROVIDERS] = "provider",
 		[STORE_TOP_HOSTS] = "host", [STORE_TOP_MODELS] = "model", [STORE_TOP_ACTIONS] = "action",
-		[STORE_TOP_AGENTS] = "agent_id", [STORE_TOP_FINDINGS] = "findings",
+		[STORE_TOP_AGENTS] = "agent_id", [STORE_TOP_FINDINGS] = "findings", [STORE_TOP_TOOLS] = "tool",
+		[STORE_TOP_MCP_SERVERS] = "mcp_server", [STORE_TOP_MCP_METHODS] = "mcp_method",
+		[STORE_TOP_MCP_SESSIONS] = "mcp_session",
 	};
 	if (k == STORE_TOP_FINDINGS) {
 		b_add(&q, "SELECT splitByChar(':', fnd)[1] AS k, count(), countIf(action = 'block'),"
@@ -908,6 +937,8 @@ static int ch_usage(struct store *s, enum store_top_kind k, const struct store_f
 		[STORE_TOP_USERS] = "`user`", [STORE_TOP_EXES] = "exe", [STORE_TOP_PROVIDERS] = "provider",
 		[STORE_TOP_HOSTS] = "host", [STORE_TOP_MODELS] = "model", [STORE_TOP_ACTIONS] = "action",
 		[STORE_TOP_AGENTS] = "agent_id", [STORE_TOP_FINDINGS] = "splitByChar(':', fnd)[1]",
+		[STORE_TOP_TOOLS] = "tool", [STORE_TOP_MCP_SERVERS] = "mcp_server", [STORE_TOP_MCP_METHODS] = "mcp_method",
+		[STORE_TOP_MCP_SESSIONS] = "mcp_session",
 	};
 	b_fmt(&q, "SELECT %s AS k, provider, model, sum(greatest(prompt_tokens, 0)), sum(greatest(completion_tokens, 0))"
 		  " FROM events%s", col[k], k == STORE_TOP_FINDINGS ? " ARRAY JOIN splitByChar(',', findings) AS fnd" : "");

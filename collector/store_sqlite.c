@@ -24,7 +24,7 @@
 #include <sqlite3.h>
 #include "store.h"
 
-#define SCHEMA_VERSION 4
+#define SCHEMA_VERSION 5
 
 struct sq {
 	struct store base;
@@ -73,17 +73,29 @@ static const char *const migrations[] = {
 	/* 4: review states of (program, provider) pairs for the inventory. */
 	"CREATE TABLE reviews(exe TEXT NOT NULL, provider TEXT NOT NULL, state TEXT NOT NULL, reviewer TEXT,"
 	" reviewed_at INTEGER, PRIMARY KEY(exe, provider));",
+	/* 5: the MCP fields as columns, for the SOC's filters and top views.
+	 * Empty values are stored as NULL so that the partial indexes hold MCP
+	 * events only: the LLM traffic that is most of the rows costs them
+	 * nothing on insert, and "tool = ?" implies "tool IS NOT NULL", so the
+	 * planner uses them. */
+	"ALTER TABLE events ADD COLUMN mcp_server TEXT;"
+	"ALTER TABLE events ADD COLUMN mcp_method TEXT;"
+	"ALTER TABLE events ADD COLUMN tool TEXT;"
+	"ALTER TABLE events ADD COLUMN mcp_session TEXT;"
+	"CREATE INDEX ev_mcp_server ON events(mcp_server, time) WHERE mcp_server IS NOT NULL;"
+	"CREATE INDEX ev_tool ON events(tool, time) WHERE tool IS NOT NULL;"
+	"CREATE INDEX ev_mcp_session ON events(mcp_session, time) WHERE mcp_session IS NOT NULL;",
 };
 
 #define EV_COLS_A "time, event_id, agent_id, boot_id, seq, host, kind, user, uid, gid, pid, tid, comm, exe," \
 	" cgroup, dst_ip, dst_port, sni, provider, method, path, model, stream, action, rule, reason," \
 	" error, findings, injection_score, status, bytes_up, bytes_down, prompt_tokens," \
 	" completion_tokens, latency_ms, policy_hash, gap_count, gap_first_seq, gap_last_seq, prev_hash," \
-	" hash, container_id"
+	" hash, container_id, mcp_server, mcp_method, tool, mcp_session"
 /* raw (E) is the last column: a scan that does not ask for it stops
  * decoding the record before it (and never touches its overflow pages). */
 #define EV_COLS EV_COLS_A ", e.raw, e.content"
-#define EV_NCOLS 43
+#define EV_NCOLS 47
 
 static int sq_fail(struct sq *q, const char *what)
 {
@@ -152,6 +164,15 @@ static void bind_text(sqlite3_stmt *st, int i, const char *s)
 	sqlite3_bind_text(st, i, s ? s : "", -1, SQLITE_STATIC);
 }
 
+/* "" as NULL: the columns of migration 5 (partial indexes). */
+static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s)
+{
+	if (s && *s)
+		sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, i);
+}
+
 static int insert_event(struct sq *q, const struct store_event *e, bool *dup)
 {
 	sqlite3_stmt *st = q->ins_ev;
@@ -207,6 +228,10 @@ static int insert_event(struct sq *q, const struct store_event *e, bool *dup)
 	sqlite3_bind_blob(st, i++, e->prev_hash, STORE_HASH_LEN, SQLITE_STATIC);
 	sqlite3_bind_blob(st, i++, e->hash, STORE_HASH_LEN, SQLITE_STATIC);
 	bind_text(st, i++, e->container_id);
+	bind_text_or_null(st, i++, e->mcp_server);
+	bind_text_or_null(st, i++, e->mcp_method);
+	bind_text_or_null(st, i++, e->tool);
+	bind_text_or_null(st, i++, e->mcp_session);
 	if (e->content)
 		bind_text(st, i++, e->content);
 	else
@@ -440,7 +465,8 @@ static void build_where(const struct store_filter *f, struct where *w)
 	struct { const char *col; const char *val; } eq[] = {
 		{ "user", f->user }, { "host", f->host }, { "action", f->action }, { "exe", f->exe },
 		{ "provider", f->provider }, { "model", f->model }, { "kind", f->kind },
-		{ "agent_id", f->agent_id }, { "rule", f->rule },
+		{ "agent_id", f->agent_id }, { "rule", f->rule }, { "mcp_server", f->mcp_server },
+		{ "mcp_method", f->mcp_method }, { "tool", f->tool }, { "mcp_session", f->mcp_session },
 	};
 	for (size_t i = 0; i < sizeof(eq) / sizeof(eq[0]); i++) {
 		if (!eq[i].val)
@@ -554,6 +580,10 @@ static int read_event(sqlite3_stmt *st, struct store_event *e, struct store_aren
 	col_blob32(st, i++, e->prev_hash);
 	col_blob32(st, i++, e->hash);
 	e->container_id = TXT();
+	e->mcp_server = TXT();
+	e->mcp_method = TXT();
+	e->tool = TXT();
+	e->mcp_session = TXT();
 	if (sqlite3_column_type(st, i) == SQLITE_BLOB) {
 		size_t l = (size_t)sqlite3_column_bytes(st, i);
 		const void *b = sqlite3_column_blob(st, i);
@@ -682,6 +712,10 @@ static const char *top_col(enum store_top_kind k)
 	case STORE_TOP_ACTIONS: return "e.action";
 	case STORE_TOP_AGENTS: return "e.agent_id";
 	case STORE_TOP_FINDINGS: return "f.type";
+	case STORE_TOP_TOOLS: return "e.tool";
+	case STORE_TOP_MCP_SERVERS: return "e.mcp_server";
+	case STORE_TOP_MCP_METHODS: return "e.mcp_method";
+	case STORE_TOP_MCP_SESSIONS: return "e.mcp_session";
 	}
 	return "e.user";
 }
@@ -1207,7 +1241,7 @@ int store_sqlite_open(const char *path, struct store **out, char *err, size_t er
 	/* ingest_seq: one writer at a time (SQLite's write lock), so MAX+1
 	 * inside the write transaction is the commit order. */
 	if (sqlite3_prepare_v2(q->db, "INSERT INTO events(id, " EV_COLS_A ", content, raw, ingest_seq) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,"
-			       "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
+			       "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
 			       "(SELECT IFNULL(MAX(ingest_seq), 0) + 1 FROM events))",
 			       -1, &q->ins_ev, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(q->db, "INSERT INTO event_findings(ev, type, count, time) VALUES(?,?,?,?)", -1,

@@ -64,11 +64,13 @@
 	X(method, 21, STR, STR, COL, EV)                                                        \
 	X(path, 22, STR, STR, COL, EV)                                                          \
 	X(model, 23, STR, STR, COL, EV)                                                         \
-	X(mcp_method, 50, STR, STR, RAW, EV)  /* MCP (kind mcp) */                              \
-	X(tool, 51, STR, STR, RAW, EV)                                                          \
-	X(mcp_session, 52, STR, STR, RAW, EV)                                                   \
+	X(mcp_server, 55, STR, STR, COL, EV)  /* MCP: the remote host, or a stdio server's package */ \
+	X(mcp_method, 50, STR, STR, COL, EV)  /* MCP (kind mcp) */                              \
+	X(tool, 51, STR, STR, COL, EV)                                                          \
+	X(mcp_session, 52, STR, STR, COL, EV)                                                   \
 	X(tool_calls, 53, STR, STR, RAW, EV)  /* tools called in the answer: "name:count,..." */ \
 	X(ws_usage, 54, STR, OMIT, RAW, EV)  /* WebSocket session: tokens per response "in/out,..." */ \
+	X(parent_exe, 56, STR, STR, RAW, EV)  /* stdio MCP launch: the client that started it */ \
 	X(stream, 24, BOOL, BOOL, COL, EV)                                                      \
 	X(action, 25, STR, STR, COL, EV)                                                        \
 	X(rule, 26, STR, STR, COL, EV)                                                          \

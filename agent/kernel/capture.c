@@ -64,6 +64,10 @@ struct capture {
 	void *dns_arg;
 	capture_guard_fn guard_fn;   /* NULL: no first-flight guard */
 	void *guard_arg;
+	capture_exec_fn exec_fn;     /* NULL: no exec watch */
+	void *exec_arg;
+	struct bpf_link *exec_link;  /* never pinned: with no agent to continue them,
+				      * stopped launches would hang */
 	bool guard_msg_attached;     /* sk_msg verdict attached to guard_socks */
 	int cgroup_fd;
 	bool pinned;                 /* links and maps pinned under pin_dir */
@@ -245,6 +249,7 @@ static int load_skel(struct capture *c, bool use_pins, char *err, size_t errlen)
 		bpf_program__set_autoload(c->skel->progs.vigil_dns_ingress, c->dns_fn != NULL);
 		bpf_program__set_autoload(c->skel->progs.vigil_guard_sockops, c->guard_fn != NULL);
 		bpf_program__set_autoload(c->skel->progs.vigil_guard_msg, c->guard_fn != NULL);
+		bpf_program__set_autoload(c->skel->progs.vigil_exec, c->exec_fn != NULL);
 		rc = vigil_bpf__load(c->skel);
 		if (rc == 0) {
 			collect_progs(c);
@@ -256,6 +261,10 @@ static int load_skel(struct capture *c, bool use_pins, char *err, size_t errlen)
 			log_warn("capture: pinned maps in %s do not match this build, recreating them", c->pin_dir);
 			unlink_map_pins(c);
 			pins_reset = true;
+		} else if (c->exec_fn) {
+			log_warn("capture: the exec watch does not load here (%s): stdio MCP launches are not seen",
+				 strerror(-rc));
+			c->exec_fn = NULL;
 		} else if (c->guard_fn) {
 			/* Said loudly: without it, a watched name pinned to an
 			 * address the agent never learned goes direct. */
@@ -430,6 +439,64 @@ static void guard_detach_msg(struct capture *c)
 	c->guard_msg_attached = false;
 }
 
+static int on_exec(void *ctx, void *data, size_t size)
+{
+	struct capture *c = ctx;
+	struct vigil_exec_event ev;
+
+	if (size < sizeof(ev))
+		return 0;
+	memcpy(&ev, data, sizeof(ev));
+	ev.comm[sizeof(ev.comm) - 1] = 0;
+	c->exec_fn(c->exec_arg, &ev);
+	return 0;
+}
+
+/* The exec tracepoint fires for the whole machine; the program keeps to
+ * the cgroup through exec_cgroup[0]. Its ring is added last, once the
+ * link exists. */
+static int exec_attach(struct capture *c)
+{
+	uint32_t zero = 0, fd = (uint32_t)c->cgroup_fd;
+	int rc = bpf_map__update_elem(c->skel->maps.exec_cgroup, &zero, sizeof(zero), &fd, sizeof(fd), BPF_ANY);
+
+	if (rc < 0)
+		return rc;
+	if (!(c->exec_link = bpf_program__attach(c->skel->progs.vigil_exec)))
+		return -errno;
+	return ring_buffer__add(c->rb, bpf_map__fd(c->skel->maps.exec_events), on_exec, c);
+}
+
+int capture_exec_set_names(struct capture *c, const char *const *names, size_t n)
+{
+	struct bpf_map *m;
+	struct vigil_exec_name k, next;
+	uint8_t one = 1;
+	int rc;
+
+	if (!c->exec_fn)
+		return -EOPNOTSUPP;
+	m = c->skel->maps.exec_names;
+	for (size_t i = 0; i < n && i < VIGIL_EXEC_MAX_NAMES; i++) {
+		memset(&k, 0, sizeof(k));
+		snprintf(k.comm, sizeof(k.comm), "%s", names[i]);
+		if ((rc = bpf_map__update_elem(m, &k, sizeof(k), &one, sizeof(one), BPF_ANY)) < 0)
+			return rc;
+	}
+	/* Stale names go after the new ones are in. */
+	bool more = bpf_map__get_next_key(m, NULL, &k, sizeof(k)) == 0;
+	while (more) {
+		bool keep = false;
+		more = bpf_map__get_next_key(m, &k, &next, sizeof(next)) == 0;
+		for (size_t i = 0; i < n && !keep; i++)
+			keep = !strncmp(k.comm, names[i], sizeof(k.comm) - 1);
+		if (!keep)
+			bpf_map__delete_elem(m, &k, sizeof(k), 0);
+		k = next;
+	}
+	return 0;
+}
+
 int capture_open(const struct capture_opts *o, struct capture **out, char *err, size_t errlen)
 {
 	struct capture *c;
@@ -482,6 +549,8 @@ int capture_open(const struct capture_opts *o, struct capture **out, char *err, 
 	c->dns_arg = o->dns_arg;
 	c->guard_fn = o->guard_fn;
 	c->guard_arg = o->guard_arg;
+	c->exec_fn = o->exec_fn;
+	c->exec_arg = o->exec_arg;
 	rc = load_skel(c, c->pinned || takeover, err, errlen);
 	if (rc < 0)
 		goto err;
@@ -514,6 +583,14 @@ int capture_open(const struct capture_opts *o, struct capture **out, char *err, 
 		osutil_errf(err, errlen, "cannot open the guard event ring buffer: %s", strerror(-rc));
 		goto err;
 	}
+	if (c->exec_fn && (rc = exec_attach(c)) < 0) {
+		/* Said loudly, but the capture itself stands. */
+		log_err("capture: the exec watch does not attach here (%s): stdio MCP launches are not seen",
+			strerror(-rc));
+		bpf_link__destroy(c->exec_link);
+		c->exec_link = NULL;
+		c->exec_fn = NULL;
+	}
 	rc = sockdiag_new(&c->diag);
 	if (rc < 0) {
 		log_warn("capture: sock_diag unavailable (%s): lookups rely on the tuple map only", strerror(-rc));
@@ -542,6 +619,7 @@ err:
 /* Frees everything in user space; links that are still pinned stay. */
 static void close_all(struct capture *c)
 {
+	bpf_link__destroy(c->exec_link);
 	for (int i = P_COUNT - 1; i >= 0; i--)
 		bpf_link__destroy(c->links[i]);
 	ring_buffer__free(c->rb);

@@ -29,6 +29,11 @@ typedef void (*capture_dns_fn)(void *arg, const uint8_t *msg, size_t len);
  * record is copied; name bytes are raw from the wire. */
 typedef void (*capture_guard_fn)(void *arg, const struct vigil_guard_event *ev);
 
+/* A watched exec in the cgroup (bpf/vigil.h, stdio MCP launches): the
+ * process is stopped when ev->stopped, and the callee must continue or
+ * kill it. The record is copied. */
+typedef void (*capture_exec_fn)(void *arg, const struct vigil_exec_event *ev);
+
 struct capture_opts {
 	const char *cgroup_path;          /* cgroup2 directory to attach at (borrowed) */
 	const char *pin_dir;              /* bpffs dir for pinned links in closed mode (borrowed) */
@@ -40,6 +45,8 @@ struct capture_opts {
 	void *dns_arg;                    /* called from capture_events_poll */
 	capture_guard_fn guard_fn;        /* NULL = no first-flight guard (programs not loaded) */
 	void *guard_arg;                  /* called from capture_events_poll */
+	capture_exec_fn exec_fn;          /* NULL = no exec watch (program not loaded) */
+	void *exec_arg;                   /* called from capture_events_poll */
 };
 
 /* Kernel event callback: a target connection that did not reach the agent. */
@@ -99,6 +106,11 @@ int capture_bypass_del(struct capture *c, int fd);
  * events from while the agent was down are delivered after a restart. */
 int capture_events_fd(struct capture *c);
 int capture_events_poll(struct capture *c, capture_event_fn fn, void *arg);
+
+/* The exec watch's program names (comm, truncated to VIGIL_COMM_LEN - 1
+ * bytes), replacing the previous set (added before stale ones go).
+ * Returns 0, -EOPNOTSUPP when the watch is off, or -errno. */
+int capture_exec_set_names(struct capture *c, const char *const *names, size_t n);
 
 /* The first-flight guard's watched names: exact names and "*.suffix"
  * patterns (config endpoints). Replaces the previous set: new keys are

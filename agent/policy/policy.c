@@ -1012,9 +1012,10 @@ static void answer_rule_modes(struct loader *L, struct rule *ru, const struct yn
 			      const uint8_t *modes, const bool *set, int def)
 {
 	const char *nm = ru->name ? ru->name : "?";
-	if (act && is_scalar(act) && ru->action != POLICY_REDACT)
+	if (act && is_scalar(act) && ru->action != POLICY_REDACT && ru->action != POLICY_WARN)
 		eadd(L->e, act->line,
-		     "rule '%s': a rule on output_finding redacts the answer: action must be redact", nm);
+		     "rule '%s': a rule on output_finding redacts the answer or warns: action must be redact or warn",
+		     nm);
 	if (!ru->c.output_mask)
 		eadd(L->e, ru->line, "rule '%s' can never match: its output_finding list is empty", nm);
 	for (int t = 0; t < FINDING__COUNT; t++) {
@@ -1844,6 +1845,12 @@ static void eval_state_init(const struct policy *p, const struct policy_ctx *x, 
 	st->utc = p->utc;
 }
 
+static bool names_mcp(const struct conds *c)
+{
+	uint32_t mcp = (1u << SC_MCP_SERVER) | (1u << SC_MCP_METHOD);
+	return ((c->pos_mask | c->neg_mask) & mcp) != 0;
+}
+
 int policy_eval(const struct policy *p, const struct policy_ctx *x, struct policy_decision *d)
 {
 	struct eval_state st;
@@ -1853,11 +1860,12 @@ int policy_eval(const struct policy *p, const struct policy_ctx *x, struct polic
 		return -EINVAL;
 	eval_state_init(p, x, &st);
 	for (size_t i = 0; i < p->nrules; i++)
-		if (!p->rules[i].c.has_output && conds_match(p, &p->rules[i].c, x, &st)) {
+		if (!p->rules[i].c.has_output && (!x->mcp_rules_only || names_mcp(&p->rules[i].c)) &&
+		    conds_match(p, &p->rules[i].c, x, &st)) {
 			r = &p->rules[i];
 			break;
 		}
-	d->action = r ? r->action : p->def;
+	d->action = r ? r->action : x->mcp_rules_only ? POLICY_ALLOW : p->def;
 	d->monitor = p->monitor || (r && r->monitor);
 	d->is_default = !r;
 	d->rule = r ? r->name : "default";
@@ -1901,6 +1909,7 @@ int policy_eval_answer(const struct policy *p, const struct policy_ctx *x, struc
 			continue;
 		a->rule = r->name;
 		a->monitor = p->monitor || r->monitor;
+		a->warn = r->action == POLICY_WARN;
 		a->redact = r->redact;
 		return 1;
 	}

@@ -67,6 +67,11 @@ struct policy_ctx {
 	const char *mcp_server;         /* MCP: the server's host (NULL = not an MCP exchange) */
 	const char *mcp_method;         /* MCP: JSON-RPC method (tools/call, ...) */
 	int64_t now;                    /* unix seconds (time windows); 0 = time(NULL) */
+	bool mcp_rules_only;            /* a stdio MCP launch (mcplaunch.c): only rules with an
+					 * mcp_server or mcp_method condition apply, and when
+					 * none matches the launch is allowed (the default and
+					 * the rules written for LLM traffic do not kill
+					 * processes) */
 };
 
 /* Fill the content part of ctx from an inspection result (counts, custom
@@ -101,6 +106,9 @@ struct policy;
 struct policy_answer {
 	const char *rule;               /* borrowed from the policy */
 	bool monitor;                   /* audit only: do not redact */
+	bool warn;                      /* action warn: the answer passes unchanged and its
+					 * event says warn when it carries a type of the rule
+					 * (those whose redact[] is not REDACT_KEEP) */
 	const uint8_t *redact;          /* [FINDING__COUNT] enum redact_action, never TOKENIZE */
 };
 

@@ -416,6 +416,13 @@ static void decide_answer(struct exchange *ex)
 	if (!ex->policy || !policy_eval_answer(ex->policy, &ex->ctx, &a))
 		return;
 	ex->answer_rule = a.rule;
+	if (a.warn) {
+		/* coaching, not rewriting: which types the rule is about */
+		for (int t = 0; t < FINDING__COUNT; t++)
+			if (a.redact[t] != REDACT_KEEP)
+				ex->answer_warn_types |= 1ull << t;
+		return;
+	}
 	if (a.monitor) {
 		snprintf(ex->answer_reason, sizeof(ex->answer_reason),
 			 "monitor: answer rule '%s' would redact", a.rule);
@@ -1304,6 +1311,31 @@ static void finish_doc(struct exchange *ex)
 	json_buf_free(&red);
 }
 
+/* An answer rule with action warn whose types the answer carries: the
+ * answer went out unchanged; the event says warn, the rule, and what was
+ * found (types and counts), after any reason the request had. A request
+ * the policy already refused or flagged keeps its own action. */
+static void answer_warned(struct exchange *ex)
+{
+	char *b = ex->answer_warn_reason;
+	size_t cap = sizeof(ex->answer_warn_reason), n;
+	bool any = false;
+
+	for (int t = 0; t < FINDING__COUNT; t++)
+		any |= ex->out_counts[t] && (ex->answer_warn_types & (1ull << t));
+	if (!any || !ex->action || strcmp(ex->action, "allow"))
+		return;
+	n = (size_t)snprintf(b, cap, "%s%sanswer warned by rule '%s':", ex->reason ? ex->reason : "",
+			     ex->reason ? "; " : "", ex->answer_rule ? ex->answer_rule : "?");
+	for (int t = 0; t < FINDING__COUNT && n < cap; t++)
+		if (ex->out_counts[t] && (ex->answer_warn_types & (1ull << t)))
+			n += (size_t)snprintf(b + n, cap - n, " %s %u", finding_name((enum finding_type)t),
+					      ex->out_counts[t]);
+	ex->action = "warn";
+	ex->rule = ex->answer_rule;
+	ex->reason = b;
+}
+
 /* "answer redacted by rule 'x': EMAIL 2, PHONE 1" (types and counts only),
  * after any reason the request already had. */
 static void answer_summary(struct exchange *ex)
@@ -1330,6 +1362,7 @@ static void answer_summary(struct exchange *ex)
 	}
 	if (b[0])
 		ex->reason = b;
+	answer_warned(ex);
 }
 
 void exchange_response_end(struct exchange *ex)

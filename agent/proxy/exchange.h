@@ -124,6 +124,8 @@ struct exchange {
 	bool cut;                         /* the client connection must be cut now */
 	uint32_t ans_counts[FINDING__COUNT]; /* values replaced in the answer */
 	char answer_reason[256];
+	uint64_t answer_warn_types;       /* an answer rule with action warn: its types */
+	char answer_warn_reason[320];
 	/* MCP: set when the host is under mcp_servers (mcp.h); owned */
 	struct mcp_exchange *mcp;
 	/* tools the model asked to run (toolcall.h); owned, NULL until one is seen */

@@ -1,5 +1,6 @@
 /* mcp: MCP semantics over one exchange (see mcp.h). */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,32 @@
  * implementation-defined server error range of JSON-RPC 2.0, 5.1). */
 #define MCP_ERR_REFUSED (-32001)
 
+/* cfg->mcp_servers is read by every intercepted connection's thread and
+ * swapped by a SIGHUP on the loop thread: the readers hold it shared for
+ * the one lookup, the swap holds it alone (one agent per process). */
+static pthread_rwlock_t servers_lock = PTHREAD_RWLOCK_INITIALIZER;
+
+static bool is_mcp_server(const struct config *cfg, const char *sni)
+{
+	bool yes;
+	pthread_rwlock_rdlock(&servers_lock);
+	yes = cfg->n_mcp_servers && config_host_watched((const char *const *)cfg->mcp_servers, cfg->n_mcp_servers, sni);
+	pthread_rwlock_unlock(&servers_lock);
+	return yes;
+}
+
+void mcp_swap_servers(struct config *cur, struct config *next)
+{
+	pthread_rwlock_wrlock(&servers_lock);
+	char **v = cur->mcp_servers;
+	size_t n = cur->n_mcp_servers;
+	cur->mcp_servers = next->mcp_servers;
+	cur->n_mcp_servers = next->n_mcp_servers;
+	next->mcp_servers = v;
+	next->n_mcp_servers = n;
+	pthread_rwlock_unlock(&servers_lock);
+}
+
 static void session_from(struct mcp_exchange *m, const struct http_header *h, unsigned n)
 {
 	const struct http_header *s = http_find_header(h, n, "mcp-session-id");
@@ -27,8 +54,7 @@ void mcp_request(struct exchange *ex, const struct http_request *req, const char
 	const struct config *cfg = ex->ag->cfg;
 	struct mcp_exchange *m;
 
-	if (!cfg->n_mcp_servers || !ex->info->sni[0] ||
-	    !config_host_watched((const char *const *)cfg->mcp_servers, cfg->n_mcp_servers, ex->info->sni))
+	if (!ex->info->sni[0] || !is_mcp_server(cfg, ex->info->sni))
 		return;
 	if (!(m = calloc(1, sizeof(*m))))
 		return;   /* still inspected and decided as a plain request */
@@ -106,10 +132,12 @@ void mcp_response_head(struct exchange *ex, const struct http_response *resp)
 
 /* The result's verdict: the policy on the call's context with the
  * result's findings and injection score, or the default table (no secret
- * and no injection reaches the model). Returns the rule that refuses it,
- * or NULL. */
-static const char *judge_result(struct exchange *ex, const struct inspect_result *r)
+ * and no injection reaches the model). Returns what to do (BLOCK: replace
+ * it; WARN or ALERT: pass it, the event says so; else pass) and the
+ * rule in *rule. */
+static enum policy_action judge_result(struct exchange *ex, const struct inspect_result *r, const char **rule)
 {
+	*rule = NULL;
 	if (ex->policy) {
 		struct policy_ctx c = ex->ctx;
 		struct policy_decision d;
@@ -117,12 +145,32 @@ static const char *judge_result(struct exchange *ex, const struct inspect_result
 		c.injection_score = r->injection_score;
 		c.custom_hits = 0;
 		policy_eval(ex->policy, &c, &d);
-		return d.enforce == POLICY_BLOCK ? d.rule : NULL;
+		*rule = d.rule;
+		return d.enforce;
 	}
 	for (int t = 0; t < FINDING__COUNT; t++)
 		if (r->counts[t] && finding_table[t].cls == FINDING_CLASS_SECRET)
-			return "default:secrets";
-	return r->injection_score >= INSPECT_INJECTION_THRESHOLD ? "default:injection" : NULL;
+			*rule = "default:secrets";
+	if (!*rule && r->injection_score >= INSPECT_INJECTION_THRESHOLD)
+		*rule = "default:injection";
+	return *rule ? POLICY_BLOCK : POLICY_ALLOW;
+}
+
+/* A result a warn (or alert) rule matched went to the client as it was:
+ * the call's event says so, unless the call itself was refused or
+ * flagged, another result of it was replaced, or the rule is the one the
+ * call already answered to (a warn the user justified: the exemption
+ * covers the call and its result). */
+static void note_result(struct exchange *ex, enum policy_action a, const char *rule, const char *why)
+{
+	struct mcp_exchange *m = ex->mcp;
+	if (m->replaced || !ex->action || strcmp(ex->action, "allow") || (rule && ex->rule && !strcmp(rule, ex->rule)))
+		return;
+	ex->action = a == POLICY_WARN ? "warn" : "alert";
+	ex->rule = rule;
+	snprintf(m->replaced_reason, sizeof(m->replaced_reason), "mcp_result_%s: %s",
+		 a == POLICY_WARN ? "warned" : "alerted", why);
+	ex->reason = m->replaced_reason;
 }
 
 /* id: the response's own (a GET stream of the HTTP+SSE transport carries
@@ -157,7 +205,8 @@ static void judge_doc(struct exchange *ex, const char *doc, size_t len, const ch
 	struct json_buf text = { 0 };
 	struct jsonrpc_result jr;
 	struct inspect_result r;
-	const char *rule;
+	const char *rule, *why;
+	enum policy_action verdict;
 
 	inspect_result_init(&r);
 	if (jsonrpc_result_text(doc, len, false, &text, &jr) || !ex->xc->scratch ||
@@ -173,12 +222,16 @@ static void judge_doc(struct exchange *ex, const char *doc, size_t len, const ch
 		ex->out_counts[t] += r.counts[t];
 	if (r.injection_score > ex->injection_score)
 		ex->injection_score = r.injection_score;
-	if ((rule = judge_result(ex, &r)))
-		replace_result_id(ex, strcmp(jr.id, "null") ? jr.id : ex->mcp->req.id, rule,
-				  r.injection_score >= INSPECT_INJECTION_THRESHOLD ?
-				  "it looks like a prompt injection" : "it contains sensitive data");
-	else
+	why = r.injection_score >= INSPECT_INJECTION_THRESHOLD ? "it looks like a prompt injection" :
+	      "it contains sensitive data";
+	verdict = judge_result(ex, &r, &rule);
+	if (verdict == POLICY_BLOCK) {
+		replace_result_id(ex, strcmp(jr.id, "null") ? jr.id : ex->mcp->req.id, rule, why);
+	} else {
+		if (verdict == POLICY_WARN || verdict == POLICY_ALERT)
+			note_result(ex, verdict, rule, why);
 		json_buf_append(&ex->out, orig, orig_len);
+	}
 out:
 	inspect_result_free(&r);
 	if (text.data)
@@ -272,6 +325,7 @@ void mcp_fill_event(const struct exchange *ex, struct audit_event *ev)
 		return;
 	if (m->jsonrpc && m->req.audited)
 		ev->kind = "mcp";
+	ev->mcp_server = ex->info->sni[0] ? ex->info->sni : NULL;
 	ev->mcp_method = m->jsonrpc && m->req.method[0] ? m->req.method : NULL;
 	ev->tool = m->jsonrpc && m->req.name[0] ? m->req.name : NULL;
 	ev->mcp_session = m->session[0] ? m->session : NULL;

@@ -71,6 +71,11 @@ bool mcp_response_data(struct exchange *ex, const char *data, size_t len);
  * original or the replacement to ex->out. */
 bool mcp_response_end(struct exchange *ex);
 void mcp_fill_event(const struct exchange *ex, struct audit_event *ev);
+/* SIGHUP: cur (the running configuration) takes next's mcp_servers and
+ * next gets the old list (freed with it). Safe against the connection
+ * threads' lookups. */
+struct config;
+void mcp_swap_servers(struct config *cur, struct config *next);
 void mcp_free(struct mcp_exchange *m);   /* NULL ok */
 
 #endif

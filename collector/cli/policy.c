@@ -26,6 +26,7 @@
 #include "cli.h"
 #include "content/inspect.h"
 #include "proxy/jsonrpc.h"
+#include "content/mcplaunch.h"
 #include "policy/policy.h"
 
 #define MAX_BODY (64u << 20)
@@ -50,6 +51,10 @@ static void usage(FILE *f)
 		"  --path PATH          request path (default /v1/chat/completions)\n"
 		"  --mcp-server HOST    the request is a JSON-RPC message to this MCP server\n"
 		"                       (conditions mcp_server, mcp_method, tool = the tool called)\n"
+		"  --stdio-launch CMD   instead of a request: a local MCP server launched with the\n"
+		"                       command line CMD (words split on spaces), decided as the\n"
+		"                       agent decides launches (mcp_server = the package,\n"
+		"                       mcp_method = stdio_launch; only rules naming them apply)\n"
 		"  --time WHEN          unix seconds or YYYY-MM-DDTHH:MM[:SS][Z] (default now)\n"
 		"  --dpkg-info DIR      dpkg file lists for `packaged:` (default /var/lib/dpkg/info)\n");
 }
@@ -226,6 +231,23 @@ static const char *per_name(enum policy_budget_per p)
 	return "?";
 }
 
+/* The agent's classification of a launch (mcplaunch.c), from a command
+ * line given as words separated by spaces. 0 if it starts an MCP server. */
+static int explain_launch(const char *cmdline, struct mcplaunch *out)
+{
+	char buf[4096], comm[VIGIL_COMM_LEN];
+	const char *argv[MCPLAUNCH_MAX_ARGS];
+	size_t argc = 0;
+	snprintf(buf, sizeof(buf), "%s", cmdline);
+	for (char *save = NULL, *w = strtok_r(buf, " ", &save); w && argc < MCPLAUNCH_MAX_ARGS; w = strtok_r(NULL, " ", &save))
+		argv[argc++] = w;
+	if (!argc)
+		return -1;
+	const char *b = strrchr(argv[0], '/');
+	snprintf(comm, sizeof(comm), "%s", b ? b + 1 : argv[0]);   /* TASK_COMM_LEN */
+	return mcplaunch_classify(comm, argv, argc, NULL, 0, out) ? 0 : -1;
+}
+
 static int cmd_explain(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -241,6 +263,7 @@ static int cmd_explain(int argc, char **argv)
 		{ "path", required_argument, NULL, 'p' },
 		{ "time", required_argument, NULL, 't' },
 		{ "mcp-server", required_argument, NULL, 'M' },
+		{ "stdio-launch", required_argument, NULL, 'L' },
 		{ "dpkg-info", required_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -261,8 +284,9 @@ static int cmd_explain(int argc, char **argv)
 	size_t blen = 0, ndet;
 	const char *extra_groups[64];
 	int nextra = 0;
-	const char *mcp_server = NULL;
+	const char *mcp_server = NULL, *launch = NULL;
 	struct jsonrpc_request rpc;
+	struct mcplaunch ml;
 	char rpc_tool[1][PROVIDER_TOOL_NAME_MAX];
 
 	inspect_result_init(&res);
@@ -283,6 +307,7 @@ static int cmd_explain(int argc, char **argv)
 		case 'H': host = optarg; break;
 		case 'p': path = optarg; break;
 		case 'M': mcp_server = optarg; break;
+		case 'L': launch = optarg; break;
 		case 'd': lo.dpkg_info_dir = optarg; break;
 		case 't':
 			if (parse_time(optarg, &now)) {
@@ -298,14 +323,18 @@ static int cmd_explain(int argc, char **argv)
 			return CLI_EXIT_USAGE;
 		}
 	}
-	if (!pol_path || !req_path || optind < argc) {
-		fprintf(stderr, "vigil policy explain: --policy and --request are required\n");
+	if (!pol_path || (!req_path == !launch) || optind < argc) {
+		fprintf(stderr, "vigil policy explain: --policy and one of --request or --stdio-launch are required\n");
 		usage(stderr);
 		return CLI_EXIT_USAGE;
 	}
 	if ((ret = policy_load(pol_path, &lo, &p, &errs)))
 		return print_load_errors(pol_path, ret, errs);
-	if (!(body = read_body(req_path, &blen))) {
+	if (launch && !(body = strdup(""))) {
+		fprintf(stderr, "vigil policy explain: out of memory\n");
+		goto out;
+	}
+	if (!launch && !(body = read_body(req_path, &blen))) {
 		fprintf(stderr, "vigil policy explain: cannot read %s: %s\n", req_path, strerror(errno));
 		goto out;
 	}
@@ -371,6 +400,19 @@ static int cmd_explain(int argc, char **argv)
 		}
 		printf("mcp_server: %s\nmcp_method: %s\ntool: %s\n", mcp_server,
 		       ctx.mcp_method ? ctx.mcp_method : "(none)", ctx.ntools ? ctx.tools[0] : "(none)");
+	}
+	if (launch) {
+		if (explain_launch(launch, &ml)) {
+			printf("stdio launch: not an MCP server (the agent lets it run, unaudited)\n");
+			rc = CLI_EXIT_OK;
+			goto out;
+		}
+		ctx.mcp_server = ml.package;
+		ctx.mcp_method = "stdio_launch";
+		ctx.mcp_rules_only = true;
+		ctx.host = ctx.path = NULL;
+		ctx.provider = "(none)";   /* no request: nothing was inspected */
+		printf("stdio launch: program %s\nmcp_server: %s\nmcp_method: stdio_launch\n", ml.program, ml.package);
 	}
 	policy_eval(p, &ctx, &d);
 

@@ -143,7 +143,9 @@ static void usage(FILE *f)
 		"usage: vigil query --server URL --token T [--since DURATION] [--until DURATION]\n"
 		"                   [--user U] [--host H] [--finding TYPE] [--action A] [--exe PATH]\n"
 		"                   [--provider P] [--model M] [--kind K] [--agent ID] [--limit N]\n"
-		"                   [--json | --csv] [--top users|exes|providers|findings|hosts|models|actions|agents]\n"
+		"                   [--mcp-server S] [--mcp-method M] [--tool T] [--mcp-session ID]\n"
+		"                   [--json | --csv] [--top users|exes|providers|findings|hosts|models|actions|agents|\n"
+		"                                          tools|mcp_servers|mcp_methods|mcp_sessions]\n"
 		"                   [--cacert FILE] [--insecure]\n"
 		"  Events newest first (default limit 1000) as an aligned table, JSON lines (--json, the\n"
 		"  contract's event fields) or CSV. --top shows an aggregate instead (default limit 10).\n"
@@ -163,14 +165,16 @@ int cli_query_main(int argc, char **argv)
 		{ "agent", required_argument, NULL, 'G' }, { "limit", required_argument, NULL, 'l' },
 		{ "json", no_argument, NULL, 'j' }, { "csv", no_argument, NULL, 'v' },
 		{ "top", required_argument, NULL, 't' }, { "cacert", required_argument, NULL, 'C' },
-		{ "insecure", no_argument, NULL, 'k' }, { "help", no_argument, NULL, 'h' }, { 0 },
+		{ "insecure", no_argument, NULL, 'k' }, { "help", no_argument, NULL, 'h' },
+		{ "mcp-server", required_argument, NULL, 'm' }, { "mcp-method", required_argument, NULL, 'n' },
+		{ "tool", required_argument, NULL, 'o' }, { "mcp-session", required_argument, NULL, 'i' }, { 0 },
 	};
 	struct cli_server sv;
 	const char *top = NULL;
 	const char *fmt = "table";
 	const char *keys[] = { "since", "until", "user", "host", "finding", "action", "exe", "provider", "model", "kind",
-			       "agent", "limit" };
-	const char *vals[12] = { 0 };
+			       "agent", "limit", "mcp_server", "mcp_method", "tool", "mcp_session" };
+	const char *vals[16] = { 0 };
 	int opt;
 	cli_server_init(&sv);
 	optind = 1;
@@ -190,6 +194,10 @@ int cli_query_main(int argc, char **argv)
 		case 'K': vals[9] = optarg; break;
 		case 'G': vals[10] = optarg; break;
 		case 'l': vals[11] = optarg; break;
+		case 'm': vals[12] = optarg; break;
+		case 'n': vals[13] = optarg; break;
+		case 'o': vals[14] = optarg; break;
+		case 'i': vals[15] = optarg; break;
 		case 'j': fmt = "json"; break;
 		case 'v': fmt = "csv"; break;
 		case 't': top = optarg; break;
@@ -213,7 +221,7 @@ int cli_query_main(int argc, char **argv)
 	snprintf(q, sizeof(q), "%s", top ? "/api/v1/top" : "/api/v1/events");
 	if (top)
 		add_param(c, q, sizeof(q), "by", top);
-	for (int i = 0; i < 12; i++)
+	for (int i = 0; i < 16; i++)
 		add_param(c, q, sizeof(q), keys[i], vals[i]);
 	add_param(c, q, sizeof(q), "format", fmt);
 	curl_easy_cleanup(c);

@@ -142,7 +142,9 @@ def agent_starts_and_reports_ready():
 def agent_drops_privileges_once_attached():
     with open("/proc/%d/status" % AGENT.proc.pid) as f:
         st = dict(l.rstrip("\n").split(":\t", 1) for l in f if ":\t" in l)
-    want = "%016x" % (1 << 19)   # CAP_SYS_PTRACE only: reads /proc/<pid>/exe of other users
+    # CAP_SYS_PTRACE (reads /proc/<pid>/exe of other users) and CAP_KILL
+    # (continues or kills the stdio MCP launches the exec watch stopped)
+    want = "%016x" % (1 << 19 | 1 << 5)
     check(st["CapEff"] == want and st["CapPrm"] == want, "effective/permitted caps %s/%s, want %s" %
           (st["CapEff"], st["CapPrm"], want))
     check(st["CapBnd"] == want, "bounding set %s still allows regaining privileges" % st["CapBnd"])
@@ -411,7 +413,7 @@ def runs_as_unprivileged_user_when_configured():
     with open("/proc/%d/status" % a.proc.pid) as f:
         st = dict(l.rstrip("\n").split(":\t", 1) for l in f if ":\t" in l)
     check(st["Uid"].split()[:3] == ["65534"] * 3, "agent uid %s, want nobody" % st["Uid"])
-    check(st["CapEff"] == "%016x" % (1 << 19), "caps as nobody: %s" % st["CapEff"])
+    check(st["CapEff"] == "%016x" % (1 << 19 | 1 << 5), "caps as nobody: %s" % st["CapEff"])
     res = client(TARGET4, PORT, "as-user", uid=60001)
     check(res.get("reply_tail") == "as-user" and went_through_agent(res, TARGET4, PORT), "relay as nobody: %s" % res)
     evs = a.wait_events(lambda e: e.get("pid") == res["pid"], kind="connection")

@@ -208,7 +208,7 @@ def agent_starts_with_the_units_capability_bounding_set():
         lib.AGENT = real
     with open("/proc/%d/status" % agent.proc.pid) as f:
         eff = int([l for l in f if l.startswith("CapEff:")][0].split()[1], 16)
-    check(eff == 1 << 19, "capabilities after the drop %x, want CAP_SYS_PTRACE only" % eff)
+    check(eff == 1 << 19 | 1 << 5, "capabilities after the drop %x, want CAP_SYS_PTRACE and CAP_KILL only" % eff)
     check(agent.stop() == 0, "SIGTERM did not exit 0")
 
 

@@ -10,17 +10,24 @@ server; a forbidden tool is refused by a `tool` rule; a result carrying a
 prompt injection, or a credential, is replaced by an error result. Every
 tools/call gets one audit event of kind mcp with the server, method, tool
 and session, the decision and the findings (types and counts, never
-values). `vigil policy explain --mcp-server` shows the same decision.
+values). `vigil policy explain --mcp-server` shows the same decision. The
+events reach a collector, where `vigil query` filters and groups them by
+MCP server, method, tool and session.
 """
+import base64
+import csv
+import io
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 
 import lib
 from lib import check, test
 import rig as rigmod
+from collector_tools import Collector
 
 LLM_ADDR = "127.61.0.2"
 MCP_ADDR = "127.61.0.3"
@@ -35,6 +42,9 @@ FAKE_MCP = os.path.join(lib.ROOT, "tests", "fakes", "fake_mcp.py")
 POLICY = """version: 1
 default: allow
 rules:
+  - name: no-fs-server
+    when: { mcp_server: ['@modelcontextprotocol/server-filesystem', corp-tools-server], mcp_method: [stdio_launch] }
+    action: block
   - name: no-shell-tools
     when: { mcp_server: ['*.example.com'], mcp_method: [tools/call], tool: [run_shell, 'exec_*'] }
     action: block
@@ -51,11 +61,18 @@ rules:
   - name: injection-in-results
     when: { mcp_server: [mcp.example.com], injection_score: 0.5 }
     action: block
+  - name: coach-contact-results
+    when: { mcp_server: [mcp.example.com], finding: [EMAIL] }
+    action: warn
+  - name: coach-answers-email
+    when: { output_finding: [EMAIL] }
+    action: warn
 """
 
 RIG = rigmod.Rig("mcp", {MCP_HOST: MCP_ADDR, "api.anthropic.com": LLM_ADDR, "api.openai.com": LLM_ADDR},
                  {"good": (LLM_ADDR, "good", 0)}, endpoints=["api.anthropic.com", "api.openai.com"],
-                 extra_targets=[MCP_ADDR], agent_extra="mcp_servers: [%s]\njustify_ttl: %ds\n" % (MCP_HOST, JUSTIFY_TTL_S))
+                 extra_targets=[MCP_ADDR], agent_extra="mcp_servers: [%s]\njustify_ttl: %ds\nmcp_commands: [corp-tools-server]\n"
+                 % (MCP_HOST, JUSTIFY_TTL_S))
 JUSTIFY_SOCK = os.path.join(RIG.tmp, "justify.sock")
 RECORD = os.path.join(RIG.tmp, "fake-mcp.jsonl")
 POLICY_PATH = os.path.join(RIG.tmp, "policy.yaml")
@@ -63,6 +80,15 @@ with open(POLICY_PATH, "w") as f:
     f.write(POLICY)
 with open(RIG.agent.config, "a") as f:
     f.write("policy: %s\njustify_socket: %s\n" % (POLICY_PATH, JUSTIFY_SOCK))
+# A collector (SQLite) the SOC questions are asked of.
+COL = Collector(RIG.tmp, host="127.86.0.2")
+COL.start()
+_p = COL.enroll("e2e-mcp", os.path.join(RIG.tmp, "agent-pki"))
+check(_p.returncode == 0, "enroll: %s" % _p.stderr)
+with open(RIG.agent.config, "a") as f:
+    f.write("agent_id: e2e-mcp\nship_interval: 200ms\ncollector:\n  address: %s:%d\n"
+            "  ca: {0}/ca.crt\n  cert: {0}/agent.crt\n  key: {0}/agent.key\n".format(os.path.join(RIG.tmp, "agent-pki"))
+            % (COL.host, COL.port))
 
 
 def start_fake_mcp():
@@ -356,9 +382,256 @@ def warn_then_justify_lets_the_retry_through_until_it_expires():
     check(code == 403 and "vigil justify" in body, "the exemption did not expire: %s" % code)
 
 
+# Local (stdio) MCP servers: fake launchers and servers, shell scripts that
+# say they ran (stdout and a marker file) as a real server would speak on
+# its stdout. Named like the real ones: the agent knows them by name only.
+LAUNCH_BIN = os.path.join(RIG.tmp, "launch-bin")
+MARKS = os.path.join(RIG.tmp, "launch-marks")
+SECRET_ARG = "sk-launch-" + "Q9x7Zr4T"
+
+
+def fake_program(name):
+    os.makedirs(LAUNCH_BIN, exist_ok=True)
+    os.makedirs(MARKS, exist_ok=True)
+    os.chmod(MARKS, 0o777)
+    path = os.path.join(LAUNCH_BIN, name)
+    with open(path, "w") as f:
+        f.write('#!/bin/sh\necho "spoke %s"\ntouch "%s/%s"\n' % (name, MARKS, name))
+    os.chmod(path, 0o755)
+
+
+def launch(cmdline):
+    """cmdline run by a shell in the watched cgroup (an MCP client's spawn)."""
+    for n in ("npx", "uvx", "docker", "mcp-server-fakefs", "corp-tools-server"):
+        fake_program(n)
+    return lib.run(["/bin/sh", "-c", "PATH=%s:$PATH; %s; echo exit=$?" % (LAUNCH_BIN, cmdline)],
+                   cgroup=RIG.cg.path, uid=lib.NOBODY, timeout=30)
+
+
+def launch_events(server):
+    return RIG.agent.wait_events(lambda e: e.get("kind") == "mcp" and e.get("mcp_method") == "stdio_launch" and
+                                 e.get("mcp_server") == server, timeout=5.0)
+
+
+@test
+def stdio_server_launches_are_audited_without_arguments():
+    """A stdio MCP server started in the watched cgroup (a program named
+    mcp-server-*, an npx MCP package, a docker mcp/ image) is one kind mcp
+    event, method stdio_launch, with the package and the program, the
+    user, and the client that launched it; it runs; its arguments (where
+    tokens go) are nowhere. A launcher running something else is not an
+    event."""
+    for cmd, server, program in (
+            ("mcp-server-fakefs --token %s /srv" % SECRET_ARG, "mcp-server-fakefs", "mcp-server-fakefs"),
+            ("npx -y @modelcontextprotocol/server-github@2025.1 --token=%s" % SECRET_ARG,
+             "@modelcontextprotocol/server-github", "npx"),
+            ("docker run -i --rm -e GITHUB_TOKEN=%s mcp/github:latest" % SECRET_ARG, "mcp/github", "docker")):
+        p = launch(cmd)
+        check("spoke " + program in p.stdout and "exit=0" in p.stdout, "%s did not run: %r %r" % (program, p.stdout, p.stderr))
+        evs = launch_events(server)
+        check(evs, "no stdio_launch event for %s: %s" % (server, RIG.agent.events("mcp")[-2:]))
+        e = evs[-1]
+        check(e["action"] == "allow" and e["comm"] == program and e["uid"] == lib.NOBODY and e["user"] == "nobody",
+              "event: %s" % e)
+        check(e.get("parent_exe", "").endswith("sh"), "parent_exe %r, want the shell that launched it" % e.get("parent_exe"))
+    p = launch("npx cowsay moo")
+    check("spoke npx" in p.stdout, "a non-MCP npx did not run: %r" % p.stdout)
+    check(not launch_events("cowsay"), "npx cowsay was audited as an MCP server")
+    log = open(RIG.agent.audit_log).read()
+    check(SECRET_ARG not in log and "/srv" not in log, "a launch argument reached the audit log")
+    check(SECRET_ARG not in RIG.agent.log_tail(400), "a launch argument reached the agent's log")
+
+
+@test
+def stdio_server_launch_refused_by_policy_never_runs():
+    """A policy rule on mcp_server (the package) with mcp_method
+    stdio_launch kills the launch before its first line runs (no output,
+    no marker file), npx and a configured mcp_commands program alike; the
+    event says block with the rule. Rules written for LLM traffic do not
+    touch launches."""
+    for cmd, server, program in (
+            ("npx -y @modelcontextprotocol/server-filesystem@1.2 /home --api-key=%s" % SECRET_ARG,
+             "@modelcontextprotocol/server-filesystem", "npx"),
+            ("corp-tools-server --stdio", "corp-tools-server", "corp-tools-server")):
+        mark = os.path.join(MARKS, program)
+        if os.path.exists(mark):
+            os.unlink(mark)
+        p = launch(cmd)
+        check("spoke" not in p.stdout, "%s ran: %r" % (program, p.stdout))
+        check("exit=137" in p.stdout, "%s was not killed: %r %r" % (program, p.stdout, p.stderr))
+        check(not os.path.exists(mark), "%s ran a line before it was killed" % program)
+        evs = launch_events(server)
+        check(evs and evs[-1]["action"] == "block" and evs[-1]["rule"] == "no-fs-server" and
+              evs[-1]["comm"] == program, "event: %s" % evs[-1:])
+    check(SECRET_ARG not in open(RIG.agent.audit_log).read(), "a launch argument reached the audit log")
+    # The same user's LLM traffic and other servers are unaffected.
+    p = launch("uvx mcp-server-time --local-timezone UTC")
+    check("spoke uvx" in p.stdout, "an allowed uvx server did not run: %r" % p.stdout)
+    check(launch_events("mcp-server-time"), "no event for uvx mcp-server-time")
+    # `vigil policy explain --stdio-launch` decides a command line as the agent does.
+    vigil = os.path.join(lib.BUILD, "vigil")
+    p = subprocess.run([vigil, "policy", "explain", "--policy", POLICY_PATH, "--stdio-launch",
+                        "npx -y @modelcontextprotocol/server-filesystem@1.2 /home"], capture_output=True, text=True)
+    check("decision: block" in p.stdout and "rule: no-fs-server" in p.stdout and
+          "mcp_server: @modelcontextprotocol/server-filesystem" in p.stdout, "explain: %s %s" % (p.stdout, p.stderr))
+    p = subprocess.run([vigil, "policy", "explain", "--policy", POLICY_PATH, "--stdio-launch", "uvx mcp-server-time"],
+                       capture_output=True, text=True)
+    check("decision: allow" in p.stdout, "explain of an allowed launch: %s" % p.stdout)
+
+
+def col_rows(*args, n=1, timeout=30):
+    deadline = time.time() + timeout
+    while True:
+        rows = COL.query_json(*args)
+        if len(rows) >= n or time.time() > deadline:
+            return rows
+        time.sleep(0.3)
+
+
+@test
+def soc_queries_mcp_calls_by_server_tool_and_session():
+    """The SOC asks the collector which programs of which users called
+    which tools on which servers: `vigil query --mcp-server/--mcp-method/
+    --tool/--mcp-session` filter the kind mcp events, `--top tools` and
+    `--top mcp_servers` group them, CSV carries the columns."""
+    out = mcp(MCP_URL, ("echo", {"text": "for-the-soc"}), ("echo", {"text": "again"}),
+              ("exec_command", {"cmd": "id"}))
+    sess = out["session"]
+    rows = col_rows("--mcp-session", sess, "--kind", "mcp", n=3)
+    check(len(rows) == 3 and all(r["mcp_session"] == sess for r in rows),
+          "--mcp-session %s: %d rows %s; collector: %s" % (sess, len(rows), rows[:1], COL.tail(5)))
+    check(all(r["kind"] == "mcp" and r["mcp_server"] == MCP_HOST and r["mcp_method"] == "tools/call" and
+              r["uid"] == lib.NOBODY and r["exe"] for r in rows), "rows: %s" % rows)
+    rows = COL.query_json("--mcp-session", sess, "--tool", "exec_command")
+    check(len(rows) == 1 and rows[0]["action"] == "block" and rows[0]["rule"] == "no-shell-tools",
+          "--tool exec_command: %s" % rows)
+    rows = COL.query_json("--mcp-server", MCP_HOST, "--tool", "echo", "--kind", "mcp")
+    check(len(rows) >= 2 and all(r["tool"] == "echo" and r["mcp_server"] == MCP_HOST for r in rows),
+          "--mcp-server --tool echo: %s" % rows[:2])
+    check(COL.query_json("--mcp-server", "other.example.com") == [], "--mcp-server matched another server")
+    check(COL.query_json("--mcp-method", "tools/list", "--mcp-session", sess, "--kind", "request"),
+          "--mcp-method tools/list: the session's tools/list request is not found")
+    p = COL.vigil("query", "--top", "tools", "--mcp-server", MCP_HOST, "--json")
+    top = {t["key"]: t for t in (json.loads(l) for l in p.stdout.splitlines())}
+    check(p.returncode == 0 and top.get("echo", {}).get("events", 0) >= 2 and
+          top.get("exec_command", {}).get("blocked", 0) >= 1, "--top tools: %s %s" % (top, p.stderr))
+    p = COL.vigil("query", "--top", "mcp_servers", "--json")
+    top = {t["key"]: t for t in (json.loads(l) for l in p.stdout.splitlines())}
+    check(p.returncode == 0 and top.get(MCP_HOST, {}).get("events", 0) >= 3 and "api.anthropic.com" not in top,
+          "--top mcp_servers: %s %s" % (top, p.stderr))
+    p = COL.vigil("query", "--top", "mcp_sessions", "--tool", "exec_command")
+    check(p.returncode == 0 and sess in p.stdout, "--top mcp_sessions: %s %s" % (p.stdout, p.stderr))
+    p = COL.vigil("query", "--csv", "--mcp-session", sess, "--tool", "exec_command")
+    table = list(csv.DictReader(io.StringIO(p.stdout)))
+    check(len(table) == 1 and table[0]["tool"] == "exec_command" and table[0]["mcp_server"] == MCP_HOST and
+          table[0]["mcp_session"] == sess, "csv: %s" % table)
+    p = COL.vigil("query", "--top", "tool")
+    check(p.returncode != 0 and "mcp_servers" in (p.stdout + p.stderr), "a bad --top: %s %s" % (p.stdout, p.stderr))
+
+
+@test
+def warn_on_a_tool_result_passes_it_and_audits():
+    """A tool result matched by a warn rule (an e-mail address only the
+    result carries) reaches the client unchanged; the call's event says
+    warn with the rule, and the result's findings."""
+    out = mcp(MCP_URL, ("lookup_contact", {"name": "jane"}))
+    c = out["calls"][0]
+    check("result" in c and not c["result"].get("isError") and "jane.roe@example.org" in text_of(c),
+          "the warned result did not pass unchanged: %s" % c)
+    e = mcp_events(lambda e: e.get("tool") == "lookup_contact")
+    check(e and e[-1]["action"] == "warn" and e[-1]["rule"] == "coach-contact-results" and
+          (e[-1].get("reason") or "").startswith("mcp_result_warned"), "event: %s" % e[-1:])
+    check({"type": "EMAIL", "count": 1} in e[-1]["output_findings"], "output_findings: %s" % e[-1]["output_findings"])
+    check("jane.roe" not in open(RIG.agent.audit_log).read(), "the address reached the audit log")
+
+
+@test
+def warn_answer_rule_lets_the_answer_through_and_audits():
+    """An answer rule with action warn: the model's answer carrying its
+    type reaches the client unchanged (nothing redacted, no error); the
+    event says warn, the rule and the types and counts found. An answer
+    without the type is a plain allow."""
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "who to ask?"}]})
+    code, text, _ = RIG.curl("https://api.openai.com/v1/chat/completions", body,
+                             extra=["-H", "x-fake-answer-b64: " + base64.b64encode(b"ask carol@example.net").decode()])
+    check(code == 200 and "carol@example.net" in text, "the warned answer did not pass unchanged: %s %s" % (code, text[:300]))
+    evs = RIG.agent.wait_events(lambda e: e.get("rule") == "coach-answers-email", kind="request")
+    check(evs and evs[-1]["action"] == "warn" and "answer warned by rule 'coach-answers-email': EMAIL 1" in evs[-1]["reason"]
+          and evs[-1]["output_redacted"] == [], "event: %s" % evs[-1:])
+    # streamed: the address split across events still reaches the client whole
+    n = len(RIG.agent.events("request"))
+    sbody = json.dumps({"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "who?"}]})
+    code, text, _ = RIG.curl("https://api.openai.com/v1/chat/completions", sbody,
+                             extra=["-H", "x-fake-answer-b64: " + base64.b64encode(b"ask carol@example.net").decode(),
+                                    "-H", "x-fake-split: 3"])
+    deltas = "".join(json.loads(l[6:])["choices"][0]["delta"].get("content", "") for l in text.splitlines()
+                     if l.startswith("data: {") and json.loads(l[6:]).get("choices"))
+    check(code == 200 and "carol@example.net" in deltas, "streamed warned answer: %s %r" % (code, deltas))
+    ev = wait_more("request", n)
+    check(ev and ev[-1]["action"] == "warn" and ev[-1]["stream"] and "EMAIL 1" in ev[-1]["reason"],
+          "streamed event: %s" % ev[-1:])
+    n = len(RIG.agent.events("request"))
+    code, text, _ = RIG.curl("https://api.openai.com/v1/chat/completions", body,
+                             extra=["-H", "x-fake-answer-b64: " + base64.b64encode(b"ask the front desk").decode()])
+    check(code == 200, "plain answer: %s" % code)
+    plain = wait_more("request", n)
+    check(plain and plain[-1]["action"] == "allow", "an answer without the type: %s" % plain[-1:])
+
+
+def wait_more(kind, n, timeout=5.0):
+    """The events of kind after the first n, once there is one."""
+    deadline = time.time() + timeout
+    while len(RIG.agent.events(kind)) <= n and time.time() < deadline:
+        time.sleep(0.05)
+    return RIG.agent.events(kind)[n:]
+
+
+def sighup_with(old, new):
+    with open(RIG.agent.config) as f:
+        text = f.read()
+    check(old in text, "config has no %r" % old)
+    with open(RIG.agent.config, "w") as f:
+        f.write(text.replace(old, new))
+    before = RIG.agent.log_tail(2000).count("configuration reloaded")
+    RIG.agent.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while RIG.agent.log_tail(2000).count("configuration reloaded") <= before:
+        check(time.time() < deadline, "no reload after SIGHUP: %s" % RIG.agent.log_tail(5))
+        time.sleep(0.05)
+
+
+@test
+def mcp_servers_and_commands_reload_on_sighup():
+    """SIGHUP applies mcp_servers and mcp_commands like the domains: a
+    server taken off the list is no longer treated as MCP (its calls are
+    not kind mcp events), one put back is again; a program added to
+    mcp_commands is audited as a stdio server from then on."""
+    fake_program("other-tool-srv")
+    was = "mcp_servers: [%s]" % MCP_HOST
+    sighup_with(was, "mcp_servers: [other-mcp.example.net]")
+    sighup_with("mcp_commands: [corp-tools-server]", "mcp_commands: [corp-tools-server, other-tool-srv]")
+    n = len(RIG.agent.events("mcp"))
+    out = mcp(MCP_URL, ("echo", {"text": "off-the-list"}))
+    check(text_of(out["calls"][0]) == "off-the-list", "the call failed: %s" % out["calls"][0])
+    time.sleep(1.0)
+    check(len(RIG.agent.events("mcp")) == n, "a server taken off mcp_servers still gives kind mcp events: %s"
+          % RIG.agent.events("mcp")[n:])
+    p = lib.run(["/bin/sh", "-c", "%s/other-tool-srv --stdio; echo exit=$?" % LAUNCH_BIN], cgroup=RIG.cg.path,
+                uid=lib.NOBODY, timeout=30)
+    check("spoke other-tool-srv" in p.stdout, "other-tool-srv did not run: %r" % p.stdout)
+    check(launch_events("other-tool-srv"), "a program added to mcp_commands by SIGHUP is not audited")
+    sighup_with("mcp_servers: [other-mcp.example.net]", was)
+    out = mcp(MCP_URL, ("echo", {"text": "back-on-the-list"}))
+    check(text_of(out["calls"][0]) == "back-on-the-list", "the call failed: %s" % out["calls"][0])
+    back = wait_more("mcp", n)
+    check(back and back[-1].get("tool") == "echo" and back[-1]["mcp_server"] == MCP_HOST,
+          "the server put back on mcp_servers gives no kind mcp event: %s" % back[-1:])
+
+
 @test
 def agent_exits_cleanly():
     rc = RIG.agent.stop()
+    COL.stop()
     log = RIG.agent.log_tail(400)
     check(rc == 0, "agent exit status %s: %s" % (rc, log[-1500:]))
     check("runtime error" not in log and "AddressSanitizer" not in log and "LeakSanitizer" not in log,

@@ -15,7 +15,8 @@ POST there is answered 202 and its responses travel on that stream.
 Tools: `echo` (returns its `text` argument), `fetch_page` (returns a page
 carrying a prompt injection), `read_config` (returns a line with an AWS
 key), `broken` (answers with a truncated JSON document, as a hostile or
-buggy server might). Every JSON-RPC message received is appended to --record as one JSON
+buggy server might), `lookup_contact` (unlisted: returns an e-mail address,
+a finding only the result carries). Every JSON-RPC message received is appended to --record as one JSON
 line {"path", "session", "message"}, so tests can prove what reached the
 server (and what never did).
 """
@@ -52,6 +53,8 @@ def tool_result(name, args):
         return {"content": [{"type": "text", "text": INJECTION}]}
     if name == "read_config":
         return {"content": [{"type": "text", "text": AWS_LINE}]}
+    if name == "lookup_contact":
+        return {"content": [{"type": "text", "text": "Contact: jane.roe@example.org"}]}
     return None
 
 

@@ -390,3 +390,20 @@ TEST(mcp_and_justify_keys)
 	CHECK(fails_at("justify_ttl: 0s\n", 1, "duration", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("agent_id: x\njustify_socket: ''\n", 2, "", err, sizeof(err)), "%s", err);
 }
+
+TEST(mcp_commands_key)
+{
+	struct config *c = NULL;
+	char err[512];
+	CHECK(load_text("agent_id: x\nmcp_commands: [corp-tools-server, fs_server.py]\n", &c, err, sizeof(err)) == 0,
+	      "load failed: %s", err);
+	CHECK(c->n_mcp_commands == 2 && !strcmp(c->mcp_commands[0], "corp-tools-server") &&
+		      !strcmp(c->mcp_commands[1], "fs_server.py"),
+	      "mcp_commands: %zu", c->n_mcp_commands);
+	config_free(c);
+	/* a path, a shell word, an option: not a program's file name */
+	CHECK(fails_at("agent_id: x\nmcp_commands:\n  - ok-server\n  - /usr/bin/evil\n", 4, "/usr/bin/evil", err,
+		       sizeof(err)), "%s", err);
+	CHECK(fails_at("agent_id: x\nmcp_commands: ['a b']\n", 2, "file name", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("agent_id: x\nmcp_commands: [-rf]\n", 2, "-rf", err, sizeof(err)), "%s", err);
+}

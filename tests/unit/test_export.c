@@ -83,24 +83,49 @@ TEST(format_names)
 	CHECK(export_format_parse("xml", &f) == -EINVAL, "xml accepted");
 }
 
-TEST(jsonl_carries_mcp_fields_from_the_signed_event)
+/* The MCP columns (server, method, tool, session) in every export format;
+ * tool_calls, which has no column, from the signed event. */
+TEST(every_format_carries_the_mcp_fields)
 {
 	struct store_event e = sample();
 	struct vigil_event v;
 	uint8_t raw[2048];
 	vigil_event_init(&v, "mcp");
 	v.agent_id = "ws-1";
-	v.mcp_method = "tools/call";
-	v.tool = "read_file";
-	v.mcp_session = "s-1";
 	v.tool_calls = "Bash:2";
 	size_t n = evcodec_event_encode(&v, true, raw, sizeof(raw));
 	CHECK(n > 0 && n <= sizeof(raw), "encode %zu", n);
 	e.kind = "mcp";
 	e.raw = raw;
 	e.raw_len = n;
+	e.mcp_server = "mcp.corp.example";
+	e.mcp_method = "tools/call";
+	e.tool = "read_file";
+	e.mcp_session = "s-1";
 	char *s = render(EXPORT_JSONL, &e);
-	CHECK(strstr(s, "\"mcp_method\":\"tools/call\"") && strstr(s, "\"tool\":\"read_file\"") &&
-	      strstr(s, "\"mcp_session\":\"s-1\"") && strstr(s, "\"tool_calls\":\"Bash:2\""), "MCP fields missing: %s", s);
+	CHECK(strstr(s, "\"mcp_server\":\"mcp.corp.example\"") && strstr(s, "\"mcp_method\":\"tools/call\"") &&
+	      strstr(s, "\"tool\":\"read_file\"") && strstr(s, "\"mcp_session\":\"s-1\"") &&
+	      strstr(s, "\"tool_calls\":\"Bash:2\""), "jsonl: MCP fields missing: %s", s);
+	free(s);
+	s = render(EXPORT_CEF, &e);
+	CHECK(strstr(s, " cs6Label=tool cs6=read_file") && strstr(s, " flexString1=mcp.corp.example") &&
+	      strstr(s, " flexString2=tools/call"), "cef: MCP fields missing: %s", s);
+	free(s);
+	s = render(EXPORT_SYSLOG, &e);
+	CHECK(strstr(s, " mcp_server=\"mcp.corp.example\"") && strstr(s, " tool=\"read_file\"") &&
+	      strstr(s, " mcp_method=\"tools/call\"") && strstr(s, " mcp_session=\"s-1\""), "syslog: MCP fields missing: %s", s);
+	free(s);
+	s = render(EXPORT_OTLP, &e);
+	CHECK(strstr(s, "\"gen_ai.tool.name\"") && strstr(s, "\"mcp.method.name\"") && strstr(s, "\"mcp.session.id\"") &&
+	      strstr(s, "mcp.corp.example"), "otlp: MCP fields missing: %s", s);
+	free(s);
+	s = render(EXPORT_OCSF, &e);
+	CHECK(strstr(s, "\"vigil.tool\":\"read_file\"") && strstr(s, "\"vigil.mcp_server\":\"mcp.corp.example\""),
+	      "ocsf: MCP fields missing: %s", s);
+	free(s);
+	/* An LLM request has none of them: no empty labels in CEF. */
+	e = sample();
+	s = render(EXPORT_CEF, &e);
+	CHECK(!strstr(s, "cs6Label") && !strstr(s, "flexString1Label"), "cef: empty MCP labels: %s", s);
 	free(s);
 }

@@ -772,13 +772,30 @@ TEST(answer_rules_are_chosen_apart_from_request_rules)
 	policy_unref(p);
 }
 
+/* An answer rule with action warn: no redaction, the rule's types named. */
+TEST(answer_rule_warn)
+{
+	struct policy *p = load("rules:\n  - name: coach\n    when: { output_finding: [EMAIL, PHONE] }\n    action: warn\n");
+	struct policy_ctx c = base_ctx();
+	struct policy_answer a;
+	CHECK(p, "an answer rule with action warn does not load: %s", last_errs);
+	CHECK(policy_eval_answer(p, &c, &a) == 1 && a.warn && !strcmp(a.rule, "coach"), "warn answer rule not found");
+	CHECK(a.redact[FINDING_EMAIL] != REDACT_KEEP && a.redact[FINDING_PHONE] != REDACT_KEEP &&
+		      a.redact[FINDING_US_SSN] == REDACT_KEEP,
+	      "the rule's types are not the ones it names");
+	policy_unref(p);
+	p = load("rules:\n  - name: r\n    when: { output_finding: [EMAIL] }\n    action: redact\n");
+	CHECK(p && policy_eval_answer(p, &c, &a) == 1 && !a.warn, "a redact answer rule reads as warn");
+	policy_unref(p);
+}
+
 TEST(answer_rule_errors)
 {
 	const char *y =
 		"rules:\n"                                             /* 1 */
 		"  - name: a\n"                                        /* 2 */
 		"    when: { output_finding: [EMAIL] }\n"              /* 3 */
-		"    action: block\n"                                  /* 4 action must be redact */
+		"    action: block\n"                                  /* 4 action must be redact or warn */
 		"  - name: b\n"                                        /* 5 */
 		"    when: { output_finding: [EMAIL] }\n"              /* 6 */
 		"    action: redact\n"                                 /* 7 */
@@ -787,7 +804,7 @@ TEST(answer_rule_errors)
 		"    when: { output_finding: [NOT_A_TYPE] }\n"         /* 10 */
 		"    action: redact\n";                                /* 11 */
 	CHECK(!load(y), "a broken policy must not load");
-	CHECK(has_err(4, "must be redact"), "block on an answer rule at line 4: %s", last_errs);
+	CHECK(has_err(4, "must be redact or warn"), "block on an answer rule at line 4: %s", last_errs);
 	CHECK(has_err(5, "tokenize cannot apply"), "tokenize in an answer rule (rule b, line 5): %s", last_errs);
 	CHECK(has_err(10, "NOT_A_TYPE"), "unknown type at line 10: %s", last_errs);
 	/* request and answer rules do not shadow each other; answer rules do */
@@ -815,6 +832,35 @@ TEST(mcp_conditions)
 	      "MCP call not matched (host globs are caseless)");
 	CHECK(matches("{ mcp_server_not: [mcp.example.com] }", &c) == 0, "mcp_server_not");
 	CHECK(matches("{ mcp_method: [resources/read] }", &c) == 0, "mcp_method");
+}
+
+/* A stdio MCP launch (mcp_rules_only): rules that do not name mcp_server
+ * or mcp_method, and the default, never decide it. */
+TEST(stdio_launches_see_only_mcp_rules)
+{
+	struct policy *p = load("version: 1\ndefault: block\nrules:\n"
+				"  - name: alice-blocked\n    when: { user: [alice] }\n    action: block\n"
+				"  - name: no-fs\n    when: { mcp_server: ['@modelcontextprotocol/server-filesystem'],"
+				" mcp_method: [stdio_launch] }\n    action: block\n"
+				"  - name: watch-docker\n    when: { mcp_server: ['mcp/*'] }\n    action: alert\n");
+	CHECK(p, "load: %s", last_errs);
+	struct policy_ctx c = { .user = "alice", .uid = 1000, .gid = 1000, .exe = "/usr/bin/node", .comm = "npx",
+				.mcp_server = "@modelcontextprotocol/server-filesystem", .mcp_method = "stdio_launch",
+				.now = 1700000000, .mcp_rules_only = true };
+	struct policy_decision d;
+	CHECK(policy_eval(p, &c, &d) == 0 && d.enforce == POLICY_BLOCK && !strcmp(d.rule, "no-fs"),
+	      "filesystem server: %s", d.rule);
+	c.mcp_server = "mcp/github";
+	CHECK(policy_eval(p, &c, &d) == 0 && d.enforce == POLICY_ALERT && !strcmp(d.rule, "watch-docker"),
+	      "docker image: %s", d.rule);
+	c.mcp_server = "mcp-server-git";
+	CHECK(policy_eval(p, &c, &d) == 0 && d.enforce == POLICY_ALLOW && d.is_default,
+	      "no MCP rule matches: the launch is allowed whatever the default (got %s)", d.rule);
+	/* The same identity on an LLM request: the user rule applies. */
+	c.mcp_rules_only = false;
+	c.mcp_server = c.mcp_method = NULL;
+	CHECK(policy_eval(p, &c, &d) == 0 && !strcmp(d.rule, "alice-blocked"), "LLM request: %s", d.rule);
+	policy_unref(p);
 }
 
 TEST(warn_action_refuses_with_the_rules_message)

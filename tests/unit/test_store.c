@@ -566,6 +566,103 @@ SUITE(aggregates)
 	store_top_free(rows, n);
 }
 
+/* The MCP columns (migration 5 on SQLite, 4 on ClickHouse): events 0, 3,
+ * 6, 9 are MCP calls (servers a/b by parity, tool read_file before minute
+ * 6 and run_shell after, sessions by parity); the rest are LLM requests
+ * with none of the fields. */
+static void gen_mcp(struct gen *g)
+{
+	static const char *servers[] = { "mcp-a.example", "mcp-b.example" };
+	static const char *sessions[] = { "sess-0", "sess-1" };
+	for (size_t i = 0; i < 12; i += 3) {
+		struct store_event *e = &g->ev[i];
+		e->kind = "mcp";
+		e->mcp_server = servers[(i / 3) % 2];
+		e->mcp_method = "tools/call";
+		e->tool = i < 6 ? "read_file" : "run_shell";
+		e->mcp_session = sessions[(i / 3) % 2];
+	}
+	g->ev[9].mcp_method = "resources/read";
+}
+
+SUITE(mcp_filters_and_top)
+{
+	static struct gen g;
+	gen_events(&g, "agent-p", "boot-1", 1, 12, T0, NULL);
+	gen_mcp(&g);
+	struct store_batch b = batch_of(&g, 12);
+	CHECK(store_insert_batch(s, &b, NULL, NULL) == 0, "insert: %s", store_errmsg(s));
+	struct {
+		struct store_filter f;
+		size_t want;
+		const char *what;
+	} cases[] = {
+		{ { .mcp_server = "mcp-a.example" }, 2, "mcp_server a" },
+		{ { .mcp_server = "mcp-c.example" }, 0, "mcp_server c" },
+		{ { .tool = "read_file" }, 2, "tool read_file" },
+		{ { .tool = "run_shell", .mcp_server = "mcp-b.example" }, 1, "run_shell on b" },
+		{ { .mcp_method = "tools/call" }, 3, "method tools/call" },
+		{ { .mcp_method = "resources/read" }, 1, "method resources/read" },
+		{ { .mcp_session = "sess-1" }, 2, "session 1" },
+		{ { .tool = "read_file", .action = "block" }, 1, "read_file blocked" },
+		{ { .tool = "read_file", .since_us = T0 + 60000000LL }, 1, "read_file since minute 1" },
+		{ { .tool = "x' OR '1'='1" }, 0, "a quote in a tool name" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t got = nrows(s, &cases[i].f);
+		CHECK(got == cases[i].want, "filter %s: query returned %zu, want %zu (%s)", cases[i].what, got,
+		      cases[i].want, store_errmsg(s));
+		got = count(s, &cases[i].f);
+		CHECK(got == cases[i].want, "filter %s: count %zu, want %zu", cases[i].what, got, cases[i].want);
+	}
+	struct store_filter f = { .tool = "run_shell" };
+	struct store_rows r;
+	CHECK(store_query(s, &f, &r) == 0 && r.n == 2, "run_shell rows: %zu", r.n);
+	CHECK(!strcmp(r.ev[0].mcp_server, "mcp-b.example") && !strcmp(r.ev[0].mcp_method, "resources/read") &&
+		      !strcmp(r.ev[0].tool, "run_shell") && !strcmp(r.ev[0].mcp_session, "sess-1") &&
+		      !strcmp(r.ev[0].kind, "mcp"),
+	      "MCP columns did not round-trip: %s %s %s %s", r.ev[0].mcp_server, r.ev[0].mcp_method, r.ev[0].tool,
+	      r.ev[0].mcp_session);
+	store_rows_free(&r);
+	f = (struct store_filter){ .user = "bob" };
+	CHECK(store_query(s, &f, &r) == 0 && r.n == 4 && r.ev[0].tool && !r.ev[0].tool[0] && !r.ev[0].mcp_server[0],
+	      "an LLM request reads back with empty MCP columns");
+	store_rows_free(&r);
+	/* Top views: LLM requests (no MCP fields) are not a group. */
+	struct { enum store_top_kind k; size_t n; const char *key0; uint64_t ev0, blocked0; } tops[] = {
+		{ STORE_TOP_TOOLS, 2, "read_file", 2, 1 },
+		{ STORE_TOP_MCP_SERVERS, 2, "mcp-a.example", 2, 1 },
+		{ STORE_TOP_MCP_METHODS, 2, "tools/call", 3, 1 },
+		{ STORE_TOP_MCP_SESSIONS, 2, "sess-0", 2, 1 },
+	};
+	f = (struct store_filter){ 0 };
+	for (size_t i = 0; i < sizeof(tops) / sizeof(tops[0]); i++) {
+		struct store_top_row *rows;
+		size_t n;
+		int rc = store_top(s, tops[i].k, &f, 10, &rows, &n);
+		CHECK(rc == 0, "top %s = %d: %s", store_top_name(tops[i].k), rc, store_errmsg(s));
+		CHECK(n == tops[i].n && !strcmp(rows[0].key, tops[i].key0) && rows[0].events == tops[i].ev0 &&
+			      rows[0].blocked == tops[i].blocked0,
+		      "top %s: %zu rows, first %s %llu events %llu blocked; want %zu, %s %llu %llu",
+		      store_top_name(tops[i].k), n, n ? rows[0].key : "-", n ? (unsigned long long)rows[0].events : 0,
+		      n ? (unsigned long long)rows[0].blocked : 0, tops[i].n, tops[i].key0,
+		      (unsigned long long)tops[i].ev0, (unsigned long long)tops[i].blocked0);
+		store_top_free(rows, n);
+	}
+	/* A filter narrows a top view: tools on server b. */
+	struct store_top_row *rows;
+	size_t n;
+	f.mcp_server = "mcp-b.example";
+	CHECK(store_top(s, STORE_TOP_TOOLS, &f, 10, &rows, &n) == 0 && n == 2 && rows[0].events == 1,
+	      "tools on server b: %zu rows", n);
+	store_top_free(rows, n);
+	enum store_top_kind k;
+	CHECK(store_top_parse("tools", &k) == 0 && k == STORE_TOP_TOOLS && store_top_parse("mcp_servers", &k) == 0 &&
+		      k == STORE_TOP_MCP_SERVERS && store_top_parse("mcp_sessions", &k) == 0 &&
+		      store_top_parse("mcp_methods", &k) == 0,
+	      "top names of the MCP views");
+}
+
 SUITE(agents_and_keys)
 {
 	static struct gen g;
@@ -927,7 +1024,10 @@ TEST(sqlite_schema1_database_gains_container_id)
 	store_close(s);
 	/* Back to what schema 1 was. */
 	CHECK(sqlite3_open(path, &db) == SQLITE_OK, "sqlite3_open");
-	CHECK(sqlite3_exec(db, "ALTER TABLE events DROP COLUMN container_id; DROP INDEX ev_ingest;"
+	CHECK(sqlite3_exec(db, "DROP INDEX ev_mcp_server; DROP INDEX ev_tool; DROP INDEX ev_mcp_session;"
+			   " ALTER TABLE events DROP COLUMN mcp_server; ALTER TABLE events DROP COLUMN mcp_method;"
+			   " ALTER TABLE events DROP COLUMN tool; ALTER TABLE events DROP COLUMN mcp_session;"
+			   " ALTER TABLE events DROP COLUMN container_id; DROP INDEX ev_ingest;"
 			   " ALTER TABLE events DROP COLUMN ingest_seq; DROP TABLE reviews; PRAGMA user_version=1;", NULL, NULL,
 			   NULL) == SQLITE_OK, "downgrade: %s", sqlite3_errmsg(db));
 	sqlite3_close(db);
@@ -945,6 +1045,120 @@ TEST(sqlite_schema1_database_gains_container_id)
 	      "new row lost its container_id: '%s'", r.ev[1].container_id);
 	CHECK(r.ev[2].container_id[0] == 0 && r.ev[3].container_id[0] == 0, "old rows got a container_id");
 	store_rows_free(&r);
+	store_close(s);
+}
+
+/* A database of schema 4 (before the MCP columns) is migrated on open:
+ * its rows read back with empty MCP fields and match no MCP filter, new
+ * rows are found by them, and the partial index serves the tool filter. */
+TEST(sqlite_schema4_database_gains_mcp_columns)
+{
+	static struct gen g;
+	char url[512], path[512], err[512];
+	struct store *s;
+	sqlite3 *db;
+	sqlite3_stmt *st;
+
+	ensure_tmpdir();
+	snprintf(path, sizeof(path), "%s/schema4.db", tmpdir);
+	snprintf(url, sizeof(url), "sqlite:%s", path);
+	CHECK(store_open(url, &s, err, sizeof(err)) == 0, "open: %s", err);
+	gen_events(&g, "agent-4", "boot-1", 1, 6, T0, NULL);
+	gen_mcp(&g);
+	struct store_batch b = batch_of(&g, 3);
+	CHECK(store_insert_batch(s, &b, NULL, NULL) == 0, "insert: %s", store_errmsg(s));
+	store_close(s);
+	CHECK(sqlite3_open(path, &db) == SQLITE_OK, "sqlite3_open");
+	CHECK(sqlite3_exec(db, "DROP INDEX ev_mcp_server; DROP INDEX ev_tool; DROP INDEX ev_mcp_session;"
+			   " ALTER TABLE events DROP COLUMN mcp_server; ALTER TABLE events DROP COLUMN mcp_method;"
+			   " ALTER TABLE events DROP COLUMN tool; ALTER TABLE events DROP COLUMN mcp_session;"
+			   " PRAGMA user_version=4;", NULL, NULL, NULL) == SQLITE_OK,
+	      "downgrade: %s", sqlite3_errmsg(db));
+	sqlite3_close(db);
+	CHECK(store_open(url, &s, err, sizeof(err)) == 0, "open of a schema 4 database: %s", err);
+	struct store_batch b2 = batch_of(&g, 6);
+	b2.events += 3;
+	b2.nevents = 3;
+	b2.first_seq = 4;
+	CHECK(store_insert_batch(s, &b2, NULL, NULL) == 0, "insert after migration: %s", store_errmsg(s));
+	struct store_filter f = { .tool = "read_file" };
+	CHECK(count(s, &f) == 1, "tool filter after migration: %zu, want 1 (the new row only)", count(s, &f));
+	struct store_rows r = { 0 };
+	f = (struct store_filter){ 0 };
+	CHECK(store_query(s, &f, &r) == 0 && r.n == 6, "query after migration: %zu rows", r.n);
+	CHECK(!strcmp(r.ev[2].tool, "read_file") && !strcmp(r.ev[2].mcp_server, "mcp-b.example"),
+	      "new MCP row: tool '%s' server '%s'", r.ev[2].tool, r.ev[2].mcp_server);
+	CHECK(!r.ev[5].tool[0] && !r.ev[5].mcp_server[0], "old MCP row got MCP columns");
+	store_rows_free(&r);
+	store_close(s);
+	CHECK(sqlite3_open(path, &db) == SQLITE_OK, "sqlite3_open");
+	CHECK(sqlite3_prepare_v2(db, "EXPLAIN QUERY PLAN SELECT count(*) FROM events e WHERE e.tool = ?1", -1, &st, NULL) ==
+		      SQLITE_OK, "explain: %s", sqlite3_errmsg(db));
+	bool indexed = false;
+	while (sqlite3_step(st) == SQLITE_ROW)
+		indexed |= strstr((const char *)sqlite3_column_text(st, 3), "ev_tool") != NULL;
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	CHECK(indexed, "the tool filter does not use the partial index ev_tool");
+}
+
+/* One statement to the first ClickHouse server, outside the store (curl,
+ * the server's own HTTP interface). 0 on HTTP 200. */
+static int ch_sql(const char *db, const char *sql)
+{
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd), "curl -sf -o /dev/null --data-binary @- 'http://127.0.0.1:%d/?database=%s'", ch_http[0], db);
+	FILE *p = popen(cmd, "w");
+	if (!p)
+		return -1;
+	fputs(sql, p);
+	return pclose(p) == 0 ? 0 : -1;
+}
+
+/* A ClickHouse database of schema 3 (before the MCP columns) is migrated
+ * on open: the columns are added, old rows read back with empty MCP
+ * fields, new rows are found by them. */
+TEST(clickhouse_schema3_database_gains_mcp_columns)
+{
+	static struct gen g;
+	char why[600], url[512], db[64], err[512];
+	if (getenv("VIGIL_NO_CLICKHOUSE")) {
+		printf("SKIP clickhouse_schema3_database_gains_mcp_columns\n");
+		return;
+	}
+	struct store *s = fresh("clickhouse", why, sizeof(why));
+	CHECK(s, "%s", why);
+	snprintf(db, sizeof(db), "vigil_t%d_%d", (int)getpid(), store_seq);
+	snprintf(url, sizeof(url), "clickhouse://127.0.0.1:%d/%s", ch_http[0], db);
+	store_close(s);
+	/* Back to schema 3: no MCP columns, migrations 1..3 recorded. */
+	static const char *const down[] = {
+		"ALTER TABLE events DROP COLUMN mcp_server", "ALTER TABLE events DROP COLUMN mcp_method",
+		"ALTER TABLE events DROP COLUMN tool", "ALTER TABLE events DROP COLUMN mcp_session",
+		"DROP TABLE schema_migrations",
+		"CREATE TABLE schema_migrations (version UInt32, applied Int64) ENGINE = MergeTree() ORDER BY version",
+		"INSERT INTO schema_migrations VALUES (2, 0), (3, 0)",
+	};
+	for (size_t i = 0; i < sizeof(down) / sizeof(down[0]); i++)
+		CHECK(ch_sql(db, down[i]) == 0, "downgrade step %zu failed: %s", i, down[i]);
+	/* An old collector's row: the columns it knew. */
+	CHECK(ch_sql(db, "INSERT INTO events (time, agent_id, boot_id, seq, kind, `user`) VALUES"
+			 " (1700000000000000, 'agent-3', 'boot-1', 1, 'mcp', 'alice')") == 0, "old row");
+	CHECK(store_open(url, &s, err, sizeof(err)) == 0, "open of a schema 3 database: %s", err);
+	gen_events(&g, "agent-3", "boot-1", 2, 4, T0 + 60000000LL, NULL);
+	gen_mcp(&g);
+	struct store_batch b = batch_of(&g, 4);
+	CHECK(store_insert_batch(s, &b, NULL, NULL) == 0, "insert after migration: %s", store_errmsg(s));
+	struct store_filter f = { .tool = "read_file" };
+	CHECK(count(s, &f) == 2, "tool filter after migration: %zu, want 2", count(s, &f));
+	struct store_rows r = { 0 };
+	f = (struct store_filter){ 0 };
+	CHECK(store_query(s, &f, &r) == 0 && r.n == 5, "query after migration: %zu rows (%s)", r.n, store_errmsg(s));
+	CHECK(r.ev[4].seq == 1 && !r.ev[4].tool[0] && !r.ev[4].mcp_server[0], "the old row reads back with MCP columns");
+	store_rows_free(&r);
+	store_close(s);
+	/* Opening again is a no-op (the columns are there, version 4 recorded). */
+	CHECK(store_open(url, &s, err, sizeof(err)) == 0, "reopen: %s", err);
 	store_close(s);
 }
 
