@@ -679,12 +679,17 @@ static void serve_stream(struct h2_conn *h, struct h2_stream *st)
 		if (!st->submitted)
 			goto reset;
 		resume(h, st);
-		if (st->refuse)   /* answered early: the rest of the request is not wanted */
-			nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
 		/* The answer leaves before the next stream is served: one
 		 * stream's worth of response memory at a time. */
 		while (!flush(h) && pending(st) && !st->closed && !pump_in(h))
 			resume(h, st);
+		/* Answered before the request was whole (refused): the rest of
+		 * it is not wanted. After the answer: RST_STREAM would overtake
+		 * the queued DATA. */
+		if (st->refuse && !st->closed) {
+			nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+			flush(h);
+		}
 		goto out;
 	}
 reset:

@@ -1,0 +1,1 @@
+test_h2_DEPS := agent/http.c agent/json.c
