@@ -333,6 +333,12 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 	if (!st || st->served)
 		return 0;
 	if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+		if (!strcmp(st->method, "CONNECT")) {
+			/* a tunnel through the agent would escape inspection */
+			st->served = true;
+			nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
+			return 0;
+		}
 		if (st->refuse) {
 			stream_refuse(h, st, st->refuse);
 			return 0;
@@ -374,7 +380,8 @@ static ssize_t data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
 	size_t n = avail < length ? avail : length;
 
 	(void)s; (void)id; (void)user;
-	memcpy(buf, st->out.data + st->out_off, n);
+	if (n)
+		memcpy(buf, st->out.data + st->out_off, n);
 	st->out_off += n;
 	if (st->out_off == st->out.len)
 		st->out.len = st->out_off = 0;
