@@ -37,7 +37,7 @@ with open(os.path.join(RIG.tmp, "policy.yaml"), "w") as f:
     f.write(POLICY)
 with open(RIG.agent.config, "a") as f:
     f.write("policy: %s\n" % os.path.join(RIG.tmp, "policy.yaml"))
-RIG.agent.start()
+RIG.agent.start(timeout=120 if lib.SAN else 30)   # a loaded 2-core machine, ASan: slow start
 URL = "https://api.openai.com/v1/chat/completions"
 AWS_KEY = "AKIA" + "Z7QW3RT5YU2IO4PL"   # split so this file itself is not a credential finding
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "h2_client.py")
@@ -201,6 +201,17 @@ def openai_node_sdk_over_http1_still_works():
     check("error" not in res, "SDK call failed: %s" % res)
     check(res["content"] == "echo: write to carl@example.com soon", "answer %r" % res["content"])
     check("carl@example.com" not in RIG.received()[-1]["body"], "the SDK's address reached the provider")
+
+
+@test
+def agent_stops_cleanly_without_a_sanitizer_report():
+    """Last: every attack above ran in this agent (run with SAN=1 too)."""
+    status = RIG.agent.stop()
+    check(status == 0, "agent exit status %s on SIGTERM" % status)
+    with open(RIG.agent.stderr_path) as f:
+        log = f.read()
+    for sign in ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer"):
+        check(sign not in log, "sanitizer report in the agent's stderr: %s" % log[log.find(sign):][:800])
 
 
 if __name__ == "__main__":
