@@ -58,8 +58,9 @@ struct h2_io {
 	 * Content-Length bytes). refuse 0: serve it, writing the response
 	 * with h2_respond(h2, ...); 413 or 431: the stream broke a limit (the
 	 * head holds the request line and Host only), answer with that error
-	 * in the provider's shape. Returns < 0 if the response is incomplete
-	 * (the stream is then reset), else >= 0. */
+	 * in the provider's shape (as the HTTP/1.1 path does, the callee may
+	 * also refuse a stream it has no buffer for). Returns < 0 if the
+	 * response is incomplete (the stream is then reset), else >= 0. */
 	int (*exchange)(void *arg, struct h2_conn *h2, const char *req, size_t len, int refuse);
 };
 

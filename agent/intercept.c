@@ -1066,6 +1066,14 @@ static int h2_io_exchange(void *arg, struct h2_conn *h2, const char *req, size_t
 {
 	struct ic *ic = arg;
 	int ret = grow_charged(ic, &ic->in, &ic->in_cap, len, len);
+	if (ret == -ENOBUFS) {
+		/* the buffer budget is spent: refuse with the 503 HTTP/1.1
+		 * clients get, from the head alone (it fits the free allowance) */
+		const char *end = memmem(req, len, "\r\n\r\n", 4);
+		len = end ? (size_t)(end - req) + 4 : 0;
+		ret = len ? grow_charged(ic, &ic->in, &ic->in_cap, len, len) : -EINVAL;
+		refuse = 503;
+	}
 	if (ret)
 		return ret;
 	memcpy(ic->in, req, len);

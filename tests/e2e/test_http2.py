@@ -32,7 +32,8 @@ rules:
 """
 RIG = rigmod.Rig("http2", {"api.openai.com": GOOD}, {"good": (GOOD, "good", 0)},
                  agent_extra="http2:\n  max_concurrent_streams: 16\n  max_resets_per_second: 50\n"
-                             "  max_continuations: 8\n  max_header_list_bytes: 16k\n")
+                             "  max_continuations: 8\n  max_header_list_bytes: 16k\n"
+                             "limits:\n  max_buffered_bytes: 1M\n")
 with open(os.path.join(RIG.tmp, "policy.yaml"), "w") as f:
     f.write(POLICY)
 with open(RIG.agent.config, "a") as f:
@@ -193,6 +194,22 @@ def secret_split_across_data_frames_is_blocked():
     check(s1.get("status") == 403 and "no-secrets" in s1.get("body", ""),
           "a key split across DATA frames was not blocked: %s" % s1)
     check(len(RIG.received()) == before, "the split secret reached the provider")
+
+
+@test
+def body_past_the_buffer_budget_gets_a_503_on_its_stream():
+    """limits.max_buffered_bytes binds h2 streams as it binds HTTP/1.1."""
+    path = os.path.join(RIG.tmp, "big.json")
+    with open(path, "w") as f:
+        f.write(chat("x" * (1300 * 1024)))
+    before = len(RIG.received())
+    code, out, ver, p = h2_request("@" + path)
+    check(code == 503 and ver == "2", "a body past the budget: %s %s %s" % (code, ver, p.stderr[-300:]))
+    check("error" in json.loads(out), "503 not in provider shape: %s" % out[:300])
+    check(len(RIG.received()) == before, "the refused body reached the provider")
+    evs = RIG.request_events(lambda e: e.get("reason") == "overloaded" and e.get("status") == 503)
+    check(evs, "the 503 was not audited")
+    still_works("a body past the buffer budget")
 
 
 @test
