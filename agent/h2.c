@@ -67,6 +67,14 @@ struct h2_conn {
 
 /* ---- streams ---- */
 
+/* Request body bytes held, also counted in the caller's buffer budget. */
+static void uncharge(struct h2_conn *h, size_t n)
+{
+	h->buffered -= n;
+	if (n && h->io->charge)
+		h->io->charge(h->io->arg, -(int64_t)n);
+}
+
 static void stream_free(struct h2_conn *h, struct h2_stream *st)
 {
 	struct h2_stream **pp;
@@ -89,7 +97,7 @@ static void stream_free(struct h2_conn *h, struct h2_stream *st)
 				break;
 			}
 	}
-	h->buffered -= st->body.len;
+	uncharge(h, st->body.len);
 	json_buf_free(&st->path);
 	json_buf_free(&st->authority);
 	json_buf_free(&st->host);
@@ -131,7 +139,7 @@ static struct h2_stream *stream_pop(struct h2_conn *h)
 /* The body bytes are no longer needed: give them back to the budget. */
 static void stream_drop_body(struct h2_conn *h, struct h2_stream *st)
 {
-	h->buffered -= st->body.len;
+	uncharge(h, st->body.len);
 	json_buf_free(&st->body);
 	memset(&st->body, 0, sizeof(st->body));
 }
@@ -296,8 +304,17 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
 		nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, id, NGHTTP2_REFUSED_STREAM);
 		return 0;
 	}
-	if (json_buf_append(&st->body, data, len))
+	/* the agent-wide budget (limits.max_buffered_bytes): past it, the
+	 * 503 an HTTP/1.1 client gets */
+	if (h->io->charge && h->io->charge(h->io->arg, (int64_t)len)) {
+		stream_refuse(h, st, 503);
+		return 0;
+	}
+	if (json_buf_append(&st->body, data, len)) {
+		if (h->io->charge)
+			h->io->charge(h->io->arg, -(int64_t)len);
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	}
 	h->buffered += len;
 	return 0;
 }

@@ -56,12 +56,16 @@ struct h2_io {
 	uint64_t (*now_ms)(void);
 	/* One stream's request as HTTP/1.1 (head, then a body of exactly
 	 * Content-Length bytes). refuse 0: serve it, writing the response
-	 * with h2_respond(h2, ...); 413 or 431: the stream broke a limit (the
+	 * with h2_respond(h2, ...); 413, 431 or 503: the stream broke a limit (the
 	 * head holds the request line and Host only), answer with that error
 	 * in the provider's shape (as the HTTP/1.1 path does, the callee may
 	 * also refuse a stream it has no buffer for). Returns < 0 if the
 	 * response is incomplete (the stream is then reset), else >= 0. */
 	int (*exchange)(void *arg, struct h2_conn *h2, const char *req, size_t len, int refuse);
+	/* Optional: request body bytes the connection holds (delta > 0) or
+	 * gave back (< 0), against a shared budget; -ENOBUFS refuses the
+	 * stream with a 503. */
+	int (*charge)(void *arg, int64_t delta);
 };
 
 /* Serves the connection until the client closes it, goes idle, or breaks

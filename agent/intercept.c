@@ -1091,6 +1091,22 @@ static int h2_io_exchange(void *arg, struct h2_conn *h2, const char *req, size_t
 	return ret;
 }
 
+/* Request bodies an HTTP/2 connection holds count against
+ * limits.max_buffered_bytes like HTTP/1.1 ones (there is no free
+ * allowance: every queued stream may hold one). */
+static int h2_io_charge(void *arg, int64_t delta)
+{
+	struct ic *ic = arg;
+	atomic_ulong *b = &ic->ag->stats.buffered;
+	if (delta > 0 && atomic_fetch_add(b, (unsigned long)delta) + (uint64_t)delta > ic->ag->cfg->max_buffered_bytes) {
+		atomic_fetch_sub(b, (unsigned long)delta);
+		return -ENOBUFS;
+	}
+	if (delta < 0)
+		atomic_fetch_sub(b, (unsigned long)-delta);
+	return 0;
+}
+
 static void serve_h2(struct ic *ic)
 {
 	const struct config *cfg = ic->ag->cfg;
@@ -1105,7 +1121,7 @@ static void serve_h2(struct ic *ic)
 		.max_body_bytes = cfg->max_body_bytes,
 		.idle_timeout_ms = cfg->idle_timeout_ms,
 	};
-	struct h2_io io = { ic, h2_io_read, h2_io_write, loop_now_ms, h2_io_exchange };
+	struct h2_io io = { ic, h2_io_read, h2_io_write, loop_now_ms, h2_io_exchange, h2_io_charge };
 	char why[160];
 	bool abuse;
 

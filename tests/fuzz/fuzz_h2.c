@@ -85,7 +85,7 @@ static int fz_exchange(void *arg, struct h2_conn *h2, const char *req, size_t le
 				   .max_body_bytes = LIM.max_body_bytes };
 	int hl = http_parse_request(req, len, &lim, &r);
 
-	REQUIRE(refuse == 0 || refuse == 413 || refuse == 431);
+	REQUIRE(refuse == 0 || refuse == 413 || refuse == 431 || refuse == 503);
 	/* a target the HTTP/1.1 parser refuses gets a 400 from the agent:
 	 * fine; what it accepts must be framed exactly */
 	REQUIRE(hl != 0);
@@ -106,15 +106,30 @@ answer:;
 	return 0;
 }
 
+/* A small budget, so the 503 path is fuzzed too; all of it must come
+ * back by the end of the connection. */
+static int64_t charged;
+
+static int fz_charge(void *arg, int64_t delta)
+{
+	(void)arg;
+	if (delta > 0 && charged + delta > 3000)
+		return -ENOBUFS;
+	charged += delta;
+	REQUIRE(charged >= 0);
+	return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 2)
 		return 0;
 	struct fz f = { .d = data + 2, .n = size - 2, .step = 1 + data[0] % 64, .answer = data[1] };
-	struct h2_io io = { &f, fz_read, fz_write, now_ms, fz_exchange };
+	struct h2_io io = { &f, fz_read, fz_write, now_ms, fz_exchange, fz_charge };
 	bool abuse;
 	char why[160];
 	int rc = h2_serve(&LIM, &io, &abuse, why, sizeof(why));
 	REQUIRE(rc == 0 || rc == 1);
+	REQUIRE(charged == 0);
 	return 0;
 }

@@ -33,6 +33,7 @@ struct pipe {
 	bool end;
 	uint32_t rst, goaway;
 	bool got_goaway, bad_header;
+	int64_t charged, budget;       /* budget 0: unlimited */
 };
 
 static uint64_t now_ms(void)
@@ -71,6 +72,15 @@ static ssize_t srv_read(void *arg, void *buf, size_t len, uint32_t timeout_ms)
 	memcpy(buf, p->c2s.data + p->c2s_off, want);
 	p->c2s_off += want;
 	return (ssize_t)want;
+}
+
+static int srv_charge(void *arg, int64_t delta)
+{
+	struct pipe *p = arg;
+	if (delta > 0 && p->budget && p->charged + delta > p->budget)
+		return -ENOBUFS;
+	p->charged += delta;
+	return 0;
 }
 
 static int srv_exchange(void *arg, struct h2_conn *h2, const char *req, size_t len, int refuse)
@@ -191,7 +201,7 @@ static int run(struct pipe *p, struct body_src *b, bool *abuse, char *why, size_
 	};
 	nghttp2_data_provider prd = { .source.ptr = b, .read_callback = body_read };
 	nghttp2_submit_request(p->cli, NULL, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), b ? &prd : NULL, NULL);
-	struct h2_io io = { p, srv_read, srv_write, now_ms, srv_exchange };
+	struct h2_io io = { p, srv_read, srv_write, now_ms, srv_exchange, srv_charge };
 	return h2_serve(&LIM, &io, abuse, why, whylen);
 }
 
@@ -307,7 +317,7 @@ TEST(oversized_header_list_is_refused_with_431_on_its_stream)
 		{ (uint8_t *)"x-big", (uint8_t *)big, 5, sizeof(big) - 1, NGHTTP2_NV_FLAG_NONE },
 	};
 	nghttp2_submit_request(p.cli, NULL, hdrs, 5, NULL, NULL);
-	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange };
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge };
 	CHECK(h2_serve(&LIM, &io, NULL, NULL, 0) == 0, "serve");
 	CHECK(p.refuse == 431, "refuse %d", p.refuse);
 	static const char want[] = "GET /v1/models HTTP/1.1\r\nHost: h.example\r\n\r\n";
@@ -356,7 +366,7 @@ TEST(rapid_reset_flood_is_a_goaway_and_says_so)
 		json_buf_append(&p.c2s, d, (size_t)n);
 	for (int i = 0; i < 20; i++)
 		nghttp2_submit_rst_stream(p.cli, 0, ids[i], NGHTTP2_CANCEL);
-	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange };
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge };
 	int rc = h2_serve(&LIM, &io, &abuse, why, sizeof(why));
 	CHECK(rc == 1 && abuse && strstr(why, "rapid reset"), "rc %d abuse %d why %s", rc, abuse, why);
 	CHECK(p.got_goaway && p.goaway == NGHTTP2_ENHANCE_YOUR_CALM, "goaway %d code %u", p.got_goaway, p.goaway);
@@ -377,8 +387,33 @@ TEST(garbage_instead_of_a_preface_is_a_protocol_error)
 	nghttp2_session_client_new(&p.cli, cb, &p);   /* a client that sends nothing itself */
 	nghttp2_session_callbacks_del(cb);
 	p.step = 1;
-	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange };
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge };
 	int rc = h2_serve(&LIM, &io, &abuse, why, sizeof(why));
 	CHECK(rc == 1 && !abuse && why[0], "rc %d abuse %d why %s", rc, abuse, why);
+	pipe_free(&p);
+}
+
+TEST(buffer_budget_refuses_with_503_and_is_given_back)
+{
+	struct pipe p;
+	struct body_src b = { BODY, sizeof(BODY) - 1, 0 };
+	static const char r503[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\n{}";
+	pipe_init(&p);
+	p.budget = 20;   /* the 32-byte body does not fit */
+	p.resp = r503;
+	p.resp_len = sizeof(r503) - 1;
+	CHECK(run(&p, &b, NULL, NULL, 0) == 0, "serve");
+	CHECK(p.refuse == 503 && p.status == 503 && p.end, "refuse %d status %d end %d", p.refuse, p.status, p.end);
+	CHECK(p.charged == 0, "%lld bytes still charged after the connection", (long long)p.charged);
+	pipe_free(&p);
+
+	struct body_src b2 = { BODY, sizeof(BODY) - 1, 0 };
+	pipe_init(&p);
+	p.budget = 1000;
+	p.resp = RESP_JSON;
+	p.resp_len = sizeof(RESP_JSON) - 1;
+	CHECK(run(&p, &b2, NULL, NULL, 0) == 0, "serve");
+	CHECK(p.refuse == 0 && p.status == 200 && p.charged == 0, "refuse %d status %d charged %lld", p.refuse,
+	      p.status, (long long)p.charged);
 	pipe_free(&p);
 }
