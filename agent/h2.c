@@ -21,7 +21,9 @@
 #include "http.h"
 #include "json.h"
 
-#define H2_READ_CHUNK 16384
+/* Reads of this size keep an idle connection's resident stack small;
+ * OpenSSL reads whole records (read-ahead) whatever the size asked. */
+#define H2_READ_CHUNK 4096
 #define H2_WRITE_BATCH (64 * 1024)
 #define H2_METHOD_MAX 16
 /* A refused stream's head keeps this much of its path (the event's path
@@ -438,8 +440,12 @@ static int flush(struct h2_conn *h)
 			}
 			h->wbuf.len = 0;
 		}
-		if (n == 0)
+		if (n == 0) {
+			/* a big answer's batch is not kept for an idle connection */
+			if (h->wbuf.cap > H2_WRITE_BATCH / 4)
+				json_buf_free(&h->wbuf);
 			return 0;
+		}
 	}
 }
 
