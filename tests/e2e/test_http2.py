@@ -10,6 +10,8 @@ across DATA frames. The agent survives each and other clients keep working.
 import base64
 import json
 import os
+import re
+import signal
 import subprocess
 import time
 
@@ -218,6 +220,30 @@ def openai_node_sdk_over_http1_still_works():
     check("error" not in res, "SDK call failed: %s" % res)
     check(res["content"] == "echo: write to carl@example.com soon", "answer %r" % res["content"])
     check("carl@example.com" not in RIG.received()[-1]["body"], "the SDK's address reached the provider")
+
+
+def reload_with(http2_enabled):
+    with open(RIG.agent.config) as f:
+        text = f.read()
+    text = re.sub(r"(?m)^  enabled: \w+\n", "", text).replace("http2:\n", "http2:\n  enabled: %s\n" % http2_enabled)
+    with open(RIG.agent.config, "w") as f:
+        f.write(text)
+    n = RIG.agent.log_tail(10000).count("configuration reloaded")
+    RIG.agent.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while RIG.agent.log_tail(10000).count("configuration reloaded") == n and time.time() < deadline:
+        time.sleep(0.05)
+    check(time.time() < deadline, "no reload after SIGHUP: %s" % RIG.agent.log_tail())
+
+
+@test
+def http2_off_on_reload_gives_http11_then_h2_again():
+    reload_with("off")
+    code, out, ver, p = h2_request(chat("after http2 off"))
+    check(code == 200 and ver == "1.1", "with http2.enabled off curl got %s over %s" % (code, ver))
+    reload_with("on")
+    code, out, ver, p = h2_request(chat("after http2 on"))
+    check(code == 200 and ver == "2", "with http2.enabled on again curl got %s over %s" % (code, ver))
 
 
 @test
