@@ -1026,6 +1026,10 @@ static int serve_request(struct ic *ic)
 	}
 	uint64_t ticket = begin_request_event(ic, &ex);
 	ret = proxy_exchange(ic, &req, &ex);
+	/* Cut short (the client went away mid-answer): the upstream may be
+	 * mid-response too, and must never be lent to the next request. */
+	if (ret < 0)
+		ic->up_reusable = false;
 	ex.latency_ms = loop_now_ms() - ex.t_start_ms;
 	exchange_done(&ex);
 	emit_request_event(ic, &ex, ticket);
