@@ -17,7 +17,7 @@ Q := @
 msg = @printf '  %-8s %s\n' $(1) $(2)
 endif
 
-PKGS := libbpf openssl libhs libprotobuf-c libnl-3.0 libnl-idiag-3.0 \
+PKGS := libbpf openssl libhs libprotobuf-c libnl-3.0 libnl-idiag-3.0 libnghttp2 \
         libzstd yaml-0.1 sqlite3 libcurl zlib libbrotlidec libbrotlienc
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)

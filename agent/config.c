@@ -528,6 +528,47 @@ static int set_u32(const char *file, const struct ynode *n, unsigned long long m
 	return ret;
 }
 
+/* http2: the limits a hostile HTTP/2 client meets (agent/proxy/h2.h). */
+static int load_http2(const char *file, const struct ynode *m, struct config *c, char *err,
+		      size_t errlen)
+{
+	if (m->kind != YNODE_MAP) {
+		snprintf(err, errlen, "%s:%d: http2 must be a mapping", file, m->line);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < ytree_map_len(m); i++) {
+		const char *k = ytree_map_key(m, i)->str;
+		const struct ynode *v = ytree_map_val(m, i);
+		unsigned long long sz;
+		int ret;
+		if (!strcmp(k, "enabled"))
+			ret = set_onoff(file, v, "http2.enabled", &c->h2.enabled, err, errlen);
+		else if (!strcmp(k, "max_concurrent_streams"))
+			ret = set_u32(file, v, 1, 1000, &c->h2.max_concurrent_streams, err, errlen);
+		else if (!strcmp(k, "max_resets_per_second"))
+			ret = set_u32(file, v, 1, 100000, &c->h2.max_resets_per_second, err, errlen);
+		else if (!strcmp(k, "max_continuations"))
+			ret = set_u32(file, v, 0, 1000, &c->h2.max_continuations, err, errlen);
+		else if (!strcmp(k, "max_header_list_bytes") || !strcmp(k, "header_table_size")) {
+			bool list = k[0] == 'm';
+			if ((ret = ytree_size(file, v, &sz, err, errlen)))
+				return ret;
+			if (list ? sz < 1024 || sz > (1u << 20) : sz > 65536) {
+				snprintf(err, errlen, "%s:%d: http2.%s must be %s", file, v->line, k,
+					 list ? "1k..1M" : "0..64k");
+				return -ERANGE;
+			}
+			*(list ? &c->h2.max_header_list_bytes : &c->h2.header_table_size) = (uint32_t)sz;
+		} else {
+			snprintf(err, errlen, "%s:%d: unknown key 'http2.%s'", file, ytree_map_key(m, i)->line, k);
+			return -EINVAL;
+		}
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
 static int set_ms(const char *file, const struct ynode *n, uint32_t *dst, char *err, size_t errlen)
 {
 	unsigned long long v;
@@ -666,6 +707,13 @@ static int set_defaults(struct config *c)
 	c->max_body_bytes = 16ULL << 20;
 	c->ws_max_frame = 16ULL << 20;
 	c->ws_max_message = 16ULL << 20;
+	c->h2.enabled = true;
+	/* served one at a time (h2.h): more open streams only queue */
+	c->h2.max_concurrent_streams = 32;
+	c->h2.max_header_list_bytes = 65536;
+	c->h2.max_resets_per_second = 100;
+	c->h2.max_continuations = 8;
+	c->h2.header_table_size = 4096;
 	c->max_buffered_bytes = 256ULL << 20;
 	c->header_timeout_ms = 10000;
 	/* A client writes its ClientHello right after connect(); three
@@ -831,6 +879,8 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 			ret = set_ms(path, v, &c->ship_interval_ms, err, errlen);
 		else if (!strcmp(k, "limits"))
 			ret = load_limits(path, v, c, err, errlen);
+		else if (!strcmp(k, "http2"))
+			ret = load_http2(path, v, c, err, errlen);
 		else if (!strcmp(k, "justify_socket"))
 			ret = set_str(path, v, &c->justify_socket, err, errlen);
 		else if (!strcmp(k, "justify_ttl"))

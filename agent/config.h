@@ -98,6 +98,15 @@ struct config {
 	 * undecrypted for rejected_ca_ttl, audited as rejected_ca_exception). */
 	bool rejected_ca_passthrough;
 	uint32_t rejected_ca_ttl_ms;   /* rejected_ca_ttl (default 1h, at most 24h) */
+	/* http2: HTTP/2 toward clients (agent/proxy/h2.c) */
+	struct {
+		bool enabled;                  /* http2.enabled: offer h2 in ALPN */
+		uint32_t max_concurrent_streams;
+		uint32_t max_header_list_bytes;
+		uint32_t max_resets_per_second;
+		uint32_t max_continuations;
+		uint32_t header_table_size;
+	} h2;
 };
 
 /* Loads and validates path. Returns 0 and a new config, or -errno with

@@ -27,6 +27,7 @@
 #include "net/conn.h"
 #include "kernel/dnsmsg.h"
 #include "net/egress.h"
+#include "net/certgen.h"
 #include "log.h"
 #include "net/loop.h"
 #include "proxy/mcp.h"
@@ -451,11 +452,16 @@ static void reload(struct runtime *rt)
 	old->rejected_ca_passthrough = nc->rejected_ca_passthrough;
 	old->rejected_ca_ttl_ms = nc->rejected_ca_ttl_ms;
 	old->clienthello_timeout_ms = nc->clienthello_timeout_ms;
+	/* HTTP/2 on or off for new connections (the limits stay as started:
+	 * connection threads read them without a lock) */
+	old->h2.enabled = nc->h2.enabled;
+	if (rt->ag->certgen)
+		certgen_offer_h2(rt->ag->certgen, nc->h2.enabled);
 	config_free(nc);
 	audit_reopen(rt->ag->audit);
 	watch_file(&tamper.files[0], rt->config_path);
 	watch_file(&tamper.files[1], rt->ag->cfg->policy);
-	log_info("configuration reloaded (domains, mcp_servers, mcp_commands, unwatched_sni, clienthello_timeout, audit log)");
+	log_info("configuration reloaded (domains, mcp_servers, mcp_commands, unwatched_sni, clienthello_timeout, http2.enabled, audit log)");
 	if (rt->ag->policy && !atomic_exchange(&rt->ag->reloading, true)) {
 		pthread_t t;
 		if (pthread_create(&t, NULL, policy_reload_main, rt->ag) == 0)

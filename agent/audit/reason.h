@@ -14,7 +14,9 @@
 	X(UNWATCHED_SNI, "unwatched_sni", "unwatched server name on an LLM endpoint address")     \
 	X(PLAIN_HTTP, "plain_http", "plain HTTP to an LLM endpoint address: HTTPS is required")   \
 	X(HOST_MISMATCH, "host_mismatch", "HTTP Host is not the TLS server name")                  \
-	X(INTERCEPT_UNAVAILABLE, "intercept_unavailable", "interception could not start (out of resources)")
+	X(INTERCEPT_UNAVAILABLE, "intercept_unavailable", "interception could not start (out of resources)") \
+	X(H2_ABUSE, "h2_abuse", "HTTP/2 client broke a limit (rapid reset, CONTINUATION flood, ...)") \
+	X(H2_PROTOCOL, "h2_protocol_error", "HTTP/2 client sent malformed frames")
 
 enum reason {
 	REASON_NONE = 0,

@@ -13,6 +13,7 @@
  * signing, or hand out a cached context whose leaf is about to expire. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,7 @@ struct certgen {
 	EVP_PKEY *leaf_key;       /* shared by every forged leaf */
 	X509 *leaf_tmpl;          /* leaf_key's certificate skeleton (see forge) */
 	time_t ca_not_after;
+	atomic_bool offer_h2;     /* ALPN: select h2 when the client offers it */
 
 	pthread_mutex_t lock;     /* guards everything below */
 	struct cg_entry *entries; /* cap entries, allocated once */
@@ -249,27 +251,41 @@ X509 *certgen_forge(struct certgen *cg, const char *sni, size_t len)
 	return forge(cg, host, time(NULL), NULL);
 }
 
-/* Clients that speak HTTP/1.1 get it; a client offering only h2 (or
- * nothing) gets no ALPN, which every h2 client treats as HTTP/1.1 over
- * TLS, rather than a fatal no_application_protocol alert. */
+/* h2 when offered and enabled (agent/proxy/h2.c serves it), else HTTP/1.1 when
+ * offered; a client offering neither gets no ALPN, which every h2 client
+ * treats as HTTP/1.1 over TLS, rather than a fatal
+ * no_application_protocol alert. */
 static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 		       const unsigned char *in, unsigned int inlen, void *arg)
 {
+	const struct certgen *cg = arg;
+	const unsigned char *h1 = NULL;
 	unsigned int i = 0;
 
-	(void)ssl; (void)arg;
+	(void)ssl;
 	while (i < inlen) {
 		unsigned int n = in[i];
 		if (n == 0 || n > inlen - i - 1)
 			break; /* malformed list: OpenSSL validated it, but be safe */
-		if (n == 8 && memcmp(in + i + 1, "http/1.1", 8) == 0) {
+		if (n == 2 && memcmp(in + i + 1, "h2", 2) == 0 && atomic_load(&cg->offer_h2)) {
 			*out = in + i + 1;
-			*outlen = (unsigned char)n;
+			*outlen = 2;
 			return SSL_TLSEXT_ERR_OK;
 		}
+		if (n == 8 && memcmp(in + i + 1, "http/1.1", 8) == 0)
+			h1 = in + i + 1;
 		i += n + 1;
 	}
-	return SSL_TLSEXT_ERR_NOACK;
+	if (!h1)
+		return SSL_TLSEXT_ERR_NOACK;
+	*out = h1;
+	*outlen = 8;
+	return SSL_TLSEXT_ERR_OK;
+}
+
+void certgen_offer_h2(struct certgen *cg, bool on)
+{
+	atomic_store(&cg->offer_h2, on);
 }
 
 static SSL_CTX *build_ctx(struct certgen *cg, const char *host, time_t now, time_t *not_after)
@@ -312,7 +328,7 @@ static SSL_CTX *build_ctx(struct certgen *cg, const char *host, time_t now, time
 					    (unsigned int)(strlen(host) > SSL_MAX_SID_CTX_LENGTH
 							   ? SSL_MAX_SID_CTX_LENGTH : strlen(host))))
 		goto err;
-	SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+	SSL_CTX_set_alpn_select_cb(ctx, alpn_select, cg);
 	X509_free(leaf);
 	return ctx;
 err:

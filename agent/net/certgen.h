@@ -37,7 +37,8 @@ bool certgen_valid_sni(const char *name, size_t len);
  * CN = sni, serverAuth, digitalSignature, CA:FALSE, AKI/SKI, random 128-bit
  * serial, now-1h .. min(now+7d, CA notAfter)), chain [leaf, CA(s)], TLS
  * 1.2..1.3, no compression, no renegotiation, AEAD ciphers only, ALPN
- * "http/1.1" selected when offered (no ALPN otherwise), session tickets
+ * "h2" selected when offered and certgen_offer_h2 is on, else "http/1.1"
+ * when offered (no ALPN otherwise), session tickets
  * on. Cached by lowercased SNI (LRU); an entry is re-forged one day before
  * its leaf expires. Returns a new reference, or NULL with errno EINVAL for
  * an invalid SNI (ENOMEM/EIO for other failures). */
@@ -46,6 +47,9 @@ SSL_CTX *certgen_ctx(struct certgen *cg, const char *sni, size_t len);
 /* A freshly forged leaf for sni (new reference, not cached), or NULL with
  * errno set. For tests and diagnostics. */
 X509 *certgen_forge(struct certgen *cg, const char *sni, size_t len);
+
+/* Whether ALPN selects "h2" when a client offers it (default off). */
+void certgen_offer_h2(struct certgen *cg, bool on);
 
 /* Leaves signed so far (cache misses + certgen_forge calls). */
 unsigned long certgen_signatures(const struct certgen *cg);

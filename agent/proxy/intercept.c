@@ -28,6 +28,7 @@
 #include "net/egress.h"
 #include "proxy/exchange.h"
 #include "proxy/http.h"
+#include "proxy/h2.h"
 #include "log.h"
 #include "net/loop.h"
 #include "proxy/mcp.h"
@@ -236,6 +237,8 @@ struct ic {
 	size_t fwd_cap;
 	unsigned nreq;
 	struct exchange_conn xc;   /* scan state and token vault of this conversation */
+	struct h2_conn *h2;        /* HTTP/2: the codec answers go through (h2.h) */
+	int h2_refuse;             /* HTTP/2: the stream broke a limit, answer this status */
 };
 
 /* The capacity grow() gives a buffer of cap bytes that must hold need. */
@@ -351,6 +354,8 @@ static ssize_t client_fill(struct ic *ic, size_t limit, uint64_t deadline)
 
 static int send_client(struct ic *ic, const void *buf, size_t len)
 {
+	if (ic->h2)
+		return h2_respond(ic->h2, buf, len);
 	return tls_write_all(ic->cssl, ic->cfd, buf, len,
 			     loop_now_ms() + ic->ag->cfg->idle_timeout_ms);
 }
@@ -408,6 +413,12 @@ static int read_request(struct ic *ic, struct http_request *req, size_t *consume
 	bool started = ic->in_len > 0;
 	size_t checked = 0;
 	int hl;
+
+	if (ic->h2_refuse) {
+		/* an HTTP/2 stream over a limit: its head says enough to refuse it */
+		hl = http_parse_request(ic->in, ic->in_len, &lim, req);
+		return hl > 0 ? -ic->h2_refuse : -400;
+	}
 
 	for (;;) {
 		/* Parse only when the head can be complete: a client sending one
@@ -963,6 +974,191 @@ static void linger(struct ic *ic)
 	}
 }
 
+/* One request on the connection, from its head to its audit event.
+ * 0: the connection may carry another; 1: it must close; < 0: the answer
+ * was cut short. */
+static int serve_request(struct ic *ic)
+{
+	struct http_request req;
+	struct exchange ex;
+	size_t consumed = 0;
+	int ret;
+
+	exchange_init(&ex, ic->ag, &ic->info, &ic->xc);
+	ret = read_request(ic, &req, &consumed);
+	if (ret == 0)
+		return 1;
+	ex.t_start_ms = loop_now_ms();
+	if (ret < 0) {
+		int status = ret <= -400 && ret >= -599 ? -ret : 400;
+		ex.error = status == 408 ? "request timed out" :
+			   status == 413 ? "request body too large" :
+			   status == 431 ? "request head too large" :
+			   status == 503 ? "the agent's buffer for request bodies is full; retry shortly" :
+					   "malformed request";
+		ex.reason = status == 503 ? "overloaded" : "bad_request";
+		ex.action = "block";
+		if (status == 503 || (ic->h2_refuse && status == ic->h2_refuse)) {
+			if (status == 503)
+				atomic_fetch_add(&ic->ag->stats.buffer_refusals, 1);
+			/* the provider's own error shape, from what the head says */
+			char path[256];
+			size_t pl = req.target_len < sizeof(path) - 1 ? req.target_len : sizeof(path) - 1;
+			memcpy(path, req.target, pl);
+			path[pl] = 0;
+			ex.provider = provider_identify(ic->info.sni, path);
+		}
+		send_error(ic, &ex, status, ex.reason, ex.error);
+		emit_request_event(ic, &ex, 0);
+		exchange_free(&ex);
+		/* Only a refused body may still be in flight; a slow or
+		 * malformed client gets no more of our time. */
+		if ((status == 413 || status == 503) && !ic->h2)
+			linger(ic);
+		return 1;
+	}
+	ic->nreq++;
+	ex.bytes_up = consumed;
+	if (host_is_sni(&req, ic->info.sni)) {
+		exchange_request(&ex, &req, ic->bodyp, ic->body_len);
+		wsrelay_upgrade(&ex, &req);
+	} else {
+		exchange_refuse(&ex, &req, 421, REASON_HOST_MISMATCH,
+				"request refused: its Host is not the server name this connection "
+				"was opened for (421 Misdirected Request)");
+		metrics_count_reason(ic->ag, REASON_HOST_MISMATCH);
+		log_info("refused %s request of pid %lld: %s", ic->info.sni, (long long)ic->info.id.pid,
+			 reason_text(REASON_HOST_MISMATCH));
+	}
+	if (ex.blocked) {
+		send_error(ic, &ex, ex.block_status, ex.block_code, ex.block_message);
+		emit_request_event(ic, &ex, 0);
+		exchange_free(&ex);
+		return 1;
+	}
+	uint64_t ticket = begin_request_event(ic, &ex);
+	ret = proxy_exchange(ic, &req, &ex);
+	/* Cut short (the client went away mid-answer): the upstream may be
+	 * mid-response too, and must never be lent to the next request. */
+	if (ret < 0)
+		ic->up_reusable = false;
+	ex.latency_ms = loop_now_ms() - ex.t_start_ms;
+	exchange_done(&ex);
+	emit_request_event(ic, &ex, ticket);
+	exchange_free(&ex);
+	if (ret != 0 || !req.keep_alive)
+		return ret < 0 ? ret : 1;
+	/* Keep pipelined bytes that followed this request. */
+	memmove(ic->in, ic->in + consumed, ic->in_len - consumed);
+	ic->in_len -= consumed;
+	release_buffers(ic);
+	return 0;
+}
+
+/* ---- HTTP/2 clients: agent/proxy/h2.c turns each stream into a request that
+ * serve_request handles exactly as an HTTP/1.1 one ---- */
+
+static bool h2_negotiated(SSL *ssl)
+{
+	const unsigned char *p;
+	unsigned int n;
+	SSL_get0_alpn_selected(ssl, &p, &n);
+	return n == 2 && !memcmp(p, "h2", 2);
+}
+
+static ssize_t h2_io_read(void *arg, void *buf, size_t len, uint32_t timeout_ms)
+{
+	struct ic *ic = arg;
+	return tls_read(ic->cssl, ic->cfd, buf, len, loop_now_ms() + timeout_ms);
+}
+
+static int h2_io_write(void *arg, const void *buf, size_t len)
+{
+	struct ic *ic = arg;
+	return tls_write_all(ic->cssl, ic->cfd, buf, len, loop_now_ms() + ic->ag->cfg->idle_timeout_ms);
+}
+
+static int h2_io_exchange(void *arg, struct h2_conn *h2, const char *req, size_t len, int refuse)
+{
+	struct ic *ic = arg;
+	int ret = grow_charged(ic, &ic->in, &ic->in_cap, len, len);
+	if (ret == -ENOBUFS) {
+		/* the buffer budget is spent: refuse with the 503 HTTP/1.1
+		 * clients get, from the head alone (it fits the free allowance) */
+		const char *end = memmem(req, len, "\r\n\r\n", 4);
+		len = end ? (size_t)(end - req) + 4 : 0;
+		ret = len ? grow_charged(ic, &ic->in, &ic->in_cap, len, len) : -EINVAL;
+		refuse = 503;
+	}
+	if (ret)
+		return ret;
+	memcpy(ic->in, req, len);
+	ic->in_len = len;
+	ic->h2 = h2;
+	ic->h2_refuse = refuse;
+	ret = serve_request(ic);
+	ic->h2 = NULL;
+	ic->h2_refuse = 0;
+	ic->in_len = 0;
+	release_buffers(ic);
+	/* cut short mid-answer: the upstream is mid-response too */
+	if (ret < 0)
+		upstream_close(&ic->up);
+	return ret;
+}
+
+/* Request bodies an HTTP/2 connection holds count against
+ * limits.max_buffered_bytes like HTTP/1.1 ones (there is no free
+ * allowance: every queued stream may hold one). */
+static int h2_io_charge(void *arg, int64_t delta)
+{
+	struct ic *ic = arg;
+	atomic_ulong *b = &ic->ag->stats.buffered;
+	if (delta > 0 && atomic_fetch_add(b, (unsigned long)delta) + (uint64_t)delta > ic->ag->cfg->max_buffered_bytes) {
+		atomic_fetch_sub(b, (unsigned long)delta);
+		return -ENOBUFS;
+	}
+	if (delta < 0)
+		atomic_fetch_sub(b, (unsigned long)-delta);
+	return 0;
+}
+
+static void serve_h2(struct ic *ic)
+{
+	const struct config *cfg = ic->ag->cfg;
+	struct h2_limits lim = {
+		.max_concurrent_streams = cfg->h2.max_concurrent_streams,
+		.max_header_list_bytes = cfg->h2.max_header_list_bytes,
+		.max_resets_per_sec = cfg->h2.max_resets_per_second,
+		.max_continuations = cfg->h2.max_continuations,
+		.header_table_size = cfg->h2.header_table_size,
+		.max_head_bytes = cfg->max_head_bytes,
+		.max_headers = cfg->max_headers,
+		.max_body_bytes = cfg->max_body_bytes,
+		.idle_timeout_ms = cfg->idle_timeout_ms,
+	};
+	struct h2_io io = { ic, h2_io_read, h2_io_write, loop_now_ms, h2_io_exchange, h2_io_charge };
+	char why[160];
+	bool abuse;
+
+	if (h2_serve(&lim, &io, &abuse, why, sizeof(why)) != 1)
+		return;
+	/* the client broke a limit or the protocol: GOAWAY was sent; audited
+	 * so a flood is visible, with which limit (never frame content) */
+	enum reason r = abuse ? REASON_H2_ABUSE : REASON_H2_PROTOCOL;
+	struct audit_event ev;
+	audit_event_init(&ev, "connection");
+	conn_info_fill_event(&ic->info, &ev);
+	ev.action = "block";
+	ev.reason = reason_name(r);
+	ev.error = why;
+	ev.latency_ms = loop_now_ms() - ic->info.t_start_ms;
+	audit_emit(ic->ag->audit, &ev);
+	metrics_count_reason(ic->ag, r);
+	log_info("closed HTTP/2 connection of pid %lld to %s: %s", (long long)ic->info.id.pid,
+		 ic->info.sni, why);
+}
+
 static void serve(struct ic *ic)
 {
 	const struct config *cfg = ic->ag->cfg;
@@ -998,75 +1194,11 @@ static void serve(struct ic *ic)
 		return;
 	}
 
-	for (;;) {
-		struct http_request req;
-		struct exchange ex;
-		size_t consumed = 0;
-
-		exchange_init(&ex, ic->ag, &ic->info, &ic->xc);
-		ret = read_request(ic, &req, &consumed);
-		if (ret == 0)
-			break;
-		ex.t_start_ms = loop_now_ms();
-		if (ret < 0) {
-			int status = ret <= -400 && ret >= -599 ? -ret : 400;
-			ex.error = status == 408 ? "request timed out" :
-				   status == 413 ? "request body too large" :
-				   status == 431 ? "request head too large" :
-				   status == 503 ? "the agent's buffer for request bodies is full; retry shortly" :
-						   "malformed request";
-			ex.reason = status == 503 ? "overloaded" : "bad_request";
-			ex.action = "block";
-			if (status == 503) {
-				atomic_fetch_add(&ic->ag->stats.buffer_refusals, 1);
-				/* the provider's own error shape, from what the head says */
-				char path[256];
-				size_t pl = req.target_len < sizeof(path) - 1 ? req.target_len : sizeof(path) - 1;
-				memcpy(path, req.target, pl);
-				path[pl] = 0;
-				ex.provider = provider_identify(ic->info.sni, path);
-			}
-			send_error(ic, &ex, status, ex.reason, ex.error);
-			emit_request_event(ic, &ex, 0);
-			exchange_free(&ex);
-			/* Only a refused body may still be in flight; a slow or
-			 * malformed client gets no more of our time. */
-			if (status == 413 || status == 503)
-				linger(ic);
-			break;
-		}
-		ic->nreq++;
-		ex.bytes_up = consumed;
-		if (host_is_sni(&req, ic->info.sni)) {
-			exchange_request(&ex, &req, ic->bodyp, ic->body_len);
-			wsrelay_upgrade(&ex, &req);
-		} else {
-			exchange_refuse(&ex, &req, 421, REASON_HOST_MISMATCH,
-					"request refused: its Host is not the server name this connection "
-					"was opened for (421 Misdirected Request)");
-			metrics_count_reason(ic->ag, REASON_HOST_MISMATCH);
-			log_info("refused %s request of pid %lld: %s", ic->info.sni, (long long)ic->info.id.pid,
-				 reason_text(REASON_HOST_MISMATCH));
-		}
-		if (ex.blocked) {
-			send_error(ic, &ex, ex.block_status, ex.block_code, ex.block_message);
-			emit_request_event(ic, &ex, 0);
-			exchange_free(&ex);
-			break;
-		}
-		uint64_t ticket = begin_request_event(ic, &ex);
-		ret = proxy_exchange(ic, &req, &ex);
-		ex.latency_ms = loop_now_ms() - ex.t_start_ms;
-		exchange_done(&ex);
-		emit_request_event(ic, &ex, ticket);
-		exchange_free(&ex);
-		if (ret != 0 || !req.keep_alive)
-			break;
-		/* Keep pipelined bytes that followed this request. */
-		memmove(ic->in, ic->in + consumed, ic->in_len - consumed);
-		ic->in_len -= consumed;
-		release_buffers(ic);
-	}
+	if (h2_negotiated(ic->cssl))
+		serve_h2(ic);
+	else
+		while (serve_request(ic) == 0)
+			;
 	/* A tunnel opened with this client's proxy credentials is not lent to
 	 * another client: the proxy would log its requests under this user. */
 	if (ic->up.ssl && ic->up_reusable && !ic->info.tunnel_auth[0])
@@ -1136,6 +1268,7 @@ int intercept_init(struct agent *ag, char *err, size_t errlen)
 		return 0;
 	if ((ret = certgen_new(cfg->ca_cert, cfg->ca_key, 1024, &ag->certgen, err, errlen)))
 		return ret;
+	certgen_offer_h2(ag->certgen, cfg->h2.enabled);
 	if (!(ag->rejected_ca = rejca_new(1024))) {
 		snprintf(err, errlen, "cannot allocate the rejected-CA table");
 		return -ENOMEM;

@@ -8,7 +8,8 @@
 # benchmarks (pipeline_bench.sh, collector_bench.sh), the first-flight guard's
 # cost on non-LLM traffic (guard_bench.py with its driver guard_bench.c),
 # the web console's events view over 1M events (console_bench.py), one
-# Realtime WebSocket message through the agent vs direct (ws_bench.py).
+# Realtime WebSocket message through the agent vs direct (ws_bench.py),
+# and HTTP/2 beside nginx's HTTP/2 proxy (h2_bench.py).
 # Must never: install anything (make
 # bench runs scripts/deps.sh first), or fail because a performance target is
 # missed: targets print PASS/MISS; the exit status is non-zero only when a
@@ -16,7 +17,8 @@
 #
 # Environment: BUILD (default build/) selects the binaries, as for the e2e
 # tests; BENCH_ARGS passes options to proxy_bench.py (e.g. "--duration 5"),
-# GUARD_BENCH_ARGS to guard_bench.py (e.g. "--conns 1000 --rounds 2").
+# GUARD_BENCH_ARGS to guard_bench.py (e.g. "--conns 1000 --rounds 2"),
+# H2_BENCH_ARGS to h2_bench.py (e.g. "--duration 5 --streams 4").
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export BUILD="${BUILD:-$PWD/build}"
@@ -26,7 +28,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	echo "bench: needs root (BPF, cgroups, mount namespaces, port 443)" >&2
 	exit 1
 fi
-for t in nginx wrk python3 unshare; do
+for t in nginx wrk h2load python3 unshare; do
 	command -v "$t" >/dev/null || { echo "bench: $t missing (run scripts/deps.sh bench)" >&2; exit 1; }
 done
 # 500 idle connections through a proxy need ~1000 descriptors in the proxy.
@@ -82,4 +84,9 @@ echo
 
 # shellcheck disable=SC2086
 python3 tests/bench/proxy_bench.py ${BENCH_ARGS:-} || rc=1
+
+# HTTP/2: h2load (h2 only) against the agent and nginx's HTTP/2 proxy.
+echo "== tests/bench/h2_bench.py"
+# shellcheck disable=SC2086
+python3 tests/bench/h2_bench.py ${H2_BENCH_ARGS:-} || rc=1
 exit $rc

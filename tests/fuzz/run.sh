@@ -15,7 +15,7 @@ names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
 	for f in tests/fuzz/fuzz_*.c; do n=$(basename "$f" .c); names+=("${n#fuzz_}"); done
 fi
-pkgs="libhs openssl yaml-0.1 libzstd libprotobuf-c zlib libbrotlidec libbrotlienc"
+pkgs="libhs openssl yaml-0.1 libzstd libprotobuf-c zlib libbrotlidec libbrotlienc libnghttp2"
 rc=0
 for n in "${names[@]}"; do
 	deps=$(sed "s|@BUILD@|$BUILD|g" "tests/fuzz/$n.deps" 2>/dev/null)

@@ -546,6 +546,40 @@ TEST(handshake_h2_only_gets_no_alpn)
 	SSL_CTX_free(sctx);
 }
 
+/* With HTTP/2 on (agent/proxy/h2.c serves it): h2 is chosen whenever offered,
+ * http/1.1 still for clients offering only that. */
+TEST(handshake_alpn_prefers_h2_when_offered)
+{
+	static const struct { const char *offer; unsigned len; const char *want; } cases[] = {
+		{ "\x08http/1.1\x02h2", 12, "h2" },
+		{ "\x02h2", 3, "h2" },
+		{ "\x08http/1.1", 9, "http/1.1" },
+	};
+	SSL_CTX *sctx = certgen_ctx(cg, "api.openai.com", 14);
+	SSL_CTX *cctx = test_client_ctx(ca_crt, 0);
+
+	certgen_offer_h2(cg, true);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const unsigned char *sel = NULL;
+		unsigned int sel_len = 0;
+		pair_open();
+		SSL *c = client_on(cctx, sp[0], "api.openai.com", (const unsigned char *)cases[i].offer, cases[i].len);
+		SSL *s = server_on(sctx, sp[1]);
+		int rc = handshake(c, s);
+		SSL_get0_alpn_selected(c, &sel, &sel_len);
+		bool ok = rc == 0 && sel_len == strlen(cases[i].want) && !memcmp(sel, cases[i].want, sel_len);
+		SSL_free(c); SSL_free(s);
+		pair_close();
+		if (!ok)
+			certgen_offer_h2(cg, false);
+		CHECK(ok, "case %zu: rc %d, ALPN \"%.*s\", want %s", i, rc, (int)sel_len, sel ? (const char *)sel : "",
+		      cases[i].want);
+	}
+	certgen_offer_h2(cg, false);
+	SSL_CTX_free(cctx);
+	SSL_CTX_free(sctx);
+}
+
 TEST(handshake_tls12_ok_tls11_refused)
 {
 	SSL_CTX *sctx = certgen_ctx(cg, "api.openai.com", 14);

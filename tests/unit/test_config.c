@@ -407,3 +407,30 @@ TEST(mcp_commands_key)
 	CHECK(fails_at("agent_id: x\nmcp_commands: ['a b']\n", 2, "file name", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("agent_id: x\nmcp_commands: [-rf]\n", 2, "-rf", err, sizeof(err)), "%s", err);
 }
+
+TEST(http2_keys)
+{
+	struct config *c = NULL;
+	char err[512];
+	CHECK(load_text("", &c, err, sizeof(err)) == 0, "load failed: %s", err);
+	CHECK(c->h2.enabled && c->h2.max_concurrent_streams == 32 && c->h2.max_header_list_bytes == 65536 &&
+	      c->h2.max_resets_per_second == 100 && c->h2.max_continuations == 8 && c->h2.header_table_size == 4096,
+	      "http2 defaults");
+	config_free(c);
+	CHECK(load_text("http2:\n  enabled: off\n  max_concurrent_streams: 4\n  max_header_list_bytes: 8k\n"
+			"  max_resets_per_second: 10\n  max_continuations: 0\n  header_table_size: 0\n",
+			&c, err, sizeof(err)) == 0, "load failed: %s", err);
+	CHECK(!c->h2.enabled && c->h2.max_concurrent_streams == 4 && c->h2.max_header_list_bytes == 8192 &&
+	      c->h2.max_resets_per_second == 10 && c->h2.max_continuations == 0 && c->h2.header_table_size == 0,
+	      "http2 values not read");
+	config_free(c);
+	CHECK(fails_at("http2: on\n", 1, "http2 must be a mapping", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("http2:\n  enabled: sometimes\n", 2, "http2.enabled must be on or off", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("http2:\n  max_concurrent_streams: 0\n", 2, "", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("http2:\n  max_concurrent_streams: 5000\n", 2, "", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("http2:\n  max_header_list_bytes: 100\n", 2, "1k..1M", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("http2:\n  header_table_size: 1M\n", 2, "0..64k", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("http2:\n  max_resets_per_second: lots\n", 2, "", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("http2:\n  max_continuations: 2000\n", 2, "", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("http2:\n\n  window: 1\n", 3, "http2.window", err, sizeof(err)), "%s", err);
+}

@@ -1,0 +1,825 @@
+/* h2: the HTTP/2 codec toward clients (see h2.h).
+ *
+ * Owns one nghttp2 server session per connection, the streams it holds
+ * (request being received, queued, or being answered) and the translation
+ * of each stream to and from HTTP/1.1 bytes, so that the exchange code
+ * (inspection, policy, redaction, restoration, audit) is the one HTTP/1.1
+ * uses, not a second copy.
+ *
+ * Must never: forward a header field nghttp2 has not validated (RFC 9113
+ * 8.2.1: no CR, LF or NUL, lowercase names, no connection-specific
+ * fields), hold more than H2_OUT_HIGH bytes of an answer per stream, hold
+ * request bodies beyond the limits, or let a client keep resetting,
+ * continuing or compressing its way into the agent's CPU and memory. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <nghttp2/nghttp2.h>
+#include "proxy/h2.h"
+#include "proxy/http.h"
+#include "content/json.h"
+
+/* Reads of this size keep an idle connection's resident stack small;
+ * OpenSSL reads whole records (read-ahead) whatever the size asked. */
+#define H2_READ_CHUNK 4096
+#define H2_WRITE_BATCH (64 * 1024)
+#define H2_METHOD_MAX 16
+/* A refused stream's head keeps this much of its path (the event's path
+ * and the provider come from it; the rest is not needed to refuse). */
+#define H2_REFUSED_PATH_MAX 1024
+
+struct h2_stream {
+	int32_t id;
+	struct h2_stream *next_all;   /* every stream the connection holds */
+	struct h2_stream *next_ready; /* requests complete, in completion order */
+	bool queued, served, closed;
+	int refuse;                   /* 0, 413 or 431 */
+	char method[H2_METHOD_MAX];
+	struct json_buf path, authority, host, hdrs, cookie, body;
+	size_t hlist;                 /* RFC 9113 6.5.2 size of the header list so far */
+	unsigned nhdrs;
+	bool expect_continue;
+	/* response side: the HTTP/1.1 answer turned into HEADERS + DATA */
+	struct json_buf rhead;        /* head bytes until it parses */
+	bool head_done, submitted, ended, deferred;
+	enum http_body framing;
+	uint64_t left;                /* HTTP_BODY_LENGTH: bytes still to come */
+	struct http_chunked chunked;
+	struct json_buf out;          /* DATA payload waiting for the window */
+	size_t out_off;
+};
+
+struct h2_conn {
+	nghttp2_session *s;
+	const struct h2_limits *lim;
+	const struct h2_io *io;
+	struct h2_stream *all;
+	struct h2_stream *ready, *ready_tail;
+	struct h2_stream *cur;        /* being answered */
+	uint64_t buffered;            /* request body bytes held by all streams */
+	uint64_t reset_since;         /* start of the current one-second reset window */
+	uint32_t resets;
+	uint32_t continuations;       /* in the header block being received */
+	bool broken, abuse, io_failed;
+	char why[160];
+	struct json_buf wbuf, req;
+};
+
+/* ---- streams ---- */
+
+/* Request body bytes held, also counted in the caller's buffer budget. */
+static void uncharge(struct h2_conn *h, size_t n)
+{
+	h->buffered -= n;
+	if (n && h->io->charge)
+		h->io->charge(h->io->arg, -(int64_t)n);
+}
+
+static void stream_free(struct h2_conn *h, struct h2_stream *st)
+{
+	struct h2_stream **pp;
+
+	for (pp = &h->all; *pp; pp = &(*pp)->next_all)
+		if (*pp == st) {
+			*pp = st->next_all;
+			break;
+		}
+	if (st->queued) {
+		struct h2_stream *prev = NULL;
+		for (struct h2_stream *q = h->ready; q; prev = q, q = q->next_ready)
+			if (q == st) {
+				if (prev)
+					prev->next_ready = q->next_ready;
+				else
+					h->ready = q->next_ready;
+				if (h->ready_tail == st)
+					h->ready_tail = prev;
+				break;
+			}
+	}
+	uncharge(h, st->body.len);
+	json_buf_free(&st->path);
+	json_buf_free(&st->authority);
+	json_buf_free(&st->host);
+	json_buf_free(&st->hdrs);
+	json_buf_free(&st->cookie);
+	json_buf_free(&st->body);
+	json_buf_free(&st->rhead);
+	json_buf_free(&st->out);
+	free(st);
+}
+
+static void stream_ready(struct h2_conn *h, struct h2_stream *st)
+{
+	if (st->queued || st->served)
+		return;
+	st->queued = true;
+	st->next_ready = NULL;
+	if (h->ready_tail)
+		h->ready_tail->next_ready = st;
+	else
+		h->ready = st;
+	h->ready_tail = st;
+}
+
+static struct h2_stream *stream_pop(struct h2_conn *h)
+{
+	struct h2_stream *st = h->ready;
+
+	if (!st)
+		return NULL;
+	h->ready = st->next_ready;
+	if (!h->ready)
+		h->ready_tail = NULL;
+	st->queued = false;
+	st->served = true;
+	return st;
+}
+
+/* The body bytes are no longer needed: give them back to the budget. */
+static void stream_drop_body(struct h2_conn *h, struct h2_stream *st)
+{
+	uncharge(h, st->body.len);
+	json_buf_free(&st->body);
+	memset(&st->body, 0, sizeof(st->body));
+}
+
+static void broke(struct h2_conn *h, bool abuse, const char *why)
+{
+	if (h->broken)
+		return;
+	h->broken = true;
+	h->abuse = abuse;
+	snprintf(h->why, sizeof(h->why), "%s", why);
+}
+
+/* ---- nghttp2 callbacks: the request side ---- */
+
+static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *user)
+{
+	struct h2_conn *h = user;
+	(void)s;
+	if (hd->type == NGHTTP2_HEADERS) {
+		h->continuations = 0;
+	} else if (hd->type == NGHTTP2_CONTINUATION && ++h->continuations > h->lim->max_continuations) {
+		/* CVE-2024-27316 class: endless CONTINUATION frames, each cheap,
+		 * never ending the block, cost HPACK work and memory forever. */
+		broke(h, true, "CONTINUATION flood: more CONTINUATION frames in one header block than http2.max_continuations");
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	}
+	return 0;
+}
+
+static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *user)
+{
+	struct h2_conn *h = user;
+	unsigned n = 0;
+
+	if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	for (struct h2_stream *st = h->all; st; st = st->next_all)
+		n++;
+	if (n >= h->lim->max_concurrent_streams) {
+		/* nghttp2 enforces the setting once acknowledged; before that
+		 * (and for streams we still hold after their close) we do. */
+		nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+		return 0;
+	}
+	struct h2_stream *st = calloc(1, sizeof(*st));
+	if (!st)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	st->id = f->hd.stream_id;
+	st->next_all = h->all;
+	h->all = st;
+	if (nghttp2_session_set_stream_user_data(s, st->id, st)) {
+		stream_free(h, st);
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	}
+	return 0;
+}
+
+static bool name_is(const uint8_t *name, size_t len, const char *lit)
+{
+	size_t n = strlen(lit);
+	return len == n && !memcmp(name, lit, n);
+}
+
+static int append_field(struct json_buf *b, const uint8_t *name, size_t nl, const uint8_t *v, size_t vl)
+{
+	if (json_buf_reserve(b, nl + vl + 4))
+		return -ENOMEM;
+	json_buf_append(b, name, nl);
+	json_buf_append(b, ": ", 2);
+	json_buf_append(b, v, vl);
+	json_buf_append(b, "\r\n", 2);
+	return 0;
+}
+
+/* One field of a request header block. Values were validated by nghttp2
+ * (RFC 9113 8.2.1); sizes are ours to bound. */
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nl,
+		     const uint8_t *value, size_t vl, uint8_t flags, void *user)
+{
+	struct h2_conn *h = user;
+	struct h2_stream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+	int rc = 0;
+
+	(void)flags;
+	/* Trailers of a request are not forwarded (the upstream is HTTP/1.1
+	 * with a Content-Length body). */
+	if (!st || f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST || st->refuse)
+		return 0;
+	st->hlist += nl + vl + 32;
+	if (st->hlist > h->lim->max_header_list_bytes) {
+		st->refuse = 431;
+		return 0;
+	}
+	if (nl && name[0] == ':') {
+		if (name_is(name, nl, ":method")) {
+			if (vl == 0 || vl >= H2_METHOD_MAX) {
+				st->refuse = 431;
+				return 0;
+			}
+			memcpy(st->method, value, vl);
+			st->method[vl] = 0;
+		} else if (name_is(name, nl, ":path")) {
+			st->path.len = 0;
+			rc = json_buf_append(&st->path, value, vl);
+		} else if (name_is(name, nl, ":authority")) {
+			st->authority.len = 0;
+			rc = json_buf_append(&st->authority, value, vl);
+		}
+		/* :scheme was checked by nghttp2; :protocol is refused by it */
+	} else if (name_is(name, nl, "host")) {
+		st->host.len = 0;
+		rc = json_buf_append(&st->host, value, vl);
+	} else if (name_is(name, nl, "content-length") || name_is(name, nl, "te")) {
+		/* framing is ours to write; nghttp2 checked it against the DATA */
+	} else if (name_is(name, nl, "expect")) {
+		st->expect_continue = vl == 12 && !strncasecmp((const char *)value, "100-continue", 12);
+	} else if (name_is(name, nl, "cookie")) {
+		/* RFC 9113 8.2.3: crumbs are joined with "; " for HTTP/1.1 */
+		if (st->cookie.len)
+			rc = json_buf_append(&st->cookie, "; ", 2);
+		if (!rc)
+			rc = json_buf_append(&st->cookie, value, vl);
+	} else if (++st->nhdrs > h->lim->max_headers) {
+		st->refuse = 431;
+	} else {
+		rc = append_field(&st->hdrs, name, nl, value, vl);
+	}
+	return rc ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
+}
+
+/* A refused stream is answered as soon as it is refused: the client's
+ * remaining DATA is discarded, then RST_STREAM(NO_ERROR) after the answer
+ * (RFC 9113 8.1) tells it to stop sending. */
+static void stream_refuse(struct h2_conn *h, struct h2_stream *st, int status)
+{
+	if (!st->refuse)
+		st->refuse = status;
+	stream_drop_body(h, st);
+	stream_ready(h, st);
+}
+
+static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
+			 void *user)
+{
+	struct h2_conn *h = user;
+	struct h2_stream *st = nghttp2_session_get_stream_user_data(s, id);
+
+	(void)flags;
+	if (!st || st->refuse || st->served)
+		return 0;
+	if (st->body.len + len > h->lim->max_body_bytes) {
+		stream_refuse(h, st, 413);
+		return 0;
+	}
+	/* All streams of a connection together hold one body's worth plus
+	 * a margin: a client queueing large bodies on many streams gets
+	 * REFUSED_STREAM (retry later), not the agent's memory. */
+	if (h->buffered + len > h->lim->max_body_bytes + H2_OUT_HIGH * 16) {
+		stream_drop_body(h, st);
+		st->served = true;
+		nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, id, NGHTTP2_REFUSED_STREAM);
+		return 0;
+	}
+	/* the agent-wide budget (limits.max_buffered_bytes): past it, the
+	 * 503 an HTTP/1.1 client gets */
+	if (h->io->charge && h->io->charge(h->io->arg, (int64_t)len)) {
+		stream_refuse(h, st, 503);
+		return 0;
+	}
+	if (json_buf_append(&st->body, data, len)) {
+		if (h->io->charge)
+			h->io->charge(h->io->arg, -(int64_t)len);
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	}
+	h->buffered += len;
+	return 0;
+}
+
+/* Counts RST_STREAM per one-second window (CVE-2023-44487, "rapid
+ * reset": open, cancel, repeat costs the client nothing and the server a
+ * stream setup each time). */
+static bool reset_flood(struct h2_conn *h)
+{
+	uint64_t now = h->io->now_ms();
+	if (now - h->reset_since >= 1000) {
+		h->reset_since = now;
+		h->resets = 0;
+	}
+	return ++h->resets > h->lim->max_resets_per_sec;
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
+{
+	struct h2_conn *h = user;
+	struct h2_stream *st;
+
+	if (f->hd.type == NGHTTP2_RST_STREAM) {
+		if (reset_flood(h)) {
+			broke(h, true, "rapid reset: more RST_STREAM frames in one second than http2.max_resets_per_second");
+			return NGHTTP2_ERR_CALLBACK_FAILURE;
+		}
+		return 0;
+	}
+	if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
+		return 0;
+	st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+	if (!st || st->served)
+		return 0;
+	if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+		if (!strcmp(st->method, "CONNECT")) {
+			/* a tunnel through the agent would escape inspection */
+			st->served = true;
+			nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
+			return 0;
+		}
+		if (st->refuse) {
+			stream_refuse(h, st, st->refuse);
+			return 0;
+		}
+		if (st->expect_continue && !(f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+			static const nghttp2_nv cont[] = { { (uint8_t *)":status", (uint8_t *)"100", 7, 3,
+							     NGHTTP2_NV_FLAG_NONE } };
+			nghttp2_submit_headers(s, NGHTTP2_FLAG_NONE, st->id, NULL, cont, 1, NULL);
+		}
+	}
+	if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
+		stream_ready(h, st);
+	return 0;
+}
+
+static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, void *user)
+{
+	struct h2_conn *h = user;
+	struct h2_stream *st = nghttp2_session_get_stream_user_data(s, id);
+
+	(void)error_code;
+	if (!st)
+		return 0;
+	nghttp2_session_set_stream_user_data(s, id, NULL);
+	if (st == h->cur)
+		st->closed = true;   /* the driver frees it when the exchange returns */
+	else
+		stream_free(h, st);
+	return 0;
+}
+
+/* ---- the response side ---- */
+
+static ssize_t data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
+			 nghttp2_data_source *src, void *user)
+{
+	struct h2_stream *st = src->ptr;
+	size_t avail = st->out.len - st->out_off;
+	size_t n = avail < length ? avail : length;
+
+	(void)s; (void)id; (void)user;
+	if (n)
+		memcpy(buf, st->out.data + st->out_off, n);
+	st->out_off += n;
+	if (st->out_off == st->out.len)
+		st->out.len = st->out_off = 0;
+	if (st->out.len == 0 && st->ended) {
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+		return (ssize_t)n;
+	}
+	if (n == 0) {
+		st->deferred = true;
+		return NGHTTP2_ERR_DEFERRED;
+	}
+	return (ssize_t)n;
+}
+
+/* Everything nghttp2 has to send, written in batches (one TLS record
+ * for many small frames). */
+static int flush(struct h2_conn *h)
+{
+	const uint8_t *p;
+	ssize_t n;
+
+	if (h->io_failed)
+		return -EIO;
+	h->wbuf.len = 0;
+	for (;;) {
+		n = nghttp2_session_mem_send(h->s, &p);
+		if (n < 0) {
+			broke(h, false, "HTTP/2 session failed while sending");
+			return -EPROTO;
+		}
+		if (n > 0 && json_buf_append(&h->wbuf, p, (size_t)n))
+			return -ENOMEM;
+		if ((n == 0 && h->wbuf.len) || h->wbuf.len >= H2_WRITE_BATCH) {
+			if (h->io->write(h->io->arg, h->wbuf.data, h->wbuf.len)) {
+				h->io_failed = true;
+				return -EIO;
+			}
+			h->wbuf.len = 0;
+		}
+		if (n == 0) {
+			/* a big answer's batch is not kept for an idle connection */
+			if (h->wbuf.cap > H2_WRITE_BATCH / 4)
+				json_buf_free(&h->wbuf);
+			return 0;
+		}
+	}
+}
+
+static const char *mem_recv_why(int rv)
+{
+	switch (rv) {
+	case NGHTTP2_ERR_TOO_MANY_CONTINUATIONS:
+		return "CONTINUATION flood: more CONTINUATION frames in one header block than http2.max_continuations";
+	case NGHTTP2_ERR_FLOODED:
+		return "control frame flood: the client does not read the agent's SETTINGS/PING acknowledgements";
+	case NGHTTP2_ERR_HEADER_COMP:
+		return "HPACK decoding failed (or the client's table passed http2.header_table_size)";
+	case NGHTTP2_ERR_BAD_CLIENT_MAGIC:
+		return "no HTTP/2 connection preface after ALPN h2";
+	default:
+		return "HTTP/2 protocol error";
+	}
+}
+
+/* Reads once from the client and runs what arrived through the session.
+ * 0, or < 0 when the connection is over (EOF, timeout, error, abuse). */
+static int pump_in(struct h2_conn *h)
+{
+	uint8_t buf[H2_READ_CHUNK];
+	ssize_t n = h->io->read(h->io->arg, buf, sizeof(buf), h->lim->idle_timeout_ms);
+
+	if (n <= 0) {
+		h->io_failed = n != -ETIMEDOUT;
+		return n == 0 ? -ECONNRESET : (int)n;
+	}
+	ssize_t rv = nghttp2_session_mem_recv(h->s, buf, (size_t)n);
+	if (rv < 0) {
+		bool flood = rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS || rv == NGHTTP2_ERR_FLOODED;
+		broke(h, flood, mem_recv_why((int)rv));
+		return -EPROTO;
+	}
+	return flush(h);
+}
+
+/* The lowercase field name nghttp2 wants, in place in our copy of the head. */
+static void lower(const char *p, size_t n)
+{
+	char *w = (char *)p;
+	for (size_t i = 0; i < n; i++)
+		if (w[i] >= 'A' && w[i] <= 'Z')
+			w[i] = (char)(w[i] - 'A' + 'a');
+}
+
+static bool hop_by_hop(const struct http_header *hd)
+{
+	static const char *const drop[] = { "connection", "keep-alive", "proxy-connection",
+					    "transfer-encoding", "upgrade", "te", "trailer" };
+	for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
+		if (hd->name_len == strlen(drop[i]) && !strncasecmp(hd->name, drop[i], hd->name_len))
+			return true;
+	return false;
+}
+
+static int submit_head(struct h2_conn *h, struct h2_stream *st, const struct http_response *r)
+{
+	nghttp2_nv nv[HTTP_MAX_HEADERS + 1];
+	char status[4];
+	size_t n = 0;
+
+	snprintf(status, sizeof(status), "%03d", r->status);
+	nv[n++] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE };
+	for (unsigned i = 0; i < r->nheaders; i++) {
+		const struct http_header *hd = &r->headers[i];
+		if (hop_by_hop(hd))
+			continue;
+		lower(hd->name, hd->name_len);
+		nv[n++] = (nghttp2_nv){ (uint8_t *)hd->name, (uint8_t *)hd->value, hd->name_len, hd->value_len,
+					NGHTTP2_NV_FLAG_NONE };
+	}
+	nghttp2_data_provider prd = { .source.ptr = st, .read_callback = data_read };
+	if (nghttp2_submit_response(h->s, st->id, nv, n, &prd))
+		return -EIO;
+	st->submitted = true;
+	return 0;
+}
+
+static int out_append(void *arg, const char *data, size_t len)
+{
+	struct h2_stream *st = arg;
+	return json_buf_append(&st->out, data, len) ? -ENOMEM : 0;
+}
+
+/* Body bytes in the upstream's framing: payload to st->out. */
+static int body_in(struct h2_stream *st, const char *p, size_t n)
+{
+	if (!n)
+		return 0;
+	switch (st->framing) {
+	case HTTP_BODY_NONE:
+		return 0;
+	case HTTP_BODY_LENGTH:
+		if (n > st->left)
+			n = (size_t)st->left;
+		st->left -= n;
+		return out_append(st, p, n);
+	case HTTP_BODY_CHUNKED:
+		if (http_chunked_done(&st->chunked))
+			return 0;
+		return http_chunked_feed(&st->chunked, p, n, out_append, st) < 0 ? -EIO : 0;
+	default:
+		return out_append(st, p, n);
+	}
+}
+
+/* Head bytes: parse when complete; 1xx heads are dropped (the client sent
+ * its whole body already); the final head becomes HEADERS. */
+static int head_in(struct h2_conn *h, struct h2_stream *st, const char *p, size_t n)
+{
+	struct http_limits rl = { .max_head_bytes = (size_t)h->lim->max_head_bytes * 2 + 4096,
+				  .max_headers = HTTP_MAX_HEADERS };
+	struct http_response r;
+
+	if (json_buf_append(&st->rhead, p, n))
+		return -ENOMEM;
+	for (;;) {
+		int hl = http_parse_response(st->rhead.data, st->rhead.len, &rl, st->method, strlen(st->method), &r);
+		if (hl == 0)
+			return st->rhead.len > rl.max_head_bytes ? -EIO : 0;
+		if (hl < 0)
+			return -EIO;
+		if (r.status < 200) {
+			memmove(st->rhead.data, st->rhead.data + hl, st->rhead.len - (size_t)hl);
+			st->rhead.len -= (size_t)hl;
+			if (!st->rhead.len)
+				return 0;
+			continue;
+		}
+		st->head_done = true;
+		st->framing = r.body;
+		st->left = r.content_length;
+		if (r.body == HTTP_BODY_CHUNKED)
+			http_chunked_init(&st->chunked, UINT64_MAX, 65536);
+		if (submit_head(h, st, &r))
+			return -EIO;
+		int rc = body_in(st, st->rhead.data + hl, st->rhead.len - (size_t)hl);
+		json_buf_free(&st->rhead);
+		memset(&st->rhead, 0, sizeof(st->rhead));
+		return rc;
+	}
+}
+
+static void resume(struct h2_conn *h, struct h2_stream *st)
+{
+	if (st->deferred && (st->out.len > st->out_off || st->ended)) {
+		st->deferred = false;
+		nghttp2_session_resume_data(h->s, st->id);
+	}
+}
+
+static size_t pending(const struct h2_stream *st)
+{
+	return st->out.len - st->out_off;
+}
+
+int h2_respond(struct h2_conn *h, const void *data, size_t len)
+{
+	struct h2_stream *st = h->cur;
+	int rc;
+
+	if (!st || st->closed || h->broken || h->io_failed)
+		return -EIO;
+	rc = st->head_done ? body_in(st, data, len) : head_in(h, st, data, len);
+	if (rc) {
+		nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+		flush(h);
+		return -EIO;
+	}
+	resume(h, st);
+	if (flush(h))
+		return -EIO;
+	/* Flow control: past the high mark, wait for WINDOW_UPDATE (the
+	 * caller stops reading the upstream meanwhile). */
+	while (pending(st) > H2_OUT_HIGH && !st->closed) {
+		if (pump_in(h))
+			return -EIO;
+		resume(h, st);
+		if (flush(h))
+			return -EIO;
+	}
+	return st->closed ? -EIO : 0;
+}
+
+/* ---- serving one stream ---- */
+
+static int build_request(struct h2_conn *h, struct h2_stream *st)
+{
+	struct json_buf *b = &h->req;
+	const struct json_buf *auth = st->authority.len ? &st->authority : &st->host;
+	size_t pl = st->path.len;
+	bool body = st->body.len || !strcmp(st->method, "POST") || !strcmp(st->method, "PUT") ||
+		    !strcmp(st->method, "PATCH");
+	char cl[48];
+	int rc = 0;
+
+	b->len = 0;
+	if (st->refuse && pl > H2_REFUSED_PATH_MAX)
+		pl = H2_REFUSED_PATH_MAX;
+	rc |= json_buf_append(b, st->method[0] ? st->method : "GET", st->method[0] ? strlen(st->method) : 3);
+	rc |= json_buf_append(b, " ", 1);
+	rc |= json_buf_append(b, pl ? st->path.data : "/", pl ? pl : 1);
+	rc |= json_buf_append(b, " HTTP/1.1\r\nHost: ", 17);
+	rc |= json_buf_append(b, auth->data ? auth->data : "", auth->len);
+	rc |= json_buf_append(b, "\r\n", 2);
+	if (!st->refuse) {
+		rc |= json_buf_append(b, st->hdrs.data ? st->hdrs.data : "", st->hdrs.len);
+		if (st->cookie.len)
+			rc |= append_field(b, (const uint8_t *)"cookie", 6, (const uint8_t *)st->cookie.data,
+					   st->cookie.len);
+		if (body) {
+			int n = snprintf(cl, sizeof(cl), "content-length: %zu\r\n", st->body.len);
+			rc |= json_buf_append(b, cl, (size_t)n);
+		}
+	}
+	rc |= json_buf_append(b, "\r\n", 2);
+	if (rc)
+		return -ENOMEM;
+	if (b->len > h->lim->max_head_bytes) {
+		st->refuse = 431;
+		return build_request(h, st);
+	}
+	if (!st->refuse && st->body.len && json_buf_append(b, st->body.data, st->body.len))
+		return -ENOMEM;
+	return 0;
+}
+
+/* Whether the upstream's framing says the answer is whole. */
+static bool answer_complete(const struct h2_stream *st, bool caller_ok)
+{
+	switch (st->framing) {
+	case HTTP_BODY_NONE:
+		return true;
+	case HTTP_BODY_LENGTH:
+		return st->left == 0;
+	case HTTP_BODY_CHUNKED:
+		return http_chunked_done(&st->chunked);
+	default:
+		return caller_ok;
+	}
+}
+
+static void serve_stream(struct h2_conn *h, struct h2_stream *st)
+{
+	int rc;
+
+	h->cur = st;
+	if (build_request(h, st)) {
+		broke(h, false, "out of memory");
+		goto out;
+	}
+	stream_drop_body(h, st);
+	rc = h->io->exchange(h->io->arg, h, h->req.data, h->req.len, st->refuse);
+	if (h->broken || h->io_failed || st->closed)
+		goto out;
+	if (st->head_done && answer_complete(st, rc >= 0)) {
+		st->ended = true;
+		if (!st->submitted)
+			goto reset;
+		resume(h, st);
+		/* The answer leaves before the next stream is served: one
+		 * stream's worth of response memory at a time. */
+		while (!flush(h) && pending(st) && !st->closed && !pump_in(h))
+			resume(h, st);
+		/* Answered before the request was whole (refused): the rest of
+		 * it is not wanted. After the answer: RST_STREAM would overtake
+		 * the queued DATA. */
+		if (st->refuse && !st->closed) {
+			nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+			flush(h);
+		}
+		goto out;
+	}
+reset:
+	/* Cut short (upstream gone mid-answer, an answer that could not be
+	 * redacted): the client must see an error, never a clean end. */
+	nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+	flush(h);
+out:
+	h->cur = NULL;
+	if (st->closed)
+		stream_free(h, st);
+}
+
+/* ---- the connection ---- */
+
+static int session_new(struct h2_conn *h)
+{
+	nghttp2_session_callbacks *cb;
+	nghttp2_option *opt;
+	int rc;
+
+	if (nghttp2_session_callbacks_new(&cb))
+		return -ENOMEM;
+	nghttp2_session_callbacks_set_on_begin_frame_callback(cb, on_begin_frame);
+	nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+	nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+	if (nghttp2_option_new(&opt)) {
+		nghttp2_session_callbacks_del(cb);
+		return -ENOMEM;
+	}
+	/* nghttp2's own guards, set from the same limits (ours trip first
+	 * and say which limit was broken). */
+	nghttp2_option_set_max_continuations(opt, h->lim->max_continuations + 1);
+	nghttp2_option_set_stream_reset_rate_limit(opt, (uint64_t)h->lim->max_resets_per_sec * 4 + 16,
+						   h->lim->max_resets_per_sec);
+	nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
+	nghttp2_option_set_max_outbound_ack(opt, 1000);
+	nghttp2_option_set_max_settings(opt, 32);
+	rc = nghttp2_session_server_new2(&h->s, cb, h, opt);
+	nghttp2_option_del(opt);
+	nghttp2_session_callbacks_del(cb);
+	if (rc)
+		return -ENOMEM;
+	nghttp2_settings_entry iv[] = {
+		{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, h->lim->max_concurrent_streams },
+		{ NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, h->lim->max_header_list_bytes },
+		{ NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, h->lim->header_table_size },
+	};
+	return nghttp2_submit_settings(h->s, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) ? -ENOMEM : 0;
+}
+
+int h2_serve(const struct h2_limits *lim, const struct h2_io *io, bool *abuse, char *why, size_t whylen)
+{
+	struct h2_conn h = { .lim = lim, .io = io };
+	int rc;
+
+	if (abuse)
+		*abuse = false;
+	if (whylen)
+		why[0] = 0;
+	h.reset_since = io->now_ms();
+	if ((rc = session_new(&h)))
+		goto out;
+	if (flush(&h))
+		goto out;
+	for (;;) {
+		struct h2_stream *st = stream_pop(&h);
+		if (st) {
+			serve_stream(&h, st);
+		} else if (!nghttp2_session_want_read(h.s) && !nghttp2_session_want_write(h.s)) {
+			break;
+		} else if ((rc = pump_in(&h))) {
+			if (rc == -ETIMEDOUT) {
+				/* idle: a graceful end the client can retry after */
+				nghttp2_session_terminate_session(h.s, NGHTTP2_NO_ERROR);
+				flush(&h);
+			}
+			rc = 0;
+			break;
+		}
+		if (h.broken || h.io_failed)
+			break;
+	}
+	if (h.broken) {
+		/* GOAWAY with the reason class; the connection then closes. */
+		nghttp2_session_terminate_session(h.s, h.abuse ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR);
+		flush(&h);
+		if (abuse)
+			*abuse = h.abuse;
+		snprintf(why, whylen, "%s", h.why);
+		rc = 1;
+	}
+out:
+	while (h.all)
+		stream_free(&h, h.all);
+	nghttp2_session_del(h.s);
+	json_buf_free(&h.wbuf);
+	json_buf_free(&h.req);
+	return rc;
+}

@@ -1,0 +1,85 @@
+/* h2: HTTP/2 toward the client (RFC 9113) with libnghttp2, driven sans-IO
+ * (nghttp2_session_mem_recv / mem_send) over the connection the caller
+ * owns. Each stream becomes one HTTP/1.1 exchange for the rest of the agent:
+ * its pseudo-headers, headers and body are turned into an HTTP/1.1 request
+ * (Content-Length framed) handed to h2_io.exchange, which runs the same
+ * inspection, policy, redaction, upstream forwarding and audit as an
+ * HTTP/1.1 request; the HTTP/1.1 response that code writes back goes
+ * through h2_respond, which turns it into HEADERS and DATA frames as it
+ * arrives (an SSE answer is streamed, never held).
+ *
+ * Streams are served one at a time on the connection's thread, in the
+ * order their requests complete: SETTINGS_MAX_CONCURRENT_STREAMS bounds
+ * how many a client may have open (queued requests wait behind the one in
+ * progress: head-of-line blocking until the event loop serves them
+ * concurrently). Flow control is honoured: at most H2_OUT_HIGH bytes of a
+ * response wait for the client's window, then the upstream is not read
+ * until the client opens it.
+ *
+ * A hostile client closes its own connection, never the agent: limits on
+ * open streams, header list size, RST_STREAM rate, CONTINUATION frames and
+ * the HPACK table; breaking one sends GOAWAY and h2_serve says which.
+ *
+ * Ownership: limits and io are borrowed for the call; the request bytes
+ * given to io->exchange are borrowed for that call. Never logs. */
+#ifndef VIGIL_H2_H
+#define VIGIL_H2_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Response bytes held for the client's flow-control window, per stream. */
+#define H2_OUT_HIGH (64 * 1024)
+
+struct h2_limits {
+	uint32_t max_concurrent_streams;  /* SETTINGS_MAX_CONCURRENT_STREAMS */
+	uint32_t max_header_list_bytes;   /* SETTINGS_MAX_HEADER_LIST_SIZE; above: 431 */
+	uint32_t max_resets_per_sec;      /* RST_STREAM from the client per second; above: GOAWAY */
+	uint32_t max_continuations;       /* CONTINUATION frames per header block; above: GOAWAY */
+	uint32_t header_table_size;       /* SETTINGS_HEADER_TABLE_SIZE (HPACK decoder) */
+	uint32_t max_head_bytes;          /* the HTTP/1.1 head made of a stream; above: 431 */
+	uint32_t max_headers;             /* header fields per request; above: 431 */
+	uint64_t max_body_bytes;          /* request body; above: 413 */
+	uint32_t idle_timeout_ms;         /* client silent this long: GOAWAY, close */
+};
+
+struct h2_conn;
+
+struct h2_io {
+	void *arg;
+	/* Client bytes: > 0 read, 0 EOF, < 0 -errno (-ETIMEDOUT after timeout_ms). */
+	ssize_t (*read)(void *arg, void *buf, size_t len, uint32_t timeout_ms);
+	/* All of buf to the client, 0 or -errno. */
+	int (*write)(void *arg, const void *buf, size_t len);
+	uint64_t (*now_ms)(void);
+	/* One stream's request as HTTP/1.1 (head, then a body of exactly
+	 * Content-Length bytes). refuse 0: serve it, writing the response
+	 * with h2_respond(h2, ...); 413, 431 or 503: the stream broke a limit (the
+	 * head holds the request line and Host only), answer with that error
+	 * in the provider's shape (as the HTTP/1.1 path does, the callee may
+	 * also refuse a stream it has no buffer for). Returns < 0 if the
+	 * response is incomplete (the stream is then reset), else >= 0. */
+	int (*exchange)(void *arg, struct h2_conn *h2, const char *req, size_t len, int refuse);
+	/* Optional: request body bytes the connection holds (delta > 0) or
+	 * gave back (< 0), against a shared budget; -ENOBUFS refuses the
+	 * stream with a 503. */
+	int (*charge)(void *arg, int64_t delta);
+};
+
+/* Serves the connection until the client closes it, goes idle, or breaks
+ * a limit. Returns 0, -ENOMEM, or 1 when the client broke a limit or the
+ * protocol: then *abuse (if not NULL) is true for a limit (rapid reset,
+ * CONTINUATION flood, ...), false for a malformed stream of frames, and
+ * why gets one line without any header or body content. */
+int h2_serve(const struct h2_limits *lim, const struct h2_io *io, bool *abuse, char *why,
+	     size_t whylen);
+
+/* From io->exchange: the next bytes of the HTTP/1.1 response to the
+ * stream being served (head, 1xx heads dropped, body in any framing).
+ * Waits for the client's window past H2_OUT_HIGH. 0, or -EIO when the
+ * stream or the connection is gone (stop sending). */
+int h2_respond(struct h2_conn *h2, const void *data, size_t len);
+
+#endif
