@@ -42,6 +42,8 @@ struct config {
 	char **mcp_servers;            /* remote MCP servers (exact, or "*.suffix"); also
 					* appended to endpoints at load, so they are watched */
 	size_t n_mcp_servers;
+	char **webapps_exclude;        /* web app hosts (webapps.h catalog) left unwatched */
+	size_t n_webapps_exclude;
 	char **passthrough;            /* watched domains never decrypted */
 	size_t n_passthrough;
 	struct sockaddr_storage *target_addrs;  /* target_addresses: always redirected */

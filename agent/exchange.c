@@ -39,6 +39,7 @@
 #include "log.h"
 #include "redact.h"
 #include "sse.h"
+#include "webapps.h"
 
 #define RESP_COPY_MAX (1u << 20)
 #define SSE_EVENT_MAX (1u << 20)
@@ -772,6 +773,7 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
 		res->counts[FINDING_INSPECTION_LIMIT] = 1;
 	ex->provider = res->info.provider;
 	snprintf(ex->model, sizeof(ex->model), "%s", res->info.model);
+	snprintf(ex->conversation, sizeof(ex->conversation), "%s", res->info.conversation);
 	ex->stream = res->info.stream;
 	ex->injection_score = res->injection_score;
 	memcpy(ex->counts, res->counts, sizeof(ex->counts));
@@ -854,6 +856,7 @@ struct text_find {
 	bool found, json;
 	long index;
 	char chan[96];
+	const char *const *app;   /* a web app's delta fields, tried first */
 };
 
 static int find_text(void *ctx, const char *doc, const struct json_string *s)
@@ -867,6 +870,14 @@ static int find_text(void *ctx, const char *doc, const struct json_string *s)
 	}
 	if (s->kind != JSON_STRING || s->is_key)
 		return 0;
+	for (int i = 0; f->app && f->app[i]; i++)
+		if (json_path_match(s->path, f->app[i])) {
+			f->off = s->off;
+			f->len = s->len;
+			f->found = true;
+			snprintf(f->chan, sizeof(f->chan), "w%d:%ld", i, f->index);
+			return 1;
+		}
 	for (int i = 0; text_paths[i]; i++)
 		if (json_path_match(s->path, text_paths[i])) {
 			f->off = s->off;
@@ -1044,6 +1055,7 @@ static void rewrite_event(struct exchange *ex, const char *event, size_t event_l
 	if (ex->answer_cut)
 		return;
 	f.index = -1;
+	f.app = provider_stream_delta_paths(ex->provider);
 	if (json_scan(data, data_len, find_text, &f) >= 0 && f.found &&
 	    json_decode(data + f.off, f.len, &txt) == 0) {
 		if (strcmp(f.chan, ex->tpl_chan)) {
@@ -1418,6 +1430,8 @@ void exchange_fill_event(const struct exchange *ex, struct audit_event *ev)
 	ev->method = ex->method[0] ? ex->method : NULL;
 	ev->path = ex->path[0] ? ex->path : NULL;
 	ev->model = ex->model[0] ? ex->model : NULL;
+	ev->app = provider_webapp(ex->provider) ? provider_webapp(ex->provider)->name : NULL;
+	ev->conversation = ex->conversation[0] ? ex->conversation : NULL;
 	ev->stream = ex->stream;
 	ev->action = ex->action;
 	ev->rule = ex->rule;
@@ -1465,11 +1479,14 @@ int exchange_error_body(const struct exchange *ex, int status, const char *code,
 	return exchange_error_body_for(ex->provider, status, code, msg, out, outlen);
 }
 
-int exchange_error_response(enum provider_id provider, int status, const char *code, const char *msg,
+int exchange_error_response(enum provider_id provider, const char *path, int status, const char *code, const char *msg,
 			    char *out, size_t outlen)
 {
 	char body[1024];
-	int blen = exchange_error_body_for(provider, status, code, msg, body, sizeof(body));
+	int blen;
+	if (provider_webapp(provider))
+		return webapp_refusal(provider_webapp(provider), path, status, code, msg, out, outlen);
+	blen = exchange_error_body_for(provider, status, code, msg, body, sizeof(body));
 	int n = snprintf(out, outlen,
 			 "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
 			 "Content-Length: %d\r\nConnection: close\r\nX-Vigil-Error: %s\r\n%s\r\n%s",

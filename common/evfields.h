@@ -68,6 +68,8 @@
 	X(tool, 51, STR, STR, RAW, EV)                                                          \
 	X(mcp_session, 52, STR, STR, RAW, EV)                                                   \
 	X(tool_calls, 53, STR, STR, RAW, EV)  /* tools called in the answer: "name:count,..." */ \
+	X(app, 60, STR, STR, RAW, EV)  /* chat web app ("chatgpt", ...), absent for APIs */         \
+	X(conversation, 61, STR, STR, RAW, EV)  /* the web app's conversation id, never content */ \
 	X(stream, 24, BOOL, BOOL, COL, EV)                                                      \
 	X(action, 25, STR, STR, COL, EV)                                                        \
 	X(rule, 26, STR, STR, COL, EV)                                                          \

@@ -1,1 +1,1 @@
-test_budget_DEPS := agent/policy.c agent/json.c agent/providers.c
+test_budget_DEPS := agent/policy.c agent/json.c agent/providers.c $(WEBAPP_SRCS)

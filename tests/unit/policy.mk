@@ -1,1 +1,1 @@
-test_policy_DEPS := agent/json.c agent/providers.c
+test_policy_DEPS := agent/json.c agent/providers.c $(WEBAPP_SRCS)

@@ -1,1 +1,1 @@
-test_providers_DEPS := agent/json.c
+test_providers_DEPS := agent/json.c $(WEBAPP_SRCS)
