@@ -75,6 +75,8 @@ static bool seg_match(const char *pat, size_t pl, const char *seg, size_t sl)
 {
 	if ((pl == 1 && pat[0] == '*') || (pl == 6 && !memcmp(pat, "{conv}", 6)))
 		return sl > 0;
+	if (pl > 1 && pat[pl - 1] == '*')     /* "file-*": a prefix and at least one more byte */
+		return sl >= pl && !memcmp(pat, seg, pl - 1);
 	return pl == sl && !memcmp(pat, seg, sl);
 }
 

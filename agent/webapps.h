@@ -19,7 +19,7 @@
 #include <stddef.h>
 
 /* One kind of request of an app. path: '/'-separated segments where "*"
- * matches any one segment, "{conv}" one segment that is the conversation
+ * matches any one segment, "x*" one segment starting with x, "{conv}" one segment that is the conversation
  * id, and a final "**" any rest (the query string is never matched). */
 struct webapp_route {
 	const char *path;
