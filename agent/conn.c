@@ -555,7 +555,7 @@ static void send_http_refusal(struct conn *c, int status)
 	else
 		snprintf(msg, sizeof(msg), "%s plain-HTTP request refused: HTTPS is required",
 			 status == 408 ? "incomplete" : status == 431 ? "oversized" : "malformed");
-	n = exchange_error_response(provider_identify(c->info.sni[0] ? c->info.sni : NULL, c->path), c->path,
+	n = exchange_error_response(provider_identify(c->info.sni[0] ? c->info.sni : NULL, c->path), c->path, NULL,
 				    status, reason_name(REASON_PLAIN_HTTP), msg, resp, sizeof(resp));
 	if (n > 0)
 		(void)!send(c->cw.w.fd, resp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);

@@ -726,6 +726,11 @@ static void set_method_path(struct exchange *ex, const struct http_request *req)
 		pl++;
 	memcpy(ex->path, req->target, pl);
 	ex->path[pl] = 0;
+	const struct http_header *o = http_find_header(req->headers, req->nheaders, "origin");
+	if (o && o->value_len < sizeof(ex->origin)) {
+		memcpy(ex->origin, o->value, o->value_len);
+		ex->origin[o->value_len] = 0;
+	}
 }
 
 void exchange_request(struct exchange *ex, const struct http_request *req, const char *body,
@@ -1479,13 +1484,13 @@ int exchange_error_body(const struct exchange *ex, int status, const char *code,
 	return exchange_error_body_for(ex->provider, status, code, msg, out, outlen);
 }
 
-int exchange_error_response(enum provider_id provider, const char *path, int status, const char *code, const char *msg,
+int exchange_error_response(enum provider_id provider, const char *path, const char *origin, int status, const char *code, const char *msg,
 			    char *out, size_t outlen)
 {
 	char body[1024];
 	int blen;
 	if (provider_webapp(provider))
-		return webapp_refusal(provider_webapp(provider), path, status, code, msg, out, outlen);
+		return webapp_refusal(provider_webapp(provider), path, origin, status, code, msg, out, outlen);
 	blen = exchange_error_body_for(provider, status, code, msg, body, sizeof(body));
 	int n = snprintf(out, outlen,
 			 "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"

@@ -149,9 +149,21 @@ static const char *status_text(int status)
 	}
 }
 
-int webapp_refusal(const struct webapp *a, const char *path, int status, const char *code,
-		   const char *msg, char *out, size_t outlen)
+/* origin is "https://<one of a's hosts>" (nothing else is echoed back). */
+static bool own_origin(const struct webapp *a, const char *origin)
 {
+	if (!origin || strncmp(origin, "https://", 8))
+		return false;
+	for (const char *const *h = a->hosts; *h; h++)
+		if (!strcasecmp(origin + 8, *h))
+			return true;
+	return false;
+}
+
+int webapp_refusal(const struct webapp *a, const char *path, const char *origin, int status,
+		   const char *code, const char *msg, char *out, size_t outlen)
+{
+	char cors[160] = "";
 	const struct webapp_route *r = webapp_route(a, path, NULL, 0);
 	bool stream = r && r->prompt && a->refusal_stream;
 	struct json_buf body = { 0 };
@@ -163,14 +175,17 @@ int webapp_refusal(const struct webapp *a, const char *path, int status, const c
 		json_buf_free(&body);
 		return -ENOMEM;
 	}
+	if (own_origin(a, origin))
+		snprintf(cors, sizeof(cors), "Access-Control-Allow-Origin: %s\r\n"
+			 "Access-Control-Allow-Credentials: true\r\nVary: Origin\r\n", origin);
 	if (stream)
 		status = 200;   /* the app shows a 200 stream as an answer; an error code as "something went wrong" */
 	/* no-store: a refusal is never served again from a cache */
 	n = snprintf(out, outlen,
 		     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
-		     "Connection: close\r\nX-Vigil-Error: %s\r\n\r\n%.*s",
+		     "Connection: close\r\nX-Vigil-Error: %s\r\n%s\r\n%.*s",
 		     status, status_text(status), stream ? a->refusal_type : "application/json", body.len,
-		     code ? code : "blocked", (int)body.len, body.data ? body.data : "");
+		     code ? code : "blocked", cors, (int)body.len, body.data ? body.data : "");
 	json_buf_free(&body);
 	return n < 0 || (size_t)n >= outlen ? -ENOSPC : n;
 }

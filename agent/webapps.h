@@ -72,8 +72,11 @@ void webapp_copy_id(char *dst, size_t cap, const char *src, size_t len);
 /* The whole HTTP/1.1 response refusing a request to app a: for a prompt
  * route with a refusal_stream, status 200 and the stream; otherwise
  * status and error_json. msg: the policy message (any bytes; JSON-escaped
- * here). Returns the length, or -ENOSPC. */
-int webapp_refusal(const struct webapp *a, const char *path, int status, const char *code,
-		   const char *msg, char *out, size_t outlen);
+ * here). origin: the request's Origin (may be NULL): when it is one of the
+ * app's own hosts (its page uploading to its upload host), the refusal
+ * allows that origin to read it, so the page can show why. Returns the
+ * length, or -ENOSPC. */
+int webapp_refusal(const struct webapp *a, const char *path, const char *origin, int status,
+		   const char *code, const char *msg, char *out, size_t outlen);
 
 #endif

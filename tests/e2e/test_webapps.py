@@ -98,8 +98,8 @@ def browser(steps, watched=True):
     lines = p.stdout.strip().splitlines()
     check(p.returncode == 0 and lines, "browser failed (%d): %s" % (p.returncode, p.stderr[-800:]))
     res = json.loads(lines[-1])
-    for r in res:
-        check("error" not in r, "browser step failed: %s" % r.get("error"))
+    for i, r in enumerate(res):
+        check("error" not in r, "browser step %d (%s) failed: %s" % (i, steps[i]["type"], r.get("error")))
     return res
 
 

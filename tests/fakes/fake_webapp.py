@@ -260,7 +260,6 @@ class Handler(BaseHTTPRequestHandler):
     def do_OPTIONS(self):
         # the cross-origin PUT from chatgpt.com to the upload host
         self.send_response(200)
-        self.send_header("Access-Control-Allow-Origin", "*")
         self.send_header("Access-Control-Allow-Methods", "PUT, POST, GET")
         self.send_header("Access-Control-Allow-Headers", "content-type, x-ms-blob-type")
         self.send_header("Content-Length", "0")

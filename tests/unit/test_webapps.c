@@ -220,7 +220,7 @@ TEST(refusal_is_an_answer_the_app_shows)
 	size_t app;
 	const struct webapp *a = webapp_by_host("chatgpt.com", 11, &app);
 	CHECK(a, "chatgpt.com in the catalog");
-	int n = webapp_refusal(a, "/backend-api/conversation", 403, "policy_blocked", "no \"keys\"\n please", out,
+	int n = webapp_refusal(a, "/backend-api/conversation", NULL, 403, "policy_blocked", "no \"keys\"\n please", out,
 			       sizeof(out));
 	CHECK(n > 0 && !strncmp(out, "HTTP/1.1 200 OK\r\n", 17), "a prompt's refusal is a 200 stream: %.40s", out);
 	CHECK(strstr(out, "text/event-stream") && strstr(out, "\"parts\":[\"Vigil: no \\\"keys\\\"\\n please\"]") &&
@@ -233,20 +233,22 @@ TEST(refusal_is_an_answer_the_app_shows)
 	const char *d = strstr(body, "data: ") + 6;
 	CHECK(json_scan(d, (size_t)(strchr(d, '\n') - d), NULL, NULL) == 0, "payload is not JSON");
 	/* an upload refused: the app's error with the agent's status */
-	n = webapp_refusal(a, "/backend-api/files", 403, "policy_blocked", "a secret", out, sizeof(out));
+	n = webapp_refusal(a, "/backend-api/files", "https://chatgpt.com", 403, "policy_blocked", "a secret", out, sizeof(out));
 	CHECK(n > 0 && !strncmp(out, "HTTP/1.1 403 ", 13) && strstr(out, "{\"detail\":\"Vigil: a secret\"}"), "%s", out);
+	CHECK(strstr(out, "Access-Control-Allow-Origin: https://chatgpt.com\r\n"), "the app's page may read its refusal: %s", out);
 	/* Claude: the Messages stream shape */
 	a = webapp_by_host("claude.ai", 9, NULL);
-	n = webapp_refusal(a, "/api/organizations/o/chat_conversations/c/completion", 403, "policy_warning", "x", out,
+	n = webapp_refusal(a, "/api/organizations/o/chat_conversations/c/completion", "https://evil.example", 403, "policy_warning", "x", out,
 			   sizeof(out));
 	CHECK(n > 0 && strstr(out, "event: content_block_delta") && strstr(out, "\"text\":\"Vigil: x\"") &&
 	      strstr(out, "event: message_stop"), "%s", out);
+	CHECK(!strstr(out, "Access-Control"), "another origin is never allowed: %s", out);
 	/* Gemini has no stream we speak: its error */
 	a = webapp_by_host("gemini.google.com", 17, NULL);
-	n = webapp_refusal(a, "/_/BardChatUi/data/assistant.lamda.BardFrontendService/StreamGenerate", 403, "b", "x", out,
+	n = webapp_refusal(a, "/_/BardChatUi/data/assistant.lamda.BardFrontendService/StreamGenerate", NULL, 403, "b", "x", out,
 			   sizeof(out));
 	CHECK(n > 0 && !strncmp(out, "HTTP/1.1 403 ", 13), "%s", out);
-	CHECK(webapp_refusal(a, "/", 403, "b", "x", out, 64) == -ENOSPC, "a short buffer");
+	CHECK(webapp_refusal(a, "/", NULL, 403, "b", "x", out, 64) == -ENOSPC, "a short buffer");
 }
 
 TEST(every_app_is_complete)
