@@ -40,6 +40,10 @@ rules:
     when: { finding: [AWS_ACCESS_KEY, OPENAI_API_KEY, GITHUB_TOKEN, PRIVATE_KEY] }
     action: block
     message: credentials must not be pasted into chat apps
+  - name: ask-before-cards
+    when: { provider: [claude_web], finding: [CREDIT_CARD] }
+    action: warn
+    message: card numbers need a reason
   - name: pii
     when: { finding: [EMAIL] }
     action: redact
@@ -47,6 +51,8 @@ rules:
 RIG = rigmod.Rig("webapps", HOSTS, {}, endpoints=["api.openai.com"], extra_targets=(ADDR,),
                  agent_extra="unwatched_sni: passthrough\n")
 TMP = RIG.tmp
+with open(RIG.agent.config, "a") as f:
+    f.write("justify_socket: %s\n" % os.path.join(TMP, "justify.sock"))
 POLICY_PATH = os.path.join(TMP, "policy.yaml")
 with open(POLICY_PATH, "w") as f:
     f.write(POLICY)
@@ -165,6 +171,17 @@ def chatgpt_key_is_blocked_and_the_page_says_why():
 @test
 def claude_key_is_blocked_and_the_page_says_why():
     blocked_in_page("claude", "https://claude.ai/", "/completion")
+
+
+@test
+def warn_rule_is_shown_in_the_page_with_the_way_on():
+    before = len(received(lambda r: "/completion" in r["path"]))
+    (res,) = browser([{"type": "chat", "url": "https://claude.ai/", "prompt": "charge 4111 1111 1111 1111 please"}])
+    check(len(received(lambda r: "/completion" in r["path"])) == before, "the warned prompt reached the backend")
+    check(res["status"] == 200 and "card numbers need a reason" in res["answer"] and "vigil justify" in res["answer"],
+          "page shows %r" % res)
+    evs = RIG.request_events(lambda e: e.get("app") == "claude" and e.get("action") == "warn")
+    check(evs and evs[-1]["rule"] == "ask-before-cards", "warn event: %s" % evs[-1:])
 
 
 @test
