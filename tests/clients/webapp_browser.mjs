@@ -5,7 +5,7 @@
 // a file as the app does; {"type":"fetch","url"} fetches a URL from the page
 // and gives its SHA-256; {"type":"load","url","n"} loads the page n times,
 // each in a fresh browser context (new connections), and gives the load
-// times in ms. Prints one JSON line: the results, in order.
+// times in ms (after one warm-up load). Prints one JSON line: the results, in order.
 import fs from 'node:fs';
 import puppeteer from 'puppeteer-core';
 
@@ -30,12 +30,12 @@ try {
       if (s.type === 'load') {
         const times = [];
         await ctx.close();
-        for (let i = 0; i < s.n; i++) {
+        for (let i = -1; i < s.n; i++) {   // i = -1: a warm-up load, not counted
           const c = await browser.createBrowserContext();
           const p = await c.newPage();
           const t0 = performance.now();
           await p.goto(s.url, { waitUntil: 'load' });
-          times.push(performance.now() - t0);
+          if (i >= 0) times.push(performance.now() - t0);
           await c.close();
         }
         out.push({ times });

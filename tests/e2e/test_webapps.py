@@ -223,13 +223,14 @@ def unwatched_site_passes_byte_for_byte():
 
 @test
 def page_load_time_with_and_without_agent():
-    n = 9 if not lib.SAN else 3
+    n = 15 if not lib.SAN else 3
     steps = [{"type": "load", "url": "https://chatgpt.com/", "n": n}]
     direct = browser(steps, watched=False)[0]["times"]
     via = browser(steps, watched=True)[0]["times"]
     md, mv = statistics.median(direct), statistics.median(via)
-    print("page load of the fake chat app (fresh context each, median of %d): direct %.1f ms, through the agent "
-          "%.1f ms (+%.1f ms)" % (n, md, mv, mv - md), flush=True)
+    print("page load of the fake chat app (HTML + 100 KB script + CSS, fresh browser context each, after a "
+          "warm-up; median of %d): direct %.1f ms (min %.1f), through the agent %.1f ms (min %.1f), %+.1f ms"
+          % (n, md, min(direct), mv, min(via), mv - md), flush=True)
     check(mv < md + 1500, "page load through the agent %.0f ms vs %.0f direct" % (mv, md))
 
 
