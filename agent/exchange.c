@@ -1176,6 +1176,7 @@ static int on_sse_event(void *arg, const char *event, size_t event_len, const ch
 	struct exchange *ex = arg;
 	exchange_scan_usage(data, data_len, &ex->prompt_tokens, &ex->completion_tokens);
 	scan_output(ex, data, data_len);
+	provider_answer_conversation(ex->provider, data, data_len, ex->conversation, sizeof(ex->conversation));
 	if (!ex->answer_cut && stream_tool_calls(ex, event, event_len, data, data_len)) {
 		refuse_tool_call(ex);
 		return 0;

@@ -364,6 +364,31 @@ static int resp_cb(void *vctx, const char *doc, const struct json_string *s)
 	return json_buf_append(c->out, c->t.data, c->t.len);
 }
 
+struct conv_ctx {
+	const char *const *paths;
+	char *conv;
+	size_t cap;
+};
+
+static int conv_cb(void *vctx, const char *doc, const struct json_string *s)
+{
+	struct conv_ctx *c = vctx;
+	if (s->kind != JSON_STRING || s->is_key || !any_match(s->path, c->paths))
+		return 0;
+	webapp_copy_id(c->conv, c->cap, doc + s->off, s->len);
+	return c->conv[0] ? 1 : 0;
+}
+
+void provider_answer_conversation(enum provider_id p, const char *doc, size_t len, char *conv, size_t cap)
+{
+	const struct webapp *a = provider_webapp(p);
+	struct conv_ctx c = { a ? a->answer_conv : NULL, conv, cap };
+	/* the id comes once, early: later events cost nothing */
+	if (!c.paths || !cap || conv[0])
+		return;
+	json_scan(doc, len, conv_cb, &c);
+}
+
 const char *const *provider_stream_delta_paths(enum provider_id p)
 {
 	const struct webapp *a = provider_webapp(p);

@@ -60,6 +60,11 @@ struct webapp;
 /* The web app of p, or NULL for an API provider. */
 const struct webapp *provider_webapp(enum provider_id p);
 
+/* A web app's answer document (one SSE data payload) naming the
+ * conversation: its id into conv (cap bytes) when conv is still "".
+ * Nothing for API providers. */
+void provider_answer_conversation(enum provider_id p, const char *doc, size_t len, char *conv, size_t cap);
+
 /* Fields of an answer stream's event that carry a piece of the reply, for
  * p (a web app's own, then the API ones); NULL-terminated. */
 const char *const *provider_stream_delta_paths(enum provider_id p);

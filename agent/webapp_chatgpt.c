@@ -33,6 +33,7 @@ static const struct webapp_route routes[] = {
 };
 
 static const char *const answer_delta[] = { "v", "v[*].v", NULL };
+static const char *const answer_conv[] = { "conversation_id", "v.conversation_id", NULL };
 static const char *const answer_whole[] = {
 	"message.content.parts[*]", "v.message.content.parts[*]", NULL
 };
@@ -44,6 +45,7 @@ const struct webapp webapp_chatgpt = {
 	.routes = routes,
 	.answer_delta = answer_delta,
 	.answer_whole = answer_whole,
+	.answer_conv = answer_conv,
 	.refusal_stream =
 		"data: {\"message\":{\"id\":\"vigil-refusal\",\"author\":{\"role\":\"assistant\"},"
 		"\"content\":{\"content_type\":\"text\",\"parts\":[{MSG}]},\"status\":\"finished_successfully\","

@@ -40,6 +40,9 @@ struct webapp {
 	 * piecewise) */
 	const char *const *answer_delta;
 	const char *const *answer_whole;
+	/* where the answer names the conversation (a new chat gets its id
+	 * only there), or NULL */
+	const char *const *answer_conv;
 	/* a refused prompt: the reply stream whose text is the policy message
 	 * ("{MSG}" stands for it, a JSON string), sent with status 200 and
 	 * this content type so the app displays it as an answer; NULL = the

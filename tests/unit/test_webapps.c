@@ -106,6 +106,22 @@ TEST(chatgpt_answer_both_encodings)
 	CHECK(d && !strcmp(d[0], "v"), "delta paths");
 	CHECK(!provider_stream_delta_paths(provider_identify("api.openai.com", NULL)), "an API has none of its own");
 	CHECK(answer("chatgpt.com", "not json", out, sizeof(out)) == -EINVAL, "not JSON");
+	/* a new chat learns its id from the answer */
+	enum provider_id p = provider_identify("chatgpt.com", NULL);
+	char conv[PROVIDER_CONV_MAX] = "";
+	const char *first = "{\"p\":\"\",\"o\":\"add\",\"v\":{\"message\":{\"id\":\"m\"},\"conversation_id\":\"6753-new\"}}";
+	provider_answer_conversation(p, "{\"v\":\"x\"}", strlen("{\"v\":\"x\"}"), conv, sizeof(conv));
+	CHECK(conv[0] == 0, "an id from nowhere: '%s'", conv);
+	provider_answer_conversation(p, first, strlen(first), conv, sizeof(conv));
+	CHECK(!strcmp(conv, "6753-new"), "id from the answer: '%s'", conv);
+	provider_answer_conversation(p, "{\"conversation_id\":\"other\"}", strlen("{\"conversation_id\":\"other\"}"), conv, sizeof(conv));
+	CHECK(!strcmp(conv, "6753-new"), "a known id is not replaced: '%s'", conv);
+	conv[0] = 0;
+	provider_answer_conversation(p, "{\"conversation_id\":\"a b\"}", strlen("{\"conversation_id\":\"a b\"}"), conv, sizeof(conv));
+	CHECK(conv[0] == 0, "a hostile id: '%s'", conv);
+	provider_answer_conversation(provider_identify("api.openai.com", NULL), "{\"conversation_id\":\"x\"}", strlen("{\"conversation_id\":\"x\"}"), conv,
+				     sizeof(conv));
+	CHECK(conv[0] == 0, "an API's answer names no conversation");
 }
 
 static const char claude_prompt[] =
