@@ -146,6 +146,16 @@ def chatgpt_email_is_tokenized_and_restored_in_the_page():
 
 
 @test
+def chatgpt_new_chat_is_named_by_the_answer():
+    (res,) = browser([{"type": "chat", "url": "https://chatgpt.com/?new=1", "prompt": "hello there"}])
+    check(res["answer"] == "You wrote: hello there", "page shows %r" % res)
+    evs = RIG.request_events(lambda e: e.get("app") == "chatgpt" and e.get("action") == "allow" and
+                             "/backend-api/conversation" in (e.get("path") or ""))
+    check(evs and evs[-1].get("conversation") == "6753f00d-0000-800d-9e0f-00000000beef",
+          "a new chat's event: %s" % (evs[-1:] or "none"))
+
+
+@test
 def claude_email_is_tokenized_and_restored_in_the_page():
     ev = chat_roundtrip("claude", "https://claude.ai/", "/completion")
     check(ev.get("conversation") == "9a8b7c6d-1111-2222-3333-445566778899" and

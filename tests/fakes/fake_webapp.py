@@ -28,6 +28,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+NEW_CHAT_ID = "6753f00d-0000-800d-9e0f-00000000beef"   # what the backend names a new chat
 BLOB = hashlib.sha256(b"vigil").digest() * 2048          # 64 KiB of fixed bytes
 APP_JS = "// the app's bundle\n" + "".join("function f%d(x){return x+%d}\n" % (i, i) for i in range(4000))
 APP_CSS = "body{font-family:sans-serif}\n" + "".join(".c%d{margin:%dpx}\n" % (i, i % 9) for i in range(2000))
@@ -70,7 +71,9 @@ async function send() {
   const prompt = document.querySelector('#prompt').value;
   const body = { action: 'next', messages: [{ id: 'u1', author: { role: 'user' },
     content: { content_type: 'text', parts: [prompt] }, metadata: {} }],
-    conversation_id: '67530e1a-1b2c-800d-9e0f-112233445566', parent_message_id: 'p0', model: 'gpt-4o' };
+    parent_message_id: 'p0', model: 'gpt-4o' };
+  // an open chat names its conversation; a new one (?new) learns it from the answer
+  if (!location.search.includes('new')) body.conversation_id = '67530e1a-1b2c-800d-9e0f-112233445566';
   let r;
   try {
     r = await fetch('/backend-api/conversation', { method: 'POST', headers: { 'content-type': 'application/json',
@@ -214,7 +217,7 @@ class Handler(BaseHTTPRequestHandler):
         ev = [("delta_encoding", '"v1"'),
               ("delta", json.dumps({"p": "", "o": "add", "v": {"message": {
                   "id": "m1", "author": {"role": "assistant"}, "content": {"content_type": "text", "parts": [""]},
-                  "status": "in_progress"}, "conversation_id": req.get("conversation_id")}})),
+                  "status": "in_progress"}, "conversation_id": req.get("conversation_id") or NEW_CHAT_ID}})),
               ("delta", json.dumps({"p": "/message/content/parts/0", "o": "append", "v": parts[0]}))]
         ev += [("delta", json.dumps({"v": p})) for p in parts[1:]]
         ev.append(("delta", json.dumps({"p": "", "o": "patch", "v": [
