@@ -57,10 +57,11 @@ try {
           return { status: r.status, sha256: Array.from(d, x => x.toString(16).padStart(2, '0')).join('') };
         }, s.url));
       } else {
-        out.push({ status: resp.status() });
+        out.push({ status: resp ? resp.status() : 0, title: await page.title() });
       }
     } catch (e) {
-      out.push({ error: String(e).slice(0, 400) });
+      // a step marked tolerate may fail (a first connection refused by the guard)
+      out.push(s.tolerate ? { failed: String(e).slice(0, 200) } : { error: String(e).slice(0, 400) });
     }
     await ctx.close().catch(() => {});
   }

@@ -51,6 +51,7 @@ rules:
 RIG = rigmod.Rig("webapps", HOSTS, {}, endpoints=["api.openai.com"], extra_targets=(ADDR,),
                  agent_extra="unwatched_sni: passthrough\n")
 TMP = RIG.tmp
+RIG.hosts_map = HOSTS
 with open(RIG.agent.config, "a") as f:
     f.write("justify_socket: %s\n" % os.path.join(TMP, "justify.sock"))
 POLICY_PATH = os.path.join(TMP, "policy.yaml")
@@ -61,10 +62,16 @@ with open(RIG.agent.config, "a") as f:
 RIG.agent.start()
 
 RECORD = os.path.join(TMP, "fake-webapp.jsonl")
-_fake = lib.spawn([rigmod.PY, os.path.join(lib.ROOT, "tests/fakes/fake_webapp.py"), "--listen", ADDR + ":443",
-                   "--cert", RIG.pki["good_cert"], "--key", RIG.pki["good_key"], "--record", RECORD],
+
+
+def start_fake(addr, record, rig):
+    p = lib.spawn([rigmod.PY, os.path.join(lib.ROOT, "tests/fakes/fake_webapp.py"), "--listen", addr + ":443",
+                   "--cert", rig.pki["good_cert"], "--key", rig.pki["good_key"], "--record", record],
                   stdout=subprocess.PIPE, text=True)
-check("fake-webapp ready" in _fake.stdout.readline(), "fake web app did not start")
+    check("fake-webapp ready" in p.stdout.readline(), "fake web app did not start")
+
+
+start_fake(ADDR, RECORD, RIG)
 
 # nobody's HOME, with the NSS database Chromium reads (~/.pki/nssdb)
 HOME = os.path.join(TMP, "home")
@@ -89,23 +96,26 @@ CLIENT = os.path.join(rigmod.CLIENTS, "webapp_browser.mjs")
 _n = [0]
 
 
-def browser(steps, watched=True):
+def browser(steps, watched=True, rig=None):
     """Runs the steps in one chromium; returns its results."""
+    rig = rig or RIG
     _n[0] += 1
     path = os.path.join(TMP, "steps-%d.json" % _n[0])
     with open(path, "w") as f:
         json.dump(steps, f)
     os.chmod(path, 0o644)
-    env = {"HOME": HOME, "VIGIL_RESOLVER_RULES": ", ".join("MAP %s %s" % (h, a) for h, a in HOSTS.items())}
+    hosts = rig.hosts_map
+    env = {"HOME": HOME, "VIGIL_RESOLVER_RULES": ", ".join("MAP %s %s" % (h, a) for h, a in hosts.items())}
     if os.environ.get("VIGIL_CHROMIUM_NO_SANDBOX"):
         env["VIGIL_NO_SANDBOX"] = "1"
-    p = lib.run(["node", CLIENT, path], cgroup=RIG.cg.path if watched else None, uid=lib.NOBODY,
-                hosts=RIG.hosts, env=env, timeout=180)
+    p = lib.run(["node", CLIENT, path], cgroup=rig.cg.path if watched else None, uid=lib.NOBODY,
+                hosts=rig.hosts, env=env, timeout=180)
     lines = p.stdout.strip().splitlines()
     check(p.returncode == 0 and lines, "browser failed (%d): %s" % (p.returncode, p.stderr[-800:]))
     res = json.loads(lines[-1])
     for i, r in enumerate(res):
-        check("error" not in r, "browser step %d (%s) failed: %s" % (i, steps[i]["type"], r.get("error")))
+        check("error" not in r, "browser step %d (%s) failed: %s (all: %s)" % (i, steps[i]["type"], r.get("error"),
+                                                                            json.dumps(res)[:600]))
     return res
 
 
@@ -229,6 +239,38 @@ def unwatched_site_passes_byte_for_byte():
           "the unwatched site was decrypted")
     conns = RIG.agent.wait_events(lambda e: e.get("sni") == "unwatched.example", kind="connection")
     check(conns, "the passthrough connection was not audited")
+
+
+@test
+def other_sites_on_an_app_only_address_are_not_decrypted():
+    """An agent with the default unwatched_sni (intercept) whose only way to
+    the app's address is the app's own name (the first-flight guard learns
+    it; no static address): another site on that address (a CDN neighbour)
+    is relayed undecrypted, while the app itself is intercepted."""
+    addr = "127.85.0.3"
+    hosts = {"chatgpt.com": addr, "unwatched.example": addr}
+    rig2 = rigmod.Rig("webapps2", hosts, {}, endpoints=["api.openai.com"], extra_targets=("127.85.0.99",))
+    rig2.hosts_map = hosts
+    as_nobody(["certutil", "-A", "-d", "sql:" + NSSDB, "-n", "Vigil Interception CA 2", "-t", "C,,", "-i", rig2.ca])
+    as_nobody(["certutil", "-A", "-d", "sql:" + NSSDB, "-n", "test public web 2", "-t", "C,,", "-i",
+               rig2.pki["ca_cert"]])
+    rig2.agent.start()
+    record = os.path.join(rig2.tmp, "fake.jsonl")
+    start_fake(addr, record, rig2)
+    res = browser([{"type": "visit", "url": "https://chatgpt.com/", "tolerate": True},
+                   {"type": "visit", "url": "https://chatgpt.com/", "tolerate": True},
+                   {"type": "chat", "url": "https://chatgpt.com/", "prompt": "write to %s" % EMAIL},
+                   {"type": "fetch", "page": "https://unwatched.example/", "url": "https://unwatched.example/blob"}],
+                  rig=rig2)
+    got = rig2.read_jsonl(record)
+    check(got and "[[VGL_" not in got[-1]["body"] and "[EMAIL" in got[-1]["body"] and EMAIL not in got[-1]["body"],
+          "the app was not intercepted once its address was learned: %s" % (got[-1:] or "nothing received"))
+    want = hashlib.sha256(hashlib.sha256(b"vigil").digest() * 2048).hexdigest()
+    check(res[3].get("sha256") == want, "unwatched blob: %s" % res[3])
+    check(not [e for e in rig2.agent.events("request") if e.get("sni") == "unwatched.example"],
+          "the CDN neighbour was decrypted")
+    check(rig2.agent.wait_events(lambda e: e.get("sni") == "unwatched.example", kind="connection"),
+          "the relayed connection was not audited")
 
 
 @test
