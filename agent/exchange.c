@@ -864,6 +864,23 @@ struct text_find {
 	const char *const *app;   /* a web app's delta fields, tried first */
 };
 
+/* s is a text field of paths (a web app's own, tag "w", or the API
+ * ones): remember where, and its channel. */
+static bool take_text(struct text_find *f, const struct json_string *s, const char *const *paths,
+		      const char *tag, int json_from)
+{
+	for (int i = 0; paths && paths[i]; i++)
+		if (json_path_match(s->path, paths[i])) {
+			f->off = s->off;
+			f->len = s->len;
+			f->found = true;
+			f->json = json_from >= 0 && i >= json_from;
+			snprintf(f->chan, sizeof(f->chan), "%s%d:%ld", tag, i, f->index);
+			return true;
+		}
+	return false;
+}
+
 static int find_text(void *ctx, const char *doc, const struct json_string *s)
 {
 	struct text_find *f = ctx;
@@ -875,24 +892,7 @@ static int find_text(void *ctx, const char *doc, const struct json_string *s)
 	}
 	if (s->kind != JSON_STRING || s->is_key)
 		return 0;
-	for (int i = 0; f->app && f->app[i]; i++)
-		if (json_path_match(s->path, f->app[i])) {
-			f->off = s->off;
-			f->len = s->len;
-			f->found = true;
-			snprintf(f->chan, sizeof(f->chan), "w%d:%ld", i, f->index);
-			return 1;
-		}
-	for (int i = 0; text_paths[i]; i++)
-		if (json_path_match(s->path, text_paths[i])) {
-			f->off = s->off;
-			f->len = s->len;
-			f->found = true;
-			f->json = i >= TEXT_PATHS_JSON;
-			snprintf(f->chan, sizeof(f->chan), "%d:%ld", i, f->index);
-			return 1;
-		}
-	return 0;
+	return take_text(f, s, f->app, "w", -1) || take_text(f, s, text_paths, "", TEXT_PATHS_JSON);
 }
 
 static void emit_event(struct exchange *ex, const char *event, size_t event_len, const char *d1,
@@ -1485,8 +1485,8 @@ int exchange_error_body(const struct exchange *ex, int status, const char *code,
 	return exchange_error_body_for(ex->provider, status, code, msg, out, outlen);
 }
 
-int exchange_error_response(enum provider_id provider, const char *path, const char *origin, int status, const char *code, const char *msg,
-			    char *out, size_t outlen)
+int exchange_error_response(enum provider_id provider, const char *path, const char *origin, int status,
+			    const char *code, const char *msg, char *out, size_t outlen)
 {
 	char body[1024];
 	int blen;
