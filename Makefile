@@ -39,6 +39,8 @@ BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -I$(BUILD) -Ibpf -Wall 
 
 COMMON_SRCS    := $(filter-out common/evfields_check.c,$(wildcard common/*.c))
 AGENT_SRCS     := $(wildcard agent/*.c agent/*/*.c)
+# the chat web apps' adapters (providers.c and config.c reach them through webapps.c)
+WEBAPP_SRCS    := agent/providers/webapps.c $(wildcard agent/providers/webapp_*.c)
 COLLECTOR_SRCS := $(wildcard collector/*.c)
 CLI_SRCS       := $(wildcard collector/cli/*.c)
 BPF_SRCS       := $(wildcard bpf/*.bpf.c)

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "pki.h"
 #include "proxy/proxyhead.h"
+#include "providers/webapps.h"
 #include "ytree.h"
 
 const char *const config_default_endpoints[] = {
@@ -59,6 +60,9 @@ void config_free(struct config *c)
 	for (size_t i = 0; i < c->n_mcp_commands; i++)
 		free(c->mcp_commands[i]);
 	free(c->mcp_commands);
+	for (size_t i = 0; i < c->n_webapps_exclude; i++)
+		free(c->webapps_exclude[i]);
+	free(c->webapps_exclude);
 	for (size_t i = 0; i < c->n_passthrough; i++)
 		free(c->passthrough[i]);
 	free(c->passthrough);
@@ -327,6 +331,47 @@ static int watch_mcp_servers(struct config *c)
 			return -ENOMEM;
 		v[++c->n_endpoints] = NULL;
 	}
+	return 0;
+}
+
+/* webapps_exclude: hosts of the web app catalog to leave unwatched. A name
+ * outside the catalog is a mistake (it would silently exclude nothing). */
+static int set_webapps_exclude(const char *file, const struct ynode *n, struct config *c, char *err,
+			       size_t errlen)
+{
+	int ret = set_domains(file, n, &c->webapps_exclude, &c->n_webapps_exclude, err, errlen);
+	for (size_t i = 0; !ret && i < c->n_webapps_exclude; i++) {
+		const char *h = c->webapps_exclude[i];
+		if (!webapp_by_host(h, strlen(h), NULL)) {
+			const struct ynode *item = n->kind == YNODE_SEQ ? n->kids[i] : n;
+			snprintf(err, errlen, "%s:%d: '%s' is not a host of the web app catalog "
+				 "(chatgpt.com, claude.ai, gemini.google.com, ...; see README)", file, item->line, h);
+			ret = -EINVAL;
+		}
+	}
+	return ret;
+}
+
+/* The chat web apps' hosts are watched by default, whatever endpoints:
+ * says, less webapps_exclude: typing into chatgpt.com is the commonest way
+ * data reaches a model. */
+static int watch_webapps(struct config *c)
+{
+	size_t n;
+	const struct webapp *const *all = webapp_all(&n);
+	for (size_t i = 0; i < n; i++)
+		for (const char *const *h = all[i]->hosts; *h; h++) {
+			char **v;
+			if (config_host_watched((const char *const *)c->webapps_exclude, c->n_webapps_exclude, *h) ||
+			    config_host_watched((const char *const *)c->endpoints, c->n_endpoints, *h))
+				continue;
+			if (!(v = realloc(c->endpoints, (c->n_endpoints + 2) * sizeof(*v))))
+				return -ENOMEM;
+			c->endpoints = v;
+			if (!(v[c->n_endpoints] = strdup(*h)))
+				return -ENOMEM;
+			v[++c->n_endpoints] = NULL;
+		}
 	return 0;
 }
 
@@ -822,6 +867,8 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 		else if (!strcmp(k, "mcp_commands"))
 			ret = set_list(path, v, &c->mcp_commands, &c->n_mcp_commands, valid_command_name,
 				       "a program file name (letters, digits, '.', '_', '+', '-')", err, errlen);
+		else if (!strcmp(k, "webapps_exclude"))
+			ret = set_webapps_exclude(path, v, c, err, errlen);
 		else if (!strcmp(k, "passthrough"))
 			ret = set_domains(path, v, &c->passthrough, &c->n_passthrough, err, errlen);
 		else if (!strcmp(k, "target_addresses"))
@@ -945,7 +992,7 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 		ret = -EINVAL;
 		goto err;
 	}
-	if ((ret = watch_mcp_servers(c)))
+	if ((ret = watch_mcp_servers(c)) || (ret = watch_webapps(c)))
 		goto err;
 	if (c->header_timeout_ms > c->idle_timeout_ms) {
 		snprintf(err, errlen, "%s: limits.header_timeout is longer than limits.idle_timeout", path);

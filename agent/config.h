@@ -45,6 +45,8 @@ struct config {
 	char **mcp_commands;           /* programs that are local (stdio) MCP servers, by file
 					* name, besides the built-in launchers (mcplaunch.c) */
 	size_t n_mcp_commands;
+	char **webapps_exclude;        /* web app hosts (webapps.h catalog) left unwatched */
+	size_t n_webapps_exclude;
 	char **passthrough;            /* watched domains never decrypted */
 	size_t n_passthrough;
 	struct sockaddr_storage *target_addrs;  /* target_addresses: always redirected */

@@ -40,6 +40,7 @@
 #include "proxy/proxyconn.h"
 #include "kernel/targets.h"
 #include "content/vault.h"
+#include "providers/webapps.h"
 
 #define VIGIL_VERSION "0.1.0"
 
@@ -86,6 +87,12 @@ static int apply_target(void *arg, const struct sockaddr *addr, bool add)
 
 /* A kernel address (16 bytes, IPv4 as v4-mapped) and host-order port as a
  * sockaddr: AF_INET for v4-mapped, AF_INET6 otherwise. */
+/* targets: which names are chat web apps (their addresses are told apart) */
+static bool webapp_host(const char *name)
+{
+	return webapp_by_host(name, strlen(name), NULL) != NULL;
+}
+
 static void kernel_sockaddr(const uint8_t addr[16], uint16_t port, struct sockaddr_storage *ss)
 {
 	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
@@ -673,7 +680,7 @@ int main(int argc, char **argv)
 		ret = 1;
 		goto out;
 	}
-	struct targets_opts to = { .apply = apply_target, .arg = &ag,
+	struct targets_opts to = { .apply = apply_target, .arg = &ag, .is_app = webapp_host,
 				   .min_ttl_s = ag.cfg->dns_min_ttl_s, .max_ttl_s = ag.cfg->dns_max_ttl_s };
 	if (!(ag.targets = targets_new(&to))) {
 		log_err("out of memory");

@@ -71,6 +71,8 @@
 	X(tool_calls, 53, STR, STR, RAW, EV)  /* tools called in the answer: "name:count,..." */ \
 	X(ws_usage, 54, STR, OMIT, RAW, EV)  /* WebSocket session: tokens per response "in/out,..." */ \
 	X(parent_exe, 56, STR, STR, RAW, EV)  /* stdio MCP launch: the client that started it */ \
+	X(app, 60, STR, STR, RAW, EV)  /* chat web app ("chatgpt", ...), absent for APIs */         \
+	X(conversation, 61, STR, STR, RAW, EV)  /* the web app's conversation id, never content */ \
 	X(stream, 24, BOOL, BOOL, COL, EV)                                                      \
 	X(action, 25, STR, STR, COL, EV)                                                        \
 	X(rule, 26, STR, STR, COL, EV)                                                          \

@@ -1287,8 +1287,16 @@ static int scan_multipart(struct inspect_scratch *s, struct inspect_result *r, c
 		size_t ctl = 0, cel = 0;
 		any = 1;
 		decode_header_value(body + part.hdr_off, part.hdr_len, "content-type", &ct, &ctl);
-		if (!decode_header_value(body + part.hdr_off, part.hdr_len, "content-encoding", &ce, &cel) ||
-		    (cel == 8 && !strncasecmp(ce, "identity", 8))) {
+		bool coded = decode_header_value(body + part.hdr_off, part.hdr_len, "content-encoding", &ce, &cel);
+		/* a gzipped file (a browser uploads notes.txt.gz as it is): read
+		 * what is inside, as for a gzip Content-Encoding */
+		if (!coded && part.len >= 2 && (unsigned char)body[part.off] == 0x1f &&
+		    (unsigned char)body[part.off + 1] == 0x8b) {
+			ce = "gzip";
+			cel = 4;
+			coded = true;
+		}
+		if (!coded || (cel == 8 && !strncasecmp(ce, "identity", 8))) {
 			if ((rc = scan_part(&c, part.off, part.len, ct, ctl)))
 				return rc;
 			continue;

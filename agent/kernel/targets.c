@@ -23,6 +23,7 @@ struct entry {
 	uint64_t last_seen;   /* 0 = static, never expires */
 	bool applied;
 	bool learned;         /* first seen in a client's DNS answer */
+	bool api;             /* static, or seen for a name that is not a web app */
 };
 
 struct domain {
@@ -208,11 +209,12 @@ static bool watched(const struct targets *t, const char *name)
  * 0 stands for every configured target port (resolved, static and
  * DNS-learned addresses), another value for that port only (addresses the
  * first-flight guard saw a watched name go to); caller holds the lock. */
-static int upsert(struct targets *t, const struct sockaddr *addr, uint64_t seen)
+static int upsert(struct targets *t, const struct sockaddr *addr, uint64_t seen, bool api)
 {
 	for (size_t i = 0; i < t->n_entries; i++) {
 		struct entry *e = &t->entries[i];
 		if (same_addr((struct sockaddr *)&e->addr, addr) && sa_port((struct sockaddr *)&e->addr) == sa_port(addr)) {
+			e->api |= api;
 			if (e->last_seen && seen > e->last_seen)
 				e->last_seen = seen;
 			if (!seen)
@@ -233,7 +235,26 @@ static int upsert(struct targets *t, const struct sockaddr *addr, uint64_t seen)
 	memcpy(&e->addr, addr, addr->sa_family == AF_INET ? sizeof(struct sockaddr_in) :
 							   sizeof(struct sockaddr_in6));
 	e->last_seen = seen;
+	e->api = api;
 	return 1;
+}
+
+static bool api_name(const struct targets *t, const char *name)
+{
+	return !t->o.is_app || !t->o.is_app(name);
+}
+
+bool targets_app_only(struct targets *t, const struct sockaddr *addr)
+{
+	bool seen = false, api = false;
+	pthread_mutex_lock(&t->lock);
+	for (size_t i = 0; i < t->n_entries; i++)
+		if (same_addr((const struct sockaddr *)&t->entries[i].addr, addr)) {
+			seen = true;
+			api |= t->entries[i].api;
+		}
+	pthread_mutex_unlock(&t->lock);
+	return seen && !api;
 }
 
 /* Pushes pending adds and expired removals to the callback; caller holds the lock. */
@@ -269,7 +290,7 @@ int targets_add_static(struct targets *t, const struct sockaddr *addr)
 	memcpy(&a, addr, addr->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
 	sa_set_port((struct sockaddr *)&a, 0);
 	pthread_mutex_lock(&t->lock);
-	ret = upsert(t, (struct sockaddr *)&a, 0);
+	ret = upsert(t, (struct sockaddr *)&a, 0, true);
 	if (ret >= 0)
 		apply_changes(t, mono_s());
 	pthread_mutex_unlock(&t->lock);
@@ -322,7 +343,7 @@ static int learn(struct targets *t, const char *name, const struct sockaddr *add
 	}
 	/* The client may use the answer for its TTL; the grace period runs
 	 * from the end of it. */
-	ret = upsert(t, addr, now + ttl_s);
+	ret = upsert(t, addr, now + ttl_s, api_name(t, name));
 	if (ret == 1) {
 		t->entries[t->n_entries - 1].learned = true;
 		t->n_learned++;
@@ -366,7 +387,7 @@ uint64_t targets_refresh(struct targets *t, uint64_t now)
 			log_debug("cannot resolve %s: %s", name, n < -1000 || n > 0 ? strerror(-n) : gai_strerror(n));
 		for (int k = 0; k < n; k++) {
 			sa_set_port((struct sockaddr *)&addrs[k], 0);
-			upsert(t, (struct sockaddr *)&addrs[k], now);
+			upsert(t, (struct sockaddr *)&addrs[k], now, api_name(t, name));
 		}
 		if (ttl < t->o.min_ttl_s)
 			ttl = t->o.min_ttl_s;

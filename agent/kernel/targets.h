@@ -39,6 +39,9 @@ struct targets_opts {
 	uint32_t grace_s;             /* keep an address this long after it was last seen */
 	bool match_only;              /* the domains are only matched (targets_learn*), never
 				       * resolved: a set of learned entries alone */
+	/* names of chat web apps (NULL: none): an address only they brought
+	 * into the set is told apart (targets_app_only) */
+	bool (*is_app)(const char *name);
 };
 
 struct targets *targets_new(const struct targets_opts *o);
@@ -72,6 +75,12 @@ int targets_learn_endpoint(struct targets *t, const char *name, const struct soc
 uint64_t targets_refresh(struct targets *t, uint64_t now);
 /* Starts the resolver thread: targets_refresh at each due time. */
 int targets_start(struct targets *t);
+
+/* True if addr is in the set only for web app names (opts.is_app): no API
+ * name resolved or was learned there and it is not static. Another server
+ * name on such an address is a site the browser visits on the app's CDN,
+ * not an API behind it. */
+bool targets_app_only(struct targets *t, const struct sockaddr *addr);
 
 /* Number of addresses currently in the set. */
 size_t targets_count(struct targets *t);

@@ -43,6 +43,7 @@
 #include "proxy/proxyconn.h"
 #include "net/rejca.h"
 #include "net/sni.h"
+#include "kernel/targets.h"
 
 #define PIPE_SIZE (64 * 1024)
 #define PEEK_BUF (SNI_MAX_HELLO + 1024)
@@ -564,7 +565,7 @@ static void send_http_refusal(struct conn *c, int status)
 	else
 		snprintf(msg, sizeof(msg), "%s plain-HTTP request refused: HTTPS is required",
 			 status == 408 ? "incomplete" : status == 431 ? "oversized" : "malformed");
-	n = exchange_error_response(provider_identify(c->info.sni[0] ? c->info.sni : NULL, c->path),
+	n = exchange_error_response(provider_identify(c->info.sni[0] ? c->info.sni : NULL, c->path), c->path, NULL,
 				    status, reason_name(REASON_PLAIN_HTTP), msg, resp, sizeof(resp));
 	if (n > 0)
 		(void)!send(c->cw.w.fd, resp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -640,6 +641,21 @@ static void intercept(struct conn *c)
 	refuse(c, REASON_INTERCEPT_UNAVAILABLE, true, 0);
 }
 
+/* Only the chat web apps brought this connection's address into the
+ * target set: another name there is a site the browser visits on the
+ * app's CDN (chatgpt.com shares its addresses with much of the web), and
+ * only app hosts are decrypted, whatever unwatched_sni says for API
+ * addresses. */
+static bool app_only_address(struct conn *c)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	if (!c->info.have_origin || !c->ag->targets)
+		return false;
+	egress_origin_sockaddr(&c->info.origin, &ss, &len);
+	return targets_app_only(c->ag->targets, (struct sockaddr *)&ss);
+}
+
 /* What a classified first flight gets: intercept, relay or refusal. */
 static void decide(struct conn *c, const struct classify_result *r)
 {
@@ -660,7 +676,7 @@ static void decide(struct conn *c, const struct classify_result *r)
 		 * it in the clear. Another site's Host is relayed only where the
 		 * site accepts fronting (passthrough); intercept and block cannot
 		 * look inside a plain-HTTP relay, so they refuse it too. */
-		if (watched || cfg->unwatched_sni != CONFIG_UNWATCHED_PASSTHROUGH)
+		if (watched || (cfg->unwatched_sni != CONFIG_UNWATCHED_PASSTHROUGH && !app_only_address(c)))
 			refuse(c, REASON_PLAIN_HTTP, false, 403);
 		else
 			start_passthrough(c);
@@ -671,6 +687,10 @@ static void decide(struct conn *c, const struct classify_result *r)
 			start_passthrough(c);
 		else
 			intercept(c);
+		return;
+	}
+	if (app_only_address(c)) {
+		start_passthrough(c);
 		return;
 	}
 	switch (cfg->unwatched_sni) {

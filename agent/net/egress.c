@@ -143,7 +143,7 @@ int egress_socket(struct agent *ag, const struct sockaddr *sa, socklen_t len, bo
 	return fd;
 }
 
-static void origin_sockaddr(const struct vigil_origin *o, struct sockaddr_storage *ss, socklen_t *len)
+void egress_origin_sockaddr(const struct vigil_origin *o, struct sockaddr_storage *ss, socklen_t *len)
 {
 	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 	memset(ss, 0, sizeof(*ss));
@@ -166,7 +166,7 @@ int agent_connect_upstream(struct agent *ag, const struct vigil_origin *o, bool 
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
-	origin_sockaddr(o, &ss, &len);
+	egress_origin_sockaddr(o, &ss, &len);
 	return egress_socket(ag, (struct sockaddr *)&ss, len, nonblock);
 }
 
@@ -177,7 +177,7 @@ int egress_route_for(struct agent *ag, const struct conn_info *info, struct egre
 
 	memset(r, 0, sizeof(*r));
 	if (info->tunnel_port) {
-		origin_sockaddr(&info->origin, &r->addr, &r->addrlen);
+		egress_origin_sockaddr(&info->origin, &r->addr, &r->addrlen);
 		r->via_proxy = true;
 		snprintf(r->host, sizeof(r->host), "%s", info->tunnel_host);
 		r->port = info->tunnel_port;
@@ -185,7 +185,7 @@ int egress_route_for(struct agent *ag, const struct conn_info *info, struct egre
 		return 0;
 	}
 	if (!cfg->upstream_proxy.host) {
-		origin_sockaddr(&info->origin, &r->addr, &r->addrlen);
+		egress_origin_sockaddr(&info->origin, &r->addr, &r->addrlen);
 		return 0;
 	}
 	if (up_addr(&r->addr, &r->addrlen)) {

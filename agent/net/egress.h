@@ -28,6 +28,10 @@ struct egress_route {
 /* Resolves upstream_proxy (a name through targets.c, refreshed at its
  * TTL; a literal at once) before the agent says ready. Returns 0 or -errno
  * with err. egress_free stops the resolver. */
+/* The address and port the application dialled, as a socket address
+ * (v4-mapped as AF_INET). */
+void egress_origin_sockaddr(const struct vigil_origin *o, struct sockaddr_storage *ss, socklen_t *len);
+
 int egress_init(struct agent *ag, char *err, size_t errlen);
 void egress_free(void);
 

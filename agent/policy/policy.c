@@ -560,12 +560,10 @@ static void scond_item(void *vctx, const struct ynode *it)
 	struct pat *np;
 
 	if (c->kind == SC_PROVIDER) {
-		bool ok = false;
-		for (int i = 0; i < PROVIDER__COUNT; i++)
-			ok |= !strcmp(provider_name((enum provider_id)i), s);
-		if (!ok && !has_glob(s)) {
+		if (!provider_known(s) && !has_glob(s)) {
 			eadd(c->L->e, it->line,
-			     "%s: unknown provider '%s' (openai, anthropic, gemini, azure_openai, bedrock, mistral, generic)",
+			     "%s: unknown provider '%s' (openai, anthropic, gemini, azure_openai, bedrock, mistral, "
+			     "generic, or a web app: chatgpt_web, claude_web, ...)",
 			     c->key, s);
 			return;
 		}

@@ -11,6 +11,7 @@
 #define _GNU_SOURCE   /* memmem, memrchr: also when built outside the Makefile */
 #endif
 #include "providers/providers.h"
+#include "providers/webapps.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -28,9 +29,32 @@ static const char *const names[PROVIDER__COUNT] = {
 	[PROVIDER_MISTRAL] = "mistral",
 };
 
+const struct webapp *provider_webapp(enum provider_id p)
+{
+	size_t n;
+	const struct webapp *const *all = webapp_all(&n);
+	return p >= PROVIDER_WEBAPP && (size_t)(p - PROVIDER_WEBAPP) < n ? all[p - PROVIDER_WEBAPP] : NULL;
+}
+
 const char *provider_name(enum provider_id p)
 {
+	const struct webapp *a = provider_webapp(p);
+	if (a)
+		return a->provider;
 	return (unsigned)p < PROVIDER__COUNT ? names[p] : "generic";
+}
+
+bool provider_known(const char *name)
+{
+	size_t n;
+	const struct webapp *const *all = webapp_all(&n);
+	for (int i = 0; i < PROVIDER__COUNT; i++)
+		if (!strcmp(names[i], name))
+			return true;
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(all[i]->provider, name))
+			return true;
+	return false;
 }
 
 /* host equals dom or ends with "." dom (port stripped, case ignored) */
@@ -56,6 +80,9 @@ enum provider_id provider_identify(const char *host, const char *path)
 		hlen = (colon && !strchr(colon, ']')) ? (size_t)(colon - host) : strlen(host);
 		if (hlen && host[hlen - 1] == '.')
 			hlen--;
+		size_t app;
+		if (webapp_by_host(host, hlen, &app))
+			return (enum provider_id)(PROVIDER_WEBAPP + app);
 		if (host_is(host, hlen, "api.openai.com"))
 			return PROVIDER_OPENAI;
 		if (host_is(host, hlen, "api.anthropic.com"))
@@ -132,6 +159,8 @@ struct parse_ctx {
 	const char *const *text;
 	const char *const *tools;
 	bool model_from_body;
+	const char *model_path;   /* web apps: where the model is (NULL: top-level "model") */
+	const char *conv_path;    /* web apps: where the conversation id is */
 	struct provider_info *info;
 	provider_string_fn fn;
 	void *ctx;
@@ -167,8 +196,11 @@ static int parse_cb(void *vctx, const char *doc, const struct json_string *s)
 		c->info->stream = true;
 	if (s->kind != JSON_STRING)
 		return 0;
-	if (c->model_from_body && p->depth == 1 && json_path_match(p, "model"))
+	if (c->model_from_body && (c->model_path ? json_path_match(p, c->model_path) :
+				   p->depth == 1 && json_path_match(p, "model")))
 		copy_decoded(c->info->model, sizeof(c->info->model), doc + s->off, s->len);
+	if (c->conv_path && json_path_match(p, c->conv_path))
+		webapp_copy_id(c->info->conversation, sizeof(c->info->conversation), doc + s->off, s->len);
 	if (c->tools && any_match(p, c->tools)) {
 		if (c->info->ntools < PROVIDER_MAX_TOOLS)
 			copy_decoded(c->info->tools[c->info->ntools++], PROVIDER_TOOL_NAME_MAX,
@@ -221,7 +253,22 @@ int provider_parse_request(const char *host, const char *path,
 	if (!path)
 		path = "";
 
-	switch (info->provider) {
+	const struct webapp *app = provider_webapp(info->provider);
+	if (app) {
+		static const char *const none[] = { NULL };
+		const struct webapp_route *r = webapp_route(app, path, info->conversation,
+							    sizeof(info->conversation));
+		/* a request that is not a prompt still carries what the user
+		 * typed or pasted (titles, feedback, search): every string is
+		 * scanned, none is taken as what the model reads */
+		c.text = r ? r->text : none;
+		c.tools = NULL;
+		c.model_path = r ? r->model : NULL;
+		c.model_from_body = r && r->model;
+		c.conv_path = r && !info->conversation[0] ? r->conv : NULL;
+		info->stream = info->prompt = r && r->prompt;
+		info->upload = r && r->upload;
+	} else switch (info->provider) {
 	case PROVIDER_OPENAI:
 	case PROVIDER_MISTRAL:
 		c.text = openai_text;
@@ -301,24 +348,57 @@ bool provider_response_text_path(const struct json_path *p)
 struct resp_ctx {
 	struct json_buf *out;
 	struct json_text t;
+	const struct webapp *app;     /* its answer fields count too */
 };
 
 static int resp_cb(void *vctx, const char *doc, const struct json_string *s)
 {
 	struct resp_ctx *c = vctx;
 	int rc;
-	if (s->kind != JSON_STRING || !any_match(s->path, response_text))
+	if (s->kind != JSON_STRING ||
+	    !(any_match(s->path, response_text) ||
+	      (c->app && (any_match(s->path, c->app->answer_delta) || any_match(s->path, c->app->answer_whole)))))
 		return 0;
 	if ((rc = json_decode(doc + s->off, s->len, &c->t)))
 		return rc;
 	return json_buf_append(c->out, c->t.data, c->t.len);
 }
 
+struct conv_ctx {
+	const char *const *paths;
+	char *conv;
+	size_t cap;
+};
+
+static int conv_cb(void *vctx, const char *doc, const struct json_string *s)
+{
+	struct conv_ctx *c = vctx;
+	if (s->kind != JSON_STRING || s->is_key || !any_match(s->path, c->paths))
+		return 0;
+	webapp_copy_id(c->conv, c->cap, doc + s->off, s->len);
+	return c->conv[0] ? 1 : 0;
+}
+
+void provider_answer_conversation(enum provider_id p, const char *doc, size_t len, char *conv, size_t cap)
+{
+	const struct webapp *a = provider_webapp(p);
+	struct conv_ctx c = { a ? a->answer_conv : NULL, conv, cap };
+	/* the id comes once, early: later events cost nothing */
+	if (!c.paths || !cap || conv[0])
+		return;
+	json_scan(doc, len, conv_cb, &c);
+}
+
+const char *const *provider_stream_delta_paths(enum provider_id p)
+{
+	const struct webapp *a = provider_webapp(p);
+	return a ? a->answer_delta : NULL;
+}
+
 int provider_response_text(enum provider_id p, const char *doc, size_t len,
 			   struct json_buf *out)
 {
-	struct resp_ctx c = { out, { 0 } };
-	(void)p;
+	struct resp_ctx c = { out, { 0 }, provider_webapp(p) };
 	int rc = json_scan(doc, len, NULL, NULL);
 	if (rc == 0)
 		rc = json_scan(doc, len, resp_cb, &c);

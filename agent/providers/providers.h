@@ -22,12 +22,17 @@ enum provider_id {
 	PROVIDER_AZURE_OPENAI,
 	PROVIDER_BEDROCK,
 	PROVIDER_MISTRAL,
-	PROVIDER__COUNT
+	PROVIDER__COUNT,
+	/* the chat web apps (webapps.h) follow: PROVIDER_WEBAPP + their table
+	 * index, up to PROVIDER_WEBAPP + PROVIDER_MAX_WEBAPPS - 1 */
+	PROVIDER_WEBAPP = 64
 };
+#define PROVIDER_MAX_WEBAPPS 32
 
 #define PROVIDER_MODEL_MAX 128
 #define PROVIDER_MAX_TOOLS 32
 #define PROVIDER_TOOL_NAME_MAX 64
+#define PROVIDER_CONV_MAX 80
 
 struct provider_info {
 	enum provider_id provider;
@@ -38,11 +43,31 @@ struct provider_info {
 	unsigned ntools;
 	bool tools_truncated;                  /* more than PROVIDER_MAX_TOOLS */
 	char tools[PROVIDER_MAX_TOOLS][PROVIDER_TOOL_NAME_MAX];
+	/* web apps: the conversation id ("" if the app does not expose one
+	 * here) and what kind of request this is */
+	char conversation[PROVIDER_CONV_MAX];
+	bool prompt;                           /* a prompt whose answer is the reply */
+	bool upload;                           /* a file the user attached */
 };
 
 /* "openai", "anthropic", "gemini", "azure_openai", "bedrock", "mistral",
- * "generic" (static strings). */
+ * "generic", or a web app's provider ("chatgpt_web", ...) (static strings). */
 const char *provider_name(enum provider_id p);
+/* Whether name is one of the names provider_name gives. */
+bool provider_known(const char *name);
+
+struct webapp;
+/* The web app of p, or NULL for an API provider. */
+const struct webapp *provider_webapp(enum provider_id p);
+
+/* A web app's answer document (one SSE data payload) naming the
+ * conversation: its id into conv (cap bytes) when conv is still "".
+ * Nothing for API providers. */
+void provider_answer_conversation(enum provider_id p, const char *doc, size_t len, char *conv, size_t cap);
+
+/* Fields of an answer stream's event that carry a piece of the reply, for
+ * p (a web app's own, then the API ones); NULL-terminated. */
+const char *const *provider_stream_delta_paths(enum provider_id p);
 
 /* Provider from host (port and case ignored) and path. host/path may be
  * NULL. Unknown hosts fall back on well-known path shapes, then GENERIC. */

@@ -39,6 +39,7 @@
 #include "log.h"
 #include "content/redact.h"
 #include "proxy/sse.h"
+#include "providers/webapps.h"
 
 #define RESP_COPY_MAX (1u << 20)
 #define SSE_EVENT_MAX (1u << 20)
@@ -734,6 +735,11 @@ static void set_method_path(struct exchange *ex, const struct http_request *req)
 		pl++;
 	memcpy(ex->path, req->target, pl);
 	ex->path[pl] = 0;
+	const struct http_header *o = http_find_header(req->headers, req->nheaders, "origin");
+	if (o && o->value_len < sizeof(ex->origin)) {
+		memcpy(ex->origin, o->value, o->value_len);
+		ex->origin[o->value_len] = 0;
+	}
 }
 
 void exchange_request(struct exchange *ex, const struct http_request *req, const char *body,
@@ -781,6 +787,7 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
 		res->counts[FINDING_INSPECTION_LIMIT] = 1;
 	ex->provider = res->info.provider;
 	snprintf(ex->model, sizeof(ex->model), "%s", res->info.model);
+	snprintf(ex->conversation, sizeof(ex->conversation), "%s", res->info.conversation);
 	ex->stream = res->info.stream;
 	ex->injection_score = res->injection_score;
 	memcpy(ex->counts, res->counts, sizeof(ex->counts));
@@ -863,7 +870,25 @@ struct text_find {
 	bool found, json;
 	long index;
 	char chan[96];
+	const char *const *app;   /* a web app's delta fields, tried first */
 };
+
+/* s is a text field of paths (a web app's own, tag "w", or the API
+ * ones): remember where, and its channel. */
+static bool take_text(struct text_find *f, const struct json_string *s, const char *const *paths,
+		      const char *tag, int json_from)
+{
+	for (int i = 0; paths && paths[i]; i++)
+		if (json_path_match(s->path, paths[i])) {
+			f->off = s->off;
+			f->len = s->len;
+			f->found = true;
+			f->json = json_from >= 0 && i >= json_from;
+			snprintf(f->chan, sizeof(f->chan), "%s%d:%ld", tag, i, f->index);
+			return true;
+		}
+	return false;
+}
 
 static int find_text(void *ctx, const char *doc, const struct json_string *s)
 {
@@ -876,16 +901,7 @@ static int find_text(void *ctx, const char *doc, const struct json_string *s)
 	}
 	if (s->kind != JSON_STRING || s->is_key)
 		return 0;
-	for (int i = 0; text_paths[i]; i++)
-		if (json_path_match(s->path, text_paths[i])) {
-			f->off = s->off;
-			f->len = s->len;
-			f->found = true;
-			f->json = i >= TEXT_PATHS_JSON;
-			snprintf(f->chan, sizeof(f->chan), "%d:%ld", i, f->index);
-			return 1;
-		}
-	return 0;
+	return take_text(f, s, f->app, "w", -1) || take_text(f, s, text_paths, "", TEXT_PATHS_JSON);
 }
 
 static void emit_event(struct exchange *ex, const char *event, size_t event_len, const char *d1,
@@ -1053,6 +1069,7 @@ static void rewrite_event(struct exchange *ex, const char *event, size_t event_l
 	if (ex->answer_cut)
 		return;
 	f.index = -1;
+	f.app = provider_stream_delta_paths(ex->provider);
 	if (json_scan(data, data_len, find_text, &f) >= 0 && f.found &&
 	    json_decode(data + f.off, f.len, &txt) == 0) {
 		if (strcmp(f.chan, ex->tpl_chan)) {
@@ -1168,6 +1185,7 @@ static int on_sse_event(void *arg, const char *event, size_t event_len, const ch
 	struct exchange *ex = arg;
 	exchange_scan_usage(data, data_len, &ex->prompt_tokens, &ex->completion_tokens);
 	scan_output(ex, data, data_len);
+	provider_answer_conversation(ex->provider, data, data_len, ex->conversation, sizeof(ex->conversation));
 	if (!ex->answer_cut && stream_tool_calls(ex, event, event_len, data, data_len)) {
 		refuse_tool_call(ex);
 		return 0;
@@ -1456,6 +1474,8 @@ void exchange_fill_event(const struct exchange *ex, struct audit_event *ev)
 	ev->method = ex->method[0] ? ex->method : NULL;
 	ev->path = ex->path[0] ? ex->path : NULL;
 	ev->model = ex->model[0] ? ex->model : NULL;
+	ev->app = provider_webapp(ex->provider) ? provider_webapp(ex->provider)->name : NULL;
+	ev->conversation = ex->conversation[0] ? ex->conversation : NULL;
 	ev->stream = ex->stream;
 	ev->action = ex->action;
 	ev->rule = ex->rule;
@@ -1503,11 +1523,14 @@ int exchange_error_body(const struct exchange *ex, int status, const char *code,
 	return exchange_error_body_for(ex->provider, status, code, msg, out, outlen);
 }
 
-int exchange_error_response(enum provider_id provider, int status, const char *code, const char *msg,
-			    char *out, size_t outlen)
+int exchange_error_response(enum provider_id provider, const char *path, const char *origin, int status,
+			    const char *code, const char *msg, char *out, size_t outlen)
 {
 	char body[1024];
-	int blen = exchange_error_body_for(provider, status, code, msg, body, sizeof(body));
+	int blen;
+	if (provider_webapp(provider))
+		return webapp_refusal(provider_webapp(provider), path, origin, status, code, msg, out, outlen);
+	blen = exchange_error_body_for(provider, status, code, msg, body, sizeof(body));
 	int n = snprintf(out, outlen,
 			 "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
 			 "Content-Length: %d\r\nConnection: close\r\nX-Vigil-Error: %s\r\n%s\r\n%s",

@@ -51,6 +51,8 @@ struct exchange {
 	char path[256];                   /* query string removed: it can carry API keys */
 	enum provider_id provider;
 	char model[PROVIDER_MODEL_MAX];
+	char conversation[PROVIDER_CONV_MAX];  /* web apps: the conversation id, "" if none */
+	char origin[128];                 /* the request's Origin header ("" if none or too long) */
 	bool stream;
 	int status;
 	uint64_t bytes_up, bytes_down;    /* set by the driver: bytes as received/sent on the wire */
@@ -193,9 +195,11 @@ int exchange_error_body(const struct exchange *ex, int status, const char *code,
 int exchange_error_body_for(enum provider_id provider, int status, const char *code, const char *msg,
 			    char *out, size_t outlen);
 /* A whole error response (head, "Connection: close", body in the
- * provider's shape), as the agent sends it. Returns its length or -ENOSPC. */
-int exchange_error_response(enum provider_id provider, int status, const char *code, const char *msg,
-			    char *out, size_t outlen);
+ * provider's shape), as the agent sends it; for a web app, the refusal the
+ * app displays (webapp_refusal: a prompt's refusal is a 200 reply stream).
+ * path, origin: the request's (may be NULL). Returns its length or -ENOSPC. */
+int exchange_error_response(enum provider_id provider, const char *path, const char *origin, int status,
+			    const char *code, const char *msg, char *out, size_t outlen);
 const char *exchange_status_text(int status);
 
 /* Usage counters found in one JSON document (or SSE data payload): the

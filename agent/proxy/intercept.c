@@ -366,7 +366,7 @@ static void send_error(struct ic *ic, struct exchange *ex, int status, const cha
 {
 	char resp[2048];
 	int n = ex->mcp ? mcp_error_response(ex, status, msg, resp, sizeof(resp)) :
-			  exchange_error_response(ex->provider, status, code, msg, resp, sizeof(resp));
+			  exchange_error_response(ex->provider, ex->path, ex->origin, status, code, msg, resp, sizeof(resp));
 	if (n > 0 && send_client(ic, resp, (size_t)n) == 0)
 		ex->bytes_down += (uint64_t)n;
 	ex->status = ex->mcp ? mcp_error_status(ex, status) : status;

@@ -26,7 +26,7 @@ import sys
 import tempfile
 
 # Bump when the set of names or files changes so old directories are rebuilt.
-PKI_VERSION = 3
+PKI_VERSION = 4
 
 PROVIDER_DNS = [
     "api.openai.com",
@@ -37,6 +37,11 @@ PROVIDER_DNS = [
     "api.mistral.ai",
     "localhost",
     "mcp.example.com",
+    # the chat web apps' fakes (tests/fakes/fake_webapp.py) and a site that is not one
+    "chatgpt.com",
+    "claude.ai",
+    "files.oaiusercontent.com",
+    "unwatched.example",
 ]
 PROVIDER_IPS = ["127.0.0.1", "::1"]
 WRONG_DNS = ["wrong.example"]

@@ -7,6 +7,7 @@
 #include "check.h"
 #include "config.h"
 #include "pki.h"
+#include "providers/webapps.h"
 
 static char path[64];
 
@@ -33,6 +34,17 @@ static int fails_at(const char *text, int line, const char *needle, char *err, s
 	}
 	snprintf(want, sizeof(want), "%s:%d: ", path, line);
 	return strncmp(err, want, strlen(want)) == 0 && strstr(err, needle) != NULL;
+}
+
+/* How many hosts the web app catalog adds to the watched set. */
+static size_t webapp_hosts(void)
+{
+	size_t n, k = 0;
+	const struct webapp *const *all = webapp_all(&n);
+	for (size_t i = 0; i < n; i++)
+		for (const char *const *h = all[i]->hosts; *h; h++)
+			k++;
+	return k;
 }
 
 TEST(full_config_is_read)
@@ -67,7 +79,8 @@ TEST(full_config_is_read)
 	CHECK(!c->dns_learning, "dns_learning off not applied");
 	CHECK(!c->first_flight_guard, "first_flight_guard off not applied");
 	CHECK(!strcmp(c->cgroup, "/sys/fs/cgroup/unified/test"), "cgroup %s", c->cgroup);
-	CHECK(c->n_endpoints == 2 && !strcmp(c->endpoints[1], "*.openai.azure.com"), "endpoints");
+	CHECK(c->n_endpoints == 2 + webapp_hosts() && !strcmp(c->endpoints[1], "*.openai.azure.com"),
+	      "endpoints (the two listed, then the web apps' hosts)");
 	CHECK(c->n_passthrough == 1, "passthrough count %zu", c->n_passthrough);
 	CHECK(c->n_target_addrs == 2 && c->target_addrs[1].ss_family == AF_INET6, "target_addresses");
 	CHECK(c->n_target_ports == 2 && c->target_ports[1] == 8443, "target_ports");
@@ -378,7 +391,7 @@ TEST(mcp_and_justify_keys)
 	char err[512];
 	CHECK(load_text("endpoints: [api.openai.com]\nmcp_servers: [mcp.example.com, '*.mcp.example.org', api.openai.com]\n"
 			"justify_socket: /tmp/j.sock\njustify_ttl: 5m\n", &c, err, sizeof(err)) == 0, "load failed: %s", err);
-	CHECK(c->n_mcp_servers == 3 && c->n_endpoints == 3, "mcp %zu endpoints %zu (MCP servers join the watched set once)",
+	CHECK(c->n_mcp_servers == 3 && c->n_endpoints == 3 + webapp_hosts(), "mcp %zu endpoints %zu (MCP servers join the watched set once)",
 	      c->n_mcp_servers, c->n_endpoints);
 	CHECK(config_host_watched((const char *const *)c->endpoints, c->n_endpoints, "a.mcp.example.org"), "glob not watched");
 	CHECK(!strcmp(c->justify_socket, "/tmp/j.sock") && c->justify_ttl_ms == 300000, "justify keys");
@@ -433,4 +446,34 @@ TEST(http2_keys)
 	CHECK(fails_at("http2:\n  max_resets_per_second: lots\n", 2, "", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("http2:\n  max_continuations: 2000\n", 2, "", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("http2:\n\n  window: 1\n", 3, "http2.window", err, sizeof(err)), "%s", err);
+}
+
+TEST(webapps_are_watched_unless_excluded)
+{
+	struct config *c = NULL;
+	char err[512];
+	const char *const *e;
+	CHECK(load_text("endpoints: [api.openai.com]\n", &c, err, sizeof(err)) == 0, "load failed: %s", err);
+	e = (const char *const *)c->endpoints;
+	CHECK(c->n_endpoints == 1 + webapp_hosts(), "endpoints %zu", c->n_endpoints);
+	CHECK(config_host_watched(e, c->n_endpoints, "chatgpt.com") &&
+	      config_host_watched(e, c->n_endpoints, "files.oaiusercontent.com") &&
+	      config_host_watched(e, c->n_endpoints, "claude.ai"), "a web app host is not watched by default");
+	CHECK(!config_host_watched(e, c->n_endpoints, "google.com") &&
+	      !config_host_watched(e, c->n_endpoints, "openai.com"), "a site of the same company is watched");
+	config_free(c);
+	CHECK(load_text("endpoints: [api.openai.com, chatgpt.com]\nwebapps_exclude: [claude.ai, CHAT.openai.com]\n",
+			&c, err, sizeof(err)) == 0, "load failed: %s", err);
+	e = (const char *const *)c->endpoints;
+	CHECK(c->n_endpoints == 1 + webapp_hosts() - 2, "endpoints %zu: chatgpt.com listed once, two hosts excluded",
+	      c->n_endpoints);
+	CHECK(!config_host_watched(e, c->n_endpoints, "claude.ai") &&
+	      !config_host_watched(e, c->n_endpoints, "chat.openai.com"), "an excluded host is watched");
+	CHECK(config_host_watched(e, c->n_endpoints, "chatgpt.com") &&
+	      config_host_watched(e, c->n_endpoints, "gemini.google.com"), "exclusion went too far");
+	config_free(c);
+	CHECK(fails_at("agent_id: x\nwebapps_exclude:\n  - claude.ai\n  - example.com\n", 4, "web app catalog", err,
+		       sizeof(err)), "%s", err);
+	CHECK(fails_at("agent_id: x\nwebapps_exclude: ['bad host']\n", 2, "bad host", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("agent_id: x\nwebapps_exclude: {a: b}\n", 2, "", err, sizeof(err)), "%s", err);
 }

@@ -1,6 +1,8 @@
 /* Unit tests for agent/content/inspect.c, validators.c and detectors.c: every detector's positives and
  * negatives, validators, decoded scanning, custom rules, injection score,
  * response stream counting. */
+#include <zlib.h>
+
 #include "check.h"
 
 #include "content/inspect.h"
@@ -793,6 +795,45 @@ TEST(inspect_multipart_parts_text_json_binary)
 	      res.counts[FINDING_EMAIL], res.counts[FINDING_OPAQUE_CONTENT], res.opaque_type);
 	CHECK(res.spans[0].in_json && !res.spans[0].sealed &&
 	      !memcmp(buf + res.spans[0].start, "jane\\u0040example.org", 21), "span not on the raw JSON bytes");
+}
+
+/* gzip of s, as a browser uploads a .gz file (no Content-Encoding). */
+static size_t gzip_of(const char *s, unsigned char *out, size_t cap)
+{
+	z_stream z = { 0 };
+	if (deflateInit2(&z, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+		return 0;
+	z.next_in = (unsigned char *)s;
+	z.avail_in = (unsigned)strlen(s);
+	z.next_out = out;
+	z.avail_out = (unsigned)cap;
+	int rc = deflate(&z, Z_FINISH);
+	size_t n = rc == Z_STREAM_END ? z.total_out : 0;
+	deflateEnd(&z);
+	return n;
+}
+
+TEST(inspect_multipart_gzipped_file_is_read)
+{
+	const char *ct = "multipart/form-data; boundary=b1";
+	const char *h = "--b1\r\nContent-Disposition: form-data; name=\"file\"; filename=\"creds.gz\"\r\n"
+			"Content-Type: application/gzip\r\n\r\n";
+	unsigned char gz[512];
+	char buf[1024];
+	size_t n = gzip_of("aws_access_key_id = AKIAQWERTYUIOPASDFGH\n", gz, sizeof(gz));
+	CHECK(n > 2, "gzip");
+	size_t len = strlen(h);
+	memcpy(buf, h, len);
+	memcpy(buf + len, gz, n);
+	len += n;
+	memcpy(buf + len, "\r\n--b1--\r\n", 10);
+	len += 10;
+	CHECK(typed(ct, buf, len) == 0 && res.counts[FINDING_AWS_ACCESS_KEY] == 1 && res.nspans && res.spans[0].sealed,
+	      "the key inside the gzipped file: %u", res.counts[FINDING_AWS_ACCESS_KEY]);
+	/* a file that only starts like gzip cannot be read: named, never skipped */
+	memcpy(buf + strlen(h) + 2, "garbage!", 8);
+	CHECK(typed(ct, buf, len) == 0 && res.counts[FINDING_OPAQUE_CONTENT] >= 1 &&
+	      res.counts[FINDING_AWS_ACCESS_KEY] == 0, "a corrupt gzip file: opaque %u", res.counts[FINDING_OPAQUE_CONTENT]);
 }
 
 TEST(inspect_multipart_hostile_shapes)

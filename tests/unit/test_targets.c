@@ -2,6 +2,7 @@
  * new answers are added, addresses no longer returned leave after the grace
  * period, static addresses never leave, and wildcards are not resolved. */
 #include <arpa/inet.h>
+#include <strings.h>
 #include "check.h"
 #include "kernel/targets.h"
 
@@ -245,5 +246,48 @@ TEST(learned_addresses_are_capped)
 	struct sockaddr_storage s = addr_of("192.0.2.1");
 	CHECK(targets_add_static(t, (struct sockaddr *)&s) == 0 && targets_contains(t, (struct sockaddr *)&s),
 	      "static address refused when the learned set is full");
+	targets_free(t);
+}
+
+static bool app_name(const char *name)
+{
+	return !strcasecmp(name, "chat.test.com");
+}
+
+/* An address only a chat web app's name brought in is told apart: another
+ * name there is a site the browser visits on the app's CDN. An API name
+ * (resolved or learned), the guard for an API name, or a static address
+ * makes it an API address for as long as it stays. */
+TEST(app_only_addresses_are_told_apart)
+{
+	struct targets_opts o = { .apply = fake_apply, .resolve = fake_resolve, .is_app = app_name,
+				  .min_ttl_s = 30, .max_ttl_s = 300, .grace_s = 100 };
+	struct targets *t = targets_new(&o);
+	const char *domains[] = { "api.test.com", "chat.test.com" };
+	struct sockaddr_storage a = addr_of("10.9.1.1"), b = addr_of("10.9.1.2"), s = addr_of("10.9.1.3"),
+				g = addr_of("10.9.1.4"), n = addr_of("10.9.1.9");
+	targets_set_domains(t, domains, 2);
+	CHECK(targets_learn(t, "CHAT.test.com", (struct sockaddr *)&a, 60, 1000) == 1, "app name not learned");
+	CHECK(targets_app_only(t, (struct sockaddr *)&a), "an app's address is not app-only");
+	CHECK(!targets_app_only(t, (struct sockaddr *)&n), "an address outside the set is app-only");
+	CHECK(targets_learn(t, "chat.test.com", (struct sockaddr *)&b, 60, 1000) == 1 &&
+	      targets_learn(t, "api.test.com", (struct sockaddr *)&b, 60, 1000) == 0, "learn b");
+	CHECK(!targets_app_only(t, (struct sockaddr *)&b), "an address an API also uses is app-only");
+	CHECK(targets_add_static(t, (struct sockaddr *)&s) == 0 && !targets_app_only(t, (struct sockaddr *)&s),
+	      "a static address is app-only");
+	/* the guard's address:port for the app; then an API name on another port of it */
+	((struct sockaddr_in *)&g)->sin_port = htons(443);
+	CHECK(targets_learn_endpoint(t, "chat.test.com", (struct sockaddr *)&g, 60, 1000) == 1 &&
+	      targets_app_only(t, (struct sockaddr *)&g), "guard entry for the app");
+	((struct sockaddr_in *)&g)->sin_port = htons(8443);
+	CHECK(targets_learn_endpoint(t, "api.test.com", (struct sockaddr *)&g, 60, 1000) == 1 &&
+	      !targets_app_only(t, (struct sockaddr *)&g), "an API on another port of the address");
+	targets_free(t);
+	/* without is_app every address is an API address, as before */
+	o.is_app = NULL;
+	t = targets_new(&o);
+	targets_set_domains(t, domains, 2);
+	CHECK(targets_learn(t, "chat.test.com", (struct sockaddr *)&a, 60, 1000) == 1 &&
+	      !targets_app_only(t, (struct sockaddr *)&a), "no is_app: app-only");
 	targets_free(t);
 }
