@@ -266,6 +266,13 @@ static void guard_refused(void *arg, const struct vigil_guard_event *g)
 
 	guard_name(g, name, sizeof(name));
 	identity_from_origin(&id, &g->origin);
+	if (!g->origin.tgid)
+		id.pid = id.tid = id.gid = -1;   /* refused outside the sender's send(): owner uid only */
+	/* Nothing of the connection left the host, but TCP keeps the data
+	 * queued and retries: the client learns of the refusal when its
+	 * socket is destroyed (TFO was refused in connect() already). */
+	if (g->reason != VIGIL_GUARD_TFO)
+		netns_destroy(ag->netns, g);
 	guard_audit(ag, g, &id, name);
 	if (g->reason != VIGIL_GUARD_WATCHED || !ag->targets || !id.dst_port)
 		return;
@@ -303,7 +310,6 @@ struct watched_file {
 static struct {
 	struct watched_file files[3];   /* config, policy, trust anchor */
 	int detached_reported;
-	uint64_t unguarded_reported;
 	bool anchor_reported;
 } tamper;
 
@@ -346,16 +352,6 @@ static void tamper_check(struct agent *ag)
 		tamper_event(ag, "programs_detached", msg);
 	}
 	tamper.detached_reported = detached;
-	/* A full guard sockhash lets connections through unchecked: someone
-	 * holding 65536 connections open without sending is the likely cause. */
-	struct capture_guard_stats gs;
-	capture_guard_get_stats(ag->cap, &gs, false);
-	if (gs.unguarded > tamper.unguarded_reported) {
-		snprintf(msg, sizeof(msg), "%llu connections went unguarded by the first-flight guard (sockhash full)",
-			 (unsigned long long)(gs.unguarded - tamper.unguarded_reported));
-		tamper_event(ag, "guard_full", msg);
-		tamper.unguarded_reported = gs.unguarded;
-	}
 	for (int i = 0; i < 2; i++) {
 		struct watched_file *w = &tamper.files[i];
 		if (!w->path || stat(w->path, &st) != 0 || !w->present)

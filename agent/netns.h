@@ -10,10 +10,12 @@
  * serving agent drops (privs.c). A small helper process, forked before the
  * agent reads any key or loads BPF, keeps exactly CAP_SYS_ADMIN and
  * CAP_SYS_PTRACE (to open /proc/PID/ns/net of other users' processes; plus
- * CAP_NET_BIND_SERVICE if the agent's port is below 1024) and does one
- * thing: given a pid and the netns cookie the kernel reported, it opens
- * listeners at the agent's fixed addresses in that pid's namespace and
- * passes them back over a socketpair (SCM_RIGHTS). The agent cannot ask it
+ * CAP_NET_BIND_SERVICE if the agent's port is below 1024) and
+ * CAP_NET_ADMIN, and does two things: given a pid and the netns cookie the
+ * kernel reported, it opens listeners at the agent's fixed addresses in
+ * that pid's namespace and passes them back over a socketpair
+ * (SCM_RIGHTS); given a socket the first-flight guard refused (4-tuple and
+ * socket cookie), it destroys it in its namespace. The agent cannot ask it
  * for any other address, nor for anything else.
  *
  * A listening socket keeps its namespace alive: once no process is left in
@@ -65,6 +67,12 @@ void netns_seen(struct netns_set *s, const struct vigil_origin *origin);
  * containers running before the agent have their first connection
  * captured rather than refused. */
 void netns_prime(struct netns_set *s, const char *cgroup_prefix);
+
+/* The first-flight guard refused ev's socket (nothing of it left the
+ * host, TCP keeps retrying): has the helper destroy it (SOCK_DESTROY in
+ * the socket's namespace, which needs CAP_NET_ADMIN: the helper keeps it,
+ * the serving agent does not), so the client gets ECONNABORTED at once. */
+void netns_destroy(struct netns_set *s, const struct vigil_guard_event *ev);
 
 /* Loop tick: closes the listeners of namespaces with no process left. */
 void netns_tick(struct netns_set *s, uint64_t now_ms);
