@@ -5,10 +5,12 @@ addresses, ports and DNS are the client's to choose. Here a client in the
 watched cgroup (user nobody) pins api.openai.com to an address the agent
 never learned (curl --resolve), uses another port (8443), or names it in a
 CONNECT line or a plain-HTTP Host header to an unlisted address: each first
-flight is refused at once (EACCES in the client, nothing reaches the
-server), audited with the client's identity, and the address:port joins the
-target set so the retry is intercepted. Traffic to unwatched names passes
-untouched and leaves the guard's sockhash at its first ACK; with
+flight is refused at once (the segment is dropped in the kernel, nothing
+reaches the server, and the agent destroys the socket: ECONNABORTED in the
+client within milliseconds), audited with the client's identity, and the
+address:port joins the target set so the retry is intercepted. Traffic to
+unwatched names passes untouched and costs nothing once its first data is
+ACKed; with
 first_flight_guard: off the pinned call goes through (the guard is what
 refused it). The agent itself runs inside the watched cgroup, so its own
 upstream connections (SNI api.openai.com to the pinned address) prove the
@@ -80,6 +82,17 @@ SINKS = {port: start_sink(SINK, port) for port in (3128, 3129, 3130, 3131, 8080,
 SINK_BULK = start_sink(BULK, 9000)
 
 
+# The agent destroyed the refused socket: the client's next call on it
+# fails, whichever it is: recv ECONNABORTED, shutdown ENOTCONN, send EPIPE.
+REFUSED = (103, 107, 32)
+
+
+def refused(res):
+    """The client was told promptly: the refused socket was destroyed
+    while it waited (never a hang until TCP's own timeout)."""
+    return res.get("error") in REFUSED and res.get("ms", 0) < 3000
+
+
 def sink_log(path):
     return RIG.read_jsonl(path)
 
@@ -123,7 +136,7 @@ def check_refused_then_intercepted(url, resolve, fake, dst_ip, dst_port, tag):
     check(ev["action"] == "block" and ev["sni"] == "api.openai.com", "refusal event: %s" % ev)
     # uid, pid and comm come from the kernel at the refusal; the executable
     # is read from /proc afterwards and is gone when curl has already exited
-    # (it does at once on EACCES): present, it must be curl's.
+    # (it does at once when its socket is destroyed): present, it must be curl's.
     check(ev["uid"] == lib.NOBODY and ev["comm"] == "curl" and ev.get("pid") and
           (ev.get("exe") is None or ev["exe"].endswith("curl")),
           "the refusal does not name the client (uid %s, pid %s, comm %s, exe %s)" %
@@ -152,7 +165,7 @@ def agent_starts_inside_the_watched_cgroup():
     with open(os.path.join(RIG.cg.path, "cgroup.procs"), "w") as f:
         f.write(str(RIG.agent.proc.pid))
     out = subprocess.run(["bpftool", "cgroup", "show", RIG.cg.path], capture_output=True, text=True).stdout
-    check("vigil_guard_sockops" in out, "guard sockops program not attached: %s" % out)
+    check("vigil_guard_egress" in out, "guard egress program not attached: %s" % out)
 
 
 @test
@@ -171,7 +184,7 @@ def other_port_refused_then_intercepted():
 def connect_line_refused():
     for port, host in ((3128, "api.openai.com:443"), (3129, "API.OpenAI.com.:443")):
         res = send(SINK, port, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (host, host))
-        check(res.get("error") == 13, "CONNECT %s not refused with EACCES: %s" % (host, res))
+        check(refused(res), "CONNECT %s not refused at once: %s" % (host, res))
         time.sleep(0.2)
         got = sink_log(SINKS[port])
         check(all(g["n"] == 0 for g in got), "the proxy received bytes of a refused CONNECT: %s" % got)
@@ -180,7 +193,7 @@ def connect_line_refused():
               evs[-1]["comm"].startswith("python3"), "CONNECT refusal not audited with identity: %s" % evs)
     # An IPv6 socket reaching an IPv4 address (v4-mapped) goes through the same check.
     res = send("::ffff:" + SINK, 3131, "CONNECT api.openai.com:443 HTTP/1.1\r\n\r\n")
-    check(res.get("error") == 13, "CONNECT from an IPv6 socket not refused: %s" % res)
+    check(refused(res), "CONNECT from an IPv6 socket not refused: %s" % res)
     evs = refusals(lambda e: e.get("dst_port") == 3131)
     check(evs and evs[-1]["dst_ip"] == SINK, "v4-mapped refusal not audited with the IPv4 destination: %s" % evs)
     # Another host through a proxy address the guard never refused is untouched.
@@ -246,7 +259,7 @@ def connect_line_to_a_tls_server_keeps_it_tls():
     target address (here the default unwatched_sni: intercept), not
     refused as a bad proxy request."""
     res = send(SINK, 4442, "CONNECT api.openai.com:443 HTTP/1.1\r\n\r\n")
-    check(res.get("error") == 13, "CONNECT to the TLS server not refused: %s" % res)
+    check(refused(res), "CONNECT to the TLS server not refused: %s" % res)
     deadline = time.time() + 3
     while "proxy %s port 4442 added" % SINK not in RIG.agent.log_tail(200) and time.time() < deadline:
         time.sleep(0.05)
@@ -275,7 +288,7 @@ def plain_http_host_refused():
     ]
     for port, chunks in zip((8080, 8081, 8082, 8083, 8084), cases):
         res = send(SINK, port, *chunks)
-        check(res.get("error") == 13, "plain HTTP %r not refused with EACCES: %s" % ("".join(chunks)[:60], res))
+        check(refused(res), "plain HTTP %r not refused at once: %s" % ("".join(chunks)[:60], res))
         time.sleep(0.2)
         got = sink_log(SINKS[port])
         check(all(g["n"] == 0 for g in got), "the server received a refused request: %s" % got)
@@ -312,7 +325,7 @@ def split_and_fragmented_client_hellos():
     records (not read: refused rather than let through unread)."""
     hello = client_hello("api.openai.com")
     res = send(SINK, 4431, hello[:20].decode("latin-1"), hello[20:].decode("latin-1"))
-    check(res.get("error") == 13, "a ClientHello in two writes was not refused: %s" % res)
+    check(refused(res), "a ClientHello in two writes was not refused: %s" % res)
     evs = refusals(lambda e: e.get("dst_port") == 4431)
     check(evs and evs[-1]["sni"] == "api.openai.com", "split hello refusal not audited: %s" % evs)
     # one handshake message, two records
@@ -320,7 +333,7 @@ def split_and_fragmented_client_hellos():
     frag = b"\x16\x03\x01" + len(body[:40]).to_bytes(2, "big") + body[:40] + \
         b"\x16\x03\x01" + len(body[40:]).to_bytes(2, "big") + body[40:]
     res = send(SINK, 4432, frag.decode("latin-1"))
-    check(res.get("error") == 13, "a ClientHello over two records was not refused: %s" % res)
+    check(refused(res), "a ClientHello over two records was not refused: %s" % res)
     evs = RIG.agent.wait_events(lambda e: e.get("reason") == "first_flight_unparsed" and e.get("dst_port") == 4432,
                                 kind="connection")
     check(evs and evs[-1]["action"] == "block" and evs[-1]["uid"] == lib.NOBODY,
@@ -338,7 +351,7 @@ def split_and_fragmented_client_hellos():
     # a wildcard entry matches below it, not the bare suffix (as the agent's own matching)
     hello = client_hello("x.y.openai.azure.com")
     res = send(SINK, 4434, hello.decode("latin-1"))
-    check(res.get("error") == 13, "a name under a *.suffix entry was not refused: %s" % res)
+    check(refused(res), "a name under a *.suffix entry was not refused: %s" % res)
     res = send(SINK, 4435, client_hello("openai.azure.com").decode("latin-1"))
     check(res.get("reply") == "ok", "the bare suffix of a *.suffix entry was refused: %s" % res)
 
@@ -394,26 +407,12 @@ def bulk(cgroup):
     return res["mib_s"]
 
 
-def guard_socks_map_ids():
-    """The agent's guard sockhash, found through its programs on our cgroup."""
-    progs = json.loads(subprocess.run(["bpftool", "-j", "cgroup", "show", RIG.cg.path], capture_output=True,
-                                      text=True).stdout or "[]")
-    ids = set()
-    for pr in progs:
-        if pr.get("name") != "vigil_guard_sockops":
-            continue
-        info = json.loads(subprocess.run(["bpftool", "-j", "prog", "show", "id", str(pr["id"])], capture_output=True,
-                                         text=True).stdout)
-        for mid in info.get("map_ids", []):
-            m = json.loads(subprocess.run(["bpftool", "-j", "map", "show", "id", str(mid)], capture_output=True,
-                                          text=True).stdout)
-            if m.get("name") == "guard_socks":
-                ids.add(mid)
-    return ids
+def guard_counter(m, outcome):
+    return int(m['vigil_agent_guard_segments_total{outcome="%s"}' % outcome])
 
 
 @test
-def large_upload_unslowed_and_released():
+def large_upload_unslowed_and_read_once():
     m0 = metrics()
     inside, outside = [], []
     for _ in range(3):          # interleaved: the machine's speed drifts
@@ -424,28 +423,16 @@ def large_upload_unslowed_and_released():
           (max(inside), max(outside), ratio), flush=True)
     # Loopback throughput on a shared 2-core machine swings by 2x between
     # runs: this only catches a gross slowdown. The per-byte cost itself is
-    # ruled out below (the socket leaves the sockhash) and measured by
-    # tests/bench/guard_bench.py against the guard off.
+    # ruled out below (only the head of each stream is read) and measured
+    # by tests/bench/guard_bench.py against the guard off.
     check(ratio > 0.4, "uploads in the guarded cgroup are slower: %.0f vs %.0f MiB/s" % (max(inside), max(outside)))
     m1 = metrics()
-    enrolled = int(m1['vigil_agent_guard_connections_total{outcome="enrolled"}']) - \
-        int(m0['vigil_agent_guard_connections_total{outcome="enrolled"}'])
-    released = int(m1['vigil_agent_guard_connections_total{outcome="released"}']) - \
-        int(m0['vigil_agent_guard_connections_total{outcome="released"}'])
-    check(enrolled >= 2 and released >= 2, "bulk connections not guarded then released: enrolled %d released %d" %
-          (enrolled, released))
-    ids = guard_socks_map_ids()
-    check(len(ids) == 1, "guard sockhash not found through the agent's programs: %s" % ids)
-    deadline = time.time() + 3
-    while True:
-        dump = json.loads(subprocess.run(["bpftool", "-j", "map", "dump", "id", str(next(iter(ids)))],
-                                         capture_output=True, text=True).stdout or "[]")
-        # refused connections stay until their sockets close: all are closed by now
-        if not dump or time.time() > deadline:
-            break
-        time.sleep(0.1)
-    check(dump == [], "sockets left in the guard sockhash: %s" % dump)
-    check(metrics()["vigil_agent_guard_sockets"] == "0", "the agent reports sockets left in the sockhash")
+    inspected = guard_counter(m1, "inspected") - guard_counter(m0, "inspected")
+    # one read per connection (a retransmitted head may be read again),
+    # never one per segment of the 3 x 64 MiB
+    check(3 <= inspected <= 12, "bulk connections: %d first-flight reads for 3 uploads" % inspected)
+    check(guard_counter(m1, "held") == guard_counter(m0, "held") and
+          guard_counter(m1, "dropped") == guard_counter(m0, "dropped"), "a bulk upload was held or dropped")
 
 
 @test
@@ -462,7 +449,7 @@ def reload_updates_the_guards_names():
         time.sleep(0.05)
     check("configuration reloaded" in RIG.agent.log_tail(50), "no reload: %s" % RIG.agent.log_tail(5))
     res = send(SINK, 4436, "CONNECT api.reload.test:443 HTTP/1.1\r\n\r\n")
-    check(res.get("error") == 13, "a name added by reload is not guarded: %s" % res)
+    check(refused(res), "a name added by reload is not guarded: %s" % res)
     res = send(SINK, 4437, client_hello("x.openai.azure.com").decode("latin-1"))
     check(res.get("reply") == "ok", "a name removed by reload is still refused: %s" % res)
 
