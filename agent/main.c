@@ -568,7 +568,7 @@ int main(int argc, char **argv)
 	/* The helper that opens listeners in containers' namespaces keeps
 	 * CAP_SYS_ADMIN, so it is forked now: before any key is read, any
 	 * map exists or any thread runs. */
-	if (netns_helper_spawn(&ag.cfg->listen4, &ag.cfg->listen6, &nsfd, &nspid, err, sizeof(err)))
+	if (netns_helper_spawn(&ag.cfg->listen4, &ag.cfg->listen6, ag.cfg->first_flight_guard, &nsfd, &nspid, err, sizeof(err)))
 		log_warn("%s: target connections from other network namespaces will be refused", err);
 
 	struct audit_opts ao = { .agent_id = ag.cfg->agent_id, .log_path = ag.cfg->audit_log,

@@ -64,6 +64,7 @@ struct netns_reply {
 struct helper_cfg {
 	struct sockaddr_in l4;
 	struct sockaddr_in6 l6;
+	bool destroy;        /* the first-flight guard runs: SOCK_DESTROY requests served */
 };
 
 /* Opens the listeners inside the namespace the thread is in now. The IPv6
@@ -283,7 +284,8 @@ static void helper_serve(const struct helper_cfg *hc, int host_ns)
 		if (n != (ssize_t)sizeof(q))
 			continue;
 		if (q.op == NETNS_OP_DESTROY) {
-			helper_destroy(&q, host_ns, host_cookie);
+			if (hc->destroy)
+				helper_destroy(&q, host_ns, host_cookie);
 			continue;
 		}
 		memset(&r, 0, sizeof(r));
@@ -312,9 +314,7 @@ static void helper_serve(const struct helper_cfg *hc, int host_ns)
 
 static void helper_main(int sock, const struct helper_cfg *hc, pid_t parent)
 {
-	/* CAP_NET_ADMIN: SOCK_DESTROY of the sockets the first-flight guard
-	 * refused, which the serving agent (CAP_SYS_PTRACE only) cannot do. */
-	uint64_t keep = 1ULL << CAP_SYS_ADMIN | 1ULL << CAP_SYS_PTRACE | 1ULL << CAP_NET_ADMIN;
+	uint64_t keep = 1ULL << CAP_SYS_ADMIN | 1ULL << CAP_SYS_PTRACE;
 	char err[256];
 	sigset_t all;
 	int host_ns;
@@ -334,6 +334,10 @@ static void helper_main(int sock, const struct helper_cfg *hc, pid_t parent)
 		_exit(1);
 	if (ntohs(hc->l4.sin_port) < 1024 || (hc->l6.sin6_port && ntohs(hc->l6.sin6_port) < 1024))
 		keep |= 1ULL << CAP_NET_BIND_SERVICE;
+	/* SOCK_DESTROY of the sockets the first-flight guard refused, which
+	 * the serving agent (CAP_SYS_PTRACE only) cannot do. */
+	if (hc->destroy)
+		keep |= 1ULL << CAP_NET_ADMIN;
 	if (privs_drop_keep(keep, err, sizeof(err))) {
 		fprintf(stderr, "vigil-netns: %s\n", err);
 		_exit(1);
@@ -341,8 +345,8 @@ static void helper_main(int sock, const struct helper_cfg *hc, pid_t parent)
 	helper_serve(hc, host_ns);
 }
 
-int netns_helper_spawn(const struct sockaddr_in *listen4, const struct sockaddr_in6 *listen6, int *fd,
-		       pid_t *pid, char *err, size_t errlen)
+int netns_helper_spawn(const struct sockaddr_in *listen4, const struct sockaddr_in6 *listen6, bool destroy,
+		       int *fd, pid_t *pid, char *err, size_t errlen)
 {
 	struct helper_cfg hc;
 	pid_t parent = getpid(), child;
@@ -350,6 +354,7 @@ int netns_helper_spawn(const struct sockaddr_in *listen4, const struct sockaddr_
 
 	memset(&hc, 0, sizeof(hc));
 	hc.l4 = *listen4;
+	hc.destroy = destroy;
 	if (listen6)
 		hc.l6 = *listen6;
 	/* SEQPACKET: one request, one reply, boundaries kept. */

@@ -80,6 +80,9 @@ def start_sink(host, port):
 # set, so the next connection there is redirected to the agent.
 SINKS = {port: start_sink(SINK, port) for port in (3128, 3129, 3130, 3131, 8080, 8081, 8082, 8083, 8084, 8090, 4431, 4432, 4433, 4434, 4435, 4436, 4437, 4438, 4439, 4440, 4441, 4442)}
 SINK_BULK = start_sink(BULK, 9000)
+# The attacker tests of the egress classifier (a newer range).
+SINK2 = "127.81.0.2"
+SINKS2 = {port: start_sink(SINK2, port) for port in (4501, 4502, 4503, 4504, 4505, 4506, 4507)}
 
 
 # The agent destroyed the refused socket: the client's next call on it
@@ -376,6 +379,116 @@ def tcp_fast_open_refused():
               "Fast Open refusal not audited with identity: %s" % evs)
         time.sleep(0.2)
         check(all(g["n"] == 0 for g in sink_log(SINKS[port])), "Fast Open data reached the server")
+
+
+def drip(port, delay_ms, chunks):
+    argv = [PY, TOOLS, "drip", SINK2, str(port), str(delay_ms)] + [c.hex() for c in chunks]
+    p = lib.run(argv, cgroup=RIG.cg.path, uid=lib.NOBODY, timeout=30)
+    check(p.returncode == 0 and p.stdout.strip(), "client failed: %s %s" % (p.stdout, p.stderr))
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def held_count():
+    return guard_counter(metrics(), "held")
+
+
+@test
+def client_hello_dripped_over_many_segments():
+    """A ClientHello written in five pieces 250 ms apart, each its own
+    segment (TCP_NODELAY): the kernel holds the head of the stream, which
+    grows with each write, through TCP's own probes of the held head (the
+    first comes after 200 ms), until the hello is whole; then refuses it.
+    Nothing reaches the server. An unwatched hello dripped the same way
+    arrives whole and intact."""
+    held0 = held_count()
+    hello = client_hello("api.openai.com")
+    cut = [0, 3, 40, 120, 200, len(hello)]
+    res = drip(4501, 250, [hello[cut[i]:cut[i + 1]] for i in range(5)])
+    check(res.get("error") in REFUSED, "a dripped ClientHello was not refused: %s" % res)
+    evs = refusals(lambda e: e.get("dst_ip") == SINK2 and e.get("dst_port") == 4501)
+    check(evs and evs[-1]["sni"] == "api.openai.com" and evs[-1]["uid"] == lib.NOBODY,
+          "dripped hello refusal not audited: %s" % evs)
+    check(held_count() - held0 >= 4, "the head was not held between the writes: %d holds" % (held_count() - held0))
+    time.sleep(0.2)
+    check(all(g["n"] == 0 for g in sink_log(SINKS2[4501])), "bytes of a dripped hello reached the server: %s" %
+          sink_log(SINKS2[4501]))
+    other = client_hello("example.org")
+    res = drip(4502, 250, [other[cut[i]:min(cut[i + 1], len(other))] for i in range(5)])
+    check(res.get("reply") == "ok", "an unwatched dripped hello was broken: %s" % res)
+    got = sink_log(SINKS2[4502])
+    check(got and got[-1]["n"] == len(other) and got[-1]["head"] == other[:256].decode("latin-1"),
+          "an unwatched dripped hello did not arrive intact: %s" % got)
+
+
+@test
+def refused_segment_retransmissions_dropped():
+    """While nobody destroys a refused socket (the agent stopped), TCP
+    keeps resending its queued first flight: every resend is dropped too,
+    nothing reaches the server; once the agent runs again the client gets
+    its error."""
+    m0 = metrics()
+    RIG.agent.proc.send_signal(signal.SIGSTOP)
+    try:
+        argv = [PY, TOOLS, "send", SINK2, "4503", ("CONNECT api.openai.com:443 HTTP/1.1\r\n\r\n").encode().hex()]
+        client = lib.spawn(argv, cgroup=RIG.cg.path, uid=lib.NOBODY, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+        time.sleep(2.0)         # TCP probes the queued segment after ~200 ms, then backs off
+        check(client.poll() is None, "the client finished while the agent was stopped")
+    finally:
+        RIG.agent.proc.send_signal(signal.SIGCONT)
+    out, err = client.communicate(timeout=15)
+    check(out.strip(), "the refused client printed nothing: %r" % err)
+    res = json.loads(out.strip().splitlines()[-1])
+    check(res.get("error") in REFUSED, "the refused client did not get an error once the agent ran: %s" % res)
+    dropped = guard_counter(metrics(), "dropped") - guard_counter(m0, "dropped")
+    check(dropped >= 1, "no resend of the refused segment was seen and dropped (dropped %d)" % dropped)
+    time.sleep(0.2)
+    got = sink_log(SINKS2[4503])
+    check(got and all(g["n"] == 0 for g in got), "the server received a resent refused segment: %s" % got)
+
+
+@test
+def tfo_client_hello_refused():
+    """A ClientHello for a watched name in the SYN (TCP Fast Open, both
+    forms): refused in connect() as any Fast Open the guard runs for;
+    nothing reaches the server."""
+    hello = client_hello("api.openai.com").decode("latin-1")
+    for port, mode in ((4504, ""), (4505, "defer")):
+        p = lib.run([PY, TOOLS, "tfo", SINK2, str(port), hello.encode("latin-1").hex()] + ([mode] if mode else []),
+                    cgroup=RIG.cg.path, uid=lib.NOBODY, timeout=30)
+        res = json.loads(p.stdout.strip().splitlines()[-1])
+        check(res.get("error") == 95, "a ClientHello in a Fast Open SYN (%s) was not refused: %s" %
+              (mode or "sendto", res))
+        time.sleep(0.2)
+        check(all(g["n"] == 0 for g in sink_log(SINKS2[port])), "Fast Open hello data reached the server")
+
+
+@test
+def many_refused_at_once():
+    """200 connections established first, then each sends a ClientHello
+    for a watched name at the same instant: every one is refused and
+    destroyed (none answered, none left waiting), each refusal audited,
+    nothing reaches the server."""
+    n = 200
+    hello = client_hello("api.openai.com")
+    p = lib.run([PY, TOOLS, "many", SINK2, "4506", str(n), hello.hex()], cgroup=RIG.cg.path, uid=lib.NOBODY,
+                timeout=60)
+    check(p.returncode == 0, "the many-connection client failed: %s" % p.stderr[-300:])
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    errs = sum(v for k, v in res["errors"].items() if int(k) in REFUSED)
+    check(errs == n and res["answers"] == 0 and res["pending"] == 0,
+          "of %d refused connections: %s" % (n, res))
+    check(res["slowest_ms"] < 5000, "the slowest refusal took %.0f ms" % res["slowest_ms"])
+    deadline = time.time() + 10
+    while len(refusals(lambda e: e.get("dst_ip") == SINK2 and e.get("dst_port") == 4506, timeout=0.5)) < n and \
+            time.time() < deadline:
+        time.sleep(0.2)
+    evs = refusals(lambda e: e.get("dst_ip") == SINK2 and e.get("dst_port") == 4506, timeout=0.5)
+    check(len(evs) == n, "%d refusals audited for %d refused connections" % (len(evs), n))
+    time.sleep(0.3)
+    got = sink_log(SINKS2[4506])
+    check(len(got) == n and all(g["n"] == 0 for g in got), "the server received bytes of refused connections: %s" %
+          [g for g in got if g["n"]][:3])
 
 
 @test

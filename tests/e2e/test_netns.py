@@ -154,13 +154,15 @@ def agent_ready_with_the_daemonsets_capabilities():
     with open("/proc/%d/status" % AGENT.proc.pid) as f:
         bnd = [l for l in f if l.startswith("CapBnd:")][0].split()[1]
     check(int(bnd, 16) & (1 << 21) == 0, "the agent kept CAP_SYS_ADMIN in its bounding set (%s)" % bnd)
-    # Its netns helper keeps CAP_SYS_ADMIN (setns) and CAP_SYS_PTRACE, not BPF or NET_ADMIN.
+    # Its netns helper keeps CAP_SYS_ADMIN (setns), CAP_SYS_PTRACE and, with the
+    # first-flight guard on (the default), CAP_NET_ADMIN (SOCK_DESTROY of the
+    # sockets the guard refused); never BPF.
     kids = open("/proc/%d/task/%d/children" % (AGENT.proc.pid, AGENT.proc.pid)).read().split()
     helpers = [k for k in kids if open("/proc/%s/comm" % k).read().strip() == "vigil-netns"]
     check(len(helpers) == 1, "no netns helper among the agent's children %s" % kids)
     with open("/proc/%s/status" % helpers[0]) as f:
         eff = int([l for l in f if l.startswith("CapEff:")][0].split()[1], 16)
-    check(eff == (1 << 21) | (1 << 19), "helper capabilities %x, want SYS_ADMIN|SYS_PTRACE" % eff)
+    check(eff == (1 << 21) | (1 << 19) | (1 << 12), "helper capabilities %x, want SYS_ADMIN|SYS_PTRACE|NET_ADMIN" % eff)
     with urllib.request.urlopen("http://%s/ready" % METRICS, timeout=5) as r:
         check(r.status == 200 and r.read() == b"ready\n", "/ready did not say ready")
 
