@@ -702,10 +702,11 @@ static __always_inline void guard_count(__u32 which)
 }
 
 /* TCP Fast Open sends the first flight with the SYN (or, without a cookie,
- * right after the handshake but still inside the connect/sendto call),
- * before the socket can enter the sockhash: the guard would never see it.
- * So a Fast Open connect the guard would have to check is refused
- * (EOPNOTSUPP) and audited; the client's plain connect is guarded as any.
+ * right after the handshake but still inside the connect/sendto call).
+ * The egress program is not asked to classify data in a SYN (a dropped SYN
+ * fails or stalls the connect itself, a path not worth its own tests): a
+ * Fast Open connect the guard would have to check is refused (EOPNOTSUPP)
+ * and audited; the client's plain connect is guarded as any.
  * Both forms: sendto(MSG_FASTOPEN) (fastopen_req set when the hook runs)
  * and TCP_FASTOPEN_CONNECT (flag set before connect()). */
 static __always_inline int guard_connect(struct bpf_sock_addr *ctx, const __u8 *addr, __u16 port, __u16 family)
