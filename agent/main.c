@@ -242,6 +242,7 @@ static void guard_audit(struct agent *ag, const struct vigil_guard_event *g, con
 	ev.comm = id->comm;
 	ev.exe = id->exe[0] ? id->exe : NULL;
 	ev.cgroup = id->cgroup[0] ? id->cgroup : NULL;
+	ev.container_id = id->container_id[0] ? id->container_id : NULL;
 	ev.dst_ip = id->dst_ip;
 	ev.dst_port = id->dst_port;
 	ev.sni = name[0] ? name : NULL;

@@ -227,6 +227,35 @@ def first_connection_from_new_netns_never_direct_retry_intercepted():
           "clean request: %s %s" % (code, body[:200]))
 
 
+GUARD_TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guard_tools.py")
+
+
+@test
+def first_flight_guard_refuses_in_a_namespace():
+    """A client in a namespace names api.openai.com in a CONNECT line to an
+    address:port the agent does not capture (a server on the host side of
+    the veth): the kernel drops it, the agent's helper destroys the socket
+    inside that namespace, so the client fails at once; nothing reaches the
+    server; the refusal names the client and its container."""
+    log = os.path.join(RIG.tmp, "ns-guard-sink.jsonl")
+    port = lib.free_port(PROVIDER)
+    srv = lib.spawn(["/usr/bin/python3", GUARD_TOOLS, "sink", PROVIDER, str(port), log], stdout=subprocess.PIPE,
+                    text=True)
+    check(srv.stdout.readline().strip() == "sink ready", "the sink did not start")
+    line = "CONNECT api.openai.com:443 HTTP/1.1\r\n\r\n".encode().hex()
+    p = NS[0].run(["/usr/bin/python3", GUARD_TOOLS, "send", PROVIDER, str(port), line])
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    check(res.get("error") in (103, 107, 32) and res["ms"] < 3000,
+          "the namespaced client was not told of the refusal at once: %s" % res)
+    evs = AGENT.wait_events(lambda e: e.get("reason") == "first_flight" and e.get("dst_port") == port,
+                            kind="connection")
+    check(evs and evs[-1]["uid"] == lib.NOBODY and evs[-1]["sni"] == "api.openai.com" and
+          evs[-1].get("container_id") == CONTAINER_ID, "namespaced refusal not audited with identity: %s" % evs[-1:])
+    time.sleep(0.2)
+    got = RIG.read_jsonl(log)
+    check(got and all(g["n"] == 0 for g in got), "the server received a refused first flight: %s" % got)
+
+
 @test
 def two_namespaces_same_client_port_do_not_collide():
     NS.append(Netns(1))
