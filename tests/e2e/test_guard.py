@@ -492,6 +492,22 @@ def many_refused_at_once():
 
 
 @test
+def native_ipv6_refused():
+    """The same refusal over IPv6 (its own header walk in the kernel, an
+    AF_INET6 socket destroyed by its IPv6 4-tuple)."""
+    port = lib.free_port("::1")
+    log = start_sink("::1", port)
+    hello = client_hello("api.openai.com")
+    res = send("::1", port, hello.decode("latin-1"))
+    check(refused(res), "a ClientHello over IPv6 was not refused at once: %s" % res)
+    evs = refusals(lambda e: e.get("dst_ip") == "::1" and e.get("dst_port") == port)
+    check(evs and evs[-1]["sni"] == "api.openai.com" and evs[-1]["uid"] == lib.NOBODY,
+          "IPv6 refusal not audited: %s" % evs)
+    time.sleep(0.2)
+    check(all(g["n"] == 0 for g in sink_log(log)), "bytes of a refused IPv6 hello reached the server")
+
+
+@test
 def unwatched_https_unaffected():
     body = os.urandom(48).hex() * 40
     want = hashlib.sha256(body.encode()).hexdigest()
