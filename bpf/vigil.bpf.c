@@ -1438,6 +1438,11 @@ int vigil_guard_egress(struct __sk_buff *skb)
 	 * one is in it from the handshake on (verified on 6.18). */
 	if (!tp || tp->bytes_acked > GUARD_SYN_ACKED)
 		return VERDICT_PASS;
+	/* No data sent yet (SYN, the handshake's ACK, a client that only
+	 * reads): nothing to read. The kernel counts a data segment before
+	 * handing it to IP, so the first one is counted when it gets here. */
+	if (!tp->data_segs_out)
+		return VERDICT_PASS;
 	if (guard_headers(skb, &p))
 		return VERDICT_PASS;
 	sk = bpf_sk_fullsock(sk);
