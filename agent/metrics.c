@@ -79,7 +79,7 @@ size_t metrics_render(struct agent *ag, char *out, size_t outlen)
 		EMIT("# HELP vigil_agent_guard_refused_total Connections the first-flight guard refused.\n"
 		     "# TYPE vigil_agent_guard_refused_total counter\nvigil_agent_guard_refused_total %llu\n",
 		     (unsigned long long)g.refused);
-		EMIT("# HELP vigil_agent_guard_destroyed_total Refused sockets destroyed (the client told at once).\n"
+		EMIT("# HELP vigil_agent_guard_destroyed_total Refused sockets sent to the helper to destroy (the client told at once).\n"
 		     "# TYPE vigil_agent_guard_destroyed_total counter\nvigil_agent_guard_destroyed_total %lu\n",
 		     atomic_load(&ag->stats.guard_destroyed));
 	}
