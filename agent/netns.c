@@ -46,7 +46,7 @@ struct netns_req {
 	uint64_t sock;
 	uint8_t local[16], remote[16];    /* IPv4 as v4-mapped */
 	uint16_t lport, rport;
-	uint32_t pad;
+	uint32_t ifindex;
 };
 
 /* One reply, with n_fds listening sockets attached (SCM_RIGHTS). */
@@ -244,7 +244,7 @@ static void helper_destroy(const struct netns_req *q, int host_ns, uint64_t host
 	sockaddr_of(&remote, q->remote, q->rport);
 	rc = sockdiag_new(&sd);
 	if (rc == 0)
-		rc = sockdiag_tcp_destroy(sd, (struct sockaddr *)&local, (struct sockaddr *)&remote, q->sock);
+		rc = sockdiag_tcp_destroy(sd, (struct sockaddr *)&local, (struct sockaddr *)&remote, q->ifindex, q->sock);
 	sockdiag_free(sd);
 	/* -ENOENT: the client closed it first, nothing to tell. */
 	if (rc < 0 && rc != -ENOENT)
@@ -759,7 +759,8 @@ size_t netns_count(const struct netns_set *s)
 void netns_destroy(struct netns_set *s, const struct vigil_guard_event *ev)
 {
 	struct netns_req q = { .op = NETNS_OP_DESTROY, .tgid = ev->origin.tgid, .cookie = ev->origin.netns_cookie,
-			       .sock = ev->origin.cookie, .lport = ev->local_port, .rport = ev->origin.orig_port };
+			       .sock = ev->origin.cookie, .lport = ev->local_port, .rport = ev->origin.orig_port,
+			       .ifindex = ev->ifindex };
 
 	if (!s || s->w.fd < 0) {
 		log_warn("first-flight guard: no helper to destroy the refused socket: its client waits for TCP's "

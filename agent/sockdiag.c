@@ -126,7 +126,7 @@ static int on_ack(struct nl_msg *msg, void *arg)
  * socket local <-> remote; cookie INET_DIAG_NOCOOKIE matches the tuple
  * alone. The answer lands in *r. */
 static int diag_request(struct sockdiag *sd, int type, int flags, const struct sockaddr *local,
-			const struct sockaddr *remote, uint64_t cookie, struct diag_reply *r)
+			const struct sockaddr *remote, uint32_t ifindex, uint64_t cookie, struct diag_reply *r)
 {
 	struct inet_diag_req_v2 req;
 	int lfam, rfam, rc;
@@ -142,6 +142,7 @@ static int diag_request(struct sockdiag *sd, int type, int flags, const struct s
 	req.sdiag_family = lfam;
 	req.sdiag_protocol = IPPROTO_TCP;
 	req.idiag_states = ~0u;
+	req.id.idiag_if = ifindex;
 	req.id.idiag_cookie[0] = (uint32_t)cookie;
 	req.id.idiag_cookie[1] = (uint32_t)(cookie >> 32);
 
@@ -165,7 +166,7 @@ int sockdiag_tcp_cookie(struct sockdiag *sd, const struct sockaddr *local, const
 
 	if (!cookie)
 		return -EINVAL;
-	rc = diag_request(sd, SOCK_DIAG_BY_FAMILY, 0, local, remote, any, &r);
+	rc = diag_request(sd, SOCK_DIAG_BY_FAMILY, 0, local, remote, 0, any, &r);
 	if (r.found) {
 		*cookie = r.cookie;
 		return 0;
@@ -176,7 +177,7 @@ int sockdiag_tcp_cookie(struct sockdiag *sd, const struct sockaddr *local, const
 }
 
 int sockdiag_tcp_destroy(struct sockdiag *sd, const struct sockaddr *local, const struct sockaddr *remote,
-			 uint64_t cookie)
+			 uint32_t ifindex, uint64_t cookie)
 {
 	struct diag_reply r = { 0 };
 	int rc;
@@ -185,7 +186,7 @@ int sockdiag_tcp_destroy(struct sockdiag *sd, const struct sockaddr *local, cons
 	 * reused the port after the refused one closed. */
 	if (!cookie)
 		return -EINVAL;
-	rc = diag_request(sd, SOCK_DESTROY, NLM_F_ACK, local, remote, cookie, &r);
+	rc = diag_request(sd, SOCK_DESTROY, NLM_F_ACK, local, remote, ifindex, cookie, &r);
 	if (r.err)
 		return r.err;
 	if (r.found)

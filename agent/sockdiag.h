@@ -25,11 +25,13 @@ int sockdiag_tcp_cookie(struct sockdiag *sd, const struct sockaddr *local, const
 			uint64_t *cookie);
 
 /* Destroys (SOCK_DESTROY: tcp_abort, the owner gets ECONNABORTED and the
- * peer a reset) the TCP socket local <-> remote whose cookie is cookie, in
+ * peer a reset) the TCP socket local <-> remote whose cookie is cookie
+ * (ifindex: the device its traffic leaves by, which finds a socket bound
+ * to it as well as an unbound one; 0 finds unbound sockets only), in
  * the network namespace the netlink socket was opened in. Needs
  * CAP_NET_ADMIN over that namespace in the calling process. Returns 0,
  * -ENOENT (gone already, or another socket), -EPERM, or another -errno. */
 int sockdiag_tcp_destroy(struct sockdiag *sd, const struct sockaddr *local, const struct sockaddr *remote,
-			 uint64_t cookie);
+			 uint32_t ifindex, uint64_t cookie);
 
 #endif

@@ -1339,6 +1339,7 @@ static __always_inline void guard_report(struct __sk_buff *skb, const struct gua
 	o->orig_port = p->dport;
 	__builtin_memcpy(ev->local_addr, p->saddr, 16);
 	ev->local_port = p->sport;
+	ev->ifindex = skb->ifindex;
 	o->family = skb->family;
 	o->uid = bpf_get_socket_uid(skb);
 	o->cgroup_id = bpf_skb_cgroup_id(skb);

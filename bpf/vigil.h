@@ -149,6 +149,9 @@ struct vigil_guard_event {
 	__u32 name_len;
 	__u16 local_port;
 	__u16 pad;
+	__u32 ifindex;                   /* the device the segment left by: a socket bound to
+					  * one (SO_BINDTODEVICE) is found only with it */
+	__u32 pad2;
 	__u8  local_addr[16];            /* IPv4 as v4-mapped */
 	char  name[VIGIL_GUARD_NAME_MAX];
 };

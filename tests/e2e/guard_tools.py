@@ -4,6 +4,8 @@
   guard_tools.py send HOST PORT HEXCHUNK...
                                           connect, send each chunk (hex) in its own write (10 ms apart),
                                           half-close, read the answer; print JSON (errno of a failed send)
+  guard_tools.py sendbound DEV HOST PORT HEXCHUNK...
+                                          as send, the socket bound to device DEV (SO_BINDTODEVICE)
   guard_tools.py drip HOST PORT DELAY_MS HEXCHUNK...
                                           as send, DELAY_MS between the writes (TCP_NODELAY: each
                                           write is its own segment)
@@ -65,9 +67,11 @@ def sink(host, port, log):
         threading.Thread(target=serve, args=(c,), daemon=True).start()
 
 
-def send(host, port, chunks, delay=0.01, nodelay=False):
+def send(host, port, chunks, delay=0.01, nodelay=False, device=None):
     res = {"pid": os.getpid(), "uid": os.getuid()}
     s = socket.socket(family(host), socket.SOCK_STREAM)
+    if device:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
     s.settimeout(10)
     if nodelay:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -194,6 +198,8 @@ if __name__ == "__main__":
         sink(*sys.argv[2:5])
     elif cmd == "send":
         send(sys.argv[2], sys.argv[3], sys.argv[4:])
+    elif cmd == "sendbound":
+        send(sys.argv[3], sys.argv[4], sys.argv[5:], device=sys.argv[2])
     elif cmd == "drip":
         send(sys.argv[2], sys.argv[3], sys.argv[5:], delay=int(sys.argv[4]) / 1000, nodelay=True)
     elif cmd == "many":

@@ -82,7 +82,7 @@ SINKS = {port: start_sink(SINK, port) for port in (3128, 3129, 3130, 3131, 8080,
 SINK_BULK = start_sink(BULK, 9000)
 # The attacker tests of the egress classifier (a newer range).
 SINK2 = "127.81.0.2"
-SINKS2 = {port: start_sink(SINK2, port) for port in (4501, 4502, 4503, 4504, 4505, 4506, 4507)}
+SINKS2 = {port: start_sink(SINK2, port) for port in (4501, 4502, 4503, 4504, 4505, 4506, 4507, 4508)}
 
 
 # The agent destroyed the refused socket: the client's next call on it
@@ -489,6 +489,19 @@ def many_refused_at_once():
     got = sink_log(SINKS2[4506])
     check(len(got) == n and all(g["n"] == 0 for g in got), "the server received bytes of refused connections: %s" %
           [g for g in got if g["n"]][:3])
+
+
+@test
+def socket_bound_to_a_device_refused_at_once():
+    """A client binds its socket to the loopback device (SO_BINDTODEVICE,
+    allowed unprivileged): a socket lookup without the device would not find
+    it, and the client would wait for TCP's own timeout. Refused at once."""
+    argv = [PY, TOOLS, "sendbound", "lo", SINK2, "4508", client_hello("api.openai.com").hex()]
+    p = lib.run(argv, cgroup=RIG.cg.path, uid=lib.NOBODY, timeout=30)
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    check(refused(res), "a refused socket bound to a device was not told at once: %s" % res)
+    time.sleep(0.2)
+    check(all(g["n"] == 0 for g in sink_log(SINKS2[4508])), "bytes of the bound socket reached the server")
 
 
 @test
