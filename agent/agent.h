@@ -31,6 +31,7 @@ struct agent_stats {
 	atomic_ulong requests[4];      /* by action: allow, alert, redact, block */
 	atomic_ulong dns_answers;      /* DNS answers seen by the ingress program */
 	atomic_ulong dns_learned;      /* target addresses first learned from one */
+	atomic_ulong guard_destroyed;  /* refused sockets sent to the netns helper to destroy (SOCK_DESTROY) */
 	atomic_ulong refused[REASON__COUNT]; /* connections and requests refused, by reason */
 	atomic_ulong buffered;         /* request buffer bytes charged to limits.max_buffered_bytes */
 	atomic_ulong buffer_refusals;  /* requests refused (503) because that budget was spent */

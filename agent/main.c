@@ -262,6 +262,7 @@ static void guard_audit(struct agent *ag, const struct vigil_guard_event *g, con
 	ev.comm = id->comm;
 	ev.exe = id->exe[0] ? id->exe : NULL;
 	ev.cgroup = id->cgroup[0] ? id->cgroup : NULL;
+	ev.container_id = id->container_id[0] ? id->container_id : NULL;
 	ev.dst_ip = id->dst_ip;
 	ev.dst_port = id->dst_port;
 	ev.sni = name[0] ? name : NULL;
@@ -286,6 +287,13 @@ static void guard_refused(void *arg, const struct vigil_guard_event *g)
 
 	guard_name(g, name, sizeof(name));
 	identity_from_origin(&id, &g->origin);
+	if (!g->origin.tgid)
+		id.pid = id.tid = id.gid = -1;   /* refused outside the sender's send(): owner uid only */
+	/* Nothing of the connection left the host, but TCP keeps the data
+	 * queued and retries: the client learns of the refusal when its
+	 * socket is destroyed (TFO was refused in connect() already). */
+	if (g->reason != VIGIL_GUARD_TFO)
+		netns_destroy(ag->netns, g);
 	guard_audit(ag, g, &id, name);
 	if (g->reason != VIGIL_GUARD_WATCHED || !ag->targets || !id.dst_port)
 		return;
@@ -324,7 +332,6 @@ struct watched_file {
 static struct {
 	struct watched_file files[3];   /* config, policy, trust anchor */
 	int detached_reported;
-	uint64_t unguarded_reported;
 	bool anchor_reported;
 } tamper;
 
@@ -367,16 +374,6 @@ static void tamper_check(struct agent *ag)
 		tamper_event(ag, "programs_detached", msg);
 	}
 	tamper.detached_reported = detached;
-	/* A full guard sockhash lets connections through unchecked: someone
-	 * holding 65536 connections open without sending is the likely cause. */
-	struct capture_guard_stats gs;
-	capture_guard_get_stats(ag->cap, &gs, false);
-	if (gs.unguarded > tamper.unguarded_reported) {
-		snprintf(msg, sizeof(msg), "%llu connections went unguarded by the first-flight guard (sockhash full)",
-			 (unsigned long long)(gs.unguarded - tamper.unguarded_reported));
-		tamper_event(ag, "guard_full", msg);
-		tamper.unguarded_reported = gs.unguarded;
-	}
 	for (int i = 0; i < 2; i++) {
 		struct watched_file *w = &tamper.files[i];
 		if (!w->path || stat(w->path, &st) != 0 || !w->present)
@@ -607,7 +604,7 @@ int main(int argc, char **argv)
 	/* The helper that opens listeners in containers' namespaces keeps
 	 * CAP_SYS_ADMIN, so it is forked now: before any key is read, any
 	 * map exists or any thread runs. */
-	if (netns_helper_spawn(&ag.cfg->listen4, &ag.cfg->listen6, &nsfd, &nspid, err, sizeof(err)))
+	if (netns_helper_spawn(&ag.cfg->listen4, &ag.cfg->listen6, ag.cfg->first_flight_guard, &nsfd, &nspid, err, sizeof(err)))
 		log_warn("%s: target connections from other network namespaces will be refused", err);
 
 	struct audit_opts ao = { .agent_id = ag.cfg->agent_id, .log_path = ag.cfg->audit_log,

@@ -68,18 +68,19 @@ size_t metrics_render(struct agent *ag, char *out, size_t outlen)
 	if (ag->cap) {
 		struct capture_guard_stats g;
 
-		capture_guard_get_stats(ag->cap, &g, true);
-		EMIT("# HELP vigil_agent_guard_connections_total Connections through the first-flight guard, by outcome.\n"
-		     "# TYPE vigil_agent_guard_connections_total counter\n"
-		     "vigil_agent_guard_connections_total{outcome=\"enrolled\"} %llu\n"
-		     "vigil_agent_guard_connections_total{outcome=\"released\"} %llu\n"
-		     "vigil_agent_guard_connections_total{outcome=\"refused\"} %llu\n"
-		     "vigil_agent_guard_connections_total{outcome=\"unguarded\"} %llu\n",
-		     (unsigned long long)g.enrolled, (unsigned long long)g.released,
-		     (unsigned long long)g.refused, (unsigned long long)g.unguarded);
-		EMIT("# HELP vigil_agent_guard_sockets Connections in the guard's sockhash now (verdict pending).\n"
-		     "# TYPE vigil_agent_guard_sockets gauge\nvigil_agent_guard_sockets %llu\n",
-		     (unsigned long long)g.sockets);
+		capture_guard_get_stats(ag->cap, &g);
+		EMIT("# HELP vigil_agent_guard_segments_total First-flight segments the guard read, held or dropped.\n"
+		     "# TYPE vigil_agent_guard_segments_total counter\n"
+		     "vigil_agent_guard_segments_total{outcome=\"inspected\"} %llu\n"
+		     "vigil_agent_guard_segments_total{outcome=\"held\"} %llu\n"
+		     "vigil_agent_guard_segments_total{outcome=\"dropped\"} %llu\n",
+		     (unsigned long long)g.inspected, (unsigned long long)g.held, (unsigned long long)g.dropped);
+		EMIT("# HELP vigil_agent_guard_refused_total Connections the first-flight guard refused.\n"
+		     "# TYPE vigil_agent_guard_refused_total counter\nvigil_agent_guard_refused_total %llu\n",
+		     (unsigned long long)g.refused);
+		EMIT("# HELP vigil_agent_guard_destroyed_total Refused sockets sent to the helper to destroy (the client told at once).\n"
+		     "# TYPE vigil_agent_guard_destroyed_total counter\nvigil_agent_guard_destroyed_total %lu\n",
+		     atomic_load(&ag->stats.guard_destroyed));
 	}
 	EMIT("# HELP vigil_agent_targets Addresses in the target set now.\n"
 	     "# TYPE vigil_agent_targets gauge\nvigil_agent_targets %zu\n",

@@ -608,45 +608,47 @@ int vigil_dns_ingress(struct __sk_buff *skb)
  * TCP connection of the cgroup that was not redirected is refused.
  *
  * Addresses, ports and DNS are the client's to choose (curl --resolve, a
- * hosts entry, DoH, port 8443): the target set cannot be complete. So:
- *  - sockops (vigil_guard_sockops, its own link, after the bookkeeping
- *    one) puts each new active connection that was not redirected and is
- *    not the agent's own into the guard_socks sockhash at
- *    ACTIVE_ESTABLISHED, and asks for RTT callbacks;
- *  - vigil_guard_msg (sk_msg, attached to guard_socks) runs in the sender's
- *    sendmsg() on its first flight: TLS ClientHello SNI, HTTP CONNECT
- *    authority, absolute-form authority, Host headers. A watched name (or
- *    a TLS/HTTP first flight too malformed or large to read) is SK_DROP:
- *    the sender gets EACCES, nothing leaves, and the refusal with the
- *    sender's identity goes to the guard_events ring (the agent adds the
- *    address:port to the target set, so the retry is captured). Anything
- *    else passes; bpf_msg_apply_bytes keeps the program from running again;
- *  - at the first RTT sample (the peer ACKed the first data, so the verdict
- *    was given) the same sockops program deletes the socket from the
- *    sockhash (sk_msg cannot): the connection is back on the plain TCP
- *    send path with no per-byte cost, without a trip to user space.
- * The agent's own sockets are marked at TCP_CONNECT_CB (the bypass map
- * still holds them then) in guard_marks, a socket-local storage.
+ * hosts entry, DoH, port 8443): the target set cannot be complete. So
+ * vigil_guard_egress (cgroup_skb/egress, on the same cgroup) looks at the
+ * first data segment of every TCP connection, statelessly, with no
+ * per-socket kernel state (an earlier design put each socket in a sockhash
+ * for an sk_msg program: creating and destroying the psock cost about
+ * 1.5 us per connection):
+ *  - a packet of a non-TCP socket, a socket whose peer has ACKed data
+ *    (tcp_sock.bytes_acked != 0: an established flow pays this one
+ *    compare), or one that never sent data passes at once;
+ *  - a segment that starts at snd_una (the first byte of the stream: its
+ *    first transmission, a retransmission, or the head of the write queue
+ *    grown by later writes) is parsed: TLS ClientHello SNI, HTTP CONNECT
+ *    authority, absolute-form authority, Host headers;
+ *  - a watched name (or a TLS/HTTP first flight too malformed or large to
+ *    read) is dropped (return 0): nothing leaves the host. TCP does not
+ *    fail a send on that, it keeps the segment queued and probes, so the
+ *    refusal goes to the guard_events ring with the socket's 4-tuple and
+ *    cookie, and the agent destroys the socket (SOCK_DESTROY): the client
+ *    gets ECONNABORTED within milliseconds. The socket is marked refused
+ *    (guard_marks, socket-local storage) so its later segments are
+ *    dropped too until it is gone;
+ *  - a first flight that is a prefix of a TLS or HTTP one (a ClientHello
+ *    in several writes) is dropped without a mark: the data stays at the
+ *    head of the write queue, the next write appends to it (or the probe
+ *    timer resends it) and the program sees the longer prefix. This is
+ *    how the segment is "held", as bpf_msg_cork_bytes did.
+ * GSO hands the program 64 KB super-packets, and only segments of a
+ * socket's first flight are read: no per-byte cost.
+ * The agent's own sockets are marked exempt in guard_marks from user space
+ * (capture_bypass_add), connections to the agent's listener pass.
  * Must never: hold a connection that is not a TLS/HTTP prefix, see a
  * redirected connection (the agent classifies those), or run per byte. */
-#define GUARD_PULL        (VIGIL_GUARD_SCAN + 5)   /* a whole TLS record, header included */
+#define GUARD_BUF         16384                    /* first-flight bytes copied and read, at most */
 #define GUARD_OFF_MASK    0x7fff                   /* offsets < 32 KiB: bounded for the verifier */
-#define GUARD_APPLY_ALL   0xffffffffU              /* verdict holds for the rest of the connection */
 #define GUARD_MAX_EXTS    128                      /* ClientHello extensions walked */
 #define GUARD_MAX_LABELS  16                       /* suffix lookups per name, from the right */
 #define GUARD_MAX_HOSTS   4                        /* Host headers checked in one head */
-#define GUARD_EXEMPT      1
 #define TLS_HANDSHAKE     0x16
 #define TLS_CLIENT_HELLO  1
 
 enum guard_result { G_PASS, G_MORE, G_REFUSE, G_UNPARSED };
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SOCKHASH);
-	__uint(max_entries, VIGIL_GUARD_MAX_SOCKS);
-	__type(key, __u64);                   /* socket cookie */
-	__type(value, __u64);
-} guard_socks SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -700,10 +702,11 @@ static __always_inline void guard_count(__u32 which)
 }
 
 /* TCP Fast Open sends the first flight with the SYN (or, without a cookie,
- * right after the handshake but still inside the connect/sendto call),
- * before the socket can enter the sockhash: the guard would never see it.
- * So a Fast Open connect the guard would have to check is refused
- * (EOPNOTSUPP) and audited; the client's plain connect is guarded as any.
+ * right after the handshake but still inside the connect/sendto call).
+ * The egress program is not asked to classify data in a SYN (a dropped SYN
+ * fails or stalls the connect itself, a path not worth its own tests): a
+ * Fast Open connect the guard would have to check is refused (EOPNOTSUPP)
+ * and audited; the client's plain connect is guarded as any.
  * Both forms: sendto(MSG_FASTOPEN) (fastopen_req set when the hook runs)
  * and TCP_FASTOPEN_CONNECT (flag set before connect()). */
 static __always_inline int guard_connect(struct bpf_sock_addr *ctx, const __u8 *addr, __u16 port, __u16 family)
@@ -733,104 +736,34 @@ static __always_inline int guard_connect(struct bpf_sock_addr *ctx, const __u8 *
 	return VERDICT_REJECT;
 }
 
-/* Is the peer the agent's own listener (an application talking to it
- * directly: the agent classifies that itself)? */
-static __always_inline bool guard_peer_is_agent(struct bpf_sock_ops *skops)
+/* The first flight being read: copied out of the packet (its payload is
+ * in page fragments, out of reach of direct packet access). One per CPU;
+ * busy makes a nested run (a softirq's segment interrupting a task's on
+ * the same CPU) hold its segment instead of reading a buffer in use. */
+struct guard_buf {
+	__u32 busy;
+	__u32 len;
+	__u8 data[GUARD_BUF];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct guard_buf);
+} guard_bufs SEC(".maps");
+
+/* One byte of the copied first flight, or -1 past its end. */
+static __always_inline int msg_byte(struct guard_buf *msg, __u32 off)
 {
-	const struct vigil_config *cfg = get_config();
-	__u16 rport = bpf_ntohs((__u16)(skops->remote_port >> 16));
-	__u32 r0, r1, r2, r3, l[4];
-
-	if (!cfg || !rport)
-		return false;
-	if (skops->family == AF_INET)
-		return rport == cfg->listen4_port && skops->remote_ip4 == cfg->listen4_addr;
-	r0 = skops->remote_ip6[0], r1 = skops->remote_ip6[1], r2 = skops->remote_ip6[2], r3 = skops->remote_ip6[3];
-	if (ip6_is_v4mapped(r0, r1, r2))
-		return rport == cfg->listen4_port && r3 == cfg->listen4_addr;
-	__builtin_memcpy(l, cfg->listen6_addr, 16);
-	return rport == cfg->listen6_port && r0 == l[0] && r1 == l[1] && r2 == l[2] && r3 == l[3];
-}
-
-static __always_inline void guard_mark_agent(struct bpf_sock_ops *skops)
-{
-	__u64 cookie = bpf_get_socket_cookie(skops);
-	struct bpf_sock *sk;
-	__u32 *m;
-
-	if (!bpf_map_lookup_elem(&bypass, &cookie))
-		return;
-	sk = skops->sk;
-	if (!sk)
-		return;
-	m = bpf_sk_storage_get(&guard_marks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (m)
-		*m = GUARD_EXEMPT;
-}
-
-static __always_inline void guard_enrol(struct bpf_sock_ops *skops)
-{
-	__u64 cookie = bpf_get_socket_cookie(skops);
-	struct vigil_origin *o = bpf_map_lookup_elem(&origins, &cookie);
-	struct bpf_sock *sk = skops->sk;
-
-	if (o && (o->flags & VIGIL_ORIGIN_REDIRECTED))
-		return;
-	if (!sk || bpf_sk_storage_get(&guard_marks, sk, 0, 0))
-		return;
-	if (guard_peer_is_agent(skops))
-		return;
-	/* A full map leaves this connection unguarded: counted, and the
-	 * agent reports it (vigil_agent_guard_unguarded_total). */
-	if (bpf_sock_hash_update(skops, &guard_socks, &cookie, BPF_NOEXIST)) {
-		guard_count(VIGIL_GUARD_STAT_FULL);
-		return;
-	}
-	guard_count(VIGIL_GUARD_STAT_ENROLLED);
-	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_RTT_CB_FLAG);
-}
-
-/* The first RTT sample after establishment is the ACK of our first data:
- * the sk_msg verdict has run. Leave the sockhash (restores the plain TCP
- * send path) and stop the RTT callbacks. */
-static __always_inline void guard_release(struct bpf_sock_ops *skops)
-{
-	__u64 cookie = bpf_get_socket_cookie(skops);
-
-	if (bpf_map_delete_elem(&guard_socks, &cookie) == 0)
-		guard_count(VIGIL_GUARD_STAT_RELEASED);
-	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTT_CB_FLAG);
-}
-
-SEC("sockops")
-int vigil_guard_sockops(struct bpf_sock_ops *skops)
-{
-	switch (skops->op) {
-	case BPF_SOCK_OPS_TCP_CONNECT_CB:
-		guard_mark_agent(skops);
-		break;
-	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-		guard_enrol(skops);
-		break;
-	case BPF_SOCK_OPS_RTT_CB:
-		guard_release(skops);
-		break;
-	}
-	return 1;
-}
-
-/* One byte of the pulled first flight, or -1 past its end. */
-static __always_inline int msg_byte(struct sk_msg_md *msg, __u32 off)
-{
-	__u8 *d = msg->data, *e = msg->data_end;
-
 	off &= GUARD_OFF_MASK;
-	if (d + off + 1 > e)
+	if (off >= msg->len)
 		return -1;
-	return d[off];
+	/* len <= GUARD_BUF, so the mask only bounds the index for the verifier */
+	return msg->data[off & (GUARD_BUF - 1)];
 }
 
-static __always_inline int msg_u16(struct sk_msg_md *msg, __u32 off)
+static __always_inline int msg_u16(struct guard_buf *msg, __u32 off)
 {
 	int a = msg_byte(msg, off), b = msg_byte(msg, off + 1);
 
@@ -859,7 +792,7 @@ struct guard_name {
 /* Walks a name right to left (see vigil_name_hash): looks each suffix up
  * at its '.', the whole name at the end. */
 struct name_walk {
-	struct sk_msg_md *msg;
+	struct guard_buf *msg;
 	__u32 last;          /* offset of the name's last byte */
 	__u32 lookups;
 	__u64 h;
@@ -890,7 +823,7 @@ static long name_walk_step(__u64 i, void *arg)
 
 /* 1 if the name is watched, 0 if not, -1 if it cannot be read. One
  * trailing dot is dropped ("api.openai.com." is api.openai.com). */
-GUARD_FUNC int guard_watched(struct sk_msg_md *msg, __u32 start, __u32 len)
+GUARD_FUNC int guard_watched(struct guard_buf *msg, __u32 start, __u32 len)
 {
 	struct name_walk w = { .msg = msg, .h = VIGIL_NAME_HASH_INIT };
 	__u8 *f;
@@ -914,7 +847,7 @@ GUARD_FUNC int guard_watched(struct sk_msg_md *msg, __u32 start, __u32 len)
 
 /* ---- TLS: the server_name of a ClientHello in one record ---- */
 struct ext_walk {
-	struct sk_msg_md *msg;
+	struct guard_buf *msg;
 	__u32 pos, end;
 	__u32 sni_start, sni_len;
 	int result;          /* 0 walking, 1 SNI found, 2 no SNI, -1 malformed */
@@ -955,7 +888,7 @@ static long ext_walk_step(__u64 i, void *arg)
 	return 0;
 }
 
-GUARD_FUNC int guard_tls(struct sk_msg_md *msg, __u32 size, struct guard_name *n)
+GUARD_FUNC int guard_tls(struct guard_buf *msg, __u32 size, struct guard_name *n)
 {
 	struct ext_walk w = { .msg = msg };
 	int rec, hs_hi, hs_lo, sid, cs, comp, exts;
@@ -977,7 +910,7 @@ GUARD_FUNC int guard_tls(struct sk_msg_md *msg, __u32 size, struct guard_name *n
 	hello_end = 9 + (__u32)hs_lo;
 	/* A ClientHello split over several records: real clients do not send
 	 * one below 16 KiB, and reassembling here is not worth its cost. */
-	if (hello_end > 5 + (__u32)rec || hello_end > GUARD_PULL)
+	if (hello_end > 5 + (__u32)rec || hello_end > GUARD_BUF)
 		return G_UNPARSED;
 	if (size < hello_end) {
 		n->need = hello_end;
@@ -1027,7 +960,7 @@ GUARD_FUNC int guard_tls(struct sk_msg_md *msg, __u32 size, struct guard_name *n
  * space, -1 if the first flight ends before it. '@' restarts the host
  * (userinfo) except in a Host header. */
 struct host_walk {
-	struct sk_msg_md *msg;
+	struct guard_buf *msg;
 	__u32 base, start;
 	int end;             /* offset of the terminator, -1 unknown */
 	int header;          /* a Host header value */
@@ -1056,7 +989,7 @@ static long host_walk_step(__u64 i, void *arg)
 /* Finds the next Host header from base (inside a line: the request line
  * or the value of the previous Host); stops at the end of the head. */
 struct head_walk {
-	struct sk_msg_md *msg;
+	struct guard_buf *msg;
 	__u32 base;
 	int found;           /* 1 Host at value_start, 2 end of head, 0 ran out */
 	__u32 value_start;
@@ -1093,7 +1026,7 @@ static long head_walk_step(__u64 i, void *arg)
 /* The first n (<= 8) bytes at pos, lower-cased, packed little-endian:
  * compared with a constant below, so no string literal lands in a
  * .rodata map (whose name cannot be pinned in fail-closed mode). */
-static __always_inline __u64 word_ci(struct sk_msg_md *msg, __u32 pos, __u32 n)
+static __always_inline __u64 word_ci(struct guard_buf *msg, __u32 pos, __u32 n)
 {
 	__u64 w = 0;
 
@@ -1110,7 +1043,7 @@ static __always_inline __u64 word_ci(struct sk_msg_md *msg, __u32 pos, __u32 n)
 
 /* The authority of the request target, if the request line carries one:
  * 1 found (n filled), 0 none, -1 incomplete. */
-static __always_inline int http_authority(struct sk_msg_md *msg, __u32 t, bool connect, struct guard_name *n)
+static __always_inline int http_authority(struct guard_buf *msg, __u32 t, bool connect, struct guard_name *n)
 {
 	struct host_walk h = { .msg = msg, .end = -1 };
 
@@ -1145,7 +1078,7 @@ static __always_inline int http_incomplete(__u32 size, struct guard_name *n)
 
 /* The end of the line starting at base: offset of its '\n', or -1. */
 struct line_walk {
-	struct sk_msg_md *msg;
+	struct guard_buf *msg;
 	__u32 base;
 	int end;
 };
@@ -1189,7 +1122,7 @@ static __always_inline bool http_method_prefix(__u64 w, __u32 have)
 	       method_is(w, have, PACK8('c', 'o', 'n', 'n', 'e', 'c', 't', ' '), 8);
 }
 
-GUARD_FUNC int guard_http(struct sk_msg_md *msg, __u32 size, __u32 lead, struct guard_name *n)
+GUARD_FUNC int guard_http(struct guard_buf *msg, __u32 size, __u32 lead, struct guard_name *n)
 {
 	struct head_walk hw = { .msg = msg };
 	struct line_walk lw = { .msg = msg, .end = -1 };
@@ -1254,8 +1187,119 @@ GUARD_FUNC int guard_http(struct sk_msg_md *msg, __u32 size, __u32 lead, struct 
 	return G_UNPARSED;   /* more Host headers than checked */
 }
 
+/* The headers of a packet the guard may read, from its network header. */
+struct guard_pkt {
+	__u8  saddr[16], daddr[16];   /* IPv4 as v4-mapped */
+	__u16 sport, dport;           /* host order */
+	__u32 seq;                    /* host order */
+	__u32 off;                    /* payload offset */
+	__u32 len;                    /* payload bytes (all of a GSO super-packet) */
+};
+
+#define IPV6_HOPOPTS  0
+#define IPV6_ROUTING  43
+#define IPV6_DSTOPTS  60
+#define GUARD_MAX_EXTHDRS 4
+
+/* 0 and p filled for a TCP packet, -1 for anything else (passes). */
+static __always_inline int guard_headers(struct __sk_buff *skb, struct guard_pkt *p)
+{
+	struct tcphdr th;
+	__u32 off;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) || ip.protocol != IPPROTO_TCP)
+			return -1;
+		off = (__u32)ip.ihl * 4;
+		addr_set_v4mapped(p->saddr, ip.saddr);
+		addr_set_v4mapped(p->daddr, ip.daddr);
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+		__u8 next, eh[2];
+
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
+			return -1;
+		__builtin_memcpy(p->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(p->daddr, &ip6.daddr, 16);
+		next = ip6.nexthdr;
+		off = sizeof(ip6);
+		/* Options an unprivileged socket can set (IPV6_RTHDR) sit
+		 * between the header and TCP: walked, not trusted away. */
+		for (int i = 0; i < GUARD_MAX_EXTHDRS && next != IPPROTO_TCP; i++) {
+			if (next != IPV6_HOPOPTS && next != IPV6_ROUTING && next != IPV6_DSTOPTS)
+				return -1;
+			if (bpf_skb_load_bytes(skb, off, eh, 2))
+				return -1;
+			next = eh[0];
+			off += ((__u32)eh[1] + 1) * 8;
+		}
+		if (next != IPPROTO_TCP)
+			return -1;
+	} else {
+		return -1;
+	}
+	if (off < 20 || off > 512 || bpf_skb_load_bytes(skb, off, &th, sizeof(th)))
+		return -1;
+	off += (__u32)th.doff * 4;
+	if (th.doff < 5 || off >= skb->len)
+		return -1;                      /* no payload: SYN, pure ACK, FIN, RST */
+	p->off = off;
+	p->len = skb->len - off;
+	p->seq = bpf_ntohl(th.seq);
+	p->sport = bpf_ntohs(th.source);
+	p->dport = bpf_ntohs(th.dest);
+	return 0;
+}
+
+/* Is the peer the agent's own listener (a redirected connection, or an
+ * application talking to it directly: the agent classifies those)? */
+static __always_inline bool addr16_eq(const __u8 *x, const __u8 *y)
+{
+	__u32 a[4], b[4];
+
+	__builtin_memcpy(a, x, 16);
+	__builtin_memcpy(b, y, 16);
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
+}
+
+static __always_inline bool guard_peer_is_agent(const struct guard_pkt *p)
+{
+	const struct vigil_config *cfg = get_config();
+	__u8 a[16];
+
+	if (!cfg)
+		return false;
+	addr_set_v4mapped(a, cfg->listen4_addr);
+	if (cfg->listen4_port && p->dport == cfg->listen4_port && addr16_eq(p->daddr, a))
+		return true;
+	return cfg->listen6_port && p->dport == cfg->listen6_port && addr16_eq(p->daddr, cfg->listen6_addr);
+}
+
+/* Copies up to want bytes of payload into b (want clamped to GUARD_BUF). */
+static __always_inline int guard_copy(struct __sk_buff *skb, const struct guard_pkt *p, struct guard_buf *b,
+				      __u32 want)
+{
+	__u64 n = want;
+
+	b->len = 0;
+	/* The verifier needs the length bounded on the register passed (see
+	 * vigil_dns_ingress): the barriers keep clang from merging checks. */
+	asm volatile("" : "+r"(n));
+	if (n > GUARD_BUF)
+		n = GUARD_BUF;
+	asm volatile("" : "+r"(n));
+	if (n < 1 || n > GUARD_BUF)
+		return -1;
+	if (bpf_skb_load_bytes(skb, p->off, b->data, n))
+		return -1;
+	b->len = (__u32)n;
+	return 0;
+}
+
 struct name_copy {
-	struct sk_msg_md *msg;
+	struct guard_buf *msg;
 	struct vigil_guard_event *ev;
 	__u32 start;
 };
@@ -1272,49 +1316,44 @@ static long name_copy_step(__u64 i, void *arg)
 	return 0;
 }
 
-/* Reports a refusal with the sender's identity: sk_msg runs in the
- * sender's sendmsg(), so the current task is the one pushing the bytes. */
-static __always_inline void guard_report(struct sk_msg_md *msg, __u32 reason, const struct guard_name *n)
+/* Reports a refusal. The socket's owner and cgroup are the socket's; the
+ * process is the current task only when it is plausibly the sender (the
+ * first transmission runs in the sender's send(); a retransmission runs in
+ * a softirq over whatever task was interrupted): same uid and cgroup as the
+ * socket, else pid 0 and the agent says it does not know. */
+static __always_inline void guard_report(struct __sk_buff *skb, const struct guard_pkt *p, struct guard_buf *msg,
+					 __u32 reason, const struct guard_name *n)
 {
 	__u32 zero = 0;
 	struct vigil_guard_event *ev = bpf_map_lookup_elem(&guard_scratch, &zero);
 	struct vigil_origin *o;
 	struct name_copy nc;
-	__u32 rport = msg->remote_port;
-	__u64 v;
+	__u64 v, ug;
 
 	guard_count(VIGIL_GUARD_STAT_REFUSED);
 	if (!ev)
 		return;
 	o = &ev->origin;
 	__builtin_memset(ev, 0, sizeof(*ev));
-	if (msg->family == AF_INET) {
-		addr_set_v4mapped(o->orig_addr, msg->remote_ip4);
-	} else {
-		__u32 w[4];
-
-		w[0] = msg->remote_ip6[0];
-		w[1] = msg->remote_ip6[1];
-		w[2] = msg->remote_ip6[2];
-		w[3] = msg->remote_ip6[3];
-		__builtin_memcpy(o->orig_addr, w, 16);
-	}
-	/* network order, in the low or high half depending on the kernel's
-	 * ctx rewrite: a port fits in 16 bits either way */
-	if (rport > 0xffff)
-		rport >>= 16;
-	o->orig_port = bpf_ntohs((__u16)rport);
-	o->family = (__u16)msg->family;
-	v = bpf_get_current_pid_tgid();
-	o->tgid = v >> 32;
-	o->pid = (__u32)v;
-	v = bpf_get_current_uid_gid();
-	o->uid = (__u32)v;
-	o->gid = v >> 32;
-	o->cgroup_id = bpf_get_current_cgroup_id();
-	o->netns_cookie = bpf_get_netns_cookie(msg);
+	__builtin_memcpy(o->orig_addr, p->daddr, 16);
+	o->orig_port = p->dport;
+	__builtin_memcpy(ev->local_addr, p->saddr, 16);
+	ev->local_port = p->sport;
+	ev->ifindex = skb->ifindex;
+	o->family = skb->family;
+	o->uid = bpf_get_socket_uid(skb);
+	o->cgroup_id = bpf_skb_cgroup_id(skb);
+	o->cookie = bpf_get_socket_cookie(skb);
+	o->netns_cookie = bpf_get_netns_cookie(skb);
 	o->ktime_ns = bpf_ktime_get_ns();
-	bpf_get_current_comm(o->comm, sizeof(o->comm));
+	ug = bpf_get_current_uid_gid();
+	if ((__u32)ug == o->uid && bpf_get_current_cgroup_id() == o->cgroup_id) {
+		v = bpf_get_current_pid_tgid();
+		o->tgid = v >> 32;
+		o->pid = (__u32)v;
+		o->gid = ug >> 32;
+		bpf_get_current_comm(o->comm, sizeof(o->comm));
+	}
 	ev->reason = reason;
 	ev->via = n->via;
 	if (n->len && n->len < VIGIL_GUARD_NAME_MAX) {
@@ -1326,43 +1365,127 @@ static __always_inline void guard_report(struct sk_msg_md *msg, __u32 reason, co
 	bpf_ringbuf_output(&guard_events, ev, sizeof(*ev), 0);
 }
 
-SEC("sk_msg")
-int vigil_guard_msg(struct sk_msg_md *msg)
+/* The verdict on the first flight in msg (size bytes of it). */
+static __always_inline int guard_classify(struct guard_buf *msg, __u32 size, struct guard_name *n)
 {
+	int first = msg_byte(msg, 0);
+	__u32 lead = 0;
+
+	if (first == TLS_HANDSHAKE)
+		return guard_tls(msg, size, n);
+	/* HTTP servers and proxies skip empty lines before a request line
+	 * (RFC 9112 2.2): so does the guard, or "\r\nCONNECT" would walk
+	 * past it. */
+	while (lead < 16 && (first == '\r' || first == '\n'))
+		first = msg_byte(msg, ++lead);
+	if (first < 0)
+		return http_incomplete(size, n);
+	if (first == '\r' || first == '\n')
+		return G_UNPARSED;              /* no client sends that many */
+	if (first >= 'A' && first <= 'Z')
+		return guard_http(msg, size, lead, n);
+	return G_PASS;
+}
+
+/* Bytes read before the rest is copied: a ClientHello or a request head
+ * fits in most first flights' first 2 KiB. */
+#define GUARD_FIRST_COPY 2048
+#define GUARD_SYN_ACKED  1
+
+/* The verdict on the segment at the head of the stream. */
+static __always_inline int guard_first_segment(struct __sk_buff *skb, const struct guard_pkt *p,
+					       struct guard_buf *b, struct guard_name *n)
+{
+	__u8 first;
+	int r;
+
+	/* Most protocols are told apart by their first byte: no copy. */
+	if (bpf_skb_load_bytes(skb, p->off, &first, 1))
+		return G_UNPARSED;
+	if (first != TLS_HANDSHAKE && first != '\r' && first != '\n' && (first < 'A' || first > 'Z'))
+		return G_PASS;
+	if (guard_copy(skb, p, b, p->len < GUARD_FIRST_COPY ? p->len : GUARD_FIRST_COPY))
+		return G_UNPARSED;
+	r = guard_classify(b, b->len, n);
+	if (r == G_MORE && p->len > b->len) {
+		__builtin_memset(n, 0, sizeof(*n));
+		if (guard_copy(skb, p, b, p->len))
+			return G_UNPARSED;
+		r = guard_classify(b, b->len, n);
+		/* A head that does not end within GUARD_BUF bytes of a longer
+		 * segment is not waited for: it is not read. */
+		if (r == G_MORE && p->len > b->len)
+			r = G_UNPARSED;
+	}
+	return r;
+}
+
+SEC("cgroup_skb/egress")
+int vigil_guard_egress(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+	struct bpf_tcp_sock *tp;
 	struct guard_name n = {};
-	__u32 size = msg->size;
-	int r = G_PASS, first;
+	struct guard_pkt p;
+	struct guard_buf *b;
+	__u32 zero = 0, *mark;
+	int r;
 
-	if (bpf_msg_pull_data(msg, 0, size < GUARD_PULL ? size : GUARD_PULL, 0)) {
-		r = G_UNPARSED;                 /* no memory to read it: not let through unread */
-	} else if ((first = msg_byte(msg, 0)) == TLS_HANDSHAKE) {
-		r = guard_tls(msg, size, &n);
-	} else {
-		/* HTTP servers and proxies skip empty lines before a request
-		 * line (RFC 9112 2.2): so does the guard, or "\r\nCONNECT"
-		 * would walk past it. */
-		__u32 lead = 0;
-
-		while (lead < 16 && (first == '\r' || first == '\n'))
-			first = msg_byte(msg, ++lead);
-		if (first < 0)
-			r = http_incomplete(size, &n);
-		else if (first == '\r' || first == '\n')
-			r = G_UNPARSED;         /* no client sends that many */
-		else if (first >= 'A' && first <= 'Z')
-			r = guard_http(msg, size, lead, &n);
+	if (!sk)
+		return VERDICT_PASS;
+	tp = bpf_tcp_sock(sk);
+	/* Established flows leave here: the peer has ACKed data, so the
+	 * verdict was given. bytes_acked counts sequence space: the SYN's
+	 * one is in it from the handshake on (verified on 6.18). */
+	if (!tp || tp->bytes_acked > GUARD_SYN_ACKED)
+		return VERDICT_PASS;
+	/* No data sent yet (SYN, the handshake's ACK, a client that only
+	 * reads): nothing to read. The kernel counts a data segment before
+	 * handing it to IP, so the first one is counted when it gets here. */
+	if (!tp->data_segs_out)
+		return VERDICT_PASS;
+	if (guard_headers(skb, &p))
+		return VERDICT_PASS;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return VERDICT_PASS;
+	mark = bpf_sk_storage_get(&guard_marks, sk, 0, 0);
+	if (mark && *mark == VIGIL_GUARD_MARK_EXEMPT)
+		return VERDICT_PASS;
+	if (mark && *mark == VIGIL_GUARD_MARK_REFUSED) {
+		guard_count(VIGIL_GUARD_STAT_DROPPED);
+		return VERDICT_REJECT;
+	}
+	/* Later segments of a first flight whose head passed: the verdict
+	 * on the head holds for the connection. */
+	if (p.seq != tp->snd_una || guard_peer_is_agent(&p))
+		return VERDICT_PASS;
+	b = bpf_map_lookup_elem(&guard_bufs, &zero);
+	if (!b)
+		return VERDICT_REJECT;
+	if (b->busy) {
+		guard_count(VIGIL_GUARD_STAT_HELD);
+		return VERDICT_REJECT;          /* nested on this CPU: resent later */
+	}
+	b->busy = 1;
+	guard_count(VIGIL_GUARD_STAT_INSPECTED);
+	r = guard_first_segment(skb, &p, b, &n);
+	if (r == G_PASS) {
+		b->busy = 0;
+		return VERDICT_PASS;
 	}
 	if (r == G_MORE) {
-		/* Hold the bytes until the rest arrives; the program runs
-		 * again on everything gathered. */
-		bpf_msg_cork_bytes(msg, n.need);
-		return SK_PASS;
+		/* Held: stays queued, the next write or probe brings more. */
+		b->busy = 0;
+		guard_count(VIGIL_GUARD_STAT_HELD);
+		return VERDICT_REJECT;
 	}
-	bpf_msg_apply_bytes(msg, GUARD_APPLY_ALL);
-	if (r == G_PASS)
-		return SK_PASS;
-	guard_report(msg, r == G_REFUSE ? VIGIL_GUARD_WATCHED : VIGIL_GUARD_UNPARSED, &n);
-	return SK_DROP;
+	mark = bpf_sk_storage_get(&guard_marks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (mark)
+		*mark = VIGIL_GUARD_MARK_REFUSED;
+	guard_report(skb, &p, b, r == G_REFUSE ? VIGIL_GUARD_WATCHED : VIGIL_GUARD_UNPARSED, &n);
+	b->busy = 0;
+	return VERDICT_REJECT;
 }
 
 /* ---- stdio MCP server launches (see vigil.h) ---- */

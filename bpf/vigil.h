@@ -120,16 +120,19 @@ struct vigil_exec_event {
 };
 
 /* ---- First-flight guard (bpf/vigil.bpf.c "guard" section, agent/kernel/capture.c) ----
- * Every new outgoing TCP connection of the cgroup that the connect hook did
- * not redirect is put in a sockhash at ACTIVE_ESTABLISHED; an sk_msg program
- * reads its first flight (TLS SNI, HTTP CONNECT authority, absolute-form
- * authority, Host) and refuses it (SK_DROP: the sender gets EACCES, nothing
- * leaves) when the name is watched. The socket leaves the sockhash at the
- * first RTT sample (the ACK of its first data), from sockops. */
-#define VIGIL_GUARD_MAX_SOCKS 65536      /* connections between established and first ACK */
+ * A cgroup_skb/egress program reads the first data segment of every
+ * outgoing TCP connection of the cgroup that the connect hook did not
+ * redirect (TLS SNI, HTTP CONNECT authority, absolute-form authority,
+ * Host) and drops it when the name is watched: nothing leaves, the refusal
+ * goes to user space, which destroys the socket (the client gets
+ * ECONNABORTED). No per-socket kernel state unless refused. */
 #define VIGIL_GUARD_MAX_NAMES 4096       /* watched names and suffixes */
 #define VIGIL_GUARD_EVENTS_BYTES (256 * 1024)
 #define VIGIL_GUARD_NAME_MAX 256         /* a DNS name is at most 253 bytes */
+
+/* Value of the guard_marks socket storage. */
+#define VIGIL_GUARD_MARK_EXEMPT  1       /* the agent's own socket (set from user space) */
+#define VIGIL_GUARD_MARK_REFUSED 2       /* refused: every segment dropped until it is destroyed */
 
 /* Value of the watched-name map (key: vigil_name_hash of the name). */
 #define VIGIL_GUARD_EXACT  0x1           /* the name itself is watched */
@@ -152,22 +155,30 @@ struct vigil_exec_event {
 #define VIGIL_GUARD_SCAN 16384           /* bytes of a first flight examined, at most */
 
 /* Counters of the guard_stats per-CPU array (index). */
-#define VIGIL_GUARD_STAT_ENROLLED 0      /* entered the sockhash */
-#define VIGIL_GUARD_STAT_FULL     1      /* not guarded: the sockhash was full */
-#define VIGIL_GUARD_STAT_RELEASED 2      /* left it at the first ACK */
-#define VIGIL_GUARD_STAT_REFUSED  3
+#define VIGIL_GUARD_STAT_INSPECTED 0     /* first-flight segments read */
+#define VIGIL_GUARD_STAT_HELD      1     /* segments held for more bytes (a prefix of TLS/HTTP) */
+#define VIGIL_GUARD_STAT_DROPPED   2     /* later segments of refused sockets dropped */
+#define VIGIL_GUARD_STAT_REFUSED   3
 #define VIGIL_GUARD_STATS         4
 
 /* A refusal, reported on the guard_events ring. origin.orig_addr/orig_port
- * are the peer the connection went to; identity fields are the sender's
- * (taken in sendmsg, task context). name is not NUL-terminated: name_len
- * bytes, raw from the wire (hostile: validate before use). */
+ * are the peer the connection went to, local_addr/local_port the socket's
+ * own end (with origin.cookie: what SOCK_DESTROY needs); uid and cgroup_id
+ * are the socket's, tgid/pid/comm the sender's when the program ran in its
+ * send() (tgid 0: not known; the TFO refusal in connect always knows).
+ * name is not NUL-terminated: name_len bytes, raw from the wire (hostile:
+ * validate before use). */
 struct vigil_guard_event {
 	struct vigil_origin origin;
 	__u32 reason;                    /* VIGIL_GUARD_WATCHED | VIGIL_GUARD_UNPARSED */
 	__u32 via;                       /* VIGIL_GUARD_VIA_*, 0 if no name */
 	__u32 name_len;
-	__u32 pad;
+	__u16 local_port;
+	__u16 pad;
+	__u32 ifindex;                   /* the device the segment left by: a socket bound to
+					  * one (SO_BINDTODEVICE) is found only with it */
+	__u32 pad2;
+	__u8  local_addr[16];            /* IPv4 as v4-mapped */
 	char  name[VIGIL_GUARD_NAME_MAX];
 };
 

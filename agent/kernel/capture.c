@@ -48,7 +48,7 @@
  * Detach goes in reverse. */
 enum { P_RELEASE, P_SOCKOPS, P_GUARD, P_DNS, P_PEER4, P_PEER6, P_SEND4, P_SEND6, P_CONN4, P_CONN6, P_COUNT };
 static const char *const prog_names[P_COUNT] = {
-	"sock_release", "sockops", "guard_sockops", "dns_ingress", "getpeername4", "getpeername6",
+	"sock_release", "sockops", "guard_egress", "dns_ingress", "getpeername4", "getpeername6",
 	"sendmsg4", "sendmsg6", "connect4", "connect6",
 };
 
@@ -68,7 +68,6 @@ struct capture {
 	void *exec_arg;
 	struct bpf_link *exec_link;  /* never pinned: with no agent to continue them,
 				      * stopped launches would hang */
-	bool guard_msg_attached;     /* sk_msg verdict attached to guard_socks */
 	int cgroup_fd;
 	bool pinned;                 /* links and maps pinned under pin_dir */
 	int pin_dirfd;               /* pin_dir, opened while privileged: unpinning after
@@ -220,7 +219,7 @@ static void collect_progs(struct capture *c)
 {
 	c->progs[P_RELEASE] = c->skel->progs.vigil_sock_release;
 	c->progs[P_SOCKOPS] = c->skel->progs.vigil_sockops;
-	c->progs[P_GUARD] = c->guard_fn ? c->skel->progs.vigil_guard_sockops : NULL;
+	c->progs[P_GUARD] = c->guard_fn ? c->skel->progs.vigil_guard_egress : NULL;
 	c->progs[P_DNS] = c->dns_fn ? c->skel->progs.vigil_dns_ingress : NULL;
 	c->progs[P_PEER4] = c->skel->progs.vigil_getpeername4;
 	c->progs[P_PEER6] = c->skel->progs.vigil_getpeername6;
@@ -247,8 +246,7 @@ static int load_skel(struct capture *c, bool use_pins, char *err, size_t errlen)
 		}
 		set_map_pins(c, use_pins);
 		bpf_program__set_autoload(c->skel->progs.vigil_dns_ingress, c->dns_fn != NULL);
-		bpf_program__set_autoload(c->skel->progs.vigil_guard_sockops, c->guard_fn != NULL);
-		bpf_program__set_autoload(c->skel->progs.vigil_guard_msg, c->guard_fn != NULL);
+		bpf_program__set_autoload(c->skel->progs.vigil_guard_egress, c->guard_fn != NULL);
 		bpf_program__set_autoload(c->skel->progs.vigil_exec, c->exec_fn != NULL);
 		rc = vigil_bpf__load(c->skel);
 		if (rc == 0) {
@@ -403,40 +401,18 @@ static void drop_pins(struct capture *c)
 		rmdir(c->pin_dir);
 }
 
-/* The verdict program hangs off the sockhash, not the cgroup: attach it
- * before the sockops link fills the map. Re-attaching to a pinned map of a
- * previous agent replaces its program. */
-static int guard_attach_msg(struct capture *c, char *err, size_t errlen)
+/* Tells the connect hooks (loaded either way: they refuse TCP Fast Open
+ * while the guard runs) whether it does; written even when off, over what
+ * a pinned map of a previous agent may say. */
+static int guard_configure(struct capture *c, char *err, size_t errlen)
 {
 	uint32_t zero = 0, on = c->guard_fn != NULL;
 	int rc;
 
-	/* Read by the connect hooks (loaded either way); written even when
-	 * off, over what a pinned map of a previous agent may say. */
 	rc = bpf_map__update_elem(c->skel->maps.guard_conf, &zero, sizeof(zero), &on, sizeof(on), BPF_ANY);
-	if (rc < 0) {
+	if (rc < 0)
 		osutil_errf(err, errlen, "cannot configure the first-flight guard: %s", strerror(-rc));
-		return rc;
-	}
-	if (!c->guard_fn)
-		return 0;
-	rc = bpf_prog_attach(bpf_program__fd(c->skel->progs.vigil_guard_msg),
-			     bpf_map__fd(c->skel->maps.guard_socks), BPF_SK_MSG_VERDICT, 0);
-	if (rc < 0) {
-		osutil_errf(err, errlen, "cannot attach the first-flight verdict program: %s", strerror(-rc));
-		return rc;
-	}
-	c->guard_msg_attached = true;
-	return 0;
-}
-
-static void guard_detach_msg(struct capture *c)
-{
-	if (!c->guard_msg_attached)
-		return;
-	bpf_prog_detach2(bpf_program__fd(c->skel->progs.vigil_guard_msg),
-			 bpf_map__fd(c->skel->maps.guard_socks), BPF_SK_MSG_VERDICT);
-	c->guard_msg_attached = false;
+	return rc;
 }
 
 static int on_exec(void *ctx, void *data, size_t size)
@@ -559,7 +535,7 @@ int capture_open(const struct capture_opts *o, struct capture **out, char *err, 
 		osutil_errf(err, errlen, "cannot write BPF config: %s", strerror(-rc));
 		goto err;
 	}
-	rc = guard_attach_msg(c, err, errlen);
+	rc = guard_configure(c, err, errlen);
 	if (rc < 0)
 		goto err;
 	rc = attach_all(c, takeover, err, errlen);
@@ -645,7 +621,6 @@ void capture_free(struct capture *c)
 			bpf_link__unpin(c->links[i]);
 		bpf_link__detach(c->links[i]);
 	}
-	guard_detach_msg(c);
 	if (c->pinned && c->skel) {
 		bpf_object__unpin_maps(c->skel->obj, NULL);
 		/* Whatever the paths could not reach (no longer root), by fd. */
@@ -785,11 +760,19 @@ int capture_bypass_add(struct capture *c, int fd)
 {
 	uint64_t cookie;
 	uint8_t one = 1;
+	uint32_t exempt = VIGIL_GUARD_MARK_EXEMPT;
 	int rc = sock_cookie(fd, &cookie);
 
 	if (rc < 0)
 		return rc;
-	return bpf_map__update_elem(c->skel->maps.bypass, &cookie, sizeof(cookie), &one, sizeof(one), BPF_ANY);
+	rc = bpf_map__update_elem(c->skel->maps.bypass, &cookie, sizeof(cookie), &one, sizeof(one), BPF_ANY);
+	if (rc < 0 || !c->guard_fn)
+		return rc;
+	/* The first-flight guard must not read the agent's own first flights
+	 * (SNI api.openai.com to wherever the provider is): marked in the
+	 * socket's own storage, gone with the socket, no per-connection cost
+	 * for anyone else. */
+	return bpf_map__update_elem(c->skel->maps.guard_marks, &fd, sizeof(fd), &exempt, sizeof(exempt), BPF_ANY);
 }
 
 int capture_bypass_del(struct capture *c, int fd)
@@ -980,11 +963,10 @@ out:
 	return rc;
 }
 
-void capture_guard_get_stats(struct capture *c, struct capture_guard_stats *st, bool with_sockets)
+void capture_guard_get_stats(struct capture *c, struct capture_guard_stats *st)
 {
 	int ncpu = libbpf_num_possible_cpus();
-	uint64_t *vals, cookie, next;
-	const uint64_t *prev = NULL;
+	uint64_t *vals;
 	int fd;
 
 	memset(st, 0, sizeof(*st));
@@ -1002,20 +984,14 @@ void capture_guard_get_stats(struct capture *c, struct capture_guard_stats *st, 
 			continue;
 		for (int cpu = 0; cpu < ncpu; cpu++)
 			sum += vals[cpu];
-		if (i == VIGIL_GUARD_STAT_ENROLLED)
-			st->enrolled = sum;
-		else if (i == VIGIL_GUARD_STAT_FULL)
-			st->unguarded = sum;
-		else if (i == VIGIL_GUARD_STAT_RELEASED)
-			st->released = sum;
+		if (i == VIGIL_GUARD_STAT_INSPECTED)
+			st->inspected = sum;
+		else if (i == VIGIL_GUARD_STAT_HELD)
+			st->held = sum;
+		else if (i == VIGIL_GUARD_STAT_DROPPED)
+			st->dropped = sum;
 		else if (i == VIGIL_GUARD_STAT_REFUSED)
 			st->refused = sum;
 	}
 	free(vals);
-	fd = bpf_map__fd(c->skel->maps.guard_socks);
-	while (with_sockets && st->sockets <= VIGIL_GUARD_MAX_SOCKS && bpf_map_get_next_key(fd, prev, &next) == 0) {
-		st->sockets++;
-		cookie = next;
-		prev = &cookie;
-	}
 }

@@ -125,14 +125,12 @@ int capture_guard_key(const char *pattern, uint64_t *key, uint8_t *flag);
 
 struct capture_guard_stats {
 	bool on;
-	uint64_t enrolled;     /* connections that went through the guard */
-	uint64_t released;     /* left the sockhash at their first ACK */
-	uint64_t refused;
-	uint64_t unguarded;    /* not guarded: the sockhash was full */
-	uint64_t sockets;      /* in the sockhash now (verdict pending, or refused and open);
-				* counted only with_sockets (one syscall per socket) */
+	uint64_t inspected;    /* first-flight segments read */
+	uint64_t held;         /* segments held until more bytes came (a TLS/HTTP prefix) */
+	uint64_t refused;      /* connections refused */
+	uint64_t dropped;      /* later segments of refused connections dropped */
 };
-void capture_guard_get_stats(struct capture *c, struct capture_guard_stats *st, bool with_sockets);
+void capture_guard_get_stats(struct capture *c, struct capture_guard_stats *st);
 
 /* Tamper check: how many of the agent's links are no longer attached
  * (someone ran `bpftool link detach`, or removed the cgroup). */

@@ -113,14 +113,25 @@ static int split_addr(const struct sockaddr *sa, int *family, uint32_t a[4], uin
 	return -EAFNOSUPPORT;
 }
 
-int sockdiag_tcp_cookie(struct sockdiag *sd, const struct sockaddr *local, const struct sockaddr *remote,
-			uint64_t *cookie)
+static int on_ack(struct nl_msg *msg, void *arg)
+{
+	struct diag_reply *r = arg;
+
+	(void)msg;
+	r->found = 1;
+	return NL_STOP;
+}
+
+/* One exact request (type SOCK_DIAG_BY_FAMILY or SOCK_DESTROY) for the
+ * socket local <-> remote; cookie INET_DIAG_NOCOOKIE matches the tuple
+ * alone. The answer lands in *r. */
+static int diag_request(struct sockdiag *sd, int type, int flags, const struct sockaddr *local,
+			const struct sockaddr *remote, uint32_t ifindex, uint64_t cookie, struct diag_reply *r)
 {
 	struct inet_diag_req_v2 req;
-	struct diag_reply r = { 0 };
 	int lfam, rfam, rc;
 
-	if (!sd || !local || !remote || !cookie)
+	if (!sd || !local || !remote)
 		return -EINVAL;
 	memset(&req, 0, sizeof(req));
 	if (split_addr(local, &lfam, req.id.idiag_src, &req.id.idiag_sport) < 0 ||
@@ -131,22 +142,54 @@ int sockdiag_tcp_cookie(struct sockdiag *sd, const struct sockaddr *local, const
 	req.sdiag_family = lfam;
 	req.sdiag_protocol = IPPROTO_TCP;
 	req.idiag_states = ~0u;
-	/* NOCOOKIE: match on the tuple alone (an exact request otherwise
-	 * also compares the cookie). */
-	req.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
-	req.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+	req.id.idiag_if = ifindex;
+	req.id.idiag_cookie[0] = (uint32_t)cookie;
+	req.id.idiag_cookie[1] = (uint32_t)(cookie >> 32);
 
-	nl_socket_modify_cb(sd->nl, NL_CB_VALID, NL_CB_CUSTOM, on_valid, &r);
-	nl_socket_modify_err_cb(sd->nl, NL_CB_CUSTOM, on_error, &r);
-	rc = nl_send_simple(sd->nl, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, &req, sizeof(req));
+	nl_socket_modify_cb(sd->nl, NL_CB_VALID, NL_CB_CUSTOM, on_valid, r);
+	nl_socket_modify_cb(sd->nl, NL_CB_ACK, NL_CB_CUSTOM, on_ack, r);
+	nl_socket_modify_err_cb(sd->nl, NL_CB_CUSTOM, on_error, r);
+	rc = nl_send_simple(sd->nl, type, NLM_F_REQUEST | flags, &req, sizeof(req));
 	if (rc < 0)
 		return -EIO;
-	rc = nl_recvmsgs_default(sd->nl);
+	return nl_recvmsgs_default(sd->nl);
+}
+
+int sockdiag_tcp_cookie(struct sockdiag *sd, const struct sockaddr *local, const struct sockaddr *remote,
+			uint64_t *cookie)
+{
+	struct diag_reply r = { 0 };
+	/* NOCOOKIE: match on the tuple alone (an exact request otherwise
+	 * also compares the cookie). */
+	uint64_t any = (uint64_t)INET_DIAG_NOCOOKIE << 32 | INET_DIAG_NOCOOKIE;
+	int rc;
+
+	if (!cookie)
+		return -EINVAL;
+	rc = diag_request(sd, SOCK_DIAG_BY_FAMILY, 0, local, remote, 0, any, &r);
 	if (r.found) {
 		*cookie = r.cookie;
 		return 0;
 	}
 	if (r.err)
 		return r.err;
+	return rc < 0 ? -EIO : -ENOENT;
+}
+
+int sockdiag_tcp_destroy(struct sockdiag *sd, const struct sockaddr *local, const struct sockaddr *remote,
+			 uint32_t ifindex, uint64_t cookie)
+{
+	struct diag_reply r = { 0 };
+	int rc;
+
+	/* The cookie must match: a tuple alone could name a new socket that
+	 * reused the port after the refused one closed. */
+	if (!cookie)
+		return -EINVAL;
+	rc = diag_request(sd, SOCK_DESTROY, NLM_F_ACK, local, remote, ifindex, cookie, &r);
+	if (r.err)
+		return r.err;
+	if (r.found)
+		return 0;
 	return rc < 0 ? -EIO : -ENOENT;
 }

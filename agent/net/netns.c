@@ -25,6 +25,7 @@
 #include "net/netns.h"
 #include "osutil.h"
 #include "privs.h"
+#include "kernel/sockdiag.h"
 
 #ifndef SO_NETNS_COOKIE
 #define SO_NETNS_COOKIE 71
@@ -33,11 +34,19 @@
 #define HELPER_FD 3
 
 /* One request: open the agent's listeners in the netns of tgid, which the
- * kernel reported as netns_cookie. */
+ * kernel reported as netns_cookie (NETNS_OP_LISTEN, answered), or destroy
+ * the TCP socket local <-> remote with socket cookie sock there
+ * (NETNS_OP_DESTROY, not answered: the first-flight guard refused it). */
+enum { NETNS_OP_LISTEN, NETNS_OP_DESTROY };
+
 struct netns_req {
 	uint32_t tgid;
-	uint32_t pad;
+	uint32_t op;
 	uint64_t cookie;
+	uint64_t sock;
+	uint8_t local[16], remote[16];    /* IPv4 as v4-mapped */
+	uint16_t lport, rport;
+	uint32_t ifindex;
 };
 
 /* One reply, with n_fds listening sockets attached (SCM_RIGHTS). */
@@ -55,6 +64,7 @@ struct netns_reply {
 struct helper_cfg {
 	struct sockaddr_in l4;
 	struct sockaddr_in6 l6;
+	bool destroy;        /* the first-flight guard runs: SOCK_DESTROY requests served */
 };
 
 /* Opens the listeners inside the namespace the thread is in now. The IPv6
@@ -192,8 +202,74 @@ static int find_ns(uint64_t cookie, int host_ns)
 	return found;
 }
 
+static void sockaddr_of(struct sockaddr_in6 *sa, const uint8_t addr[16], uint16_t port)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sin6_family = AF_INET6;
+	memcpy(&sa->sin6_addr, addr, 16);
+	sa->sin6_port = htons(port);
+}
+
+/* Destroys a socket the first-flight guard refused, in its namespace (the
+ * SOCK_DESTROY request acts in the netlink socket's namespace, so the
+ * netlink socket is opened in there). The kernel compares the cookie: a
+ * request cannot reach another socket on the same ports. */
+static void helper_destroy(const struct netns_req *q, int host_ns, uint64_t host_cookie)
+{
+	struct sockaddr_in6 local, remote;
+	struct sockdiag *sd = NULL;
+	bool away = false;
+	int ns = -1, rc;
+	char path[64];
+
+	if (q->cookie && q->cookie != host_cookie) {
+		snprintf(path, sizeof(path), "/proc/%u/ns/net", q->tgid);
+		if (q->tgid && (ns = open(path, O_RDONLY | O_CLOEXEC)) >= 0 && cookie_of(ns, host_ns) != q->cookie) {
+			close(ns);
+			ns = -1;
+		}
+		if (ns < 0)
+			ns = find_ns(q->cookie, host_ns);
+		if (ns < 0 || setns(ns, CLONE_NEWNET)) {
+			fprintf(stderr, "vigil-netns: cannot enter the namespace of a refused socket (cookie %llu)\n",
+				(unsigned long long)q->cookie);
+			if (ns >= 0)
+				close(ns);
+			return;
+		}
+		close(ns);
+		away = true;
+	}
+	sockaddr_of(&local, q->local, q->lport);
+	sockaddr_of(&remote, q->remote, q->rport);
+	rc = sockdiag_new(&sd);
+	if (rc == 0)
+		rc = sockdiag_tcp_destroy(sd, (struct sockaddr *)&local, (struct sockaddr *)&remote, q->ifindex, q->sock);
+	sockdiag_free(sd);
+	/* -ENOENT: the client closed it first, nothing to tell. */
+	if (rc < 0 && rc != -ENOENT)
+		fprintf(stderr, "vigil-netns: cannot destroy a refused socket: %s\n", strerror(-rc));
+	if (away && setns(host_ns, CLONE_NEWNET))
+		_exit(1);
+}
+
+static uint64_t own_netns_cookie(void)
+{
+	uint64_t cookie = 0;
+	socklen_t len = sizeof(cookie);
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	if (fd >= 0) {
+		if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len))
+			cookie = 0;
+		close(fd);
+	}
+	return cookie;
+}
+
 static void helper_serve(const struct helper_cfg *hc, int host_ns)
 {
+	uint64_t host_cookie = own_netns_cookie();
 	struct netns_req q;
 	struct netns_reply r;
 	char path[64];
@@ -207,6 +283,11 @@ static void helper_serve(const struct helper_cfg *hc, int host_ns)
 			_exit(0);
 		if (n != (ssize_t)sizeof(q))
 			continue;
+		if (q.op == NETNS_OP_DESTROY) {
+			if (hc->destroy)
+				helper_destroy(&q, host_ns, host_cookie);
+			continue;
+		}
 		memset(&r, 0, sizeof(r));
 		r.tgid = q.tgid;
 		r.cookie = q.cookie;
@@ -253,6 +334,10 @@ static void helper_main(int sock, const struct helper_cfg *hc, pid_t parent)
 		_exit(1);
 	if (ntohs(hc->l4.sin_port) < 1024 || (hc->l6.sin6_port && ntohs(hc->l6.sin6_port) < 1024))
 		keep |= 1ULL << CAP_NET_BIND_SERVICE;
+	/* SOCK_DESTROY of the sockets the first-flight guard refused, which
+	 * the serving agent (CAP_SYS_PTRACE only) cannot do. */
+	if (hc->destroy)
+		keep |= 1ULL << CAP_NET_ADMIN;
 	if (privs_drop_keep(keep, err, sizeof(err))) {
 		fprintf(stderr, "vigil-netns: %s\n", err);
 		_exit(1);
@@ -260,8 +345,8 @@ static void helper_main(int sock, const struct helper_cfg *hc, pid_t parent)
 	helper_serve(hc, host_ns);
 }
 
-int netns_helper_spawn(const struct sockaddr_in *listen4, const struct sockaddr_in6 *listen6, int *fd,
-		       pid_t *pid, char *err, size_t errlen)
+int netns_helper_spawn(const struct sockaddr_in *listen4, const struct sockaddr_in6 *listen6, bool destroy,
+		       int *fd, pid_t *pid, char *err, size_t errlen)
 {
 	struct helper_cfg hc;
 	pid_t parent = getpid(), child;
@@ -269,6 +354,7 @@ int netns_helper_spawn(const struct sockaddr_in *listen4, const struct sockaddr_
 
 	memset(&hc, 0, sizeof(hc));
 	hc.l4 = *listen4;
+	hc.destroy = destroy;
 	if (listen6)
 		hc.l6 = *listen6;
 	/* SEQPACKET: one request, one reply, boundaries kept. */
@@ -666,4 +752,24 @@ void netns_tick(struct netns_set *s, uint64_t now)
 			unlink_entry(s, e);
 		}
 	}
+}
+
+void netns_destroy(struct netns_set *s, const struct vigil_guard_event *ev)
+{
+	struct netns_req q = { .op = NETNS_OP_DESTROY, .tgid = ev->origin.tgid, .cookie = ev->origin.netns_cookie,
+			       .sock = ev->origin.cookie, .lport = ev->local_port, .rport = ev->origin.orig_port,
+			       .ifindex = ev->ifindex };
+
+	if (!s || s->w.fd < 0) {
+		log_warn("first-flight guard: no helper to destroy the refused socket: its client waits for TCP's "
+			 "own timeout");
+		return;
+	}
+	memcpy(q.local, ev->local_addr, 16);
+	memcpy(q.remote, ev->origin.orig_addr, 16);
+	if (send(s->w.fd, &q, sizeof(q), MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof(q)) {
+		log_warn("first-flight guard: cannot ask the helper to destroy a refused socket (%s)", strerror(errno));
+		return;
+	}
+	atomic_fetch_add(&s->ag->stats.guard_destroyed, 1);
 }

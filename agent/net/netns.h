@@ -10,10 +10,12 @@
  * serving agent drops (privs.c). A small helper process, forked before the
  * agent reads any key or loads BPF, keeps exactly CAP_SYS_ADMIN and
  * CAP_SYS_PTRACE (to open /proc/PID/ns/net of other users' processes; plus
- * CAP_NET_BIND_SERVICE if the agent's port is below 1024) and does one
- * thing: given a pid and the netns cookie the kernel reported, it opens
- * listeners at the agent's fixed addresses in that pid's namespace and
- * passes them back over a socketpair (SCM_RIGHTS). The agent cannot ask it
+ * CAP_NET_BIND_SERVICE if the agent's port is below 1024; plus
+ * CAP_NET_ADMIN while the first-flight guard runs), and does two things: given a pid and the netns cookie the
+ * kernel reported, it opens listeners at the agent's fixed addresses in
+ * that pid's namespace and passes them back over a socketpair
+ * (SCM_RIGHTS); given a socket the first-flight guard refused (4-tuple and
+ * socket cookie), it destroys it in its namespace. The agent cannot ask it
  * for any other address, nor for anything else.
  *
  * A listening socket keeps its namespace alive: once no process is left in
@@ -42,10 +44,11 @@ struct netns_set;
 
 /* Forks the privileged helper. Call before keys are read, BPF is loaded
  * and other threads exist: the child closes every other fd. listen6 with
- * port 0 = no IPv6 listener. On success *fd is the agent's end of the
+ * port 0 = no IPv6 listener. destroy: the helper keeps CAP_NET_ADMIN and
+ * serves netns_destroy (the first-flight guard is on). On success *fd is the agent's end of the
  * socketpair and *pid the helper's. Returns 0 or -errno (reason in err). */
-int netns_helper_spawn(const struct sockaddr_in *listen4, const struct sockaddr_in6 *listen6, int *fd,
-		       pid_t *pid, char *err, size_t errlen);
+int netns_helper_spawn(const struct sockaddr_in *listen4, const struct sockaddr_in6 *listen6, bool destroy,
+		       int *fd, pid_t *pid, char *err, size_t errlen);
 
 /* Takes ownership of the helper (fd and pid) and puts its fd on ag's loop.
  * NULL on allocation or epoll failure (the helper is then stopped). */
@@ -65,6 +68,12 @@ void netns_seen(struct netns_set *s, const struct vigil_origin *origin);
  * containers running before the agent have their first connection
  * captured rather than refused. */
 void netns_prime(struct netns_set *s, const char *cgroup_prefix);
+
+/* The first-flight guard refused ev's socket (nothing of it left the
+ * host, TCP keeps retrying): has the helper destroy it (SOCK_DESTROY in
+ * the socket's namespace, which needs CAP_NET_ADMIN: the helper keeps it,
+ * the serving agent does not), so the client gets ECONNABORTED at once. */
+void netns_destroy(struct netns_set *s, const struct vigil_guard_event *ev);
 
 /* Housekeeping (once a second): closes the listeners of namespaces with no
  * process left. */

@@ -71,7 +71,8 @@ echo "== tests/bench/ws_bench.py"
 python3 tests/bench/ws_bench.py || rc=1
 echo
 
-# The first-flight guard on non-LLM traffic, guard off vs on (real BPF).
+# The first-flight guard on non-LLM traffic, guard off vs on (real BPF);
+# GUARD_BENCH_ARGS="--old-build DIR" adds an earlier design for comparison.
 echo "== tests/bench/guard_bench.py"
 if gcc -std=gnu11 -D_GNU_SOURCE -O2 -Wall -Wextra tests/bench/guard_bench.c -o "$BUILD/guard_bench"; then
 	# shellcheck disable=SC2086

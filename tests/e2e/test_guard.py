@@ -5,10 +5,12 @@ addresses, ports and DNS are the client's to choose. Here a client in the
 watched cgroup (user nobody) pins api.openai.com to an address the agent
 never learned (curl --resolve), uses another port (8443), or names it in a
 CONNECT line or a plain-HTTP Host header to an unlisted address: each first
-flight is refused at once (EACCES in the client, nothing reaches the
-server), audited with the client's identity, and the address:port joins the
-target set so the retry is intercepted. Traffic to unwatched names passes
-untouched and leaves the guard's sockhash at its first ACK; with
+flight is refused at once (the segment is dropped in the kernel, nothing
+reaches the server, and the agent destroys the socket: ECONNABORTED in the
+client within milliseconds), audited with the client's identity, and the
+address:port joins the target set so the retry is intercepted. Traffic to
+unwatched names passes untouched and costs nothing once its first data is
+ACKed; with
 first_flight_guard: off the pinned call goes through (the guard is what
 refused it). The agent itself runs inside the watched cgroup, so its own
 upstream connections (SNI api.openai.com to the pinned address) prove the
@@ -78,6 +80,20 @@ def start_sink(host, port):
 # set, so the next connection there is redirected to the agent.
 SINKS = {port: start_sink(SINK, port) for port in (3128, 3129, 3130, 3131, 8080, 8081, 8082, 8083, 8084, 8090, 4431, 4432, 4433, 4434, 4435, 4436, 4437, 4438, 4439, 4440, 4441, 4442)}
 SINK_BULK = start_sink(BULK, 9000)
+# The attacker tests of the egress classifier (a newer range).
+SINK2 = "127.81.0.2"
+SINKS2 = {port: start_sink(SINK2, port) for port in (4501, 4502, 4503, 4504, 4505, 4506, 4507, 4508)}
+
+
+# The agent destroyed the refused socket: the client's next call on it
+# fails, whichever it is: recv ECONNABORTED, shutdown ENOTCONN, send EPIPE.
+REFUSED = (103, 107, 32)
+
+
+def refused(res):
+    """The client was told promptly: the refused socket was destroyed
+    while it waited (never a hang until TCP's own timeout)."""
+    return res.get("error") in REFUSED and res.get("ms", 0) < 3000
 
 
 def sink_log(path):
@@ -123,7 +139,7 @@ def check_refused_then_intercepted(url, resolve, fake, dst_ip, dst_port, tag):
     check(ev["action"] == "block" and ev["sni"] == "api.openai.com", "refusal event: %s" % ev)
     # uid, pid and comm come from the kernel at the refusal; the executable
     # is read from /proc afterwards and is gone when curl has already exited
-    # (it does at once on EACCES): present, it must be curl's.
+    # (it does at once when its socket is destroyed): present, it must be curl's.
     check(ev["uid"] == lib.NOBODY and ev["comm"] == "curl" and ev.get("pid") and
           (ev.get("exe") is None or ev["exe"].endswith("curl")),
           "the refusal does not name the client (uid %s, pid %s, comm %s, exe %s)" %
@@ -152,7 +168,7 @@ def agent_starts_inside_the_watched_cgroup():
     with open(os.path.join(RIG.cg.path, "cgroup.procs"), "w") as f:
         f.write(str(RIG.agent.proc.pid))
     out = subprocess.run(["bpftool", "cgroup", "show", RIG.cg.path], capture_output=True, text=True).stdout
-    check("vigil_guard_sockops" in out, "guard sockops program not attached: %s" % out)
+    check("vigil_guard_egress" in out, "guard egress program not attached: %s" % out)
 
 
 @test
@@ -171,7 +187,7 @@ def other_port_refused_then_intercepted():
 def connect_line_refused():
     for port, host in ((3128, "api.openai.com:443"), (3129, "API.OpenAI.com.:443")):
         res = send(SINK, port, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (host, host))
-        check(res.get("error") == 13, "CONNECT %s not refused with EACCES: %s" % (host, res))
+        check(refused(res), "CONNECT %s not refused at once: %s" % (host, res))
         time.sleep(0.2)
         got = sink_log(SINKS[port])
         check(all(g["n"] == 0 for g in got), "the proxy received bytes of a refused CONNECT: %s" % got)
@@ -180,7 +196,7 @@ def connect_line_refused():
               evs[-1]["comm"].startswith("python3"), "CONNECT refusal not audited with identity: %s" % evs)
     # An IPv6 socket reaching an IPv4 address (v4-mapped) goes through the same check.
     res = send("::ffff:" + SINK, 3131, "CONNECT api.openai.com:443 HTTP/1.1\r\n\r\n")
-    check(res.get("error") == 13, "CONNECT from an IPv6 socket not refused: %s" % res)
+    check(refused(res), "CONNECT from an IPv6 socket not refused: %s" % res)
     evs = refusals(lambda e: e.get("dst_port") == 3131)
     check(evs and evs[-1]["dst_ip"] == SINK, "v4-mapped refusal not audited with the IPv4 destination: %s" % evs)
     # Another host through a proxy address the guard never refused is untouched.
@@ -246,7 +262,7 @@ def connect_line_to_a_tls_server_keeps_it_tls():
     target address (here the default unwatched_sni: intercept), not
     refused as a bad proxy request."""
     res = send(SINK, 4442, "CONNECT api.openai.com:443 HTTP/1.1\r\n\r\n")
-    check(res.get("error") == 13, "CONNECT to the TLS server not refused: %s" % res)
+    check(refused(res), "CONNECT to the TLS server not refused: %s" % res)
     deadline = time.time() + 3
     while "proxy %s port 4442 added" % SINK not in RIG.agent.log_tail(200) and time.time() < deadline:
         time.sleep(0.05)
@@ -275,7 +291,7 @@ def plain_http_host_refused():
     ]
     for port, chunks in zip((8080, 8081, 8082, 8083, 8084), cases):
         res = send(SINK, port, *chunks)
-        check(res.get("error") == 13, "plain HTTP %r not refused with EACCES: %s" % ("".join(chunks)[:60], res))
+        check(refused(res), "plain HTTP %r not refused at once: %s" % ("".join(chunks)[:60], res))
         time.sleep(0.2)
         got = sink_log(SINKS[port])
         check(all(g["n"] == 0 for g in got), "the server received a refused request: %s" % got)
@@ -312,7 +328,7 @@ def split_and_fragmented_client_hellos():
     records (not read: refused rather than let through unread)."""
     hello = client_hello("api.openai.com")
     res = send(SINK, 4431, hello[:20].decode("latin-1"), hello[20:].decode("latin-1"))
-    check(res.get("error") == 13, "a ClientHello in two writes was not refused: %s" % res)
+    check(refused(res), "a ClientHello in two writes was not refused: %s" % res)
     evs = refusals(lambda e: e.get("dst_port") == 4431)
     check(evs and evs[-1]["sni"] == "api.openai.com", "split hello refusal not audited: %s" % evs)
     # one handshake message, two records
@@ -320,7 +336,7 @@ def split_and_fragmented_client_hellos():
     frag = b"\x16\x03\x01" + len(body[:40]).to_bytes(2, "big") + body[:40] + \
         b"\x16\x03\x01" + len(body[40:]).to_bytes(2, "big") + body[40:]
     res = send(SINK, 4432, frag.decode("latin-1"))
-    check(res.get("error") == 13, "a ClientHello over two records was not refused: %s" % res)
+    check(refused(res), "a ClientHello over two records was not refused: %s" % res)
     evs = RIG.agent.wait_events(lambda e: e.get("reason") == "first_flight_unparsed" and e.get("dst_port") == 4432,
                                 kind="connection")
     check(evs and evs[-1]["action"] == "block" and evs[-1]["uid"] == lib.NOBODY,
@@ -338,7 +354,7 @@ def split_and_fragmented_client_hellos():
     # a wildcard entry matches below it, not the bare suffix (as the agent's own matching)
     hello = client_hello("x.y.openai.azure.com")
     res = send(SINK, 4434, hello.decode("latin-1"))
-    check(res.get("error") == 13, "a name under a *.suffix entry was not refused: %s" % res)
+    check(refused(res), "a name under a *.suffix entry was not refused: %s" % res)
     res = send(SINK, 4435, client_hello("openai.azure.com").decode("latin-1"))
     check(res.get("reply") == "ok", "the bare suffix of a *.suffix entry was refused: %s" % res)
 
@@ -363,6 +379,145 @@ def tcp_fast_open_refused():
               "Fast Open refusal not audited with identity: %s" % evs)
         time.sleep(0.2)
         check(all(g["n"] == 0 for g in sink_log(SINKS[port])), "Fast Open data reached the server")
+
+
+def drip(port, delay_ms, chunks):
+    argv = [PY, TOOLS, "drip", SINK2, str(port), str(delay_ms)] + [c.hex() for c in chunks]
+    p = lib.run(argv, cgroup=RIG.cg.path, uid=lib.NOBODY, timeout=30)
+    check(p.returncode == 0 and p.stdout.strip(), "client failed: %s %s" % (p.stdout, p.stderr))
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def held_count():
+    return guard_counter(metrics(), "held")
+
+
+@test
+def client_hello_dripped_over_many_segments():
+    """A ClientHello written in five pieces 250 ms apart, each its own
+    segment (TCP_NODELAY): the kernel holds the head of the stream, which
+    grows with each write, through TCP's own probes of the held head (the
+    first comes after 200 ms), until the hello is whole; then refuses it.
+    Nothing reaches the server. An unwatched hello dripped the same way
+    arrives whole and intact."""
+    held0 = held_count()
+    hello = client_hello("api.openai.com")
+    cut = [0, 3, 40, 120, 200, len(hello)]
+    res = drip(4501, 250, [hello[cut[i]:cut[i + 1]] for i in range(5)])
+    check(res.get("error") in REFUSED, "a dripped ClientHello was not refused: %s" % res)
+    evs = refusals(lambda e: e.get("dst_ip") == SINK2 and e.get("dst_port") == 4501)
+    check(evs and evs[-1]["sni"] == "api.openai.com" and evs[-1]["uid"] == lib.NOBODY,
+          "dripped hello refusal not audited: %s" % evs)
+    check(held_count() - held0 >= 4, "the head was not held between the writes: %d holds" % (held_count() - held0))
+    time.sleep(0.2)
+    check(all(g["n"] == 0 for g in sink_log(SINKS2[4501])), "bytes of a dripped hello reached the server: %s" %
+          sink_log(SINKS2[4501]))
+    other = client_hello("example.org")
+    res = drip(4502, 250, [other[cut[i]:min(cut[i + 1], len(other))] for i in range(5)])
+    check(res.get("reply") == "ok", "an unwatched dripped hello was broken: %s" % res)
+    got = sink_log(SINKS2[4502])
+    check(got and got[-1]["n"] == len(other) and got[-1]["head"] == other[:256].decode("latin-1"),
+          "an unwatched dripped hello did not arrive intact: %s" % got)
+
+
+@test
+def refused_segment_retransmissions_dropped():
+    """While nobody destroys a refused socket (the agent stopped), TCP
+    keeps resending its queued first flight: every resend is dropped too,
+    nothing reaches the server; once the agent runs again the client gets
+    its error."""
+    m0 = metrics()
+    RIG.agent.proc.send_signal(signal.SIGSTOP)
+    try:
+        argv = [PY, TOOLS, "send", SINK2, "4503", ("CONNECT api.openai.com:443 HTTP/1.1\r\n\r\n").encode().hex()]
+        client = lib.spawn(argv, cgroup=RIG.cg.path, uid=lib.NOBODY, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+        time.sleep(2.0)         # TCP probes the queued segment after ~200 ms, then backs off
+        check(client.poll() is None, "the client finished while the agent was stopped")
+    finally:
+        RIG.agent.proc.send_signal(signal.SIGCONT)
+    out, err = client.communicate(timeout=15)
+    check(out.strip(), "the refused client printed nothing: %r" % err)
+    res = json.loads(out.strip().splitlines()[-1])
+    check(res.get("error") in REFUSED, "the refused client did not get an error once the agent ran: %s" % res)
+    dropped = guard_counter(metrics(), "dropped") - guard_counter(m0, "dropped")
+    check(dropped >= 1, "no resend of the refused segment was seen and dropped (dropped %d)" % dropped)
+    time.sleep(0.2)
+    got = sink_log(SINKS2[4503])
+    check(got and all(g["n"] == 0 for g in got), "the server received a resent refused segment: %s" % got)
+
+
+@test
+def tfo_client_hello_refused():
+    """A ClientHello for a watched name in the SYN (TCP Fast Open, both
+    forms): refused in connect() as any Fast Open the guard runs for;
+    nothing reaches the server."""
+    hello = client_hello("api.openai.com").decode("latin-1")
+    for port, mode in ((4504, ""), (4505, "defer")):
+        p = lib.run([PY, TOOLS, "tfo", SINK2, str(port), hello.encode("latin-1").hex()] + ([mode] if mode else []),
+                    cgroup=RIG.cg.path, uid=lib.NOBODY, timeout=30)
+        res = json.loads(p.stdout.strip().splitlines()[-1])
+        check(res.get("error") == 95, "a ClientHello in a Fast Open SYN (%s) was not refused: %s" %
+              (mode or "sendto", res))
+        time.sleep(0.2)
+        check(all(g["n"] == 0 for g in sink_log(SINKS2[port])), "Fast Open hello data reached the server")
+
+
+@test
+def many_refused_at_once():
+    """200 connections established first, then each sends a ClientHello
+    for a watched name at the same instant: every one is refused and
+    destroyed (none answered, none left waiting), each refusal audited,
+    nothing reaches the server."""
+    n = 200
+    hello = client_hello("api.openai.com")
+    p = lib.run([PY, TOOLS, "many", SINK2, "4506", str(n), hello.hex()], cgroup=RIG.cg.path, uid=lib.NOBODY,
+                timeout=60)
+    check(p.returncode == 0, "the many-connection client failed: %s" % p.stderr[-300:])
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    errs = sum(v for k, v in res["errors"].items() if int(k) in REFUSED)
+    check(errs == n and res["answers"] == 0 and res["pending"] == 0,
+          "of %d refused connections: %s" % (n, res))
+    check(res["slowest_ms"] < 5000, "the slowest refusal took %.0f ms" % res["slowest_ms"])
+    deadline = time.time() + 10
+    while len(refusals(lambda e: e.get("dst_ip") == SINK2 and e.get("dst_port") == 4506, timeout=0.5)) < n and \
+            time.time() < deadline:
+        time.sleep(0.2)
+    evs = refusals(lambda e: e.get("dst_ip") == SINK2 and e.get("dst_port") == 4506, timeout=0.5)
+    check(len(evs) == n, "%d refusals audited for %d refused connections" % (len(evs), n))
+    time.sleep(0.3)
+    got = sink_log(SINKS2[4506])
+    check(len(got) == n and all(g["n"] == 0 for g in got), "the server received bytes of refused connections: %s" %
+          [g for g in got if g["n"]][:3])
+
+
+@test
+def socket_bound_to_a_device_refused_at_once():
+    """A client binds its socket to the loopback device (SO_BINDTODEVICE,
+    allowed unprivileged): a socket lookup without the device would not find
+    it, and the client would wait for TCP's own timeout. Refused at once."""
+    argv = [PY, TOOLS, "sendbound", "lo", SINK2, "4508", client_hello("api.openai.com").hex()]
+    p = lib.run(argv, cgroup=RIG.cg.path, uid=lib.NOBODY, timeout=30)
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    check(refused(res), "a refused socket bound to a device was not told at once: %s" % res)
+    time.sleep(0.2)
+    check(all(g["n"] == 0 for g in sink_log(SINKS2[4508])), "bytes of the bound socket reached the server")
+
+
+@test
+def native_ipv6_refused():
+    """The same refusal over IPv6 (its own header walk in the kernel, an
+    AF_INET6 socket destroyed by its IPv6 4-tuple)."""
+    port = lib.free_port("::1")
+    log = start_sink("::1", port)
+    hello = client_hello("api.openai.com")
+    res = send("::1", port, hello.decode("latin-1"))
+    check(refused(res), "a ClientHello over IPv6 was not refused at once: %s" % res)
+    evs = refusals(lambda e: e.get("dst_ip") == "::1" and e.get("dst_port") == port)
+    check(evs and evs[-1]["sni"] == "api.openai.com" and evs[-1]["uid"] == lib.NOBODY,
+          "IPv6 refusal not audited: %s" % evs)
+    time.sleep(0.2)
+    check(all(g["n"] == 0 for g in sink_log(log)), "bytes of a refused IPv6 hello reached the server")
 
 
 @test
@@ -394,26 +549,12 @@ def bulk(cgroup):
     return res["mib_s"]
 
 
-def guard_socks_map_ids():
-    """The agent's guard sockhash, found through its programs on our cgroup."""
-    progs = json.loads(subprocess.run(["bpftool", "-j", "cgroup", "show", RIG.cg.path], capture_output=True,
-                                      text=True).stdout or "[]")
-    ids = set()
-    for pr in progs:
-        if pr.get("name") != "vigil_guard_sockops":
-            continue
-        info = json.loads(subprocess.run(["bpftool", "-j", "prog", "show", "id", str(pr["id"])], capture_output=True,
-                                         text=True).stdout)
-        for mid in info.get("map_ids", []):
-            m = json.loads(subprocess.run(["bpftool", "-j", "map", "show", "id", str(mid)], capture_output=True,
-                                          text=True).stdout)
-            if m.get("name") == "guard_socks":
-                ids.add(mid)
-    return ids
+def guard_counter(m, outcome):
+    return int(m['vigil_agent_guard_segments_total{outcome="%s"}' % outcome])
 
 
 @test
-def large_upload_unslowed_and_released():
+def large_upload_unslowed_and_read_once():
     m0 = metrics()
     inside, outside = [], []
     for _ in range(3):          # interleaved: the machine's speed drifts
@@ -424,28 +565,16 @@ def large_upload_unslowed_and_released():
           (max(inside), max(outside), ratio), flush=True)
     # Loopback throughput on a shared 2-core machine swings by 2x between
     # runs: this only catches a gross slowdown. The per-byte cost itself is
-    # ruled out below (the socket leaves the sockhash) and measured by
-    # tests/bench/guard_bench.py against the guard off.
+    # ruled out below (only the head of each stream is read) and measured
+    # by tests/bench/guard_bench.py against the guard off.
     check(ratio > 0.4, "uploads in the guarded cgroup are slower: %.0f vs %.0f MiB/s" % (max(inside), max(outside)))
     m1 = metrics()
-    enrolled = int(m1['vigil_agent_guard_connections_total{outcome="enrolled"}']) - \
-        int(m0['vigil_agent_guard_connections_total{outcome="enrolled"}'])
-    released = int(m1['vigil_agent_guard_connections_total{outcome="released"}']) - \
-        int(m0['vigil_agent_guard_connections_total{outcome="released"}'])
-    check(enrolled >= 2 and released >= 2, "bulk connections not guarded then released: enrolled %d released %d" %
-          (enrolled, released))
-    ids = guard_socks_map_ids()
-    check(len(ids) == 1, "guard sockhash not found through the agent's programs: %s" % ids)
-    deadline = time.time() + 3
-    while True:
-        dump = json.loads(subprocess.run(["bpftool", "-j", "map", "dump", "id", str(next(iter(ids)))],
-                                         capture_output=True, text=True).stdout or "[]")
-        # refused connections stay until their sockets close: all are closed by now
-        if not dump or time.time() > deadline:
-            break
-        time.sleep(0.1)
-    check(dump == [], "sockets left in the guard sockhash: %s" % dump)
-    check(metrics()["vigil_agent_guard_sockets"] == "0", "the agent reports sockets left in the sockhash")
+    inspected = guard_counter(m1, "inspected") - guard_counter(m0, "inspected")
+    # one read per connection (a retransmitted head may be read again),
+    # never one per segment of the 3 x 64 MiB
+    check(3 <= inspected <= 12, "bulk connections: %d first-flight reads for 3 uploads" % inspected)
+    check(guard_counter(m1, "held") == guard_counter(m0, "held") and
+          guard_counter(m1, "dropped") == guard_counter(m0, "dropped"), "a bulk upload was held or dropped")
 
 
 @test
@@ -462,7 +591,7 @@ def reload_updates_the_guards_names():
         time.sleep(0.05)
     check("configuration reloaded" in RIG.agent.log_tail(50), "no reload: %s" % RIG.agent.log_tail(5))
     res = send(SINK, 4436, "CONNECT api.reload.test:443 HTTP/1.1\r\n\r\n")
-    check(res.get("error") == 13, "a name added by reload is not guarded: %s" % res)
+    check(refused(res), "a name added by reload is not guarded: %s" % res)
     res = send(SINK, 4437, client_hello("x.openai.azure.com").decode("latin-1"))
     check(res.get("reply") == "ok", "a name removed by reload is still refused: %s" % res)
 

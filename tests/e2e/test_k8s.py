@@ -21,7 +21,7 @@ import lib
 from lib import check, test
 
 MANIFEST = os.path.join(lib.ROOT, "scripts", "k8s", "vigil-agent.yaml")
-CAPS = ["BPF", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "SETPCAP"]
+CAPS = ["BPF", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "SETPCAP", "KILL"]
 
 
 def docs():

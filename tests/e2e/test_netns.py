@@ -154,13 +154,15 @@ def agent_ready_with_the_daemonsets_capabilities():
     with open("/proc/%d/status" % AGENT.proc.pid) as f:
         bnd = [l for l in f if l.startswith("CapBnd:")][0].split()[1]
     check(int(bnd, 16) & (1 << 21) == 0, "the agent kept CAP_SYS_ADMIN in its bounding set (%s)" % bnd)
-    # Its netns helper keeps CAP_SYS_ADMIN (setns) and CAP_SYS_PTRACE, not BPF or NET_ADMIN.
+    # Its netns helper keeps CAP_SYS_ADMIN (setns), CAP_SYS_PTRACE and, with the
+    # first-flight guard on (the default), CAP_NET_ADMIN (SOCK_DESTROY of the
+    # sockets the guard refused); never BPF.
     kids = open("/proc/%d/task/%d/children" % (AGENT.proc.pid, AGENT.proc.pid)).read().split()
     helpers = [k for k in kids if open("/proc/%s/comm" % k).read().strip() == "vigil-netns"]
     check(len(helpers) == 1, "no netns helper among the agent's children %s" % kids)
     with open("/proc/%s/status" % helpers[0]) as f:
         eff = int([l for l in f if l.startswith("CapEff:")][0].split()[1], 16)
-    check(eff == (1 << 21) | (1 << 19), "helper capabilities %x, want SYS_ADMIN|SYS_PTRACE" % eff)
+    check(eff == (1 << 21) | (1 << 19) | (1 << 12), "helper capabilities %x, want SYS_ADMIN|SYS_PTRACE|NET_ADMIN" % eff)
     with urllib.request.urlopen("http://%s/ready" % METRICS, timeout=5) as r:
         check(r.status == 200 and r.read() == b"ready\n", "/ready did not say ready")
 
@@ -223,6 +225,35 @@ def first_connection_from_new_netns_never_direct_retry_intercepted():
     body, _, code = p.stdout.rpartition("\n")
     check(code == "200" and json.loads(body)["choices"][0]["message"]["content"] == "echo: hello from a container",
           "clean request: %s %s" % (code, body[:200]))
+
+
+GUARD_TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guard_tools.py")
+
+
+@test
+def first_flight_guard_refuses_in_a_namespace():
+    """A client in a namespace names api.openai.com in a CONNECT line to an
+    address:port the agent does not capture (a server on the host side of
+    the veth): the kernel drops it, the agent's helper destroys the socket
+    inside that namespace, so the client fails at once; nothing reaches the
+    server; the refusal names the client and its container."""
+    log = os.path.join(RIG.tmp, "ns-guard-sink.jsonl")
+    port = lib.free_port(PROVIDER)
+    srv = lib.spawn(["/usr/bin/python3", GUARD_TOOLS, "sink", PROVIDER, str(port), log], stdout=subprocess.PIPE,
+                    text=True)
+    check(srv.stdout.readline().strip() == "sink ready", "the sink did not start")
+    line = "CONNECT api.openai.com:443 HTTP/1.1\r\n\r\n".encode().hex()
+    p = NS[0].run(["/usr/bin/python3", GUARD_TOOLS, "send", PROVIDER, str(port), line])
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    check(res.get("error") in (103, 107, 32) and res["ms"] < 3000,
+          "the namespaced client was not told of the refusal at once: %s" % res)
+    evs = AGENT.wait_events(lambda e: e.get("reason") == "first_flight" and e.get("dst_port") == port,
+                            kind="connection")
+    check(evs and evs[-1]["uid"] == lib.NOBODY and evs[-1]["sni"] == "api.openai.com" and
+          evs[-1].get("container_id") == CONTAINER_ID, "namespaced refusal not audited with identity: %s" % evs[-1:])
+    time.sleep(0.2)
+    got = RIG.read_jsonl(log)
+    check(got and all(g["n"] == 0 for g in got), "the server received a refused first flight: %s" % got)
 
 
 @test
