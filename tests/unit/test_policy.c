@@ -1,4 +1,4 @@
-/* Unit tests for agent/policy/policy.c: every condition (positive and negative),
+/* Unit tests for agent/policy/ (policy.c, load.c, eval.c): every condition (positive and negative),
  * first-match order, defaults, monitor mode, redaction modes, load errors
  * with file:line (all of them, not just the first), hash stability, and
  * reload keeping the old policy when the new file is broken. */
