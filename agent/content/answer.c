@@ -124,7 +124,7 @@ static size_t find_cut(struct answer *a, bool final)
 	return cut;
 }
 
-static int release(struct answer *a, bool final, struct json_buf *out)
+static int release(struct answer *a, bool final, struct buf *out)
 {
 	int rc = inspect_text(a->s, a->buf, a->len, &a->r);
 	size_t cut, replaced;
@@ -167,7 +167,7 @@ static int release(struct answer *a, bool final, struct json_buf *out)
 	return 0;
 }
 
-int answer_feed(struct answer *a, const char *text, size_t n, struct json_buf *out)
+int answer_feed(struct answer *a, const char *text, size_t n, struct buf *out)
 {
 	int rc;
 	if (a->overrun)
@@ -179,7 +179,7 @@ int answer_feed(struct answer *a, const char *text, size_t n, struct json_buf *o
 	return release(a, false, out);
 }
 
-int answer_finish(struct answer *a, struct json_buf *out)
+int answer_finish(struct answer *a, struct buf *out)
 {
 	if (a->overrun)
 		return ANSWER_OVERRUN;
@@ -239,7 +239,7 @@ static int doc_string(void *vctx, const char *doc, const struct json_string *s)
 }
 
 int answer_redact_doc(struct inspect_scratch *scratch, const struct redact_policy *pol,
-		      answer_text_fn is_text, const char *doc, size_t len, struct json_buf *out,
+		      answer_text_fn is_text, const char *doc, size_t len, struct buf *out,
 		      uint32_t *counts)
 {
 	struct inspect_result all;

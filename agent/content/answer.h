@@ -53,9 +53,9 @@ void answer_free(struct answer *a);     /* NULL ok */
 
 /* Appends to out the redacted text that can be released. Returns 0,
  * ANSWER_OVERRUN (nothing more may be sent), or -errno. */
-int answer_feed(struct answer *a, const char *text, size_t n, struct json_buf *out);
+int answer_feed(struct answer *a, const char *text, size_t n, struct buf *out);
 /* End of the text: releases everything held, redacted. */
-int answer_finish(struct answer *a, struct json_buf *out);
+int answer_finish(struct answer *a, struct buf *out);
 
 /* Values replaced so far, per finding type ([FINDING__COUNT]). */
 const uint32_t *answer_counts(const struct answer *a);
@@ -69,7 +69,7 @@ typedef bool (*answer_text_fn)(const struct json_path *p);
  * REDACT_CHANGED, or REDACT_UNCHANGED (out untouched: send the original),
  * or -errno. counts[FINDING__COUNT] is incremented per value replaced. */
 int answer_redact_doc(struct inspect_scratch *scratch, const struct redact_policy *pol,
-		      answer_text_fn is_text, const char *doc, size_t len, struct json_buf *out,
+		      answer_text_fn is_text, const char *doc, size_t len, struct buf *out,
 		      uint32_t *counts);
 
 #endif

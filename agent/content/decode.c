@@ -1,6 +1,6 @@
 /* decode: content codings, base64 and magic-byte sniffing for inspection.
  *
- * Every decoder writes into a json_buf that it grows in steps and never
+ * Every decoder writes into a buf that it grows in steps and never
  * past cap + 1 byte: reaching the cap stops the decoder at once (-E2BIG),
  * so a 10 MB gzip of zeros that claims 10 GB costs at most cap bytes and
  * the CPU to produce them. Trailing garbage after a complete gzip/zlib/
@@ -21,13 +21,13 @@
 #define STEP 65536
 
 /* Room for at most STEP more bytes, never past cap; *room gets it. */
-static int out_room(struct json_buf *o, size_t base, size_t cap, size_t *room)
+static int out_room(struct buf *o, size_t base, size_t cap, size_t *room)
 {
 	size_t used = o->len - base;
 	if (used >= cap)
 		return -E2BIG;
 	size_t want = cap - used < STEP ? cap - used : STEP;
-	int rc = json_buf_reserve(o, want);
+	int rc = buf_reserve(o, want);
 	if (rc)
 		return rc;
 	*room = o->cap - o->len < cap - used ? o->cap - o->len : cap - used;
@@ -35,7 +35,7 @@ static int out_room(struct json_buf *o, size_t base, size_t cap, size_t *room)
 }
 
 /* windowbits: 15 + 16 gzip, 15 zlib, -15 raw deflate */
-static int inflate_all(const char *in, size_t n, int wbits, size_t cap, struct json_buf *o)
+static int inflate_all(const char *in, size_t n, int wbits, size_t cap, struct buf *o)
 {
 	z_stream z;
 	size_t base = o->len;
@@ -80,14 +80,14 @@ static int inflate_all(const char *in, size_t n, int wbits, size_t cap, struct j
 
 /* RFC 9110 "deflate" is zlib; some clients send raw deflate. A zlib
  * header is two bytes whose big-endian value is a multiple of 31. */
-static int inflate_deflate(const char *in, size_t n, size_t cap, struct json_buf *o)
+static int inflate_deflate(const char *in, size_t n, size_t cap, struct buf *o)
 {
 	bool zlib = n >= 2 && (in[0] & 0x0f) == 8 &&
 		    (((unsigned char)in[0] << 8) | (unsigned char)in[1]) % 31 == 0;
 	return inflate_all(in, n, zlib ? 15 : -15, cap, o);
 }
 
-static int unbrotli(const char *in, size_t n, size_t cap, struct json_buf *o)
+static int unbrotli(const char *in, size_t n, size_t cap, struct buf *o)
 {
 	BrotliDecoderState *st = BrotliDecoderCreateInstance(NULL, NULL, NULL);
 	const uint8_t *next_in = (const uint8_t *)in;
@@ -119,7 +119,7 @@ static int unbrotli(const char *in, size_t n, size_t cap, struct json_buf *o)
 	return rc;
 }
 
-static int unzstd(const char *in, size_t n, size_t cap, struct json_buf *o)
+static int unzstd(const char *in, size_t n, size_t cap, struct buf *o)
 {
 	ZSTD_DStream *z = ZSTD_createDStream();
 	ZSTD_inBuffer ib = { in, n, 0 };
@@ -206,31 +206,31 @@ bool decode_content_known(const char *coding, size_t coding_len)
 	return parse_codings(coding, coding_len, c) >= 0;
 }
 
-static int decode_one(enum coding c, const char *in, size_t n, size_t cap, struct json_buf *o)
+static int decode_one(enum coding c, const char *in, size_t n, size_t cap, struct buf *o)
 {
 	switch (c) {
 	case C_GZIP: return inflate_all(in, n, 15 + 16, cap, o);
 	case C_DEFLATE: return inflate_deflate(in, n, cap, o);
 	case C_BR: return unbrotli(in, n, cap, o);
 	case C_ZSTD: return unzstd(in, n, cap, o);
-	default: return json_buf_append(o, in, n);
+	default: return buf_append(o, in, n);
 	}
 }
 
 int decode_content(const char *coding, size_t coding_len, const char *in, size_t n,
-		   size_t cap, struct json_buf *out)
+		   size_t cap, struct buf *out)
 {
 	enum coding c[MAX_CODINGS];
-	struct json_buf a = { 0 }, b = { 0 };
+	struct buf a = { 0 }, b = { 0 };
 	int k = parse_codings(coding, coding_len, c), rc = 0;
 	if (k < 0)
 		return k;
 	if (k == 0)
-		return n > cap ? -E2BIG : json_buf_append(out, in, n);
+		return n > cap ? -E2BIG : buf_append(out, in, n);
 	const char *src = in;
 	size_t sn = n;
 	for (int i = k - 1; i >= 0 && !rc; i--) {
-		struct json_buf *dst = i == 0 ? out : ((k - 1 - i) % 2 ? &b : &a);
+		struct buf *dst = i == 0 ? out : ((k - 1 - i) % 2 ? &b : &a);
 		size_t keep = dst->len;
 		if (dst != out)
 			dst->len = 0;
@@ -240,8 +240,8 @@ int decode_content(const char *coding, size_t coding_len, const char *in, size_t
 			sn = dst->len - (dst == out ? keep : 0);
 		}
 	}
-	json_buf_free(&a);
-	json_buf_free(&b);
+	buf_free(&a);
+	buf_free(&b);
 	return rc;
 }
 
@@ -257,13 +257,13 @@ static int b64val(int c)
 	return -1;
 }
 
-int decode_base64(const char *in, size_t n, size_t cap, struct json_buf *out)
+int decode_base64(const char *in, size_t n, size_t cap, struct buf *out)
 {
 	size_t base = out->len;
 	uint32_t acc = 0;
 	int bits = 0, rc;
 	bool pad = false;
-	if ((rc = json_buf_reserve(out, (n / 4) * 3 + 3 < cap ? (n / 4) * 3 + 3 : cap)))
+	if ((rc = buf_reserve(out, (n / 4) * 3 + 3 < cap ? (n / 4) * 3 + 3 : cap)))
 		return rc;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)in[i];
@@ -285,7 +285,7 @@ int decode_base64(const char *in, size_t n, size_t cap, struct json_buf *out)
 				out->len = base;
 				return -E2BIG;
 			}
-			if ((rc = json_buf_append(out, &byte, 1))) {
+			if ((rc = buf_append(out, &byte, 1))) {
 				out->len = base;
 				return rc;
 			}
@@ -469,7 +469,7 @@ static bool has_soft_break(const char *t, size_t n)
 	return false;
 }
 
-int decode_normalize(const char *t, size_t n, struct json_buf *out, uint32_t **map, size_t *mapcap)
+int decode_normalize(const char *t, size_t n, struct buf *out, uint32_t **map, size_t *mapcap)
 {
 	const unsigned char *p = (const unsigned char *)t;
 	size_t i = 0, l;
@@ -489,7 +489,7 @@ int decode_normalize(const char *t, size_t n, struct json_buf *out, uint32_t **m
 	if (!change)
 		return 1;
 	out->len = 0;
-	if (json_buf_reserve(out, n + 1))
+	if (buf_reserve(out, n + 1))
 		return -ENOMEM;
 	if (*mapcap < n + 1) {
 		uint32_t *m = realloc(*map, (n + 1) * sizeof(*m));
@@ -650,12 +650,12 @@ static int hexval(int c)
 	       c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
 }
 
-int decode_form(const char *in, size_t n, struct json_buf *out, uint32_t **map, size_t *mapcap)
+int decode_form(const char *in, size_t n, struct buf *out, uint32_t **map, size_t *mapcap)
 {
 	if (n >= UINT32_MAX)
 		return -E2BIG;
 	out->len = 0;
-	if (json_buf_reserve(out, n + 1))
+	if (buf_reserve(out, n + 1))
 		return -ENOMEM;
 	if (*mapcap < n + 1) {
 		uint32_t *m = realloc(*map, (n + 1) * sizeof(*m));

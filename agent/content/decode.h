@@ -6,7 +6,7 @@
  * Owns: decompression with a hard cap on the decoded size (a bomb is
  * stopped at the cap, never inflated whole) and the media-type guess for
  * content the detectors cannot read. Never logs content; never writes to
- * its input. Output buffers are caller-owned json_buf (appended to).
+ * its input. Output buffers are caller-owned struct buf (appended to).
  */
 #ifndef VIGIL_DECODE_H
 #define VIGIL_DECODE_H
@@ -24,7 +24,7 @@
  * decoded size would pass cap: a limit), -EINVAL (corrupt or truncated
  * data), -ENOMEM. On error out->len is unchanged. */
 int decode_content(const char *coding, size_t coding_len, const char *in, size_t n,
-		   size_t cap, struct json_buf *out);
+		   size_t cap, struct buf *out);
 
 /* Whether decode_content knows every coding in the list. */
 bool decode_content_known(const char *coding, size_t coding_len);
@@ -32,7 +32,7 @@ bool decode_content_known(const char *coding, size_t coding_len);
 /* Standard or URL-safe base64 (padding optional, ASCII whitespace
  * skipped) appended to out. Returns 0, -EINVAL (not base64), -E2BIG
  * (over cap), -ENOMEM. */
-int decode_base64(const char *in, size_t n, size_t cap, struct json_buf *out);
+int decode_base64(const char *in, size_t n, size_t cap, struct buf *out);
 
 /* What binary content is, from its first bytes: a media type such as
  * "image/png", "application/pdf", "application/zip", or NULL when it
@@ -66,7 +66,7 @@ bool decode_media_is_text(const char *mt, size_t n);
  * normalised text and (*map)[i] the index in t of the character that
  * produced out byte i ((*map)[out->len] == n), or -ENOMEM / -E2BIG.
  * out is reset; *map is grown with realloc (caller frees). */
-int decode_normalize(const char *t, size_t n, struct json_buf *out, uint32_t **map, size_t *mapcap);
+int decode_normalize(const char *t, size_t n, struct buf *out, uint32_t **map, size_t *mapcap);
 /* ------------------------------------------------------------ multipart */
 
 /* The boundary parameter of a multipart Content-Type (quotes removed,
@@ -95,6 +95,6 @@ bool decode_header_value(const char *hdr, size_t n, const char *name, const char
  * '+' and %XX decoded; (*map)[i] is the index in in of the byte that
  * produced out byte i ((*map)[out->len] == n). out is reset. Malformed
  * escapes stay literal. Returns 0 or -ENOMEM / -E2BIG. */
-int decode_form(const char *in, size_t n, struct json_buf *out, uint32_t **map, size_t *mapcap);
+int decode_form(const char *in, size_t n, struct buf *out, uint32_t **map, size_t *mapcap);
 
 #endif

@@ -23,8 +23,8 @@ struct detok {
 	char held[VAULT_TOKEN_MAX];
 	size_t nheld;
 	size_t restored;
-	struct json_buf work;
-	struct json_buf val;     /* a restored value, copied out of the vault; wiped */
+	struct buf work;
+	struct buf val;     /* a restored value, copied out of the vault; wiped */
 };
 
 struct detok *detok_new(struct vault *v, bool json_escape)
@@ -41,10 +41,10 @@ void detok_free(struct detok *d)
 {
 	if (!d)
 		return;
-	json_buf_free(&d->work);
+	buf_free(&d->work);
 	if (d->val.data)
 		OPENSSL_cleanse(d->val.data, d->val.cap);
-	json_buf_free(&d->val);
+	buf_free(&d->val);
 	free(d);
 }
 
@@ -85,15 +85,15 @@ static long tok_match(const char *p, size_t n)
 	return i >= VAULT_TOKEN_MAX ? -1 : 0;
 }
 
-static int emit_value(struct detok *d, const char *v, size_t n, struct json_buf *out)
+static int emit_value(struct detok *d, const char *v, size_t n, struct buf *out)
 {
 	if (d->json)
 		return json_encode(v, n, out);
-	return json_buf_append(out, v, n);
+	return buf_append(out, v, n);
 }
 
 /* Process buf[0..n); hold back a trailing token prefix unless final. */
-static int process(struct detok *d, const char *buf, size_t n, bool final, struct json_buf *out)
+static int process(struct detok *d, const char *buf, size_t n, bool final, struct buf *out)
 {
 	size_t i = 0, run = 0;
 	int rc;
@@ -113,7 +113,7 @@ static int process(struct detok *d, const char *buf, size_t n, bool final, struc
 				continue;
 			}
 			/* hold back the possible prefix */
-			if ((rc = json_buf_append(out, buf + run, i - run)))
+			if ((rc = buf_append(out, buf + run, i - run)))
 				return rc;
 			d->nheld = n - i;
 			memmove(d->held, buf + i, d->nheld);
@@ -126,7 +126,7 @@ static int process(struct detok *d, const char *buf, size_t n, bool final, struc
 			i += (size_t)m;
 			continue;
 		}
-		rc = json_buf_append(out, buf + run, i - run);
+		rc = buf_append(out, buf + run, i - run);
 		if (!rc)
 			rc = emit_value(d, d->val.data, d->val.len, out);
 		OPENSSL_cleanse(d->val.data, d->val.len);
@@ -137,10 +137,10 @@ static int process(struct detok *d, const char *buf, size_t n, bool final, struc
 		run = i;
 	}
 	d->nheld = 0;
-	return json_buf_append(out, buf + run, n - run);
+	return buf_append(out, buf + run, n - run);
 }
 
-int detok_feed(struct detok *d, const char *in, size_t n, struct json_buf *out)
+int detok_feed(struct detok *d, const char *in, size_t n, struct buf *out)
 {
 	int rc;
 	if (!d->nheld)
@@ -148,14 +148,14 @@ int detok_feed(struct detok *d, const char *in, size_t n, struct json_buf *out)
 	/* a prefix is held (rare: a chunk ended inside a possible token):
 	 * join it with this chunk; the copy is bounded by the chunk size */
 	d->work.len = 0;
-	if ((rc = json_buf_append(&d->work, d->held, d->nheld)) ||
-	    (rc = json_buf_append(&d->work, in, n)))
+	if ((rc = buf_append(&d->work, d->held, d->nheld)) ||
+	    (rc = buf_append(&d->work, in, n)))
 		return rc;
 	d->nheld = 0;
 	return process(d, d->work.data, d->work.len, false, out);
 }
 
-int detok_finish(struct detok *d, struct json_buf *out)
+int detok_finish(struct detok *d, struct buf *out)
 {
 	size_t n = d->nheld;
 	char tmp[VAULT_TOKEN_MAX];

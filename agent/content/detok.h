@@ -25,10 +25,10 @@ void detok_free(struct detok *d);             /* NULL ok */
 /* Append to out the restored form of in[0..n): everything except a
  * trailing possible token prefix, which is held until the next call.
  * Unknown tokens pass through unchanged. Returns 0 or -ENOMEM. */
-int detok_feed(struct detok *d, const char *in, size_t n, struct json_buf *out);
+int detok_feed(struct detok *d, const char *in, size_t n, struct buf *out);
 
 /* End of stream: append whatever is held back. */
-int detok_finish(struct detok *d, struct json_buf *out);
+int detok_finish(struct detok *d, struct buf *out);
 
 /* Tokens restored so far. */
 size_t detok_restored(const struct detok *d);

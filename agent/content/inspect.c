@@ -89,13 +89,13 @@ struct inspect_scratch {
 	struct json_text lt[INSPECT_MAX_LAYERS];
 	uint32_t *lmap[INSPECT_MAX_LAYERS];
 	size_t lmapcap[INSPECT_MAX_LAYERS];
-	struct json_buf b64[INSPECT_MAX_LAYERS];
+	struct buf b64[INSPECT_MAX_LAYERS];
 	bool seal;                /* inside base64: spans cover [seal_s, seal_e) */
 	size_t seal_s, seal_e;
-	struct json_buf part;     /* a decoded multipart part, a decoded form pair */
+	struct buf part;     /* a decoded multipart part, a decoded form pair */
 	uint32_t *pmap;
 	size_t pmapcap;
-	struct json_buf norm;     /* normalised text (decode_normalize) */
+	struct buf norm;     /* normalised text (decode_normalize) */
 	uint32_t *nmap;           /* its map to raw offsets */
 	size_t nmapcap;
 	struct cand *rej;         /* card/IBAN-shaped spans whose checksum failed */
@@ -313,14 +313,14 @@ void inspect_scratch_free(struct inspect_scratch *s)
 		return;
 	hs_free_scratch(s->hs);
 	json_text_free(&s->text);
-	json_buf_free(&s->norm);
+	buf_free(&s->norm);
 	free(s->nmap);
-	json_buf_free(&s->part);
+	buf_free(&s->part);
 	free(s->pmap);
 	for (unsigned i = 0; i < INSPECT_MAX_LAYERS; i++) {
 		json_text_free(&s->lt[i]);
 		free(s->lmap[i]);
-		json_buf_free(&s->b64[i]);
+		buf_free(&s->b64[i]);
 	}
 	free(s->hit);
 	free(s->win);
@@ -1099,7 +1099,7 @@ static int layer_scalar(void *vctx, const char *doc, const struct json_string *j
 static int scan_base64(struct inspect_scratch *s, const struct scan_target *tg, const char *b,
 		       size_t bn, size_t raw_s, size_t raw_e, unsigned depth, struct inspect_result *r)
 {
-	struct json_buf *o = &s->b64[depth];
+	struct buf *o = &s->b64[depth];
 	o->len = 0;
 	int rc = decode_base64(b, bn, bn, o);
 	if (rc == -ENOMEM)

@@ -382,47 +382,6 @@ bool json_path_match(const struct json_path *p, const char *pattern)
 	return match_from(p, 0, pattern);
 }
 
-int json_buf_reserve(struct json_buf *b, size_t extra)
-{
-	if (b->len + extra < b->len)
-		return -ENOMEM;
-	if (b->len + extra + 1 <= b->cap)
-		return 0;
-	size_t cap = b->cap ? b->cap : 256;
-	while (cap < b->len + extra + 1) {
-		if (cap > SIZE_MAX / 2)
-			return -ENOMEM;
-		cap *= 2;
-	}
-	char *d = realloc(b->data, cap);
-	if (!d)
-		return -ENOMEM;
-	b->data = d;
-	b->cap = cap;
-	return 0;
-}
-
-int json_buf_append(struct json_buf *b, const void *p, size_t n)
-{
-	int rc = json_buf_reserve(b, n);
-	if (rc)
-		return rc;
-	if (n)
-		memcpy(b->data + b->len, p, n);
-	b->len += n;
-	b->data[b->len] = '\0';
-	return 0;
-}
-
-void json_buf_free(struct json_buf *b)
-{
-	if (!b)
-		return;
-	free(b->data);
-	b->data = NULL;
-	b->len = b->cap = 0;
-}
-
 void json_text_free(struct json_text *t)
 {
 	if (!t)
@@ -545,10 +504,10 @@ int json_decode(const char *raw, size_t raw_len, struct json_text *out)
 	return 0;
 }
 
-int json_encode(const char *s, size_t n, struct json_buf *out)
+int json_encode(const char *s, size_t n, struct buf *out)
 {
 	static const char hex[] = "0123456789abcdef";
-	int rc = json_buf_reserve(out, n + 2);
+	int rc = buf_reserve(out, n + 2);
 	if (rc)
 		return rc;
 	size_t run = 0;
@@ -573,11 +532,11 @@ int json_encode(const char *s, size_t n, struct json_buf *out)
 		} else {
 			continue;
 		}
-		if ((rc = json_buf_append(out, s + run, i - run)))
+		if ((rc = buf_append(out, s + run, i - run)))
 			return rc;
-		if ((rc = json_buf_append(out, esc, elen)))
+		if ((rc = buf_append(out, esc, elen)))
 			return rc;
 		run = i + 1;
 	}
-	return json_buf_append(out, s + run, n - run);
+	return buf_append(out, s + run, n - run);
 }

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buf.h"
+
 #define JSON_MAX_DEPTH 64
 
 /* One step of the path to a value: an object member (key != NULL, raw key
@@ -74,16 +76,6 @@ bool json_path_match(const struct json_path *p, const char *pattern);
 /* Compare a raw (possibly escaped) JSON string with a literal. */
 bool json_raw_equals(const char *raw, size_t raw_len, const char *lit);
 
-/* Growable byte buffer. Zero-initialise; json_buf_free releases data. */
-struct json_buf {
-	char *data;
-	size_t len;
-	size_t cap;
-};
-int json_buf_reserve(struct json_buf *b, size_t extra);
-int json_buf_append(struct json_buf *b, const void *p, size_t n);
-void json_buf_free(struct json_buf *b);
-
 /* Decoded text of one string. data is UTF-8 (NUL-terminated for
  * convenience, may contain NULs from \u0000); map[i] (i in 0..len) is the
  * raw offset (relative to the start of the raw string) of the escape or
@@ -106,6 +98,6 @@ void json_text_free(struct json_text *t);
 /* Append s[0..n) to out as JSON string content (without the quotes):
  * '"', '\\' and control characters escaped, other bytes copied (valid
  * UTF-8 in, valid JSON out). Returns 0 or -ENOMEM. */
-int json_encode(const char *s, size_t n, struct json_buf *out);
+int json_encode(const char *s, size_t n, struct buf *out);
 
 #endif

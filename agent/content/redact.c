@@ -65,23 +65,23 @@ static bool alnum_c(char c)
 	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
 
-static int mask_value(enum finding_type type, const char *v, size_t n, struct json_buf *o)
+static int mask_value(enum finding_type type, const char *v, size_t n, struct buf *o)
 {
 	int rc;
 	if (type == FINDING_EMAIL) {
 		const char *at = memrchr(v, '@', n);
 		if (at && at > v) {
-			if ((rc = json_buf_append(o, v, 1)) || (rc = json_buf_append(o, "***", 3)))
+			if ((rc = buf_append(o, v, 1)) || (rc = buf_append(o, "***", 3)))
 				return rc;
-			return json_buf_append(o, at, (size_t)(v + n - at));
+			return buf_append(o, at, (size_t)(v + n - at));
 		}
 	}
 	if (finding_is_secret(type) || type == FINDING_CUSTOM) {
 		/* a secret keeps only a short prefix (sk-p, AKIA, ghp_) */
 		size_t keep = n >= 16 ? 4 : 0;
-		if ((rc = json_buf_append(o, v, keep)))
+		if ((rc = buf_append(o, v, keep)))
 			return rc;
-		return json_buf_append(o, "****", 4);
+		return buf_append(o, "****", 4);
 	}
 	/* PII: keep separators and the last 4 alphanumerics (IBAN: also the
 	 * country code) so the model still sees what kind of value it was */
@@ -99,7 +99,7 @@ static int mask_value(enum finding_type type, const char *v, size_t n, struct js
 			if (!keep)
 				c = '*';
 		}
-		if ((rc = json_buf_append(o, &c, 1)))
+		if ((rc = buf_append(o, &c, 1)))
 			return rc;
 	}
 	return 0;
@@ -107,7 +107,7 @@ static int mask_value(enum finding_type type, const char *v, size_t n, struct js
 
 /* Append the replacement for value v of type t (decoded UTF-8) to o. */
 static int replacement(struct rctx *c, enum finding_type t, const char *v, size_t n,
-		       struct json_buf *o)
+		       struct buf *o)
 {
 	const struct redact_policy *pol = c->pol;
 	char tmp[96];
@@ -115,7 +115,7 @@ static int replacement(struct rctx *c, enum finding_type t, const char *v, size_
 	int rc;
 	switch (pol->action[t]) {
 	case REDACT_KEEP:
-		return json_buf_append(o, v, n);
+		return buf_append(o, v, n);
 	case REDACT_MASK:
 		return mask_value(t, v, n, o);
 	case REDACT_HASH:
@@ -124,14 +124,14 @@ static int replacement(struct rctx *c, enum finding_type t, const char *v, size_
 		if ((rc = vault_keyed_digest(pol->hash_key, pol->hash_key_len, t, 0, v, n, d)))
 			return rc;
 		snprintf(tmp, sizeof(tmp), "[%s:%02x%02x%02x%02x]", finding_name(t), d[0], d[1], d[2], d[3]);
-		return json_buf_append(o, tmp, strlen(tmp));
+		return buf_append(o, tmp, strlen(tmp));
 	case REDACT_TOKENIZE: {
 		char tok[VAULT_TOKEN_MAX + 1];
 		if (!pol->vault)
 			return -EINVAL;
 		if ((rc = vault_tokenize(pol->vault, t, v, n, tok)))
 			return rc;
-		return json_buf_append(o, tok, strlen(tok));
+		return buf_append(o, tok, strlen(tok));
 	}
 	case REDACT_PLACEHOLDER:
 	default: {
@@ -157,7 +157,7 @@ static int replacement(struct rctx *c, enum finding_type t, const char *v, size_
 			c->nseen++;
 		}
 		snprintf(tmp, sizeof(tmp), "[%s_%u]", finding_name(t), num);
-		return json_buf_append(o, tmp, strlen(tmp));
+		return buf_append(o, tmp, strlen(tmp));
 	}
 	}
 }
@@ -189,14 +189,14 @@ void redact_session_free(struct redact_session *rs)
 }
 
 int redact_text(struct redact_session *rs, const char *text, size_t n,
-		const struct inspect_span *sp, size_t nsp, struct json_buf *out, size_t *replaced)
+		const struct inspect_span *sp, size_t nsp, struct buf *out, size_t *replaced)
 {
 	size_t pos = 0, before = rs->c.replaced;
 	int rc;
 	for (size_t k = 0; k < nsp; k++) {
 		if (sp[k].start < pos || sp[k].end <= sp[k].start || sp[k].end > n)
 			continue;
-		if ((rc = json_buf_append(out, text + pos, sp[k].start - pos)) ||
+		if ((rc = buf_append(out, text + pos, sp[k].start - pos)) ||
 		    (rc = replacement(&rs->c, sp[k].type, text + sp[k].start, sp[k].end - sp[k].start, out)))
 			return rc;
 		if (rs->c.pol->action[sp[k].type] != REDACT_KEEP)
@@ -205,7 +205,7 @@ int redact_text(struct redact_session *rs, const char *text, size_t n,
 	}
 	if (replaced)
 		*replaced = rs->c.replaced - before;
-	return json_buf_append(out, text + pos, n - pos);
+	return buf_append(out, text + pos, n - pos);
 }
 
 /* first decoded index whose raw offset is >= raw */
@@ -224,7 +224,7 @@ static size_t dec_index(const struct json_text *t, size_t raw)
 
 /* Rewrite spans [i, j) that all lie in the JSON string at str_off. */
 static int redact_string(struct rctx *c, const char *body, const struct inspect_span *sp,
-			 size_t nsp, struct json_buf *out, struct json_text *t, struct json_buf *dec)
+			 size_t nsp, struct buf *out, struct json_text *t, struct buf *dec)
 {
 	size_t off = sp[0].str_off, len = sp[0].str_len;
 	int rc = json_decode(body + off, len, t);
@@ -237,7 +237,7 @@ static int redact_string(struct rctx *c, const char *body, const struct inspect_
 		size_t de = dec_index(t, sp[k].end - off);
 		if (ds < pos || de <= ds || de > t->len)
 			continue;                           /* overlapping or empty: skip */
-		if ((rc = json_buf_append(dec, t->data + pos, ds - pos)))
+		if ((rc = buf_append(dec, t->data + pos, ds - pos)))
 			return rc;
 		if ((rc = replacement(c, sp[k].type, t->data + ds, de - ds, dec)))
 			return rc;
@@ -245,7 +245,7 @@ static int redact_string(struct rctx *c, const char *body, const struct inspect_
 			c->replaced++;
 		pos = de;
 	}
-	if ((rc = json_buf_append(dec, t->data + pos, t->len - pos)))
+	if ((rc = buf_append(dec, t->data + pos, t->len - pos)))
 		return rc;
 	rc = json_encode(dec->data ? dec->data : "", dec->len, out);
 	OPENSSL_cleanse(t->data, t->len);
@@ -255,10 +255,10 @@ static int redact_string(struct rctx *c, const char *body, const struct inspect_
 }
 
 int redact_body(const char *body, size_t len, const struct inspect_result *r,
-		const struct redact_policy *pol, struct json_buf *out, size_t *replaced)
+		const struct redact_policy *pol, struct buf *out, size_t *replaced)
 {
 	struct rctx c = { .pol = pol };
-	struct json_buf tmp = { 0 }, dec = { 0 };
+	struct buf tmp = { 0 }, dec = { 0 };
 	struct json_text t = { 0 };
 	size_t orig_len = out->len;
 	int rc = 0;
@@ -284,7 +284,7 @@ int redact_body(const char *body, size_t len, const struct inspect_result *r,
 		}
 		if (!sp->in_json) {
 			/* plain text body: replace raw bytes directly */
-			if ((rc = json_buf_append(&tmp, body + pos, sp->start - pos)) ||
+			if ((rc = buf_append(&tmp, body + pos, sp->start - pos)) ||
 			    (rc = replacement(&c, sp->type, body + sp->start, sp->end - sp->start, &tmp)))
 				goto done;
 			if (pol->action[sp->type] != REDACT_KEEP)
@@ -303,19 +303,19 @@ int redact_body(const char *body, size_t len, const struct inspect_result *r,
 			i = j;
 			continue;
 		}
-		if ((rc = json_buf_append(&tmp, body + pos, sp->str_off - pos)) ||
+		if ((rc = buf_append(&tmp, body + pos, sp->str_off - pos)) ||
 		    (rc = redact_string(&c, body, sp, j - i, &tmp, &t, &dec)))
 			goto done;
 		pos = sp->str_off + sp->str_len;
 		i = j;
 	}
-	if ((rc = json_buf_append(&tmp, body + pos, len - pos)))
+	if ((rc = buf_append(&tmp, body + pos, len - pos)))
 		goto done;
 	if (c.replaced == 0) {
 		rc = REDACT_UNCHANGED;
 		goto done;
 	}
-	if ((rc = json_buf_append(out, tmp.data, tmp.len)))
+	if ((rc = buf_append(out, tmp.data, tmp.len)))
 		goto done;
 	rc = REDACT_CHANGED;
 done:
@@ -325,10 +325,10 @@ done:
 		*replaced = c.replaced;
 	if (tmp.data)
 		OPENSSL_cleanse(tmp.data, tmp.len);
-	json_buf_free(&tmp);
+	buf_free(&tmp);
 	if (dec.data)
 		OPENSSL_cleanse(dec.data, dec.cap);
-	json_buf_free(&dec);
+	buf_free(&dec);
 	json_text_free(&t);
 	free(c.seen);
 	OPENSSL_cleanse(c.nkey, sizeof(c.nkey));

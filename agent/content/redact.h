@@ -48,7 +48,7 @@ enum redact_status {
  * NULL) gets the number of values replaced. Returns a redact_status or
  * -EINVAL (HASH without key, TOKENIZE without vault), -ENOSPC, -ENOMEM. */
 int redact_body(const char *body, size_t len, const struct inspect_result *r,
-		const struct redact_policy *pol, struct json_buf *out, size_t *replaced);
+		const struct redact_policy *pol, struct buf *out, size_t *replaced);
 
 /* Text redaction across calls (one streamed answer): [EMAIL_n] numbering
  * stays consistent from one call to the next. pol borrowed, must outlive
@@ -61,7 +61,7 @@ void redact_session_free(struct redact_session *rs);   /* NULL ok */
  * after the first are skipped. *replaced (may be NULL) gets the number of
  * values replaced. Returns 0 or -EINVAL, -ENOSPC, -ENOMEM. */
 int redact_text(struct redact_session *rs, const char *text, size_t n,
-		const struct inspect_span *sp, size_t nsp, struct json_buf *out, size_t *replaced);
+		const struct inspect_span *sp, size_t nsp, struct buf *out, size_t *replaced);
 
 /* Name of an action ("keep", "redact", "mask", "hash", "tokenize") and the
  * reverse (-1 if unknown) for config parsing. */

@@ -270,7 +270,7 @@ int vault_tokenize(struct vault *v, enum finding_type type, const char *value, s
 	return rc;
 }
 
-int vault_lookup(struct vault *v, const char *tok, size_t toklen, struct json_buf *out)
+int vault_lookup(struct vault *v, const char *tok, size_t toklen, struct buf *out)
 {
 	int rc = 0;
 	if (!v || toklen > VAULT_TOKEN_MAX)
@@ -286,7 +286,7 @@ int vault_lookup(struct vault *v, const char *tok, size_t toklen, struct json_bu
 			break;
 		}
 		e->used_ms = now;
-		rc = json_buf_append(out, e->value, e->vlen);
+		rc = buf_append(out, e->value, e->vlen);
 		rc = rc ? rc : 1;
 		break;
 	}

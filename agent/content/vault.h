@@ -61,7 +61,7 @@ int vault_tokenize(struct vault *v, enum finding_type type, const char *value, s
 
 /* Appends the original value of tok to out. Returns 1 if restored, 0 if
  * the token is unknown or expired (out untouched), -ENOMEM. */
-int vault_lookup(struct vault *v, const char *tok, size_t toklen, struct json_buf *out);
+int vault_lookup(struct vault *v, const char *tok, size_t toklen, struct buf *out);
 /* Values kept (expired ones not yet swept included). */
 size_t vault_count(struct vault *v);
 

@@ -346,7 +346,7 @@ bool provider_response_text_path(const struct json_path *p)
 }
 
 struct resp_ctx {
-	struct json_buf *out;
+	struct buf *out;
 	struct json_text t;
 	const struct webapp *app;     /* its answer fields count too */
 };
@@ -361,7 +361,7 @@ static int resp_cb(void *vctx, const char *doc, const struct json_string *s)
 		return 0;
 	if ((rc = json_decode(doc + s->off, s->len, &c->t)))
 		return rc;
-	return json_buf_append(c->out, c->t.data, c->t.len);
+	return buf_append(c->out, c->t.data, c->t.len);
 }
 
 struct conv_ctx {
@@ -396,7 +396,7 @@ const char *const *provider_stream_delta_paths(enum provider_id p)
 }
 
 int provider_response_text(enum provider_id p, const char *doc, size_t len,
-			   struct json_buf *out)
+			   struct buf *out)
 {
 	struct resp_ctx c = { out, { 0 }, provider_webapp(p) };
 	int rc = json_scan(doc, len, NULL, NULL);

@@ -95,7 +95,7 @@ int provider_parse_request(const char *host, const char *path,
  * content blocks and deltas, Gemini candidates, Bedrock Converse. Returns
  * 0, -EINVAL if the payload is not JSON, -ENOMEM. */
 int provider_response_text(enum provider_id p, const char *doc, size_t len,
-			   struct json_buf *out);
+			   struct buf *out);
 
 /* Whether a string at path p of a response document is text the model
  * produced (the fields provider_response_text collects). */

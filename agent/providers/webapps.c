@@ -121,17 +121,17 @@ const struct webapp_route *webapp_route(const struct webapp *a, const char *path
 }
 
 /* tpl with every "{MSG}" replaced by "msg" as a JSON string. */
-static int fill_template(const char *tpl, const char *msg, struct json_buf *out)
+static int fill_template(const char *tpl, const char *msg, struct buf *out)
 {
 	const char *p = tpl, *m;
 	int rc = 0;
 	while (!rc && (m = strstr(p, "{MSG}"))) {
-		if ((rc = json_buf_append(out, p, (size_t)(m - p))) || (rc = json_buf_append(out, "\"", 1)) ||
-		    (rc = json_encode(msg, strlen(msg), out)) || (rc = json_buf_append(out, "\"", 1)))
+		if ((rc = buf_append(out, p, (size_t)(m - p))) || (rc = buf_append(out, "\"", 1)) ||
+		    (rc = json_encode(msg, strlen(msg), out)) || (rc = buf_append(out, "\"", 1)))
 			break;
 		p = m + 5;
 	}
-	return rc ? rc : json_buf_append(out, p, strlen(p));
+	return rc ? rc : buf_append(out, p, strlen(p));
 }
 
 static const char *status_text(int status)
@@ -166,13 +166,13 @@ int webapp_refusal(const struct webapp *a, const char *path, const char *origin,
 	char cors[160] = "";
 	const struct webapp_route *r = webapp_route(a, path, NULL, 0);
 	bool stream = r && r->prompt && a->refusal_stream;
-	struct json_buf body = { 0 };
+	struct buf body = { 0 };
 	char full[600];
 	int n;
 
 	snprintf(full, sizeof(full), "Vigil: %s", msg && msg[0] ? msg : status_text(status));
 	if (fill_template(stream ? a->refusal_stream : a->error_json, full, &body)) {
-		json_buf_free(&body);
+		buf_free(&body);
 		return -ENOMEM;
 	}
 	if (own_origin(a, origin))
@@ -186,6 +186,6 @@ int webapp_refusal(const struct webapp *a, const char *path, const char *origin,
 		     "Connection: close\r\nX-Vigil-Error: %s\r\n%s\r\n%.*s",
 		     status, status_text(status), stream ? a->refusal_type : "application/json", body.len,
 		     code ? code : "blocked", cors, (int)body.len, body.data ? body.data : "");
-	json_buf_free(&body);
+	buf_free(&body);
 	return n < 0 || (size_t)n >= outlen ? -ENOSPC : n;
 }

@@ -222,17 +222,17 @@ void exchange_free(struct exchange *ex)
 	answer_free(ex->ans);
 	if (ex->stage.data)
 		OPENSSL_cleanse(ex->stage.data, ex->stage.cap);
-	json_buf_free(&ex->stage);
+	buf_free(&ex->stage);
 	inspect_stream_free(ex->out_scan);
-	json_buf_free(&ex->text);
-	json_buf_free(&ex->out);
-	json_buf_free(&ex->tpl_pre);
-	json_buf_free(&ex->tpl_post);
+	buf_free(&ex->text);
+	buf_free(&ex->out);
+	buf_free(&ex->tpl_pre);
+	buf_free(&ex->tpl_post);
 	if (ex->resp_copy)
 		OPENSSL_cleanse(ex->resp_copy, ex->resp_len);
 	free(ex->resp_copy);
 	free(ex->new_body);
-	json_buf_free(&ex->decoded);
+	buf_free(&ex->decoded);
 	free(ex->new_target);
 	for (unsigned i = 0; i < HTTP_MAX_HEADERS; i++)
 		free(ex->new_hdr[i]);
@@ -454,7 +454,7 @@ void exchange_done(struct exchange *ex)
 static void apply_redaction(struct exchange *ex, const char *body, size_t len,
 			    struct redact_policy *rp)
 {
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	bool any = false;
 	int ret;
 
@@ -489,7 +489,7 @@ static void apply_redaction(struct exchange *ex, const char *body, size_t len,
 				ex->tokenized = true;
 		return;
 	}
-	json_buf_free(&out);
+	buf_free(&out);
 	if (ret < 0) {
 		/* A request we decided to redact but could not must not leave as is. */
 		block(ex, 403, "redaction_failed", ex->rule ? ex->rule : "default:pii",
@@ -593,7 +593,7 @@ static int head_scan(struct exchange *ex, struct inspect_scratch *scratch, int h
 static int inspect_head(struct exchange *ex, const struct http_request *req,
 			struct inspect_scratch *scratch)
 {
-	struct json_buf dec = { 0 };
+	struct buf dec = { 0 };
 	uint32_t *map = NULL, *m2 = NULL;
 	size_t cap = 0, cap2 = 0;
 	bool gemini = provider_identify(ex->info->sni, ex->path) == PROVIDER_GEMINI;
@@ -629,7 +629,7 @@ static int inspect_head(struct exchange *ex, const struct http_request *req,
 			goto out;
 	}
 out:
-	json_buf_free(&dec);
+	buf_free(&dec);
 	free(map);
 	free(m2);
 	return ret;
@@ -639,7 +639,7 @@ out:
  * "%5BTYPE%5D" for a URL), spans of types act says to keep left alone
  * (act NULL: replace all, for the event). */
 static int head_redacted(const struct exchange *ex, int hdr, const char *src, size_t n, bool pct,
-			 const struct redact_policy *act, struct json_buf *out)
+			 const struct redact_policy *act, struct buf *out)
 {
 	size_t pos = 0;
 	int ret;
@@ -650,19 +650,19 @@ static int head_redacted(const struct exchange *ex, int hdr, const char *src, si
 		    (act && act->action[sp->type] == REDACT_KEEP))
 			continue;
 		snprintf(rep, sizeof(rep), pct ? "%%5B%s%%5D" : "[%s]", finding_name(sp->type));
-		if ((ret = json_buf_append(out, src + pos, sp->start - pos)) ||
-		    (ret = json_buf_append(out, rep, strlen(rep))))
+		if ((ret = buf_append(out, src + pos, sp->start - pos)) ||
+		    (ret = buf_append(out, rep, strlen(rep))))
 			return ret;
 		pos = sp->end;
 	}
-	return json_buf_append(out, src + pos, n - pos);
+	return buf_append(out, src + pos, n - pos);
 }
 
 /* The event's path: findings in it replaced by their type, so the audit
  * log and the spool never hold the raw value. */
 static void head_event_path(struct exchange *ex, const struct http_request *req)
 {
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	size_t q = 0;
 	while (q < req->target_len && req->target[q] != '?' && req->target[q] != '#')
 		q++;
@@ -673,7 +673,7 @@ static void head_event_path(struct exchange *ex, const struct http_request *req)
 	} else {
 		snprintf(ex->path, sizeof(ex->path), "[path withheld]");
 	}
-	json_buf_free(&out);
+	buf_free(&out);
 }
 
 /* A redact decision rewrites the head too: the target's and the header
@@ -681,7 +681,7 @@ static void head_event_path(struct exchange *ex, const struct http_request *req)
 static int head_plan_rewrite(struct exchange *ex, const struct http_request *req,
 			     const struct redact_policy *rp)
 {
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	bool any = false;
 	int ret;
 	for (unsigned i = 0; i < ex->n_head_spans; i++)
@@ -706,7 +706,7 @@ static int head_plan_rewrite(struct exchange *ex, const struct http_request *req
 	}
 	return 0;
 err:
-	json_buf_free(&out);
+	buf_free(&out);
 	return ret;
 }
 
@@ -908,28 +908,28 @@ static void emit_event(struct exchange *ex, const char *event, size_t event_len,
 		       size_t l1, const char *d2, size_t l2, const char *d3, size_t l3)
 {
 	if (event_len && !(event_len == 7 && !memcmp(event, "message", 7))) {
-		json_buf_append(&ex->out, "event: ", 7);
-		json_buf_append(&ex->out, event, event_len);
-		json_buf_append(&ex->out, "\n", 1);
+		buf_append(&ex->out, "event: ", 7);
+		buf_append(&ex->out, event, event_len);
+		buf_append(&ex->out, "\n", 1);
 	}
 	/* Data lines: the pieces are concatenated, then split on newlines. */
-	json_buf_append(&ex->out, "data: ", 6);
+	buf_append(&ex->out, "data: ", 6);
 	const char *parts[3] = { d1, d2, d3 };
 	size_t lens[3] = { l1, l2, l3 };
 	for (int i = 0; i < 3; i++)
 		for (size_t k = 0; k < lens[i]; k++) {
 			if (parts[i][k] == '\n')
-				json_buf_append(&ex->out, "\ndata: ", 7);
+				buf_append(&ex->out, "\ndata: ", 7);
 			else
-				json_buf_append(&ex->out, parts[i] + k, 1);
+				buf_append(&ex->out, parts[i] + k, 1);
 		}
-	json_buf_append(&ex->out, "\n\n", 2);
+	buf_append(&ex->out, "\n\n", 2);
 }
 
 /* Model text of one event on its way to the client: answer redaction
  * (which holds back a possible value), then token restoration (which
  * holds back a possible token prefix). Returns 0, ANSWER_OVERRUN, -errno. */
-static int text_through(struct exchange *ex, const char *in, size_t n, struct json_buf *out)
+static int text_through(struct exchange *ex, const char *in, size_t n, struct buf *out)
 {
 	int rc;
 	if (ex->ans) {
@@ -941,11 +941,11 @@ static int text_through(struct exchange *ex, const char *in, size_t n, struct js
 	}
 	if (ex->detok)
 		return detok_feed(ex->detok, in, n, out);
-	return json_buf_append(out, in, n);
+	return buf_append(out, in, n);
 }
 
 /* Everything both stages hold, released. */
-static int text_flush(struct exchange *ex, struct json_buf *out)
+static int text_flush(struct exchange *ex, struct buf *out)
 {
 	int rc;
 	if (ex->ans) {
@@ -953,7 +953,7 @@ static int text_flush(struct exchange *ex, struct json_buf *out)
 		if ((rc = answer_finish(ex->ans, &ex->stage)))
 			return rc;
 		rc = ex->detok ? detok_feed(ex->detok, ex->stage.data ? ex->stage.data : "", ex->stage.len, out)
-			       : json_buf_append(out, ex->stage.data, ex->stage.len);
+			       : buf_append(out, ex->stage.data, ex->stage.len);
 		if (rc)
 			return rc;
 	}
@@ -980,7 +980,7 @@ static void cut_stream(struct exchange *ex)
 /* Sends text the stages still hold, in a copy of the last text event. */
 static void flush_held_text(struct exchange *ex)
 {
-	struct json_buf tail = { 0 }, enc = { 0 };
+	struct buf tail = { 0 }, enc = { 0 };
 	int rc;
 	if (!ex->detok && !ex->ans)
 		return;
@@ -997,8 +997,8 @@ static void flush_held_text(struct exchange *ex)
 			   enc.data, enc.len, ex->tpl_post.data, ex->tpl_post.len);
 	if (tail.data)
 		OPENSSL_cleanse(tail.data, tail.cap);
-	json_buf_free(&tail);
-	json_buf_free(&enc);
+	buf_free(&tail);
+	buf_free(&enc);
 }
 
 /* Events that repeat the whole text so far (OpenAI Responses:
@@ -1020,7 +1020,7 @@ static bool sse_whole_text_path(const struct json_path *p)
 static void emit_whole_text_event(struct exchange *ex, const char *event, size_t event_len,
 				  const char *data, size_t data_len)
 {
-	struct json_buf red = { 0 }, restored = { 0 };
+	struct buf red = { 0 }, restored = { 0 };
 	uint32_t again[FINDING__COUNT] = { 0 };
 	struct detok *d;
 	int rc = ex->ans ? answer_redact_doc(ex->xc->scratch, &ex->answer_rp, sse_whole_text_path, data,
@@ -1047,8 +1047,8 @@ out:
 		OPENSSL_cleanse(red.data, red.cap);
 	if (restored.data)
 		OPENSSL_cleanse(restored.data, restored.cap);
-	json_buf_free(&red);
-	json_buf_free(&restored);
+	buf_free(&red);
+	buf_free(&restored);
 }
 
 /* Anthropic's keep-alive: it carries no text and does not end a block, so
@@ -1063,7 +1063,7 @@ static void rewrite_event(struct exchange *ex, const char *event, size_t event_l
 {
 	struct text_find f = { 0 };
 	struct json_text txt = { 0 };
-	struct json_buf done = { 0 }, enc = { 0 };
+	struct buf done = { 0 }, enc = { 0 };
 	int rc = -EINVAL;
 
 	if (ex->answer_cut)
@@ -1094,8 +1094,8 @@ static void rewrite_event(struct exchange *ex, const char *event, size_t event_l
 		emit_event(ex, event, event_len, data, f.off, enc.data ? enc.data : "", enc.len,
 			   data + f.off + f.len, data_len - f.off - f.len);
 		ex->tpl_pre.len = ex->tpl_post.len = 0;
-		json_buf_append(&ex->tpl_pre, data, f.off);
-		json_buf_append(&ex->tpl_post, data + f.off + f.len, data_len - f.off - f.len);
+		buf_append(&ex->tpl_pre, data, f.off);
+		buf_append(&ex->tpl_post, data + f.off + f.len, data_len - f.off - f.len);
 		snprintf(ex->tpl_event, sizeof(ex->tpl_event), "%.*s", (int)event_len, event);
 		ex->have_tpl = true;
 	} else {
@@ -1110,8 +1110,8 @@ out:
 	json_text_free(&txt);
 	if (done.data)
 		OPENSSL_cleanse(done.data, done.cap);
-	json_buf_free(&done);
-	json_buf_free(&enc);
+	buf_free(&done);
+	buf_free(&enc);
 }
 
 /* ---- tools the model asks to run (names and counts only) ---- */
@@ -1303,7 +1303,7 @@ void exchange_response_data(struct exchange *ex, const char *data, size_t len)
 /* The buffered answer, redacted, then its tokens restored, into ex->out. */
 static void finish_doc(struct exchange *ex)
 {
-	struct json_buf red = { 0 };
+	struct buf red = { 0 };
 	const char *doc = ex->resp_copy ? ex->resp_copy : "";
 	size_t len = ex->resp_len;
 	/* held for tool calls only: nothing to redact */
@@ -1321,12 +1321,12 @@ static void finish_doc(struct exchange *ex)
 			detok_feed(ex->detok, doc, len, &ex->out);
 			detok_finish(ex->detok, &ex->out);
 		} else {
-			json_buf_append(&ex->out, doc, len);
+			buf_append(&ex->out, doc, len);
 		}
 	}
 	if (red.data)
 		OPENSSL_cleanse(red.data, red.cap);
-	json_buf_free(&red);
+	buf_free(&red);
 }
 
 /* An answer rule with action warn whose types the answer carries: the

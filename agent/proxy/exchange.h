@@ -70,7 +70,7 @@ struct exchange {
 	size_t new_body_len;
 	/* the body with its Content-Encoding undone, when it had one; a
 	 * rewritten body is sent decoded and Content-Encoding is then dropped */
-	struct json_buf decoded;
+	struct buf decoded;
 	bool drop_content_encoding;
 	char opaque_buf[96];              /* "opaque: image/png, 1234 bytes" */
 	/* findings in the request head (path, query, header values): where
@@ -103,13 +103,13 @@ struct exchange {
 	/* response side */
 	bool transform;                   /* response rewritten (tokens restored): re-chunked */
 	struct detok *detok;              /* owned */
-	struct json_buf tpl_pre, tpl_post;/* SSE: last content event around its text, to carry held-back text */
+	struct buf tpl_pre, tpl_post;/* SSE: last content event around its text, to carry held-back text */
 	char tpl_event[64];
 	char tpl_chan[96];                /* text field and index of the last text event */
 	bool have_tpl;
 	struct inspect_stream *out_scan;  /* owned */
-	struct json_buf text;             /* scratch: model text of one event */
-	struct json_buf out;              /* transformed response bytes to send */
+	struct buf text;             /* scratch: model text of one event */
+	struct buf out;              /* transformed response bytes to send */
 	bool event_stream;
 	struct sse_parser *sse;           /* owned */
 	char *resp_copy;                  /* bounded copy of a JSON response, for usage */
@@ -120,7 +120,7 @@ struct exchange {
 	const char *answer_rule;          /* borrowed from the policy */
 	struct redact_policy answer_rp;
 	struct answer *ans;               /* SSE: the streaming redactor; owned */
-	struct json_buf stage;            /* SSE: redacted text on its way to detok */
+	struct buf stage;            /* SSE: redacted text on its way to detok */
 	bool resp_doc;                    /* whole answer buffered in resp_copy, redacted at the end */
 	bool answer_cut;                  /* SSE: error event sent, later events dropped */
 	bool cut;                         /* the client connection must be cut now */

@@ -37,17 +37,17 @@ struct h2_stream {
 	bool queued, served, closed;
 	int refuse;                   /* 0, 413 or 431 */
 	char method[H2_METHOD_MAX];
-	struct json_buf path, authority, host, hdrs, cookie, body;
+	struct buf path, authority, host, hdrs, cookie, body;
 	size_t hlist;                 /* RFC 9113 6.5.2 size of the header list so far */
 	unsigned nhdrs;
 	bool expect_continue;
 	/* response side: the HTTP/1.1 answer turned into HEADERS + DATA */
-	struct json_buf rhead;        /* head bytes until it parses */
+	struct buf rhead;        /* head bytes until it parses */
 	bool head_done, submitted, ended, deferred;
 	enum http_body framing;
 	uint64_t left;                /* HTTP_BODY_LENGTH: bytes still to come */
 	struct http_chunked chunked;
-	struct json_buf out;          /* DATA payload waiting for the window */
+	struct buf out;          /* DATA payload waiting for the window */
 	size_t out_off;
 };
 
@@ -64,7 +64,7 @@ struct h2_conn {
 	uint32_t continuations;       /* in the header block being received */
 	bool broken, abuse, io_failed;
 	char why[160];
-	struct json_buf wbuf, req;
+	struct buf wbuf, req;
 };
 
 /* ---- streams ---- */
@@ -100,14 +100,14 @@ static void stream_free(struct h2_conn *h, struct h2_stream *st)
 			}
 	}
 	uncharge(h, st->body.len);
-	json_buf_free(&st->path);
-	json_buf_free(&st->authority);
-	json_buf_free(&st->host);
-	json_buf_free(&st->hdrs);
-	json_buf_free(&st->cookie);
-	json_buf_free(&st->body);
-	json_buf_free(&st->rhead);
-	json_buf_free(&st->out);
+	buf_free(&st->path);
+	buf_free(&st->authority);
+	buf_free(&st->host);
+	buf_free(&st->hdrs);
+	buf_free(&st->cookie);
+	buf_free(&st->body);
+	buf_free(&st->rhead);
+	buf_free(&st->out);
 	free(st);
 }
 
@@ -142,7 +142,7 @@ static struct h2_stream *stream_pop(struct h2_conn *h)
 static void stream_drop_body(struct h2_conn *h, struct h2_stream *st)
 {
 	uncharge(h, st->body.len);
-	json_buf_free(&st->body);
+	buf_free(&st->body);
 	memset(&st->body, 0, sizeof(st->body));
 }
 
@@ -206,14 +206,14 @@ static bool name_is(const uint8_t *name, size_t len, const char *lit)
 	return len == n && !memcmp(name, lit, n);
 }
 
-static int append_field(struct json_buf *b, const uint8_t *name, size_t nl, const uint8_t *v, size_t vl)
+static int append_field(struct buf *b, const uint8_t *name, size_t nl, const uint8_t *v, size_t vl)
 {
-	if (json_buf_reserve(b, nl + vl + 4))
+	if (buf_reserve(b, nl + vl + 4))
 		return -ENOMEM;
-	json_buf_append(b, name, nl);
-	json_buf_append(b, ": ", 2);
-	json_buf_append(b, v, vl);
-	json_buf_append(b, "\r\n", 2);
+	buf_append(b, name, nl);
+	buf_append(b, ": ", 2);
+	buf_append(b, v, vl);
+	buf_append(b, "\r\n", 2);
 	return 0;
 }
 
@@ -246,15 +246,15 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
 			st->method[vl] = 0;
 		} else if (name_is(name, nl, ":path")) {
 			st->path.len = 0;
-			rc = json_buf_append(&st->path, value, vl);
+			rc = buf_append(&st->path, value, vl);
 		} else if (name_is(name, nl, ":authority")) {
 			st->authority.len = 0;
-			rc = json_buf_append(&st->authority, value, vl);
+			rc = buf_append(&st->authority, value, vl);
 		}
 		/* :scheme was checked by nghttp2; :protocol is refused by it */
 	} else if (name_is(name, nl, "host")) {
 		st->host.len = 0;
-		rc = json_buf_append(&st->host, value, vl);
+		rc = buf_append(&st->host, value, vl);
 	} else if (name_is(name, nl, "content-length") || name_is(name, nl, "te")) {
 		/* framing is ours to write; nghttp2 checked it against the DATA */
 	} else if (name_is(name, nl, "expect")) {
@@ -262,9 +262,9 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
 	} else if (name_is(name, nl, "cookie")) {
 		/* RFC 9113 8.2.3: crumbs are joined with "; " for HTTP/1.1 */
 		if (st->cookie.len)
-			rc = json_buf_append(&st->cookie, "; ", 2);
+			rc = buf_append(&st->cookie, "; ", 2);
 		if (!rc)
-			rc = json_buf_append(&st->cookie, value, vl);
+			rc = buf_append(&st->cookie, value, vl);
 	} else if (++st->nhdrs > h->lim->max_headers) {
 		st->refuse = 431;
 	} else {
@@ -312,7 +312,7 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
 		stream_refuse(h, st, 503);
 		return 0;
 	}
-	if (json_buf_append(&st->body, data, len)) {
+	if (buf_append(&st->body, data, len)) {
 		if (h->io->charge)
 			h->io->charge(h->io->arg, -(int64_t)len);
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
@@ -431,7 +431,7 @@ static int flush(struct h2_conn *h)
 			broke(h, false, "HTTP/2 session failed while sending");
 			return -EPROTO;
 		}
-		if (n > 0 && json_buf_append(&h->wbuf, p, (size_t)n))
+		if (n > 0 && buf_append(&h->wbuf, p, (size_t)n))
 			return -ENOMEM;
 		if ((n == 0 && h->wbuf.len) || h->wbuf.len >= H2_WRITE_BATCH) {
 			if (h->io->write(h->io->arg, h->wbuf.data, h->wbuf.len)) {
@@ -443,7 +443,7 @@ static int flush(struct h2_conn *h)
 		if (n == 0) {
 			/* a big answer's batch is not kept for an idle connection */
 			if (h->wbuf.cap > H2_WRITE_BATCH / 4)
-				json_buf_free(&h->wbuf);
+				buf_free(&h->wbuf);
 			return 0;
 		}
 	}
@@ -530,7 +530,7 @@ static int submit_head(struct h2_conn *h, struct h2_stream *st, const struct htt
 static int out_append(void *arg, const char *data, size_t len)
 {
 	struct h2_stream *st = arg;
-	return json_buf_append(&st->out, data, len) ? -ENOMEM : 0;
+	return buf_append(&st->out, data, len) ? -ENOMEM : 0;
 }
 
 /* Body bytes in the upstream's framing: payload to st->out. */
@@ -563,7 +563,7 @@ static int head_in(struct h2_conn *h, struct h2_stream *st, const char *p, size_
 				  .max_headers = HTTP_MAX_HEADERS };
 	struct http_response r;
 
-	if (json_buf_append(&st->rhead, p, n))
+	if (buf_append(&st->rhead, p, n))
 		return -ENOMEM;
 	for (;;) {
 		int hl = http_parse_response(st->rhead.data, st->rhead.len, &rl, st->method, strlen(st->method), &r);
@@ -586,7 +586,7 @@ static int head_in(struct h2_conn *h, struct h2_stream *st, const char *p, size_
 		if (submit_head(h, st, &r))
 			return -EIO;
 		int rc = body_in(st, st->rhead.data + hl, st->rhead.len - (size_t)hl);
-		json_buf_free(&st->rhead);
+		buf_free(&st->rhead);
 		memset(&st->rhead, 0, sizeof(st->rhead));
 		return rc;
 	}
@@ -637,8 +637,8 @@ int h2_respond(struct h2_conn *h, const void *data, size_t len)
 
 static int build_request(struct h2_conn *h, struct h2_stream *st)
 {
-	struct json_buf *b = &h->req;
-	const struct json_buf *auth = st->authority.len ? &st->authority : &st->host;
+	struct buf *b = &h->req;
+	const struct buf *auth = st->authority.len ? &st->authority : &st->host;
 	size_t pl = st->path.len;
 	bool body = st->body.len || !strcmp(st->method, "POST") || !strcmp(st->method, "PUT") ||
 		    !strcmp(st->method, "PATCH");
@@ -648,30 +648,30 @@ static int build_request(struct h2_conn *h, struct h2_stream *st)
 	b->len = 0;
 	if (st->refuse && pl > H2_REFUSED_PATH_MAX)
 		pl = H2_REFUSED_PATH_MAX;
-	rc |= json_buf_append(b, st->method[0] ? st->method : "GET", st->method[0] ? strlen(st->method) : 3);
-	rc |= json_buf_append(b, " ", 1);
-	rc |= json_buf_append(b, pl ? st->path.data : "/", pl ? pl : 1);
-	rc |= json_buf_append(b, " HTTP/1.1\r\nHost: ", 17);
-	rc |= json_buf_append(b, auth->data ? auth->data : "", auth->len);
-	rc |= json_buf_append(b, "\r\n", 2);
+	rc |= buf_append(b, st->method[0] ? st->method : "GET", st->method[0] ? strlen(st->method) : 3);
+	rc |= buf_append(b, " ", 1);
+	rc |= buf_append(b, pl ? st->path.data : "/", pl ? pl : 1);
+	rc |= buf_append(b, " HTTP/1.1\r\nHost: ", 17);
+	rc |= buf_append(b, auth->data ? auth->data : "", auth->len);
+	rc |= buf_append(b, "\r\n", 2);
 	if (!st->refuse) {
-		rc |= json_buf_append(b, st->hdrs.data ? st->hdrs.data : "", st->hdrs.len);
+		rc |= buf_append(b, st->hdrs.data ? st->hdrs.data : "", st->hdrs.len);
 		if (st->cookie.len)
 			rc |= append_field(b, (const uint8_t *)"cookie", 6, (const uint8_t *)st->cookie.data,
 					   st->cookie.len);
 		if (body) {
 			int n = snprintf(cl, sizeof(cl), "content-length: %zu\r\n", st->body.len);
-			rc |= json_buf_append(b, cl, (size_t)n);
+			rc |= buf_append(b, cl, (size_t)n);
 		}
 	}
-	rc |= json_buf_append(b, "\r\n", 2);
+	rc |= buf_append(b, "\r\n", 2);
 	if (rc)
 		return -ENOMEM;
 	if (b->len > h->lim->max_head_bytes) {
 		st->refuse = 431;
 		return build_request(h, st);
 	}
-	if (!st->refuse && st->body.len && json_buf_append(b, st->body.data, st->body.len))
+	if (!st->refuse && st->body.len && buf_append(b, st->body.data, st->body.len))
 		return -ENOMEM;
 	return 0;
 }
@@ -819,7 +819,7 @@ out:
 	while (h.all)
 		stream_free(&h, h.all);
 	nghttp2_session_del(h.s);
-	json_buf_free(&h.wbuf);
-	json_buf_free(&h.req);
+	buf_free(&h.wbuf);
+	buf_free(&h.req);
 	return rc;
 }

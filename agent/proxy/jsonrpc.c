@@ -174,7 +174,7 @@ int jsonrpc_parse_request(const char *body, size_t len, struct jsonrpc_request *
 /* ------------------------------------------------------------ responses */
 
 struct res_scan {
-	struct json_buf *text;
+	struct buf *text;
 	struct jsonrpc_result *res;
 	bool batch;
 	bool have_id;
@@ -210,7 +210,7 @@ static int on_res(void *arg, const char *doc, const struct json_string *s)
 		return 0;
 	if ((ret = json_decode(doc + s->off, s->len, &rs->tmp)))
 		return ret;
-	if (json_buf_append(rs->text, rs->tmp.data, rs->tmp.len) || json_buf_append(rs->text, "\n", 1))
+	if (buf_append(rs->text, rs->tmp.data, rs->tmp.len) || buf_append(rs->text, "\n", 1))
 		return -ENOMEM;
 	return 0;
 }
@@ -233,7 +233,7 @@ static int on_sse(void *arg, const char *event, size_t event_len, const char *da
 	return scan_doc(arg, data, data_len);
 }
 
-int jsonrpc_result_text(const char *body, size_t len, bool sse, struct json_buf *text,
+int jsonrpc_result_text(const char *body, size_t len, bool sse, struct buf *text,
 			struct jsonrpc_result *res)
 {
 	struct res_scan rs = { .text = text, .res = res };
@@ -267,20 +267,20 @@ static const char *id_or_null(const char *id)
 	return id && id[0] ? id : "null";
 }
 
-int jsonrpc_write_error(struct json_buf *out, const char *id, int code, const char *msg)
+int jsonrpc_write_error(struct buf *out, const char *id, int code, const char *msg)
 {
 	char head[160];
 	int n = snprintf(head, sizeof(head), "{\"jsonrpc\":\"2.0\",\"id\":%s,\"error\":{\"code\":%d,\"message\":\"",
 			 id_or_null(id), code);
 	if (n < 0 || (size_t)n >= sizeof(head))
 		return -EINVAL;
-	if (json_buf_append(out, head, (size_t)n) || json_encode(msg, strlen(msg), out) ||
-	    json_buf_append(out, "\"}}", 3))
+	if (buf_append(out, head, (size_t)n) || json_encode(msg, strlen(msg), out) ||
+	    buf_append(out, "\"}}", 3))
 		return -ENOMEM;
 	return 0;
 }
 
-int jsonrpc_write_error_result(struct json_buf *out, const char *id, const char *msg, bool sse)
+int jsonrpc_write_error_result(struct buf *out, const char *id, const char *msg, bool sse)
 {
 	char head[200];
 	int n = snprintf(head, sizeof(head),
@@ -288,10 +288,10 @@ int jsonrpc_write_error_result(struct json_buf *out, const char *id, const char 
 			 sse ? "event: message\ndata: " : "", id_or_null(id));
 	if (n < 0 || (size_t)n >= sizeof(head))
 		return -EINVAL;
-	if (json_buf_append(out, head, (size_t)n) || json_encode(msg, strlen(msg), out))
+	if (buf_append(out, head, (size_t)n) || json_encode(msg, strlen(msg), out))
 		return -ENOMEM;
 	const char *tail = sse ? "\"}],\"isError\":true}}\n\n" : "\"}],\"isError\":true}}";
-	return json_buf_append(out, tail, strlen(tail)) ? -ENOMEM : 0;
+	return buf_append(out, tail, strlen(tail)) ? -ENOMEM : 0;
 }
 
 void jsonrpc_session_id(const char *v, size_t n, char out[JSONRPC_SESSION_MAX])

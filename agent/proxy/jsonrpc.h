@@ -57,17 +57,17 @@ struct jsonrpc_result {
  * stream of them when sse) to text, one value per line, for scanning.
  * Returns 0, -ENOMEM, or -EINVAL if a message is not valid JSON (the body
  * cannot be inspected). */
-int jsonrpc_result_text(const char *body, size_t len, bool sse, struct json_buf *text,
+int jsonrpc_result_text(const char *body, size_t len, bool sse, struct buf *text,
 			struct jsonrpc_result *res);
 
 /* A JSON-RPC error response: {"jsonrpc":"2.0","id":ID,"error":{"code":C,
  * "message":MSG}}. id is a token from jsonrpc_request (NULL = null). */
-int jsonrpc_write_error(struct json_buf *out, const char *id, int code, const char *msg);
+int jsonrpc_write_error(struct buf *out, const char *id, int code, const char *msg);
 
 /* A tools/call result replaced by an error result the client shows:
  * {"jsonrpc":"2.0","id":ID,"result":{"content":[{"type":"text","text":MSG}],
  * "isError":true}}; framed as one SSE "message" event when sse. */
-int jsonrpc_write_error_result(struct json_buf *out, const char *id, const char *msg, bool sse);
+int jsonrpc_write_error_result(struct buf *out, const char *id, const char *msg, bool sse);
 
 /* Copies an Mcp-Session-Id header value (visible ASCII only, as the MCP
  * specification requires) into out; "" if it is not one. */

@@ -91,19 +91,19 @@ int mcp_error_status(const struct exchange *ex, int status)
 int mcp_error_response(const struct exchange *ex, int status, const char *msg, char *out, size_t outlen)
 {
 	const struct mcp_exchange *m = ex->mcp;
-	struct json_buf body = { 0 };
+	struct buf body = { 0 };
 	int n;
 
 	status = mcp_error_status(ex, status);
 	if (jsonrpc_write_error(&body, m->req.id, MCP_ERR_REFUSED, msg)) {
-		json_buf_free(&body);
+		buf_free(&body);
 		return -ENOSPC;
 	}
 	n = snprintf(out, outlen,
 		     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
 		     "Connection: close\r\n\r\n%.*s",
 		     status, exchange_status_text(status), body.len, (int)body.len, body.data);
-	json_buf_free(&body);
+	buf_free(&body);
 	return n < 0 || (size_t)n >= outlen ? -ENOSPC : n;
 }
 
@@ -202,7 +202,7 @@ static void replace_result(struct exchange *ex, const char *rule, const char *wh
  * server's, in an SSE stream) passes as it is. */
 static void judge_doc(struct exchange *ex, const char *doc, size_t len, const char *orig, size_t orig_len)
 {
-	struct json_buf text = { 0 };
+	struct buf text = { 0 };
 	struct jsonrpc_result jr;
 	struct inspect_result r;
 	const char *rule, *why;
@@ -215,7 +215,7 @@ static void judge_doc(struct exchange *ex, const char *doc, size_t len, const ch
 		goto out;
 	}
 	if (!jr.responses) {
-		json_buf_append(&ex->out, orig, orig_len);
+		buf_append(&ex->out, orig, orig_len);
 		goto out;
 	}
 	for (int t = 0; t < FINDING__COUNT; t++)
@@ -230,39 +230,39 @@ static void judge_doc(struct exchange *ex, const char *doc, size_t len, const ch
 	} else {
 		if (verdict == POLICY_WARN || verdict == POLICY_ALERT)
 			note_result(ex, verdict, rule, why);
-		json_buf_append(&ex->out, orig, orig_len);
+		buf_append(&ex->out, orig, orig_len);
 	}
 out:
 	inspect_result_free(&r);
 	if (text.data)
 		OPENSSL_cleanse(text.data, text.cap);
-	json_buf_free(&text);
+	buf_free(&text);
 }
 
 /* An SSE event as it came (type, id, data lines). */
-static void frame_event(struct json_buf *out, const char *event, size_t event_len, const char *id, size_t id_len,
+static void frame_event(struct buf *out, const char *event, size_t event_len, const char *id, size_t id_len,
 			const char *data, size_t len)
 {
 	if (event_len && !(event_len == 7 && !memcmp(event, "message", 7))) {
-		json_buf_append(out, "event: ", 7);
-		json_buf_append(out, event, event_len);
-		json_buf_append(out, "\n", 1);
+		buf_append(out, "event: ", 7);
+		buf_append(out, event, event_len);
+		buf_append(out, "\n", 1);
 	}
 	if (id_len) {
-		json_buf_append(out, "id: ", 4);
-		json_buf_append(out, id, id_len);
-		json_buf_append(out, "\n", 1);
+		buf_append(out, "id: ", 4);
+		buf_append(out, id, id_len);
+		buf_append(out, "\n", 1);
 	}
-	json_buf_append(out, "data: ", 6);
+	buf_append(out, "data: ", 6);
 	for (size_t i = 0; i < len; i++) {
 		const char *nl = memchr(data + i, '\n', len - i);
 		size_t n = nl ? (size_t)(nl - (data + i)) : len - i;
-		json_buf_append(out, data + i, n);
+		buf_append(out, data + i, n);
 		i += n;
 		if (nl)
-			json_buf_append(out, "\ndata: ", 7);
+			buf_append(out, "\ndata: ", 7);
 	}
-	json_buf_append(out, "\n\n", 2);
+	buf_append(out, "\n\n", 2);
 }
 
 /* Each event is judged as it completes: a server's own requests and
@@ -280,7 +280,7 @@ static int on_event(void *arg, const char *event, size_t event_len, const char *
 	if (event_len == 7 && !memcmp(event, "message", 7))
 		judge_doc(ex, data, len, m->stage.data, m->stage.len);
 	else   /* not a JSON-RPC message: the HTTP+SSE transport's "endpoint" event */
-		json_buf_append(&ex->out, m->stage.data, m->stage.len);
+		buf_append(&ex->out, m->stage.data, m->stage.len);
 	return ex->cut ? -EIO : 0;
 }
 
@@ -298,7 +298,7 @@ bool mcp_response_data(struct exchange *ex, const char *data, size_t len)
 		}
 		return true;
 	}
-	if (m->resp.len + len > MCP_RESULT_MAX || json_buf_append(&m->resp, data, len))
+	if (m->resp.len + len > MCP_RESULT_MAX || buf_append(&m->resp, data, len))
 		m->too_big = true;   /* decided at the end: it cannot be inspected */
 	return true;
 }
@@ -337,8 +337,8 @@ void mcp_free(struct mcp_exchange *m)
 		return;
 	if (m->resp.data)
 		OPENSSL_cleanse(m->resp.data, m->resp.cap);
-	json_buf_free(&m->resp);
-	json_buf_free(&m->stage);
+	buf_free(&m->resp);
+	buf_free(&m->stage);
 	sse_free(m->sp);
 	free(m);
 }

@@ -42,9 +42,9 @@ struct mcp_exchange {
 	bool hold;                       /* buffering it for inspection */
 	bool sse;
 	bool too_big;
-	struct json_buf resp;            /* a JSON answer, held whole */
+	struct buf resp;            /* a JSON answer, held whole */
 	struct sse_parser *sp;           /* an SSE answer, judged event by event */
-	struct json_buf stage;           /* one event re-framed */
+	struct buf stage;           /* one event re-framed */
 	bool replaced;
 	char replaced_reason[96];
 };

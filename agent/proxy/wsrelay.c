@@ -131,8 +131,8 @@ struct session {
 	struct exchange *cur;           /* the last client event that passed: its answer rule
 					 * and token restoration apply to what the server sends */
 	bool cur_head;
-	struct json_buf out[2];         /* frames to send: [0] to the client, [1] to the server */
-	struct json_buf wrap;           /* a server event framed as an SSE event */
+	struct buf out[2];         /* frames to send: [0] to the client, [1] to the server */
+	struct buf wrap;           /* a server event framed as an SSE event */
 	bool redacted, alerted;
 	unsigned blocked;
 	int64_t prompt_sum, completion_sum;
@@ -150,12 +150,12 @@ struct session {
 static int send_frame(struct session *s, bool to_server, enum ws_opcode op, const void *data, size_t len)
 {
 	uint8_t head[WS_HEADER_MAX], mask[4];
-	struct json_buf *out = &s->out[to_server];
+	struct buf *out = &s->out[to_server];
 	if (to_server && RAND_bytes(mask, 4) != 1)
 		return -EIO;
 	size_t hn = ws_frame_head(head, op, true, to_server ? mask : NULL, len);
 	size_t at = out->len;
-	if (json_buf_append(out, head, hn) || json_buf_append(out, data, len))
+	if (buf_append(out, head, hn) || buf_append(out, data, len))
 		return -ENOMEM;
 	if (to_server)
 		ws_mask((uint8_t *)out->data + at + hn, len, mask, 0);
@@ -332,8 +332,8 @@ static int flush_out(struct session *s, struct exchange *ex)
 			s->wrap.len = 0;
 		} else if (ll >= 6 && !memcmp(p, "data: ", 6)) {
 			if (s->wrap.len)
-				json_buf_append(&s->wrap, "\n", 1);
-			json_buf_append(&s->wrap, p + 6, ll - 6);
+				buf_append(&s->wrap, "\n", 1);
+			buf_append(&s->wrap, p + 6, ll - 6);
 		}
 		p += ll + 1;
 	}
@@ -419,8 +419,8 @@ static int server_text(struct session *s, const uint8_t *data, size_t len)
 		return -E2BIG;
 	}
 	s->wrap.len = 0;
-	if (json_buf_append(&s->wrap, "data: ", 6) || json_buf_append(&s->wrap, data, len) ||
-	    json_buf_append(&s->wrap, "\n\n", 2))
+	if (buf_append(&s->wrap, "data: ", 6) || buf_append(&s->wrap, data, len) ||
+	    buf_append(&s->wrap, "\n\n", 2))
 		return -ENOMEM;
 	exchange_response_data(ex, s->wrap.data, s->wrap.len);
 	if (ex->cut) {
@@ -566,7 +566,7 @@ static void flush(struct session *s)
 	struct wsrelay_io *io = s->io;
 	uint64_t deadline = loop_now_ms() + s->hs->ag->cfg->idle_timeout_ms;
 	for (int to_server = 0; to_server < 2; to_server++) {
-		struct json_buf *b = &s->out[to_server];
+		struct buf *b = &s->out[to_server];
 		if (!b->len)
 			continue;
 		int rc = to_server ? io->write_all(io->ussl, io->ufd, b->data, b->len, deadline) :
@@ -584,7 +584,7 @@ static void flush(struct session *s)
 		explicit_bzero(b->data, b->len);   /* may be a prompt or an answer */
 		b->len = 0;
 		if (b->cap > 64 * 1024)
-			json_buf_free(b);
+			buf_free(b);
 	}
 }
 
@@ -711,10 +711,10 @@ void wsrelay_run(struct exchange *hs, struct wsrelay_io *io)
 	ws_parser_free(&s->pc);
 	ws_parser_free(&s->ps);
 	explicit_bzero(s->rbuf, sizeof(s->rbuf));
-	json_buf_free(&s->out[0]);
-	json_buf_free(&s->out[1]);
+	buf_free(&s->out[0]);
+	buf_free(&s->out[1]);
 	if (s->wrap.data)
 		explicit_bzero(s->wrap.data, s->wrap.cap);
-	json_buf_free(&s->wrap);
+	buf_free(&s->wrap);
 	free(s);
 }

@@ -31,7 +31,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct redact_policy pol = { .hash_key = (const unsigned char *)"fuzz", .hash_key_len = 4 };
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	uint32_t counts[FINDING__COUNT] = { 0 };
 	if (size < 2)
 		return 0;
@@ -63,6 +63,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	rc = answer_redact_doc(scr, &pol, NULL, text, len, &out, counts);
 	if (rc == REDACT_CHANGED && json_valid(text, len) && !json_valid(out.data, out.len))
 		abort();   /* rewriting broke a valid JSON answer */
-	json_buf_free(&out);
+	buf_free(&out);
 	return 0;
 }

@@ -24,13 +24,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		"compress", "gzip, gzip, gzip, gzip, gzip",
 	};
 	const size_t cap = 1 << 16;
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	if (size < 1)
 		return 0;
 	unsigned sel = data[0] % 15;
 	const char *body = (const char *)data + 1;
 	size_t n = size - 1;
-	if (json_buf_append(&out, "pre", 3))
+	if (buf_append(&out, "pre", 3))
 		return 0;
 	int rc;
 	if (sel < 10) {
@@ -45,7 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		(void)decode_media_is_text(body, n);
 		rc = 0;
 	} else if (sel == 12 || sel == 13) {
-		struct json_buf t = { 0 };
+		struct buf t = { 0 };
 		uint32_t *map = NULL;
 		size_t cap2 = 0;
 		rc = sel == 12 ? decode_normalize(body, n, &t, &map, &cap2) : decode_form(body, n, &t, &map, &cap2);
@@ -57,7 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					abort();
 		}
 		free(map);
-		json_buf_free(&t);
+		buf_free(&t);
 		rc = 0;
 	} else {
 		/* boundary from the first line, then every part */
@@ -88,6 +88,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();                 /* an error must leave the output as it was */
 	if (out.len - 3 > cap)
 		abort();                 /* the cap holds */
-	json_buf_free(&out);
+	buf_free(&out);
 	return 0;
 }

@@ -11,7 +11,7 @@
 static struct vault *vault;
 static char tok[VAULT_TOKEN_MAX + 1];
 
-static void restore(const uint8_t *d, size_t n, size_t cut, struct json_buf *out, bool esc)
+static void restore(const uint8_t *d, size_t n, size_t cut, struct buf *out, bool esc)
 {
 	struct detok *t = detok_new(vault, esc);
 	if (!t)
@@ -39,13 +39,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(buf, data, at);
 	memcpy(buf + at, tok, strlen(tok));
 	memcpy(buf + at + strlen(tok), data + at, size - at);
-	struct json_buf whole = { 0 }, split = { 0 };
+	struct buf whole = { 0 }, split = { 0 };
 	restore(buf, n, 0, &whole, esc);
 	restore(buf, n, cut % n, &split, esc);
 	if (whole.len != split.len || memcmp(whole.data, split.data, whole.len))
 		abort();
-	json_buf_free(&whole);
-	json_buf_free(&split);
+	buf_free(&whole);
+	buf_free(&split);
 	free(buf);
 	return 0;
 }

@@ -44,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static const char *const hosts[] = { "api.openai.com", "api.anthropic.com", "llm.example" };
 	struct inspect_result r;
 	struct redact_policy pol = { .hash_key = (const unsigned char *)"fuzz", .hash_key_len = 4 };
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	if (size < 1)
 		return 0;
 	/* first byte picks host and action, the rest is the body */
@@ -78,7 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (st != REDACT_CHANGED && out.len != 0)
 			abort();                       /* out only written when changed */
 	}
-	json_buf_free(&out);
+	buf_free(&out);
 	inspect_result_free(&r);
 	vault_free(pol.vault);
 	return 0;

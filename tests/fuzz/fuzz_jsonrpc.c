@@ -21,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct jsonrpc_request r;
 	struct jsonrpc_result res;
-	struct json_buf text = { 0 }, out = { 0 };
+	struct buf text = { 0 }, out = { 0 };
 	const char *body = (const char *)data;
 
 	jsonrpc_parse_request(body, size, &r);
@@ -38,7 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	jsonrpc_result_text(body, size, false, &text, &res);
 	text.len = 0;
 	jsonrpc_result_text(body, size, true, &text, &res);
-	json_buf_free(&text);
-	json_buf_free(&out);
+	buf_free(&text);
+	buf_free(&out);
 	return 0;
 }

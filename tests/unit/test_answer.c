@@ -28,7 +28,7 @@ static void policy_all(struct redact_policy *pol, enum redact_action a)
 /* Feeds text cut at the given points (plus every piece of size piece if
  * piece > 0); out gets everything released. Returns the last status. */
 static int stream(const struct redact_policy *pol, const char *text, const size_t *cuts, int ncuts,
-		  size_t piece, struct json_buf *out, uint32_t *counts, size_t *max_held)
+		  size_t piece, struct buf *out, uint32_t *counts, size_t *max_held)
 {
 	struct answer *a = answer_new(scr, pol);
 	size_t n = strlen(text), pos = 0;
@@ -58,7 +58,7 @@ TEST(answer_stream_redacts_a_value_at_every_split_point)
 {
 	char text[2048], want[2048];
 	struct redact_policy pol;
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	uint32_t counts[FINDING__COUNT];
 	const char *email = "jane.doe@example.com";
 	setup();
@@ -82,13 +82,13 @@ TEST(answer_stream_redacts_a_value_at_every_split_point)
 	CHECK(stream(&pol, text, NULL, 0, 1, &out, counts, NULL) == 0, "one-byte pieces failed");
 	CHECK(out.len == strlen(want) && !memcmp(out.data, want, out.len), "one-byte pieces: wrong output");
 	CHECK(!memmem(out.data, out.len, email, strlen(email)), "raw value released");
-	json_buf_free(&out);
+	buf_free(&out);
 }
 
 TEST(answer_stream_numbers_values_across_the_stream)
 {
 	struct redact_policy pol;
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	char text[4096];
 	size_t n = 0;
 	setup();
@@ -98,16 +98,16 @@ TEST(answer_stream_numbers_values_across_the_stream)
 		text[n++] = 'y';
 	n += (size_t)snprintf(text + n, sizeof(text) - n, " b.two@example.com and again a.one@example.com.");
 	CHECK(stream(&pol, text, NULL, 0, 7, &out, NULL, NULL) == 0, "stream failed");
-	json_buf_append(&out, "", 1);
+	buf_append(&out, "", 1);
 	CHECK(strstr(out.data, "first [EMAIL_1] then") && strstr(out.data, " [EMAIL_2] and again [EMAIL_1]."),
 	      "numbering not stable across releases: %s", out.data + 1400);
-	json_buf_free(&out);
+	buf_free(&out);
 }
 
 TEST(answer_stream_holds_back_a_bounded_amount)
 {
 	struct redact_policy pol;
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	char text[8192];
 	size_t held = 0;
 	setup();
@@ -119,21 +119,21 @@ TEST(answer_stream_holds_back_a_bounded_amount)
 	CHECK(stream(&pol, text, NULL, 0, 3, &out, NULL, &held) == 0, "stream failed");
 	CHECK(out.len == sizeof(text) - 1, "text altered");
 	CHECK(held <= 2 * ANSWER_HOLD_BYTES + 3, "held back %zu bytes of plain text", held);
-	json_buf_free(&out);
+	buf_free(&out);
 }
 
 TEST(answer_stream_masks_and_keeps_other_types)
 {
 	struct redact_policy pol;
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	setup();
 	policy_all(&pol, REDACT_KEEP);
 	pol.action[FINDING_CREDIT_CARD] = REDACT_MASK;
 	CHECK(stream(&pol, "card 4111 1111 1111 1111, mail x.y@example.com", NULL, 0, 2, &out, NULL, NULL) == 0,
 	      "stream");
-	json_buf_append(&out, "", 1);
+	buf_append(&out, "", 1);
 	CHECK(!strcmp(out.data, "card **** **** **** 1111, mail x.y@example.com"), "got %s", out.data);
-	json_buf_free(&out);
+	buf_free(&out);
 }
 
 /* A PEM block whose -----BEGIN line the detectors already recognise is
@@ -152,34 +152,34 @@ static size_t pem(char *text, size_t cap, size_t body)
 TEST(answer_stream_holds_a_growing_value_whole_or_cuts_it)
 {
 	struct redact_policy pol;
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	static char text[16384];
 	setup();
 	policy_all(&pol, REDACT_PLACEHOLDER);
 	pem(text, sizeof(text), 2000);
 	int rc = stream(&pol, text, NULL, 0, 16, &out, NULL, NULL);
-	json_buf_append(&out, "", 1);
+	buf_append(&out, "", 1);
 	CHECK(rc == 0 && !strcmp(out.data, "here:\n[PRIVATE_KEY_1]\nbye"), "2 KB key: rc %d, %.60s", rc, out.data);
 	pem(text, sizeof(text), ANSWER_MAX_HELD + 1000);
 	rc = stream(&pol, text, NULL, 0, 16, &out, NULL, NULL);
 	CHECK(rc == ANSWER_OVERRUN, "a key longer than the hold-back bound must be reported (rc %d)", rc);
 	CHECK(!memmem(out.data, out.len, "MIIE", 4) && !memmem(out.data, out.len, "BEGIN", 5),
 	      "part of the key was released: %.*s", (int)(out.len > 60 ? 60 : out.len), out.data);
-	json_buf_free(&out);
+	buf_free(&out);
 }
 
 static const char *doc_redact(const char *doc, enum redact_action a, int *rc, uint32_t *counts)
 {
 	static char buf[4096];
 	struct redact_policy pol;
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	policy_all(&pol, REDACT_KEEP);
 	pol.action[FINDING_EMAIL] = a;
 	pol.action[FINDING_PHONE] = a;
 	memset(counts, 0, FINDING__COUNT * sizeof(uint32_t));
 	*rc = answer_redact_doc(scr, &pol, NULL, doc, strlen(doc), &out, counts);
 	snprintf(buf, sizeof(buf), "%.*s", (int)out.len, out.data ? out.data : "");
-	json_buf_free(&out);
+	buf_free(&out);
 	return buf;
 }
 

@@ -52,12 +52,12 @@ TEST(decode_every_coding_round_trips)
 	for (size_t i = 0; i < 5; i++) {
 		size_t zn = pack(codings[i], text, sizeof(text) - 1, z, sizeof(z));
 		const char *hdr = strcmp(codings[i], "deflate-raw") ? codings[i] : "deflate";
-		struct json_buf out = { 0 };
+		struct buf out = { 0 };
 		CHECK(zn > 0, "%s: pack failed", codings[i]);
 		int rc = decode_content(hdr, strlen(hdr), (char *)z, zn, 1 << 20, &out);
 		CHECK(rc == 0 && out.len == sizeof(text) - 1 && !memcmp(out.data, text, out.len),
 		      "%s: rc %d len %zu", codings[i], rc, out.len);
-		json_buf_free(&out);
+		buf_free(&out);
 	}
 }
 
@@ -66,20 +66,20 @@ TEST(decode_stacked_codings_and_identity)
 	unsigned char a[4096], b[4096];
 	size_t an = pack("gzip", text, sizeof(text) - 1, a, sizeof(a));
 	size_t bn = pack("br", (char *)a, an, b, sizeof(b));
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	const char *h = "gzip, identity, br";
 	CHECK(decode_content(h, strlen(h), (char *)b, bn, 1 << 20, &out) == 0 &&
 	      out.len == sizeof(text) - 1 && !memcmp(out.data, text, out.len), "gzip then br did not decode");
 	out.len = 0;
 	CHECK(decode_content("identity", 8, "abc", 3, 10, &out) == 0 && out.len == 3, "identity");
-	json_buf_free(&out);
+	buf_free(&out);
 }
 
 TEST(decode_refuses_hostile_input)
 {
 	unsigned char z[4096];
-	struct json_buf out = { 0 };
-	CHECK(json_buf_append(&out, "keep", 4) == 0, "oom");
+	struct buf out = { 0 };
+	CHECK(buf_append(&out, "keep", 4) == 0, "oom");
 	size_t zn = pack("gzip", text, sizeof(text) - 1, z, sizeof(z));
 	CHECK(decode_content("gzip", 4, (char *)z, zn / 2, 1 << 20, &out) == -EINVAL && out.len == 4,
 	      "truncated gzip accepted");
@@ -94,7 +94,7 @@ TEST(decode_refuses_hostile_input)
 	CHECK(decode_content("br", 2, "\xff\xff\xff\xff", 4, 1 << 20, &out) == -EINVAL, "bad br");
 	CHECK(decode_content("gzip", 4, "", 0, 1 << 20, &out) == -EINVAL, "empty gzip");
 	CHECK(out.len == 4 && !memcmp(out.data, "keep", 4), "output changed on error");
-	json_buf_free(&out);
+	buf_free(&out);
 }
 
 TEST(decode_bomb_stops_at_the_cap)
@@ -107,12 +107,12 @@ TEST(decode_bomb_stops_at_the_cap)
 	memset(zeros, '0', n);
 	for (size_t i = 0; i < 4; i++) {
 		size_t zn = pack(codings[i], zeros, n, z, 1 << 20);
-		struct json_buf out = { 0 };
+		struct buf out = { 0 };
 		CHECK(zn > 0 && zn < n / 100, "%s: pack %zu", codings[i], zn);
 		int rc = decode_content(codings[i], strlen(codings[i]), (char *)z, zn, 1 << 20, &out);
 		CHECK(rc == -E2BIG && out.len == 0, "%s: bomb rc %d len %zu", codings[i], rc, out.len);
 		CHECK(out.cap <= (1 << 20) + 65536, "%s: allocated %zu past the cap", codings[i], out.cap);
-		json_buf_free(&out);
+		buf_free(&out);
 	}
 	free(zeros);
 	free(z);
@@ -120,7 +120,7 @@ TEST(decode_bomb_stops_at_the_cap)
 
 TEST(decode_base64_variants_and_errors)
 {
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	CHECK(decode_base64("aGVsbG8gd29ybGQ=", 16, 100, &out) == 0 && out.len == 11 &&
 	      !memcmp(out.data, "hello world", 11), "padded");
 	out.len = 0;
@@ -132,7 +132,7 @@ TEST(decode_base64_variants_and_errors)
 	CHECK(decode_base64("aGVsbA==bG8", 11, 100, &out) == -EINVAL, "data after padding accepted");
 	CHECK(decode_base64("aGVsb", 5, 100, &out) == -EINVAL, "lone trailing character accepted");
 	CHECK(decode_base64("aGVsbG8gd29ybGQ=", 16, 4, &out) == -E2BIG && out.len == 0, "cap ignored");
-	json_buf_free(&out);
+	buf_free(&out);
 }
 
 TEST(decode_sniff_and_media_types)
@@ -150,7 +150,7 @@ TEST(decode_sniff_and_media_types)
 
 TEST(decode_normalize_folds_and_maps)
 {
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	uint32_t *map = NULL;
 	size_t cap = 0;
 	CHECK(decode_normalize("plain ascii", 11, &out, &map, &cap) == 1, "ASCII must need no change");
@@ -166,7 +166,7 @@ TEST(decode_normalize_folds_and_maps)
 	/* invalid UTF-8 is copied byte for byte */
 	CHECK(decode_normalize("\xff\xe2\x80\x8b", 4, &out, &map, &cap) == 0 && out.len == 1 &&
 	      (unsigned char)out.data[0] == 0xff, "invalid byte not kept");
-	json_buf_free(&out);
+	buf_free(&out);
 	free(map);
 }
 
@@ -200,19 +200,19 @@ TEST(decode_multipart_parser)
 
 TEST(decode_form_pairs)
 {
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	uint32_t *map = NULL;
 	size_t cap = 0;
 	CHECK(decode_form("a%40b+c%2", 9, &out, &map, &cap) == 0 && out.len == 7 && !memcmp(out.data, "a@b c%2", 7),
 	      "decoded %.*s", (int)out.len, out.data);
 	CHECK(map[1] == 1 && map[2] == 4 && map[7] == 9, "map");
-	json_buf_free(&out);
+	buf_free(&out);
 	free(map);
 }
 
 TEST(decode_normalize_soft_line_breaks)
 {
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	uint32_t *map = NULL;
 	size_t cap = 0;
 	const char *t = "k=AKIA2OGYBA\\\nH6TQJ5V3XL and AKIA\\\r\nX";
@@ -224,18 +224,18 @@ TEST(decode_normalize_soft_line_breaks)
 	static const char *const keep[] = { "end of line \\\n next", "\\\nabc", "abc\\\n", "abc\\\n def", "4111\n1111", "a\\b" };
 	for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
 		CHECK(decode_normalize(keep[i], strlen(keep[i]), &out, &map, &cap) == 1, "changed: %s", keep[i]);
-	json_buf_free(&out);
+	buf_free(&out);
 	free(map);
 }
 
 TEST(decode_empty_inputs)
 {
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	uint32_t *map = NULL;
 	size_t cap = 0;
 	CHECK(decode_normalize(NULL, 0, &out, &map, &cap) == 1, "empty text");
 	CHECK(decode_form("", 0, &out, &map, &cap) == 0 && out.len == 0 && map[0] == 0, "empty form pair");
 	CHECK(decode_sniff("", 0) == NULL, "empty sniff");
-	json_buf_free(&out);
+	buf_free(&out);
 	free(map);
 }

@@ -17,7 +17,7 @@ static void setup(void)
 }
 
 /* run in through a restorer split at the given points */
-static int run(const char *in, size_t n, const size_t *cuts, int ncuts, bool json, struct json_buf *out)
+static int run(const char *in, size_t n, const size_t *cuts, int ncuts, bool json, struct buf *out)
 {
 	struct detok *d = detok_new(v, json);
 	size_t pos = 0;
@@ -37,7 +37,7 @@ static int run(const char *in, size_t n, const size_t *cuts, int ncuts, bool jso
 TEST(detok_restores_across_every_split)
 {
 	char in[512], want[512];
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	setup();
 	snprintf(in, sizeof(in), "data: {\"delta\":\"Mail %s, cc %s. [[VGL_x [not a token] [[VGL_EMAIL_zz]] [%s\"}\n\n",
 		 tok_email, tok_email, tok_email);
@@ -51,13 +51,13 @@ TEST(detok_restores_across_every_split)
 			      "split at %zu/%zu: got '%.*s'", a, b, (int)out.len, out.data);
 		}
 	}
-	json_buf_free(&out);
+	buf_free(&out);
 }
 
 TEST(detok_byte_at_a_time)
 {
 	char in[256];
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	setup();
 	snprintf(in, sizeof(in), "x%sy%s", tok_email, tok_email);
 	size_t n = strlen(in), cuts[256];
@@ -65,23 +65,23 @@ TEST(detok_byte_at_a_time)
 		cuts[i] = i;
 	CHECK(run(in, n, cuts, (int)n, false, &out) == 0, "feed failed");
 	CHECK(out.len == 34 && !memcmp(out.data, "xjohn@example.comyjohn@example.com", 34), "got '%.*s'", (int)out.len, out.data);
-	json_buf_free(&out);
+	buf_free(&out);
 }
 
 TEST(detok_json_escapes_restored_values)
 {
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	setup();
 	CHECK(run(tok_quote, strlen(tok_quote), NULL, 0, true, &out) == 0, "feed failed");
 	CHECK(out.len == 7 && !memcmp(out.data, "p\\\"w\\\\d", 7), "json mode must escape: '%.*s'", (int)out.len, out.data);
 	CHECK(run(tok_quote, strlen(tok_quote), NULL, 0, false, &out) == 0, "feed failed");
 	CHECK(out.len == 5 && !memcmp(out.data, "p\"w\\d", 5), "text mode is raw: '%.*s'", (int)out.len, out.data);
-	json_buf_free(&out);
+	buf_free(&out);
 }
 
 TEST(detok_holds_back_only_a_bounded_prefix)
 {
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	struct detok *d;
 	setup();
 	d = detok_new(v, false);
@@ -95,5 +95,5 @@ TEST(detok_holds_back_only_a_bounded_prefix)
 	CHECK(detok_finish(d, &out) == 0 && out.len == 12 + sizeof(longrun), "finish must flush everything");
 	CHECK(detok_restored(d) == 0, "nothing restored");
 	detok_free(d);
-	json_buf_free(&out);
+	buf_free(&out);
 }

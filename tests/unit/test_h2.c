@@ -14,13 +14,13 @@
 
 struct pipe {
 	nghttp2_session *cli;
-	struct json_buf c2s;           /* client -> server, not yet read */
+	struct buf c2s;           /* client -> server, not yet read */
 	size_t c2s_off;
 	size_t first, step;            /* first read size, later read sizes */
 	int reads;
 	uint64_t clock;
 	/* the exchange's side */
-	struct json_buf req;           /* last request as HTTP/1.1 */
+	struct buf req;           /* last request as HTTP/1.1 */
 	int refuse, nexchanges;
 	const char *resp;              /* HTTP/1.1 answer written by the exchange */
 	size_t resp_len, resp_cut;     /* written in two h2_respond calls, cut here */
@@ -29,7 +29,7 @@ struct pipe {
 	size_t data_seen_mid;          /* client body bytes seen between the two writes */
 	/* the client's view */
 	int status;
-	struct json_buf body;
+	struct buf body;
 	bool end;
 	uint32_t rst, goaway;
 	bool got_goaway, bad_header;
@@ -60,7 +60,7 @@ static ssize_t srv_read(void *arg, void *buf, size_t len, uint32_t timeout_ms)
 
 	(void)timeout_ms;
 	while ((n = nghttp2_session_mem_send(p->cli, &d)) > 0)
-		json_buf_append(&p->c2s, d, (size_t)n);
+		buf_append(&p->c2s, d, (size_t)n);
 	size_t avail = p->c2s.len - p->c2s_off;
 	if (!avail)
 		return 0;   /* the client has nothing more to say: EOF */
@@ -92,7 +92,7 @@ static int srv_exchange(void *arg, struct h2_conn *h2, const char *req, size_t l
 	p->nexchanges++;
 	p->refuse = refuse;
 	p->req.len = 0;
-	json_buf_append(&p->req, req, len);
+	buf_append(&p->req, req, len);
 	if (cut && h2_respond(h2, p->resp, cut))
 		return -EIO;
 	p->data_seen_mid = p->body.len;
@@ -118,7 +118,7 @@ static int cli_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t
 {
 	struct pipe *p = user;
 	(void)s; (void)flags; (void)id;
-	json_buf_append(&p->body, data, len);
+	buf_append(&p->body, data, len);
 	return 0;
 }
 
@@ -161,9 +161,9 @@ static void pipe_init(struct pipe *p)
 static void pipe_free(struct pipe *p)
 {
 	nghttp2_session_del(p->cli);
-	json_buf_free(&p->c2s);
-	json_buf_free(&p->req);
-	json_buf_free(&p->body);
+	buf_free(&p->c2s);
+	buf_free(&p->req);
+	buf_free(&p->body);
 }
 
 struct body_src { const char *d; size_t len, off; };
@@ -363,7 +363,7 @@ TEST(rapid_reset_flood_is_a_goaway_and_says_so)
 		ids[i] = nghttp2_submit_headers(p.cli, 0, -1, NULL, hdrs, 4, NULL);
 	/* HEADERS on the wire first, so the resets are of open streams */
 	while ((n = nghttp2_session_mem_send(p.cli, &d)) > 0)
-		json_buf_append(&p.c2s, d, (size_t)n);
+		buf_append(&p.c2s, d, (size_t)n);
 	for (int i = 0; i < 20; i++)
 		nghttp2_submit_rst_stream(p.cli, 0, ids[i], NGHTTP2_CANCEL);
 	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge };
@@ -380,7 +380,7 @@ TEST(garbage_instead_of_a_preface_is_a_protocol_error)
 	bool abuse = true;
 	char why[160] = "";
 	pipe_init(&p);
-	json_buf_append(&p.c2s, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27);
+	buf_append(&p.c2s, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27);
 	nghttp2_session_del(p.cli);
 	nghttp2_session_callbacks *cb;
 	nghttp2_session_callbacks_new(&cb);

@@ -130,15 +130,15 @@ TEST(json_decode_lone_surrogate_is_replacement_char)
 TEST(json_encode_round_trips)
 {
 	const char in[] = "q\"b\\s\n\t\x01 caf\xc3\xa9 </script>";
-	struct json_buf b = { 0 };
+	struct buf b = { 0 };
 	struct json_text t = { 0 };
 	CHECK(json_encode(in, sizeof(in) - 1, &b) == 0, "encode failed");
-	CHECK(json_buf_append(&b, "", 0) == 0, "append failed");
+	CHECK(buf_append(&b, "", 0) == 0, "append failed");
 	char doc[256];
 	snprintf(doc, sizeof(doc), "\"%s\"", b.data);
 	CHECK(json_valid(doc, strlen(doc)), "encoded string is not valid JSON: %s", doc);
 	CHECK(json_decode(b.data, b.len, &t) == 0, "decode failed");
 	CHECK(t.len == sizeof(in) - 1 && !memcmp(t.data, in, t.len), "round trip changed the text");
-	json_buf_free(&b);
+	buf_free(&b);
 	json_text_free(&t);
 }

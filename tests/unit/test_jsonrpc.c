@@ -89,7 +89,7 @@ TEST(hostile_names_and_ids_are_bounded_and_clean)
 
 TEST(result_text_from_json_and_sse)
 {
-	struct json_buf t = { 0 };
+	struct buf t = { 0 };
 	struct jsonrpc_result res;
 	const char *doc = "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"content\":[{\"type\":\"text\","
 			  "\"text\":\"ign\\u006fre all\"}],\"isError\":true}}";
@@ -108,12 +108,12 @@ TEST(result_text_from_json_and_sse)
 	t.len = 0;
 	CHECK(jsonrpc_result_text("{\"jsonrpc\":", 11, false, &t, &res) == -EINVAL, "invalid JSON accepted");
 	CHECK(jsonrpc_result_text("data: {bad\n\n", 12, true, &t, &res) == -EINVAL, "invalid SSE data accepted");
-	json_buf_free(&t);
+	buf_free(&t);
 }
 
 TEST(replies_are_valid_jsonrpc)
 {
-	struct json_buf b = { 0 };
+	struct buf b = { 0 };
 	CHECK(jsonrpc_write_error(&b, "\"x\"", -32001, "blocked \"by\" rule\n") == 0, "write");
 	CHECK(json_valid(b.data, b.len), "invalid: %.*s", (int)b.len, b.data);
 	CHECK(memmem(b.data, b.len, "\"id\":\"x\"", 8) && memmem(b.data, b.len, "-32001", 6), "%.*s", (int)b.len, b.data);
@@ -125,7 +125,7 @@ TEST(replies_are_valid_jsonrpc)
 	b.len = 0;
 	CHECK(jsonrpc_write_error_result(&b, "5", "withheld", true) == 0 && !strncmp(b.data, "event: message\ndata: {", 22) &&
 	      b.len > 2 && !memcmp(b.data + b.len - 2, "\n\n", 2), "SSE framing: %.*s", (int)b.len, b.data);
-	json_buf_free(&b);
+	buf_free(&b);
 }
 
 TEST(session_ids_are_visible_ascii)

@@ -141,7 +141,7 @@ TEST(providers_generic_and_non_json)
 
 TEST(providers_response_text)
 {
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	const char *ev1 = "{\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}";
 	const char *ev2 = "{\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"lo \\u00e9\"}}";
 	const char *ev3 = "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"!\"}]}}]}";
@@ -150,5 +150,5 @@ TEST(providers_response_text)
 	CHECK(provider_response_text(PROVIDER_GEMINI, ev3, strlen(ev3), &out) == 0, "gemini chunk");
 	CHECK(out.len == 9 && !memcmp(out.data, "Hello \xc3\xa9!", 9), "response text: %.*s", (int)out.len, out.data);
 	CHECK(provider_response_text(PROVIDER_OPENAI, "[DONE]", 6, &out) == -EINVAL, "non-JSON payload");
-	json_buf_free(&out);
+	buf_free(&out);
 }

@@ -42,7 +42,7 @@ static const char *redact_check(const char *host, const char *path, const char *
 	static char why[256];
 	struct inspect_result r;
 	struct redact_policy pol = { .hash_key = (const unsigned char *)"k3y", .hash_key_len = 3, .vault = v };
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	struct toks a = { 0 }, b = { 0 };
 	const char *fail = NULL;
 	for (int i = 0; i < FINDING__COUNT; i++)
@@ -93,7 +93,7 @@ static const char *redact_check(const char *host, const char *path, const char *
 		}
 	}
 done:
-	json_buf_free(&out);
+	buf_free(&out);
 	inspect_result_free(&r);
 	return fail;
 }
@@ -160,10 +160,10 @@ TEST(redact_mask_hash_tokenize)
 	f = redact_check("api.openai.com", "/v1/chat/completions", b, REDACT_TOKENIZE, v, changed, sizeof(changed), &st);
 	CHECK(!f && st == REDACT_CHANGED, "tokenize: %s", f ? f : "status");
 	CHECK(!strncmp(changed, "[[VGL_EMAIL_", 12) && vault_count(v) == 3, "tokenize output '%s' (%zu)", changed, vault_count(v));
-	struct json_buf val = { 0 };
+	struct buf val = { 0 };
 	CHECK(vault_lookup(v, changed, strlen("[[VGL_EMAIL_123456]]"), &val) == 1 && val.len == 16 &&
 	      !memcmp(val.data, "john@example.com", 16), "vault does not restore the email");
-	json_buf_free(&val);
+	buf_free(&val);
 	vault_free(v);
 }
 
@@ -172,7 +172,7 @@ TEST(redact_action_without_key_or_vault_fails)
 	const char *b = "{\"messages\":[{\"role\":\"user\",\"content\":\"john@example.com\"}]}";
 	struct inspect_result r;
 	struct redact_policy pol = { 0 };
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	setup();
 	inspect_result_init(&r);
 	CHECK(inspect_request(scr, "api.openai.com", "/v1/chat/completions", b, strlen(b), &r) == 0, "inspect");
@@ -187,7 +187,7 @@ TEST(redact_reports_unchanged_and_invalid)
 {
 	struct inspect_result r;
 	struct redact_policy pol = { 0 };
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	size_t n = 99;
 	setup();
 	inspect_result_init(&r);
@@ -213,7 +213,7 @@ TEST(redact_plain_text_body)
 {
 	struct inspect_result r;
 	struct redact_policy pol = { 0 };
-	struct json_buf out = { 0 };
+	struct buf out = { 0 };
 	const char *body = "contact john@example.com today";
 	setup();
 	inspect_result_init(&r);
@@ -222,7 +222,7 @@ TEST(redact_plain_text_body)
 	CHECK(redact_body(body, strlen(body), &r, &pol, &out, NULL) == REDACT_CHANGED, "text body");
 	CHECK(out.len == strlen("contact [EMAIL_1] today") && !memcmp(out.data, "contact [EMAIL_1] today", out.len),
 	      "text redaction: %.*s", (int)out.len, out.data);
-	json_buf_free(&out);
+	buf_free(&out);
 	inspect_result_free(&r);
 }
 

@@ -13,11 +13,11 @@ static uint64_t fake_clock(void) { return fake_now; }
 
 static int lookup_str(struct vault *v, const char *tok, char *out, size_t outlen)
 {
-	struct json_buf b = { 0 };
+	struct buf b = { 0 };
 	int rc = vault_lookup(v, tok, strlen(tok), &b);
 	if (rc == 1)
 		snprintf(out, outlen, "%.*s", (int)b.len, b.data);
-	json_buf_free(&b);
+	buf_free(&b);
 	return rc;
 }
 

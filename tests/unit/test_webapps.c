@@ -39,10 +39,10 @@ static int parse(const char *host, const char *path, const char *body, struct pr
 /* Model text of one answer document (an SSE data payload) for host. */
 static int answer(const char *host, const char *doc, char *out, size_t cap)
 {
-	struct json_buf b = { 0 };
+	struct buf b = { 0 };
 	int rc = provider_response_text(provider_identify(host, NULL), doc, strlen(doc), &b);
 	snprintf(out, cap, "%.*s", (int)b.len, b.data ? b.data : "");
-	json_buf_free(&b);
+	buf_free(&b);
 	return rc;
 }
 

@@ -1,0 +1,21 @@
+/* buf: the growable byte buffer every module shares. Zero-initialise;
+ * data is NUL-terminated after any successful append (the NUL is not
+ * counted in len); buf_free releases it. */
+#ifndef VIGIL_BUF_H
+#define VIGIL_BUF_H
+
+#include <stddef.h>
+
+struct buf {
+	char *data;
+	size_t len;
+	size_t cap;
+};
+
+/* Room for extra more bytes (and the NUL). Returns 0 or -ENOMEM. */
+int buf_reserve(struct buf *b, size_t extra);
+/* Appends p[0..n). Returns 0 or -ENOMEM (b unchanged). */
+int buf_append(struct buf *b, const void *p, size_t n);
+void buf_free(struct buf *b);
+
+#endif
