@@ -27,7 +27,7 @@
 #include "net/certgen.h"
 #include "net/egress.h"
 #include "proxy/exchange.h"
-#include "proxy/http.h"
+#include "http.h"
 #include "log.h"
 #include "net/loop.h"
 #include "proxy/mcp.h"

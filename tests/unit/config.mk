@@ -1,1 +1,1 @@
-test_config_DEPS := agent/proxy/proxyhead.c agent/proxy/http.c
+test_config_DEPS := agent/proxy/proxyhead.c common/http.c

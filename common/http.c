@@ -18,7 +18,7 @@
  * Every function is stateless apart from struct http_chunked, so a caller
  * re-parses a head from the start when more bytes arrive; the head is
  * bounded by max_head_bytes, which bounds that work. */
-#include "proxy/http.h"
+#include "http.h"
 
 #include <errno.h>
 #include <string.h>

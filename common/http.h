@@ -1,4 +1,5 @@
-/* http: HTTP/1.1 message framing for the intercepting proxy (RFC 9112).
+/* http: HTTP/1.1 message framing (RFC 9112), shared by the intercepting proxy
+ * (agent/proxy) and the collector's API (collector/api.c).
  * Parses request and response heads, decodes chunked bodies incrementally,
  * and writes the head that is forwarded upstream. Pure code: no I/O, no
  * allocation, no logging, one pass over the bytes, never strlen() on
