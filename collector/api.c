@@ -1,8 +1,10 @@
-/* api: a deliberately small HTTP/1.1 server over TLS: one request per
- * connection (Connection: close), request head capped at 16 KiB, bodies
- * ignored (parameters travel in the query string), a 10 s socket timeout,
- * and at most API_MAX_INFLIGHT requests at once. Queries are rendered here,
- * on the server, so that `vigil query` stays a thin client. */
+/* api: a deliberately small HTTP/1.1 server over TLS. Requests are framed by
+ * the project's strict parser (common/http.c, the one the proxy uses):
+ * head capped at 16 KiB and 64 headers (431), Content-Length bodies up to
+ * 64 KiB read and dropped (413 above; chunked 411), a 10 s deadline for the
+ * whole request (408), one request per connection (Connection: close), and
+ * at most API_MAX_INFLIGHT requests at once. Queries are rendered here, on
+ * the server, so that `vigil query` stays a thin client. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -22,11 +24,15 @@
 #include "console.h"
 #include "enroll.h"
 #include "export.h"
+#include "http.h"
 #include "ingest.h"
 #include "jsonw.h"
 #include "log.h"
 
 #define API_MAX_HEAD 16384
+#define API_MAX_HEADERS 64
+#define API_MAX_BODY 65536        /* bodies are read and dropped: no route takes one */
+#define API_HEAD_TIMEOUT_S 10
 #define API_MAX_INFLIGHT 32
 
 /* A configuration as requests see it: SIGHUP swaps api->cur whole, and a
@@ -60,8 +66,10 @@ struct req {
 	SSL *ssl;
 	char method[8];
 	char path[256];
-	char *query;              /* points into head */
-	char head[API_MAX_HEAD + 1];
+	char *query;              /* points into target */
+	char target[2048];
+	char head[API_MAX_HEAD];
+	struct http_request hr;   /* borrows from head */
 	char auth[512];
 	char origin[256];         /* Origin and Host: the CSRF check of state changes */
 	char host[256];
@@ -431,9 +439,7 @@ static void ssl_write_all(SSL *ssl, const char *buf, size_t len)
 
 static void respond(struct req *r, int code, const char *ctype, const char *extra_hdr, const char *body, size_t len)
 {
-	const char *text = code == 200 ? "OK" : code == 400 ? "Bad Request" : code == 401 ? "Unauthorized"
-		: code == 403 ? "Forbidden" : code == 404 ? "Not Found" : code == 405 ? "Method Not Allowed"
-		: code == 409 ? "Conflict" : code == 503 ? "Service Unavailable" : "Internal Server Error";
+	const char *text = http_status_text(code);
 	char head[2048];          /* security headers + an X-Vigil-Next of < 700 */
 	int n = snprintf(head, sizeof(head),
 			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n"
@@ -1274,55 +1280,101 @@ static void route(struct req *r)
 	}
 }
 
-static void head_value(const char *v, char *out, size_t len)
+/* A header's value into out (NUL-terminated, cut to len); 0, or -400 when
+ * the header is repeated: a second Authorization or Origin is ambiguous
+ * (which one would a proxy in front have checked?), so it is refused. */
+static int head_value(const struct http_request *hr, const char *name, char *out, size_t len)
 {
-	while (*v == ' ' || *v == '\t')
-		v++;
-	snprintf(out, len, "%s", v);
+	const struct http_header *h = http_find_header(hr->headers, hr->nheaders, name);
+	if (!h)
+		return 0;
+	if (http_find_header(h + 1, hr->nheaders - (unsigned)(h - hr->headers) - 1, name))
+		return -400;
+	size_t n = h->value_len < len - 1 ? h->value_len : len - 1;
+	memcpy(out, h->value, n);
+	out[n] = 0;
+	return 0;
 }
 
-/* Reads the request head; fills method, path, query, auth, origin, host. */
-static int read_head(struct req *r)
+/* Fills method, path, query and the four headers the routes look at from a
+ * head http_parse_request accepted (which already refused bare LF, obs-fold,
+ * controls, conflicting Content-Length and the like). 0 or -status. */
+static int req_fill(struct req *r, const struct http_request *hr)
 {
-	size_t got = 0;
-	char *end = NULL;
-	while (!(end = strstr(r->head, "\r\n\r\n"))) {
-		if (got >= API_MAX_HEAD)
-			return -E2BIG;
-		int n = SSL_read(r->ssl, r->head + got, (int)(API_MAX_HEAD - got));
-		if (n <= 0)
-			return -EIO;
-		got += (size_t)n;
-		r->head[got] = 0;
-	}
-	*end = 0;
-	char *line_end = strstr(r->head, "\r\n");
-	if (line_end)
-		*line_end = 0;
-	char *sp1 = strchr(r->head, ' '), *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
-	if (!sp1 || !sp2 || (size_t)(sp1 - r->head) >= sizeof(r->method))
-		return -EBADMSG;
-	memcpy(r->method, r->head, (size_t)(sp1 - r->head));
-	*sp2 = 0;
-	char *target = sp1 + 1, *q = strchr(target, '?');
+	if (hr->method_len >= sizeof(r->method))
+		return -501;
+	memcpy(r->method, hr->method, hr->method_len);
+	r->method[hr->method_len] = 0;
+	if (hr->target_len >= sizeof(r->target))
+		return -414;
+	memcpy(r->target, hr->target, hr->target_len);
+	r->target[hr->target_len] = 0;
+	char *q = strchr(r->target, '?');
 	if (q) {
 		*q = 0;
 		r->query = q + 1;
 	}
-	snprintf(r->path, sizeof(r->path), "%s", target);
-	for (char *h = line_end ? line_end + 2 : NULL; h && *h;) {
-		char *e = strstr(h, "\r\n");
-		if (e)
-			*e = 0;
-		if (!strncasecmp(h, "Authorization:", 14))
-			head_value(h + 14, r->auth, sizeof(r->auth));
-		else if (!strncasecmp(h, "Origin:", 7))
-			head_value(h + 7, r->origin, sizeof(r->origin));
-		else if (!strncasecmp(h, "Host:", 5))
-			head_value(h + 5, r->host, sizeof(r->host));
-		else if (!strncasecmp(h, "Sec-Fetch-Site:", 15))
-			head_value(h + 15, r->fetch_site, sizeof(r->fetch_site));
-		h = e ? e + 2 : NULL;
+	if (strlen(r->target) >= sizeof(r->path))
+		return -414;
+	snprintf(r->path, sizeof(r->path), "%s", r->target);
+	if (hr->body == HTTP_BODY_CHUNKED)
+		return -411;            /* parameters travel in the query string */
+	int rc = head_value(hr, "Authorization", r->auth, sizeof(r->auth));
+	if (!rc)
+		rc = head_value(hr, "Origin", r->origin, sizeof(r->origin));
+	if (!rc && hr->host) {
+		size_t n = hr->host_len < sizeof(r->host) - 1 ? hr->host_len : sizeof(r->host) - 1;
+		memcpy(r->host, hr->host, n);
+		r->host[n] = 0;
+	}
+	if (!rc)
+		rc = head_value(hr, "Sec-Fetch-Site", r->fetch_site, sizeof(r->fetch_site));
+	return rc;
+}
+
+static const struct http_limits api_limits = {
+	.max_head_bytes = API_MAX_HEAD,
+	.max_headers = API_MAX_HEADERS,
+	.max_body_bytes = API_MAX_BODY,
+};
+
+/* Reads the request head and its Content-Length body (discarded: the API
+ * takes no body) within API_HEAD_TIMEOUT_S in all, so a client sending one
+ * byte at a time cannot hold a slot for ever. 0 or -status to answer. */
+static int read_request(struct req *r)
+{
+	struct http_request *hr = &r->hr;
+	time_t deadline = time(NULL) + API_HEAD_TIMEOUT_S;
+	size_t got = 0, checked = 0;
+	int rc = 0;
+	for (;;) {
+		if (http_head_may_be_complete(r->head, got, checked) || got >= API_MAX_HEAD) {
+			rc = http_parse_request(r->head, got, &api_limits, hr);
+			if (rc != 0)
+				break;
+		}
+		checked = got;
+		if (time(NULL) > deadline)
+			return -408;
+		int n = SSL_read(r->ssl, r->head + got, (int)(sizeof(r->head) - got));
+		if (n <= 0)
+			return -EIO;
+		got += (size_t)n;
+	}
+	if (rc < 0)
+		return rc;
+	if ((rc = req_fill(r, hr)))
+		return rc;
+	uint64_t body = hr->body == HTTP_BODY_LENGTH ? hr->content_length : 0;
+	uint64_t have = got - hr->head_len;
+	while (have < body) {
+		char sink[4096];
+		if (time(NULL) > deadline)
+			return -408;
+		int n = SSL_read(r->ssl, sink, sizeof(sink));
+		if (n <= 0)
+			return -EIO;
+		have += (uint64_t)n;
 	}
 	return 0;
 }
@@ -1356,6 +1408,21 @@ static void req_done(struct req *r)
 	pthread_mutex_unlock(&a->state);
 }
 
+/* After refusing a request whose bytes may still be arriving (a 431 head,
+ * a 413 body), closing at once would reset the connection and the peer's
+ * kernel would drop our answer unread: send FIN, then swallow what is in
+ * flight for a moment (nginx's lingering close), bounded in time and bytes. */
+static void linger_close(int fd)
+{
+	struct timeval tv = { .tv_sec = 0, .tv_usec = 500000 };
+	char sink[4096];
+	size_t total = 0;
+	shutdown(fd, SHUT_WR);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	for (ssize_t n; total < (1u << 20) && (n = recv(fd, sink, sizeof(sink), 0)) > 0;)
+		total += (size_t)n;
+}
+
 static void *serve(void *arg)
 {
 	struct req *r = arg;
@@ -1368,14 +1435,14 @@ static void *serve(void *arg)
 	SSL_set_fd(r->ssl, r->fd);
 	if (SSL_accept(r->ssl) != 1)
 		goto out;
-	int rc = read_head(r);
-	if (rc == -E2BIG)
-		respond_err(r, 400, "request head too large");
-	else if (rc == -EBADMSG)
-		respond_err(r, 400, "malformed request");
-	else if (rc == 0)
+	int rc = read_request(r);
+	if (rc == 0)
 		route(r);
+	else if (rc != -EIO)
+		respond_err(r, -rc, http_status_text(-rc));
 	SSL_shutdown(r->ssl);
+	if (rc && rc != -EIO)
+		linger_close(r->fd);
 out:
 	ERR_clear_error();
 	OPENSSL_cleanse(r->auth, sizeof(r->auth));

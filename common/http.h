@@ -160,4 +160,7 @@ bool http_chunked_done(const struct http_chunked *c);
 ssize_t http_format_request_head(const struct http_request *req, char *out, size_t outlen,
 				 uint64_t new_len);
 
+/* The reason phrase of an HTTP status (RFC 9110 15), "Error" if unknown. */
+const char *http_status_text(int status);
+
 #endif

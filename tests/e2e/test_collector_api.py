@@ -1,0 +1,208 @@
+"""End-to-end: the collector's API plays against hostile HTTP clients.
+
+The real vigil-collector, raw TLS sockets. The API parses requests with
+the project's HTTP/1.1 parser (common/http.c): every malformed or oversized
+request gets the right 4xx and closes that connection only; a client that
+sends its head one byte at a time, or not at all, holds nothing that other
+clients need.
+
+Listens on 127.87.0.0/16 only.
+"""
+import socket
+import ssl
+import tempfile
+import threading
+import time
+
+import lib
+from lib import check, test
+from collector_tools import ANALYST_T, Collector
+
+HOST = "127.87.0.1"
+TMP = tempfile.mkdtemp(prefix="vigil-colapi-")
+COL = None
+IDLE_CLIENTS = 10
+
+
+def col():
+    global COL
+    if COL is None:
+        COL = Collector(TMP, host=HOST, name="api")
+        COL.start()
+    return COL
+
+
+def tls(c, timeout=10):
+    ctx = ssl.create_default_context(cafile=c.ca)
+    raw = socket.create_connection((c.host, c.api_port), timeout)
+    return ctx.wrap_socket(raw, server_hostname=c.host)
+
+
+def read_all(s):
+    out = b""
+    while True:
+        try:
+            b = s.recv(65536)
+        except (ssl.SSLError, OSError):
+            break
+        if not b:
+            break
+        out += b
+    return out
+
+
+def exchange(raw):
+    """Sends raw bytes on a new connection, returns everything the server
+    sent before it closed."""
+    c = col()
+    s = tls(c)
+    try:
+        s.sendall(raw)
+    except OSError:
+        pass            # refused mid-send: the answer is still to be read
+    resp = read_all(s)
+    s.close()
+    return resp
+
+
+def status(resp):
+    try:
+        return int(resp.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+def still_serves():
+    code, body = col().http("GET", "/api/v1/whoami", ANALYST_T)
+    check(code == 200 and "soc-analyst" in body, "a normal request after the attack: %d %s" % (code, body[:200]))
+
+
+GOOD = "GET /api/v1/whoami HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nConnection: close\r\n" % ANALYST_T
+
+
+@test
+def api_well_formed_request_answered():
+    resp = exchange((GOOD + "\r\n").encode())
+    check(status(resp) == 200 and b"soc-analyst" in resp, "plain request: %r" % resp[:300])
+
+
+@test
+def api_oversized_head_431():
+    resp = exchange((GOOD + "X-Pad: %s\r\n\r\n" % ("a" * 20000)).encode())
+    check(status(resp) == 431, "20 kB header: %r" % resp[:200])
+    resp = exchange((GOOD + "".join("X-H%d: v\r\n" % i for i in range(100)) + "\r\n").encode())
+    check(status(resp) == 431, "100 headers: %r" % resp[:200])
+    still_serves()
+
+
+@test
+def api_obs_fold_and_bare_lf_400():
+    resp = exchange((GOOD + "X-Folded: a\r\n b\r\n\r\n").encode())
+    check(status(resp) == 400, "obs-fold: %r" % resp[:200])
+    resp = exchange(GOOD.replace("\r\n", "\n").encode() + b"\n")
+    check(status(resp) == 400, "bare LF line ends: %r" % resp[:200])
+    resp = exchange((GOOD + "X-Nul: a\x00b\r\n\r\n").encode())
+    check(status(resp) == 400, "NUL in a header: %r" % resp[:200])
+    resp = exchange((GOOD + "Bad Name: v\r\n\r\n").encode())
+    check(status(resp) == 400, "space in a field name: %r" % resp[:200])
+    still_serves()
+
+
+@test
+def api_duplicate_content_length_and_auth_400():
+    resp = exchange((GOOD + "Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!").encode())
+    check(status(resp) == 400, "two different Content-Length: %r" % resp[:200])
+    resp = exchange((GOOD + "Content-Length: 5, 5\r\n\r\nhello").encode())
+    check(status(resp) == 400, "a Content-Length list: %r" % resp[:200])
+    resp = exchange((GOOD + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").encode())
+    check(status(resp) == 400, "Content-Length with Transfer-Encoding: %r" % resp[:200])
+    resp = exchange((GOOD + "Authorization: Bearer nope\r\n\r\n").encode())
+    check(status(resp) == 400, "two Authorization headers: %r" % resp[:200])
+    resp = exchange((GOOD + "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n").encode())
+    check(status(resp) == 411, "chunked body: %r" % resp[:200])
+    still_serves()
+
+
+@test
+def api_limits_version_and_target():
+    resp = exchange((GOOD + "Content-Length: 100000000\r\n\r\n").encode())
+    check(status(resp) == 413, "a 100 MB body declared: %r" % resp[:200])
+    resp = exchange(GOOD.replace("HTTP/1.1", "HTTP/2.0").encode() + b"\r\n")
+    check(status(resp) == 505, "HTTP/2.0 in the request line: %r" % resp[:200])
+    resp = exchange(GOOD.replace("/api/v1/whoami", "/api/v1/whoami?" + "a" * 3000).encode() + b"\r\n")
+    check(status(resp) == 414, "3 kB target: %r" % resp[:200])
+    resp = exchange(GOOD.replace("/api/v1/whoami", "http://x/api/v1/whoami").encode() + b"\r\n")
+    check(status(resp) == 400, "absolute-form target: %r" % resp[:200])
+    still_serves()
+
+
+@test
+def api_body_longer_than_declared():
+    """A POST declaring 5 bytes followed by a smuggled second request in the
+    same write: the declared body is consumed, the first request answered,
+    and the bytes after it never run as a request of their own."""
+    smuggled = GOOD.replace("Connection: close\r\n", "") + "\r\n"
+    req = ("POST /api/v1/nothing HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello" + smuggled).encode()
+    resp = exchange(req)
+    check(resp.count(b"HTTP/1.1 ") == 1 and status(resp) == 404, "declared request: %r" % resp[:400])
+    check(b"soc-analyst" not in resp, "the bytes after the body ran as a request: %r" % resp[:600])
+    # A body shorter than declared: the server waits for the rest, then answers.
+    c = col()
+    s = tls(c)
+    s.sendall(b"POST /api/v1/nothing HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    s.settimeout(1)
+    try:
+        early = s.recv(100)
+    except (socket.timeout, ssl.SSLError, OSError):
+        early = b""
+    check(early == b"", "answered before the declared body arrived: %r" % early)
+    s.settimeout(10)
+    s.sendall(b"defghij")
+    resp = read_all(s)
+    s.close()
+    check(status(resp) == 404, "after the rest of the body: %r" % resp[:200])
+
+
+@test
+def api_slowloris_does_not_block_others():
+    """Clients that send a head a byte at a time, or open TLS and say
+    nothing: others are answered at once, and the slow ones are dropped
+    (408) after the head timeout instead of held for ever."""
+    c = col()
+    idle = [tls(c, timeout=30) for _ in range(IDLE_CLIENTS)]
+    slow = tls(c, timeout=30)
+    stop = threading.Event()
+    head = ("GET /api/v1/whoami HTTP/1.1\r\nHost: x\r\nX-Slow: " + "a" * 200).encode()
+
+    def drip():
+        for b in head:
+            if stop.is_set():
+                return
+            try:
+                slow.send(bytes([b]))
+            except OSError:
+                return
+            time.sleep(0.05)
+    t = threading.Thread(target=drip, daemon=True)
+    t.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    still_serves()
+    took = time.monotonic() - t0
+    check(took < 3, "a normal request took %.1f s next to %d slow clients" % (took, IDLE_CLIENTS + 1))
+    # The slow client's head never completes within the timeout: 408 and closed.
+    resp = read_all(slow)
+    stop.set()
+    check(status(resp) == 408 or resp == b"", "slow head: %r" % resp[:200])
+    check(time.monotonic() - t0 < 20, "slow client held for %.1f s" % (time.monotonic() - t0))
+    for s in idle:
+        s.settimeout(15)
+        r = read_all(s)
+        check(r == b"" or status(r) == 408, "idle client got %r" % r[:200])
+        s.close()
+    slow.close()
+    still_serves()
+
+
+if __name__ == "__main__":
+    lib.main()
