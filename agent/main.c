@@ -28,7 +28,7 @@
 #include "kernel/dnsmsg.h"
 #include "net/egress.h"
 #include "log.h"
-#include "net/loop.h"
+#include "loop.h"
 #include "metrics.h"
 #include "net/netns.h"
 #include "osutil.h"

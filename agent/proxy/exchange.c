@@ -32,7 +32,7 @@
 #include "content/detok.h"
 #include "proxy/exchange.h"
 #include "jsonw.h"
-#include "net/loop.h"
+#include "loop.h"
 #include "policy/justify.h"
 #include "proxy/mcp.h"
 #include "content/toolcall.h"

@@ -29,7 +29,7 @@
 #include "proxy/exchange.h"
 #include "http.h"
 #include "log.h"
-#include "net/loop.h"
+#include "loop.h"
 #include "proxy/mcp.h"
 #include "metrics.h"
 #include "audit/reason.h"

@@ -1,5 +1,5 @@
-/* loop: the agent's epoll event loop. Watches and timers are embedded in
- * their owners (no allocation per registration). Timers sit in a binary
+/* loop: the epoll event loop of the agent and the collector. Watches and
+ * timers are embedded in their owners (no allocation per registration). Timers sit in a binary
  * heap: the loop sleeps until the earliest one is due, so an idle agent
  * does not wake for nothing and no tick scans every connection. One thread
  * runs the loop; other threads talk to it only through fds. */

@@ -8,7 +8,7 @@
 #include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
-#include "net/loop.h"
+#include "loop.h"
 
 struct loop {
 	int epfd;
