@@ -70,6 +70,7 @@ struct api {
 	pthread_mutex_t state;    /* guards cur and refs (api_reload runs on another thread) */
 	struct confref *cur;
 	struct loop *loop;
+	bool own_loop;            /* no shared loop given: a thread of its own runs it */
 	pthread_t thr;
 	struct workers *workers;
 	struct loop_watch lw;     /* the listening socket */
@@ -1767,7 +1768,9 @@ int api_start(const struct api_opts *o, struct api **out, char *err, size_t errl
 	pthread_mutex_init(&a->state, NULL);
 	a->cur = calloc(1, sizeof(*a->cur));
 	a->store_url = strdup(o->store_url);
-	if (!a->cur || !a->store_url || !(a->loop = loop_new())) {
+	a->loop = o->loop;
+	a->own_loop = !o->loop;
+	if (!a->cur || !a->store_url || (a->own_loop && !(a->loop = loop_new()))) {
 		rc = -ENOMEM;
 		goto err;
 	}
@@ -1788,7 +1791,7 @@ int api_start(const struct api_opts *o, struct api **out, char *err, size_t errl
 		snprintf(err, errlen, "api: event loop: %s", strerror(-rc));
 		goto err;
 	}
-	if ((rc = -pthread_create(&a->thr, NULL, api_thread, a))) {
+	if (a->own_loop && (rc = -pthread_create(&a->thr, NULL, api_thread, a))) {
 		snprintf(err, errlen, "api thread: %s", strerror(-rc));
 		goto err;
 	}
@@ -1796,11 +1799,18 @@ int api_start(const struct api_opts *o, struct api **out, char *err, size_t errl
 	return 0;
 err:
 	workers_free(a->workers);
-	if (a->lw.fd >= 0)
+	if (a->lw.fd >= 0) {
+		if (a->loop)
+			loop_del(a->loop, &a->lw);
 		close(a->lw.fd);
-	if (a->stopw.fd >= 0)
+	}
+	if (a->stopw.fd >= 0) {
+		if (a->loop)
+			loop_del(a->loop, &a->stopw);
 		close(a->stopw.fd);
-	loop_free(a->loop);
+	}
+	if (a->own_loop)
+		loop_free(a->loop);
 	store_close(a->store);
 	free(a->cur);
 	free(a->store_url);
@@ -1838,12 +1848,16 @@ void api_stop(struct api *a)
 	uint64_t one = 1;
 	if (write(a->stopw.fd, &one, sizeof(one)) != sizeof(one))
 		log_err("api: stop: %s", strerror(errno));
-	pthread_join(a->thr, NULL);
+	if (a->own_loop)
+		pthread_join(a->thr, NULL);
+	else if (loop_run(a->loop))       /* on_stop comes first, then the last connection stops it */
+		log_err("api: stop: event loop failed");
 	workers_free(a->workers);          /* nothing queued or running by now */
 	close(a->lw.fd);
 	loop_del(a->loop, &a->stopw);
 	close(a->stopw.fd);
-	loop_free(a->loop);
+	if (a->own_loop)
+		loop_free(a->loop);
 	store_close(a->store);
 	confref_drop(a->cur);
 	free(a->store_url);

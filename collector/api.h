@@ -35,18 +35,24 @@
 #include "colconf.h"
 #include "store.h"
 
+struct loop;
+
 struct api_opts {
 	const char *listen;
 	SSL_CTX *ctx;                 /* borrowed, server-only TLS */
 	const char *store_url;        /* the API opens its own handle */
 	const struct colconf *conf;   /* borrowed: tokens, CA paths, cert_days */
+	struct loop *loop;            /* optional, borrowed: the collector's one event loop,
+	                               * run by the caller (NULL: the API runs its own thread) */
 };
 
 struct api;
 int api_start(const struct api_opts *o, struct api **out, char *err, size_t errlen);
 /* Stops accepting and closes idle connections; requests being read or
  * answered finish (bounded by their deadlines), queued ones are answered
- * 503; then the workers end, and only then does the store close. */
+ * 503; then the workers end, and only then does the store close. With a
+ * shared loop: call it on the loop's thread once loop_run returned (it
+ * runs the loop again until the API's connections are gone). */
 void api_stop(struct api *a);
 /* Swaps in a reloaded configuration (takes ownership of c): new requests
  * see its tokens at once, requests in flight finish under the old one. */

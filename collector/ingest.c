@@ -33,6 +33,7 @@
 #include "export.h"
 #include "ingest.h"
 #include "log.h"
+#include "loop.h"
 #include "pki.h"
 
 #define HANDSHAKE_TIMEOUT_S 10
@@ -41,7 +42,11 @@
 
 enum cstate { C_HANDSHAKE, C_HELLO, C_BATCH, C_CLOSING };
 
+struct ingest;
+
 struct conn {
+	struct loop_watch w;       /* w.fd == fd */
+	struct ingest *g;
 	int fd;
 	SSL *ssl;
 	enum cstate st;
@@ -57,6 +62,7 @@ struct conn {
 	time_t last;
 	bool busy;                 /* a batch of this connection is with the writer */
 	bool dead;                 /* freed as soon as the writer hands it back */
+	bool busy_unwatched;       /* off the loop while the writer has its batch */
 	struct conn *next, *prev;
 };
 
@@ -75,7 +81,12 @@ struct job {
 #define GROUP_MAX 64
 
 struct ingest {
-	int lfd, epfd, port;
+	int lfd, port;
+	struct loop *loop;
+	bool own_loop;             /* no shared loop given (tests, the bench) */
+	struct loop_watch lw, ew;  /* the listening socket, the writer's eventfd */
+	struct loop_timer tick;    /* once a second: stalled connections, retention, *stop */
+	volatile sig_atomic_t *stop;
 	SSL_CTX *ctx;
 	struct store *store;
 	struct forward *fwd;
@@ -231,10 +242,14 @@ static void *writer(void *arg)
 	}
 }
 
+static void on_listen(struct loop_watch *w, uint32_t events);
+static void on_writer_done(struct loop_watch *w, uint32_t events);
+static void on_tick(struct loop_timer *t, uint64_t now_ms);
+static void on_conn_io(struct loop_watch *w, uint32_t events);
+
 int ingest_new(const struct ingest_opts *o, struct ingest **out, char *err, size_t errlen)
 {
 	struct ingest *g = calloc(1, sizeof(*g));
-	struct epoll_event ev = { .events = EPOLLIN };
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	*out = NULL;
@@ -246,10 +261,19 @@ int ingest_new(const struct ingest_opts *o, struct ingest **out, char *err, size
 	g->max_conns = o->max_conns ? o->max_conns : 1024;
 	g->retain_days = o->retain_days;
 	snprintf(g->host, sizeof(g->host), "%s", o->host ? o->host : "collector");
-	g->epfd = -1;
 	g->efd = -1;
+	g->loop = o->loop;
+	if (!g->loop) {
+		g->own_loop = true;
+		if (!(g->loop = loop_new())) {
+			free(g);
+			return -ENOMEM;
+		}
+	}
 	if ((g->lfd = ingest_listen(o->listen, 256, err, errlen)) < 0) {
 		int rc = g->lfd;
+		if (g->own_loop)
+			loop_free(g->loop);
 		free(g);
 		return rc;
 	}
@@ -257,15 +281,15 @@ int ingest_new(const struct ingest_opts *o, struct ingest **out, char *err, size
 	if (getsockname(g->lfd, (struct sockaddr *)&ss, &sl) == 0)
 		g->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
 							 : ((struct sockaddr_in *)&ss)->sin_port);
-	g->epfd = epoll_create1(EPOLL_CLOEXEC);
 	g->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	pthread_mutex_init(&g->qlock, NULL);
 	pthread_cond_init(&g->qcond, NULL);
-	ev.data.ptr = NULL;
-	struct epoll_event eev = { .events = EPOLLIN, .data.ptr = &g->efd };
-	if (g->epfd < 0 || g->efd < 0 || epoll_ctl(g->epfd, EPOLL_CTL_ADD, g->lfd, &ev) ||
-	    epoll_ctl(g->epfd, EPOLL_CTL_ADD, g->efd, &eev)) {
-		snprintf(err, errlen, "epoll: %s", strerror(errno));
+	g->lw = (struct loop_watch){ .fd = g->lfd, .fn = on_listen };
+	g->ew = (struct loop_watch){ .fd = g->efd, .fn = on_writer_done };
+	g->tick.fn = on_tick;
+	int erc = g->efd < 0 ? -errno : loop_add(g->loop, &g->lw, EPOLLIN);
+	if (erc || (erc = loop_add(g->loop, &g->ew, EPOLLIN))) {
+		snprintf(err, errlen, "event loop: %s", strerror(-erc));
 		ingest_free(g);
 		return -EIO;
 	}
@@ -305,7 +329,8 @@ static void conn_free(struct ingest *g, struct conn *c)
 		ERR_clear_error();
 		SSL_free(c->ssl);
 	}
-	epoll_ctl(g->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	if (!c->busy_unwatched)
+		loop_del(g->loop, &c->w);
 	close(c->fd);
 	free(c->buf);
 	free(c->wbuf);
@@ -334,12 +359,17 @@ void ingest_free(struct ingest *g)
 	while (g->conns)
 		conn_free(g, g->conns);
 	store_close(g->wstore);
-	if (g->efd >= 0)
+	loop_timer_cancel(g->loop, &g->tick);
+	if (g->efd >= 0) {
+		loop_del(g->loop, &g->ew);
 		close(g->efd);
-	if (g->lfd >= 0)
+	}
+	if (g->lfd >= 0) {
+		loop_del(g->loop, &g->lw);
 		close(g->lfd);
-	if (g->epfd >= 0)
-		close(g->epfd);
+	}
+	if (g->own_loop)
+		loop_free(g->loop);
 	free(g);
 }
 
@@ -368,8 +398,7 @@ static void record_reject(struct ingest *g, struct conn *c, enum reject_reason r
 
 static void arm(struct ingest *g, struct conn *c, bool want_write)
 {
-	struct epoll_event ev = { .events = EPOLLIN | (want_write ? EPOLLOUT : 0), .data.ptr = c };
-	epoll_ctl(g->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+	loop_mod(g->loop, &c->w, EPOLLIN | (want_write ? EPOLLOUT : 0));
 }
 
 /* Flushes pending output. 0 done, 1 would block, <0 dead. */
@@ -529,7 +558,8 @@ static void handle_batch(struct ingest *g, struct conn *c)
 	};
 	/* Stop reading this agent until its batch is committed and acked. */
 	c->busy = true;
-	epoll_ctl(g->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	c->busy_unwatched = true;
+	loop_del(g->loop, &c->w);
 	pthread_mutex_lock(&g->qlock);
 	if (g->q_tail)
 		g->q_tail->next = j;
@@ -577,8 +607,8 @@ static void job_done(struct ingest *g, struct job *j)
 			  (unsigned long long)b->first_seq, (unsigned long long)b->last_seq, j->res.inserted, j->res.dups);
 	}
 	job_free(j);
-	struct epoll_event ev = { .events = EPOLLIN | (c->wlen ? EPOLLOUT : 0), .data.ptr = c };
-	epoll_ctl(g->epfd, EPOLL_CTL_ADD, c->fd, &ev);
+	c->busy_unwatched = false;
+	loop_add(g->loop, &c->w, EPOLLIN | (c->wlen ? EPOLLOUT : 0));
 	/* TLS may already hold the next frame in its buffer: epoll would not
 	 * say so. */
 	if (on_readable(g, c) < 0 || (c->st == C_CLOSING && !c->wlen))
@@ -740,6 +770,8 @@ static void accept_all(struct ingest *g)
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		c->fd = fd;
+		c->g = g;
+		c->w = (struct loop_watch){ .fd = fd, .fn = on_conn_io };
 		c->last = time(NULL);
 		SSL_set_fd(c->ssl, fd);
 		char ip[INET6_ADDRSTRLEN] = "?";
@@ -754,8 +786,7 @@ static void accept_all(struct ingest *g)
 		g->conns = c;
 		g->nconns++;
 		cmetrics_conn(1);
-		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
-		epoll_ctl(g->epfd, EPOLL_CTL_ADD, fd, &ev);
+		loop_add(g->loop, &c->w, EPOLLIN);
 		if (on_readable(g, c) < 0)
 			conn_free(g, c);
 	}
@@ -789,35 +820,53 @@ static void sweep(struct ingest *g)
 	}
 }
 
+/* One event of an agent connection. A connection is freed here, inside the
+ * dispatch (loop.h warns against that): safe because epoll names each fd
+ * at most once per batch, and a connection whose batch is with the writer
+ * is off the loop, so no later event of the batch can name a freed one. */
+static void on_conn_io(struct loop_watch *w, uint32_t events)
+{
+	struct conn *c = (struct conn *)((char *)w - offsetof(struct conn, w));
+	struct ingest *g = c->g;
+	if (c->busy || c->dead)
+		return;
+	int rc = 0;
+	if ((events & EPOLLOUT) && c->wlen && c->st != C_HANDSHAKE)
+		rc = flush_out(g, c) < 0 ? -EIO : 0;
+	if (!rc && (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLOUT)))
+		rc = on_readable(g, c);
+	if (rc < 0 || (c->st == C_CLOSING && !c->wlen))
+		conn_free(g, c);
+}
+
+static void on_listen(struct loop_watch *w, uint32_t events)
+{
+	accept_all((struct ingest *)((char *)w - offsetof(struct ingest, lw)));
+}
+
+static void on_writer_done(struct loop_watch *w, uint32_t events)
+{
+	drain_done((struct ingest *)((char *)w - offsetof(struct ingest, ew)));
+}
+
+static void on_tick(struct loop_timer *t, uint64_t now_ms)
+{
+	struct ingest *g = (struct ingest *)((char *)t - offsetof(struct ingest, tick));
+	if (g->stop && *g->stop) {
+		loop_stop(g->loop);
+		return;
+	}
+	sweep(g);
+	loop_timer_set(g->loop, &g->tick, now_ms + 1000);
+}
+
 int ingest_run(struct ingest *g, volatile sig_atomic_t *stop)
 {
-	struct epoll_event evs[64];
+	g->stop = stop;
 	sweep(g);
-	while (!*stop) {
-		int n = epoll_wait(g->epfd, evs, 64, 1000);
-		if (n < 0 && errno != EINTR)
-			return -errno;
-		for (int i = 0; i < n; i++) {
-			struct conn *c = evs[i].data.ptr;
-			if (!c) {
-				accept_all(g);
-				continue;
-			}
-			if ((void *)c == (void *)&g->efd) {
-				drain_done(g);
-				continue;
-			}
-			if (c->busy || c->dead)
-				continue;
-			int rc = 0;
-			if ((evs[i].events & EPOLLOUT) && c->wlen && c->st != C_HANDSHAKE)
-				rc = flush_out(g, c) < 0 ? -EIO : 0;
-			if (!rc && (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLOUT)))
-				rc = on_readable(g, c);
-			if (rc < 0 || (c->st == C_CLOSING && !c->wlen))
-				conn_free(g, c);
-		}
-		sweep(g);
-	}
-	return 0;
+	int rc = loop_timer_set(g->loop, &g->tick, loop_now_ms() + 1000);
+	if (!rc)
+		rc = loop_run(g->loop);
+	loop_timer_cancel(g->loop, &g->tick);
+	return rc;
 }

@@ -179,5 +179,6 @@ int loop_run(struct loop *l)
 		}
 		run_timers(l);
 	}
+	l->stop = false;   /* a later loop_run runs again (the collector winds its API down that way) */
 	return 0;
 }
