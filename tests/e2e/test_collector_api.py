@@ -307,5 +307,17 @@ def api_stop_closes_idle_and_answers_in_flight():
     check(c.proc.wait(15) == 0, "exit status: %s" % c.tail())
 
 
+@test
+def api_collector_exits_clean_after_the_attacks():
+    """After every attack above: SIGTERM, exit 0, no error and no sanitizer
+    report (under SAN=1: no leak of a refused or timed-out connection)."""
+    c = col()
+    c.proc.send_signal(signal.SIGTERM)
+    rc = c.proc.wait(20)
+    tail = c.tail(80)
+    check(rc == 0, "exit status %d: %s" % (rc, tail))
+    check("Sanitizer" not in tail and "runtime error" not in tail and "ERROR" not in tail, tail)
+
+
 if __name__ == "__main__":
     lib.main()
