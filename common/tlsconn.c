@@ -72,6 +72,7 @@ static void on_io(struct loop_watch *w, uint32_t events)
 				rearm(c);
 				return;
 			}
+			c->ssl_err = ERR_peek_last_error();
 			ERR_clear_error();
 			c->on_event(c, TLSCONN_CLOSED);
 			return;
@@ -143,15 +144,34 @@ ssize_t tlsconn_read(struct tlsconn *c, void *buf, size_t len)
 		c->read_wants_write = true;
 		return 0;
 	}
+	c->ssl_err = e == SSL_ERROR_ZERO_RETURN ? 0 : ERR_peek_last_error();
 	ERR_clear_error();
 	return -EPIPE;
 }
 
 int tlsconn_write(struct tlsconn *c, char *buf, size_t len)
 {
-	if (c->closed || c->out) {
+	if (c->closed) {
 		free(buf);
 		return -EPIPE;
+	}
+	if (c->out) {
+		/* still sending earlier output: append after what is left */
+		size_t left = c->out_len - c->out_off;
+		char *nb = malloc(left + len);
+		if (!nb) {
+			free(buf);
+			return -ENOMEM;
+		}
+		memcpy(nb, c->out + c->out_off, left);
+		memcpy(nb + left, buf, len);
+		free(c->out);
+		free(buf);
+		c->out = nb;
+		c->out_len = left + len;
+		c->out_off = 0;
+		rearm(c);
+		return 0;
 	}
 	c->out = buf;
 	c->out_len = len;

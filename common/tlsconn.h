@@ -31,6 +31,7 @@ struct tlsconn {
 	char *out;                      /* pending output (owned) */
 	size_t out_len, out_off;
 	uint32_t armed;                 /* epoll interest now */
+	unsigned long ssl_err;          /* OpenSSL's reason for the last failure, 0: clean close */
 	bool handshaken, reading, read_wants_write, write_wants_read, closed;
 };
 
@@ -40,8 +41,9 @@ int tlsconn_accept(struct tlsconn *c, struct loop *l, SSL_CTX *ctx, int fd,
 /* > 0 bytes read, 0 nothing more now (the loop will call back), -EPIPE
  * when the peer closed or TLS failed. */
 ssize_t tlsconn_read(struct tlsconn *c, void *buf, size_t len);
-/* Queues buf (takes ownership of the malloc'ed block) and starts sending;
- * TLSCONN_WRITTEN follows when it is all out. One block at a time. */
+/* Queues buf (takes ownership of the malloc'ed block; appended to output
+ * still pending) and starts sending; TLSCONN_WRITTEN follows when all is
+ * out, possibly before this returns. */
 int tlsconn_write(struct tlsconn *c, char *buf, size_t len);
 /* Whether the loop should tell the owner about input (backpressure: off
  * while a request is being answered). */
