@@ -119,6 +119,9 @@ int tlsconn_accept(struct tlsconn *c, struct loop *l, SSL_CTX *ctx, int fd,
 		return -ENOMEM;
 	}
 	SSL_set_accept_state(c->ssl);
+	/* An idle connection (keep-alive, an agent between batches) keeps no
+	 * read/write buffers: about 30 KB less each, allocated again on use. */
+	SSL_set_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
 	c->armed = EPOLLIN | EPOLLRDHUP;
 	int rc = loop_add(l, &c->w, EPOLLIN | EPOLLRDHUP);
 	if (rc) {
