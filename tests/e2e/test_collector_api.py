@@ -308,6 +308,34 @@ def api_stop_closes_idle_and_answers_in_flight():
 
 
 @test
+def api_stop_waits_for_a_query_on_a_worker():
+    """SIGTERM while a verify (seconds of work on a worker thread) runs: the
+    collector answers it in full before the store closes, then exits 0."""
+    from test_collector_ops import fill_store
+    c = Collector(TMP, host="127.87.0.4", name="stopq")
+    c.start()
+    c.stop()
+    fill_store(c.db, 300000)
+    c.start()
+    res = {}
+
+    def verify():
+        t0 = time.monotonic()
+        res["v"] = c.http("GET", "/api/v1/verify", ANALYST_T) + (time.monotonic() - t0,)
+    t = threading.Thread(target=verify)
+    t.start()
+    time.sleep(0.5)
+    c.proc.send_signal(signal.SIGTERM)
+    t.join(120)
+    code, body, took = res["v"]
+    check(code == 200 and "BROKEN" in body, "verify across the stop: %d %s" % (code, body[-300:]))
+    check(took > 0.7, "verify finished in %.2f s, before the stop could overlap it" % took)
+    rc = c.proc.wait(30)
+    tail = c.tail(40)
+    check(rc == 0 and "Sanitizer" not in tail and "ERROR" not in tail, "exit %d: %s" % (rc, tail))
+
+
+@test
 def api_collector_exits_clean_after_the_attacks():
     """After every attack above: SIGTERM, exit 0, no error and no sanitizer
     report (under SAN=1: no leak of a refused or timed-out connection)."""
