@@ -22,8 +22,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 import lib  # noqa: E402
-from collector_tools import ANALYST_T, Collector  # noqa: E402
-from test_collector_ops import fill_store  # noqa: E402
+from collector_tools import ANALYST_T, Collector, fill_store  # noqa: E402
 
 HOST = "127.87.0.2"
 ROOT = os.path.join(HERE, "..", "..")

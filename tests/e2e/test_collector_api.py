@@ -17,7 +17,7 @@ import time
 
 import lib
 from lib import check, test
-from collector_tools import ANALYST_T, Collector
+from collector_tools import ANALYST_T, Collector, fill_store
 
 HOST = "127.87.0.1"
 TMP = tempfile.mkdtemp(prefix="vigil-colapi-")
@@ -311,7 +311,6 @@ def api_stop_closes_idle_and_answers_in_flight():
 def api_stop_waits_for_a_query_on_a_worker():
     """SIGTERM while a verify (seconds of work on a worker thread) runs: the
     collector answers it in full before the store closes, then exits 0."""
-    from test_collector_ops import fill_store
     c = Collector(TMP, host="127.87.0.4", name="stopq")
     c.start()
     c.stop()
