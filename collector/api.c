@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -77,7 +78,7 @@ struct api {
 	struct loop_timer accept_retry;  /* out of fds: accepting paused a moment */
 	struct loop_watch stopw;  /* eventfd: api_stop asks the loop thread to wind down */
 	bool stopping;
-	unsigned nconns;
+	unsigned nconns, max_conns;
 	struct aconn *conns;
 };
 
@@ -1698,7 +1699,7 @@ static void on_listen(struct loop_watch *w, uint32_t events)
 			}
 			return;
 		}
-		struct aconn *c = a->nconns < API_MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
+		struct aconn *c = a->nconns < a->max_conns ? calloc(1, sizeof(*c)) : NULL;
 		if (!c) {
 			close(fd);
 			continue;
@@ -1761,6 +1762,13 @@ int api_start(const struct api_opts *o, struct api **out, char *err, size_t errl
 		return -ENOMEM;
 	a->ctx = o->ctx;
 	a->lw.fd = a->stopw.fd = -1;
+	/* Clients of the API share the process's descriptors with the agents
+	 * and the store: they may hold at most half of them, so a flood of
+	 * idle HTTPS connections cannot lock the agents out. */
+	struct rlimit nofile;
+	a->max_conns = API_MAX_CONNS;
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur / 2 < a->max_conns)
+		a->max_conns = (unsigned)(nofile.rlim_cur / 2);
 	a->lw.fn = on_listen;
 	a->stopw.fn = on_stop;
 	a->accept_retry.fn = on_accept_retry;

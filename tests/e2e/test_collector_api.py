@@ -335,6 +335,68 @@ def api_stop_waits_for_a_query_on_a_worker():
 
 
 @test
+def api_connections_cannot_take_the_agents_descriptors():
+    """With 256 descriptors, 200 idle API clients: the API holds at most
+    half of the descriptors, and an enrolled agent still completes its mTLS
+    handshake on the ingest port; once the clients leave, the API serves."""
+    import os
+    import resource
+    c = Collector(TMP, host="127.87.0.5", name="fds")
+    bundle = os.path.join(c.dir, "agent-fd")
+    p = c.enroll("fd-agent", bundle)
+    check(p.returncode == 0, "enroll: %s" % p.stderr)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        c.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    ctx = ssl.create_default_context(cafile=c.ca)
+    conns = []
+    for _ in range(200):
+        try:
+            raw = socket.create_connection((c.host, c.api_port), 5)
+            conns.append(ctx.wrap_socket(raw, server_hostname=c.host))
+        except (ssl.SSLError, OSError):
+            pass
+    time.sleep(0.5)
+    held = 0
+    for s in conns:
+        s.setblocking(False)
+        try:
+            held += 1 if s.recv(1) else 0
+        except ssl.SSLWantReadError:
+            held += 1
+        except (ssl.SSLError, OSError):
+            pass
+    check(100 <= held <= 128, "%d idle API connections held with 256 descriptors" % held)
+    actx = ssl.create_default_context(cafile=os.path.join(bundle, "ca.crt"))
+    actx.load_cert_chain(os.path.join(bundle, "agent.crt"), os.path.join(bundle, "agent.key"))
+    actx.check_hostname = False
+    raw = socket.create_connection((c.host, c.port), 5)
+    try:
+        agent = actx.wrap_socket(raw)
+        agent.settimeout(0.5)
+        try:
+            alive = agent.recv(1) != b""
+        except socket.timeout:
+            alive = True
+        except (ssl.SSLError, OSError):
+            alive = False
+        agent.close()
+    except (ssl.SSLError, OSError) as e:
+        alive = False
+        check(False, "agent handshake with the API full: %s | %s" % (e, c.tail()))
+    check(alive, "agent connection dropped with the API full: %s" % c.tail())
+    for s in conns:
+        s.close()
+    time.sleep(0.5)
+    code, body = c.http("GET", "/api/v1/whoami", ANALYST_T)
+    check(code == 200, "API after the clients left: %d %s" % (code, body[:200]))
+    c.stop()
+
+
+@test
 def api_collector_exits_clean_after_the_attacks():
     """After every attack above: SIGTERM, exit 0, no error and no sanitizer
     report (under SAN=1: no leak of a refused or timed-out connection)."""
