@@ -29,7 +29,7 @@
 #include "net/egress.h"
 #include "net/certgen.h"
 #include "log.h"
-#include "net/loop.h"
+#include "loop.h"
 #include "proxy/mcp.h"
 #include "kernel/mcpexec.h"
 #include "content/mcplaunch.h"

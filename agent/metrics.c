@@ -11,7 +11,7 @@
 #include <unistd.h>
 #include "audit/audit.h"
 #include "kernel/capture.h"
-#include "net/loop.h"
+#include "loop.h"
 #include "metrics.h"
 #include "kernel/targets.h"
 

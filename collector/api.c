@@ -1,14 +1,24 @@
-/* api: a deliberately small HTTP/1.1 server over TLS: one request per
- * connection (Connection: close), request head capped at 16 KiB, bodies
- * ignored (parameters travel in the query string), a 10 s socket timeout,
- * and at most API_MAX_INFLIGHT requests at once. Queries are rendered here,
- * on the server, so that `vigil query` stays a thin client. */
+/* api: a deliberately small HTTP/1.1 server over TLS on an event loop.
+ * Requests are framed by the project's strict parser (common/http.c, the
+ * one the proxy uses): head capped at 16 KiB and 64 headers (431),
+ * Content-Length bodies up to 64 KiB read and dropped (413 above; chunked
+ * 411), 10 s for the whole request from its first byte (408), keep-alive
+ * (30 s idle), pipelining refused (bytes after a request close the
+ * connection after its answer). The loop thread only does TLS and framing;
+ * each request runs route() on a small worker pool (store queries, verify,
+ * enrollment may take seconds) and its answer comes back as a loop event,
+ * so an idle or slow client costs a struct and never a thread. Queries are
+ * rendered here, on the server, so that `vigil query` stays a thin client. */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,12 +32,24 @@
 #include "console.h"
 #include "enroll.h"
 #include "export.h"
+#include "http.h"
 #include "ingest.h"
 #include "jsonw.h"
 #include "log.h"
+#include "loop.h"
+#include "tlsconn.h"
+#include "workers.h"
 
 #define API_MAX_HEAD 16384
-#define API_MAX_INFLIGHT 32
+#define API_MAX_HEADERS 64
+#define API_MAX_BODY 65536        /* bodies are read and dropped: no route takes one */
+#define API_HEAD_TIMEOUT_S 10      /* whole request, from its first byte (slowloris) */
+#define API_HANDSHAKE_TIMEOUT_S 10
+#define API_IDLE_TIMEOUT_S 30      /* keep-alive between requests */
+#define API_WRITE_TIMEOUT_S 60     /* a reader that stops reading the answer */
+#define API_LINGER_MS 500
+#define API_MAX_CONNS 4096
+#define API_WORKERS 4
 
 /* A configuration as requests see it: SIGHUP swaps api->cur whole, and a
  * request keeps the one it started with (its token entry points into it)
@@ -38,30 +60,62 @@ struct confref {
 	int refs;
 };
 
+struct aconn;
+
 struct api {
-	int lfd, port;
+	int port;
 	SSL_CTX *ctx;
 	struct store *store;
 	char *store_url;          /* verify opens its own read handle from it */
-	pthread_mutex_t lock;     /* serialises a->store */
-	pthread_mutex_t state;    /* guards cur, refs and inflight */
-	pthread_cond_t idle;      /* signalled when inflight drops to 0 */
+	pthread_mutex_t lock;     /* serialises a->store between workers */
+	pthread_mutex_t state;    /* guards cur and refs (api_reload runs on another thread) */
 	struct confref *cur;
+	struct loop *loop;
+	bool own_loop;            /* no shared loop given: a thread of its own runs it */
 	pthread_t thr;
-	volatile int stop;
-	int inflight;
+	struct workers *workers;
+	struct loop_watch lw;     /* the listening socket */
+	struct loop_timer accept_retry;  /* out of fds: accepting paused a moment */
+	struct loop_watch stopw;  /* eventfd: api_stop asks the loop thread to wind down */
+	bool stopping;
+	unsigned nconns, max_conns;
+	struct aconn *conns;
+};
+
+/* One client connection. Its state is what it waits for; a request buffer
+ * exists only while a request is being read or answered, so an idle
+ * keep-alive connection costs this struct and OpenSSL's. */
+enum astate { A_HANDSHAKE, A_IDLE, A_HEAD, A_BODY, A_BUSY, A_WRITE, A_LINGER, A_DEAD };
+
+struct aconn {
+	struct tlsconn t;
+	struct api *a;
+	enum astate st;
+	struct req *r;
+	uint64_t body_left;       /* declared body bytes still to swallow */
+	bool orphan;              /* closed while a worker held its request */
+	struct loop_timer deadline;
+	struct loop_timer reap;   /* frees a closed connection outside the dispatch */
+	struct aconn *next, *prev;
 };
 
 struct req {
 	struct api *a;
+	struct aconn *c;
+	struct work work;         /* route() on a worker */
 	struct confref *ref;      /* the configuration this request runs under */
 	const struct colconf *conf;
-	int fd;
-	SSL *ssl;
+	struct jsonw out;         /* the whole answer, head and body */
+	bool responded;
+	bool close;               /* Connection: close on the answer */
+	bool linger;              /* refused mid-request: lingering close after the answer */
+	size_t got;               /* bytes in head */
 	char method[8];
 	char path[256];
-	char *query;              /* points into head */
-	char head[API_MAX_HEAD + 1];
+	char *query;              /* points into target */
+	char target[2048];
+	char head[API_MAX_HEAD];
+	struct http_request hr;   /* borrows from head */
 	char auth[512];
 	char origin[256];         /* Origin and Host: the CSRF check of state changes */
 	char host[256];
@@ -412,17 +466,6 @@ static bool qparam(const struct req *r, const char *key, char *out, size_t len)
 	return false;
 }
 
-static void ssl_write_all(SSL *ssl, const char *buf, size_t len)
-{
-	while (len) {
-		int n = SSL_write(ssl, buf, len > 1 << 20 ? 1 << 20 : (int)len);
-		if (n <= 0)
-			return;
-		buf += n;
-		len -= (size_t)n;
-	}
-}
-
 /* On every response, page or JSON: the console's page may load only its
  * own script and style sheet (no inline script or style, no eval, nothing
  * from elsewhere), talk only to this server, and never be framed
@@ -436,19 +479,20 @@ static void ssl_write_all(SSL *ssl, const char *buf, size_t len)
 
 static void respond(struct req *r, int code, const char *ctype, const char *extra_hdr, const char *body, size_t len)
 {
-	const char *text = code == 200 ? "OK" : code == 400 ? "Bad Request" : code == 401 ? "Unauthorized"
-		: code == 403 ? "Forbidden" : code == 404 ? "Not Found" : code == 405 ? "Method Not Allowed"
-		: code == 409 ? "Conflict" : code == 503 ? "Service Unavailable" : "Internal Server Error";
+	const char *text = http_status_text(code);
 	char head[2048];          /* security headers + an X-Vigil-Next of < 700 */
+	if (r->responded)
+		return;   /* one answer per request */
 	int n = snprintf(head, sizeof(head),
-			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n"
+			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: %s\r\n"
 			 "Cache-Control: no-store\r\n" API_SECURITY_HEADERS "%s%s\r\n",
-			 code, text, ctype, len, code == 401 ? "WWW-Authenticate: Bearer realm=\"vigil\"\r\n" : "",
-			 extra_hdr ? extra_hdr : "");
+			 code, text, ctype, len, r->close ? "close" : "keep-alive",
+			 code == 401 ? "WWW-Authenticate: Bearer realm=\"vigil\"\r\n" : "", extra_hdr ? extra_hdr : "");
 	if (n < 0 || (size_t)n >= sizeof(head))
 		return;   /* cannot happen with the headers above; never send a cut head */
-	ssl_write_all(r->ssl, head, (size_t)n);
-	ssl_write_all(r->ssl, body, len);
+	r->responded = true;
+	jsonw_raw(&r->out, head, (size_t)n);
+	jsonw_raw(&r->out, body, len);
 }
 
 static void respond_err(struct req *r, int code, const char *msg)
@@ -1289,57 +1333,56 @@ static void route(struct req *r)
 	}
 }
 
-static void head_value(const char *v, char *out, size_t len)
+/* A header's value into out (NUL-terminated, cut to len); 0, or -400 when
+ * the header is repeated: a second Authorization or Origin is ambiguous
+ * (which one would a proxy in front have checked?), so it is refused. */
+static int head_value(const struct http_request *hr, const char *name, char *out, size_t len)
 {
-	while (*v == ' ' || *v == '\t')
-		v++;
-	snprintf(out, len, "%s", v);
+	const struct http_header *h = http_find_header(hr->headers, hr->nheaders, name);
+	if (!h)
+		return 0;
+	if (http_find_header(h + 1, hr->nheaders - (unsigned)(h - hr->headers) - 1, name))
+		return -400;
+	size_t n = h->value_len < len - 1 ? h->value_len : len - 1;
+	memcpy(out, h->value, n);
+	out[n] = 0;
+	return 0;
 }
 
-/* Reads the request head; fills method, path, query, auth, origin, host. */
-static int read_head(struct req *r)
+/* Fills method, path, query and the four headers the routes look at from a
+ * head http_parse_request accepted (which already refused bare LF, obs-fold,
+ * controls, conflicting Content-Length and the like). 0 or -status. */
+static int req_fill(struct req *r, const struct http_request *hr)
 {
-	size_t got = 0;
-	char *end = NULL;
-	while (!(end = strstr(r->head, "\r\n\r\n"))) {
-		if (got >= API_MAX_HEAD)
-			return -E2BIG;
-		int n = SSL_read(r->ssl, r->head + got, (int)(API_MAX_HEAD - got));
-		if (n <= 0)
-			return -EIO;
-		got += (size_t)n;
-		r->head[got] = 0;
-	}
-	*end = 0;
-	char *line_end = strstr(r->head, "\r\n");
-	if (line_end)
-		*line_end = 0;
-	char *sp1 = strchr(r->head, ' '), *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
-	if (!sp1 || !sp2 || (size_t)(sp1 - r->head) >= sizeof(r->method))
-		return -EBADMSG;
-	memcpy(r->method, r->head, (size_t)(sp1 - r->head));
-	*sp2 = 0;
-	char *target = sp1 + 1, *q = strchr(target, '?');
+	if (hr->method_len >= sizeof(r->method))
+		return -501;
+	memcpy(r->method, hr->method, hr->method_len);
+	r->method[hr->method_len] = 0;
+	if (hr->target_len >= sizeof(r->target))
+		return -414;
+	memcpy(r->target, hr->target, hr->target_len);
+	r->target[hr->target_len] = 0;
+	char *q = strchr(r->target, '?');
 	if (q) {
 		*q = 0;
 		r->query = q + 1;
 	}
-	snprintf(r->path, sizeof(r->path), "%s", target);
-	for (char *h = line_end ? line_end + 2 : NULL; h && *h;) {
-		char *e = strstr(h, "\r\n");
-		if (e)
-			*e = 0;
-		if (!strncasecmp(h, "Authorization:", 14))
-			head_value(h + 14, r->auth, sizeof(r->auth));
-		else if (!strncasecmp(h, "Origin:", 7))
-			head_value(h + 7, r->origin, sizeof(r->origin));
-		else if (!strncasecmp(h, "Host:", 5))
-			head_value(h + 5, r->host, sizeof(r->host));
-		else if (!strncasecmp(h, "Sec-Fetch-Site:", 15))
-			head_value(h + 15, r->fetch_site, sizeof(r->fetch_site));
-		h = e ? e + 2 : NULL;
+	if (strlen(r->target) >= sizeof(r->path))
+		return -414;
+	snprintf(r->path, sizeof(r->path), "%s", r->target);
+	if (hr->body == HTTP_BODY_CHUNKED)
+		return -411;            /* parameters travel in the query string */
+	int rc = head_value(hr, "Authorization", r->auth, sizeof(r->auth));
+	if (!rc)
+		rc = head_value(hr, "Origin", r->origin, sizeof(r->origin));
+	if (!rc && hr->host) {
+		size_t n = hr->host_len < sizeof(r->host) - 1 ? hr->host_len : sizeof(r->host) - 1;
+		memcpy(r->host, hr->host, n);
+		r->host[n] = 0;
 	}
-	return 0;
+	if (!rc)
+		rc = head_value(hr, "Sec-Fetch-Site", r->fetch_site, sizeof(r->fetch_site));
+	return rc;
 }
 
 static void conf_get(struct req *r)
@@ -1359,87 +1402,367 @@ static void confref_drop(struct confref *ref)
 }
 
 /* Ends a request: drops its configuration (freeing a replaced one it was
- * the last user of) and wakes api_stop when it was the last request. */
-static void req_done(struct req *r)
+ * the last user of), wipes the token it carried, frees it. */
+static void req_free(struct req *r)
 {
+	if (!r)
+		return;
 	struct api *a = r->a;
 	pthread_mutex_lock(&a->state);
 	if (r->ref && --r->ref->refs == 0 && r->ref != a->cur)
 		confref_drop(r->ref);
-	if (--a->inflight == 0)
-		pthread_cond_broadcast(&a->idle);
 	pthread_mutex_unlock(&a->state);
-}
-
-static void *serve(void *arg)
-{
-	struct req *r = arg;
-	conf_get(r);
-	struct timeval tv = { .tv_sec = 10 };
-	setsockopt(r->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(r->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (!(r->ssl = SSL_new(r->a->ctx)))
-		goto out;
-	SSL_set_fd(r->ssl, r->fd);
-	if (SSL_accept(r->ssl) != 1)
-		goto out;
-	int rc = read_head(r);
-	if (rc == -E2BIG)
-		respond_err(r, 400, "request head too large");
-	else if (rc == -EBADMSG)
-		respond_err(r, 400, "malformed request");
-	else if (rc == 0)
-		route(r);
-	SSL_shutdown(r->ssl);
-out:
-	ERR_clear_error();
 	OPENSSL_cleanse(r->auth, sizeof(r->auth));
-	SSL_free(r->ssl);
-	close(r->fd);
-	req_done(r);
+	OPENSSL_cleanse(r->head, r->got);
+	jsonw_free(&r->out);
 	free(r);
-	OPENSSL_thread_stop();
-	return NULL;
 }
 
-static void *accept_loop(void *arg)
+/* ---- the connections, on the loop thread ---- */
+
+static void conn_on_event(struct tlsconn *t, enum tlsconn_event ev);
+static void answer_error(struct aconn *c, int status);
+
+static void conn_reap(struct loop_timer *tm, uint64_t now)
+{
+	struct aconn *c = (struct aconn *)((char *)tm - offsetof(struct aconn, reap));
+	struct api *a = c->a;
+	free(c);
+	if (a->stopping && !a->nconns)
+		loop_stop(a->loop);
+}
+
+/* Closes c; its memory goes from a timer, never inside the dispatch that
+ * may still name its watch (loop.h). A request with a worker is not
+ * closed here: its done callback does it. */
+static void conn_close(struct aconn *c)
+{
+	struct api *a = c->a;
+	if (c->st == A_DEAD)
+		return;
+	tlsconn_close(&c->t);
+	if (c->st == A_BUSY) {
+		c->orphan = true;        /* a worker holds c->r: work_done finishes */
+		return;
+	}
+	c->st = A_DEAD;
+	loop_timer_cancel(a->loop, &c->deadline);
+	req_free(c->r);
+	c->r = NULL;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		a->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	a->nconns--;
+	if (loop_timer_set(a->loop, &c->reap, 0))
+		log_err("api: out of memory freeing a connection");   /* leaked, not used */
+}
+
+static void set_deadline(struct aconn *c, unsigned ms)
+{
+	loop_timer_set(c->a->loop, &c->deadline, loop_now_ms() + ms);
+}
+
+static void on_deadline(struct loop_timer *tm, uint64_t now)
+{
+	struct aconn *c = (struct aconn *)((char *)tm - offsetof(struct aconn, deadline));
+	if (c->st == A_HEAD || c->st == A_BODY) {
+		/* slowloris: a request that did not arrive whole in time */
+		log_debug("api: request not complete in %d s: 408", API_HEAD_TIMEOUT_S);
+		answer_error(c, 408);
+		return;
+	}
+	conn_close(c);
+}
+
+/* Sends r's answer; the connection reads again (keep-alive) or closes
+ * when it is out (conn_written). */
+static void answer_send(struct aconn *c)
+{
+	struct req *r = c->r;
+	c->st = A_WRITE;
+	tlsconn_set_reading(&c->t, false);
+	set_deadline(c, API_WRITE_TIMEOUT_S * 1000);
+	char *buf = r->out.buf;
+	size_t len = r->out.oom ? 0 : r->out.len;
+	r->out.buf = NULL;
+	r->out.len = r->out.cap = 0;
+	if (!buf || !len) {
+		free(buf);
+		conn_close(c);
+		return;
+	}
+	if (tlsconn_write(&c->t, buf, len) < 0)
+		conn_close(c);
+}
+
+/* A refusal decided on the loop (a bad or oversized request, a timeout):
+ * answered at once, then a lingering close. */
+static void answer_error(struct aconn *c, int status)
+{
+	struct req *r = c->r;
+	r->close = r->linger = true;
+	respond_err(r, status, http_status_text(status));
+	answer_send(c);
+}
+
+static void work_run(struct work *w)
+{
+	struct req *r = (struct req *)((char *)w - offsetof(struct req, work));
+	route(r);
+	if (!r->responded)
+		respond_err(r, 500, "no answer");
+	ERR_clear_error();
+}
+
+static void work_done(struct work *w, bool cancelled)
+{
+	struct req *r = (struct req *)((char *)w - offsetof(struct req, work));
+	struct aconn *c = r->c;
+	if (cancelled) {
+		r->responded = false;
+		jsonw_reset(&r->out);
+		r->close = true;
+		respond_err(r, 503, "the collector is stopping");
+	}
+	if (c->orphan) {         /* the client left while the worker ran */
+		c->st = A_IDLE;
+		conn_close(c);
+		return;
+	}
+	answer_send(c);
+}
+
+/* The head and body are in: the request goes to a worker (store queries,
+ * verify, exports may take seconds; the loop keeps serving ingest and the
+ * other clients meanwhile). Reading pauses until the answer is out. */
+static void dispatch(struct aconn *c)
+{
+	struct req *r = c->r;
+	struct api *a = c->a;
+	c->st = A_BUSY;
+	tlsconn_set_reading(&c->t, false);
+	loop_timer_cancel(a->loop, &c->deadline);
+	if (!r->hr.keep_alive || a->stopping)
+		r->close = true;
+	conf_get(r);
+	r->work.run = work_run;
+	r->work.done = work_done;
+	workers_submit(a->workers, &r->work);
+}
+
+static const struct http_limits api_limits = {
+	.max_head_bytes = API_MAX_HEAD,
+	.max_headers = API_MAX_HEADERS,
+	.max_body_bytes = API_MAX_BODY,
+};
+
+/* The head is complete in r->head[0..head_len): its fields, its body. */
+static void head_done(struct aconn *c, int head_len)
+{
+	struct req *r = c->r;
+	int rc = req_fill(r, &r->hr);
+	if (rc)
+		return answer_error(c, -rc);
+	uint64_t body = r->hr.body == HTTP_BODY_LENGTH ? r->hr.content_length : 0;
+	uint64_t after = r->got - (size_t)head_len;
+	/* Bytes past this request's body are a pipelined next request: it is
+	 * not run (the answer says Connection: close), so nothing a client
+	 * appends to a body can be read as a request of its own. */
+	if (after > body)
+		r->close = true;
+	c->body_left = body - (after < body ? after : body);
+	if (c->body_left) {
+		c->st = A_BODY;
+		return;
+	}
+	dispatch(c);
+}
+
+/* Reads what the socket has for the state c is in. */
+static void conn_readable(struct aconn *c)
+{
+	struct api *a = c->a;
+	for (;;) {
+		if (c->st == A_IDLE) {
+			if (!(c->r = calloc(1, sizeof(*c->r))))
+				return conn_close(c);
+			c->r->a = a;
+			c->r->c = c;
+			jsonw_init(&c->r->out);
+			c->st = A_HEAD;
+			set_deadline(c, API_HEAD_TIMEOUT_S * 1000);
+		}
+		struct req *r = c->r;
+		char sink[4096];
+		ssize_t n;
+		if (c->st == A_LINGER) {
+			/* after our close_notify and FIN: raw bytes, dropped */
+			n = recv(c->t.w.fd, sink, sizeof(sink), 0);
+			if (n > 0)
+				continue;
+			if (n < 0 && (errno == EAGAIN || errno == EINTR))
+				return;
+			return conn_close(c);
+		}
+		if (c->st == A_HEAD)
+			n = tlsconn_read(&c->t, r->head + r->got, sizeof(r->head) - r->got);
+		else if (c->st == A_BODY)
+			n = tlsconn_read(&c->t, sink, sizeof(sink));
+		else
+			return;
+		if (n < 0)
+			return conn_close(c);
+		if (n == 0) {
+			if (c->st == A_HEAD && !r->got) {
+				/* nothing arrived yet: back to idle, no buffer held */
+				req_free(r);
+				c->r = NULL;
+				c->st = A_IDLE;
+				set_deadline(c, API_IDLE_TIMEOUT_S * 1000);
+			}
+			return;
+		}
+		if (c->st == A_BODY) {
+			if ((uint64_t)n > c->body_left)
+				r->close = true;   /* pipelined: see head_done */
+			c->body_left -= (uint64_t)n < c->body_left ? (uint64_t)n : c->body_left;
+			if (!c->body_left)
+				return dispatch(c);
+			continue;
+		}
+		size_t from = r->got;
+		r->got += (size_t)n;
+		if (!http_head_may_be_complete(r->head, r->got, from) && r->got < sizeof(r->head))
+			continue;
+		int rc = http_parse_request(r->head, r->got, &api_limits, &r->hr);
+		if (rc < 0)
+			return answer_error(c, -rc);
+		if (rc > 0)
+			return head_done(c, rc);
+	}
+}
+
+static void conn_written(struct aconn *c)
+{
+	struct api *a = c->a;
+	struct req *r = c->r;
+	if (r->linger) {
+		/* Refused mid-request: FIN now, swallow what is still in flight
+		 * for a moment, so the peer's kernel does not answer it with a
+		 * reset that would destroy our answer unread (nginx's
+		 * lingering close). */
+		req_free(r);
+		c->r = NULL;
+		SSL_shutdown(c->t.ssl);
+		shutdown(c->t.w.fd, SHUT_WR);
+		c->st = A_LINGER;
+		set_deadline(c, API_LINGER_MS);
+		tlsconn_set_reading(&c->t, true);
+		return;
+	}
+	bool close_now = r->close || a->stopping;
+	req_free(r);
+	c->r = NULL;
+	if (close_now)
+		return conn_close(c);
+	c->st = A_IDLE;
+	set_deadline(c, API_IDLE_TIMEOUT_S * 1000);
+	tlsconn_set_reading(&c->t, true);
+	if (tlsconn_has_buffered(&c->t))
+		conn_readable(c);
+}
+
+static void conn_on_event(struct tlsconn *t, enum tlsconn_event ev)
+{
+	struct aconn *c = (struct aconn *)((char *)t - offsetof(struct aconn, t));
+	switch (ev) {
+	case TLSCONN_READY:
+		c->st = A_IDLE;
+		set_deadline(c, API_IDLE_TIMEOUT_S * 1000);
+		return;
+	case TLSCONN_READABLE:
+		return conn_readable(c);
+	case TLSCONN_WRITTEN:
+		return conn_written(c);
+	case TLSCONN_CLOSED:
+		return conn_close(c);
+	}
+}
+
+static void on_accept_retry(struct loop_timer *tm, uint64_t now)
+{
+	struct api *a = (struct api *)((char *)tm - offsetof(struct api, accept_retry));
+	if (!a->stopping)
+		loop_mod(a->loop, &a->lw, EPOLLIN);
+}
+
+static void on_listen(struct loop_watch *w, uint32_t events)
+{
+	struct api *a = (struct api *)((char *)w - offsetof(struct api, lw));
+	for (int i = 0; i < 64 && !a->stopping; i++) {
+		int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS) {
+				/* out of descriptors: level-triggered epoll would spin on
+				 * the pending connection, so pause accepting a moment */
+				log_warn("api: accept: %s; pausing 100 ms", strerror(errno));
+				loop_mod(a->loop, w, 0);
+				loop_timer_set(a->loop, &a->accept_retry, loop_now_ms() + 100);
+			}
+			return;
+		}
+		struct aconn *c = a->nconns < a->max_conns ? calloc(1, sizeof(*c)) : NULL;
+		if (!c) {
+			close(fd);
+			continue;
+		}
+		c->a = a;
+		c->deadline.fn = on_deadline;
+		c->reap.fn = conn_reap;
+		if (tlsconn_accept(&c->t, a->loop, a->ctx, fd, conn_on_event)) {
+			free(c);
+			continue;
+		}
+		c->st = A_HANDSHAKE;
+		c->next = a->conns;
+		if (a->conns)
+			a->conns->prev = c;
+		a->conns = c;
+		a->nconns++;
+		set_deadline(c, API_HANDSHAKE_TIMEOUT_S * 1000);
+	}
+}
+
+/* On the loop thread, from api_stop: no new connections; idle ones close
+ * now, the others once their request is answered (bounded by the request
+ * and write deadlines), then the loop thread ends. */
+static void on_stop(struct loop_watch *w, uint32_t events)
+{
+	struct api *a = (struct api *)((char *)w - offsetof(struct api, stopw));
+	uint64_t v;
+	if (read(w->fd, &v, sizeof(v)) < 0)
+		return;
+	a->stopping = true;
+	loop_del(a->loop, &a->lw);
+	loop_timer_cancel(a->loop, &a->accept_retry);
+	for (struct aconn *c = a->conns, *n; c; c = n) {
+		n = c->next;
+		if (c->st == A_IDLE || c->st == A_HANDSHAKE)
+			conn_close(c);
+	}
+	if (!a->nconns)
+		loop_stop(a->loop);
+}
+
+static void *api_thread(void *arg)
 {
 	struct api *a = arg;
-	while (!a->stop) {
-		int fd = accept4(a->lfd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (errno == EINTR || errno == EAGAIN || errno == ECONNABORTED)
-				continue;
-			if (a->stop)
-				break;
-			usleep(10000);
-			continue;
-		}
-		struct req *r = calloc(1, sizeof(*r));
-		pthread_t t;
-		pthread_attr_t at;
-		bool full;
-		pthread_mutex_lock(&a->state);
-		full = !r || a->inflight >= API_MAX_INFLIGHT;
-		if (!full)
-			a->inflight++;
-		pthread_mutex_unlock(&a->state);
-		if (full) {
-			free(r);
-			close(fd);
-			continue;
-		}
-		r->a = a;
-		r->fd = fd;
-		pthread_attr_init(&at);
-		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-		if (pthread_create(&t, &at, serve, r)) {
-			close(fd);
-			req_done(r);
-			free(r);
-		}
-		pthread_attr_destroy(&at);
-	}
+	int rc = loop_run(a->loop);
+	if (rc)
+		log_err("api: event loop: %s", strerror(-rc));
 	return NULL;
 }
 
@@ -1453,33 +1776,64 @@ int api_start(const struct api_opts *o, struct api **out, char *err, size_t errl
 	if (!a)
 		return -ENOMEM;
 	a->ctx = o->ctx;
+	a->lw.fd = a->stopw.fd = -1;
+	/* Clients of the API share the process's descriptors with the agents
+	 * and the store: they may hold at most half of them, so a flood of
+	 * idle HTTPS connections cannot lock the agents out. */
+	struct rlimit nofile;
+	a->max_conns = API_MAX_CONNS;
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur / 2 < a->max_conns)
+		a->max_conns = (unsigned)(nofile.rlim_cur / 2);
+	a->lw.fn = on_listen;
+	a->stopw.fn = on_stop;
+	a->accept_retry.fn = on_accept_retry;
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_mutex_init(&a->state, NULL);
-	pthread_cond_init(&a->idle, NULL);
 	a->cur = calloc(1, sizeof(*a->cur));
 	a->store_url = strdup(o->store_url);
-	if (!a->cur || !a->store_url) {
+	a->loop = o->loop;
+	a->own_loop = !o->loop;
+	if (!a->cur || !a->store_url || (a->own_loop && !(a->loop = loop_new()))) {
 		rc = -ENOMEM;
 		goto err;
 	}
 	a->cur->c = (struct colconf *)o->conf;
 	if ((rc = store_open(o->store_url, &a->store, err, errlen)))
 		goto err;
-	if ((a->lfd = ingest_listen(o->listen, 64, err, errlen)) < 0) {
-		rc = a->lfd;
+	if ((a->lw.fd = ingest_listen(o->listen, 512, err, errlen)) < 0) {
+		rc = a->lw.fd;
 		goto err;
 	}
-	if (getsockname(a->lfd, (struct sockaddr *)&ss, &sl) == 0)
+	fcntl(a->lw.fd, F_SETFL, fcntl(a->lw.fd, F_GETFL) | O_NONBLOCK);
+	if (getsockname(a->lw.fd, (struct sockaddr *)&ss, &sl) == 0)
 		a->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
 							 : ((struct sockaddr_in *)&ss)->sin_port);
-	if ((rc = -pthread_create(&a->thr, NULL, accept_loop, a))) {
+	if ((a->stopw.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0 || (rc = loop_add(a->loop, &a->lw, EPOLLIN)) ||
+	    (rc = loop_add(a->loop, &a->stopw, EPOLLIN)) || !(a->workers = workers_new(a->loop, API_WORKERS))) {
+		rc = rc ? rc : -ENOMEM;
+		snprintf(err, errlen, "api: event loop: %s", strerror(-rc));
+		goto err;
+	}
+	if (a->own_loop && (rc = -pthread_create(&a->thr, NULL, api_thread, a))) {
 		snprintf(err, errlen, "api thread: %s", strerror(-rc));
-		close(a->lfd);
 		goto err;
 	}
 	*out = a;
 	return 0;
 err:
+	workers_free(a->workers);
+	if (a->lw.fd >= 0) {
+		if (a->loop)
+			loop_del(a->loop, &a->lw);
+		close(a->lw.fd);
+	}
+	if (a->stopw.fd >= 0) {
+		if (a->loop)
+			loop_del(a->loop, &a->stopw);
+		close(a->stopw.fd);
+	}
+	if (a->own_loop)
+		loop_free(a->loop);
 	store_close(a->store);
 	free(a->cur);
 	free(a->store_url);
@@ -1500,7 +1854,7 @@ void api_reload(struct api *a, struct colconf *c)
 	pthread_mutex_lock(&a->state);
 	struct confref *old = a->cur;
 	a->cur = ref;
-	/* Otherwise the last request using it drops it (req_done). The
+	/* Otherwise the last request using it drops it (req_free). The
 	 * start-up one is never owned: main() frees it after api_stop. */
 	if (old->refs == 0)
 		confref_drop(old);
@@ -1511,22 +1865,26 @@ void api_stop(struct api *a)
 {
 	if (!a)
 		return;
-	a->stop = 1;
-	shutdown(a->lfd, SHUT_RDWR);
-	pthread_join(a->thr, NULL);
-	close(a->lfd);
-	/* Request threads are detached and use a->store, a->state and their
-	 * configuration: nothing goes away until the last one ended. Each is
-	 * bounded (10 s socket timeouts; a verify on its own handle). */
-	pthread_mutex_lock(&a->state);
-	while (a->inflight)
-		pthread_cond_wait(&a->idle, &a->state);
-	pthread_mutex_unlock(&a->state);
+	/* The loop thread winds down: requests being read or answered finish
+	 * (each bounded by its deadline), their workers' results come back;
+	 * only then does it return, and only then does the store close. */
+	uint64_t one = 1;
+	if (write(a->stopw.fd, &one, sizeof(one)) != sizeof(one))
+		log_err("api: stop: %s", strerror(errno));
+	if (a->own_loop)
+		pthread_join(a->thr, NULL);
+	else if (loop_run(a->loop))       /* on_stop comes first, then the last connection stops it */
+		log_err("api: stop: event loop failed");
+	workers_free(a->workers);          /* nothing queued or running by now */
+	close(a->lw.fd);
+	loop_del(a->loop, &a->stopw);
+	close(a->stopw.fd);
+	if (a->own_loop)
+		loop_free(a->loop);
 	store_close(a->store);
 	confref_drop(a->cur);
 	free(a->store_url);
 	pthread_mutex_destroy(&a->state);
-	pthread_cond_destroy(&a->idle);
 	pthread_mutex_destroy(&a->lock);
 	free(a);
 }

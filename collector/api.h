@@ -21,9 +21,11 @@
  *   GET  /, /index.html, /console.js, /console.css   the web console (console.h), no token
  *   POST from a browser: refused unless same-origin (Origin, Sec-Fetch-Site)
  *
- * Owns: its listening socket, one thread per request (capped), its own store
- * handle (separate from ingest's, serialised by one mutex; verify opens a
- * further read handle so that it never holds that mutex). Must never: log
+ * Owns: its listening socket, its event loop thread and connections, a
+ * worker pool (threads started on demand, at most 4) that runs the
+ * requests, its own store handle (separate from ingest's, serialised
+ * between workers by one mutex; verify opens a further read handle so that
+ * it never holds that mutex). Must never: log
  * a token, answer without checking the role first, or echo a query parameter
  * unescaped into a JSON or CSV body. */
 #ifndef VIGIL_API_H
@@ -33,17 +35,24 @@
 #include "colconf.h"
 #include "store.h"
 
+struct loop;
+
 struct api_opts {
 	const char *listen;
 	SSL_CTX *ctx;                 /* borrowed, server-only TLS */
 	const char *store_url;        /* the API opens its own handle */
 	const struct colconf *conf;   /* borrowed: tokens, CA paths, cert_days */
+	struct loop *loop;            /* optional, borrowed: the collector's one event loop,
+	                               * run by the caller (NULL: the API runs its own thread) */
 };
 
 struct api;
 int api_start(const struct api_opts *o, struct api **out, char *err, size_t errlen);
-/* Stops accepting, waits for every request thread to end, then closes the
- * store. */
+/* Stops accepting and closes idle connections; requests being read or
+ * answered finish (bounded by their deadlines), queued ones are answered
+ * 503; then the workers end, and only then does the store close. With a
+ * shared loop: call it on the loop's thread once loop_run returned (it
+ * runs the loop again until the API's connections are gone). */
 void api_stop(struct api *a);
 /* Swaps in a reloaded configuration (takes ownership of c): new requests
  * see its tokens at once, requests in flight finish under the old one. */

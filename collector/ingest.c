@@ -1,5 +1,7 @@
-/* ingest: non-blocking mTLS server on epoll. Each connection is a small state
- * machine: TLS handshake -> Hello frame -> Batch frames. A frame is a 4-byte
+/* ingest: non-blocking mTLS server on the collector's event loop (loop.c),
+ * shared with the API; TLS and its want-read/want-write are the connection
+ * layer's (tlsconn.c). Each connection is a small state machine: TLS
+ * handshake -> Hello frame -> Batch frames. A frame is a 4-byte
  * big-endian length and a payload; the payload buffer grows only as bytes
  * arrive (a peer announcing 8 MiB and sending 10 bytes costs 10 bytes), and
  * evcodec caps the decompressed size (zstd bombs). The loop thread does
@@ -33,6 +35,8 @@
 #include "export.h"
 #include "ingest.h"
 #include "log.h"
+#include "loop.h"
+#include "tlsconn.h"
 #include "pki.h"
 
 #define HANDSHAKE_TIMEOUT_S 10
@@ -41,9 +45,11 @@
 
 enum cstate { C_HANDSHAKE, C_HELLO, C_BATCH, C_CLOSING };
 
+struct ingest;
+
 struct conn {
-	int fd;
-	SSL *ssl;
+	struct tlsconn t;          /* the socket, TLS, pending output (common/tlsconn.c) */
+	struct ingest *g;
 	enum cstate st;
 	char peer[64];
 	char cn[128];              /* agent id from the client certificate */
@@ -52,11 +58,11 @@ struct conn {
 	size_t hdr_got;
 	uint8_t *buf;
 	size_t want, got, cap;
-	uint8_t *wbuf;             /* pending output */
-	size_t wlen, woff;
 	time_t last;
 	bool busy;                 /* a batch of this connection is with the writer */
 	bool dead;                 /* freed as soon as the writer hands it back */
+	bool freed;                /* off the list, its memory goes with the reap timer */
+	struct loop_timer reap;    /* frees it outside the loop's dispatch (loop.h) */
 	struct conn *next, *prev;
 };
 
@@ -75,13 +81,19 @@ struct job {
 #define GROUP_MAX 64
 
 struct ingest {
-	int lfd, epfd, port;
+	int lfd, port;
+	struct loop *loop;
+	bool own_loop;             /* no shared loop given (tests, the bench) */
+	struct loop_watch lw, ew;  /* the listening socket, the writer's eventfd */
+	struct loop_timer tick;    /* once a second: stalled connections, retention, *stop */
+	volatile sig_atomic_t *stop;
 	SSL_CTX *ctx;
 	struct store *store;
 	struct forward *fwd;
 	unsigned max_conns, nconns, retain_days;
 	char host[128];
 	struct conn *conns;
+	struct conn *graveyard;    /* closed, waiting for their reap timer */
 	time_t next_retain;
 	/* writer thread */
 	struct store *wstore;
@@ -231,10 +243,14 @@ static void *writer(void *arg)
 	}
 }
 
+static void on_listen(struct loop_watch *w, uint32_t events);
+static void on_writer_done(struct loop_watch *w, uint32_t events);
+static void on_tick(struct loop_timer *t, uint64_t now_ms);
+static void on_conn_event(struct tlsconn *t, enum tlsconn_event ev);
+
 int ingest_new(const struct ingest_opts *o, struct ingest **out, char *err, size_t errlen)
 {
 	struct ingest *g = calloc(1, sizeof(*g));
-	struct epoll_event ev = { .events = EPOLLIN };
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	*out = NULL;
@@ -246,10 +262,19 @@ int ingest_new(const struct ingest_opts *o, struct ingest **out, char *err, size
 	g->max_conns = o->max_conns ? o->max_conns : 1024;
 	g->retain_days = o->retain_days;
 	snprintf(g->host, sizeof(g->host), "%s", o->host ? o->host : "collector");
-	g->epfd = -1;
 	g->efd = -1;
+	g->loop = o->loop;
+	if (!g->loop) {
+		g->own_loop = true;
+		if (!(g->loop = loop_new())) {
+			free(g);
+			return -ENOMEM;
+		}
+	}
 	if ((g->lfd = ingest_listen(o->listen, 256, err, errlen)) < 0) {
 		int rc = g->lfd;
+		if (g->own_loop)
+			loop_free(g->loop);
 		free(g);
 		return rc;
 	}
@@ -257,15 +282,15 @@ int ingest_new(const struct ingest_opts *o, struct ingest **out, char *err, size
 	if (getsockname(g->lfd, (struct sockaddr *)&ss, &sl) == 0)
 		g->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
 							 : ((struct sockaddr_in *)&ss)->sin_port);
-	g->epfd = epoll_create1(EPOLL_CLOEXEC);
 	g->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	pthread_mutex_init(&g->qlock, NULL);
 	pthread_cond_init(&g->qcond, NULL);
-	ev.data.ptr = NULL;
-	struct epoll_event eev = { .events = EPOLLIN, .data.ptr = &g->efd };
-	if (g->epfd < 0 || g->efd < 0 || epoll_ctl(g->epfd, EPOLL_CTL_ADD, g->lfd, &ev) ||
-	    epoll_ctl(g->epfd, EPOLL_CTL_ADD, g->efd, &eev)) {
-		snprintf(err, errlen, "epoll: %s", strerror(errno));
+	g->lw = (struct loop_watch){ .fd = g->lfd, .fn = on_listen };
+	g->ew = (struct loop_watch){ .fd = g->efd, .fn = on_writer_done };
+	g->tick.fn = on_tick;
+	int erc = g->efd < 0 ? -errno : loop_add(g->loop, &g->lw, EPOLLIN);
+	if (erc || (erc = loop_add(g->loop, &g->ew, EPOLLIN))) {
+		snprintf(err, errlen, "event loop: %s", strerror(-erc));
 		ingest_free(g);
 		return -EIO;
 	}
@@ -283,35 +308,49 @@ int ingest_new(const struct ingest_opts *o, struct ingest **out, char *err, size
 
 int ingest_port(const struct ingest *g) { return g->port; }
 
+static void on_reap(struct loop_timer *t, uint64_t now_ms)
+{
+	struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, reap));
+	struct ingest *g = c->g;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		g->graveyard = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	free(c);
+}
+
+/* Closes c at once; its memory goes from a timer, since the connection
+ * layer may still look at it when the callback that closed it returns. */
 static void conn_free(struct ingest *g, struct conn *c)
 {
+	if (c->freed)
+		return;
+	tlsconn_close(&c->t);
 	if (c->busy) {
 		/* The writer still holds a batch of ours: free on its return. */
 		c->dead = true;
 		return;
 	}
+	c->freed = true;
 	if (c->prev)
 		c->prev->next = c->next;
 	else
 		g->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	if (c->ssl) {
-		if (c->st != C_HANDSHAKE)
-			SSL_shutdown(c->ssl);
-		/* The error queue is per thread and SSL_get_error() reads it:
-		 * anything left here would turn another connection's WANT_READ
-		 * into a fatal error. */
-		ERR_clear_error();
-		SSL_free(c->ssl);
-	}
-	epoll_ctl(g->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-	close(c->fd);
 	free(c->buf);
-	free(c->wbuf);
-	free(c);
+	c->buf = NULL;
 	g->nconns--;
 	cmetrics_conn(-1);
+	c->prev = NULL;
+	c->next = g->graveyard;
+	if (g->graveyard)
+		g->graveyard->prev = c;
+	g->graveyard = c;
+	if (loop_timer_set(g->loop, &c->reap, 0))
+		log_err("ingest: out of memory freeing a connection");   /* ingest_free frees it */
 }
 
 void ingest_free(struct ingest *g)
@@ -333,13 +372,22 @@ void ingest_free(struct ingest *g)
 	}
 	while (g->conns)
 		conn_free(g, g->conns);
+	while (g->graveyard) {
+		loop_timer_cancel(g->loop, &g->graveyard->reap);
+		on_reap(&g->graveyard->reap, 0);
+	}
 	store_close(g->wstore);
-	if (g->efd >= 0)
+	loop_timer_cancel(g->loop, &g->tick);
+	if (g->efd >= 0) {
+		loop_del(g->loop, &g->ew);
 		close(g->efd);
-	if (g->lfd >= 0)
+	}
+	if (g->lfd >= 0) {
+		loop_del(g->loop, &g->lw);
 		close(g->lfd);
-	if (g->epfd >= 0)
-		close(g->epfd);
+	}
+	if (g->own_loop)
+		loop_free(g->loop);
 	free(g);
 }
 
@@ -366,36 +414,6 @@ static void record_reject(struct ingest *g, struct conn *c, enum reject_reason r
 		log_err("ingest: cannot record the rejection: %s", store_errmsg(g->store));
 }
 
-static void arm(struct ingest *g, struct conn *c, bool want_write)
-{
-	struct epoll_event ev = { .events = EPOLLIN | (want_write ? EPOLLOUT : 0), .data.ptr = c };
-	epoll_ctl(g->epfd, EPOLL_CTL_MOD, c->fd, &ev);
-}
-
-/* Flushes pending output. 0 done, 1 would block, <0 dead. */
-static int flush_out(struct ingest *g, struct conn *c)
-{
-	while (c->woff < c->wlen) {
-		ERR_clear_error();
-		int n = SSL_write(c->ssl, c->wbuf + c->woff, (int)(c->wlen - c->woff));
-		if (n > 0) {
-			c->woff += (size_t)n;
-			continue;
-		}
-		int e = SSL_get_error(c->ssl, n);
-		if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
-			arm(g, c, true);
-			return 1;
-		}
-		return -EIO;
-	}
-	free(c->wbuf);
-	c->wbuf = NULL;
-	c->wlen = c->woff = 0;
-	arm(g, c, false);
-	return 0;
-}
-
 static int send_ack(struct ingest *g, struct conn *c, enum evcodec_ack_status st, uint64_t seq, const char *reason)
 {
 	uint8_t *p = NULL;
@@ -403,20 +421,18 @@ static int send_ack(struct ingest *g, struct conn *c, enum evcodec_ack_status st
 	int rc = evcodec_ack_encode(st, seq, reason, &p, &n);
 	if (rc)
 		return rc;
-	uint8_t *nb = realloc(c->wbuf, c->wlen + 4 + n);
+	uint8_t *nb = malloc(4 + n);
 	if (!nb) {
 		free(p);
 		return -ENOMEM;
 	}
-	c->wbuf = nb;
-	nb[c->wlen] = (uint8_t)(n >> 24);
-	nb[c->wlen + 1] = (uint8_t)(n >> 16);
-	nb[c->wlen + 2] = (uint8_t)(n >> 8);
-	nb[c->wlen + 3] = (uint8_t)n;
-	memcpy(nb + c->wlen + 4, p, n);
-	c->wlen += 4 + n;
+	nb[0] = (uint8_t)(n >> 24);
+	nb[1] = (uint8_t)(n >> 16);
+	nb[2] = (uint8_t)(n >> 8);
+	nb[3] = (uint8_t)n;
+	memcpy(nb + 4, p, n);
 	free(p);
-	return flush_out(g, c) < 0 ? -EIO : 0;
+	return tlsconn_write(&c->t, (char *)nb, 4 + n) < 0 ? -EIO : 0;
 }
 
 static void reject(struct ingest *g, struct conn *c, enum reject_reason r, const char *detail, bool close_after)
@@ -529,7 +545,7 @@ static void handle_batch(struct ingest *g, struct conn *c)
 	};
 	/* Stop reading this agent until its batch is committed and acked. */
 	c->busy = true;
-	epoll_ctl(g->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	tlsconn_set_reading(&c->t, false);
 	pthread_mutex_lock(&g->qlock);
 	if (g->q_tail)
 		g->q_tail->next = j;
@@ -577,11 +593,12 @@ static void job_done(struct ingest *g, struct job *j)
 			  (unsigned long long)b->first_seq, (unsigned long long)b->last_seq, j->res.inserted, j->res.dups);
 	}
 	job_free(j);
-	struct epoll_event ev = { .events = EPOLLIN | (c->wlen ? EPOLLOUT : 0), .data.ptr = c };
-	epoll_ctl(g->epfd, EPOLL_CTL_ADD, c->fd, &ev);
+	if (c->freed)
+		return;
+	tlsconn_set_reading(&c->t, true);
 	/* TLS may already hold the next frame in its buffer: epoll would not
 	 * say so. */
-	if (on_readable(g, c) < 0 || (c->st == C_CLOSING && !c->wlen))
+	if (on_readable(g, c) < 0 || (c->st == C_CLOSING && !c->t.out))
 		conn_free(g, c);
 }
 
@@ -623,8 +640,8 @@ static void frame_done(struct ingest *g, struct conn *c)
 
 static bool handshake_done(struct ingest *g, struct conn *c)
 {
-	X509 *cert = SSL_get1_peer_certificate(c->ssl);
-	if (!cert || SSL_get_verify_result(c->ssl) != X509_V_OK) {
+	X509 *cert = SSL_get1_peer_certificate(c->t.ssl);
+	if (!cert || SSL_get_verify_result(c->t.ssl) != X509_V_OK) {
 		X509_free(cert);
 		cmetrics_tls_failure();
 		return false;
@@ -643,27 +660,6 @@ static bool handshake_done(struct ingest *g, struct conn *c)
 /* Reads as much as is available. Returns <0 when the connection must go. */
 static int on_readable(struct ingest *g, struct conn *c)
 {
-	if (c->st == C_HANDSHAKE) {
-		ERR_clear_error();
-		int r = SSL_accept(c->ssl);
-		if (r != 1) {
-			int e = SSL_get_error(c->ssl, r);
-			if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-				arm(g, c, e == SSL_ERROR_WANT_WRITE);
-				return 0;
-			}
-			cmetrics_tls_failure();
-			log_info("ingest: %s: TLS handshake failed: %s", c->peer,
-				 ERR_reason_error_string(ERR_peek_last_error()));
-			ERR_clear_error();
-			return -EPROTO;
-		}
-		if (!handshake_done(g, c))
-			return -EPROTO;
-		c->last = time(NULL);
-	}
-	if (c->wlen && flush_out(g, c) < 0)
-		return -EIO;
 	while (c->st != C_CLOSING && !c->busy) {
 		uint8_t *dst;
 		size_t room;
@@ -684,17 +680,14 @@ static int on_readable(struct ingest *g, struct conn *c)
 			dst = c->buf + c->got;
 			room = c->cap - c->got;
 		}
-		ERR_clear_error();
-		int n = SSL_read(c->ssl, dst, (int)room);
-		if (n <= 0) {
-			int e = SSL_get_error(c->ssl, n);
-			if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-				return 0;
-			if (e != SSL_ERROR_ZERO_RETURN)
-				log_info("ingest: %s (%s): connection lost (TLS error %d: %s, errno %d)", c->peer, c->cn, e,
-					 ERR_reason_error_string(ERR_peek_last_error()), errno);
-			ERR_clear_error();
-			return e == SSL_ERROR_ZERO_RETURN ? -ECONNRESET : -EIO;
+		ssize_t n = tlsconn_read(&c->t, dst, room);
+		if (n == 0)
+			return 0;
+		if (n < 0) {
+			if (c->t.ssl_err)
+				log_info("ingest: %s (%s): connection lost (TLS error: %s)", c->peer, c->cn,
+					 ERR_reason_error_string(c->t.ssl_err));
+			return -EIO;
 		}
 		c->last = time(NULL);
 		if (c->hdr_got < 4) {
@@ -732,16 +725,19 @@ static void accept_all(struct ingest *g)
 			continue;
 		}
 		struct conn *c = calloc(1, sizeof(*c));
-		if (!c || !(c->ssl = SSL_new(g->ctx))) {
-			free(c);
+		if (!c) {
 			close(fd);
 			continue;
 		}
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		c->fd = fd;
+		if (tlsconn_accept(&c->t, g->loop, g->ctx, fd, on_conn_event)) {
+			free(c);       /* fd closed by tlsconn_accept */
+			continue;
+		}
+		c->g = g;
+		c->reap.fn = on_reap;
 		c->last = time(NULL);
-		SSL_set_fd(c->ssl, fd);
 		char ip[INET6_ADDRSTRLEN] = "?";
 		if (ss.ss_family == AF_INET)
 			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
@@ -754,10 +750,6 @@ static void accept_all(struct ingest *g)
 		g->conns = c;
 		g->nconns++;
 		cmetrics_conn(1);
-		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
-		epoll_ctl(g->epfd, EPOLL_CTL_ADD, fd, &ev);
-		if (on_readable(g, c) < 0)
-			conn_free(g, c);
 	}
 }
 
@@ -770,7 +762,7 @@ static void sweep(struct ingest *g)
 			continue;
 		time_t limit = c->st == C_HANDSHAKE ? HANDSHAKE_TIMEOUT_S
 			       : (c->hdr_got ? FRAME_STALL_TIMEOUT_S : IDLE_TIMEOUT_S);
-		if (now - c->last > limit || (c->st == C_CLOSING && !c->wlen)) {
+		if (now - c->last > limit || (c->st == C_CLOSING && !c->t.out)) {
 			if (c->st != C_CLOSING)
 				log_info("ingest: %s: closing idle or stalled connection", c->peer);
 			conn_free(g, c);
@@ -789,35 +781,74 @@ static void sweep(struct ingest *g)
 	}
 }
 
+/* What the connection layer reports for an agent connection: the
+ * handshake done (the certificate's CN is the agent id), frames to read,
+ * acks out (a refused agent is closed once its reason is sent), gone. */
+static void on_conn_event(struct tlsconn *t, enum tlsconn_event ev)
+{
+	struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, t));
+	struct ingest *g = c->g;
+	if (c->freed || c->dead)
+		return;
+	switch (ev) {
+	case TLSCONN_READY:
+		if (!handshake_done(g, c)) {
+			log_info("ingest: %s: client certificate refused", c->peer);
+			conn_free(g, c);
+			return;
+		}
+		c->last = time(NULL);
+		/* the Hello may have come with the handshake */
+		__attribute__((fallthrough));
+	case TLSCONN_READABLE:
+		if (c->busy)
+			return;
+		if (on_readable(g, c) < 0 || (c->st == C_CLOSING && !c->t.out))
+			conn_free(g, c);
+		return;
+	case TLSCONN_WRITTEN:
+		if (c->st == C_CLOSING)
+			conn_free(g, c);
+		return;
+	case TLSCONN_CLOSED:
+		if (!c->t.handshaken) {
+			cmetrics_tls_failure();
+			log_info("ingest: %s: TLS handshake failed: %s", c->peer,
+				 c->t.ssl_err ? ERR_reason_error_string(c->t.ssl_err) : "connection closed");
+		}
+		conn_free(g, c);
+		return;
+	}
+}
+
+static void on_listen(struct loop_watch *w, uint32_t events)
+{
+	accept_all((struct ingest *)((char *)w - offsetof(struct ingest, lw)));
+}
+
+static void on_writer_done(struct loop_watch *w, uint32_t events)
+{
+	drain_done((struct ingest *)((char *)w - offsetof(struct ingest, ew)));
+}
+
+static void on_tick(struct loop_timer *t, uint64_t now_ms)
+{
+	struct ingest *g = (struct ingest *)((char *)t - offsetof(struct ingest, tick));
+	if (g->stop && *g->stop) {
+		loop_stop(g->loop);
+		return;
+	}
+	sweep(g);
+	loop_timer_set(g->loop, &g->tick, now_ms + 1000);
+}
+
 int ingest_run(struct ingest *g, volatile sig_atomic_t *stop)
 {
-	struct epoll_event evs[64];
+	g->stop = stop;
 	sweep(g);
-	while (!*stop) {
-		int n = epoll_wait(g->epfd, evs, 64, 1000);
-		if (n < 0 && errno != EINTR)
-			return -errno;
-		for (int i = 0; i < n; i++) {
-			struct conn *c = evs[i].data.ptr;
-			if (!c) {
-				accept_all(g);
-				continue;
-			}
-			if ((void *)c == (void *)&g->efd) {
-				drain_done(g);
-				continue;
-			}
-			if (c->busy || c->dead)
-				continue;
-			int rc = 0;
-			if ((evs[i].events & EPOLLOUT) && c->wlen && c->st != C_HANDSHAKE)
-				rc = flush_out(g, c) < 0 ? -EIO : 0;
-			if (!rc && (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLOUT)))
-				rc = on_readable(g, c);
-			if (rc < 0 || (c->st == C_CLOSING && !c->wlen))
-				conn_free(g, c);
-		}
-		sweep(g);
-	}
-	return 0;
+	int rc = loop_timer_set(g->loop, &g->tick, loop_now_ms() + 1000);
+	if (!rc)
+		rc = loop_run(g->loop);
+	loop_timer_cancel(g->loop, &g->tick);
+	return rc;
 }

@@ -19,6 +19,7 @@
 #include "store.h"
 
 struct forward;
+struct loop;
 
 struct ingest_opts {
 	const char *listen;        /* HOST:PORT */
@@ -29,12 +30,15 @@ struct ingest_opts {
 	unsigned retain_days;      /* 0 = off; enforced at start and hourly */
 	struct forward *fwd;       /* optional, borrowed: syslog forward of committed events */
 	const char *host;          /* this collector's name, for its own records */
+	struct loop *loop;         /* optional, borrowed: the collector's one event loop
+	                            * (NULL: ingest makes its own) */
 };
 
 struct ingest;
 
 int ingest_new(const struct ingest_opts *o, struct ingest **out, char *err, size_t errlen);
-/* Runs until *stop becomes non-zero. */
+/* Runs the loop (and whatever else shares it: the API) until *stop
+ * becomes non-zero; *stop is looked at once a second. */
 int ingest_run(struct ingest *g, volatile sig_atomic_t *stop);
 void ingest_free(struct ingest *g);
 /* The bound port (useful with port 0). */

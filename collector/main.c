@@ -1,7 +1,8 @@
 /* vigil-collector: receives agents' audit batches and answers SOC queries.
  * This file only parses the command line and wires the pieces together:
- * ingest (ingest.c) on the main thread's epoll loop, the HTTPS API (api.c)
- * on its own threads, each with its own store handle; plus the one-shot
+ * ingest (ingest.c) and the HTTPS API (api.c) on one event loop (loop.c)
+ * run by the main thread, the API's requests on its worker pool, each with
+ * its own store handle; plus the one-shot
  * subcommands (pki init, enroll, revoke, export, verify). Must never hold
  * protocol or storage logic of its own. */
 #include <errno.h>
@@ -22,6 +23,7 @@
 #include "forwarder.h"
 #include "alerts.h"
 #include "ingest.h"
+#include "loop.h"
 #include "log.h"
 #include "store.h"
 
@@ -352,6 +354,7 @@ static int run(const char *cfg, bool check)
 	struct forward *fwd = NULL;
 	struct forwarder *fwr = NULL;
 	struct alerts_thread *alt = NULL;
+	struct loop *loop = NULL;
 	SSL_CTX *ictx = NULL, *actx = NULL;
 	struct reloader rl;
 	bool rl_started = false;
@@ -388,14 +391,20 @@ static int run(const char *cfg, bool check)
 		rc = 1;
 		goto out;
 	}
-	struct ingest_opts io = { .listen = c->listen, .ctx = ictx, .store = s, .store_url = c->store, .max_conns = c->max_agents,
+	/* One event loop for ingest and the API, on this thread. */
+	if (!(loop = loop_new())) {
+		log_err("event loop: %s", strerror(errno));
+		rc = 1;
+		goto out;
+	}
+	struct ingest_opts io = { .loop = loop, .listen = c->listen, .ctx = ictx, .store = s, .store_url = c->store, .max_conns = c->max_agents,
 				  .retain_days = c->retain_days, .fwd = fwd, .host = host };
 	if (ingest_new(&io, &g, err, sizeof(err))) {
 		log_err("listen: %s", err);
 		rc = 1;
 		goto out;
 	}
-	struct api_opts ao = { .listen = c->api, .ctx = actx, .store_url = c->store, .conf = c };
+	struct api_opts ao = { .loop = loop, .listen = c->api, .ctx = actx, .store_url = c->store, .conf = c };
 	if (api_start(&ao, &a, err, sizeof(err))) {
 		log_err("api: %s", err);
 		rc = 1;
@@ -426,8 +435,9 @@ out:
 		pthread_join(rl.thr, NULL);
 	alerts_stop(alt);
 	forwarder_stop(fwr);
+	ingest_free(g);     /* agents first: the API's wind-down runs the loop again */
 	api_stop(a);
-	ingest_free(g);
+	loop_free(loop);
 	forward_free(fwd);
 	store_close(s);
 	SSL_CTX_free(ictx);

@@ -4,7 +4,7 @@
  * read, or keep any byte of a request beyond its method, path and host. */
 #include <string.h>
 #include "net/classify.h"
-#include "proxy/http.h"
+#include "http.h"
 #include "net/sni.h"
 
 /* Whether buf starts like an HTTP/1.x request line: a method token of

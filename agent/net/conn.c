@@ -37,7 +37,7 @@
 #include "net/egress.h"
 #include "proxy/exchange.h"
 #include "log.h"
-#include "net/loop.h"
+#include "loop.h"
 #include "metrics.h"
 #include "providers/providers.h"
 #include "proxy/proxyconn.h"

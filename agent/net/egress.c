@@ -16,7 +16,7 @@
 #include "kernel/capture.h"
 #include "net/egress.h"
 #include "log.h"
-#include "net/loop.h"
+#include "loop.h"
 #include "kernel/targets.h"
 
 #define REPLY_MAX 8192   /* a proxy's answer head; more is a broken or hostile proxy */

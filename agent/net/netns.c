@@ -21,7 +21,7 @@
 #include "kernel/capture.h"
 #include "net/conn.h"
 #include "log.h"
-#include "net/loop.h"
+#include "loop.h"
 #include "net/netns.h"
 #include "osutil.h"
 #include "privs.h"

@@ -15,7 +15,7 @@
 #include "audit/audit.h"
 #include "policy/justify.h"
 #include "log.h"
-#include "net/loop.h"
+#include "loop.h"
 
 #define SLOTS 256
 #define WARNING_TTL_MS (24u * 3600u * 1000u)   /* how long a warning id may be justified */

@@ -32,7 +32,7 @@
 #include "content/detok.h"
 #include "proxy/exchange.h"
 #include "jsonw.h"
-#include "net/loop.h"
+#include "loop.h"
 #include "policy/justify.h"
 #include "proxy/mcp.h"
 #include "content/toolcall.h"
@@ -1499,22 +1499,7 @@ void exchange_fill_event(const struct exchange *ex, struct audit_event *ev)
 
 const char *exchange_status_text(int status)
 {
-	switch (status) {
-	case 200: return "OK";
-	case 400: return "Bad Request";
-	case 403: return "Forbidden";
-	case 408: return "Request Timeout";
-	case 413: return "Content Too Large";
-	case 421: return "Misdirected Request";
-	case 429: return "Too Many Requests";
-	case 431: return "Request Header Fields Too Large";
-	case 501: return "Not Implemented";
-	case 502: return "Bad Gateway";
-	case 503: return "Service Unavailable";
-	case 504: return "Gateway Timeout";
-	case 505: return "HTTP Version Not Supported";
-	default: return "Error";
-	}
+	return http_status_text(status);
 }
 
 int exchange_error_body(const struct exchange *ex, int status, const char *code, const char *msg,

@@ -15,7 +15,7 @@
 #include <stdint.h>
 #include "agent.h"
 #include "audit/audit.h"
-#include "proxy/http.h"
+#include "http.h"
 #include "content/inspect.h"
 #include "content/json.h"
 #include "policy/policy.h"

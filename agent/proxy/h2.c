@@ -18,7 +18,7 @@
 #include <strings.h>
 #include <nghttp2/nghttp2.h>
 #include "proxy/h2.h"
-#include "proxy/http.h"
+#include "http.h"
 #include "content/json.h"
 
 /* Reads of this size keep an idle connection's resident stack small;

@@ -30,7 +30,7 @@
 #include "kernel/capture.h"
 #include "proxy/exchange.h"
 #include "log.h"
-#include "net/loop.h"
+#include "loop.h"
 #include "providers/providers.h"
 #include "proxy/proxyconn.h"
 #include "proxy/proxyhead.h"

@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include "proxy/http.h"
+#include "http.h"
 #include "proxy/proxyhead.h"
 
 static bool name_char(unsigned char c)

@@ -35,7 +35,7 @@
 #include "config.h"
 #include "content/json.h"
 #include "jsonw.h"
-#include "net/loop.h"
+#include "loop.h"
 #include "metrics.h"
 #include "providers/providers.h"
 #include "proxy/ws.h"

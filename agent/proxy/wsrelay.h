@@ -29,7 +29,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 #include "proxy/exchange.h"
-#include "proxy/http.h"
+#include "http.h"
 
 enum wsrelay_upgrade {
 	WSRELAY_NONE,       /* not a WebSocket upgrade */

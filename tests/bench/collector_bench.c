@@ -13,6 +13,7 @@
  * Targets (issue 7): >= 50,000 events/s ingested on SQLite (2 cores); a
  * filtered query over 1M events < 100 ms. Prints PASS/MISS per target.
  * Usage: collector_bench [--events N] [--store-events N] [--no-clickhouse] [--no-sqlite]
+ *        [--remote IP PORT DIR BASE: only the senders, against a running collector]
  *        [--keep: leave the stores and the ClickHouse server running for a look] */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -42,6 +43,7 @@
 
 static char dir[256];
 static int port;
+static struct in_addr host = { .s_addr = 0x0100007f };   /* 127.0.0.1, network order */
 static size_t total_events = 200000, store_events = 1000000;
 
 static double now_s(void)
@@ -79,7 +81,7 @@ static void *send_thread(void *arg)
 {
 	struct sender *sd = arg;
 	char crt[300], key[300], ca[300], id[32];
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr = host };
 	snprintf(id, sizeof(id), "bench-%d", sd->idx);
 	snprintf(crt, sizeof(crt), "%s/%s/agent.crt", dir, id);
 	snprintf(key, sizeof(key), "%s/%s/agent.key", dir, id);
@@ -284,6 +286,37 @@ static double bench_ingest(const char *url)
 	return (double)n / dt;
 }
 
+/* --remote: the senders against a running vigil-collector whose client CA
+ * issued DIR/bench-N/agent.{crt,key} (see colloop_bench.py). Events/s
+ * acked, or < 0. */
+static double bench_remote(int base)
+{
+	char err[512];
+	struct sender sd[AGENTS];
+	pthread_t th[AGENTS];
+	for (int i = 0; i < AGENTS; i++) {
+		memset(&sd[i], 0, sizeof(sd[i]));
+		sd[i].idx = base + i;
+		pki_key_generate(PKI_KEY_ED25519, &sd[i].key, err, sizeof(err));
+		if (build_frames(&sd[i], total_events / AGENTS))
+			return -1;
+	}
+	printf("ready\n");
+	fflush(stdout);
+	if (getchar() == EOF)
+		return -1;
+	double t0 = now_s();
+	int bad = 0;
+	for (int i = 0; i < AGENTS; i++)
+		pthread_create(&th[i], NULL, send_thread, &sd[i]);
+	for (int i = 0; i < AGENTS; i++) {
+		pthread_join(th[i], NULL);
+		bad |= sd[i].rc;
+	}
+	double dt = now_s() - t0;
+	return bad ? -1 : (double)(total_events / AGENTS / BATCH * BATCH * AGENTS) / dt;
+}
+
 static int cmp_d(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -475,6 +508,19 @@ int main(int argc, char **argv)
 			with_sqlite = false;
 		else if (!strcmp(argv[i], "--keep"))
 			keep = true;
+		else if (!strcmp(argv[i], "--remote") && i + 4 < argc) {
+			/* --remote IP PORT DIR BASE: agents bench-BASE.. (each run
+			 * needs fresh ids: the collector pins the first key it saw);
+			 * prints "ready", starts on a line from stdin */
+			if (inet_pton(AF_INET, argv[i + 1], &host) != 1)
+				return 2;
+			port = atoi(argv[i + 2]);
+			snprintf(dir, sizeof(dir), "%s", argv[i + 3]);
+			log_set_level(LOG_ERR);
+			double r = bench_remote(atoi(argv[i + 4]));
+			printf("events_per_s %.0f\n", r);
+			return r < 0;
+		}
 	}
 	log_set_level(getenv("BENCH_DEBUG") ? LOG_INFO : LOG_ERR);
 	signal(SIGPIPE, SIG_IGN);

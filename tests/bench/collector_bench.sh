@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds and runs tests/bench/collector_bench.c (collector ingest rate and
 # SOC query latency; see its header). Usage: tests/bench/collector_bench.sh
-# [--events N] [--store-events N] [--no-clickhouse]. BUILD as for the tests.
+# [--events N] [--store-events N] [--no-clickhouse] [--remote IP PORT DIR BASE]. BUILD as for the tests.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD="${BUILD:-build}"

@@ -5,6 +5,7 @@ test_collector_ops.py."""
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -177,3 +178,17 @@ class ClickHouse:
         while self.sql("SELECT count() FROM system.mutations WHERE is_done = 0").strip() != "0":
             check(time.time() < deadline, "mutation did not finish")
             time.sleep(0.1)
+
+
+def fill_store(db, n):
+    """n unsigned events of one agent straight into the SQLite store: verify
+    walks and rejects every one of them, which takes a while."""
+    con = sqlite3.connect(db)
+    con.execute("INSERT OR IGNORE INTO agents(agent_id, pubkey, first_seen, last_seen) VALUES('bulk', ?, 1, 1)",
+                (bytes(32),))
+    now = int(time.time() * 1e6)
+    con.executemany("INSERT INTO events(time, event_id, agent_id, boot_id, seq, host, kind, user, action, findings,"
+                    " prev_hash, hash, raw) VALUES(?, ?, 'bulk', 'b', ?, 'h', 'request', 'u', 'allow', '', ?, ?, ?)",
+                    ((now - i, "e%d" % i, i + 1, bytes(32), bytes(32), b"\x08\x01" * 40) for i in range(n)))
+    con.commit()
+    con.close()

@@ -20,7 +20,7 @@ import time
 
 import lib
 from lib import check, test
-from collector_tools import ADMIN_T, ANALYST_T, Collector
+from collector_tools import ADMIN_T, ANALYST_T, Collector, fill_store
 
 HOST = "127.41.0.1"
 TMP = tempfile.mkdtemp(prefix="vigil-colops-")
@@ -48,7 +48,7 @@ def read_all(s):
 @test
 def stop_waits_for_request_in_flight():
     """SIGTERM while a request is half sent: the collector must answer it
-    (the store stays open until the last request thread ended), then exit 0.
+    (the store stays open until the last request worker ended), then exit 0.
     The rest of the request arrives after 6 s, past the old 5 s give-up."""
     col = Collector(TMP, host=HOST, name="stop")
     col.start()
@@ -65,20 +65,6 @@ def stop_waits_for_request_in_flight():
     rc = col.proc.wait(15)
     check(rc == 0, "collector exit %d after the request: %s" % (rc, col.tail()))
     check("ERROR" not in col.tail(50) and "AddressSanitizer" not in col.tail(50), col.tail())
-
-
-def fill_store(db, n):
-    """n unsigned events of one agent straight into the SQLite store: verify
-    walks and rejects every one of them, which takes a while."""
-    con = sqlite3.connect(db)
-    con.execute("INSERT OR IGNORE INTO agents(agent_id, pubkey, first_seen, last_seen) VALUES('bulk', ?, 1, 1)",
-                (bytes(32),))
-    now = int(time.time() * 1e6)
-    con.executemany("INSERT INTO events(time, event_id, agent_id, boot_id, seq, host, kind, user, action, findings,"
-                    " prev_hash, hash, raw) VALUES(?, ?, 'bulk', 'b', ?, 'h', 'request', 'u', 'allow', '', ?, ?, ?)",
-                    ((now - i, "e%d" % i, i + 1, bytes(32), bytes(32), b"\x08\x01" * 40) for i in range(n)))
-    con.commit()
-    con.close()
 
 
 def timed(col, path):

@@ -19,7 +19,7 @@
 #include <string.h>
 
 #include "proxy/h2.h"
-#include "proxy/http.h"
+#include "http.h"
 
 #define REQUIRE(c) do { if (!(c)) abort(); } while (0)
 

@@ -1,4 +1,4 @@
-/* libFuzzer target for agent/proxy/http.c and agent/proxy/sse.c: every parser of
+/* libFuzzer target for common/http.c and agent/proxy/sse.c: every parser of
  * untrusted bytes in the HTTP path. Besides "no crash / no sanitizer
  * report" it checks properties, aborting on a violation:
  *  - request/response heads: every prefix answers 0 or the final answer;
@@ -8,13 +8,13 @@
  *  - SSE: whole and a 3-way split dispatch identical events.
  * Input: byte 0 selects the target, bytes 1-2 choose split points.
  * Build: clang -fsanitize=fuzzer,address -Iagent -Icommon
- *        tests/fuzz/fuzz_http.c agent/proxy/http.c agent/proxy/sse.c -o fuzz_http */
+ *        tests/fuzz/fuzz_http.c common/http.c agent/proxy/sse.c -o fuzz_http */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxy/http.h"
+#include "http.h"
 #include "proxy/sse.h"
 
 #define REQUIRE(c) do { if (!(c)) abort(); } while (0)

@@ -1,1 +1,1 @@
-test_classify_DEPS := agent/net/sni.c agent/proxy/http.c agent/audit/reason.c
+test_classify_DEPS := agent/net/sni.c common/http.c agent/audit/reason.c

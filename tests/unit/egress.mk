@@ -1,1 +1,1 @@
-test_egress_DEPS := agent/kernel/capture.c agent/kernel/sockdiag.c agent/net/loop.c agent/kernel/targets.c agent/proxy/proxyhead.c agent/proxy/http.c
+test_egress_DEPS := agent/kernel/capture.c agent/kernel/sockdiag.c common/loop.c agent/kernel/targets.c agent/proxy/proxyhead.c common/http.c

@@ -1,1 +1,1 @@
-test_h2_DEPS := agent/proxy/http.c agent/content/json.c
+test_h2_DEPS := common/http.c agent/content/json.c

@@ -1,1 +1,1 @@
-test_proxyhead_DEPS := agent/proxy/http.c
+test_proxyhead_DEPS := common/http.c

@@ -10,7 +10,7 @@
 #include "check.h"
 #include "config.h"
 #include "net/egress.h"
-#include "net/loop.h"
+#include "loop.h"
 
 struct fake {
 	int lfd;

@@ -1,8 +1,8 @@
-/* Unit tests for agent/proxy/http.c: request/response head parsing, chunked
+/* Unit tests for common/http.c: request/response head parsing, chunked
  * decoding and the forwarded head. Every hostile case names the attack or
  * the RFC rule it checks; every framing case checks the exact length. */
 #include "check.h"
-#include "proxy/http.h"
+#include "http.h"
 
 #include <errno.h>
 #include <stdint.h>

@@ -1,4 +1,4 @@
-/* Unit tests for agent/net/loop.c's timers: they fire in due order whatever
+/* Unit tests for common/loop.c's timers: they fire in due order whatever
  * the order they were set, moved and cancelled in; a timer set again from
  * its own callback does not spin the loop; the loop sleeps until the next
  * timer (no tick) and wakes for an fd in between. */
@@ -9,7 +9,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "net/loop.h"
+#include "loop.h"
 
 #define N 500
 

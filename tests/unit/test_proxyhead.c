@@ -3,7 +3,7 @@
  * refused with the status the client gets, and the agent's own CONNECT
  * and the proxy's answer are framed so not one tunnel byte is taken. */
 #include "check.h"
-#include "proxy/http.h"
+#include "http.h"
 #include "proxy/proxyhead.h"
 
 static int parse(const char *s, struct proxyhead *ph)

@@ -1,5 +1,5 @@
-/* loop: the agent's epoll event loop. Watches and timers are embedded in
- * their owners (no allocation per registration). Timers sit in a binary
+/* loop: the epoll event loop of the agent and the collector. Watches and
+ * timers are embedded in their owners (no allocation per registration). Timers sit in a binary
  * heap: the loop sleeps until the earliest one is due, so an idle agent
  * does not wake for nothing and no tick scans every connection. One thread
  * runs the loop; other threads talk to it only through fds. */
@@ -37,7 +37,8 @@ struct loop_timer {
 int loop_timer_set(struct loop *l, struct loop_timer *t, uint64_t due_ms);
 void loop_timer_cancel(struct loop *l, struct loop_timer *t);
 static inline bool loop_timer_is_set(const struct loop_timer *t) { return t->slot != 0; }
-/* Runs until loop_stop(). Returns 0 or -errno. */
+/* Runs until loop_stop() (which may come before it). Returns 0 or -errno;
+ * once it returned, the loop can be run again. */
 int loop_run(struct loop *l);
 void loop_stop(struct loop *l);
 uint64_t loop_now_ms(void);

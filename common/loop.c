@@ -8,7 +8,7 @@
 #include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
-#include "net/loop.h"
+#include "loop.h"
 
 struct loop {
 	int epfd;
@@ -179,5 +179,6 @@ int loop_run(struct loop *l)
 		}
 		run_timers(l);
 	}
+	l->stop = false;   /* a later loop_run runs again (the collector winds its API down that way) */
 	return 0;
 }

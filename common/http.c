@@ -18,7 +18,7 @@
  * Every function is stateless apart from struct http_chunked, so a caller
  * re-parses a head from the start when more bytes arrive; the head is
  * bounded by max_head_bytes, which bounds that work. */
-#include "proxy/http.h"
+#include "http.h"
 
 #include <errno.h>
 #include <string.h>
@@ -1041,4 +1041,31 @@ ssize_t http_format_request_head(const struct http_request *req, char *out, size
 	if (o.full)
 		return -ENOSPC;
 	return (ssize_t)(outlen - o.left);
+}
+
+const char *http_status_text(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 409: return "Conflict";
+	case 411: return "Length Required";
+	case 413: return "Content Too Large";
+	case 414: return "URI Too Long";
+	case 421: return "Misdirected Request";
+	case 429: return "Too Many Requests";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	case 505: return "HTTP Version Not Supported";
+	default: return "Error";
+	}
 }

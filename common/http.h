@@ -1,4 +1,5 @@
-/* http: HTTP/1.1 message framing for the intercepting proxy (RFC 9112).
+/* http: HTTP/1.1 message framing (RFC 9112), shared by the intercepting proxy
+ * (agent/proxy) and the collector's API (collector/api.c).
  * Parses request and response heads, decodes chunked bodies incrementally,
  * and writes the head that is forwarded upstream. Pure code: no I/O, no
  * allocation, no logging, one pass over the bytes, never strlen() on
@@ -158,5 +159,8 @@ bool http_chunked_done(const struct http_chunked *c);
  * then the final CRLF. Returns bytes written or -ENOSPC. */
 ssize_t http_format_request_head(const struct http_request *req, char *out, size_t outlen,
 				 uint64_t new_len);
+
+/* The reason phrase of an HTTP status (RFC 9110 15), "Error" if unknown. */
+const char *http_status_text(int status);
 
 #endif
