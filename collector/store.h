@@ -183,7 +183,9 @@ int store_query(struct store *s, const struct store_filter *f, struct store_rows
 /* Up to limit events committed after cursor `after`, oldest commit first;
  * *next is the cursor of the last one (after itself when none). Cursors
  * only grow, so a forwarder that saves *next resumes exactly there.
- * -ENOTSUP on a backend without a commit order (ClickHouse for now). */
+ * SQLite: its commit order, exact. ClickHouse: a sequence the collector
+ * assigns at insert time, read a little behind (store_clickhouse.c says
+ * what holds with several collectors). */
 int store_feed(struct store *s, uint64_t after, size_t limit, struct store_rows *out, uint64_t *next);
 void store_rows_free(struct store_rows *r);
 int store_top(struct store *s, enum store_top_kind k, const struct store_filter *f,

@@ -17,6 +17,29 @@
  * Collectors hold no state of their own, so several can share one server or
  * a cluster (point `events` etc. at Distributed tables sharded by agent_id).
  *
+ * The commit order (migration 4, events.ingest_seq) that store_feed pages
+ * on: ClickHouse has no transactions and no sequence, so the collector
+ * assigns it at insert time, a hybrid clock in microseconds: max(wall
+ * clock, last + 1) per row, seeded at open from the stored maximum so it
+ * keeps growing across restarts and clock steps back. Rows older than the
+ * migration read it as their event time (the column's DEFAULT), below any
+ * new value. Guarantees:
+ *  - one collector process (every handle in it: ingest, alerts, the API's
+ *    records) on one server or on a cluster: exact. Inserts that take a
+ *    sequence are serialised by a process-wide lock, and a feed never reads
+ *    past the first sequence of the insert in flight, so everything below
+ *    its bound has been acknowledged (with a cluster: by every shard, via
+ *    insert_distributed_sync) and no later insert can land below it.
+ *  - several collectors on one server or cluster: a feed also stays
+ *    FEED_SETTLE_US behind its own clock, so an insert another collector
+ *    started is visible before the feed passes its sequence as long as the
+ *    insert took less than the window minus the clocks' skew (NTP). An
+ *    insert slower than that may be skipped by another collector's feed;
+ *    its own collector's feed never skips it. Order between collectors is
+ *    their clocks' order, not a total commit order.
+ *  - a row inserted twice (two collectors racing with one batch) is fed
+ *    twice until the merge collapses it: at least once, never lost.
+ *
  * Must never: put a caller string into SQL except through ch_quote(), or
  * report an insert as committed before ClickHouse answered 200. */
 #include <errno.h>
@@ -24,12 +47,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/random.h>
 #include <time.h>
 #include <curl/curl.h>
 #include "store.h"
 
-#define CH_SCHEMA_VERSION 3
+#define CH_SCHEMA_VERSION 4
+/* How far behind its own clock a feed reads (see the top of the file). */
+#define FEED_SETTLE_US 2000000LL
+
+/* The commit order, process-wide: every handle of one collector shares it. */
+static pthread_mutex_t order_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t order_last;      /* highest sequence handed out or stored */
+static uint64_t order_pending;   /* first sequence of the insert in flight, 0 = none */
 
 struct ch {
 	struct store base;
@@ -295,25 +326,45 @@ static const char *const migrations[][2] = {
 	" ENGINE = ReplacingMergeTree(version) ORDER BY agent_id" },
 };
 
-/* 2: container_id on events (older ClickHouse has no ADD COLUMN IF NOT
- * EXISTS: a collector that finds the column added by another skips it). */
-static int migrate_v2(struct ch *c, struct buf *q)
+/* Adds a column to events (and its Distributed table) unless a collector
+ * already did: 18.16 has no ADD COLUMN IF NOT EXISTS. */
+static int add_event_column(struct ch *c, struct buf *q, const char *name, const char *def)
 {
 	const char *const tables[2] = { c->local, c->cluster[0] ? "" : NULL };
 	int rc;
 
 	for (int i = 0; i < 2 && tables[i]; i++) {
 		b_fmt(q, "SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = 'events%s'"
-			 " AND name = 'container_id' FORMAT TabSeparated", tables[i]);
+			 " AND name = '%s' FORMAT TabSeparated", tables[i], name);
 		if ((rc = ch_q(c, q)))
 			return rc;
 		if (atoi(c->resp ? c->resp : "0") > 0)
 			continue;
-		b_fmt(q, "ALTER TABLE events%s ADD COLUMN container_id String", tables[i]);
+		b_fmt(q, "ALTER TABLE events%s ADD COLUMN %s %s", tables[i], name, def);
 		if ((rc = ch_q(c, q)))
 			return rc;
 	}
+	return 0;
+}
+
+/* 2: container_id on events. */
+static int migrate_v2(struct ch *c, struct buf *q)
+{
+	int rc = add_event_column(c, q, "container_id", "String");
+	if (rc)
+		return rc;
 	b_fmt(q, "INSERT INTO schema_migrations VALUES (2, %lld)", (long long)time(NULL));
+	return ch_q(c, q);
+}
+
+/* 4: the commit order. Rows stored before read their event time, which is
+ * below every sequence handed out from now on. */
+static int migrate_v4(struct ch *c, struct buf *q)
+{
+	int rc = add_event_column(c, q, "ingest_seq", "UInt64 DEFAULT toUInt64(time)");
+	if (rc)
+		return rc;
+	b_fmt(q, "INSERT INTO schema_migrations VALUES (4, %lld)", (long long)time(NULL));
 	return ch_q(c, q);
 }
 
@@ -379,6 +430,8 @@ static int migrate(struct ch *c)
 		if ((rc = ch_q(c, &q)))
 			return rc;
 	}
+	if (v < 4 && (rc = migrate_v4(c, &q)))
+		return rc;
 	return 0;
 }
 
@@ -398,7 +451,8 @@ static void ch_close(struct store *s)
 	" hash, raw, content, has_content, container_id"
 #define EV_NCOLS 45
 
-static void tsv_event(struct buf *b, const struct store_event *e)
+/* One row of EV_COLS then ingest_seq. */
+static void tsv_event(struct buf *b, const struct store_event *e, uint64_t ingest_seq)
 {
 	char f[2048], num[512];
 	if (store_findings_format(e->findings, e->nfindings, f, sizeof(f)))
@@ -458,7 +512,8 @@ static void tsv_event(struct buf *b, const struct store_event *e)
 	snprintf(num, sizeof(num), "%d\t", e->content ? 1 : 0);
 	b_add(b, num, strlen(num));
 	tsv_str(b, e->container_id);
-	b_add(b, "\n", 1);
+	snprintf(num, sizeof(num), "\t%llu\n", (unsigned long long)ingest_seq);
+	b_add(b, num, strlen(num));
 #undef S
 #undef N
 #undef U
@@ -539,6 +594,49 @@ static int64_t now_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* Takes n sequences for one insert and holds the order lock until
+ * order_end(): inserts that take sequences commit one at a time, in
+ * sequence order. Returns the first. */
+static uint64_t order_begin(size_t n)
+{
+	pthread_mutex_lock(&order_mu);
+	uint64_t first = (uint64_t)now_us();
+	if (first <= order_last)
+		first = order_last + 1;
+	order_last = first + (n ? n : 1) - 1;
+	order_pending = first;
+	return first;
+}
+
+static void order_end(void)
+{
+	order_pending = 0;
+	pthread_mutex_unlock(&order_mu);
+}
+
+/* A stored maximum (another collector's, or this one's before a restart)
+ * is never handed out again. */
+static void order_seen(uint64_t stored_max)
+{
+	pthread_mutex_lock(&order_mu);
+	if (stored_max > order_last)
+		order_last = stored_max;
+	pthread_mutex_unlock(&order_mu);
+}
+
+/* The highest sequence a feed may read now: behind the settle window, and
+ * below this process's insert in flight. */
+static uint64_t order_feed_bound(void)
+{
+	int64_t t = now_us() - FEED_SETTLE_US;
+	uint64_t bound = t > 0 ? (uint64_t)t : 0;
+	pthread_mutex_lock(&order_mu);
+	if (order_pending && order_pending - 1 < bound)
+		bound = order_pending - 1;
+	pthread_mutex_unlock(&order_mu);
+	return bound;
+}
+
 static int agent_get(struct ch *c, const char *id, struct store_agent *a, bool *found);
 static int agent_put(struct ch *c, const struct store_agent *a);
 
@@ -552,6 +650,7 @@ static int ch_insert_batches(struct store *s, const struct store_batch *bs, size
 	struct buf q = { 0 }, ev = { 0 }, keys = { 0 }, hdr = { 0 };
 	bool **skip = calloc(n ? n : 1, sizeof(*skip));
 	size_t total = 0;
+	bool ordered = false;
 	int rc = 0;
 	if (!skip)
 		return -ENOMEM;
@@ -606,6 +705,14 @@ static int ch_insert_batches(struct store *s, const struct store_batch *bs, size
 			}
 		}
 	}
+	/* The sequences are taken before rendering and the lock is held until
+	 * the insert is answered (released at out:). */
+	size_t want = 0;
+	for (size_t k = 0; k < n; k++)
+		for (size_t i = 0; !res[k].rc && i < bs[k].nevents; i++)
+			want += !skip[k][i];
+	uint64_t iseq = order_begin(want);
+	ordered = true;
 	for (size_t k = 0; k < n; k++) {
 		const struct store_batch *b = &bs[k];
 		char num[128];
@@ -619,7 +726,7 @@ static int ch_insert_batches(struct store *s, const struct store_batch *bs, size
 			}
 			res[k].inserted++;
 			total++;
-			tsv_event(&ev, e);
+			tsv_event(&ev, e, iseq++);
 			tsv_str(&keys, e->agent_id);
 			snprintf(num, sizeof(num), "\t%llu\t", (unsigned long long)e->seq);
 			b_add(&keys, num, strlen(num));
@@ -647,13 +754,15 @@ static int ch_insert_batches(struct store *s, const struct store_batch *bs, size
 	}
 	/* Events, then their keys, then the headers: a header always has its
 	 * events, and a key always its event. */
-	if (total && ((rc = ch_exec(c, "INSERT INTO events (" EV_COLS ") FORMAT TabSeparated", ev.p, ev.len)) ||
+	if (total && ((rc = ch_exec(c, "INSERT INTO events (" EV_COLS ", ingest_seq) FORMAT TabSeparated", ev.p, ev.len)) ||
 		      (rc = ch_exec(c, "INSERT INTO event_keys (agent_id, seq, boot_id, hash, time) FORMAT TabSeparated",
 				    keys.p, keys.len))))
 		goto out;
 	if (hdr.len && (rc = ch_exec(c, "INSERT INTO batches (agent_id, boot_id, first_seq, last_seq, schema_version,"
 				       " prev_batch_hash, signature, received) FORMAT TabSeparated", hdr.p, hdr.len)))
 		goto out;
+	order_end();
+	ordered = false;
 	/* last_seen, at most once a minute per agent (each is a new row version). */
 	for (size_t k = 0; k < n; k++) {
 		struct store_agent a;
@@ -675,6 +784,8 @@ static int ch_insert_batches(struct store *s, const struct store_batch *bs, size
 		agent_put(c, &a);
 	}
 out:
+	if (ordered)
+		order_end();
 	for (size_t k = 0; k < n; k++)
 		free(skip[k]);
 	free(skip);
@@ -706,8 +817,10 @@ static int ch_insert_local(struct store *s, const struct store_event *e)
 	x.seq = ++c->local_seq;
 	if (!x.agent_id)
 		x.agent_id = "collector";
-	tsv_event(&body, &x);
-	int rc = body.oom ? -ENOMEM : ch_exec(c, "INSERT INTO events (" EV_COLS ") FORMAT TabSeparated", body.p, body.len);
+	tsv_event(&body, &x, order_begin(1));
+	int rc = body.oom ? -ENOMEM
+			  : ch_exec(c, "INSERT INTO events (" EV_COLS ", ingest_seq) FORMAT TabSeparated", body.p, body.len);
+	order_end();
 	b_free(&body);
 	return rc;
 }
@@ -768,20 +881,11 @@ static void where(struct buf *q, const struct store_filter *f)
 #undef AND
 }
 
-static int ch_query(struct store *s, const struct store_filter *f, struct store_rows *out)
+/* Reads the rows of the last answer into out: EV_COLS, then (feed only,
+ * next != NULL) ingest_seq, whose last value goes to *next. */
+static int ch_fetch(struct ch *c, struct store_rows *out, uint64_t *next)
 {
-	struct ch *c = CH(s);
-	struct buf q = { 0 };
-	size_t limit = f->limit ? f->limit : STORE_DEFAULT_LIMIT;
-	int rc;
-	if (limit > STORE_MAX_LIMIT)
-		limit = STORE_MAX_LIMIT;
-	b_add(&q, "SELECT " EV_COLS " FROM events", strlen("SELECT " EV_COLS " FROM events"));
-	where(&q, f);
-	b_fmt(&q, " ORDER BY time DESC, agent_id DESC, seq DESC LIMIT 1 BY agent_id, boot_id, seq LIMIT %zu"
-		  " FORMAT TabSeparated", limit);
-	if ((rc = ch_q(c, &q)))
-		return rc;
+	int rc, want = EV_NCOLS + (next ? 1 : 0);
 	/* The rows keep pointers into a private copy of the response. */
 	out->arena = store_arena_new();
 	char *copy = out->arena ? store_arena_alloc(out->arena, c->rlen + 1) : NULL;
@@ -794,10 +898,10 @@ static int ch_query(struct store *s, const struct store_filter *f, struct store_
 	memcpy(copy, c->resp, c->rlen);
 	copy[c->rlen] = 0;
 	struct tsv_cursor cur = { copy, copy + c->rlen };
-	char *fl[EV_NCOLS + 1];
-	size_t ll[EV_NCOLS + 1];
+	char *fl[EV_NCOLS + 2];
+	size_t ll[EV_NCOLS + 2];
 	int n;
-	while ((n = tsv_next(&cur, fl, ll, EV_NCOLS + 1)) >= 0) {
+	while ((n = tsv_next(&cur, fl, ll, EV_NCOLS + 2)) >= 0) {
 		if (out->n == cap) {
 			struct store_event *ne = realloc(out->ev, 2 * cap * sizeof(*ne));
 			if (!ne) {
@@ -812,11 +916,13 @@ static int ch_query(struct store *s, const struct store_filter *f, struct store_
 			rc = -ENOMEM;
 			goto err;
 		}
-		if (read_event(fl, ll, n, &out->ev[out->n], fb, 64)) {
-			store_seterr(s, "clickhouse: unexpected row with %d columns", n);
+		if (n != want || read_event(fl, ll, EV_NCOLS, &out->ev[out->n], fb, 64)) {
+			store_seterr(&c->base, "clickhouse: unexpected row with %d columns", n);
 			rc = -EPROTO;
 			goto err;
 		}
+		if (next)
+			*next = strtoull(fl[EV_NCOLS], NULL, 10);
 		out->n++;
 	}
 	struct store_event *ev = store_arena_alloc(out->arena, (out->n ? out->n : 1) * sizeof(*ev));
@@ -833,6 +939,47 @@ err:
 	store_arena_free(out->arena);
 	memset(out, 0, sizeof(*out));
 	return rc;
+}
+
+static int ch_query(struct store *s, const struct store_filter *f, struct store_rows *out)
+{
+	struct ch *c = CH(s);
+	struct buf q = { 0 };
+	size_t limit = f->limit ? f->limit : STORE_DEFAULT_LIMIT;
+	int rc;
+	memset(out, 0, sizeof(*out));
+	if (limit > STORE_MAX_LIMIT)
+		limit = STORE_MAX_LIMIT;
+	b_add(&q, "SELECT " EV_COLS " FROM events", strlen("SELECT " EV_COLS " FROM events"));
+	where(&q, f);
+	b_fmt(&q, " ORDER BY time DESC, agent_id DESC, seq DESC LIMIT 1 BY agent_id, boot_id, seq LIMIT %zu"
+		  " FORMAT TabSeparated", limit);
+	if ((rc = ch_q(c, &q)))
+		return rc;
+	return ch_fetch(c, out, NULL);
+}
+
+/* The commit order (see the top of the file): never past the bound, so a
+ * row this process is still inserting, or another collector inserted less
+ * than the settle window ago, is read on a later call, not skipped. */
+static int ch_feed(struct store *s, uint64_t after, size_t limit, struct store_rows *out, uint64_t *next)
+{
+	struct ch *c = CH(s);
+	struct buf q = { 0 };
+	uint64_t bound = order_feed_bound();
+	int rc;
+	memset(out, 0, sizeof(*out));
+	*next = after;
+	if (bound <= after)
+		return 0;
+	if (limit > STORE_MAX_LIMIT)
+		limit = STORE_MAX_LIMIT;
+	b_fmt(&q, "SELECT " EV_COLS ", ingest_seq FROM events WHERE ingest_seq > %llu AND ingest_seq <= %llu"
+		  " ORDER BY ingest_seq LIMIT %zu FORMAT TabSeparated", (unsigned long long)after,
+	      (unsigned long long)bound, limit ? limit : 1);
+	if ((rc = ch_q(c, &q)))
+		return rc;
+	return ch_fetch(c, out, next);
 }
 
 static int ch_count(struct store *s, const struct store_filter *f, uint64_t *out)
@@ -1423,6 +1570,7 @@ static const struct store_ops ch_ops = {
 	.insert_batches = ch_insert_batches,
 	.insert_local = ch_insert_local,
 	.query = ch_query,
+	.feed = ch_feed,
 	.top = ch_top,
 	.inventory = ch_inventory,
 	.review_set = ch_review_set,
@@ -1510,6 +1658,18 @@ int store_clickhouse_open(const char *url, struct store **out, char *err, size_t
 		 rnd[4], rnd[5], rnd[6], rnd[7], rnd[8], rnd[9], rnd[10], rnd[11], rnd[12], rnd[13], rnd[14], rnd[15]);
 	if (ch_exec(c, "SELECT max(seq) FROM events WHERE agent_id = 'collector' FORMAT TabSeparated", NULL, 0) == 0)
 		c->local_seq = strtoull(c->resp ? c->resp : "0", NULL, 10);
+	/* The commit order continues above everything stored: after a restart,
+	 * or a clock that stepped back. */
+	/* A cluster whose other shards have no tables yet (their collectors
+	 * have not started) cannot answer for the whole: this shard's part. */
+	if ((rc = ch_exec(c, "SELECT max(ingest_seq) FROM events FORMAT TabSeparated", NULL, 0)) && c->cluster[0])
+		rc = ch_exec(c, "SELECT max(ingest_seq) FROM events_local FORMAT TabSeparated", NULL, 0);
+	if (rc) {
+		snprintf(err, errlen, "%s: %s", url, c->base.errmsg);
+		ch_close(&c->base);
+		return rc;
+	}
+	order_seen(strtoull(c->resp ? c->resp : "0", NULL, 10));
 	*out = &c->base;
 	return 0;
 }
