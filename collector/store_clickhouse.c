@@ -1489,6 +1489,49 @@ static int ch_scan_batches(struct store *s, const char *id, store_batch_cb cb, v
 	return rc;
 }
 
+/* Deletes table's rows older than before_us. On a cluster, on every shard
+ * at once (ON CLUSTER: distributed DDL through the cluster's ZooKeeper),
+ * so retention does not depend on which shards have a collector; a cluster
+ * without ZooKeeper gets this shard only (*local_only). */
+static int retain_delete(struct ch *c, struct buf *q, const char *table, const char *col, int64_t before_us,
+			 bool *local_only)
+{
+	if (c->cluster[0] && !*local_only) {
+		b_fmt(q, "ALTER TABLE %s.%s_local ON CLUSTER %s DELETE WHERE %s < %lld", c->db, table, c->cluster, col,
+		      (long long)before_us);
+		int rc = ch_q(c, q);
+		if (!rc || !strstr(c->base.errmsg, "Zookeeper"))
+			return rc;
+		*local_only = true;
+	}
+	b_fmt(q, "ALTER TABLE %s%s DELETE WHERE %s < %lld", table, c->local, col, (long long)before_us);
+	return ch_q(c, q);
+}
+
+/* Waits (up to a minute) until the deletes are applied: on one server, no
+ * mutation left; on a cluster, no row older than the cut-off left on any
+ * shard (read through the Distributed table: 18.16 cannot list another
+ * shard's mutations). */
+static int retain_wait(struct ch *c, struct buf *q, int64_t before_us, bool local_only)
+{
+	int rc = 0;
+	for (int i = 0; i < 600; i++) {
+		if (c->cluster[0] && !local_only)
+			b_fmt(q, "SELECT (SELECT count() FROM events WHERE time < %lld) + (SELECT count() FROM batches"
+				 " WHERE received < %lld) FORMAT TabSeparated", (long long)before_us, (long long)before_us);
+		else
+			b_fmt(q, "SELECT count() FROM system.mutations WHERE database = currentDatabase()"
+				 " AND is_done = 0 FORMAT TabSeparated");
+		if ((rc = ch_q(c, q)))
+			return rc;
+		if (atoi(c->resp ? c->resp : "1") == 0)
+			return 0;
+		struct timespec ts = { 0, 100000000 };
+		nanosleep(&ts, NULL);
+	}
+	return 0;
+}
+
 static int ch_retain(struct store *s, int64_t before_us, uint64_t *deleted)
 {
 	struct ch *c = CH(s);
@@ -1541,25 +1584,19 @@ static int ch_retain(struct store *s, int64_t before_us, uint64_t *deleted)
 	/* A mutation: asynchronous in ClickHouse (18.16 has no mutations_sync),
 	 * so wait below until it is done. Batch headers received before the
 	 * cut-off only cover events older than it. */
-	b_fmt(&q, "ALTER TABLE events%s DELETE WHERE time < %lld", c->local, (long long)before_us);
-	if ((rc = ch_q(c, &q)))
-		return rc;
-	b_fmt(&q, "ALTER TABLE event_keys%s DELETE WHERE time < %lld", c->local, (long long)before_us);
-	if ((rc = ch_q(c, &q)))
-		return rc;
-	b_fmt(&q, "ALTER TABLE batches%s DELETE WHERE received < %lld", c->local, (long long)before_us);
-	if ((rc = ch_q(c, &q)))
-		return rc;
-	for (int i = 0; i < 600; i++) {
-		if ((rc = ch_exec(c, "SELECT count() FROM system.mutations WHERE database = currentDatabase()"
-				     " AND is_done = 0 FORMAT TabSeparated", NULL, 0)))
-			break;
-		if (atoi(c->resp ? c->resp : "1") == 0)
-			break;
-		struct timespec ts = { 0, 100000000 };
-		nanosleep(&ts, NULL);
-	}
+	static const char *const cut[3][2] = { { "events", "time" }, { "event_keys", "time" }, { "batches", "received" } };
+	bool local_only = false;
+	for (int i = 0; i < 3; i++)
+		if ((rc = retain_delete(c, &q, cut[i][0], cut[i][1], before_us, &local_only)))
+			return rc;
+	rc = retain_wait(c, &q, before_us, local_only);
 	b_free(&q);
+	if (!rc && local_only) {
+		store_seterr(s, "clickhouse: retention ran on this shard only: cluster %s has no distributed DDL"
+			     " (ZooKeeper in the servers' configuration); without it every shard needs a collector with"
+			     " retain_days", c->cluster);
+		return -ENOTSUP;
+	}
 	return rc;
 }
 
