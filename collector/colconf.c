@@ -306,6 +306,7 @@ static int pricing(const char *file, const struct ynode *n, struct colconf *c, c
 		const struct ynode *t = n->kids[i];
 		struct colconf_price *p = &c->prices[c->n_prices++];
 		int rc;
+		p->cached_input = -1;
 		if (t->kind != YNODE_MAP) {
 			snprintf(err, errlen, "%s:%d: each price is a mapping {provider, model, input, output}", file,
 				 t->line);
@@ -398,7 +399,7 @@ static int alerts_conf(const char *file, const struct ynode *n, struct colconf_a
 }
 
 bool colconf_cost(const struct colconf *c, const char *provider, const char *model, int64_t input_tokens,
-		  int64_t output_tokens, double *cost)
+		  int64_t output_tokens, int64_t cached_tokens, double *cost)
 {
 	if (!c || !provider || !model || (input_tokens <= 0 && output_tokens <= 0))
 		return false;
@@ -406,7 +407,13 @@ bool colconf_cost(const struct colconf *c, const char *provider, const char *mod
 		const struct colconf_price *p = &c->prices[i];
 		if (strcmp(p->provider, provider) || fnmatch(p->model, model, 0))
 			continue;
-		*cost = ((double)(input_tokens > 0 ? input_tokens : 0) * p->input +
+		/* A cached count above the input count (a provider's slip) never
+		 * makes the fresh part negative. */
+		double in = (double)(input_tokens > 0 ? input_tokens : 0);
+		double cached = (double)(cached_tokens > 0 ? cached_tokens : 0);
+		if (cached > in)
+			cached = in;
+		*cost = ((in - cached) * p->input + cached * (p->cached_input >= 0 ? p->cached_input : p->input) +
 			 (double)(output_tokens > 0 ? output_tokens : 0) * p->output) / 1e6;
 		return true;
 	}

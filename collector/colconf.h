@@ -35,7 +35,7 @@ struct colconf_forward {
  * and a model glob (fnmatch), first match wins. */
 struct colconf_price {
 	char *provider, *model;
-	double input, output, cached_input;
+	double input, output, cached_input;   /* cached_input < 0: not set (priced as input) */
 };
 
 /* alerts: thresholds of the detectors (alerts.h); enabled by the section. */
@@ -85,8 +85,11 @@ void colconf_free(struct colconf *c);
 const struct colconf_token *colconf_token_find(const struct colconf *c, const char *token);
 
 /* Cost of input/output tokens (negative = unknown, counted as 0) at the
- * first matching price; false when no price matches or no token is known. */
+ * first matching price; false when no price matches or no token is known.
+ * cached_tokens are the part of input_tokens the provider read from its
+ * prompt cache: priced at cached_input where the row has one, else as
+ * input. */
 bool colconf_cost(const struct colconf *c, const char *provider, const char *model, int64_t input_tokens,
-		  int64_t output_tokens, double *cost);
+		  int64_t output_tokens, int64_t cached_tokens, double *cost);
 
 #endif

@@ -357,12 +357,13 @@ static int migrate_v2(struct ch *c, struct buf *q)
 	return ch_q(c, q);
 }
 
-/* 4: the commit order. Rows stored before read their event time, which is
- * below every sequence handed out from now on. */
+/* 4: the commit order (rows stored before read their event time, which is
+ * below every sequence handed out from now on), and the prompt tokens read
+ * from the provider's cache (older rows: unknown). */
 static int migrate_v4(struct ch *c, struct buf *q)
 {
 	int rc = add_event_column(c, q, "ingest_seq", "UInt64 DEFAULT toUInt64(time)");
-	if (rc)
+	if (rc || (rc = add_event_column(c, q, "cached_tokens", "Int64 DEFAULT -1")))
 		return rc;
 	b_fmt(q, "INSERT INTO schema_migrations VALUES (4, %lld)", (long long)time(NULL));
 	return ch_q(c, q);
@@ -448,8 +449,8 @@ static void ch_close(struct store *s)
 	" cgroup, dst_ip, dst_port, sni, provider, method, path, model, stream, action, rule, reason," \
 	" error, findings, injection_score, status, bytes_up, bytes_down, prompt_tokens," \
 	" completion_tokens, latency_ms, policy_hash, gap_count, gap_first_seq, gap_last_seq, prev_hash," \
-	" hash, raw, content, has_content, container_id"
-#define EV_NCOLS 45
+	" hash, raw, content, has_content, container_id, cached_tokens"
+#define EV_NCOLS 46
 
 /* One row of EV_COLS then ingest_seq. */
 static void tsv_event(struct buf *b, const struct store_event *e, uint64_t ingest_seq)
@@ -512,7 +513,7 @@ static void tsv_event(struct buf *b, const struct store_event *e, uint64_t inges
 	snprintf(num, sizeof(num), "%d\t", e->content ? 1 : 0);
 	b_add(b, num, strlen(num));
 	tsv_str(b, e->container_id);
-	snprintf(num, sizeof(num), "\t%llu\n", (unsigned long long)ingest_seq);
+	snprintf(num, sizeof(num), "\t%lld\t%llu\n", (long long)e->cached_tokens, (unsigned long long)ingest_seq);
 	b_add(b, num, strlen(num));
 #undef S
 #undef N
@@ -581,6 +582,7 @@ static int read_event(char **f, size_t *l, int n, struct store_event *e, struct 
 	const char *content = STR();
 	e->content = I64() ? content : NULL;
 	e->container_id = STR();
+	e->cached_tokens = I64();
 #undef I64
 #undef U64
 #undef STR
@@ -1056,8 +1058,8 @@ static int ch_usage(struct store *s, enum store_top_kind k, const struct store_f
 		[STORE_TOP_HOSTS] = "host", [STORE_TOP_MODELS] = "model", [STORE_TOP_ACTIONS] = "action",
 		[STORE_TOP_AGENTS] = "agent_id", [STORE_TOP_FINDINGS] = "splitByChar(':', fnd)[1]",
 	};
-	b_fmt(&q, "SELECT %s AS k, provider, model, sum(greatest(prompt_tokens, 0)), sum(greatest(completion_tokens, 0))"
-		  " FROM events%s", col[k], k == STORE_TOP_FINDINGS ? " ARRAY JOIN splitByChar(',', findings) AS fnd" : "");
+	b_fmt(&q, "SELECT %s AS k, provider, model, sum(greatest(prompt_tokens, 0)), sum(greatest(completion_tokens, 0)),"
+		  " sum(greatest(cached_tokens, 0)) FROM events%s", col[k], k == STORE_TOP_FINDINGS ? " ARRAY JOIN splitByChar(',', findings) AS fnd" : "");
 	where(&q, f);
 	b_fmt(&q, " AND %s != '' GROUP BY k, provider, model LIMIT %d FORMAT TabSeparated",
 	      k == STORE_TOP_FINDINGS ? "fnd" : col[k], STORE_USAGE_MAX);
@@ -1066,11 +1068,11 @@ static int ch_usage(struct store *s, enum store_top_kind k, const struct store_f
 	size_t cap = 64, cnt = 0;
 	struct store_usage_row *rows = calloc(cap, sizeof(*rows));
 	struct tsv_cursor cur = { c->resp, c->resp + c->rlen };
-	char *fl[5];
-	size_t ll[5];
+	char *fl[6];
+	size_t ll[6];
 	int nf;
-	while (rows && (nf = tsv_next(&cur, fl, ll, 5)) >= 0) {
-		if (nf != 5)
+	while (rows && (nf = tsv_next(&cur, fl, ll, 6)) >= 0) {
+		if (nf != 6)
 			continue;
 		if (cnt == cap) {
 			struct store_usage_row *nr = realloc(rows, 2 * cap * sizeof(*nr));
@@ -1087,6 +1089,7 @@ static int ch_usage(struct store *s, enum store_top_kind k, const struct store_f
 		r->model = strdup(fl[2]);
 		r->input_tokens = strtoull(fl[3], NULL, 10);
 		r->output_tokens = strtoull(fl[4], NULL, 10);
+		r->cached_tokens = strtoull(fl[5], NULL, 10);
 		if (!r->key || !r->provider || !r->model) {
 			store_usage_free(rows, cnt);
 			return -ENOMEM;

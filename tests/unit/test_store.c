@@ -340,6 +340,7 @@ static void gen_events(struct gen *g, const char *agent, const char *boot, uint6
 		e->bytes_down = 2000;
 		e->prompt_tokens = 12;
 		e->completion_tokens = -1;
+		e->cached_tokens = i % 2 ? 4 : -1;
 		e->latency_ms = 250;
 		e->policy_hash = "abcd";
 		memset(e->hash, (int)(seq0 + i + 1), STORE_HASH_LEN);
@@ -810,15 +811,18 @@ SUITE(usage_by_key_provider_model)
 	CHECK(store_insert_batch(s, &b, NULL, NULL) == 0, "insert: %s", store_errmsg(s));
 	struct store_filter f = { .since_us = T0 - 1 };
 	CHECK(store_usage(s, STORE_TOP_USERS, &f, &u, &n) == 0, "usage: %s", store_errmsg(s));
-	uint64_t in = 0, out = 0, alice_openai = 0;
+	uint64_t in = 0, out = 0, alice_openai = 0, cached = 0;
 	for (size_t i = 0; i < n; i++) {
 		in += u[i].input_tokens;
 		out += u[i].output_tokens;
+		cached += u[i].cached_tokens;
 		if (!strcmp(u[i].key, "alice") && !strcmp(u[i].provider, "openai") && !strcmp(u[i].model, "gpt-4o"))
 			alice_openai += u[i].input_tokens;
 	}
 	store_usage_free(u, n);
 	/* users by i%3, providers by i%2: 6 distinct (user, provider, model) */
+	/* cached: 4 on the odd events, unknown (-1, adds nothing) on the even */
+	CHECK(cached == 12, "cached tokens summed to %llu, want 12", (unsigned long long)cached);
 	CHECK(n == 6 && in == 72 && out == 0 && alice_openai == 12, "%zu rows, in %llu out %llu alice/openai %llu", n,
 	      (unsigned long long)in, (unsigned long long)out, (unsigned long long)alice_openai);
 	CHECK(store_usage(s, STORE_TOP_FINDINGS, &f, &u, &n) == 0, "usage findings: %s", store_errmsg(s));
@@ -1092,7 +1096,8 @@ TEST(sqlite_schema1_database_gains_container_id)
 	/* Back to what schema 1 was. */
 	CHECK(sqlite3_open(path, &db) == SQLITE_OK, "sqlite3_open");
 	CHECK(sqlite3_exec(db, "ALTER TABLE events DROP COLUMN container_id; DROP INDEX ev_ingest;"
-			   " ALTER TABLE events DROP COLUMN ingest_seq; DROP TABLE reviews; PRAGMA user_version=1;", NULL, NULL,
+			   " ALTER TABLE events DROP COLUMN ingest_seq; DROP TABLE reviews;"
+			   " ALTER TABLE events DROP COLUMN cached_tokens; PRAGMA user_version=1;", NULL, NULL,
 			   NULL) == SQLITE_OK, "downgrade: %s", sqlite3_errmsg(db));
 	sqlite3_close(db);
 	CHECK(store_open(url, &s, err, sizeof(err)) == 0, "open of a schema 1 database: %s", err);
@@ -1108,6 +1113,9 @@ TEST(sqlite_schema1_database_gains_container_id)
 	CHECK(!strcmp(r.ev[1].container_id, g.ev[2].container_id) && r.ev[1].container_id[0],
 	      "new row lost its container_id: '%s'", r.ev[1].container_id);
 	CHECK(r.ev[2].container_id[0] == 0 && r.ev[3].container_id[0] == 0, "old rows got a container_id");
+	CHECK(r.ev[2].cached_tokens == -1 && r.ev[1].cached_tokens == g.ev[2].cached_tokens,
+	      "cached_tokens: old row %lld (want unknown), new row %lld (want %lld)", (long long)r.ev[2].cached_tokens,
+	      (long long)r.ev[1].cached_tokens, (long long)g.ev[2].cached_tokens);
 	store_rows_free(&r);
 	store_close(s);
 }
