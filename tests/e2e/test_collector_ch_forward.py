@@ -9,7 +9,9 @@ loopback). The collector forwards OTLP to a local receiver and runs the
 detectors: every stored event must reach the receiver exactly once, also
 across a collector restart (the durable cursor), and a burst of blocked
 requests must raise an alert. Without forward_state the ClickHouse store is
-refused with a reason.
+refused with a reason. Cached prompt tokens (the fake provider reports them
+in OpenAI's, Anthropic's and Gemini's own fields, streamed or not) reach the
+event and are priced at cached_input.
 
 Listens on 127.88.0.0/16 (ClickHouse itself on 127.0.0.1, as collector_tools
 starts it).
@@ -31,7 +33,8 @@ HOST, GOOD, RX = "127.88.0.1", "127.88.0.2", "127.88.0.3"
 AWS_KEY = "AKIA" + "Z7QW3RT5YU2IO4PL"   # split so this file itself is not a credential finding
 AGENT_ID = "e2e-chfwd"
 
-RIG = rigmod.Rig("chfwd", {"api.openai.com": GOOD}, {"good": (GOOD, "good", 0)})
+RIG = rigmod.Rig("chfwd", {"api.openai.com": GOOD, "api.anthropic.com": GOOD,
+                          "generativelanguage.googleapis.com": GOOD}, {"good": (GOOD, "good", 0)})
 CH = ClickHouse(RIG.tmp)
 STORE = "clickhouse://127.0.0.1:%d/vigil" % CH.http
 RXS = Receiver(RX)
@@ -41,6 +44,10 @@ forward:
   - { name: otel, format: otlp, url: "http://%s:%d", batch: 4 }
 alerts:
   burst_count: 3
+pricing:
+  - { provider: openai, model: "gpt-4o-mini*", input: 1.0, output: 2.0, cached_input: 0.1, currency: USD }
+  - { provider: anthropic, model: "claude-*", input: 3.0, output: 15.0, cached_input: 0.3 }
+  - { provider: gemini, model: "gemini-*", input: 2.0, output: 4.0 }
 """ % (STATE, RX, RXS.port))
 COL.start()
 AGENT_PKI = os.path.join(RIG.tmp, "agent-pki")
@@ -152,6 +159,57 @@ def clickhouse_without_forward_state_is_refused():
         p = subprocess.run([COLLECTOR, "--config", c.config], capture_output=True, text=True, timeout=30)
         check(p.returncode != 0 and want + " needs forward_state" in p.stderr,
               "exit %d: %s" % (p.returncode, p.stderr[-400:]))
+
+
+CACHED_CASES = [
+    # (name, url, body, extra headers, model, price (input, output, cached_input))
+    ("openai", "https://api.openai.com/v1/chat/completions",
+     {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "cached question %s" % ("x" * 400)}]},
+     [], "gpt-4o-mini", (1.0, 2.0, 0.1)),
+    ("openai-stream", "https://api.openai.com/v1/chat/completions",
+     {"model": "gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True},
+      "messages": [{"role": "user", "content": "streamed cached question %s" % ("y" * 400)}]},
+     [], "gpt-4o-mini", (1.0, 2.0, 0.1)),
+    ("anthropic-stream", "https://api.anthropic.com/v1/messages",
+     {"model": "claude-3-5-haiku", "max_tokens": 64, "stream": True,
+      "messages": [{"role": "user", "content": "anthropic cached %s" % ("z" * 400)}]},
+     ["-H", "x-api-key: sk-ant-test", "-H", "anthropic-version: 2023-06-01"], "claude-3-5-haiku", (3.0, 15.0, 0.3)),
+    ("gemini-stream", "https://generativelanguage.googleapis.com/v1beta/models/gemini-1.5-flash:streamGenerateContent?alt=sse",
+     {"contents": [{"role": "user", "parts": [{"text": "gemini cached %s" % ("w" * 400)}]}]},
+     [], "gemini-1.5-flash", (2.0, 4.0, None)),
+]
+
+
+@test
+def cached_prompt_tokens_reach_the_event_and_are_priced():
+    """Each provider reports 64 cached prompt tokens in its own field: the
+    agent's event has cached_tokens 64 and prompt_tokens counting every
+    prompt token (Anthropic's input_tokens leaves the cache out: the agent
+    adds it back); the collector prices them at cached_input, or at the
+    input price where the row has none (Gemini here)."""
+    cached = 64
+    for name, url, body, extra, model, _ in CACHED_CASES:
+        raw = json.dumps(body)
+        code, out, p = RIG.curl(url, raw, extra=extra + ["-H", "x-fake-cached: %d" % cached])
+        check(code == 200, "%s: HTTP %d %s %s" % (name, code, out[:200], p.stderr[-200:]))
+    for name, url, body, extra, model, (pin, pout, pcached) in CACHED_CASES:
+        raw = json.dumps(body)
+        evs = RIG.request_events(lambda e: e.get("model") == model and e.get("stream") == ("stream" in name), 1,
+                                 timeout=10)
+        check(evs, "%s: no audit event for %s" % (name, model))
+        e = evs[-1]
+        check(e["cached_tokens"] == cached and e["prompt_tokens"] == len(raw) // 4,
+              "%s: prompt_tokens %s cached_tokens %s, want %d and %d" % (name, e["prompt_tokens"], e["cached_tokens"],
+                                                                       len(raw) // 4, cached))
+        wait_for(lambda: any(r["event_id"] == e["event_id"] for r in
+                             COL.query_json("--model", model, "--since", "1h")), "%s: event not at the collector" % name,
+                 COL)
+        r = [r for r in COL.query_json("--model", model, "--since", "1h") if r["event_id"] == e["event_id"]][0]
+        pc = pin if pcached is None else pcached
+        want = ((e["prompt_tokens"] - cached) * pin + cached * pc + e["completion_tokens"] * pout) / 1e6
+        check(r["cached_tokens"] == cached and abs(r["cost"] - want) < 1e-9,
+              "%s: collector cached_tokens %s cost %r, want %d and %.9f" % (name, r.get("cached_tokens"),
+                                                                           r.get("cost"), cached, want))
 
 
 if __name__ == "__main__":
