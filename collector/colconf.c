@@ -2,7 +2,6 @@
  * security tool's config must not silently mean "off"); every message
  * carries file:line. Never logs token values. */
 #include <errno.h>
-#include <fnmatch.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

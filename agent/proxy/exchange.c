@@ -19,6 +19,7 @@
  * split across events (detok.c); such a response is re-framed as chunked
  * because its length changes. */
 #include <errno.h>
+#include <math.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,7 @@
 #include "jsonw.h"
 #include "net/loop.h"
 #include "policy/justify.h"
+#include "pricing.h"
 #include "proxy/mcp.h"
 #include "content/toolcall.h"
 #include "log.h"
@@ -441,6 +443,15 @@ void exchange_done(struct exchange *ex)
 	else
 		tokens = budget_estimate_tokens(ex->bytes_up + ex->bytes_down);
 	budget_charge(ex->ag->budgets, ex->policy, &ex->ctx, tokens, time(NULL));
+	/* Cost budgets: the policy's copy of the pricing table, the provider's
+	 * usage (cached prompt tokens at their own price), or without usage the
+	 * estimate priced as input. */
+	const struct pricing *pr = policy_pricing(ex->policy);
+	double cost;
+	bool known = prompt >= 0 || ex->usage.completion >= 0;
+	if (pr->n && pricing_cost(pr->rows, pr->n, provider_name(ex->provider), ex->model, known ? prompt : (int64_t)tokens,
+				  known ? ex->usage.completion : 0, ex->usage.cached, &cost))
+		budget_charge_cost(ex->ag->budgets, ex->policy, &ex->ctx, (uint64_t)llround(cost * 1e6), time(NULL));
 }
 
 static void apply_redaction(struct exchange *ex, const char *body, size_t len,
