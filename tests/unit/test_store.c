@@ -1057,6 +1057,55 @@ TEST(clickhouse_cluster_retention_from_one_collector)
 	store_close(s);
 }
 
+/* A ClickHouse database from before migration 4 (no ingest_seq, no
+ * cached_tokens) is migrated on open: its rows read their event time as
+ * their commit order, so a new forwarder feeds them first, oldest first,
+ * then what is inserted after; their cached tokens are unknown. */
+TEST(clickhouse_schema3_database_gains_commit_order)
+{
+	static struct gen g, h;
+	char why[600], db[64], url[256], err[512];
+	struct store_rows r;
+	uint64_t next;
+	if (getenv("VIGIL_NO_CLICKHOUSE")) {
+		printf("SKIP clickhouse_schema3_database_gains_commit_order\n");
+		return;
+	}
+	struct store *s = fresh("clickhouse", why, sizeof(why));
+	CHECK(s, "%s", why);
+	snprintf(db, sizeof(db), "vigil_t%d_%d", (int)getpid(), store_seq);
+	snprintf(url, sizeof(url), "clickhouse://127.0.0.1:%d/%s", ch_http[0], db);
+	gen_events(&g, "agent-old", "boot-1", 1, 3, T0 + 60000000LL, NULL);
+	g.ev[0].time_us = T0 + 600000000LL;   /* stored first, but the newest */
+	struct store_batch b = batch_of(&g, 3);
+	CHECK(store_insert_batch(s, &b, NULL, NULL) == 0, "insert: %s", store_errmsg(s));
+	store_close(s);
+	/* Back to schema 3. */
+	CHECK(ch_local_number(ch_http[0], db, "ALTER TABLE events DROP COLUMN ingest_seq") == 0 &&
+		      ch_local_number(ch_http[0], db, "ALTER TABLE events DROP COLUMN cached_tokens") == 0 &&
+		      ch_local_number(ch_http[0], db, "ALTER TABLE schema_migrations DELETE WHERE version = 4") == 0,
+	      "downgrade to schema 3");
+	for (int i = 0; i < 300 && ch_local_number(ch_http[0], db, "SELECT count() FROM system.mutations WHERE"
+						     " database = currentDatabase() AND is_done = 0") != 0; i++)
+		usleep(100000);
+	CHECK(ch_local_number(ch_http[0], db, "SELECT max(version) FROM schema_migrations") == 3, "not at schema 3");
+	CHECK(store_open(url, &s, err, sizeof(err)) == 0, "open of a schema 3 database: %s", err);
+	CHECK(ch_local_number(ch_http[0], db, "SELECT max(version) FROM schema_migrations") == 4, "not migrated to 4");
+	gen_events(&h, "agent-new", "boot-1", 1, 1, T0, NULL);   /* the oldest event, committed last */
+	struct store_batch bh = batch_of(&h, 1);
+	CHECK(store_insert_batch(s, &bh, NULL, NULL) == 0, "insert after migration: %s", store_errmsg(s));
+	feed_settle(s);
+	CHECK(store_feed(s, 0, 10, &r, &next) == 0 && r.n == 4, "fed %zu of 4: %s", r.n, store_errmsg(s));
+	const char *want[4] = { g.ids[1], g.ids[2], g.ids[0], h.ids[0] };
+	for (size_t i = 0; i < 4 && i < r.n; i++)
+		CHECK(!strcmp(r.ev[i].event_id, want[i]), "row %zu is %s, want %s", i, r.ev[i].event_id, want[i]);
+	CHECK(r.ev[0].cached_tokens == -1 && r.ev[3].cached_tokens == h.ev[0].cached_tokens,
+	      "cached_tokens: old %lld (want -1), new %lld", (long long)r.ev[0].cached_tokens,
+	      (long long)r.ev[3].cached_tokens);
+	store_rows_free(&r);
+	store_close(s);
+}
+
 TEST(sqlite_reopen_keeps_data_and_schema)
 {
 	static struct gen g;
