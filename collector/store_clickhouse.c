@@ -14,6 +14,10 @@
  *   batches  ReplacingMergeTree ORDER BY (agent_id, first_seq, last_seq, boot_id).
  *   agents   ReplacingMergeTree(version) ORDER BY agent_id, read with FINAL:
  *            every change inserts a new version of the row.
+ *   event_feed  (ingest_seq, time, agent_id, seq, boot_id) ordered by
+ *            ingest_seq: where store_feed finds a page in commit order
+ *            without scanning a table ordered by time (then reads the
+ *            page's events by their times, the events' primary key).
  * Collectors hold no state of their own, so several can share one server or
  * a cluster (point `events` etc. at Distributed tables sharded by agent_id).
  *
@@ -282,7 +286,10 @@ static int ch_q(struct ch *c, struct buf *sql)
 		b_free(sql);
 		return -ENOMEM;
 	}
-	int rc = ch_exec(c, sql->p, NULL, 0);
+	/* The statement goes as the POST body, not in the URL: a long one (a
+	 * group commit's key lookup, a feed page's times) would pass the
+	 * server's URI limit (HTTP 400 near 16 KB). */
+	int rc = ch_exec(c, "", sql->p, sql->len);
 	b_free(sql);
 	return rc;
 }
@@ -358,12 +365,31 @@ static int migrate_v2(struct ch *c, struct buf *q)
 }
 
 /* 4: the commit order (rows stored before read their event time, which is
- * below every sequence handed out from now on), and the prompt tokens read
- * from the provider's cache (older rows: unknown). */
+ * below every sequence handed out from now on) with its index event_feed,
+ * and the prompt tokens read from the provider's cache (older rows:
+ * unknown). */
 static int migrate_v4(struct ch *c, struct buf *q)
 {
 	int rc = add_event_column(c, q, "ingest_seq", "UInt64 DEFAULT toUInt64(time)");
 	if (rc || (rc = add_event_column(c, q, "cached_tokens", "Int64 DEFAULT -1")))
+		return rc;
+	/* Replacing: two collectors migrating at once both backfill. */
+	b_fmt(q, "CREATE TABLE IF NOT EXISTS event_feed%s (ingest_seq UInt64, time Int64, agent_id String, seq UInt64,"
+		 " boot_id String) ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMM(toDateTime(intDiv(ingest_seq,"
+		 " 1000000))) ORDER BY (ingest_seq, agent_id, seq, boot_id)", c->local);
+	if ((rc = ch_q(c, q)))
+		return rc;
+	if (c->cluster[0]) {
+		b_fmt(q, "CREATE TABLE IF NOT EXISTS event_feed AS event_feed_local ENGINE = Distributed(%s, %s,"
+			 " event_feed_local, sipHash64(agent_id))", c->cluster, c->db);
+		if ((rc = ch_q(c, q)))
+			return rc;
+	}
+	/* The rows stored so far, shard by shard (each shard's collector
+	 * migrates its own, as it created its tables). */
+	b_fmt(q, "INSERT INTO event_feed%s SELECT ingest_seq, time, agent_id, seq, boot_id FROM events%s", c->local,
+	      c->local);
+	if ((rc = ch_q(c, q)))
 		return rc;
 	b_fmt(q, "INSERT INTO schema_migrations VALUES (4, %lld)", (long long)time(NULL));
 	return ch_q(c, q);
@@ -520,6 +546,21 @@ static void tsv_event(struct buf *b, const struct store_event *e, uint64_t inges
 #undef U
 }
 
+/* One row of event_feed: where the event with this commit order is. */
+static void tsv_feed(struct buf *b, const struct store_event *e, uint64_t ingest_seq)
+{
+	char num[64];
+	snprintf(num, sizeof(num), "%llu\t%lld\t", (unsigned long long)ingest_seq, (long long)e->time_us);
+	b_add(b, num, strlen(num));
+	tsv_str(b, e->agent_id);
+	snprintf(num, sizeof(num), "\t%llu\t", (unsigned long long)e->seq);
+	b_add(b, num, strlen(num));
+	tsv_str(b, e->boot_id);
+	b_add(b, "\n", 1);
+}
+
+#define FEED_INSERT "INSERT INTO event_feed (ingest_seq, time, agent_id, seq, boot_id) FORMAT TabSeparated"
+
 /* Fills e from one TSV row of EV_COLS (pointers into the row). */
 static int read_event(char **f, size_t *l, int n, struct store_event *e, struct store_finding *fb, size_t fmax)
 {
@@ -649,7 +690,7 @@ static int agent_put(struct ch *c, const struct store_agent *a);
 static int ch_insert_batches(struct store *s, const struct store_batch *bs, size_t n, struct store_result *res)
 {
 	struct ch *c = CH(s);
-	struct buf q = { 0 }, ev = { 0 }, keys = { 0 }, hdr = { 0 };
+	struct buf q = { 0 }, ev = { 0 }, keys = { 0 }, hdr = { 0 }, feed = { 0 };
 	bool **skip = calloc(n ? n : 1, sizeof(*skip));
 	size_t total = 0;
 	bool ordered = false;
@@ -728,6 +769,7 @@ static int ch_insert_batches(struct store *s, const struct store_batch *bs, size
 			}
 			res[k].inserted++;
 			total++;
+			tsv_feed(&feed, e, iseq);
 			tsv_event(&ev, e, iseq++);
 			tsv_str(&keys, e->agent_id);
 			snprintf(num, sizeof(num), "\t%llu\t", (unsigned long long)e->seq);
@@ -750,15 +792,16 @@ static int ch_insert_batches(struct store *s, const struct store_batch *bs, size
 		snprintf(num, sizeof(num), "\t%lld\n", (long long)b->received_us);
 		b_add(&hdr, num, strlen(num));
 	}
-	if (ev.oom || keys.oom || hdr.oom) {
+	if (ev.oom || keys.oom || hdr.oom || feed.oom) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	/* Events, then their keys, then the headers: a header always has its
-	 * events, and a key always its event. */
+	/* Events, then their keys and feed rows, then the headers: a header
+	 * always has its events, and a key or a feed row always its event. */
 	if (total && ((rc = ch_exec(c, "INSERT INTO events (" EV_COLS ", ingest_seq) FORMAT TabSeparated", ev.p, ev.len)) ||
 		      (rc = ch_exec(c, "INSERT INTO event_keys (agent_id, seq, boot_id, hash, time) FORMAT TabSeparated",
-				    keys.p, keys.len))))
+				    keys.p, keys.len)) ||
+		      (rc = ch_exec(c, FEED_INSERT, feed.p, feed.len))))
 		goto out;
 	if (hdr.len && (rc = ch_exec(c, "INSERT INTO batches (agent_id, boot_id, first_seq, last_seq, schema_version,"
 				       " prev_batch_hash, signature, received) FORMAT TabSeparated", hdr.p, hdr.len)))
@@ -794,6 +837,7 @@ out:
 	b_free(&ev);
 	b_free(&keys);
 	b_free(&hdr);
+	b_free(&feed);
 	return rc;
 }
 
@@ -814,16 +858,21 @@ static int ch_insert_local(struct store *s, const struct store_event *e)
 {
 	struct ch *c = CH(s);
 	struct store_event x = *e;
-	struct buf body = { 0 };
+	struct buf body = { 0 }, feed = { 0 };
 	x.boot_id = c->local_boot;
 	x.seq = ++c->local_seq;
 	if (!x.agent_id)
 		x.agent_id = "collector";
-	tsv_event(&body, &x, order_begin(1));
-	int rc = body.oom ? -ENOMEM
-			  : ch_exec(c, "INSERT INTO events (" EV_COLS ", ingest_seq) FORMAT TabSeparated", body.p, body.len);
+	uint64_t iseq = order_begin(1);
+	tsv_event(&body, &x, iseq);
+	tsv_feed(&feed, &x, iseq);
+	int rc = body.oom || feed.oom ? -ENOMEM
+	     : ch_exec(c, "INSERT INTO events (" EV_COLS ", ingest_seq) FORMAT TabSeparated", body.p, body.len);
+	if (!rc)
+		rc = ch_exec(c, FEED_INSERT, feed.p, feed.len);
 	order_end();
 	b_free(&body);
+	b_free(&feed);
 	return rc;
 }
 
@@ -974,14 +1023,40 @@ static int ch_feed(struct store *s, uint64_t after, size_t limit, struct store_r
 	*next = after;
 	if (bound <= after)
 		return 0;
-	if (limit > STORE_MAX_LIMIT)
-		limit = STORE_MAX_LIMIT;
-	b_fmt(&q, "SELECT " EV_COLS ", ingest_seq FROM events WHERE ingest_seq > %llu AND ingest_seq <= %llu"
-		  " ORDER BY ingest_seq LIMIT %zu FORMAT TabSeparated", (unsigned long long)after,
+	if (limit > 50000)
+		limit = 50000;
+	/* The page in event_feed: a range of its primary key. */
+	b_fmt(&q, "SELECT ingest_seq, time FROM event_feed WHERE ingest_seq > %llu AND ingest_seq <= %llu"
+		  " ORDER BY ingest_seq LIMIT 1 BY ingest_seq LIMIT %zu FORMAT TabSeparated", (unsigned long long)after,
 	      (unsigned long long)bound, limit ? limit : 1);
 	if ((rc = ch_q(c, &q)))
 		return rc;
-	return ch_fetch(c, out, next);
+	/* Then its events, by their times (the events' primary key): every
+	 * event whose sequence lies in the page's range is in the page. */
+	struct tsv_cursor cur = { c->resp, c->resp + c->rlen };
+	char *f[2];
+	size_t l[2];
+	uint64_t first = 0, last = 0;
+	size_t n = 0;
+	b_add(&q, "SELECT " EV_COLS ", ingest_seq FROM events WHERE time IN (",
+	      strlen("SELECT " EV_COLS ", ingest_seq FROM events WHERE time IN ("));
+	for (int nf; (nf = tsv_next(&cur, f, l, 2)) >= 0;) {
+		if (nf != 2)
+			continue;
+		last = strtoull(f[0], NULL, 10);
+		first = n++ ? first : last;
+		b_fmt(&q, "%s%lld", n > 1 ? "," : "", strtoll(f[1], NULL, 10));
+	}
+	if (!n) {
+		b_free(&q);
+		return 0;
+	}
+	b_fmt(&q, ") AND ingest_seq >= %llu AND ingest_seq <= %llu ORDER BY ingest_seq LIMIT 1 BY ingest_seq"
+		  " FORMAT TabSeparated", (unsigned long long)first, (unsigned long long)last);
+	if ((rc = ch_q(c, &q)) || (rc = ch_fetch(c, out, next)))
+		return rc;
+	*next = last;   /* past the page even if retention took some of its events */
+	return 0;
 }
 
 static int ch_count(struct store *s, const struct store_filter *f, uint64_t *out)
@@ -1587,9 +1662,10 @@ static int ch_retain(struct store *s, int64_t before_us, uint64_t *deleted)
 	/* A mutation: asynchronous in ClickHouse (18.16 has no mutations_sync),
 	 * so wait below until it is done. Batch headers received before the
 	 * cut-off only cover events older than it. */
-	static const char *const cut[3][2] = { { "events", "time" }, { "event_keys", "time" }, { "batches", "received" } };
+	static const char *const cut[4][2] = { { "events", "time" }, { "event_keys", "time" }, { "event_feed", "time" },
+					       { "batches", "received" } };
 	bool local_only = false;
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 4; i++)
 		if ((rc = retain_delete(c, &q, cut[i][0], cut[i][1], before_us, &local_only)))
 			return rc;
 	rc = retain_wait(c, &q, before_us, local_only);

@@ -1052,6 +1052,10 @@ TEST(clickhouse_cluster_retention_from_one_collector)
 		 (long long)(now - 7LL * 86400000000LL));
 	CHECK(ch_local_number(ch_http[0], db, sql) == 0 && ch_local_number(ch_http[1], db, sql) == 0,
 	      "old batch headers left on a shard");
+	snprintf(sql, sizeof(sql), "SELECT count() FROM event_feed_local WHERE time < %lld",
+		 (long long)(now - 7LL * 86400000000LL));
+	CHECK(ch_local_number(ch_http[0], db, sql) == 0 && ch_local_number(ch_http[1], db, sql) == 0,
+	      "old commit-order rows (event_feed) left on a shard");
 	struct store_filter f = { .since_us = 1 };
 	CHECK(count(s, &f) == 8, "%zu recent events remain, want 8", count(s, &f));
 	store_close(s);
