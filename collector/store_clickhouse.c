@@ -61,7 +61,11 @@
 /* How far behind its own clock a feed reads (see the top of the file). */
 #define FEED_SETTLE_US 2000000LL
 
-/* The commit order, process-wide: every handle of one collector shares it. */
+/* The commit order, process-wide: every handle of one collector shares it.
+ * insert_mu serialises the inserts that take sequences (held across the
+ * HTTP call); order_mu guards the two numbers only, so a feed asking for
+ * its bound never waits for a slow insert. */
+static pthread_mutex_t insert_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t order_mu = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t order_last;      /* highest sequence handed out or stored */
 static uint64_t order_pending;   /* first sequence of the insert in flight, 0 = none */
@@ -637,24 +641,28 @@ static int64_t now_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* Takes n sequences for one insert and holds the order lock until
+/* Takes n sequences for one insert and holds the insert lock until
  * order_end(): inserts that take sequences commit one at a time, in
  * sequence order. Returns the first. */
 static uint64_t order_begin(size_t n)
 {
+	pthread_mutex_lock(&insert_mu);
 	pthread_mutex_lock(&order_mu);
 	uint64_t first = (uint64_t)now_us();
 	if (first <= order_last)
 		first = order_last + 1;
 	order_last = first + (n ? n : 1) - 1;
 	order_pending = first;
+	pthread_mutex_unlock(&order_mu);
 	return first;
 }
 
 static void order_end(void)
 {
+	pthread_mutex_lock(&order_mu);
 	order_pending = 0;
 	pthread_mutex_unlock(&order_mu);
+	pthread_mutex_unlock(&insert_mu);
 }
 
 /* A stored maximum (another collector's, or this one's before a restart)
