@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include "alerts.h"
@@ -419,8 +420,12 @@ int alerts_start(const struct colconf *conf, struct alerts_thread **out, char *e
 	err[0] = 0;
 	if (!conf->alerts.enabled)
 		return 0;
-	if (strncmp(conf->store, "sqlite:", 7)) {
-		snprintf(err, errlen, "alerts: need the sqlite store (the ClickHouse store keeps no commit order yet)");
+	if (strncmp(conf->store, "sqlite:", 7) && !conf->forward_state) {
+		snprintf(err, errlen, "alerts: the ClickHouse store needs forward_state (a directory for the cursor)");
+		return -EINVAL;
+	}
+	if (conf->forward_state && mkdir(conf->forward_state, 0700) && errno != EEXIST) {
+		snprintf(err, errlen, "forward_state %s: %s", conf->forward_state, strerror(errno));
 		return -EINVAL;
 	}
 	struct alerts_thread *t = calloc(1, sizeof(*t));

@@ -221,7 +221,7 @@ static const size_t tmax[TCOLS] = { 19, 16, 20, 28, 12, 24, 8, 20, 40, 16, 16 };
  * applies to history too, and the signed events stay what the agent sent. */
 static bool event_cost(const struct colconf *c, const struct store_event *e, double *cost)
 {
-	return colconf_cost(c, e->provider, e->model, e->prompt_tokens, e->completion_tokens, cost);
+	return colconf_cost(c, e->provider, e->model, e->prompt_tokens, e->completion_tokens, e->cached_tokens, cost);
 }
 
 static void table_cells(const struct store_event *e, const struct colconf *c, char cells[TCOLS][64])
@@ -421,7 +421,7 @@ static double *top_costs(struct store *s, const struct colconf *c, enum store_to
 	for (size_t j = 0; cost && j < nu; j++) {
 		double d;
 		if (!colconf_cost(c, u[j].provider, u[j].model, (int64_t)u[j].input_tokens, (int64_t)u[j].output_tokens,
-				  &d))
+				  (int64_t)u[j].cached_tokens, &d))
 			continue;
 		for (size_t i = 0; i < n; i++)
 			if (!strcmp(rows[i].key, u[j].key)) {
@@ -985,7 +985,7 @@ static double *inventory_costs(struct store *s, const struct colconf *c, const s
 	for (size_t j = 0; cost && j < nu; j++) {
 		double d;
 		if (!colconf_cost(c, u[j].provider, u[j].model, (int64_t)u[j].input_tokens, (int64_t)u[j].output_tokens,
-				  &d))
+				  (int64_t)u[j].cached_tokens, &d))
 			continue;
 		for (size_t i = 0; i < n; i++)
 			if (!strcmp(v[i].exe, u[j].key) && !strcmp(v[i].provider, u[j].provider))

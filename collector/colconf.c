@@ -2,7 +2,6 @@
  * security tool's config must not silently mean "off"); every message
  * carries file:line. Never logs token values. */
 #include <errno.h>
-#include <fnmatch.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,11 +43,8 @@ void colconf_free(struct colconf *c)
 	}
 	free(c->forwards);
 	free(c->forward_state);
-	for (size_t i = 0; i < c->n_prices; i++) {
-		free(c->prices[i].provider);
-		free(c->prices[i].model);
-	}
-	free(c->prices);
+	struct pricing pr = { c->prices, c->n_prices, "" };
+	pricing_free(&pr);
 	free(c);
 }
 
@@ -243,84 +239,15 @@ static int forwards(const char *file, const struct ynode *n, struct colconf *c, 
 	return 0;
 }
 
-static int price_num(const char *file, const struct ynode *v, double *out, char *err, size_t errlen)
-{
-	char *end;
-	double d = v->kind == YNODE_SCALAR ? strtod(v->str, &end) : -1;
-	if (v->kind != YNODE_SCALAR || end == v->str || *end || !isfinite(d) || d < 0 || d > 1e6) {
-		snprintf(err, errlen, "%s:%d: a price is a number of currency units per million tokens (0 to 1000000)",
-			 file, v->line);
-		return -EINVAL;
-	}
-	*out = d;
-	return 0;
-}
-
-static int price_key(const char *file, const char *key, const struct ynode *v, struct colconf *c,
-		     struct colconf_price *p, char *err, size_t errlen)
-{
-	if (!strcmp(key, "provider"))
-		return scalar(file, v, &p->provider, err, errlen);
-	if (!strcmp(key, "model"))
-		return scalar(file, v, &p->model, err, errlen);
-	if (!strcmp(key, "input"))
-		return price_num(file, v, &p->input, err, errlen);
-	if (!strcmp(key, "output"))
-		return price_num(file, v, &p->output, err, errlen);
-	if (!strcmp(key, "cached_input"))
-		return price_num(file, v, &p->cached_input, err, errlen);
-	if (!strcmp(key, "currency")) {
-		const char *s = v->kind == YNODE_SCALAR ? v->str : "";
-		bool ok = strlen(s) == 3;
-		for (int i = 0; ok && i < 3; i++)
-			ok = s[i] >= 'A' && s[i] <= 'Z';
-		if (!ok) {
-			snprintf(err, errlen, "%s:%d: currency is an ISO 4217 code such as USD", file, v->line);
-			return -EINVAL;
-		}
-		if (c->currency[0] && strcmp(c->currency, s)) {
-			snprintf(err, errlen, "%s:%d: every price must be in one currency (%s so far)", file, v->line,
-				 c->currency);
-			return -EINVAL;
-		}
-		memcpy(c->currency, s, 4);
-		return 0;
-	}
-	snprintf(err, errlen, "%s:%d: unknown key 'pricing.%s'", file, v->line, key);
-	return -EINVAL;
-}
-
-/* pricing: a list of {provider, model (glob), input, output, cached_input,
- * currency}. */
+/* pricing: common/pricing.c (the agent's budgets read the same syntax). */
 static int pricing(const char *file, const struct ynode *n, struct colconf *c, char *err, size_t errlen)
 {
-	if (n->kind != YNODE_SEQ) {
-		snprintf(err, errlen, "%s:%d: pricing must be a list of {provider, model, input, output, ...}", file,
-			 n->line);
-		return -EINVAL;
-	}
-	c->prices = calloc(n->nkids ? n->nkids : 1, sizeof(*c->prices));
-	if (!c->prices)
-		return -ENOMEM;
-	for (size_t i = 0; i < n->nkids; i++) {
-		const struct ynode *t = n->kids[i];
-		struct colconf_price *p = &c->prices[c->n_prices++];
-		int rc;
-		if (t->kind != YNODE_MAP) {
-			snprintf(err, errlen, "%s:%d: each price is a mapping {provider, model, input, output}", file,
-				 t->line);
-			return -EINVAL;
-		}
-		for (size_t j = 0; j < ytree_map_len(t); j++)
-			if ((rc = price_key(file, ytree_map_key(t, j)->str, ytree_map_val(t, j), c, p, err, errlen)))
-				return rc;
-		if (!p->provider || !p->model) {
-			snprintf(err, errlen, "%s:%d: a price needs provider and model (a glob such as gpt-4o*)", file,
-				 t->line);
-			return -EINVAL;
-		}
-	}
-	return 0;
+	struct pricing pr = { 0 };
+	int rc = pricing_parse(file, n, &pr, err, errlen);
+	c->prices = pr.rows;
+	c->n_prices = pr.n;
+	memcpy(c->currency, pr.currency, sizeof(c->currency));
+	return rc;
 }
 
 static int num_in(const char *file, const struct ynode *v, double lo, double hi, double *out, char *err, size_t errlen)
@@ -398,19 +325,10 @@ static int alerts_conf(const char *file, const struct ynode *n, struct colconf_a
 }
 
 bool colconf_cost(const struct colconf *c, const char *provider, const char *model, int64_t input_tokens,
-		  int64_t output_tokens, double *cost)
+		  int64_t output_tokens, int64_t cached_tokens, double *cost)
 {
-	if (!c || !provider || !model || (input_tokens <= 0 && output_tokens <= 0))
-		return false;
-	for (size_t i = 0; i < c->n_prices; i++) {
-		const struct colconf_price *p = &c->prices[i];
-		if (strcmp(p->provider, provider) || fnmatch(p->model, model, 0))
-			continue;
-		*cost = ((double)(input_tokens > 0 ? input_tokens : 0) * p->input +
-			 (double)(output_tokens > 0 ? output_tokens : 0) * p->output) / 1e6;
-		return true;
-	}
-	return false;
+	return c && pricing_cost(c->prices, c->n_prices, provider, model, input_tokens, output_tokens, cached_tokens,
+				 cost);
 }
 
 int colconf_load(const char *path, struct colconf **out, char *err, size_t errlen)

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pricing.h"
+
 /* analyst reads events; admin also enrolls and revokes; metrics may only
  * scrape /metrics. */
 enum colconf_role { ROLE_METRICS = 1, ROLE_ANALYST = 2, ROLE_ADMIN = 3 };
@@ -29,13 +31,6 @@ struct colconf_forward {
 	bool tls;                 /* syslog: transport tls (RFC 5425) rather than tcp (RFC 6587) */
 	char *ca;                 /* trust anchor for https/tls (default: the system's) */
 	unsigned batch;           /* events per request (default 500) */
-};
-
-/* One row of the pricing table: prices per million tokens for a provider
- * and a model glob (fnmatch), first match wins. */
-struct colconf_price {
-	char *provider, *model;
-	double input, output, cached_input;
 };
 
 /* alerts: thresholds of the detectors (alerts.h); enabled by the section. */
@@ -71,7 +66,7 @@ struct colconf {
 	struct colconf_forward *forwards;
 	size_t n_forwards;
 	char *forward_state;
-	struct colconf_price *prices;
+	struct price *prices;            /* common/pricing.h */
 	size_t n_prices;
 	char currency[4];        /* ISO 4217 of every price (one table, one currency) */
 	struct colconf_alerts alerts;     /* directory of the forwarders' cursors (default: the SQLite store's) */
@@ -85,8 +80,11 @@ void colconf_free(struct colconf *c);
 const struct colconf_token *colconf_token_find(const struct colconf *c, const char *token);
 
 /* Cost of input/output tokens (negative = unknown, counted as 0) at the
- * first matching price; false when no price matches or no token is known. */
+ * first matching price; false when no price matches or no token is known.
+ * cached_tokens are the part of input_tokens the provider read from its
+ * prompt cache: priced at cached_input where the row has one, else as
+ * input. */
 bool colconf_cost(const struct colconf *c, const char *provider, const char *model, int64_t input_tokens,
-		  int64_t output_tokens, double *cost);
+		  int64_t output_tokens, int64_t cached_tokens, double *cost);
 
 #endif

@@ -396,6 +396,9 @@ static int state_dir(const struct colconf *c, char *out, size_t len, char *err, 
 {
 	if (c->forward_state) {
 		snprintf(out, len, "%s", c->forward_state);
+	} else if (strncmp(c->store, "sqlite:", 7)) {
+		snprintf(err, errlen, "forward: the ClickHouse store needs forward_state (a directory for the cursors)");
+		return -EINVAL;
 	} else {
 		const char *p = c->store + strlen("sqlite:"), *slash = strrchr(p, '/');
 		if (slash)
@@ -416,10 +419,6 @@ int forwarder_start(const struct colconf *c, struct forwarder **out, char *err, 
 	*out = NULL;
 	if (!c->n_forwards)
 		return 0;
-	if (strncmp(c->store, "sqlite:", 7)) {
-		snprintf(err, errlen, "forward: needs the sqlite store (the ClickHouse store keeps no commit order yet)");
-		return -EINVAL;
-	}
 	if (state_dir(c, dir, sizeof(dir), err, errlen))
 		return -EINVAL;
 	curl_global_init(CURL_GLOBAL_DEFAULT);   /* before any thread uses curl */

@@ -407,7 +407,7 @@ static void record_reject(struct ingest *g, struct conn *c, enum reject_reason r
 	e.action = "reject";
 	e.injection_score = -1;
 	e.uid = e.gid = e.pid = e.tid = -1;
-	e.prompt_tokens = e.completion_tokens = -1;
+	e.prompt_tokens = e.completion_tokens = e.cached_tokens = -1;
 	cmetrics_reject(r);
 	log_warn("ingest: %s (agent %s): rejected: %s", c->peer, c->cn[0] ? c->cn : "?", reason);
 	if (store_insert_local(g->store, &e))

@@ -53,6 +53,7 @@ struct store_event {
 	size_t nfindings;
 	double injection_score;          /* < 0 = none */
 	int64_t status, bytes_up, bytes_down, prompt_tokens, completion_tokens, latency_ms;
+	int64_t cached_tokens;           /* of prompt_tokens, from the provider's cache; -1 = unknown */
 	const char *policy_hash;
 	uint64_t gap_count, gap_first_seq, gap_last_seq;
 	uint8_t prev_hash[STORE_HASH_LEN], hash[STORE_HASH_LEN];
@@ -189,7 +190,9 @@ int store_query(struct store *s, const struct store_filter *f, struct store_rows
 /* Up to limit events committed after cursor `after`, oldest commit first;
  * *next is the cursor of the last one (after itself when none). Cursors
  * only grow, so a forwarder that saves *next resumes exactly there.
- * -ENOTSUP on a backend without a commit order (ClickHouse for now). */
+ * SQLite: its commit order, exact. ClickHouse: a sequence the collector
+ * assigns at insert time, read a little behind (store_clickhouse.c says
+ * what holds with several collectors). */
 int store_feed(struct store *s, uint64_t after, size_t limit, struct store_rows *out, uint64_t *next);
 void store_rows_free(struct store_rows *r);
 int store_top(struct store *s, enum store_top_kind k, const struct store_filter *f,
@@ -201,6 +204,7 @@ void store_top_free(struct store_top_row *rows, size_t n);
 struct store_usage_row {
 	char *key, *provider, *model;
 	uint64_t input_tokens, output_tokens;
+	uint64_t cached_tokens;          /* of input_tokens */
 };
 #define STORE_USAGE_MAX 100000
 int store_usage(struct store *s, enum store_top_kind k, const struct store_filter *f, struct store_usage_row **out,

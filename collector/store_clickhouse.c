@@ -14,8 +14,35 @@
  *   batches  ReplacingMergeTree ORDER BY (agent_id, first_seq, last_seq, boot_id).
  *   agents   ReplacingMergeTree(version) ORDER BY agent_id, read with FINAL:
  *            every change inserts a new version of the row.
+ *   event_feed  (ingest_seq, time, agent_id, seq, boot_id) ordered by
+ *            ingest_seq: where store_feed finds a page in commit order
+ *            without scanning a table ordered by time (then reads the
+ *            page's events by their times, the events' primary key).
  * Collectors hold no state of their own, so several can share one server or
  * a cluster (point `events` etc. at Distributed tables sharded by agent_id).
+ *
+ * The commit order (migration 4, events.ingest_seq) that store_feed pages
+ * on: ClickHouse has no transactions and no sequence, so the collector
+ * assigns it at insert time, a hybrid clock in microseconds: max(wall
+ * clock, last + 1) per row, seeded at open from the stored maximum so it
+ * keeps growing across restarts and clock steps back. Rows older than the
+ * migration read it as their event time (the column's DEFAULT), below any
+ * new value. Guarantees:
+ *  - one collector process (every handle in it: ingest, alerts, the API's
+ *    records) on one server or on a cluster: exact. Inserts that take a
+ *    sequence are serialised by a process-wide lock, and a feed never reads
+ *    past the first sequence of the insert in flight, so everything below
+ *    its bound has been acknowledged (with a cluster: by every shard, via
+ *    insert_distributed_sync) and no later insert can land below it.
+ *  - several collectors on one server or cluster: a feed also stays
+ *    FEED_SETTLE_US behind its own clock, so an insert another collector
+ *    started is visible before the feed passes its sequence as long as the
+ *    insert took less than the window minus the clocks' skew (NTP). An
+ *    insert slower than that may be skipped by another collector's feed;
+ *    its own collector's feed never skips it. Order between collectors is
+ *    their clocks' order, not a total commit order.
+ *  - a row inserted twice (two collectors racing with one batch) is fed
+ *    twice until the merge collapses it: at least once, never lost.
  *
  * Must never: put a caller string into SQL except through ch_quote(), or
  * report an insert as committed before ClickHouse answered 200. */
@@ -24,12 +51,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/random.h>
 #include <time.h>
 #include <curl/curl.h>
 #include "store.h"
 
-#define CH_SCHEMA_VERSION 4
+#define CH_SCHEMA_VERSION 5
+/* How far behind its own clock a feed reads (see the top of the file). */
+#define FEED_SETTLE_US 2000000LL
+
+/* The commit order, process-wide: every handle of one collector shares it.
+ * insert_mu serialises the inserts that take sequences (held across the
+ * HTTP call); order_mu guards the two numbers only, so a feed asking for
+ * its bound never waits for a slow insert. */
+static pthread_mutex_t insert_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t order_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t order_last;      /* highest sequence handed out or stored */
+static uint64_t order_pending;   /* first sequence of the insert in flight, 0 = none */
 
 struct ch {
 	struct store base;
@@ -251,7 +290,10 @@ static int ch_q(struct ch *c, struct buf *sql)
 		b_free(sql);
 		return -ENOMEM;
 	}
-	int rc = ch_exec(c, sql->p, NULL, 0);
+	/* The statement goes as the POST body, not in the URL: a long one (a
+	 * group commit's key lookup, a feed page's times) would pass the
+	 * server's URI limit (HTTP 400 near 16 KB). */
+	int rc = ch_exec(c, "", sql->p, sql->len);
 	b_free(sql);
 	return rc;
 }
@@ -295,10 +337,9 @@ static const char *const migrations[][2] = {
 	" ENGINE = ReplacingMergeTree(version) ORDER BY agent_id" },
 };
 
-/* A String column added to events (the data table and, on a cluster, its
- * Distributed table). Older ClickHouse has no ADD COLUMN IF NOT EXISTS: a
- * collector that finds the column added by another skips it. */
-static int add_event_column(struct ch *c, struct buf *q, const char *name)
+/* Adds a column to events (and its Distributed table) unless a collector
+ * already did: 18.16 has no ADD COLUMN IF NOT EXISTS. */
+static int add_event_column(struct ch *c, struct buf *q, const char *name, const char *def)
 {
 	const char *const tables[2] = { c->local, c->cluster[0] ? "" : NULL };
 	int rc;
@@ -310,7 +351,7 @@ static int add_event_column(struct ch *c, struct buf *q, const char *name)
 			return rc;
 		if (atoi(c->resp ? c->resp : "0") > 0)
 			continue;
-		b_fmt(q, "ALTER TABLE events%s ADD COLUMN %s String", tables[i], name);
+		b_fmt(q, "ALTER TABLE events%s ADD COLUMN %s %s", tables[i], name, def);
 		if ((rc = ch_q(c, q)))
 			return rc;
 	}
@@ -322,7 +363,7 @@ static int migrate_columns(struct ch *c, struct buf *q, int v, const char *const
 {
 	int rc;
 	for (; *names; names++)
-		if ((rc = add_event_column(c, q, *names)))
+		if ((rc = add_event_column(c, q, *names, "String")))
 			return rc;
 	b_fmt(q, "INSERT INTO schema_migrations VALUES (%d, %lld)", v, (long long)time(NULL));
 	return ch_q(c, q);
@@ -332,6 +373,37 @@ static int migrate_columns(struct ch *c, struct buf *q, int v, const char *const
 static const char *const v2_columns[] = { "container_id", NULL };
 /* 4: the MCP fields, for the SOC's filters and top views. */
 static const char *const v4_columns[] = { "mcp_server", "mcp_method", "tool", "mcp_session", NULL };
+
+/* 5: the commit order (rows stored before read their event time, which is
+ * below every sequence handed out from now on) with its index event_feed,
+ * and the prompt tokens read from the provider's cache (older rows:
+ * unknown). */
+static int migrate_v5(struct ch *c, struct buf *q)
+{
+	int rc = add_event_column(c, q, "ingest_seq", "UInt64 DEFAULT toUInt64(time)");
+	if (rc || (rc = add_event_column(c, q, "cached_tokens", "Int64 DEFAULT -1")))
+		return rc;
+	/* Replacing: two collectors migrating at once both backfill. */
+	b_fmt(q, "CREATE TABLE IF NOT EXISTS event_feed%s (ingest_seq UInt64, time Int64, agent_id String, seq UInt64,"
+		 " boot_id String) ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMM(toDateTime(intDiv(ingest_seq,"
+		 " 1000000))) ORDER BY (ingest_seq, agent_id, seq, boot_id)", c->local);
+	if ((rc = ch_q(c, q)))
+		return rc;
+	if (c->cluster[0]) {
+		b_fmt(q, "CREATE TABLE IF NOT EXISTS event_feed AS event_feed_local ENGINE = Distributed(%s, %s,"
+			 " event_feed_local, sipHash64(agent_id))", c->cluster, c->db);
+		if ((rc = ch_q(c, q)))
+			return rc;
+	}
+	/* The rows stored so far, shard by shard (each shard's collector
+	 * migrates its own, as it created its tables). */
+	b_fmt(q, "INSERT INTO event_feed%s SELECT ingest_seq, time, agent_id, seq, boot_id FROM events%s", c->local,
+	      c->local);
+	if ((rc = ch_q(c, q)))
+		return rc;
+	b_fmt(q, "INSERT INTO schema_migrations VALUES (5, %lld)", (long long)time(NULL));
+	return ch_q(c, q);
+}
 
 static int migrate(struct ch *c)
 {
@@ -397,6 +469,8 @@ static int migrate(struct ch *c)
 	}
 	if (v < 4 && (rc = migrate_columns(c, &q, 4, v4_columns)))
 		return rc;
+	if (v < 5 && (rc = migrate_v5(c, &q)))
+		return rc;
 	return 0;
 }
 
@@ -413,10 +487,11 @@ static void ch_close(struct store *s)
 	" cgroup, dst_ip, dst_port, sni, provider, method, path, model, stream, action, rule, reason," \
 	" error, findings, injection_score, status, bytes_up, bytes_down, prompt_tokens," \
 	" completion_tokens, latency_ms, policy_hash, gap_count, gap_first_seq, gap_last_seq, prev_hash," \
-	" hash, raw, content, has_content, container_id, mcp_server, mcp_method, tool, mcp_session"
-#define EV_NCOLS 49
+	" hash, raw, content, has_content, container_id, mcp_server, mcp_method, tool, mcp_session, cached_tokens"
+#define EV_NCOLS 50
 
-static void tsv_event(struct buf *b, const struct store_event *e)
+/* One row of EV_COLS then ingest_seq. */
+static void tsv_event(struct buf *b, const struct store_event *e, uint64_t ingest_seq)
 {
 	char f[2048], num[512];
 	if (store_findings_format(e->findings, e->nfindings, f, sizeof(f)))
@@ -480,11 +555,27 @@ static void tsv_event(struct buf *b, const struct store_event *e)
 	S(e->mcp_method);
 	S(e->tool);
 	tsv_str(b, e->mcp_session);
-	b_add(b, "\n", 1);
+	snprintf(num, sizeof(num), "\t%lld\t%llu\n", (long long)e->cached_tokens, (unsigned long long)ingest_seq);
+	b_add(b, num, strlen(num));
 #undef S
 #undef N
 #undef U
 }
+
+/* One row of event_feed: where the event with this commit order is. */
+static void tsv_feed(struct buf *b, const struct store_event *e, uint64_t ingest_seq)
+{
+	char num[64];
+	snprintf(num, sizeof(num), "%llu\t%lld\t", (unsigned long long)ingest_seq, (long long)e->time_us);
+	b_add(b, num, strlen(num));
+	tsv_str(b, e->agent_id);
+	snprintf(num, sizeof(num), "\t%llu\t", (unsigned long long)e->seq);
+	b_add(b, num, strlen(num));
+	tsv_str(b, e->boot_id);
+	b_add(b, "\n", 1);
+}
+
+#define FEED_INSERT "INSERT INTO event_feed (ingest_seq, time, agent_id, seq, boot_id) FORMAT TabSeparated"
 
 /* Fills e from one TSV row of EV_COLS (pointers into the row). */
 static int read_event(char **f, size_t *l, int n, struct store_event *e, struct store_finding *fb, size_t fmax)
@@ -552,6 +643,7 @@ static int read_event(char **f, size_t *l, int n, struct store_event *e, struct 
 	e->mcp_method = STR();
 	e->tool = STR();
 	e->mcp_session = STR();
+	e->cached_tokens = I64();
 #undef I64
 #undef U64
 #undef STR
@@ -565,6 +657,53 @@ static int64_t now_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* Takes n sequences for one insert and holds the insert lock until
+ * order_end(): inserts that take sequences commit one at a time, in
+ * sequence order. Returns the first. */
+static uint64_t order_begin(size_t n)
+{
+	pthread_mutex_lock(&insert_mu);
+	pthread_mutex_lock(&order_mu);
+	uint64_t first = (uint64_t)now_us();
+	if (first <= order_last)
+		first = order_last + 1;
+	order_last = first + (n ? n : 1) - 1;
+	order_pending = first;
+	pthread_mutex_unlock(&order_mu);
+	return first;
+}
+
+static void order_end(void)
+{
+	pthread_mutex_lock(&order_mu);
+	order_pending = 0;
+	pthread_mutex_unlock(&order_mu);
+	pthread_mutex_unlock(&insert_mu);
+}
+
+/* A stored maximum (another collector's, or this one's before a restart)
+ * is never handed out again. */
+static void order_seen(uint64_t stored_max)
+{
+	pthread_mutex_lock(&order_mu);
+	if (stored_max > order_last)
+		order_last = stored_max;
+	pthread_mutex_unlock(&order_mu);
+}
+
+/* The highest sequence a feed may read now: behind the settle window, and
+ * below this process's insert in flight. */
+static uint64_t order_feed_bound(void)
+{
+	int64_t t = now_us() - FEED_SETTLE_US;
+	uint64_t bound = t > 0 ? (uint64_t)t : 0;
+	pthread_mutex_lock(&order_mu);
+	if (order_pending && order_pending - 1 < bound)
+		bound = order_pending - 1;
+	pthread_mutex_unlock(&order_mu);
+	return bound;
+}
+
 static int agent_get(struct ch *c, const char *id, struct store_agent *a, bool *found);
 static int agent_put(struct ch *c, const struct store_agent *a);
 
@@ -575,9 +714,10 @@ static int agent_put(struct ch *c, const struct store_agent *a);
 static int ch_insert_batches(struct store *s, const struct store_batch *bs, size_t n, struct store_result *res)
 {
 	struct ch *c = CH(s);
-	struct buf q = { 0 }, ev = { 0 }, keys = { 0 }, hdr = { 0 };
+	struct buf q = { 0 }, ev = { 0 }, keys = { 0 }, hdr = { 0 }, feed = { 0 };
 	bool **skip = calloc(n ? n : 1, sizeof(*skip));
 	size_t total = 0;
+	bool ordered = false;
 	int rc = 0;
 	if (!skip)
 		return -ENOMEM;
@@ -632,6 +772,14 @@ static int ch_insert_batches(struct store *s, const struct store_batch *bs, size
 			}
 		}
 	}
+	/* The sequences are taken before rendering and the lock is held until
+	 * the insert is answered (released at out:). */
+	size_t want = 0;
+	for (size_t k = 0; k < n; k++)
+		for (size_t i = 0; !res[k].rc && i < bs[k].nevents; i++)
+			want += !skip[k][i];
+	uint64_t iseq = order_begin(want);
+	ordered = true;
 	for (size_t k = 0; k < n; k++) {
 		const struct store_batch *b = &bs[k];
 		char num[128];
@@ -645,7 +793,8 @@ static int ch_insert_batches(struct store *s, const struct store_batch *bs, size
 			}
 			res[k].inserted++;
 			total++;
-			tsv_event(&ev, e);
+			tsv_feed(&feed, e, iseq);
+			tsv_event(&ev, e, iseq++);
 			tsv_str(&keys, e->agent_id);
 			snprintf(num, sizeof(num), "\t%llu\t", (unsigned long long)e->seq);
 			b_add(&keys, num, strlen(num));
@@ -667,19 +816,22 @@ static int ch_insert_batches(struct store *s, const struct store_batch *bs, size
 		snprintf(num, sizeof(num), "\t%lld\n", (long long)b->received_us);
 		b_add(&hdr, num, strlen(num));
 	}
-	if (ev.oom || keys.oom || hdr.oom) {
+	if (ev.oom || keys.oom || hdr.oom || feed.oom) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	/* Events, then their keys, then the headers: a header always has its
-	 * events, and a key always its event. */
-	if (total && ((rc = ch_exec(c, "INSERT INTO events (" EV_COLS ") FORMAT TabSeparated", ev.p, ev.len)) ||
+	/* Events, then their keys and feed rows, then the headers: a header
+	 * always has its events, and a key or a feed row always its event. */
+	if (total && ((rc = ch_exec(c, "INSERT INTO events (" EV_COLS ", ingest_seq) FORMAT TabSeparated", ev.p, ev.len)) ||
 		      (rc = ch_exec(c, "INSERT INTO event_keys (agent_id, seq, boot_id, hash, time) FORMAT TabSeparated",
-				    keys.p, keys.len))))
+				    keys.p, keys.len)) ||
+		      (rc = ch_exec(c, FEED_INSERT, feed.p, feed.len))))
 		goto out;
 	if (hdr.len && (rc = ch_exec(c, "INSERT INTO batches (agent_id, boot_id, first_seq, last_seq, schema_version,"
 				       " prev_batch_hash, signature, received) FORMAT TabSeparated", hdr.p, hdr.len)))
 		goto out;
+	order_end();
+	ordered = false;
 	/* last_seen, at most once a minute per agent (each is a new row version). */
 	for (size_t k = 0; k < n; k++) {
 		struct store_agent a;
@@ -701,12 +853,15 @@ static int ch_insert_batches(struct store *s, const struct store_batch *bs, size
 		agent_put(c, &a);
 	}
 out:
+	if (ordered)
+		order_end();
 	for (size_t k = 0; k < n; k++)
 		free(skip[k]);
 	free(skip);
 	b_free(&ev);
 	b_free(&keys);
 	b_free(&hdr);
+	b_free(&feed);
 	return rc;
 }
 
@@ -727,14 +882,21 @@ static int ch_insert_local(struct store *s, const struct store_event *e)
 {
 	struct ch *c = CH(s);
 	struct store_event x = *e;
-	struct buf body = { 0 };
+	struct buf body = { 0 }, feed = { 0 };
 	x.boot_id = c->local_boot;
 	x.seq = ++c->local_seq;
 	if (!x.agent_id)
 		x.agent_id = "collector";
-	tsv_event(&body, &x);
-	int rc = body.oom ? -ENOMEM : ch_exec(c, "INSERT INTO events (" EV_COLS ") FORMAT TabSeparated", body.p, body.len);
+	uint64_t iseq = order_begin(1);
+	tsv_event(&body, &x, iseq);
+	tsv_feed(&feed, &x, iseq);
+	int rc = body.oom || feed.oom ? -ENOMEM
+	     : ch_exec(c, "INSERT INTO events (" EV_COLS ", ingest_seq) FORMAT TabSeparated", body.p, body.len);
+	if (!rc)
+		rc = ch_exec(c, FEED_INSERT, feed.p, feed.len);
+	order_end();
 	b_free(&body);
+	b_free(&feed);
 	return rc;
 }
 
@@ -795,20 +957,11 @@ static void where(struct buf *q, const struct store_filter *f)
 #undef AND
 }
 
-static int ch_query(struct store *s, const struct store_filter *f, struct store_rows *out)
+/* Reads the rows of the last answer into out: EV_COLS, then (feed only,
+ * next != NULL) ingest_seq, whose last value goes to *next. */
+static int ch_fetch(struct ch *c, struct store_rows *out, uint64_t *next)
 {
-	struct ch *c = CH(s);
-	struct buf q = { 0 };
-	size_t limit = f->limit ? f->limit : STORE_DEFAULT_LIMIT;
-	int rc;
-	if (limit > STORE_MAX_LIMIT)
-		limit = STORE_MAX_LIMIT;
-	b_add(&q, "SELECT " EV_COLS " FROM events", strlen("SELECT " EV_COLS " FROM events"));
-	where(&q, f);
-	b_fmt(&q, " ORDER BY time DESC, agent_id DESC, seq DESC LIMIT 1 BY agent_id, boot_id, seq LIMIT %zu"
-		  " FORMAT TabSeparated", limit);
-	if ((rc = ch_q(c, &q)))
-		return rc;
+	int rc, want = EV_NCOLS + (next ? 1 : 0);
 	/* The rows keep pointers into a private copy of the response. */
 	out->arena = store_arena_new();
 	char *copy = out->arena ? store_arena_alloc(out->arena, c->rlen + 1) : NULL;
@@ -821,10 +974,10 @@ static int ch_query(struct store *s, const struct store_filter *f, struct store_
 	memcpy(copy, c->resp, c->rlen);
 	copy[c->rlen] = 0;
 	struct tsv_cursor cur = { copy, copy + c->rlen };
-	char *fl[EV_NCOLS + 1];
-	size_t ll[EV_NCOLS + 1];
+	char *fl[EV_NCOLS + 2];
+	size_t ll[EV_NCOLS + 2];
 	int n;
-	while ((n = tsv_next(&cur, fl, ll, EV_NCOLS + 1)) >= 0) {
+	while ((n = tsv_next(&cur, fl, ll, EV_NCOLS + 2)) >= 0) {
 		if (out->n == cap) {
 			struct store_event *ne = realloc(out->ev, 2 * cap * sizeof(*ne));
 			if (!ne) {
@@ -839,11 +992,13 @@ static int ch_query(struct store *s, const struct store_filter *f, struct store_
 			rc = -ENOMEM;
 			goto err;
 		}
-		if (read_event(fl, ll, n, &out->ev[out->n], fb, 64)) {
-			store_seterr(s, "clickhouse: unexpected row with %d columns", n);
+		if (n != want || read_event(fl, ll, EV_NCOLS, &out->ev[out->n], fb, 64)) {
+			store_seterr(&c->base, "clickhouse: unexpected row with %d columns", n);
 			rc = -EPROTO;
 			goto err;
 		}
+		if (next)
+			*next = strtoull(fl[EV_NCOLS], NULL, 10);
 		out->n++;
 	}
 	struct store_event *ev = store_arena_alloc(out->arena, (out->n ? out->n : 1) * sizeof(*ev));
@@ -860,6 +1015,73 @@ err:
 	store_arena_free(out->arena);
 	memset(out, 0, sizeof(*out));
 	return rc;
+}
+
+static int ch_query(struct store *s, const struct store_filter *f, struct store_rows *out)
+{
+	struct ch *c = CH(s);
+	struct buf q = { 0 };
+	size_t limit = f->limit ? f->limit : STORE_DEFAULT_LIMIT;
+	int rc;
+	memset(out, 0, sizeof(*out));
+	if (limit > STORE_MAX_LIMIT)
+		limit = STORE_MAX_LIMIT;
+	b_add(&q, "SELECT " EV_COLS " FROM events", strlen("SELECT " EV_COLS " FROM events"));
+	where(&q, f);
+	b_fmt(&q, " ORDER BY time DESC, agent_id DESC, seq DESC LIMIT 1 BY agent_id, boot_id, seq LIMIT %zu"
+		  " FORMAT TabSeparated", limit);
+	if ((rc = ch_q(c, &q)))
+		return rc;
+	return ch_fetch(c, out, NULL);
+}
+
+/* The commit order (see the top of the file): never past the bound, so a
+ * row this process is still inserting, or another collector inserted less
+ * than the settle window ago, is read on a later call, not skipped. */
+static int ch_feed(struct store *s, uint64_t after, size_t limit, struct store_rows *out, uint64_t *next)
+{
+	struct ch *c = CH(s);
+	struct buf q = { 0 };
+	uint64_t bound = order_feed_bound();
+	int rc;
+	memset(out, 0, sizeof(*out));
+	*next = after;
+	if (bound <= after)
+		return 0;
+	if (limit > 50000)
+		limit = 50000;
+	/* The page in event_feed: a range of its primary key. */
+	b_fmt(&q, "SELECT ingest_seq, time FROM event_feed WHERE ingest_seq > %llu AND ingest_seq <= %llu"
+		  " ORDER BY ingest_seq LIMIT 1 BY ingest_seq LIMIT %zu FORMAT TabSeparated", (unsigned long long)after,
+	      (unsigned long long)bound, limit ? limit : 1);
+	if ((rc = ch_q(c, &q)))
+		return rc;
+	/* Then its events, by their times (the events' primary key): every
+	 * event whose sequence lies in the page's range is in the page. */
+	struct tsv_cursor cur = { c->resp, c->resp + c->rlen };
+	char *f[2];
+	size_t l[2];
+	uint64_t first = 0, last = 0;
+	size_t n = 0;
+	b_add(&q, "SELECT " EV_COLS ", ingest_seq FROM events WHERE time IN (",
+	      strlen("SELECT " EV_COLS ", ingest_seq FROM events WHERE time IN ("));
+	for (int nf; (nf = tsv_next(&cur, f, l, 2)) >= 0;) {
+		if (nf != 2)
+			continue;
+		last = strtoull(f[0], NULL, 10);
+		first = n++ ? first : last;
+		b_fmt(&q, "%s%lld", n > 1 ? "," : "", strtoll(f[1], NULL, 10));
+	}
+	if (!n) {
+		b_free(&q);
+		return 0;
+	}
+	b_fmt(&q, ") AND ingest_seq >= %llu AND ingest_seq <= %llu ORDER BY ingest_seq LIMIT 1 BY ingest_seq"
+		  " FORMAT TabSeparated", (unsigned long long)first, (unsigned long long)last);
+	if ((rc = ch_q(c, &q)) || (rc = ch_fetch(c, out, next)))
+		return rc;
+	*next = last;   /* past the page even if retention took some of its events */
+	return 0;
 }
 
 static int ch_count(struct store *s, const struct store_filter *f, uint64_t *out)
@@ -940,8 +1162,8 @@ static int ch_usage(struct store *s, enum store_top_kind k, const struct store_f
 		[STORE_TOP_TOOLS] = "tool", [STORE_TOP_MCP_SERVERS] = "mcp_server", [STORE_TOP_MCP_METHODS] = "mcp_method",
 		[STORE_TOP_MCP_SESSIONS] = "mcp_session",
 	};
-	b_fmt(&q, "SELECT %s AS k, provider, model, sum(greatest(prompt_tokens, 0)), sum(greatest(completion_tokens, 0))"
-		  " FROM events%s", col[k], k == STORE_TOP_FINDINGS ? " ARRAY JOIN splitByChar(',', findings) AS fnd" : "");
+	b_fmt(&q, "SELECT %s AS k, provider, model, sum(greatest(prompt_tokens, 0)), sum(greatest(completion_tokens, 0)),"
+		  " sum(greatest(cached_tokens, 0)) FROM events%s", col[k], k == STORE_TOP_FINDINGS ? " ARRAY JOIN splitByChar(',', findings) AS fnd" : "");
 	where(&q, f);
 	b_fmt(&q, " AND %s != '' GROUP BY k, provider, model LIMIT %d FORMAT TabSeparated",
 	      k == STORE_TOP_FINDINGS ? "fnd" : col[k], STORE_USAGE_MAX);
@@ -950,11 +1172,11 @@ static int ch_usage(struct store *s, enum store_top_kind k, const struct store_f
 	size_t cap = 64, cnt = 0;
 	struct store_usage_row *rows = calloc(cap, sizeof(*rows));
 	struct tsv_cursor cur = { c->resp, c->resp + c->rlen };
-	char *fl[5];
-	size_t ll[5];
+	char *fl[6];
+	size_t ll[6];
 	int nf;
-	while (rows && (nf = tsv_next(&cur, fl, ll, 5)) >= 0) {
-		if (nf != 5)
+	while (rows && (nf = tsv_next(&cur, fl, ll, 6)) >= 0) {
+		if (nf != 6)
 			continue;
 		if (cnt == cap) {
 			struct store_usage_row *nr = realloc(rows, 2 * cap * sizeof(*nr));
@@ -971,6 +1193,7 @@ static int ch_usage(struct store *s, enum store_top_kind k, const struct store_f
 		r->model = strdup(fl[2]);
 		r->input_tokens = strtoull(fl[3], NULL, 10);
 		r->output_tokens = strtoull(fl[4], NULL, 10);
+		r->cached_tokens = strtoull(fl[5], NULL, 10);
 		if (!r->key || !r->provider || !r->model) {
 			store_usage_free(rows, cnt);
 			return -ENOMEM;
@@ -1373,6 +1596,49 @@ static int ch_scan_batches(struct store *s, const char *id, store_batch_cb cb, v
 	return rc;
 }
 
+/* Deletes table's rows older than before_us. On a cluster, on every shard
+ * at once (ON CLUSTER: distributed DDL through the cluster's ZooKeeper),
+ * so retention does not depend on which shards have a collector; a cluster
+ * without ZooKeeper gets this shard only (*local_only). */
+static int retain_delete(struct ch *c, struct buf *q, const char *table, const char *col, int64_t before_us,
+			 bool *local_only)
+{
+	if (c->cluster[0] && !*local_only) {
+		b_fmt(q, "ALTER TABLE %s.%s_local ON CLUSTER %s DELETE WHERE %s < %lld", c->db, table, c->cluster, col,
+		      (long long)before_us);
+		int rc = ch_q(c, q);
+		if (!rc || !strstr(c->base.errmsg, "Zookeeper"))
+			return rc;
+		*local_only = true;
+	}
+	b_fmt(q, "ALTER TABLE %s%s DELETE WHERE %s < %lld", table, c->local, col, (long long)before_us);
+	return ch_q(c, q);
+}
+
+/* Waits (up to a minute) until the deletes are applied: on one server, no
+ * mutation left; on a cluster, no row older than the cut-off left on any
+ * shard (read through the Distributed table: 18.16 cannot list another
+ * shard's mutations). */
+static int retain_wait(struct ch *c, struct buf *q, int64_t before_us, bool local_only)
+{
+	int rc = 0;
+	for (int i = 0; i < 600; i++) {
+		if (c->cluster[0] && !local_only)
+			b_fmt(q, "SELECT (SELECT count() FROM events WHERE time < %lld) + (SELECT count() FROM batches"
+				 " WHERE received < %lld) FORMAT TabSeparated", (long long)before_us, (long long)before_us);
+		else
+			b_fmt(q, "SELECT count() FROM system.mutations WHERE database = currentDatabase()"
+				 " AND is_done = 0 FORMAT TabSeparated");
+		if ((rc = ch_q(c, q)))
+			return rc;
+		if (atoi(c->resp ? c->resp : "1") == 0)
+			return 0;
+		struct timespec ts = { 0, 100000000 };
+		nanosleep(&ts, NULL);
+	}
+	return 0;
+}
+
 static int ch_retain(struct store *s, int64_t before_us, uint64_t *deleted)
 {
 	struct ch *c = CH(s);
@@ -1425,25 +1691,20 @@ static int ch_retain(struct store *s, int64_t before_us, uint64_t *deleted)
 	/* A mutation: asynchronous in ClickHouse (18.16 has no mutations_sync),
 	 * so wait below until it is done. Batch headers received before the
 	 * cut-off only cover events older than it. */
-	b_fmt(&q, "ALTER TABLE events%s DELETE WHERE time < %lld", c->local, (long long)before_us);
-	if ((rc = ch_q(c, &q)))
-		return rc;
-	b_fmt(&q, "ALTER TABLE event_keys%s DELETE WHERE time < %lld", c->local, (long long)before_us);
-	if ((rc = ch_q(c, &q)))
-		return rc;
-	b_fmt(&q, "ALTER TABLE batches%s DELETE WHERE received < %lld", c->local, (long long)before_us);
-	if ((rc = ch_q(c, &q)))
-		return rc;
-	for (int i = 0; i < 600; i++) {
-		if ((rc = ch_exec(c, "SELECT count() FROM system.mutations WHERE database = currentDatabase()"
-				     " AND is_done = 0 FORMAT TabSeparated", NULL, 0)))
-			break;
-		if (atoi(c->resp ? c->resp : "1") == 0)
-			break;
-		struct timespec ts = { 0, 100000000 };
-		nanosleep(&ts, NULL);
-	}
+	static const char *const cut[4][2] = { { "events", "time" }, { "event_keys", "time" }, { "event_feed", "time" },
+					       { "batches", "received" } };
+	bool local_only = false;
+	for (int i = 0; i < 4; i++)
+		if ((rc = retain_delete(c, &q, cut[i][0], cut[i][1], before_us, &local_only)))
+			return rc;
+	rc = retain_wait(c, &q, before_us, local_only);
 	b_free(&q);
+	if (!rc && local_only) {
+		store_seterr(s, "clickhouse: retention ran on this shard only: cluster %s has no distributed DDL"
+			     " (ZooKeeper in the servers' configuration); without it every shard needs a collector with"
+			     " retain_days", c->cluster);
+		return -ENOTSUP;
+	}
 	return rc;
 }
 
@@ -1454,6 +1715,7 @@ static const struct store_ops ch_ops = {
 	.insert_batches = ch_insert_batches,
 	.insert_local = ch_insert_local,
 	.query = ch_query,
+	.feed = ch_feed,
 	.top = ch_top,
 	.inventory = ch_inventory,
 	.review_set = ch_review_set,
@@ -1541,6 +1803,18 @@ int store_clickhouse_open(const char *url, struct store **out, char *err, size_t
 		 rnd[4], rnd[5], rnd[6], rnd[7], rnd[8], rnd[9], rnd[10], rnd[11], rnd[12], rnd[13], rnd[14], rnd[15]);
 	if (ch_exec(c, "SELECT max(seq) FROM events WHERE agent_id = 'collector' FORMAT TabSeparated", NULL, 0) == 0)
 		c->local_seq = strtoull(c->resp ? c->resp : "0", NULL, 10);
+	/* The commit order continues above everything stored: after a restart,
+	 * or a clock that stepped back. */
+	/* A cluster whose other shards have no tables yet (their collectors
+	 * have not started) cannot answer for the whole: this shard's part. */
+	if ((rc = ch_exec(c, "SELECT max(ingest_seq) FROM events FORMAT TabSeparated", NULL, 0)) && c->cluster[0])
+		rc = ch_exec(c, "SELECT max(ingest_seq) FROM events_local FORMAT TabSeparated", NULL, 0);
+	if (rc) {
+		snprintf(err, errlen, "%s: %s", url, c->base.errmsg);
+		ch_close(&c->base);
+		return rc;
+	}
+	order_seen(strtoull(c->resp ? c->resp : "0", NULL, 10));
 	*out = &c->base;
 	return 0;
 }

@@ -24,7 +24,7 @@
 #include <sqlite3.h>
 #include "store.h"
 
-#define SCHEMA_VERSION 5
+#define SCHEMA_VERSION 6
 
 struct sq {
 	struct store base;
@@ -85,17 +85,20 @@ static const char *const migrations[] = {
 	"CREATE INDEX ev_mcp_server ON events(mcp_server, time) WHERE mcp_server IS NOT NULL;"
 	"CREATE INDEX ev_tool ON events(tool, time) WHERE tool IS NOT NULL;"
 	"CREATE INDEX ev_mcp_session ON events(mcp_session, time) WHERE mcp_session IS NOT NULL;",
+	/* 6: prompt tokens read from the provider's cache (priced at
+	 * cached_input); older rows: unknown. */
+	"ALTER TABLE events ADD COLUMN cached_tokens INTEGER DEFAULT -1;",
 };
 
 #define EV_COLS_A "time, event_id, agent_id, boot_id, seq, host, kind, user, uid, gid, pid, tid, comm, exe," \
 	" cgroup, dst_ip, dst_port, sni, provider, method, path, model, stream, action, rule, reason," \
 	" error, findings, injection_score, status, bytes_up, bytes_down, prompt_tokens," \
 	" completion_tokens, latency_ms, policy_hash, gap_count, gap_first_seq, gap_last_seq, prev_hash," \
-	" hash, container_id, mcp_server, mcp_method, tool, mcp_session"
+	" hash, container_id, mcp_server, mcp_method, tool, mcp_session, cached_tokens"
 /* raw (E) is the last column: a scan that does not ask for it stops
  * decoding the record before it (and never touches its overflow pages). */
 #define EV_COLS EV_COLS_A ", e.raw, e.content"
-#define EV_NCOLS 47
+#define EV_NCOLS 48
 
 static int sq_fail(struct sq *q, const char *what)
 {
@@ -232,6 +235,7 @@ static int insert_event(struct sq *q, const struct store_event *e, bool *dup)
 	bind_text_or_null(st, i++, e->mcp_method);
 	bind_text_or_null(st, i++, e->tool);
 	bind_text_or_null(st, i++, e->mcp_session);
+	sqlite3_bind_int64(st, i++, e->cached_tokens);
 	if (e->content)
 		bind_text(st, i++, e->content);
 	else
@@ -584,6 +588,7 @@ static int read_event(sqlite3_stmt *st, struct store_event *e, struct store_aren
 	e->mcp_method = TXT();
 	e->tool = TXT();
 	e->mcp_session = TXT();
+	e->cached_tokens = I64();
 	if (sqlite3_column_type(st, i) == SQLITE_BLOB) {
 		size_t l = (size_t)sqlite3_column_bytes(st, i);
 		const void *b = sqlite3_column_blob(st, i);
@@ -782,8 +787,8 @@ static int sq_usage(struct store *s, enum store_top_kind k, const struct store_f
 	int rc;
 	build_where(f, &w);
 	snprintf(sql, sizeof(sql),
-		 "SELECT %s, e.provider, e.model, sum(max(e.prompt_tokens, 0)), sum(max(e.completion_tokens, 0))"
-		 " FROM %s%s%s%s != '' GROUP BY 1, 2, 3 LIMIT %d",
+		 "SELECT %s, e.provider, e.model, sum(max(e.prompt_tokens, 0)), sum(max(e.completion_tokens, 0)),"
+		 " sum(max(e.cached_tokens, 0)) FROM %s%s%s%s != '' GROUP BY 1, 2, 3 LIMIT %d",
 		 col, k == STORE_TOP_FINDINGS ? "event_findings f JOIN events e ON e.id = f.ev" : "events e", w.sql,
 		 w.len ? " AND " : " WHERE ", col, STORE_USAGE_MAX);
 	if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
@@ -807,6 +812,7 @@ static int sq_usage(struct store *s, enum store_top_kind k, const struct store_f
 		r->provider = strdup(t[1] ? t[1] : "");
 		r->model = strdup(t[2] ? t[2] : "");
 		r->input_tokens = (uint64_t)sqlite3_column_int64(st, 3);
+		r->cached_tokens = (uint64_t)sqlite3_column_int64(st, 5);
 		r->output_tokens = (uint64_t)sqlite3_column_int64(st, 4);
 		if (!r->key || !r->provider || !r->model) {
 			rc = SQLITE_NOMEM;
@@ -1241,7 +1247,7 @@ int store_sqlite_open(const char *path, struct store **out, char *err, size_t er
 	/* ingest_seq: one writer at a time (SQLite's write lock), so MAX+1
 	 * inside the write transaction is the commit order. */
 	if (sqlite3_prepare_v2(q->db, "INSERT INTO events(id, " EV_COLS_A ", content, raw, ingest_seq) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,"
-			       "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
+			       "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
 			       "(SELECT IFNULL(MAX(ingest_seq), 0) + 1 FROM events))",
 			       -1, &q->ins_ev, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(q->db, "INSERT INTO event_findings(ev, type, count, time) VALUES(?,?,?,?)", -1,

@@ -193,7 +193,7 @@ void vigil_event_init(struct vigil_event *ev, const char *kind)
 	memset(ev, 0, sizeof(*ev));
 	ev->kind = kind;
 	ev->uid = ev->gid = ev->pid = ev->tid = -1;
-	ev->prompt_tokens = ev->completion_tokens = -1;
+	ev->prompt_tokens = ev->completion_tokens = ev->cached_tokens = -1;
 	ev->injection_score = -1;
 }
 

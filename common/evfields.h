@@ -86,6 +86,7 @@
 	X(bytes_down, 33, U64, U64, COL, EV)                                                    \
 	X(prompt_tokens, 34, S64, OPT, COL, EV)  /* -1 = unknown */                             \
 	X(completion_tokens, 35, S64, OPT, COL, EV)                                             \
+	X(cached_tokens, 62, S64, OPT, COL, EV)  /* of prompt_tokens, read from the provider's cache */ \
 	X(latency_ms, 36, U64, U64, COL, EV)                                                    \
 	X(error, 28, STR, STR, COL, EV)                                                         \
 	X(policy_hash, 37, STR, STR, COL, EV)                                                   \

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "policy/budget.h"
+#include "pricing.h"
 
 #define NBUCKETS 1024
 #define KEY_MAX 600
@@ -147,7 +148,7 @@ int budget_check(struct budget_store *s, const struct policy *p, const struct po
 		e = current(s, b->name, key, b->window_s, utc, now, b->kind == BUDGET_REQUESTS);
 		if (!e && b->kind == BUDGET_REQUESTS)
 			continue;    /* ENOMEM: fail open on counting, never on policy */
-		over = e && (b->kind == BUDGET_TOKENS ? e->used >= b->limit : e->used + 1 > b->limit);
+		over = e && (b->kind != BUDGET_REQUESTS ? e->used >= b->limit : e->used + 1 > b->limit);
 		if (over && (!v->exhausted || (v->monitor && !(b->monitor || gmon)))) {
 			v->exhausted = true;
 			v->monitor = b->monitor || gmon;
@@ -155,11 +156,17 @@ int budget_check(struct budget_store *s, const struct policy *p, const struct po
 			v->limit = b->limit;
 			v->used = e->used;
 			v->retry_after = e->start + b->window_s - now;
-			snprintf(v->message, sizeof(v->message),
-				 "%s budget '%s' exhausted: %" PRIu64 " %s per %s per %s%s",
-				 b->kind == BUDGET_TOKENS ? "token" : "request", b->name, b->limit,
-				 b->kind == BUDGET_TOKENS ? "tokens" : "requests", per_name(b->per),
-				 window_name(b->window_s), v->monitor ? " (monitor mode)" : "");
+			if (b->kind == BUDGET_COST)
+				snprintf(v->message, sizeof(v->message), "cost budget '%s' exhausted: %.2f %s per %s per %s%s",
+					 b->name, (double)b->limit / 1e6, policy_pricing(p)->currency[0] ?
+					 policy_pricing(p)->currency : "USD", per_name(b->per), window_name(b->window_s),
+					 v->monitor ? " (monitor mode)" : "");
+			else
+				snprintf(v->message, sizeof(v->message),
+					 "%s budget '%s' exhausted: %" PRIu64 " %s per %s per %s%s",
+					 b->kind == BUDGET_TOKENS ? "token" : "request", b->name, b->limit,
+					 b->kind == BUDGET_TOKENS ? "tokens" : "requests", per_name(b->per),
+					 window_name(b->window_s), v->monitor ? " (monitor mode)" : "");
 		}
 		if (b->kind == BUDGET_REQUESTS && nhit < 64)
 			hit[nhit++] = e;
@@ -177,13 +184,14 @@ int budget_check(struct budget_store *s, const struct policy *p, const struct po
 	return ret;
 }
 
-void budget_charge(struct budget_store *s, const struct policy *p, const struct policy_ctx *ctx,
-		   uint64_t tokens, int64_t now)
+/* Adds amount to every budget of that kind that applies to ctx. */
+static void charge(struct budget_store *s, const struct policy *p, const struct policy_ctx *ctx,
+		   enum policy_budget_kind kind, uint64_t amount, int64_t now)
 {
 	size_t n = policy_budget_count(p);
 	bool utc = policy_utc(p);
 
-	if (!tokens)
+	if (!amount)
 		return;
 	pthread_mutex_lock(&s->lock);
 	for (size_t i = 0; i < n; i++) {
@@ -191,14 +199,26 @@ void budget_charge(struct budget_store *s, const struct policy *p, const struct 
 		char key[512];
 		struct entry *e;
 
-		if (b->kind != BUDGET_TOKENS || !policy_budget_applies(p, i, ctx, key, sizeof(key)))
+		if (b->kind != kind || !policy_budget_applies(p, i, ctx, key, sizeof(key)))
 			continue;
 		if ((e = current(s, b->name, key, b->window_s, utc, now, true))) {
-			e->used = e->used + tokens < e->used ? UINT64_MAX : e->used + tokens;
+			e->used = e->used + amount < e->used ? UINT64_MAX : e->used + amount;
 			s->dirty = true;
 		}
 	}
 	pthread_mutex_unlock(&s->lock);
+}
+
+void budget_charge(struct budget_store *s, const struct policy *p, const struct policy_ctx *ctx,
+		   uint64_t tokens, int64_t now)
+{
+	charge(s, p, ctx, BUDGET_TOKENS, tokens, now);
+}
+
+void budget_charge_cost(struct budget_store *s, const struct policy *p, const struct policy_ctx *ctx,
+			uint64_t micro, int64_t now)
+{
+	charge(s, p, ctx, BUDGET_COST, micro, now);
 }
 
 uint64_t budget_used(struct budget_store *s, const char *name, const char *key, uint32_t w,

@@ -58,6 +58,11 @@ int budget_check(struct budget_store *s, const struct policy *p, const struct po
 void budget_charge(struct budget_store *s, const struct policy *p, const struct policy_ctx *ctx,
 		   uint64_t tokens, int64_t now);
 
+/* After the response: add its cost, in millionths of the policy's
+ * currency (policy_pricing), to every applicable cost budget. */
+void budget_charge_cost(struct budget_store *s, const struct policy *p, const struct policy_ctx *ctx,
+			uint64_t micro, int64_t now);
+
 /* Used when the provider reported no usage: ~4 bytes per token. */
 static inline uint64_t budget_estimate_tokens(uint64_t bytes)
 {

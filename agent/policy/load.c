@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <grp.h>
+#include <math.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -961,6 +962,33 @@ static void parse_rule(struct loader *L, const struct ynode *r, struct rule *ru)
 	}
 }
 
+/* pricing: the collector's syntax and code (common/pricing.c), so the
+ * agent's copy of the table prices an exchange as the collector will. Its
+ * errors come back as ":LINE: reason" (no file name given) and join the
+ * policy's own. */
+static void parse_pricing(struct loader *L, const struct ynode *v)
+{
+	char err[512];
+	int line = v->line, off = 0;
+	if (!pricing_parse("", v, &L->p->pricing, err, sizeof(err)))
+		return;
+	if (sscanf(err, ":%d: %n", &line, &off) < 1 || !off)
+		off = 0;
+	eadd(L->e, line, "%s", err + off);
+}
+
+/* cost: an amount of the pricing table's currency such as 25 or 2.50,
+ * kept in millionths (the counters are integers). */
+static int parse_cost(const char *s, uint64_t *out)
+{
+	char *end;
+	double d = strtod(s, &end);
+	if (end == s || *end || !(d > 0) || d > 1e9)
+		return -EINVAL;
+	*out = (uint64_t)llround(d * 1e6);
+	return 0;
+}
+
 static void parse_budget(struct loader *L, const struct ynode *b, struct budget_def *bd)
 {
 	struct policy *p = L->p;
@@ -971,7 +999,7 @@ static void parse_budget(struct loader *L, const struct ynode *b, struct budget_
 	bd->pub.per = BUDGET_PER_USER;
 	bd->c.empty = true;
 	if (b->kind != YNODE_MAP) {
-		eadd(L->e, b->line, "budgets: each budget is a map {name, per, tokens | requests, window}");
+		eadd(L->e, b->line, "budgets: each budget is a map {name, per, tokens | requests | cost, window}");
 		return;
 	}
 	for (size_t i = 0; i < ytree_map_len(b); i++) {
@@ -989,10 +1017,19 @@ static void parse_budget(struct loader *L, const struct ynode *b, struct budget_
 				eadd(L->e, v->line, "budget: per must be user, unix_group, exe or all");
 			else
 				bd->pub.per = (enum policy_budget_per)f;
+		} else if (!strcmp(ks, "cost")) {
+			if (have_limit)
+				eadd(L->e, k->line, "budget: give one of tokens, requests, requests_per_minute, cost");
+			have_limit = true;
+			bd->pub.kind = BUDGET_COST;
+			if (!is_scalar(v) || parse_cost(v->str, &bd->pub.limit))
+				eadd(L->e, v->line, "budget: cost: expected an amount of the pricing currency such as 25 or 2.50");
+			else if (!p->pricing.n)
+				eadd(L->e, v->line, "budget: cost needs a pricing: table in the policy (as in collector.yaml)");
 		} else if (!strcmp(ks, "tokens") || !strcmp(ks, "requests") ||
 			   !strcmp(ks, "requests_per_minute")) {
 			if (have_limit)
-				eadd(L->e, k->line, "budget: give one of tokens, requests, requests_per_minute");
+				eadd(L->e, k->line, "budget: give one of tokens, requests, requests_per_minute, cost");
 			have_limit = true;
 			bd->pub.kind = ks[0] == 't' ? BUDGET_TOKENS : BUDGET_REQUESTS;
 			if (!is_scalar(v) || parse_count(v->str, &bd->pub.limit))
@@ -1020,7 +1057,7 @@ static void parse_budget(struct loader *L, const struct ynode *b, struct budget_
 		} else if (!strcmp(ks, "mode")) {
 			parse_mode(L, v, &bd->pub.monitor);
 		} else {
-			eadd(L->e, k->line, "budget: unknown key '%s' (name, per, tokens, requests, requests_per_minute, window, when, mode)", ks);
+			eadd(L->e, k->line, "budget: unknown key '%s' (name, per, tokens, requests, requests_per_minute, cost, window, when, mode)", ks);
 		}
 	}
 	if (!nm)
@@ -1199,6 +1236,7 @@ static void policy_free(struct policy *p)
 		free(p->lists[i].name);
 	free(p->lists);
 	pathset_free(p->packaged);
+	pricing_free(&p->pricing);
 	free(p->warnings);
 	free(p->path);
 	free(p);
@@ -1208,7 +1246,7 @@ static void parse_root(struct loader *L, const struct ynode *root)
 {
 	struct policy *p = L->p;
 	static const char *const keys[] = { "version", "default", "mode", "timezone", "redaction",
-					    "lists", "detectors", "budgets", "rules", NULL };
+					    "lists", "detectors", "pricing", "budgets", "rules", NULL };
 	const struct ynode *v;
 	uint8_t modes[FINDING__COUNT];
 	bool set[FINDING__COUNT] = { 0 };
@@ -1221,7 +1259,8 @@ static void parse_root(struct loader *L, const struct ynode *root)
 			ok = !strcmp(k->str, keys[j]);
 		if (!ok)
 			eadd(L->e, k->line,
-			     "unknown key '%s' (version, default, mode, timezone, redaction, lists, detectors, budgets, rules)",
+			     "unknown key '%s' (version, default, mode, timezone, redaction, lists, detectors, pricing, budgets,"
+			     " rules)",
 			     k->str);
 		for (size_t j = 0; j < i; j++)
 			if (!strcmp(ytree_map_key(root, j)->str, k->str))
@@ -1250,6 +1289,8 @@ static void parse_root(struct loader *L, const struct ynode *root)
 		parse_redact_map(L, v, modes, set, &def);
 	for (int t = 0; t < FINDING__COUNT; t++)
 		p->base_redact[t] = set[t] ? modes[t] : def >= 0 ? (uint8_t)def : REDACT_PLACEHOLDER;
+	if ((v = ytree_get(root, "pricing")))
+		parse_pricing(L, v);
 	if ((v = ytree_get(root, "budgets"))) {
 		if (v->kind != YNODE_SEQ) {
 			eadd(L->e, v->line, "budgets: expected a list");
@@ -1441,6 +1482,8 @@ bool policy_global_monitor(const struct policy *p) { return p && p->monitor; }
 bool policy_utc(const struct policy *p) { return p && p->utc; }
 enum policy_action policy_default(const struct policy *p) { return p ? p->def : POLICY_ALLOW; }
 size_t policy_budget_count(const struct policy *p) { return p ? p->nbudgets : 0; }
+
+const struct pricing *policy_pricing(const struct policy *p) { return &p->pricing; }
 
 const char *policy_warnings(const struct policy *p) { return p && p->warnings ? p->warnings : ""; }
 

@@ -123,14 +123,14 @@ struct policy_load_opts {
 
 /* A budget as declared in the file (read by budget.c). */
 enum policy_budget_per { BUDGET_PER_USER, BUDGET_PER_GROUP, BUDGET_PER_EXE, BUDGET_PER_ALL };
-enum policy_budget_kind { BUDGET_TOKENS, BUDGET_REQUESTS };
+enum policy_budget_kind { BUDGET_TOKENS, BUDGET_REQUESTS, BUDGET_COST };
 
 struct policy_budget {
 	const char *name;
 	int line;
 	enum policy_budget_per per;
 	enum policy_budget_kind kind;
-	uint64_t limit;                 /* tokens or requests per window */
+	uint64_t limit;                 /* tokens, requests or (cost) millionths of the currency per window */
 	uint32_t window_s;              /* 60, 3600 or 86400 */
 	bool monitor;                   /* log instead of 429 */
 };
@@ -174,6 +174,10 @@ const struct inspect_custom *policy_detectors(const struct policy *p, size_t *n)
 
 /* Budgets in file order (borrowed). */
 size_t policy_budget_count(const struct policy *p);
+/* The policy's own price table (`pricing:`, common/pricing.h) that cost
+ * budgets are charged from; n == 0 when the file has none. */
+struct pricing;
+const struct pricing *policy_pricing(const struct policy *p);
 const struct policy_budget *policy_budget_get(const struct policy *p, size_t i);
 /* Whether budget i applies to ctx (its `when` matches and, for per: group,
  * the user is in one of its groups); if so writes its counter key (user

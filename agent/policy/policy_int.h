@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "policy/policy.h"
+#include "pricing.h"
 
 /* String conditions, each with a negative twin (<name>_not). */
 enum scond {
@@ -122,6 +123,7 @@ struct policy {
 	size_t nrules;
 	struct budget_def *budgets;
 	size_t nbudgets;
+	struct pricing pricing;           /* for cost budgets */
 	struct detector *dets;
 	size_t ndets;
 	struct inspect_custom *custom;    /* views of dets for inspector_new */

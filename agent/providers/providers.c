@@ -15,6 +15,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -406,4 +408,76 @@ int provider_response_text(enum provider_id p, const char *doc, size_t len,
 		rc = -EINVAL;
 	json_text_free(&c.t);
 	return rc;
+}
+
+/* ---- usage ----
+ * A key scan, not a parse: usage sits at different depths in every shape
+ * (and in every SSE event type), the keys are distinct across providers,
+ * and a quoted key cannot match inside another key ("cache_read_input_tokens"
+ * does not contain "\"input_tokens\""). */
+
+/* The number after "key": at every occurrence; the last one is kept. */
+static void scan_key(const char *doc, size_t len, const char *key, int64_t *out)
+{
+	size_t kl = strlen(key);
+	const char *p = doc, *end = doc + len;
+	while ((p = memmem(p, (size_t)(end - p), key, kl))) {
+		const char *q = p + kl;
+		p = q;
+		while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
+			q++;
+		if (q >= end || *q != ':')
+			continue;
+		q++;
+		while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
+			q++;
+		int64_t v = 0;
+		int digits = 0;
+		while (q < end && *q >= '0' && *q <= '9' && digits < 15) {
+			v = v * 10 + (*q - '0');
+			q++, digits++;
+		}
+		if (digits)
+			*out = v;
+	}
+}
+
+void provider_usage_init(struct provider_usage *u)
+{
+	u->prompt = u->completion = u->cached = u->uncounted_read = u->uncounted_write = -1;
+}
+
+void provider_usage_scan(struct provider_usage *u, const char *doc, size_t len)
+{
+	static const struct {
+		const char *key;
+		size_t off;
+	} keys[] = {
+		{ "\"prompt_tokens\"", offsetof(struct provider_usage, prompt) },
+		{ "\"input_tokens\"", offsetof(struct provider_usage, prompt) },
+		{ "\"promptTokenCount\"", offsetof(struct provider_usage, prompt) },
+		{ "\"inputTokens\"", offsetof(struct provider_usage, prompt) },
+		{ "\"completion_tokens\"", offsetof(struct provider_usage, completion) },
+		{ "\"output_tokens\"", offsetof(struct provider_usage, completion) },
+		{ "\"candidatesTokenCount\"", offsetof(struct provider_usage, completion) },
+		{ "\"outputTokens\"", offsetof(struct provider_usage, completion) },
+		{ "\"cached_tokens\"", offsetof(struct provider_usage, cached) },
+		{ "\"cachedContentTokenCount\"", offsetof(struct provider_usage, cached) },
+		{ "\"cache_read_input_tokens\"", offsetof(struct provider_usage, cached) },
+		{ "\"cacheReadInputTokens\"", offsetof(struct provider_usage, cached) },
+		{ "\"cache_read_input_tokens\"", offsetof(struct provider_usage, uncounted_read) },
+		{ "\"cacheReadInputTokens\"", offsetof(struct provider_usage, uncounted_read) },
+		{ "\"cache_creation_input_tokens\"", offsetof(struct provider_usage, uncounted_write) },
+		{ "\"cacheWriteInputTokens\"", offsetof(struct provider_usage, uncounted_write) },
+	};
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		scan_key(doc, len, keys[i].key, (int64_t *)((char *)u + keys[i].off));
+}
+
+int64_t provider_usage_prompt(const struct provider_usage *u)
+{
+	if (u->prompt < 0 && u->uncounted_read < 0 && u->uncounted_write < 0)
+		return -1;
+	return (u->prompt > 0 ? u->prompt : 0) + (u->uncounted_read > 0 ? u->uncounted_read : 0) +
+	       (u->uncounted_write > 0 ? u->uncounted_write : 0);
 }

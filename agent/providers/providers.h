@@ -101,4 +101,27 @@ int provider_response_text(enum provider_id p, const char *doc, size_t len,
  * produced (the fields provider_response_text collects). */
 bool provider_response_text_path(const struct json_path *p);
 
+/* Token usage as the providers report it, gathered over a response (one
+ * whole JSON document, or every SSE data payload in turn: the last value
+ * of each field wins, as Anthropic and Gemini repeat theirs cumulatively).
+ * All -1 until seen. */
+struct provider_usage {
+	int64_t prompt;       /* OpenAI prompt_tokens / input_tokens, Anthropic input_tokens,
+			       * Gemini promptTokenCount, Bedrock inputTokens */
+	int64_t completion;
+	int64_t cached;       /* prompt tokens read from the provider's prompt cache: OpenAI
+			       * *_tokens_details.cached_tokens, Anthropic cache_read_input_tokens,
+			       * Gemini cachedContentTokenCount, Bedrock cacheReadInputTokens */
+	/* Anthropic and Bedrock count cache reads and cache writes apart from
+	 * their input tokens (OpenAI and Gemini include them). */
+	int64_t uncounted_read, uncounted_write;
+};
+
+void provider_usage_init(struct provider_usage *u);
+/* Adds what doc (len bytes, not NUL-terminated, any provider) reports. */
+void provider_usage_scan(struct provider_usage *u, const char *doc, size_t len);
+/* Every prompt token the model read, cached or not, written to the cache
+ * or not (-1 when none was reported): cached is a part of it. */
+int64_t provider_usage_prompt(const struct provider_usage *u);
+
 #endif

@@ -10,9 +10,8 @@
  * finding is forwarded byte for byte.
  *
  * Response: forwarded as it arrives. Token usage is read from the
- * provider's own usage fields (OpenAI prompt_tokens/completion_tokens,
- * Anthropic input_tokens/output_tokens, Gemini promptTokenCount/
- * candidatesTokenCount, Bedrock inputTokens/outputTokens): in an SSE stream
+ * provider's own usage fields (providers.c: prompt, completion and cached
+ * prompt tokens of each API): in an SSE stream
  * every event is scanned and the last value wins (Anthropic sends
  * output_tokens cumulatively; OpenAI sends one final usage chunk). The
  * model's text is scanned for findings with bounded state, and when the
@@ -20,6 +19,7 @@
  * split across events (detok.c); such a response is re-framed as chunked
  * because its length changes. */
 #include <errno.h>
+#include <math.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +34,7 @@
 #include "jsonw.h"
 #include "loop.h"
 #include "policy/justify.h"
+#include "pricing.h"
 #include "proxy/mcp.h"
 #include "content/toolcall.h"
 #include "log.h"
@@ -209,7 +210,7 @@ void exchange_init(struct exchange *ex, struct agent *ag, const struct conn_info
 	ex->ag = ag;
 	ex->info = info;
 	ex->xc = xc;
-	ex->prompt_tokens = ex->completion_tokens = -1;
+	provider_usage_init(&ex->usage);
 	ex->injection_score = -1;
 	ex->action = "allow";
 	ex->provider = PROVIDER_GENERIC;
@@ -443,12 +444,22 @@ void exchange_done(struct exchange *ex)
 	uint64_t tokens;
 	if (!ex->policy || !ex->ag->budgets || ex->blocked || !ex->status)
 		return;
-	if (ex->prompt_tokens >= 0 || ex->completion_tokens >= 0)
-		tokens = (uint64_t)(ex->prompt_tokens > 0 ? ex->prompt_tokens : 0) +
-			 (uint64_t)(ex->completion_tokens > 0 ? ex->completion_tokens : 0);
+	int64_t prompt = provider_usage_prompt(&ex->usage);
+	if (prompt >= 0 || ex->usage.completion >= 0)
+		tokens = (uint64_t)(prompt > 0 ? prompt : 0) +
+			 (uint64_t)(ex->usage.completion > 0 ? ex->usage.completion : 0);
 	else
 		tokens = budget_estimate_tokens(ex->bytes_up + ex->bytes_down);
 	budget_charge(ex->ag->budgets, ex->policy, &ex->ctx, tokens, time(NULL));
+	/* Cost budgets: the policy's copy of the pricing table, the provider's
+	 * usage (cached prompt tokens at their own price), or without usage the
+	 * estimate priced as input. */
+	const struct pricing *pr = policy_pricing(ex->policy);
+	double cost;
+	bool known = prompt >= 0 || ex->usage.completion >= 0;
+	if (pr->n && pricing_cost(pr->rows, pr->n, provider_name(ex->provider), ex->model, known ? prompt : (int64_t)tokens,
+				  known ? ex->usage.completion : 0, ex->usage.cached, &cost))
+		budget_charge_cost(ex->ag->budgets, ex->policy, &ex->ctx, (uint64_t)llround(cost * 1e6), time(NULL));
 }
 
 static void apply_redaction(struct exchange *ex, const char *body, size_t len,
@@ -1183,7 +1194,7 @@ static int on_sse_event(void *arg, const char *event, size_t event_len, const ch
 			size_t data_len)
 {
 	struct exchange *ex = arg;
-	exchange_scan_usage(data, data_len, &ex->prompt_tokens, &ex->completion_tokens);
+	provider_usage_scan(&ex->usage, data, data_len);
 	scan_output(ex, data, data_len);
 	provider_answer_conversation(ex->provider, data, data_len, ex->conversation, sizeof(ex->conversation));
 	if (!ex->answer_cut && stream_tool_calls(ex, event, event_len, data, data_len)) {
@@ -1401,8 +1412,7 @@ void exchange_response_end(struct exchange *ex)
 	else if (ex->transform && ex->event_stream)
 		flush_held_text(ex);
 	if (!ex->event_stream && ex->resp_copy && !ex->resp_copy_full) {
-		exchange_scan_usage(ex->resp_copy, ex->resp_len, &ex->prompt_tokens,
-				    &ex->completion_tokens);
+		provider_usage_scan(&ex->usage, ex->resp_copy, ex->resp_len);
 		scan_output(ex, ex->resp_copy, ex->resp_len);
 	}
 	if (ex->out_scan) {
@@ -1412,42 +1422,15 @@ void exchange_response_end(struct exchange *ex)
 	answer_summary(ex);
 }
 
-/* The number after "key": at every occurrence; the last one is kept. */
-static void scan_key(const char *doc, size_t len, const char *key, int64_t *out)
-{
-	size_t kl = strlen(key);
-	const char *p = doc, *end = doc + len;
-	while ((p = memmem(p, (size_t)(end - p), key, kl))) {
-		const char *q = p + kl;
-		p = q;
-		while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
-			q++;
-		if (q >= end || *q != ':')
-			continue;
-		q++;
-		while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
-			q++;
-		int64_t v = 0;
-		int digits = 0;
-		while (q < end && *q >= '0' && *q <= '9' && digits < 15) {
-			v = v * 10 + (*q - '0');
-			q++, digits++;
-		}
-		if (digits)
-			*out = v;
-	}
-}
-
 void exchange_scan_usage(const char *doc, size_t len, int64_t *prompt, int64_t *completion)
 {
-	scan_key(doc, len, "\"prompt_tokens\"", prompt);
-	scan_key(doc, len, "\"input_tokens\"", prompt);
-	scan_key(doc, len, "\"promptTokenCount\"", prompt);
-	scan_key(doc, len, "\"inputTokens\"", prompt);
-	scan_key(doc, len, "\"completion_tokens\"", completion);
-	scan_key(doc, len, "\"output_tokens\"", completion);
-	scan_key(doc, len, "\"candidatesTokenCount\"", completion);
-	scan_key(doc, len, "\"outputTokens\"", completion);
+	struct provider_usage u;
+	provider_usage_init(&u);
+	u.prompt = *prompt;
+	u.completion = *completion;
+	provider_usage_scan(&u, doc, len);
+	*prompt = u.prompt;
+	*completion = u.completion;
 }
 
 /* The non-zero per-type counts as audit findings (type name + count). */
@@ -1484,8 +1467,9 @@ void exchange_fill_event(const struct exchange *ex, struct audit_event *ev)
 	ev->status = ex->status;
 	ev->bytes_up = ex->bytes_up;
 	ev->bytes_down = ex->bytes_down;
-	ev->prompt_tokens = ex->prompt_tokens;
-	ev->completion_tokens = ex->completion_tokens;
+	ev->prompt_tokens = provider_usage_prompt(&ex->usage);
+	ev->completion_tokens = ex->usage.completion;
+	ev->cached_tokens = ex->usage.cached;
 	ev->latency_ms = ex->latency_ms;
 	ev->injection_score = ex->injection_score;
 	ev->policy_hash = ex->policy_hash;

@@ -56,7 +56,7 @@ struct exchange {
 	bool stream;
 	int status;
 	uint64_t bytes_up, bytes_down;    /* set by the driver: bytes as received/sent on the wire */
-	int64_t prompt_tokens, completion_tokens;
+	struct provider_usage usage;      /* as the provider reported it (cached tokens too) */
 	const char *action, *rule, *reason, *error;
 	char error_buf[256];
 	bool upstream_reused;

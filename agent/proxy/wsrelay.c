@@ -695,8 +695,8 @@ void wsrelay_run(struct exchange *hs, struct wsrelay_io *io)
 	finish_current(s);
 	linger_client(s, io);
 	if (s->usage_len) {
-		hs->prompt_tokens = s->prompt_sum;
-		hs->completion_tokens = s->completion_sum;
+		hs->usage.prompt = s->prompt_sum;
+		hs->usage.completion = s->completion_sum;
 		hs->ws_usage = strdup(s->usage);
 	}
 	if (s->redacted)

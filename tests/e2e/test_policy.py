@@ -3,7 +3,8 @@
 The same request gets different decisions for different unix users and
 different executables; a model outside the allow list is refused with an
 error the official openai SDK surfaces; a token budget runs out mid-test
-(429) while another user is unaffected; blocked requests never reach the
+(429) while another user is unaffected; a budget in currency, priced from the
+policy's own pricing table, runs out sooner without prompt caching; blocked requests never reach the
 provider; tokenized values are restored in answers (streaming, tokens split
 across events); monitor rules only audit; a broken policy on SIGHUP leaves
 the running one in force; every event carries the policy's hash.
@@ -24,12 +25,19 @@ POLICY = """version: 1
 default: allow
 redaction:
   EMAIL: tokenize
+pricing:
+  - { provider: openai, model: "gpt-4o*", input: 1000, output: 1000, cached_input: 10, currency: EUR }
 budgets:
   - name: tiny-daily
     per: user
     tokens: 100
     window: day
     when: { user: ['6000[34]'] }
+  - name: tiny-spend
+    per: user
+    cost: 0.25
+    window: day
+    when: { user: ['6000[78]'] }
 rules:
   - name: no-secrets
     when: { finding: ['@all_secrets'] }
@@ -67,9 +75,10 @@ def chat(content, model="gpt-4o-mini"):
     return json.dumps({"model": model, "messages": [{"role": "user", "content": content}]})
 
 
-def curl_as(uid, body, gid=None):
+def curl_as(uid, body, gid=None, extra=()):
     argv = ["curl", "-sS", "--max-time", "20", "--cacert", RIG.ca, "-o", "-", "-w", "\n%{http_code}",
             "-H", "Authorization: Bearer sk-test", "-H", "Content-Type: application/json", "--data-binary", body, URL]
+    argv[1:1] = list(extra)
     p = lib.run(argv, cgroup=RIG.cg.path, uid=uid, gid=gid, hosts=RIG.hosts, timeout=40)
     out, _, code = p.stdout.rpartition("\n")
     return int(code or 0), out
@@ -131,6 +140,33 @@ def budget_runs_out_for_one_user_only():
     check(code == 429 and len(RIG.received()) == before, "an over-budget request reached the provider")
     code, _ = curl_as(60004, chat("other user"))
     check(code == 200, "another user's budget was affected (%s)" % code)
+
+
+def spend_until_refused(uid, extra=()):
+    """Requests of ~60 prompt tokens until the cost budget refuses: how many went through."""
+    for i in range(40):
+        code, body = curl_as(uid, chat("a question of some length to spend money on, number %02d" % i), extra=extra)
+        if code == 429:
+            check("tiny-spend" in body and "EUR" in body, "429 does not name the cost budget: %s" % body)
+            return i
+        check(code == 200, "request %d of %d: %s %s" % (i, uid, code, body[:200]))
+    raise AssertionError("the cost budget never ran out for %d" % uid)
+
+
+@test
+def cost_budget_runs_out_and_cached_prompts_cost_less():
+    """0.25 EUR a day at 1000 EUR per million tokens: a request of ~32
+    prompt and ~10 answer tokens costs ~0.042 EUR, so the seventh is
+    refused; the same requests with every prompt token read from the
+    provider's cache (10 EUR per million) cost mostly their answer (~0.01
+    EUR) and go through several times as often."""
+    plain = spend_until_refused(60007)
+    cached = spend_until_refused(60008, ["-H", "x-fake-cached: 1000"])
+    check(4 <= plain <= 8, "plain requests admitted before the cost budget ran out: %d" % plain)
+    check(cached >= 2 * plain, "cached prompts were not cheaper: %d admitted, %d without the cache" % (cached, plain))
+    before = len(RIG.received())
+    code, _ = curl_as(60007, chat("one more"))
+    check(code == 429 and len(RIG.received()) == before, "an over-budget request reached the provider")
 
 
 @test

@@ -21,7 +21,11 @@ flushed). SIGTERM/SIGINT stop it (exit 0).
 Answers: the assistant text is "echo: " + the first 200 characters of the last
 user message (string content, or its text parts concatenated). Usage:
 prompt tokens = request body bytes // 4, completion tokens = words in the
-answer. Streams send one event per word (leading space on every word but the
+answer; `x-fake-cached: N` says N of the prompt tokens came from the prompt
+cache, reported in each provider's own field (OpenAI
+prompt_tokens_details/input_tokens_details.cached_tokens, Anthropic
+cache_read_input_tokens beside a smaller input_tokens, Gemini
+cachedContentTokenCount). Streams send one event per word (leading space on every word but the
 first), so the deltas concatenate to exactly the non-streamed text.
 
 Endpoints:
@@ -301,6 +305,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return int(v) if v is not None else default
         except ValueError:
             return default
+
+    def cached(self, pt):
+        """Prompt tokens the client asked to be reported as read from the cache."""
+        return min(max(self._int_hdr("x-fake-cached", 0) or 0, 0), pt)
 
     def read_body(self):
         te = (self._hdr("Transfer-Encoding", "") or "").lower()
@@ -695,6 +703,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                          param="model")
         text, pieces, (pt, ct) = self.answer(self.last_user(req["messages"]))
         usage = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
+        if self.headers.get("x-fake-cached"):
+            usage["prompt_tokens_details"] = {"cached_tokens": self.cached(pt), "audio_tokens": 0}
         cid = "chatcmpl-fake%06d" % self.req_id
         tool = self.headers.get("x-fake-tool-call")
         if tool:
@@ -755,7 +765,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         user = inp if isinstance(inp, str) else self.last_user(inp)
         text, pieces, (pt, ct) = self.answer(user)
         rid, mid = "resp_fake%06d" % self.req_id, "msg_fake%06d" % self.req_id
-        usage = {"input_tokens": pt, "input_tokens_details": {"cached_tokens": 0},
+        usage = {"input_tokens": pt, "input_tokens_details": {"cached_tokens": self.cached(pt)},
                  "output_tokens": ct, "output_tokens_details": {"reasoning_tokens": 0},
                  "total_tokens": pt + ct}
         part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
@@ -860,8 +870,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         msg = {"id": mid, "type": "message", "role": "assistant", "model": model,
                "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
                "stop_sequence": None,
-               "usage": {"input_tokens": pt, "cache_creation_input_tokens": 0,
-                         "cache_read_input_tokens": 0, "output_tokens": ct}}
+               "usage": {"input_tokens": pt - self.cached(pt), "cache_creation_input_tokens": 0,
+                         "cache_read_input_tokens": self.cached(pt), "output_tokens": ct}}
         tool = self.headers.get("x-fake-tool-call")
         if tool:
             msg["content"].append({"type": "tool_use", "id": "toolu_fake1", "name": tool,
@@ -918,6 +928,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if finish:
                 cand["finishReason"] = finish
             um = {"promptTokenCount": pt, "totalTokenCount": pt + cand_tokens}
+            if self.cached(pt):
+                um["cachedContentTokenCount"] = self.cached(pt)
             if cand_tokens:
                 um["candidatesTokenCount"] = cand_tokens
             return {"candidates": [cand], "usageMetadata": um, "modelVersion": model,

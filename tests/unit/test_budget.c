@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "policy/budget.h"
+#include "pricing.h"
 #include "check.h"
 
 /* 2023-11-14 00:00:00 UTC, a day boundary */
@@ -69,6 +70,47 @@ TEST(token_budget_per_user_day)
 	CHECK(budget_check(s, p, &bob, DAY0 + 50, &v) == 0, "bob has his own counter");
 	CHECK(budget_check(s, p, &alice, DAY0 + 86400, &v) == 0 && !v.exhausted, "next day resets");
 	CHECK(budget_used(s, "daily", "alice", 86400, true, DAY0 + 86400) == 0, "counter reset");
+	budget_store_free(s);
+	policy_unref(p);
+}
+
+/* A budget in currency: the policy's own pricing table prices each
+ * exchange (cached prompt tokens at cached_input, as the collector does),
+ * and the budget refuses once the day's spend reaches its amount. */
+TEST(cost_budget_from_the_policy_pricing)
+{
+	struct budget_store *s;
+	struct budget_verdict v;
+	struct policy *p = load("timezone: utc\n"
+				"pricing:\n"
+				"  - { provider: openai, model: \"gpt-4o*\", input: 2.50, output: 10, cached_input: 1.25, currency: EUR }\n"
+				"budgets:\n"
+				"  - { name: spend, per: user, cost: 0.05, window: day }\n"
+				"  - { name: tokens, per: user, tokens: 1M, window: day }\n");
+	struct policy_ctx alice = who("alice", "/usr/bin/curl");
+	const struct pricing *pr;
+	double c1 = 0, c2 = 0;
+
+	CHECK(p, "load");
+	pr = policy_pricing(p);
+	CHECK(pr->n == 1 && !strcmp(pr->currency, "EUR") && policy_budget_get(p, 0)->kind == BUDGET_COST &&
+		      policy_budget_get(p, 0)->limit == 50000,
+	      "parsed: %zu prices, limit %llu", pr->n, (unsigned long long)policy_budget_get(p, 0)->limit);
+	/* 10000 prompt tokens, 8000 of them cached, 1000 out: 2000 x 2.5 + 8000 x 1.25 + 1000 x 10 = 0.025 */
+	CHECK(pricing_cost(pr->rows, pr->n, "openai", "gpt-4o", 10000, 1000, 8000, &c1) && c1 > 0.02499 && c1 < 0.02501,
+	      "cost %f, want 0.025", c1);
+	CHECK(!pricing_cost(pr->rows, pr->n, "anthropic", "claude", 10, 10, -1, &c2), "an unpriced provider has no cost");
+	CHECK(budget_store_open(NULL, &s) == 0, "open");
+	CHECK(budget_check(s, p, &alice, DAY0 + 10, &v) == 0 && !v.exhausted, "fresh");
+	budget_charge_cost(s, p, &alice, 25000, DAY0 + 20);
+	CHECK(budget_check(s, p, &alice, DAY0 + 30, &v) == 0, "0.025 of 0.05 admits");
+	budget_charge_cost(s, p, &alice, 25000, DAY0 + 40);
+	CHECK(budget_check(s, p, &alice, DAY0 + 50, &v) == 1 && v.status == 429 && !strcmp(v.budget, "spend"),
+	      "0.05 of 0.05 refuses (status %d, budget %s)", v.status, v.budget ? v.budget : "-");
+	CHECK(strstr(v.message, "cost budget 'spend' exhausted: 0.05 EUR per user per day"), "message: %s", v.message);
+	CHECK(budget_used(s, "tokens", "alice", 86400, true, DAY0 + 50) == 0, "a cost charge counted as tokens");
+	budget_charge(s, p, &alice, 100, DAY0 + 60);
+	CHECK(budget_used(s, "spend", "alice", 86400, true, DAY0 + 60) == 50000, "a token charge counted as cost");
 	budget_store_free(s);
 	policy_unref(p);
 }

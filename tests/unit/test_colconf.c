@@ -91,16 +91,25 @@ TEST(pricing_table_and_cost)
 		   &c, err, sizeof(err)) == 0, "pricing refused: %s", err);
 	double d = -1;
 	CHECK(c->n_prices == 3 && !strcmp(c->currency, "EUR"), "%zu prices, currency %s", c->n_prices, c->currency);
-	CHECK(colconf_cost(c, "openai", "gpt-4o-mini-2024-07-18", 1000000, 2000000, &d) && d > 1.3499 && d < 1.3501,
+	CHECK(colconf_cost(c, "openai", "gpt-4o-mini-2024-07-18", 1000000, 2000000, -1, &d) && d > 1.3499 && d < 1.3501,
 	      "mini priced %f (want 0.15 + 1.20)", d);
-	CHECK(colconf_cost(c, "openai", "gpt-4o", 1000, 1000, &d) && d > 0.01249 && d < 0.01251, "gpt-4o %f", d);
-	CHECK(colconf_cost(c, "anthropic", "claude-3-5-sonnet", 100, -1, &d) && d > 0.000299 && d < 0.000301,
+	CHECK(colconf_cost(c, "openai", "gpt-4o", 1000, 1000, -1, &d) && d > 0.01249 && d < 0.01251, "gpt-4o %f", d);
+	CHECK(colconf_cost(c, "anthropic", "claude-3-5-sonnet", 100, -1, -1, &d) && d > 0.000299 && d < 0.000301,
 	      "unknown output tokens not 0: %f", d);
-	CHECK(!colconf_cost(c, "gemini", "gemini-1.5-pro", 100, 100, &d), "a provider without a price got a cost");
-	CHECK(!colconf_cost(c, "openai", "gpt-4o", -1, -1, &d), "a cost without tokens");
-	CHECK(!colconf_cost(c, "openai", "o1", 10, 10, &d), "o1 matched no glob");
+	CHECK(!colconf_cost(c, "gemini", "gemini-1.5-pro", 100, 100, -1, &d), "a provider without a price got a cost");
+	CHECK(!colconf_cost(c, "openai", "gpt-4o", -1, -1, -1, &d), "a cost without tokens");
+	CHECK(!colconf_cost(c, "openai", "o1", 10, 10, -1, &d), "o1 matched no glob");
+	/* Cached input: 1M prompt tokens of which 600k from the cache, at
+	 * 0.075 rather than 0.15; a row without cached_input prices them as
+	 * input; a cached count above the prompt count is capped at it. */
+	CHECK(colconf_cost(c, "openai", "gpt-4o-mini", 1000000, 0, 600000, &d) && d > 0.1049 && d < 0.1051,
+	      "cached priced %f (want 0.4 x 0.15 + 0.6 x 0.075 = 0.105)", d);
+	CHECK(colconf_cost(c, "openai", "gpt-4o", 1000000, 0, 600000, &d) && d > 2.4999 && d < 2.5001,
+	      "no cached_input price: %f (want the input price, 2.50)", d);
+	CHECK(colconf_cost(c, "openai", "gpt-4o-mini", 1000, 0, 5000, &d) && d > 0.0000749 && d < 0.0000751,
+	      "cached above input: %f (want 1000 x 0.075 / 1M)", d);
 	colconf_free(c);
-	CHECK(load(BASE, &c, err, sizeof(err)) == 0 && !colconf_cost(c, "openai", "gpt-4o", 10, 10, &d),
+	CHECK(load(BASE, &c, err, sizeof(err)) == 0 && !colconf_cost(c, "openai", "gpt-4o", 10, 10, -1, &d),
 	      "no table, no cost");
 	colconf_free(c);
 }
@@ -127,6 +136,8 @@ TEST(pricing_and_forward_mistakes_name_the_line)
 	} cases[] = {
 		{ "pricing:\n  - { provider: openai, model: x, input: -1, output: 1 }\n", ":5: a price is a number" },
 		{ "pricing:\n  - { provider: openai, model: x, input: lots, output: 1 }\n", ":5: a price is a number" },
+		{ "pricing:\n  - { provider: openai, model: x, input: 1, output: 1, cached_input: -0.5 }\n",
+		  ":5: a price is a number" },
 		{ "pricing:\n  - { provider: openai, input: 1, output: 1 }\n", ":5: a price needs provider and model" },
 		{ "pricing:\n  - { provider: openai, model: x, input: 1, currency: usd }\n", ":5: currency is an ISO 4217" },
 		{ "pricing:\n  - { provider: a, model: x, currency: USD }\n  - { provider: b, model: y, currency: EUR }\n",

@@ -619,6 +619,7 @@ TEST(json_line_carries_every_field_in_list_order_and_survives_the_codec)
 	"\"count\":2},{\"type\":\"AWS_ACCESS_KEY\",\"count\":1}],\"output_findings\":[{\"type\":\"PHONE\"," \
 	"\"count\":3}],\"output_redacted\":[{\"type\":\"SSN\",\"count\":1}],\"injection_score\":0.5," \
 	"\"status\":200,\"bytes_up\":10,\"bytes_down\":20,\"prompt_tokens\":3,\"completion_tokens\":4," \
+	"\"cached_tokens\":2," \
 	"\"latency_ms\":99,\"error\":\"err\",\"policy_hash\":\"ph\",\"content\":\"hello\"," \
 	"\"prev_hash\":\"abababababababababababababababababababababababababababababababab\"," \
 	"\"hash\":\"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd\"}"
@@ -630,7 +631,7 @@ TEST(json_line_carries_every_field_in_list_order_and_survives_the_codec)
 	"\"tool\":null,\"mcp_session\":null,\"tool_calls\":null,\"parent_exe\":null,\"app\":null,\"conversation\":null,\"stream\":false,\"action\":null," \
 	"\"rule\":null,\"reason\":null,\"findings\":[],\"output_findings\":[],\"output_redacted\":[]," \
 	"\"injection_score\":null,\"status\":null,\"bytes_up\":0,\"bytes_down\":0,\"prompt_tokens\":null," \
-	"\"completion_tokens\":null,\"latency_ms\":0,\"error\":null,\"policy_hash\":null,\"gap_count\":3," \
+	"\"completion_tokens\":null,\"cached_tokens\":null,\"latency_ms\":0,\"error\":null,\"policy_hash\":null,\"gap_count\":3," \
 	"\"gap_first_seq\":1,\"gap_last_seq\":3," \
 	"\"prev_hash\":\"0000000000000000000000000000000000000000000000000000000000000000\"," \
 	"\"hash\":\"0000000000000000000000000000000000000000000000000000000000000000\"}"
@@ -650,7 +651,7 @@ TEST(json_line_is_the_contract_byte_for_byte)
 	ev.action = "allow"; ev.rule = "r"; ev.reason = "why"; ev.error = "err";
 	ev.findings = k_findings; ev.n_findings = 2; ev.output_findings = of; ev.n_output_findings = 1;
 	ev.output_redacted = orr; ev.n_output_redacted = 1; ev.injection_score = 0.5; ev.status = 200;
-	ev.bytes_up = 10; ev.bytes_down = 20; ev.prompt_tokens = 3; ev.completion_tokens = 4;
+	ev.bytes_up = 10; ev.bytes_down = 20; ev.prompt_tokens = 3; ev.completion_tokens = 4; ev.cached_tokens = 2;
 	ev.latency_ms = 99; ev.policy_hash = "ph"; ev.gap_first_seq = 1; ev.gap_last_seq = 5;
 	ev.content = "hello"; memset(ev.prev_hash, 0xab, 32); memset(ev.hash, 0xcd, 32);
 	jsonw_init(&w);

@@ -592,6 +592,35 @@ TEST(errors_misc_sections)
 	CHECK(!load("rules: [\n") && last_errs && strstr(last_errs, "t.yaml:"), "YAML syntax error has file:line: %s", last_errs);
 }
 
+/* Budgets in currency: `cost` needs the policy's own `pricing:` table
+ * (the collector's syntax), and each mistake names its line. */
+TEST(errors_cost_budgets_and_pricing)
+{
+	CHECK(!load("budgets:\n  - { name: spend, cost: 25, window: day }\n") &&
+		      has_err(2, "cost needs a pricing: table"),
+	      "cost without pricing: %s", last_errs);
+	CHECK(!load("pricing:\n  - { provider: openai, model: x, input: 1, output: 1 }\n"
+		    "budgets:\n  - { name: spend, cost: lots, window: day }\n") && has_err(4, "budget: cost: expected an amount"),
+	      "bad amount: %s", last_errs);
+	CHECK(!load("pricing:\n  - { provider: openai, model: x, input: 1, output: 1 }\n"
+		    "budgets:\n  - { name: spend, cost: 1, tokens: 5, window: day }\n") &&
+		      has_err(4, "give one of tokens, requests, requests_per_minute, cost"),
+	      "cost and tokens: %s", last_errs);
+	CHECK(!load("pricing:\n  - { provider: openai, model: x, input: -1, output: 1 }\n") &&
+		      has_err(2, "a price is a number"),
+	      "pricing error with its line: %s", last_errs);
+	CHECK(!load("pricing:\n  - { provider: openai, input: 1, output: 1 }\n") &&
+		      has_err(2, "a price needs provider and model"),
+	      "price without model: %s", last_errs);
+	CHECK(!load("pricing: {}\n") && has_err(1, "pricing must be a list"), "pricing not a list: %s", last_errs);
+	struct policy *p = load("pricing:\n  - { provider: openai, model: \"gpt-*\", input: 1, output: 1 }\n"
+				"budgets:\n  - { name: spend, per: user, cost: 2.50, window: day }\n");
+	CHECK(p && policy_budget_count(p) == 1 && policy_budget_get(p, 0)->kind == BUDGET_COST &&
+		      policy_budget_get(p, 0)->limit == 2500000,
+	      "cost 2.50 kept as 2500000 millionths: %s", last_errs);
+	policy_unref(p);
+}
+
 TEST(hash_stable_and_sensitive)
 {
 	const char *a = "default: allow\nrules:\n  - name: r\n    when: { user: bob }\n    action: block\n";

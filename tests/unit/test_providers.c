@@ -152,3 +152,76 @@ TEST(providers_response_text)
 	CHECK(provider_response_text(PROVIDER_OPENAI, "[DONE]", 6, &out) == -EINVAL, "non-JSON payload");
 	buf_free(&out);
 }
+
+/* Usage of a response given as SSE payloads (or one whole document). */
+static struct provider_usage usage_of(const char *const *docs)
+{
+	struct provider_usage u;
+	provider_usage_init(&u);
+	for (; *docs; docs++)
+		provider_usage_scan(&u, *docs, strlen(*docs));
+	return u;
+}
+
+/* Cached prompt tokens of each provider's shapes, streamed or not; the
+ * prompt count is every prompt token (Anthropic's and Bedrock's cache
+ * reads and writes are outside their input count, OpenAI's and Gemini's
+ * inside), so cached is always a part of it. */
+TEST(providers_usage_cached_tokens)
+{
+	static const char *const oa_chat[] = {
+		"{\"usage\":{\"prompt_tokens\":2006,\"completion_tokens\":300,\"total_tokens\":2306,"
+		"\"prompt_tokens_details\":{\"cached_tokens\":1920,\"audio_tokens\":0},"
+		"\"completion_tokens_details\":{\"reasoning_tokens\":0}}}", NULL };
+	static const char *const oa_stream[] = {
+		"{\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}",
+		"{\"choices\":[],\"usage\":{\"prompt_tokens\":1500,\"completion_tokens\":7,"
+		"\"prompt_tokens_details\":{\"cached_tokens\":1024}}}", NULL };
+	static const char *const oa_responses[] = {
+		"{\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":3000,"
+		"\"input_tokens_details\":{\"cached_tokens\":2048},\"output_tokens\":12}}}", NULL };
+	static const char *const an_stream[] = {
+		"{\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":21,"
+		"\"cache_creation_input_tokens\":188,\"cache_read_input_tokens\":4000,\"output_tokens\":1}}}",
+		"{\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"x\"}}",
+		"{\"type\":\"message_delta\",\"usage\":{\"output_tokens\":55}}", NULL };
+	static const char *const gm_stream[] = {
+		"{\"usageMetadata\":{\"promptTokenCount\":5000,\"cachedContentTokenCount\":4096,"
+		"\"candidatesTokenCount\":3}}",
+		"{\"usageMetadata\":{\"promptTokenCount\":5000,\"cachedContentTokenCount\":4096,"
+		"\"candidatesTokenCount\":40}}", NULL };
+	static const char *const br[] = {
+		"{\"usage\":{\"inputTokens\":10,\"outputTokens\":5,\"cacheReadInputTokens\":900,"
+		"\"cacheWriteInputTokens\":90}}", NULL };
+	static const char *const none[] = { "{\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":2}}", NULL };
+	static const struct {
+		const char *name;
+		const char *const *docs;
+		int64_t prompt, completion, cached;
+	} cases[] = {
+		{ "openai chat", oa_chat, 2006, 300, 1920 },
+		{ "openai chat stream (include_usage)", oa_stream, 1500, 7, 1024 },
+		{ "openai responses", oa_responses, 3000, 12, 2048 },
+		{ "anthropic stream", an_stream, 21 + 188 + 4000, 55, 4000 },
+		{ "gemini stream", gm_stream, 5000, 40, 4096 },
+		{ "bedrock converse", br, 10 + 900 + 90, 5, 900 },
+		{ "no cache reported", none, 10, 2, -1 },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct provider_usage u = usage_of(cases[i].docs);
+		CHECK(provider_usage_prompt(&u) == cases[i].prompt && u.completion == cases[i].completion &&
+			      u.cached == cases[i].cached,
+		      "%s: prompt %lld completion %lld cached %lld, want %lld %lld %lld", cases[i].name,
+		      (long long)provider_usage_prompt(&u), (long long)u.completion, (long long)u.cached,
+		      (long long)cases[i].prompt, (long long)cases[i].completion, (long long)cases[i].cached);
+	}
+	struct provider_usage u;
+	provider_usage_init(&u);
+	CHECK(provider_usage_prompt(&u) == -1 && u.cached == -1, "nothing reported is unknown, not 0");
+	/* A hostile answer: a huge number is cut at 15 digits, a key without a
+	 * number changes nothing. */
+	const char *big = "{\"cached_tokens\":99999999999999999999999,\"prompt_tokens\":\"x\"}";
+	provider_usage_scan(&u, big, strlen(big));
+	CHECK(u.cached == 999999999999999LL && u.prompt == -1, "hostile usage: cached %lld prompt %lld",
+	      (long long)u.cached, (long long)u.prompt);
+}

@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sqlite3.h>
+#include <curl/curl.h>
 #include "chain.h"
 #include "check.h"
 #include "evfill.h"
@@ -30,6 +31,11 @@ static int store_seq;
  * Distributed backend. */
 static pid_t ch_pid[2];
 static int ch_http[2], ch_tcp[2];
+/* ZooKeeper for the cluster's distributed DDL (retention ON CLUSTER), on
+ * 127.88.0.10 (this test's own loopback address). */
+#define ZK_HOST "127.88.0.10"
+static pid_t zk_pid;
+static int zk_port;
 static const char *ch_skip_reason;
 static struct store *shard2;   /* the cluster backend's handle on the second shard */
 
@@ -55,6 +61,7 @@ static void cleanup(void)
 	store_close(shard2);
 	stop_server(&ch_pid[0]);
 	stop_server(&ch_pid[1]);
+	stop_server(&zk_pid);
 	if (tmpdir[0]) {
 		char cmd[512];
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
@@ -75,11 +82,12 @@ static void ensure_tmpdir(void)
 	atexit(cleanup);
 }
 
-static int free_port(void)
+static int free_port_on(const char *host)
 {
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in a = { .sin_family = AF_INET };
 	socklen_t l = sizeof(a);
+	inet_pton(AF_INET, host, &a.sin_addr);
 	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) || getsockname(fd, (struct sockaddr *)&a, &l)) {
 		close(fd);
 		return -1;
@@ -88,14 +96,47 @@ static int free_port(void)
 	return ntohs(a.sin_port);
 }
 
-static bool port_open(int port)
+static int free_port(void) { return free_port_on("127.0.0.1"); }
+
+static bool port_open_on(const char *host, int port)
 {
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	inet_pton(AF_INET, host, &a.sin_addr);
 	bool ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
 	close(fd);
 	return ok;
+}
+
+static bool port_open(int port) { return port_open_on("127.0.0.1", port); }
+
+/* Debian's ZooKeeper (scripts/deps.sh test), standalone, in the foreground. */
+static int spawn_zookeeper(void)
+{
+	char dir[512], cfg[600];
+	snprintf(dir, sizeof(dir), "%s/zk", tmpdir);
+	mkdir(dir, 0755);
+	snprintf(cfg, sizeof(cfg), "%s/zoo.cfg", dir);
+	FILE *f = fopen(cfg, "w");
+	if (!f)
+		return -1;
+	zk_port = free_port_on(ZK_HOST);
+	fprintf(f, "tickTime=500\ndataDir=%s/data\nclientPort=%d\nclientPortAddress=" ZK_HOST "\n"
+		   "admin.enableServer=false\n", dir, zk_port);
+	fclose(f);
+	pid_t pid = fork();
+	if (pid == 0) {
+		char logp[600];
+		snprintf(logp, sizeof(logp), "%s/zk.log", dir);
+		int fd = open(logp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execl("/usr/bin/java", "java", "-Xmx128m", "-cp", "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar",
+		      "org.apache.zookeeper.server.ZooKeeperServerMain", cfg, (char *)NULL);
+		_exit(127);
+	}
+	zk_pid = pid;
+	return 0;
 }
 
 static int spawn_server(int i, const char *bin)
@@ -125,8 +166,10 @@ static int spawn_server(int i, const char *bin)
 		   "<remote_servers><vigil_test>"
 		   "<shard><replica><host>127.0.0.1</host><port>%d</port></replica></shard>"
 		   "<shard><replica><host>127.0.0.1</host><port>%d</port></replica></shard>"
-		   "</vigil_test></remote_servers></yandex>\n",
-		dir, dir, ch_http[i], ch_tcp[i], dir, dir, users, ch_tcp[0], ch_tcp[1]);
+		   "</vigil_test></remote_servers>"
+		   "<zookeeper><node><host>" ZK_HOST "</host><port>%d</port></node></zookeeper>"
+		   "<distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl></yandex>\n",
+		dir, dir, ch_http[i], ch_tcp[i], dir, dir, users, ch_tcp[0], ch_tcp[1], zk_port);
 	fclose(f);
 	pid_t pid = fork();
 	if (pid == 0) {
@@ -159,16 +202,23 @@ static int start_clickhouse(void)
 		ch_skip_reason = "clickhouse-server is not installed (scripts/deps.sh test installs it)";
 		return -1;
 	}
+	if (access("/usr/share/java/zookeeper.jar", R_OK)) {
+		ch_skip_reason = "zookeeper is not installed (scripts/deps.sh test installs it)";
+		return -1;
+	}
 	ensure_tmpdir();
 	for (int i = 0; i < 2; i++) {
 		ch_http[i] = free_port();
 		ch_tcp[i] = free_port();
 	}
+	if (spawn_zookeeper())
+		return -1;
 	for (int i = 0; i < 2; i++)
 		if (spawn_server(i, bin))
 			return -1;
 	for (int i = 0; i < 300; i++) {
-		if (port_open(ch_http[0]) && port_open(ch_http[1]) && port_open(ch_tcp[0]) && port_open(ch_tcp[1])) {
+		if (port_open(ch_http[0]) && port_open(ch_http[1]) && port_open(ch_tcp[0]) && port_open(ch_tcp[1]) &&
+		    port_open_on(ZK_HOST, zk_port)) {
 			up = true;
 			return 0;
 		}
@@ -180,7 +230,7 @@ static int start_clickhouse(void)
 			}
 		usleep(100000);
 	}
-	ch_skip_reason = "clickhouse-server did not open its ports in 30 s";
+	ch_skip_reason = "clickhouse-server or zookeeper did not open its ports in 30 s";
 	return -1;
 }
 
@@ -290,6 +340,7 @@ static void gen_events(struct gen *g, const char *agent, const char *boot, uint6
 		e->bytes_down = 2000;
 		e->prompt_tokens = 12;
 		e->completion_tokens = -1;
+		e->cached_tokens = i % 2 ? 4 : -1;
 		e->latency_ms = 250;
 		e->policy_hash = "abcd";
 		memset(e->hash, (int)(seq0 + i + 1), STORE_HASH_LEN);
@@ -829,12 +880,10 @@ SUITE(retention)
 	uint64_t deleted = 0;
 	int rc = store_retain(s, now - 7LL * 86400000000LL, &deleted);
 	CHECK(rc == 0, "retain = %d: %s", rc, store_errmsg(s));
-	/* A cluster: retention deletes on the shard a collector is connected
-	 * to; every shard's collector runs it (here: the second shard's). */
-	if (shard2 && strstr(__func__, "retention")) {
-		rc = store_retain(shard2, now - 7LL * 86400000000LL, &deleted);
-		CHECK(rc == 0, "retain on shard 2 = %d: %s", rc, store_errmsg(shard2));
-	}
+	/* A cluster: one collector's retention deletes on every shard (ON
+	 * CLUSTER): agent-r's events are all on one shard, and which one
+	 * depends on the hash, so the suite also runs it from the second
+	 * shard's handle below, with nothing left to delete. */
 	struct store_filter f = { .agent_id = "agent-r" };
 	CHECK(count(s, &f) == 2, "after retention %zu events remain, want 2", count(s, &f));
 	f.finding = "EMAIL";
@@ -859,15 +908,18 @@ SUITE(usage_by_key_provider_model)
 	CHECK(store_insert_batch(s, &b, NULL, NULL) == 0, "insert: %s", store_errmsg(s));
 	struct store_filter f = { .since_us = T0 - 1 };
 	CHECK(store_usage(s, STORE_TOP_USERS, &f, &u, &n) == 0, "usage: %s", store_errmsg(s));
-	uint64_t in = 0, out = 0, alice_openai = 0;
+	uint64_t in = 0, out = 0, alice_openai = 0, cached = 0;
 	for (size_t i = 0; i < n; i++) {
 		in += u[i].input_tokens;
 		out += u[i].output_tokens;
+		cached += u[i].cached_tokens;
 		if (!strcmp(u[i].key, "alice") && !strcmp(u[i].provider, "openai") && !strcmp(u[i].model, "gpt-4o"))
 			alice_openai += u[i].input_tokens;
 	}
 	store_usage_free(u, n);
 	/* users by i%3, providers by i%2: 6 distinct (user, provider, model) */
+	/* cached: 4 on the odd events, unknown (-1, adds nothing) on the even */
+	CHECK(cached == 12, "cached tokens summed to %llu, want 12", (unsigned long long)cached);
 	CHECK(n == 6 && in == 72 && out == 0 && alice_openai == 12, "%zu rows, in %llu out %llu alice/openai %llu", n,
 	      (unsigned long long)in, (unsigned long long)out, (unsigned long long)alice_openai);
 	CHECK(store_usage(s, STORE_TOP_FINDINGS, &f, &u, &n) == 0, "usage findings: %s", store_errmsg(s));
@@ -937,16 +989,19 @@ SUITE(inventory_and_reviews)
 }
 
 /* store_feed: commit order, not event time (an agent's spool shipped late
- * must not fall behind a forwarder's cursor), resumable from any cursor. */
+ * must not fall behind a forwarder's cursor), resumable from any cursor.
+ * ClickHouse reads a settle window behind its clock, hence the waits. */
+static void feed_settle(struct store *s)
+{
+	if (strcmp(store_kind(s), "sqlite"))
+		usleep(2100000);
+}
+
 SUITE(feed_in_commit_order)
 {
 	static struct gen a, b;
 	struct store_rows r;
 	uint64_t cur = 0, next;
-	if (strcmp(store_kind(s), "sqlite")) {
-		CHECK(store_feed(s, 0, 10, &r, &next) == -ENOTSUP && next == 0, "feed on %s", store_kind(s));
-		return;
-	}
 	gen_events(&a, "agent-now", "boot-1", 1, 5, T0 + 3600000000LL, NULL);
 	gen_events(&b, "agent-late", "boot-1", 1, 4, T0, NULL);   /* older events, committed later */
 	struct store_batch ba = batch_of(&a, 5), bb = batch_of(&b, 4);
@@ -957,6 +1012,7 @@ SUITE(feed_in_commit_order)
 		want[i] = a.ids[i];
 	for (int i = 0; i < 4; i++)
 		want[5 + i] = b.ids[i];
+	feed_settle(s);
 	size_t got = 0;
 	for (int round = 0; round < 5 && got < 9; round++) {
 		CHECK(store_feed(s, cur, 4, &r, &next) == 0, "feed: %s", store_errmsg(s));
@@ -973,8 +1029,40 @@ SUITE(feed_in_commit_order)
 	store_rows_free(&r);
 	struct store_event local = { .time_us = T0, .kind = "ingest_rejected", .agent_id = "agent-x", .reason = "bad" };
 	CHECK(store_insert_local(s, &local) == 0, "insert_local: %s", store_errmsg(s));
+	feed_settle(s);
 	CHECK(store_feed(s, cur, 4, &r, &next) == 0 && r.n == 1 && !strcmp(r.ev[0].kind, "ingest_rejected"),
 	      "the collector's own record is not fed: %zu rows", r.n);
+	store_rows_free(&r);
+}
+
+/* ClickHouse: a feed never returns a row inserted less than the settle
+ * window ago (another collector's insert may still be landing below it),
+ * then returns it once settled; a later commit of older events comes after
+ * the cursor, not before it. */
+SUITE(feed_settles_then_continues)
+{
+	static struct gen a, b;
+	struct store_rows r;
+	uint64_t cur, next;
+	if (!strcmp(store_kind(s), "sqlite"))
+		return;   /* exact at commit: feed_in_commit_order covers it */
+	gen_events(&a, "agent-one", "boot-1", 1, 3, T0, NULL);
+	struct store_batch ba = batch_of(&a, 3);
+	CHECK(store_insert_batch(s, &ba, NULL, NULL) == 0, "insert: %s", store_errmsg(s));
+	CHECK(store_feed(s, 0, 10, &r, &next) == 0 && r.n == 0 && next == 0,
+	      "fed %zu rows inserted just now (inside the settle window)", r.n);
+	store_rows_free(&r);
+	feed_settle(s);
+	CHECK(store_feed(s, 0, 10, &r, &next) == 0 && r.n == 3, "settled: fed %zu of 3", r.n);
+	store_rows_free(&r);
+	cur = next;
+	gen_events(&b, "agent-two", "boot-1", 1, 2, T0 - 86400000000LL, NULL);  /* a day older in event time */
+	struct store_batch bb = batch_of(&b, 2);
+	CHECK(store_insert_batch(s, &bb, NULL, NULL) == 0, "insert: %s", store_errmsg(s));
+	feed_settle(s);
+	CHECK(store_feed(s, cur, 10, &r, &next) == 0 && r.n == 2 && !strcmp(r.ev[0].agent_id, "agent-two") && next > cur,
+	      "after the first page: %zu rows, cursor %llu -> %llu", r.n, (unsigned long long)cur,
+	      (unsigned long long)next);
 	store_rows_free(&r);
 }
 
@@ -984,6 +1072,143 @@ TEST(unknown_store_scheme_refused)
 	char err[256];
 	CHECK(store_open("mysql://x", &s, err, sizeof(err)) == -EINVAL && strstr(err, "unknown scheme"),
 	      "unknown scheme accepted or unclear error: %s", err);
+}
+
+static size_t sink(char *p, size_t sz, size_t n, void *arg)
+{
+	struct { char b[64]; size_t len; } *o = arg;
+	size_t add = sz * n;
+	if (o->len + add < sizeof(o->b)) {
+		memcpy(o->b + o->len, p, add);
+		o->len += add;
+		o->b[o->len] = 0;
+	}
+	return add;
+}
+
+/* A number answered by one server alone (not through the cluster). */
+static long long ch_local_number(int http_port, const char *db, const char *sql)
+{
+	struct { char b[64]; size_t len; } out = { { 0 }, 0 };
+	char url[256];
+	long code = 0;
+	CURL *c = curl_easy_init();
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/?database=%s", http_port, db);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_POSTFIELDS, sql);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &out);
+	CURLcode rc = curl_easy_perform(c);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+	curl_easy_cleanup(c);
+	return rc == CURLE_OK && code == 200 ? atoll(out.b) : -1;
+}
+
+/* Retention on a cluster is the cluster's: one collector (connected to the
+ * first server) deletes the old rows on both shards, with no collector on
+ * the second (ON CLUSTER through ZooKeeper). Eight agents spread over
+ * both shards (checked, so the test cannot pass on one shard alone). */
+TEST(clickhouse_cluster_retention_from_one_collector)
+{
+	static struct gen g;
+	char why[600], db[64];
+	if (getenv("VIGIL_NO_CLICKHOUSE")) {
+		printf("SKIP clickhouse_cluster_retention_from_one_collector\n");
+		return;
+	}
+	struct store *s = fresh("clickhouse_cluster", why, sizeof(why));
+	CHECK(s, "%s", why);
+	snprintf(db, sizeof(db), "vigil_t%d_%d", (int)getpid(), store_seq);
+	/* The second server's handle only created its tables: this test's
+	 * collector is the one on the first server. */
+	store_close(shard2);
+	shard2 = NULL;
+	int64_t now = (int64_t)time(NULL) * 1000000LL;
+	for (int k = 0; k < 8; k++) {
+		char agent[32];
+		snprintf(agent, sizeof(agent), "agent-c%d", k);
+		gen_events(&g, agent, "boot-1", 1, 3, now - 10LL * 86400000000LL, NULL);
+		g.ev[2].time_us = now - 1000000LL;
+		struct store_batch b = batch_of(&g, 3);
+		b.received_us = now - 10LL * 86400000000LL;
+		CHECK(store_insert_batch(s, &b, NULL, NULL) == 0, "insert: %s", store_errmsg(s));
+	}
+	char sql[200];
+	snprintf(sql, sizeof(sql), "SELECT count() FROM events_local WHERE time < %lld",
+		 (long long)(now - 7LL * 86400000000LL));
+	long long before[2] = { ch_local_number(ch_http[0], db, sql), ch_local_number(ch_http[1], db, sql) };
+	CHECK(before[0] > 0 && before[1] > 0 && before[0] + before[1] == 16,
+	      "old rows per shard before retention: %lld and %lld (want both > 0, 16 in all)", before[0], before[1]);
+	uint64_t deleted = 0;
+	int rc = store_retain(s, now - 7LL * 86400000000LL, &deleted);
+	CHECK(rc == 0 && deleted == 16, "retain = %d (%llu deleted): %s", rc, (unsigned long long)deleted,
+	      store_errmsg(s));
+	long long after[2] = { ch_local_number(ch_http[0], db, sql), ch_local_number(ch_http[1], db, sql) };
+	CHECK(after[0] == 0 && after[1] == 0, "old rows per shard after retention: %lld and %lld", after[0], after[1]);
+	snprintf(sql, sizeof(sql), "SELECT count() FROM batches_local WHERE received < %lld",
+		 (long long)(now - 7LL * 86400000000LL));
+	CHECK(ch_local_number(ch_http[0], db, sql) == 0 && ch_local_number(ch_http[1], db, sql) == 0,
+	      "old batch headers left on a shard");
+	snprintf(sql, sizeof(sql), "SELECT count() FROM event_feed_local WHERE time < %lld",
+		 (long long)(now - 7LL * 86400000000LL));
+	CHECK(ch_local_number(ch_http[0], db, sql) == 0 && ch_local_number(ch_http[1], db, sql) == 0,
+	      "old commit-order rows (event_feed) left on a shard");
+	struct store_filter f = { .since_us = 1 };
+	CHECK(count(s, &f) == 8, "%zu recent events remain, want 8", count(s, &f));
+	store_close(s);
+}
+
+/* A ClickHouse database from before migration 4 (no ingest_seq, no
+ * cached_tokens) is migrated on open: its rows read their event time as
+ * their commit order, so a new forwarder feeds them first, oldest first,
+ * then what is inserted after; their cached tokens are unknown. */
+TEST(clickhouse_schema3_database_gains_commit_order)
+{
+	static struct gen g, h;
+	char why[600], db[64], url[256], err[512];
+	struct store_rows r;
+	uint64_t next;
+	if (getenv("VIGIL_NO_CLICKHOUSE")) {
+		printf("SKIP clickhouse_schema3_database_gains_commit_order\n");
+		return;
+	}
+	struct store *s = fresh("clickhouse", why, sizeof(why));
+	CHECK(s, "%s", why);
+	snprintf(db, sizeof(db), "vigil_t%d_%d", (int)getpid(), store_seq);
+	snprintf(url, sizeof(url), "clickhouse://127.0.0.1:%d/%s", ch_http[0], db);
+	gen_events(&g, "agent-old", "boot-1", 1, 3, T0 + 60000000LL, NULL);
+	g.ev[0].time_us = T0 + 600000000LL;   /* stored first, but the newest */
+	struct store_batch b = batch_of(&g, 3);
+	CHECK(store_insert_batch(s, &b, NULL, NULL) == 0, "insert: %s", store_errmsg(s));
+	store_close(s);
+	/* Back to schema 3. */
+	CHECK(ch_local_number(ch_http[0], db, "ALTER TABLE events DROP COLUMN ingest_seq") == 0 &&
+		      ch_local_number(ch_http[0], db, "ALTER TABLE events DROP COLUMN cached_tokens") == 0 &&
+		      ch_local_number(ch_http[0], db, "ALTER TABLE events DROP COLUMN mcp_server") == 0 &&
+		      ch_local_number(ch_http[0], db, "ALTER TABLE events DROP COLUMN mcp_method") == 0 &&
+		      ch_local_number(ch_http[0], db, "ALTER TABLE events DROP COLUMN tool") == 0 &&
+		      ch_local_number(ch_http[0], db, "ALTER TABLE events DROP COLUMN mcp_session") == 0 &&
+		      ch_local_number(ch_http[0], db, "ALTER TABLE schema_migrations DELETE WHERE version >= 4") == 0,
+	      "downgrade to schema 3");
+	for (int i = 0; i < 300 && ch_local_number(ch_http[0], db, "SELECT count() FROM system.mutations WHERE"
+						     " database = currentDatabase() AND is_done = 0") != 0; i++)
+		usleep(100000);
+	CHECK(ch_local_number(ch_http[0], db, "SELECT max(version) FROM schema_migrations") == 3, "not at schema 3");
+	CHECK(store_open(url, &s, err, sizeof(err)) == 0, "open of a schema 3 database: %s", err);
+	CHECK(ch_local_number(ch_http[0], db, "SELECT max(version) FROM schema_migrations") == 5, "not migrated to 5");
+	gen_events(&h, "agent-new", "boot-1", 1, 1, T0, NULL);   /* the oldest event, committed last */
+	struct store_batch bh = batch_of(&h, 1);
+	CHECK(store_insert_batch(s, &bh, NULL, NULL) == 0, "insert after migration: %s", store_errmsg(s));
+	feed_settle(s);
+	CHECK(store_feed(s, 0, 10, &r, &next) == 0 && r.n == 4, "fed %zu of 4: %s", r.n, store_errmsg(s));
+	const char *want[4] = { g.ids[1], g.ids[2], g.ids[0], h.ids[0] };
+	for (size_t i = 0; i < 4 && i < r.n; i++)
+		CHECK(!strcmp(r.ev[i].event_id, want[i]), "row %zu is %s, want %s", i, r.ev[i].event_id, want[i]);
+	CHECK(r.ev[0].cached_tokens == -1 && r.ev[3].cached_tokens == h.ev[0].cached_tokens,
+	      "cached_tokens: old %lld (want -1), new %lld", (long long)r.ev[0].cached_tokens,
+	      (long long)r.ev[3].cached_tokens);
+	store_rows_free(&r);
+	store_close(s);
 }
 
 TEST(sqlite_reopen_keeps_data_and_schema)
@@ -1028,7 +1253,8 @@ TEST(sqlite_schema1_database_gains_container_id)
 			   " ALTER TABLE events DROP COLUMN mcp_server; ALTER TABLE events DROP COLUMN mcp_method;"
 			   " ALTER TABLE events DROP COLUMN tool; ALTER TABLE events DROP COLUMN mcp_session;"
 			   " ALTER TABLE events DROP COLUMN container_id; DROP INDEX ev_ingest;"
-			   " ALTER TABLE events DROP COLUMN ingest_seq; DROP TABLE reviews; PRAGMA user_version=1;", NULL, NULL,
+			   " ALTER TABLE events DROP COLUMN ingest_seq; DROP TABLE reviews;"
+			   " ALTER TABLE events DROP COLUMN cached_tokens; PRAGMA user_version=1;", NULL, NULL,
 			   NULL) == SQLITE_OK, "downgrade: %s", sqlite3_errmsg(db));
 	sqlite3_close(db);
 	CHECK(store_open(url, &s, err, sizeof(err)) == 0, "open of a schema 1 database: %s", err);
@@ -1044,6 +1270,9 @@ TEST(sqlite_schema1_database_gains_container_id)
 	CHECK(!strcmp(r.ev[1].container_id, g.ev[2].container_id) && r.ev[1].container_id[0],
 	      "new row lost its container_id: '%s'", r.ev[1].container_id);
 	CHECK(r.ev[2].container_id[0] == 0 && r.ev[3].container_id[0] == 0, "old rows got a container_id");
+	CHECK(r.ev[2].cached_tokens == -1 && r.ev[1].cached_tokens == g.ev[2].cached_tokens,
+	      "cached_tokens: old row %lld (want unknown), new row %lld (want %lld)", (long long)r.ev[2].cached_tokens,
+	      (long long)r.ev[1].cached_tokens, (long long)g.ev[2].cached_tokens);
 	store_rows_free(&r);
 	store_close(s);
 }
@@ -1072,7 +1301,7 @@ TEST(sqlite_schema4_database_gains_mcp_columns)
 	CHECK(sqlite3_exec(db, "DROP INDEX ev_mcp_server; DROP INDEX ev_tool; DROP INDEX ev_mcp_session;"
 			   " ALTER TABLE events DROP COLUMN mcp_server; ALTER TABLE events DROP COLUMN mcp_method;"
 			   " ALTER TABLE events DROP COLUMN tool; ALTER TABLE events DROP COLUMN mcp_session;"
-			   " PRAGMA user_version=4;", NULL, NULL, NULL) == SQLITE_OK,
+			   " ALTER TABLE events DROP COLUMN cached_tokens; PRAGMA user_version=4;", NULL, NULL, NULL) == SQLITE_OK,
 	      "downgrade: %s", sqlite3_errmsg(db));
 	sqlite3_close(db);
 	CHECK(store_open(url, &s, err, sizeof(err)) == 0, "open of a schema 4 database: %s", err);
@@ -1157,7 +1386,7 @@ TEST(clickhouse_schema3_database_gains_mcp_columns)
 	CHECK(r.ev[4].seq == 1 && !r.ev[4].tool[0] && !r.ev[4].mcp_server[0], "the old row reads back with MCP columns");
 	store_rows_free(&r);
 	store_close(s);
-	/* Opening again is a no-op (the columns are there, version 4 recorded). */
+	/* Opening again is a no-op (the columns are there, versions 4 and 5 recorded). */
 	CHECK(store_open(url, &s, err, sizeof(err)) == 0, "reopen: %s", err);
 	store_close(s);
 }
