@@ -472,6 +472,11 @@ def stdio_server_launches_are_audited_with_secrets_replaced():
         check(raw not in log, "a raw launch argument reached the audit log")
         check(raw.encode() not in spool, "a raw launch argument reached the spool")
         check(raw not in RIG.agent.log_tail(400), "a raw launch argument reached the agent's log")
+    # the SOC sees the command lines per user at the collector
+    rows = [r for r in col_rows("--mcp-method", "stdio_launch", "--kind", "mcp", "--user", "nobody", n=4)
+            if "[GITHUB_TOKEN] --owner octo" in (r.get("command") or "")]
+    check(rows and rows[0]["mcp_server"] == "@modelcontextprotocol/server-github",
+          "vigil query: no launch with its command line: %s" % COL.query_json("--mcp-method", "stdio_launch")[:1])
 
 
 @test
