@@ -233,10 +233,11 @@ static bool secret_name(const char *s, size_t n)
 		size_t e = i;
 		while (e < n && isalnum((unsigned char)s[e]))
 			e++;
-		char w[32];
-		if (e - i && e - i < sizeof(w)) {
-			memcpy(w, s + i, e - i);
-			w[e - i] = 0;
+		char w[64];   /* a longer word is judged on its start */
+		size_t wl = e - i < sizeof(w) - 1 ? e - i : sizeof(w) - 1;
+		if (wl) {
+			memcpy(w, s + i, wl);
+			w[wl] = 0;
 			for (size_t k = 0; k < sizeof(where) / sizeof(where[0]); k++)
 				if (!strcasecmp(w, where[k]))
 					return false;
