@@ -71,6 +71,7 @@
 	X(tool_calls, 53, STR, STR, RAW, EV)  /* tools called in the answer: "name:count,..." */ \
 	X(ws_usage, 54, STR, OMIT, RAW, EV)  /* WebSocket session: tokens per response "in/out,..." */ \
 	X(parent_exe, 56, STR, STR, RAW, EV)  /* stdio MCP launch: the client that started it */ \
+	X(command, 63, STR, STR, RAW, EV)  /* stdio MCP launch: its command line, secrets replaced */ \
 	X(app, 60, STR, STR, RAW, EV)  /* chat web app ("chatgpt", ...), absent for APIs */         \
 	X(conversation, 61, STR, STR, RAW, EV)  /* the web app's conversation id, never content */ \
 	X(stream, 24, BOOL, BOOL, COL, EV)                                                      \

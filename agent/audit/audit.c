@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "audit/audit.h"
+#include "content/findings.h"
 #include "evcodec.h"
 #include "audit/inflight.h"
 #include "jsonw.h"
@@ -759,6 +760,19 @@ void audit_event_init(struct audit_event *ev, const char *kind)
 	ev->uid = ev->gid = ev->pid = ev->tid = -1;
 	ev->prompt_tokens = ev->completion_tokens = ev->cached_tokens = -1;
 	ev->injection_score = -1;
+}
+
+unsigned audit_findings_from_counts(const uint32_t *counts, struct audit_finding out[AUDIT_MAX_FINDING_TYPES])
+{
+	unsigned n = 0;
+	for (int t = 0; t < FINDING__COUNT && n < AUDIT_MAX_FINDING_TYPES; t++) {
+		if (!counts[t])
+			continue;
+		out[n].type = finding_name((enum finding_type)t);
+		out[n].count = counts[t];
+		n++;
+	}
+	return n;
 }
 
 const char *audit_boot_id(const struct audit *a)

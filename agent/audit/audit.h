@@ -66,6 +66,11 @@ void audit_close(struct audit *a);   /* accepts NULL */
 /* Initializes ev with "unknown" markers (uid -1, tokens -1, score -1). */
 void audit_event_init(struct audit_event *ev, const char *kind);
 
+/* A findings list from counts[FINDING__COUNT] (content/findings.h): the
+ * types with a count, in type order, at most AUDIT_MAX_FINDING_TYPES.
+ * Returns how many. */
+unsigned audit_findings_from_counts(const uint32_t *counts, struct audit_finding out[AUDIT_MAX_FINDING_TYPES]);
+
 /* Stamps and writes ev. Returns the sequence number given, or 0 on error. */
 uint64_t audit_emit(struct audit *a, const struct audit_event *ev);
 

@@ -1,9 +1,12 @@
 /* mcplaunch: stdio MCP server launches (see mcplaunch.h). */
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include "content/mcplaunch.h"
+#include "content/inspect.h"
+#include "buf.h"
 #include "config.h"
 
 /* How each launcher names what it runs. */
@@ -208,4 +211,200 @@ bool mcplaunch_classify(const char *comm, const char *const *argv, size_t argc, 
 		return false;
 	snprintf(out->program, sizeof(out->program), "%s", prog);
 	return true;
+}
+
+/* ------------------------------------------------- the audited command */
+
+/* Does an argument or variable name say its value is a credential? The
+ * name is cut into words (at anything not a letter or digit: API_KEY,
+ * api-key, x.auth.token); one word naming a secret is enough. Over-eager
+ * on purpose (--auth-type's value goes too): a lost harmless word costs
+ * less than a token in the audit trail. But a word saying the value is
+ * where a secret is kept (--token-file, --key-path) makes it no secret. */
+static bool secret_name(const char *s, size_t n)
+{
+	static const char *const where[] = { "file", "path", "dir" };
+	bool secret = false;
+	static const char *const words[] = { "key", "apikey", "token", "secret", "password", "passwd", "pwd",
+					      "pass", "passphrase", "credential", "credentials", "creds", "auth",
+					      "authorization", "bearer", "cookie", "pat", "sig", "signature" };
+	static const char *const parts[] = { "token", "secret", "passw", "credential", "apikey" };
+	for (size_t i = 0; i < n;) {
+		size_t e = i;
+		while (e < n && isalnum((unsigned char)s[e]))
+			e++;
+		char w[64];   /* a longer word is judged on its start */
+		size_t wl = e - i < sizeof(w) - 1 ? e - i : sizeof(w) - 1;
+		if (wl) {
+			memcpy(w, s + i, wl);
+			w[wl] = 0;
+			for (size_t k = 0; k < sizeof(where) / sizeof(where[0]); k++)
+				if (!strcasecmp(w, where[k]))
+					return false;
+			for (size_t k = 0; k < sizeof(words) / sizeof(words[0]); k++)
+				secret |= !strcasecmp(w, words[k]);
+			for (size_t k = 0; k < sizeof(parts) / sizeof(parts[0]); k++)
+				secret |= strcasestr(w, parts[k]) != NULL;
+		}
+		i = e + 1;
+	}
+	return secret;
+}
+
+struct cmd_span {
+	size_t start, end;
+};
+
+/* Where an argument's value is a credential by its name: "NAME=VALUE",
+ * "--name=VALUE", "Name: VALUE" (a header) give the value's span in the
+ * joined text (the argument starts at off); an option "--name" alone
+ * returns true in *next (its value is the next argument). */
+static bool named_secret(const char *a, size_t off, struct cmd_span *sp, bool *next)
+{
+	size_t d = strspn(a, "-"), len = strlen(a), sep = d + strcspn(a + d, "=:");
+	*next = false;
+	if (sep < len && sep > d && secret_name(a + d, sep - d)) {
+		size_t v = sep + 1;
+		while (a[sep] == ':' && a[v] == ' ')
+			v++;
+		if (v >= len)
+			return false;
+		*sp = (struct cmd_span){ off + v, off + len };
+		return true;
+	}
+	*next = d && sep == len && secret_name(a + d, len - d);
+	return false;
+}
+
+/* Output of at most cap bytes; past that, cut. */
+struct cmd_out {
+	char *p;
+	size_t len, cap;
+	bool cut;
+};
+
+static void out_put(struct cmd_out *o, const char *s, size_t n, bool raw)
+{
+	if (o->len + n > o->cap) {
+		n = o->cap - o->len;
+		o->cut = true;
+	}
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		o->p[o->len++] = raw && (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+	}
+}
+
+/* End a cut output on a whole UTF-8 character, then the ellipsis. */
+static void out_finish(struct cmd_out *o, size_t outlen)
+{
+	static const char ell[] = "\xe2\x80\xa6";
+	if (o->cut) {
+		size_t n = o->len < outlen - sizeof(ell) ? o->len : outlen - sizeof(ell), i = n;
+		while (i > 0 && ((unsigned char)o->p[i - 1] & 0xc0) == 0x80)
+			i--;
+		if (i > 0 && (unsigned char)o->p[i - 1] >= 0xc0) {
+			unsigned char lead = (unsigned char)o->p[i - 1];
+			size_t need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2;
+			if (n - (i - 1) < need)
+				n = i - 1;
+		}
+		memcpy(o->p + n, ell, sizeof(ell) - 1);
+		o->len = n + sizeof(ell) - 1;
+	}
+	o->p[o->len] = 0;
+}
+
+/* Write text[0..len) with the detector spans (sorted by start) and the
+ * name spans (sorted) replaced; overlapping spans of either kind merge
+ * into one replacement, labelled by the first detector in it. */
+static void render(struct cmd_out *o, const char *text, size_t len, const struct inspect_result *r,
+		   const struct cmd_span *ns, size_t nn)
+{
+	size_t di = 0, ni = 0, p = 0;
+	while (p < len && !o->cut) {
+		while (di < r->nspans && r->spans[di].end <= p)
+			di++;
+		while (ni < nn && ns[ni].end <= p)
+			ni++;
+		size_t ds = di < r->nspans ? r->spans[di].start : len, nxt = ni < nn ? ns[ni].start : len;
+		size_t s = ds < nxt ? ds : nxt;
+		if (s < p)
+			s = p;
+		out_put(o, text + p, s - p, true);
+		if (s >= len)
+			break;
+		size_t e = s;
+		const char *label = NULL;
+		for (bool more = true; more;) {
+			more = false;
+			for (; di < r->nspans && r->spans[di].start <= e; di++, more = true) {
+				e = r->spans[di].end > e ? r->spans[di].end : e;
+				if (!label)
+					label = finding_name(r->spans[di].type);
+			}
+			for (; ni < nn && ns[ni].start <= e; ni++, more = true)
+				e = ns[ni].end > e ? ns[ni].end : e;
+		}
+		char tag[48];
+		int tl = snprintf(tag, sizeof(tag), "[%s]", label ? label : "REDACTED");
+		out_put(o, tag, (size_t)tl, false);
+		p = e;
+	}
+}
+
+int mcplaunch_command(struct inspect_scratch *s, const char *const *argv, size_t argc, bool cut, char *out,
+		      size_t outlen, struct inspect_result *r)
+{
+	struct cmd_span ns[MCPLAUNCH_MAX_ARGS];
+	struct cmd_out o = { out, 0, outlen - 1, false };
+	struct buf text = { 0 };
+	size_t nn = 0;
+	bool next = false;
+	int ret = 0;
+
+	if (outlen < 8)
+		return -EINVAL;
+	out[0] = 0;
+	if (cut && argc)
+		argc--;   /* a part of an argument: its secret may no longer be recognised */
+	if (argc > MCPLAUNCH_MAX_ARGS) {
+		argc = MCPLAUNCH_MAX_ARGS;
+		cut = true;
+	}
+	/* one allocation: a growing buffer would leave copies of the command
+	 * line in freed memory */
+	size_t total = 0;
+	for (size_t i = 0; i < argc; i++)
+		total += strlen(argv[i]) + 1;
+	if ((ret = buf_reserve(&text, total)))
+		goto out;
+	for (size_t i = 0; i < argc; i++) {
+		size_t off = text.len, al = strlen(argv[i]);
+		if ((i && (ret = buf_append(&text, " ", 1))) || (ret = buf_append(&text, argv[i], al)))
+			goto out;
+		off += i ? 1 : 0;
+		if (next) {   /* the value of "--token" before it */
+			next = false;
+			if (argv[i][0] != '-' && al) {
+				ns[nn++] = (struct cmd_span){ off, off + al };
+				continue;
+			}
+		}
+		if (named_secret(argv[i], off, &ns[nn], &next))
+			nn++;
+	}
+	if ((ret = inspect_text(s, text.data ? text.data : "", text.len, r)))
+		goto out;
+	/* with spans_truncated, values past the kept spans would go out
+	 * unreplaced: nothing but the cut mark */
+	if (!r->spans_truncated)
+		render(&o, text.data ? text.data : "", text.len, r, ns, nn);
+	o.cut |= cut || r->spans_truncated;
+	out_finish(&o, outlen);
+out:
+	if (text.data)
+		explicit_bzero(text.data, text.cap);
+	buf_free(&text);
+	return ret;
 }

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "kernel/mcpexec.h"
+#include "content/inspect.h"
 #include "content/mcplaunch.h"
 #include "agent.h"
 #include "audit/audit.h"
@@ -16,8 +17,9 @@
 #include "log.h"
 #include "policy/policy.h"
 
-/* /proc/<pid>/cmdline split in place into argv; returns argc. */
-static size_t read_argv(int pid, char *buf, size_t cap, const char **argv, size_t max)
+/* /proc/<pid>/cmdline split in place into argv; returns argc. *cut: the
+ * buffer or argv filled up (the last argument may be a part of one). */
+static size_t read_argv(int pid, char *buf, size_t cap, const char **argv, size_t max, bool *cut)
 {
 	char path[64];
 	size_t len = 0, argc = 0;
@@ -31,8 +33,10 @@ static size_t read_argv(int pid, char *buf, size_t cap, const char **argv, size_
 		len += (size_t)n;
 	close(fd);
 	buf[len] = 0;
-	for (size_t i = 0; i < len && argc < max; i += strlen(buf + i) + 1)
+	size_t i = 0;
+	for (; i < len && argc < max; i += strlen(buf + i) + 1)
 		argv[argc++] = buf + i;
+	*cut = len == cap - 1 || i < len;
 	return argc;
 }
 
@@ -112,11 +116,39 @@ static const char *decide(struct agent *ag, const struct identity *id, const str
 	return action;
 }
 
+/* The command line for the event, scanned by the agent's current
+ * detectors (a scratch of its own: launches are rare, and the loop thread
+ * has none). Left empty if the scan fails: the launch is still audited. */
+static void redacted_command(struct agent *ag, const char *const *argv, size_t argc, bool cut, char *out,
+			     size_t outlen, struct audit_event *ae)
+{
+	struct inspect_result r;
+	struct inspect_scratch *s;
+
+	out[0] = 0;
+	pthread_mutex_lock(&ag->inspector_lock);
+	s = ag->inspector ? inspect_scratch_new(ag->inspector) : NULL;
+	pthread_mutex_unlock(&ag->inspector_lock);
+	if (!s) {
+		log_warn("mcp: no detectors for a stdio server's command line: recorded without it");
+		return;
+	}
+	inspect_result_init(&r);
+	if (mcplaunch_command(s, argv, argc, cut, out, outlen, &r) == 0) {
+		ae->command = out;
+		ae->n_findings = audit_findings_from_counts(r.counts, ae->findings);
+	} else {
+		log_warn("mcp: a stdio server's command line could not be inspected: recorded without it");
+	}
+	inspect_result_free(&r);
+	inspect_scratch_free(s);
+}
+
 void mcpexec_event(void *arg, const struct vigil_exec_event *ev)
 {
 	struct agent *ag = arg;
 	const char *argv[MCPLAUNCH_MAX_ARGS];
-	char buf[8192], parent[512], rule[128];
+	char buf[8192], parent[512], rule[128], command[MCPLAUNCH_COMMAND_MAX];
 	struct vigil_origin o;
 	struct identity id;
 	struct mcplaunch l;
@@ -124,8 +156,9 @@ void mcpexec_event(void *arg, const struct vigil_exec_event *ev)
 	const char *action;
 	int pid = (int)ev->tgid;
 	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	bool cut = false;
 
-	size_t argc = read_argv(pid, buf, sizeof(buf), argv, MCPLAUNCH_MAX_ARGS);
+	size_t argc = read_argv(pid, buf, sizeof(buf), argv, MCPLAUNCH_MAX_ARGS, &cut);
 	if (!mcplaunch_classify(ev->comm, argv, argc, (const char *const *)ag->cfg->mcp_commands,
 				ag->cfg->n_mcp_commands, &l)) {
 		if (ev->stopped)
@@ -160,6 +193,7 @@ void mcpexec_event(void *arg, const struct vigil_exec_event *ev)
 	ae.action = action;
 	ae.rule = rule[0] ? rule : NULL;
 	ae.reason = !strcmp(action, "block") ? "mcp_stdio_launch_killed" : NULL;
+	redacted_command(ag, argv, argc, cut, command, sizeof(command), &ae);
 	audit_emit(ag->audit, &ae);
 	/* SIGKILL ends a stopped process too: it never runs a line. */
 	if (!strcmp(action, "block"))

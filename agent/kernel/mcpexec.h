@@ -4,9 +4,12 @@
  * mcp_server on the package, mcp_method stdio_launch; only rules naming
  * mcp_server or mcp_method apply, none matching = allowed), kills a
  * refused launch (SIGKILL: it never runs a line) or continues it
- * (SIGCONT), and audits it (kind mcp). An exec that is not an MCP server
- * is continued at once and not audited.
- * Must never: leave a stopped process stopped, or record the arguments.
+ * (SIGCONT), and audits it (kind mcp) with its command line as
+ * mcplaunch_command redacts it (the agent's current detectors, findings in
+ * the event). An exec that is not an MCP server is continued at once and
+ * not audited.
+ * Must never: leave a stopped process stopped, or record or log the raw
+ * arguments.
  * Layer: kernel (with capture.c). */
 #ifndef VIGIL_MCPEXEC_H
 #define VIGIL_MCPEXEC_H

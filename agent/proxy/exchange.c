@@ -1434,20 +1434,6 @@ void exchange_scan_usage(const char *doc, size_t len, int64_t *prompt, int64_t *
 }
 
 /* The non-zero per-type counts as audit findings (type name + count). */
-static unsigned counts_to_findings(const uint32_t counts[FINDING__COUNT],
-				   struct audit_finding out[AUDIT_MAX_FINDING_TYPES])
-{
-	unsigned n = 0;
-	for (int t = 0; t < FINDING__COUNT && n < AUDIT_MAX_FINDING_TYPES; t++) {
-		if (!counts[t])
-			continue;
-		out[n].type = finding_name((enum finding_type)t);
-		out[n].count = counts[t];
-		n++;
-	}
-	return n;
-}
-
 void exchange_fill_event(const struct exchange *ex, struct audit_event *ev)
 {
 	if (ex->kind)
@@ -1473,9 +1459,9 @@ void exchange_fill_event(const struct exchange *ex, struct audit_event *ev)
 	ev->latency_ms = ex->latency_ms;
 	ev->injection_score = ex->injection_score;
 	ev->policy_hash = ex->policy_hash;
-	ev->n_findings = counts_to_findings(ex->counts, ev->findings);
-	ev->n_output_findings = counts_to_findings(ex->out_counts, ev->output_findings);
-	ev->n_output_redacted = counts_to_findings(ex->ans_counts, ev->output_redacted);
+	ev->n_findings = audit_findings_from_counts(ex->counts, ev->findings);
+	ev->n_output_findings = audit_findings_from_counts(ex->out_counts, ev->output_findings);
+	ev->n_output_redacted = audit_findings_from_counts(ex->ans_counts, ev->output_redacted);
 	mcp_fill_event(ex, ev);
 	if (ex->calls && ex->calls->n)
 		ev->tool_calls = toolcall_summary(ex->calls);

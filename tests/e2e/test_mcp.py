@@ -388,6 +388,7 @@ def warn_then_justify_lets_the_retry_through_until_it_expires():
 LAUNCH_BIN = os.path.join(RIG.tmp, "launch-bin")
 MARKS = os.path.join(RIG.tmp, "launch-marks")
 SECRET_ARG = "sk-launch-" + "Q9x7Zr4T"
+GH_TOKEN = "ghp_" + "R8x2Kd9QwLm4Tz7Vb1Nc5Hy3Pj6Fg0Ua2Se8"
 
 
 def fake_program(name):
@@ -413,33 +414,69 @@ def launch_events(server):
                                  e.get("mcp_server") == server, timeout=5.0)
 
 
+def spool_bytes():
+    """Every spool segment of the agent, concatenated (records are the
+    encoded events, uncompressed: a string in an event is in these bytes)."""
+    d = os.path.join(RIG.agent.dir, "spool")
+    data = b""
+    for root, _, files in os.walk(d):
+        for f in files:
+            with open(os.path.join(root, f), "rb") as fh:
+                data += fh.read()
+    return data
+
+
 @test
-def stdio_server_launches_are_audited_without_arguments():
+def stdio_server_launches_are_audited_with_secrets_replaced():
     """A stdio MCP server started in the watched cgroup (a program named
     mcp-server-*, an npx MCP package, a docker mcp/ image) is one kind mcp
     event, method stdio_launch, with the package and the program, the
-    user, and the client that launched it; it runs; its arguments (where
-    tokens go) are nowhere. A launcher running something else is not an
-    event."""
-    for cmd, server, program in (
-            ("mcp-server-fakefs --token %s /srv" % SECRET_ARG, "mcp-server-fakefs", "mcp-server-fakefs"),
+    user, the client that launched it, and its command line: a token a
+    detector knows shows as [GITHUB_TOKEN] (counted in findings), a value
+    of --token, --token= or -e NAME_TOKEN= as [REDACTED] (or the type a
+    detector gives it, SECRET_ASSIGNMENT); the raw values
+    are nowhere in the audit log, the spool or the agent's log. It runs. A
+    launcher running something else is not an event."""
+    for cmd, server, program, shown in (
+            ("mcp-server-fakefs --token %s /srv" % SECRET_ARG, "mcp-server-fakefs", "mcp-server-fakefs",
+             "mcp-server-fakefs --token [REDACTED] /srv"),
             ("npx -y @modelcontextprotocol/server-github@2025.1 --token=%s" % SECRET_ARG,
-             "@modelcontextprotocol/server-github", "npx"),
-            ("docker run -i --rm -e GITHUB_TOKEN=%s mcp/github:latest" % SECRET_ARG, "mcp/github", "docker")):
+             "@modelcontextprotocol/server-github", "npx",
+             "npx -y @modelcontextprotocol/server-github@2025.1 --token=[*]"),
+            ("npx -y @modelcontextprotocol/server-github %s --owner octo" % GH_TOKEN,
+             "@modelcontextprotocol/server-github", "npx",
+             "npx -y @modelcontextprotocol/server-github [GITHUB_TOKEN] --owner octo"),
+            ("docker run -i --rm -e GITHUB_TOKEN=%s mcp/github:latest" % SECRET_ARG, "mcp/github", "docker",
+             "docker run -i --rm -e GITHUB_TOKEN=[*] mcp/github:latest")):
         p = launch(cmd)
         check("spoke " + program in p.stdout and "exit=0" in p.stdout, "%s did not run: %r %r" % (program, p.stdout, p.stderr))
-        evs = launch_events(server)
-        check(evs, "no stdio_launch event for %s: %s" % (server, RIG.agent.events("mcp")[-2:]))
+        # [*]: [REDACTED] by the name, or a detector's type (SECRET_ASSIGNMENT)
+        want = re.compile(re.escape(shown).replace(r"\[\*\]", r"\[[A-Z_]+\]") + "$")
+        evs = [e for e in launch_events(server) if want.search(e.get("command", ""))]
+        check(evs, "no stdio_launch event for %s with command ...%r: %s" % (server, shown, RIG.agent.events("mcp")[-2:]))
         e = evs[-1]
         check(e["action"] == "allow" and e["comm"] == program and e["uid"] == lib.NOBODY and e["user"] == "nobody",
               "event: %s" % e)
         check(e.get("parent_exe", "").endswith("sh"), "parent_exe %r, want the shell that launched it" % e.get("parent_exe"))
+        # the fake launchers are scripts: the kernel ran their interpreter
+        check(e["command"].startswith("/bin/sh %s/" % LAUNCH_BIN), "command %r" % e["command"])
+        if GH_TOKEN in cmd:
+            check({"type": "GITHUB_TOKEN", "count": 1} in e.get("findings", []), "findings %s" % e.get("findings"))
     p = launch("npx cowsay moo")
     check("spoke npx" in p.stdout, "a non-MCP npx did not run: %r" % p.stdout)
     check(not launch_events("cowsay"), "npx cowsay was audited as an MCP server")
-    log = open(RIG.agent.audit_log).read()
-    check(SECRET_ARG not in log and "/srv" not in log, "a launch argument reached the audit log")
-    check(SECRET_ARG not in RIG.agent.log_tail(400), "a launch argument reached the agent's log")
+    log, spool = open(RIG.agent.audit_log).read(), spool_bytes()
+    check(b"server-github [GITHUB_TOKEN] --owner octo" in spool,
+          "the redacted command line is not in the spool: the grep below would prove nothing")
+    for raw in (SECRET_ARG, GH_TOKEN, GH_TOKEN[4:20]):
+        check(raw not in log, "a raw launch argument reached the audit log")
+        check(raw.encode() not in spool, "a raw launch argument reached the spool")
+        check(raw not in RIG.agent.log_tail(400), "a raw launch argument reached the agent's log")
+    # the SOC sees the command lines per user at the collector
+    rows = [r for r in col_rows("--mcp-method", "stdio_launch", "--kind", "mcp", "--user", "nobody", n=4)
+            if "[GITHUB_TOKEN] --owner octo" in (r.get("command") or "")]
+    check(rows and rows[0]["mcp_server"] == "@modelcontextprotocol/server-github",
+          "vigil query: no launch with its command line: %s" % COL.query_json("--mcp-method", "stdio_launch")[:1])
 
 
 @test

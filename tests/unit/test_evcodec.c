@@ -614,7 +614,7 @@ TEST(json_line_carries_every_field_in_list_order_and_survives_the_codec)
 	"\"host\":\"h\",\"seq\":7,\"kind\":\"request\",\"user\":\"u\",\"uid\":1000,\"gid\":0,\"pid\":4,\"tid\":5," \
 	"\"comm\":\"curl\",\"exe\":\"/usr/bin/curl\",\"cgroup\":\"/x\",\"container_id\":\"c1\",\"dst_ip\":\"1.2.3.4\"," \
 	"\"dst_port\":443,\"sni\":\"api\",\"provider\":\"openai\",\"method\":\"POST\",\"path\":\"/v1\"," \
-	"\"model\":\"gpt\",\"mcp_server\":\"mcp.example\",\"mcp_method\":\"tools/call\",\"tool\":\"t\",\"mcp_session\":\"s\",\"tool_calls\":\"x:1\",\"parent_exe\":\"/usr/bin/claude\",\"app\":\"chatgpt\",\"conversation\":\"c-1\"," \
+	"\"model\":\"gpt\",\"mcp_server\":\"mcp.example\",\"mcp_method\":\"tools/call\",\"tool\":\"t\",\"mcp_session\":\"s\",\"tool_calls\":\"x:1\",\"parent_exe\":\"/usr/bin/claude\",\"command\":\"npx -y x --token [REDACTED]\",\"app\":\"chatgpt\",\"conversation\":\"c-1\"," \
 	"\"stream\":true,\"action\":\"allow\",\"rule\":\"r\",\"reason\":\"why\",\"findings\":[{\"type\":\"EMAIL\"," \
 	"\"count\":2},{\"type\":\"AWS_ACCESS_KEY\",\"count\":1}],\"output_findings\":[{\"type\":\"PHONE\"," \
 	"\"count\":3}],\"output_redacted\":[{\"type\":\"SSN\",\"count\":1}],\"injection_score\":0.5," \
@@ -628,7 +628,7 @@ TEST(json_line_carries_every_field_in_list_order_and_survives_the_codec)
 	"\"host\":null,\"seq\":0,\"kind\":\"gap\",\"user\":null,\"uid\":null,\"gid\":null,\"pid\":null,\"tid\":null," \
 	"\"comm\":null,\"exe\":null,\"cgroup\":null,\"container_id\":null,\"dst_ip\":null,\"dst_port\":0," \
 	"\"sni\":null,\"provider\":null,\"method\":null,\"path\":null,\"model\":null,\"mcp_server\":null,\"mcp_method\":null," \
-	"\"tool\":null,\"mcp_session\":null,\"tool_calls\":null,\"parent_exe\":null,\"app\":null,\"conversation\":null,\"stream\":false,\"action\":null," \
+	"\"tool\":null,\"mcp_session\":null,\"tool_calls\":null,\"parent_exe\":null,\"command\":null,\"app\":null,\"conversation\":null,\"stream\":false,\"action\":null," \
 	"\"rule\":null,\"reason\":null,\"findings\":[],\"output_findings\":[],\"output_redacted\":[]," \
 	"\"injection_score\":null,\"status\":null,\"bytes_up\":0,\"bytes_down\":0,\"prompt_tokens\":null," \
 	"\"completion_tokens\":null,\"cached_tokens\":null,\"latency_ms\":0,\"error\":null,\"policy_hash\":null,\"gap_count\":3," \
@@ -647,7 +647,7 @@ TEST(json_line_is_the_contract_byte_for_byte)
 	ev.dst_ip = "1.2.3.4"; ev.dst_port = 443; ev.sni = "api"; ev.provider = "openai";
 	ev.method = "POST"; ev.path = "/v1"; ev.model = "gpt"; ev.mcp_method = "tools/call";
 	ev.mcp_server = "mcp.example";
-	ev.tool = "t"; ev.mcp_session = "s"; ev.tool_calls = "x:1"; ev.parent_exe = "/usr/bin/claude"; ev.app = "chatgpt"; ev.conversation = "c-1"; ev.stream = true;
+	ev.tool = "t"; ev.mcp_session = "s"; ev.tool_calls = "x:1"; ev.parent_exe = "/usr/bin/claude"; ev.command = "npx -y x --token [REDACTED]"; ev.app = "chatgpt"; ev.conversation = "c-1"; ev.stream = true;
 	ev.action = "allow"; ev.rule = "r"; ev.reason = "why"; ev.error = "err";
 	ev.findings = k_findings; ev.n_findings = 2; ev.output_findings = of; ev.n_output_findings = 1;
 	ev.output_redacted = orr; ev.n_output_redacted = 1; ev.injection_score = 0.5; ev.status = 200;
