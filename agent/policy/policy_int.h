@@ -86,6 +86,15 @@ struct budget_def {
 	struct conds c;
 };
 
+/* A rejected_ca: entry (what follows a client's refusal of the CA). */
+struct rejca_rule {
+	char *name;
+	int line;
+	bool passthrough;
+	uint32_t ttl_ms;           /* 0 = the agent's rejected_ca_ttl */
+	struct conds c;            /* identity and host conditions only */
+};
+
 struct detector {
 	char *name;
 	char *regex;
@@ -122,6 +131,8 @@ struct policy {
 	size_t nrules;
 	struct budget_def *budgets;
 	size_t nbudgets;
+	struct rejca_rule *rejca;
+	size_t nrejca;
 	struct detector *dets;
 	size_t ndets;
 	struct inspect_custom *custom;    /* views of dets for inspector_new */
