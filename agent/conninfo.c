@@ -6,6 +6,7 @@
 #include <time.h>
 #include "audit/audit.h"
 #include "policy/policy.h"
+#include "providers/providers.h"
 
 void conn_info_fill_event(const struct conn_info *info, struct audit_event *ev)
 {
@@ -39,5 +40,6 @@ void conn_info_policy_ctx(const struct conn_info *info, struct policy_ctx *x)
 	x->comm = id->comm[0] ? id->comm : NULL;
 	x->cgroup = id->cgroup[0] ? id->cgroup : NULL;
 	x->host = info->sni[0] ? info->sni : NULL;
+	x->provider = x->host ? provider_name(provider_identify(x->host, NULL)) : NULL;
 	x->now = time(NULL);
 }
