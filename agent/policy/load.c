@@ -574,7 +574,6 @@ static void parse_time(struct loader *L, const struct ynode *v, struct conds *c)
 		eadd(L->e, v->line, "time: no day selected: can never match");
 }
 
-/* Parse a `when:` map into c. budget = only identity/destination keys. */
 /* Where a `when` map may stand, apart from a rule (which takes every
  * condition): the string conditions it takes and the message naming them. */
 struct cond_scope {
@@ -600,6 +599,7 @@ static void cond_unknown(struct loader *L, const struct ynode *kn, const struct 
 	     scope->takes);
 }
 
+/* Parse a `when:` map into c; scope NULL = a rule's (every condition). */
 static void parse_conds(struct loader *L, const struct ynode *w, struct conds *c, const struct cond_scope *scope)
 {
 	c->empty = true;
