@@ -24,6 +24,7 @@ struct vault_store;
 struct proxyconn_set;
 struct audit_event;
 struct netns_set;
+struct policy_ctx;
 typedef struct ssl_ctx_st SSL_CTX;
 
 struct agent_stats {
@@ -82,6 +83,10 @@ struct conn_info {
 
 /* The identity and destination fields of an audit event (borrowed from info). */
 void conn_info_fill_event(const struct conn_info *info, struct audit_event *ev);
+
+/* A policy context of the connection's identity and host, all else
+ * unknown (x zeroed first; its strings borrowed from info). */
+void conn_info_policy_ctx(const struct conn_info *info, struct policy_ctx *x);
 
 /* Opens a socket to the connection's original destination that the connect
  * hook will not redirect (the agent's own upstream). Non-blocking if

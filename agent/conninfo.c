@@ -2,7 +2,11 @@
  * event fields, for every handler that audits it (the relay, the
  * interceptor, explicit proxies, WebSocket sessions). */
 #include "agent.h"
+#include <string.h>
+#include <time.h>
 #include "audit/audit.h"
+#include "policy/policy.h"
+#include "providers/providers.h"
 
 void conn_info_fill_event(const struct conn_info *info, struct audit_event *ev)
 {
@@ -19,4 +23,23 @@ void conn_info_fill_event(const struct conn_info *info, struct audit_event *ev)
 	ev->dst_ip = id->dst_ip[0] ? id->dst_ip : NULL;
 	ev->dst_port = id->dst_port;
 	ev->sni = info->sni[0] ? info->sni : NULL;
+}
+
+void conn_info_policy_ctx(const struct conn_info *info, struct policy_ctx *x)
+{
+	const struct identity *id = &info->id;
+
+	memset(x, 0, sizeof(*x));
+	x->user = id->user[0] ? id->user : NULL;
+	x->uid = id->uid;
+	x->gid = id->gid;
+	x->groups = id->groups;
+	x->ngroups = (size_t)(id->ngroups > 0 ? id->ngroups : 0);
+	x->exe = id->exe[0] ? id->exe : NULL;
+	x->script = id->script[0] ? id->script : NULL;
+	x->comm = id->comm[0] ? id->comm : NULL;
+	x->cgroup = id->cgroup[0] ? id->cgroup : NULL;
+	x->host = info->sni[0] ? info->sni : NULL;
+	x->provider = x->host ? provider_name(provider_identify(x->host, NULL)) : NULL;
+	x->now = time(NULL);
 }

@@ -43,6 +43,7 @@
 #include "proxy/proxyconn.h"
 #include "net/rejca.h"
 #include "net/sni.h"
+#include "policy/policy.h"
 #include "kernel/targets.h"
 
 #define PIPE_SIZE (64 * 1024)
@@ -93,6 +94,7 @@ struct conn {
 	const char *error;
 	enum reason reason;            /* refused: why (audit, log, metrics) */
 	const char *exception;         /* relayed by exception (static string), else NULL */
+	char exception_rule[128];      /* the rejected_ca entry (or on_rejected_ca) behind it */
 	bool audited;                  /* the connection event is written already */
 	int status;                    /* HTTP status answered to a refused plain-HTTP client */
 	char method[16], path[256];    /* plain HTTP: the request line, query removed */
@@ -161,6 +163,7 @@ static void emit_connection_event(struct conn *c)
 	ev.action = c->reason ? "block" : "passthrough";
 	ev.reason = c->reason ? reason_name(c->reason) : c->exception ? c->exception : c->error ? "error" : NULL;
 	ev.error = c->error;
+	ev.rule = c->exception_rule[0] ? c->exception_rule : NULL;
 	ev.bytes_up = c->up.bytes;
 	ev.bytes_down = c->down.bytes;
 	ev.latency_ms = loop_now_ms() - c->info.t_start_ms;
@@ -603,26 +606,53 @@ static void refuse(struct conn *c, enum reason why, bool tls, int http_status)
 	set_deadline(c, loop_now_ms() + LINGER_MS);
 }
 
+/* This program refused the CA for this host a moment ago: relay it
+ * undecrypted for a while rather than break it, when the policy's
+ * rejected_ca entry for it (else on_rejected_ca) says passthrough, on
+ * record as an exception naming the entry that the SOC can list. The
+ * policy is consulted only once a refusal is remembered. */
+static bool rejected_ca_exception(struct conn *c)
+{
+	const struct config *cfg = c->ag->cfg;
+	struct policy *p;
+	struct policy_rejca d;
+	struct policy_ctx x;
+	bool pass = cfg->rejected_ca_passthrough;
+	uint64_t ttl = cfg->rejected_ca_ttl_ms, at, now = loop_now_ms();
+
+	if (!rejca_last(c->ag->rejected_ca, c->info.id.exe, c->info.sni, &at))
+		return false;
+	snprintf(c->exception_rule, sizeof(c->exception_rule), "on_rejected_ca");
+	if (c->ag->policy && (p = policy_holder_get(c->ag->policy))) {
+		conn_info_policy_ctx(&c->info, &x);
+		if (policy_eval_rejected_ca(p, &x, &d)) {
+			pass = d.passthrough;
+			ttl = d.ttl_ms ? d.ttl_ms : ttl;
+			/* copied: the name lives in the policy, which a reload may free */
+			snprintf(c->exception_rule, sizeof(c->exception_rule), "%s", d.rule);
+		}
+		policy_unref(p);
+	}
+	if (!pass || (now >= at && now - at >= ttl)) {
+		c->exception_rule[0] = 0;
+		return false;
+	}
+	c->exception = "rejected_ca_exception";
+	log_info("relaying %s for %s undecrypted: it refused the interception CA (rejected_ca: %s)", c->info.sni,
+		 c->info.id.exe, c->exception_rule);
+	return true;
+}
+
 /* Hands a watched (or, with unwatched_sni: intercept, an unwatched)
  * connection to the interceptor. Without a CA nothing is decrypted (an
  * audit-only agent) and the connection is relayed as before. */
 static void intercept(struct conn *c)
 {
-	const struct config *cfg = c->ag->cfg;
-
 	if (!c->ag->certgen) {
 		start_passthrough(c);
 		return;
 	}
-	/* This program refused the CA for this host a moment ago: relay it
-	 * undecrypted for a while rather than break it (on_rejected_ca), on
-	 * record as an exception the SOC can list. */
-	if (cfg->rejected_ca_passthrough &&
-	    rejca_active(c->ag->rejected_ca, c->info.id.exe, c->info.sni, loop_now_ms(),
-			 cfg->rejected_ca_ttl_ms)) {
-		c->exception = "rejected_ca_exception";
-		log_info("relaying %s for %s undecrypted: it refused the interception CA (on_rejected_ca: "
-			 "passthrough)", c->info.sni, c->info.id.exe);
+	if (rejected_ca_exception(c)) {
 		start_passthrough(c);
 		return;
 	}

@@ -79,17 +79,23 @@ void rejca_note(struct rejca *t, const char *exe, const char *sni, uint64_t now_
 	pthread_mutex_unlock(&t->lock);
 }
 
-bool rejca_active(struct rejca *t, const char *exe, const char *sni, uint64_t now_ms, uint64_t ttl_ms)
+bool rejca_last(struct rejca *t, const char *exe, const char *sni, uint64_t *at_ms)
 {
 	struct rejca_entry *e;
-	bool active = false;
 
 	if (!t || !atomic_load(&t->n) || !exe[0])
 		return false;
 	pthread_mutex_lock(&t->lock);
-	e = find(t, exe, sni);
-	if (e && (now_ms < e->at_ms || now_ms - e->at_ms < ttl_ms))
-		active = true;
+	if ((e = find(t, exe, sni)))
+		*at_ms = e->at_ms;
 	pthread_mutex_unlock(&t->lock);
-	return active;
+	return e != NULL;
+}
+
+bool rejca_active(struct rejca *t, const char *exe, const char *sni, uint64_t now_ms, uint64_t ttl_ms)
+{
+	uint64_t at;
+
+	/* a slightly older clock (another thread's now) counts as recent */
+	return rejca_last(t, exe, sni, &at) && (now_ms < at || now_ms - at < ttl_ms);
 }

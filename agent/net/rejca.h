@@ -21,6 +21,10 @@ void rejca_free(struct rejca *t);
  * sni at now_ms. A repeated rejection refreshes the entry. */
 void rejca_note(struct rejca *t, const char *exe, const char *sni, uint64_t now_ms);
 
+/* When exe last refused the CA for sni: true and *at_ms if remembered.
+ * The common case (nothing refused) costs one atomic load. */
+bool rejca_last(struct rejca *t, const char *exe, const char *sni, uint64_t *at_ms);
+
 /* Did exe refuse the CA for sni less than ttl_ms before now_ms? */
 bool rejca_active(struct rejca *t, const char *exe, const char *sni, uint64_t now_ms, uint64_t ttl_ms);
 

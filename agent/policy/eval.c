@@ -324,6 +324,27 @@ int policy_eval(const struct policy *p, const struct policy_ctx *x, struct polic
 	return 0;
 }
 
+int policy_eval_rejected_ca(const struct policy *p, const struct policy_ctx *x, struct policy_rejca *d)
+{
+	struct eval_state st;
+
+	memset(d, 0, sizeof(*d));
+	if (!p || !x)
+		return 0;
+	eval_state_init(p, x, &st);
+	for (size_t i = 0; i < p->nrejca; i++) {
+		const struct rejca_rule *r = &p->rejca[i];
+		if (!conds_match(p, &r->c, x, &st))
+			continue;
+		d->passthrough = r->passthrough;
+		d->ttl_ms = r->ttl_ms;
+		d->rule = r->name;
+		d->line = r->line;
+		return 1;
+	}
+	return 0;
+}
+
 int policy_eval_answer(const struct policy *p, const struct policy_ctx *x, struct policy_answer *a)
 {
 	struct eval_state st;

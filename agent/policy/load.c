@@ -575,8 +575,33 @@ static void parse_time(struct loader *L, const struct ynode *v, struct conds *c)
 		eadd(L->e, v->line, "time: no day selected: can never match");
 }
 
-/* Parse a `when:` map into c. budget = only identity/destination keys. */
-static void parse_conds(struct loader *L, const struct ynode *w, struct conds *c, bool budget)
+/* Where a `when` map may stand, apart from a rule (which takes every
+ * condition): the string conditions it takes and the message naming them. */
+struct cond_scope {
+	uint32_t sconds;           /* bit per enum scond */
+	const char *kind, *takes;
+};
+
+static const struct cond_scope budget_scope = {
+	~0u, "budget", "budgets take user, unix_group, exe, script, comm, cgroup, host, provider, model, path"
+};
+
+/* A refusal of the CA is decided before any request is read: only who and
+ * where are known. */
+static const struct cond_scope rejca_scope = {
+	1u << SC_USER | 1u << SC_GROUP | 1u << SC_EXE | 1u << SC_SCRIPT | 1u << SC_COMM | 1u << SC_CGROUP |
+		1u << SC_HOST | 1u << SC_PROVIDER,
+	"rejected_ca", "rejected_ca takes user, unix_group, exe, script, comm, cgroup, host, provider"
+};
+
+static void cond_unknown(struct loader *L, const struct ynode *kn, const struct cond_scope *scope)
+{
+	eadd(L->e, kn->line, "when: unknown %s condition '%s' (%s and their _not forms)", scope->kind, kn->str,
+	     scope->takes);
+}
+
+/* Parse a `when:` map into c; scope NULL = a rule's (every condition). */
+static void parse_conds(struct loader *L, const struct ynode *w, struct conds *c, const struct cond_scope *scope)
 {
 	c->empty = true;
 	if (!w)
@@ -606,6 +631,10 @@ static void parse_conds(struct loader *L, const struct ynode *w, struct conds *c
 			else
 				continue;
 			done = true;
+			if (scope && !(scope->sconds & (1u << s))) {
+				cond_unknown(L, kn, scope);
+				break;
+			}
 			struct strcond *sc = neg ? &c->neg[s] : &c->pos[s];
 			struct scond_ctx sx = { L, sc, (enum scond)s, k };
 			sc->line = kn->line;
@@ -617,8 +646,8 @@ static void parse_conds(struct loader *L, const struct ynode *w, struct conds *c
 		}
 		if (done)
 			continue;
-		if (budget) {
-			eadd(L->e, kn->line, "when: unknown budget condition '%s' (budgets take user, unix_group, exe, script, comm, cgroup, host, provider, model, path and their _not forms)", k);
+		if (scope) {
+			cond_unknown(L, kn, scope);
 			continue;
 		}
 		if (!strcmp(k, "finding")) {
@@ -941,7 +970,7 @@ static void parse_rule(struct loader *L, const struct ynode *r, struct rule *ru)
 		eadd(L->e, r->line, "rule '%s': missing action", nm && is_scalar(nm) ? nm->str : "?");
 	else if (!is_scalar(act) || parse_action(act->str, &ru->action))
 		eadd(L->e, act->line, "action: expected allow, block, redact, alert or warn");
-	parse_conds(L, when, &ru->c, false);
+	parse_conds(L, when, &ru->c, NULL);
 	memcpy(modes, p->base_redact, sizeof(modes));
 	if (red) {
 		if (act && is_scalar(act) && strcmp(act->str, "redact"))
@@ -1053,7 +1082,7 @@ static void parse_budget(struct loader *L, const struct ynode *b, struct budget_
 			else
 				eadd(L->e, v->line, "budget: window must be minute, hour or day");
 		} else if (!strcmp(ks, "when")) {
-			parse_conds(L, v, &bd->c, true);
+			parse_conds(L, v, &bd->c, &budget_scope);
 		} else if (!strcmp(ks, "mode")) {
 			parse_mode(L, v, &bd->pub.monitor);
 		} else {
@@ -1077,6 +1106,59 @@ static void parse_budget(struct loader *L, const struct ynode *b, struct budget_
 		eadd(L->e, b->line, "budget: needs window (minute, hour, day)");
 	if (bd->pub.per == BUDGET_PER_GROUP && !bd->c.pos[SC_GROUP].line)
 		eadd(L->e, b->line, "budget: per: unix_group needs when: { unix_group: [...] } (the groups that share it)");
+}
+
+/* One rejected_ca: entry {name, when, action: block | passthrough, ttl}. */
+static void parse_rejca(struct loader *L, const struct ynode *r, struct rejca_rule *rr)
+{
+	struct policy *p = L->p;
+	const struct ynode *nm = NULL, *act = NULL, *ttl = NULL;
+
+	rr->line = r->line;
+	rr->c.empty = true;
+	if (r->kind != YNODE_MAP) {
+		eadd(L->e, r->line, "rejected_ca: each entry is a map {name, when, action, ttl}");
+		return;
+	}
+	for (size_t i = 0; i < ytree_map_len(r); i++) {
+		const struct ynode *k = ytree_map_key(r, i), *v = ytree_map_val(r, i);
+		if (!strcmp(k->str, "name"))
+			nm = v;
+		else if (!strcmp(k->str, "when"))
+			parse_conds(L, v, &rr->c, &rejca_scope);
+		else if (!strcmp(k->str, "action"))
+			act = v;
+		else if (!strcmp(k->str, "ttl"))
+			ttl = v;
+		else
+			eadd(L->e, k->line, "rejected_ca: unknown key '%s' (name, when, action, ttl)", k->str);
+	}
+	if (!nm)
+		eadd(L->e, r->line, "rejected_ca: missing name");
+	else if (check_name(L->e, nm, "rejected_ca")) {
+		for (size_t j = 0; j < p->nrejca; j++)
+			if (&p->rejca[j] != rr && p->rejca[j].name && !strcmp(p->rejca[j].name, nm->str))
+				eadd(L->e, nm->line, "rejected_ca: duplicate name '%s' (first at line %d)", nm->str,
+				     p->rejca[j].line);
+		if (!(rr->name = strdup(nm->str)))
+			L->e->oom = true;
+	}
+	if (!act)
+		eadd(L->e, r->line, "rejected_ca: missing action (block or passthrough)");
+	else if (is_scalar(act) && (!strcmp(act->str, "block") || !strcmp(act->str, "passthrough")))
+		rr->passthrough = act->str[0] == 'p';
+	else
+		eadd(L->e, act->line, "rejected_ca: action must be block or passthrough");
+	if (ttl) {
+		unsigned long long ms = 0;
+		char buf[512];
+		if (!is_scalar(ttl) || ytree_duration_ms(L->e->file, ttl, &ms, buf, sizeof(buf)) || !ms ||
+		    ms > 24ULL * 3600 * 1000)
+			eadd(L->e, ttl->line, "rejected_ca: ttl must be a duration from 1ms to 24h (such as 30m)");
+		else if (act && is_scalar(act) && strcmp(act->str, "passthrough"))
+			eadd(L->e, ttl->line, "rejected_ca: ttl is only meaningful with action: passthrough");
+		rr->ttl_ms = (uint32_t)(ms <= 24ULL * 3600 * 1000 ? ms : 0);
+	}
 }
 
 /* ------------------------------------------------------------ static checks */
@@ -1223,6 +1305,11 @@ static void policy_free(struct policy *p)
 		conds_free(&p->budgets[i].c);
 	}
 	free(p->budgets);
+	for (size_t i = 0; i < p->nrejca; i++) {
+		free(p->rejca[i].name);
+		conds_free(&p->rejca[i].c);
+	}
+	free(p->rejca);
 	for (size_t i = 0; i < p->ndets; i++) {
 		free(p->dets[i].name);
 		free(p->dets[i].regex);
@@ -1242,11 +1329,37 @@ static void policy_free(struct policy *p)
 	free(p);
 }
 
+static void parse_rejca_list(struct loader *L, const struct ynode *v)
+{
+	struct policy *p = L->p;
+
+	if (v->kind != YNODE_SEQ) {
+		eadd(L->e, v->line, "rejected_ca: expected a list of entries");
+		return;
+	}
+	if (!(p->rejca = calloc(v->nkids + 1, sizeof(*p->rejca)))) {
+		L->e->oom = true;
+		return;
+	}
+	for (size_t i = 0; i < v->nkids; i++)
+		parse_rejca(L, v->kids[i], &p->rejca[p->nrejca++]);
+	/* first match wins: an entry covered by an earlier one is dead */
+	for (size_t j = 0; j < p->nrejca; j++)
+		for (size_t i = 0; i < j; i++)
+			if (conds_cover(&p->rejca[i].c, &p->rejca[j].c)) {
+				eadd(L->e, p->rejca[j].line,
+				     "rejected_ca '%s' can never match: shadowed by the earlier entry '%s' (line %d)",
+				     p->rejca[j].name ? p->rejca[j].name : "?",
+				     p->rejca[i].name ? p->rejca[i].name : "?", p->rejca[i].line);
+				break;
+			}
+}
+
 static void parse_root(struct loader *L, const struct ynode *root)
 {
 	struct policy *p = L->p;
 	static const char *const keys[] = { "version", "default", "mode", "timezone", "redaction",
-					    "lists", "detectors", "pricing", "budgets", "rules", NULL };
+					    "lists", "detectors", "pricing", "budgets", "rules", "rejected_ca", NULL };
 	const struct ynode *v;
 	uint8_t modes[FINDING__COUNT];
 	bool set[FINDING__COUNT] = { 0 };
@@ -1260,7 +1373,7 @@ static void parse_root(struct loader *L, const struct ynode *root)
 		if (!ok)
 			eadd(L->e, k->line,
 			     "unknown key '%s' (version, default, mode, timezone, redaction, lists, detectors, pricing, budgets,"
-			     " rules)",
+			     " rules, rejected_ca)",
 			     k->str);
 		for (size_t j = 0; j < i; j++)
 			if (!strcmp(ytree_map_key(root, j)->str, k->str))
@@ -1311,6 +1424,8 @@ static void parse_root(struct loader *L, const struct ynode *root)
 			L->e->oom = true;
 		}
 	}
+	if ((v = ytree_get(root, "rejected_ca")))
+		parse_rejca_list(L, v);
 	/* whole-policy checks: contradictions, then shadowing (first match
 	 * wins, so a rule covered by an earlier one is dead) */
 	for (size_t j = 0; j < p->nrules; j++) {
@@ -1482,6 +1597,7 @@ bool policy_global_monitor(const struct policy *p) { return p && p->monitor; }
 bool policy_utc(const struct policy *p) { return p && p->utc; }
 enum policy_action policy_default(const struct policy *p) { return p ? p->def : POLICY_ALLOW; }
 size_t policy_budget_count(const struct policy *p) { return p ? p->nbudgets : 0; }
+size_t policy_rejected_ca_count(const struct policy *p) { return p ? p->nrejca : 0; }
 
 const struct pricing *policy_pricing(const struct policy *p) { return &p->pricing; }
 

@@ -185,6 +185,22 @@ const struct policy_budget *policy_budget_get(const struct policy *p, size_t i);
 bool policy_budget_applies(const struct policy *p, size_t i, const struct policy_ctx *ctx,
 			   char *key, size_t keylen);
 
+/* rejected_ca: what happens to a program and host after its client
+ * refused the interception CA. The first entry whose `when` matches ctx
+ * (identity and host only) decides; with none (or no policy) the agent's
+ * on_rejected_ca does. */
+struct policy_rejca {
+	bool passthrough;               /* else block: keep intercepting */
+	uint32_t ttl_ms;                /* passthrough: 0 = the agent's rejected_ca_ttl */
+	const char *rule;               /* entry name (borrowed from the policy) */
+	int line;
+};
+
+/* Fills d and returns 1 if an entry matches, else 0 (d zeroed). Never
+ * allocates or blocks. */
+int policy_eval_rejected_ca(const struct policy *p, const struct policy_ctx *ctx, struct policy_rejca *d);
+size_t policy_rejected_ca_count(const struct policy *p);
+
 /* Whether path is listed in the dpkg file lists this policy loaded (only
  * loaded when a rule uses `packaged:`; false otherwise). */
 bool policy_path_packaged(const struct policy *p, const char *path);

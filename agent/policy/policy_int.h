@@ -87,6 +87,15 @@ struct budget_def {
 	struct conds c;
 };
 
+/* A rejected_ca: entry (what follows a client's refusal of the CA). */
+struct rejca_rule {
+	char *name;
+	int line;
+	bool passthrough;
+	uint32_t ttl_ms;           /* 0 = the agent's rejected_ca_ttl */
+	struct conds c;            /* identity and host conditions only */
+};
+
 struct detector {
 	char *name;
 	char *regex;
@@ -124,6 +133,8 @@ struct policy {
 	struct budget_def *budgets;
 	size_t nbudgets;
 	struct pricing pricing;           /* for cost budgets */
+	struct rejca_rule *rejca;
+	size_t nrejca;
 	struct detector *dets;
 	size_t ndets;
 	struct inspect_custom *custom;    /* views of dets for inspector_new */

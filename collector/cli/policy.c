@@ -10,7 +10,9 @@
  * detectors and the same inspector the agent uses, evaluates the policy
  * for the identity given on the command line, and prints the decision, the
  * rule, the findings (types and counts) and the budgets that would count
- * the request. Must never: send anything anywhere, print matched values
+ * the request. With --rejected-ca it says instead what the agent does
+ * after that program's client refused the interception CA for that host
+ * (the policy's rejected_ca: entry, or the agent's on_rejected_ca). Must never: send anything anywhere, print matched values
  * (only finding types and counts), or touch budget state. */
 #include <errno.h>
 #include <getopt.h>
@@ -35,7 +37,8 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: vigil policy check [--dpkg-info DIR] FILE...\n"
-		"       vigil policy explain --policy FILE --request BODY.json [options]\n\n"
+		"       vigil policy explain --policy FILE --request BODY.json [options]\n"
+		"       vigil policy explain --policy FILE --rejected-ca --exe PATH --host HOST [options]\n\n"
 		"check: validate policy files; prints FILE:LINE: reason for every mistake\n"
 		"       and exits 2 if there is any, 0 if all are valid.\n\n"
 		"explain: dry-run one request (nothing is sent). Options:\n"
@@ -55,6 +58,9 @@ static void usage(FILE *f)
 		"                       command line CMD (words split on spaces), decided as the\n"
 		"                       agent decides launches (mcp_server = the package,\n"
 		"                       mcp_method = stdio_launch; only rules naming them apply)\n"
+		"  --rejected-ca        instead of a request: what follows a refusal of the\n"
+		"                       interception CA by --exe for --host (the rejected_ca:\n"
+		"                       entry that decides, block or passthrough, and its ttl)\n"
 		"  --time WHEN          unix seconds or YYYY-MM-DDTHH:MM[:SS][Z] (default now)\n"
 		"  --dpkg-info DIR      dpkg file lists for `packaged:` (default /var/lib/dpkg/info)\n");
 }
@@ -90,6 +96,7 @@ static int cmd_check(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "dpkg-info", required_argument, NULL, 'd' },
+		{ "rejected-ca", no_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -128,8 +135,8 @@ static int cmd_check(int argc, char **argv)
 		} else {
 			size_t nd;
 			policy_detectors(p, &nd);
-			printf("%s: OK: %zu rules, %zu detectors, %zu budgets, default %s%s, hash %s\n", argv[i],
-			       policy_rule_count(p), nd, policy_budget_count(p),
+			printf("%s: OK: %zu rules, %zu detectors, %zu budgets, %zu rejected_ca entries, default %s%s, hash %s\n",
+			       argv[i], policy_rule_count(p), nd, policy_budget_count(p), policy_rejected_ca_count(p),
 			       policy_action_name(policy_default(p)),
 			       policy_global_monitor(p) ? " (monitor mode)" : "", policy_hash(p));
 		}
@@ -248,6 +255,31 @@ static int explain_launch(const char *cmdline, struct mcplaunch *out)
 	return mcplaunch_classify(comm, argv, argc, NULL, 0, out) ? 0 : -1;
 }
 
+/* What the agent does after ctx's program refused the CA for ctx's host:
+ * no request has been read then, so only identity and host count (the
+ * provider is the host's, as the agent sees it). */
+static void explain_rejected_ca(const struct policy *p, const char *pol_path, struct policy_ctx *ctx)
+{
+	struct policy_rejca d;
+
+	ctx->path = ctx->model = NULL;
+	ctx->provider = ctx->host ? provider_name(provider_identify(ctx->host, NULL)) : NULL;
+	printf("rejected_ca: exe=%s host=%s user=%s\n", ctx->exe ? ctx->exe : "(unknown)",
+	       ctx->host ? ctx->host : "(unknown)", ctx->user ? ctx->user : "(unknown)");
+	if (!policy_eval_rejected_ca(p, ctx, &d)) {
+		printf("decision: the agent's on_rejected_ca (no rejected_ca entry matches)\nrule: on_rejected_ca\n");
+		return;
+	}
+	printf("decision: %s\nrule: %s (%s:%d)\n", d.passthrough ? "passthrough" : "block", d.rule, pol_path, d.line);
+	if (!d.passthrough)
+		printf("effect: intercepted again at each connection, each refusal audited (client_rejected_interception)\n");
+	else if (d.ttl_ms)
+		printf("ttl: %ums\neffect: relayed undecrypted for the ttl after each refusal, audited as rejected_ca_exception\n",
+		       d.ttl_ms);
+	else
+		printf("ttl: the agent's rejected_ca_ttl\neffect: relayed undecrypted for the ttl after each refusal, audited as rejected_ca_exception\n");
+}
+
 static int cmd_explain(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -265,6 +297,7 @@ static int cmd_explain(int argc, char **argv)
 		{ "mcp-server", required_argument, NULL, 'M' },
 		{ "stdio-launch", required_argument, NULL, 'L' },
 		{ "dpkg-info", required_argument, NULL, 'd' },
+		{ "rejected-ca", no_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -285,6 +318,7 @@ static int cmd_explain(int argc, char **argv)
 	const char *extra_groups[64];
 	int nextra = 0;
 	const char *mcp_server = NULL, *launch = NULL;
+	bool rejca = false;
 	struct jsonrpc_request rpc;
 	struct mcplaunch ml;
 	char rpc_tool[1][PROVIDER_TOOL_NAME_MAX];
@@ -309,6 +343,7 @@ static int cmd_explain(int argc, char **argv)
 		case 'M': mcp_server = optarg; break;
 		case 'L': launch = optarg; break;
 		case 'd': lo.dpkg_info_dir = optarg; break;
+		case 'R': rejca = true; break;
 		case 't':
 			if (parse_time(optarg, &now)) {
 				fprintf(stderr, "vigil policy explain: bad --time '%s'\n", optarg);
@@ -323,18 +358,18 @@ static int cmd_explain(int argc, char **argv)
 			return CLI_EXIT_USAGE;
 		}
 	}
-	if (!pol_path || (!req_path == !launch) || optind < argc) {
-		fprintf(stderr, "vigil policy explain: --policy and one of --request or --stdio-launch are required\n");
+	if (!pol_path || (!!req_path + !!launch + rejca) != 1 || optind < argc) {
+		fprintf(stderr, "vigil policy explain: --policy and one of --request, --stdio-launch or --rejected-ca are required\n");
 		usage(stderr);
 		return CLI_EXIT_USAGE;
 	}
 	if ((ret = policy_load(pol_path, &lo, &p, &errs)))
 		return print_load_errors(pol_path, ret, errs);
-	if (launch && !(body = strdup(""))) {
+	if ((launch || rejca) && !(body = strdup(""))) {
 		fprintf(stderr, "vigil policy explain: out of memory\n");
 		goto out;
 	}
-	if (!launch && !(body = read_body(req_path, &blen))) {
+	if (req_path && !(body = read_body(req_path, &blen))) {
 		fprintf(stderr, "vigil policy explain: cannot read %s: %s\n", req_path, strerror(errno));
 		goto out;
 	}
@@ -400,6 +435,11 @@ static int cmd_explain(int argc, char **argv)
 		}
 		printf("mcp_server: %s\nmcp_method: %s\ntool: %s\n", mcp_server,
 		       ctx.mcp_method ? ctx.mcp_method : "(none)", ctx.ntools ? ctx.tools[0] : "(none)");
+	}
+	if (rejca) {
+		explain_rejected_ca(p, pol_path, &ctx);
+		rc = CLI_EXIT_OK;
+		goto out;
 	}
 	if (launch) {
 		if (explain_launch(launch, &ml)) {

@@ -181,6 +181,43 @@ def main():
     result("explain_broken_policy_exit_2", r.returncode == 2 and f"{broken}:2:" in r.stderr,
            f"rc={r.returncode} err={r.stderr!r}")
 
+    rejca = write("rejca.yaml", """version: 1
+rejected_ca:
+  - name: legacy
+    when: { exe: [/opt/legacy/bin/*], host: [api.openai.com] }
+    action: passthrough
+    ttl: 30m
+  - name: no-curl
+    when: { exe: [/usr/bin/curl] }
+    action: block
+""")
+    r = vigil("policy", "check", rejca)
+    result("check_counts_rejected_ca_entries", r.returncode == 0 and "2 rejected_ca entries" in r.stdout,
+           r.stdout + r.stderr)
+
+    def explain_rejca(exe, host):
+        return fields(vigil("policy", "explain", "--policy", rejca, "--rejected-ca", "--exe", exe,
+                            "--host", host).stdout)
+
+    d = explain_rejca("/opt/legacy/bin/app", "api.openai.com")
+    result("explain_rejected_ca_passthrough_names_the_entry",
+           d.get("decision") == "passthrough" and d.get("rule") == f"legacy ({rejca}:3)"
+           and d.get("ttl") == "1800000ms", d)
+    d = explain_rejca("/opt/legacy/bin/app", "api.anthropic.com")
+    result("explain_rejected_ca_host_not_named_falls_back",
+           d.get("rule") == "on_rejected_ca" and "on_rejected_ca" in d.get("decision", ""), d)
+    d = explain_rejca("/usr/bin/curl", "api.openai.com")
+    result("explain_rejected_ca_block", d.get("decision") == "block" and d.get("rule") == f"no-curl ({rejca}:7)", d)
+    bad = write("rejca-bad.yaml", "version: 1\nrejected_ca:\n  - name: x\n    when: { model: [a] }\n"
+                "    action: allow\n    ttl: 2d\n")
+    r = vigil("policy", "check", bad)
+    result("check_rejected_ca_mistakes_with_file_line",
+           r.returncode == 2 and f"{bad}:4: when: unknown rejected_ca condition 'model'" in r.stderr
+           and f"{bad}:5: rejected_ca: action must be block or passthrough" in r.stderr
+           and f"{bad}:6: rejected_ca: ttl must be a duration" in r.stderr, r.stderr)
+    r = vigil("policy", "explain", "--policy", rejca, "--rejected-ca", "--request", write("x.json", "{}"))
+    result("explain_rejected_ca_with_a_request_is_a_usage_error", r.returncode == 2, f"rc={r.returncode}")
+
     subprocess.run(["rm", "-rf", tmp])
     return 1 if failed else 0
 

@@ -913,3 +913,91 @@ TEST(warn_action_refuses_with_the_rules_message)
 					      "    action: block\n")), "a model rule counted as a tool rule");
 	policy_unref(p);
 }
+
+/* rejected_ca: after a client refused the CA, the first entry matching the
+ * program and host decides block or passthrough (and for how long); no
+ * match leaves it to the agent's on_rejected_ca. */
+TEST(rejected_ca_first_match_by_exe_and_host)
+{
+	struct policy *p = load("version: 1\n"
+				"rejected_ca:\n"
+				"  - name: pinned-tool\n"
+				"    when: { exe: [/opt/tool/bin/*], host: [api.openai.com] }\n"
+				"    action: passthrough\n"
+				"    ttl: 30m\n"
+				"  - name: no-curl\n"
+				"    when: { exe: [/usr/bin/curl] }\n"
+				"    action: block\n"
+				"  - name: rest-of-openai\n"
+				"    when: { host: [\"*.openai.com\"], user_not: [root] }\n"
+				"    action: passthrough\n");
+	CHECK(p, "load: %s", last_errs);
+	CHECK(policy_rejected_ca_count(p) == 3, "count %zu", policy_rejected_ca_count(p));
+	struct policy_ctx c = base_ctx();
+	struct policy_rejca d;
+
+	c.exe = "/opt/tool/bin/x";
+	CHECK(policy_eval_rejected_ca(p, &c, &d) == 1 && d.passthrough && d.ttl_ms == 1800000 &&
+	      !strcmp(d.rule, "pinned-tool") && d.line == 3, "exe+host: %s %d %u", d.rule, d.passthrough, d.ttl_ms);
+	c.host = "api.anthropic.com";   /* same program, another host: no entry */
+	CHECK(policy_eval_rejected_ca(p, &c, &d) == 0 && !d.rule, "another host matched %s", d.rule);
+	c.exe = "/usr/bin/curl";        /* order: no-curl before rest-of-openai */
+	c.host = "api.openai.com";
+	CHECK(policy_eval_rejected_ca(p, &c, &d) == 1 && !d.passthrough && !strcmp(d.rule, "no-curl"), "curl: %s",
+	      d.rule);
+	c.exe = "/usr/bin/node";        /* ttl absent: the agent's rejected_ca_ttl */
+	CHECK(policy_eval_rejected_ca(p, &c, &d) == 1 && d.passthrough && d.ttl_ms == 0 &&
+	      !strcmp(d.rule, "rest-of-openai"), "node: %s %u", d.rule, d.ttl_ms);
+	c.user = "root";
+	CHECK(policy_eval_rejected_ca(p, &c, &d) == 0, "user_not ignored: %s", d.rule);
+	c.exe = NULL;                   /* an unknown program never matches an exe condition */
+	c.user = "alice";
+	c.host = "api.openai.com";
+	CHECK(policy_eval_rejected_ca(p, &c, &d) == 1 && !strcmp(d.rule, "rest-of-openai"), "unknown exe: %s", d.rule);
+	/* The request rules are not consulted, nor the reverse. */
+	CHECK(!strcmp(decide(p, &c), "default"), "a rejected_ca entry decided a request: %s", decide(p, &c));
+	policy_unref(p);
+	/* No entries, no policy: the agent's setting. */
+	CHECK((p = load("version: 1\n")) && policy_eval_rejected_ca(p, &c, &d) == 0 && !d.passthrough, "empty policy");
+	policy_unref(p);
+	CHECK(policy_eval_rejected_ca(NULL, &c, &d) == 0, "no policy");
+}
+
+TEST(rejected_ca_errors_name_file_and_line)
+{
+	CHECK(!load("version: 1\n"                                 /* 1 */
+		    "rejected_ca:\n"                               /* 2 */
+		    "  - name: a\n"                                /* 3 */
+		    "    when: { exe: [/x], model: [gpt-4o] }\n"   /* 4 */
+		    "    action: allow\n"                          /* 5 */
+		    "  - name: b\n"                                /* 6 */
+		    "    action: passthrough\n"                    /* 7 */
+		    "    ttl: 2d\n"                                /* 8 */
+		    "  - name: c\n"                                /* 9 */
+		    "    action: block\n"                          /* 10 */
+		    "    ttl: 1h\n"                                /* 11 */
+		    "    colour: red\n"                            /* 12 */
+		    "  - when: { finding: [EMAIL] }\n"             /* 13 */
+		    "    action: passthrough\n"                    /* 14 */
+		    "  - name: a\n"                                /* 15 */
+		    "    when: { host: [x.example] }\n"            /* 16 */
+		    "    ttl: soon\n"),                            /* 17 */
+	      "a broken rejected_ca list loaded");
+	CHECK(has_err(4, "unknown rejected_ca condition 'model'"), "model condition: %s", last_errs);
+	CHECK(has_err(5, "action must be block or passthrough"), "action: %s", last_errs);
+	CHECK(has_err(8, "ttl must be a duration from 1ms to 24h"), "ttl 2d: %s", last_errs);
+	CHECK(has_err(11, "only meaningful with action: passthrough"), "ttl with block: %s", last_errs);
+	CHECK(has_err(12, "unknown key 'colour'"), "unknown key: %s", last_errs);
+	CHECK(has_err(13, "missing name") && has_err(13, "unknown rejected_ca condition 'finding'"), "finding: %s",
+	      last_errs);
+	CHECK(has_err(15, "duplicate name 'a' (first at line 3)") && has_err(15, "missing action"), "dup: %s",
+	      last_errs);
+	CHECK(has_err(17, "ttl must be a duration"), "ttl soon: %s", last_errs);
+	/* b (any program, any host) covers c: c can never match. */
+	CHECK(has_err(9, "rejected_ca 'c' can never match: shadowed by the earlier entry 'b' (line 6)"), "shadow: %s",
+	      last_errs);
+	CHECK(!load("version: 1\nrejected_ca: { name: a }\n") && has_err(2, "rejected_ca: expected a list"), "map: %s",
+	      last_errs);
+	CHECK(!load("version: 1\nrejected_ca:\n  - passthrough\n") && has_err(3, "each entry is a map"), "scalar: %s",
+	      last_errs);
+}

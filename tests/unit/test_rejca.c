@@ -11,6 +11,10 @@ TEST(remembered_per_program_and_host_for_ttl)
 	CHECK(t, "rejca_new");
 	CHECK(!rejca_active(t, "/usr/bin/curl", "api.openai.com", 1000, 5000), "empty table active");
 	rejca_note(t, "/usr/bin/curl", "api.openai.com", 1000);
+	uint64_t at = 0;
+	CHECK(rejca_last(t, "/usr/bin/curl", "api.openai.com", &at) && at == 1000, "last refusal at %llu",
+	      (unsigned long long)at);
+	CHECK(!rejca_last(t, "/usr/bin/curl", "api.anthropic.com", &at), "last refusal for another host");
 	CHECK(rejca_active(t, "/usr/bin/curl", "api.openai.com", 5999, 5000), "not active within ttl");
 	CHECK(!rejca_active(t, "/usr/bin/curl", "api.openai.com", 6000, 5000), "active after ttl");
 	CHECK(!rejca_active(t, "/usr/bin/node", "api.openai.com", 2000, 5000), "another program matched");
