@@ -1212,10 +1212,10 @@ static int ch_inventory(struct store *s, const struct store_filter *f, struct st
 	struct buf q = { 0 };
 	int rc;
 	b_add(&q, "SELECT `user`, exe, if(provider != '', provider, sni) AS svc, host, min(time), max(time), count(),"
-		  " countIf(kind = 'request'), sum(greatest(prompt_tokens, 0) + greatest(completion_tokens, 0)),"
+		  " countIf(kind IN ('request', 'websocket')), sum(greatest(prompt_tokens, 0) + greatest(completion_tokens, 0)),"
 		  " countIf(findings != ''), countIf(action = 'block') FROM events",
 	      strlen("SELECT `user`, exe, if(provider != '', provider, sni) AS svc, host, min(time), max(time), count(),"
-		     " countIf(kind = 'request'), sum(greatest(prompt_tokens, 0) + greatest(completion_tokens, 0)),"
+		     " countIf(kind IN ('request', 'websocket')), sum(greatest(prompt_tokens, 0) + greatest(completion_tokens, 0)),"
 		     " countIf(findings != ''), countIf(action = 'block') FROM events"));
 	where(&q, f);
 	b_fmt(&q, " AND if(provider != '', provider, sni) != '' AND kind NOT IN ('review', 'alert') GROUP BY `user`, exe, svc, host"

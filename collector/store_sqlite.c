@@ -420,11 +420,16 @@ static int sq_insert_local(struct store *s, const struct store_event *e)
 }
 
 /* WHERE clause builder: appends conditions with numbered parameters and
- * remembers the values to bind. */
+ * remembers the values to bind. Text parameters take ?1..?WHERE_TEXT (13
+ * equality filters, a finding and an event reference use 16 today),
+ * numbers the slots after them. */
+#define WHERE_TEXT 24
+#define WHERE_FIRST_NUM "25"   /* WHERE_TEXT + 1, spelled out for SQL text */
+_Static_assert(WHERE_TEXT == 24, "WHERE_FIRST_NUM must be WHERE_TEXT + 1");
 struct where {
 	char sql[1024];
 	size_t len;
-	const char *text[16];
+	const char *text[WHERE_TEXT];
 	int64_t num[8];
 	int ntext, nnum;
 };
@@ -451,17 +456,17 @@ static void where_evref(const struct store_filter *f, struct where *w)
 	w->num[w->nnum++] = (int64_t)r->seq;
 	if (f->at) {
 		snprintf(c, sizeof(c), "e.agent_id = ?%d AND e.boot_id = ?%d AND e.seq = ?%d", w->ntext - 1, w->ntext,
-			 16 + w->nnum);
+			 WHERE_TEXT + w->nnum);
 	} else {
 		w->num[w->nnum++] = (r->time_us < 0 ? 0 : r->time_us) << 10;
 		snprintf(c, sizeof(c),
 			 "e.id < COALESCE((SELECT id FROM events WHERE agent_id = ?%d AND boot_id = ?%d AND seq = ?%d), ?%d)",
-			 w->ntext - 1, w->ntext, 15 + w->nnum, 16 + w->nnum);
+			 w->ntext - 1, w->ntext, WHERE_TEXT - 1 + w->nnum, WHERE_TEXT + w->nnum);
 	}
 	w_add(w, c);
 }
 
-/* Conditions on table alias "e". Text params are ?1..?16; numbers ?17.. */
+/* Conditions on table alias "e". Text params are ?1..?WHERE_TEXT; numbers follow. */
 static void build_where(const struct store_filter *f, struct where *w)
 {
 	memset(w, 0, sizeof(*w));
@@ -484,13 +489,13 @@ static void build_where(const struct store_filter *f, struct where *w)
 	if (f->since_us) {
 		w->num[w->nnum++] = f->since_us;
 		w->num[w->nnum++] = (f->since_us < 0 ? 0 : f->since_us) << 10;
-		snprintf(c, sizeof(c), "e.time >= ?%d AND e.id >= ?%d", 15 + w->nnum, 16 + w->nnum);
+		snprintf(c, sizeof(c), "e.time >= ?%d AND e.id >= ?%d", WHERE_TEXT - 1 + w->nnum, WHERE_TEXT + w->nnum);
 		w_add(w, c);
 	}
 	if (f->until_us) {
 		w->num[w->nnum++] = f->until_us;
 		w->num[w->nnum++] = (f->until_us < 0 ? 0 : f->until_us) << 10;
-		snprintf(c, sizeof(c), "e.time < ?%d AND e.id < ?%d", 15 + w->nnum, 16 + w->nnum);
+		snprintf(c, sizeof(c), "e.time < ?%d AND e.id < ?%d", WHERE_TEXT - 1 + w->nnum, WHERE_TEXT + w->nnum);
 		w_add(w, c);
 	}
 	if (f->action && strcmp(f->action, "allow")) {
@@ -500,7 +505,7 @@ static void build_where(const struct store_filter *f, struct where *w)
 	if (f->finding) {
 		w->text[w->ntext++] = f->finding;
 		snprintf(c, sizeof(c), "e.id IN (SELECT ev FROM event_findings WHERE type = ?%d%s)", w->ntext,
-			 f->since_us ? " AND time >= ?17" : "");
+			 f->since_us ? " AND time >= ?" WHERE_FIRST_NUM : "");
 		w_add(w, c);
 	}
 	where_evref(f, w);
@@ -511,7 +516,7 @@ static void bind_where(sqlite3_stmt *st, const struct where *w)
 	for (int i = 0; i < w->ntext; i++)
 		sqlite3_bind_text(st, i + 1, w->text[i], -1, SQLITE_STATIC);
 	for (int i = 0; i < w->nnum; i++)
-		sqlite3_bind_int64(st, 17 + i, w->num[i]);
+		sqlite3_bind_int64(st, WHERE_TEXT + 1 + i, w->num[i]);
 }
 
 static const uint8_t *col_blob32(sqlite3_stmt *st, int i, uint8_t out[32])
@@ -846,7 +851,7 @@ static int sq_inventory(struct store *s, const struct store_filter *f, struct st
 	int rc;
 	build_where(f, &w);
 	snprintf(sql, sizeof(sql),
-		 "SELECT e.user, e.exe, " SVC ", e.host, min(e.time), max(e.time), count(*), sum(e.kind = 'request'),"
+		 "SELECT e.user, e.exe, " SVC ", e.host, min(e.time), max(e.time), count(*), sum(e.kind IN ('request', 'websocket')),"
 		 " sum(max(e.prompt_tokens, 0) + max(e.completion_tokens, 0)), sum(e.findings != ''),"
 		 " sum(e.action = 'block') FROM events e%s%s" SVC " != '' AND e.kind NOT IN ('review', 'alert')"
 		 " GROUP BY 1, 2, 3, 4 ORDER BY 7 DESC, 1, 2, 3, 4"
