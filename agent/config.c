@@ -692,6 +692,9 @@ static int load_limits(const char *file, const struct ynode *m, struct config *c
 		} else if (!strcmp(k, "idle_timeout")) {
 			if ((ret = set_ms(file, v, &c->idle_timeout_ms, err, errlen)))
 				return ret;
+		} else if (!strcmp(k, "ws_idle_timeout")) {
+			if ((ret = set_ms(file, v, &c->ws_idle_timeout_ms, err, errlen)))
+				return ret;
 		} else if (!strcmp(k, "upstream_timeout")) {
 			if ((ret = set_ms(file, v, &c->upstream_timeout_ms, err, errlen)))
 				return ret;
@@ -766,6 +769,7 @@ static int set_defaults(struct config *c)
 	c->clienthello_timeout_ms = 3000;
 	c->unwatched_sni = CONFIG_UNWATCHED_INTERCEPT;
 	c->idle_timeout_ms = 120000;
+	c->ws_idle_timeout_ms = 30 * 60000;
 	c->upstream_timeout_ms = 30000;
 	c->max_connections = 10000;
 	c->dns_min_ttl_s = 30;

@@ -83,6 +83,7 @@ struct config {
 	uint32_t header_timeout_ms;
 	uint32_t clienthello_timeout_ms; /* limits.clienthello_timeout: first flight must be complete by then */
 	uint32_t idle_timeout_ms;
+	uint32_t ws_idle_timeout_ms;   /* a WebSocket session with no frame either way (voice sessions idle long) */
 	uint32_t upstream_timeout_ms;  /* connect + TLS handshake + response head */
 	uint32_t max_connections;
 	uint32_t dns_min_ttl_s, dns_max_ttl_s;

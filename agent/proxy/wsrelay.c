@@ -615,7 +615,7 @@ static int feed(struct session *s, bool from_client, const uint8_t *buf, size_t 
 static void relay(struct session *s, struct wsrelay_io *io)
 {
 	uint8_t *buf = s->rbuf;
-	uint64_t idle = s->hs->ag->cfg->idle_timeout_ms;
+	uint64_t idle = s->hs->ag->cfg->ws_idle_timeout_ms;
 
 	if (io->upend_len)
 		feed(s, false, (const uint8_t *)io->upend, io->upend_len);

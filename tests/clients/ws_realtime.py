@@ -22,6 +22,7 @@ Steps (a JSON list), each one of:
   {"wait": "type"}                 read until an event of that type
   {"wait_binary": 1}               read until a binary message
   {"wait_pong": 1}                 read until a pong (or timeout)
+  {"sleep": S}                     S seconds of silence both ways
   {"close": 1000}                  a close frame, then read until closed
 Prints ONE JSON line: {"status", "headers", "events", "binary_b64",
 "pongs", "close_code", "closed", "error"}.
@@ -208,6 +209,8 @@ def main():
                     c.wait_for("pong")
                 except socket.timeout:
                     c.out["pong_timeout"] = True
+            elif "sleep" in st:
+                time.sleep(st["sleep"])
             elif "close" in st:
                 c.send(8, struct.pack("!H", st["close"]))
                 while True:

@@ -43,7 +43,8 @@ EMAIL = "ann.lee@corp-mail.example"
 TOKEN_RE = re.compile(r"\[\[VGL_EMAIL_[0-9a-f]{6}\]\]")
 
 RIG = rigmod.Rig("ws", {HOST: ADDR, AZURE: ADDR}, {}, extra_targets=[ADDR],
-                 agent_extra="limits:\n  ws_max_frame: 64k\n  ws_max_message: 256k\n")
+                 agent_extra="limits:\n  ws_max_frame: 64k\n  ws_max_message: 256k\n  header_timeout: 2s\n"
+                 "  idle_timeout: 3s\n  ws_idle_timeout: 30s\n")
 POLICY_PATH = os.path.join(RIG.tmp, "policy.yaml")
 with open(POLICY_PATH, "w") as f:
     f.write(POLICY)
@@ -311,6 +312,17 @@ def azure_realtime_path_allowed_others_refused():
     check(ev, "no Azure session event")
     out, got = session([], host=AZURE, path="/openai/deployments/gpt4/chat/completions?api-version=2024-10-21")
     check(out["status"] == 403 and not got, "a WebSocket to an Azure chat path was not refused: %s" % out)
+
+
+@test
+def silent_session_outlives_idle_timeout():
+    # A voice session is often silent for longer than an HTTP exchange may
+    # idle: ws_idle_timeout (30 s here), not idle_timeout (3 s), ends it.
+    out, got = session([user_item("still there?"), {"wait": "conversation.item.created"}, {"sleep": 5},
+                        user_item("after the pause"), {"wait": "conversation.item.created"}])
+    check(out.get("status") == 101, "upgrade: %s" % out.get("status"))
+    sent = [t for t in texts(got) if t.get("type") == "conversation.item.create"]
+    check(len(sent) == 2, "the server got %d of the 2 items; the session was cut in the pause" % len(sent))
 
 
 @test

@@ -69,7 +69,7 @@ TEST(full_config_is_read)
 			    "spool_dir: /tmp/spool\n"
 			    "agent_id: ws-42\n"
 			    "limits:\n  max_header_bytes: 16k\n  max_body_bytes: 8M\n  ws_max_frame: 64k\n  header_timeout: 2s\n"
-			    "  idle_timeout: 5m\n  max_connections: 500\n"
+			    "  idle_timeout: 5m\n  ws_idle_timeout: 1h\n  max_connections: 500\n"
 			    "collector:\n  address: c.example:7443\n  ca: /a\n  cert: /b\n  key: /c\n",
 			    &c, err, sizeof(err));
 	CHECK(ret == 0, "valid config refused: %s", err);
@@ -90,6 +90,7 @@ TEST(full_config_is_read)
 	      (unsigned long long)c->ws_max_frame, (unsigned long long)c->ws_max_message);
 	CHECK(c->header_timeout_ms == 2000 && c->idle_timeout_ms == 300000, "timeouts %u %u",
 	      c->header_timeout_ms, c->idle_timeout_ms);
+	CHECK(c->ws_idle_timeout_ms == 3600000, "ws_idle_timeout %u", c->ws_idle_timeout_ms);
 	CHECK(c->max_connections == 500, "max_connections");
 	CHECK(!strcmp(c->collector.address, "c.example:7443"), "collector address");
 	CHECK(!strcmp(c->agent_id, "ws-42"), "agent_id");
@@ -143,6 +144,8 @@ TEST(errors_name_file_and_line)
 	CHECK(fails_at("target_ports: [443, 0]\n", 1, "out of range", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("target_addresses:\n  - 127.0.0.2\n  - api.openai.com\n", 3, "not an IPv4 or IPv6", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("limits:\n  header_timeout: soon\n", 2, "duration", err, sizeof(err)), "%s", err);
+	CHECK(fails_at("limits:\n  max_connections: 100\n  ws_idle_timeout: never\n", 3, "duration", err, sizeof(err)),
+	      "%s", err);
 	CHECK(fails_at("limits:\n  max_body_bytes: 12Q\n", 2, "size", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("limits:\n  max_body_bytes: 10\n", 2, "1k..1G", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("limits:\n  ws_max_frame: 100\n", 2, "ws_max_frame must be 1k..1G", err, sizeof(err)), "%s", err);
