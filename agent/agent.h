@@ -87,6 +87,12 @@ void conn_info_fill_event(const struct conn_info *info, struct audit_event *ev);
 /* A policy context of the connection's identity and host, all else
  * unknown (x zeroed first; its strings borrowed from info). */
 void conn_info_policy_ctx(const struct conn_info *info, struct policy_ctx *x);
+/* After a client of info refused the interception CA: whether it is relayed
+ * undecrypted for *ttl_ms (the policy's first rejected_ca entry that
+ * matches, else the agent's on_rejected_ca), and the name of what decided
+ * (the entry, or "on_rejected_ca") in rule. */
+bool conn_info_rejected_ca(struct agent *ag, const struct conn_info *info, uint64_t *ttl_ms, char *rule,
+			   size_t rulelen);
 
 /* Opens a socket to the connection's original destination that the connect
  * hook will not redirect (the agent's own upstream). Non-blocking if

@@ -1,7 +1,9 @@
 /* conninfo: a redirected connection's identity and destination as audit
- * event fields, for every handler that audits it (the relay, the
- * interceptor, explicit proxies, WebSocket sessions). */
+ * event fields and as a policy context, for every handler that audits or
+ * decides it (the relay, the interceptor, explicit proxies, WebSocket
+ * sessions), and what follows a refusal of the interception CA. */
 #include "agent.h"
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include "audit/audit.h"
@@ -42,4 +44,27 @@ void conn_info_policy_ctx(const struct conn_info *info, struct policy_ctx *x)
 	x->host = info->sni[0] ? info->sni : NULL;
 	x->provider = x->host ? provider_name(provider_identify(x->host, NULL)) : NULL;
 	x->now = time(NULL);
+}
+
+bool conn_info_rejected_ca(struct agent *ag, const struct conn_info *info, uint64_t *ttl_ms, char *rule,
+			   size_t rulelen)
+{
+	struct policy *p;
+	struct policy_rejca d;
+	struct policy_ctx x;
+	bool pass = ag->cfg->rejected_ca_passthrough;
+
+	*ttl_ms = ag->cfg->rejected_ca_ttl_ms;
+	snprintf(rule, rulelen, "on_rejected_ca");
+	if (ag->policy && (p = policy_holder_get(ag->policy))) {
+		conn_info_policy_ctx(info, &x);
+		if (policy_eval_rejected_ca(p, &x, &d)) {
+			pass = d.passthrough;
+			*ttl_ms = d.ttl_ms ? d.ttl_ms : *ttl_ms;
+			/* copied: the name lives in the policy, which a reload may free */
+			snprintf(rule, rulelen, "%s", d.rule);
+		}
+		policy_unref(p);
+	}
+	return pass;
 }

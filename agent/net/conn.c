@@ -613,26 +613,12 @@ static void refuse(struct conn *c, enum reason why, bool tls, int http_status)
  * policy is consulted only once a refusal is remembered. */
 static bool rejected_ca_exception(struct conn *c)
 {
-	const struct config *cfg = c->ag->cfg;
-	struct policy *p;
-	struct policy_rejca d;
-	struct policy_ctx x;
-	bool pass = cfg->rejected_ca_passthrough;
-	uint64_t ttl = cfg->rejected_ca_ttl_ms, at, now = loop_now_ms();
+	uint64_t ttl, at, now = loop_now_ms();
+	bool pass;
 
 	if (!rejca_last(c->ag->rejected_ca, c->info.id.exe, c->info.sni, &at))
 		return false;
-	snprintf(c->exception_rule, sizeof(c->exception_rule), "on_rejected_ca");
-	if (c->ag->policy && (p = policy_holder_get(c->ag->policy))) {
-		conn_info_policy_ctx(&c->info, &x);
-		if (policy_eval_rejected_ca(p, &x, &d)) {
-			pass = d.passthrough;
-			ttl = d.ttl_ms ? d.ttl_ms : ttl;
-			/* copied: the name lives in the policy, which a reload may free */
-			snprintf(c->exception_rule, sizeof(c->exception_rule), "%s", d.rule);
-		}
-		policy_unref(p);
-	}
+	pass = conn_info_rejected_ca(c->ag, &c->info, &ttl, c->exception_rule, sizeof(c->exception_rule));
 	if (!pass || (now >= at && now - at >= ttl)) {
 		c->exception_rule[0] = 0;
 		return false;

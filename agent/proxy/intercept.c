@@ -1188,8 +1188,15 @@ static void serve(struct ic *ic)
 		/* Remembered whatever the mode (the loop thread reads the
 		 * mode, so a reload to passthrough applies to past refusals),
 		 * before the audit write so a quick retry finds it. */
-		if (ret != -ETIMEDOUT)
+		char rule[128];
+		uint64_t ttl;
+		if (ret != -ETIMEDOUT) {
 			rejca_note(ic->ag->rejected_ca, ic->info.id.exe, ic->info.sni, loop_now_ms());
+			/* names what decides the next attempt: a rejected_ca
+			 * entry, or the agent's on_rejected_ca */
+			conn_info_rejected_ca(ic->ag, &ic->info, &ttl, rule, sizeof(rule));
+			ev.rule = rule;
+		}
 		audit_emit(ic->ag->audit, &ev);
 		return;
 	}

@@ -176,6 +176,8 @@ def policy_block_for_another_program_overrides_the_agents_passthrough():
     lib_wait(lambda: len([e for e in rejections(POLICY) if exe_is(e, BLOCKCURL)]) >= 2)
     evs = [e for e in rejections(POLICY) if exe_is(e, BLOCKCURL)]
     check(len(evs) == 2, "expected two audited rejections of blockcurl: %s" % evs)
+    check(all(e.get("rule") == "keep-refusing" for e in evs),
+          "the rejections do not name the entry that keeps refusing: %s" % [e.get("rule") for e in evs])
     check(not [e for e in exceptions(POLICY) if exe_is(e, BLOCKCURL)], "blockcurl relayed by exception")
 
 
@@ -183,6 +185,8 @@ def policy_block_for_another_program_overrides_the_agents_passthrough():
 def a_program_no_entry_names_gets_the_agents_setting():
     check(refused(POLICY, OTHERCURL), "othercurl's first attempt should fail")
     lib_wait(lambda: [e for e in rejections(POLICY) if exe_is(e, OTHERCURL)])
+    rej = [e for e in rejections(POLICY) if exe_is(e, OTHERCURL)]
+    check(rej[-1].get("rule") == "on_rejected_ca", "the rejection does not name the fallback: %s" % rej[-1:])
     code, p = refusing_curl(POLICY, OTHERCURL)
     check(code == 200, "on_rejected_ca: passthrough did not apply without a policy entry: %s" % code)
     lib_wait(lambda: [e for e in exceptions(POLICY) if exe_is(e, OTHERCURL)])
