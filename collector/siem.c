@@ -150,6 +150,9 @@ void siem_otlp_record(const struct store_event *e, struct jsonw *w)
 	if (kind_is(e, "request") || e->prompt_tokens || e->completion_tokens) {
 		attr_int(w, "gen_ai.usage.input_tokens", e->prompt_tokens);
 		attr_int(w, "gen_ai.usage.output_tokens", e->completion_tokens);
+		/* part of input_tokens, as the conventions say it should be */
+		if (e->cached_tokens >= 0)
+			attr_int(w, "gen_ai.usage.cache_read.input_tokens", e->cached_tokens);
 	}
 	attr_str(w, "server.address", e->sni);
 	if (e->dst_port)
@@ -276,6 +279,8 @@ static void ocsf_unmapped(const struct store_event *e, struct jsonw *w)
 	}
 	jsonw_i64(w, "vigil.prompt_tokens", e->prompt_tokens);
 	jsonw_i64(w, "vigil.completion_tokens", e->completion_tokens);
+	if (e->cached_tokens >= 0)
+		jsonw_i64(w, "vigil.cached_tokens", e->cached_tokens);
 	jsonw_str(w, "vigil.agent_id", e->agent_id);
 	jsonw_u64(w, "vigil.seq", e->seq);
 	jsonw_obj_close(w);

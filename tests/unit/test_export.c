@@ -129,3 +129,21 @@ TEST(every_format_carries_the_mcp_fields)
 	CHECK(!strstr(s, "cs6Label") && !strstr(s, "flexString1Label"), "cef: empty MCP labels: %s", s);
 	free(s);
 }
+
+TEST(otlp_and_ocsf_carry_cached_tokens)
+{
+	struct store_event e = sample();
+	e.prompt_tokens = 120;
+	e.cached_tokens = 100;
+	char *s = render(EXPORT_OTLP, &e);
+	CHECK(strstr(s, "\"gen_ai.usage.cache_read.input_tokens\""), "otlp: cached tokens missing: %s", s);
+	free(s);
+	s = render(EXPORT_OCSF, &e);
+	CHECK(strstr(s, "\"vigil.cached_tokens\":100"), "ocsf: cached tokens missing: %s", s);
+	free(s);
+	/* unknown (-1): not written as a count */
+	e.cached_tokens = -1;
+	s = render(EXPORT_OTLP, &e);
+	CHECK(!strstr(s, "cache_read"), "otlp: an unknown cached count was written: %s", s);
+	free(s);
+}
