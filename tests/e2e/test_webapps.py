@@ -120,9 +120,9 @@ CLIENT = os.path.join(rigmod.CLIENTS, "webapp_browser.mjs")
 _n = [0]
 
 
-def browser(steps, watched=True, rig=None, firefox=None):
+def browser(steps, watched=True, rig=None, firefox=None, overlays=()):
     """Runs the steps in one chromium, or in firefox-esr with the profile
-    firefox; returns its results."""
+    firefox (overlays: see lib.wrap); returns its results."""
     rig = rig or RIG
     _n[0] += 1
     path = os.path.join(TMP, "steps-%d.json" % _n[0])
@@ -136,7 +136,7 @@ def browser(steps, watched=True, rig=None, firefox=None):
     if firefox:
         env.update(VIGIL_BROWSER="firefox", VIGIL_FIREFOX_PROFILE=firefox)
     p = lib.run(["node", CLIENT, path], cgroup=rig.cg.path if watched else None, uid=lib.NOBODY,
-                hosts=rig.hosts, env=env, timeout=180)
+                hosts=rig.hosts, env=env, timeout=180, overlays=overlays)
     lines = p.stdout.strip().splitlines()
     check(p.returncode == 0 and lines, "browser failed (%d): %s" % (p.returncode, p.stderr[-800:]))
     res = json.loads(lines[-1])
@@ -155,10 +155,10 @@ AWS_KEY = "AKIA" + "QWERTYUIOPASDFGH"
 SECRET_LINE = "aws_access_key_id = %s\naws_secret_access_key = %s\n" % (AWS_KEY, "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
 
 
-def chat_roundtrip(app, url, path_part, firefox=None):
+def chat_roundtrip(app, url, path_part, **browser_kw):
     before = len(received(lambda r: path_part in r["path"]))
     prompt = "please write to %s about the launch" % EMAIL
-    (res,) = browser([{"type": "chat", "url": url, "prompt": prompt}], firefox=firefox)
+    (res,) = browser([{"type": "chat", "url": url, "prompt": prompt}], **browser_kw)
     got = received(lambda r: path_part in r["path"])
     check(len(got) == before + 1, "%s backend got %d new prompts" % (app, len(got) - before))
     body = got[-1]["body"]
@@ -322,13 +322,40 @@ def firefox_chatgpt_key_is_blocked_and_the_page_says_why():
 
 
 @test
+def firefox_trusts_the_ca_through_the_installed_policy_file():
+    """`vigil ca trust` over a staged root writes Firefox's enterprise policy
+    (Certificates.Install) and the CA file it names; laid over /etc and
+    /usr/local/share/ca-certificates in the browser's own mount namespace
+    (this machine's stay untouched), a fresh profile whose cert9.db lacks
+    the CA (as a user's first run after the install) loads the app."""
+    stage = os.path.join(TMP, "stage")
+    os.makedirs(os.path.join(stage, "etc"))
+    os.chmod(stage, 0o755)
+    with open(os.path.join(stage, "etc/passwd"), "w") as f:  # no people: only what is installed system-wide
+        f.write("root:x:0:0:root:/root:/bin/sh\n")
+    r = subprocess.run([os.path.join(lib.BUILD, "vigil"), "ca", "trust", "--dir", RIG.ca_dir, "--root", stage],
+                       capture_output=True, text=True, timeout=60)
+    check(r.returncode == 0, "vigil ca trust --root: %s" % r.stderr[-400:])
+    os.unlink(os.path.join(stage, "etc/passwd"))  # the overlay shows only what vigil installed
+    with open(os.path.join(stage, "etc/firefox/policies/policies.json")) as f:
+        installed = json.load(f)["policies"]["Certificates"]["Install"]
+    profile = os.path.join(os.path.dirname(FX_TRUSTED), "policy.default")
+    nss_db(profile, vigil_ca=False)
+    ev = chat_roundtrip("chatgpt", "https://chatgpt.com/", "/backend-api/conversation", firefox=profile,
+                        overlays=[("/etc", os.path.join(stage, "etc")),
+                                  (os.path.dirname(installed[0]), stage + os.path.dirname(installed[0]))])
+    named_firefox(ev)
+
+
+@test
 def firefox_profile_without_the_ca_refuses_the_interception():
     """The negative control: the same profile set-up without the CA `vigil
     ca trust` adds does not load the app (so the runs above owe their
     success to that CA), and the agent audits the refusal with the program."""
     before = len(received(lambda r: True))
     (res,) = browser([{"type": "visit", "url": "https://chatgpt.com/", "tolerate": True}], firefox=FX_UNTRUSTED)
-    check("failed" in res, "Firefox without the CA loaded the intercepted app: %s" % res)
+    # refused for the issuer (not for a name or a network failure)
+    check("SEC_ERROR_UNKNOWN_ISSUER" in res.get("failed", ""), "Firefox without the CA: %s" % res)
     check(len(received(lambda r: True)) == before, "the backend was reached without the CA")
     evs = RIG.agent.wait_events(lambda e: e.get("reason") == "client_rejected_interception" and
                                 e.get("sni") == "chatgpt.com" and e.get("exe") == FIREFOX_EXE, kind="connection")
