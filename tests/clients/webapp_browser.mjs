@@ -1,4 +1,6 @@
-// Drives Debian's chromium (headless) through the fake chat web apps for
+// Drives Debian's chromium, or firefox-esr when VIGIL_BROWSER=firefox (over
+// WebDriver BiDi; the profile is VIGIL_FIREFOX_PROFILE, whose cert9.db
+// decides what it trusts), headless, through the fake chat web apps for
 // tests/e2e/test_webapps.py: node webapp_browser.mjs STEPS.json
 // Steps: {"type":"chat","url","prompt"} types the prompt and presses Send,
 // waits for the answer; {"type":"upload","url","name","mime","b64"} attaches
@@ -11,7 +13,17 @@ import puppeteer from 'puppeteer-core';
 
 const steps = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
 const rules = process.env.VIGIL_RESOLVER_RULES || '';
-const browser = await puppeteer.launch({
+const firefox = process.env.VIGIL_BROWSER === 'firefox';
+const browser = await puppeteer.launch(firefox ? {
+  browser: 'firefox',
+  executablePath: '/usr/bin/firefox-esr',
+  headless: true,
+  // an existing profile: puppeteer adds its automation prefs to user.js and
+  // keeps the NSS database (cert9.db) the test prepared. Names resolve
+  // through /etc/hosts (no --host-resolver-rules in Firefox); no DoH.
+  userDataDir: process.env.VIGIL_FIREFOX_PROFILE,
+  extraPrefsFirefox: { 'network.trr.mode': 5, 'security.enterprise_roots.enabled': false },
+} : {
   executablePath: '/usr/bin/chromium',
   headless: true,
   userDataDir: process.env.HOME + '/chromium-profile',

@@ -11,6 +11,7 @@ Each test prints "PASS name" or "FAIL name: why"; tests/run.sh counts them.
 import atexit
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -89,10 +90,16 @@ class Scratch:
         raise RuntimeError("cannot remove scratch cgroup %s" % self.path)
 
 
-def wrap(argv, cgroup=None, uid=None, gid=None, hosts=None, resolv=None):
+def wrap(argv, cgroup=None, uid=None, gid=None, hosts=None, resolv=None, overlays=()):
     """The command line that runs argv inside cgroup, as uid, with hosts as
-    /etc/hosts and resolv as /etc/resolv.conf (private mount namespace)."""
+    /etc/hosts and resolv as /etc/resolv.conf, and each (dir, upper) of
+    overlays' files laid over dir (private mount namespace: a staged
+    install seen in place without touching this machine's own files)."""
     script = ""
+    for d, upper in overlays:
+        os.makedirs(upper + ".work", exist_ok=True)
+        script += "mount -t overlay overlay -o lowerdir=%s,upperdir=%s,workdir=%s %s || exit 95; " % (
+            shlex.quote(d), shlex.quote(upper), shlex.quote(upper + ".work"), shlex.quote(d))
     if hosts:
         script += 'mount --bind "$VIGIL_HOSTS" /etc/hosts || exit 97; '
     if resolv:
@@ -105,7 +112,7 @@ def wrap(argv, cgroup=None, uid=None, gid=None, hosts=None, resolv=None):
         g = gid if gid is not None else uid
         inner = ["setpriv", "--reuid=%d" % uid, "--regid=%d" % g, "--clear-groups", "--"] + argv
     cmd = ["sh", "-c", script, "sh"] + inner
-    if hosts or resolv:
+    if hosts or resolv or overlays:
         cmd = ["unshare", "-m", "--propagation", "private"] + cmd
     return cmd
 
@@ -122,7 +129,7 @@ def hosts_file(mapping, tmpdir):
 
 
 def run(argv, cgroup=None, uid=None, gid=None, hosts=None, env=None, timeout=60, input=None, check=False,
-        resolv=None):
+        resolv=None, overlays=()):
     e = dict(os.environ)
     if env:
         e.update(env)
@@ -132,7 +139,7 @@ def run(argv, cgroup=None, uid=None, gid=None, hosts=None, env=None, timeout=60,
         e["VIGIL_HOSTS"] = hosts
     if resolv:
         e["VIGIL_RESOLV"] = resolv
-    p = subprocess.run(wrap(argv, cgroup, uid, gid, hosts, resolv), env=e, capture_output=True, text=True,
+    p = subprocess.run(wrap(argv, cgroup, uid, gid, hosts, resolv, overlays), env=e, capture_output=True, text=True,
                        timeout=timeout, input=input)
     if check and p.returncode != 0:
         raise AssertionError("%s exited %d: %s" % (argv[:3], p.returncode, p.stderr.strip()[-800:]))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""End-to-end: the chat web apps in a real browser.
+"""End-to-end: the chat web apps in real browsers.
 
 Debian's chromium, headless, driven by the pinned puppeteer-core, runs as
 an ordinary user (nobody, with a HOME of its own whose NSS database trusts
@@ -16,6 +16,11 @@ page); a secret in an uploaded file (gzipped, multipart, or PUT raw) is
 blocked before the upload host sees it; another site on the same address
 passes byte for byte, undecrypted; events name the app and the
 conversation; page load time with and without the agent (median).
+Debian's firefox-esr, driven by the same puppeteer-core over WebDriver
+BiDi, as nobody with a profile whose cert9.db trusts the CA as `vigil ca
+trust` puts it into existing Firefox profiles: the e-mail round trip and the
+block, events naming firefox-esr; the same profile without that CA refuses
+the interception, audited as client_rejected_interception naming firefox.
 """
 import base64
 import gzip
@@ -86,18 +91,38 @@ def as_nobody(argv):
     check(p.returncode == 0, "%s: %s" % (argv[:2], p.stderr[-400:]))
 
 
-as_nobody(["certutil", "-N", "-d", "sql:" + NSSDB, "--empty-password"])
-# the interception CA, as `vigil ca trust` installs it; the test PKI's root
-# for the sites nobody intercepts (the unwatched one, and the run without agent)
-as_nobody(["certutil", "-A", "-d", "sql:" + NSSDB, "-n", "Vigil Interception CA", "-t", "C,,", "-i", RIG.ca])
-as_nobody(["certutil", "-A", "-d", "sql:" + NSSDB, "-n", "test public web", "-t", "C,,", "-i", RIG.pki["ca_cert"]])
+def nss_db(path, vigil_ca=True):
+    """A fresh NSS database owned by nobody trusting the test PKI's root (the
+    sites nobody intercepts: the unwatched one, and the run without agent)
+    and, with vigil_ca, the interception CA added as `vigil ca trust` adds
+    it (collector/cli/ca_browser.c: its nickname, trust "C,,")."""
+    os.makedirs(path, exist_ok=True)
+    os.chown(path, lib.NOBODY, lib.NOBODY)
+    as_nobody(["certutil", "-N", "-d", "sql:" + path, "--empty-password"])
+    if vigil_ca:
+        as_nobody(["certutil", "-A", "-d", "sql:" + path, "-n", "Vigil Interception CA (vigil ca trust)",
+                   "-t", "C,,", "-i", RIG.ca])
+    as_nobody(["certutil", "-A", "-d", "sql:" + path, "-n", "test public web", "-t", "C,,", "-i", RIG.pki["ca_cert"]])
+
+
+nss_db(NSSDB)
+# Firefox profiles where `vigil ca trust` finds them (~/.mozilla/firefox/*):
+# one it has run over, one it has not (the negative control)
+FX_TRUSTED = os.path.join(HOME, ".mozilla", "firefox", "trusted.default")
+FX_UNTRUSTED = os.path.join(HOME, ".mozilla", "firefox", "untrusted.default")
+for d in (os.path.join(HOME, ".mozilla"), os.path.dirname(FX_TRUSTED)):
+    os.makedirs(d)
+    os.chown(d, lib.NOBODY, lib.NOBODY)
+nss_db(FX_TRUSTED)
+nss_db(FX_UNTRUSTED, vigil_ca=False)
 
 CLIENT = os.path.join(rigmod.CLIENTS, "webapp_browser.mjs")
 _n = [0]
 
 
-def browser(steps, watched=True, rig=None):
-    """Runs the steps in one chromium; returns its results."""
+def browser(steps, watched=True, rig=None, firefox=None, overlays=()):
+    """Runs the steps in one chromium, or in firefox-esr with the profile
+    firefox (overlays: see lib.wrap); returns its results."""
     rig = rig or RIG
     _n[0] += 1
     path = os.path.join(TMP, "steps-%d.json" % _n[0])
@@ -108,8 +133,10 @@ def browser(steps, watched=True, rig=None):
     env = {"HOME": HOME, "VIGIL_RESOLVER_RULES": ", ".join("MAP %s %s" % (h, a) for h, a in hosts.items())}
     if os.environ.get("VIGIL_CHROMIUM_NO_SANDBOX"):
         env["VIGIL_NO_SANDBOX"] = "1"
+    if firefox:
+        env.update(VIGIL_BROWSER="firefox", VIGIL_FIREFOX_PROFILE=firefox)
     p = lib.run(["node", CLIENT, path], cgroup=rig.cg.path if watched else None, uid=lib.NOBODY,
-                hosts=rig.hosts, env=env, timeout=180)
+                hosts=rig.hosts, env=env, timeout=180, overlays=overlays)
     lines = p.stdout.strip().splitlines()
     check(p.returncode == 0 and lines, "browser failed (%d): %s" % (p.returncode, p.stderr[-800:]))
     res = json.loads(lines[-1])
@@ -128,10 +155,10 @@ AWS_KEY = "AKIA" + "QWERTYUIOPASDFGH"
 SECRET_LINE = "aws_access_key_id = %s\naws_secret_access_key = %s\n" % (AWS_KEY, "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
 
 
-def chat_roundtrip(app, url, path_part):
+def chat_roundtrip(app, url, path_part, **browser_kw):
     before = len(received(lambda r: path_part in r["path"]))
     prompt = "please write to %s about the launch" % EMAIL
-    (res,) = browser([{"type": "chat", "url": url, "prompt": prompt}])
+    (res,) = browser([{"type": "chat", "url": url, "prompt": prompt}], **browser_kw)
     got = received(lambda r: path_part in r["path"])
     check(len(got) == before + 1, "%s backend got %d new prompts" % (app, len(got) - before))
     body = got[-1]["body"]
@@ -172,15 +199,16 @@ def claude_email_is_tokenized_and_restored_in_the_page():
           ev.get("model") == "claude-sonnet-4-20250514", "event: %s" % ev)
 
 
-def blocked_in_page(app, url, path_part):
+def blocked_in_page(app, url, path_part, firefox=None):
     before = len(received(lambda r: path_part in r["path"]))
-    (res,) = browser([{"type": "chat", "url": url, "prompt": "deploy with key %s now" % AWS_KEY}])
+    (res,) = browser([{"type": "chat", "url": url, "prompt": "deploy with key %s now" % AWS_KEY}], firefox=firefox)
     check(len(received(lambda r: path_part in r["path"])) == before, "%s backend received the key" % app)
     check(res["status"] == 200 and "credentials must not be pasted into chat apps" in res["answer"] and
           "Something went wrong" not in res["answer"], "%s page shows %r, not the policy message" % (app, res))
     evs = RIG.request_events(lambda e: e.get("app") == app and e.get("action") == "block")
     check(evs and evs[-1]["rule"] == "no-keys" and evs[-1]["status"] == 403,
           "%s block event: %s" % (app, evs[-1:] if evs else "none"))
+    return evs[-1]
 
 
 @test
@@ -271,6 +299,68 @@ def other_sites_on_an_app_only_address_are_not_decrypted():
           "the CDN neighbour was decrypted")
     check(rig2.agent.wait_events(lambda e: e.get("sni") == "unwatched.example", kind="connection"),
           "the relayed connection was not audited")
+
+
+FIREFOX_EXE = "/usr/lib/firefox-esr/firefox-esr"
+
+
+def named_firefox(ev):
+    check(ev.get("exe") == FIREFOX_EXE, "the event names %s (%s), not Firefox" % (ev.get("exe"), ev.get("comm")))
+
+
+@test
+def firefox_chatgpt_email_is_tokenized_and_restored_in_the_page():
+    ev = chat_roundtrip("chatgpt", "https://chatgpt.com/", "/backend-api/conversation", firefox=FX_TRUSTED)
+    check(ev.get("conversation") == "67530e1a-1b2c-800d-9e0f-112233445566", "event conversation: %s" % ev)
+    check(EMAIL not in json.dumps(ev), "the e-mail is in the event")
+    named_firefox(ev)
+
+
+@test
+def firefox_chatgpt_key_is_blocked_and_the_page_says_why():
+    named_firefox(blocked_in_page("chatgpt", "https://chatgpt.com/", "/backend-api/conversation", firefox=FX_TRUSTED))
+
+
+@test
+def firefox_trusts_the_ca_through_the_installed_policy_file():
+    """`vigil ca trust` over a staged root writes Firefox's enterprise policy
+    (Certificates.Install) and the CA file it names; laid over /etc and
+    /usr/local/share/ca-certificates in the browser's own mount namespace
+    (this machine's stay untouched), a fresh profile whose cert9.db lacks
+    the CA (as a user's first run after the install) loads the app."""
+    stage = os.path.join(TMP, "stage")
+    os.makedirs(os.path.join(stage, "etc"))
+    os.chmod(stage, 0o755)
+    with open(os.path.join(stage, "etc/passwd"), "w") as f:  # no people: only what is installed system-wide
+        f.write("root:x:0:0:root:/root:/bin/sh\n")
+    r = subprocess.run([os.path.join(lib.BUILD, "vigil"), "ca", "trust", "--dir", RIG.ca_dir, "--root", stage],
+                       capture_output=True, text=True, timeout=60)
+    check(r.returncode == 0, "vigil ca trust --root: %s" % r.stderr[-400:])
+    os.unlink(os.path.join(stage, "etc/passwd"))  # the overlay shows only what vigil installed
+    with open(os.path.join(stage, "etc/firefox/policies/policies.json")) as f:
+        installed = json.load(f)["policies"]["Certificates"]["Install"]
+    profile = os.path.join(os.path.dirname(FX_TRUSTED), "policy.default")
+    nss_db(profile, vigil_ca=False)
+    ev = chat_roundtrip("chatgpt", "https://chatgpt.com/", "/backend-api/conversation", firefox=profile,
+                        overlays=[("/etc", os.path.join(stage, "etc")),
+                                  (os.path.dirname(installed[0]), stage + os.path.dirname(installed[0]))])
+    named_firefox(ev)
+
+
+@test
+def firefox_profile_without_the_ca_refuses_the_interception():
+    """The negative control: the same profile set-up without the CA `vigil
+    ca trust` adds does not load the app (so the runs above owe their
+    success to that CA), and the agent audits the refusal with the program."""
+    before = len(received(lambda r: True))
+    (res,) = browser([{"type": "visit", "url": "https://chatgpt.com/", "tolerate": True}], firefox=FX_UNTRUSTED)
+    # refused for the issuer (not for a name or a network failure)
+    check("SEC_ERROR_UNKNOWN_ISSUER" in res.get("failed", ""), "Firefox without the CA: %s" % res)
+    check(len(received(lambda r: True)) == before, "the backend was reached without the CA")
+    evs = RIG.agent.wait_events(lambda e: e.get("reason") == "client_rejected_interception" and
+                                e.get("sni") == "chatgpt.com" and e.get("exe") == FIREFOX_EXE, kind="connection")
+    check(evs, "the refusal is not audited naming firefox: %s" %
+          [e for e in RIG.agent.events("connection") if e.get("reason")][-3:])
 
 
 @test
