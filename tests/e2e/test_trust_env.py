@@ -338,6 +338,76 @@ def go_net_http_as_service_trusts_the_ca():
     check(evs and {"type": "AWS_ACCESS_KEY", "count": 1} in evs[-1]["findings"], "block event %s" % evs[-1:])
 
 
+RUST_MAIN = r"""
+// POSTs argv[1] as a chat completion; prints "STATUS BODY" or "error WHY".
+fn main() {
+    let body = std::env::args().nth(1).unwrap_or_default();
+    match ureq::post("https://api.openai.com/v1/chat/completions")
+        .set("Authorization", "Bearer sk-test")
+        .set("Content-Type", "application/json")
+        .send_string(&body)
+    {
+        Ok(r) => { let s = r.status(); println!("{} {}", s, r.into_string().unwrap_or_default()); }
+        Err(ureq::Error::Status(s, r)) => println!("{} {}", s, r.into_string().unwrap_or_default()),
+        Err(e) => println!("error {}", e),
+    }
+}
+"""
+# ureq over rustls with rustls-native-certs (openssl-probe: SSL_CERT_FILE,
+# else the system bundle); webpki-roots is left out so only native roots count.
+RUST_CARGO = """[package]
+name = "rschat"
+version = "0.1.0"
+edition = "2021"
+
+[dependencies]
+ureq = { version = "2", default-features = false, features = ["tls", "native-certs"] }
+"""
+# Debian's librust-*-dev packages are a crate directory source: nothing fetched.
+RUST_SOURCES = """[source.crates-io]
+replace-with = "debian"
+[source.debian]
+directory = "/usr/share/cargo/registry"
+[net]
+offline = true
+"""
+
+
+def rust_build():
+    """Builds the ureq client with Debian's cargo/rustc (not a rustup
+    toolchain that may be on PATH) from Debian's crate packages only."""
+    check(os.path.exists("/usr/bin/cargo") and os.path.isdir("/usr/share/cargo/registry/ureq-2.6.2"),
+          "cargo or librust-ureq-dev (Debian) is not installed")
+    d = os.path.join(TMP, "rsclient")
+    for sub, name, text in (("src", "main.rs", RUST_MAIN), ("", "Cargo.toml", RUST_CARGO),
+                            (".cargo", "config.toml", RUST_SOURCES)):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+        with open(os.path.join(d, sub, name), "w") as f:
+            f.write(text)
+    env = {"PATH": "/usr/bin:/bin", "HOME": os.path.join(d, "home"), "CARGO_HOME": os.path.join(d, "cargohome"),
+           "RUSTC": "/usr/bin/rustc"}
+    p = subprocess.run(["/usr/bin/cargo", "build", "--offline", "-q"], cwd=d, env=env, capture_output=True,
+                       text=True, timeout=600)
+    check(p.returncode == 0, "cargo build: %s" % p.stderr[-600:])
+    return os.path.join(d, "target", "debug", "rschat")
+
+
+@test
+def rust_rustls_native_certs_as_service_trusts_the_ca():
+    exe = rust_build()
+    os.chmod(os.path.join(TMP, "rsclient"), 0o755)
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "service rust"}]})
+    p = as_service([exe, body], SERVICE_ENV, staged=False, uid=lib.NOBODY)
+    check(p.stdout.startswith("error") and "UnknownIssuer" in p.stdout,
+          "control: Rust trusted the CA with a bundle that lacks it: %s %s" % (p.stdout[-300:], p.stderr[-300:]))
+    p = as_service([exe, body], SERVICE_ENV, uid=lib.NOBODY)
+    status, _, answer = p.stdout.strip().partition(" ")
+    check(status == "200" and "echo: service rust" in answer, "Rust with the service environment: %s %s"
+          % (p.stdout[-300:], p.stderr[-300:]))
+    evs = RIG.request_events(lambda e: (e["exe"] or "").endswith("rschat"))
+    check(evs and evs[-1]["status"] == 200 and evs[-1]["uid"] == lib.NOBODY, "not audited: %s" % evs[-1:])
+
+
 @test
 def untrust_removes_the_dropins():
     p = subprocess.run([VIGIL, "ca", "untrust", "--root", STAGE], capture_output=True, text=True, timeout=30)
