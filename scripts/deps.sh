@@ -14,7 +14,8 @@ build_pkgs=(
 test_pkgs=(
   curl python3 openssl iproute2 util-linux procps ca-certificates
   sqlite3 zstd clickhouse-server slowhttptest testssl.sh libclang-rt-14-dev dpkg-dev
-  nghttp2-client python3-h2 python3-yaml libnss3-tools chromium firefox-esr gnutls-bin openjdk-17-jre-headless ca-certificates-java
+  nghttp2-client python3-h2 python3-yaml libnss3-tools chromium firefox-esr gnutls-bin openjdk-17-jre-headless ca-certificates-java golang-go
+  cargo rustc librust-ureq-dev
   zookeeper
 )
 bench_pkgs=( nginx-light mitmproxy libpcre2-dev wrk )

@@ -79,10 +79,13 @@ trust_stage()
 SERVICE_ENV = dropin_env(DROPINS[0])
 
 
-def as_service(argv, env, staged=True):
+def as_service(argv, env, staged=True, uid=None):
     """argv in the agent's cgroup, with the staging trust store mounted at
     the real paths (unless staged is False: this machine's own store),
-    started with env -i plus env (a service's view)."""
+    started with env -i plus env (a service's view), as uid if given (the
+    mounts need root, so the switch comes after them)."""
+    if uid is not None:
+        argv = ["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid, "--clear-groups", "--"] + argv
     mounts = ('mount --bind "$1" /etc/ssl/certs && mount --bind "$2" /usr/local/share/ca-certificates '
               '&& shift 2 && exec "$@"') if staged else 'shift 2 && exec "$@"'
     inner = ["sh", "-c", mounts, "sh", os.path.join(STAGE, "etc/ssl/certs"),
@@ -237,6 +240,172 @@ def java_via_ca_certificates_java_trusts_the_ca():
     out = p.stdout.strip().splitlines()
     check(p.returncode == 0 and out and out[0] == "200" and "echo: from a service" in p.stdout,
           "Java after the keystore update: rc=%d %s %s" % (p.returncode, p.stdout[-200:], p.stderr[-400:]))
+
+
+GO_CLIENT = r"""
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+)
+
+// POSTs argv[1] as a chat completion and prints {"status","body"} or
+// {"error"}: the status line of the test's judgement, nothing else.
+func main() {
+	out := map[string]interface{}{}
+	req, err := http.NewRequest("POST", "https://api.openai.com/v1/chat/completions", strings.NewReader(os.Args[1]))
+	if err == nil {
+		req.Header.Set("Authorization", "Bearer sk-test")
+		req.Header.Set("Content-Type", "application/json")
+		var resp *http.Response
+		if resp, err = http.DefaultClient.Do(req); err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			out["status"] = resp.StatusCode
+			out["body"] = string(body)
+		}
+	}
+	if err != nil {
+		out["error"] = err.Error()
+	}
+	b, _ := json.Marshal(out)
+	fmt.Println(string(b))
+}
+"""
+
+
+def go_build():
+    """Builds GO_CLIENT with the standard library only, in the test's temp
+    dir, with nothing fetched (GOPROXY=off) and nothing outside TMP written."""
+    go = shutil.which("go")
+    check(go, "go (golang-go) is not installed")
+    d = os.path.join(TMP, "goclient")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "go.mod"), "w") as f:
+        f.write("module vigiltrust/goclient\n\ngo 1.19\n")
+    with open(os.path.join(d, "main.go"), "w") as f:
+        f.write(GO_CLIENT)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.path.join(d, "home"),
+           "GOCACHE": os.path.join(d, "cache"), "GOPATH": os.path.join(d, "gopath"),
+           "GOFLAGS": "-mod=mod", "GOPROXY": "off", "GOTOOLCHAIN": "local"}
+    exe = os.path.join(d, "gochat")
+    p = subprocess.run([go, "build", "-o", exe, "."], cwd=d, env=env, capture_output=True, text=True, timeout=300)
+    check(p.returncode == 0, "go build: %s" % p.stderr[-600:])
+    os.chmod(exe, 0o755)
+    return exe
+
+
+def go_chat(exe, content, staged=True):
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]})
+    p = as_service([exe, body], SERVICE_ENV, staged=staged, uid=lib.NOBODY)
+    lines = p.stdout.strip().splitlines()
+    return (json.loads(lines[-1]) if lines else {"error": "no output: " + p.stderr[-400:]}), p
+
+
+@test
+def go_net_http_as_service_trusts_the_ca():
+    # Go's crypto/x509 reads SSL_CERT_FILE (the drop-in sets it to the
+    # system bundle) and the /etc/ssl/certs directory: run as nobody with a
+    # service's environment through the real redirect, a clean prompt goes
+    # through, an e-mail reaches the provider redacted, a key is blocked.
+    exe = go_build()
+    res, p = go_chat(exe, "no trust", staged=False)
+    check("error" in res and "certificate" in res["error"],
+          "control: Go trusted the CA with a bundle that lacks it: %s %s" % (res, p.stderr[-300:]))
+    res, p = go_chat(exe, "service go")
+    check(res.get("status") == 200, "Go with the service environment: %s %s" % (res, p.stderr[-300:]))
+    check(json.loads(res["body"])["choices"][0]["message"]["content"] == "echo: service go", "answer %s" % res)
+    evs = RIG.request_events(lambda e: e["path"] == "/v1/chat/completions" and (e["exe"] or "").endswith("gochat"))
+    check(evs and evs[-1]["status"] == 200 and evs[-1]["uid"] == lib.NOBODY,
+          "the agent did not audit the Go call as nobody: %s" % evs[-1:])
+    email = "jane.doe" + "@example.com"
+    res, p = go_chat(exe, "mail %s please" % email)
+    check(res.get("status") == 200, "Go e-mail prompt: %s" % res)
+    got = [r for r in RIG.received() if r["path"] == "/v1/chat/completions"]
+    check(got and "[EMAIL_1]" in got[-1]["body"] and email not in got[-1]["body"],
+          "the provider did not receive the e-mail redacted: %s" % (got[-1:] and got[-1]["body"][:300]))
+    key = "AKIA" + "Z7QW3RT5YU2IO4PL"
+    before = len(RIG.received())
+    res, p = go_chat(exe, "key %s" % key)
+    check(res.get("status") == 403, "Go secret prompt not blocked: %s" % res)
+    check(not any(key in r["body"] for r in RIG.received()[before:]), "the key reached the provider")
+    evs = RIG.request_events(lambda e: (e["exe"] or "").endswith("gochat") and e["action"] == "block")
+    check(evs and {"type": "AWS_ACCESS_KEY", "count": 1} in evs[-1]["findings"], "block event %s" % evs[-1:])
+
+
+RUST_MAIN = r"""
+// POSTs argv[1] as a chat completion; prints "STATUS BODY" or "error WHY".
+fn main() {
+    let body = std::env::args().nth(1).unwrap_or_default();
+    match ureq::post("https://api.openai.com/v1/chat/completions")
+        .set("Authorization", "Bearer sk-test")
+        .set("Content-Type", "application/json")
+        .send_string(&body)
+    {
+        Ok(r) => { let s = r.status(); println!("{} {}", s, r.into_string().unwrap_or_default()); }
+        Err(ureq::Error::Status(s, r)) => println!("{} {}", s, r.into_string().unwrap_or_default()),
+        Err(e) => println!("error {}", e),
+    }
+}
+"""
+# ureq over rustls with rustls-native-certs (openssl-probe: SSL_CERT_FILE,
+# else the system bundle); webpki-roots is left out so only native roots count.
+RUST_CARGO = """[package]
+name = "rschat"
+version = "0.1.0"
+edition = "2021"
+
+[dependencies]
+ureq = { version = "2", default-features = false, features = ["tls", "native-certs"] }
+"""
+# Debian's librust-*-dev packages are a crate directory source: nothing fetched.
+RUST_SOURCES = """[source.crates-io]
+replace-with = "debian"
+[source.debian]
+directory = "/usr/share/cargo/registry"
+[net]
+offline = true
+"""
+
+
+def rust_build():
+    """Builds the ureq client with Debian's cargo/rustc (not a rustup
+    toolchain that may be on PATH) from Debian's crate packages only."""
+    check(os.path.exists("/usr/bin/cargo") and os.path.isdir("/usr/share/cargo/registry/ureq-2.6.2"),
+          "cargo or librust-ureq-dev (Debian) is not installed")
+    d = os.path.join(TMP, "rsclient")
+    for sub, name, text in (("src", "main.rs", RUST_MAIN), ("", "Cargo.toml", RUST_CARGO),
+                            (".cargo", "config.toml", RUST_SOURCES)):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+        with open(os.path.join(d, sub, name), "w") as f:
+            f.write(text)
+    env = {"PATH": "/usr/bin:/bin", "HOME": os.path.join(d, "home"), "CARGO_HOME": os.path.join(d, "cargohome"),
+           "RUSTC": "/usr/bin/rustc"}
+    p = subprocess.run(["/usr/bin/cargo", "build", "--offline", "-q"], cwd=d, env=env, capture_output=True,
+                       text=True, timeout=600)
+    check(p.returncode == 0, "cargo build: %s" % p.stderr[-600:])
+    return os.path.join(d, "target", "debug", "rschat")
+
+
+@test
+def rust_rustls_native_certs_as_service_trusts_the_ca():
+    exe = rust_build()
+    os.chmod(os.path.join(TMP, "rsclient"), 0o755)
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "service rust"}]})
+    p = as_service([exe, body], SERVICE_ENV, staged=False, uid=lib.NOBODY)
+    check(p.stdout.startswith("error") and "UnknownIssuer" in p.stdout,
+          "control: Rust trusted the CA with a bundle that lacks it: %s %s" % (p.stdout[-300:], p.stderr[-300:]))
+    p = as_service([exe, body], SERVICE_ENV, uid=lib.NOBODY)
+    status, _, answer = p.stdout.strip().partition(" ")
+    check(status == "200" and "echo: service rust" in answer, "Rust with the service environment: %s %s"
+          % (p.stdout[-300:], p.stderr[-300:]))
+    evs = RIG.request_events(lambda e: (e["exe"] or "").endswith("rschat"))
+    check(evs and evs[-1]["status"] == 200 and evs[-1]["uid"] == lib.NOBODY, "not audited: %s" % evs[-1:])
 
 
 @test
