@@ -28,6 +28,7 @@
 #include "net/egress.h"
 #include "proxy/exchange.h"
 #include "http.h"
+#include "proxy/grpccall.h"
 #include "proxy/h2.h"
 #include "log.h"
 #include "loop.h"
@@ -239,6 +240,7 @@ struct ic {
 	struct exchange_conn xc;   /* scan state and token vault of this conversation */
 	struct h2_conn *h2;        /* HTTP/2: the codec answers go through (h2.h) */
 	int h2_refuse;             /* HTTP/2: the stream broke a limit, answer this status */
+	bool want_h2;              /* gRPC: the upstream must speak HTTP/2 (ALPN h2 only) */
 };
 
 /* The capacity grow() gives a buffer of cap bytes that must hold need. */
@@ -522,7 +524,7 @@ static int upstream_connect(struct ic *ic, struct exchange *ex)
 	struct egress_route route;
 	int fd, ret;
 
-	if (pool_take(&ic->info.origin, ic->info.sni, ic->info.tunnel_port, &ic->up)) {
+	if (!ic->want_h2 && pool_take(&ic->info.origin, ic->info.sni, ic->info.tunnel_port, &ic->up)) {
 		ex->upstream_reused = true;
 		return 0;
 	}
@@ -560,6 +562,8 @@ static int upstream_connect(struct ic *ic, struct exchange *ex)
 		return -ENOMEM;
 	}
 	SSL_set_options(ic->up.ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	if (ic->want_h2)
+		SSL_set_alpn_protos(ic->up.ssl, (const unsigned char *)"\x02h2", 3);
 	SSL_set_read_ahead(ic->up.ssl, 1);
 	SSL_set_mode(ic->up.ssl, SSL_MODE_RELEASE_BUFFERS);
 	if ((ret = tls_handshake(ic->up.ssl, fd, false, deadline))) {
@@ -1123,6 +1127,62 @@ static int h2_io_charge(void *arg, int64_t delta)
 	return 0;
 }
 
+/* gRPC streams (agent/proxy/grpccall.c): the upstream is an HTTP/2
+ * connection of their own, closed after the call, never pooled. */
+static int grpc_up_connect(void *arg, struct exchange *ex)
+{
+	struct ic *ic = arg;
+	int ret;
+
+	upstream_close(&ic->up);
+	ic->want_h2 = true;
+	ret = upstream_connect(ic, ex);
+	ic->want_h2 = false;
+	if (ret)
+		return ret;
+	if (!h2_negotiated(ic->up.ssl)) {
+		upstream_close(&ic->up);
+		ex->reason = "upstream_no_h2";
+		ex->error = "the upstream does not speak HTTP/2, which gRPC needs";
+		return -EPROTO;
+	}
+	return 0;
+}
+
+static ssize_t grpc_up_read(void *arg, void *buf, size_t len, uint64_t deadline)
+{
+	struct ic *ic = arg;
+	return tls_read(ic->up.ssl, ic->up.fd, buf, len, deadline);
+}
+
+static int grpc_up_write(void *arg, const void *buf, size_t len, uint64_t deadline)
+{
+	struct ic *ic = arg;
+	return tls_write_all(ic->up.ssl, ic->up.fd, buf, len, deadline);
+}
+
+static void grpc_up_close(void *arg)
+{
+	upstream_close(&((struct ic *)arg)->up);
+}
+
+static int h2_io_grpc(void *arg, struct h2_conn *h2, const struct h2_grpc_call *call)
+{
+	struct ic *ic = arg;
+	struct grpccall_io io = { ic, grpc_up_connect, grpc_up_read, grpc_up_write, grpc_up_close };
+	struct exchange ex;
+
+	exchange_init(&ex, ic->ag, &ic->info, &ic->xc);
+	ex.t_start_ms = loop_now_ms();
+	ic->nreq++;
+	int ret = grpccall_serve(&ex, h2, call, &io);
+	ex.latency_ms = loop_now_ms() - ex.t_start_ms;
+	exchange_done(&ex);
+	emit_request_event(ic, &ex, 0);
+	exchange_free(&ex);
+	return ret;
+}
+
 static void serve_h2(struct ic *ic)
 {
 	const struct config *cfg = ic->ag->cfg;
@@ -1137,7 +1197,7 @@ static void serve_h2(struct ic *ic)
 		.max_body_bytes = cfg->max_body_bytes,
 		.idle_timeout_ms = cfg->idle_timeout_ms,
 	};
-	struct h2_io io = { ic, h2_io_read, h2_io_write, loop_now_ms, h2_io_exchange, h2_io_charge };
+	struct h2_io io = { ic, h2_io_read, h2_io_write, loop_now_ms, h2_io_exchange, h2_io_charge, h2_io_grpc };
 	char why[160];
 	bool abuse;
 

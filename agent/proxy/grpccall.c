@@ -1,0 +1,789 @@
+/* grpccall: one gRPC call, inspected end to end (see grpccall.h).
+ *
+ * Owns the call's decoded request messages, the provider-JSON form of
+ * their text handed to exchange.c, the nghttp2 client session toward the
+ * upstream and the rewriting of answer messages as they arrive.
+ *
+ * Must never: forward a request message it could not walk whole (a
+ * schema-less reader that gives up would let text through unread), hold
+ * an answer whole (each message leaves when it is complete), put a
+ * finding's text in grpc-message or a log, or lend the upstream HTTP/2
+ * connection to an HTTP/1.1 exchange. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <nghttp2/nghttp2.h>
+#include "proxy/grpccall.h"
+#include "proxy/grpc.h"
+#include "content/detok.h"
+#include "content/json.h"
+#include "content/protowalk.h"
+#include "net/sni.h"
+#include "loop.h"
+
+#define GRPC_MAX_MESSAGES 4096
+#define GRPC_MAX_FIELDS 64            /* response header or trailer fields forwarded */
+#define GRPC_MAX_FIELD_BYTES (16 * 1024)
+#define GRPC_READ_CHUNK 16384
+
+/* gRPC status codes (grpc/doc/statuscodes.md) */
+enum { GS_OK = 0, GS_INVALID_ARGUMENT = 3, GS_PERMISSION_DENIED = 7, GS_RESOURCE_EXHAUSTED = 8,
+       GS_UNIMPLEMENTED = 12, GS_INTERNAL = 13, GS_UNAVAILABLE = 14 };
+
+/* Where a request text goes in the provider-JSON form. */
+enum slot { SLOT_PROMPT, SLOT_SYSTEM, SLOT_OTHER, SLOT__COUNT };
+
+struct text_ref {
+	uint32_t msg;                 /* request message index */
+	size_t off, len;              /* the text in that decoded message */
+	enum slot slot;
+	size_t repl_off, repl_len;    /* its redacted form in g->repl (repl_len SIZE_MAX: unchanged) */
+};
+
+struct grpccall {
+	struct exchange *ex;
+	struct h2_conn *h2;
+	const struct h2_grpc_call *call;
+	const struct grpccall_io *io;
+	uint64_t max_msg;
+	bool known;                   /* a GenerateContent method */
+	/* request */
+	struct buf msgs;              /* decoded messages back to back */
+	size_t *moff, *mlen;
+	uint32_t nmsg, cap_msg;
+	struct text_ref *refs;
+	size_t nrefs, cap_refs;
+	char model[PROVIDER_MODEL_MAX];
+	struct buf json, repl, fwd;
+	uint32_t cur_msg;
+	/* response */
+	nghttp2_session *s;
+	int32_t sid;
+	char resp_enc[32];
+	struct grpc_reader rd;
+	struct buf fields;            /* header block being received: name\0value\0 ... */
+	size_t nfields;
+	bool head_sent, trailers_sent, closed, failed;
+	struct buf dec, edits_repl, out, wbuf;
+	int grpc_status;
+};
+
+/* ---- small helpers ---- */
+
+/* A header of the client's block ("name: value\r\n" lines). */
+static bool find_field(const char *hdrs, size_t len, const char *name, const char **v, size_t *vl)
+{
+	size_t nl = strlen(name);
+	for (const char *p = hdrs, *end = hdrs + len; p < end;) {
+		const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
+		if (!eol)
+			break;
+		if ((size_t)(eol - p) > nl + 2 && !strncasecmp(p, name, nl) && p[nl] == ':' && p[nl + 1] == ' ') {
+			*v = p + nl + 2;
+			*vl = (size_t)(eol - *v);
+			return true;
+		}
+		p = eol + 2;
+	}
+	return false;
+}
+
+int grpccall_status_for(int http_status)
+{
+	switch (http_status) {
+	case 400: return GS_INVALID_ARGUMENT;
+	case 401:
+	case 403: return GS_PERMISSION_DENIED;
+	case 413:
+	case 429: return GS_RESOURCE_EXHAUSTED;
+	case 415: return GS_UNIMPLEMENTED;
+	case 502:
+	case 503:
+	case 504: return GS_UNAVAILABLE;
+	default: return http_status >= 500 ? GS_UNAVAILABLE : GS_PERMISSION_DENIED;
+	}
+}
+
+/* grpc-message is percent-encoded (gRPC over HTTP/2: bytes outside
+ * 0x20..0x7e and '%'). */
+static void pct_encode(const char *in, char *out, size_t cap)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t o = 0;
+	for (; *in && o + 4 < cap; in++) {
+		unsigned char c = (unsigned char)*in;
+		if (c < 0x20 || c > 0x7e || c == '%') {
+			out[o++] = '%';
+			out[o++] = hex[c >> 4];
+			out[o++] = hex[c & 15];
+		} else {
+			out[o++] = (char)c;
+		}
+	}
+	out[o] = 0;
+}
+
+#define FIELD(n, v) { n, v, sizeof(n) - 1, strlen(v) }
+
+/* The agent's own answer: trailers-only (RFC: HEADERS with END_STREAM
+ * holding :status 200 and the gRPC status), so every gRPC client shows
+ * the code and the message. */
+static int answer_error(struct grpccall *g, int code, const char *msg)
+{
+	char status[12], enc[600];
+	snprintf(status, sizeof(status), "%d", code);
+	pct_encode(msg, enc, sizeof(enc));
+	struct h2_field f[] = { FIELD(":status", "200"), FIELD("content-type", "application/grpc"),
+				FIELD("grpc-status", status), FIELD("grpc-message", enc) };
+	g->grpc_status = code;
+	return h2_send_head(g->h2, f, sizeof(f) / sizeof(f[0]), true);
+}
+
+/* A call refused before inspection (framing, limits, coding). */
+static int refuse(struct grpccall *g, int http_status, int code, const char *why)
+{
+	struct exchange *ex = g->ex;
+	ex->blocked = true;
+	ex->action = "block";
+	ex->reason = "bad_request";
+	ex->error = why;
+	ex->status = http_status;
+	return answer_error(g, code, why);
+}
+
+/* ---- the request: messages, text, the provider-JSON form ---- */
+
+static int on_req_msg(void *arg, bool compressed, const uint8_t *msg, size_t len)
+{
+	struct grpccall *g = arg;
+	const char *enc = NULL;
+	size_t el = 0;
+
+	if (g->nmsg == GRPC_MAX_MESSAGES)
+		return -E2BIG;
+	if (g->nmsg == g->cap_msg) {
+		uint32_t cap = g->cap_msg ? g->cap_msg * 2 : 4;
+		size_t *o = realloc(g->moff, cap * sizeof(*o)), *l;
+		if (!o)
+			return -ENOMEM;
+		g->moff = o;
+		if (!(l = realloc(g->mlen, cap * sizeof(*l))))
+			return -ENOMEM;
+		g->mlen = l;
+		g->cap_msg = cap;
+	}
+	find_field(g->call->hdrs, g->call->hdrs_len, "grpc-encoding", &enc, &el);
+	size_t before = g->msgs.len;
+	/* all messages of the request together within the body limit, and
+	 * so a compressed one's decoded size too */
+	int rc = grpc_message_decode(enc, el, compressed, msg, len, g->max_msg - before, &g->msgs);
+	if (rc)
+		return rc;
+	g->moff[g->nmsg] = before;
+	g->mlen[g->nmsg++] = g->msgs.len - before;
+	return 0;
+}
+
+static const uint32_t P_MODEL[] = { 1 };
+static const uint32_t P_PROMPT[] = { 2, 1, 2 };   /* contents.parts.text */
+static const uint32_t P_SYSTEM[] = { 8, 1, 2 };   /* system_instruction.parts.text */
+
+static int on_req_field(void *arg, const struct protowalk_field *f)
+{
+	struct grpccall *g = arg;
+	const char *m = g->msgs.data + g->moff[g->cur_msg];
+
+	if (f->kind != PROTOWALK_TEXT)
+		return 0;
+	if (g->known && protowalk_path_is(f, P_MODEL, 1)) {
+		/* "models/gemini-2.0-flash" as the REST path names it */
+		size_t skip = f->len > 7 && !memcmp(m + f->off, "models/", 7) ? 7 : 0;
+		size_t n = f->len - skip < sizeof(g->model) - 1 ? f->len - skip : sizeof(g->model) - 1;
+		memcpy(g->model, m + f->off + skip, n);
+		g->model[n] = 0;
+	}
+	if (g->nrefs == g->cap_refs) {
+		size_t cap = g->cap_refs ? g->cap_refs * 2 : 16;
+		struct text_ref *r = realloc(g->refs, cap * sizeof(*r));
+		if (!r)
+			return -ENOMEM;
+		g->refs = r;
+		g->cap_refs = cap;
+	}
+	enum slot s = SLOT_OTHER;
+	if (g->known && protowalk_path_is(f, P_PROMPT, 3))
+		s = SLOT_PROMPT;
+	else if (g->known && protowalk_path_is(f, P_SYSTEM, 3))
+		s = SLOT_SYSTEM;
+	g->refs[g->nrefs++] = (struct text_ref){ g->cur_msg, f->off, f->len, s, 0, SIZE_MAX };
+	return 0;
+}
+
+/* One slot's texts as JSON: a Gemini parts list, or a list of strings. */
+static int json_slot(struct grpccall *g, enum slot s)
+{
+	struct buf *j = &g->json;
+	bool first = true;
+	int rc = 0;
+
+	for (size_t i = 0; i < g->nrefs && !rc; i++) {
+		const struct text_ref *r = &g->refs[i];
+		if (r->slot != s)
+			continue;
+		rc |= buf_append(j, first ? "" : ",", first ? 0 : 1);
+		rc |= s == SLOT_OTHER ? buf_append(j, "\"", 1) : buf_append(j, "{\"text\":\"", 9);
+		rc |= json_encode(g->msgs.data + g->moff[r->msg] + r->off, r->len, j);
+		rc |= s == SLOT_OTHER ? buf_append(j, "\"", 1) : buf_append(j, "\"}", 2);
+		first = false;
+	}
+	return rc ? -ENOMEM : 0;
+}
+
+static int build_json(struct grpccall *g)
+{
+	struct buf *j = &g->json;
+	int rc = buf_append(j, "{", 1);
+
+	if (g->model[0]) {
+		rc |= buf_append(j, "\"model\":\"", 9);
+		rc |= json_encode(g->model, strlen(g->model), j);
+		rc |= buf_append(j, "\",", 2);
+	}
+	rc |= buf_append(j, "\"contents\":[{\"parts\":[", 22);
+	rc |= json_slot(g, SLOT_PROMPT);
+	rc |= buf_append(j, "]}],\"systemInstruction\":{\"parts\":[", 34);
+	rc |= json_slot(g, SLOT_SYSTEM);
+	rc |= buf_append(j, "]},\"strings\":[", 14);
+	rc |= json_slot(g, SLOT_OTHER);
+	rc |= buf_append(j, "]}", 2);
+	return rc ? -ENOMEM : 0;
+}
+
+/* The n-th text of slot s. */
+static struct text_ref *slot_ref(struct grpccall *g, enum slot s, uint32_t n)
+{
+	for (size_t i = 0; i < g->nrefs; i++)
+		if (g->refs[i].slot == s && n-- == 0)
+			return &g->refs[i];
+	return NULL;
+}
+
+struct readback {
+	struct grpccall *g;
+	struct json_text t;
+};
+
+/* Each string of the redacted JSON back to the text it came from. */
+static int on_redacted(void *arg, const char *doc, const struct json_string *s)
+{
+	struct readback *rb = arg;
+	struct grpccall *g = rb->g;
+	const struct json_path *p = s->path;
+	struct text_ref *r = NULL;
+
+	if (s->kind != JSON_STRING || s->is_key)
+		return 0;
+	if (json_path_match(p, "contents[0].parts[*].text"))
+		r = slot_ref(g, SLOT_PROMPT, p->elem[3].index);
+	else if (json_path_match(p, "systemInstruction.parts[*].text"))
+		r = slot_ref(g, SLOT_SYSTEM, p->elem[2].index);
+	else if (json_path_match(p, "strings[*]"))
+		r = slot_ref(g, SLOT_OTHER, p->elem[1].index);
+	if (!r)
+		return 0;
+	int rc = json_decode(doc + s->off, s->len, &rb->t);
+	if (rc)
+		return rc;
+	const char *orig = g->msgs.data + g->moff[r->msg] + r->off;
+	if (rb->t.len == r->len && !memcmp(rb->t.data, orig, r->len))
+		return 0;
+	r->repl_off = g->repl.len;
+	r->repl_len = rb->t.len;
+	return buf_append(&g->repl, rb->t.data, rb->t.len) ? -ENOMEM : 0;
+}
+
+/* The request body with the redacted texts, every message re-framed
+ * uncompressed (enclosing lengths re-encoded by protowalk_rewrite). */
+static int rewrite_request(struct grpccall *g, const char *body, size_t len)
+{
+	struct readback rb = { g, { 0 } };
+	struct protowalk_edit *e = calloc(g->nrefs ? g->nrefs : 1, sizeof(*e));
+	struct buf m = { 0 };
+	int rc = e ? json_scan(body, len, on_redacted, &rb) : -ENOMEM;
+
+	json_text_free(&rb.t);
+	for (uint32_t i = 0; i < g->nmsg && !rc; i++) {
+		size_t n = 0;
+		for (size_t k = 0; k < g->nrefs; k++)
+			if (g->refs[k].msg == i && g->refs[k].repl_len != SIZE_MAX)
+				e[n++] = (struct protowalk_edit){ g->refs[k].off, g->repl.data + g->refs[k].repl_off,
+								  g->refs[k].repl_len };
+		const uint8_t *msg = (const uint8_t *)g->msgs.data + g->moff[i];
+		m.len = 0;
+		rc = protowalk_rewrite(msg, g->mlen[i], e, n, &m);
+		if (!rc)
+			rc = grpc_frame(&g->fwd, false, m.data ? m.data : "", m.len);
+	}
+	buf_free(&m);
+	free(e);
+	return rc;
+}
+
+/* Reads the call's messages and decides it with exchange.c. 0 to
+ * forward (g->fwd holds a rewritten body, or is empty for the original),
+ * 1 when the client was answered already, < 0 on failure. */
+static int decide(struct grpccall *g)
+{
+	struct exchange *ex = g->ex;
+	const struct h2_grpc_call *c = g->call;
+	struct http_request req;
+	char head[1024], host[256];
+	int rc;
+
+	grpc_reader_init(&g->rd, g->max_msg);
+	rc = grpc_reader_feed(&g->rd, c->body, c->body_len, on_req_msg, g);
+	if (!rc && !grpc_reader_idle(&g->rd))
+		rc = -EPROTO;
+	grpc_reader_free(&g->rd);
+	if (rc == -EMSGSIZE || rc == -E2BIG)
+		return refuse(g, 413, GS_RESOURCE_EXHAUSTED, "gRPC message larger than limits.max_body_bytes") ?: 1;
+	if (rc == -ENOTSUP)
+		return refuse(g, 415, GS_UNIMPLEMENTED, "grpc-encoding the agent cannot read") ?: 1;
+	if (rc == -ENOMEM)
+		return rc;
+	if (rc)
+		return refuse(g, 400, GS_INTERNAL, "malformed gRPC message framing or compression") ?: 1;
+	for (g->cur_msg = 0; g->cur_msg < g->nmsg; g->cur_msg++) {
+		rc = protowalk((const uint8_t *)g->msgs.data + g->moff[g->cur_msg], g->mlen[g->cur_msg],
+			       on_req_field, g);
+		if (rc == -ENOMEM)
+			return rc;
+		if (rc) {
+			/* unread text must not leave: fail closed, as INSPECTION_LIMIT */
+			ex->counts[FINDING_INSPECTION_LIMIT] = 1;
+			ex->rule = "default:inspection_limit";
+			return refuse(g, 403, GS_PERMISSION_DENIED,
+				      "request blocked: a gRPC message could not be read as protobuf (INSPECTION_LIMIT)") ?: 1;
+		}
+	}
+	if ((rc = build_json(g)))
+		return rc;
+	int n = snprintf(head, sizeof(head), "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n\r\n",
+			 c->path, c->authority);
+	if (n <= 0 || (size_t)n >= sizeof(head) || http_parse_request(head, (size_t)n, NULL, &req) != n)
+		return refuse(g, 400, GS_INVALID_ARGUMENT, "gRPC path or authority the agent cannot read") ?: 1;
+	if (sni_authority_host(c->authority, strlen(c->authority), host, sizeof(host)) || strcmp(host, ex->info->sni))
+		exchange_refuse(ex, &req, 421, REASON_HOST_MISMATCH,
+				"request refused: its authority is not the server name this connection was opened for");
+	else
+		exchange_request(ex, &req, g->json.data, g->json.len);
+	ex->stream = strstr(c->path, "/StreamGenerateContent") != NULL;
+	if (ex->blocked) {
+		ex->status = ex->block_status;
+		return answer_error(g, grpccall_status_for(ex->block_status), ex->block_message) ?: 1;
+	}
+	if (ex->new_body && (rc = rewrite_request(g, ex->new_body, ex->new_body_len))) {
+		if (rc == -ENOMEM)
+			return rc;
+		ex->blocked = true;
+		ex->action = "block";
+		ex->status = 403;
+		ex->error = "redaction_failed";
+		return answer_error(g, GS_PERMISSION_DENIED, "request blocked: its sensitive values could not be redacted") ?: 1;
+	}
+	return 0;
+}
+
+/* ---- the answer ---- */
+
+static const uint32_t P_ANSWER[] = { 1, 1, 1, 2 };   /* candidates.content.parts.text */
+static const uint32_t P_USAGE_PROMPT[] = { 3, 1 };
+static const uint32_t P_USAGE_OUT[] = { 3, 2 };
+static const uint32_t P_USAGE_CACHED[] = { 3, 4 };
+
+struct answer_walk {
+	struct grpccall *g;
+	const uint8_t *msg;
+	struct protowalk_edit *e;
+	size_t n, cap;
+	size_t *repl_off;
+};
+
+/* One text of the answer: scanned if it is model text, tokens restored. */
+static int answer_text(struct answer_walk *w, const struct protowalk_field *f)
+{
+	struct grpccall *g = w->g;
+	struct exchange *ex = g->ex;
+	const char *t = (const char *)w->msg + f->off;
+
+	if (ex->out_scan && (!g->known || protowalk_path_is(f, P_ANSWER, 4)))
+		inspect_stream_feed(ex->out_scan, t, f->len);
+	if (!ex->xc->vault || !memmem(t, f->len, "[[", 2))
+		return 0;
+	struct detok *d = detok_new(ex->xc->vault, false);
+	size_t before = g->edits_repl.len;
+	if (!d)
+		return -ENOMEM;
+	int rc = detok_feed(d, t, f->len, &g->edits_repl);
+	if (!rc)
+		rc = detok_finish(d, &g->edits_repl);
+	bool changed = detok_restored(d) > 0;
+	detok_free(d);
+	if (rc)
+		return rc;
+	if (!changed) {
+		g->edits_repl.len = before;
+		return 0;
+	}
+	if (w->n == w->cap) {
+		size_t cap = w->cap ? w->cap * 2 : 8;
+		struct protowalk_edit *e = realloc(w->e, cap * sizeof(*e));
+		size_t *o = e ? realloc(w->repl_off, cap * sizeof(*o)) : NULL;
+		if (e)
+			w->e = e;
+		if (!o)
+			return -ENOMEM;
+		w->repl_off = o;
+		w->cap = cap;
+	}
+	w->repl_off[w->n] = before;
+	w->e[w->n++] = (struct protowalk_edit){ f->off, NULL, g->edits_repl.len - before };
+	return 0;
+}
+
+static int on_answer_field(void *arg, const struct protowalk_field *f)
+{
+	struct answer_walk *w = arg;
+	struct provider_usage *u = &w->g->ex->usage;
+
+	if (f->kind == PROTOWALK_TEXT)
+		return answer_text(w, f);
+	if (f->kind != PROTOWALK_VARINT || !w->g->known || f->value > INT32_MAX)
+		return 0;
+	if (protowalk_path_is(f, P_USAGE_PROMPT, 2))
+		u->prompt = (int64_t)f->value;
+	else if (protowalk_path_is(f, P_USAGE_OUT, 2))
+		u->completion = (int64_t)f->value;
+	else if (protowalk_path_is(f, P_USAGE_CACHED, 2))
+		u->cached = (int64_t)f->value;
+	return 0;
+}
+
+/* One whole answer message: restored and sent on at once. A message the
+ * walker cannot read goes on as it came (the answer is the provider's;
+ * nothing of the user's can be in it unrestored). */
+static int on_resp_msg(void *arg, bool compressed, const uint8_t *msg, size_t len)
+{
+	struct grpccall *g = arg;
+	struct answer_walk w = { .g = g };
+	int rc;
+
+	g->dec.len = 0;
+	g->edits_repl.len = 0;
+	g->out.len = 0;
+	rc = grpc_message_decode(g->resp_enc, strlen(g->resp_enc), compressed, msg, len, g->max_msg, &g->dec);
+	if (rc == 0) {
+		w.msg = (const uint8_t *)g->dec.data;
+		rc = protowalk(w.msg, g->dec.len, on_answer_field, &w);
+		if (rc == -ENOMEM)
+			goto out;
+		if (rc == 0 && w.n) {
+			for (size_t i = 0; i < w.n; i++)
+				w.e[i].repl = g->edits_repl.data + w.repl_off[i];
+			struct buf m = { 0 };
+			rc = protowalk_rewrite(w.msg, g->dec.len, w.e, w.n, &m);
+			if (!rc)
+				rc = grpc_frame(&g->out, false, m.data ? m.data : "", m.len);
+			buf_free(&m);
+			if (rc)
+				goto out;
+		}
+	}
+	if (!g->out.len && (rc = grpc_frame(&g->out, compressed, msg, len)))
+		goto out;
+	g->ex->bytes_down += g->out.len;
+	rc = h2_send_data(g->h2, g->out.data, g->out.len);
+out:
+	free(w.e);
+	free(w.repl_off);
+	return rc;
+}
+
+/* ---- the upstream HTTP/2 session ---- */
+
+static int field_add(struct grpccall *g, const uint8_t *name, size_t nl, const uint8_t *v, size_t vl)
+{
+	if (g->nfields >= GRPC_MAX_FIELDS || g->fields.len + nl + vl + 2 > GRPC_MAX_FIELD_BYTES)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	if (buf_append(&g->fields, name, nl) || buf_append(&g->fields, "", 1) ||
+	    buf_append(&g->fields, v, vl) || buf_append(&g->fields, "", 1))
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	g->nfields++;
+	return 0;
+}
+
+static int up_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nl,
+			const uint8_t *value, size_t vl, uint8_t flags, void *user)
+{
+	struct grpccall *g = user;
+	(void)s; (void)flags;
+	if (f->hd.stream_id != g->sid)
+		return 0;
+	/* framing is the agent's own on the client side */
+	if ((nl == 14 && !memcmp(name, "content-length", 14)))
+		return 0;
+	if (nl == 13 && !memcmp(name, "grpc-encoding", 13)) {
+		size_t n = vl < sizeof(g->resp_enc) - 1 ? vl : sizeof(g->resp_enc) - 1;
+		memcpy(g->resp_enc, value, n);
+		g->resp_enc[n] = 0;
+	}
+	if (nl == 11 && !memcmp(name, "grpc-status", 11) && vl && vl < 4)
+		g->grpc_status = atoi((const char *)value);
+	return field_add(g, name, nl, value, vl);
+}
+
+/* The received block as fields for h2.c (pointers into g->fields). */
+static size_t fields_out(struct grpccall *g, struct h2_field *out)
+{
+	const char *p = g->fields.data;
+	for (size_t i = 0; i < g->nfields; i++) {
+		size_t nl = strlen(p), vl = strlen(p + nl + 1);
+		out[i] = (struct h2_field){ p, p + nl + 1, nl, vl };
+		p += nl + vl + 2;
+	}
+	return g->nfields;
+}
+
+static int up_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
+{
+	struct grpccall *g = user;
+	struct h2_field fl[GRPC_MAX_FIELDS];
+	int rc = 0;
+	(void)s;
+
+	if (f->hd.stream_id != g->sid || f->hd.type != NGHTTP2_HEADERS)
+		return 0;
+	size_t n = fields_out(g, fl);
+	bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
+	if (!g->head_sent) {
+		if (f->headers.cat != NGHTTP2_HCAT_RESPONSE)
+			return 0;          /* 1xx: not forwarded */
+		g->ex->status = 200;
+		for (size_t i = 0; i < n; i++)
+			if (!strcmp(fl[i].name, ":status"))
+				g->ex->status = atoi(fl[i].value);
+		rc = h2_send_head(g->h2, fl, n, end);
+		g->head_sent = true;
+		g->trailers_sent = end;
+	} else if (end && !g->trailers_sent) {
+		/* a message cut short by the trailers is an error the client must see */
+		rc = grpc_reader_idle(&g->rd) ? h2_send_trailers(g->h2, fl, n) : -EPROTO;
+		g->trailers_sent = true;
+	}
+	g->fields.len = 0;
+	g->nfields = 0;
+	if (rc)
+		g->failed = true;
+	return rc ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
+}
+
+static int up_on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len, void *user)
+{
+	struct grpccall *g = user;
+	(void)s; (void)flags;
+	if (id != g->sid || !g->head_sent)
+		return 0;
+	if (grpc_reader_feed(&g->rd, data, len, on_resp_msg, g)) {
+		g->failed = true;
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	}
+	return 0;
+}
+
+static int up_on_close(nghttp2_session *s, int32_t id, uint32_t err, void *user)
+{
+	struct grpccall *g = user;
+	(void)s;
+	if (id == g->sid) {
+		g->closed = true;
+		if (err != NGHTTP2_NO_ERROR)
+			g->failed = true;
+	}
+	return 0;
+}
+
+static ssize_t up_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
+		       nghttp2_data_source *src, void *user)
+{
+	struct grpccall *g = user;
+	const uint8_t *body = g->fwd.len ? (const uint8_t *)g->fwd.data : g->call->body;
+	size_t total = g->fwd.len ? g->fwd.len : g->call->body_len;
+	size_t *off = src->ptr;
+	size_t n = total - *off < length ? total - *off : length;
+	(void)s; (void)id;
+	memcpy(buf, body + *off, n);
+	*off += n;
+	if (*off == total)
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+	return (ssize_t)n;
+}
+
+static int up_flush(struct grpccall *g, uint64_t deadline)
+{
+	const uint8_t *p;
+	ssize_t n;
+
+	g->wbuf.len = 0;
+	while ((n = nghttp2_session_mem_send(g->s, &p)) > 0)
+		if (buf_append(&g->wbuf, p, (size_t)n))
+			return -ENOMEM;
+	if (n < 0)
+		return -EPROTO;
+	return g->wbuf.len ? g->io->write(g->io->arg, g->wbuf.data, g->wbuf.len, deadline) : 0;
+}
+
+static int up_session(struct grpccall *g)
+{
+	nghttp2_session_callbacks *cb;
+	if (nghttp2_session_callbacks_new(&cb))
+		return -ENOMEM;
+	nghttp2_session_callbacks_set_on_header_callback(cb, up_on_header);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, up_on_frame);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, up_on_data);
+	nghttp2_session_callbacks_set_on_stream_close_callback(cb, up_on_close);
+	int rc = nghttp2_session_client_new(&g->s, cb, g);
+	nghttp2_session_callbacks_del(cb);
+	if (rc)
+		return -ENOMEM;
+	return nghttp2_submit_settings(g->s, NGHTTP2_FLAG_NONE, NULL, 0) ? -ENOMEM : 0;
+}
+
+/* The client's fields, as they came, after the pseudo-headers ours. */
+static int submit_call(struct grpccall *g, size_t *body_off)
+{
+	const struct h2_grpc_call *c = g->call;
+	nghttp2_nv nv[160];
+	size_t n = 0;
+
+#define NV(nm, v, vl) (nghttp2_nv){ (uint8_t *)(nm), (uint8_t *)(v), strlen(nm), (vl), NGHTTP2_NV_FLAG_NONE }
+	nv[n++] = NV(":method", "POST", 4);
+	nv[n++] = NV(":scheme", "https", 5);
+	nv[n++] = NV(":path", c->path, strlen(c->path));
+	nv[n++] = NV(":authority", c->authority, strlen(c->authority));
+	nv[n++] = NV("te", "trailers", 8);
+#undef NV
+	for (const char *p = c->hdrs, *end = c->hdrs + c->hdrs_len; p < end && n < sizeof(nv) / sizeof(nv[0]);) {
+		const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
+		const char *colon = eol ? memchr(p, ':', (size_t)(eol - p)) : NULL;
+		if (!colon || colon + 1 >= eol)
+			break;
+		nv[n++] = (nghttp2_nv){ (uint8_t *)p, (uint8_t *)colon + 2, (size_t)(colon - p),
+					(size_t)(eol - colon - 2), NGHTTP2_NV_FLAG_NONE };
+		p = eol + 2;
+	}
+	nghttp2_data_provider prd = { .source.ptr = body_off, .read_callback = up_body };
+	g->sid = nghttp2_submit_request(g->s, NULL, nv, n, &prd, NULL);
+	return g->sid < 0 ? -EPROTO : 0;
+}
+
+/* Request out, answer back, until the upstream closes the stream. */
+static int relay(struct grpccall *g)
+{
+	const struct config *cfg = g->ex->ag->cfg;
+	uint8_t buf[GRPC_READ_CHUNK];
+	size_t body_off = 0;
+	uint64_t deadline = loop_now_ms() + cfg->upstream_timeout_ms;
+	int rc;
+
+	if ((rc = up_session(g)) || (rc = submit_call(g, &body_off)))
+		return rc;
+	grpc_reader_init(&g->rd, g->max_msg);
+	for (;;) {
+		if ((rc = up_flush(g, deadline)))
+			return rc;
+		if (g->closed || g->failed)
+			return g->failed ? -EPROTO : 0;
+		ssize_t n = g->io->read(g->io->arg, buf, sizeof(buf), deadline);
+		if (n <= 0) {
+			g->ex->error = n == -ETIMEDOUT ? "upstream stalled" : "upstream closed mid-call";
+			return n == 0 ? -ECONNRESET : (int)n;
+		}
+		if (nghttp2_session_mem_recv(g->s, buf, (size_t)n) < 0)
+			return -EPROTO;
+		/* after the answer's head, a stream may be quiet between messages */
+		deadline = loop_now_ms() + (g->head_sent ? cfg->idle_timeout_ms : cfg->upstream_timeout_ms);
+	}
+}
+
+static void grpccall_free(struct grpccall *g)
+{
+	nghttp2_session_del(g->s);
+	grpc_reader_free(&g->rd);
+	buf_free(&g->msgs);
+	buf_free(&g->json);
+	buf_free(&g->repl);
+	buf_free(&g->fwd);
+	buf_free(&g->fields);
+	buf_free(&g->dec);
+	buf_free(&g->edits_repl);
+	buf_free(&g->out);
+	buf_free(&g->wbuf);
+	free(g->moff);
+	free(g->mlen);
+	free(g->refs);
+}
+
+static bool known_method(const char *path)
+{
+	const char *m = strrchr(path, '/');
+	bool gen = m && (!strcmp(m, "/GenerateContent") || !strcmp(m, "/StreamGenerateContent"));
+	return gen && (strstr(path, ".GenerativeService/") || strstr(path, ".PredictionService/"));
+}
+
+int grpccall_serve(struct exchange *ex, struct h2_conn *h2, const struct h2_grpc_call *call,
+		   const struct grpccall_io *io)
+{
+	struct grpccall g = { .ex = ex, .h2 = h2, .call = call, .io = io, .max_msg = ex->ag->cfg->max_body_bytes,
+			      .known = known_method(call->path) };
+	int rc;
+
+	ex->bytes_up = call->body_len;
+	rc = decide(&g);
+	if (rc) {
+		grpccall_free(&g);
+		return rc > 0 ? 0 : rc;
+	}
+	if ((rc = io->connect(io->arg, ex))) {
+		ex->status = 502;
+		rc = answer_error(&g, GS_UNAVAILABLE, ex->error ? ex->error : "upstream unreachable");
+		grpccall_free(&g);
+		return rc;
+	}
+	ex->t_first_byte_ms = loop_now_ms();
+	if (!ex->out_scan && ex->xc->scratch)
+		ex->out_scan = inspect_stream_new(ex->xc->scratch);
+	rc = relay(&g);
+	io->close(io->arg);
+	if (ex->out_scan) {
+		inspect_stream_finish(ex->out_scan);
+		memcpy(ex->out_counts, inspect_stream_counts(ex->out_scan), sizeof(ex->out_counts));
+	}
+	if (!rc && !g.head_sent) {
+		ex->status = 502;
+		rc = answer_error(&g, GS_UNAVAILABLE, "upstream ended the call without an answer");
+	} else if (!rc && !g.trailers_sent) {
+		struct h2_field f[] = { FIELD("grpc-status", "13"),
+					FIELD("grpc-message", "upstream ended the call without trailers") };
+		rc = h2_send_trailers(h2, f, 2);
+	}
+	if (g.grpc_status && !ex->reason) {
+		snprintf(ex->reason_buf, sizeof(ex->reason_buf), "grpc-status %d", g.grpc_status);
+		ex->reason = ex->reason_buf;
+	}
+	if (rc && !ex->error)
+		ex->error = "gRPC call cut short";
+	grpccall_free(&g);
+	return rc;
+}
