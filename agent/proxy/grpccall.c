@@ -21,6 +21,7 @@
 #include "content/json.h"
 #include "content/protowalk.h"
 #include "net/sni.h"
+#include "log.h"
 #include "loop.h"
 
 #define GRPC_MAX_MESSAGES 4096
@@ -67,6 +68,9 @@ struct grpccall {
 	size_t nfields;
 	bool head_sent, trailers_sent, closed, failed;
 	struct buf dec, edits_repl, out, wbuf;
+	/* the candidates' text is one stream across messages: a token split
+	 * between two of them ("[[VGL_EM" | "AIL_1a2b3c]]") is restored whole */
+	struct detok *ans_detok;
 	int grpc_status;
 };
 
@@ -145,6 +149,11 @@ static int answer_error(struct grpccall *g, int code, const char *msg)
 static int refuse(struct grpccall *g, int http_status, int code, const char *why)
 {
 	struct exchange *ex = g->ex;
+	size_t pl = strcspn(g->call->path, "?#");
+
+	snprintf(ex->method, sizeof(ex->method), "POST");
+	snprintf(ex->path, sizeof(ex->path), "%.*s", (int)pl, g->call->path);
+	ex->provider = provider_identify(ex->info->sni, ex->path);
 	ex->blocked = true;
 	ex->action = "block";
 	ex->reason = "bad_request";
@@ -411,32 +420,8 @@ struct answer_walk {
 	size_t *repl_off;
 };
 
-/* One text of the answer: scanned if it is model text, tokens restored. */
-static int answer_text(struct answer_walk *w, const struct protowalk_field *f)
+static int add_edit(struct answer_walk *w, size_t off, size_t repl_off, size_t repl_len)
 {
-	struct grpccall *g = w->g;
-	struct exchange *ex = g->ex;
-	const char *t = (const char *)w->msg + f->off;
-
-	if (ex->out_scan && (!g->known || protowalk_path_is(f, P_ANSWER, 4)))
-		inspect_stream_feed(ex->out_scan, t, f->len);
-	if (!ex->xc->vault || !memmem(t, f->len, "[[", 2))
-		return 0;
-	struct detok *d = detok_new(ex->xc->vault, false);
-	size_t before = g->edits_repl.len;
-	if (!d)
-		return -ENOMEM;
-	int rc = detok_feed(d, t, f->len, &g->edits_repl);
-	if (!rc)
-		rc = detok_finish(d, &g->edits_repl);
-	bool changed = detok_restored(d) > 0;
-	detok_free(d);
-	if (rc)
-		return rc;
-	if (!changed) {
-		g->edits_repl.len = before;
-		return 0;
-	}
 	if (w->n == w->cap) {
 		size_t cap = w->cap ? w->cap * 2 : 8;
 		struct protowalk_edit *e = realloc(w->e, cap * sizeof(*e));
@@ -448,9 +433,91 @@ static int answer_text(struct answer_walk *w, const struct protowalk_field *f)
 		w->repl_off = o;
 		w->cap = cap;
 	}
-	w->repl_off[w->n] = before;
-	w->e[w->n++] = (struct protowalk_edit){ f->off, NULL, g->edits_repl.len - before };
+	w->repl_off[w->n] = repl_off;
+	w->e[w->n++] = (struct protowalk_edit){ off, NULL, repl_len };
 	return 0;
+}
+
+/* One text of the answer: scanned if it is model text, tokens restored
+ * (the candidates' text through the call's restorer, any other text on
+ * its own). */
+static int answer_text(struct answer_walk *w, const struct protowalk_field *f)
+{
+	struct grpccall *g = w->g;
+	struct exchange *ex = g->ex;
+	const char *t = (const char *)w->msg + f->off;
+	bool model_text = !g->known || protowalk_path_is(f, P_ANSWER, 4);
+	bool stream = g->known && model_text;
+	struct detok *d;
+	int rc;
+
+	if (ex->out_scan && model_text)
+		inspect_stream_feed(ex->out_scan, t, f->len);
+	if (!ex->xc->vault || (!stream && !memmem(t, f->len, "[[", 2)))
+		return 0;
+	if (stream && !g->ans_detok && !(g->ans_detok = detok_new(ex->xc->vault, false)))
+		return -ENOMEM;
+	if (!(d = stream ? g->ans_detok : detok_new(ex->xc->vault, false)))
+		return -ENOMEM;
+	size_t before = g->edits_repl.len;
+	rc = detok_feed(d, t, f->len, &g->edits_repl);
+	if (!rc && !stream)
+		rc = detok_finish(d, &g->edits_repl);
+	if (!stream)
+		detok_free(d);
+	if (rc)
+		return rc;
+	size_t n = g->edits_repl.len - before;
+	if (n == f->len && !memcmp(g->edits_repl.data + before, t, n)) {
+		g->edits_repl.len = before;
+		return 0;
+	}
+	return add_edit(w, f->off, before, n);
+}
+
+/* Text the call's restorer still holds at the end (a "[[" that never
+ * became a token) goes out in a last message of the same shape. */
+static int answer_flush(struct grpccall *g)
+{
+	struct buf t = { 0 }, m = { 0 }, l1 = { 0 }, l2 = { 0 };
+	int rc;
+
+	if (!g->ans_detok)
+		return 0;
+	rc = detok_finish(g->ans_detok, &t);
+	detok_free(g->ans_detok);
+	g->ans_detok = NULL;
+	if (!rc && t.len) {
+		/* candidates { content { parts { text } } }, built inside out */
+		static const uint8_t tag_text = 2 << 3 | 2, tag_msg = 1 << 3 | 2;
+		struct buf *in = &t, *o = &l1;
+		const uint8_t *tag = &tag_text;
+		for (int level = 0; level < 4 && !rc; level++) {
+			uint8_t v[10];
+			size_t k = 0;
+			for (uint64_t x = in->len; ; x >>= 7) {
+				v[k++] = (uint8_t)((x & 0x7f) | (x > 0x7f ? 0x80 : 0));
+				if (x <= 0x7f)
+					break;
+			}
+			o->len = 0;
+			rc = buf_append(o, tag, 1) || buf_append(o, v, k) || buf_append(o, in->data, in->len) ? -ENOMEM : 0;
+			tag = &tag_msg;
+			in = o;
+			o = o == &l1 ? &l2 : &l1;
+		}
+		if (!rc)
+			rc = grpc_frame(&m, false, in->data, in->len);
+		if (!rc) {
+			g->ex->bytes_down += m.len;
+			rc = h2_send_data(g->h2, m.data, m.len);
+		}
+	}
+	buf_free(&t);
+	buf_free(&m);
+	buf_free(&l1);
+	buf_free(&l2);
+	return rc;
 }
 
 static int on_answer_field(void *arg, const struct protowalk_field *f)
@@ -579,7 +646,9 @@ static int up_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
 		g->trailers_sent = end;
 	} else if (end && !g->trailers_sent) {
 		/* a message cut short by the trailers is an error the client must see */
-		rc = grpc_reader_idle(&g->rd) ? h2_send_trailers(g->h2, fl, n) : -EPROTO;
+		rc = grpc_reader_idle(&g->rd) ? answer_flush(g) : -EPROTO;
+		if (!rc)
+			rc = h2_send_trailers(g->h2, fl, n);
 		g->trailers_sent = true;
 	}
 	g->fields.len = 0;
@@ -720,6 +789,7 @@ static int relay(struct grpccall *g)
 static void grpccall_free(struct grpccall *g)
 {
 	nghttp2_session_del(g->s);
+	detok_free(g->ans_detok);
 	grpc_reader_free(&g->rd);
 	buf_free(&g->msgs);
 	buf_free(&g->json);
@@ -784,6 +854,8 @@ int grpccall_serve(struct exchange *ex, struct h2_conn *h2, const struct h2_grpc
 	}
 	if (rc && !ex->error)
 		ex->error = "gRPC call cut short";
+	if (rc)
+		log_debug("gRPC call to %s cut short: %s", ex->info->sni, strerror(-rc > 0 ? -rc : EIO));
 	grpccall_free(&g);
 	return rc;
 }

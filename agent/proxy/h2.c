@@ -720,7 +720,10 @@ int h2_send_trailers(struct h2_conn *h, const struct h2_field *f, size_t n)
 	}
 	st->trl_n = n;
 	st->ended = true;
-	return push(h, st);
+	int rc = push(h, st);
+	/* the trailers end the stream: closed with nothing left to send is
+	 * the call delivered whole */
+	return rc && st->closed && !pending(st) && !h->io_failed && !h->broken ? 0 : rc;
 }
 
 /* ---- serving one stream ---- */
