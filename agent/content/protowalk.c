@@ -105,12 +105,11 @@ static bool utf8_ok(const uint8_t *p, size_t n, bool *printable)
 	return true;
 }
 
-/* Whether p[0..n) is a whole message within the depth left. */
-static bool is_message(const uint8_t *p, const uint8_t *end, unsigned depth_left)
+/* Whether p[0..end) is a sequence of whole fields (one level: nested
+ * payloads are classified when the walk reaches them). */
+static bool is_message(const uint8_t *p, const uint8_t *end)
 {
 	struct field f;
-	if (!depth_left)
-		return false;
 	while (p < end) {
 		if (next_field(&p, end, &f))
 			return false;
@@ -118,7 +117,7 @@ static bool is_message(const uint8_t *p, const uint8_t *end, unsigned depth_left
 	return true;
 }
 
-enum payload { PAY_TEXT, PAY_MESSAGE, PAY_BYTES };
+enum payload { PAY_TEXT, PAY_MESSAGE, PAY_BYTES, PAY_TOO_DEEP };
 
 /* The one classification (see the file comment). Printable text first:
  * a nested message has a control byte (a tag or a short length) within
@@ -130,8 +129,10 @@ static enum payload classify(const uint8_t *p, const uint8_t *end, unsigned dept
 
 	if (p == end || (utf8 && printable))
 		return PAY_TEXT;
-	if (depth + 1 < PROTOWALK_MAX_DEPTH && is_message(p, end, PROTOWALK_MAX_DEPTH - depth - 1))
-		return PAY_MESSAGE;
+	if (is_message(p, end))
+		/* past the depth limit a message is refused, never read as
+		 * text: a redaction inside it would break its inner lengths */
+		return depth + 1 < PROTOWALK_MAX_DEPTH ? PAY_MESSAGE : PAY_TOO_DEEP;
 	return utf8 ? PAY_TEXT : PAY_BYTES;
 }
 
@@ -157,6 +158,8 @@ static int walk_msg(struct walk *w, const uint8_t *p, const uint8_t *end, unsign
 		struct protowalk_field out = { .path = w->path, .depth = depth + 1, .value = f.value };
 		if (f.wt == WT_LEN) {
 			enum payload k = classify(f.pay, f.pay_end, depth);
+			if (k == PAY_TOO_DEEP)
+				return -E2BIG;
 			if (k == PAY_MESSAGE) {
 				if ((rc = walk_msg(w, f.pay, f.pay_end, depth + 1)))
 					return rc;
