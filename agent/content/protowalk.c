@@ -181,6 +181,8 @@ static int walk_msg(struct walk *w, const uint8_t *p, const uint8_t *end, unsign
 int protowalk(const uint8_t *msg, size_t len, protowalk_fn fn, void *arg)
 {
 	struct walk w = { .base = msg, .fn = fn, .arg = arg };
+	if (!len)
+		return 0;              /* msg may be NULL: an empty message */
 	return walk_msg(&w, msg, msg + len, 0);
 }
 
@@ -283,6 +285,8 @@ int protowalk_rewrite(const uint8_t *msg, size_t len, const struct protowalk_edi
 	struct rw r = { .base = msg, .e = edits, .n = nedits };
 	size_t base = out->len;
 
+	if (!len)
+		return nedits ? -EINVAL : 0;
 	for (size_t i = 1; i < nedits; i++)
 		if (edits[i].off <= edits[i - 1].off)
 			return -EINVAL;
