@@ -167,5 +167,17 @@ def hostile_length_prefix_fails_only_its_stream():
     check(ev["action"] == "allow" and ev["error"] is None, "the good call after it audited as %s" % ev)
 
 
+@test
+def agent_stops_cleanly_without_a_sanitizer_report():
+    """Last: every call above ran in this agent (run with SAN=1 too)."""
+    status = RIG.agent.stop()
+    check(status == 0, "agent exit status %s on SIGTERM" % status)
+    with open(RIG.agent.stderr_path) as f:
+        log = f.read()
+    for sign in ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer"):
+        check(sign not in log, "sanitizer report in the agent's stderr: %s" % log[log.find(sign):][:800])
+    check(EMAIL not in log and AWS_KEY not in log, "a prompt value reached the agent's log")
+
+
 if __name__ == "__main__":
     lib.main()
