@@ -59,6 +59,11 @@ struct grpccall {
 	char model[PROVIDER_MODEL_MAX];
 	struct buf json, repl, fwd;
 	uint32_t cur_msg;
+	/* the call as an HTTP/1.1 head for exchange.c: Host, a JSON
+	 * Content-Type, then the client's metadata (inspected like any
+	 * request head, and forwarded from here, redacted if need be) */
+	struct buf head;
+	struct http_request req;
 	/* response */
 	nghttp2_session *s;
 	int32_t sid;
@@ -340,6 +345,40 @@ static int rewrite_request(struct grpccall *g, const char *body, size_t len)
 	return rc;
 }
 
+static int build_head(struct grpccall *g)
+{
+	const struct config *cfg = g->ex->ag->cfg;
+	const struct h2_grpc_call *c = g->call;
+	struct http_limits lim = { .max_head_bytes = (size_t)cfg->max_head_bytes * 2 + 4096,
+				   .max_headers = HTTP_MAX_HEADERS };
+	struct buf *h = &g->head;
+	int rc = 0;
+
+#define LIT(s) buf_append(h, s, sizeof(s) - 1)
+	rc |= LIT("POST ");
+	rc |= buf_append(h, c->path, strlen(c->path));
+	rc |= LIT(" HTTP/1.1\r\nHost: ");
+	rc |= buf_append(h, c->authority, strlen(c->authority));
+	rc |= LIT("\r\nContent-Type: application/json\r\n");
+	/* the client's own content-type (application/grpc...) is forwarded
+	 * from the call, not inspected as a second Content-Type */
+	for (const char *p = c->hdrs, *end = c->hdrs + c->hdrs_len; p < end;) {
+		const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
+		size_t n = eol ? (size_t)(eol - p) + 2 : (size_t)(end - p);
+		if (!(n > 13 && !strncasecmp(p, "content-type:", 13)))
+			rc |= buf_append(h, p, n);
+		p += n;
+	}
+	rc |= LIT("\r\n");
+#undef LIT
+	if (rc)
+		return -ENOMEM;
+	rc = http_parse_request(h->data, h->len, &lim, &g->req);
+	if (rc != (int)h->len)
+		log_debug("gRPC call to %s: metadata not parsable as a head (%d)", g->ex->info->sni, rc);
+	return rc == (int)h->len ? 0 : -EINVAL;
+}
+
 /* Reads the call's messages and decides it with exchange.c. 0 to
  * forward (g->fwd holds a rewritten body, or is empty for the original),
  * 1 when the client was answered already, < 0 on failure. */
@@ -347,8 +386,7 @@ static int decide(struct grpccall *g)
 {
 	struct exchange *ex = g->ex;
 	const struct h2_grpc_call *c = g->call;
-	struct http_request req;
-	char head[1024], host[256];
+	char host[256];
 	int rc;
 
 	grpc_reader_init(&g->rd, g->max_msg);
@@ -379,15 +417,28 @@ static int decide(struct grpccall *g)
 	}
 	if ((rc = build_json(g)))
 		return rc;
-	int n = snprintf(head, sizeof(head), "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n\r\n",
-			 c->path, c->authority);
-	if (n <= 0 || (size_t)n >= sizeof(head) || http_parse_request(head, (size_t)n, NULL, &req) != n)
-		return refuse(g, 400, GS_INVALID_ARGUMENT, "gRPC path or authority the agent cannot read") ?: 1;
+	if ((rc = build_head(g)) == -ENOMEM)
+		return rc;
+	if (rc)
+		return refuse(g, 400, GS_INVALID_ARGUMENT, "gRPC path or metadata the agent cannot read") ?: 1;
 	if (sni_authority_host(c->authority, strlen(c->authority), host, sizeof(host)) || strcmp(host, ex->info->sni))
-		exchange_refuse(ex, &req, 421, REASON_HOST_MISMATCH,
+		exchange_refuse(ex, &g->req, 421, REASON_HOST_MISMATCH,
 				"request refused: its authority is not the server name this connection was opened for");
 	else
-		exchange_request(ex, &req, g->json.data, g->json.len);
+		exchange_request(ex, &g->req, g->json.data, g->json.len);
+	if (!ex->blocked) {
+		/* metadata values with findings, redacted like header values */
+		exchange_rewrite_head(ex, &g->req);
+		if (ex->new_target && (ex->new_target_len != strlen(c->path) ||
+				       memcmp(ex->new_target, c->path, ex->new_target_len))) {
+			ex->blocked = true;
+			ex->action = "block";
+			ex->block_status = 403;
+			snprintf(ex->block_message, sizeof(ex->block_message),
+				 "request blocked: a value to redact is in the gRPC method path; rule %s",
+				 ex->rule ? ex->rule : "default:pii");
+		}
+	}
 	ex->stream = strstr(c->path, "/StreamGenerateContent") != NULL;
 	if (ex->blocked) {
 		ex->status = ex->block_status;
@@ -733,8 +784,9 @@ static int up_session(struct grpccall *g)
 static int submit_call(struct grpccall *g, size_t *body_off)
 {
 	const struct h2_grpc_call *c = g->call;
-	nghttp2_nv nv[160];
-	size_t n = 0;
+	nghttp2_nv nv[HTTP_MAX_HEADERS + 8];
+	const char *ct;
+	size_t n = 0, ctl;
 
 #define NV(nm, v, vl) (nghttp2_nv){ (uint8_t *)(nm), (uint8_t *)(v), strlen(nm), (vl), NGHTTP2_NV_FLAG_NONE }
 	nv[n++] = NV(":method", "POST", 4);
@@ -742,15 +794,14 @@ static int submit_call(struct grpccall *g, size_t *body_off)
 	nv[n++] = NV(":path", c->path, strlen(c->path));
 	nv[n++] = NV(":authority", c->authority, strlen(c->authority));
 	nv[n++] = NV("te", "trailers", 8);
+	if (find_field(c->hdrs, c->hdrs_len, "content-type", &ct, &ctl))
+		nv[n++] = NV("content-type", ct, ctl);
 #undef NV
-	for (const char *p = c->hdrs, *end = c->hdrs + c->hdrs_len; p < end && n < sizeof(nv) / sizeof(nv[0]);) {
-		const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
-		const char *colon = eol ? memchr(p, ':', (size_t)(eol - p)) : NULL;
-		if (!colon || colon + 1 >= eol)
-			break;
-		nv[n++] = (nghttp2_nv){ (uint8_t *)p, (uint8_t *)colon + 2, (size_t)(colon - p),
-					(size_t)(eol - colon - 2), NGHTTP2_NV_FLAG_NONE };
-		p = eol + 2;
+	/* headers 0 and 1 are the Host and Content-Type build_head put first */
+	for (unsigned i = 2; i < g->req.nheaders && n < sizeof(nv) / sizeof(nv[0]); i++) {
+		const struct http_header *hd = &g->req.headers[i];
+		nv[n++] = (nghttp2_nv){ (uint8_t *)hd->name, (uint8_t *)hd->value, hd->name_len, hd->value_len,
+					NGHTTP2_NV_FLAG_NONE };
 	}
 	nghttp2_data_provider prd = { .source.ptr = body_off, .read_callback = up_body };
 	g->sid = nghttp2_submit_request(g->s, NULL, nv, n, &prd, NULL);
@@ -793,6 +844,7 @@ static void grpccall_free(struct grpccall *g)
 	grpc_reader_free(&g->rd);
 	buf_free(&g->msgs);
 	buf_free(&g->json);
+	buf_free(&g->head);
 	buf_free(&g->repl);
 	buf_free(&g->fwd);
 	buf_free(&g->fields);

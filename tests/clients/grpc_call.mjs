@@ -5,7 +5,7 @@
 //   --mode hostile                 node:http2 by hand on one connection: a GenerateContent stream
 //                                  whose length prefix announces --prefix bytes, then a well-formed
 //                                  call; reports what each stream got
-//   --host H --ca FILE --text T [--system S] [--compress gzip|deflate]
+//   --host H --ca FILE --text T [--system S] [--compress gzip|deflate] [--meta "name: value"]
 // Prints one JSON line: {ok, code, details, texts: [...], messages, usage} (or, hostile,
 // {bad: {...}, good: {...}}).
 import fs from "node:fs";
@@ -27,6 +27,8 @@ const target = args.host + ":443";
 const creds = grpc.credentials.createSsl(fs.readFileSync(args.ca));
 const chanOpts = args.compress ? { "grpc.default_compression_algorithm": args.compress === "gzip" ? 2 : 1 } : {};
 
+const meta = new grpc.Metadata();
+if (args.meta) meta.add(args.meta.split(": ")[0], args.meta.split(": ").slice(1).join(": "));
 const out = (o) => { console.log(JSON.stringify(o)); process.exit(0); };
 const fail = (e) => out({ ok: false, code: e.code, details: e.details || String(e) });
 
@@ -39,7 +41,7 @@ const textsOf = (m) => m.candidates.flatMap((c) => (c.content ? c.content.parts.
 
 function generate() {
   const c = new gen.google.ai.generativelanguage.v1beta.GenerativeService(target, creds, chanOpts);
-  c.GenerateContent(request(), (err, res) => {
+  c.GenerateContent(request(), meta, (err, res) => {
     if (err) return fail(err);
     out({ ok: true, texts: textsOf(res), messages: 1, usage: res.usage_metadata });
   });

@@ -40,7 +40,9 @@ AWS_KEY = "AKIA" + "Z7QW3RT5YU2IO4PL"   # split so this file itself is not a cre
 EMAIL = "jane.doe@example.com"
 TOKEN_RE = re.compile(r"\[\[VGL_EMAIL_[0-9a-f]{6}\]\]")
 
-RIG = rigmod.Rig("grpc", {HOST: ADDR}, {}, extra_targets=[ADDR],
+H1_ADDR = "127.95.0.3"
+H1_HOST = "api.openai.com"
+RIG = rigmod.Rig("grpc", {HOST: ADDR, H1_HOST: H1_ADDR}, {"good": (H1_ADDR, "good", 0)}, extra_targets=[ADDR],
                  agent_extra="limits:\n  max_body_bytes: 256k\n")
 with open(os.path.join(RIG.tmp, "policy.yaml"), "w") as f:
     f.write(POLICY)
@@ -58,8 +60,8 @@ def received():
     return RIG.read_jsonl(RECORD)
 
 
-def call(mode, text, *extra):
-    argv = ["node", os.path.join(rigmod.CLIENTS, "grpc_call.mjs"), "--mode", mode, "--host", HOST, "--ca", RIG.ca,
+def call(mode, text, *extra, host=HOST):
+    argv = ["node", os.path.join(rigmod.CLIENTS, "grpc_call.mjs"), "--mode", mode, "--host", host, "--ca", RIG.ca,
             "--text", text] + list(extra)
     p = lib.run(argv, cgroup=RIG.cg.path, uid=lib.NOBODY, hosts=RIG.hosts, timeout=60)
     check(p.stdout.strip(), "grpc_call printed nothing: %s" % p.stderr[-600:])
@@ -165,6 +167,31 @@ def hostile_length_prefix_fails_only_its_stream():
     check(ev["action"] == "block" and ev["status"] == 413, "hostile stream event %s" % ev)
     ev = event_for(GEN)
     check(ev["action"] == "allow" and ev["error"] is None, "the good call after it audited as %s" % ev)
+
+
+@test
+def metadata_is_inspected_like_request_headers():
+    before = len(received())
+    res = call("generate", "plain prompt", "--meta", "x-user-note: reply to %s" % EMAIL)
+    check(res["ok"], "call with metadata failed: %s" % res)
+    got = received()[before:]
+    note = got[0]["metadata"].get("x-user-note", "") if got else ""
+    # header values are redacted as the HTTP path redacts them (a placeholder)
+    check(EMAIL not in note and ("[EMAIL]" in note or TOKEN_RE.search(note)),
+          "metadata value not redacted at the server: %r" % note)
+    res = call("generate", "plain prompt", "--meta", "x-deploy-key: %s" % AWS_KEY)
+    check(not res["ok"] and res["code"] == 7, "a secret in metadata was not blocked: %s" % res)
+    check(len(received()) == before + 1, "the call with a secret in metadata reached the server")
+
+
+@test
+def upstream_without_http2_gives_unavailable():
+    """An HTTP/1.1-only origin cannot carry gRPC: UNAVAILABLE, audited."""
+    res = call("generate", "hello", host=H1_HOST)
+    check(not res["ok"] and res["code"] == 14, "expected UNAVAILABLE (14), got %s" % res)
+    ev = RIG.agent.wait_events(lambda e: e.get("sni") == H1_HOST and e.get("path") == GEN, kind="request")
+    check(ev and ev[-1]["status"] == 502 and ev[-1]["reason"] in ("upstream_no_h2", "upstream_tls_failed"),
+          "the refused upstream was not audited: %s" % ev[-1:])
 
 
 @test
