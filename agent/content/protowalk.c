@@ -120,14 +120,20 @@ static bool is_message(const uint8_t *p, const uint8_t *end)
 enum payload { PAY_TEXT, PAY_MESSAGE, PAY_BYTES, PAY_TOO_DEEP };
 
 /* The one classification (see the file comment). Printable text first:
- * a nested message has a control byte (a tag or a short length) within
- * its first two bytes, so prose is never taken for one. */
+ * a nested message nearly always has a control byte (a tag of a low field
+ * or a short length) within its first two bytes, so prose is not taken
+ * for one. The exception: field 1 as a length (0x0a, '\n'), fixed64
+ * ('\t') or fixed32 ('\r') followed by printable bytes (Vertex AI's
+ * Part { text = 1 } of 9, 10 or 13 bytes is "\n\n..."): printable text
+ * that starts so and parses whole as fields is taken for a message. */
 static enum payload classify(const uint8_t *p, const uint8_t *end, unsigned depth)
 {
 	bool printable;
 	bool utf8 = utf8_ok(p, (size_t)(end - p), &printable);
 
-	if (p == end || (utf8 && printable))
+	if (p == end)
+		return PAY_TEXT;
+	if (utf8 && printable && !((*p == '\n' || *p == '\t' || *p == '\r') && end - p >= 2))
 		return PAY_TEXT;
 	if (is_message(p, end))
 		/* past the depth limit a message is refused, never read as

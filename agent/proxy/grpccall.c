@@ -36,6 +36,25 @@ enum { GS_OK = 0, GS_INVALID_ARGUMENT = 3, GS_PERMISSION_DENIED = 7, GS_RESOURCE
 /* Where a request text goes in the provider-JSON form. */
 enum slot { SLOT_PROMPT, SLOT_SYSTEM, SLOT_OTHER, SLOT__COUNT };
 
+/* Where the known methods keep their text and usage. The two APIs share
+ * message names, not field numbers (checked against Google's published
+ * generative_service / prediction_service and content protos). */
+struct llm_schema {
+	const char *service;          /* ".GenerativeService/" */
+	uint32_t model;
+	uint32_t prompt[3], system[3];            /* contents.parts.text, system_instruction.parts.text */
+	uint32_t answer[4];                       /* candidates.content.parts.text */
+	uint32_t usage_prompt[2], usage_out[2], usage_cached[2];
+};
+
+static const struct llm_schema schemas[] = {
+	/* google.ai.generativelanguage.v1 / v1beta (Gemini API) */
+	{ ".GenerativeService/", 1, { 2, 1, 2 }, { 8, 1, 2 }, { 1, 1, 1, 2 }, { 3, 1 }, { 3, 2 }, { 3, 4 } },
+	/* google.cloud.aiplatform.v1 / v1beta1 (Vertex AI): model 5, Content.parts 2,
+	 * Part.text 1, candidates 2, Candidate.content 2, usage_metadata 4 */
+	{ ".PredictionService/", 5, { 2, 2, 1 }, { 8, 2, 1 }, { 2, 2, 2, 1 }, { 4, 1 }, { 4, 2 }, { 4, 5 } },
+};
+
 struct text_ref {
 	uint32_t msg;                 /* request message index */
 	size_t off, len;              /* the text in that decoded message */
@@ -49,7 +68,7 @@ struct grpccall {
 	const struct h2_grpc_call *call;
 	const struct grpccall_io *io;
 	uint64_t max_msg;
-	bool known;                   /* a GenerateContent method */
+	const struct llm_schema *known;  /* a GenerateContent method, or NULL */
 	/* request */
 	struct buf msgs;              /* decoded messages back to back */
 	size_t *moff, *mlen;
@@ -200,9 +219,6 @@ static int on_req_msg(void *arg, bool compressed, const uint8_t *msg, size_t len
 	return 0;
 }
 
-static const uint32_t P_MODEL[] = { 1 };
-static const uint32_t P_PROMPT[] = { 2, 1, 2 };   /* contents.parts.text */
-static const uint32_t P_SYSTEM[] = { 8, 1, 2 };   /* system_instruction.parts.text */
 
 static int on_req_field(void *arg, const struct protowalk_field *f)
 {
@@ -211,9 +227,14 @@ static int on_req_field(void *arg, const struct protowalk_field *f)
 
 	if (f->kind != PROTOWALK_TEXT)
 		return 0;
-	if (g->known && protowalk_path_is(f, P_MODEL, 1)) {
-		/* "models/gemini-2.0-flash" as the REST path names it */
-		size_t skip = f->len > 7 && !memcmp(m + f->off, "models/", 7) ? 7 : 0;
+	if (g->known && protowalk_path_is(f, &g->known->model, 1)) {
+		/* "models/gemini-2.0-flash" or Vertex's
+		 * "projects/P/locations/L/publishers/google/models/gemini-2.0-flash":
+		 * the name after the last "models/", as the REST path gives it */
+		size_t skip = 0;
+		for (size_t i = 0; i + 7 <= f->len; i++)
+			if (!memcmp(m + f->off + i, "models/", 7) && (i == 0 || m[f->off + i - 1] == '/'))
+				skip = i + 7;
 		size_t n = f->len - skip < sizeof(g->model) - 1 ? f->len - skip : sizeof(g->model) - 1;
 		memcpy(g->model, m + f->off + skip, n);
 		g->model[n] = 0;
@@ -227,9 +248,9 @@ static int on_req_field(void *arg, const struct protowalk_field *f)
 		g->cap_refs = cap;
 	}
 	enum slot s = SLOT_OTHER;
-	if (g->known && protowalk_path_is(f, P_PROMPT, 3))
+	if (g->known && protowalk_path_is(f, g->known->prompt, 3))
 		s = SLOT_PROMPT;
-	else if (g->known && protowalk_path_is(f, P_SYSTEM, 3))
+	else if (g->known && protowalk_path_is(f, g->known->system, 3))
 		s = SLOT_SYSTEM;
 	g->refs[g->nrefs++] = (struct text_ref){ g->cur_msg, f->off, f->len, s, 0, SIZE_MAX };
 	return 0;
@@ -458,10 +479,6 @@ static int decide(struct grpccall *g)
 
 /* ---- the answer ---- */
 
-static const uint32_t P_ANSWER[] = { 1, 1, 1, 2 };   /* candidates.content.parts.text */
-static const uint32_t P_USAGE_PROMPT[] = { 3, 1 };
-static const uint32_t P_USAGE_OUT[] = { 3, 2 };
-static const uint32_t P_USAGE_CACHED[] = { 3, 4 };
 
 struct answer_walk {
 	struct grpccall *g;
@@ -497,7 +514,7 @@ static int answer_text(struct answer_walk *w, const struct protowalk_field *f)
 	struct grpccall *g = w->g;
 	struct exchange *ex = g->ex;
 	const char *t = (const char *)w->msg + f->off;
-	bool model_text = !g->known || protowalk_path_is(f, P_ANSWER, 4);
+	bool model_text = !g->known || protowalk_path_is(f, g->known->answer, 4);
 	bool stream = g->known && model_text;
 	struct detok *d;
 	int rc;
@@ -540,10 +557,9 @@ static int answer_flush(struct grpccall *g)
 	g->ans_detok = NULL;
 	if (!rc && t.len) {
 		/* candidates { content { parts { text } } }, built inside out */
-		static const uint8_t tag_text = 2 << 3 | 2, tag_msg = 1 << 3 | 2;
 		struct buf *in = &t, *o = &l1;
-		const uint8_t *tag = &tag_text;
-		for (int level = 0; level < 4 && !rc; level++) {
+		for (int level = 3; level >= 0 && !rc; level--) {
+			uint8_t tag = (uint8_t)(g->known->answer[level] << 3 | 2);
 			uint8_t v[10];
 			size_t k = 0;
 			for (uint64_t x = in->len; ; x >>= 7) {
@@ -552,8 +568,7 @@ static int answer_flush(struct grpccall *g)
 					break;
 			}
 			o->len = 0;
-			rc = buf_append(o, tag, 1) || buf_append(o, v, k) || buf_append(o, in->data, in->len) ? -ENOMEM : 0;
-			tag = &tag_msg;
+			rc = buf_append(o, &tag, 1) || buf_append(o, v, k) || buf_append(o, in->data, in->len) ? -ENOMEM : 0;
 			in = o;
 			o = o == &l1 ? &l2 : &l1;
 		}
@@ -575,16 +590,17 @@ static int on_answer_field(void *arg, const struct protowalk_field *f)
 {
 	struct answer_walk *w = arg;
 	struct provider_usage *u = &w->g->ex->usage;
+	const struct llm_schema *k = w->g->known;
 
 	if (f->kind == PROTOWALK_TEXT)
 		return answer_text(w, f);
 	if (f->kind != PROTOWALK_VARINT || !w->g->known || f->value > INT32_MAX)
 		return 0;
-	if (protowalk_path_is(f, P_USAGE_PROMPT, 2))
+	if (protowalk_path_is(f, k->usage_prompt, 2))
 		u->prompt = (int64_t)f->value;
-	else if (protowalk_path_is(f, P_USAGE_OUT, 2))
+	else if (protowalk_path_is(f, k->usage_out, 2))
 		u->completion = (int64_t)f->value;
-	else if (protowalk_path_is(f, P_USAGE_CACHED, 2))
+	else if (protowalk_path_is(f, k->usage_cached, 2))
 		u->cached = (int64_t)f->value;
 	return 0;
 }
@@ -857,11 +873,15 @@ static void grpccall_free(struct grpccall *g)
 	free(g->refs);
 }
 
-static bool known_method(const char *path)
+static const struct llm_schema *known_method(const char *path)
 {
 	const char *m = strrchr(path, '/');
-	bool gen = m && (!strcmp(m, "/GenerateContent") || !strcmp(m, "/StreamGenerateContent"));
-	return gen && (strstr(path, ".GenerativeService/") || strstr(path, ".PredictionService/"));
+	if (!m || (strcmp(m, "/GenerateContent") && strcmp(m, "/StreamGenerateContent")))
+		return NULL;
+	for (size_t i = 0; i < sizeof(schemas) / sizeof(schemas[0]); i++)
+		if (strstr(path, schemas[i].service))
+			return &schemas[i];
+	return NULL;
 }
 
 int grpccall_serve(struct exchange *ex, struct h2_conn *h2, const struct h2_grpc_call *call,

@@ -2,6 +2,7 @@
 // gRPC service (tests/fakes/fake_grpc.mjs), through the agent.
 //
 //   --mode generate|stream|notes   GenerateContent, StreamGenerateContent, vigil.test.Notes/Save
+//   --mode vertex|vertex-stream    the same on Vertex AI's PredictionService (its own field numbers)
 //   --mode hostile                 node:http2 by hand on one connection: a GenerateContent stream
 //                                  whose length prefix announces --prefix bytes, then a well-formed
 //                                  call; reports what each stream got
@@ -23,6 +24,8 @@ for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].replace(/^
 const opts = { keepCase: true, longs: String, defaults: true };
 const gen = grpc.loadPackageDefinition(loader.loadSync(path.join(fakes, "grpc_test.proto"), opts));
 const notes = grpc.loadPackageDefinition(loader.loadSync(path.join(fakes, "grpc_notes.proto"), opts));
+const vertex = grpc.loadPackageDefinition(loader.loadSync(path.join(fakes, "grpc_vertex.proto"), opts));
+const isVertex = args.mode.startsWith("vertex");
 const target = args.host + ":443";
 const creds = grpc.credentials.createSsl(fs.readFileSync(args.ca));
 const chanOpts = args.compress ? { "grpc.default_compression_algorithm": args.compress === "gzip" ? 2 : 1 } : {};
@@ -33,14 +36,19 @@ const out = (o) => { console.log(JSON.stringify(o)); process.exit(0); };
 const fail = (e) => out({ ok: false, code: e.code, details: e.details || String(e) });
 
 function request() {
-  const r = { model: "models/gemini-2.0-flash", contents: [{ role: "user", parts: [{ text: args.text }] }] };
+  const model = isVertex ? "projects/p1/locations/us-central1/publishers/google/models/gemini-2.0-flash"
+                         : "models/gemini-2.0-flash";
+  const r = { model, contents: [{ role: "user", parts: [{ text: args.text }] }] };
   if (args.system) r.system_instruction = { parts: [{ text: args.system }] };
   return r;
 }
 const textsOf = (m) => m.candidates.flatMap((c) => (c.content ? c.content.parts.map((p) => p.text) : []));
 
+const service = () => isVertex ? new vertex.google.cloud.aiplatform.v1.PredictionService(target, creds, chanOpts)
+                               : new gen.google.ai.generativelanguage.v1beta.GenerativeService(target, creds, chanOpts);
+
 function generate() {
-  const c = new gen.google.ai.generativelanguage.v1beta.GenerativeService(target, creds, chanOpts);
+  const c = service();
   c.GenerateContent(request(), meta, (err, res) => {
     if (err) return fail(err);
     out({ ok: true, texts: textsOf(res), messages: 1, usage: res.usage_metadata });
@@ -48,7 +56,7 @@ function generate() {
 }
 
 function stream() {
-  const c = new gen.google.ai.generativelanguage.v1beta.GenerativeService(target, creds, chanOpts);
+  const c = service();
   const texts = [], times = [];
   let usage = null;
   const t0 = Date.now();
@@ -99,4 +107,4 @@ async function hostile() {
   out({ bad: b, good });
 }
 
-({ generate, stream, notes: saveNote, hostile })[args.mode]();
+({ generate, stream, notes: saveNote, hostile, vertex: generate, "vertex-stream": stream })[args.mode]();

@@ -135,6 +135,30 @@ def stream_generate_content_streams_messages():
 
 
 @test
+def stream_ending_in_a_token_prefix_keeps_it():
+    """Text held back as a possible token ("[[VG") at the end of the stream
+    is sent in a last message, never lost."""
+    res = call("stream", "tail [[VG")
+    check(res["ok"] and "".join(res["texts"]) == "echo: tail [[VG", "held-back tail lost: %s" % res)
+
+
+@test
+def vertex_ai_prediction_service_with_its_own_field_numbers():
+    before = len(received())
+    res = call("vertex", "vertex mail to %s" % EMAIL, "--system", "sys %s" % EMAIL)
+    check(res["ok"] and res["texts"] == ["echo: vertex mail to %s" % EMAIL], "Vertex call: %s" % res)
+    got = received()[before:]
+    check(got and got[0]["method"] == "Vertex/GenerateContent" and EMAIL not in json.dumps(got[0]) and
+          TOKEN_RE.search(prompt_of(got[0])), "Vertex prompt not redacted: %s" % got)
+    ev = event_for("/google.cloud.aiplatform.v1.PredictionService/GenerateContent")
+    check(ev["model"] == "gemini-2.0-flash" and ev["prompt_tokens"] == 11 and ev["completion_tokens"] == 7 and
+          {"type": "EMAIL", "count": 2} in ev["findings"], "Vertex event %s" % ev)
+    res = call("vertex-stream", "split %s" % EMAIL)
+    check(res["ok"] and "".join(res["texts"]) == "echo: split %s" % EMAIL and res["messages"] == 3,
+          "Vertex stream: %s" % res)
+
+
+@test
 def unknown_method_strings_inspected_and_audited_with_method_name():
     before = len(received())
     res = call("notes", "call %s back" % EMAIL, "--system", "tag-for-%s" % EMAIL)

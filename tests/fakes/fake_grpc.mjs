@@ -5,7 +5,8 @@
 // GenerateContent answers one candidate "echo: <every prompt text joined by
 // a space>" and usage 11/7/18; StreamGenerateContent answers the same text
 // in three messages (usage in the last); vigil.test.Notes/Save echoes the
-// note. Every request, as the server decoded it, is recorded as one JSON line
+// note; google.cloud.aiplatform.v1.PredictionService answers the same in
+// Vertex's shapes (recorded as "Vertex/..."). Every request, as the server decoded it, is recorded as one JSON line
 // in --record: {"method", "request", "metadata"}.
 //
 // Usage: node fake_grpc.mjs --listen ADDR:PORT --cert F --key F --record F
@@ -25,6 +26,7 @@ for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].replace(/^
 const opts = { keepCase: true, longs: String, defaults: true };
 const gen = grpc.loadPackageDefinition(loader.loadSync(path.join(here, "grpc_test.proto"), opts));
 const notes = grpc.loadPackageDefinition(loader.loadSync(path.join(here, "grpc_notes.proto"), opts));
+const vertex = grpc.loadPackageDefinition(loader.loadSync(path.join(here, "grpc_vertex.proto"), opts));
 
 function record(method, call) {
   const req = JSON.parse(JSON.stringify(call.request, (k, v) =>
@@ -39,27 +41,34 @@ function promptText(req) {
 const usage = { prompt_token_count: 11, candidates_token_count: 7, total_token_count: 18 };
 const answer = (text, u) => ({ candidates: [{ content: { role: "model", parts: [{ text }] } }], usage_metadata: u });
 
-const server = new grpc.Server();
-server.addService(gen.google.ai.generativelanguage.v1beta.GenerativeService.service, {
+const vertexAnswer = (text, u) => ({ candidates: [{ index: 0, content: { role: "model", parts: [{ text }] } }],
+                                    usage_metadata: u });
+
+// the same two methods for both APIs, each in its own message shapes
+const generative = (tag, shape) => ({
   GenerateContent(call, cb) {
-    record("GenerateContent", call);
-    cb(null, answer("echo: " + promptText(call.request), usage));
+    record(tag + "GenerateContent", call);
+    cb(null, shape("echo: " + promptText(call.request), usage));
   },
   StreamGenerateContent(call) {
-    record("StreamGenerateContent", call);
+    record(tag + "StreamGenerateContent", call);
     const text = "echo: " + promptText(call.request);
     const third = Math.ceil(text.length / 3);
     const pieces = [text.slice(0, third), text.slice(third, 2 * third), text.slice(2 * third)];
     let i = 0;
     const next = () => {
       if (i === pieces.length) return call.end();
-      call.write(answer(pieces[i], i === pieces.length - 1 ? usage : null));
+      call.write(shape(pieces[i], i === pieces.length - 1 ? usage : null));
       i++;
       setTimeout(next, 150);
     };
     next();
   },
 });
+
+const server = new grpc.Server();
+server.addService(gen.google.ai.generativelanguage.v1beta.GenerativeService.service, generative("", answer));
+server.addService(vertex.google.cloud.aiplatform.v1.PredictionService.service, generative("Vertex/", vertexAnswer));
 server.addService(notes.vigil.test.Notes.service, {
   Save(call, cb) {
     record("Notes/Save", call);

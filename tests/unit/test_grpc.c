@@ -358,3 +358,23 @@ TEST(protowalk_utf8_strictness)
 	CHECK(walk(&t, &s) == 0 && s.ntext == 0, "surrogate accepted as text");
 	buf_free(&t);
 }
+
+TEST(protowalk_vertex_part_that_looks_printable_is_a_message)
+{
+	struct buf part = { 0 }, content = { 0 };
+	struct seen s;
+
+	/* Vertex AI's Part { text = 1 } of 10 bytes is "\n\n0123456789":
+	 * printable, yet a message */
+	put_len(&part, 1, "0123456789", 10);
+	put_len(&content, 2, part.data, part.len);
+	CHECK(walk(&content, &s) == 0 && s.ntext == 1 && !strcmp(s.texts[0], "0123456789") && s.depth[0] == 2 &&
+	      s.paths[0][0] == 2 && s.paths[0][1] == 1, "the part was read as text: %u texts, first %s", s.ntext,
+	      s.texts[0]);
+	/* text that starts with a newline but is no message stays text */
+	content.len = 0;
+	put_len(&content, 2, "\nhello world", 12);
+	CHECK(walk(&content, &s) == 0 && s.ntext == 1 && s.depth[0] == 1, "newline text not text");
+	buf_free(&part);
+	buf_free(&content);
+}
