@@ -897,6 +897,8 @@ int grpccall_serve(struct exchange *ex, struct h2_conn *h2, const struct h2_grpc
 		grpccall_free(&g);
 		return rc > 0 ? 0 : rc;
 	}
+	if (io->begin)
+		io->begin(io->arg, ex);
 	if ((rc = io->connect(io->arg, ex))) {
 		ex->status = 502;
 		rc = answer_error(&g, GS_UNAVAILABLE, ex->error ? ex->error : "upstream unreachable");

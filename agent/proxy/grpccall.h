@@ -36,6 +36,9 @@ struct grpccall_io {
 	int (*write)(void *arg, const void *buf, size_t len, uint64_t deadline);
 	/* The connection is spent (never pooled after an h2 call). */
 	void (*close)(void *arg);
+	/* Optional: the decision is made and the call is about to leave:
+	 * journal what is known (a crash mid-call still leaves an event). */
+	void (*begin)(void *arg, struct exchange *ex);
 };
 
 /* Serves the call and fills ex for its audit event (method, path,

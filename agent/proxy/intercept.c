@@ -1129,9 +1129,14 @@ static int h2_io_charge(void *arg, int64_t delta)
 
 /* gRPC streams (agent/proxy/grpccall.c): the upstream is an HTTP/2
  * connection of their own, closed after the call, never pooled. */
+struct grpc_glue {
+	struct ic *ic;
+	uint64_t ticket;           /* begin_request_event's, 0 = none yet */
+};
+
 static int grpc_up_connect(void *arg, struct exchange *ex)
 {
-	struct ic *ic = arg;
+	struct ic *ic = ((struct grpc_glue *)arg)->ic;
 	int ret;
 
 	upstream_close(&ic->up);
@@ -1151,34 +1156,40 @@ static int grpc_up_connect(void *arg, struct exchange *ex)
 
 static ssize_t grpc_up_read(void *arg, void *buf, size_t len, uint64_t deadline)
 {
-	struct ic *ic = arg;
+	struct ic *ic = ((struct grpc_glue *)arg)->ic;
 	return tls_read(ic->up.ssl, ic->up.fd, buf, len, deadline);
 }
 
 static int grpc_up_write(void *arg, const void *buf, size_t len, uint64_t deadline)
 {
-	struct ic *ic = arg;
+	struct ic *ic = ((struct grpc_glue *)arg)->ic;
 	return tls_write_all(ic->up.ssl, ic->up.fd, buf, len, deadline);
 }
 
 static void grpc_up_close(void *arg)
 {
-	upstream_close(&((struct ic *)arg)->up);
+	upstream_close(&((struct grpc_glue *)arg)->ic->up);
+}
+
+static void grpc_begin(void *arg, struct exchange *ex)
+{
+	struct grpc_glue *g = arg;
+	g->ticket = begin_request_event(g->ic, ex);
 }
 
 static int h2_io_grpc(void *arg, struct h2_conn *h2, const struct h2_grpc_call *call)
 {
-	struct ic *ic = arg;
-	struct grpccall_io io = { ic, grpc_up_connect, grpc_up_read, grpc_up_write, grpc_up_close };
+	struct grpc_glue glue = { arg, 0 };
+	struct grpccall_io io = { &glue, grpc_up_connect, grpc_up_read, grpc_up_write, grpc_up_close, grpc_begin };
 	struct exchange ex;
 
-	exchange_init(&ex, ic->ag, &ic->info, &ic->xc);
+	exchange_init(&ex, glue.ic->ag, &glue.ic->info, &glue.ic->xc);
 	ex.t_start_ms = loop_now_ms();
-	ic->nreq++;
+	glue.ic->nreq++;
 	int ret = grpccall_serve(&ex, h2, call, &io);
 	ex.latency_ms = loop_now_ms() - ex.t_start_ms;
 	exchange_done(&ex);
-	emit_request_event(ic, &ex, 0);
+	emit_request_event(glue.ic, &ex, glue.ticket);
 	exchange_free(&ex);
 	return ret;
 }
