@@ -73,8 +73,10 @@ struct grpccall {
 	struct buf msgs;              /* decoded messages back to back */
 	size_t *moff, *mlen;
 	uint32_t nmsg, cap_msg;
-	struct text_ref *refs;
+	struct text_ref *refs;        /* in message order, then walk order */
 	size_t nrefs, cap_refs;
+	size_t *by_slot[SLOT__COUNT]; /* each slot's refs in order (indexes into refs) */
+	size_t nslot[SLOT__COUNT];
 	char model[PROVIDER_MODEL_MAX];
 	struct buf json, repl, fwd;
 	uint32_t cur_msg;
@@ -296,13 +298,22 @@ static int build_json(struct grpccall *g)
 	return rc ? -ENOMEM : 0;
 }
 
+/* Each slot's refs in order: the JSON's n-th string of a slot is found
+ * in constant time (a call may carry hundreds of thousands of texts). */
+static int index_slots(struct grpccall *g)
+{
+	for (int s = 0; s < SLOT__COUNT; s++)
+		if (!(g->by_slot[s] = malloc((g->nrefs ? g->nrefs : 1) * sizeof(size_t))))
+			return -ENOMEM;
+	for (size_t i = 0; i < g->nrefs; i++)
+		g->by_slot[g->refs[i].slot][g->nslot[g->refs[i].slot]++] = i;
+	return 0;
+}
+
 /* The n-th text of slot s. */
 static struct text_ref *slot_ref(struct grpccall *g, enum slot s, uint32_t n)
 {
-	for (size_t i = 0; i < g->nrefs; i++)
-		if (g->refs[i].slot == s && n-- == 0)
-			return &g->refs[i];
-	return NULL;
+	return n < g->nslot[s] ? &g->refs[g->by_slot[s][n]] : NULL;
 }
 
 struct readback {
@@ -346,13 +357,17 @@ static int rewrite_request(struct grpccall *g, const char *body, size_t len)
 	struct readback rb = { g, { 0 } };
 	struct protowalk_edit *e = calloc(g->nrefs ? g->nrefs : 1, sizeof(*e));
 	struct buf m = { 0 };
-	int rc = e ? json_scan(body, len, on_redacted, &rb) : -ENOMEM;
+	int rc = !e ? -ENOMEM : index_slots(g);
+	size_t k = 0;
 
+	if (!rc)
+		rc = json_scan(body, len, on_redacted, &rb);
 	json_text_free(&rb.t);
 	for (uint32_t i = 0; i < g->nmsg && !rc; i++) {
 		size_t n = 0;
-		for (size_t k = 0; k < g->nrefs; k++)
-			if (g->refs[k].msg == i && g->refs[k].repl_len != SIZE_MAX)
+		/* refs are in message order: one pass over them for all messages */
+		for (; k < g->nrefs && g->refs[k].msg == i; k++)
+			if (g->refs[k].repl_len != SIZE_MAX)
 				e[n++] = (struct protowalk_edit){ g->refs[k].off, g->repl.data + g->refs[k].repl_off,
 								  g->refs[k].repl_len };
 		const uint8_t *msg = (const uint8_t *)g->msgs.data + g->moff[i];
@@ -871,6 +886,8 @@ static void grpccall_free(struct grpccall *g)
 	free(g->moff);
 	free(g->mlen);
 	free(g->refs);
+	for (int s = 0; s < SLOT__COUNT; s++)
+		free(g->by_slot[s]);
 }
 
 static const struct llm_schema *known_method(const char *path)
