@@ -447,8 +447,10 @@ static int decide(struct grpccall *g)
 			/* unread text must not leave: fail closed, as INSPECTION_LIMIT */
 			ex->counts[FINDING_INSPECTION_LIMIT] = 1;
 			ex->rule = "default:inspection_limit";
-			return refuse(g, 403, GS_PERMISSION_DENIED,
-				      "request blocked: a gRPC message could not be read as protobuf (INSPECTION_LIMIT)") ?: 1;
+			rc = refuse(g, 403, GS_PERMISSION_DENIED,
+				    "request blocked: a gRPC message could not be read as protobuf (INSPECTION_LIMIT)");
+			ex->reason = "inspection_limit";
+			return rc ?: 1;
 		}
 	}
 	if ((rc = build_json(g)))

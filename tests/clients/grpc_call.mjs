@@ -103,8 +103,12 @@ async function hostile() {
   const b = await rawCall(session, bad);
   const good = await rawCall(session, frame(Buffer.concat([field(1, Buffer.from("models/gemini-2.0-flash")),
     field(2, field(1, field(2, Buffer.from(args.text))))])));
+  // protobuf nested past the walker's depth limit: refused, never read as text
+  let deep = field(2, Buffer.from(args.text));
+  for (let i = 0; i < 40; i++) deep = field(1, deep);
+  const d = await rawCall(session, frame(deep));
   session.close();
-  out({ bad: b, good });
+  out({ bad: b, good, deep: d });
 }
 
 ({ generate, stream, notes: saveNote, hostile, vertex: generate, "vertex-stream": stream })[args.mode]();

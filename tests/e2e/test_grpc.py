@@ -186,11 +186,17 @@ def hostile_length_prefix_fails_only_its_stream():
     check((good["trailers"] or {}).get("grpc-status") == "0" and good["data"] > 0,
           "the next stream on the same connection failed: %s" % good)
     check(len(received()) == before + 1, "the hostile message reached the server")
+    deep = res["deep"]
+    check((deep["headers"] or {}).get("grpc-status") == "7",
+          "a message nested past the depth limit was not refused: %s" % deep)
+    ev = event_for(GEN, lambda e: e.get("reason") == "inspection_limit")
+    check(ev["action"] == "block" and {"type": "INSPECTION_LIMIT", "count": 1} in ev["findings"],
+          "the too-deep message was not audited as INSPECTION_LIMIT: %s" % ev)
     check(RIG.agent.proc.poll() is None, "the agent died")
     ev = event_for(GEN, lambda e: e.get("reason") == "bad_request")
     check(ev["action"] == "block" and ev["status"] == 413, "hostile stream event %s" % ev)
-    ev = event_for(GEN)
-    check(ev["action"] == "allow" and ev["error"] is None, "the good call after it audited as %s" % ev)
+    ev = event_for(GEN, lambda e: e["action"] == "allow")
+    check(ev["error"] is None and ev["status"] == 200, "the good call after it audited as %s" % ev)
 
 
 @test
