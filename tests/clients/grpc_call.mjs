@@ -3,6 +3,8 @@
 //
 //   --mode generate|stream|notes   GenerateContent, StreamGenerateContent, vigil.test.Notes/Save
 //   --mode vertex|vertex-stream    the same on Vertex AI's PredictionService (its own field numbers)
+//   --mode bench --n N             N unary GenerateContent calls in sequence on one channel:
+//                                  {calls, per_sec, p50_ms, p99_ms}
 //   --mode hostile                 node:http2 by hand on one connection: a GenerateContent stream
 //                                  whose length prefix announces --prefix bytes, then a well-formed
 //                                  call; reports what each stream got
@@ -76,6 +78,21 @@ function saveNote() {
   });
 }
 
+async function bench() {
+  const c = service();
+  const n = Number(args.n || 200), lat = [];
+  const one = () => new Promise((res, rej) => {
+    const t = process.hrtime.bigint();
+    c.GenerateContent(request(), meta, (err) => (err ? rej(err) : res(Number(process.hrtime.bigint() - t) / 1e6)));
+  });
+  await one();   // connection set-up is not what is measured
+  const t0 = Date.now();
+  for (let i = 0; i < n; i++) lat.push(await one().catch(fail));
+  const secs = (Date.now() - t0) / 1000;
+  lat.sort((a, b) => a - b);
+  out({ calls: n, per_sec: Math.round(n / secs), p50_ms: lat[n >> 1].toFixed(2), p99_ms: lat[Math.floor(n * 0.99)].toFixed(2) });
+}
+
 // ---- by hand: protobuf and gRPC framing for the hostile case ----
 const varint = (n) => { const b = []; do { b.push((n & 0x7f) | (n > 0x7f ? 0x80 : 0)); n >>>= 7; } while (n); return Buffer.from(b); };
 const field = (num, payload) => Buffer.concat([varint((num << 3) | 2), varint(payload.length), payload]);
@@ -111,4 +128,4 @@ async function hostile() {
   out({ bad: b, good, deep: d });
 }
 
-({ generate, stream, notes: saveNote, hostile, vertex: generate, "vertex-stream": stream })[args.mode]();
+({ generate, stream, notes: saveNote, hostile, bench, vertex: generate, "vertex-stream": stream })[args.mode]();
