@@ -86,7 +86,7 @@ struct grpccall {
 	struct buf head;
 	struct http_request req;
 	/* response */
-	nghttp2_session *s;
+	struct grpccall_session *sess;
 	int32_t sid;
 	char resp_enc[32];
 	struct grpc_reader rd;
@@ -99,6 +99,19 @@ struct grpccall {
 	struct detok *ans_detok;
 	int grpc_status;
 };
+
+struct grpccall_session {
+	nghttp2_session *s;
+	struct grpccall *g;           /* the call being served; NULL between calls */
+};
+
+void grpccall_session_free(struct grpccall_session *s)
+{
+	if (!s)
+		return;
+	nghttp2_session_del(s->s);
+	free(s);
+}
 
 /* ---- small helpers ---- */
 
@@ -678,9 +691,9 @@ static int field_add(struct grpccall *g, const uint8_t *name, size_t nl, const u
 static int up_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nl,
 			const uint8_t *value, size_t vl, uint8_t flags, void *user)
 {
-	struct grpccall *g = user;
+	struct grpccall *g = ((struct grpccall_session *)user)->g;
 	(void)s; (void)flags;
-	if (f->hd.stream_id != g->sid)
+	if (!g || f->hd.stream_id != g->sid)
 		return 0;
 	/* framing is the agent's own on the client side */
 	if ((nl == 14 && !memcmp(name, "content-length", 14)))
@@ -709,12 +722,12 @@ static size_t fields_out(struct grpccall *g, struct h2_field *out)
 
 static int up_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
 {
-	struct grpccall *g = user;
+	struct grpccall *g = ((struct grpccall_session *)user)->g;
 	struct h2_field fl[GRPC_MAX_FIELDS];
 	int rc = 0;
 	(void)s;
 
-	if (f->hd.stream_id != g->sid || f->hd.type != NGHTTP2_HEADERS)
+	if (!g || f->hd.stream_id != g->sid || f->hd.type != NGHTTP2_HEADERS)
 		return 0;
 	size_t n = fields_out(g, fl);
 	bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
@@ -744,9 +757,9 @@ static int up_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
 
 static int up_on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len, void *user)
 {
-	struct grpccall *g = user;
+	struct grpccall *g = ((struct grpccall_session *)user)->g;
 	(void)s; (void)flags;
-	if (id != g->sid || !g->head_sent)
+	if (!g || id != g->sid || !g->head_sent)
 		return 0;
 	if (grpc_reader_feed(&g->rd, data, len, on_resp_msg, g)) {
 		g->failed = true;
@@ -757,9 +770,9 @@ static int up_on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8
 
 static int up_on_close(nghttp2_session *s, int32_t id, uint32_t err, void *user)
 {
-	struct grpccall *g = user;
+	struct grpccall *g = ((struct grpccall_session *)user)->g;
 	(void)s;
-	if (id == g->sid) {
+	if (g && id == g->sid) {
 		g->closed = true;
 		if (err != NGHTTP2_NO_ERROR)
 			g->failed = true;
@@ -770,7 +783,7 @@ static int up_on_close(nghttp2_session *s, int32_t id, uint32_t err, void *user)
 static ssize_t up_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
 		       nghttp2_data_source *src, void *user)
 {
-	struct grpccall *g = user;
+	struct grpccall *g = ((struct grpccall_session *)user)->g;
 	const uint8_t *body = g->fwd.len ? (const uint8_t *)g->fwd.data : g->call->body;
 	size_t total = g->fwd.len ? g->fwd.len : g->call->body_len;
 	size_t *off = src->ptr;
@@ -789,7 +802,7 @@ static int up_flush(struct grpccall *g, uint64_t deadline)
 	ssize_t n;
 
 	g->wbuf.len = 0;
-	while ((n = nghttp2_session_mem_send(g->s, &p)) > 0)
+	while ((n = nghttp2_session_mem_send(g->sess->s, &p)) > 0)
 		if (buf_append(&g->wbuf, p, (size_t)n))
 			return -ENOMEM;
 	if (n < 0)
@@ -797,20 +810,28 @@ static int up_flush(struct grpccall *g, uint64_t deadline)
 	return g->wbuf.len ? g->io->write(g->io->arg, g->wbuf.data, g->wbuf.len, deadline) : 0;
 }
 
-static int up_session(struct grpccall *g)
+static int up_session(struct grpccall_session **out)
 {
 	nghttp2_session_callbacks *cb;
-	if (nghttp2_session_callbacks_new(&cb))
+	struct grpccall_session *sess = calloc(1, sizeof(*sess));
+	int rc;
+
+	if (!sess || nghttp2_session_callbacks_new(&cb)) {
+		free(sess);
 		return -ENOMEM;
+	}
 	nghttp2_session_callbacks_set_on_header_callback(cb, up_on_header);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, up_on_frame);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, up_on_data);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cb, up_on_close);
-	int rc = nghttp2_session_client_new(&g->s, cb, g);
+	rc = nghttp2_session_client_new(&sess->s, cb, sess);
 	nghttp2_session_callbacks_del(cb);
-	if (rc)
+	if (rc || nghttp2_submit_settings(sess->s, NGHTTP2_FLAG_NONE, NULL, 0)) {
+		grpccall_session_free(sess);
 		return -ENOMEM;
-	return nghttp2_submit_settings(g->s, NGHTTP2_FLAG_NONE, NULL, 0) ? -ENOMEM : 0;
+	}
+	*out = sess;
+	return 0;
 }
 
 /* The client's fields, as they came, after the pseudo-headers ours. */
@@ -837,7 +858,7 @@ static int submit_call(struct grpccall *g, size_t *body_off)
 					NGHTTP2_NV_FLAG_NONE };
 	}
 	nghttp2_data_provider prd = { .source.ptr = body_off, .read_callback = up_body };
-	g->sid = nghttp2_submit_request(g->s, NULL, nv, n, &prd, NULL);
+	g->sid = nghttp2_submit_request(g->sess->s, NULL, nv, n, &prd, NULL);
 	return g->sid < 0 ? -EPROTO : 0;
 }
 
@@ -850,7 +871,7 @@ static int relay(struct grpccall *g)
 	uint64_t deadline = loop_now_ms() + cfg->upstream_timeout_ms;
 	int rc;
 
-	if ((rc = up_session(g)) || (rc = submit_call(g, &body_off)))
+	if ((rc = submit_call(g, &body_off)))
 		return rc;
 	grpc_reader_init(&g->rd, g->max_msg);
 	for (;;) {
@@ -863,16 +884,78 @@ static int relay(struct grpccall *g)
 			g->ex->error = n == -ETIMEDOUT ? "upstream stalled" : "upstream closed mid-call";
 			return n == 0 ? -ECONNRESET : (int)n;
 		}
-		if (nghttp2_session_mem_recv(g->s, buf, (size_t)n) < 0)
+		if (nghttp2_session_mem_recv(g->sess->s, buf, (size_t)n) < 0)
 			return -EPROTO;
 		/* after the answer's head, a stream may be quiet between messages */
 		deadline = loop_now_ms() + (g->head_sent ? cfg->idle_timeout_ms : cfg->upstream_timeout_ms);
 	}
 }
 
+/* The session kept from an earlier call, if the upstream still takes
+ * new streams; else a fresh connection and session. */
+static int session_ready(struct grpccall *g, bool *fresh)
+{
+	const struct grpccall_io *io = g->io;
+	struct grpccall_session **sp = io->session;
+
+	*fresh = false;
+	if (*sp && nghttp2_session_check_request_allowed((*sp)->s))
+		return 0;
+	grpccall_session_free(*sp);
+	*sp = NULL;
+	io->close(io->arg);
+	*fresh = true;
+	if (io->connect(io->arg, g->ex))
+		return -EHOSTUNREACH;
+	return up_session(sp);
+}
+
+/* Forgets what one attempt of the call received. */
+static void attempt_reset(struct grpccall *g)
+{
+	grpc_reader_free(&g->rd);
+	g->fields.len = 0;
+	g->nfields = 0;
+	g->closed = g->failed = g->trailers_sent = false;
+	g->resp_enc[0] = 0;
+	g->grpc_status = 0;
+	g->ex->error = NULL;
+}
+
+/* The call over the kept session; a kept connection the server has
+ * closed meanwhile (idle timeout) fails before any answer: then once more
+ * on a fresh one, as HTTP/1.1 requests are retried on a stale pooled
+ * connection. The session survives only a clean call. */
+static int upstream_call(struct grpccall *g)
+{
+	const struct grpccall_io *io = g->io;
+	bool fresh;
+	int rc;
+
+	for (int attempt = 0;; attempt++) {
+		if ((rc = session_ready(g, &fresh)))
+			return rc;
+		g->ex->upstream_reused = !fresh;
+		g->ex->t_first_byte_ms = loop_now_ms();
+		g->sess = *io->session;
+		g->sess->g = g;
+		rc = relay(g);
+		g->sess->g = NULL;
+		if (rc || g->failed) {
+			grpccall_session_free(*io->session);
+			*io->session = NULL;
+			io->close(io->arg);
+			if (!fresh && !g->head_sent && attempt == 0) {
+				attempt_reset(g);
+				continue;
+			}
+		}
+		return rc;
+	}
+}
+
 static void grpccall_free(struct grpccall *g)
 {
-	nghttp2_session_del(g->s);
 	detok_free(g->ans_detok);
 	grpc_reader_free(&g->rd);
 	buf_free(&g->msgs);
@@ -918,17 +1001,15 @@ int grpccall_serve(struct exchange *ex, struct h2_conn *h2, const struct h2_grpc
 	}
 	if (io->begin)
 		io->begin(io->arg, ex);
-	if ((rc = io->connect(io->arg, ex))) {
+	if (!ex->out_scan && ex->xc->scratch)
+		ex->out_scan = inspect_stream_new(ex->xc->scratch);
+	rc = upstream_call(&g);
+	if (rc == -EHOSTUNREACH) {
 		ex->status = 502;
 		rc = answer_error(&g, GS_UNAVAILABLE, ex->error ? ex->error : "upstream unreachable");
 		grpccall_free(&g);
 		return rc;
 	}
-	ex->t_first_byte_ms = loop_now_ms();
-	if (!ex->out_scan && ex->xc->scratch)
-		ex->out_scan = inspect_stream_new(ex->xc->scratch);
-	rc = relay(&g);
-	io->close(io->arg);
 	if (ex->out_scan) {
 		inspect_stream_finish(ex->out_scan);
 		memcpy(ex->out_counts, inspect_stream_counts(ex->out_scan), sizeof(ex->out_counts));

@@ -25,6 +25,13 @@
 #include "proxy/exchange.h"
 #include "proxy/h2.h"
 
+/* The HTTP/2 client session on one upstream connection, kept between
+ * the calls of one client connection (a gRPC client sends many calls on
+ * one connection; a TLS handshake upstream per call would double their
+ * latency). Owned by the caller; NULL until the first call. */
+struct grpccall_session;
+void grpccall_session_free(struct grpccall_session *s);   /* NULL ok */
+
 /* The upstream connection, owned by the caller (intercept.c). */
 struct grpccall_io {
 	void *arg;
@@ -34,8 +41,12 @@ struct grpccall_io {
 	/* > 0 bytes, 0 EOF, < 0 -errno (-ETIMEDOUT past deadline, ms). */
 	ssize_t (*read)(void *arg, void *buf, size_t len, uint64_t deadline);
 	int (*write)(void *arg, const void *buf, size_t len, uint64_t deadline);
-	/* The connection is spent (never pooled after an h2 call). */
+	/* The connection is spent: closed (never pooled for HTTP/1.1). */
 	void (*close)(void *arg);
+	/* The session on the connection connect opened, kept across calls
+	 * (the caller frees it with grpccall_session_free when its client
+	 * connection ends, then calls close). */
+	struct grpccall_session **session;
 	/* Optional: the decision is made and the call is about to leave:
 	 * journal what is known (a crash mid-call still leaves an event). */
 	void (*begin)(void *arg, struct exchange *ex);

@@ -241,6 +241,8 @@ struct ic {
 	struct h2_conn *h2;        /* HTTP/2: the codec answers go through (h2.h) */
 	int h2_refuse;             /* HTTP/2: the stream broke a limit, answer this status */
 	bool want_h2;              /* gRPC: the upstream must speak HTTP/2 (ALPN h2 only) */
+	struct upstream gup;       /* gRPC: the HTTP/2 upstream, apart from up (HTTP/1.1) */
+	struct grpccall_session *gsess;  /* its session, kept across the connection's calls */
 };
 
 /* The capacity grow() gives a buffer of cap bytes that must hold need. */
@@ -1128,7 +1130,8 @@ static int h2_io_charge(void *arg, int64_t delta)
 }
 
 /* gRPC streams (agent/proxy/grpccall.c): the upstream is an HTTP/2
- * connection of their own, closed after the call, never pooled. */
+ * connection of their own (ic->gup), kept for the client connection's
+ * next calls, never pooled and never used for HTTP/1.1. */
 struct grpc_glue {
 	struct ic *ic;
 	uint64_t ticket;           /* begin_request_event's, 0 = none yet */
@@ -1137,16 +1140,20 @@ struct grpc_glue {
 static int grpc_up_connect(void *arg, struct exchange *ex)
 {
 	struct ic *ic = ((struct grpc_glue *)arg)->ic;
+	struct upstream h1 = ic->up;   /* kept for this connection's HTTP/1.1 streams */
 	int ret;
 
-	upstream_close(&ic->up);
+	upstream_close(&ic->gup);
+	ic->up = (struct upstream){ .fd = -1 };
 	ic->want_h2 = true;
 	ret = upstream_connect(ic, ex);
 	ic->want_h2 = false;
+	ic->gup = ic->up;
+	ic->up = h1;
 	if (ret)
 		return ret;
-	if (!h2_negotiated(ic->up.ssl)) {
-		upstream_close(&ic->up);
+	if (!h2_negotiated(ic->gup.ssl)) {
+		upstream_close(&ic->gup);
 		ex->reason = "upstream_no_h2";
 		ex->error = "the upstream does not speak HTTP/2, which gRPC needs";
 		return -EPROTO;
@@ -1157,18 +1164,18 @@ static int grpc_up_connect(void *arg, struct exchange *ex)
 static ssize_t grpc_up_read(void *arg, void *buf, size_t len, uint64_t deadline)
 {
 	struct ic *ic = ((struct grpc_glue *)arg)->ic;
-	return tls_read(ic->up.ssl, ic->up.fd, buf, len, deadline);
+	return tls_read(ic->gup.ssl, ic->gup.fd, buf, len, deadline);
 }
 
 static int grpc_up_write(void *arg, const void *buf, size_t len, uint64_t deadline)
 {
 	struct ic *ic = ((struct grpc_glue *)arg)->ic;
-	return tls_write_all(ic->up.ssl, ic->up.fd, buf, len, deadline);
+	return tls_write_all(ic->gup.ssl, ic->gup.fd, buf, len, deadline);
 }
 
 static void grpc_up_close(void *arg)
 {
-	upstream_close(&((struct grpc_glue *)arg)->ic->up);
+	upstream_close(&((struct grpc_glue *)arg)->ic->gup);
 }
 
 static void grpc_begin(void *arg, struct exchange *ex)
@@ -1180,7 +1187,8 @@ static void grpc_begin(void *arg, struct exchange *ex)
 static int h2_io_grpc(void *arg, struct h2_conn *h2, const struct h2_grpc_call *call)
 {
 	struct grpc_glue glue = { arg, 0 };
-	struct grpccall_io io = { &glue, grpc_up_connect, grpc_up_read, grpc_up_write, grpc_up_close, grpc_begin };
+	struct grpccall_io io = { &glue, grpc_up_connect, grpc_up_read, grpc_up_write, grpc_up_close,
+				  &glue.ic->gsess, grpc_begin };
 	struct exchange ex;
 
 	exchange_init(&ex, glue.ic->ag, &glue.ic->info, &glue.ic->xc);
@@ -1292,6 +1300,8 @@ static void *ic_main(void *arg)
 	serve(ic);
 	SSL_free(ic->cssl);
 	upstream_close(&ic->up);
+	grpccall_session_free(ic->gsess);
+	upstream_close(&ic->gup);
 	close(ic->cfd);
 	charge(ic, 0, 0);
 	free(ic->in);
@@ -1323,6 +1333,7 @@ int intercept_start(struct agent *ag, int cfd, const struct conn_info *info)
 	ic->info = *info;
 	ic->cfd = cfd;
 	ic->up.fd = -1;
+	ic->gup.fd = -1;
 	atomic_fetch_add(&ag->stats.active, 1);
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, THREAD_STACK);

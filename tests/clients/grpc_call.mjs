@@ -3,7 +3,7 @@
 //
 //   --mode generate|stream|notes   GenerateContent, StreamGenerateContent, vigil.test.Notes/Save
 //   --mode vertex|vertex-stream    the same on Vertex AI's PredictionService (its own field numbers)
-//   --mode bench --n N             N unary GenerateContent calls in sequence on one channel:
+//   --mode bench --n N [--pause-ms P]  N unary GenerateContent calls in sequence on one channel:
 //                                  {calls, per_sec, p50_ms, p99_ms}
 //   --mode hostile                 node:http2 by hand on one connection: a GenerateContent stream
 //                                  whose length prefix announces --prefix bytes, then a well-formed
@@ -87,8 +87,12 @@ async function bench() {
   });
   await one();   // connection set-up is not what is measured
   const t0 = Date.now();
-  for (let i = 0; i < n; i++) lat.push(await one().catch(fail));
-  const secs = (Date.now() - t0) / 1000;
+  const pause = Number(args["pause-ms"] || 0);
+  for (let i = 0; i < n; i++) {
+    if (pause) await new Promise((r) => setTimeout(r, pause));
+    lat.push(await one().catch(fail));
+  }
+  const secs = Math.max(Date.now() - t0, 1) / 1000;
   lat.sort((a, b) => a - b);
   out({ calls: n, per_sec: Math.round(n / secs), p50_ms: lat[n >> 1].toFixed(2), p99_ms: lat[Math.floor(n * 0.99)].toFixed(2) });
 }

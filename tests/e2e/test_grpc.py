@@ -50,7 +50,8 @@ with open(RIG.agent.config, "a") as f:
     f.write("policy: %s\n" % os.path.join(RIG.tmp, "policy.yaml"))
 RECORD = os.path.join(RIG.tmp, "fake-grpc.jsonl")
 _fake = lib.spawn(["node", os.path.join(lib.ROOT, "tests", "fakes", "fake_grpc.mjs"), "--listen", "%s:443" % ADDR,
-                   "--cert", RIG.pki["good_cert"], "--key", RIG.pki["good_key"], "--record", RECORD],
+                   "--cert", RIG.pki["good_cert"], "--key", RIG.pki["good_key"], "--record", RECORD,
+                   "--idle-ms", "1500"],
                   stdout=subprocess.PIPE, text=True)
 check("fake-grpc ready" in _fake.stdout.readline(), "the fake gRPC server did not start")
 RIG.agent.start(timeout=120 if lib.SAN else 30)
@@ -197,6 +198,24 @@ def hostile_length_prefix_fails_only_its_stream():
     check(ev["action"] == "block" and ev["status"] == 413, "hostile stream event %s" % ev)
     ev = event_for(GEN, lambda e: e["action"] == "allow")
     check(ev["error"] is None and ev["status"] == 200, "the good call after it audited as %s" % ev)
+
+
+@test
+def calls_of_one_connection_share_one_upstream_connection():
+    """A gRPC client's calls ride one upstream HTTP/2 connection (no TLS
+    handshake upstream per call); after the server's idle GOAWAY the next
+    call opens a new one and succeeds."""
+    before = len(received())
+    res = call("bench", "plain prompt", "--n", "20")
+    check(res.get("calls") == 20, "bench run failed: %s" % res)
+    peers = {r["peer"] for r in received()[before:]}
+    check(len(received()) - before == 21 and len(peers) == 1,
+          "21 calls used %d upstream connections: %s" % (len(peers), sorted(peers)))
+    before = len(received())
+    res = call("bench", "plain prompt", "--n", "2", "--pause-ms", "2500")
+    check(res.get("calls") == 2, "calls after the server's idle GOAWAY failed: %s" % res)
+    peers = [r["peer"] for r in received()[before:]]
+    check(len(peers) == 3 and len(set(peers)) == 3, "expected a fresh upstream after each idle GOAWAY: %s" % peers)
 
 
 @test

@@ -7,9 +7,9 @@
 // in three messages (usage in the last); vigil.test.Notes/Save echoes the
 // note; google.cloud.aiplatform.v1.PredictionService answers the same in
 // Vertex's shapes (recorded as "Vertex/..."). Every request, as the server decoded it, is recorded as one JSON line
-// in --record: {"method", "request", "metadata"}.
+// in --record: {"method", "request", "metadata", "peer" (the caller's address:port)}.
 //
-// Usage: node fake_grpc.mjs --listen ADDR:PORT --cert F --key F --record F
+// Usage: node fake_grpc.mjs --listen ADDR:PORT --cert F --key F --record F [--idle-ms N]
 import fs from "node:fs";
 import path from "node:path";
 import { createRequire } from "node:module";
@@ -31,7 +31,8 @@ const vertex = grpc.loadPackageDefinition(loader.loadSync(path.join(here, "grpc_
 function record(method, call) {
   const req = JSON.parse(JSON.stringify(call.request, (k, v) =>
     v && v.type === "Buffer" ? Buffer.from(v.data).toString("base64") : v));
-  fs.appendFileSync(args.record, JSON.stringify({ method, request: req, metadata: call.metadata.getMap() }) + "\n");
+  fs.appendFileSync(args.record, JSON.stringify({ method, request: req, metadata: call.metadata.getMap(),
+                                                  peer: call.getPeer() }) + "\n");
 }
 
 function promptText(req) {
@@ -66,7 +67,8 @@ const generative = (tag, shape) => ({
   },
 });
 
-const server = new grpc.Server();
+// an idle connection gets GOAWAY after --idle-ms, as real front ends do
+const server = new grpc.Server(args["idle-ms"] ? { "grpc.max_connection_idle_ms": Number(args["idle-ms"]) } : {});
 server.addService(gen.google.ai.generativelanguage.v1beta.GenerativeService.service, generative("", answer));
 server.addService(vertex.google.cloud.aiplatform.v1.PredictionService.service, generative("Vertex/", vertexAnswer));
 server.addService(notes.vigil.test.Notes.service, {
