@@ -17,6 +17,7 @@
 #include <nghttp2/nghttp2.h>
 #include "proxy/grpccall.h"
 #include "proxy/grpc.h"
+#include "content/answer.h"
 #include "content/detok.h"
 #include "content/json.h"
 #include "content/protowalk.h"
@@ -93,7 +94,7 @@ struct grpccall {
 	struct buf fields;            /* header block being received: name\0value\0 ... */
 	size_t nfields;
 	bool head_sent, trailers_sent, closed, failed;
-	struct buf dec, edits_repl, out, wbuf;
+	struct buf dec, edits_repl, out, wbuf, stage;
 	/* the candidates' text is one stream across messages: a token split
 	 * between two of them ("[[VGL_EM" | "AIL_1a2b3c]]") is restored whole */
 	struct detok *ans_detok;
@@ -536,37 +537,78 @@ static int add_edit(struct answer_walk *w, size_t off, size_t repl_off, size_t r
 	return 0;
 }
 
-/* One text of the answer: scanned if it is model text, tokens restored
- * (the candidates' text through the call's restorer, any other text on
- * its own). */
+/* An answer rule (policy `output_finding:`) on one text that is not part
+ * of the candidates' stream: redacted whole, counted in the event. */
+static int redact_whole(struct grpccall *g, const char *t, size_t n)
+{
+	struct exchange *ex = g->ex;
+	struct answer *a = answer_new(ex->xc->scratch, &ex->answer_rp);
+	int rc;
+
+	if (!a)
+		return -ENOMEM;
+	rc = answer_feed(a, t, n, &g->stage);
+	if (rc == 0)
+		rc = answer_finish(a, &g->stage);
+	for (int k = 0; k < FINDING__COUNT && rc == 0; k++)
+		ex->ans_counts[k] += answer_counts(a)[k];
+	answer_free(a);
+	return rc;
+}
+
+/* One text of the answer, in the order the HTTP path uses: scanned if it
+ * is model text, then the answer rule's redaction, then vault tokens
+ * restored. A streamed answer's candidate text is one stream across
+ * messages (the call's redactor and restorer hold back what may still
+ * grow, released in later messages or a last one before the trailers);
+ * any other text is handled whole. */
 static int answer_text(struct answer_walk *w, const struct protowalk_field *f)
 {
 	struct grpccall *g = w->g;
 	struct exchange *ex = g->ex;
 	const char *t = (const char *)w->msg + f->off;
+	size_t tl = f->len;
 	bool model_text = !g->known || protowalk_path_is(f, g->known->answer, 4);
-	bool stream = g->known && model_text;
+	/* StreamGenerateContent: one text across messages; a unary answer's
+	 * text is whole in its one message */
+	bool stream = g->known && model_text && ex->stream;
 	struct detok *d;
-	int rc;
+	int rc = 0;
 
 	if (ex->out_scan && model_text)
 		inspect_stream_feed(ex->out_scan, t, f->len);
-	if (!ex->xc->vault || (!stream && !memmem(t, f->len, "[[", 2)))
-		return 0;
-	if (stream && !g->ans_detok && !(g->ans_detok = detok_new(ex->xc->vault, false)))
-		return -ENOMEM;
-	if (!(d = stream ? g->ans_detok : detok_new(ex->xc->vault, false)))
-		return -ENOMEM;
+	g->stage.len = 0;
+	if (ex->redact_answer && model_text) {
+		if (stream && !ex->ans && !(ex->ans = answer_new(ex->xc->scratch, &ex->answer_rp)))
+			return -ENOMEM;
+		rc = stream ? answer_feed(ex->ans, t, tl, &g->stage) : redact_whole(g, t, tl);
+		if (rc == ANSWER_OVERRUN) {
+			ex->error = "answer_redaction_limit: a value in the answer was longer than the redaction hold-back; call cut";
+			return -EPIPE;
+		}
+		if (rc)
+			return rc;
+		t = g->stage.data ? g->stage.data : "";
+		tl = g->stage.len;
+	}
 	size_t before = g->edits_repl.len;
-	rc = detok_feed(d, t, f->len, &g->edits_repl);
-	if (!rc && !stream)
-		rc = detok_finish(d, &g->edits_repl);
-	if (!stream)
-		detok_free(d);
+	if (ex->xc->vault && (stream || memmem(t, tl, "[[", 2))) {
+		if (stream && !g->ans_detok && !(g->ans_detok = detok_new(ex->xc->vault, false)))
+			return -ENOMEM;
+		if (!(d = stream ? g->ans_detok : detok_new(ex->xc->vault, false)))
+			return -ENOMEM;
+		rc = detok_feed(d, t, tl, &g->edits_repl);
+		if (!rc && !stream)
+			rc = detok_finish(d, &g->edits_repl);
+		if (!stream)
+			detok_free(d);
+	} else {
+		rc = buf_append(&g->edits_repl, t, tl) ? -ENOMEM : 0;
+	}
 	if (rc)
 		return rc;
 	size_t n = g->edits_repl.len - before;
-	if (n == f->len && !memcmp(g->edits_repl.data + before, t, n)) {
+	if (n == f->len && !memcmp(g->edits_repl.data + before, w->msg + f->off, n)) {
 		g->edits_repl.len = before;
 		return 0;
 	}
@@ -580,9 +622,18 @@ static int answer_flush(struct grpccall *g)
 	struct buf t = { 0 }, m = { 0 }, l1 = { 0 }, l2 = { 0 };
 	int rc;
 
-	if (!g->ans_detok)
+	struct exchange *ex = g->ex;
+
+	if (!g->known || !ex->stream)
 		return 0;
-	rc = detok_finish(g->ans_detok, &t);
+	/* the redactor's held text, through the restorer, then the restorer's */
+	g->stage.len = 0;
+	rc = ex->ans ? answer_finish(ex->ans, &g->stage) : 0;
+	if (!rc && g->stage.len)
+		rc = g->ans_detok ? detok_feed(g->ans_detok, g->stage.data, g->stage.len, &t) :
+				    buf_append(&t, g->stage.data, g->stage.len) ? -ENOMEM : 0;
+	if (!rc && g->ans_detok)
+		rc = detok_finish(g->ans_detok, &t);
 	detok_free(g->ans_detok);
 	g->ans_detok = NULL;
 	if (!rc && t.len) {
@@ -968,6 +1019,7 @@ static void grpccall_free(struct grpccall *g)
 	buf_free(&g->edits_repl);
 	buf_free(&g->out);
 	buf_free(&g->wbuf);
+	buf_free(&g->stage);
 	free(g->moff);
 	free(g->mlen);
 	free(g->refs);
@@ -1010,10 +1062,8 @@ int grpccall_serve(struct exchange *ex, struct h2_conn *h2, const struct h2_grpc
 		grpccall_free(&g);
 		return rc;
 	}
-	if (ex->out_scan) {
-		inspect_stream_finish(ex->out_scan);
-		memcpy(ex->out_counts, inspect_stream_counts(ex->out_scan), sizeof(ex->out_counts));
-	}
+	/* output findings, answer-rule counts and reason, as for HTTP answers */
+	exchange_response_end(ex);
 	if (!rc && !g.head_sent) {
 		ex->status = 502;
 		rc = answer_error(&g, GS_UNAVAILABLE, "upstream ended the call without an answer");

@@ -29,6 +29,9 @@ default: allow
 redaction:
   EMAIL: tokenize
 rules:
+  - name: answers-phones
+    when: { output_finding: [PHONE], finding: [PHONE] }
+    action: redact
   - name: no-secrets
     when: { finding: ['@all_secrets'] }
     action: block
@@ -157,6 +160,21 @@ def vertex_ai_prediction_service_with_its_own_field_numbers():
     res = call("vertex-stream", "split %s" % EMAIL)
     check(res["ok"] and "".join(res["texts"]) == "echo: split %s" % EMAIL and res["messages"] == 3,
           "Vertex stream: %s" % res)
+
+
+@test
+def answer_rule_redacts_the_answer_unary_and_streamed():
+    phone = "(415) 555-0132"
+    res = call("generate", "ring %s today" % phone)
+    check(res["ok"] and phone not in res["texts"][0] and "[PHONE" in res["texts"][0],
+          "the answer rule did not redact the unary answer: %s" % res)
+    ev = event_for(GEN, lambda e: "answer redacted" in (e.get("reason") or ""))
+    check("answers-phones" in ev["reason"] and {"type": "PHONE", "count": 1} in ev["output_redacted"],
+          "answer redaction not audited: %s" % ev)
+    res = call("stream", "ring %s later today please" % phone)
+    text = "".join(res.get("texts", []))
+    check(res["ok"] and phone not in text and "[PHONE" in text and text.startswith("echo: ring ")
+          and text.endswith(" later today please"), "the streamed answer was not redacted whole: %s" % res)
 
 
 @test
