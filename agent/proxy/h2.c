@@ -2,7 +2,8 @@
  *
  * Owns one nghttp2 server session per connection, the streams it holds
  * (request being received, queued, or being answered) and the translation
- * of each stream to and from HTTP/1.1 bytes, so that the exchange code
+ * of each stream to and from HTTP/1.1 bytes (gRPC streams excepted: they
+ * go whole to io->grpc and are answered with h2_send_*), so that the exchange code
  * (inspection, policy, redaction, restoration, audit) is the one HTTP/1.1
  * uses, not a second copy.
  *
@@ -272,12 +273,12 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
 			rc = buf_append(&st->cookie, value, vl);
 	} else if (++st->nhdrs > h->lim->max_headers) {
 		st->refuse = 431;
-	} else if (name_is(name, nl, "content-type") && vl >= 16 &&
-		   !strncasecmp((const char *)value, "application/grpc", 16)) {
-		/* gRPC: application/grpc, application/grpc+proto, ... */
-		st->grpc = true;
-		rc = append_field(&st->hdrs, name, nl, value, vl);
 	} else {
+		/* gRPC (application/grpc, application/grpc+proto, ...) is
+		 * served by io->grpc, trailers and all */
+		if (name_is(name, nl, "content-type") && vl >= 16 &&
+		    !strncasecmp((const char *)value, "application/grpc", 16))
+			st->grpc = true;
 		rc = append_field(&st->hdrs, name, nl, value, vl);
 	}
 	return rc ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;

@@ -6,7 +6,10 @@
  * inspection, policy, redaction, upstream forwarding and audit as an
  * HTTP/1.1 request; the HTTP/1.1 response that code writes back goes
  * through h2_respond, which turns it into HEADERS and DATA frames as it
- * arrives (an SSE answer is streamed, never held).
+ * arrives (an SSE answer is streamed, never held). A gRPC stream
+ * (content-type application/grpc...) is not turned into HTTP/1.1: it goes
+ * whole to io->grpc, which answers with h2_send_head / h2_send_data /
+ * h2_send_trailers (gRPC needs trailers end to end).
  *
  * Streams are served one at a time on the connection's thread, in the
  * order their requests complete: SETTINGS_MAX_CONCURRENT_STREAMS bounds
