@@ -429,14 +429,12 @@ static int build_head(struct grpccall *g)
 	return rc == (int)h->len ? 0 : -EINVAL;
 }
 
-/* Reads the call's messages and decides it with exchange.c. 0 to
- * forward (g->fwd holds a rewritten body, or is empty for the original),
- * 1 when the client was answered already, < 0 on failure. */
-static int decide(struct grpccall *g)
+/* The request's messages, unframed, decoded and walked. 0, 1 when the
+ * client was answered already (refused), < 0 on failure. */
+static int read_messages(struct grpccall *g)
 {
 	struct exchange *ex = g->ex;
 	const struct h2_grpc_call *c = g->call;
-	char host[256];
 	int rc;
 
 	grpc_reader_init(&g->rd, g->max_msg);
@@ -467,6 +465,21 @@ static int decide(struct grpccall *g)
 			return rc ?: 1;
 		}
 	}
+	return 0;
+}
+
+/* Reads the call's messages and decides it with exchange.c. 0 to
+ * forward (g->fwd holds a rewritten body, or is empty for the original),
+ * 1 when the client was answered already, < 0 on failure. */
+static int decide(struct grpccall *g)
+{
+	struct exchange *ex = g->ex;
+	const struct h2_grpc_call *c = g->call;
+	char host[256];
+	int rc;
+
+	if ((rc = read_messages(g)))
+		return rc;
 	if ((rc = build_json(g)))
 		return rc;
 	if ((rc = build_head(g)) == -ENOMEM)
