@@ -2,7 +2,8 @@
  *
  * Owns one nghttp2 server session per connection, the streams it holds
  * (request being received, queued, or being answered) and the translation
- * of each stream to and from HTTP/1.1 bytes, so that the exchange code
+ * of each stream to and from HTTP/1.1 bytes (gRPC streams excepted: they
+ * go whole to io->grpc and are answered with h2_send_*), so that the exchange code
  * (inspection, policy, redaction, restoration, audit) is the one HTTP/1.1
  * uses, not a second copy.
  *
@@ -49,6 +50,10 @@ struct h2_stream {
 	struct http_chunked chunked;
 	struct buf out;          /* DATA payload waiting for the window */
 	size_t out_off;
+	/* gRPC (io->grpc): the call is served whole, answered with trailers */
+	bool grpc;
+	struct buf trl;          /* trailers to send after the DATA: name\0value\0 ... */
+	size_t trl_n;
 };
 
 struct h2_conn {
@@ -108,6 +113,7 @@ static void stream_free(struct h2_conn *h, struct h2_stream *st)
 	buf_free(&st->body);
 	buf_free(&st->rhead);
 	buf_free(&st->out);
+	buf_free(&st->trl);
 	free(st);
 }
 
@@ -268,6 +274,11 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
 	} else if (++st->nhdrs > h->lim->max_headers) {
 		st->refuse = 431;
 	} else {
+		/* gRPC (application/grpc, application/grpc+proto, ...) is
+		 * served by io->grpc, trailers and all */
+		if (name_is(name, nl, "content-type") && vl >= 16 &&
+		    !strncasecmp((const char *)value, "application/grpc", 16))
+			st->grpc = true;
 		rc = append_field(&st->hdrs, name, nl, value, vl);
 	}
 	return rc ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
@@ -391,6 +402,22 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
 
 /* ---- the response side ---- */
 
+/* The stored trailers as HEADERS ending the stream (nghttp2 allows this
+ * from the data source callback, RFC 9113 8.1). */
+static int submit_trailers(nghttp2_session *s, struct h2_stream *st)
+{
+	nghttp2_nv nv[H2_MAX_TRAILERS];
+	const char *p = st->trl.data;
+	size_t n = 0;
+
+	for (; n < st->trl_n && n < H2_MAX_TRAILERS; n++) {
+		size_t nl = strlen(p), vl = strlen(p + nl + 1);
+		nv[n] = (nghttp2_nv){ (uint8_t *)p, (uint8_t *)p + nl + 1, nl, vl, NGHTTP2_NV_FLAG_NONE };
+		p += nl + vl + 2;
+	}
+	return nghttp2_submit_trailer(s, st->id, nv, n);
+}
+
 static ssize_t data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
 			 nghttp2_data_source *src, void *user)
 {
@@ -406,6 +433,8 @@ static ssize_t data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
 		st->out.len = st->out_off = 0;
 	if (st->out.len == 0 && st->ended) {
 		*flags |= NGHTTP2_DATA_FLAG_EOF;
+		if (st->trl_n && submit_trailers(s, st) == 0)
+			*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
 		return (ssize_t)n;
 	}
 	if (n == 0) {
@@ -605,6 +634,8 @@ static size_t pending(const struct h2_stream *st)
 	return st->out.len - st->out_off;
 }
 
+static int push(struct h2_conn *h, struct h2_stream *st);
+
 int h2_respond(struct h2_conn *h, const void *data, size_t len)
 {
 	struct h2_stream *st = h->cur;
@@ -618,11 +649,16 @@ int h2_respond(struct h2_conn *h, const void *data, size_t len)
 		flush(h);
 		return -EIO;
 	}
+	return push(h, st);
+}
+
+/* Sends what the stream holds; past the high mark waits for the client's
+ * WINDOW_UPDATE (the caller stops reading the upstream meanwhile). */
+static int push(struct h2_conn *h, struct h2_stream *st)
+{
 	resume(h, st);
 	if (flush(h))
 		return -EIO;
-	/* Flow control: past the high mark, wait for WINDOW_UPDATE (the
-	 * caller stops reading the upstream meanwhile). */
 	while (pending(st) > H2_OUT_HIGH && !st->closed) {
 		if (pump_in(h))
 			return -EIO;
@@ -631,6 +667,64 @@ int h2_respond(struct h2_conn *h, const void *data, size_t len)
 			return -EIO;
 	}
 	return st->closed ? -EIO : 0;
+}
+
+/* ---- gRPC answers (io->grpc) ---- */
+
+static struct h2_stream *grpc_stream(struct h2_conn *h)
+{
+	struct h2_stream *st = h->cur;
+	return st && st->grpc && !st->closed && !h->broken && !h->io_failed ? st : NULL;
+}
+
+int h2_send_head(struct h2_conn *h, const struct h2_field *f, size_t n, bool end_stream)
+{
+	struct h2_stream *st = grpc_stream(h);
+	nghttp2_nv nv[H2_MAX_TRAILERS];
+
+	if (!st || st->head_done || n > H2_MAX_TRAILERS)
+		return -EIO;
+	for (size_t i = 0; i < n; i++)
+		nv[i] = (nghttp2_nv){ (uint8_t *)f[i].name, (uint8_t *)f[i].value, f[i].name_len, f[i].value_len,
+				      NGHTTP2_NV_FLAG_NONE };
+	nghttp2_data_provider prd = { .source.ptr = st, .read_callback = data_read };
+	if (nghttp2_submit_response(h->s, st->id, nv, n, end_stream ? NULL : &prd))
+		return -EIO;
+	st->head_done = st->submitted = true;
+	st->framing = HTTP_BODY_EOF;      /* complete when io->grpc says so */
+	st->ended = end_stream;
+	return flush(h) ? -EIO : 0;
+}
+
+int h2_send_data(struct h2_conn *h, const void *data, size_t len)
+{
+	struct h2_stream *st = grpc_stream(h);
+
+	if (!st || !st->head_done || st->ended)
+		return -EIO;
+	if (len && buf_append(&st->out, data, len))
+		return -EIO;
+	return push(h, st);
+}
+
+int h2_send_trailers(struct h2_conn *h, const struct h2_field *f, size_t n)
+{
+	struct h2_stream *st = grpc_stream(h);
+
+	if (!st || !st->head_done || st->ended || st->trl_n || n == 0 || n > H2_MAX_TRAILERS)
+		return -EIO;
+	for (size_t i = 0; i < n; i++) {
+		if (memchr(f[i].name, 0, f[i].name_len) || memchr(f[i].value, 0, f[i].value_len) ||
+		    buf_append(&st->trl, f[i].name, f[i].name_len) || buf_append(&st->trl, "", 1) ||
+		    buf_append(&st->trl, f[i].value, f[i].value_len) || buf_append(&st->trl, "", 1))
+			return -EIO;
+	}
+	st->trl_n = n;
+	st->ended = true;
+	int rc = push(h, st);
+	/* the trailers end the stream: closed with nothing left to send is
+	 * the call delivered whole */
+	return rc && st->closed && !pending(st) && !h->io_failed && !h->broken ? 0 : rc;
 }
 
 /* ---- serving one stream ---- */
@@ -691,23 +785,14 @@ static bool answer_complete(const struct h2_stream *st, bool caller_ok)
 	}
 }
 
-static void serve_stream(struct h2_conn *h, struct h2_stream *st)
+/* The exchange is over: the answer leaves whole (complete), or the
+ * stream is reset so the client sees an error, never a clean end. */
+static void stream_finish(struct h2_conn *h, struct h2_stream *st, bool complete)
 {
-	int rc;
-
-	h->cur = st;
-	if (build_request(h, st)) {
-		broke(h, false, "out of memory");
-		goto out;
-	}
-	stream_drop_body(h, st);
-	rc = h->io->exchange(h->io->arg, h, h->req.data, h->req.len, st->refuse);
 	if (h->broken || h->io_failed || st->closed)
-		goto out;
-	if (st->head_done && answer_complete(st, rc >= 0)) {
+		return;
+	if (complete && st->submitted) {
 		st->ended = true;
-		if (!st->submitted)
-			goto reset;
 		resume(h, st);
 		/* The answer leaves before the next stream is served: one
 		 * stream's worth of response memory at a time. */
@@ -720,13 +805,48 @@ static void serve_stream(struct h2_conn *h, struct h2_stream *st)
 			nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
 			flush(h);
 		}
-		goto out;
+		return;
 	}
-reset:
 	/* Cut short (upstream gone mid-answer, an answer that could not be
-	 * redacted): the client must see an error, never a clean end. */
+	 * redacted) */
 	nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
 	flush(h);
+}
+
+/* A gRPC stream goes to io->grpc whole: path, authority, fields, DATA. */
+static int serve_grpc(struct h2_conn *h, struct h2_stream *st)
+{
+	const struct buf *auth = st->authority.len ? &st->authority : &st->host;
+	struct h2_grpc_call c = {
+		.path = st->path.data ? st->path.data : "/",
+		.authority = auth->data ? auth->data : "",
+		.hdrs = st->hdrs.data ? st->hdrs.data : "",
+		.hdrs_len = st->hdrs.len,
+		.body = (const uint8_t *)(st->body.data ? st->body.data : ""),
+		.body_len = st->body.len,
+	};
+	int rc = h->io->grpc(h->io->arg, h, &c);
+	stream_drop_body(h, st);
+	return rc;
+}
+
+static void serve_stream(struct h2_conn *h, struct h2_stream *st)
+{
+	int rc;
+
+	h->cur = st;
+	if (st->grpc && !st->refuse && strcmp(st->method, "CONNECT") && h->io->grpc) {
+		rc = serve_grpc(h, st);
+		stream_finish(h, st, rc >= 0 && st->head_done && st->ended);
+		goto out;
+	}
+	if (build_request(h, st)) {
+		broke(h, false, "out of memory");
+		goto out;
+	}
+	stream_drop_body(h, st);
+	rc = h->io->exchange(h->io->arg, h, h->req.data, h->req.len, st->refuse);
+	stream_finish(h, st, st->head_done && answer_complete(st, rc >= 0));
 out:
 	h->cur = NULL;
 	if (st->closed)

@@ -6,7 +6,10 @@
  * inspection, policy, redaction, upstream forwarding and audit as an
  * HTTP/1.1 request; the HTTP/1.1 response that code writes back goes
  * through h2_respond, which turns it into HEADERS and DATA frames as it
- * arrives (an SSE answer is streamed, never held).
+ * arrives (an SSE answer is streamed, never held). A gRPC stream
+ * (content-type application/grpc...) is not turned into HTTP/1.1: it goes
+ * whole to io->grpc, which answers with h2_send_head / h2_send_data /
+ * h2_send_trailers (gRPC needs trailers end to end).
  *
  * Streams are served one at a time on the connection's thread, in the
  * order their requests complete: SETTINGS_MAX_CONCURRENT_STREAMS bounds
@@ -47,6 +50,25 @@ struct h2_limits {
 
 struct h2_conn;
 
+/* A gRPC call (request content-type application/grpc...), handed whole to
+ * io->grpc instead of being turned into HTTP/1.1: gRPC needs HTTP/2 and
+ * trailers end to end. Everything is borrowed for the call. */
+struct h2_grpc_call {
+	const char *path, *authority;       /* NUL-terminated */
+	const char *hdrs;                   /* the other fields, "name: value\r\n" each
+					     * (names lowercase, validated by nghttp2) */
+	size_t hdrs_len;
+	const uint8_t *body;                /* the DATA received (gRPC messages) */
+	size_t body_len;
+};
+
+/* One header field to send (h2_send_head / h2_send_trailers). */
+struct h2_field {
+	const char *name, *value;
+	size_t name_len, value_len;
+};
+#define H2_MAX_TRAILERS 32
+
 struct h2_io {
 	void *arg;
 	/* Client bytes: > 0 read, 0 EOF, < 0 -errno (-ETIMEDOUT after timeout_ms). */
@@ -66,6 +88,10 @@ struct h2_io {
 	 * gave back (< 0), against a shared budget; -ENOBUFS refuses the
 	 * stream with a 503. */
 	int (*charge)(void *arg, int64_t delta);
+	/* Optional: serves a gRPC stream, answering with h2_send_head,
+	 * h2_send_data and h2_send_trailers. < 0 if the answer is incomplete
+	 * (the stream is then reset). Without it gRPC streams go to exchange. */
+	int (*grpc)(void *arg, struct h2_conn *h2, const struct h2_grpc_call *call);
 };
 
 /* Serves the connection until the client closes it, goes idle, or breaks
@@ -81,5 +107,14 @@ int h2_serve(const struct h2_limits *lim, const struct h2_io *io, bool *abuse, c
  * Waits for the client's window past H2_OUT_HIGH. 0, or -EIO when the
  * stream or the connection is gone (stop sending). */
 int h2_respond(struct h2_conn *h2, const void *data, size_t len);
+
+/* From io->grpc, in order: the response HEADERS (:status first;
+ * end_stream: a trailers-only answer, nothing may follow), DATA as it
+ * comes (flow control as h2_respond), then the trailers (at most
+ * H2_MAX_TRAILERS fields, copied), which end the stream once the DATA
+ * before them is out. 0, or -EIO when the stream or connection is gone. */
+int h2_send_head(struct h2_conn *h2, const struct h2_field *f, size_t n, bool end_stream);
+int h2_send_data(struct h2_conn *h2, const void *data, size_t len);
+int h2_send_trailers(struct h2_conn *h2, const struct h2_field *f, size_t n);
 
 #endif

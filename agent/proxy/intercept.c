@@ -28,6 +28,7 @@
 #include "net/egress.h"
 #include "proxy/exchange.h"
 #include "http.h"
+#include "proxy/grpccall.h"
 #include "proxy/h2.h"
 #include "log.h"
 #include "loop.h"
@@ -239,6 +240,9 @@ struct ic {
 	struct exchange_conn xc;   /* scan state and token vault of this conversation */
 	struct h2_conn *h2;        /* HTTP/2: the codec answers go through (h2.h) */
 	int h2_refuse;             /* HTTP/2: the stream broke a limit, answer this status */
+	bool want_h2;              /* gRPC: the upstream must speak HTTP/2 (ALPN h2 only) */
+	struct upstream gup;       /* gRPC: the HTTP/2 upstream, apart from up (HTTP/1.1) */
+	struct grpccall_session *gsess;  /* its session, kept across the connection's calls */
 };
 
 /* The capacity grow() gives a buffer of cap bytes that must hold need. */
@@ -522,7 +526,7 @@ static int upstream_connect(struct ic *ic, struct exchange *ex)
 	struct egress_route route;
 	int fd, ret;
 
-	if (pool_take(&ic->info.origin, ic->info.sni, ic->info.tunnel_port, &ic->up)) {
+	if (!ic->want_h2 && pool_take(&ic->info.origin, ic->info.sni, ic->info.tunnel_port, &ic->up)) {
 		ex->upstream_reused = true;
 		return 0;
 	}
@@ -560,6 +564,8 @@ static int upstream_connect(struct ic *ic, struct exchange *ex)
 		return -ENOMEM;
 	}
 	SSL_set_options(ic->up.ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	if (ic->want_h2)
+		SSL_set_alpn_protos(ic->up.ssl, (const unsigned char *)"\x02h2", 3);
 	SSL_set_read_ahead(ic->up.ssl, 1);
 	SSL_set_mode(ic->up.ssl, SSL_MODE_RELEASE_BUFFERS);
 	if ((ret = tls_handshake(ic->up.ssl, fd, false, deadline))) {
@@ -1123,6 +1129,79 @@ static int h2_io_charge(void *arg, int64_t delta)
 	return 0;
 }
 
+/* gRPC streams (agent/proxy/grpccall.c): the upstream is an HTTP/2
+ * connection of their own (ic->gup), kept for the client connection's
+ * next calls, never pooled and never used for HTTP/1.1. */
+struct grpc_glue {
+	struct ic *ic;
+	uint64_t ticket;           /* begin_request_event's, 0 = none yet */
+};
+
+static int grpc_up_connect(void *arg, struct exchange *ex)
+{
+	struct ic *ic = ((struct grpc_glue *)arg)->ic;
+	struct upstream h1 = ic->up;   /* kept for this connection's HTTP/1.1 streams */
+	int ret;
+
+	upstream_close(&ic->gup);
+	ic->up = (struct upstream){ .fd = -1 };
+	ic->want_h2 = true;
+	ret = upstream_connect(ic, ex);
+	ic->want_h2 = false;
+	ic->gup = ic->up;
+	ic->up = h1;
+	if (ret)
+		return ret;
+	if (!h2_negotiated(ic->gup.ssl)) {
+		upstream_close(&ic->gup);
+		ex->reason = "upstream_no_h2";
+		ex->error = "the upstream does not speak HTTP/2, which gRPC needs";
+		return -EPROTO;
+	}
+	return 0;
+}
+
+static ssize_t grpc_up_read(void *arg, void *buf, size_t len, uint64_t deadline)
+{
+	struct ic *ic = ((struct grpc_glue *)arg)->ic;
+	return tls_read(ic->gup.ssl, ic->gup.fd, buf, len, deadline);
+}
+
+static int grpc_up_write(void *arg, const void *buf, size_t len, uint64_t deadline)
+{
+	struct ic *ic = ((struct grpc_glue *)arg)->ic;
+	return tls_write_all(ic->gup.ssl, ic->gup.fd, buf, len, deadline);
+}
+
+static void grpc_up_close(void *arg)
+{
+	upstream_close(&((struct grpc_glue *)arg)->ic->gup);
+}
+
+static void grpc_begin(void *arg, struct exchange *ex)
+{
+	struct grpc_glue *g = arg;
+	g->ticket = begin_request_event(g->ic, ex);
+}
+
+static int h2_io_grpc(void *arg, struct h2_conn *h2, const struct h2_grpc_call *call)
+{
+	struct grpc_glue glue = { arg, 0 };
+	struct grpccall_io io = { &glue, grpc_up_connect, grpc_up_read, grpc_up_write, grpc_up_close,
+				  &glue.ic->gsess, grpc_begin };
+	struct exchange ex;
+
+	exchange_init(&ex, glue.ic->ag, &glue.ic->info, &glue.ic->xc);
+	ex.t_start_ms = loop_now_ms();
+	glue.ic->nreq++;
+	int ret = grpccall_serve(&ex, h2, call, &io);
+	ex.latency_ms = loop_now_ms() - ex.t_start_ms;
+	exchange_done(&ex);
+	emit_request_event(glue.ic, &ex, glue.ticket);
+	exchange_free(&ex);
+	return ret;
+}
+
 static void serve_h2(struct ic *ic)
 {
 	const struct config *cfg = ic->ag->cfg;
@@ -1137,7 +1216,7 @@ static void serve_h2(struct ic *ic)
 		.max_body_bytes = cfg->max_body_bytes,
 		.idle_timeout_ms = cfg->idle_timeout_ms,
 	};
-	struct h2_io io = { ic, h2_io_read, h2_io_write, loop_now_ms, h2_io_exchange, h2_io_charge };
+	struct h2_io io = { ic, h2_io_read, h2_io_write, loop_now_ms, h2_io_exchange, h2_io_charge, h2_io_grpc };
 	char why[160];
 	bool abuse;
 
@@ -1221,6 +1300,8 @@ static void *ic_main(void *arg)
 	serve(ic);
 	SSL_free(ic->cssl);
 	upstream_close(&ic->up);
+	grpccall_session_free(ic->gsess);
+	upstream_close(&ic->gup);
 	close(ic->cfd);
 	charge(ic, 0, 0);
 	free(ic->in);
@@ -1252,6 +1333,7 @@ int intercept_start(struct agent *ag, int cfd, const struct conn_info *info)
 	ic->info = *info;
 	ic->cfd = cfd;
 	ic->up.fd = -1;
+	ic->gup.fd = -1;
 	atomic_fetch_add(&ag->stats.active, 1);
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, THREAD_STACK);

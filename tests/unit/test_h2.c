@@ -5,6 +5,7 @@
  * checked exactly. Cases: a request with a body, an SSE answer streamed
  * before the exchange ends, an error answer, an answer cut short, a
  * refused oversized header list, flow control past the client's window,
+ * gRPC streams handed whole to io->grpc and answered with trailers,
  * and a rapid-reset flood. */
 #include "check.h"
 #include "proxy/h2.h"
@@ -34,6 +35,12 @@ struct pipe {
 	uint32_t rst, goaway;
 	bool got_goaway, bad_header;
 	int64_t charged, budget;       /* budget 0: unlimited */
+	/* gRPC */
+	struct buf grpc_body;          /* what io->grpc was given */
+	char grpc_path[128];
+	bool grpc_trailers_only;
+	char grpc_status[8];           /* the client's view: grpc-status, from whichever block */
+	bool trailer_block;            /* grpc-status came in a trailing HEADERS */
 };
 
 static uint64_t now_ms(void)
@@ -110,6 +117,11 @@ static int cli_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t 
 		p->status = atoi((const char *)value);
 	if (nl == 17 && !memcmp(name, "transfer-encoding", 17))
 		p->bad_header = true;
+	if (nl == 11 && !memcmp(name, "grpc-status", 11) && vl < sizeof(p->grpc_status)) {
+		memcpy(p->grpc_status, value, vl);
+		p->grpc_status[vl] = 0;
+		p->trailer_block = f->headers.cat == NGHTTP2_HCAT_HEADERS;
+	}
 	(void)vl;
 	return 0;
 }
@@ -164,6 +176,7 @@ static void pipe_free(struct pipe *p)
 	buf_free(&p->c2s);
 	buf_free(&p->req);
 	buf_free(&p->body);
+	buf_free(&p->grpc_body);
 }
 
 struct body_src { const char *d; size_t len, off; };
@@ -201,7 +214,7 @@ static int run(struct pipe *p, struct body_src *b, bool *abuse, char *why, size_
 	};
 	nghttp2_data_provider prd = { .source.ptr = b, .read_callback = body_read };
 	nghttp2_submit_request(p->cli, NULL, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), b ? &prd : NULL, NULL);
-	struct h2_io io = { p, srv_read, srv_write, now_ms, srv_exchange, srv_charge };
+	struct h2_io io = { p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL };
 	return h2_serve(&LIM, &io, abuse, why, whylen);
 }
 
@@ -317,7 +330,7 @@ TEST(oversized_header_list_is_refused_with_431_on_its_stream)
 		{ (uint8_t *)"x-big", (uint8_t *)big, 5, sizeof(big) - 1, NGHTTP2_NV_FLAG_NONE },
 	};
 	nghttp2_submit_request(p.cli, NULL, hdrs, 5, NULL, NULL);
-	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge };
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL };
 	CHECK(h2_serve(&LIM, &io, NULL, NULL, 0) == 0, "serve");
 	CHECK(p.refuse == 431, "refuse %d", p.refuse);
 	static const char want[] = "GET /v1/models HTTP/1.1\r\nHost: h.example\r\n\r\n";
@@ -366,7 +379,7 @@ TEST(rapid_reset_flood_is_a_goaway_and_says_so)
 		buf_append(&p.c2s, d, (size_t)n);
 	for (int i = 0; i < 20; i++)
 		nghttp2_submit_rst_stream(p.cli, 0, ids[i], NGHTTP2_CANCEL);
-	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge };
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL };
 	int rc = h2_serve(&LIM, &io, &abuse, why, sizeof(why));
 	CHECK(rc == 1 && abuse && strstr(why, "rapid reset"), "rc %d abuse %d why %s", rc, abuse, why);
 	CHECK(p.got_goaway && p.goaway == NGHTTP2_ENHANCE_YOUR_CALM, "goaway %d code %u", p.got_goaway, p.goaway);
@@ -387,7 +400,7 @@ TEST(garbage_instead_of_a_preface_is_a_protocol_error)
 	nghttp2_session_client_new(&p.cli, cb, &p);   /* a client that sends nothing itself */
 	nghttp2_session_callbacks_del(cb);
 	p.step = 1;
-	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge };
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL };
 	int rc = h2_serve(&LIM, &io, &abuse, why, sizeof(why));
 	CHECK(rc == 1 && !abuse && why[0], "rc %d abuse %d why %s", rc, abuse, why);
 	pipe_free(&p);
@@ -415,5 +428,77 @@ TEST(buffer_budget_refuses_with_503_and_is_given_back)
 	CHECK(run(&p, &b2, NULL, NULL, 0) == 0, "serve");
 	CHECK(p.refuse == 0 && p.status == 200 && p.charged == 0, "refuse %d status %d charged %lld", p.refuse,
 	      p.status, (long long)p.charged);
+	pipe_free(&p);
+}
+
+/* ---- gRPC streams: handed whole to io->grpc, answered with trailers ---- */
+
+static int srv_grpc(void *arg, struct h2_conn *h2, const struct h2_grpc_call *c)
+{
+	struct pipe *p = arg;
+	static const struct h2_field head[] = { { ":status", "200", 7, 3 }, { "content-type", "application/grpc", 12, 16 } };
+	static const struct h2_field trl[] = { { "grpc-status", "0", 11, 1 }, { "grpc-message", "", 12, 0 } };
+	static const struct h2_field only[] = { { ":status", "200", 7, 3 }, { "grpc-status", "7", 11, 1 } };
+
+	p->nexchanges++;
+	snprintf(p->grpc_path, sizeof(p->grpc_path), "%s", c->path);
+	buf_append(&p->grpc_body, c->body, c->body_len);
+	if (p->grpc_trailers_only)
+		return h2_send_head(h2, only, 2, true);
+	if (h2_send_head(h2, head, 2, false) || h2_send_data(h2, "\0\0\0\0\2", 5) || h2_send_data(h2, "hi", 2))
+		return -EIO;
+	p->data_seen_mid = p->body.len;
+	return h2_send_trailers(h2, trl, 2);
+}
+
+static int run_grpc(struct pipe *p, struct body_src *b)
+{
+	static const nghttp2_nv hdrs[] = {
+		NV(":method", "POST"), NV(":scheme", "https"),
+		NV(":path", "/google.ai.generativelanguage.v1beta.GenerativeService/GenerateContent"),
+		NV(":authority", "generativelanguage.googleapis.com"), NV("content-type", "application/grpc+proto"),
+		NV("te", "trailers"),
+	};
+	nghttp2_data_provider prd = { .source.ptr = b, .read_callback = body_read };
+	nghttp2_submit_request(p->cli, NULL, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &prd, NULL);
+	struct h2_io io = { p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, srv_grpc };
+	return h2_serve(&LIM, &io, NULL, NULL, 0);
+}
+
+TEST(grpc_stream_goes_whole_to_io_grpc_and_gets_trailers)
+{
+	static const char msg[] = "\0\0\0\0\3abc";
+	for (size_t step = 0; step < 3; step++) {
+		struct pipe p;
+		struct body_src b = { msg, sizeof(msg) - 1, 0 };
+		pipe_init(&p);
+		p.step = step;   /* 0: whole reads; else that many bytes at a time */
+		CHECK(run_grpc(&p, &b) == 0, "serve");
+		CHECK(p.nexchanges == 1 && p.req.len == 0, "not served as gRPC: %d exchanges, %zu HTTP/1.1 bytes",
+		      p.nexchanges, p.req.len);
+		CHECK(!strcmp(p.grpc_path, "/google.ai.generativelanguage.v1beta.GenerativeService/GenerateContent"),
+		      "path %s", p.grpc_path);
+		CHECK(p.grpc_body.len == sizeof(msg) - 1 && !memcmp(p.grpc_body.data, msg, p.grpc_body.len),
+		      "body given to io->grpc (%zu bytes)", p.grpc_body.len);
+		CHECK(p.status == 200 && p.body.len == 7 && !memcmp(p.body.data, "\0\0\0\0\2hi", 7), "answer %d %zu",
+		      p.status, p.body.len);
+		CHECK(p.data_seen_mid == 7, "DATA held back until the trailers (%zu bytes seen before them)", p.data_seen_mid);
+		CHECK(!strcmp(p.grpc_status, "0") && p.trailer_block && p.end && !p.rst,
+		      "trailers: status '%s' in trailers %d end %d rst %u", p.grpc_status, p.trailer_block, p.end, p.rst);
+		pipe_free(&p);
+	}
+}
+
+TEST(grpc_trailers_only_answer)
+{
+	static const char msg[] = "\0\0\0\0\1x";
+	struct pipe p;
+	struct body_src b = { msg, sizeof(msg) - 1, 0 };
+	pipe_init(&p);
+	p.grpc_trailers_only = true;
+	CHECK(run_grpc(&p, &b) == 0, "serve");
+	CHECK(p.status == 200 && !strcmp(p.grpc_status, "7") && !p.trailer_block && p.end && p.body.len == 0 && !p.rst,
+	      "trailers-only: status %d grpc-status '%s' end %d body %zu rst %u", p.status, p.grpc_status, p.end,
+	      p.body.len, p.rst);
 	pipe_free(&p);
 }

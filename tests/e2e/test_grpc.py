@@ -1,0 +1,277 @@
+"""End-to-end: gRPC through the real BPF redirect.
+
+A grpc-js client (tests/clients/grpc_call.mjs) calls a fake Gemini gRPC
+service (tests/fakes/fake_grpc.mjs, grpc-js over TLS from the test PKI) in
+the watched cgroup. The agent must take the h2-only gRPC connection, read
+each protobuf message, redact an e-mail in the prompt (the server gets a
+vault token, the client the address back in the answer), block a secret
+with PERMISSION_DENIED before it leaves, stream StreamGenerateContent
+message by message, inspect the strings of a method it has no schema for,
+audit every call with its method path and usage, and survive a hostile
+length prefix with only that stream failing.
+"""
+import json
+import os
+import re
+import subprocess
+
+import lib
+from lib import check, test
+import rig as rigmod
+
+ADDR = "127.95.0.2"
+HOST = "generativelanguage.googleapis.com"
+GEN = "/google.ai.generativelanguage.v1beta.GenerativeService/GenerateContent"
+STREAM = "/google.ai.generativelanguage.v1beta.GenerativeService/StreamGenerateContent"
+NOTES = "/vigil.test.Notes/Save"
+POLICY = """version: 1
+default: allow
+redaction:
+  EMAIL: tokenize
+rules:
+  - name: answers-phones
+    when: { output_finding: [PHONE], finding: [PHONE] }
+    action: redact
+  - name: no-secrets
+    when: { finding: ['@all_secrets'] }
+    action: block
+  - name: pii
+    when: { finding: [EMAIL] }
+    action: redact
+"""
+AWS_KEY = "AKIA" + "Z7QW3RT5YU2IO4PL"   # split so this file itself is not a credential finding
+EMAIL = "jane.doe@example.com"
+TOKEN_RE = re.compile(r"\[\[VGL_EMAIL_[0-9a-f]{6}\]\]")
+
+H1_ADDR = "127.95.0.3"
+H1_HOST = "api.openai.com"
+RIG = rigmod.Rig("grpc", {HOST: ADDR, H1_HOST: H1_ADDR}, {"good": (H1_ADDR, "good", 0)}, extra_targets=[ADDR],
+                 agent_extra="limits:\n  max_body_bytes: 256k\n")
+with open(os.path.join(RIG.tmp, "policy.yaml"), "w") as f:
+    f.write(POLICY)
+with open(RIG.agent.config, "a") as f:
+    f.write("policy: %s\n" % os.path.join(RIG.tmp, "policy.yaml"))
+RECORD = os.path.join(RIG.tmp, "fake-grpc.jsonl")
+_fake = lib.spawn(["node", os.path.join(lib.ROOT, "tests", "fakes", "fake_grpc.mjs"), "--listen", "%s:443" % ADDR,
+                   "--cert", RIG.pki["good_cert"], "--key", RIG.pki["good_key"], "--record", RECORD,
+                   "--idle-ms", "1500"],
+                  stdout=subprocess.PIPE, text=True)
+check("fake-grpc ready" in _fake.stdout.readline(), "the fake gRPC server did not start")
+RIG.agent.start(timeout=120 if lib.SAN else 30)
+
+
+def received():
+    return RIG.read_jsonl(RECORD)
+
+
+def call(mode, text, *extra, host=HOST):
+    argv = ["node", os.path.join(rigmod.CLIENTS, "grpc_call.mjs"), "--mode", mode, "--host", host, "--ca", RIG.ca,
+            "--text", text] + list(extra)
+    p = lib.run(argv, cgroup=RIG.cg.path, uid=lib.NOBODY, hosts=RIG.hosts, timeout=60)
+    check(p.stdout.strip(), "grpc_call printed nothing: %s" % p.stderr[-600:])
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def event_for(path, pred=lambda e: True):
+    evs = RIG.agent.wait_events(lambda e: e.get("path") == path and pred(e), kind="request")
+    check(evs, "no request event for %s: %s" % (path, RIG.agent.events("request")[-2:]))
+    return evs[-1]
+
+
+def prompt_of(rec):
+    return " ".join(p["text"] for c in rec["request"]["contents"] for p in c["parts"])
+
+
+@test
+def generate_content_email_redacted_at_server_and_restored_in_answer():
+    before = len(received())
+    res = call("generate", "mail the report to %s today" % EMAIL, "--system", "you answer for %s" % EMAIL)
+    check(res["ok"], "the call failed through the agent: %s" % res)
+    got = received()[before:]
+    check(len(got) == 1, "the server got %d calls" % len(got))
+    req = got[0]["request"]
+    check(EMAIL not in json.dumps(req), "the address reached the server: %s" % json.dumps(req)[:400])
+    check(TOKEN_RE.search(prompt_of(got[0])) and TOKEN_RE.search(req["system_instruction"]["parts"][0]["text"]),
+          "the server did not get vault tokens in prompt and system instruction: %s" % json.dumps(req)[:400])
+    check(req["model"] == "models/gemini-2.0-flash", "model changed on the way: %r" % req["model"])
+    check(res["texts"] == ["echo: mail the report to %s today" % EMAIL], "the answer was not restored: %s" % res)
+    ev = event_for(GEN, lambda e: e["action"] == "redact")
+    check(ev["provider"] == "gemini" and ev["model"] == "gemini-2.0-flash", "provider/model %s" % ev)
+    check({"type": "EMAIL", "count": 2} in ev["findings"], "findings %s" % ev["findings"])
+    check(ev["prompt_tokens"] == 11 and ev["completion_tokens"] == 7, "usage not in the event: %s" % ev)
+    check(EMAIL not in json.dumps(ev), "the address is in the audit event")
+    check(ev["error"] is None and ev["status"] == 200, "a complete call audited as failed: %s" % ev)
+
+
+@test
+def gzip_compressed_call_is_inspected_too():
+    before = len(received())
+    res = call("generate", "compressed note to %s" % EMAIL, "--compress", "gzip")
+    check(res["ok"] and res["texts"] == ["echo: compressed note to %s" % EMAIL], "gzip call: %s" % res)
+    got = received()[before:]
+    check(got and EMAIL not in json.dumps(got[0]) and TOKEN_RE.search(prompt_of(got[0])),
+          "a gzip-compressed message passed unread: %s" % got)
+
+
+@test
+def secret_is_blocked_with_permission_denied():
+    before = len(received())
+    res = call("generate", "deploy with key %s now" % AWS_KEY)
+    check(not res["ok"] and res["code"] == 7, "expected PERMISSION_DENIED (7), got %s" % res)
+    check("no-secrets" in res["details"], "grpc-message does not name the rule: %s" % res)
+    check(AWS_KEY not in res["details"], "grpc-message carries the secret")
+    check(len(received()) == before, "the blocked call reached the server")
+    ev = event_for(GEN, lambda e: e["action"] == "block")
+    check(ev["rule"] == "no-secrets" and {"type": "AWS_ACCESS_KEY", "count": 1} in ev["findings"],
+          "block event %s" % ev)
+
+
+@test
+def stream_generate_content_streams_messages():
+    res = call("stream", "count one two three for %s" % EMAIL)
+    check(res["ok"], "streaming call failed: %s" % res)
+    check(res["messages"] == 3, "expected 3 streamed messages, got %s" % res)
+    check("".join(res["texts"]) == "echo: count one two three for %s" % EMAIL, "streamed answer %s" % res)
+    # the fake spaces its messages 150 ms apart: held whole, they would arrive together
+    check(res["times"][-1] - res["times"][0] >= 200, "messages arrived together (buffered): %s" % res["times"])
+    ev = event_for(STREAM)
+    check(ev["stream"] and ev["completion_tokens"] == 7, "stream event %s" % ev)
+
+
+@test
+def stream_ending_in_a_token_prefix_keeps_it():
+    """Text held back as a possible token ("[[VG") at the end of the stream
+    is sent in a last message, never lost."""
+    res = call("stream", "tail [[VG")
+    check(res["ok"] and "".join(res["texts"]) == "echo: tail [[VG", "held-back tail lost: %s" % res)
+
+
+@test
+def vertex_ai_prediction_service_with_its_own_field_numbers():
+    before = len(received())
+    res = call("vertex", "vertex mail to %s" % EMAIL, "--system", "sys %s" % EMAIL)
+    check(res["ok"] and res["texts"] == ["echo: vertex mail to %s" % EMAIL], "Vertex call: %s" % res)
+    got = received()[before:]
+    check(got and got[0]["method"] == "Vertex/GenerateContent" and EMAIL not in json.dumps(got[0]) and
+          TOKEN_RE.search(prompt_of(got[0])), "Vertex prompt not redacted: %s" % got)
+    ev = event_for("/google.cloud.aiplatform.v1.PredictionService/GenerateContent")
+    check(ev["model"] == "gemini-2.0-flash" and ev["prompt_tokens"] == 11 and ev["completion_tokens"] == 7 and
+          {"type": "EMAIL", "count": 2} in ev["findings"], "Vertex event %s" % ev)
+    res = call("vertex-stream", "split %s" % EMAIL)
+    check(res["ok"] and "".join(res["texts"]) == "echo: split %s" % EMAIL and res["messages"] == 3,
+          "Vertex stream: %s" % res)
+
+
+@test
+def answer_rule_redacts_the_answer_unary_and_streamed():
+    phone = "(415) 555-0132"
+    res = call("generate", "ring %s today" % phone)
+    check(res["ok"] and phone not in res["texts"][0] and "[PHONE" in res["texts"][0],
+          "the answer rule did not redact the unary answer: %s" % res)
+    ev = event_for(GEN, lambda e: "answer redacted" in (e.get("reason") or ""))
+    check("answers-phones" in ev["reason"] and {"type": "PHONE", "count": 1} in ev["output_redacted"],
+          "answer redaction not audited: %s" % ev)
+    res = call("stream", "ring %s later today please" % phone)
+    text = "".join(res.get("texts", []))
+    check(res["ok"] and phone not in text and "[PHONE" in text and text.startswith("echo: ring ")
+          and text.endswith(" later today please"), "the streamed answer was not redacted whole: %s" % res)
+
+
+@test
+def unknown_method_strings_inspected_and_audited_with_method_name():
+    before = len(received())
+    res = call("notes", "call %s back" % EMAIL, "--system", "tag-for-%s" % EMAIL)
+    check(res["ok"], "Notes/Save failed: %s" % res)
+    got = received()[before:]
+    check(got and EMAIL not in json.dumps(got[0]), "a string of an unknown method passed unread: %s" % got)
+    note = got[0]["request"]
+    check(TOKEN_RE.search(note["title"]) and TOKEN_RE.search(note["attachment"]["title"]) and
+          TOKEN_RE.search(note["tags"][1]), "nested strings not tokenized: %s" % note)
+    check(note["id"] == "42" and note["attachment"]["blob"] == "AAEC//4=", "non-text fields changed: %s" % note)
+    check(res["texts"][0] == "call %s back" % EMAIL, "tokens not restored in the echo: %s" % res)
+    ev = event_for(NOTES)
+    check(ev["action"] == "redact" and {"type": "EMAIL", "count": 3} in ev["findings"], "notes event %s" % ev)
+    res = call("notes", "key %s" % AWS_KEY)
+    check(not res["ok"] and res["code"] == 7, "a secret in an unknown method was not blocked: %s" % res)
+
+
+@test
+def hostile_length_prefix_fails_only_its_stream():
+    before = len(received())
+    res = call("hostile", "hello after the hostile stream", "--prefix", str(0xfffffff0))
+    bad, good = res["bad"], res["good"]
+    status = (bad["headers"] or {}).get("grpc-status") or (bad["trailers"] or {}).get("grpc-status")
+    check(status == "8", "the hostile stream did not get RESOURCE_EXHAUSTED: %s" % bad)
+    check((good["trailers"] or {}).get("grpc-status") == "0" and good["data"] > 0,
+          "the next stream on the same connection failed: %s" % good)
+    check(len(received()) == before + 1, "the hostile message reached the server")
+    deep = res["deep"]
+    check((deep["headers"] or {}).get("grpc-status") == "7",
+          "a message nested past the depth limit was not refused: %s" % deep)
+    ev = event_for(GEN, lambda e: e.get("reason") == "inspection_limit")
+    check(ev["action"] == "block" and {"type": "INSPECTION_LIMIT", "count": 1} in ev["findings"],
+          "the too-deep message was not audited as INSPECTION_LIMIT: %s" % ev)
+    check(RIG.agent.proc.poll() is None, "the agent died")
+    ev = event_for(GEN, lambda e: e.get("reason") == "bad_request")
+    check(ev["action"] == "block" and ev["status"] == 413, "hostile stream event %s" % ev)
+    ev = event_for(GEN, lambda e: e["action"] == "allow")
+    check(ev["error"] is None and ev["status"] == 200, "the good call after it audited as %s" % ev)
+
+
+@test
+def calls_of_one_connection_share_one_upstream_connection():
+    """A gRPC client's calls ride one upstream HTTP/2 connection (no TLS
+    handshake upstream per call); after the server's idle GOAWAY the next
+    call opens a new one and succeeds."""
+    before = len(received())
+    res = call("bench", "plain prompt", "--n", "20")
+    check(res.get("calls") == 20, "bench run failed: %s" % res)
+    peers = {r["peer"] for r in received()[before:]}
+    check(len(received()) - before == 21 and len(peers) == 1,
+          "21 calls used %d upstream connections: %s" % (len(peers), sorted(peers)))
+    before = len(received())
+    res = call("bench", "plain prompt", "--n", "2", "--pause-ms", "2500")
+    check(res.get("calls") == 2, "calls after the server's idle GOAWAY failed: %s" % res)
+    peers = [r["peer"] for r in received()[before:]]
+    check(len(peers) == 3 and len(set(peers)) == 3, "expected a fresh upstream after each idle GOAWAY: %s" % peers)
+
+
+@test
+def metadata_is_inspected_like_request_headers():
+    before = len(received())
+    res = call("generate", "plain prompt", "--meta", "x-user-note: reply to %s" % EMAIL)
+    check(res["ok"], "call with metadata failed: %s" % res)
+    got = received()[before:]
+    note = got[0]["metadata"].get("x-user-note", "") if got else ""
+    # header values are redacted as the HTTP path redacts them (a placeholder)
+    check(EMAIL not in note and ("[EMAIL]" in note or TOKEN_RE.search(note)),
+          "metadata value not redacted at the server: %r" % note)
+    res = call("generate", "plain prompt", "--meta", "x-deploy-key: %s" % AWS_KEY)
+    check(not res["ok"] and res["code"] == 7, "a secret in metadata was not blocked: %s" % res)
+    check(len(received()) == before + 1, "the call with a secret in metadata reached the server")
+
+
+@test
+def upstream_without_http2_gives_unavailable():
+    """An HTTP/1.1-only origin cannot carry gRPC: UNAVAILABLE, audited."""
+    res = call("generate", "hello", host=H1_HOST)
+    check(not res["ok"] and res["code"] == 14, "expected UNAVAILABLE (14), got %s" % res)
+    ev = RIG.agent.wait_events(lambda e: e.get("sni") == H1_HOST and e.get("path") == GEN, kind="request")
+    check(ev and ev[-1]["status"] == 502 and ev[-1]["reason"] in ("upstream_no_h2", "upstream_tls_failed"),
+          "the refused upstream was not audited: %s" % ev[-1:])
+
+
+@test
+def agent_stops_cleanly_without_a_sanitizer_report():
+    """Last: every call above ran in this agent (run with SAN=1 too)."""
+    status = RIG.agent.stop()
+    check(status == 0, "agent exit status %s on SIGTERM" % status)
+    with open(RIG.agent.stderr_path) as f:
+        log = f.read()
+    for sign in ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer"):
+        check(sign not in log, "sanitizer report in the agent's stderr: %s" % log[log.find(sign):][:800])
+    check(EMAIL not in log and AWS_KEY not in log, "a prompt value reached the agent's log")
+
+
+if __name__ == "__main__":
+    lib.main()
