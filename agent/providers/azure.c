@@ -1,0 +1,43 @@
+/* azure: Azure OpenAI (*.openai.azure.com, *.cognitiveservices.azure.com):
+ * OpenAI's JSON under /openai/deployments/DEPLOYMENT/..., the deployment
+ * standing for the model; Realtime under /openai/realtime.
+ *
+ * Data and pure functions only. Layer: providers/.
+ */
+#include "providers/openai.h"
+
+#include <string.h>
+
+static const char *const realtime[] = { "/openai/realtime", "/openai/v1/realtime", NULL };
+
+static bool host(const char *h, size_t hlen)
+{
+	return provider_host_suffix(h, hlen, ".openai.azure.com") ||
+	       provider_host_suffix(h, hlen, ".cognitiveservices.azure.com");
+}
+
+static bool path(const char *p)
+{
+	return strncmp(p, "/openai/deployments/", 20) == 0;
+}
+
+static void request_path(const char *p, struct provider_info *info)
+{
+	provider_model_from_path(info->model, sizeof(info->model), p, "/deployments/", "/?#");
+}
+
+const struct provider_ops provider_azure = {
+	.id = PROVIDER_AZURE_OPENAI,
+	.name = "azure_openai",
+	.host = host,
+	.path = path,
+	.request_path = request_path,
+	.request_text = openai_request_text,
+	.request_tools = openai_request_tools,
+	.answer_text = openai_answer_text,
+	.stream_text = openai_stream_text,
+	.stream_json = openai_stream_json,
+	.usage = openai_usage,
+	.realtime = realtime,
+	.error_body = openai_error_body,
+};
