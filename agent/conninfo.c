@@ -27,10 +27,8 @@ void conn_info_fill_event(const struct conn_info *info, struct audit_event *ev)
 	ev->sni = info->sni[0] ? info->sni : NULL;
 }
 
-void conn_info_policy_ctx(const struct conn_info *info, struct policy_ctx *x)
+void conn_info_identity_ctx(const struct identity *id, struct policy_ctx *x)
 {
-	const struct identity *id = &info->id;
-
 	memset(x, 0, sizeof(*x));
 	x->user = id->user[0] ? id->user : NULL;
 	x->uid = id->uid;
@@ -41,9 +39,14 @@ void conn_info_policy_ctx(const struct conn_info *info, struct policy_ctx *x)
 	x->script = id->script[0] ? id->script : NULL;
 	x->comm = id->comm[0] ? id->comm : NULL;
 	x->cgroup = id->cgroup[0] ? id->cgroup : NULL;
+	x->now = time(NULL);
+}
+
+void conn_info_policy_ctx(const struct conn_info *info, struct policy_ctx *x)
+{
+	conn_info_identity_ctx(&info->id, x);
 	x->host = info->sni[0] ? info->sni : NULL;
 	x->provider = x->host ? provider_name(provider_identify(x->host, NULL)) : NULL;
-	x->now = time(NULL);
 }
 
 bool conn_info_rejected_ca(struct agent *ag, const struct conn_info *info, uint64_t *ttl_ms, char *rule,

@@ -336,28 +336,16 @@ static bool decide_warn(struct exchange *ex, const struct policy_decision *d)
 static void decide_policy(struct exchange *ex, const struct inspect_result *res, size_t len,
 			  struct redact_policy *rp)
 {
-	const struct identity *id = &ex->info->id;
 	struct policy_ctx *c = &ex->ctx;
 	struct policy_decision d;
 	struct budget_verdict v;
 
-	memset(c, 0, sizeof(*c));
-	c->user = id->user[0] ? id->user : NULL;
-	c->uid = id->uid;
-	c->gid = id->gid;
-	c->groups = id->groups;
-	c->ngroups = (size_t)(id->ngroups > 0 ? id->ngroups : 0);
-	c->exe = id->exe[0] ? id->exe : NULL;
-	c->script = id->script[0] ? id->script : NULL;
-	c->comm = id->comm[0] ? id->comm : NULL;
-	c->cgroup = id->cgroup[0] ? id->cgroup : NULL;
-	c->host = ex->info->sni[0] ? ex->info->sni : NULL;
+	conn_info_policy_ctx(ex->info, c);
 	c->path = ex->path;
 	policy_ctx_set_inspect(c, res);
 	c->model = ex->model[0] ? ex->model : NULL;
-	c->provider = provider_name(ex->provider);
+	c->provider = provider_name(ex->provider);   /* the request's, not the host's guess */
 	c->request_bytes = len;
-	c->now = time(NULL);
 	mcp_policy_ctx(ex, c);
 
 	policy_eval(ex->policy, c, &d);
