@@ -199,20 +199,6 @@ struct doc_ctx {
 	struct json_text t;
 };
 
-static int push_span(struct inspect_result *r, const struct inspect_span *sp)
-{
-	if (r->nspans == r->cap) {
-		size_t nc = r->cap ? r->cap * 2 : 16;
-		struct inspect_span *p = realloc(r->spans, nc * sizeof(*p));
-		if (!p)
-			return -ENOMEM;
-		r->spans = p;
-		r->cap = nc;
-	}
-	r->spans[r->nspans++] = *sp;
-	return 0;
-}
-
 static int doc_string(void *vctx, const char *doc, const struct json_string *s)
 {
 	struct doc_ctx *c = vctx;
@@ -232,7 +218,7 @@ static int doc_string(void *vctx, const char *doc, const struct json_string *s)
 		sp.end = s->off + c->t.map[d->end];
 		sp.str_off = s->off;
 		sp.str_len = s->len;
-		if ((rc = push_span(c->all, &sp)))
+		if ((rc = inspect_result_push(c->all, &sp)))
 			return rc;
 	}
 	return 0;
