@@ -31,8 +31,7 @@ struct answer {
 	size_t rel;                 /* buf[0..rel) was released (context) */
 	bool overrun;
 	struct inspect_result r;
-	struct inspect_span *sp;    /* spans to replace in one release */
-	size_t nsp, capsp;
+	struct inspect_result rel_spans;   /* spans to replace in one release */
 	uint32_t counts[FINDING__COUNT];
 };
 
@@ -44,6 +43,7 @@ struct answer *answer_new(struct inspect_scratch *scratch, const struct redact_p
 	a->s = scratch;
 	a->pol = pol;
 	inspect_result_init(&a->r);
+	inspect_result_init(&a->rel_spans);
 	if (!(a->rs = redact_session_new(pol))) {
 		free(a);
 		return NULL;
@@ -58,7 +58,7 @@ void answer_free(struct answer *a)
 	if (a->buf)
 		OPENSSL_cleanse(a->buf, a->cap);
 	free(a->buf);
-	free(a->sp);
+	inspect_result_free(&a->rel_spans);
 	inspect_result_free(&a->r);
 	redact_session_free(a->rs);
 	free(a);
@@ -135,27 +135,21 @@ static int release(struct answer *a, bool final, struct buf *out)
 		a->overrun = true;   /* a value longer than we may hold */
 		return ANSWER_OVERRUN;
 	}
-	a->nsp = 0;
+	a->rel_spans.nspans = 0;
 	for (size_t i = 0; i < a->r.nspans; i++) {
 		struct inspect_span sp = a->r.spans[i];
 		if (sp.start < a->rel || sp.end > cut || !acts_on(a, sp.type))
 			continue;
-		if (a->nsp == a->capsp) {
-			size_t nc = a->capsp ? a->capsp * 2 : 16;
-			struct inspect_span *p = realloc(a->sp, nc * sizeof(*p));
-			if (!p)
-				return -ENOMEM;
-			a->sp = p;
-			a->capsp = nc;
-		}
 		sp.start -= a->rel;
 		sp.end -= a->rel;
-		a->sp[a->nsp++] = sp;
+		if ((rc = inspect_result_push(&a->rel_spans, &sp)))
+			return rc;
 	}
-	if ((rc = redact_text(a->rs, a->buf + a->rel, cut - a->rel, a->sp, a->nsp, out, &replaced)))
+	if ((rc = redact_text(a->rs, a->buf + a->rel, cut - a->rel, a->rel_spans.spans, a->rel_spans.nspans, out,
+			      &replaced)))
 		return rc;
-	for (size_t i = 0; i < a->nsp; i++)
-		a->counts[a->sp[i].type]++;
+	for (size_t i = 0; i < a->rel_spans.nspans; i++)
+		a->counts[a->rel_spans.spans[i].type]++;
 	a->rel = cut;
 	if (a->rel > ANSWER_CONTEXT_BYTES) {
 		size_t drop = a->rel - ANSWER_CONTEXT_BYTES;
