@@ -13,11 +13,5 @@ const struct provider_ops provider_mistral = {
 	.id = PROVIDER_MISTRAL,
 	.name = "mistral",
 	.host = host,
-	.request_text = openai_request_text,
-	.request_tools = openai_request_tools,
-	.answer_text = openai_answer_text,
-	.stream_text = openai_stream_text,
-	.stream_json = openai_stream_json,
-	.usage = openai_usage,
-	.error_body = openai_error_body,
+	OPENAI_SHAPES,
 };
