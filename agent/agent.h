@@ -83,6 +83,8 @@ struct conn_info {
 
 /* The identity and destination fields of an audit event (borrowed from info). */
 void conn_info_fill_event(const struct conn_info *info, struct audit_event *ev);
+/* The same of a process's identity alone (kernel events, launches). */
+void conn_info_identity_event(const struct identity *id, struct audit_event *ev);
 
 /* A policy context of the connection's identity and host, all else
  * unknown (x zeroed first; its strings borrowed from info). */

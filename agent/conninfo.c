@@ -10,9 +10,8 @@
 #include "policy/policy.h"
 #include "providers/providers.h"
 
-void conn_info_fill_event(const struct conn_info *info, struct audit_event *ev)
+void conn_info_identity_event(const struct identity *id, struct audit_event *ev)
 {
-	const struct identity *id = &info->id;
 	ev->user = id->user[0] ? id->user : NULL;
 	ev->uid = id->uid;
 	ev->gid = id->gid;
@@ -24,6 +23,11 @@ void conn_info_fill_event(const struct conn_info *info, struct audit_event *ev)
 	ev->container_id = id->container_id[0] ? id->container_id : NULL;
 	ev->dst_ip = id->dst_ip[0] ? id->dst_ip : NULL;
 	ev->dst_port = id->dst_port;
+}
+
+void conn_info_fill_event(const struct conn_info *info, struct audit_event *ev)
+{
+	conn_info_identity_event(&info->id, ev);
 	ev->sni = info->sni[0] ? info->sni : NULL;
 }
 

@@ -168,16 +168,11 @@ void mcpexec_event(void *arg, const struct vigil_exec_event *ev)
 	/* Audited first, as a request is before it is forwarded: the process
 	 * is stopped meanwhile. */
 	audit_event_init(&ae, "mcp");
-	ae.user = id.user;
-	ae.uid = id.uid;
-	ae.gid = id.gid;
-	ae.pid = id.pid;
-	ae.tid = id.tid;
+	conn_info_identity_event(&id, &ae);
+	ae.dst_ip = NULL;           /* a launch has no destination */
+	ae.dst_port = 0;
 	ae.comm = l.program;
-	ae.exe = id.exe[0] ? id.exe : NULL;
 	ae.parent_exe = parent[0] ? parent : NULL;
-	ae.cgroup = id.cgroup[0] ? id.cgroup : NULL;
-	ae.container_id = id.container_id[0] ? id.container_id : NULL;
 	ae.mcp_server = l.package;
 	ae.mcp_method = "stdio_launch";
 	ae.action = action;
