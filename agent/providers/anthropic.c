@@ -50,15 +50,12 @@ static void error_body(struct jsonw *w, int status, const char *code, const char
 	jsonw_obj_close(w);
 }
 
-static bool host(const char *h, size_t hlen)
-{
-	return provider_host_is(h, hlen, "api.anthropic.com");
-}
+static const char *const domains[] = { "api.anthropic.com", NULL };
 
 const struct provider_ops provider_anthropic = {
 	.id = PROVIDER_ANTHROPIC,
 	.name = "anthropic",
-	.host = host,
+	.domains = domains,
 	.request_text = request_text,
 	.request_tools = request_tools,
 	.answer_text = answer_text,

@@ -10,11 +10,7 @@
 
 static const char *const realtime[] = { "/openai/realtime", "/openai/v1/realtime", NULL };
 
-static bool host(const char *h, size_t hlen)
-{
-	return provider_host_suffix(h, hlen, ".openai.azure.com") ||
-	       provider_host_suffix(h, hlen, ".cognitiveservices.azure.com");
-}
+static const char *const suffixes[] = { ".openai.azure.com", ".cognitiveservices.azure.com", NULL };
 
 static bool path(const char *p)
 {
@@ -29,7 +25,7 @@ static void request_path(const char *p, struct provider_info *info)
 const struct provider_ops provider_azure = {
 	.id = PROVIDER_AZURE_OPENAI,
 	.name = "azure_openai",
-	.host = host,
+	.suffixes = suffixes,
 	.path = path,
 	.request_path = request_path,
 	.realtime = realtime,

@@ -53,11 +53,8 @@ static void error_body(struct jsonw *w, int status, const char *code, const char
 	jsonw_obj_close(w);
 }
 
-static bool host(const char *h, size_t hlen)
-{
-	return provider_host_is(h, hlen, "generativelanguage.googleapis.com") ||
-	       provider_host_suffix(h, hlen, "aiplatform.googleapis.com");
-}
+static const char *const domains[] = { "generativelanguage.googleapis.com", NULL };
+static const char *const suffixes[] = { "aiplatform.googleapis.com", NULL };   /* Vertex AI, per region */
 
 static bool path(const char *p)
 {
@@ -73,7 +70,8 @@ static void request_path(const char *p, struct provider_info *info)
 const struct provider_ops provider_gemini = {
 	.id = PROVIDER_GEMINI,
 	.name = "gemini",
-	.host = host,
+	.domains = domains,
+	.suffixes = suffixes,
 	.path = path,
 	.request_path = request_path,
 	.request_text = request_text,

@@ -4,14 +4,11 @@
  */
 #include "providers/openai.h"
 
-static bool host(const char *h, size_t hlen)
-{
-	return provider_host_is(h, hlen, "api.mistral.ai");
-}
+static const char *const domains[] = { "api.mistral.ai", NULL };
 
 const struct provider_ops provider_mistral = {
 	.id = PROVIDER_MISTRAL,
 	.name = "mistral",
-	.host = host,
+	.domains = domains,
 	OPENAI_SHAPES,
 };

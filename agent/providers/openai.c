@@ -66,15 +66,12 @@ void openai_error_body(struct jsonw *w, int status, const char *code, const char
 	jsonw_obj_close(w);
 }
 
-static bool host(const char *h, size_t hlen)
-{
-	return provider_host_is(h, hlen, "api.openai.com");
-}
+static const char *const domains[] = { "api.openai.com", NULL };
 
 const struct provider_ops provider_openai = {
 	.id = PROVIDER_OPENAI,
 	.name = "openai",
-	.host = host,
+	.domains = domains,
 	.realtime = realtime,
 	OPENAI_SHAPES,
 };

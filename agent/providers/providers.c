@@ -104,7 +104,7 @@ bool provider_known(const char *name)
 }
 
 /* host equals dom or ends with "." dom (port stripped, case ignored) */
-bool provider_host_is(const char *host, size_t hlen, const char *dom)
+static bool host_is(const char *host, size_t hlen, const char *dom)
 {
 	size_t dl = strlen(dom);
 	if (hlen == dl)
@@ -116,6 +116,17 @@ bool provider_host_suffix(const char *host, size_t hlen, const char *suf)
 {
 	size_t sl = strlen(suf);
 	return hlen >= sl && strncasecmp(host + hlen - sl, suf, sl) == 0;
+}
+
+static bool api_host(const struct provider_ops *o, const char *host, size_t hlen)
+{
+	for (const char *const *d = o->domains; d && *d; d++)
+		if (host_is(host, hlen, *d))
+			return true;
+	for (const char *const *s = o->suffixes; s && *s; s++)
+		if (provider_host_suffix(host, hlen, *s))
+			return true;
+	return o->host && o->host(host, hlen);
 }
 
 enum provider_id provider_identify(const char *host, const char *path)
@@ -130,7 +141,7 @@ enum provider_id provider_identify(const char *host, const char *path)
 		if (webapp_by_host(host, hlen, &app))
 			return (enum provider_id)(PROVIDER_WEBAPP + app);
 		for (size_t i = 0; i < NTABLE; i++)
-			if (table[i]->host && table[i]->host(host, hlen))
+			if (api_host(table[i], host, hlen))
 				return table[i]->id;
 	}
 	if (path)

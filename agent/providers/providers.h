@@ -150,8 +150,11 @@ struct jsonw;
 struct provider_ops {
 	enum provider_id id;
 	const char *name;                       /* the event's and policy's provider */
-	/* Whether host[0..hlen) (no port, no trailing dot, any case) is this
-	 * provider's API; NULL for none. */
+	/* Its API's hosts (port, trailing dot and case ignored): these names
+	 * and their subdomains, names ending in one of the suffixes, or what
+	 * host says (a rule the lists cannot state; may be NULL). */
+	const char *const *domains;
+	const char *const *suffixes;
 	bool (*host)(const char *host, size_t hlen);
 	/* Whether a path of an unknown host has a shape only this API uses
 	 * (self-hosted gateways); may be NULL. */
@@ -179,9 +182,7 @@ const struct provider_ops *const *provider_api_all(size_t *n);
 /* The adapter of p; the generic one for web apps and unknown ids. */
 const struct provider_ops *provider_ops(enum provider_id p);
 
-/* For host: host[0..hlen) equals dom or ends with "." dom; ends with suf
- * (case ignored). */
-bool provider_host_is(const char *host, size_t hlen, const char *dom);
+/* For host: whether host[0..hlen) ends with suf (case ignored). */
 bool provider_host_suffix(const char *host, size_t hlen, const char *suf);
 
 /* Copies the path segment after prefix up to one of stops into dst (cap
