@@ -41,6 +41,9 @@ COMMON_SRCS    := $(filter-out common/evfields_check.c,$(wildcard common/*.c))
 AGENT_SRCS     := $(wildcard agent/*.c agent/*/*.c)
 # the chat web apps' adapters (providers.c and config.c reach them through webapps.c)
 WEBAPP_SRCS    := agent/providers/webapps.c $(wildcard agent/providers/webapp_*.c)
+# every provider's adapter (providers.c reaches them through its table): the
+# API providers' files and the web apps'
+PROVIDER_SRCS  := $(filter-out agent/providers/providers.c,$(wildcard agent/providers/*.c))
 COLLECTOR_SRCS := $(wildcard collector/*.c)
 CLI_SRCS       := $(wildcard collector/cli/*.c)
 BPF_SRCS       := $(wildcard bpf/*.bpf.c)

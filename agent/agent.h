@@ -83,10 +83,14 @@ struct conn_info {
 
 /* The identity and destination fields of an audit event (borrowed from info). */
 void conn_info_fill_event(const struct conn_info *info, struct audit_event *ev);
+/* The same of a process's identity alone (kernel events, launches). */
+void conn_info_identity_event(const struct identity *id, struct audit_event *ev);
 
 /* A policy context of the connection's identity and host, all else
  * unknown (x zeroed first; its strings borrowed from info). */
 void conn_info_policy_ctx(const struct conn_info *info, struct policy_ctx *x);
+/* The same of a process's identity alone (a launch: no host). */
+void conn_info_identity_ctx(const struct identity *id, struct policy_ctx *x);
 /* After a client of info refused the interception CA: whether it is relayed
  * undecrypted for *ttl_ms (the policy's first rejected_ca entry that
  * matches, else the agent's on_rejected_ca), and the name of what decided

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -573,14 +574,27 @@ static int set_u32(const char *file, const struct ynode *n, unsigned long long m
 	return ret;
 }
 
+/* "file:line: " and the message about node n: -EINVAL. The error of
+ * every section that is not a mapping and every key no one knows. */
+static int __attribute__((format(printf, 5, 6)))
+key_error(const char *file, const struct ynode *n, char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	int o = snprintf(err, errlen, "%s:%d: ", file, n->line);
+	if (o >= 0 && (size_t)o < errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err + o, errlen - (size_t)o, fmt, ap);
+		va_end(ap);
+	}
+	return -EINVAL;
+}
+
 /* http2: the limits a hostile HTTP/2 client meets (agent/proxy/h2.h). */
 static int load_http2(const char *file, const struct ynode *m, struct config *c, char *err,
 		      size_t errlen)
 {
-	if (m->kind != YNODE_MAP) {
-		snprintf(err, errlen, "%s:%d: http2 must be a mapping", file, m->line);
-		return -EINVAL;
-	}
+	if (m->kind != YNODE_MAP)
+		return key_error(file, m, err, errlen, "http2 must be a mapping");
 	for (size_t i = 0; i < ytree_map_len(m); i++) {
 		const char *k = ytree_map_key(m, i)->str;
 		const struct ynode *v = ytree_map_val(m, i);
@@ -605,8 +619,7 @@ static int load_http2(const char *file, const struct ynode *m, struct config *c,
 			}
 			*(list ? &c->h2.max_header_list_bytes : &c->h2.header_table_size) = (uint32_t)sz;
 		} else {
-			snprintf(err, errlen, "%s:%d: unknown key 'http2.%s'", file, ytree_map_key(m, i)->line, k);
-			return -EINVAL;
+			return key_error(file, ytree_map_key(m, i), err, errlen, "unknown key 'http2.%s'", k);
 		}
 		if (ret)
 			return ret;
@@ -631,10 +644,8 @@ static int set_ms(const char *file, const struct ynode *n, uint32_t *dst, char *
 static int load_limits(const char *file, const struct ynode *m, struct config *c, char *err,
 		       size_t errlen)
 {
-	if (m->kind != YNODE_MAP) {
-		snprintf(err, errlen, "%s:%d: limits must be a mapping", file, m->line);
-		return -EINVAL;
-	}
+	if (m->kind != YNODE_MAP)
+		return key_error(file, m, err, errlen, "limits must be a mapping");
 	for (size_t i = 0; i < ytree_map_len(m); i++) {
 		const char *k = ytree_map_key(m, i)->str;
 		const struct ynode *v = ytree_map_val(m, i);
@@ -702,9 +713,7 @@ static int load_limits(const char *file, const struct ynode *m, struct config *c
 			if ((ret = set_u32(file, v, 16, 1000000, &c->max_connections, err, errlen)))
 				return ret;
 		} else {
-			snprintf(err, errlen, "%s:%d: unknown key 'limits.%s'", file,
-				 ytree_map_key(m, i)->line, k);
-			return -EINVAL;
+			return key_error(file, ytree_map_key(m, i), err, errlen, "unknown key 'limits.%s'", k);
 		}
 	}
 	return 0;
@@ -713,10 +722,8 @@ static int load_limits(const char *file, const struct ynode *m, struct config *c
 static int load_collector(const char *file, const struct ynode *m, struct config *c, char *err,
 			  size_t errlen)
 {
-	if (m->kind != YNODE_MAP) {
-		snprintf(err, errlen, "%s:%d: collector must be a mapping", file, m->line);
-		return -EINVAL;
-	}
+	if (m->kind != YNODE_MAP)
+		return key_error(file, m, err, errlen, "collector must be a mapping");
 	for (size_t i = 0; i < ytree_map_len(m); i++) {
 		const char *k = ytree_map_key(m, i)->str;
 		const struct ynode *v = ytree_map_val(m, i);
@@ -724,11 +731,8 @@ static int load_collector(const char *file, const struct ynode *m, struct config
 			     !strcmp(k, "ca") ? &c->collector.ca :
 			     !strcmp(k, "cert") ? &c->collector.cert :
 			     !strcmp(k, "key") ? &c->collector.key : NULL;
-		if (!dst) {
-			snprintf(err, errlen, "%s:%d: unknown key 'collector.%s'", file,
-				 ytree_map_key(m, i)->line, k);
-			return -EINVAL;
-		}
+		if (!dst)
+			return key_error(file, ytree_map_key(m, i), err, errlen, "unknown key 'collector.%s'", k);
 		int ret = set_str(file, v, dst, err, errlen);
 		if (ret)
 			return ret;
@@ -962,8 +966,7 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 				snprintf(err, errlen, "%s:%d: log_level must be error, warning, info or debug",
 					 path, v->line);
 		} else {
-			snprintf(err, errlen, "%s:%d: unknown key '%s'", path, kn->line, k);
-			ret = -EINVAL;
+			ret = key_error(path, kn, err, errlen, "unknown key '%s'", k);
 		}
 		if (ret)
 			goto err;

@@ -10,9 +10,8 @@
 #include "policy/policy.h"
 #include "providers/providers.h"
 
-void conn_info_fill_event(const struct conn_info *info, struct audit_event *ev)
+void conn_info_identity_event(const struct identity *id, struct audit_event *ev)
 {
-	const struct identity *id = &info->id;
 	ev->user = id->user[0] ? id->user : NULL;
 	ev->uid = id->uid;
 	ev->gid = id->gid;
@@ -24,13 +23,16 @@ void conn_info_fill_event(const struct conn_info *info, struct audit_event *ev)
 	ev->container_id = id->container_id[0] ? id->container_id : NULL;
 	ev->dst_ip = id->dst_ip[0] ? id->dst_ip : NULL;
 	ev->dst_port = id->dst_port;
+}
+
+void conn_info_fill_event(const struct conn_info *info, struct audit_event *ev)
+{
+	conn_info_identity_event(&info->id, ev);
 	ev->sni = info->sni[0] ? info->sni : NULL;
 }
 
-void conn_info_policy_ctx(const struct conn_info *info, struct policy_ctx *x)
+void conn_info_identity_ctx(const struct identity *id, struct policy_ctx *x)
 {
-	const struct identity *id = &info->id;
-
 	memset(x, 0, sizeof(*x));
 	x->user = id->user[0] ? id->user : NULL;
 	x->uid = id->uid;
@@ -41,9 +43,14 @@ void conn_info_policy_ctx(const struct conn_info *info, struct policy_ctx *x)
 	x->script = id->script[0] ? id->script : NULL;
 	x->comm = id->comm[0] ? id->comm : NULL;
 	x->cgroup = id->cgroup[0] ? id->cgroup : NULL;
+	x->now = time(NULL);
+}
+
+void conn_info_policy_ctx(const struct conn_info *info, struct policy_ctx *x)
+{
+	conn_info_identity_ctx(&info->id, x);
 	x->host = info->sni[0] ? info->sni : NULL;
 	x->provider = x->host ? provider_name(provider_identify(x->host, NULL)) : NULL;
-	x->now = time(NULL);
 }
 
 bool conn_info_rejected_ca(struct agent *ag, const struct conn_info *info, uint64_t *ttl_ms, char *rule,

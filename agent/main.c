@@ -192,17 +192,7 @@ static void kernel_event(void *arg, const struct vigil_kevent *kev)
 
 	identity_from_origin(&id, &kev->origin);
 	audit_event_init(&ev, "bypass");
-	ev.user = id.user;
-	ev.uid = id.uid;
-	ev.gid = id.gid;
-	ev.pid = id.pid;
-	ev.tid = id.tid;
-	ev.comm = id.comm;
-	ev.exe = id.exe[0] ? id.exe : NULL;
-	ev.cgroup = id.cgroup[0] ? id.cgroup : NULL;
-	ev.container_id = id.container_id[0] ? id.container_id : NULL;
-	ev.dst_ip = id.dst_ip;
-	ev.dst_port = id.dst_port;
+	conn_info_identity_event(&id, &ev);
 	ev.action = kev->reason == VIGIL_ORIGIN_REFUSED || kev->reason == VIGIL_ORIGIN_NETNS_NEW ? "block" : "allow";
 	ev.reason = kev->reason == VIGIL_ORIGIN_REFUSED ? (kev->proto == IPPROTO_UDP ? "udp_refused" : "agent_down_fail_closed") :
 		    kev->reason == VIGIL_ORIGIN_NETNS_NEW ? "netns_no_listener" :
@@ -254,17 +244,7 @@ static void guard_audit(struct agent *ag, const struct vigil_guard_event *g, con
 		snprintf(why, sizeof(why), "a TLS or HTTP first flight the guard cannot read whole, to %s port %u",
 			 id->dst_ip, id->dst_port);
 	audit_event_init(&ev, "connection");
-	ev.user = id->user;
-	ev.uid = id->uid;
-	ev.gid = id->gid;
-	ev.pid = id->pid;
-	ev.tid = id->tid;
-	ev.comm = id->comm;
-	ev.exe = id->exe[0] ? id->exe : NULL;
-	ev.cgroup = id->cgroup[0] ? id->cgroup : NULL;
-	ev.container_id = id->container_id[0] ? id->container_id : NULL;
-	ev.dst_ip = id->dst_ip;
-	ev.dst_port = id->dst_port;
+	conn_info_identity_event(id, &ev);
 	ev.sni = name[0] ? name : NULL;
 	ev.action = "block";
 	ev.reason = g->reason == VIGIL_GUARD_WATCHED ? "first_flight" :

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include "osutil.h"
 #include "alerts.h"
 #include "log.h"
 
@@ -321,13 +322,7 @@ static void store_alert(void *ctx, const struct store_event *al)
 static bool nap(struct alerts_thread *t, unsigned ms)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	osutil_deadline_ms(&ts, ms);
 	pthread_mutex_lock(&t->mu);
 	while (!t->stop && pthread_cond_timedwait(&t->cv, &t->mu, &ts) != ETIMEDOUT)
 		;

@@ -1263,6 +1263,29 @@ static bool same_origin(const struct req *r)
 	return r->host[0] && !strcasecmp(r->origin, want);
 }
 
+/* The API's endpoints: path, method, the role a token needs, what the
+ * metrics count it as (-1: nothing), and the handler (fn_tok when it needs
+ * the caller's token: audited changes, whoami). */
+static const struct route {
+	const char *path;
+	bool post;                  /* else GET */
+	enum colconf_role role;
+	int metric;                 /* enum api_action */
+	void (*fn)(struct req *r);
+	void (*fn_tok)(struct req *r, const struct colconf_token *tok);
+} routes[] = {
+	{ "/api/v1/events", false, ROLE_ANALYST, API_EVENTS, h_events, NULL },
+	{ "/api/v1/top", false, ROLE_ANALYST, API_TOP, h_top, NULL },
+	{ "/api/v1/verify", false, ROLE_ANALYST, API_VERIFY, h_verify, NULL },
+	{ "/api/v1/agents", false, ROLE_ANALYST, API_AGENTS, h_agents, NULL },
+	{ "/api/v1/event", false, ROLE_ANALYST, API_EVENTS, h_event, NULL },
+	{ "/api/v1/whoami", false, ROLE_ANALYST, -1, NULL, h_whoami },
+	{ "/api/v1/inventory", false, ROLE_ANALYST, -1, h_inventory, NULL },
+	{ "/api/v1/review", true, ROLE_ADMIN, -1, NULL, h_review },
+	{ "/api/v1/enroll", true, ROLE_ADMIN, API_ENROLL, NULL, h_enroll },
+	{ "/api/v1/revoke", true, ROLE_ADMIN, API_REVOKE, NULL, h_revoke },
+};
+
 static void route(struct req *r)
 {
 	const struct colconf_token *tok;
@@ -1282,51 +1305,21 @@ static void route(struct req *r)
 		char *all = silent_agents_metrics(r->a, m);
 		return send_stream(r, 200, "text/plain; version=0.0.4", NULL, all, all ? strlen(all) : 0);
 	}
-	if (!strcmp(r->path, "/api/v1/events") && get) {
-		if ((tok = authorize(r, ROLE_ANALYST))) {
-			cmetrics_api(API_EVENTS);
-			h_events(r);
-		}
-	} else if (!strcmp(r->path, "/api/v1/top") && get) {
-		if ((tok = authorize(r, ROLE_ANALYST))) {
-			cmetrics_api(API_TOP);
-			h_top(r);
-		}
-	} else if (!strcmp(r->path, "/api/v1/verify") && get) {
-		if ((tok = authorize(r, ROLE_ANALYST))) {
-			cmetrics_api(API_VERIFY);
-			h_verify(r);
-		}
-	} else if (!strcmp(r->path, "/api/v1/agents") && get) {
-		if ((tok = authorize(r, ROLE_ANALYST))) {
-			cmetrics_api(API_AGENTS);
-			h_agents(r);
-		}
-	} else if (!strcmp(r->path, "/api/v1/event") && get) {
-		if ((tok = authorize(r, ROLE_ANALYST))) {
-			cmetrics_api(API_EVENTS);
-			h_event(r);
-		}
-	} else if (!strcmp(r->path, "/api/v1/whoami") && get) {
-		if ((tok = authorize(r, ROLE_ANALYST)))
-			h_whoami(r, tok);
-	} else if (!strcmp(r->path, "/api/v1/inventory") && get) {
-		if ((tok = authorize(r, ROLE_ANALYST)))
-			h_inventory(r);
-	} else if (!strcmp(r->path, "/api/v1/review") && post) {
-		if ((tok = authorize(r, ROLE_ADMIN)))
-			h_review(r, tok);
-	} else if (!strcmp(r->path, "/api/v1/enroll") && post) {
-		if ((tok = authorize(r, ROLE_ADMIN))) {
-			cmetrics_api(API_ENROLL);
-			h_enroll(r, tok);
-		}
-	} else if (!strcmp(r->path, "/api/v1/revoke") && post) {
-		if ((tok = authorize(r, ROLE_ADMIN))) {
-			cmetrics_api(API_REVOKE);
-			h_revoke(r, tok);
-		}
-	} else if (!strncmp(r->path, "/api/", 5) || !strcmp(r->path, "/")) {
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+		const struct route *rt = &routes[i];
+		if (strcmp(r->path, rt->path) || !(rt->post ? post : get))
+			continue;
+		if (!(tok = authorize(r, rt->role)))
+			return;
+		if (rt->metric >= 0)
+			cmetrics_api((enum api_action)rt->metric);
+		if (rt->fn)
+			rt->fn(r);
+		else
+			rt->fn_tok(r, tok);
+		return;
+	}
+	if (!strncmp(r->path, "/api/", 5) || !strcmp(r->path, "/")) {
 		respond_err(r, get || post ? 404 : 405, "no such endpoint");
 	} else {
 		respond_err(r, 404, "no such endpoint");

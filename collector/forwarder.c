@@ -17,6 +17,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include "osutil.h"
 #include "export.h"
 #include "forwarder.h"
 #include "jsonw.h"
@@ -57,13 +58,7 @@ struct forwarder {
 static bool nap(struct forwarder *fw, unsigned ms)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	osutil_deadline_ms(&ts, ms);
 	pthread_mutex_lock(&fw->mu);
 	while (!fw->stop && pthread_cond_timedwait(&fw->cv, &fw->mu, &ts) != ETIMEDOUT)
 		;

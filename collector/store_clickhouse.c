@@ -55,6 +55,7 @@
 #include <sys/random.h>
 #include <time.h>
 #include <curl/curl.h>
+#include "buf.h"
 #include "store.h"
 
 #define CH_SCHEMA_VERSION 5
@@ -86,14 +87,15 @@ struct ch {
 
 #define CH(s) ((struct ch *)(s))
 
-/* A growable byte buffer for SQL text and TSV bodies. */
-struct buf {
+/* A growable byte buffer for SQL text and TSV bodies (sticky oom: a
+ * query is built whole, then checked once). */
+struct chbuf {
 	char *p;
 	size_t len, cap;
 	bool oom;
 };
 
-static void b_add(struct buf *b, const void *d, size_t n)
+static void b_add(struct chbuf *b, const void *d, size_t n)
 {
 	if (b->oom)
 		return;
@@ -114,7 +116,7 @@ static void b_add(struct buf *b, const void *d, size_t n)
 	b->p[b->len] = 0;
 }
 
-static void __attribute__((format(printf, 2, 3))) b_fmt(struct buf *b, const char *fmt, ...)
+static void __attribute__((format(printf, 2, 3))) b_fmt(struct chbuf *b, const char *fmt, ...)
 {
 	char tmp[512];
 	va_list ap;
@@ -139,10 +141,10 @@ static void __attribute__((format(printf, 2, 3))) b_fmt(struct buf *b, const cha
 	free(big);
 }
 
-static void b_free(struct buf *b) { free(b->p); memset(b, 0, sizeof(*b)); }
+static void b_free(struct chbuf *b) { free(b->p); memset(b, 0, sizeof(*b)); }
 
 /* A SQL string literal: quotes and backslashes escaped, bytes as they are. */
-static void ch_quote(struct buf *b, const char *s)
+static void ch_quote(struct chbuf *b, const char *s)
 {
 	b_add(b, "'", 1);
 	for (; s && *s; s++) {
@@ -154,7 +156,7 @@ static void ch_quote(struct buf *b, const char *s)
 }
 
 /* A TSV field (binary-safe). */
-static void tsv_bytes(struct buf *b, const uint8_t *p, size_t n)
+static void tsv_bytes(struct chbuf *b, const uint8_t *p, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		switch (p[i]) {
@@ -168,7 +170,7 @@ static void tsv_bytes(struct buf *b, const uint8_t *p, size_t n)
 	}
 }
 
-static void tsv_str(struct buf *b, const char *s) { tsv_bytes(b, (const uint8_t *)(s ? s : ""), s ? strlen(s) : 0); }
+static void tsv_str(struct chbuf *b, const char *s) { tsv_bytes(b, (const uint8_t *)(s ? s : ""), s ? strlen(s) : 0); }
 
 /* Unescapes a TSV field in place; returns its length. */
 static size_t tsv_unescape(char *s, size_t n)
@@ -249,7 +251,7 @@ static size_t on_data(char *p, size_t sz, size_t n, void *arg)
 static int ch_exec(struct ch *c, const char *query, const char *body, size_t blen)
 {
 	char *eq = curl_easy_escape(c->curl, query, (int)strlen(query));
-	struct buf url = { 0 };
+	struct chbuf url = { 0 };
 	long code = 0;
 	if (!eq)
 		return -ENOMEM;
@@ -284,7 +286,7 @@ static int ch_exec(struct ch *c, const char *query, const char *body, size_t ble
 	return 0;
 }
 
-static int ch_q(struct ch *c, struct buf *sql)
+static int ch_q(struct ch *c, struct chbuf *sql)
 {
 	if (sql->oom) {
 		b_free(sql);
@@ -339,7 +341,7 @@ static const char *const migrations[][2] = {
 
 /* Adds a column to events (and its Distributed table) unless a collector
  * already did: 18.16 has no ADD COLUMN IF NOT EXISTS. */
-static int add_event_column(struct ch *c, struct buf *q, const char *name, const char *def)
+static int add_event_column(struct ch *c, struct chbuf *q, const char *name, const char *def)
 {
 	const char *const tables[2] = { c->local, c->cluster[0] ? "" : NULL };
 	int rc;
@@ -359,7 +361,7 @@ static int add_event_column(struct ch *c, struct buf *q, const char *name, const
 }
 
 /* Migration v: the String columns names (NULL-terminated) on events. */
-static int migrate_columns(struct ch *c, struct buf *q, int v, const char *const *names)
+static int migrate_columns(struct ch *c, struct chbuf *q, int v, const char *const *names)
 {
 	int rc;
 	for (; *names; names++)
@@ -378,7 +380,7 @@ static const char *const v4_columns[] = { "mcp_server", "mcp_method", "tool", "m
  * below every sequence handed out from now on) with its index event_feed,
  * and the prompt tokens read from the provider's cache (older rows:
  * unknown). */
-static int migrate_v5(struct ch *c, struct buf *q)
+static int migrate_v5(struct ch *c, struct chbuf *q)
 {
 	int rc = add_event_column(c, q, "ingest_seq", "UInt64 DEFAULT toUInt64(time)");
 	if (rc || (rc = add_event_column(c, q, "cached_tokens", "Int64 DEFAULT -1")))
@@ -408,7 +410,7 @@ static int migrate_v5(struct ch *c, struct buf *q)
 static int migrate(struct ch *c)
 {
 	int rc;
-	struct buf q = { 0 };
+	struct chbuf q = { 0 };
 	if ((rc = ch_exec(c, "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, applied Int64)"
 			     " ENGINE = MergeTree() ORDER BY version", NULL, 0)))
 		return rc;
@@ -491,7 +493,7 @@ static void ch_close(struct store *s)
 #define EV_NCOLS 50
 
 /* One row of EV_COLS then ingest_seq. */
-static void tsv_event(struct buf *b, const struct store_event *e, uint64_t ingest_seq)
+static void tsv_event(struct chbuf *b, const struct store_event *e, uint64_t ingest_seq)
 {
 	char f[2048], num[512];
 	if (store_findings_format(e->findings, e->nfindings, f, sizeof(f)))
@@ -563,7 +565,7 @@ static void tsv_event(struct buf *b, const struct store_event *e, uint64_t inges
 }
 
 /* One row of event_feed: where the event with this commit order is. */
-static void tsv_feed(struct buf *b, const struct store_event *e, uint64_t ingest_seq)
+static void tsv_feed(struct chbuf *b, const struct store_event *e, uint64_t ingest_seq)
 {
 	char num[64];
 	snprintf(num, sizeof(num), "%llu\t%lld\t", (unsigned long long)ingest_seq, (long long)e->time_us);
@@ -714,7 +716,7 @@ static int agent_put(struct ch *c, const struct store_agent *a);
 static int ch_insert_batches(struct store *s, const struct store_batch *bs, size_t n, struct store_result *res)
 {
 	struct ch *c = CH(s);
-	struct buf q = { 0 }, ev = { 0 }, keys = { 0 }, hdr = { 0 }, feed = { 0 };
+	struct chbuf q = { 0 }, ev = { 0 }, keys = { 0 }, hdr = { 0 }, feed = { 0 };
 	bool **skip = calloc(n ? n : 1, sizeof(*skip));
 	size_t total = 0;
 	bool ordered = false;
@@ -882,7 +884,7 @@ static int ch_insert_local(struct store *s, const struct store_event *e)
 {
 	struct ch *c = CH(s);
 	struct store_event x = *e;
-	struct buf body = { 0 }, feed = { 0 };
+	struct chbuf body = { 0 }, feed = { 0 };
 	x.boot_id = c->local_boot;
 	x.seq = ++c->local_seq;
 	if (!x.agent_id)
@@ -900,7 +902,7 @@ static int ch_insert_local(struct store *s, const struct store_event *e)
 	return rc;
 }
 
-static void where(struct buf *q, const struct store_filter *f)
+static void where(struct chbuf *q, const struct store_filter *f)
 {
 	struct { const char *col, *val; } eq[] = {
 		{ "`user`", f->user }, { "host", f->host }, { "action", f->action }, { "exe", f->exe },
@@ -928,7 +930,7 @@ static void where(struct buf *q, const struct store_filter *f)
 	if (f->finding) {
 		/* Types have no ',' or ':' (store_findings_format), so this
 		 * matches the whole type only. */
-		struct buf t = { 0 };
+		struct chbuf t = { 0 };
 		b_fmt(&t, ",%s:", f->finding);
 		AND();
 		b_add(q, "position(concat(',', findings), ", 32);
@@ -978,15 +980,8 @@ static int ch_fetch(struct ch *c, struct store_rows *out, uint64_t *next)
 	size_t ll[EV_NCOLS + 2];
 	int n;
 	while ((n = tsv_next(&cur, fl, ll, EV_NCOLS + 2)) >= 0) {
-		if (out->n == cap) {
-			struct store_event *ne = realloc(out->ev, 2 * cap * sizeof(*ne));
-			if (!ne) {
-				rc = -ENOMEM;
-				goto err;
-			}
-			out->ev = ne;
-			cap *= 2;
-		}
+		if ((rc = buf_grow_array(&out->ev, &cap, out->n, sizeof(*out->ev))))
+			goto err;
 		struct store_finding *fb = store_arena_alloc(out->arena, 64 * sizeof(*fb));
 		if (!fb) {
 			rc = -ENOMEM;
@@ -1020,7 +1015,7 @@ err:
 static int ch_query(struct store *s, const struct store_filter *f, struct store_rows *out)
 {
 	struct ch *c = CH(s);
-	struct buf q = { 0 };
+	struct chbuf q = { 0 };
 	size_t limit = f->limit ? f->limit : STORE_DEFAULT_LIMIT;
 	int rc;
 	memset(out, 0, sizeof(*out));
@@ -1041,7 +1036,7 @@ static int ch_query(struct store *s, const struct store_filter *f, struct store_
 static int ch_feed(struct store *s, uint64_t after, size_t limit, struct store_rows *out, uint64_t *next)
 {
 	struct ch *c = CH(s);
-	struct buf q = { 0 };
+	struct chbuf q = { 0 };
 	uint64_t bound = order_feed_bound();
 	int rc;
 	memset(out, 0, sizeof(*out));
@@ -1087,7 +1082,7 @@ static int ch_feed(struct store *s, uint64_t after, size_t limit, struct store_r
 static int ch_count(struct store *s, const struct store_filter *f, uint64_t *out)
 {
 	struct ch *c = CH(s);
-	struct buf q = { 0 };
+	struct chbuf q = { 0 };
 	b_add(&q, "SELECT count() FROM events", 26);
 	where(&q, f);
 	b_add(&q, " FORMAT TabSeparated", 20);
@@ -1100,7 +1095,7 @@ static int ch_top(struct store *s, enum store_top_kind k, const struct store_fil
 		  struct store_top_row **out, size_t *n)
 {
 	struct ch *c = CH(s);
-	struct buf q = { 0 };
+	struct chbuf q = { 0 };
 	int rc;
 	static const char *const col[] = {
 		[STORE_TOP_USERS] = "`user`", [STORE_TOP_EXES] = "exe", [STORE_TOP_PROVIDERS] = "provider",
@@ -1153,7 +1148,7 @@ static int ch_usage(struct store *s, enum store_top_kind k, const struct store_f
 		    size_t *n)
 {
 	struct ch *c = CH(s);
-	struct buf q = { 0 };
+	struct chbuf q = { 0 };
 	int rc;
 	static const char *const col[] = {
 		[STORE_TOP_USERS] = "`user`", [STORE_TOP_EXES] = "exe", [STORE_TOP_PROVIDERS] = "provider",
@@ -1178,14 +1173,9 @@ static int ch_usage(struct store *s, enum store_top_kind k, const struct store_f
 	while (rows && (nf = tsv_next(&cur, fl, ll, 6)) >= 0) {
 		if (nf != 6)
 			continue;
-		if (cnt == cap) {
-			struct store_usage_row *nr = realloc(rows, 2 * cap * sizeof(*nr));
-			if (!nr) {
-				store_usage_free(rows, cnt);
-				return -ENOMEM;
-			}
-			rows = nr;
-			cap *= 2;
+		if (buf_grow_array(&rows, &cap, cnt, sizeof(*rows))) {
+			store_usage_free(rows, cnt);
+			return -ENOMEM;
 		}
 		struct store_usage_row *r = &rows[cnt++];
 		r->key = strdup(fl[0]);
@@ -1209,7 +1199,7 @@ static int ch_usage(struct store *s, enum store_top_kind k, const struct store_f
 static int ch_inventory(struct store *s, const struct store_filter *f, struct store_inventory_row **out, size_t *n)
 {
 	struct ch *c = CH(s);
-	struct buf q = { 0 };
+	struct chbuf q = { 0 };
 	int rc;
 	b_add(&q, "SELECT `user`, exe, if(provider != '', provider, sni) AS svc, host, min(time), max(time), count(),"
 		  " countIf(kind IN ('request', 'websocket')), sum(greatest(prompt_tokens, 0) + greatest(completion_tokens, 0)),"
@@ -1231,13 +1221,8 @@ static int ch_inventory(struct store *s, const struct store_filter *f, struct st
 	while (rows && (nf = tsv_next(&cur, fl, ll, 11)) >= 0) {
 		if (nf != 11)
 			continue;
-		if (cnt == cap) {
-			struct store_inventory_row *nr = realloc(rows, 2 * cap * sizeof(*nr));
-			if (!nr)
-				break;
-			rows = nr;
-			cap *= 2;
-		}
+		if (buf_grow_array(&rows, &cap, cnt, sizeof(*rows)))
+			break;
 		struct store_inventory_row *r = &rows[cnt++];
 		r->user = strdup(fl[0]);
 		r->exe = strdup(fl[1]);
@@ -1266,7 +1251,7 @@ static int ch_review_set(struct store *s, const struct store_review *r)
 {
 	struct ch *c = CH(s);
 	static uint64_t last_version;
-	struct buf body = { 0 };
+	struct chbuf body = { 0 };
 	char num[64];
 	uint64_t v = (uint64_t)now_us();
 	if (v <= last_version)
@@ -1304,13 +1289,8 @@ static int ch_review_list(struct store *s, struct store_review **out, size_t *n)
 	while (rows && (nf = tsv_next(&cur, fl, ll, 6)) >= 0) {
 		if (nf != 6)
 			continue;
-		if (cnt == cap) {
-			struct store_review *nr = realloc(rows, 2 * cap * sizeof(*nr));
-			if (!nr)
-				break;
-			rows = nr;
-			cap *= 2;
-		}
+		if (buf_grow_array(&rows, &cap, cnt, sizeof(*rows)))
+			break;
 		struct store_review *r = &rows[cnt++];
 		r->exe = strdup(fl[0]);
 		r->provider = strdup(fl[1]);
@@ -1350,7 +1330,7 @@ static void read_agent_row(char **f, size_t *l, struct store_agent *a)
 
 static int agent_head(struct ch *c, struct store_agent *a)
 {
-	struct buf q = { 0 };
+	struct chbuf q = { 0 };
 	b_add(&q, "SELECT seq, hash FROM event_keys WHERE agent_id = ", 50);
 	ch_quote(&q, a->agent_id);
 	b_add(&q, " ORDER BY seq DESC LIMIT 1 FORMAT TabSeparated", 46);
@@ -1371,7 +1351,7 @@ static int agent_head(struct ch *c, struct store_agent *a)
 
 static int agent_get(struct ch *c, const char *id, struct store_agent *a, bool *found)
 {
-	struct buf q = { 0 };
+	struct chbuf q = { 0 };
 	*found = false;
 	b_add(&q, "SELECT " AGENT_COLS ", version FROM agents FINAL WHERE agent_id = ",
 	      strlen("SELECT " AGENT_COLS ", version FROM agents FINAL WHERE agent_id = "));
@@ -1396,7 +1376,7 @@ static int agent_get(struct ch *c, const char *id, struct store_agent *a, bool *
 static int agent_put(struct ch *c, const struct store_agent *a)
 {
 	static uint64_t last_version;
-	struct buf body = { 0 };
+	struct chbuf body = { 0 };
 	char num[160];
 	uint64_t v = (uint64_t)now_us();
 	if (v <= last_version)
@@ -1490,15 +1470,8 @@ static int ch_agent_list(struct store *s, struct store_agent **out, size_t *n)
 	while ((nf = tsv_next(&cur, f, l, 8)) >= 0) {
 		if (nf != 8)
 			continue;
-		if (cnt == cap) {
-			struct store_agent *nv = realloc(v, 2 * cap * sizeof(*nv));
-			if (!nv) {
-				rc = -ENOMEM;
-				break;
-			}
-			v = nv;
-			cap *= 2;
-		}
+		if ((rc = buf_grow_array(&v, &cap, cnt, sizeof(*v))))
+			break;
 		read_agent_row(f, l, &v[cnt++]);
 	}
 	free(copy);
@@ -1516,7 +1489,7 @@ static int ch_agent_list(struct store *s, struct store_agent **out, size_t *n)
 static int ch_scan_events(struct store *s, const char *id, store_event_cb cb, void *ctx)
 {
 	struct ch *c = CH(s);
-	struct buf q = { 0 };
+	struct chbuf q = { 0 };
 	struct store_finding fb[64];
 	int rc;
 	/* Pages of 50,000 rows by seq, so a long chain never sits in memory whole. */
@@ -1565,7 +1538,7 @@ static int ch_scan_events(struct store *s, const char *id, store_event_cb cb, vo
 static int ch_scan_batches(struct store *s, const char *id, store_batch_cb cb, void *ctx)
 {
 	struct ch *c = CH(s);
-	struct buf q = { 0 };
+	struct chbuf q = { 0 };
 	b_add(&q, "SELECT agent_id, boot_id, schema_version, first_seq, last_seq, prev_batch_hash, signature, received"
 		  " FROM batches FINAL WHERE agent_id = ", strlen("SELECT agent_id, boot_id, schema_version, first_seq, last_seq, prev_batch_hash, signature, received"
 		  " FROM batches FINAL WHERE agent_id = "));
@@ -1600,7 +1573,7 @@ static int ch_scan_batches(struct store *s, const char *id, store_batch_cb cb, v
  * at once (ON CLUSTER: distributed DDL through the cluster's ZooKeeper),
  * so retention does not depend on which shards have a collector; a cluster
  * without ZooKeeper gets this shard only (*local_only). */
-static int retain_delete(struct ch *c, struct buf *q, const char *table, const char *col, int64_t before_us,
+static int retain_delete(struct ch *c, struct chbuf *q, const char *table, const char *col, int64_t before_us,
 			 bool *local_only)
 {
 	if (c->cluster[0] && !*local_only) {
@@ -1619,7 +1592,7 @@ static int retain_delete(struct ch *c, struct buf *q, const char *table, const c
  * mutation left; on a cluster, no row older than the cut-off left on any
  * shard (read through the Distributed table: 18.16 cannot list another
  * shard's mutations). */
-static int retain_wait(struct ch *c, struct buf *q, int64_t before_us, bool local_only)
+static int retain_wait(struct ch *c, struct chbuf *q, int64_t before_us, bool local_only)
 {
 	int rc = 0;
 	for (int i = 0; i < 600; i++) {
@@ -1642,7 +1615,7 @@ static int retain_wait(struct ch *c, struct buf *q, int64_t before_us, bool loca
 static int ch_retain(struct store *s, int64_t before_us, uint64_t *deleted)
 {
 	struct ch *c = CH(s);
-	struct buf q = { 0 };
+	struct chbuf q = { 0 };
 	int rc;
 	*deleted = 0;
 	/* Horizons first: per agent, the newest event about to go. */
@@ -1783,7 +1756,7 @@ int store_clickhouse_open(const char *url, struct store **out, char *err, size_t
 	/* The database itself: created from the default database. */
 	{
 		char saved[128];
-		struct buf q = { 0 };
+		struct chbuf q = { 0 };
 		snprintf(saved, sizeof(saved), "%s", c->db);
 		snprintf(c->db, sizeof(c->db), "default");
 		b_fmt(&q, "CREATE DATABASE IF NOT EXISTS %s", saved);

@@ -22,6 +22,7 @@
 #include <pthread.h>
 #include <sys/random.h>
 #include <sqlite3.h>
+#include "buf.h"
 #include "store.h"
 
 #define SCHEMA_VERSION 6
@@ -632,15 +633,8 @@ static int sq_fetch(struct sq *q, sqlite3_stmt *st, struct store_rows *out, uint
 		goto err;
 	}
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (out->n == cap) {
-			struct store_event *n = realloc(out->ev, 2 * cap * sizeof(*n));
-			if (!n) {
-				rc = -ENOMEM;
-				goto err;
-			}
-			out->ev = n;
-			cap *= 2;
-		}
+		if ((rc = buf_grow_array(&out->ev, &cap, out->n, sizeof(*out->ev))))
+			goto err;
 		if ((rc = read_event(st, &out->ev[out->n], out->arena, NULL, 0)))
 			goto err;
 		if (last_id)
@@ -802,13 +796,8 @@ static int sq_usage(struct store *s, enum store_top_kind k, const struct store_f
 	size_t cap = 64, cnt = 0;
 	struct store_usage_row *rows = calloc(cap, sizeof(*rows));
 	while (rows && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (cnt == cap) {
-			struct store_usage_row *nr = realloc(rows, 2 * cap * sizeof(*nr));
-			if (!nr)
-				break;
-			rows = nr;
-			cap *= 2;
-		}
+		if (buf_grow_array(&rows, &cap, cnt, sizeof(*rows)))
+			break;
 		struct store_usage_row *r = &rows[cnt++];
 		const char *t[3];
 		for (int i = 0; i < 3; i++)
@@ -863,13 +852,8 @@ static int sq_inventory(struct store *s, const struct store_filter *f, struct st
 	size_t cap = 64, cnt = 0;
 	struct store_inventory_row *rows = calloc(cap, sizeof(*rows));
 	while (rows && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (cnt == cap) {
-			struct store_inventory_row *nr = realloc(rows, 2 * cap * sizeof(*nr));
-			if (!nr)
-				break;
-			rows = nr;
-			cap *= 2;
-		}
+		if (buf_grow_array(&rows, &cap, cnt, sizeof(*rows)))
+			break;
 		struct store_inventory_row *r = &rows[cnt++];
 		r->user = col_dup(st, 0);
 		r->exe = col_dup(st, 1);
@@ -924,13 +908,8 @@ static int sq_review_list(struct store *s, struct store_review **out, size_t *n)
 	size_t cap = 16, cnt = 0;
 	struct store_review *rows = calloc(cap, sizeof(*rows));
 	while (rows && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (cnt == cap) {
-			struct store_review *nr = realloc(rows, 2 * cap * sizeof(*nr));
-			if (!nr)
-				break;
-			rows = nr;
-			cap *= 2;
-		}
+		if (buf_grow_array(&rows, &cap, cnt, sizeof(*rows)))
+			break;
 		struct store_review *r = &rows[cnt++];
 		r->exe = col_dup(st, 0);
 		r->provider = col_dup(st, 1);
@@ -1035,15 +1014,8 @@ static int sq_agent_list(struct store *s, struct store_agent **out, size_t *n)
 		return sq_fail(q, "agents");
 	}
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (cnt == cap) {
-			struct store_agent *nv = realloc(v, 2 * cap * sizeof(*nv));
-			if (!nv) {
-				rc = -ENOMEM;
-				break;
-			}
-			v = nv;
-			cap *= 2;
-		}
+		if ((rc = buf_grow_array(&v, &cap, cnt, sizeof(*v))))
+			break;
 		if ((rc = read_agent(q, st, &v[cnt])))
 			break;
 		cnt++;

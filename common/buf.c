@@ -46,3 +46,25 @@ void buf_free(struct buf *b)
 	b->data = NULL;
 	b->len = b->cap = 0;
 }
+
+int buf_grow_array(void *arrp, size_t *cap, size_t n, size_t elem)
+{
+	void *arr;
+	size_t nc = *cap ? *cap : 16;
+
+	if (n < *cap)
+		return 0;
+	while (nc <= n) {
+		if (nc > SIZE_MAX / 2)
+			return -ENOMEM;
+		nc *= 2;
+	}
+	if (nc > SIZE_MAX / elem)
+		return -ENOMEM;
+	memcpy(&arr, arrp, sizeof(arr));
+	if (!(arr = realloc(arr, nc * elem)))
+		return -ENOMEM;
+	memcpy(arrp, &arr, sizeof(arr));
+	*cap = nc;
+	return 0;
+}

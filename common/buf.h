@@ -18,4 +18,9 @@ int buf_reserve(struct buf *b, size_t extra);
 int buf_append(struct buf *b, const void *p, size_t n);
 void buf_free(struct buf *b);
 
+/* For arrays of any element: makes room for element n of the array at
+ * *(T **)arrp holding *cap elements of elem bytes, doubling it (16 at
+ * first). Returns 0 or -ENOMEM (the array unchanged). */
+int buf_grow_array(void *arrp, size_t *cap, size_t n, size_t elem);
+
 #endif

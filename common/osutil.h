@@ -4,6 +4,7 @@
 #define VIGIL_OSUTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* snprintf into err[errlen]; does nothing when err is NULL or errlen 0. */
@@ -12,6 +13,13 @@ void osutil_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((
 /* mkdir -p: parents created with parent_mode, the last component with
  * mode; existing directories are fine. 0 or -errno. */
 int osutil_mkdir_p(const char *path, mode_t parent_mode, mode_t mode);
+
+struct timespec;
+
+/* The CLOCK_REALTIME time ms from now: a deadline for
+ * pthread_cond_timedwait (condition variables wait on that clock unless
+ * told otherwise) and pthread_timedjoin_np. */
+void osutil_deadline_ms(struct timespec *ts, uint64_t ms);
 
 struct sockaddr;
 

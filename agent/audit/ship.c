@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include "osutil.h"
 #include "evcodec.h"
 #include "log.h"
 #include "audit/ship.h"
@@ -73,13 +74,7 @@ static uint64_t now_ms(void)
 static void wait_ms_locked(struct ship *sh, uint64_t ms)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += (time_t)(ms / 1000);
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	osutil_deadline_ms(&ts, ms);
 	if (!sh->kicked && !sh->stop)
 		pthread_cond_timedwait(&sh->cond, &sh->lock, &ts);
 	sh->kicked = false;
@@ -650,13 +645,7 @@ void ship_stop(struct ship *sh, uint32_t drain_ms)
 		pthread_cond_broadcast(&sh->cond);
 		pthread_mutex_unlock(&sh->lock);
 		spool_wake(sh->spool);
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += drain_ms / 1000;
-		ts.tv_nsec += (long)(drain_ms % 1000) * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		osutil_deadline_ms(&ts, drain_ms);
 		if (pthread_timedjoin_np(sh->thread, NULL, &ts) != 0) {
 			/* Out of time: break any blocking read/write and join. */
 			pthread_mutex_lock(&sh->lock);

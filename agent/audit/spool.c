@@ -19,6 +19,7 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+#include "osutil.h"
 #include "log.h"
 #include "audit/spool.h"
 
@@ -956,10 +957,7 @@ static void *flusher_main(void *arg)
 			continue;
 		}
 		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += (long)s->interval_ms * 1000000L;
-		ts.tv_sec += ts.tv_nsec / 1000000000L;
-		ts.tv_nsec %= 1000000000L;
+		osutil_deadline_ms(&ts, s->interval_ms);
 		pthread_cond_timedwait(&s->cond, &s->lock, &ts);
 		if (s->stop)
 			break;
@@ -1072,11 +1070,7 @@ void spool_wait(struct spool *s, uint64_t durable_seq, uint64_t wake_gen, uint32
 {
 	struct timespec ts;
 	if (timeout_ms) {
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += timeout_ms / 1000;
-		ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-		ts.tv_sec += ts.tv_nsec / 1000000000L;
-		ts.tv_nsec %= 1000000000L;
+		osutil_deadline_ms(&ts, timeout_ms);
 	}
 	pthread_mutex_lock(&s->lock);
 	while (s->durable_seq == durable_seq && s->wake_gen == wake_gen) {

@@ -31,8 +31,7 @@ struct answer {
 	size_t rel;                 /* buf[0..rel) was released (context) */
 	bool overrun;
 	struct inspect_result r;
-	struct inspect_span *sp;    /* spans to replace in one release */
-	size_t nsp, capsp;
+	struct inspect_result rel_spans;   /* spans to replace in one release */
 	uint32_t counts[FINDING__COUNT];
 };
 
@@ -44,6 +43,7 @@ struct answer *answer_new(struct inspect_scratch *scratch, const struct redact_p
 	a->s = scratch;
 	a->pol = pol;
 	inspect_result_init(&a->r);
+	inspect_result_init(&a->rel_spans);
 	if (!(a->rs = redact_session_new(pol))) {
 		free(a);
 		return NULL;
@@ -58,7 +58,7 @@ void answer_free(struct answer *a)
 	if (a->buf)
 		OPENSSL_cleanse(a->buf, a->cap);
 	free(a->buf);
-	free(a->sp);
+	inspect_result_free(&a->rel_spans);
 	inspect_result_free(&a->r);
 	redact_session_free(a->rs);
 	free(a);
@@ -135,27 +135,21 @@ static int release(struct answer *a, bool final, struct buf *out)
 		a->overrun = true;   /* a value longer than we may hold */
 		return ANSWER_OVERRUN;
 	}
-	a->nsp = 0;
+	a->rel_spans.nspans = 0;
 	for (size_t i = 0; i < a->r.nspans; i++) {
 		struct inspect_span sp = a->r.spans[i];
 		if (sp.start < a->rel || sp.end > cut || !acts_on(a, sp.type))
 			continue;
-		if (a->nsp == a->capsp) {
-			size_t nc = a->capsp ? a->capsp * 2 : 16;
-			struct inspect_span *p = realloc(a->sp, nc * sizeof(*p));
-			if (!p)
-				return -ENOMEM;
-			a->sp = p;
-			a->capsp = nc;
-		}
 		sp.start -= a->rel;
 		sp.end -= a->rel;
-		a->sp[a->nsp++] = sp;
+		if ((rc = inspect_result_push(&a->rel_spans, &sp)))
+			return rc;
 	}
-	if ((rc = redact_text(a->rs, a->buf + a->rel, cut - a->rel, a->sp, a->nsp, out, &replaced)))
+	if ((rc = redact_text(a->rs, a->buf + a->rel, cut - a->rel, a->rel_spans.spans, a->rel_spans.nspans, out,
+			      &replaced)))
 		return rc;
-	for (size_t i = 0; i < a->nsp; i++)
-		a->counts[a->sp[i].type]++;
+	for (size_t i = 0; i < a->rel_spans.nspans; i++)
+		a->counts[a->rel_spans.spans[i].type]++;
 	a->rel = cut;
 	if (a->rel > ANSWER_CONTEXT_BYTES) {
 		size_t drop = a->rel - ANSWER_CONTEXT_BYTES;
@@ -199,20 +193,6 @@ struct doc_ctx {
 	struct json_text t;
 };
 
-static int push_span(struct inspect_result *r, const struct inspect_span *sp)
-{
-	if (r->nspans == r->cap) {
-		size_t nc = r->cap ? r->cap * 2 : 16;
-		struct inspect_span *p = realloc(r->spans, nc * sizeof(*p));
-		if (!p)
-			return -ENOMEM;
-		r->spans = p;
-		r->cap = nc;
-	}
-	r->spans[r->nspans++] = *sp;
-	return 0;
-}
-
 static int doc_string(void *vctx, const char *doc, const struct json_string *s)
 {
 	struct doc_ctx *c = vctx;
@@ -232,7 +212,7 @@ static int doc_string(void *vctx, const char *doc, const struct json_string *s)
 		sp.end = s->off + c->t.map[d->end];
 		sp.str_off = s->off;
 		sp.str_len = s->len;
-		if ((rc = push_span(c->all, &sp)))
+		if ((rc = inspect_result_push(c->all, &sp)))
 			return rc;
 	}
 	return 0;

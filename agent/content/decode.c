@@ -469,6 +469,23 @@ static bool has_soft_break(const char *t, size_t n)
 	return false;
 }
 
+/* out emptied with room for n decoded bytes and map for n + 1 offsets
+ * (decoding only shrinks): 0 or -ENOMEM. */
+static int out_and_map(struct buf *out, size_t n, uint32_t **map, size_t *mapcap)
+{
+	out->len = 0;
+	if (buf_reserve(out, n + 1))
+		return -ENOMEM;
+	if (*mapcap < n + 1) {
+		uint32_t *m = realloc(*map, (n + 1) * sizeof(*m));
+		if (!m)
+			return -ENOMEM;
+		*map = m;
+		*mapcap = n + 1;
+	}
+	return 0;
+}
+
 int decode_normalize(const char *t, size_t n, struct buf *out, uint32_t **map, size_t *mapcap)
 {
 	const unsigned char *p = (const unsigned char *)t;
@@ -488,16 +505,8 @@ int decode_normalize(const char *t, size_t n, struct buf *out, uint32_t **map, s
 	}
 	if (!change)
 		return 1;
-	out->len = 0;
-	if (buf_reserve(out, n + 1))
+	if (out_and_map(out, n, map, mapcap))
 		return -ENOMEM;
-	if (*mapcap < n + 1) {
-		uint32_t *m = realloc(*map, (n + 1) * sizeof(*m));
-		if (!m)
-			return -ENOMEM;
-		*map = m;
-		*mapcap = n + 1;
-	}
 	for (i = 0; i < n;) {
 		size_t sb = p[i] == '\\' ? soft_break(t, n, i) : 0;
 		if (sb) {
@@ -654,16 +663,8 @@ int decode_form(const char *in, size_t n, struct buf *out, uint32_t **map, size_
 {
 	if (n >= UINT32_MAX)
 		return -E2BIG;
-	out->len = 0;
-	if (buf_reserve(out, n + 1))
+	if (out_and_map(out, n, map, mapcap))
 		return -ENOMEM;
-	if (*mapcap < n + 1) {
-		uint32_t *m = realloc(*map, (n + 1) * sizeof(*m));
-		if (!m)
-			return -ENOMEM;
-		*map = m;
-		*mapcap = n + 1;
-	}
 	for (size_t i = 0; i < n;) {
 		char c = in[i];
 		size_t step = 1;

@@ -880,14 +880,8 @@ struct scan_target {
 	bool visible;
 };
 
-static int add_span(struct inspect_result *r, const struct inspect_span *sp)
+int inspect_result_push(struct inspect_result *r, const struct inspect_span *sp)
 {
-	if (r->counts[sp->type] < UINT32_MAX)
-		r->counts[sp->type]++;
-	if (r->nspans >= INSPECT_MAX_SPANS) {
-		r->spans_truncated = true;
-		return 0;
-	}
 	if (r->nspans == r->cap) {
 		size_t nc = r->cap ? r->cap * 2 : 16;
 		struct inspect_span *p = realloc(r->spans, nc * sizeof(*p));
@@ -898,6 +892,17 @@ static int add_span(struct inspect_result *r, const struct inspect_span *sp)
 	}
 	r->spans[r->nspans++] = *sp;
 	return 0;
+}
+
+static int add_span(struct inspect_result *r, const struct inspect_span *sp)
+{
+	if (r->counts[sp->type] < UINT32_MAX)
+		r->counts[sp->type]++;
+	if (r->nspans >= INSPECT_MAX_SPANS) {
+		r->spans_truncated = true;
+		return 0;
+	}
+	return inspect_result_push(r, sp);
 }
 
 static uint32_t map_at(const uint32_t *map, size_t i)

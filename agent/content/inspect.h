@@ -67,6 +67,9 @@ struct inspect_result {
  * reuse its span array. inspect_result_free releases the array. */
 void inspect_result_init(struct inspect_result *r);
 void inspect_result_free(struct inspect_result *r);
+/* Appends a copy of sp to r's spans, growing the array: 0 or -ENOMEM
+ * (counts and the span limit are the caller's). */
+int inspect_result_push(struct inspect_result *r, const struct inspect_span *sp);
 /* Number of findings of every type (sum of counts). */
 uint32_t inspect_result_total(const struct inspect_result *r);
 

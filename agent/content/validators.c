@@ -1059,6 +1059,22 @@ static bool uuencoded_line(const char *t, size_t n, size_t at)
 	return (b > 0 && uu_line(t, pb, b - 1)) || (e < n && uu_line(t, e + 1, ne));
 }
 
+/* The last word of key k[0..l): its start, *end its end, closing quotes
+ * left out; a camelCase hump starts a word (db_password_min_length ->
+ * length, secretKeyId -> Id). */
+static size_t last_word(const char *k, size_t l, size_t *end)
+{
+	size_t e = l;
+	while (e > 0 && strchr("\"')", k[e - 1]))
+		e--;
+	size_t b = e;
+	while (b > 0 && isalpha((unsigned char)k[b - 1]) &&
+	       !(b < e && isupper((unsigned char)k[b]) && islower((unsigned char)k[b - 1])))
+		b--;
+	*end = e;
+	return b;
+}
+
 /* The key names a password, not something else spelled with "pass"
  * (passed, passing, passport, bypass) or a property of one (password_id,
  * password_min_length, passwordHint). */
@@ -1086,13 +1102,7 @@ static bool password_key(const char *k, size_t l)
 			return false;
 	}
 	/* the last component of the key: db_password_min_length -> length */
-	size_t e = l;
-	while (e > 0 && strchr("\"')", k[e - 1]))
-		e--;
-	size_t b = e;
-	while (b > 0 && isalpha((unsigned char)k[b - 1]) &&
-	       !(b < e && isupper((unsigned char)k[b]) && islower((unsigned char)k[b - 1])))
-		b--;
+	size_t e, b = last_word(k, l, &e);
 	if (b == 0)
 		return true;
 	for (int i = 0; props[i]; i++)
@@ -1297,13 +1307,7 @@ static bool secret_key_ok(const char *k, size_t l)
 		"format", "hash", "sha", "endpoint", "store", "manager", "provider", "rotation", "days",
 		"limit", "max", "min", "size", "enabled", "required", "field", "label", "policy", NULL
 	};
-	size_t e = l;
-	while (e > 0 && strchr("\"')", k[e - 1]))
-		e--;
-	size_t b = e;
-	while (b > 0 && isalpha((unsigned char)k[b - 1]) &&
-	       !(b < e && isupper((unsigned char)k[b]) && islower((unsigned char)k[b - 1])))
-		b--;
+	size_t e, b = last_word(k, l, &e);
 	for (int i = 0; props[i]; i++)
 		if (strlen(props[i]) == e - b && !strncasecmp(k + b, props[i], e - b))
 			return false;

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 #include "kernel/mcpexec.h"
 #include "content/inspect.h"
@@ -94,18 +93,9 @@ static const char *decide(struct agent *ag, const struct identity *id, const str
 	rule[0] = 0;
 	if (!p)
 		return action;
-	memset(&c, 0, sizeof(c));
-	c.user = id->user[0] ? id->user : NULL;
-	c.uid = id->uid;
-	c.gid = id->gid;
-	c.groups = id->groups;
-	c.ngroups = (size_t)(id->ngroups > 0 ? id->ngroups : 0);
-	c.exe = id->exe[0] ? id->exe : NULL;
-	c.comm = id->comm[0] ? id->comm : NULL;
-	c.cgroup = id->cgroup[0] ? id->cgroup : NULL;
+	conn_info_identity_ctx(id, &c);
 	c.mcp_server = l->package;
 	c.mcp_method = "stdio_launch";
-	c.now = time(NULL);
 	c.mcp_rules_only = true;
 	if (policy_eval(p, &c, &d) == 0 && !d.is_default) {
 		action = d.enforce == POLICY_BLOCK ? "block" : d.enforce == POLICY_REDACT ? "allow" :
@@ -178,16 +168,11 @@ void mcpexec_event(void *arg, const struct vigil_exec_event *ev)
 	/* Audited first, as a request is before it is forwarded: the process
 	 * is stopped meanwhile. */
 	audit_event_init(&ae, "mcp");
-	ae.user = id.user;
-	ae.uid = id.uid;
-	ae.gid = id.gid;
-	ae.pid = id.pid;
-	ae.tid = id.tid;
+	conn_info_identity_event(&id, &ae);
+	ae.dst_ip = NULL;           /* a launch has no destination */
+	ae.dst_port = 0;
 	ae.comm = l.program;
-	ae.exe = id.exe[0] ? id.exe : NULL;
 	ae.parent_exe = parent[0] ? parent : NULL;
-	ae.cgroup = id.cgroup[0] ? id.cgroup : NULL;
-	ae.container_id = id.container_id[0] ? id.container_id : NULL;
 	ae.mcp_server = l.package;
 	ae.mcp_method = "stdio_launch";
 	ae.action = action;

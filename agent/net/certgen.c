@@ -404,6 +404,16 @@ static void evict(struct certgen *cg, struct cg_entry *e)
 	cg->free_list = e;
 }
 
+/* A cached certificate is used: most recent in the LRU, and a reference
+ * for the caller. Called with the lock held. */
+static SSL_CTX *hit_locked(struct certgen *cg, struct cg_entry *e)
+{
+	lru_unlink(cg, e);
+	lru_push_head(cg, e);
+	SSL_CTX_up_ref(e->ctx);
+	return e->ctx;
+}
+
 SSL_CTX *certgen_ctx(struct certgen *cg, const char *sni, size_t len)
 {
 	char host[CERTGEN_MAX_NAME + 1];
@@ -418,10 +428,7 @@ SSL_CTX *certgen_ctx(struct certgen *cg, const char *sni, size_t len)
 	pthread_mutex_lock(&cg->lock);
 	e = lookup(cg, host);
 	if (e && now < e->refresh_at) {
-		lru_unlink(cg, e);
-		lru_push_head(cg, e);
-		SSL_CTX_up_ref(e->ctx);
-		ctx = e->ctx;
+		ctx = hit_locked(cg, e);
 		pthread_mutex_unlock(&cg->lock);
 		return ctx;
 	}
@@ -438,10 +445,7 @@ SSL_CTX *certgen_ctx(struct certgen *cg, const char *sni, size_t len)
 	if (e && now < e->refresh_at) {
 		/* Another thread forged it meanwhile: keep theirs. */
 		SSL_CTX_free(ctx);
-		lru_unlink(cg, e);
-		lru_push_head(cg, e);
-		SSL_CTX_up_ref(e->ctx);
-		ctx = e->ctx;
+		ctx = hit_locked(cg, e);
 		pthread_mutex_unlock(&cg->lock);
 		return ctx;
 	}

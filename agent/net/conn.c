@@ -619,7 +619,7 @@ static bool rejected_ca_exception(struct conn *c)
 	if (!rejca_last(c->ag->rejected_ca, c->info.id.exe, c->info.sni, &at))
 		return false;
 	pass = conn_info_rejected_ca(c->ag, &c->info, &ttl, c->exception_rule, sizeof(c->exception_rule));
-	if (!pass || (now >= at && now - at >= ttl)) {
+	if (!pass || !rejca_within(at, now, ttl)) {
 		c->exception_rule[0] = 0;
 		return false;
 	}

@@ -91,11 +91,3 @@ bool rejca_last(struct rejca *t, const char *exe, const char *sni, uint64_t *at_
 	pthread_mutex_unlock(&t->lock);
 	return e != NULL;
 }
-
-bool rejca_active(struct rejca *t, const char *exe, const char *sni, uint64_t now_ms, uint64_t ttl_ms)
-{
-	uint64_t at;
-
-	/* a slightly older clock (another thread's now) counts as recent */
-	return rejca_last(t, exe, sni, &at) && (now_ms < at || now_ms - at < ttl_ms);
-}

@@ -25,7 +25,12 @@ void rejca_note(struct rejca *t, const char *exe, const char *sni, uint64_t now_
  * The common case (nothing refused) costs one atomic load. */
 bool rejca_last(struct rejca *t, const char *exe, const char *sni, uint64_t *at_ms);
 
-/* Did exe refuse the CA for sni less than ttl_ms before now_ms? */
-bool rejca_active(struct rejca *t, const char *exe, const char *sni, uint64_t now_ms, uint64_t ttl_ms);
+/* Whether a refusal at at_ms is less than ttl_ms before now_ms. The ttl
+ * comes from the policy, consulted only once rejca_last found a refusal;
+ * a slightly older clock (another thread's now) counts as recent. */
+static inline bool rejca_within(uint64_t at_ms, uint64_t now_ms, uint64_t ttl_ms)
+{
+	return now_ms < at_ms || now_ms - at_ms < ttl_ms;
+}
 
 #endif

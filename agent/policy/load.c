@@ -12,6 +12,7 @@
 #include <math.h>
 #include <pwd.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -707,6 +708,34 @@ static bool check_name(struct errs *e, const struct ynode *n, const char *what)
 	return true;
 }
 
+/* The name nm of an entry (rule, budget, rejected_ca) at line: "what:
+ * missing name" without one, check_name, then "what: dup '%s' (first at
+ * line N)" when another of the n entries of arr (stride bytes apart, the
+ * name and line at name_off and line_off; self is this one) has it.
+ * Returns a copy of the name, or NULL. */
+static char *entry_name(struct loader *L, int line, const struct ynode *nm, const char *what, const char *dup,
+			const void *arr, size_t n, size_t stride, size_t name_off, size_t line_off, const void *self)
+{
+	char *copy;
+
+	if (!nm) {
+		eadd(L->e, line, "%s: missing name", what);
+		return NULL;
+	}
+	if (!check_name(L->e, nm, what))
+		return NULL;
+	for (size_t j = 0; j < n; j++) {
+		const char *e = (const char *)arr + j * stride;
+		const char *name = *(char *const *)(e + name_off);
+		if (e != self && name && !strcmp(name, nm->str))
+			eadd(L->e, nm->line, "%s: %s '%s' (first at line %d)", what, dup, nm->str,
+			     *(const int *)(e + line_off));
+	}
+	if (!(copy = strdup(nm->str)))
+		L->e->oom = true;
+	return copy;
+}
+
 static void parse_lists(struct loader *L, const struct ynode *v)
 {
 	struct policy *p = L->p;
@@ -956,16 +985,8 @@ static void parse_rule(struct loader *L, const struct ynode *r, struct rule *ru)
 			eadd(L->e, k->line, "rule: unknown key '%s' (name, when, action, redact, mode, message)",
 			     k->str);
 	}
-	if (!nm)
-		eadd(L->e, r->line, "rule: missing name");
-	else if (check_name(L->e, nm, "rule")) {
-		for (size_t j = 0; j < p->nrules; j++)
-			if (p->rules[j].name && !strcmp(p->rules[j].name, nm->str))
-				eadd(L->e, nm->line, "rule: duplicate rule name '%s' (first at line %d)", nm->str,
-				     p->rules[j].line);
-		if (!(ru->name = strdup(nm->str)))
-			L->e->oom = true;
-	}
+	ru->name = entry_name(L, r->line, nm, "rule", "duplicate rule name", p->rules, p->nrules,
+			      sizeof(*p->rules), offsetof(struct rule, name), offsetof(struct rule, line), ru);
 	if (!act)
 		eadd(L->e, r->line, "rule '%s': missing action", nm && is_scalar(nm) ? nm->str : "?");
 	else if (!is_scalar(act) || parse_action(act->str, &ru->action))
@@ -1089,17 +1110,9 @@ static void parse_budget(struct loader *L, const struct ynode *b, struct budget_
 			eadd(L->e, k->line, "budget: unknown key '%s' (name, per, tokens, requests, requests_per_minute, cost, window, when, mode)", ks);
 		}
 	}
-	if (!nm)
-		eadd(L->e, b->line, "budget: missing name");
-	else if (check_name(L->e, nm, "budget")) {
-		for (size_t j = 0; j < p->nbudgets; j++)
-			if (&p->budgets[j] != bd && p->budgets[j].pub.name &&
-			    !strcmp(p->budgets[j].pub.name, nm->str))
-				eadd(L->e, nm->line, "budget: duplicate budget '%s' (first at line %d)", nm->str,
-				     p->budgets[j].pub.line);
-		if (!(bd->pub.name = strdup(nm->str)))
-			L->e->oom = true;
-	}
+	bd->pub.name = entry_name(L, b->line, nm, "budget", "duplicate budget", p->budgets, p->nbudgets,
+				  sizeof(*p->budgets), offsetof(struct budget_def, pub.name),
+				  offsetof(struct budget_def, pub.line), bd);
 	if (!have_limit)
 		eadd(L->e, b->line, "budget: needs tokens, requests or requests_per_minute");
 	if (!have_window)
@@ -1133,16 +1146,8 @@ static void parse_rejca(struct loader *L, const struct ynode *r, struct rejca_ru
 		else
 			eadd(L->e, k->line, "rejected_ca: unknown key '%s' (name, when, action, ttl)", k->str);
 	}
-	if (!nm)
-		eadd(L->e, r->line, "rejected_ca: missing name");
-	else if (check_name(L->e, nm, "rejected_ca")) {
-		for (size_t j = 0; j < p->nrejca; j++)
-			if (&p->rejca[j] != rr && p->rejca[j].name && !strcmp(p->rejca[j].name, nm->str))
-				eadd(L->e, nm->line, "rejected_ca: duplicate name '%s' (first at line %d)", nm->str,
-				     p->rejca[j].line);
-		if (!(rr->name = strdup(nm->str)))
-			L->e->oom = true;
-	}
+	rr->name = entry_name(L, r->line, nm, "rejected_ca", "duplicate name", p->rejca, p->nrejca,
+			      sizeof(*p->rejca), offsetof(struct rejca_rule, name), offsetof(struct rejca_rule, line), rr);
 	if (!act)
 		eadd(L->e, r->line, "rejected_ca: missing action (block or passthrough)");
 	else if (is_scalar(act) && (!strcmp(act->str, "block") || !strcmp(act->str, "passthrough")))

@@ -1,7 +1,11 @@
-/* providers: request/response shapes of the LLM APIs Vigil understands.
+/* providers: the table of the LLM APIs Vigil understands and what is
+ * common to them: identification, the request walk, answer text, usage,
+ * error bodies.
  *
- * Shapes are expressed as json path patterns (see json_path_match) so a
- * new API field is one line here. Anything we do not recognise is still
+ * Each API's shapes are data in its own file (agent/providers/<name>.c,
+ * a struct provider_ops), expressed as json path patterns (see
+ * json_path_match), so a new API field is one line there and a new API
+ * one file and one table line here. Anything we do not recognise is still
  * reported (visible = false) so the inspector scans it for secrets and
  * PII: data leaves the machine whether or not the model "reads" it; only
  * the prompt-injection score is restricted to what the model reads.
@@ -11,25 +15,63 @@
 #define _GNU_SOURCE   /* memmem, memrchr: also when built outside the Makefile */
 #endif
 #include "providers/providers.h"
+#include "providers/openai.h"
 #include "providers/webapps.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-static const char *const names[PROVIDER__COUNT] = {
-	[PROVIDER_GENERIC] = "generic",
-	[PROVIDER_OPENAI] = "openai",
-	[PROVIDER_ANTHROPIC] = "anthropic",
-	[PROVIDER_GEMINI] = "gemini",
-	[PROVIDER_AZURE_OPENAI] = "azure_openai",
-	[PROVIDER_BEDROCK] = "bedrock",
-	[PROVIDER_MISTRAL] = "mistral",
+#include "jsonw.h"
+
+extern const struct provider_ops provider_openai, provider_anthropic, provider_azure, provider_gemini,
+	provider_bedrock, provider_mistral;
+
+/* One line per API provider, in the order hosts and then paths are tried
+ * (Azure's /openai/deployments/ path before Gemini's ":generateContent"). */
+static const struct provider_ops *const table[] = {
+	&provider_openai,
+	&provider_anthropic,
+	&provider_azure,
+	&provider_gemini,
+	&provider_bedrock,
+	&provider_mistral,
 };
+#define NTABLE (sizeof(table) / sizeof(table[0]))
+
+static const char *const none[] = { NULL };
+
+/* Any other endpoint: every string is what the model reads, and it most
+ * often speaks OpenAI's dialect (tools, errors). */
+static const struct provider_ops generic = {
+	.id = PROVIDER_GENERIC,
+	.name = "generic",
+	.request_tools = openai_request_tools,
+	.answer_text = none,
+	.stream_text = none,
+	.stream_json = none,
+	.usage = (const struct provider_usage_key[]){ { NULL, 0 } },
+	.error_body = openai_error_body,
+};
+
+const struct provider_ops *const *provider_api_all(size_t *n)
+{
+	*n = NTABLE;
+	return table;
+}
+
+const struct provider_ops *provider_ops(enum provider_id p)
+{
+	for (size_t i = 0; i < NTABLE; i++)
+		if (table[i]->id == p)
+			return table[i];
+	return &generic;
+}
 
 const struct webapp *provider_webapp(enum provider_id p)
 {
@@ -43,15 +85,17 @@ const char *provider_name(enum provider_id p)
 	const struct webapp *a = provider_webapp(p);
 	if (a)
 		return a->provider;
-	return (unsigned)p < PROVIDER__COUNT ? names[p] : "generic";
+	return provider_ops(p)->name;
 }
 
 bool provider_known(const char *name)
 {
 	size_t n;
 	const struct webapp *const *all = webapp_all(&n);
-	for (int i = 0; i < PROVIDER__COUNT; i++)
-		if (!strcmp(names[i], name))
+	if (!strcmp(generic.name, name))
+		return true;
+	for (size_t i = 0; i < NTABLE; i++)
+		if (!strcmp(table[i]->name, name))
 			return true;
 	for (size_t i = 0; i < n; i++)
 		if (!strcmp(all[i]->provider, name))
@@ -68,10 +112,21 @@ static bool host_is(const char *host, size_t hlen, const char *dom)
 	return hlen > dl && host[hlen - dl - 1] == '.' && strncasecmp(host + hlen - dl, dom, dl) == 0;
 }
 
-static bool host_suffix(const char *host, size_t hlen, const char *suf)
+bool provider_host_suffix(const char *host, size_t hlen, const char *suf)
 {
 	size_t sl = strlen(suf);
 	return hlen >= sl && strncasecmp(host + hlen - sl, suf, sl) == 0;
+}
+
+static bool api_host(const struct provider_ops *o, const char *host, size_t hlen)
+{
+	for (const char *const *d = o->domains; d && *d; d++)
+		if (host_is(host, hlen, *d))
+			return true;
+	for (const char *const *s = o->suffixes; s && *s; s++)
+		if (provider_host_suffix(host, hlen, *s))
+			return true;
+	return o->host && o->host(host, hlen);
 }
 
 enum provider_id provider_identify(const char *host, const char *path)
@@ -85,77 +140,16 @@ enum provider_id provider_identify(const char *host, const char *path)
 		size_t app;
 		if (webapp_by_host(host, hlen, &app))
 			return (enum provider_id)(PROVIDER_WEBAPP + app);
-		if (host_is(host, hlen, "api.openai.com"))
-			return PROVIDER_OPENAI;
-		if (host_is(host, hlen, "api.anthropic.com"))
-			return PROVIDER_ANTHROPIC;
-		if (host_is(host, hlen, "generativelanguage.googleapis.com") ||
-		    host_suffix(host, hlen, "aiplatform.googleapis.com"))
-			return PROVIDER_GEMINI;
-		if (host_suffix(host, hlen, ".openai.azure.com") ||
-		    host_suffix(host, hlen, ".cognitiveservices.azure.com"))
-			return PROVIDER_AZURE_OPENAI;
-		if (hlen > 16 && strncasecmp(host, "bedrock-runtime", 15) == 0 &&
-		    host_suffix(host, hlen, ".amazonaws.com"))
-			return PROVIDER_BEDROCK;
-		if (host_is(host, hlen, "api.mistral.ai"))
-			return PROVIDER_MISTRAL;
+		for (size_t i = 0; i < NTABLE; i++)
+			if (api_host(table[i], host, hlen))
+				return table[i]->id;
 	}
-	if (path) {
-		if (strncmp(path, "/openai/deployments/", 20) == 0)
-			return PROVIDER_AZURE_OPENAI;
-		if (strstr(path, ":generateContent") || strstr(path, ":streamGenerateContent"))
-			return PROVIDER_GEMINI;
-		if (strncmp(path, "/model/", 7) == 0 &&
-		    (strstr(path, "/invoke") || strstr(path, "/converse")))
-			return PROVIDER_BEDROCK;
-	}
+	if (path)
+		for (size_t i = 0; i < NTABLE; i++)
+			if (table[i]->path && table[i]->path(path))
+				return table[i]->id;
 	return PROVIDER_GENERIC;
 }
-
-/* Model-visible text per API family. */
-static const char *const openai_text[] = {
-	"messages[*].content", "messages[*].content[*].text",
-	"messages[*].tool_calls[*].function.arguments",
-	"messages[*].function_call.arguments",
-	"prompt", "prompt[*]", "suffix", "instructions",
-	"input", "input[*]", "input[*].content", "input[*].content[*].text",
-	"input[*].output", "input[*].arguments",
-	"tools.**", "functions.**", NULL
-};
-static const char *const anthropic_text[] = {
-	"system", "system[*].text",
-	"messages[*].content", "messages[*].content[*].text",
-	"messages[*].content[*].content", "messages[*].content[*].content[*].text",
-	"messages[*].content[*].input.**", "tools.**", NULL
-};
-static const char *const gemini_text[] = {
-	"contents[*].parts[*].text", "systemInstruction.parts[*].text",
-	"system_instruction.parts[*].text",
-	"contents[*].parts[*].functionResponse.**", "contents[*].parts[*].function_response.**",
-	"contents[*].parts[*].functionCall.args.**", "tools.**", NULL
-};
-static const char *const bedrock_text[] = {
-	/* Converse */
-	"messages[*].content[*].text", "system[*].text",
-	"messages[*].content[*].toolResult.content[*].text",
-	"messages[*].content[*].toolUse.input.**", "toolConfig.**",
-	/* InvokeModel bodies: Anthropic, Titan, Llama, Mistral, Cohere */
-	"system", "messages[*].content", "messages[*].content[*].content",
-	"messages[*].content[*].content[*].text", "prompt", "inputText", "message",
-	"tools.**", NULL
-};
-
-static const char *const openai_tools[] = {
-	"tools[*].function.name", "tools[*].name", "functions[*].name", NULL
-};
-static const char *const anthropic_tools[] = { "tools[*].name", NULL };
-static const char *const gemini_tools[] = {
-	"tools[*].functionDeclarations[*].name", "tools[*].function_declarations[*].name", NULL
-};
-static const char *const bedrock_tools[] = {
-	"toolConfig.tools[*].toolSpec.name", "tools[*].name", NULL
-};
 
 struct parse_ctx {
 	const char *const *text;
@@ -218,8 +212,8 @@ static int parse_cb(void *vctx, const char *doc, const struct json_string *s)
 
 /* Copy path segment after prefix up to one of the stop characters,
  * percent-decoding (Bedrock model ids arrive URL-encoded: %3A). */
-static void model_from_path(char *dst, size_t cap, const char *path, const char *prefix,
-			    const char *stops)
+void provider_model_from_path(char *dst, size_t cap, const char *path, const char *prefix,
+			      const char *stops)
 {
 	const char *p = strstr(path, prefix);
 	size_t o = 0;
@@ -257,7 +251,6 @@ int provider_parse_request(const char *host, const char *path,
 
 	const struct webapp *app = provider_webapp(info->provider);
 	if (app) {
-		static const char *const none[] = { NULL };
 		const struct webapp_route *r = webapp_route(app, path, info->conversation,
 							    sizeof(info->conversation));
 		/* a request that is not a prompt still carries what the user
@@ -270,41 +263,13 @@ int provider_parse_request(const char *host, const char *path,
 		c.conv_path = r && !info->conversation[0] ? r->conv : NULL;
 		info->stream = info->prompt = r && r->prompt;
 		info->upload = r && r->upload;
-	} else switch (info->provider) {
-	case PROVIDER_OPENAI:
-	case PROVIDER_MISTRAL:
-		c.text = openai_text;
-		c.tools = openai_tools;
-		break;
-	case PROVIDER_AZURE_OPENAI:
-		c.text = openai_text;
-		c.tools = openai_tools;
-		model_from_path(info->model, sizeof(info->model), path, "/deployments/", "/?#");
+	} else {
+		const struct provider_ops *ops = provider_ops(info->provider);
+		c.text = ops->request_text;
+		c.tools = ops->request_tools;
+		if (ops->request_path)
+			ops->request_path(path, info);
 		c.model_from_body = info->model[0] == '\0';
-		break;
-	case PROVIDER_ANTHROPIC:
-		c.text = anthropic_text;
-		c.tools = anthropic_tools;
-		break;
-	case PROVIDER_GEMINI:
-		c.text = gemini_text;
-		c.tools = gemini_tools;
-		model_from_path(info->model, sizeof(info->model), path, "/models/", ":/?#");
-		c.model_from_body = info->model[0] == '\0';
-		info->stream = strstr(path, ":streamGenerateContent") != NULL;
-		break;
-	case PROVIDER_BEDROCK:
-		c.text = bedrock_text;
-		c.tools = bedrock_tools;
-		model_from_path(info->model, sizeof(info->model), path, "/model/", "/?#");
-		c.model_from_body = info->model[0] == '\0';
-		info->stream = strstr(path, "/invoke-with-response-stream") ||
-			       strstr(path, "/converse-stream");
-		break;
-	default:
-		c.text = NULL;     /* generic: every string is visible */
-		c.tools = openai_tools;
-		break;
 	}
 
 	size_t i = 0;
@@ -326,25 +291,77 @@ int provider_parse_request(const char *host, const char *path,
 	return json_scan(body, len, parse_cb, &c);
 }
 
-static const char *const response_text[] = {
-	/* OpenAI chat / completions, streamed and whole */
-	"choices[*].delta.content", "choices[*].message.content", "choices[*].text",
-	"choices[*].delta.tool_calls[*].function.arguments",
-	"choices[*].message.tool_calls[*].function.arguments",
-	/* OpenAI Responses API */
-	"delta", "output[*].content[*].text", "output_text",
-	/* Anthropic */
-	"content[*].text", "delta.text", "delta.partial_json", "content_block.text",
-	/* Gemini (whole, SSE chunks, and the JSON-array stream without alt=sse) */
-	"candidates[*].content.parts[*].text", "[*].candidates[*].content.parts[*].text",
-	/* Bedrock Converse */
-	"output.message.content[*].text", "contentBlockDelta.delta.text",
-	"completion", "outputText", "generation", "results[*].outputText", NULL
-};
+/* Whether table[i]'s list at byte offset off of struct provider_ops is
+ * one an earlier provider has (Azure and Mistral share OpenAI's shapes):
+ * the unions below look at each list once. */
+static bool shared_earlier(size_t i, size_t off)
+{
+	const void *mine = *(const void *const *)((const char *)table[i] + off);
+	for (size_t k = 0; k < i; k++)
+		if (*(const void *const *)((const char *)table[k] + off) == mine)
+			return true;
+	return false;
+}
 
+/* A response is read with every API's answer fields, whichever provider
+ * was identified: an unknown host, or a gateway, may speak any of them. */
 bool provider_response_text_path(const struct json_path *p)
 {
-	return any_match(p, response_text);
+	for (size_t i = 0; i < NTABLE; i++)
+		if (!shared_earlier(i, offsetof(struct provider_ops, answer_text)) &&
+		    any_match(p, table[i]->answer_text))
+			return true;
+	return false;
+}
+
+int provider_stream_field(const struct json_path *s, bool *json)
+{
+	int id = 0;
+	for (size_t i = 0; i < NTABLE; i++) {
+		const char *const *lists[2] = { table[i]->stream_text, table[i]->stream_json };
+		if (shared_earlier(i, offsetof(struct provider_ops, stream_text)))
+			continue;
+		for (int l = 0; l < 2; l++)
+			for (const char *const *pat = lists[l]; pat && *pat; pat++, id++)
+				if (json_path_match(s, *pat)) {
+					*json = l == 1;
+					return id;
+				}
+	}
+	return -1;
+}
+
+bool provider_query_key(enum provider_id p, const char *name, size_t len)
+{
+	const char *k = provider_ops(p)->query_key;
+	return k && strlen(k) == len && !memcmp(k, name, len);
+}
+
+bool provider_realtime_path(enum provider_id p, const char *path)
+{
+	for (const char *const *r = provider_ops(p)->realtime; r && *r; r++)
+		if (!strcmp(*r, path))
+			return true;
+	return false;
+}
+
+int provider_error_body(enum provider_id p, int status, const char *code, const char *msg, char *out,
+			size_t outlen)
+{
+	struct jsonw w;
+	char full[512];
+	int n;
+
+	snprintf(full, sizeof(full), "Vigil: %s", msg);
+	jsonw_init(&w);
+	jsonw_obj_open(&w);
+	provider_ops(p)->error_body(&w, status, code, full);
+	jsonw_obj_close(&w);
+	n = w.oom ? 0 : snprintf(out, outlen, "%s", w.buf);
+	jsonw_free(&w);
+	if (n >= (int)outlen)
+		n = (int)outlen - 1;
+	return n;
 }
 
 struct resp_ctx {
@@ -358,7 +375,7 @@ static int resp_cb(void *vctx, const char *doc, const struct json_string *s)
 	struct resp_ctx *c = vctx;
 	int rc;
 	if (s->kind != JSON_STRING ||
-	    !(any_match(s->path, response_text) ||
+	    !(provider_response_text_path(s->path) ||
 	      (c->app && (any_match(s->path, c->app->answer_delta) || any_match(s->path, c->app->answer_whole)))))
 		return 0;
 	if ((rc = json_decode(doc + s->off, s->len, &c->t)))
@@ -449,29 +466,21 @@ void provider_usage_init(struct provider_usage *u)
 
 void provider_usage_scan(struct provider_usage *u, const char *doc, size_t len)
 {
-	static const struct {
-		const char *key;
-		size_t off;
-	} keys[] = {
-		{ "\"prompt_tokens\"", offsetof(struct provider_usage, prompt) },
-		{ "\"input_tokens\"", offsetof(struct provider_usage, prompt) },
-		{ "\"promptTokenCount\"", offsetof(struct provider_usage, prompt) },
-		{ "\"inputTokens\"", offsetof(struct provider_usage, prompt) },
-		{ "\"completion_tokens\"", offsetof(struct provider_usage, completion) },
-		{ "\"output_tokens\"", offsetof(struct provider_usage, completion) },
-		{ "\"candidatesTokenCount\"", offsetof(struct provider_usage, completion) },
-		{ "\"outputTokens\"", offsetof(struct provider_usage, completion) },
-		{ "\"cached_tokens\"", offsetof(struct provider_usage, cached) },
-		{ "\"cachedContentTokenCount\"", offsetof(struct provider_usage, cached) },
-		{ "\"cache_read_input_tokens\"", offsetof(struct provider_usage, cached) },
-		{ "\"cacheReadInputTokens\"", offsetof(struct provider_usage, cached) },
-		{ "\"cache_read_input_tokens\"", offsetof(struct provider_usage, uncounted_read) },
-		{ "\"cacheReadInputTokens\"", offsetof(struct provider_usage, uncounted_read) },
-		{ "\"cache_creation_input_tokens\"", offsetof(struct provider_usage, uncounted_write) },
-		{ "\"cacheWriteInputTokens\"", offsetof(struct provider_usage, uncounted_write) },
+	int64_t *field[] = {
+		[PROVIDER_USAGE_PROMPT] = &u->prompt,
+		[PROVIDER_USAGE_COMPLETION] = &u->completion,
+		[PROVIDER_USAGE_CACHED] = &u->cached,
+		[PROVIDER_USAGE_UNCOUNTED_READ] = &u->uncounted_read,
+		[PROVIDER_USAGE_UNCOUNTED_WRITE] = &u->uncounted_write,
 	};
-	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-		scan_key(doc, len, keys[i].key, (int64_t *)((char *)u + keys[i].off));
+	/* every provider's keys: the caller does not always know who answers
+	 * (a WebSocket turn, a gateway), and the keys do not collide */
+	for (size_t i = 0; i < NTABLE; i++) {
+		if (shared_earlier(i, offsetof(struct provider_ops, usage)))
+			continue;
+		for (const struct provider_usage_key *k = table[i]->usage; k->key; k++)
+			scan_key(doc, len, k->key, field[k->field]);
+	}
 }
 
 int64_t provider_usage_prompt(const struct provider_usage *u)

@@ -124,4 +124,87 @@ void provider_usage_scan(struct provider_usage *u, const char *doc, size_t len);
  * or not (-1 when none was reported): cached is a part of it. */
 int64_t provider_usage_prompt(const struct provider_usage *u);
 
+/* ---- the API providers' adapters ----
+ * Each API provider is one file (agent/providers/<name>.c) holding one
+ * struct provider_ops, listed in the table in providers.c: adding a
+ * provider is that file, its enum value and one table line. An adapter is
+ * data and pure functions: it never allocates, logs or keeps state. The
+ * web apps have their own table (webapps.h). */
+
+enum provider_usage_field {
+	PROVIDER_USAGE_PROMPT,
+	PROVIDER_USAGE_COMPLETION,
+	PROVIDER_USAGE_CACHED,
+	PROVIDER_USAGE_UNCOUNTED_READ,
+	PROVIDER_USAGE_UNCOUNTED_WRITE,
+};
+
+/* A quoted JSON key ("\"prompt_tokens\"") whose number counts for field. */
+struct provider_usage_key {
+	const char *key;
+	enum provider_usage_field field;
+};
+
+struct jsonw;
+
+struct provider_ops {
+	enum provider_id id;
+	const char *name;                       /* the event's and policy's provider */
+	/* Its API's hosts (port, trailing dot and case ignored): these names
+	 * and their subdomains, names ending in one of the suffixes, or what
+	 * host says (a rule the lists cannot state; may be NULL). */
+	const char *const *domains;
+	const char *const *suffixes;
+	bool (*host)(const char *host, size_t hlen);
+	/* Whether a path of an unknown host has a shape only this API uses
+	 * (self-hosted gateways); may be NULL. */
+	bool (*path)(const char *path);
+	/* What the request path says (the model, streaming) into *info; may be
+	 * NULL. The body's top-level "model" is read when this leaves it "". */
+	void (*request_path)(const char *path, struct provider_info *info);
+	const char *const *request_text;        /* JSON paths the model reads; NULL: every string */
+	const char *const *request_tools;       /* where the declared tools' names are */
+	const char *const *answer_text;         /* answer fields the model produced (whole and streamed) */
+	/* stream event fields carrying one piece of the reply, restored piece
+	 * by piece: plain text, and JSON text (tool-call arguments) */
+	const char *const *stream_text;
+	const char *const *stream_json;
+	const struct provider_usage_key *usage; /* terminated by a NULL key */
+	const char *const *realtime;            /* WebSocket Realtime endpoint paths, or NULL */
+	const char *query_key;                  /* query parameter carrying the API key, or NULL */
+	/* The members of the error object clients of this API parse (the
+	 * object itself is open): status, a short code, msg (never NULL). */
+	void (*error_body)(struct jsonw *w, int status, const char *code, const char *msg);
+};
+
+/* The API providers, in identification order; n is set to its size. */
+const struct provider_ops *const *provider_api_all(size_t *n);
+/* The adapter of p; the generic one for web apps and unknown ids. */
+const struct provider_ops *provider_ops(enum provider_id p);
+
+/* For host: whether host[0..hlen) ends with suf (case ignored). */
+bool provider_host_suffix(const char *host, size_t hlen, const char *suf);
+
+/* Copies the path segment after prefix up to one of stops into dst (cap
+ * bytes), percent-decoded (Bedrock's model ids arrive as %3A): for
+ * request_path. Leaves dst alone without prefix. */
+void provider_model_from_path(char *dst, size_t cap, const char *path, const char *prefix,
+			      const char *stops);
+
+/* Whether s is the name of a piece of an answer stream event that any API
+ * provider restores piece by piece; *json: it is JSON text. Returns an id
+ * that tells the fields apart (>= 0), or -1. */
+int provider_stream_field(const struct json_path *s, bool *json);
+
+/* Whether name (len bytes) is the query parameter p puts its API key in. */
+bool provider_query_key(enum provider_id p, const char *name, size_t len);
+
+/* Whether path (query removed) is a WebSocket Realtime endpoint of p. */
+bool provider_realtime_path(enum provider_id p, const char *path);
+
+/* p's JSON error body naming code and "Vigil: msg" (msg never NULL) into out
+ * (outlen bytes, NUL-terminated). Returns its length (0 out of memory). */
+int provider_error_body(enum provider_id p, int status, const char *code, const char *msg, char *out,
+			size_t outlen);
+
 #endif

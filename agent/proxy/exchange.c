@@ -31,7 +31,6 @@
 #include "content/decode.h"
 #include "content/detok.h"
 #include "proxy/exchange.h"
-#include "jsonw.h"
 #include "loop.h"
 #include "policy/justify.h"
 #include "pricing.h"
@@ -337,28 +336,16 @@ static bool decide_warn(struct exchange *ex, const struct policy_decision *d)
 static void decide_policy(struct exchange *ex, const struct inspect_result *res, size_t len,
 			  struct redact_policy *rp)
 {
-	const struct identity *id = &ex->info->id;
 	struct policy_ctx *c = &ex->ctx;
 	struct policy_decision d;
 	struct budget_verdict v;
 
-	memset(c, 0, sizeof(*c));
-	c->user = id->user[0] ? id->user : NULL;
-	c->uid = id->uid;
-	c->gid = id->gid;
-	c->groups = id->groups;
-	c->ngroups = (size_t)(id->ngroups > 0 ? id->ngroups : 0);
-	c->exe = id->exe[0] ? id->exe : NULL;
-	c->script = id->script[0] ? id->script : NULL;
-	c->comm = id->comm[0] ? id->comm : NULL;
-	c->cgroup = id->cgroup[0] ? id->cgroup : NULL;
-	c->host = ex->info->sni[0] ? ex->info->sni : NULL;
+	conn_info_policy_ctx(ex->info, c);
 	c->path = ex->path;
 	policy_ctx_set_inspect(c, res);
 	c->model = ex->model[0] ? ex->model : NULL;
-	c->provider = provider_name(ex->provider);
+	c->provider = provider_name(ex->provider);   /* the request's, not the host's guess */
 	c->request_bytes = len;
-	c->now = time(NULL);
 	mcp_policy_ctx(ex, c);
 
 	policy_eval(ex->policy, c, &d);
@@ -599,15 +586,16 @@ static int head_scan(struct exchange *ex, struct inspect_scratch *scratch, int h
 	return 0;
 }
 
-/* Path, query pairs (percent-decoded) and header values. Gemini's ?key=
- * is its API key in the designated place and is skipped. */
+/* Path, query pairs (percent-decoded) and header values. A query key
+ * parameter (Gemini's ?key=) is the API key in its designated place and
+ * is skipped. */
 static int inspect_head(struct exchange *ex, const struct http_request *req,
 			struct inspect_scratch *scratch)
 {
 	struct buf dec = { 0 };
 	uint32_t *map = NULL, *m2 = NULL;
 	size_t cap = 0, cap2 = 0;
-	bool gemini = provider_identify(ex->info->sni, ex->path) == PROVIDER_GEMINI;
+	enum provider_id provider = provider_identify(ex->info->sni, ex->path);
 	const char *t = req->target;
 	size_t tl = req->target_len, q = 0;
 	int ret = 0;
@@ -621,7 +609,10 @@ static int inspect_head(struct exchange *ex, const struct http_request *req,
 		size_t e = i;
 		while (e < tl && t[e] != '&' && t[e] != '#')
 			e++;
-		if (e > i && !(gemini && e - i >= 4 && !memcmp(t + i, "key=", 4))) {
+		size_t name = i;
+		while (name < e && t[name] != '=')
+			name++;
+		if (e > i && !(name < e && provider_query_key(provider, t + i, name - i))) {
 			if ((ret = decode_form(t + i, e - i, &dec, &m2, &cap2)))
 				goto out;
 			for (size_t k = 0; k <= dec.len; k++)
@@ -860,19 +851,6 @@ static void scan_output(struct exchange *ex, const char *doc, size_t len)
  * the last text event. Events are re-serialized: ids and comments are
  * dropped, which no provider's SDK relies on. */
 
-static const char *const text_paths[] = {
-	"choices[*].delta.content",            /* OpenAI, Azure, Mistral chat */
-	"choices[*].text",                     /* legacy completions */
-	"delta.text",                          /* Anthropic content_block_delta */
-	"delta",                               /* OpenAI Responses output_text.delta */
-	"candidates[*].content.parts[*].text", /* Gemini */
-	/* JSON text (tool-call arguments): restored values are JSON-escaped */
-	"choices[*].delta.tool_calls[*].function.arguments",
-	"delta.partial_json",                  /* Anthropic input_json_delta */
-	NULL,
-};
-#define TEXT_PATHS_JSON 5                  /* text_paths[i >= this] carry JSON */
-
 /* The text field of an event and its channel: the field and the last
  * "index" before it (OpenAI tool_calls[].index, Anthropic's block index),
  * so parallel tool calls or content blocks are told apart. */
@@ -884,20 +862,24 @@ struct text_find {
 	const char *const *app;   /* a web app's delta fields, tried first */
 };
 
-/* s is a text field of paths (a web app's own, tag "w", or the API
- * ones): remember where, and its channel. */
-static bool take_text(struct text_find *f, const struct json_string *s, const char *const *paths,
-		      const char *tag, int json_from)
+/* s is the text field id (tag "w": a web app's own; "": an API's, see
+ * provider_stream_field): remember where, and its channel. */
+static bool take_text(struct text_find *f, const struct json_string *s, const char *tag, int id, bool json)
 {
-	for (int i = 0; paths && paths[i]; i++)
-		if (json_path_match(s->path, paths[i])) {
-			f->off = s->off;
-			f->len = s->len;
-			f->found = true;
-			f->json = json_from >= 0 && i >= json_from;
-			snprintf(f->chan, sizeof(f->chan), "%s%d:%ld", tag, i, f->index);
-			return true;
-		}
+	f->off = s->off;
+	f->len = s->len;
+	f->found = true;
+	f->json = json;
+	snprintf(f->chan, sizeof(f->chan), "%s%d:%ld", tag, id, f->index);
+	return true;
+}
+
+/* s is one of a web app's delta fields */
+static bool take_app_text(struct text_find *f, const struct json_string *s)
+{
+	for (int i = 0; f->app && f->app[i]; i++)
+		if (json_path_match(s->path, f->app[i]))
+			return take_text(f, s, "w", i, false);
 	return false;
 }
 
@@ -912,7 +894,11 @@ static int find_text(void *ctx, const char *doc, const struct json_string *s)
 	}
 	if (s->kind != JSON_STRING || s->is_key)
 		return 0;
-	return take_text(f, s, f->app, "w", -1) || take_text(f, s, text_paths, "", TEXT_PATHS_JSON);
+	if (take_app_text(f, s))
+		return 1;
+	bool json;
+	int id = provider_stream_field(s->path, &json);
+	return id >= 0 && take_text(f, s, "", id, json);
 }
 
 static void emit_event(struct exchange *ex, const char *event, size_t event_len, const char *d1,
@@ -1518,55 +1504,5 @@ void exchange_refuse(struct exchange *ex, const struct http_request *req, int st
 int exchange_error_body_for(enum provider_id provider, int status, const char *code, const char *msg,
 			    char *out, size_t outlen)
 {
-	struct jsonw w;
-	char full[512];
-	int n;
-
-	snprintf(full, sizeof(full), "Vigil: %s", msg ? msg : exchange_status_text(status));
-	jsonw_init(&w);
-	jsonw_obj_open(&w);
-	switch (provider) {
-	case PROVIDER_ANTHROPIC: {
-		const char *type = status == 403 ? "permission_error" : status == 429 ? "rate_limit_error" :
-				   status == 413 ? "request_too_large" : status < 500 ? "invalid_request_error" :
-				   "api_error";
-		jsonw_str(&w, "type", "error");
-		jsonw_key(&w, "error");
-		jsonw_obj_open(&w);
-		jsonw_str(&w, "type", type);
-		jsonw_str(&w, "message", full);
-		jsonw_obj_close(&w);
-		break;
-	}
-	case PROVIDER_GEMINI: {
-		const char *st = status == 403 ? "PERMISSION_DENIED" : status == 429 ? "RESOURCE_EXHAUSTED" :
-				 status < 500 ? "INVALID_ARGUMENT" : "UNAVAILABLE";
-		jsonw_key(&w, "error");
-		jsonw_obj_open(&w);
-		jsonw_i64(&w, "code", status);
-		jsonw_str(&w, "message", full);
-		jsonw_str(&w, "status", st);
-		jsonw_obj_close(&w);
-		break;
-	}
-	case PROVIDER_BEDROCK:
-		jsonw_str(&w, "message", full);
-		break;
-	default:
-		jsonw_key(&w, "error");
-		jsonw_obj_open(&w);
-		jsonw_str(&w, "message", full);
-		jsonw_str(&w, "type", status == 429 ? "rate_limit_exceeded" : status == 403 ? "vigil_policy" :
-				       "vigil_error");
-		jsonw_null(&w, "param");
-		jsonw_str(&w, "code", code);
-		jsonw_obj_close(&w);
-		break;
-	}
-	jsonw_obj_close(&w);
-	n = w.oom ? 0 : snprintf(out, outlen, "%s", w.buf);
-	jsonw_free(&w);
-	if (n >= (int)outlen)
-		n = (int)outlen - 1;
-	return n;
+	return provider_error_body(provider, status, code, msg ? msg : exchange_status_text(status), out, outlen);
 }

@@ -59,16 +59,6 @@ static bool header_has_token(const struct http_header *h, const char *tok)
 	return false;
 }
 
-/* The provider's Realtime endpoint (query already removed from path). */
-static bool realtime_path(enum provider_id p, const char *path)
-{
-	if (p == PROVIDER_OPENAI)
-		return !strcmp(path, "/v1/realtime");
-	if (p == PROVIDER_AZURE_OPENAI)
-		return !strcmp(path, "/openai/realtime") || !strcmp(path, "/openai/v1/realtime");
-	return false;
-}
-
 enum wsrelay_upgrade wsrelay_upgrade(struct exchange *ex, struct http_request *req)
 {
 	const struct http_header *up = http_find_header(req->headers, req->nheaders, "upgrade");
@@ -87,7 +77,7 @@ enum wsrelay_upgrade wsrelay_upgrade(struct exchange *ex, struct http_request *r
 	enum provider_id p = provider_identify(ex->info->sni, ex->path);
 	/* a body would sit between the head and the first frame: refused */
 	if (req->method_len != 3 || memcmp(req->method, "GET", 3) || req->body != HTTP_BODY_NONE ||
-	    !realtime_path(p, ex->path)) {
+	    !provider_realtime_path(p, ex->path)) {
 		ex->blocked = true;
 		ex->block_status = 403;
 		ex->block_code = "websocket_refused";

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #define CLI_EXIT_OK 0
 #define CLI_EXIT_FAIL 1
@@ -50,6 +51,32 @@ void cli_query_param(char *q, size_t qlen, const char *key, const char *val);
 /* GET (or POST) path_query and print the body: the exit status of a
  * subcommand (2 for the server's 400, 1 for any other failure). */
 int cli_server_print(const struct cli_server *s, const char *cmd, const char *path_query, bool post);
+
+/* The command line of a subcommand of the collector's API (query,
+ * inventory, alerts, verify): the server options, --help, --json/--csv
+ * when formats is set, the filters (each --NAME VALUE a query parameter
+ * NAME, '-' written '_'), and one more option taking a value (extra, or
+ * NULL). */
+#define CLI_MAX_FILTERS 16
+struct cli_cmd {
+	const char *name;                /* "alerts": in messages */
+	void (*usage)(FILE *f);
+	const char *const *filters;      /* NULL-terminated, at most CLI_MAX_FILTERS */
+	const char *extra;
+	bool formats;
+};
+struct cli_args {
+	struct cli_server sv;
+	const char *vals[CLI_MAX_FILTERS];   /* the value given for filters[i], or NULL */
+	const char *fmt;                     /* "table", "json" or "csv" */
+	const char *extra;                   /* the extra option's value, or NULL */
+};
+/* Parses argv into *a. Returns -1 to go on, else the exit status (after
+ * --help, or a usage error, with the usage printed). */
+int cli_cmd_parse(const struct cli_cmd *c, int argc, char **argv, struct cli_args *a);
+/* Appends every filter given to q (cli_query_param), then the format. */
+void cli_cmd_query(const struct cli_cmd *c, const struct cli_args *a, char *q, size_t qlen);
+
 int cli_inventory_main(int argc, char **argv); /* inventory.c: `vigil inventory` */
 int cli_alerts_main(int argc, char **argv);    /* alerts.c: `vigil alerts` */
 /* verify's request and report (query.c keeps the one copy of the transport). */

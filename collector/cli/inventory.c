@@ -4,7 +4,6 @@
  * blocks and the review state of the (program, provider) pair. An admin
  * token sets that state with --review. A thin client like `vigil query`
  * (same --server/--token/--cacert options, same transport). */
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 #include "cli.h"
@@ -22,59 +21,27 @@ static void usage(FILE *f)
 
 int cli_inventory_main(int argc, char **argv)
 {
-	static const struct option o[] = {
-		{ "server", required_argument, NULL, 'S' }, { "token", required_argument, NULL, 'T' },
-		{ "cacert", required_argument, NULL, 'C' }, { "insecure", no_argument, NULL, 'k' },
-		{ "since", required_argument, NULL, 's' }, { "user", required_argument, NULL, 'U' },
-		{ "host", required_argument, NULL, 'H' }, { "exe", required_argument, NULL, 'E' },
-		{ "provider", required_argument, NULL, 'P' }, { "json", no_argument, NULL, 'j' },
-		{ "csv", no_argument, NULL, 'v' }, { "review", required_argument, NULL, 'R' },
-		{ "help", no_argument, NULL, 'h' }, { 0 },
-	};
-	static const char *const keys[] = { "since", "user", "host", "exe", "provider" };
-	const char *vals[5] = { 0 }, *fmt = "table", *review = NULL;
-	struct cli_server sv;
+	static const char *const filters[] = { "since", "user", "host", "exe", "provider", NULL };
+	static const struct cli_cmd cmd = { "inventory", usage, filters, "review", true };
+	struct cli_args a;
 	char q[8192];
-	int opt;
-	cli_server_init(&sv);
-	optind = 1;
-	while ((opt = getopt_long(argc, argv, "h", o, NULL)) != -1) {
-		if (cli_server_opt(&sv, opt, optarg))
-			continue;
-		switch (opt) {
-		case 's': vals[0] = optarg; break;
-		case 'U': vals[1] = optarg; break;
-		case 'H': vals[2] = optarg; break;
-		case 'E': vals[3] = optarg; break;
-		case 'P': vals[4] = optarg; break;
-		case 'j': fmt = "json"; break;
-		case 'v': fmt = "csv"; break;
-		case 'R': review = optarg; break;
-		case 'h':
-			usage(stdout);
-			return CLI_EXIT_OK;
-		default:
+	int rc = cli_cmd_parse(&cmd, argc, argv, &a);
+	if (rc >= 0)
+		return rc;
+	if (a.extra) {
+		/* --review: an admin's decision on one program's use of one provider */
+		if (!a.vals[3] || !a.vals[4]) {
+			fprintf(stderr, "vigil inventory: --review needs --exe and --provider\n");
 			usage(stderr);
 			return CLI_EXIT_USAGE;
 		}
-	}
-	if (optind < argc || !cli_server_ready(&sv) || (review && (!vals[3] || !vals[4]))) {
-		fprintf(stderr, "vigil inventory: %s\n",
-			optind < argc ? "unexpected argument" : review ? "--review needs --exe and --provider"
-								    : "--server and --token are required");
-		usage(stderr);
-		return CLI_EXIT_USAGE;
-	}
-	if (review) {
 		snprintf(q, sizeof(q), "/api/v1/review");
-		cli_query_param(q, sizeof(q), "exe", vals[3]);
-		cli_query_param(q, sizeof(q), "provider", vals[4]);
-		cli_query_param(q, sizeof(q), "state", review);
-		return cli_server_print(&sv, "inventory", q, true);
+		cli_query_param(q, sizeof(q), "exe", a.vals[3]);
+		cli_query_param(q, sizeof(q), "provider", a.vals[4]);
+		cli_query_param(q, sizeof(q), "state", a.extra);
+		return cli_server_print(&a.sv, "inventory", q, true);
 	}
 	snprintf(q, sizeof(q), "/api/v1/inventory");
-	for (size_t i = 0; i < 5; i++)
-		cli_query_param(q, sizeof(q), keys[i], vals[i]);
-	cli_query_param(q, sizeof(q), "format", fmt);
-	return cli_server_print(&sv, "inventory", q, false);
+	cli_cmd_query(&cmd, &a, q, sizeof(q));
+	return cli_server_print(&a.sv, "inventory", q, false);
 }

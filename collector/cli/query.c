@@ -155,77 +155,84 @@ static void usage(FILE *f)
 
 int cli_query_main(int argc, char **argv)
 {
-	static const struct option o[] = {
+	static const char *const filters[] = { "since", "until", "user", "host", "finding", "action", "exe",
+					       "provider", "model", "kind", "agent", "limit", "mcp-server",
+					       "mcp-method", "tool", "mcp-session", NULL };
+	static const struct cli_cmd cmd = { "query", usage, filters, "top", true };
+	struct cli_args a;
+	char q[4096];
+	int rc = cli_cmd_parse(&cmd, argc, argv, &a);
+	if (rc >= 0)
+		return rc;
+	snprintf(q, sizeof(q), "%s", a.extra ? "/api/v1/top" : "/api/v1/events");
+	cli_query_param(q, sizeof(q), "by", a.extra);
+	cli_cmd_query(&cmd, &a, q, sizeof(q));
+	return cli_server_print(&a.sv, "query", q, false);
+}
+
+/* getopt's values: the server options' letters, then these */
+enum { OPT_JSON = 256, OPT_CSV, OPT_HELP, OPT_EXTRA, OPT_FILTER };
+
+int cli_cmd_parse(const struct cli_cmd *c, int argc, char **argv, struct cli_args *a)
+{
+	struct option o[4 + 3 + 1 + CLI_MAX_FILTERS + 1] = {
 		{ "server", required_argument, NULL, 'S' }, { "token", required_argument, NULL, 'T' },
-		{ "since", required_argument, NULL, 's' }, { "until", required_argument, NULL, 'u' },
-		{ "user", required_argument, NULL, 'U' }, { "host", required_argument, NULL, 'H' },
-		{ "finding", required_argument, NULL, 'F' }, { "action", required_argument, NULL, 'A' },
-		{ "exe", required_argument, NULL, 'E' }, { "provider", required_argument, NULL, 'P' },
-		{ "model", required_argument, NULL, 'M' }, { "kind", required_argument, NULL, 'K' },
-		{ "agent", required_argument, NULL, 'G' }, { "limit", required_argument, NULL, 'l' },
-		{ "json", no_argument, NULL, 'j' }, { "csv", no_argument, NULL, 'v' },
-		{ "top", required_argument, NULL, 't' }, { "cacert", required_argument, NULL, 'C' },
-		{ "insecure", no_argument, NULL, 'k' }, { "help", no_argument, NULL, 'h' },
-		{ "mcp-server", required_argument, NULL, 'm' }, { "mcp-method", required_argument, NULL, 'n' },
-		{ "tool", required_argument, NULL, 'o' }, { "mcp-session", required_argument, NULL, 'i' }, { 0 },
+		{ "cacert", required_argument, NULL, 'C' }, { "insecure", no_argument, NULL, 'k' },
+		{ "help", no_argument, NULL, OPT_HELP },
 	};
-	struct cli_server sv;
-	const char *top = NULL;
-	const char *fmt = "table";
-	const char *keys[] = { "since", "until", "user", "host", "finding", "action", "exe", "provider", "model", "kind",
-			       "agent", "limit", "mcp_server", "mcp_method", "tool", "mcp_session" };
-	const char *vals[16] = { 0 };
+	size_t n = 5, nf = 0;
 	int opt;
-	cli_server_init(&sv);
+
+	memset(a, 0, sizeof(*a));
+	a->fmt = "table";
+	if (c->formats) {
+		o[n++] = (struct option){ "json", no_argument, NULL, OPT_JSON };
+		o[n++] = (struct option){ "csv", no_argument, NULL, OPT_CSV };
+	}
+	if (c->extra)
+		o[n++] = (struct option){ c->extra, required_argument, NULL, OPT_EXTRA };
+	for (; c->filters && c->filters[nf] && nf < CLI_MAX_FILTERS; nf++)
+		o[n++] = (struct option){ c->filters[nf], required_argument, NULL, OPT_FILTER + (int)nf };
+	cli_server_init(&a->sv);
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "h", o, NULL)) != -1) {
-		if (cli_server_opt(&sv, opt, optarg))
+		if (cli_server_opt(&a->sv, opt, optarg))
 			continue;
-		switch (opt) {
-		case 's': vals[0] = optarg; break;
-		case 'u': vals[1] = optarg; break;
-		case 'U': vals[2] = optarg; break;
-		case 'H': vals[3] = optarg; break;
-		case 'F': vals[4] = optarg; break;
-		case 'A': vals[5] = optarg; break;
-		case 'E': vals[6] = optarg; break;
-		case 'P': vals[7] = optarg; break;
-		case 'M': vals[8] = optarg; break;
-		case 'K': vals[9] = optarg; break;
-		case 'G': vals[10] = optarg; break;
-		case 'l': vals[11] = optarg; break;
-		case 'm': vals[12] = optarg; break;
-		case 'n': vals[13] = optarg; break;
-		case 'o': vals[14] = optarg; break;
-		case 'i': vals[15] = optarg; break;
-		case 'j': fmt = "json"; break;
-		case 'v': fmt = "csv"; break;
-		case 't': top = optarg; break;
-		case 'h':
-			usage(stdout);
+		if (opt >= OPT_FILTER && opt < OPT_FILTER + (int)nf)
+			a->vals[opt - OPT_FILTER] = optarg;
+		else if (opt == OPT_JSON || opt == OPT_CSV)
+			a->fmt = opt == OPT_JSON ? "json" : "csv";
+		else if (opt == OPT_EXTRA)
+			a->extra = optarg;
+		else if (opt == 'h' || opt == OPT_HELP) {
+			c->usage(stdout);
 			return CLI_EXIT_OK;
-		default:
-			usage(stderr);
+		} else {
+			c->usage(stderr);
 			return CLI_EXIT_USAGE;
 		}
 	}
-	if (optind < argc || !cli_server_ready(&sv)) {
-		fprintf(stderr, "vigil query: %s\n", optind < argc ? "unexpected argument" : "--server and --token are required");
-		usage(stderr);
+	if (optind < argc || !cli_server_ready(&a->sv)) {
+		fprintf(stderr, "vigil %s: %s\n", c->name,
+			optind < argc ? "unexpected argument" : "--server and --token are required");
+		c->usage(stderr);
 		return CLI_EXIT_USAGE;
 	}
-	CURL *c = curl_easy_init();
-	char q[4096];
-	if (!c)
-		return CLI_EXIT_FAIL;
-	snprintf(q, sizeof(q), "%s", top ? "/api/v1/top" : "/api/v1/events");
-	if (top)
-		add_param(c, q, sizeof(q), "by", top);
-	for (int i = 0; i < 16; i++)
-		add_param(c, q, sizeof(q), keys[i], vals[i]);
-	add_param(c, q, sizeof(q), "format", fmt);
-	curl_easy_cleanup(c);
-	return cli_server_print(&sv, "query", q, false);
+	return -1;
+}
+
+void cli_cmd_query(const struct cli_cmd *c, const struct cli_args *a, char *q, size_t qlen)
+{
+	for (size_t i = 0; c->filters && c->filters[i] && i < CLI_MAX_FILTERS; i++) {
+		char key[64];
+		size_t k = 0;
+		for (; c->filters[i][k] && k + 1 < sizeof(key); k++)
+			key[k] = c->filters[i][k] == '-' ? '_' : c->filters[i][k];
+		key[k] = 0;
+		cli_query_param(q, qlen, key, a->vals[i]);
+	}
+	if (c->formats)
+		cli_query_param(q, qlen, "format", a->fmt);
 }
 
 void cli_server_init(struct cli_server *s)

@@ -1,6 +1,7 @@
 """The real vigil-collector for end-to-end tests (its own PKI and SQLite
-store, driven through its CLI: enroll, export, verify), and helpers to
-produce audited events and check what it stored."""
+store, driven through its CLI: enroll, export, verify), helpers to
+produce audited events and check what it stored, and the agent's side of
+shipping (collector_conf, enroll_rig) that every collector test uses."""
 import json
 import os
 import signal
@@ -84,6 +85,26 @@ class Collector:
         p = subprocess.run([COLLECTOR, "verify", "--config", self.config], capture_output=True,
                            text=True, timeout=120)
         return p.returncode, (p.stdout + p.stderr).strip()
+
+
+def collector_conf(address, enrolled, agent_id=None, ship_interval="200ms", extra=""):
+    """The agent config lines that ship to the collector at address
+    ("host:port") with an enrolled bundle (the directory holding ca.crt,
+    agent.crt and agent.key); agent_id None: the certificate's."""
+    return ("%sship_interval: %s\n%scollector:\n  address: %s\n  ca: %s/ca.crt\n  cert: %s/agent.crt\n"
+            "  key: %s/agent.key\n" % ("agent_id: %s\n" % agent_id if agent_id else "", ship_interval, extra,
+                                       address, enrolled, enrolled, enrolled))
+
+
+def enroll_rig(col, rig, agent_id, ship_interval="200ms"):
+    """Enrols agent_id at col (a collector_tools.Collector, started) into
+    rig's tmp and appends to rig's agent config what ships to col."""
+    pki = os.path.join(rig.tmp, "agent-pki")
+    p = col.enroll(agent_id, pki)
+    lib.check(p.returncode == 0, "enroll: %s" % p.stderr)
+    with open(rig.agent.config, "a") as f:
+        f.write(collector_conf("%s:%d" % (col.host, col.port), pki, agent_id, ship_interval))
+    return pki
 
 
 def wait_stored(col, agent_id, pred, timeout):

@@ -23,6 +23,7 @@ from lib import check, test
 import rig as rigmod
 
 from collector_tools import VIGIL, COLLECTOR, ADMIN_T, ANALYST_T, METRICS_T, Collector, ClickHouse
+from colrig import enroll_rig
 AWS_KEY = "AKIA" + "Z7QW3RT5YU2IO4PL"   # split so this file itself is not a credential finding
 AGENT_ID = "e2e-ws1"
 
@@ -35,18 +36,7 @@ RIG = rigmod.Rig("collector-" + STORE_KIND, {"api.openai.com": GOOD, "api.anthro
 CH = ClickHouse(RIG.tmp) if STORE_KIND == "clickhouse" else None
 COL = Collector(RIG.tmp, store="clickhouse://127.0.0.1:%d/vigil" % CH.http if CH else None)
 COL.start()
-AGENT_PKI = os.path.join(RIG.tmp, "agent-pki")
-_p = COL.enroll(AGENT_ID, AGENT_PKI)
-check(_p.returncode == 0, "enroll: %s" % _p.stderr)
-with open(RIG.agent.config, "a") as _f:
-    _f.write("""agent_id: %s
-ship_interval: 200ms
-collector:
-  address: 127.0.0.1:%d
-  ca: %s/ca.crt
-  cert: %s/agent.crt
-  key: %s/agent.key
-""" % (AGENT_ID, COL.port, AGENT_PKI, AGENT_PKI, AGENT_PKI))
+enroll_rig(COL, RIG, AGENT_ID)
 RIG.agent.start()
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "%s"}]}

@@ -25,6 +25,7 @@ import lib
 from lib import check, test
 import rig as rigmod
 from collector_tools import COLLECTOR, ADMIN_T, Collector, ClickHouse
+from colrig import enroll_rig
 _ops_tests = len(lib._tests)
 from test_collector_ops import Receiver, otlp_records, otlp_attrs, wait_for  # noqa: E402
 del lib._tests[_ops_tests:]   # its helpers only, not its tests
@@ -50,18 +51,7 @@ pricing:
   - { provider: gemini, model: "gemini-*", input: 2.0, output: 4.0 }
 """ % (STATE, RX, RXS.port))
 COL.start()
-AGENT_PKI = os.path.join(RIG.tmp, "agent-pki")
-_p = COL.enroll(AGENT_ID, AGENT_PKI)
-check(_p.returncode == 0, "enroll: %s" % _p.stderr)
-with open(RIG.agent.config, "a") as _f:
-    _f.write("""agent_id: %s
-ship_interval: 200ms
-collector:
-  address: %s:%d
-  ca: %s/ca.crt
-  cert: %s/agent.crt
-  key: %s/agent.key
-""" % (AGENT_ID, HOST, COL.port, AGENT_PKI, AGENT_PKI, AGENT_PKI))
+enroll_rig(COL, RIG, AGENT_ID)
 RIG.agent.start()
 
 

@@ -26,6 +26,7 @@ import lib
 from lib import check, test
 import rig as rigmod
 from collector_tools import ADMIN_T, ANALYST_T, METRICS_T, Collector
+from colrig import enroll_rig
 
 HOST, GOOD = "127.84.0.1", "127.84.0.2"
 AGENT_ID, GEN_AGENT, SICK_AGENT = "console-ws1", "console-gen", "console-sick"
@@ -43,18 +44,7 @@ pricing:
   - { provider: openai, model: "gpt-4o-mini*", input: 0.15, output: 0.60, currency: USD }
 """)
 COL.start()
-_pki = os.path.join(RIG.tmp, "agent-pki")
-_p = COL.enroll(AGENT_ID, _pki)
-check(_p.returncode == 0, "enroll: %s" % _p.stderr)
-with open(RIG.agent.config, "a") as _f:
-    _f.write("""agent_id: %s
-ship_interval: 200ms
-collector:
-  address: %s:%d
-  ca: %s/ca.crt
-  cert: %s/agent.crt
-  key: %s/agent.key
-""" % (AGENT_ID, HOST, COL.port, _pki, _pki, _pki))
+enroll_rig(COL, RIG, AGENT_ID)
 RIG.agent.start()
 XSS_EXE = os.path.join(RIG.tmp, XSS_NAME)
 shutil.copy("/usr/bin/curl", XSS_EXE)

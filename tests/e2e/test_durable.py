@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lib  # noqa: E402
 from lib import check, test  # noqa: E402
 import rig as rigmod  # noqa: E402
-from colrig import COLLECTOR, Collector, produce, seqs_report, chain_ok  # noqa: E402
+from colrig import COLLECTOR, Collector, chain_ok, collector_conf, produce, seqs_report  # noqa: E402
 
 GOOD = "127.31.0.2"
 COL_HOST = "127.31.0.3"
@@ -33,8 +33,7 @@ os.chmod(TOOLS, 0o755)
 
 
 def collector_block(col, enrolled):
-    return ("ship_interval: 100ms\nspool_fsync: batch\ncollector:\n  address: %s:%d\n  ca: %s/ca.crt\n"
-            "  cert: %s/agent.crt\n  key: %s/agent.key\n" % (col.host, col.port, enrolled, enrolled, enrolled))
+    return collector_conf("%s:%d" % (col.host, col.port), enrolled, None, "100ms", "spool_fsync: batch\n")
 
 
 def new_collector(tag):

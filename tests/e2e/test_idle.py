@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lib  # noqa: E402
 from lib import check, test  # noqa: E402
 
-from colrig import Collector, produce, wait_stored  # noqa: E402
+from colrig import Collector, collector_conf, produce, wait_stored  # noqa: E402
 
 AGENT_ID = "ws-idle"
 MEASURE_S = 8.0
@@ -50,10 +50,8 @@ CG = lib.Scratch("idle")
 COL = Collector(TMP)
 ENROLLED = COL.enroll(AGENT_ID)
 COL.start()
-AGENT = lib.Agent(TMP, CG.path, log_level="info", extra=(
-    "agent_id: %s\nship_interval: 200ms\nspool_fsync: batch\n"
-    "collector:\n  address: 127.0.0.1:%d\n  ca: %s/ca.crt\n  cert: %s/agent.crt\n  key: %s/agent.key\n"
-    % (AGENT_ID, COL.port, ENROLLED, ENROLLED, ENROLLED))).start()
+AGENT = lib.Agent(TMP, CG.path, log_level="info", extra=collector_conf(
+    "127.0.0.1:%d" % COL.port, ENROLLED, AGENT_ID, extra="spool_fsync: batch\n")).start()
 
 
 @test

@@ -28,6 +28,7 @@ import lib
 from lib import check, test
 import rig as rigmod
 from collector_tools import Collector
+from colrig import enroll_rig
 
 LLM_ADDR = "127.61.0.2"
 MCP_ADDR = "127.61.0.3"
@@ -83,12 +84,7 @@ with open(RIG.agent.config, "a") as f:
 # A collector (SQLite) the SOC questions are asked of.
 COL = Collector(RIG.tmp, host="127.86.0.2")
 COL.start()
-_p = COL.enroll("e2e-mcp", os.path.join(RIG.tmp, "agent-pki"))
-check(_p.returncode == 0, "enroll: %s" % _p.stderr)
-with open(RIG.agent.config, "a") as f:
-    f.write("agent_id: e2e-mcp\nship_interval: 200ms\ncollector:\n  address: %s:%d\n"
-            "  ca: {0}/ca.crt\n  cert: {0}/agent.crt\n  key: {0}/agent.key\n".format(os.path.join(RIG.tmp, "agent-pki"))
-            % (COL.host, COL.port))
+enroll_rig(COL, RIG, "e2e-mcp")
 
 
 def start_fake_mcp():

@@ -32,14 +32,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lib  # noqa: E402
 from lib import check, test  # noqa: E402
 
-from colrig import COLLECTOR, Collector, chain_ok, produce, seqs_report, wait_stored as _wait_stored  # noqa: E402
+from colrig import COLLECTOR, Collector, chain_ok, collector_conf, produce, seqs_report, wait_stored as _wait_stored  # noqa: E402
 AGENT_ID = "ws-pipeline"
 
 
 def agent_extra(addr, enrolled, batch=500):
-    return ("agent_id: %s\nship_interval: 100ms\nship_batch_events: %d\nspool_fsync: batch\n"
-            "collector:\n  address: %s\n  ca: %s/ca.crt\n  cert: %s/agent.crt\n  key: %s/agent.key\n"
-            % (AGENT_ID, batch, addr, enrolled, enrolled, enrolled))
+    return collector_conf(addr, enrolled, AGENT_ID, "100ms", "ship_batch_events: %d\nspool_fsync: batch\n" % batch)
 
 
 def wait_stored(col, pred, timeout):

@@ -1,1 +1,1 @@
-test_answer_DEPS := agent/content/inspect.c agent/content/validators.c agent/content/detectors.c agent/content/decode.c agent/content/json.c agent/providers/providers.c agent/content/redact.c agent/content/vault.c $(WEBAPP_SRCS)
+test_answer_DEPS := agent/content/inspect.c agent/content/validators.c agent/content/detectors.c agent/content/decode.c agent/content/json.c agent/providers/providers.c agent/content/redact.c agent/content/vault.c $(PROVIDER_SRCS)

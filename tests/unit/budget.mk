@@ -1,1 +1,1 @@
-test_budget_DEPS := agent/policy/policy.c agent/policy/load.c agent/policy/eval.c agent/content/json.c agent/providers/providers.c $(WEBAPP_SRCS)
+test_budget_DEPS := agent/policy/policy.c agent/policy/load.c agent/policy/eval.c agent/content/json.c agent/providers/providers.c $(PROVIDER_SRCS)

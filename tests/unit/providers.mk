@@ -1,1 +1,1 @@
-test_providers_DEPS := agent/content/json.c $(WEBAPP_SRCS)
+test_providers_DEPS := agent/content/json.c $(PROVIDER_SRCS)

@@ -225,3 +225,101 @@ TEST(providers_usage_cached_tokens)
 	CHECK(u.cached == 999999999999999LL && u.prompt == -1, "hostile usage: cached %lld prompt %lld",
 	      (long long)u.cached, (long long)u.prompt);
 }
+
+/* One sample per API provider of the table: a new provider without one
+ * fails providers_table_walk, so its adapter gets tested. */
+struct sample {
+	const char *name, *host, *path, *request, *answer;
+	long long prompt, completion, cached;   /* what the answer's usage says */
+};
+
+static const struct sample samples[] = {
+	{ "openai", "api.openai.com", "/v1/chat/completions",
+	  "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"hi there\"}]}",
+	  "{\"choices\":[{\"message\":{\"content\":\"hello\"}}],\"usage\":{\"prompt_tokens\":11,"
+	  "\"completion_tokens\":7,\"prompt_tokens_details\":{\"cached_tokens\":5}}}", 11, 7, 5 },
+	{ "anthropic", "api.anthropic.com", "/v1/messages",
+	  "{\"model\":\"claude-x\",\"messages\":[{\"role\":\"user\",\"content\":\"hi there\"}]}",
+	  "{\"content\":[{\"type\":\"text\",\"text\":\"hello\"}],\"usage\":{\"input_tokens\":11,"
+	  "\"output_tokens\":7,\"cache_read_input_tokens\":5}}", 16, 7, 5 },
+	{ "azure_openai", "myres.openai.azure.com", "/openai/deployments/gpt4o/chat/completions",
+	  "{\"messages\":[{\"role\":\"user\",\"content\":\"hi there\"}]}",
+	  "{\"choices\":[{\"message\":{\"content\":\"hello\"}}],\"usage\":{\"prompt_tokens\":11,"
+	  "\"completion_tokens\":7,\"prompt_tokens_details\":{\"cached_tokens\":5}}}", 11, 7, 5 },
+	{ "gemini", "generativelanguage.googleapis.com", "/v1beta/models/gemini-2.0-flash:generateContent",
+	  "{\"contents\":[{\"parts\":[{\"text\":\"hi there\"}]}]}",
+	  "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"hello\"}]}}],\"usageMetadata\":"
+	  "{\"promptTokenCount\":11,\"candidatesTokenCount\":7,\"cachedContentTokenCount\":5}}", 11, 7, 5 },
+	{ "bedrock", "bedrock-runtime.us-east-1.amazonaws.com", "/model/anthropic.claude-v2/converse",
+	  "{\"messages\":[{\"role\":\"user\",\"content\":[{\"text\":\"hi there\"}]}]}",
+	  "{\"output\":{\"message\":{\"content\":[{\"text\":\"hello\"}]}},\"usage\":{\"inputTokens\":11,"
+	  "\"outputTokens\":7,\"cacheReadInputTokens\":5}}", 16, 7, 5 },
+	{ "mistral", "api.mistral.ai", "/v1/chat/completions",
+	  "{\"model\":\"mistral-large\",\"messages\":[{\"role\":\"user\",\"content\":\"hi there\"}]}",
+	  "{\"choices\":[{\"message\":{\"content\":\"hello\"}}],\"usage\":{\"prompt_tokens\":11,"
+	  "\"completion_tokens\":7}}", 11, 7, -1 },
+};
+
+static const struct sample *sample_of(const char *name)
+{
+	for (size_t i = 0; i < sizeof(samples) / sizeof(samples[0]); i++)
+		if (!strcmp(samples[i].name, name))
+			return &samples[i];
+	return NULL;
+}
+
+TEST(providers_table_walk)
+{
+	size_t n;
+	const struct provider_ops *const *all = provider_api_all(&n);
+	CHECK(n >= 6, "the table lists %zu API providers", n);
+	for (size_t i = 0; i < n; i++) {
+		const struct provider_ops *ops = all[i];
+		const struct sample *s = sample_of(ops->name);
+		CHECK(s, "provider %s has no sample in this test", ops->name);
+		for (size_t k = 0; k < i; k++)
+			CHECK(all[k]->id != ops->id && strcmp(all[k]->name, ops->name), "%s listed twice", ops->name);
+		CHECK(provider_ops(ops->id) == ops && !strcmp(provider_name(ops->id), ops->name) &&
+		      provider_known(ops->name), "%s: not found by its id or name", ops->name);
+		CHECK(ops->domains || ops->suffixes || ops->host, "%s: no host to be identified by", ops->name);
+		CHECK(provider_identify(s->host, NULL) == ops->id, "%s: %s identified as %s", ops->name, s->host,
+		      provider_name(provider_identify(s->host, NULL)));
+		CHECK(!ops->path || provider_identify("gateway.internal", s->path) == ops->id,
+		      "%s: its path shape %s is not recognised on an unknown host", ops->name, s->path);
+
+		struct provider_info info;
+		struct vis v;
+		CHECK(parse(s->host, s->path, s->request, &info, &v) == 0 && info.is_json && info.model[0] &&
+		      visibility(&v, "hi there") == 1, "%s: request: model '%s', prompt visible %d", ops->name,
+		      info.model, visibility(&v, "hi there"));
+
+		char body[512];
+		int bl = provider_error_body(ops->id, 403, "blocked_by_rule", "rule r", body, sizeof(body));
+		CHECK(ops->error_body && bl > 0 && json_scan(body, (size_t)bl, NULL, NULL) == 0 &&
+		      strstr(body, "\"Vigil: rule r\""), "%s: error body %s", ops->name, bl > 0 ? body : "(none)");
+
+		struct buf text = { 0 };
+		int rc = provider_response_text(ops->id, s->answer, strlen(s->answer), &text);
+		bool hello = rc == 0 && text.len == 5 && !memcmp(text.data, "hello", 5);
+		buf_free(&text);
+		CHECK(hello, "%s: answer text not read (rc %d)", ops->name, rc);
+
+		CHECK(ops->usage && ops->usage[0].key, "%s: no usage keys", ops->name);
+		struct provider_usage u;
+		provider_usage_init(&u);
+		provider_usage_scan(&u, s->answer, strlen(s->answer));
+		CHECK(provider_usage_prompt(&u) == s->prompt && u.completion == s->completion && u.cached == s->cached,
+		      "%s: usage %lld/%lld cached %lld, want %lld/%lld cached %lld", ops->name,
+		      (long long)provider_usage_prompt(&u), (long long)u.completion, (long long)u.cached,
+		      s->prompt, s->completion, s->cached);
+		for (const char *const *r = ops->realtime; r && *r; r++)
+			CHECK(provider_realtime_path(ops->id, *r), "%s: realtime %s", ops->name, *r);
+	}
+	/* the generic fallback answers in OpenAI's error shape */
+	char body[512];
+	CHECK(provider_error_body(PROVIDER_GENERIC, 502, "upstream", "down", body, sizeof(body)) > 0 &&
+	      strstr(body, "\"code\":\"upstream\""), "generic error body %s", body);
+	CHECK(!provider_realtime_path(PROVIDER_ANTHROPIC, "/v1/realtime") &&
+	      provider_query_key(PROVIDER_GEMINI, "key", 3) && !provider_query_key(PROVIDER_OPENAI, "key", 3),
+	      "realtime and query keys belong to their provider only");
+}
