@@ -1156,12 +1156,13 @@ void h1x_client_sent(struct h1x *e, size_t n)
 	if (n >= c) {
 		e->cout.len = e->csent = 0;
 		n -= c;
-		if (n > e->pass_len)
-			n = e->pass_len;
-		e->pass += n;
-		e->pass_len -= n;
-		if (!e->pass_len)
+		if (n >= e->pass_len) {
 			e->pass = NULL;
+			e->pass_len = 0;
+		} else {
+			e->pass += n;
+			e->pass_len -= n;
+		}
 	} else {
 		e->csent += n;
 	}
