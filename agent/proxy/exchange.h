@@ -4,7 +4,7 @@
  * included), byte counts and timings; and the agent's own error replies in
  * each provider's error shape, so SDKs surface them readably.
  *
- * intercept.c drives it: exchange_request() when a whole request is in
+ * h1x.c (the HTTP/1.1 engine) drives it: exchange_request() when a whole request is in
  * hand, exchange_response_*() as the response streams through, then
  * exchange_fill_event() for the audit record. */
 #ifndef VIGIL_EXCHANGE_H

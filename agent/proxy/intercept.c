@@ -1,15 +1,18 @@
 /* intercept: the TLS man-in-the-middle for watched LLM hosts. Each
  * intercepted connection runs on its own thread with non-blocking sockets
- * and poll() deadlines: an HTTP exchange is a sequence (request head, body,
- * upstream, response head, streamed body), and sequential code makes every
- * limit and every error path visible. A workstation has tens of concurrent
- * LLM connections, so a thread each (small stack) costs little; pass-through
- * traffic, which can be plentiful, stays on the event loop (conn.c).
+ * and poll() deadlines. The HTTP/1.1 logic (requests, limits, the
+ * exchange, answers, pipelining) is the sans-IO engine in h1x.c; this file
+ * is its driver and owns what the engine must not: the TLS connections on
+ * both sides, the upstream pool, the clock. The driver writes what the
+ * engine emits, carries out its actions (connect, close, relay a
+ * WebSocket, linger), reads the side it wants and wakes it at its
+ * deadline. HTTP/2 streams (h2.c) come back through the same engine.
+ * Pass-through traffic stays on the event loop (conn.c).
  *
- * What this file must never do: forward a request it could not frame
- * exactly as the server will (smuggling), hold a response whole, trust an
- * upstream certificate the system store (plus upstream_ca) does not, or
- * write a header value, body or query string into a log. */
+ * What this file must never do: trust an upstream certificate the system
+ * store (plus upstream_ca) does not, lend a tunnel opened with a client's
+ * proxy credentials to another client, or write a header value, body or
+ * query string into a log. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
