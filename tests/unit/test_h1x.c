@@ -503,6 +503,9 @@ TEST(interim_1xx_heads_forwarded)
 	const char *why = every_split(&s, &ref);
 	CHECK(!why, "%s", why);
 	CHECK(same(&ref.cout, &(struct buf){ (char *)a[0].bytes, a[0].len, 0 }), "answer %s", show(&ref.cout));
+	CHECK(ref.done && ref.closes == 0, "the answer did not end the exchange (done %d, upstream closes %u)", ref.done,
+	      ref.closes);
+	CHECK(strstr(last_event(), "\"status\":200"), "event %s", last_event());
 	outcome_free(&ref);
 }
 
