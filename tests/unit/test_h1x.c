@@ -512,7 +512,7 @@ TEST(interim_1xx_heads_forwarded)
 /* The pieces of a vault token [[VGL_EMAIL_xxxxxx]] in what the upstream got. */
 static bool find_token(const struct buf *b, char tok[24])
 {
-	const char *p = b->len ? memmem(b->data, b->len, "[[VGL_EMAIL_", 12) : NULL;
+	const char *p = b->len && b->data ? memmem(b->data, b->len, "[[VGL_EMAIL_", 12) : NULL;
 	if (!p || (size_t)(b->data + b->len - p) < 20 || memcmp(p + 18, "]]", 2))
 		return false;
 	memcpy(tok, p, 20);
