@@ -700,3 +700,41 @@ TEST(host_mismatch_421)
 	static const char req[] = "GET /v1/models HTTP/1.1\r\nHost: evil.example\r\n\r\n";
 	expect_refusal(req, sizeof(req) - 1, CLIENT_EOF, "HTTP/1.1 421", "host_mismatch");
 }
+
+/* Back-pressure: answer bytes the client has not taken stop the reading
+ * of the upstream until they are written (the span passed untouched
+ * lives in the engine's upstream buffer). */
+TEST(unsent_answer_stops_upstream_reads)
+{
+	SETUP();
+	static const char req[] = "GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\n\r\n";
+	static const char head[] = "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n";
+	static char part[40000];
+	struct exchange_conn xc = { 0 };
+	struct iovec iov[2];
+	uint64_t now = 1000;
+	struct h1x *e = h1x_new(&ag, &info, &xc, now);
+	CHECK(e && h1x_want_client(e) && !h1x_want_upstream(e), "a new connection waits for a request");
+	CHECK(h1x_client_data(e, req, sizeof(req) - 1, now) == sizeof(req) - 1, "request not taken");
+	CHECK(h1x_actions(e) == H1X_CONNECT && !h1x_want_client(e), "no connect asked");
+	h1x_upstream_connected(e, false, now);
+	CHECK(!h1x_want_upstream(e), "the upstream is read before the request is out");
+	unsigned n = h1x_upstream_out(e, iov);
+	h1x_upstream_sent(e, n == 1 ? iov[0].iov_len : 0);
+	CHECK(h1x_want_upstream(e), "the request is out: the answer is awaited");
+	memset(part, 'x', sizeof(part));
+	CHECK(h1x_upstream_data(e, head, sizeof(head) - 1, now) == sizeof(head) - 1, "head not taken");
+	CHECK(!h1x_want_upstream(e) && h1x_upstream_data(e, part, sizeof(part), now) == 0,
+	      "upstream bytes taken while the client has not been written to");
+	n = h1x_client_out(e, iov);
+	CHECK(n == 1 && iov[0].iov_len == sizeof(head) - 1, "%u pieces for the client", n);
+	h1x_client_sent(e, 10);
+	CHECK(!h1x_want_upstream(e), "a partial write reopened the upstream");
+	h1x_client_sent(e, sizeof(head) - 1 - 10);
+	CHECK(h1x_want_upstream(e) && h1x_upstream_data(e, part, sizeof(part), now) == sizeof(part),
+	      "the upstream stays stopped once the client took everything");
+	CHECK(h1x_deadline(e) == now + ag.cfg->idle_timeout_ms, "no idle deadline mid-answer");
+	h1x_free(e);
+	exchange_conn_free(&xc);
+	CHECK(atomic_load(&ag.stats.buffered) == 0, "buffer budget not given back");
+}
