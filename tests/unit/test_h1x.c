@@ -738,3 +738,84 @@ TEST(unsent_answer_stops_upstream_reads)
 	exchange_conn_free(&xc);
 	CHECK(atomic_load(&ag.stats.buffered) == 0, "buffer budget not given back");
 }
+
+/* A 101 to an allowed WebSocket upgrade: the head goes to the client, the
+ * driver is told to relay, with the bytes each side sent past its head. */
+TEST(websocket_handover_with_pending_bytes)
+{
+	SETUP();
+	static const char req[] = "GET /v1/realtime?model=gpt-4o-realtime-preview HTTP/1.1\r\nHost: api.openai.com\r\n"
+				  "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+				  "Sec-WebSocket-Version: 13\r\n\r\nCLIENTFRAME";
+	static const char ans[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+				  "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\nSERVERFRAME";
+	struct exchange_conn xc = { 0 };
+	struct iovec iov[2];
+	uint64_t now = 1000;
+	struct h1x *e = h1x_new(&ag, &info, &xc, now);
+	CHECK(h1x_client_data(e, req, sizeof(req) - 1, now) == sizeof(req) - 1, "request not taken");
+	CHECK(h1x_actions(e) == H1X_CONNECT, "no connect asked");
+	h1x_upstream_connected(e, false, now);
+	unsigned n = h1x_upstream_out(e, iov);
+	CHECK(n == 1 && memmem(iov[0].iov_base, iov[0].iov_len, "Upgrade: websocket\r\n", 20) &&
+	      !memmem(iov[0].iov_base, iov[0].iov_len, "CLIENTFRAME", 11),
+	      "the upgrade head was not forwarded alone");
+	h1x_upstream_sent(e, iov[0].iov_len);
+	CHECK(h1x_upstream_data(e, ans, sizeof(ans) - 1, now) == sizeof(ans) - 1, "answer not taken");
+	n = h1x_client_out(e, iov);
+	CHECK(n == 1 && iov[0].iov_len == sizeof(ans) - 1 - 11, "the 101 head was not sent alone (%u pieces)", n);
+	h1x_client_sent(e, iov[0].iov_len);
+	CHECK(h1x_actions(e) == H1X_WEBSOCKET && !h1x_want_client(e) && !h1x_want_upstream(e), "no hand-over");
+	const char *cp, *up;
+	size_t cl, ul;
+	struct exchange *ex = h1x_ws(e, &cp, &cl, &up, &ul);
+	CHECK(ex && ex->status == 101 && cl == 11 && !memcmp(cp, "CLIENTFRAME", 11) && ul == 11 &&
+	      !memcmp(up, "SERVERFRAME", 11), "pending bytes %zu/%zu", cl, ul);
+	h1x_ws_done(e, now + 5);
+	CHECK(h1x_done(e) && h1x_actions(e) == H1X_UP_CLOSE && !h1x_upstream_reusable(e),
+	      "the session's end must close both sides");
+	CHECK(strstr(last_event(), "\"status\":101"), "event %s", last_event());
+	h1x_free(e);
+	exchange_conn_free(&xc);
+}
+
+/* An HTTP/2 stream comes through the same engine: served, refused over a
+ * limit from its head alone, or malformed when its request is cut. */
+TEST(http2_stream_through_the_engine)
+{
+	SETUP();
+	static const char req[] = REQ_HEAD_OPENAI "Content-Length: 67\r\n\r\n" BODY1;
+	struct exchange_conn xc = { 0 };
+	struct iovec iov[2];
+	uint64_t now = 1000;
+	struct h1x *e = h1x_new(&ag, &info, &xc, now);
+
+	CHECK(h1x_h2_begin(e, req, sizeof(req) - 1, 0, now) == 0, "stream refused");
+	CHECK(!h1x_want_client(e) && h1x_actions(e) == H1X_CONNECT, "the stream's request did not start an exchange");
+	h1x_upstream_connected(e, false, now);
+	unsigned n = h1x_upstream_out(e, iov);
+	h1x_upstream_sent(e, n ? iov[0].iov_len : 0);
+	CHECK(h1x_upstream_data(e, CL_ANSWER, sizeof(CL_ANSWER) - 1, now) == sizeof(CL_ANSWER) - 1, "answer not taken");
+	n = h1x_client_out(e, iov);
+	CHECK(n == 1 && iov[0].iov_len == sizeof(CL_ANSWER) - 1, "the answer is for h2_respond as HTTP/1.1");
+	h1x_client_sent(e, iov[0].iov_len);
+	CHECK(h1x_done(e) && h1x_h2_end(e) == 0, "the stream did not end whole");
+
+	/* over a limit: the head says enough for the provider's shape */
+	CHECK(h1x_h2_begin(e, req, sizeof(req) - 1 - 67, 413, now) == 0, "stream not taken");
+	n = h1x_client_out(e, iov);
+	CHECK(n == 1 && !memcmp(iov[0].iov_base, "HTTP/1.1 413", 12) && h1x_actions(e) == 0,
+	      "no 413 (or a linger on an HTTP/2 connection)");
+	h1x_client_sent(e, iov[0].iov_len);
+	CHECK(h1x_done(e) && h1x_h2_end(e) == 1, "a refused stream's result");
+
+	/* a body shorter than its Content-Length */
+	CHECK(h1x_h2_begin(e, req, sizeof(req) - 10, 0, now) == 0, "stream not taken");
+	n = h1x_client_out(e, iov);
+	CHECK(n == 1 && !memcmp(iov[0].iov_base, "HTTP/1.1 400", 12), "a cut stream was not refused");
+	h1x_client_sent(e, iov[0].iov_len);
+	CHECK(h1x_done(e) && h1x_h2_end(e) == 1, "a malformed stream's result");
+	h1x_free(e);
+	exchange_conn_free(&xc);
+	CHECK(atomic_load(&ag.stats.buffered) == 0, "buffer budget not given back");
+}
