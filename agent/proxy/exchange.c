@@ -36,6 +36,8 @@
 #include "pricing.h"
 #include "proxy/mcp.h"
 #include "content/toolcall.h"
+#include "audit/audit.h"
+#include "metrics.h"
 #include "log.h"
 #include "content/redact.h"
 #include "proxy/sse.h"
@@ -1451,6 +1453,25 @@ void exchange_fill_event(const struct exchange *ex, struct audit_event *ev)
 	mcp_fill_event(ex, ev);
 	if (ex->calls && ex->calls->n)
 		ev->tool_calls = toolcall_summary(ex->calls);
+}
+
+uint64_t exchange_audit_begin(struct exchange *ex)
+{
+	struct audit_event ev;
+	audit_event_init(&ev, "request");
+	conn_info_fill_event(ex->info, &ev);
+	exchange_fill_event(ex, &ev);
+	return audit_begin(ex->ag->audit, &ev);
+}
+
+void exchange_audit_end(struct exchange *ex, uint64_t ticket)
+{
+	struct audit_event ev;
+	audit_event_init(&ev, "request");
+	conn_info_fill_event(ex->info, &ev);
+	exchange_fill_event(ex, &ev);
+	audit_end(ex->ag->audit, ticket, &ev);
+	metrics_count_action(ex->ag, ev.action);
 }
 
 const char *exchange_status_text(int status)

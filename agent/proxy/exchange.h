@@ -4,7 +4,7 @@
  * included), byte counts and timings; and the agent's own error replies in
  * each provider's error shape, so SDKs surface them readably.
  *
- * intercept.c drives it: exchange_request() when a whole request is in
+ * h1x.c (the HTTP/1.1 engine) drives it: exchange_request() when a whole request is in
  * hand, exchange_response_*() as the response streams through, then
  * exchange_fill_event() for the audit record. */
 #ifndef VIGIL_EXCHANGE_H
@@ -175,6 +175,12 @@ void exchange_response_end(struct exchange *ex);
 /* After the response (or the error): charge token budgets. */
 void exchange_done(struct exchange *ex);
 
+/* The request's audit event: begun before the first byte goes upstream
+ * (what is known then is journaled, so a crash mid-exchange still leaves
+ * an event; returns a ticket, 0 = none), ended once the exchange is done
+ * (ticket 0: an event that was never begun). */
+uint64_t exchange_audit_begin(struct exchange *ex);
+void exchange_audit_end(struct exchange *ex, uint64_t ticket);
 void exchange_fill_event(const struct exchange *ex, struct audit_event *ev);
 
 /* Loads the policy file (if configured), the budgets and the inspector for

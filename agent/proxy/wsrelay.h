@@ -10,7 +10,8 @@
  * answer text and counts usage. Audio (input_audio_buffer.append,
  * response.audio.delta, binary frames) passes untouched.
  *
- * intercept.c drives it: wsrelay_upgrade() decides whether a request is a
+ * The h1x engine drives it (wsrelay_run through its driver, intercept.c):
+ * wsrelay_upgrade() decides whether a request is a
  * WebSocket upgrade and whether it may pass; wsrelay_request_head() puts
  * the upgrade headers back into the forwarded head; after a 101 that
  * wsrelay_response_ok() accepts, wsrelay_run() relays until either side

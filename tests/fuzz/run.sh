@@ -15,14 +15,16 @@ names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
 	for f in tests/fuzz/fuzz_*.c; do n=$(basename "$f" .c); names+=("${n#fuzz_}"); done
 fi
-pkgs="libhs openssl yaml-0.1 libzstd libprotobuf-c zlib libbrotlidec libbrotlienc libnghttp2"
+# (the engine's target links the agent's own libraries, @BUILD@/lib*.a, and what they use)
+pkgs="libhs openssl yaml-0.1 libzstd libprotobuf-c zlib libbrotlidec libbrotlienc libnghttp2 \
+	libbpf libnl-3.0 libnl-idiag-3.0 sqlite3 libcurl"
 rc=0
 for n in "${names[@]}"; do
 	deps=$(sed "s|@BUILD@|$BUILD|g" "tests/fuzz/$n.deps" 2>/dev/null)
 	bin=$out/fuzz_$n
 	if ! clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 		-D_GNU_SOURCE -Iagent -Icommon -Ibpf -I"$BUILD" -I"$BUILD/gen" $(pkg-config --cflags $pkgs) \
-		"tests/fuzz/fuzz_$n.c" $deps -o "$bin" $(pkg-config --libs $pkgs) -lm -lstdc++ \
+		"tests/fuzz/fuzz_$n.c" $deps -o "$bin" $(pkg-config --libs $pkgs) -lresolv -lpthread -lm -lstdc++ \
 		>"$out/fuzz_$n.build.log" 2>&1; then
 		echo "FAIL fuzz_$n: does not build (see $out/fuzz_$n.build.log)"
 		rc=1
