@@ -203,6 +203,14 @@ void exchange_conn_free(struct exchange_conn *xc)
 	xc->vault = NULL;
 }
 
+void exchange_conn_idle(struct exchange_conn *xc)
+{
+	struct vault *v = xc->vault;
+	xc->vault = NULL;
+	exchange_conn_free(xc);
+	xc->vault = v;
+}
+
 void exchange_init(struct exchange *ex, struct agent *ag, const struct conn_info *info,
 		   struct exchange_conn *xc)
 {

@@ -41,6 +41,9 @@ struct exchange_conn {
 	struct inspect_result hres;       /* the request head's pieces, reused */
 };
 void exchange_conn_free(struct exchange_conn *xc);
+/* While the connection idles: frees what the next request rebuilds (the
+ * scanning scratch, from the inspector current then), keeps the vault. */
+void exchange_conn_idle(struct exchange_conn *xc);
 
 struct exchange {
 	struct agent *ag;                 /* borrowed */

@@ -29,6 +29,7 @@
 #include "proxy/exchange.h"
 #include "http.h"
 #include "proxy/h2.h"
+#include "proxy/icpark.h"
 #include "log.h"
 #include "loop.h"
 #include "proxy/mcp.h"
@@ -40,7 +41,6 @@
 #include "proxy/wsrelay.h"
 
 #define IO_CHUNK (64 * 1024)
-#define THREAD_STACK (256 * 1024)
 #define POOL_MAX 32
 #define POOL_PER_KEY 4
 #define POOL_IDLE_MS 30000
@@ -239,6 +239,7 @@ struct ic {
 	struct exchange_conn xc;   /* scan state and token vault of this conversation */
 	struct h2_conn *h2;        /* HTTP/2: the codec answers go through (h2.h) */
 	int h2_refuse;             /* HTTP/2: the stream broke a limit, answer this status */
+	struct icpark park;        /* handshake and idle waits on the loop (icpark.h) */
 };
 
 /* The capacity grow() gives a buffer of cap bytes that must hold need. */
@@ -1159,66 +1160,90 @@ static void serve_h2(struct ic *ic)
 		 ic->info.sni, why);
 }
 
-static void serve(struct ic *ic)
+/* Loop thread: the client's TLS handshake failed or timed out. Usually a
+ * client that does not trust the interception CA (or pins its provider's
+ * key): audit it so IT can add a passthrough entry. */
+static void ic_handshake_failed(struct icpark *p, bool timed_out)
 {
-	const struct config *cfg = ic->ag->cfg;
-	SSL_CTX *ctx = certgen_ctx(ic->ag->certgen, ic->info.sni, strlen(ic->info.sni));
-	int ret;
-
-	if (!ctx || !(ic->cssl = SSL_new(ctx)) || !SSL_set_fd(ic->cssl, ic->cfd)) {
-		SSL_CTX_free(ctx);
-		return;
+	struct ic *ic = (struct ic *)((char *)p - offsetof(struct ic, park));
+	struct audit_event ev;
+	audit_event_init(&ev, "connection");
+	conn_info_fill_event(&ic->info, &ev);
+	ev.action = "intercept";
+	ev.reason = timed_out ? "client_handshake_timeout" : "client_rejected_interception";
+	ev.error = timed_out ? "client TLS handshake timed out" :
+			       "client TLS handshake failed (CA not trusted or pinned client?)";
+	ev.latency_ms = loop_now_ms() - ic->info.t_start_ms;
+	/* Remembered whatever the mode (the loop thread reads the
+	 * mode, so a reload to passthrough applies to past refusals),
+	 * before the audit write so a quick retry finds it. */
+	char rule[128];
+	uint64_t ttl;
+	if (!timed_out) {
+		rejca_note(ic->ag->rejected_ca, ic->info.id.exe, ic->info.sni, loop_now_ms());
+		/* names what decides the next attempt: a rejected_ca
+		 * entry, or the agent's on_rejected_ca */
+		conn_info_rejected_ca(ic->ag, &ic->info, &ttl, rule, sizeof(rule));
+		ev.rule = rule;
 	}
-	SSL_CTX_free(ctx);
-	SSL_set_options(ic->cssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
-	/* Read whole records in one syscall; give buffers back while idle. */
-	SSL_set_read_ahead(ic->cssl, 1);
-	SSL_set_mode(ic->cssl, SSL_MODE_RELEASE_BUFFERS);
-	if ((ret = tls_handshake(ic->cssl, ic->cfd, true, loop_now_ms() + cfg->header_timeout_ms))) {
-		/* Usually a client that does not trust the interception CA (or pins
-		 * its provider's key): audit it so IT can add a passthrough entry. */
-		struct audit_event ev;
-		audit_event_init(&ev, "connection");
-		conn_info_fill_event(&ic->info, &ev);
-		ev.action = "intercept";
-		ev.reason = ret == -ETIMEDOUT ? "client_handshake_timeout" : "client_rejected_interception";
-		ev.error = ret == -ETIMEDOUT ? "client TLS handshake timed out" :
-					       "client TLS handshake failed (CA not trusted or pinned client?)";
-		ev.latency_ms = loop_now_ms() - ic->info.t_start_ms;
-		/* Remembered whatever the mode (the loop thread reads the
-		 * mode, so a reload to passthrough applies to past refusals),
-		 * before the audit write so a quick retry finds it. */
-		char rule[128];
-		uint64_t ttl;
-		if (ret != -ETIMEDOUT) {
-			rejca_note(ic->ag->rejected_ca, ic->info.id.exe, ic->info.sni, loop_now_ms());
-			/* names what decides the next attempt: a rejected_ca
-			 * entry, or the agent's on_rejected_ca */
-			conn_info_rejected_ca(ic->ag, &ic->info, &ttl, rule, sizeof(rule));
-			ev.rule = rule;
-		}
-		audit_emit(ic->ag->audit, &ev);
-		return;
-	}
+	audit_emit(ic->ag->audit, &ev);
+}
 
-	if (h2_negotiated(ic->cssl))
-		serve_h2(ic);
-	else
-		while (serve_request(ic) == 0)
-			;
-	/* A tunnel opened with this client's proxy credentials is not lent to
-	 * another client: the proxy would log its requests under this user. */
+/* The upstream goes back to the pool when the client is done with it. A
+ * tunnel opened with this client's proxy credentials is not lent to
+ * another client: the proxy would log its requests under this user. */
+static void release_upstream(struct ic *ic)
+{
 	if (ic->up.ssl && ic->up_reusable && !ic->info.tunnel_auth[0])
 		pool_put(&ic->up);
 	else
 		upstream_close(&ic->up);
-	SSL_shutdown(ic->cssl);
 }
 
-static void *ic_main(void *arg)
+/* Before parking: an idle connection keeps its conversation (vault, its
+ * own tunnel) and gives back everything a request rebuilds: buffers, the
+ * inspection scratch, and a pooled upstream (the pool checks it is still
+ * alive when the next request takes one). */
+static void ic_idle(struct ic *ic)
 {
-	struct ic *ic = arg;
-	serve(ic);
+	if (!ic->info.tunnel_auth[0] || !ic->up_reusable)
+		release_upstream(ic);
+	free(ic->in);
+	free(ic->body);
+	free(ic->rbuf);
+	free(ic->fwd);
+	ic->in = ic->body = ic->rbuf = ic->fwd = NULL;
+	ic->in_cap = ic->body_cap = ic->rcap = ic->fwd_cap = 0;
+	ic->in_len = ic->body_len = ic->rlen = 0;
+	charge(ic, 0, 0);
+	exchange_conn_idle(&ic->xc);
+}
+
+/* A thread of its own: serves the requests the client sent. HTTP/2 (and a
+ * WebSocket session, inside proxy_exchange) keep the thread to the end. */
+static bool ic_serve(struct icpark *p)
+{
+	struct ic *ic = (struct ic *)((char *)p - offsetof(struct ic, park));
+
+	if (h2_negotiated(ic->cssl)) {
+		serve_h2(ic);
+	} else {
+		while (serve_request(ic) == 0) {
+			/* nothing of a next request here yet: wait on the loop */
+			if (!ic->in_len && !SSL_has_pending(ic->cssl)) {
+				ic_idle(ic);
+				return true;
+			}
+		}
+	}
+	release_upstream(ic);
+	SSL_shutdown(ic->cssl);
+	return false;
+}
+
+static void ic_free(struct icpark *p)
+{
+	struct ic *ic = (struct ic *)((char *)p - offsetof(struct ic, park));
 	SSL_free(ic->cssl);
 	upstream_close(&ic->up);
 	close(ic->cfd);
@@ -1233,16 +1258,16 @@ static void *ic_main(void *arg)
 		close(ic->info.tunnel_fd);
 	atomic_fetch_sub(&ic->ag->stats.active, 1);
 	free(ic);
-	OPENSSL_thread_stop();
-	return NULL;
 }
 
+static const struct icpark_ops ic_park_ops = { ic_handshake_failed, ic_serve, ic_free };
+
+/* Loop thread: the handshake and every idle wait run on the loop
+ * (icpark.c); a thread serves only while requests are under way. */
 int intercept_start(struct agent *ag, int cfd, const struct conn_info *info)
 {
-	pthread_attr_t attr;
-	pthread_t tid;
 	struct ic *ic;
-	int ret;
+	SSL_CTX *ctx;
 
 	if (!ag->certgen)
 		return -ENOSYS;
@@ -1253,16 +1278,20 @@ int intercept_start(struct agent *ag, int cfd, const struct conn_info *info)
 	ic->cfd = cfd;
 	ic->up.fd = -1;
 	atomic_fetch_add(&ag->stats.active, 1);
-	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, THREAD_STACK);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	ret = pthread_create(&tid, &attr, ic_main, ic);
-	pthread_attr_destroy(&attr);
-	if (ret) {
-		atomic_fetch_sub(&ag->stats.active, 1);
-		free(ic);
-		return -ret;
+	ctx = certgen_ctx(ag->certgen, info->sni, strlen(info->sni));
+	if (!ctx || !(ic->cssl = SSL_new(ctx)) || !SSL_set_fd(ic->cssl, cfd)) {
+		/* taken and closed, as a failed handshake would be */
+		SSL_CTX_free(ctx);
+		ic_free(&ic->park);
+		return 0;
 	}
+	SSL_CTX_free(ctx);
+	SSL_set_accept_state(ic->cssl);
+	SSL_set_options(ic->cssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	/* Read whole records in one syscall; give buffers back while idle. */
+	SSL_set_read_ahead(ic->cssl, 1);
+	SSL_set_mode(ic->cssl, SSL_MODE_RELEASE_BUFFERS);
+	icpark_start(&ic->park, ag, cfd, ic->cssl, &ic_park_ops);
 	return 0;
 }
 
@@ -1273,6 +1302,10 @@ int intercept_init(struct agent *ag, char *err, size_t errlen)
 
 	if (!cfg->ca_cert)
 		return 0;
+	if ((ret = icpark_init(ag))) {
+		snprintf(err, errlen, "cannot set up the intercepted connections' hand-back: %s", strerror(-ret));
+		return ret;
+	}
 	if ((ret = certgen_new(cfg->ca_cert, cfg->ca_key, 1024, &ag->certgen, err, errlen)))
 		return ret;
 	certgen_offer_h2(ag->certgen, cfg->h2.enabled);
@@ -1289,6 +1322,7 @@ int intercept_init(struct agent *ag, char *err, size_t errlen)
 
 void intercept_shutdown(struct agent *ag)
 {
+	icpark_shutdown(ag);
 	pthread_mutex_lock(&pool_lock);
 	while (pool_n)
 		upstream_close(&pool[--pool_n]);
