@@ -7,7 +7,9 @@
  * the loop: a partial record, a KeyUpdate or a ticket keeps it parked, a
  * close_notify or EOF closes it quietly, and only application data starts
  * a thread. Timers are one-shot and set once per state change, so a parked
- * connection adds no wake-up of its own until its idle timeout is due. */
+ * connection adds no wake-up of its own until its idle timeout is due.
+ * A connection moves (ops.pack) only while off the loop: its watch and
+ * timer are embedded, so they are removed first and added back after. */
 #include <errno.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -97,28 +99,29 @@ static void close_quietly(struct icpark *p, bool notify)
 	p->ops->free(p);
 }
 
+/* A serving thread gives p back to the loop (or frees it at shutdown). */
+static void hand_back(struct icpark *p)
+{
+	pthread_mutex_lock(&back_lock);
+	if (back_closed) {
+		pthread_mutex_unlock(&back_lock);
+		p->ops->free(p);
+		return;
+	}
+	bool first = !back_queue;
+	p->qnext = back_queue;
+	back_queue = p;
+	/* one wake-up per batch: the loop takes the whole queue */
+	if (first && eventfd_write(backw.fd, 1))
+		log_warn("intercepted connection: eventfd: %s", strerror(errno));
+	pthread_mutex_unlock(&back_lock);
+}
+
 static void *serve_thread(void *arg)
 {
 	struct icpark *p = arg;
-	bool again = p->ops->serve(p);
-	if (again) {
-		bool first;
-		pthread_mutex_lock(&back_lock);
-		if (back_closed) {
-			pthread_mutex_unlock(&back_lock);
-			p->ops->free(p);
-		} else {
-			first = !back_queue;
-			p->qnext = back_queue;
-			back_queue = p;
-			/* one wake-up per batch: the loop takes the whole queue */
-			if (first && eventfd_write(backw.fd, 1))
-				log_warn("intercepted connection: eventfd: %s", strerror(errno));
-			pthread_mutex_unlock(&back_lock);
-		}
-	} else {
-		p->ops->free(p);
-	}
+	if ((p = p->ops->serve(p)))
+		hand_back(p);
 	OPENSSL_thread_stop();
 	return NULL;
 }
@@ -217,6 +220,12 @@ static void park(struct icpark *p)
 		wake(p);
 		return;
 	}
+	if (!p->packed) {
+		/* off the loop while its memory moves, then back */
+		release(p);
+		p = p->ops->pack(p);
+		hold(p);
+	}
 	if (!want(p, EPOLLIN | EPOLLRDHUP)) {
 		close_quietly(p, false);
 		return;
@@ -297,6 +306,7 @@ void icpark_start(struct icpark *p, struct agent *ag, int fd, SSL *ssl, const st
 	p->events = 0;
 	p->handshaking = true;
 	p->served = false;
+	p->packed = false;
 	hold(p);
 	if (loop_timer_set(ag->loop, &p->timer, loop_now_ms() + ag->cfg->header_timeout_ms)) {
 		close_quietly(p, false);

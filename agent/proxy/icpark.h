@@ -5,7 +5,8 @@
  * SSL object's buffers released). Only when request bytes arrive does a
  * thread start to serve them (icpark_ops.serve); it hands the connection
  * back when the client goes quiet again. An idle connection so costs its
- * socket, its SSL object and its owner's struct, not a thread.
+ * socket, its SSL object and its owner's struct packed (ops.pack), not a
+ * thread.
  *
  * Ownership: exactly one side holds a connection at a time. The loop
  * thread from icpark_start on; a serving thread from the moment the loop
@@ -31,11 +32,15 @@ struct icpark_ops {
 	/* Loop thread: the client's handshake failed (timed_out: the header
 	 * timeout passed first). free follows. */
 	void (*handshake_failed)(struct icpark *p, bool timed_out);
-	/* A thread of its own: serves what the client sent. Returns true to
-	 * park the connection again (nothing of a next request buffered),
-	 * false when it is done (free follows, on the same thread). */
-	bool (*serve)(struct icpark *p);
-	/* Closes the socket and frees the connection; called by its owner. */
+	/* Either side, p off the loop: packs the idle connection into as
+	 * little memory as it can. Returns where p is now (p itself, or a new
+	 * allocation and p freed). */
+	struct icpark *(*pack)(struct icpark *p);
+	/* A thread of its own: serves what the client sent. Returns the
+	 * connection to park again (nothing of a next request buffered;
+	 * packed or not), or NULL when it is done and freed. */
+	struct icpark *(*serve)(struct icpark *p);
+	/* Closes the socket and frees the connection (packed or not). */
 	void (*free)(struct icpark *p);
 };
 
@@ -49,6 +54,7 @@ struct icpark {
 	uint32_t events;               /* what the watch waits for now (0: not on the loop) */
 	bool handshaking;
 	bool served;                   /* a request was served: idle_timeout, not header_timeout */
+	bool packed;                   /* the owner's: p heads a packed connection (ops.pack) */
 	struct icpark *prev, *next;    /* connections the loop holds (loop thread only) */
 	struct icpark *qnext;          /* the hand-back queue (under its lock) */
 };

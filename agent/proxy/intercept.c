@@ -30,6 +30,7 @@
 #include "http.h"
 #include "proxy/h2.h"
 #include "proxy/icpark.h"
+#include "zrle.h"
 #include "log.h"
 #include "loop.h"
 #include "proxy/mcp.h"
@@ -1160,12 +1161,17 @@ static void serve_h2(struct ic *ic)
 		 ic->info.sni, why);
 }
 
+static struct ic *ic_of(struct icpark *p)
+{
+	return (struct ic *)((char *)p - offsetof(struct ic, park));
+}
+
 /* Loop thread: the client's TLS handshake failed or timed out. Usually a
  * client that does not trust the interception CA (or pins its provider's
  * key): audit it so IT can add a passthrough entry. */
 static void ic_handshake_failed(struct icpark *p, bool timed_out)
 {
-	struct ic *ic = (struct ic *)((char *)p - offsetof(struct ic, park));
+	struct ic *ic = ic_of(p);
 	struct audit_event ev;
 	audit_event_init(&ev, "connection");
 	conn_info_fill_event(&ic->info, &ev);
@@ -1219,31 +1225,9 @@ static void ic_idle(struct ic *ic)
 	exchange_conn_idle(&ic->xc);
 }
 
-/* A thread of its own: serves the requests the client sent. HTTP/2 (and a
- * WebSocket session, inside proxy_exchange) keep the thread to the end. */
-static bool ic_serve(struct icpark *p)
+/* Closes the connection and frees what it holds (ic itself: the caller's). */
+static void ic_close(struct ic *ic)
 {
-	struct ic *ic = (struct ic *)((char *)p - offsetof(struct ic, park));
-
-	if (h2_negotiated(ic->cssl)) {
-		serve_h2(ic);
-	} else {
-		while (serve_request(ic) == 0) {
-			/* nothing of a next request here yet: wait on the loop */
-			if (!ic->in_len && !SSL_has_pending(ic->cssl)) {
-				ic_idle(ic);
-				return true;
-			}
-		}
-	}
-	release_upstream(ic);
-	SSL_shutdown(ic->cssl);
-	return false;
-}
-
-static void ic_free(struct icpark *p)
-{
-	struct ic *ic = (struct ic *)((char *)p - offsetof(struct ic, park));
 	SSL_free(ic->cssl);
 	upstream_close(&ic->up);
 	close(ic->cfd);
@@ -1257,10 +1241,100 @@ static void ic_free(struct icpark *p)
 	if (ic->info.have_tunnel_fd)
 		close(ic->info.tunnel_fd);
 	atomic_fetch_sub(&ic->ag->stats.active, 1);
+}
+
+/* An idle connection, packed: its struct ic with the zero runs squeezed
+ * out (most of it is fixed-size identity strings, mostly empty, and
+ * pointers ic_idle cleared), a small fraction of its size. The icpark
+ * heads it so the loop holds it like any other. */
+struct ic_packed {
+	struct icpark park;
+	size_t len;
+	unsigned char img[];
+};
+
+static struct icpark *ic_pack(struct icpark *p)
+{
+	struct ic *ic = ic_of(p);
+	unsigned char img[zrle_bound(sizeof(*ic))];
+	size_t len = zrle_pack(ic, sizeof(*ic), img);
+	struct ic_packed *pk = malloc(sizeof(*pk) + len);
+	if (!pk)
+		return p;   /* stays whole: it still works, it only costs more */
+	pk->park = ic->park;
+	pk->park.packed = true;
+	pk->len = len;
+	memcpy(pk->img, img, len);
+	explicit_bzero(ic->info.tunnel_auth, sizeof(ic->info.tunnel_auth));
+	free(ic);
+	return &pk->park;
+}
+
+/* The packed connection back into dst (its icpark as the loop left it). */
+static int ic_unpack_into(struct icpark *p, struct ic *dst)
+{
+	struct ic_packed *pk = (struct ic_packed *)p;
+	if (zrle_unpack(pk->img, pk->len, dst, sizeof(*dst)))
+		return -EINVAL;
+	dst->park = pk->park;
+	dst->park.packed = false;
+	return 0;
+}
+
+static void ic_free(struct icpark *p)
+{
+	if (p->packed) {
+		struct ic_packed *pk = (struct ic_packed *)p;
+		struct ic tmp;
+		/* our own bytes: unpacking fails only on a broken invariant */
+		if (ic_unpack_into(p, &tmp))
+			abort();
+		ic_close(&tmp);
+		explicit_bzero(pk->img, pk->len);   /* it held the proxy credentials */
+		free(pk);
+		return;
+	}
+	struct ic *ic = ic_of(p);
+	ic_close(ic);
 	free(ic);
 }
 
-static const struct icpark_ops ic_park_ops = { ic_handshake_failed, ic_serve, ic_free };
+/* A thread of its own: serves the requests the client sent. HTTP/2 (and a
+ * WebSocket session, inside proxy_exchange) keep the thread to the end. */
+static struct icpark *ic_serve(struct icpark *p)
+{
+	struct ic *ic;
+
+	if (p->packed) {
+		if (!(ic = malloc(sizeof(*ic))) || ic_unpack_into(p, ic)) {
+			free(ic);
+			log_warn("intercepted connection closed: out of memory");
+			ic_free(p);
+			return NULL;
+		}
+		explicit_bzero(((struct ic_packed *)p)->img, ((struct ic_packed *)p)->len);
+		free(p);
+	} else {
+		ic = ic_of(p);
+	}
+	if (h2_negotiated(ic->cssl)) {
+		serve_h2(ic);
+	} else {
+		while (serve_request(ic) == 0) {
+			/* nothing of a next request here yet: wait on the loop */
+			if (!ic->in_len && !SSL_has_pending(ic->cssl)) {
+				ic_idle(ic);
+				return ic_pack(&ic->park);
+			}
+		}
+	}
+	release_upstream(ic);
+	SSL_shutdown(ic->cssl);
+	ic_free(&ic->park);
+	return NULL;
+}
+
+static const struct icpark_ops ic_park_ops = { ic_handshake_failed, ic_pack, ic_serve, ic_free };
 
 /* Loop thread: the handshake and every idle wait run on the loop
  * (icpark.c); a thread serves only while requests are under way. */
