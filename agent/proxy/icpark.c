@@ -11,9 +11,11 @@
  * A connection moves (ops.pack) only while off the loop: its watch and
  * timer are embedded, so they are removed first and added back after. */
 #include <errno.h>
+#include <malloc.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +33,8 @@ static struct loop_watch backw = { .fd = -1 };   /* eventfd: something was hande
 static pthread_mutex_t back_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct icpark *back_queue;      /* handed back, not yet on the loop (back_lock) */
 static bool back_closed;               /* shut down: threads free what they hold (back_lock) */
+static atomic_uint serving;            /* connections on serving threads now */
+static uint64_t trimmed_ms;            /* last heap trim (loop thread) */
 
 static void park(struct icpark *p);
 
@@ -120,7 +124,10 @@ static void hand_back(struct icpark *p)
 static void *serve_thread(void *arg)
 {
 	struct icpark *p = arg;
-	if ((p = p->ops->serve(p)))
+	p = p->ops->serve(p);
+	/* before the hand-back: the loop must see 0 after the last one */
+	atomic_fetch_sub(&serving, 1);
+	if (p)
 		hand_back(p);
 	OPENSSL_thread_stop();
 	return NULL;
@@ -137,9 +144,11 @@ static void wake(struct icpark *p)
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, THREAD_STACK);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	atomic_fetch_add(&serving, 1);
 	ret = pthread_create(&tid, &attr, serve_thread, p);
 	pthread_attr_destroy(&attr);
 	if (ret) {
+		atomic_fetch_sub(&serving, 1);
 		/* out of threads: this client is closed, the others keep going */
 		log_warn("intercepted connection closed: cannot start a thread: %s", strerror(ret));
 		p->ops->free(p);
@@ -235,6 +244,19 @@ static void park(struct icpark *p)
 		close_quietly(p, false);
 }
 
+/* When the last serving thread is done, the buffers the burst used are
+ * free in every thread's heap, where they would stay resident while the
+ * connections idle: give them back (at most once a second, and never
+ * while requests are served). */
+static void trim_after_burst(void)
+{
+	uint64_t now = loop_now_ms();
+	if (atomic_load(&serving) || now - trimmed_ms < 1000)
+		return;
+	trimmed_ms = now;
+	malloc_trim(0);
+}
+
 static void on_handed_back(struct loop_watch *w, uint32_t events)
 {
 	eventfd_t n;
@@ -253,6 +275,7 @@ static void on_handed_back(struct loop_watch *w, uint32_t events)
 		hold(p);
 		park(p);
 	}
+	trim_after_burst();
 }
 
 int icpark_init(struct agent *ag)
