@@ -10,8 +10,10 @@ loopback).
       opens N TLS connections, each makes one keep-alive POST and reads its
       answer, then prints {"open", "ok1", "failed", "error"}; on the stdin
       line "again" every connection makes a second POST (content
-      "park TAG-i-2") and it prints {"ok2", "errors"}; at stdin EOF it
-      closes them all and prints {"closed"}.
+      "park TAG-i-2") and it prints {"ok2", "errors"}; on "watch" instead
+      it prints {"closed_after_s"}: how long after its answer the agent
+      closed each (null: not within 30 s). At stdin EOF it closes them all
+      and prints {"closed"}.
   park_tools.py stall HOST N
       opens N connections that send a ClientHello and never finish their
       handshake; prints {"closed_after_s": [...]} (null: still open after
@@ -82,6 +84,7 @@ def hold(host, n, cafile, tag, workers):
     ctx = ssl.create_default_context(cafile=cafile)
     ctx.set_alpn_protocols(["http/1.1"])
     conns = [None] * n
+    done_at = [0.0] * n
     errors = []
     lock = threading.Lock()
 
@@ -107,6 +110,7 @@ def hold(host, n, cafile, tag, workers):
         s = socket.create_connection((host, 443), 30)
         conns[i] = ctx.wrap_socket(s, server_hostname=host)
         exchange(conns[i], host, tag, i, 1)
+        done_at[i] = time.monotonic()
 
     def second(i):
         if conns[i] is None:
@@ -116,7 +120,30 @@ def hold(host, n, cafile, tag, workers):
     in_parallel(first)
     ok1 = sum(1 for c in conns if c is not None)
     print(json.dumps({"open": ok1, "ok1": ok1, "failed": n - ok1, "error": errors[:3]}), flush=True)
-    if sys.stdin.readline().strip() == "again":
+    cmd = sys.stdin.readline().strip()
+    if cmd == "watch":
+        # how long after its answer the agent closed each connection
+        closed = [None] * n
+        live = {c: i for i, c in enumerate(conns) if c is not None}
+        t0 = time.monotonic()
+        while live and time.monotonic() - t0 < 30:
+            r, _, _ = select.select(list(live), [], [], 0.05)
+            for c in r:
+                i = live.pop(c)
+                try:
+                    c.setblocking(False)
+                    eof = c.recv(1) == b""
+                except ssl.SSLWantReadError:
+                    eof = False
+                except OSError:
+                    eof = True
+                if eof:
+                    closed[i] = round(time.monotonic() - done_at[i], 3)
+                else:
+                    live[c] = i
+        print(json.dumps({"closed_after_s": closed}), flush=True)
+        sys.stdin.read()
+    elif cmd == "again":
         errors.clear()
         in_parallel(second)
         ok2 = sum(1 for c in conns if c is not None)
