@@ -27,6 +27,7 @@
 #include "proxy/icpark.h"
 
 #define THREAD_STACK (256 * 1024)
+#define SHUTDOWN_WAIT_MS 2000
 
 static struct icpark *held;            /* loop-held connections (loop thread only) */
 static struct loop_watch backw = { .fd = -1 };   /* eventfd: something was handed back */
@@ -34,6 +35,7 @@ static pthread_mutex_t back_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct icpark *back_queue;      /* handed back, not yet on the loop (back_lock) */
 static bool back_closed;               /* shut down: threads free what they hold (back_lock) */
 static atomic_uint serving;            /* connections on serving threads now */
+static atomic_uint threads;            /* serving threads not yet ended */
 static uint64_t trimmed_ms;            /* last heap trim (loop thread) */
 
 static void park(struct icpark *p);
@@ -130,6 +132,7 @@ static void *serve_thread(void *arg)
 	if (p)
 		hand_back(p);
 	OPENSSL_thread_stop();
+	atomic_fetch_sub(&threads, 1);
 	return NULL;
 }
 
@@ -145,10 +148,12 @@ static void wake(struct icpark *p)
 	pthread_attr_setstacksize(&attr, THREAD_STACK);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	atomic_fetch_add(&serving, 1);
+	atomic_fetch_add(&threads, 1);
 	ret = pthread_create(&tid, &attr, serve_thread, p);
 	pthread_attr_destroy(&attr);
 	if (ret) {
 		atomic_fetch_sub(&serving, 1);
+		atomic_fetch_sub(&threads, 1);
 		/* out of threads: this client is closed, the others keep going */
 		log_warn("intercepted connection closed: cannot start a thread: %s", strerror(ret));
 		p->ops->free(p);
@@ -311,6 +316,11 @@ void icpark_shutdown(struct agent *ag)
 	}
 	while (held)
 		close_quietly(held, false);
+	/* Serving threads finish their request (or their short wait before
+	 * parking) and free their connection themselves: give them a moment,
+	 * so that the process does not end under them. */
+	for (int i = 0; i < SHUTDOWN_WAIT_MS / 10 && atomic_load(&threads); i++)
+		usleep(10000);
 	if (backw.fd >= 0) {
 		loop_del(ag->loop, &backw);
 		close(backw.fd);

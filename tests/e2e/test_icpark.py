@@ -204,7 +204,7 @@ def parked_connection_closed_at_idle_timeout_and_agent_stops_with_parked_ones():
     c = spawn_tool("hold", HOST, 20, CA, "stop", 2, hosts=SHORT_HOSTS)
     check(read_json(c, "before stop")["ok1"] == 20, "connections before stop")
     status = ag.stop()
-    check(status == 0, "agent exit status %s with parked connections: %s" % (status, ag.log_tail(10)))
+    check(status == 0, "agent exit status %s with parked connections: %s" % (status, ag.log_tail(80)))
     c.stdin.close()
     c.wait(30)
 
