@@ -1,10 +1,11 @@
-/* intercept: the TLS man-in-the-middle for watched LLM hosts. Each
- * intercepted connection runs on its own thread with non-blocking sockets
- * and poll() deadlines: an HTTP exchange is a sequence (request head, body,
- * upstream, response head, streamed body), and sequential code makes every
- * limit and every error path visible. A workstation has tens of concurrent
- * LLM connections, so a thread each (small stack) costs little; pass-through
- * traffic, which can be plentiful, stays on the event loop (conn.c).
+/* intercept: the TLS man-in-the-middle for watched LLM hosts. While an
+ * intercepted connection serves requests it runs on a thread of its own
+ * with non-blocking sockets and poll() deadlines: an HTTP exchange is a
+ * sequence (request head, body, upstream, response head, streamed body),
+ * and sequential code makes every limit and every error path visible. The
+ * client's TLS handshake and every wait for a next keep-alive request run
+ * on the event loop instead (icpark.c), so an idle connection holds no
+ * thread; pass-through traffic stays on the loop too (conn.c).
  *
  * What this file must never do: forward a request it could not frame
  * exactly as the server will (smuggling), hold a response whole, trust an
