@@ -32,9 +32,10 @@ struct icpark_ops {
 	/* Loop thread: the client's handshake failed (timed_out: the header
 	 * timeout passed first). free follows. */
 	void (*handshake_failed)(struct icpark *p, bool timed_out);
-	/* Either side, p off the loop: packs the idle connection into as
-	 * little memory as it can. Returns where p is now (p itself, or a new
-	 * allocation and p freed). */
+	/* Loop thread, p off the loop (watch and timer removed): packs the
+	 * idle connection into as little memory as it can, in the loop's
+	 * heap. Returns where p is now (p itself, or a new allocation and p
+	 * freed). */
 	struct icpark *(*pack)(struct icpark *p);
 	/* A thread of its own: serves what the client sent. Returns the
 	 * connection to park again (nothing of a next request buffered;
@@ -62,11 +63,12 @@ struct icpark {
 /* Sets up the hand-back queue on ag->loop. Loop thread, once. 0 or -errno. */
 int icpark_init(struct agent *ag);
 /* Frees every connection the loop holds or that is queued to it; a thread
- * that hands one back later frees it itself. After the loop stopped. */
+ * that hands one back later frees it itself, and serving threads get up to
+ * 2 s to do so. After the loop stopped. */
 void icpark_shutdown(struct agent *ag);
 
-/* Loop thread. Takes the accepted client (fd in p->w.fd, non-blocking; ssl
- * in accept state on it) and runs its TLS handshake on the loop. Always
+/* Loop thread. Takes the accepted client (fd, non-blocking; ssl in accept
+ * state on it) and runs its TLS handshake on the loop. Always
  * takes ownership: on a failure the ops are called (possibly before it
  * returns), so the caller must not touch p afterwards. */
 void icpark_start(struct icpark *p, struct agent *ag, int fd, SSL *ssl, const struct icpark_ops *ops);
