@@ -4,6 +4,7 @@
  * upstream does can stop the process. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <getopt.h>
 #include <malloc.h>
 #include <signal.h>
@@ -455,6 +456,25 @@ static void reload(struct runtime *rt)
 	}
 }
 
+/* A relayed connection holds six fds (two sockets, two pipes), an
+ * intercepted one its socket and, while serving, an upstream: the usual
+ * soft limit of 1024 would refuse clients long before max_connections.
+ * The soft limit goes up to what that needs, within the hard limit. */
+static void raise_fd_limit(uint32_t max_connections)
+{
+	struct rlimit rl;
+	rlim_t want = (rlim_t)max_connections * 6 + 256;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur >= want)
+		return;
+	rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ? rl.rlim_max : want;
+	if (setrlimit(RLIMIT_NOFILE, &rl))
+		log_warn("cannot raise the open file limit: %s", strerror(errno));
+	if (rl.rlim_cur < want)
+		log_warn("open file limit %llu: fewer than max_connections (%u) may fit",
+			 (unsigned long long)rl.rlim_cur, max_connections);
+}
+
 static void signal_event(struct loop_watch *w, uint32_t events)
 {
 	struct runtime *rt = (struct runtime *)((char *)w - offsetof(struct runtime, sigw));
@@ -581,6 +601,7 @@ int main(int argc, char **argv)
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	/* Core dumps would contain the interception CA key. */
 	setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 });
+	raise_fd_limit(ag.cfg->max_connections);
 	/* The helper that opens listeners in containers' namespaces keeps
 	 * CAP_SYS_ADMIN, so it is forked now: before any key is read, any
 	 * map exists or any thread runs. */
@@ -742,6 +763,9 @@ int main(int argc, char **argv)
 	log_info("watching %zu domains (%zu addresses) at %s, fail_mode %s, interception %s",
 		 ag.cfg->n_endpoints, targets_count(ag.targets), ag.cfg->cgroup,
 		 ag.cfg->fail_closed ? "closed" : "open", ag.certgen ? "on" : "off (no ca_cert)");
+	/* Loading the policy and compiling the detectors leave tens of MB
+	 * free in the heap: give them back before serving. */
+	malloc_trim(0);
 	fprintf(stderr, "vigil-agent ready\n");
 	fflush(stderr);
 

@@ -183,11 +183,19 @@ static struct inspect_scratch *conn_scratch(struct exchange *ex)
 {
 	struct exchange_conn *xc = ex->xc;
 	if (!xc->scratch) {
+		/* the results go with the scratch: an idle connection holds neither */
+		if (!(xc->res = calloc(2, sizeof(*xc->res))))
+			return NULL;
+		xc->hres = xc->res + 1;
+		inspect_result_init(xc->res);
+		inspect_result_init(xc->hres);
 		pthread_mutex_lock(&ex->ag->inspector_lock);
 		xc->scratch = inspect_scratch_new(ex->ag->inspector);
 		pthread_mutex_unlock(&ex->ag->inspector_lock);
-		inspect_result_init(&xc->res);
-		inspect_result_init(&xc->hres);
+		if (!xc->scratch) {
+			free(xc->res);
+			xc->res = xc->hres = NULL;
+		}
 	}
 	return xc->scratch;
 }
@@ -196,12 +204,22 @@ void exchange_conn_free(struct exchange_conn *xc)
 {
 	inspect_scratch_free(xc->scratch);
 	if (xc->scratch) {
-		inspect_result_free(&xc->res);
-		inspect_result_free(&xc->hres);
+		inspect_result_free(xc->res);
+		inspect_result_free(xc->hres);
+		free(xc->res);
 	}
 	vault_free(xc->vault);
+	xc->res = xc->hres = NULL;
 	xc->scratch = NULL;
 	xc->vault = NULL;
+}
+
+void exchange_conn_idle(struct exchange_conn *xc)
+{
+	struct vault *v = xc->vault;
+	xc->vault = NULL;
+	exchange_conn_free(xc);
+	xc->vault = v;
 }
 
 void exchange_init(struct exchange *ex, struct agent *ag, const struct conn_info *info,
@@ -471,8 +489,8 @@ static void apply_redaction(struct exchange *ex, const char *body, size_t len,
 	rp->vault = ex->xc->vault;
 	/* base64 text (a data: URI, a document block) and a compressed
 	 * multipart part cannot be rewritten in place: refuse, never skip */
-	for (size_t i = 0; i < ex->xc->res.nspans; i++) {
-		const struct inspect_span *sp = &ex->xc->res.spans[i];
+	for (size_t i = 0; i < ex->xc->res->nspans; i++) {
+		const struct inspect_span *sp = &ex->xc->res->spans[i];
 		if (sp->sealed && rp->action[sp->type] != REDACT_KEEP) {
 			block(ex, 403, "redaction_impossible", ex->rule ? ex->rule : "default:pii",
 			      "a value to redact is inside encoded content (base64, a compressed part)",
@@ -480,7 +498,7 @@ static void apply_redaction(struct exchange *ex, const char *body, size_t len,
 			return;
 		}
 	}
-	ret = redact_body(body, len, &ex->xc->res, rp, &out, &ex->redacted);
+	ret = redact_body(body, len, ex->xc->res, rp, &out, &ex->redacted);
 	if (ret == REDACT_CHANGED) {
 		ex->new_body = out.data;
 		ex->new_body_len = out.len;
@@ -569,7 +587,7 @@ static bool credential_header(const struct http_header *h)
 static int head_scan(struct exchange *ex, struct inspect_scratch *scratch, int hdr, const char *t,
 		     size_t n, const uint32_t *map)
 {
-	struct inspect_result *hr = &ex->xc->hres;
+	struct inspect_result *hr = ex->xc->hres;
 	int ret = inspect_text(scratch, t, n, hr);
 	if (ret)
 		return ret;
@@ -766,7 +784,7 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
 	}
 	if (!decode_body(ex, req, &body, &len))
 		return;
-	res = &ex->xc->res;
+	res = ex->xc->res;
 	const struct http_header *ct = http_find_header(req->headers, req->nheaders, "content-type");
 	ret = inspect_request_typed(scratch, ex->info->sni, ex->path, ct ? ct->value : "",
 				    ct ? ct->value_len : 0, body, len, res);

@@ -37,10 +37,13 @@ struct exchange_conn {
 	struct inspect_scratch *scratch;  /* from the inspector current at connect */
 	struct vault *vault;              /* a reference to the user's and program's
 					   * vault (vault.h), taken on first use */
-	struct inspect_result res;        /* reused per request */
-	struct inspect_result hres;       /* the request head's pieces, reused */
+	struct inspect_result *res;       /* reused per request (with scratch: an */
+	struct inspect_result *hres;      /* idle connection holds neither); hres: the head's pieces */
 };
 void exchange_conn_free(struct exchange_conn *xc);
+/* While the connection idles: frees what the next request rebuilds (the
+ * scanning scratch, from the inspector current then), keeps the vault. */
+void exchange_conn_idle(struct exchange_conn *xc);
 
 struct exchange {
 	struct agent *ag;                 /* borrowed */

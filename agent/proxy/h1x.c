@@ -1204,6 +1204,12 @@ bool h1x_done(const struct h1x *e)
 	return e->st == ST_DONE;
 }
 
+bool h1x_idle(const struct h1x *e)
+{
+	struct iovec iov[2];
+	return e->st == ST_REQ_HEAD && !e->in_len && !e->actions && !h1x_client_out(e, iov);
+}
+
 bool h1x_upstream_reusable(const struct h1x *e)
 {
 	return e->up_open && e->up_reusable;

@@ -100,6 +100,10 @@ uint64_t h1x_deadline(const struct h1x *e);
 /* Nothing more to do: close the client once its bytes are written (for an
  * HTTP/2 stream: the stream's exchange is over). */
 bool h1x_done(const struct h1x *e);
+/* Between requests with nothing of the next one read and nothing to
+ * write: the driver may park the connection (free the engine, wait on the
+ * loop) and start a new engine when the client sends again. */
+bool h1x_idle(const struct h1x *e);
 /* Whether the upstream the driver holds may serve another request. */
 bool h1x_upstream_reusable(const struct h1x *e);
 

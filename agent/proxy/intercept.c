@@ -1,11 +1,13 @@
-/* intercept: the TLS man-in-the-middle for watched LLM hosts. Each
- * intercepted connection runs on its own thread with non-blocking sockets
- * and poll() deadlines. The HTTP/1.1 logic (requests, limits, the
- * exchange, answers, pipelining) is the sans-IO engine in h1x.c; this file
- * is its driver and owns what the engine must not: the TLS connections on
- * both sides, the upstream pool, the clock. The driver writes what the
- * engine emits, carries out its actions (connect, close, relay a
- * WebSocket, linger), reads the side it wants and wakes it at its
+/* intercept: the TLS man-in-the-middle for watched LLM hosts. The
+ * client's TLS handshake and every wait for a next keep-alive request run
+ * on the event loop (icpark.c), so an idle connection holds no thread;
+ * while a connection serves requests it runs on a thread of its own with
+ * non-blocking sockets and poll() deadlines. The HTTP/1.1 logic (requests,
+ * limits, the exchange, answers, pipelining) is the sans-IO engine in
+ * h1x.c; this file is its driver and owns what the engine must not: the
+ * TLS connections on both sides, the upstream pool, the clock. The driver
+ * writes what the engine emits, carries out its actions (connect, close,
+ * relay a WebSocket, linger), reads the side it wants and wakes it at its
  * deadline. HTTP/2 streams (h2.c) come back through the same engine.
  * Pass-through traffic stays on the event loop (conn.c).
  *
@@ -34,6 +36,8 @@
 #include "proxy/grpccall.h"
 #include "proxy/h1x.h"
 #include "proxy/h2.h"
+#include "proxy/icpark.h"
+#include "zrle.h"
 #include "log.h"
 #include "loop.h"
 #include "proxy/mcp.h"
@@ -44,10 +48,10 @@
 #include "net/tls.h"
 #include "proxy/wsrelay.h"
 
-#define THREAD_STACK (256 * 1024)
 #define POOL_MAX 32
 #define POOL_PER_KEY 4
 #define POOL_IDLE_MS 30000
+#define PARK_GRACE_MS 100          /* a keep-alive connection quiet this long leaves its thread */
 
 /* ---- I/O with deadlines over non-blocking sockets ---- */
 
@@ -233,6 +237,7 @@ struct ic {
 	bool want_h2;              /* gRPC: the upstream must speak HTTP/2 (ALPN h2 only) */
 	struct upstream gup;       /* gRPC: the HTTP/2 upstream, apart from up (HTTP/1.1) */
 	struct grpccall_session *gsess;  /* its session, kept across the connection's calls */
+	struct icpark park;        /* handshake and idle waits on the loop (icpark.h) */
 };
 
 /* Opens the upstream the engine asked for: from the pool (*reused), the
@@ -246,6 +251,12 @@ static int upstream_connect(struct ic *ic, bool *reused, const char **reason, ch
 	int fd, ret;
 
 	*reused = false;
+	if (ic->up.ssl && !ic->want_h2) {
+		/* the client's own tunnel, kept while it was parked: reused
+		 * like a pooled one (one retry if it turns out closed) */
+		*reused = true;
+		return 0;
+	}
 	if (!ic->want_h2 && pool_take(&ic->info.origin, ic->info.sni, ic->info.tunnel_port, &ic->up)) {
 		*reused = true;
 		return 0;
@@ -435,7 +446,10 @@ static void relay_websocket(struct ic *ic)
 
 /* Serves the engine until it is done: writes what it emits, carries out
  * its actions, feeds it what it wants, honours its deadline. */
-static void drive(struct ic *ic)
+/* Serves the engine until it is done. may_park: between requests, a
+ * client quiet for PARK_GRACE_MS makes it return true instead (the
+ * connection then waits on the loop, icpark.c). */
+static bool drive(struct ic *ic, bool may_park)
 {
 	struct h1x *hx = ic->hx;
 	for (;;) {
@@ -465,15 +479,21 @@ static void drive(struct ic *ic)
 		if (act & H1X_LINGER)
 			linger(ic);
 		if (h1x_done(hx))
-			return;
+			return false;
 		if (!h1x_want_client(hx) && !h1x_want_upstream(hx) && !h1x_deadline(hx))
-			return;   /* nothing can move it: never spin */
+			return false;   /* nothing can move it: never spin */
+		/* A busy client's next request follows within a round trip:
+		 * waiting a little here keeps its thread, scratch and upstream
+		 * instead of paying for all three again. */
+		if (may_park && h1x_idle(hx) && !SSL_has_pending(ic->cssl) &&
+		    wait_fd(ic->cfd, POLLIN, loop_now_ms() + PARK_GRACE_MS) == -ETIMEDOUT)
+			return true;
 		wait_and_feed(ic);
 	}
 }
 
 /* ---- HTTP/2 clients: agent/proxy/h2.c turns each stream into a request that
- * serve_request handles exactly as an HTTP/1.1 one ---- */
+ * the HTTP/1.1 engine (h1x) serves exactly as an HTTP/1.1 one ---- */
 
 static bool h2_negotiated(SSL *ssl)
 {
@@ -502,7 +522,7 @@ static int h2_io_exchange(void *arg, struct h2_conn *h2, const char *req, size_t
 	if (ret)
 		return ret;
 	ic->h2 = h2;
-	drive(ic);
+	drive(ic, false);
 	ic->h2 = NULL;
 	/* cut short mid-answer: the engine had the upstream closed too */
 	return h1x_h2_end(ic->hx);
@@ -637,67 +657,70 @@ static void serve_h2(struct ic *ic)
 		 ic->info.sni, why);
 }
 
-static void serve(struct ic *ic)
+static struct ic *ic_of(struct icpark *p)
 {
-	const struct config *cfg = ic->ag->cfg;
-	SSL_CTX *ctx = certgen_ctx(ic->ag->certgen, ic->info.sni, strlen(ic->info.sni));
-	int ret;
+	return (struct ic *)((char *)p - offsetof(struct ic, park));
+}
 
-	if (!ctx || !(ic->cssl = SSL_new(ctx)) || !SSL_set_fd(ic->cssl, ic->cfd)) {
-		SSL_CTX_free(ctx);
-		return;
+/* Loop thread: the client's TLS handshake failed or timed out. Usually a
+ * client that does not trust the interception CA (or pins its provider's
+ * key): audit it so IT can add a passthrough entry. */
+static void ic_handshake_failed(struct icpark *p, bool timed_out)
+{
+	struct ic *ic = ic_of(p);
+	struct audit_event ev;
+	audit_event_init(&ev, "connection");
+	conn_info_fill_event(&ic->info, &ev);
+	ev.action = "intercept";
+	ev.reason = timed_out ? "client_handshake_timeout" : "client_rejected_interception";
+	ev.error = timed_out ? "client TLS handshake timed out" :
+			       "client TLS handshake failed (CA not trusted or pinned client?)";
+	ev.latency_ms = loop_now_ms() - ic->info.t_start_ms;
+	/* Remembered whatever the mode (the loop thread reads the
+	 * mode, so a reload to passthrough applies to past refusals),
+	 * before the audit write so a quick retry finds it. */
+	char rule[128];
+	uint64_t ttl;
+	if (!timed_out) {
+		rejca_note(ic->ag->rejected_ca, ic->info.id.exe, ic->info.sni, loop_now_ms());
+		/* names what decides the next attempt: a rejected_ca
+		 * entry, or the agent's on_rejected_ca */
+		conn_info_rejected_ca(ic->ag, &ic->info, &ttl, rule, sizeof(rule));
+		ev.rule = rule;
 	}
-	SSL_CTX_free(ctx);
-	SSL_set_options(ic->cssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
-	/* Read whole records in one syscall; give buffers back while idle. */
-	SSL_set_read_ahead(ic->cssl, 1);
-	SSL_set_mode(ic->cssl, SSL_MODE_RELEASE_BUFFERS);
-	if ((ret = tls_handshake(ic->cssl, ic->cfd, true, loop_now_ms() + cfg->header_timeout_ms))) {
-		/* Usually a client that does not trust the interception CA (or pins
-		 * its provider's key): audit it so IT can add a passthrough entry. */
-		struct audit_event ev;
-		audit_event_init(&ev, "connection");
-		conn_info_fill_event(&ic->info, &ev);
-		ev.action = "intercept";
-		ev.reason = ret == -ETIMEDOUT ? "client_handshake_timeout" : "client_rejected_interception";
-		ev.error = ret == -ETIMEDOUT ? "client TLS handshake timed out" :
-					       "client TLS handshake failed (CA not trusted or pinned client?)";
-		ev.latency_ms = loop_now_ms() - ic->info.t_start_ms;
-		/* Remembered whatever the mode (the loop thread reads the
-		 * mode, so a reload to passthrough applies to past refusals),
-		 * before the audit write so a quick retry finds it. */
-		char rule[128];
-		uint64_t ttl;
-		if (ret != -ETIMEDOUT) {
-			rejca_note(ic->ag->rejected_ca, ic->info.id.exe, ic->info.sni, loop_now_ms());
-			/* names what decides the next attempt: a rejected_ca
-			 * entry, or the agent's on_rejected_ca */
-			conn_info_rejected_ca(ic->ag, &ic->info, &ttl, rule, sizeof(rule));
-			ev.rule = rule;
-		}
-		audit_emit(ic->ag->audit, &ev);
-		return;
-	}
+	audit_emit(ic->ag->audit, &ev);
+}
 
-	if (!(ic->hx = h1x_new(ic->ag, &ic->info, &ic->xc, loop_now_ms())))
-		return;
-	if (h2_negotiated(ic->cssl))
-		serve_h2(ic);
-	else
-		drive(ic);
-	/* A tunnel opened with this client's proxy credentials is not lent to
-	 * another client: the proxy would log its requests under this user. */
-	if (ic->up.ssl && h1x_upstream_reusable(ic->hx) && !ic->info.tunnel_auth[0])
+/* The upstream goes back to the pool when the client is done with it. A
+ * tunnel opened with this client's proxy credentials is not lent to
+ * another client: the proxy would log its requests under this user. */
+static void release_upstream(struct ic *ic, bool reusable)
+{
+	if (ic->up.ssl && reusable && !ic->info.tunnel_auth[0])
 		pool_put(&ic->up);
 	else
 		upstream_close(&ic->up);
-	SSL_shutdown(ic->cssl);
 }
 
-static void *ic_main(void *arg)
+/* Before parking: an idle connection keeps its conversation (vault, its
+ * own tunnel) and gives back everything a request rebuilds: buffers, the
+ * inspection scratch, and a pooled upstream (the pool checks it is still
+ * alive when the next request takes one). */
+static void ic_idle(struct ic *ic)
 {
-	struct ic *ic = arg;
-	serve(ic);
+	bool reusable = h1x_upstream_reusable(ic->hx);
+	/* a tunnel with this client's credentials stays with it: the next
+	 * engine takes it as a reused upstream (upstream_connect) */
+	if (!ic->info.tunnel_auth[0] || !reusable)
+		release_upstream(ic, reusable);
+	h1x_free(ic->hx);
+	ic->hx = NULL;
+	exchange_conn_idle(&ic->xc);
+}
+
+/* Closes the connection and frees what it holds (ic itself: the caller's). */
+static void ic_close(struct ic *ic)
+{
 	SSL_free(ic->cssl);
 	upstream_close(&ic->up);
 	grpccall_session_free(ic->gsess);
@@ -709,17 +732,110 @@ static void *ic_main(void *arg)
 	if (ic->info.have_tunnel_fd)
 		close(ic->info.tunnel_fd);
 	atomic_fetch_sub(&ic->ag->stats.active, 1);
+}
+
+/* An idle connection, packed: its struct ic with the zero runs squeezed
+ * out (most of it is fixed-size identity strings, mostly empty, and
+ * pointers ic_idle cleared), a small fraction of its size. The icpark
+ * heads it so the loop holds it like any other. */
+struct ic_packed {
+	struct icpark park;
+	size_t len;
+	unsigned char img[];
+};
+
+static struct icpark *ic_pack(struct icpark *p)
+{
+	struct ic *ic = ic_of(p);
+	unsigned char img[zrle_bound(sizeof(*ic))];
+	size_t len = zrle_pack(ic, sizeof(*ic), img);
+	struct ic_packed *pk = malloc(sizeof(*pk) + len);
+	if (!pk)
+		return p;   /* stays whole: it still works, it only costs more */
+	pk->park = ic->park;
+	pk->park.packed = true;
+	pk->len = len;
+	memcpy(pk->img, img, len);
+	explicit_bzero(ic->info.tunnel_auth, sizeof(ic->info.tunnel_auth));
 	free(ic);
-	OPENSSL_thread_stop();
+	return &pk->park;
+}
+
+/* The packed connection back into dst (its icpark as the loop left it). */
+static int ic_unpack_into(struct icpark *p, struct ic *dst)
+{
+	struct ic_packed *pk = (struct ic_packed *)p;
+	if (zrle_unpack(pk->img, pk->len, dst, sizeof(*dst)))
+		return -EINVAL;
+	dst->park = pk->park;
+	dst->park.packed = false;
+	return 0;
+}
+
+static void ic_free(struct icpark *p)
+{
+	if (p->packed) {
+		struct ic_packed *pk = (struct ic_packed *)p;
+		struct ic tmp;
+		/* our own bytes: unpacking fails only on a broken invariant */
+		if (ic_unpack_into(p, &tmp))
+			abort();
+		ic_close(&tmp);
+		explicit_bzero(pk->img, pk->len);   /* it held the proxy credentials */
+		free(pk);
+		return;
+	}
+	struct ic *ic = ic_of(p);
+	ic_close(ic);
+	free(ic);
+}
+
+/* A thread of its own: serves the requests the client sent. HTTP/2 (and a
+ * WebSocket session, inside proxy_exchange) keep the thread to the end. */
+static struct icpark *ic_serve(struct icpark *p)
+{
+	struct ic *ic;
+
+	if (p->packed) {
+		if (!(ic = malloc(sizeof(*ic))) || ic_unpack_into(p, ic)) {
+			free(ic);
+			log_warn("intercepted connection closed: out of memory");
+			ic_free(p);
+			return NULL;
+		}
+		explicit_bzero(((struct ic_packed *)p)->img, ((struct ic_packed *)p)->len);
+		free(p);
+	} else {
+		ic = ic_of(p);
+	}
+	/* a new engine after each park: nothing of the next request was read */
+	if (!ic->hx && !(ic->hx = h1x_new(ic->ag, &ic->info, &ic->xc, loop_now_ms()))) {
+		log_warn("intercepted connection closed: out of memory");
+		ic_free(&ic->park);
+		return NULL;
+	}
+	if (h2_negotiated(ic->cssl)) {
+		serve_h2(ic);
+	} else if (drive(ic, true)) {
+		/* quiet: wait on the loop (which packs it: in its heap, not
+		 * amid the buffers this thread freed) */
+		ic_idle(ic);
+		return &ic->park;
+	}
+	release_upstream(ic, h1x_upstream_reusable(ic->hx));
+	SSL_shutdown(ic->cssl);
+	ic_free(&ic->park);
 	return NULL;
 }
 
+static const struct icpark_ops ic_park_ops = { ic_handshake_failed, ic_pack, ic_serve, ic_free };
+
+/* Loop thread: the handshake and every idle wait run on the loop
+ * (icpark.c); a thread serves only while requests are under way. */
 int intercept_start(struct agent *ag, int cfd, const struct conn_info *info)
 {
-	pthread_attr_t attr;
-	pthread_t tid;
 	struct ic *ic;
-	int ret;
+	SSL_CTX *ctx;
 
 	if (!ag->certgen)
 		return -ENOSYS;
@@ -731,16 +847,20 @@ int intercept_start(struct agent *ag, int cfd, const struct conn_info *info)
 	ic->up.fd = -1;
 	ic->gup.fd = -1;
 	atomic_fetch_add(&ag->stats.active, 1);
-	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, THREAD_STACK);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	ret = pthread_create(&tid, &attr, ic_main, ic);
-	pthread_attr_destroy(&attr);
-	if (ret) {
-		atomic_fetch_sub(&ag->stats.active, 1);
-		free(ic);
-		return -ret;
+	ctx = certgen_ctx(ag->certgen, info->sni, strlen(info->sni));
+	if (!ctx || !(ic->cssl = SSL_new(ctx)) || !SSL_set_fd(ic->cssl, cfd)) {
+		/* taken and closed, as a failed handshake would be */
+		SSL_CTX_free(ctx);
+		ic_free(&ic->park);
+		return 0;
 	}
+	SSL_CTX_free(ctx);
+	SSL_set_accept_state(ic->cssl);
+	SSL_set_options(ic->cssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	/* Read whole records in one syscall; give buffers back while idle. */
+	SSL_set_read_ahead(ic->cssl, 1);
+	SSL_set_mode(ic->cssl, SSL_MODE_RELEASE_BUFFERS);
+	icpark_start(&ic->park, ag, cfd, ic->cssl, &ic_park_ops);
 	return 0;
 }
 
@@ -751,6 +871,10 @@ int intercept_init(struct agent *ag, char *err, size_t errlen)
 
 	if (!cfg->ca_cert)
 		return 0;
+	if ((ret = icpark_init(ag))) {
+		snprintf(err, errlen, "cannot set up the intercepted connections' hand-back: %s", strerror(-ret));
+		return ret;
+	}
 	if ((ret = certgen_new(cfg->ca_cert, cfg->ca_key, 1024, &ag->certgen, err, errlen)))
 		return ret;
 	certgen_offer_h2(ag->certgen, cfg->h2.enabled);
@@ -767,6 +891,7 @@ int intercept_init(struct agent *ag, char *err, size_t errlen)
 
 void intercept_shutdown(struct agent *ag)
 {
+	icpark_shutdown(ag);
 	pthread_mutex_lock(&pool_lock);
 	while (pool_n)
 		upstream_close(&pool[--pool_n]);
