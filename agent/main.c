@@ -467,6 +467,11 @@ static void raise_fd_limit(uint32_t max_connections)
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur >= want)
 		return;
+	/* Still privileged here (CAP_SYS_RESOURCE): the hard limit may be
+	 * raised too. Else (an unprivileged run) up to the hard limit. */
+	struct rlimit up = { want, rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ? want : rl.rlim_max };
+	if (!setrlimit(RLIMIT_NOFILE, &up))
+		return;
 	rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ? rl.rlim_max : want;
 	if (setrlimit(RLIMIT_NOFILE, &rl))
 		log_warn("cannot raise the open file limit: %s", strerror(errno));
