@@ -65,7 +65,7 @@ struct text_ref {
 
 struct grpccall {
 	struct exchange *ex;
-	struct h2_conn *h2;
+	struct h2_stream *h2;
 	const struct h2_grpc_call *call;
 	const struct grpccall_io *io;
 	uint64_t max_msg;
@@ -1051,7 +1051,7 @@ static const struct llm_schema *known_method(const char *path)
 	return NULL;
 }
 
-int grpccall_serve(struct exchange *ex, struct h2_conn *h2, const struct h2_grpc_call *call,
+int grpccall_serve(struct exchange *ex, struct h2_stream *h2, const struct h2_grpc_call *call,
 		   const struct grpccall_io *io)
 {
 	struct grpccall g = { .ex = ex, .h2 = h2, .call = call, .io = io, .max_msg = ex->ag->cfg->max_body_bytes,

@@ -56,7 +56,7 @@ struct grpccall_io {
  * provider, model, decision, findings, usage, status). Returns 0 when the
  * client got a complete answer (trailers included), < 0 when the stream
  * must be reset. */
-int grpccall_serve(struct exchange *ex, struct h2_conn *h2, const struct h2_grpc_call *call,
+int grpccall_serve(struct exchange *ex, struct h2_stream *h2, const struct h2_grpc_call *call,
 		   const struct grpccall_io *io);
 
 /* The grpc-status for an HTTP status the agent would have answered. */

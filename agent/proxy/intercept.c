@@ -238,7 +238,7 @@ struct ic {
 	size_t fwd_cap;
 	unsigned nreq;
 	struct exchange_conn xc;   /* scan state and token vault of this conversation */
-	struct h2_conn *h2;        /* HTTP/2: the codec answers go through (h2.h) */
+	struct h2_stream *h2;      /* HTTP/2: the stream answers go through (h2.h) */
 	int h2_refuse;             /* HTTP/2: the stream broke a limit, answer this status */
 	bool want_h2;              /* gRPC: the upstream must speak HTTP/2 (ALPN h2 only) */
 	struct upstream gup;       /* gRPC: the HTTP/2 upstream, apart from up (HTTP/1.1) */
@@ -1072,21 +1072,103 @@ static bool h2_negotiated(SSL *ssl)
 	return n == 2 && !memcmp(p, "h2", 2);
 }
 
-static ssize_t h2_io_read(void *arg, void *buf, size_t len, uint32_t timeout_ms)
+/* The streams of one HTTP/2 connection run concurrently, each on its own
+ * worker thread (h2.h) and its own struct ic (request and response
+ * buffers, upstream, scan scratch): nothing of an exchange is shared
+ * between streams but what is here, under mu. The connection's ic keeps
+ * the client socket (its thread alone reads and writes it) and the gRPC
+ * upstream, lent to one call at a time (gmu). */
+#define H2_SPARE_XC 4
+struct h2_glue {
+	struct ic *ic;
+	pthread_mutex_t mu;        /* spare, nspare, ic->info's tunnel fd */
+	struct exchange_conn spare[H2_SPARE_XC];  /* scan scratch kept for the next streams */
+	unsigned nspare;
+	pthread_mutex_t gmu;       /* held by the call using ic->gup and ic->gsess */
+};
+
+/* A stream's own ic: the connection's identity, a spare scratch, and
+ * the client's tunnel to its proxy if still unused (used once). */
+static struct ic *stream_ic_new(struct h2_glue *g, struct h2_stream *st)
 {
-	struct ic *ic = arg;
-	return tls_read(ic->cssl, ic->cfd, buf, len, loop_now_ms() + timeout_ms);
+	struct ic *sub = calloc(1, sizeof(*sub));
+	if (!sub)
+		return NULL;
+	sub->ag = g->ic->ag;
+	sub->cfd = -1;
+	sub->up.fd = -1;
+	sub->gup.fd = -1;
+	sub->h2 = st;
+	pthread_mutex_lock(&g->mu);
+	sub->info = g->ic->info;
+	g->ic->info.have_tunnel_fd = false;
+	if (g->nspare)
+		sub->xc = g->spare[--g->nspare];
+	pthread_mutex_unlock(&g->mu);
+	return sub;
+}
+
+/* On the stream's worker thread, once its exchange is over. */
+static void stream_ic_free(struct h2_glue *g, struct ic *sub)
+{
+	/* as serve() does at the end of a connection */
+	if (sub->up.ssl && sub->up_reusable && !sub->info.tunnel_auth[0])
+		pool_put(&sub->up);
+	else
+		upstream_close(&sub->up);
+	charge(sub, 0, 0);
+	free(sub->in);
+	free(sub->body);
+	free(sub->rbuf);
+	free(sub->fwd);
+	pthread_mutex_lock(&g->mu);
+	if (sub->info.have_tunnel_fd && !g->ic->info.have_tunnel_fd) {
+		g->ic->info.have_tunnel_fd = true;     /* unused: the next stream's */
+		g->ic->info.tunnel_fd = sub->info.tunnel_fd;
+	} else if (sub->info.have_tunnel_fd) {
+		close(sub->info.tunnel_fd);
+	}
+	if (g->nspare < H2_SPARE_XC)
+		g->spare[g->nspare++] = sub->xc;
+	else
+		exchange_conn_free(&sub->xc);
+	pthread_mutex_unlock(&g->mu);
+	explicit_bzero(sub->info.tunnel_auth, sizeof(sub->info.tunnel_auth));
+	free(sub);
+	OPENSSL_thread_stop();
+}
+
+/* The client socket, or -EAGAIN when a worker wakes the connection
+ * thread (wake_fd) before the client says anything. */
+static ssize_t h2_io_read(void *arg, void *buf, size_t len, uint32_t timeout_ms, int wake_fd)
+{
+	struct ic *ic = ((struct h2_glue *)arg)->ic;
+	uint64_t deadline = loop_now_ms() + timeout_ms;
+
+	if (wake_fd >= 0 && !SSL_has_pending(ic->cssl)) {
+		struct pollfd p[2] = { { ic->cfd, POLLIN, 0 }, { wake_fd, POLLIN, 0 } };
+		int n = poll(p, 2, (int)timeout_ms);
+		if (n == 0)
+			return -ETIMEDOUT;
+		if (n < 0 || (p[1].revents & POLLIN))
+			return -EAGAIN;
+	}
+	return tls_read(ic->cssl, ic->cfd, buf, len, deadline);
 }
 
 static int h2_io_write(void *arg, const void *buf, size_t len)
 {
-	struct ic *ic = arg;
+	struct ic *ic = ((struct h2_glue *)arg)->ic;
 	return tls_write_all(ic->cssl, ic->cfd, buf, len, loop_now_ms() + ic->ag->cfg->idle_timeout_ms);
 }
 
-static int h2_io_exchange(void *arg, struct h2_conn *h2, const char *req, size_t len, int refuse)
+/* On the stream's worker thread. */
+static int h2_io_exchange(void *arg, struct h2_stream *st, const char *req, size_t len, int refuse)
 {
-	struct ic *ic = arg;
+	struct h2_glue *g = arg;
+	struct ic *ic = stream_ic_new(g, st);
+	if (!ic)
+		return -ENOMEM;
 	int ret = grow_charged(ic, &ic->in, &ic->in_cap, len, len);
 	if (ret == -ENOBUFS) {
 		/* the buffer budget is spent: refuse with the 503 HTTP/1.1
@@ -1096,20 +1178,17 @@ static int h2_io_exchange(void *arg, struct h2_conn *h2, const char *req, size_t
 		ret = len ? grow_charged(ic, &ic->in, &ic->in_cap, len, len) : -EINVAL;
 		refuse = 503;
 	}
-	if (ret)
-		return ret;
-	memcpy(ic->in, req, len);
-	ic->in_len = len;
-	ic->h2 = h2;
-	ic->h2_refuse = refuse;
-	ret = serve_request(ic);
-	ic->h2 = NULL;
-	ic->h2_refuse = 0;
-	ic->in_len = 0;
-	release_buffers(ic);
-	/* cut short mid-answer: the upstream is mid-response too */
-	if (ret < 0)
-		upstream_close(&ic->up);
+	if (!ret) {
+		memcpy(ic->in, req, len);
+		ic->in_len = len;
+		ic->h2_refuse = refuse;
+		ret = serve_request(ic);
+		/* cut short mid-answer (or reset by the client): the upstream
+		 * is mid-response too, never pooled */
+		if (ret < 0)
+			upstream_close(&ic->up);
+	}
+	stream_ic_free(g, ic);
 	return ret;
 }
 
@@ -1118,7 +1197,7 @@ static int h2_io_exchange(void *arg, struct h2_conn *h2, const char *req, size_t
  * allowance: every queued stream may hold one). */
 static int h2_io_charge(void *arg, int64_t delta)
 {
-	struct ic *ic = arg;
+	struct ic *ic = ((struct h2_glue *)arg)->ic;
 	atomic_ulong *b = &ic->ag->stats.buffered;
 	if (delta > 0 && atomic_fetch_add(b, (unsigned long)delta) + (uint64_t)delta > ic->ag->cfg->max_buffered_bytes) {
 		atomic_fetch_sub(b, (unsigned long)delta);
@@ -1131,7 +1210,8 @@ static int h2_io_charge(void *arg, int64_t delta)
 
 /* gRPC streams (agent/proxy/grpccall.c): the upstream is an HTTP/2
  * connection of their own (ic->gup), kept for the client connection's
- * next calls, never pooled and never used for HTTP/1.1. */
+ * next calls, never pooled and never used for HTTP/1.1. ic is the
+ * stream's own. */
 struct grpc_glue {
 	struct ic *ic;
 	uint64_t ticket;           /* begin_request_event's, 0 = none yet */
@@ -1184,21 +1264,42 @@ static void grpc_begin(void *arg, struct exchange *ex)
 	g->ticket = begin_request_event(g->ic, ex);
 }
 
-static int h2_io_grpc(void *arg, struct h2_conn *h2, const struct h2_grpc_call *call)
+/* On the stream's worker thread. The connection's gRPC upstream serves
+ * one call at a time: a call made while it is busy gets an upstream of
+ * its own, closed after it. */
+static int h2_io_grpc(void *arg, struct h2_stream *st, const struct h2_grpc_call *call)
 {
-	struct grpc_glue glue = { arg, 0 };
-	struct grpccall_io io = { &glue, grpc_up_connect, grpc_up_read, grpc_up_write, grpc_up_close,
-				  &glue.ic->gsess, grpc_begin };
+	struct h2_glue *g = arg;
+	struct grpc_glue glue = { stream_ic_new(g, st), 0 };
+	struct ic *ic = glue.ic;
 	struct exchange ex;
 
-	exchange_init(&ex, glue.ic->ag, &glue.ic->info, &glue.ic->xc);
+	if (!ic)
+		return -ENOMEM;
+	bool shared = pthread_mutex_trylock(&g->gmu) == 0;
+	if (shared) {
+		ic->gup = g->ic->gup;
+		ic->gsess = g->ic->gsess;
+	}
+	struct grpccall_io io = { &glue, grpc_up_connect, grpc_up_read, grpc_up_write, grpc_up_close,
+				  &ic->gsess, grpc_begin };
+	exchange_init(&ex, ic->ag, &ic->info, &ic->xc);
 	ex.t_start_ms = loop_now_ms();
-	glue.ic->nreq++;
-	int ret = grpccall_serve(&ex, h2, call, &io);
+	ic->nreq++;
+	int ret = grpccall_serve(&ex, st, call, &io);
 	ex.latency_ms = loop_now_ms() - ex.t_start_ms;
 	exchange_done(&ex);
-	emit_request_event(glue.ic, &ex, glue.ticket);
+	emit_request_event(ic, &ex, glue.ticket);
 	exchange_free(&ex);
+	if (shared) {
+		g->ic->gup = ic->gup;
+		g->ic->gsess = ic->gsess;
+		pthread_mutex_unlock(&g->gmu);
+	} else {
+		grpccall_session_free(ic->gsess);
+		upstream_close(&ic->gup);
+	}
+	stream_ic_free(g, ic);
 	return ret;
 }
 
@@ -1216,11 +1317,21 @@ static void serve_h2(struct ic *ic)
 		.max_body_bytes = cfg->max_body_bytes,
 		.idle_timeout_ms = cfg->idle_timeout_ms,
 	};
-	struct h2_io io = { ic, h2_io_read, h2_io_write, loop_now_ms, h2_io_exchange, h2_io_charge, h2_io_grpc };
+	struct h2_glue g = { .ic = ic };
+	struct h2_io io = { &g, h2_io_read, h2_io_write, loop_now_ms, h2_io_exchange, h2_io_charge, h2_io_grpc };
 	char why[160];
 	bool abuse;
+	int rc;
 
-	if (h2_serve(&lim, &io, &abuse, why, sizeof(why)) != 1)
+	pthread_mutex_init(&g.mu, NULL);
+	pthread_mutex_init(&g.gmu, NULL);
+	/* returns once every stream's worker has ended */
+	rc = h2_serve(&lim, &io, &abuse, why, sizeof(why));
+	while (g.nspare)
+		exchange_conn_free(&g.spare[--g.nspare]);
+	pthread_mutex_destroy(&g.gmu);
+	pthread_mutex_destroy(&g.mu);
+	if (rc != 1)
 		return;
 	/* the client broke a limit or the protocol: GOAWAY was sent; audited
 	 * so a flood is visible, with which limit (never frame content) */

@@ -12,6 +12,7 @@
 #include "content/json.h"
 
 #include <nghttp2/nghttp2.h>
+#include <unistd.h>
 
 struct pipe {
 	nghttp2_session *cli;
@@ -28,6 +29,8 @@ struct pipe {
 	size_t resp_trunc;             /* 0, or write only this much of resp */
 	int ret;                       /* exchange's return */
 	size_t data_seen_mid;          /* client body bytes seen between the two writes */
+	size_t want_mid;               /* the worker waits (bounded) until the client saw this many */
+	_Atomic size_t seen;           /* body bytes the client has (the worker reads it) */
 	/* the client's view */
 	int status;
 	struct buf body;
@@ -59,13 +62,14 @@ static int srv_write(void *arg, const void *buf, size_t len)
 	return 0;
 }
 
-static ssize_t srv_read(void *arg, void *buf, size_t len, uint32_t timeout_ms)
+static ssize_t srv_read(void *arg, void *buf, size_t len, uint32_t timeout_ms, int wake_fd)
 {
 	struct pipe *p = arg;
 	const uint8_t *d;
 	ssize_t n;
 
 	(void)timeout_ms;
+	(void)wake_fd;
 	while ((n = nghttp2_session_mem_send(p->cli, &d)) > 0)
 		buf_append(&p->c2s, d, (size_t)n);
 	size_t avail = p->c2s.len - p->c2s_off;
@@ -90,7 +94,16 @@ static int srv_charge(void *arg, int64_t delta)
 	return 0;
 }
 
-static int srv_exchange(void *arg, struct h2_conn *h2, const char *req, size_t len, int refuse)
+/* The exchange runs on a worker thread, its answer goes out on the
+ * connection's: wait (bounded) until the client has what was written. */
+static size_t seen_mid(struct pipe *p)
+{
+	for (int i = 0; i < 2000 && p->seen < p->want_mid; i++)
+		usleep(1000);
+	return p->seen;
+}
+
+static int srv_exchange(void *arg, struct h2_stream *h2, const char *req, size_t len, int refuse)
 {
 	struct pipe *p = arg;
 	size_t n = p->resp_trunc ? p->resp_trunc : p->resp_len;
@@ -102,7 +115,7 @@ static int srv_exchange(void *arg, struct h2_conn *h2, const char *req, size_t l
 	buf_append(&p->req, req, len);
 	if (cut && h2_respond(h2, p->resp, cut))
 		return -EIO;
-	p->data_seen_mid = p->body.len;
+	p->data_seen_mid = seen_mid(p);
 	if (n > cut && h2_respond(h2, p->resp + cut, n - cut))
 		return -EIO;
 	return p->ret;
@@ -131,6 +144,7 @@ static int cli_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t
 	struct pipe *p = user;
 	(void)s; (void)flags; (void)id;
 	buf_append(&p->body, data, len);
+	p->seen = p->body.len;
 	return 0;
 }
 
@@ -272,6 +286,7 @@ TEST(sse_answer_streams_before_the_exchange_ends)
 		p.resp = RESP_SSE;
 		p.resp_len = sizeof(RESP_SSE) - 1;
 		p.resp_cut = cut;
+		p.want_mid = RESP_SSE + cut >= first_event_end ? 19 : 0;
 		CHECK(run(&p, &b, NULL, NULL, 0) == 0, "cut %zu", cut);
 		CHECK(p.status == 200 && p.end && !p.bad_header, "cut %zu: status %d end %d te %d", cut, p.status,
 		      p.end, p.bad_header);
@@ -433,7 +448,7 @@ TEST(buffer_budget_refuses_with_503_and_is_given_back)
 
 /* ---- gRPC streams: handed whole to io->grpc, answered with trailers ---- */
 
-static int srv_grpc(void *arg, struct h2_conn *h2, const struct h2_grpc_call *c)
+static int srv_grpc(void *arg, struct h2_stream *h2, const struct h2_grpc_call *c)
 {
 	struct pipe *p = arg;
 	static const struct h2_field head[] = { { ":status", "200", 7, 3 }, { "content-type", "application/grpc", 12, 16 } };
@@ -447,7 +462,7 @@ static int srv_grpc(void *arg, struct h2_conn *h2, const struct h2_grpc_call *c)
 		return h2_send_head(h2, only, 2, true);
 	if (h2_send_head(h2, head, 2, false) || h2_send_data(h2, "\0\0\0\0\2", 5) || h2_send_data(h2, "hi", 2))
 		return -EIO;
-	p->data_seen_mid = p->body.len;
+	p->data_seen_mid = seen_mid(p);
 	return h2_send_trailers(h2, trl, 2);
 }
 
@@ -473,6 +488,7 @@ TEST(grpc_stream_goes_whole_to_io_grpc_and_gets_trailers)
 		struct body_src b = { msg, sizeof(msg) - 1, 0 };
 		pipe_init(&p);
 		p.step = step;   /* 0: whole reads; else that many bytes at a time */
+		p.want_mid = 7;
 		CHECK(run_grpc(&p, &b) == 0, "serve");
 		CHECK(p.nexchanges == 1 && p.req.len == 0, "not served as gRPC: %d exchanges, %zu HTTP/1.1 bytes",
 		      p.nexchanges, p.req.len);
