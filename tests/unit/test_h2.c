@@ -31,6 +31,13 @@ struct pipe {
 	size_t data_seen_mid;          /* client body bytes seen between the two writes */
 	size_t want_mid;               /* the worker waits (bounded) until the client saw this many */
 	_Atomic size_t seen;           /* body bytes the client has (the worker reads it) */
+	/* several streams */
+	_Atomic unsigned ends;         /* bit id/2: the client saw END_STREAM on stream id */
+	_Atomic unsigned resets;       /* bit id/2: RST_STREAM from the server */
+	bool rst_slow_on_data;         /* the client resets stream 1 at its first DATA */
+	bool quick_first;              /* stream 3 had ended when stream 1's worker looked */
+	int slow_rc;                   /* what h2_respond said to stream 1's worker at the end */
+	bool resets_wanted;            /* stream 1's worker writes until refused */
 	/* the client's view */
 	int status;
 	struct buf body;
@@ -142,9 +149,13 @@ static int cli_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t 
 static int cli_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len, void *user)
 {
 	struct pipe *p = user;
-	(void)s; (void)flags; (void)id;
+	(void)flags;
 	buf_append(&p->body, data, len);
 	p->seen = p->body.len;
+	if (id == 1 && p->rst_slow_on_data) {
+		p->rst_slow_on_data = false;
+		nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, 1, NGHTTP2_CANCEL);
+	}
 	return 0;
 }
 
@@ -155,6 +166,11 @@ static int cli_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
 	if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) && (f->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
 	    f->hd.stream_id == 1)
 		p->end = true;
+	if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) && (f->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+	    f->hd.stream_id < 64)
+		p->ends |= 1u << (f->hd.stream_id / 2);
+	if (f->hd.type == NGHTTP2_RST_STREAM && f->hd.stream_id < 64)
+		p->resets |= 1u << (f->hd.stream_id / 2);
 	if (f->hd.type == NGHTTP2_RST_STREAM && f->hd.stream_id == 1)
 		p->rst = f->rst_stream.error_code;
 	if (f->hd.type == NGHTTP2_GOAWAY) {
@@ -516,5 +532,95 @@ TEST(grpc_trailers_only_answer)
 	CHECK(p.status == 200 && !strcmp(p.grpc_status, "7") && !p.trailer_block && p.end && p.body.len == 0 && !p.rst,
 	      "trailers-only: status %d grpc-status '%s' end %d body %zu rst %u", p.status, p.grpc_status, p.end,
 	      p.body.len, p.rst);
+	pipe_free(&p);
+}
+
+/* ---- several streams on one connection, served concurrently ---- */
+
+static const char SSE_HEAD[] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+			       "13\r\ndata: {\"a\":\"one\"}\n\n\r\n";
+static const char SSE_TAIL[] = "0\r\n\r\n";
+static const char QUICK[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+/* Stream 1 (/slow) answers its first event, then waits (bounded) for
+ * stream 3 (/quick) to have ended at the client before ending itself; with
+ * rst_slow_on_data it keeps writing until h2_respond refuses. */
+static int mux_exchange(void *arg, struct h2_stream *st, const char *req, size_t len, int refuse)
+{
+	struct pipe *p = arg;
+	(void)refuse;
+	if (len < 10 || memcmp(req, "GET /slow ", 10))
+		return h2_respond(st, QUICK, sizeof(QUICK) - 1);
+	if (h2_respond(st, SSE_HEAD, sizeof(SSE_HEAD) - 1))
+		return -EIO;
+	for (int i = 0; i < 2000 && !(p->ends & (1u << 1)); i++)
+		usleep(1000);
+	p->quick_first = p->ends & (1u << 1);
+	int rc = 0;
+	for (int i = 0; i < 2000 && !rc; i++) {
+		if (!p->resets_wanted)
+			break;
+		rc = h2_respond(st, "13\r\ndata: {\"a\":\"two\"}\n\n\r\n", 25);
+		usleep(1000);
+	}
+	p->slow_rc = rc;
+	if (rc)
+		return rc;
+	return h2_respond(st, SSE_TAIL, sizeof(SSE_TAIL) - 1);
+}
+
+static void submit_get(struct pipe *p, const char *path)
+{
+	nghttp2_nv hdrs[] = { NV(":method", "GET"), NV(":scheme", "https"),
+			      { (uint8_t *)":path", (uint8_t *)path, 5, strlen(path), NGHTTP2_NV_FLAG_NONE },
+			      NV(":authority", "api.openai.com") };
+	nghttp2_submit_request(p->cli, NULL, hdrs, 4, NULL, NULL);
+}
+
+TEST(a_slow_stream_does_not_hold_back_a_quick_one)
+{
+	for (size_t step = 0; step < 2; step++) {
+		struct pipe p;
+		pipe_init(&p);
+		p.step = step;
+		submit_get(&p, "/slow");    /* stream 1 */
+		submit_get(&p, "/quick");   /* stream 3 */
+		struct h2_io io = { &p, srv_read, srv_write, now_ms, mux_exchange, srv_charge, NULL };
+		CHECK(h2_serve(&LIM, &io, NULL, NULL, 0) == 0, "serve");
+		CHECK(p.quick_first, "step %zu: stream 3 ended only after stream 1's answer (head-of-line blocking)", step);
+		CHECK(p.ends == ((1u << 0) | (1u << 1)) && !p.resets, "step %zu: ends %#x resets %#x", step, p.ends,
+		      p.resets);
+		CHECK(p.body.len == 19 + 2 && memmem(p.body.data, p.body.len, "ok", 2), "step %zu: bodies %.*s", step,
+		      (int)p.body.len, p.body.data);
+		pipe_free(&p);
+	}
+}
+
+TEST(a_reset_stream_cancels_only_its_worker)
+{
+	struct pipe p;
+	pipe_init(&p);
+	p.rst_slow_on_data = true;
+	p.resets_wanted = true;
+	submit_get(&p, "/slow");
+	submit_get(&p, "/quick");
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, mux_exchange, srv_charge, NULL };
+	CHECK(h2_serve(&LIM, &io, NULL, NULL, 0) == 0, "serve");
+	CHECK(p.slow_rc == -EIO, "the reset stream's worker was not told to stop (%d)", p.slow_rc);
+	CHECK(p.ends == (1u << 1), "the other stream did not end cleanly: ends %#x", p.ends);
+	CHECK(!p.got_goaway || p.goaway == NGHTTP2_NO_ERROR, "the connection was broken: goaway %u", p.goaway);
+	pipe_free(&p);
+}
+
+TEST(more_streams_than_a_handful_all_answered)
+{
+	struct pipe p;
+	pipe_init(&p);
+	for (int i = 0; i < 8; i++)
+		submit_get(&p, "/quick");
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, mux_exchange, srv_charge, NULL };
+	CHECK(h2_serve(&LIM, &io, NULL, NULL, 0) == 0, "serve");
+	CHECK(p.ends == 0xff && !p.resets, "ends %#x resets %#x", p.ends, p.resets);
+	CHECK(p.body.len == 16, "bodies %zu bytes", p.body.len);
 	pipe_free(&p);
 }
