@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/eventfd.h>
 #include <nghttp2/nghttp2.h>
@@ -40,6 +41,9 @@
 /* After the client's EOF, how long to wait for the workers' answers
  * between two looks at the client (a half-closed client still reads). */
 #define H2_EOF_WAIT_MS 1000
+/* A worker with no stream to serve waits this long for the next one
+ * (a thread per request would cost more than the request), then ends. */
+#define H2_WORKER_IDLE_MS 2000
 
 /* What a worker queues for the connection thread: a type byte, a u32
  * length, the payload. */
@@ -71,8 +75,7 @@ struct h2_stream {
 	struct buf trl;          /* trailers to send after the DATA: name\0value\0 ... */
 	size_t trl_n;
 	/* the worker (connection thread's view) */
-	pthread_t thr;
-	bool worker;                  /* started and not joined yet */
+	bool worker;                  /* handed to a worker that has not said it is done */
 	bool failed;                  /* its answer broke: reset, the rest dropped */
 	bool eof_sent, rst_after;     /* refused: RST_STREAM(NO_ERROR) once the answer is out */
 	bool rst_cut;                 /* cut short: RST_STREAM once what was answered is out */
@@ -86,15 +89,27 @@ struct h2_stream {
 	bool w_head, w_ended;
 };
 
+struct h2_worker {
+	struct h2_conn *h;
+	pthread_cond_t cv;            /* a stream was handed to it, or quit */
+	struct h2_stream *st;         /* under h->mu: the stream to serve */
+	struct h2_worker *next_idle;  /* under h->mu */
+};
+
 struct h2_conn {
 	nghttp2_session *s;
 	const struct h2_limits *lim;
 	const struct h2_io *io;
 	struct h2_stream *all;
 	struct h2_stream *ready, *ready_tail;
-	unsigned live;                /* workers not joined yet */
-	pthread_mutex_t mu;           /* every stream's q, w_done, cancel */
+	unsigned live;                /* streams handed to workers, not done */
+	pthread_mutex_t mu;           /* every stream's q, w_done, cancel; the workers */
 	pthread_cond_t cv;            /* a queue was taken or a stream cancelled */
+	/* worker threads, under mu: idle ones wait for a stream */
+	struct h2_worker *idle;
+	unsigned nthreads;
+	bool quit;
+	pthread_cond_t gone;          /* a worker thread ended */
 	int wake_fd;                  /* eventfd: a worker queued or ended; -1 until the first */
 	bool in_eof;
 	uint64_t buffered;            /* request body bytes held by all streams */
@@ -960,12 +975,8 @@ static void stream_finish(struct h2_conn *h, struct h2_stream *st, int rc)
 	st->rst_cut = true;
 }
 
-static void *worker_main(void *arg)
+static int worker_serve(struct h2_conn *h, struct h2_stream *st)
 {
-	struct h2_stream *st = arg;
-	struct h2_conn *h = st->h;
-	int rc;
-
 	if (st->grpc && h->io->grpc && !st->refuse) {
 		/* a gRPC stream goes to io->grpc whole: path, authority, fields, DATA */
 		const struct buf *auth = st->authority.len ? &st->authority : &st->host;
@@ -977,23 +988,104 @@ static void *worker_main(void *arg)
 			.body = (const uint8_t *)(st->body.data ? st->body.data : ""),
 			.body_len = st->body.len,
 		};
-		rc = h->io->grpc(h->io->arg, st, &c);
-	} else {
-		rc = h->io->exchange(h->io->arg, st, st->req.data, st->req.len, st->refuse);
+		return h->io->grpc(h->io->arg, st, &c);
 	}
-	pthread_mutex_lock(&h->mu);
-	st->w_done = true;
-	st->w_rc = rc;
-	pthread_mutex_unlock(&h->mu);
-	wake(h);
+	return h->io->exchange(h->io->arg, st, st->req.data, st->req.len, st->refuse);
+}
+
+/* Idle, under h->mu: the next stream, or NULL to end (quit, or idle past
+ * H2_WORKER_IDLE_MS: then it is off the idle list). */
+static struct h2_stream *worker_next(struct h2_worker *w)
+{
+	struct h2_conn *h = w->h;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += H2_WORKER_IDLE_MS / 1000;
+	while (!w->st && !h->quit)
+		if (pthread_cond_timedwait(&w->cv, &h->mu, &ts) == ETIMEDOUT)
+			break;
+	if (w->st)
+		return w->st;
+	for (struct h2_worker **pp = &h->idle; *pp; pp = &(*pp)->next_idle)
+		if (*pp == w) {
+			*pp = w->next_idle;
+			break;
+		}
 	return NULL;
 }
 
-/* Hands a stream whose request is complete to a worker of its own. */
+static void *worker_main(void *arg)
+{
+	struct h2_worker *w = arg;
+	struct h2_conn *h = w->h;
+	struct h2_stream *st;
+
+	pthread_mutex_lock(&h->mu);
+	while ((st = worker_next(w))) {
+		pthread_mutex_unlock(&h->mu);
+		int rc = worker_serve(h, st);
+		pthread_mutex_lock(&h->mu);
+		st->w_done = true;
+		st->w_rc = rc;
+		w->st = NULL;
+		w->next_idle = h->idle;
+		h->idle = w;
+		wake(h);
+	}
+	pthread_mutex_unlock(&h->mu);
+	if (h->io->worker_end)
+		h->io->worker_end(h->io->arg);
+	pthread_cond_destroy(&w->cv);
+	free(w);
+	/* the last touch of h: h2_serve returns once nthreads is 0 */
+	pthread_mutex_lock(&h->mu);
+	h->nthreads--;
+	pthread_cond_signal(&h->gone);
+	pthread_mutex_unlock(&h->mu);
+	return NULL;
+}
+
+/* A new worker thread, serving st first. */
+static int worker_new(struct h2_conn *h, struct h2_stream *st)
+{
+	struct h2_worker *w = calloc(1, sizeof(*w));
+	pthread_condattr_t ca;
+	pthread_attr_t attr;
+	pthread_t t;
+	int rc;
+
+	if (!w)
+		return -ENOMEM;
+	w->h = h;
+	w->st = st;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&w->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, H2_WORKER_STACK);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_mutex_lock(&h->mu);
+	h->nthreads++;
+	rc = pthread_create(&t, &attr, worker_main, w);
+	if (rc)
+		h->nthreads--;
+	pthread_mutex_unlock(&h->mu);
+	pthread_attr_destroy(&attr);
+	if (rc) {
+		pthread_cond_destroy(&w->cv);
+		free(w);
+		return -rc;
+	}
+	return 0;
+}
+
+/* Hands a stream whose request is complete to a worker: an idle one of
+ * the connection, else a new thread. */
 static void stream_start(struct h2_conn *h, struct h2_stream *st)
 {
-	pthread_attr_t attr;
-	int rc;
+	struct h2_worker *w;
 
 	if (!(st->grpc && h->io->grpc && !st->refuse)) {
 		/* the worker gets the request as HTTP/1.1; the body's copy goes */
@@ -1007,12 +1099,15 @@ static void stream_start(struct h2_conn *h, struct h2_stream *st)
 		nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
 		return;
 	}
-	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, H2_WORKER_STACK);
 	st->worker = true;
-	rc = pthread_create(&st->thr, &attr, worker_main, st);
-	pthread_attr_destroy(&attr);
-	if (rc) {
+	pthread_mutex_lock(&h->mu);
+	if ((w = h->idle)) {
+		h->idle = w->next_idle;
+		w->st = st;
+		pthread_cond_signal(&w->cv);
+	}
+	pthread_mutex_unlock(&h->mu);
+	if (!w && worker_new(h, st)) {
 		/* no thread now: the client may retry the stream */
 		st->worker = false;
 		nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
@@ -1021,9 +1116,8 @@ static void stream_start(struct h2_conn *h, struct h2_stream *st)
 	h->live++;
 }
 
-static void stream_join(struct h2_conn *h, struct h2_stream *st, int rc)
+static void stream_done(struct h2_conn *h, struct h2_stream *st, int rc)
 {
-	pthread_join(st->thr, NULL);
 	st->worker = false;
 	h->live--;
 	stream_finish(h, st, rc);
@@ -1063,7 +1157,7 @@ static bool drain(struct h2_conn *h)
 			moved = true;
 		}
 		if (done) {
-			stream_join(h, st, rc);
+			stream_done(h, st, rc);
 			moved = true;
 			if (st->closed)
 				stream_free(h, st);
@@ -1095,16 +1189,22 @@ static bool window_bound(const struct h2_conn *h)
 	return false;
 }
 
-/* The connection is over: every worker is cancelled, then joined (what
- * they queued is dropped). */
+/* The connection is over: every stream's worker is cancelled, then
+ * every worker thread waited for (what they queued is dropped). */
 static void stop_workers(struct h2_conn *h)
 {
 	for (struct h2_stream *st = h->all; st; st = st->next_all)
 		if (st->worker)
 			stream_cancel(h, st);
+	pthread_mutex_lock(&h->mu);
+	h->quit = true;
+	for (struct h2_worker *w = h->idle; w; w = w->next_idle)
+		pthread_cond_signal(&w->cv);
+	while (h->nthreads)
+		pthread_cond_wait(&h->gone, &h->mu);
+	pthread_mutex_unlock(&h->mu);
 	for (struct h2_stream *st = h->all; st; st = st->next_all)
 		if (st->worker) {
-			pthread_join(st->thr, NULL);
 			st->worker = false;
 			h->live--;
 		}
@@ -1209,6 +1309,7 @@ int h2_serve(const struct h2_limits *lim, const struct h2_io *io, bool *abuse, c
 		why[0] = 0;
 	pthread_mutex_init(&h.mu, NULL);
 	pthread_cond_init(&h.cv, NULL);
+	pthread_cond_init(&h.gone, NULL);
 	h.reset_since = io->now_ms();
 	if ((rc = session_new(&h)))
 		goto out;
@@ -1234,6 +1335,7 @@ out:
 	buf_free(&h.wbuf);
 	if (h.wake_fd >= 0)
 		close(h.wake_fd);
+	pthread_cond_destroy(&h.gone);
 	pthread_cond_destroy(&h.cv);
 	pthread_mutex_destroy(&h.mu);
 	return rc;

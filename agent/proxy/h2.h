@@ -14,8 +14,9 @@
  * Streams are served concurrently: the thread that calls h2_serve is the
  * only one that touches the nghttp2 session and the client (io->read,
  * io->write); each stream whose request is complete gets a worker thread
- * of its own that runs io->exchange or io->grpc (at most
- * SETTINGS_MAX_CONCURRENT_STREAMS of them). What a worker answers
+ * that runs io->exchange or io->grpc (at most
+ * SETTINGS_MAX_CONCURRENT_STREAMS at once; a worker done with its stream
+ * waits a little for the connection's next one before it ends). What a worker answers
  * (h2_respond, h2_send_*) goes into its stream's queue and wakes the
  * connection thread through an eventfd it polls with the client socket
  * (io->read's wake_fd), so a long SSE answer never holds back a quick
@@ -107,6 +108,8 @@ struct h2_io {
 	 * (the stream is then reset). Without it gRPC streams go to exchange.
 	 * Runs on the stream's worker thread, as exchange. */
 	int (*grpc)(void *arg, struct h2_stream *st, const struct h2_grpc_call *call);
+	/* Optional: on a worker thread about to end (thread-local cleanup). */
+	void (*worker_end)(void *arg);
 };
 
 /* Serves the connection until the client closes it, goes idle, or breaks

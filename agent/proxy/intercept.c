@@ -1079,11 +1079,19 @@ static bool h2_negotiated(SSL *ssl)
  * the client socket (its thread alone reads and writes it) and the gRPC
  * upstream, lent to one call at a time (gmu). */
 #define H2_SPARE_XC 4
+#define H2_SPARE_UP 4
 struct h2_glue {
 	struct ic *ic;
-	pthread_mutex_t mu;        /* spare, nspare, ic->info's tunnel fd */
-	struct exchange_conn spare[H2_SPARE_XC];  /* scan scratch kept for the next streams */
+	pthread_mutex_t mu;        /* spare, nspare, ups, nups, ic->info's tunnel fd */
+	/* scan scratch kept for the next streams (on the heap: an idle
+	 * connection's stack stays small) */
+	struct exchange_conn *spare[H2_SPARE_XC];
 	unsigned nspare;
+	/* upstreams (HTTP/1.1) kept for this connection's next streams, as
+	 * an HTTP/1.1 connection keeps ic->up: the shared pool holds only
+	 * POOL_PER_KEY per origin, too few for concurrent streams */
+	struct upstream ups[H2_SPARE_UP];
+	unsigned nups;
 	pthread_mutex_t gmu;       /* held by the call using ic->gup and ic->gsess */
 };
 
@@ -1102,20 +1110,43 @@ static struct ic *stream_ic_new(struct h2_glue *g, struct h2_stream *st)
 	pthread_mutex_lock(&g->mu);
 	sub->info = g->ic->info;
 	g->ic->info.have_tunnel_fd = false;
-	if (g->nspare)
-		sub->xc = g->spare[--g->nspare];
+	if (g->nspare) {
+		struct exchange_conn *x = g->spare[--g->nspare];
+		sub->xc = *x;
+		free(x);
+	}
+	if (g->nups) {
+		sub->up = g->ups[--g->nups];
+		sub->up_reusable = true;
+	}
 	pthread_mutex_unlock(&g->mu);
 	return sub;
+}
+
+/* An upstream a stream is done with: kept for the connection's next
+ * streams, else as serve() does at the end of a connection. */
+static void stream_up_put(struct h2_glue *g, struct ic *sub)
+{
+	if (!sub->up.ssl || !sub->up_reusable) {
+		upstream_close(&sub->up);
+		return;
+	}
+	pthread_mutex_lock(&g->mu);
+	if (g->nups < H2_SPARE_UP) {
+		g->ups[g->nups++] = sub->up;
+		sub->up = (struct upstream){ .fd = -1 };
+	}
+	pthread_mutex_unlock(&g->mu);
+	if (sub->up.ssl && !sub->info.tunnel_auth[0])
+		pool_put(&sub->up);
+	else
+		upstream_close(&sub->up);
 }
 
 /* On the stream's worker thread, once its exchange is over. */
 static void stream_ic_free(struct h2_glue *g, struct ic *sub)
 {
-	/* as serve() does at the end of a connection */
-	if (sub->up.ssl && sub->up_reusable && !sub->info.tunnel_auth[0])
-		pool_put(&sub->up);
-	else
-		upstream_close(&sub->up);
+	stream_up_put(g, sub);
 	charge(sub, 0, 0);
 	free(sub->in);
 	free(sub->body);
@@ -1128,13 +1159,22 @@ static void stream_ic_free(struct h2_glue *g, struct ic *sub)
 	} else if (sub->info.have_tunnel_fd) {
 		close(sub->info.tunnel_fd);
 	}
-	if (g->nspare < H2_SPARE_XC)
-		g->spare[g->nspare++] = sub->xc;
-	else
-		exchange_conn_free(&sub->xc);
+	struct exchange_conn *x = g->nspare < H2_SPARE_XC ? malloc(sizeof(*x)) : NULL;
+	if (x) {
+		*x = sub->xc;
+		g->spare[g->nspare++] = x;
+	}
 	pthread_mutex_unlock(&g->mu);
+	if (!x)
+		exchange_conn_free(&sub->xc);
 	explicit_bzero(sub->info.tunnel_auth, sizeof(sub->info.tunnel_auth));
 	free(sub);
+}
+
+/* A stream worker thread ends: OpenSSL's per-thread state goes with it. */
+static void h2_io_worker_end(void *arg)
+{
+	(void)arg;
 	OPENSSL_thread_stop();
 }
 
@@ -1318,7 +1358,8 @@ static void serve_h2(struct ic *ic)
 		.idle_timeout_ms = cfg->idle_timeout_ms,
 	};
 	struct h2_glue g = { .ic = ic };
-	struct h2_io io = { &g, h2_io_read, h2_io_write, loop_now_ms, h2_io_exchange, h2_io_charge, h2_io_grpc };
+	struct h2_io io = { &g, h2_io_read, h2_io_write, loop_now_ms, h2_io_exchange, h2_io_charge, h2_io_grpc,
+			    h2_io_worker_end };
 	char why[160];
 	bool abuse;
 	int rc;
@@ -1327,8 +1368,18 @@ static void serve_h2(struct ic *ic)
 	pthread_mutex_init(&g.gmu, NULL);
 	/* returns once every stream's worker has ended */
 	rc = h2_serve(&lim, &io, &abuse, why, sizeof(why));
-	while (g.nspare)
-		exchange_conn_free(&g.spare[--g.nspare]);
+	while (g.nspare) {
+		exchange_conn_free(g.spare[--g.nspare]);
+		free(g.spare[g.nspare]);
+	}
+	/* a tunnel opened with this client's proxy credentials is not lent
+	 * to another client (as serve() does with ic->up) */
+	while (g.nups) {
+		if (!ic->info.tunnel_auth[0])
+			pool_put(&g.ups[--g.nups]);
+		else
+			upstream_close(&g.ups[--g.nups]);
+	}
 	pthread_mutex_destroy(&g.gmu);
 	pthread_mutex_destroy(&g.mu);
 	if (rc != 1)
