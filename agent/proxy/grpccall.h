@@ -50,6 +50,10 @@ struct grpccall_io {
 	/* Optional: the decision is made and the call is about to leave:
 	 * journal what is known (a crash mid-call still leaves an event). */
 	void (*begin)(void *arg, struct exchange *ex);
+	/* For a streamed request (call->streamed): waits until the upstream
+	 * (1) or fd (2, the client's next DATA) is readable, or deadline
+	 * (0); the bits or'ed, < 0 -errno. */
+	int (*wait)(void *arg, int fd, uint64_t deadline);
 };
 
 /* Serves the call and fills ex for its audit event (method, path,

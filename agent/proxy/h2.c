@@ -87,6 +87,13 @@ struct h2_stream {
 	int w_rc;
 	/* the worker's own */
 	bool w_head, w_ended;
+	/* a gRPC request read as it arrives (io->grpc_streaming): the
+	 * worker starts at the HEADERS; under h->mu */
+	bool streaming;
+	struct buf rq;                /* DATA not yet taken by the worker */
+	size_t rq_off, rq_taken;      /* taken: to give back to the budget */
+	bool rq_end;                  /* END_STREAM came */
+	int body_fd;                  /* eventfd: DATA, the end, or cancel; -1 */
 };
 
 struct h2_worker {
@@ -157,6 +164,10 @@ static void stream_free(struct h2_conn *h, struct h2_stream *st)
 	buf_free(&st->req);
 	buf_free(&st->qc);
 	buf_free(&st->q);
+	uncharge(h, st->rq.len - st->rq_off + st->rq_taken);
+	buf_free(&st->rq);
+	if (st->body_fd >= 0)
+		close(st->body_fd);
 	buf_free(&st->path);
 	buf_free(&st->authority);
 	buf_free(&st->host);
@@ -204,6 +215,13 @@ static void stream_drop_body(struct h2_conn *h, struct h2_stream *st)
 	memset(&st->body, 0, sizeof(st->body));
 }
 
+static void body_wake(struct h2_stream *st)
+{
+	uint64_t one = 1;
+	if (st->body_fd >= 0 && write(st->body_fd, &one, sizeof(one)) < 0)
+		return;   /* a full counter still leaves the fd readable */
+}
+
 /* The worker's answers are no longer wanted: it gets -EIO from now on. */
 static void stream_cancel(struct h2_conn *h, struct h2_stream *st)
 {
@@ -211,6 +229,7 @@ static void stream_cancel(struct h2_conn *h, struct h2_stream *st)
 	st->cancel = true;
 	pthread_cond_broadcast(&h->cv);
 	pthread_mutex_unlock(&h->mu);
+	body_wake(st);
 }
 
 static void broke(struct h2_conn *h, bool abuse, const char *why)
@@ -259,6 +278,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *us
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
 	st->id = f->hd.stream_id;
 	st->h = h;
+	st->body_fd = -1;
 	st->next_all = h->all;
 	h->all = st;
 	if (nghttp2_session_set_stream_user_data(s, st->id, st)) {
@@ -357,6 +377,38 @@ static void stream_refuse(struct h2_conn *h, struct h2_stream *st, int status)
 	stream_ready(h, st);
 }
 
+static void stream_fail(struct h2_conn *h, struct h2_stream *st);
+
+/* DATA of a gRPC request being read as it arrives: to the worker. What
+ * it has not taken yet is bounded by the body limit (a client sending
+ * faster than the upstream takes gets its stream reset). */
+static int stream_data(struct h2_conn *h, struct h2_stream *st, const uint8_t *data, size_t len)
+{
+	int rc = 0;
+
+	if (st->failed || st->closed)
+		return 0;
+	pthread_mutex_lock(&h->mu);
+	size_t held = st->rq.len - st->rq_off;
+	if (held + len > h->lim->max_body_bytes)
+		rc = -E2BIG;
+	else if (h->io->charge && h->io->charge(h->io->arg, (int64_t)len))
+		rc = -ENOBUFS;
+	else if (buf_append(&st->rq, data, len)) {
+		if (h->io->charge)
+			h->io->charge(h->io->arg, -(int64_t)len);
+		rc = -ENOMEM;
+	} else {
+		h->buffered += len;
+	}
+	pthread_mutex_unlock(&h->mu);
+	if (rc)
+		stream_fail(h, st);
+	else
+		body_wake(st);
+	return 0;
+}
+
 static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
 			 void *user)
 {
@@ -364,6 +416,8 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
 	struct h2_stream *st = nghttp2_session_get_stream_user_data(s, id);
 
 	(void)flags;
+	if (st && st->streaming)
+		return stream_data(h, st, data, len);
 	if (!st || st->refuse || st->served)
 		return 0;
 	if (st->body.len + len > h->lim->max_body_bytes) {
@@ -422,6 +476,15 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 	if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
 		return 0;
 	st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+	if (st && st->streaming) {
+		if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+			pthread_mutex_lock(&h->mu);
+			st->rq_end = true;
+			pthread_mutex_unlock(&h->mu);
+			body_wake(st);
+		}
+		return 0;
+	}
 	if (!st || st->served)
 		return 0;
 	if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
@@ -441,8 +504,15 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 			nghttp2_submit_headers(s, NGHTTP2_FLAG_NONE, st->id, NULL, cont, 1, NULL);
 		}
 	}
-	if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
+	if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
 		stream_ready(h, st);
+	} else if (f->hd.type == NGHTTP2_HEADERS && st->grpc && h->io->grpc && h->io->grpc_streaming &&
+		   !st->refuse) {
+		/* a gRPC request is read as it arrives: client-streaming and
+		 * bidirectional calls send messages for as long as they last */
+		st->streaming = true;
+		stream_ready(h, st);
+	}
 	return 0;
 }
 
@@ -815,6 +885,50 @@ int h2_send_trailers(struct h2_stream *st, const struct h2_field *f, size_t n)
 	return rc;
 }
 
+/* ---- the worker's side: a gRPC request read as it arrives ---- */
+
+int h2_body_fd(struct h2_stream *st)
+{
+	return st->body_fd;
+}
+
+ssize_t h2_body_read(struct h2_stream *st, void *buf, size_t len)
+{
+	struct h2_conn *h = st->h;
+	uint64_t v;
+	ssize_t n;
+
+	if (!st->streaming)
+		return -EIO;
+	/* drained before looking: a wake after this is not lost */
+	if (read(st->body_fd, &v, sizeof(v)) < 0) {
+		/* EAGAIN: nothing was signalled */
+	}
+	pthread_mutex_lock(&h->mu);
+	size_t avail = st->rq.len - st->rq_off;
+	if (st->cancel) {
+		n = -EIO;
+	} else if (avail) {
+		n = (ssize_t)(avail < len ? avail : len);
+		memcpy(buf, st->rq.data + st->rq_off, (size_t)n);
+		st->rq_off += (size_t)n;
+		st->rq_taken += (size_t)n;
+		if (st->rq_off == st->rq.len) {
+			st->rq.len = st->rq_off = 0;
+		} else if (st->rq_off > st->rq.len / 2) {
+			memmove(st->rq.data, st->rq.data + st->rq_off, st->rq.len - st->rq_off);
+			st->rq.len -= st->rq_off;
+			st->rq_off = 0;
+		}
+	} else {
+		n = st->rq_end ? 0 : -EAGAIN;
+	}
+	pthread_mutex_unlock(&h->mu);
+	if (n > 0)
+		wake(h);   /* the connection thread gives the bytes back to the budget */
+	return n;
+}
+
 /* ---- the connection thread's side: records applied to the session ---- */
 
 /* Packed fields (fields_pack) as nghttp2 name/value pairs; the count. */
@@ -987,6 +1101,7 @@ static int worker_serve(struct h2_conn *h, struct h2_stream *st)
 			.hdrs_len = st->hdrs.len,
 			.body = (const uint8_t *)(st->body.data ? st->body.data : ""),
 			.body_len = st->body.len,
+			.streamed = st->streaming,
 		};
 		return h->io->grpc(h->io->arg, st, &c);
 	}
@@ -1095,7 +1210,9 @@ static void stream_start(struct h2_conn *h, struct h2_stream *st)
 		}
 		stream_drop_body(h, st);
 	}
-	if (h->wake_fd < 0 && (h->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+	if ((h->wake_fd < 0 && (h->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) ||
+	    (st->streaming && (st->body_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)) {
+		st->streaming = false;
 		nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
 		return;
 	}
@@ -1151,7 +1268,10 @@ static bool drain(struct h2_conn *h)
 		}
 		done = st->w_done && !st->q.len;
 		rc = st->w_rc;
+		size_t taken = st->rq_taken;
+		st->rq_taken = 0;
 		pthread_mutex_unlock(&h->mu);
+		uncharge(h, taken);
 		if (took) {
 			apply_all(h, st);
 			moved = true;

@@ -71,6 +71,9 @@ struct h2_grpc_call {
 	size_t hdrs_len;
 	const uint8_t *body;                /* the DATA received (gRPC messages) */
 	size_t body_len;
+	/* io->grpc_streaming: the call started at its HEADERS, body is empty
+	 * and the DATA is read as it arrives with h2_body_read */
+	bool streamed;
 };
 
 /* One header field to send (h2_send_head / h2_send_trailers). */
@@ -110,6 +113,10 @@ struct h2_io {
 	int (*grpc)(void *arg, struct h2_stream *st, const struct h2_grpc_call *call);
 	/* Optional: on a worker thread about to end (thread-local cleanup). */
 	void (*worker_end)(void *arg);
+	/* gRPC calls start at their request HEADERS and read the DATA as
+	 * it arrives (h2_body_read): client-streaming and bidirectional
+	 * calls. Off: io->grpc gets the whole request after END_STREAM. */
+	bool grpc_streaming;
 };
 
 /* Serves the connection until the client closes it, goes idle, or breaks
@@ -136,5 +143,13 @@ int h2_respond(struct h2_stream *st, const void *data, size_t len);
 int h2_send_head(struct h2_stream *st, const struct h2_field *f, size_t n, bool end_stream);
 int h2_send_data(struct h2_stream *st, const void *data, size_t len);
 int h2_send_trailers(struct h2_stream *st, const struct h2_field *f, size_t n);
+
+/* From io->grpc for a streamed call (call->streamed): the request DATA
+ * as it arrives. > 0 bytes, 0 after the client's END_STREAM, -EAGAIN
+ * nothing yet (wait for h2_body_fd to be readable), -EIO the stream is
+ * gone (reset by the client, its DATA past limits.max_body_bytes not yet
+ * taken, or the connection ended). */
+ssize_t h2_body_read(struct h2_stream *st, void *buf, size_t len);
+int h2_body_fd(struct h2_stream *st);
 
 #endif

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include "agent.h"
 #include "audit/audit.h"
@@ -1298,10 +1299,41 @@ static void grpc_up_close(void *arg)
 	upstream_close(&((struct grpc_glue *)arg)->ic->gup);
 }
 
+/* The upstream (1) or the client's next DATA (2, fd) readable. */
+static int grpc_up_wait(void *arg, int fd, uint64_t deadline)
+{
+	struct ic *ic = ((struct grpc_glue *)arg)->ic;
+	struct pollfd p[2] = { { ic->gup.fd, POLLIN, 0 }, { fd, POLLIN, 0 } };
+	uint64_t now = loop_now_ms();
+
+	if (SSL_has_pending(ic->gup.ssl))
+		return 1;
+	int n = poll(p, 2, deadline > now ? (int)(deadline - now) : 0);
+	if (n < 0)
+		return errno == EINTR ? 2 : -errno;
+	return (p[0].revents ? 1 : 0) | (p[1].revents ? 2 : 0);
+}
+
 static void grpc_begin(void *arg, struct exchange *ex)
 {
 	struct grpc_glue *g = arg;
 	g->ticket = begin_request_event(g->ic, ex);
+}
+
+/* The connection's gRPC upstream, when the call before has done with it
+ * (a client's next call often comes before that worker has given it
+ * back: it waits a little); false: busy with a concurrent call. */
+#define H2_GRPC_UP_WAIT_MS 50
+static bool grpc_up_borrow(struct h2_glue *g)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += H2_GRPC_UP_WAIT_MS * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return pthread_mutex_timedlock(&g->gmu, &ts) == 0;
 }
 
 /* On the stream's worker thread. The connection's gRPC upstream serves
@@ -1316,21 +1348,19 @@ static int h2_io_grpc(void *arg, struct h2_stream *st, const struct h2_grpc_call
 
 	if (!ic)
 		return -ENOMEM;
-	bool shared = pthread_mutex_trylock(&g->gmu) == 0;
+	bool shared = grpc_up_borrow(g);
 	if (shared) {
 		ic->gup = g->ic->gup;
 		ic->gsess = g->ic->gsess;
 	}
 	struct grpccall_io io = { &glue, grpc_up_connect, grpc_up_read, grpc_up_write, grpc_up_close,
-				  &ic->gsess, grpc_begin };
+				  &ic->gsess, grpc_begin, grpc_up_wait };
 	exchange_init(&ex, ic->ag, &ic->info, &ic->xc);
 	ex.t_start_ms = loop_now_ms();
 	ic->nreq++;
 	int ret = grpccall_serve(&ex, st, call, &io);
-	ex.latency_ms = loop_now_ms() - ex.t_start_ms;
-	exchange_done(&ex);
-	emit_request_event(ic, &ex, glue.ticket);
-	exchange_free(&ex);
+	/* given back before the audit: the client's next call may be on
+	 * its way already */
 	if (shared) {
 		g->ic->gup = ic->gup;
 		g->ic->gsess = ic->gsess;
@@ -1339,6 +1369,12 @@ static int h2_io_grpc(void *arg, struct h2_stream *st, const struct h2_grpc_call
 		grpccall_session_free(ic->gsess);
 		upstream_close(&ic->gup);
 	}
+	ic->gup = (struct upstream){ .fd = -1 };
+	ic->gsess = NULL;
+	ex.latency_ms = loop_now_ms() - ex.t_start_ms;
+	exchange_done(&ex);
+	emit_request_event(ic, &ex, glue.ticket);
+	exchange_free(&ex);
 	stream_ic_free(g, ic);
 	return ret;
 }
@@ -1359,7 +1395,7 @@ static void serve_h2(struct ic *ic)
 	};
 	struct h2_glue g = { .ic = ic };
 	struct h2_io io = { &g, h2_io_read, h2_io_write, loop_now_ms, h2_io_exchange, h2_io_charge, h2_io_grpc,
-			    h2_io_worker_end };
+			    h2_io_worker_end, true };
 	char why[160];
 	bool abuse;
 	int rc;

@@ -244,7 +244,7 @@ static int run(struct pipe *p, struct body_src *b, bool *abuse, char *why, size_
 	};
 	nghttp2_data_provider prd = { .source.ptr = b, .read_callback = body_read };
 	nghttp2_submit_request(p->cli, NULL, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), b ? &prd : NULL, NULL);
-	struct h2_io io = { p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL, NULL };
+	struct h2_io io = { p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL, NULL, false };
 	return h2_serve(&LIM, &io, abuse, why, whylen);
 }
 
@@ -361,7 +361,7 @@ TEST(oversized_header_list_is_refused_with_431_on_its_stream)
 		{ (uint8_t *)"x-big", (uint8_t *)big, 5, sizeof(big) - 1, NGHTTP2_NV_FLAG_NONE },
 	};
 	nghttp2_submit_request(p.cli, NULL, hdrs, 5, NULL, NULL);
-	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL, NULL };
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL, NULL, false };
 	CHECK(h2_serve(&LIM, &io, NULL, NULL, 0) == 0, "serve");
 	CHECK(p.refuse == 431, "refuse %d", p.refuse);
 	static const char want[] = "GET /v1/models HTTP/1.1\r\nHost: h.example\r\n\r\n";
@@ -410,7 +410,7 @@ TEST(rapid_reset_flood_is_a_goaway_and_says_so)
 		buf_append(&p.c2s, d, (size_t)n);
 	for (int i = 0; i < 20; i++)
 		nghttp2_submit_rst_stream(p.cli, 0, ids[i], NGHTTP2_CANCEL);
-	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL, NULL };
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL, NULL, false };
 	int rc = h2_serve(&LIM, &io, &abuse, why, sizeof(why));
 	CHECK(rc == 1 && abuse && strstr(why, "rapid reset"), "rc %d abuse %d why %s", rc, abuse, why);
 	CHECK(p.got_goaway && p.goaway == NGHTTP2_ENHANCE_YOUR_CALM, "goaway %d code %u", p.got_goaway, p.goaway);
@@ -431,7 +431,7 @@ TEST(garbage_instead_of_a_preface_is_a_protocol_error)
 	nghttp2_session_client_new(&p.cli, cb, &p);   /* a client that sends nothing itself */
 	nghttp2_session_callbacks_del(cb);
 	p.step = 1;
-	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL, NULL };
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL, NULL, false };
 	int rc = h2_serve(&LIM, &io, &abuse, why, sizeof(why));
 	CHECK(rc == 1 && !abuse && why[0], "rc %d abuse %d why %s", rc, abuse, why);
 	pipe_free(&p);
@@ -492,7 +492,7 @@ static int run_grpc(struct pipe *p, struct body_src *b)
 	};
 	nghttp2_data_provider prd = { .source.ptr = b, .read_callback = body_read };
 	nghttp2_submit_request(p->cli, NULL, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &prd, NULL);
-	struct h2_io io = { p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, srv_grpc, NULL };
+	struct h2_io io = { p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, srv_grpc, NULL, false };
 	return h2_serve(&LIM, &io, NULL, NULL, 0);
 }
 
@@ -585,7 +585,7 @@ TEST(a_slow_stream_does_not_hold_back_a_quick_one)
 		p.step = step;
 		submit_get(&p, "/slow");    /* stream 1 */
 		submit_get(&p, "/quick");   /* stream 3 */
-		struct h2_io io = { &p, srv_read, srv_write, now_ms, mux_exchange, srv_charge, NULL, NULL };
+		struct h2_io io = { &p, srv_read, srv_write, now_ms, mux_exchange, srv_charge, NULL, NULL, false };
 		CHECK(h2_serve(&LIM, &io, NULL, NULL, 0) == 0, "serve");
 		CHECK(p.quick_first, "step %zu: stream 3 ended only after stream 1's answer (head-of-line blocking)", step);
 		CHECK(p.ends == ((1u << 0) | (1u << 1)) && !p.resets, "step %zu: ends %#x resets %#x", step, p.ends,
@@ -604,7 +604,7 @@ TEST(a_reset_stream_cancels_only_its_worker)
 	p.resets_wanted = true;
 	submit_get(&p, "/slow");
 	submit_get(&p, "/quick");
-	struct h2_io io = { &p, srv_read, srv_write, now_ms, mux_exchange, srv_charge, NULL, NULL };
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, mux_exchange, srv_charge, NULL, NULL, false };
 	CHECK(h2_serve(&LIM, &io, NULL, NULL, 0) == 0, "serve");
 	CHECK(p.slow_rc == -EIO, "the reset stream's worker was not told to stop (%d)", p.slow_rc);
 	CHECK(p.ends == (1u << 1), "the other stream did not end cleanly: ends %#x", p.ends);
@@ -618,7 +618,7 @@ TEST(more_streams_than_a_handful_all_answered)
 	pipe_init(&p);
 	for (int i = 0; i < 8; i++)
 		submit_get(&p, "/quick");
-	struct h2_io io = { &p, srv_read, srv_write, now_ms, mux_exchange, srv_charge, NULL, NULL };
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, mux_exchange, srv_charge, NULL, NULL, false };
 	CHECK(h2_serve(&LIM, &io, NULL, NULL, 0) == 0, "serve");
 	CHECK(p.ends == 0xff && !p.resets, "ends %#x resets %#x", p.ends, p.resets);
 	CHECK(p.body.len == 16, "bodies %zu bytes", p.body.len);
