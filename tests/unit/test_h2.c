@@ -12,6 +12,7 @@
 #include "content/json.h"
 
 #include <nghttp2/nghttp2.h>
+#include <poll.h>
 #include <unistd.h>
 
 struct pipe {
@@ -623,4 +624,63 @@ TEST(more_streams_than_a_handful_all_answered)
 	CHECK(p.ends == 0xff && !p.resets, "ends %#x resets %#x", p.ends, p.resets);
 	CHECK(p.body.len == 16, "bodies %zu bytes", p.body.len);
 	pipe_free(&p);
+}
+
+/* ---- a gRPC request read as it arrives (io->grpc_streaming) ---- */
+
+static int srv_grpc_streamed(void *arg, struct h2_stream *h2, const struct h2_grpc_call *c)
+{
+	struct pipe *p = arg;
+	static const struct h2_field head[] = { { ":status", "200", 7, 3 }, { "content-type", "application/grpc", 12, 16 } };
+	static const struct h2_field trl[] = { { "grpc-status", "0", 11, 1 } };
+	uint8_t buf[7];
+	ssize_t n;
+
+	p->nexchanges++;
+	if (!c->streamed || c->body_len)
+		return -EIO;
+	/* the answer's head goes before the request has ended */
+	if (h2_send_head(h2, head, 2, false))
+		return -EIO;
+	for (int i = 0; i < 4000; i++) {
+		n = h2_body_read(h2, buf, sizeof(buf));   /* small reads: the rest stays queued */
+		if (n == 0)
+			return h2_send_data(h2, p->grpc_body.data, p->grpc_body.len) ?: h2_send_trailers(h2, trl, 1);
+		if (n > 0) {
+			buf_append(&p->grpc_body, buf, (size_t)n);
+			continue;
+		}
+		if (n != -EAGAIN)
+			return (int)n;
+		struct pollfd pf = { .fd = h2_body_fd(h2), .events = POLLIN };
+		poll(&pf, 1, 1);
+	}
+	return -ETIMEDOUT;
+}
+
+TEST(grpc_request_read_as_it_arrives_when_streaming)
+{
+	static const char msg[] = "\0\0\0\0\3abc\0\0\0\0\2de";
+	for (size_t step = 0; step < 3; step++) {
+		struct pipe p;
+		struct body_src b = { msg, sizeof(msg) - 1, 0 };
+		static const nghttp2_nv hdrs[] = {
+			NV(":method", "POST"), NV(":scheme", "https"), NV(":path", "/vigil.test.Notes/Collect"),
+			NV(":authority", "h.example"), NV("content-type", "application/grpc"), NV("te", "trailers"),
+		};
+		pipe_init(&p);
+		p.step = step;
+		nghttp2_data_provider prd = { .source.ptr = &b, .read_callback = body_read };
+		nghttp2_submit_request(p.cli, NULL, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &prd, NULL);
+		struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, srv_grpc_streamed, NULL, true };
+		CHECK(h2_serve(&LIM, &io, NULL, NULL, 0) == 0, "serve");
+		CHECK(p.nexchanges == 1, "step %zu: %d calls", step, p.nexchanges);
+		CHECK(p.grpc_body.len == sizeof(msg) - 1 && !memcmp(p.grpc_body.data, msg, p.grpc_body.len),
+		      "step %zu: the worker read %zu of %zu request bytes", step, p.grpc_body.len, sizeof(msg) - 1);
+		CHECK(p.status == 200 && p.body.len == sizeof(msg) - 1 && !strcmp(p.grpc_status, "0") && p.end && !p.rst,
+		      "step %zu: answer %d %zu bytes status '%s' end %d rst %u", step, p.status, p.body.len, p.grpc_status,
+		      p.end, p.rst);
+		CHECK(p.charged == 0, "step %zu: %lld bytes still charged", step, (long long)p.charged);
+		pipe_free(&p);
+	}
 }
