@@ -90,6 +90,7 @@ struct h2_stream {
 	/* a gRPC request read as it arrives (io->grpc_streaming): the
 	 * worker starts at the HEADERS; under h->mu */
 	bool streaming;
+	bool done;                    /* the worker is done with it: more DATA is dropped */
 	struct buf rq;                /* DATA not yet taken by the worker */
 	size_t rq_off, rq_taken;      /* taken: to give back to the budget */
 	bool rq_end;                  /* END_STREAM came */
@@ -386,7 +387,7 @@ static int stream_data(struct h2_conn *h, struct h2_stream *st, const uint8_t *d
 {
 	int rc = 0;
 
-	if (st->failed || st->closed)
+	if (st->failed || st->closed || st->done)
 		return 0;
 	pthread_mutex_lock(&h->mu);
 	size_t held = st->rq.len - st->rq_off;
@@ -1236,6 +1237,7 @@ static void stream_start(struct h2_conn *h, struct h2_stream *st)
 static void stream_done(struct h2_conn *h, struct h2_stream *st, int rc)
 {
 	st->worker = false;
+	st->done = true;
 	h->live--;
 	stream_finish(h, st, rc);
 }
