@@ -87,7 +87,8 @@ struct h2_io {
 	void *arg;
 	/* Client bytes: > 0 read, 0 EOF, < 0 -errno (-ETIMEDOUT after
 	 * timeout_ms). wake_fd (-1: none) is polled together with the
-	 * client: readable, read returns -EAGAIN without consuming it. */
+	 * client: readable while the client is not, read returns -EAGAIN
+	 * without consuming it. */
 	ssize_t (*read)(void *arg, void *buf, size_t len, uint32_t timeout_ms, int wake_fd);
 	/* All of buf to the client, 0 or -errno. */
 	int (*write)(void *arg, const void *buf, size_t len);

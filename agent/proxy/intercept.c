@@ -1191,7 +1191,8 @@ static ssize_t h2_io_read(void *arg, void *buf, size_t len, uint32_t timeout_ms,
 		int n = poll(p, 2, (int)timeout_ms);
 		if (n == 0)
 			return -ETIMEDOUT;
-		if (n < 0 || (p[1].revents & POLLIN))
+		/* the client first: its WINDOW_UPDATEs are what answers wait for */
+		if (n < 0 || !p[0].revents)
 			return -EAGAIN;
 	}
 	return tls_read(ic->cssl, ic->cfd, buf, len, deadline);
