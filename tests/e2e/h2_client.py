@@ -15,6 +15,9 @@ Usage: h2_client.py --ca FILE --host H MODE [ARG]
                  connection, all sent at once (a stream with "after" once
                  stream SID has ended or been reset); reports the order in
                  which the streams ended (and when, in seconds)
+  stall N SECS BODY [HDR: V ...]  a client that never opens its window (SETTINGS
+                 INITIAL_WINDOW_SIZE 0): N POSTs of BODY, then SECS of
+                 reading without a WINDOW_UPDATE; reports what came
 """
 import argparse
 import base64
@@ -36,7 +39,7 @@ def frame(ftype, flags, sid, payload=b""):
 
 
 class Conn:
-    def __init__(self, host, ca):
+    def __init__(self, host, ca, window=None):
         ctx = ssl.create_default_context(cafile=ca)
         ctx.set_alpn_protocols(["h2"])
         raw = socket.create_connection((host, 443), timeout=15)
@@ -53,8 +56,10 @@ class Conn:
         self.t0 = time.time()
         self.order = []           # [sid, seconds] as streams end or are reset
         self.rst_on_data = set()  # streams the client cancels at their first DATA
-        self.s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(SETTINGS, 0, 0) +
-                       frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1 << 24)))
+        settings = b"" if window is None else struct.pack(">HI", 4, window)   # INITIAL_WINDOW_SIZE
+        self.no_window_updates = window == 0
+        self.s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(SETTINGS, 0, 0, settings) +
+                       (b"" if window == 0 else frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1 << 24))))
 
     def head(self, method, path, extra=()):
         return self.enc.encode([(":method", method), (":scheme", "https"), (":path", path),
@@ -110,14 +115,14 @@ class Conn:
             s["end"] |= bool(fl & END_STREAM)
             if fl & END_STREAM:
                 self.order.append([sid, round(time.time() - self.t0, 3)])
-            if p:
+            if p and not self.no_window_updates:
                 self.send(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", len(p))))
                 if sid in self.rst_on_data:
                     self.rst_on_data.discard(sid)
                     s["rst"] = "client"
                     self.order.append([sid, round(time.time() - self.t0, 3)])
                     self.send(frame(RST, 0, sid, struct.pack(">I", 8)))
-                else:
+                elif not self.no_window_updates:
                     self.send(frame(WINDOW_UPDATE, 0, sid, struct.pack(">I", len(p))))
         elif t == RST:
             self.st(sid)["rst"] = struct.unpack(">I", p)[0]
@@ -141,7 +146,7 @@ def main():
     ap.add_argument("mode")
     ap.add_argument("args", nargs="*")
     a = ap.parse_args()
-    c = Conn(a.host, a.ca)
+    c = Conn(a.host, a.ca, window=0 if a.mode == "stall" else None)
     if a.mode == "reset":
         n = int(a.args[0])
         out = b""
@@ -212,6 +217,15 @@ def main():
             send_stream(sid, sp)
         c.pump(c.done(sids), timeout=30)
         c.report(order=c.order)
+    elif a.mode == "stall":
+        n, secs, body = int(a.args[0]), float(a.args[1]), a.args[2].encode()
+        extra = [tuple(h.split(": ", 1)) for h in a.args[3:]]
+        sids = [1 + 2 * i for i in range(n)]
+        c.send(b"".join(frame(HEADERS, END_HEADERS, sid, c.head("POST", "/v1/chat/completions", [
+            ("content-type", "application/json"), ("authorization", "Bearer sk-x")] + extra)) +
+            frame(DATA, END_STREAM, sid, body) for sid in sids))
+        c.pump(lambda: False, timeout=secs)
+        c.report()
     else:
         sys.exit("unknown mode " + a.mode)
 

@@ -9,6 +9,8 @@ upstream is closed, not pooled) while the connection goes on.
 """
 import json
 import os
+import subprocess
+import time
 
 import lib
 from lib import check, test
@@ -121,6 +123,34 @@ def reset_mid_answer_cancels_only_that_stream():
     evs = RIG.request_events(lambda e: True, n=n_ev + 3, timeout=10)[n_ev:]
     check(len(evs) == 3, "%d request events for 3 streams" % len(evs))
     alive("a reset mid-answer")
+
+
+@test
+def a_client_that_never_opens_its_window_holds_only_its_own_streams():
+    """16 streams whose client never sends WINDOW_UPDATE (initial window
+    0): their workers block on their own queues; a stream on another
+    connection is answered at once meanwhile, and when the staller goes,
+    its streams are audited and the agent goes on."""
+    n_ev = len(RIG.request_events(lambda e: True, n=0, timeout=0))
+    # a small request (the client keeps within the agent's receive window),
+    # a long answer: 1,500 events of one character each
+    words = "x" * 1500
+    staller = lib.spawn(["/usr/bin/python3", HELPER, "--ca", RIG.ca, "stall", "16", "4", chat(words, stream=True),
+                         "x-fake-split: 1"],
+                        cgroup=RIG.cg.path, hosts=RIG.hosts, stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    res = mux([dict(path=PATH, body=chat("meanwhile"), headers=AUTH)])
+    s1 = res["streams"].get("1", {})
+    check(s1.get("status") == 200 and s1.get("end") and res["order"][0][1] < 3.0,
+          "another connection was not served while a client stalled 16 streams: %s" % res)
+    out, _ = staller.communicate(timeout=60)
+    rep = json.loads(out.strip().splitlines()[-1])
+    st = rep["streams"]
+    check(len(st) == 16 and all(v["status"] == 200 and not v["end"] for v in st.values()),
+          "the stalled streams: %s" % json.dumps(rep)[:600])
+    evs = RIG.request_events(lambda e: True, n=n_ev + 17, timeout=20)[n_ev:]
+    check(len(evs) == 17, "%d request events for 17 streams" % len(evs))
+    alive("a client that never reads")
 
 
 @test
