@@ -1079,80 +1079,76 @@ static bool h2_negotiated(SSL *ssl)
  * between streams but what is here, under mu. The connection's ic keeps
  * the client socket (its thread alone reads and writes it) and the gRPC
  * upstream, lent to one call at a time (gmu). */
-#define H2_SPARE_XC 4
-#define H2_SPARE_UP 4
+#define H2_SPARE_IC 2
 struct h2_glue {
 	struct ic *ic;
-	pthread_mutex_t mu;        /* spare, nspare, ups, nups, ic->info's tunnel fd */
-	/* scan scratch kept for the next streams (on the heap: an idle
-	 * connection's stack stays small) */
-	struct exchange_conn *spare[H2_SPARE_XC];
+	pthread_mutex_t mu;        /* spare, nspare, ic->info's tunnel fd */
+	/* stream ics done with, kept for the next streams with their scan
+	 * scratch, buffers and upstream (HTTP/1.1, kept as an HTTP/1.1
+	 * connection keeps ic->up: the shared pool holds only POOL_PER_KEY
+	 * per origin, too few for concurrent streams) */
+	struct ic *spare[H2_SPARE_IC];
 	unsigned nspare;
-	/* upstreams (HTTP/1.1) kept for this connection's next streams, as
-	 * an HTTP/1.1 connection keeps ic->up: the shared pool holds only
-	 * POOL_PER_KEY per origin, too few for concurrent streams */
-	struct upstream ups[H2_SPARE_UP];
-	unsigned nups;
 	pthread_mutex_t gmu;       /* held by the call using ic->gup and ic->gsess */
 };
 
-/* A stream's own ic: the connection's identity, a spare scratch, and
- * the client's tunnel to its proxy if still unused (used once). */
+/* A stream's own ic: a spare one, or a new one with the connection's
+ * identity; the client's tunnel to its proxy if still unused (used once). */
 static struct ic *stream_ic_new(struct h2_glue *g, struct h2_stream *st)
 {
-	struct ic *sub = calloc(1, sizeof(*sub));
-	if (!sub)
-		return NULL;
-	sub->ag = g->ic->ag;
-	sub->cfd = -1;
-	sub->up.fd = -1;
-	sub->gup.fd = -1;
-	sub->h2 = st;
+	struct ic *sub;
+
 	pthread_mutex_lock(&g->mu);
-	sub->info = g->ic->info;
-	g->ic->info.have_tunnel_fd = false;
-	if (g->nspare) {
-		struct exchange_conn *x = g->spare[--g->nspare];
-		sub->xc = *x;
-		free(x);
+	sub = g->nspare ? g->spare[--g->nspare] : calloc(1, sizeof(*sub));
+	if (sub && !sub->ag) {
+		sub->ag = g->ic->ag;
+		sub->cfd = -1;
+		sub->up.fd = -1;
+		sub->gup.fd = -1;
+		sub->info = g->ic->info;   /* the same for every stream of the connection */
 	}
-	if (g->nups) {
-		sub->up = g->ups[--g->nups];
-		sub->up_reusable = true;
+	if (sub) {
+		sub->info.have_tunnel_fd = g->ic->info.have_tunnel_fd;
+		sub->info.tunnel_fd = g->ic->info.tunnel_fd;
+		g->ic->info.have_tunnel_fd = false;
 	}
 	pthread_mutex_unlock(&g->mu);
+	if (sub) {
+		sub->h2 = st;
+		sub->h2_refuse = 0;
+		sub->in_len = sub->body_len = sub->rlen = 0;
+	}
 	return sub;
 }
 
-/* An upstream a stream is done with: kept for the connection's next
- * streams, else as serve() does at the end of a connection. */
-static void stream_up_put(struct h2_glue *g, struct ic *sub)
+/* Everything a stream ic holds; the upstream as serve() leaves it at the
+ * end of a connection. */
+static void stream_ic_drop(struct ic *sub)
 {
-	if (!sub->up.ssl || !sub->up_reusable) {
-		upstream_close(&sub->up);
-		return;
-	}
-	pthread_mutex_lock(&g->mu);
-	if (g->nups < H2_SPARE_UP) {
-		g->ups[g->nups++] = sub->up;
-		sub->up = (struct upstream){ .fd = -1 };
-	}
-	pthread_mutex_unlock(&g->mu);
-	if (sub->up.ssl && !sub->info.tunnel_auth[0])
+	if (sub->up.ssl && sub->up_reusable && !sub->info.tunnel_auth[0])
 		pool_put(&sub->up);
 	else
 		upstream_close(&sub->up);
-}
-
-/* On the stream's worker thread, once its exchange is over. */
-static void stream_ic_free(struct h2_glue *g, struct ic *sub)
-{
-	stream_up_put(g, sub);
 	charge(sub, 0, 0);
 	free(sub->in);
 	free(sub->body);
 	free(sub->rbuf);
 	free(sub->fwd);
+	exchange_conn_free(&sub->xc);
+	explicit_bzero(sub->info.tunnel_auth, sizeof(sub->info.tunnel_auth));
+	free(sub);
+}
+
+/* On the stream's worker thread, once its exchange is over: kept for the
+ * next stream (large buffers given back), or dropped. */
+static void stream_ic_free(struct h2_glue *g, struct ic *sub)
+{
+	bool kept = false;
+
+	if (!sub->up.ssl || !sub->up_reusable)
+		upstream_close(&sub->up);
+	sub->in_len = sub->rlen = 0;
+	release_buffers(sub);
 	pthread_mutex_lock(&g->mu);
 	if (sub->info.have_tunnel_fd && !g->ic->info.have_tunnel_fd) {
 		g->ic->info.have_tunnel_fd = true;     /* unused: the next stream's */
@@ -1160,16 +1156,14 @@ static void stream_ic_free(struct h2_glue *g, struct ic *sub)
 	} else if (sub->info.have_tunnel_fd) {
 		close(sub->info.tunnel_fd);
 	}
-	struct exchange_conn *x = g->nspare < H2_SPARE_XC ? malloc(sizeof(*x)) : NULL;
-	if (x) {
-		*x = sub->xc;
-		g->spare[g->nspare++] = x;
+	sub->info.have_tunnel_fd = false;
+	if (g->nspare < H2_SPARE_IC) {
+		g->spare[g->nspare++] = sub;
+		kept = true;
 	}
 	pthread_mutex_unlock(&g->mu);
-	if (!x)
-		exchange_conn_free(&sub->xc);
-	explicit_bzero(sub->info.tunnel_auth, sizeof(sub->info.tunnel_auth));
-	free(sub);
+	if (!kept)
+		stream_ic_drop(sub);
 }
 
 /* A stream worker thread ends: OpenSSL's per-thread state goes with it. */
@@ -1405,18 +1399,8 @@ static void serve_h2(struct ic *ic)
 	pthread_mutex_init(&g.gmu, NULL);
 	/* returns once every stream's worker has ended */
 	rc = h2_serve(&lim, &io, &abuse, why, sizeof(why));
-	while (g.nspare) {
-		exchange_conn_free(g.spare[--g.nspare]);
-		free(g.spare[g.nspare]);
-	}
-	/* a tunnel opened with this client's proxy credentials is not lent
-	 * to another client (as serve() does with ic->up) */
-	while (g.nups) {
-		if (!ic->info.tunnel_auth[0])
-			pool_put(&g.ups[--g.nups]);
-		else
-			upstream_close(&g.ups[--g.nups]);
-	}
+	while (g.nspare)
+		stream_ic_drop(g.spare[--g.nspare]);
 	pthread_mutex_destroy(&g.gmu);
 	pthread_mutex_destroy(&g.mu);
 	if (rc != 1)
