@@ -119,6 +119,7 @@ struct h2_conn {
 	bool quit;
 	pthread_cond_t gone;          /* a worker thread ended */
 	int wake_fd;                  /* eventfd: a worker queued or ended; -1 until the first */
+	bool woken;                   /* under mu: wake_fd written since drain last looked */
 	bool in_eof;
 	uint64_t buffered;            /* request body bytes held by all streams */
 	uint64_t reset_since;         /* start of the current one-second reset window */
@@ -790,6 +791,16 @@ static void wake(struct h2_conn *h)
 		return;
 }
 
+/* Under h->mu: whether the caller must wake the connection thread (once
+ * until it looks again: a head, a body and the end queued together cost
+ * one wake-up, not three). */
+static bool wake_needed(struct h2_conn *h)
+{
+	bool w = !h->woken;
+	h->woken = true;
+	return w;
+}
+
 /* One record to the stream's queue; blocks while the queue holds more
  * than H2_OUT_HIGH (the connection thread takes it only once the stream's
  * own backlog fits the window). */
@@ -798,6 +809,7 @@ static int enqueue(struct h2_stream *st, uint8_t type, const void *a, size_t al,
 	struct h2_conn *h = st->h;
 	uint8_t hdr[R_HDR];
 	int rc = 0;
+	bool w = false;
 
 	if (al + bl > UINT32_MAX)
 		return -EIO;
@@ -819,9 +831,10 @@ static int enqueue(struct h2_stream *st, uint8_t type, const void *a, size_t al,
 			buf_append(&st->q, a, al);
 		if (bl)
 			buf_append(&st->q, b, bl);
+		w = wake_needed(h);
 	}
 	pthread_mutex_unlock(&h->mu);
-	if (!rc)
+	if (w)
 		wake(h);
 	return rc;
 }
@@ -925,8 +938,8 @@ ssize_t h2_body_read(struct h2_stream *st, void *buf, size_t len)
 		n = st->rq_end ? 0 : -EAGAIN;
 	}
 	pthread_mutex_unlock(&h->mu);
-	if (n > 0)
-		wake(h);   /* the connection thread gives the bytes back to the budget */
+	/* the bytes taken go back to the budget at the connection thread's
+	 * next look (no wake-up needed for that) */
 	return n;
 }
 
@@ -1147,7 +1160,8 @@ static void *worker_main(void *arg)
 		w->st = NULL;
 		w->next_idle = h->idle;
 		h->idle = w;
-		wake(h);
+		if (wake_needed(h))
+			wake(h);
 	}
 	pthread_mutex_unlock(&h->mu);
 	if (h->io->worker_end)
@@ -1254,6 +1268,13 @@ static bool drain(struct h2_conn *h)
 	if (read(h->wake_fd, &v, sizeof(v)) < 0) {
 		/* EAGAIN: nobody woke us; the streams are looked at anyway */
 	}
+	/* cleared after the fd is read and before the streams are looked
+	 * at: what is queued from now on writes the fd again (cleared
+	 * first, a write between the two would be read here and a record
+	 * queued after the look would wake nobody) */
+	pthread_mutex_lock(&h->mu);
+	h->woken = false;
+	pthread_mutex_unlock(&h->mu);
 	for (struct h2_stream *st = h->all, *next; st; st = next) {
 		bool done, took = false;
 		int rc;
