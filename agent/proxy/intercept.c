@@ -1079,14 +1079,16 @@ static bool h2_negotiated(SSL *ssl)
  * between streams but what is here, under mu. The connection's ic keeps
  * the client socket (its thread alone reads and writes it) and the gRPC
  * upstream, lent to one call at a time (gmu). */
-#define H2_SPARE_IC 2
+#define H2_SPARE_IC 8
 struct h2_glue {
 	struct ic *ic;
 	pthread_mutex_t mu;        /* spare, nspare, ic->info's tunnel fd */
 	/* stream ics done with, kept for the next streams with their scan
 	 * scratch, buffers and upstream (HTTP/1.1, kept as an HTTP/1.1
 	 * connection keeps ic->up: the shared pool holds only POOL_PER_KEY
-	 * per origin, too few for concurrent streams) */
+	 * per origin, too few for concurrent streams; measured with h2load
+	 * -m8, 2 spares closed most upstreams and cost a TLS handshake
+	 * upstream per request) */
 	struct ic *spare[H2_SPARE_IC];
 	unsigned nspare;
 	pthread_mutex_t gmu;       /* held by the call using ic->gup and ic->gsess */
