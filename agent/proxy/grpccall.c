@@ -10,6 +10,7 @@
  * finding's text in grpc-message or a log, or lend the upstream HTTP/2
  * connection to an HTTP/1.1 exchange. */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,7 +66,7 @@ struct text_ref {
 
 struct grpccall {
 	struct exchange *ex;
-	struct h2_conn *h2;
+	struct h2_stream *h2;
 	const struct h2_grpc_call *call;
 	const struct grpccall_io *io;
 	uint64_t max_msg;
@@ -99,6 +100,23 @@ struct grpccall {
 	 * between two of them ("[[VGL_EM" | "AIL_1a2b3c]]") is restored whole */
 	struct detok *ans_detok;
 	int grpc_status;
+	/* a request read as it arrives (call->streamed): each batch of whole
+	 * messages decided as it comes (decide_more) and queued for the
+	 * upstream stream */
+	bool streaming;               /* more of the request may come */
+	struct buf rin;               /* client bytes not yet cut into whole messages */
+	bool rin_end;                 /* the client ended its side */
+	struct buf first;             /* the first batch (g->call->body points here) */
+	struct buf upq;               /* request bytes for the upstream, from upq_off */
+	size_t upq_off;
+	struct buf sent;              /* what left of upq before any answer: replayed on a
+				       * kept connection found closed (bounded) */
+	bool unreplayable;
+	bool up_end, up_deferred;
+	/* quiet: a batch's decision records its refusal instead of answering */
+	bool quiet;
+	int q_code;
+	char q_msg[512], q_rule[128], q_reason[160];
 };
 
 struct grpccall_session {
@@ -177,6 +195,12 @@ static void pct_encode(const char *in, char *out, size_t cap)
 static int answer_error(struct grpccall *g, int code, const char *msg)
 {
 	char status[12], enc[600];
+	if (g->quiet) {
+		/* a later batch of a streamed request: the caller ends the call */
+		g->q_code = code;
+		snprintf(g->q_msg, sizeof(g->q_msg), "%s", msg);
+		return 0;
+	}
 	snprintf(status, sizeof(status), "%d", code);
 	pct_encode(msg, enc, sizeof(enc));
 	struct h2_field f[] = { FIELD(":status", "200"), FIELD("content-type", "application/grpc"),
@@ -844,10 +868,35 @@ static int up_on_close(nghttp2_session *s, int32_t id, uint32_t err, void *user)
 	return 0;
 }
 
+/* A streamed request: what was decided so far; deferred until more is
+ * (the relay resumes it), EOF once the client ended and all is out. */
+static ssize_t up_body_queued(struct grpccall *g, uint8_t *buf, size_t length, uint32_t *flags)
+{
+	size_t avail = g->upq.len - g->upq_off;
+	size_t n = avail < length ? avail : length;
+
+	if (!n && !g->up_end) {
+		g->up_deferred = true;
+		return NGHTTP2_ERR_DEFERRED;
+	}
+	memcpy(buf, g->upq.data + g->upq_off, n);
+	if (!g->head_sent && !g->unreplayable &&
+	    (g->sent.len + n > g->max_msg || buf_append(&g->sent, buf, n)))
+		g->unreplayable = true;
+	g->upq_off += n;
+	if (g->upq_off == g->upq.len)
+		g->upq.len = g->upq_off = 0;
+	if (!g->upq.len && g->up_end)
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+	return (ssize_t)n;
+}
+
 static ssize_t up_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
 		       nghttp2_data_source *src, void *user)
 {
 	struct grpccall *g = ((struct grpccall_session *)user)->g;
+	if (g->streaming || g->upq.len || g->up_end)
+		return up_body_queued(g, buf, length, flags);
 	const uint8_t *body = g->fwd.len ? (const uint8_t *)g->fwd.data : g->call->body;
 	size_t total = g->fwd.len ? g->fwd.len : g->call->body_len;
 	size_t *off = src->ptr;
@@ -926,6 +975,188 @@ static int submit_call(struct grpccall *g, size_t *body_off)
 	return g->sid < 0 ? -EPROTO : 0;
 }
 
+/* ---- a request read as it arrives (call->streamed) ---- */
+
+static void grpccall_free(struct grpccall *g);
+
+/* The bytes of the whole messages at the start of b; -EMSGSIZE when a
+ * prefix announces more than max (checked before anything is held). */
+static ssize_t whole_messages(const struct buf *b, size_t max)
+{
+	size_t off = 0;
+
+	while (b->len - off >= GRPC_PREFIX) {
+		const uint8_t *p = (const uint8_t *)b->data + off;
+		size_t n = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
+		if (n > max)
+			return -EMSGSIZE;
+		if (b->len - off - GRPC_PREFIX < n)
+			break;
+		off += GRPC_PREFIX + n;
+	}
+	return (ssize_t)off;
+}
+
+/* Takes what the client sent so far (at most about one message more
+ * than a whole one: the rest waits in h2.c, within its limit). 0, or
+ * -EIO when the client's stream is gone. */
+static int body_take(struct grpccall *g)
+{
+	uint8_t buf[GRPC_READ_CHUNK];
+
+	while (!g->rin_end && g->rin.len < g->max_msg + GRPC_PREFIX) {
+		ssize_t n = h2_body_read(g->h2, buf, sizeof(buf));
+		if (n == -EAGAIN)
+			return 0;
+		if (n < 0)
+			return -EIO;
+		if (n == 0)
+			g->rin_end = true;
+		else if (buf_append(&g->rin, buf, (size_t)n))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Waits for the client's first whole message, or the end of its side. */
+static int body_first(struct grpccall *g)
+{
+	uint64_t deadline = loop_now_ms() + g->ex->ag->cfg->idle_timeout_ms;
+	int rc;
+
+	for (;;) {
+		if ((rc = body_take(g)))
+			return rc;
+		if (g->rin_end || whole_messages(&g->rin, g->max_msg) != 0)
+			return 0;
+		struct pollfd p = { .fd = h2_body_fd(g->h2), .events = POLLIN };
+		uint64_t now = loop_now_ms();
+		if (now >= deadline || poll(&p, 1, (int)(deadline - now)) == 0) {
+			g->ex->error = "the client sent no gRPC message";
+			return -ETIMEDOUT;
+		}
+	}
+}
+
+static int action_rank(const char *a)
+{
+	return !a ? 0 : !strcmp(a, "block") ? 4 : !strcmp(a, "redact") ? 3 : !strcmp(a, "warn") ? 2 :
+			!strcmp(a, "alert") ? 1 : 0;
+}
+
+/* A later batch's decision folded into the call's: findings add up, the
+ * strongest action wins (its rule and reason copied: mx goes away). */
+static void merge(struct grpccall *g, const struct exchange *mx)
+{
+	struct exchange *ex = g->ex;
+
+	for (int i = 0; i < FINDING__COUNT; i++)
+		ex->counts[i] += mx->counts[i];
+	ex->redacted += mx->redacted;
+	ex->tokenized |= mx->tokenized;
+	if (action_rank(mx->action) <= action_rank(ex->action))
+		return;
+	ex->action = mx->action;
+	snprintf(g->q_rule, sizeof(g->q_rule), "%s", mx->rule ? mx->rule : "");
+	snprintf(g->q_reason, sizeof(g->q_reason), "%s", mx->reason ? mx->reason : "");
+	ex->rule = mx->rule ? g->q_rule : NULL;
+	ex->reason = mx->reason ? g->q_reason : NULL;
+}
+
+/* The agent ends a streamed call (a later message refused): the
+ * upstream stream is cancelled (its session not kept), the client gets
+ * the status in the answer's trailers, or trailers-only. 1. */
+static int end_call(struct grpccall *g, int code, const char *msg)
+{
+	struct exchange *ex = g->ex;
+	char status[12], enc[600];
+	int rc;
+
+	nghttp2_submit_rst_stream(g->sess->s, NGHTTP2_FLAG_NONE, g->sid, NGHTTP2_CANCEL);
+	up_flush(g, loop_now_ms() + 1000);
+	g->failed = true;
+	ex->blocked = true;
+	ex->status = ex->status && ex->status != 200 ? ex->status : 403;
+	if (!g->head_sent) {
+		g->quiet = false;
+		rc = answer_error(g, code, msg);
+	} else {
+		snprintf(status, sizeof(status), "%d", code);
+		pct_encode(msg, enc, sizeof(enc));
+		struct h2_field f[] = { FIELD("grpc-status", status), FIELD("grpc-message", enc) };
+		g->grpc_status = code;
+		rc = answer_flush(g) ?: h2_send_trailers(g->h2, f, 2);
+	}
+	g->head_sent = g->trailers_sent = true;
+	return rc ?: 1;
+}
+
+/* One batch of whole messages after the first: decided on its own (the
+ * same inspection, policy, redaction and vault as a whole call), then
+ * queued for the upstream. 0, 1 when the call was ended, < 0. */
+static int decide_more(struct grpccall *g, const char *batch, size_t len)
+{
+	struct exchange *ex = g->ex, mx;
+	struct h2_grpc_call c = *g->call;
+	int rc;
+
+	c.body = (const uint8_t *)batch;
+	c.body_len = len;
+	c.streamed = false;
+	exchange_init(&mx, ex->ag, ex->info, ex->xc);
+	struct grpccall m = { .ex = &mx, .h2 = g->h2, .call = &c, .io = g->io, .max_msg = g->max_msg,
+			      .known = g->known, .quiet = true };
+	rc = decide(&m);
+	merge(g, &mx);
+	ex->bytes_up += len;
+	if (rc == 0) {
+		const struct buf *f = m.fwd.len ? &m.fwd : NULL;
+		rc = buf_append(&g->upq, f ? f->data : batch, f ? f->len : len) ? -ENOMEM : 0;
+	} else if (rc > 0) {
+		if (mx.blocked) {
+			ex->block_status = mx.block_status;
+			ex->status = mx.status;
+		}
+		rc = end_call(g, m.q_code ? m.q_code : GS_PERMISSION_DENIED, m.q_msg[0] ? m.q_msg : "request blocked");
+	}
+	grpccall_free(&m);
+	exchange_free(&mx);
+	return rc;
+}
+
+/* The client's body fd woke: its whole messages decided and queued, the
+ * upstream's DATA resumed. 0, 1 when the call was ended, < 0. */
+static int body_more(struct grpccall *g)
+{
+	int rc = body_take(g);
+	ssize_t w;
+
+	if (rc)
+		return rc;
+	while ((w = whole_messages(&g->rin, g->max_msg)) != 0) {
+		if (w < 0)
+			return end_call(g, GS_RESOURCE_EXHAUSTED, "gRPC message larger than limits.max_body_bytes");
+		rc = decide_more(g, g->rin.data, (size_t)w);
+		memmove(g->rin.data, g->rin.data + w, g->rin.len - (size_t)w);
+		g->rin.len -= (size_t)w;
+		if (rc)
+			return rc;
+		if ((rc = body_take(g)))
+			return rc;
+	}
+	if (g->rin_end) {
+		if (g->rin.len)
+			return end_call(g, GS_INTERNAL, "the client ended its side mid-message");
+		g->streaming = false;
+		g->up_end = true;
+	}
+	if (g->up_deferred && (g->upq.len > g->upq_off || g->up_end)) {
+		g->up_deferred = false;
+		nghttp2_session_resume_data(g->sess->s, g->sid);
+	}
+	return 0;
+}
+
 /* Request out, answer back, until the upstream closes the stream. */
 static int relay(struct grpccall *g)
 {
@@ -943,6 +1174,24 @@ static int relay(struct grpccall *g)
 			return rc;
 		if (g->closed || g->failed)
 			return g->failed ? -EPROTO : 0;
+		if (g->streaming) {
+			/* the client's next messages and the answer, whichever first */
+			int w = g->io->wait(g->io->arg, h2_body_fd(g->h2), deadline);
+			if (w < 0)
+				return w;
+			if (w & 2) {
+				if ((rc = body_more(g)))
+					return rc > 0 ? 0 : rc;
+				deadline = loop_now_ms() + cfg->idle_timeout_ms;
+			}
+			if (!(w & 1)) {
+				if (w == 0) {
+					g->ex->error = "upstream stalled";
+					return -ETIMEDOUT;
+				}
+				continue;
+			}
+		}
 		ssize_t n = g->io->read(g->io->arg, buf, sizeof(buf), deadline);
 		if (n <= 0) {
 			g->ex->error = n == -ETIMEDOUT ? "upstream stalled" : "upstream closed mid-call";
@@ -972,6 +1221,24 @@ static int session_ready(struct grpccall *g, bool *fresh)
 	if (io->connect(io->arg, g->ex))
 		return -EHOSTUNREACH;
 	return up_session(sp);
+}
+
+/* A queued request starts over: what left already goes again first. */
+static void replay(struct grpccall *g)
+{
+	size_t rest = g->upq.len - g->upq_off;
+	if (!g->sent.len)
+		return;
+	if (buf_append(&g->sent, g->upq.data + g->upq_off, rest)) {
+		g->unreplayable = true;
+		return;
+	}
+	struct buf t = g->upq;
+	g->upq = g->sent;
+	g->sent = t;
+	g->sent.len = 0;
+	g->upq_off = 0;
+	g->up_deferred = false;
 }
 
 /* Forgets what one attempt of the call received. */
@@ -1009,7 +1276,8 @@ static int upstream_call(struct grpccall *g)
 			grpccall_session_free(*io->session);
 			*io->session = NULL;
 			io->close(io->arg);
-			if (!fresh && !g->head_sent && attempt == 0) {
+			if (!fresh && !g->head_sent && attempt == 0 && !g->unreplayable) {
+				replay(g);
 				attempt_reset(g);
 				continue;
 			}
@@ -1033,6 +1301,10 @@ static void grpccall_free(struct grpccall *g)
 	buf_free(&g->out);
 	buf_free(&g->wbuf);
 	buf_free(&g->stage);
+	buf_free(&g->rin);
+	buf_free(&g->first);
+	buf_free(&g->upq);
+	buf_free(&g->sent);
 	free(g->moff);
 	free(g->mlen);
 	free(g->refs);
@@ -1051,15 +1323,56 @@ static const struct llm_schema *known_method(const char *path)
 	return NULL;
 }
 
-int grpccall_serve(struct exchange *ex, struct h2_conn *h2, const struct h2_grpc_call *call,
+/* A streamed call: the first whole message(s) become the call decide()
+ * sees (a unary call whose client already ended is the whole call, as
+ * without streaming); more may follow. */
+static int streamed_start(struct grpccall *g, struct h2_grpc_call *whole)
+{
+	int rc = body_first(g);
+	ssize_t w;
+
+	if (rc)
+		return rc;
+	w = whole_messages(&g->rin, g->max_msg);
+	/* all of it when the client ended, or a prefix past the limit
+	 * (decide refuses it as for a whole call) */
+	size_t n = g->rin_end || w < 0 ? g->rin.len : (size_t)w;
+	if (buf_append(&g->first, g->rin.data ? g->rin.data : "", n))
+		return -ENOMEM;
+	memmove(g->rin.data, g->rin.data + n, g->rin.len - n);
+	g->rin.len -= n;
+	*whole = *g->call;
+	whole->body = (const uint8_t *)(g->first.data ? g->first.data : "");
+	whole->body_len = n;
+	whole->streamed = false;
+	g->call = whole;
+	g->streaming = !g->rin_end || g->rin.len;
+	if (g->streaming && !g->io->wait)
+		return -ENOTSUP;
+	return 0;
+}
+
+int grpccall_serve(struct exchange *ex, struct h2_stream *h2, const struct h2_grpc_call *call,
 		   const struct grpccall_io *io)
 {
 	struct grpccall g = { .ex = ex, .h2 = h2, .call = call, .io = io, .max_msg = ex->ag->cfg->max_body_bytes,
 			      .known = known_method(call->path) };
+	struct h2_grpc_call whole;
 	int rc;
 
-	ex->bytes_up = call->body_len;
+	if (call->streamed && (rc = streamed_start(&g, &whole))) {
+		grpccall_free(&g);
+		return rc;
+	}
+	ex->bytes_up = g.call->body_len;
 	rc = decide(&g);
+	if (!rc && g.streaming) {
+		/* the first batch leaves as decided; the rest as it comes */
+		const struct buf *f = g.fwd.len ? &g.fwd : &g.first;
+		if (buf_append(&g.upq, f->data ? f->data : "", f->len))
+			rc = -ENOMEM;
+		g.fwd.len = 0;
+	}
 	if (rc) {
 		grpccall_free(&g);
 		return rc > 0 ? 0 : rc;

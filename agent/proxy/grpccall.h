@@ -50,13 +50,17 @@ struct grpccall_io {
 	/* Optional: the decision is made and the call is about to leave:
 	 * journal what is known (a crash mid-call still leaves an event). */
 	void (*begin)(void *arg, struct exchange *ex);
+	/* For a streamed request (call->streamed): waits until the upstream
+	 * (1) or fd (2, the client's next DATA) is readable, or deadline
+	 * (0); the bits or'ed, < 0 -errno. */
+	int (*wait)(void *arg, int fd, uint64_t deadline);
 };
 
 /* Serves the call and fills ex for its audit event (method, path,
  * provider, model, decision, findings, usage, status). Returns 0 when the
  * client got a complete answer (trailers included), < 0 when the stream
  * must be reset. */
-int grpccall_serve(struct exchange *ex, struct h2_conn *h2, const struct h2_grpc_call *call,
+int grpccall_serve(struct exchange *ex, struct h2_stream *h2, const struct h2_grpc_call *call,
 		   const struct grpccall_io *io);
 
 /* The grpc-status for an HTTP status the agent would have answered. */

@@ -13,10 +13,15 @@
  * request bodies beyond the limits, or let a client keep resetting,
  * continuing or compressing its way into the agent's CPU and memory. */
 #include <errno.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
 #include <nghttp2/nghttp2.h>
 #include "proxy/h2.h"
 #include "http.h"
@@ -30,9 +35,24 @@
 /* A refused stream's head keeps this much of its path (the event's path
  * and the provider come from it; the rest is not needed to refuse). */
 #define H2_REFUSED_PATH_MAX 1024
+/* A worker runs the same exchange code as an HTTP/1.1 connection's
+ * thread (intercept.c gives those 256 KiB). */
+#define H2_WORKER_STACK (256 * 1024)
+/* After the client's EOF, how long to wait for the workers' answers
+ * between two looks at the client (a half-closed client still reads). */
+#define H2_EOF_WAIT_MS 1000
+/* A worker with no stream to serve waits this long for the next one
+ * (a thread per request would cost more than the request), then ends. */
+#define H2_WORKER_IDLE_MS 2000
+
+/* What a worker queues for the connection thread: a type byte, a u32
+ * length, the payload. */
+enum { R_H1 = 1, R_HEAD, R_DATA, R_TRL };
+#define R_HDR 5
 
 struct h2_stream {
 	int32_t id;
+	struct h2_conn *h;
 	struct h2_stream *next_all;   /* every stream the connection holds */
 	struct h2_stream *next_ready; /* requests complete, in completion order */
 	bool queued, served, closed;
@@ -54,6 +74,34 @@ struct h2_stream {
 	bool grpc;
 	struct buf trl;          /* trailers to send after the DATA: name\0value\0 ... */
 	size_t trl_n;
+	/* the worker (connection thread's view) */
+	bool worker;                  /* handed to a worker that has not said it is done */
+	bool failed;                  /* its answer broke: reset, the rest dropped */
+	bool eof_sent, rst_after;     /* refused: RST_STREAM(NO_ERROR) once the answer is out */
+	bool rst_cut;                 /* cut short: RST_STREAM once what was answered is out */
+	struct buf req;               /* the request handed to it */
+	struct buf qc;                /* records taken from q, being applied */
+	/* shared with the worker, under h->mu */
+	struct buf q;                 /* records queued by the worker */
+	bool w_done, cancel;
+	int w_rc;
+	/* the worker's own */
+	bool w_head, w_ended;
+	/* a gRPC request read as it arrives (io->grpc_streaming): the
+	 * worker starts at the HEADERS; under h->mu */
+	bool streaming;
+	bool done;                    /* the worker is done with it: more DATA is dropped */
+	struct buf rq;                /* DATA not yet taken by the worker */
+	size_t rq_off, rq_taken;      /* taken: to give back to the budget */
+	bool rq_end;                  /* END_STREAM came */
+	int body_fd;                  /* eventfd: DATA, the end, or cancel; -1 */
+};
+
+struct h2_worker {
+	struct h2_conn *h;
+	pthread_cond_t cv;            /* a stream was handed to it, or quit */
+	struct h2_stream *st;         /* under h->mu: the stream to serve */
+	struct h2_worker *next_idle;  /* under h->mu */
 };
 
 struct h2_conn {
@@ -62,14 +110,24 @@ struct h2_conn {
 	const struct h2_io *io;
 	struct h2_stream *all;
 	struct h2_stream *ready, *ready_tail;
-	struct h2_stream *cur;        /* being answered */
+	unsigned live;                /* streams handed to workers, not done */
+	pthread_mutex_t mu;           /* every stream's q, w_done, cancel; the workers */
+	pthread_cond_t cv;            /* a queue was taken or a stream cancelled */
+	/* worker threads, under mu: idle ones wait for a stream */
+	struct h2_worker *idle;
+	unsigned nthreads;
+	bool quit;
+	pthread_cond_t gone;          /* a worker thread ended */
+	int wake_fd;                  /* eventfd: a worker queued or ended; -1 until the first */
+	bool woken;                   /* under mu: wake_fd written since drain last looked */
+	bool in_eof;
 	uint64_t buffered;            /* request body bytes held by all streams */
 	uint64_t reset_since;         /* start of the current one-second reset window */
 	uint32_t resets;
 	uint32_t continuations;       /* in the header block being received */
 	bool broken, abuse, io_failed;
 	char why[160];
-	struct buf wbuf, req;
+	struct buf wbuf;
 };
 
 /* ---- streams ---- */
@@ -105,6 +163,13 @@ static void stream_free(struct h2_conn *h, struct h2_stream *st)
 			}
 	}
 	uncharge(h, st->body.len);
+	buf_free(&st->req);
+	buf_free(&st->qc);
+	buf_free(&st->q);
+	uncharge(h, st->rq.len - st->rq_off + st->rq_taken);
+	buf_free(&st->rq);
+	if (st->body_fd >= 0)
+		close(st->body_fd);
 	buf_free(&st->path);
 	buf_free(&st->authority);
 	buf_free(&st->host);
@@ -152,6 +217,23 @@ static void stream_drop_body(struct h2_conn *h, struct h2_stream *st)
 	memset(&st->body, 0, sizeof(st->body));
 }
 
+static void body_wake(struct h2_stream *st)
+{
+	uint64_t one = 1;
+	if (st->body_fd >= 0 && write(st->body_fd, &one, sizeof(one)) < 0)
+		return;   /* a full counter still leaves the fd readable */
+}
+
+/* The worker's answers are no longer wanted: it gets -EIO from now on. */
+static void stream_cancel(struct h2_conn *h, struct h2_stream *st)
+{
+	pthread_mutex_lock(&h->mu);
+	st->cancel = true;
+	pthread_cond_broadcast(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+	body_wake(st);
+}
+
 static void broke(struct h2_conn *h, bool abuse, const char *why)
 {
 	if (h->broken)
@@ -197,6 +279,8 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *us
 	if (!st)
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
 	st->id = f->hd.stream_id;
+	st->h = h;
+	st->body_fd = -1;
 	st->next_all = h->all;
 	h->all = st;
 	if (nghttp2_session_set_stream_user_data(s, st->id, st)) {
@@ -295,6 +379,38 @@ static void stream_refuse(struct h2_conn *h, struct h2_stream *st, int status)
 	stream_ready(h, st);
 }
 
+static void stream_fail(struct h2_conn *h, struct h2_stream *st);
+
+/* DATA of a gRPC request being read as it arrives: to the worker. What
+ * it has not taken yet is bounded by the body limit (a client sending
+ * faster than the upstream takes gets its stream reset). */
+static int stream_data(struct h2_conn *h, struct h2_stream *st, const uint8_t *data, size_t len)
+{
+	int rc = 0;
+
+	if (st->failed || st->closed || st->done)
+		return 0;
+	pthread_mutex_lock(&h->mu);
+	size_t held = st->rq.len - st->rq_off;
+	if (held + len > h->lim->max_body_bytes)
+		rc = -E2BIG;
+	else if (h->io->charge && h->io->charge(h->io->arg, (int64_t)len))
+		rc = -ENOBUFS;
+	else if (buf_append(&st->rq, data, len)) {
+		if (h->io->charge)
+			h->io->charge(h->io->arg, -(int64_t)len);
+		rc = -ENOMEM;
+	} else {
+		h->buffered += len;
+	}
+	pthread_mutex_unlock(&h->mu);
+	if (rc)
+		stream_fail(h, st);
+	else
+		body_wake(st);
+	return 0;
+}
+
 static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
 			 void *user)
 {
@@ -302,6 +418,8 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
 	struct h2_stream *st = nghttp2_session_get_stream_user_data(s, id);
 
 	(void)flags;
+	if (st && st->streaming)
+		return stream_data(h, st, data, len);
 	if (!st || st->refuse || st->served)
 		return 0;
 	if (st->body.len + len > h->lim->max_body_bytes) {
@@ -360,6 +478,15 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 	if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
 		return 0;
 	st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+	if (st && st->streaming) {
+		if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+			pthread_mutex_lock(&h->mu);
+			st->rq_end = true;
+			pthread_mutex_unlock(&h->mu);
+			body_wake(st);
+		}
+		return 0;
+	}
 	if (!st || st->served)
 		return 0;
 	if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
@@ -379,8 +506,15 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 			nghttp2_submit_headers(s, NGHTTP2_FLAG_NONE, st->id, NULL, cont, 1, NULL);
 		}
 	}
-	if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
+	if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
 		stream_ready(h, st);
+	} else if (f->hd.type == NGHTTP2_HEADERS && st->grpc && h->io->grpc && h->io->grpc_streaming &&
+		   !st->refuse) {
+		/* a gRPC request is read as it arrives: client-streaming and
+		 * bidirectional calls send messages for as long as they last */
+		st->streaming = true;
+		stream_ready(h, st);
+	}
 	return 0;
 }
 
@@ -393,10 +527,14 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
 	if (!st)
 		return 0;
 	nghttp2_session_set_stream_user_data(s, id, NULL);
-	if (st == h->cur)
-		st->closed = true;   /* the driver frees it when the exchange returns */
-	else
+	if (st->worker) {
+		/* reset by the client (or over): the worker stops at its next
+		 * answer; the stream is freed once it is joined */
+		st->closed = true;
+		stream_cancel(h, st);
+	} else {
 		stream_free(h, st);
+	}
 	return 0;
 }
 
@@ -433,6 +571,7 @@ static ssize_t data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
 		st->out.len = st->out_off = 0;
 	if (st->out.len == 0 && st->ended) {
 		*flags |= NGHTTP2_DATA_FLAG_EOF;
+		st->eof_sent = true;
 		if (st->trl_n && submit_trailers(s, st) == 0)
 			*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
 		return (ssize_t)n;
@@ -494,16 +633,24 @@ static const char *mem_recv_why(int rv)
 	}
 }
 
-/* Reads once from the client and runs what arrived through the session.
- * 0, or < 0 when the connection is over (EOF, timeout, error, abuse). */
+/* Reads once from the client (or until a worker wakes us: -EAGAIN) and
+ * runs what arrived through the session. 0, or < 0: -ECONNRESET at EOF
+ * (h->in_eof: the answers may still go out), -ETIMEDOUT, or the
+ * connection is over (error, abuse). */
 static int pump_in(struct h2_conn *h)
 {
 	uint8_t buf[H2_READ_CHUNK];
-	ssize_t n = h->io->read(h->io->arg, buf, sizeof(buf), h->lim->idle_timeout_ms);
+	ssize_t n = h->io->read(h->io->arg, buf, sizeof(buf), h->lim->idle_timeout_ms, h->wake_fd);
 
-	if (n <= 0) {
+	if (n == -EAGAIN)
+		return -EAGAIN;
+	if (n == 0) {
+		h->in_eof = true;
+		return -ECONNRESET;
+	}
+	if (n < 0) {
 		h->io_failed = n != -ETIMEDOUT;
-		return n == 0 ? -ECONNRESET : (int)n;
+		return (int)n;
 	}
 	ssize_t rv = nghttp2_session_mem_recv(h->s, buf, (size_t)n);
 	if (rv < 0) {
@@ -634,104 +781,247 @@ static size_t pending(const struct h2_stream *st)
 	return st->out.len - st->out_off;
 }
 
-static int push(struct h2_conn *h, struct h2_stream *st);
+/* ---- the worker's side: answers queued for the connection thread ---- */
 
-int h2_respond(struct h2_conn *h, const void *data, size_t len)
+static void wake(struct h2_conn *h)
 {
-	struct h2_stream *st = h->cur;
-	int rc;
+	uint64_t one = 1;
+	/* a full counter (never here) still leaves the fd readable */
+	if (write(h->wake_fd, &one, sizeof(one)) < 0)
+		return;
+}
 
-	if (!st || st->closed || h->broken || h->io_failed)
+/* Under h->mu: whether the caller must wake the connection thread (once
+ * until it looks again: a head, a body and the end queued together cost
+ * one wake-up, not three). */
+static bool wake_needed(struct h2_conn *h)
+{
+	bool w = !h->woken;
+	h->woken = true;
+	return w;
+}
+
+/* One record to the stream's queue; blocks while the queue holds more
+ * than H2_OUT_HIGH (the connection thread takes it only once the stream's
+ * own backlog fits the window). */
+static int enqueue(struct h2_stream *st, uint8_t type, const void *a, size_t al, const void *b, size_t bl)
+{
+	struct h2_conn *h = st->h;
+	uint8_t hdr[R_HDR];
+	int rc = 0;
+	bool w = false;
+
+	if (al + bl > UINT32_MAX)
 		return -EIO;
-	rc = st->head_done ? body_in(st, data, len) : head_in(h, st, data, len);
-	if (rc) {
-		nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
-		flush(h);
-		return -EIO;
+	hdr[0] = type;
+	hdr[1] = (uint8_t)((al + bl) >> 24);
+	hdr[2] = (uint8_t)((al + bl) >> 16);
+	hdr[3] = (uint8_t)((al + bl) >> 8);
+	hdr[4] = (uint8_t)(al + bl);
+	pthread_mutex_lock(&h->mu);
+	while (!st->cancel && st->q.len > H2_OUT_HIGH)
+		pthread_cond_wait(&h->cv, &h->mu);
+	if (st->cancel)
+		rc = -EIO;
+	else if (buf_reserve(&st->q, R_HDR + al + bl))
+		rc = -EIO;
+	else {
+		buf_append(&st->q, hdr, R_HDR);
+		if (al)
+			buf_append(&st->q, a, al);
+		if (bl)
+			buf_append(&st->q, b, bl);
+		w = wake_needed(h);
 	}
-	return push(h, st);
+	pthread_mutex_unlock(&h->mu);
+	if (w)
+		wake(h);
+	return rc;
 }
 
-/* Sends what the stream holds; past the high mark waits for the client's
- * WINDOW_UPDATE (the caller stops reading the upstream meanwhile). */
-static int push(struct h2_conn *h, struct h2_stream *st)
+int h2_respond(struct h2_stream *st, const void *data, size_t len)
 {
-	resume(h, st);
-	if (flush(h))
-		return -EIO;
-	while (pending(st) > H2_OUT_HIGH && !st->closed) {
-		if (pump_in(h))
-			return -EIO;
-		resume(h, st);
-		if (flush(h))
-			return -EIO;
-	}
-	return st->closed ? -EIO : 0;
+	return len ? enqueue(st, R_H1, data, len, NULL, 0) : 0;
 }
 
-/* ---- gRPC answers (io->grpc) ---- */
-
-static struct h2_stream *grpc_stream(struct h2_conn *h)
+/* Fields as name\0value\0 ... (the form st->trl keeps). */
+static int fields_pack(struct buf *b, const struct h2_field *f, size_t n)
 {
-	struct h2_stream *st = h->cur;
-	return st && st->grpc && !st->closed && !h->broken && !h->io_failed ? st : NULL;
-}
-
-int h2_send_head(struct h2_conn *h, const struct h2_field *f, size_t n, bool end_stream)
-{
-	struct h2_stream *st = grpc_stream(h);
-	nghttp2_nv nv[H2_MAX_TRAILERS];
-
-	if (!st || st->head_done || n > H2_MAX_TRAILERS)
+	if (n > H2_MAX_TRAILERS)
 		return -EIO;
 	for (size_t i = 0; i < n; i++)
-		nv[i] = (nghttp2_nv){ (uint8_t *)f[i].name, (uint8_t *)f[i].value, f[i].name_len, f[i].value_len,
-				      NGHTTP2_NV_FLAG_NONE };
+		if (memchr(f[i].name, 0, f[i].name_len) || memchr(f[i].value, 0, f[i].value_len) ||
+		    buf_append(b, f[i].name, f[i].name_len) || buf_append(b, "", 1) ||
+		    buf_append(b, f[i].value, f[i].value_len) || buf_append(b, "", 1))
+			return -EIO;
+	return 0;
+}
+
+int h2_send_head(struct h2_stream *st, const struct h2_field *f, size_t n, bool end_stream)
+{
+	struct buf b = { 0 };
+	uint8_t end = end_stream;
+	int rc;
+
+	if (!st->grpc || st->w_head)
+		return -EIO;
+	rc = fields_pack(&b, f, n);
+	if (!rc)
+		rc = enqueue(st, R_HEAD, &end, 1, b.data, b.len);
+	buf_free(&b);
+	if (!rc) {
+		st->w_head = true;
+		st->w_ended = end_stream;
+	}
+	return rc;
+}
+
+int h2_send_data(struct h2_stream *st, const void *data, size_t len)
+{
+	if (!st->grpc || !st->w_head || st->w_ended)
+		return -EIO;
+	return len ? enqueue(st, R_DATA, data, len, NULL, 0) : 0;
+}
+
+int h2_send_trailers(struct h2_stream *st, const struct h2_field *f, size_t n)
+{
+	struct buf b = { 0 };
+	int rc;
+
+	if (!st->grpc || !st->w_head || st->w_ended || n == 0)
+		return -EIO;
+	rc = fields_pack(&b, f, n);
+	if (!rc)
+		rc = enqueue(st, R_TRL, b.data, b.len, NULL, 0);
+	buf_free(&b);
+	if (!rc)
+		st->w_ended = true;
+	return rc;
+}
+
+/* ---- the worker's side: a gRPC request read as it arrives ---- */
+
+int h2_body_fd(struct h2_stream *st)
+{
+	return st->body_fd;
+}
+
+ssize_t h2_body_read(struct h2_stream *st, void *buf, size_t len)
+{
+	struct h2_conn *h = st->h;
+	uint64_t v;
+	ssize_t n;
+
+	if (!st->streaming)
+		return -EIO;
+	/* drained before looking: a wake after this is not lost */
+	if (read(st->body_fd, &v, sizeof(v)) < 0) {
+		/* EAGAIN: nothing was signalled */
+	}
+	pthread_mutex_lock(&h->mu);
+	size_t avail = st->rq.len - st->rq_off;
+	if (st->cancel) {
+		n = -EIO;
+	} else if (avail) {
+		n = (ssize_t)(avail < len ? avail : len);
+		memcpy(buf, st->rq.data + st->rq_off, (size_t)n);
+		st->rq_off += (size_t)n;
+		st->rq_taken += (size_t)n;
+		if (st->rq_off == st->rq.len) {
+			st->rq.len = st->rq_off = 0;
+		} else if (st->rq_off > st->rq.len / 2) {
+			memmove(st->rq.data, st->rq.data + st->rq_off, st->rq.len - st->rq_off);
+			st->rq.len -= st->rq_off;
+			st->rq_off = 0;
+		}
+	} else {
+		n = st->rq_end ? 0 : -EAGAIN;
+	}
+	pthread_mutex_unlock(&h->mu);
+	/* the bytes taken go back to the budget at the connection thread's
+	 * next look (no wake-up needed for that) */
+	return n;
+}
+
+/* ---- the connection thread's side: records applied to the session ---- */
+
+/* Packed fields (fields_pack) as nghttp2 name/value pairs; the count. */
+static size_t fields_nv(const char *p, size_t len, nghttp2_nv *nv)
+{
+	const char *end = p + len;
+	size_t n = 0;
+
+	while (p < end && n < H2_MAX_TRAILERS) {
+		size_t nl = strlen(p), vl = strlen(p + nl + 1);
+		nv[n++] = (nghttp2_nv){ (uint8_t *)p, (uint8_t *)p + nl + 1, nl, vl, NGHTTP2_NV_FLAG_NONE };
+		p += nl + vl + 2;
+	}
+	return n;
+}
+
+static int apply_head(struct h2_conn *h, struct h2_stream *st, const char *p, size_t n)
+{
+	nghttp2_nv nv[H2_MAX_TRAILERS];
+	bool end = n && p[0];
+	size_t k = fields_nv(p + 1, n ? n - 1 : 0, nv);
+
+	if (!n || st->head_done)
+		return -EIO;
 	nghttp2_data_provider prd = { .source.ptr = st, .read_callback = data_read };
-	if (nghttp2_submit_response(h->s, st->id, nv, n, end_stream ? NULL : &prd))
+	if (nghttp2_submit_response(h->s, st->id, nv, k, end ? NULL : &prd))
 		return -EIO;
 	st->head_done = st->submitted = true;
 	st->framing = HTTP_BODY_EOF;      /* complete when io->grpc says so */
-	st->ended = end_stream;
-	return flush(h) ? -EIO : 0;
+	st->ended = end;
+	return 0;
 }
 
-int h2_send_data(struct h2_conn *h, const void *data, size_t len)
+static int apply(struct h2_conn *h, struct h2_stream *st, uint8_t type, const char *p, size_t n)
 {
-	struct h2_stream *st = grpc_stream(h);
-
-	if (!st || !st->head_done || st->ended)
-		return -EIO;
-	if (len && buf_append(&st->out, data, len))
-		return -EIO;
-	return push(h, st);
-}
-
-int h2_send_trailers(struct h2_conn *h, const struct h2_field *f, size_t n)
-{
-	struct h2_stream *st = grpc_stream(h);
-
-	if (!st || !st->head_done || st->ended || st->trl_n || n == 0 || n > H2_MAX_TRAILERS)
-		return -EIO;
-	for (size_t i = 0; i < n; i++) {
-		if (memchr(f[i].name, 0, f[i].name_len) || memchr(f[i].value, 0, f[i].value_len) ||
-		    buf_append(&st->trl, f[i].name, f[i].name_len) || buf_append(&st->trl, "", 1) ||
-		    buf_append(&st->trl, f[i].value, f[i].value_len) || buf_append(&st->trl, "", 1))
+	switch (type) {
+	case R_H1:
+		return st->head_done ? body_in(st, p, n) : head_in(h, st, p, n);
+	case R_HEAD:
+		return apply_head(h, st, p, n);
+	case R_DATA:
+		return st->head_done && !st->ended ? out_append(st, p, n) : -EIO;
+	case R_TRL:
+		if (!st->head_done || st->ended || buf_append(&st->trl, p, n))
 			return -EIO;
+		st->trl_n = fields_nv(p, n, (nghttp2_nv[H2_MAX_TRAILERS]){ 0 });
+		st->ended = true;
+		return 0;
+	default:
+		return -EIO;
 	}
-	st->trl_n = n;
-	st->ended = true;
-	int rc = push(h, st);
-	/* the trailers end the stream: closed with nothing left to send is
-	 * the call delivered whole */
-	return rc && st->closed && !pending(st) && !h->io_failed && !h->broken ? 0 : rc;
 }
 
-/* ---- serving one stream ---- */
-
-static int build_request(struct h2_conn *h, struct h2_stream *st)
+/* The stream's answer broke (or its client is gone): reset, the worker
+ * stops at its next answer. */
+static void stream_fail(struct h2_conn *h, struct h2_stream *st)
 {
-	struct buf *b = &h->req;
+	st->failed = true;
+	if (!st->closed)
+		nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+	stream_cancel(h, st);
+}
+
+static void apply_all(struct h2_conn *h, struct h2_stream *st)
+{
+	size_t off = 0;
+
+	while (!st->failed && !st->closed && off + R_HDR <= st->qc.len) {
+		const uint8_t *r = (const uint8_t *)st->qc.data + off;
+		size_t n = (size_t)r[1] << 24 | (size_t)r[2] << 16 | (size_t)r[3] << 8 | r[4];
+		if (apply(h, st, r[0], (const char *)r + R_HDR, n))
+			stream_fail(h, st);
+		off += R_HDR + n;
+	}
+	st->qc.len = 0;
+	resume(h, st);
+}
+static int build_request(struct h2_conn *h, struct h2_stream *st, struct buf *b)
+{
 	const struct buf *auth = st->authority.len ? &st->authority : &st->host;
 	size_t pl = st->path.len;
 	bool body = st->body.len || !strcmp(st->method, "POST") || !strcmp(st->method, "PUT") ||
@@ -763,7 +1053,7 @@ static int build_request(struct h2_conn *h, struct h2_stream *st)
 		return -ENOMEM;
 	if (b->len > h->lim->max_head_bytes) {
 		st->refuse = 431;
-		return build_request(h, st);
+		return build_request(h, st, b);
 	}
 	if (!st->refuse && st->body.len && buf_append(b, st->body.data, st->body.len))
 		return -ENOMEM;
@@ -785,72 +1075,282 @@ static bool answer_complete(const struct h2_stream *st, bool caller_ok)
 	}
 }
 
-/* The exchange is over: the answer leaves whole (complete), or the
+/* The worker is joined: the answer leaves whole (complete), or the
  * stream is reset so the client sees an error, never a clean end. */
-static void stream_finish(struct h2_conn *h, struct h2_stream *st, bool complete)
+static void stream_finish(struct h2_conn *h, struct h2_stream *st, int rc)
 {
-	if (h->broken || h->io_failed || st->closed)
+	bool complete = st->grpc && h->io->grpc && !st->refuse ?
+				rc >= 0 && st->head_done && st->ended :
+				st->head_done && answer_complete(st, rc >= 0);
+
+	stream_drop_body(h, st);
+	buf_free(&st->req);
+	memset(&st->req, 0, sizeof(st->req));
+	if (h->broken || h->io_failed || st->closed || st->failed)
 		return;
 	if (complete && st->submitted) {
 		st->ended = true;
 		resume(h, st);
-		/* The answer leaves before the next stream is served: one
-		 * stream's worth of response memory at a time. */
-		while (!flush(h) && pending(st) && !st->closed && !pump_in(h))
-			resume(h, st);
 		/* Answered before the request was whole (refused): the rest of
 		 * it is not wanted. After the answer: RST_STREAM would overtake
 		 * the queued DATA. */
-		if (st->refuse && !st->closed) {
-			nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
-			flush(h);
-		}
+		st->rst_after = st->refuse != 0;
 		return;
 	}
 	/* Cut short (upstream gone mid-answer, an answer that could not be
-	 * redacted) */
-	nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
-	flush(h);
+	 * redacted): reset after the next flush, so the client sees the head
+	 * and the bytes that came, then the error (never a clean end) */
+	st->rst_cut = true;
 }
 
-/* A gRPC stream goes to io->grpc whole: path, authority, fields, DATA. */
-static int serve_grpc(struct h2_conn *h, struct h2_stream *st)
+static int worker_serve(struct h2_conn *h, struct h2_stream *st)
 {
-	const struct buf *auth = st->authority.len ? &st->authority : &st->host;
-	struct h2_grpc_call c = {
-		.path = st->path.data ? st->path.data : "/",
-		.authority = auth->data ? auth->data : "",
-		.hdrs = st->hdrs.data ? st->hdrs.data : "",
-		.hdrs_len = st->hdrs.len,
-		.body = (const uint8_t *)(st->body.data ? st->body.data : ""),
-		.body_len = st->body.len,
-	};
-	int rc = h->io->grpc(h->io->arg, h, &c);
-	stream_drop_body(h, st);
-	return rc;
+	if (st->grpc && h->io->grpc && !st->refuse) {
+		/* a gRPC stream goes to io->grpc whole: path, authority, fields, DATA */
+		const struct buf *auth = st->authority.len ? &st->authority : &st->host;
+		struct h2_grpc_call c = {
+			.path = st->path.data ? st->path.data : "/",
+			.authority = auth->data ? auth->data : "",
+			.hdrs = st->hdrs.data ? st->hdrs.data : "",
+			.hdrs_len = st->hdrs.len,
+			.body = (const uint8_t *)(st->body.data ? st->body.data : ""),
+			.body_len = st->body.len,
+			.streamed = st->streaming,
+		};
+		return h->io->grpc(h->io->arg, st, &c);
+	}
+	return h->io->exchange(h->io->arg, st, st->req.data, st->req.len, st->refuse);
 }
 
-static void serve_stream(struct h2_conn *h, struct h2_stream *st)
+/* Idle, under h->mu: the next stream, or NULL to end (quit, or idle past
+ * H2_WORKER_IDLE_MS: then it is off the idle list). */
+static struct h2_stream *worker_next(struct h2_worker *w)
 {
+	struct h2_conn *h = w->h;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += H2_WORKER_IDLE_MS / 1000;
+	while (!w->st && !h->quit)
+		if (pthread_cond_timedwait(&w->cv, &h->mu, &ts) == ETIMEDOUT)
+			break;
+	if (w->st)
+		return w->st;
+	for (struct h2_worker **pp = &h->idle; *pp; pp = &(*pp)->next_idle)
+		if (*pp == w) {
+			*pp = w->next_idle;
+			break;
+		}
+	return NULL;
+}
+
+static void *worker_main(void *arg)
+{
+	struct h2_worker *w = arg;
+	struct h2_conn *h = w->h;
+	struct h2_stream *st;
+
+	pthread_mutex_lock(&h->mu);
+	while ((st = worker_next(w))) {
+		pthread_mutex_unlock(&h->mu);
+		int rc = worker_serve(h, st);
+		pthread_mutex_lock(&h->mu);
+		st->w_done = true;
+		st->w_rc = rc;
+		w->st = NULL;
+		w->next_idle = h->idle;
+		h->idle = w;
+		if (wake_needed(h))
+			wake(h);
+	}
+	pthread_mutex_unlock(&h->mu);
+	if (h->io->worker_end)
+		h->io->worker_end(h->io->arg);
+	pthread_cond_destroy(&w->cv);
+	free(w);
+	/* the last touch of h: h2_serve returns once nthreads is 0 */
+	pthread_mutex_lock(&h->mu);
+	h->nthreads--;
+	pthread_cond_signal(&h->gone);
+	pthread_mutex_unlock(&h->mu);
+	return NULL;
+}
+
+/* A new worker thread, serving st first. */
+static int worker_new(struct h2_conn *h, struct h2_stream *st)
+{
+	struct h2_worker *w = calloc(1, sizeof(*w));
+	pthread_condattr_t ca;
+	pthread_attr_t attr;
+	pthread_t t;
 	int rc;
 
-	h->cur = st;
-	if (st->grpc && !st->refuse && strcmp(st->method, "CONNECT") && h->io->grpc) {
-		rc = serve_grpc(h, st);
-		stream_finish(h, st, rc >= 0 && st->head_done && st->ended);
-		goto out;
+	if (!w)
+		return -ENOMEM;
+	w->h = h;
+	w->st = st;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&w->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, H2_WORKER_STACK);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_mutex_lock(&h->mu);
+	h->nthreads++;
+	rc = pthread_create(&t, &attr, worker_main, w);
+	if (rc)
+		h->nthreads--;
+	pthread_mutex_unlock(&h->mu);
+	pthread_attr_destroy(&attr);
+	if (rc) {
+		pthread_cond_destroy(&w->cv);
+		free(w);
+		return -rc;
 	}
-	if (build_request(h, st)) {
-		broke(h, false, "out of memory");
-		goto out;
+	return 0;
+}
+
+/* Hands a stream whose request is complete to a worker: an idle one of
+ * the connection, else a new thread. */
+static void stream_start(struct h2_conn *h, struct h2_stream *st)
+{
+	struct h2_worker *w;
+
+	if (!(st->grpc && h->io->grpc && !st->refuse)) {
+		/* the worker gets the request as HTTP/1.1; the body's copy goes */
+		if (build_request(h, st, &st->req)) {
+			broke(h, false, "out of memory");
+			return;
+		}
+		stream_drop_body(h, st);
 	}
-	stream_drop_body(h, st);
-	rc = h->io->exchange(h->io->arg, h, h->req.data, h->req.len, st->refuse);
-	stream_finish(h, st, st->head_done && answer_complete(st, rc >= 0));
-out:
-	h->cur = NULL;
-	if (st->closed)
-		stream_free(h, st);
+	if ((h->wake_fd < 0 && (h->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) ||
+	    (st->streaming && (st->body_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)) {
+		st->streaming = false;
+		nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
+		return;
+	}
+	st->worker = true;
+	pthread_mutex_lock(&h->mu);
+	if ((w = h->idle)) {
+		h->idle = w->next_idle;
+		w->st = st;
+		pthread_cond_signal(&w->cv);
+	}
+	pthread_mutex_unlock(&h->mu);
+	if (!w && worker_new(h, st)) {
+		/* no thread now: the client may retry the stream */
+		st->worker = false;
+		nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
+		return;
+	}
+	h->live++;
+}
+
+static void stream_done(struct h2_conn *h, struct h2_stream *st, int rc)
+{
+	st->worker = false;
+	st->done = true;
+	h->live--;
+	stream_finish(h, st, rc);
+}
+
+/* Takes what the workers queued into the session, joins the workers that
+ * ended, frees their streams when closed. Whether anything moved. */
+static bool drain(struct h2_conn *h)
+{
+	uint64_t v;
+	bool moved = false;
+
+	if (h->wake_fd < 0)
+		return false;
+	if (read(h->wake_fd, &v, sizeof(v)) < 0) {
+		/* EAGAIN: nobody woke us; the streams are looked at anyway */
+	}
+	/* cleared after the fd is read and before the streams are looked
+	 * at: what is queued from now on writes the fd again (cleared
+	 * first, a write between the two would be read here and a record
+	 * queued after the look would wake nobody) */
+	pthread_mutex_lock(&h->mu);
+	h->woken = false;
+	pthread_mutex_unlock(&h->mu);
+	for (struct h2_stream *st = h->all, *next; st; st = next) {
+		bool done, took = false;
+		int rc;
+		next = st->next_all;
+		if (!st->worker)
+			continue;
+		pthread_mutex_lock(&h->mu);
+		if (st->q.len && (pending(st) <= H2_OUT_HIGH || st->failed || st->closed)) {
+			struct buf t = st->qc;
+			st->qc = st->q;
+			st->q = t;
+			took = true;
+			pthread_cond_broadcast(&h->cv);
+		}
+		done = st->w_done && !st->q.len;
+		rc = st->w_rc;
+		size_t taken = st->rq_taken;
+		st->rq_taken = 0;
+		pthread_mutex_unlock(&h->mu);
+		uncharge(h, taken);
+		if (took) {
+			apply_all(h, st);
+			moved = true;
+		}
+		if (done) {
+			stream_done(h, st, rc);
+			moved = true;
+			if (st->closed)
+				stream_free(h, st);
+		}
+	}
+	return moved;
+}
+
+/* After a flush: answers cut short are reset; refused streams whose
+ * answer is out get RST_STREAM(NO_ERROR). */
+static void reset_answered(struct h2_conn *h)
+{
+	for (struct h2_stream *st = h->all; st; st = st->next_all)
+		if (st->rst_cut && !st->closed) {
+			st->rst_cut = false;
+			nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+		} else if (st->rst_after && st->eof_sent && !st->closed) {
+			st->rst_after = false;
+			nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+		}
+}
+
+/* Whether a stream's answer waits for the client's window. */
+static bool window_bound(const struct h2_conn *h)
+{
+	for (const struct h2_stream *st = h->all; st; st = st->next_all)
+		if (st->submitted && !st->closed && pending(st))
+			return true;
+	return false;
+}
+
+/* The connection is over: every stream's worker is cancelled, then
+ * every worker thread waited for (what they queued is dropped). */
+static void stop_workers(struct h2_conn *h)
+{
+	for (struct h2_stream *st = h->all; st; st = st->next_all)
+		if (st->worker)
+			stream_cancel(h, st);
+	pthread_mutex_lock(&h->mu);
+	h->quit = true;
+	for (struct h2_worker *w = h->idle; w; w = w->next_idle)
+		pthread_cond_signal(&w->cv);
+	while (h->nthreads)
+		pthread_cond_wait(&h->gone, &h->mu);
+	pthread_mutex_unlock(&h->mu);
+	for (struct h2_stream *st = h->all; st; st = st->next_all)
+		if (st->worker) {
+			st->worker = false;
+			h->live--;
+		}
 }
 
 /* ---- the connection ---- */
@@ -894,38 +1394,73 @@ static int session_new(struct h2_conn *h)
 	return nghttp2_submit_settings(h->s, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) ? -ENOMEM : 0;
 }
 
+/* After the client's EOF: wait for a worker's answer (bounded), then the
+ * caller looks at the client once more (a half-closed client reads). */
+static void wait_workers(struct h2_conn *h)
+{
+	struct pollfd p = { .fd = h->wake_fd, .events = POLLIN };
+	poll(&p, 1, H2_EOF_WAIT_MS);
+}
+
+/* One turn of the connection thread: start the complete requests, take
+ * the workers' answers, send, read the client. 1: go on, 0: over. */
+static int turn(struct h2_conn *h)
+{
+	struct h2_stream *st;
+	int rc;
+
+	while ((st = stream_pop(h)) && !h->broken)
+		stream_start(h, st);
+	bool moved = drain(h);
+	if (flush(h))
+		return 0;
+	reset_answered(h);
+	if (flush(h) || h->broken || h->io_failed)
+		return 0;
+	if (!h->live && !h->ready && !nghttp2_session_want_read(h->s) && !nghttp2_session_want_write(h->s))
+		return 0;
+	/* after the client's EOF: on while workers answer, or while its
+	 * reads still bring WINDOW_UPDATEs for what waits */
+	bool eof_before = h->in_eof;
+	if (eof_before && !h->live && !window_bound(h))
+		return 0;
+	if (eof_before && h->live && !moved)
+		wait_workers(h);
+	rc = pump_in(h);
+	if (rc == -ECONNRESET && eof_before && !h->live)
+		return 0;
+	if (rc == -ETIMEDOUT && (!h->live || window_bound(h))) {
+		/* idle, or an answer the client does not take: a graceful end
+		 * the client can retry after */
+		nghttp2_session_terminate_session(h->s, NGHTTP2_NO_ERROR);
+		flush(h);
+		return 0;
+	}
+	if (rc == -EPROTO || (rc < 0 && h->io_failed))
+		return 0;
+	return 1;
+}
+
 int h2_serve(const struct h2_limits *lim, const struct h2_io *io, bool *abuse, char *why, size_t whylen)
 {
-	struct h2_conn h = { .lim = lim, .io = io };
+	struct h2_conn h = { .lim = lim, .io = io, .wake_fd = -1 };
 	int rc;
 
 	if (abuse)
 		*abuse = false;
 	if (whylen)
 		why[0] = 0;
+	pthread_mutex_init(&h.mu, NULL);
+	pthread_cond_init(&h.cv, NULL);
+	pthread_cond_init(&h.gone, NULL);
 	h.reset_since = io->now_ms();
 	if ((rc = session_new(&h)))
 		goto out;
 	if (flush(&h))
 		goto out;
-	for (;;) {
-		struct h2_stream *st = stream_pop(&h);
-		if (st) {
-			serve_stream(&h, st);
-		} else if (!nghttp2_session_want_read(h.s) && !nghttp2_session_want_write(h.s)) {
-			break;
-		} else if ((rc = pump_in(&h))) {
-			if (rc == -ETIMEDOUT) {
-				/* idle: a graceful end the client can retry after */
-				nghttp2_session_terminate_session(h.s, NGHTTP2_NO_ERROR);
-				flush(&h);
-			}
-			rc = 0;
-			break;
-		}
-		if (h.broken || h.io_failed)
-			break;
-	}
+	while (turn(&h))
+		;
+	rc = 0;
 	if (h.broken) {
 		/* GOAWAY with the reason class; the connection then closes. */
 		nghttp2_session_terminate_session(h.s, h.abuse ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR);
@@ -936,10 +1471,15 @@ int h2_serve(const struct h2_limits *lim, const struct h2_io *io, bool *abuse, c
 		rc = 1;
 	}
 out:
+	stop_workers(&h);
 	while (h.all)
 		stream_free(&h, h.all);
 	nghttp2_session_del(h.s);
 	buf_free(&h.wbuf);
-	buf_free(&h.req);
+	if (h.wake_fd >= 0)
+		close(h.wake_fd);
+	pthread_cond_destroy(&h.gone);
+	pthread_cond_destroy(&h.cv);
+	pthread_mutex_destroy(&h.mu);
 	return rc;
 }

@@ -11,13 +11,22 @@
  * whole to io->grpc, which answers with h2_send_head / h2_send_data /
  * h2_send_trailers (gRPC needs trailers end to end).
  *
- * Streams are served one at a time on the connection's thread, in the
- * order their requests complete: SETTINGS_MAX_CONCURRENT_STREAMS bounds
- * how many a client may have open (queued requests wait behind the one in
- * progress: head-of-line blocking until the event loop serves them
- * concurrently). Flow control is honoured: at most H2_OUT_HIGH bytes of a
- * response wait for the client's window, then the upstream is not read
- * until the client opens it.
+ * Streams are served concurrently: the thread that calls h2_serve is the
+ * only one that touches the nghttp2 session and the client (io->read,
+ * io->write); each stream whose request is complete gets a worker thread
+ * that runs io->exchange or io->grpc (at most
+ * SETTINGS_MAX_CONCURRENT_STREAMS at once; a worker done with its stream
+ * waits a little for the connection's next one before it ends). What a worker answers
+ * (h2_respond, h2_send_*) goes into its stream's queue and wakes the
+ * connection thread through an eventfd it polls with the client socket
+ * (io->read's wake_fd), so a long SSE answer never holds back a quick
+ * one. Flow control is honoured: at most H2_OUT_HIGH bytes of a response
+ * wait for the client's window and H2_OUT_HIGH more in the queue; past
+ * that the worker blocks (the upstream is not read) until the client
+ * opens its window. A client's RST_STREAM, or the end of the connection,
+ * cancels the stream's worker: its next h2_respond / h2_send_* returns
+ * -EIO (the caller then closes its upstream, never pools it), and
+ * h2_serve returns only once every worker it started has ended.
  *
  * A hostile client closes its own connection, never the agent: limits on
  * open streams, header list size, RST_STREAM rate, CONTINUATION frames and
@@ -48,7 +57,9 @@ struct h2_limits {
 	uint32_t idle_timeout_ms;         /* client silent this long: GOAWAY, close */
 };
 
-struct h2_conn;
+/* One stream as its worker sees it: the handle io->exchange and io->grpc
+ * answer through, valid until they return. */
+struct h2_stream;
 
 /* A gRPC call (request content-type application/grpc...), handed whole to
  * io->grpc instead of being turned into HTTP/1.1: gRPC needs HTTP/2 and
@@ -60,6 +71,9 @@ struct h2_grpc_call {
 	size_t hdrs_len;
 	const uint8_t *body;                /* the DATA received (gRPC messages) */
 	size_t body_len;
+	/* io->grpc_streaming: the call started at its HEADERS, body is empty
+	 * and the DATA is read as it arrives with h2_body_read */
+	bool streamed;
 };
 
 /* One header field to send (h2_send_head / h2_send_trailers). */
@@ -71,27 +85,39 @@ struct h2_field {
 
 struct h2_io {
 	void *arg;
-	/* Client bytes: > 0 read, 0 EOF, < 0 -errno (-ETIMEDOUT after timeout_ms). */
-	ssize_t (*read)(void *arg, void *buf, size_t len, uint32_t timeout_ms);
+	/* Client bytes: > 0 read, 0 EOF, < 0 -errno (-ETIMEDOUT after
+	 * timeout_ms). wake_fd (-1: none) is polled together with the
+	 * client: readable while the client is not, read returns -EAGAIN
+	 * without consuming it. */
+	ssize_t (*read)(void *arg, void *buf, size_t len, uint32_t timeout_ms, int wake_fd);
 	/* All of buf to the client, 0 or -errno. */
 	int (*write)(void *arg, const void *buf, size_t len);
 	uint64_t (*now_ms)(void);
 	/* One stream's request as HTTP/1.1 (head, then a body of exactly
 	 * Content-Length bytes). refuse 0: serve it, writing the response
-	 * with h2_respond(h2, ...); 413, 431 or 503: the stream broke a limit (the
+	 * with h2_respond(st, ...); 413, 431 or 503: the stream broke a limit (the
 	 * head holds the request line and Host only), answer with that error
 	 * in the provider's shape (as the HTTP/1.1 path does, the callee may
 	 * also refuse a stream it has no buffer for). Returns < 0 if the
-	 * response is incomplete (the stream is then reset), else >= 0. */
-	int (*exchange)(void *arg, struct h2_conn *h2, const char *req, size_t len, int refuse);
+	 * response is incomplete (the stream is then reset), else >= 0.
+	 * Runs on the stream's worker thread, concurrently with other
+	 * streams' exchanges (and io->grpc) of the same connection. */
+	int (*exchange)(void *arg, struct h2_stream *st, const char *req, size_t len, int refuse);
 	/* Optional: request body bytes the connection holds (delta > 0) or
 	 * gave back (< 0), against a shared budget; -ENOBUFS refuses the
-	 * stream with a 503. */
+	 * stream with a 503. Called on the connection thread only. */
 	int (*charge)(void *arg, int64_t delta);
 	/* Optional: serves a gRPC stream, answering with h2_send_head,
 	 * h2_send_data and h2_send_trailers. < 0 if the answer is incomplete
-	 * (the stream is then reset). Without it gRPC streams go to exchange. */
-	int (*grpc)(void *arg, struct h2_conn *h2, const struct h2_grpc_call *call);
+	 * (the stream is then reset). Without it gRPC streams go to exchange.
+	 * Runs on the stream's worker thread, as exchange. */
+	int (*grpc)(void *arg, struct h2_stream *st, const struct h2_grpc_call *call);
+	/* Optional: on a worker thread about to end (thread-local cleanup). */
+	void (*worker_end)(void *arg);
+	/* gRPC calls start at their request HEADERS and read the DATA as
+	 * it arrives (h2_body_read): client-streaming and bidirectional
+	 * calls. Off: io->grpc gets the whole request after END_STREAM. */
+	bool grpc_streaming;
 };
 
 /* Serves the connection until the client closes it, goes idle, or breaks
@@ -102,19 +128,29 @@ struct h2_io {
 int h2_serve(const struct h2_limits *lim, const struct h2_io *io, bool *abuse, char *why,
 	     size_t whylen);
 
-/* From io->exchange: the next bytes of the HTTP/1.1 response to the
- * stream being served (head, 1xx heads dropped, body in any framing).
- * Waits for the client's window past H2_OUT_HIGH. 0, or -EIO when the
- * stream or the connection is gone (stop sending). */
-int h2_respond(struct h2_conn *h2, const void *data, size_t len);
+/* From io->exchange (its worker thread): the next bytes of the HTTP/1.1
+ * response to the stream (head, 1xx heads dropped, body in any framing).
+ * Queued for the connection thread; blocks while the stream holds
+ * H2_OUT_HIGH bytes the client's window has not taken. 0, or -EIO when
+ * the stream was reset or the connection is gone (stop sending). */
+int h2_respond(struct h2_stream *st, const void *data, size_t len);
 
 /* From io->grpc, in order: the response HEADERS (:status first;
  * end_stream: a trailers-only answer, nothing may follow), DATA as it
  * comes (flow control as h2_respond), then the trailers (at most
  * H2_MAX_TRAILERS fields, copied), which end the stream once the DATA
- * before them is out. 0, or -EIO when the stream or connection is gone. */
-int h2_send_head(struct h2_conn *h2, const struct h2_field *f, size_t n, bool end_stream);
-int h2_send_data(struct h2_conn *h2, const void *data, size_t len);
-int h2_send_trailers(struct h2_conn *h2, const struct h2_field *f, size_t n);
+ * before them is out. Queued as h2_respond. 0, or -EIO when the stream
+ * or connection is gone. */
+int h2_send_head(struct h2_stream *st, const struct h2_field *f, size_t n, bool end_stream);
+int h2_send_data(struct h2_stream *st, const void *data, size_t len);
+int h2_send_trailers(struct h2_stream *st, const struct h2_field *f, size_t n);
+
+/* From io->grpc for a streamed call (call->streamed): the request DATA
+ * as it arrives. > 0 bytes, 0 after the client's END_STREAM, -EAGAIN
+ * nothing yet (wait for h2_body_fd to be readable), -EIO the stream is
+ * gone (reset by the client, its DATA past limits.max_body_bytes not yet
+ * taken, or the connection ended). */
+ssize_t h2_body_read(struct h2_stream *st, void *buf, size_t len);
+int h2_body_fd(struct h2_stream *st);
 
 #endif

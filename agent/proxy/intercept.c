@@ -26,6 +26,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include "agent.h"
 #include "audit/audit.h"
@@ -233,7 +234,7 @@ struct ic {
 	struct upstream up;
 	struct h1x *hx;            /* the HTTP/1.1 exchange engine (h1x.h) */
 	struct exchange_conn xc;   /* scan state and token vault of this conversation */
-	struct h2_conn *h2;        /* HTTP/2: the codec answers go through (h2.h) */
+	struct h2_stream *h2;      /* HTTP/2: the stream answers go through (h2.h) */
 	bool want_h2;              /* gRPC: the upstream must speak HTTP/2 (ALPN h2 only) */
 	struct upstream gup;       /* gRPC: the HTTP/2 upstream, apart from up (HTTP/1.1) */
 	struct grpccall_session *gsess;  /* its session, kept across the connection's calls */
@@ -445,8 +446,7 @@ static void relay_websocket(struct ic *ic)
 }
 
 /* Serves the engine until it is done: writes what it emits, carries out
- * its actions, feeds it what it wants, honours its deadline. */
-/* Serves the engine until it is done. may_park: between requests, a
+ * its actions, feeds it what it wants, honours its deadline. may_park: between requests, a
  * client quiet for PARK_GRACE_MS makes it return true instead (the
  * connection then waits on the loop, icpark.c). */
 static bool drive(struct ic *ic, bool may_park)
@@ -503,29 +503,147 @@ static bool h2_negotiated(SSL *ssl)
 	return n == 2 && !memcmp(p, "h2", 2);
 }
 
-static ssize_t h2_io_read(void *arg, void *buf, size_t len, uint32_t timeout_ms)
+/* The streams of one HTTP/2 connection run concurrently, each on its own
+ * worker thread (h2.h) and its own struct ic (request and response
+ * buffers, upstream, scan scratch): nothing of an exchange is shared
+ * between streams but what is here, under mu. The connection's ic keeps
+ * the client socket (its thread alone reads and writes it) and the gRPC
+ * upstream, lent to one call at a time (gmu). */
+#define H2_SPARE_IC 8
+struct h2_glue {
+	struct ic *ic;
+	pthread_mutex_t mu;        /* spare, nspare, ic->info's tunnel fd */
+	/* stream ics done with, kept for the next streams with their scan
+	 * scratch, buffers and upstream (HTTP/1.1, kept as an HTTP/1.1
+	 * connection keeps ic->up: the shared pool holds only POOL_PER_KEY
+	 * per origin, too few for concurrent streams; measured with h2load
+	 * -m8, 2 spares closed most upstreams and cost a TLS handshake
+	 * upstream per request) */
+	struct ic *spare[H2_SPARE_IC];
+	unsigned nspare;
+	pthread_mutex_t gmu;       /* held by the call using ic->gup and ic->gsess */
+};
+
+static void stream_ic_free(struct h2_glue *g, struct ic *sub);
+
+/* A stream's own ic: a spare one, or a new one with the connection's
+ * identity; the client's tunnel to its proxy if still unused (used once). */
+static struct ic *stream_ic_new(struct h2_glue *g, struct h2_stream *st)
 {
-	struct ic *ic = arg;
-	return tls_read(ic->cssl, ic->cfd, buf, len, loop_now_ms() + timeout_ms);
+	struct ic *sub;
+
+	pthread_mutex_lock(&g->mu);
+	sub = g->nspare ? g->spare[--g->nspare] : calloc(1, sizeof(*sub));
+	if (sub && !sub->ag) {
+		sub->ag = g->ic->ag;
+		sub->cfd = -1;
+		sub->up.fd = -1;
+		sub->gup.fd = -1;
+		sub->info = g->ic->info;   /* the same for every stream of the connection */
+	}
+	if (sub) {
+		sub->info.have_tunnel_fd = g->ic->info.have_tunnel_fd;
+		sub->info.tunnel_fd = g->ic->info.tunnel_fd;
+		g->ic->info.have_tunnel_fd = false;
+	}
+	pthread_mutex_unlock(&g->mu);
+	if (sub && !sub->hx && !(sub->hx = h1x_new(sub->ag, &sub->info, &sub->xc, loop_now_ms()))) {
+		stream_ic_free(g, sub);
+		return NULL;
+	}
+	if (sub)
+		sub->h2 = st;
+	return sub;
+}
+
+/* Everything a stream ic holds; the upstream as serve() leaves it at the
+ * end of a connection. */
+static void stream_ic_drop(struct ic *sub)
+{
+	if (sub->up.ssl && sub->hx && h1x_upstream_reusable(sub->hx) && !sub->info.tunnel_auth[0])
+		pool_put(&sub->up);
+	else
+		upstream_close(&sub->up);
+	h1x_free(sub->hx);
+	exchange_conn_free(&sub->xc);
+	explicit_bzero(sub->info.tunnel_auth, sizeof(sub->info.tunnel_auth));
+	free(sub);
+}
+
+/* On the stream's worker thread, once its exchange is over: kept for the
+ * next stream (large buffers given back), or dropped. */
+static void stream_ic_free(struct h2_glue *g, struct ic *sub)
+{
+	bool kept = false;
+
+	if (!sub->up.ssl || !sub->hx || !h1x_upstream_reusable(sub->hx))
+		upstream_close(&sub->up);
+	sub->h2 = NULL;
+	pthread_mutex_lock(&g->mu);
+	if (sub->info.have_tunnel_fd && !g->ic->info.have_tunnel_fd) {
+		g->ic->info.have_tunnel_fd = true;     /* unused: the next stream's */
+		g->ic->info.tunnel_fd = sub->info.tunnel_fd;
+	} else if (sub->info.have_tunnel_fd) {
+		close(sub->info.tunnel_fd);
+	}
+	sub->info.have_tunnel_fd = false;
+	if (g->nspare < H2_SPARE_IC) {
+		g->spare[g->nspare++] = sub;
+		kept = true;
+	}
+	pthread_mutex_unlock(&g->mu);
+	if (!kept)
+		stream_ic_drop(sub);
+}
+
+/* A stream worker thread ends: OpenSSL's per-thread state goes with it. */
+static void h2_io_worker_end(void *arg)
+{
+	(void)arg;
+	OPENSSL_thread_stop();
+}
+
+/* The client socket, or -EAGAIN when a worker wakes the connection
+ * thread (wake_fd) before the client says anything. */
+static ssize_t h2_io_read(void *arg, void *buf, size_t len, uint32_t timeout_ms, int wake_fd)
+{
+	struct ic *ic = ((struct h2_glue *)arg)->ic;
+	uint64_t deadline = loop_now_ms() + timeout_ms;
+
+	if (wake_fd >= 0 && !SSL_has_pending(ic->cssl)) {
+		struct pollfd p[2] = { { ic->cfd, POLLIN, 0 }, { wake_fd, POLLIN, 0 } };
+		int n = poll(p, 2, (int)timeout_ms);
+		if (n == 0)
+			return -ETIMEDOUT;
+		/* the client first: its WINDOW_UPDATEs are what answers wait for */
+		if (n < 0 || !p[0].revents)
+			return -EAGAIN;
+	}
+	return tls_read(ic->cssl, ic->cfd, buf, len, deadline);
 }
 
 static int h2_io_write(void *arg, const void *buf, size_t len)
 {
-	struct ic *ic = arg;
+	struct ic *ic = ((struct h2_glue *)arg)->ic;
 	return tls_write_all(ic->cssl, ic->cfd, buf, len, loop_now_ms() + ic->ag->cfg->idle_timeout_ms);
 }
 
-static int h2_io_exchange(void *arg, struct h2_conn *h2, const char *req, size_t len, int refuse)
+/* On the stream's worker thread. */
+static int h2_io_exchange(void *arg, struct h2_stream *st, const char *req, size_t len, int refuse)
 {
-	struct ic *ic = arg;
+	struct h2_glue *g = arg;
+	struct ic *ic = stream_ic_new(g, st);
+	if (!ic)
+		return -ENOMEM;
 	int ret = h1x_h2_begin(ic->hx, req, len, refuse, loop_now_ms());
-	if (ret)
-		return ret;
-	ic->h2 = h2;
-	drive(ic, false);
-	ic->h2 = NULL;
-	/* cut short mid-answer: the engine had the upstream closed too */
-	return h1x_h2_end(ic->hx);
+	if (!ret) {
+		drive(ic, false);
+		/* cut short mid-answer (or reset by the client): the engine
+		 * had the upstream closed too, never pooled */
+		ret = h1x_h2_end(ic->hx);
+	}
+	stream_ic_free(g, ic);
+	return ret;
 }
 
 /* Request bodies an HTTP/2 connection holds count against
@@ -533,7 +651,7 @@ static int h2_io_exchange(void *arg, struct h2_conn *h2, const char *req, size_t
  * allowance: every queued stream may hold one). */
 static int h2_io_charge(void *arg, int64_t delta)
 {
-	struct ic *ic = arg;
+	struct ic *ic = ((struct h2_glue *)arg)->ic;
 	atomic_ulong *b = &ic->ag->stats.buffered;
 	if (delta > 0 && atomic_fetch_add(b, (unsigned long)delta) + (uint64_t)delta > ic->ag->cfg->max_buffered_bytes) {
 		atomic_fetch_sub(b, (unsigned long)delta);
@@ -546,7 +664,8 @@ static int h2_io_charge(void *arg, int64_t delta)
 
 /* gRPC streams (agent/proxy/grpccall.c): the upstream is an HTTP/2
  * connection of their own (ic->gup), kept for the client connection's
- * next calls, never pooled and never used for HTTP/1.1. */
+ * next calls, never pooled and never used for HTTP/1.1. ic is the
+ * stream's own. */
 struct grpc_glue {
 	struct ic *ic;
 	uint64_t ticket;           /* begin_request_event's, 0 = none yet */
@@ -598,26 +717,82 @@ static void grpc_up_close(void *arg)
 	upstream_close(&((struct grpc_glue *)arg)->ic->gup);
 }
 
+/* The upstream (1) or the client's next DATA (2, fd) readable. */
+static int grpc_up_wait(void *arg, int fd, uint64_t deadline)
+{
+	struct ic *ic = ((struct grpc_glue *)arg)->ic;
+	struct pollfd p[2] = { { ic->gup.fd, POLLIN, 0 }, { fd, POLLIN, 0 } };
+	uint64_t now = loop_now_ms();
+
+	if (SSL_has_pending(ic->gup.ssl))
+		return 1;
+	int n = poll(p, 2, deadline > now ? (int)(deadline - now) : 0);
+	if (n < 0)
+		return errno == EINTR ? 2 : -errno;
+	return (p[0].revents ? 1 : 0) | (p[1].revents ? 2 : 0);
+}
+
 static void grpc_begin(void *arg, struct exchange *ex)
 {
 	struct grpc_glue *g = arg;
 	g->ticket = exchange_audit_begin(ex);
 }
 
-static int h2_io_grpc(void *arg, struct h2_conn *h2, const struct h2_grpc_call *call)
+/* The connection's gRPC upstream, when the call before has done with it
+ * (a client's next call often comes before that worker has given it
+ * back: it waits a little); false: busy with a concurrent call. */
+#define H2_GRPC_UP_WAIT_MS 50
+static bool grpc_up_borrow(struct h2_glue *g)
 {
-	struct grpc_glue glue = { arg, 0 };
-	struct grpccall_io io = { &glue, grpc_up_connect, grpc_up_read, grpc_up_write, grpc_up_close,
-				  &glue.ic->gsess, grpc_begin };
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += H2_GRPC_UP_WAIT_MS * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return pthread_mutex_timedlock(&g->gmu, &ts) == 0;
+}
+
+/* On the stream's worker thread. The connection's gRPC upstream serves
+ * one call at a time: a call made while it is busy gets an upstream of
+ * its own, closed after it. */
+static int h2_io_grpc(void *arg, struct h2_stream *st, const struct h2_grpc_call *call)
+{
+	struct h2_glue *g = arg;
+	struct grpc_glue glue = { stream_ic_new(g, st), 0 };
+	struct ic *ic = glue.ic;
 	struct exchange ex;
 
-	exchange_init(&ex, glue.ic->ag, &glue.ic->info, &glue.ic->xc);
+	if (!ic)
+		return -ENOMEM;
+	bool shared = grpc_up_borrow(g);
+	if (shared) {
+		ic->gup = g->ic->gup;
+		ic->gsess = g->ic->gsess;
+	}
+	struct grpccall_io io = { &glue, grpc_up_connect, grpc_up_read, grpc_up_write, grpc_up_close,
+				  &ic->gsess, grpc_begin, grpc_up_wait };
+	exchange_init(&ex, ic->ag, &ic->info, &ic->xc);
 	ex.t_start_ms = loop_now_ms();
-	int ret = grpccall_serve(&ex, h2, call, &io);
+	int ret = grpccall_serve(&ex, st, call, &io);
+	/* given back before the audit: the client's next call may be on
+	 * its way already */
+	if (shared) {
+		g->ic->gup = ic->gup;
+		g->ic->gsess = ic->gsess;
+		pthread_mutex_unlock(&g->gmu);
+	} else {
+		grpccall_session_free(ic->gsess);
+		upstream_close(&ic->gup);
+	}
+	ic->gup = (struct upstream){ .fd = -1 };
+	ic->gsess = NULL;
 	ex.latency_ms = loop_now_ms() - ex.t_start_ms;
 	exchange_done(&ex);
 	exchange_audit_end(&ex, glue.ticket);
 	exchange_free(&ex);
+	stream_ic_free(g, ic);
 	return ret;
 }
 
@@ -635,11 +810,22 @@ static void serve_h2(struct ic *ic)
 		.max_body_bytes = cfg->max_body_bytes,
 		.idle_timeout_ms = cfg->idle_timeout_ms,
 	};
-	struct h2_io io = { ic, h2_io_read, h2_io_write, loop_now_ms, h2_io_exchange, h2_io_charge, h2_io_grpc };
+	struct h2_glue g = { .ic = ic };
+	struct h2_io io = { &g, h2_io_read, h2_io_write, loop_now_ms, h2_io_exchange, h2_io_charge, h2_io_grpc,
+			    h2_io_worker_end, true };
 	char why[160];
 	bool abuse;
+	int rc;
 
-	if (h2_serve(&lim, &io, &abuse, why, sizeof(why)) != 1)
+	pthread_mutex_init(&g.mu, NULL);
+	pthread_mutex_init(&g.gmu, NULL);
+	/* returns once every stream's worker has ended */
+	rc = h2_serve(&lim, &io, &abuse, why, sizeof(why));
+	while (g.nspare)
+		stream_ic_drop(g.spare[--g.nspare]);
+	pthread_mutex_destroy(&g.gmu);
+	pthread_mutex_destroy(&g.mu);
+	if (rc != 1)
 		return;
 	/* the client broke a limit or the protocol: GOAWAY was sent; audited
 	 * so a flood is visible, with which limit (never frame content) */

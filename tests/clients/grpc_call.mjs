@@ -5,6 +5,9 @@
 //   --mode vertex|vertex-stream    the same on Vertex AI's PredictionService (its own field numbers)
 //   --mode bench --n N [--pause-ms P]  N unary GenerateContent calls in sequence on one channel:
 //                                  {calls, per_sec, p50_ms, p99_ms}
+//   --mode collect|chat            vigil.test.Notes/Collect (client-streaming) and Chat (bidi):
+//                                  the notes of --text split at "|", --pause-ms apart (chat: each
+//                                  after the echo of the one before); {ok, texts, sent_at: [ms]}
 //   --mode hostile                 node:http2 by hand on one connection: a GenerateContent stream
 //                                  whose length prefix announces --prefix bytes, then a well-formed
 //                                  call; reports what each stream got
@@ -66,6 +69,39 @@ function stream() {
   call.on("data", (m) => { texts.push(...textsOf(m)); times.push(Date.now() - t0); if (m.usage_metadata) usage = m.usage_metadata; });
   call.on("error", fail);
   call.on("end", () => out({ ok: true, texts, messages: times.length, times, usage }));
+}
+
+function streamNotes() {
+  const c = new notes.vigil.test.Notes(target, creds, chanOpts);
+  const titles = args.text.split("|"), pause = Number(args["pause-ms"] || 0), sentAt = [], texts = [];
+  const wait = (ms) => new Promise((r) => setTimeout(r, ms));
+  if (args.mode === "collect") {
+    const call = c.Collect((err, res) => (err ? fail(err) : out({ ok: true, texts: [res.title], sent_at: sentAt })));
+    (async () => {
+      for (const [i, t] of titles.entries()) {
+        if (i) await wait(pause);
+        sentAt.push(Date.now());
+        call.write({ title: t });
+      }
+      call.end();
+    })();
+    return;
+  }
+  const call = c.Chat();
+  let next = null;
+  call.on("data", (m) => { texts.push(m.title); if (next) next(); });
+  call.on("error", (e) => out({ ok: false, code: e.code, details: e.details || String(e), texts, sent_at: sentAt }));
+  call.on("end", () => out({ ok: true, texts, sent_at: sentAt }));
+  (async () => {
+    for (const [i, t] of titles.entries()) {
+      if (i) await wait(pause);
+      const echoed = new Promise((r) => { next = r; });
+      sentAt.push(Date.now());
+      call.write({ title: t });
+      await Promise.race([echoed, wait(5000)]);
+    }
+    call.end();
+  })();
 }
 
 function saveNote() {
@@ -132,4 +168,5 @@ async function hostile() {
   out({ bad: b, good, deep: d });
 }
 
-({ generate, stream, notes: saveNote, hostile, bench, vertex: generate, "vertex-stream": stream })[args.mode]();
+({ generate, stream, notes: saveNote, hostile, bench, vertex: generate, "vertex-stream": stream,
+   collect: streamNotes, chat: streamNotes })[args.mode]();

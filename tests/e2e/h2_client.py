@@ -10,6 +10,14 @@ Usage: h2_client.py --ca FILE --host H MODE [ARG]
   bigheader N    stream 1 with a header list of N bytes, then a normal stream 3
   many N         N GET /v1/models streams at once
   split BODY_B64 CUT  a POST whose body is cut into two DATA frames at CUT
+  mux SPEC_JSON  the streams of SPEC (a list of {"path", "body", "headers":
+                 [[k, v], ...], "rst_on_data": bool, "after": SID}) on one
+                 connection, all sent at once (a stream with "after" once
+                 stream SID has ended or been reset); reports the order in
+                 which the streams ended (and when, in seconds)
+  stall N SECS BODY [HDR: V ...]  a client that never opens its window (SETTINGS
+                 INITIAL_WINDOW_SIZE 0): N POSTs of BODY, then SECS of
+                 reading without a WINDOW_UPDATE; reports what came
 """
 import argparse
 import base64
@@ -18,6 +26,7 @@ import socket
 import ssl
 import struct
 import sys
+import time
 
 import hpack
 
@@ -30,7 +39,7 @@ def frame(ftype, flags, sid, payload=b""):
 
 
 class Conn:
-    def __init__(self, host, ca):
+    def __init__(self, host, ca, window=None):
         ctx = ssl.create_default_context(cafile=ca)
         ctx.set_alpn_protocols(["h2"])
         raw = socket.create_connection((host, 443), timeout=15)
@@ -44,8 +53,13 @@ class Conn:
         self.streams = {}
         self.goaway = None
         self.closed = False
-        self.s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(SETTINGS, 0, 0) +
-                       frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1 << 24)))
+        self.t0 = time.time()
+        self.order = []           # [sid, seconds] as streams end or are reset
+        self.rst_on_data = set()  # streams the client cancels at their first DATA
+        settings = b"" if window is None else struct.pack(">HI", 4, window)   # INITIAL_WINDOW_SIZE
+        self.no_window_updates = window == 0
+        self.s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(SETTINGS, 0, 0, settings) +
+                       (b"" if window == 0 else frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1 << 24))))
 
     def head(self, method, path, extra=()):
         return self.enc.encode([(":method", method), (":scheme", "https"), (":path", path),
@@ -93,14 +107,26 @@ class Conn:
             if ":status" in hdrs and int(hdrs[":status"]) >= 200:
                 s["status"] = int(hdrs[":status"])
             s["end"] |= bool(fl & END_STREAM)
+            if fl & END_STREAM:
+                self.order.append([sid, round(time.time() - self.t0, 3)])
         elif t == DATA:
             s = self.st(sid)
             s["body"] += p
             s["end"] |= bool(fl & END_STREAM)
-            if p:
-                self.send(frame(WINDOW_UPDATE, 0, sid, struct.pack(">I", len(p))))
+            if fl & END_STREAM:
+                self.order.append([sid, round(time.time() - self.t0, 3)])
+            if p and not self.no_window_updates:
+                self.send(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", len(p))))
+                if sid in self.rst_on_data:
+                    self.rst_on_data.discard(sid)
+                    s["rst"] = "client"
+                    self.order.append([sid, round(time.time() - self.t0, 3)])
+                    self.send(frame(RST, 0, sid, struct.pack(">I", 8)))
+                elif not self.no_window_updates:
+                    self.send(frame(WINDOW_UPDATE, 0, sid, struct.pack(">I", len(p))))
         elif t == RST:
             self.st(sid)["rst"] = struct.unpack(">I", p)[0]
+            self.order.append([sid, round(time.time() - self.t0, 3)])
 
     def done(self, sids):
         return lambda: all(self.st(s)["end"] or self.st(s)["rst"] is not None for s in sids)
@@ -120,7 +146,7 @@ def main():
     ap.add_argument("mode")
     ap.add_argument("args", nargs="*")
     a = ap.parse_args()
-    c = Conn(a.host, a.ca)
+    c = Conn(a.host, a.ca, window=0 if a.mode == "stall" else None)
     if a.mode == "reset":
         n = int(a.args[0])
         out = b""
@@ -168,6 +194,37 @@ def main():
                frame(DATA, 0, 1, body[:cut]))
         c.send(frame(DATA, END_STREAM, 1, body[cut:]))
         c.pump(c.done([1]))
+        c.report()
+    elif a.mode == "mux":
+        spec = json.loads(a.args[0])
+        def send_stream(sid, sp):
+            hdrs = [tuple(h) for h in sp.get("headers", [])]
+            body = sp.get("body", "").encode()
+            method = "POST" if body else "GET"
+            if sp.get("rst_on_data"):
+                c.rst_on_data.add(sid)
+            c.send(frame(HEADERS, END_HEADERS | (0 if body else END_STREAM), sid, c.head(method, sp["path"], hdrs)) +
+                   (frame(DATA, END_STREAM, sid, body) if body else b""))
+        sids = [1 + 2 * i for i in range(len(spec))]
+        waiting = []
+        for sid, sp in zip(sids, spec):
+            if "after" in sp:
+                waiting.append((sid, sp))
+            else:
+                send_stream(sid, sp)
+        for sid, sp in waiting:
+            c.pump(c.done([sp["after"]]), timeout=30)
+            send_stream(sid, sp)
+        c.pump(c.done(sids), timeout=30)
+        c.report(order=c.order)
+    elif a.mode == "stall":
+        n, secs, body = int(a.args[0]), float(a.args[1]), a.args[2].encode()
+        extra = [tuple(h.split(": ", 1)) for h in a.args[3:]]
+        sids = [1 + 2 * i for i in range(n)]
+        c.send(b"".join(frame(HEADERS, END_HEADERS, sid, c.head("POST", "/v1/chat/completions", [
+            ("content-type", "application/json"), ("authorization", "Bearer sk-x")] + extra)) +
+            frame(DATA, END_STREAM, sid, body) for sid in sids))
+        c.pump(lambda: False, timeout=secs)
         c.report()
     else:
         sys.exit("unknown mode " + a.mode)

@@ -261,6 +261,57 @@ def upstream_without_http2_gives_unavailable():
           "the refused upstream was not audited: %s" % ev[-1:])
 
 
+COLLECT = "/vigil.test.Notes/Collect"
+CHAT = "/vigil.test.Notes/Chat"
+
+
+@test
+def client_streaming_call_forwarded_as_it_arrives_and_email_redacted():
+    """grpc-js Notes/Collect (client-streaming), three notes 600 ms apart:
+    each reaches the server before the client sends the next (forwarded as
+    it arrives, not held to the end), the e-mail in the second arrives as
+    a vault token, and the call is audited once with its EMAIL finding."""
+    before = len(received())
+    res = call("collect", "first plain note|second, mail %s please|third note" % EMAIL, "--pause-ms", "600")
+    check(res["ok"], "the client-streaming call failed through the agent: %s" % res)
+    got = [r for r in received()[before:] if r["method"] == "Notes/Collect"]
+    check(len(got) == 3, "the server got %d of 3 messages: %s" % (len(got), got))
+    check(got[0]["request"]["title"] == "first plain note", "first message %s" % got[0])
+    second = got[1]["request"]["title"]
+    check(EMAIL not in second and TOKEN_RE.search(second), "the second message reached the server as %r" % second)
+    for i in (0, 1):
+        check(got[i]["at"] < res["sent_at"][i + 1],
+              "message %d reached the server only after the client sent message %d: held, not streamed (%s vs %s)"
+              % (i + 1, i + 2, got[i]["at"], res["sent_at"][i + 1]))
+    check(EMAIL in res["texts"][0], "the joined answer was not restored: %s" % res["texts"])
+    ev = event_for(COLLECT)
+    check(ev["action"] == "redact" and {"type": "EMAIL", "count": 1} in ev["findings"],
+          "the call was not audited as redacted with its EMAIL: %s" % ev)
+    check(ev["status"] == 200 and ev["error"] is None, "a complete call audited as failed: %s" % ev)
+    check(EMAIL not in json.dumps(ev), "the address is in the audit event")
+
+
+@test
+def bidi_call_echoes_as_it_goes_and_a_secret_later_ends_it_permission_denied():
+    """grpc-js Notes/Chat (bidirectional): the first note is echoed before
+    the second is sent; a key in the third ends the call with
+    PERMISSION_DENIED, the server never sees it, the event says block."""
+    before = len(received())
+    ok = call("chat", "hello there|mail %s now|deploy with %s" % (EMAIL, AWS_KEY), "--pause-ms", "200")
+    check(not ok["ok"] and ok["code"] == 7, "the secret did not end the call with PERMISSION_DENIED: %s" % ok)
+    check(ok["texts"][:2] == ["echo: hello there", "echo: mail %s now" % EMAIL],
+          "the echoes before the refusal (restored): %s" % ok["texts"])
+    check("no-secrets" in ok["details"] and AWS_KEY not in ok["details"], "grpc-message %r" % ok["details"])
+    got = [r["request"]["title"] for r in received()[before:] if r["method"] == "Notes/Chat"]
+    check(len(got) == 2 and AWS_KEY not in json.dumps(got), "the server got %s" % got)
+    check(EMAIL not in got[1] and TOKEN_RE.search(got[1]), "the second note reached the server as %r" % got[1])
+    ev = event_for(CHAT)
+    check(ev["action"] == "block" and ev["status"] == 403, "the ended call audited as %s" % ev)
+    check(any(f["type"] == "AWS_ACCESS_KEY" or "AWS" in f["type"] for f in ev["findings"]) and
+          {"type": "EMAIL", "count": 1} in ev["findings"], "findings of the call: %s" % ev["findings"])
+    check(RIG.agent.proc.poll() is None, "the agent died")
+
+
 @test
 def agent_stops_cleanly_without_a_sanitizer_report():
     """Last: every call above ran in this agent (run with SAN=1 too)."""

@@ -5,7 +5,9 @@
 // GenerateContent answers one candidate "echo: <every prompt text joined by
 // a space>" and usage 11/7/18; StreamGenerateContent answers the same text
 // in three messages (usage in the last); vigil.test.Notes/Save echoes the
-// note; google.cloud.aiplatform.v1.PredictionService answers the same in
+// note (Collect joins a client-streamed call's titles, Chat echoes each
+// note as it arrives, both recording each message with its arrival time);
+// google.cloud.aiplatform.v1.PredictionService answers the same in
 // Vertex's shapes (recorded as "Vertex/..."). Every request, as the server decoded it, is recorded as one JSON line
 // in --record: {"method", "request", "metadata", "peer" (the caller's address:port)}.
 //
@@ -71,10 +73,26 @@ const generative = (tag, shape) => ({
 const server = new grpc.Server(args["idle-ms"] ? { "grpc.max_connection_idle_ms": Number(args["idle-ms"]) } : {});
 server.addService(gen.google.ai.generativelanguage.v1beta.GenerativeService.service, generative("", answer));
 server.addService(vertex.google.cloud.aiplatform.v1.PredictionService.service, generative("Vertex/", vertexAnswer));
+// a streamed call's messages, one line each as it arrives ("at": ms clock)
+function recordMsg(method, note) {
+  fs.appendFileSync(args.record, JSON.stringify({ method, request: { title: note.title }, at: Date.now() }) + "\n");
+}
+
 server.addService(notes.vigil.test.Notes.service, {
   Save(call, cb) {
     record("Notes/Save", call);
     cb(null, call.request);
+  },
+  Collect(call, cb) {
+    const titles = [];
+    call.on("data", (n) => { recordMsg("Notes/Collect", n); titles.push(n.title); });
+    call.on("end", () => cb(null, { title: titles.join(" | ") }));
+    call.on("error", () => {});
+  },
+  Chat(call) {
+    call.on("data", (n) => { recordMsg("Notes/Chat", n); call.write({ title: "echo: " + n.title }); });
+    call.on("end", () => call.end());
+    call.on("error", () => {});
   },
 });
 

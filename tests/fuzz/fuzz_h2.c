@@ -37,10 +37,11 @@ static uint64_t now_ms(void)
 	return 0;
 }
 
-static ssize_t fz_read(void *arg, void *buf, size_t len, uint32_t timeout_ms)
+static ssize_t fz_read(void *arg, void *buf, size_t len, uint32_t timeout_ms, int wake_fd)
 {
 	struct fz *f = arg;
 	(void)timeout_ms;
+	(void)wake_fd;
 	if (!f->sent_preface) {
 		f->sent_preface = true;
 		memcpy(buf, PREFACE, sizeof(PREFACE) - 1);
@@ -70,9 +71,10 @@ static const struct h2_limits LIM = {
 	.max_body_bytes = 65536, .idle_timeout_ms = 1000,
 };
 
-static int fz_exchange(void *arg, struct h2_conn *h2, const char *req, size_t len, int refuse)
+/* On a stream's worker thread, concurrently with other streams'. */
+static int fz_exchange(void *arg, struct h2_stream *h2, const char *req, size_t len, int refuse)
 {
-	static struct http_request r;
+	struct http_request r;
 	static const char *answers[] = {
 		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
 		"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -125,7 +127,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 2)
 		return 0;
 	struct fz f = { .d = data + 2, .n = size - 2, .step = 1 + data[0] % 64, .answer = data[1] };
-	struct h2_io io = { &f, fz_read, fz_write, now_ms, fz_exchange, fz_charge };
+	struct h2_io io = { &f, fz_read, fz_write, now_ms, fz_exchange, fz_charge, NULL, NULL, false };
 	bool abuse;
 	char why[160];
 	int rc = h2_serve(&LIM, &io, &abuse, why, sizeof(why));

@@ -12,6 +12,8 @@
 #include "content/json.h"
 
 #include <nghttp2/nghttp2.h>
+#include <poll.h>
+#include <unistd.h>
 
 struct pipe {
 	nghttp2_session *cli;
@@ -28,6 +30,15 @@ struct pipe {
 	size_t resp_trunc;             /* 0, or write only this much of resp */
 	int ret;                       /* exchange's return */
 	size_t data_seen_mid;          /* client body bytes seen between the two writes */
+	size_t want_mid;               /* the worker waits (bounded) until the client saw this many */
+	_Atomic size_t seen;           /* body bytes the client has (the worker reads it) */
+	/* several streams */
+	_Atomic unsigned ends;         /* bit id/2: the client saw END_STREAM on stream id */
+	_Atomic unsigned resets;       /* bit id/2: RST_STREAM from the server */
+	bool rst_slow_on_data;         /* the client resets stream 1 at its first DATA */
+	bool quick_first;              /* stream 3 had ended when stream 1's worker looked */
+	int slow_rc;                   /* what h2_respond said to stream 1's worker at the end */
+	bool resets_wanted;            /* stream 1's worker writes until refused */
 	/* the client's view */
 	int status;
 	struct buf body;
@@ -59,13 +70,14 @@ static int srv_write(void *arg, const void *buf, size_t len)
 	return 0;
 }
 
-static ssize_t srv_read(void *arg, void *buf, size_t len, uint32_t timeout_ms)
+static ssize_t srv_read(void *arg, void *buf, size_t len, uint32_t timeout_ms, int wake_fd)
 {
 	struct pipe *p = arg;
 	const uint8_t *d;
 	ssize_t n;
 
 	(void)timeout_ms;
+	(void)wake_fd;
 	while ((n = nghttp2_session_mem_send(p->cli, &d)) > 0)
 		buf_append(&p->c2s, d, (size_t)n);
 	size_t avail = p->c2s.len - p->c2s_off;
@@ -90,7 +102,16 @@ static int srv_charge(void *arg, int64_t delta)
 	return 0;
 }
 
-static int srv_exchange(void *arg, struct h2_conn *h2, const char *req, size_t len, int refuse)
+/* The exchange runs on a worker thread, its answer goes out on the
+ * connection's: wait (bounded) until the client has what was written. */
+static size_t seen_mid(struct pipe *p)
+{
+	for (int i = 0; i < 2000 && p->seen < p->want_mid; i++)
+		usleep(1000);
+	return p->seen;
+}
+
+static int srv_exchange(void *arg, struct h2_stream *h2, const char *req, size_t len, int refuse)
 {
 	struct pipe *p = arg;
 	size_t n = p->resp_trunc ? p->resp_trunc : p->resp_len;
@@ -102,7 +123,7 @@ static int srv_exchange(void *arg, struct h2_conn *h2, const char *req, size_t l
 	buf_append(&p->req, req, len);
 	if (cut && h2_respond(h2, p->resp, cut))
 		return -EIO;
-	p->data_seen_mid = p->body.len;
+	p->data_seen_mid = seen_mid(p);
 	if (n > cut && h2_respond(h2, p->resp + cut, n - cut))
 		return -EIO;
 	return p->ret;
@@ -129,8 +150,13 @@ static int cli_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t 
 static int cli_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len, void *user)
 {
 	struct pipe *p = user;
-	(void)s; (void)flags; (void)id;
+	(void)flags;
 	buf_append(&p->body, data, len);
+	p->seen = p->body.len;
+	if (id == 1 && p->rst_slow_on_data) {
+		p->rst_slow_on_data = false;
+		nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, 1, NGHTTP2_CANCEL);
+	}
 	return 0;
 }
 
@@ -141,6 +167,11 @@ static int cli_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
 	if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) && (f->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
 	    f->hd.stream_id == 1)
 		p->end = true;
+	if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) && (f->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+	    f->hd.stream_id < 64)
+		p->ends |= 1u << (f->hd.stream_id / 2);
+	if (f->hd.type == NGHTTP2_RST_STREAM && f->hd.stream_id < 64)
+		p->resets |= 1u << (f->hd.stream_id / 2);
 	if (f->hd.type == NGHTTP2_RST_STREAM && f->hd.stream_id == 1)
 		p->rst = f->rst_stream.error_code;
 	if (f->hd.type == NGHTTP2_GOAWAY) {
@@ -214,7 +245,7 @@ static int run(struct pipe *p, struct body_src *b, bool *abuse, char *why, size_
 	};
 	nghttp2_data_provider prd = { .source.ptr = b, .read_callback = body_read };
 	nghttp2_submit_request(p->cli, NULL, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), b ? &prd : NULL, NULL);
-	struct h2_io io = { p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL };
+	struct h2_io io = { p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL, NULL, false };
 	return h2_serve(&LIM, &io, abuse, why, whylen);
 }
 
@@ -272,6 +303,7 @@ TEST(sse_answer_streams_before_the_exchange_ends)
 		p.resp = RESP_SSE;
 		p.resp_len = sizeof(RESP_SSE) - 1;
 		p.resp_cut = cut;
+		p.want_mid = RESP_SSE + cut >= first_event_end ? 19 : 0;
 		CHECK(run(&p, &b, NULL, NULL, 0) == 0, "cut %zu", cut);
 		CHECK(p.status == 200 && p.end && !p.bad_header, "cut %zu: status %d end %d te %d", cut, p.status,
 		      p.end, p.bad_header);
@@ -330,7 +362,7 @@ TEST(oversized_header_list_is_refused_with_431_on_its_stream)
 		{ (uint8_t *)"x-big", (uint8_t *)big, 5, sizeof(big) - 1, NGHTTP2_NV_FLAG_NONE },
 	};
 	nghttp2_submit_request(p.cli, NULL, hdrs, 5, NULL, NULL);
-	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL };
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL, NULL, false };
 	CHECK(h2_serve(&LIM, &io, NULL, NULL, 0) == 0, "serve");
 	CHECK(p.refuse == 431, "refuse %d", p.refuse);
 	static const char want[] = "GET /v1/models HTTP/1.1\r\nHost: h.example\r\n\r\n";
@@ -379,7 +411,7 @@ TEST(rapid_reset_flood_is_a_goaway_and_says_so)
 		buf_append(&p.c2s, d, (size_t)n);
 	for (int i = 0; i < 20; i++)
 		nghttp2_submit_rst_stream(p.cli, 0, ids[i], NGHTTP2_CANCEL);
-	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL };
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL, NULL, false };
 	int rc = h2_serve(&LIM, &io, &abuse, why, sizeof(why));
 	CHECK(rc == 1 && abuse && strstr(why, "rapid reset"), "rc %d abuse %d why %s", rc, abuse, why);
 	CHECK(p.got_goaway && p.goaway == NGHTTP2_ENHANCE_YOUR_CALM, "goaway %d code %u", p.got_goaway, p.goaway);
@@ -400,7 +432,7 @@ TEST(garbage_instead_of_a_preface_is_a_protocol_error)
 	nghttp2_session_client_new(&p.cli, cb, &p);   /* a client that sends nothing itself */
 	nghttp2_session_callbacks_del(cb);
 	p.step = 1;
-	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL };
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL, NULL, false };
 	int rc = h2_serve(&LIM, &io, &abuse, why, sizeof(why));
 	CHECK(rc == 1 && !abuse && why[0], "rc %d abuse %d why %s", rc, abuse, why);
 	pipe_free(&p);
@@ -433,7 +465,7 @@ TEST(buffer_budget_refuses_with_503_and_is_given_back)
 
 /* ---- gRPC streams: handed whole to io->grpc, answered with trailers ---- */
 
-static int srv_grpc(void *arg, struct h2_conn *h2, const struct h2_grpc_call *c)
+static int srv_grpc(void *arg, struct h2_stream *h2, const struct h2_grpc_call *c)
 {
 	struct pipe *p = arg;
 	static const struct h2_field head[] = { { ":status", "200", 7, 3 }, { "content-type", "application/grpc", 12, 16 } };
@@ -447,7 +479,7 @@ static int srv_grpc(void *arg, struct h2_conn *h2, const struct h2_grpc_call *c)
 		return h2_send_head(h2, only, 2, true);
 	if (h2_send_head(h2, head, 2, false) || h2_send_data(h2, "\0\0\0\0\2", 5) || h2_send_data(h2, "hi", 2))
 		return -EIO;
-	p->data_seen_mid = p->body.len;
+	p->data_seen_mid = seen_mid(p);
 	return h2_send_trailers(h2, trl, 2);
 }
 
@@ -461,7 +493,7 @@ static int run_grpc(struct pipe *p, struct body_src *b)
 	};
 	nghttp2_data_provider prd = { .source.ptr = b, .read_callback = body_read };
 	nghttp2_submit_request(p->cli, NULL, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &prd, NULL);
-	struct h2_io io = { p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, srv_grpc };
+	struct h2_io io = { p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, srv_grpc, NULL, false };
 	return h2_serve(&LIM, &io, NULL, NULL, 0);
 }
 
@@ -473,6 +505,7 @@ TEST(grpc_stream_goes_whole_to_io_grpc_and_gets_trailers)
 		struct body_src b = { msg, sizeof(msg) - 1, 0 };
 		pipe_init(&p);
 		p.step = step;   /* 0: whole reads; else that many bytes at a time */
+		p.want_mid = 7;
 		CHECK(run_grpc(&p, &b) == 0, "serve");
 		CHECK(p.nexchanges == 1 && p.req.len == 0, "not served as gRPC: %d exchanges, %zu HTTP/1.1 bytes",
 		      p.nexchanges, p.req.len);
@@ -501,4 +534,153 @@ TEST(grpc_trailers_only_answer)
 	      "trailers-only: status %d grpc-status '%s' end %d body %zu rst %u", p.status, p.grpc_status, p.end,
 	      p.body.len, p.rst);
 	pipe_free(&p);
+}
+
+/* ---- several streams on one connection, served concurrently ---- */
+
+static const char SSE_HEAD[] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+			       "13\r\ndata: {\"a\":\"one\"}\n\n\r\n";
+static const char SSE_TAIL[] = "0\r\n\r\n";
+static const char QUICK[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+/* Stream 1 (/slow) answers its first event, then waits (bounded) for
+ * stream 3 (/quick) to have ended at the client before ending itself; with
+ * rst_slow_on_data it keeps writing until h2_respond refuses. */
+static int mux_exchange(void *arg, struct h2_stream *st, const char *req, size_t len, int refuse)
+{
+	struct pipe *p = arg;
+	(void)refuse;
+	if (len < 10 || memcmp(req, "GET /slow ", 10))
+		return h2_respond(st, QUICK, sizeof(QUICK) - 1);
+	if (h2_respond(st, SSE_HEAD, sizeof(SSE_HEAD) - 1))
+		return -EIO;
+	for (int i = 0; i < 2000 && !(p->ends & (1u << 1)); i++)
+		usleep(1000);
+	p->quick_first = p->ends & (1u << 1);
+	int rc = 0;
+	for (int i = 0; i < 2000 && !rc; i++) {
+		if (!p->resets_wanted)
+			break;
+		rc = h2_respond(st, "13\r\ndata: {\"a\":\"two\"}\n\n\r\n", 25);
+		usleep(1000);
+	}
+	p->slow_rc = rc;
+	if (rc)
+		return rc;
+	return h2_respond(st, SSE_TAIL, sizeof(SSE_TAIL) - 1);
+}
+
+static void submit_get(struct pipe *p, const char *path)
+{
+	nghttp2_nv hdrs[] = { NV(":method", "GET"), NV(":scheme", "https"),
+			      { (uint8_t *)":path", (uint8_t *)path, 5, strlen(path), NGHTTP2_NV_FLAG_NONE },
+			      NV(":authority", "api.openai.com") };
+	nghttp2_submit_request(p->cli, NULL, hdrs, 4, NULL, NULL);
+}
+
+TEST(a_slow_stream_does_not_hold_back_a_quick_one)
+{
+	for (size_t step = 0; step < 2; step++) {
+		struct pipe p;
+		pipe_init(&p);
+		p.step = step;
+		submit_get(&p, "/slow");    /* stream 1 */
+		submit_get(&p, "/quick");   /* stream 3 */
+		struct h2_io io = { &p, srv_read, srv_write, now_ms, mux_exchange, srv_charge, NULL, NULL, false };
+		CHECK(h2_serve(&LIM, &io, NULL, NULL, 0) == 0, "serve");
+		CHECK(p.quick_first, "step %zu: stream 3 ended only after stream 1's answer (head-of-line blocking)", step);
+		CHECK(p.ends == ((1u << 0) | (1u << 1)) && !p.resets, "step %zu: ends %#x resets %#x", step, p.ends,
+		      p.resets);
+		CHECK(p.body.len == 19 + 2 && memmem(p.body.data, p.body.len, "ok", 2), "step %zu: bodies %.*s", step,
+		      (int)p.body.len, p.body.data);
+		pipe_free(&p);
+	}
+}
+
+TEST(a_reset_stream_cancels_only_its_worker)
+{
+	struct pipe p;
+	pipe_init(&p);
+	p.rst_slow_on_data = true;
+	p.resets_wanted = true;
+	submit_get(&p, "/slow");
+	submit_get(&p, "/quick");
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, mux_exchange, srv_charge, NULL, NULL, false };
+	CHECK(h2_serve(&LIM, &io, NULL, NULL, 0) == 0, "serve");
+	CHECK(p.slow_rc == -EIO, "the reset stream's worker was not told to stop (%d)", p.slow_rc);
+	CHECK(p.ends == (1u << 1), "the other stream did not end cleanly: ends %#x", p.ends);
+	CHECK(!p.got_goaway || p.goaway == NGHTTP2_NO_ERROR, "the connection was broken: goaway %u", p.goaway);
+	pipe_free(&p);
+}
+
+TEST(more_streams_than_a_handful_all_answered)
+{
+	struct pipe p;
+	pipe_init(&p);
+	for (int i = 0; i < 8; i++)
+		submit_get(&p, "/quick");
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, mux_exchange, srv_charge, NULL, NULL, false };
+	CHECK(h2_serve(&LIM, &io, NULL, NULL, 0) == 0, "serve");
+	CHECK(p.ends == 0xff && !p.resets, "ends %#x resets %#x", p.ends, p.resets);
+	CHECK(p.body.len == 16, "bodies %zu bytes", p.body.len);
+	pipe_free(&p);
+}
+
+/* ---- a gRPC request read as it arrives (io->grpc_streaming) ---- */
+
+static int srv_grpc_streamed(void *arg, struct h2_stream *h2, const struct h2_grpc_call *c)
+{
+	struct pipe *p = arg;
+	static const struct h2_field head[] = { { ":status", "200", 7, 3 }, { "content-type", "application/grpc", 12, 16 } };
+	static const struct h2_field trl[] = { { "grpc-status", "0", 11, 1 } };
+	uint8_t buf[7];
+	ssize_t n;
+
+	p->nexchanges++;
+	if (!c->streamed || c->body_len)
+		return -EIO;
+	/* the answer's head goes before the request has ended */
+	if (h2_send_head(h2, head, 2, false))
+		return -EIO;
+	for (int i = 0; i < 4000; i++) {
+		n = h2_body_read(h2, buf, sizeof(buf));   /* small reads: the rest stays queued */
+		if (n == 0)
+			return h2_send_data(h2, p->grpc_body.data, p->grpc_body.len) ?: h2_send_trailers(h2, trl, 1);
+		if (n > 0) {
+			buf_append(&p->grpc_body, buf, (size_t)n);
+			continue;
+		}
+		if (n != -EAGAIN)
+			return (int)n;
+		struct pollfd pf = { .fd = h2_body_fd(h2), .events = POLLIN };
+		poll(&pf, 1, 1);
+	}
+	return -ETIMEDOUT;
+}
+
+TEST(grpc_request_read_as_it_arrives_when_streaming)
+{
+	static const char msg[] = "\0\0\0\0\3abc\0\0\0\0\2de";
+	for (size_t step = 0; step < 3; step++) {
+		struct pipe p;
+		struct body_src b = { msg, sizeof(msg) - 1, 0 };
+		static const nghttp2_nv hdrs[] = {
+			NV(":method", "POST"), NV(":scheme", "https"), NV(":path", "/vigil.test.Notes/Collect"),
+			NV(":authority", "h.example"), NV("content-type", "application/grpc"), NV("te", "trailers"),
+		};
+		pipe_init(&p);
+		p.step = step;
+		nghttp2_data_provider prd = { .source.ptr = &b, .read_callback = body_read };
+		nghttp2_submit_request(p.cli, NULL, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &prd, NULL);
+		struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, srv_grpc_streamed, NULL, true };
+		CHECK(h2_serve(&LIM, &io, NULL, NULL, 0) == 0, "serve");
+		CHECK(p.nexchanges == 1, "step %zu: %d calls", step, p.nexchanges);
+		CHECK(p.grpc_body.len == sizeof(msg) - 1 && !memcmp(p.grpc_body.data, msg, p.grpc_body.len),
+		      "step %zu: the worker read %zu of %zu request bytes", step, p.grpc_body.len, sizeof(msg) - 1);
+		CHECK(p.status == 200 && p.body.len == sizeof(msg) - 1 && !strcmp(p.grpc_status, "0") && p.end && !p.rst,
+		      "step %zu: answer %d %zu bytes status '%s' end %d rst %u", step, p.status, p.body.len, p.grpc_status,
+		      p.end, p.rst);
+		CHECK(p.charged == 0, "step %zu: %lld bytes still charged", step, (long long)p.charged);
+		pipe_free(&p);
+	}
 }
