@@ -11,7 +11,7 @@ san=; [ "${SAN:-}" = 1 ] && san="-fsanitize=address,undefined"
 # shellcheck disable=SC2086
 ${CC:-gcc} $san -std=gnu11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wshadow -Wformat=2 -Iagent -Icommon $(pkg-config --cflags libhs) \
-	tests/eval/eval.c agent/content/inspect.c agent/content/validators.c agent/content/detectors.c agent/content/decode.c agent/content/json.c agent/providers/providers.c agent/providers/webapps.c agent/providers/webapp_*.c "$BUILD/libcommon.a" \
+	tests/eval/eval.c agent/content/inspect.c agent/content/validators.c agent/content/detectors.c agent/content/decode.c agent/content/json.c agent/providers/*.c "$BUILD/libcommon.a" \
 	-o "$BUILD/eval/eval" $(pkg-config --libs libhs zlib libbrotlidec libzstd) -lm
 [ -n "${VIGIL_BUILD_ONLY:-}" ] && exit 0   # make test checks that it still builds
 if [ ! -d "$DATA" ]; then
