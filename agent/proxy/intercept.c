@@ -994,21 +994,19 @@ static struct icpark *ic_serve(struct icpark *p)
 	} else {
 		ic = ic_of(p);
 	}
-	/* a new engine after each park: nothing of the next request was read */
-	if (!ic->hx && !(ic->hx = h1x_new(ic->ag, &ic->info, &ic->xc, loop_now_ms()))) {
-		log_warn("intercepted connection closed: out of memory");
-		ic_free(&ic->park);
-		return NULL;
-	}
 	if (h2_negotiated(ic->cssl)) {
+		/* each stream has its own ic and engine (stream_ic_new) */
 		serve_h2(ic);
+	} else if (!ic->hx && !(ic->hx = h1x_new(ic->ag, &ic->info, &ic->xc, loop_now_ms()))) {
+		/* a new engine after each park: nothing of the next request was read */
+		log_warn("intercepted connection closed: out of memory");
 	} else if (drive(ic, true)) {
 		/* quiet: wait on the loop (which packs it: in its heap, not
 		 * amid the buffers this thread freed) */
 		ic_idle(ic);
 		return &ic->park;
 	}
-	release_upstream(ic, h1x_upstream_reusable(ic->hx));
+	release_upstream(ic, ic->hx && h1x_upstream_reusable(ic->hx));
 	SSL_shutdown(ic->cssl);
 	ic_free(&ic->park);
 	return NULL;
