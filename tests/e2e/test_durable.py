@@ -314,13 +314,20 @@ def full_disk_is_one_exact_gap_per_loss():
     time.sleep(2)
     filler = os.path.join(fs, "filler")
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError:
-        pass
+
+    def fill():
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError:
+            pass
+    # Kept full for the whole window: the shipper deletes delivered
+    # segments meanwhile, and space it frees must not let the spool off.
+    until = time.monotonic() + 4
+    while time.monotonic() < until:
+        fill()
+        time.sleep(0.02)
     os.close(fd)
-    time.sleep(4)
     os.unlink(filler)
     time.sleep(2)
     stop.append(1)
