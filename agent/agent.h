@@ -37,6 +37,7 @@ struct agent_stats {
 	atomic_ulong buffered;         /* request buffer bytes charged to limits.max_buffered_bytes */
 	atomic_ulong buffer_refusals;  /* requests refused (503) because that budget was spent */
 	atomic_ulong netns_listeners;  /* other network namespaces listened in now (net/netns.c) */
+	atomic_ulong loop_handoffs;    /* intercepted connections the loop handed to a thread (intercept.c) */
 };
 
 struct agent {

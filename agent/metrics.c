@@ -96,6 +96,10 @@ size_t metrics_render(struct agent *ag, char *out, size_t outlen)
 	     ag->cap ? capture_links_detached(ag->cap) : 0);
 	EMIT("# HELP vigil_agent_netns_listeners Other network namespaces (containers) the agent listens in now.\n"
 	     "# TYPE vigil_agent_netns_listeners gauge\nvigil_agent_netns_listeners %lu\n", atomic_load(&ag->stats.netns_listeners));
+	EMIT("# HELP vigil_agent_intercept_thread_handoffs_total Intercepted connections the event loop "
+	     "handed to a thread (HTTP/2, a new upstream, a WebSocket, a linger, a large request).\n"
+	     "# TYPE vigil_agent_intercept_thread_handoffs_total counter\nvigil_agent_intercept_thread_handoffs_total %lu\n",
+	     atomic_load(&ag->stats.loop_handoffs));
 	EMIT("# HELP vigil_agent_connections_active Connections open now.\n"
 	     "# TYPE vigil_agent_connections_active gauge\n"
 	     "vigil_agent_connections_active %lu\n", atomic_load(&ag->stats.active));

@@ -83,6 +83,11 @@ static bool want(struct icpark *p, uint32_t events)
 	int ret = 0;
 	if (p->events == events)
 		return true;
+	if (!events) {
+		loop_del(p->ag->loop, &p->w);
+		p->events = 0;
+		return true;
+	}
 	ret = p->events ? loop_mod(p->ag->loop, &p->w, events) : loop_add(p->ag->loop, &p->w, events);
 	if (ret) {
 		log_warn("intercepted connection: epoll: %s", strerror(-ret));
@@ -160,6 +165,17 @@ static void wake(struct icpark *p)
 	}
 }
 
+/* Serves what the client sent on the loop (ops.loop_begin). */
+static void serve_here(struct icpark *p)
+{
+	release(p);
+	if (!(p = p->ops->unpack(p)))
+		return;
+	hold(p);
+	p->looping = true;
+	p->ops->loop_begin(p);
+}
+
 static void handshake_failed(struct icpark *p, bool timed_out)
 {
 	release(p);
@@ -190,14 +206,14 @@ static void parked_input(struct icpark *p, uint32_t events)
 	clear_errors();
 	int n = SSL_peek(p->ssl, &c, 1);
 	if (n > 0) {
-		wake(p);
+		serve_here(p);
 		return;
 	}
 	int e = SSL_get_error(p->ssl, n);
 	if (e == SSL_ERROR_WANT_READ && !(events & (EPOLLHUP | EPOLLERR)))
 		return;   /* not a whole record yet, or a record that carried no data */
 	if (e == SSL_ERROR_WANT_WRITE) {
-		wake(p);  /* the thread's I/O handles a write the read needs */
+		serve_here(p);  /* the serving I/O handles a write the read needs */
 		return;
 	}
 	/* close_notify, EOF, a reset or a broken record: between requests,
@@ -208,7 +224,9 @@ static void parked_input(struct icpark *p, uint32_t events)
 static void on_event(struct loop_watch *w, uint32_t events)
 {
 	struct icpark *p = (struct icpark *)((char *)w - offsetof(struct icpark, w));
-	if (p->handshaking)
+	if (p->looping)
+		p->ops->loop_event(p, events);
+	else if (p->handshaking)
 		handshake_step(p);
 	else
 		parked_input(p, events);
@@ -217,8 +235,9 @@ static void on_event(struct loop_watch *w, uint32_t events)
 static void on_timer(struct loop_timer *t, uint64_t now)
 {
 	struct icpark *p = (struct icpark *)((char *)t - offsetof(struct icpark, timer));
-	(void)now;
-	if (p->handshaking)
+	if (p->looping)
+		p->ops->loop_timer(p, now);
+	else if (p->handshaking)
 		handshake_failed(p, true);
 	else
 		close_quietly(p, true);
@@ -231,7 +250,7 @@ static void park(struct icpark *p)
 {
 	const struct config *cfg = p->ag->cfg;
 	if (SSL_has_pending(p->ssl)) {
-		wake(p);
+		serve_here(p);
 		return;
 	}
 	if (!p->packed) {
@@ -278,7 +297,13 @@ static void on_handed_back(struct loop_watch *w, uint32_t events)
 		q = q->qnext;
 		p->served = true;
 		hold(p);
-		park(p);
+		if (p->resume) {
+			p->resume = false;
+			p->looping = true;
+			p->ops->loop_begin(p);
+		} else {
+			park(p);
+		}
 	}
 	trim_after_burst();
 }
@@ -340,6 +365,8 @@ void icpark_start(struct icpark *p, struct agent *ag, int fd, SSL *ssl, const st
 	p->handshaking = true;
 	p->served = false;
 	p->packed = false;
+	p->looping = false;
+	p->resume = false;
 	hold(p);
 	if (loop_timer_set(ag->loop, &p->timer, loop_now_ms() + ag->cfg->header_timeout_ms)) {
 		close_quietly(p, false);
@@ -348,4 +375,38 @@ void icpark_start(struct icpark *p, struct agent *ag, int fd, SSL *ssl, const st
 	/* the ClientHello is usually there already (the first flight was
 	 * classified before the hand-over): no need to wait for epoll */
 	handshake_step(p);
+}
+
+int icpark_watch(struct icpark *p, uint32_t events)
+{
+	return want(p, events) ? 0 : -EIO;
+}
+
+int icpark_timer(struct icpark *p, uint64_t due_ms)
+{
+	if (!due_ms) {
+		loop_timer_cancel(p->ag->loop, &p->timer);
+		return 0;
+	}
+	return loop_timer_set(p->ag->loop, &p->timer, due_ms);
+}
+
+void icpark_to_thread(struct icpark *p)
+{
+	p->looping = false;
+	wake(p);
+}
+
+void icpark_idle(struct icpark *p)
+{
+	p->looping = false;
+	p->served = true;
+	park(p);
+	trim_after_burst();
+}
+
+void icpark_close(struct icpark *p)
+{
+	p->looping = false;
+	close_quietly(p, false);
 }

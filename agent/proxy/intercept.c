@@ -1,7 +1,10 @@
 /* intercept: the TLS man-in-the-middle for watched LLM hosts. The
- * client's TLS handshake and every wait for a next keep-alive request run
- * on the event loop (icpark.c), so an idle connection holds no thread;
- * while a connection serves requests it runs on a thread of its own with
+ * client's TLS handshake, every wait for a next keep-alive request and the
+ * HTTP/1.1 exchanges themselves run on the event loop (icpark.c and
+ * loop_step below), so neither an idle nor a busy connection holds a
+ * thread; only what would block the loop (opening a new upstream, a
+ * WebSocket relay, the linger after a refusal, a large request's
+ * inspection) and HTTP/2 connections go to a thread of their own, with
  * non-blocking sockets and poll() deadlines. The HTTP/1.1 logic (requests,
  * limits, the exchange, answers, pipelining) is the sans-IO engine in
  * h1x.c; this file is its driver and owns what the engine must not: the
@@ -77,26 +80,57 @@ static void clear_errors(void)
 		ERR_clear_error();
 }
 
+/* One SSL_read that never waits: > 0 bytes, 0 clean EOF, -EAGAIN (*ev:
+ * what the socket must become first, POLLIN or POLLOUT), < 0 -errno. */
+static ssize_t tls_read_nb(SSL *ssl, void *buf, size_t len, short *ev)
+{
+	clear_errors();
+	int n = SSL_read(ssl, buf, (int)(len > INT32_MAX ? INT32_MAX : len));
+	if (n > 0)
+		return n;
+	int e = SSL_get_error(ssl, n);
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		*ev = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
+		return -EAGAIN;
+	}
+	if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0))
+		return 0;
+	return -EIO;
+}
+
+/* One SSL_write_ex that never waits: bytes written (> 0; partial writes
+ * are on), -EAGAIN (*ev as above) or -EIO. */
+static ssize_t tls_write_nb(SSL *ssl, const void *buf, size_t len, short *ev)
+{
+	size_t w = 0;
+	clear_errors();
+	if (SSL_write_ex(ssl, buf, len, &w) == 1)
+		return (ssize_t)w;
+	int e = SSL_get_error(ssl, 0);
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		*ev = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
+		return -EAGAIN;
+	}
+	return -EIO;
+}
+
+/* Partial writes (the loop's driver counts what went out) from a buffer
+ * that may have moved since the write that had to wait. */
+static void tls_nb_modes(SSL *ssl)
+{
+	SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+}
+
 /* One SSL_read: > 0 bytes, 0 clean EOF, < 0 -errno. */
 static ssize_t tls_read(SSL *ssl, int fd, void *buf, size_t len, uint64_t deadline)
 {
 	for (;;) {
-		clear_errors();
-		int n = SSL_read(ssl, buf, (int)(len > INT32_MAX ? INT32_MAX : len));
-		if (n > 0)
+		short ev = 0;
+		ssize_t n = tls_read_nb(ssl, buf, len, &ev);
+		int ret;
+		if (n != -EAGAIN)
 			return n;
-		int e = SSL_get_error(ssl, n), ret;
-		if (e == SSL_ERROR_WANT_READ)
-			ret = wait_fd(fd, POLLIN, deadline);
-		else if (e == SSL_ERROR_WANT_WRITE)
-			ret = wait_fd(fd, POLLOUT, deadline);
-		else if (e == SSL_ERROR_ZERO_RETURN)
-			return 0;
-		else if (e == SSL_ERROR_SYSCALL && errno == 0)
-			return 0;
-		else
-			return -EIO;
-		if (ret)
+		if ((ret = wait_fd(fd, ev, deadline)))
 			return ret;
 	}
 }
@@ -105,22 +139,17 @@ static int tls_write_all(SSL *ssl, int fd, const void *buf, size_t len, uint64_t
 {
 	const char *p = buf;
 	while (len) {
-		size_t w = 0;
-		clear_errors();
-		if (SSL_write_ex(ssl, p, len, &w) == 1) {
+		short ev = 0;
+		ssize_t w = tls_write_nb(ssl, p, len, &ev);
+		int ret;
+		if (w > 0) {
 			p += w;
-			len -= w;
-			continue;
-		}
-		int e = SSL_get_error(ssl, 0), ret;
-		if (e == SSL_ERROR_WANT_WRITE)
-			ret = wait_fd(fd, POLLOUT, deadline);
-		else if (e == SSL_ERROR_WANT_READ)
-			ret = wait_fd(fd, POLLIN, deadline);
-		else
+			len -= (size_t)w;
+		} else if (w != -EAGAIN) {
 			return -EIO;
-		if (ret)
+		} else if ((ret = wait_fd(fd, ev, deadline))) {
 			return ret;
+		}
 	}
 	return 0;
 }
@@ -239,7 +268,24 @@ struct ic {
 	struct upstream gup;       /* gRPC: the HTTP/2 upstream, apart from up (HTTP/1.1) */
 	struct grpccall_session *gsess;  /* its session, kept across the connection's calls */
 	struct icpark park;        /* handshake and idle waits on the loop (icpark.h) */
+	/* served on the loop (loop_step) */
+	struct loop_watch upw;     /* the upstream socket */
+	uint32_t upev;             /* what upw waits for (0: not on the loop) */
+	uint8_t lop;               /* a LOP_* the loop's timer carries out next */
+	unsigned pend_act;         /* H1X_* actions the loop left to a thread */
+	uint64_t idle_at;          /* the engine idle since (0: busy) */
+	size_t req_rx;             /* client bytes fed since the engine was last idle */
 };
+
+/* An HTTP/1.1 upstream at hand without waiting: the client's own tunnel,
+ * kept while it was parked, or a pooled one (either reused: one retry if
+ * it turns out closed). */
+static bool upstream_ready(struct ic *ic)
+{
+	if (ic->want_h2)
+		return false;
+	return ic->up.ssl || pool_take(&ic->info.origin, ic->info.sni, ic->info.tunnel_port, &ic->up);
+}
 
 /* Opens the upstream the engine asked for: from the pool (*reused), the
  * client's own tunnel, or a new verified TLS connection. On failure
@@ -251,17 +297,9 @@ static int upstream_connect(struct ic *ic, bool *reused, const char **reason, ch
 	struct egress_route route;
 	int fd, ret;
 
-	*reused = false;
-	if (ic->up.ssl && !ic->want_h2) {
-		/* the client's own tunnel, kept while it was parked: reused
-		 * like a pooled one (one retry if it turns out closed) */
-		*reused = true;
+	*reused = upstream_ready(ic);
+	if (*reused)
 		return 0;
-	}
-	if (!ic->want_h2 && pool_take(&ic->info.origin, ic->info.sni, ic->info.tunnel_port, &ic->up)) {
-		*reused = true;
-		return 0;
-	}
 	if (ic->info.have_tunnel_fd) {
 		/* The client's own tunnel through its proxy, opened before the
 		 * hand-over: the first upstream, used once. */
@@ -293,6 +331,7 @@ static int upstream_connect(struct ic *ic, bool *reused, const char **reason, ch
 		return -ENOMEM;
 	}
 	SSL_set_options(ic->up.ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	tls_nb_modes(ic->up.ssl);
 	if (ic->want_h2)
 		SSL_set_alpn_protos(ic->up.ssl, (const unsigned char *)"\x02h2", 3);
 	SSL_set_read_ahead(ic->up.ssl, 1);
@@ -363,22 +402,17 @@ static int flush_upstream(struct ic *ic)
 	return 0;
 }
 
-/* One SSL_read that does not wait: > 0 bytes, 0 EOF, -EAGAIN nothing yet,
- * < 0 error. A TLS write it needs (a key update) waits for the socket. */
+/* One SSL_read that does not wait for input: > 0 bytes, 0 EOF, -EAGAIN
+ * nothing yet, < 0 error. A TLS write it needs (a key update) waits for
+ * the socket. */
 static ssize_t tls_read_now(SSL *ssl, int fd, void *buf, size_t len, uint64_t deadline)
 {
 	for (;;) {
-		clear_errors();
-		int n = SSL_read(ssl, buf, (int)(len > INT32_MAX ? INT32_MAX : len));
-		if (n > 0)
+		short ev = 0;
+		ssize_t n = tls_read_nb(ssl, buf, len, &ev);
+		int ret;
+		if (n != -EAGAIN || ev == POLLIN)
 			return n;
-		int e = SSL_get_error(ssl, n), ret;
-		if (e == SSL_ERROR_WANT_READ)
-			return -EAGAIN;
-		if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0))
-			return 0;
-		if (e != SSL_ERROR_WANT_WRITE)
-			return -EIO;
 		if ((ret = wait_fd(fd, POLLOUT, deadline)))
 			return ret;
 	}
@@ -445,17 +479,19 @@ static void relay_websocket(struct ic *ic)
 	h1x_ws_done(ic->hx, loop_now_ms());
 }
 
-/* Serves the engine until it is done: writes what it emits, carries out
- * its actions, feeds it what it wants, honours its deadline. may_park: between requests, a
- * client quiet for PARK_GRACE_MS makes it return true instead (the
- * connection then waits on the loop, icpark.c). */
-static bool drive(struct ic *ic, bool may_park)
+/* Serves the engine on this thread until it is done: writes what it
+ * emits, carries out its actions (and those the loop left, pend_act),
+ * feeds it what it wants, honours its deadline. to_loop: between
+ * requests, it returns true instead (the loop serves the connection on,
+ * loop_step). */
+static bool drive(struct ic *ic, bool to_loop)
 {
 	struct h1x *hx = ic->hx;
 	for (;;) {
 		if (flush_client(ic))
 			h1x_client_write_failed(hx, loop_now_ms());
-		unsigned act = h1x_actions(hx);
+		unsigned act = h1x_actions(hx) | ic->pend_act;
+		ic->pend_act = 0;
 		if (act & H1X_UP_CLOSE)
 			upstream_close(&ic->up);
 		if (act & H1X_WEBSOCKET) {
@@ -482,11 +518,7 @@ static bool drive(struct ic *ic, bool may_park)
 			return false;
 		if (!h1x_want_client(hx) && !h1x_want_upstream(hx) && !h1x_deadline(hx))
 			return false;   /* nothing can move it: never spin */
-		/* A busy client's next request follows within a round trip:
-		 * waiting a little here keeps its thread, scratch and upstream
-		 * instead of paying for all three again. */
-		if (may_park && h1x_idle(hx) && !SSL_has_pending(ic->cssl) &&
-		    wait_fd(ic->cfd, POLLIN, loop_now_ms() + PARK_GRACE_MS) == -ETIMEDOUT)
+		if (to_loop && h1x_idle(hx))
 			return true;
 		wait_and_feed(ic);
 	}
@@ -907,6 +939,8 @@ static void ic_idle(struct ic *ic)
 /* Closes the connection and frees what it holds (ic itself: the caller's). */
 static void ic_close(struct ic *ic)
 {
+	if (ic->upev)
+		loop_del(ic->ag->loop, &ic->upw);
 	SSL_free(ic->cssl);
 	upstream_close(&ic->up);
 	grpccall_session_free(ic->gsess);
@@ -1001,9 +1035,9 @@ static struct icpark *ic_serve(struct icpark *p)
 		/* a new engine after each park: nothing of the next request was read */
 		log_warn("intercepted connection closed: out of memory");
 	} else if (drive(ic, true)) {
-		/* quiet: wait on the loop (which packs it: in its heap, not
-		 * amid the buffers this thread freed) */
-		ic_idle(ic);
+		/* between requests: the loop serves the next ones (it parks
+		 * and packs the connection once quiet, in its own heap) */
+		ic->park.resume = true;
 		return &ic->park;
 	}
 	release_upstream(ic, ic->hx && h1x_upstream_reusable(ic->hx));
@@ -1012,7 +1046,309 @@ static struct icpark *ic_serve(struct icpark *p)
 	return NULL;
 }
 
-static const struct icpark_ops ic_park_ops = { ic_handshake_failed, ic_pack, ic_serve, ic_free };
+/* ---- HTTP/1.1 on the event loop: the engine driven by epoll events ----
+ *
+ * A connection whose client sends a request is served here, on the loop
+ * thread, for as long as nothing has to wait: reads and writes never
+ * block (each side's watch asks for what TLS needs next), the engine's
+ * deadline and the quiet spell before parking are the connection's timer.
+ * What would block the loop goes to a thread of its own, with the engine
+ * as it stands (drive() picks it up, pend_act the actions left over):
+ * opening a new upstream (DNS-free, but a TCP and TLS handshake), the
+ * WebSocket relay, the linger after a refusal, and a request past
+ * LOOP_INLINE_MAX (its inspection is the CPU-heavy step); the thread hands
+ * the connection back at the end of that exchange. HTTP/2 connections keep
+ * their thread.
+ *
+ * A connection has two watches here, so it is never freed or moved from a
+ * watch's callback (a later event of the same epoll batch may name the
+ * other one): those transitions (LOP_*) run from its timer, due at once. */
+#define LOOP_INLINE_MAX (256 * 1024)
+#define LOOP_ROUNDS 64             /* engine rounds per turn before yielding to other connections */
+
+enum { LOP_NONE, LOP_STEP, LOP_THREAD, LOP_PARK, LOP_CLOSE };
+
+static void loop_step(struct ic *ic);
+
+static void up_watch(struct ic *ic, uint32_t ev)
+{
+	struct loop *l = ic->ag->loop;
+	int ret = 0;
+	if (ev == ic->upev)
+		return;
+	if (!ev)
+		loop_del(l, &ic->upw);
+	else if (ic->upev)
+		ret = loop_mod(l, &ic->upw, ev);
+	else {
+		ic->upw.fd = ic->up.fd;
+		ret = loop_add(l, &ic->upw, ev);
+	}
+	if (ret) {
+		/* unwatched, the engine's deadline still ends the exchange */
+		log_warn("intercepted connection: epoll: %s", strerror(-ret));
+		ev = 0;
+	}
+	ic->upev = ev;
+}
+
+/* Before the upstream is closed, pooled or handed to a thread. */
+static void up_unwatch(struct ic *ic)
+{
+	up_watch(ic, 0);
+}
+
+/* A transition for the timer to carry out (see above). */
+static void loop_defer(struct ic *ic, uint8_t op)
+{
+	ic->lop = op;
+	if (op != LOP_STEP) {
+		icpark_watch(&ic->park, 0);
+		up_unwatch(ic);
+	}
+	if (icpark_timer(&ic->park, loop_now_ms()))
+		log_warn("intercepted connection: out of memory for a timer");
+}
+
+static void loop_run_op(struct ic *ic)
+{
+	uint8_t op = ic->lop;
+	ic->lop = LOP_NONE;
+	if (op == LOP_STEP) {
+		loop_step(ic);
+		return;
+	}
+	icpark_timer(&ic->park, 0);
+	icpark_watch(&ic->park, 0);
+	up_unwatch(ic);
+	switch (op) {
+	case LOP_THREAD:
+		atomic_fetch_add(&ic->ag->stats.loop_handoffs, 1);
+		icpark_to_thread(&ic->park);
+		break;
+	case LOP_PARK:
+		ic_idle(ic);
+		icpark_idle(&ic->park);
+		break;
+	default:
+		release_upstream(ic, ic->hx && h1x_upstream_reusable(ic->hx));
+		clear_errors();
+		SSL_shutdown(ic->cssl);
+		icpark_close(&ic->park);
+		break;
+	}
+}
+
+/* Writes what the engine has for one side until the socket is full:
+ * 0 all written, -EAGAIN (*ev: what to wait for), -EIO. */
+static int flush_nb(struct ic *ic, bool client, short *ev)
+{
+	struct iovec iov[2];
+	SSL *ssl = client ? ic->cssl : ic->up.ssl;
+	while ((client ? h1x_client_out(ic->hx, iov) : h1x_upstream_out(ic->hx, iov)) && iov[0].iov_len) {
+		ssize_t w = tls_write_nb(ssl, iov[0].iov_base, iov[0].iov_len, ev);
+		if (w < 0)
+			return (int)w;
+		if (client)
+			h1x_client_sent(ic->hx, (size_t)w);
+		else
+			h1x_upstream_sent(ic->hx, (size_t)w);
+	}
+	return 0;
+}
+
+/* Reads what one side has into the engine without waiting: true if the
+ * engine got bytes or an end, false with *ev what to wait for. */
+static bool feed_nb(struct ic *ic, bool client, short *ev)
+{
+	struct h1x *hx = ic->hx;
+	uint64_t now = loop_now_ms();
+	size_t room;
+	char *p = client ? h1x_client_space(hx, &room, now) : h1x_upstream_space(hx, &room, now);
+	if (!p)
+		return true;   /* the engine answered something (an error): see its outputs */
+	ssize_t n = tls_read_nb(client ? ic->cssl : ic->up.ssl, p, room, ev);
+	now = loop_now_ms();
+	if (n == -EAGAIN)
+		return false;
+	if (n > 0 && client) {
+		ic->req_rx += (size_t)n;
+		h1x_client_input(hx, (size_t)n, now);
+	} else if (n > 0) {
+		h1x_upstream_input(hx, (size_t)n, now);
+	} else if (client) {
+		h1x_client_eof(hx, (int)n, now);
+	} else {
+		h1x_upstream_eof(hx, (int)n, now);
+	}
+	return true;
+}
+
+/* Moves the engine as far as it goes without waiting, then sets the
+ * watches and the timer for what it waits for. */
+static void loop_step(struct ic *ic)
+{
+	struct h1x *hx = ic->hx;
+
+	if (ic->lop)
+		return;   /* a transition is due: nothing more on this turn */
+	for (unsigned round = 0;; round++) {
+		short cev = 0, uev = 0, ev = 0;
+		bool moved = false;
+		uint64_t now = loop_now_ms();
+
+		if (round == LOOP_ROUNDS) {
+			loop_defer(ic, LOP_STEP);   /* the others' turn; on at once after them */
+			return;
+		}
+		int crc = flush_nb(ic, true, &ev);
+		if (crc == -EAGAIN)
+			cev |= ev;
+		else if (crc)
+			h1x_client_write_failed(hx, now);
+		unsigned act = h1x_actions(hx);
+		if (act & H1X_UP_CLOSE) {
+			up_unwatch(ic);
+			upstream_close(&ic->up);
+		}
+		act &= ~H1X_UP_CLOSE;
+		if ((act & H1X_CONNECT) && !(act & ~H1X_CONNECT) && upstream_ready(ic)) {
+			h1x_upstream_connected(hx, true, loop_now_ms());
+			continue;
+		}
+		if (act) {
+			/* a new upstream, the WebSocket relay or the linger: they wait */
+			ic->pend_act = act;
+			loop_defer(ic, LOP_THREAD);
+			return;
+		}
+		int urc = ic->up.ssl ? flush_nb(ic, false, &ev) : 0;
+		if (urc == -EAGAIN) {
+			uev |= ev;
+		} else if (urc) {
+			h1x_upstream_write_failed(hx, loop_now_ms());
+			continue;
+		}
+		if (h1x_done(hx) && !cev) {
+			loop_defer(ic, LOP_CLOSE);
+			return;
+		}
+		bool wc = h1x_want_client(hx), wu = h1x_want_upstream(hx) && ic->up.ssl;
+		if (!wc && !wu && !h1x_deadline(hx) && !cev && !uev) {
+			loop_defer(ic, LOP_CLOSE);   /* nothing can move it: never spin */
+			return;
+		}
+		bool idle = h1x_idle(hx);
+		if (idle && !ic->idle_at) {
+			ic->idle_at = now;
+			ic->req_rx = 0;
+		} else if (!idle) {
+			ic->idle_at = 0;
+		}
+		if (wc && ic->req_rx > LOOP_INLINE_MAX) {
+			loop_defer(ic, LOP_THREAD);   /* a large request: its inspection is heavy */
+			return;
+		}
+		if (wc && !cev) {
+			if (feed_nb(ic, true, &ev))
+				moved = true;
+			else
+				cev |= ev;
+		}
+		if (wu && !uev && !moved) {
+			if (feed_nb(ic, false, &ev))
+				moved = true;
+			else
+				uev |= ev;
+		}
+		if (moved)
+			continue;
+		/* waits: for the sockets, the engine's deadline, the quiet spell */
+		uint64_t due = h1x_deadline(hx);
+		if (ic->idle_at && (!due || ic->idle_at + PARK_GRACE_MS < due))
+			due = ic->idle_at + PARK_GRACE_MS;
+		if (icpark_watch(&ic->park, (uint32_t)cev) || (icpark_timer(&ic->park, due), false)) {
+			loop_defer(ic, LOP_CLOSE);
+			return;
+		}
+		up_watch(ic, (uint32_t)uev);
+		return;
+	}
+}
+
+static void ic_loop_event(struct icpark *p, uint32_t events)
+{
+	(void)events;
+	loop_step(ic_of(p));
+}
+
+static void ic_up_event(struct loop_watch *w, uint32_t events)
+{
+	(void)events;
+	loop_step((struct ic *)((char *)w - offsetof(struct ic, upw)));
+}
+
+static void ic_loop_timer(struct icpark *p, uint64_t now)
+{
+	struct ic *ic = ic_of(p);
+	if (ic->lop) {
+		loop_run_op(ic);
+		return;
+	}
+	if (ic->idle_at && h1x_idle(ic->hx) && now >= ic->idle_at + PARK_GRACE_MS) {
+		ic->lop = LOP_PARK;
+		loop_run_op(ic);
+		return;
+	}
+	uint64_t dl = h1x_deadline(ic->hx);
+	if (dl && now >= dl)
+		h1x_tick(ic->hx, now);
+	loop_step(ic);
+}
+
+/* Loop thread: the client sent data, or a thread handed the connection
+ * back between requests. */
+static void ic_loop_begin(struct icpark *p)
+{
+	struct ic *ic = ic_of(p);
+	ic->upw.fn = ic_up_event;
+	ic->upev = 0;
+	ic->lop = LOP_NONE;
+	ic->pend_act = 0;
+	ic->idle_at = 0;
+	ic->req_rx = 0;
+	if (h2_negotiated(ic->cssl)) {
+		atomic_fetch_add(&ic->ag->stats.loop_handoffs, 1);
+		icpark_to_thread(p);   /* its streams run on workers (serve_h2) */
+		return;
+	}
+	if (!ic->hx && !(ic->hx = h1x_new(ic->ag, &ic->info, &ic->xc, loop_now_ms()))) {
+		log_warn("intercepted connection closed: out of memory");
+		loop_defer(ic, LOP_CLOSE);
+		return;
+	}
+	loop_step(ic);
+}
+
+/* Loop thread: a packed connection made whole again. */
+static struct icpark *ic_unpack(struct icpark *p)
+{
+	struct ic *ic;
+	if (!p->packed)
+		return p;
+	if (!(ic = malloc(sizeof(*ic))) || ic_unpack_into(p, ic)) {
+		free(ic);
+		log_warn("intercepted connection closed: out of memory");
+		ic_free(p);
+		return NULL;
+	}
+	explicit_bzero(((struct ic_packed *)p)->img, ((struct ic_packed *)p)->len);
+	free(p);
+	return &ic->park;
+}
+
+static const struct icpark_ops ic_park_ops = { ic_handshake_failed, ic_pack, ic_serve, ic_free, ic_loop_begin,
+						ic_loop_event, ic_loop_timer, ic_unpack };
 
 /* Loop thread: the handshake and every idle wait run on the loop
  * (icpark.c); a thread serves only while requests are under way. */
@@ -1044,6 +1380,7 @@ int intercept_start(struct agent *ag, int cfd, const struct conn_info *info)
 	/* Read whole records in one syscall; give buffers back while idle. */
 	SSL_set_read_ahead(ic->cssl, 1);
 	SSL_set_mode(ic->cssl, SSL_MODE_RELEASE_BUFFERS);
+	tls_nb_modes(ic->cssl);
 	icpark_start(&ic->park, ag, cfd, ic->cssl, &ic_park_ops);
 	return 0;
 }

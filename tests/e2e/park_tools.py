@@ -21,6 +21,11 @@ loopback).
   park_tools.py dribble HOST CAFILE TAG
       one connection: a POST, a pause (the agent parks it), then a second
       POST sent one byte per TLS record; prints {"status2", "records"}.
+  park_tools.py busy HOST N ROUNDS CAFILE TAG
+      N connections at once, each making ROUNDS keep-alive POSTs back to
+      back (content "park TAG-i-r"), every other round two of them
+      pipelined in one write; prints {"ok", "errors"}: how many answers
+      were 200 and echoed their own request.
 """
 import json
 import select
@@ -207,11 +212,51 @@ def dribble(host, cafile, tag):
           flush=True)
 
 
+def busy(host, n, rounds, cafile, tag):
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.set_alpn_protocols(["http/1.1"])
+    ok, errors, lock = [0], [], threading.Lock()
+
+    def answer_ok(s, i, r):
+        status, body = read_response(s)
+        return status == 200 and ("park %s-%d-%d" % (tag, i, r)).encode() in body
+
+    def run(i):
+        try:
+            s = ctx.wrap_socket(socket.create_connection((host, 443), 30), server_hostname=host)
+            s.settimeout(30)
+            r = 0
+            while r < rounds:
+                if r % 2 and r + 1 < rounds:
+                    s.sendall(request(host, body_for(tag, i, r)) + request(host, body_for(tag, i, r + 1)))
+                    good = answer_ok(s, i, r) + answer_ok(s, i, r + 1)
+                    r += 2
+                else:
+                    s.sendall(request(host, body_for(tag, i, r)))
+                    good = answer_ok(s, i, r)
+                    r += 1
+                with lock:
+                    ok[0] += good
+            s.close()
+        except (OSError, ConnectionError, ValueError) as e:
+            with lock:
+                errors.append("%d: %s" % (i, e))
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    print(json.dumps({"ok": ok[0], "errors": errors[:3]}), flush=True)
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "stall":
         stall(sys.argv[2], int(sys.argv[3]))
     elif len(sys.argv) >= 5 and sys.argv[1] == "dribble":
         dribble(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif len(sys.argv) >= 7 and sys.argv[1] == "busy":
+        busy(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6])
     elif len(sys.argv) >= 6 and sys.argv[1] == "hold":
         hold(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], int(sys.argv[6]) if len(sys.argv) > 6 else 4)
     else:

@@ -10,12 +10,19 @@ stalls is closed at the header timeout with the same audit event as before
 (client_handshake_timeout), without a thread; a parked client that sends
 its next request one byte per TLS record is served; a parked connection is
 closed at the idle timeout; the agent stops cleanly with connections parked.
+Busy keep-alive connections are served on the event loop itself: 32 of
+them making 30 requests each (some pipelined) all get their own answers,
+and while they run the agent holds no thread per connection, and its metrics
+show that only the few exchanges that needed a new upstream went to a
+thread.
 
 VIGIL_PARK_N sets how many connections hold (2000 by default; the issue's
 figure is 10,000: VIGIL_PARK_N=10000).
 """
 import json
 import os
+import re
+import urllib.request
 import subprocess
 import sys
 import time
@@ -31,9 +38,11 @@ HOST = "api.openai.com"
 GOOD, SHORT = "127.94.0.2", "127.94.0.3"
 N = int(os.environ.get("VIGIL_PARK_N", "2000"))
 HEADER_S, SHORT_IDLE_S = 3, 2
+METRICS_PORT = lib.free_port()
 LIMITS = "limits:\n  header_timeout: %%s\n  idle_timeout: %%s\n  max_connections: %d\n" % (N + 2000)
 RIG = rigmod.Rig("icpark", {HOST: GOOD}, {"good": (GOOD, "good", 0), "short": (SHORT, "good", 0)},
-                 endpoints=[HOST], log_level="info", agent_extra=LIMITS % ("%ds" % HEADER_S, "120s"))
+                 endpoints=[HOST], log_level="info",
+                 agent_extra=LIMITS % ("%ds" % HEADER_S, "120s") + "metrics: 127.0.0.1:%d\n" % METRICS_PORT)
 AGENT, CA, CG, TMP, HOSTS = RIG.agent, RIG.ca, RIG.cg, RIG.tmp, RIG.hosts
 AGENT.start()
 
@@ -124,6 +133,47 @@ def thousands_of_idle_connections_hold_no_threads_and_all_serve_again():
     while fds(pid) > fds0 + 8 and time.time() < deadline:
         time.sleep(0.1)
     check(fds(pid) <= fds0 + 8, "%d fds after all clients closed (%d before)" % (fds(pid), fds0))
+
+
+def metric(name):
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % METRICS_PORT, timeout=5).read().decode()
+    return sum(float(v) for v in re.findall(r"^%s(?:\{[^}]*\})? (\S+)$" % re.escape(name), text, re.M))
+
+
+@test
+def busy_keep_alive_connections_are_served_on_the_loop():
+    n, rounds = 32, 30
+    h0, r0 = metric("vigil_agent_intercept_thread_handoffs_total"), metric("vigil_agent_requests_total")
+    pid = AGENT.proc.pid
+    c = spawn_tool("busy", HOST, n, rounds, CA, "busy")
+    samples = []
+    deadline = time.time() + 300
+    while c.poll() is None and time.time() < deadline:
+        samples.append(tasks(pid))
+        time.sleep(0.02)
+    out, _ = c.communicate(timeout=30)
+    check(out.strip(), "busy client printed nothing (exit %s)" % c.returncode)
+    res = json.loads(out.strip().splitlines()[-1])
+    samples.sort()
+    median = samples[len(samples) // 2] if samples else 0
+    print("  agent threads while %d connections were busy: median %d, max %d (%d before)" % (
+        n, median, samples[-1] if samples else 0, BASE_THREADS), flush=True)
+    # a thread per busy connection would be 32 more
+    check(median <= BASE_THREADS + 4, "median %d agent threads while %d connections were busy (%d before)" % (
+        median, n, BASE_THREADS))
+    check(res["ok"] == n * rounds and not res["errors"], "%d of %d answers right: %s" % (
+        res["ok"], n * rounds, res["errors"]))
+    handoffs = metric("vigil_agent_intercept_thread_handoffs_total") - h0
+    served = metric("vigil_agent_requests_total") - r0
+    print("  %d requests on %d busy connections: %d handed to a thread" % (served, n, handoffs), flush=True)
+    check(served >= n * rounds, "requests_total grew by %d for %d requests" % (served, n * rounds))
+    # Each connection's first request opens an upstream on a thread; the
+    # pool (4 per origin) and a retry on a stale pooled one add a few.
+    check(handoffs <= 2 * n, "%d of %d exchanges handed to a thread: not served on the loop" % (
+        handoffs, n * rounds))
+    got = {r["body"] for r in received("good", "busy")}
+    check(sum(1 for b in got if "park busy-" in b) >= n * rounds, "the provider saw %d of %d requests" % (
+        len(got), n * rounds))
 
 
 @test
