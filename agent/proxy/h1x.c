@@ -976,6 +976,8 @@ void h1x_client_write_failed(struct h1x *e, uint64_t now)
 	case ST_CONNECT:
 	case ST_UP_HEAD:
 	case ST_UP_BODY:
+		if (!e->ex.error)
+			e->ex.error = e->h2 ? "client reset the stream" : "client connection lost mid-answer";
 		finish(e, -EIO, now);
 		e->st = ST_DONE;
 		break;

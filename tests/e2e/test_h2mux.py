@@ -122,6 +122,9 @@ def reset_mid_answer_cancels_only_that_stream():
     # every stream audited once, the reset one too (its answer cut short)
     evs = RIG.request_events(lambda e: True, n=n_ev + 3, timeout=10)[n_ev:]
     check(len(evs) == 3, "%d request events for 3 streams" % len(evs))
+    cut = [e for e in evs if e.get("error")]
+    check([e["error"] for e in cut] == ["client reset the stream"],
+          "the reset stream's event should say so: %s" % [(e.get("status"), e.get("error")) for e in evs])
     alive("a reset mid-answer")
 
 
