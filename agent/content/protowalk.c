@@ -117,6 +117,23 @@ static bool is_message(const uint8_t *p, const uint8_t *end)
 	return true;
 }
 
+/* Whether printable text p[0..end) also reads whole as fields, one of
+ * them length-delimited: a nested message whose first tag and length are
+ * printable bytes (field 4 or higher, a length of 32 or more) is read as
+ * text (it is inspected whole), but a rewrite that changed its length
+ * would leave the inner length stale. */
+static bool nests_message(const uint8_t *p, const uint8_t *end)
+{
+	struct field f;
+	bool len_field = false;
+	while (p < end) {
+		if (next_field(&p, end, &f))
+			return false;
+		len_field |= f.wt == WT_LEN;
+	}
+	return len_field;
+}
+
 enum payload { PAY_TEXT, PAY_MESSAGE, PAY_BYTES, PAY_TOO_DEEP };
 
 /* The one classification (see the file comment). Printable text first:
@@ -241,6 +258,12 @@ static int rw_len_field(struct rw *r, const struct field *f, unsigned depth, str
 	if (k == PAY_MESSAGE) {
 		rc = rw_msg(r, f->pay, f->pay_end, depth + 1, &sub);
 	} else if (k == PAY_TEXT && r->e[r->next].off == (size_t)(f->pay - r->base)) {
+		/* text that may be a message keeps its length or is refused:
+		 * the caller blocks what it cannot rewrite exactly */
+		if (r->e[r->next].repl_len != (size_t)(f->pay_end - f->pay) && nests_message(f->pay, f->pay_end)) {
+			buf_free(&sub);
+			return -EPROTO;
+		}
 		rc = buf_append(&sub, r->e[r->next].repl, r->e[r->next].repl_len) ? -ENOMEM : 0;
 		r->next++;
 		/* a second edit of the same field is a caller's mistake */

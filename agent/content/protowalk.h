@@ -54,7 +54,9 @@ struct protowalk_edit {
 
 /* Writes msg with the edits applied (sorted by off, each naming a TEXT
  * field reported by protowalk on this msg) to out, every enclosing length
- * re-encoded. Returns 0, -EINVAL (an edit names no such field), -E2BIG,
+ * re-encoded. Returns 0, -EINVAL (an edit names no such field), -EPROTO
+ * (an edit would change the length of printable text that also reads as
+ * a nested message: its inner lengths could not be kept right), -E2BIG,
  * -ENOMEM. */
 int protowalk_rewrite(const uint8_t *msg, size_t len, const struct protowalk_edit *edits, size_t nedits,
 		      struct buf *out);

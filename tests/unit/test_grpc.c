@@ -277,6 +277,43 @@ TEST(protowalk_rewrite_reencodes_enclosing_lengths)
 	buf_free(&want);
 }
 
+/* A nested message { 4: 40 printable bytes } starts '"' '(' : printable as
+ * a whole, so it is read (and inspected) as text; a redaction that would
+ * change its length is refused, never forwarded with a stale inner
+ * length. */
+TEST(protowalk_printable_nested_message_is_not_rewritten_out_of_shape)
+{
+	struct buf inner = { 0 }, m = { 0 }, out = { 0 };
+	struct seen s;
+	const char *text = "write to jane.doe@example.com right away";   /* 40 bytes */
+
+	put_len(&inner, 4, text, strlen(text));
+	CHECK(inner.len == 42 && inner.data[0] == '"' && inner.data[1] == '(', "inner form");
+	put_len(&m, 1, inner.data, inner.len);
+	CHECK(walk(&m, &s) == 0 && s.ntext == 1 && strstr(s.texts[0], "jane.doe@example.com"),
+	      "the nested text was not reported for inspection");
+	struct protowalk_edit shorter[] = { { s.off[0], "[EMAIL]", 7 } };
+	CHECK(protowalk_rewrite((const uint8_t *)m.data, m.len, shorter, 1, &out) == -EPROTO && out.len == 0,
+	      "a length-changing rewrite of a printable nested message was accepted");
+	/* the same length keeps every inner length right: allowed */
+	char same[64];
+	memcpy(same, inner.data, inner.len);
+	memcpy(same + 2 + 9, "XXXXXXXXXXXXXXXXXXXX", 20);
+	struct protowalk_edit keep[] = { { s.off[0], same, inner.len } };
+	CHECK(protowalk_rewrite((const uint8_t *)m.data, m.len, keep, 1, &out) == 0 && out.len == m.len,
+	      "a same-length rewrite refused");
+	/* plain printable text is rewritten to any length as before */
+	m.len = 0;
+	put_len(&m, 1, text, strlen(text));
+	CHECK(walk(&m, &s) == 0 && s.ntext == 1, "plain text walk");
+	out.len = 0;
+	CHECK(protowalk_rewrite((const uint8_t *)m.data, m.len, shorter, 1, &out) == 0 && out.len == 9,
+	      "plain text rewrite");
+	buf_free(&inner);
+	buf_free(&m);
+	buf_free(&out);
+}
+
 TEST(protowalk_rewrite_fed_every_prefix_is_safe)
 {
 	struct buf m = { 0 }, out = { 0 };
