@@ -37,6 +37,9 @@ static bool back_closed;               /* shut down: threads free what they hold
 static atomic_uint serving;            /* connections on serving threads now */
 static atomic_uint threads;            /* serving threads not yet ended */
 static uint64_t trimmed_ms;            /* last heap trim (loop thread) */
+static struct loop_timer trim_timer;   /* a trim after connections parked (loop thread) */
+static uint64_t trim_first;            /* the first park the pending trim waits for */
+#define TRIM_QUIET_MS 200                 /* parks this far apart end a burst */
 
 static void park(struct icpark *p);
 
@@ -281,6 +284,32 @@ static void trim_after_burst(void)
 	malloc_trim(0);
 }
 
+/* The trim after parks: its timer already spaces them out. */
+static void on_trim(struct loop_timer *t, uint64_t now)
+{
+	(void)t;
+	trim_first = 0;
+	if (atomic_load(&serving))
+		return;   /* the hand-back of the last one trims */
+	trimmed_ms = now;
+	malloc_trim(0);
+}
+
+/* Connections parked on the loop free the buffers of the requests they
+ * served: trim once parks stop for TRIM_QUIET_MS, and at least once a
+ * second while they go on. */
+static void trim_after_parks(struct agent *ag)
+{
+	uint64_t now = loop_now_ms(), due = now + TRIM_QUIET_MS;
+	if (!trim_first)
+		trim_first = now;
+	if (due > trim_first + 1000)
+		due = trim_first + 1000;
+	trim_timer.fn = on_trim;
+	if (loop_timer_set(ag->loop, &trim_timer, due))
+		trim_first = 0;   /* no timer: the next park tries again */
+}
+
 static void on_handed_back(struct loop_watch *w, uint32_t events)
 {
 	eventfd_t n;
@@ -341,6 +370,8 @@ void icpark_shutdown(struct agent *ag)
 	}
 	while (held)
 		close_quietly(held, false);
+	loop_timer_cancel(ag->loop, &trim_timer);
+	trim_first = 0;
 	/* Serving threads finish their request (or their short wait before
 	 * parking) and free their connection themselves: give them a moment,
 	 * so that the process does not end under them. */
@@ -399,10 +430,11 @@ void icpark_to_thread(struct icpark *p)
 
 void icpark_idle(struct icpark *p)
 {
+	struct agent *ag = p->ag;
 	p->looping = false;
 	p->served = true;
 	park(p);
-	trim_after_burst();
+	trim_after_parks(ag);
 }
 
 void icpark_close(struct icpark *p)
