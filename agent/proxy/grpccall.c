@@ -1107,6 +1107,10 @@ static int decide_more(struct grpccall *g, const char *batch, size_t len)
 	struct grpccall m = { .ex = &mx, .h2 = g->h2, .call = &c, .io = g->io, .max_msg = g->max_msg,
 			      .known = g->known, .quiet = true };
 	rc = decide(&m);
+	/* the call's metadata was counted with its first batch */
+	for (int i = 0; i < FINDING__COUNT; i++)
+		if (i != FINDING_INSPECTION_LIMIT)
+			mx.counts[i] -= mx.counts[i] < mx.head_counts[i] ? mx.counts[i] : mx.head_counts[i];
 	merge(g, &mx);
 	ex->bytes_up += len;
 	if (rc == 0) {

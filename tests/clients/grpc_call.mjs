@@ -76,7 +76,7 @@ function streamNotes() {
   const titles = args.text.split("|"), pause = Number(args["pause-ms"] || 0), sentAt = [], texts = [];
   const wait = (ms) => new Promise((r) => setTimeout(r, ms));
   if (args.mode === "collect") {
-    const call = c.Collect((err, res) => (err ? fail(err) : out({ ok: true, texts: [res.title], sent_at: sentAt })));
+    const call = c.Collect(meta, (err, res) => (err ? fail(err) : out({ ok: true, texts: [res.title], sent_at: sentAt })));
     (async () => {
       for (const [i, t] of titles.entries()) {
         if (i) await wait(pause);
@@ -87,7 +87,7 @@ function streamNotes() {
     })();
     return;
   }
-  const call = c.Chat();
+  const call = c.Chat(meta);
   let next = null;
   call.on("data", (m) => { texts.push(m.title); if (next) next(); });
   call.on("error", (e) => out({ ok: false, code: e.code, details: e.details || String(e), texts, sent_at: sentAt }));

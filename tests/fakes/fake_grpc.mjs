@@ -74,8 +74,9 @@ const server = new grpc.Server(args["idle-ms"] ? { "grpc.max_connection_idle_ms"
 server.addService(gen.google.ai.generativelanguage.v1beta.GenerativeService.service, generative("", answer));
 server.addService(vertex.google.cloud.aiplatform.v1.PredictionService.service, generative("Vertex/", vertexAnswer));
 // a streamed call's messages, one line each as it arrives ("at": ms clock)
-function recordMsg(method, note) {
-  fs.appendFileSync(args.record, JSON.stringify({ method, request: { title: note.title }, at: Date.now() }) + "\n");
+function recordMsg(method, note, call) {
+  fs.appendFileSync(args.record, JSON.stringify({ method, request: { title: note.title }, at: Date.now(),
+                                                  metadata: call.metadata.getMap() }) + "\n");
 }
 
 server.addService(notes.vigil.test.Notes.service, {
@@ -85,12 +86,12 @@ server.addService(notes.vigil.test.Notes.service, {
   },
   Collect(call, cb) {
     const titles = [];
-    call.on("data", (n) => { recordMsg("Notes/Collect", n); titles.push(n.title); });
+    call.on("data", (n) => { recordMsg("Notes/Collect", n, call); titles.push(n.title); });
     call.on("end", () => cb(null, { title: titles.join(" | ") }));
     call.on("error", () => {});
   },
   Chat(call) {
-    call.on("data", (n) => { recordMsg("Notes/Chat", n); call.write({ title: "echo: " + n.title }); });
+    call.on("data", (n) => { recordMsg("Notes/Chat", n, call); call.write({ title: "echo: " + n.title }); });
     call.on("end", () => call.end());
     call.on("error", () => {});
   },
