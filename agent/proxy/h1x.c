@@ -936,20 +936,27 @@ void h1x_client_input(struct h1x *e, size_t n, uint64_t now)
 	request_head(e, now);
 }
 
-size_t h1x_client_data(struct h1x *e, const void *data, size_t len, uint64_t now)
+/* Copies data in through one side's space and input calls. */
+static size_t copy_in(struct h1x *e, const void *data, size_t len, uint64_t now,
+		      char *(*space)(struct h1x *, size_t *, uint64_t), void (*input)(struct h1x *, size_t, uint64_t))
 {
 	size_t done = 0;
 	while (done < len) {
 		size_t room;
-		char *p = h1x_client_space(e, &room, now);
+		char *p = space(e, &room, now);
 		if (!p || !room)
 			break;
 		size_t n = len - done < room ? len - done : room;
 		memcpy(p, (const char *)data + done, n);
 		done += n;
-		h1x_client_input(e, n, now);
+		input(e, n, now);
 	}
 	return done;
+}
+
+size_t h1x_client_data(struct h1x *e, const void *data, size_t len, uint64_t now)
+{
+	return copy_in(e, data, len, now, h1x_client_space, h1x_client_input);
 }
 
 void h1x_client_eof(struct h1x *e, int err, uint64_t now)
@@ -1040,18 +1047,7 @@ void h1x_upstream_input(struct h1x *e, size_t n, uint64_t now)
 
 size_t h1x_upstream_data(struct h1x *e, const void *data, size_t len, uint64_t now)
 {
-	size_t done = 0;
-	while (done < len) {
-		size_t room;
-		char *p = h1x_upstream_space(e, &room, now);
-		if (!p || !room)
-			break;
-		size_t n = len - done < room ? len - done : room;
-		memcpy(p, (const char *)data + done, n);
-		done += n;
-		h1x_upstream_input(e, n, now);
-	}
-	return done;
+	return copy_in(e, data, len, now, h1x_upstream_space, h1x_upstream_input);
 }
 
 void h1x_upstream_eof(struct h1x *e, int err, uint64_t now)
@@ -1210,6 +1206,22 @@ bool h1x_idle(const struct h1x *e)
 {
 	struct iovec iov[2];
 	return e->st == ST_REQ_HEAD && !e->in_len && !e->actions && !h1x_client_out(e, iov);
+}
+
+bool h1x_awaits_answer(const struct h1x *e)
+{
+	return !e->h2 && (e->st == ST_CONNECT || e->st == ST_UP_HEAD || e->st == ST_UP_BODY) &&
+	       !h1x_want_client(e);
+}
+
+void h1x_client_gone(struct h1x *e, uint64_t now)
+{
+	if (!h1x_awaits_answer(e))
+		return;
+	if (!e->ex.error)
+		e->ex.error = e->st == ST_UP_BODY ? "client connection lost mid-answer"
+						  : "client closed the connection before the answer";
+	h1x_client_write_failed(e, now);
 }
 
 bool h1x_upstream_reusable(const struct h1x *e)

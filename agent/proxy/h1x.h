@@ -68,6 +68,10 @@ size_t h1x_client_data(struct h1x *e, const void *data, size_t len, uint64_t now
 void h1x_client_eof(struct h1x *e, int err, uint64_t now);
 /* Writing the client bytes failed: the connection is gone. */
 void h1x_client_write_failed(struct h1x *e, uint64_t now);
+/* The client hung up (FIN, RST) while its answer was awaited: the
+ * exchange ends at once, its upstream closed and the event says so
+ * (as nginx ends a request whose client closed, 499). */
+void h1x_client_gone(struct h1x *e, uint64_t now);
 
 char *h1x_upstream_space(struct h1x *e, size_t *len, uint64_t now);
 void h1x_upstream_input(struct h1x *e, size_t n, uint64_t now);
@@ -104,6 +108,10 @@ bool h1x_done(const struct h1x *e);
  * write: the driver may park the connection (free the engine, wait on the
  * loop) and start a new engine when the client sends again. */
 bool h1x_idle(const struct h1x *e);
+/* An HTTP/1.1 request is with the upstream (connecting, waiting for
+ * or relaying its answer) and the client is not read meanwhile: the
+ * driver watches the client for a hang-up only (h1x_client_gone). */
+bool h1x_awaits_answer(const struct h1x *e);
 /* Whether the upstream the driver holds may serve another request. */
 bool h1x_upstream_reusable(const struct h1x *e);
 

@@ -44,6 +44,7 @@
 /* A worker with no stream to serve waits this long for the next one
  * (a thread per request would cost more than the request), then ends. */
 #define H2_WORKER_IDLE_MS 2000
+#define H2_TRIM_MS 100                /* no stream live this long: idle workers end, io->idle */
 
 /* What a worker queues for the connection thread: a type byte, a u32
  * length, the payload. */
@@ -95,6 +96,7 @@ struct h2_stream {
 	size_t rq_off, rq_taken;      /* taken: to give back to the budget */
 	bool rq_end;                  /* END_STREAM came */
 	int body_fd;                  /* eventfd: DATA, the end, or cancel; -1 */
+	int cancel_fd;                /* the worker's eventfd, written at cancel (h2_watch_cancel); -1 */
 };
 
 struct h2_worker {
@@ -117,6 +119,8 @@ struct h2_conn {
 	struct h2_worker *idle;
 	unsigned nthreads;
 	bool quit;
+	bool trim;                    /* under mu: idle workers end (the connection went quiet) */
+	bool trimmed;                 /* since the last stream started (connection thread) */
 	pthread_cond_t gone;          /* a worker thread ended */
 	int wake_fd;                  /* eventfd: a worker queued or ended; -1 until the first */
 	bool woken;                   /* under mu: wake_fd written since drain last looked */
@@ -227,11 +231,34 @@ static void body_wake(struct h2_stream *st)
 /* The worker's answers are no longer wanted: it gets -EIO from now on. */
 static void stream_cancel(struct h2_conn *h, struct h2_stream *st)
 {
+	uint64_t one = 1;
+
 	pthread_mutex_lock(&h->mu);
 	st->cancel = true;
 	pthread_cond_broadcast(&h->cv);
+	if (st->cancel_fd >= 0 && write(st->cancel_fd, &one, sizeof(one)) < 0) {
+		/* a full counter still leaves the fd readable */
+	}
 	pthread_mutex_unlock(&h->mu);
 	body_wake(st);
+}
+
+int h2_watch_cancel(struct h2_stream *st, int fd)
+{
+	struct h2_conn *h = st->h;
+	uint64_t one = 1;
+	int ret = 0;
+
+	pthread_mutex_lock(&h->mu);
+	st->cancel_fd = fd;
+	if (st->cancel) {
+		ret = -EIO;
+		if (fd >= 0 && write(fd, &one, sizeof(one)) < 0) {
+			/* readable anyway */
+		}
+	}
+	pthread_mutex_unlock(&h->mu);
+	return ret;
 }
 
 static void broke(struct h2_conn *h, bool abuse, const char *why)
@@ -281,6 +308,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *us
 	st->id = f->hd.stream_id;
 	st->h = h;
 	st->body_fd = -1;
+	st->cancel_fd = -1;
 	st->next_all = h->all;
 	h->all = st;
 	if (nghttp2_session_set_stream_user_data(s, st->id, st)) {
@@ -637,10 +665,10 @@ static const char *mem_recv_why(int rv)
  * runs what arrived through the session. 0, or < 0: -ECONNRESET at EOF
  * (h->in_eof: the answers may still go out), -ETIMEDOUT, or the
  * connection is over (error, abuse). */
-static int pump_in(struct h2_conn *h)
+static int pump_in(struct h2_conn *h, uint32_t timeout_ms)
 {
 	uint8_t buf[H2_READ_CHUNK];
-	ssize_t n = h->io->read(h->io->arg, buf, sizeof(buf), h->lim->idle_timeout_ms, h->wake_fd);
+	ssize_t n = h->io->read(h->io->arg, buf, sizeof(buf), timeout_ms, h->wake_fd);
 
 	if (n == -EAGAIN)
 		return -EAGAIN;
@@ -1131,7 +1159,7 @@ static struct h2_stream *worker_next(struct h2_worker *w)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	ts.tv_sec += H2_WORKER_IDLE_MS / 1000;
-	while (!w->st && !h->quit)
+	while (!w->st && !h->quit && !h->trim)
 		if (pthread_cond_timedwait(&w->cv, &h->mu, &ts) == ETIMEDOUT)
 			break;
 	if (w->st)
@@ -1232,7 +1260,9 @@ static void stream_start(struct h2_conn *h, struct h2_stream *st)
 		return;
 	}
 	st->worker = true;
+	h->trimmed = false;
 	pthread_mutex_lock(&h->mu);
+	h->trim = false;
 	if ((w = h->idle)) {
 		h->idle = w->next_idle;
 		w->st = st;
@@ -1402,6 +1432,22 @@ static void wait_workers(struct h2_conn *h)
 	poll(&p, 1, H2_EOF_WAIT_MS);
 }
 
+/* The connection went quiet (no stream for H2_TRIM_MS): its idle worker
+ * threads end and the caller gives back what it kept for the next
+ * streams (io->idle), so an idle connection holds one thread and its
+ * session, not a pool. */
+static void trim(struct h2_conn *h)
+{
+	h->trimmed = true;
+	pthread_mutex_lock(&h->mu);
+	h->trim = true;
+	for (struct h2_worker *w = h->idle; w; w = w->next_idle)
+		pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&h->mu);
+	if (h->io->idle)
+		h->io->idle(h->io->arg);
+}
+
 /* One turn of the connection thread: start the complete requests, take
  * the workers' answers, send, read the client. 1: go on, 0: over. */
 static int turn(struct h2_conn *h)
@@ -1426,7 +1472,12 @@ static int turn(struct h2_conn *h)
 		return 0;
 	if (eof_before && h->live && !moved)
 		wait_workers(h);
-	rc = pump_in(h);
+	bool may_trim = !h->trimmed && !eof_before && !h->live && !h->ready && !window_bound(h);
+	rc = pump_in(h, may_trim ? H2_TRIM_MS : h->lim->idle_timeout_ms);
+	if (rc == -ETIMEDOUT && may_trim) {
+		trim(h);
+		return 1;
+	}
 	if (rc == -ECONNRESET && eof_before && !h->live)
 		return 0;
 	if (rc == -ETIMEDOUT && (!h->live || window_bound(h))) {

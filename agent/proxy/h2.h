@@ -114,6 +114,10 @@ struct h2_io {
 	int (*grpc)(void *arg, struct h2_stream *st, const struct h2_grpc_call *call);
 	/* Optional: on a worker thread about to end (thread-local cleanup). */
 	void (*worker_end)(void *arg);
+	/* Optional: on the connection thread, once no stream has been live
+	 * for a moment (the connection is idle: give back what was kept for
+	 * the next streams). */
+	void (*idle)(void *arg);
 	/* gRPC calls start at their request HEADERS and read the DATA as
 	 * it arrives (h2_body_read): client-streaming and bidirectional
 	 * calls. Off: io->grpc gets the whole request after END_STREAM. */
@@ -134,6 +138,13 @@ int h2_serve(const struct h2_limits *lim, const struct h2_io *io, bool *abuse, c
  * H2_OUT_HIGH bytes the client's window has not taken. 0, or -EIO when
  * the stream was reset or the connection is gone (stop sending). */
 int h2_respond(struct h2_stream *st, const void *data, size_t len);
+
+/* From io->exchange: fd (an eventfd the caller owns) is written to when
+ * the stream is reset or the connection ends, so a worker waiting on its
+ * upstream hears of it at once rather than at its next h2_respond; -1
+ * stops it (before the exchange returns). -EIO if the stream is already
+ * gone (fd written too), else 0. */
+int h2_watch_cancel(struct h2_stream *st, int fd);
 
 /* From io->grpc, in order: the response HEADERS (:status first;
  * end_stream: a trailers-only answer, nothing may follow), DATA as it

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -264,6 +265,7 @@ struct ic {
 	struct h1x *hx;            /* the HTTP/1.1 exchange engine (h1x.h) */
 	struct exchange_conn xc;   /* scan state and token vault of this conversation */
 	struct h2_stream *h2;      /* HTTP/2: the stream answers go through (h2.h) */
+	int cancel_fd;             /* HTTP/2: an eventfd the stream's reset writes (h2_watch_cancel); -1 */
 	bool want_h2;              /* gRPC: the upstream must speak HTTP/2 (ALPN h2 only) */
 	struct upstream gup;       /* gRPC: the HTTP/2 upstream, apart from up (HTTP/1.1) */
 	struct grpccall_session *gsess;  /* its session, kept across the connection's calls */
@@ -274,6 +276,7 @@ struct ic {
 	uint8_t lop;               /* a LOP_* the loop's timer carries out next */
 	unsigned pend_act;         /* H1X_* actions the loop left to a thread */
 	uint64_t idle_at;          /* the engine idle since (0: busy) */
+	uint64_t cstall, ustall;   /* writes to the client / upstream waiting since (0: not) */
 	size_t req_rx;             /* client bytes fed since the engine was last idle */
 };
 
@@ -442,17 +445,26 @@ static void wait_and_feed(struct ic *ic)
 {
 	struct h1x *hx = ic->hx;
 	bool wc = h1x_want_client(hx), wu = h1x_want_upstream(hx) && ic->up.ssl;
-	struct pollfd p[2];
 	int np = 0;
 
 	if (wc && SSL_has_pending(ic->cssl))
 		return feed(ic, true);
 	if (wu && SSL_has_pending(ic->up.ssl))
 		return feed(ic, false);
+	struct pollfd p[4];
 	if (wc)
 		p[np++] = (struct pollfd){ .fd = ic->cfd, .events = POLLIN };
 	if (wu)
 		p[np++] = (struct pollfd){ .fd = ic->up.fd, .events = POLLIN };
+	/* an HTTP/2 stream's reset ends its wait on the upstream at once:
+	 * the provider's answer (and its meter) is not waited out */
+	int cancel = ic->h2 && ic->cancel_fd >= 0 && np ? np : -1;
+	if (cancel >= 0)
+		p[np++] = (struct pollfd){ .fd = ic->cancel_fd, .events = POLLIN };
+	/* an HTTP/1.1 client that hangs up while its answer is awaited ends it */
+	int gone = !wc && ic->cfd >= 0 && np && h1x_awaits_answer(hx) ? np : -1;
+	if (gone >= 0)
+		p[np++] = (struct pollfd){ .fd = ic->cfd, .events = POLLRDHUP };
 	uint64_t now = loop_now_ms(), dl = h1x_deadline(hx);
 	int timeout = !dl ? -1 : dl > now ? (int)(dl - now) : 0;
 	int n = np || timeout >= 0 ? poll(p, (nfds_t)np, timeout) : 0;
@@ -460,6 +472,14 @@ static void wait_and_feed(struct ic *ic)
 		n = 0;
 	if (n == 0) {
 		h1x_tick(hx, loop_now_ms());
+		return;
+	}
+	if (cancel >= 0 && p[cancel].revents) {
+		h1x_client_write_failed(hx, loop_now_ms());
+		return;
+	}
+	if (gone >= 0 && p[gone].revents) {
+		h1x_client_gone(hx, loop_now_ms());
 		return;
 	}
 	for (int i = 0; i < np && n > 0; i++)
@@ -571,6 +591,7 @@ static struct ic *stream_ic_new(struct h2_glue *g, struct h2_stream *st)
 		sub->cfd = -1;
 		sub->up.fd = -1;
 		sub->gup.fd = -1;
+		sub->cancel_fd = -1;
 		sub->info = g->ic->info;   /* the same for every stream of the connection */
 	}
 	if (sub) {
@@ -598,6 +619,8 @@ static void stream_ic_drop(struct ic *sub)
 		upstream_close(&sub->up);
 	h1x_free(sub->hx);
 	exchange_conn_free(&sub->xc);
+	if (sub->cancel_fd >= 0)
+		close(sub->cancel_fd);
 	explicit_bzero(sub->info.tunnel_auth, sizeof(sub->info.tunnel_auth));
 	free(sub);
 }
@@ -635,6 +658,23 @@ static void h2_io_worker_end(void *arg)
 	OPENSSL_thread_stop();
 }
 
+/* The connection went idle: the spare stream ics go (their upstreams to
+ * the pool), as an idle HTTP/1.1 connection gives back its own. */
+static void h2_io_idle(void *arg)
+{
+	struct h2_glue *g = arg;
+	struct ic *spare[H2_SPARE_IC];
+	unsigned n;
+
+	pthread_mutex_lock(&g->mu);
+	n = g->nspare;
+	memcpy(spare, g->spare, n * sizeof(spare[0]));
+	g->nspare = 0;
+	pthread_mutex_unlock(&g->mu);
+	while (n)
+		stream_ic_drop(spare[--n]);
+}
+
 /* The client socket, or -EAGAIN when a worker wakes the connection
  * thread (wake_fd) before the client says anything. */
 static ssize_t h2_io_read(void *arg, void *buf, size_t len, uint32_t timeout_ms, int wake_fd)
@@ -669,7 +709,18 @@ static int h2_io_exchange(void *arg, struct h2_stream *st, const char *req, size
 		return -ENOMEM;
 	int ret = h1x_h2_begin(ic->hx, req, len, refuse, loop_now_ms());
 	if (!ret) {
+		if (ic->cancel_fd < 0)
+			ic->cancel_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (ic->cancel_fd >= 0)
+			h2_watch_cancel(st, ic->cancel_fd);
 		drive(ic, false);
+		if (ic->cancel_fd >= 0) {
+			uint64_t v;
+			h2_watch_cancel(st, -1);
+			if (read(ic->cancel_fd, &v, sizeof(v)) < 0) {
+				/* EAGAIN: it was never written */
+			}
+		}
 		/* cut short mid-answer (or reset by the client): the engine
 		 * had the upstream closed too, never pooled */
 		ret = h1x_h2_end(ic->hx);
@@ -844,7 +895,7 @@ static void serve_h2(struct ic *ic)
 	};
 	struct h2_glue g = { .ic = ic };
 	struct h2_io io = { &g, h2_io_read, h2_io_write, loop_now_ms, h2_io_exchange, h2_io_charge, h2_io_grpc,
-			    h2_io_worker_end, true };
+			    h2_io_worker_end, h2_io_idle, true };
 	char why[160];
 	bool abuse;
 	int rc;
@@ -1010,24 +1061,33 @@ static void ic_free(struct icpark *p)
 	free(ic);
 }
 
-/* A thread of its own: serves the requests the client sent. HTTP/2 (and a
- * WebSocket session, inside proxy_exchange) keep the thread to the end. */
+/* A packed connection made whole again (p itself when not packed). */
+static struct icpark *ic_unpack(struct icpark *p)
+{
+	struct ic *ic;
+	if (!p->packed)
+		return p;
+	if (!(ic = malloc(sizeof(*ic))) || ic_unpack_into(p, ic)) {
+		free(ic);
+		log_warn("intercepted connection closed: out of memory");
+		ic_free(p);
+		return NULL;
+	}
+	explicit_bzero(((struct ic_packed *)p)->img, ((struct ic_packed *)p)->len);
+	free(p);
+	return &ic->park;
+}
+
+/* A thread of its own: serves what the loop handed over (an HTTP/2
+ * connection to its end; an HTTP/1.1 exchange that has to wait, to the
+ * next request). */
 static struct icpark *ic_serve(struct icpark *p)
 {
 	struct ic *ic;
 
-	if (p->packed) {
-		if (!(ic = malloc(sizeof(*ic))) || ic_unpack_into(p, ic)) {
-			free(ic);
-			log_warn("intercepted connection closed: out of memory");
-			ic_free(p);
-			return NULL;
-		}
-		explicit_bzero(((struct ic_packed *)p)->img, ((struct ic_packed *)p)->len);
-		free(p);
-	} else {
-		ic = ic_of(p);
-	}
+	if (!(p = ic_unpack(p)))
+		return NULL;
+	ic = ic_of(p);
 	if (h2_negotiated(ic->cssl)) {
 		/* each stream has its own ic and engine (stream_ic_new) */
 		serve_h2(ic);
@@ -1140,21 +1200,56 @@ static void loop_run_op(struct ic *ic)
 }
 
 /* Writes what the engine has for one side until the socket is full:
- * 0 all written, -EAGAIN (*ev: what to wait for), -EIO. */
+ * 0 all written, -EAGAIN (*ev: what to wait for), -EIO. A side that
+ * takes nothing for idle_timeout (the client) or upstream_timeout (the
+ * upstream) fails as a blocking write would (loop_stalled). */
 static int flush_nb(struct ic *ic, bool client, short *ev)
 {
 	struct iovec iov[2];
 	SSL *ssl = client ? ic->cssl : ic->up.ssl;
+	uint64_t *stall = client ? &ic->cstall : &ic->ustall;
 	while ((client ? h1x_client_out(ic->hx, iov) : h1x_upstream_out(ic->hx, iov)) && iov[0].iov_len) {
 		ssize_t w = tls_write_nb(ssl, iov[0].iov_base, iov[0].iov_len, ev);
+		if (w == -EAGAIN && !*stall)
+			*stall = loop_now_ms();
 		if (w < 0)
 			return (int)w;
+		*stall = 0;
 		if (client)
 			h1x_client_sent(ic->hx, (size_t)w);
 		else
 			h1x_upstream_sent(ic->hx, (size_t)w);
 	}
+	*stall = 0;
 	return 0;
+}
+
+/* The write deadline of a side whose writes wait (0: none). */
+static uint64_t stall_due(const struct ic *ic, bool client)
+{
+	const struct config *cfg = ic->ag->cfg;
+	if (client)
+		return ic->cstall ? ic->cstall + cfg->idle_timeout_ms : 0;
+	return ic->ustall ? ic->ustall + cfg->upstream_timeout_ms : 0;
+}
+
+static uint64_t earliest(uint64_t a, uint64_t b)
+{
+	return !a ? b : !b ? a : a < b ? a : b;
+}
+
+/* Timer: a side that took nothing for its timeout is gone. */
+static void loop_stalled(struct ic *ic, uint64_t now)
+{
+	uint64_t c = stall_due(ic, true), u = stall_due(ic, false);
+	if (c && now >= c) {
+		ic->cstall = 0;
+		h1x_client_write_failed(ic->hx, now);
+	}
+	if (u && now >= u) {
+		ic->ustall = 0;
+		h1x_upstream_write_failed(ic->hx, now);
+	}
 }
 
 /* Reads what one side has into the engine without waiting: true if the
@@ -1263,10 +1358,14 @@ static void loop_step(struct ic *ic)
 		}
 		if (moved)
 			continue;
-		/* waits: for the sockets, the engine's deadline, the quiet spell */
-		uint64_t due = h1x_deadline(hx);
-		if (ic->idle_at && (!due || ic->idle_at + PARK_GRACE_MS < due))
-			due = ic->idle_at + PARK_GRACE_MS;
+		/* a client that hangs up while its answer is awaited ends
+		 * the exchange (ic_loop_event) */
+		if (h1x_awaits_answer(hx))
+			cev |= POLLRDHUP;
+		/* waits: for the sockets, the engine's deadline, the quiet
+		 * spell, a side that takes no bytes */
+		uint64_t due = earliest(h1x_deadline(hx), ic->idle_at ? ic->idle_at + PARK_GRACE_MS : 0);
+		due = earliest(due, earliest(stall_due(ic, true), stall_due(ic, false)));
 		if (icpark_watch(&ic->park, (uint32_t)cev) || (icpark_timer(&ic->park, due), false)) {
 			loop_defer(ic, LOP_CLOSE);
 			return;
@@ -1276,10 +1375,13 @@ static void loop_step(struct ic *ic)
 	}
 }
 
+/* epoll and poll share the event bits (POLLRDHUP == EPOLLRDHUP) */
 static void ic_loop_event(struct icpark *p, uint32_t events)
 {
-	(void)events;
-	loop_step(ic_of(p));
+	struct ic *ic = ic_of(p);
+	if ((events & (POLLRDHUP | POLLHUP | POLLERR)) && ic->hx && !ic->lop)
+		h1x_client_gone(ic->hx, loop_now_ms());
+	loop_step(ic);
 }
 
 static void ic_up_event(struct loop_watch *w, uint32_t events)
@@ -1303,6 +1405,7 @@ static void ic_loop_timer(struct icpark *p, uint64_t now)
 	uint64_t dl = h1x_deadline(ic->hx);
 	if (dl && now >= dl)
 		h1x_tick(ic->hx, now);
+	loop_stalled(ic, now);
 	loop_step(ic);
 }
 
@@ -1317,6 +1420,7 @@ static void ic_loop_begin(struct icpark *p)
 	ic->pend_act = 0;
 	ic->idle_at = 0;
 	ic->req_rx = 0;
+	ic->cstall = ic->ustall = 0;
 	if (h2_negotiated(ic->cssl)) {
 		atomic_fetch_add(&ic->ag->stats.loop_handoffs, 1);
 		icpark_to_thread(p);   /* its streams run on workers (serve_h2) */
@@ -1328,23 +1432,6 @@ static void ic_loop_begin(struct icpark *p)
 		return;
 	}
 	loop_step(ic);
-}
-
-/* Loop thread: a packed connection made whole again. */
-static struct icpark *ic_unpack(struct icpark *p)
-{
-	struct ic *ic;
-	if (!p->packed)
-		return p;
-	if (!(ic = malloc(sizeof(*ic))) || ic_unpack_into(p, ic)) {
-		free(ic);
-		log_warn("intercepted connection closed: out of memory");
-		ic_free(p);
-		return NULL;
-	}
-	explicit_bzero(((struct ic_packed *)p)->img, ((struct ic_packed *)p)->len);
-	free(p);
-	return &ic->park;
 }
 
 static const struct icpark_ops ic_park_ops = { ic_handshake_failed, ic_pack, ic_serve, ic_free, ic_loop_begin,

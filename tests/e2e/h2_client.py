@@ -11,10 +11,12 @@ Usage: h2_client.py --ca FILE --host H MODE [ARG]
   many N         N GET /v1/models streams at once
   split BODY_B64 CUT  a POST whose body is cut into two DATA frames at CUT
   mux SPEC_JSON  the streams of SPEC (a list of {"path", "body", "headers":
-                 [[k, v], ...], "rst_on_data": bool, "after": SID}) on one
-                 connection, all sent at once (a stream with "after" once
-                 stream SID has ended or been reset); reports the order in
-                 which the streams ended (and when, in seconds)
+                 [[k, v], ...], "rst_on_data": bool, "rst_after": SECS,
+                 "after": SID}) on one connection, all sent at once (a
+                 stream with "after" once stream SID has ended or been
+                 reset; one with "rst_after" is reset SECS after it was
+                 sent unless it ended first); reports the order in which
+                 the streams ended (and when, in seconds)
   stall N SECS BODY [HDR: V ...]  a client that never opens its window (SETTINGS
                  INITIAL_WINDOW_SIZE 0): N POSTs of BODY, then SECS of
                  reading without a WINDOW_UPDATE; reports what came
@@ -212,6 +214,14 @@ def main():
                 waiting.append((sid, sp))
             else:
                 send_stream(sid, sp)
+        for sid, sp in zip(sids, spec):
+            if "rst_after" in sp:
+                dl = c.t0 + float(sp["rst_after"])
+                c.pump(lambda: time.time() >= dl or c.done([sid])(), timeout=max(0.01, dl - time.time()))
+                if not c.done([sid])():
+                    c.st(sid)["rst"] = "client"
+                    c.order.append([sid, round(time.time() - c.t0, 3)])
+                    c.send(frame(RST, 0, sid, struct.pack(">I", 8)))
         for sid, sp in waiting:
             c.pump(c.done([sp["after"]]), timeout=30)
             send_stream(sid, sp)

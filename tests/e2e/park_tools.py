@@ -26,6 +26,21 @@ loopback).
       back (content "park TAG-i-r"), every other round two of them
       pipelined in one write; prints {"ok", "errors"}: how many answers
       were 200 and echoed their own request.
+  park_tools.py flood HOST CAFILE SECONDS [WAIT]
+      one connection that writes pipelined requests (each asking for a 16
+      KB answer) as fast as it can for SECONDS and never reads an answer;
+      then it waits (up to WAIT s) until the agent closes the connection;
+      prints {"sent", "reset_after_s"} (bytes written; seconds after the
+      flood until a write failed, null: never) and closes.
+  park_tools.py slow HOST CAFILE DELAY_MS
+      one request whose answer head the fake provider holds DELAY_MS;
+      prints {"status", "elapsed_s"}.
+  park_tools.py hangup HOST CAFILE N DELAY_MS AFTER_S
+      2N connections at once: N send a request whose answer head the fake
+      provider holds DELAY_MS, the other N first make a quick keep-alive
+      request and then that one; each hangs up AFTER_S after its slow
+      request went out, without reading; prints {"warm_ok"} (how many
+      quick requests were answered).
 """
 import json
 import select
@@ -43,9 +58,10 @@ def body_for(tag, i, n):
                        "messages": [{"role": "user", "content": "park %s-%d-%d" % (tag, i, n)}]}).encode()
 
 
-def request(host, body):
-    return (("POST %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer sk-test\r\n"
-             "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n") % (PATH, host, len(body))).encode() + body
+def request(host, body, extra=""):
+    return (("POST %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer sk-test\r\n%s"
+             "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n") % (
+                 PATH, host, extra, len(body))).encode() + body
 
 
 def read_response(s):
@@ -250,11 +266,82 @@ def busy(host, n, rounds, cafile, tag):
     print(json.dumps({"ok": ok[0], "errors": errors[:3]}), flush=True)
 
 
+def flood(host, cafile, seconds, wait):
+    ctx = ssl.create_default_context(cafile=cafile)
+    s = ctx.wrap_socket(socket.create_connection((host, 443), 10), server_hostname=host)
+    # 16 KB answers: the agent's buffers and the sockets' fill after a few
+    # hundred requests, not tens of thousands
+    one = request(host, body_for("flood", 0, 0), "x-fake-answer: %s\r\n" % ("flood " * 2700)) * 8
+    sent, end = 0, time.monotonic() + seconds
+    s.settimeout(0.2)
+    while time.monotonic() < end:
+        try:
+            sent += s.send(one)
+        except (socket.timeout, ssl.SSLWantWriteError):
+            pass
+        except OSError:
+            break
+    # then: how long until the agent gives up on this client (a write
+    # that fails: the connection was reset)
+    reset_after, t0 = None, time.monotonic()
+    while reset_after is None and time.monotonic() - t0 < wait:
+        try:
+            s.send(b"x")
+        except (socket.timeout, ssl.SSLWantWriteError):
+            pass
+        except OSError:
+            reset_after = round(time.monotonic() - t0, 2)
+        time.sleep(0.2)
+    print(json.dumps({"sent": sent, "reset_after_s": reset_after}), flush=True)
+    s.close()
+
+
+def slow(host, cafile, delay_ms):
+    ctx = ssl.create_default_context(cafile=cafile)
+    s = ctx.wrap_socket(socket.create_connection((host, 443), 10), server_hostname=host)
+    s.settimeout(60)
+    t0 = time.monotonic()
+    s.sendall(request(host, body_for("slow", 0, 0), "x-fake-header-delay-ms: %d\r\n" % delay_ms))
+    status, _ = read_response(s)
+    print(json.dumps({"status": status, "elapsed_s": round(time.monotonic() - t0, 3)}), flush=True)
+    s.close()
+
+
+def hangup(host, cafile, n, delay_ms, after_s):
+    ctx = ssl.create_default_context(cafile=cafile)
+    warm_ok = []
+
+    def run(i, warm):
+        s = ctx.wrap_socket(socket.create_connection((host, 443), 10), server_hostname=host)
+        s.settimeout(30)
+        if warm:
+            s.sendall(request(host, body_for("warm", i, 0)))
+            status, _ = read_response(s)
+            if status == 200:
+                warm_ok.append(i)
+        s.sendall(request(host, body_for("hangup", i, 1), "x-fake-header-delay-ms: %d\r\n" % delay_ms))
+        time.sleep(after_s)
+        s.close()
+
+    ts = [threading.Thread(target=run, args=(i, i >= n)) for i in range(2 * n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    print(json.dumps({"warm_ok": len(warm_ok)}), flush=True)
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "stall":
         stall(sys.argv[2], int(sys.argv[3]))
     elif len(sys.argv) >= 5 and sys.argv[1] == "dribble":
         dribble(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif len(sys.argv) >= 5 and sys.argv[1] == "flood":
+        flood(sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5]) if len(sys.argv) > 5 else 0)
+    elif len(sys.argv) >= 7 and sys.argv[1] == "hangup":
+        hangup(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]))
+    elif len(sys.argv) >= 5 and sys.argv[1] == "slow":
+        slow(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif len(sys.argv) >= 7 and sys.argv[1] == "busy":
         busy(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6])
     elif len(sys.argv) >= 6 and sys.argv[1] == "hold":

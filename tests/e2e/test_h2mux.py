@@ -129,6 +129,31 @@ def reset_mid_answer_cancels_only_that_stream():
 
 
 @test
+def reset_while_the_provider_thinks_ends_that_exchange_at_once():
+    """A stream cancelled before its answer has begun (the provider takes
+    6 s to answer): the agent drops that upstream exchange at the reset
+    and audits it then, instead of waiting out the provider's answer (and
+    its meter); the connection serves the next stream meanwhile."""
+    n_ev = len(RIG.request_events(lambda e: True, n=0, timeout=0))
+    t0 = time.time()
+    res = mux([dict(path=PATH, body=chat("think it over"), headers=AUTH + [["x-fake-header-delay-ms", "6000"]],
+                    rst_after=0.5),
+               dict(path=PATH, body=chat("next one"), headers=AUTH, after=1)])
+    st = res["streams"]
+    check(st.get("1", {}).get("rst") == "client", "stream 1 was not reset by the client: %s" % st.get("1"))
+    check(st.get("3", {}).get("status") == 200 and "echo: next one" in st["3"]["body"],
+          "the stream after the reset: %s" % st.get("3"))
+    evs = RIG.request_events(lambda e: True, n=n_ev + 2, timeout=10)[n_ev:]
+    took = time.time() - t0
+    check(len(evs) == 2, "%d request events for 2 streams" % len(evs))
+    check([e.get("error") for e in evs if e.get("error")] == ["client reset the stream"],
+          "the reset stream's event should say so: %s" % [(e.get("status"), e.get("error")) for e in evs])
+    check(took < 3.0, "the reset exchange was audited %.1f s after it began: the agent waited for the "
+          "provider's answer (6 s) instead of ending it at the reset (0.5 s)" % took)
+    alive("a reset before the answer")
+
+
+@test
 def a_client_that_never_opens_its_window_holds_only_its_own_streams():
     """16 streams whose client never sends WINDOW_UPDATE (initial window
     0): their workers block on their own queues; a stream on another

@@ -177,6 +177,69 @@ def busy_keep_alive_connections_are_served_on_the_loop():
 
 
 @test
+def one_loop_is_not_held_by_a_slow_upstream_or_a_client_that_never_reads():
+    """The attacker's view of one event loop for every connection: a client
+    that pipelines requests and never reads its answers, and a request
+    whose upstream takes 6 s to answer, must delay nobody else."""
+    pid = AGENT.proc.pid
+    rss0 = rss_kb(pid)
+    slow = spawn_tool("slow", HOST, CA, 6000)
+    flood = spawn_tool("flood", HOST, CA, 8)
+    time.sleep(0.5)
+    t0 = time.time()
+    p = lib.run([PY, TOOLS, "busy", HOST, "4", "10", CA, "beside"], cgroup=CG.path, hosts=HOSTS, timeout=120)
+    took = time.time() - t0
+    check(p.stdout.strip(), "busy client printed nothing: %s" % p.stderr[-500:])
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    check(res["ok"] == 40 and not res["errors"], "requests beside the flood: %s" % res)
+    print("  40 requests on 4 connections in %.2f s beside a 6 s upstream and a flooding client" % took, flush=True)
+    check(took < 5, "40 requests took %.2f s: the loop waited for the slow upstream or the flood" % took)
+    rss_mid = rss_kb(pid)
+    sent = read_json(flood, "flood")["sent"]
+    check(flood.wait(30) == 0, "flood client failed")
+    out = read_json(slow, "slow")
+    check(out["status"] == 200 and 5.5 <= out["elapsed_s"] < 12, "the slow request: %s" % out)
+    slow.wait(30)
+    print("  the flooding client wrote %d KB before the agent stopped reading; agent RSS %d -> %d KB" % (
+        sent // 1024, rss0, rss_mid), flush=True)
+    # back-pressure: the agent reads no further than the answers it can
+    # hold (64 KB of them), so the flood stalls and costs little memory
+    check(rss_mid - rss0 < 32 * 1024, "agent RSS grew by %d KB during the flood" % (rss_mid - rss0))
+    check(AGENT.proc.poll() is None, "the agent died")
+    code, _, p = RIG.curl("https://%s/v1/chat/completions" % HOST, '{"model":"gpt-4o-mini","messages":[]}')
+    check(code == 200, "a request after the flood: %s" % code)
+
+
+@test
+def a_client_that_hangs_up_before_its_answer_ends_the_exchange():
+    """Clients that close their connection while the provider is still
+    thinking (6 s) over their request: the agent ends each exchange at the
+    hang-up (on the event loop and on a serving thread alike), closes its
+    upstream and audits it then, as nginx does (499), rather than holding
+    the provider's answer, and its cost, for nobody."""
+    n0 = len(AGENT.events("request"))
+    t0 = time.time()
+    p = lib.run([PY, TOOLS, "hangup", HOST, CA, "4", "6000", "0.5"], cgroup=CG.path, hosts=HOSTS, timeout=60)
+    res = json.loads(p.stdout.strip().splitlines()[-1]) if p.stdout.strip() else {}
+    check(res.get("warm_ok") == 4, "hangup client: %s %s" % (p.stdout[-300:], p.stderr[-300:]))
+    gone = []
+    while time.time() < t0 + 10 and len(gone) < 8:
+        gone = [e for e in AGENT.events("request")[n0:]
+                if e.get("error") == "client closed the connection before the answer"]
+        time.sleep(0.1)
+    took = time.time() - t0
+    print("  8 hung-up requests audited %.1f s after they were sent (the provider answers at 6 s)" % took,
+          flush=True)
+    check(len(gone) == 8, "%d of 8 hung-up requests audited as such: %s" % (
+        len(gone), [(e.get("status"), e.get("error")) for e in AGENT.events("request")[n0:]][-10:]))
+    check(took < 4.0, "the hung-up requests were audited %.1f s after they were sent: the agent waited "
+          "for the provider's answer (6 s) instead of ending them at the hang-up (0.5 s)" % took)
+    check(AGENT.proc.poll() is None, "the agent died")
+    code, _, _ = RIG.curl("https://%s/v1/chat/completions" % HOST, '{"model":"gpt-4o-mini","messages":[]}')
+    check(code == 200, "a request after the hang-ups: %s" % code)
+
+
+@test
 def stalled_handshakes_closed_at_header_timeout_without_threads():
     pid = AGENT.proc.pid
     n0 = len([e for e in AGENT.events("connection") if e.get("reason") == "client_handshake_timeout"])
@@ -249,6 +312,16 @@ def parked_connection_closed_at_idle_timeout_and_agent_stops_with_parked_ones():
     check(min(closed) >= SHORT_IDLE_S - 0.2 and max(closed) <= SHORT_IDLE_S + 1.5,
           "parked connections closed %.2f..%.2f s after their answer, idle_timeout %d s" % (
               min(closed), max(closed), SHORT_IDLE_S))
+    # A client that stops reading its answers is let go once nothing it
+    # was sent was taken for idle_timeout (a write that stalls fails, on
+    # the loop as on a thread).
+    f = lib.run([PY, TOOLS, "flood", HOST, CA, "2", "30"], cgroup=CG.path, hosts=SHORT_HOSTS, timeout=90)
+    check(f.stdout.strip(), "flood client printed nothing: %s" % f.stderr[-500:])
+    fr = json.loads(f.stdout.strip().splitlines()[-1])
+    print("  a client that never reads: reset %s s after its flood (idle_timeout %d s)" % (
+        fr["reset_after_s"], SHORT_IDLE_S), flush=True)
+    check(fr["reset_after_s"] is not None and fr["reset_after_s"] <= SHORT_IDLE_S + 8,
+          "a client that never reads its answers was never let go: %s" % fr)
     quiet = [e for e in ag.events("connection") if e.get("reason") in ("client_handshake_timeout",
                                                                        "client_rejected_interception")]
     check(not quiet, "an idle close was audited as a handshake failure: %s" % quiet[:1])

@@ -127,7 +127,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 2)
 		return 0;
 	struct fz f = { .d = data + 2, .n = size - 2, .step = 1 + data[0] % 64, .answer = data[1] };
-	struct h2_io io = { &f, fz_read, fz_write, now_ms, fz_exchange, fz_charge, NULL, NULL, false };
+	struct h2_io io = { &f, fz_read, fz_write, now_ms, fz_exchange, fz_charge, NULL, NULL, NULL, false };
 	bool abuse;
 	char why[160];
 	int rc = h2_serve(&LIM, &io, &abuse, why, sizeof(why));

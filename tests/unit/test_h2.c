@@ -46,6 +46,10 @@ struct pipe {
 	uint32_t rst, goaway;
 	bool got_goaway, bad_header;
 	int64_t charged, budget;       /* budget 0: unlimited */
+	/* idle: one quiet spell before the EOF */
+	bool quiet_once;               /* out of bytes once the answer is in: -ETIMEDOUT once, then EOF */
+	uint32_t quiet_timeout;        /* the timeout the server asked for then */
+	int idles;                     /* io->idle calls */
 	/* gRPC */
 	struct buf grpc_body;          /* what io->grpc was given */
 	char grpc_path[128];
@@ -81,6 +85,15 @@ static ssize_t srv_read(void *arg, void *buf, size_t len, uint32_t timeout_ms, i
 	while ((n = nghttp2_session_mem_send(p->cli, &d)) > 0)
 		buf_append(&p->c2s, d, (size_t)n);
 	size_t avail = p->c2s.len - p->c2s_off;
+	if (!avail && p->quiet_once && !p->end) {
+		usleep(1000);   /* the answer is still being made: a short wait, no quiet spell yet */
+		return -ETIMEDOUT;
+	}
+	if (!avail && p->quiet_once) {
+		p->quiet_once = false;
+		p->quiet_timeout = timeout_ms;
+		return -ETIMEDOUT;
+	}
 	if (!avail)
 		return 0;   /* the client has nothing more to say: EOF */
 	size_t want = p->reads++ == 0 && p->first ? p->first : p->step;
@@ -245,8 +258,44 @@ static int run(struct pipe *p, struct body_src *b, bool *abuse, char *why, size_
 	};
 	nghttp2_data_provider prd = { .source.ptr = b, .read_callback = body_read };
 	nghttp2_submit_request(p->cli, NULL, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), b ? &prd : NULL, NULL);
-	struct h2_io io = { p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL, NULL, false };
+	struct h2_io io = { p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL, NULL, NULL, false };
 	return h2_serve(&LIM, &io, abuse, why, whylen);
+}
+
+static void srv_idle(void *arg)
+{
+	((struct pipe *)arg)->idles++;
+}
+
+/* A connection whose streams are done and whose client is quiet for a
+ * moment gives back its idle workers and its caller's spares (io->idle)
+ * long before the idle timeout, and then serves on. */
+TEST(quiet_connection_trims_before_its_idle_timeout)
+{
+	static const nghttp2_nv hdrs[] = {
+		NV(":method", "POST"), NV(":scheme", "https"), NV(":path", "/v1/chat/completions"),
+		NV(":authority", "api.openai.com"), NV("content-type", "application/json"),
+	};
+	static const char resp[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+	struct pipe p;
+	struct body_src b = { BODY, sizeof(BODY) - 1, 0 };
+	nghttp2_data_provider prd = { .source.ptr = &b, .read_callback = body_read };
+	bool abuse;
+	char why[160];
+
+	pipe_init(&p);
+	p.resp = resp;
+	p.resp_len = sizeof(resp) - 1;
+	p.resp_cut = 5;
+	p.quiet_once = true;
+	nghttp2_submit_request(p.cli, NULL, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &prd, NULL);
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL, NULL, srv_idle, false };
+	int rc = h2_serve(&LIM, &io, &abuse, why, sizeof(why));
+	CHECK(rc == 0 && p.status == 200 && p.end, "h2_serve %d status %d end %d", rc, p.status, p.end);
+	CHECK(!p.quiet_once && p.quiet_timeout < LIM.idle_timeout_ms,
+	      "the quiet wait asked for %u ms (idle timeout %u)", p.quiet_timeout, LIM.idle_timeout_ms);
+	CHECK(p.idles == 1, "io->idle called %d times", p.idles);
+	pipe_free(&p);
 }
 
 static const char RESP_JSON[] =
@@ -362,7 +411,7 @@ TEST(oversized_header_list_is_refused_with_431_on_its_stream)
 		{ (uint8_t *)"x-big", (uint8_t *)big, 5, sizeof(big) - 1, NGHTTP2_NV_FLAG_NONE },
 	};
 	nghttp2_submit_request(p.cli, NULL, hdrs, 5, NULL, NULL);
-	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL, NULL, false };
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL, NULL, NULL, false };
 	CHECK(h2_serve(&LIM, &io, NULL, NULL, 0) == 0, "serve");
 	CHECK(p.refuse == 431, "refuse %d", p.refuse);
 	static const char want[] = "GET /v1/models HTTP/1.1\r\nHost: h.example\r\n\r\n";
@@ -411,7 +460,7 @@ TEST(rapid_reset_flood_is_a_goaway_and_says_so)
 		buf_append(&p.c2s, d, (size_t)n);
 	for (int i = 0; i < 20; i++)
 		nghttp2_submit_rst_stream(p.cli, 0, ids[i], NGHTTP2_CANCEL);
-	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL, NULL, false };
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL, NULL, NULL, false };
 	int rc = h2_serve(&LIM, &io, &abuse, why, sizeof(why));
 	CHECK(rc == 1 && abuse && strstr(why, "rapid reset"), "rc %d abuse %d why %s", rc, abuse, why);
 	CHECK(p.got_goaway && p.goaway == NGHTTP2_ENHANCE_YOUR_CALM, "goaway %d code %u", p.got_goaway, p.goaway);
@@ -432,7 +481,7 @@ TEST(garbage_instead_of_a_preface_is_a_protocol_error)
 	nghttp2_session_client_new(&p.cli, cb, &p);   /* a client that sends nothing itself */
 	nghttp2_session_callbacks_del(cb);
 	p.step = 1;
-	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL, NULL, false };
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, NULL, NULL, NULL, false };
 	int rc = h2_serve(&LIM, &io, &abuse, why, sizeof(why));
 	CHECK(rc == 1 && !abuse && why[0], "rc %d abuse %d why %s", rc, abuse, why);
 	pipe_free(&p);
@@ -493,7 +542,7 @@ static int run_grpc(struct pipe *p, struct body_src *b)
 	};
 	nghttp2_data_provider prd = { .source.ptr = b, .read_callback = body_read };
 	nghttp2_submit_request(p->cli, NULL, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &prd, NULL);
-	struct h2_io io = { p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, srv_grpc, NULL, false };
+	struct h2_io io = { p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, srv_grpc, NULL, NULL, false };
 	return h2_serve(&LIM, &io, NULL, NULL, 0);
 }
 
@@ -586,7 +635,7 @@ TEST(a_slow_stream_does_not_hold_back_a_quick_one)
 		p.step = step;
 		submit_get(&p, "/slow");    /* stream 1 */
 		submit_get(&p, "/quick");   /* stream 3 */
-		struct h2_io io = { &p, srv_read, srv_write, now_ms, mux_exchange, srv_charge, NULL, NULL, false };
+		struct h2_io io = { &p, srv_read, srv_write, now_ms, mux_exchange, srv_charge, NULL, NULL, NULL, false };
 		CHECK(h2_serve(&LIM, &io, NULL, NULL, 0) == 0, "serve");
 		CHECK(p.quick_first, "step %zu: stream 3 ended only after stream 1's answer (head-of-line blocking)", step);
 		CHECK(p.ends == ((1u << 0) | (1u << 1)) && !p.resets, "step %zu: ends %#x resets %#x", step, p.ends,
@@ -605,7 +654,7 @@ TEST(a_reset_stream_cancels_only_its_worker)
 	p.resets_wanted = true;
 	submit_get(&p, "/slow");
 	submit_get(&p, "/quick");
-	struct h2_io io = { &p, srv_read, srv_write, now_ms, mux_exchange, srv_charge, NULL, NULL, false };
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, mux_exchange, srv_charge, NULL, NULL, NULL, false };
 	CHECK(h2_serve(&LIM, &io, NULL, NULL, 0) == 0, "serve");
 	CHECK(p.slow_rc == -EIO, "the reset stream's worker was not told to stop (%d)", p.slow_rc);
 	CHECK(p.ends == (1u << 1), "the other stream did not end cleanly: ends %#x", p.ends);
@@ -619,7 +668,7 @@ TEST(more_streams_than_a_handful_all_answered)
 	pipe_init(&p);
 	for (int i = 0; i < 8; i++)
 		submit_get(&p, "/quick");
-	struct h2_io io = { &p, srv_read, srv_write, now_ms, mux_exchange, srv_charge, NULL, NULL, false };
+	struct h2_io io = { &p, srv_read, srv_write, now_ms, mux_exchange, srv_charge, NULL, NULL, NULL, false };
 	CHECK(h2_serve(&LIM, &io, NULL, NULL, 0) == 0, "serve");
 	CHECK(p.ends == 0xff && !p.resets, "ends %#x resets %#x", p.ends, p.resets);
 	CHECK(p.body.len == 16, "bodies %zu bytes", p.body.len);
@@ -672,7 +721,7 @@ TEST(grpc_request_read_as_it_arrives_when_streaming)
 		p.step = step;
 		nghttp2_data_provider prd = { .source.ptr = &b, .read_callback = body_read };
 		nghttp2_submit_request(p.cli, NULL, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &prd, NULL);
-		struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, srv_grpc_streamed, NULL, true };
+		struct h2_io io = { &p, srv_read, srv_write, now_ms, srv_exchange, srv_charge, srv_grpc_streamed, NULL, NULL, true };
 		CHECK(h2_serve(&LIM, &io, NULL, NULL, 0) == 0, "serve");
 		CHECK(p.nexchanges == 1, "step %zu: %d calls", step, p.nexchanges);
 		CHECK(p.grpc_body.len == sizeof(msg) - 1 && !memcmp(p.grpc_body.data, msg, p.grpc_body.len),
