@@ -3,7 +3,8 @@
 # (tests/e2e/test_*.py). Each prints "PASS name" / "FAIL name: why" lines; a
 # binary that crashes or exits non-zero without a FAIL line counts as one
 # failure. Ends with "N passed, N failed" and exits non-zero on any failure.
-# VIGIL_ONLY=unit|e2e|tools|fuzz restricts the run; VIGIL_TEST=substring filters files.
+# VIGIL_ONLY=unit|e2e|tools|fuzz restricts the run; VIGIL_TEST=substring filters files;
+# VIGIL_FUZZ_SMOKE=0 leaves the fuzz smoke out of a full run.
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -52,7 +53,7 @@ fi
 if [ "$only" = all ] || [ "$only" = tools ]; then
 	case "tools" in *"$filter"*) run_one tools-build bash tests/tools_build.sh ;; esac
 fi
-if [ "$only" = all ] || [ "$only" = fuzz ]; then
+if { [ "$only" = all ] && [ "${VIGIL_FUZZ_SMOKE:-1}" != 0 ]; } || [ "$only" = fuzz ]; then
 	# A short smoke run of every fuzz target (make fuzz runs them longer).
 	case "fuzz" in *"$filter"*) FUZZ_SECONDS=${VIGIL_FUZZ_SECONDS:-5} run_one fuzz-smoke bash tests/fuzz/run.sh ;; esac
 fi
