@@ -36,6 +36,8 @@ struct inflight {
 	uint32_t *free_slots;        /* stack of free slot numbers */
 	size_t n_free, cap_free;
 	uint32_t n_slots;            /* slots the file holds */
+	uint32_t *crc;               /* each slot's record CRC, for its done mark */
+	size_t cap_crc;
 	size_t open;
 	struct found *found;         /* left by the previous run */
 	size_t n_found;
@@ -156,6 +158,16 @@ static int take_slot(struct inflight *j, uint32_t *slot)
 	}
 	if (j->n_slots >= MAX_SLOTS)
 		return -ENOSPC;
+	if (j->n_slots >= j->cap_crc) {
+		size_t nc = j->cap_crc ? j->cap_crc * 2 : 64;
+		while (nc <= j->n_slots)   /* after load: slots the last run left are skipped */
+			nc *= 2;
+		uint32_t *n = realloc(j->crc, nc * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		j->crc = n;
+		j->cap_crc = nc;
+	}
 	*slot = j->n_slots++;
 	return 0;
 }
@@ -183,11 +195,13 @@ int inflight_begin(struct inflight *j, const void *rec, size_t len)
 		return -EMSGSIZE;
 	memset(slot, 0, HDR);
 	put32(slot, ST_OPEN);
-	put32(slot + 4, rec_crc((uint32_t)len, rec));
+	uint32_t crc = rec_crc((uint32_t)len, rec);
+	put32(slot + 4, crc);
 	put32(slot + 16, (uint32_t)len);
 	memcpy(slot + HDR, rec, len);
 	pthread_mutex_lock(&j->lock);
 	if ((ret = take_slot(j, &n)) == 0) {
+		j->crc[n] = crc;
 		/* one write for the whole slot: a killed process leaves it whole */
 		if (pwrite(j->fd, slot, HDR + len, (off_t)n * INFLIGHT_SLOT) != (ssize_t)(HDR + len)) {
 			ret = errno ? -errno : -ENOSPC;
@@ -210,13 +224,18 @@ int inflight_done(struct inflight *j, int slot, uint64_t seq)
 	int ret = 0;
 	if (slot < 0)
 		return -EINVAL;
-	put64(hdr + 8, seq);
 	put32(hdr, ST_DONE);
+	put64(hdr + 8, seq);
 	pthread_mutex_lock(&j->lock);
-	/* seq first, then the state (the CRC word between stays): killed
-	 * between the two, the slot still reads "open", which is true. */
-	if (pwrite(j->fd, hdr + 8, 8, (off_t)slot * INFLIGHT_SLOT + 8) != 8 ||
-	    pwrite(j->fd, hdr, 4, (off_t)slot * INFLIGHT_SLOT) != 4)
+	if ((uint32_t)slot >= j->n_slots) {
+		pthread_mutex_unlock(&j->lock);
+		return -EINVAL;
+	}
+	/* state, CRC (unchanged) and seq in one write at the slot's start:
+	 * a killed process leaves the slot either open or done with its seq,
+	 * never done with a stale seq (a page-cache write is not torn) */
+	put32(hdr + 4, j->crc[slot]);
+	if (pwrite(j->fd, hdr, 16, (off_t)slot * INFLIGHT_SLOT) != 16)
 		ret = -EIO;
 	if (j->open)
 		j->open--;
@@ -255,6 +274,7 @@ void inflight_close(struct inflight *j)
 		close(j->fd);
 	}
 	free(j->free_slots);
+	free(j->crc);
 	pthread_mutex_destroy(&j->lock);
 	free(j);
 }
