@@ -779,6 +779,7 @@ static int set_defaults(struct config *c)
 	c->dns_min_ttl_s = 30;
 	c->dns_learning = true;
 	c->first_flight_guard = true;
+	c->quic_all = true;
 	c->dns_max_ttl_s = 3600;
 	c->log_level = LOG_INFO;
 	c->spool_max_bytes = 1ULL << 30;
@@ -854,6 +855,15 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 				c->fail_closed = true;
 			else {
 				snprintf(err, errlen, "%s:%d: fail_mode must be open or closed", path, v->line);
+				ret = -EINVAL;
+			}
+		} else if (!strcmp(k, "quic")) {
+			if (v->kind == YNODE_SCALAR && !strcmp(v->str, "all"))
+				c->quic_all = true;
+			else if (v->kind == YNODE_SCALAR && !strcmp(v->str, "targets"))
+				c->quic_all = false;
+			else {
+				snprintf(err, errlen, "%s:%d: quic must be all or targets", path, v->line);
 				ret = -EINVAL;
 			}
 		} else if (!strcmp(k, "dns_learning"))

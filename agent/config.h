@@ -89,6 +89,7 @@ struct config {
 	uint32_t dns_min_ttl_s, dns_max_ttl_s;
 	bool dns_learning;             /* dns_learning: learn target addresses from clients' DNS answers */
 	bool first_flight_guard;       /* first_flight_guard: refuse a watched name sent to an address not captured */
+	bool quic_all;                 /* quic: all (refuse UDP/443 everywhere) or targets */
 	int log_level;
 	/* reversible tokens (agent/content/vault.c), kept per user and program */
 	char *justify_socket;          /* justify_socket: where `vigil justify` reaches the agent */

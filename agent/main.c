@@ -657,6 +657,7 @@ int main(int argc, char **argv)
 		.cgroup_path = ag.cfg->cgroup,
 		.pin_dir = ag.cfg->pin_dir,
 		.fail_closed = ag.cfg->fail_closed,
+		.quic_all = ag.cfg->quic_all,
 		.listen4 = ag.cfg->listen4,
 		.listen6 = ag.cfg->listen6,
 		.host_netns_cookie = capture_netns_cookie(),

@@ -274,6 +274,23 @@ static __always_inline bool bypassed(struct bpf_sock_addr *ctx)
  * in the guard section below): VERDICT_PASS or a refusal. */
 static __always_inline int guard_connect(struct bpf_sock_addr *ctx, const __u8 *addr, __u16 port, __u16 family);
 
+/* UDP/443 to an address that is not a target: QUIC's first flight is
+ * encrypted, so the first-flight guard cannot read its name and the client
+ * may reach a watched service through an address the agent never learned
+ * (DoH, a hard-coded address). With quic: all it is refused as well (the
+ * client falls back to TCP, where the guard reads the name) and audited. */
+static __always_inline int quic_elsewhere(struct bpf_sock_addr *ctx, const __u8 *addr, __u16 port, __u16 family)
+{
+	const struct vigil_config *cfg = get_config();
+	struct vigil_origin o = {};
+
+	if (!cfg || !cfg->quic_all || bypassed(ctx))
+		return VERDICT_PASS;
+	fill_origin(ctx, &o, addr, port, family);
+	emit(&o, VIGIL_ORIGIN_REFUSED, IPPROTO_UDP);
+	return refuse();
+}
+
 SEC("cgroup/connect4")
 int vigil_connect4(struct bpf_sock_addr *ctx)
 {
@@ -291,7 +308,7 @@ int vigil_connect4(struct bpf_sock_addr *ctx)
 		return VERDICT_PASS;
 	addr_set_v4mapped(addr, dst);
 	if (!is_target(addr, port))
-		return type == SOCK_STREAM ? guard_connect(ctx, addr, port, AF_INET) : VERDICT_PASS;
+		return type == SOCK_STREAM ? guard_connect(ctx, addr, port, AF_INET) : quic_elsewhere(ctx, addr, port, AF_INET);
 	if (bypassed(ctx))
 		return VERDICT_PASS;
 	cfg = get_config();
@@ -339,7 +356,7 @@ int vigil_connect6(struct bpf_sock_addr *ctx)
 	__builtin_memcpy(addr + 8, &w2, 4);
 	__builtin_memcpy(addr + 12, &w3, 4);
 	if (!is_target(addr, port))
-		return type == SOCK_STREAM ? guard_connect(ctx, addr, port, AF_INET6) : VERDICT_PASS;
+		return type == SOCK_STREAM ? guard_connect(ctx, addr, port, AF_INET6) : quic_elsewhere(ctx, addr, port, AF_INET6);
 	if (bypassed(ctx))
 		return VERDICT_PASS;
 	cfg = get_config();
@@ -388,8 +405,10 @@ static __always_inline int udp_send_check(struct bpf_sock_addr *ctx, const __u8 
 {
 	struct vigil_origin o = {};
 
-	if (port != QUIC_PORT || !is_target(addr, port))
+	if (port != QUIC_PORT)
 		return VERDICT_PASS;
+	if (!is_target(addr, port))
+		return quic_elsewhere(ctx, addr, port, family);
 	if (bypassed(ctx))
 		return VERDICT_PASS;
 	fill_origin(ctx, &o, addr, port, family);

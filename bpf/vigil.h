@@ -72,7 +72,7 @@ struct vigil_config {
 				  * others are redirected only to a listener the agent
 				  * marked in agent_listeners, else refused and reported */
 	__u32 fail_closed;       /* 1: refuse target connections when the listener is gone */
-	__u32 pad;
+	__u32 quic_all;          /* 1: refuse UDP/443 to every address, not only targets (quic: all) */
 };
 
 /* Events the kernel side reports to the agent (ring buffer): bypasses and

@@ -301,6 +301,7 @@ static int write_config(struct capture *c, const struct capture_opts *o)
 	 * whatever the hook was told to treat as the host (tests pretend). */
 	c->host_netns_cookie = capture_netns_cookie();
 	cfg.fail_closed = o->fail_closed ? 1 : 0;
+	cfg.quic_all = o->quic_all ? 1 : 0;
 	return bpf_map__update_elem(c->skel->maps.settings, &zero, sizeof(zero), &cfg, sizeof(cfg), BPF_ANY);
 }
 

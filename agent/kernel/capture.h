@@ -38,6 +38,7 @@ struct capture_opts {
 	const char *cgroup_path;          /* cgroup2 directory to attach at (borrowed) */
 	const char *pin_dir;              /* bpffs dir for pinned links in closed mode (borrowed) */
 	bool fail_closed;
+	bool quic_all;                    /* refuse UDP/443 to every address (config quic: all) */
 	struct sockaddr_in listen4;       /* agent listener for IPv4 sockets (port 0 = none) */
 	struct sockaddr_in6 listen6;      /* agent listener for IPv6 sockets (port 0 = none) */
 	uint64_t host_netns_cookie;       /* 0 = redirect in every netns */

@@ -225,7 +225,7 @@ def v4_mapped_ipv6_socket_redirected():
 
 
 @test
-def udp_443_to_target_refused():
+def udp_443_refused_to_targets_and_by_default_to_every_address():
     p = lib.run([PY, TOOLS, "udp", TARGET4, str(PORT)], cgroup=CG.path, uid=lib.NOBODY)
     res = json.loads(p.stdout)
     check(res["connect"] == 111 or res["sendto"] == 111, "UDP/443 not refused with ECONNREFUSED: %s" % res)
@@ -233,9 +233,18 @@ def udp_443_to_target_refused():
     evs = AGENT.wait_events(lambda e: e.get("reason") == "udp_refused", kind="bypass")
     check(evs and evs[0]["uid"] == lib.NOBODY and evs[0]["dst_ip"] == TARGET4,
           "UDP refusal not audited as a bypass event with identity: %s" % evs[:1])
+    # quic: all (the default): QUIC's first flight is encrypted, the guard
+    # cannot read its name, so UDP/443 to an address the agent never
+    # learned is refused too, and audited
     p = lib.run([PY, TOOLS, "udp", OTHER4, str(PORT)], cgroup=CG.path, uid=lib.NOBODY)
     res = json.loads(p.stdout)
-    check(res["sendto"] == 0, "UDP to a non-target refused: %s" % res)
+    check(res["connect"] == 111 and res["sendto"] == 111, "UDP/443 to a non-target not refused: %s" % res)
+    evs = AGENT.wait_events(lambda e: e.get("reason") == "udp_refused" and e.get("dst_ip") == OTHER4, kind="bypass")
+    check(evs and evs[0]["uid"] == lib.NOBODY, "UDP/443 refusal to a non-target not audited: %s" % evs[:1])
+    # other UDP ports are not QUIC's
+    p = lib.run([PY, TOOLS, "udp", OTHER4, "4443"], cgroup=CG.path, uid=lib.NOBODY)
+    res = json.loads(p.stdout)
+    check(res["connect"] == 0 and res["sendto"] == 0, "UDP to a non-target's port 4443 refused: %s" % res)
 
 
 @test

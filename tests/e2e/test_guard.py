@@ -36,7 +36,7 @@ PROVIDER, PINNED, SINK, EXAMPLE, BULK, OFF_PINNED = ("127.13.0.2", "127.13.0.3",
 EMAIL = "jane.doe@example.com"
 METRICS_PORT = lib.free_port()
 RIG = rigmod.Rig("guard", {"api.openai.com": PROVIDER, "example.org": EXAMPLE}, {"good": (PROVIDER, "good", 0)},
-                 agent_extra="metrics: 127.0.0.1:%d\n" % METRICS_PORT,
+                 agent_extra="metrics: 127.0.0.1:%d\nquic: targets\n" % METRICS_PORT,
                  endpoints=["api.openai.com", '"*.openai.azure.com"'])
 RIG.start_fake("pinned", PINNED)
 RIG.start_fake("p8443", PROVIDER, port=8443)
@@ -594,6 +594,37 @@ def reload_updates_the_guards_names():
     check(refused(res), "a name added by reload is not guarded: %s" % res)
     res = send(SINK, 4437, client_hello("x.openai.azure.com").decode("latin-1"))
     check(res.get("reply") == "ok", "a name removed by reload is still refused: %s" % res)
+
+
+UDP_PROBE = """
+import json, socket, sys
+res = {}
+for how in ("connect", "sendto"):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        if how == "connect":
+            s.connect((sys.argv[1], 443)); s.send(b"q")
+        else:
+            s.sendto(b"q", (sys.argv[1], 443))
+        res[how] = 0
+    except OSError as e:
+        res[how] = e.errno
+    s.close()
+print(json.dumps(res))
+"""
+
+
+@test
+def quic_targets_refuses_udp_443_to_targets_only():
+    """quic: targets (this rig's agent): UDP/443 to the pinned provider
+    address (a target) is refused, to an address that is not one it goes
+    out (the site chose to keep other QUIC)."""
+    out = {}
+    for name, host in (("target", PROVIDER), ("other", EXAMPLE)):
+        p = lib.run([PY, "-c", UDP_PROBE, host], cgroup=RIG.cg.path)
+        out[name] = json.loads(p.stdout)
+    check(out["target"] == {"connect": 111, "sendto": 111}, "UDP/443 to a target: %s" % out["target"])
+    check(out["other"] == {"connect": 0, "sendto": 0}, "UDP/443 to a non-target with quic: targets: %s" % out["other"])
 
 
 @test

@@ -57,6 +57,7 @@ TEST(full_config_is_read)
 			    "fail_mode: closed\n"
 			    "dns_learning: off\n"
 			    "first_flight_guard: off\n"
+			    "quic: targets\n"
 			    "ca_cert: /tmp/ca.crt\n"
 			    "ca_key: /tmp/ca.key\n"
 			    "upstream_ca: /tmp/up.pem\n"
@@ -78,6 +79,7 @@ TEST(full_config_is_read)
 	CHECK(c->fail_closed, "fail_mode closed not applied");
 	CHECK(!c->dns_learning, "dns_learning off not applied");
 	CHECK(!c->first_flight_guard, "first_flight_guard off not applied");
+	CHECK(!c->quic_all, "quic: targets not applied");
 	CHECK(!strcmp(c->cgroup, "/sys/fs/cgroup/unified/test"), "cgroup %s", c->cgroup);
 	CHECK(c->n_endpoints == 2 + webapp_hosts() && !strcmp(c->endpoints[1], "*.openai.azure.com"),
 	      "endpoints (the two listed, then the web apps' hosts)");
@@ -108,6 +110,7 @@ TEST(defaults_when_keys_absent)
 	CHECK(!c->fail_closed, "default fail_mode is open");
 	CHECK(c->dns_learning, "DNS learning is on by default");
 	CHECK(c->first_flight_guard, "the first-flight guard is on by default");
+	CHECK(c->quic_all, "UDP/443 is refused to every address by default (quic: all)");
 	CHECK(c->n_endpoints > 5, "built-in catalog used when endpoints absent");
 	CHECK(config_host_watched((const char *const *)c->endpoints, c->n_endpoints, "api.openai.com"),
 	      "catalog lacks api.openai.com");
@@ -139,6 +142,8 @@ TEST(errors_name_file_and_line)
 	CHECK(fails_at("listen: 127.0.0.1:1\ndns_learning: maybe\n", 2, "on or off", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("listen: 127.0.0.1:1\n\nfirst_flight_guard: [on]\n", 3, "first_flight_guard must be on or off", err,
 		       sizeof(err)), "%s", err);
+	CHECK(fails_at("listen: 127.0.0.1:1\nquic: off\n", 2, "quic must be all or targets", err, sizeof(err)),
+	      "%s", err);
 	CHECK(fails_at("endpoints:\n  - api.openai.com\n  - bad_domain!\n", 3, "not a domain", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("endpoints: [\"http://x.com\"]\n", 1, "not a domain", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("target_ports: [443, 0]\n", 1, "out of range", err, sizeof(err)), "%s", err);
