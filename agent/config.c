@@ -564,6 +564,21 @@ static int set_onoff(const char *file, const struct ynode *n, const char *key, b
 	return 0;
 }
 
+/* A key with two words: yes (*dst true) or no (false). */
+static int set_either(const char *file, const struct ynode *n, const char *key, const char *yes, const char *no,
+		      bool *dst, char *err, size_t errlen)
+{
+	if (n->kind == YNODE_SCALAR && !strcmp(n->str, yes))
+		*dst = true;
+	else if (n->kind == YNODE_SCALAR && !strcmp(n->str, no))
+		*dst = false;
+	else {
+		snprintf(err, errlen, "%s:%d: %s must be %s or %s", file, n->line, key, no, yes);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static int set_u32(const char *file, const struct ynode *n, unsigned long long min,
 		   unsigned long long max, uint32_t *dst, char *err, size_t errlen)
 {
@@ -848,25 +863,11 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 			listen6 = v;
 		else if (!strcmp(k, "cgroup"))
 			ret = set_str(path, v, &c->cgroup, err, errlen);
-		else if (!strcmp(k, "fail_mode")) {
-			if (v->kind == YNODE_SCALAR && !strcmp(v->str, "open"))
-				c->fail_closed = false;
-			else if (v->kind == YNODE_SCALAR && !strcmp(v->str, "closed"))
-				c->fail_closed = true;
-			else {
-				snprintf(err, errlen, "%s:%d: fail_mode must be open or closed", path, v->line);
-				ret = -EINVAL;
-			}
-		} else if (!strcmp(k, "quic")) {
-			if (v->kind == YNODE_SCALAR && !strcmp(v->str, "all"))
-				c->quic_all = true;
-			else if (v->kind == YNODE_SCALAR && !strcmp(v->str, "targets"))
-				c->quic_all = false;
-			else {
-				snprintf(err, errlen, "%s:%d: quic must be all or targets", path, v->line);
-				ret = -EINVAL;
-			}
-		} else if (!strcmp(k, "dns_learning"))
+		else if (!strcmp(k, "fail_mode"))
+			ret = set_either(path, v, k, "closed", "open", &c->fail_closed, err, errlen);
+		else if (!strcmp(k, "quic"))
+			ret = set_either(path, v, k, "all", "targets", &c->quic_all, err, errlen);
+		else if (!strcmp(k, "dns_learning"))
 			ret = set_onoff(path, v, k, &c->dns_learning, err, errlen);
 		else if (!strcmp(k, "first_flight_guard"))
 			ret = set_onoff(path, v, k, &c->first_flight_guard, err, errlen);

@@ -142,7 +142,7 @@ TEST(errors_name_file_and_line)
 	CHECK(fails_at("listen: 127.0.0.1:1\ndns_learning: maybe\n", 2, "on or off", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("listen: 127.0.0.1:1\n\nfirst_flight_guard: [on]\n", 3, "first_flight_guard must be on or off", err,
 		       sizeof(err)), "%s", err);
-	CHECK(fails_at("listen: 127.0.0.1:1\nquic: off\n", 2, "quic must be all or targets", err, sizeof(err)),
+	CHECK(fails_at("listen: 127.0.0.1:1\nquic: off\n", 2, "quic must be targets or all", err, sizeof(err)),
 	      "%s", err);
 	CHECK(fails_at("endpoints:\n  - api.openai.com\n  - bad_domain!\n", 3, "not a domain", err, sizeof(err)), "%s", err);
 	CHECK(fails_at("endpoints: [\"http://x.com\"]\n", 1, "not a domain", err, sizeof(err)), "%s", err);
