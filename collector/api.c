@@ -252,15 +252,15 @@ static void json_event(const struct store_event *e, const struct colconf *c, FIL
 	double d;
 	jsonw_init(&w);
 	export_json(e, &w);
-	if (!w.oom && event_cost(c, e, &d) && w.len && w.buf[w.len - 1] == '}') {
-		w.len--;   /* reopen the object export_json closed */
+	if (!w.oom && event_cost(c, e, &d) && w.out.len && w.out.data[w.out.len - 1] == '}') {
+		w.out.len--;   /* reopen the object export_json closed */
 		w.need_comma = true;
 		jsonw_double(&w, "cost", d);
 		jsonw_str(&w, "currency", c->currency);
 		jsonw_obj_close(&w);
 	}
 	if (!w.oom) {
-		fwrite(w.buf, 1, w.len, out);
+		fwrite(w.out.data, 1, w.out.len, out);
 		fputc('\n', out);
 	}
 	jsonw_free(&w);
@@ -363,7 +363,7 @@ void api_render_top(const char *what, const struct store_top_row *rows, size_t n
 			}
 			jsonw_obj_close(&w);
 			if (!w.oom)
-				fprintf(out, "%s\n", w.buf);
+				fprintf(out, "%s\n", w.out.data);
 		}
 		jsonw_free(&w);
 		return;
@@ -503,7 +503,7 @@ static void respond_err(struct req *r, int code, const char *msg)
 	jsonw_str(&w, "error", msg);
 	jsonw_obj_close(&w);
 	jsonw_raw(&w, "\n", 1);
-	respond(r, code, "application/json", NULL, w.oom ? "" : w.buf, w.oom ? 0 : w.len);
+	respond(r, code, "application/json", NULL, w.oom ? "" : w.out.data, w.oom ? 0 : w.out.len);
 	jsonw_free(&w);
 }
 
@@ -726,7 +726,7 @@ static void h_event(struct req *r)
 		if (ag.has_horizon)
 			jsonw_u64(&w, "horizon_seq", ag.horizon_seq);
 		jsonw_obj_close(&w);
-		fprintf(m, ",\"chain\":%s}\n", w.oom ? "null" : w.buf);
+		fprintf(m, ",\"chain\":%s}\n", w.oom ? "null" : w.out.data);
 		jsonw_free(&w);
 		fclose(m);
 	}
@@ -745,7 +745,7 @@ static void h_whoami(struct req *r, const struct colconf_token *tok)
 	jsonw_str(&w, "currency", r->conf->currency);
 	jsonw_obj_close(&w);
 	jsonw_raw(&w, "\n", 1);
-	respond(r, 200, "application/json", NULL, w.oom ? "" : w.buf, w.oom ? 0 : w.len);
+	respond(r, 200, "application/json", NULL, w.oom ? "" : w.out.data, w.oom ? 0 : w.out.len);
 	jsonw_free(&w);
 }
 
@@ -950,7 +950,7 @@ static void h_agents(struct req *r)
 				}
 				jsonw_obj_close(&w);
 				if (!w.oom)
-					fprintf(m, "%s\n", w.buf);
+					fprintf(m, "%s\n", w.out.data);
 			}
 		}
 		jsonw_free(&w);
@@ -1034,7 +1034,7 @@ static void render_inventory(const struct store_inventory_row *v, size_t n, cons
 			}
 			jsonw_obj_close(&w);
 			if (!w.oom)
-				fprintf(m, "%s\n", w.buf);
+				fprintf(m, "%s\n", w.out.data);
 		} else if (fmt == FMT_CSV) {
 			const char *cells[] = { r->user, r->exe, r->provider, r->host };
 			for (int k = 0; k < 4; k++) {
@@ -1136,7 +1136,7 @@ static void h_review(struct req *r, const struct colconf_token *tok)
 	jsonw_str(&w, "by", tok->name);
 	jsonw_obj_close(&w);
 	jsonw_raw(&w, "\n", 1);
-	respond(r, 200, "application/json", NULL, w.oom ? "" : w.buf, w.oom ? 0 : w.len);
+	respond(r, 200, "application/json", NULL, w.oom ? "" : w.out.data, w.oom ? 0 : w.out.len);
 	jsonw_free(&w);
 }
 
@@ -1183,9 +1183,9 @@ static void h_enroll(struct req *r, const struct colconf_token *tok)
 	jsonw_obj_close(&w);
 	jsonw_raw(&w, "\n", 1);
 	log_info("api: %s enrolled agent %s", tok->name, id);
-	respond(r, 200, "application/json", NULL, w.oom ? "" : w.buf, w.oom ? 0 : w.len);
-	if (w.buf)
-		OPENSSL_cleanse(w.buf, w.len);
+	respond(r, 200, "application/json", NULL, w.oom ? "" : w.out.data, w.oom ? 0 : w.out.len);
+	if (w.out.data)
+		OPENSSL_cleanse(w.out.data, w.out.len);
 	jsonw_free(&w);
 	OPENSSL_cleanse(key, strlen(key));
 	free(key);
@@ -1478,10 +1478,9 @@ static void answer_send(struct aconn *c)
 	c->st = A_WRITE;
 	tlsconn_set_reading(&c->t, false);
 	set_deadline(c, API_WRITE_TIMEOUT_S * 1000);
-	char *buf = r->out.buf;
-	size_t len = r->out.oom ? 0 : r->out.len;
-	r->out.buf = NULL;
-	r->out.len = r->out.cap = 0;
+	char *buf = r->out.out.data;   /* the answer's bytes, handed to the connection */
+	size_t len = r->out.oom ? 0 : r->out.out.len;
+	r->out.out = (struct buf){ 0 };
 	if (!buf || !len) {
 		free(buf);
 		conn_close(c);

@@ -182,7 +182,7 @@ static int json_lines(enum export_format fmt, const struct store_event *e, const
 		for (unsigned c = 1; c <= SIEM_OCSF_DETECTION; c <<= 1) {
 			if (!(m & c))
 				continue;
-			if (w.len)
+			if (w.out.len)
 				jsonw_raw(&w, "\n", 1);
 			w.need_comma = false;
 			siem_ocsf_record(e, (enum siem_ocsf_class)c, &w);
@@ -192,7 +192,7 @@ static int json_lines(enum export_format fmt, const struct store_event *e, const
 		jsonw_free(&w);
 		return -ENOMEM;
 	}
-	fwrite(w.buf, 1, w.len, out);
+	fwrite(w.out.data, 1, w.out.len, out);
 	fputc('\n', out);
 	jsonw_free(&w);
 	return 0;

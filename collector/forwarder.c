@@ -325,7 +325,7 @@ static int deliver(struct target *t, const struct store_rows *r, char *why, size
 	if (rc)
 		snprintf(why, wl, "out of memory rendering %zu events", r->n);
 	else
-		rc = send_http(t, w.buf, w.len, why, wl);
+		rc = send_http(t, w.out.data, w.out.len, why, wl);
 	jsonw_free(&w);
 	return rc;
 }

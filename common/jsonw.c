@@ -1,4 +1,4 @@
-/* jsonw: one buffer, doubled on demand; an allocation failure sets oom and
+/* jsonw: JSON appended to a struct buf; an allocation failure sets oom and
  * turns further writes into no-ops, so callers check once at the end. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,46 +6,25 @@
 #include "jsonw.h"
 
 void jsonw_init(struct jsonw *w) { memset(w, 0, sizeof(*w)); }
-void jsonw_free(struct jsonw *w) { free(w->buf); memset(w, 0, sizeof(*w)); }
-void jsonw_reset(struct jsonw *w) { w->len = 0; w->need_comma = false; w->oom = false; }
-
-static bool reserve(struct jsonw *w, size_t n)
+void jsonw_free(struct jsonw *w) { buf_free(&w->out); memset(w, 0, sizeof(*w)); }
+void jsonw_reset(struct jsonw *w)
 {
-	if (w->oom)
-		return false;
-	if (w->len + n + 1 <= w->cap)
-		return true;
-	size_t cap = w->cap ? w->cap : 256;
-	while (cap < w->len + n + 1)
-		cap *= 2;
-	char *nb = realloc(w->buf, cap);
-	if (!nb) {
-		w->oom = true;
-		return false;
-	}
-	w->buf = nb;
-	w->cap = cap;
-	return true;
+	w->out.len = 0;
+	if (w->out.data)
+		w->out.data[0] = 0;
+	w->need_comma = false;
+	w->oom = false;
 }
 
 void jsonw_raw(struct jsonw *w, const char *s, size_t n)
 {
-	if (!reserve(w, n))
-		return;
-	memcpy(w->buf + w->len, s, n);
-	w->len += n;
-	w->buf[w->len] = 0;
+	if (!w->oom && buf_append(&w->out, s, n))
+		w->oom = true;
 }
 
 static void put(struct jsonw *w, const char *s) { jsonw_raw(w, s, strlen(s)); }
 
-static void put1(struct jsonw *w, char c)
-{
-	if (!reserve(w, 1))
-		return;
-	w->buf[w->len++] = c;
-	w->buf[w->len] = 0;
-}
+static void put1(struct jsonw *w, char c) { jsonw_raw(w, &c, 1); }
 
 /* Decimal digits of v, right-aligned at the end of b[0..24); returns the
  * first. snprintf("%llu") costs a format parse and a FILE set-up per call:

@@ -7,10 +7,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "buf.h"
 
 struct jsonw {
-	char *buf;
-	size_t len, cap;
+	struct buf out;                /* the JSON so far, NUL-terminated */
 	bool need_comma;
 	bool oom;
 };

@@ -254,7 +254,7 @@ static uint64_t emit_locked(struct audit *a, struct vigil_event *v, bool reserve
 		if (a->w.oom)
 			log_err("audit: out of memory writing the JSON line of event %llu",
 				(unsigned long long)seq);
-		else if (write(a->fd, a->w.buf, a->w.len) != (ssize_t)a->w.len)
+		else if (write(a->fd, a->w.out.data, a->w.out.len) != (ssize_t)a->w.out.len)
 			log_err("audit: cannot write %s: %s", a->log_path, strerror(errno));
 	}
 	return seq;

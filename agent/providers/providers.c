@@ -357,7 +357,7 @@ int provider_error_body(enum provider_id p, int status, const char *code, const 
 	jsonw_obj_open(&w);
 	provider_ops(p)->error_body(&w, status, code, full);
 	jsonw_obj_close(&w);
-	n = w.oom ? 0 : snprintf(out, outlen, "%s", w.buf);
+	n = w.oom ? 0 : snprintf(out, outlen, "%s", w.out.data);
 	jsonw_free(&w);
 	if (n >= (int)outlen)
 		n = (int)outlen - 1;

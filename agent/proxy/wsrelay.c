@@ -298,7 +298,7 @@ static int send_error_event(struct session *s, const struct exchange *ex, const 
 	jsonw_str(&w, "rule", ex->rule);
 	jsonw_obj_close(&w);
 	jsonw_obj_close(&w);
-	rc = w.oom ? -ENOMEM : send_frame(s, false, WS_TEXT, w.buf, strlen(w.buf));
+	rc = w.oom ? -ENOMEM : send_frame(s, false, WS_TEXT, w.out.data, strlen(w.out.data));
 	jsonw_free(&w);
 	return rc;
 }

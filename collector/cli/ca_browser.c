@@ -365,7 +365,7 @@ static int policy_update(const char *root, const char *cert, bool add, bool *cre
 	jsonw_init(&w);
 	emit_level(&w, NULL, doc ? doc : &empty, 0, cert, add);
 	jsonw_raw(&w, "\n", 1);
-	rc = w.oom ? -ENOMEM : ca_write_text(root, CA_FIREFOX_POLICY, w.buf);
+	rc = w.oom ? -ENOMEM : ca_write_text(root, CA_FIREFOX_POLICY, w.out.data);
 	jsonw_free(&w);
 	ytree_free(doc);
 	if (rc < 0)

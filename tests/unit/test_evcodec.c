@@ -448,7 +448,7 @@ TEST(json_has_contract_fields)
 			       "\"uid\":1000", "\"tid\":null", "\"prev_hash\":\"", "\"hash\":\"",
 			       "\"kind\":\"request\"", "\"latency_ms\":812" };
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
-		CHECK(strstr(w.buf, want[i]) != NULL, "JSON lacks %s: %s", want[i], w.buf);
+		CHECK(strstr(w.out.data, want[i]) != NULL, "JSON lacks %s: %s", want[i], w.out.data);
 	jsonw_free(&w);
 }
 
@@ -474,8 +474,8 @@ TEST(output_findings_roundtrip_and_json)
 	struct jsonw w;
 	jsonw_init(&w);
 	evcodec_event_json(&d->ev, &w);
-	CHECK(!w.oom && strstr(w.buf, "\"output_findings\":[{\"type\":\"AWS_ACCESS_KEY\",\"count\":1},"
-				      "{\"type\":\"EMAIL\",\"count\":3}]"), "JSON: %.*s", (int)w.len, w.buf);
+	CHECK(!w.oom && strstr(w.out.data, "\"output_findings\":[{\"type\":\"AWS_ACCESS_KEY\",\"count\":1},"
+				      "{\"type\":\"EMAIL\",\"count\":3}]"), "JSON: %.*s", (int)w.out.len, w.out.data);
 	jsonw_free(&w);
 	evcodec_decoded_free(d);
 	ev.n_output_findings = EVCODEC_MAX_FINDINGS + 1;
@@ -506,8 +506,8 @@ TEST(output_redacted_roundtrip_and_json)
 	struct jsonw w;
 	jsonw_init(&w);
 	evcodec_event_json(&d->ev, &w);
-	CHECK(!w.oom && strstr(w.buf, "\"output_redacted\":[{\"type\":\"EMAIL\",\"count\":2}]"),
-	      "JSON: %.*s", (int)w.len, w.buf);
+	CHECK(!w.oom && strstr(w.out.data, "\"output_redacted\":[{\"type\":\"EMAIL\",\"count\":2}]"),
+	      "JSON: %.*s", (int)w.out.len, w.out.data);
 	jsonw_free(&w);
 	evcodec_decoded_free(d);
 	ev.n_output_redacted = EVCODEC_MAX_FINDINGS + 1;
@@ -585,13 +585,13 @@ TEST(json_line_carries_every_field_in_list_order_and_survives_the_codec)
 	jsonw_init(&w);
 	evcodec_event_json(&ev, &w);
 	jsonw_raw(&w, "", 1);
-	const char *at = w.buf;
+	const char *at = w.out.data;
 	for (size_t i = 0; i < sizeof(k_json_keys) / sizeof(k_json_keys[0]); i++) {
 		if (!k_json_keys[i])
 			continue;
-		const char *p = strstr(w.buf, k_json_keys[i]);
-		CHECK(p != NULL, "JSON line lacks %s: %s", k_json_keys[i], w.buf);
-		CHECK(p >= at, "%s out of the list's order: %s", k_json_keys[i], w.buf);
+		const char *p = strstr(w.out.data, k_json_keys[i]);
+		CHECK(p != NULL, "JSON line lacks %s: %s", k_json_keys[i], w.out.data);
+		CHECK(p >= at, "%s out of the list's order: %s", k_json_keys[i], w.out.data);
 		at = p;
 	}
 	size_t n = evcodec_event_encode(&ev, true, buf, sizeof(buf));
@@ -599,7 +599,7 @@ TEST(json_line_carries_every_field_in_list_order_and_survives_the_codec)
 	jsonw_init(&w2);
 	evcodec_event_json(&d->ev, &w2);
 	jsonw_raw(&w2, "", 1);
-	CHECK(strcmp(w.buf, w2.buf) == 0, "a field changed through the protobuf mapping:\n%s\n%s", w.buf, w2.buf);
+	CHECK(strcmp(w.out.data, w2.out.data) == 0, "a field changed through the protobuf mapping:\n%s\n%s", w.out.data, w2.out.data);
 	CHECK(d->ev.schema_version == 7, "schema_version (not in the JSON) lost: %u", d->ev.schema_version);
 	evcodec_decoded_free(d);
 	jsonw_free(&w);
@@ -657,13 +657,13 @@ TEST(json_line_is_the_contract_byte_for_byte)
 	jsonw_init(&w);
 	evcodec_event_json(&ev, &w);
 	jsonw_raw(&w, "", 1);
-	CHECK(strcmp(w.buf, GOLDEN_FULL) == 0, "JSON line changed:\n%s\nwant\n%s", w.buf, GOLDEN_FULL);
+	CHECK(strcmp(w.out.data, GOLDEN_FULL) == 0, "JSON line changed:\n%s\nwant\n%s", w.out.data, GOLDEN_FULL);
 	/* A gap event writes the gap fields; unknowns are null, no content. */
 	vigil_event_init(&ev, "gap");
 	ev.gap_count = 3; ev.gap_first_seq = 1; ev.gap_last_seq = 3;
 	jsonw_reset(&w);
 	evcodec_event_json(&ev, &w);
 	jsonw_raw(&w, "", 1);
-	CHECK(strcmp(w.buf, GOLDEN_GAP) == 0, "gap JSON line changed:\n%s\nwant\n%s", w.buf, GOLDEN_GAP);
+	CHECK(strcmp(w.out.data, GOLDEN_GAP) == 0, "gap JSON line changed:\n%s\nwant\n%s", w.out.data, GOLDEN_GAP);
 	jsonw_free(&w);
 }

@@ -24,8 +24,8 @@ TEST(nested_objects_and_arrays)
 	jsonw_arr_close(&w);
 	jsonw_double(&w, "d", 0.5);
 	jsonw_obj_close(&w);
-	CHECK(!strcmp(w.buf, "{\"a\":\"x\",\"o\":{\"n\":-5},\"l\":[{\"k\":1},{\"b\":true,\"z\":null}],\"d\":0.5}"),
-	      "got %s", w.buf);
+	CHECK(!strcmp(w.out.data, "{\"a\":\"x\",\"o\":{\"n\":-5},\"l\":[{\"k\":1},{\"b\":true,\"z\":null}],\"d\":0.5}"),
+	      "got %s", w.out.data);
 	jsonw_free(&w);
 }
 
@@ -35,9 +35,9 @@ TEST(hostile_strings_escaped)
 	const char evil[] = "a\"b\\c\nd\r\x01\x7f\xff\xc3\x28 \xe2\x82\xac \xed\xa0\x80";
 	jsonw_init(&w);
 	jsonw_strn(&w, NULL, evil, sizeof(evil) - 1);
-	CHECK(!strcmp(w.buf, "\"a\\\"b\\\\c\\nd\\r\\u0001\x7f\\ufffd\\ufffd( \xe2\x82\xac \\ufffd\\ufffd\\ufffd\""),
-	      "got %s", w.buf);
-	CHECK(!strchr(w.buf, '\n'), "raw newline in output");
+	CHECK(!strcmp(w.out.data, "\"a\\\"b\\\\c\\nd\\r\\u0001\x7f\\ufffd\\ufffd( \xe2\x82\xac \\ufffd\\ufffd\\ufffd\""),
+	      "got %s", w.out.data);
+	CHECK(!strchr(w.out.data, '\n'), "raw newline in output");
 	jsonw_free(&w);
 }
 
@@ -75,7 +75,7 @@ TEST(integers_at_the_limits)
 	jsonw_u64(&w, "e", 0);
 	jsonw_i64(&w, "f", -1);
 	jsonw_obj_close(&w);
-	CHECK(!strcmp(w.buf, "{\"a\":-9223372036854775808,\"b\":9223372036854775807,\"c\":0,"
-			     "\"d\":18446744073709551615,\"e\":0,\"f\":-1}"), "%s", w.buf);
+	CHECK(!strcmp(w.out.data, "{\"a\":-9223372036854775808,\"b\":9223372036854775807,\"c\":0,"
+			     "\"d\":18446744073709551615,\"e\":0,\"f\":-1}"), "%s", w.out.data);
 	jsonw_free(&w);
 }

@@ -485,12 +485,12 @@ SUITE(every_listed_field_survives_store_and_export)
 	jsonw_raw(&got, "", 1);
 	store_rows_free(&r);
 	size_t at = 0;
-	while (sent.buf[at] && sent.buf[at] == got.buf[at])
+	while (sent.out.data[at] && sent.out.data[at] == got.out.data[at])
 		at++;
 	size_t from = at > 40 ? at - 40 : 0;
 	char where[200];
-	snprintf(where, sizeof(where), "sent ...%.80s, exported ...%.80s", sent.buf + from, got.buf + from);
-	bool same = sent.buf[at] == got.buf[at];
+	snprintf(where, sizeof(where), "sent ...%.80s, exported ...%.80s", sent.out.data + from, got.out.data + from);
+	bool same = sent.out.data[at] == got.out.data[at];
 	jsonw_free(&sent);
 	jsonw_free(&got);
 	CHECK(same, "a field of common/evfields.h was lost or changed between the agent's event and the "
