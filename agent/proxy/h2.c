@@ -221,24 +221,27 @@ static void stream_drop_body(struct h2_conn *h, struct h2_stream *st)
 	memset(&st->body, 0, sizeof(st->body));
 }
 
-static void body_wake(struct h2_stream *st)
+/* Makes eventfd fd readable (fd < 0: nothing); a full counter (never
+ * here) still leaves it readable. */
+static void signal_fd(int fd)
 {
 	uint64_t one = 1;
-	if (st->body_fd >= 0 && write(st->body_fd, &one, sizeof(one)) < 0)
-		return;   /* a full counter still leaves the fd readable */
+	if (fd >= 0 && write(fd, &one, sizeof(one)) < 0)
+		return;
+}
+
+static void body_wake(struct h2_stream *st)
+{
+	signal_fd(st->body_fd);
 }
 
 /* The worker's answers are no longer wanted: it gets -EIO from now on. */
 static void stream_cancel(struct h2_conn *h, struct h2_stream *st)
 {
-	uint64_t one = 1;
-
 	pthread_mutex_lock(&h->mu);
 	st->cancel = true;
 	pthread_cond_broadcast(&h->cv);
-	if (st->cancel_fd >= 0 && write(st->cancel_fd, &one, sizeof(one)) < 0) {
-		/* a full counter still leaves the fd readable */
-	}
+	signal_fd(st->cancel_fd);
 	pthread_mutex_unlock(&h->mu);
 	body_wake(st);
 }
@@ -246,16 +249,13 @@ static void stream_cancel(struct h2_conn *h, struct h2_stream *st)
 int h2_watch_cancel(struct h2_stream *st, int fd)
 {
 	struct h2_conn *h = st->h;
-	uint64_t one = 1;
 	int ret = 0;
 
 	pthread_mutex_lock(&h->mu);
 	st->cancel_fd = fd;
 	if (st->cancel) {
 		ret = -EIO;
-		if (fd >= 0 && write(fd, &one, sizeof(one)) < 0) {
-			/* readable anyway */
-		}
+		signal_fd(fd);
 	}
 	pthread_mutex_unlock(&h->mu);
 	return ret;
@@ -813,10 +813,7 @@ static size_t pending(const struct h2_stream *st)
 
 static void wake(struct h2_conn *h)
 {
-	uint64_t one = 1;
-	/* a full counter (never here) still leaves the fd readable */
-	if (write(h->wake_fd, &one, sizeof(one)) < 0)
-		return;
+	signal_fd(h->wake_fd);
 }
 
 /* Under h->mu: whether the caller must wake the connection thread (once
