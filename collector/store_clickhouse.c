@@ -87,61 +87,33 @@ struct ch {
 
 #define CH(s) ((struct ch *)(s))
 
-/* A growable byte buffer for SQL text and TSV bodies (sticky oom: a
+/* SQL text and TSV bodies: a buf with a sticky out-of-memory mark (a
  * query is built whole, then checked once). */
 struct chbuf {
-	char *p;
-	size_t len, cap;
+	struct buf out;
 	bool oom;
 };
 
 static void b_add(struct chbuf *b, const void *d, size_t n)
 {
-	if (b->oom)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t nc = b->cap ? b->cap : 4096;
-		while (nc < b->len + n + 1)
-			nc *= 2;
-		char *np = realloc(b->p, nc);
-		if (!np) {
-			b->oom = true;
-			return;
-		}
-		b->p = np;
-		b->cap = nc;
-	}
-	memcpy(b->p + b->len, d, n);
-	b->len += n;
-	b->p[b->len] = 0;
+	if (!b->oom && buf_append(&b->out, d, n))
+		b->oom = true;
 }
 
 static void __attribute__((format(printf, 2, 3))) b_fmt(struct chbuf *b, const char *fmt, ...)
 {
-	char tmp[512];
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	if ((size_t)n < sizeof(tmp)) {
-		b_add(b, tmp, (size_t)n);
-		return;
-	}
-	char *big = malloc((size_t)n + 1);
-	if (!big) {
+	if (!b->oom && buf_vprintf(&b->out, fmt, ap))
 		b->oom = true;
-		return;
-	}
-	va_start(ap, fmt);
-	vsnprintf(big, (size_t)n + 1, fmt, ap);
 	va_end(ap);
-	b_add(b, big, (size_t)n);
-	free(big);
 }
 
-static void b_free(struct chbuf *b) { free(b->p); memset(b, 0, sizeof(*b)); }
+static void b_free(struct chbuf *b)
+{
+	buf_free(&b->out);
+	b->oom = false;
+}
 
 /* A SQL string literal: quotes and backslashes escaped, bytes as they are. */
 static void ch_quote(struct chbuf *b, const char *s)
@@ -265,7 +237,7 @@ static int ch_exec(struct ch *c, const char *query, const char *body, size_t ble
 	c->rlen = 0;
 	if (c->resp)
 		c->resp[0] = 0;
-	curl_easy_setopt(c->curl, CURLOPT_URL, url.p);
+	curl_easy_setopt(c->curl, CURLOPT_URL, url.out.data);
 	curl_easy_setopt(c->curl, CURLOPT_POST, 1L);
 	curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, body ? body : "");
 	curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(body ? blen : 0));
@@ -295,7 +267,7 @@ static int ch_q(struct ch *c, struct chbuf *sql)
 	/* The statement goes as the POST body, not in the URL: a long one (a
 	 * group commit's key lookup, a feed page's times) would pass the
 	 * server's URI limit (HTTP 400 near 16 KB). */
-	int rc = ch_exec(c, "", sql->p, sql->len);
+	int rc = ch_exec(c, "", sql->out.data, sql->out.len);
 	b_free(sql);
 	return rc;
 }
@@ -824,13 +796,13 @@ static int ch_insert_batches(struct store *s, const struct store_batch *bs, size
 	}
 	/* Events, then their keys and feed rows, then the headers: a header
 	 * always has its events, and a key or a feed row always its event. */
-	if (total && ((rc = ch_exec(c, "INSERT INTO events (" EV_COLS ", ingest_seq) FORMAT TabSeparated", ev.p, ev.len)) ||
+	if (total && ((rc = ch_exec(c, "INSERT INTO events (" EV_COLS ", ingest_seq) FORMAT TabSeparated", ev.out.data, ev.out.len)) ||
 		      (rc = ch_exec(c, "INSERT INTO event_keys (agent_id, seq, boot_id, hash, time) FORMAT TabSeparated",
-				    keys.p, keys.len)) ||
-		      (rc = ch_exec(c, FEED_INSERT, feed.p, feed.len))))
+				    keys.out.data, keys.out.len)) ||
+		      (rc = ch_exec(c, FEED_INSERT, feed.out.data, feed.out.len))))
 		goto out;
-	if (hdr.len && (rc = ch_exec(c, "INSERT INTO batches (agent_id, boot_id, first_seq, last_seq, schema_version,"
-				       " prev_batch_hash, signature, received) FORMAT TabSeparated", hdr.p, hdr.len)))
+	if (hdr.out.len && (rc = ch_exec(c, "INSERT INTO batches (agent_id, boot_id, first_seq, last_seq, schema_version,"
+				       " prev_batch_hash, signature, received) FORMAT TabSeparated", hdr.out.data, hdr.out.len)))
 		goto out;
 	order_end();
 	ordered = false;
@@ -893,9 +865,9 @@ static int ch_insert_local(struct store *s, const struct store_event *e)
 	tsv_event(&body, &x, iseq);
 	tsv_feed(&feed, &x, iseq);
 	int rc = body.oom || feed.oom ? -ENOMEM
-	     : ch_exec(c, "INSERT INTO events (" EV_COLS ", ingest_seq) FORMAT TabSeparated", body.p, body.len);
+	     : ch_exec(c, "INSERT INTO events (" EV_COLS ", ingest_seq) FORMAT TabSeparated", body.out.data, body.out.len);
 	if (!rc)
-		rc = ch_exec(c, FEED_INSERT, feed.p, feed.len);
+		rc = ch_exec(c, FEED_INSERT, feed.out.data, feed.out.len);
 	order_end();
 	b_free(&body);
 	b_free(&feed);
@@ -934,7 +906,7 @@ static void where(struct chbuf *q, const struct store_filter *f)
 		b_fmt(&t, ",%s:", f->finding);
 		AND();
 		b_add(q, "position(concat(',', findings), ", 32);
-		ch_quote(q, t.p ? t.p : "");
+		ch_quote(q, t.out.data ? t.out.data : "");
 		b_add(q, ") > 0", 5);
 		b_free(&t);
 	}
@@ -1268,7 +1240,7 @@ static int ch_review_set(struct store *s, const struct store_review *r)
 	b_add(&body, num, strlen(num));
 	int rc = body.oom ? -ENOMEM
 			  : ch_exec(c, "INSERT INTO reviews (exe, provider, state, reviewer, reviewed_at, version) FORMAT TabSeparated",
-				    body.p, body.len);
+				    body.out.data, body.out.len);
 	b_free(&body);
 	return rc;
 }
@@ -1393,7 +1365,7 @@ static int agent_put(struct ch *c, const struct store_agent *a)
 		tsv_bytes(&body, a->horizon_hash, 32);
 	snprintf(num, sizeof(num), "\t%llu\n", (unsigned long long)v);
 	b_add(&body, num, strlen(num));
-	int rc = body.oom ? -ENOMEM : ch_exec(c, "INSERT INTO agents (" AGENT_COLS ", version) FORMAT TabSeparated", body.p, body.len);
+	int rc = body.oom ? -ENOMEM : ch_exec(c, "INSERT INTO agents (" AGENT_COLS ", version) FORMAT TabSeparated", body.out.data, body.out.len);
 	b_free(&body);
 	return rc;
 }

@@ -1,6 +1,7 @@
 /* buf: see buf.h. */
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +37,43 @@ int buf_append(struct buf *b, const void *p, size_t n)
 	b->len += n;
 	b->data[b->len] = '\0';
 	return 0;
+}
+
+int buf_vprintf(struct buf *b, const char *fmt, va_list ap)
+{
+	va_list again;
+	size_t room = b->cap > b->len ? b->cap - b->len : 0;
+
+	va_copy(again, ap);
+	int n = vsnprintf(room ? b->data + b->len : NULL, room, fmt, ap);
+	if (n < 0) {
+		va_end(again);
+		if (room)
+			b->data[b->len] = '\0';
+		return -EINVAL;
+	}
+	if ((size_t)n >= room) {
+		int rc = buf_reserve(b, (size_t)n);
+		if (rc) {
+			va_end(again);
+			if (room)
+				b->data[b->len] = '\0';
+			return rc;
+		}
+		vsnprintf(b->data + b->len, (size_t)n + 1, fmt, again);
+	}
+	va_end(again);
+	b->len += (size_t)n;
+	return 0;
+}
+
+int buf_printf(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int rc = buf_vprintf(b, fmt, ap);
+	va_end(ap);
+	return rc;
 }
 
 void buf_free(struct buf *b)

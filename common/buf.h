@@ -4,6 +4,7 @@
 #ifndef VIGIL_BUF_H
 #define VIGIL_BUF_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 struct buf {
@@ -16,6 +17,10 @@ struct buf {
 int buf_reserve(struct buf *b, size_t extra);
 /* Appends p[0..n). Returns 0 or -ENOMEM (b unchanged). */
 int buf_append(struct buf *b, const void *p, size_t n);
+/* Appends printf-formatted text. Returns 0, -ENOMEM or -EINVAL (a bad
+ * format); b is unchanged on error. */
+int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int buf_vprintf(struct buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 void buf_free(struct buf *b);
 
 /* For arrays of any element: makes room for element n of the array at

@@ -1,0 +1,48 @@
+/* buf: the one growable buffer. Appends keep the data NUL-terminated,
+ * printf-style appends grow it as needed, and a failure leaves it as it was. */
+#include "check.h"
+
+#include <errno.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+TEST(append_keeps_text_terminated_across_growth)
+{
+	struct buf b = { 0 };
+	char chunk[100];
+	memset(chunk, 'a', sizeof(chunk));
+	for (int i = 0; i < 50; i++)
+		CHECK(buf_append(&b, chunk, sizeof(chunk)) == 0, "append %d failed", i);
+	CHECK(b.len == 5000 && b.cap > b.len && b.data[b.len] == '\0', "len %zu cap %zu", b.len, b.cap);
+	CHECK(strspn(b.data, "a") == 5000, "the bytes changed on growth");
+	buf_free(&b);
+	CHECK(!b.data && !b.len && !b.cap, "buf_free should leave an empty buffer");
+}
+
+TEST(printf_appends_and_grows_past_the_room_it_had)
+{
+	struct buf b = { 0 };
+	CHECK(buf_printf(&b, "%s=%d", "n", 42) == 0 && !strcmp(b.data, "n=42"), "got %s", b.data);
+	/* Exactly filling, then overflowing, the room left after the first append. */
+	size_t room = b.cap - b.len - 1;
+	char big[2000];
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	CHECK(buf_printf(&b, "%.*s", (int)room, big) == 0 && b.len == 4 + room && b.data[b.len] == '\0',
+	      "exact fill: len %zu", b.len);
+	CHECK(buf_printf(&b, "[%s]", big) == 0, "grow failed");
+	CHECK(b.len == 4 + room + 2 + 1999 && b.data[b.len - 1] == ']' && b.data[4 + room] == '[' &&
+	      strlen(b.data) == b.len, "after growth: len %zu", b.len);
+	CHECK(!memcmp(b.data, "n=42", 4), "the start changed on growth");
+	buf_free(&b);
+}
+
+TEST(reserve_refuses_a_size_that_overflows)
+{
+	struct buf b = { 0 };
+	CHECK(buf_append(&b, "abc", 3) == 0, "append failed");
+	CHECK(buf_reserve(&b, SIZE_MAX - 1) == -ENOMEM, "an overflowing reserve should be -ENOMEM");
+	CHECK(b.len == 3 && !strcmp(b.data, "abc"), "a failed reserve changed the buffer");
+	buf_free(&b);
+}
