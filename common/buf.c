@@ -9,7 +9,7 @@
 
 int buf_reserve(struct buf *b, size_t extra)
 {
-	if (b->len + extra < b->len)
+	if (extra >= SIZE_MAX - b->len)   /* len + extra and its NUL must fit */
 		return -ENOMEM;
 	if (b->len + extra + 1 <= b->cap)
 		return 0;
@@ -19,9 +19,20 @@ int buf_reserve(struct buf *b, size_t extra)
 			return -ENOMEM;
 		cap *= 2;
 	}
-	char *d = realloc(b->data, cap);
-	if (!d)
-		return -ENOMEM;
+	char *d;
+	if (!b->secret) {
+		if (!(d = realloc(b->data, cap)))
+			return -ENOMEM;
+	} else {
+		if (!(d = malloc(cap)))
+			return -ENOMEM;
+		d[b->len] = '\0';
+		if (b->data) {
+			memcpy(d, b->data, b->len);
+			explicit_bzero(b->data, b->cap);
+			free(b->data);
+		}
+	}
 	b->data = d;
 	b->cap = cap;
 	return 0;
@@ -80,6 +91,8 @@ void buf_free(struct buf *b)
 {
 	if (!b)
 		return;
+	if (b->secret && b->data)
+		explicit_bzero(b->data, b->cap);
 	free(b->data);
 	b->data = NULL;
 	b->len = b->cap = 0;

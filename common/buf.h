@@ -1,16 +1,21 @@
 /* buf: the growable byte buffer every module shares. Zero-initialise;
  * data is NUL-terminated after any successful append (the NUL is not
- * counted in len); buf_free releases it. */
+ * counted in len); buf_free releases it. A buffer that holds text a user
+ * sent (prompts, answers, tokens' originals) sets secret before its first
+ * append: it then grows by copy-and-wipe instead of realloc and is wiped on
+ * buf_free, so no stale copy is left in freed memory. */
 #ifndef VIGIL_BUF_H
 #define VIGIL_BUF_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 struct buf {
 	char *data;
 	size_t len;
 	size_t cap;
+	bool secret;
 };
 
 /* Room for extra more bytes (and the NUL). Returns 0 or -ENOMEM. */

@@ -26,9 +26,8 @@ struct answer {
 	struct inspect_scratch *s;
 	const struct redact_policy *pol;
 	struct redact_session *rs;
-	char *buf;
-	size_t len, cap;
-	size_t rel;                 /* buf[0..rel) was released (context) */
+	struct buf t;               /* secret: released context, then pending text */
+	size_t rel;                 /* t.data[0..rel) was released (context) */
 	bool overrun;
 	struct inspect_result r;
 	struct inspect_result rel_spans;   /* spans to replace in one release */
@@ -42,6 +41,7 @@ struct answer *answer_new(struct inspect_scratch *scratch, const struct redact_p
 		return NULL;
 	a->s = scratch;
 	a->pol = pol;
+	a->t.secret = true;
 	inspect_result_init(&a->r);
 	inspect_result_init(&a->rel_spans);
 	if (!(a->rs = redact_session_new(pol))) {
@@ -55,9 +55,7 @@ void answer_free(struct answer *a)
 {
 	if (!a)
 		return;
-	if (a->buf)
-		OPENSSL_cleanse(a->buf, a->cap);
-	free(a->buf);
+	buf_free(&a->t);
 	inspect_result_free(&a->rel_spans);
 	inspect_result_free(&a->r);
 	redact_session_free(a->rs);
@@ -67,30 +65,6 @@ void answer_free(struct answer *a)
 const uint32_t *answer_counts(const struct answer *a)
 {
 	return a->counts;
-}
-
-static int append(struct answer *a, const char *text, size_t n)
-{
-	if (!n)
-		return 0;   /* an empty delta may come with no buffer at all */
-	if (a->len + n > a->cap) {
-		size_t nc = a->cap ? a->cap : 1024;
-		while (nc < a->len + n)
-			nc *= 2;
-		char *nb = malloc(nc);
-		if (!nb)
-			return -ENOMEM;
-		if (a->buf) {
-			memcpy(nb, a->buf, a->len);
-			OPENSSL_cleanse(a->buf, a->cap);   /* no stale copy of held text */
-			free(a->buf);
-		}
-		a->buf = nb;
-		a->cap = nc;
-	}
-	memcpy(a->buf + a->len, text, n);
-	a->len += n;
-	return 0;
 }
 
 static bool acts_on(const struct answer *a, enum finding_type t)
@@ -103,7 +77,7 @@ static bool acts_on(const struct answer *a, enum finding_type t)
  * reaches back into text already released. */
 static size_t find_cut(struct answer *a, bool final)
 {
-	size_t cut = final ? a->len : a->len - ANSWER_HOLD_BYTES;
+	size_t cut = final ? a->t.len : a->t.len - ANSWER_HOLD_BYTES;
 	bool moved = true;
 	while (moved) {
 		moved = false;
@@ -126,12 +100,12 @@ static size_t find_cut(struct answer *a, bool final)
 
 static int release(struct answer *a, bool final, struct buf *out)
 {
-	int rc = inspect_text(a->s, a->buf, a->len, &a->r);
+	int rc = inspect_text(a->s, a->t.data, a->t.len, &a->r);
 	size_t cut, replaced;
 	if (rc)
 		return rc;
 	cut = find_cut(a, final);
-	if (a->overrun || (!final && a->len - cut > ANSWER_MAX_HELD)) {
+	if (a->overrun || (!final && a->t.len - cut > ANSWER_MAX_HELD)) {
 		a->overrun = true;   /* a value longer than we may hold */
 		return ANSWER_OVERRUN;
 	}
@@ -145,7 +119,7 @@ static int release(struct answer *a, bool final, struct buf *out)
 		if ((rc = inspect_result_push(&a->rel_spans, &sp)))
 			return rc;
 	}
-	if ((rc = redact_text(a->rs, a->buf + a->rel, cut - a->rel, a->rel_spans.spans, a->rel_spans.nspans, out,
+	if ((rc = redact_text(a->rs, a->t.data + a->rel, cut - a->rel, a->rel_spans.spans, a->rel_spans.nspans, out,
 			      &replaced)))
 		return rc;
 	for (size_t i = 0; i < a->rel_spans.nspans; i++)
@@ -153,9 +127,9 @@ static int release(struct answer *a, bool final, struct buf *out)
 	a->rel = cut;
 	if (a->rel > ANSWER_CONTEXT_BYTES) {
 		size_t drop = a->rel - ANSWER_CONTEXT_BYTES;
-		memmove(a->buf, a->buf + drop, a->len - drop);
-		OPENSSL_cleanse(a->buf + a->len - drop, drop);
-		a->len -= drop;
+		memmove(a->t.data, a->t.data + drop, a->t.len - drop);
+		OPENSSL_cleanse(a->t.data + a->t.len - drop, drop);
+		a->t.len -= drop;
 		a->rel -= drop;
 	}
 	return 0;
@@ -166,9 +140,9 @@ int answer_feed(struct answer *a, const char *text, size_t n, struct buf *out)
 	int rc;
 	if (a->overrun)
 		return ANSWER_OVERRUN;
-	if ((rc = append(a, text, n)))
+	if (n && (rc = buf_append(&a->t, text, n)))   /* an empty delta may come with no text */
 		return rc;
-	if (a->len - a->rel < 2 * ANSWER_HOLD_BYTES)
+	if (a->t.len - a->rel < 2 * ANSWER_HOLD_BYTES)
 		return 0;
 	return release(a, false, out);
 }
@@ -177,7 +151,7 @@ int answer_finish(struct answer *a, struct buf *out)
 {
 	if (a->overrun)
 		return ANSWER_OVERRUN;
-	if (a->len == a->rel)
+	if (a->t.len == a->rel)
 		return 0;
 	return release(a, true, out);
 }

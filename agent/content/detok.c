@@ -34,6 +34,7 @@ struct detok *detok_new(struct vault *v, bool json_escape)
 		return NULL;
 	d->v = v;
 	d->json = json_escape;
+	d->val.secret = true;
 	return d;
 }
 
@@ -42,8 +43,6 @@ void detok_free(struct detok *d)
 	if (!d)
 		return;
 	buf_free(&d->work);
-	if (d->val.data)
-		OPENSSL_cleanse(d->val.data, d->val.cap);
 	buf_free(&d->val);
 	free(d);
 }

@@ -358,7 +358,7 @@ int mcplaunch_command(struct inspect_scratch *s, const char *const *argv, size_t
 {
 	struct cmd_span ns[MCPLAUNCH_MAX_ARGS];
 	struct cmd_out o = { out, 0, outlen - 1, false };
-	struct buf text = { 0 };
+	struct buf text = { .secret = true };
 	size_t nn = 0;
 	bool next = false;
 	int ret = 0;
@@ -403,8 +403,6 @@ int mcplaunch_command(struct inspect_scratch *s, const char *const *argv, size_t
 	o.cut |= cut || r->spans_truncated;
 	out_finish(&o, outlen);
 out:
-	if (text.data)
-		explicit_bzero(text.data, text.cap);
 	buf_free(&text);
 	return ret;
 }

@@ -233,6 +233,7 @@ void exchange_init(struct exchange *ex, struct agent *ag, const struct conn_info
 	ex->injection_score = -1;
 	ex->action = "allow";
 	ex->provider = PROVIDER_GENERIC;
+	ex->stage.secret = true;   /* answer text between redaction and restoration */
 }
 
 void exchange_free(struct exchange *ex)
@@ -240,8 +241,6 @@ void exchange_free(struct exchange *ex)
 	sse_free(ex->sse);
 	detok_free(ex->detok);
 	answer_free(ex->ans);
-	if (ex->stage.data)
-		OPENSSL_cleanse(ex->stage.data, ex->stage.cap);
 	buf_free(&ex->stage);
 	inspect_stream_free(ex->out_scan);
 	buf_free(&ex->text);
@@ -997,7 +996,7 @@ static void cut_stream(struct exchange *ex)
 /* Sends text the stages still hold, in a copy of the last text event. */
 static void flush_held_text(struct exchange *ex)
 {
-	struct buf tail = { 0 }, enc = { 0 };
+	struct buf tail = { .secret = true }, enc = { 0 };
 	int rc;
 	if (!ex->detok && !ex->ans)
 		return;
@@ -1012,8 +1011,6 @@ static void flush_held_text(struct exchange *ex)
 	else if (tail.len && ex->have_tpl && json_encode(tail.data, tail.len, &enc) == 0)
 		emit_event(ex, ex->tpl_event, strlen(ex->tpl_event), ex->tpl_pre.data, ex->tpl_pre.len,
 			   enc.data, enc.len, ex->tpl_post.data, ex->tpl_post.len);
-	if (tail.data)
-		OPENSSL_cleanse(tail.data, tail.cap);
 	buf_free(&tail);
 	buf_free(&enc);
 }
@@ -1037,7 +1034,7 @@ static bool sse_whole_text_path(const struct json_path *p)
 static void emit_whole_text_event(struct exchange *ex, const char *event, size_t event_len,
 				  const char *data, size_t data_len)
 {
-	struct buf red = { 0 }, restored = { 0 };
+	struct buf red = { .secret = true }, restored = { .secret = true };
 	uint32_t again[FINDING__COUNT] = { 0 };
 	struct detok *d;
 	int rc = ex->ans ? answer_redact_doc(ex->xc->scratch, &ex->answer_rp, sse_whole_text_path, data,
@@ -1060,10 +1057,6 @@ static void emit_whole_text_event(struct exchange *ex, const char *event, size_t
 	}
 	emit_event(ex, event, event_len, data, data_len, NULL, 0, NULL, 0);
 out:
-	if (red.data)
-		OPENSSL_cleanse(red.data, red.cap);
-	if (restored.data)
-		OPENSSL_cleanse(restored.data, restored.cap);
 	buf_free(&red);
 	buf_free(&restored);
 }
@@ -1080,7 +1073,7 @@ static void rewrite_event(struct exchange *ex, const char *event, size_t event_l
 {
 	struct text_find f = { 0 };
 	struct json_text txt = { 0 };
-	struct buf done = { 0 }, enc = { 0 };
+	struct buf done = { .secret = true }, enc = { 0 };
 	int rc = -EINVAL;
 
 	if (ex->answer_cut)
@@ -1125,8 +1118,6 @@ out:
 	if (txt.data)
 		OPENSSL_cleanse(txt.data, txt.len);
 	json_text_free(&txt);
-	if (done.data)
-		OPENSSL_cleanse(done.data, done.cap);
 	buf_free(&done);
 	buf_free(&enc);
 }
@@ -1320,7 +1311,7 @@ void exchange_response_data(struct exchange *ex, const char *data, size_t len)
 /* The buffered answer, redacted, then its tokens restored, into ex->out. */
 static void finish_doc(struct exchange *ex)
 {
-	struct buf red = { 0 };
+	struct buf red = { .secret = true };
 	const char *doc = ex->resp_copy ? ex->resp_copy : "";
 	size_t len = ex->resp_len;
 	/* held for tool calls only: nothing to redact */
@@ -1341,8 +1332,6 @@ static void finish_doc(struct exchange *ex)
 			buf_append(&ex->out, doc, len);
 		}
 	}
-	if (red.data)
-		OPENSSL_cleanse(red.data, red.cap);
 	buf_free(&red);
 }
 

@@ -58,6 +58,7 @@ void mcp_request(struct exchange *ex, const struct http_request *req, const char
 		return;
 	if (!(m = calloc(1, sizeof(*m))))
 		return;   /* still inspected and decided as a plain request */
+	m->resp.secret = true;
 	m->jsonrpc = len && jsonrpc_parse_request(body, len, &m->req) == 0;
 	if (!m->jsonrpc)
 		snprintf(m->req.id, sizeof(m->req.id), "null");
@@ -202,7 +203,7 @@ static void replace_result(struct exchange *ex, const char *rule, const char *wh
  * server's, in an SSE stream) passes as it is. */
 static void judge_doc(struct exchange *ex, const char *doc, size_t len, const char *orig, size_t orig_len)
 {
-	struct buf text = { 0 };
+	struct buf text = { .secret = true };
 	struct jsonrpc_result jr;
 	struct inspect_result r;
 	const char *rule, *why;
@@ -234,8 +235,6 @@ static void judge_doc(struct exchange *ex, const char *doc, size_t len, const ch
 	}
 out:
 	inspect_result_free(&r);
-	if (text.data)
-		OPENSSL_cleanse(text.data, text.cap);
 	buf_free(&text);
 }
 
@@ -335,8 +334,6 @@ void mcp_free(struct mcp_exchange *m)
 {
 	if (!m)
 		return;
-	if (m->resp.data)
-		OPENSSL_cleanse(m->resp.data, m->resp.cap);
 	buf_free(&m->resp);
 	buf_free(&m->stage);
 	sse_free(m->sp);

@@ -679,6 +679,7 @@ void wsrelay_run(struct exchange *hs, struct wsrelay_io *io)
 	}
 	s->hs = hs;
 	s->io = io;
+	s->wrap.secret = true;
 	ws_parser_init(&s->pc, WS_FROM_CLIENT, cfg->ws_max_frame, cfg->ws_max_message);
 	ws_parser_init(&s->ps, WS_FROM_SERVER, cfg->ws_max_frame, cfg->ws_max_message);
 	relay(s, io);
@@ -703,8 +704,6 @@ void wsrelay_run(struct exchange *hs, struct wsrelay_io *io)
 	explicit_bzero(s->rbuf, sizeof(s->rbuf));
 	buf_free(&s->out[0]);
 	buf_free(&s->out[1]);
-	if (s->wrap.data)
-		explicit_bzero(s->wrap.data, s->wrap.cap);
 	buf_free(&s->wrap);
 	free(s);
 }

@@ -43,6 +43,21 @@ TEST(reserve_refuses_a_size_that_overflows)
 	struct buf b = { 0 };
 	CHECK(buf_append(&b, "abc", 3) == 0, "append failed");
 	CHECK(buf_reserve(&b, SIZE_MAX - 1) == -ENOMEM, "an overflowing reserve should be -ENOMEM");
+	/* len + extra is SIZE_MAX exactly: only the NUL overflows. */
+	CHECK(buf_reserve(&b, SIZE_MAX - 3) == -ENOMEM, "a reserve whose NUL overflows should be -ENOMEM");
 	CHECK(b.len == 3 && !strcmp(b.data, "abc"), "a failed reserve changed the buffer");
+	buf_free(&b);
+}
+
+TEST(a_secret_buffer_grows_and_frees_like_any_other)
+{
+	struct buf b = { .secret = true };
+	for (int i = 0; i < 1000; i++)
+		CHECK(buf_printf(&b, "%03d", i % 1000) == 0, "append %d failed", i);
+	CHECK(b.len == 3000 && b.data[b.len] == '\0', "len %zu", b.len);
+	CHECK(!memcmp(b.data, "000001002", 9) && !memcmp(b.data + 2997, "999", 3), "the text changed on growth");
+	buf_free(&b);
+	CHECK(!b.data && !b.len && !b.cap && b.secret, "buf_free should keep the secret mark for reuse");
+	CHECK(buf_append(&b, "x", 1) == 0 && !strcmp(b.data, "x"), "reuse after free failed");
 	buf_free(&b);
 }

@@ -325,7 +325,7 @@ TEST(protowalk_rewrite_fed_every_prefix_is_safe)
 	for (size_t n = 0; n < m.len; n++) {
 		uint8_t *copy = malloc(n ? n : 1);
 		memcpy(copy, m.data, n);
-		struct buf t = { (char *)copy, n, n };
+		struct buf t = { .data = (char *)copy, .len = n, .cap = n };
 		int rc = walk(&t, &s);
 		CHECK(rc == 0 || rc == -EINVAL, "prefix %zu gave %d", n, rc);
 		out.len = 0;

@@ -399,7 +399,7 @@ TEST(content_length_request_and_answer)
 	struct outcome ref;
 	const char *why = every_split(&s, &ref);
 	CHECK(!why, "%s", why);
-	CHECK(same(&ref.cout, &(struct buf){ (char *)CL_ANSWER, sizeof(CL_ANSWER) - 1, 0 }),
+	CHECK(same(&ref.cout, &(struct buf){ (char *)CL_ANSWER, sizeof(CL_ANSWER) - 1, 0, false }),
 	      "the client did not get the answer byte for byte: %s", show(&ref.cout));
 	CHECK(has(&ref.uout, "Content-Length: 67\r\n\r\n" BODY1), "the upstream did not get the body: %s", show(&ref.uout));
 	CHECK(ref.connects == 1 && ref.done, "connects %u done %d", ref.connects, ref.done);
@@ -441,7 +441,7 @@ TEST(pipelined_requests_answered_in_order)
 	CHECK(same(&ref.cout, &(struct buf){ "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"
 					    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nsecond\r\n0\r\n\r\n",
 					    sizeof("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"
-						   "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nsecond\r\n0\r\n\r\n") - 1, 0 }),
+						   "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nsecond\r\n0\r\n\r\n") - 1, 0, false }),
 	      "answers: %s", show(&ref.cout));
 	outcome_free(&ref);
 }
@@ -485,7 +485,7 @@ TEST(close_delimited_answer)
 	struct outcome ref;
 	const char *why = every_split(&s, &ref);
 	CHECK(!why, "%s", why);
-	CHECK(same(&ref.cout, &(struct buf){ (char *)a[0].bytes, a[0].len, 0 }), "answer %s", show(&ref.cout));
+	CHECK(same(&ref.cout, &(struct buf){ (char *)a[0].bytes, a[0].len, 0, false }), "answer %s", show(&ref.cout));
 	CHECK(ref.done && ref.closes == 1, "the client connection must close after it (done %d closes %u)", ref.done,
 	      ref.closes);
 	CHECK(strstr(last_event(), "\"status\":200"), "event %s", last_event());
@@ -502,7 +502,7 @@ TEST(interim_1xx_heads_forwarded)
 	struct outcome ref;
 	const char *why = every_split(&s, &ref);
 	CHECK(!why, "%s", why);
-	CHECK(same(&ref.cout, &(struct buf){ (char *)a[0].bytes, a[0].len, 0 }), "answer %s", show(&ref.cout));
+	CHECK(same(&ref.cout, &(struct buf){ (char *)a[0].bytes, a[0].len, 0, false }), "answer %s", show(&ref.cout));
 	CHECK(ref.done && ref.closes == 0, "the answer did not end the exchange (done %d, upstream closes %u)", ref.done,
 	      ref.closes);
 	CHECK(strstr(last_event(), "\"status\":200"), "event %s", last_event());
