@@ -1508,8 +1508,7 @@ int exchange_error_response(enum provider_id provider, const char *path, const c
 	return n < 0 || (size_t)n >= outlen ? -ENOSPC : n;
 }
 
-void exchange_refuse(struct exchange *ex, const struct http_request *req, int status, enum reason why,
-		     const char *msg)
+void exchange_name_refused(struct exchange *ex, const struct http_request *req)
 {
 	struct inspect_scratch *scratch = conn_scratch(ex);
 
@@ -1521,6 +1520,12 @@ void exchange_refuse(struct exchange *ex, const struct http_request *req, int st
 	else if (ex->n_head_spans)
 		head_event_path(ex, req);
 	ex->provider = provider_identify(ex->info->sni, ex->path);
+}
+
+void exchange_refuse(struct exchange *ex, const struct http_request *req, int status, enum reason why,
+		     const char *msg)
+{
+	exchange_name_refused(ex, req);
 	ex->blocked = true;
 	ex->block_status = status;
 	ex->block_code = reason_name(why);

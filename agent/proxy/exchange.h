@@ -192,6 +192,10 @@ void exchange_fill_event(const struct exchange *ex, struct audit_event *ev);
  * "file:line: reason" lines, caller frees. */
 int exchange_reload_policy(struct agent *ag, char **errs);
 
+/* The method, path (findings in it replaced) and provider of a request
+ * refused unread, for its event. */
+void exchange_name_refused(struct exchange *ex, const struct http_request *req);
+
 /* A request refused before inspection (reason why, e.g. host_mismatch):
  * fills method, path and provider from req and sets ex->blocked. */
 void exchange_refuse(struct exchange *ex, const struct http_request *req, int status, enum reason why,

@@ -312,11 +312,12 @@ static void refuse(struct h1x *e, int status, uint64_t now)
 	exchange_init(ex, e->ag, e->info, e->xc);
 	ex->t_start_ms = now;
 	ex->error = status == 408 ? "request timed out" :
+		    status == 405 ? "CONNECT is refused: a tunnel through the agent could not be inspected" :
 		    status == 413 ? "request body too large" :
 		    status == 431 ? "request head too large" :
 		    status == 503 ? "the agent's buffer for request bodies is full; retry shortly" :
 				    "malformed request";
-	ex->reason = status == 503 ? "overloaded" : "bad_request";
+	ex->reason = status == 503 ? "overloaded" : status == 405 ? "tunnel_refused" : "bad_request";
 	ex->action = "block";
 	if (status == 503 || (e->h2_refuse && status == e->h2_refuse)) {
 		if (status == 503)
@@ -326,13 +327,10 @@ static void refuse(struct h1x *e, int status, uint64_t now)
 		struct http_limits lim = { .max_head_bytes = cfg->max_head_bytes,
 					   .max_headers = cfg->max_headers,
 					   .max_body_bytes = cfg->max_body_bytes };
-		if (e->hl > 0 && e->in != e->head_at && http_parse_request(e->in, (size_t)e->hl, &lim, &e->req) != e->hl)
-			e->req.target_len = 0;
-		char path[256];
-		size_t pl = e->req.target_len < sizeof(path) - 1 ? e->req.target_len : sizeof(path) - 1;
-		memcpy(path, e->req.target, pl);
-		path[pl] = 0;
-		ex->provider = provider_identify(e->info->sni, path);
+		if (e->hl > 0 && (e->in == e->head_at || http_parse_request(e->in, (size_t)e->hl, &lim, &e->req) == e->hl))
+			exchange_name_refused(ex, &e->req);
+		else
+			ex->provider = provider_identify(e->info->sni, "");
 	}
 	send_error(e, status, ex->reason, ex->error);
 	exchange_audit_end(&e->ex, 0);

@@ -57,7 +57,7 @@ struct h2_stream {
 	struct h2_stream *next_all;   /* every stream the connection holds */
 	struct h2_stream *next_ready; /* requests complete, in completion order */
 	bool queued, served, closed;
-	int refuse;                   /* 0, 413 or 431 */
+	int refuse;                   /* 0, 405 (CONNECT), 413, 431 or 503 */
 	char method[H2_METHOD_MAX];
 	struct buf path, authority, host, hdrs, cookie, body;
 	size_t hlist;                 /* RFC 9113 6.5.2 size of the header list so far */
@@ -518,12 +518,10 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 	if (!st || st->served)
 		return 0;
 	if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
-		if (!strcmp(st->method, "CONNECT")) {
-			/* a tunnel through the agent would escape inspection */
-			st->served = true;
-			nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
-			return 0;
-		}
+		if (!strcmp(st->method, "CONNECT") && !st->refuse)
+			/* a tunnel through the agent would escape inspection:
+			 * a 405 on its stream, audited; its DATA is discarded */
+			st->refuse = 405;
 		if (st->refuse) {
 			stream_refuse(h, st, st->refuse);
 			return 0;

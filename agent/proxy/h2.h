@@ -95,8 +95,9 @@ struct h2_io {
 	uint64_t (*now_ms)(void);
 	/* One stream's request as HTTP/1.1 (head, then a body of exactly
 	 * Content-Length bytes). refuse 0: serve it, writing the response
-	 * with h2_respond(st, ...); 413, 431 or 503: the stream broke a limit (the
-	 * head holds the request line and Host only), answer with that error
+	 * with h2_respond(st, ...); 405 (a CONNECT tunnel), 413, 431 or 503:
+	 * the stream is refused (the head holds the request line and Host
+	 * only), answer with that error
 	 * in the provider's shape (as the HTTP/1.1 path does, the callee may
 	 * also refuse a stream it has no buffer for). Returns < 0 if the
 	 * response is incomplete (the stream is then reset), else >= 0.

@@ -17,6 +17,9 @@ Usage: h2_client.py --ca FILE --host H MODE [ARG]
                  reset; one with "rst_after" is reset SECS after it was
                  sent unless it ended first); reports the order in which
                  the streams ended (and when, in seconds)
+  connect BODY_B64  stream 1: a CONNECT tunnel to the provider (RFC 9113 8.5),
+                 stream 3: an extended CONNECT for a WebSocket (RFC 8441),
+                 each followed by DATA carrying BODY; then a normal stream 5
   stall N SECS BODY [HDR: V ...]  a client that never opens its window (SETTINGS
                  INITIAL_WINDOW_SIZE 0): N POSTs of BODY, then SECS of
                  reading without a WINDOW_UPDATE; reports what came
@@ -186,6 +189,18 @@ def main():
         c.send(b"".join(frame(HEADERS, END_HEADERS | END_STREAM, s,
                               c.head("GET", "/v1/models", [("authorization", "Bearer sk-x")])) for s in sids))
         c.pump(c.done(sids), timeout=30)
+        c.report()
+    elif a.mode == "connect":
+        body = base64.b64decode(a.args[0])
+        tunnel = c.enc.encode([(":method", "CONNECT"), (":authority", a.host + ":443")])
+        ws = c.enc.encode([(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https"),
+                           (":path", "/v1/realtime"), (":authority", a.host), ("sec-websocket-version", "13"),
+                           ("authorization", "Bearer sk-x")])
+        c.send(frame(HEADERS, END_HEADERS, 1, tunnel) + frame(DATA, 0, 1, body) +
+               frame(HEADERS, END_HEADERS, 3, ws) + frame(DATA, 0, 3, body))
+        c.pump(c.done([1, 3]), timeout=10)
+        c.send(frame(HEADERS, END_HEADERS | END_STREAM, 5, c.head("GET", "/v1/models", [("authorization", "Bearer sk-x")])))
+        c.pump(c.done([5]))
         c.report()
     elif a.mode == "split":
         body = base64.b64decode(a.args[0])

@@ -171,6 +171,9 @@ def oversized_header_list_gets_431_on_its_stream_only():
           "an oversized header list did not get a 431 in provider shape: %s" % s1)
     check(s3.get("status") == 200 and res["goaway"] is None,
           "the next stream on the same connection was not served: %s goaway %s" % (s3, res["goaway"]))
+    evs = RIG.agent.wait_events(lambda e: e.get("status") == 431)
+    check(evs and evs[-1]["method"] == "GET" and evs[-1]["path"] == "/v1/models" and evs[-1]["action"] == "block",
+          "the refused stream's event does not name its method and path: %s" % evs[-1:])
     still_works("an oversized header list")
 
 
@@ -196,6 +199,31 @@ def secret_split_across_data_frames_is_blocked():
     check(s1.get("status") == 403 and "no-secrets" in s1.get("body", ""),
           "a key split across DATA frames was not blocked: %s" % s1)
     check(len(RIG.received()) == before, "the split secret reached the provider")
+
+
+@test
+def connect_tunnels_over_h2_are_refused_and_audited():
+    # A CONNECT stream would make the agent a byte tunnel to the provider,
+    # and an extended CONNECT (RFC 8441, never offered: no
+    # SETTINGS_ENABLE_CONNECT_PROTOCOL) a WebSocket it never parsed. Both
+    # carry a key here; neither may reach the provider, and the connection
+    # goes on serving.
+    before = len(RIG.received())
+    res = attacker("connect", base64.b64encode(chat("key %s" % AWS_KEY).encode()).decode())
+    s1, s3, s5 = (res["streams"].get(k, {}) for k in ("1", "3", "5"))
+    check(s1.get("status") == 405 and "CONNECT" in s1.get("body", ""),
+          "a CONNECT stream did not get a 405 in provider shape: %s" % s1)
+    check(s3.get("status") is None and s3.get("rst") == 1,
+          "an extended CONNECT was not reset with PROTOCOL_ERROR: %s" % s3)
+    check(s5.get("status") == 200 and res["goaway"] is None,
+          "the connection did not go on after the refusals: %s goaway %s" % (s5, res["goaway"]))
+    check(len(RIG.received()) == before + 1 and AWS_KEY not in RIG.received()[-1]["body"],
+          "a tunnelled byte reached the provider: %s" % RIG.received()[before:])
+    evs = RIG.agent.wait_events(lambda e: e.get("method") == "CONNECT")
+    check(evs and evs[-1]["action"] == "block" and evs[-1]["reason"] == "tunnel_refused" and
+          evs[-1]["status"] == 405 and "CONNECT is refused" in evs[-1].get("error", ""),
+          "the CONNECT stream was not audited as a refused tunnel: %s" % evs[-1:])
+    still_works("CONNECT streams")
 
 
 @test
