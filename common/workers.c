@@ -10,6 +10,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include "workers.h"
+#include "efd.h"
 
 #define WORKERS_MAX 16
 
@@ -48,10 +49,7 @@ static void *worker_main(void *arg)
 		pthread_mutex_lock(&p->mu);
 		w->next = p->finished;
 		p->finished = w;
-		uint64_t one = 1;
-		if (write(p->w.fd, &one, sizeof(one)) < 0) {
-			/* the counter cannot overflow at our rates; nothing to do */
-		}
+		efd_signal(p->w.fd);
 	}
 	pthread_mutex_unlock(&p->mu);
 	return NULL;
@@ -91,9 +89,7 @@ static void drain(struct workers *p)
 static void on_wake(struct loop_watch *lw, uint32_t events)
 {
 	struct workers *p = (struct workers *)((char *)lw - offsetof(struct workers, w));
-	uint64_t v;
-	if (read(lw->fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-		return;
+	efd_drain(lw->fd);
 	drain(p);
 }
 
@@ -138,10 +134,7 @@ void workers_submit(struct workers *p, struct work *w)
 		p->queued = 0;
 		w->next = p->refused;
 		p->refused = w;
-		uint64_t one = 1;
-		if (write(p->w.fd, &one, sizeof(one)) < 0) {
-			/* cannot fail with a counter this small */
-		}
+		efd_signal(p->w.fd);
 	}
 	pthread_cond_signal(&p->cv);
 	pthread_mutex_unlock(&p->mu);

@@ -26,6 +26,7 @@
 #include "proxy/h2.h"
 #include "http.h"
 #include "content/json.h"
+#include "efd.h"
 
 /* Reads of this size keep an idle connection's resident stack small;
  * OpenSSL reads whole records (read-ahead) whatever the size asked. */
@@ -223,16 +224,9 @@ static void stream_drop_body(struct h2_conn *h, struct h2_stream *st)
 
 /* Makes eventfd fd readable (fd < 0: nothing); a full counter (never
  * here) still leaves it readable. */
-static void signal_fd(int fd)
-{
-	uint64_t one = 1;
-	if (fd >= 0 && write(fd, &one, sizeof(one)) < 0)
-		return;
-}
-
 static void body_wake(struct h2_stream *st)
 {
-	signal_fd(st->body_fd);
+	efd_signal(st->body_fd);
 }
 
 /* The worker's answers are no longer wanted: it gets -EIO from now on. */
@@ -241,7 +235,7 @@ static void stream_cancel(struct h2_conn *h, struct h2_stream *st)
 	pthread_mutex_lock(&h->mu);
 	st->cancel = true;
 	pthread_cond_broadcast(&h->cv);
-	signal_fd(st->cancel_fd);
+	efd_signal(st->cancel_fd);
 	pthread_mutex_unlock(&h->mu);
 	body_wake(st);
 }
@@ -255,7 +249,7 @@ int h2_watch_cancel(struct h2_stream *st, int fd)
 	st->cancel_fd = fd;
 	if (st->cancel) {
 		ret = -EIO;
-		signal_fd(fd);
+		efd_signal(fd);
 	}
 	pthread_mutex_unlock(&h->mu);
 	return ret;
@@ -811,7 +805,7 @@ static size_t pending(const struct h2_stream *st)
 
 static void wake(struct h2_conn *h)
 {
-	signal_fd(h->wake_fd);
+	efd_signal(h->wake_fd);
 }
 
 /* Under h->mu: whether the caller must wake the connection thread (once
@@ -932,15 +926,12 @@ int h2_body_fd(struct h2_stream *st)
 ssize_t h2_body_read(struct h2_stream *st, void *buf, size_t len)
 {
 	struct h2_conn *h = st->h;
-	uint64_t v;
 	ssize_t n;
 
 	if (!st->streaming)
 		return -EIO;
 	/* drained before looking: a wake after this is not lost */
-	if (read(st->body_fd, &v, sizeof(v)) < 0) {
-		/* EAGAIN: nothing was signalled */
-	}
+	efd_drain(st->body_fd);
 	pthread_mutex_lock(&h->mu);
 	size_t avail = st->rq.len - st->rq_off;
 	if (st->cancel) {
@@ -1285,14 +1276,11 @@ static void stream_done(struct h2_conn *h, struct h2_stream *st, int rc)
  * ended, frees their streams when closed. Whether anything moved. */
 static bool drain(struct h2_conn *h)
 {
-	uint64_t v;
 	bool moved = false;
 
 	if (h->wake_fd < 0)
 		return false;
-	if (read(h->wake_fd, &v, sizeof(v)) < 0) {
-		/* EAGAIN: nobody woke us; the streams are looked at anyway */
-	}
+	efd_drain(h->wake_fd);   /* not signalled: the streams are looked at anyway */
 	/* cleared after the fd is read and before the streams are looked
 	 * at: what is queued from now on writes the fd again (cleared
 	 * first, a write between the two would be read here and a record

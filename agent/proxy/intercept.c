@@ -45,6 +45,7 @@
 #include "zrle.h"
 #include "log.h"
 #include "loop.h"
+#include "efd.h"
 #include "proxy/mcp.h"
 #include "metrics.h"
 #include "audit/reason.h"
@@ -715,11 +716,8 @@ static int h2_io_exchange(void *arg, struct h2_stream *st, const char *req, size
 			h2_watch_cancel(st, ic->cancel_fd);
 		drive(ic, false);
 		if (ic->cancel_fd >= 0) {
-			uint64_t v;
 			h2_watch_cancel(st, -1);
-			if (read(ic->cancel_fd, &v, sizeof(v)) < 0) {
-				/* EAGAIN: it was never written */
-			}
+			efd_drain(ic->cancel_fd);   /* for the stream's next use */
 		}
 		/* cut short mid-answer (or reset by the client): the engine
 		 * had the upstream closed too, never pooled */
