@@ -227,6 +227,25 @@ def connect_tunnels_over_h2_are_refused_and_audited():
 
 
 @test
+def h2c_prior_knowledge_on_port_80_is_refused_and_audited():
+    # Cleartext HTTP/2 (no TLS, no Upgrade: the client starts with the
+    # preface) to a provider's address: plain HTTP is refused, whatever
+    # its version, before a byte of the request reaches anyone.
+    before = len(RIG.received())
+    argv = ["curl", "-sS", "--http2-prior-knowledge", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}",
+            "-H", "Content-Type: application/json", "--data-binary", chat("key %s" % AWS_KEY),
+            "http://api.openai.com/v1/chat/completions"]
+    p = lib.run(argv, cgroup=RIG.cg.path, uid=lib.NOBODY, hosts=RIG.hosts, timeout=30)
+    check(p.returncode != 0 and p.stdout.strip() in ("", "000"),
+          "h2c was answered: rc %s %r %s" % (p.returncode, p.stdout, p.stderr[-200:]))
+    evs = RIG.agent.wait_events(lambda e: e.get("reason") == "plain_http" and e.get("dst_port") == 80 and
+                                e.get("exe") == "/usr/bin/curl", kind="connection")
+    check(evs and evs[-1]["action"] == "block" and evs[-1]["user"] == "nobody",
+          "the h2c attempt was not audited as refused plain HTTP: %s" % evs[-1:])
+    check(len(RIG.received()) == before, "an h2c request reached the provider")
+
+
+@test
 def body_past_the_buffer_budget_gets_a_503_on_its_stream():
     """limits.max_buffered_bytes binds h2 streams as it binds HTTP/1.1."""
     path = os.path.join(RIG.tmp, "big.json")
