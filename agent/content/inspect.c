@@ -1142,11 +1142,12 @@ static int scan_data_uri(struct inspect_scratch *s, const struct scan_target *tg
 }
 
 /* Whether the JSON string at body offset off is the value of a member
- * named "data", "file_data" or "bytes" (base64 blocks: Anthropic document
- * and image sources, OpenAI input_audio, Gemini inlineData, Bedrock). */
+ * named "data", "file_data", "bytes" or "audio" (base64 blocks: Anthropic
+ * document and image sources, OpenAI input_audio, Gemini inlineData,
+ * Bedrock, the Realtime API's audio appends and input_audio items). */
 static bool base64_member(const char *body, size_t off)
 {
-	static const char *const names[] = { "data", "file_data", "bytes" };
+	static const char *const names[] = { "data", "file_data", "bytes", "audio" };
 	size_t p = off;
 	if (p < 2 || body[--p] != '"')
 		return false;

@@ -179,9 +179,8 @@ static struct vault *conn_vault(struct exchange *ex)
 	return ex->xc->vault;
 }
 
-static struct inspect_scratch *conn_scratch(struct exchange *ex)
+static struct inspect_scratch *xc_scratch(struct exchange_conn *xc, struct agent *ag)
 {
-	struct exchange_conn *xc = ex->xc;
 	if (!xc->scratch) {
 		/* the results go with the scratch: an idle connection holds neither */
 		if (!(xc->res = calloc(2, sizeof(*xc->res))))
@@ -189,15 +188,34 @@ static struct inspect_scratch *conn_scratch(struct exchange *ex)
 		xc->hres = xc->res + 1;
 		inspect_result_init(xc->res);
 		inspect_result_init(xc->hres);
-		pthread_mutex_lock(&ex->ag->inspector_lock);
-		xc->scratch = inspect_scratch_new(ex->ag->inspector);
-		pthread_mutex_unlock(&ex->ag->inspector_lock);
+		pthread_mutex_lock(&ag->inspector_lock);
+		xc->scratch = inspect_scratch_new(ag->inspector);
+		pthread_mutex_unlock(&ag->inspector_lock);
 		if (!xc->scratch) {
 			free(xc->res);
 			xc->res = xc->hres = NULL;
 		}
 	}
 	return xc->scratch;
+}
+
+static struct inspect_scratch *conn_scratch(struct exchange *ex)
+{
+	return xc_scratch(ex->xc, ex->ag);
+}
+
+int exchange_bytes_hold_findings(struct exchange_conn *xc, struct agent *ag, const char *p, size_t n)
+{
+	struct inspect_scratch *scratch = xc_scratch(xc, ag);
+	if (!scratch)
+		return -ENOMEM;
+	int rc = inspect_text(scratch, p, n, xc->hres);
+	if (rc)
+		return rc;
+	for (int k = 0; k < FINDING__COUNT; k++)
+		if (k != FINDING_PROMPT_INJECTION && xc->hres->counts[k])
+			return 1;
+	return 0;
 }
 
 void exchange_conn_free(struct exchange_conn *xc)

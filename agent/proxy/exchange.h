@@ -41,6 +41,11 @@ struct exchange_conn {
 	struct inspect_result *hres;      /* idle connection holds neither); hres: the head's pieces */
 };
 void exchange_conn_free(struct exchange_conn *xc);
+
+/* Whether bytes passed on unread as a message (decoded audio, a binary
+ * WebSocket frame) hold anything a detector finds, read as text: 1 yes,
+ * 0 no, < 0 an error (treat as yes). Runs on the connection's thread. */
+int exchange_bytes_hold_findings(struct exchange_conn *xc, struct agent *ag, const char *p, size_t n);
 /* While the connection idles: frees what the next request rebuilds (the
  * scanning scratch, from the inspector current then), keeps the vault. */
 void exchange_conn_idle(struct exchange_conn *xc);

@@ -33,6 +33,7 @@
 #include "agent.h"
 #include "audit/audit.h"
 #include "config.h"
+#include "content/decode.h"
 #include "content/json.h"
 #include "jsonw.h"
 #include "loop.h"
@@ -123,6 +124,7 @@ struct session {
 	bool cur_head;
 	struct buf out[2];         /* frames to send: [0] to the client, [1] to the server */
 	struct buf wrap;           /* a server event framed as an SSE event */
+	struct buf audio;          /* an audio append's audio, decoded to be read */
 	bool redacted, alerted;
 	unsigned blocked;
 	int64_t prompt_sum, completion_sum;
@@ -174,10 +176,10 @@ static void end(struct session *s, uint16_t to_client, uint16_t to_server, const
 	}
 }
 
-/* The event's "type" and "event_id" (raw JSON string bytes). */
+/* The event's "type", "event_id" and "audio" (raw JSON string bytes). */
 struct event_keys {
-	const char *type, *id;
-	size_t type_len, id_len;
+	const char *type, *id, *audio;
+	size_t type_len, id_len, audio_len;
 	bool other;                     /* a top-level member besides type, event_id, audio */
 };
 
@@ -199,6 +201,9 @@ static int find_keys(void *ctx, const char *doc, const struct json_string *js)
 	} else if (json_path_match(js->path, "event_id")) {
 		k->id = doc + js->off;
 		k->id_len = js->len;
+	} else if (json_path_match(js->path, "audio")) {
+		k->audio = doc + js->off;
+		k->audio_len = js->len;
 	}
 	return 0;
 }
@@ -463,8 +468,26 @@ static void note_decision(struct session *s, const struct exchange *ex)
 	}
 }
 
-/* A text event (or a control payload) from the client. Returns 0 or a
- * write error. */
+/* Bytes that pass unread as a message (audio, a binary frame) unless a
+ * detector finds something in them read as text: a secret or an address
+ * written as "audio" (base64 of text, or text after a few bytes of real
+ * audio) is then judged like any message. Cheap next to the audio rate:
+ * one Hyperscan pass over the decoded bytes. */
+static bool opaque_ok(struct session *s, const char *p, size_t n)
+{
+	return exchange_bytes_hold_findings(s->hs->xc, s->hs->ag, p, n) == 0;
+}
+
+static bool audio_ok(struct session *s, const struct event_keys *k)
+{
+	s->audio.len = 0;
+	/* not base64 (JSON escapes included): read as the text it is */
+	return k->audio && decode_base64(k->audio, k->audio_len, k->audio_len, &s->audio) == 0 &&
+	       opaque_ok(s, s->audio.data ? s->audio.data : "", s->audio.len);
+}
+
+/* A text event, a binary frame that holds text, or a control payload from
+ * the client. Returns 0 or a write error. */
 static int client_text(struct session *s, enum ws_opcode op, const uint8_t *data, size_t len)
 {
 	struct event_keys k;
@@ -473,9 +496,10 @@ static int client_text(struct session *s, enum ws_opcode op, const uint8_t *data
 
 	if (op == WS_TEXT) {
 		event_keys(data, len, &k);
-		/* audio, base64: untouched; an append that carries anything
-		 * else is read whole (no side channel next to the audio) */
-		if (type_is(&k, "input_audio_buffer.append") && !k.other)
+		/* audio, base64: untouched when nothing is found in it; an
+		 * append that carries anything else is read whole (no side
+		 * channel next to the audio) */
+		if (type_is(&k, "input_audio_buffer.append") && !k.other && audio_ok(s, &k))
 			return send_frame(s, true, WS_TEXT, data, len);
 	} else {
 		memset(&k, 0, sizeof(k));
@@ -487,8 +511,9 @@ static int client_text(struct session *s, enum ws_opcode op, const uint8_t *data
 	note_decision(s, ex);
 	if (ex->blocked) {
 		s->blocked++;
-		audit_blocked(s, ex, op == WS_TEXT ? "event" : op == WS_PING ? "ping" : op == WS_PONG ? "pong" : "close");
-		rc = op == WS_TEXT ? send_error_event(s, ex, &k) : 0;
+		audit_blocked(s, ex, op == WS_TEXT ? "event" : op == WS_BINARY ? "binary" : op == WS_PING ? "ping" :
+				     op == WS_PONG ? "pong" : "close");
+		rc = op == WS_TEXT || op == WS_BINARY ? send_error_event(s, ex, &k) : 0;
 		if (op == WS_CLOSE) {
 			uint8_t pl[2];
 			ws_close_payload(pl, ws_close_code(data, len), NULL);
@@ -499,7 +524,7 @@ static int client_text(struct session *s, enum ws_opcode op, const uint8_t *data
 	}
 	size_t blen = len;
 	const char *body = exchange_body(ex, (const char *)data, &blen);
-	if (op != WS_TEXT && blen > WS_CONTROL_MAX) {
+	if (op != WS_TEXT && op != WS_BINARY && blen > WS_CONTROL_MAX) {
 		drop_exchange(ex);   /* redacted past what a control frame holds: dropped */
 		return 0;
 	}
@@ -519,7 +544,9 @@ static int on_client(void *arg, enum ws_opcode op, const uint8_t *data, size_t l
 	struct session *s = arg;
 	switch (op) {
 	case WS_BINARY:
-		return send_frame(s, true, op, data, len);
+		if (!len || opaque_ok(s, (const char *)data, len))
+			return send_frame(s, true, op, data, len);
+		return client_text(s, op, data, len);
 	case WS_CLOSE:
 		s->client_closed = true;
 		if (s->server_closed)
@@ -680,6 +707,7 @@ void wsrelay_run(struct exchange *hs, struct wsrelay_io *io)
 	s->hs = hs;
 	s->io = io;
 	s->wrap.secret = true;
+	s->audio.secret = true;
 	ws_parser_init(&s->pc, WS_FROM_CLIENT, cfg->ws_max_frame, cfg->ws_max_message);
 	ws_parser_init(&s->ps, WS_FROM_SERVER, cfg->ws_max_frame, cfg->ws_max_message);
 	relay(s, io);
@@ -705,5 +733,6 @@ void wsrelay_run(struct exchange *hs, struct wsrelay_io *io)
 	buf_free(&s->out[0]);
 	buf_free(&s->out[1]);
 	buf_free(&s->wrap);
+	buf_free(&s->audio);
 	free(s);
 }

@@ -195,6 +195,52 @@ def audio_append_is_no_side_channel():
 
 
 @test
+def text_disguised_as_audio_or_binary_is_read():
+    """Audio and binary frames pass unread only while nothing is found in
+    them: a key written as "audio" (base64 of text, text after real audio,
+    or not base64 at all), in an audio item, or in a binary frame is
+    blocked like any message, and real audio still passes untouched."""
+    pcm = (b"\x00\x00\x10\xff\xf0\x00" * 400)
+    key = ("deploy with key %s" % AWS_KEY).encode()
+    smuggled = [
+        {"event": {"type": "input_audio_buffer.append", "event_id": "evt_a1",
+                   "audio": base64.b64encode(key).decode()}},
+        {"event": {"type": "input_audio_buffer.append", "event_id": "evt_a2",
+                   "audio": base64.b64encode(pcm + key + pcm).decode()}},
+        {"event": {"type": "input_audio_buffer.append", "event_id": "evt_a3", "audio": key.decode()}},
+        {"event": {"type": "conversation.item.create", "event_id": "evt_a4", "item": {
+            "type": "message", "role": "user",
+            "content": [{"type": "input_audio", "audio": base64.b64encode(pcm + key).decode()}]}}},
+    ]
+    steps = []
+    for st in smuggled:
+        steps += [st, {"wait": "error"}]
+    steps += [{"binary_b64": base64.b64encode(pcm + key).decode()}, {"wait": "error"},
+              {"event": {"type": "input_audio_buffer.append", "event_id": "evt_ok",
+                         "audio": base64.b64encode(pcm).decode()}},
+              {"binary_b64": base64.b64encode(pcm).decode()}, {"wait_binary": 1}, {"close": 1000}]
+    n0 = len(ws_events(lambda e: e["action"] == "block", kind="websocket_message", timeout=0))
+    out, got = session(steps)
+    raw = json.dumps(got)
+    check(AWS_KEY not in raw and base64.b64encode(key).decode()[:20] not in raw and
+          not any(AWS_KEY.encode() in base64.b64decode(r.get("b64", "")) for r in got if r["kind"] == "binary") and
+          not any(AWS_KEY.encode() in base64.b64decode(t.get("audio", "") + "==") for t in texts(got)
+                  if t["type"] == "input_audio_buffer.append"),
+          "the key reached the server: %s" % raw[:600])
+    errs = [e for e in out["events"] if e["type"] == "error"]
+    check(len(errs) == 5 and all(e["error"]["code"] == "policy_blocked" for e in errs),
+          "each smuggled message should get a policy error: %s" % errs)
+    app = [t for t in texts(got) if t["type"] == "input_audio_buffer.append"]
+    check([t["event_id"] for t in app] == ["evt_ok"] and app[0]["audio"] == base64.b64encode(pcm).decode(),
+          "real audio did not pass untouched: %s" % [t.get("event_id") for t in app])
+    bins = [r["b64"] for r in got if r["kind"] == "binary"]
+    check(bins == [base64.b64encode(pcm).decode()], "binary frames upstream: %d" % len(bins))
+    blk = ws_events(lambda e: e["action"] == "block", kind="websocket_message", n=n0 + 5)
+    check(len(blk) >= n0 + 5 and all({"type": "AWS_ACCESS_KEY", "count": 1} in e["findings"] for e in blk[n0:]),
+          "the blocked messages were not audited with the key's finding: %s" % blk[n0:])
+
+
+@test
 def deflate_offer_is_stripped():
     out, got = session([user_item("hi"), {"wait": "conversation.item.created"}, {"close": 1000}], deflate=True)
     check(out["status"] == 101, "a client offering permessage-deflate failed: %s" % out)
