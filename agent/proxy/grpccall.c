@@ -62,6 +62,7 @@ struct text_ref {
 	size_t off, len;              /* the text in that decoded message */
 	enum slot slot;
 	size_t repl_off, repl_len;    /* its redacted form in g->repl (repl_len SIZE_MAX: unchanged) */
+	bool opaque;                  /* a bytes field read as text: never rewritten */
 };
 
 struct grpccall {
@@ -260,14 +261,27 @@ static int on_req_msg(void *arg, bool compressed, const uint8_t *msg, size_t len
 }
 
 
+/* A bytes field as inspection sees it: printable ASCII and line breaks
+ * kept, every other byte a space (the JSON of the texts stays valid). */
+static unsigned char shown(unsigned char c)
+{
+	return (c >= 0x20 && c < 0x7f) || c == '\n' || c == '\t' ? c : ' ';
+}
+
 static int on_req_field(void *arg, const struct protowalk_field *f)
 {
 	struct grpccall *g = arg;
 	const char *m = g->msgs.data + g->moff[g->cur_msg];
+	bool opaque = f->kind == PROTOWALK_BYTES;
 
-	if (f->kind != PROTOWALK_TEXT)
+	if (f->kind != PROTOWALK_TEXT && !opaque)
 		return 0;
-	if (g->known && protowalk_path_is(f, &g->known->model, 1)) {
+	/* Bytes (images, audio) pass unread unless a detector finds text in
+	 * them: a key after a NUL is not a way around inspection. They are
+	 * then inspected with the texts, and cannot be redacted in place. */
+	if (opaque && !exchange_bytes_hold_findings(g->ex->xc, g->ex->ag, m + f->off, f->len))
+		return 0;
+	if (!opaque && g->known && protowalk_path_is(f, &g->known->model, 1)) {
 		/* "models/gemini-2.0-flash" or Vertex's
 		 * "projects/P/locations/L/publishers/google/models/gemini-2.0-flash":
 		 * the name after the last "models/", as the REST path gives it */
@@ -288,11 +302,11 @@ static int on_req_field(void *arg, const struct protowalk_field *f)
 		g->cap_refs = cap;
 	}
 	enum slot s = SLOT_OTHER;
-	if (g->known && protowalk_path_is(f, g->known->prompt, 3))
+	if (!opaque && g->known && protowalk_path_is(f, g->known->prompt, 3))
 		s = SLOT_PROMPT;
-	else if (g->known && protowalk_path_is(f, g->known->system, 3))
+	else if (!opaque && g->known && protowalk_path_is(f, g->known->system, 3))
 		s = SLOT_SYSTEM;
-	g->refs[g->nrefs++] = (struct text_ref){ g->cur_msg, f->off, f->len, s, 0, SIZE_MAX };
+	g->refs[g->nrefs++] = (struct text_ref){ g->cur_msg, f->off, f->len, s, 0, SIZE_MAX, opaque };
 	return 0;
 }
 
@@ -309,7 +323,16 @@ static int json_slot(struct grpccall *g, enum slot s)
 			continue;
 		rc |= buf_append(j, first ? "" : ",", first ? 0 : 1);
 		rc |= s == SLOT_OTHER ? buf_append(j, "\"", 1) : buf_append(j, "{\"text\":\"", 9);
-		rc |= json_encode(g->msgs.data + g->moff[r->msg] + r->off, r->len, j);
+		const char *t = g->msgs.data + g->moff[r->msg] + r->off;
+		for (size_t o = 0; r->opaque && o < r->len && !rc;) {
+			char chunk[256];
+			size_t n = 0;
+			for (; n < sizeof(chunk) && o < r->len; n++, o++)
+				chunk[n] = (char)shown((unsigned char)t[o]);
+			rc |= json_encode(chunk, n, j);
+		}
+		if (!r->opaque)
+			rc |= json_encode(t, r->len, j);
 		rc |= s == SLOT_OTHER ? buf_append(j, "\"", 1) : buf_append(j, "\"}", 2);
 		first = false;
 	}
@@ -381,6 +404,13 @@ static int on_redacted(void *arg, const char *doc, const struct json_string *s)
 	if (rc)
 		return rc;
 	const char *orig = g->msgs.data + g->moff[r->msg] + r->off;
+	if (r->opaque) {
+		/* unchanged, or a redaction the bytes cannot take */
+		for (size_t o = 0; o < r->len; o++)
+			if (o >= rb->t.len || (unsigned char)rb->t.data[o] != shown((unsigned char)orig[o]))
+				return -EPERM;
+		return rb->t.len == r->len ? 0 : -EPERM;
+	}
 	if (rb->t.len == r->len && !memcmp(rb->t.data, orig, r->len))
 		return 0;
 	r->repl_off = g->repl.len;

@@ -12,6 +12,7 @@
 //                                  whose length prefix announces --prefix bytes, then a well-formed
 //                                  call; reports what each stream got
 //   --host H --ca FILE --text T [--system S] [--compress gzip|deflate] [--meta "name: value"]
+//   [--blob-b64 B64]               (generate) a second part: inline_data of these bytes (audio/pcm)
 // Prints one JSON line: {ok, code, details, texts: [...], messages, usage} (or, hostile,
 // {bad: {...}, good: {...}}).
 import fs from "node:fs";
@@ -45,6 +46,8 @@ function request() {
                          : "models/gemini-2.0-flash";
   const r = { model, contents: [{ role: "user", parts: [{ text: args.text }] }] };
   if (args.system) r.system_instruction = { parts: [{ text: args.system }] };
+  if (args["blob-b64"])
+    r.contents[0].parts.push({ inline_data: { mime_type: "audio/pcm", data: Buffer.from(args["blob-b64"], "base64") } });
   return r;
 }
 const textsOf = (m) => m.candidates.flatMap((c) => (c.content ? c.content.parts.map((p) => p.text) : []));

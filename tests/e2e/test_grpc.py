@@ -10,6 +10,7 @@ message by message, inspect the strings of a method it has no schema for,
 audit every call with its method path and usage, and survive a hostile
 length prefix with only that stream failing.
 """
+import base64
 import json
 import os
 import re
@@ -124,6 +125,32 @@ def secret_is_blocked_with_permission_denied():
     ev = event_for(GEN, lambda e: e["action"] == "block")
     check(ev["rule"] == "no-secrets" and {"type": "AWS_ACCESS_KEY", "count": 1} in ev["findings"],
           "block event %s" % ev)
+
+
+@test
+def text_hidden_in_a_bytes_field_is_read():
+    # inline_data is bytes (images, audio): it passes unread unless a
+    # detector finds text in it. A key after a few bytes of real audio is
+    # found and blocked (a bytes field cannot be redacted in place, so an
+    # address there blocks too); clean audio beside a prompt passes as sent.
+    pcm = b"\x00\x00\x10\xff\xf0\x00" * 300
+    before = len(received())
+    res = call("generate", "transcribe this", "--blob-b64", base64.b64encode(pcm + b"key " + AWS_KEY.encode()).decode())
+    check(not res["ok"] and res["code"] == 7 and "no-secrets" in res["details"],
+          "a key inside a bytes field was not blocked: %s" % res)
+    check(len(received()) == before, "the call with the hidden key reached the server")
+    ev = event_for(GEN, lambda e: e["action"] == "block" and {"type": "AWS_ACCESS_KEY", "count": 1} in e["findings"])
+    check(ev["rule"] == "no-secrets", "block event %s" % ev)
+    res = call("generate", "transcribe this", "--blob-b64", base64.b64encode(pcm + b" to " + EMAIL.encode()).decode())
+    check(not res["ok"] and res["code"] == 7 and "redacted" in res["details"],
+          "an address inside a bytes field was not refused as unredactable: %s" % res)
+    check(len(received()) == before, "the call with the hidden address reached the server")
+    res = call("generate", "transcribe this", "--blob-b64", base64.b64encode(pcm).decode())
+    check(res["ok"], "a clean bytes field was refused: %s" % res)
+    got = received()[before:]
+    blob = got and got[0]["request"]["contents"][0]["parts"][1]["inline_data"]["data"]
+    check(len(got) == 1 and blob and bytes(blob["data"] if isinstance(blob, dict) else base64.b64decode(blob)) == pcm,
+          "the clean audio did not arrive as sent: %s" % json.dumps(got)[:300])
 
 
 @test
