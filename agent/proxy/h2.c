@@ -222,8 +222,7 @@ static void stream_drop_body(struct h2_conn *h, struct h2_stream *st)
 	memset(&st->body, 0, sizeof(st->body));
 }
 
-/* Makes eventfd fd readable (fd < 0: nothing); a full counter (never
- * here) still leaves it readable. */
+/* The worker reading a streamed request body has more to read. */
 static void body_wake(struct h2_stream *st)
 {
 	efd_signal(st->body_fd);
