@@ -332,6 +332,8 @@ static void refuse(struct h1x *e, int status, uint64_t now)
 		else
 			ex->provider = provider_identify(e->info->sni, "");
 	}
+	if (status == 405 && !ex->method[0])
+		snprintf(ex->method, sizeof(ex->method), "CONNECT");
 	send_error(e, status, ex->reason, ex->error);
 	exchange_audit_end(&e->ex, 0);
 	exchange_free(ex);
@@ -803,8 +805,13 @@ static void request_head(struct h1x *e, uint64_t now)
 			refuse(e, 431, now);
 		return;
 	}
-	if (hl < 0)
-		return refuse(e, hl <= -400 && hl >= -599 ? -hl : 400, now);
+	if (hl < 0) {
+		int status = hl <= -400 && hl >= -599 ? -hl : 400;
+		/* a tunnel asked of the provider's own server: named as such */
+		if (status == 400 && e->in_len >= 8 && !memcmp(e->in, "CONNECT ", 8))
+			status = 405;
+		return refuse(e, status, now);
+	}
 	e->hl = hl;
 	e->head_at = e->in;
 	e->body_len = 0;

@@ -584,6 +584,18 @@ TEST(malformed_request_400)
 	expect_refusal(req, sizeof(req) - 1, CLIENT_EOF, "HTTP/1.1 400", "\"error\":\"malformed request\"");
 }
 
+/* CONNECT inside the intercepted session asks for a tunnel the agent
+ * could not read: refused and audited as such, whatever follows it. */
+TEST(connect_inside_the_session_is_a_refused_tunnel)
+{
+	SETUP();
+	static const char req[] = "CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\n"
+				  "\x16\x03\x01 tunnelled bytes";
+	expect_refusal(req, sizeof(req) - 1, CLIENT_EOF, "HTTP/1.1 405", "\"reason\":\"tunnel_refused\"");
+	CHECK(strstr(last_event(), "\"method\":\"CONNECT\"") && strstr(last_event(), "\"status\":405") &&
+	      strstr(last_event(), "\"action\":\"block\""), "event %s", last_event());
+}
+
 TEST(head_too_large_431)
 {
 	SETUP();
