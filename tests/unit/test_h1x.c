@@ -800,35 +800,21 @@ TEST(upgrade_to_another_protocol_is_refused_whatever_the_upstream_says)
 	SETUP();
 	static const char req[] = "GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\nConnection: Upgrade, HTTP2-Settings\r\n"
 				  "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n";
-	static const char ans[] = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
-				  "\x00\x00\x00\x04\x00\x00\x00\x00\x00RAWFRAMES";
-	struct exchange_conn xc = { 0 };
-	struct iovec iov[2];
-	uint64_t now = 1000;
-	struct h1x *e = h1x_new(&ag, &info, &xc, now);
-	CHECK(h1x_client_data(e, req, sizeof(req) - 1, now) == sizeof(req) - 1, "request not taken");
-	CHECK(h1x_actions(e) == H1X_CONNECT, "no connect asked");
-	h1x_upstream_connected(e, false, now);
-	unsigned n = h1x_upstream_out(e, iov);
-	h1x_upstream_sent(e, n ? iov[0].iov_len : 0);
-	h1x_upstream_data(e, ans, sizeof(ans) - 1, now);
-	n = h1x_client_out(e, iov);
-	size_t got = 0;
-	char out[4096];
-	for (unsigned i = 0; i < n && got + iov[i].iov_len < sizeof(out); i++) {
-		memcpy(out + got, iov[i].iov_base, iov[i].iov_len);
-		got += iov[i].iov_len;
-	}
-	out[got] = 0;
-	CHECK(!strncmp(out, "HTTP/1.1 502", 12) && !memmem(out, got, "RAWFRAMES", 9) && !strstr(out, " 101 "),
-	      "the client got: %s", out);
-	CHECK(h1x_actions(e) & H1X_UP_CLOSE, "the upstream that switched protocols was not closed");
-	CHECK(!h1x_upstream_reusable(e), "an upstream that switched protocols may be pooled");
+	static const struct answer a[] = { A("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+					     "\x00\x00\x00\x04\x00\x00\x00\x00\x00RAWFRAMES") };
+	struct scenario s = { .client = req, .client_len = sizeof(req) - 1, .answers = a, .nanswers = 1, .up_end = UP_KEEP,
+			      .client_end = CLIENT_EOF };
+	struct outcome ref;
+	const char *why = every_split(&s, &ref);
+	CHECK(!why, "%s", why);
+	CHECK(starts(&ref.cout, "HTTP/1.1 502") && !memmem(ref.cout.data, ref.cout.len, "RAWFRAMES", 9) &&
+	      !memmem(ref.cout.data, ref.cout.len, " 101 ", 5), "the client got: %s", show(&ref.cout));
+	CHECK(ref.connects == 1 && ref.closes == 1,
+	      "the upstream that switched protocols was not closed (connects %u closes %u)", ref.connects, ref.closes);
 	CHECK(strstr(last_event(), "\"error\":\"protocol upgrade is not supported\"") &&
 	      strstr(last_event(), "\"status\":502"),
 	      "event %s", last_event());
-	h1x_free(e);
-	exchange_conn_free(&xc);
+	outcome_free(&ref);
 }
 
 /* An HTTP/2 stream comes through the same engine: served, refused over a
