@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "jsonw.h"
+#include "utf8.h"
 
 void jsonw_init(struct jsonw *w) { memset(w, 0, sizeof(*w)); }
 void jsonw_free(struct jsonw *w) { buf_free(&w->out); memset(w, 0, sizeof(*w)); }
@@ -37,35 +38,6 @@ static char *fmt_u64(char b[24], uint64_t v)
 		v /= 10;
 	} while (v);
 	return p;
-}
-
-/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	unsigned c = s[0];
-	size_t len;
-	unsigned cp;
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		len = 2, cp = c & 0x1f;
-	else if (c >= 0xe0 && c <= 0xef)
-		len = 3, cp = c & 0x0f;
-	else if (c >= 0xf0 && c <= 0xf4)
-		len = 4, cp = c & 0x07;
-	else
-		return 0;
-	if (n < len)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-		return 0;
-	return len;
 }
 
 void jsonw_escape(struct jsonw *w, const char *str, size_t n)

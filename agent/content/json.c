@@ -13,6 +13,7 @@
 #endif
 #include "content/json.h"
 #include "jsonw.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -46,32 +47,6 @@ static int hexval(unsigned char c)
 	if (c >= 'a' && c <= 'f') return c - 'a' + 10;
 	if (c >= 'A' && c <= 'F') return c - 'A' + 10;
 	return -1;
-}
-
-/* Length of a valid UTF-8 sequence at p (max n bytes), 0 if invalid
- * (overlongs, surrogates and > U+10FFFF rejected, RFC 3629). */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-	unsigned char c = p[0];
-	if (c < 0x80) return 1;
-	if (c >= 0xC2 && c <= 0xDF) {
-		if (n < 2 || (p[1] & 0xC0) != 0x80) return 0;
-		return 2;
-	}
-	if (c >= 0xE0 && c <= 0xEF) {
-		if (n < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80) return 0;
-		if (c == 0xE0 && p[1] < 0xA0) return 0;
-		if (c == 0xED && p[1] >= 0xA0) return 0;
-		return 3;
-	}
-	if (c >= 0xF0 && c <= 0xF4) {
-		if (n < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80)
-			return 0;
-		if (c == 0xF0 && p[1] < 0x90) return 0;
-		if (c == 0xF4 && p[1] >= 0x90) return 0;
-		return 4;
-	}
-	return 0;
 }
 
 /* s->i is at the opening quote. On success s->i is after the closing one. */

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <string.h>
 #include "content/protowalk.h"
+#include "utf8.h"
 
 enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
 
@@ -76,31 +77,16 @@ static int next_field(const uint8_t **p, const uint8_t *end, struct field *f)
 	}
 }
 
-/* Strict UTF-8 (no overlongs, no surrogates, <= U+10FFFF). printable:
- * also no C0 controls other than tab, CR, LF, and no DEL. */
+/* Strict UTF-8. printable: also no C0 controls other than tab, CR, LF,
+ * and no DEL. */
 static bool utf8_ok(const uint8_t *p, size_t n, bool *printable)
 {
 	*printable = true;
-	for (size_t i = 0; i < n;) {
-		uint8_t c = p[i];
-		if (c < 0x80) {
-			if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f)
-				*printable = false;
-			i++;
-			continue;
-		}
-		size_t k = c >= 0xf0 ? 3 : c >= 0xe0 ? 2 : c >= 0xc2 ? 1 : 0;
-		if (!k || c > 0xf4 || n - i <= k)
+	for (size_t i = 0, l; i < n; i += l) {
+		if (!(l = utf8_len(p + i, n - i)))
 			return false;
-		uint32_t cp = c & (0x3f >> k);
-		for (size_t j = 1; j <= k; j++) {
-			if ((p[i + j] & 0xc0) != 0x80)
-				return false;
-			cp = cp << 6 | (p[i + j] & 0x3f);
-		}
-		if ((k == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)))
-			return false;
-		i += k + 1;
+		if ((p[i] < 0x20 && p[i] != '\t' && p[i] != '\n' && p[i] != '\r') || p[i] == 0x7f)
+			*printable = false;
 	}
 	return true;
 }

@@ -23,6 +23,7 @@
 #include "content/json.h"
 #include "content/protowalk.h"
 #include "net/sni.h"
+#include "utf8.h"
 #include "log.h"
 #include "loop.h"
 
@@ -261,11 +262,20 @@ static int on_req_msg(void *arg, bool compressed, const uint8_t *msg, size_t len
 }
 
 
-/* A bytes field as inspection sees it: printable ASCII and line breaks
- * kept, every other byte a space (the JSON of the texts stays valid). */
-static unsigned char shown(unsigned char c)
+/* A bytes field as inspection sees it, p[0..n) to out, as many bytes:
+ * valid UTF-8 and line breaks kept (a fullwidth key is still a key, as it
+ * was to the gate), every other byte a space (the JSON stays valid).
+ * Returns how many bytes it took, a whole character. */
+static size_t shown(const unsigned char *p, size_t n, char *out)
 {
-	return (c >= 0x20 && c < 0x7f) || c == '\n' || c == '\t' ? c : ' ';
+	size_t l = utf8_len(p, n);
+
+	if (l > 1 || (l == 1 && ((p[0] >= 0x20 && p[0] < 0x7f) || p[0] == '\n' || p[0] == '\t'))) {
+		memcpy(out, p, l);
+		return l;
+	}
+	out[0] = ' ';
+	return 1;
 }
 
 static int on_req_field(void *arg, const struct protowalk_field *f)
@@ -327,8 +337,10 @@ static int json_slot(struct grpccall *g, enum slot s)
 		for (size_t o = 0; r->opaque && o < r->len && !rc;) {
 			char chunk[256];
 			size_t n = 0;
-			for (; n < sizeof(chunk) && o < r->len; n++, o++)
-				chunk[n] = (char)shown((unsigned char)t[o]);
+			while (n + 4 <= sizeof(chunk) && o < r->len) {
+				size_t l = shown((const unsigned char *)t + o, r->len - o, chunk + n);
+				n += l, o += l;
+			}
 			rc |= json_encode(chunk, n, j);
 		}
 		if (!r->opaque)
@@ -406,10 +418,15 @@ static int on_redacted(void *arg, const char *doc, const struct json_string *s)
 	const char *orig = g->msgs.data + g->moff[r->msg] + r->off;
 	if (r->opaque) {
 		/* unchanged, or a redaction the bytes cannot take */
-		for (size_t o = 0; o < r->len; o++)
-			if (o >= rb->t.len || (unsigned char)rb->t.data[o] != shown((unsigned char)orig[o]))
+		char was[4];
+		if (rb->t.len != r->len)
+			return -EPERM;
+		for (size_t o = 0, l; o < r->len; o += l) {
+			l = shown((const unsigned char *)orig + o, r->len - o, was);
+			if (memcmp(rb->t.data + o, was, l))
 				return -EPERM;
-		return rb->t.len == r->len ? 0 : -EPERM;
+		}
+		return 0;
 	}
 	if (rb->t.len == r->len && !memcmp(rb->t.data, orig, r->len))
 		return 0;

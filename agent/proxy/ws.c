@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "proxy/ws.h"
+#include "utf8.h"
 
 /* A reassembly buffer over this is given back after its message, so an
  * idle session holds no large buffer. */
@@ -146,7 +147,7 @@ static int frame_done(struct ws_parser *p, ws_message_fn fn, void *arg)
 				return fail(p, WS_CLOSE_PROTOCOL, "close payload of one byte");
 			if (n >= 2 && !close_code_valid(ws_close_code(p->ctl, n)))
 				return fail(p, WS_CLOSE_PROTOCOL, "invalid close code");
-			if (n > 2 && !ws_utf8_valid(p->ctl + 2, n - 2))
+			if (n > 2 && !utf8_valid(p->ctl + 2, n - 2))
 				return fail(p, WS_CLOSE_BAD_DATA, "close reason is not UTF-8");
 		}
 		return fn(arg, (enum ws_opcode)p->op, p->ctl, n);
@@ -158,7 +159,7 @@ static int frame_done(struct ws_parser *p, ws_message_fn fn, void *arg)
 	size_t len = p->msg_len;
 	p->msg_op = 0;
 	p->msg_len = 0;
-	if (op == WS_TEXT && !ws_utf8_valid(p->msg, len))
+	if (op == WS_TEXT && !utf8_valid(p->msg, len))
 		return fail(p, WS_CLOSE_BAD_DATA, "text message is not UTF-8");
 	int rc = fn(arg, op, p->msg ? p->msg : (const uint8_t *)"", len);
 	if (p->msg_cap > WS_KEEP_CAP)
@@ -250,42 +251,3 @@ uint16_t ws_close_code(const uint8_t *data, size_t len)
 	return len >= 2 ? (uint16_t)(data[0] << 8 | data[1]) : 1005;
 }
 
-bool ws_utf8_valid(const uint8_t *s, size_t len)
-{
-	size_t i = 0;
-	while (i < len) {
-		uint8_t c = s[i];
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		size_t n;
-		uint8_t lo = 0x80, hi = 0xbf;   /* bounds of the second byte */
-		if (c >= 0xc2 && c <= 0xdf)
-			n = 1;
-		else if (c >= 0xe0 && c <= 0xef) {
-			n = 2;
-			if (c == 0xe0)
-				lo = 0xa0;              /* overlong */
-			else if (c == 0xed)
-				hi = 0x9f;              /* surrogates */
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			n = 3;
-			if (c == 0xf0)
-				lo = 0x90;              /* overlong */
-			else if (c == 0xf4)
-				hi = 0x8f;              /* above U+10FFFF */
-		} else {
-			return false;
-		}
-		if (len - i <= n)
-			return false;
-		if (s[i + 1] < lo || s[i + 1] > hi)
-			return false;
-		for (size_t k = 2; k <= n; k++)
-			if ((s[i + k] & 0xc0) != 0x80)
-				return false;
-		i += n + 1;
-	}
-	return true;
-}

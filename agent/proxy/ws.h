@@ -99,8 +99,4 @@ size_t ws_close_payload(uint8_t *out, uint16_t code, const char *reason);
 /* The code of a close payload; 1005 (none given) for an empty one. */
 uint16_t ws_close_code(const uint8_t *data, size_t len);
 
-/* Whether data is well-formed UTF-8 (RFC 3629: no overlongs, surrogates
- * or code points above U+10FFFF). */
-bool ws_utf8_valid(const uint8_t *data, size_t len);
-
 #endif

@@ -145,6 +145,13 @@ def text_hidden_in_a_bytes_field_is_read():
     check(not res["ok"] and res["code"] == 7 and "redacted" in res["details"],
           "an address inside a bytes field was not refused as unredactable: %s" % res)
     check(len(received()) == before, "the call with the hidden address reached the server")
+    # the same key in fullwidth letters: the detectors fold it, and so must
+    # the text the policy judges (it once read every non-ASCII byte as a space)
+    wide = "".join(chr(ord(c) + 0xFEE0) if c.isalnum() else c for c in AWS_KEY)
+    res = call("generate", "transcribe this", "--blob-b64", base64.b64encode(pcm + b"key " + wide.encode()).decode())
+    check(not res["ok"] and res["code"] == 7 and "no-secrets" in res["details"],
+          "a fullwidth key inside a bytes field was not blocked: %s" % res)
+    check(len(received()) == before, "the call with the fullwidth key reached the server")
     res = call("generate", "transcribe this", "--blob-b64", base64.b64encode(pcm).decode())
     check(res["ok"], "a clean bytes field was refused: %s" % res)
     got = received()[before:]

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "proxy/ws.h"
+#include "utf8.h"
 
 #define MAX_FRAME 4096
 #define MAX_MESSAGE 8192
@@ -20,7 +21,7 @@ static int check_fn(void *arg, enum ws_opcode op, const uint8_t *data, size_t le
 		abort();
 	if ((op & 0x8) && len > WS_CONTROL_MAX)
 		abort();
-	if (op == WS_TEXT && !ws_utf8_valid(data, len))
+	if (op == WS_TEXT && !utf8_valid(data, len))
 		abort();
 	if (op == WS_CONT)
 		abort();

@@ -3,6 +3,7 @@
  * same messages (or the same violation) each way. */
 #include "check.h"
 #include "proxy/ws.h"
+#include "utf8.h"
 
 #include <errno.h>
 
@@ -216,7 +217,7 @@ TEST(ws_text_must_be_utf8)
 	/* binary is not checked */
 	n = frame(buf, 0, WS_BINARY, true, false, "\xff\xfe", 2);
 	CHECK(same_every_split(WS_FROM_SERVER, 1000, 1000, buf, n, &o) && o.rc == 0, "binary: rc %d", o.rc);
-	CHECK(ws_utf8_valid((const uint8_t *)"\xf0\x9f\x98\x80 \xe2\x82\xac", 8), "emoji and euro");
+	CHECK(utf8_valid((const uint8_t *)"\xf0\x9f\x98\x80 \xe2\x82\xac", 8), "emoji and euro");
 }
 
 TEST(ws_close_frames)
