@@ -202,6 +202,7 @@ def text_disguised_as_audio_or_binary_is_read():
     blocked like any message, and real audio still passes untouched."""
     pcm = (b"\x00\x00\x10\xff\xf0\x00" * 400)
     key = ("deploy with key %s" % AWS_KEY).encode()
+    wide = "".join(chr(ord(c) + 0xFEE0) if c.isalnum() else c for c in AWS_KEY)
     smuggled = [
         {"event": {"type": "input_audio_buffer.append", "event_id": "evt_a1",
                    "audio": base64.b64encode(key).decode()}},
@@ -211,32 +212,37 @@ def text_disguised_as_audio_or_binary_is_read():
         {"event": {"type": "conversation.item.create", "event_id": "evt_a4", "item": {
             "type": "message", "role": "user",
             "content": [{"type": "input_audio", "audio": base64.b64encode(pcm + key).decode()}]}}},
+        # fullwidth letters after real audio: folded by the detectors
+        {"event": {"type": "input_audio_buffer.append", "event_id": "evt_a5",
+                   "audio": base64.b64encode(pcm + ("key " + wide).encode() + pcm).decode()}},
     ]
     steps = []
     for st in smuggled:
         steps += [st, {"wait": "error"}]
     steps += [{"binary_b64": base64.b64encode(pcm + key).decode()}, {"wait": "error"},
+              {"binary_b64": base64.b64encode(pcm + ("key " + wide).encode()).decode()}, {"wait": "error"},
               {"event": {"type": "input_audio_buffer.append", "event_id": "evt_ok",
                          "audio": base64.b64encode(pcm).decode()}},
               {"binary_b64": base64.b64encode(pcm).decode()}, {"wait_binary": 1}, {"close": 1000}]
     n0 = len(ws_events(lambda e: e["action"] == "block", kind="websocket_message", timeout=0))
     out, got = session(steps)
     raw = json.dumps(got)
-    check(AWS_KEY not in raw and base64.b64encode(key).decode()[:20] not in raw and
+    check(AWS_KEY not in raw and wide.encode() not in b"".join(
+              base64.b64decode(r.get("b64", "")) for r in got if r["kind"] == "binary") and base64.b64encode(key).decode()[:20] not in raw and
           not any(AWS_KEY.encode() in base64.b64decode(r.get("b64", "")) for r in got if r["kind"] == "binary") and
           not any(AWS_KEY.encode() in base64.b64decode(t.get("audio", "") + "==") for t in texts(got)
                   if t["type"] == "input_audio_buffer.append"),
           "the key reached the server: %s" % raw[:600])
     errs = [e for e in out["events"] if e["type"] == "error"]
-    check(len(errs) == 5 and all(e["error"]["code"] == "policy_blocked" for e in errs),
+    check(len(errs) == 7 and all(e["error"]["code"] == "policy_blocked" for e in errs),
           "each smuggled message should get a policy error: %s" % errs)
     app = [t for t in texts(got) if t["type"] == "input_audio_buffer.append"]
     check([t["event_id"] for t in app] == ["evt_ok"] and app[0]["audio"] == base64.b64encode(pcm).decode(),
           "real audio did not pass untouched: %s" % [t.get("event_id") for t in app])
     bins = [r["b64"] for r in got if r["kind"] == "binary"]
     check(bins == [base64.b64encode(pcm).decode()], "binary frames upstream: %d" % len(bins))
-    blk = ws_events(lambda e: e["action"] == "block", kind="websocket_message", n=n0 + 5)
-    check(len(blk) >= n0 + 5 and all({"type": "AWS_ACCESS_KEY", "count": 1} in e["findings"] for e in blk[n0:]),
+    blk = ws_events(lambda e: e["action"] == "block", kind="websocket_message", n=n0 + 7)
+    check(len(blk) >= n0 + 7 and all({"type": "AWS_ACCESS_KEY", "count": 1} in e["findings"] for e in blk[n0:]),
           "the blocked messages were not audited with the key's finding: %s" % blk[n0:])
 
 
