@@ -575,12 +575,17 @@ static void response_heads(struct h1x *e, uint64_t now)
 			return response_head(e, (size_t)phl, now);
 		if (e->resp.status == 101 && ex->kind && wsrelay_response_ok(&e->resp))
 			return start_websocket(e, (size_t)phl, now);
-		if (e->resp.status == 101)
+		if (e->resp.status == 101) {
+			/* refused by the agent, whatever the policy allowed:
+			 * a SOC filter on blocks must find it */
+			ex->action = "block";
+			ex->reason = "upgrade_refused";
 			return upstream_error(e, 502, "upgrade_refused",
 					      ex->kind ? "the server's WebSocket answer negotiated an extension (or no websocket upgrade): "
 							 "the agent cannot read such frames" :
 							 "protocol upgrade is not supported",
 					      now);
+		}
 		if (cout_append(e, p, (size_t)phl))
 			return finish(e, -EIO, now);
 		e->rpos += (size_t)phl;

@@ -812,7 +812,8 @@ TEST(upgrade_to_another_protocol_is_refused_whatever_the_upstream_says)
 	CHECK(ref.connects == 1 && ref.closes == 1,
 	      "the upstream that switched protocols was not closed (connects %u closes %u)", ref.connects, ref.closes);
 	CHECK(strstr(last_event(), "\"error\":\"protocol upgrade is not supported\"") &&
-	      strstr(last_event(), "\"status\":502"),
+	      strstr(last_event(), "\"status\":502") && strstr(last_event(), "\"action\":\"block\"") &&
+	      strstr(last_event(), "\"reason\":\"upgrade_refused\""),
 	      "event %s", last_event());
 	outcome_free(&ref);
 }
