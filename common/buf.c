@@ -19,20 +19,11 @@ int buf_reserve(struct buf *b, size_t extra)
 			return -ENOMEM;
 		cap *= 2;
 	}
-	char *d;
-	if (!b->secret) {
-		if (!(d = realloc(b->data, cap)))
-			return -ENOMEM;
-	} else {
-		if (!(d = malloc(cap)))
-			return -ENOMEM;
+	char *d = b->secret ? secret_realloc(b->data, b->len, b->cap, cap) : realloc(b->data, cap);
+	if (!d)
+		return -ENOMEM;
+	if (b->secret)
 		d[b->len] = '\0';
-		if (b->data) {
-			memcpy(d, b->data, b->len);
-			explicit_bzero(b->data, b->cap);
-			free(b->data);
-		}
-	}
 	b->data = d;
 	b->cap = cap;
 	return 0;
@@ -91,11 +82,31 @@ void buf_free(struct buf *b)
 {
 	if (!b)
 		return;
-	if (b->secret && b->data)
-		explicit_bzero(b->data, b->cap);
-	free(b->data);
+	if (b->secret)
+		secret_free(b->data, b->cap);
+	else
+		free(b->data);
 	b->data = NULL;
 	b->len = b->cap = 0;
+}
+
+void *secret_realloc(void *p, size_t used, size_t cap, size_t ncap)
+{
+	char *d = malloc(ncap ? ncap : 1);
+	if (!d)
+		return NULL;
+	if (p) {
+		memcpy(d, p, used < ncap ? used : ncap);
+		secret_free(p, cap);
+	}
+	return d;
+}
+
+void secret_free(void *p, size_t cap)
+{
+	if (p)
+		explicit_bzero(p, cap);
+	free(p);
 }
 
 int buf_grow_array(void *arrp, size_t *cap, size_t n, size_t elem)

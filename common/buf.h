@@ -28,6 +28,13 @@ int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 void buf_free(struct buf *b);
 
+/* For buffers of what a user sent kept outside a struct buf: moves the
+ * first used bytes of p (a block of cap bytes, or NULL) to a new block of
+ * ncap bytes, then wipes and frees p. NULL on failure (p unchanged). */
+void *secret_realloc(void *p, size_t used, size_t cap, size_t ncap);
+/* Wipes the cap bytes of p, then frees it (p may be NULL). */
+void secret_free(void *p, size_t cap);
+
 /* For arrays of any element: makes room for element n of the array at
  * *(T **)arrp holding *cap elements of elem bytes, doubling it (16 at
  * first). Returns 0 or -ENOMEM (the array unchanged). */

@@ -117,6 +117,8 @@ static size_t grown_cap(size_t cap, size_t need, size_t limit)
 	return nc > limit ? limit : nc;
 }
 
+/* Every buffer here holds what a user sent or is answered: it grows by
+ * copy-and-wipe and is wiped when freed (no stale copy in freed memory). */
 static int grow(char **buf, size_t *cap, size_t need, size_t limit)
 {
 	if (need <= *cap)
@@ -124,7 +126,7 @@ static int grow(char **buf, size_t *cap, size_t need, size_t limit)
 	if (need > limit)
 		return -E2BIG;
 	size_t nc = grown_cap(*cap, need, limit);
-	char *nb = realloc(*buf, nc);
+	char *nb = secret_realloc(*buf, *cap, *cap, nc);
 	if (!nb)
 		return -ENOMEM;
 	*buf = nb;
@@ -219,23 +221,23 @@ static size_t cout_pending(const struct h1x *e)
 static void release_buffers(struct h1x *e)
 {
 	if (e->in_cap > RELEASE_ABOVE && !e->in_len) {
-		free(e->in);
+		secret_free(e->in, e->in_cap);
 		e->in = NULL;
 		e->in_cap = 0;
 	} else if (e->in_cap > RELEASE_ABOVE && e->in_len <= RELEASE_ABOVE / 2) {
-		char *nb = realloc(e->in, RELEASE_ABOVE);
+		char *nb = secret_realloc(e->in, e->in_len, e->in_cap, RELEASE_ABOVE);
 		if (nb) {
 			e->in = nb;
 			e->in_cap = RELEASE_ABOVE;
 		}
 	}
 	if (e->body_cap > RELEASE_ABOVE) {
-		free(e->body);
+		secret_free(e->body, e->body_cap);
 		e->body = NULL;
 		e->body_cap = 0;
 	}
 	if (e->rcap > RELEASE_ABOVE && e->rpos == e->rlen && !e->pass_len) {
-		free(e->rbuf);
+		secret_free(e->rbuf, e->rcap);
 		e->rbuf = NULL;
 		e->rcap = e->rlen = e->rpos = 0;
 	}
@@ -860,6 +862,7 @@ struct h1x *h1x_new(struct agent *ag, const struct conn_info *info, struct excha
 	e->ag = ag;
 	e->info = info;
 	e->xc = xc;
+	e->cout.secret = true;    /* restored answers */
 	start_request(e, now);
 	return e;
 }
@@ -871,10 +874,10 @@ void h1x_free(struct h1x *e)
 	if (e->ex_live)
 		exchange_free(&e->ex);
 	charge(e, 0, 0);
-	free(e->in);
-	free(e->body);
-	free(e->rbuf);
-	free(e->fwd);
+	secret_free(e->in, e->in_cap);
+	secret_free(e->body, e->body_cap);
+	secret_free(e->rbuf, e->rcap);
+	secret_free(e->fwd, e->fwd_cap);
 	buf_free(&e->cout);
 	free(e);
 }

@@ -61,3 +61,17 @@ TEST(a_secret_buffer_grows_and_frees_like_any_other)
 	CHECK(buf_append(&b, "x", 1) == 0 && !strcmp(b.data, "x"), "reuse after free failed");
 	buf_free(&b);
 }
+
+TEST(secret_realloc_moves_what_is_used_and_takes_null)
+{
+	char *p = secret_realloc(NULL, 0, 0, 64);
+	CHECK(p, "no block from NULL");
+	memcpy(p, "prompt text", 11);
+	char *q = secret_realloc(p, 11, 64, 4096);
+	CHECK(q && !memcmp(q, "prompt text", 11), "the used bytes did not move");
+	/* shrinking keeps what fits */
+	char *r = secret_realloc(q, 11, 4096, 6);
+	CHECK(r && !memcmp(r, "prompt", 6), "shrunk block lost its start");
+	secret_free(r, 6);
+	secret_free(NULL, 0);
+}
