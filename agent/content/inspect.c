@@ -294,6 +294,9 @@ struct inspect_scratch *inspect_scratch_new(struct inspector *ins)
 	struct inspect_scratch *s = calloc(1, sizeof(*s));
 	if (!s)
 		return NULL;
+	s->part.secret = s->norm.secret = true;   /* decoded and normalised text */
+	for (int i = 0; i < INSPECT_MAX_LAYERS; i++)
+		s->b64[i].secret = true;
 	s->nwords = (ins->ndet + DETECTORS_NINJ + 63) / 64;
 	s->hit = calloc(s->nwords, sizeof(uint64_t));
 	s->win = calloc(ins->ndet ? ins->ndet : 1, sizeof(*s->win));

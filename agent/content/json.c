@@ -361,7 +361,7 @@ void json_text_free(struct json_text *t)
 {
 	if (!t)
 		return;
-	free(t->data);
+	secret_free(t->data, t->cap);   /* a decoded string is what the user sent */
 	free(t->map);
 	t->data = NULL;
 	t->map = NULL;
@@ -409,7 +409,7 @@ int json_decode(const char *raw, size_t raw_len, struct json_text *out)
 	/* decoded is never longer than raw (worst case: "\u00e9" 6 -> 2) */
 	if (out->cap < raw_len + 1) {
 		size_t cap = raw_len + 1 < 64 ? 64 : raw_len + 1;
-		char *d = realloc(out->data, cap);
+		char *d = secret_realloc(out->data, 0, out->cap, cap);   /* overwritten below */
 		if (!d)
 			return -ENOMEM;
 		out->data = d;

@@ -258,7 +258,7 @@ int redact_body(const char *body, size_t len, const struct inspect_result *r,
 		const struct redact_policy *pol, struct buf *out, size_t *replaced)
 {
 	struct rctx c = { .pol = pol };
-	struct buf tmp = { 0 }, dec = { .secret = true };
+	struct buf tmp = { .secret = true }, dec = { .secret = true };
 	struct json_text t = { 0 };
 	size_t orig_len = out->len;
 	int rc = 0;
@@ -323,8 +323,6 @@ done:
 		out->len = orig_len;
 	if (replaced)
 		*replaced = c.replaced;
-	if (tmp.data)
-		OPENSSL_cleanse(tmp.data, tmp.len);
 	buf_free(&tmp);
 	buf_free(&dec);
 	json_text_free(&t);

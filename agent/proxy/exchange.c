@@ -251,7 +251,13 @@ void exchange_init(struct exchange *ex, struct agent *ag, const struct conn_info
 	ex->injection_score = -1;
 	ex->action = "allow";
 	ex->provider = PROVIDER_GENERIC;
-	ex->stage.secret = true;   /* answer text between redaction and restoration */
+	/* what the user sent or is answered: no stale copy in freed memory */
+	ex->stage.secret = true;
+	ex->text.secret = true;
+	ex->out.secret = true;
+	ex->tpl_pre.secret = true;
+	ex->tpl_post.secret = true;
+	ex->decoded.secret = true;
 }
 
 void exchange_free(struct exchange *ex)
@@ -265,10 +271,8 @@ void exchange_free(struct exchange *ex)
 	buf_free(&ex->out);
 	buf_free(&ex->tpl_pre);
 	buf_free(&ex->tpl_post);
-	if (ex->resp_copy)
-		OPENSSL_cleanse(ex->resp_copy, ex->resp_len);
-	free(ex->resp_copy);
-	free(ex->new_body);
+	secret_free(ex->resp_copy, ex->resp_cap);
+	secret_free(ex->new_body, ex->new_body_len);
 	buf_free(&ex->decoded);
 	free(ex->new_target);
 	for (unsigned i = 0; i < HTTP_MAX_HEADERS; i++)
@@ -489,7 +493,7 @@ void exchange_done(struct exchange *ex)
 static void apply_redaction(struct exchange *ex, const char *body, size_t len,
 			    struct redact_policy *rp)
 {
-	struct buf out = { 0 };
+	struct buf out = { .secret = true };   /* the prompt, as forwarded */
 	bool any = false;
 	int ret;
 
@@ -1133,9 +1137,7 @@ static void rewrite_event(struct exchange *ex, const char *event, size_t event_l
 			emit_whole_text_event(ex, event, event_len, data, data_len);
 	}
 out:
-	if (txt.data)
-		OPENSSL_cleanse(txt.data, txt.len);
-	json_text_free(&txt);
+	json_text_free(&txt);   /* wiped */
 	buf_free(&done);
 	buf_free(&enc);
 }
@@ -1313,7 +1315,7 @@ void exchange_response_data(struct exchange *ex, const char *data, size_t len)
 		size_t cap = ex->resp_cap ? ex->resp_cap : 4096;
 		while (cap < ex->resp_len + len)
 			cap *= 2;
-		char *nb = realloc(ex->resp_copy, cap);
+		char *nb = secret_realloc(ex->resp_copy, ex->resp_len, ex->resp_cap, cap);
 		if (!nb) {
 			ex->resp_copy_full = true;
 			ex->cut = ex->resp_doc;

@@ -14,6 +14,7 @@ void grpc_reader_init(struct grpc_reader *r, size_t max_msg)
 {
 	memset(r, 0, sizeof(*r));
 	r->max_msg = max_msg;
+	r->msg.secret = true;
 }
 
 void grpc_reader_free(struct grpc_reader *r)
@@ -21,7 +22,6 @@ void grpc_reader_free(struct grpc_reader *r)
 	if (!r)
 		return;
 	buf_free(&r->msg);
-	memset(&r->msg, 0, sizeof(r->msg));
 }
 
 bool grpc_reader_idle(const struct grpc_reader *r)

@@ -441,7 +441,7 @@ static int rewrite_request(struct grpccall *g, const char *body, size_t len)
 {
 	struct readback rb = { g, { 0 } };
 	struct protowalk_edit *e = calloc(g->nrefs ? g->nrefs : 1, sizeof(*e));
-	struct buf m = { 0 };
+	struct buf m = { .secret = true };
 	int rc = !e ? -ENOMEM : index_slots(g);
 	size_t k = 0;
 
@@ -703,7 +703,7 @@ static int answer_text(struct answer_walk *w, const struct protowalk_field *f)
  * became a token) goes out in a last message of the same shape. */
 static int answer_flush(struct grpccall *g)
 {
-	struct buf t = { 0 }, m = { 0 }, l1 = { 0 }, l2 = { 0 };
+	struct buf t = { .secret = true }, m = { .secret = true }, l1 = { 0 }, l2 = { 0 };
 	int rc;
 
 	struct exchange *ex = g->ex;
@@ -791,7 +791,7 @@ static int on_resp_msg(void *arg, bool compressed, const uint8_t *msg, size_t le
 		if (rc == 0 && w.n) {
 			for (size_t i = 0; i < w.n; i++)
 				w.e[i].repl = g->edits_repl.data + w.repl_off[i];
-			struct buf m = { 0 };
+			struct buf m = { .secret = true };
 			rc = protowalk_rewrite(w.msg, g->dec.len, w.e, w.n, &m);
 			if (!rc)
 				rc = grpc_frame(&g->out, false, m.data ? m.data : "", m.len);
@@ -1411,6 +1411,11 @@ int grpccall_serve(struct exchange *ex, struct h2_stream *h2, const struct h2_gr
 	struct h2_grpc_call whole;
 	int rc;
 
+	/* what the user sent or is answered: no stale copy in freed memory */
+	struct buf *held[] = { &g.msgs, &g.json, &g.repl, &g.fwd, &g.head, &g.fields, &g.dec, &g.edits_repl,
+			       &g.out, &g.wbuf, &g.stage, &g.rin, &g.first, &g.upq, &g.sent };
+	for (size_t i = 0; i < sizeof(held) / sizeof(held[0]); i++)
+		held[i]->secret = true;
 	if (call->streamed && (rc = streamed_start(&g, &whole))) {
 		grpccall_free(&g);
 		return rc;

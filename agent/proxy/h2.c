@@ -219,7 +219,6 @@ static void stream_drop_body(struct h2_conn *h, struct h2_stream *st)
 {
 	uncharge(h, st->body.len);
 	buf_free(&st->body);
-	memset(&st->body, 0, sizeof(st->body));
 }
 
 /* The worker reading a streamed request body has more to read. */
@@ -300,6 +299,9 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *us
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
 	st->id = f->hd.stream_id;
 	st->h = h;
+	/* what the user sent or is answered: no stale copy in freed memory */
+	st->path.secret = st->hdrs.secret = st->cookie.secret = st->body.secret = st->req.secret = st->rq.secret = true;
+	st->rhead.secret = st->out.secret = st->q.secret = st->qc.secret = true;
 	st->body_fd = -1;
 	st->cancel_fd = -1;
 	st->next_all = h->all;
@@ -782,7 +784,6 @@ static int head_in(struct h2_conn *h, struct h2_stream *st, const char *p, size_
 			return -EIO;
 		int rc = body_in(st, st->rhead.data + hl, st->rhead.len - (size_t)hl);
 		buf_free(&st->rhead);
-		memset(&st->rhead, 0, sizeof(st->rhead));
 		return rc;
 	}
 }
@@ -1098,7 +1099,6 @@ static void stream_finish(struct h2_conn *h, struct h2_stream *st, int rc)
 
 	stream_drop_body(h, st);
 	buf_free(&st->req);
-	memset(&st->req, 0, sizeof(st->req));
 	if (h->broken || h->io_failed || st->closed || st->failed)
 		return;
 	if (complete && st->submitted) {
@@ -1476,7 +1476,7 @@ static int turn(struct h2_conn *h)
 
 int h2_serve(const struct h2_limits *lim, const struct h2_io *io, bool *abuse, char *why, size_t whylen)
 {
-	struct h2_conn h = { .lim = lim, .io = io, .wake_fd = -1 };
+	struct h2_conn h = { .lim = lim, .io = io, .wake_fd = -1, .wbuf.secret = true };
 	int rc;
 
 	if (abuse)

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "proxy/ws.h"
+#include "buf.h"
 #include "utf8.h"
 
 /* A reassembly buffer over this is given back after its message, so an
@@ -22,9 +23,7 @@ void ws_parser_init(struct ws_parser *p, enum ws_peer from, uint64_t max_frame, 
 
 static void drop_msg(struct ws_parser *p)
 {
-	if (p->msg)
-		explicit_bzero(p->msg, p->msg_cap);
-	free(p->msg);
+	secret_free(p->msg, p->msg_cap);
 	p->msg = NULL;
 	p->msg_cap = 0;
 }
@@ -118,12 +117,9 @@ static int head_done(struct ws_parser *p)
 			cap *= 2;
 		if (cap > p->max_message)
 			cap = (size_t)p->max_message;
-		uint8_t *nb = malloc(cap);
+		uint8_t *nb = secret_realloc(p->msg, p->msg_len, p->msg_cap, cap);
 		if (!nb)
 			return -ENOMEM;
-		if (p->msg_len)
-			memcpy(nb, p->msg, p->msg_len);
-		drop_msg(p);
 		p->msg = nb;
 		p->msg_cap = cap;
 	}
