@@ -326,6 +326,76 @@ static bool utf8_text(const unsigned char *p, size_t n)
 	return true;
 }
 
+/* 1 little-endian, 2 big-endian, 0 not UTF-16; *bom: bytes of the mark */
+static int utf16_order(const unsigned char *p, size_t n, size_t *bom)
+{
+	*bom = 0;
+	if (n >= 2 && p[0] == 0xff && p[1] == 0xfe && !(n >= 4 && !p[2] && !p[3]))   /* not UTF-32LE */
+		return *bom = 2, 1;
+	if (n >= 2 && p[0] == 0xfe && p[1] == 0xff)
+		return *bom = 2, 2;
+	size_t units = (n < 4096 ? n : 4096) / 2, le = 0, be = 0;
+	for (size_t i = 0; i < units; i++) {
+		unsigned char a = p[2 * i], b = p[2 * i + 1];
+		le += !b && ((a >= 0x20 && a < 0x7f) || a == '\n' || a == '\r' || a == '\t');
+		be += !a && ((b >= 0x20 && b < 0x7f) || b == '\n' || b == '\r' || b == '\t');
+	}
+	if (units < 2 || (le < units / 2 && be < units / 2))
+		return 0;
+	return le >= be ? 1 : 2;
+}
+
+static void put_cp(char *o, size_t *k, uint32_t cp)
+{
+	if (cp < 0x80) {
+		o[(*k)++] = (char)(cp ? cp : ' ');
+	} else if (cp < 0x800) {
+		o[(*k)++] = (char)(0xc0 | cp >> 6);
+		o[(*k)++] = (char)(0x80 | (cp & 0x3f));
+	} else if (cp < 0x10000) {
+		o[(*k)++] = (char)(0xe0 | cp >> 12);
+		o[(*k)++] = (char)(0x80 | (cp >> 6 & 0x3f));
+		o[(*k)++] = (char)(0x80 | (cp & 0x3f));
+	} else {
+		o[(*k)++] = (char)(0xf0 | cp >> 18);
+		o[(*k)++] = (char)(0x80 | (cp >> 12 & 0x3f));
+		o[(*k)++] = (char)(0x80 | (cp >> 6 & 0x3f));
+		o[(*k)++] = (char)(0x80 | (cp & 0x3f));
+	}
+}
+
+int decode_utf16(const char *s, size_t n, struct buf *out)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t bom, k;
+	int order = utf16_order(p, n, &bom);
+
+	if (!order)
+		return 0;
+	size_t units = (n - bom) / 2;
+	/* 3 bytes of UTF-8 at most per unit (a pair: 4 for 2) */
+	if (units > (SIZE_MAX - 1) / 3 || buf_reserve(out, units * 3))
+		return -ENOMEM;
+	p += bom;
+	k = out->len;
+	for (size_t i = 0; i < units; i++) {
+		uint32_t u = order == 1 ? (uint32_t)(p[2 * i] | p[2 * i + 1] << 8) : (uint32_t)(p[2 * i] << 8 | p[2 * i + 1]);
+		if (u >= 0xd800 && u <= 0xdbff && i + 1 < units) {
+			uint32_t v = order == 1 ? (uint32_t)(p[2 * i + 2] | p[2 * i + 3] << 8) :
+						  (uint32_t)(p[2 * i + 2] << 8 | p[2 * i + 3]);
+			if (v >= 0xdc00 && v <= 0xdfff) {
+				put_cp(out->data, &k, 0x10000 + ((u - 0xd800) << 10) + (v - 0xdc00));
+				i++;
+				continue;
+			}
+		}
+		put_cp(out->data, &k, u >= 0xd800 && u <= 0xdfff ? 0xfffd : u);
+	}
+	out->len = k;
+	out->data[k] = '\0';
+	return 1;
+}
+
 const char *decode_sniff(const char *s, size_t n)
 {
 	static const struct { const char *magic; unsigned char len; unsigned short off; const char *type; } m[] = {
@@ -353,10 +423,13 @@ const char *decode_sniff(const char *s, size_t n)
 		{ "\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", 8, 0, "application/x-ole-storage" },
 	};
 	const unsigned char *p = (const unsigned char *)s;
+	size_t bom;
 	for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
 		if (n >= (size_t)m[i].off + m[i].len && !memcmp(p + m[i].off, m[i].magic, m[i].len))
 			return m[i].type;
-	return utf8_text(p, n < 4096 ? n : 4096) ? NULL : "application/octet-stream";
+	if (utf8_text(p, n < 4096 ? n : 4096))
+		return NULL;
+	return utf16_order(p, n, &bom) ? "text/plain; charset=utf-16" : "application/octet-stream";
 }
 
 bool decode_media_is_text(const char *mt, size_t n)

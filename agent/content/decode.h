@@ -37,8 +37,21 @@ int decode_base64(const char *in, size_t n, size_t cap, struct buf *out);
 /* What binary content is, from its first bytes: a media type such as
  * "image/png", "application/pdf", "application/zip", or NULL when it
  * looks like text (valid UTF-8 without NULs in the sampled prefix).
- * Unknown binaries are "application/octet-stream". Static strings. */
+ * Text in UTF-16 (see decode_utf16) is "text/plain; charset=utf-16": the
+ * detectors read it, but it cannot be rewritten in place. Unknown
+ * binaries are "application/octet-stream". Static strings. */
 const char *decode_sniff(const char *p, size_t n);
+
+/* Text in UTF-16, as Windows' Notepad ("Unicode"), PowerShell and
+ * `iconv -t UTF-16` write it and OpenAI's file search accepts it: a byte
+ * order mark (FF FE, FE FF), or without one, at least half the 16-bit
+ * units of the first 4 KiB in one byte order being printable ASCII or
+ * whitespace (quiet 16-bit audio, with its high bytes often 0, has about
+ * a fifth). Such text (after the mark) is appended to out as UTF-8:
+ * a lone surrogate becomes U+FFFD, NUL a space, a last odd byte is
+ * dropped. Returns 1 (out holds it), 0 (not UTF-16; out unchanged) or
+ * -ENOMEM. */
+int decode_utf16(const char *p, size_t n, struct buf *out);
 
 /* Whether a media type (parameters ignored, case-insensitive) names text
  * the detectors can read: text/..., application/json, application/...+json,

@@ -96,6 +96,7 @@ struct inspect_scratch {
 	uint32_t *pmap;
 	size_t pmapcap;
 	struct buf norm;     /* normalised text (decode_normalize) */
+	struct buf u16;      /* sealed text in UTF-16, as UTF-8 (decode_utf16) */
 	uint32_t *nmap;           /* its map to raw offsets */
 	size_t nmapcap;
 	struct cand *rej;         /* card/IBAN-shaped spans whose checksum failed */
@@ -294,7 +295,7 @@ struct inspect_scratch *inspect_scratch_new(struct inspector *ins)
 	struct inspect_scratch *s = calloc(1, sizeof(*s));
 	if (!s)
 		return NULL;
-	s->part.secret = s->norm.secret = true;   /* decoded and normalised text */
+	s->part.secret = s->norm.secret = s->u16.secret = true;   /* decoded and normalised text */
 	for (int i = 0; i < INSPECT_MAX_LAYERS; i++)
 		s->b64[i].secret = true;
 	s->nwords = (ins->ndet + DETECTORS_NINJ + 63) / 64;
@@ -317,6 +318,7 @@ void inspect_scratch_free(struct inspect_scratch *s)
 	hs_free_scratch(s->hs);
 	json_text_free(&s->text);
 	buf_free(&s->norm);
+	buf_free(&s->u16);
 	free(s->nmap);
 	buf_free(&s->part);
 	free(s->pmap);
@@ -1048,7 +1050,14 @@ static int scan_sealed(struct inspect_scratch *s, const struct scan_target *tg, 
 		s->seal_s = seal_s;
 		s->seal_e = seal_e;
 	}
-	int rc = scan_decoded(s, tg, t, n, NULL, r);
+	/* text in UTF-16 is read as the model's reader decodes it; the raw
+	 * bytes too (audio taken for UTF-16 must not hide text after it) */
+	s->u16.len = 0;
+	int rc = decode_utf16(t, n, &s->u16);
+	if (rc == 1)
+		rc = scan_decoded(s, tg, s->u16.data, s->u16.len, NULL, r);
+	if (rc == 0)
+		rc = scan_decoded(s, tg, t, n, NULL, r);
 	s->seal = was;
 	return rc;
 }
@@ -1423,7 +1432,10 @@ int inspect_request(struct inspect_scratch *s, const char *host, const char *pat
 			s->limit = true;
 		else if (out->info.invalid_json)
 			out->counts[FINDING_INVALID_JSON] = 1;
-		if ((rc = scan_decoded(s, &tg, body, len, NULL, out)))
+		/* JSON in UTF-16 ('{' then NUL): read, and sealed like any UTF-16 */
+		rc = len >= 2 && !body[1] ? scan_sealed(s, &tg, body, len, 0, len, out) :
+					   scan_decoded(s, &tg, body, len, NULL, out);
+		if (rc)
 			return rc;
 	}
 	finish_score(s, out);

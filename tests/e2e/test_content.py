@@ -351,6 +351,43 @@ def multipart_plain_part_redacted_in_place():
 
 
 @test
+def utf16_text_is_read_not_waved_through_as_binary():
+    """OpenAI's file search takes text files in UTF-16 (Notepad's
+    "Unicode", `iconv -t UTF-16`): its NUL bytes once made the file an
+    opaque binary, allowed with an alert, and the key went up unread.
+    UTF-16 with or without a byte order mark, as a file part, a base64 data
+    URI or the raw body, is read; it cannot be rewritten in place, so an
+    address there is refused like one in base64."""
+    text = "utf16 notes: deploy with key %s today\n" % AWS_KEY
+    variants = [("utf-16", "le+bom"), ("utf-16-be", "be"), ("utf-16-le", "le")]
+    for enc, name in variants:
+        body, ctype = multipart([("purpose", None, {}, b"assistants"),
+                                 ("file", "notes.txt", {"Content-Type": "text/plain"}, text.encode(enc))])
+        code, out, p = post_file(body, ctype=ctype, url="https://api.openai.com/v1/files")
+        check(code == 403, "%s file part with a key: status %s %s" % (name, code, out[:200]))
+        ev = last_event()
+        check(ev["action"] == "block" and {"type": "AWS_ACCESS_KEY", "count": 1} in ev["findings"],
+              "%s: event %s" % (name, ev))
+    body = chat_parts([{"type": "text", "text": "u16uri"},
+                       {"type": "image_url", "image_url": {"url": "data:text/plain;base64," +
+                        __import__("base64").b64encode(("mail " + EMAIL).encode("utf-16")).decode()}}])
+    code, out, p = post_file(body.encode())
+    check(code == 403 and "redaction_impossible" in out, "an address in UTF-16 base64: %s %s" % (code, out[:200]))
+    code, out, p = post_file(text.encode("utf-16"), ctype="text/plain", url="https://api.openai.com/v1/files")
+    check(code == 403, "a raw UTF-16 body with a key: status %s %s" % (code, out[:200]))
+    check(not any("utf16 notes" in b.replace("\x00", "") or "u16uri" in b for b in seen_by_provider()),
+          "a UTF-16 text with a finding reached the provider")
+    # a clean UTF-16 file still goes up as it was sent, named as text
+    clean = "utf16 clean notes, nothing to find\n".encode("utf-16")
+    body, ctype = multipart([("purpose", None, {}, b"assistants"),
+                             ("file", "clean.txt", {"Content-Type": "text/plain"}, clean)])
+    code, out, p = post_file(body, ctype=ctype, url="https://api.openai.com/v1/files")
+    check(code == 200, "a clean UTF-16 file: status %s %s" % (code, out[:200]))
+    ev = last_event()
+    check("utf-16" in (ev.get("reason") or ""), "the clean UTF-16 file is not named as such: %s" % ev)
+
+
+@test
 def form_body_redacted_and_still_a_form():
     import urllib.parse
     body = urllib.parse.urlencode({"prompt": "formtag write to " + EMAIL, "n": "1"})

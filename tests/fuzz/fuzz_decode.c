@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "content/decode.h"
+#include "utf8.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -41,8 +42,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	} else if (sel == 10) {
 		rc = decode_base64(body, n, cap, &out);
 	} else if (sel == 11) {
-		(void)decode_sniff(body, n);
+		const char *type = decode_sniff(body, n);
 		(void)decode_media_is_text(body, n);
+		/* UTF-16 text becomes valid UTF-8 of at most 3 bytes a unit,
+		 * and is what the sniffer names it */
+		struct buf t = { .secret = true };
+		rc = decode_utf16(body, n, &t);
+		if (rc == 1 && (!utf8_valid((const unsigned char *)t.data, t.len) || t.len > n / 2 * 3 ||
+				(type && !strcmp(type, "application/octet-stream"))))
+			abort();
+		if (rc == 0 && t.len)
+			abort();
+		buf_free(&t);
 		rc = 0;
 	} else if (sel == 12 || sel == 13) {
 		struct buf t = { 0 };

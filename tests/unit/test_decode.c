@@ -135,6 +135,40 @@ TEST(decode_base64_variants_and_errors)
 	buf_free(&out);
 }
 
+/* Text in UTF-16, as Notepad and iconv write it, is read as UTF-8; audio,
+ * which also has many zero bytes, is not taken for it. */
+TEST(decode_utf16_text_with_and_without_a_mark)
+{
+	struct buf o = { 0 };
+	/* "key =" little-endian with a mark; then a pair (U+1F600), a lone
+	 * surrogate and a NUL; a last odd byte is dropped */
+	static const char le[] = "\xff\xfek\0e\0y\0 \0=\0\x3d\xd8\x00\xde\x00\xd8!\0\0\0x";
+	CHECK(decode_utf16(le, sizeof(le) - 1, &o) == 1, "LE with a mark not taken");
+	CHECK(o.len == 14 && !strcmp(o.data, "key =\xf0\x9f\x98\x80\xef\xbf\xbd! "), "LE decoded to %s (%zu)",
+	      o.data, o.len);
+	o.len = 0;
+	static const char be[] = "\0A\0K\0I\0A\0 \0k\0e\0y\0\n";
+	CHECK(decode_utf16(be, sizeof(be) - 1, &o) == 1 && !strcmp(o.data, "AKIA key\n"), "BE without a mark: %s",
+	      o.data);
+	o.len = 0;
+	static const char be_cjk[] = "\xfe\xff\x4e\x2d\x65\x87";       /* a mark, then two CJK characters */
+	CHECK(decode_utf16(be_cjk, 6, &o) == 1 && !strcmp(o.data, "\xe4\xb8\xad\xe6\x96\x87"), "BE CJK: %s", o.data);
+	o.len = 0;
+	/* 16-bit PCM: low bytes all over the place, high bytes 0 or FF */
+	char pcm[4096];
+	for (size_t i = 0; i < sizeof(pcm); i += 2) {
+		pcm[i] = (char)(i * 37 % 251);
+		pcm[i + 1] = (char)(i % 6 < 3 ? 0 : 0xff);
+	}
+	CHECK(decode_utf16(pcm, sizeof(pcm), &o) == 0 && o.len == 0, "PCM audio taken for UTF-16");
+	CHECK(!strcmp(decode_sniff(pcm, sizeof(pcm)), "application/octet-stream"), "PCM named %s",
+	      decode_sniff(pcm, sizeof(pcm)));
+	CHECK(decode_utf16("plain ascii", 11, &o) == 0, "ASCII taken for UTF-16");
+	CHECK(!strcmp(decode_sniff(le, sizeof(le) - 1), "text/plain; charset=utf-16") &&
+	      !strcmp(decode_sniff(be, sizeof(be) - 1), "text/plain; charset=utf-16"), "UTF-16 not named as text");
+	buf_free(&o);
+}
+
 TEST(decode_sniff_and_media_types)
 {
 	CHECK(!strcmp(decode_sniff("\x89PNG\r\n\x1a\n....", 12), "image/png"), "png");
