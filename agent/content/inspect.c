@@ -1223,6 +1223,40 @@ static int req_string(void *vctx, size_t off, size_t len, bool visible)
 	return scan_layers(c->s, &tg, c->s->text.data, c->s->text.len, c->s->text.map, 0, c->r);
 }
 
+/* Bytes [from, to) of the body read as text. */
+static int scan_between(struct req_ctx *c, size_t from, size_t to)
+{
+	struct scan_target tg = { c->body, from, to - from, false, true };
+	return to > from ? scan_decoded(c->s, &tg, c->body + from, to - from, NULL, c->r) : 0;
+}
+
+/* A body that is not valid JSON, read as a lenient parser (NaN, trailing
+ * commas, comments) would read it: each "..." token as a JSON string, its
+ * escapes decoded (a key written as \u0041KIA... is a key), and the bytes
+ * between them as text. A token with a bad escape is read as it is. */
+static int scan_invalid_json(struct req_ctx *c, size_t len)
+{
+	const char *b = c->body;
+	size_t from = 0, i = 0;
+	int rc = 0;
+
+	while (!rc && i < len) {
+		if (b[i] != '"') {
+			i++;
+			continue;
+		}
+		size_t j = i + 1;
+		while (j < len && b[j] != '"')
+			j += b[j] == '\\' ? 2 : 1;
+		if (j >= len)
+			break;             /* unterminated: the rest is text */
+		if (!(rc = scan_between(c, from, i)) && (rc = req_string(c, i + 1, j - i - 1, true)) == -EINVAL)
+			rc = scan_between(c, i + 1, j);
+		from = i = j + 1;
+	}
+	return rc ? rc : scan_between(c, from, len);
+}
+
 struct jsonl_ctx { struct req_ctx *rc; size_t base; };
 
 static int jsonl_string(void *vctx, const char *doc, const struct json_string *js)
@@ -1433,8 +1467,12 @@ int inspect_request(struct inspect_scratch *s, const char *host, const char *pat
 		else if (out->info.invalid_json)
 			out->counts[FINDING_INVALID_JSON] = 1;
 		/* JSON in UTF-16 ('{' then NUL): read, and sealed like any UTF-16 */
-		rc = len >= 2 && !body[1] ? scan_sealed(s, &tg, body, len, 0, len, out) :
-					   scan_decoded(s, &tg, body, len, NULL, out);
+		if (out->info.invalid_json && len >= 2 && !body[1])
+			rc = scan_sealed(s, &tg, body, len, 0, len, out);
+		else if (out->info.invalid_json)
+			rc = scan_invalid_json(&c, len);
+		else
+			rc = scan_decoded(s, &tg, body, len, NULL, out);
 		if (rc)
 			return rc;
 	}

@@ -529,6 +529,13 @@ static void apply_redaction(struct exchange *ex, const char *body, size_t len,
 		return;
 	}
 	buf_free(&out);
+	if (ret == REDACT_INVALID_JSON) {
+		/* found, but where a rewrite could break what the provider
+		 * reads: refused, never forwarded as sent */
+		block(ex, 403, "redaction_impossible", ex->rule ? ex->rule : "default:pii",
+		      "a value to redact is in a body that is not valid JSON", "INVALID_JSON");
+		return;
+	}
 	if (ret < 0) {
 		/* A request we decided to redact but could not must not leave as is. */
 		block(ex, 403, "redaction_failed", ex->rule ? ex->rule : "default:pii",

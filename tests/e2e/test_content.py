@@ -388,6 +388,29 @@ def utf16_text_is_read_not_waved_through_as_binary():
 
 
 @test
+def invalid_json_is_read_through_its_escapes_and_never_half_redacted():
+    """A body that is not valid JSON (a trailing comma, NaN: lenient
+    parsers take both) was scanned as raw text, so a key written with \\u
+    escapes went unseen; and an address in it was found but could not be
+    redacted, and was forwarded as sent while the event said redact."""
+    esc = "".join("\\u%04x" % ord(c) for c in AWS_KEY[:4]) + AWS_KEY[4:]
+    for bad in ('{"model": "gpt-4o-mini", "temperature": NaN, "messages": [{"role": "user", "content": "ijk %s"}]}',
+                '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "ijk %s"},],}'):
+        code, out, p = post_file((bad % esc).encode())
+        check(code == 403, "an escaped key in invalid JSON: status %s %s" % (code, out[:200]))
+        ev = last_event()
+        check(ev["action"] == "block" and {"type": "AWS_ACCESS_KEY", "count": 1} in ev["findings"], "event %s" % ev)
+        code, out, p = post_file((bad % ("mail " + EMAIL)).encode())
+        check(code == 403 and "redaction" in out, "an address in invalid JSON: status %s %s" % (code, out[:200]))
+        ev = last_event()
+        check(ev["action"] == "block" and {"type": "EMAIL", "count": 1} in ev["findings"], "event %s" % ev)
+    check(not any("ijk" in b for b in seen_by_provider()), "invalid JSON with a finding reached the provider")
+    # invalid JSON with nothing in it is still forwarded (a lenient provider reads it), and audited
+    code, out, p = post_file(b'{"model": "gpt-4o-mini", "temperature": NaN, "messages": [{"role": "user", "content": "ok"}]}')
+    check(code == 200 and last_event()["rule"] == "default:invalid_json", "clean invalid JSON: %s %s" % (code, out[:200]))
+
+
+@test
 def form_body_redacted_and_still_a_form():
     import urllib.parse
     body = urllib.parse.urlencode({"prompt": "formtag write to " + EMAIL, "n": "1"})

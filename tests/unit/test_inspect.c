@@ -415,7 +415,21 @@ TEST(inspect_invalid_json_is_a_finding)
 	CHECK(inspect_request(scr, "api.openai.com", "/v1/chat/completions", body, strlen(body), &res) == 0,
 	      "inspect_request failed");
 	CHECK(res.counts[FINDING_INVALID_JSON] == 1, "invalid JSON not reported");
-	CHECK(res.counts[FINDING_EMAIL] == 1 && !res.spans[0].in_json, "invalid body should be scanned as text");
+	CHECK(res.counts[FINDING_EMAIL] == 1 && res.nspans == 1, "the address once, not %u", res.counts[FINDING_EMAIL]);
+	/* read as a lenient parser would: escapes decoded in each string, the
+	 * rest as text, each byte once (NaN, a trailing comma, an unquoted key,
+	 * an unterminated string) */
+	body = "{\"temperature\": NaN, \"a\": \"\\u0041KIAZ7QW3RT5YUP2MN8X\", key: b@example.com, "
+	       "\"c\": \"c@example.com\",} \"open d@example.com";
+	CHECK(inspect_request(scr, "api.openai.com", "/v1/chat/completions", body, strlen(body), &res) == 0,
+	      "inspect_request failed");
+	CHECK(res.counts[FINDING_INVALID_JSON] == 1 && res.counts[FINDING_AWS_ACCESS_KEY] == 1 &&
+	      res.counts[FINDING_EMAIL] == 3 && res.nspans == 4,
+	      "lenient reading: key %u addresses %u spans %zu", res.counts[FINDING_AWS_ACCESS_KEY],
+	      res.counts[FINDING_EMAIL], res.nspans);
+	const struct inspect_span *k = &res.spans[0];
+	CHECK(k->type == FINDING_AWS_ACCESS_KEY && !memcmp(body + k->start, "\\u0041KIA", 9),
+	      "the key's span does not cover its escape");
 }
 
 TEST(inspect_prompt_injection_score)
