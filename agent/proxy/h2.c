@@ -58,7 +58,7 @@ struct h2_stream {
 	struct h2_stream *next_all;   /* every stream the connection holds */
 	struct h2_stream *next_ready; /* requests complete, in completion order */
 	bool queued, served, closed;
-	int refuse;                   /* 0, 405 (CONNECT), 413, 431 or 503 */
+	int refuse;                   /* 0, 400 (malformed), 405 (CONNECT), 413, 431 or 503 */
 	char method[H2_METHOD_MAX];
 	struct buf path, authority, host, hdrs, cookie, body;
 	size_t hlist;                 /* RFC 9113 6.5.2 size of the header list so far */
@@ -539,6 +539,25 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 	return 0;
 }
 
+/* nghttp2 resets a stream it finds malformed itself with PROTOCOL_ERROR
+ * (an extended CONNECT's :protocol, which the agent never enables; a
+ * forbidden header; DATA that does not add up to its content-length); the
+ * agent never sends that code. Such a stream not yet handed to a worker
+ * still goes to one as refused, so the attempt is audited (a CONNECT as
+ * tunnel_refused, anything else as bad_request); its answer finds the
+ * stream closed and is dropped. */
+static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *user)
+{
+	struct h2_conn *h = user;
+	struct h2_stream *st;
+
+	if (f->hd.type != NGHTTP2_RST_STREAM || f->rst_stream.error_code != NGHTTP2_PROTOCOL_ERROR ||
+	    !(st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id)) || st->served || st->queued)
+		return 0;
+	stream_refuse(h, st, st->refuse ? st->refuse : !strcmp(st->method, "CONNECT") ? 405 : 400);
+	return 0;
+}
+
 static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, void *user)
 {
 	struct h2_conn *h = user;
@@ -548,7 +567,10 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
 	if (!st)
 		return 0;
 	nghttp2_session_set_stream_user_data(s, id, NULL);
-	if (st->worker) {
+	if (st->queued && st->refuse) {
+		/* refused, not yet audited: the worker still writes its event */
+		st->closed = true;
+	} else if (st->worker) {
 		/* reset by the client (or over): the worker stops at its next
 		 * answer; the stream is freed once it is joined */
 		st->closed = true;
@@ -1381,6 +1403,7 @@ static int session_new(struct h2_conn *h)
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+	nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
 	if (nghttp2_option_new(&opt)) {
 		nghttp2_session_callbacks_del(cb);
 		return -ENOMEM;

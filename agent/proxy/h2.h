@@ -95,7 +95,8 @@ struct h2_io {
 	uint64_t (*now_ms)(void);
 	/* One stream's request as HTTP/1.1 (head, then a body of exactly
 	 * Content-Length bytes). refuse 0: serve it, writing the response
-	 * with h2_respond(st, ...); 405 (a CONNECT tunnel), 413, 431 or 503:
+	 * with h2_respond(st, ...); 400 (found malformed by nghttp2, already
+	 * reset), 405 (a CONNECT tunnel), 413, 431 or 503:
 	 * the stream is refused (the head holds the request line and Host
 	 * only), answer with that error
 	 * in the provider's shape (as the HTTP/1.1 path does, the callee may
