@@ -1230,14 +1230,15 @@ static int scan_between(struct req_ctx *c, size_t from, size_t to)
 	return to > from ? scan_decoded(c->s, &tg, c->body + from, to - from, NULL, c->r) : 0;
 }
 
-/* A body that is not valid JSON, read as a lenient parser (NaN, trailing
- * commas, comments) would read it: each "..." token as a JSON string, its
- * escapes decoded (a key written as \u0041KIA... is a key), and the bytes
- * between them as text. A token with a bad escape is read as it is. */
-static int scan_invalid_json(struct req_ctx *c, size_t len)
+/* Text that is not valid JSON (a body with NaN or trailing commas, which
+ * lenient parsers take; a file part), read as such a parser would read
+ * it: each "..." token in [off, len) as a JSON string, its escapes decoded
+ * (a key written as \u0041KIA... is a key), and the bytes between them
+ * as text. A token with a bad escape is read as it is. */
+static int scan_invalid_json(struct req_ctx *c, size_t off, size_t len)
 {
 	const char *b = c->body;
-	size_t from = 0, i = 0;
+	size_t from = off, i = off;
 	int rc = 0;
 
 	while (!rc && i < len) {
@@ -1305,7 +1306,7 @@ static int scan_jsonl(struct req_ctx *c, size_t off, size_t len, size_t min_line
 
 /* One part's content at c->body[off, off + len): binaries are named
  * OPAQUE_CONTENT, JSON (or JSON lines) is walked as a body, other text
- * is scanned as text. */
+ * is read as a lenient JSON parser would (scan_invalid_json). */
 static int scan_part(struct req_ctx *c, size_t off, size_t len, const char *ctype, size_t ctlen)
 {
 	const char *sniff = decode_sniff(c->body + off, len);
@@ -1317,10 +1318,7 @@ static int scan_part(struct req_ctx *c, size_t off, size_t len, const char *ctyp
 		return scan_sealed(c->s, &tg, c->body + off, len, off, off + len, c->r);
 	}
 	int rc = scan_jsonl(c, off, len, 1);
-	if (rc <= 0)
-		return rc;
-	struct scan_target tg = { c->body, off, len, false, true };
-	return scan_decoded(c->s, &tg, c->body + off, len, NULL, c->r);
+	return rc <= 0 ? rc : scan_invalid_json(c, off, off + len);
 }
 
 /* multipart/form-data (file uploads, /v1/files, audio transcriptions).
@@ -1470,7 +1468,7 @@ int inspect_request(struct inspect_scratch *s, const char *host, const char *pat
 		if (out->info.invalid_json && len >= 2 && !body[1])
 			rc = scan_sealed(s, &tg, body, len, 0, len, out);
 		else if (out->info.invalid_json)
-			rc = scan_invalid_json(&c, len);
+			rc = scan_invalid_json(&c, 0, len);
 		else
 			rc = scan_decoded(s, &tg, body, len, NULL, out);
 		if (rc)

@@ -404,6 +404,15 @@ def invalid_json_is_read_through_its_escapes_and_never_half_redacted():
         check(code == 403 and "redaction" in out, "an address in invalid JSON: status %s %s" % (code, out[:200]))
         ev = last_event()
         check(ev["action"] == "block" and {"type": "EMAIL", "count": 1} in ev["findings"], "event %s" % ev)
+    # the same in a Batch API file: a line with NaN is not JSON lines, and
+    # its strings are still read through their escapes
+    line = ('{"custom_id": "1", "body": {"temperature": NaN, "messages": [{"role": "user", "content": "ijk %s"}]}}\n'
+            % esc)
+    body, ctype = multipart([("purpose", None, {}, b"batch"),
+                             ("file", "batch.jsonl", {"Content-Type": "application/jsonl"}, line.encode())])
+    code, out, p = post_file(body, ctype=ctype, url="https://api.openai.com/v1/files")
+    check(code == 403 and {"type": "AWS_ACCESS_KEY", "count": 1} in last_event()["findings"],
+          "an escaped key in a file part that is not JSON lines: status %s %s" % (code, out[:200]))
     check(not any("ijk" in b for b in seen_by_provider()), "invalid JSON with a finding reached the provider")
     # invalid JSON with nothing in it is still forwarded (a lenient provider reads it), and audited
     code, out, p = post_file(b'{"model": "gpt-4o-mini", "temperature": NaN, "messages": [{"role": "user", "content": "ok"}]}')
