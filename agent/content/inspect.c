@@ -1373,10 +1373,9 @@ static int scan_multipart(struct inspect_scratch *s, struct inspect_result *r, c
 			return rc;
 	}
 	if (rc < 0 || !any) {
-		/* not the multipart it claims (from here on): read it as text */
-		size_t from = any ? pos : 0;
-		struct scan_target tg = { body, from, len - from, false, true };
-		return scan_decoded(s, &tg, body + from, len - from, NULL, r);
+		/* not the multipart it claims (from here on): read it as text,
+		 * through the escapes of its quoted strings (JSON so labelled) */
+		return scan_invalid_json(&c, any ? pos : 0, len);
 	}
 	return 0;
 }
@@ -1413,7 +1412,10 @@ int inspect_request_typed(struct inspect_scratch *s, const char *host, const cha
 	int rc;
 	bool mp = ctlen >= 19 && !strncasecmp(ctype, "multipart/form-data", 19) &&
 		  decode_multipart_boundary(ctype, ctlen, &b, &blen);
-	bool form = ctlen >= 33 && !strncasecmp(ctype, "application/x-www-form-urlencoded", 33);
+	/* JSON labelled a form is read as the JSON it is (a parser that
+	 * ignores the label would read its escapes) */
+	bool form = ctlen >= 33 && !strncasecmp(ctype, "application/x-www-form-urlencoded", 33) &&
+		    !(len && (body[0] == '{' || body[0] == '['));
 	/* a binary body (raw audio, an image, an archive) is named, not read
 	 * as text; JSON bodies skip the check */
 	const char *opaque = !mp && !form && len && body[0] != '{' && body[0] != '[' ?

@@ -420,6 +420,21 @@ def invalid_json_is_read_through_its_escapes_and_never_half_redacted():
 
 
 @test
+def json_labelled_as_a_form_or_multipart_is_read_as_json():
+    """A parser that ignores Content-Type reads JSON whatever the label: a
+    key written with \\u escapes in JSON sent as a form, or as multipart
+    with no part in it, was read as form pairs or raw text, and missed."""
+    esc = "".join("\\u%04x" % ord(c) for c in AWS_KEY[:4]) + AWS_KEY[4:]
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "mislabel %s"}]})
+    body = body.replace("%s", esc)
+    for ctype in ("application/x-www-form-urlencoded", "multipart/form-data; boundary=nothing-here"):
+        code, out, p = post_file(body.encode(), ctype=ctype)
+        check(code == 403, "JSON labelled %s with an escaped key: status %s %s" % (ctype, code, out[:200]))
+        check({"type": "AWS_ACCESS_KEY", "count": 1} in last_event()["findings"], "event %s" % last_event())
+    check(not any("mislabel" in b for b in seen_by_provider()), "mislabelled JSON with a key reached the provider")
+
+
+@test
 def form_body_redacted_and_still_a_form():
     import urllib.parse
     body = urllib.parse.urlencode({"prompt": "formtag write to " + EMAIL, "n": "1"})
