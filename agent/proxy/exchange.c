@@ -801,7 +801,7 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
 	int ret;
 
 	set_method_path(ex, req);
-	mcp_request(ex, req, body, len);
+	mcp_request(ex, req);
 	/* bytes_up is the driver's count of the request as received (head
 	 * and body): adding the body here counted it twice. */
 
@@ -812,6 +812,7 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
 	}
 	if (!decode_body(ex, req, &body, &len))
 		return;
+	bool mcp_unreadable = !mcp_request_body(ex, body, len);
 	res = ex->xc->res;
 	const struct http_header *ct = http_find_header(req->headers, req->nheaders, "content-type");
 	ret = inspect_request_typed(scratch, ex->info->sni, ex->path, ct ? ct->value : "",
@@ -841,6 +842,14 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
 	ex->stream = res->info.stream;
 	ex->injection_score = res->injection_score;
 	memcpy(ex->counts, res->counts, sizeof(ex->counts));
+	if (mcp_unreadable) {
+		/* its tool would go unjudged; inspected all the same, so the
+		 * event names what it carried */
+		block(ex, 400, "mcp_unreadable", "default:fail_closed",
+		      "an MCP message the agent cannot read as JSON-RPC, so its method and tool cannot be judged",
+		      "send JSON-RPC 2.0");
+		return;
+	}
 
 	memset(&rp, 0, sizeof(rp));
 	if (ex->ag->policy && (ex->policy = policy_holder_get(ex->ag->policy)))

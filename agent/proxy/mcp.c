@@ -49,7 +49,7 @@ static void session_from(struct mcp_exchange *m, const struct http_header *h, un
 		jsonrpc_session_id(s->value, s->value_len, m->session);
 }
 
-void mcp_request(struct exchange *ex, const struct http_request *req, const char *body, size_t len)
+void mcp_request(struct exchange *ex, const struct http_request *req)
 {
 	const struct config *cfg = ex->ag->cfg;
 	struct mcp_exchange *m;
@@ -59,15 +59,28 @@ void mcp_request(struct exchange *ex, const struct http_request *req, const char
 	if (!(m = calloc(1, sizeof(*m))))
 		return;   /* still inspected and decided as a plain request */
 	m->resp.secret = true;
-	m->jsonrpc = len && jsonrpc_parse_request(body, len, &m->req) == 0;
-	if (!m->jsonrpc)
-		snprintf(m->req.id, sizeof(m->req.id), "null");
+	snprintf(m->req.id, sizeof(m->req.id), "null");
 	session_from(m, req->headers, req->nheaders);
 	const struct http_header *acc = http_find_header(req->headers, req->nheaders, "accept");
 	m->streamable = acc && memmem(acc->value, acc->value_len, "text/event-stream", 17);
-	if (m->jsonrpc && m->req.name[0] && !strcmp(m->req.method, "tools/call"))
-		snprintf(m->tool[0], sizeof(m->tool[0]), "%s", m->req.name);
 	ex->mcp = m;
+}
+
+bool mcp_request_body(struct exchange *ex, const char *body, size_t len)
+{
+	struct mcp_exchange *m = ex->mcp;
+
+	if (!m || !len)
+		return true;
+	m->jsonrpc = jsonrpc_parse_request(body, len, &m->req) == 0;
+	if (!m->jsonrpc) {
+		memset(&m->req, 0, sizeof(m->req));
+		snprintf(m->req.id, sizeof(m->req.id), "null");
+		return false;
+	}
+	if (m->req.name[0] && !strcmp(m->req.method, "tools/call"))
+		snprintf(m->tool[0], sizeof(m->tool[0]), "%s", m->req.name);
+	return true;
 }
 
 void mcp_policy_ctx(const struct exchange *ex, struct policy_ctx *c)

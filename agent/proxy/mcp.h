@@ -50,8 +50,13 @@ struct mcp_exchange {
 };
 
 /* If the exchange's host is an MCP server, sets ex->mcp (owned by ex) from
- * the request; otherwise leaves it NULL. */
-void mcp_request(struct exchange *ex, const struct http_request *req, const char *body, size_t len);
+ * the request head; otherwise leaves it NULL. */
+void mcp_request(struct exchange *ex, const struct http_request *req);
+/* The request body (its Content-Encoding undone) as JSON-RPC: method and
+ * tool for the policy. Returns false when a body is there but is not
+ * JSON-RPC the agent can read (NaN in it, which a lenient server parser
+ * takes; not JSON at all): its tool would go unjudged, so it is refused. */
+bool mcp_request_body(struct exchange *ex, const char *body, size_t len);
 /* Adds the MCP call to a policy context (mcp_server, mcp_method, tool). */
 void mcp_policy_ctx(const struct exchange *ex, struct policy_ctx *c);
 /* The agent's own refusal as a whole HTTP response carrying a JSON-RPC

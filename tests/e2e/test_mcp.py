@@ -189,6 +189,23 @@ def forbidden_tool_is_refused():
 
 
 @test
+def forbidden_tool_in_lenient_json_is_refused():
+    """A tools/call its server's parser takes but the agent's strict one
+    does not (NaN in the arguments: Python's json.loads reads it) must not
+    slip past a tool rule because its tool name went unread."""
+    before = len(received())
+    msg = ('{"jsonrpc": "2.0", "id": 41, "method": "tools/call", '
+           '"params": {"name": "exec_command", "arguments": {"cmd": "id", "n": NaN}}}')
+    code, out, p = RIG.curl(MCP_URL, msg, extra=["-H", "Accept: application/json, text/event-stream"])
+    check(not any(r["message"].get("params", {}).get("name") == "exec_command" for r in received()[before:]),
+          "the forbidden call in lenient JSON reached the server: %s %s" % (code, out[:200]))
+    check("cannot read as JSON-RPC" in out, "the refusal does not say why: %s %s" % (code, out[:200]))
+    evs = RIG.agent.wait_events(lambda e: e.get("rule") == "default:fail_closed" and e.get("action") == "block" and
+                                e.get("sni") == MCP_HOST)
+    check(evs and evs[-1]["status"] == 400, "the unreadable MCP message was not audited: %s" % evs[-1:])
+
+
+@test
 def injection_in_result_is_replaced():
     """A tool result carrying a prompt injection is replaced by an error
     result naming the rule, in JSON and in SSE answers."""
