@@ -1598,6 +1598,13 @@ bool policy_has_tool_rules(const struct policy *p)
 			return true;
 	return false;
 }
+bool policy_names_finding(const struct policy *p, enum finding_type t)
+{
+	for (size_t i = 0; p && i < p->nrules; i++)
+		if (p->rules[i].c.has_finding && (p->rules[i].c.finding_mask & (1ull << t)))
+			return true;
+	return false;
+}
 bool policy_global_monitor(const struct policy *p) { return p && p->monitor; }
 bool policy_utc(const struct policy *p) { return p && p->utc; }
 enum policy_action policy_default(const struct policy *p) { return p ? p->def : POLICY_ALLOW; }

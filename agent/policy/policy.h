@@ -160,6 +160,9 @@ size_t policy_rule_count(const struct policy *p);
 /* Whether a rule has a tool or tool_not condition (answers are then held
  * event by event so a forbidden tool call can be refused before it leaves). */
 bool policy_has_tool_rules(const struct policy *p);
+/* Whether a rule's finding: condition names type t (a group such as
+ * @all_secrets counts for its members). */
+bool policy_names_finding(const struct policy *p, enum finding_type t);
 bool policy_global_monitor(const struct policy *p);
 enum policy_action policy_default(const struct policy *p);
 /* timezone: utc in the file (time windows and budget days in UTC). */

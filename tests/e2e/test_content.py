@@ -392,7 +392,9 @@ def invalid_json_is_read_through_its_escapes_and_never_half_redacted():
     """A body that is not valid JSON (a trailing comma, NaN: lenient
     parsers take both) was scanned as raw text, so a key written with \\u
     escapes went unseen; and an address in it was found but could not be
-    redacted, and was forwarded as sent while the event said redact."""
+    redacted, and was forwarded as sent while the event said redact. Such
+    a body is now read through its escapes, and refused: 400
+    invalid_json."""
     esc = "".join("\\u%04x" % ord(c) for c in AWS_KEY[:4]) + AWS_KEY[4:]
     for bad in ('{"model": "gpt-4o-mini", "temperature": NaN, "messages": [{"role": "user", "content": "ijk %s"}]}',
                 '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "ijk %s"},],}'):
@@ -401,9 +403,10 @@ def invalid_json_is_read_through_its_escapes_and_never_half_redacted():
         ev = last_event()
         check(ev["action"] == "block" and {"type": "AWS_ACCESS_KEY", "count": 1} in ev["findings"], "event %s" % ev)
         code, out, p = post_file((bad % ("mail " + EMAIL)).encode())
-        check(code == 403 and "redaction" in out, "an address in invalid JSON: status %s %s" % (code, out[:200]))
+        check(code == 400 and "not valid JSON" in out, "an address in invalid JSON: status %s %s" % (code, out[:200]))
         ev = last_event()
-        check(ev["action"] == "block" and {"type": "EMAIL", "count": 1} in ev["findings"], "event %s" % ev)
+        check(ev["action"] == "block" and ev["rule"] == "default:invalid_json" and
+              {"type": "EMAIL", "count": 1} in ev["findings"], "event %s" % ev)
     # the same in a Batch API file: a line with NaN is not JSON lines, and
     # its strings are still read through their escapes
     line = ('{"custom_id": "1", "body": {"temperature": NaN, "messages": [{"role": "user", "content": "ijk %s"}]}}\n'
@@ -414,9 +417,12 @@ def invalid_json_is_read_through_its_escapes_and_never_half_redacted():
     check(code == 403 and {"type": "AWS_ACCESS_KEY", "count": 1} in last_event()["findings"],
           "an escaped key in a file part that is not JSON lines: status %s %s" % (code, out[:200]))
     check(not any("ijk" in b for b in seen_by_provider()), "invalid JSON with a finding reached the provider")
-    # invalid JSON with nothing in it is still forwarded (a lenient provider reads it), and audited
+    # invalid JSON with nothing in it is refused too: which model it asks
+    # for cannot be read (a lenient provider would serve it), in the
+    # provider's error shape
     code, out, p = post_file(b'{"model": "gpt-4o-mini", "temperature": NaN, "messages": [{"role": "user", "content": "ok"}]}')
-    check(code == 200 and last_event()["rule"] == "default:invalid_json", "clean invalid JSON: %s %s" % (code, out[:200]))
+    check(code == 400 and json.loads(out).get("error", {}).get("code") == "invalid_json" and
+          last_event()["rule"] == "default:invalid_json", "clean invalid JSON: %s %s" % (code, out[:200]))
 
 
 @test

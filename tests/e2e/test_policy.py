@@ -48,6 +48,9 @@ rules:
   - name: user-60002-no-llm
     when: { user: ['60002'] }
     action: block
+  - name: no-o1-for-60006
+    when: { user: ['60006'], model: ['o1*'] }
+    action: block
   - name: unpackaged-scripts
     when: { packaged: false, user: ['60005'] }
     action: block
@@ -123,6 +126,23 @@ def model_outside_allow_list_refused_through_sdk():
     p = lib.run(argv, cgroup=RIG.cg.path, uid=0, gid=FINANCE_GID, hosts=RIG.hosts, env=env, timeout=60)
     res = json.loads(p.stdout.strip().splitlines()[-1])
     check("error" not in res, "finance refused gpt-4o-mini: %s" % res)
+
+
+@test
+def invalid_json_cannot_walk_around_a_model_rule():
+    """User 60006 may not use o1 models. The same request with a NaN in it
+    is JSON a lenient provider parser serves, but the agent cannot read its
+    model: it is refused (the policy names no rule for INVALID_JSON), never
+    judged as if it asked for no model."""
+    before = len(RIG.received())
+    body = '{"model": "o1-preview", "messages": [{"role": "user", "content": "nan forecast"}]}'
+    code, out = curl_as(60006, body)
+    check(code == 403 and "no-o1-for-60006" in out, "the rule does not hold on valid JSON: %s %s" % (code, out[:200]))
+    code, out = curl_as(60006, body.replace('"messages"', '"temperature": NaN, "messages"'))
+    check(code == 400 and "not valid JSON" in out, "60006 got o1 past its rule: %s %s" % (code, out[:200]))
+    check(len(RIG.received()) == before, "the request reached the provider")
+    evs = RIG.request_events(lambda e: e["action"] == "block" and e.get("rule") == "default:invalid_json")
+    check(evs and {"type": "INVALID_JSON", "count": 1} in evs[-1]["findings"], "not audited: %s" % evs[-1:])
 
 
 @test

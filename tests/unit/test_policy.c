@@ -912,6 +912,14 @@ TEST(warn_action_refuses_with_the_rules_message)
 	CHECK(!policy_has_tool_rules(p = load("version: 1\nrules:\n  - name: t\n    when: { model: [a] }\n"
 					      "    action: block\n")), "a model rule counted as a tool rule");
 	policy_unref(p);
+	/* a policy decides INVALID_JSON itself only when a rule names it */
+	CHECK(policy_names_finding(p = load("version: 1\nrules:\n  - name: j\n    when: { finding: [EMAIL, INVALID_JSON] }\n"
+					    "    action: alert\n"), FINDING_INVALID_JSON), "INVALID_JSON rule not seen");
+	policy_unref(p);
+	CHECK(!policy_names_finding(p = load("version: 1\nrules:\n  - name: s\n    when: { finding: ['@all_secrets'] }\n"
+					     "    action: block\n"), FINDING_INVALID_JSON), "@all_secrets taken to name INVALID_JSON");
+	CHECK(policy_names_finding(p, FINDING_AWS_ACCESS_KEY), "a group's member not named");
+	policy_unref(p);
 }
 
 /* rejected_ca: after a client refused the CA, the first entry matching the
