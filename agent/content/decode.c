@@ -8,6 +8,7 @@
  * a body whose meaning it read differently from the provider.
  */
 #include "content/decode.h"
+#include "utf8.h"
 
 #include <brotli/decode.h>
 #include <ctype.h>
@@ -345,25 +346,6 @@ static int utf16_order(const unsigned char *p, size_t n, size_t *bom)
 	return le >= be ? 1 : 2;
 }
 
-static void put_cp(char *o, size_t *k, uint32_t cp)
-{
-	if (cp < 0x80) {
-		o[(*k)++] = (char)(cp ? cp : ' ');
-	} else if (cp < 0x800) {
-		o[(*k)++] = (char)(0xc0 | cp >> 6);
-		o[(*k)++] = (char)(0x80 | (cp & 0x3f));
-	} else if (cp < 0x10000) {
-		o[(*k)++] = (char)(0xe0 | cp >> 12);
-		o[(*k)++] = (char)(0x80 | (cp >> 6 & 0x3f));
-		o[(*k)++] = (char)(0x80 | (cp & 0x3f));
-	} else {
-		o[(*k)++] = (char)(0xf0 | cp >> 18);
-		o[(*k)++] = (char)(0x80 | (cp >> 12 & 0x3f));
-		o[(*k)++] = (char)(0x80 | (cp >> 6 & 0x3f));
-		o[(*k)++] = (char)(0x80 | (cp & 0x3f));
-	}
-}
-
 int decode_utf16(const char *s, size_t n, struct buf *out)
 {
 	const unsigned char *p = (const unsigned char *)s;
@@ -384,12 +366,13 @@ int decode_utf16(const char *s, size_t n, struct buf *out)
 			uint32_t v = order == 1 ? (uint32_t)(p[2 * i + 2] | p[2 * i + 3] << 8) :
 						  (uint32_t)(p[2 * i + 2] << 8 | p[2 * i + 3]);
 			if (v >= 0xdc00 && v <= 0xdfff) {
-				put_cp(out->data, &k, 0x10000 + ((u - 0xd800) << 10) + (v - 0xdc00));
+				k += utf8_put(out->data + k, 0x10000 + ((u - 0xd800) << 10) + (v - 0xdc00));
 				i++;
 				continue;
 			}
 		}
-		put_cp(out->data, &k, u >= 0xd800 && u <= 0xdfff ? 0xfffd : u);
+		/* a NUL would end the text for the detectors: a space */
+		k += utf8_put(out->data + k, !u ? ' ' : u >= 0xd800 && u <= 0xdfff ? 0xfffd : u);
 	}
 	out->len = k;
 	out->data[k] = '\0';

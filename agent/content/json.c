@@ -368,27 +368,6 @@ void json_text_free(struct json_text *t)
 	t->len = t->cap = 0;
 }
 
-static unsigned put_utf8(char *o, uint32_t cp)
-{
-	if (cp < 0x80) { o[0] = (char)cp; return 1; }
-	if (cp < 0x800) {
-		o[0] = (char)(0xC0 | (cp >> 6));
-		o[1] = (char)(0x80 | (cp & 0x3F));
-		return 2;
-	}
-	if (cp < 0x10000) {
-		o[0] = (char)(0xE0 | (cp >> 12));
-		o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-		o[2] = (char)(0x80 | (cp & 0x3F));
-		return 3;
-	}
-	o[0] = (char)(0xF0 | (cp >> 18));
-	o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-	o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-	o[3] = (char)(0x80 | (cp & 0x3F));
-	return 4;
-}
-
 static int hex4(const char *p, uint32_t *v)
 {
 	uint32_t x = 0;
@@ -451,7 +430,7 @@ int json_decode(const char *raw, size_t raw_len, struct json_text *out)
 			} else if (cp >= 0xDC00 && cp <= 0xDFFF) {
 				cp = 0xFFFD;
 			}
-			n = put_utf8(tmp, cp);
+			n = (unsigned)utf8_put(tmp, cp);
 		} else {
 			switch (c) {
 			case '"': tmp[0] = '"'; break;

@@ -46,14 +46,16 @@ static size_t reference(const unsigned char *p, size_t n)
 	return len;
 }
 
-TEST(every_code_point_encodes_to_a_valid_sequence_of_its_length)
+TEST(every_code_point_encodes_to_a_valid_sequence_of_its_length_and_utf8_put_agrees)
 {
 	unsigned char s[4];
 	for (uint32_t cp = 0; cp <= 0x10ffff; cp++) {
 		if (cp == 0xd800)
 			cp = 0xe000;
 		size_t n = encode(cp, s);
+		char put[4];
 		CHECK(utf8_len(s, n) == n, "U+%04X: %zu, not %zu", cp, utf8_len(s, n), n);
+		CHECK(utf8_put(put, cp) == n && !memcmp(put, s, n), "utf8_put(U+%04X) differs from the reference", cp);
 		CHECK(utf8_len(s, n - 1 ? n - 1 : 1) == (n == 1), "U+%04X cut short was taken", cp);
 	}
 }
