@@ -306,19 +306,9 @@ static void block(struct exchange *ex, int status, const char *code, const char 
 		 what, detail, rule);
 }
 
-/* A body that looks like JSON and is not: a lenient parser at the provider
- * may read it (NaN, trailing commas), but the agent cannot say which model
- * or what it asks for, so rules on those could be walked around. Refused,
- * unless the policy decides INVALID_JSON itself. */
-static void block_invalid_json(struct exchange *ex)
-{
-	block(ex, 400, "invalid_json", "default:invalid_json",
-	      "its body is not valid JSON, so what it asks for cannot be read", "INVALID_JSON");
-}
-
 /* The decision without a policy file: nothing secret leaves, personal data
- * leaves redacted, suspected injection is audited, JSON that is not valid
- * is refused. */
+ * leaves redacted, suspected injection is audited (JSON that is not valid
+ * is refused after it, as under a policy). */
 static void decide_default(struct exchange *ex, struct redact_policy *rp)
 {
 	const char *secret = NULL;
@@ -342,10 +332,6 @@ static void decide_default(struct exchange *ex, struct redact_policy *rp)
 	if (ex->counts[FINDING_INSPECTION_LIMIT]) {
 		block(ex, 403, "inspection_limit", "default:inspection_limit",
 		      "it could not be inspected whole", "INSPECTION_LIMIT");
-		return;
-	}
-	if (ex->counts[FINDING_INVALID_JSON]) {
-		block_invalid_json(ex);
 		return;
 	}
 	if (pii) {
@@ -869,9 +855,15 @@ void exchange_request(struct exchange *ex, const struct http_request *req, const
 		decide_policy(ex, res, len, &rp);
 	else
 		decide_default(ex, &rp);
-	if (!ex->blocked && ex->policy && ex->counts[FINDING_INVALID_JSON] &&
-	    !policy_names_finding(ex->policy, FINDING_INVALID_JSON) && !policy_global_monitor(ex->policy))
-		block_invalid_json(ex);
+	/* A body that looks like JSON and is not: a lenient parser at the
+	 * provider may read it (NaN, trailing commas), but the agent cannot
+	 * say which model or what it asks for, so rules on those could be
+	 * walked around. Refused, unless a policy decides INVALID_JSON itself
+	 * or only monitors. */
+	if (!ex->blocked && ex->counts[FINDING_INVALID_JSON] &&
+	    !(ex->policy && (policy_names_finding(ex->policy, FINDING_INVALID_JSON) || policy_global_monitor(ex->policy))))
+		block(ex, 400, "invalid_json", "default:invalid_json",
+		      "its body is not valid JSON, so what it asks for cannot be read", "INVALID_JSON");
 	/* A redaction over incomplete findings would forward the values past
 	 * the limit raw while the event says "redact": refuse it instead. */
 	if (!ex->blocked && ex->counts[FINDING_INSPECTION_LIMIT] && !strcmp(ex->action, "redact"))
