@@ -137,6 +137,11 @@ TEST(providers_generic_and_non_json)
 	      v.n == 0, "non-JSON body is text");
 	CHECK(parse("api.openai.com", "/v1/x", "{\"a\":\"b\",}", &info, &v) == 0 && info.invalid_json && v.n == 0,
 	      "invalid JSON reports no strings");
+	/* two "model" members: the provider's parser (Python, JavaScript, Go)
+	 * keeps the last, so the policy must judge the last */
+	CHECK(parse("api.openai.com", "/v1/chat/completions",
+		    "{\"model\":\"gpt-4o-mini\",\"messages\":[],\"model\":\"o1-preview\"}", &info, &v) == 0 &&
+	      !strcmp(info.model, "o1-preview"), "duplicate model: judged %s", info.model);
 }
 
 TEST(providers_response_text)
