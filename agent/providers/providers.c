@@ -272,7 +272,10 @@ int provider_parse_request(const char *host, const char *path,
 		c.model_from_body = info->model[0] == '\0';
 	}
 
-	size_t i = 0;
+	/* a UTF-8 byte order mark is skipped by some parsers (Python's
+	 * json.loads of bytes): past it, JSON that is not valid is still
+	 * JSON that is not valid, never prose */
+	size_t i = len >= 3 && !memcmp(body, "\xef\xbb\xbf", 3) ? 3 : 0;
 	while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
 		i++;
 	if (i == len)

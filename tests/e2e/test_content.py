@@ -397,7 +397,9 @@ def invalid_json_is_read_through_its_escapes_and_never_half_redacted():
     invalid_json."""
     esc = "".join("\\u%04x" % ord(c) for c in AWS_KEY[:4]) + AWS_KEY[4:]
     for bad in ('{"model": "gpt-4o-mini", "temperature": NaN, "messages": [{"role": "user", "content": "ijk %s"}]}',
-                '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "ijk %s"},],}'):
+                '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "ijk %s"},],}',
+                # a UTF-8 byte order mark: Python's json.loads(bytes) skips it
+                '\ufeff{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "ijk %s"}]}'):
         code, out, p = post_file((bad % esc).encode())
         check(code == 403, "an escaped key in invalid JSON: status %s %s" % (code, out[:200]))
         ev = last_event()

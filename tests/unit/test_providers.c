@@ -137,6 +137,8 @@ TEST(providers_generic_and_non_json)
 	      v.n == 0, "non-JSON body is text");
 	CHECK(parse("api.openai.com", "/v1/x", "{\"a\":\"b\",}", &info, &v) == 0 && info.invalid_json && v.n == 0,
 	      "invalid JSON reports no strings");
+	CHECK(parse("api.openai.com", "/v1/x", "\xef\xbb\xbf{\"a\":\"b\"}", &info, &v) == 0 && info.invalid_json && v.n == 0,
+	      "JSON after a UTF-8 byte order mark is invalid JSON, not text");
 	/* two "model" members: the provider's parser (Python, JavaScript, Go)
 	 * keeps the last, so the policy must judge the last */
 	CHECK(parse("api.openai.com", "/v1/chat/completions",
