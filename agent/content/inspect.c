@@ -1414,8 +1414,9 @@ int inspect_request_typed(struct inspect_scratch *s, const char *host, const cha
 		  decode_multipart_boundary(ctype, ctlen, &b, &blen);
 	/* JSON labelled a form is read as the JSON it is (a parser that
 	 * ignores the label would read its escapes) */
+	size_t j = json_lead(body, len);
 	bool form = ctlen >= 33 && !strncasecmp(ctype, "application/x-www-form-urlencoded", 33) &&
-		    !(len && (body[0] == '{' || body[0] == '['));
+		    !(j < len && (body[j] == '{' || body[j] == '['));
 	/* a binary body (raw audio, an image, an archive) is named, not read
 	 * as text; JSON bodies skip the check */
 	const char *opaque = !mp && !form && len && body[0] != '{' && body[0] != '[' ?

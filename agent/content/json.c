@@ -352,6 +352,14 @@ static bool match_from(const struct json_path *p, unsigned d, const char *pat)
 	}
 }
 
+size_t json_lead(const char *doc, size_t len)
+{
+	size_t i = len >= 3 && !memcmp(doc, "\xef\xbb\xbf", 3) ? 3 : 0;
+	while (i < len && (doc[i] == ' ' || doc[i] == '\t' || doc[i] == '\r' || doc[i] == '\n'))
+		i++;
+	return i;
+}
+
 bool json_path_match(const struct json_path *p, const char *pattern)
 {
 	return match_from(p, 0, pattern);

@@ -57,6 +57,11 @@ typedef int (*json_string_fn)(void *ctx, const char *doc, const struct json_stri
  * -E2BIG if nested deeper than JSON_MAX_DEPTH, or fn's non-zero result. */
 int json_scan(const char *doc, size_t len, json_string_fn fn, void *ctx);
 
+/* Offset of the first byte a JSON parser reads in doc[0..len): past a
+ * UTF-8 byte order mark (some parsers, Python's json.loads of bytes, skip
+ * it) and JSON's white space. len if there is nothing else. */
+size_t json_lead(const char *doc, size_t len);
+
 static inline bool json_valid(const char *doc, size_t len)
 {
 	return json_scan(doc, len, NULL, NULL) == 0;

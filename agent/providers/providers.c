@@ -272,12 +272,9 @@ int provider_parse_request(const char *host, const char *path,
 		c.model_from_body = info->model[0] == '\0';
 	}
 
-	/* a UTF-8 byte order mark is skipped by some parsers (Python's
-	 * json.loads of bytes): past it, JSON that is not valid is still
-	 * JSON that is not valid, never prose */
-	size_t i = len >= 3 && !memcmp(body, "\xef\xbb\xbf", 3) ? 3 : 0;
-	while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
-		i++;
+	/* past a byte order mark too: JSON after it that is not valid is
+	 * still JSON that is not valid, never prose */
+	size_t i = json_lead(body, len);
 	if (i == len)
 		return 0;                                /* empty: nothing to inspect */
 	/* Validate first so the callback never sees strings of a body that

@@ -435,8 +435,9 @@ def json_labelled_as_a_form_or_multipart_is_read_as_json():
     esc = "".join("\\u%04x" % ord(c) for c in AWS_KEY[:4]) + AWS_KEY[4:]
     body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "mislabel %s"}]})
     body = body.replace("%s", esc)
-    for ctype in ("application/x-www-form-urlencoded", "multipart/form-data; boundary=nothing-here"):
-        code, out, p = post_file(body.encode(), ctype=ctype)
+    for ctype, pre in (("application/x-www-form-urlencoded", ""), ("application/x-www-form-urlencoded", " \n"),
+                       ("multipart/form-data; boundary=nothing-here", "")):
+        code, out, p = post_file((pre + body).encode(), ctype=ctype)
         check(code == 403, "JSON labelled %s with an escaped key: status %s %s" % (ctype, code, out[:200]))
         check({"type": "AWS_ACCESS_KEY", "count": 1} in last_event()["findings"], "event %s" % last_event())
     check(not any("mislabel" in b for b in seen_by_provider()), "mislabelled JSON with a key reached the provider")
