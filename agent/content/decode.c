@@ -327,7 +327,38 @@ static bool utf8_text(const unsigned char *p, size_t n)
 	return true;
 }
 
-/* 1 little-endian, 2 big-endian, 0 not UTF-16; *bom: bytes of the mark */
+#define UTF16_SAMPLE 4096
+
+static uint32_t utf16_unit(const unsigned char *p, int order)
+{
+	return order == 1 ? (uint32_t)(p[0] | p[1] << 8) : (uint32_t)(p[0] << 8 | p[1]);
+}
+
+/* Whether the units p[0..units) in one byte order are text as a reader
+ * takes it: no C0 or C1 control other than tab, LF, FF and CR, no lone
+ * surrogate, no noncharacter. Random bytes fail within a few dozen units
+ * (about 3% of units fail), 16-bit audio at its first quiet sample. */
+static bool utf16_valid_text(const unsigned char *p, size_t units, bool cut, int order)
+{
+	for (size_t i = 0; i < units; i++) {
+		uint32_t u = utf16_unit(p + 2 * i, order);
+		if ((u < 0x20 && u != '\t' && u != '\n' && u != '\f' && u != '\r') || (u >= 0x7f && u <= 0x9f) ||
+		    (u >= 0xfdd0 && u <= 0xfdef) || u >= 0xfffe || (u >= 0xdc00 && u <= 0xdfff))
+			return false;
+		if (u >= 0xd800 && u <= 0xdbff) {
+			if (i + 1 == units)
+				return cut;              /* its pair is past the sample */
+			uint32_t v = utf16_unit(p + 2 * i + 2, order);
+			if (v < 0xdc00 || v > 0xdfff)
+				return false;
+			i++;
+		}
+	}
+	return true;
+}
+
+/* 1 little-endian, 2 big-endian, 3 either (both readings are valid text),
+ * 0 not UTF-16; *bom: bytes of the mark */
 static int utf16_order(const unsigned char *p, size_t n, size_t *bom)
 {
 	*bom = 0;
@@ -335,15 +366,40 @@ static int utf16_order(const unsigned char *p, size_t n, size_t *bom)
 		return *bom = 2, 1;
 	if (n >= 2 && p[0] == 0xfe && p[1] == 0xff)
 		return *bom = 2, 2;
-	size_t units = (n < 4096 ? n : 4096) / 2, le = 0, be = 0;
+	size_t units = (n < UTF16_SAMPLE ? n : UTF16_SAMPLE) / 2, le = 0, be = 0;
 	for (size_t i = 0; i < units; i++) {
 		unsigned char a = p[2 * i], b = p[2 * i + 1];
 		le += !b && ((a >= 0x20 && a < 0x7f) || a == '\n' || a == '\r' || a == '\t');
 		be += !a && ((b >= 0x20 && b < 0x7f) || b == '\n' || b == '\r' || b == '\t');
 	}
-	if (units < 2 || (le < units / 2 && be < units / 2))
+	if (units < 2)
 		return 0;
-	return le >= be ? 1 : 2;
+	if (le >= units / 2 || be >= units / 2)
+		return le >= be ? 1 : 2;
+	/* little ASCII (Chinese, Japanese, Korean, Cyrillic text; a key
+	 * padded with it): text if every sampled unit is */
+	if (units < 8)
+		return 0;
+	bool cut = n > UTF16_SAMPLE;
+	return (utf16_valid_text(p, units, cut, 1) ? 1 : 0) | (utf16_valid_text(p, units, cut, 2) ? 2 : 0);
+}
+
+/* units of p in one byte order, appended as UTF-8 at out->data + *k */
+static void utf16_append(const unsigned char *p, size_t units, int order, struct buf *out, size_t *k)
+{
+	for (size_t i = 0; i < units; i++) {
+		uint32_t u = utf16_unit(p + 2 * i, order);
+		if (u >= 0xd800 && u <= 0xdbff && i + 1 < units) {
+			uint32_t v = utf16_unit(p + 2 * i + 2, order);
+			if (v >= 0xdc00 && v <= 0xdfff) {
+				*k += utf8_put(out->data + *k, 0x10000 + ((u - 0xd800) << 10) + (v - 0xdc00));
+				i++;
+				continue;
+			}
+		}
+		/* a NUL would end the text for the detectors: a space */
+		*k += utf8_put(out->data + *k, !u ? ' ' : u >= 0xd800 && u <= 0xdfff ? 0xfffd : u);
+	}
 }
 
 int decode_utf16(const char *s, size_t n, struct buf *out)
@@ -355,25 +411,18 @@ int decode_utf16(const char *s, size_t n, struct buf *out)
 	if (!order)
 		return 0;
 	size_t units = (n - bom) / 2;
-	/* 3 bytes of UTF-8 at most per unit (a pair: 4 for 2) */
-	if (units > (SIZE_MAX - 1) / 3 || buf_reserve(out, units * 3))
+	/* 3 bytes of UTF-8 at most per unit (a pair: 4 for 2); both readings
+	 * and a newline between them when either order is text */
+	if (units > (SIZE_MAX - 2) / 6 || buf_reserve(out, units * (order == 3 ? 6 : 3) + 1))
 		return -ENOMEM;
 	p += bom;
 	k = out->len;
-	for (size_t i = 0; i < units; i++) {
-		uint32_t u = order == 1 ? (uint32_t)(p[2 * i] | p[2 * i + 1] << 8) : (uint32_t)(p[2 * i] << 8 | p[2 * i + 1]);
-		if (u >= 0xd800 && u <= 0xdbff && i + 1 < units) {
-			uint32_t v = order == 1 ? (uint32_t)(p[2 * i + 2] | p[2 * i + 3] << 8) :
-						  (uint32_t)(p[2 * i + 2] << 8 | p[2 * i + 3]);
-			if (v >= 0xdc00 && v <= 0xdfff) {
-				k += utf8_put(out->data + k, 0x10000 + ((u - 0xd800) << 10) + (v - 0xdc00));
-				i++;
-				continue;
-			}
-		}
-		/* a NUL would end the text for the detectors: a space */
-		k += utf8_put(out->data + k, !u ? ' ' : u >= 0xd800 && u <= 0xdfff ? 0xfffd : u);
-	}
+	if (order & 1)
+		utf16_append(p, units, 1, out, &k);
+	if (order == 3)
+		out->data[k++] = '\n';
+	if (order & 2)
+		utf16_append(p, units, 2, out, &k);
 	out->len = k;
 	out->data[k] = '\0';
 	return 1;
@@ -459,7 +508,8 @@ static int32_t utf8_next(const unsigned char *p, size_t n, size_t *len)
  * ASCII character. */
 static int fold(int32_t cp)
 {
-	if (cp == 0xad || cp == 0x61c || cp == 0x180e || (cp >= 0x200b && cp <= 0x200f) ||
+	if ((cp >= 0x80 && cp <= 0x9f) ||          /* C1 controls */
+	    cp == 0xad || cp == 0x61c || cp == 0x180e || (cp >= 0x200b && cp <= 0x200f) ||
 	    (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2060 && cp <= 0x2064) ||
 	    (cp >= 0x2066 && cp <= 0x206f) || cp == 0xfeff)
 		return -1;
@@ -479,17 +529,33 @@ static int fold(int32_t cp)
 	return 0;
 }
 
-static bool all_ascii(const char *t, size_t n)
+/* An ASCII control character a reader passes over: NUL, C0 but tab, LF,
+ * VT, FF and CR, and DEL ("A\0K\0I\0A..." is read as the key it spells) */
+static bool ctl_removed(unsigned char c)
 {
+	return (c < 0x20 && (c < '\t' || c > '\r')) || c == 0x7f;
+}
+
+/* ASCII with no control character to remove, a word at a time: a byte
+ * b < 0x80 is below 0x20 when b + 0x60 has its top bit clear, and DEL
+ * when b ^ 0x7f is zero; a word with either is looked at byte by byte. */
+static bool plain_ascii(const char *t, size_t n)
+{
+	const uint64_t hi = 0x8080808080808080ull, ones = 0x0101010101010101ull;
 	size_t i = 0;
 	for (; i + 8 <= n; i += 8) {
-		uint64_t w;
+		uint64_t w, d;
 		memcpy(&w, t + i, 8);
-		if (w & 0x8080808080808080ull)
+		if (w & hi)
 			return false;
+		d = w ^ (0x7f * ones);
+		if ((~(w + 0x60 * ones) & hi) || ((d - ones) & ~d & hi))
+			for (size_t j = 0; j < 8; j++)
+				if (ctl_removed((unsigned char)t[i + j]))
+					return false;
 	}
 	for (; i < n; i++)
-		if ((unsigned char)t[i] & 0x80)
+		if (((unsigned char)t[i] & 0x80) || ctl_removed((unsigned char)t[i]))
 			return false;
 	return true;
 }
@@ -549,14 +615,14 @@ int decode_normalize(const char *t, size_t n, struct buf *out, uint32_t **map, s
 	bool change = false;
 	if (n >= UINT32_MAX)
 		return -E2BIG;
-	if (all_ascii(t, n)) {
+	if (plain_ascii(t, n)) {
 		if (!has_soft_break(t, n))
 			return 1;
 		change = true;
 	}
 	while (i < n && !change) {
 		int32_t cp = p[i] < 0x80 ? -1 : utf8_next(p + i, n - i, &l);
-		change = (cp >= 0 && fold(cp) != 0) || (p[i] == '\\' && soft_break(t, n, i));
+		change = (cp >= 0 && fold(cp) != 0) || (p[i] == '\\' && soft_break(t, n, i)) || ctl_removed(p[i]);
 		i += cp >= 0 ? l : 1;
 	}
 	if (!change)
@@ -570,7 +636,7 @@ int decode_normalize(const char *t, size_t n, struct buf *out, uint32_t **map, s
 			continue;
 		}
 		int32_t cp = p[i] < 0x80 ? -1 : utf8_next(p + i, n - i, &l);
-		int f = cp >= 0 ? fold(cp) : 0;
+		int f = cp >= 0 ? fold(cp) : ctl_removed(p[i]) ? -1 : 0;
 		size_t step = cp >= 0 ? l : 1;
 		if (f < 0) {
 			i += step;

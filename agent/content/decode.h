@@ -47,10 +47,15 @@ const char *decode_sniff(const char *p, size_t n);
  * order mark (FF FE, FE FF), or without one, at least half the 16-bit
  * units of the first 4 KiB in one byte order being printable ASCII or
  * whitespace (quiet 16-bit audio, with its high bytes often 0, has about
- * a fifth). Such text (after the mark) is appended to out as UTF-8:
- * a lone surrogate becomes U+FFFD, NUL a space, a last odd byte is
- * dropped. Returns 1 (out holds it), 0 (not UTF-16; out unchanged) or
- * -ENOMEM. */
+ * a fifth), or failing that (text with little ASCII: Chinese, Russian, a
+ * key padded with either), every unit of the first 4 KiB valid text in a
+ * byte order: no control character but tab, LF, FF and CR, no lone
+ * surrogate, no noncharacter (audio fails at its first quiet sample,
+ * random bytes within a few dozen units). Such text (after the mark) is
+ * appended to out as UTF-8: a lone surrogate becomes U+FFFD, NUL a space,
+ * a last odd byte is dropped; when both byte orders are valid text, both
+ * readings are appended, a newline between. Returns 1 (out holds it), 0
+ * (not UTF-16; out unchanged) or -ENOMEM. */
 int decode_utf16(const char *p, size_t n, struct buf *out);
 
 /* Whether a media type (parameters ignored, case-insensitive) names text
@@ -63,7 +68,8 @@ bool decode_media_is_text(const char *mt, size_t n);
 
 /* Normalise text the way a model reads it, before matching:
  *  - format characters (Cf: soft hyphen, zero-width space/joiners, bidi
- *    controls, word joiner, BOM, ...) are removed;
+ *    controls, word joiner, BOM, ...) are removed, and so are control
+ *    characters (NUL, C0 but tab, LF, VT, FF and CR; DEL; C1);
  *  - every Unicode space (NBSP, U+2000..U+200A, narrow NBSP, ideographic
  *    space, ...) and the line/paragraph separators become ' ';
  *  - fullwidth ASCII (U+FF01..U+FF5E, so '＠' and fullwidth digits) and

@@ -1051,13 +1051,24 @@ static int scan_sealed(struct inspect_scratch *s, const struct scan_target *tg, 
 		s->seal_e = seal_e;
 	}
 	/* text in UTF-16 is read as the model's reader decodes it; the raw
-	 * bytes too (audio taken for UTF-16 must not hide text after it) */
+	 * bytes too (audio taken for UTF-16 must not hide text after it).
+	 * Two readings of one content: each type counts what the reading
+	 * that found more of it found (an ASCII key in UTF-16 is found by
+	 * both, through its NULs, and is one key). */
+	uint32_t before[FINDING__COUNT], wide[FINDING__COUNT];
+	memcpy(before, r->counts, sizeof(before));
 	s->u16.len = 0;
 	int rc = decode_utf16(t, n, &s->u16);
-	if (rc == 1)
-		rc = scan_decoded(s, tg, s->u16.data, s->u16.len, NULL, r);
+	bool two = rc == 1;
+	if (two && !(rc = scan_decoded(s, tg, s->u16.data, s->u16.len, NULL, r))) {
+		memcpy(wide, r->counts, sizeof(wide));
+		memcpy(r->counts, before, sizeof(before));
+	}
 	if (rc == 0)
 		rc = scan_decoded(s, tg, t, n, NULL, r);
+	for (int k = 0; two && !rc && k < FINDING__COUNT; k++)
+		if (wide[k] > r->counts[k])
+			r->counts[k] = wide[k];
 	s->seal = was;
 	return rc;
 }
@@ -1481,19 +1492,34 @@ int inspect_request(struct inspect_scratch *s, const char *host, const char *pat
 	return 0;
 }
 
-int inspect_text(struct inspect_scratch *s, const char *text, size_t len,
-		 struct inspect_result *out)
+/* p[0..len) whole, as text, or as bytes (sealed: scan_sealed) */
+static int inspect_whole(struct inspect_scratch *s, const char *p, size_t len, bool bytes,
+			 struct inspect_result *out)
 {
-	struct scan_target tg = { text, 0, len, false, true };
+	struct scan_target tg = { p, 0, len, false, true };
 	int rc;
 	result_reset(out);
 	memset(s->inj_hit, 0, sizeof(s->inj_hit));
 	s->limit = false;
-	if ((rc = scan_decoded(s, &tg, text, len, NULL, out)))
+	rc = bytes ? scan_sealed(s, &tg, p, len, 0, len, out) : scan_decoded(s, &tg, p, len, NULL, out);
+	if (rc)
 		return rc;
 	finish_score(s, out);
 	return 0;
 }
+
+int inspect_text(struct inspect_scratch *s, const char *text, size_t len,
+		 struct inspect_result *out)
+{
+	return inspect_whole(s, text, len, false, out);
+}
+
+int inspect_bytes(struct inspect_scratch *s, const char *p, size_t len,
+		  struct inspect_result *out)
+{
+	return inspect_whole(s, p, len, true, out);
+}
+
 
 /* --------------------------------------------------------------- stream */
 

@@ -138,6 +138,13 @@ int inspect_request_typed(struct inspect_scratch *s, const char *host, const cha
 int inspect_text(struct inspect_scratch *s, const char *text, size_t len,
 		 struct inspect_result *out);
 
+/* Inspect bytes that are not known to be text (a binary WebSocket frame,
+ * a protobuf bytes field, decoded audio): read as text, and as UTF-16
+ * where they are that (decode_utf16). Every span is sealed: none can be
+ * rewritten in place. */
+int inspect_bytes(struct inspect_scratch *s, const char *p, size_t len,
+		  struct inspect_result *out);
+
 /* Response-side scanning with bounded state: feed model output text (e.g.
  * provider_response_text of each SSE event) in any chunking; counts
  * accumulate in counts[] (no spans, no values kept beyond a window of

@@ -209,7 +209,7 @@ int exchange_bytes_hold_findings(struct exchange_conn *xc, struct agent *ag, con
 	struct inspect_scratch *scratch = xc_scratch(xc, ag);
 	if (!scratch)
 		return -ENOMEM;
-	int rc = inspect_text(scratch, p, n, xc->hres);
+	int rc = inspect_bytes(scratch, p, n, xc->hres);
 	if (rc)
 		return rc;
 	for (int k = 0; k < FINDING__COUNT; k++)

@@ -19,6 +19,7 @@
 #include "proxy/grpccall.h"
 #include "proxy/grpc.h"
 #include "content/answer.h"
+#include "content/decode.h"
 #include "content/detok.h"
 #include "content/json.h"
 #include "content/protowalk.h"
@@ -83,6 +84,7 @@ struct grpccall {
 	size_t nslot[SLOT__COUNT];
 	char model[PROVIDER_MODEL_MAX];
 	struct buf json, repl, fwd;
+	struct buf shown;             /* one bytes field as inspection sees it */
 	uint32_t cur_msg;
 	/* the call as an HTTP/1.1 head for exchange.c: Host, a JSON
 	 * Content-Type, then the client's metadata (inspected like any
@@ -278,6 +280,23 @@ static size_t shown(const unsigned char *p, size_t n, char *out)
 	return 1;
 }
 
+/* A bytes field p[0..n) as inspection sees it, to g->shown: its reading
+ * as UTF-16 where it is that (decode_utf16), a line break, then the bytes
+ * shown one by one, as inspect_bytes read them at the gate. */
+static int show_bytes(struct grpccall *g, const char *p, size_t n)
+{
+	struct buf *o = &g->shown;
+	o->len = 0;
+	int rc = decode_utf16(p, n, o);
+	if (rc < 0 || (rc == 1 && buf_append(o, "\n", 1)) || buf_reserve(o, n))
+		return -ENOMEM;
+	for (size_t i = 0; i < n;) {
+		size_t l = shown((const unsigned char *)p + i, n - i, o->data + o->len);
+		o->len += l, i += l;
+	}
+	return 0;
+}
+
 static int on_req_field(void *arg, const struct protowalk_field *f)
 {
 	struct grpccall *g = arg;
@@ -334,15 +353,8 @@ static int json_slot(struct grpccall *g, enum slot s)
 		rc |= buf_append(j, first ? "" : ",", first ? 0 : 1);
 		rc |= s == SLOT_OTHER ? buf_append(j, "\"", 1) : buf_append(j, "{\"text\":\"", 9);
 		const char *t = g->msgs.data + g->moff[r->msg] + r->off;
-		for (size_t o = 0; r->opaque && o < r->len && !rc;) {
-			char chunk[256];
-			size_t n = 0;
-			while (n + 4 <= sizeof(chunk) && o < r->len) {
-				size_t l = shown((const unsigned char *)t + o, r->len - o, chunk + n);
-				n += l, o += l;
-			}
-			rc |= json_encode(chunk, n, j);
-		}
+		if (r->opaque && !(rc |= show_bytes(g, t, r->len)))
+			rc |= json_encode(g->shown.data, g->shown.len, j);
 		if (!r->opaque)
 			rc |= json_encode(t, r->len, j);
 		rc |= s == SLOT_OTHER ? buf_append(j, "\"", 1) : buf_append(j, "\"}", 2);
@@ -418,15 +430,9 @@ static int on_redacted(void *arg, const char *doc, const struct json_string *s)
 	const char *orig = g->msgs.data + g->moff[r->msg] + r->off;
 	if (r->opaque) {
 		/* unchanged, or a redaction the bytes cannot take */
-		char was[4];
-		if (rb->t.len != r->len)
-			return -EPERM;
-		for (size_t o = 0, l; o < r->len; o += l) {
-			l = shown((const unsigned char *)orig + o, r->len - o, was);
-			if (memcmp(rb->t.data + o, was, l))
-				return -EPERM;
-		}
-		return 0;
+		if ((rc = show_bytes(g, orig, r->len)))
+			return rc;
+		return rb->t.len == g->shown.len && !memcmp(rb->t.data, g->shown.data, g->shown.len) ? 0 : -EPERM;
 	}
 	if (rb->t.len == r->len && !memcmp(rb->t.data, orig, r->len))
 		return 0;
@@ -1346,6 +1352,7 @@ static void grpccall_free(struct grpccall *g)
 	buf_free(&g->head);
 	buf_free(&g->repl);
 	buf_free(&g->fwd);
+	buf_free(&g->shown);
 	buf_free(&g->fields);
 	buf_free(&g->dec);
 	buf_free(&g->edits_repl);
@@ -1412,7 +1419,7 @@ int grpccall_serve(struct exchange *ex, struct h2_stream *h2, const struct h2_gr
 	int rc;
 
 	/* what the user sent or is answered: no stale copy in freed memory */
-	struct buf *held[] = { &g.msgs, &g.json, &g.repl, &g.fwd, &g.head, &g.fields, &g.dec, &g.edits_repl,
+	struct buf *held[] = { &g.msgs, &g.json, &g.repl, &g.fwd, &g.shown, &g.head, &g.fields, &g.dec, &g.edits_repl,
 			       &g.out, &g.wbuf, &g.stage, &g.rin, &g.first, &g.upq, &g.sent };
 	for (size_t i = 0; i < sizeof(held) / sizeof(held[0]); i++)
 		held[i]->secret = true;

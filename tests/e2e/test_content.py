@@ -287,6 +287,10 @@ def unicode_tricks_are_normalised():
          "\uff14\uff15\uff15\uff16 \uff17\uff13\uff17\uff15 \uff18\uff16\uff18\uff19 "
          "\uff19\uff18\uff15\uff15", "redact", "CREDIT_CARD"),
         ("nbsp-card", "card 4556\u00a07375\u00a08689\u00a09855 thanks", "redact", "CREDIT_CARD"),
+        # control characters between the letters (JSON escapes): a reader
+        # passes over them, so the detectors do
+        ("nul-key", "key " + "\\u0000".join("AKIAZ7QW3RT5YU2IO4PL"), "block", "AWS_ACCESS_KEY"),
+        ("ctl-mail", "write to jane.doe\\u0001@example\\u007f.com", "redact", "EMAIL"),
     ]
     for tag, text, action, ftype in cases:
         body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"%s %s"}]}' % (tag, text)
@@ -363,6 +367,20 @@ def utf16_text_is_read_not_waved_through_as_binary():
     for enc, name in variants:
         body, ctype = multipart([("purpose", None, {}, b"assistants"),
                                  ("file", "notes.txt", {"Content-Type": "text/plain"}, text.encode(enc))])
+        code, out, p = post_file(body, ctype=ctype, url="https://api.openai.com/v1/files")
+        check(code == 403, "%s file part with a key: status %s %s" % (name, code, out[:200]))
+        ev = last_event()
+        check(ev["action"] == "block" and {"type": "AWS_ACCESS_KEY", "count": 1} in ev["findings"],
+              "%s: event %s" % (name, ev))
+    # mostly Chinese (under half the units ASCII), no mark: the ASCII
+    # count once missed it; the key in ASCII, then in fullwidth letters
+    cjk = "\u5229\u7528\u8005\u306e\u8a2d\u5b9a\u3092\u66f4\u65b0\u3057\u307e\u3059" * 4
+    fullwidth = "".join(chr(ord(c) + 0xfee0) for c in AWS_KEY)
+    for enc, name, key in [("utf-16-le", "le cjk", AWS_KEY), ("utf-16-be", "be cjk", AWS_KEY),
+                           ("utf-16-le", "le cjk fullwidth", fullwidth)]:
+        body, ctype = multipart([("purpose", None, {}, b"assistants"),
+                                 ("file", "notes.txt", {"Content-Type": "text/plain"},
+                                  ("utf16 notes " + cjk + key + cjk).encode(enc))])
         code, out, p = post_file(body, ctype=ctype, url="https://api.openai.com/v1/files")
         check(code == 403, "%s file part with a key: status %s %s" % (name, code, out[:200]))
         ev = last_event()

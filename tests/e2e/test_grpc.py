@@ -152,6 +152,14 @@ def text_hidden_in_a_bytes_field_is_read():
     check(not res["ok"] and res["code"] == 7 and "no-secrets" in res["details"],
           "a fullwidth key inside a bytes field was not blocked: %s" % res)
     check(len(received()) == before, "the call with the fullwidth key reached the server")
+    # text in UTF-16 (a reader decodes it; its NULs once hid the key),
+    # mostly ASCII, then mostly Chinese with no byte order mark
+    cjk = "\u5229\u7528\u8005\u306e\u8a2d\u5b9a\u3092\u66f4\u65b0" * 5
+    for name, text in [("utf-16", "notes: key %s" % AWS_KEY), ("utf-16 cjk", cjk + AWS_KEY + cjk)]:
+        res = call("generate", "read this", "--blob-b64", base64.b64encode(text.encode("utf-16-le")).decode())
+        check(not res["ok"] and res["code"] == 7 and "no-secrets" in res["details"],
+              "a %s key inside a bytes field was not blocked: %s" % (name, res))
+        check(len(received()) == before, "the call with the %s key reached the server" % name)
     res = call("generate", "transcribe this", "--blob-b64", base64.b64encode(pcm).decode())
     check(res["ok"], "a clean bytes field was refused: %s" % res)
     got = received()[before:]

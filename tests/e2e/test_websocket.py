@@ -221,6 +221,10 @@ def text_disguised_as_audio_or_binary_is_read():
         steps += [st, {"wait": "error"}]
     steps += [{"binary_b64": base64.b64encode(pcm + key).decode()}, {"wait": "error"},
               {"binary_b64": base64.b64encode(pcm + ("key " + wide).encode()).decode()}, {"wait": "error"},
+              # UTF-16 with no mark, mostly Chinese, the key in fullwidth
+              # letters: no byte of it is the key's ASCII
+              {"binary_b64": base64.b64encode(("\u5099\u8003\u3092\u53c2\u7167" * 12 + " key " + wide +
+                                               "\u3002" * 20).encode("utf-16-le")).decode()}, {"wait": "error"},
               {"event": {"type": "input_audio_buffer.append", "event_id": "evt_ok",
                          "audio": base64.b64encode(pcm).decode()}},
               {"binary_b64": base64.b64encode(pcm).decode()}, {"wait_binary": 1}, {"close": 1000}]
@@ -234,15 +238,15 @@ def text_disguised_as_audio_or_binary_is_read():
                   if t["type"] == "input_audio_buffer.append"),
           "the key reached the server: %s" % raw[:600])
     errs = [e for e in out["events"] if e["type"] == "error"]
-    check(len(errs) == 7 and all(e["error"]["code"] == "policy_blocked" for e in errs),
+    check(len(errs) == 8 and all(e["error"]["code"] == "policy_blocked" for e in errs),
           "each smuggled message should get a policy error: %s" % errs)
     app = [t for t in texts(got) if t["type"] == "input_audio_buffer.append"]
     check([t["event_id"] for t in app] == ["evt_ok"] and app[0]["audio"] == base64.b64encode(pcm).decode(),
           "real audio did not pass untouched: %s" % [t.get("event_id") for t in app])
     bins = [r["b64"] for r in got if r["kind"] == "binary"]
     check(bins == [base64.b64encode(pcm).decode()], "binary frames upstream: %d" % len(bins))
-    blk = ws_events(lambda e: e["action"] == "block", kind="websocket_message", n=n0 + 7)
-    check(len(blk) >= n0 + 7 and all({"type": "AWS_ACCESS_KEY", "count": 1} in e["findings"] for e in blk[n0:]),
+    blk = ws_events(lambda e: e["action"] == "block", kind="websocket_message", n=n0 + 8)
+    check(len(blk) >= n0 + 8 and all({"type": "AWS_ACCESS_KEY", "count": 1} in e["findings"] for e in blk[n0:]),
           "the blocked messages were not audited with the key's finding: %s" % blk[n0:])
 
 

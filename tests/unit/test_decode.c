@@ -169,6 +169,61 @@ TEST(decode_utf16_text_with_and_without_a_mark)
 	buf_free(&o);
 }
 
+/* UTF-16 with little ASCII and no mark (Chinese prose with a key in it,
+ * which a reader still decodes) is read; random bytes, audio and text
+ * with a control character are not taken for it. */
+TEST(decode_utf16_with_little_ascii)
+{
+	struct buf o = { 0 };
+	/* 40 CJK characters, then the key, little-endian, no mark: under a
+	 * third of the units are ASCII */
+	char le[2 * (40 + 20)];
+	size_t n = 0;
+	for (int i = 0; i < 40; i++) {
+		le[n++] = (char)(0x00 + i);        /* U+4E00 + i */
+		le[n++] = 0x4e;
+	}
+	for (const char *k = "AKIAZ7QW3RT5YX2LMN4P"; *k; k++) {
+		le[n++] = *k;
+		le[n++] = 0;
+	}
+	CHECK(decode_utf16(le, n, &o) == 1, "CJK with a key, LE, not taken");
+	CHECK(strstr(o.data, "AKIAZ7QW3RT5YX2LMN4P") && !strncmp(o.data, "\xe4\xb8\x80", 3), "LE read as %s", o.data);
+	CHECK(!strcmp(decode_sniff(le, n), "text/plain; charset=utf-16"), "named %s", decode_sniff(le, n));
+	o.len = 0;
+	/* Cyrillic, big-endian: its byte swap is CJK, so both readings */
+	static const char be[] = "\x04\x3f\x04\x40\x04\x38\x04\x32\x04\x35\x04\x42\x00\x20\x04\x3c\x04\x38\x04\x40"
+				 "\x00\x20\x04\x3f\x04\x40\x04\x38\x04\x32\x04\x35\x04\x42";
+	CHECK(decode_utf16(be, sizeof(be) - 1, &o) == 1 && strstr(o.data, "\nпривет мир привет"), "BE Cyrillic: %s",
+	      o.data);
+	o.len = 0;
+	/* CJK whose byte swap is CJK too: both readings, a newline between */
+	static const char both[] = "\x4e\x4e\x4f\x4f\x50\x50\x51\x51\x52\x52\x53\x53\x54\x54\x55\x55";
+	CHECK(decode_utf16(both, 16, &o) == 1 && o.len == 8 * 3 * 2 + 1 && o.data[24] == '\n' &&
+	      !memcmp(o.data, o.data + 25, 24), "both orders: %zu", o.len);
+	o.len = 0;
+	/* random bytes, at every length from 256 to 4096 (a shorter random
+	 * string may pass for text: it is then read, which costs nothing) */
+	char rnd[4096];
+	uint32_t x = 2463534242u;
+	for (size_t i = 0; i < sizeof(rnd); i++) {
+		x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+		rnd[i] = (char)(x >> 24);
+	}
+	unsigned taken = 0;
+	for (size_t len = 256; len <= sizeof(rnd); len += 16)
+		taken += decode_utf16(rnd, len, &o) == 1, o.len = 0;
+	CHECK(taken == 0, "random bytes taken for UTF-16 %u times", taken);
+	CHECK(decode_utf16(rnd, sizeof(rnd), &o) == 0 && !strcmp(decode_sniff(rnd, sizeof(rnd)),
+	      "application/octet-stream"), "4 KiB of random bytes read as UTF-16");
+	/* a NUL among the CJK (a control in either order): not text */
+	le[10] = 0, le[11] = 0;
+	CHECK(decode_utf16(le, n, &o) == 0 && o.len == 0, "a control character taken for text");
+	/* under 8 units: too short to tell */
+	CHECK(decode_utf16(both, 14, &o) == 0, "7 units taken for UTF-16");
+	buf_free(&o);
+}
+
 TEST(decode_sniff_and_media_types)
 {
 	CHECK(!strcmp(decode_sniff("\x89PNG\r\n\x1a\n....", 12), "image/png"), "png");
@@ -189,6 +244,20 @@ TEST(decode_normalize_folds_and_maps)
 	size_t cap = 0;
 	CHECK(decode_normalize("plain ascii", 11, &out, &map, &cap) == 1, "ASCII must need no change");
 	CHECK(decode_normalize("caf\xc3\xa9", 5, &out, &map, &cap) == 1, "accents are not folded");
+	/* control characters are removed (every byte value at every place
+	 * of a word: the word-at-a-time check agrees with the byte rule) */
+	for (int c = 0; c < 0x80; c++)
+		for (int at = 0; at < 10; at++) {
+			char w[10];
+			memset(w, 'a', sizeof(w));
+			w[at] = (char)c;
+			bool removed = (c < 0x20 && (c < '\t' || c > '\r')) || c == 0x7f;
+			int rc = decode_normalize(w, sizeof(w), &out, &map, &cap);
+			CHECK(rc == (removed ? 0 : 1) && (!removed || (out.len == 9 && map[at] == (uint32_t)at + 1)),
+			      "byte %#x at %d: rc %d", c, at, rc);
+		}
+	CHECK(decode_normalize("A\0K\0I\x7f" "A\xc2\x85Z", 10, &out, &map, &cap) == 0 && out.len == 5 &&
+	      !memcmp(out.data, "AKIAZ", 5) && map[4] == 9, "controls not removed: %.*s", (int)out.len, out.data);
 	/* a<ZWSP>b<NBSP>c<FULLWIDTH @>d<IDEOGRAPHIC SPACE> */
 	const char *t = "a\xe2\x80\x8b" "b\xc2\xa0" "c\xef\xbc\xa0" "d\xe3\x80\x80";
 	size_t n = strlen(t);

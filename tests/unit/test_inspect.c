@@ -334,6 +334,37 @@ TEST(inspect_credsweeper_cases)
 /* A value longer than the span window (a 5 KB credential in a doc) is
  * taken whole, not dropped as "a prefix of a longer value"; past
  * SECRET_VALUE_MAX it is not a secret value at all. */
+/* Bytes not known to be text (a protobuf bytes field, a binary WebSocket
+ * frame) are read as text and as UTF-16; every span is sealed. */
+TEST(inspect_bytes_reads_utf16_and_seals)
+{
+	static const char key[] = "AKIAZ7QW3RT5YX2LMN4P";
+	char u16[2 * 64];
+	size_t n = 0;
+	for (const char *c = "notes: key "; *c; c++)
+		u16[n++] = *c, u16[n++] = 0;
+	/* the key in fullwidth letters and digits: U+FF21 ('A' + 0xFEE0) is
+	 * 0x21 0xFF little-endian */
+	for (const char *c = key; *c; c++)
+		u16[n++] = (char)(*c - 0x20), u16[n++] = (char)0xff;
+	setup();
+	CHECK(inspect_text(scr, u16, n, &res) == 0 && !res.counts[FINDING_AWS_ACCESS_KEY],
+	      "the raw bytes already show the key (the test reads nothing)");
+	CHECK(inspect_bytes(scr, u16, n, &res) == 0 && res.counts[FINDING_AWS_ACCESS_KEY] == 1,
+	      "a fullwidth UTF-16 key in bytes: %u", res.counts[FINDING_AWS_ACCESS_KEY]);
+	for (size_t i = 0; i < res.nspans; i++)
+		CHECK(res.spans[i].sealed && res.spans[i].start == 0 && res.spans[i].end == n, "span %zu not sealed", i);
+	/* plain text after a few bytes of audio is still read, and an ASCII
+	 * key in UTF-16 is read through its NULs by either */
+	char mixed[64] = "\x00\x00\x10\xff\xf0\x00key ";
+	memcpy(mixed + 10, key, 20);
+	CHECK(inspect_bytes(scr, mixed, 30, &res) == 0 && res.counts[FINDING_AWS_ACCESS_KEY] == 1, "key after audio");
+	n = 0;
+	for (const char *c = key; *c; c++)
+		u16[n++] = *c, u16[n++] = 0;
+	CHECK(inspect_text(scr, u16, n, &res) == 0 && res.counts[FINDING_AWS_ACCESS_KEY] == 1, "a key between NULs");
+}
+
 TEST(inspect_long_secret_value_taken_whole)
 {
 	static const char b64[] = "AgV4TakqXDSaUSruBPiKENLUg+aN/Z5HzG4y5q21GOWteXBNZSVXAh1G8ZCdf8AKaa73";
