@@ -1269,6 +1269,36 @@ static int scan_invalid_json(struct req_ctx *c, size_t off, size_t len)
 	return rc ? rc : scan_between(c, from, len);
 }
 
+/* JSON in UTF-16 (a byte order mark, or NULs beside the ASCII): RFC 8259
+ * wants UTF-8, and the agent cannot rewrite it in place, but Python's
+ * json.loads(bytes) reads it, escapes and all. So it is invalid JSON,
+ * read the way such a parser reads it (scan_invalid_json over its UTF-8
+ * reading), every span sealed. Returns 1 if body is not JSON in UTF-16
+ * (nothing scanned). */
+static int scan_utf16_json(struct inspect_scratch *s, const char *body, size_t len, struct inspect_result *out)
+{
+	/* its own buffer: a string in it may hold base64 of more UTF-16,
+	 * read in s->u16 */
+	struct buf u = { .secret = true };
+	int rc = decode_utf16(body, len, &u);
+	size_t j = rc == 1 ? json_lead(u.data, u.len) : 0;
+	if (rc != 1 || j >= u.len || (u.data[j] != '{' && u.data[j] != '[')) {
+		buf_free(&u);
+		return rc < 0 ? rc : 1;
+	}
+	out->info.invalid_json = true;
+	out->counts[FINDING_INVALID_JSON] = 1;
+	bool was = s->seal;
+	s->seal = true;
+	s->seal_s = 0;
+	s->seal_e = len;
+	struct req_ctx c = { s, out, u.data };
+	rc = scan_invalid_json(&c, 0, u.len);
+	s->seal = was;
+	buf_free(&u);
+	return rc;
+}
+
 struct jsonl_ctx { struct req_ctx *rc; size_t base; };
 
 static int jsonl_string(void *vctx, const char *doc, const struct json_string *js)
@@ -1438,6 +1468,12 @@ int inspect_request_typed(struct inspect_scratch *s, const char *host, const cha
 	if (opaque) {
 		struct scan_target tg = { body, 0, len, false, true };
 		out->info.provider = provider_identify(host, path);
+		/* JSON in UTF-16 behind a byte order mark, or big-endian */
+		if (!strcmp(opaque, "text/plain; charset=utf-16") && (rc = scan_utf16_json(s, body, len, out)) <= 0) {
+			if (!rc)
+				finish_score(s, out);
+			return rc;
+		}
 		add_opaque(out, opaque, len);
 		rc = scan_sealed(s, &tg, body, len, 0, len, out);
 		if (!rc)
@@ -1478,12 +1514,12 @@ int inspect_request(struct inspect_scratch *s, const char *host, const char *pat
 			s->limit = true;
 		else if (out->info.invalid_json)
 			out->counts[FINDING_INVALID_JSON] = 1;
-		/* JSON in UTF-16 ('{' then NUL): read, and sealed like any UTF-16 */
+		rc = 1;
 		if (out->info.invalid_json && len >= 2 && !body[1])
-			rc = scan_sealed(s, &tg, body, len, 0, len, out);
-		else if (out->info.invalid_json)
+			rc = scan_utf16_json(s, body, len, out);       /* '{' then NUL */
+		if (rc == 1 && out->info.invalid_json)
 			rc = scan_invalid_json(&c, 0, len);
-		else
+		else if (rc == 1)
 			rc = scan_decoded(s, &tg, body, len, NULL, out);
 		if (rc)
 			return rc;

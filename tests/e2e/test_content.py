@@ -427,6 +427,19 @@ def invalid_json_is_read_through_its_escapes_and_never_half_redacted():
         ev = last_event()
         check(ev["action"] == "block" and ev["rule"] == "default:invalid_json" and
               {"type": "EMAIL", "count": 1} in ev["findings"], "event %s" % ev)
+    # valid JSON, in UTF-16 (a mark, big-endian, little-endian): Python's
+    # json.loads(bytes) reads all three, so the model rule and the escapes
+    # matter; it was an opaque text (the mark, big-endian), its escaped key
+    # unseen and the request forwarded
+    good = '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "ijk %s"}]}'
+    for enc in ("utf-16", "utf-16-be", "utf-16-le"):
+        code, out, p = post_file((good % esc).encode(enc))
+        check(code == 403 and {"type": "AWS_ACCESS_KEY", "count": 1} in last_event()["findings"],
+              "an escaped key in %s JSON: status %s %s %s" % (enc, code, out[:200], last_event()["findings"]))
+        code, out, p = post_file((good % "fine").encode(enc))
+        ev = last_event()
+        check(code == 400 and ev["rule"] == "default:invalid_json" and "OPAQUE_CONTENT" not in json.dumps(ev),
+              "%s JSON: status %s %s, event %s" % (enc, code, out[:200], ev))
     # the same in a Batch API file: a line with NaN is not JSON lines, and
     # its strings are still read through their escapes
     line = ('{"custom_id": "1", "body": {"temperature": NaN, "messages": [{"role": "user", "content": "ijk %s"}]}}\n'

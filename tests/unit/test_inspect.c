@@ -817,6 +817,34 @@ static int typed(const char *ct, const char *body, size_t len)
 	return inspect_request_typed(scr, "api.openai.com", "/v1/files", ct, strlen(ct), body, len, &res);
 }
 
+/* JSON in UTF-16 (with a mark, big-endian, little-endian) is invalid JSON
+ * read through its escapes, every span sealed; not an opaque text. */
+TEST(inspect_json_in_utf16_is_invalid_json_read_through_escapes)
+{
+	static const char json[] = "{\"messages\":[{\"content\":\"k \\u0041KIAZ7QW3RT5YUP2MN8X\"}]}";
+	for (int order = 0; order < 3; order++) {
+		char b[2 * sizeof(json) + 2];
+		size_t n = 0;
+		if (order == 0)
+			b[n++] = (char)0xff, b[n++] = (char)0xfe;
+		for (const char *c = json; *c; c++) {
+			b[n++] = order == 1 ? 0 : *c;
+			b[n++] = order == 1 ? *c : 0;
+		}
+		CHECK(typed("application/json", b, n) == 0, "inspect failed");
+		CHECK(res.counts[FINDING_INVALID_JSON] == 1 && res.counts[FINDING_AWS_ACCESS_KEY] == 1 &&
+		      !res.counts[FINDING_OPAQUE_CONTENT], "order %d: invalid %u key %u opaque %u", order,
+		      res.counts[FINDING_INVALID_JSON], res.counts[FINDING_AWS_ACCESS_KEY],
+		      res.counts[FINDING_OPAQUE_CONTENT]);
+		for (size_t i = 0; i < res.nspans; i++)
+			CHECK(res.spans[i].sealed && res.spans[i].end == n, "order %d: span %zu not sealed", order, i);
+	}
+	/* UTF-16 prose is still an opaque text */
+	static const char prose[] = "\xff\xfeh\0i\0 \0t\0h\0e\0r\0e\0";
+	CHECK(typed("text/plain", prose, sizeof(prose) - 1) == 0 && res.counts[FINDING_OPAQUE_CONTENT] == 1 &&
+	      !res.counts[FINDING_INVALID_JSON], "UTF-16 prose taken for JSON");
+}
+
 TEST(inspect_multipart_parts_text_json_binary)
 {
 	const char *ct = "multipart/form-data; boundary=----XyZ";
