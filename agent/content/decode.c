@@ -357,20 +357,41 @@ static bool utf16_valid_text(const unsigned char *p, size_t units, bool cut, int
 	return true;
 }
 
+static bool ascii_text(unsigned char c)
+{
+	return (c >= 0x20 && c < 0x7f) || c == '\n' || c == '\r' || c == '\t';
+}
+
+/* A UTF-32 unit that is ASCII text, in one byte order */
+static bool utf32_ascii(const unsigned char *q, int order)
+{
+	return order == 1 ? ascii_text(q[0]) && !q[1] && !q[2] && !q[3] : !q[0] && !q[1] && !q[2] && ascii_text(q[3]);
+}
+
 /* 1 little-endian, 2 big-endian, 3 either (both readings are valid text),
- * 0 not UTF-16; *bom: bytes of the mark */
+ * 0 not UTF-16; *bom: bytes of the mark. UTF-32 (a mark, or two ASCII
+ * units first, as Python's json.loads(bytes) tells it) is UTF-16 of the
+ * same order, its NUL units dropped by the reader. */
 static int utf16_order(const unsigned char *p, size_t n, size_t *bom)
 {
 	*bom = 0;
-	if (n >= 2 && p[0] == 0xff && p[1] == 0xfe && !(n >= 4 && !p[2] && !p[3]))   /* not UTF-32LE */
+	if (n >= 4 && !memcmp(p, "\xff\xfe\0\0", 4))
+		return *bom = 4, 1;
+	if (n >= 4 && !memcmp(p, "\0\0\xfe\xff", 4))
+		return *bom = 4, 2;
+	if (n >= 8 && utf32_ascii(p, 1) && utf32_ascii(p + 4, 1))
+		return 1;
+	if (n >= 8 && utf32_ascii(p, 2) && utf32_ascii(p + 4, 2))
+		return 2;
+	if (n >= 2 && p[0] == 0xff && p[1] == 0xfe)
 		return *bom = 2, 1;
 	if (n >= 2 && p[0] == 0xfe && p[1] == 0xff)
 		return *bom = 2, 2;
 	size_t units = (n < UTF16_SAMPLE ? n : UTF16_SAMPLE) / 2, le = 0, be = 0;
 	for (size_t i = 0; i < units; i++) {
 		unsigned char a = p[2 * i], b = p[2 * i + 1];
-		le += !b && ((a >= 0x20 && a < 0x7f) || a == '\n' || a == '\r' || a == '\t');
-		be += !a && ((b >= 0x20 && b < 0x7f) || b == '\n' || b == '\r' || b == '\t');
+		le += !b && ascii_text(a);
+		be += !a && ascii_text(b);
 	}
 	if (units < 2)
 		return 0;
@@ -397,8 +418,10 @@ static void utf16_append(const unsigned char *p, size_t units, int order, struct
 				continue;
 			}
 		}
-		/* a NUL would end the text for the detectors: a space */
-		*k += utf8_put(out->data + *k, !u ? ' ' : u >= 0xd800 && u <= 0xdfff ? 0xfffd : u);
+		/* a NUL is dropped, as the normaliser drops it: UTF-32 read as
+		 * UTF-16 is then the text it encodes */
+		if (u)
+			*k += utf8_put(out->data + *k, u >= 0xd800 && u <= 0xdfff ? 0xfffd : u);
 	}
 }
 

@@ -52,7 +52,8 @@ const char *decode_sniff(const char *p, size_t n);
  * byte order: no control character but tab, LF, FF and CR, no lone
  * surrogate, no noncharacter (audio fails at its first quiet sample,
  * random bytes within a few dozen units). Such text (after the mark) is
- * appended to out as UTF-8: a lone surrogate becomes U+FFFD, NUL a space,
+ * appended to out as UTF-8: a lone surrogate becomes U+FFFD, NUL is
+ * dropped (so UTF-32 is read as the text it encodes),
  * a last odd byte is dropped; when both byte orders are valid text, both
  * readings are appended, a newline between. Returns 1 (out holds it), 0
  * (not UTF-16; out unchanged) or -ENOMEM. */

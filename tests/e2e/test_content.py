@@ -427,12 +427,12 @@ def invalid_json_is_read_through_its_escapes_and_never_half_redacted():
         ev = last_event()
         check(ev["action"] == "block" and ev["rule"] == "default:invalid_json" and
               {"type": "EMAIL", "count": 1} in ev["findings"], "event %s" % ev)
-    # valid JSON, in UTF-16 (a mark, big-endian, little-endian): Python's
-    # json.loads(bytes) reads all three, so the model rule and the escapes
-    # matter; it was an opaque text (the mark, big-endian), its escaped key
-    # unseen and the request forwarded
+    # valid JSON, in UTF-16 or UTF-32 (a mark, big-endian, little-endian):
+    # Python's json.loads(bytes) reads all six, so the model rule and the
+    # escapes matter; it was an opaque text (the mark, big-endian), its
+    # escaped key unseen and the request forwarded
     good = '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "ijk %s"}]}'
-    for enc in ("utf-16", "utf-16-be", "utf-16-le"):
+    for enc in ("utf-16", "utf-16-be", "utf-16-le", "utf-32", "utf-32-be", "utf-32-le"):
         code, out, p = post_file((good % esc).encode(enc))
         check(code == 403 and {"type": "AWS_ACCESS_KEY", "count": 1} in last_event()["findings"],
               "an escaped key in %s JSON: status %s %s %s" % (enc, code, out[:200], last_event()["findings"]))
