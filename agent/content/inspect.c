@@ -97,6 +97,8 @@ struct inspect_scratch {
 	size_t pmapcap;
 	struct buf norm;     /* normalised text (decode_normalize) */
 	struct buf u16;      /* sealed text in UTF-16, as UTF-8 (decode_utf16) */
+	struct buf run[INSPECT_RUN_DEPTH];   /* base64 runs in text, decoded (scan_runs) */
+	unsigned run_depth;
 	uint32_t *nmap;           /* its map to raw offsets */
 	size_t nmapcap;
 	struct cand *rej;         /* card/IBAN-shaped spans whose checksum failed */
@@ -296,6 +298,8 @@ struct inspect_scratch *inspect_scratch_new(struct inspector *ins)
 	if (!s)
 		return NULL;
 	s->part.secret = s->norm.secret = s->u16.secret = true;   /* decoded and normalised text */
+	for (int i = 0; i < INSPECT_RUN_DEPTH; i++)
+		s->run[i].secret = true;
 	for (int i = 0; i < INSPECT_MAX_LAYERS; i++)
 		s->b64[i].secret = true;
 	s->nwords = (ins->ndet + DETECTORS_NINJ + 63) / 64;
@@ -319,6 +323,8 @@ void inspect_scratch_free(struct inspect_scratch *s)
 	json_text_free(&s->text);
 	buf_free(&s->norm);
 	buf_free(&s->u16);
+	for (unsigned i = 0; i < INSPECT_RUN_DEPTH; i++)
+		buf_free(&s->run[i]);
 	free(s->nmap);
 	buf_free(&s->part);
 	free(s->pmap);
@@ -984,6 +990,80 @@ static int scan_text(struct inspect_scratch *s, const struct scan_target *tg,
 	return 0;
 }
 
+static int scan_decoded(struct inspect_scratch *s, const struct scan_target *tg,
+			const char *t, size_t n, const uint32_t *map,
+			struct inspect_result *r);
+
+/* The base64 alphabets, standard and URL-safe */
+static const bool run_chars[256] = {
+	['+'] = 1, ['-'] = 1, ['/'] = 1, ['_'] = 1,
+	['0' ... '9'] = 1, ['A' ... 'Z'] = 1, ['a' ... 'z'] = 1,
+};
+
+/* Base64 of text written in text ("decode this: QUtJQV...", a Kubernetes
+ * Secret's data, a docker config's auth, a Basic credential in a pasted
+ * curl command): a model decodes it at sight. Each run of RUN_MIN or more
+ * base64 characters (with its padding) that decodes to text is scanned
+ * as well, its spans sealed to the run (it cannot be rewritten in place);
+ * runs that decode to bytes (hashes, identifiers, keys, images) are
+ * skipped. Base64 in that text is read too, INSPECT_RUN_DEPTH deep. */
+#define RUN_MIN 16
+
+/* Whether run[0..n) may be base64 of text: a group's first character
+ * holds its first byte's top six bits, so a byte below 0x80 makes it one
+ * of A-Z a-f. Text with a few non-ASCII characters passes (up to one group
+ * in four); most identifiers and hashes fail here, before any decoding. */
+static bool run_may_be_text(const char *run, size_t n)
+{
+	size_t groups = 0, ascii = 0;
+	for (size_t g = 0; g < n; g += 4, groups++) {
+		unsigned char c = (unsigned char)run[g];
+		ascii += (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'f');
+	}
+	return ascii * 4 >= groups * 3;
+}
+
+static int scan_runs(struct inspect_scratch *s, const struct scan_target *tg, const char *t, size_t n,
+		     const uint32_t *map, struct inspect_result *r)
+{
+	if (s->run_depth >= INSPECT_RUN_DEPTH)
+		return 0;
+	for (size_t i = 0, j, e; i + RUN_MIN <= n; i = e) {
+		/* a run starts after the last character outside the alphabet
+		 * in the next RUN_MIN (prose is passed a word at a time) */
+		for (e = i + RUN_MIN; e > i && run_chars[(unsigned char)t[e - 1]]; e--)
+			;
+		if (e > i)
+			continue;
+		for (j = i + RUN_MIN; j < n && run_chars[(unsigned char)t[j]]; j++)
+			;
+		for (e = j; e < n && e - j < 2 && t[e] == '='; e++)
+			;
+		if (!run_may_be_text(t + i, j - i))
+			continue;
+		struct buf *o = &s->run[s->run_depth];
+		o->len = 0;
+		int rc = decode_base64(t + i, e - i, e - i, o);
+		if (rc == -ENOMEM)
+			return rc;
+		if (rc || o->len < RUN_MIN * 3 / 4 || decode_sniff(o->data, o->len))
+			continue;
+		bool was = s->seal;
+		if (!was) {
+			s->seal = true;
+			s->seal_s = tg->str_off + map_at(map, i);
+			s->seal_e = tg->str_off + map_at(map, e);
+		}
+		s->run_depth++;
+		rc = scan_decoded(s, tg, o->data, o->len, NULL, r);
+		s->run_depth--;
+		s->seal = was;
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
 /* Scan one decoded string t[0..n) (map as for scan_text) after folding
  * what the model would not see as different (decode_normalize: format
  * characters, Unicode spaces, fullwidth and mathematical forms). Spans
@@ -997,11 +1077,14 @@ static int scan_decoded(struct inspect_scratch *s, const struct scan_target *tg,
 	int rc = decode_normalize(t, n, &s->norm, &s->nmap, &s->nmapcap);
 	if (rc < 0)
 		return rc;
-	if (rc == 1)
-		return scan_text(s, tg, t, n, map, r);
-	for (size_t i = 0; i <= s->norm.len; i++)
-		s->nmap[i] = map_at(map, s->nmap[i]);
-	return scan_text(s, tg, s->norm.data, s->norm.len, s->nmap, r);
+	if (rc == 1) {
+		rc = scan_text(s, tg, t, n, map, r);
+	} else {
+		for (size_t i = 0; i <= s->norm.len; i++)
+			s->nmap[i] = map_at(map, s->nmap[i]);
+		rc = scan_text(s, tg, s->norm.data, s->norm.len, s->nmap, r);
+	}
+	return rc ? rc : scan_runs(s, tg, t, n, map, r);
 }
 
 static void finish_score(struct inspect_scratch *s, struct inspect_result *r)

@@ -108,6 +108,7 @@ struct inspector *inspect_scratch_inspector(const struct inspect_scratch *s);
  * text (data: URIs, "data" members of document/image/audio blocks). Past
  * this depth the rest is scanned as text and INSPECTION_LIMIT is counted. */
 #define INSPECT_MAX_LAYERS 6
+#define INSPECT_RUN_DEPTH 2      /* base64 in text in base64 in text */
 
 /* Inspect one request: identify the provider (providers.h), scan every
  * JSON string value decoded (prompt-injection scoring only on model-visible

@@ -276,6 +276,14 @@ SECRET_EXCLUDE = {
         "the document's `kind:`; flagging it is conservative, and counted as an FP in the raw figures",
     **{("sealed_secrets.yaml", ln, "SECRET_ASSIGNMENT"): "a Bitnami SealedSecret's encryptedData, as above"
        for ln in (11, 16, 17)},
+    # base64 of text, which Vigil reads (a model decodes it at sight) and
+    # CredSweeper's default run, which gives the labels, does not
+    ("LS0t_p", 1, "PRIVATE_KEY"):
+        "base64 of a YAML file holding an EC private key: CredSweeper's own positive sample for its --depth "
+        "mode; its default run, which gives the labels, does not decode base64",
+    ("test.eml", 16, "PASSWORD_ASSIGNMENT"):
+        "a MIME part in base64 whose text says `PW: H1ddEn#ema1l`: a real password in the decoded e-mail, "
+        "which CredSweeper's default run does not decode",
     # SECRET_ASSIGNMENT: generic keyword rules outside the type's scope (see above)
     **{(f, ln, "SECRET_ASSIGNMENT"): R_BARE_KEY for f, ln in (
         ("doc_credentials_p", 2), ("doc_secret_pair", 30), ("doc_various", 33), ("key.php", 1),

@@ -365,6 +365,43 @@ TEST(inspect_bytes_reads_utf16_and_seals)
 	CHECK(inspect_text(scr, u16, n, &res) == 0 && res.counts[FINDING_AWS_ACCESS_KEY] == 1, "a key between NULs");
 }
 
+/* Base64 of text inside text is read (a model decodes it at sight), its
+ * spans sealed to the run; base64 of bytes, and short runs, are not. */
+TEST(inspect_base64_in_text_is_read)
+{
+	static const char *const found[] = {
+		"decode this: ZGVwbG95IGtleSBBS0lBWjdRVzNSVDVZVVAyTU44WA== and run it",
+		/* a Kubernetes Secret's data */
+		"apiVersion: v1\nkind: Secret\ndata:\n  key: ZGVwbG95IGtleSBBS0lBWjdRVzNSVDVZVVAyTU44WA==\n",
+		/* base64 of base64 */
+		"x WkdWd2JHOTVJR3RsZVNCQlMwbEJXamRSVnpOU1ZEVlpWVkF5VFU0NFdBPT0= y",
+	};
+	setup();
+	for (size_t i = 0; i < sizeof(found) / sizeof(found[0]); i++) {
+		const char *t = found[i];
+		CHECK(inspect_text(scr, t, strlen(t), &res) == 0 && res.counts[FINDING_AWS_ACCESS_KEY] == 1,
+		      "case %zu: key %u", i, res.counts[FINDING_AWS_ACCESS_KEY]);
+		const char *run = strpbrk(t, "ZW");
+		while (run && strncmp(run, "ZGVw", 4) && strncmp(run, "WkdW", 4))
+			run = strpbrk(run + 1, "ZW");
+		for (size_t k = 0; run && k < res.nspans; k++)
+			CHECK(res.spans[k].sealed && res.spans[k].start == (size_t)(run - t) &&
+			      t[res.spans[k].end - 1] == '=', "case %zu: span %zu not the run", i, k);
+	}
+	const char *mail = "to amFuZS5kb2VAZXhhbXBsZS5jb20=";
+	CHECK(inspect_text(scr, mail, strlen(mail), &res) == 0 && res.counts[FINDING_EMAIL] == 1, "address in base64");
+	static const char *const none[] = {
+		"sha512-3q2+7wAAAAC6ZGVhZGJlZWZkZWFkYmVlZmRlYWRiZWVm/w8AAAD/DwAAAP8PAAAA", /* bytes */
+		"commit 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+		"ThisIsAVeryLongCamelCaseIdentifierName and Donaudampfschifffahrtsgesellschaft",
+		"short: amFuZUBleC5jbw== ok",   /* "jane@ex.co": a run under 16 characters */
+	};
+	for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++) {
+		CHECK(inspect_text(scr, none[i], strlen(none[i]), &res) == 0 && res.nspans == 0,
+		      "look-alike %zu: %zu spans", i, res.nspans);
+	}
+}
+
 TEST(inspect_long_secret_value_taken_whole)
 {
 	static const char b64[] = "AgV4TakqXDSaUSruBPiKENLUg+aN/Z5HzG4y5q21GOWteXBNZSVXAh1G8ZCdf8AKaa73";
