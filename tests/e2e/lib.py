@@ -337,6 +337,17 @@ def main():
     sys.exit(1 if failed else 0)
 
 
+
+def fake_answer(text):
+    """The header that makes the fake provider answer text: base64 of the
+    zlib-compressed text, bytes the agent does not read as text (it reads
+    request header values, base64 of text included, and would block or
+    redact an answer holding a finding on its way to the fake)."""
+    import base64
+    import zlib
+    return "x-fake-answer-z: " + base64.b64encode(zlib.compress(text.encode())).decode()
+
+
 def check(cond, msg):
     if not cond:
         raise AssertionError(msg)

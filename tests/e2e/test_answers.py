@@ -12,7 +12,6 @@ connection (a new process) of the same user and program gets its values
 back, another user or another program never does, and values expire after
 vault_ttl.
 """
-import base64
 import json
 import os
 import re
@@ -114,20 +113,13 @@ def last_event():
     return evs[-1] if evs else {}
 
 
-
-def b64(text):
-    """The fake's answer text travels base64-encoded: the agent inspects
-    request header values, and a plain one carrying a finding would be
-    blocked or redacted on its way to the fake provider."""
-    return base64.b64encode(text.encode()).decode()
-
 @test
 def answer_email_redacted_in_json():
     for url, body, extra in ((OPENAI, chat("who do I ask?"), []),
                              (ANTHROPIC, json.dumps({"model": "claude-haiku-4-5", "max_tokens": 50,
                                                      "messages": [{"role": "user", "content": "who?"}]}),
                               ["-H", "x-api-key: k", "-H", "anthropic-version: 2023-06-01"])):
-        code, out, p = RIG.curl(url, body, extra=["-H", "x-fake-answer-b64: " + b64(ANSWER)] + extra)
+        code, out, p = RIG.curl(url, body, extra=["-H", lib.fake_answer(ANSWER)] + extra)
         check(code == 200, "status %s %s" % (code, p.stderr))
         doc = json.loads(out)   # valid JSON, whole
         text = doc["choices"][0]["message"]["content"] if url == OPENAI else doc["content"][0]["text"]
@@ -146,7 +138,7 @@ def answer_email_redacted_in_json():
 
 @test
 def monitor_answer_rule_only_reports():
-    code, out, p = RIG.curl(OPENAI, chat("who? (monitored)"), uid=60120, extra=["-H", "x-fake-answer-b64: " + b64(ANSWER)])
+    code, out, p = RIG.curl(OPENAI, chat("who? (monitored)"), uid=60120, extra=["-H", lib.fake_answer(ANSWER)])
     check(code == 200, "status %s" % code)
     check(json.loads(out)["choices"][0]["message"]["content"] == ANSWER, "a monitor rule altered the answer")
     ev = last_event()
@@ -157,7 +149,7 @@ def monitor_answer_rule_only_reports():
 @test
 def sdk_gets_redacted_answer_streamed_or_not():
     for extra in ([], ["--stream", "--header", "x-fake-split: 2"]):
-        res, p = RIG.node("openai_chat.mjs", "--message", "who?", "--header", "x-fake-answer-b64: " + b64(ANSWER), *extra)
+        res, p = RIG.node("openai_chat.mjs", "--message", "who?", "--header", lib.fake_answer(ANSWER), *extra)
         check("error" not in res, "SDK call failed: %s" % res)
         check(res["content"] == WANT, "SDK answer %r (%s)" % (res["content"], extra))
 
@@ -175,7 +167,7 @@ def answer_email_redacted_in_sse_split_at_every_byte():
             ("https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
              json.dumps({"contents": [{"role": "user", "parts": [{"text": "who?"}]}]}),
              ["-H", "x-goog-api-key: k"], gemini_stream_text)):
-        code, out, p = RIG.curl(url, body, extra=["-H", "x-fake-answer-b64: " + b64(ANSWER), "-H", "x-fake-split: 1"] + extra)
+        code, out, p = RIG.curl(url, body, extra=["-H", lib.fake_answer(ANSWER), "-H", "x-fake-split: 1"] + extra)
         check(code == 200, "status %s %s" % (code, p.stderr))
         check(EMAIL not in out and "ann.lee" not in text_of(out), "raw value in the stream")
         check(text_of(out) == WANT, "1-byte pieces (%s): %r" % (url, text_of(out)))
@@ -185,7 +177,7 @@ def answer_email_redacted_in_sse_split_at_every_byte():
     start = ANSWER.index(EMAIL)
     for k in range(start, start + len(EMAIL) + 1):
         code, out, p = RIG.curl(OPENAI, chat("who? %d" % k, True),
-                                extra=["-H", "x-fake-answer-b64: " + b64(ANSWER), "-H", "x-fake-split-at: %d" % k])
+                                extra=["-H", lib.fake_answer(ANSWER), "-H", "x-fake-split-at: %d" % k])
         check(code == 200, "status %s" % code)
         check(openai_stream_text(out) == WANT, "split at %d: %r" % (k, openai_stream_text(out)))
         check(EMAIL not in out, "raw value in the stream split at %d" % k)
@@ -211,7 +203,7 @@ def tool_args_of(out, stream):
 def tool_call_arguments_redacted_streamed_or_not():
     for stream in (False, True):
         code, out, p = RIG.curl(OPENAI, chat("send it", stream),
-                                extra=["-H", "x-fake-answer-b64: " + b64(ANSWER), "-H", "x-fake-tool-call: send_mail",
+                                extra=["-H", lib.fake_answer(ANSWER), "-H", "x-fake-tool-call: send_mail",
                                        "-H", "x-fake-split: 1"])
         check(code == 200, "status %s %s" % (code, p.stderr))
         args = tool_args_of(out, stream)
@@ -224,7 +216,7 @@ def answer_value_too_long_to_hold_cuts_the_stream():
     key = "-----BEGIN RSA PRIVATE KEY-----\\n" + "MIIEpAIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM9Oi8dKMDvs3QyZh\\n" * 180 + \
           "-----END RSA PRIVATE KEY-----"
     code, out, p = RIG.curl(OPENAI, chat("give me a key", True),
-                            extra=["-H", "x-fake-answer-b64: " + b64("here it is " + key), "-H", "x-fake-split: 40"])
+                            extra=["-H", lib.fake_answer("here it is " + key), "-H", "x-fake-split: 40"])
     check("MIIEpAIBAAKCAQEA" not in out and "BEGIN RSA" not in out, "part of the key reached the client")
     evs = sse_events(out)
     errs = [d for e, d in evs if e == "error"]
@@ -251,21 +243,21 @@ def token_restored_on_a_second_connection_same_user_and_program():
     # a new curl process: a new connection, same user, same program
     for stream in (False, True):
         code, out, p = RIG.curl(OPENAI, chat("what was it?", stream), uid=60101,
-                                extra=["-H", "x-fake-answer-b64: " + b64("Your address is %s." % tok), "-H", "x-fake-split: 3"])
+                                extra=["-H", lib.fake_answer("Your address is %s." % tok), "-H", "x-fake-split: 3"])
         check(code == 200, "status %s" % code)
         text = openai_stream_text(out) if stream else json.loads(out)["choices"][0]["message"]["content"]
         check(text == "Your address is %s." % email, "not restored on a new connection (stream=%s): %r" % (stream, text))
     # a Responses stream: the deltas and the events repeating the whole text
     code, out, p = RIG.curl("https://api.openai.com/v1/responses",
                             json.dumps({"model": "gpt-4o-mini", "stream": True, "input": "what was it?"}), uid=60101,
-                            extra=["-H", "x-fake-answer-b64: " + b64("Your address is %s." % tok), "-H", "x-fake-split: 4"])
+                            extra=["-H", lib.fake_answer("Your address is %s." % tok), "-H", "x-fake-split: 4"])
     check(responses_stream_text(out) == "Your address is %s." % email, "Responses deltas: %r" % responses_stream_text(out))
     done = [json.loads(d) for e, d in sse_events(out) if e == "response.completed"]
     check(done and done[0]["response"]["output"][0]["content"][0]["text"] == "Your address is %s." % email,
           "response.completed not restored: %r" % out[-400:])
     # and in a streamed tool call's arguments (JSON text: the value is restored JSON-escaped)
     code, out, p = RIG.curl(OPENAI, chat("mail it", True), uid=60101,
-                            extra=["-H", "x-fake-answer-b64: " + b64("to %s" % tok), "-H", "x-fake-tool-call: send_mail",
+                            extra=["-H", lib.fake_answer("to %s" % tok), "-H", "x-fake-tool-call: send_mail",
                                    "-H", "x-fake-split: 5"])
     args = tool_args_of(out, True)
     check(json.loads(args) == {"text": "to %s" % email}, "tool arguments not restored: %r" % args)

@@ -68,7 +68,7 @@ def events_reach_collector_with_identity_findings_and_actions():
     body = json.loads(json.dumps(CHAT))
     body["messages"][0]["content"] = "and the answer?"
     code, _, _ = RIG.curl("https://api.openai.com/v1/chat/completions", json.dumps(body),
-                          extra=["-H", "x-fake-answer-b64: " + base64.b64encode(b"reach carol@example.net").decode()])
+                          extra=["-H", lib.fake_answer("reach carol@example.net")])
     check(code == 200, "request with a PII answer: %s" % code)
     rows = wait_rows(lambda r: r["kind"] == "request" and r["user"] == "nobody", 4, "--user", "nobody")
     check(len(rows) >= 4, "collector has %d request events of nobody after 30 s; collector log: %s; agent log: %s"

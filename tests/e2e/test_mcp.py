@@ -603,7 +603,7 @@ def warn_answer_rule_lets_the_answer_through_and_audits():
     without the type is a plain allow."""
     body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "who to ask?"}]})
     code, text, _ = RIG.curl("https://api.openai.com/v1/chat/completions", body,
-                             extra=["-H", "x-fake-answer-b64: " + base64.b64encode(b"ask carol@example.net").decode()])
+                             extra=["-H", lib.fake_answer("ask carol@example.net")])
     check(code == 200 and "carol@example.net" in text, "the warned answer did not pass unchanged: %s %s" % (code, text[:300]))
     evs = RIG.agent.wait_events(lambda e: e.get("rule") == "coach-answers-email", kind="request")
     check(evs and evs[-1]["action"] == "warn" and "answer warned by rule 'coach-answers-email': EMAIL 1" in evs[-1]["reason"]
@@ -612,7 +612,7 @@ def warn_answer_rule_lets_the_answer_through_and_audits():
     n = len(RIG.agent.events("request"))
     sbody = json.dumps({"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "who?"}]})
     code, text, _ = RIG.curl("https://api.openai.com/v1/chat/completions", sbody,
-                             extra=["-H", "x-fake-answer-b64: " + base64.b64encode(b"ask carol@example.net").decode(),
+                             extra=["-H", lib.fake_answer("ask carol@example.net"),
                                     "-H", "x-fake-split: 3"])
     deltas = "".join(json.loads(l[6:])["choices"][0]["delta"].get("content", "") for l in text.splitlines()
                      if l.startswith("data: {") and json.loads(l[6:]).get("choices"))
@@ -622,7 +622,7 @@ def warn_answer_rule_lets_the_answer_through_and_audits():
           "streamed event: %s" % ev[-1:])
     n = len(RIG.agent.events("request"))
     code, text, _ = RIG.curl("https://api.openai.com/v1/chat/completions", body,
-                             extra=["-H", "x-fake-answer-b64: " + base64.b64encode(b"ask the front desk").decode()])
+                             extra=["-H", lib.fake_answer("ask the front desk")])
     check(code == 200, "plain answer: %s" % code)
     plain = wait_more("request", n)
     check(plain and plain[-1]["action"] == "allow", "an answer without the type: %s" % plain[-1:])

@@ -5,7 +5,6 @@ block the request (it never reaches the provider), personal data leaves
 redacted, and a request with no finding is forwarded byte for byte. The
 official SDKs must surface a block as a readable error naming the rule.
 """
-import base64
 import json
 
 import lib
@@ -61,7 +60,7 @@ def findings_in_the_answer_are_audited_streamed_or_not():
                            "messages": [{"role": "user", "content": "who do I contact? " + tag}]})
         # 3-character SSE pieces: the e-mail and the key are split across events.
         code, out, p = RIG.curl("https://api.openai.com/v1/chat/completions", body,
-                                extra=["-H", "x-fake-answer-b64: " + base64.b64encode(answer.encode()).decode(),
+                                extra=["-H", lib.fake_answer(answer),
                                        "-H", "x-fake-split: 3"])
         check(code == 200, "status %s %s" % (code, p.stderr))
         if stream:

@@ -54,8 +54,9 @@ Test controls (request headers; the real APIs ignore them):
                             arguments JSON streamed in the same pieces
   x-fake-abort-after: N     close the connection after N SSE events
   x-fake-answer: TEXT       answer TEXT instead of the echo (output inspection)
-  x-fake-answer-b64: B64    the same, base64: the agent inspects header values,
-                            so an answer holding a finding is sent this way
+  x-fake-answer-z: B64      the same, base64 of zlib-compressed text: the agent
+                            reads header values (base64 of text too), so an
+                            answer holding a finding is sent this way
   x-fake-header-delay-ms: N wait before sending the response headers
   path /slow-headers        reads the request, records it, never answers
 
@@ -72,6 +73,7 @@ SNI log (--passthrough-sni-log): one JSON line per ClientHello:
 """
 import argparse
 import base64
+import zlib
 import http.server
 import itertools
 import json
@@ -657,8 +659,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return ""
 
     def answer(self, user_text):
-        b64 = self.headers.get("x-fake-answer-b64")
-        text = (base64.b64decode(b64).decode("utf-8") if b64 else self.headers.get("x-fake-answer")) or \
+        z = self.headers.get("x-fake-answer-z")
+        text = (zlib.decompress(base64.b64decode(z)).decode("utf-8") if z else self.headers.get("x-fake-answer")) or \
             "echo: " + user_text[:ECHO_LIMIT]
         usage = (len(self.body) // 4, len(text.split()))
         split = self._int_hdr("x-fake-split")
