@@ -300,6 +300,29 @@ bad:
 	return -EINVAL;
 }
 
+static int hexval(int c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
+	       c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+int decode_hex(const char *in, size_t n, struct buf *out)
+{
+	if (n % 2)
+		return -EINVAL;
+	if (buf_reserve(out, n / 2))
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i += 2) {
+		int hi = hexval((unsigned char)in[i]), lo = hexval((unsigned char)in[i + 1]);
+		if (hi < 0 || lo < 0)
+			return -EINVAL;
+		out->data[out->len + i / 2] = (char)(hi << 4 | lo);
+	}
+	out->len += n / 2;
+	out->data[out->len] = '\0';
+	return 0;
+}
+
 /* ------------------------------------------------------------------ sniff */
 
 static bool utf8_text(const unsigned char *p, size_t n)
@@ -797,12 +820,6 @@ bool decode_header_value(const char *hdr, size_t n, const char *name, const char
 }
 
 /* ----------------------------------------------------------------- forms */
-
-static int hexval(int c)
-{
-	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
-	       c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
 
 int decode_form(const char *in, size_t n, struct buf *out, uint32_t **map, size_t *mapcap)
 {

@@ -34,6 +34,10 @@ bool decode_content_known(const char *coding, size_t coding_len);
  * (over cap), -ENOMEM. */
 int decode_base64(const char *in, size_t n, size_t cap, struct buf *out);
 
+/* Hexadecimal (an even number of 0-9 a-f A-F, nothing else), appended
+ * to out. Returns 0, -EINVAL (not hex), -ENOMEM. */
+int decode_hex(const char *in, size_t n, struct buf *out);
+
 /* What binary content is, from its first bytes: a media type such as
  * "image/png", "application/pdf", "application/zip", or NULL when it
  * looks like text (valid UTF-8 without NULs in the sampled prefix).

@@ -1002,9 +1002,9 @@ static const bool run_chars[256] = {
 
 /* Base64 of text written in text ("decode this: QUtJQV...", a Kubernetes
  * Secret's data, a docker config's auth, a Basic credential in a pasted
- * curl command): a model decodes it at sight. Each run of RUN_MIN or more
- * base64 characters (with its padding) that decodes to text is scanned
- * as well, its spans sealed to the run (it cannot be rewritten in place);
+ * curl command), or hexadecimal: a model decodes either at sight. Each run
+ * of RUN_MIN or more base64 characters (with its padding), or of 2 x
+ * RUN_MIN hex digits, that decodes to text is scanned as well, its spans sealed to the run (it cannot be rewritten in place);
  * runs that decode to bytes (hashes, identifiers, keys, images) are
  * skipped. Base64 in that text is read too, INSPECT_RUN_DEPTH deep. */
 #define RUN_MIN 16
@@ -1023,6 +1023,22 @@ static bool run_may_be_text(const char *run, size_t n)
 	return ascii * 4 >= groups * 3;
 }
 
+/* Whether run[0..n) is hexadecimal that may be text: every character a
+ * hex digit, and (as for base64) three bytes in four starting with a
+ * digit 2 to 7 (printable ASCII); hashes and ids fail here. */
+static bool hex_may_be_text(const char *run, size_t n)
+{
+	size_t ascii = 0;
+	if (n % 2)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isxdigit((unsigned char)run[i]))
+			return false;
+	for (size_t i = 0; i < n; i += 2)
+		ascii += run[i] >= '2' && run[i] <= '7';
+	return ascii * 4 >= n / 2 * 3;
+}
+
 static int scan_runs(struct inspect_scratch *s, const struct scan_target *tg, const char *t, size_t n,
 		     const uint32_t *map, struct inspect_result *r)
 {
@@ -1039,11 +1055,12 @@ static int scan_runs(struct inspect_scratch *s, const struct scan_target *tg, co
 			;
 		for (e = j; e < n && e - j < 2 && t[e] == '='; e++)
 			;
-		if (!run_may_be_text(t + i, j - i))
+		bool hex = j - i >= 2 * RUN_MIN && hex_may_be_text(t + i, j - i);
+		if (!hex && !run_may_be_text(t + i, j - i))
 			continue;
 		struct buf *o = &s->run[s->run_depth];
 		o->len = 0;
-		int rc = decode_base64(t + i, e - i, e - i, o);
+		int rc = hex ? decode_hex(t + i, j - i, o) : decode_base64(t + i, e - i, e - i, o);
 		if (rc == -ENOMEM)
 			return rc;
 		if (rc || o->len < RUN_MIN * 3 / 4 || decode_sniff(o->data, o->len))

@@ -407,24 +407,26 @@ def utf16_text_is_read_not_waved_through_as_binary():
 
 @test
 def base64_of_text_in_a_prompt_is_read():
-    """A model decodes base64 at sight: "decode this: QUtJQV..." in a plain
-    prompt, or a Kubernetes Secret pasted whole, once took a key up unseen.
-    Base64 runs in any text that decode to text are read; a key there is
-    blocked, an address refused (base64 cannot be redacted in place), and
-    base64 of bytes (a hash, an image) passes as sent."""
+    """A model decodes base64 and hexadecimal at sight: "decode this:
+    QUtJQV..." in a plain prompt, or a Kubernetes Secret pasted whole, once
+    took a key up unseen. Runs of either in any text that decode to text
+    are read; a key there is blocked, an address refused (base64 cannot be
+    redacted in place), and base64 of bytes (a hash, an image) passes as
+    sent."""
     import base64
     k8s = ("kind: Secret\ndata:\n  credentials: %s\n" %
            b64("[default]\naws_access_key_id = %s\n" % AWS_KEY))
     for tag, text in [("b64plain", "decode this and use it: " + b64("deploy key " + AWS_KEY)),
                       ("b64k8s", "why does this fail?\n" + k8s),
-                      ("b64twice", "twice: " + b64(b64("deploy key " + AWS_KEY)))]:
+                      ("b64twice", "twice: " + b64(b64("deploy key " + AWS_KEY))),
+                      ("hexkey", "from hex: " + ("deploy key " + AWS_KEY).encode().hex())]:
         code, out, p = post_file(chat(tag + " " + text).encode())
         ev = last_event()
         check(code == 403 and ev["action"] == "block" and {"type": "AWS_ACCESS_KEY", "count": 1} in ev["findings"],
               "%s: status %s, event %s" % (tag, code, {k: ev.get(k) for k in ("action", "findings")}))
     code, out, p = post_file(chat("b64mail write to " + b64("jane.doe@example.com please")).encode())
     check(code == 403 and "redaction_impossible" in out, "an address in base64: %s %s" % (code, out[:200]))
-    check(not any(t in b for b in seen_by_provider() for t in ("b64plain", "b64k8s", "b64twice", "b64mail")),
+    check(not any(t in b for b in seen_by_provider() for t in ("b64plain", "b64k8s", "b64twice", "hexkey", "b64mail")),
           "base64 of a finding reached the provider")
     blob = "b64bytes sha512-" + base64.b64encode(bytes(range(7, 250, 3))).decode() + " fine"
     code, out, p = post_file(chat(blob).encode())

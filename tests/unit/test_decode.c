@@ -135,6 +135,15 @@ TEST(decode_base64_variants_and_errors)
 	buf_free(&out);
 }
 
+TEST(decode_hex_pairs)
+{
+	struct buf o = { 0 };
+	CHECK(decode_hex("4b65790a", 8, &o) == 0 && o.len == 4 && !strcmp(o.data, "Key\n"), "hex: %s", o.data);
+	CHECK(decode_hex("4B6", 3, &o) == -EINVAL && o.len == 4, "an odd count taken");
+	CHECK(decode_hex("4g", 2, &o) == -EINVAL && o.len == 4, "a non-hex digit taken");
+	buf_free(&o);
+}
+
 /* Text in UTF-16, as Notepad and iconv write it, is read as UTF-8; audio,
  * which also has many zero bytes, is not taken for it. */
 TEST(decode_utf16_text_with_and_without_a_mark)

@@ -390,6 +390,10 @@ TEST(inspect_base64_in_text_is_read)
 	}
 	const char *mail = "to amFuZS5kb2VAZXhhbXBsZS5jb20=";
 	CHECK(inspect_text(scr, mail, strlen(mail), &res) == 0 && res.counts[FINDING_EMAIL] == 1, "address in base64");
+	/* hexadecimal of text: "deploy key AKIA..." */
+	const char *hex = "run 6465706c6f79206b657920414b49415a3751573352543559555032" "4d4e3858 now";
+	CHECK(inspect_text(scr, hex, strlen(hex), &res) == 0 && res.counts[FINDING_AWS_ACCESS_KEY] == 1,
+	      "a key in hexadecimal: %u", res.counts[FINDING_AWS_ACCESS_KEY]);
 	static const char *const none[] = {
 		"sha512-3q2+7wAAAAC6ZGVhZGJlZWZkZWFkYmVlZmRlYWRiZWVm/w8AAAD/DwAAAP8PAAAA", /* bytes */
 		"commit 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
