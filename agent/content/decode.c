@@ -572,6 +572,13 @@ static int fold(int32_t cp)
 	}
 	if (cp >= 0x1d7ce && cp <= 0x1d7ff)       /* bold, double-struck, ... digits */
 		return '0' + (int)((cp - 0x1d7ce) % 10);
+	/* Unicode tags ("ASCII smuggling"): invisible, but models read
+	 * U+E0020..U+E007E as the ASCII they mirror; the language tag and the
+	 * cancel tag are format characters */
+	if (cp >= 0xe0020 && cp <= 0xe007e)
+		return (int)(cp - 0xe0000);
+	if (cp == 0xe0001 || cp == 0xe007f)
+		return -1;
 	return 0;
 }
 

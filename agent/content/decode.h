@@ -79,7 +79,9 @@ bool decode_media_is_text(const char *mt, size_t n);
  *    space, ...) and the line/paragraph separators become ' ';
  *  - fullwidth ASCII (U+FF01..U+FF5E, so '＠' and fullwidth digits) and
  *    the mathematical alphanumerics (U+1D400..U+1D7FF) fold to ASCII as
- *    NFKC does; Unicode dashes (U+2010..U+2015, U+2212) become '-';
+ *    NFKC does; Unicode dashes (U+2010..U+2015, U+2212) become '-'; the
+ *    invisible Unicode tags U+E0020..U+E007E ("ASCII smuggling", which
+ *    models read) become the ASCII they mirror;
  *  - a soft line break inside a value, a backslash-newline with a value
  *    character ([A-Za-z0-9+/=_.@-]) on both sides, is removed (shell, C,
  *    Makefile and Python continuation: one token, never two values).

@@ -36,6 +36,11 @@ extern const size_t detectors_nbuiltin;
 
 struct inj_rule { const char *re; float w; unsigned flags; };
 #define DETECTORS_NINJ 71
+/* The last two injection rules match invisible characters the normaliser
+ * removes or folds (Unicode tags; bidi overrides and isolates): the
+ * inspector also looks for them in the text before normalising. */
+#define DETECTORS_INJ_TAGS (DETECTORS_NINJ - 2)
+#define DETECTORS_INJ_BIDI (DETECTORS_NINJ - 1)
 extern const struct inj_rule detectors_injection[DETECTORS_NINJ];
 
 #endif

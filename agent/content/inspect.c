@@ -994,6 +994,24 @@ static int scan_decoded(struct inspect_scratch *s, const struct scan_target *tg,
 			const char *t, size_t n, const uint32_t *map,
 			struct inspect_result *r);
 
+/* The invisible characters the injection rules DETECTORS_INJ_TAGS and
+ * DETECTORS_INJ_BIDI look for, in text about to be normalised (which
+ * folds the tags to the ASCII they hide and drops the bidi controls). */
+static void invisible_marks(struct inspect_scratch *s, const char *t, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)t;
+	for (const unsigned char *q = p; (q = memchr(q, 0xf3, n - (size_t)(q - p))) && q + 3 < p + n; q++)
+		if (q[1] == 0xa0 && (q[2] == 0x80 || q[2] == 0x81) && (q[3] & 0xc0) == 0x80) {
+			s->inj_hit[DETECTORS_INJ_TAGS] = true;
+			break;
+		}
+	for (const unsigned char *q = p; (q = memchr(q, 0xe2, n - (size_t)(q - p))) && q + 2 < p + n; q++)
+		if ((q[1] == 0x80 && q[2] >= 0xaa && q[2] <= 0xae) || (q[1] == 0x81 && q[2] >= 0xa6 && q[2] <= 0xa9)) {
+			s->inj_hit[DETECTORS_INJ_BIDI] = true;
+			break;
+		}
+}
+
 /* The base64 alphabets, standard and URL-safe */
 static const bool run_chars[256] = {
 	['+'] = 1, ['-'] = 1, ['/'] = 1, ['_'] = 1,
@@ -1097,6 +1115,8 @@ static int scan_decoded(struct inspect_scratch *s, const struct scan_target *tg,
 	if (rc == 1) {
 		rc = scan_text(s, tg, t, n, map, r);
 	} else {
+		if (tg->visible)
+			invisible_marks(s, t, n);
 		for (size_t i = 0; i <= s->norm.len; i++)
 			s->nmap[i] = map_at(map, s->nmap[i]);
 		rc = scan_text(s, tg, s->norm.data, s->norm.len, s->nmap, r);

@@ -291,6 +291,9 @@ def unicode_tricks_are_normalised():
         # passes over them, so the detectors do
         ("nul-key", "key " + "\\u0000".join("AKIAZ7QW3RT5YU2IO4PL"), "block", "AWS_ACCESS_KEY"),
         ("ctl-mail", "write to jane.doe\\u0001@example\\u007f.com", "redact", "EMAIL"),
+        # Unicode tags ("ASCII smuggling"): invisible, read by models
+        ("tag-key", "key " + "".join(chr(0xE0000 + ord(c)) for c in "AKIAZ7QW3RT5YU2IO4PL"), "block",
+         "AWS_ACCESS_KEY"),
     ]
     for tag, text, action, ftype in cases:
         body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"%s %s"}]}' % (tag, text)

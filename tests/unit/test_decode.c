@@ -287,6 +287,11 @@ TEST(decode_normalize_folds_and_maps)
 	/* invalid UTF-8 is copied byte for byte */
 	CHECK(decode_normalize("\xff\xe2\x80\x8b", 4, &out, &map, &cap) == 0 && out.len == 1 &&
 	      (unsigned char)out.data[0] == 0xff, "invalid byte not kept");
+	/* Unicode tags: a language tag, then "Ak" and a cancel tag, invisible */
+	const char *tags = "x\xf3\xa0\x80\x81\xf3\xa0\x81\x81\xf3\xa0\x81\xab\xf3\xa0\x81\xbfy";
+	CHECK(decode_normalize(tags, strlen(tags), &out, &map, &cap) == 0 && out.len == 4 &&
+	      !memcmp(out.data, "xAky", 4) && map[1] == 5 && map[2] == 9 && map[3] == 17,
+	      "tags folded to %.*s", (int)out.len, out.data);
 	buf_free(&out);
 	free(map);
 }
