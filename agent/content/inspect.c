@@ -1232,7 +1232,7 @@ static int layer_scalar(void *vctx, const char *doc, const struct json_string *j
 			return rc;
 		return scan_decoded(s, c->tg, doc + js->off, js->len, s->lmap[d], c->r);
 	}
-	if (js->kind != JSON_STRING)
+	if (js->kind != JSON_STRING && js->kind != JSON_KEY)
 		return 0;
 	if ((rc = json_decode(doc + js->off, js->len, &s->lt[d])) ||
 	    (rc = compose_map(c, d, js->off, s->lt[d].map, s->lt[d].len)))
@@ -1425,9 +1425,9 @@ static int jsonl_string(void *vctx, const char *doc, const struct json_string *j
 {
 	struct jsonl_ctx *c = vctx;
 	(void)doc;
-	if (js->kind != JSON_STRING)
+	if (js->kind != JSON_STRING && js->kind != JSON_KEY)
 		return 0;
-	return req_string(c->rc, c->base + js->off, js->len, true);
+	return req_string(c->rc, c->base + js->off, js->len, js->kind == JSON_STRING);
 }
 
 /* JSON lines (Batch API input files): every non-empty line of

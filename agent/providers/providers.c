@@ -190,6 +190,11 @@ static int parse_cb(void *vctx, const char *doc, const struct json_string *s)
 
 	if (s->kind == JSON_TRUE && p->depth == 1 && json_path_match(p, "stream"))
 		c->info->stream = true;
+	/* a member's name goes up too (metadata keys are stored, a tool
+	 * schema's property names are read by the model): inspected, never
+	 * shown as prompt text; under 6 bytes it cannot hold a finding */
+	if (s->kind == JSON_KEY)
+		return c->fn && s->len >= 6 ? c->fn(c->ctx, s->off, s->len, false) : 0;
 	if (s->kind != JSON_STRING)
 		return 0;
 	if (c->model_from_body && (c->model_path ? json_path_match(p, c->model_path) :

@@ -74,12 +74,13 @@ const char *const *provider_stream_delta_paths(enum provider_id p);
 enum provider_id provider_identify(const char *host, const char *path);
 
 /* One string the model may read (visible) or that otherwise leaves the
- * machine (!visible: ids, model names, metadata values). Keys are not
- * reported. off/len: raw bytes between the quotes in body. */
+ * machine (!visible: ids, model names, metadata values, and member names
+ * of 6 bytes or more). off/len: raw bytes between the quotes in body. */
 typedef int (*provider_string_fn)(void *ctx, size_t off, size_t len, bool visible);
 
 /* Parse a request: fill *info and call fn (may be NULL) for every string
- * value of a valid JSON body (any JSON value), in order. A body that is
+ * value (and long member name) of a valid JSON body (any JSON value), in
+ * order. A body that is
  * not JSON sets is_json = false and reports nothing: inspect it as text;
  * if it starts like JSON ('{' or '[') but fails validation, invalid_json
  * is set too. Returns 0, or fn's non-zero result. host, path, body

@@ -438,6 +438,30 @@ def base64_of_text_in_a_prompt_is_read():
 
 
 @test
+def member_names_are_inspected():
+    """Member names leave the machine too: metadata keys are stored with
+    the completion, a tool schema's property names are read by the model.
+    They were never inspected: a key as a metadata name went up, and so
+    did an address as a property name."""
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "keyname"}],
+                       "metadata": {AWS_KEY: "x"}})
+    code, out, p = post_file(body.encode())
+    ev = last_event()
+    check(code == 403 and {"type": "AWS_ACCESS_KEY", "count": 1} in ev["findings"],
+          "a key as a member name: status %s, event %s" % (code, {k: ev.get(k) for k in ("action", "findings")}))
+    tools = [{"type": "function", "function": {"name": "notify", "description": "notify someone",
+              "parameters": {"type": "object", "properties": {EMAIL: {"type": "string"}}}}}]
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "propname"}],
+                       "tools": tools})
+    code, out, p = post_file(body.encode())
+    check(code == 200, "an address as a property name: status %s %s" % (code, out[:200]))
+    sent = json.loads(last_received()["body"])
+    props = sent["tools"][0]["function"]["parameters"]["properties"]
+    check(EMAIL not in json.dumps(sent) and len(props) == 1, "the property name went up as %s" % list(props))
+    check(not any("keyname" in b for b in seen_by_provider()), "the key as a member name reached the provider")
+
+
+@test
 def invalid_json_is_read_through_its_escapes_and_never_half_redacted():
     """A body that is not valid JSON (a trailing comma, NaN: lenient
     parsers take both) was scanned as raw text, so a key written with \\u

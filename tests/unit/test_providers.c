@@ -11,9 +11,22 @@ struct vis {
 	int n;
 };
 
+/* Whether the string at off (len bytes) of body is a member name: a ':'
+ * follows its closing quote. */
+static bool is_name(const char *body, size_t off, size_t len)
+{
+	const char *q = body + off + len + 1;
+	while (*q == ' ' || *q == '\n')
+		q++;
+	return *q == ':';
+}
+
+/* Values only (member names are reported too: providers_member_names) */
 static int vis_cb(void *ctx, size_t off, size_t len, bool visible)
 {
 	struct vis *v = ctx;
+	if (is_name(v->body, off, len))
+		return 0;
 	if (v->n < 16) {
 		size_t l = len < 47 ? len : 47;
 		memcpy(v->seen[v->n], v->body + off, l);
@@ -52,6 +65,32 @@ TEST(providers_identify)
 	CHECK(provider_identify("llm.local", "/openai/deployments/gpt4/chat/completions") == PROVIDER_AZURE_OPENAI,
 	      "azure by path");
 	CHECK(!strcmp(provider_name(PROVIDER_AZURE_OPENAI), "azure_openai"), "name");
+}
+
+static int names_cb(void *ctx, size_t off, size_t len, bool visible)
+{
+	struct vis *v = ctx;
+	if (is_name(v->body, off, len) && v->n < 16) {
+		snprintf(v->seen[v->n], sizeof(v->seen[0]), "%.*s", (int)len, v->body + off);
+		v->visible[v->n++] = visible;
+	}
+	return 0;
+}
+
+/* Member names of 6 bytes or more leave the machine too (metadata keys,
+ * a tool schema's property names): reported, never as visible text. */
+TEST(providers_member_names)
+{
+	const char *b = "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+			"\"metadata\":{\"AKIAZ7QW3RT5YUP2MN8X\":\"x\",\"short\":\"y\"}}";
+	struct provider_info info;
+	struct vis v = { .body = b };
+	CHECK(provider_parse_request("api.openai.com", "/v1/chat/completions", b, strlen(b), &info, names_cb, &v) == 0,
+	      "parse failed");
+	CHECK(v.n == 4 && !strcmp(v.seen[0], "messages") && !strcmp(v.seen[1], "content") &&
+	      !strcmp(v.seen[2], "metadata") && !strcmp(v.seen[3], "AKIAZ7QW3RT5YUP2MN8X"), "names: %d", v.n);
+	for (int i = 0; i < v.n; i++)
+		CHECK(!v.visible[i], "name %s reported as visible text", v.seen[i]);
 }
 
 TEST(providers_openai_chat)

@@ -19,6 +19,9 @@ struct seen {
 static int seen_cb(void *ctx, size_t off, size_t len, bool visible)
 {
 	struct seen *s = ctx;
+	const char *q = s->body + off + len + 1;
+	if (*q == ':')
+		return 0;           /* a member name: values only here */
 	if (!visible) {
 		s->hidden++;
 		return 0;
