@@ -1018,13 +1018,6 @@ static const bool run_chars[256] = {
 	['0' ... '9'] = 1, ['A' ... 'Z'] = 1, ['a' ... 'z'] = 1,
 };
 
-/* Base64 of text written in text ("decode this: QUtJQV...", a Kubernetes
- * Secret's data, a docker config's auth, a Basic credential in a pasted
- * curl command), or hexadecimal: a model decodes either at sight. Each run
- * of RUN_MIN or more base64 characters (with its padding), or of 2 x
- * RUN_MIN hex digits, that decodes to text is scanned as well, its spans sealed to the run (it cannot be rewritten in place);
- * runs that decode to bytes (hashes, identifiers, keys, images) are
- * skipped. Base64 in that text is read too, INSPECT_RUN_DEPTH deep. */
 #define RUN_MIN 16
 
 /* Whether run[0..n) may be base64 of text: a group's first character
@@ -1057,6 +1050,14 @@ static bool hex_may_be_text(const char *run, size_t n)
 	return ascii * 4 >= n / 2 * 3;
 }
 
+/* Base64 of text written in text ("decode this: QUtJQV...", a Kubernetes
+ * Secret's data, a docker config's auth, a Basic credential in a pasted
+ * curl command), or hexadecimal: a model decodes either at sight. Each run
+ * of RUN_MIN or more base64 characters (with its padding), or of
+ * 2 x RUN_MIN hex digits, that decodes to text is scanned as well, its
+ * spans sealed to the run (it cannot be rewritten in place); runs that
+ * decode to bytes (hashes, identifiers, keys, images) are skipped. Runs in
+ * that text are read too, INSPECT_RUN_DEPTH deep. */
 static int scan_runs(struct inspect_scratch *s, const struct scan_target *tg, const char *t, size_t n,
 		     const uint32_t *map, struct inspect_result *r)
 {
@@ -1675,7 +1676,6 @@ int inspect_bytes(struct inspect_scratch *s, const char *p, size_t len,
 {
 	return inspect_whole(s, p, len, true, out);
 }
-
 
 /* --------------------------------------------------------------- stream */
 

@@ -9,24 +9,8 @@
 #include <string.h>
 
 #include "content/answer.h"
+#include "fuzz_inspector.h"
 
-static struct inspector *ins;
-static struct inspect_scratch *scr;
-
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* The detectors compile once, before the first input: under ASan that
- * takes seconds, which counted against the first input's -timeout. */
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	ins = inspector_new(NULL, 0, NULL, 0);
-	if (!ins || !(scr = inspect_scratch_new(ins)))
-		abort();
-	return 0;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -10,24 +10,9 @@
 #include <string.h>
 
 #include "content/inspect.h"
+#include "fuzz_inspector.h"
 
-static struct inspector *ins;
-static struct inspect_scratch *scr;
 static struct inspect_result res;
-
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* The detectors compile once, before the first input. */
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	ins = inspector_new(NULL, 0, NULL, 0);
-	if (!ins || !(scr = inspect_scratch_new(ins)))
-		abort();
-	return 0;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
